@@ -1,0 +1,37 @@
+# Canteen one-card — developer entry points. `make demo` and `make test` install first.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test bench lint chaos clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,face]'
+	# face_recognition declares a "dlib" requirement that would compile dlib from source
+	# (tens of minutes). The [face] extra above installed dlib-bin, a prebuilt wheel of the
+	# same library, so install face_recognition itself without its dependency list.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps face-recognition==1.3.0
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/canteen-sim demo
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m bench.run
+
+chaos: install
+	$(VENV)/bin/canteen-sim chaos-sweep
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache *.egg-info

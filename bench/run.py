@@ -1,0 +1,110 @@
+"""Run the benchmarks, write ``bench/results.json``, refresh the README table.
+
+``python -m bench.run [NAME_PREFIX ...]`` runs every benchmark (or those whose dotted name
+starts with a prefix) and merges their results into ``bench/results.json``: an object
+mapping each dotted name to ``{"value", "unit", "params", "measured_at"}``. The README's
+table between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` is regenerated from it.
+Benchmarks that share a resource (one broker for the raw ceiling and the sync drain) get it
+from the ``context`` they receive, so their numbers come from the same run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import platform
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results.json"
+README = HERE.parent / "README.md"
+
+
+@dataclass
+class Result:
+    name: str
+    value: float
+    unit: str
+    params: dict[str, Any] = field(default_factory=dict)
+    target: str = ""  # e.g. "< 10 s", shown in the README table
+
+
+class Context:
+    """Shared, lazily started resources; closed at the end of the run."""
+
+    def __init__(self) -> None:
+        self._broker = None
+
+    @property
+    def broker(self):  # noqa: ANN201
+        if self._broker is None:
+            from shared.broker import start_broker
+
+            self._broker = start_broker("auto")
+        return self._broker
+
+    def close(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+
+
+def discover() -> list[Callable[[Context], list[Result]]]:
+    out = []
+    for mod in sorted(m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_")):
+        out += importlib.import_module(f"bench.{mod}").BENCHMARKS
+    return out
+
+
+def render_table(results: dict[str, Any]) -> str:
+    rows = ["| benchmark | value | unit | target | params | measured |", "|---|---:|---|---|---|---|"]
+    for name in sorted(results):
+        r = results[name]
+        params = ", ".join(f"{k}={v}" for k, v in r.get("params", {}).items())
+        rows.append(f"| `{name}` | {r['value']:,} | {r['unit']} | {r.get('target', '')} | {params} | {r['measured_at']} |")
+    return "\n".join(rows)
+
+
+def update_readme(results: dict[str, Any]) -> None:
+    if not README.exists():
+        return
+    text = README.read_text()
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    README.write_text(f"{head}{start}\n{render_table(results)}\n{end}{tail}")
+
+
+def main(argv: list[str]) -> int:
+    prefixes = argv or [""]
+    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    ctx = Context()
+    today = date.today().isoformat()
+    try:
+        for bench in discover():
+            for r in bench(ctx) if any(bench.__name__.startswith(p.replace(".", "_")) or not p for p in prefixes) else []:
+                r.params.setdefault("machine", f"{platform.machine()} x{_cpus()}")
+                results[r.name] = {"value": r.value, "unit": r.unit, "params": r.params, "measured_at": today, "target": r.target}
+                print(f"{r.name:<36} {r.value:>12,} {r.unit}  {r.target}  {r.params}", flush=True)
+    finally:
+        ctx.close()
+    RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
+    update_readme(results)
+    return 0
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

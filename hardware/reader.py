@@ -1,0 +1,46 @@
+"""Card readers: the interface, and the simulated reader used by tests and the simulator.
+
+A reader yields :class:`Tap` events (a card presented). The real NFC driver (nfcpy) lives
+in its own module and is chosen by configuration; :class:`SimulatedCardReader` is fed
+programmatically (``present(card_id)``) and behaves the same to its caller.
+"""
+
+from __future__ import annotations
+
+import queue
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Tap:
+    card_id: str
+    method: str = "card"
+    credential: str | None = None  # e.g. a verified NTAG 424 SUN counter
+
+
+class CardReader(Protocol):
+    def read(self, timeout_s: float) -> Tap | None:
+        """Block up to ``timeout_s`` for the next tap; None if none came."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SimulatedCardReader:
+    """Taps arrive from code (the simulator, a test) instead of a radio field."""
+
+    def __init__(self) -> None:
+        self._taps: queue.Queue[Tap] = queue.Queue()
+
+    def present(self, card_id: str, method: str = "card") -> None:
+        self._taps.put(Tap(card_id, method))
+
+    def read(self, timeout_s: float) -> Tap | None:
+        try:
+            return self._taps.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+
+    def close(self) -> None:
+        return None

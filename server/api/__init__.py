@@ -1,0 +1,33 @@
+"""HTTP JSON API: one blueprint per resource, all under ``/api/v1``.
+
+Views are thin: they parse the request, call a service function inside a transaction and
+return JSON. :func:`register` attaches the blueprints and turns every
+:class:`~shared.errors.DomainError` into ``{"code", "message", "detail"}`` with its HTTP
+status, so every refusal has a stable code.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from shared.errors import DomainError
+
+
+def register(app: Flask) -> None:
+    from server.api import health, terminals
+
+    app.register_blueprint(health.bp)
+    app.register_blueprint(terminals.bp)
+
+    @app.errorhandler(DomainError)
+    def domain_error(exc: DomainError):  # noqa: ANN202
+        lang = "zh" if request.accept_languages.best_match(["en", "zh"]) == "zh" else "en"
+        return jsonify(exc.to_json(lang)), exc.http_status
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):  # noqa: ANN202
+        code = {404: "not_found", 405: "invalid_input", 401: "unauthenticated", 403: "forbidden"}.get(
+            exc.code or 400, "invalid_input"
+        )
+        return jsonify({"code": code, "message": exc.name, "detail": exc.description or ""}), exc.code

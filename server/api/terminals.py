@@ -1,0 +1,62 @@
+"""Terminals: provisioning (admin) and what a terminal downloads (snapshot, deltas)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from server import terminals
+from server.auth import requires, requires_terminal
+from server.db import write_txn
+from server.db_flask import get_clock, get_db
+from server.downstream import build_snapshot, deltas_since
+from shared.errors import DomainError
+from shared.protocol import seal_server
+
+bp = Blueprint("terminals", __name__, url_prefix="/api/v1/terminals")
+
+
+@bp.post("")
+@requires("admin")
+def provision():  # noqa: ANN201
+    body = request.get_json(silent=True) or {}
+    canteen_id = body.get("canteen_id")
+    if not isinstance(canteen_id, str) or not canteen_id:
+        raise DomainError("invalid_input", "canteen_id required")
+    key = current_app.extensions["canteen_server_key"]
+    conn = get_db()
+    with write_txn(conn):
+        creds = terminals.provision(
+            conn, canteen_id, get_clock().now_ms(), key.public_hex, body.get("terminal_id")
+        )
+    return jsonify(creds.to_json()), 201
+
+
+@bp.get("/<terminal_id>/snapshot")
+@requires_terminal
+def snapshot(terminal_id: str) -> Response:
+    if g.principal.terminal_id != terminal_id:
+        raise DomainError("terminal_mismatch", "a terminal may only fetch its own snapshot")
+    snap = build_snapshot(get_db())
+    key = current_app.extensions["canteen_server_key"]
+    payload = seal_server("snapshot", snap.to_body(), key, get_clock().now_ms())
+    return Response(payload, mimetype="application/json")
+
+
+@bp.get("/<terminal_id>/deltas")
+@requires_terminal
+def deltas(terminal_id: str) -> Response:
+    """Catch up a small gap without a full snapshot: signed deltas after ``since``."""
+    if g.principal.terminal_id != terminal_id:
+        raise DomainError("terminal_mismatch", "a terminal may only fetch its own deltas")
+    try:
+        since = int(request.args.get("since", "0"))
+    except ValueError as exc:
+        raise DomainError("invalid_input", "since must be an integer") from exc
+    key = current_app.extensions["canteen_server_key"]
+    now = get_clock().now_ms()
+    items = [
+        seal_server("delta", d.to_body(), key, now).decode()
+        for d in deltas_since(get_db(), since, limit=500)
+    ]
+    body = "[" + ",".join(items) + "]"
+    return Response(body, mimetype="application/json")

@@ -1,0 +1,48 @@
+"""The Flask application factory (flaskr style).
+
+Configuration: defaults → ``<instance>/config.py`` if present → ``CANTEEN_*`` environment
+variables (``CANTEEN_DATABASE``, ``CANTEEN_BROKER_URL`` …) → ``test_config`` when given.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask
+
+from server import db_flask, keys
+from server.db import open_db
+from shared.clock import Clock
+
+
+def default_home() -> str:
+    return os.path.abspath(os.environ.get("CANTEEN_HOME", os.path.join(os.getcwd(), "var")))
+
+
+def create_app(test_config: dict[str, Any] | None = None, clock: Clock | None = None) -> Flask:
+    home = (test_config or {}).get("HOME") or default_home()
+    instance = os.path.join(home, "server")
+    app = Flask(__name__, instance_path=instance, instance_relative_config=True)
+    app.config.from_mapping(
+        DATABASE=os.path.join(instance, "canteen.sqlite"),
+        SERVER_KEY_FILE=os.path.join(instance, "server_key.hex"),
+        BROKER_URL="",
+        YEAR_END_REFUND_TO="unit",
+        JSON_AS_ASCII=False,
+    )
+    if test_config is None:
+        app.config.from_pyfile("config.py", silent=True)
+        app.config.from_prefixed_env("CANTEEN")
+    else:
+        app.config.from_mapping(test_config)
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    os.makedirs(os.path.dirname(os.path.abspath(app.config["DATABASE"])), exist_ok=True)
+    open_db(app.config["DATABASE"]).close()  # create / migrate once at start
+    app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
+    db_flask.init_app(app, clock)
+
+    from server import api
+
+    api.register(app)
+    return app

@@ -1,0 +1,125 @@
+"""Who may call what: bearer tokens with a role, and terminal request signatures.
+
+People use ``Authorization: Bearer <token>``; only the SHA-256 of a token is stored.
+Roles: ``admin`` (the bureau, everything), ``clerk`` (one unit), ``operator`` (one
+operator's canteens), ``auditor`` (read-only). Terminals sign their HTTP requests with
+their own secret: headers ``X-Terminal-Id``, ``X-Terminal-Time`` (ms) and
+``X-Terminal-Sig`` = HMAC-SHA256 over ``"<id>\\n<time>\\n<METHOD>\\n<path>"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from shared.errors import DomainError
+from shared.protocol import hmac_sign
+
+TERMINAL_CLOCK_TOLERANCE_MS = 15 * 60 * 1000
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    unit_id: str | None = None
+    operator: str | None = None
+    terminal_id: str | None = None
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    conn: sqlite3.Connection,
+    role: str,
+    now_ms: int,
+    *,
+    unit_id: str | None = None,
+    operator: str | None = None,
+    label: str = "",
+) -> str:
+    """Make a token; the clear text is returned once and never stored."""
+    if role == "clerk" and not unit_id:
+        raise DomainError("invalid_input", "a clerk token needs a unit")
+    if role == "operator" and not operator:
+        raise DomainError("invalid_input", "an operator token needs an operator")
+    token = secrets.token_urlsafe(24)
+    conn.execute(
+        "INSERT INTO tokens(token_hash, role, unit_id, operator, label, created_at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (_hash(token), role, unit_id, operator, label, now_ms),
+    )
+    return token
+
+
+def principal_for_token(conn: sqlite3.Connection, token: str) -> Principal | None:
+    row = conn.execute(
+        "SELECT role, unit_id, operator FROM tokens WHERE token_hash = ?", (_hash(token),)
+    ).fetchone()
+    return Principal(row[0], row[1], row[2]) if row else None
+
+
+def terminal_request_signature(secret: bytes, terminal_id: str, at_ms: int, method: str, path: str) -> str:
+    return hmac_sign(secret, f"{terminal_id}\n{at_ms}\n{method.upper()}\n{path}".encode())
+
+
+def requires(*roles: str) -> Callable[[F], F]:
+    """Decorator: the caller must hold one of ``roles`` (a bearer token)."""
+
+    def wrap(view: F) -> F:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            from server.db_flask import get_db
+
+            header = request.headers.get("Authorization", "")
+            if not header.startswith("Bearer "):
+                raise DomainError("unauthenticated", "bearer token required")
+            who = principal_for_token(get_db(), header[7:].strip())
+            if who is None:
+                raise DomainError("unauthenticated", "unknown token")
+            if who.role not in roles:
+                raise DomainError("forbidden", f"role {who.role} may not do this")
+            g.principal = who
+            return view(*args, **kwargs)
+
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+def requires_terminal(view: F) -> F:
+    """Decorator: the request is signed by a provisioned terminal (see module doc)."""
+
+    @functools.wraps(view)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        from server.db_flask import get_clock, get_db
+
+        tid = request.headers.get("X-Terminal-Id", "")
+        sig = request.headers.get("X-Terminal-Sig", "")
+        try:
+            at_ms = int(request.headers.get("X-Terminal-Time", ""))
+        except ValueError as exc:
+            raise DomainError("unauthenticated", "X-Terminal-Time missing") from exc
+        row = get_db().execute("SELECT secret_hex FROM terminals WHERE id = ?", (tid,)).fetchone()
+        if row is None:
+            raise DomainError("unknown_terminal", tid)
+        if abs(get_clock().now_ms() - at_ms) > TERMINAL_CLOCK_TOLERANCE_MS:
+            raise DomainError("clock_skew", "request time too far from server time")
+        secret = bytes.fromhex(row[0])
+        expected = terminal_request_signature(secret, tid, at_ms, request.method, request.path)
+        if not hmac.compare_digest(expected, sig):
+            raise DomainError("bad_signature", "terminal request signature")
+        g.principal = Principal("terminal", terminal_id=tid)
+        return view(*args, **kwargs)
+
+    return inner  # type: ignore[return-value]

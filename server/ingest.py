@@ -1,0 +1,188 @@
+"""The ingest worker: verify, apply at most once, commit, and only then acknowledge.
+
+MQTT callbacks only :meth:`IngestWorker.submit` raw messages to a queue. One worker thread
+takes whatever has queued up (up to ``max_messages``), and in **one** write transaction
+verifies each message's signature and shape, applies its sales (:class:`SaleApplier`),
+records status heartbeats and refusals, and records one delta for all balance changes.
+After the commit it publishes one signed :class:`Ack` per message. A crash before the
+commit loses nothing (the terminal still has the sales in its outbox and resends); a crash
+after it loses only acks (the resend is answered ``duplicate`` with the first result).
+
+Bad input never stops the worker: a malformed, forged or unknown message is refused with a
+stable reason code, logged, stored in ``rejections`` and answered when the sender is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from server import db as dbm
+from server.downstream import current_version, record_delta
+from server.sales import SaleApplier
+from server.terminals import SecretBook, record_status
+from shared.clock import Clock
+from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope, seal_hmac, topics
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes, bool], bool]
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    rejected_sales: int = 0
+    rejected_messages: int = 0
+    rejection_reasons: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        clock: Clock,
+        publish: Publish,
+        *,
+        on_delta: Callable[[], None] | None = None,
+        max_messages: int = 64,
+    ) -> None:
+        self._conn = conn
+        self._clock = clock
+        self._publish = publish
+        self._on_delta = on_delta or (lambda: None)
+        self._book = SecretBook(conn)
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        self._max_messages = max_messages
+        self._thread: threading.Thread | None = None
+        self.stats = IngestStats()
+        self.idle = threading.Event()
+        self.idle.set()
+
+    # --- thread plumbing -------------------------------------------------------------------
+
+    def submit(self, topic: str, payload: bytes) -> None:
+        """MQTT callback target: hand the message over, nothing else."""
+        self.idle.clear()
+        self._queue.put((topic, payload))
+
+    def start(self) -> IngestWorker:
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_messages:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._queue.put(None)
+                    break
+                batch.append(nxt)
+            try:
+                self.process(batch)
+            except sqlite3.Error:
+                # nothing was committed and nothing acknowledged: terminals will resend
+                log.exception("ingest: database error; %d messages left unacknowledged", len(batch))
+            if self._queue.empty():
+                self.idle.set()
+
+    # --- the work --------------------------------------------------------------------------
+
+    def process(self, messages: list[tuple[str, bytes]]) -> None:
+        """Verify, apply and commit a group of messages, then publish their acks."""
+        now = self._clock.now_ms()
+        replies: list[tuple[str, Ack]] = []
+        rejections: list[tuple[str, str | None, str, str]] = []
+        delta_recorded = False
+        with dbm.write_txn(self._conn):
+            version = current_version(self._conn) + 1
+            applier = SaleApplier(self._conn, now, version)
+            slots: list[tuple[str, str, list[int]]] = []  # (terminal, msg_id, result slots)
+            for topic, payload in messages:
+                self.stats.messages += 1
+                claimed = topics.terminal_of(topic)
+                try:
+                    env = open_envelope(payload, secret_for=self._book.secret)
+                    if claimed is None or env.sender != claimed:
+                        raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
+                    if topic == topics.sales(claimed) and env.type == "sale_batch":
+                        batch = SaleBatch.from_body(env.body, env.sender)
+                        canteen = self._book.canteen(env.sender) or ""
+                        slots.append(
+                            (env.sender, env.msg_id, [applier.apply(s, canteen) for s in batch.sales])
+                        )
+                    elif topic == topics.status(claimed) and env.type == "status":
+                        record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
+                    else:
+                        raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
+                except ProtocolError as exc:
+                    rejections.append((topic, claimed, exc.code, exc.detail))
+                    if claimed is not None and self._book.secret(claimed) is not None:
+                        replies.append((claimed, Ack(in_reply_to=_msg_id_of(payload), reason=exc.code)))
+            results = applier.finish()
+            for terminal_id, msg_id, slot_list in slots:
+                replies.append((terminal_id, Ack(msg_id, tuple(results[i] for i in slot_list))))
+            if applier.changes:
+                record_delta(self._conn, list(applier.changes.values()), now)
+                delta_recorded = True
+            self._conn.executemany(
+                "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",
+                [(now, t, c, code, detail[:500]) for t, c, code, detail in rejections],
+            )
+            dbm.bump_counter(self._conn, "sales_applied", applier.applied)
+            dbm.bump_counter(self._conn, "sales_duplicate", applier.duplicates)
+            dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
+            dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
+        # committed: now, and only now, tell the terminals
+        self.stats.batches += 1
+        self.stats.applied += applier.applied
+        self.stats.duplicates += applier.duplicates
+        self.stats.rejected_sales += applier.rejected
+        self.stats.rejected_messages += len(rejections)
+        for _, claimed, code, detail in rejections:
+            self.stats.rejection_reasons[code] = self.stats.rejection_reasons.get(code, 0) + 1
+            log.warning("ingest: refused message from %s: %s (%s)", claimed or "?", code, detail)
+        for terminal_id, ack in replies:
+            secret = self._book.secret(terminal_id)
+            if secret is None:
+                continue
+            payload = seal_hmac("ack", "server", ack.to_body(), secret, self._clock.now_ms())
+            self._publish(topics.ack(terminal_id), payload, False)
+        if delta_recorded:
+            self._on_delta()
+
+
+def _msg_id_of(payload: bytes) -> str:
+    """Best-effort msg_id of a refused message, for the refusal's ``in_reply_to``."""
+    from shared.protocol.codec import parse_json
+
+    try:
+        raw = parse_json(payload)
+    except ProtocolError:
+        return "-"
+    msg_id = raw.get("msg_id") if isinstance(raw, dict) else None
+    return msg_id if isinstance(msg_id, str) and 0 < len(msg_id) <= 64 else "-"

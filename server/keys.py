@@ -1,0 +1,20 @@
+"""The server's Ed25519 key (signs deltas and snapshots), kept in a 0600 file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shared.protocol import ServerKey
+
+
+def load_or_create(path: str | Path) -> ServerKey:
+    p = Path(path)
+    if p.exists():
+        return ServerKey.from_hex(p.read_text().strip())
+    p.parent.mkdir(parents=True, exist_ok=True)
+    key = ServerKey.generate()
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.to_hex() + "\n")
+    return key

@@ -1,0 +1,101 @@
+"""Units, canteens, cardholders and cards: the registry the money hangs on.
+
+Every function here runs inside the caller's write transaction and records the downstream
+changes terminals need (a canteen's rules, a holder, a card) with the same commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from server.downstream import canteen_change, record_delta
+from server.holders import holder_change
+from shared.errors import DomainError
+
+
+def add_unit(conn: sqlite3.Connection, unit_id: str, name: str, quarterly_standard_fen: int = 0) -> None:
+    if quarterly_standard_fen < 0:
+        raise DomainError("invalid_input", "quarterly standard must not be negative")
+    if conn.execute("SELECT 1 FROM units WHERE id = ? OR name = ?", (unit_id, name)).fetchone():
+        raise DomainError("already_exists", f"unit {unit_id} / {name}")
+    conn.execute(
+        "INSERT INTO units(id, name, quarterly_standard_fen) VALUES (?, ?, ?)",
+        (unit_id, name, quarterly_standard_fen),
+    )
+
+
+def add_canteen(
+    conn: sqlite3.Connection,
+    canteen_id: str,
+    name: str,
+    unit_id: str,
+    *,
+    operator: str = "",
+    self_operated: bool = False,
+    config: dict[str, Any] | None = None,
+    now_ms: int,
+) -> None:
+    if conn.execute("SELECT 1 FROM units WHERE id = ?", (unit_id,)).fetchone() is None:
+        raise DomainError("not_found", f"unit {unit_id}")
+    if conn.execute("SELECT 1 FROM canteens WHERE id = ? OR name = ?", (canteen_id, name)).fetchone():
+        raise DomainError("already_exists", f"canteen {canteen_id} / {name}")
+    conn.execute(
+        "INSERT INTO canteens(id, name, unit_id, operator, self_operated, config_json) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (canteen_id, name, unit_id, operator, int(self_operated), json.dumps(config or {}, ensure_ascii=False)),
+    )
+    row = conn.execute("SELECT * FROM canteens WHERE id = ?", (canteen_id,)).fetchone()
+    record_delta(conn, [canteen_change(row)], now_ms)
+
+
+def add_holder(
+    conn: sqlite3.Connection,
+    holder_id: str,
+    unit_id: str,
+    name: str,
+    card_id: str,
+    *,
+    staff_no: str | None = None,
+    now_ms: int,
+) -> None:
+    """A new cardholder with their first card (purses start at zero)."""
+    if conn.execute("SELECT 1 FROM units WHERE id = ?", (unit_id,)).fetchone() is None:
+        raise DomainError("not_found", f"unit {unit_id}")
+    if conn.execute("SELECT 1 FROM holders WHERE id = ?", (holder_id,)).fetchone():
+        raise DomainError("already_exists", f"holder {holder_id}")
+    if conn.execute("SELECT 1 FROM cards WHERE card_id = ?", (card_id,)).fetchone():
+        raise DomainError("already_exists", f"card {card_id}")
+    conn.execute(
+        "INSERT INTO holders(id, unit_id, name, staff_no) VALUES (?, ?, ?, ?)",
+        (holder_id, unit_id, name, staff_no),
+    )
+    conn.execute("INSERT INTO cards(card_id, holder_id) VALUES (?, ?)", (card_id, holder_id))
+    record_delta(
+        conn,
+        [
+            holder_change(conn, holder_id),
+            {"kind": "card", "card_id": card_id, "holder_id": holder_id, "status": "active"},
+        ],
+        now_ms,
+    )
+
+
+def holder_of_card(conn: sqlite3.Connection, card_id: str) -> sqlite3.Row:
+    row = conn.execute(
+        "SELECT c.card_id, c.status, h.id AS holder_id, h.unit_id, h.name "
+        "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?",
+        (card_id,),
+    ).fetchone()
+    if row is None:
+        raise DomainError("card_unknown", card_id)
+    return row
+
+
+def set_terminal_settings(conn: sqlite3.Connection, settings: dict[str, Any], now_ms: int) -> None:
+    """City-wide terminal settings (risk limits and the like), pushed to every terminal."""
+    from server.db import set_setting
+
+    set_setting(conn, "terminal_settings", json.dumps(settings, ensure_ascii=False))
+    record_delta(conn, [{"kind": "settings", "config": settings}], now_ms)

@@ -1,0 +1,90 @@
+"""The running server process: HTTP API, MQTT ingest worker and delta publisher together.
+
+:class:`ServerService` is what ``canteen-server run`` starts and what the simulator and the
+integration tests start in-process; all three use the same wiring. The HTTP side is served
+by waitress (a production WSGI server, pure Python); the MQTT side by one
+:class:`~shared.mqtt.MqttLink` whose callback only queues messages for the ingest worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from flask import Flask
+
+from server.app import create_app
+from server.db import open_db
+from server.downstream import DeltaPublisher
+from server.ingest import IngestWorker
+from shared.clock import Clock, SystemClock
+from shared.mqtt import BrokerAddress, MqttLink
+from shared.protocol import topics
+
+log = logging.getLogger(__name__)
+
+
+class ServerService:
+    def __init__(
+        self,
+        broker_url: str,
+        *,
+        app: Flask | None = None,
+        config: dict[str, Any] | None = None,
+        clock: Clock | None = None,
+        http_host: str = "127.0.0.1",
+        http_port: int = 0,
+        client_id: str = "canteen-server",
+    ) -> None:
+        self.clock = clock or SystemClock()
+        self.app = app or create_app(config, clock=self.clock)
+        self.broker_url = broker_url
+        self.http_host = http_host
+        self.http_port = http_port
+        self.client_id = client_id
+        self._http = None
+        self._http_thread: threading.Thread | None = None
+        self.ingest: IngestWorker | None = None
+        self.publisher: DeltaPublisher | None = None
+        self.link: MqttLink | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.http_host}:{self.http_port}"
+
+    def start(self) -> ServerService:
+        from waitress.server import create_server
+
+        db_path = self.app.config["DATABASE"]
+        key = self.app.extensions["canteen_server_key"]
+        self._http = create_server(self.app, host=self.http_host, port=self.http_port, threads=8)
+        self.http_port = int(self._http.effective_port)  # type: ignore[union-attr]
+        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread.start()
+
+        self.link = MqttLink(
+            self.client_id,
+            BrokerAddress.parse(self.broker_url),
+            subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1)],
+            on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
+            backoff_max_s=2.0,
+        )
+        publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
+        self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
+        self.ingest = IngestWorker(open_db(db_path), self.clock, publish, on_delta=self.publisher.poke).start()
+        self.link.start()
+        self.link.wait_connected(10)
+        return self
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+        if self.ingest is not None:
+            self.ingest.stop()
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self._http is not None:
+            self._http.close()  # type: ignore[union-attr]
+        if self._http_thread is not None:
+            self._http_thread.join(5)

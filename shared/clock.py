@@ -1,0 +1,76 @@
+"""Clocks handed to the terminal and the server.
+
+Business time (when a sale happened, which meal period, which quarter) always comes from a
+clock object passed in, never from ``time.time()`` deep inside, so the simulator can run a
+day in seconds and tests can stand still. Times are integer milliseconds since the epoch
+(UTC); :data:`CHINA_TZ` is used only where a date or a time of day is needed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+CHINA_TZ = ZoneInfo("Asia/Shanghai")
+
+
+class Clock(Protocol):
+    def now_ms(self) -> int: ...
+
+
+class SystemClock:
+    """Wall-clock time, optionally offset (a terminal whose clock is wrong)."""
+
+    def __init__(self, offset_ms: int = 0) -> None:
+        self.offset_ms = offset_ms
+
+    def now_ms(self) -> int:
+        return time.time_ns() // 1_000_000 + self.offset_ms
+
+
+class FakeClock:
+    """A clock that moves only when told to. Thread-safe."""
+
+    def __init__(self, start_ms: int) -> None:
+        self._now = start_ms
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        with self._lock:
+            return self._now
+
+    def set_ms(self, value_ms: int) -> None:
+        with self._lock:
+            self._now = value_ms
+
+    def advance_ms(self, delta_ms: int) -> None:
+        with self._lock:
+            self._now += delta_ms
+
+
+class ScaledClock:
+    """Business time that starts at ``start_ms`` and runs ``speed`` times faster than real time."""
+
+    def __init__(self, start_ms: int, speed: float = 1.0) -> None:
+        self._start = start_ms
+        self._t0 = time.monotonic()
+        self.speed = speed
+
+    def now_ms(self) -> int:
+        return self._start + int((time.monotonic() - self._t0) * 1000 * self.speed)
+
+
+def china_datetime(ms: int) -> datetime:
+    """Epoch milliseconds as an aware datetime in Asia/Shanghai."""
+    return datetime.fromtimestamp(ms / 1000, tz=CHINA_TZ)
+
+
+def ms_from_china(text: str) -> int:
+    """'2026-01-06T12:05' (Asia/Shanghai wall time) -> epoch milliseconds."""
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=CHINA_TZ)
+    return int(dt.timestamp() * 1000)

@@ -1,0 +1,139 @@
+"""Canonical JSON and the field readers every message decoder uses.
+
+Canonical form: ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)``
+encoded as UTF-8. Only dicts with string keys, lists, strings, ints, bools and null are
+allowed; a float (or NaN) is malformed. Decoding the same bytes twice and re-encoding gives
+the same bytes, which is what signatures are computed over.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shared.errors import DomainError
+
+SCHEMA_VERSION = 1
+MAX_MESSAGE_BYTES = 1_048_576  # 1 MiB: far above a full sale batch, far below a memory problem
+
+
+class ProtocolError(DomainError):
+    """A message that cannot be accepted; ``code`` is stable, ``detail`` names the field."""
+
+
+def _reject_float(value: str) -> Any:
+    raise ProtocolError("malformed", f"float {value} not allowed")
+
+
+def _reject_constant(value: str) -> Any:
+    raise ProtocolError("malformed", f"{value} not allowed")
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Encode ``obj`` canonically; raises ProtocolError on floats or non-JSON types."""
+    _check_types(obj)
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _check_types(obj: Any, depth: int = 0) -> None:
+    if depth > 32:
+        raise ProtocolError("malformed", "nesting too deep")
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return
+    if isinstance(obj, float):
+        raise ProtocolError("malformed", "float not allowed")
+    if isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_types(v, depth + 1)
+        return
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise ProtocolError("malformed", "object keys must be strings")
+            _check_types(v, depth + 1)
+        return
+    raise ProtocolError("malformed", f"type {type(obj).__name__} not allowed")
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse wire bytes strictly: size-capped, UTF-8, no floats, no NaN/Infinity."""
+    if isinstance(data, str):
+        data = data.encode()
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_large", f"{len(data)} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError("malformed", "not UTF-8") from exc
+    try:
+        return json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError("malformed", f"not JSON: {exc}") from exc
+
+
+# --- field readers: each raises ProtocolError("bad_field", "<name>: why") -----------------
+
+
+def obj(value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_field", f"{name}: expected object")
+    return value
+
+
+def req_str(d: dict[str, Any], key: str, *, max_len: int = 128, allow_empty: bool = False) -> str:
+    v = d.get(key)
+    if not isinstance(v, str):
+        raise ProtocolError("bad_field", f"{key}: expected string")
+    if (not v and not allow_empty) or len(v) > max_len:
+        raise ProtocolError("bad_field", f"{key}: length out of range")
+    return v
+
+
+def opt_str(d: dict[str, Any], key: str, *, max_len: int = 128) -> str | None:
+    if d.get(key) is None:
+        return None
+    return req_str(d, key, max_len=max_len)
+
+
+def req_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int:
+    v = d.get(key)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise ProtocolError("bad_field", f"{key}: expected integer")
+    if not lo <= v <= hi:
+        raise ProtocolError("bad_field", f"{key}: {v} out of range [{lo}, {hi}]")
+    return v
+
+
+def opt_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int | None:
+    if d.get(key) is None:
+        return None
+    return req_int(d, key, lo=lo, hi=hi)
+
+
+def req_bool(d: dict[str, Any], key: str) -> bool:
+    v = d.get(key)
+    if not isinstance(v, bool):
+        raise ProtocolError("bad_field", f"{key}: expected boolean")
+    return v
+
+
+def req_enum(d: dict[str, Any], key: str, allowed: frozenset[str]) -> str:
+    v = d.get(key)
+    if v not in allowed:
+        raise ProtocolError("bad_field", f"{key}: expected one of {sorted(allowed)}")
+    return v  # type: ignore[return-value]
+
+
+def req_list(d: dict[str, Any], key: str, *, max_len: int) -> list[Any]:
+    v = d.get(key)
+    if not isinstance(v, list):
+        raise ProtocolError("bad_field", f"{key}: expected list")
+    if len(v) > max_len:
+        raise ProtocolError("too_large", f"{key}: {len(v)} entries, at most {max_len}")
+    return v
+
+
+def only_keys(d: dict[str, Any], allowed: frozenset[str], name: str) -> None:
+    extra = set(d) - allowed
+    if extra:
+        raise ProtocolError("bad_field", f"{name}: unknown field(s) {sorted(extra)}")

@@ -1,0 +1,134 @@
+"""The signed envelope around every message, and opening one safely.
+
+``seal_*`` builds wire bytes; :func:`open_envelope` parses, checks the shape and the
+signature, and returns an :class:`Envelope` whose ``body`` the message classes decode.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from shared.protocol.codec import (
+    SCHEMA_VERSION,
+    ProtocolError,
+    canonical_json,
+    obj,
+    only_keys,
+    parse_json,
+    req_int,
+    req_str,
+)
+from shared.protocol.signing import (
+    ED25519_PREFIX,
+    HMAC_PREFIX,
+    ServerKey,
+    ServerVerifier,
+    hmac_sign,
+    hmac_verify,
+)
+
+MESSAGE_TYPES = frozenset({"sale_batch", "ack", "status", "delta", "snapshot"})
+SERVER_SENDER = "server"
+_KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
+
+
+@dataclass(frozen=True)
+class Envelope:
+    type: str
+    sender: str
+    msg_id: str
+    sent_at_ms: int
+    body: dict[str, Any]
+    schema_version: int = SCHEMA_VERSION
+
+    def unsigned(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "type": self.type,
+            "sender": self.sender,
+            "msg_id": self.msg_id,
+            "sent_at_ms": self.sent_at_ms,
+            "body": self.body,
+        }
+
+
+def _seal(env: Envelope, sign: Callable[[bytes], str]) -> bytes:
+    unsigned = env.unsigned()
+    sig = sign(canonical_json(unsigned))
+    return canonical_json({**unsigned, "sig": sig})
+
+
+def seal_hmac(
+    type_: str,
+    sender: str,
+    body: dict[str, Any],
+    secret: bytes,
+    sent_at_ms: int,
+    msg_id: str | None = None,
+) -> bytes:
+    """Wire bytes of an HMAC-signed envelope (terminal → server, and acks back)."""
+    env = Envelope(type_, sender, msg_id or uuid.uuid4().hex, sent_at_ms, body)
+    return _seal(env, lambda data: hmac_sign(secret, data))
+
+
+def seal_server(
+    type_: str, body: dict[str, Any], key: ServerKey, sent_at_ms: int, msg_id: str | None = None
+) -> bytes:
+    """Wire bytes of an Ed25519-signed server broadcast (deltas, snapshots)."""
+    env = Envelope(type_, SERVER_SENDER, msg_id or uuid.uuid4().hex, sent_at_ms, body)
+    return _seal(env, key.sign)
+
+
+def _parse(data: bytes | str) -> tuple[dict[str, Any], Envelope, str]:
+    raw = obj(parse_json(data), "envelope")
+    only_keys(raw, _KEYS, "envelope")
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ProtocolError("bad_schema_version", f"got {version!r}, speak {SCHEMA_VERSION}")
+    type_ = raw.get("type")
+    if type_ not in MESSAGE_TYPES:
+        raise ProtocolError("bad_field", f"type: {type_!r}")
+    env = Envelope(
+        type=type_,
+        sender=req_str(raw, "sender", max_len=64),
+        msg_id=req_str(raw, "msg_id", max_len=64),
+        sent_at_ms=req_int(raw, "sent_at_ms"),
+        body=obj(raw.get("body"), "body"),
+    )
+    sig = req_str(raw, "sig", max_len=200)
+    return raw, env, sig
+
+
+def peek_sender(data: bytes | str) -> tuple[str, str]:
+    """(type, sender) of an envelope, unverified: only for choosing the key to verify with."""
+    _, env, _ = _parse(data)
+    return env.type, env.sender
+
+
+def open_envelope(
+    data: bytes | str,
+    *,
+    secret_for: Callable[[str], bytes | None] | None = None,
+    server: ServerVerifier | None = None,
+    expect_type: str | None = None,
+) -> Envelope:
+    """Parse and verify. HMAC envelopes need ``secret_for(sender)``; server ones ``server``."""
+    raw, env, sig = _parse(data)
+    if expect_type is not None and env.type != expect_type:
+        raise ProtocolError("bad_field", f"type: expected {expect_type}, got {env.type}")
+    signed = canonical_json({k: v for k, v in raw.items() if k != "sig"})
+    if sig.startswith(HMAC_PREFIX) and secret_for is not None:
+        secret = secret_for(env.sender)
+        if secret is None:
+            raise ProtocolError("unknown_terminal", env.sender)
+        if not hmac_verify(secret, signed, sig):
+            raise ProtocolError("bad_signature", f"from {env.sender}")
+    elif sig.startswith(ED25519_PREFIX) and server is not None:
+        if env.sender != SERVER_SENDER or not server.verify(signed, sig):
+            raise ProtocolError("bad_signature", "server signature")
+    else:
+        raise ProtocolError("bad_signature", "no acceptable signature scheme")
+    return env

@@ -1,0 +1,349 @@
+"""Message bodies of protocol v1 and their strict decoders.
+
+* :class:`SaleBatch` (terminal → server): one or more :class:`Sale` records, each identified
+  by ``terminal_id`` + ``seq`` (per-terminal, gap-free, from 1) and a ``uuid``.
+* :class:`Ack` (server → one terminal): a :class:`SaleResult` per sale — ``applied``,
+  ``duplicate`` (with the first result) or ``rejected`` (with a reason code) — plus the
+  cardholder's balance after the server applied it.
+* :class:`Status` (terminal → server, retained; the broker's last will says ``offline``).
+* :class:`Delta` (server → all terminals): numbered changes; ``version`` increases by one.
+* :class:`Snapshot` (server → one terminal over HTTP): the whole cache at one version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from shared.protocol.codec import (
+    ProtocolError,
+    obj,
+    only_keys,
+    opt_int,
+    opt_str,
+    req_bool,
+    req_enum,
+    req_int,
+    req_list,
+    req_str,
+)
+
+METHODS = frozenset({"card", "qr", "face", "ecny"})
+SALE_KINDS = frozenset({"meal", "shop"})
+MEAL_PERIODS = frozenset({"breakfast", "lunch", "dinner"})
+RESULT_STATUSES = frozenset({"applied", "duplicate", "rejected"})
+TERMINAL_STATES = frozenset({"online", "offline"})
+CARD_STATUSES = frozenset({"active", "lost", "retired"})
+MAX_SALES_PER_BATCH = 1000
+MAX_ITEMS_PER_SALE = 100
+MAX_SALE_FEN = 10_000_000  # ¥100,000: a sanity bound on the wire; canteen limits are far lower
+_I = -(2**53)  # balances may be negative (a recorded offline overdraft)
+
+
+@dataclass(frozen=True)
+class Item:
+    sku: str
+    qty: int
+    unit_price_fen: int
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Item:
+        d = obj(d, "item")
+        only_keys(d, frozenset({"sku", "qty", "unit_price_fen"}), "item")
+        return cls(
+            sku=req_str(d, "sku", max_len=64),
+            qty=req_int(d, "qty", lo=1, hi=1000),
+            unit_price_fen=req_int(d, "unit_price_fen", lo=0, hi=MAX_SALE_FEN),
+        )
+
+
+@dataclass(frozen=True)
+class Sale:
+    """One approved sale as journaled by a terminal. ``subsidy_fen``/``self_fen`` are the
+    terminal's split; the server recomputes it from its own balances and reports back."""
+
+    terminal_id: str
+    seq: int
+    uuid: str
+    card_id: str | None
+    canteen_id: str
+    amount_fen: int
+    occurred_at_ms: int
+    method: str = "card"
+    kind: str = "meal"
+    meal_period: str | None = None
+    items: tuple[Item, ...] = ()
+    offline: bool = False
+    visitor: bool = False
+    subsidy_fen: int = 0
+    self_fen: int = 0
+    credential: str | None = None
+
+    @property
+    def sale_id(self) -> str:
+        return f"{self.terminal_id}/{self.seq}"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["items"] = [asdict(i) for i in self.items]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Sale:
+        d = obj(d, "sale")
+        only_keys(d, _SALE_KEYS, "sale")
+        items = tuple(
+            Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE)
+        )
+        sale = cls(
+            terminal_id=req_str(d, "terminal_id", max_len=64),
+            seq=req_int(d, "seq", lo=1),
+            uuid=req_str(d, "uuid", max_len=64),
+            card_id=opt_str(d, "card_id", max_len=64),
+            canteen_id=req_str(d, "canteen_id", max_len=64),
+            amount_fen=req_int(d, "amount_fen", lo=1, hi=MAX_SALE_FEN),
+            occurred_at_ms=req_int(d, "occurred_at_ms"),
+            method=req_enum(d, "method", METHODS),
+            kind=req_enum(d, "kind", SALE_KINDS),
+            meal_period=opt_str(d, "meal_period", max_len=16),
+            items=items,
+            offline=req_bool(d, "offline"),
+            visitor=req_bool(d, "visitor"),
+            subsidy_fen=req_int(d, "subsidy_fen", lo=0, hi=MAX_SALE_FEN),
+            self_fen=req_int(d, "self_fen", lo=0, hi=MAX_SALE_FEN),
+            credential=opt_str(d, "credential", max_len=256),
+        )
+        sale.validate()
+        return sale
+
+    def validate(self) -> None:
+        if self.meal_period is not None and self.meal_period not in MEAL_PERIODS:
+            raise ProtocolError("bad_field", f"meal_period: {self.meal_period!r}")
+        if self.kind == "meal" and self.meal_period is None:
+            raise ProtocolError("bad_field", "meal_period: required for a meal")
+        if self.items and sum(i.qty * i.unit_price_fen for i in self.items) != self.amount_fen:
+            raise ProtocolError("bad_field", "amount_fen: does not equal the items' total")
+        if self.method == "ecny":
+            if self.subsidy_fen or self.self_fen:
+                raise ProtocolError("bad_field", "digital RMB sales do not touch the purses")
+        else:
+            if self.card_id is None:
+                raise ProtocolError("bad_field", "card_id: required")
+            if self.subsidy_fen + self.self_fen != self.amount_fen:
+                raise ProtocolError("bad_field", "subsidy_fen + self_fen must equal amount_fen")
+
+
+_SALE_KEYS = frozenset(Sale.__dataclass_fields__)
+
+
+@dataclass(frozen=True)
+class SaleBatch:
+    sales: tuple[Sale, ...]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"sales": [s.to_dict() for s in self.sales]}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], sender: str) -> SaleBatch:
+        only_keys(body, frozenset({"sales"}), "body")
+        raw = req_list(body, "sales", max_len=MAX_SALES_PER_BATCH)
+        if not raw:
+            raise ProtocolError("bad_field", "sales: empty batch")
+        sales = tuple(Sale.from_dict(s) for s in raw)
+        for s in sales:
+            if s.terminal_id != sender:
+                raise ProtocolError("terminal_mismatch", f"sale {s.sale_id} sent by {sender}")
+        return cls(sales)
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A cardholder's purses as the server knows them, at delta ``version``."""
+
+    subsidy_fen: int
+    self_fen: int
+    version: int
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Balance:
+        d = obj(d, "balance")
+        only_keys(d, frozenset({"subsidy_fen", "self_fen", "version"}), "balance")
+        return cls(
+            subsidy_fen=req_int(d, "subsidy_fen", lo=_I),
+            self_fen=req_int(d, "self_fen", lo=_I),
+            version=req_int(d, "version"),
+        )
+
+
+@dataclass(frozen=True)
+class SaleResult:
+    terminal_id: str
+    seq: int
+    uuid: str
+    status: str
+    reason: str | None = None
+    subsidy_fen: int = 0
+    self_fen: int = 0
+    overdraft_fen: int = 0
+    holder_id: str | None = None
+    balance: Balance | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["balance"] = asdict(self.balance) if self.balance else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any) -> SaleResult:
+        d = obj(d, "result")
+        only_keys(d, frozenset(cls.__dataclass_fields__), "result")
+        return cls(
+            terminal_id=req_str(d, "terminal_id", max_len=64),
+            seq=req_int(d, "seq", lo=1),
+            uuid=req_str(d, "uuid", max_len=64),
+            status=req_enum(d, "status", RESULT_STATUSES),
+            reason=opt_str(d, "reason", max_len=64),
+            subsidy_fen=req_int(d, "subsidy_fen"),
+            self_fen=req_int(d, "self_fen"),
+            overdraft_fen=req_int(d, "overdraft_fen"),
+            holder_id=opt_str(d, "holder_id", max_len=64),
+            balance=Balance.from_dict(d["balance"]) if d.get("balance") is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The server's answer to one upstream message, sent after it committed."""
+
+    in_reply_to: str
+    results: tuple[SaleResult, ...] = ()
+    reason: str | None = None  # set when the whole message was refused
+
+    def to_body(self) -> dict[str, Any]:
+        return {
+            "in_reply_to": self.in_reply_to,
+            "results": [r.to_dict() for r in self.results],
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Ack:
+        only_keys(body, frozenset({"in_reply_to", "results", "reason"}), "body")
+        return cls(
+            in_reply_to=req_str(body, "in_reply_to", max_len=64),
+            results=tuple(
+                SaleResult.from_dict(r)
+                for r in req_list(body, "results", max_len=MAX_SALES_PER_BATCH)
+            ),
+            reason=opt_str(body, "reason", max_len=64),
+        )
+
+
+@dataclass(frozen=True)
+class Status:
+    """A terminal's heartbeat. ``watermark_ms``: no unsent sale happened before this time."""
+
+    state: str
+    pending: int = 0
+    watermark_ms: int | None = None
+    delta_version: int = 0
+    clock_ms: int = 0
+    clock_offset_ms: int | None = None
+    offline_since_ms: int | None = None
+    software: str = ""
+
+    def to_body(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Status:
+        only_keys(body, frozenset(cls.__dataclass_fields__), "body")
+        return cls(
+            state=req_enum(body, "state", TERMINAL_STATES),
+            pending=req_int(body, "pending"),
+            watermark_ms=opt_int(body, "watermark_ms"),
+            delta_version=req_int(body, "delta_version"),
+            clock_ms=req_int(body, "clock_ms"),
+            clock_offset_ms=opt_int(body, "clock_offset_ms", lo=_I),
+            offline_since_ms=opt_int(body, "offline_since_ms"),
+            software=req_str(body, "software", max_len=64, allow_empty=True),
+        )
+
+
+# --- downstream ----------------------------------------------------------------------------
+
+_CHANGE_FIELDS: dict[str, frozenset[str]] = {
+    # a cardholder's purses and whether they are blocked (e.g. an uncovered overdraft)
+    "holder": frozenset({"kind", "holder_id", "unit_id", "subsidy_fen", "self_fen", "blocked"}),
+    # a card and whose it is; status "lost"/"retired" puts it on the deny-list
+    "card": frozenset({"kind", "card_id", "holder_id", "status"}),
+    # a canteen's rules: meal periods and prices, items, risk limits (shape owned by terminal)
+    "canteen": frozenset({"kind", "canteen_id", "config"}),
+    # city-wide settings for terminals
+    "settings": frozenset({"kind", "config"}),
+}
+
+
+def validate_change(c: Any) -> dict[str, Any]:
+    c = obj(c, "change")
+    kind = c.get("kind")
+    allowed = _CHANGE_FIELDS.get(kind)  # type: ignore[arg-type]
+    if allowed is None:
+        raise ProtocolError("bad_field", f"change.kind: {kind!r}")
+    only_keys(c, allowed, f"change[{kind}]")
+    if kind == "holder":
+        req_str(c, "holder_id", max_len=64)
+        req_str(c, "unit_id", max_len=64)
+        req_int(c, "subsidy_fen", lo=_I)
+        req_int(c, "self_fen", lo=_I)
+        req_bool(c, "blocked")
+    elif kind == "card":
+        req_str(c, "card_id", max_len=64)
+        req_str(c, "holder_id", max_len=64)
+        req_enum(c, "status", CARD_STATUSES)
+    elif kind == "canteen":
+        req_str(c, "canteen_id", max_len=64)
+        obj(c.get("config"), "config")
+    else:
+        obj(c.get("config"), "config")
+    return c
+
+
+@dataclass(frozen=True)
+class Delta:
+    version: int
+    changes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_body(self) -> dict[str, Any]:
+        return {"version": self.version, "changes": list(self.changes)}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Delta:
+        only_keys(body, frozenset({"version", "changes"}), "body")
+        return cls(
+            version=req_int(body, "version", lo=1),
+            changes=tuple(
+                validate_change(c) for c in req_list(body, "changes", max_len=1_000_000)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a terminal caches, as of delta ``version`` (0 = nothing yet)."""
+
+    version: int
+    changes: tuple[dict[str, Any], ...]
+
+    def to_body(self) -> dict[str, Any]:
+        return {"version": self.version, "changes": list(self.changes)}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Snapshot:
+        only_keys(body, frozenset({"version", "changes"}), "body")
+        return cls(
+            version=req_int(body, "version"),
+            changes=tuple(
+                validate_change(c) for c in req_list(body, "changes", max_len=1_000_000)
+            ),
+        )

@@ -1,0 +1,81 @@
+"""Signatures: HMAC-SHA256 per terminal, Ed25519 for what the server broadcasts.
+
+A terminal and the server share the terminal's secret (32 random bytes handed out at
+provisioning), so upstream messages and per-terminal acknowledgements use HMAC-SHA256.
+Broadcast deltas and snapshots go to every terminal at once; a shared HMAC key would let
+any one terminal forge them, so the server signs those with Ed25519 and terminals hold only
+the public key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+HMAC_PREFIX = "hmac-sha256:"
+ED25519_PREFIX = "ed25519:"
+
+
+def hmac_sign(secret: bytes, data: bytes) -> str:
+    return HMAC_PREFIX + hmac.new(secret, data, hashlib.sha256).hexdigest()
+
+
+def hmac_verify(secret: bytes, data: bytes, sig: str) -> bool:
+    return hmac.compare_digest(hmac_sign(secret, data), sig)
+
+
+class ServerKey:
+    """The server's Ed25519 signing key (private). Serialised as 64 hex chars of seed."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self._private = private
+
+    @classmethod
+    def generate(cls) -> ServerKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def from_hex(cls, seed_hex: str) -> ServerKey:
+        return cls(Ed25519PrivateKey.from_private_bytes(bytes.fromhex(seed_hex)))
+
+    def to_hex(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        raw = self._private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return raw.hex()
+
+    @property
+    def public_hex(self) -> str:
+        from cryptography.hazmat.primitives import serialization
+
+        return (
+            self._private.public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+            .hex()
+        )
+
+    def sign(self, data: bytes) -> str:
+        return ED25519_PREFIX + self._private.sign(data).hex()
+
+
+class ServerVerifier:
+    """Checks Ed25519 signatures made by :class:`ServerKey` (holds only the public key)."""
+
+    def __init__(self, public_hex: str) -> None:
+        self._public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
+
+    def verify(self, data: bytes, sig: str) -> bool:
+        if not sig.startswith(ED25519_PREFIX):
+            return False
+        try:
+            self._public.verify(bytes.fromhex(sig[len(ED25519_PREFIX) :]), data)
+        except (InvalidSignature, ValueError):
+            return False
+        return True

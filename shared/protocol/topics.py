@@ -1,0 +1,41 @@
+"""MQTT topic names of protocol v1. One function per topic; nobody formats topics by hand.
+
+Terminal-specific topics sit under ``canteen/v1/t/<terminal_id>/``; a broker ACL lets each
+terminal's credentials publish only to its own ``up/#`` and read only its own ``down/#``
+plus the broadcast ``canteen/v1/down/delta``.
+"""
+
+from __future__ import annotations
+
+from shared.protocol.codec import ProtocolError
+
+PREFIX = "canteen/v1"
+DELTA = f"{PREFIX}/down/delta"
+ALL_SALES = f"{PREFIX}/t/+/up/sales"
+ALL_STATUS = f"{PREFIX}/t/+/up/status"
+
+
+def _check(terminal_id: str) -> str:
+    if not terminal_id or any(c in terminal_id for c in "/+#\0"):
+        raise ProtocolError("bad_field", f"terminal id {terminal_id!r} not usable in a topic")
+    return terminal_id
+
+
+def sales(terminal_id: str) -> str:
+    return f"{PREFIX}/t/{_check(terminal_id)}/up/sales"
+
+
+def status(terminal_id: str) -> str:
+    return f"{PREFIX}/t/{_check(terminal_id)}/up/status"
+
+
+def ack(terminal_id: str) -> str:
+    return f"{PREFIX}/t/{_check(terminal_id)}/down/ack"
+
+
+def terminal_of(topic: str) -> str | None:
+    """The terminal id in a per-terminal topic, or None if the topic is not one."""
+    parts = topic.split("/")
+    if len(parts) == 6 and "/".join(parts[:2]) == PREFIX and parts[2] == "t":
+        return parts[3]
+    return None

@@ -1,0 +1,46 @@
+"""Terminal configuration: one JSON file per terminal, written at provisioning.
+
+``canteen-server provision-terminal CANTEEN`` prints exactly this shape (plus the paths the
+installer sets). Nothing deep inside the terminal reads the environment; the CLI loads this
+once and passes it in.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TerminalConfig:
+    terminal_id: str
+    canteen_id: str
+    secret_hex: str
+    server_public_key: str
+    broker_url: str
+    server_url: str
+    db_path: str = "terminal.sqlite"
+    reader: str = "simulated"  # simulated | nfc:<device string>
+    batch_size: int = 200
+    window: int = 4  # batches in flight before waiting for acks
+    ack_timeout_s: float = 5.0
+    heartbeat_s: float = 5.0
+    software: str = "canteen-terminal/1"
+
+    @property
+    def secret(self) -> bytes:
+        return bytes.fromhex(self.secret_hex)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TerminalConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    @classmethod
+    def load(cls, path: str | Path) -> TerminalConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,52 @@
+"""The terminal's HTTP calls to the server (snapshot and delta catch-up), signed.
+
+Uses only the standard library (``urllib``): the terminal needs two GETs, not a client
+framework. Every response is a server-signed envelope, verified before use.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+from shared.protocol import Delta, ServerVerifier, Snapshot, hmac_sign, open_envelope
+
+
+class ServerUnreachable(Exception):
+    """The HTTP call failed (network, server down, or a refusal); the caller retries later."""
+
+
+class ServerHttp:
+    def __init__(self, base_url: str, terminal_id: str, secret: bytes, verifier: ServerVerifier, timeout_s: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.terminal_id = terminal_id
+        self._secret = secret
+        self._verifier = verifier
+        self.timeout_s = timeout_s
+
+    def _get(self, path: str, query: str, now_ms: int) -> bytes:
+        sig = hmac_sign(self._secret, f"{self.terminal_id}\n{now_ms}\nGET\n{path}".encode())
+        req = urllib.request.Request(
+            self.base_url + path + (f"?{query}" if query else ""),
+            headers={"X-Terminal-Id": self.terminal_id, "X-Terminal-Time": str(now_ms), "X-Terminal-Sig": sig},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return resp.read()
+        except (urllib.error.URLError, OSError) as exc:
+            raise ServerUnreachable(f"GET {path}: {exc}") from exc
+
+    def snapshot(self, now_ms: int) -> Snapshot:
+        data = self._get(f"/api/v1/terminals/{self.terminal_id}/snapshot", "", now_ms)
+        env = open_envelope(data, server=self._verifier, expect_type="snapshot")
+        return Snapshot.from_body(env.body)
+
+    def deltas_since(self, version: int, now_ms: int) -> list[Delta]:
+        data = self._get(f"/api/v1/terminals/{self.terminal_id}/deltas", f"since={version}", now_ms)
+        out = []
+        for item in json.loads(data):
+            env = open_envelope(json.dumps(item, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode(),
+                                server=self._verifier, expect_type="delta")
+            out.append(Delta.from_body(env.body))
+        return out

@@ -1,0 +1,328 @@
+"""The terminal's sync agent: outbox up, acks and deltas down, heartbeats, snapshots.
+
+One thread owns all sync work; the MQTT link's callbacks only put messages on its queue.
+
+* **Upstream.** Outbox rows go up in signed batches (``batch_size`` sales, up to ``window``
+  batches in flight). A row leaves the outbox only when the server's signed ack for it
+  arrives — after the server committed. A batch not acknowledged within ``ack_timeout_s``,
+  or in flight when the link dropped, is simply sent again: the server answers copies
+  with ``duplicate`` and the first result.
+* **Downstream.** Deltas must arrive as ``version + 1``; an old one is ignored; a gap, or a
+  fresh terminal, triggers catch-up over HTTP (deltas since our version, or a snapshot).
+  The newest delta is retained by the broker, so every (re)connect reveals a gap at once.
+* **Status.** A retained heartbeat every ``heartbeat_s`` with the watermark ("no unsent
+  sale before T"), pending count and clock offset; the last will, set before each connect,
+  says "offline".
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from shared.clock import Clock
+from shared.mqtt import BrokerAddress, MqttLink
+from shared.protocol import (
+    Ack,
+    Delta,
+    ProtocolError,
+    SaleBatch,
+    ServerVerifier,
+    Status,
+    open_envelope,
+    seal_hmac,
+    topics,
+)
+from shared.protocol.messages import Sale
+from terminal.config import TerminalConfig
+from terminal.server_http import ServerHttp, ServerUnreachable
+from terminal.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncStats:
+    batches_sent: int = 0
+    sales_sent: int = 0
+    acked: int = 0
+    rejected: int = 0
+    resends: int = 0
+    deltas_applied: int = 0
+    snapshots: int = 0
+    catchups: int = 0
+    refused_messages: int = 0
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _InFlight:
+    seqs: list[int]
+    sent_at: float
+
+
+class SyncAgent:
+    def __init__(
+        self,
+        config: TerminalConfig,
+        clock: Clock,
+        *,
+        journal_lock: threading.Lock | None = None,
+        monotonic: Callable[[], float] | None = None,
+        mqtt_url: str | None = None,
+        http_url: str | None = None,
+    ) -> None:
+        import time
+
+        self.config = config
+        self.clock = clock
+        self._journal_lock = journal_lock or threading.Lock()
+        self._mono = monotonic or time.monotonic
+        self.store = Store(config.db_path)
+        self._verifier = ServerVerifier(config.server_public_key)
+        self.http = ServerHttp(http_url or config.server_url, config.terminal_id, config.secret, self._verifier)
+        self._inbox: queue.Queue[tuple[str, object]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._inflight: dict[str, _InFlight] = {}
+        self._cursor = 0  # highest seq sent in this round
+        self._last_heartbeat = 0.0
+        self._need_catchup = self.store.delta_version == 0
+        self._version_seen = self.store.delta_version  # read by the will (network thread)
+        self.stats = SyncStats()
+        self.online = False
+        self.offline_since_ms: int | None = None if self.store.get_meta("ever_online") else clock.now_ms()
+        self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
+        self.clock_offset_ms: int | None = _int_or_none(self.store.get_meta("clock_offset_ms"))
+        self.link = MqttLink(
+            f"terminal-{config.terminal_id}",
+            BrokerAddress.parse(mqtt_url or config.broker_url),
+            subscriptions=[(topics.ack(config.terminal_id), 1), (topics.DELTA, 1)],
+            on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
+            on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
+            will=self._will,
+        )
+        self._thread = threading.Thread(target=self._run, name=f"sync-{config.terminal_id}", daemon=True)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> SyncAgent:
+        self._thread.start()
+        self.link.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(10)
+        if self.link.connected:  # a clean shutdown says so; the will covers the unclean one
+            topic, payload, retain = self._will()
+            self.link.publish(topic, payload, retain=retain)
+        self.link.stop()
+        self.store.close()
+
+    def poke(self) -> None:
+        """A sale was journaled: send soon."""
+        self._wake.set()
+
+    # --- the sync thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(0.1)
+            self._wake.clear()
+            try:
+                self._drain_inbox()
+                if self.online:
+                    if self._need_catchup:
+                        self._catch_up()
+                    self._expire_inflight()
+                    self._send_outbox()
+                    if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
+                        self.send_status()
+            except Exception:  # the sync loop must survive anything; the outbox is safe on disk
+                log.exception("%s: sync loop error", self.config.terminal_id)
+                self._stop.wait(0.5)
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                kind, value = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "link":
+                self._on_link(bool(value))
+            else:
+                topic, payload = value  # type: ignore[misc]
+                self._on_message(topic, payload)
+
+    def _on_link(self, up: bool) -> None:
+        self.online = up
+        if up:
+            self.offline_since_ms = None
+            self.store.set_meta("ever_online", "1")
+            # anything in flight on the old connection may be lost: send it all again
+            if self._inflight:
+                self.stats.resends += 1
+            self._inflight.clear()
+            self._cursor = 0
+            self._last_heartbeat = 0.0
+            log.info("%s: online", self.config.terminal_id)
+        else:
+            self.offline_since_ms = self.clock.now_ms()
+            log.warning("%s: OFFLINE — serving from cache", self.config.terminal_id)
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic == topics.DELTA:
+                env = open_envelope(payload, server=self._verifier, expect_type="delta")
+                self._on_delta(Delta.from_body(env.body))
+            elif topic == topics.ack(self.config.terminal_id):
+                env = open_envelope(
+                    payload,
+                    secret_for=lambda s: self.config.secret if s == "server" else None,
+                    expect_type="ack",
+                )
+                self._measure_clock(env.sent_at_ms)
+                self._on_ack(Ack.from_body(env.body))
+        except ProtocolError as exc:
+            self.stats.refused_messages += 1
+            log.warning("%s: refused %s: %s", self.config.terminal_id, topic, exc)
+
+    def _measure_clock(self, server_ms: int) -> None:
+        offset = server_ms - self.clock.now_ms()
+        self.clock_offset_ms = offset
+        self.store.set_meta("clock_offset_ms", str(offset))
+
+    def _on_ack(self, ack: Ack) -> None:
+        flight = self._inflight.pop(ack.in_reply_to, None)
+        if ack.reason is not None:
+            log.error("%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason)
+            if flight is not None:
+                self._cursor = min(self._cursor, min(flight.seqs) - 1)
+            return
+        counts = self.store.apply_results(ack.results, self.config.terminal_id)
+        self.stats.acked += counts["applied"]
+        self.stats.rejected += counts["rejected"]
+        for r in ack.results:
+            if r.status == "rejected" or (r.status == "duplicate" and r.reason):
+                self.stats.reject_reasons[r.reason or "?"] = self.stats.reject_reasons.get(r.reason or "?", 0) + 1
+                log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
+        self._mark_synced()
+
+    def _mark_synced(self) -> None:
+        self.last_sync_ms = self.clock.now_ms()
+        self.store.set_meta("last_sync_ms", str(self.last_sync_ms))
+
+    def _on_delta(self, delta: Delta) -> None:
+        current = self.store.delta_version
+        if delta.version <= current:
+            return
+        if delta.version != current + 1:
+            log.info("%s: delta gap (have %d, got %d): catching up", self.config.terminal_id, current, delta.version)
+            self._need_catchup = True
+            return
+        self.store.apply_changes(delta.version, delta.changes)
+        self.stats.deltas_applied += 1
+        self._mark_synced()
+
+    def _catch_up(self) -> None:
+        """Fill a gap with the deltas the server still has, or take a whole snapshot."""
+        now = self.clock.now_ms() + (self.clock_offset_ms or 0)
+        current = self.store.delta_version
+        try:
+            if current > 0:
+                deltas = self.http.deltas_since(current, now)
+                if deltas and deltas[0].version == current + 1:
+                    for d in deltas:
+                        if d.version == self.store.delta_version + 1:
+                            self.store.apply_changes(d.version, d.changes)
+                    self.stats.catchups += 1
+                    if len(deltas) < 500:
+                        self._need_catchup = False
+                        self._mark_synced()
+                    return
+                if not deltas:
+                    self._need_catchup = False
+                    self._mark_synced()
+                    return
+            snap = self.http.snapshot(now)
+            self.store.apply_changes(snap.version, snap.changes, snapshot=True)
+            self.stats.snapshots += 1
+            self._need_catchup = False
+            self._mark_synced()
+        except ServerUnreachable as exc:
+            log.warning("%s: catch-up failed, will retry: %s", self.config.terminal_id, exc)
+            self._stop.wait(1.0)
+        except ProtocolError as exc:
+            log.error("%s: catch-up refused: %s", self.config.terminal_id, exc)
+            self._stop.wait(1.0)
+
+    def _expire_inflight(self) -> None:
+        now = self._mono()
+        expired = [m for m, f in self._inflight.items() if now - f.sent_at > self.config.ack_timeout_s]
+        if expired:
+            self.stats.resends += len(expired)
+            for m in expired:
+                del self._inflight[m]
+            self._cursor = 0  # resend everything still in the outbox, oldest first
+
+    def _send_outbox(self) -> None:
+        while len(self._inflight) < self.config.window:
+            rows = self.store.outbox_after(self._cursor, self.config.batch_size)
+            inflight = {s for f in self._inflight.values() for s in f.seqs}
+            rows = [(seq, sale) for seq, sale in rows if seq not in inflight]
+            if not rows:
+                return
+            batch = SaleBatch(tuple(Sale.from_dict(s) for _, s in rows))
+            msg_id = uuid.uuid4().hex
+            payload = seal_hmac(
+                "sale_batch", self.config.terminal_id, batch.to_body(), self.config.secret,
+                self.clock.now_ms(), msg_id,
+            )
+            if not self.link.publish(topics.sales(self.config.terminal_id), payload):
+                return
+            seqs = [seq for seq, _ in rows]
+            self._inflight[msg_id] = _InFlight(seqs, self._mono())
+            self._cursor = max(seqs)
+            self.stats.batches_sent += 1
+            self.stats.sales_sent += len(seqs)
+
+    def watermark_ms(self) -> int:
+        """No sale of this terminal before this time is still unsent. Taken under the
+        journal lock so a tap being decided right now cannot slip in behind it."""
+        with self._journal_lock:
+            oldest = self.store.oldest_pending_ms()
+            return oldest if oldest is not None else self.clock.now_ms()
+
+    def status(self) -> Status:
+        self._version_seen = self.store.delta_version
+        return Status(
+            state="online" if self.online else "offline",
+            pending=self.store.pending_count(),
+            watermark_ms=self.watermark_ms(),
+            delta_version=self.store.delta_version,
+            clock_ms=self.clock.now_ms(),
+            clock_offset_ms=self.clock_offset_ms,
+            offline_since_ms=self.offline_since_ms,
+            software=self.config.software,
+        )
+
+    def send_status(self) -> None:
+        payload = seal_hmac("status", self.config.terminal_id, self.status().to_body(), self.config.secret, self.clock.now_ms())
+        if self.link.publish(topics.status(self.config.terminal_id), payload, retain=True):
+            self._last_heartbeat = self._mono()
+
+    def _will(self) -> tuple[str, bytes, bool]:
+        body = Status(state="offline", delta_version=self._version_seen,
+                      clock_ms=self.clock.now_ms(), software=self.config.software).to_body()
+        payload = seal_hmac("status", self.config.terminal_id, body, self.config.secret, self.clock.now_ms())
+        return topics.status(self.config.terminal_id), payload, True
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value not in (None, "") else None

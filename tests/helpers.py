@@ -1,0 +1,45 @@
+"""Small builders shared by tests: a populated server database, signed sales."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+from server.db import write_txn
+from server.terminals import TerminalCredentials, provision
+from shared.protocol import Sale, SaleBatch, seal_hmac
+from simulator.world import World, demo_world
+
+
+def populated(conn: sqlite3.Connection, now_ms: int, diners: int = 6) -> World:
+    return demo_world(conn, now_ms, diners=diners)
+
+
+def terminal(conn: sqlite3.Connection, canteen_id: str, now_ms: int, public_key: str = "00" * 32) -> TerminalCredentials:
+    """A provisioned terminal with an id unique across the test session (the broker is
+    shared, and retained status messages outlive a test)."""
+    with write_txn(conn):
+        return provision(conn, canteen_id, now_ms, public_key, terminal_id=f"T-{uuid.uuid4().hex[:8]}")
+
+
+def sale(creds: TerminalCredentials, seq: int, card_id: str, amount_fen: int, at_ms: int, **kw: object) -> Sale:
+    fields = {
+        "terminal_id": creds.terminal_id,
+        "seq": seq,
+        "uuid": uuid.uuid4().hex,
+        "card_id": card_id,
+        "canteen_id": creds.canteen_id,
+        "amount_fen": amount_fen,
+        "occurred_at_ms": at_ms,
+        "meal_period": "lunch",
+        "subsidy_fen": amount_fen,
+        "self_fen": 0,
+    }
+    fields.update(kw)
+    return Sale(**fields)  # type: ignore[arg-type]
+
+
+def signed_batch(creds: TerminalCredentials, sales: list[Sale], at_ms: int, msg_id: str | None = None) -> bytes:
+    return seal_hmac(
+        "sale_batch", creds.terminal_id, SaleBatch(tuple(sales)).to_body(), bytes.fromhex(creds.secret_hex), at_ms, msg_id
+    )

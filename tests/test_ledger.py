@@ -1,0 +1,70 @@
+"""The double-entry ledger and the spend order: invariants that protect every fen."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from server import funds, ledger
+from server.db import write_txn
+from server.spend import split_payment
+from tests.helpers import populated
+
+
+def test_allocation_moves_money_through_the_special_accounts(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
+    world = populated(conn, clock.now_ms(), diners=6)
+    per_unit = {u: sum(1 for d in world.diners if d.unit_id == u) for u in world.units}
+    assert ledger.balance(conn, ledger.unit_budget("U01")) == -30_000 * per_unit["U01"]
+    assert ledger.balance(conn, ledger.BUREAU_MEAL_FUND) == 0  # passed straight on
+    assert ledger.balance(conn, ledger.SYSTEM_INCOME) == 0
+    d = next(d for d in world.diners if d.unit_id == "U01")
+    assert ledger.balance(conn, ledger.subsidy_purse(d.holder_id)) == 30_000
+    assert ledger.check(conn) == []
+
+
+def test_the_same_quarter_cannot_be_allocated_twice(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
+    populated(conn, clock.now_ms())
+    with pytest.raises(Exception) as err, write_txn(conn):
+        funds.allocate(conn, "U01", "2026Q4", None, clock.now_ms())
+    assert getattr(err.value, "code", "") == "already_exists"
+
+
+def test_check_finds_a_tampered_balance(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
+    world = populated(conn, clock.now_ms())
+    conn.execute("UPDATE accounts SET balance_fen = balance_fen + 1 WHERE id = ?", (ledger.subsidy_purse(world.diners[0].holder_id),))
+    codes = {v.code for v in ledger.check(conn)}
+    assert codes == {"ledger_sum_nonzero", "balance_mismatch"}
+
+
+def test_a_float_cannot_be_stored_as_money(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
+    populated(conn, clock.now_ms())
+    with pytest.raises(sqlite3.Error):
+        conn.execute("INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (1, 'bank:topup', 'system:income', 1.5)")
+
+
+def test_post_refuses_negative_amounts(conn: sqlite3.Connection) -> None:
+    with pytest.raises(ValueError), write_txn(conn):
+        ledger.post(conn, "x", [ledger.Move("a:1", "b:1", -5)], 0)
+    assert conn.execute("SELECT count(*) FROM txns").fetchone()[0] == 0
+
+
+def test_subsidy_is_spent_before_self_purse() -> None:
+    s = split_payment(subsidy_balance_fen=500, self_balance_fen=1000, amount_fen=1200)
+    assert (s.subsidy_fen, s.self_fen, s.overdraft_fen) == (500, 700, 0)
+
+
+def test_a_shortfall_is_a_recorded_overdraft_on_the_self_purse() -> None:
+    s = split_payment(subsidy_balance_fen=300, self_balance_fen=100, amount_fen=1200)
+    assert (s.subsidy_fen, s.self_fen, s.overdraft_fen) == (300, 900, 800)
+
+
+@given(st.integers(-10**6, 10**7), st.integers(-10**6, 10**7), st.integers(0, 10**6))
+def test_split_always_pays_exactly_the_amount_subsidy_first(sub: int, self_: int, amount: int) -> None:
+    s = split_payment(sub, self_, amount)
+    assert s.subsidy_fen + s.self_fen == amount
+    assert 0 <= s.subsidy_fen <= max(sub, 0)
+    assert s.self_fen == 0 or s.subsidy_fen == min(max(sub, 0), amount)  # subsidy exhausted first
+    assert s.overdraft_fen == max(0, amount - max(sub, 0) - max(self_, 0))
