@@ -92,6 +92,9 @@ def requires(*roles: str) -> Callable[[F], F]:
             g.principal = who
             return view(*args, **kwargs)
 
+        inner._roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI builder
+        if hasattr(view, "_openapi"):
+            inner._openapi = view._openapi  # type: ignore[attr-defined]
         return inner  # type: ignore[return-value]
 
     return wrap
@@ -122,4 +125,7 @@ def requires_terminal(view: F) -> F:
         g.principal = Principal("terminal", terminal_id=tid)
         return view(*args, **kwargs)
 
+    inner._terminal_auth = True  # type: ignore[attr-defined]
+    if hasattr(view, "_openapi"):
+        inner._openapi = view._openapi  # type: ignore[attr-defined]
     return inner  # type: ignore[return-value]

@@ -53,8 +53,8 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
         events: list[tuple[float, Any, TapRequest]] = []
         for d in world.diners:
             home = [c for c, info in world.canteens.items() if info["unit_id"] == d.unit_id]
-            canteen = home[0] if home and rng.random() < 0.7 else rng.choice(list(world.canteens))
-            term = rng.choice(by_canteen[canteen])
+            canteen = home[0] if home and rng.random() < 0.7 else rng.choice(["C01", "C01", "C02"])
+            term = by_canteen[canteen][0] if canteen == "C02" else rng.choices(by_canteen["C01"], [0.35, 0.65])[0]
             t = rng.uniform(0.05, 0.8) * opts.rush_s
             events.append((t, term, TapRequest(d.card_id)))
             if rng.random() < 0.3:
@@ -62,9 +62,10 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             if rng.random() < 0.1:
                 events.append((t + 0.6, term, TapRequest(d.card_id)))  # a second lunch: refused
         events.sort(key=lambda e: e[0])
-        faults = [(0.2 * opts.rush_s, "oneway"), (0.35 * opts.rush_s, "cut"), (0.75 * opts.rush_s, "heal")]
+        faults = [(0.15 * opts.rush_s, "oneway"), (0.3 * opts.rush_s, "cut"), (0.8 * opts.rush_s, "heal")]
         outage: dict[str, int] = {}
         offline_sales = 0
+        per_terminal = {t.id: {"approved": 0, "offline": 0} for t in terminals}
         declines: Counter[str] = Counter()
         rush_t0 = time.monotonic()
 
@@ -78,6 +79,9 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
                 fault(*faults.pop(0))
             time.sleep(max(0.0, rush_t0 + t - time.monotonic()))
             decision, sale = term.terminal.tap(req)
+            if sale is not None:
+                per_terminal[term.id]["approved"] += 1
+                per_terminal[term.id]["offline"] += int(sale.offline)
             if sale is not None and sale.offline:
                 offline_sales += 1
             if not decision.approved:
@@ -111,6 +115,7 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
             "terminals": len(terminals),
             "diners": len(world.diners),
             "offline_sales": offline_sales,
+            "per_terminal": per_terminal,
             "outage_terminal": victim.id,
             "outage": {k: china_datetime(v).strftime("%H:%M") for k, v in outage.items()},
             "declines": dict(declines),

@@ -18,6 +18,7 @@ def register(app: Flask) -> None:
     from server.api import health, terminals
 
     app.register_blueprint(health.bp)
+    app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
 
     @app.errorhandler(DomainError)

@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
+from server.api.spec import build_openapi, doc
 from server.db_flask import get_db
 from server.downstream import current_version
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
 
 
+meta = Blueprint("meta", __name__)
+
+
 @bp.get("/health")
+@doc(
+    "Is the server up, and at which delta version",
+    response={"type": "object", "properties": {"ok": {"type": "boolean"}, "delta_version": {"type": "integer"}}},
+)
 def health():  # noqa: ANN201
     return jsonify({"ok": True, "delta_version": current_version(get_db())})
+
+
+@meta.get("/openapi.json")
+def openapi():  # noqa: ANN201
+    """The OpenAPI 3 document of every /api route, generated from the routes."""
+    return jsonify(build_openapi(current_app))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from server import terminals
+from server.api.spec import doc
 from server.auth import requires, requires_terminal
 from server.db import write_txn
 from server.db_flask import get_clock, get_db
@@ -15,7 +16,28 @@ from shared.protocol import seal_server
 bp = Blueprint("terminals", __name__, url_prefix="/api/v1/terminals")
 
 
+CREDENTIALS = {
+    "type": "object",
+    "properties": {
+        "terminal_id": {"type": "string"},
+        "canteen_id": {"type": "string"},
+        "secret_hex": {"type": "string"},
+        "server_public_key": {"type": "string"},
+    },
+}
+
+
 @bp.post("")
+@doc(
+    "Provision a terminal for a canteen (its secret is returned once)",
+    request={
+        "type": "object",
+        "required": ["canteen_id"],
+        "properties": {"canteen_id": {"type": "string"}, "terminal_id": {"type": "string"}},
+    },
+    response=CREDENTIALS,
+    status=201,
+)
 @requires("admin")
 def provision():  # noqa: ANN201
     body = request.get_json(silent=True) or {}
@@ -32,6 +54,7 @@ def provision():  # noqa: ANN201
 
 
 @bp.get("/<terminal_id>/snapshot")
+@doc("The terminal's whole cache, server-signed (terminal-signed request)")
 @requires_terminal
 def snapshot(terminal_id: str) -> Response:
     if g.principal.terminal_id != terminal_id:
@@ -43,6 +66,11 @@ def snapshot(terminal_id: str) -> Response:
 
 
 @bp.get("/<terminal_id>/deltas")
+@doc(
+    "Server-signed deltas after version `since` (terminal-signed request)",
+    query={"since": {"type": "integer", "minimum": 0}},
+    response={"type": "array", "items": {"type": "object"}},
+)
 @requires_terminal
 def deltas(terminal_id: str) -> Response:
     """Catch up a small gap without a full snapshot: signed deltas after ``since``."""
