@@ -69,3 +69,31 @@ MIGRATIONS: list[str] = [
     CREATE INDEX declines_time ON declines(at_ms);
     """,
 ]
+
+MIGRATIONS.append(
+    # 2: identification — QR credentials (public keys) from the server, the QR codes this
+    # terminal has accepted (a code is good once), the last SUN counter of each NTAG 424 card
+    """
+    CREATE TABLE qr_keys (
+        holder_id              TEXT PRIMARY KEY,
+        public_key             TEXT NOT NULL,
+        expires_at_ms          INTEGER NOT NULL,
+        offline_allowance_fen  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE qr_seen (
+        public_key    TEXT NOT NULL,
+        counter       INTEGER NOT NULL,
+        code_time_ms  INTEGER NOT NULL,
+        seen_at_ms    INTEGER NOT NULL,
+        PRIMARY KEY (public_key, counter)
+    ) STRICT;
+    CREATE INDEX qr_seen_time ON qr_seen(seen_at_ms);
+
+    CREATE TABLE sun_counters (
+        uid           TEXT PRIMARY KEY,
+        last_counter  INTEGER NOT NULL,
+        seen_at_ms    INTEGER NOT NULL
+    ) STRICT;
+    """
+)
