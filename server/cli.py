@@ -160,3 +160,13 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     from shared.broker import render_mosquitto_conf
 
     click.echo(render_mosquitto_conf(port, data_dir))
+
+
+def _register_extra_commands() -> None:
+    from server.qr_cli import COMMANDS as QR_COMMANDS
+
+    for command in QR_COMMANDS:
+        main.add_command(command)
+
+
+_register_extra_commands()

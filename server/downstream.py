@@ -82,9 +82,16 @@ def build_snapshot(conn: sqlite3.Connection) -> Snapshot:
             changes.append(
                 {"kind": "card", "card_id": row[0], "holder_id": row[1], "status": row[2]}
             )
+        changes.extend(_qr_key_changes(conn))
     finally:
         conn.execute("COMMIT")
     return Snapshot(version=version, changes=tuple(changes))
+
+
+def _qr_key_changes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    from server.qr_codes import snapshot_changes  # QR payment credentials (public keys)
+
+    return snapshot_changes(conn)
 
 
 def deltas_since(conn: sqlite3.Connection, version: int, limit: int = 1000) -> list[Delta]:

@@ -150,3 +150,50 @@ MIGRATIONS.append(
     ) STRICT;
     """
 )
+
+MIGRATIONS.append(
+    # 3: QR payment credentials (public keys only; private keys are derived from the server
+    # key when needed), every sale credential seen (a counter used twice is caught), and the
+    # incidents that found
+    """
+    CREATE TABLE qr_credentials (
+        id                     TEXT PRIMARY KEY,
+        holder_id              TEXT NOT NULL REFERENCES holders(id),
+        card_id                TEXT NOT NULL REFERENCES cards(card_id),
+        public_key             TEXT NOT NULL UNIQUE,
+        issued_at_ms           INTEGER NOT NULL,
+        expires_at_ms          INTEGER NOT NULL,
+        offline_allowance_fen  INTEGER NOT NULL CHECK (offline_allowance_fen >= 0),
+        revoked_at_ms          INTEGER,
+        revoked_reason         TEXT,
+        next_counter           INTEGER NOT NULL DEFAULT 1
+    ) STRICT;
+    CREATE INDEX qr_credentials_holder ON qr_credentials(holder_id);
+
+    -- kind 'qr': subject = the credential's public key; 'sun': subject = the card's UID
+    CREATE TABLE credential_uses (
+        kind         TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        counter      INTEGER NOT NULL,
+        terminal_id  TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        PRIMARY KEY (kind, subject, counter)
+    ) STRICT;
+
+    CREATE TABLE credential_incidents (
+        id           INTEGER PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        counter      INTEGER,
+        holder_id    TEXT,
+        card_id      TEXT,
+        first_sale   TEXT,
+        sale         TEXT NOT NULL,
+        amount_fen   INTEGER NOT NULL,
+        action       TEXT NOT NULL,
+        at_ms        INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX credential_incidents_time ON credential_incidents(at_ms);
+    """
+)
