@@ -97,3 +97,25 @@ MIGRATIONS.append(
     ) STRICT;
     """
 )
+
+MIGRATIONS.append(
+    # 3: digital RMB orders this terminal started. A row is written before the gateway is
+    # asked to charge, so a crash at any point leaves a trace to settle on restart: an order
+    # paid at the gateway but never journaled (the diner never saw "paid") is refunded.
+    """
+    CREATE TABLE ecny_orders (
+        order_no       TEXT PRIMARY KEY,
+        amount_fen     INTEGER NOT NULL CHECK (amount_fen > 0),
+        kind           TEXT NOT NULL,
+        meal_period    TEXT,
+        items_json     TEXT NOT NULL DEFAULT '[]',
+        status         TEXT NOT NULL
+                       CHECK (status IN ('created', 'paid', 'journaled', 'failed', 'reversed')),
+        created_at_ms  INTEGER NOT NULL,
+        paid_at_ms     INTEGER,
+        trade_no       TEXT,
+        seq            INTEGER,
+        reason         TEXT
+    ) STRICT;
+    """
+)
