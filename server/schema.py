@@ -197,3 +197,39 @@ MIGRATIONS.append(
     CREATE INDEX credential_incidents_time ON credential_incidents(at_ms);
     """
 )
+
+MIGRATIONS.append(
+    # 4: digital RMB — the sale a terminal made for each gateway order, the gateway's own
+    # result callbacks, and refunds made through the gateway. No ledger entries: the money
+    # settles between the diner's wallet and the canteen's merchant account.
+    """
+    CREATE TABLE ecny_sales (
+        order_no        TEXT PRIMARY KEY,
+        terminal_id     TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        canteen_id      TEXT NOT NULL,
+        amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+        occurred_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX ecny_sales_canteen_time ON ecny_sales(canteen_id, occurred_at_ms);
+
+    CREATE TABLE ecny_payments (
+        order_no        TEXT PRIMARY KEY,
+        trade_no        TEXT NOT NULL,
+        amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+        refunded_fen    INTEGER NOT NULL DEFAULT 0 CHECK (refunded_fen >= 0),
+        status          TEXT NOT NULL,
+        paid_at_ms      INTEGER NOT NULL,
+        notified_at_ms  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE ecny_refunds (
+        refund_no   TEXT PRIMARY KEY,
+        order_no    TEXT NOT NULL REFERENCES ecny_sales(order_no),
+        amount_fen  INTEGER NOT NULL CHECK (amount_fen > 0),
+        at_ms       INTEGER NOT NULL,
+        by_role     TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    """
+)

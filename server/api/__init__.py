@@ -15,13 +15,14 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import health, qr, terminals
+    from server.api import ecny, health, qr, terminals
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
     app.register_blueprint(qr.bp)
     app.register_blueprint(qr.page)
+    app.register_blueprint(ecny.bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202
