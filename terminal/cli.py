@@ -12,6 +12,7 @@ from hardware.display import ConsoleDisplay
 from shared.clock import SystemClock
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
+from terminal.devices import DeviceLoop
 
 
 @click.group()
@@ -26,10 +27,12 @@ def run(config_path: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = TerminalConfig.load(config_path)
     terminal = Terminal(config, SystemClock(), display=ConsoleDisplay()).start()
+    devices = DeviceLoop.from_config(terminal, config).start()  # reader, QR scanner, e-CNY
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         done.wait()
     except KeyboardInterrupt:
         pass
+    devices.stop()
     terminal.stop()
