@@ -150,3 +150,28 @@ MIGRATIONS.append(
     ) STRICT;
     """
 )
+
+MIGRATIONS.append(
+    # 3: a 'diner' role scoped to one cardholder (their own purses, sales, ratings, QR page),
+    # and token revocation. SQLite cannot alter a CHECK, so the table is rebuilt.
+    """
+    CREATE TABLE tokens_v3 (
+        token_hash    TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'clerk', 'operator', 'auditor', 'diner')),
+        unit_id       TEXT REFERENCES units(id),
+        operator      TEXT,
+        holder_id     TEXT REFERENCES holders(id),
+        label         TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER,
+        CHECK (role <> 'clerk' OR unit_id IS NOT NULL),
+        CHECK (role <> 'operator' OR operator IS NOT NULL),
+        CHECK (role <> 'diner' OR holder_id IS NOT NULL)
+    ) STRICT;
+    INSERT INTO tokens_v3(token_hash, role, unit_id, operator, label, created_at_ms)
+        SELECT token_hash, role, unit_id, operator, label, created_at_ms FROM tokens;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v3 RENAME TO tokens;
+    CREATE INDEX tokens_holder ON tokens(holder_id) WHERE holder_id IS NOT NULL;
+    """
+)

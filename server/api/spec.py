@@ -2,7 +2,7 @@
 
 Every view carries its documentation next to it with :func:`doc` (summary, request and
 response schemas, query parameters); :func:`~server.auth.requires` records which roles may
-call it. :func:`build_openapi` walks Flask's URL map, so the document can never list a
+call it (``x-roles``), :func:`~server.auth.public` that anyone may (``x-public``). :func:`build_openapi` walks Flask's URL map, so the document can never list a
 route that does not exist — and ``tests/test_openapi.py`` fails when a route exists
 without ``@doc``, so it can never silently miss one either.
 """
@@ -103,6 +103,9 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                 op["x-roles"] = list(roles)
             elif getattr(view, "_terminal_auth", False):
                 op["security"] = [{"terminal": []}]
+            elif getattr(view, "_public", False):
+                op["security"] = []
+                op["x-public"] = True
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.0.3",
