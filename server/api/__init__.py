@@ -24,7 +24,9 @@ def register(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202
         lang = "zh" if request.accept_languages.best_match(["en", "zh"]) == "zh" else "en"
-        return jsonify(exc.to_json(lang)), exc.http_status
+        body = exc.to_json(lang)
+        body.update({k: v for k, v in exc.context.items() if k not in body})  # e.g. an import's line errors
+        return jsonify(body), exc.http_status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # noqa: ANN202
