@@ -7,6 +7,7 @@ changes terminals need (a canteen's rules, a holder, a card) with the same commi
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any
 
@@ -14,10 +15,16 @@ from server.downstream import canteen_change, record_delta
 from server.holders import holder_change
 from shared.errors import DomainError
 
+_ID = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+
 
 def add_unit(conn: sqlite3.Connection, unit_id: str, name: str, quarterly_standard_fen: int = 0) -> None:
-    if quarterly_standard_fen < 0:
-        raise DomainError("invalid_input", "quarterly standard must not be negative")
+    """A unit (单位) with its per-person quarterly meal-fund standard in fen."""
+    if not isinstance(quarterly_standard_fen, int) or isinstance(quarterly_standard_fen, bool) or quarterly_standard_fen < 0:
+        raise DomainError("invalid_input", "quarterly standard must be a whole number of fen ≥ 0")
+    name = name.strip()
+    if not name or not _ID.match(unit_id):
+        raise DomainError("invalid_input", "a unit needs a name and an id of letters, digits, '-' or '_'")
     if conn.execute("SELECT 1 FROM units WHERE id = ? OR name = ?", (unit_id, name)).fetchone():
         raise DomainError("already_exists", f"unit {unit_id} / {name}")
     conn.execute(

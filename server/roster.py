@@ -78,8 +78,29 @@ def import_roster(
         raise rejected("staff roster", sorted(errors, key=lambda e: e.line))
     report = {k: len(v) for k, v in plan.items()}
     report["rows"] = len(rows)
-    if dry_run:
-        return report
+    if not dry_run:
+        _apply(conn, plan, now_ms)
+    return report
+
+
+def add_one(conn: sqlite3.Connection, unit_id: str, name: str, staff_no: str, card_id: str, now_ms: int) -> str:
+    """One new cardholder with their card, checked exactly as a roster line; returns the id."""
+    unit = conn.execute("SELECT name FROM units WHERE id = ?", (unit_id,)).fetchone()
+    if unit is None:
+        raise DomainError("not_found", f"unit {unit_id}")
+    if conn.execute("SELECT 1 FROM holders WHERE unit_id = ? AND staff_no = ?", (unit_id, staff_no)).fetchone():
+        raise DomainError("already_exists", f"工号 {staff_no} in {unit_id}")
+    cells = {"unit": unit[0], "name": name, "staff_no": staff_no, "card_id": card_id}
+    columns = {k: k for k in cells}
+    errors: list[LineError] = []
+    plan = _plan(conn, _rows(conn, [(1, cells)], columns, unit_id, errors), columns, errors)
+    if errors:
+        raise DomainError(errors[0].code, errors[0].detail)
+    _apply(conn, plan, now_ms)
+    return str(plan["new_holders"][0]["id"])
+
+
+def _apply(conn: sqlite3.Connection, plan: dict[str, list[dict[str, Any]]], now_ms: int) -> None:
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
     holders = db.table("holders")
     holders.insert_all(plan["new_holders"])
@@ -98,7 +119,6 @@ def import_roster(
     changes += [{"kind": "card", "card_id": c["card_id"], "holder_id": c["holder_id"], "status": "active"}
                 for c in plan["issued"]]
     record_delta(conn, changes, now_ms)
-    return report
 
 
 def _rows(

@@ -15,11 +15,17 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import health, terminals
+    from server.api import canteens, cards, health, holders, terminals, tokens, units
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
+    app.register_blueprint(units.bp)
+    app.register_blueprint(canteens.bp)
+    app.register_blueprint(canteens.directory_bp)
+    app.register_blueprint(holders.bp)
+    app.register_blueprint(cards.bp)
+    app.register_blueprint(tokens.bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202

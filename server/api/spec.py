@@ -32,13 +32,16 @@ def doc(
     query: dict[str, dict[str, Any]] | None = None,
     status: int = 200,
     content_type: str = "application/json",
+    request_type: str = "application/json",
 ) -> Callable[[F], F]:
-    """Attach OpenAPI documentation to a view (put it above ``@bp.get``/``@requires``)."""
+    """Attach OpenAPI documentation to a view (put it above ``@bp.get``/``@requires``).
+    ``request_type``: the body's media type (``text/csv`` for file imports)."""
 
     def wrap(view: F) -> F:
         view._openapi = {  # type: ignore[attr-defined]
             "summary": summary,
             "request": request,
+            "request_type": request_type,
             "response": response or {"type": "object"},
             "query": query or {},
             "status": status,
@@ -97,7 +100,8 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                 },
             }
             if meta["request"] is not None:
-                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": meta["request"]}}}
+                media = meta.get("request_type", "application/json")
+                op["requestBody"] = {"required": True, "content": {media: {"schema": meta["request"]}}}
             if roles is not None:
                 op["security"] = [{"bearer": []}]
                 op["x-roles"] = list(roles)
