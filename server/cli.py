@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from server import ledger
+from server import cli_people, cli_registry, ledger
 from server.app import create_app
 from server.auth import ROLES, create_token
 from server.db import open_db, write_txn
@@ -165,3 +165,7 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     from shared.broker import render_mosquitto_conf
 
     click.echo(render_mosquitto_conf(port, data_dir))
+
+
+for _command in cli_registry.COMMANDS + cli_people.COMMANDS:  # the registry's batch jobs and tools
+    main.add_command(_command)
