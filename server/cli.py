@@ -160,3 +160,8 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     from shared.broker import render_mosquitto_conf
 
     click.echo(render_mosquitto_conf(port, data_dir))
+
+
+from server.cli_faces import faces  # noqa: E402 — the faces group lives in its own module
+
+main.add_command(faces)

@@ -15,11 +15,12 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import health, terminals
+    from server.api import faces, health, terminals
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
+    app.register_blueprint(faces.bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202
