@@ -17,6 +17,8 @@ block the journal).
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from terminal.authorize import Decision, TapRequest
 from terminal.face_cache import GalleryCache, active_cards
 from terminal.face_match import FacePolicy, Match, Resolution, choose_payer, match, resolve_payer
 
+log = logging.getLogger(__name__)
 PROMPT = "请输入卡号后四位"
 
 
@@ -68,7 +71,14 @@ class FacePay:
         self._conn.close()
 
     def policy(self) -> FacePolicy:
-        return FacePolicy.from_config(self.terminal.store.settings().get("face"))
+        """The city's face policy (settings ``face``); a malformed one is logged and the
+        defaults apply, so a bad setting cannot switch face pay to guessing."""
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'settings'").fetchone()
+        try:
+            return FacePolicy.from_config(json.loads(row[0]).get("face") if row else None)
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.error("face policy setting refused, using defaults: %s", exc)
+            return FacePolicy()
 
     def look(self, policy: FacePolicy) -> tuple[Match | None, str | None, int]:
         """Find a usable face and match it: (match, refusal code, frames used)."""

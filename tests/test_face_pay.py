@@ -21,6 +21,7 @@ from shared.protocol.face_vector import encoding_to_str
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
+from terminal.face_match import FacePolicy
 from terminal.face_pay import PROMPT, FacePay
 from tests import faces_support as fs
 
@@ -178,3 +179,17 @@ def test_the_simulated_camera_and_engine_drive_the_same_flow(tmp_path: Path, clo
     assert fp.gallery.loads == 1  # the gallery matrix was built once for all three
     fp.close()
     terminal.store.close()
+
+
+def test_the_city_face_policy_applies_and_a_malformed_one_falls_back_to_the_defaults(real) -> None:  # noqa: ANN001
+    terminal, keypad = real
+    strict = {"threshold_milli": 450, "confident_milli": 300, "margin_milli": 100}
+    terminal.store.apply_changes(2, ({"kind": "settings", "config": {"face": strict}},))
+    fp = FacePay(terminal, FileCamera(fs.photo("obama_2")), fs.engine(), keypad)
+    assert fp.policy().threshold == 0.45
+    keypad.entries = ["0001"]
+    result = fp.pay()  # 0.37 is no longer "confident": the diner must type the digits
+    assert result.match.outcome == "second_factor" and result.approved
+    terminal.store.apply_changes(3, ({"kind": "settings", "config": {"face": {"threshold_milli": "high"}}},))
+    assert fp.policy() == FacePolicy()
+    fp.close()

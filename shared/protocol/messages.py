@@ -7,6 +7,9 @@
   cardholder's balance after the server applied it.
 * :class:`Status` (terminal → server, retained; the broker's last will says ``offline``).
 * :class:`Delta` (server → all terminals): numbered changes; ``version`` increases by one.
+  Change kinds: ``holder``, ``card``, ``canteen``, ``settings``, and ``face`` (an enrolled
+  face's 128-d encoding as base64 float32, see :mod:`shared.protocol.face_vector`; a null
+  ``encoding`` deletes it).
 * :class:`Snapshot` (server → one terminal over HTTP): the whole cache at one version.
 """
 
