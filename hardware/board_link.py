@@ -1,7 +1,7 @@
 """The terminal's driver for the peripheral board (customer display, keypad, buzzer, LED).
 
 :class:`BoardLink` speaks the framed protocol of :mod:`hardware.board.frame` over a serial
-port (pyserial, through :mod:`hardware.serial_port`) and implements the terminal's
+port (pyserial, through :mod:`hardware.serial_port`; :func:`open_board`) and implements the terminal's
 :class:`~hardware.display.Display` and :class:`~hardware.keypad.Keypad` interfaces, so the
 terminal shows "支付成功" and reads card digits without knowing a board is there.
 
@@ -21,7 +21,7 @@ import time
 
 from hardware.board import frame
 from hardware.display import Screen
-from hardware.serial_port import SerialPort
+from hardware.serial_port import Port, SerialSpec, open_port
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +35,17 @@ def show_payload(screen: Screen) -> bytes:
     return bytes((TONES.get(screen.tone, frame.TONE_INFO),)) + text.decode("utf-8", "ignore").encode("utf-8")
 
 
+def open_board(port: str, *, ack_timeout_s: float = 0.3, retries: int = 3) -> BoardLink:
+    """The board on ``port`` (``/dev/ttyACM0`` or ``/dev/ttyACM0,115200``; USB CDC ignores
+    the baud rate, 115200 by default)."""
+    spec = SerialSpec.parse(port)
+    if "," not in port:
+        spec = SerialSpec(spec.port, 115200)
+    return BoardLink(open_port(spec, timeout_s=0.05), ack_timeout_s=ack_timeout_s, retries=retries)
+
+
 class BoardLink:
-    def __init__(self, port: SerialPort, *, ack_timeout_s: float = 0.3, retries: int = 3) -> None:
+    def __init__(self, port: Port, *, ack_timeout_s: float = 0.3, retries: int = 3) -> None:
         self.port = port
         self.ack_timeout_s = ack_timeout_s
         self.retries = retries

@@ -40,8 +40,7 @@ def open_devices(display: str = "console", camera: str = "", face_engine: str = 
     elif display == "memory":
         shown = MemoryDisplay()
     elif display.startswith("board:") or display == "board-sim":
-        from hardware.board_link import BoardLink
-        from hardware.serial_port import open_serial
+        from hardware.board_link import open_board
 
         port = display.partition(":")[2]
         if display == "board-sim":
@@ -50,7 +49,7 @@ def open_devices(display: str = "console", camera: str = "", face_engine: str = 
             sim = SimulatedBoard().start()
             closers.append(sim.stop)
             port = sim.port
-        link = BoardLink(open_serial(port))
+        link = open_board(port)
         closers.insert(0, link.close)
         shown = keypad = link
     else:

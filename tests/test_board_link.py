@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from hardware.board import core, frame
-from hardware.board_link import BoardLink
+from hardware.board_link import BoardLink, open_board
 from hardware.board_sim import MemoryScreen, QueueKeys, RecordingLight, RecordingSound, SimulatedBoard
 from hardware.display import Screen
 from hardware.keypad import read_digits
-from hardware.serial_port import SerialPort, open_serial
+from hardware.serial_port import Port, SerialSpec, open_port
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def board() -> Iterator[SimulatedBoard]:
 
 @pytest.fixture
 def link(board: SimulatedBoard) -> Iterator[BoardLink]:
-    link = BoardLink(open_serial(board.port))
+    link = open_board(board.port)
     yield link
     link.close()
 
@@ -58,10 +58,14 @@ def test_a_long_screen_is_cut_to_one_frame_at_a_character_boundary(board: Simula
     assert board.lines[0] == "食" * ((frame.MAX_PAYLOAD - 2) // 3)
 
 
+def raw_port(board: SimulatedBoard) -> Port:
+    return open_port(SerialSpec(board.port, 115200), timeout_s=0.05)
+
+
 class FlakyPort:
     """A serial port whose line corrupts or loses chosen writes (a hand-written fault)."""
 
-    def __init__(self, inner: SerialPort, corrupt: set[int], drop_acks: int = 0) -> None:
+    def __init__(self, inner: Port, corrupt: set[int], drop_acks: int = 0) -> None:
         self.inner = inner
         self.corrupt = corrupt
         self.drop_acks = drop_acks
@@ -88,7 +92,7 @@ class FlakyPort:
 
 
 def test_a_corrupted_command_is_resent_and_carried_out_once(board: SimulatedBoard) -> None:
-    link = BoardLink(FlakyPort(open_serial(board.port), corrupt={1}), ack_timeout_s=0.2)
+    link = BoardLink(FlakyPort(raw_port(board), corrupt={1}), ack_timeout_s=0.2)
     try:
         link.show(Screen(("支付成功",), "ok"))
         assert link.resends == 1
@@ -99,7 +103,7 @@ def test_a_corrupted_command_is_resent_and_carried_out_once(board: SimulatedBoar
 
 
 def test_a_lost_ack_makes_a_resend_that_the_board_does_not_carry_out_twice(board: SimulatedBoard) -> None:
-    link = BoardLink(FlakyPort(open_serial(board.port), corrupt=set(), drop_acks=1), ack_timeout_s=0.2)
+    link = BoardLink(FlakyPort(raw_port(board), corrupt=set(), drop_acks=1), ack_timeout_s=0.2)
     try:
         assert link.beep("ok")
         assert link.resends == 1

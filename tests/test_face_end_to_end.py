@@ -11,11 +11,10 @@ import urllib.request
 
 import pytest
 
-from hardware.board_link import BoardLink
+from hardware.board_link import BoardLink, open_board
 from hardware.board_sim import SimulatedBoard
 from hardware.camera import FileCamera
 from hardware.devices import open_devices
-from hardware.serial_port import open_serial
 from shared.clock import FakeClock, ms_from_china
 from simulator.cluster import Cluster
 from simulator.world import demo_world
@@ -56,7 +55,7 @@ def test_enroll_pay_by_face_on_the_board_and_withdraw(broker, tmp_path) -> None:
         obama, alex = world.diners[0], world.diners[1]
         handle = cluster.add_terminal("C01")
         terminal = handle.terminal
-        link = BoardLink(open_serial(board.port))
+        link = open_board(board.port)
         terminal.display = link
         assert cluster.wait_synced()
 
