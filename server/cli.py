@@ -169,3 +169,6 @@ def mosquitto_config(port: int, data_dir: str) -> None:
 
 for _command in cli_registry.COMMANDS + cli_people.COMMANDS:  # the registry's batch jobs and tools
     main.add_command(_command)
+from server.cli_faces import faces  # noqa: E402 — the faces group lives in its own module
+
+main.add_command(faces)

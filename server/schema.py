@@ -213,3 +213,28 @@ MIGRATIONS.append(
     CREATE UNIQUE INDEX refund_requests_one_pending ON refund_requests(holder_id) WHERE status = 'pending';
     """
 )
+
+MIGRATIONS.append(
+    # 5: face pay: enrolled encodings (no photo is kept) and who enrolled/withdrew when
+    """
+    CREATE TABLE faces (
+        face_id        TEXT PRIMARY KEY,
+        holder_id      TEXT NOT NULL REFERENCES holders(id),
+        encoding       BLOB NOT NULL CHECK (length(encoding) = 512),
+        face_px        INTEGER NOT NULL,
+        enrolled_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX faces_holder ON faces(holder_id);
+
+    -- the enrollment/withdrawal history: no biometric data, only that it happened
+    CREATE TABLE face_events (
+        id         INTEGER PRIMARY KEY,
+        holder_id  TEXT NOT NULL,
+        face_id    TEXT NOT NULL,
+        action     TEXT NOT NULL CHECK (action IN ('enrolled', 'deleted')),
+        at_ms      INTEGER NOT NULL,
+        by         TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE INDEX face_events_holder ON face_events(holder_id);
+    """
+)

@@ -61,6 +61,16 @@ CATALOG: dict[str, ErrorSpec] = {
     "nothing_to_refund": ErrorSpec("自费余额为零，无需退款", "nothing left in the self purse", 409),
     "terminals_pending": ErrorSpec("仍有终端未上传离职前的消费，请稍后审批", "terminals may still hold sales from before the leave date", 409),
     "refund_decided": ErrorSpec("该退款申请已处理", "refund request already decided", 409),
+    # face pay: enrollment (server) and recognition (terminal)
+    "face_not_found": ErrorSpec("照片中未检测到人脸", "no face found in the photo"),
+    "face_multiple": ErrorSpec("照片中有多张人脸，请只拍一人", "more than one face in the photo"),
+    "face_too_small": ErrorSpec("人脸太小，请靠近重拍", "face too small in the photo"),
+    "face_conflict": ErrorSpec("该人脸与他人已登记的人脸过于相似", "face too similar to another person's", 409),
+    "face_limit_reached": ErrorSpec("已登记的人脸数量已达上限", "too many faces enrolled for this person", 409),
+    "face_not_recognized": ErrorSpec("未识别，请刷卡或重试", "face not recognised"),
+    "face_one_at_a_time": ErrorSpec("请一人一次刷脸", "more than one face in front of the camera"),
+    "second_factor_failed": ErrorSpec("卡号后四位不符", "card number digits do not match"),
+    "input_timeout": ErrorSpec("输入超时", "no input in time"),
 }
 
 

@@ -23,6 +23,9 @@ class TerminalConfig:
     server_url: str
     db_path: str = "terminal.sqlite"
     reader: str = "simulated"  # simulated | nfc:<device string>
+    display: str = "console"  # console | memory | board:/dev/ttyACM0 | board-sim (hardware.devices)
+    camera: str = ""  # "" = no face pay | file:PATH | simulated | opencv:N | picamera2
+    face_engine: str = "dlib"  # dlib | simulated
     batch_size: int = 200
     window: int = 4  # batches in flight before waiting for acks
     ack_timeout_s: float = 5.0

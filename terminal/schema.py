@@ -69,3 +69,15 @@ MIGRATIONS: list[str] = [
     CREATE INDEX declines_time ON declines(at_ms);
     """,
 ]
+
+MIGRATIONS.append(
+    # face pay: the enrolled-face gallery (encodings only), kept in step by 'face' changes
+    """
+    CREATE TABLE faces (
+        face_id    TEXT PRIMARY KEY,
+        holder_id  TEXT NOT NULL,
+        encoding   BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX faces_holder ON faces(holder_id);
+    """
+)

@@ -15,7 +15,7 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import canteens, cards, health, holders, terminals, tokens, units
+    from server.api import canteens, cards, faces, health, holders, terminals, tokens, units
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
@@ -26,6 +26,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(holders.bp)
     app.register_blueprint(cards.bp)
     app.register_blueprint(tokens.bp)
+    app.register_blueprint(faces.bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202
