@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: install demo test bench lint chaos clean
 
-install: $(STAMP)
+STUBS  := hardware/board/stubs/machine.pyi
+
+install: $(STAMP) $(STUBS)
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -17,6 +19,11 @@ $(STAMP): setup.cfg pyproject.toml
 	# same library, so install face_recognition itself without its dependency list.
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps face-recognition==1.3.0
 	@touch $(STAMP)
+
+# MicroPython stubs for type-checking the peripheral board's firmware (tests/test_board_firmware.py)
+$(STUBS): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade --target hardware/board/stubs micropython-rp2-stubs
+	@touch $(STUBS)
 
 demo: install
 	$(VENV)/bin/canteen-sim demo
@@ -34,4 +41,4 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .hypothesis .ruff_cache *.egg-info
+	rm -rf $(VENV) hardware/board/stubs var .pytest_cache .hypothesis .ruff_cache *.egg-info

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from server import ledger
+from server import cli_people, cli_registry, ledger
 from server.app import create_app
-from server.auth import create_token
+from server.auth import ROLES, create_token
 from server.db import open_db, write_txn
 from server.terminals import provision
 from shared.clock import SystemClock
@@ -123,16 +123,21 @@ def provision_terminal(obj: Ctx, canteen_id: str, terminal_id: str | None, broke
 
 
 @main.command("create-token")
-@click.option("--role", type=click.Choice(["admin", "clerk", "operator", "auditor"]), required=True)
+@click.option("--role", type=click.Choice(list(ROLES)), required=True)
 @click.option("--unit", "unit_id", default=None, help="Unit id (clerks).")
 @click.option("--operator", default=None, help="Operator name (operators).")
+@click.option("--holder", "holder_id", default=None, help="Cardholder id (diners).")
 @click.option("--label", default="")
 @click.pass_obj
-def create_token_cmd(obj: Ctx, role: str, unit_id: str | None, operator: str | None, label: str) -> None:
+def create_token_cmd(
+    obj: Ctx, role: str, unit_id: str | None, operator: str | None, holder_id: str | None, label: str
+) -> None:
     """Issue an API token for a person; it is printed once."""
     conn = obj.db()
     with write_txn(conn):
-        token = create_token(conn, role, SystemClock().now_ms(), unit_id=unit_id, operator=operator, label=label)
+        token = create_token(
+            conn, role, SystemClock().now_ms(), unit_id=unit_id, operator=operator, holder_id=holder_id, label=label
+        )
     click.echo(token)
 
 
@@ -162,11 +167,12 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     click.echo(render_mosquitto_conf(port, data_dir))
 
 
-def _register_extra_commands() -> None:
-    from server.qr_cli import COMMANDS as QR_COMMANDS
+for _command in cli_registry.COMMANDS + cli_people.COMMANDS:  # the registry's batch jobs and tools
+    main.add_command(_command)
+from server.cli_faces import faces  # noqa: E402 — the faces group lives in its own module
 
-    for command in QR_COMMANDS:
-        main.add_command(command)
+main.add_command(faces)
+from server.qr_cli import COMMANDS as QR_COMMANDS  # noqa: E402 — QR payment commands (qr, qr-issue, qr-incidents)
 
-
-_register_extra_commands()
+for _command in QR_COMMANDS:
+    main.add_command(_command)

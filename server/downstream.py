@@ -82,6 +82,9 @@ def build_snapshot(conn: sqlite3.Connection) -> Snapshot:
             changes.append(
                 {"kind": "card", "card_id": row[0], "holder_id": row[1], "status": row[2]}
             )
+        from server.faces import face_changes  # imported here: server.faces records deltas
+
+        changes.extend(face_changes(conn))
         changes.extend(_qr_key_changes(conn))
     finally:
         conn.execute("COMMIT")

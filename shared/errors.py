@@ -61,6 +61,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "ecny_unavailable": ErrorSpec("数字人民币通道暂不可用，请改用其他支付方式", "digital RMB gateway unreachable", 503),
     "ecny_declined": ErrorSpec("数字人民币支付失败", "digital RMB payment declined", 402),
     "ecny_insufficient_funds": ErrorSpec("数字人民币钱包余额不足", "digital RMB wallet balance too low", 402),
+    "ecny_bad_callback": ErrorSpec("数字人民币支付通知签名无效", "digital RMB gateway callback signature invalid"),
     "ecny_refund_too_large": ErrorSpec("退款金额超过原交易金额", "refund exceeds the payment"),
     "reader_error": ErrorSpec("读卡器故障，请联系管理员", "card reader error", 503),
     "scanner_error": ErrorSpec("扫码器故障，请联系管理员", "QR scanner error", 503),
@@ -71,6 +72,25 @@ CATALOG: dict[str, ErrorSpec] = {
     "period_closed": ErrorSpec("该期间已结账", "period already closed", 409),
     "forbidden": ErrorSpec("无权限", "forbidden", 403),
     "unauthenticated": ErrorSpec("未登录或令牌无效", "missing or invalid token", 401),
+    # registry: imports, cards, leavers
+    "import_rejected": ErrorSpec("导入文件有误，未导入任何数据", "import refused: nothing was imported", 422),
+    "card_not_active": ErrorSpec("卡片不是正常状态", "the card is not active", 409),
+    "holder_left": ErrorSpec("该人员已离职", "the cardholder has left", 409),
+    "holder_active": ErrorSpec("在职人员不能退款（不得提现）", "no refunds for active cardholders (no cash withdrawal)", 409),
+    "no_bank_account": ErrorSpec("未登记本人银行账户", "no own bank account registered", 409),
+    "nothing_to_refund": ErrorSpec("自费余额为零，无需退款", "nothing left in the self purse", 409),
+    "terminals_pending": ErrorSpec("仍有终端未上传离职前的消费，请稍后审批", "terminals may still hold sales from before the leave date", 409),
+    "refund_decided": ErrorSpec("该退款申请已处理", "refund request already decided", 409),
+    # face pay: enrollment (server) and recognition (terminal)
+    "face_not_found": ErrorSpec("照片中未检测到人脸", "no face found in the photo"),
+    "face_multiple": ErrorSpec("照片中有多张人脸，请只拍一人", "more than one face in the photo"),
+    "face_too_small": ErrorSpec("人脸太小，请靠近重拍", "face too small in the photo"),
+    "face_conflict": ErrorSpec("该人脸与他人已登记的人脸过于相似", "face too similar to another person's", 409),
+    "face_limit_reached": ErrorSpec("已登记的人脸数量已达上限", "too many faces enrolled for this person", 409),
+    "face_not_recognized": ErrorSpec("未识别，请刷卡或重试", "face not recognised"),
+    "face_one_at_a_time": ErrorSpec("请一人一次刷脸", "more than one face in front of the camera"),
+    "second_factor_failed": ErrorSpec("卡号后四位不符", "card number digits do not match"),
+    "input_timeout": ErrorSpec("输入超时", "no input in time"),
 }
 
 

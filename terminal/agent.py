@@ -13,6 +13,7 @@ from dataclasses import replace
 
 from hardware.display import Display, MemoryDisplay, Screen
 from shared.clock import Clock
+from shared.errors import message
 from shared.money import format_fen
 from shared.protocol import Sale
 from terminal.authorize import Decision, LinkState, TapRequest, authorize, decline
@@ -108,6 +109,14 @@ class Terminal:
         if sale is not None:
             self.sync.poke()
         return decision, sale
+
+    def decline(self, method: str, reason: str, card_id: str | None = None) -> None:
+        """Record and show a refusal decided before authorization (e.g. a face that was
+        not recognised, or wrong card digits at the second factor)."""
+        with self._journal_lock:
+            self.store.record_decline(self.clock.now_ms(), card_id, method, reason, None)
+            self.declined += 1
+        self.display.show(Screen((message(reason),), "error"))
 
     def _show(self, decision: Decision, online: bool) -> None:
         offline = () if online else ("【离线模式 OFFLINE】",)

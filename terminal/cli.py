@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from hardware.display import ConsoleDisplay
+from hardware.devices import open_devices
 from shared.clock import SystemClock
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
@@ -26,13 +26,15 @@ def run(config_path: str) -> None:
     """Run the terminal: sync with the server and serve taps until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = TerminalConfig.load(config_path)
-    terminal = Terminal(config, SystemClock(), display=ConsoleDisplay()).start()
-    devices = DeviceLoop.from_config(terminal, config).start()  # reader, QR scanner, e-CNY
+    devices = open_devices(config.display, config.camera, config.face_engine)
+    terminal = Terminal(config, SystemClock(), display=devices.display).start()
+    payments = DeviceLoop.from_config(terminal, config).start()  # card reader, QR scanner, e-CNY
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         done.wait()
     except KeyboardInterrupt:
         pass
-    devices.stop()
+    payments.stop()
     terminal.stop()
+    devices.close()

@@ -150,5 +150,4 @@ class DeviceLoop:
         elif ECNY_CODE.match(text) and self.cashier is not None:
             self.cashier.pay_with_code(text, kind=o.kind, items=o.items, amount_fen=o.amount_fen)
         else:
-            self.terminal.store.record_decline(self.terminal.clock.now_ms(), None, "qr", "qr_invalid", None)
-            self.terminal.display.show(Screen((message("qr_invalid", "zh"),), "error"))
+            self.terminal.decline("qr", "qr_invalid")

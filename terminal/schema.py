@@ -71,7 +71,19 @@ MIGRATIONS: list[str] = [
 ]
 
 MIGRATIONS.append(
-    # 2: identification — QR credentials (public keys) from the server, the QR codes this
+    # face pay: the enrolled-face gallery (encodings only), kept in step by 'face' changes
+    """
+    CREATE TABLE faces (
+        face_id    TEXT PRIMARY KEY,
+        holder_id  TEXT NOT NULL,
+        encoding   BLOB NOT NULL
+    ) STRICT;
+    CREATE INDEX faces_holder ON faces(holder_id);
+    """
+)
+
+MIGRATIONS.append(
+    # 3: identification — QR credentials (public keys) from the server, the QR codes this
     # terminal has accepted (a code is good once), the last SUN counter of each NTAG 424 card
     """
     CREATE TABLE qr_keys (
@@ -99,7 +111,7 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 3: digital RMB orders this terminal started. A row is written before the gateway is
+    # 4: digital RMB orders this terminal started. A row is written before the gateway is
     # asked to charge, so a crash at any point leaves a trace to settle on restart: an order
     # paid at the gateway but never journaled (the diner never saw "paid") is refunded.
     """

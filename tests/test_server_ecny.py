@@ -84,7 +84,7 @@ def test_a_refund_goes_through_the_gateway_and_shows_in_the_totals(flow, client,
 
 def test_a_forged_gateway_callback_is_refused(flow, client, conn) -> None:  # noqa: ANN001
     r = client.post("/api/v1/ecny/notify", data=b'{"order_no":"x"}', headers={"X-Ecny-Signature": "00"})
-    assert (r.status_code, r.get_json()["code"]) == (401, "bad_signature")
+    assert (r.status_code, r.get_json()["code"]) == (400, "ecny_bad_callback")
     assert conn.execute("SELECT count(*) FROM ecny_payments").fetchone()[0] == 0
 
 

@@ -196,3 +196,14 @@ def test_qr_cli_prints_a_code_and_saves_a_png(tmp_path, clock) -> None:  # noqa:
     assert parse_code(data["code"]).counter == parse_code(code).counter + 1  # same credential, next code
     bad = runner.invoke(main, ["--home", str(tmp_path), "qr", "NOPE", "--png", str(png)])
     assert bad.exit_code == 2 and "card_unknown" in bad.output
+
+
+def test_a_diner_token_issues_and_shows_only_their_own_codes(client, conn, clock, world) -> None:  # noqa: ANN001
+    me, other = world.diners[0], world.diners[1]
+    with write_txn(conn):
+        h = {"Authorization": f"Bearer {create_token(conn, 'diner', clock.now_ms(), holder_id=me.holder_id)}"}
+    assert client.get("/api/v1/qr/my-code", headers=h).get_json()["code"] == "qr_no_credential"
+    assert client.post("/api/v1/qr/credentials", json={"card_id": other.card_id}, headers=h).status_code == 403
+    cred = client.post("/api/v1/qr/credentials", json={"card_id": me.card_id}, headers=h).get_json()
+    code = parse_code(client.get("/api/v1/qr/my-code", headers=h).get_json()["code"])
+    assert code.card_id == me.card_id and signature_ok(code, cred["public_key"])

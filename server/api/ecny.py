@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, g, jsonify, request
 
 from server import ecny
 from server.api.spec import doc
-from server.auth import requires
+from server.auth import public, requires
 from server.db import write_txn
 from server.db_flask import get_clock, get_db
 from shared.ecny_gateway import EcnyGateway, make_gateway
@@ -41,8 +41,14 @@ def _operator_may_see(canteen_id: str | None) -> None:
     request={"type": "object", "required": ["order_no", "trade_no", "amount_fen", "status", "at_ms"]},
     response={"type": "object", "properties": {"ok": {"type": "boolean"}}},
 )
+@public  # no token: the gateway signs the body instead
 def notify():  # noqa: ANN201
-    note = gateway().verify_notification(request.get_data(), request.headers.get("X-Ecny-Signature", ""))
+    try:
+        note = gateway().verify_notification(request.get_data(), request.headers.get("X-Ecny-Signature", ""))
+    except DomainError as exc:
+        if exc.code != "bad_signature":
+            raise
+        raise DomainError("ecny_bad_callback", exc.detail) from exc
     conn = get_db()
     with write_txn(conn):
         ecny.record_notification(conn, note, get_clock().now_ms())

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from server import qr_codes
 from server.api.spec import doc
-from server.auth import requires
+from server.auth import public, requires
 from server.db import write_txn
 from server.db_flask import get_clock, get_db
 from server.double_spend import incidents
@@ -47,6 +47,10 @@ def _may_manage(card_id: str) -> None:
         card = holder_of_card(get_db(), card_id)
         if card["unit_id"] != g.principal.unit_id:
             raise DomainError("forbidden", "a clerk manages only their own unit's cardholders")
+    if g.principal.role == "diner":
+        card = holder_of_card(get_db(), card_id)
+        if card["holder_id"] != g.principal.holder_id:
+            raise DomainError("forbidden", "a diner manages only their own card")
 
 
 def _int(body: dict, key: str, default: int) -> int:
@@ -71,7 +75,7 @@ def _int(body: dict, key: str, default: int) -> int:
     response=CREDENTIAL,
     status=201,
 )
-@requires("admin", "clerk")
+@requires("admin", "clerk", "diner")
 def issue():  # noqa: ANN201
     body = request.get_json(silent=True) or {}
     card_id = body.get("card_id")
@@ -91,7 +95,7 @@ def issue():  # noqa: ANN201
 
 @bp.post("/credentials/<credential_id>/revoke")
 @doc("Revoke a QR payment credential (lost phone); terminals refuse its codes from now on", response=CREDENTIAL)
-@requires("admin", "clerk")
+@requires("admin", "clerk", "diner")
 def revoke(credential_id: str):  # noqa: ANN201
     conn = get_db()
     _may_manage(qr_codes.get(conn, credential_id).card_id)
@@ -136,8 +140,26 @@ def _code_for(credential_id: str, access: str) -> tuple[str, qr_codes.Credential
     "A fresh signed payment code for the phone (the page link's secret is the credential)",
     response={"type": "object", "properties": {"code": {"type": "string"}, "valid_until_ms": {"type": "integer"}}},
 )
+@public
 def code(credential_id: str, access: str):  # noqa: ANN201
     text, _, now = _code_for(credential_id, access)
+    return jsonify({"code": text, "valid_until_ms": now - now % 1000 + VALIDITY_MS})
+
+
+@bp.get("/my-code")
+@doc(
+    "A fresh payment code for the signed-in diner's current credential (diner token)",
+    response={"type": "object", "properties": {"code": {"type": "string"}, "valid_until_ms": {"type": "integer"}}},
+)
+@requires("diner")
+def my_code():  # noqa: ANN201
+    conn = get_db()
+    now = get_clock().now_ms()
+    current = [c for c in qr_codes.for_holder(conn, g.principal.holder_id or "") if c.active(now)]
+    if not current:
+        raise DomainError("qr_no_credential", "no current QR credential; issue one first")
+    with write_txn(conn):
+        text, _ = qr_codes.next_code(conn, _secret(), current[0].id, now)
     return jsonify({"code": text, "valid_until_ms": now - now % 1000 + VALIDITY_MS})
 
 

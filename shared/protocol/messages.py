@@ -7,6 +7,9 @@
   cardholder's balance after the server applied it.
 * :class:`Status` (terminal → server, retained; the broker's last will says ``offline``).
 * :class:`Delta` (server → all terminals): numbered changes; ``version`` increases by one.
+  Change kinds: ``holder``, ``card``, ``canteen``, ``settings``, and ``face`` (an enrolled
+  face's 128-d encoding as base64 float32, see :mod:`shared.protocol.face_vector`; a null
+  ``encoding`` deletes it).
 * :class:`Snapshot` (server → one terminal over HTTP): the whole cache at one version.
 """
 
@@ -27,6 +30,7 @@ from shared.protocol.codec import (
     req_list,
     req_str,
 )
+from shared.protocol.face_vector import encoding_from_str
 
 METHODS = frozenset({"card", "qr", "face", "ecny"})
 SALE_KINDS = frozenset({"meal", "shop"})
@@ -281,6 +285,8 @@ _CHANGE_FIELDS: dict[str, frozenset[str]] = {
     "canteen": frozenset({"kind", "canteen_id", "config"}),
     # city-wide settings for terminals
     "settings": frozenset({"kind", "config"}),
+    # one enrolled face (a 128-d encoding, see face_vector); encoding null = deleted
+    "face": frozenset({"kind", "face_id", "holder_id", "encoding"}),
     # a cardholder's QR payment credential (public half; see shared/paycode.py). A revoked
     # credential is sent again with expires_at_ms set to the revocation time.
     "qr_key": frozenset({"kind", "holder_id", "public_key", "expires_at_ms", "offline_allowance_fen"}),
@@ -307,6 +313,13 @@ def validate_change(c: Any) -> dict[str, Any]:
     elif kind == "canteen":
         req_str(c, "canteen_id", max_len=64)
         obj(c.get("config"), "config")
+    elif kind == "face":
+        req_str(c, "face_id", max_len=64)
+        req_str(c, "holder_id", max_len=64)
+        if c.get("encoding") is not None:
+            encoding_from_str(c["encoding"])
+        elif "encoding" not in c:
+            raise ProtocolError("bad_field", "encoding: required (null for a deletion)")
     elif kind == "qr_key":
         req_str(c, "holder_id", max_len=64)
         key = req_str(c, "public_key", max_len=64)
