@@ -157,7 +157,20 @@ def next_code(conn: sqlite3.Connection, secret: bytes, credential_id: str, now_m
         conn.execute("SELECT next_counter FROM qr_credentials WHERE id = ?", (credential_id,)).fetchone()[0]
     )
     conn.execute("UPDATE qr_credentials SET next_counter = next_counter + 1 WHERE id = ?", (credential_id,))
-    return make_code(credential_seed(secret, credential_id), cred.card_id, counter, now_ms), cred
+    card_id = _paying_card(conn, cred)
+    return make_code(credential_seed(secret, credential_id), card_id, counter, now_ms), cred
+
+
+def _paying_card(conn: sqlite3.Connection, cred: Credential) -> str:
+    """The card the code names: the one the credential was issued for while it is active,
+    else the holder's newest active card (a lost card was replaced; the key is the holder's)."""
+    rows = conn.execute(
+        "SELECT card_id, status FROM cards WHERE holder_id = ? ORDER BY rowid DESC", (cred.holder_id,)
+    ).fetchall()
+    active = [r[0] for r in rows if r[1] == "active"]
+    if cred.card_id in active or not active:
+        return cred.card_id
+    return active[0]
 
 
 def current_for_card(conn: sqlite3.Connection, card_id: str, now_ms: int) -> Credential | None:

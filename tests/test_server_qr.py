@@ -207,3 +207,14 @@ def test_a_diner_token_issues_and_shows_only_their_own_codes(client, conn, clock
     cred = client.post("/api/v1/qr/credentials", json={"card_id": me.card_id}, headers=h).get_json()
     code = parse_code(client.get("/api/v1/qr/my-code", headers=h).get_json()["code"])
     assert code.card_id == me.card_id and signature_ok(code, cred["public_key"])
+
+
+def test_after_a_card_is_replaced_the_phone_names_the_new_card(client, conn, clock, world) -> None:  # noqa: ANN001
+    diner = world.diners[0]
+    cred = issue(client, conn, clock, diner.card_id)
+    with write_txn(conn):
+        conn.execute("UPDATE cards SET status = 'lost' WHERE card_id = ?", (diner.card_id,))
+        conn.execute("INSERT INTO cards(card_id, holder_id) VALUES ('NEW001', ?)", (diner.holder_id,))
+    path = cred["page_path"].replace("/qr/", "/api/v1/qr/code/")
+    code = parse_code(client.get(path).get_json()["code"])
+    assert code.card_id == "NEW001" and signature_ok(code, cred["public_key"])
