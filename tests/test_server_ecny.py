@@ -112,3 +112,23 @@ def test_an_order_claimed_by_two_sales_is_an_incident(flow, conn, clock) -> None
     copy = sale(creds, 9, None, 1500, clock.now_ms(), method="ecny", subsidy_fen=0, credential=s.credential)
     ingest(conn, clock, creds, [s, copy])
     assert conn.execute("SELECT kind FROM credential_incidents").fetchone()[0] == "ecny_order_reused"
+
+
+def test_payment_totals_cli_lists_ecny_as_its_own_method(app, flow, conn, clock) -> None:  # noqa: ANN001
+    import json
+
+    from click.testing import CliRunner
+
+    from server.cli import main
+
+    creds, gw, cashier = flow
+    _, s = cashier.pay_with_code(gw.payment_code("W1"))
+    ingest(conn, clock, creds, [s, sale(creds, 2, "C00001", 1200, clock.now_ms())])
+    home = app.config["HOME"]
+    out = CliRunner().invoke(main, ["--home", home, "payment-totals", "--canteen", "C01", "--from", "2026-01-01", "--to", "2026-02-01"])
+    assert out.exit_code == 0, out.output
+    assert "数字人民币 e-CNY" in out.output and "¥15.00" in out.output and "合计 total ¥27.00" in out.output
+    data = json.loads(CliRunner().invoke(main, ["--home", home, "payment-totals", "--from", "2026-01-01", "--to", "2026-02-01", "--json"]).output)
+    assert data["methods"]["ecny"] == {"count": 1, "amount_fen": 1500}
+    bad = CliRunner().invoke(main, ["--home", home, "payment-totals", "--from", "yesterday", "--to", "2026-02-01"])
+    assert bad.exit_code == 2 and "invalid_input" in bad.output
