@@ -69,7 +69,7 @@ class Terminal:
             rules = CanteenRules.from_config(self.config.canteen_id, config)
             limits = RiskLimits.from_config({**self.store.settings().get("risk", {}), **config.get("risk", {})})
             resolved = self.identify.resolve(request, now, rules)  # NFC/QR/ecny credential → card
-            request = resolved.request
+            request = replace(resolved.request, credential=resolved.credential)  # what the sale records
             if resolved.max_offline_total_fen is not None:
                 limits = replace(limits, max_offline_total_fen=min(limits.max_offline_total_fen, resolved.max_offline_total_fen))
             card = self.store.card_state(request.card_id) if request.card_id else None
@@ -99,7 +99,7 @@ class Terminal:
                     items=decision.items,
                     offline=not link.online,
                     visitor=decision.visitor,
-                    credential=resolved.credential,
+                    credential=request.credential,
                 )
                 self.approved += 1
             else:
