@@ -16,7 +16,7 @@ from typing import Protocol
 class Tap:
     card_id: str
     method: str = "card"
-    credential: str | None = None  # e.g. a verified NTAG 424 SUN counter
+    credential: str | None = None  # raw, e.g. an NTAG 424 card's SUN URL (terminal/card_check.py checks it)
 
 
 class CardReader(Protocol):

@@ -172,3 +172,8 @@ for _command in cli_registry.COMMANDS + cli_people.COMMANDS:  # the registry's b
 from server.cli_faces import faces  # noqa: E402 — the faces group lives in its own module
 
 main.add_command(faces)
+from server.ecny_cli import COMMANDS as ECNY_COMMANDS  # noqa: E402 — payment-totals
+from server.qr_cli import COMMANDS as QR_COMMANDS  # noqa: E402 — QR payment commands (qr, qr-issue, qr-incidents)
+
+for _command in QR_COMMANDS + ECNY_COMMANDS:
+    main.add_command(_command)

@@ -85,9 +85,16 @@ def build_snapshot(conn: sqlite3.Connection) -> Snapshot:
         from server.faces import face_changes  # imported here: server.faces records deltas
 
         changes.extend(face_changes(conn))
+        changes.extend(_qr_key_changes(conn))
     finally:
         conn.execute("COMMIT")
     return Snapshot(version=version, changes=tuple(changes))
+
+
+def _qr_key_changes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    from server.qr_codes import snapshot_changes  # QR payment credentials (public keys)
+
+    return snapshot_changes(conn)
 
 
 def deltas_since(conn: sqlite3.Connection, version: int, limit: int = 1000) -> list[Delta]:

@@ -146,8 +146,8 @@ class IngestWorker:
             results = applier.finish()
             for terminal_id, msg_id, slot_list in slots:
                 replies.append((terminal_id, Ack(msg_id, tuple(results[i] for i in slot_list))))
-            if applier.changes:
-                record_delta(self._conn, list(applier.changes.values()), now)
+            if applier.changes or applier.extra_changes:
+                record_delta(self._conn, list(applier.changes.values()) + applier.extra_changes, now)
                 delta_recorded = True
             self._conn.executemany(
                 "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",

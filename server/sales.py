@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import ledger
+from server.double_spend import note_sale_credential
 from server.holders import holder_change
 from server.spend import split_payment
 from shared.protocol import Sale, SaleResult
@@ -68,6 +69,7 @@ class SaleApplier:
         self.now_ms = now_ms
         self.version = version
         self.changes: dict[str, dict[str, Any]] = {}
+        self.extra_changes: list[dict[str, Any]] = []  # e.g. a QR credential revoked for a double spend
         self.applied = 0
         self.duplicates = 0
         self.rejected = 0
@@ -107,6 +109,8 @@ class SaleApplier:
             return slot
 
         row_ = self._decide(sale, terminal_canteen)
+        if row_["status"] == "applied" and sale.credential:  # QR code / SUN counter used twice?
+            self.extra_changes += note_sale_credential(self.conn, sale, row_["holder_id"], self.now_ms)
         self._pending[key] = row_
         self._pending_uuids.add(sale.uuid)
         self._count(row_["status"])

@@ -238,3 +238,86 @@ MIGRATIONS.append(
     CREATE INDEX face_events_holder ON face_events(holder_id);
     """
 )
+
+MIGRATIONS.append(
+    # 6: QR payment credentials (public keys only; private keys are derived from the server
+    # key when needed), every sale credential seen (a counter used twice is caught), and the
+    # incidents that found
+    """
+    CREATE TABLE qr_credentials (
+        id                     TEXT PRIMARY KEY,
+        holder_id              TEXT NOT NULL REFERENCES holders(id),
+        card_id                TEXT NOT NULL REFERENCES cards(card_id),
+        public_key             TEXT NOT NULL UNIQUE,
+        issued_at_ms           INTEGER NOT NULL,
+        expires_at_ms          INTEGER NOT NULL,
+        offline_allowance_fen  INTEGER NOT NULL CHECK (offline_allowance_fen >= 0),
+        revoked_at_ms          INTEGER,
+        revoked_reason         TEXT,
+        next_counter           INTEGER NOT NULL DEFAULT 1
+    ) STRICT;
+    CREATE INDEX qr_credentials_holder ON qr_credentials(holder_id);
+
+    -- kind 'qr': subject = the credential's public key; 'sun': subject = the card's UID
+    CREATE TABLE credential_uses (
+        kind         TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        counter      INTEGER NOT NULL,
+        terminal_id  TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        PRIMARY KEY (kind, subject, counter)
+    ) STRICT;
+
+    CREATE TABLE credential_incidents (
+        id           INTEGER PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        counter      INTEGER,
+        holder_id    TEXT,
+        card_id      TEXT,
+        first_sale   TEXT,
+        sale         TEXT NOT NULL,
+        amount_fen   INTEGER NOT NULL,
+        action       TEXT NOT NULL,
+        at_ms        INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX credential_incidents_time ON credential_incidents(at_ms);
+    """
+)
+
+MIGRATIONS.append(
+    # 7: digital RMB — the sale a terminal made for each gateway order, the gateway's own
+    # result callbacks, and refunds made through the gateway. No ledger entries: the money
+    # settles between the diner's wallet and the canteen's merchant account.
+    """
+    CREATE TABLE ecny_sales (
+        order_no        TEXT PRIMARY KEY,
+        terminal_id     TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        canteen_id      TEXT NOT NULL,
+        amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+        occurred_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX ecny_sales_canteen_time ON ecny_sales(canteen_id, occurred_at_ms);
+
+    CREATE TABLE ecny_payments (
+        order_no        TEXT PRIMARY KEY,
+        trade_no        TEXT NOT NULL,
+        amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+        refunded_fen    INTEGER NOT NULL DEFAULT 0 CHECK (refunded_fen >= 0),
+        status          TEXT NOT NULL,
+        paid_at_ms      INTEGER NOT NULL,
+        notified_at_ms  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE ecny_refunds (
+        refund_no   TEXT PRIMARY KEY,
+        order_no    TEXT NOT NULL REFERENCES ecny_sales(order_no),
+        amount_fen  INTEGER NOT NULL CHECK (amount_fen > 0),
+        at_ms       INTEGER NOT NULL,
+        by_role     TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    """
+)

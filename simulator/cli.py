@@ -27,3 +27,16 @@ def demo(as_json: bool, diners: int, rush_s: float, seed: int, broker: str) -> N
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render(result))
     ok = result["applied"] == result["approved"] and result["pending"] == 0 and result["ledger_sum_fen"] == 0 and result["mismatches"] == 0
     sys.exit(0 if ok else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True)
+def payments(as_json: bool, broker: str) -> None:
+    """Card (NFC, SUN), QR code and digital RMB through their real device paths, with faults."""
+    from simulator.payments_demo import render_payments, run_payments_demo
+
+    result = run_payments_demo(broker)
+    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_payments(result))
+    audit = result["audit"]
+    sys.exit(0 if audit["approved"] == audit["applied"] and audit["mismatches"] == 0 and result["drained"] else 1)

@@ -9,14 +9,16 @@ A decline is recorded for the operator's totals and shown with its zh-CN reason.
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 from hardware.display import Display, MemoryDisplay, Screen
 from shared.clock import Clock
 from shared.errors import message
 from shared.money import format_fen
 from shared.protocol import Sale
-from terminal.authorize import Decision, LinkState, TapRequest, authorize
+from terminal.authorize import Decision, LinkState, TapRequest, authorize, decline
 from terminal.config import TerminalConfig
+from terminal.identify import Identifier, sun_keys_from_config
 from terminal.rules import CanteenRules, RiskLimits, start_of_day_ms
 from terminal.store import Store
 from terminal.sync import SyncAgent
@@ -36,6 +38,7 @@ class Terminal:
         self.clock = clock
         self.display = display or MemoryDisplay()
         self.store = Store(config.db_path)
+        self.identify = Identifier(self.store.conn, sun_keys_from_config(config))
         self._journal_lock = threading.Lock()
         self.sync = SyncAgent(config, clock, journal_lock=self._journal_lock, mqtt_url=mqtt_url, http_url=http_url)
         self.approved = 0
@@ -62,16 +65,23 @@ class Terminal:
         """Decide a tap; an approved sale is durable before this returns."""
         with self._journal_lock:
             now = self.clock.now_ms()
-            card = self.store.card_state(request.card_id) if request.card_id else None
             config = self.store.canteen_config(self.config.canteen_id) or {}
             rules = CanteenRules.from_config(self.config.canteen_id, config)
             limits = RiskLimits.from_config({**self.store.settings().get("risk", {}), **config.get("risk", {})})
+            resolved = self.identify.resolve(request, now, rules)  # NFC/QR/ecny credential → card
+            request = replace(resolved.request, credential=resolved.credential)  # what the sale records
+            if resolved.max_offline_total_fen is not None:
+                limits = replace(limits, max_offline_total_fen=min(limits.max_offline_total_fen, resolved.max_offline_total_fen))
+            card = self.store.card_state(request.card_id) if request.card_id else None
             period = rules.period_at(now)
             meals = 0
             if card is not None and period is not None and request.kind == "meal":
                 meals = self.store.meals_taken(card.holder_id, period.name, start_of_day_ms(now))
             link = self.link_state()
-            decision = authorize(request, card, rules, limits, link, now, meals)
+            if resolved.reason is not None:
+                decision = decline(resolved.reason)
+            else:
+                decision = resolved.decision or authorize(request, card, rules, limits, link, now, meals)
             sale = None
             if decision.approved:
                 sale = self.store.record_sale(
@@ -89,6 +99,7 @@ class Terminal:
                     items=decision.items,
                     offline=not link.online,
                     visitor=decision.visitor,
+                    credential=request.credential,
                 )
                 self.approved += 1
             else:

@@ -26,6 +26,7 @@ class TapRequest:
     kind: str = "meal"  # meal | shop
     items: tuple[tuple[str, int], ...] = ()  # (sku, qty) for a shop basket
     amount_fen: int | None = None  # typed by the cashier in shop mode
+    credential: str | None = None  # raw, as presented (SUN URL, QR text, ecny order): terminal.identify
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from hardware.devices import open_devices
 from shared.clock import SystemClock
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
+from terminal.devices import DeviceLoop
 
 
 @click.group()
@@ -27,11 +28,13 @@ def run(config_path: str) -> None:
     config = TerminalConfig.load(config_path)
     devices = open_devices(config.display, config.camera, config.face_engine)
     terminal = Terminal(config, SystemClock(), display=devices.display).start()
+    payments = DeviceLoop.from_config(terminal, config).start()  # card reader, QR scanner, e-CNY
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         done.wait()
     except KeyboardInterrupt:
         pass
+    payments.stop()
     terminal.stop()
     devices.close()

@@ -22,10 +22,13 @@ class TerminalConfig:
     broker_url: str
     server_url: str
     db_path: str = "terminal.sqlite"
-    reader: str = "simulated"  # simulated | nfc:<device string>
     display: str = "console"  # console | memory | board:/dev/ttyACM0 | board-sim (hardware.devices)
     camera: str = ""  # "" = no face pay | file:PATH | simulated | opencv:N | picamera2
     face_engine: str = "dlib"  # dlib | simulated
+    reader: str = "simulated"  # simulated | nfc:<device string> (e.g. nfc:usb, nfc:tty:AMA0:pn532)
+    qr_scanner: str = "none"  # none | simulated | serial:<port>,<baud>,<eol>
+    ecny_gateway: str = "simulated"  # simulated | none | a real adapter's name (terminal.devices)
+    sun_master_key_hex: str = ""  # NTAG 424 SUN master key (32+ hex); empty: cards are UID-only
     batch_size: int = 200
     window: int = 4  # batches in flight before waiting for acks
     ack_timeout_s: float = 5.0

@@ -81,3 +81,53 @@ MIGRATIONS.append(
     CREATE INDEX faces_holder ON faces(holder_id);
     """
 )
+
+MIGRATIONS.append(
+    # 3: identification — QR credentials (public keys) from the server, the QR codes this
+    # terminal has accepted (a code is good once), the last SUN counter of each NTAG 424 card
+    """
+    CREATE TABLE qr_keys (
+        holder_id              TEXT PRIMARY KEY,
+        public_key             TEXT NOT NULL,
+        expires_at_ms          INTEGER NOT NULL,
+        offline_allowance_fen  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE qr_seen (
+        public_key    TEXT NOT NULL,
+        counter       INTEGER NOT NULL,
+        code_time_ms  INTEGER NOT NULL,
+        seen_at_ms    INTEGER NOT NULL,
+        PRIMARY KEY (public_key, counter)
+    ) STRICT;
+    CREATE INDEX qr_seen_time ON qr_seen(seen_at_ms);
+
+    CREATE TABLE sun_counters (
+        uid           TEXT PRIMARY KEY,
+        last_counter  INTEGER NOT NULL,
+        seen_at_ms    INTEGER NOT NULL
+    ) STRICT;
+    """
+)
+
+MIGRATIONS.append(
+    # 4: digital RMB orders this terminal started. A row is written before the gateway is
+    # asked to charge, so a crash at any point leaves a trace to settle on restart: an order
+    # paid at the gateway but never journaled (the diner never saw "paid") is refunded.
+    """
+    CREATE TABLE ecny_orders (
+        order_no       TEXT PRIMARY KEY,
+        amount_fen     INTEGER NOT NULL CHECK (amount_fen > 0),
+        kind           TEXT NOT NULL,
+        meal_period    TEXT,
+        items_json     TEXT NOT NULL DEFAULT '[]',
+        status         TEXT NOT NULL
+                       CHECK (status IN ('created', 'paid', 'journaled', 'failed', 'reversed')),
+        created_at_ms  INTEGER NOT NULL,
+        paid_at_ms     INTEGER,
+        trade_no       TEXT,
+        seq            INTEGER,
+        reason         TEXT
+    ) STRICT;
+    """
+)

@@ -19,6 +19,7 @@ from typing import Any
 
 from shared.protocol import Item, Sale, SaleResult
 from terminal import face_cache
+from terminal.qr_verify import apply_qr_key_change, clear_qr_keys
 from terminal.schema import MIGRATIONS
 
 
@@ -246,6 +247,7 @@ class Store:
                 for table in ("cards", "canteens"):
                     self.conn.execute(f"DELETE FROM {table}")
                 face_cache.clear_faces(self.conn, version)
+                clear_qr_keys(self.conn)
             for c in changes:
                 kind = c["kind"]
                 if kind == "holder":
@@ -276,4 +278,6 @@ class Store:
                     self.set_meta("settings", json.dumps(c["config"], ensure_ascii=False))
                 elif kind == "face":
                     face_cache.apply_face_change(self.conn, c, version)
+                elif kind == "qr_key":
+                    apply_qr_key_change(self.conn, c)
             self.set_meta("delta_version", str(version))

@@ -15,7 +15,7 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import canteens, cards, faces, health, holders, terminals, tokens, units
+    from server.api import canteens, cards, ecny, faces, health, holders, qr, terminals, tokens, units
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
@@ -27,6 +27,9 @@ def register(app: Flask) -> None:
     app.register_blueprint(cards.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(faces.bp)
+    app.register_blueprint(qr.bp)
+    app.register_blueprint(qr.page)
+    app.register_blueprint(ecny.bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202

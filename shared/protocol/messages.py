@@ -287,6 +287,9 @@ _CHANGE_FIELDS: dict[str, frozenset[str]] = {
     "settings": frozenset({"kind", "config"}),
     # one enrolled face (a 128-d encoding, see face_vector); encoding null = deleted
     "face": frozenset({"kind", "face_id", "holder_id", "encoding"}),
+    # a cardholder's QR payment credential (public half; see shared/paycode.py). A revoked
+    # credential is sent again with expires_at_ms set to the revocation time.
+    "qr_key": frozenset({"kind", "holder_id", "public_key", "expires_at_ms", "offline_allowance_fen"}),
 }
 
 
@@ -317,6 +320,13 @@ def validate_change(c: Any) -> dict[str, Any]:
             encoding_from_str(c["encoding"])
         elif "encoding" not in c:
             raise ProtocolError("bad_field", "encoding: required (null for a deletion)")
+    elif kind == "qr_key":
+        req_str(c, "holder_id", max_len=64)
+        key = req_str(c, "public_key", max_len=64)
+        if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+            raise ProtocolError("bad_field", "qr_key.public_key: 64 lower-case hex digits")
+        req_int(c, "expires_at_ms")
+        req_int(c, "offline_allowance_fen", lo=0, hi=MAX_SALE_FEN)
     else:
         obj(c.get("config"), "config")
     return c

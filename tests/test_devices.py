@@ -1,0 +1,137 @@
+"""Every payment method through its real device path, chosen by the terminal's config:
+an NFC card on nfcpy's UDP device, QR and e-CNY codes through a serial scanner on a pty,
+each ending as 支付成功 or a Chinese refusal on the display."""
+
+from __future__ import annotations
+
+import os
+import time
+import tty
+from dataclasses import replace
+
+import pytest
+
+from hardware.nfc import EmulatedCard
+from hardware.ntag424 import SunKeys
+from hardware.qr_scanner import SerialQrScanner, SimulatedQrScanner
+from hardware.reader import SimulatedCardReader
+from shared.clock import FakeClock
+from shared.ecny_gateway import SimulatedGateway
+from shared.paycode import make_code
+from terminal.devices import DeviceLoop, Order, make_card_reader, make_qr_scanner
+from tests.ident_helpers import QR_SEED, offline_terminal
+from tests.test_nfc_reader import card_on_reader, free_udp_port
+
+MASTER = bytes(range(32))
+UID = bytes.fromhex("04A1B2C3D4E5F6")
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def pty_port():  # noqa: ANN201
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    yield master, os.ttyname(slave)
+    for fd in (master, slave):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: FakeClock, pty_port) -> None:  # noqa: ANN001
+    master, pty_path = pty_port
+    udp = free_udp_port()
+    t = offline_terminal(
+        tmp_path, clock, sun_master_key_hex=MASTER.hex(), reader=f"nfc:udp:localhost:{udp}",
+        qr_scanner=f"serial:{pty_path},115200,crlf", ecny_gateway="simulated",
+    )
+    t.store.apply_changes(2, ({"kind": "card", "card_id": UID.hex().upper(), "holder_id": "H1", "status": "active"},))
+    order = [Order("shop", (("water", 1),))]
+    loop = DeviceLoop.from_config(t, t.config, order=lambda: order[0])
+    assert isinstance(loop.scanner, SerialQrScanner) and loop.cashier is not None
+    gw: SimulatedGateway = loop.cashier.gateway  # type: ignore[assignment]
+    gw.add_wallet("W1", 1000)
+    loop.start()
+    try:
+        assert loop.scanner.ready.wait(5)
+        # 1. NFC: an NTAG 424 card is laid on the reader
+        with card_on_reader(EmulatedCard(udp, UID, sun=(SunKeys.from_master(MASTER), "https://c.example/c"))):
+            assert wait_for(lambda: t.approved == 1)
+        # 2. the diner's phone QR code, through the serial scanner
+        os.write(master, make_code(QR_SEED, "C1", 1, clock.now_ms()).encode() + b"\r\n")
+        assert wait_for(lambda: t.approved == 2)
+        # 3. the same code again: refused
+        os.write(master, make_code(QR_SEED, "C1", 1, clock.now_ms()).encode() + b"\r\n")
+        assert wait_for(lambda: t.declined == 1)
+        assert t.display.last.lines[0] == "付款码已使用，请刷新后重试"
+        # 4. a digital RMB wallet code, through the same scanner
+        os.write(master, gw.payment_code("W1").encode() + b"\r\n")
+        assert wait_for(lambda: t.approved == 3)
+        assert t.display.last.lines[0] == "支付成功"
+        # 5. garbage
+        os.write(master, b"hello world\r\n")
+        assert wait_for(lambda: t.display.last.lines[0] == "付款码无效")
+    finally:
+        loop.stop()
+    methods = [r[0] for r in t.store.conn.execute("SELECT method FROM journal ORDER BY seq")]
+    assert methods == ["card", "qr", "ecny"]
+    t.store.close()
+
+
+def test_simulated_devices_are_the_default(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
+    t = offline_terminal(tmp_path, clock, qr_scanner="simulated")
+    loop = DeviceLoop.from_config(t, t.config)
+    assert isinstance(loop.reader, SimulatedCardReader) and isinstance(loop.scanner, SimulatedQrScanner)
+    loop.start()
+    try:
+        loop.reader.present("C1")
+        assert wait_for(lambda: t.approved == 1)
+        loop.scanner.present(make_code(QR_SEED, "C1", 1, clock.now_ms()))
+        assert wait_for(lambda: t.declined == 1)  # one lunch per period
+        assert t.display.last.lines[0] == "本餐次已就餐"
+    finally:
+        loop.stop()
+    t.store.close()
+
+
+def test_a_broken_reader_is_shown_to_the_operator_and_nothing_crashes(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
+    t = offline_terminal(tmp_path, clock, reader="nfc:tty:NOPE:pn532")
+    loop = DeviceLoop.from_config(t, replace(t.config, ecny_gateway="none"))
+    assert loop.cashier is None
+    try:
+        assert wait_for(lambda: t.display.last is not None and t.display.last.lines[0] == "读卡器故障，请联系管理员")
+    finally:
+        loop.stop()
+    t.store.close()
+
+
+def test_offline_an_ecny_code_gets_the_chinese_offline_notice(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
+    t = offline_terminal(tmp_path, clock, online=False, qr_scanner="simulated")
+    loop = DeviceLoop.from_config(t, t.config).start()
+    try:
+        loop.scanner.present("011234567890123456")
+        assert wait_for(lambda: t.display.last is not None)
+        assert t.display.last.lines == ("数字人民币需联网使用", "当前网络离线", "请改用刷卡、扫码或刷脸支付")
+    finally:
+        loop.stop()
+    t.store.close()
+
+
+def test_unknown_reader_configs_are_refused() -> None:
+    with pytest.raises(ValueError):
+        make_card_reader("bluetooth", lambda m: None)
+
+
+def test_unknown_scanner_configs_are_refused() -> None:
+    with pytest.raises(ValueError):
+        make_qr_scanner("usb-hid", lambda m: None)
+    assert make_qr_scanner("none", lambda m: None) is None
