@@ -63,6 +63,23 @@ def unit_refund(unit_id: str) -> str:
     return f"refund:unit:{unit_id}"
 
 
+def purse_id_sql(holder_expr: str, purse: str) -> str:
+    """SQL expression for the id of a holder's purse (``purse``: 'subsidy' or 'self'), for
+    queries that join holders to their purses; ``holder_expr`` is a trusted column name."""
+    if purse not in ("subsidy", "self"):
+        raise ValueError(purse)
+    return f"('holder:' || {holder_expr} || ':{purse}')"
+
+
+def holder_of_purse(account_id: str) -> str:
+    """The holder id of a purse account id (``holder:<id>:subsidy`` → ``<id>``)."""
+    prefix, _, rest = account_id.partition(":")
+    holder_id, _, purse = rest.rpartition(":")
+    if prefix != "holder" or purse not in ("subsidy", "self"):
+        raise ValueError(f"not a purse: {account_id}")
+    return holder_id
+
+
 def account_kind(account_id: str) -> str:
     """The kind of an account from its id: 'subsidy_purse', 'payable', 'unit_budget' …"""
     parts = account_id.split(":")
@@ -96,11 +113,15 @@ def post(
     *,
     ref: str | None = None,
     memo: str = "",
+    known_accounts: set[str] | None = None,
 ) -> int:
     """Record one txn with its entries and update the balances. Call inside a write txn.
 
     Moves of zero are skipped (a purse that paid nothing); a negative or non-int amount is a
-    programming error and raises before anything is written.
+    programming error and raises before anything is written. ``known_accounts`` (optional,
+    owned by the caller and valid for ONE write transaction only) names accounts already
+    created in it, so a batch of sales does not re-create the same accounts each time;
+    accounts this call creates are added to it.
     """
     moves = [m for m in moves if m.amount_fen != 0]
     for m in moves:
@@ -115,10 +136,14 @@ def post(
     if not moves:
         return txn_id
     accounts = {a for m in moves for a in (m.source, m.dest)}
-    conn.executemany(
-        "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
-        [(a, account_kind(a)) for a in accounts],
-    )
+    if known_accounts is not None:
+        accounts -= known_accounts
+        known_accounts |= accounts
+    if accounts:
+        conn.executemany(
+            "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
+            [(a, account_kind(a)) for a in accounts],
+        )
     conn.executemany(
         "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",
         [(txn_id, m.source, m.dest, m.amount_fen) for m in moves],
