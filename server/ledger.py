@@ -71,6 +71,11 @@ def purse_id_sql(holder_expr: str, purse: str) -> str:
     return f"('holder:' || {holder_expr} || ':{purse}')"
 
 
+def canteen_payable_sql(canteen_expr: str) -> str:
+    """SQL expression for the id of a canteen's payable (see :func:`purse_id_sql`)."""
+    return f"('canteen:' || {canteen_expr} || ':payable')"
+
+
 def holder_of_purse(account_id: str) -> str:
     """The holder id of a purse account id (``holder:<id>:subsidy`` → ``<id>``)."""
     prefix, _, rest = account_id.partition(":")
@@ -194,6 +199,8 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
     * each stored balance equals (sum in − sum out) of its entries
     * no purse is negative unless the holder has a recorded overdraft and is blocked
     * no sale is applied twice (one txn per applied sale, one sale per txn)
+    * and the money invariants of :func:`server.audit.money_violations` (sales, settlements,
+      clearings, allocations, no withdrawal)
     """
     out: list[Violation] = []
     bad = conn.execute(
@@ -248,6 +255,9 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
     ).fetchone()[0]
     if dup_refs:
         out.append(Violation("sale_applied_twice", f"{dup_refs} sale refs posted twice"))
+    from server.audit import money_violations  # the business-level invariants built on the ledger
+
+    out += money_violations(conn)
     return out
 
 
