@@ -17,8 +17,9 @@ Each function returns :class:`~server.ledger.Violation` items (empty: the rule h
 * ``clearing_mismatch`` — each clearing line matches the clearing txn, and what late sales
   took back from each refund account matches the ledger.
 * ``allocation_mismatch`` — each allocation credited exactly headcount × per person.
-* ``purse_withdrawal`` — money left a purse only to a canteen (a sale) or, subsidy only,
-  to a year-end refund: there is no withdrawal path (不得提现).
+* ``purse_withdrawal`` — money left a purse only to a canteen (a sale); subsidy only to a
+  unit's refund (year-end clearing, a leaver's return); self money only to a leaver's own
+  registered bank account after approval (``self_refund``): there is no cash path (不得提现).
 """
 
 from __future__ import annotations
@@ -162,8 +163,11 @@ def withdrawals(conn: sqlite3.Connection) -> list[Violation]:
         JOIN accounts a ON a.id = e.from_account
         WHERE a.kind IN ('subsidy_purse', 'self_purse')
           AND NOT (t.kind = 'sale' AND e.to_account LIKE 'canteen:%:payable')
-          AND NOT (t.kind = 'year_end_clearing' AND a.kind = 'subsidy_purse' AND e.to_account LIKE 'refund:%')
-        """
+          AND NOT (t.kind IN ('year_end_clearing', 'leaver_return') AND a.kind = 'subsidy_purse'
+                   AND e.to_account LIKE 'refund:%')
+          AND NOT (t.kind = 'self_refund' AND a.kind = 'self_purse' AND e.to_account = ?)
+        """,
+        (ledger.SELF_REFUND_BANK,),
     ).fetchone()
     return [Violation("purse_withdrawal", f"{row[0]} entries, e.g. {row[1]}")] if row[0] else []
 

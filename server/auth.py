@@ -2,7 +2,9 @@
 
 People use ``Authorization: Bearer <token>``; only the SHA-256 of a token is stored.
 Roles: ``admin`` (the bureau, everything), ``clerk`` (one unit), ``operator`` (one
-operator's canteens), ``auditor`` (read-only). Terminals sign their HTTP requests with
+operator's canteens), ``auditor`` (read-only), ``diner`` (one cardholder: their own card,
+purses and sales). What a scoped role may touch is checked in one place, :mod:`server.scope`.
+Views without a token check say so with :func:`public`. Terminals sign their HTTP requests with
 their own secret: headers ``X-Terminal-Id``, ``X-Terminal-Time`` (ms) and
 ``X-Terminal-Sig`` = HMAC-SHA256 over ``"<id>\\n<time>\\n<METHOD>\\n<path>"``.
 """
@@ -24,6 +26,7 @@ from shared.errors import DomainError
 from shared.protocol import hmac_sign
 
 TERMINAL_CLOCK_TOLERANCE_MS = 15 * 60 * 1000
+ROLES = ("admin", "clerk", "operator", "auditor", "diner")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -33,6 +36,7 @@ class Principal:
     unit_id: str | None = None
     operator: str | None = None
     terminal_id: str | None = None
+    holder_id: str | None = None
 
 
 def _hash(token: str) -> str:
@@ -46,27 +50,48 @@ def create_token(
     *,
     unit_id: str | None = None,
     operator: str | None = None,
+    holder_id: str | None = None,
     label: str = "",
 ) -> str:
-    """Make a token; the clear text is returned once and never stored."""
-    if role == "clerk" and not unit_id:
-        raise DomainError("invalid_input", "a clerk token needs a unit")
-    if role == "operator" and not operator:
-        raise DomainError("invalid_input", "an operator token needs an operator")
+    """Make a token; the clear text is returned once and never stored. A clerk token is
+    scoped to a unit, an operator token to an operator (company) name, a diner token to a
+    cardholder; the other roles take no scope."""
+    if role not in ROLES:
+        raise DomainError("invalid_input", f"unknown role {role!r}")
+    scope = {"clerk": unit_id, "operator": operator, "diner": holder_id}
+    if role in scope and not scope[role]:
+        what = {"clerk": "a unit", "operator": "an operator", "diner": "a cardholder"}[role]
+        raise DomainError("invalid_input", f"a {role} token needs {what}")
+    unit_id, operator, holder_id = (v if role == k else None for k, v in scope.items())
+    if unit_id and conn.execute("SELECT 1 FROM units WHERE id = ?", (unit_id,)).fetchone() is None:
+        raise DomainError("not_found", f"unit {unit_id}")
+    if holder_id and conn.execute("SELECT 1 FROM holders WHERE id = ?", (holder_id,)).fetchone() is None:
+        raise DomainError("not_found", f"holder {holder_id}")
     token = secrets.token_urlsafe(24)
     conn.execute(
-        "INSERT INTO tokens(token_hash, role, unit_id, operator, label, created_at_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (_hash(token), role, unit_id, operator, label, now_ms),
+        "INSERT INTO tokens(token_hash, role, unit_id, operator, holder_id, label, created_at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (_hash(token), role, unit_id, operator, holder_id, label, now_ms),
     )
     return token
 
 
+def revoke_token(conn: sqlite3.Connection, token: str, now_ms: int) -> bool:
+    """Stop a token from working; returns False when it was unknown or already revoked."""
+    cur = conn.execute(
+        "UPDATE tokens SET revoked_at_ms = ? WHERE token_hash = ? AND revoked_at_ms IS NULL",
+        (now_ms, _hash(token)),
+    )
+    return cur.rowcount == 1
+
+
 def principal_for_token(conn: sqlite3.Connection, token: str) -> Principal | None:
     row = conn.execute(
-        "SELECT role, unit_id, operator FROM tokens WHERE token_hash = ?", (_hash(token),)
+        "SELECT role, unit_id, operator, holder_id FROM tokens "
+        "WHERE token_hash = ? AND revoked_at_ms IS NULL",
+        (_hash(token),),
     ).fetchone()
-    return Principal(row[0], row[1], row[2]) if row else None
+    return Principal(row[0], row[1], row[2], holder_id=row[3]) if row else None
 
 
 def terminal_request_signature(secret: bytes, terminal_id: str, at_ms: int, method: str, path: str) -> str:
@@ -98,6 +123,13 @@ def requires(*roles: str) -> Callable[[F], F]:
         return inner  # type: ignore[return-value]
 
     return wrap
+
+
+def public(view: F) -> F:
+    """Decorator: anyone may call this view, with or without a token (recorded in the
+    OpenAPI document as ``x-public`` so that no route is public by accident)."""
+    view._public = True  # type: ignore[attr-defined]
+    return view
 
 
 def requires_terminal(view: F) -> F:

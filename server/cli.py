@@ -17,7 +17,7 @@ import click
 
 from server import ledger
 from server.app import create_app
-from server.auth import create_token
+from server.auth import ROLES, create_token
 from server.db import open_db, write_txn
 from server.terminals import provision
 from shared.clock import SystemClock
@@ -123,16 +123,21 @@ def provision_terminal(obj: Ctx, canteen_id: str, terminal_id: str | None, broke
 
 
 @main.command("create-token")
-@click.option("--role", type=click.Choice(["admin", "clerk", "operator", "auditor"]), required=True)
+@click.option("--role", type=click.Choice(list(ROLES)), required=True)
 @click.option("--unit", "unit_id", default=None, help="Unit id (clerks).")
 @click.option("--operator", default=None, help="Operator name (operators).")
+@click.option("--holder", "holder_id", default=None, help="Cardholder id (diners).")
 @click.option("--label", default="")
 @click.pass_obj
-def create_token_cmd(obj: Ctx, role: str, unit_id: str | None, operator: str | None, label: str) -> None:
+def create_token_cmd(
+    obj: Ctx, role: str, unit_id: str | None, operator: str | None, holder_id: str | None, label: str
+) -> None:
     """Issue an API token for a person; it is printed once."""
     conn = obj.db()
     with write_txn(conn):
-        token = create_token(conn, role, SystemClock().now_ms(), unit_id=unit_id, operator=operator, label=label)
+        token = create_token(
+            conn, role, SystemClock().now_ms(), unit_id=unit_id, operator=operator, holder_id=holder_id, label=label
+        )
     click.echo(token)
 
 

@@ -27,8 +27,12 @@ from shared.errors import DomainError
 
 
 def roster(conn: sqlite3.Connection, unit_id: str) -> list[str]:
-    """The unit's cardholders who receive an allocation (信息统计表), in id order."""
-    return [r[0] for r in conn.execute("SELECT id FROM holders WHERE unit_id = ? ORDER BY id", (unit_id,))]
+    """The unit's active cardholders (信息统计表; leavers receive nothing), in id order."""
+    return [
+        r[0] for r in conn.execute(
+            "SELECT id FROM holders WHERE unit_id = ? AND status = 'active' ORDER BY id", (unit_id,)
+        )
+    ]
 
 
 def allocate(

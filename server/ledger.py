@@ -21,7 +21,9 @@ Account ids (one function each, nobody formats them by hand):
 ``system:fee_revenue``                  the 0.5% system fee
 ``system:quality_withheld``             payment withheld for poor quality scores
 ``operator:<id>:payout``                paid out to an operator
-``refund:unit:<id>`` / ``refund:city_finance``  year-end clearing refunds
+``refund:unit:<id>`` / ``refund:city_finance``  year-end clearing refunds; a leaver's
+                                        subsidy returned to their unit (txn kind ``leaver_return``)
+``bank:self_refund``                    a leaver's self purse refunded to their own bank account
 ======================================  ===================================================
 """
 
@@ -263,3 +265,9 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
 
 def ledger_sum(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT coalesce(sum(balance_fen), 0) FROM accounts").fetchone()[0])
+
+
+# Appended by the registry: where an approved self-purse refund goes (a leaver's own bank
+# account, 建行储蓄卡; never cash). Kept apart from ``bank:topup`` so refunds paid out
+# reconcile on their own against the bank's statement.
+SELF_REFUND_BANK = "bank:self_refund"

@@ -152,7 +152,70 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 3: money — payees, allocations, quality, settlement periods and statements, late sales,
+    # 3: a 'diner' role scoped to one cardholder (their own purses, sales, ratings, QR page),
+    # and token revocation. SQLite cannot alter a CHECK, so the table is rebuilt.
+    """
+    CREATE TABLE tokens_v3 (
+        token_hash    TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'clerk', 'operator', 'auditor', 'diner')),
+        unit_id       TEXT REFERENCES units(id),
+        operator      TEXT,
+        holder_id     TEXT REFERENCES holders(id),
+        label         TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER,
+        CHECK (role <> 'clerk' OR unit_id IS NOT NULL),
+        CHECK (role <> 'operator' OR operator IS NOT NULL),
+        CHECK (role <> 'diner' OR holder_id IS NOT NULL)
+    ) STRICT;
+    INSERT INTO tokens_v3(token_hash, role, unit_id, operator, label, created_at_ms)
+        SELECT token_hash, role, unit_id, operator, label, created_at_ms FROM tokens;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v3 RENAME TO tokens;
+    CREATE INDEX tokens_holder ON tokens(holder_id) WHERE holder_id IS NOT NULL;
+    """
+)
+
+MIGRATIONS.append(
+    # 4: registry details — the seed's attachment table per canteen (信息统计表), leavers,
+    # card history, and self-purse refunds to the person's own bank account (never cash)
+    """
+    ALTER TABLE canteens ADD COLUMN location TEXT NOT NULL DEFAULT '';
+    ALTER TABLE canteens ADD COLUMN contact TEXT NOT NULL DEFAULT '';
+    ALTER TABLE canteens ADD COLUMN phone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE canteens ADD COLUMN service_staff INTEGER CHECK (service_staff >= 0);
+    ALTER TABLE canteens ADD COLUMN seats INTEGER CHECK (seats >= 0);
+    -- square metres; a measurement, never money
+    ALTER TABLE canteens ADD COLUMN dining_area_m2 REAL CHECK (dining_area_m2 >= 0);
+    ALTER TABLE canteens ADD COLUMN notes TEXT NOT NULL DEFAULT '';
+
+    ALTER TABLE holders ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'left'));
+    ALTER TABLE holders ADD COLUMN left_at_ms INTEGER;
+    -- the person's own bank account (建行储蓄卡), the only place a self-purse refund may go
+    ALTER TABLE holders ADD COLUMN bank_account TEXT;
+
+    ALTER TABLE cards ADD COLUMN changed_at_ms INTEGER;
+    ALTER TABLE cards ADD COLUMN replaced_by TEXT;
+
+    CREATE TABLE refund_requests (
+        id              INTEGER PRIMARY KEY,
+        holder_id       TEXT NOT NULL REFERENCES holders(id),
+        bank_account    TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'rejected')),
+        requested_at_ms INTEGER NOT NULL,
+        requested_by    TEXT NOT NULL,
+        decided_at_ms   INTEGER,
+        decided_by      TEXT,
+        reason          TEXT NOT NULL DEFAULT '',
+        amount_fen      INTEGER CHECK (amount_fen > 0),
+        txn_id          INTEGER REFERENCES txns(id)
+    ) STRICT;
+    CREATE UNIQUE INDEX refund_requests_one_pending ON refund_requests(holder_id) WHERE status = 'pending';
+    """
+)
+
+MIGRATIONS.append(
+    # 5: money — payees, allocations, quality, settlement periods and statements, late sales,
     #    year-end clearings, ratings; sales learn which part of their subsidy was clawed back
     #    from a year-end refund; a covering index lets settlement read a quarter without
     #    touching the sale rows.

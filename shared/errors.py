@@ -57,6 +57,15 @@ CATALOG: dict[str, ErrorSpec] = {
     "not_your_sale": ErrorSpec("只能评价本人的消费", "you can only rate your own sales", 403),
     "forbidden": ErrorSpec("无权限", "forbidden", 403),
     "unauthenticated": ErrorSpec("未登录或令牌无效", "missing or invalid token", 401),
+    # registry: imports, cards, leavers
+    "import_rejected": ErrorSpec("导入文件有误，未导入任何数据", "import refused: nothing was imported", 422),
+    "card_not_active": ErrorSpec("卡片不是正常状态", "the card is not active", 409),
+    "holder_left": ErrorSpec("该人员已离职", "the cardholder has left", 409),
+    "holder_active": ErrorSpec("在职人员不能退款（不得提现）", "no refunds for active cardholders (no cash withdrawal)", 409),
+    "no_bank_account": ErrorSpec("未登记本人银行账户", "no own bank account registered", 409),
+    "nothing_to_refund": ErrorSpec("自费余额为零，无需退款", "nothing left in the self purse", 409),
+    "terminals_pending": ErrorSpec("仍有终端未上传离职前的消费，请稍后审批", "terminals may still hold sales from before the leave date", 409),
+    "refund_decided": ErrorSpec("该退款申请已处理", "refund request already decided", 409),
 }
 
 

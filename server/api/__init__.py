@@ -15,16 +15,24 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import health, terminals
+    from server.api import canteens, cards, health, holders, terminals, tokens, units
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
+    app.register_blueprint(units.bp)
+    app.register_blueprint(canteens.bp)
+    app.register_blueprint(canteens.directory_bp)
+    app.register_blueprint(holders.bp)
+    app.register_blueprint(cards.bp)
+    app.register_blueprint(tokens.bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202
         lang = "zh" if request.accept_languages.best_match(["en", "zh"]) == "zh" else "en"
-        return jsonify(exc.to_json(lang)), exc.http_status
+        body = exc.to_json(lang)
+        body.update({k: v for k, v in exc.context.items() if k not in body})  # e.g. an import's line errors
+        return jsonify(body), exc.http_status
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # noqa: ANN202

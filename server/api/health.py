@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from server.api.spec import build_openapi, doc
+from server.auth import public
 from server.db_flask import get_db
 from server.downstream import current_version
 
@@ -19,6 +20,7 @@ meta = Blueprint("meta", __name__)
     "Is the server up, and at which delta version",
     response={"type": "object", "properties": {"ok": {"type": "boolean"}, "delta_version": {"type": "integer"}}},
 )
+@public
 def health():  # noqa: ANN201
     return jsonify({"ok": True, "delta_version": current_version(get_db())})
 

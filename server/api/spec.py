@@ -2,7 +2,7 @@
 
 Every view carries its documentation next to it with :func:`doc` (summary, request and
 response schemas, query parameters); :func:`~server.auth.requires` records which roles may
-call it. :func:`build_openapi` walks Flask's URL map, so the document can never list a
+call it (``x-roles``), :func:`~server.auth.public` that anyone may (``x-public``). :func:`build_openapi` walks Flask's URL map, so the document can never list a
 route that does not exist — and ``tests/test_openapi.py`` fails when a route exists
 without ``@doc``, so it can never silently miss one either.
 """
@@ -32,13 +32,16 @@ def doc(
     query: dict[str, dict[str, Any]] | None = None,
     status: int = 200,
     content_type: str = "application/json",
+    request_type: str = "application/json",
 ) -> Callable[[F], F]:
-    """Attach OpenAPI documentation to a view (put it above ``@bp.get``/``@requires``)."""
+    """Attach OpenAPI documentation to a view (put it above ``@bp.get``/``@requires``).
+    ``request_type``: the body's media type (``text/csv`` for file imports)."""
 
     def wrap(view: F) -> F:
         view._openapi = {  # type: ignore[attr-defined]
             "summary": summary,
             "request": request,
+            "request_type": request_type,
             "response": response or {"type": "object"},
             "query": query or {},
             "status": status,
@@ -97,12 +100,16 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                 },
             }
             if meta["request"] is not None:
-                op["requestBody"] = {"required": True, "content": {"application/json": {"schema": meta["request"]}}}
+                media = meta.get("request_type", "application/json")
+                op["requestBody"] = {"required": True, "content": {media: {"schema": meta["request"]}}}
             if roles is not None:
                 op["security"] = [{"bearer": []}]
                 op["x-roles"] = list(roles)
             elif getattr(view, "_terminal_auth", False):
                 op["security"] = [{"terminal": []}]
+            elif getattr(view, "_public", False):
+                op["security"] = []
+                op["x-public"] = True
             paths.setdefault(path, {})[method.lower()] = op
     return {
         "openapi": "3.0.3",

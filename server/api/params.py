@@ -1,0 +1,76 @@
+"""Reading requests at the HTTP edge: JSON bodies, money fields, flags, uploaded CSV files.
+
+Money in the API is integer fen (``price_fen``). Where a person types an amount, the yuan
+twin is accepted instead (``price``: ``"12.50"``, at most two decimals, parsed by
+:func:`shared.money.parse_yuan`); giving both is refused so nothing is ambiguous.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import g, request
+
+from shared.errors import DomainError
+from shared.money import parse_yuan
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+def json_body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if body is None:
+        body = {} if not request.get_data() else None
+    if not isinstance(body, dict):
+        raise DomainError("invalid_input", "the request body must be a JSON object")
+    return body
+
+
+def text(body: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = body.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise DomainError("invalid_input", f"{name} is required (text)")
+    return value.strip()
+
+
+def fen(body: dict[str, Any], name: str, *, required: bool = True) -> int | None:
+    """``<name>_fen`` (int) or ``<name>`` (yuan, ≤ 2 decimals) from a JSON body."""
+    as_fen, as_yuan = body.get(f"{name}_fen"), body.get(name)
+    if as_fen is not None and as_yuan is not None:
+        raise DomainError("invalid_input", f"give {name}_fen or {name}, not both")
+    if as_fen is not None:
+        if not isinstance(as_fen, int) or isinstance(as_fen, bool):
+            raise DomainError("bad_amount", f"{name}_fen must be a whole number of fen")
+        return as_fen
+    if as_yuan is not None:
+        if isinstance(as_yuan, bool) or not isinstance(as_yuan, str | int | float):
+            raise DomainError("bad_amount", f"{name}: {as_yuan!r}")
+        return parse_yuan(as_yuan)
+    if required:
+        raise DomainError("invalid_input", f"{name}_fen (fen) or {name} (yuan) is required")
+    return None
+
+
+def flag(name: str) -> bool:
+    """A query flag: ?dry_run=1 / true / yes."""
+    return request.args.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def uploaded_file() -> bytes:
+    """The CSV of an import: a multipart field ``file``, or the raw request body."""
+    upload = request.files.get("file")
+    data = upload.read(MAX_UPLOAD_BYTES + 1) if upload is not None else request.get_data()
+    if not data:
+        raise DomainError("invalid_input", "send the CSV file as the request body (or a form field 'file')")
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise DomainError("too_large", f"files up to {MAX_UPLOAD_BYTES // (1024 * 1024)} MB")
+    return data
+
+
+def actor() -> str:
+    """Who is acting, for records such as refund requests: 'admin', 'clerk:U01' …"""
+    who = g.principal
+    scope = who.unit_id or who.operator or who.holder_id
+    return f"{who.role}:{scope}" if scope else who.role

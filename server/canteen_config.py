@@ -1,0 +1,171 @@
+"""A canteen's rules as terminals read them: validation and the shop-price rule. Pure.
+
+The config is the JSON ``terminal/rules.py`` parses (方案 三.5: each unit sets its own
+canteen's rules and prices)::
+
+    {"meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200,
+                         "visitor_price_fen": 1500}},
+     "meal_limit": 1,
+     "items": {"tissue": {"name": "抽纸", "price_fen": 350, "reference_price_fen": 400}},
+     "allow_uid_only": true,
+     "risk": {"max_sale_fen": 10000}}
+
+Rules enforced here, before anything is stored or sent to a terminal:
+
+* meal periods are ``breakfast``/``lunch``/``dinner`` (the protocol's names) with
+  ``HH:MM`` times, start before end, periods not overlapping, prices > 0 fen;
+* a shop item has a name, a price and a reference big-store price, and its price may not
+  exceed the reference price (第十条: 不得高于市内大型商场同类商品价格) —
+  ``price_above_reference``, checked by :func:`check_item_price`;
+* ``meal_limit`` ≥ 1; ``risk`` is a map of limit name → int ≥ 0.
+
+:func:`merge_config` applies a partial change (``None`` removes a meal period or an item)
+and validates the result as a whole, so a change is either entirely valid or refused.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from shared.errors import DomainError
+from shared.money import format_fen
+
+MEAL_PERIODS = ("breakfast", "lunch", "dinner")
+MEAL_NAMES_ZH = {"breakfast": "早餐", "lunch": "中餐", "dinner": "晚餐"}
+DEFAULT_TIMES = {"breakfast": ("07:00", "09:00"), "lunch": ("11:30", "13:30"), "dinner": ("17:30", "19:30")}
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_KNOWN_KEYS = {"meals", "meal_limit", "items", "allow_uid_only", "risk"}
+
+
+def _bad(detail: str) -> DomainError:
+    return DomainError("invalid_input", detail)
+
+
+def minutes(hhmm: str) -> int:
+    """'07:30' → 450. Refuses anything that is not a time of day (24:00 allowed as an end)."""
+    m = _TIME.match(hhmm.strip()) if isinstance(hhmm, str) else None
+    if not m or int(m.group(2)) > 59 or int(m.group(1)) * 60 + int(m.group(2)) > 24 * 60:
+        raise _bad(f"{hhmm!r} is not a time of day (HH:MM)")
+    return int(m.group(1)) * 60 + int(m.group(2))
+
+
+def hhmm(minute_of_day: int) -> str:
+    return f"{minute_of_day // 60:02d}:{minute_of_day % 60:02d}"
+
+
+def _fen(value: Any, what: str, *, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise _bad(f"{what} must be a positive whole number of fen, got {value!r}")
+    return value
+
+
+def check_item_price(sku: str, price_fen: int, reference_price_fen: int) -> None:
+    """第十条: a shop price may not exceed the big-store reference price."""
+    if price_fen > reference_price_fen:
+        raise DomainError(
+            "price_above_reference",
+            f"{sku}: {format_fen(price_fen)} is above the reference price {format_fen(reference_price_fen)}",
+        )
+
+
+def validate_meal(name: str, meal: Any) -> dict[str, Any]:
+    if name not in MEAL_PERIODS:
+        raise _bad(f"meal period {name!r}: use one of {', '.join(MEAL_PERIODS)}")
+    if not isinstance(meal, dict):
+        raise _bad(f"meal period {name}: an object is required")
+    unknown = set(meal) - {"start", "end", "price_fen", "visitor_price_fen"}
+    if unknown:
+        raise _bad(f"meal period {name}: unknown field(s) {', '.join(sorted(unknown))}")
+    start, end = minutes(meal.get("start", "")), minutes(meal.get("end", ""))
+    if start >= end:
+        raise _bad(f"meal period {name}: start {hhmm(start)} is not before end {hhmm(end)}")
+    return {
+        "start": hhmm(start),
+        "end": hhmm(end),
+        "price_fen": _fen(meal.get("price_fen"), f"{name} price"),
+        "visitor_price_fen": _fen(meal.get("visitor_price_fen"), f"{name} visitor price", optional=True),
+    }
+
+
+def validate_item(sku: str, item: Any) -> dict[str, Any]:
+    if not isinstance(sku, str) or not _SKU.match(sku):
+        raise _bad(f"item code {sku!r}: letters, digits, '_', '-', '.' (at most 64)")
+    if not isinstance(item, dict):
+        raise _bad(f"item {sku}: an object is required")
+    unknown = set(item) - {"name", "price_fen", "reference_price_fen"}
+    if unknown:
+        raise _bad(f"item {sku}: unknown field(s) {', '.join(sorted(unknown))}")
+    name = item.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise _bad(f"item {sku}: a name is required")
+    price = _fen(item.get("price_fen"), f"item {sku} price")
+    reference = _fen(item.get("reference_price_fen"), f"item {sku} reference price")
+    assert price is not None and reference is not None
+    check_item_price(sku, price, reference)
+    return {"name": name.strip(), "price_fen": price, "reference_price_fen": reference}
+
+
+def validate_config(config: Any) -> dict[str, Any]:
+    """The whole config, normalized; raises ``invalid_input`` / ``price_above_reference``."""
+    if not isinstance(config, dict):
+        raise _bad("canteen config must be an object")
+    unknown = set(config) - _KNOWN_KEYS
+    if unknown:
+        raise _bad(f"canteen config: unknown key(s) {', '.join(sorted(unknown))}")
+    meals_in = config.get("meals") or {}
+    items_in = config.get("items") or {}
+    if not isinstance(meals_in, dict) or not isinstance(items_in, dict):
+        raise _bad("meals and items must be objects")
+    meals = {name: validate_meal(name, meals_in[name]) for name in MEAL_PERIODS if name in meals_in}
+    for name in set(meals_in) - set(meals):
+        validate_meal(name, meals_in[name])  # raises: unknown period name
+    spans = sorted((minutes(m["start"]), minutes(m["end"]), n) for n, m in meals.items())
+    for (_, end_a, a), (start_b, _, b) in zip(spans, spans[1:], strict=False):
+        if start_b < end_a:
+            raise _bad(f"meal periods {a} and {b} overlap")
+    meal_limit = config.get("meal_limit", 1)
+    if not isinstance(meal_limit, int) or isinstance(meal_limit, bool) or meal_limit < 1:
+        raise _bad("meal_limit must be a whole number ≥ 1")
+    allow_uid_only = config.get("allow_uid_only", True)
+    if not isinstance(allow_uid_only, bool):
+        raise _bad("allow_uid_only must be true or false")
+    risk = config.get("risk") or {}
+    if not isinstance(risk, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in risk.items()
+    ):
+        raise _bad("risk must map limit names to whole numbers ≥ 0")
+    out: dict[str, Any] = {
+        "meals": meals,
+        "meal_limit": meal_limit,
+        "items": {sku: validate_item(sku, items_in[sku]) for sku in sorted(items_in)},
+        "allow_uid_only": allow_uid_only,
+    }
+    if risk:
+        out["risk"] = dict(risk)
+    return out
+
+
+def merge_config(current: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """``current`` with ``change`` applied: ``meals``/``items`` merge per period/sku (a
+    ``None`` value removes one), other keys replace. The result is validated whole."""
+    if not isinstance(change, dict):
+        raise _bad("canteen config change must be an object")
+    merged = {k: v for k, v in current.items() if k in _KNOWN_KEYS}
+    for key, value in change.items():
+        if key in ("meals", "items"):
+            if not isinstance(value, dict):
+                raise _bad(f"{key} must be an object")
+            part = dict(merged.get(key) or {})
+            for name, entry in value.items():
+                if entry is None:
+                    part.pop(name, None)
+                else:
+                    part[name] = entry
+            merged[key] = part
+        else:
+            merged[key] = value
+    return validate_config(merged)
