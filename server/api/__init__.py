@@ -15,7 +15,20 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import canteens, cards, health, holders, terminals, tokens, units
+    from server.api import (
+        canteens,
+        cards,
+        funds,
+        health,
+        holders,
+        operators,
+        quality,
+        reports,
+        settlements,
+        terminals,
+        tokens,
+        units,
+    )
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
@@ -26,6 +39,8 @@ def register(app: Flask) -> None:
     app.register_blueprint(holders.bp)
     app.register_blueprint(cards.bp)
     app.register_blueprint(tokens.bp)
+    for money_bp in (funds.bp, settlements.bp, quality.bp, operators.bp, reports.bp):
+        app.register_blueprint(money_bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202
