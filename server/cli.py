@@ -165,3 +165,13 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     from shared.broker import render_mosquitto_conf
 
     click.echo(render_mosquitto_conf(port, data_dir))
+
+
+def _register_money_commands() -> None:
+    from server.cli_money import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_money_commands()
