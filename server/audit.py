@@ -13,7 +13,10 @@ Each function returns :class:`~server.ledger.Violation` items (empty: the rule h
 * ``closed_quarter_changed`` — a settled quarter's gross is still the sum of its sales
   that were there when it closed (all its sales except late arrivals).
 * ``payable_mismatch`` — each canteen's payable equals its purse-paid sales less what its
-  statements settled.
+  statements settled, and is never negative.
+* ``settled_twice_or_missed`` — what a canteen's statements settled is exactly its sales
+  dated in closed quarters, less late arrivals still waiting for the next statement: every
+  sale is settled once, none twice, none forgotten.
 * ``clearing_mismatch`` — each clearing line matches the clearing txn, and what late sales
   took back from each refund account matches the ledger.
 * ``allocation_mismatch`` — each allocation credited exactly headcount × per person.
@@ -103,11 +106,27 @@ def payables(conn: sqlite3.Connection) -> list[Violation]:
     settled = dict(conn.execute(
         "SELECT canteen_id, sum(gross_fen + adjustments_fen) FROM statements GROUP BY canteen_id"
     ).fetchall())
+    closed_through = conn.execute("SELECT max(end_ms) FROM settlement_periods").fetchone()[0]
+    due: dict[str, int] = {}
+    if closed_through is not None:
+        due = dict(conn.execute(
+            "SELECT canteen_id, sum(amount_fen) FROM sales WHERE status = 'applied' AND method <> 'ecny' "
+            "AND occurred_at_ms < ? GROUP BY canteen_id", (closed_through,)
+        ).fetchall())
+        for canteen_id, waiting in conn.execute(
+            "SELECT canteen_id, sum(amount_fen) FROM late_sales WHERE statement_quarter IS NULL GROUP BY canteen_id"
+        ):
+            due[canteen_id] = due.get(canteen_id, 0) - waiting
     for (canteen_id,) in conn.execute("SELECT id FROM canteens").fetchall():
         expected = sold.get(canteen_id, 0) - settled.get(canteen_id, 0)
         actual = ledger.balance(conn, ledger.canteen_payable(canteen_id))
-        if actual != expected:
+        if actual != expected or actual < 0:
             out.append(Violation("payable_mismatch", f"{canteen_id}: ledger {actual}, sales less settled {expected}"))
+        if settled.get(canteen_id, 0) != due.get(canteen_id, 0):
+            out.append(Violation(
+                "settled_twice_or_missed",
+                f"{canteen_id}: statements settled {settled.get(canteen_id, 0)}, closed periods hold {due.get(canteen_id, 0)}",
+            ))
     return out
 
 

@@ -74,3 +74,8 @@ def test_a_withdrawal_from_a_purse_is_caught(world: MoneyWorld) -> None:
 def test_an_allocation_that_credited_the_wrong_amount_is_caught(world: MoneyWorld) -> None:
     world.conn.execute("UPDATE allocations SET per_person_fen = 29000, total_fen = 58000")
     assert codes(world.conn) == {"allocation_mismatch"}
+
+
+def test_a_late_sale_marked_settled_without_a_statement_is_caught(world: MoneyWorld) -> None:
+    world.conn.execute("UPDATE late_sales SET statement_quarter = '2026Q1'")
+    assert codes(world.conn) == {"settled_twice_or_missed"}
