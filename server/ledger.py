@@ -103,6 +103,33 @@ def account_kind(account_id: str) -> str:
     return account_id
 
 
+class AccountCache:
+    """Account ids a long-lived writer (the ingest worker) knows to exist.
+
+    Accounts are never deleted, so an account that exists after a commit exists for good:
+    ids created in the open transaction are *pending* and join the known set only when the
+    owner calls :meth:`commit` after its transaction committed (:meth:`rollback` after a
+    failed one), so a rolled-back account is never assumed to exist.
+    """
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._pending: set[str] = set()
+
+    def unknown(self, ids: set[str]) -> set[str]:
+        return {a for a in ids if a not in self._known and a not in self._pending}
+
+    def created(self, ids: set[str]) -> None:
+        self._pending |= ids
+
+    def commit(self) -> None:
+        self._known |= self._pending
+        self._pending = set()
+
+    def rollback(self) -> None:
+        self._pending = set()
+
+
 @dataclass(frozen=True)
 class Move:
     """Move ``amount_fen`` from ``source`` to ``dest``."""
@@ -120,15 +147,13 @@ def post(
     *,
     ref: str | None = None,
     memo: str = "",
-    known_accounts: set[str] | None = None,
+    accounts: AccountCache | None = None,
 ) -> int:
     """Record one txn with its entries and update the balances. Call inside a write txn.
 
     Moves of zero are skipped (a purse that paid nothing); a negative or non-int amount is a
-    programming error and raises before anything is written. ``known_accounts`` (optional,
-    owned by the caller and valid for ONE write transaction only) names accounts already
-    created in it, so a batch of sales does not re-create the same accounts each time;
-    accounts this call creates are added to it.
+    programming error and raises before anything is written. ``accounts`` (optional) lets a
+    busy writer skip creating accounts it already knows exist (see :class:`AccountCache`).
     """
     moves = [m for m in moves if m.amount_fen != 0]
     for m in moves:
@@ -142,14 +167,14 @@ def post(
     txn_id = int(cur.lastrowid or 0)
     if not moves:
         return txn_id
-    accounts = {a for m in moves for a in (m.source, m.dest)}
-    if known_accounts is not None:
-        accounts -= known_accounts
-        known_accounts |= accounts
-    if accounts:
+    touched = {a for m in moves for a in (m.source, m.dest)}
+    if accounts is not None:
+        touched = accounts.unknown(touched)
+        accounts.created(touched)
+    if touched:
         conn.executemany(
             "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
-            [(a, account_kind(a)) for a in accounts],
+            [(a, account_kind(a)) for a in touched],
         )
     conn.executemany(
         "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",

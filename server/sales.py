@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server import ledger
-from server.holders import holder_change
+from server.holders import holder_change_from
 from server.settlement_rules import take_in_order
 from server.spend import split_payment
 from shared.protocol import Sale, SaleResult
@@ -46,8 +46,9 @@ _COLUMNS = (
 _INSERT = (
     f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 )
+_SEEN = "SELECT terminal_id = ? AND seq = ? FROM sales WHERE (terminal_id = ? AND seq = ?) OR uuid = ?"
 _HOLDER_BY_CARD = (
-    "SELECT h.id, h.unit_id, "
+    "SELECT h.id, h.unit_id, h.blocked, "
     f"coalesce((SELECT balance_fen FROM accounts WHERE id = {ledger.purse_id_sql('h.id', 'subsidy')}), 0), "
     f"coalesce((SELECT balance_fen FROM accounts WHERE id = {ledger.purse_id_sql('h.id', 'self')}), 0) "
     "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?"
@@ -99,7 +100,9 @@ class ClosedPeriods:
 class SaleApplier:
     """Applies sales inside the caller's write txn; :meth:`finish` writes the sale rows."""
 
-    def __init__(self, conn: sqlite3.Connection, now_ms: int, version: int) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, now_ms: int, version: int, accounts: ledger.AccountCache | None = None
+    ) -> None:
         self.conn = conn
         self.now_ms = now_ms
         self.version = version
@@ -108,7 +111,9 @@ class SaleApplier:
         self.duplicates = 0
         self.rejected = 0
         self.periods = ClosedPeriods.load(conn)
-        self._known_accounts: set[str] = set()  # created or seen in this txn only
+        # the caller commits or rolls back the cache with its transaction
+        self._accounts = accounts if accounts is not None else ledger.AccountCache()
+        self._holders: dict[str, list[Any]] = {}  # holder -> [unit, blocked flag, subsidy, self] as of now
         self._pending: dict[tuple[str, int], dict[str, Any]] = {}
         self._pending_uuids: set[str] = set()
         self._late: list[tuple[str, int, str, int, int]] = []
@@ -127,10 +132,9 @@ class SaleApplier:
             self._count("duplicate" if same else "rejected")
             self._results.append((key, "duplicate") if same else self._reject(sale, "sale_id_conflict"))
             return slot
-        row = self.conn.execute(
-            "SELECT * FROM sales WHERE terminal_id = ? AND seq = ?", key
-        ).fetchone()
-        if row is not None:
+        seen = self.conn.execute(_SEEN, (*key, *key, sale.uuid)).fetchall()  # one lookup for new sales
+        if any(same_key for (same_key,) in seen):
+            row = self.conn.execute("SELECT * FROM sales WHERE terminal_id = ? AND seq = ?", key).fetchone()
             if row["uuid"] != sale.uuid:
                 self._count("rejected")
                 self._results.append(self._reject(sale, "sale_id_conflict"))
@@ -138,9 +142,7 @@ class SaleApplier:
                 self._count("duplicate")
                 self._results.append(_result(row, "duplicate"))
             return slot
-        if sale.uuid in self._pending_uuids or self.conn.execute(
-            "SELECT 1 FROM sales WHERE uuid = ?", (sale.uuid,)
-        ).fetchone():
+        if seen or sale.uuid in self._pending_uuids:  # the uuid belongs to another sale
             self._count("rejected")
             self._results.append(self._reject(sale, "sale_id_conflict"))
             return slot
@@ -162,7 +164,7 @@ class SaleApplier:
         holder = self.conn.execute(_HOLDER_BY_CARD, (sale.card_id,)).fetchone()
         if holder is None:
             return {**row, "status": "rejected", "reason": "card_unknown"}
-        holder_id, unit_id, subsidy_balance, self_balance = holder
+        holder_id, unit_id, blocked, subsidy_balance, self_balance = holder
         payable = ledger.canteen_payable(sale.canteen_id)
         moves: list[ledger.Move] = []
         cleared = 0
@@ -177,10 +179,13 @@ class SaleApplier:
         moves.append(ledger.Move(ledger.subsidy_purse(holder_id), payable, split.subsidy_fen))
         moves.append(ledger.Move(ledger.self_purse(holder_id), payable, split.self_fen))
         row["txn_id"] = ledger.post(
-            self.conn, "sale", moves, self.now_ms, ref=sale.sale_id, known_accounts=self._known_accounts
+            self.conn, "sale", moves, self.now_ms, ref=sale.sale_id, accounts=self._accounts
         )
         if self.periods.settled(sale.occurred_at_ms):
             self._late.append((sale.terminal_id, sale.seq, sale.canteen_id, sale.occurred_at_ms, sale.amount_fen))
+        self._holders[holder_id] = [
+            unit_id, bool(blocked), subsidy_balance - split.subsidy_fen, self_balance - split.self_fen
+        ]
         self.changes[holder_id] = {}  # filled in finish(): the state at the end of the txn
         row.update(
             holder_id=holder_id,
@@ -215,8 +220,8 @@ class SaleApplier:
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True
-        for holder_id in self.changes:
-            self.changes[holder_id] = holder_change(self.conn, holder_id)
+        for holder_id in self.changes:  # the balances the ledger now holds (read, then moved here)
+            self.changes[holder_id] = holder_change_from(holder_id, *self._holders[holder_id])
         for row in self._pending.values():
             change = self.changes.get(row["holder_id"]) if row["holder_id"] else None
             if change is not None:
