@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from server import ledger
+from server import cli_money, cli_people, cli_registry, ledger
 from server.app import create_app
 from server.auth import ROLES, create_token
 from server.db import open_db, write_txn
@@ -167,11 +167,7 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     click.echo(render_mosquitto_conf(port, data_dir))
 
 
-def _register_money_commands() -> None:
-    from server.cli_money import COMMANDS
-
-    for command in COMMANDS:
-        main.add_command(command)
-
-
-_register_money_commands()
+for _command in cli_registry.COMMANDS + cli_people.COMMANDS:  # the registry's batch jobs and tools
+    main.add_command(_command)
+for _command in cli_money.COMMANDS:  # allocate, topup, settle, close-year, report …
+    main.add_command(_command)

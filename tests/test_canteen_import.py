@@ -243,3 +243,25 @@ def test_the_directory_lists_where_to_eat_when_and_for_how_much(units, clock) ->
     assert [(m["period_zh"], m["start"], m["end"], m["price"]) for m in czj["meals"]] == [
         ("早餐", "07:00", "09:00", "¥5.00"), ("中餐", "11:30", "13:30", "¥12.00"), ("晚餐", "17:30", "19:30", "¥10.00"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("header", "key"),
+    [
+        ("单位名称", "unit"), ("\ufeff单位名称", "unit"), ("单位", "unit"),
+        ("食堂数量(个)", "count"), ("食堂 数量 （个）", "count"), ("食堂数量", "count"),
+        ("服务员人数(人)", "service_staff"), ("服务员 人数 (人)", "service_staff"),
+        ("食堂容量(人)", "seats"), ("食堂\n容量", "seats"),
+        ("就餐面积(平方)", "area"), ("就餐面 积（平 方）", "area"), ("就餐面积(㎡)", "area"), ("就餐面积平方米", "area"),
+        ("早餐", "price_breakfast"), ("早餐(元/餐)", "price_breakfast"), ("餐位标准(元/餐)早餐", "price_breakfast"),
+        ("餐位标准-早餐", "price_breakfast"), ("中餐（元/餐）", "price_lunch"), ("午餐", "price_lunch"),
+        ("晚餐 (元/餐)", "price_dinner"), ("食堂地点", "location"), ("地址", "location"), ("联系人", "contact"),
+        ("联系电话", "phone"), ("电话", "phone"), ("备注", "notes"), ("经营方式", "mode"), ("中餐时间", "time_lunch"),
+        ("午餐访客价", "visitor_lunch"),
+    ],
+)
+def test_the_header_spellings_a_clerk_would_type_are_understood(header: str, key: str) -> None:
+    from server.csvinput import normalize_header
+    from server.seed_table import ALIASES
+
+    assert ALIASES.get(normalize_header(header)) == key

@@ -6,9 +6,6 @@ only themselves. Purses are shown in fen, read from the ledger.
 
 from __future__ import annotations
 
-import sqlite3
-from typing import Any
-
 from flask import Blueprint, Response, jsonify, request
 
 from server import cards, leavers, roster
@@ -17,7 +14,7 @@ from server.api.spec import doc
 from server.auth import requires
 from server.db import write_txn
 from server.db_flask import get_clock, get_db
-from server.holders import holder_change
+from server.people import holder_json
 from server.scope import principal, require_holder_access, require_unit_access
 from shared.errors import DomainError
 
@@ -53,24 +50,6 @@ REFUND = {
         "reason": {"type": "string"},
     },
 }
-
-
-def holder_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
-    change = holder_change(conn, row["id"])
-    return {
-        "id": row["id"],
-        "unit_id": row["unit_id"],
-        "name": row["name"],
-        "staff_no": row["staff_no"],
-        "status": row["status"],
-        "left_at_ms": row["left_at_ms"],
-        "blocked": change["blocked"],
-        "subsidy_fen": change["subsidy_fen"],
-        "self_fen": change["self_fen"],
-        "bank_account": leavers.mask(row["bank_account"]) if row["bank_account"] else None,
-        "cards": [cards.to_json(c) for c in conn.execute(
-            "SELECT * FROM cards WHERE holder_id = ? ORDER BY changed_at_ms, card_id", (row["id"],))],
-    }
 
 
 @bp.post("/roster/import")
