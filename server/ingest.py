@@ -55,7 +55,8 @@ class IngestWorker:
         publish: Publish,
         *,
         on_delta: Callable[[], None] | None = None,
-        max_messages: int = 256,
+        max_messages: int = 1024,
+        max_bytes: int = 1_000_000,
     ) -> None:
         self._conn = conn
         # The one writer's connection: a page cache large enough for the hot index pages,
@@ -70,7 +71,11 @@ class IngestWorker:
         self._book = SecretBook(conn)
         self._accounts = ledger.AccountCache()
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
+        # One transaction takes whatever has queued, up to these limits (~2,000 sales): many
+        # sales per commit share the index pages each commit must write and fsync; at low load
+        # the queue holds one or two messages and a transaction is that small.
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self._thread: threading.Thread | None = None
         self.stats = IngestStats()
         self.idle = threading.Event()
@@ -93,6 +98,22 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(10)
 
+    def room_for(self, messages: int, payload_bytes: int) -> bool:
+        """Whether a transaction holding this much may take another message."""
+        return messages < self.max_messages and payload_bytes < self.max_bytes
+
+    def groups(self, messages: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+        """Split queued messages into transactions the way the worker's loop does."""
+        out: list[list[tuple[str, bytes]]] = []
+        size = 0
+        for m in messages:
+            if not out or not self.room_for(len(out[-1]), size):
+                out.append([])
+                size = 0
+            out[-1].append(m)
+            size += len(m[1])
+        return out
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -103,7 +124,8 @@ class IngestWorker:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < self.max_messages:
+            size = len(first[1])
+            while self.room_for(len(batch), size):
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -112,6 +134,7 @@ class IngestWorker:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
+                size += len(nxt[1])
             try:
                 self.process(batch)
             except sqlite3.Error:
