@@ -9,6 +9,10 @@ External parties appear as accounts whose balance goes negative as money comes i
 unit's budget, the cardholders' bank) or positive as it leaves (operator payouts, refunds).
 Corrections are new entries; no entry is ever updated or deleted.
 
+Txn kinds: ``allocation`` (ref ``<unit>/<quarter>``), ``topup``, ``sale`` (ref
+``<terminal>/<seq>``), ``settlement`` (ref ``<quarter>/<canteen>``), ``year_end_clearing``
+(ref ``<year>``), and the registry's ``leaver_return`` and ``self_refund``.
+
 Account ids (one function each, nobody formats them by hand):
 
 ======================================  ===================================================
@@ -19,9 +23,12 @@ Account ids (one function each, nobody formats them by hand):
 ``bank:topup``                          cardholders' own bank accounts (self top-ups)
 ``canteen:<id>:payable``                支出专用账户, payable to that canteen's operator
 ``system:fee_revenue``                  the 0.5% system fee
-``system:quality_withheld``             payment withheld for poor quality scores
-``operator:<id>:payout``                paid out to an operator
-``refund:unit:<id>`` / ``refund:city_finance``  year-end clearing refunds; a leaver's
+``system:quality_withheld``             payment withheld for poor quality scores (income of
+                                        the system, 办法 第二十九条; shown per canteen)
+``operator:<payee>:payout``             paid out to a payee: the operator name in
+                                        ``canteens.operator`` (or the unit's name if none)
+``refund:unit:<id>`` / ``refund:city_finance``  year-end clearing refunds (less late sales
+                                        dated before the cutoff); a leaver's
                                         subsidy returned to their unit (txn kind ``leaver_return``)
 ``bank:self_refund``                    a leaver's self purse refunded to their own bank account
 ======================================  ===================================================
