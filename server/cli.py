@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from server import cli_people, cli_registry, ledger
+from server import cli_money, cli_people, cli_registry, ledger
 from server.app import create_app
 from server.auth import ROLES, create_token
 from server.db import open_db, write_txn
@@ -168,6 +168,8 @@ def mosquitto_config(port: int, data_dir: str) -> None:
 
 
 for _command in cli_registry.COMMANDS + cli_people.COMMANDS:  # the registry's batch jobs and tools
+    main.add_command(_command)
+for _command in cli_money.COMMANDS:  # allocate, topup, settle, close-year, report …
     main.add_command(_command)
 from server.cli_faces import faces  # noqa: E402 — the faces group lives in its own module
 

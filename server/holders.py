@@ -18,12 +18,20 @@ def holder_change(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
     """The downstream 'holder' change for one cardholder, read inside the current txn."""
     row = conn.execute("SELECT unit_id, blocked FROM holders WHERE id = ?", (holder_id,)).fetchone()
     b = ledger.balances(conn, [ledger.subsidy_purse(holder_id), ledger.self_purse(holder_id)])
-    self_fen = b[ledger.self_purse(holder_id)]
+    return holder_change_from(
+        holder_id, row["unit_id"], bool(row["blocked"]), b[ledger.subsidy_purse(holder_id)], b[ledger.self_purse(holder_id)]
+    )
+
+
+def holder_change_from(
+    holder_id: str, unit_id: str, blocked_flag: bool, subsidy_fen: int, self_fen: int
+) -> dict[str, Any]:
+    """The same change from values the caller already holds (the sale applier tracks them)."""
     return {
         "kind": "holder",
         "holder_id": holder_id,
-        "unit_id": row["unit_id"],
-        "subsidy_fen": b[ledger.subsidy_purse(holder_id)],
+        "unit_id": unit_id,
+        "subsidy_fen": subsidy_fen,
         "self_fen": self_fen,
-        "blocked": bool(row["blocked"]) or self_fen < 0,
+        "blocked": blocked_flag or self_fen < 0,
     }

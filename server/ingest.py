@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from server import db as dbm
+from server import ledger
 from server.downstream import current_version, record_delta
 from server.sales import SaleApplier
 from server.terminals import SecretBook, record_status
@@ -31,6 +32,8 @@ from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope
 log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes, bool], bool]
+INGEST_CACHE_KIB = 65_536
+INGEST_WAL_AUTOCHECKPOINT_PAGES = 10_000
 
 
 @dataclass
@@ -52,15 +55,27 @@ class IngestWorker:
         publish: Publish,
         *,
         on_delta: Callable[[], None] | None = None,
-        max_messages: int = 64,
+        max_messages: int = 1024,
+        max_bytes: int = 1_000_000,
     ) -> None:
         self._conn = conn
+        # The one writer's connection: a page cache large enough for the hot index pages,
+        # and WAL checkpoints every ~40 MB instead of ~4 MB, so a page that many commits
+        # touch (an index leaf, a payable) is copied into the database once per checkpoint,
+        # not once per few commits. Durability is unchanged: every commit still fsyncs the WAL.
+        conn.execute(f"PRAGMA cache_size=-{INGEST_CACHE_KIB}")
+        conn.execute(f"PRAGMA wal_autocheckpoint={INGEST_WAL_AUTOCHECKPOINT_PAGES}")
         self._clock = clock
         self._publish = publish
         self._on_delta = on_delta or (lambda: None)
         self._book = SecretBook(conn)
+        self._accounts = ledger.AccountCache()
         self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue()
-        self._max_messages = max_messages
+        # One transaction takes whatever has queued, up to these limits (~2,000 sales): many
+        # sales per commit share the index pages each commit must write and fsync; at low load
+        # the queue holds one or two messages and a transaction is that small.
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self._thread: threading.Thread | None = None
         self.stats = IngestStats()
         self.idle = threading.Event()
@@ -83,6 +98,22 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(10)
 
+    def room_for(self, messages: int, payload_bytes: int) -> bool:
+        """Whether a transaction holding this much may take another message."""
+        return messages < self.max_messages and payload_bytes < self.max_bytes
+
+    def groups(self, messages: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+        """Split queued messages into transactions the way the worker's loop does."""
+        out: list[list[tuple[str, bytes]]] = []
+        size = 0
+        for m in messages:
+            if not out or not self.room_for(len(out[-1]), size):
+                out.append([])
+                size = 0
+            out[-1].append(m)
+            size += len(m[1])
+        return out
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -93,7 +124,8 @@ class IngestWorker:
             if first is None:
                 return
             batch = [first]
-            while len(batch) < self._max_messages:
+            size = len(first[1])
+            while self.room_for(len(batch), size):
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
@@ -102,6 +134,7 @@ class IngestWorker:
                     self._queue.put(None)
                     break
                 batch.append(nxt)
+                size += len(nxt[1])
             try:
                 self.process(batch)
             except sqlite3.Error:
@@ -117,46 +150,13 @@ class IngestWorker:
         now = self._clock.now_ms()
         replies: list[tuple[str, Ack]] = []
         rejections: list[tuple[str, str | None, str, str]] = []
-        delta_recorded = False
-        with dbm.write_txn(self._conn):
-            version = current_version(self._conn) + 1
-            applier = SaleApplier(self._conn, now, version)
-            slots: list[tuple[str, str, list[int]]] = []  # (terminal, msg_id, result slots)
-            for topic, payload in messages:
-                self.stats.messages += 1
-                claimed = topics.terminal_of(topic)
-                try:
-                    env = open_envelope(payload, secret_for=self._book.secret)
-                    if claimed is None or env.sender != claimed:
-                        raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
-                    if topic == topics.sales(claimed) and env.type == "sale_batch":
-                        batch = SaleBatch.from_body(env.body, env.sender)
-                        canteen = self._book.canteen(env.sender) or ""
-                        slots.append(
-                            (env.sender, env.msg_id, [applier.apply(s, canteen) for s in batch.sales])
-                        )
-                    elif topic == topics.status(claimed) and env.type == "status":
-                        record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
-                    else:
-                        raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
-                except ProtocolError as exc:
-                    rejections.append((topic, claimed, exc.code, exc.detail))
-                    if claimed is not None and self._book.secret(claimed) is not None:
-                        replies.append((claimed, Ack(in_reply_to=_msg_id_of(payload), reason=exc.code)))
-            results = applier.finish()
-            for terminal_id, msg_id, slot_list in slots:
-                replies.append((terminal_id, Ack(msg_id, tuple(results[i] for i in slot_list))))
-            if applier.changes or applier.extra_changes:
-                record_delta(self._conn, list(applier.changes.values()) + applier.extra_changes, now)
-                delta_recorded = True
-            self._conn.executemany(
-                "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",
-                [(now, t, c, code, detail[:500]) for t, c, code, detail in rejections],
-            )
-            dbm.bump_counter(self._conn, "sales_applied", applier.applied)
-            dbm.bump_counter(self._conn, "sales_duplicate", applier.duplicates)
-            dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
-            dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
+        try:
+            with dbm.write_txn(self._conn):
+                applier, delta_recorded = self._apply(messages, now, replies, rejections)
+        except BaseException:
+            self._accounts.rollback()  # accounts created in the failed txn do not exist
+            raise
+        self._accounts.commit()
         # committed: now, and only now, tell the terminals
         self.stats.batches += 1
         self.stats.applied += applier.applied
@@ -174,6 +174,53 @@ class IngestWorker:
             self._publish(topics.ack(terminal_id), payload, False)
         if delta_recorded:
             self._on_delta()
+
+    def _apply(
+        self,
+        messages: list[tuple[str, bytes]],
+        now: int,
+        replies: list[tuple[str, Ack]],
+        rejections: list[tuple[str, str | None, str, str]],
+    ) -> tuple[SaleApplier, bool]:
+        """The work inside the write transaction; returns the applier and whether a delta was recorded."""
+        applier = SaleApplier(self._conn, now, current_version(self._conn) + 1, self._accounts)
+        slots: list[tuple[str, str, list[int]]] = []  # (terminal, msg_id, result slots)
+        for topic, payload in messages:
+            self.stats.messages += 1
+            claimed = topics.terminal_of(topic)
+            try:
+                env = open_envelope(payload, secret_for=self._book.secret)
+                if claimed is None or env.sender != claimed:
+                    raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
+                if topic == topics.sales(claimed) and env.type == "sale_batch":
+                    batch = SaleBatch.from_body(env.body, env.sender)
+                    canteen = self._book.canteen(env.sender) or ""
+                    slots.append((env.sender, env.msg_id, [applier.apply(s, canteen) for s in batch.sales]))
+                elif topic == topics.status(claimed) and env.type == "status":
+                    record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
+                else:
+                    raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
+            except ProtocolError as exc:
+                rejections.append((topic, claimed, exc.code, exc.detail))
+                if claimed is not None and self._book.secret(claimed) is not None:
+                    replies.append((claimed, Ack(in_reply_to=_msg_id_of(payload), reason=exc.code)))
+        results = applier.finish()
+        for terminal_id, msg_id, slot_list in slots:
+            replies.append((terminal_id, Ack(msg_id, tuple(results[i] for i in slot_list))))
+        delta_recorded = False
+        if applier.changes or applier.extra_changes:
+            record_delta(self._conn, list(applier.changes.values()) + applier.extra_changes, now)
+            delta_recorded = True
+        if rejections:
+            self._conn.executemany(
+                "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",
+                [(now, t, c, code, detail[:500]) for t, c, code, detail in rejections],
+            )
+        dbm.bump_counter(self._conn, "sales_applied", applier.applied)
+        dbm.bump_counter(self._conn, "sales_duplicate", applier.duplicates)
+        dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
+        dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
+        return applier, delta_recorded
 
 
 def _msg_id_of(payload: bytes) -> str:

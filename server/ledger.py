@@ -9,6 +9,10 @@ External parties appear as accounts whose balance goes negative as money comes i
 unit's budget, the cardholders' bank) or positive as it leaves (operator payouts, refunds).
 Corrections are new entries; no entry is ever updated or deleted.
 
+Txn kinds: ``allocation`` (ref ``<unit>/<quarter>``), ``topup``, ``sale`` (ref
+``<terminal>/<seq>``), ``settlement`` (ref ``<quarter>/<canteen>``), ``year_end_clearing``
+(ref ``<year>``), and the registry's ``leaver_return`` and ``self_refund``.
+
 Account ids (one function each, nobody formats them by hand):
 
 ======================================  ===================================================
@@ -19,9 +23,12 @@ Account ids (one function each, nobody formats them by hand):
 ``bank:topup``                          cardholders' own bank accounts (self top-ups)
 ``canteen:<id>:payable``                支出专用账户, payable to that canteen's operator
 ``system:fee_revenue``                  the 0.5% system fee
-``system:quality_withheld``             payment withheld for poor quality scores
-``operator:<id>:payout``                paid out to an operator
-``refund:unit:<id>`` / ``refund:city_finance``  year-end clearing refunds; a leaver's
+``system:quality_withheld``             payment withheld for poor quality scores (income of
+                                        the system, 办法 第二十九条; shown per canteen)
+``operator:<payee>:payout``             paid out to a payee: the operator name in
+                                        ``canteens.operator`` (or the unit's name if none)
+``refund:unit:<id>`` / ``refund:city_finance``  year-end clearing refunds (less late sales
+                                        dated before the cutoff); a leaver's
                                         subsidy returned to their unit (txn kind ``leaver_return``)
 ``bank:self_refund``                    a leaver's self purse refunded to their own bank account
 ======================================  ===================================================
@@ -65,6 +72,28 @@ def unit_refund(unit_id: str) -> str:
     return f"refund:unit:{unit_id}"
 
 
+def purse_id_sql(holder_expr: str, purse: str) -> str:
+    """SQL expression for the id of a holder's purse (``purse``: 'subsidy' or 'self'), for
+    queries that join holders to their purses; ``holder_expr`` is a trusted column name."""
+    if purse not in ("subsidy", "self"):
+        raise ValueError(purse)
+    return f"('holder:' || {holder_expr} || ':{purse}')"
+
+
+def canteen_payable_sql(canteen_expr: str) -> str:
+    """SQL expression for the id of a canteen's payable (see :func:`purse_id_sql`)."""
+    return f"('canteen:' || {canteen_expr} || ':payable')"
+
+
+def holder_of_purse(account_id: str) -> str:
+    """The holder id of a purse account id (``holder:<id>:subsidy`` → ``<id>``)."""
+    prefix, _, rest = account_id.partition(":")
+    holder_id, _, purse = rest.rpartition(":")
+    if prefix != "holder" or purse not in ("subsidy", "self"):
+        raise ValueError(f"not a purse: {account_id}")
+    return holder_id
+
+
 def account_kind(account_id: str) -> str:
     """The kind of an account from its id: 'subsidy_purse', 'payable', 'unit_budget' …"""
     parts = account_id.split(":")
@@ -79,6 +108,33 @@ def account_kind(account_id: str) -> str:
     if parts[0] == "refund":
         return "refund"
     return account_id
+
+
+class AccountCache:
+    """Account ids a long-lived writer (the ingest worker) knows to exist.
+
+    Accounts are never deleted, so an account that exists after a commit exists for good:
+    ids created in the open transaction are *pending* and join the known set only when the
+    owner calls :meth:`commit` after its transaction committed (:meth:`rollback` after a
+    failed one), so a rolled-back account is never assumed to exist.
+    """
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._pending: set[str] = set()
+
+    def unknown(self, ids: set[str]) -> set[str]:
+        return {a for a in ids if a not in self._known and a not in self._pending}
+
+    def created(self, ids: set[str]) -> None:
+        self._pending |= ids
+
+    def commit(self) -> None:
+        self._known |= self._pending
+        self._pending = set()
+
+    def rollback(self) -> None:
+        self._pending = set()
 
 
 @dataclass(frozen=True)
@@ -98,11 +154,13 @@ def post(
     *,
     ref: str | None = None,
     memo: str = "",
+    accounts: AccountCache | None = None,
 ) -> int:
     """Record one txn with its entries and update the balances. Call inside a write txn.
 
     Moves of zero are skipped (a purse that paid nothing); a negative or non-int amount is a
-    programming error and raises before anything is written.
+    programming error and raises before anything is written. ``accounts`` (optional) lets a
+    busy writer skip creating accounts it already knows exist (see :class:`AccountCache`).
     """
     moves = [m for m in moves if m.amount_fen != 0]
     for m in moves:
@@ -116,11 +174,15 @@ def post(
     txn_id = int(cur.lastrowid or 0)
     if not moves:
         return txn_id
-    accounts = {a for m in moves for a in (m.source, m.dest)}
-    conn.executemany(
-        "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
-        [(a, account_kind(a)) for a in accounts],
-    )
+    touched = {a for m in moves for a in (m.source, m.dest)}
+    if accounts is not None:
+        touched = accounts.unknown(touched)
+        accounts.created(touched)
+    if touched:
+        conn.executemany(
+            "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
+            [(a, account_kind(a)) for a in touched],
+        )
     conn.executemany(
         "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",
         [(txn_id, m.source, m.dest, m.amount_fen) for m in moves],
@@ -171,6 +233,8 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
     * each stored balance equals (sum in − sum out) of its entries
     * no purse is negative unless the holder has a recorded overdraft and is blocked
     * no sale is applied twice (one txn per applied sale, one sale per txn)
+    * and the money invariants of :func:`server.audit.money_violations` (sales, settlements,
+      clearings, allocations, no withdrawal)
     """
     out: list[Violation] = []
     bad = conn.execute(
@@ -225,6 +289,9 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
     ).fetchone()[0]
     if dup_refs:
         out.append(Violation("sale_applied_twice", f"{dup_refs} sale refs posted twice"))
+    from server.audit import money_violations  # the business-level invariants built on the ledger
+
+    out += money_violations(conn)
     return out
 
 

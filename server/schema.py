@@ -321,3 +321,132 @@ MIGRATIONS.append(
     ) STRICT;
     """
 )
+
+MIGRATIONS.append(
+    # 8: money — payees, allocations, quality, settlement periods and statements, late sales,
+    #    year-end clearings, ratings; sales learn which part of their subsidy was clawed back
+    #    from a year-end refund; a covering index lets settlement read a quarter without
+    #    touching the sale rows.
+    """
+    CREATE TABLE operators (
+        name          TEXT PRIMARY KEY,          -- as stored in canteens.operator
+        company_name  TEXT NOT NULL DEFAULT '',
+        bank_name     TEXT NOT NULL DEFAULT '',
+        bank_account  TEXT NOT NULL DEFAULT '',
+        contact       TEXT NOT NULL DEFAULT '',
+        phone         TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+
+    CREATE TABLE allocations (
+        unit_id         TEXT NOT NULL REFERENCES units(id),
+        quarter         TEXT NOT NULL,
+        per_person_fen  INTEGER NOT NULL CHECK (per_person_fen > 0),
+        headcount       INTEGER NOT NULL CHECK (headcount >= 0),
+        total_fen       INTEGER NOT NULL CHECK (total_fen = per_person_fen * headcount),
+        at_ms           INTEGER NOT NULL,
+        due_ms          INTEGER NOT NULL,
+        txn_id          INTEGER NOT NULL REFERENCES txns(id),
+        PRIMARY KEY (unit_id, quarter)
+    ) STRICT;
+    CREATE INDEX allocations_txn ON allocations(txn_id);
+
+    CREATE TABLE quality_bands (
+        canteen_id  TEXT PRIMARY KEY REFERENCES canteens(id),
+        bands_json  TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE quality_scores (
+        canteen_id     TEXT NOT NULL REFERENCES canteens(id),
+        quarter        TEXT NOT NULL,
+        score          INTEGER NOT NULL CHECK (score BETWEEN 0 AND 100),
+        entered_at_ms  INTEGER NOT NULL,
+        entered_by     TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (canteen_id, quarter)
+    ) STRICT;
+
+    CREATE TABLE ratings (
+        terminal_id  TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        holder_id    TEXT NOT NULL,
+        canteen_id   TEXT NOT NULL,
+        quarter      TEXT NOT NULL,
+        service      INTEGER NOT NULL CHECK (service BETWEEN 1 AND 5),
+        food         INTEGER NOT NULL CHECK (food BETWEEN 1 AND 5),
+        comment      TEXT NOT NULL DEFAULT '',
+        at_ms        INTEGER NOT NULL,
+        PRIMARY KEY (terminal_id, seq),
+        FOREIGN KEY (terminal_id, seq) REFERENCES sales(terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX ratings_canteen_quarter ON ratings(canteen_id, quarter);
+
+    CREATE TABLE settlement_periods (
+        quarter        TEXT PRIMARY KEY,
+        start_ms       INTEGER NOT NULL,
+        end_ms         INTEGER NOT NULL,
+        closed_at_ms   INTEGER NOT NULL,
+        forced         INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        laggards_json  TEXT NOT NULL DEFAULT '[]'
+    ) STRICT;
+
+    CREATE TABLE statements (
+        quarter          TEXT NOT NULL REFERENCES settlement_periods(quarter),
+        canteen_id       TEXT NOT NULL REFERENCES canteens(id),
+        sales_count      INTEGER NOT NULL,
+        gross_fen        INTEGER NOT NULL CHECK (gross_fen >= 0),
+        adjustments_fen  INTEGER NOT NULL CHECK (adjustments_fen >= 0),
+        withheld_fen     INTEGER NOT NULL CHECK (withheld_fen >= 0),
+        settlement_fen   INTEGER NOT NULL,
+        fee_fen          INTEGER NOT NULL CHECK (fee_fen >= 0),
+        net_fen          INTEGER NOT NULL CHECK (net_fen >= 0),
+        pay_pct          INTEGER NOT NULL,
+        payee            TEXT NOT NULL,
+        txn_id           INTEGER REFERENCES txns(id),
+        statement_json   TEXT NOT NULL,
+        digest           TEXT NOT NULL,          -- sha256 of statement_json, checked by `check`
+        PRIMARY KEY (quarter, canteen_id),
+        CHECK (gross_fen + adjustments_fen = withheld_fen + fee_fen + net_fen),
+        CHECK (settlement_fen = fee_fen + net_fen)
+    ) STRICT;
+
+    -- a purse-paid sale that arrived after its quarter was closed: the next statement's
+    -- adjustment line (statement_quarter says which statement took it)
+    CREATE TABLE late_sales (
+        terminal_id        TEXT NOT NULL,
+        seq                INTEGER NOT NULL,
+        canteen_id         TEXT NOT NULL,
+        occurred_at_ms     INTEGER NOT NULL,
+        amount_fen         INTEGER NOT NULL CHECK (amount_fen > 0),
+        statement_quarter  TEXT,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX late_sales_open ON late_sales(statement_quarter);
+
+    CREATE TABLE clearings (
+        year           INTEGER PRIMARY KEY,
+        cutoff_ms      INTEGER NOT NULL,
+        refund_to      TEXT NOT NULL CHECK (refund_to IN ('unit', 'city_finance')),
+        at_ms          INTEGER NOT NULL,
+        txn_id         INTEGER REFERENCES txns(id),
+        forced         INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        laggards_json  TEXT NOT NULL DEFAULT '[]'
+    ) STRICT;
+
+    -- per holder and paying unit: what the clearing took, and what late sales dated before
+    -- the cutoff later took back from that refund
+    CREATE TABLE clearing_lines (
+        year             INTEGER NOT NULL REFERENCES clearings(year),
+        holder_id        TEXT NOT NULL,
+        unit_id          TEXT NOT NULL,
+        rank             INTEGER NOT NULL,
+        refund_account   TEXT NOT NULL,
+        amount_fen       INTEGER NOT NULL CHECK (amount_fen > 0),
+        clawed_back_fen  INTEGER NOT NULL DEFAULT 0 CHECK (clawed_back_fen BETWEEN 0 AND amount_fen),
+        PRIMARY KEY (year, holder_id, unit_id)
+    ) STRICT;
+
+    ALTER TABLE sales ADD COLUMN cleared_subsidy_fen INTEGER NOT NULL DEFAULT 0;
+
+    CREATE INDEX sales_settle ON sales(canteen_id, occurred_at_ms, unit_id, amount_fen)
+        WHERE status = 'applied' AND method <> 'ecny';
+    """
+)

@@ -70,6 +70,11 @@ CATALOG: dict[str, ErrorSpec] = {
     "already_exists": ErrorSpec("记录已存在", "already exists", 409),
     "invalid_input": ErrorSpec("输入有误", "invalid input"),
     "period_closed": ErrorSpec("该期间已结账", "period already closed", 409),
+    "period_open": ErrorSpec("该期间尚未结束，不能结账", "period has not ended yet", 409),
+    "period_out_of_order": ErrorSpec("请按顺序结账", "periods must be closed in order", 409),
+    "terminals_behind": ErrorSpec("有终端尚未上报至期末，请稍后或强制结账", "some terminals have not reported past the period end", 409),
+    "already_rated": ErrorSpec("该笔消费已评价", "this sale has already been rated", 409),
+    "not_your_sale": ErrorSpec("只能评价本人的消费", "you can only rate your own sales", 403),
     "forbidden": ErrorSpec("无权限", "forbidden", 403),
     "unauthenticated": ErrorSpec("未登录或令牌无效", "missing or invalid token", 401),
     # registry: imports, cards, leavers

@@ -15,7 +15,23 @@ from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import canteens, cards, ecny, faces, health, holders, qr, terminals, tokens, units
+    from server.api import (
+        canteens,
+        cards,
+        ecny,
+        faces,
+        funds,
+        health,
+        holders,
+        operators,
+        qr,
+        quality,
+        reports,
+        settlements,
+        terminals,
+        tokens,
+        units,
+    )
 
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
@@ -30,6 +46,8 @@ def register(app: Flask) -> None:
     app.register_blueprint(qr.bp)
     app.register_blueprint(qr.page)
     app.register_blueprint(ecny.bp)
+    for money_bp in (funds.bp, settlements.bp, quality.bp, operators.bp, reports.bp):
+        app.register_blueprint(money_bp)
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202

@@ -1,0 +1,76 @@
+"""Settlement documents as files: the statement CSV (结算单) and the payout file (付款清单).
+
+Both are UTF-8 CSV with a BOM (so a spreadsheet on a Chinese desktop opens them right) and
+Chinese headers. Amounts appear twice: integer fen (for machines and the bank import) and
+``¥12.50`` (for people), from the one formatter.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from shared.money import format_fen
+
+STATEMENT_HEADERS = [
+    "季度", "类型", "日期", "原属季度", "食堂编号", "食堂名称", "所属单位", "经营者", "自营",
+    "笔数", "消费金额(分)", "质量评分", "支付比例(%)", "质量扣款(分)", "结算金额(分)",
+    "系统管理费(分)", "应付金额(分)", "消费金额", "质量扣款", "结算金额", "系统管理费", "应付金额",
+]
+PAYOUT_HEADERS = ["收款人", "收款单位全称", "开户银行", "银行账号", "金额(分)", "金额", "食堂", "备注"]
+
+
+def _csv(headers: list[str], rows: list[list[Any]]) -> str:
+    buf = io.StringIO()
+    buf.write("\ufeff")
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(headers)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def statement_csv(doc: dict[str, Any]) -> str:
+    """One 结算 row per canteen, followed by its 调整 (adjustment) rows."""
+    rows: list[list[Any]] = []
+    for st in doc["statements"]:
+        common = [st["canteen_id"], st["canteen_name"], st["unit_id"], st["operator"], "是" if st["self_operated"] else "否"]
+        rows.append(
+            [doc["quarter"], "结算", "", doc["quarter"], *common, st["sales_count"], st["gross_fen"],
+             "" if st["quality_score"] is None else st["quality_score"], st["pay_pct"], st["withheld_fen"],
+             st["settlement_fen"], st["fee_fen"], st["net_fen"], format_fen(st["gross_fen"]),
+             format_fen(st["withheld_fen"]), format_fen(st["settlement_fen"]), format_fen(st["fee_fen"]),
+             format_fen(st["net_fen"])]
+        )
+        for adj in st["adjustments"]:
+            rows.append(
+                [doc["quarter"], "调整", adj["date"], adj["quarter"], *common, adj["count"], adj["amount_fen"],
+                 "", adj["pay_pct"], adj["withheld_fen"], "", "", "", format_fen(adj["amount_fen"]),
+                 format_fen(adj["withheld_fen"]), "", "", ""]
+            )
+    return _csv(STATEMENT_HEADERS, rows)
+
+
+def payout_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One payment per payee: the sum of its canteens' net amounts (only positive ones)."""
+    by_payee: dict[str, dict[str, Any]] = {}
+    for st in doc["statements"]:
+        if st["net_fen"] <= 0:
+            continue
+        p = st["payee"]
+        line = by_payee.setdefault(p["name"], {"payee": p, "amount_fen": 0, "canteens": []})
+        line["amount_fen"] += st["net_fen"]
+        line["canteens"].append(st["canteen_id"])
+    return [by_payee[k] for k in sorted(by_payee)]
+
+
+def payout_csv(doc: dict[str, Any]) -> str:
+    rows = []
+    for line in payout_lines(doc):
+        p = line["payee"]
+        note = "" if p["bank_account"] else "缺少银行账号"
+        rows.append(
+            [p["name"], p["company_name"], p["bank_name"], p["bank_account"], line["amount_fen"],
+             format_fen(line["amount_fen"]), " ".join(line["canteens"]), note]
+        )
+    return _csv(PAYOUT_HEADERS, rows)

@@ -1,0 +1,38 @@
+"""The ingest worker's transactions: how it groups queued messages, and that a failed
+transaction leaves nothing behind — not even in its cache of accounts known to exist."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from server import ledger
+from shared.clock import FakeClock
+from tests.money_world import MoneyWorld
+
+
+def test_queued_messages_are_grouped_by_count_and_by_bytes(conn: sqlite3.Connection, clock: FakeClock) -> None:
+    w = MoneyWorld(conn, clock)
+    w.worker.max_messages, w.worker.max_bytes = 3, 1_000
+    small = [("t", b"x" * 100)] * 7
+    assert [len(g) for g in w.worker.groups(small)] == [3, 3, 1]
+    big = [("t", b"x" * 600)] * 3
+    assert [len(g) for g in w.worker.groups(big)] == [2, 1]  # the second message crosses 1,000 bytes
+    assert sum(w.worker.groups(small + big), []) == small + big
+
+
+def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(conn: sqlite3.Connection, clock: FakeClock) -> None:
+    w = MoneyWorld(conn, clock)
+    w.topup("K001", 500)  # H001's self purse exists; C02's payable does not yet
+    conn.execute("CREATE TEMP TRIGGER boom BEFORE INSERT ON sales WHEN NEW.card_id = 'K003' "
+                 "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    first, second = w.new_sale("K001", 300, canteen="C02"), w.new_sale("K003", 100, canteen="C02")
+    with pytest.raises(sqlite3.IntegrityError):
+        w.send(first, second)
+    assert conn.execute("SELECT count(*) FROM accounts WHERE id = ?", (ledger.canteen_payable("C02"),)).fetchone()[0] == 0
+    conn.execute("DROP TRIGGER boom")
+    results = w.send(first, second)  # the terminal resends the same sales
+    assert [r.status for r in results] == ["applied", "applied"]
+    assert ledger.balance(conn, ledger.canteen_payable("C02")) == 400
+    assert ledger.check(conn) == []
