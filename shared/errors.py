@@ -45,6 +45,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "unknown_item": ErrorSpec("商品不存在", "unknown item", 404),
     "unknown_canteen": ErrorSpec("食堂不存在", "unknown canteen", 404),
     "canteen_mismatch": ErrorSpec("终端不属于该食堂", "terminal does not belong to that canteen"),
+    "operator_card": ErrorSpec("管理卡：显示当日汇总，不扣款", "operator card: shows the day's totals, no charge"),
     # registry / money lifecycle
     "not_found": ErrorSpec("记录不存在", "not found", 404),
     "already_exists": ErrorSpec("记录已存在", "already exists", 409),

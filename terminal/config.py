@@ -22,11 +22,12 @@ class TerminalConfig:
     broker_url: str
     server_url: str
     db_path: str = "terminal.sqlite"
-    reader: str = "simulated"  # simulated | nfc:<device string>
+    reader: str = "stdin"  # stdin | fifo:<path> | nfc:<device string> (see terminal.readers)
     batch_size: int = 200
     window: int = 4  # batches in flight before waiting for acks
     ack_timeout_s: float = 5.0
     heartbeat_s: float = 5.0
+    clock_probe_s: float = 300.0  # measure the clock offset to the server this often
     software: str = "canteen-terminal/1"
 
     @property
