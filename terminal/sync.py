@@ -105,6 +105,7 @@ class SyncAgent:
         self._on_link_change = on_link_change or (lambda online: None)
         self._reported_in_sync: bool | None = None
         self._next_probe = 0.0
+        self._next_catchup = 0.0
         self.stats = SyncStats()
         self.online = False
         # offline since the last time this terminal knew it was offline, or since now
@@ -162,7 +163,7 @@ class SyncAgent:
                 if self.online:
                     if self._mono() >= self._next_probe:
                         self._probe_clock()
-                    if self._need_catchup:
+                    if self._need_catchup and self._mono() >= self._next_catchup:
                         self._catch_up()
                     self._expire_inflight()
                     self._send_outbox()
@@ -197,6 +198,10 @@ class SyncAgent:
             self._cursor = 0
             self._last_heartbeat = 0.0
             self._next_probe = 0.0
+            # deltas published while we were away are not all retained: ask the server
+            # what we missed before trusting the cache again
+            self._need_catchup = True
+            self._next_catchup = 0.0
             log.info("%s: online", self.config.terminal_id)
         else:
             if self.in_sync:
@@ -310,10 +315,10 @@ class SyncAgent:
             self._mark_synced()
         except ServerUnreachable as exc:
             log.warning("%s: catch-up failed, will retry: %s", self.config.terminal_id, exc)
-            self._stop.wait(1.0)
+            self._next_catchup = self._mono() + 1.0
         except ProtocolError as exc:
             log.error("%s: catch-up refused: %s", self.config.terminal_id, exc)
-            self._stop.wait(1.0)
+            self._next_catchup = self._mono() + 1.0
 
     def _expire_inflight(self) -> None:
         now = self._mono()
