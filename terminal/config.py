@@ -23,8 +23,8 @@ class TerminalConfig:
     server_url: str
     db_path: str = "terminal.sqlite"
     reader: str = "stdin"  # stdin | fifo:<path> | nfc:<device string> (see terminal.readers)
-    batch_size: int = 200
-    window: int = 4  # batches in flight before waiting for acks
+    batch_size: int = 500  # sales per signed batch (protocol maximum 1000; ~200 KB)
+    window: int = 8  # batches in flight before waiting for acks (bench: 500 × 8 drains 10k in ~1.5 s)
     ack_timeout_s: float = 5.0
     heartbeat_s: float = 5.0
     clock_probe_s: float = 300.0  # measure the clock offset to the server this often
