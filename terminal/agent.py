@@ -13,7 +13,15 @@ commit and the beep) is announced first — "断电前最后一笔交易已成�
 server ever applies was announced to its diner (see ``terminal.store``).
 
 An **operator card** (listed in the canteen config's ``operator_cards``, pushed by the
-server) is never charged: tapping it shows the day's totals on the display.
+server with the canteen's rules, so the canteen's unit decides who its operators are) is
+never charged: tapping it shows the day's totals on the display.
+
+**The meal limit's bound.** "Meals taken this period" is counted from this terminal's own
+journal (acknowledged sales included), so it is exact at one terminal. The server does not
+push other terminals' meals, so with ``k`` terminals in a canteen a card can take at most
+``k × meal_limit`` meals in one period; each is paid from the card and visible at the
+server (sales by holder, day and period), so any excess is reported, never lost. Closing
+the gap needs the server to add the meals taken today to the holder change.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ class Terminal:
         self._journal_lock = threading.Lock()
         self.sync = SyncAgent(
             config, clock, journal_lock=self._journal_lock, mqtt_url=mqtt_url, http_url=http_url,
-            on_link_change=self._on_link_change,
+            on_link_change=self._on_link_change, sale_clock=self.sale_time,
         )
         self._rules_version = -1
         self._rules: tuple[CanteenRules, RiskLimits] | None = None
@@ -119,14 +127,21 @@ class Terminal:
 
     # --- a tap -------------------------------------------------------------------------
 
+    def sale_time(self) -> int:
+        """The time a sale made now is dated by: the terminal's clock — or, online with a
+        clock found further off than ``max_clock_offset_ms``, the server's time (known
+        then). Offline such a clock refuses to sell (``clock_skew``) instead."""
+        now = self.clock.now_ms()
+        offset = self.sync.clock_offset_ms
+        if offset is not None and abs(offset) > self.rules()[1].max_clock_offset_ms and self.sync.in_sync:
+            return now + offset
+        return now
+
     def decide(self, request: TapRequest) -> tuple[Decision, CardState | None, LinkState, int]:
         """The decision for a tap, with no side effects (the benchmark times this)."""
         rules, limits = self.rules()
-        now = self.clock.now_ms()
+        now = self.sale_time()
         link = self.link_state(now)
-        offset = link.clock_offset_ms
-        if link.online and offset is not None and abs(offset) > limits.max_clock_offset_ms:
-            now += offset  # online the server's time is known: date the sale by it
         card = self.store.card_state(request.card_id) if request.card_id else None
         meals = 0
         period = rules.period_at(now) if request.kind == "meal" else None

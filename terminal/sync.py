@@ -84,6 +84,7 @@ class SyncAgent:
         mqtt_url: str | None = None,
         http_url: str | None = None,
         on_link_change: Callable[[bool], None] | None = None,
+        sale_clock: Callable[[], int] | None = None,
     ) -> None:
         import time
 
@@ -103,6 +104,7 @@ class SyncAgent:
         self._need_catchup = self.store.delta_version == 0
         self._version_seen = self.store.delta_version  # read by the will (network thread)
         self._on_link_change = on_link_change or (lambda online: None)
+        self._sale_clock = sale_clock or clock.now_ms  # the clock sales are dated by
         self._reported_in_sync: bool | None = None
         self._next_probe = 0.0
         self._next_catchup = 0.0
@@ -353,11 +355,11 @@ class SyncAgent:
 
     def watermark_ms(self) -> int:
         """No sale of this terminal before this time is still unsent. Taken under the
-        journal lock so a tap being decided right now cannot slip in behind it."""
+        journal lock, on the clock sales are dated by, so a tap being decided right now
+        cannot slip in behind it."""
         with self._journal_lock:
             oldest = self.store.oldest_pending_ms()
-            return oldest if oldest is not None else self.clock.now_ms()
-
+            return oldest if oldest is not None else self._sale_clock()
     def status(self) -> Status:
         self._version_seen = self.store.delta_version
         return Status(

@@ -202,3 +202,14 @@ def test_the_store_file_keeps_its_data_across_a_reopen(tmp_path: Path, clock: Fa
     term.store.close()
     store = Store(tmp_path / "t.sqlite")
     assert store.pending_count() == 1 and store.oldest_pending_ms() == sale.occurred_at_ms  # type: ignore[union-attr]
+
+
+def test_the_watermark_runs_on_the_clock_sales_are_dated_by(tmp_path: Path, clock: FakeClock) -> None:
+    term = make_terminal(tmp_path, clock)
+    term.sync.clock_offset_ms = -2 * HOUR_MS  # the terminal's clock is two hours fast
+    _, first = term.tap(TapRequest("C1", kind="shop", amount_fen=100))
+    assert term.sync.watermark_ms() == first.occurred_at_ms == NOON - 2 * HOUR_MS  # type: ignore[union-attr]
+    term.store.conn.execute("DELETE FROM outbox")
+    watermark = term.sync.watermark_ms()
+    _, second = term.tap(TapRequest("C1", kind="shop", amount_fen=100))
+    assert watermark <= second.occurred_at_ms  # type: ignore[union-attr]
