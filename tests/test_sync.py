@@ -4,8 +4,10 @@ vanishes), the watermark and the clock offset reach the server."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,12 +36,13 @@ class SkewedClock:
         return self.base.now_ms() + self.offset_ms
 
 
-def _cluster(broker, tmp_path, clock: FakeClock) -> tuple[Cluster, World]:  # noqa: ANN001
-    cluster = Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]).start()
-    conn = cluster.db()
-    world = demo_world(conn, clock.now_ms(), diners=6)
-    conn.close()
-    return cluster, world
+@contextlib.contextmanager
+def _cluster(broker, tmp_path, clock: FakeClock) -> Iterator[tuple[Cluster, World]]:  # noqa: ANN001
+    with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
+        conn = cluster.db()
+        world = demo_world(conn, clock.now_ms(), diners=6)
+        conn.close()
+        yield cluster, world
 
 
 def _retained_status(broker, terminal_id: str) -> Status:  # noqa: ANN001
@@ -61,8 +64,7 @@ def _retained_status(broker, terminal_id: str) -> Status:  # noqa: ANN001
 
 def test_sales_leave_the_outbox_only_on_the_servers_ack(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china(START))
-    cluster, world = _cluster(broker, tmp_path, clock)
-    with cluster:
+    with _cluster(broker, tmp_path, clock) as (cluster, world):
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         assert t.terminal.sync.stats.snapshots == 1  # a fresh terminal starts from a snapshot
@@ -87,8 +89,7 @@ def test_sales_leave_the_outbox_only_on_the_servers_ack(broker, tmp_path) -> Non
 
 def test_a_change_missed_while_offline_is_caught_up_before_the_next_online_sale(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china(START))
-    cluster, world = _cluster(broker, tmp_path, clock)
-    with cluster:
+    with _cluster(broker, tmp_path, clock) as (cluster, world):
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         t.cut()
@@ -112,8 +113,7 @@ def test_a_change_missed_while_offline_is_caught_up_before_the_next_online_sale(
 
 def test_the_status_is_retained_and_the_will_says_offline(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china(START))
-    cluster, world = _cluster(broker, tmp_path, clock)
-    with cluster:
+    with _cluster(broker, tmp_path, clock) as (cluster, world):
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         t.mqtt_proxy.oneway()
@@ -134,8 +134,7 @@ def test_the_status_is_retained_and_the_will_says_offline(broker, tmp_path) -> N
 
 def test_the_watermark_never_passes_an_unsent_sale(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china(START))
-    cluster, world = _cluster(broker, tmp_path, clock)
-    with cluster:
+    with _cluster(broker, tmp_path, clock) as (cluster, world):
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         t.cut()
@@ -149,8 +148,7 @@ def test_the_watermark_never_passes_an_unsent_sale(broker, tmp_path) -> None:  #
 
 def test_a_terminal_whose_clock_is_far_off_refuses_offline_sales(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china(START))
-    cluster, world = _cluster(broker, tmp_path, clock)
-    with cluster:
+    with _cluster(broker, tmp_path, clock) as (cluster, world):
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         t.terminal.sync.clock = t.terminal.clock = SkewedClock(clock, -20 * 60_000)  # type: ignore[assignment]
