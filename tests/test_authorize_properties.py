@@ -69,7 +69,7 @@ requests = st.one_of(
 
 
 @given(requests, cards, limits, links, st.integers(min_value=0, max_value=2))
-@settings(max_examples=2000)
+@settings(max_examples=2000, deadline=None)
 def test_never_more_than_the_available_balance_plus_the_offline_allowance(
     request: TapRequest, card: CardState, lim: RiskLimits, link: LinkState, meals: int
 ) -> None:
