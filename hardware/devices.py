@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TextIO
 
 from hardware.camera import Camera, open_camera
 from hardware.display import ConsoleDisplay, Display, MemoryDisplay
@@ -31,12 +32,16 @@ class Devices:
             close()
 
 
-def open_devices(display: str = "console", camera: str = "", face_engine: str = "dlib") -> Devices:
+def open_devices(
+    display: str = "console", camera: str = "", face_engine: str = "dlib", *, console: TextIO | None = None
+) -> Devices:
+    """The devices a terminal's config names; ``console`` is the stream a console display
+    writes to (stdout by default; ``canteen-terminal run --events`` keeps stdout for events)."""
     closers: list = []
     keypad: Keypad | None = None
     shown: Display
     if display == "console":
-        shown = ConsoleDisplay()
+        shown = ConsoleDisplay(console)
     elif display == "memory":
         shown = MemoryDisplay()
     elif display.startswith("board:") or display == "board-sim":

@@ -65,6 +65,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "ecny_refund_too_large": ErrorSpec("退款金额超过原交易金额", "refund exceeds the payment"),
     "reader_error": ErrorSpec("读卡器故障，请联系管理员", "card reader error", 503),
     "scanner_error": ErrorSpec("扫码器故障，请联系管理员", "QR scanner error", 503),
+    "operator_card": ErrorSpec("管理卡：显示当日汇总，不扣款", "operator card: shows the day's totals, no charge"),
     # registry / money lifecycle
     "not_found": ErrorSpec("记录不存在", "not found", 404),
     "already_exists": ErrorSpec("记录已存在", "already exists", 409),

@@ -172,6 +172,7 @@ class Cluster:
                 "db_path": str(self.workdir / f"terminal-{creds['terminal_id']}.sqlite"),
                 "ack_timeout_s": 3.0,
                 "heartbeat_s": 1.0,
+                "reader": "simulated",  # in-process: taps come from code (present()), not stdin
                 **overrides,
             }
         )

@@ -1,27 +1,63 @@
 """The terminal: a tap in, a decision out, the sale on disk before "paid".
 
-:class:`Terminal` ties the pieces together: it reads the cache, asks the pure
-:func:`~terminal.authorize.authorize`, journals an approved sale with its outbox row in one
-durable transaction, and only then shows "支付成功" on the display and pokes the sync agent.
-A decline is recorded for the operator's totals and shown with its zh-CN reason.
+:class:`Terminal` ties the pieces together. :meth:`Terminal.tap` is the single entry point
+for a sale, whatever identified the diner (card, QR code, face, digital RMB): it reads the
+cache, asks the pure :func:`~terminal.authorize.authorize`, journals an approved sale with
+its outbox row in one durable transaction, and only then tells the diner ("支付成功" on
+the display, plus an ``approved`` event for whoever listens) and marks the sale announced,
+which releases it to the sync agent. A decline is recorded for the operator's totals and
+shown with its zh-CN reason.
+
+At start, a sale that was journaled but never announced (the power went between the
+commit and the beep) is announced first — "断电前最后一笔交易已成功" — so every sale the
+server ever applies was announced to its diner (see ``terminal.store``).
+
+**Identification.** Inside the tap, before authorizing, :mod:`terminal.identify` turns
+what the diner presented into the paying card and the proof the sale records: an NFC
+card's SUN message is verified, a QR payment code is checked and used up (its offline
+allowance may tighten the offline cap), and a digital RMB order the gateway reported paid
+(:mod:`terminal.ecny`) comes back already approved — it moves no purse. A refusal decided
+outside a tap (a face not recognised, digital RMB offline) goes through
+:meth:`Terminal.decline`, which records and shows it the same way.
+
+An **operator card** (listed in the canteen config's ``operator_cards``, pushed by the
+server with the canteen's rules, so the canteen's unit decides who its operators are) is
+never charged: tapping it shows the day's totals on the display.
+
+**The meal limit's bound.** "Meals taken this period" is counted from this terminal's own
+journal (acknowledged sales included), so it is exact at one terminal. The server does not
+push other terminals' meals, so with ``k`` terminals in a canteen a card can take at most
+``k × meal_limit`` meals in one period; each is paid from the card and visible at the
+server (sales by holder, day and period), so any excess is reported, never lost. Closing
+the gap needs the server to add the meals taken today to the holder change.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import date
+from typing import Any
 
 from hardware.display import Display, MemoryDisplay, Screen
-from shared.clock import Clock
+from shared.clock import Clock, china_datetime
 from shared.errors import message
 from shared.money import format_fen
 from shared.protocol import Sale
-from terminal.authorize import Decision, LinkState, TapRequest, authorize, decline
+from terminal.authorize import CardState, Decision, LinkState, TapRequest, authorize, decline
 from terminal.config import TerminalConfig
 from terminal.identify import Identifier, sun_keys_from_config
 from terminal.rules import CanteenRules, RiskLimits, start_of_day_ms
 from terminal.store import Store
 from terminal.sync import SyncAgent
+from terminal.totals import DayTotals, day_totals, screen_lines
+
+log = logging.getLogger(__name__)
+
+OFFLINE_BANNER = "【离线模式 OFFLINE】"
+Event = dict[str, Any]
 
 
 class Terminal:
@@ -33,18 +69,28 @@ class Terminal:
         display: Display | None = None,
         mqtt_url: str | None = None,
         http_url: str | None = None,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.display = display or MemoryDisplay()
+        self.on_event = on_event or (lambda event: None)
         self.store = Store(config.db_path)
         self.identify = Identifier(self.store.conn, sun_keys_from_config(config))
         self._journal_lock = threading.Lock()
-        self.sync = SyncAgent(config, clock, journal_lock=self._journal_lock, mqtt_url=mqtt_url, http_url=http_url)
+        self.sync = SyncAgent(
+            config, clock, journal_lock=self._journal_lock, mqtt_url=mqtt_url, http_url=http_url,
+            on_link_change=self._on_link_change, sale_clock=self.sale_time,
+        )
+        self._rules_version = -1
+        self._rules: tuple[CanteenRules, RiskLimits] | None = None
         self.approved = 0
         self.declined = 0
 
+    # --- lifecycle ---------------------------------------------------------------------
+
     def start(self) -> Terminal:
+        self.recover()
         self.sync.start()
         return self
 
@@ -52,37 +98,97 @@ class Terminal:
         self.sync.stop()
         self.store.close()
 
-    def link_state(self) -> LinkState:
-        return LinkState(
-            online=self.sync.online,
-            offline_since_ms=self.sync.offline_since_ms,
-            last_sync_ms=self.sync.last_sync_ms,
-            unsent_sales=self.store.pending_count(),
-            clock_offset_ms=self.sync.clock_offset_ms,
-        )
-
-    def tap(self, request: TapRequest) -> tuple[Decision, Sale | None]:
-        """Decide a tap; an approved sale is durable before this returns."""
+    def recover(self) -> int:
+        """Announce sales journaled before a crash but never announced; returns how many."""
         with self._journal_lock:
-            now = self.clock.now_ms()
+            sales = self.store.unannounced()
+            for sale in sales:
+                when = china_datetime(sale.occurred_at_ms).strftime("%H:%M:%S")
+                self.display.show(Screen(("断电前最后一笔交易已成功", f"{when} 金额 {format_fen(sale.amount_fen)}"), "ok"))
+                self.on_event(_sale_event("recovered", sale))
+                self.store.mark_announced(sale.seq)
+                log.warning("%s: announced sale %s journaled before a crash", self.config.terminal_id, sale.sale_id)
+        return len(sales)
+
+    # --- the cache ---------------------------------------------------------------------
+
+    def rules(self) -> tuple[CanteenRules, RiskLimits]:
+        """The canteen's rules and risk limits, re-read only when the cache changed."""
+        version = self.store.delta_version
+        if self._rules is None or version != self._rules_version:
             config = self.store.canteen_config(self.config.canteen_id) or {}
             rules = CanteenRules.from_config(self.config.canteen_id, config)
-            limits = RiskLimits.from_config({**self.store.settings().get("risk", {}), **config.get("risk", {})})
-            resolved = self.identify.resolve(request, now, rules)  # NFC/QR/ecny credential → card
-            request = replace(resolved.request, credential=resolved.credential)  # what the sale records
-            if resolved.max_offline_total_fen is not None:
-                limits = replace(limits, max_offline_total_fen=min(limits.max_offline_total_fen, resolved.max_offline_total_fen))
-            card = self.store.card_state(request.card_id) if request.card_id else None
-            period = rules.period_at(now)
-            meals = 0
-            if card is not None and period is not None and request.kind == "meal":
-                meals = self.store.meals_taken(card.holder_id, period.name, start_of_day_ms(now))
-            link = self.link_state()
+            for problem in rules.problems:
+                log.error("%s: canteen config: %s (left out)", self.config.terminal_id, problem)
+            limits = RiskLimits.from_config(self.store.settings().get("risk"), config.get("risk"))
+            self._rules, self._rules_version = (rules, limits), version
+        return self._rules
+
+    def link_state(self, now_ms: int) -> LinkState:
+        online = self.sync.in_sync
+        last_sync = self.sync.last_sync_ms
+        floor = max(self.store.latest_recorded_ms() or 0, last_sync or 0) or None
+        return LinkState(
+            online=online,
+            offline_since_ms=self.sync.offline_since_ms,
+            last_sync_ms=now_ms if online else last_sync,
+            unsent_sales=self.store.pending_count(),
+            clock_offset_ms=self.sync.clock_offset_ms,
+            clock_floor_ms=floor,
+        )
+
+    # --- a tap -------------------------------------------------------------------------
+
+    def sale_time(self) -> int:
+        """The time a sale made now is dated by: the terminal's clock — or, online with a
+        clock found further off than ``max_clock_offset_ms``, the server's time (known
+        then). Offline such a clock refuses to sell (``clock_skew``) instead."""
+        now = self.clock.now_ms()
+        offset = self.sync.clock_offset_ms
+        if offset is not None and abs(offset) > self.rules()[1].max_clock_offset_ms and self.sync.in_sync:
+            return now + offset
+        return now
+
+    def decide(
+        self, request: TapRequest, limits: RiskLimits | None = None, now_ms: int | None = None
+    ) -> tuple[Decision, CardState | None, LinkState, int]:
+        """The decision for a tap whose card is known, with no side effects (the benchmark
+        times this). ``limits`` may be tighter than the canteen's (a QR credential's offline
+        allowance); ``now_ms`` is the sale time the identification step already used."""
+        rules, canteen_limits = self.rules()
+        limits = limits or canteen_limits
+        now = self.sale_time() if now_ms is None else now_ms
+        link = self.link_state(now)
+        card = self.store.card_state(request.card_id) if request.card_id else None
+        meals = 0
+        period = rules.period_at(now) if request.kind == "meal" else None
+        if card is not None and period is not None:
+            meals = self.store.meals_taken(card.holder_id, period.name, start_of_day_ms(now))
+        return authorize(request, card, rules, limits, link, now, meals), card, link, now
+
+    def tap(self, request: TapRequest) -> tuple[Decision, Sale | None]:
+        """Decide a tap; an approved sale is durable before the diner is told."""
+        sale = None
+        with self._journal_lock:
+            rules, limits = self.rules()
+            if request.card_id is not None and request.card_id in rules.operator_cards:
+                return self._operator_view(request)
+            now = self.sale_time()
+            # identification (terminal.identify): an NFC SUN message, a QR code or a paid
+            # digital RMB order → the paying card and the proof the sale records
+            resolved = self.identify.resolve(request, now, rules)
+            request = replace(resolved.request, credential=resolved.credential)
+            if resolved.reason is None and request.method == "card" and request.card_id in rules.operator_cards:
+                return self._operator_view(request)  # a SUN card whose real UID is an operator card
+            card: CardState | None = None
             if resolved.reason is not None:
-                decision = decline(resolved.reason)
+                decision, link = decline(resolved.reason), self.link_state(now)
+            elif resolved.decision is not None:  # a paid digital RMB order: no card, no purse
+                decision, link = resolved.decision, self.link_state(now)
             else:
-                decision = resolved.decision or authorize(request, card, rules, limits, link, now, meals)
-            sale = None
+                if resolved.max_offline_total_fen is not None:
+                    limits = replace(limits, max_offline_total_fen=min(limits.max_offline_total_fen, resolved.max_offline_total_fen))
+                decision, card, link, now = self.decide(request, limits, now)
             if decision.approved:
                 sale = self.store.record_sale(
                     terminal_id=self.config.terminal_id,
@@ -102,26 +208,64 @@ class Terminal:
                     credential=request.credential,
                 )
                 self.approved += 1
+                # journaled and fsynced: now, and only now, tell the diner; then release it
+                self._show(decision, link.online)
+                self.on_event(_sale_event("approved", sale))
+                self.store.mark_announced(sale.seq)
             else:
                 self.store.record_decline(now, request.card_id, request.method, decision.reason or "?", decision.meal_period)
                 self.declined += 1
-        self._show(decision, link.online)
-        if sale is not None:
-            self.sync.poke()
+                self._show(decision, link.online)
+                self.on_event({"event": "declined", "card_id": request.card_id, "reason": decision.reason})
+        self.sync.poke()
         return decision, sale
 
-    def decline(self, method: str, reason: str, card_id: str | None = None) -> None:
-        """Record and show a refusal decided before authorization (e.g. a face that was
-        not recognised, or wrong card digits at the second factor)."""
+    def decline(
+        self, method: str, reason: str, card_id: str | None = None, lines: tuple[str, ...] | None = None
+    ) -> Decision:
+        """Record and show a refusal decided before :meth:`tap` (a face that was not
+        recognised, wrong card digits at the second factor, digital RMB offline or refused
+        by its gateway). ``lines`` replaces the reason's zh-CN text on the display."""
         with self._journal_lock:
-            self.store.record_decline(self.clock.now_ms(), card_id, method, reason, None)
+            self.store.record_decline(self.sale_time(), card_id, method, reason, None)
             self.declined += 1
-        self.display.show(Screen((message(reason),), "error"))
+            self.display.show(Screen(lines or (message(reason),), "error"))
+            self.on_event({"event": "declined", "card_id": card_id, "reason": reason})
+        return decline(reason)
+
+    # --- the operator ------------------------------------------------------------------
+
+    def totals(self, day: date | None = None) -> DayTotals:
+        day = day or china_datetime(self.clock.now_ms()).date()
+        return day_totals(self.store, day, self.config.canteen_id, self.config.terminal_id, online=self.sync.in_sync)
+
+    def _operator_view(self, request: TapRequest) -> tuple[Decision, None]:
+        totals = self.totals()
+        self.display.show(Screen(screen_lines(totals), "info"))
+        self.on_event({"event": "operator", "card_id": request.card_id, "totals": totals.to_json()})
+        return Decision(False, "operator_card"), None
+
+    # --- the display -------------------------------------------------------------------
 
     def _show(self, decision: Decision, online: bool) -> None:
-        offline = () if online else ("【离线模式 OFFLINE】",)
+        offline = () if online else (OFFLINE_BANNER,)
         if decision.approved:
             lines = ("支付成功", f"金额 {format_fen(decision.amount_fen)}") + offline
             self.display.show(Screen(lines, "ok"))
         else:
             self.display.show(Screen((decision.message("zh"),) + offline, "error"))
+
+    def _on_link_change(self, online: bool) -> None:
+        """Called by the sync agent when the link to the server comes or goes."""
+        if online:
+            self.display.show(Screen(("网络已恢复", "请刷卡"), "info"))
+        else:
+            self.display.show(Screen((OFFLINE_BANNER, "网络中断，离线消费受限额控制", "请刷卡"), "error"))
+        self.on_event({"event": "link", "online": online})
+
+
+def _sale_event(kind: str, sale: Sale) -> Event:
+    return {
+        "event": kind, "seq": sale.seq, "uuid": sale.uuid, "card_id": sale.card_id,
+        "amount_fen": sale.amount_fen, "offline": sale.offline,
+    }

@@ -5,8 +5,16 @@ decline, the amount, which purse pays how much (subsidy first), and for every de
 stable reason code whose zh-CN text the display shows. The caller reads the cache and the
 clock and passes them in; the function cannot touch a database or a device.
 
-Available balance = the last server-confirmed balance − this terminal's unconfirmed sales
-for the holder. Offline (no server link), the risk limits cap what may be approved.
+The money rule it guarantees (property-tested in ``tests/test_authorize_properties.py``):
+
+* ``available = subsidy + self (last server-confirmed) − this terminal's unconfirmed sales``;
+  an approved sale never exceeds ``available`` online, nor ``available +
+  limits.offline_allowance_fen`` offline;
+* a card that is not active, or whose holder is blocked, is never approved;
+* offline, a card's unconfirmed total and count stay within the per-card limits.
+
+"Online" here means more than a TCP connection: the link is up **and** the cache is
+caught up with the server's delta stream; otherwise the offline limits apply.
 """
 
 from __future__ import annotations
@@ -16,28 +24,55 @@ from dataclasses import dataclass
 from shared.errors import message
 from shared.protocol import Item
 from terminal.rules import CanteenRules, RiskLimits
-from terminal.store import CardState
 
 
 @dataclass(frozen=True)
 class TapRequest:
+    """One sale attempt. ``card_id`` comes from whichever identification the diner used
+    (card, QR code, face); identifying them is not this module's business
+    (:mod:`terminal.identify` resolves ``credential`` to the card before authorizing)."""
+
     card_id: str | None
     method: str = "card"  # card | qr | face | ecny
     kind: str = "meal"  # meal | shop
     items: tuple[tuple[str, int], ...] = ()  # (sku, qty) for a shop basket
     amount_fen: int | None = None  # typed by the cashier in shop mode
-    credential: str | None = None  # raw, as presented (SUN URL, QR text, ecny order): terminal.identify
+    # as presented (SUN URL, QR text, ecny order); terminal.identify turns it into the
+    # method-specific proof that is journaled with the sale
+    credential: str | None = None
+
+
+@dataclass(frozen=True)
+class CardState:
+    """What the terminal knows about a card and its holder at the moment of a tap."""
+
+    card_id: str
+    card_status: str
+    holder_id: str
+    unit_id: str
+    subsidy_fen: int
+    self_fen: int
+    blocked: bool
+    version: int
+    unconfirmed_fen: int  # this terminal's sales for the holder not yet acknowledged
+    unconfirmed_count: int
+
+    @property
+    def available_fen(self) -> int:
+        """Last confirmed balance (a negative purse is a debt) minus unconfirmed sales."""
+        return self.subsidy_fen + self.self_fen - self.unconfirmed_fen
 
 
 @dataclass(frozen=True)
 class LinkState:
     """What the terminal knows about its connection to the server."""
 
-    online: bool
+    online: bool  # link up and cache caught up with the server's deltas
     offline_since_ms: int | None = None
     last_sync_ms: int | None = None  # last time the cache (deny-list) was confirmed current
     unsent_sales: int = 0
     clock_offset_ms: int | None = None  # server − terminal, when measured
+    clock_floor_ms: int | None = None  # latest time this terminal recorded; the clock must not be before it
 
 
 @dataclass(frozen=True)
@@ -62,34 +97,49 @@ def decline(reason: str, **kw: object) -> Decision:
 
 
 def price(request: TapRequest, card: CardState, rules: CanteenRules, now_ms: int) -> Decision:
-    """The amount to charge (no balance checks): meal by period and visitor status, or a
+    """The amount to charge (no balance checks): a meal by period and visitor status, or a
     shop basket / typed amount."""
+    visitor = card.unit_id != rules.unit_id
     if request.kind == "meal":
         period = rules.period_at(now_ms)
         if period is None:
             return decline("outside_meal_hours")
-        visitor = card.unit_id != rules.unit_id
-        amount = period.price_fen
-        if visitor and period.visitor_price_fen is not None:
-            amount = period.visitor_price_fen
-        return Decision(True, amount_fen=amount, meal_period=period.name, visitor=visitor)
-    visitor = card.unit_id != rules.unit_id
+        return Decision(True, amount_fen=period.price_for(visitor), meal_period=period.name, visitor=visitor)
+    if request.kind != "shop":
+        return decline("invalid_input")
     if request.items:
+        if request.amount_fen is not None:
+            return decline("invalid_input")
         items = []
         for sku, qty in request.items:
             item = rules.items.get(sku)
-            if item is None:
-                return decline("unknown_item")
-            if item.reference_price_fen is not None and item.price_fen > item.reference_price_fen:
-                return decline("price_above_reference")
+            if item is None:  # left out of the rules: unknown, or priced above the reference
+                return decline("price_above_reference" if sku in rules.above_reference else "unknown_item")
             if qty <= 0:
                 return decline("invalid_input")
             items.append(Item(sku, qty, item.price_fen))
         amount = sum(i.qty * i.unit_price_fen for i in items)
+        if amount <= 0:
+            return decline("bad_amount")
         return Decision(True, amount_fen=amount, items=tuple(items), visitor=visitor)
+    if not rules.allow_typed_amount:
+        return decline("invalid_input")
     if request.amount_fen is None or request.amount_fen <= 0:
         return decline("bad_amount")
     return Decision(True, amount_fen=request.amount_fen, visitor=visitor)
+
+
+def offline_gate(limits: RiskLimits, link: LinkState, now_ms: int) -> str | None:
+    """Why this terminal may not sell offline right now, or None."""
+    if link.clock_offset_ms is not None and abs(link.clock_offset_ms) > limits.max_clock_offset_ms:
+        return "clock_skew"
+    if link.clock_floor_ms is not None and now_ms < link.clock_floor_ms - limits.max_clock_offset_ms:
+        return "clock_skew"  # the clock went backwards (e.g. a Pi without RTC rebooted)
+    if link.offline_since_ms is not None and now_ms - link.offline_since_ms > limits.max_offline_age_ms:
+        return "terminal_offline_too_long"
+    if link.last_sync_ms is None or now_ms - link.last_sync_ms > limits.max_denylist_age_ms:
+        return "denylist_too_old"
+    return None
 
 
 def authorize(
@@ -107,35 +157,31 @@ def authorize(
         return decline("card_unknown")
     if card.card_status != "active" or card.blocked:
         return decline("card_blocked")
+    if link.unsent_sales >= limits.max_unsent_sales:
+        return decline("offline_limit_reached")
     if not link.online:
-        if link.clock_offset_ms is not None and abs(link.clock_offset_ms) > limits.max_clock_offset_ms:
-            return decline("clock_skew")
-        if link.offline_since_ms is not None and now_ms - link.offline_since_ms > limits.max_offline_age_ms:
-            return decline("terminal_offline_too_long")
-        if link.last_sync_ms is None or now_ms - link.last_sync_ms > limits.max_denylist_age_ms:
-            return decline("denylist_too_old")
-        if link.unsent_sales >= limits.max_unsent_sales:
-            return decline("offline_limit_reached")
+        gate = offline_gate(limits, link, now_ms)
+        if gate is not None:
+            return decline(gate)
     priced = price(request, card, rules, now_ms)
     if not priced.approved:
         return priced
-    if priced.meal_period is not None and meals_taken >= rules.meal_limit:
-        return decline("meal_limit_reached", meal_period=priced.meal_period)
     amount = priced.amount_fen
+    if priced.meal_period is not None and meals_taken >= rules.meal_limit:
+        return decline("meal_limit_reached", meal_period=priced.meal_period, amount_fen=amount)
     if amount > limits.max_sale_fen:
         return decline("amount_too_large", amount_fen=amount)
+    allowance = 0
     if not link.online:
         if card.unconfirmed_count >= limits.max_offline_sales:
             return decline("offline_limit_reached", amount_fen=amount)
         if card.unconfirmed_fen + amount > limits.max_offline_total_fen:
             return decline("offline_limit_reached", amount_fen=amount)
-    subsidy_avail = max(card.subsidy_fen, 0)
-    self_avail = max(card.self_fen, 0)
-    available = subsidy_avail + self_avail - card.unconfirmed_fen
-    if amount > available:
-        return decline("insufficient_balance", amount_fen=amount)
-    # spend order for the remaining money: subsidy first (unconfirmed sales used it first)
-    subsidy_left = max(subsidy_avail - card.unconfirmed_fen, 0)
+        allowance = limits.offline_allowance_fen
+    if amount > card.available_fen + allowance:
+        return decline("insufficient_balance", amount_fen=amount, meal_period=priced.meal_period)
+    # spend order: subsidy first; this terminal's unconfirmed sales used the subsidy first
+    subsidy_left = max(card.subsidy_fen - card.unconfirmed_fen, 0)
     from_subsidy = min(subsidy_left, amount)
     return Decision(
         True,

@@ -1,18 +1,45 @@
-"""``canteen-terminal``: run a terminal from its config file."""
+"""``canteen-terminal``: run a terminal, and the operator's views of it.
+
+* ``run`` — sync with the server and serve payments until stopped: taps from the configured
+  reader (``stdin`` lines, a ``fifo:``, an ``nfc:`` reader), codes from the QR scanner,
+  digital RMB through the gateway, screens on the configured display (``terminal.devices``,
+  ``hardware.devices``); with ``--events`` one JSON line per event on stdout (``ready``,
+  ``approved`` — written only after the sale is on disk —, ``recovered``, ``declined``,
+  ``operator``, ``link``, ``bad_tap``) and a console display on stderr.
+* ``totals`` — the day's totals of this terminal, in Chinese (``--json`` for machines).
+* ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset.
+
+``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``. Exit codes: 0 ok, 1 error,
+2 bad input (an unknown reader, scanner, gateway or display; a bad date).
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
+import sys
 import threading
+from datetime import date
+from typing import Any
 
 import click
 
 from hardware.devices import open_devices
-from shared.clock import SystemClock
+from shared.clock import SystemClock, china_datetime
+from shared.errors import DomainError
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
-from terminal.devices import DeviceLoop
+from terminal.devices import DeviceLoop, check_config
+from terminal.store import Store
+from terminal.totals import day_totals, render_zh
+
+log = logging.getLogger(__name__)
+
+CONFIG = click.option(
+    "--config", "config_path", required=True, envvar="CANTEEN_TERMINAL_CONFIG",
+    type=click.Path(exists=True, dir_okay=False), help="Terminal config JSON (from provision-terminal).",
+)
 
 
 @click.group()
@@ -20,21 +47,114 @@ def main() -> None:
     """Canteen one-card terminal agent (食堂一卡通 消费终端)."""
 
 
+class _EventWriter:
+    """One JSON object per line, each written with a single write and flushed."""
+
+    def __init__(self, out: Any) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with self._lock:
+            self._out.write(line)
+            self._out.flush()
+
+
 @main.command()
-@click.option("--config", "config_path", required=True, type=click.Path(exists=True), help="Terminal config JSON (from provision-terminal).")
-def run(config_path: str) -> None:
-    """Run the terminal: sync with the server and serve taps until stopped."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+@CONFIG
+@click.option("--events/--no-events", default=False, help="Write one JSON line per event on stdout (display goes to stderr).")
+@click.option("--log-level", default="INFO", show_default=True, help="Logging level (logs go to stderr).")
+def run(config_path: str, events: bool, log_level: str) -> None:
+    """Run the terminal: sync with the server and serve taps until stopped (SIGTERM/Ctrl-C)."""
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     config = TerminalConfig.load(config_path)
-    devices = open_devices(config.display, config.camera, config.face_engine)
-    terminal = Terminal(config, SystemClock(), display=devices.display).start()
-    payments = DeviceLoop.from_config(terminal, config).start()  # card reader, QR scanner, e-CNY
+    emit = _EventWriter(sys.stdout) if events else (lambda event: None)
+    try:
+        check_config(config)
+        devices = open_devices(config.display, config.camera, config.face_engine, console=sys.stderr if events else sys.stdout)
+    except (ValueError, DomainError) as exc:
+        raise click.UsageError(str(exc)) from exc
+    if config.reader == "simulated":
+        log.warning("reader 'simulated' is fed in-process: no taps will come from it here (use stdin, fifo:<path> or nfc:<device>)")
+    terminal = Terminal(config, SystemClock(), display=devices.display, on_event=emit).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    payments = None
     try:
+        # the card reader (or tap lines), the QR scanner and the digital RMB gateway
+        payments = DeviceLoop.from_config(terminal, config, stdin=sys.stdin)
+        emit({"event": "ready", "terminal_id": config.terminal_id})
+        payments.start()
         done.wait()
     except KeyboardInterrupt:
         pass
-    payments.stop()
-    terminal.stop()
-    devices.close()
+    finally:
+        if payments is not None:
+            payments.stop()
+        terminal.stop()
+        devices.close()
+
+
+@main.command()
+@CONFIG
+@click.option("--date", "day", default=None, help="Day (YYYY-MM-DD, Asia/Shanghai); default today.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def totals(config_path: str, day: str | None, as_json: bool) -> None:
+    """Print the day's totals of this terminal (当日汇总) in Chinese."""
+    config = TerminalConfig.load(config_path)
+    try:
+        the_day = date.fromisoformat(day) if day else china_datetime(SystemClock().now_ms()).date()
+    except ValueError as exc:
+        raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from exc
+    store = Store(config.db_path)
+    try:
+        t = day_totals(store, the_day, config.canteen_id, config.terminal_id, online=store.get_meta("link_state") == "online")
+    finally:
+        store.close()
+    click.echo(json.dumps(t.to_json(), ensure_ascii=False, indent=2) if as_json else render_zh(t))
+
+
+@main.command()
+@CONFIG
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_path: str, as_json: bool) -> None:
+    """Show whether the terminal is online (or OFFLINE), its unsent sales and last sync."""
+    config = TerminalConfig.load(config_path)
+    store = Store(config.db_path)
+    try:
+        info = {
+            "terminal_id": config.terminal_id,
+            "canteen_id": config.canteen_id,
+            "state": store.get_meta("link_state") or "offline",
+            "offline_since_ms": _int(store.get_meta("offline_since_ms")),
+            "last_sync_ms": _int(store.get_meta("last_sync_ms")),
+            "unsent_sales": store.pending_count(),
+            "oldest_unsent_ms": store.oldest_pending_ms(),
+            "delta_version": store.delta_version,
+            "clock_offset_ms": _int(store.get_meta("clock_offset_ms")),
+        }
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(info, ensure_ascii=False, indent=2))
+        return
+    when = lambda ms: china_datetime(ms).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"  # noqa: E731
+    state = "在线 online" if info["state"] == "online" else "【离线 OFFLINE】"
+    click.echo(f"终端 {info['terminal_id']} · 食堂 {info['canteen_id']} · {state}")
+    if info["state"] != "online":
+        click.echo(f"  离线开始 offline since  {when(info['offline_since_ms'])}")
+    click.echo(f"  未上传 unsent sales     {info['unsent_sales']}")
+    click.echo(f"  最早未上传 oldest unsent {when(info['oldest_unsent_ms'])}")
+    click.echo(f"  上次同步 last sync      {when(info['last_sync_ms'])}")
+    click.echo(f"  数据版本 delta version  {info['delta_version']}")
+    offset = info["clock_offset_ms"]
+    click.echo(f"  时钟偏差 clock offset   {'-' if offset is None else f'{offset:+d} ms'}")
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+if __name__ == "__main__":
+    main()

@@ -25,14 +25,17 @@ class TerminalConfig:
     display: str = "console"  # console | memory | board:/dev/ttyACM0 | board-sim (hardware.devices)
     camera: str = ""  # "" = no face pay | file:PATH | simulated | opencv:N | picamera2
     face_engine: str = "dlib"  # dlib | simulated
-    reader: str = "simulated"  # simulated | nfc:<device string> (e.g. nfc:usb, nfc:tty:AMA0:pn532)
+    # where taps come from (terminal.readers): stdin | fifo:<path> | simulated (in-process, fed
+    # by code) | nfc:<device string> (e.g. nfc:usb, nfc:tty:AMA0:pn532)
+    reader: str = "stdin"
     qr_scanner: str = "none"  # none | simulated | serial:<port>,<baud>,<eol>
     ecny_gateway: str = "simulated"  # simulated | none | a real adapter's name (terminal.devices)
     sun_master_key_hex: str = ""  # NTAG 424 SUN master key (32+ hex); empty: cards are UID-only
-    batch_size: int = 200
-    window: int = 4  # batches in flight before waiting for acks
+    batch_size: int = 500  # sales per signed batch (protocol maximum 1000; ~200 KB)
+    window: int = 8  # batches in flight before waiting for acks (bench: 500 × 8 drains 10k in ~1.5 s)
     ack_timeout_s: float = 5.0
     heartbeat_s: float = 5.0
+    clock_probe_s: float = 300.0  # measure the clock offset to the server this often
     software: str = "canteen-terminal/1"
 
     @property

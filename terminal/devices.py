@@ -3,8 +3,8 @@
 Configuration (``terminal/config.py``):
 
 =================  ============================================================================
-``reader``         ``simulated`` | ``nfc:<nfcpy device>`` (``nfc:usb``, ``nfc:tty:AMA0:pn532``,
-                   ``nfc:udp:localhost:54321`` for nfcpy's UDP test device)
+``reader``         ``stdin`` | ``fifo:<path>`` | ``simulated`` | ``nfc:<nfcpy device>``
+                   (:mod:`terminal.readers` owns this string)
 ``qr_scanner``     ``none`` | ``simulated`` | ``serial:<port>,<baud>,<eol>``
                    (``serial:/dev/ttyACM0,9600,cr``)
 ``ecny_gateway``   ``simulated`` | ``none`` | a real adapter registered in
@@ -12,11 +12,12 @@ Configuration (``terminal/config.py``):
 =================  ============================================================================
 
 :class:`DeviceLoop` reads each device on its own thread and hands what it gets to the
-terminal: a card tap → :meth:`Terminal.tap` (``method="card"``, SUN URL as credential); a
-scanned ``CQ1.…`` code → a QR payment; a scanned e-CNY wallet payment code → the
-:class:`~terminal.ecny.EcnyCashier`; anything else → "付款码无效" on the display. What is
-being sold (a meal, or the cashier's basket) comes from ``order``; a device failure is shown
-to the operator in Chinese and the loop goes on.
+terminal: a tap from the reader (a card laid on it, SUN URL as credential, or a line of
+text) → :meth:`Terminal.tap`; a scanned ``CQ1.…`` code → a QR payment; a scanned e-CNY
+wallet payment code → the :class:`~terminal.ecny.EcnyCashier`; anything else → "付款码无效"
+on the display. What a card pays for (a meal, or the cashier's basket) comes from
+``order``; a line that is not a tap is reported as a ``bad_tap`` event; a device failure is
+shown to the operator in Chinese and the loop goes on.
 """
 
 from __future__ import annotations
@@ -25,42 +26,33 @@ import logging
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from hardware.display import Screen
 from hardware.qr_scanner import QrScanner, SerialQrScanner, SimulatedQrScanner
-from hardware.reader import CardReader, SimulatedCardReader
+from hardware.reader import CardReader
 from hardware.serial_port import SerialSpec
-from shared.ecny_gateway import EcnyGateway, make_gateway
+from shared.ecny_gateway import GATEWAYS, EcnyGateway, make_gateway
 from shared.errors import message
 from shared.paycode import looks_like_code
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
 from terminal.ecny import EcnyCashier
+from terminal.readers import (
+    BadTap,
+    CardReaderTapSource,
+    Order,
+    TapSource,
+    make_card_reader,
+    open_source,
+    parse_reader,
+)
+
+__all__ = ["DeviceLoop", "Order", "check_config", "make_card_reader", "make_qr_scanner"]
 
 log = logging.getLogger(__name__)
 
 ECNY_CODE = re.compile(r"^01\d{16,17}$")  # wallet payment codes: 18–19 digits starting 01
-
-
-@dataclass(frozen=True)
-class Order:
-    """What the next payment is for: a meal, or a shop basket / typed amount."""
-
-    kind: str = "meal"
-    items: tuple[tuple[str, int], ...] = ()
-    amount_fen: int | None = None
-
-
-def make_card_reader(spec: str, on_error: Callable[[str], None]) -> CardReader:
-    if spec == "simulated":
-        return SimulatedCardReader()
-    if spec.startswith("nfc:"):
-        from hardware.nfc import NfcCardReader  # imports nfcpy only when a real reader is used
-
-        return NfcCardReader(spec.removeprefix("nfc:"), on_error=on_error)
-    raise ValueError(f"reader {spec!r}: expected simulated or nfc:<device>")
 
 
 def make_qr_scanner(spec: str, on_error: Callable[[str], None]) -> QrScanner | None:
@@ -73,18 +65,29 @@ def make_qr_scanner(spec: str, on_error: Callable[[str], None]) -> QrScanner | N
     raise ValueError(f"qr_scanner {spec!r}: expected none, simulated or serial:<port>,<baud>,<eol>")
 
 
+def check_config(config: TerminalConfig) -> None:
+    """ValueError if a device string names no known device — checked before anything opens."""
+    parse_reader(config.reader)
+    if config.qr_scanner.startswith("serial:"):
+        SerialSpec.parse(config.qr_scanner)
+    elif config.qr_scanner not in ("", "none", "simulated"):
+        make_qr_scanner(config.qr_scanner, lambda m: None)  # raises
+    if config.ecny_gateway not in ("", "none") and config.ecny_gateway not in GATEWAYS:
+        raise ValueError(f"unknown digital RMB gateway {config.ecny_gateway!r} (known: {sorted(GATEWAYS)}, none)")
+
+
 class DeviceLoop:
     def __init__(
         self,
         terminal: Any,  # terminal.agent.Terminal
         *,
-        reader: CardReader | None = None,
+        taps: TapSource | None = None,
         scanner: QrScanner | None = None,
         gateway: EcnyGateway | None = None,
         order: Callable[[], Order] = Order,
     ) -> None:
         self.terminal = terminal
-        self.reader = reader
+        self.taps = taps
         self.scanner = scanner
         self.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
         self.order = order
@@ -93,54 +96,78 @@ class DeviceLoop:
         self._threads: list[threading.Thread] = []
 
     @classmethod
-    def from_config(cls, terminal: Any, config: TerminalConfig, order: Callable[[], Order] = Order) -> DeviceLoop:
+    def from_config(
+        cls, terminal: Any, config: TerminalConfig, order: Callable[[], Order] = Order, stdin: IO[str] | None = None
+    ) -> DeviceLoop:
+        """The devices ``config`` names; ``stdin`` feeds a ``stdin`` reader."""
         loop = cls(terminal, order=order)
-        loop.reader = make_card_reader(config.reader, lambda m: loop.device_error("reader_error", m))
+        loop.taps = open_source(
+            config.reader, stdin, order=lambda: loop.order(), on_error=lambda m: loop.device_error("reader_error", m)
+        )
         loop.scanner = make_qr_scanner(config.qr_scanner, lambda m: loop.device_error("scanner_error", m))
         gateway = make_gateway(config.ecny_gateway, terminal.clock)
         loop.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
         return loop
 
+    @property
+    def reader(self) -> CardReader | None:
+        """The card reader device, when the taps come from one (``present()`` on a simulated one)."""
+        return self.taps.reader if isinstance(self.taps, CardReaderTapSource) else None
+
     def start(self) -> DeviceLoop:
         if self.cashier is not None:
             self.cashier.recover()
-        for name, device, handle in (("reader", self.reader, self.on_tap), ("scanner", self.scanner, self.on_scan)):
-            if device is not None:
-                t = threading.Thread(target=self._pump, args=(device, handle), name=f"device-{name}", daemon=True)
-                t.start()
-                self._threads.append(t)
+        if self.taps is not None:
+            self._spawn("reader", self._pump_taps)
+        if self.scanner is not None:
+            self._spawn("scanner", self._pump_scans)
         return self
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=f"device-{name}", daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
             t.join(5)
-        for device in (self.reader, self.scanner):
+        for device in (self.taps, self.scanner, self.cashier):
             if device is not None:
                 device.close()
 
-    def _pump(self, device: Any, handle: Callable[[Any], None]) -> None:
+    def _pump_taps(self) -> None:
+        assert self.taps is not None
         while not self._stop.is_set():
-            event = device.read(0.2)
-            if event is None:
-                continue
             try:
-                handle(event)
-            except Exception:  # noqa: BLE001 — one bad event must not stop the device; the journal is safe
-                log.exception("device loop: failed to handle %r", event)
-                self.terminal.display.show(Screen(("系统繁忙，请重试",), "error"))
-            self.handled += 1
+                request = self.taps.next(0.2)
+            except BadTap as exc:
+                log.warning("not a tap: %s", exc)
+                self.terminal.on_event({"event": "bad_tap", "detail": str(exc)})
+                continue
+            if request is not None:
+                self._handle(self.terminal.tap, request)
+
+    def _pump_scans(self) -> None:
+        assert self.scanner is not None
+        while not self._stop.is_set():
+            scan = self.scanner.read(0.2)
+            if scan is not None:
+                self._handle(self.on_scan, scan)
+
+    def _handle(self, handle: Callable[[Any], Any], event: Any) -> None:
+        try:
+            handle(event)
+        except Exception:  # noqa: BLE001 — one bad event must not stop the device; the journal is safe
+            log.exception("device loop: failed to handle %r", event)
+            self.terminal.display.show(Screen(("系统繁忙，请重试",), "error"))
+        self.handled += 1
 
     # --- what each device brings -----------------------------------------------------------
 
     def device_error(self, code: str, detail: str) -> None:
         log.error("%s: %s", code, detail)
         self.terminal.display.show(Screen((message(code, "zh"),), "error"))
-
-    def on_tap(self, tap: Any) -> None:
-        o = self.order()
-        self.terminal.tap(TapRequest(tap.card_id, method=tap.method, kind=o.kind, items=o.items,
-                                     amount_fen=o.amount_fen, credential=tap.credential))
 
     def on_scan(self, scan: Any) -> None:
         o = self.order()

@@ -33,8 +33,9 @@ from shared.ecny_gateway import EcnyGateway, GatewayOrder
 from shared.errors import DomainError, message
 from shared.money import format_fen
 from shared.protocol import Item, Sale
-from terminal.authorize import Decision, TapRequest, decline
+from terminal.authorize import Decision, TapRequest
 from terminal.rules import CanteenRules
+from terminal.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,8 @@ def price(rules: CanteenRules, now_ms: int, kind: str, items: tuple[tuple[str, i
         out = []
         for sku, qty in items:
             item = rules.items.get(sku)
-            if item is None:
-                return "unknown_item"
-            if item.reference_price_fen is not None and item.price_fen > item.reference_price_fen:
-                return "price_above_reference"
+            if item is None:  # the rules left out items priced above the reference (第十条)
+                return "price_above_reference" if sku in rules.above_reference else "unknown_item"
             if qty <= 0:
                 return "invalid_input"
             out.append(Item(sku, qty, item.price_fen))
@@ -98,7 +97,14 @@ class EcnyCashier:
         self.gateway = gateway
         self._sleep = sleep
         self._poll_s = poll_s
-        self.conn: sqlite3.Connection = terminal.store.conn
+        # its own connection (as terminal.store asks of every thread): the cashier runs on the
+        # scanner's thread, and a write on the terminal's connection could land inside a tap's
+        # transaction on another thread, or commit without an fsync during a relaxed one
+        self._store = Store(terminal.store.path)
+        self.conn: sqlite3.Connection = self._store.conn
+
+    def close(self) -> None:
+        self._store.close()
 
     # --- the two ways to pay -------------------------------------------------------------
 
@@ -159,10 +165,8 @@ class EcnyCashier:
     # --- steps -----------------------------------------------------------------------------
 
     def _declined(self, reason: str, lines: tuple[str, ...] | None = None) -> Decision:
-        now = self.terminal.clock.now_ms()
-        self.terminal.store.record_decline(now, None, "ecny", reason, None)
-        self.terminal.display.show(Screen(lines or (message(reason, "zh"),), "error"))
-        return decline(reason)
+        # through the terminal: it holds the journal lock while it records the decline
+        return self.terminal.decline("ecny", reason, lines=lines or (message(reason, "zh"),))
 
     def _start(self, kind: str, items: tuple[tuple[str, int], ...], amount_fen: int | None) -> tuple[str, Priced] | Decision:
         if not self.terminal.sync.online:

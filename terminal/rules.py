@@ -1,24 +1,42 @@
-"""A canteen's rules and the city's risk limits, parsed from the cached config.
+"""A canteen's rules and the risk limits, parsed from the cached config.
 
-The server pushes each canteen's config as JSON (``meals``, ``meal_limit``, ``items``,
-``allow_uid_only``) and the city-wide terminal ``settings`` (``risk``); this module turns
-them into typed, validated values for :func:`terminal.authorize.authorize`. Times of day
-are minutes after midnight, Asia/Shanghai.
+The server pushes each canteen's config as JSON and the city-wide terminal ``settings``;
+this module turns them into typed values for :func:`terminal.authorize.authorize`. The
+shape of a canteen config (owned by the terminal)::
+
+    {"unit_id": "U01",
+     "meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200,
+                         "visitor_price_fen": 1500}},          # visitor price optional
+     "meal_limit": 1,                                          # meals per card per period
+     "items": {"tissue": {"name": "抽纸", "price_fen": 350, "reference_price_fen": 400}},
+     "allow_typed_amount": true,                               # cashier may type an amount
+     "operator_cards": ["C00042"],                             # tap shows the day's totals
+     "risk": {...}}                                            # overrides settings["risk"]
+
+Times of day are minutes after midnight, Asia/Shanghai. A shop item priced above its
+reference price (第十条: no dearer than the big stores) is refused here, when the prices
+arrive, and can never be sold. Bad values never stop a terminal: a malformed meal period,
+item or limit is left out (limits fall back to the safe defaults) and listed in
+``problems`` for the status report.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from shared.clock import china_datetime
 
-HOUR_MS = 3_600_000
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
 
 
 def _minutes(hhmm: str) -> int:
     h, m = hhmm.split(":")
-    return int(h) * 60 + int(m)
+    value = int(h) * 60 + int(m)
+    if not (0 <= int(m) < 60 and 0 <= value <= 24 * 60):
+        raise ValueError(f"bad time of day {hhmm!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -31,6 +49,12 @@ class MealPeriod:
 
     def contains(self, minute_of_day: int) -> bool:
         return self.start_min <= minute_of_day < self.end_min
+
+    def price_for(self, visitor: bool) -> int:
+        """Own-unit staff pay ``price_fen``; visitors pay the visitor price where set."""
+        if visitor and self.visitor_price_fen is not None:
+            return self.visitor_price_fen
+        return self.price_fen
 
 
 @dataclass(frozen=True)
@@ -49,31 +73,60 @@ class CanteenRules:
     meal_limit: int = 1
     items: dict[str, ShopItem] = field(default_factory=dict)
     allow_uid_only: bool = True
+    allow_typed_amount: bool = True
+    operator_cards: frozenset[str] = frozenset()
+    problems: tuple[str, ...] = ()  # config entries that were left out, and why
+    above_reference: frozenset[str] = frozenset()  # skus left out for a price above the reference
 
     @classmethod
     def from_config(cls, canteen_id: str, config: dict[str, Any]) -> CanteenRules:
-        meals = []
+        problems: list[str] = []
+        meals: list[MealPeriod] = []
         for name, m in (config.get("meals") or {}).items():
-            meals.append(
-                MealPeriod(
+            try:
+                visitor = m.get("visitor_price_fen")
+                period = MealPeriod(
                     name=name,
                     start_min=_minutes(m["start"]),
                     end_min=_minutes(m["end"]),
-                    price_fen=int(m["price_fen"]),
-                    visitor_price_fen=m.get("visitor_price_fen"),
+                    price_fen=_fen(m["price_fen"]),
+                    visitor_price_fen=None if visitor is None else _fen(visitor),
                 )
-            )
-        items = {
-            sku: ShopItem(sku, i.get("name", sku), int(i["price_fen"]), i.get("reference_price_fen"))
-            for sku, i in (config.get("items") or {}).items()
-        }
+                if period.start_min >= period.end_min:
+                    raise ValueError("start must be before end")
+                if any(p.start_min < period.end_min and period.start_min < p.end_min for p in meals):
+                    raise ValueError("overlaps another meal period")
+                meals.append(period)
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                problems.append(f"meal {name}: {exc}")
+        items: dict[str, ShopItem] = {}
+        above_reference: set[str] = set()
+        for sku, i in (config.get("items") or {}).items():
+            try:
+                ref = i.get("reference_price_fen")
+                item = ShopItem(sku, str(i.get("name", sku)), _fen(i["price_fen"]), None if ref is None else _fen(ref))
+                if item.reference_price_fen is not None and item.price_fen > item.reference_price_fen:
+                    above_reference.add(sku)
+                    raise ValueError("price above the reference price (第十条)")
+                items[sku] = item
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                problems.append(f"item {sku}: {exc}")
+        meal_limit = config.get("meal_limit", 1)
+        if not isinstance(meal_limit, int) or isinstance(meal_limit, bool) or meal_limit < 0:
+            problems.append(f"meal_limit: {meal_limit!r}")
+            meal_limit = 1
+        operator_cards = config.get("operator_cards") or []
         return cls(
             canteen_id=canteen_id,
-            unit_id=config.get("unit_id", ""),
+            unit_id=str(config.get("unit_id", "")),
             meals=tuple(sorted(meals, key=lambda p: p.start_min)),
-            meal_limit=int(config.get("meal_limit", 1)),
+            meal_limit=meal_limit,
             items=items,
             allow_uid_only=bool(config.get("allow_uid_only", True)),
+            allow_typed_amount=bool(config.get("allow_typed_amount", True)),
+            operator_cards=frozenset(c for c in operator_cards if isinstance(c, str)),
+            problems=tuple(problems),
+            above_reference=frozenset(above_reference),
         )
 
     def period_at(self, now_ms: int) -> MealPeriod | None:
@@ -85,24 +138,57 @@ class CanteenRules:
         return None
 
 
+def _fen(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"not an amount in fen: {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RiskLimits:
-    """Offline limits (per canteen or city-wide). Amounts in fen, ages in milliseconds."""
+    """Offline risk limits, pushed by the server (city ``settings.risk``, overridden per
+    canteen by ``config.risk``). Amounts in fen, ages in milliseconds.
+
+    They bound what one terminal can approve while it cannot reach the server:
+
+    * ``max_sale_fen`` — any single sale (online too).
+    * ``offline_allowance_fen`` — how far below zero an offline sale may take a card's
+      *available* balance (last server-confirmed balance − this terminal's unconfirmed
+      sales). 0 (the default) means never: offline, a card can only spend what the
+      server last said it had. Online the allowance is 0 whatever is configured.
+    * ``max_offline_total_fen`` / ``max_offline_sales`` — per card, the total and the
+      number of this terminal's sales since the server last confirmed its balance.
+    * ``max_offline_age_ms`` — a terminal offline longer than this stops selling.
+    * ``max_unsent_sales`` — a terminal holding this many unsent sales stops selling.
+    * ``max_denylist_age_ms`` — the deny-list (card statuses, blocked holders) must have
+      been confirmed current by the server within this time.
+    * ``max_clock_offset_ms`` — a terminal whose clock is further than this from the
+      server's refuses offline sales rather than misdate them.
+
+    Across ``n`` terminals cut off at once, a card can be overdrawn by at most
+    ``n × min(max_offline_total_fen, max_offline_sales × max_sale_fen)`` beyond its
+    balance; the server records it as a negative self purse and blocks the card.
+    """
 
     max_sale_fen: int = 10_000
-    max_offline_total_fen: int = 20_000  # per card, beyond its last confirmed balance check
-    max_offline_sales: int = 6  # consecutive unconfirmed sales per card at this terminal
-    max_offline_age_ms: int = 24 * HOUR_MS  # terminal offline longer than this: stop
+    offline_allowance_fen: int = 0
+    max_offline_total_fen: int = 20_000
+    max_offline_sales: int = 6
+    max_offline_age_ms: int = 24 * HOUR_MS
     max_unsent_sales: int = 20_000
     max_denylist_age_ms: int = 72 * HOUR_MS
-    max_clock_offset_ms: int = 5 * 60_000
+    max_clock_offset_ms: int = 5 * MINUTE_MS
 
     @classmethod
-    def from_config(cls, config: dict[str, Any] | None) -> RiskLimits:
-        if not config:
-            return cls()
-        known = {k: int(v) for k, v in config.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+    def from_config(cls, *configs: dict[str, Any] | None) -> RiskLimits:
+        """Later configs override earlier ones; a malformed value keeps the default."""
+        known = {f.name for f in fields(cls)}
+        values: dict[str, int] = {}
+        for config in configs:
+            for k, v in (config or {}).items():
+                if k in known and isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                    values[k] = v
+        return cls(**values)
 
 
 def start_of_day_ms(now_ms: int) -> int:

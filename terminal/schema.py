@@ -1,133 +1,202 @@
-"""The terminal's local database schema (ordered migrations, ``PRAGMA user_version``).
+"""The terminal's local database schema, as sqlite-utils migrations.
 
 ``journal`` is the sale record of this terminal (never deleted; status moves from pending
-to applied/rejected on the server's ack); ``outbox`` holds what is still unacknowledged.
-``holders``/``cards``/``canteens``/``settings`` are the cache the server keeps up to date.
+to applied/rejected on the server's ack); ``outbox`` holds what is still unacknowledged;
+``declines`` feeds the operator's totals. ``holders``/``cards``/``canteens`` and the
+``meta`` settings are the cache the server keeps up to date, and so are ``faces`` (the face
+gallery) and ``qr_keys`` (QR credentials); ``qr_seen`` and ``sun_counters`` remember the QR
+codes and NTAG 424 counters already used here; ``ecny_orders`` tracks digital RMB orders.
+
+Migrations are applied in order by :data:`MIGRATIONS` (``sqlite_utils.migrations``), each
+in its own transaction together with the record that it ran. The first one keeps the
+STRICT tables, CHECK constraint and partial index as SQL (sqlite-utils' ``create`` has no
+words for them); later ones use the sqlite-utils table API where it fits.
+
+Older terminals ran a numbered list of SQL scripts tracked by ``PRAGMA user_version``
+(1 initial, 2 faces, 3 identification, 4 digital RMB orders). Each migration that replaces
+one of those scripts skips itself when that script already ran, so a database at any of
+those states upgrades in place (``tests/test_terminal_store.py``).
 """
 
-MIGRATIONS: list[str] = [
-    """
-    CREATE TABLE meta (
-        key   TEXT PRIMARY KEY,
-        value TEXT NOT NULL
-    ) STRICT;
+from __future__ import annotations
 
-    CREATE TABLE holders (
-        holder_id    TEXT PRIMARY KEY,
-        unit_id      TEXT NOT NULL,
-        subsidy_fen  INTEGER NOT NULL,
-        self_fen     INTEGER NOT NULL,
-        blocked      INTEGER NOT NULL DEFAULT 0,
-        version      INTEGER NOT NULL DEFAULT 0
-    ) STRICT;
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
 
-    CREATE TABLE cards (
-        card_id    TEXT PRIMARY KEY,
-        holder_id  TEXT NOT NULL,
-        status     TEXT NOT NULL
-    ) STRICT;
+MIGRATIONS = Migrations("canteen-terminal")
 
-    CREATE TABLE canteens (
-        canteen_id   TEXT PRIMARY KEY,
-        config_json  TEXT NOT NULL
-    ) STRICT;
+INITIAL_SQL = """
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
 
-    CREATE TABLE journal (
-        seq             INTEGER PRIMARY KEY,
-        uuid            TEXT NOT NULL UNIQUE,
-        card_id         TEXT,
-        holder_id       TEXT,
-        amount_fen      INTEGER NOT NULL,
-        subsidy_fen     INTEGER NOT NULL,
-        self_fen        INTEGER NOT NULL,
-        method          TEXT NOT NULL,
-        kind            TEXT NOT NULL,
-        meal_period     TEXT,
-        visitor         INTEGER NOT NULL,
-        offline         INTEGER NOT NULL,
-        occurred_at_ms  INTEGER NOT NULL,
-        status          TEXT NOT NULL DEFAULT 'pending'
-                        CHECK (status IN ('pending', 'applied', 'rejected')),
-        reason          TEXT,
-        sale_json       TEXT NOT NULL
-    ) STRICT;
-    CREATE INDEX journal_holder_pending ON journal(holder_id) WHERE status = 'pending';
-    CREATE INDEX journal_time ON journal(occurred_at_ms);
+CREATE TABLE holders (
+    holder_id    TEXT PRIMARY KEY,
+    unit_id      TEXT NOT NULL,
+    subsidy_fen  INTEGER NOT NULL,
+    self_fen     INTEGER NOT NULL,
+    blocked      INTEGER NOT NULL DEFAULT 0,
+    version      INTEGER NOT NULL DEFAULT 0
+) STRICT;
 
-    CREATE TABLE outbox (
-        seq  INTEGER PRIMARY KEY REFERENCES journal(seq)
-    ) STRICT;
+CREATE TABLE cards (
+    card_id    TEXT PRIMARY KEY,
+    holder_id  TEXT NOT NULL,
+    status     TEXT NOT NULL
+) STRICT;
 
-    CREATE TABLE declines (
-        id          INTEGER PRIMARY KEY,
-        at_ms       INTEGER NOT NULL,
-        card_id     TEXT,
-        method      TEXT NOT NULL,
-        reason      TEXT NOT NULL,
-        meal_period TEXT
-    ) STRICT;
-    CREATE INDEX declines_time ON declines(at_ms);
-    """,
-]
+CREATE TABLE canteens (
+    canteen_id   TEXT PRIMARY KEY,
+    config_json  TEXT NOT NULL
+) STRICT;
 
-MIGRATIONS.append(
-    # face pay: the enrolled-face gallery (encodings only), kept in step by 'face' changes
-    """
-    CREATE TABLE faces (
-        face_id    TEXT PRIMARY KEY,
-        holder_id  TEXT NOT NULL,
-        encoding   BLOB NOT NULL
-    ) STRICT;
-    CREATE INDEX faces_holder ON faces(holder_id);
-    """
-)
+CREATE TABLE journal (
+    seq             INTEGER PRIMARY KEY,
+    uuid            TEXT NOT NULL UNIQUE,
+    card_id         TEXT,
+    holder_id       TEXT,
+    amount_fen      INTEGER NOT NULL,
+    subsidy_fen     INTEGER NOT NULL,
+    self_fen        INTEGER NOT NULL,
+    method          TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    meal_period     TEXT,
+    visitor         INTEGER NOT NULL,
+    offline         INTEGER NOT NULL,
+    occurred_at_ms  INTEGER NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'applied', 'rejected')),
+    reason          TEXT,
+    sale_json       TEXT NOT NULL
+) STRICT;
+CREATE INDEX journal_holder_pending ON journal(holder_id) WHERE status = 'pending';
+CREATE INDEX journal_time ON journal(occurred_at_ms);
 
-MIGRATIONS.append(
-    # 3: identification — QR credentials (public keys) from the server, the QR codes this
-    # terminal has accepted (a code is good once), the last SUN counter of each NTAG 424 card
-    """
-    CREATE TABLE qr_keys (
-        holder_id              TEXT PRIMARY KEY,
-        public_key             TEXT NOT NULL,
-        expires_at_ms          INTEGER NOT NULL,
-        offline_allowance_fen  INTEGER NOT NULL
-    ) STRICT;
+CREATE TABLE outbox (
+    seq  INTEGER PRIMARY KEY REFERENCES journal(seq)
+) STRICT;
 
-    CREATE TABLE qr_seen (
-        public_key    TEXT NOT NULL,
-        counter       INTEGER NOT NULL,
-        code_time_ms  INTEGER NOT NULL,
-        seen_at_ms    INTEGER NOT NULL,
-        PRIMARY KEY (public_key, counter)
-    ) STRICT;
-    CREATE INDEX qr_seen_time ON qr_seen(seen_at_ms);
+CREATE TABLE declines (
+    id          INTEGER PRIMARY KEY,
+    at_ms       INTEGER NOT NULL,
+    card_id     TEXT,
+    method      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    meal_period TEXT
+) STRICT;
+CREATE INDEX declines_time ON declines(at_ms);
+"""
 
-    CREATE TABLE sun_counters (
-        uid           TEXT PRIMARY KEY,
-        last_counter  INTEGER NOT NULL,
-        seen_at_ms    INTEGER NOT NULL
-    ) STRICT;
-    """
-)
 
-MIGRATIONS.append(
-    # 4: digital RMB orders this terminal started. A row is written before the gateway is
-    # asked to charge, so a crash at any point leaves a trace to settle on restart: an order
-    # paid at the gateway but never journaled (the diner never saw "paid") is refunded.
-    """
-    CREATE TABLE ecny_orders (
-        order_no       TEXT PRIMARY KEY,
-        amount_fen     INTEGER NOT NULL CHECK (amount_fen > 0),
-        kind           TEXT NOT NULL,
-        meal_period    TEXT,
-        items_json     TEXT NOT NULL DEFAULT '[]',
-        status         TEXT NOT NULL
-                       CHECK (status IN ('created', 'paid', 'journaled', 'failed', 'reversed')),
-        created_at_ms  INTEGER NOT NULL,
-        paid_at_ms     INTEGER,
-        trade_no       TEXT,
-        seq            INTEGER,
-        reason         TEXT
-    ) STRICT;
-    """
-)
+def _run(db: Database, sql: str) -> None:
+    for stmt in sql.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def _created_by_user_version(db: Database, table: str) -> bool:
+    """A terminal created before the migrations moved to sqlite-utils ran the old numbered
+    list (``PRAGMA user_version``): 1 = the initial tables, 2 = faces, 3 = identification,
+    4 = digital RMB orders. Such a step already ran if its first table exists."""
+    return db.execute("PRAGMA user_version").fetchone()[0] >= 1 and db[table].exists()
+
+
+@MIGRATIONS(name="001_initial")
+def initial(db: Database) -> None:
+    if _created_by_user_version(db, "journal"):
+        return
+    _run(db, INITIAL_SQL)
+
+
+@MIGRATIONS(name="002_announced_and_meal_index")
+def announced_and_meal_index(db: Database) -> None:
+    """``announced``: the diner was told "approved" (see ``terminal.store``). Sales that
+    exist before this migration were announced by the old code. The meal-limit count
+    reads a holder's sales of the day, acknowledged ones too: it needs its own index."""
+    db["journal"].add_column("announced", int, not_null_default=1)  # type: ignore[union-attr]
+    db.execute("CREATE INDEX journal_unannounced ON journal(seq) WHERE announced = 0")
+    db["journal"].create_index(["holder_id", "occurred_at_ms"], index_name="journal_holder_time")  # type: ignore[union-attr]
+
+
+FACES_SQL = """
+CREATE TABLE faces (
+    face_id    TEXT PRIMARY KEY,
+    holder_id  TEXT NOT NULL,
+    encoding   BLOB NOT NULL
+) STRICT;
+CREATE INDEX faces_holder ON faces(holder_id);
+"""
+
+
+@MIGRATIONS(name="003_face_gallery")
+def face_gallery(db: Database) -> None:
+    """Face pay: the enrolled-face gallery (encodings only), kept in step by ``face``
+    changes (``terminal.face_cache``). Was user_version 2."""
+    if _created_by_user_version(db, "faces"):
+        return
+    _run(db, FACES_SQL)
+
+
+IDENT_SQL = """
+CREATE TABLE qr_keys (
+    holder_id              TEXT PRIMARY KEY,
+    public_key             TEXT NOT NULL,
+    expires_at_ms          INTEGER NOT NULL,
+    offline_allowance_fen  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE qr_seen (
+    public_key    TEXT NOT NULL,
+    counter       INTEGER NOT NULL,
+    code_time_ms  INTEGER NOT NULL,
+    seen_at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (public_key, counter)
+) STRICT;
+CREATE INDEX qr_seen_time ON qr_seen(seen_at_ms);
+
+CREATE TABLE sun_counters (
+    uid           TEXT PRIMARY KEY,
+    last_counter  INTEGER NOT NULL,
+    seen_at_ms    INTEGER NOT NULL
+) STRICT;
+"""
+
+
+@MIGRATIONS(name="004_identification")
+def identification(db: Database) -> None:
+    """Identification: QR credentials (public keys) from the server (``qr_key`` changes),
+    the QR codes this terminal has accepted (a code is good once), the last SUN counter of
+    each NTAG 424 card (``terminal.qr_verify``, ``terminal.card_check``). Was user_version 3."""
+    if _created_by_user_version(db, "qr_keys"):
+        return
+    _run(db, IDENT_SQL)
+
+
+ECNY_ORDERS_SQL = """
+CREATE TABLE ecny_orders (
+    order_no       TEXT PRIMARY KEY,
+    amount_fen     INTEGER NOT NULL CHECK (amount_fen > 0),
+    kind           TEXT NOT NULL,
+    meal_period    TEXT,
+    items_json     TEXT NOT NULL DEFAULT '[]',
+    status         TEXT NOT NULL
+                   CHECK (status IN ('created', 'paid', 'journaled', 'failed', 'reversed')),
+    created_at_ms  INTEGER NOT NULL,
+    paid_at_ms     INTEGER,
+    trade_no       TEXT,
+    seq            INTEGER,
+    reason         TEXT
+) STRICT;
+"""
+
+
+@MIGRATIONS(name="005_ecny_orders")
+def ecny_orders(db: Database) -> None:
+    """Digital RMB orders this terminal started (``terminal.ecny``). A row is written
+    before the gateway is asked to charge, so a crash at any point leaves a trace to settle
+    on restart: an order paid at the gateway but never journaled (the diner never saw
+    "paid") is refunded. Was user_version 4."""
+    if _created_by_user_version(db, "ecny_orders"):
+        return
+    _run(db, ECNY_ORDERS_SQL)

@@ -1,7 +1,8 @@
-"""The terminal's HTTP calls to the server (snapshot and delta catch-up), signed.
+"""The terminal's HTTP calls to the server: snapshot, delta catch-up, clock probe.
 
-Uses only the standard library (``urllib``): the terminal needs two GETs, not a client
-framework. Every response is a server-signed envelope, verified before use.
+Uses only the standard library (``urllib``): the terminal needs three GETs, not a client
+framework. Snapshot and delta responses are server-signed envelopes, verified before use;
+the clock probe reads the public health endpoint's ``now_ms``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 
 from shared.protocol import Delta, ServerVerifier, Snapshot, hmac_sign, open_envelope
 
@@ -50,3 +52,18 @@ class ServerHttp:
                                 server=self._verifier, expect_type="delta")
             out.append(Delta.from_body(env.body))
         return out
+
+    def clock_offset(self, local_ms: Callable[[], int]) -> tuple[int, int]:
+        """(server − terminal offset, round trip) in ms, NTP style: the server's ``now_ms``
+        is compared with the midpoint of the request on the terminal's clock."""
+        t0 = local_ms()
+        try:
+            with urllib.request.urlopen(self.base_url + "/api/v1/health", timeout=self.timeout_s) as resp:
+                body = json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ServerUnreachable(f"GET /api/v1/health: {exc}") from exc
+        t1 = local_ms()
+        server_ms = body.get("now_ms") if isinstance(body, dict) else None
+        if not isinstance(server_ms, int) or isinstance(server_ms, bool):
+            raise ServerUnreachable("health: no now_ms")
+        return server_ms - (t0 + t1) // 2, t1 - t0

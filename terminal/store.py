@@ -4,6 +4,15 @@ Opened with WAL and ``synchronous=FULL``: when :meth:`Store.record_sale` returns
 and its outbox row are on disk together, so a power cut after the diner heard "paid" loses
 nothing, and a power cut before it leaves no half-sale. Each thread opens its own
 :class:`Store` on the same file.
+
+**Announcing.** A sale is journaled with ``announced = 0``; the terminal then tells the
+diner ("支付成功") and marks it announced. The outbox sends only announced sales (it stops
+at the first unannounced one), so the server never applies a sale the diner was not told
+about. A sale journaled but not announced when the power went — the diner heard nothing —
+is announced at the next start ("断电前最后一笔交易已成功"), before anything is sent: every
+journaled sale is announced exactly once or more, never zero times. The announced mark is
+written without an fsync (``synchronous=NORMAL``): losing it in a power cut only means
+announcing that sale again after the restart, never a lost or an unannounced sale.
 """
 
 from __future__ import annotations
@@ -13,30 +22,20 @@ import json
 import sqlite3
 import uuid as uuidlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlite_utils import Database
+
 from shared.protocol import Item, Sale, SaleResult
 from terminal import face_cache
+from terminal.authorize import CardState
 from terminal.qr_verify import apply_qr_key_change, clear_qr_keys
 from terminal.schema import MIGRATIONS
 
+__all__ = ["CardState", "Store"]
 
-@dataclass(frozen=True)
-class CardState:
-    """What the terminal knows about a card and its holder at the moment of a tap."""
-
-    card_id: str
-    card_status: str
-    holder_id: str
-    unit_id: str
-    subsidy_fen: int
-    self_fen: int
-    blocked: bool
-    version: int
-    unconfirmed_fen: int  # this terminal's sales for the holder not yet acknowledged
-    unconfirmed_count: int
+_MAX_SEQ = 2**62
 
 
 class Store:
@@ -48,23 +47,28 @@ class Store:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
         self.conn = conn
-        self._migrate()
+        self.db = Database(conn, execute_plugins=False)
+        with self._migration_lock():
+            MIGRATIONS.apply(self.db)
 
     def close(self) -> None:
         self.conn.close()
 
-    def _migrate(self) -> None:
-        from server.db import _statements  # the same tiny SQL splitter; no server state
-
-        current = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
-            with self.txn():
-                for stmt in _statements(sql):
-                    self.conn.execute(stmt)
-                self.conn.execute(f"PRAGMA user_version = {number}")
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Two threads opening a fresh file at once must not both migrate it: hold the
+        write lock while checking (sqlite-utils' own transactions nest as savepoints)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def txn(self) -> Iterator[sqlite3.Connection]:
+        """A durable write transaction (fsync on commit)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -72,6 +76,17 @@ class Store:
             self.conn.execute("ROLLBACK")
             raise
         self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def relaxed_txn(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction without fsync: survives a crash of the process, may be lost
+        in a power cut. Only for records whose loss is harmless (see module doc)."""
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            with self.txn() as conn:
+                yield conn
+        finally:
+            self.conn.execute("PRAGMA synchronous=FULL")
 
     # --- meta --------------------------------------------------------------------------
 
@@ -84,6 +99,15 @@ class Store:
             "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    def set_metas(self, values: dict[str, str | None]) -> None:
+        """Several meta values in one relaxed transaction (None deletes a key)."""
+        with self.relaxed_txn():
+            for k, v in values.items():
+                if v is None:
+                    self.conn.execute("DELETE FROM meta WHERE key = ?", (k,))
+                else:
+                    self.set_meta(k, v)
 
     @property
     def delta_version(self) -> int:
@@ -130,11 +154,15 @@ class Store:
     def meals_taken(self, holder_id: str, meal_period: str, since_ms: int) -> int:
         return int(
             self.conn.execute(
-                "SELECT count(*) FROM journal WHERE holder_id = ? AND kind = 'meal' "
-                "AND meal_period = ? AND occurred_at_ms >= ? AND status <> 'rejected'",
-                (holder_id, meal_period, since_ms),
+                "SELECT count(*) FROM journal WHERE holder_id = ? AND occurred_at_ms >= ? "
+                "AND kind = 'meal' AND meal_period = ? AND status <> 'rejected'",
+                (holder_id, since_ms, meal_period),
             ).fetchone()[0]
         )
+
+    def latest_recorded_ms(self) -> int | None:
+        """The latest sale time in the journal: the clock must not be set before it."""
+        return self.conn.execute("SELECT max(occurred_at_ms) FROM journal").fetchone()[0]
 
     # --- the journal ---------------------------------------------------------------------
 
@@ -156,8 +184,10 @@ class Store:
         offline: bool = False,
         visitor: bool = False,
         credential: str | None = None,
+        announced: bool = False,
     ) -> Sale:
-        """Journal a sale and queue it for upload, in one durable transaction."""
+        """Journal a sale and queue it for upload, in one durable transaction. The sale is
+        not sent before :meth:`mark_announced` (or ``announced=True``)."""
         with self.txn():
             seq = int(self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM journal").fetchone()[0])
             sale = Sale(
@@ -170,33 +200,51 @@ class Store:
             self.conn.execute(
                 """
                 INSERT INTO journal(seq, uuid, card_id, holder_id, amount_fen, subsidy_fen, self_fen,
-                    method, kind, meal_period, visitor, offline, occurred_at_ms, sale_json)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    method, kind, meal_period, visitor, offline, occurred_at_ms, sale_json, announced)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
                     seq, sale.uuid, card_id, holder_id, amount_fen, subsidy_fen, self_fen, method,
                     kind, meal_period, int(visitor), int(offline), occurred_at_ms,
-                    json.dumps(sale.to_dict(), ensure_ascii=False),
+                    json.dumps(sale.to_dict(), ensure_ascii=False), int(announced),
                 ),
             )
             self.conn.execute("INSERT INTO outbox(seq) VALUES (?)", (seq,))
         return sale
 
+    def mark_announced(self, seq: int) -> None:
+        with self.relaxed_txn():
+            self.conn.execute("UPDATE journal SET announced = 1 WHERE seq = ?", (seq,))
+
+    def unannounced(self) -> list[Sale]:
+        """Sales journaled but never announced (the power went in between), oldest first."""
+        return [
+            Sale.from_dict(json.loads(r[0]))
+            for r in self.conn.execute("SELECT sale_json FROM journal WHERE announced = 0 ORDER BY seq")
+        ]
+
     def record_decline(self, at_ms: int, card_id: str | None, method: str, reason: str, meal_period: str | None) -> None:
-        self.conn.execute(
-            "INSERT INTO declines(at_ms, card_id, method, reason, meal_period) VALUES (?, ?, ?, ?, ?)",
-            (at_ms, card_id, method, reason, meal_period),
-        )
+        """Declines only feed the operator's totals: written without an fsync."""
+        with self.relaxed_txn():
+            self.conn.execute(
+                "INSERT INTO declines(at_ms, card_id, method, reason, meal_period) VALUES (?, ?, ?, ?, ?)",
+                (at_ms, card_id, method, reason, meal_period),
+            )
 
     # --- the outbox ----------------------------------------------------------------------
 
     def outbox_after(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
+        """Unacknowledged sales after ``after_seq``, oldest first, up to the first sale not
+        yet announced to its diner."""
+        first_unannounced = self.conn.execute(
+            "SELECT min(seq) FROM journal WHERE announced = 0"
+        ).fetchone()[0]
         return [
             (r[0], json.loads(r[1]))
             for r in self.conn.execute(
                 "SELECT o.seq, j.sale_json FROM outbox o JOIN journal j ON j.seq = o.seq "
-                "WHERE o.seq > ? ORDER BY o.seq LIMIT ?",
-                (after_seq, limit),
+                "WHERE o.seq > ? AND o.seq < ? ORDER BY o.seq LIMIT ?",
+                (after_seq, first_unannounced or _MAX_SEQ, limit),
             )
         ]
 
@@ -239,7 +287,15 @@ class Store:
     # --- downstream ----------------------------------------------------------------------
 
     def apply_changes(self, version: int, changes: tuple[dict[str, Any], ...], *, snapshot: bool = False) -> None:
-        """Apply a delta (or, with ``snapshot``, replace the whole cache) at ``version``."""
+        """Apply a delta (or, with ``snapshot``, replace the whole cache) at ``version``.
+
+        Deltas arrive in version order, so a holder's ``blocked`` flag and unit always
+        take the delta's value. Balances also come with acks (``SaleResult.balance``, at
+        the version of the delta the server is about to publish), which can run ahead of
+        the deltas: a delta's balances replace the cached ones only if not older. An ack
+        carries no ``blocked`` flag, so a block recorded at version 10 still arrives with
+        delta 10 after an ack brought the balances of version 11."""
+        holders, cards = [], []
         with self.txn():
             if snapshot:
                 # holders are upserted by version below (an ack may already have brought a
@@ -251,23 +307,9 @@ class Store:
             for c in changes:
                 kind = c["kind"]
                 if kind == "holder":
-                    self.conn.execute(
-                        """
-                        INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version)
-                        VALUES (?, ?, ?, ?, ?, ?)
-                        ON CONFLICT(holder_id) DO UPDATE SET unit_id = excluded.unit_id,
-                            subsidy_fen = excluded.subsidy_fen, self_fen = excluded.self_fen,
-                            blocked = excluded.blocked, version = excluded.version
-                        WHERE excluded.version > holders.version
-                        """,
-                        (c["holder_id"], c["unit_id"], c["subsidy_fen"], c["self_fen"], int(c["blocked"]), version),
-                    )
+                    holders.append((c["holder_id"], c["unit_id"], c["subsidy_fen"], c["self_fen"], int(c["blocked"]), version))
                 elif kind == "card":
-                    self.conn.execute(
-                        "INSERT INTO cards(card_id, holder_id, status) VALUES (?, ?, ?) "
-                        "ON CONFLICT(card_id) DO UPDATE SET holder_id = excluded.holder_id, status = excluded.status",
-                        (c["card_id"], c["holder_id"], c["status"]),
-                    )
+                    cards.append((c["card_id"], c["holder_id"], c["status"]))
                 elif kind == "canteen":
                     self.conn.execute(
                         "INSERT INTO canteens(canteen_id, config_json) VALUES (?, ?) "
@@ -280,4 +322,24 @@ class Store:
                     face_cache.apply_face_change(self.conn, c, version)
                 elif kind == "qr_key":
                     apply_qr_key_change(self.conn, c)
+            self.conn.executemany(
+                """
+                INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT(holder_id) DO UPDATE SET
+                    unit_id = excluded.unit_id,
+                    blocked = excluded.blocked,
+                    subsidy_fen = CASE WHEN excluded.version >= holders.version
+                                  THEN excluded.subsidy_fen ELSE holders.subsidy_fen END,
+                    self_fen = CASE WHEN excluded.version >= holders.version
+                               THEN excluded.self_fen ELSE holders.self_fen END,
+                    version = max(excluded.version, holders.version)
+                """,
+                holders,
+            )
+            self.conn.executemany(
+                "INSERT INTO cards(card_id, holder_id, status) VALUES (?, ?, ?) "
+                "ON CONFLICT(card_id) DO UPDATE SET holder_id = excluded.holder_id, status = excluded.status",
+                cards,
+            )
             self.set_meta("delta_version", str(version))

@@ -12,7 +12,16 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   The newest delta is retained by the broker, so every (re)connect reveals a gap at once.
 * **Status.** A retained heartbeat every ``heartbeat_s`` with the watermark ("no unsent
   sale before T"), pending count and clock offset; the last will, set before each connect,
-  says "offline".
+  says "offline". The link state is also kept in the local database (``link_state``,
+  ``offline_since_ms``, ``last_sync_ms``) for ``canteen-terminal status``, and every change
+  of :attr:`SyncAgent.in_sync` is reported to the terminal, which shows it on the display.
+* **Clock.** The offset server − terminal is measured over HTTP (``/api/v1/health``, NTP
+  style) on every connect and every ``clock_probe_s``, and from every ack's send time. It
+  is stored with the boot id: after a reboot the old value says nothing about the new
+  clock and is dropped until measured again.
+* **Cache age.** While in sync, the cache is current by definition (the broker would have
+  delivered any delta); when the link drops, ``last_sync_ms`` records that moment, and the
+  deny-list age limit counts from it.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared.clock import Clock
 from shared.mqtt import BrokerAddress, MqttLink
@@ -30,14 +40,12 @@ from shared.protocol import (
     Ack,
     Delta,
     ProtocolError,
-    SaleBatch,
     ServerVerifier,
     Status,
     open_envelope,
     seal_hmac,
     topics,
 )
-from shared.protocol.messages import Sale
 from terminal.config import TerminalConfig
 from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
@@ -75,6 +83,8 @@ class SyncAgent:
         monotonic: Callable[[], float] | None = None,
         mqtt_url: str | None = None,
         http_url: str | None = None,
+        on_link_change: Callable[[bool], None] | None = None,
+        sale_clock: Callable[[], int] | None = None,
     ) -> None:
         import time
 
@@ -93,11 +103,20 @@ class SyncAgent:
         self._last_heartbeat = 0.0
         self._need_catchup = self.store.delta_version == 0
         self._version_seen = self.store.delta_version  # read by the will (network thread)
+        self._on_link_change = on_link_change or (lambda online: None)
+        self._sale_clock = sale_clock or clock.now_ms  # the clock sales are dated by
+        self._reported_in_sync: bool | None = None
+        self._next_probe = 0.0
+        self._next_catchup = 0.0
         self.stats = SyncStats()
         self.online = False
-        self.offline_since_ms: int | None = None if self.store.get_meta("ever_online") else clock.now_ms()
+        # offline since the last time this terminal knew it was offline, or since now
+        self.offline_since_ms: int | None = _int_or_none(self.store.get_meta("offline_since_ms")) or clock.now_ms()
         self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
-        self.clock_offset_ms: int | None = _int_or_none(self.store.get_meta("clock_offset_ms"))
+        self.boot_id = _boot_id()
+        same_boot = self.store.get_meta("clock_boot_id") == self.boot_id
+        self.clock_offset_ms: int | None = _int_or_none(self.store.get_meta("clock_offset_ms")) if same_boot else None
+        self.store.set_metas({"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)})
         self.link = MqttLink(
             f"terminal-{config.terminal_id}",
             BrokerAddress.parse(mqtt_url or config.broker_url),
@@ -129,6 +148,12 @@ class SyncAgent:
         """A sale was journaled: send soon."""
         self._wake.set()
 
+    @property
+    def in_sync(self) -> bool:
+        """The link is up and the cache is caught up with the server's deltas: the
+        terminal may use its online limits."""
+        return self.online and not self._need_catchup
+
     # --- the sync thread ---------------------------------------------------------------
 
     def _run(self) -> None:
@@ -138,13 +163,16 @@ class SyncAgent:
             try:
                 self._drain_inbox()
                 if self.online:
-                    if self._need_catchup:
+                    if self._mono() >= self._next_probe:
+                        self._probe_clock()
+                    if self._need_catchup and self._mono() >= self._next_catchup:
                         self._catch_up()
                     self._expire_inflight()
                     self._send_outbox()
                     if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
                         self.send_status()
-            except Exception:  # the sync loop must survive anything; the outbox is safe on disk
+                self._report_link()
+            except Exception:  # noqa: BLE001 — the sync loop must survive anything; the outbox is safe on disk
                 log.exception("%s: sync loop error", self.config.terminal_id)
                 self._stop.wait(0.5)
 
@@ -161,20 +189,35 @@ class SyncAgent:
                 self._on_message(topic, payload)
 
     def _on_link(self, up: bool) -> None:
-        self.online = up
         if up:
+            self.online = True
             self.offline_since_ms = None
-            self.store.set_meta("ever_online", "1")
+            self.store.set_metas({"link_state": "online", "offline_since_ms": None})
             # anything in flight on the old connection may be lost: send it all again
             if self._inflight:
                 self.stats.resends += 1
             self._inflight.clear()
             self._cursor = 0
             self._last_heartbeat = 0.0
+            self._next_probe = 0.0
+            # deltas published while we were away are not all retained: ask the server
+            # what we missed before trusting the cache again
+            self._need_catchup = True
+            self._next_catchup = 0.0
             log.info("%s: online", self.config.terminal_id)
         else:
+            if self.in_sync:
+                self._mark_synced()  # the cache was current until this moment
+            self.online = False
             self.offline_since_ms = self.clock.now_ms()
-            log.warning("%s: OFFLINE — serving from cache", self.config.terminal_id)
+            self.store.set_metas({"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)})
+            log.warning("%s: OFFLINE — serving from cache within the offline limits", self.config.terminal_id)
+
+    def _report_link(self) -> None:
+        now_in_sync = self.in_sync
+        if now_in_sync != self._reported_in_sync:
+            self._reported_in_sync = now_in_sync
+            self._on_link_change(now_in_sync)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
@@ -194,9 +237,26 @@ class SyncAgent:
             log.warning("%s: refused %s: %s", self.config.terminal_id, topic, exc)
 
     def _measure_clock(self, server_ms: int) -> None:
-        offset = server_ms - self.clock.now_ms()
+        """An ack's send time: the offset, less the one-way delay (milliseconds here)."""
+        self._set_offset(server_ms - self.clock.now_ms())
+
+    def _set_offset(self, offset: int) -> None:
+        old = self.clock_offset_ms
         self.clock_offset_ms = offset
-        self.store.set_meta("clock_offset_ms", str(offset))
+        if old is None or abs(old - offset) >= 1000:
+            self.store.set_metas({"clock_offset_ms": str(offset), "clock_boot_id": self.boot_id})
+            if old is None or abs(offset) > 60_000:
+                log.info("%s: clock offset to the server %+d ms", self.config.terminal_id, offset)
+
+    def _probe_clock(self) -> None:
+        self._next_probe = self._mono() + self.config.clock_probe_s
+        try:
+            offset, rtt = self.http.clock_offset(self.clock.now_ms)
+        except ServerUnreachable as exc:
+            log.warning("%s: clock probe failed: %s", self.config.terminal_id, exc)
+            self._next_probe = self._mono() + min(self.config.clock_probe_s, 5.0)
+            return
+        self._set_offset(offset)
 
     def _on_ack(self, ack: Ack) -> None:
         flight = self._inflight.pop(ack.in_reply_to, None)
@@ -216,7 +276,7 @@ class SyncAgent:
 
     def _mark_synced(self) -> None:
         self.last_sync_ms = self.clock.now_ms()
-        self.store.set_meta("last_sync_ms", str(self.last_sync_ms))
+        self.store.set_metas({"last_sync_ms": str(self.last_sync_ms)})
 
     def _on_delta(self, delta: Delta) -> None:
         current = self.store.delta_version
@@ -257,10 +317,10 @@ class SyncAgent:
             self._mark_synced()
         except ServerUnreachable as exc:
             log.warning("%s: catch-up failed, will retry: %s", self.config.terminal_id, exc)
-            self._stop.wait(1.0)
+            self._next_catchup = self._mono() + 1.0
         except ProtocolError as exc:
             log.error("%s: catch-up refused: %s", self.config.terminal_id, exc)
-            self._stop.wait(1.0)
+            self._next_catchup = self._mono() + 1.0
 
     def _expire_inflight(self) -> None:
         now = self._mono()
@@ -278,10 +338,11 @@ class SyncAgent:
             rows = [(seq, sale) for seq, sale in rows if seq not in inflight]
             if not rows:
                 return
-            batch = SaleBatch(tuple(Sale.from_dict(s) for _, s in rows))
+            # the journal holds each sale exactly as validated when it was recorded
+            body = {"sales": [sale for _, sale in rows]}
             msg_id = uuid.uuid4().hex
             payload = seal_hmac(
-                "sale_batch", self.config.terminal_id, batch.to_body(), self.config.secret,
+                "sale_batch", self.config.terminal_id, body, self.config.secret,
                 self.clock.now_ms(), msg_id,
             )
             if not self.link.publish(topics.sales(self.config.terminal_id), payload):
@@ -294,11 +355,11 @@ class SyncAgent:
 
     def watermark_ms(self) -> int:
         """No sale of this terminal before this time is still unsent. Taken under the
-        journal lock so a tap being decided right now cannot slip in behind it."""
+        journal lock, on the clock sales are dated by, so a tap being decided right now
+        cannot slip in behind it."""
         with self._journal_lock:
             oldest = self.store.oldest_pending_ms()
-            return oldest if oldest is not None else self.clock.now_ms()
-
+            return oldest if oldest is not None else self._sale_clock()
     def status(self) -> Status:
         self._version_seen = self.store.delta_version
         return Status(
@@ -326,3 +387,11 @@ class SyncAgent:
 
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
+
+
+def _boot_id() -> str:
+    """This boot of the machine (Linux); a clock measured in another boot is not trusted."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"

@@ -38,7 +38,10 @@ def base_changes(canteen: dict[str, Any] | None = None) -> list[dict[str, Any]]:
 
 
 def offline_terminal(tmp_path: Path, clock: FakeClock, *, online: bool = True, **config: Any) -> Terminal:
-    """A terminal whose sync agent is never started; ``online`` pretends the link is up."""
+    """A terminal whose sync agent is never started; ``online`` pretends the link is up and
+    the cache caught up. Its card reader is the in-process simulated one unless ``reader``
+    says otherwise."""
+    config.setdefault("reader", "simulated")
     cfg = TerminalConfig(
         terminal_id="T-ident", canteen_id="C01", secret_hex="00" * 32,
         server_public_key=ServerKey.generate().public_hex, broker_url="mqtt://127.0.0.1:1",
@@ -46,6 +49,6 @@ def offline_terminal(tmp_path: Path, clock: FakeClock, *, online: bool = True, *
     )
     t = Terminal(cfg, clock)
     t.store.apply_changes(1, tuple(base_changes()))
-    t.sync.online = online
+    t.sync.online, t.sync._need_catchup = online, not online  # what the sync agent would know
     t.sync.last_sync_ms = clock.now_ms()
     return t

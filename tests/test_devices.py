@@ -4,6 +4,8 @@ each ending as 支付成功 or a Chinese refusal on the display."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import time
 import tty
@@ -135,3 +137,49 @@ def test_unknown_scanner_configs_are_refused() -> None:
     with pytest.raises(ValueError):
         make_qr_scanner("usb-hid", lambda m: None)
     assert make_qr_scanner("none", lambda m: None) is None
+
+
+def test_tap_lines_go_through_the_device_loop_and_a_bad_line_is_reported(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
+    t = offline_terminal(tmp_path, clock, reader="stdin", ecny_gateway="none")
+    events: list[dict] = []
+    t.on_event = events.append
+    loop = DeviceLoop.from_config(t, t.config, stdin=io.StringIO("C1 lunch\nC1 shop water*2\n"))
+    assert loop.reader is None  # lines, not a card reader device
+    loop.start()
+    try:
+        assert wait_for(lambda: t.approved == 1)
+    finally:
+        loop.stop()
+    assert [e["event"] for e in events] == ["bad_tap", "approved"]
+    assert events[1]["amount_fen"] == 400  # the line's own basket, not the loop's order
+    t.store.close()
+
+
+def test_a_stdin_reader_needs_a_standard_input(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
+    t = offline_terminal(tmp_path, clock, reader="stdin")
+    with pytest.raises(ValueError, match="stdin"):
+        DeviceLoop.from_config(t, t.config)
+    t.store.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("reader", "bluetooth"), ("qr_scanner", "usb-hid"), ("qr_scanner", "serial:/dev/x,fast"),
+     ("ecny_gateway", "acme-pay"), ("display", "hologram")],
+)
+def test_run_refuses_an_unknown_device_before_opening_anything(tmp_path, field: str, value: str) -> None:  # noqa: ANN001
+    from click.testing import CliRunner
+
+    from terminal.cli import main
+
+    db = tmp_path / "terminal.sqlite"
+    config = {
+        "terminal_id": "T-x", "canteen_id": "C01", "secret_hex": "00" * 32, "server_public_key": "00" * 32,
+        "broker_url": "mqtt://127.0.0.1:1", "server_url": "http://127.0.0.1:1", "db_path": str(db), field: value,
+    }
+    path = tmp_path / "terminal.json"
+    path.write_text(json.dumps(config))
+    result = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert result.exit_code == 2, result.output
+    assert value.split(",")[0] in result.output or value in result.output
+    assert not db.exists()  # no terminal was started

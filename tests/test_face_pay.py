@@ -65,7 +65,7 @@ def make_terminal(tmp_path: Path, clock, encodings: dict[str, str]) -> Terminal:
     )
     terminal = Terminal(config, clock, display=MemoryDisplay())
     terminal.store.apply_changes(1, cache_changes(encodings), snapshot=True)
-    terminal.sync.online = True
+    terminal.sync.online, terminal.sync._need_catchup = True, False  # in sync, no network needed
     return terminal
 
 

@@ -91,3 +91,26 @@ def test_the_rule_refuses_an_equal_counter() -> None:
 
     assert judge(CARD, SunMessage(CARD, 4), 4, True).reason == "card_replayed"
     assert judge(CARD, SunMessage(CARD, 5), 4, False).reason is None
+
+
+def test_a_sun_operator_card_shows_the_days_totals_and_is_not_charged(terminal) -> None:  # noqa: ANN001
+    # the card's real UID (from its SUN message) is on the canteen's operator list; the reader
+    # saw a random anti-collision id
+    terminal.store.apply_changes(3, ({"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "operator_cards": [CARD]}},))
+    decision, sale = tap(terminal, "08112233", make_url(BASE, KEYS, UID, 5))
+    assert (decision.reason, sale) == ("operator_card", None)
+    assert terminal.store.pending_count() == 0 and terminal.display.last.tone == "info"
+
+
+def test_a_qr_credentials_offline_allowance_caps_offline_spending(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
+    from shared.paycode import make_code
+    from tests.ident_helpers import QR_SEED, qr_key_change
+
+    t = offline_terminal(tmp_path, clock, online=False)
+    t.store.apply_changes(2, (qr_key_change(allowance=1000),))  # a lunch costs ¥12.00
+    decision, sale = t.tap(TapRequest(None, method="qr", credential=make_code(QR_SEED, "C1", 1, clock.now_ms())))
+    assert (decision.reason, sale) == ("offline_limit_reached", None)
+    t.store.apply_changes(3, (qr_key_change(allowance=3000),))
+    decision, sale = t.tap(TapRequest(None, method="qr", credential=make_code(QR_SEED, "C1", 2, clock.now_ms())))
+    assert decision.approved and sale.offline and sale.card_id == "C1"
+    t.store.close()

@@ -17,7 +17,9 @@ def setup(tmp_path, clock: FakeClock):  # noqa: ANN001, ANN201
     t = offline_terminal(tmp_path, clock)
     gw = SimulatedGateway(clock)
     gw.add_wallet("W1", 5000)
-    yield t, gw, EcnyCashier(t, gw, sleep=lambda s: clock.advance_ms(int(s * 1000)), poll_s=1.0)
+    cashier = EcnyCashier(t, gw, sleep=lambda s: clock.advance_ms(int(s * 1000)), poll_s=1.0)
+    yield t, gw, cashier
+    cashier.close()
     t.store.close()
 
 

@@ -76,3 +76,96 @@ def test_a_rejected_sale_leaves_the_outbox_and_is_marked(store: Store) -> None:
     row = store.conn.execute("SELECT status, reason FROM journal").fetchone()
     assert tuple(row) == ("rejected", "card_unknown")
     assert store.pending_count() == 0
+
+
+def test_the_outbox_stops_at_the_first_sale_not_yet_announced(store: Store) -> None:
+    first = store.record_sale(terminal_id="T1", canteen_id="C01", card_id="C1", holder_id="H1", amount_fen=10,
+                              subsidy_fen=10, self_fen=0, occurred_at_ms=1000, kind="shop", announced=True)
+    second = record(store)
+    assert [seq for seq, _ in store.outbox_after(0, 10)] == [first.seq]
+    store.mark_announced(second.seq)
+    assert [seq for seq, _ in store.outbox_after(0, 10)] == [first.seq, second.seq]
+    assert store.unannounced() == []
+
+
+def test_a_terminal_database_from_before_the_migrations_is_upgraded(tmp_path: Path) -> None:
+    from terminal.schema import INITIAL_SQL
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(INITIAL_SQL)
+    conn.execute(
+        "INSERT INTO journal(seq, uuid, amount_fen, subsidy_fen, self_fen, method, kind, visitor, offline, "
+        "occurred_at_ms, sale_json) VALUES (1, 'u1', 10, 10, 0, 'card', 'shop', 0, 0, 5, '{}')"
+    )
+    conn.execute("INSERT INTO outbox(seq) VALUES (1)")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    s = Store(path)
+    assert s.pending_count() == 1 and s.unannounced() == []  # old sales had been announced
+    assert [m.name for m in __import__("terminal.schema").schema.MIGRATIONS.pending(s.db)] == []
+    s.close()
+    Store(path).close()  # a second open migrates nothing
+
+
+@pytest.mark.parametrize("user_version", [2, 3, 4])
+def test_a_terminal_database_with_face_or_ident_tables_from_the_old_migrations_is_upgraded(
+    tmp_path: Path, user_version: int
+) -> None:
+    """Terminals that ran face pay (user_version 2) or identification (3: QR keys, seen QR
+    codes, SUN counters; 4: digital RMB orders) keep their data and get the rest."""
+    from terminal.schema import ECNY_ORDERS_SQL, FACES_SQL, IDENT_SQL, INITIAL_SQL, MIGRATIONS
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)
+    for sql in (INITIAL_SQL, FACES_SQL, IDENT_SQL, ECNY_ORDERS_SQL)[:user_version]:
+        conn.executescript(sql)
+    conn.execute("INSERT INTO faces(face_id, holder_id, encoding) VALUES ('F1', 'H1', x'00')")
+    if user_version >= 3:
+        conn.execute("INSERT INTO sun_counters(uid, last_counter, seen_at_ms) VALUES ('04AB', 61, 5)")
+    if user_version >= 4:
+        conn.execute("INSERT INTO ecny_orders(order_no, amount_fen, kind, status, created_at_ms) "
+                     "VALUES ('O1', 1500, 'meal', 'paid', 5)")
+    conn.execute(f"PRAGMA user_version = {user_version}")
+    conn.commit()
+    conn.close()
+    s = Store(path)
+    assert MIGRATIONS.pending(s.db) == []
+    assert [r[0] for r in s.conn.execute("SELECT holder_id FROM faces")] == ["H1"]
+    counters = [r[0] for r in s.conn.execute("SELECT last_counter FROM sun_counters")]
+    assert counters == ([61] if user_version >= 3 else [])
+    orders = [r[0] for r in s.conn.execute("SELECT status FROM ecny_orders")]
+    assert orders == (["paid"] if user_version >= 4 else [])
+    s.conn.execute("INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) VALUES ('H1', 'k', 1, 0)")
+    record(s)  # the journal has the announced column now
+    assert s.unannounced() != []
+    s.close()
+
+
+def test_a_fresh_terminal_database_has_every_table() -> None:
+    s = Store(":memory:")
+    tables = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"journal", "outbox", "declines", "faces", "qr_keys", "qr_seen", "sun_counters", "ecny_orders"} <= tables
+    s.close()
+
+
+def test_a_block_that_arrives_after_a_newer_balance_still_blocks(store: Store) -> None:
+    sale = record(store)
+    # the server blocked the holder at version 2; our sale was applied at version 3
+    store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "applied", None, 1200, 0, 0, "H1", Balance(1800, 500, 3)),), "T1")
+    store.apply_changes(2, ({**CHANGES[0], "blocked": True},))
+    state = store.card_state("C1")
+    assert state.blocked and (state.subsidy_fen, state.version) == (1800, 3)
+    store.apply_changes(3, ({**CHANGES[0], "subsidy_fen": 1800, "blocked": True},))
+    store.apply_changes(4, ({**CHANGES[0], "subsidy_fen": 1800, "blocked": False},))
+    assert not store.card_state("C1").blocked
+
+
+def test_a_snapshot_replaces_cards_and_rules_but_keeps_newer_balances(store: Store) -> None:
+    store.apply_changes(5, ({**CHANGES[0], "subsidy_fen": 7},))
+    store.apply_changes(4, (
+        {**CHANGES[0], "subsidy_fen": 99},
+        {"kind": "card", "card_id": "C9", "holder_id": "H1", "status": "active"},
+    ), snapshot=True)
+    assert store.card_state("C1") is None and store.card_state("C9").subsidy_fen == 7

@@ -1,4 +1,5 @@
-"""``GET /api/v1/health``: is the server up, and what delta version is it at."""
+"""``GET /api/v1/health``: is the server up, what delta version is it at, and its time
+(terminals measure their clock offset against ``now_ms``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from flask import Blueprint, current_app, jsonify
 
 from server.api.spec import build_openapi, doc
 from server.auth import public
-from server.db_flask import get_db
+from server.db_flask import get_clock, get_db
 from server.downstream import current_version
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
@@ -17,12 +18,19 @@ meta = Blueprint("meta", __name__)
 
 @bp.get("/health")
 @doc(
-    "Is the server up, and at which delta version",
-    response={"type": "object", "properties": {"ok": {"type": "boolean"}, "delta_version": {"type": "integer"}}},
+    "Is the server up, at which delta version, and the server's time (epoch ms)",
+    response={
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "delta_version": {"type": "integer"},
+            "now_ms": {"type": "integer"},
+        },
+    },
 )
 @public
 def health():  # noqa: ANN201
-    return jsonify({"ok": True, "delta_version": current_version(get_db())})
+    return jsonify({"ok": True, "delta_version": current_version(get_db()), "now_ms": get_clock().now_ms()})
 
 
 @meta.get("/openapi.json")
