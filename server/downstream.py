@@ -23,15 +23,38 @@ from shared.protocol import Delta, ServerKey, Snapshot, seal_server, topics
 log = logging.getLogger(__name__)
 
 
+# A delta travels as one MQTT message (≤ 1 MiB with its envelope). A transaction that
+# changes more than fits (a roster import of 20,000 staff) is recorded as several
+# consecutive versions in the same commit. That is safe for the "balance at version v"
+# rule: each entity appears once, with its state at the end of the transaction, and a
+# result tagged with the first version carries that same final state.
+MAX_DELTA_BYTES = 512 * 1024
+
+
 def record_delta(conn: sqlite3.Connection, changes: list[dict[str, Any]], at_ms: int) -> int:
-    """Append one delta (call inside the write txn that made the changes); returns version."""
+    """Append the changes as one delta — or several consecutive ones if they would not fit
+    in a message — inside the write txn that made them; returns the last version."""
     if not changes:
         return current_version(conn)
-    cur = conn.execute(
-        "INSERT INTO deltas(at_ms, changes_json) VALUES (?, ?)",
-        (at_ms, json.dumps(changes, ensure_ascii=False, separators=(",", ":"))),
-    )
-    return int(cur.lastrowid or 0)
+    version = 0
+    for chunk in _chunks([json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in changes]):
+        cur = conn.execute("INSERT INTO deltas(at_ms, changes_json) VALUES (?, ?)", (at_ms, chunk))
+        version = int(cur.lastrowid or 0)
+    return version
+
+
+def _chunks(encoded: list[str]) -> list[str]:
+    out: list[str] = []
+    current: list[str] = []
+    size = 2
+    for item in encoded:
+        if current and size + len(item.encode()) + 1 > MAX_DELTA_BYTES:
+            out.append("[" + ",".join(current) + "]")
+            current, size = [], 2
+        current.append(item)
+        size += len(item.encode()) + 1
+    out.append("[" + ",".join(current) + "]")
+    return out
 
 
 def current_version(conn: sqlite3.Connection) -> int:

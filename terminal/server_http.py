@@ -13,6 +13,7 @@ import urllib.request
 from collections.abc import Callable
 
 from shared.protocol import Delta, ServerVerifier, Snapshot, hmac_sign, open_envelope
+from shared.protocol.codec import MAX_SNAPSHOT_BYTES
 
 
 class ServerUnreachable(Exception):
@@ -41,7 +42,7 @@ class ServerHttp:
 
     def snapshot(self, now_ms: int) -> Snapshot:
         data = self._get(f"/api/v1/terminals/{self.terminal_id}/snapshot", "", now_ms)
-        env = open_envelope(data, server=self._verifier, expect_type="snapshot")
+        env = open_envelope(data, server=self._verifier, expect_type="snapshot", max_bytes=MAX_SNAPSHOT_BYTES)
         return Snapshot.from_body(env.body)
 
     def deltas_since(self, version: int, now_ms: int) -> list[Delta]:

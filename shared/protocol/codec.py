@@ -15,6 +15,10 @@ from shared.errors import DomainError
 
 SCHEMA_VERSION = 1
 MAX_MESSAGE_BYTES = 1_048_576  # 1 MiB: far above a full sale batch, far below a memory problem
+# A snapshot (HTTP, one terminal, on a fresh start or after a gap) carries the whole city:
+# ~100 bytes per holder and per card, ~770 per enrolled face — 50,000 staff with faces is
+# ~50 MB. It is bounded separately; MQTT messages keep the small bound.
+MAX_SNAPSHOT_BYTES = 256 * 1_048_576
 
 
 class ProtocolError(DomainError):
@@ -80,11 +84,11 @@ def _check_types_general(obj: Any, depth: int) -> None:
     raise ProtocolError("malformed", f"type {type(obj).__name__} not allowed")
 
 
-def parse_json(data: bytes | str) -> Any:
+def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     """Parse wire bytes strictly: size-capped, UTF-8, no floats, no NaN/Infinity."""
     if isinstance(data, str):
         data = data.encode()
-    if len(data) > MAX_MESSAGE_BYTES:
+    if len(data) > max_bytes:
         raise ProtocolError("too_large", f"{len(data)} bytes")
     try:
         text = data.decode("utf-8")

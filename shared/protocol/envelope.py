@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.protocol.codec import (
+    MAX_MESSAGE_BYTES,
     SCHEMA_VERSION,
     ProtocolError,
     canonical_json,
@@ -92,8 +93,8 @@ def seal_server(
     return _seal(env, key.sign)
 
 
-def _parse(data: bytes | str) -> tuple[dict[str, Any], Envelope, str]:
-    raw = obj(parse_json(data), "envelope")
+def _parse(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[str, Any], Envelope, str]:
+    raw = obj(parse_json(data, max_bytes), "envelope")
     only_keys(raw, _KEYS, "envelope")
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
@@ -124,9 +125,12 @@ def open_envelope(
     secret_for: Callable[[str], bytes | None] | None = None,
     server: ServerVerifier | None = None,
     expect_type: str | None = None,
+    max_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Envelope:
-    """Parse and verify. HMAC envelopes need ``secret_for(sender)``; server ones ``server``."""
-    raw, env, sig = _parse(data)
+    """Parse and verify. HMAC envelopes need ``secret_for(sender)``; server ones ``server``.
+    ``max_bytes``: the size bound (MQTT messages keep the default; snapshots over HTTP pass
+    ``MAX_SNAPSHOT_BYTES``)."""
+    raw, env, sig = _parse(data, max_bytes)
     if expect_type is not None and env.type != expect_type:
         raise ProtocolError("bad_field", f"type: expected {expect_type}, got {env.type}")
     signed = canonical_json({k: v for k, v in raw.items() if k != "sig"})
