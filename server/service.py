@@ -9,6 +9,8 @@ by waitress (a production WSGI server, pure Python); the MQTT side by one
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import threading
 from typing import Any
 
@@ -35,14 +37,15 @@ class ServerService:
         clock: Clock | None = None,
         http_host: str = "127.0.0.1",
         http_port: int = 0,
-        client_id: str = "canteen-server",
+        client_id: str | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.app = app or create_app(config, clock=self.clock)
         self.broker_url = broker_url
         self.http_host = http_host
         self.http_port = http_port
-        self.client_id = client_id
+        # unique per process: two servers sharing one id would disconnect each other in turn
+        self.client_id = client_id or f"canteen-server-{os.getpid()}-{secrets.token_hex(3)}"
         self._http = None
         self._http_thread: threading.Thread | None = None
         self.ingest: IngestWorker | None = None

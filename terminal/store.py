@@ -20,13 +20,13 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from shared.ids import uuid7_hex
 from shared.protocol import Item, Sale, SaleResult
 from terminal import face_cache
 from terminal.authorize import CardState
@@ -191,7 +191,7 @@ class Store:
         with self.txn():
             seq = int(self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM journal").fetchone()[0])
             sale = Sale(
-                terminal_id=terminal_id, seq=seq, uuid=uuidlib.uuid4().hex, card_id=card_id,
+                terminal_id=terminal_id, seq=seq, uuid=uuid7_hex(occurred_at_ms), card_id=card_id,
                 canteen_id=canteen_id, amount_fen=amount_fen, occurred_at_ms=occurred_at_ms,
                 method=method, kind=kind, meal_period=meal_period, items=items, offline=offline,
                 visitor=visitor, subsidy_fen=subsidy_fen, self_fen=self_fen, credential=credential,

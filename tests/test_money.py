@@ -44,3 +44,4 @@ def test_finer_than_a_fen_or_garbage_is_refused(value: object) -> None:
 @given(st.integers(-10**9, 10**9))
 def test_format_then_parse_round_trips(fen: int) -> None:
     assert parse_yuan(format_fen(fen).replace("¥", "")) == fen
+
