@@ -87,10 +87,13 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
             clock.advance_ms(20_000)
 
         def lay_card(card: EmulatedCard) -> None:
+            # a diner holds the card on the reader until it beeps (a new screen), not for a
+            # fixed time: the reader may be reopening after the previous card left
+            before = len(a.terminal.display.screens)
             stop = threading.Event()
             th = threading.Thread(target=card.serve, args=(stop,), daemon=True)
             th.start()
-            time.sleep(1.5)  # the card lies on the reader a moment
+            wait_until(lambda: len(a.terminal.display.screens) > before, 10)
             stop.set()
             th.join(5)
             time.sleep(2.1)  # taken away (past the reader's debounce)
