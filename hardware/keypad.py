@@ -1,8 +1,9 @@
 """The diner's keypad: the interface, a simulated keypad, and reading a few digits.
 
-A keypad yields single keys: ``"0"``–``"9"``, ``"*"`` (cancel) and ``"#"`` (enter). The
-peripheral board's driver (:mod:`hardware.board_link`) implements it over USB serial;
-:class:`SimulatedKeypad` is fed by code (tests, the simulator).
+A keypad yields single keys: ``"0"``–``"9"``, ``"*"`` (cancel), ``"#"`` (enter) and the
+function keys ``"A"``–``"D"`` (``A`` starts a face payment). The peripheral board's
+driver (:mod:`hardware.board_link`) implements it over USB serial; :class:`SimulatedKeypad`
+is fed by code (tests, the simulator).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-KEYS = frozenset("0123456789*#")
+KEYS = frozenset("0123456789*#ABCD")  # A–D: function keys (A = 刷脸, start a face payment)
 
 
 class Keypad(Protocol):

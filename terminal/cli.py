@@ -31,6 +31,7 @@ from shared.errors import DomainError
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
+from terminal.face_pay import FacePay
 from terminal.store import Store
 from terminal.totals import day_totals, render_zh
 
@@ -84,6 +85,9 @@ def run(config_path: str, events: bool, log_level: str) -> None:
     try:
         # the card reader (or tap lines), the QR scanner and the digital RMB gateway
         payments = DeviceLoop.from_config(terminal, config, stdin=sys.stdin)
+        if devices.camera is not None and devices.face_engine is not None:  # face pay on the 刷脸 key
+            payments.keypad = devices.keypad
+            payments.face_pay = FacePay(terminal, devices.camera, devices.face_engine, devices.keypad)
         emit({"event": "ready", "terminal_id": config.terminal_id})
         payments.start()
         done.wait()

@@ -9,6 +9,9 @@ Configuration (``terminal/config.py``):
                    (``serial:/dev/ttyACM0,9600,cr``)
 ``ecny_gateway``   ``simulated`` | ``none`` | a real adapter registered in
                    :data:`shared.ecny_gateway.GATEWAYS` (none exists yet)
+``camera``         ``""`` (no face pay) | ``file:PATH`` | ``simulated`` | ``opencv:N`` |
+                   ``picamera2`` (:mod:`hardware.camera`); with a camera, the keypad key
+                   :data:`FACE_KEY` ("A", labelled 刷脸 on the board) starts a face payment
 =================  ============================================================================
 
 :class:`DeviceLoop` reads each device on its own thread and hands what it gets to the
@@ -29,6 +32,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from hardware.display import Screen
+from hardware.keypad import Keypad
 from hardware.qr_scanner import QrScanner, SerialQrScanner, SimulatedQrScanner
 from hardware.reader import CardReader
 from hardware.serial_port import SerialSpec
@@ -38,6 +42,7 @@ from shared.paycode import looks_like_code
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
 from terminal.ecny import EcnyCashier
+from terminal.face_pay import FacePay
 from terminal.readers import (
     BadTap,
     CardReaderTapSource,
@@ -53,6 +58,7 @@ __all__ = ["DeviceLoop", "Order", "check_config", "make_card_reader", "make_qr_s
 log = logging.getLogger(__name__)
 
 ECNY_CODE = re.compile(r"^01\d{16,17}$")  # wallet payment codes: 18–19 digits starting 01
+FACE_KEY = "A"  # the keypad key that starts a face payment (刷脸)
 
 
 def make_qr_scanner(spec: str, on_error: Callable[[str], None]) -> QrScanner | None:
@@ -85,8 +91,12 @@ class DeviceLoop:
         scanner: QrScanner | None = None,
         gateway: EcnyGateway | None = None,
         order: Callable[[], Order] = Order,
+        keypad: Keypad | None = None,
+        face_pay: FacePay | None = None,
     ) -> None:
         self.terminal = terminal
+        self.keypad = keypad
+        self.face_pay = face_pay
         self.taps = taps
         self.scanner = scanner
         self.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
@@ -121,6 +131,8 @@ class DeviceLoop:
             self._spawn("reader", self._pump_taps)
         if self.scanner is not None:
             self._spawn("scanner", self._pump_scans)
+        if self.keypad is not None and self.face_pay is not None:
+            self._spawn("keypad", self._pump_keys)
         return self
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
@@ -132,7 +144,7 @@ class DeviceLoop:
         self._stop.set()
         for t in self._threads:
             t.join(5)
-        for device in (self.taps, self.scanner, self.cashier):
+        for device in (self.taps, self.scanner, self.cashier, self.face_pay):
             if device is not None:
                 device.close()
 
@@ -154,6 +166,20 @@ class DeviceLoop:
             scan = self.scanner.read(0.2)
             if scan is not None:
                 self._handle(self.on_scan, scan)
+
+    def _pump_keys(self) -> None:
+        """Keys pressed outside a payment: FACE_KEY starts one. While a face payment runs it
+        reads the keypad itself (the card-number digits), on this same thread."""
+        assert self.keypad is not None and self.face_pay is not None
+        while not self._stop.is_set():
+            key = self.keypad.read_key(0.2)
+            if key == FACE_KEY:
+                self._handle(self.pay_by_face, key)
+
+    def pay_by_face(self, _key: str = FACE_KEY) -> Any:
+        assert self.face_pay is not None
+        o = self.order()
+        return self.face_pay.pay(TapRequest(None, method="face", kind=o.kind, items=o.items, amount_fen=o.amount_fen))
 
     def _handle(self, handle: Callable[[Any], Any], event: Any) -> None:
         try:

@@ -193,3 +193,21 @@ def test_the_city_face_policy_applies_and_a_malformed_one_falls_back_to_the_defa
     terminal.store.apply_changes(3, ({"kind": "settings", "config": {"face": {"threshold_milli": "high"}}},))
     assert fp.policy() == FacePolicy()
     fp.close()
+
+
+def test_the_face_key_on_the_keypad_starts_a_face_payment_in_the_device_loop(tmp_path: Path, clock) -> None:  # noqa: ANN001
+    from shared.mqtt import wait_until
+    from terminal.devices import FACE_KEY, DeviceLoop
+    from terminal.readers import Order
+
+    encodings = {h: encoding_to_str(pseudo_encoding(h).astype("<f4").tobytes()) for h in PEOPLE}
+    terminal = make_terminal(tmp_path, clock, encodings)
+    camera, keypad = SimulatedCamera(), SimulatedKeypad()
+    loop = DeviceLoop(terminal, keypad=keypad, face_pay=FacePay(terminal, camera, SimulatedFaceEngine(), keypad),
+                      order=lambda: Order("shop", amount_fen=500)).start()
+    camera.present("H2")
+    keypad.press("5")  # a stray key does nothing
+    keypad.press(FACE_KEY)
+    assert wait_until(lambda: sales(terminal) == [("C20002", "face", 500)], 10)
+    loop.stop()
+    terminal.store.close()

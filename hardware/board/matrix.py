@@ -44,4 +44,4 @@ class MatrixKeypad(Keys):
         if now_ms - self.since_ms < DEBOUNCE_MS or key == self.reported:
             return ""
         self.reported = key
-        return key if key in "0123456789*#" else ""
+        return key  # 0–9, * (cancel), # (enter), A–D (function keys: A = 刷脸 face pay)
