@@ -18,7 +18,6 @@ fresh SUN URL on every read, or a plain UID-only card. Tests and the simulator u
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from typing import Any
 import nfc
 import nfc.clf
 
+from hardware.device_thread import ReopeningDevice
 from hardware.ntag424 import SunKeys, make_url
 from hardware.reader import Tap
 
@@ -67,8 +67,9 @@ def sun_url_of(tag: Any) -> str | None:
     return None
 
 
-class NfcCardReader:
-    """The real card reader (nfcpy). Implements :class:`hardware.reader.CardReader`."""
+class NfcCardReader(ReopeningDevice[Tap]):
+    """The real card reader (nfcpy). Implements :class:`hardware.reader.CardReader`.
+    ``ready`` is set while the device is open and sensing."""
 
     def __init__(
         self,
@@ -79,72 +80,48 @@ class NfcCardReader:
         on_error: Callable[[str], None] | None = None,
         reopen_s: float = 2.0,
     ) -> None:
+        super().__init__(f"NFC reader {device}", on_error=on_error, reopen_s=reopen_s)
         self.device = device
         self.targets = list(targets)  # explicit targets: the default list costs ~2 s a sense
         self._debounce = debounce or Debouncer()
-        self._on_error = on_error or (lambda _msg: None)
-        self._reopen_s = reopen_s
-        self._taps: queue.Queue[Tap] = queue.Queue()
-        self._stop = threading.Event()
-        self.last_error: str | None = None
-        self.errors = 0
         self.misreads = 0
-        self.ready = threading.Event()  # the device is open and sensing
-        self._thread = threading.Thread(target=self._run, name=f"nfc-{device}", daemon=True)
-        self._thread.start()
+        self.start()
 
-    def read(self, timeout_s: float) -> Tap | None:
+    def open_and_read(self) -> None:
         try:
-            return self._taps.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _report(self, message: str) -> None:
-        self.errors += 1
-        self.last_error = message
-        log.error("NFC reader %s: %s", self.device, message)
-        self._on_error(message)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                clf = nfc.ContactlessFrontend(self.device)
-            except (OSError, ValueError) as exc:  # no such device, busy, bad device string
-                self._report(f"cannot open: {exc}")
-                self._stop.wait(self._reopen_s)
-                continue
-            self.last_error = None
-            self.ready.set()
-            try:
-                self._sense(clf)
-            finally:
-                self.ready.clear()
-                clf.close()
+            clf = nfc.ContactlessFrontend(self.device)
+        except (OSError, ValueError) as exc:  # no such device, busy, bad device string
+            self.report(f"cannot open: {exc}")
+            self.pause()
+            return
+        self.last_error = None
+        self.ready.set()
+        try:
+            self._sense(clf)
+        finally:
+            self.ready.clear()
+            clf.close()
 
     def _sense(self, clf: Any) -> None:
         options = {"targets": self.targets, "on-connect": self._on_connect, "iterations": 1,
                    "interval": 0.05, "beep-on-connect": False}
-        while not self._stop.is_set():
+        while not self.stopping():
             try:
-                result = clf.connect(rdwr=options, terminate=self._stop.is_set)
+                result = clf.connect(rdwr=options, terminate=self.stopping)
             except (nfc.clf.CommunicationError, nfc.tag.TagCommandError) as exc:
                 self.misreads += 1
                 log.info("NFC reader %s: card read interrupted: %s", self.device, exc)
                 continue
-            if result is False and not self._stop.is_set():  # nfcpy swallowed a device error
-                self._report("device error while sensing")
-                self._stop.wait(self._reopen_s)
+            if result is False and not self.stopping():  # nfcpy swallowed a device error
+                self.report("device error while sensing")
+                self.pause()
                 return
 
     def _on_connect(self, tag: Any) -> bool:
         uid = bytes(tag.identifier).hex().upper()
         url = sun_url_of(tag)
         if self._debounce.fresh(uid):
-            self._taps.put(Tap(uid, "card", url))
+            self.put(Tap(uid, "card", url))
         return False  # do not wait for the card to leave: sense again at once
 
 

@@ -7,9 +7,10 @@ programmatically (``present(card_id)``) and behaves the same to its caller.
 
 from __future__ import annotations
 
-import queue
 from dataclasses import dataclass
 from typing import Protocol
+
+from hardware.device_thread import EventQueue
 
 
 @dataclass(frozen=True)
@@ -27,20 +28,8 @@ class CardReader(Protocol):
     def close(self) -> None: ...
 
 
-class SimulatedCardReader:
+class SimulatedCardReader(EventQueue[Tap]):
     """Taps arrive from code (the simulator, a test) instead of a radio field."""
 
-    def __init__(self) -> None:
-        self._taps: queue.Queue[Tap] = queue.Queue()
-
     def present(self, card_id: str, method: str = "card") -> None:
-        self._taps.put(Tap(card_id, method))
-
-    def read(self, timeout_s: float) -> Tap | None:
-        try:
-            return self._taps.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-
-    def close(self) -> None:
-        return None
+        self.put(Tap(card_id, method))
