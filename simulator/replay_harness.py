@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import queue
+import sqlite3
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -27,9 +29,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hardware.camera import SimulatedCamera
+from hardware.face_engine import FaceEngine
 from server.downstream import current_version
 from simulator.cluster import Cluster, TerminalHandle
+from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order
+from terminal.face_pay import FacePay
 
 PAY_TIMEOUT_S = 20.0
 
@@ -96,10 +102,37 @@ class Till:
     canteen_name: str
     events: queue.Queue[dict[str, Any]] = field(default_factory=queue.Queue)
     cut: bool = False
+    camera: SimulatedCamera | None = None
+    face_pay: FacePay | None = None
+    _monitor: sqlite3.Connection | None = None
+    _monitor_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def id(self) -> str:
         return self.handle.id
+
+    # --- looking at the terminal from outside (its own read connection; WAL readers do
+    # not disturb the terminal's transactions) ------------------------------------------
+
+    def _read(self, sql: str) -> Any:
+        with self._monitor_lock:
+            if self._monitor is None:
+                self._monitor = sqlite3.connect(f"file:{self.handle.config.db_path}?mode=ro", uri=True,
+                                                check_same_thread=False, timeout=30)
+            return self._monitor.execute(sql).fetchone()[0]
+
+    def pending(self) -> int:
+        return int(self._read("SELECT count(*) FROM outbox"))
+
+    def oldest_pending_ms(self) -> int | None:
+        return self._read("SELECT min(j.occurred_at_ms) FROM outbox o JOIN journal j ON j.seq = o.seq")
+
+    def delta_version(self) -> int:
+        return int(self._read("SELECT coalesce((SELECT value FROM meta WHERE key = 'delta_version'), 0)"))
+
+    @property
+    def in_sync(self) -> bool:
+        return bool(self.handle.terminal.sync.in_sync)
 
     def present_card(self, card_id: str, order: Order) -> dict[str, Any]:
         """Lay a card on the reader to pay for ``order``; the terminal's answer event."""
@@ -112,6 +145,21 @@ class Till:
         scanner = self.loop.scanner
         assert scanner is not None
         return self._pay(order, lambda: scanner.present(code))  # type: ignore[attr-defined]
+
+    def show_face(self, label: str, order: Order) -> dict[str, Any]:
+        """A diner (simulated person ``label``) looks into the camera to pay for ``order``."""
+        assert self.camera is not None and self.face_pay is not None
+        camera, face_pay = self.camera, self.face_pay
+
+        def look() -> None:
+            camera.present(label)
+            try:
+                face_pay.pay(TapRequest(None, method="face", kind=order.kind, items=order.items,
+                                        amount_fen=order.amount_fen))
+            finally:
+                camera.present(None)
+
+        return self._pay(order, look)
 
     def _pay(self, order: Order, act: Callable[[], None]) -> dict[str, Any]:
         while not self.events.empty():  # link changes and the like, from before
@@ -130,6 +178,10 @@ class Till:
 
     def stop(self) -> None:
         self.loop.stop()
+        if self.face_pay is not None:
+            self.face_pay.close()
+        if self._monitor is not None:
+            self._monitor.close()
 
 
 class Harness:
@@ -152,10 +204,16 @@ class Harness:
         issued = self.admin.post("/api/v1/tokens", {"role": role, "label": "simulator", **scope})
         return self.admin.as_(issued["token"])
 
-    def add_till(self, canteen_id: str, canteen_name: str, **overrides: Any) -> Till:
+    def add_till(self, canteen_id: str, canteen_name: str, face_engine: FaceEngine | None = None,
+                 **overrides: Any) -> Till:
+        """A terminal with a simulated card reader and QR scanner (and, given a face engine,
+        a simulated camera for face pay)."""
         settings = {"qr_scanner": "simulated", "ecny_gateway": "none", "heartbeat_s": 0.25, **overrides}
         handle = self.cluster.add_terminal(canteen_id, **settings)
         till = Till(handle, DeviceLoop.from_config(handle.terminal, handle.config), canteen_id, canteen_name)
+        if face_engine is not None:
+            till.camera = SimulatedCamera()
+            till.face_pay = FacePay(handle.terminal, till.camera, face_engine)
         handle.terminal.on_event = till.events.put  # the terminal's listener hook: what the diner is told
         till.loop.start()
         self.tills.append(till)
@@ -169,6 +227,12 @@ class Harness:
         till.handle.cut()
         if not _wait(lambda: not till.handle.terminal.sync.online, timeout_s):
             raise RuntimeError(f"terminal {till.id} did not notice its network was cut")
+
+    def oneway(self, till: Till) -> None:
+        """Lose a till's return path: its sales reach the server, nothing comes back. The
+        terminal cannot tell (it still thinks it is online); the harness stops waiting for it."""
+        till.cut = True
+        till.handle.mqtt_proxy.oneway()
 
     def heal(self, till: Till) -> None:
         till.cut = False
@@ -185,17 +249,27 @@ class Harness:
         def quiet() -> bool:
             version = self.server_version()
             for t in self.tills:
-                if t.cut:
-                    continue
-                sync, store = t.handle.terminal.sync, t.handle.terminal.store
-                if not sync.in_sync or store.pending_count() or store.delta_version < version:
+                if not t.cut and (not t.in_sync or t.pending() or t.delta_version() < version):
                     return False
             return True
 
         if not _wait(quiet, timeout_s):
-            behind = [t.id for t in self.tills if not t.cut and (
-                not t.handle.terminal.sync.in_sync or t.handle.terminal.store.pending_count())]
+            behind = [t.id for t in self.tills if not t.cut and (not t.in_sync or t.pending())]
             raise RuntimeError(f"terminals did not settle within {timeout_s:.0f} s: {behind}")
+
+    def wait_acknowledged(self, before_ms: int, timeout_s: float = 60.0) -> None:
+        """Every connected till's sales made before ``before_ms`` are acknowledged."""
+
+        def done() -> bool:
+            for t in self.tills:
+                if not t.cut:
+                    oldest = t.oldest_pending_ms()
+                    if oldest is not None and oldest < before_ms:
+                        return False
+            return True
+
+        if not _wait(done, timeout_s, interval_s=0.002):
+            raise RuntimeError(f"sales before {before_ms} not acknowledged within {timeout_s:.0f} s")
 
     def wait_watermarks(self, cutoff_ms: int, timeout_s: float = 30.0) -> None:
         """Every connected till has told the server "nothing unsent before ``cutoff_ms``"."""
