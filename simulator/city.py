@@ -7,10 +7,13 @@ clerk, some self top-ups from the bank, QR pay opened on the diners' phones, fac
 from photos — and starts ``terminals`` real terminals per canteen with simulated readers,
 scanners and cameras (:mod:`simulator.replay_harness`). Then, day by day
 (:mod:`simulator.city_day`), it runs breakfast, the lunch rush with its cross-unit visits,
-shop sales, top-ups and dinner one simulated minute at a time, every counter serving its
-queue on its own thread; on the first day one counter of the busiest canteen loses its
-network from 11:50 to 12:40 and serves offline. After the last day each unit scores its
-canteen, the quarter is settled and the year cleared, and the result is read back through
+shop sales, top-ups and dinner one simulated minute at a time (:mod:`simulator.city_clock`),
+every counter serving its queue on its own thread. On the first day one counter of the
+busiest canteen loses its return path at 11:50 (sales arrive, acknowledgements do not), its
+whole line at 12:00, and is back at 12:40: it serves offline meanwhile and resends. A quarter
+that ends during the run is scored and settled on the next morning and the new one
+allocated. After the last day each unit scores its canteen, the quarter is settled and the
+year cleared (``YEAR_END_REFUND_TO=unit``), and the result is read back through
 the API (statements, clearing, the cross-unit dining matrix, the ledger check) with the
 cluster's audit of every terminal journal against the server.
 """
@@ -19,12 +22,9 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -32,8 +32,9 @@ from typing import Any
 
 from server.periods import Quarter, year_cutoff_ms
 from shared.broker import Broker
-from shared.clock import FakeClock, china_datetime
-from simulator.city_day import MEAL_WINDOWS, Visit, day_visits, minute_ms, working_days
+from shared.clock import FakeClock
+from simulator.city_clock import DayClock, Moment
+from simulator.city_day import Visit, day_visits, minute_ms, working_days
 from simulator.city_faces import LabelFaceEngine, photo_png
 from simulator.city_world import CityPlan, canteen_table_csv, items_csv, plan_city, roster_csv
 from simulator.cluster import Cluster
@@ -72,7 +73,7 @@ class _City:
     phones: dict[str, Api] = field(default_factory=dict)  # card -> the diner's phone (QR users)
     tills: dict[str, list[Till]] = field(default_factory=dict)
     outcomes: list[dict[str, Any]] = field(default_factory=list)
-    moment: _Moment = field(default_factory=lambda: _Moment())
+    moment: Moment = field(default_factory=Moment)
 
 
 def run_city(opts: CityOptions) -> dict[str, Any]:
@@ -194,11 +195,11 @@ def _run_day(city: _City, day: date, opts: CityOptions, rng: random.Random, *, w
         victim = city.tills[busiest][0]
     faults = [(minute_ms(day, m), action) for m, action in OUTAGE] if victim is not None else []
     pools = {t.id: ThreadPoolExecutor(1, thread_name_prefix=f"counter-{t.id}") for ts in city.tills.values() for t in ts}
-    queue = _Queues(city)
+    day_clock = DayClock(city.clock, h, city.moment)
 
     def fault(at_ms: int, action: str) -> None:
         assert victim is not None
-        queue.advance(at_ms, wait_all=True)
+        day_clock.advance(at_ms, wait_all=True)
         {"oneway": h.oneway, "cut": h.cut, "heal": h.heal}[action](victim)
 
     try:
@@ -207,7 +208,7 @@ def _run_day(city: _City, day: date, opts: CityOptions, rng: random.Random, *, w
             now = visits[i].at_ms
             while faults and faults[0][0] <= now:
                 fault(*faults.pop(0))
-            queue.advance(now)
+            day_clock.advance(now)
             futures: list[Future[None]] = []
             while i < len(visits) and visits[i].at_ms == now:
                 v = visits[i]
@@ -218,10 +219,10 @@ def _run_day(city: _City, day: date, opts: CityOptions, rng: random.Random, *, w
                     till = city.tills[v.canteen][v.till]
                     futures.append(pools[till.id].submit(_serve, city, till, v))
                 i += 1
-            queue.add(now, futures)
+            day_clock.add(now, futures)
         for f in faults:
             fault(*f)
-        queue.advance(minute_ms(day, 20 * 60), wait_all=True)
+        day_clock.advance(minute_ms(day, 20 * 60), wait_all=True)
         h.settle_down(300)
     finally:
         for p in pools.values():
@@ -232,93 +233,6 @@ def _run_day(city: _City, day: date, opts: CityOptions, rng: random.Random, *, w
                   **{action: f"{m // 60:02d}:{m % 60:02d}" for m, action in OUTAGE}}
     return {"outage": outage,
             "topups": sum(1 for v in visits if v.kind == "topup")}
-
-
-class _Queues:
-    """The simulated clock while the counters serve their queues.
-
-    Each counter serves on its own thread; the clock moves on one minute at a time while
-    diners who arrived up to ``LAG_MIN`` minutes ago may still be queueing (they pay when
-    served, a minute or two late, as in a real rush) and their sales may still be on the
-    way to the server — but not longer: a terminal measures its clock against the time on
-    the server's acknowledgements, and an acknowledgement that took five simulated minutes
-    (a fraction of a real second) would make it think its clock is wrong. Before a meal period ends, before the
-    network is cut or healed, and before a jump of more than a few minutes (between meals,
-    overnight), every queue is served and the terminals drain: an acknowledgement that
-    crossed a jump of hours would make a terminal think its clock is hours off the server's
-    — a real terminal's clock never jumps.
-    """
-
-    LAG_MIN = 3  # < the terminals' 5-minute clock tolerance
-
-    def __init__(self, city: _City) -> None:
-        self.city = city
-        self.inflight: list[tuple[int, list[Future[None]]]] = []
-
-    def add(self, at_ms: int, futures: list[Future[None]]) -> None:
-        if futures:
-            self.inflight.append((at_ms, futures))
-
-    def _wait(self, until_ms: int | None) -> None:
-        keep = []
-        for at_ms, futures in self.inflight:
-            if until_ms is None or at_ms <= until_ms:
-                for f in futures:
-                    f.result()
-            else:
-                keep.append((at_ms, futures))
-        self.inflight = keep
-
-    def advance(self, to_ms: int, *, wait_all: bool = False) -> None:
-        now = self.city.clock.now_ms()
-        if to_ms <= now:
-            return
-        if wait_all or to_ms - now > self.LAG_MIN * 60_000 or _crosses_meal_end(now, to_ms):
-            self._wait(None)
-            if to_ms - now > self.LAG_MIN * 60_000:
-                self.city.harness.wait_acknowledged(to_ms, 300)
-        else:
-            self._wait(to_ms - self.LAG_MIN * 60_000)
-            self.city.harness.wait_acknowledged(to_ms - self.LAG_MIN * 60_000)
-        with self.city.moment.exclusive():
-            self.city.clock.set_ms(to_ms)
-
-
-class _Moment:
-    """QR payments in progress hold the clock still (many at once); moving it waits for
-    them and keeps new ones out until it has moved."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._active = 0
-        self._moving = False
-
-    def __enter__(self) -> None:
-        with self._cond:
-            self._cond.wait_for(lambda: not self._moving)
-            self._active += 1
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._active -= 1
-            self._cond.notify_all()
-
-    @contextmanager
-    def exclusive(self) -> Iterator[None]:
-        with self._cond:
-            self._moving = True
-            self._cond.wait_for(lambda: self._active == 0)
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._moving = False
-                self._cond.notify_all()
-
-
-def _crosses_meal_end(from_ms: int, to_ms: int) -> bool:
-    day = china_datetime(from_ms).date()
-    return any(from_ms < minute_ms(day, end) <= to_ms for _, end in MEAL_WINDOWS.values())
 
 
 def _serve(city: _City, till: Till, v: Visit) -> None:
