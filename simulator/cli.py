@@ -95,7 +95,11 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
         click.echo(f"场景错误 scenario error: {exc}", err=True)
         sys.exit(2)
     logging.getLogger("terminal.sync").setLevel(logging.ERROR)
-    result = run_scenario(scenario, broker=broker)
+    try:
+        result = run_scenario(scenario, broker=broker)
+    except RuntimeError as exc:  # the system did not settle: a failure of the run, said plainly
+        click.echo(f"回放失败 replay failed: {exc}", err=True)
+        sys.exit(1)
     failures = check_result(scenario.expect, result) if check else invariant_failures(result)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render(result, failures))
     sys.exit(1 if failures else 0)

@@ -53,6 +53,7 @@ def test_the_scenario_folder_covers_every_seed_rule() -> None:
         "fee_and_exemption", "quality_bands", "spend_order", "year_end_refund_to_unit",
         "year_end_refund_to_city_finance", "late_sale_after_settlement", "late_sale_after_year_end",
         "lost_card", "visitor_prices", "meal_limits", "shop_price_cap", "offline_limits", "offline_overdraft",
+        "allocation_deadline", "issue_example",
     }
     assert rules <= names, f"missing: {sorted(rules - names)}"
     for p in SCENARIOS:
@@ -80,3 +81,21 @@ def test_expectations_match_objects_by_subset_and_lists_exactly() -> None:
     assert mismatches({"cards": {"C001": {"self_fen": 49}}}, actual)
     assert mismatches({"cards": {"C002": {}}}, actual)
     assert mismatches({"x": True}, {"x": 1})  # true is not 1
+
+
+@pytest.mark.broker
+def test_replay_check_exits_1_naming_an_unmet_expectation(tmp_path: Path) -> None:
+    story = {
+        "units": [{"name": "市财政局", "quarterly_standard_yuan": 300}], "canteens": [],
+        "people": [{"card": "C001", "name": "张三", "unit": "市财政局"}],
+        "events": [{"at": "2026-01-05T09:00", "allocate": {"unit": "市财政局", "quarter": "2026Q1"}}],
+        "expect": {"cards": {"C001": {"subsidy_fen": 29999}}},
+    }
+    path = tmp_path / "story.json"
+    path.write_text(json.dumps(story, ensure_ascii=False), encoding="utf-8")
+    result = CliRunner().invoke(sim_main, ["replay", "--check", "--broker", "auto", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "cards.C001.subsidy_fen: expected 29999, got 30000" in result.output
+    story["expect"]["cards"]["C001"]["subsidy_fen"] = 30000
+    path.write_text(json.dumps(story, ensure_ascii=False), encoding="utf-8")
+    assert CliRunner().invoke(sim_main, ["replay", "--check", "--broker", "auto", str(path)]).exit_code == 0
