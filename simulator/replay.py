@@ -38,6 +38,7 @@ from shared.broker import Broker
 from shared.clock import FakeClock
 from simulator.cluster import Cluster
 from simulator.replay_harness import Api, ApiRefusal, Harness, Till
+from simulator.replay_result import collect
 from simulator.scenario import Event, Scenario
 from terminal.devices import Order
 
@@ -251,6 +252,4 @@ class _Story:
     # --- the result ----------------------------------------------------------------------
 
     def result(self) -> dict[str, Any]:
-        from simulator.replay_result import collect
-
         return collect(self)
