@@ -84,11 +84,14 @@ class Cluster:
         broker: str | Broker = "embedded",
         clock: Clock | None = None,
         terminal_prefix: str | None = None,
+        server_config: dict[str, Any] | None = None,
     ) -> None:
         """``broker``: a kind to start ("embedded", "mosquitto", "auto") or a running one.
         ``terminal_prefix``: name terminals ``<prefix>-<n>`` instead of ``T0001`` … (tests
-        sharing one broker keep their retained status messages apart)."""
+        sharing one broker keep their retained status messages apart). ``server_config``:
+        extra server settings (e.g. ``YEAR_END_REFUND_TO``)."""
         self.terminal_prefix = terminal_prefix
+        self.server_config = dict(server_config or {})
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="canteen-cluster-"))
         self._own_broker = isinstance(broker, str)
@@ -104,7 +107,9 @@ class Cluster:
     def start(self) -> Cluster:
         if self.broker is None:
             self.broker = start_broker(self.broker_kind)
-        self.server = ServerService(self.broker.url, config={"HOME": str(self.workdir)}, clock=self.clock).start()
+        self.server = ServerService(
+            self.broker.url, config={"HOME": str(self.workdir), **self.server_config}, clock=self.clock
+        ).start()
         return self
 
     def stop(self) -> None:
