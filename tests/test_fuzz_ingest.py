@@ -278,3 +278,31 @@ def test_after_all_that_the_worker_still_applies_a_good_sale(ingest: Ingest) -> 
     assert acks[0].results[0].status == "applied"
     assert ingest.worker.alive and ledger.ledger_sum(ingest.conn) == before == 0
     assert uuid.UUID(acks[0].results[0].uuid)
+
+
+class BrittleWorker(IngestWorker):
+    """A worker with a bug: a message containing ``POISON`` raises an unexpected error."""
+
+    def _apply(self, messages, now, replies, rejections):  # noqa: ANN001, ANN202
+        if any(b"POISON" in payload for _, payload in messages):
+            raise RuntimeError("a bug in handling one message")
+        return super()._apply(messages, now, replies, rejections)
+
+
+def test_an_unexpected_error_drops_only_the_message_that_caused_it(ingest: Ingest) -> None:
+    published: list[tuple[str, bytes]] = []
+    worker = BrittleWorker(open_db(ingest.conn.execute("PRAGMA database_list").fetchone()[2]), ingest.clock,
+                           lambda t, p, r: published.append((t, p)) or True)
+    good = signed_batch(ingest.creds, [ingest.good_sale()], 1)
+    # one transaction would hold both: the poison and a good sale queued behind it
+    worker.submit(topics.sales(ingest.creds.terminal_id), b'{"POISON": 1}')
+    worker.submit(topics.sales(ingest.creds.terminal_id), good)
+    before = ingest.snapshot()
+    worker.start()
+    try:
+        assert worker.idle.wait(10) and worker.alive
+        assert worker.stats.dropped_messages == 1
+        assert ingest.snapshot() != before, "the good sale queued with the poison was not applied"
+        assert len(published) == 1  # the good sale's ack; the poison got none
+    finally:
+        worker.stop()
