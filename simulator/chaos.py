@@ -288,6 +288,8 @@ class ChaosRun:
             "taps_sent": self.taps_sent,
             "taps_skipped_terminal_down": self.taps_skipped,
             "declines": dict(sorted((k or "?", v) for k, v in declines.items())),
+            # sales journaled just before a SIGKILL, announced at the restart ("断电前最后一笔交易已成功")
+            "recovered_after_kill": sum(e.get("event") == "recovered" for t in self.terms for e in t.events),
             "duplicates_answered": int(duplicates[0]) if duplicates else 0,
             "drained": drained,
             "restarts": {"server": (self.server.starts - 1) if self.server else 0},
@@ -336,7 +338,8 @@ def render(result: dict[str, Any]) -> str:
         f"混沌测试 chaos · seed {result['seed']} · {result['elapsed_s']} s",
         f"  故障 faults ({result['faults_total']}): {faults}",
         f"  刷卡 taps sent {result['taps_sent']} (skipped, terminal down: {result['taps_skipped_terminal_down']})",
-        f"  终端批准 approved       {result['approved']:>7}   (离线 offline {result['offline_sales']})",
+        f"  终端批准 approved       {result['approved']:>7}   (离线 offline {result['offline_sales']}, "
+        f"重启后补报 recovered {result['recovered_after_kill']})",
         f"  服务器入账 applied      {result['applied']:>7}",
         f"  丢失 lost               {result['lost']:>7}",
         f"  重复入账 double applied {result['double_applied']:>7}",
@@ -372,6 +375,9 @@ def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None
         "approved": sum(r["approved"] for r in runs),
         "applied": sum(r["applied"] for r in runs),
         "offline_sales": sum(r["offline_sales"] for r in runs),
+        "recovered_after_kill": sum(r["recovered_after_kill"] for r in runs),
+        "duplicates_answered": sum(r["duplicates_answered"] for r in runs),
+        "rejections": dict(sum((Counter(r["rejections"]) for r in runs), Counter())),
         "lost": sum(r["lost"] for r in runs),
         "double_applied": sum(r["double_applied"] for r in runs),
         "overdraft_fen": sum(r["overdraft_fen"] for r in runs),

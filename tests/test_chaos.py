@@ -14,7 +14,7 @@ from server import ledger
 from server.db import open_db, write_txn
 from server.ingest import IngestWorker
 from shared.clock import FakeClock
-from simulator.chaos import run_chaos
+from simulator.chaos import render, run_chaos
 from simulator.chaos_audit import AuditResult, JournalRow, audit
 from simulator.chaos_plan import FAULT_KINDS, ChaosOptions, build_plan
 from tests.helpers import populated, sale, signed_batch, terminal
@@ -199,6 +199,19 @@ def test_a_small_chaos_run_loses_nothing_and_counts_nothing_twice(seed: int, tmp
     assert result["approved"] == result["applied"] > 0
     assert result["drained"] and result["ok"]
     executed = result["faults"]
-    for kind in ("broker_restart", "server_kill", "terminal_kill", "forged", "clock_skew"):
+    for kind in ("broker_restart", "server_kill", "terminal_kill", "clock_skew"):
         assert executed[kind] >= 1, (kind, executed)
     assert sum(v for k, v in executed.items() if k.startswith("partition_")) >= 1
+    # a message fault finds nothing to send when the broker is down or nothing was captured yet
+    for kind in ("duplicate", "reorder", "forged", "corrupted"):
+        assert executed[kind] + result["not_injected"].get(kind, 0) >= 1, kind
+    assert "✔ 通过 PASS" in render(result)
+
+
+def test_chaos_cli_refuses_a_single_terminal() -> None:
+    from click.testing import CliRunner
+
+    from simulator.cli import main
+
+    result = CliRunner().invoke(main, ["chaos", "--terminals", "1"])
+    assert result.exit_code == 2 and "terminals" in result.output

@@ -27,7 +27,7 @@ from server.db import open_db
 from server.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import CATALOG
-from shared.protocol import Ack, SaleBatch, open_envelope, seal_hmac, topics
+from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope, seal_hmac, topics
 from shared.protocol.messages import MAX_SALE_FEN
 from tests.helpers import populated, sale, signed_batch, terminal
 
@@ -306,3 +306,51 @@ def test_an_unexpected_error_drops_only_the_message_that_caused_it(ingest: Inges
         assert len(published) == 1  # the good sale's ack; the poison got none
     finally:
         worker.stop()
+
+
+BAD_STATUS_FIELDS: list[tuple[str, Any]] = [
+    ("state", "maybe"), ("state", None), ("pending", -1), ("pending", "3"), ("watermark_ms", -5),
+    ("watermark_ms", 2**53 + 1), ("delta_version", None), ("clock_ms", 1.5), ("clock_offset_ms", "0"),
+    ("software", "s" * 65), ("software", None), ("mood", "happy"),
+]
+
+
+def _status_row(h: Ingest) -> tuple[Any, ...]:
+    return tuple(h.conn.execute(
+        "SELECT last_status_json, last_status_ms, watermark_ms, state FROM terminals WHERE id = ?",
+        (h.creds.terminal_id,),
+    ).fetchone())
+
+
+@FUZZ
+@given(st.sampled_from(BAD_STATUS_FIELDS))
+def test_a_status_with_a_bad_field_is_refused_and_records_nothing(ingest: Ingest, bad: tuple[str, Any]) -> None:
+    key, value = bad
+    body = {"state": "online", "pending": 0, "watermark_ms": 1, "delta_version": 0, "clock_ms": 1,
+            "clock_offset_ms": None, "offline_since_ms": None, "software": "t"}
+    body[key] = value
+    text = json.dumps(body)
+    secret = bytes.fromhex(ingest.creds.secret_hex)
+    try:
+        payload = seal_hmac("status", ingest.creds.terminal_id, json.loads(text), secret, ingest.clock.now_ms())
+    except ProtocolError:  # a float cannot even be signed canonically: send it unsigned
+        payload = json.dumps({"schema_version": 1, "type": "status", "sender": ingest.creds.terminal_id,
+                              "msg_id": "m", "sent_at_ms": 1, "body": body, "sig": "hmac-sha256:00"}).encode()
+    before = _status_row(ingest)
+    assert_refused(ingest, topics.status(ingest.creds.terminal_id), payload)
+    assert _status_row(ingest) == before
+
+
+def test_a_replayed_old_status_does_not_lower_the_watermark(ingest: Ingest) -> None:
+    secret = bytes.fromhex(ingest.creds.secret_hex)
+    topic = topics.status(ingest.creds.terminal_id)
+
+    def status(sent_at_ms: int, watermark_ms: int) -> bytes:
+        body = Status(state="online", watermark_ms=watermark_ms, clock_ms=sent_at_ms).to_body()
+        return seal_hmac("status", ingest.creds.terminal_id, body, secret, sent_at_ms)
+
+    old = status(1_000, 1_000)
+    ingest.send(topic, old)
+    ingest.send(topic, status(2_000, 2_000))
+    ingest.send(topic, old)  # captured and played back later
+    assert _status_row(ingest)[1:3] == (2_000, 2_000)
