@@ -77,7 +77,8 @@ class ChaosRun:
         self.say = say
         self.clock = SystemClock()
         self.executed: Counter[str] = Counter()
-        self.not_injected: Counter[str] = Counter()  # nothing captured yet, or the broker was down
+        self.not_injected: Counter[str] = Counter()  # nothing captured yet, or the broker stayed down
+        self._count_lock = threading.Lock()
         self.taps_sent = 0
         self.taps_skipped = 0
         self._threads: list[threading.Thread] = []
@@ -187,12 +188,17 @@ class ChaosRun:
                 time.sleep(f.params["after_ms"] / 1000)
                 if term.proc is not None:
                     term.proc.kill()
-        else:  # a message on the broker: counted only if one went out
-            sent = self._inject(f)
-            if not sent:
-                self.not_injected[kind] += 1
-                return
+        else:  # a message on the broker, off the timeline: the broker may be restarting
+            self._background(lambda: self._inject_when_up(f))
+            return
         self.executed[kind] += 1
+
+    def _inject_when_up(self, f: Fault) -> None:
+        """Inject once the injector is connected (within 10 s); counted only if a message went out."""
+        assert self.injector is not None
+        sent = self.injector.link.wait_connected(10) and self._inject(f)
+        with self._count_lock:
+            (self.executed if sent else self.not_injected)[f.kind] += 1
 
     def _inject(self, f: Fault) -> int:
         assert self.injector and self.world
