@@ -34,8 +34,12 @@ test: install
 bench: install
 	$(PY) -m bench.run
 
+# a longer fault-injection sweep: real processes, every fault kind, one run per seed;
+# reports the seeds tried and failed, exits non-zero on any failure
+CHAOS_SEEDS   ?= 20
+CHAOS_MINUTES ?= 1
 chaos: install
-	$(VENV)/bin/canteen-sim chaos-sweep
+	$(VENV)/bin/canteen-sim chaos-sweep --seeds $(CHAOS_SEEDS) --minutes $(CHAOS_MINUTES)
 
 lint: install
 	$(VENV)/bin/ruff check .

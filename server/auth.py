@@ -152,7 +152,7 @@ def requires_terminal(view: F) -> F:
             raise DomainError("clock_skew", "request time too far from server time")
         secret = bytes.fromhex(row[0])
         expected = terminal_request_signature(secret, tid, at_ms, request.method, request.path)
-        if not hmac.compare_digest(expected, sig):
+        if not sig.isascii() or not hmac.compare_digest(expected, sig):  # compare_digest: ASCII str only
             raise DomainError("bad_signature", "terminal request signature")
         g.principal = Principal("terminal", terminal_id=tid)
         return view(*args, **kwargs)

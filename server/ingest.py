@@ -45,6 +45,7 @@ class IngestStats:
     rejected_messages: int = 0
     rejection_reasons: dict[str, int] = field(default_factory=dict)
     batches: int = 0
+    dropped_messages: int = 0  # failed with an unexpected error (a bug): logged, never acknowledged
 
 
 class IngestWorker:
@@ -140,8 +141,22 @@ class IngestWorker:
             except sqlite3.Error:
                 # nothing was committed and nothing acknowledged: terminals will resend
                 log.exception("ingest: database error; %d messages left unacknowledged", len(batch))
+            except Exception:  # noqa: BLE001 — one bad message must not stop ingest for every terminal
+                log.exception("ingest: unexpected error; trying the %d messages one by one", len(batch))
+                self._one_by_one(batch)
             if self._queue.empty():
                 self.idle.set()
+
+    def _one_by_one(self, batch: list[tuple[str, bytes]]) -> None:
+        """After an unexpected error: each message in its own transaction, so only the one
+        that fails is dropped (unacknowledged, logged, counted); a good sale in the same
+        group is applied, and if it was lost too its terminal resends it."""
+        for topic, payload in batch:
+            try:
+                self.process([(topic, payload)])
+            except Exception:  # noqa: BLE001 — logged with its traceback; the worker goes on
+                self.stats.dropped_messages += 1
+                log.exception("ingest: dropped a message on %s (%d bytes) after an unexpected error", topic, len(payload))
 
     # --- the work --------------------------------------------------------------------------
 

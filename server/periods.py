@@ -35,7 +35,10 @@ class Quarter:
         m = _QUARTER_RE.match(text.strip().upper()) if isinstance(text, str) else None
         if not m:
             raise DomainError("invalid_input", f"quarter must look like 2026Q1, got {text!r}")
-        return cls(int(m.group("year")), int(m.group("q")))
+        year = int(m.group("year"))
+        if not 2000 <= year <= 2200:  # as parse_year: 0000Q1 has no start date at all
+            raise DomainError("invalid_input", f"quarter out of range: {text!r}")
+        return cls(year, int(m.group("q")))
 
     @classmethod
     def of_ms(cls, at_ms: int) -> Quarter:

@@ -93,7 +93,8 @@ def sign_notification(merchant_key: bytes, body: bytes) -> str:
 
 
 def verify_notification(merchant_key: bytes, body: bytes, signature: str) -> Notification:
-    if not hmac.compare_digest(sign_notification(merchant_key, body), signature):
+    # compare_digest raises TypeError on a non-ASCII str: such a signature is simply wrong
+    if not signature.isascii() or not hmac.compare_digest(sign_notification(merchant_key, body), signature):
         raise DomainError("bad_signature", "gateway notification signature")
     return Notification.from_body(body)
 

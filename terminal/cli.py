@@ -78,7 +78,8 @@ def run(config_path: str, events: bool, log_level: str) -> None:
         raise click.UsageError(str(exc)) from exc
     if config.reader == "simulated":
         log.warning("reader 'simulated' is fed in-process: no taps will come from it here (use stdin, fifo:<path> or nfc:<device>)")
-    terminal = Terminal(config, SystemClock(), display=devices.display, on_event=emit).start()
+    clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
+    terminal = Terminal(config, clock, display=devices.display, on_event=emit).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     payments = None

@@ -36,6 +36,9 @@ class TerminalConfig:
     ack_timeout_s: float = 5.0
     heartbeat_s: float = 5.0
     clock_probe_s: float = 300.0  # measure the clock offset to the server this often
+    # simulation only: run this terminal's clock off by this much (a Pi with a wrong clock);
+    # the terminal must notice (clock probe) and refuse offline sales when it is too far off
+    clock_offset_ms: int = 0
     software: str = "canteen-terminal/1"
 
     @property

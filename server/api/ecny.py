@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, jsonify, request
 
 from server import ecny
+from server.api.params import query_int
 from server.api.spec import doc
 from server.auth import public, requires
 from server.db import write_txn
@@ -90,10 +91,7 @@ def refund():  # noqa: ANN201
 )
 @requires("admin", "operator", "auditor")
 def totals():  # noqa: ANN201
-    try:
-        from_ms, to_ms = int(request.args["from_ms"]), int(request.args["to_ms"])
-    except (KeyError, ValueError) as exc:
-        raise DomainError("invalid_input", "from_ms and to_ms (integers) are required") from exc
+    from_ms, to_ms = query_int("from_ms"), query_int("to_ms")
     canteen_id = request.args.get("canteen_id") or None
     _operator_may_see(canteen_id)
     conn = get_db()

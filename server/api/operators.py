@@ -11,6 +11,7 @@ from server.auth import requires
 from server.db import write_txn
 from server.db_flask import get_db
 from server.scope import require_operator_access
+from shared.errors import DomainError
 
 bp = Blueprint("operators", __name__, url_prefix="/api/v1/operators")
 
@@ -38,6 +39,9 @@ def get_operator(operator: str) -> Response:
 @requires("admin")
 def put_operator(operator: str) -> Response:
     body = json_body()
+    unknown = set(body) - set(operators.FIELDS)
+    if unknown:  # checked here too: a key like "name" would collide with set_operator's own arguments
+        raise DomainError("invalid_input", f"unknown operator fields: {sorted(unknown)}")
     conn = get_db()
     with write_txn(conn):
         return jsonify(operators.set_operator(conn, operator, **body))

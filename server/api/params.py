@@ -74,3 +74,23 @@ def actor() -> str:
     who = g.principal
     scope = who.unit_id or who.operator or who.holder_id
     return f"{who.role}:{scope}" if scope else who.role
+
+
+SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
+
+
+def query_int(name: str, default: int | None = None) -> int:
+    """An integer query parameter that SQLite can hold (a larger one is refused here, not
+    by an OverflowError deep in a query); ``default`` when absent, required if None."""
+    raw = request.args.get(name)
+    if raw is None:
+        if default is None:
+            raise DomainError("invalid_input", f"{name} (an integer) is required")
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:  # also a number of more than 4,300 digits
+        raise DomainError("invalid_input", f"{name} must be an integer") from exc
+    if not SQLITE_INT_MIN <= value <= SQLITE_INT_MAX:
+        raise DomainError("invalid_input", f"{name} out of range")
+    return value

@@ -14,6 +14,7 @@ from html import escape
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from server import qr_codes
+from server.api.params import query_int
 from server.api.spec import doc
 from server.auth import public, requires
 from server.db import write_txn
@@ -117,16 +118,14 @@ def revoke(credential_id: str):  # noqa: ANN201
 )
 @requires("admin", "auditor")
 def list_incidents():  # noqa: ANN201
-    try:
-        since = int(request.args.get("since_ms", "0"))
-    except ValueError as exc:
-        raise DomainError("invalid_input", "since_ms must be an integer") from exc
+    since = query_int("since_ms", 0)
     return jsonify(incidents(get_db(), since))
 
 
 def _code_for(credential_id: str, access: str) -> tuple[str, qr_codes.Credential, int]:
     secret = _secret()
-    if not hmac.compare_digest(qr_codes.page_access(secret, credential_id), access):
+    # compare_digest raises TypeError on a non-ASCII str: such an access code is simply wrong
+    if not access.isascii() or not hmac.compare_digest(qr_codes.page_access(secret, credential_id), access):
         raise DomainError("not_found", "no such payment page")
     conn = get_db()
     now = get_clock().now_ms()

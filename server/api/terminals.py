@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from server import terminals
+from server.api.params import query_int
 from server.api.spec import doc
 from server.auth import requires, requires_terminal
 from server.db import write_txn
@@ -76,10 +77,7 @@ def deltas(terminal_id: str) -> Response:
     """Catch up a small gap without a full snapshot: signed deltas after ``since``."""
     if g.principal.terminal_id != terminal_id:
         raise DomainError("terminal_mismatch", "a terminal may only fetch its own deltas")
-    try:
-        since = int(request.args.get("since", "0"))
-    except ValueError as exc:
-        raise DomainError("invalid_input", "since must be an integer") from exc
+    since = query_int("since", 0)
     key = current_app.extensions["canteen_server_key"]
     now = get_clock().now_ms()
     items = [

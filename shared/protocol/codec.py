@@ -148,7 +148,7 @@ def req_bool(d: dict[str, Any], key: str) -> bool:
 
 def req_enum(d: dict[str, Any], key: str, allowed: frozenset[str]) -> str:
     v = d.get(key)
-    if v not in allowed:
+    if not isinstance(v, str) or v not in allowed:  # a list or dict is not even hashable
         raise ProtocolError("bad_field", f"{key}: expected one of {sorted(allowed)}")
     return v  # type: ignore[return-value]
 

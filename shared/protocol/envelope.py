@@ -97,10 +97,10 @@ def _parse(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[
     raw = obj(parse_json(data, max_bytes), "envelope")
     only_keys(raw, _KEYS, "envelope")
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # true == 1 in Python: not a version
         raise ProtocolError("bad_schema_version", f"got {version!r}, speak {SCHEMA_VERSION}")
     type_ = raw.get("type")
-    if type_ not in MESSAGE_TYPES:
+    if not isinstance(type_, str) or type_ not in MESSAGE_TYPES:
         raise ProtocolError("bad_field", f"type: {type_!r}")
     env = Envelope(
         type=type_,

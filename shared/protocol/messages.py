@@ -308,7 +308,7 @@ _CHANGE_FIELDS: dict[str, frozenset[str]] = {
 def validate_change(c: Any) -> dict[str, Any]:
     c = obj(c, "change")
     kind = c.get("kind")
-    allowed = _CHANGE_FIELDS.get(kind)  # type: ignore[arg-type]
+    allowed = _CHANGE_FIELDS.get(kind) if isinstance(kind, str) else None
     if allowed is None:
         raise ProtocolError("bad_field", f"change.kind: {kind!r}")
     only_keys(c, allowed, f"change[{kind}]")

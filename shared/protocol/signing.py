@@ -24,7 +24,8 @@ def hmac_sign(secret: bytes, data: bytes) -> str:
 
 
 def hmac_verify(secret: bytes, data: bytes, sig: str) -> bool:
-    return hmac.compare_digest(hmac_sign(secret, data), sig)
+    # compare_digest raises TypeError on non-ASCII str; such a signature is simply wrong
+    return sig.isascii() and hmac.compare_digest(hmac_sign(secret, data), sig)
 
 
 class ServerKey:

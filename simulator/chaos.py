@@ -1,0 +1,393 @@
+"""``canteen-sim chaos``: real processes, real faults, and an audit that no fen was lost.
+
+One run: a Mosquitto broker (persistence on), ``canteen-server run`` and ``T`` ×
+``canteen-terminal run --events`` as child processes, each terminal reaching the broker
+and the server through its own :class:`~simulator.netproxy.NetProxy`; a small city
+(:mod:`simulator.chaos_world`); a plan of taps and faults from the seed
+(:mod:`simulator.chaos_plan`) played against the wall clock; an injector on the broker
+(:mod:`simulator.chaos_inject`). After the workload every fault is healed, every process
+brought back, the outboxes drained; then everything stops and :mod:`simulator.chaos_audit`
+compares the journals with the server. A run passes with ``lost == 0``,
+``double_applied == 0``, ``ledger_sum_fen == 0``, ``overdraft_fen <= overdraft_bound_fen``
+and no violations.
+
+:func:`run_sweep` runs seeds one after another and reports which failed (``make chaos``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.app import create_app
+from server.db import open_db
+from server.periods import Quarter
+from shared.broker import free_port
+from shared.clock import SystemClock
+from simulator.chaos_audit import audit, read_journal
+from simulator.chaos_inject import Injector
+from simulator.chaos_plan import ChaosOptions, Fault, Plan, build_plan
+from simulator.chaos_procs import BrokerProcess, ServerProcess, TerminalProcess
+from simulator.chaos_world import ChaosWorld, build_world
+from simulator.netproxy import NetProxy
+
+Say = Callable[[str], None]
+DRAIN_TIMEOUT_S = 180.0
+
+
+@dataclass
+class Term:
+    index: int
+    terminal_id: str
+    config_path: Path
+    db_path: Path
+    log_path: Path
+    mqtt: NetProxy
+    http: NetProxy
+    events: list[dict[str, Any]] = field(default_factory=list)
+    proc: TerminalProcess | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> None:
+        self.proc = TerminalProcess(self.config_path, self.log_path, self.events).start()
+
+    @property
+    def up(self) -> bool:
+        return self.proc is not None and self.proc.running
+
+    def online(self) -> bool:
+        """The last link event said in sync."""
+        links = [e for e in list(self.events) if e.get("event") == "link"]
+        return bool(links) and bool(links[-1]["online"])
+
+
+class ChaosRun:
+    def __init__(self, opts: ChaosOptions, workdir: Path, say: Say) -> None:
+        self.opts = opts
+        self.dir = workdir
+        self.say = say
+        self.clock = SystemClock()
+        self.executed: Counter[str] = Counter()
+        self.not_injected: Counter[str] = Counter()  # nothing captured yet, or the broker stayed down
+        self._count_lock = threading.Lock()
+        self.taps_sent = 0
+        self.taps_skipped = 0
+        self._threads: list[threading.Thread] = []
+        self.broker: BrokerProcess | None = None
+        self.server: ServerProcess | None = None
+        self.injector: Injector | None = None
+        self.terms: list[Term] = []
+        self.world: ChaosWorld | None = None
+        self.plan: Plan | None = None
+
+    # --- setup -------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        home = self.dir / "server"
+        app = create_app({"HOME": str(home)})
+        self.db_path = app.config["DATABASE"]
+        now = self.clock.now_ms()
+        conn = open_db(self.db_path)
+        self.world = build_world(
+            conn, now, seed=self.opts.seed, diners=self.opts.diners, terminals=self.opts.terminals,
+            public_key=app.extensions["canteen_server_key"].public_hex, quarter=str(Quarter.of_ms(now)),
+        )
+        conn.close()
+        self.plan = build_plan(self.opts, self.world.cards)
+        self.say(f"chaos seed {self.opts.seed}: {self.opts.terminals} terminals, {self.opts.diners} diners, "
+                 f"{self.plan.workload_s:.0f} s, {len(self.plan.taps)} taps planned")
+        for i, skew in self.plan.clock_skew.items():
+            self.say(f"  clock skew T{i + 1}: {skew / 1000:+.0f} s")
+        for f in self.plan.faults:
+            self.say("  " + f.describe())
+        self.broker = BrokerProcess(free_port(), self.dir / "broker", self.opts.broker).start()
+        self.server = ServerProcess(home, self.broker.url, free_port()).start()
+        for i, creds in enumerate(self.world.terminals):
+            mqtt, http = NetProxy(self.broker.port), NetProxy(self.server.port)
+            term = Term(i, creds.terminal_id, self.dir / f"{creds.terminal_id}.json",
+                        self.dir / f"{creds.terminal_id}.sqlite", self.dir / f"{creds.terminal_id}.log", mqtt, http)
+            term.config_path.write_text(json.dumps({
+                **creds.to_json(),
+                "broker_url": f"mqtt://127.0.0.1:{mqtt.port}",
+                "server_url": f"http://127.0.0.1:{http.port}",
+                "db_path": str(term.db_path),
+                "reader": "stdin",
+                "batch_size": 20,
+                "ack_timeout_s": 2.0,
+                "heartbeat_s": 1.0,
+                "clock_offset_ms": self.plan.clock_skew.get(i, 0),
+            }))
+            term.start()
+            self.terms.append(term)
+        deadline = time.monotonic() + 60
+        while not all(t.online() for t in self.terms):
+            if time.monotonic() > deadline:
+                raise RuntimeError("terminals did not get in sync with the server")
+            time.sleep(0.05)
+        self.injector = Injector(self.broker.url, self.clock.now_ms).start()
+
+    # --- the workload ------------------------------------------------------------------
+
+    def play(self) -> None:
+        assert self.plan is not None
+        timeline: list[tuple[float, int, Callable[[], None]]] = []
+        for n, tap in enumerate(self.plan.taps):
+            timeline.append((tap.at_s, n, lambda tap=tap: self._tap(tap.terminal, [tap.line])))
+        for f in self.plan.faults:
+            timeline.append((f.at_s, -1, lambda f=f: self._fault(f)))
+            if f.duration_s:
+                timeline.append((f.at_s + f.duration_s, -2, lambda f=f: self._end(f)))
+        timeline.sort(key=lambda e: (e[0], e[1]))
+        t0 = time.monotonic()
+        for at, _, action in timeline:
+            time.sleep(max(0.0, t0 + at - time.monotonic()))
+            action()
+        for t in self._threads:
+            t.join(60)
+
+    def _tap(self, index: int, lines: list[str]) -> None:
+        term = self.terms[index]
+        with term.lock:
+            ok = term.up and term.proc is not None and term.proc.send(lines)
+        if ok:
+            self.taps_sent += len(lines)
+        else:
+            self.taps_skipped += len(lines)
+
+    def _background(self, action: Callable[[], None]) -> None:
+        t = threading.Thread(target=action, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _fault(self, f: Fault) -> None:
+        assert self.broker and self.server and self.injector and self.world
+        kind = f.kind
+        if kind.startswith("partition_"):
+            term = self.terms[f.target or 0]
+            mode = kind.removeprefix("partition_")
+            for proxy in (term.mqtt, term.http):
+                {"cut": proxy.cut, "oneway": proxy.oneway, "blackhole": proxy.blackhole}[mode]()
+        elif kind == "broker_restart":
+            self.broker.kill() if f.params.get("how") == "sigkill" else self.broker.terminate()
+        elif kind == "server_kill":
+            self.server.kill()
+        elif kind == "terminal_kill":
+            term = self.terms[f.target or 0]
+            with term.lock:
+                if term.proc is not None and term.proc.send(list(f.params["burst"])):
+                    self.taps_sent += len(f.params["burst"])
+                time.sleep(f.params["after_ms"] / 1000)
+                if term.proc is not None:
+                    term.proc.kill()
+        else:  # a message on the broker, off the timeline: the broker may be restarting
+            self._background(lambda: self._inject_when_up(f))
+            return
+        self.executed[kind] += 1
+
+    def _inject_when_up(self, f: Fault) -> None:
+        """Inject once the injector is connected (within 10 s); counted only if a message went out."""
+        assert self.injector is not None
+        sent = self.injector.link.wait_connected(10) and self._inject(f)
+        with self._count_lock:
+            (self.executed if sent else self.not_injected)[f.kind] += 1
+
+    def _inject(self, f: Fault) -> int:
+        assert self.injector and self.world
+        p = f.params
+        if f.kind == "duplicate":
+            return self.injector.duplicate(p["pick"])
+        if f.kind == "reorder":
+            return self.injector.reorder(p["pick"], p["run"])
+        if f.kind == "forged":
+            creds = self.world.terminals[p["target"]]
+            return self.injector.forged(p["as"], creds.terminal_id, creds.canteen_id, p["card"], p["amount_fen"])
+        return self.injector.corrupted(p["pick"], p["where"], p["flips"])
+
+    def _end(self, f: Fault) -> None:
+        assert self.broker and self.server
+        if f.kind.startswith("partition_"):
+            term = self.terms[f.target or 0]
+            term.mqtt.heal()
+            term.http.heal()
+        elif f.kind == "broker_restart":
+            self._background(self.broker.start)
+        elif f.kind == "server_kill":
+            self._background(self.server.start)
+        elif f.kind == "terminal_kill":
+            term = self.terms[f.target or 0]
+            with term.lock:
+                term.start()
+
+    # --- the end -----------------------------------------------------------------------
+
+    def drain(self) -> bool:
+        """Heal everything, bring every process back, wait for every outbox to empty."""
+        assert self.broker and self.server
+        for term in self.terms:
+            term.mqtt.heal()
+            term.http.heal()
+        if not self.broker.running:
+            self.broker.start()
+        if not self.server.running:
+            self.server.start()
+        for term in self.terms:
+            with term.lock:
+                if not term.up:
+                    term.start()
+        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if sum(_outbox(t.db_path) for t in self.terms) == 0:
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        for term in self.terms:
+            if term.proc is not None:
+                term.proc.terminate()
+            term.mqtt.close()
+            term.http.close()
+        if self.injector is not None:
+            self.injector.stop()
+        if self.server is not None:
+            self.server.terminate()
+        if self.broker is not None:
+            self.broker.terminate()
+
+    def report(self, drained: bool, elapsed_s: float) -> dict[str, Any]:
+        assert self.world is not None and self.plan is not None
+        journals, pending = {}, {}
+        for t in self.terms:
+            journals[t.terminal_id], pending[t.terminal_id] = read_journal(str(t.db_path), t.terminal_id)
+        server = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        try:
+            result = audit(
+                server, journals, {t.terminal_id: t.events for t in self.terms}, pending=pending,
+                start_balance_fen=self.world.start_balance_fen,
+                offline_allowance_fen=self.world.offline_allowance_fen,
+                max_clock_offset_ms=self.world.risk["max_clock_offset_ms"],
+            )
+            duplicates = server.execute("SELECT value FROM counters WHERE name = 'sales_duplicate'").fetchone()
+        finally:
+            server.close()
+        declines = Counter(e.get("reason") for t in self.terms for e in t.events if e.get("event") == "declined")
+        assert self.injector is not None
+        faults = dict(self.executed)
+        faults["clock_skew"] = len(self.plan.clock_skew)
+        out = {
+            "seed": self.opts.seed,
+            "ok": result.ok and drained,
+            **result.to_json(),
+            "faults": {k: faults.get(k, 0) for k in self.plan.fault_counts()},
+            "faults_total": sum(faults.values()),
+            "injected_messages": self.injector.sent,
+            "not_injected": dict(self.not_injected),
+            "taps_sent": self.taps_sent,
+            "taps_skipped_terminal_down": self.taps_skipped,
+            "declines": dict(sorted((k or "?", v) for k, v in declines.items())),
+            # sales journaled just before a SIGKILL, announced at the restart ("断电前最后一笔交易已成功")
+            "recovered_after_kill": sum(e.get("event") == "recovered" for t in self.terms for e in t.events),
+            "duplicates_answered": int(duplicates[0]) if duplicates else 0,
+            "drained": drained,
+            "restarts": {"server": (self.server.starts - 1) if self.server else 0},
+            "plan": self.plan.to_json(),
+            "elapsed_s": round(elapsed_s, 1),
+        }
+        if not drained:
+            out["violations"].append({"code": "not_drained", "detail": "outboxes did not empty in time"})
+        return out
+
+
+def _outbox(path: Path) -> int:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 1  # being written or not there yet: not drained
+
+
+def run_chaos(opts: ChaosOptions, say: Say = lambda line: None, keep: bool = False) -> dict[str, Any]:
+    """One chaos run; the folder is removed afterwards unless it failed or ``keep``."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"canteen-chaos-{opts.seed}-"))
+    run = ChaosRun(opts, workdir, say)
+    t0 = time.monotonic()
+    try:
+        run.setup()
+        run.play()
+        say("workload done; healing and draining")
+        drained = run.drain()
+    finally:
+        run.stop()
+    result = run.report(drained, time.monotonic() - t0)
+    if result["ok"] and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        result["workdir"] = str(workdir)
+    return result
+
+
+def render(result: dict[str, Any]) -> str:
+    faults = ", ".join(f"{k} {v}" for k, v in result["faults"].items() if v)
+    lines = [
+        f"混沌测试 chaos · seed {result['seed']} · {result['elapsed_s']} s",
+        f"  故障 faults ({result['faults_total']}): {faults}",
+        f"  刷卡 taps sent {result['taps_sent']} (skipped, terminal down: {result['taps_skipped_terminal_down']})",
+        f"  终端批准 approved       {result['approved']:>7}   (离线 offline {result['offline_sales']}, "
+        f"重启后补报 recovered {result['recovered_after_kill']})",
+        f"  服务器入账 applied      {result['applied']:>7}",
+        f"  丢失 lost               {result['lost']:>7}",
+        f"  重复入账 double applied {result['double_applied']:>7}",
+        f"  重复已忽略 duplicates   {result['duplicates_answered']:>7}",
+        f"  账本合计 ledger sum     {result['ledger_sum_fen']:>7} fen",
+        f"  透支 overdraft          {result['overdraft_fen']:>7} fen  (限额允许 bound {result['overdraft_bound_fen']} fen)",
+        "  拒收消息 refused messages: " + (", ".join(f"{k} {v}" for k, v in result["rejections"].items()) or "-"),
+        "  拒绝 declines: " + (", ".join(f"{k} {v}" for k, v in result["declines"].items()) or "-"),
+    ]
+    for v in result["violations"][:20]:
+        lines.append(f"  ✘ {v['code']}: {v['detail']}")
+    lines.append(f"  {'✔ 通过 PASS' if result['ok'] else '✘ 失败 FAIL'}" + (f" · kept {result['workdir']}" if "workdir" in result else ""))
+    return "\n".join(lines)
+
+
+def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None) -> dict[str, Any]:
+    """Run each seed; report seeds tried and failed and the totals."""
+    from dataclasses import replace
+
+    runs = []
+    for seed in seeds:
+        result = run_chaos(replace(base, seed=seed), say)
+        say(render(result))
+        runs.append(result)
+    totals: Counter[str] = Counter()
+    for r in runs:
+        totals.update(r["faults"])
+    return {
+        "seeds_tried": seeds,
+        "seeds_failed": [r["seed"] for r in runs if not r["ok"]],
+        "faults": dict(totals),
+        "faults_total": sum(totals.values()),
+        "approved": sum(r["approved"] for r in runs),
+        "applied": sum(r["applied"] for r in runs),
+        "offline_sales": sum(r["offline_sales"] for r in runs),
+        "recovered_after_kill": sum(r["recovered_after_kill"] for r in runs),
+        "duplicates_answered": sum(r["duplicates_answered"] for r in runs),
+        "rejections": dict(sum((Counter(r["rejections"]) for r in runs), Counter())),
+        "lost": sum(r["lost"] for r in runs),
+        "double_applied": sum(r["double_applied"] for r in runs),
+        "overdraft_fen": sum(r["overdraft_fen"] for r in runs),
+        "overdraft_bound_fen": sum(r["overdraft_bound_fen"] for r in runs),
+        "runs": [{k: r[k] for k in ("seed", "ok", "approved", "applied", "lost", "double_applied", "ledger_sum_fen",
+                                    "overdraft_fen", "overdraft_bound_fen", "faults_total", "elapsed_s")} for r in runs],
+    }

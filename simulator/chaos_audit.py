@@ -1,0 +1,213 @@
+"""The chaos run's audit, from outside: terminal journals and events against the server.
+
+After the drain, with every process stopped, :func:`audit` reads what each terminal
+journaled and told its diners (``approved``/``recovered`` events) and what the server's
+database holds (sales, ledger txns, purse balances, refusals), and counts:
+
+* ``approved`` — sales journaled by the terminals (each was announced "paid");
+* ``applied`` — sales the server applied;
+* ``lost`` — approved, but not applied (missing at the server, or rejected there);
+* ``double_applied`` — sales with more than one ledger txn, or one uuid applied twice;
+* ``ledger_sum_fen`` — the sum over all accounts (0 in a double-entry ledger);
+* ``overdraft_fen`` — the purses' negative balances, summed;
+* ``overdraft_bound_fen`` — what the limits allow (below);
+* ``violations`` — each broken rule, with a code and a detail.
+
+**The overdraft bound.** A terminal approves a sale for a cardholder only if the amount
+fits the balance it last heard from the server (delta or ack, at some version ``v``) minus
+its own sales still unacknowledged, plus the offline allowance ``a`` when offline
+(``terminal.authorize``). Its own sales the server had not applied at ``v`` are all still
+unacknowledged, so at its last approval everything terminal ``j`` ever sold to the holder
+is at most ``B − (others' sales applied by v) + a``, where ``B`` is the holder's balance
+before the run (no top-ups during it). Summing over the ``n`` terminals that sold to the
+holder, and subtracting ``B``: the holder's overdraft is at most ``(n − 1) × (B + a) + a``.
+``max_offline_total_fen`` does not enter: a terminal whose link looks up while its cache is
+stale (a half-open link, a dead server) still uses its online limit — the balance it last
+saw. With one terminal the bound is ``a``: a single terminal never overdraws further.
+The step it rests on is checked too, per terminal and holder (``terminal_oversold``): no
+terminal sold a holder more than ``B + a`` in the whole run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from server import ledger
+from shared.errors import CATALOG
+
+MISDATE_SLACK_MS = 10_000  # process scheduling, event pipes: far below any skew we inject
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    terminal_id: str
+    seq: int
+    uuid: str
+    holder_id: str | None
+    amount_fen: int
+    occurred_at_ms: int
+    offline: bool
+
+
+def read_journal(path: str, terminal_id: str) -> tuple[list[JournalRow], int]:
+    """A terminal's journal and its outbox size, read-only."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = [
+            JournalRow(terminal_id, r[0], r[1], r[2], r[3], r[4], bool(r[5]))
+            for r in conn.execute("SELECT seq, uuid, holder_id, amount_fen, occurred_at_ms, offline FROM journal ORDER BY seq")
+        ]
+        pending = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+    finally:
+        conn.close()
+    return rows, pending
+
+
+@dataclass
+class AuditResult:
+    approved: int = 0
+    applied: int = 0
+    lost: int = 0
+    double_applied: int = 0
+    ledger_sum_fen: int = 0
+    overdraft_fen: int = 0
+    overdraft_bound_fen: int = 0
+    pending: int = 0
+    offline_sales: int = 0
+    sales_fen: int = 0
+    rejections: dict[str, int] = field(default_factory=dict)
+    violations: list[dict[str, str]] = field(default_factory=list)
+
+    def violate(self, code: str, detail: str) -> None:
+        self.violations.append({"code": code, "detail": detail})
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.lost == 0 and self.double_applied == 0 and self.ledger_sum_fen == 0
+            and self.overdraft_fen <= self.overdraft_bound_fen and not self.violations
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "approved": self.approved, "applied": self.applied, "lost": self.lost,
+            "double_applied": self.double_applied, "ledger_sum_fen": self.ledger_sum_fen,
+            "overdraft_fen": self.overdraft_fen, "overdraft_bound_fen": self.overdraft_bound_fen,
+            "pending": self.pending, "offline_sales": self.offline_sales, "sales_fen": self.sales_fen,
+            "rejections": self.rejections, "violations": self.violations[:50],
+            "violation_count": len(self.violations),
+        }
+
+
+def audit(
+    server: sqlite3.Connection,
+    journals: dict[str, list[JournalRow]],
+    events: dict[str, list[dict[str, Any]]],
+    *,
+    pending: dict[str, int],
+    start_balance_fen: dict[str, int],
+    offline_allowance_fen: int,
+    max_clock_offset_ms: int,
+) -> AuditResult:
+    r = AuditResult()
+    rows = [j for js in journals.values() for j in js]
+    r.approved = len(rows)
+    r.offline_sales = sum(j.offline for j in rows)
+    r.pending = sum(pending.values())
+    for tid, n in sorted(pending.items()):
+        if n:
+            r.violate("not_drained", f"{tid}: {n} sales still unacknowledged after the drain")
+    _check_announcements(r, journals, events, max_clock_offset_ms)
+
+    sales = server.execute("SELECT uuid, terminal_id, seq, status, amount_fen, reason FROM sales").fetchall()
+    by_uuid: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for s in sales:
+        by_uuid[s[0]].append(tuple(s))
+    applied = [s for s in sales if s[3] == "applied"]
+    r.applied = len(applied)
+    r.sales_fen = sum(s[4] for s in applied)
+    approved_uuids = {j.uuid for j in rows}
+    for j in rows:
+        at_server = [s for s in by_uuid.get(j.uuid, []) if s[3] == "applied"]
+        if not at_server:
+            r.lost += 1
+            why = by_uuid[j.uuid][0][5] if by_uuid.get(j.uuid) else "never arrived"
+            r.violate("lost", f"{j.terminal_id}/{j.seq} {j.amount_fen} fen: {why}")
+        elif any(s[1] != j.terminal_id or s[2] != j.seq or s[4] != j.amount_fen for s in at_server):
+            r.violate("differs", f"{j.terminal_id}/{j.seq}: the server's record differs from the journal")
+    for u, ss in by_uuid.items():
+        if sum(s[3] == "applied" for s in ss) > 1:
+            r.double_applied += 1
+        if u not in approved_uuids and any(s[3] == "applied" for s in ss):
+            r.violate("applied_not_approved", f"{ss[0][1]}/{ss[0][2]} applied, but no terminal journaled it")
+    twice = server.execute(
+        "SELECT count(*) FROM (SELECT ref FROM txns WHERE kind = 'sale' GROUP BY ref HAVING count(*) > 1)"
+    ).fetchone()[0]
+    r.double_applied += int(twice)
+    if r.double_applied:
+        r.violate("double_applied", f"{r.double_applied} sales applied more than once")
+
+    r.ledger_sum_fen = ledger.ledger_sum(server)
+    for v in ledger.check(server):
+        r.violate(f"ledger:{v.code}", v.detail)
+    _overdraft(r, server, rows, start_balance_fen, offline_allowance_fen)
+    r.rejections = {
+        reason: n for reason, n in server.execute("SELECT reason, count(*) FROM rejections GROUP BY reason ORDER BY reason")
+    }
+    for reason in r.rejections:
+        if reason not in CATALOG:
+            r.violate("rejection_without_code", f"refusal reason {reason!r} is not a defined code")
+    return r
+
+
+def _check_announcements(
+    r: AuditResult, journals: dict[str, list[JournalRow]], events: dict[str, list[dict[str, Any]]], max_offset_ms: int
+) -> None:
+    """Every journaled sale was announced, every announced sale journaled, none misdated."""
+    for tid, rows in journals.items():
+        evs = events.get(tid, [])
+        told = {e["uuid"]: e for e in evs if e.get("event") in ("approved", "recovered")}
+        journaled = {j.uuid: j for j in rows}
+        for u in told.keys() - journaled.keys():
+            r.violate("announced_not_journaled", f"{tid}: diner told 'paid' for {u}, not in the journal")
+        for u in journaled.keys() - told.keys():
+            r.violate("journaled_not_announced", f"{tid}/{journaled[u].seq}: journaled, diner never told")
+        for e in evs:
+            if e.get("event") == "garbage":
+                r.violate("torn_event", f"{tid}: {e.get('line', '')[:80]!r}")
+            if e.get("event") == "approved" and e["uuid"] in journaled and "_seen_ms" in e:
+                off = journaled[e["uuid"]].occurred_at_ms - e["_seen_ms"]
+                if abs(off) > max_offset_ms + MISDATE_SLACK_MS:
+                    r.violate("misdated", f"{tid}/{journaled[e['uuid']].seq}: dated {off / 1000:+.0f} s from the true time")
+
+
+def _overdraft(
+    r: AuditResult, server: sqlite3.Connection, rows: list[JournalRow], start: dict[str, int], allowance: int
+) -> None:
+    sellers: dict[str, set[str]] = defaultdict(set)
+    sold: Counter[tuple[str, str]] = Counter()
+    for j in rows:
+        if j.holder_id:
+            sellers[j.holder_id].add(j.terminal_id)
+            sold[(j.terminal_id, j.holder_id)] += j.amount_fen
+    for (tid, h), fen in sorted(sold.items()):
+        # the step the bound rests on: one terminal never sells a holder more than the
+        # balance it could have seen plus the allowance
+        if fen > max(start.get(h, 0), 0) + allowance:
+            r.violate("terminal_oversold", f"{tid} sold {h} {fen} fen; balance {start.get(h, 0)} + allowance {allowance}")
+    purses = ledger.balances(
+        server, [ledger.subsidy_purse(h) for h in start] + [ledger.self_purse(h) for h in start]
+    )
+    per_holder: Counter[str] = Counter()
+    for h in start:
+        per_holder[h] = max(0, -purses[ledger.subsidy_purse(h)]) + max(0, -purses[ledger.self_purse(h)])
+    r.overdraft_fen = sum(per_holder.values())
+    for h, terms in sellers.items():
+        n = len(terms)
+        bound = (n - 1) * (max(start.get(h, 0), 0) + allowance) + allowance
+        r.overdraft_bound_fen += bound
+        if per_holder[h] > bound:
+            r.violate("overdraft_beyond_bound", f"{h}: {per_holder[h]} fen overdrawn, limits allow {bound} ({n} terminals)")

@@ -1,0 +1,107 @@
+"""Hostile and clumsy messages on the broker: copies, reorderings, forgeries, bit rot.
+
+:class:`Injector` is an MQTT client of its own (through :class:`shared.mqtt.MqttLink`)
+that listens on every terminal's sales topic and keeps the real signed batches it sees.
+The chaos run then asks it to
+
+* ``duplicate`` — publish a captured batch again, twice (what a broker's redelivery or a
+  retrying terminal does);
+* ``reorder`` — publish a run of captured batches newest first;
+* ``forged`` — publish a plausible sale batch on a real terminal's topic signed with a key
+  that is not the terminal's (``wrong_key``), or from a terminal nobody provisioned
+  (``unknown_terminal``);
+* ``corrupted`` — publish a captured batch with a few bytes flipped.
+
+What to pick is given as fractions from the plan (``pick``, ``where``), so the choice is
+the seed's; which batches exist to pick from depends on the run. Every message it sends is
+counted by kind in :attr:`Injector.sent`; the server must answer each copy ``duplicate``
+and refuse each forgery and corruption with a reason code, applying nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+from shared.mqtt import BrokerAddress, MqttLink
+from shared.protocol import SaleBatch, seal_hmac, topics
+from shared.protocol.messages import Sale
+
+MAX_CAPTURED = 2_000
+
+
+class Injector:
+    def __init__(self, broker_url: str, clock_ms: Any) -> None:
+        self._lock = threading.Lock()
+        self.captured: list[tuple[str, bytes]] = []
+        self.sent: dict[str, int] = {}
+        self.unsent: dict[str, int] = {}  # the broker was down: nothing went out
+        self._clock_ms = clock_ms
+        self.link = MqttLink(
+            f"chaos-injector-{uuid.uuid4().hex[:6]}",
+            BrokerAddress.parse(broker_url),
+            subscriptions=[(topics.ALL_SALES, 1)],
+            on_message=self._capture,
+            backoff_max_s=1.0,
+        )
+
+    def start(self) -> Injector:
+        self.link.start()
+        self.link.wait_connected(10)
+        return self
+
+    def stop(self) -> None:
+        self.link.stop()
+
+    def _capture(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            if len(self.captured) < MAX_CAPTURED:
+                self.captured.append((topic, payload))
+
+    def _pick(self, fraction: float) -> tuple[str, bytes] | None:
+        with self._lock:
+            if not self.captured:
+                return None
+            return self.captured[min(int(fraction * len(self.captured)), len(self.captured) - 1)]
+
+    def _send(self, kind: str, topic: str, payload: bytes) -> int:
+        ok = self.link.publish(topic, payload)
+        book = self.sent if ok else self.unsent
+        book[kind] = book.get(kind, 0) + 1
+        return int(ok)
+
+    # --- the faults --------------------------------------------------------------------
+
+    # each returns how many messages went out (0: nothing captured yet, or the broker is down)
+
+    def duplicate(self, pick: float) -> int:
+        got = self._pick(pick)
+        return sum(self._send("duplicate", *got) for _ in range(2)) if got is not None else 0
+
+    def reorder(self, pick: float, run: int) -> int:
+        with self._lock:
+            start = min(int(pick * len(self.captured)), max(len(self.captured) - run, 0))
+            window = self.captured[start : start + run]
+        return sum(self._send("reorder", topic, payload) for topic, payload in reversed(window))
+
+    def forged(self, how: str, terminal_id: str, canteen_id: str, card_id: str, amount_fen: int) -> int:
+        sender = terminal_id if how == "wrong_key" else f"X{uuid.uuid4().hex[:6]}"
+        sale = Sale(
+            terminal_id=sender, seq=10_000_000 + sum(self.sent.values()), uuid=uuid.uuid4().hex, card_id=card_id,
+            canteen_id=canteen_id, amount_fen=amount_fen, occurred_at_ms=self._clock_ms(), kind="shop",
+            subsidy_fen=amount_fen,
+        )
+        payload = seal_hmac("sale_batch", sender, SaleBatch((sale,)).to_body(), b"not the terminal's key", self._clock_ms())
+        return self._send("forged", topics.sales(sender), payload)
+
+    def corrupted(self, pick: float, where: float, flips: int) -> int:
+        got = self._pick(pick)
+        if got is None:
+            return 0
+        topic, payload = got
+        data = bytearray(payload)
+        for i in range(flips):
+            pos = min(int(((where + i * 0.137) % 1.0) * len(data)), len(data) - 1)
+            data[pos] ^= 0x01 << (i % 7)  # never a no-op
+        return self._send("corrupted", topic, bytes(data))

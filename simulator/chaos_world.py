@@ -1,0 +1,87 @@
+"""The small, poor city a chaos run plays in, written straight into the server's database.
+
+Built before the server process starts, with the server's own service functions inside
+real transactions (as the clerks' batch jobs do): three units, one canteen per two
+terminals, each serving a meal all day (the run uses the wall clock, whatever the hour),
+shop items, ``diners`` staff with small balances (so that refusals, races and overdrafts
+really happen), the city's offline risk limits, and the terminals provisioned.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from server import funds, ledger, registry
+from server.db import write_txn
+from server.terminals import TerminalCredentials, provision
+from simulator.world import meal
+
+UNITS = (("U01", "市财政局", 3_000), ("U02", "市教育局", 5_000), ("U03", "市审计局", 1_500))
+ITEMS = {
+    "tissue": {"name": "抽纸", "price_fen": 350, "reference_price_fen": 400},
+    "water": {"name": "矿泉水", "price_fen": 200, "reference_price_fen": 200},
+}
+# The city's offline limits for this run (terminal.rules.RiskLimits): small enough to bite.
+RISK = {
+    "max_sale_fen": 5_000,
+    "offline_allowance_fen": 300,
+    "max_offline_total_fen": 4_000,
+    "max_offline_sales": 4,
+    "max_clock_offset_ms": 5 * 60_000,
+}
+
+
+@dataclass(frozen=True)
+class ChaosWorld:
+    cards: list[str]
+    holders: dict[str, str]  # card -> holder
+    start_balance_fen: dict[str, int]  # holder -> subsidy + self before the run
+    terminals: list[TerminalCredentials]
+    risk: dict[str, int]
+
+    @property
+    def offline_allowance_fen(self) -> int:
+        return self.risk["offline_allowance_fen"]
+
+
+def build_world(
+    conn: sqlite3.Connection, now_ms: int, *, seed: int, diners: int, terminals: int, public_key: str, quarter: str
+) -> ChaosWorld:
+    rng = random.Random(seed ^ 0x5EED)
+    canteens = [f"C{i + 1:02d}" for i in range((terminals + 1) // 2)]
+    cards: list[str] = []
+    holders: dict[str, str] = {}
+    with write_txn(conn):
+        registry.set_terminal_settings(conn, {"risk": RISK}, now_ms)
+        for uid, name, std in UNITS:
+            registry.add_unit(conn, uid, name, std)
+        for i, cid in enumerate(canteens):
+            unit = UNITS[i % 2][0]  # U03 has no canteen: its staff always eat elsewhere
+            config: dict[str, Any] = {
+                "meals": {"lunch": meal("00:00", "24:00", 1200, 1500)},
+                "meal_limit": 2,
+                "items": ITEMS,
+            }
+            registry.add_canteen(conn, cid, f"第{i + 1}食堂", unit, operator=f"运营方{i + 1}",
+                                 self_operated=i % 2 == 1, now_ms=now_ms, config=config)
+        for i in range(diners):
+            unit = UNITS[i % len(UNITS)][0]
+            holder, card = f"H{i + 1:05d}", f"K{i + 1:05d}"
+            registry.add_holder(conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms)
+            cards.append(card)
+            holders[card] = holder
+        for uid in sorted({UNITS[i % len(UNITS)][0] for i in range(diners)}):
+            funds.allocate(conn, uid, quarter, None, now_ms)  # the quarter's subsidy, per person
+        for card in rng.sample(cards, k=max(1, diners // 4)):
+            funds.topup(conn, card, rng.choice([500, 1_000, 3_000]), now_ms, ref=f"chaos-topup-{card}")
+        creds = [
+            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}") for t in range(terminals)
+        ]
+    start = {
+        h: ledger.balance(conn, ledger.subsidy_purse(h)) + ledger.balance(conn, ledger.self_purse(h))
+        for h in holders.values()
+    }
+    return ChaosWorld(cards, holders, start, creds, dict(RISK))

@@ -1,0 +1,217 @@
+"""Fault injection: the plan is the seed's, the audit catches what it must, and a few small
+runs of real processes under every kind of fault lose nothing and count nothing twice."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server import ledger
+from server.db import open_db, write_txn
+from server.ingest import IngestWorker
+from shared.clock import FakeClock
+from simulator.chaos import render, run_chaos
+from simulator.chaos_audit import AuditResult, JournalRow, audit
+from simulator.chaos_plan import FAULT_KINDS, ChaosOptions, build_plan
+from tests.helpers import populated, sale, signed_batch, terminal
+
+CARDS = [f"K{i:05d}" for i in range(1, 41)]
+
+
+# --- the plan ---------------------------------------------------------------------------
+
+
+def test_the_same_seed_gives_the_same_plan_and_another_seed_another() -> None:
+    opts = ChaosOptions(seed=42, terminals=4, diners=30, minutes=1.0)
+    assert build_plan(opts, CARDS) == build_plan(opts, CARDS)
+    other = build_plan(ChaosOptions(seed=43, terminals=4, diners=30, minutes=1.0), CARDS)
+    assert other.taps != build_plan(opts, CARDS).taps and other.faults != build_plan(opts, CARDS).faults
+
+
+@pytest.mark.parametrize("minutes", [0.1, 0.5, 3.0])
+def test_every_kind_of_fault_is_in_every_plan(minutes: float) -> None:
+    for seed in range(1, 30):
+        plan = build_plan(ChaosOptions(seed=seed, terminals=3, diners=10, minutes=minutes), CARDS)
+        counts = plan.fault_counts()
+        partitions = sum(counts[k] for k in counts if k.startswith("partition_"))
+        assert partitions >= 1
+        assert all(counts[k] >= 1 for k in FAULT_KINDS if not k.startswith("partition_")), (seed, counts)
+        assert all(0 <= f.at_s < plan.workload_s for f in plan.faults)
+        assert all(0 <= t.at_s < plan.workload_s + 1 and 0 <= t.terminal < 3 for t in plan.taps)
+
+
+def test_faults_on_one_target_never_overlap() -> None:
+    for seed in range(1, 30):
+        plan = build_plan(ChaosOptions(seed=seed, terminals=3, diners=10, minutes=2.0), CARDS)
+        groups: dict[Any, list[tuple[float, float]]] = {}
+        for f in plan.faults:
+            if f.duration_s:
+                key = ("net", f.target) if f.kind.startswith("partition_") else (f.kind, f.kind == "terminal_kill" or f.target)
+                groups.setdefault(key, []).append((f.at_s, f.at_s + f.duration_s))
+        for windows in groups.values():
+            windows.sort()
+            assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False)), (seed, windows)
+
+
+def test_a_clock_skew_is_planned_for_one_terminal() -> None:
+    plan = build_plan(ChaosOptions(seed=5, terminals=3, diners=10), CARDS)
+    assert len(plan.clock_skew) == 1
+    (index, skew), = plan.clock_skew.items()
+    assert 0 <= index < 3 and skew != 0
+
+
+def test_options_refuse_a_run_that_cannot_be_chaos() -> None:
+    with pytest.raises(ValueError):
+        ChaosOptions(terminals=1)
+    with pytest.raises(ValueError):
+        ChaosOptions(minutes=0)
+
+
+# --- the audit --------------------------------------------------------------------------
+
+
+class Books:
+    """A server database with real applied sales, and the journal a terminal would hold."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: FakeClock) -> None:
+        self.conn = conn
+        self.clock = clock
+        world = populated(conn, clock.now_ms(), diners=3)
+        self.card = world.diners[0].card_id
+        self.holder = world.diners[0].holder_id
+        self.creds = terminal(conn, "C01", clock.now_ms())
+        self.worker = IngestWorker(open_db(conn.execute("PRAGMA database_list").fetchone()[2]), clock, lambda *a: True)
+        self.start = {
+            d.holder_id: ledger.balance(conn, ledger.subsidy_purse(d.holder_id)) + ledger.balance(conn, ledger.self_purse(d.holder_id))
+            for d in world.diners
+        }
+        self.journal: list[JournalRow] = []
+        self.events: list[dict[str, Any]] = []
+        self.seq = 0
+
+    def sell(self, amount_fen: int, *, send: bool = True) -> JournalRow:
+        self.seq += 1
+        s = sale(self.creds, self.seq, self.card, amount_fen, self.clock.now_ms(), kind="shop", meal_period=None)
+        if send:
+            self.worker.process([(f"canteen/v1/t/{self.creds.terminal_id}/up/sales", signed_batch(self.creds, [s], 1))])
+        row = JournalRow(self.creds.terminal_id, s.seq, s.uuid, self.holder, amount_fen, s.occurred_at_ms, False)
+        self.journal.append(row)
+        self.events.append({"event": "approved", "uuid": s.uuid, "_seen_ms": s.occurred_at_ms})
+        return row
+
+    def audit(self, allowance: int = 0) -> AuditResult:
+        tid = self.creds.terminal_id
+        return audit(
+            self.conn, {tid: self.journal}, {tid: self.events}, pending={tid: 0}, start_balance_fen=self.start,
+            offline_allowance_fen=allowance, max_clock_offset_ms=300_000,
+        )
+
+
+@pytest.fixture
+def books(conn: sqlite3.Connection, clock: FakeClock) -> Books:
+    return Books(conn, clock)
+
+
+def codes(result: AuditResult) -> set[str]:
+    return {v["code"] for v in result.violations}
+
+
+def test_an_audit_of_honest_books_passes(books: Books) -> None:
+    books.sell(1200)
+    books.sell(300)
+    r = books.audit()
+    assert (r.approved, r.applied, r.lost, r.double_applied, r.ledger_sum_fen) == (2, 2, 0, 0, 0)
+    assert r.ok and r.violations == []
+
+
+def test_a_sale_the_server_never_applied_is_lost(books: Books) -> None:
+    books.sell(1200)
+    books.sell(500, send=False)
+    r = books.audit()
+    assert r.lost == 1 and "lost" in codes(r) and not r.ok
+
+
+def test_a_sale_applied_twice_is_caught_even_without_the_servers_own_guard(books: Books) -> None:
+    row = books.sell(1200)
+    books.conn.execute("DROP INDEX txns_kind_ref")  # the audit must not rest on the server's constraints
+    with write_txn(books.conn):  # a second ledger txn for the same sale: what must never happen
+        ledger.post(books.conn, "sale", [ledger.Move(ledger.subsidy_purse(books.holder), ledger.canteen_payable("C01"), 1200)],
+                    books.clock.now_ms(), ref=f"{row.terminal_id}/{row.seq}")
+    r = books.audit()
+    assert r.double_applied == 1 and not r.ok
+
+
+def test_a_sale_no_terminal_journaled_is_caught(books: Books) -> None:
+    books.sell(1200)
+    books.journal.clear()
+    books.events.clear()
+    r = books.audit()
+    assert "applied_not_approved" in codes(r) and not r.ok
+
+
+def test_a_diner_told_paid_for_a_sale_not_journaled_is_caught(books: Books) -> None:
+    books.sell(300)
+    books.events.append({"event": "approved", "uuid": uuid.uuid4().hex})
+    assert "announced_not_journaled" in codes(books.audit())
+
+
+def test_a_sale_dated_far_from_when_it_happened_is_caught(books: Books) -> None:
+    books.sell(300)
+    books.events[-1]["_seen_ms"] += 20 * 60_000  # the diner was served 20 minutes after its date
+    assert "misdated" in codes(books.audit())
+
+
+def test_one_terminal_overdrawing_beyond_the_allowance_breaks_the_bound(books: Books) -> None:
+    balance = books.start[books.holder]
+    books.sell(balance + 250)
+    assert books.audit(allowance=300).ok  # within the offline allowance
+    books.sell(100)
+    r = books.audit(allowance=300)
+    assert r.overdraft_fen == 350 > r.overdraft_bound_fen == 300
+    assert {"overdraft_beyond_bound", "terminal_oversold"} <= codes(r) and not r.ok
+
+
+def test_an_outbox_left_full_is_caught(books: Books) -> None:
+    books.sell(300)
+    tid = books.creds.terminal_id
+    r = audit(books.conn, {tid: books.journal}, {tid: books.events}, pending={tid: 1},
+              start_balance_fen=books.start, offline_allowance_fen=0, max_clock_offset_ms=300_000)
+    assert "not_drained" in codes(r)
+
+
+# --- real runs --------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.broker
+@pytest.mark.parametrize("seed", [101, 202, 303])
+def test_a_small_chaos_run_loses_nothing_and_counts_nothing_twice(seed: int, tmp_path: Path) -> None:
+    lines: list[str] = []
+    result = run_chaos(ChaosOptions(seed=seed, terminals=3, diners=16, minutes=0.3), say=lines.append)
+    assert lines[0].startswith(f"chaos seed {seed}")  # the seed and the plan are printed
+    assert result["violations"] == [], result["violations"]
+    assert (result["lost"], result["double_applied"], result["ledger_sum_fen"]) == (0, 0, 0)
+    assert result["overdraft_fen"] <= result["overdraft_bound_fen"]
+    assert result["approved"] == result["applied"] > 0
+    assert result["drained"] and result["ok"]
+    executed = result["faults"]
+    for kind in ("broker_restart", "server_kill", "terminal_kill", "clock_skew"):
+        assert executed[kind] >= 1, (kind, executed)
+    assert sum(v for k, v in executed.items() if k.startswith("partition_")) >= 1
+    # a message fault finds nothing to send when the broker is down or nothing was captured yet
+    for kind in ("duplicate", "reorder", "forged", "corrupted"):
+        assert executed[kind] + result["not_injected"].get(kind, 0) >= 1, kind
+    assert "✔ 通过 PASS" in render(result)
+
+
+def test_chaos_cli_refuses_a_single_terminal() -> None:
+    from click.testing import CliRunner
+
+    from simulator.cli import main
+
+    result = CliRunner().invoke(main, ["chaos", "--terminals", "1"])
+    assert result.exit_code == 2 and "terminals" in result.output
