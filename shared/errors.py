@@ -70,6 +70,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "not_found": ErrorSpec("记录不存在", "not found", 404),
     "already_exists": ErrorSpec("记录已存在", "already exists", 409),
     "invalid_input": ErrorSpec("输入有误", "invalid input"),
+    "internal_error": ErrorSpec("系统内部错误，请稍后重试", "internal error", 500),
     "period_closed": ErrorSpec("该期间已结账", "period already closed", 409),
     "period_open": ErrorSpec("该期间尚未结束，不能结账", "period has not ended yet", 409),
     "period_out_of_order": ErrorSpec("请按顺序结账", "periods must be closed in order", 409),

@@ -58,7 +58,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):  # noqa: ANN202
+        status = exc.code or 500
         code = {404: "not_found", 405: "invalid_input", 401: "unauthenticated", 403: "forbidden"}.get(
-            exc.code or 400, "invalid_input"
+            status, "internal_error" if status >= 500 else "invalid_input"
         )
-        return jsonify({"code": code, "message": exc.name, "detail": exc.description or ""}), exc.code
+        return jsonify({"code": code, "message": exc.name, "detail": exc.description or ""}), status
