@@ -34,6 +34,7 @@ from server.double_spend import note_sale_credential
 from server.holders import holder_change_from
 from server.settlement_rules import take_in_order
 from server.spend import split_payment
+from shared.clock import DAY_MS, china_datetime, start_of_china_day_ms
 from shared.protocol import Sale, SaleResult
 from shared.protocol.messages import Balance
 
@@ -233,6 +234,8 @@ class SaleApplier:
                 row["balance_self_fen"] = change["self_fen"]
                 row["balance_version"] = self.version
         self.conn.executemany(_INSERT, [tuple(r[c] for c in _COLUMNS) for r in self._pending.values()])
+        for holder_id, meals in meals_of_day(self.conn, self._meal_days()).items():
+            self.changes[holder_id]["meals"] = meals
         if self._late:
             self.conn.executemany(
                 "INSERT INTO late_sales(terminal_id, seq, canteen_id, occurred_at_ms, amount_fen) "
@@ -248,6 +251,15 @@ class SaleApplier:
                 out.append(_result(self._pending[key], status))
         return out
 
+    def _meal_days(self) -> dict[str, int]:
+        """Holders with a meal applied in this txn → the time of their latest one."""
+        latest: dict[str, int] = {}
+        for row in self._pending.values():
+            if row["status"] == "applied" and row["kind"] == "meal" and row["holder_id"]:
+                h = row["holder_id"]
+                latest[h] = max(latest.get(h, 0), row["occurred_at_ms"])
+        return latest
+
     def _count(self, status: str) -> None:
         if status == "applied":
             self.applied += 1
@@ -259,6 +271,35 @@ class SaleApplier:
     @staticmethod
     def _reject(sale: Sale, reason: str) -> SaleResult:
         return SaleResult(sale.terminal_id, sale.seq, sale.uuid, "rejected", reason)
+
+
+def meals_of_day(conn: sqlite3.Connection, latest_meal_ms: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Each holder's applied meals on the day (Asia/Shanghai) of the given time, by canteen
+    and period: the ``meals`` of their holder change, so that every terminal counts the
+    meals the others sold against the meal limit (``terminal.store.Store.meals_taken``).
+    One query per chunk of holders (the ingest worker calls this for every batch)."""
+    out: dict[str, dict[str, Any]] = {}
+    wanted = []
+    for holder_id, at_ms in latest_meal_ms.items():
+        start = start_of_china_day_ms(at_ms)
+        wanted.append((holder_id, start, start + DAY_MS))
+        out[holder_id] = {"day": china_datetime(at_ms).date().isoformat(), "taken": {}}
+    for i in range(0, len(wanted), _MEALS_CHUNK):
+        chunk = wanted[i : i + _MEALS_CHUNK]
+        sql = _MEALS_OF_DAY.format(values=",".join(["(?, ?, ?)"] * len(chunk)))
+        for holder_id, canteen_id, period, n in conn.execute(sql, [v for w in chunk for v in w]):
+            if period is not None:
+                out[holder_id]["taken"].setdefault(canteen_id, {})[period] = n
+    return out
+
+
+_MEALS_CHUNK = 300
+_MEALS_OF_DAY = (
+    "WITH wanted(holder_id, start_ms, end_ms) AS (VALUES {values}) "
+    "SELECT s.holder_id, s.canteen_id, s.meal_period, count(*) FROM wanted w "
+    "JOIN sales s ON s.holder_id = w.holder_id AND s.occurred_at_ms >= w.start_ms AND s.occurred_at_ms < w.end_ms "
+    "WHERE s.kind = 'meal' AND s.status = 'applied' GROUP BY s.holder_id, s.canteen_id, s.meal_period"
+)
 
 
 def _base_row(sale: Sale, now_ms: int) -> dict[str, Any]:

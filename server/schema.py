@@ -450,3 +450,13 @@ MIGRATIONS.append(
         WHERE status = 'applied' AND method <> 'ecny';
     """
 )
+
+MIGRATIONS.append(
+    # 9: a holder's sales by time — the meals of one day for the meal limit across
+    # terminals (server.sales.meals_of_day) read a day's range instead of a whole history;
+    # it serves every lookup by holder, so it replaces the holder-only index
+    """
+    CREATE INDEX sales_holder_time ON sales(holder_id, occurred_at_ms);
+    DROP INDEX sales_holder;
+    """
+)

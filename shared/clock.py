@@ -15,6 +15,7 @@ from typing import Protocol
 from zoneinfo import ZoneInfo
 
 CHINA_TZ = ZoneInfo("Asia/Shanghai")
+DAY_MS = 86_400_000  # a China day: Asia/Shanghai has no daylight saving time
 
 
 class Clock(Protocol):
@@ -74,3 +75,9 @@ def ms_from_china(text: str) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=CHINA_TZ)
     return int(dt.timestamp() * 1000)
+
+
+def start_of_china_day_ms(ms: int) -> int:
+    """Midnight (Asia/Shanghai) of the day that contains ``ms``."""
+    midnight = china_datetime(ms).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(midnight.timestamp() * 1000)

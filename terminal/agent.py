@@ -24,12 +24,13 @@ An **operator card** (listed in the canteen config's ``operator_cards``, pushed 
 server with the canteen's rules, so the canteen's unit decides who its operators are) is
 never charged: tapping it shows the day's totals on the display.
 
-**The meal limit's bound.** "Meals taken this period" is counted from this terminal's own
-journal (acknowledged sales included), so it is exact at one terminal. The server does not
-push other terminals' meals, so with ``k`` terminals in a canteen a card can take at most
-``k × meal_limit`` meals in one period; each is paid from the card and visible at the
-server (sales by holder, day and period), so any excess is reported, never lost. Closing
-the gap needs the server to add the meals taken today to the holder change.
+**The meal limit across terminals.** "Meals taken this period" counts this terminal's own
+journal and, from the server, every terminal's applied meals of the day (the ``meals`` of a
+holder change, sent after each meal sale). Online, a second lunch at another terminal of
+the canteen is refused once the first one's delta has arrived (well under a second); a
+terminal cut off from the server counts only its own sales and the last count it heard,
+so with ``k`` terminals offline at once a card can take at most ``k × meal_limit`` meals
+in one period. Each is paid from the card and visible at the server, never lost.
 """
 
 from __future__ import annotations
@@ -42,14 +43,14 @@ from datetime import date
 from typing import Any
 
 from hardware.display import Display, MemoryDisplay, Screen
-from shared.clock import Clock, china_datetime
+from shared.clock import Clock, china_datetime, start_of_china_day_ms
 from shared.errors import message
 from shared.money import format_fen
 from shared.protocol import Sale
 from terminal.authorize import CardState, Decision, LinkState, TapRequest, authorize, decline
 from terminal.config import TerminalConfig
 from terminal.identify import Identifier, sun_keys_from_config
-from terminal.rules import CanteenRules, RiskLimits, start_of_day_ms
+from terminal.rules import CanteenRules, RiskLimits
 from terminal.store import Store
 from terminal.sync import SyncAgent
 from terminal.totals import DayTotals, day_totals, screen_lines
@@ -163,7 +164,8 @@ class Terminal:
         meals = 0
         period = rules.period_at(now) if request.kind == "meal" else None
         if card is not None and period is not None:
-            meals = self.store.meals_taken(card.holder_id, period.name, start_of_day_ms(now))
+            day = china_datetime(now).date().isoformat()
+            meals = self.store.meals_taken(card.holder_id, self.config.canteen_id, period.name, day, start_of_china_day_ms(now))
         return authorize(request, card, rules, limits, link, now, meals), card, link, now
 
     def tap(self, request: TapRequest) -> tuple[Decision, Sale | None]:

@@ -190,8 +190,3 @@ class RiskLimits:
                     values[k] = v
         return cls(**values)
 
-
-def start_of_day_ms(now_ms: int) -> int:
-    dt = china_datetime(now_ms)
-    midnight = dt.replace(hour=0, minute=0, second=0, microsecond=0)
-    return int(midnight.timestamp() * 1000)

@@ -200,3 +200,10 @@ def ecny_orders(db: Database) -> None:
     if _created_by_user_version(db, "ecny_orders"):
         return
     _run(db, ECNY_ORDERS_SQL)
+
+
+@MIGRATIONS(name="006_holder_meals")
+def holder_meals(db: Database) -> None:
+    """The meals the server has applied for a holder on their latest meal day, all
+    terminals together (the ``meals`` of a holder change): the meal limit counts them."""
+    db["holders"].add_column("meals_json", str)  # type: ignore[union-attr]

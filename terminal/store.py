@@ -151,14 +151,23 @@ class Store:
     def settings(self) -> dict[str, Any]:
         return json.loads(self.get_meta("settings", "{}") or "{}")
 
-    def meals_taken(self, holder_id: str, meal_period: str, since_ms: int) -> int:
-        return int(
-            self.conn.execute(
-                "SELECT count(*) FROM journal WHERE holder_id = ? AND occurred_at_ms >= ? "
-                "AND kind = 'meal' AND meal_period = ? AND status <> 'rejected'",
-                (holder_id, since_ms, meal_period),
-            ).fetchone()[0]
-        )
+    def meals_taken(self, holder_id: str, canteen_id: str, meal_period: str, day: str, since_ms: int) -> int:
+        """The holder's meals in ``meal_period`` at this canteen on ``day`` (which starts at
+        ``since_ms``), as far as this terminal knows: its own journal (acknowledged sales
+        too), or — when larger — the server's count from the holder change (every
+        terminal's applied meals) plus this terminal's sales it has not acknowledged yet."""
+        own, pending = self.conn.execute(
+            "SELECT count(*), coalesce(sum(status = 'pending'), 0) FROM journal WHERE holder_id = ? "
+            "AND occurred_at_ms >= ? AND kind = 'meal' AND meal_period = ? AND status <> 'rejected'",
+            (holder_id, since_ms, meal_period),
+        ).fetchone()
+        row = self.conn.execute("SELECT meals_json FROM holders WHERE holder_id = ?", (holder_id,)).fetchone()
+        server = 0
+        if row is not None and row[0]:
+            meals = json.loads(row[0])
+            if meals.get("day") == day:
+                server = int(meals["taken"].get(canteen_id, {}).get(meal_period, 0))
+        return max(int(own), server + int(pending))
 
     def latest_recorded_ms(self) -> int | None:
         """The latest sale time in the journal: the clock must not be set before it."""
@@ -295,7 +304,7 @@ class Store:
         the deltas: a delta's balances replace the cached ones only if not older. An ack
         carries no ``blocked`` flag, so a block recorded at version 10 still arrives with
         delta 10 after an ack brought the balances of version 11."""
-        holders, cards = [], []
+        holders, cards, meals = [], [], []
         with self.txn():
             if snapshot:
                 # holders are upserted by version below (an ack may already have brought a
@@ -308,6 +317,9 @@ class Store:
                 kind = c["kind"]
                 if kind == "holder":
                     holders.append((c["holder_id"], c["unit_id"], c["subsidy_fen"], c["self_fen"], int(c["blocked"]), version))
+                    if "meals" in c:
+                        day = c["meals"]["day"]
+                        meals.append((json.dumps(c["meals"], ensure_ascii=False), c["holder_id"], day))
                 elif kind == "card":
                     cards.append((c["card_id"], c["holder_id"], c["status"]))
                 elif kind == "canteen":
@@ -336,6 +348,13 @@ class Store:
                     version = max(excluded.version, holders.version)
                 """,
                 holders,
+            )
+            # deltas come in order, so a later count of the same day is the fuller one; a
+            # late sale of an earlier day must not replace today's count
+            self.conn.executemany(
+                "UPDATE holders SET meals_json = ? WHERE holder_id = ? "
+                "AND (meals_json IS NULL OR json_extract(meals_json, '$.day') <= ?)",
+                meals,
             )
             self.conn.executemany(
                 "INSERT INTO cards(card_id, holder_id, status) VALUES (?, ?, ?) "

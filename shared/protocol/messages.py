@@ -11,6 +11,8 @@
   face's 128-d encoding as base64 float32, see :mod:`shared.protocol.face_vector`; a null
   ``encoding`` deletes it).
 * :class:`Snapshot` (server → one terminal over HTTP): the whole cache at one version.
+* :class:`ServerStatus` (server → all terminals, retained): the server's presence,
+  ``online`` every ``heartbeat_s`` seconds, ``offline`` as its last will.
 """
 
 from __future__ import annotations
@@ -286,11 +288,29 @@ class Status:
         )
 
 
+@dataclass(frozen=True)
+class ServerStatus:
+    """The server's presence. ``heartbeat_s``: how often an ``online`` one is repeated, so
+    a terminal can tell a live server from a stale retained message."""
+
+    state: str
+    heartbeat_s: int = 10
+
+    def to_body(self) -> dict[str, Any]:
+        return {"state": self.state, "heartbeat_s": self.heartbeat_s}
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> ServerStatus:
+        only_keys(body, frozenset({"state", "heartbeat_s"}), "body")
+        return cls(state=req_enum(body, "state", TERMINAL_STATES), heartbeat_s=req_int(body, "heartbeat_s", lo=1, hi=3600))
+
+
 # --- downstream ----------------------------------------------------------------------------
 
 _CHANGE_FIELDS: dict[str, frozenset[str]] = {
-    # a cardholder's purses and whether they are blocked (e.g. an uncovered overdraft)
-    "holder": frozenset({"kind", "holder_id", "unit_id", "subsidy_fen", "self_fen", "blocked"}),
+    # a cardholder's purses and whether they are blocked (e.g. an uncovered overdraft);
+    # after a meal sale also ``meals``: the meals the server holds for them that day (below)
+    "holder": frozenset({"kind", "holder_id", "unit_id", "subsidy_fen", "self_fen", "blocked", "meals"}),
     # a card and whose it is; status "lost"/"retired" puts it on the deny-list
     "card": frozenset({"kind", "card_id", "holder_id", "status"}),
     # a canteen's rules: meal periods and prices, items, risk limits (shape owned by terminal)
@@ -318,6 +338,8 @@ def validate_change(c: Any) -> dict[str, Any]:
         req_int(c, "subsidy_fen", lo=_I)
         req_int(c, "self_fen", lo=_I)
         req_bool(c, "blocked")
+        if "meals" in c:
+            validate_meals(c["meals"])
     elif kind == "card":
         req_str(c, "card_id", max_len=64)
         req_str(c, "holder_id", max_len=64)
@@ -342,6 +364,39 @@ def validate_change(c: Any) -> dict[str, Any]:
     else:
         obj(c.get("config"), "config")
     return c
+
+
+MAX_MEAL_CANTEENS = 64
+MAX_MEALS_PER_PERIOD = 100
+
+
+def validate_meals(m: Any) -> dict[str, Any]:
+    """A holder's meals on one day (Asia/Shanghai) as the server has applied them, so that
+    every terminal enforces the meal limit with the other terminals' meals counted::
+
+        {"day": "2026-01-06", "taken": {"<canteen_id>": {"lunch": 1, "breakfast": 1}}}
+    """
+    m = obj(m, "meals")
+    only_keys(m, frozenset({"day", "taken"}), "meals")
+    day = req_str(m, "day", max_len=10)
+    if len(day) != 10 or day[4] != "-" or day[7] != "-" or not _ascii_digits(day[:4] + day[5:7] + day[8:]):
+        raise ProtocolError("bad_field", f"meals.day: {day!r} is not YYYY-MM-DD")
+    taken = obj(m.get("taken"), "meals.taken")
+    if len(taken) > MAX_MEAL_CANTEENS:
+        raise ProtocolError("bad_field", f"meals.taken: more than {MAX_MEAL_CANTEENS} canteens")
+    for canteen_id, periods in taken.items():
+        if not canteen_id or len(canteen_id) > 64:
+            raise ProtocolError("bad_field", f"meals.taken: canteen id {canteen_id!r}")
+        periods = obj(periods, f"meals.taken[{canteen_id}]")
+        for period in periods:
+            if period not in MEAL_PERIODS:
+                raise ProtocolError("bad_field", f"meals.taken[{canteen_id}]: period {period!r}")
+            req_int(periods, period, lo=0, hi=MAX_MEALS_PER_PERIOD)
+    return m
+
+
+def _ascii_digits(s: str) -> bool:
+    return s.isascii() and s.isdigit()
 
 
 @dataclass(frozen=True)

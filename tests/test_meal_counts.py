@@ -1,0 +1,150 @@
+"""The meal limit across terminals: the server sends each holder's meals of the day with
+the holder change, and a terminal counts them together with its own journal."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.downstream import deltas_since
+from shared.clock import FakeClock, ms_from_china, start_of_china_day_ms
+from shared.protocol import ProtocolError
+from shared.protocol.messages import validate_change
+from terminal.store import Store
+from tests.money_world import MoneyWorld
+
+LUNCH = ms_from_china("2026-01-06T12:00")
+DAY = "2026-01-06"
+
+
+def holder_change_in_last_delta(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
+    delta = deltas_since(conn, 0, limit=100_000)[-1]
+    return next(c for c in delta.changes if c["kind"] == "holder" and c["holder_id"] == holder_id)
+
+
+# --- the server --------------------------------------------------------------------------
+
+
+def test_each_meal_sale_sends_the_holders_meals_of_the_day_by_canteen_and_period(
+    conn: sqlite3.Connection, clock: FakeClock
+) -> None:
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")
+    w.sell("K001", 500, LUNCH - 4 * 3600_000, meal_period="breakfast")
+    w.sell("K001", 1200, LUNCH)
+    assert holder_change_in_last_delta(conn, "H001")["meals"] == {"day": DAY, "taken": {"C01": {"breakfast": 1, "lunch": 1}}}
+    w.sell("K001", 1000, LUNCH + 600_000, canteen="C02")
+    assert holder_change_in_last_delta(conn, "H001")["meals"] == {
+        "day": DAY, "taken": {"C01": {"breakfast": 1, "lunch": 1}, "C02": {"lunch": 1}}
+    }
+
+
+def test_a_shop_sale_or_a_top_up_says_nothing_about_meals(conn: sqlite3.Connection, clock: FakeClock) -> None:
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")
+    w.sell("K001", 350, LUNCH, kind="shop", meal_period=None)
+    assert "meals" not in holder_change_in_last_delta(conn, "H001")
+    w.topup("K001", 1000)
+    assert "meals" not in holder_change_in_last_delta(conn, "H001")
+
+
+def test_a_late_sale_of_an_earlier_day_counts_that_day_only(conn: sqlite3.Connection, clock: FakeClock) -> None:
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")
+    w.sell("K001", 1200, LUNCH)
+    w.sell("K001", 1200, LUNCH - 86_400_000)  # yesterday's lunch, uploaded late
+    assert holder_change_in_last_delta(conn, "H001")["meals"] == {"day": "2026-01-05", "taken": {"C01": {"lunch": 1}}}
+
+
+def test_every_change_the_server_sends_passes_the_protocol(conn: sqlite3.Connection, clock: FakeClock) -> None:
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")
+    w.sell("K001", 1200, LUNCH)
+    for delta in deltas_since(conn, 0, limit=100_000):
+        for change in delta.changes:
+            validate_change(json.loads(json.dumps(change)))
+
+
+# --- the wire ----------------------------------------------------------------------------
+
+HOLDER = {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 3000, "self_fen": 0, "blocked": False}
+
+
+@pytest.mark.parametrize(
+    ("meals", "detail"),
+    [
+        ({"day": "2026-1-6", "taken": {}}, "YYYY-MM-DD"),
+        ({"day": "２０２６-01-06", "taken": {}}, "YYYY-MM-DD"),
+        ({"day": DAY, "taken": {"C01": {"supper": 1}}}, "period"),
+        ({"day": DAY, "taken": {"C01": {"lunch": -1}}}, "lunch"),
+        ({"day": DAY, "taken": {"C01": {"lunch": True}}}, "lunch"),
+        ({"day": DAY, "taken": {"C01": {"lunch": 1}}, "extra": 1}, "unknown field"),
+        ({"day": DAY, "taken": {f"C{i}": {} for i in range(65)}}, "canteens"),
+    ],
+)
+def test_a_malformed_meal_count_is_refused_by_name(meals: object, detail: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        validate_change({**HOLDER, "meals": meals})
+    assert err.value.code in ("bad_field", "unknown_field")
+    assert detail in str(err.value)
+
+
+# --- the terminal ------------------------------------------------------------------------
+
+CARD = {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "t.sqlite")
+    s.apply_changes(1, (HOLDER, CARD))
+    return s
+
+
+def taken(store: Store, canteen: str = "C01", period: str = "lunch", day: str = DAY) -> int:
+    return store.meals_taken("H1", canteen, period, day, start_of_china_day_ms(ms_from_china(day + "T12:00")))
+
+
+def with_meals(n: int, day: str = DAY, canteen: str = "C01") -> dict[str, Any]:
+    return {**HOLDER, "meals": {"day": day, "taken": {canteen: {"lunch": n}}}}
+
+
+def lunch_here(store: Store, at_ms: int = LUNCH) -> None:
+    store.record_sale(
+        terminal_id="T1", canteen_id="C01", card_id="C1", holder_id="H1", amount_fen=1200,
+        subsidy_fen=1200, self_fen=0, occurred_at_ms=at_ms, meal_period="lunch", announced=True,
+    )
+
+
+def test_another_terminals_meal_counts_here(store: Store) -> None:
+    assert taken(store) == 0
+    store.apply_changes(2, (with_meals(1),))
+    assert taken(store) == 1
+    assert taken(store, canteen="C02") == 0  # the limit is each canteen's own rule
+    assert taken(store, period="dinner") == 0
+    assert taken(store, day="2026-01-07") == 0  # a new day starts from zero
+
+
+def test_own_unacknowledged_meals_add_to_the_servers_count(store: Store) -> None:
+    store.apply_changes(2, (with_meals(1),))
+    lunch_here(store)
+    assert taken(store) == 2
+
+
+def test_own_journal_counts_when_the_servers_count_is_older(store: Store) -> None:
+    lunch_here(store)
+    lunch_here(store)
+    store.conn.execute("UPDATE journal SET status = 'applied'")  # acked; no delta yet
+    assert taken(store) == 2
+
+
+def test_a_late_count_of_an_earlier_day_does_not_replace_todays(store: Store) -> None:
+    store.apply_changes(2, (with_meals(2),))
+    store.apply_changes(3, (with_meals(1, day="2026-01-05"),))
+    assert taken(store) == 2
+    store.apply_changes(4, (HOLDER,))  # a top-up: no meals in the change, the count stays
+    assert taken(store) == 2
