@@ -68,7 +68,7 @@ def _terminal(tmp: Path, clock: FakeClock):  # noqa: ANN202
         {"kind": "qr_key", "holder_id": "H1", "public_key": public_key_hex(SEED), "expires_at_ms": 2**52,
          "offline_allowance_fen": 3000},
     ))
-    t.sync.online, t.sync._need_catchup = True, False  # never started: no network in this benchmark
+    t.sync.assume(in_sync=True)  # never started: no network in this benchmark
     return t
 
 

@@ -58,7 +58,7 @@ def terminal_authorize(ctx: Context, taps: int = 20_000, journaled: int = 3_000)
         clock = FakeClock(ms_from_china("2026-01-06T11:30"))
         term = Terminal(_config(workdir), clock)
         _populate(term.store, rng)
-        term.sync.online, term.sync._need_catchup = True, False
+        term.sync.assume(in_sync=True)
         term.store.conn.execute("PRAGMA synchronous=OFF")  # setup only: a morning of sales
         for _ in range(journaled):
             clock.advance_ms(1000)

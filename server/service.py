@@ -3,7 +3,9 @@
 :class:`ServerService` is what ``canteen-server run`` starts and what the simulator and the
 integration tests start in-process; all three use the same wiring. The HTTP side is served
 by waitress (a production WSGI server, pure Python); the MQTT side by one
-:class:`~shared.mqtt.MqttLink` whose callback only queues messages for the ingest worker.
+:class:`~shared.mqtt.MqttLink` whose callback only queues messages for the ingest worker,
+and whose last will, with :class:`~server.presence.PresenceBeacon`'s heartbeats, tells
+terminals whether the server is there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from server.app import create_app
 from server.db import open_db
 from server.downstream import DeltaPublisher
 from server.ingest import IngestWorker
+from server.presence import PresenceBeacon
 from shared.clock import Clock, SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import topics
@@ -38,6 +41,7 @@ class ServerService:
         http_host: str = "127.0.0.1",
         http_port: int = 0,
         client_id: str | None = None,
+        presence_s: int = 10,
     ) -> None:
         self.clock = clock or SystemClock()
         self.app = app or create_app(config, clock=self.clock)
@@ -48,9 +52,12 @@ class ServerService:
         self.client_id = client_id or f"canteen-server-{os.getpid()}-{secrets.token_hex(3)}"
         self._http = None
         self._http_thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.ingest: IngestWorker | None = None
         self.publisher: DeltaPublisher | None = None
         self.link: MqttLink | None = None
+        self.presence_s = presence_s
+        self.presence: PresenceBeacon | None = None
 
     @property
     def base_url(self) -> str:
@@ -63,24 +70,39 @@ class ServerService:
         key = self.app.extensions["canteen_server_key"]
         self._http = create_server(self.app, host=self.http_host, port=self.http_port, threads=8)
         self.http_port = int(self._http.effective_port)  # type: ignore[union-attr]
-        self._http_thread = threading.Thread(target=self._http.run, name="http", daemon=True)
+        self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
         self._http_thread.start()
 
+        self.presence = PresenceBeacon(key, self.clock, self.presence_s)
         self.link = MqttLink(
             self.client_id,
             BrokerAddress.parse(self.broker_url),
             subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1)],
             on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
+            will=self.presence.will,
+            on_state=self.presence.on_state,
             backoff_max_s=2.0,
         )
         publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
         self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
         self.ingest = IngestWorker(open_db(db_path), self.clock, publish, on_delta=self.publisher.poke).start()
+        self.presence.start(self.link)
         self.link.start()
         self.link.wait_connected(10)
         return self
 
+    def _serve_http(self) -> None:
+        try:
+            self._http.run()  # type: ignore[union-attr]
+        except OSError:
+            # closing the listening socket under waitress's select() ends the loop this way
+            if not self._stopping.is_set():
+                raise
+
     def stop(self) -> None:
+        self._stopping.set()
+        if self.presence is not None:
+            self.presence.stop()
         if self.link is not None:
             self.link.stop()
         if self.ingest is not None:

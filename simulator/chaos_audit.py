@@ -21,9 +21,11 @@ unacknowledged, so at its last approval everything terminal ``j`` ever sold to t
 is at most ``B − (others' sales applied by v) + a``, where ``B`` is the holder's balance
 before the run (no top-ups during it). Summing over the ``n`` terminals that sold to the
 holder, and subtracting ``B``: the holder's overdraft is at most ``(n − 1) × (B + a) + a``.
-``max_offline_total_fen`` does not enter: a terminal whose link looks up while its cache is
-stale (a half-open link, a dead server) still uses its online limit — the balance it last
-saw. With one terminal the bound is ``a``: a single terminal never overdraws further.
+``max_offline_total_fen`` does not enter: between a fault and the terminal noticing it —
+up to ``ack_timeout_s`` on a half-open link, until the broker delivers a killed server's
+will (``server.presence``) — a terminal still uses its online limit, the balance it last
+saw, so the provable bound stays the one above; the offline caps cut what happens after.
+With one terminal the bound is ``a``: a single terminal never overdraws further.
 The step it rests on is checked too, per terminal and holder (``terminal_oversold``): no
 terminal sold a holder more than ``B + a`` in the whole run.
 """

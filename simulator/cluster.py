@@ -186,13 +186,13 @@ class Cluster:
         return handle
 
     def wait_synced(self, timeout_s: float = 20.0) -> bool:
-        """Every terminal online and caught up with the server's delta version."""
+        """Every terminal in sync (online, the server present) and caught up with its deltas."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             conn = self.db()
             version = current_version(conn)
             conn.close()
-            if all(h.terminal.sync.online and h.terminal.store.delta_version >= version for h in self.terminals):
+            if all(h.terminal.sync.in_sync and h.terminal.store.delta_version >= version for h in self.terminals):
                 return True
             time.sleep(0.05)
         return False

@@ -33,7 +33,10 @@ class TerminalConfig:
     sun_master_key_hex: str = ""  # NTAG 424 SUN master key (32+ hex); empty: cards are UID-only
     batch_size: int = 500  # sales per signed batch (protocol maximum 1000; ~200 KB)
     window: int = 8  # batches in flight before waiting for acks (bench: 500 × 8 drains 10k in ~1.5 s)
-    ack_timeout_s: float = 5.0
+    ack_timeout_s: float = 5.0  # a batch unanswered this long: resend, and use offline limits
+    # the server's presence heartbeat (server.presence, every 10 s) unheard this long: the
+    # server is gone, whatever the broker link says — use offline limits
+    server_silence_s: float = 30.0
     heartbeat_s: float = 5.0
     clock_probe_s: float = 300.0  # measure the clock offset to the server this often
     # simulation only: run this terminal's clock off by this much (a Pi with a wrong clock);

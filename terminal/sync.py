@@ -19,9 +19,18 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   style) on every connect and every ``clock_probe_s``, and from every ack's send time. It
   is stored with the boot id: after a reboot the old value says nothing about the new
   clock and is dropped until measured again.
+* **In sync** (:attr:`SyncAgent.in_sync`, what lets the terminal use its online limits)
+  needs more than a TCP connection to the broker: the cache caught up with the deltas,
+  the **server present** — its signed ``online`` presence (``server.presence``) heard
+  within ``server_silence_s`` and no ``offline`` will since — and **no batch waiting**
+  longer than ``ack_timeout_s`` for its ack (a half-open link: our bytes leave, nothing
+  comes back). Otherwise the offline limits apply, the display says so, and
+  ``offline_since_ms`` (for ``max_offline_age_ms``) counts from the moment sync was lost,
+  across reconnects that never got back in sync.
 * **Cache age.** While in sync, the cache is current by definition (the broker would have
-  delivered any delta); when the link drops, ``last_sync_ms`` records that moment, and the
-  deny-list age limit counts from it.
+  delivered any delta); ``last_sync_ms`` records the last moment it was known current (an
+  ack, a delta, the server's heartbeat while in sync, the link dropping while in sync), and
+  the deny-list age limit counts from it.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from shared.protocol import (
     Ack,
     Delta,
     ProtocolError,
+    ServerStatus,
     ServerVerifier,
     Status,
     open_envelope,
@@ -108,6 +118,8 @@ class SyncAgent:
         self._reported_in_sync: bool | None = None
         self._next_probe = 0.0
         self._next_catchup = 0.0
+        self._server_heard: float | None = None  # monotonic time of the last "online" presence
+        self._awaiting_since: float | None = None  # oldest unanswered batch since the last ack
         self.stats = SyncStats()
         self.online = False
         # offline since the last time this terminal knew it was offline, or since now
@@ -120,7 +132,7 @@ class SyncAgent:
         self.link = MqttLink(
             f"terminal-{config.terminal_id}",
             BrokerAddress.parse(mqtt_url or config.broker_url),
-            subscriptions=[(topics.ack(config.terminal_id), 1), (topics.DELTA, 1)],
+            subscriptions=[(topics.ack(config.terminal_id), 1), (topics.DELTA, 1), (topics.SERVER, 1)],
             on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
             on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
             will=self._will,
@@ -150,9 +162,28 @@ class SyncAgent:
 
     @property
     def in_sync(self) -> bool:
-        """The link is up and the cache is caught up with the server's deltas: the
-        terminal may use its online limits."""
-        return self.online and not self._need_catchup
+        """The link is up, the server present and answering, and the cache caught up with
+        its deltas: the terminal may use its online limits (see the module doc)."""
+        return self.online and not self._need_catchup and self.server_present and not self.ack_overdue
+
+    def assume(self, in_sync: bool) -> None:
+        """For a terminal run with no network (tests, benchmarks): take the link as up, the
+        server present and the cache current — or the link as down."""
+        self.online, self._need_catchup = in_sync, not in_sync
+        self._server_heard = self._mono() + 1e9 if in_sync else None  # present until told otherwise
+        self._awaiting_since = None
+
+    @property
+    def server_present(self) -> bool:
+        """The server's "online" presence was heard within ``server_silence_s``."""
+        heard = self._server_heard
+        return heard is not None and self._mono() - heard <= self.config.server_silence_s
+
+    @property
+    def ack_overdue(self) -> bool:
+        """A batch has waited longer than ``ack_timeout_s`` with no ack from the server."""
+        waiting = self._awaiting_since
+        return waiting is not None and self._mono() - waiting > self.config.ack_timeout_s
 
     # --- the sync thread ---------------------------------------------------------------
 
@@ -191,8 +222,8 @@ class SyncAgent:
     def _on_link(self, up: bool) -> None:
         if up:
             self.online = True
-            self.offline_since_ms = None
-            self.store.set_metas({"link_state": "online", "offline_since_ms": None})
+            self._server_heard = None  # only a presence heard on this connection counts
+            self._awaiting_since = None
             # anything in flight on the old connection may be lost: send it all again
             if self._inflight:
                 self.stats.resends += 1
@@ -209,14 +240,25 @@ class SyncAgent:
             if self.in_sync:
                 self._mark_synced()  # the cache was current until this moment
             self.online = False
-            self.offline_since_ms = self.clock.now_ms()
-            self.store.set_metas({"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)})
+            self._awaiting_since = None
             log.warning("%s: OFFLINE — serving from cache within the offline limits", self.config.terminal_id)
 
     def _report_link(self) -> None:
         now_in_sync = self.in_sync
         if now_in_sync != self._reported_in_sync:
-            self._reported_in_sync = now_in_sync
+            was_in_sync, self._reported_in_sync = self._reported_in_sync, now_in_sync
+            if now_in_sync:
+                self.offline_since_ms = None
+                self.store.set_metas({"link_state": "online", "offline_since_ms": None})
+            else:
+                # the earliest moment sync was lost: reconnects that never got back in
+                # sync do not restart the offline age
+                self.offline_since_ms = self.offline_since_ms or self.clock.now_ms()
+                self.store.set_metas({"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)})
+                if self.online and was_in_sync:
+                    why = "the server is silent" if not self.server_present else (
+                        "acks overdue" if self.ack_overdue else "catching up")
+                    log.warning("%s: OFFLINE limits while connected: %s", self.config.terminal_id, why)
             self._on_link_change(now_in_sync)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
@@ -224,6 +266,9 @@ class SyncAgent:
             if topic == topics.DELTA:
                 env = open_envelope(payload, server=self._verifier, expect_type="delta")
                 self._on_delta(Delta.from_body(env.body))
+            elif topic == topics.SERVER:
+                env = open_envelope(payload, server=self._verifier, expect_type="server_status")
+                self._on_presence(ServerStatus.from_body(env.body))
             elif topic == topics.ack(self.config.terminal_id):
                 env = open_envelope(
                     payload,
@@ -235,6 +280,17 @@ class SyncAgent:
         except ProtocolError as exc:
             self.stats.refused_messages += 1
             log.warning("%s: refused %s: %s", self.config.terminal_id, topic, exc)
+
+    def _on_presence(self, presence: ServerStatus) -> None:
+        if presence.state == "online":
+            if self.in_sync:
+                self._mark_synced()  # the server is there and we hold its latest delta
+            self._server_heard = self._mono()
+        else:
+            if self.in_sync:
+                self._mark_synced()
+            self._server_heard = None
+            log.warning("%s: the server went offline", self.config.terminal_id)
 
     def _measure_clock(self, server_ms: int) -> None:
         """An ack's send time: the offset, less the one-way delay (milliseconds here)."""
@@ -260,6 +316,7 @@ class SyncAgent:
 
     def _on_ack(self, ack: Ack) -> None:
         flight = self._inflight.pop(ack.in_reply_to, None)
+        self._awaiting_since = self._mono() if self._inflight else None  # the server answers
         if ack.reason is not None:
             log.error("%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason)
             if flight is not None:
@@ -349,6 +406,8 @@ class SyncAgent:
                 return
             seqs = [seq for seq, _ in rows]
             self._inflight[msg_id] = _InFlight(seqs, self._mono())
+            if self._awaiting_since is None:
+                self._awaiting_since = self._mono()
             self._cursor = max(seqs)
             self.stats.batches_sent += 1
             self.stats.sales_sent += len(seqs)

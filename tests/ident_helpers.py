@@ -49,6 +49,6 @@ def offline_terminal(tmp_path: Path, clock: FakeClock, *, online: bool = True, *
     )
     t = Terminal(cfg, clock)
     t.store.apply_changes(1, tuple(base_changes()))
-    t.sync.online, t.sync._need_catchup = online, not online  # what the sync agent would know
+    t.sync.assume(online)  # what the sync agent would know
     t.sync.last_sync_ms = clock.now_ms()
     return t

@@ -113,7 +113,7 @@ def test_a_blocked_card_is_never_approved_once_its_deny_list_entry_arrived(plan:
         config = TerminalConfig("T1", "C01", "00" * 32, "00" * 32, "mqtt://127.0.0.1:1", "http://127.0.0.1:1",
                                 db_path=str(Path(tmp) / "t.sqlite"))
         term = Terminal(config, clock)
-        term.sync.online, term.sync._need_catchup = True, False  # in sync, no network needed
+        term.sync.assume(in_sync=True)  # no network needed
         canteen = {"kind": "canteen", "canteen_id": "C01", "config": {"unit_id": "U01", "items": {"water": {"price_fen": 200}}}}
         term.store.apply_changes(1, ({**HOLDER, "blocked": False}, CARD, canteen))
         version, holder_blocked, card_status = 1, False, "active"

@@ -1,7 +1,7 @@
 """Face pay at a terminal: real photos through the real engine, and the simulated path.
 
 The terminal is real (its store, authorization, journal and display); it is not started, so
-it has no server link, and the tests declare it online (``sync.online``) — what the sync
+it has no server link, and the tests declare it in sync (``sync.assume``) — what the sync
 agent would do on connect. Photos play the camera (``FileCamera``: 640-pixel frames).
 """
 
@@ -65,7 +65,7 @@ def make_terminal(tmp_path: Path, clock, encodings: dict[str, str]) -> Terminal:
     )
     terminal = Terminal(config, clock, display=MemoryDisplay())
     terminal.store.apply_changes(1, cache_changes(encodings), snapshot=True)
-    terminal.sync.online, terminal.sync._need_catchup = True, False  # in sync, no network needed
+    terminal.sync.assume(in_sync=True)  # no network needed
     return terminal
 
 

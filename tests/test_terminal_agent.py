@@ -49,7 +49,7 @@ def make_terminal(tmp_path: Path, clock: FakeClock, display: object | None = Non
 
 def set_online(term: Terminal, online: bool, clock: FakeClock) -> None:
     """What the sync agent would know (no broker needed for these rules)."""
-    term.sync.online, term.sync._need_catchup = online, not online
+    term.sync.assume(online)
     if not online:
         term.sync.offline_since_ms = clock.now_ms()
         term.sync.last_sync_ms = clock.now_ms()

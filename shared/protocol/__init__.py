@@ -21,6 +21,7 @@ from shared.protocol.messages import (
     Sale,
     SaleBatch,
     SaleResult,
+    ServerStatus,
     Snapshot,
     Status,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "SaleBatch",
     "SaleResult",
     "ServerKey",
+    "ServerStatus",
     "ServerVerifier",
     "Snapshot",
     "Status",

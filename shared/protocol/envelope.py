@@ -32,7 +32,7 @@ from shared.protocol.signing import (
     hmac_verify,
 )
 
-MESSAGE_TYPES = frozenset({"sale_batch", "ack", "status", "delta", "snapshot"})
+MESSAGE_TYPES = frozenset({"sale_batch", "ack", "status", "delta", "snapshot", "server_status"})
 SERVER_SENDER = "server"
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
 
@@ -88,7 +88,7 @@ def seal_hmac(
 def seal_server(
     type_: str, body: dict[str, Any], key: ServerKey, sent_at_ms: int, msg_id: str | None = None
 ) -> bytes:
-    """Wire bytes of an Ed25519-signed server broadcast (deltas, snapshots)."""
+    """Wire bytes of an Ed25519-signed server broadcast (deltas, snapshots, presence)."""
     env = Envelope(type_, SERVER_SENDER, msg_id or uuid.uuid4().hex, sent_at_ms, body)
     return _seal(env, key.sign)
 

@@ -2,7 +2,7 @@
 
 Terminal-specific topics sit under ``canteen/v1/t/<terminal_id>/``; a broker ACL lets each
 terminal's credentials publish only to its own ``up/#`` and read only its own ``down/#``
-plus the broadcast ``canteen/v1/down/delta``.
+plus the broadcasts ``canteen/v1/down/delta`` and ``canteen/v1/down/server``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,9 @@ from shared.protocol.codec import ProtocolError
 
 PREFIX = "canteen/v1"
 DELTA = f"{PREFIX}/down/delta"
+# the server's presence, retained: "online" on connect and every few seconds, "offline" as
+# its last will — a terminal whose broker is up but whose server is not uses offline limits
+SERVER = f"{PREFIX}/down/server"
 ALL_SALES = f"{PREFIX}/t/+/up/sales"
 ALL_STATUS = f"{PREFIX}/t/+/up/status"
 

@@ -1,0 +1,68 @@
+"""The server's presence on the broker: how terminals tell a live server from a dead one.
+
+A terminal's MQTT link can be up while the server behind the broker is dead (killed,
+restarting, stuck); a terminal that took "link up" for "server up" would keep selling on
+its online limits against a cache nobody updates. So the server says it is there:
+
+* ``online`` (retained, Ed25519-signed) when it connects and every ``heartbeat_s`` after;
+* ``offline`` as its MQTT last will — the broker publishes it the moment the server's
+  connection dies — and explicitly on a clean stop.
+
+The terminal (``terminal.sync``) treats the server as present only while ``online``
+messages keep coming (a retained one can outlive its server if the broker restarted with
+persistence), and uses its offline limits otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from shared.clock import Clock
+from shared.mqtt import MqttLink
+from shared.protocol import ServerKey, ServerStatus, seal_server, topics
+
+log = logging.getLogger(__name__)
+
+
+class PresenceBeacon:
+    def __init__(self, key: ServerKey, clock: Clock, heartbeat_s: int = 10) -> None:
+        self._key = key
+        self._clock = clock
+        self.heartbeat_s = heartbeat_s
+        self._link: MqttLink | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="presence", daemon=True)
+
+    def message(self, state: str) -> bytes:
+        return seal_server("server_status", ServerStatus(state, self.heartbeat_s).to_body(), self._key, self._clock.now_ms())
+
+    def will(self) -> tuple[str, bytes, bool]:
+        """The last will, set before every connect: the broker says "offline" for us."""
+        return topics.SERVER, self.message("offline"), True
+
+    def start(self, link: MqttLink) -> PresenceBeacon:
+        self._link = link
+        self._thread.start()
+        return self
+
+    def on_state(self, up: bool) -> None:
+        """The MQTT link came up or went down: announce ourselves at once on a connect."""
+        if up:
+            self._announce("online")
+
+    def stop(self) -> None:
+        """A clean shutdown says so (the will covers the unclean one)."""
+        self._stop.set()
+        self._thread.join(5)
+        if self._link is not None and self._link.connected:
+            self._announce("offline")
+
+    def _announce(self, state: str) -> None:
+        if self._link is not None and not self._link.publish(topics.SERVER, self.message(state), retain=True):
+            log.warning("presence: could not publish %s", state)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            if self._link is not None and self._link.connected:
+                self._announce("online")
