@@ -282,13 +282,11 @@ class SyncAgent:
             log.warning("%s: refused %s: %s", self.config.terminal_id, topic, exc)
 
     def _on_presence(self, presence: ServerStatus) -> None:
+        if self.in_sync:
+            self._mark_synced()  # the server was there, and we held its latest delta
         if presence.state == "online":
-            if self.in_sync:
-                self._mark_synced()  # the server is there and we hold its latest delta
             self._server_heard = self._mono()
         else:
-            if self.in_sync:
-                self._mark_synced()
             self._server_heard = None
             log.warning("%s: the server went offline", self.config.terminal_id)
 
