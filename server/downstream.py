@@ -73,8 +73,11 @@ def canteen_change(row: sqlite3.Row) -> dict[str, Any]:
     return {"kind": "canteen", "canteen_id": row["id"], "config": config}
 
 
-def build_snapshot(conn: sqlite3.Connection) -> Snapshot:
-    """Everything terminals cache, read in one consistent transaction."""
+def build_snapshot(conn: sqlite3.Connection, now_ms: int | None = None) -> Snapshot:
+    """Everything terminals cache, read in one consistent transaction; with ``now_ms``,
+    each holder's meals of that day too (the meal limit across terminals)."""
+    from server.sales import meals_of_day_for_all  # here: server.sales imports this module
+
     conn.execute("BEGIN")
     try:
         version = current_version(conn)
@@ -83,6 +86,7 @@ def build_snapshot(conn: sqlite3.Connection) -> Snapshot:
         changes.append({"kind": "settings", "config": json.loads(settings[0]) if settings else {}})
         for row in conn.execute("SELECT * FROM canteens ORDER BY id"):
             changes.append(canteen_change(row))
+        meals = meals_of_day_for_all(conn, now_ms) if now_ms is not None else {}
         purses: dict[str, list[int]] = {}
         for row in conn.execute(
             "SELECT id, balance_fen FROM accounts WHERE kind IN ('subsidy_purse', 'self_purse')"
@@ -91,16 +95,17 @@ def build_snapshot(conn: sqlite3.Connection) -> Snapshot:
             purses.setdefault(holder_id, [0, 0])[0 if purse == "subsidy" else 1] = row[1]
         for row in conn.execute("SELECT id, unit_id, blocked FROM holders ORDER BY id"):
             subsidy, self_ = purses.get(row[0], [0, 0])
-            changes.append(
-                {
-                    "kind": "holder",
-                    "holder_id": row[0],
-                    "unit_id": row[1],
-                    "subsidy_fen": subsidy,
-                    "self_fen": self_,
-                    "blocked": bool(row[2]) or self_ < 0,
-                }
-            )
+            change = {
+                "kind": "holder",
+                "holder_id": row[0],
+                "unit_id": row[1],
+                "subsidy_fen": subsidy,
+                "self_fen": self_,
+                "blocked": bool(row[2]) or self_ < 0,
+            }
+            if row[0] in meals:
+                change["meals"] = meals[row[0]]
+            changes.append(change)
         for row in conn.execute("SELECT card_id, holder_id, status FROM cards ORDER BY card_id"):
             changes.append(
                 {"kind": "card", "card_id": row[0], "holder_id": row[1], "status": row[2]}

@@ -293,6 +293,25 @@ def meals_of_day(conn: sqlite3.Connection, latest_meal_ms: dict[str, int]) -> di
     return out
 
 
+def meals_of_day_for_all(conn: sqlite3.Connection, at_ms: int) -> dict[str, dict[str, Any]]:
+    """Every holder's applied meals on the day of ``at_ms``, shaped as in
+    :func:`meals_of_day` (for the snapshot: a fresh terminal knows today's meals at once).
+    Reads the day's range of the settlement index, canteen by canteen."""
+    start = start_of_china_day_ms(at_ms)
+    day = china_datetime(at_ms).date().isoformat()
+    out: dict[str, dict[str, Any]] = {}
+    for holder_id, canteen_id, period, n in conn.execute(_MEALS_OF_DAY_ALL, (start, start + DAY_MS)):
+        if holder_id is not None and period is not None:
+            out.setdefault(holder_id, {"day": day, "taken": {}})["taken"].setdefault(canteen_id, {})[period] = n
+    return out
+
+
+_MEALS_OF_DAY_ALL = (
+    "SELECT holder_id, canteen_id, meal_period, count(*) FROM sales "
+    "WHERE status = 'applied' AND method <> 'ecny' AND canteen_id IN (SELECT id FROM canteens) "
+    "AND occurred_at_ms >= ? AND occurred_at_ms < ? AND kind = 'meal' "
+    "GROUP BY holder_id, canteen_id, meal_period"
+)
 _MEALS_CHUNK = 300
 _MEALS_OF_DAY = (
     "WITH wanted(holder_id, start_ms, end_ms) AS (VALUES {values}) "

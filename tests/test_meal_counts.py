@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from server.downstream import deltas_since
+from server.downstream import build_snapshot, deltas_since
 from shared.clock import FakeClock, ms_from_china, start_of_china_day_ms
 from shared.protocol import ProtocolError
 from shared.protocol.messages import validate_change
@@ -58,6 +58,20 @@ def test_a_late_sale_of_an_earlier_day_counts_that_day_only(conn: sqlite3.Connec
     w.sell("K001", 1200, LUNCH)
     w.sell("K001", 1200, LUNCH - 86_400_000)  # yesterday's lunch, uploaded late
     assert holder_change_in_last_delta(conn, "H001")["meals"] == {"day": "2026-01-05", "taken": {"C01": {"lunch": 1}}}
+
+
+def test_a_fresh_terminals_snapshot_carries_todays_meals(conn: sqlite3.Connection, clock: FakeClock) -> None:
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")
+    w.sell("K001", 1200, LUNCH)
+    w.sell("K003", 1200, LUNCH - 86_400_000)  # yesterday: not today's business
+    w.sell("K003", 350, LUNCH, kind="shop", meal_period=None)
+    holders = {c["holder_id"]: c for c in build_snapshot(conn, LUNCH + 3600_000).changes if c["kind"] == "holder"}
+    assert holders["H001"]["meals"] == {"day": DAY, "taken": {"C01": {"lunch": 1}}}
+    assert "meals" not in holders["H003"]
+    validate_change(holders["H001"])
+    tomorrow = build_snapshot(conn, LUNCH + 86_400_000).changes
+    assert not any("meals" in c for c in tomorrow)
 
 
 def test_every_change_the_server_sends_passes_the_protocol(conn: sqlite3.Connection, clock: FakeClock) -> None:

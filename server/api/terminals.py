@@ -60,7 +60,7 @@ def provision():  # noqa: ANN201
 def snapshot(terminal_id: str) -> Response:
     if g.principal.terminal_id != terminal_id:
         raise DomainError("terminal_mismatch", "a terminal may only fetch its own snapshot")
-    snap = build_snapshot(get_db())
+    snap = build_snapshot(get_db(), get_clock().now_ms())
     key = current_app.extensions["canteen_server_key"]
     payload = seal_server("snapshot", snap.to_body(), key, get_clock().now_ms())
     return Response(payload, mimetype="application/json")
