@@ -24,10 +24,11 @@ An **operator card** (listed in the canteen config's ``operator_cards``, pushed 
 server with the canteen's rules, so the canteen's unit decides who its operators are) is
 never charged: tapping it shows the day's totals on the display.
 
-**The meal limit across terminals.** "Meals taken this period" counts this terminal's own
-journal and, from the server, every terminal's applied meals of the day (the ``meals`` of a
-holder change, sent after each meal sale). Online, a second lunch at another terminal of
-the canteen is refused once the first one's delta has arrived (well under a second); a
+**The meal limit across terminals.** "Meals taken this period" at this canteen (each unit
+sets its own canteen's rules, 方案 三(二)5) counts this terminal's own journal and, from
+the server, every terminal's applied meals of the day (the ``meals`` of a holder change,
+sent after each meal sale and in snapshots). Online, a second lunch at another terminal of
+the canteen is refused once the first one's delta has arrived; a
 terminal cut off from the server counts only its own sales and the last count it heard,
 so with ``k`` terminals offline at once a card can take at most ``k × meal_limit`` meals
 in one period. Each is paid from the card and visible at the server, never lost.
