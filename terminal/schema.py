@@ -205,5 +205,7 @@ def ecny_orders(db: Database) -> None:
 @MIGRATIONS(name="006_holder_meals")
 def holder_meals(db: Database) -> None:
     """The meals the server has applied for a holder on their latest meal day, all
-    terminals together (the ``meals`` of a holder change): the meal limit counts them."""
+    terminals together (the ``meals`` of a holder change): the meal limit counts them.
+    ``meals_day`` (YYYY-MM-DD) keeps an older day's count from replacing a newer one."""
+    db["holders"].add_column("meals_day", str)  # type: ignore[union-attr]
     db["holders"].add_column("meals_json", str)  # type: ignore[union-attr]

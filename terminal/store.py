@@ -161,12 +161,10 @@ class Store:
             "AND occurred_at_ms >= ? AND kind = 'meal' AND meal_period = ? AND status <> 'rejected'",
             (holder_id, since_ms, meal_period),
         ).fetchone()
-        row = self.conn.execute("SELECT meals_json FROM holders WHERE holder_id = ?", (holder_id,)).fetchone()
-        server = 0
-        if row is not None and row[0]:
-            meals = json.loads(row[0])
-            if meals.get("day") == day:
-                server = int(meals["taken"].get(canteen_id, {}).get(meal_period, 0))
+        row = self.conn.execute(
+            "SELECT meals_json FROM holders WHERE holder_id = ? AND meals_day = ?", (holder_id, day)
+        ).fetchone()
+        server = int(json.loads(row[0]).get(canteen_id, {}).get(meal_period, 0)) if row else 0
         return max(int(own), server + int(pending))
 
     def latest_recorded_ms(self) -> int | None:
@@ -304,7 +302,7 @@ class Store:
         the deltas: a delta's balances replace the cached ones only if not older. An ack
         carries no ``blocked`` flag, so a block recorded at version 10 still arrives with
         delta 10 after an ack brought the balances of version 11."""
-        holders, cards, meals = [], [], []
+        holders, cards = [], []
         with self.txn():
             if snapshot:
                 # holders are upserted by version below (an ack may already have brought a
@@ -316,10 +314,11 @@ class Store:
             for c in changes:
                 kind = c["kind"]
                 if kind == "holder":
-                    holders.append((c["holder_id"], c["unit_id"], c["subsidy_fen"], c["self_fen"], int(c["blocked"]), version))
-                    if "meals" in c:
-                        day = c["meals"]["day"]
-                        meals.append((json.dumps(c["meals"], ensure_ascii=False), c["holder_id"], day))
+                    meals = c.get("meals")
+                    holders.append((
+                        c["holder_id"], c["unit_id"], c["subsidy_fen"], c["self_fen"], int(c["blocked"]), version,
+                        meals and meals["day"], meals and json.dumps(meals["taken"], ensure_ascii=False),
+                    ))
                 elif kind == "card":
                     cards.append((c["card_id"], c["holder_id"], c["status"]))
                 elif kind == "canteen":
@@ -336,8 +335,8 @@ class Store:
                     apply_qr_key_change(self.conn, c)
             self.conn.executemany(
                 """
-                INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version)
-                VALUES (?, ?, ?, ?, ?, ?)
+                INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version, meals_day, meals_json)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(holder_id) DO UPDATE SET
                     unit_id = excluded.unit_id,
                     blocked = excluded.blocked,
@@ -345,16 +344,13 @@ class Store:
                                   THEN excluded.subsidy_fen ELSE holders.subsidy_fen END,
                     self_fen = CASE WHEN excluded.version >= holders.version
                                THEN excluded.self_fen ELSE holders.self_fen END,
-                    version = max(excluded.version, holders.version)
+                    version = max(excluded.version, holders.version),
+                    meals_json = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
+                                 THEN excluded.meals_json ELSE holders.meals_json END,
+                    meals_day = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
+                                THEN excluded.meals_day ELSE holders.meals_day END
                 """,
                 holders,
-            )
-            # deltas come in order, so a later count of the same day is the fuller one; a
-            # late sale of an earlier day must not replace today's count
-            self.conn.executemany(
-                "UPDATE holders SET meals_json = ? WHERE holder_id = ? "
-                "AND (meals_json IS NULL OR json_extract(meals_json, '$.day') <= ?)",
-                meals,
             )
             self.conn.executemany(
                 "INSERT INTO cards(card_id, holder_id, status) VALUES (?, ?, ?) "
