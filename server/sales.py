@@ -36,7 +36,7 @@ from server.settlement_rules import take_in_order
 from server.spend import split_payment
 from shared.clock import DAY_MS, china_datetime, start_of_china_day_ms
 from shared.protocol import Sale, SaleResult
-from shared.protocol.messages import Balance
+from shared.protocol.messages import MAX_MEALS_PER_PERIOD, Balance
 
 _COLUMNS = (
     "terminal_id", "seq", "uuid", "status", "reason", "card_id", "holder_id", "unit_id",
@@ -289,7 +289,7 @@ def meals_of_day(conn: sqlite3.Connection, latest_meal_ms: dict[str, int]) -> di
         sql = _MEALS_OF_DAY.format(values=",".join(["(?, ?, ?)"] * len(chunk)))
         for holder_id, canteen_id, period, n in conn.execute(sql, [v for w in chunk for v in w]):
             if period is not None:
-                out[holder_id]["taken"].setdefault(canteen_id, {})[period] = n
+                out[holder_id]["taken"].setdefault(canteen_id, {})[period] = min(n, MAX_MEALS_PER_PERIOD)
     return out
 
 
@@ -302,7 +302,8 @@ def meals_of_day_for_all(conn: sqlite3.Connection, at_ms: int) -> dict[str, dict
     out: dict[str, dict[str, Any]] = {}
     for holder_id, canteen_id, period, n in conn.execute(_MEALS_OF_DAY_ALL, (start, start + DAY_MS)):
         if holder_id is not None and period is not None:
-            out.setdefault(holder_id, {"day": day, "taken": {}})["taken"].setdefault(canteen_id, {})[period] = n
+            taken = out.setdefault(holder_id, {"day": day, "taken": {}})["taken"]
+            taken.setdefault(canteen_id, {})[period] = min(n, MAX_MEALS_PER_PERIOD)
     return out
 
 
