@@ -15,12 +15,12 @@ display failure never stops a sale (it is journaled before anything is shown).
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 
 from hardware.board import frame
 from hardware.display import Screen
+from hardware.keypad import KeyBuffer
 from hardware.serial_port import Port, SerialSpec, open_port
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class BoardLink:
         self.version: str | None = None
         self.resends = 0
         self.decoder = frame.Decoder()
-        self._keys: queue.Queue[str] = queue.Queue()
+        self.keys = KeyBuffer()  # pressed on the board, not yet read
         self._acks: dict[int, int] = {}
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -78,17 +78,10 @@ class BoardLink:
         return self.command(frame.PING, b"")
 
     def read_key(self, timeout_s: float) -> str | None:
-        try:
-            return self._keys.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
+        return self.keys.read_key(timeout_s)
 
     def clear(self) -> None:
-        while True:
-            try:
-                self._keys.get_nowait()
-            except queue.Empty:
-                return
+        self.keys.clear()
 
     def close(self) -> None:
         self._stop.set()
@@ -143,6 +136,6 @@ class BoardLink:
                 self._acks[payload[0]] = payload[1]
                 self._cond.notify_all()
         elif ftype == frame.KEY and len(payload) == 1:
-            self._keys.put(chr(payload[0]))
+            self.keys.put(chr(payload[0]))
         elif ftype == frame.HELLO:
             self.version = payload.decode("ascii", "replace")

@@ -26,15 +26,15 @@ class Keypad(Protocol):
         ...
 
 
-class SimulatedKeypad:
+class KeyBuffer:
+    """Keys pressed and not yet read, in order: the :class:`Keypad` half of every keypad
+    (the simulated one and the board's driver). Thread-safe."""
+
     def __init__(self) -> None:
         self._keys: queue.Queue[str] = queue.Queue()
 
-    def press(self, keys: str) -> None:
-        for k in keys:
-            if k not in KEYS:
-                raise ValueError(f"no key {k!r} on the keypad")
-            self._keys.put(k)
+    def put(self, key: str) -> None:
+        self._keys.put(key)
 
     def read_key(self, timeout_s: float) -> str | None:
         try:
@@ -48,6 +48,14 @@ class SimulatedKeypad:
                 self._keys.get_nowait()
             except queue.Empty:
                 return
+
+
+class SimulatedKeypad(KeyBuffer):
+    def press(self, keys: str) -> None:
+        for k in keys:
+            if k not in KEYS:
+                raise ValueError(f"no key {k!r} on the keypad")
+            self.put(k)
 
 
 def read_digits(
