@@ -288,9 +288,14 @@ def meals_of_day(conn: sqlite3.Connection, latest_meal_ms: dict[str, int]) -> di
         chunk = wanted[i : i + _MEALS_CHUNK]
         sql = _MEALS_OF_DAY.format(values=",".join(["(?, ?, ?)"] * len(chunk)))
         for holder_id, canteen_id, period, n in conn.execute(sql, [v for w in chunk for v in w]):
-            if period is not None:
-                out[holder_id]["taken"].setdefault(canteen_id, {})[period] = min(n, MAX_MEALS_PER_PERIOD)
+            _add_meal_count(out[holder_id], canteen_id, period, n)
     return out
+
+
+def _add_meal_count(meals: dict[str, Any], canteen_id: str, period: str | None, n: int) -> None:
+    """One (canteen, period) count into a holder's ``meals``, clamped to what the wire allows."""
+    if period is not None:
+        meals["taken"].setdefault(canteen_id, {})[period] = min(n, MAX_MEALS_PER_PERIOD)
 
 
 def meals_of_day_for_all(conn: sqlite3.Connection, at_ms: int) -> dict[str, dict[str, Any]]:
@@ -301,9 +306,8 @@ def meals_of_day_for_all(conn: sqlite3.Connection, at_ms: int) -> dict[str, dict
     day = china_datetime(at_ms).date().isoformat()
     out: dict[str, dict[str, Any]] = {}
     for holder_id, canteen_id, period, n in conn.execute(_MEALS_OF_DAY_ALL, (start, start + DAY_MS)):
-        if holder_id is not None and period is not None:
-            taken = out.setdefault(holder_id, {"day": day, "taken": {}})["taken"]
-            taken.setdefault(canteen_id, {})[period] = min(n, MAX_MEALS_PER_PERIOD)
+        if holder_id is not None:
+            _add_meal_count(out.setdefault(holder_id, {"day": day, "taken": {}}), canteen_id, period, n)
     return out
 
 
