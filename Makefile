@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench lint chaos clean
+.PHONY: install demo test test-fast bench lint chaos clean
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -30,6 +30,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# the everyday loop: everything but the slow runs (chaos, city, payments demo, scenarios,
+# crash, API fuzzing); `make test` still runs everything
+test-fast: install
+	$(PY) -m pytest -m "not slow"
 
 bench: install
 	$(PY) -m bench.run

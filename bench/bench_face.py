@@ -1,7 +1,7 @@
 """Face pay: ``face.frame_to_decision_ms`` and ``face.match_50k_ms``.
 
 * ``face.frame_to_decision_ms`` — one 640×480 camera frame made from a real photo
-  (../shared/faces, letterboxed to 640×480), through the terminal's path: HOG detection
+  (tests/data/faces, letterboxed to 640×480), through the terminal's path: HOG detection
   (upsample 0), choosing the payer, the 128-d encoding, and the 1:N match + decision
   against a gallery of the photos' enrollments padded with 1,000 synthetic faces. Median
   over the probe photos, several rounds. Target: < 250 ms.
@@ -24,7 +24,7 @@ from hardware.camera import Frame, decode_image
 from hardware.face_engine import DlibFaceEngine
 from terminal.face_match import FacePolicy, Gallery, choose_payer, match
 
-FACES = Path(__file__).resolve().parent.parent.parent / "shared" / "faces"
+FACES = Path(__file__).resolve().parent.parent / "tests" / "data" / "faces"
 
 
 def frame_640x480(path: Path) -> np.ndarray:

@@ -19,11 +19,8 @@ from server.db import open_db
 from shared.broker import MosquittoBroker, start_broker
 from shared.clock import FakeClock, ms_from_china
 
-# the real face photos live beside the repository in ../shared/faces (read-only, not copied
-# into the repo); CANTEEN_FACES_DIR points elsewhere when the checkout sits somewhere else
-FACES_DIR = Path(
-    os.environ.get("CANTEEN_FACES_DIR") or Path(__file__).resolve().parent.parent.parent / "shared" / "faces"
-)
+# the real face photos (MIT, from the face_recognition project) ship with the tests
+FACES_DIR = Path(__file__).resolve().parent / "data" / "faces"
 
 
 def _broker_kind() -> str:

@@ -1,4 +1,4 @@
-"""The real face photos in ../shared/faces and the real engine, loaded once per session.
+"""The real face photos in tests/data/faces and the real engine, loaded once per session.
 
 Photos are named ``<person>_<n>.<ext>``; ``two_people.jpg`` shows two faces. Encoding a
 photo costs ~0.1–0.3 s, so each is encoded once and cached for every test that needs it.
