@@ -84,10 +84,10 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
     """
     import logging
 
-    from simulator.replay import run_scenario
-    from simulator.replay_result import render
-    from simulator.scenario import ScenarioError, load
-    from simulator.scenario_check import check_result, invariant_failures
+    from simulator.replay.check import check_result, invariant_failures
+    from simulator.replay.result import render
+    from simulator.replay.run import run_scenario
+    from simulator.replay.scenario import ScenarioError, load
 
     try:
         scenario = load(scenario_path)
@@ -124,8 +124,8 @@ def city(units: int, diners: int, canteens: int, days: int, terminals: int, last
     the simulated devices, an outage on the first day, then the quarter's settlement and
     the year-end clearing; prints a zh/en summary with the cross-unit dining matrix.
     Exit 0 when every approved sale is applied once and the ledger holds, else 1."""
-    from simulator.city import CityOptions, run_city
-    from simulator.city_render import consistent, render
+    from simulator.city.render import consistent, render
+    from simulator.city.run import CityOptions, run_city
 
     if not (1 <= canteens <= units and diners >= 1 and days >= 1 and terminals >= 1):
         raise click.BadParameter("need 1 ≤ canteens ≤ units, diners ≥ 1, days ≥ 1, terminals ≥ 1")
@@ -146,9 +146,9 @@ def city(units: int, diners: int, canteens: int, days: int, terminals: int, last
 def chaos(seed: int, terminals: int, diners: int, minutes: float, broker: str, keep: bool, as_json: bool) -> None:
     """Real processes under faults (partitions, broker/server/terminal kills, copies, forgeries,
     clock skew), then drain and audit: exit 0 only if no fen was lost or counted twice."""
-    from simulator.chaos import render as render_chaos
-    from simulator.chaos import run_chaos
-    from simulator.chaos_plan import ChaosOptions
+    from simulator.chaos.plan import ChaosOptions
+    from simulator.chaos.run import render as render_chaos
+    from simulator.chaos.run import run_chaos
 
     _quiet()
     opts = ChaosOptions(seed=seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker)
@@ -167,8 +167,8 @@ def chaos(seed: int, terminals: int, diners: int, minutes: float, broker: str, k
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def chaos_sweep(seeds: int, first_seed: int, terminals: int, diners: int, minutes: float, broker: str, as_json: bool) -> None:
     """Chaos runs over many seeds; reports the seeds tried and failed, exit 1 if any failed."""
-    from simulator.chaos import run_sweep
-    from simulator.chaos_plan import ChaosOptions
+    from simulator.chaos.plan import ChaosOptions
+    from simulator.chaos.run import run_sweep
 
     _quiet()
     base = ChaosOptions(seed=first_seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker)

@@ -1,6 +1,6 @@
 """``canteen-sim payments``: every payment method through its real device path, in one run.
 
-A broker, the real server and two real terminals (:class:`~simulator.cluster.Cluster`).
+A broker, the real server and two real terminals (:class:`~simulator.harness.cluster.Cluster`).
 Terminal A reads cards with nfcpy on its UDP device, and codes with a serial scanner on a
 pseudo-terminal (pyserial); terminal B only has a simulated scanner. The story:
 
@@ -30,8 +30,8 @@ from shared.clock import FakeClock, ms_from_china
 from shared.ecny_gateway import SimulatedGateway
 from shared.money import format_fen
 from shared.mqtt import wait_until
-from simulator.cluster import Cluster
-from simulator.world import demo_world
+from simulator.harness.cluster import Cluster
+from simulator.harness.world import demo_world
 from terminal.devices import DeviceLoop, Order
 
 MASTER = bytes(range(32))

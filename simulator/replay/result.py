@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulator.replay import _Story
+    from simulator.replay.run import _Story
 
 STATEMENT_KEYS = ("gross_fen", "withheld_fen", "fee_fen", "net_fen", "adjustments_fen", "settlement_fen",
                   "pay_pct", "quality_score", "sales_count")

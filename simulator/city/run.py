@@ -1,13 +1,13 @@
 """``canteen-sim city``: a whole city's canteens for some working days, then the closes.
 
-:func:`run_city` builds the city of :mod:`simulator.city_world` in a real server, the way
+:func:`run_city` builds the city of :mod:`simulator.city.world` in a real server, the way
 its clerks would — units over the API, the seed's attachment table and the shop items as
 CSV imports, the staff roster as a CSV import, the quarter's allocation by each unit's
 clerk, some self top-ups from the bank, QR pay opened on the diners' phones, faces enrolled
 from photos — and starts ``terminals`` real terminals per canteen with simulated readers,
-scanners and cameras (:mod:`simulator.replay_harness`). Then, day by day
-(:mod:`simulator.city_day`), it runs breakfast, the lunch rush with its cross-unit visits,
-shop sales, top-ups and dinner one simulated minute at a time (:mod:`simulator.city_clock`),
+scanners and cameras (:mod:`simulator.harness.driver`). Then, day by day
+(:mod:`simulator.city.day`), it runs breakfast, the lunch rush with its cross-unit visits,
+shop sales, top-ups and dinner one simulated minute at a time (:mod:`simulator.city.clock`),
 every counter serving its queue on its own thread. On the first day one counter of the
 busiest canteen loses its return path at 11:50 (sales arrive, acknowledgements do not), its
 whole line at 12:00, and is back at 12:40: it serves offline meanwhile and resends. A quarter
@@ -33,12 +33,12 @@ from typing import Any
 from server.periods import Quarter, year_cutoff_ms
 from shared.broker import Broker
 from shared.clock import FakeClock
-from simulator.city_clock import DayClock, Moment
-from simulator.city_day import Visit, day_visits, minute_ms, working_days
-from simulator.city_faces import LabelFaceEngine, photo_png
-from simulator.city_world import CityPlan, canteen_table_csv, items_csv, plan_city, roster_csv
-from simulator.cluster import Cluster
-from simulator.replay_harness import Api, Harness, Till
+from simulator.city.clock import DayClock, Moment
+from simulator.city.day import Visit, day_visits, minute_ms, working_days
+from simulator.city.faces import LabelFaceEngine, photo_png
+from simulator.city.world import CityPlan, canteen_table_csv, items_csv, plan_city, roster_csv
+from simulator.harness.cluster import Cluster
+from simulator.harness.driver import Api, Harness, Till
 from terminal.devices import Order
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class _City:
 
 
 def run_city(opts: CityOptions) -> dict[str, Any]:
-    """Build the city, run its days and closes; the summary (see :mod:`simulator.city_render`)."""
+    """Build the city, run its days and closes; the summary (see :mod:`simulator.city.render`)."""
     t0 = time.monotonic()
     logging.getLogger("shared.mqtt").setLevel(logging.ERROR)
     logging.getLogger("terminal.sync").setLevel(logging.ERROR)
@@ -118,7 +118,7 @@ def run_city(opts: CityOptions) -> dict[str, Any]:
             harness.wait_watermarks(cutoff)
             clearing = harness.admin.post(f"/api/v1/clearings/{days[-1].year}", {})
             timings["closing_s"] = round(time.monotonic() - t, 1)
-            from simulator.city_render import collect
+            from simulator.city.render import collect
 
             result = collect(city, days, per_day, clearing)
         finally:

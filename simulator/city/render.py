@@ -20,10 +20,10 @@ from server.periods import Quarter
 from shared.clock import china_datetime
 from shared.errors import message
 from shared.money import format_fen
-from simulator.city_day import minute_ms
+from simulator.city.day import minute_ms
 
 if TYPE_CHECKING:
-    from simulator.city import _City
+    from simulator.city.run import _City
 
 METHOD_ZH = {"card": "刷卡 card", "qr": "扫码 QR", "face": "刷脸 face"}
 MATRIX_ROWS = 16
