@@ -17,6 +17,7 @@ pseudo-terminal (pyserial); terminal B only has a simulated scanner. The story:
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import tty
@@ -40,8 +41,6 @@ DAY_MS = 86_400_000
 
 
 def _free_udp_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

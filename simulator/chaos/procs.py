@@ -26,7 +26,13 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from shared.broker import MosquittoBroker, mosquitto_binary, render_mosquitto_conf, wait_for_port
+from shared.broker import (
+    EmbeddedBroker,
+    MosquittoBroker,
+    mosquitto_binary,
+    render_mosquitto_conf,
+    wait_for_port,
+)
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (simulator/chaos/procs.py): children start there
 log = logging.getLogger(__name__)
@@ -197,8 +203,6 @@ def _wait_port_or_exit(child: _Child, port: int, timeout_s: float) -> None:
 
 
 def _serve_embedded_broker(port: int) -> None:
-    from shared.broker import EmbeddedBroker
-
     broker = EmbeddedBroker(port).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -363,8 +363,6 @@ def render(result: dict[str, Any]) -> str:
 
 def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None) -> dict[str, Any]:
     """Run each seed; report seeds tried and failed and the totals."""
-    from dataclasses import replace
-
     runs = []
     for seed in seeds:
         result = run_chaos(replace(base, seed=seed), say)

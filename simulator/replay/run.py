@@ -82,6 +82,9 @@ def healthy(result: dict[str, Any]) -> bool:
 
 
 class _Story:
+    """A scenario being played; what it has seen is read back by :func:`collect` (as a
+    :class:`~simulator.replay.result.Story`)."""
+
     def __init__(self, scenario: Scenario, harness: Harness, clock: FakeClock) -> None:
         self.s = scenario
         self.h = harness
