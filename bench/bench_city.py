@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from bench.run import Context, Result
-from simulator.city import CityOptions, run_city
-from simulator.city_render import consistent
+from simulator.city.render import consistent
+from simulator.city.run import CityOptions, run_city
 
 
 def city_day(ctx: Context, units: int = 40, diners: int = 5000, canteens: int = 15) -> list[Result]:

@@ -23,7 +23,7 @@ from server.service import ServerService
 from server.terminals import provision
 from shared.clock import SystemClock
 from shared.mqtt import wait_until
-from simulator.world import demo_world
+from simulator.harness.world import demo_world
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.store import Store

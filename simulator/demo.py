@@ -1,6 +1,6 @@
 """``make demo``: one working day of a small city, with an outage, in well under a minute.
 
-It is ``canteen-sim city`` with small numbers (:mod:`simulator.city`): six units — three
+It is ``canteen-sim city`` with small numbers (:mod:`simulator.city.run`): six units — three
 run a canteen, three do not — 300 staff, two real terminals per canteen with simulated card
 readers, QR scanners and cameras, an MQTT broker (embedded by default) and the real server.
 Breakfast, the lunch rush with its cross-unit visits, shop sales, top-ups and dinner are paid
@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from simulator.city import CityOptions, run_city
-from simulator.city_render import consistent
-from simulator.city_render import render as render_city
+from simulator.city.render import consistent
+from simulator.city.render import render as render_city
+from simulator.city.run import CityOptions, run_city
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """``canteen-sim payments``: every payment method through its real device path, in one run.
 
-A broker, the real server and two real terminals (:class:`~simulator.cluster.Cluster`).
+A broker, the real server and two real terminals (:class:`~simulator.harness.cluster.Cluster`).
 Terminal A reads cards with nfcpy on its UDP device, and codes with a serial scanner on a
 pseudo-terminal (pyserial); terminal B only has a simulated scanner. The story:
 
@@ -17,6 +17,7 @@ pseudo-terminal (pyserial); terminal B only has a simulated scanner. The story:
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import tty
@@ -30,8 +31,8 @@ from shared.clock import FakeClock, ms_from_china
 from shared.ecny_gateway import SimulatedGateway
 from shared.money import format_fen
 from shared.mqtt import wait_until
-from simulator.cluster import Cluster
-from simulator.world import demo_world
+from simulator.harness.cluster import Cluster
+from simulator.harness.world import demo_world
 from terminal.devices import DeviceLoop, Order
 
 MASTER = bytes(range(32))
@@ -40,8 +41,6 @@ DAY_MS = 86_400_000
 
 
 def _free_udp_port() -> int:
-    import socket
-
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -8,7 +8,7 @@ import uuid
 from server.db import write_txn
 from server.terminals import TerminalCredentials, provision
 from shared.protocol import Sale, SaleBatch, seal_hmac
-from simulator.world import World, demo_world
+from simulator.harness.world import World, demo_world
 
 
 def populated(conn: sqlite3.Connection, now_ms: int, diners: int = 6) -> World:

@@ -9,7 +9,7 @@ from typing import Any
 from shared.clock import FakeClock
 from shared.paycode import public_key_hex
 from shared.protocol import ServerKey
-from simulator.world import meal
+from simulator.harness.world import meal
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 

@@ -14,9 +14,9 @@ from server import ledger
 from server.db import open_db, write_txn
 from server.ingest import IngestWorker
 from shared.clock import FakeClock
-from simulator.chaos import render, run_chaos
-from simulator.chaos_audit import AuditResult, JournalRow, audit
-from simulator.chaos_plan import FAULT_KINDS, ChaosOptions, build_plan
+from simulator.chaos.audit import AuditResult, JournalRow, audit
+from simulator.chaos.plan import FAULT_KINDS, ChaosOptions, build_plan
+from simulator.chaos.run import render, run_chaos
 from tests.helpers import populated, sale, signed_batch, terminal
 
 CARDS = [f"K{i:05d}" for i in range(1, 41)]

@@ -15,11 +15,11 @@ from hardware.camera import Frame, decode_image
 from server.auth import create_token
 from server.db import write_txn
 from server.faces import analyze_photo
-from simulator.city import CityOptions, run_city
-from simulator.city_day import MEAL_WINDOWS, day_visits, minute_ms, working_days
-from simulator.city_faces import LabelFaceEngine, label_of, photo_png
-from simulator.city_render import consistent, render
-from simulator.city_world import canteen_table_csv, items_csv, plan_city, roster_csv
+from simulator.city.day import MEAL_WINDOWS, day_visits, minute_ms, working_days
+from simulator.city.faces import LabelFaceEngine, label_of, photo_png
+from simulator.city.render import consistent, render
+from simulator.city.run import CityOptions, run_city
+from simulator.city.world import canteen_table_csv, items_csv, plan_city, roster_csv
 
 
 def test_every_unit_has_staff_and_units_without_a_canteen_eat_nearby() -> None:

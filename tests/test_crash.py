@@ -22,7 +22,7 @@ import pytest
 from server.db import open_db
 from server.service import ServerService
 from shared.mqtt import wait_until
-from simulator.world import demo_world
+from simulator.harness.world import demo_world
 from tests.helpers import terminal as provision_terminal
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

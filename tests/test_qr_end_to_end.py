@@ -10,8 +10,8 @@ from server import qr_codes
 from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import wait_until
 from shared.paycode import make_code
-from simulator.cluster import Cluster
-from simulator.world import demo_world
+from simulator.harness.cluster import Cluster
+from simulator.harness.world import demo_world
 from terminal.authorize import TapRequest
 
 pytestmark = pytest.mark.broker

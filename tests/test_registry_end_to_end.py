@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.clock import FakeClock, ms_from_china
-from simulator.cluster import Cluster
-from simulator.world import demo_world
+from simulator.harness.cluster import Cluster
+from simulator.harness.world import demo_world
 from terminal.authorize import TapRequest
 
 pytestmark = pytest.mark.broker

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from simulator.cli import main as sim_main
-from simulator.replay import run_scenario
-from simulator.scenario import ScenarioError, load, parse
-from simulator.scenario_check import check_error, check_result, mismatches
+from simulator.replay.check import check_error, check_result, mismatches
+from simulator.replay.run import run_scenario
+from simulator.replay.scenario import ScenarioError, load, parse
 
 FOLDER = Path(__file__).resolve().parent / "scenarios"
 SCENARIOS = sorted(FOLDER.glob("*.json"))

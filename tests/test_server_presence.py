@@ -11,8 +11,8 @@ import pytest
 from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink, wait_until
 from shared.protocol import ServerStatus, ServerVerifier, open_envelope, topics
-from simulator.cluster import Cluster, TerminalHandle
-from simulator.world import World, demo_world
+from simulator.harness.cluster import Cluster, TerminalHandle
+from simulator.harness.world import World, demo_world
 from terminal.agent import OFFLINE_BANNER
 from terminal.authorize import TapRequest
 

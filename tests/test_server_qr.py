@@ -178,7 +178,7 @@ def test_qr_cli_prints_a_code_and_saves_a_png(tmp_path, clock) -> None:  # noqa:
 
     from server.cli import main
     from server.db import open_db
-    from simulator.world import demo_world
+    from simulator.harness.world import demo_world
 
     runner = CliRunner()
     assert runner.invoke(main, ["--home", str(tmp_path), "init"]).exit_code == 0

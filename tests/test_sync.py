@@ -17,8 +17,8 @@ from server.downstream import record_delta
 from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink, wait_until
 from shared.protocol import Status, topics
-from simulator.cluster import Cluster
-from simulator.world import World, demo_world
+from simulator.harness.cluster import Cluster
+from simulator.harness.world import World, demo_world
 from terminal.agent import OFFLINE_BANNER
 from terminal.authorize import TapRequest
 

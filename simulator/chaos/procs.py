@@ -3,7 +3,7 @@
 * :class:`BrokerProcess` — Mosquitto with the project's config (persistence on) on a fixed
   port and data folder, so a restart comes back where terminals expect it; where Mosquitto
   is not installed, the embedded amqtt broker in a child process of its own
-  (``python -m simulator.chaos_procs broker PORT``), so it can be SIGKILLed too.
+  (``python -m simulator.chaos.procs broker PORT``), so it can be SIGKILLed too.
 * :class:`ServerProcess` — ``canteen-server --home DIR run --broker URL --port P``.
 * :class:`TerminalProcess` — ``canteen-terminal run --config F --events``: tap lines go to
   its standard input (reader ``stdin``), its JSON event lines are read back, each stamped
@@ -26,9 +26,15 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from shared.broker import MosquittoBroker, mosquitto_binary, render_mosquitto_conf, wait_for_port
+from shared.broker import (
+    EmbeddedBroker,
+    MosquittoBroker,
+    mosquitto_binary,
+    render_mosquitto_conf,
+    wait_for_port,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (simulator/chaos/procs.py): children start there
 log = logging.getLogger(__name__)
 
 
@@ -109,7 +115,7 @@ class BrokerProcess(_Child):
             conf.write_text(render_mosquitto_conf(self.port, str(self.data_dir), extra))
             self._spawn([binary, "-c", str(conf)], log)
         else:
-            self._spawn([sys.executable, "-m", "simulator.chaos_procs", "broker", str(self.port)], log)
+            self._spawn([sys.executable, "-m", "simulator.chaos.procs", "broker", str(self.port)], log)
         _wait_port_or_exit(self, self.port, 15)
         return self
 
@@ -197,8 +203,6 @@ def _wait_port_or_exit(child: _Child, port: int, timeout_s: float) -> None:
 
 
 def _serve_embedded_broker(port: int) -> None:
-    from shared.broker import EmbeddedBroker
-
     broker = EmbeddedBroker(port).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -210,4 +214,4 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "broker":
         _serve_embedded_broker(int(sys.argv[2]))
     else:
-        sys.exit("usage: python -m simulator.chaos_procs broker PORT")
+        sys.exit("usage: python -m simulator.chaos.procs broker PORT")

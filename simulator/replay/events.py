@@ -1,7 +1,7 @@
 """A scenario's events: each validated against the setup it refers to. Pure.
 
 Every event has ``at`` (Asia/Shanghai wall time, in order), an optional ``note`` and exactly
-one kind (see :data:`EVENT_FIELDS` and :mod:`simulator.scenario`); cards, canteens, units,
+one kind (see :data:`EVENT_FIELDS` and :mod:`simulator.replay.scenario`); cards, canteens, units,
 quarters, years and yuan amounts are checked here, so a scenario error names the event
 index and the reason before anything runs.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from server.periods import parse_year
 from shared.clock import ms_from_china
 from shared.errors import DomainError
-from simulator.scenario_read import (
+from simulator.replay.read import (
     ScenarioError,
     as_bool,
     as_int,

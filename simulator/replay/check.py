@@ -1,6 +1,6 @@
 """A scenario's ``expect`` block checked against a replay result. Pure.
 
-``expect`` has the shape of the result (see :mod:`simulator.replay_result`) and says only
+``expect`` has the shape of the result (see :mod:`simulator.replay.result`) and says only
 what the scenario pins:
 
 * an object matches when each of its keys matches the result's (other keys are ignored);
@@ -11,7 +11,7 @@ what the scenario pins:
 
 Every scenario is also held to the invariants, whatever its ``expect`` says: no ledger
 violation, ledger sum 0, and every sale a terminal approved applied exactly once at the
-server (:func:`simulator.replay.healthy`).
+server (:func:`simulator.replay.run.healthy`).
 
 ``expect_error`` (instead of ``expect``) is for a scenario that must be refused before
 it runs: ``{"where": "events[2]", "contains": "two decimals"}``.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.scenario import ScenarioError
+from simulator.replay.scenario import ScenarioError
 
 
 def mismatches(expected: Any, actual: Any, path: str = "") -> list[str]:

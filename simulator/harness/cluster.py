@@ -3,7 +3,7 @@
 :class:`Cluster` starts an MQTT broker (embedded or Mosquitto), the real server
 (:class:`~server.service.ServerService`: HTTP, ingest worker, delta publisher) and real
 terminals (:class:`~terminal.agent.Terminal`), each terminal reaching the broker and the
-server through its own :class:`~simulator.netproxy.NetProxy` so its network can be cut.
+server through its own :class:`~simulator.harness.netproxy.NetProxy` so its network can be cut.
 Terminals are provisioned over the real HTTP API. :meth:`Cluster.audit` compares every
 terminal's journal with the server's sales and ledger from the outside.
 """
@@ -27,7 +27,7 @@ from server.downstream import current_version
 from server.service import ServerService
 from shared.broker import Broker, start_broker
 from shared.clock import Clock, SystemClock
-from simulator.netproxy import NetProxy
+from simulator.harness.netproxy import NetProxy
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 

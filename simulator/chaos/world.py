@@ -17,7 +17,7 @@ from typing import Any
 from server import funds, ledger, registry
 from server.db import write_txn
 from server.terminals import TerminalCredentials, provision
-from simulator.world import meal
+from simulator.harness.world import meal
 
 UNITS = (("U01", "市财政局", 3_000), ("U02", "市教育局", 5_000), ("U03", "市审计局", 1_500))
 ITEMS = {

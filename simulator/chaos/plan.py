@@ -10,7 +10,7 @@ the audit checks must hold for every such run.
 Fault kinds (``FAULT_KINDS``):
 
 * ``partition_cut`` / ``partition_oneway`` / ``partition_blackhole`` — one terminal's
-  network (MQTT and HTTP) through :class:`~simulator.netproxy.NetProxy`, for a while;
+  network (MQTT and HTTP) through :class:`~simulator.harness.netproxy.NetProxy`, for a while;
 * ``broker_restart`` — the MQTT broker stopped (``graceful``) or SIGKILLed, then started
   again on the same port with the same data folder;
 * ``server_kill`` — ``canteen-server run`` SIGKILLed, restarted after a while;

@@ -2,7 +2,7 @@
 
 :func:`run_scenario` starts a broker (embedded by default, or a running one handed in), the
 real server and, per canteen, the scenario's number of real terminals with simulated card
-readers and QR scanners (:mod:`simulator.replay_harness`). One :class:`FakeClock` is shared
+readers and QR scanners (:mod:`simulator.harness.driver`). One :class:`FakeClock` is shared
 by the server and every terminal; each event sets it to its ``at``.
 
 * **Setup** goes through the HTTP API with real tokens: the bureau (admin) registers units,
@@ -36,10 +36,10 @@ from typing import Any
 from server.periods import Quarter, year_cutoff_ms
 from shared.broker import Broker
 from shared.clock import FakeClock
-from simulator.cluster import Cluster
-from simulator.replay_harness import Api, ApiRefusal, Harness, Till
-from simulator.replay_result import collect
-from simulator.scenario import Event, Scenario
+from simulator.harness.cluster import Cluster
+from simulator.harness.driver import Api, ApiRefusal, Harness, Till
+from simulator.replay.result import collect
+from simulator.replay.scenario import Event, Scenario
 from terminal.devices import Order
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ def healthy(result: dict[str, Any]) -> bool:
 
 
 class _Story:
+    """A scenario being played; what it has seen is read back by :func:`collect` (as a
+    :class:`~simulator.replay.result.Story`)."""
+
     def __init__(self, scenario: Scenario, harness: Harness, clock: FakeClock) -> None:
         self.s = scenario
         self.h = harness

@@ -14,22 +14,20 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from datetime import date
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from server.periods import Quarter
 from shared.clock import china_datetime
 from shared.errors import message
 from shared.money import format_fen
-from simulator.city_day import minute_ms
-
-if TYPE_CHECKING:
-    from simulator.city import _City
+from simulator.city.day import minute_ms
+from simulator.city.state import CityState
 
 METHOD_ZH = {"card": "刷卡 card", "qr": "扫码 QR", "face": "刷脸 face"}
 MATRIX_ROWS = 16
 
 
-def collect(city: _City, days: list[date], per_day: list[dict[str, Any]], clearing: dict[str, Any]) -> dict[str, Any]:
+def collect(city: CityState, days: list[date], per_day: list[dict[str, Any]], clearing: dict[str, Any]) -> dict[str, Any]:
     admin = city.harness.admin
     by_day: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for o in city.outcomes:

@@ -13,8 +13,8 @@ from concurrent.futures import Future
 from contextlib import contextmanager
 
 from shared.clock import FakeClock, china_datetime
-from simulator.city_day import MEAL_WINDOWS, minute_ms
-from simulator.replay_harness import Harness
+from simulator.city.day import MEAL_WINDOWS, minute_ms
+from simulator.harness.driver import Harness
 
 
 class DayClock:

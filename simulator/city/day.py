@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from shared.clock import CHINA_TZ
-from simulator.city_world import ITEMS, CityPlan, DinerPlan
+from simulator.city.world import ITEMS, CityPlan, DinerPlan
 
 MEAL_WINDOWS = {"breakfast": (7 * 60, 9 * 60), "lunch": (11 * 60 + 30, 13 * 60 + 30), "dinner": (17 * 60 + 30, 19 * 60 + 30)}
 TOPUP_YUAN = (50, 100, 200)

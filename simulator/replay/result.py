@@ -18,16 +18,32 @@ Keys (amounts in fen; canteens and units by their scenario names)::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from simulator.replay import _Story
+from shared.errors import message
+from shared.money import format_fen
+from simulator.harness.driver import Api, Harness
+from simulator.replay.scenario import Scenario
 
 STATEMENT_KEYS = ("gross_fen", "withheld_fen", "fee_fen", "net_fen", "adjustments_fen", "settlement_fen",
                   "pay_pct", "quality_score", "sales_count")
 
 
-def collect(story: _Story) -> dict[str, Any]:
+class Story(Protocol):
+    """What :func:`collect` reads of a story once it has been played (the replay's story
+    object is one); a protocol, so this module need not import the replay that uses it."""
+
+    s: Scenario  # the scenario played
+    h: Harness  # its cluster's audit
+    admin: Api  # reads the result back
+    unit_ids: dict[str, str]  # unit name -> id
+    years_closed: set[int]
+    approved: dict[str, dict[str, Any]]  # sale uuid -> what the story knows of it
+    declines: list[dict[str, Any]]
+    refusals: list[dict[str, Any]]
+
+
+def collect(story: Story) -> dict[str, Any]:
     admin = story.admin
     unit_names = {v: k for k, v in story.unit_ids.items()}
     cards: dict[str, dict[str, Any]] = {}
@@ -99,9 +115,6 @@ def collect(story: _Story) -> dict[str, Any]:
 
 def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
     """The result for people: zh-CN labels with English, amounts as ``¥12.50``."""
-    from shared.errors import message
-    from shared.money import format_fen
-
     lines = [f"食堂一卡通 场景回放 · scenario replay: {result['scenario']}", "", "  卡片 cards:"]
     for card, c in result["cards"].items():
         state = {"lost": "已挂失 lost", "retired": "已停用 retired"}.get(c["status"], "")

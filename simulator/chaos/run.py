@@ -2,11 +2,11 @@
 
 One run: a Mosquitto broker (persistence on), ``canteen-server run`` and ``T`` ×
 ``canteen-terminal run --events`` as child processes, each terminal reaching the broker
-and the server through its own :class:`~simulator.netproxy.NetProxy`; a small city
-(:mod:`simulator.chaos_world`); a plan of taps and faults from the seed
-(:mod:`simulator.chaos_plan`) played against the wall clock; an injector on the broker
-(:mod:`simulator.chaos_inject`). After the workload every fault is healed, every process
-brought back, the outboxes drained; then everything stops and :mod:`simulator.chaos_audit`
+and the server through its own :class:`~simulator.harness.netproxy.NetProxy`; a small city
+(:mod:`simulator.chaos.world`); a plan of taps and faults from the seed
+(:mod:`simulator.chaos.plan`) played against the wall clock; an injector on the broker
+(:mod:`simulator.chaos.inject`). After the workload every fault is healed, every process
+brought back, the outboxes drained; then everything stops and :mod:`simulator.chaos.audit`
 compares the journals with the server. A run passes with ``lost == 0``,
 ``double_applied == 0``, ``ledger_sum_fen == 0``, ``overdraft_fen <= overdraft_bound_fen``
 and no violations.
@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,12 @@ from server.db import open_db
 from server.periods import Quarter
 from shared.broker import free_port
 from shared.clock import SystemClock
-from simulator.chaos_audit import audit, read_journal
-from simulator.chaos_inject import Injector
-from simulator.chaos_plan import ChaosOptions, Fault, Plan, build_plan
-from simulator.chaos_procs import BrokerProcess, ServerProcess, TerminalProcess
-from simulator.chaos_world import ChaosWorld, build_world
-from simulator.netproxy import NetProxy
+from simulator.chaos.audit import audit, read_journal
+from simulator.chaos.inject import Injector
+from simulator.chaos.plan import ChaosOptions, Fault, Plan, build_plan
+from simulator.chaos.procs import BrokerProcess, ServerProcess, TerminalProcess
+from simulator.chaos.world import ChaosWorld, build_world
+from simulator.harness.netproxy import NetProxy
 
 Say = Callable[[str], None]
 DRAIN_TIMEOUT_S = 180.0
@@ -363,8 +363,6 @@ def render(result: dict[str, Any]) -> str:
 
 def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None) -> dict[str, Any]:
     """Run each seed; report seeds tried and failed and the totals."""
-    from dataclasses import replace
-
     runs = []
     for seed in seeds:
         result = run_chaos(replace(base, seed=seed), say)

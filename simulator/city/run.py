@@ -1,13 +1,13 @@
 """``canteen-sim city``: a whole city's canteens for some working days, then the closes.
 
-:func:`run_city` builds the city of :mod:`simulator.city_world` in a real server, the way
+:func:`run_city` builds the city of :mod:`simulator.city.world` in a real server, the way
 its clerks would — units over the API, the seed's attachment table and the shop items as
 CSV imports, the staff roster as a CSV import, the quarter's allocation by each unit's
 clerk, some self top-ups from the bank, QR pay opened on the diners' phones, faces enrolled
 from photos — and starts ``terminals`` real terminals per canteen with simulated readers,
-scanners and cameras (:mod:`simulator.replay_harness`). Then, day by day
-(:mod:`simulator.city_day`), it runs breakfast, the lunch rush with its cross-unit visits,
-shop sales, top-ups and dinner one simulated minute at a time (:mod:`simulator.city_clock`),
+scanners and cameras (:mod:`simulator.harness.driver`). Then, day by day
+(:mod:`simulator.city.day`), it runs breakfast, the lunch rush with its cross-unit visits,
+shop sales, top-ups and dinner one simulated minute at a time (:mod:`simulator.city.clock`),
 every counter serving its queue on its own thread. On the first day one counter of the
 busiest canteen loses its return path at 11:50 (sales arrive, acknowledgements do not), its
 whole line at 12:00, and is back at 12:40: it serves offline meanwhile and resends. A quarter
@@ -25,7 +25,7 @@ import random
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,14 @@ from typing import Any
 from server.periods import Quarter, year_cutoff_ms
 from shared.broker import Broker
 from shared.clock import FakeClock
-from simulator.city_clock import DayClock, Moment
-from simulator.city_day import Visit, day_visits, minute_ms, working_days
-from simulator.city_faces import LabelFaceEngine, photo_png
-from simulator.city_world import CityPlan, canteen_table_csv, items_csv, plan_city, roster_csv
-from simulator.cluster import Cluster
-from simulator.replay_harness import Api, Harness, Till
+from simulator.city.clock import DayClock
+from simulator.city.day import Visit, day_visits, minute_ms, working_days
+from simulator.city.faces import LabelFaceEngine, photo_png
+from simulator.city.render import collect
+from simulator.city.state import CityState
+from simulator.city.world import canteen_table_csv, items_csv, plan_city, roster_csv
+from simulator.harness.cluster import Cluster
+from simulator.harness.driver import Harness, Till
 from terminal.devices import Order
 
 log = logging.getLogger(__name__)
@@ -62,22 +64,8 @@ class CityOptions:
     terminal_prefix: str | None = None
 
 
-@dataclass
-class _City:
-    plan: CityPlan
-    harness: Harness
-    clock: FakeClock
-    canteen_ids: dict[str, str] = field(default_factory=dict)
-    unit_ids: dict[str, str] = field(default_factory=dict)
-    clerks: dict[str, Api] = field(default_factory=dict)
-    phones: dict[str, Api] = field(default_factory=dict)  # card -> the diner's phone (QR users)
-    tills: dict[str, list[Till]] = field(default_factory=dict)
-    outcomes: list[dict[str, Any]] = field(default_factory=list)
-    moment: Moment = field(default_factory=Moment)
-
-
 def run_city(opts: CityOptions) -> dict[str, Any]:
-    """Build the city, run its days and closes; the summary (see :mod:`simulator.city_render`)."""
+    """Build the city, run its days and closes; the summary (see :mod:`simulator.city.render`)."""
     t0 = time.monotonic()
     logging.getLogger("shared.mqtt").setLevel(logging.ERROR)
     logging.getLogger("terminal.sync").setLevel(logging.ERROR)
@@ -94,7 +82,7 @@ def run_city(opts: CityOptions) -> dict[str, Any]:
         assert cluster.server is not None
         cluster.server.app.extensions["canteen_face_engine"] = LabelFaceEngine()  # the server's (simulated) face engine
         harness = Harness(cluster)
-        city = _City(plan, harness, clock)
+        city = CityState(plan, harness, clock)
         try:
             _build(city, opts, first_q, rng)
             timings["setup_s"] = round(time.monotonic() - t0, 1)
@@ -118,8 +106,6 @@ def run_city(opts: CityOptions) -> dict[str, Any]:
             harness.wait_watermarks(cutoff)
             clearing = harness.admin.post(f"/api/v1/clearings/{days[-1].year}", {})
             timings["closing_s"] = round(time.monotonic() - t, 1)
-            from simulator.city_render import collect
-
             result = collect(city, days, per_day, clearing)
         finally:
             harness.close()
@@ -131,7 +117,7 @@ def run_city(opts: CityOptions) -> dict[str, Any]:
 # --- setup --------------------------------------------------------------------------------
 
 
-def _build(city: _City, opts: CityOptions, quarter: Quarter, rng: random.Random) -> None:
+def _build(city: CityState, opts: CityOptions, quarter: Quarter, rng: random.Random) -> None:
     h, plan = city.harness, city.plan
     admin = h.admin
     for u in plan.units:
@@ -168,12 +154,12 @@ def _build(city: _City, opts: CityOptions, quarter: Quarter, rng: random.Random)
     h.settle_down(300)
 
 
-def _allocate(city: _City, quarter: Quarter) -> None:
+def _allocate(city: CityState, quarter: Quarter) -> None:
     for u in city.plan.units:
         city.clerks[u.name].post("/api/v1/allocations", {"unit_id": city.unit_ids[u.name], "quarter": str(quarter)})
 
 
-def _close_quarter(city: _City, quarter: Quarter, rng: random.Random) -> None:
+def _close_quarter(city: CityState, quarter: Quarter, rng: random.Random) -> None:
     """Each unit scores its canteen's operator; at the quarter's end it is settled."""
     for c in city.plan.canteens:
         city.clerks[c.unit].put(f"/api/v1/canteens/{city.canteen_ids[c.name]}/quality-scores/{quarter}",
@@ -186,7 +172,7 @@ def _close_quarter(city: _City, quarter: Quarter, rng: random.Random) -> None:
 # --- a day --------------------------------------------------------------------------------
 
 
-def _run_day(city: _City, day: date, opts: CityOptions, rng: random.Random, *, with_outage: bool) -> dict[str, Any]:
+def _run_day(city: CityState, day: date, opts: CityOptions, rng: random.Random, *, with_outage: bool) -> dict[str, Any]:
     h = city.harness
     visits = day_visits(city.plan, day, opts.terminals, rng)
     victim = None
@@ -235,7 +221,7 @@ def _run_day(city: _City, day: date, opts: CityOptions, rng: random.Random, *, w
             "topups": sum(1 for v in visits if v.kind == "topup")}
 
 
-def _serve(city: _City, till: Till, v: Visit) -> None:
+def _serve(city: CityState, till: Till, v: Visit) -> None:
     """One diner at one counter: card on the reader, phone code at the scanner, or face."""
     order = Order("meal") if v.kind == "meal" else Order("shop", v.items)
     if v.method == "qr":

@@ -21,7 +21,7 @@ refused), every time is Asia/Shanghai wall time (``"2026-01-06T12:05"``)::
                             "max_offline_age_hours": 24, "max_denylist_age_hours": 72}}],
      "people":   [{"card": "C001", "name": "张三", "unit": "市财政局"}],
      "events":   [{"at": "2026-01-06T12:05", "tap": {...}, "note": "why (optional)"}, ...],
-     "expect":   {...}}                                     # see simulator.scenario_check
+     "expect":   {...}}                                     # see simulator.replay.check
 
 Events (one kind per event, in time order; ``terminal`` picks the canteen's n-th terminal,
 default 1; ``method`` is ``card`` (default) or ``qr`` — the diner's phone code)::
@@ -52,8 +52,8 @@ from typing import Any
 from server.canteen_config import MEAL_PERIODS
 from server.settlement_rules import validate_bands
 from shared.errors import DomainError
-from simulator.scenario_events import EVENT_FIELDS, Event, parse_events
-from simulator.scenario_read import ScenarioError, as_bool, as_int, as_list, as_obj, as_text, keys, yuan
+from simulator.replay.events import EVENT_FIELDS, Event, parse_events
+from simulator.replay.read import ScenarioError, as_bool, as_int, as_list, as_obj, as_text, keys, yuan
 
 __all__ = ["EVENT_FIELDS", "Canteen", "Event", "Person", "Scenario", "ScenarioError", "Unit", "load", "parse", "yuan"]
 

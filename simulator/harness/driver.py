@@ -3,7 +3,7 @@ terminals with their simulated devices.
 
 * :class:`Api` — JSON over HTTP to the server's ``/api/v1`` with a bearer token; a refusal
   comes back as :class:`ApiRefusal` with the server's stable error code.
-* :class:`Till` — one real terminal (:class:`~simulator.cluster.TerminalHandle`) with its
+* :class:`Till` — one real terminal (:class:`~simulator.harness.cluster.TerminalHandle`) with its
   :class:`~terminal.devices.DeviceLoop`: a card is laid on the simulated reader, a phone's
   payment code is shown to the simulated scanner, and the answer is what the terminal tells
   its listeners (``approved`` / ``declined``) — exactly what the diner would see.
@@ -32,7 +32,7 @@ from typing import Any
 from hardware.camera import SimulatedCamera
 from hardware.face_engine import FaceEngine
 from server.downstream import current_version
-from simulator.cluster import Cluster, TerminalHandle
+from simulator.harness.cluster import Cluster, TerminalHandle
 from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order
 from terminal.face_pay import FacePay
