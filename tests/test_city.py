@@ -86,6 +86,7 @@ def test_a_simulated_face_photo_is_enrolled_by_the_real_photo_code_and_matches_i
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_a_small_city_day_with_an_outage_keeps_every_fen(broker, tmp_path: Path) -> None:  # noqa: ANN001
     result = run_city(CityOptions(units=5, diners=150, canteens=2, days=1, terminals=2, seed=11, broker=broker,
                                   workdir=tmp_path / "city", terminal_prefix=tmp_path.name[-12:]))

@@ -27,6 +27,7 @@ INVALID = sorted((FOLDER / "invalid").glob("*.json"))
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_holds(path: Path, broker, tmp_path: Path) -> None:  # noqa: ANN001
     scenario = load(path)
@@ -84,6 +85,7 @@ def test_expectations_match_objects_by_subset_and_lists_exactly() -> None:
 
 
 @pytest.mark.broker
+@pytest.mark.slow
 def test_replay_check_exits_1_naming_an_unmet_expectation(tmp_path: Path) -> None:
     story = {
         "units": [{"name": "市财政局", "quarterly_standard_yuan": 300}], "canteens": [],
