@@ -28,11 +28,13 @@ import uuid
 from pathlib import Path
 
 from bench.run import Context, Result
-from server import funds, ledger, registry
-from server.db import open_db, write_txn
-from server.ingest import IngestWorker
-from server.settlement import settle_quarter
-from server.terminals import provision
+from server.books import ledger
+from server.closing.settlement import settle_quarter
+from server.infra.db import open_db, write_txn
+from server.registry import funds
+from server.registry import units as registry
+from server.registry.terminals import provision
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol import Sale, SaleBatch, seal_hmac, topics
 

@@ -37,7 +37,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from server import ledger
+from server.books import ledger
 from shared.errors import CATALOG
 
 MISDATE_SLACK_MS = 10_000  # process scheduling, event pipes: far below any skew we inject

@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import ledger
-from server.auth import create_token
-from server.db import counter, open_db, write_txn
-from server.downstream import current_version
+from server.books import ledger
+from server.downstream.deltas import current_version
+from server.infra.auth import create_token
+from server.infra.db import counter, open_db, write_txn
 from server.service import ServerService
 from shared.broker import Broker, start_broker
 from shared.clock import Clock, SystemClock

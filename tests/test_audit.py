@@ -6,10 +6,10 @@ import sqlite3
 
 import pytest
 
-from server import ledger
-from server.clearing import close_year
-from server.db import write_txn
-from server.settlement import settle_quarter
+from server.books import ledger
+from server.closing.clearing import close_year
+from server.closing.settlement import settle_quarter
+from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from tests.money_world import MoneyWorld
 

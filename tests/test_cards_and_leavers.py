@@ -6,11 +6,12 @@ import sqlite3
 
 import pytest
 
-from server import cards, funds, leavers, ledger
-from server.db import write_txn
-from server.downstream import build_snapshot, current_version, deltas_since
-from server.holders import holder_change
-from server.terminals import record_status
+from server.books import ledger
+from server.downstream.deltas import build_snapshot, current_version, deltas_since
+from server.infra.db import write_txn
+from server.registry import cards, funds, leavers
+from server.registry.holders import holder_change
+from server.registry.terminals import record_status
 from shared.errors import DomainError
 from shared.protocol import Status
 from tests.helpers import populated, terminal

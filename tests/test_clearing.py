@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from server import ledger
-from server.clearing import close_year
-from server.db import write_txn
+from server.books import ledger
+from server.closing.clearing import close_year
+from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from tests.money_world import MoneyWorld

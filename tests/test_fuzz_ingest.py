@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server import ledger
 from server.app import create_app
-from server.db import open_db
-from server.ingest import IngestWorker
+from server.books import ledger
+from server.infra.db import open_db
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import CATALOG
 from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope, seal_hmac, topics

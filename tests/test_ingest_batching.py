@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from server import ledger
+from server.books import ledger
 from shared.clock import FakeClock
 from tests.money_world import MoneyWorld
 

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server import funds, ledger
-from server.db import write_txn
-from server.spend import split_payment
+from server.books import ledger
+from server.books.spend import split_payment
+from server.infra.db import write_txn
+from server.registry import funds
 from tests.helpers import populated
 
 

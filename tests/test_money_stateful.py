@@ -20,13 +20,15 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from server import cards, funds, ledger, registry
-from server.clearing import close_year
-from server.db import open_db, write_txn
-from server.ingest import IngestWorker
-from server.periods import Quarter, year_cutoff_ms
-from server.settlement import last_settled, settle_quarter, settlement_document
-from server.terminals import provision
+from server.books import ledger
+from server.books.periods import Quarter, year_cutoff_ms
+from server.closing.clearing import close_year
+from server.closing.settlement import last_settled, settle_quarter, settlement_document
+from server.infra.db import open_db, write_txn
+from server.registry import cards, funds
+from server.registry import units as registry
+from server.registry.terminals import provision
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from shared.protocol import Ack, Sale, SaleBatch, open_envelope, seal_hmac, topics

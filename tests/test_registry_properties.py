@@ -16,9 +16,11 @@ import sqlite3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server import cards, funds, leavers, ledger, registry, roster
-from server.db import open_db, write_txn
-from server.holders import holder_change
+from server.books import ledger
+from server.infra.db import open_db, write_txn
+from server.registry import cards, funds, leavers, roster
+from server.registry import units as registry
+from server.registry.holders import holder_change
 from shared.errors import DomainError
 
 NOW = 1_767_672_000_000

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from server import ledger
-from server.auth import create_token
-from server.db import write_txn
-from server.ingest import IngestWorker
-from server.terminals import provision
+from server.books import ledger
+from server.infra.auth import create_token
+from server.infra.db import write_txn
+from server.registry.terminals import provision
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from shared.ecny_gateway import SimulatedGateway
 from shared.protocol import topics
@@ -119,7 +119,7 @@ def test_payment_totals_cli_lists_ecny_as_its_own_method(app, flow, conn, clock)
 
     from click.testing import CliRunner
 
-    from server.cli import main
+    from server.cli.root import main
 
     creds, gw, cashier = flow
     _, s = cashier.pay_with_code(gw.payment_code("W1"))

@@ -8,10 +8,12 @@ import sqlite3
 
 import pytest
 
-from server import ledger, operators, quality
-from server.db import write_txn
-from server.settlement import settle_quarter, settlement_document
-from server.statement_files import payout_csv, statement_csv
+from server.books import ledger
+from server.closing import quality
+from server.closing.settlement import settle_quarter, settlement_document
+from server.closing.statement_files import payout_csv, statement_csv
+from server.infra.db import write_txn
+from server.registry import operators
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from tests.money_world import OPERATOR, SELF_OPERATOR, MoneyWorld

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from server import terminals
 from server.api.params import query_int
 from server.api.spec import doc
-from server.auth import requires, requires_terminal
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.downstream import build_snapshot, deltas_since
+from server.downstream.deltas import build_snapshot, deltas_since
+from server.infra.auth import requires, requires_terminal
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.registry import terminals
 from shared.errors import DomainError
 from shared.protocol import seal_server
 

@@ -1,0 +1,37 @@
+"""Cardholders as the terminals see them: purses, blocked flag, and the change records.
+
+A holder is blocked when an administrator blocked them, or — derived, never stored —
+while an offline overdraft is uncovered (self purse below zero). A top-up that brings the
+self purse back to zero or above unblocks them with no further step. Cards point at
+holders, so a replacement card keeps both purses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from server.books import ledger
+
+
+def holder_change(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
+    """The downstream 'holder' change for one cardholder, read inside the current txn."""
+    row = conn.execute("SELECT unit_id, blocked FROM holders WHERE id = ?", (holder_id,)).fetchone()
+    b = ledger.balances(conn, [ledger.subsidy_purse(holder_id), ledger.self_purse(holder_id)])
+    return holder_change_from(
+        holder_id, row["unit_id"], bool(row["blocked"]), b[ledger.subsidy_purse(holder_id)], b[ledger.self_purse(holder_id)]
+    )
+
+
+def holder_change_from(
+    holder_id: str, unit_id: str, blocked_flag: bool, subsidy_fen: int, self_fen: int
+) -> dict[str, Any]:
+    """The same change from values the caller already holds (the sale applier tracks them)."""
+    return {
+        "kind": "holder",
+        "holder_id": holder_id,
+        "unit_id": unit_id,
+        "subsidy_fen": subsidy_fen,
+        "self_fen": self_fen,
+        "blocked": blocked_flag or self_fen < 0,
+    }
