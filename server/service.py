@@ -4,7 +4,7 @@
 integration tests start in-process; all three use the same wiring. The HTTP side is served
 by waitress (a production WSGI server, pure Python); the MQTT side by one
 :class:`~shared.mqtt.MqttLink` whose callback only queues messages for the ingest worker,
-and whose last will, with :class:`~server.presence.PresenceBeacon`'s heartbeats, tells
+and whose last will, with :class:`~server.downstream.presence.PresenceBeacon`'s heartbeats, tells
 terminals whether the server is there.
 """
 
@@ -20,8 +20,8 @@ from flask import Flask
 from waitress.server import create_server
 
 from server.app import create_app
-from server.downstream.deltas import DeltaPublisher
 from server.downstream.presence import PresenceBeacon
+from server.downstream.publisher import DeltaPublisher
 from server.infra.db import open_db
 from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock

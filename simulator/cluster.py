@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from server.books import ledger
+from server.closing.check import all_violations
 from server.downstream.deltas import current_version
 from server.infra.auth import create_token
 from server.infra.db import counter, open_db, write_txn
@@ -242,7 +243,7 @@ class Cluster:
         for u, s in server_sales.items():
             if s["status"] == "applied" and u not in seen:
                 details.append(f"{s['terminal_id']}/{s['seq']}: applied at server, unknown to terminal")
-        violations = [v.to_json() for v in ledger.check(conn)]
+        violations = [v.to_json() for v in all_violations(conn)]
         result = Audit(
             approved=approved,
             applied=applied,

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.downstream.deltas import build_snapshot, deltas_since
+from server.downstream.deltas import deltas_since
+from server.downstream.snapshot import build_snapshot
 from server.infra.db import write_txn
 from server.sales import faces
 from shared.errors import DomainError

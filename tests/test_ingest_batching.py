@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from server.books import ledger
+from server.closing.check import all_violations
 from shared.clock import FakeClock
 from tests.money_world import MoneyWorld
 
@@ -35,4 +36,4 @@ def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(conn
     results = w.send(first, second)  # the terminal resends the same sales
     assert [r.status for r in results] == ["applied", "applied"]
     assert ledger.balance(conn, ledger.canteen_payable("C02")) == 400
-    assert ledger.check(conn) == []
+    assert all_violations(conn) == []

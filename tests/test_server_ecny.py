@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from server.books import ledger
+from server.closing.check import all_violations
 from server.infra.auth import create_token
 from server.infra.db import write_txn
 from server.registry.terminals import provision
@@ -59,7 +59,7 @@ def test_an_ecny_sale_is_in_the_takings_as_its_own_method_and_moves_no_purse(flo
     card_sale = sale(creds, 2, "C00001", 1200, clock.now_ms())
     ingest(conn, clock, creds, [ecny_sale, card_sale])
     assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == entries_before + 1  # the card sale's only
-    assert ledger.check(conn) == []
+    assert all_violations(conn) == []
     t = totals(client, conn, clock, canteen_id="C01")
     assert t["methods"] == {"card": {"count": 1, "amount_fen": 1200}, "ecny": {"count": 1, "amount_fen": 1500}}
     assert (t["ecny_net_fen"], t["total_fen"]) == (1500, 2700)

@@ -8,7 +8,8 @@ import re
 
 import pytest
 
-from server.downstream.deltas import build_snapshot, deltas_since
+from server.downstream.deltas import deltas_since
+from server.downstream.snapshot import build_snapshot
 from server.infra.auth import create_token
 from server.infra.db import counter, write_txn
 from server.sales import qr_codes

@@ -3,7 +3,7 @@
 ``/api/v1/qr/…`` is the JSON API; ``/qr/<credential>/<access>`` is the small HTML page the
 diner keeps on their phone: it shows a fresh signed code (valid 60 s) and reloads itself
 before the code runs out. The page needs no login: its link is the credential's secret
-(see :mod:`server.qr_codes`), handed over by a clerk.
+(see :mod:`server.sales.qr_codes`), handed over by a clerk.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from server.api.money_common import (
 from server.api.spec import doc
 from server.books import ledger
 from server.closing import reports
+from server.closing.check import all_violations
 from server.infra.auth import requires
 from server.infra.db_flask import get_clock, get_db
 
@@ -85,6 +86,6 @@ def blocked_cards() -> Response:
 @requires("admin", "auditor")
 def check() -> Response:
     conn = get_db()
-    violations = ledger.check(conn)
+    violations = all_violations(conn)
     return jsonify({"ok": not violations, "ledger_sum_fen": ledger.ledger_sum(conn),
                     "violations": [v.to_json() for v in violations]})

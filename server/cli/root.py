@@ -18,6 +18,7 @@ from server.app import create_app
 from server.books import ledger
 from server.cli import ecny, faces, money, people, qr, registry
 from server.cli.output import JSON_OPTION, DomainGroup, emit
+from server.closing.check import all_violations
 from server.infra.auth import ROLES, create_token
 from server.infra.db import open_db, write_txn
 from server.registry.terminals import provision
@@ -131,7 +132,7 @@ def create_token_cmd(
 def check(obj: Ctx, as_json: bool) -> None:
     """Verify the ledger invariants on the live database; exit 1 on any violation."""
     conn = obj.db()
-    violations = ledger.check(conn)
+    violations = all_violations(conn)
     data = {"ok": not violations, "ledger_sum_fen": ledger.ledger_sum(conn), "violations": [v.to_json() for v in violations]}
     lines = [f"账本合计 ledger sum: {data['ledger_sum_fen']} fen"] + [
         f"违规 violation [{v.code}]: {v.detail}" for v in violations

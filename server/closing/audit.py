@@ -1,7 +1,8 @@
 """Money invariants beyond the ledger's own: what ``canteen-server check`` verifies.
 
-Each function returns :class:`~server.ledger.Violation` items (empty: the rule holds).
-:func:`money_violations` runs them all; :func:`server.ledger.check` includes it.
+Each function returns :class:`~server.books.ledger.Violation` items (empty: the rule holds).
+:func:`money_violations` runs them all; :func:`server.closing.check.all_violations` runs them
+with the ledger's own (:func:`server.books.ledger.check`).
 
 * ``sale_split_mismatch`` — each applied sale's entries equal its recorded split: from the
   holder's subsidy purse ``subsidy_fen − cleared_subsidy_fen``, from refund accounts
@@ -33,6 +34,7 @@ from collections import defaultdict
 from server.books import ledger
 from server.books.ledger import Violation
 from server.closing.settlement import GROSS_SQL, digest
+from server.infra.schema import PURSE_PAID
 
 _SUB = ledger.purse_id_sql("s.holder_id", "subsidy")
 _SELF = ledger.purse_id_sql("s.holder_id", "self")
@@ -101,7 +103,7 @@ def statements(conn: sqlite3.Connection) -> list[Violation]:
 def payables(conn: sqlite3.Connection) -> list[Violation]:
     out = []
     sold = dict(conn.execute(
-        "SELECT canteen_id, sum(amount_fen) FROM sales WHERE status = 'applied' AND method <> 'ecny' GROUP BY canteen_id"
+        f"SELECT canteen_id, sum(amount_fen) FROM sales WHERE {PURSE_PAID} GROUP BY canteen_id"
     ).fetchall())
     settled = dict(conn.execute(
         "SELECT canteen_id, sum(gross_fen + adjustments_fen) FROM statements GROUP BY canteen_id"
@@ -110,7 +112,7 @@ def payables(conn: sqlite3.Connection) -> list[Violation]:
     due: dict[str, int] = {}
     if closed_through is not None:
         due = dict(conn.execute(
-            "SELECT canteen_id, sum(amount_fen) FROM sales WHERE status = 'applied' AND method <> 'ecny' "
+            f"SELECT canteen_id, sum(amount_fen) FROM sales WHERE {PURSE_PAID} "
             "AND occurred_at_ms < ? GROUP BY canteen_id", (closed_through,)
         ).fetchall())
         for canteen_id, waiting in conn.execute(

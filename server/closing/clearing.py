@@ -6,17 +6,17 @@ it (default, 办法 第十条 "余额退回各市直单位") or to city finance 
 财政"; setting ``YEAR_END_REFUND_TO=city_finance``). The setting used is stored with the
 clearing; the report is per unit either way. Self purses (自费充值) are never touched.
 
-* **How much** per holder: :func:`server.settlement_rules.clearable_fen` — the subsidy left
+* **How much** per holder: :func:`server.books.settlement_rules.clearable_fen` — the subsidy left
   at the cutoff, reconstructed from the balance now, allocations already made for later
   quarters, and subsidy spent on sales dated after the cutoff; never more than the purse
   holds now.
 * **Whose**: the units that paid it. A holder who moved units during the year received
   allocations from several; spending is taken to use the oldest subsidy first, so the
-  remainder is attributed to the newest allocations (:func:`~server.settlement_rules.attribute`).
+  remainder is attributed to the newest allocations (:func:`~server.books.settlement_rules.attribute`).
 * **Ledger**: one txn (kind ``year_end_clearing``, ref ``<year>``) moving each part from the
   holder's subsidy purse to ``refund:unit:<paying unit>`` or ``refund:city_finance``.
 * **Late sales.** A sale dated before the cutoff that arrives after the clearing takes its
-  subsidy part back out of that refund (:mod:`server.sales`); the report shows these
+  subsidy part back out of that refund (:mod:`server.sales.apply`); the report shows these
   adjustments and the net refund per unit.
 * **Completeness.** Like settlement: terminals that have not reported past the cutoff make
   the clearing refuse (``terminals_behind``) unless forced; years clear in order (a year

@@ -4,7 +4,7 @@
   0–100 for a quarter. A score can be entered or corrected until that quarter is settled;
   then it is part of a closed statement and is refused with ``period_closed``.
 * **Quality bands**: per canteen, ``[[min_score, pay_pct], …]`` (see
-  :mod:`server.settlement_rules`); none configured means pay 100 %.
+  :mod:`server.books.settlement_rules`); none configured means pay 100 %.
 * **Ratings** (方案 三(一)4): a diner rates service and food 1–5 (optional comment, at most
   200 characters) for one of their own applied sales, once per sale. Averages per canteen
   and quarter (of the sale) feed the quality report. Averages are given as text with two

@@ -9,7 +9,7 @@
    sales of it: settlement **refuses** (``terminals_behind``, naming them) unless
    ``force=True``, in which case the period records which terminals were behind — their
    sales, when they arrive, become adjustment lines of the next statement.
-2. **Figures** per canteen (:mod:`server.settlement_rules`): ``gross`` = purse-paid sales
+2. **Figures** per canteen (:mod:`server.books.settlement_rules`): ``gross`` = purse-paid sales
    dated in the quarter (Asia/Shanghai, by ``occurred_at_ms``; digital-RMB sales are paid by
    the gateway and are not in the ledger, so they are not settled here); adjustment lines =
    sales that arrived after their own quarter was closed (``late_sales``), one line per
@@ -36,13 +36,14 @@ from server.books import ledger
 from server.books.periods import Quarter, day_bounds_ms, day_number_sql, day_of_number
 from server.books.settlement_rules import Adjustment, settle
 from server.closing.quality import pay_pct_for, score_of
+from server.infra.schema import PURSE_PAID
 from server.registry.operators import payee, payee_name
 from server.registry.terminals import laggards
 from shared.errors import DomainError
 
 GROSS_SQL = (
     "SELECT canteen_id, count(*), coalesce(sum(amount_fen), 0) FROM sales "
-    "WHERE status = 'applied' AND method <> 'ecny' AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+    f"WHERE {PURSE_PAID} AND occurred_at_ms >= ? AND occurred_at_ms < ? "
     "GROUP BY canteen_id"
 )
 
@@ -109,8 +110,8 @@ def _adjustment_lines(conn: sqlite3.Connection, q: Quarter, *, first: bool) -> d
     if first:
         sources.append(
             ("before_first_settlement",
-             f"SELECT canteen_id, {day}, count(*), sum(amount_fen) FROM sales WHERE status = 'applied' "
-             f"AND method <> 'ecny' AND occurred_at_ms < ? GROUP BY 1, 2", (q.start_ms,)),
+             f"SELECT canteen_id, {day}, count(*), sum(amount_fen) FROM sales WHERE {PURSE_PAID} "
+             f"AND occurred_at_ms < ? GROUP BY 1, 2", (q.start_ms,)),
         )
     for reason, sql, args in sources:
         for canteen_id, day_number, count, amount in conn.execute(sql, args):

@@ -3,7 +3,7 @@
 People use ``Authorization: Bearer <token>``; only the SHA-256 of a token is stored.
 Roles: ``admin`` (the bureau, everything), ``clerk`` (one unit), ``operator`` (one
 operator's canteens), ``auditor`` (read-only), ``diner`` (one cardholder: their own card,
-purses and sales). What a scoped role may touch is checked in one place, :mod:`server.scope`.
+purses and sales). What a scoped role may touch is checked in one place, :mod:`server.infra.scope`.
 Views without a token check say so with :func:`public`. Terminals sign their HTTP requests with
 their own secret: headers ``X-Terminal-Id``, ``X-Terminal-Time`` (ms) and
 ``X-Terminal-Sig`` = HMAC-SHA256 over ``"<id>\\n<time>\\n<METHOD>\\n<path>"``.

@@ -1,9 +1,14 @@
 """The server's database schema, as an ordered list of migrations.
 
-``PRAGMA user_version`` records how many have run; :func:`server.db.migrate` applies the
+``PRAGMA user_version`` records how many have run; :func:`server.infra.db.migrate` applies the
 rest in one transaction each. Tables are STRICT so a REAL can never sneak into a fen column,
 and every money column is ``INTEGER``. Append new migrations; never edit an applied one.
 """
+
+# A sale paid from the purses: applied, and not digital RMB (paid by the gateway, outside the
+# ledger). What settlement settles, what a canteen's payable holds, what the meal counts
+# read; the one definition of that rule, for every query over ``sales`` (unaliased).
+PURSE_PAID = "status = 'applied' AND method <> 'ecny'"
 
 MIGRATIONS: list[str] = [
     # 1: registry, ledger, sales, terminals, downstream
@@ -327,7 +332,7 @@ MIGRATIONS.append(
     #    year-end clearings, ratings; sales learn which part of their subsidy was clawed back
     #    from a year-end refund; a covering index lets settlement read a quarter without
     #    touching the sale rows.
-    """
+    f"""
     CREATE TABLE operators (
         name          TEXT PRIMARY KEY,          -- as stored in canteens.operator
         company_name  TEXT NOT NULL DEFAULT '',
@@ -447,13 +452,13 @@ MIGRATIONS.append(
     ALTER TABLE sales ADD COLUMN cleared_subsidy_fen INTEGER NOT NULL DEFAULT 0;
 
     CREATE INDEX sales_settle ON sales(canteen_id, occurred_at_ms, unit_id, amount_fen)
-        WHERE status = 'applied' AND method <> 'ecny';
+        WHERE {PURSE_PAID};
     """
 )
 
 MIGRATIONS.append(
     # 9: a holder's sales by time — the meals of one day for the meal limit across
-    # terminals (server.sales.meals_of_day) read a day's range instead of a whole history;
+    # terminals (server.downstream.changes.meals_of_day) read a day's range instead of a whole history;
     # it serves every lookup by holder, so it replaces the holder-only index
     """
     CREATE INDEX sales_holder_time ON sales(holder_id, occurred_at_ms);

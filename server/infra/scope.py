@@ -1,6 +1,6 @@
 """What a scoped caller may touch: the one place where scopes are enforced.
 
-``@requires(...)`` (server.auth) decides which *roles* may call a view; the helpers here
+``@requires(...)`` (server.infra.auth) decides which *roles* may call a view; the helpers here
 decide which *objects* a caller of that role may touch:
 
 ========  ==============================================================================
@@ -11,7 +11,7 @@ operator  the canteens whose operator (company) is theirs
 diner     their own cardholder record and cards
 ========  ==============================================================================
 
-The ``may_*`` predicates are pure functions of a :class:`~server.auth.Principal` and the
+The ``may_*`` predicates are pure functions of a :class:`~server.infra.auth.Principal` and the
 object's owner; the ``require_*`` helpers read the owner from the database inside a view,
 raise ``not_found`` / ``forbidden``, and return the row so the view need not read it again.
 """

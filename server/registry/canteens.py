@@ -4,7 +4,7 @@ Each function runs inside the caller's write transaction, validates everything b
 writes anything (so a refused change leaves no trace), and records one ``canteen`` delta
 with the canteen's whole config so terminals get the new rules and prices. The rules
 themselves (meal periods, prices, the reference-price cap) live in
-:mod:`server.canteen_config`; reading the seed's table lives in :mod:`server.seed_table`.
+:mod:`server.registry.canteen_config`; reading the seed's table lives in :mod:`server.registry.seed_table`.
 
 The operator (company) is stored by name in ``canteens.operator``; operator tokens, bank
 accounts and settlement are keyed by that name. A self-operated (自营) canteen without a
@@ -17,7 +17,8 @@ import json
 import sqlite3
 from typing import Any
 
-from server.downstream.deltas import canteen_change, record_delta
+from server.downstream.changes import canteen_change
+from server.downstream.deltas import record_delta
 from server.infra.csvinput import LineError, read_table, rejected
 from server.registry import seed_table
 from server.registry.canteen_config import (

@@ -17,6 +17,7 @@ import re
 import sqlite3
 from typing import Any
 
+from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
 from shared.errors import DomainError
 
@@ -42,10 +43,6 @@ def to_json(row: sqlite3.Row) -> dict[str, Any]:
         "changed_at_ms": row["changed_at_ms"],
         "replaced_by": row["replaced_by"],
     }
-
-
-def card_change(card_id: str, holder_id: str, status: str) -> dict[str, Any]:
-    return {"kind": "card", "card_id": card_id, "holder_id": holder_id, "status": status}
 
 
 def report_lost(conn: sqlite3.Connection, card_id: str, now_ms: int) -> dict[str, Any]:

@@ -5,7 +5,7 @@ the unit's quarterly standard) × the unit's roster headcount moves unit budget 
 meal-fund account (食堂就餐经费专用账户) → system income account (收入专用账户) → each
 cardholder's subsidy purse, all in one ledger txn, once per unit and quarter. The
 allocation is recorded with its deadline (00:00 on the 11th of the quarter's first month,
-Asia/Shanghai) so late and missing allocations show up in :mod:`server.reports`. A quarter
+Asia/Shanghai) so late and missing allocations show up in :mod:`server.closing.reports`. A quarter
 of a year that has already been cleared takes no more allocations (``period_closed``).
 
 Self top-up (第十条): the cardholder's bank → self purse, optionally under an external

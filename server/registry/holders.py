@@ -12,6 +12,7 @@ import sqlite3
 from typing import Any
 
 from server.books import ledger
+from server.downstream.changes import holder_change_from
 
 
 def holder_change(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
@@ -21,17 +22,3 @@ def holder_change(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
     return holder_change_from(
         holder_id, row["unit_id"], bool(row["blocked"]), b[ledger.subsidy_purse(holder_id)], b[ledger.self_purse(holder_id)]
     )
-
-
-def holder_change_from(
-    holder_id: str, unit_id: str, blocked_flag: bool, subsidy_fen: int, self_fen: int
-) -> dict[str, Any]:
-    """The same change from values the caller already holds (the sale applier tracks them)."""
-    return {
-        "kind": "holder",
-        "holder_id": holder_id,
-        "unit_id": unit_id,
-        "subsidy_fen": subsidy_fen,
-        "self_fen": self_fen,
-        "blocked": blocked_flag or self_fen < 0,
-    }

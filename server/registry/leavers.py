@@ -26,6 +26,7 @@ import sqlite3
 from typing import Any
 
 from server.books import ledger
+from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
 from server.registry.holders import holder_change
 from server.registry.roster import check_bank_account
@@ -60,7 +61,7 @@ def leave(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> dict[str, An
             now_ms, ref=f"leave/{holder_id}", memo="subsidy returned to the unit that paid it",
         )
     changes = [holder_change(conn, holder_id)]
-    changes += [{"kind": "card", "card_id": c, "holder_id": holder_id, "status": "retired"} for c in retired]
+    changes += [card_change(c, holder_id, "retired") for c in retired]
     record_delta(conn, changes, now_ms)
     return {
         "holder_id": holder_id,

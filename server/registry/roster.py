@@ -27,6 +27,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
 from server.infra.csvinput import LineError, read_table, rejected
 from server.registry.cards import CARD_ID
@@ -114,10 +115,8 @@ def _apply(conn: sqlite3.Connection, plan: dict[str, list[dict[str, Any]]], now_
     if plan["issued"]:
         db.table("cards").insert_all([{**c, "status": "active", "changed_at_ms": now_ms} for c in plan["issued"]])
     changes = [holder_change(conn, h["id"]) for h in plan["new_holders"]]
-    changes += [{"kind": "card", "card_id": c["card_id"], "holder_id": c["holder_id"], "status": "retired"}
-                for c in plan["retired"]]
-    changes += [{"kind": "card", "card_id": c["card_id"], "holder_id": c["holder_id"], "status": "active"}
-                for c in plan["issued"]]
+    changes += [card_change(c["card_id"], c["holder_id"], "retired") for c in plan["retired"]]
+    changes += [card_change(c["card_id"], c["holder_id"], "active") for c in plan["issued"]]
     record_delta(conn, changes, now_ms)
 
 

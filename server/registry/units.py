@@ -11,7 +11,8 @@ import re
 import sqlite3
 from typing import Any
 
-from server.downstream.deltas import canteen_change, record_delta
+from server.downstream.changes import canteen_change, card_change, settings_change
+from server.downstream.deltas import record_delta
 from server.infra.db import set_setting
 from server.registry.holders import holder_change
 from shared.errors import DomainError
@@ -84,7 +85,7 @@ def add_holder(
         conn,
         [
             holder_change(conn, holder_id),
-            {"kind": "card", "card_id": card_id, "holder_id": holder_id, "status": "active"},
+            card_change(card_id, holder_id, "active"),
         ],
         now_ms,
     )
@@ -104,7 +105,7 @@ def holder_of_card(conn: sqlite3.Connection, card_id: str) -> sqlite3.Row:
 def set_terminal_settings(conn: sqlite3.Connection, settings: dict[str, Any], now_ms: int) -> None:
     """City-wide terminal settings (risk limits and the like), pushed to every terminal."""
     set_setting(conn, "terminal_settings", json.dumps(settings, ensure_ascii=False))
-    record_delta(conn, [{"kind": "settings", "config": settings}], now_ms)
+    record_delta(conn, [settings_change(settings)], now_ms)
 
 
 def next_id(conn: sqlite3.Connection, table: str, prefix: str, width: int = 4) -> str:

@@ -32,11 +32,10 @@ from typing import Any
 from server.books import ledger
 from server.books.settlement_rules import take_in_order
 from server.books.spend import split_payment
-from server.registry.holders import holder_change_from
+from server.downstream.changes import holder_change_from, meals_of_day
 from server.sales.double_spend import note_sale_credential
-from shared.clock import DAY_MS, china_datetime, start_of_china_day_ms
 from shared.protocol import Sale, SaleResult
-from shared.protocol.messages import MAX_MEALS_PER_PERIOD, Balance
+from shared.protocol.messages import Balance
 
 _COLUMNS = (
     "terminal_id", "seq", "uuid", "status", "reason", "card_id", "holder_id", "unit_id",
@@ -271,59 +270,6 @@ class SaleApplier:
     @staticmethod
     def _reject(sale: Sale, reason: str) -> SaleResult:
         return SaleResult(sale.terminal_id, sale.seq, sale.uuid, "rejected", reason)
-
-
-def meals_of_day(conn: sqlite3.Connection, latest_meal_ms: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """Each holder's applied meals on the day (Asia/Shanghai) of the given time, by canteen
-    and period: the ``meals`` of their holder change, so that every terminal counts the
-    meals the others sold against the meal limit (``terminal.store.Store.meals_taken``).
-    One query per chunk of holders (the ingest worker calls this for every batch)."""
-    out: dict[str, dict[str, Any]] = {}
-    wanted = []
-    for holder_id, at_ms in latest_meal_ms.items():
-        start = start_of_china_day_ms(at_ms)
-        wanted.append((holder_id, start, start + DAY_MS))
-        out[holder_id] = {"day": china_datetime(at_ms).date().isoformat(), "taken": {}}
-    for i in range(0, len(wanted), _MEALS_CHUNK):
-        chunk = wanted[i : i + _MEALS_CHUNK]
-        sql = _MEALS_OF_DAY.format(values=",".join(["(?, ?, ?)"] * len(chunk)))
-        for holder_id, canteen_id, period, n in conn.execute(sql, [v for w in chunk for v in w]):
-            _add_meal_count(out[holder_id], canteen_id, period, n)
-    return out
-
-
-def _add_meal_count(meals: dict[str, Any], canteen_id: str, period: str | None, n: int) -> None:
-    """One (canteen, period) count into a holder's ``meals``, clamped to what the wire allows."""
-    if period is not None:
-        meals["taken"].setdefault(canteen_id, {})[period] = min(n, MAX_MEALS_PER_PERIOD)
-
-
-def meals_of_day_for_all(conn: sqlite3.Connection, at_ms: int) -> dict[str, dict[str, Any]]:
-    """Every holder's applied meals on the day of ``at_ms``, shaped as in
-    :func:`meals_of_day` (for the snapshot: a fresh terminal knows today's meals at once).
-    Reads the day's range of the settlement index, canteen by canteen."""
-    start = start_of_china_day_ms(at_ms)
-    day = china_datetime(at_ms).date().isoformat()
-    out: dict[str, dict[str, Any]] = {}
-    for holder_id, canteen_id, period, n in conn.execute(_MEALS_OF_DAY_ALL, (start, start + DAY_MS)):
-        if holder_id is not None:
-            _add_meal_count(out.setdefault(holder_id, {"day": day, "taken": {}}), canteen_id, period, n)
-    return out
-
-
-_MEALS_OF_DAY_ALL = (
-    "SELECT holder_id, canteen_id, meal_period, count(*) FROM sales "
-    "WHERE status = 'applied' AND method <> 'ecny' AND canteen_id IN (SELECT id FROM canteens) "
-    "AND occurred_at_ms >= ? AND occurred_at_ms < ? AND kind = 'meal' "
-    "GROUP BY holder_id, canteen_id, meal_period"
-)
-_MEALS_CHUNK = 300
-_MEALS_OF_DAY = (
-    "WITH wanted(holder_id, start_ms, end_ms) AS (VALUES {values}) "
-    "SELECT s.holder_id, s.canteen_id, s.meal_period, count(*) FROM wanted w "
-    "JOIN sales s ON s.holder_id = w.holder_id AND s.occurred_at_ms >= w.start_ms AND s.occurred_at_ms < w.end_ms "
-    "WHERE s.kind = 'meal' AND s.status = 'applied' GROUP BY s.holder_id, s.canteen_id, s.meal_period"
-)
 
 
 def _base_row(sale: Sale, now_ms: int) -> dict[str, Any]:

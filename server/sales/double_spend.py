@@ -1,12 +1,12 @@
 """Credentials used twice: catching a QR code or an NFC SUN message spent at two terminals.
 
 Every applied sale that carries a ``credential`` is noted here, inside the ingest
-transaction (:func:`note_sale_credential`, called by :class:`server.sales.SaleApplier`):
+transaction (:func:`note_sale_credential`, called by :class:`server.sales.apply.SaleApplier`):
 
 * ``CQ1.…`` — a QR payment code: the server verifies it again against the holder's
   credentials and records (public key, counter) as used;
 * ``sun:<UID>:<counter>`` — an NTAG 424 read: (UID, counter) is recorded as used;
-* ``ecny:<order>`` — a digital RMB order: handed to :mod:`server.ecny`.
+* ``ecny:<order>`` — a digital RMB order: handed to :mod:`server.sales.ecny`.
 
 A terminal refuses a code it has seen itself; only the server sees all terminals. When the
 same code (or SUN counter) comes back from a second sale, **the sale is still applied**: the

@@ -1,13 +1,13 @@
 """Digital RMB (数字人民币) at the server: the sales, the gateway's word, refunds, totals.
 
 e-CNY sales settle outside the card system — the diner's wallet pays the canteen's merchant
-account through the gateway — so they post no ledger movement (``server.sales`` records each
+account through the gateway — so they post no ledger movement (``server.sales.apply`` records each
 with an empty ledger txn) and are excluded from the operators' payable. They still belong
 to the canteen's takings: :func:`method_totals` reports sales per payment method, with
 e-CNY refunds as their own line, for the canteen's totals and statements.
 
 * :func:`note_ecny_sale` links each applied e-CNY sale to its gateway order (called from
-  ``server.double_spend`` inside the ingest transaction); an order claimed by two sales is an
+  ``server.sales.double_spend`` inside the ingest transaction); an order claimed by two sales is an
   incident.
 * :func:`record_notification` stores the gateway's signed result callback.
 * :func:`reconcile` compares the two: orders the gateway says were paid that no terminal

@@ -24,9 +24,9 @@ import numpy as np
 
 from hardware.camera import Frame, decode_image
 from hardware.face_engine import Box, FaceEngine, box_height
+from server.downstream.changes import face_change
 from server.downstream.deltas import record_delta
 from shared.errors import DomainError
-from shared.protocol.face_vector import encoding_to_str
 from terminal.face_match import FacePolicy, Gallery
 
 MAX_FACES_PER_HOLDER = 3
@@ -56,15 +56,6 @@ def analyze_photo(engine: FaceEngine, image: bytes | str, min_face_px: int = DEF
     box = check_one_face(engine.detect(frame, thorough=True), min_face_px)
     vector = engine.encode(frame, box)
     return AnalyzedPhoto(np.asarray(vector, dtype="<f4").tobytes(), box_height(box))
-
-
-def face_change(face_id: str, holder_id: str, encoding: bytes | None) -> dict[str, Any]:
-    return {
-        "kind": "face",
-        "face_id": face_id,
-        "holder_id": holder_id,
-        "encoding": encoding_to_str(encoding) if encoding is not None else None,
-    }
 
 
 def gallery(conn: sqlite3.Connection, exclude_holder: str | None = None) -> Gallery:
@@ -157,12 +148,4 @@ def list_faces(conn: sqlite3.Connection, holder_id: str) -> list[dict[str, Any]]
             "SELECT face_id, face_px, enrolled_at_ms FROM faces WHERE holder_id = ? ORDER BY enrolled_at_ms, face_id",
             (holder_id,),
         )
-    ]
-
-
-def face_changes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every enrolled face as downstream changes (for the snapshot)."""
-    return [
-        face_change(r[0], r[1], r[2])
-        for r in conn.execute("SELECT face_id, holder_id, encoding FROM faces ORDER BY face_id")
     ]

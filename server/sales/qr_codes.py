@@ -4,7 +4,7 @@ Each cardholder may hold one current credential: an Ed25519 key pair with an exp
 offline allowance (the most a terminal may approve on QR codes for them while it cannot
 reach the server). Issuing one revokes the previous one and records a ``qr_key`` downstream
 change in the same transaction, so every terminal learns the public key; snapshots carry
-all current keys (:func:`snapshot_changes`).
+all current keys (:func:`server.downstream.changes.qr_key_changes`).
 
 The server stores public keys only. A credential's private key is derived when needed from
 a secret that is itself derived from the server's own key (:func:`qr_secret`), so a copy of
@@ -23,6 +23,7 @@ import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from server.downstream.changes import qr_key_change
 from server.downstream.deltas import record_delta
 from server.registry.units import holder_of_card
 from shared.errors import DomainError
@@ -54,14 +55,9 @@ class Credential:
 
     def change(self) -> dict[str, Any]:
         """The ``qr_key`` downstream change; a revoked credential expires at its revocation."""
-        expires = self.expires_at_ms if self.revoked_at_ms is None else min(self.expires_at_ms, self.revoked_at_ms)
-        return {
-            "kind": "qr_key",
-            "holder_id": self.holder_id,
-            "public_key": self.public_key,
-            "expires_at_ms": expires,
-            "offline_allowance_fen": self.offline_allowance_fen,
-        }
+        return qr_key_change(
+            self.holder_id, self.public_key, self.expires_at_ms, self.revoked_at_ms, self.offline_allowance_fen
+        )
 
 
 _COLS = "id, holder_id, card_id, public_key, issued_at_ms, expires_at_ms, offline_allowance_fen, revoked_at_ms, revoked_reason"
@@ -179,13 +175,3 @@ def current_for_card(conn: sqlite3.Connection, card_id: str, now_ms: int) -> Cre
         if cred.active(now_ms) and cred.card_id == card_id:
             return cred
     return None
-
-
-def snapshot_changes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Every holder's newest credential as a ``qr_key`` change (for snapshots)."""
-    rows = conn.execute(
-        f"SELECT {_COLS} FROM qr_credentials q WHERE q.rowid = ("
-        "SELECT q2.rowid FROM qr_credentials q2 WHERE q2.holder_id = q.holder_id "
-        "ORDER BY q2.issued_at_ms DESC, q2.rowid DESC LIMIT 1) ORDER BY holder_id"
-    )
-    return [Credential(*r).change() for r in rows]
