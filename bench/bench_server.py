@@ -166,7 +166,7 @@ def _ingest_rounds(worker: IngestWorker, creds: list, seq: list[int], sales_per_
                                                                     bytes.fromhex(c.secret_hex), now)))
         applied_before = worker.stats.applied
         t0 = time.perf_counter()
-        groups = worker.groups(messages)  # as the worker's loop takes them off its queue
+        groups = list(worker.groups(messages))  # as the worker's loop takes them off its queue
         for group in groups:
             worker.process(group)
         elapsed = time.perf_counter() - t0
