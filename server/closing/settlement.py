@@ -30,6 +30,7 @@ import hashlib
 import json
 import sqlite3
 from collections import defaultdict
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from server.books import ledger
@@ -46,6 +47,60 @@ GROSS_SQL = (
     f"WHERE {PURSE_PAID} AND occurred_at_ms >= ? AND occurred_at_ms < ? "
     "GROUP BY canteen_id"
 )
+
+
+@dataclass(frozen=True)
+class AdjustmentLine:
+    """Sales of one earlier quarter's day settled late, withheld at that quarter's pay %."""
+
+    date: str
+    quarter: str  # the quarter the sales belong to
+    reason: str  # 'late' (arrived after their quarter closed) or 'before_first_settlement'
+    count: int
+    amount_fen: int
+    pay_pct: int
+    withheld_fen: int = 0
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One canteen's statement for one quarter (结算单), as stored and shown.
+
+    Built once, never changed: :meth:`to_json` is its JSON form (stored with a digest and
+    served as is), and the ledger txn id is set with :func:`dataclasses.replace` once posted.
+    """
+
+    quarter: str
+    canteen_id: str
+    canteen_name: str
+    unit_id: str
+    operator: str
+    self_operated: bool
+    payee: dict[str, Any]  # the payee's record (:func:`server.registry.operators.payee`)
+    sales_count: int
+    gross_fen: int
+    quality_score: int | None
+    pay_pct: int
+    withheld_gross_fen: int
+    adjustments: tuple[AdjustmentLine, ...]
+    adjustments_fen: int
+    withheld_fen: int
+    settlement_fen: int
+    fee_fen: int
+    net_fen: int
+    warnings: tuple[str, ...]
+    closed_at_ms: int
+    txn_id: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["adjustments"] = [asdict(line) for line in self.adjustments]
+        out["warnings"] = list(self.warnings)
+        return out
+
+    def text(self) -> str:
+        """The stored JSON text (sorted keys, compact): what the digest covers."""
+        return json.dumps(self.to_json(), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
 def period_laggards(conn: sqlite3.Connection, end_ms: int) -> list[dict[str, Any]]:
@@ -98,7 +153,7 @@ def settle_quarter(
     return doc, True
 
 
-def _adjustment_lines(conn: sqlite3.Connection, q: Quarter, *, first: bool) -> dict[str, list[dict[str, Any]]]:
+def _adjustment_lines(conn: sqlite3.Connection, q: Quarter, *, first: bool) -> dict[str, list[AdjustmentLine]]:
     """Per canteen: dated lines of sales that belong to earlier quarters but were not settled
     with them — late arrivals, and (first settlement only) everything dated before it."""
     day = day_number_sql("occurred_at_ms")
@@ -118,19 +173,12 @@ def _adjustment_lines(conn: sqlite3.Connection, q: Quarter, *, first: bool) -> d
             g = groups[(canteen_id, int(day_number), reason)]
             g[0] += int(count)
             g[1] += int(amount)
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    out: dict[str, list[AdjustmentLine]] = defaultdict(list)
     for (canteen_id, day_number, reason), (count, amount) in sorted(groups.items()):
         date = day_of_number(day_number)
         original = str(Quarter.of_ms(day_bounds_ms(date)[0]))
         out[canteen_id].append(
-            {
-                "date": date,
-                "quarter": original,
-                "reason": reason,
-                "count": count,
-                "amount_fen": amount,
-                "pay_pct": pay_pct_for(conn, canteen_id, original),
-            }
+            AdjustmentLine(date, original, reason, count, amount, pay_pct_for(conn, canteen_id, original))
         )
     return out
 
@@ -142,70 +190,73 @@ def _statement(
     unit_name: str,
     count: int,
     gross_fen: int,
-    lines: list[dict[str, Any]],
+    lines: list[AdjustmentLine],
     now_ms: int,
-) -> dict[str, Any]:
+) -> Statement:
     score = score_of(conn, canteen["id"], str(q))
     pct = pay_pct_for(conn, canteen["id"], str(q))
     self_operated = bool(canteen["self_operated"])
-    figures = settle(gross_fen, pct, [Adjustment(x["amount_fen"], x["pay_pct"]) for x in lines], self_operated)
-    for line, withheld in zip(lines, figures.withheld_adjustments, strict=True):
-        line["withheld_fen"] = withheld
+    figures = settle(gross_fen, pct, [Adjustment(x.amount_fen, x.pay_pct) for x in lines], self_operated)
+    withheld_lines = tuple(
+        replace(line, withheld_fen=withheld)
+        for line, withheld in zip(lines, figures.withheld_adjustments, strict=True)
+    )
     to = payee(conn, payee_name(canteen, unit_name))
     warnings = []
     if score is None:
         warnings.append("quality_score_missing")
     if figures.net_fen > 0 and not to["bank_account"]:
         warnings.append("payee_bank_account_missing")
-    return {
-        "quarter": str(q),
-        "canteen_id": canteen["id"],
-        "canteen_name": canteen["name"],
-        "unit_id": canteen["unit_id"],
-        "operator": canteen["operator"],
-        "self_operated": self_operated,
-        "payee": to,
-        "sales_count": count,
-        "gross_fen": gross_fen,
-        "quality_score": score,
-        "pay_pct": pct,
-        "withheld_gross_fen": figures.withheld_gross_fen,
-        "adjustments": lines,
-        "adjustments_fen": figures.adjustments_fen,
-        "withheld_fen": figures.withheld_fen,
-        "settlement_fen": figures.settlement_fen,
-        "fee_fen": figures.fee_fen,
-        "net_fen": figures.net_fen,
-        "warnings": warnings,
-        "closed_at_ms": now_ms,
-    }
+    return Statement(
+        quarter=str(q),
+        canteen_id=canteen["id"],
+        canteen_name=canteen["name"],
+        unit_id=canteen["unit_id"],
+        operator=canteen["operator"],
+        self_operated=self_operated,
+        payee=to,
+        sales_count=count,
+        gross_fen=gross_fen,
+        quality_score=score,
+        pay_pct=pct,
+        withheld_gross_fen=figures.withheld_gross_fen,
+        adjustments=withheld_lines,
+        adjustments_fen=figures.adjustments_fen,
+        withheld_fen=figures.withheld_fen,
+        settlement_fen=figures.settlement_fen,
+        fee_fen=figures.fee_fen,
+        net_fen=figures.net_fen,
+        warnings=tuple(warnings),
+        closed_at_ms=now_ms,
+    )
 
 
-def _store(conn: sqlite3.Connection, st: dict[str, Any]) -> None:
-    payable = ledger.canteen_payable(st["canteen_id"])
+def _store(conn: sqlite3.Connection, st: Statement) -> None:
+    """Post the statement's settlement txn, then store it (with that txn's id) and its digest."""
+    payable = ledger.canteen_payable(st.canteen_id)
     txn_id = None
-    if st["gross_fen"] or st["adjustments_fen"]:
+    if st.gross_fen or st.adjustments_fen:
         txn_id = ledger.post(
             conn,
             "settlement",
             [
-                ledger.Move(payable, ledger.operator_payout(st["payee"]["name"]), st["net_fen"]),
-                ledger.Move(payable, ledger.FEE_REVENUE, st["fee_fen"]),
-                ledger.Move(payable, ledger.QUALITY_WITHHELD, st["withheld_fen"]),
+                ledger.Move(payable, ledger.operator_payout(st.payee["name"]), st.net_fen),
+                ledger.Move(payable, ledger.FEE_REVENUE, st.fee_fen),
+                ledger.Move(payable, ledger.QUALITY_WITHHELD, st.withheld_fen),
             ],
-            st["closed_at_ms"],
-            ref=f"{st['quarter']}/{st['canteen_id']}",
+            st.closed_at_ms,
+            ref=f"{st.quarter}/{st.canteen_id}",
         )
-    st["txn_id"] = txn_id
-    text = json.dumps(st, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    st = replace(st, txn_id=txn_id)
+    text = st.text()
     conn.execute(
         "INSERT INTO statements(quarter, canteen_id, sales_count, gross_fen, adjustments_fen, withheld_fen, "
         "settlement_fen, fee_fen, net_fen, pay_pct, payee, txn_id, statement_json, digest) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            st["quarter"], st["canteen_id"], st["sales_count"], st["gross_fen"], st["adjustments_fen"],
-            st["withheld_fen"], st["settlement_fen"], st["fee_fen"], st["net_fen"], st["pay_pct"],
-            st["payee"]["name"], txn_id, text, digest(text),
+            st.quarter, st.canteen_id, st.sales_count, st.gross_fen, st.adjustments_fen,
+            st.withheld_fen, st.settlement_fen, st.fee_fen, st.net_fen, st.pay_pct,
+            st.payee["name"], txn_id, text, digest(text),
         ),
     )
 
