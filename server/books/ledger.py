@@ -80,6 +80,11 @@ def purse_id_sql(holder_expr: str, purse: str) -> str:
     return f"('holder:' || {holder_expr} || ':{purse}')"
 
 
+# SQL LIKE patterns of account ids, for queries that pick accounts by kind from entries
+REFUND_LIKE = "refund:%"  # every refund account: unit_refund(...) and CITY_FINANCE_REFUND
+PAYABLE_LIKE = "canteen:%:payable"  # every canteen_payable(...)
+
+
 def canteen_payable_sql(canteen_expr: str) -> str:
     """SQL expression for the id of a canteen's payable (see :func:`purse_id_sql`)."""
     return f"('canteen:' || {canteen_expr} || ':payable')"

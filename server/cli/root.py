@@ -130,7 +130,7 @@ def create_token_cmd(
 @JSON_OPTION
 @click.pass_obj
 def check(obj: Ctx, as_json: bool) -> None:
-    """Verify the ledger invariants on the live database; exit 1 on any violation."""
+    """Verify every ledger and money invariant on the live database; exit 1 on any violation."""
     conn = obj.db()
     violations = all_violations(conn)
     data = {"ok": not violations, "ledger_sum_fen": ledger.ledger_sum(conn), "violations": [v.to_json() for v in violations]}

@@ -54,7 +54,7 @@ def sale_splits(conn: sqlite3.Connection) -> list[Violation]:
                    coalesce(sum(CASE WHEN e.from_account = {_SUB} THEN e.amount_fen END), 0)
                        <> max(s.subsidy_fen - s.cleared_subsidy_fen)
                 OR coalesce(sum(CASE WHEN e.from_account = {_SELF} THEN e.amount_fen END), 0) <> max(s.self_fen)
-                OR coalesce(sum(CASE WHEN e.from_account LIKE 'refund:%' THEN e.amount_fen END), 0)
+                OR coalesce(sum(CASE WHEN e.from_account LIKE '{ledger.REFUND_LIKE}' THEN e.amount_fen END), 0)
                        <> max(s.cleared_subsidy_fen)
                 OR coalesce(sum(e.amount_fen), 0) <> max(s.amount_fen)
                 OR coalesce(sum(e.to_account <> {_PAYABLE}), 0) > 0
@@ -153,7 +153,7 @@ def clearings(conn: sqlite3.Connection) -> list[Violation]:
     ).fetchall())
     taken = dict(conn.execute(
         "SELECT e.from_account, sum(e.amount_fen) FROM entries e JOIN txns t ON t.id = e.txn_id "
-        "WHERE t.kind = 'sale' AND e.from_account LIKE 'refund:%' GROUP BY e.from_account"
+        f"WHERE t.kind = 'sale' AND e.from_account LIKE '{ledger.REFUND_LIKE}' GROUP BY e.from_account"
     ).fetchall())
     if clawed != taken:
         out.append(Violation("clearing_mismatch", f"late sales took {taken} from refunds, lines say {clawed}"))
@@ -179,13 +179,13 @@ def allocations(conn: sqlite3.Connection) -> list[Violation]:
 
 def withdrawals(conn: sqlite3.Connection) -> list[Violation]:
     row = conn.execute(
-        """
+        f"""
         SELECT count(*), min(e.from_account || ' -> ' || e.to_account) FROM entries e JOIN txns t ON t.id = e.txn_id
         JOIN accounts a ON a.id = e.from_account
         WHERE a.kind IN ('subsidy_purse', 'self_purse')
-          AND NOT (t.kind = 'sale' AND e.to_account LIKE 'canteen:%:payable')
+          AND NOT (t.kind = 'sale' AND e.to_account LIKE '{ledger.PAYABLE_LIKE}')
           AND NOT (t.kind IN ('year_end_clearing', 'leaver_return') AND a.kind = 'subsidy_purse'
-                   AND e.to_account LIKE 'refund:%')
+                   AND e.to_account LIKE '{ledger.REFUND_LIKE}')
           AND NOT (t.kind = 'self_refund' AND a.kind = 'self_purse' AND e.to_account = ?)
         """,
         (ledger.SELF_REFUND_BANK,),
