@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from bench.run import Context, Result
-from server import canteens, registry, roster
-from server.db import open_db, write_txn
+from server.infra.db import open_db, write_txn
+from server.registry import canteens, roster
+from server.registry import units as registry
 
 NOW = 1_767_672_000_000
 

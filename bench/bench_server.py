@@ -4,10 +4,10 @@
   (every statement computed, stored and posted to the ledger). The sales are generated with
   bulk SQL straight into the ``sales`` table (not through ingest; their ledger entries are
   summarised as one funding txn per canteen payable) on a WAL, ``synchronous=FULL``
-  database file; only :func:`server.settlement.settle_quarter` is timed. Settling closes a
+  database file; only :func:`server.closing.settlement.settle_quarter` is timed. Settling closes a
   quarter for good, so the repeats run inside a transaction that is rolled back, and the
   last one commits; the value is the median.
-* ``server.ingest_sales_per_s`` — :meth:`server.ingest.IngestWorker.process` (one writer)
+* ``server.ingest_sales_per_s`` — :meth:`server.sales.ingest.IngestWorker.process` (one writer)
   on HMAC-signed sale batches already on the queue: verify the signature and shape, apply
   each sale to the ledger at most once, record the balance delta, commit, and build and
   sign one ack per message. Each message carries ONE sale (an online terminal sends each
@@ -28,11 +28,14 @@ import uuid
 from pathlib import Path
 
 from bench.run import Context, Result
-from server import funds, ledger, registry
-from server.db import open_db, write_txn
-from server.ingest import IngestWorker
-from server.settlement import settle_quarter
-from server.terminals import provision
+from server.books import ledger
+from server.closing.check import all_violations
+from server.closing.settlement import settle_quarter
+from server.infra.db import open_db, write_txn
+from server.registry import funds
+from server.registry import units as registry
+from server.registry.terminals import provision
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol import Sale, SaleBatch, seal_hmac, topics
 
@@ -163,7 +166,7 @@ def _ingest_rounds(worker: IngestWorker, creds: list, seq: list[int], sales_per_
                                                                     bytes.fromhex(c.secret_hex), now)))
         applied_before = worker.stats.applied
         t0 = time.perf_counter()
-        groups = worker.groups(messages)  # as the worker's loop takes them off its queue
+        groups = list(worker.groups(messages))  # as the worker's loop takes them off its queue
         for group in groups:
             worker.process(group)
         elapsed = time.perf_counter() - t0
@@ -198,7 +201,7 @@ def server_ingest(ctx: Context, n: int = 30_000, rounds: int = 3, history: int =
                 "rounds": [round(x) for x in rates], "history_sales": history, "holders": holders,
                 "terminals": terminals, "synchronous": "FULL", "history_generate_s": round(history_s, 1)}, target=target))
         t0 = time.perf_counter()
-        violations = ledger.check(conn)
+        violations = all_violations(conn)
         assert not violations, violations[:3]
         for r in out:
             r.params["check_s"] = round(time.perf_counter() - t0, 1)

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from bench.run import Context, Result
-from server.db import open_db, write_txn
+from server.infra.db import open_db, write_txn
+from server.registry.terminals import provision
 from server.service import ServerService
-from server.terminals import provision
 from shared.clock import SystemClock
 from shared.mqtt import wait_until
 from simulator.harness.world import demo_world

@@ -11,8 +11,9 @@ from typing import Any
 
 from flask import Flask
 
-from server import db_flask, keys
-from server.db import open_db
+from server import api
+from server.infra import db_flask, keys
+from server.infra.db import open_db
 from shared.clock import Clock
 
 
@@ -41,8 +42,6 @@ def create_app(test_config: dict[str, Any] | None = None, clock: Clock | None = 
     open_db(app.config["DATABASE"]).close()  # create / migrate once at start
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
     db_flask.init_app(app, clock)
-
-    from server import api
 
     api.register(app)
     return app

@@ -4,7 +4,7 @@
 integration tests start in-process; all three use the same wiring. The HTTP side is served
 by waitress (a production WSGI server, pure Python); the MQTT side by one
 :class:`~shared.mqtt.MqttLink` whose callback only queues messages for the ingest worker,
-and whose last will, with :class:`~server.presence.PresenceBeacon`'s heartbeats, tells
+and whose last will, with :class:`~server.downstream.presence.PresenceBeacon`'s heartbeats, tells
 terminals whether the server is there.
 """
 
@@ -17,12 +17,13 @@ import threading
 from typing import Any
 
 from flask import Flask
+from waitress.server import create_server
 
 from server.app import create_app
-from server.db import open_db
-from server.downstream import DeltaPublisher
-from server.ingest import IngestWorker
-from server.presence import PresenceBeacon
+from server.downstream.presence import PresenceBeacon
+from server.downstream.publisher import DeltaPublisher
+from server.infra.db import open_db
+from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import topics
@@ -64,8 +65,6 @@ class ServerService:
         return f"http://{self.http_host}:{self.http_port}"
 
     def start(self) -> ServerService:
-        from waitress.server import create_server
-
         db_path = self.app.config["DATABASE"]
         key = self.app.extensions["canteen_server_key"]
         self._http = create_server(self.app, host=self.http_host, port=self.http_port, threads=8)

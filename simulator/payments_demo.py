@@ -25,8 +25,9 @@ from typing import Any
 
 from hardware.nfc import EmulatedCard
 from hardware.ntag424 import SunKeys
-from server import funds, registry
-from server.db import write_txn
+from server.infra.db import write_txn
+from server.registry import funds
+from server.registry import units as registry
 from shared.clock import FakeClock, ms_from_china
 from shared.ecny_gateway import SimulatedGateway
 from shared.money import format_fen

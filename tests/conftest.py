@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from server.app import create_app
-from server.db import open_db
+from server.infra.db import open_db
 from shared.broker import MosquittoBroker, start_broker
 from shared.clock import FakeClock, ms_from_china
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hardware.face_engine import DlibFaceEngine
-from server.faces import AnalyzedPhoto, analyze_photo
+from server.sales.faces import AnalyzedPhoto, analyze_photo
 from tests.conftest import FACES_DIR
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from server.db import write_txn
-from server.terminals import TerminalCredentials, provision
+from server.infra.db import write_txn
+from server.registry.terminals import TerminalCredentials, provision
 from shared.protocol import Sale, SaleBatch, seal_hmac
 from simulator.harness.world import World, demo_world
 

@@ -7,10 +7,11 @@ import sqlite3
 import uuid
 from typing import Any
 
-from server import funds, registry
-from server.db import write_txn
-from server.ingest import IngestWorker
-from server.terminals import TerminalCredentials
+from server.infra.db import write_txn
+from server.registry import funds
+from server.registry import units as registry
+from server.registry.terminals import TerminalCredentials
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from shared.protocol import Ack, Sale, SaleResult, Status, open_envelope, seal_hmac, topics
 from tests.helpers import sale as make_sale

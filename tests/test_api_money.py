@@ -6,9 +6,9 @@ import sqlite3
 
 import pytest
 
-from server import quality
-from server.auth import create_token
-from server.db import write_txn
+from server.closing import quality
+from server.infra.auth import create_token
+from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from tests.money_world import OPERATOR, SELF_OPERATOR, MoneyWorld
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from server.auth import create_token
-from server.db import write_txn
+from server.infra.auth import create_token
+from server.infra.db import write_txn
 from tests.helpers import populated
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
@@ -157,7 +157,7 @@ def test_lost_then_replaced_card_over_http_keeps_the_purses(client, tok) -> None
 
 
 def test_a_leaver_refund_over_http_needs_an_admin(client, tok, conn, clock) -> None:  # noqa: ANN001
-    from server import funds
+    from server.registry import funds
 
     with write_txn(conn):
         funds.topup(conn, "C00001", 2_000, clock.now_ms(), ref="api-test")

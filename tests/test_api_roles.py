@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import pytest
 
-from server.auth import ROLES, create_token
-from server.db import write_txn
+from server.infra.auth import ROLES, create_token
+from server.infra.db import write_txn
 from tests.helpers import populated
 
 # Sample path values, all inside the scope of the tokens made below.

@@ -6,10 +6,11 @@ import sqlite3
 
 import pytest
 
-from server import ledger
-from server.clearing import close_year
-from server.db import write_txn
-from server.settlement import settle_quarter
+from server.books import ledger
+from server.closing.check import all_violations
+from server.closing.clearing import close_year
+from server.closing.settlement import settle_quarter
+from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from tests.money_world import MoneyWorld
 
@@ -33,11 +34,11 @@ def world(conn: sqlite3.Connection, clock: FakeClock) -> MoneyWorld:
 
 
 def codes(conn: sqlite3.Connection) -> set[str]:
-    return {v.code for v in ledger.check(conn)}
+    return {v.code for v in all_violations(conn)}
 
 
 def test_a_healthy_history_passes(world: MoneyWorld) -> None:
-    assert ledger.check(world.conn) == []
+    assert all_violations(world.conn) == []
 
 
 def test_a_changed_sale_split_is_caught(world: MoneyWorld) -> None:

@@ -6,10 +6,10 @@ import sqlite3
 
 import pytest
 
-from server.auth import Principal, create_token, principal_for_token, revoke_token
-from server.db import connect, migrate, write_txn
-from server.schema import MIGRATIONS
-from server.scope import may_access_canteen, may_access_holder, may_access_operator, may_access_unit
+from server.infra.auth import Principal, create_token, principal_for_token, revoke_token
+from server.infra.db import connect, migrate, write_txn
+from server.infra.schema import MIGRATIONS
+from server.infra.scope import may_access_canteen, may_access_holder, may_access_operator, may_access_unit
 from shared.errors import DomainError
 from tests.helpers import populated
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from server import canteens, registry
-from server.db import write_txn
-from server.downstream import current_version, deltas_since
+from server.downstream.deltas import current_version, deltas_since
+from server.infra.db import write_txn
+from server.registry import canteens
+from server.registry import units as registry
 from shared.errors import DomainError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
@@ -261,7 +262,7 @@ def test_the_directory_lists_where_to_eat_when_and_for_how_much(units, clock) ->
     ],
 )
 def test_the_header_spellings_a_clerk_would_type_are_understood(header: str, key: str) -> None:
-    from server.csvinput import normalize_header
-    from server.seed_table import ALIASES
+    from server.infra.csvinput import normalize_header
+    from server.registry.seed_table import ALIASES
 
     assert ALIASES.get(normalize_header(header)) == key

@@ -6,11 +6,14 @@ import sqlite3
 
 import pytest
 
-from server import cards, funds, leavers, ledger
-from server.db import write_txn
-from server.downstream import build_snapshot, current_version, deltas_since
-from server.holders import holder_change
-from server.terminals import record_status
+from server.books import ledger
+from server.closing.check import all_violations
+from server.downstream.deltas import current_version, deltas_since
+from server.downstream.snapshot import build_snapshot
+from server.infra.db import write_txn
+from server.registry import cards, funds, leavers
+from server.registry.holders import holder_change
+from server.registry.terminals import record_status
 from shared.errors import DomainError
 from shared.protocol import Status
 from tests.helpers import populated, terminal
@@ -97,7 +100,7 @@ def test_a_leaver_subsidy_returns_to_their_unit_and_self_purse_stays(world, cloc
     assert result["subsidy_returned_fen"] == 30_000 and result["self_fen"] == SELF_FEN
     assert purses(world, "H00001") == (0, SELF_FEN)
     assert ledger.balance(world, ledger.unit_refund("U01")) - refund_before == 30_000
-    assert ledger.check(world) == []
+    assert all_violations(world) == []
 
 
 def test_a_leavers_cards_stop_working_and_terminals_are_told(world, clock) -> None:  # noqa: ANN001
@@ -129,7 +132,7 @@ def test_an_approved_refund_pays_the_self_purse_to_the_own_bank_account(world, c
     assert (done["status"], done["amount_fen"]) == ("approved", SELF_FEN)
     assert purses(world, "H00001") == (0, 0)
     assert ledger.balance(world, ledger.SELF_REFUND_BANK) == SELF_FEN
-    assert ledger.check(world) == []
+    assert all_violations(world) == []
 
 
 def test_a_refund_goes_only_to_the_registered_own_account(world, clock) -> None:  # noqa: ANN001

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from server import ledger
-from server.db import open_db, write_txn
-from server.ingest import IngestWorker
+from server.books import ledger
+from server.infra.db import open_db, write_txn
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from simulator.chaos.audit import AuditResult, JournalRow, audit
 from simulator.chaos.plan import FAULT_KINDS, ChaosOptions, build_plan

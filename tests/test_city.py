@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from hardware.camera import Frame, decode_image
-from server.auth import create_token
-from server.db import write_txn
-from server.faces import analyze_photo
+from server.infra.auth import create_token
+from server.infra.db import write_txn
+from server.sales.faces import analyze_photo
 from simulator.city.day import MEAL_WINDOWS, day_visits, minute_ms, working_days
 from simulator.city.faces import LabelFaceEngine, label_of, photo_png
 from simulator.city.render import consistent, render

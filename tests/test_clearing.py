@@ -6,9 +6,10 @@ import sqlite3
 
 import pytest
 
-from server import ledger
-from server.clearing import close_year
-from server.db import write_txn
+from server.books import ledger
+from server.closing.check import all_violations
+from server.closing.clearing import close_year
+from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from tests.money_world import MoneyWorld
@@ -48,7 +49,7 @@ def test_unspent_subsidy_is_refunded_to_the_unit_and_self_money_stays(world: Mon
     assert all(subsidy(world, h) == 0 for h in ("H001", "H002", "H003", "H004"))
     assert ledger.balance(world.conn, ledger.self_purse("H001")) == 5_000  # untouched
     assert report["refund_to"] == "unit"
-    assert ledger.check(world.conn) == []
+    assert all_violations(world.conn) == []
 
 
 def test_the_refund_can_go_to_city_finance_and_is_still_reported_per_unit(world: MoneyWorld) -> None:
@@ -99,7 +100,7 @@ def test_a_late_sale_dated_before_the_cutoff_is_taken_out_of_the_refund(world: M
     u01 = units(clear(world))["U01"]
     assert (u01["cleared_fen"], u01["late_sales_fen"], u01["refund_fen"]) == (60_000, 1_500, 58_500)
     assert world.conn.execute("SELECT cleared_subsidy_fen FROM sales WHERE holder_id = 'H001'").fetchone()[0] == 1_500
-    assert ledger.check(world.conn) == []
+    assert all_violations(world.conn) == []
 
 
 def test_a_late_sale_beyond_the_cleared_amount_is_paid_from_the_purses_now(world: MoneyWorld) -> None:
@@ -110,7 +111,7 @@ def test_a_late_sale_beyond_the_cleared_amount_is_paid_from_the_purses_now(world
     result = world.sell("K001", 2_500, at_ms=ms_from_china("2026-12-31T18:00"), offline=True)
     assert (result.subsidy_fen, result.self_fen) == (1_000, 1_500)
     assert ledger.balance(world.conn, ledger.unit_refund("U01")) == 1_000  # H003's refund only
-    assert ledger.check(world.conn) == []
+    assert all_violations(world.conn) == []
 
 
 def test_clearing_waits_for_the_year_to_end_and_for_terminals(world: MoneyWorld) -> None:

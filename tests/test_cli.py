@@ -6,7 +6,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from server.cli import main as server_main
+from server.cli.root import main as server_main
 from simulator.cli import main as sim_main
 from terminal.cli import main as terminal_main
 
@@ -40,7 +40,7 @@ def test_server_check_passes_on_a_fresh_database(tmp_path) -> None:  # noqa: ANN
 
 
 def test_server_check_fails_on_a_broken_ledger(tmp_path) -> None:  # noqa: ANN001
-    from server.db import open_db
+    from server.infra.db import open_db
 
     runner = CliRunner()
     runner.invoke(server_main, ["--home", str(tmp_path), "init"])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from server import registry
-from server.cli import main
-from server.db import open_db, write_txn
-from server.ingest import IngestWorker
+from server.cli.root import main
+from server.infra.db import open_db, write_txn
+from server.registry import units as registry
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol import topics
 from tests.helpers import sale, signed_batch, terminal

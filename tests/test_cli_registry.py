@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from server.cli import main
+from server.cli.root import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from server.db import open_db
+from server.infra.db import open_db
 from server.service import ServerService
 from shared.mqtt import wait_until
 from simulator.harness.world import demo_world

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
-from server.db import write_txn
-from server.downstream import MAX_DELTA_BYTES, deltas_since, record_delta
+from server.downstream.deltas import MAX_DELTA_BYTES, deltas_since, record_delta
+from server.infra.db import write_txn
 from shared.protocol import ProtocolError, ServerKey, ServerVerifier, Snapshot, open_envelope, seal_server
 from shared.protocol.codec import MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES
 

@@ -6,9 +6,9 @@ import json
 
 from click.testing import CliRunner
 
-from server.auth import create_token
-from server.cli import main as server_main
-from server.db import open_db, write_txn
+from server.cli.root import main as server_main
+from server.infra.auth import create_token
+from server.infra.db import open_db, write_txn
 from tests import faces_support as fs
 from tests.conftest import FACES_DIR
 from tests.helpers import populated

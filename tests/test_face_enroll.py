@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server import faces
-from server.db import write_txn
-from server.downstream import build_snapshot, deltas_since
+from server.downstream.deltas import deltas_since
+from server.downstream.snapshot import build_snapshot
+from server.infra.db import write_txn
+from server.sales import faces
 from shared.errors import DomainError
 from shared.protocol import Delta, ProtocolError
 from shared.protocol.face_vector import encoding_from_str, encoding_to_str, pack_encoding

@@ -23,8 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.app import create_app
-from server.auth import ROLES, create_token
-from server.db import open_db, write_txn
+from server.infra.auth import ROLES, create_token
+from server.infra.db import open_db, write_txn
 from shared.clock import FakeClock, ms_from_china
 from tests.helpers import populated, terminal
 

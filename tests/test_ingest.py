@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.db import counter, open_db
+from server.infra.db import counter, open_db
 from server.service import ServerService
 from shared.clock import FakeClock
 from shared.mqtt import BrokerAddress, MqttLink

@@ -7,7 +7,10 @@ import sqlite3
 
 import pytest
 
-from server import ledger
+from server.books import ledger
+from server.closing.check import all_violations
+from server.infra.db import open_db
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from tests.money_world import MoneyWorld
 
@@ -20,6 +23,19 @@ def test_queued_messages_are_grouped_by_count_and_by_bytes(conn: sqlite3.Connect
     big = [("t", b"x" * 600)] * 3
     assert [len(g) for g in w.worker.groups(big)] == [2, 1]  # the second message crosses 1,000 bytes
     assert sum(w.worker.groups(small + big), []) == small + big
+
+
+def test_the_worker_loop_takes_its_queue_through_the_same_groups(app, clock: FakeClock) -> None:  # noqa: ANN001
+    worker = IngestWorker(open_db(app.config["DATABASE"]), clock, lambda t, p, r: True, max_messages=3, max_bytes=1_000)
+    for _ in range(7):
+        worker.submit("t", b"x" * 100)  # refused (no envelope), but each group is one transaction
+    worker.start()
+    try:
+        assert worker.idle.wait(10) and worker.alive
+    finally:
+        worker.stop()
+    assert not worker.alive
+    assert (worker.stats.batches, worker.stats.messages, worker.stats.rejected_messages) == (3, 7, 7)
 
 
 def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(conn: sqlite3.Connection, clock: FakeClock) -> None:
@@ -35,4 +51,4 @@ def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(conn
     results = w.send(first, second)  # the terminal resends the same sales
     assert [r.status for r in results] == ["applied", "applied"]
     assert ledger.balance(conn, ledger.canteen_payable("C02")) == 400
-    assert ledger.check(conn) == []
+    assert all_violations(conn) == []

@@ -8,9 +8,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server import funds, ledger
-from server.db import write_txn
-from server.spend import split_payment
+from server.books import ledger
+from server.books.spend import split_payment
+from server.closing.check import all_violations
+from server.infra.db import write_txn
+from server.registry import funds
 from tests.helpers import populated
 
 
@@ -22,7 +24,7 @@ def test_allocation_moves_money_through_the_special_accounts(conn: sqlite3.Conne
     assert ledger.balance(conn, ledger.SYSTEM_INCOME) == 0
     d = next(d for d in world.diners if d.unit_id == "U01")
     assert ledger.balance(conn, ledger.subsidy_purse(d.holder_id)) == 30_000
-    assert ledger.check(conn) == []
+    assert all_violations(conn) == []
 
 
 def test_the_same_quarter_cannot_be_allocated_twice(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
@@ -35,7 +37,7 @@ def test_the_same_quarter_cannot_be_allocated_twice(conn: sqlite3.Connection, cl
 def test_check_finds_a_tampered_balance(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
     world = populated(conn, clock.now_ms())
     conn.execute("UPDATE accounts SET balance_fen = balance_fen + 1 WHERE id = ?", (ledger.subsidy_purse(world.diners[0].holder_id),))
-    codes = {v.code for v in ledger.check(conn)}
+    codes = {v.code for v in all_violations(conn)}
     assert codes == {"ledger_sum_nonzero", "balance_mismatch"}
 
 

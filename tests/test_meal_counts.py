@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from server.downstream import build_snapshot, deltas_since
+from server.downstream.deltas import deltas_since
+from server.downstream.snapshot import build_snapshot
 from shared.clock import FakeClock, ms_from_china, start_of_china_day_ms
 from shared.protocol import ProtocolError
 from shared.protocol.messages import validate_change

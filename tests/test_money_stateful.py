@@ -2,7 +2,7 @@
 top-ups, sales (duplicates, offline overdrafts, late ones dated in closed quarters or a
 cleared year), lost and replaced cards, quarterly settlements and year-end clearings.
 
-After every step: every ledger and money invariant holds (``ledger.check``: integer
+After every step: every ledger and money invariant holds (``server.closing.check.all_violations``: integer
 entries, sum zero, balances = entries, no negative purse without a recorded overdraft,
 each sale applied once, each sale's entries = its split, statements untouched and
 reconciled, clearings reconciled, no withdrawal); each sale was applied at most once and
@@ -20,13 +20,16 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from server import cards, funds, ledger, registry
-from server.clearing import close_year
-from server.db import open_db, write_txn
-from server.ingest import IngestWorker
-from server.periods import Quarter, year_cutoff_ms
-from server.settlement import last_settled, settle_quarter, settlement_document
-from server.terminals import provision
+from server.books import ledger
+from server.books.periods import Quarter, year_cutoff_ms
+from server.closing.check import all_violations
+from server.closing.clearing import close_year
+from server.closing.settlement import last_settled, settle_quarter, settlement_document
+from server.infra.db import open_db, write_txn
+from server.registry import cards, funds
+from server.registry import units as registry
+from server.registry.terminals import provision
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from shared.protocol import Ack, Sale, SaleBatch, open_envelope, seal_hmac, topics
@@ -224,7 +227,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @invariant()
     def ledger_holds(self) -> None:
-        assert ledger.check(self.conn) == []
+        assert all_violations(self.conn) == []
         late = self.conn.execute("SELECT count(*) FROM late_sales").fetchone()[0]
         clawed = self.conn.execute("SELECT count(*) FROM sales WHERE cleared_subsidy_fen > 0").fetchone()[0]
         event(f"late sales seen: {late > 0}; clawbacks seen: {clawed > 0}")

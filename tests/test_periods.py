@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.periods import Quarter, day_bounds_ms, day_of_ms, year_cutoff_ms
+from server.books.periods import Quarter, day_bounds_ms, day_of_ms, year_cutoff_ms
 from shared.clock import ms_from_china
 from shared.errors import DomainError
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from server import qr_codes
+from server.sales import qr_codes
 from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import wait_until
 from shared.paycode import make_code

@@ -16,9 +16,12 @@ import sqlite3
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server import cards, funds, leavers, ledger, registry, roster
-from server.db import open_db, write_txn
-from server.holders import holder_change
+from server.books import ledger
+from server.closing.check import all_violations
+from server.infra.db import open_db, write_txn
+from server.registry import cards, funds, leavers, roster
+from server.registry import units as registry
+from server.registry.holders import holder_change
 from shared.errors import DomainError
 
 NOW = 1_767_672_000_000
@@ -93,7 +96,7 @@ def test_registry_operations_conserve_every_fen(ops: list[tuple]) -> None:
         if kind in {"lost", "found", "replace"}:
             after = holder_change(conn, h)
             assert (after["subsidy_fen"], after["self_fen"]) == (before["subsidy_fen"], before["self_fen"])
-        assert ledger.check(conn) == []
+        assert all_violations(conn) == []
     for h in HOLDERS:
         now = holder_change(conn, h)
         assert now["subsidy_fen"] + returned[h] == 30_000

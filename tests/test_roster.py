@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from server import registry, roster
-from server.db import write_txn
-from server.downstream import current_version, deltas_since
+from server.downstream.deltas import current_version, deltas_since
+from server.infra.db import write_txn
+from server.registry import roster
+from server.registry import units as registry
 from shared.errors import DomainError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
@@ -96,7 +97,7 @@ def test_a_new_card_number_replaces_the_persons_active_card(units, clock) -> Non
 
 
 def test_reimport_never_brings_a_lost_card_back(units, clock) -> None:  # noqa: ANN001
-    from server import cards as card_ops
+    from server.registry import cards as card_ops
 
     load(units, "roster.csv", clock.now_ms())
     with write_txn(units):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from server import ledger
-from server.auth import create_token
-from server.db import write_txn
-from server.ingest import IngestWorker
-from server.terminals import provision
+from server.closing.check import all_violations
+from server.infra.auth import create_token
+from server.infra.db import write_txn
+from server.registry.terminals import provision
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from shared.ecny_gateway import SimulatedGateway
 from shared.protocol import topics
@@ -59,7 +59,7 @@ def test_an_ecny_sale_is_in_the_takings_as_its_own_method_and_moves_no_purse(flo
     card_sale = sale(creds, 2, "C00001", 1200, clock.now_ms())
     ingest(conn, clock, creds, [ecny_sale, card_sale])
     assert conn.execute("SELECT count(*) FROM entries").fetchone()[0] == entries_before + 1  # the card sale's only
-    assert ledger.check(conn) == []
+    assert all_violations(conn) == []
     t = totals(client, conn, clock, canteen_id="C01")
     assert t["methods"] == {"card": {"count": 1, "amount_fen": 1200}, "ecny": {"count": 1, "amount_fen": 1500}}
     assert (t["ecny_net_fen"], t["total_fen"]) == (1500, 2700)
@@ -119,7 +119,7 @@ def test_payment_totals_cli_lists_ecny_as_its_own_method(app, flow, conn, clock)
 
     from click.testing import CliRunner
 
-    from server.cli import main
+    from server.cli.root import main
 
     creds, gw, cashier = flow
     _, s = cashier.pay_with_code(gw.payment_code("W1"))

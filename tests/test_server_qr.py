@@ -8,11 +8,12 @@ import re
 
 import pytest
 
-from server import qr_codes
-from server.auth import create_token
-from server.db import counter, write_txn
-from server.downstream import build_snapshot, deltas_since
-from server.ingest import IngestWorker
+from server.downstream.deltas import deltas_since
+from server.downstream.snapshot import build_snapshot
+from server.infra.auth import create_token
+from server.infra.db import counter, write_txn
+from server.sales import qr_codes
+from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from shared.paycode import make_code, parse_code, signature_ok
 from shared.protocol import topics
@@ -176,8 +177,8 @@ def test_a_sun_counter_seen_at_two_terminals_is_reported_without_blocking_the_ca
 def test_qr_cli_prints_a_code_and_saves_a_png(tmp_path, clock) -> None:  # noqa: ANN001
     from click.testing import CliRunner
 
-    from server.cli import main
-    from server.db import open_db
+    from server.cli.root import main
+    from server.infra.db import open_db
     from simulator.harness.world import demo_world
 
     runner = CliRunner()

@@ -8,10 +8,13 @@ import sqlite3
 
 import pytest
 
-from server import ledger, operators, quality
-from server.db import write_txn
-from server.settlement import settle_quarter, settlement_document
-from server.statement_files import payout_csv, statement_csv
+from server.books import ledger
+from server.closing import quality
+from server.closing.check import all_violations
+from server.closing.settlement import settle_quarter, settlement_document
+from server.closing.statement_files import payout_csv, statement_csv
+from server.infra.db import write_txn
+from server.registry import operators
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from tests.money_world import OPERATOR, SELF_OPERATOR, MoneyWorld
@@ -56,7 +59,7 @@ def test_operator_is_paid_gross_less_quality_withholding_less_fee(world: MoneyWo
     assert ledger.balance(world.conn, ledger.FEE_REVENUE) == fee
     assert ledger.balance(world.conn, ledger.QUALITY_WITHHELD) == withheld
     assert ledger.balance(world.conn, ledger.canteen_payable("C01")) == 0
-    assert ledger.check(world.conn) == []
+    assert all_violations(world.conn) == []
 
 
 def test_self_operated_canteen_pays_no_fee(world: MoneyWorld) -> None:
@@ -121,7 +124,7 @@ def test_a_late_sale_is_a_dated_adjustment_in_the_next_statement(world: MoneyWor
     assert st["withheld_fen"] == 200  # Q2 is unscored: pays in full; the Q1 line keeps Q1's 90 %
     assert st["gross_fen"] + st["adjustments_fen"] == st["withheld_fen"] + st["fee_fen"] + st["net_fen"]
     assert ledger.balance(world.conn, ledger.canteen_payable("C01")) == 0
-    assert ledger.check(world.conn) == []
+    assert all_violations(world.conn) == []
 
 
 def test_sales_after_the_quarter_end_wait_in_the_payable(world: MoneyWorld) -> None:

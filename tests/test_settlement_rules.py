@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.settlement_rules import (
+from server.books.settlement_rules import (
     Adjustment,
     attribute,
     clearable_fen,

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from server import ledger
-from server.db import write_txn
-from server.downstream import record_delta
+from server.books import ledger
+from server.downstream.deltas import record_delta
+from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink, wait_until
 from shared.protocol import Status, topics

@@ -11,28 +11,27 @@ from __future__ import annotations
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from server.api import (
+    canteens,
+    cards,
+    ecny,
+    faces,
+    funds,
+    health,
+    holders,
+    operators,
+    qr,
+    quality,
+    reports,
+    settlements,
+    terminals,
+    tokens,
+    units,
+)
 from shared.errors import DomainError
 
 
 def register(app: Flask) -> None:
-    from server.api import (
-        canteens,
-        cards,
-        ecny,
-        faces,
-        funds,
-        health,
-        holders,
-        operators,
-        qr,
-        quality,
-        reports,
-        settlements,
-        terminals,
-        tokens,
-        units,
-    )
-
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)

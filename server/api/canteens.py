@@ -12,13 +12,13 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify
 
-from server import canteens
 from server.api.params import fen, flag, json_body, text, uploaded_file
 from server.api.spec import doc
-from server.auth import public, requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.scope import may_access_canteen, require_canteen_access
+from server.infra.auth import public, requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.infra.scope import may_access_canteen, require_canteen_access
+from server.registry import canteens
 from shared.errors import DomainError
 
 bp = Blueprint("canteens", __name__, url_prefix="/api/v1/canteens")

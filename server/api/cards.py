@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from server import cards
 from server.api.holders import CARD
 from server.api.params import json_body, text
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.scope import require_card_access
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.infra.scope import require_card_access
+from server.registry import cards
 
 bp = Blueprint("cards", __name__, url_prefix="/api/v1/cards")
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from server import ecny
 from server.api.params import query_int
 from server.api.spec import doc
-from server.auth import public, requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
+from server.infra.auth import public, requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.sales import ecny
 from shared.ecny_gateway import EcnyGateway, make_gateway
 from shared.errors import DomainError
 

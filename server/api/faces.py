@@ -14,11 +14,12 @@ import threading
 
 from flask import Blueprint, current_app, g, jsonify, request
 
-from server import faces
+from hardware.face_engine import DlibFaceEngine
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.sales import faces
 from shared.errors import DomainError
 
 bp = Blueprint("faces", __name__, url_prefix="/api/v1/holders")
@@ -39,8 +40,6 @@ _engine_lock = threading.Lock()
 def _engine():  # noqa: ANN202
     engine = current_app.extensions.get("canteen_face_engine")
     if engine is None:
-        from hardware.face_engine import DlibFaceEngine
-
         engine = current_app.extensions["canteen_face_engine"] = DlibFaceEngine()
     return engine
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from server import funds
 from server.api.money_common import unit_scope
 from server.api.params import fen, json_body, text
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.scope import require_card_access, require_holder_access, require_unit_access
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.infra.scope import require_card_access, require_holder_access, require_unit_access
+from server.registry import funds
 from shared.errors import DomainError
 
 bp = Blueprint("funds", __name__, url_prefix="/api/v1")

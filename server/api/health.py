@@ -6,9 +6,9 @@ from __future__ import annotations
 from flask import Blueprint, current_app, jsonify
 
 from server.api.spec import build_openapi, doc
-from server.auth import public
-from server.db_flask import get_clock, get_db
-from server.downstream import current_version
+from server.downstream.deltas import current_version
+from server.infra.auth import public
+from server.infra.db_flask import get_clock, get_db
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1")
 

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from server import cards, leavers, roster
 from server.api.params import actor, flag, json_body, text, uploaded_file
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.people import holder_json
-from server.scope import principal, require_holder_access, require_unit_access
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.infra.scope import principal, require_holder_access, require_unit_access
+from server.registry import cards, leavers, roster
+from server.registry.people import holder_json
 from shared.errors import DomainError
 
 bp = Blueprint("holders", __name__, url_prefix="/api/v1")

@@ -8,9 +8,9 @@ from urllib.parse import quote
 
 from flask import Response, request
 
-from server.db_flask import get_clock
-from server.periods import Quarter, day_bounds_ms, day_of_ms, parse_year
-from server.scope import principal
+from server.books.periods import Quarter, day_bounds_ms, day_of_ms, parse_year
+from server.infra.db_flask import get_clock
+from server.infra.scope import principal
 from shared.errors import DomainError
 
 QUARTER_QUERY = {"quarter": {"type": "string", "pattern": "^[0-9]{4}Q[1-4]$", "description": "default: the current quarter"}}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from server import operators
 from server.api.params import json_body
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_db
-from server.scope import require_operator_access
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_db
+from server.infra.scope import require_operator_access
+from server.registry import operators
 from shared.errors import DomainError
 
 bp = Blueprint("operators", __name__, url_prefix="/api/v1/operators")

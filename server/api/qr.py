@@ -3,7 +3,7 @@
 ``/api/v1/qr/…`` is the JSON API; ``/qr/<credential>/<access>`` is the small HTML page the
 diner keeps on their phone: it shows a fresh signed code (valid 60 s) and reloads itself
 before the code runs out. The page needs no login: its link is the credential's secret
-(see :mod:`server.qr_codes`), handed over by a clerk.
+(see :mod:`server.sales.qr_codes`), handed over by a clerk.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from html import escape
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from server import qr_codes
 from server.api.params import query_int
 from server.api.spec import doc
-from server.auth import public, requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.double_spend import incidents
-from server.qr_render import svg
-from server.registry import holder_of_card
+from server.downstream.deltas import record_delta
+from server.infra.auth import public, requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.registry.units import holder_of_card
+from server.sales import qr_codes
+from server.sales.incidents import incidents
+from server.sales.qr_render import svg
 from shared.errors import DomainError, message
 from shared.money import format_fen
 from shared.paycode import VALIDITY_MS
@@ -104,8 +105,6 @@ def revoke(credential_id: str):  # noqa: ANN201
     with write_txn(conn):
         change = qr_codes.revoke(conn, credential_id, now, "revoked by " + g.principal.role)
         if change is not None:
-            from server.downstream import record_delta
-
             record_delta(conn, [change], now)
     return jsonify(qr_codes.get(conn, credential_id).to_json())
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from server import quality
 from server.api.money_common import QUARTER_QUERY, canteen_filter, quarter_arg
 from server.api.params import actor, json_body, text
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.scope import principal, require_canteen_access
+from server.closing import quality
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.infra.scope import principal, require_canteen_access
 from shared.errors import DomainError
 
 bp = Blueprint("quality", __name__, url_prefix="/api/v1")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from server import ledger, reports
 from server.api.money_common import (
     DATE_QUERY,
     QUARTER_QUERY,
@@ -18,8 +17,11 @@ from server.api.money_common import (
     unit_scope,
 )
 from server.api.spec import doc
-from server.auth import requires
-from server.db_flask import get_clock, get_db
+from server.books import ledger
+from server.closing import reports
+from server.closing.check import all_violations
+from server.infra.auth import requires
+from server.infra.db_flask import get_clock, get_db
 
 bp = Blueprint("reports", __name__, url_prefix="/api/v1")
 
@@ -84,6 +86,6 @@ def blocked_cards() -> Response:
 @requires("admin", "auditor")
 def check() -> Response:
     conn = get_db()
-    violations = ledger.check(conn)
+    violations = all_violations(conn)
     return jsonify({"ok": not violations, "ledger_sum_fen": ledger.ledger_sum(conn),
                     "violations": [v.to_json() for v in violations]})

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
-from server import clearing, settlement
 from server.api.money_common import (
     canteen_filter,
     csv_response,
@@ -19,10 +18,11 @@ from server.api.money_common import (
 )
 from server.api.params import json_body
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.statement_files import payout_csv, payout_lines, statement_csv
+from server.closing import clearing, settlement
+from server.closing.statement_files import payout_csv, payout_lines, statement_csv
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
 from shared.errors import DomainError
 
 bp = Blueprint("settlements", __name__, url_prefix="/api/v1")

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from server import terminals
 from server.api.params import query_int
 from server.api.spec import doc
-from server.auth import requires, requires_terminal
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.downstream import build_snapshot, deltas_since
+from server.downstream.deltas import deltas_since
+from server.downstream.snapshot import build_snapshot
+from server.infra.auth import requires, requires_terminal
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.registry import terminals
 from shared.errors import DomainError
-from shared.protocol import seal_server
+from shared.protocol import DELTA_PAGE_SIZE, seal_server
 
 bp = Blueprint("terminals", __name__, url_prefix="/api/v1/terminals")
 
@@ -82,7 +83,7 @@ def deltas(terminal_id: str) -> Response:
     now = get_clock().now_ms()
     items = [
         seal_server("delta", d.to_body(), key, now).decode()
-        for d in deltas_since(get_db(), since, limit=500)
+        for d in deltas_since(get_db(), since, limit=DELTA_PAGE_SIZE)
     ]
     body = "[" + ",".join(items) + "]"
     return Response(body, mimetype="application/json")

@@ -6,10 +6,10 @@ from flask import Blueprint, Response, jsonify
 
 from server.api.params import json_body, text
 from server.api.spec import doc
-from server.auth import ROLES, create_token, requires
-from server.db import write_txn
-from server.db_flask import get_clock, get_db
-from server.scope import principal
+from server.infra.auth import ROLES, create_token, requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.infra.scope import principal
 
 bp = Blueprint("tokens", __name__, url_prefix="/api/v1")
 

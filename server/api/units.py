@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify
 
-from server import registry
 from server.api.params import fen, json_body, text
 from server.api.spec import doc
-from server.auth import requires
-from server.db import write_txn
-from server.db_flask import get_db
-from server.scope import require_unit_access, unit_filter
+from server.infra.auth import requires
+from server.infra.db import write_txn
+from server.infra.db_flask import get_db
+from server.infra.scope import require_unit_access, unit_filter
+from server.registry import units as registry
 from shared.errors import DomainError
 
 bp = Blueprint("units", __name__, url_prefix="/api/v1/units")

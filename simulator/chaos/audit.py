@@ -37,7 +37,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from server import ledger
+from server.books import ledger
+from server.closing.check import all_violations
 from shared.errors import CATALOG
 
 MISDATE_SLACK_MS = 10_000  # process scheduling, event pipes: far below any skew we inject
@@ -153,7 +154,7 @@ def audit(
         r.violate("double_applied", f"{r.double_applied} sales applied more than once")
 
     r.ledger_sum_fen = ledger.ledger_sum(server)
-    for v in ledger.check(server):
+    for v in all_violations(server):
         r.violate(f"ledger:{v.code}", v.detail)
     _overdraft(r, server, rows, start_balance_fen, offline_allowance_fen)
     r.rejections = {

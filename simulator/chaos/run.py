@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from server.app import create_app
-from server.db import open_db
-from server.periods import Quarter
+from server.books.periods import Quarter
+from server.infra.db import open_db
 from shared.broker import free_port
 from shared.clock import SystemClock
 from simulator.chaos.audit import audit, read_journal

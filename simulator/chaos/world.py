@@ -14,9 +14,11 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from server import funds, ledger, registry
-from server.db import write_txn
-from server.terminals import TerminalCredentials, provision
+from server.books import ledger
+from server.infra.db import write_txn
+from server.registry import funds
+from server.registry import units as registry
+from server.registry.terminals import TerminalCredentials, provision
 from simulator.harness.world import meal
 
 UNITS = (("U01", "市财政局", 3_000), ("U02", "市教育局", 5_000), ("U03", "市审计局", 1_500))

@@ -16,7 +16,7 @@ from collections import Counter, defaultdict
 from datetime import date
 from typing import Any
 
-from server.periods import Quarter
+from server.books.periods import Quarter
 from shared.clock import china_datetime
 from shared.errors import message
 from shared.money import format_fen

@@ -30,7 +30,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from server.periods import Quarter, year_cutoff_ms
+from server.books.periods import Quarter, year_cutoff_ms
 from shared.broker import Broker
 from shared.clock import FakeClock
 from simulator.city.clock import DayClock

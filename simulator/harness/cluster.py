@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server import ledger
-from server.auth import create_token
-from server.db import counter, open_db, write_txn
-from server.downstream import current_version
+from server.books import ledger
+from server.closing.check import all_violations
+from server.downstream.deltas import current_version
+from server.infra.auth import create_token
+from server.infra.db import counter, open_db, write_txn
 from server.service import ServerService
 from shared.broker import Broker, start_broker
 from shared.clock import Clock, SystemClock
@@ -242,7 +243,7 @@ class Cluster:
         for u, s in server_sales.items():
             if s["status"] == "applied" and u not in seen:
                 details.append(f"{s['terminal_id']}/{s['seq']}: applied at server, unknown to terminal")
-        violations = [v.to_json() for v in ledger.check(conn)]
+        violations = [v.to_json() for v in all_violations(conn)]
         result = Audit(
             approved=approved,
             applied=applied,

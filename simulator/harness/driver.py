@@ -31,7 +31,7 @@ from typing import Any
 
 from hardware.camera import SimulatedCamera
 from hardware.face_engine import FaceEngine
-from server.downstream import current_version
+from server.downstream.deltas import current_version
 from simulator.harness.cluster import Cluster, TerminalHandle
 from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order

@@ -12,8 +12,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
-from server import funds, registry
-from server.db import write_txn
+from server.infra.db import write_txn
+from server.registry import funds
+from server.registry import units as registry
 
 
 def meal(start: str, end: str, price_fen: int, visitor_price_fen: int | None = None) -> dict[str, Any]:

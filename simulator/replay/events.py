@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from server.periods import parse_year
+from server.books.periods import parse_year
 from shared.clock import ms_from_china
 from shared.errors import DomainError
 from simulator.replay.read import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.periods import Quarter
+from server.books.periods import Quarter
 from shared.errors import DomainError
 from shared.money import parse_yuan
 

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from server.periods import Quarter, year_cutoff_ms
+from server.books.periods import Quarter, year_cutoff_ms
 from shared.broker import Broker
 from shared.clock import FakeClock
 from simulator.harness.cluster import Cluster

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.canteen_config import MEAL_PERIODS
-from server.settlement_rules import validate_bands
+from server.books.settlement_rules import validate_bands
+from server.registry.canteen_config import MEAL_PERIODS
 from shared.errors import DomainError
 from simulator.replay.events import EVENT_FIELDS, Event, parse_events
 from simulator.replay.read import ScenarioError, as_bool, as_int, as_list, as_obj, as_text, keys, yuan

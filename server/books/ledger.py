@@ -1,0 +1,309 @@
+"""The double-entry ledger, in integer fen.
+
+Every movement of money is one *entry* moving ``amount_fen`` (> 0) from one account to
+another; entries are grouped in a *txn* (one business event: an allocation, a sale, a
+settlement). An account's ``balance_fen`` is (money in − money out), kept in the same
+transaction as its entries and checkable against them; because every entry subtracts from
+one account what it adds to another, the balances of all accounts always sum to zero.
+External parties appear as accounts whose balance goes negative as money comes in (a
+unit's budget, the cardholders' bank) or positive as it leaves (operator payouts, refunds).
+Corrections are new entries; no entry is ever updated or deleted.
+
+Txn kinds: ``allocation`` (ref ``<unit>/<quarter>``), ``topup``, ``sale`` (ref
+``<terminal>/<seq>``), ``settlement`` (ref ``<quarter>/<canteen>``), ``year_end_clearing``
+(ref ``<year>``), and the registry's ``leaver_return`` and ``self_refund``.
+
+Account ids (one function each, nobody formats them by hand):
+
+======================================  ===================================================
+``unit:<id>:budget``                    the unit's meal budget (source of allocations)
+``bureau:meal_fund``                    食堂就餐经费专用账户 (the bureau's special account)
+``system:income``                       收入专用账户 (system income special account)
+``holder:<id>:subsidy`` / ``:self``     the cardholder's subsidy purse / self purse
+``bank:topup``                          cardholders' own bank accounts (self top-ups)
+``canteen:<id>:payable``                支出专用账户, payable to that canteen's operator
+``system:fee_revenue``                  the 0.5% system fee
+``system:quality_withheld``             payment withheld for poor quality scores (income of
+                                        the system, 办法 第二十九条; shown per canteen)
+``operator:<payee>:payout``             paid out to a payee: the operator name in
+                                        ``canteens.operator`` (or the unit's name if none)
+``refund:unit:<id>`` / ``refund:city_finance``  year-end clearing refunds (less late sales
+                                        dated before the cutoff); a leaver's
+                                        subsidy returned to their unit (txn kind ``leaver_return``)
+``bank:self_refund``                    a leaver's self purse refunded to their own bank account
+======================================  ===================================================
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+BUREAU_MEAL_FUND = "bureau:meal_fund"
+SYSTEM_INCOME = "system:income"
+BANK_TOPUP = "bank:topup"
+FEE_REVENUE = "system:fee_revenue"
+QUALITY_WITHHELD = "system:quality_withheld"
+CITY_FINANCE_REFUND = "refund:city_finance"
+
+
+def unit_budget(unit_id: str) -> str:
+    return f"unit:{unit_id}:budget"
+
+
+def subsidy_purse(holder_id: str) -> str:
+    return f"holder:{holder_id}:subsidy"
+
+
+def self_purse(holder_id: str) -> str:
+    return f"holder:{holder_id}:self"
+
+
+def canteen_payable(canteen_id: str) -> str:
+    return f"canteen:{canteen_id}:payable"
+
+
+def operator_payout(operator_id: str) -> str:
+    return f"operator:{operator_id}:payout"
+
+
+def unit_refund(unit_id: str) -> str:
+    return f"refund:unit:{unit_id}"
+
+
+def purse_id_sql(holder_expr: str, purse: str) -> str:
+    """SQL expression for the id of a holder's purse (``purse``: 'subsidy' or 'self'), for
+    queries that join holders to their purses; ``holder_expr`` is a trusted column name."""
+    if purse not in ("subsidy", "self"):
+        raise ValueError(purse)
+    return f"('holder:' || {holder_expr} || ':{purse}')"
+
+
+# SQL LIKE patterns of account ids, for queries that pick accounts by kind from entries
+REFUND_LIKE = "refund:%"  # every refund account: unit_refund(...) and CITY_FINANCE_REFUND
+PAYABLE_LIKE = "canteen:%:payable"  # every canteen_payable(...)
+
+
+def canteen_payable_sql(canteen_expr: str) -> str:
+    """SQL expression for the id of a canteen's payable (see :func:`purse_id_sql`)."""
+    return f"('canteen:' || {canteen_expr} || ':payable')"
+
+
+def parse_purse(account_id: str) -> tuple[str, str]:
+    """(holder id, 'subsidy' or 'self') of a purse account id; the one parser of purse ids."""
+    prefix, _, rest = account_id.partition(":")
+    holder_id, _, purse = rest.rpartition(":")
+    if prefix != "holder" or not holder_id or purse not in ("subsidy", "self"):
+        raise ValueError(f"not a purse: {account_id}")
+    return holder_id, purse
+
+
+def holder_of_purse(account_id: str) -> str:
+    """The holder id of a purse account id (``holder:<id>:subsidy`` → ``<id>``)."""
+    return parse_purse(account_id)[0]
+
+
+_KIND_OF_PREFIX = {"canteen": "payable", "unit": "unit_budget", "operator": "operator_payout", "refund": "refund"}
+
+
+def account_kind(account_id: str) -> str:
+    """The kind of an account from its id: 'subsidy_purse', 'payable', 'unit_budget' …"""
+    prefix = account_id.partition(":")[0]
+    if prefix == "holder":
+        return f"{parse_purse(account_id)[1]}_purse"
+    return _KIND_OF_PREFIX.get(prefix, account_id)
+
+
+class AccountCache:
+    """Account ids a long-lived writer (the ingest worker) knows to exist.
+
+    Accounts are never deleted, so an account that exists after a commit exists for good:
+    ids created in the open transaction are *pending* and join the known set only when the
+    owner calls :meth:`commit` after its transaction committed (:meth:`rollback` after a
+    failed one), so a rolled-back account is never assumed to exist.
+    """
+
+    def __init__(self) -> None:
+        self._known: set[str] = set()
+        self._pending: set[str] = set()
+
+    def unknown(self, ids: set[str]) -> set[str]:
+        return {a for a in ids if a not in self._known and a not in self._pending}
+
+    def created(self, ids: set[str]) -> None:
+        self._pending |= ids
+
+    def commit(self) -> None:
+        self._known |= self._pending
+        self._pending = set()
+
+    def rollback(self) -> None:
+        self._pending = set()
+
+
+@dataclass(frozen=True)
+class Move:
+    """Move ``amount_fen`` from ``source`` to ``dest``."""
+
+    source: str
+    dest: str
+    amount_fen: int
+
+
+def post(
+    conn: sqlite3.Connection,
+    kind: str,
+    moves: Iterable[Move],
+    at_ms: int,
+    *,
+    ref: str | None = None,
+    memo: str = "",
+    accounts: AccountCache | None = None,
+) -> int:
+    """Record one txn with its entries and update the balances. Call inside a write txn.
+
+    Moves of zero are skipped (a purse that paid nothing); a negative or non-int amount is a
+    programming error and raises before anything is written. ``accounts`` (optional) lets a
+    busy writer skip creating accounts it already knows exist (see :class:`AccountCache`).
+    """
+    moves = [m for m in moves if m.amount_fen != 0]
+    for m in moves:
+        if not isinstance(m.amount_fen, int) or isinstance(m.amount_fen, bool) or m.amount_fen < 0:
+            raise ValueError(f"ledger amounts are positive int fen, got {m.amount_fen!r}")
+        if m.source == m.dest:
+            raise ValueError(f"a move needs two different accounts, got {m.source}")
+    cur = conn.execute(
+        "INSERT INTO txns(kind, ref, at_ms, memo) VALUES (?, ?, ?, ?)", (kind, ref, at_ms, memo)
+    )
+    txn_id = int(cur.lastrowid or 0)
+    if not moves:
+        return txn_id
+    touched = {a for m in moves for a in (m.source, m.dest)}
+    if accounts is not None:
+        touched = accounts.unknown(touched)
+        accounts.created(touched)
+    if touched:
+        conn.executemany(
+            "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
+            [(a, account_kind(a)) for a in touched],
+        )
+    conn.executemany(
+        "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",
+        [(txn_id, m.source, m.dest, m.amount_fen) for m in moves],
+    )
+    delta: dict[str, int] = {}
+    for m in moves:
+        delta[m.source] = delta.get(m.source, 0) - m.amount_fen
+        delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
+    conn.executemany(
+        "UPDATE accounts SET balance_fen = balance_fen + ? WHERE id = ?",
+        [(d, a) for a, d in delta.items() if d],
+    )
+    return txn_id
+
+
+def balance(conn: sqlite3.Connection, account_id: str) -> int:
+    row = conn.execute("SELECT balance_fen FROM accounts WHERE id = ?", (account_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def balances(conn: sqlite3.Connection, account_ids: Iterable[str]) -> dict[str, int]:
+    ids = list(account_ids)
+    out = dict.fromkeys(ids, 0)
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in conn.execute(
+            f"SELECT id, balance_fen FROM accounts WHERE id IN ({marks})", chunk
+        ):
+            out[row[0]] = int(row[1])
+    return out
+
+
+@dataclass(frozen=True)
+class Violation:
+    code: str
+    detail: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "detail": self.detail}
+
+
+def check(conn: sqlite3.Connection) -> list[Violation]:
+    """Verify the ledger invariants; an empty list means all hold.
+
+    * every amount is a positive integer (STRICT + CHECK make others impossible; checked anyway)
+    * the balances of all accounts sum to zero
+    * each stored balance equals (sum in − sum out) of its entries
+    * no purse is negative unless the holder has a recorded overdraft and is blocked
+    * no sale is applied twice (one txn per applied sale, one sale per txn)
+
+    The business invariants built on the ledger (sales, settlements, clearings,
+    allocations, no withdrawal) are :mod:`server.closing.audit`'s; :func:`server.closing.check.check`
+    runs both.
+    """
+    out: list[Violation] = []
+    bad = conn.execute(
+        "SELECT count(*) FROM entries WHERE typeof(amount_fen) <> 'integer' OR amount_fen <= 0"
+    ).fetchone()[0]
+    if bad:
+        out.append(Violation("non_integer_or_nonpositive_entry", f"{bad} entries"))
+    total = conn.execute("SELECT coalesce(sum(balance_fen), 0) FROM accounts").fetchone()[0]
+    if total != 0:
+        out.append(Violation("ledger_sum_nonzero", f"sum of balances = {total} fen"))
+    for row in conn.execute(
+        """
+        WITH flows AS (
+            SELECT to_account AS id, amount_fen AS amt FROM entries
+            UNION ALL
+            SELECT from_account, -amount_fen FROM entries
+        ), derived AS (SELECT id, sum(amt) AS bal FROM flows GROUP BY id)
+        SELECT a.id, a.balance_fen, coalesce(d.bal, 0) AS derived
+        FROM accounts a LEFT JOIN derived d ON d.id = a.id
+        WHERE a.balance_fen <> coalesce(d.bal, 0)
+        """
+    ):
+        out.append(
+            Violation("balance_mismatch", f"{row[0]}: stored {row[1]}, entries say {row[2]}")
+        )
+    for row in conn.execute(
+        """
+        SELECT a.id, a.balance_fen FROM accounts a
+        WHERE a.kind IN ('subsidy_purse', 'self_purse') AND a.balance_fen < 0
+          AND NOT EXISTS (
+            SELECT 1 FROM sales s
+            WHERE s.overdraft_fen > 0 AND a.id IN (_SUBSIDY_OF_SALE, _SELF_OF_SALE))
+        """.replace("_SUBSIDY_OF_SALE", purse_id_sql("s.holder_id", "subsidy"))
+        .replace("_SELF_OF_SALE", purse_id_sql("s.holder_id", "self"))
+    ):
+        out.append(Violation("negative_purse", f"{row[0]}: {row[1]} fen without an overdraft"))
+    dup = conn.execute(
+        """
+        SELECT count(*) FROM (
+            SELECT txn_id FROM sales WHERE txn_id IS NOT NULL GROUP BY txn_id HAVING count(*) > 1
+        )
+        """
+    ).fetchone()[0]
+    if dup:
+        out.append(Violation("sale_applied_twice", f"{dup} txns shared by several sales"))
+    dup_refs = conn.execute(
+        """
+        SELECT count(*) FROM (
+            SELECT ref FROM txns WHERE kind = 'sale' GROUP BY ref HAVING count(*) > 1
+        )
+        """
+    ).fetchone()[0]
+    if dup_refs:
+        out.append(Violation("sale_applied_twice", f"{dup_refs} sale refs posted twice"))
+    return out
+
+
+def ledger_sum(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(sum(balance_fen), 0) FROM accounts").fetchone()[0])
+
+
+# Appended by the registry: where an approved self-purse refund goes (a leaver's own bank
+# account, 建行储蓄卡; never cash). Kept apart from ``bank:topup`` so refunds paid out
+# reconcile on their own against the bank's statement.
+SELF_REFUND_BANK = "bank:self_refund"

@@ -1,0 +1,52 @@
+"""The edge every ``canteen-server`` command shares: how results are printed and how errors
+become exit codes.
+
+* :func:`emit` prints a result: indented JSON with ``--json`` (:data:`JSON_OPTION`), else
+  the human text (a string, or lines to join).
+* :class:`DomainGroup` turns a :class:`~shared.errors.DomainError` into one clear line on
+  stderr and exit code 2; :func:`print_import_errors` lists each refused line of an import
+  first. (``check`` exits 1 on a violated invariant by itself.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from server.infra.csvinput import LineError
+from shared.errors import DomainError
+
+JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+
+
+def emit(data: Any, as_json: bool, text: str | Sequence[str]) -> None:
+    """Print ``data`` as JSON with ``--json``, else ``text`` (a string, or lines)."""
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        click.echo(text if isinstance(text, str) else "\n".join(text))
+
+
+def print_import_errors(exc: DomainError, as_json: bool) -> None:
+    """A refused import (``import_rejected``): every line's problem, as JSON or on stderr."""
+    errors = exc.context.get("errors", [])
+    if as_json:
+        click.echo(json.dumps({"ok": False, "code": exc.code, "detail": exc.detail, "errors": errors},
+                              ensure_ascii=False, indent=2))
+    else:
+        for e in errors:
+            click.echo(LineError(e["line"], e["column"], e["code"], e["detail"]).text(), err=True)
+
+
+class DomainGroup(click.Group):
+    """Turns DomainError into a clear CLI message and exit code 2, at the edge."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DomainError as exc:
+            click.echo(f"错误 / error [{exc.code}]: {exc.to_json('en')['message']}: {exc.detail}", err=True)
+            ctx.exit(2)

@@ -1,0 +1,207 @@
+"""``canteen-server`` commands for people: the roster, cards, leavers and refunds.
+
+Refunds exist only for staff who left, only to their own registered bank account, and only
+after an administrator approves (``refund approve``) — there is no cash path (不得提现).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from server.cli.output import JSON_OPTION, emit
+from server.cli.registry import now_ms, read_file, run_import
+from server.infra.db import write_txn
+from server.registry import cards, leavers, roster
+from server.registry.holders import holder_change
+from server.registry.people import get_holder, holder_json
+from shared.money import format_fen
+
+
+@click.command("import-roster")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
+@click.option("--unit", "unit_id", default=None, help="Refuse rows of any other unit (a clerk's file).")
+@click.option("--dry-run", is_flag=True, help="Check the file and report; write nothing.")
+@JSON_OPTION
+@click.pass_obj
+def import_roster(obj: Any, file: str, unit_id: str | None, dry_run: bool, as_json: bool) -> None:
+    """Import a staff roster (单位名称, 姓名, 工号, 卡号[, 银行卡号]) — all or nothing.
+
+    Creates cardholders and cards; re-importing updates names and cards and never
+    duplicates. Errors are listed by line number and nothing is applied.
+    """
+    data = read_file(file)
+    run_import(
+        obj, as_json,
+        lambda conn: roster.import_roster(conn, data, now_ms(), unit_scope=unit_id, dry_run=dry_run),
+        lambda r: ("（试运行 dry run）" if dry_run else "")
+        + f"行 rows {r['rows']}: 新增 new {r['new_holders']}, 改名 renamed {r['renamed']}, 未变 unchanged "
+        f"{r['unchanged']}, 发卡 cards issued {r['issued']}, 停用 retired {r['retired']}",
+    )
+
+
+# -- cardholders ------------------------------------------------------------------------------
+
+
+@click.group()
+def holder() -> None:
+    """Cardholders: show, leave, record their own bank account."""
+
+
+def _holder_text(conn: Any, holder_id: str) -> tuple[dict[str, Any], str]:
+    data = holder_json(conn, get_holder(conn, holder_id))
+    cards_text = ", ".join(f"{c['card_id']}({c['status']})" for c in data["cards"]) or "-"
+    text = (f"{data['id']} {data['name']} {data['unit_id']}/{data['staff_no']} {data['status']}"
+            f"{' 已冻结 blocked' if data['blocked'] else ''}\n"
+            f"  补贴 subsidy {format_fen(data['subsidy_fen'])}  自费 self {format_fen(data['self_fen'])}  卡 cards {cards_text}")
+    return data, text
+
+
+@holder.command("show")
+@click.argument("holder_id")
+@JSON_OPTION
+@click.pass_obj
+def holder_show(obj: Any, holder_id: str, as_json: bool) -> None:
+    """A cardholder's purses, cards and status."""
+    data, text = _holder_text(obj.db(), holder_id)
+    emit(data, as_json, text)
+
+
+@holder.command("leave")
+@click.argument("holder_id")
+@JSON_OPTION
+@click.pass_obj
+def holder_leave(obj: Any, holder_id: str, as_json: bool) -> None:
+    """Record that a cardholder left: cards retired, subsidy back to the unit, self purse kept."""
+    conn = obj.db()
+    with write_txn(conn):
+        r = leavers.leave(conn, holder_id, now_ms())
+    emit(r, as_json, f"{holder_id}: 补贴退回单位 subsidy returned to {r['unit_id']} {format_fen(r['subsidy_returned_fen'])}; "
+                     f"自费保留 self purse kept {format_fen(r['self_fen'])}")
+
+
+@holder.command("set-bank")
+@click.argument("holder_id")
+@click.argument("bank_account")
+@click.pass_obj
+def holder_set_bank(obj: Any, holder_id: str, bank_account: str) -> None:
+    """Record the person's own bank account (建行储蓄卡), the only place a refund may go."""
+    conn = obj.db()
+    with write_txn(conn):
+        account = leavers.set_bank_account(conn, holder_id, bank_account)
+    click.echo(f"{holder_id}: {leavers.mask(account)}")
+
+
+# -- cards ------------------------------------------------------------------------------------
+
+
+@click.group()
+def card() -> None:
+    """Cards: report lost, found, replace."""
+
+
+def _card_line(c: dict[str, Any]) -> str:
+    return f"{c['card_id']} → {c['holder_id']} {c['status']}" + (f" (replaced by {c['replaced_by']})" if c["replaced_by"] else "")
+
+
+@card.command("lost")
+@click.argument("card_id")
+@JSON_OPTION
+@click.pass_obj
+def card_lost(obj: Any, card_id: str, as_json: bool) -> None:
+    """Report a card lost (挂失): terminals refuse it from the next delta on."""
+    conn = obj.db()
+    with write_txn(conn):
+        c = cards.report_lost(conn, card_id, now_ms())
+    emit(c, as_json, _card_line(c))
+
+
+@card.command("found")
+@click.argument("card_id")
+@JSON_OPTION
+@click.pass_obj
+def card_found(obj: Any, card_id: str, as_json: bool) -> None:
+    """A lost card turned up before it was replaced: it works again."""
+    conn = obj.db()
+    with write_txn(conn):
+        c = cards.report_found(conn, card_id, now_ms())
+    emit(c, as_json, _card_line(c))
+
+
+@card.command("replace")
+@click.argument("old_card_id")
+@click.argument("new_card_id")
+@JSON_OPTION
+@click.pass_obj
+def card_replace(obj: Any, old_card_id: str, new_card_id: str, as_json: bool) -> None:
+    """Issue NEW_CARD_ID to the holder of OLD_CARD_ID (补卡); both purses carry over."""
+    conn = obj.db()
+    with write_txn(conn):
+        c = cards.replace(conn, old_card_id, new_card_id, now_ms())
+        change = holder_change(conn, c["holder_id"])
+    emit(c, as_json, _card_line(c) + f"  补贴 subsidy {format_fen(change['subsidy_fen'])} 自费 self {format_fen(change['self_fen'])}")
+
+
+# -- refunds ----------------------------------------------------------------------------------
+
+
+@click.group()
+def refund() -> None:
+    """Refunds of a leaver's self purse to their own bank account (admin approves)."""
+
+
+def _refund_line(r: dict[str, Any]) -> str:
+    amount = format_fen(r["amount_fen"]) if r["amount_fen"] is not None else f"(now {format_fen(r['self_fen'])})"
+    return f"#{r['id']} {r['holder_id']} {r['status']} {amount} → {r['bank_account']}" + (f" — {r['reason']}" if r["reason"] else "")
+
+
+@refund.command("request")
+@click.argument("holder_id")
+@click.option("--bank-account", default=None, help="The person's own account, if not registered yet.")
+@JSON_OPTION
+@click.pass_obj
+def refund_request(obj: Any, holder_id: str, bank_account: str | None, as_json: bool) -> None:
+    """Ask for a leaver's self purse to be paid to their own bank account."""
+    conn = obj.db()
+    with write_txn(conn):
+        r = leavers.request_refund(conn, holder_id, now_ms(), "cli", bank_account=bank_account)
+    emit(r, as_json, _refund_line(r))
+
+
+@refund.command("approve")
+@click.argument("request_id", type=int)
+@JSON_OPTION
+@click.pass_obj
+def refund_approve(obj: Any, request_id: int, as_json: bool) -> None:
+    """Approve: the whole self purse goes to the registered own bank account."""
+    conn = obj.db()
+    with write_txn(conn):
+        r = leavers.approve_refund(conn, request_id, now_ms(), "cli")
+    emit(r, as_json, _refund_line(r))
+
+
+@refund.command("reject")
+@click.argument("request_id", type=int)
+@click.option("--reason", required=True, help="Why (shown to the clerk).")
+@JSON_OPTION
+@click.pass_obj
+def refund_reject(obj: Any, request_id: int, reason: str, as_json: bool) -> None:
+    """Reject a refund request."""
+    conn = obj.db()
+    with write_txn(conn):
+        r = leavers.reject_refund(conn, request_id, now_ms(), "cli", reason)
+    emit(r, as_json, _refund_line(r))
+
+
+@refund.command("list")
+@click.option("--status", type=click.Choice(["pending", "approved", "rejected"]), default=None)
+@JSON_OPTION
+@click.pass_obj
+def refund_list(obj: Any, status: str | None, as_json: bool) -> None:
+    """Refund requests, oldest first."""
+    data = leavers.list_requests(obj.db(), status=status)
+    emit(data, as_json, "\n".join(_refund_line(r) for r in data) or "(none)")
+
+
+COMMANDS = [import_roster, holder, card, refund]

@@ -1,0 +1,184 @@
+"""Reports: sales totals per canteen and per unit, the cross-unit dining matrix, late
+allocations, overdrafts and blocked cards. Read-only; amounts in integer fen.
+
+* **Totals** (:func:`sales_totals`) for any period (a Beijing day, a quarter): per canteen
+  (the host) — count, amount, how much the subsidy and self purses paid, digital RMB — and
+  per unit (the diners' unit: what its staff spent, wherever they ate).
+* **Dining matrix** (:func:`dining_matrix`): diners' unit × host canteen, count and
+  amount. Cells where the diner's unit is not the canteen's unit are the cross-unit meals
+  that replace same-city hospitality (同城接待, 一函多餐) — the point of the policy — and
+  are summed separately.
+* **Late allocations** (:func:`allocation_status`): per unit, for one quarter, whether the
+  allocation came on time (by the 10th of its first month), late, or is still missing.
+* **Overdrafts** and **blocked cards**: who is below zero after offline spending, and which
+  holders/cards terminals refuse and why.
+
+Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from typing import Any
+
+from server.books import ledger
+from server.books.periods import Quarter
+
+_KEYS = ("count", "amount_fen", "subsidy_fen", "self_fen", "ecny_fen")
+
+
+def _grouped(conn: sqlite3.Connection, start_ms: int, end_ms: int) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT canteen_id, unit_id, method = 'ecny' AS ecny, count(*) AS n, sum(amount_fen) AS amount, "
+        "sum(subsidy_fen) AS subsidy, sum(self_fen) AS self FROM sales "
+        "WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+        "GROUP BY canteen_id, unit_id, method = 'ecny'",
+        (start_ms, end_ms),
+    ).fetchall()
+
+
+def _canteens(conn: sqlite3.Connection) -> dict[str, sqlite3.Row]:
+    return {r["id"]: r for r in conn.execute("SELECT id, name, unit_id, operator FROM canteens")}
+
+
+def sales_totals(
+    conn: sqlite3.Connection, start_ms: int, end_ms: int, canteen_ids: list[str] | None = None
+) -> dict[str, Any]:
+    """Totals per canteen and per diners' unit for [start_ms, end_ms)."""
+    canteens = _canteens(conn)
+    units = dict(conn.execute("SELECT id, name FROM units").fetchall())
+    by_canteen: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_KEYS, 0))
+    by_unit: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_KEYS, 0))
+    for r in _grouped(conn, start_ms, end_ms):
+        if canteen_ids is not None and r["canteen_id"] not in canteen_ids:
+            continue
+        targets = [by_canteen[r["canteen_id"]]] + ([by_unit[r["unit_id"]]] if r["unit_id"] else [])
+        for t in targets:
+            t["count"] += r["n"]
+            t["amount_fen"] += r["amount"]
+            t["subsidy_fen"] += r["subsidy"]
+            t["self_fen"] += r["self"]
+            t["ecny_fen"] += r["amount"] if r["ecny"] else 0
+    canteen_rows = [
+        {"canteen_id": c, "canteen_name": canteens[c]["name"] if c in canteens else "",
+         "unit_id": canteens[c]["unit_id"] if c in canteens else "", **v}
+        for c, v in sorted(by_canteen.items())
+    ]
+    unit_rows = [{"unit_id": u, "unit_name": units.get(u, ""), **v} for u, v in sorted(by_unit.items())]
+    return {
+        "from_ms": start_ms,
+        "to_ms": end_ms,
+        "canteens": canteen_rows,
+        "units": unit_rows,
+        "totals": {k: sum(r[k] for r in canteen_rows) for k in _KEYS},
+    }
+
+
+def dining_matrix(
+    conn: sqlite3.Connection, start_ms: int, end_ms: int, canteen_ids: list[str] | None = None
+) -> dict[str, Any]:
+    """Diners' unit × host canteen, with the cross-unit share."""
+    canteens = _canteens(conn)
+    cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for r in _grouped(conn, start_ms, end_ms):
+        if r["unit_id"] is None or (canteen_ids is not None and r["canteen_id"] not in canteen_ids):
+            continue
+        cell = cells[(r["unit_id"], r["canteen_id"])]
+        cell[0] += r["n"]
+        cell[1] += r["amount"]
+    rows, cross = [], [0, 0]
+    for (unit_id, canteen_id), (count, amount) in sorted(cells.items()):
+        host = canteens[canteen_id]["unit_id"] if canteen_id in canteens else None
+        is_cross = host != unit_id
+        if is_cross:
+            cross[0] += count
+            cross[1] += amount
+        rows.append({"diner_unit_id": unit_id, "canteen_id": canteen_id, "host_unit_id": host,
+                     "cross_unit": is_cross, "count": count, "amount_fen": amount})
+    total = [sum(r["count"] for r in rows), sum(r["amount_fen"] for r in rows)]
+    return {
+        "from_ms": start_ms,
+        "to_ms": end_ms,
+        "cells": rows,
+        "totals": {"count": total[0], "amount_fen": total[1]},
+        "cross_unit": {"count": cross[0], "amount_fen": cross[1]},
+    }
+
+
+def allocation_status(conn: sqlite3.Connection, quarter: str, now_ms: int, unit_id: str | None = None) -> dict[str, Any]:
+    """Per unit with anyone on its roster: on_time / late / missing (due date passed, none
+    yet) / pending (not due yet, none yet)."""
+    q = Quarter.parse(quarter)
+    due = q.allocation_due_ms
+    rows = []
+    for u in conn.execute(
+        "SELECT u.id, u.name, (SELECT count(*) FROM holders h WHERE h.unit_id = u.id AND h.status = 'active') "
+        "FROM units u WHERE ? IS NULL OR u.id = ? ORDER BY u.id",
+        (unit_id, unit_id),
+    ).fetchall():
+        a = conn.execute(
+            "SELECT at_ms, total_fen, headcount, per_person_fen FROM allocations WHERE unit_id = ? AND quarter = ?",
+            (u[0], str(q)),
+        ).fetchone()
+        if a is None and u[2] == 0:
+            continue  # nobody to allocate for
+        if a is not None:
+            status = "on_time" if a["at_ms"] < due else "late"
+        else:
+            status = "missing" if now_ms >= due else "pending"
+        rows.append({
+            "unit_id": u[0], "unit_name": u[1], "status": status, "due_ms": due,
+            "allocated_at_ms": a["at_ms"] if a else None, "total_fen": a["total_fen"] if a else 0,
+            "headcount": a["headcount"] if a else u[2], "per_person_fen": a["per_person_fen"] if a else None,
+        })
+    flagged = [r["unit_id"] for r in rows if r["status"] in ("late", "missing")]
+    return {"quarter": str(q), "due_ms": due, "units": rows, "flagged": flagged}
+
+
+def overdrafts(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[str, Any]:
+    """Holders whose self purse is below zero (uncovered offline overdrafts), with the
+    overdrafts recorded on their sales."""
+    self_id = ledger.purse_id_sql("h.id", "self")
+    sub_id = ledger.purse_id_sql("h.id", "subsidy")
+    rows = conn.execute(
+        f"SELECT h.id, h.name, h.unit_id, a.balance_fen AS self_fen, "
+        f"coalesce((SELECT balance_fen FROM accounts WHERE id = {sub_id}), 0) AS subsidy_fen, "
+        "(SELECT count(*) FROM sales s WHERE s.holder_id = h.id AND s.overdraft_fen > 0) AS sales, "
+        "(SELECT coalesce(sum(overdraft_fen), 0) FROM sales s WHERE s.holder_id = h.id) AS recorded_fen "
+        f"FROM holders h JOIN accounts a ON a.id = {self_id} "
+        "WHERE a.balance_fen < 0 AND (? IS NULL OR h.unit_id = ?) ORDER BY a.balance_fen, h.id",
+        (unit_id, unit_id),
+    ).fetchall()
+    holders = [
+        {"holder_id": r["id"], "name": r["name"], "unit_id": r["unit_id"], "self_fen": r["self_fen"],
+         "subsidy_fen": r["subsidy_fen"], "overdraft_sales": r["sales"], "overdraft_recorded_fen": r["recorded_fen"]}
+        for r in rows
+    ]
+    return {"holders": holders, "total_overdrawn_fen": -sum(h["self_fen"] for h in holders)}
+
+
+def blocked_cards(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[str, Any]:
+    """Cards terminals refuse, with the reason: the card is lost/retired, or its holder is
+    blocked by an administrator, has left, or has an uncovered overdraft."""
+    self_id = ledger.purse_id_sql("h.id", "self")
+    out = []
+    for r in conn.execute(
+        f"SELECT c.card_id, c.status, h.id AS holder_id, h.name, h.unit_id, h.blocked, h.status AS holder_status, "
+        f"coalesce((SELECT balance_fen FROM accounts WHERE id = {self_id}), 0) AS self_fen "
+        "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE (? IS NULL OR h.unit_id = ?) ORDER BY c.card_id",
+        (unit_id, unit_id),
+    ):
+        reasons = []
+        if r["status"] != "active":
+            reasons.append(f"card_{r['status']}")
+        if r["holder_status"] == "left":
+            reasons.append("holder_left")
+        elif r["blocked"]:
+            reasons.append("holder_blocked")
+        if r["self_fen"] < 0:
+            reasons.append("overdraft")
+        if reasons:
+            out.append({"card_id": r["card_id"], "card_status": r["status"], "holder_id": r["holder_id"],
+                        "name": r["name"], "unit_id": r["unit_id"], "self_fen": r["self_fen"], "reasons": reasons})
+    return {"cards": out}

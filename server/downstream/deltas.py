@@ -1,0 +1,66 @@
+"""The delta log: every change terminals cache, versioned, in commit order.
+
+Any transaction that changes what terminals cache (a balance, a card's status, a canteen's
+prices or limits) calls :func:`record_delta` inside the same transaction, which gives the
+change the next version. :func:`deltas_since` reads them back in order, a page at a time
+(:data:`shared.protocol.DELTA_PAGE_SIZE`): the publisher
+(:mod:`server.downstream.publisher`) sends them on, and a terminal that missed a few
+fetches them over HTTP; one that missed too many, or starts fresh, fetches the snapshot
+(:mod:`server.downstream.snapshot`). The change records themselves are built in
+:mod:`server.downstream.changes`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from shared.protocol import DELTA_PAGE_SIZE, Delta
+
+# A delta travels as one MQTT message (≤ 1 MiB with its envelope). A transaction that
+# changes more than fits (a roster import of 20,000 staff) is recorded as several
+# consecutive versions in the same commit. That is safe for the "balance at version v"
+# rule: each entity appears once, with its state at the end of the transaction, and a
+# result tagged with the first version carries that same final state.
+MAX_DELTA_BYTES = 512 * 1024
+
+
+def record_delta(conn: sqlite3.Connection, changes: list[dict[str, Any]], at_ms: int) -> int:
+    """Append the changes as one delta — or several consecutive ones if they would not fit
+    in a message — inside the write txn that made them; returns the last version."""
+    if not changes:
+        return current_version(conn)
+    version = 0
+    for chunk in _chunks([json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in changes]):
+        cur = conn.execute("INSERT INTO deltas(at_ms, changes_json) VALUES (?, ?)", (at_ms, chunk))
+        version = int(cur.lastrowid or 0)
+    return version
+
+
+def _chunks(encoded: list[str]) -> list[str]:
+    out: list[str] = []
+    current: list[str] = []
+    size = 2
+    for item in encoded:
+        if current and size + len(item.encode()) + 1 > MAX_DELTA_BYTES:
+            out.append("[" + ",".join(current) + "]")
+            current, size = [], 2
+        current.append(item)
+        size += len(item.encode()) + 1
+    out.append("[" + ",".join(current) + "]")
+    return out
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT coalesce(max(version), 0) FROM deltas").fetchone()[0])
+
+
+def deltas_since(conn: sqlite3.Connection, version: int, limit: int = DELTA_PAGE_SIZE) -> list[Delta]:
+    return [
+        Delta(version=row[0], changes=tuple(json.loads(row[1])))
+        for row in conn.execute(
+            "SELECT version, changes_json FROM deltas WHERE version > ? ORDER BY version LIMIT ?",
+            (version, limit),
+        )
+    ]

@@ -1,0 +1,79 @@
+"""Publishing the delta log in version order on the broadcast topic (retained), so a
+terminal that (re)subscribes gets the newest at once and can tell from its number whether
+it missed any (then it catches up over HTTP: :func:`server.downstream.deltas.deltas_since`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from server.downstream.deltas import current_version, deltas_since
+from shared.clock import Clock
+from shared.protocol import ServerKey, seal_server, topics
+
+log = logging.getLogger(__name__)
+
+
+class DeltaPublisher:
+    """Publishes recorded deltas in version order on the broadcast topic (retained).
+
+    ``poke()`` after a commit that recorded a delta; a timer also polls, so a delta
+    recorded by another process (the CLI) goes out too. If the broker is unreachable the
+    publisher keeps its place and tries again.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        key: ServerKey,
+        publish: Callable[[str, bytes, bool], bool],
+        clock: Clock,
+        poll_s: float = 0.5,
+    ) -> None:
+        self._conn = conn
+        self._key = key
+        self._publish = publish
+        self._clock = clock
+        self._poll_s = poll_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        # start one behind the head: republishing the newest refreshes the retained message
+        self.published = max(current_version(conn) - 1, 0)
+        self._thread = threading.Thread(target=self._run, name="delta-publisher", daemon=True)
+
+    def start(self) -> DeltaPublisher:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(5)
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self._poll_s)
+            self._wake.clear()
+            try:
+                self.publish_pending()
+            except sqlite3.Error as exc:
+                log.error("delta publisher: database error: %s", exc)
+
+    def publish_pending(self) -> int:
+        sent = 0
+        while True:
+            batch = deltas_since(self._conn, self.published, limit=200)
+            if not batch:
+                return sent
+            for delta in batch:
+                payload = seal_server("delta", delta.to_body(), self._key, self._clock.now_ms())
+                if not self._publish(topics.DELTA, payload, True):
+                    return sent
+                self.published = delta.version
+                sent += 1

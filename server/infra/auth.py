@@ -1,0 +1,160 @@
+"""Who may call what: bearer tokens with a role, and terminal request signatures.
+
+People use ``Authorization: Bearer <token>``; only the SHA-256 of a token is stored.
+Roles: ``admin`` (the bureau, everything), ``clerk`` (one unit), ``operator`` (one
+operator's canteens), ``auditor`` (read-only), ``diner`` (one cardholder: their own card,
+purses and sales). What a scoped role may touch is checked in one place, :mod:`server.infra.scope`.
+Views without a token check say so with :func:`public`. Terminals sign their HTTP requests with
+their own secret: headers ``X-Terminal-Id``, ``X-Terminal-Time`` (ms) and
+``X-Terminal-Sig`` = HMAC-SHA256 over ``"<id>\\n<time>\\n<METHOD>\\n<path>"``.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import secrets
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from server.infra.db_flask import get_clock, get_db
+from shared.errors import DomainError
+from shared.protocol import hmac_sign
+
+TERMINAL_CLOCK_TOLERANCE_MS = 15 * 60 * 1000
+ROLES = ("admin", "clerk", "operator", "auditor", "diner")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: str
+    unit_id: str | None = None
+    operator: str | None = None
+    terminal_id: str | None = None
+    holder_id: str | None = None
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    conn: sqlite3.Connection,
+    role: str,
+    now_ms: int,
+    *,
+    unit_id: str | None = None,
+    operator: str | None = None,
+    holder_id: str | None = None,
+    label: str = "",
+) -> str:
+    """Make a token; the clear text is returned once and never stored. A clerk token is
+    scoped to a unit, an operator token to an operator (company) name, a diner token to a
+    cardholder; the other roles take no scope."""
+    if role not in ROLES:
+        raise DomainError("invalid_input", f"unknown role {role!r}")
+    scope = {"clerk": unit_id, "operator": operator, "diner": holder_id}
+    if role in scope and not scope[role]:
+        what = {"clerk": "a unit", "operator": "an operator", "diner": "a cardholder"}[role]
+        raise DomainError("invalid_input", f"a {role} token needs {what}")
+    unit_id, operator, holder_id = (v if role == k else None for k, v in scope.items())
+    if unit_id and conn.execute("SELECT 1 FROM units WHERE id = ?", (unit_id,)).fetchone() is None:
+        raise DomainError("not_found", f"unit {unit_id}")
+    if holder_id and conn.execute("SELECT 1 FROM holders WHERE id = ?", (holder_id,)).fetchone() is None:
+        raise DomainError("not_found", f"holder {holder_id}")
+    token = secrets.token_urlsafe(24)
+    conn.execute(
+        "INSERT INTO tokens(token_hash, role, unit_id, operator, holder_id, label, created_at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (_hash(token), role, unit_id, operator, holder_id, label, now_ms),
+    )
+    return token
+
+
+def revoke_token(conn: sqlite3.Connection, token: str, now_ms: int) -> bool:
+    """Stop a token from working; returns False when it was unknown or already revoked."""
+    cur = conn.execute(
+        "UPDATE tokens SET revoked_at_ms = ? WHERE token_hash = ? AND revoked_at_ms IS NULL",
+        (now_ms, _hash(token)),
+    )
+    return cur.rowcount == 1
+
+
+def principal_for_token(conn: sqlite3.Connection, token: str) -> Principal | None:
+    row = conn.execute(
+        "SELECT role, unit_id, operator, holder_id FROM tokens "
+        "WHERE token_hash = ? AND revoked_at_ms IS NULL",
+        (_hash(token),),
+    ).fetchone()
+    return Principal(row[0], row[1], row[2], holder_id=row[3]) if row else None
+
+
+def terminal_request_signature(secret: bytes, terminal_id: str, at_ms: int, method: str, path: str) -> str:
+    return hmac_sign(secret, f"{terminal_id}\n{at_ms}\n{method.upper()}\n{path}".encode())
+
+
+def requires(*roles: str) -> Callable[[F], F]:
+    """Decorator: the caller must hold one of ``roles`` (a bearer token)."""
+
+    def wrap(view: F) -> F:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            header = request.headers.get("Authorization", "")
+            if not header.startswith("Bearer "):
+                raise DomainError("unauthenticated", "bearer token required")
+            who = principal_for_token(get_db(), header[7:].strip())
+            if who is None:
+                raise DomainError("unauthenticated", "unknown token")
+            if who.role not in roles:
+                raise DomainError("forbidden", f"role {who.role} may not do this")
+            g.principal = who
+            return view(*args, **kwargs)
+
+        inner._roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI builder
+        if hasattr(view, "_openapi"):
+            inner._openapi = view._openapi  # type: ignore[attr-defined]
+        return inner  # type: ignore[return-value]
+
+    return wrap
+
+
+def public(view: F) -> F:
+    """Decorator: anyone may call this view, with or without a token (recorded in the
+    OpenAPI document as ``x-public`` so that no route is public by accident)."""
+    view._public = True  # type: ignore[attr-defined]
+    return view
+
+
+def requires_terminal(view: F) -> F:
+    """Decorator: the request is signed by a provisioned terminal (see module doc)."""
+
+    @functools.wraps(view)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        tid = request.headers.get("X-Terminal-Id", "")
+        sig = request.headers.get("X-Terminal-Sig", "")
+        try:
+            at_ms = int(request.headers.get("X-Terminal-Time", ""))
+        except ValueError as exc:
+            raise DomainError("unauthenticated", "X-Terminal-Time missing") from exc
+        row = get_db().execute("SELECT secret_hex FROM terminals WHERE id = ?", (tid,)).fetchone()
+        if row is None:
+            raise DomainError("unknown_terminal", tid)
+        if abs(get_clock().now_ms() - at_ms) > TERMINAL_CLOCK_TOLERANCE_MS:
+            raise DomainError("clock_skew", "request time too far from server time")
+        secret = bytes.fromhex(row[0])
+        expected = terminal_request_signature(secret, tid, at_ms, request.method, request.path)
+        if not sig.isascii() or not hmac.compare_digest(expected, sig):  # compare_digest: ASCII str only
+            raise DomainError("bad_signature", "terminal request signature")
+        g.principal = Principal("terminal", terminal_id=tid)
+        return view(*args, **kwargs)
+
+    inner._terminal_auth = True  # type: ignore[attr-defined]
+    if hasattr(view, "_openapi"):
+        inner._openapi = view._openapi  # type: ignore[attr-defined]
+    return inner  # type: ignore[return-value]

@@ -1,0 +1,114 @@
+"""SQLite for the server: opening, migrating, transactions, and the Flask wiring.
+
+One file, WAL mode, ``synchronous=FULL`` (a committed ledger entry survives a power cut),
+foreign keys on. Connections use explicit transactions: :func:`write_txn` takes the write
+lock up front (``BEGIN IMMEDIATE``) so two writers queue instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from server.infra.schema import MIGRATIONS
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+@contextlib.contextmanager
+def write_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction; nested use joins the outer one via a savepoint."""
+    if conn.in_transaction:
+        conn.execute("SAVEPOINT nested")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK TO nested")
+            conn.execute("RELEASE nested")
+            raise
+        conn.execute("RELEASE nested")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations; returns the schema version now in force."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(sql):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+    return len(MIGRATIONS)
+
+
+def _statements(sql: str) -> list[str]:
+    out, buf = [], []
+    for line in sql.splitlines():
+        buf.append(line)
+        candidate = "\n".join(buf)
+        if candidate.strip() and sqlite3.complete_statement(candidate):
+            out.append(candidate)
+            buf = []
+    if "\n".join(buf).strip():
+        out.append("\n".join(buf))
+    return [s for s in out if s.strip() and not _only_comments(s)]
+
+
+def _only_comments(s: str) -> bool:
+    return all(not ln.strip() or ln.strip().startswith("--") for ln in s.splitlines())
+
+
+def open_db(path: str | Path) -> sqlite3.Connection:
+    """Connect and bring the schema up to date."""
+    conn = connect(path)
+    migrate(conn)
+    return conn
+
+
+def get_setting(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
+    row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else default
+
+
+def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute(
+        "INSERT INTO settings(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def bump_counter(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
+    if by:
+        conn.execute(
+            "INSERT INTO counters(name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
+
+
+def counter(conn: sqlite3.Connection, name: str) -> int:
+    row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+    return int(row[0]) if row else 0

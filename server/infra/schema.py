@@ -1,0 +1,467 @@
+"""The server's database schema, as an ordered list of migrations.
+
+``PRAGMA user_version`` records how many have run; :func:`server.infra.db.migrate` applies the
+rest in one transaction each. Tables are STRICT so a REAL can never sneak into a fen column,
+and every money column is ``INTEGER``. Append new migrations; never edit an applied one.
+"""
+
+# A sale paid from the purses: applied, and not digital RMB (paid by the gateway, outside the
+# ledger). What settlement settles, what a canteen's payable holds, what the meal counts
+# read; the one definition of that rule, for every query over ``sales`` (unaliased).
+PURSE_PAID = "status = 'applied' AND method <> 'ecny'"
+
+MIGRATIONS: list[str] = [
+    # 1: registry, ledger, sales, terminals, downstream
+    """
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE units (
+        id                      TEXT PRIMARY KEY,
+        name                    TEXT NOT NULL UNIQUE,
+        quarterly_standard_fen  INTEGER NOT NULL DEFAULT 0 CHECK (quarterly_standard_fen >= 0)
+    ) STRICT;
+
+    CREATE TABLE canteens (
+        id             TEXT PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        unit_id        TEXT NOT NULL REFERENCES units(id),
+        operator       TEXT NOT NULL DEFAULT '',
+        self_operated  INTEGER NOT NULL DEFAULT 0 CHECK (self_operated IN (0, 1)),
+        config_json    TEXT NOT NULL DEFAULT '{}'
+    ) STRICT;
+
+    CREATE TABLE holders (
+        id        TEXT PRIMARY KEY,
+        unit_id   TEXT NOT NULL REFERENCES units(id),
+        name      TEXT NOT NULL,
+        staff_no  TEXT,
+        blocked   INTEGER NOT NULL DEFAULT 0 CHECK (blocked IN (0, 1)),
+        UNIQUE (unit_id, staff_no)
+    ) STRICT;
+
+    CREATE TABLE cards (
+        card_id    TEXT PRIMARY KEY,
+        holder_id  TEXT NOT NULL REFERENCES holders(id),
+        status     TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'lost', 'retired'))
+    ) STRICT;
+    CREATE INDEX cards_holder ON cards(holder_id);
+
+    -- double-entry ledger: balance_fen is derived from entries and checked against them
+    CREATE TABLE accounts (
+        id          TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        balance_fen INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    CREATE TABLE txns (
+        id        INTEGER PRIMARY KEY,
+        kind      TEXT NOT NULL,
+        ref       TEXT,
+        at_ms     INTEGER NOT NULL,
+        memo      TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE UNIQUE INDEX txns_kind_ref ON txns(kind, ref) WHERE ref IS NOT NULL;
+
+    CREATE TABLE entries (
+        id            INTEGER PRIMARY KEY,
+        txn_id        INTEGER NOT NULL REFERENCES txns(id),
+        from_account  TEXT NOT NULL REFERENCES accounts(id),
+        to_account    TEXT NOT NULL REFERENCES accounts(id),
+        amount_fen    INTEGER NOT NULL CHECK (amount_fen > 0),
+        CHECK (from_account <> to_account)
+    ) STRICT;
+    CREATE INDEX entries_txn ON entries(txn_id);
+
+    CREATE TABLE terminals (
+        id                TEXT PRIMARY KEY,
+        canteen_id        TEXT NOT NULL REFERENCES canteens(id),
+        secret_hex        TEXT NOT NULL,
+        created_at_ms     INTEGER NOT NULL,
+        watermark_ms      INTEGER,
+        last_status_json  TEXT,
+        last_status_ms    INTEGER,
+        state             TEXT NOT NULL DEFAULT 'new'
+    ) STRICT;
+
+    -- every sale a terminal sent, applied or rejected: the key makes it at-most-once
+    CREATE TABLE sales (
+        terminal_id     TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        uuid            TEXT NOT NULL UNIQUE,
+        status          TEXT NOT NULL CHECK (status IN ('applied', 'rejected')),
+        reason          TEXT,
+        card_id         TEXT,
+        holder_id       TEXT,
+        unit_id         TEXT,
+        canteen_id      TEXT NOT NULL,
+        amount_fen      INTEGER NOT NULL,
+        subsidy_fen     INTEGER NOT NULL DEFAULT 0,
+        self_fen        INTEGER NOT NULL DEFAULT 0,
+        overdraft_fen   INTEGER NOT NULL DEFAULT 0,
+        method          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        meal_period     TEXT,
+        visitor         INTEGER NOT NULL DEFAULT 0,
+        offline         INTEGER NOT NULL DEFAULT 0,
+        occurred_at_ms  INTEGER NOT NULL,
+        received_at_ms  INTEGER NOT NULL,
+        txn_id          INTEGER REFERENCES txns(id),
+        balance_subsidy_fen INTEGER,
+        balance_self_fen    INTEGER,
+        balance_version     INTEGER,
+        items_json      TEXT,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX sales_canteen_time ON sales(canteen_id, occurred_at_ms);
+    CREATE INDEX sales_holder ON sales(holder_id);
+
+    -- messages refused as a whole (bad signature, malformed, unknown terminal)
+    CREATE TABLE rejections (
+        id           INTEGER PRIMARY KEY,
+        at_ms        INTEGER NOT NULL,
+        topic        TEXT NOT NULL,
+        terminal_id  TEXT,
+        reason       TEXT NOT NULL,
+        detail       TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+
+    CREATE TABLE counters (
+        name   TEXT PRIMARY KEY,
+        value  INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+
+    -- downstream: versioned changes, published in order
+    CREATE TABLE deltas (
+        version     INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        changes_json TEXT NOT NULL
+    ) STRICT;
+    """,
+]
+
+MIGRATIONS.append(
+    # 2: API tokens (only a hash is stored) with a role and a scope
+    """
+    CREATE TABLE tokens (
+        token_hash  TEXT PRIMARY KEY,
+        role        TEXT NOT NULL CHECK (role IN ('admin', 'clerk', 'operator', 'auditor')),
+        unit_id     TEXT REFERENCES units(id),
+        operator    TEXT,
+        label       TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
+    """
+)
+
+MIGRATIONS.append(
+    # 3: a 'diner' role scoped to one cardholder (their own purses, sales, ratings, QR page),
+    # and token revocation. SQLite cannot alter a CHECK, so the table is rebuilt.
+    """
+    CREATE TABLE tokens_v3 (
+        token_hash    TEXT PRIMARY KEY,
+        role          TEXT NOT NULL CHECK (role IN ('admin', 'clerk', 'operator', 'auditor', 'diner')),
+        unit_id       TEXT REFERENCES units(id),
+        operator      TEXT,
+        holder_id     TEXT REFERENCES holders(id),
+        label         TEXT NOT NULL DEFAULT '',
+        created_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER,
+        CHECK (role <> 'clerk' OR unit_id IS NOT NULL),
+        CHECK (role <> 'operator' OR operator IS NOT NULL),
+        CHECK (role <> 'diner' OR holder_id IS NOT NULL)
+    ) STRICT;
+    INSERT INTO tokens_v3(token_hash, role, unit_id, operator, label, created_at_ms)
+        SELECT token_hash, role, unit_id, operator, label, created_at_ms FROM tokens;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v3 RENAME TO tokens;
+    CREATE INDEX tokens_holder ON tokens(holder_id) WHERE holder_id IS NOT NULL;
+    """
+)
+
+MIGRATIONS.append(
+    # 4: registry details — the seed's attachment table per canteen (信息统计表), leavers,
+    # card history, and self-purse refunds to the person's own bank account (never cash)
+    """
+    ALTER TABLE canteens ADD COLUMN location TEXT NOT NULL DEFAULT '';
+    ALTER TABLE canteens ADD COLUMN contact TEXT NOT NULL DEFAULT '';
+    ALTER TABLE canteens ADD COLUMN phone TEXT NOT NULL DEFAULT '';
+    ALTER TABLE canteens ADD COLUMN service_staff INTEGER CHECK (service_staff >= 0);
+    ALTER TABLE canteens ADD COLUMN seats INTEGER CHECK (seats >= 0);
+    -- square metres; a measurement, never money
+    ALTER TABLE canteens ADD COLUMN dining_area_m2 REAL CHECK (dining_area_m2 >= 0);
+    ALTER TABLE canteens ADD COLUMN notes TEXT NOT NULL DEFAULT '';
+
+    ALTER TABLE holders ADD COLUMN status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'left'));
+    ALTER TABLE holders ADD COLUMN left_at_ms INTEGER;
+    -- the person's own bank account (建行储蓄卡), the only place a self-purse refund may go
+    ALTER TABLE holders ADD COLUMN bank_account TEXT;
+
+    ALTER TABLE cards ADD COLUMN changed_at_ms INTEGER;
+    ALTER TABLE cards ADD COLUMN replaced_by TEXT;
+
+    CREATE TABLE refund_requests (
+        id              INTEGER PRIMARY KEY,
+        holder_id       TEXT NOT NULL REFERENCES holders(id),
+        bank_account    TEXT NOT NULL,
+        status          TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'approved', 'rejected')),
+        requested_at_ms INTEGER NOT NULL,
+        requested_by    TEXT NOT NULL,
+        decided_at_ms   INTEGER,
+        decided_by      TEXT,
+        reason          TEXT NOT NULL DEFAULT '',
+        amount_fen      INTEGER CHECK (amount_fen > 0),
+        txn_id          INTEGER REFERENCES txns(id)
+    ) STRICT;
+    CREATE UNIQUE INDEX refund_requests_one_pending ON refund_requests(holder_id) WHERE status = 'pending';
+    """
+)
+
+MIGRATIONS.append(
+    # 5: face pay: enrolled encodings (no photo is kept) and who enrolled/withdrew when
+    """
+    CREATE TABLE faces (
+        face_id        TEXT PRIMARY KEY,
+        holder_id      TEXT NOT NULL REFERENCES holders(id),
+        encoding       BLOB NOT NULL CHECK (length(encoding) = 512),
+        face_px        INTEGER NOT NULL,
+        enrolled_at_ms INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX faces_holder ON faces(holder_id);
+
+    -- the enrollment/withdrawal history: no biometric data, only that it happened
+    CREATE TABLE face_events (
+        id         INTEGER PRIMARY KEY,
+        holder_id  TEXT NOT NULL,
+        face_id    TEXT NOT NULL,
+        action     TEXT NOT NULL CHECK (action IN ('enrolled', 'deleted')),
+        at_ms      INTEGER NOT NULL,
+        by         TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE INDEX face_events_holder ON face_events(holder_id);
+    """
+)
+
+MIGRATIONS.append(
+    # 6: QR payment credentials (public keys only; private keys are derived from the server
+    # key when needed), every sale credential seen (a counter used twice is caught), and the
+    # incidents that found
+    """
+    CREATE TABLE qr_credentials (
+        id                     TEXT PRIMARY KEY,
+        holder_id              TEXT NOT NULL REFERENCES holders(id),
+        card_id                TEXT NOT NULL REFERENCES cards(card_id),
+        public_key             TEXT NOT NULL UNIQUE,
+        issued_at_ms           INTEGER NOT NULL,
+        expires_at_ms          INTEGER NOT NULL,
+        offline_allowance_fen  INTEGER NOT NULL CHECK (offline_allowance_fen >= 0),
+        revoked_at_ms          INTEGER,
+        revoked_reason         TEXT,
+        next_counter           INTEGER NOT NULL DEFAULT 1
+    ) STRICT;
+    CREATE INDEX qr_credentials_holder ON qr_credentials(holder_id);
+
+    -- kind 'qr': subject = the credential's public key; 'sun': subject = the card's UID
+    CREATE TABLE credential_uses (
+        kind         TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        counter      INTEGER NOT NULL,
+        terminal_id  TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        PRIMARY KEY (kind, subject, counter)
+    ) STRICT;
+
+    CREATE TABLE credential_incidents (
+        id           INTEGER PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        subject      TEXT NOT NULL,
+        counter      INTEGER,
+        holder_id    TEXT,
+        card_id      TEXT,
+        first_sale   TEXT,
+        sale         TEXT NOT NULL,
+        amount_fen   INTEGER NOT NULL,
+        action       TEXT NOT NULL,
+        at_ms        INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX credential_incidents_time ON credential_incidents(at_ms);
+    """
+)
+
+MIGRATIONS.append(
+    # 7: digital RMB — the sale a terminal made for each gateway order, the gateway's own
+    # result callbacks, and refunds made through the gateway. No ledger entries: the money
+    # settles between the diner's wallet and the canteen's merchant account.
+    """
+    CREATE TABLE ecny_sales (
+        order_no        TEXT PRIMARY KEY,
+        terminal_id     TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        canteen_id      TEXT NOT NULL,
+        amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+        occurred_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX ecny_sales_canteen_time ON ecny_sales(canteen_id, occurred_at_ms);
+
+    CREATE TABLE ecny_payments (
+        order_no        TEXT PRIMARY KEY,
+        trade_no        TEXT NOT NULL,
+        amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+        refunded_fen    INTEGER NOT NULL DEFAULT 0 CHECK (refunded_fen >= 0),
+        status          TEXT NOT NULL,
+        paid_at_ms      INTEGER NOT NULL,
+        notified_at_ms  INTEGER NOT NULL
+    ) STRICT;
+
+    CREATE TABLE ecny_refunds (
+        refund_no   TEXT PRIMARY KEY,
+        order_no    TEXT NOT NULL REFERENCES ecny_sales(order_no),
+        amount_fen  INTEGER NOT NULL CHECK (amount_fen > 0),
+        at_ms       INTEGER NOT NULL,
+        by_role     TEXT NOT NULL,
+        reason      TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    """
+)
+
+MIGRATIONS.append(
+    # 8: money — payees, allocations, quality, settlement periods and statements, late sales,
+    #    year-end clearings, ratings; sales learn which part of their subsidy was clawed back
+    #    from a year-end refund; a covering index lets settlement read a quarter without
+    #    touching the sale rows.
+    f"""
+    CREATE TABLE operators (
+        name          TEXT PRIMARY KEY,          -- as stored in canteens.operator
+        company_name  TEXT NOT NULL DEFAULT '',
+        bank_name     TEXT NOT NULL DEFAULT '',
+        bank_account  TEXT NOT NULL DEFAULT '',
+        contact       TEXT NOT NULL DEFAULT '',
+        phone         TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+
+    CREATE TABLE allocations (
+        unit_id         TEXT NOT NULL REFERENCES units(id),
+        quarter         TEXT NOT NULL,
+        per_person_fen  INTEGER NOT NULL CHECK (per_person_fen > 0),
+        headcount       INTEGER NOT NULL CHECK (headcount >= 0),
+        total_fen       INTEGER NOT NULL CHECK (total_fen = per_person_fen * headcount),
+        at_ms           INTEGER NOT NULL,
+        due_ms          INTEGER NOT NULL,
+        txn_id          INTEGER NOT NULL REFERENCES txns(id),
+        PRIMARY KEY (unit_id, quarter)
+    ) STRICT;
+    CREATE INDEX allocations_txn ON allocations(txn_id);
+
+    CREATE TABLE quality_bands (
+        canteen_id  TEXT PRIMARY KEY REFERENCES canteens(id),
+        bands_json  TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE quality_scores (
+        canteen_id     TEXT NOT NULL REFERENCES canteens(id),
+        quarter        TEXT NOT NULL,
+        score          INTEGER NOT NULL CHECK (score BETWEEN 0 AND 100),
+        entered_at_ms  INTEGER NOT NULL,
+        entered_by     TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (canteen_id, quarter)
+    ) STRICT;
+
+    CREATE TABLE ratings (
+        terminal_id  TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        holder_id    TEXT NOT NULL,
+        canteen_id   TEXT NOT NULL,
+        quarter      TEXT NOT NULL,
+        service      INTEGER NOT NULL CHECK (service BETWEEN 1 AND 5),
+        food         INTEGER NOT NULL CHECK (food BETWEEN 1 AND 5),
+        comment      TEXT NOT NULL DEFAULT '',
+        at_ms        INTEGER NOT NULL,
+        PRIMARY KEY (terminal_id, seq),
+        FOREIGN KEY (terminal_id, seq) REFERENCES sales(terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX ratings_canteen_quarter ON ratings(canteen_id, quarter);
+
+    CREATE TABLE settlement_periods (
+        quarter        TEXT PRIMARY KEY,
+        start_ms       INTEGER NOT NULL,
+        end_ms         INTEGER NOT NULL,
+        closed_at_ms   INTEGER NOT NULL,
+        forced         INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        laggards_json  TEXT NOT NULL DEFAULT '[]'
+    ) STRICT;
+
+    CREATE TABLE statements (
+        quarter          TEXT NOT NULL REFERENCES settlement_periods(quarter),
+        canteen_id       TEXT NOT NULL REFERENCES canteens(id),
+        sales_count      INTEGER NOT NULL,
+        gross_fen        INTEGER NOT NULL CHECK (gross_fen >= 0),
+        adjustments_fen  INTEGER NOT NULL CHECK (adjustments_fen >= 0),
+        withheld_fen     INTEGER NOT NULL CHECK (withheld_fen >= 0),
+        settlement_fen   INTEGER NOT NULL,
+        fee_fen          INTEGER NOT NULL CHECK (fee_fen >= 0),
+        net_fen          INTEGER NOT NULL CHECK (net_fen >= 0),
+        pay_pct          INTEGER NOT NULL,
+        payee            TEXT NOT NULL,
+        txn_id           INTEGER REFERENCES txns(id),
+        statement_json   TEXT NOT NULL,
+        digest           TEXT NOT NULL,          -- sha256 of statement_json, checked by `check`
+        PRIMARY KEY (quarter, canteen_id),
+        CHECK (gross_fen + adjustments_fen = withheld_fen + fee_fen + net_fen),
+        CHECK (settlement_fen = fee_fen + net_fen)
+    ) STRICT;
+
+    -- a purse-paid sale that arrived after its quarter was closed: the next statement's
+    -- adjustment line (statement_quarter says which statement took it)
+    CREATE TABLE late_sales (
+        terminal_id        TEXT NOT NULL,
+        seq                INTEGER NOT NULL,
+        canteen_id         TEXT NOT NULL,
+        occurred_at_ms     INTEGER NOT NULL,
+        amount_fen         INTEGER NOT NULL CHECK (amount_fen > 0),
+        statement_quarter  TEXT,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX late_sales_open ON late_sales(statement_quarter);
+
+    CREATE TABLE clearings (
+        year           INTEGER PRIMARY KEY,
+        cutoff_ms      INTEGER NOT NULL,
+        refund_to      TEXT NOT NULL CHECK (refund_to IN ('unit', 'city_finance')),
+        at_ms          INTEGER NOT NULL,
+        txn_id         INTEGER REFERENCES txns(id),
+        forced         INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        laggards_json  TEXT NOT NULL DEFAULT '[]'
+    ) STRICT;
+
+    -- per holder and paying unit: what the clearing took, and what late sales dated before
+    -- the cutoff later took back from that refund
+    CREATE TABLE clearing_lines (
+        year             INTEGER NOT NULL REFERENCES clearings(year),
+        holder_id        TEXT NOT NULL,
+        unit_id          TEXT NOT NULL,
+        rank             INTEGER NOT NULL,
+        refund_account   TEXT NOT NULL,
+        amount_fen       INTEGER NOT NULL CHECK (amount_fen > 0),
+        clawed_back_fen  INTEGER NOT NULL DEFAULT 0 CHECK (clawed_back_fen BETWEEN 0 AND amount_fen),
+        PRIMARY KEY (year, holder_id, unit_id)
+    ) STRICT;
+
+    ALTER TABLE sales ADD COLUMN cleared_subsidy_fen INTEGER NOT NULL DEFAULT 0;
+
+    CREATE INDEX sales_settle ON sales(canteen_id, occurred_at_ms, unit_id, amount_fen)
+        WHERE {PURSE_PAID};
+    """
+)
+
+MIGRATIONS.append(
+    # 9: a holder's sales by time — the meals of one day for the meal limit across
+    # terminals (server.downstream.changes.meals_of_day) read a day's range instead of a whole history;
+    # it serves every lookup by holder, so it replaces the holder-only index
+    """
+    CREATE INDEX sales_holder_time ON sales(holder_id, occurred_at_ms);
+    DROP INDEX sales_holder;
+    """
+)

@@ -1,0 +1,303 @@
+"""Applying terminal sales to the ledger, each at most once.
+
+A sale is identified by ``(terminal_id, seq)`` and carries a ``uuid``. The first time the
+server sees it, it decides — applied (entries from the purses to the canteen's payable,
+subsidy first) or rejected (with a reason) — and stores the decision in ``sales``. Every
+later copy gets that first decision back as ``duplicate``; a copy whose uuid differs from
+the stored one (a terminal that lost its journal and reused numbers) is refused as
+``sale_id_conflict`` and changes nothing.
+
+Closed periods. A purse-paid sale dated in a quarter that is already settled is applied
+like any other (the diner ate; the canteen is owed) and also recorded in ``late_sales``:
+the next statement carries it as a dated adjustment line. A sale dated before the cutoff
+of a year that has already been cleared first takes back, from the year-end refund its
+holder's subsidy went to (``clearing_lines``), what the holder's subsidy would have paid
+had the sale arrived in time; only the rest is paid from the purses now, subsidy first
+(``cleared_subsidy_fen`` records the part that came from the refund; it is included in
+``subsidy_fen``).
+
+:class:`SaleApplier` works inside one write transaction that will record one delta
+version: every result it returns carries the cardholder's balance *as of the end of that
+version*, so a terminal that applies "balance at version v" never sees a half-state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from server.books import ledger
+from server.books.settlement_rules import take_in_order
+from server.books.spend import split_payment
+from server.downstream.changes import holder_change_from, meals_of_day
+from server.sales.double_spend import note_sale_credential
+from shared.protocol import Sale, SaleResult
+from shared.protocol.messages import Balance
+
+_COLUMNS = (
+    "terminal_id", "seq", "uuid", "status", "reason", "card_id", "holder_id", "unit_id",
+    "canteen_id", "amount_fen", "subsidy_fen", "self_fen", "overdraft_fen", "method", "kind",
+    "meal_period", "visitor", "offline", "occurred_at_ms", "received_at_ms", "txn_id",
+    "balance_subsidy_fen", "balance_self_fen", "balance_version", "items_json",
+    "cleared_subsidy_fen",
+)
+_INSERT = (
+    f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_SEEN = "SELECT terminal_id = ? AND seq = ? FROM sales WHERE (terminal_id = ? AND seq = ?) OR uuid = ?"
+_HOLDER_BY_CARD = (
+    "SELECT h.id, h.unit_id, h.blocked, "
+    f"coalesce((SELECT balance_fen FROM accounts WHERE id = {ledger.purse_id_sql('h.id', 'subsidy')}), 0), "
+    f"coalesce((SELECT balance_fen FROM accounts WHERE id = {ledger.purse_id_sql('h.id', 'self')}), 0) "
+    "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?"
+)
+
+
+def _result(row: dict[str, Any] | sqlite3.Row, status: str) -> SaleResult:
+    balance = None
+    if row["balance_version"] is not None:
+        balance = Balance(row["balance_subsidy_fen"], row["balance_self_fen"], row["balance_version"])
+    return SaleResult(
+        terminal_id=row["terminal_id"],
+        seq=row["seq"],
+        uuid=row["uuid"],
+        status=status,
+        reason=row["reason"],
+        subsidy_fen=row["subsidy_fen"],
+        self_fen=row["self_fen"],
+        overdraft_fen=row["overdraft_fen"],
+        holder_id=row["holder_id"],
+        balance=balance,
+    )
+
+
+@dataclass(frozen=True)
+class ClosedPeriods:
+    """What is closed when a batch is applied: settled quarters and cleared years."""
+
+    closed_through_ms: int | None  # end of the last settled quarter
+    clearings: tuple[tuple[int, int], ...]  # (cutoff_ms, year), ascending
+
+    @classmethod
+    def load(cls, conn: sqlite3.Connection) -> ClosedPeriods:
+        closed = conn.execute("SELECT max(end_ms) FROM settlement_periods").fetchone()[0]
+        clearings = tuple(
+            (int(r[0]), int(r[1])) for r in conn.execute("SELECT cutoff_ms, year FROM clearings ORDER BY cutoff_ms")
+        )
+        return cls(closed, clearings)
+
+    def settled(self, occurred_at_ms: int) -> bool:
+        return self.closed_through_ms is not None and occurred_at_ms < self.closed_through_ms
+
+    def clearing_for(self, occurred_at_ms: int) -> int | None:
+        """The cleared year whose clearing took the subsidy a sale at this time would have used."""
+        i = bisect.bisect_right(self.clearings, (occurred_at_ms, 1 << 62))
+        return self.clearings[i][1] if i < len(self.clearings) else None
+
+
+class SaleApplier:
+    """Applies sales inside the caller's write txn; :meth:`finish` writes the sale rows."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, now_ms: int, version: int, accounts: ledger.AccountCache | None = None
+    ) -> None:
+        self.conn = conn
+        self.now_ms = now_ms
+        self.version = version
+        self.changes: dict[str, dict[str, Any]] = {}
+        self.extra_changes: list[dict[str, Any]] = []  # e.g. a QR credential revoked for a double spend
+        self.applied = 0
+        self.duplicates = 0
+        self.rejected = 0
+        self.periods = ClosedPeriods.load(conn)
+        # the caller commits or rolls back the cache with its transaction
+        self._accounts = accounts if accounts is not None else ledger.AccountCache()
+        self._holders: dict[str, list[Any]] = {}  # holder -> [unit, blocked flag, subsidy, self] as of now
+        self._pending: dict[tuple[str, int], dict[str, Any]] = {}
+        self._pending_uuids: set[str] = set()
+        self._late: list[tuple[str, int, str, int, int]] = []
+        self._results: list[SaleResult | tuple[tuple[str, int], str]] = []
+        self._finished = False
+
+    # -- one sale -----------------------------------------------------------------------
+
+    def apply(self, sale: Sale, terminal_canteen: str) -> int:
+        """Decide one sale; returns its slot in :meth:`finish`'s result list."""
+        slot = len(self._results)
+        key = (sale.terminal_id, sale.seq)
+        earlier = self._pending.get(key)
+        if earlier is not None:
+            same = earlier["uuid"] == sale.uuid
+            self._count("duplicate" if same else "rejected")
+            self._results.append((key, "duplicate") if same else self._reject(sale, "sale_id_conflict"))
+            return slot
+        seen = self.conn.execute(_SEEN, (*key, *key, sale.uuid)).fetchall()  # one lookup for new sales
+        if any(same_key for (same_key,) in seen):
+            row = self.conn.execute("SELECT * FROM sales WHERE terminal_id = ? AND seq = ?", key).fetchone()
+            if row["uuid"] != sale.uuid:
+                self._count("rejected")
+                self._results.append(self._reject(sale, "sale_id_conflict"))
+            else:
+                self._count("duplicate")
+                self._results.append(_result(row, "duplicate"))
+            return slot
+        if seen or sale.uuid in self._pending_uuids:  # the uuid belongs to another sale
+            self._count("rejected")
+            self._results.append(self._reject(sale, "sale_id_conflict"))
+            return slot
+
+        row_ = self._decide(sale, terminal_canteen)
+        if row_["status"] == "applied" and sale.credential:  # QR code / SUN counter used twice?
+            self.extra_changes += note_sale_credential(self.conn, sale, row_["holder_id"], self.now_ms)
+        self._pending[key] = row_
+        self._pending_uuids.add(sale.uuid)
+        self._count(row_["status"])
+        self._results.append((key, row_["status"]))
+        return slot
+
+    def _decide(self, sale: Sale, terminal_canteen: str) -> dict[str, Any]:
+        row = _base_row(sale, self.now_ms)
+        if sale.canteen_id != terminal_canteen:
+            return {**row, "status": "rejected", "reason": "canteen_mismatch"}
+        if sale.method == "ecny":  # settled by the gateway: recorded for totals, no purse moves
+            row["txn_id"] = ledger.post(self.conn, "sale", [], self.now_ms, ref=sale.sale_id, memo="ecny")
+            return row
+        holder = self.conn.execute(_HOLDER_BY_CARD, (sale.card_id,)).fetchone()
+        if holder is None:
+            return {**row, "status": "rejected", "reason": "card_unknown"}
+        holder_id, unit_id, blocked, subsidy_balance, self_balance = holder
+        payable = ledger.canteen_payable(sale.canteen_id)
+        moves: list[ledger.Move] = []
+        cleared = 0
+        rest = sale.amount_fen
+        year = self.periods.clearing_for(sale.occurred_at_ms)
+        if year is not None:
+            for account, fen in self._claw_back(year, holder_id, rest):
+                moves.append(ledger.Move(account, payable, fen))
+                cleared += fen
+            rest -= cleared
+        split = split_payment(subsidy_balance, self_balance, rest)
+        moves.append(ledger.Move(ledger.subsidy_purse(holder_id), payable, split.subsidy_fen))
+        moves.append(ledger.Move(ledger.self_purse(holder_id), payable, split.self_fen))
+        row["txn_id"] = ledger.post(
+            self.conn, "sale", moves, self.now_ms, ref=sale.sale_id, accounts=self._accounts
+        )
+        if self.periods.settled(sale.occurred_at_ms):
+            self._late.append((sale.terminal_id, sale.seq, sale.canteen_id, sale.occurred_at_ms, sale.amount_fen))
+        self._holders[holder_id] = [
+            unit_id, bool(blocked), subsidy_balance - split.subsidy_fen, self_balance - split.self_fen
+        ]
+        self.changes[holder_id] = {}  # filled in finish(): the state at the end of the txn
+        row.update(
+            holder_id=holder_id,
+            unit_id=unit_id,
+            subsidy_fen=cleared + split.subsidy_fen,
+            self_fen=split.self_fen,
+            overdraft_fen=split.overdraft_fen,
+            cleared_subsidy_fen=cleared,
+        )
+        return row
+
+    def _claw_back(self, year: int, holder_id: str, amount_fen: int) -> list[tuple[str, int]]:
+        """Take up to ``amount_fen`` back from the holder's refunds of the ``year`` clearing,
+        oldest-attributed credit first; returns (refund account, fen) parts."""
+        lines = self.conn.execute(
+            "SELECT unit_id, refund_account, amount_fen - clawed_back_fen FROM clearing_lines "
+            "WHERE year = ? AND holder_id = ? AND amount_fen > clawed_back_fen ORDER BY rank DESC",
+            (year, holder_id),
+        ).fetchall()
+        parts, _ = take_in_order(amount_fen, [((r[0], r[1]), r[2]) for r in lines])
+        self.conn.executemany(
+            "UPDATE clearing_lines SET clawed_back_fen = clawed_back_fen + ? "
+            "WHERE year = ? AND holder_id = ? AND unit_id = ?",
+            [(fen, year, holder_id, unit_id) for (unit_id, _), fen in parts],
+        )
+        return [(account, fen) for (_, account), fen in parts]
+
+    # -- the end of the txn ---------------------------------------------------------------
+
+    def finish(self) -> list[SaleResult]:
+        """Write the new sale rows with the final balances; return every result in order."""
+        if self._finished:
+            raise RuntimeError("finish() called twice")
+        self._finished = True
+        for holder_id in self.changes:  # the balances the ledger now holds (read, then moved here)
+            self.changes[holder_id] = holder_change_from(holder_id, *self._holders[holder_id])
+        for row in self._pending.values():
+            change = self.changes.get(row["holder_id"]) if row["holder_id"] else None
+            if change is not None:
+                row["balance_subsidy_fen"] = change["subsidy_fen"]
+                row["balance_self_fen"] = change["self_fen"]
+                row["balance_version"] = self.version
+        self.conn.executemany(_INSERT, [tuple(r[c] for c in _COLUMNS) for r in self._pending.values()])
+        for holder_id, meals in meals_of_day(self.conn, self._meal_days()).items():
+            self.changes[holder_id]["meals"] = meals
+        if self._late:
+            self.conn.executemany(
+                "INSERT INTO late_sales(terminal_id, seq, canteen_id, occurred_at_ms, amount_fen) "
+                "VALUES (?, ?, ?, ?, ?)",
+                self._late,
+            )
+        out: list[SaleResult] = []
+        for item in self._results:
+            if isinstance(item, SaleResult):
+                out.append(item)
+            else:
+                key, status = item
+                out.append(_result(self._pending[key], status))
+        return out
+
+    def _meal_days(self) -> dict[str, int]:
+        """Holders with a meal applied in this txn → the time of their latest one."""
+        latest: dict[str, int] = {}
+        for row in self._pending.values():
+            if row["status"] == "applied" and row["kind"] == "meal" and row["holder_id"]:
+                h = row["holder_id"]
+                latest[h] = max(latest.get(h, 0), row["occurred_at_ms"])
+        return latest
+
+    def _count(self, status: str) -> None:
+        if status == "applied":
+            self.applied += 1
+        elif status == "duplicate":
+            self.duplicates += 1
+        else:
+            self.rejected += 1
+
+    @staticmethod
+    def _reject(sale: Sale, reason: str) -> SaleResult:
+        return SaleResult(sale.terminal_id, sale.seq, sale.uuid, "rejected", reason)
+
+
+def _base_row(sale: Sale, now_ms: int) -> dict[str, Any]:
+    return {
+        "terminal_id": sale.terminal_id,
+        "seq": sale.seq,
+        "uuid": sale.uuid,
+        "status": "applied",
+        "reason": None,
+        "card_id": sale.card_id,
+        "holder_id": None,
+        "unit_id": None,
+        "canteen_id": sale.canteen_id,
+        "amount_fen": sale.amount_fen,
+        "subsidy_fen": 0,
+        "self_fen": 0,
+        "overdraft_fen": 0,
+        "method": sale.method,
+        "kind": sale.kind,
+        "meal_period": sale.meal_period,
+        "visitor": int(sale.visitor),
+        "offline": int(sale.offline),
+        "occurred_at_ms": sale.occurred_at_ms,
+        "received_at_ms": now_ms,
+        "txn_id": None,
+        "balance_subsidy_fen": None,
+        "balance_self_fen": None,
+        "balance_version": None,
+        "items_json": json.dumps([i.__dict__ for i in sale.items]) if sale.items else None,
+        "cleared_subsidy_fen": 0,
+    }
