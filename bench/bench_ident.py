@@ -19,9 +19,14 @@ import time
 from pathlib import Path
 
 from bench.run import Context, Result
+from hardware.nfc import EmulatedCard, NfcCardReader
 from hardware.ntag424 import SunKeys, make_url, verify_url
 from shared.clock import FakeClock, ms_from_china
-from shared.paycode import make_code, parse_code, signature_ok
+from shared.paycode import make_code, parse_code, public_key_hex, signature_ok
+from shared.protocol import ServerKey
+from terminal.agent import Terminal
+from terminal.authorize import TapRequest
+from terminal.config import TerminalConfig
 
 UID = bytes.fromhex("04A1B2C3D4E5F6")
 SEED = bytes(range(32))
@@ -38,8 +43,6 @@ def sun_verify(ctx: Context, n: int = 20_000) -> list[Result]:
 
 
 def qr_verify(ctx: Context, n: int = 10_000) -> list[Result]:
-    from shared.paycode import public_key_hex
-
     pub = public_key_hex(SEED)
     codes = [make_code(SEED, "C00001", i, 1_767_672_000_000) for i in range(1000)]
     t0 = time.perf_counter()
@@ -50,11 +53,6 @@ def qr_verify(ctx: Context, n: int = 10_000) -> list[Result]:
 
 
 def _terminal(tmp: Path, clock: FakeClock):  # noqa: ANN202
-    from shared.paycode import public_key_hex
-    from shared.protocol import ServerKey
-    from terminal.agent import Terminal
-    from terminal.config import TerminalConfig
-
     cfg = TerminalConfig(
         terminal_id="T-bench", canteen_id="C01", secret_hex="00" * 32, server_public_key=ServerKey.generate().public_hex,
         broker_url="mqtt://127.0.0.1:1", server_url="http://127.0.0.1:1", db_path=str(tmp / "t.sqlite"),
@@ -73,8 +71,6 @@ def _terminal(tmp: Path, clock: FakeClock):  # noqa: ANN202
 
 
 def qr_tap(ctx: Context, n: int = 500) -> list[Result]:
-    from terminal.authorize import TapRequest
-
     clock = FakeClock(ms_from_china("2026-01-06T12:00"))
     with tempfile.TemporaryDirectory() as tmp:
         t = _terminal(Path(tmp), clock)
@@ -95,8 +91,6 @@ def qr_tap(ctx: Context, n: int = 500) -> list[Result]:
 
 
 def nfc_read(ctx: Context, n: int = 20) -> list[Result]:
-    from hardware.nfc import EmulatedCard, NfcCardReader
-
     keys = SunKeys.from_master(bytes(32))
     times = []
     for _ in range(n):

@@ -22,6 +22,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from shared.broker import start_broker
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results.json"
 README = HERE.parent / "README.md"
@@ -45,8 +47,6 @@ class Context:
     @property
     def broker(self):  # noqa: ANN201
         if self._broker is None:
-            from shared.broker import start_broker
-
             self._broker = start_broker("auto")
         return self._broker
 

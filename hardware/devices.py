@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TextIO
 
+from hardware.board_link import open_board
+from hardware.board_sim import SimulatedBoard
 from hardware.camera import Camera, open_camera
 from hardware.display import ConsoleDisplay, Display, MemoryDisplay
 from hardware.face_engine import FaceEngine, open_face_engine
@@ -45,12 +47,8 @@ def open_devices(
     elif display == "memory":
         shown = MemoryDisplay()
     elif display.startswith("board:") or display == "board-sim":
-        from hardware.board_link import open_board
-
         port = display.partition(":")[2]
         if display == "board-sim":
-            from hardware.board_sim import SimulatedBoard
-
             sim = SimulatedBoard().start()
             closers.append(sim.stop)
             port = sim.port

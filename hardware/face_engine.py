@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from hardware.camera import Frame, fit_width
+from shared.errors import DomainError
 
 Box = tuple[int, int, int, int]  # top, right, bottom, left (face_recognition's order), pixels
 
@@ -112,6 +113,4 @@ def open_face_engine(spec: str) -> FaceEngine:
         return DlibFaceEngine()
     if spec == "simulated":
         return SimulatedFaceEngine()
-    from shared.errors import DomainError
-
     raise DomainError("invalid_input", f"unknown face engine {spec!r} (dlib, simulated)")
