@@ -20,7 +20,7 @@ def _policy(obj: Any, threshold: int | None, margin: int | None, confident: int 
     a database, with any command-line overrides."""
     from server.app import default_home
     from server.db import get_setting, open_db
-    from terminal.face_match import FacePolicy
+    from shared.face_match import FacePolicy
 
     config: dict[str, Any] = {}
     path = os.path.join(obj._home or default_home(), "server", "canteen.sqlite")

@@ -28,7 +28,7 @@ from hardware.camera import IMAGE_SUFFIXES, Frame, decode_image
 from hardware.face_engine import FaceEngine
 from server.faces import DEFAULT_MIN_FACE_PX, analyze_photo
 from shared.errors import DomainError
-from terminal.face_match import FacePolicy, Gallery, choose_payer, decide
+from shared.face_match import FacePolicy, Gallery, choose_payer, decide
 
 NAME = re.compile(r"^(?P<person>.+)_(?P<n>\d+)$")
 

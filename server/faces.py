@@ -26,8 +26,8 @@ from hardware.camera import Frame, decode_image
 from hardware.face_engine import Box, FaceEngine, box_height
 from server.downstream import record_delta
 from shared.errors import DomainError
+from shared.face_match import FacePolicy, Gallery
 from shared.protocol.face_vector import encoding_to_str
-from terminal.face_match import FacePolicy, Gallery
 
 MAX_FACES_PER_HOLDER = 3
 DEFAULT_MIN_FACE_PX = 80

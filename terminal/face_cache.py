@@ -2,7 +2,7 @@
 
 ``face`` downstream changes land in the ``faces`` table (:func:`apply_face_change`, called
 by the store inside the delta's transaction); each bumps the ``faces_version`` meta value.
-:class:`GalleryCache` builds the numpy :class:`~terminal.face_match.Gallery` from the table
+:class:`GalleryCache` builds the numpy :class:`~shared.face_match.Gallery` from the table
 once and rebuilds it only when ``faces_version`` moved, so a frame costs one tiny query and
 a matrix product, never a reload. Also here: the cards a holder may pay with.
 """
@@ -13,8 +13,8 @@ import sqlite3
 import threading
 from typing import Any
 
+from shared.face_match import Gallery
 from shared.protocol.face_vector import encoding_from_str
-from terminal.face_match import Gallery
 
 FACES_VERSION_KEY = "faces_version"
 

@@ -16,10 +16,10 @@ from hardware.board_sim import SimulatedBoard
 from hardware.camera import FileCamera
 from hardware.devices import open_devices
 from shared.clock import FakeClock, ms_from_china
+from shared.face_match import card_last4
 from simulator.cluster import Cluster
 from simulator.world import demo_world
 from terminal.face_cache import faces_version
-from terminal.face_match import card_last4
 from terminal.face_pay import PROMPT, FacePay
 from tests import faces_support as fs
 

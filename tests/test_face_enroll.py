@@ -14,11 +14,11 @@ from server import faces
 from server.db import write_txn
 from server.downstream import build_snapshot, deltas_since
 from shared.errors import DomainError
+from shared.face_match import FacePolicy, match
 from shared.protocol import Delta, ProtocolError
 from shared.protocol.face_vector import encoding_from_str, encoding_to_str, pack_encoding
 from shared.protocol.messages import validate_change
 from terminal.face_cache import GalleryCache
-from terminal.face_match import FacePolicy, match
 from terminal.store import Store
 from tests import faces_support as fs
 from tests.helpers import populated

@@ -16,12 +16,12 @@ from hardware.camera import FileCamera, SimulatedCamera
 from hardware.display import MemoryDisplay
 from hardware.face_engine import SimulatedFaceEngine, pseudo_encoding
 from hardware.keypad import SimulatedKeypad
+from shared.face_match import FacePolicy
 from shared.protocol import ServerKey
 from shared.protocol.face_vector import encoding_to_str
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
-from terminal.face_match import FacePolicy
 from terminal.face_pay import PROMPT, FacePay
 from tests import faces_support as fs
 
