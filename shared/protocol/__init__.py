@@ -27,7 +27,11 @@ from shared.protocol.messages import (
 )
 from shared.protocol.signing import ServerKey, ServerVerifier, hmac_sign, hmac_verify
 
+# most deltas one catch-up page carries; a shorter page means caught up
+DELTA_PAGE_SIZE = 500
+
 __all__ = [
+    "DELTA_PAGE_SIZE",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_VERSION",
     "Ack",
