@@ -276,13 +276,10 @@ class Store:
                 if row is None or row[0] != r.uuid:
                     counts["ignored"] += 1
                     continue
-                rejected = r.status == "rejected" or (r.status == "duplicate" and r.reason)
-                self.conn.execute(
-                    "UPDATE journal SET status = ?, reason = ? WHERE seq = ?",
-                    ("rejected" if rejected else "applied", r.reason, r.seq),
-                )
+                outcome = "rejected" if r.rejected else "applied"
+                self.conn.execute("UPDATE journal SET status = ?, reason = ? WHERE seq = ?", (outcome, r.reason, r.seq))
                 self.conn.execute("DELETE FROM outbox WHERE seq = ?", (r.seq,))
-                counts["rejected" if rejected else "applied"] += 1
+                counts[outcome] += 1
                 if r.holder_id and r.balance is not None:
                     self.conn.execute(
                         "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ? "

@@ -325,7 +325,7 @@ class SyncAgent:
         self.stats.acked += counts["applied"]
         self.stats.rejected += counts["rejected"]
         for r in ack.results:
-            if r.status == "rejected" or (r.status == "duplicate" and r.reason):
+            if r.rejected:
                 self.stats.reject_reasons[r.reason or "?"] = self.stats.reject_reasons.get(r.reason or "?", 0) + 1
                 log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
         self._mark_synced()

@@ -95,6 +95,21 @@ def test_golden_ack_and_status_decode() -> None:
     assert status.watermark_ms == T0 - 60_000
 
 
+@pytest.mark.parametrize(
+    ("status", "reason", "rejected"),
+    [
+        ("applied", None, False),
+        ("rejected", "card_unknown", True),
+        ("duplicate", None, False),  # the first copy was applied
+        ("duplicate", "card_unknown", True),  # the first copy was rejected: its reason repeats
+    ],
+)
+def test_a_result_is_a_rejection_when_the_server_did_not_apply_the_sale(
+    status: str, reason: str | None, rejected: bool
+) -> None:
+    assert SaleResult("T1", 1, "u", status, reason).rejected is rejected
+
+
 def test_a_changed_byte_breaks_the_signature() -> None:
     data = (GOLDEN / "sale_batch.json").read_bytes().replace(b'"amount_fen":1550', b'"amount_fen":1551')
     with pytest.raises(ProtocolError) as err:

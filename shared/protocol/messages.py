@@ -194,6 +194,12 @@ class SaleResult:
     holder_id: str | None = None
     balance: Balance | None = None
 
+    @property
+    def rejected(self) -> bool:
+        """The server did not apply the sale: rejected now, or a duplicate whose first
+        result was a rejection (a duplicate repeats the first result's reason)."""
+        return self.status == "rejected" or (self.status == "duplicate" and bool(self.reason))
+
     def to_dict(self) -> dict[str, Any]:
         # written out rather than dataclasses.asdict: the server builds one per sale on its
         # hot path, and asdict's recursive deep copy was a tenth of the ingest time
