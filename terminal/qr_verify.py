@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.paycode import VALIDITY_MS, PayCode, PaycodeError, is_fresh, parse_code, signature_ok
+from terminal.txn import write_txn
 
 SEEN_RETENTION_MS = 10 * VALIDITY_MS  # older codes are refused by their time anyway
 
@@ -96,15 +97,10 @@ class QrVerifier:
         if reason is not None:
             return reason
         assert key is not None and holder_id is not None
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_txn(self.conn):
             self.conn.execute(
                 "INSERT INTO qr_seen(public_key, counter, code_time_ms, seen_at_ms) VALUES (?, ?, ?, ?)",
                 (key.public_key, code.counter, code.time_ms, now_ms),
             )
             self.conn.execute("DELETE FROM qr_seen WHERE seen_at_ms < ?", (now_ms - SEEN_RETENTION_MS,))
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
         return QrAccepted(code, holder_id, key.offline_allowance_fen)

@@ -32,6 +32,7 @@ from terminal import face_cache
 from terminal.authorize import CardState
 from terminal.qr_verify import apply_qr_key_change, clear_qr_keys
 from terminal.schema import MIGRATIONS
+from terminal.txn import write_txn
 
 __all__ = ["CardState", "Store"]
 
@@ -48,42 +49,22 @@ class Store:
         conn.execute("PRAGMA busy_timeout=30000")
         self.conn = conn
         self.db = Database(conn, execute_plugins=False)
-        with self._migration_lock():
+        # two threads opening a fresh file at once must not both migrate it: hold the write
+        # lock while checking (sqlite-utils' own transactions nest as savepoints)
+        with write_txn(conn):
             MIGRATIONS.apply(self.db)
 
     def close(self) -> None:
         self.conn.close()
 
     @contextlib.contextmanager
-    def _migration_lock(self) -> Iterator[None]:
-        """Two threads opening a fresh file at once must not both migrate it: hold the
-        write lock while checking (sqlite-utils' own transactions nest as savepoints)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def txn(self) -> Iterator[sqlite3.Connection]:
-        """A durable write transaction (fsync on commit)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    @contextlib.contextmanager
     def relaxed_txn(self) -> Iterator[sqlite3.Connection]:
         """A write transaction without fsync: survives a crash of the process, may be lost
-        in a power cut. Only for records whose loss is harmless (see module doc)."""
+        in a power cut. Only for records whose loss is harmless (see module doc); every
+        other write runs in a durable :func:`~terminal.txn.write_txn`."""
         self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            with self.txn() as conn:
+            with write_txn(self.conn) as conn:
                 yield conn
         finally:
             self.conn.execute("PRAGMA synchronous=FULL")
@@ -195,7 +176,7 @@ class Store:
     ) -> Sale:
         """Journal a sale and queue it for upload, in one durable transaction. The sale is
         not sent before :meth:`mark_announced` (or ``announced=True``)."""
-        with self.txn():
+        with write_txn(self.conn):
             seq = int(self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM journal").fetchone()[0])
             sale = Sale(
                 terminal_id=terminal_id, seq=seq, uuid=uuid7_hex(occurred_at_ms), card_id=card_id,
@@ -267,7 +248,7 @@ class Store:
     def apply_results(self, results: tuple[SaleResult, ...], terminal_id: str) -> dict[str, int]:
         """Settle acknowledged sales: leave the outbox, mark the journal, refresh balances."""
         counts = {"applied": 0, "rejected": 0, "ignored": 0}
-        with self.txn():
+        with write_txn(self.conn):
             for r in results:
                 if r.terminal_id != terminal_id:
                     counts["ignored"] += 1
@@ -300,7 +281,7 @@ class Store:
         carries no ``blocked`` flag, so a block recorded at version 10 still arrives with
         delta 10 after an ack brought the balances of version 11."""
         holders, cards = [], []
-        with self.txn():
+        with write_txn(self.conn):
             if snapshot:
                 # holders are upserted by version below (an ack may already have brought a
                 # newer balance than the snapshot's); cards and rules are replaced wholesale
