@@ -22,7 +22,7 @@ from server.db import open_db, write_txn
 from server.service import ServerService
 from server.terminals import provision
 from shared.clock import SystemClock
-from shared.mqtt import wait_until
+from simulator.waiting import wait_until
 from simulator.world import demo_world
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig

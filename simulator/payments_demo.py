@@ -29,8 +29,8 @@ from server.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from shared.ecny_gateway import SimulatedGateway
 from shared.money import format_fen
-from shared.mqtt import wait_until
 from simulator.cluster import Cluster
+from simulator.waiting import wait_until
 from simulator.world import demo_world
 from terminal.devices import DeviceLoop, Order
 

@@ -21,7 +21,7 @@ import pytest
 
 from server.db import open_db
 from server.service import ServerService
-from shared.mqtt import wait_until
+from simulator.waiting import wait_until
 from simulator.world import demo_world
 from tests.helpers import terminal as provision_terminal
 

@@ -196,7 +196,7 @@ def test_the_city_face_policy_applies_and_a_malformed_one_falls_back_to_the_defa
 
 
 def test_the_face_key_on_the_keypad_starts_a_face_payment_in_the_device_loop(tmp_path: Path, clock) -> None:  # noqa: ANN001
-    from shared.mqtt import wait_until
+    from simulator.waiting import wait_until
     from terminal.devices import FACE_KEY, DeviceLoop
     from terminal.readers import Order
 

@@ -8,9 +8,9 @@ import pytest
 
 from server import qr_codes
 from shared.clock import FakeClock, ms_from_china
-from shared.mqtt import wait_until
 from shared.paycode import make_code
 from simulator.cluster import Cluster
+from simulator.waiting import wait_until
 from simulator.world import demo_world
 from terminal.authorize import TapRequest
 

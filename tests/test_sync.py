@@ -15,9 +15,10 @@ from server import ledger
 from server.db import write_txn
 from server.downstream import record_delta
 from shared.clock import FakeClock, ms_from_china
-from shared.mqtt import BrokerAddress, MqttLink, wait_until
+from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import Status, topics
 from simulator.cluster import Cluster
+from simulator.waiting import wait_until
 from simulator.world import World, demo_world
 from terminal.agent import OFFLINE_BANNER
 from terminal.authorize import TapRequest
