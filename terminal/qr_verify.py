@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from shared.paycode import VALIDITY_MS, PayCode, PaycodeError, is_fresh, parse_code, signature_ok
+from shared.protocol.messages import QrKeyChange
 from terminal.txn import write_txn
 
 SEEN_RETENTION_MS = 10 * VALIDITY_MS  # older codes are refused by their time anyway
@@ -54,13 +54,13 @@ def check_code(code: PayCode, holder_id: str | None, key: QrKey | None, seen: bo
 # --- the cache -------------------------------------------------------------------------------
 
 
-def apply_qr_key_change(conn: sqlite3.Connection, change: dict[str, Any]) -> None:
+def apply_qr_key_change(conn: sqlite3.Connection, change: QrKeyChange) -> None:
     """Store a ``qr_key`` downstream change (call inside the store's delta transaction)."""
     conn.execute(
         "INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(holder_id) DO UPDATE SET public_key = excluded.public_key, "
         "expires_at_ms = excluded.expires_at_ms, offline_allowance_fen = excluded.offline_allowance_fen",
-        (change["holder_id"], change["public_key"], change["expires_at_ms"], change["offline_allowance_fen"]),
+        (change.holder_id, change.public_key, change.expires_at_ms, change.offline_allowance_fen),
     )
 
 

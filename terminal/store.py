@@ -20,14 +20,24 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from shared.errors import DomainError
 from shared.ids import uuid7_hex
 from shared.protocol import Item, Sale, SaleResult
+from shared.protocol.messages import (
+    CanteenChange,
+    CardChange,
+    Change,
+    FaceChange,
+    HolderChange,
+    QrKeyChange,
+    SettingsChange,
+)
 from terminal import face_cache
 from terminal.authorize import CardState
 from terminal.qr_verify import apply_qr_key_change, clear_qr_keys
@@ -271,8 +281,10 @@ class Store:
 
     # --- downstream ----------------------------------------------------------------------
 
-    def apply_changes(self, version: int, changes: tuple[dict[str, Any], ...], *, snapshot: bool = False) -> None:
-        """Apply a delta (or, with ``snapshot``, replace the whole cache) at ``version``.
+    def apply_changes(self, version: int, changes: Iterable[Change], *, snapshot: bool = False) -> None:
+        """Apply a delta (or, with ``snapshot``, replace the whole cache) at ``version``:
+        typed changes as :meth:`Delta.from_body` decoded them. Anything else is refused
+        (``unknown_change_kind``) and nothing of the delta is applied.
 
         Deltas arrive in version order, so a holder's ``blocked`` flag and unit always
         take the delta's value. Balances also come with acks (``SaleResult.balance``, at
@@ -290,27 +302,29 @@ class Store:
                 face_cache.clear_faces(self.conn, version)
                 clear_qr_keys(self.conn)
             for c in changes:
-                kind = c["kind"]
-                if kind == "holder":
-                    meals = c.get("meals")
-                    holders.append((
-                        c["holder_id"], c["unit_id"], c["subsidy_fen"], c["self_fen"], int(c["blocked"]), version,
-                        meals and meals["day"], meals and json.dumps(meals["taken"], ensure_ascii=False),
-                    ))
-                elif kind == "card":
-                    cards.append((c["card_id"], c["holder_id"], c["status"]))
-                elif kind == "canteen":
-                    self.conn.execute(
-                        "INSERT INTO canteens(canteen_id, config_json) VALUES (?, ?) "
-                        "ON CONFLICT(canteen_id) DO UPDATE SET config_json = excluded.config_json",
-                        (c["canteen_id"], json.dumps(c["config"], ensure_ascii=False)),
-                    )
-                elif kind == "settings":
-                    self.set_meta("settings", json.dumps(c["config"], ensure_ascii=False))
-                elif kind == "face":
-                    face_cache.apply_face_change(self.conn, c, version)
-                elif kind == "qr_key":
-                    apply_qr_key_change(self.conn, c)
+                match c:
+                    case HolderChange(meals=m):
+                        holders.append((
+                            c.holder_id, c.unit_id, c.subsidy_fen, c.self_fen, int(c.blocked), version,
+                            None if m is None else m.day,
+                            None if m is None else json.dumps(m.taken, ensure_ascii=False),
+                        ))
+                    case CardChange():
+                        cards.append((c.card_id, c.holder_id, c.status))
+                    case CanteenChange():
+                        self.conn.execute(
+                            "INSERT INTO canteens(canteen_id, config_json) VALUES (?, ?) "
+                            "ON CONFLICT(canteen_id) DO UPDATE SET config_json = excluded.config_json",
+                            (c.canteen_id, json.dumps(c.config, ensure_ascii=False)),
+                        )
+                    case SettingsChange():
+                        self.set_meta("settings", json.dumps(c.config, ensure_ascii=False))
+                    case FaceChange():
+                        face_cache.apply_face_change(self.conn, c, version)
+                    case QrKeyChange():
+                        apply_qr_key_change(self.conn, c)
+                    case _:
+                        raise DomainError("unknown_change_kind", f"not a change record: {type(c).__name__}")
             self.conn.executemany(
                 """
                 INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version, meals_day, meals_json)

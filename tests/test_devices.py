@@ -19,6 +19,7 @@ from hardware.reader import SimulatedCardReader
 from shared.clock import FakeClock
 from shared.ecny_gateway import SimulatedGateway
 from shared.paycode import make_code
+from shared.protocol.messages import decode_changes
 from simulator.waiting import wait_until
 from terminal.devices import DeviceLoop, Order, make_card_reader, make_qr_scanner
 from tests.ident_helpers import QR_SEED, offline_terminal
@@ -47,7 +48,7 @@ def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: Fa
         tmp_path, clock, sun_master_key_hex=MASTER.hex(), reader=f"nfc:udp:localhost:{udp}",
         qr_scanner=f"serial:{pty_path},115200,crlf", ecny_gateway="simulated",
     )
-    t.store.apply_changes(2, ({"kind": "card", "card_id": UID.hex().upper(), "holder_id": "H1", "status": "active"},))
+    t.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": UID.hex().upper(), "holder_id": "H1", "status": "active"},)))
     order = [Order("shop", (("water", 1),))]
     loop = DeviceLoop.from_config(t, t.config, order=lambda: order[0])
     assert isinstance(loop.scanner, SerialQrScanner) and loop.cashier is not None
