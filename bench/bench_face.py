@@ -5,7 +5,7 @@
   (upsample 0), choosing the payer, the 128-d encoding, and the 1:N match + decision
   against a gallery of the photos' enrollments padded with 1,000 synthetic faces. Median
   over the probe photos, several rounds. Target: < 250 ms.
-* ``face.match_50k_ms`` — :func:`terminal.face_match.match` alone, with 50,000 enrolled
+* ``face.match_50k_ms`` — :func:`shared.face_match.match` alone, with 50,000 enrolled
   faces (synthetic encodings with the spread of real ones); median of 200 probes.
   Target: < 5 ms.
 """
@@ -22,7 +22,7 @@ from PIL import Image
 from bench.run import Context, Result
 from hardware.camera import Frame, decode_image
 from hardware.face_engine import DlibFaceEngine
-from terminal.face_match import FacePolicy, Gallery, choose_payer, match
+from shared.face_match import FacePolicy, Gallery, choose_payer, match
 
 FACES = Path(__file__).resolve().parent.parent / "tests" / "data" / "faces"
 

@@ -24,6 +24,7 @@ from hardware.ntag424 import SunKeys, make_url, verify_url
 from shared.clock import FakeClock, ms_from_china
 from shared.paycode import make_code, parse_code, public_key_hex, signature_ok
 from shared.protocol import ServerKey
+from shared.protocol.messages import decode_changes
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
@@ -59,13 +60,13 @@ def _terminal(tmp: Path, clock: FakeClock):  # noqa: ANN202
     )
     t = Terminal(cfg, clock)
     lunch = {"start": "11:30", "end": "13:30", "price_fen": 1, "visitor_price_fen": None}
-    t.store.apply_changes(1, (
+    t.store.apply_changes(1, decode_changes((
         {"kind": "canteen", "canteen_id": "C01", "config": {"unit_id": "U01", "meal_limit": 10**6, "meals": {"lunch": lunch}}},
         {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 10**9, "self_fen": 0, "blocked": False},
         {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},
         {"kind": "qr_key", "holder_id": "H1", "public_key": public_key_hex(SEED), "expires_at_ms": 2**52,
          "offline_allowance_fen": 3000},
-    ))
+    )))
     t.sync.assume(in_sync=True)  # never started: no network in this benchmark
     return t
 

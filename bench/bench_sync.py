@@ -22,8 +22,8 @@ from server.infra.db import open_db, write_txn
 from server.registry.terminals import provision
 from server.service import ServerService
 from shared.clock import SystemClock
-from shared.mqtt import wait_until
 from simulator.harness.world import demo_world
+from simulator.waiting import wait_until
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.store import Store

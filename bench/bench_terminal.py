@@ -20,6 +20,7 @@ from pathlib import Path
 
 from bench.run import Context, Result
 from shared.clock import FakeClock, ms_from_china
+from shared.protocol.messages import decode_changes
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
@@ -48,7 +49,7 @@ def _populate(store: Store, rng: random.Random) -> None:
         changes.append({"kind": "holder", "holder_id": f"H{i:06d}", "unit_id": f"U{i % 40:04d}",
                         "subsidy_fen": rng.randint(0, 60_000), "self_fen": rng.randint(0, 20_000), "blocked": i % 997 == 0})
         changes.append({"kind": "card", "card_id": f"C{i:06d}", "holder_id": f"H{i:06d}", "status": "lost" if i % 1009 == 0 else "active"})
-    store.apply_changes(1, tuple(changes), snapshot=True)
+    store.apply_changes(1, decode_changes(tuple(changes)), snapshot=True)
 
 
 def terminal_authorize(ctx: Context, taps: int = 20_000, journaled: int = 3_000) -> list[Result]:

@@ -29,6 +29,9 @@ CATALOG: dict[str, ErrorSpec] = {
     "too_large": ErrorSpec("消息过大", "message too large", 413),
     "sale_id_conflict": ErrorSpec("交易编号冲突", "sale id reused with different content", 409),
     "stale_message": ErrorSpec("消息已过期", "message is older than the last one seen"),
+    "unknown_change_kind": ErrorSpec(
+        "未知的下发数据类型，终端软件可能需要升级", "unknown kind of downstream change: the terminal software may be too old"
+    ),
     # authorization at the terminal / sale application
     "card_unknown": ErrorSpec("卡片未登记", "unknown card", 404),
     "card_blocked": ErrorSpec("卡片已挂失或停用", "card is blocked"),

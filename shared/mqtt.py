@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -222,12 +221,3 @@ class MqttLink:
         except Exception:  # noqa: BLE001 — a consumer's bug must not kill the connection
             log.exception("%s: message handler failed on %s", self.client_id, message.topic)
 
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.02) -> bool:
-    """Poll ``predicate`` until true or timeout; small helper for callers and tests."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()

@@ -31,9 +31,9 @@ from server.registry import units as registry
 from shared.clock import FakeClock, ms_from_china
 from shared.ecny_gateway import SimulatedGateway
 from shared.money import format_fen
-from shared.mqtt import wait_until
 from simulator.harness.cluster import Cluster
 from simulator.harness.world import demo_world
+from simulator.waiting import wait_until
 from terminal.devices import DeviceLoop, Order
 
 MASTER = bytes(range(32))

@@ -1,9 +1,10 @@
 """Authorization of one tap: a pure function of its inputs, no I/O.
 
 ``authorize(request, card, rules, limits, link, now_ms, meals_taken)`` decides approve or
-decline, the amount, which purse pays how much (subsidy first), and for every decline a
-stable reason code whose zh-CN text the display shows. The caller reads the cache and the
-clock and passes them in; the function cannot touch a database or a device.
+decline, the amount, which purse pays how much (subsidy first, by the server's own rule:
+:func:`shared.spend_order.split_payment`), and for every decline a stable reason code whose
+zh-CN text the display shows. The caller reads the cache and the clock and passes them in;
+the function cannot touch a database or a device.
 
 The money rule it guarantees (property-tested in ``tests/test_authorize_properties.py``):
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from shared.errors import message
 from shared.protocol import Item
+from shared.spend_order import split_payment
 from terminal.rules import CanteenRules, RiskLimits
 
 
@@ -180,14 +182,16 @@ def authorize(
         allowance = limits.offline_allowance_fen
     if amount > card.available_fen + allowance:
         return decline("insufficient_balance", amount_fen=amount, meal_period=priced.meal_period)
-    # spend order: subsidy first; this terminal's unconfirmed sales used the subsidy first
-    subsidy_left = max(card.subsidy_fen - card.unconfirmed_fen, 0)
-    from_subsidy = min(subsidy_left, amount)
+    # spend order: subsidy first; this terminal's unconfirmed sales used the subsidy first.
+    # No overdraft beyond the check above: the self share is at most what is left of the
+    # self purse (+ the offline allowance).
+    subsidy_left = card.subsidy_fen - card.unconfirmed_fen
+    split = split_payment(subsidy_left, card.available_fen - max(subsidy_left, 0), amount)
     return Decision(
         True,
         amount_fen=amount,
-        subsidy_fen=from_subsidy,
-        self_fen=amount - from_subsidy,
+        subsidy_fen=split.subsidy_fen,
+        self_fen=split.self_fen,
         meal_period=priced.meal_period,
         visitor=priced.visitor,
         items=priced.items,

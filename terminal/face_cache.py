@@ -2,7 +2,7 @@
 
 ``face`` downstream changes land in the ``faces`` table (:func:`apply_face_change`, called
 by the store inside the delta's transaction); each bumps the ``faces_version`` meta value.
-:class:`GalleryCache` builds the numpy :class:`~terminal.face_match.Gallery` from the table
+:class:`GalleryCache` builds the numpy :class:`~shared.face_match.Gallery` from the table
 once and rebuilds it only when ``faces_version`` moved, so a frame costs one tiny query and
 a matrix product, never a reload. Also here: the cards a holder may pay with.
 """
@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from typing import Any
 
-from shared.protocol.face_vector import encoding_from_str
-from terminal.face_match import Gallery
+from shared.face_match import Gallery
+from shared.protocol.messages import FaceChange
 
 FACES_VERSION_KEY = "faces_version"
 
 
-def apply_face_change(conn: sqlite3.Connection, change: dict[str, Any], version: int) -> None:
+def apply_face_change(conn: sqlite3.Connection, change: FaceChange, version: int) -> None:
     """Store or delete one enrolled face (inside the caller's transaction)."""
-    if change.get("encoding") is None:
-        conn.execute("DELETE FROM faces WHERE face_id = ?", (change["face_id"],))
+    if change.encoding is None:
+        conn.execute("DELETE FROM faces WHERE face_id = ?", (change.face_id,))
     else:
         conn.execute(
             "INSERT INTO faces(face_id, holder_id, encoding) VALUES (?, ?, ?) "
             "ON CONFLICT(face_id) DO UPDATE SET holder_id = excluded.holder_id, encoding = excluded.encoding",
-            (change["face_id"], change["holder_id"], encoding_from_str(change["encoding"])),
+            (change.face_id, change.holder_id, change.encoding),
         )
     bump_version(conn, version)
 

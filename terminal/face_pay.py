@@ -1,6 +1,6 @@
 """Face pay at the terminal: camera → face → gallery match → (second factor) → sale.
 
-:class:`FacePay` is the device side of the pure rules in :mod:`terminal.face_match`:
+:class:`FacePay` is the device side of the pure rules in :mod:`shared.face_match`:
 
 1. capture up to ``frames`` frames until one shows a usable face (:func:`choose_payer`:
    the largest face, big enough, and not two people side by side);
@@ -26,10 +26,10 @@ from hardware.camera import Camera
 from hardware.display import Screen
 from hardware.face_engine import FaceEngine
 from hardware.keypad import Keypad, read_digits
+from shared.face_match import FacePolicy, Match, Resolution, choose_payer, match, resolve_payer
 from terminal.agent import Terminal
 from terminal.authorize import Decision, TapRequest
 from terminal.face_cache import GalleryCache, active_cards
-from terminal.face_match import FacePolicy, Match, Resolution, choose_payer, match, resolve_payer
 
 log = logging.getLogger(__name__)
 PROMPT = "请输入卡号后四位"

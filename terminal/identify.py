@@ -26,6 +26,7 @@ from hardware.ntag424 import SunKeys
 from terminal.authorize import Decision, TapRequest
 from terminal.card_check import CardChecker
 from terminal.config import TerminalConfig
+from terminal.ecny import paid_order_decision
 from terminal.qr_verify import QrAccepted, QrVerifier
 from terminal.rules import CanteenRules
 
@@ -71,8 +72,6 @@ class Identifier:
                 max_offline_total_fen=accepted.offline_allowance_fen,
             )
         if request.method == "ecny":
-            from terminal.ecny import paid_order_decision
-
             decision, reason = paid_order_decision(self.conn, credential)
             return Resolved(request, credential=credential, reason=reason, decision=decision)
         return Resolved(request, credential=credential)

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
 
 from shared.paycode import VALIDITY_MS, PayCode, PaycodeError, is_fresh, parse_code, signature_ok
+from shared.protocol.messages import QrKeyChange
+from terminal.txn import write_txn
 
 SEEN_RETENTION_MS = 10 * VALIDITY_MS  # older codes are refused by their time anyway
 
@@ -53,13 +54,13 @@ def check_code(code: PayCode, holder_id: str | None, key: QrKey | None, seen: bo
 # --- the cache -------------------------------------------------------------------------------
 
 
-def apply_qr_key_change(conn: sqlite3.Connection, change: dict[str, Any]) -> None:
+def apply_qr_key_change(conn: sqlite3.Connection, change: QrKeyChange) -> None:
     """Store a ``qr_key`` downstream change (call inside the store's delta transaction)."""
     conn.execute(
         "INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) VALUES (?, ?, ?, ?) "
         "ON CONFLICT(holder_id) DO UPDATE SET public_key = excluded.public_key, "
         "expires_at_ms = excluded.expires_at_ms, offline_allowance_fen = excluded.offline_allowance_fen",
-        (change["holder_id"], change["public_key"], change["expires_at_ms"], change["offline_allowance_fen"]),
+        (change.holder_id, change.public_key, change.expires_at_ms, change.offline_allowance_fen),
     )
 
 
@@ -96,15 +97,10 @@ class QrVerifier:
         if reason is not None:
             return reason
         assert key is not None and holder_id is not None
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_txn(self.conn):
             self.conn.execute(
                 "INSERT INTO qr_seen(public_key, counter, code_time_ms, seen_at_ms) VALUES (?, ?, ?, ?)",
                 (key.public_key, code.counter, code.time_ms, now_ms),
             )
             self.conn.execute("DELETE FROM qr_seen WHERE seen_at_ms < ?", (now_ms - SEEN_RETENTION_MS,))
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
         return QrAccepted(code, holder_id, key.offline_allowance_fen)

@@ -20,18 +20,29 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from sqlite_utils import Database
 
+from shared.errors import DomainError
 from shared.ids import uuid7_hex
 from shared.protocol import Item, Sale, SaleResult
+from shared.protocol.messages import (
+    CanteenChange,
+    CardChange,
+    Change,
+    FaceChange,
+    HolderChange,
+    QrKeyChange,
+    SettingsChange,
+)
 from terminal import face_cache
 from terminal.authorize import CardState
 from terminal.qr_verify import apply_qr_key_change, clear_qr_keys
 from terminal.schema import MIGRATIONS
+from terminal.txn import write_txn
 
 __all__ = ["CardState", "Store"]
 
@@ -48,42 +59,22 @@ class Store:
         conn.execute("PRAGMA busy_timeout=30000")
         self.conn = conn
         self.db = Database(conn, execute_plugins=False)
-        with self._migration_lock():
+        # two threads opening a fresh file at once must not both migrate it: hold the write
+        # lock while checking (sqlite-utils' own transactions nest as savepoints)
+        with write_txn(conn):
             MIGRATIONS.apply(self.db)
 
     def close(self) -> None:
         self.conn.close()
 
     @contextlib.contextmanager
-    def _migration_lock(self) -> Iterator[None]:
-        """Two threads opening a fresh file at once must not both migrate it: hold the
-        write lock while checking (sqlite-utils' own transactions nest as savepoints)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    @contextlib.contextmanager
-    def txn(self) -> Iterator[sqlite3.Connection]:
-        """A durable write transaction (fsync on commit)."""
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    @contextlib.contextmanager
     def relaxed_txn(self) -> Iterator[sqlite3.Connection]:
         """A write transaction without fsync: survives a crash of the process, may be lost
-        in a power cut. Only for records whose loss is harmless (see module doc)."""
+        in a power cut. Only for records whose loss is harmless (see module doc); every
+        other write runs in a durable :func:`~terminal.txn.write_txn`."""
         self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
-            with self.txn() as conn:
+            with write_txn(self.conn) as conn:
                 yield conn
         finally:
             self.conn.execute("PRAGMA synchronous=FULL")
@@ -195,7 +186,7 @@ class Store:
     ) -> Sale:
         """Journal a sale and queue it for upload, in one durable transaction. The sale is
         not sent before :meth:`mark_announced` (or ``announced=True``)."""
-        with self.txn():
+        with write_txn(self.conn):
             seq = int(self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM journal").fetchone()[0])
             sale = Sale(
                 terminal_id=terminal_id, seq=seq, uuid=uuid7_hex(occurred_at_ms), card_id=card_id,
@@ -267,7 +258,7 @@ class Store:
     def apply_results(self, results: tuple[SaleResult, ...], terminal_id: str) -> dict[str, int]:
         """Settle acknowledged sales: leave the outbox, mark the journal, refresh balances."""
         counts = {"applied": 0, "rejected": 0, "ignored": 0}
-        with self.txn():
+        with write_txn(self.conn):
             for r in results:
                 if r.terminal_id != terminal_id:
                     counts["ignored"] += 1
@@ -276,13 +267,10 @@ class Store:
                 if row is None or row[0] != r.uuid:
                     counts["ignored"] += 1
                     continue
-                rejected = r.status == "rejected" or (r.status == "duplicate" and r.reason)
-                self.conn.execute(
-                    "UPDATE journal SET status = ?, reason = ? WHERE seq = ?",
-                    ("rejected" if rejected else "applied", r.reason, r.seq),
-                )
+                outcome = "rejected" if r.rejected else "applied"
+                self.conn.execute("UPDATE journal SET status = ?, reason = ? WHERE seq = ?", (outcome, r.reason, r.seq))
                 self.conn.execute("DELETE FROM outbox WHERE seq = ?", (r.seq,))
-                counts["rejected" if rejected else "applied"] += 1
+                counts[outcome] += 1
                 if r.holder_id and r.balance is not None:
                     self.conn.execute(
                         "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ? "
@@ -293,8 +281,10 @@ class Store:
 
     # --- downstream ----------------------------------------------------------------------
 
-    def apply_changes(self, version: int, changes: tuple[dict[str, Any], ...], *, snapshot: bool = False) -> None:
-        """Apply a delta (or, with ``snapshot``, replace the whole cache) at ``version``.
+    def apply_changes(self, version: int, changes: Iterable[Change], *, snapshot: bool = False) -> None:
+        """Apply a delta (or, with ``snapshot``, replace the whole cache) at ``version``:
+        typed changes as :meth:`Delta.from_body` decoded them. Anything else is refused
+        (``unknown_change_kind``) and nothing of the delta is applied.
 
         Deltas arrive in version order, so a holder's ``blocked`` flag and unit always
         take the delta's value. Balances also come with acks (``SaleResult.balance``, at
@@ -303,7 +293,7 @@ class Store:
         carries no ``blocked`` flag, so a block recorded at version 10 still arrives with
         delta 10 after an ack brought the balances of version 11."""
         holders, cards = [], []
-        with self.txn():
+        with write_txn(self.conn):
             if snapshot:
                 # holders are upserted by version below (an ack may already have brought a
                 # newer balance than the snapshot's); cards and rules are replaced wholesale
@@ -312,27 +302,29 @@ class Store:
                 face_cache.clear_faces(self.conn, version)
                 clear_qr_keys(self.conn)
             for c in changes:
-                kind = c["kind"]
-                if kind == "holder":
-                    meals = c.get("meals")
-                    holders.append((
-                        c["holder_id"], c["unit_id"], c["subsidy_fen"], c["self_fen"], int(c["blocked"]), version,
-                        meals and meals["day"], meals and json.dumps(meals["taken"], ensure_ascii=False),
-                    ))
-                elif kind == "card":
-                    cards.append((c["card_id"], c["holder_id"], c["status"]))
-                elif kind == "canteen":
-                    self.conn.execute(
-                        "INSERT INTO canteens(canteen_id, config_json) VALUES (?, ?) "
-                        "ON CONFLICT(canteen_id) DO UPDATE SET config_json = excluded.config_json",
-                        (c["canteen_id"], json.dumps(c["config"], ensure_ascii=False)),
-                    )
-                elif kind == "settings":
-                    self.set_meta("settings", json.dumps(c["config"], ensure_ascii=False))
-                elif kind == "face":
-                    face_cache.apply_face_change(self.conn, c, version)
-                elif kind == "qr_key":
-                    apply_qr_key_change(self.conn, c)
+                match c:
+                    case HolderChange(meals=m):
+                        holders.append((
+                            c.holder_id, c.unit_id, c.subsidy_fen, c.self_fen, int(c.blocked), version,
+                            None if m is None else m.day,
+                            None if m is None else json.dumps(m.taken, ensure_ascii=False),
+                        ))
+                    case CardChange():
+                        cards.append((c.card_id, c.holder_id, c.status))
+                    case CanteenChange():
+                        self.conn.execute(
+                            "INSERT INTO canteens(canteen_id, config_json) VALUES (?, ?) "
+                            "ON CONFLICT(canteen_id) DO UPDATE SET config_json = excluded.config_json",
+                            (c.canteen_id, json.dumps(c.config, ensure_ascii=False)),
+                        )
+                    case SettingsChange():
+                        self.set_meta("settings", json.dumps(c.config, ensure_ascii=False))
+                    case FaceChange():
+                        face_cache.apply_face_change(self.conn, c, version)
+                    case QrKeyChange():
+                        apply_qr_key_change(self.conn, c)
+                    case _:
+                        raise DomainError("unknown_change_kind", f"not a change record: {type(c).__name__}")
             self.conn.executemany(
                 """
                 INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version, meals_day, meals_json)

@@ -46,6 +46,7 @@ from pathlib import Path
 from shared.clock import Clock
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import (
+    DELTA_PAGE_SIZE,
     Ack,
     Delta,
     ProtocolError,
@@ -324,7 +325,7 @@ class SyncAgent:
         self.stats.acked += counts["applied"]
         self.stats.rejected += counts["rejected"]
         for r in ack.results:
-            if r.status == "rejected" or (r.status == "duplicate" and r.reason):
+            if r.rejected:
                 self.stats.reject_reasons[r.reason or "?"] = self.stats.reject_reasons.get(r.reason or "?", 0) + 1
                 log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
         self._mark_synced()
@@ -357,7 +358,7 @@ class SyncAgent:
                         if d.version == self.store.delta_version + 1:
                             self.store.apply_changes(d.version, d.changes)
                     self.stats.catchups += 1
-                    if len(deltas) < 500:
+                    if len(deltas) < DELTA_PAGE_SIZE:
                         self._need_catchup = False
                         self._mark_synced()
                     return

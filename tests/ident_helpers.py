@@ -9,6 +9,7 @@ from typing import Any
 from shared.clock import FakeClock
 from shared.paycode import public_key_hex
 from shared.protocol import ServerKey
+from shared.protocol.messages import decode_changes
 from simulator.harness.world import meal
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
@@ -48,7 +49,7 @@ def offline_terminal(tmp_path: Path, clock: FakeClock, *, online: bool = True, *
         server_url="http://127.0.0.1:1", db_path=str(tmp_path / "terminal.sqlite"), **config,
     )
     t = Terminal(cfg, clock)
-    t.store.apply_changes(1, tuple(base_changes()))
+    t.store.apply_changes(1, decode_changes(tuple(base_changes())))
     t.sync.assume(online)  # what the sync agent would know
     t.sync.last_sync_ms = clock.now_ms()
     return t

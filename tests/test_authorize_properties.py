@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol import SaleResult
-from shared.protocol.messages import Balance
+from shared.protocol.messages import Balance, decode_changes
 from terminal.agent import Terminal
 from terminal.authorize import CardState, LinkState, TapRequest, authorize
 from terminal.config import TerminalConfig
@@ -115,7 +115,7 @@ def test_a_blocked_card_is_never_approved_once_its_deny_list_entry_arrived(plan:
         term = Terminal(config, clock)
         term.sync.assume(in_sync=True)  # no network needed
         canteen = {"kind": "canteen", "canteen_id": "C01", "config": {"unit_id": "U01", "items": {"water": {"price_fen": 200}}}}
-        term.store.apply_changes(1, ({**HOLDER, "blocked": False}, CARD, canteen))
+        term.store.apply_changes(1, decode_changes(({**HOLDER, "blocked": False}, CARD, canteen)))
         version, holder_blocked, card_status = 1, False, "active"
         queued: list[tuple[int, tuple[dict, ...]]] = []
         said_blocked = said_lost = denied = False  # what the deltas applied so far say
@@ -130,7 +130,7 @@ def test_a_blocked_card_is_never_approved_once_its_deny_list_entry_arrived(plan:
                 queued.append((version, ({**CARD, "status": card_status},)))
             elif step == "deliver" and queued:
                 v, changes = queued.pop(0)
-                term.store.apply_changes(v, changes)
+                term.store.apply_changes(v, decode_changes(changes))
                 for c in changes:  # what the deny-list that has arrived says
                     if c["kind"] == "holder":
                         said_blocked = c["blocked"]

@@ -21,8 +21,8 @@ import pytest
 
 from server.infra.db import open_db
 from server.service import ServerService
-from shared.mqtt import wait_until
 from simulator.harness.world import demo_world
+from simulator.waiting import wait_until
 from tests.helpers import terminal as provision_terminal
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

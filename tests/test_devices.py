@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import tty
 from dataclasses import replace
 
@@ -20,21 +19,14 @@ from hardware.reader import SimulatedCardReader
 from shared.clock import FakeClock
 from shared.ecny_gateway import SimulatedGateway
 from shared.paycode import make_code
+from shared.protocol.messages import decode_changes
+from simulator.waiting import wait_until
 from terminal.devices import DeviceLoop, Order, make_card_reader, make_qr_scanner
 from tests.ident_helpers import QR_SEED, offline_terminal
 from tests.test_nfc_reader import card_on_reader, free_udp_port
 
 MASTER = bytes(range(32))
 UID = bytes.fromhex("04A1B2C3D4E5F6")
-
-
-def wait_for(pred, timeout: float = 10.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 @pytest.fixture
@@ -56,7 +48,7 @@ def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: Fa
         tmp_path, clock, sun_master_key_hex=MASTER.hex(), reader=f"nfc:udp:localhost:{udp}",
         qr_scanner=f"serial:{pty_path},115200,crlf", ecny_gateway="simulated",
     )
-    t.store.apply_changes(2, ({"kind": "card", "card_id": UID.hex().upper(), "holder_id": "H1", "status": "active"},))
+    t.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": UID.hex().upper(), "holder_id": "H1", "status": "active"},)))
     order = [Order("shop", (("water", 1),))]
     loop = DeviceLoop.from_config(t, t.config, order=lambda: order[0])
     assert isinstance(loop.scanner, SerialQrScanner) and loop.cashier is not None
@@ -67,21 +59,21 @@ def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: Fa
         assert loop.scanner.ready.wait(5)
         # 1. NFC: an NTAG 424 card is laid on the reader
         with card_on_reader(EmulatedCard(udp, UID, sun=(SunKeys.from_master(MASTER), "https://c.example/c"))):
-            assert wait_for(lambda: t.approved == 1)
+            assert wait_until(lambda: t.approved == 1, 10)
         # 2. the diner's phone QR code, through the serial scanner
         os.write(master, make_code(QR_SEED, "C1", 1, clock.now_ms()).encode() + b"\r\n")
-        assert wait_for(lambda: t.approved == 2)
+        assert wait_until(lambda: t.approved == 2, 10)
         # 3. the same code again: refused
         os.write(master, make_code(QR_SEED, "C1", 1, clock.now_ms()).encode() + b"\r\n")
-        assert wait_for(lambda: t.declined == 1)
+        assert wait_until(lambda: t.declined == 1, 10)
         assert t.display.last.lines[0] == "付款码已使用，请刷新后重试"
         # 4. a digital RMB wallet code, through the same scanner
         os.write(master, gw.payment_code("W1").encode() + b"\r\n")
-        assert wait_for(lambda: t.approved == 3)
+        assert wait_until(lambda: t.approved == 3, 10)
         assert t.display.last.lines[0] == "支付成功"
         # 5. garbage
         os.write(master, b"hello world\r\n")
-        assert wait_for(lambda: t.display.last.lines[0] == "付款码无效")
+        assert wait_until(lambda: t.display.last.lines[0] == "付款码无效", 10)
     finally:
         loop.stop()
     methods = [r[0] for r in t.store.conn.execute("SELECT method FROM journal ORDER BY seq")]
@@ -96,9 +88,9 @@ def test_simulated_devices_are_the_default(tmp_path, clock: FakeClock) -> None: 
     loop.start()
     try:
         loop.reader.present("C1")
-        assert wait_for(lambda: t.approved == 1)
+        assert wait_until(lambda: t.approved == 1, 10)
         loop.scanner.present(make_code(QR_SEED, "C1", 1, clock.now_ms()))
-        assert wait_for(lambda: t.declined == 1)  # one lunch per period
+        assert wait_until(lambda: t.declined == 1, 10)  # one lunch per period
         assert t.display.last.lines[0] == "本餐次已就餐"
     finally:
         loop.stop()
@@ -110,7 +102,7 @@ def test_a_broken_reader_is_shown_to_the_operator_and_nothing_crashes(tmp_path, 
     loop = DeviceLoop.from_config(t, replace(t.config, ecny_gateway="none"))
     assert loop.cashier is None
     try:
-        assert wait_for(lambda: t.display.last is not None and t.display.last.lines[0] == "读卡器故障，请联系管理员")
+        assert wait_until(lambda: t.display.last is not None and t.display.last.lines[0] == "读卡器故障，请联系管理员", 10)
     finally:
         loop.stop()
     t.store.close()
@@ -121,7 +113,7 @@ def test_offline_an_ecny_code_gets_the_chinese_offline_notice(tmp_path, clock: F
     loop = DeviceLoop.from_config(t, t.config).start()
     try:
         loop.scanner.present("011234567890123456")
-        assert wait_for(lambda: t.display.last is not None)
+        assert wait_until(lambda: t.display.last is not None, 10)
         assert t.display.last.lines == ("数字人民币需联网使用", "当前网络离线", "请改用刷卡、扫码或刷脸支付")
     finally:
         loop.stop()
@@ -147,7 +139,7 @@ def test_tap_lines_go_through_the_device_loop_and_a_bad_line_is_reported(tmp_pat
     assert loop.reader is None  # lines, not a card reader device
     loop.start()
     try:
-        assert wait_for(lambda: t.approved == 1)
+        assert wait_until(lambda: t.approved == 1, 10)
     finally:
         loop.stop()
     assert [e["event"] for e in events] == ["bad_tap", "approved"]

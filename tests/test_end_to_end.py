@@ -63,7 +63,7 @@ def test_a_terminal_shows_when_it_is_offline(broker, tmp_path) -> None:  # noqa:
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         t.cut()
-        from shared.mqtt import wait_until
+        from simulator.waiting import wait_until
 
         assert wait_until(lambda: not t.terminal.sync.online, 10)
         t.terminal.tap(TapRequest(world.diners[0].card_id))

@@ -6,7 +6,6 @@ sale is applied at the server; a withdrawal removes the face from the terminal a
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -16,10 +15,11 @@ from hardware.board_sim import SimulatedBoard
 from hardware.camera import FileCamera
 from hardware.devices import open_devices
 from shared.clock import FakeClock, ms_from_china
+from shared.face_match import card_last4
 from simulator.harness.cluster import Cluster
 from simulator.harness.world import demo_world
+from simulator.waiting import wait_until
 from terminal.face_cache import faces_version
-from terminal.face_match import card_last4
 from terminal.face_pay import PROMPT, FacePay
 from tests import faces_support as fs
 
@@ -34,15 +34,6 @@ def call(cluster: Cluster, method: str, path: str, data: bytes | None = None) ->
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read())
-
-
-def wait_for(predicate, timeout_s: float = 20.0) -> bool:  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_enroll_pay_by_face_on_the_board_and_withdraw(broker, tmp_path) -> None:  # noqa: ANN001
@@ -90,7 +81,7 @@ def test_enroll_pay_by_face_on_the_board_and_withdraw(broker, tmp_path) -> None:
         # withdrawal: gone from the terminal's gallery, so the face no longer pays
         before = faces_version(terminal.store.conn)
         assert call(cluster, "DELETE", f"/api/v1/holders/{obama.holder_id}/faces")["deleted"] == 1
-        assert wait_for(lambda: faces_version(terminal.store.conn) != before)
+        assert wait_until(lambda: faces_version(terminal.store.conn) != before, 20)
         remaining = {r[0] for r in terminal.store.conn.execute("SELECT face_id FROM faces")}
         assert f1["face_id"] not in remaining and len(remaining) == 1
         face_pay.camera = FileCamera(fs.photo("obama_2"))

@@ -15,11 +15,11 @@ from server.downstream.snapshot import build_snapshot
 from server.infra.db import write_txn
 from server.sales import faces
 from shared.errors import DomainError
+from shared.face_match import FacePolicy, match
 from shared.protocol import Delta, ProtocolError
 from shared.protocol.face_vector import encoding_from_str, encoding_to_str, pack_encoding
-from shared.protocol.messages import validate_change
+from shared.protocol.messages import FaceChange, decode_change, decode_changes
 from terminal.face_cache import GalleryCache
-from terminal.face_match import FacePolicy, match
 from terminal.store import Store
 from tests import faces_support as fs
 from tests.helpers import populated
@@ -111,8 +111,10 @@ def test_enrollment_refuses_unknown_holders_and_too_many_faces(conn, clock) -> N
 
 def test_the_face_change_is_validated_on_the_wire() -> None:
     good = {"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": encoding_to_str(pack_encoding([0.1] * 128))}
-    assert validate_change(good) is good
-    assert validate_change({**good, "encoding": None})
+    change = decode_change(good)
+    assert isinstance(change, FaceChange) and change.encoding == pack_encoding([0.1] * 128)  # decoded once, here
+    assert change.to_wire() == good
+    assert decode_change({**good, "encoding": None}) == FaceChange("F1", "H1", None)
     for bad in (
         {**good, "encoding": "AAAA"},
         {**good, "encoding": encoding_to_str(pack_encoding([0.1] * 128))[:-4] + "!!!!"},
@@ -121,21 +123,21 @@ def test_the_face_change_is_validated_on_the_wire() -> None:
         {**good, "extra": 1},
     ):
         with pytest.raises(ProtocolError):
-            validate_change(bad)
+            decode_change(bad)
 
 
 def test_the_terminal_gallery_follows_enrollments_and_deletions(tmp_path: Path) -> None:
     store = Store(tmp_path / "t.sqlite")
     enc = {n: encoding_to_str(fs.analyzed(n).encoding) for n in ("obama_1", "biden_1")}
-    store.apply_changes(1, ({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": enc["obama_1"]},))
+    store.apply_changes(1, decode_changes(({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": enc["obama_1"]},)))
     cache = GalleryCache(store.conn)
     policy = FacePolicy()
     assert match(cache.gallery(), fs.vector("obama_2"), policy).holder_id == "H1"
     assert match(cache.gallery(), fs.vector("biden_2"), policy).outcome == "no_match"
     assert cache.loads == 1  # loaded once, not per frame
-    store.apply_changes(2, ({"kind": "face", "face_id": "F2", "holder_id": "H2", "encoding": enc["biden_1"]},))
+    store.apply_changes(2, decode_changes(({"kind": "face", "face_id": "F2", "holder_id": "H2", "encoding": enc["biden_1"]},)))
     assert match(cache.gallery(), fs.vector("biden_2"), policy).holder_id == "H2"
-    store.apply_changes(3, ({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": None},))
+    store.apply_changes(3, decode_changes(({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": None},)))
     assert match(cache.gallery(), fs.vector("obama_2"), policy).outcome == "no_match"
     assert cache.loads == 3
     store.apply_changes(4, (), snapshot=True)  # a snapshot without faces empties the gallery

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from terminal.face_match import (
+from shared.face_match import (
     FacePolicy,
     Gallery,
     Match,

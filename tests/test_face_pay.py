@@ -16,12 +16,13 @@ from hardware.camera import FileCamera, SimulatedCamera
 from hardware.display import MemoryDisplay
 from hardware.face_engine import SimulatedFaceEngine, pseudo_encoding
 from hardware.keypad import SimulatedKeypad
+from shared.face_match import FacePolicy
 from shared.protocol import ServerKey
 from shared.protocol.face_vector import encoding_to_str
+from shared.protocol.messages import decode_changes
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
-from terminal.face_match import FacePolicy
 from terminal.face_pay import PROMPT, FacePay
 from tests import faces_support as fs
 
@@ -64,7 +65,7 @@ def make_terminal(tmp_path: Path, clock, encodings: dict[str, str]) -> Terminal:
         server_url="http://127.0.0.1:1", db_path=str(tmp_path / "t.sqlite"),
     )
     terminal = Terminal(config, clock, display=MemoryDisplay())
-    terminal.store.apply_changes(1, cache_changes(encodings), snapshot=True)
+    terminal.store.apply_changes(1, decode_changes(cache_changes(encodings)), snapshot=True)
     terminal.sync.assume(in_sync=True)  # no network needed
     return terminal
 
@@ -184,19 +185,19 @@ def test_the_simulated_camera_and_engine_drive_the_same_flow(tmp_path: Path, clo
 def test_the_city_face_policy_applies_and_a_malformed_one_falls_back_to_the_defaults(real) -> None:  # noqa: ANN001
     terminal, keypad = real
     strict = {"threshold_milli": 450, "confident_milli": 300, "margin_milli": 100}
-    terminal.store.apply_changes(2, ({"kind": "settings", "config": {"face": strict}},))
+    terminal.store.apply_changes(2, decode_changes(({"kind": "settings", "config": {"face": strict}},)))
     fp = FacePay(terminal, FileCamera(fs.photo("obama_2")), fs.engine(), keypad)
     assert fp.policy().threshold == 0.45
     keypad.entries = ["0001"]
     result = fp.pay()  # 0.37 is no longer "confident": the diner must type the digits
     assert result.match.outcome == "second_factor" and result.approved
-    terminal.store.apply_changes(3, ({"kind": "settings", "config": {"face": {"threshold_milli": "high"}}},))
+    terminal.store.apply_changes(3, decode_changes(({"kind": "settings", "config": {"face": {"threshold_milli": "high"}}},)))
     assert fp.policy() == FacePolicy()
     fp.close()
 
 
 def test_the_face_key_on_the_keypad_starts_a_face_payment_in_the_device_loop(tmp_path: Path, clock) -> None:  # noqa: ANN001
-    from shared.mqtt import wait_until
+    from simulator.waiting import wait_until
     from terminal.devices import FACE_KEY, DeviceLoop
     from terminal.readers import Order
 

@@ -1,15 +1,12 @@
-"""The double-entry ledger and the spend order: invariants that protect every fen."""
+"""The double-entry ledger: invariants that protect every fen (the spend order: test_spend_order.py)."""
 
 from __future__ import annotations
 
 import sqlite3
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from server.books import ledger
-from server.books.spend import split_payment
 from server.closing.check import all_violations
 from server.infra.db import write_txn
 from server.registry import funds
@@ -51,22 +48,3 @@ def test_post_refuses_negative_amounts(conn: sqlite3.Connection) -> None:
     with pytest.raises(ValueError), write_txn(conn):
         ledger.post(conn, "x", [ledger.Move("a:1", "b:1", -5)], 0)
     assert conn.execute("SELECT count(*) FROM txns").fetchone()[0] == 0
-
-
-def test_subsidy_is_spent_before_self_purse() -> None:
-    s = split_payment(subsidy_balance_fen=500, self_balance_fen=1000, amount_fen=1200)
-    assert (s.subsidy_fen, s.self_fen, s.overdraft_fen) == (500, 700, 0)
-
-
-def test_a_shortfall_is_a_recorded_overdraft_on_the_self_purse() -> None:
-    s = split_payment(subsidy_balance_fen=300, self_balance_fen=100, amount_fen=1200)
-    assert (s.subsidy_fen, s.self_fen, s.overdraft_fen) == (300, 900, 800)
-
-
-@given(st.integers(-10**6, 10**7), st.integers(-10**6, 10**7), st.integers(0, 10**6))
-def test_split_always_pays_exactly_the_amount_subsidy_first(sub: int, self_: int, amount: int) -> None:
-    s = split_payment(sub, self_, amount)
-    assert s.subsidy_fen + s.self_fen == amount
-    assert 0 <= s.subsidy_fen <= max(sub, 0)
-    assert s.self_fen == 0 or s.subsidy_fen == min(max(sub, 0), amount)  # subsidy exhausted first
-    assert s.overdraft_fen == max(0, amount - max(sub, 0) - max(self_, 0))

@@ -13,8 +13,8 @@ import pytest
 from server.downstream.deltas import deltas_since
 from server.downstream.snapshot import build_snapshot
 from shared.clock import FakeClock, ms_from_china, start_of_china_day_ms
-from shared.protocol import ProtocolError
-from shared.protocol.messages import validate_change
+from shared.protocol import Delta, ProtocolError, Snapshot
+from shared.protocol.messages import HolderChange, Meals, decode_change, decode_changes
 from terminal.store import Store
 from tests.money_world import MoneyWorld
 
@@ -70,7 +70,8 @@ def test_a_fresh_terminals_snapshot_carries_todays_meals(conn: sqlite3.Connectio
     holders = {c["holder_id"]: c for c in build_snapshot(conn, LUNCH + 3600_000).changes if c["kind"] == "holder"}
     assert holders["H001"]["meals"] == {"day": DAY, "taken": {"C01": {"lunch": 1}}}
     assert "meals" not in holders["H003"]
-    validate_change(holders["H001"])
+    change = decode_change(holders["H001"])
+    assert isinstance(change, HolderChange) and change.meals == Meals(DAY, {"C01": {"lunch": 1}})
     tomorrow = build_snapshot(conn, LUNCH + 86_400_000).changes
     assert not any("meals" in c for c in tomorrow)
 
@@ -79,9 +80,18 @@ def test_every_change_the_server_sends_passes_the_protocol(conn: sqlite3.Connect
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
     w.sell("K001", 1200, LUNCH)
-    for delta in deltas_since(conn, 0, limit=100_000):
-        for change in delta.changes:
-            validate_change(json.loads(json.dumps(change)))
+    deltas = [json.loads(json.dumps(d.to_body())) for d in deltas_since(conn, 0, limit=100_000)]
+    sent = [c for body in deltas for c in body["changes"]]
+    # what this world must have sent, so that an empty stream cannot pass: its cardholders,
+    # cards and canteens, and after the sale the holder's meals of the day
+    assert {c["kind"] for c in sent} >= {"holder", "card", "canteen"}
+    h001 = [c for c in sent if c["kind"] == "holder" and c["holder_id"] == "H001"]
+    assert {"day": DAY, "taken": {"C01": {"lunch": 1}}} in [c.get("meals") for c in h001]
+    for body in deltas:  # each decodes, and its typed records say exactly what was sent
+        assert Delta.from_body(body).to_body() == body
+    snapshot = json.loads(json.dumps(build_snapshot(conn, LUNCH).to_body()))
+    assert {c["kind"] for c in snapshot["changes"]} >= {"holder", "card", "canteen", "settings"}
+    assert Snapshot.from_body(snapshot).to_body() == snapshot
 
 
 # --- the wire ----------------------------------------------------------------------------
@@ -104,7 +114,7 @@ HOLDER = {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 
 )
 def test_a_malformed_meal_count_is_refused_by_name(meals: object, detail: str) -> None:
     with pytest.raises(ProtocolError) as err:
-        validate_change({**HOLDER, "meals": meals})
+        decode_change({**HOLDER, "meals": meals})
     assert err.value.code in ("bad_field", "unknown_field")
     assert detail in str(err.value)
 
@@ -117,7 +127,7 @@ CARD = {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"}
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "t.sqlite")
-    s.apply_changes(1, (HOLDER, CARD))
+    s.apply_changes(1, decode_changes((HOLDER, CARD)))
     return s
 
 
@@ -138,7 +148,7 @@ def lunch_here(store: Store, at_ms: int = LUNCH) -> None:
 
 def test_another_terminals_meal_counts_here(store: Store) -> None:
     assert taken(store) == 0
-    store.apply_changes(2, (with_meals(1),))
+    store.apply_changes(2, decode_changes((with_meals(1),)))
     assert taken(store) == 1
     assert taken(store, canteen="C02") == 0  # the limit is each canteen's own rule
     assert taken(store, period="dinner") == 0
@@ -146,7 +156,7 @@ def test_another_terminals_meal_counts_here(store: Store) -> None:
 
 
 def test_own_unacknowledged_meals_add_to_the_servers_count(store: Store) -> None:
-    store.apply_changes(2, (with_meals(1),))
+    store.apply_changes(2, decode_changes((with_meals(1),)))
     lunch_here(store)
     assert taken(store) == 2
 
@@ -159,8 +169,8 @@ def test_own_journal_counts_when_the_servers_count_is_older(store: Store) -> Non
 
 
 def test_a_late_count_of_an_earlier_day_does_not_replace_todays(store: Store) -> None:
-    store.apply_changes(2, (with_meals(2),))
-    store.apply_changes(3, (with_meals(1, day="2026-01-05"),))
+    store.apply_changes(2, decode_changes((with_meals(2),)))
+    store.apply_changes(3, decode_changes((with_meals(1, day="2026-01-05"),)))
     assert taken(store) == 2
-    store.apply_changes(4, (HOLDER,))  # a top-up: no meals in the change, the count stays
+    store.apply_changes(4, decode_changes((HOLDER,)))  # a top-up: no meals in the change, the count stays
     assert taken(store) == 2

@@ -14,6 +14,7 @@ import pytest
 from hardware.nfc import Debouncer, EmulatedCard, NfcCardReader
 from hardware.ntag424 import SunKeys, verify_url
 from shared.clock import FakeClock
+from shared.protocol.messages import decode_changes
 from terminal.authorize import TapRequest
 from tests.ident_helpers import offline_terminal
 
@@ -86,7 +87,7 @@ def test_a_card_left_on_the_reader_is_one_tap_until_it_is_presented_again() -> N
 
 def test_the_real_read_path_pays_and_a_cloned_uid_is_refused(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
     t = offline_terminal(tmp_path, clock, sun_master_key_hex=MASTER.hex())
-    t.store.apply_changes(2, ({"kind": "card", "card_id": "04A1B2C3D4E5F6", "holder_id": "H1", "status": "active"},))
+    t.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": "04A1B2C3D4E5F6", "holder_id": "H1", "status": "active"},)))
     port = free_udp_port()
     with card_on_reader(EmulatedCard(port, SUN_UID, sun=(KEYS, "https://canteen.example/c"))), reader(port) as r:
         tap = r.read(10)

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from shared.paycode import PaycodeError, is_fresh, make_code, parse_code, public_key_hex, signature_ok
 from shared.protocol import Delta, ProtocolError
+from shared.protocol.messages import QrKeyChange
 
 SEED = bytes(range(32))
 
@@ -49,7 +50,9 @@ def _delta(change: dict) -> Delta:
 
 def test_the_qr_key_change_is_validated() -> None:
     good = {"kind": "qr_key", "holder_id": "H1", "public_key": public_key_hex(SEED), "expires_at_ms": 5, "offline_allowance_fen": 3000}
-    assert _delta(good).changes == (good,)
+    delta = _delta(good)
+    assert delta.changes == (QrKeyChange("H1", public_key_hex(SEED), 5, 3000),)
+    assert delta.to_body()["changes"] == [good]
     for bad in (
         {**good, "public_key": "AB" * 32},
         {**good, "public_key": "ab"},

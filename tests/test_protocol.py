@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from shared.errors import message
 from shared.protocol import (
     Ack,
     Delta,
@@ -26,7 +27,8 @@ from shared.protocol import (
     seal_server,
     topics,
 )
-from shared.protocol.messages import Balance
+from shared.protocol.face_vector import encoding_to_str, pack_encoding
+from shared.protocol.messages import CHANGE_TYPES, Balance, CardChange, HolderChange
 
 GOLDEN = Path(__file__).parent / "fixtures" / "protocol"
 SECRET = bytes(range(32))
@@ -93,6 +95,21 @@ def test_golden_ack_and_status_decode() -> None:
     assert ack.results[0].balance == Balance(29000, 450, 7)
     status = Status.from_body(open_envelope((GOLDEN / "status.json").read_bytes(), secret_for=lambda s: SECRET).body)
     assert status.watermark_ms == T0 - 60_000
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "rejected"),
+    [
+        ("applied", None, False),
+        ("rejected", "card_unknown", True),
+        ("duplicate", None, False),  # the first copy was applied
+        ("duplicate", "card_unknown", True),  # the first copy was rejected: its reason repeats
+    ],
+)
+def test_a_result_is_a_rejection_when_the_server_did_not_apply_the_sale(
+    status: str, reason: str | None, rejected: bool
+) -> None:
+    assert SaleResult("T1", 1, "u", status, reason).rejected is rejected
 
 
 def test_a_changed_byte_breaks_the_signature() -> None:
@@ -231,3 +248,65 @@ def test_any_sale_batch_round_trips_through_the_wire(batch: list[Sale], secret: 
     env = open_envelope(wire, secret_for=lambda s: secret)
     assert SaleBatch.from_body(env.body, env.sender).sales == tuple(batch)
     assert canonical_json(json.loads(wire)) == wire  # canonical: re-encoding is identical
+
+
+# --- downstream changes: typed records, the same wire ----------------------------------------
+
+
+def test_the_golden_delta_decodes_to_typed_changes_that_encode_to_the_same_bytes() -> None:
+    key = ServerKey.from_hex(SERVER_SEED)
+    env = open_envelope((GOLDEN / "delta.json").read_bytes(), server=ServerVerifier(key.public_hex))
+    delta = Delta.from_body(env.body)
+    assert delta.changes == (
+        HolderChange("H00001", "U01", 29000, 450, False), CardChange("C00001", "H00001", "lost")
+    )
+    wire = seal_server("delta", delta.to_body(), key, env.sent_at_ms, env.msg_id)
+    assert wire == (GOLDEN / "delta.json").read_bytes().rstrip(b"\n")
+
+
+def test_an_unknown_change_kind_is_refused_with_its_own_code() -> None:
+    with pytest.raises(ProtocolError) as err:
+        Delta.from_body({"version": 9, "changes": [{"kind": "voucher", "holder_id": "H1"}]})
+    assert err.value.code == "unknown_change_kind" and "voucher" in err.value.detail
+    assert message("unknown_change_kind", "zh") != message("unknown_change_kind", "en") != "unknown_change_kind"
+    with pytest.raises(ProtocolError) as err:
+        Delta.from_body({"version": 9, "changes": [{"holder_id": "H1"}]})
+    assert err.value.code == "bad_field"  # no kind at all: a malformed change, not a new kind
+
+
+ascii_ids = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-_食堂", min_size=1, max_size=64)
+fen = st.integers(-(2**53), 2**53)
+configs = st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8) | st.booleans(), max_size=3)
+meals = st.builds(
+    lambda day, taken: {"day": day, "taken": taken},
+    st.dates().map(lambda d: f"{d.year:04d}-{d.month:02d}-{d.day:02d}"),
+    st.dictionaries(ascii_ids, st.dictionaries(st.sampled_from(["breakfast", "lunch", "dinner"]), st.integers(0, 10_000)), max_size=3),
+)
+wire_changes = st.one_of(
+    st.builds(
+        lambda h, u, s, o, b, m: {"kind": "holder", "holder_id": h, "unit_id": u, "subsidy_fen": s, "self_fen": o, "blocked": b,
+                                  **({} if m is None else {"meals": m})},
+        ascii_ids, ascii_ids, fen, fen, st.booleans(), st.none() | meals,
+    ),
+    st.builds(lambda c, h, s: {"kind": "card", "card_id": c, "holder_id": h, "status": s},
+              ascii_ids, ascii_ids, st.sampled_from(["active", "lost", "retired"])),
+    st.builds(lambda c, cfg: {"kind": "canteen", "canteen_id": c, "config": cfg}, ascii_ids, configs),
+    st.builds(lambda cfg: {"kind": "settings", "config": cfg}, configs),
+    st.builds(
+        lambda f, h, v: {"kind": "face", "face_id": f, "holder_id": h, "encoding": v if v is None else encoding_to_str(pack_encoding(v))},
+        ascii_ids, ascii_ids, st.none() | st.lists(st.floats(-1, 1, width=32), min_size=128, max_size=128),
+    ),
+    st.builds(
+        lambda h, k, e, a: {"kind": "qr_key", "holder_id": h, "public_key": k, "expires_at_ms": e, "offline_allowance_fen": a},
+        ascii_ids, st.binary(min_size=32, max_size=32).map(bytes.hex), st.integers(0, 2**53), st.integers(0, 10_000_000),
+    ),
+)
+
+
+@given(st.lists(wire_changes, max_size=6))
+def test_any_valid_change_decodes_to_its_record_and_back_to_the_same_wire(changes: list[dict]) -> None:
+    body = json.loads(canonical_json({"version": 3, "changes": changes}))
+    delta = Delta.from_body(body)
+    assert [type(c).kind for c in delta.changes] == [c["kind"] for c in changes]
+    assert all(type(c) in CHANGE_TYPES for c in delta.changes)
+    assert delta.to_body() == body

@@ -8,10 +8,10 @@ import pytest
 
 from server.sales import qr_codes
 from shared.clock import FakeClock, ms_from_china
-from shared.mqtt import wait_until
 from shared.paycode import make_code
 from simulator.harness.cluster import Cluster
 from simulator.harness.world import demo_world
+from simulator.waiting import wait_until
 from terminal.authorize import TapRequest
 
 pytestmark = pytest.mark.broker

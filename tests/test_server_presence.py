@@ -9,10 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from shared.clock import FakeClock, ms_from_china
-from shared.mqtt import BrokerAddress, MqttLink, wait_until
+from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import ServerStatus, ServerVerifier, open_envelope, topics
 from simulator.harness.cluster import Cluster, TerminalHandle
 from simulator.harness.world import World, demo_world
+from simulator.waiting import wait_until
 from terminal.agent import OFFLINE_BANNER
 from terminal.authorize import TapRequest
 

@@ -15,10 +15,11 @@ from server.books import ledger
 from server.downstream.deltas import record_delta
 from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
-from shared.mqtt import BrokerAddress, MqttLink, wait_until
+from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import Status, topics
 from simulator.harness.cluster import Cluster
 from simulator.harness.world import World, demo_world
+from simulator.waiting import wait_until
 from terminal.agent import OFFLINE_BANNER
 from terminal.authorize import TapRequest
 

@@ -10,6 +10,7 @@ import pytest
 
 from hardware.display import MemoryDisplay, Screen
 from shared.clock import FakeClock, ms_from_china
+from shared.protocol.messages import decode_changes
 from terminal.agent import OFFLINE_BANNER, Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
@@ -42,7 +43,7 @@ def make_terminal(tmp_path: Path, clock: FakeClock, display: object | None = Non
                             db_path=str(tmp_path / "t.sqlite"))
     term = Terminal(config, clock, display=display or MemoryDisplay(), on_event=events.append)  # type: ignore[arg-type]
     if term.store.delta_version == 0:
-        term.store.apply_changes(1, changes())
+        term.store.apply_changes(1, decode_changes(changes()))
     set_online(term, online, clock)
     return term
 
@@ -181,7 +182,7 @@ def test_new_prices_apply_from_the_next_tap(tmp_path: Path, clock: FakeClock) ->
     term = make_terminal(tmp_path, clock)
     assert term.tap(TapRequest("C1"))[0].amount_fen == 1200
     dearer = {**CANTEEN, "meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1300, "visitor_price_fen": 1500}}}
-    term.store.apply_changes(2, ({"kind": "canteen", "canteen_id": "C01", "config": dearer},))
+    term.store.apply_changes(2, decode_changes(({"kind": "canteen", "canteen_id": "C01", "config": dearer},)))
     assert term.tap(TapRequest("C2"))[0].amount_fen == 1500
     assert term.tap(TapRequest("C1", kind="shop", items=(("tissue", 1),)))[0].amount_fen == 350
     clock.set_ms(ms_from_china("2026-01-07T12:00"))

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from shared.errors import DomainError
 from shared.protocol import SaleResult
-from shared.protocol.messages import Balance
+from shared.protocol.messages import Balance, decode_changes
 from terminal.store import Store
 
 CHANGES = (
@@ -20,7 +21,7 @@ CHANGES = (
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     s = Store(tmp_path / "t.sqlite")
-    s.apply_changes(1, CHANGES)
+    s.apply_changes(1, decode_changes(CHANGES))
     return s
 
 
@@ -64,7 +65,7 @@ def test_only_the_servers_ack_settles_a_sale(store: Store) -> None:
 
 
 def test_an_older_balance_never_overwrites_a_newer_one(store: Store) -> None:
-    store.apply_changes(2, ({**CHANGES[0], "subsidy_fen": 100},))
+    store.apply_changes(2, decode_changes(({**CHANGES[0], "subsidy_fen": 100},)))
     sale = record(store, 50)
     store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "duplicate", None, 50, 0, 0, "H1", Balance(9999, 0, 1)),), "T1")
     assert store.card_state("C1").subsidy_fen == 100
@@ -154,18 +155,28 @@ def test_a_block_that_arrives_after_a_newer_balance_still_blocks(store: Store) -
     sale = record(store)
     # the server blocked the holder at version 2; our sale was applied at version 3
     store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "applied", None, 1200, 0, 0, "H1", Balance(1800, 500, 3)),), "T1")
-    store.apply_changes(2, ({**CHANGES[0], "blocked": True},))
+    store.apply_changes(2, decode_changes(({**CHANGES[0], "blocked": True},)))
     state = store.card_state("C1")
     assert state.blocked and (state.subsidy_fen, state.version) == (1800, 3)
-    store.apply_changes(3, ({**CHANGES[0], "subsidy_fen": 1800, "blocked": True},))
-    store.apply_changes(4, ({**CHANGES[0], "subsidy_fen": 1800, "blocked": False},))
+    store.apply_changes(3, decode_changes(({**CHANGES[0], "subsidy_fen": 1800, "blocked": True},)))
+    store.apply_changes(4, decode_changes(({**CHANGES[0], "subsidy_fen": 1800, "blocked": False},)))
     assert not store.card_state("C1").blocked
 
 
 def test_a_snapshot_replaces_cards_and_rules_but_keeps_newer_balances(store: Store) -> None:
-    store.apply_changes(5, ({**CHANGES[0], "subsidy_fen": 7},))
-    store.apply_changes(4, (
+    store.apply_changes(5, decode_changes(({**CHANGES[0], "subsidy_fen": 7},)))
+    store.apply_changes(4, decode_changes((
         {**CHANGES[0], "subsidy_fen": 99},
         {"kind": "card", "card_id": "C9", "holder_id": "H1", "status": "active"},
-    ), snapshot=True)
+    )), snapshot=True)
     assert store.card_state("C1") is None and store.card_state("C9").subsidy_fen == 7
+
+
+def test_a_change_that_is_not_a_decoded_record_is_refused_and_nothing_of_its_delta_applies(store: Store) -> None:
+    blocked, card = decode_changes(({**CHANGES[0], "blocked": True}, {**CHANGES[1], "status": "lost"}))
+    with pytest.raises(DomainError) as err:
+        store.apply_changes(2, (blocked, {"kind": "voucher", "holder_id": "H1"}, card))  # type: ignore[arg-type]
+    assert err.value.code == "unknown_change_kind"
+    state = store.card_state("C1")
+    assert state is not None and not state.blocked and state.card_status == "active"
+    assert store.delta_version == 1

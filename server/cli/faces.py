@@ -21,13 +21,12 @@ from server.sales import faces as svc
 from server.sales.face_evaluate import evaluate as run
 from server.sales.face_evaluate import render
 from shared.clock import SystemClock
+from shared.face_match import FacePolicy
 
 
 def _policy(obj: Any, threshold: int | None, margin: int | None, confident: int | None):  # noqa: ANN202
     """The face policy configured on this server (``terminal_settings.face``), if there is
     a database, with any command-line overrides."""
-    from terminal.face_match import FacePolicy
-
     config: dict[str, Any] = {}
     path = os.path.join(obj._home or default_home(), "server", "canteen.sqlite")
     if os.path.exists(path):

@@ -3,7 +3,7 @@
 A deployment runs it on photos of its own staff (``<person>_<n>.<ext>``) to tune the face
 policy before face pay goes live. The first photo of each person is enrolled exactly as the
 server enrolls (one face, adequate size); every other photo is a probe, matched 1:N with
-the terminals' own rules (:func:`terminal.face_match.decide`):
+the terminals' own rules (:func:`shared.face_match.decide`):
 
 * **genuine** — against the full gallery: ``correct`` (accepted as the right person),
   ``second_factor`` (asked for the card digits), ``false_rejects`` (not recognised);
@@ -28,7 +28,7 @@ from hardware.camera import IMAGE_SUFFIXES, Frame, decode_image
 from hardware.face_engine import FaceEngine
 from server.sales.faces import DEFAULT_MIN_FACE_PX, analyze_photo
 from shared.errors import DomainError
-from terminal.face_match import FacePolicy, Gallery, choose_payer, decide
+from shared.face_match import FacePolicy, Gallery, choose_payer, decide
 
 NAME = re.compile(r"^(?P<person>.+)_(?P<n>\d+)$")
 

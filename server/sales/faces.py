@@ -27,7 +27,7 @@ from hardware.face_engine import Box, FaceEngine, box_height
 from server.downstream.changes import face_change
 from server.downstream.deltas import record_delta
 from shared.errors import DomainError
-from terminal.face_match import FacePolicy, Gallery
+from shared.face_match import FacePolicy, Gallery
 
 MAX_FACES_PER_HOLDER = 3
 DEFAULT_MIN_FACE_PX = 80

@@ -7,9 +7,11 @@
   cardholder's balance after the server applied it.
 * :class:`Status` (terminal → server, retained; the broker's last will says ``offline``).
 * :class:`Delta` (server → all terminals): numbered changes; ``version`` increases by one.
-  Change kinds: ``holder``, ``card``, ``canteen``, ``settings``, and ``face`` (an enrolled
-  face's 128-d encoding as base64 float32, see :mod:`shared.protocol.face_vector`; a null
-  ``encoding`` deletes it).
+  One typed record per change kind, decoded once here (:func:`decode_changes`):
+  :class:`HolderChange`, :class:`CardChange`, :class:`CanteenChange`,
+  :class:`SettingsChange`, :class:`FaceChange` (an enrolled face's 128-d encoding, base64
+  float32 on the wire, see :mod:`shared.protocol.face_vector`; a null ``encoding`` deletes
+  it) and :class:`QrKeyChange`; an unknown kind is refused (``unknown_change_kind``).
 * :class:`Snapshot` (server → one terminal over HTTP): the whole cache at one version.
 * :class:`ServerStatus` (server → all terminals, retained): the server's presence,
   ``online`` every ``heartbeat_s`` seconds, ``offline`` as its last will.
@@ -17,8 +19,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
 
 from shared.protocol.codec import (
     ProtocolError,
@@ -32,7 +34,7 @@ from shared.protocol.codec import (
     req_list,
     req_str,
 )
-from shared.protocol.face_vector import encoding_from_str
+from shared.protocol.face_vector import encoding_from_str, encoding_to_str
 
 METHODS = frozenset({"card", "qr", "face", "ecny"})
 SALE_KINDS = frozenset({"meal", "shop"})
@@ -44,6 +46,7 @@ MAX_SALES_PER_BATCH = 1000
 MAX_ITEMS_PER_SALE = 100
 MAX_SALE_FEN = 10_000_000  # ¥100,000: a sanity bound on the wire; canteen limits are far lower
 _I = -(2**53)  # balances may be negative (a recorded offline overdraft)
+_MAX_INT = 2**53  # req_int's default upper bound
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,12 @@ class SaleResult:
     holder_id: str | None = None
     balance: Balance | None = None
 
+    @property
+    def rejected(self) -> bool:
+        """The server did not apply the sale: rejected now, or a duplicate whose first
+        result was a rejection (a duplicate repeats the first result's reason)."""
+        return self.status == "rejected" or (self.status == "duplicate" and bool(self.reason))
+
     def to_dict(self) -> dict[str, Any]:
         # written out rather than dataclasses.asdict: the server builds one per sale on its
         # hot path, and asdict's recursive deep copy was a tenth of the ingest time
@@ -306,135 +315,280 @@ class ServerStatus:
 
 
 # --- downstream ----------------------------------------------------------------------------
-
-_CHANGE_FIELDS: dict[str, frozenset[str]] = {
-    # a cardholder's purses and whether they are blocked (e.g. an uncovered overdraft);
-    # after a meal sale also ``meals``: the meals the server holds for them that day (below)
-    "holder": frozenset({"kind", "holder_id", "unit_id", "subsidy_fen", "self_fen", "blocked", "meals"}),
-    # a card and whose it is; status "lost"/"retired" puts it on the deny-list
-    "card": frozenset({"kind", "card_id", "holder_id", "status"}),
-    # a canteen's rules: meal periods and prices, items, risk limits (shape owned by terminal)
-    "canteen": frozenset({"kind", "canteen_id", "config"}),
-    # city-wide settings for terminals
-    "settings": frozenset({"kind", "config"}),
-    # one enrolled face (a 128-d encoding, see face_vector); encoding null = deleted
-    "face": frozenset({"kind", "face_id", "holder_id", "encoding"}),
-    # a cardholder's QR payment credential (public half; see shared/paycode.py). A revoked
-    # credential is sent again with expires_at_ms set to the revocation time.
-    "qr_key": frozenset({"kind", "holder_id", "public_key", "expires_at_ms", "offline_allowance_fen"}),
-}
-
-
-def validate_change(c: Any) -> dict[str, Any]:
-    c = obj(c, "change")
-    kind = c.get("kind")
-    allowed = _CHANGE_FIELDS.get(kind) if isinstance(kind, str) else None
-    if allowed is None:
-        raise ProtocolError("bad_field", f"change.kind: {kind!r}")
-    only_keys(c, allowed, f"change[{kind}]")
-    if kind == "holder":
-        req_str(c, "holder_id", max_len=64)
-        req_str(c, "unit_id", max_len=64)
-        req_int(c, "subsidy_fen", lo=_I)
-        req_int(c, "self_fen", lo=_I)
-        req_bool(c, "blocked")
-        if "meals" in c:
-            validate_meals(c["meals"])
-    elif kind == "card":
-        req_str(c, "card_id", max_len=64)
-        req_str(c, "holder_id", max_len=64)
-        req_enum(c, "status", CARD_STATUSES)
-    elif kind == "canteen":
-        req_str(c, "canteen_id", max_len=64)
-        obj(c.get("config"), "config")
-    elif kind == "face":
-        req_str(c, "face_id", max_len=64)
-        req_str(c, "holder_id", max_len=64)
-        if c.get("encoding") is not None:
-            encoding_from_str(c["encoding"])
-        elif "encoding" not in c:
-            raise ProtocolError("bad_field", "encoding: required (null for a deletion)")
-    elif kind == "qr_key":
-        req_str(c, "holder_id", max_len=64)
-        key = req_str(c, "public_key", max_len=64)
-        if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
-            raise ProtocolError("bad_field", "qr_key.public_key: 64 lower-case hex digits")
-        req_int(c, "expires_at_ms")
-        req_int(c, "offline_allowance_fen", lo=0, hi=MAX_SALE_FEN)
-    else:
-        obj(c.get("config"), "config")
-    return c
-
+#
+# One frozen record per change kind. :func:`decode_changes` checks wire changes and builds
+# their records in the same pass, so a terminal applies typed records only; ``to_wire`` gives
+# back exactly the dict that was sent.
 
 # generous bounds: a delta the server makes must always pass (it clamps counts to them)
 MAX_MEAL_CANTEENS = 1000
 MAX_MEALS_PER_PERIOD = 10_000
 
 
-def validate_meals(m: Any) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Meals:
     """A holder's meals on one day (Asia/Shanghai) as the server has applied them, so that
     every terminal enforces the meal limit with the other terminals' meals counted::
 
         {"day": "2026-01-06", "taken": {"<canteen_id>": {"lunch": 1, "breakfast": 1}}}
     """
-    m = obj(m, "meals")
-    only_keys(m, frozenset({"day", "taken"}), "meals")
-    day = req_str(m, "day", max_len=10)
-    if len(day) != 10 or day[4] != "-" or day[7] != "-" or not _ascii_digits(day[:4] + day[5:7] + day[8:]):
-        raise ProtocolError("bad_field", f"meals.day: {day!r} is not YYYY-MM-DD")
-    taken = obj(m.get("taken"), "meals.taken")
-    if len(taken) > MAX_MEAL_CANTEENS:
-        raise ProtocolError("bad_field", f"meals.taken: more than {MAX_MEAL_CANTEENS} canteens")
-    for canteen_id, periods in taken.items():
-        if not canteen_id or len(canteen_id) > 64:
-            raise ProtocolError("bad_field", f"meals.taken: canteen id {canteen_id!r}")
-        periods = obj(periods, f"meals.taken[{canteen_id}]")
-        for period in periods:
-            if period not in MEAL_PERIODS:
-                raise ProtocolError("bad_field", f"meals.taken[{canteen_id}]: period {period!r}")
-            req_int(periods, period, lo=0, hi=MAX_MEALS_PER_PERIOD)
-    return m
+
+    day: str
+    taken: dict[str, dict[str, int]]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"day": self.day, "taken": self.taken}
+
+    @classmethod
+    def from_wire(cls, m: Any) -> Meals:
+        m = obj(m, "meals")
+        only_keys(m, _MEALS_KEYS, "meals")
+        day = req_str(m, "day", max_len=10)
+        if len(day) != 10 or day[4] != "-" or day[7] != "-" or not _ascii_digits(day[:4] + day[5:7] + day[8:]):
+            raise ProtocolError("bad_field", f"meals.day: {day!r} is not YYYY-MM-DD")
+        taken = obj(m.get("taken"), "meals.taken")
+        if len(taken) > MAX_MEAL_CANTEENS:
+            raise ProtocolError("bad_field", f"meals.taken: more than {MAX_MEAL_CANTEENS} canteens")
+        for canteen_id, periods in taken.items():
+            if not canteen_id or len(canteen_id) > 64:
+                raise ProtocolError("bad_field", f"meals.taken: canteen id {canteen_id!r}")
+            periods = obj(periods, f"meals.taken[{canteen_id}]")
+            for period in periods:
+                if period not in MEAL_PERIODS:
+                    raise ProtocolError("bad_field", f"meals.taken[{canteen_id}]: period {period!r}")
+                req_int(periods, period, lo=0, hi=MAX_MEALS_PER_PERIOD)
+        return cls(day, taken)
+
+
+_MEALS_KEYS = frozenset({"day", "taken"})
 
 
 def _ascii_digits(s: str) -> bool:
     return s.isascii() and s.isdigit()
 
 
+@dataclass(frozen=True, slots=True)
+class HolderChange:
+    """A cardholder's purses and whether they are blocked (e.g. an uncovered overdraft);
+    after a meal sale also their :class:`Meals` of that day."""
+
+    kind: ClassVar[str] = "holder"
+    holder_id: str
+    unit_id: str
+    subsidy_fen: int
+    self_fen: int
+    blocked: bool
+    meals: Meals | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "kind": "holder", "holder_id": self.holder_id, "unit_id": self.unit_id,
+            "subsidy_fen": self.subsidy_fen, "self_fen": self.self_fen, "blocked": self.blocked,
+        }
+        if self.meals is not None:
+            d["meals"] = self.meals.to_wire()
+        return d
+
+    @classmethod
+    def from_wire(cls, c: dict[str, Any]) -> HolderChange:
+        h, u, sub, own, blocked = c.get("holder_id"), c.get("unit_id"), c.get("subsidy_fen"), c.get("self_fen"), c.get("blocked")
+        # a snapshot carries one per cardholder: the well-formed case in one expression, the
+        # field readers (same verdicts) only to name what is wrong
+        if not (
+            type(h) is str and 0 < len(h) <= 64 and type(u) is str and 0 < len(u) <= 64
+            and type(sub) is int and _I <= sub <= _MAX_INT and type(own) is int and _I <= own <= _MAX_INT
+            and type(blocked) is bool
+        ):
+            h, u = req_str(c, "holder_id", max_len=64), req_str(c, "unit_id", max_len=64)
+            sub, own, blocked = req_int(c, "subsidy_fen", lo=_I), req_int(c, "self_fen", lo=_I), req_bool(c, "blocked")
+        return cls(h, u, sub, own, blocked, Meals.from_wire(c["meals"]) if "meals" in c else None)
+
+
+@dataclass(frozen=True, slots=True)
+class CardChange:
+    """A card and whose it is; status ``lost``/``retired`` puts it on the deny-list."""
+
+    kind: ClassVar[str] = "card"
+    card_id: str
+    holder_id: str
+    status: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": "card", "card_id": self.card_id, "holder_id": self.holder_id, "status": self.status}
+
+    @classmethod
+    def from_wire(cls, c: dict[str, Any]) -> CardChange:
+        card_id, holder_id, status = c.get("card_id"), c.get("holder_id"), c.get("status")
+        if not (  # as in HolderChange.from_wire: the readers only to name a fault
+            type(card_id) is str and 0 < len(card_id) <= 64 and type(holder_id) is str and 0 < len(holder_id) <= 64
+            and type(status) is str and status in CARD_STATUSES
+        ):
+            card_id, holder_id = req_str(c, "card_id", max_len=64), req_str(c, "holder_id", max_len=64)
+            status = req_enum(c, "status", CARD_STATUSES)
+        return cls(card_id, holder_id, status)
+
+
+@dataclass(frozen=True, slots=True)
+class CanteenChange:
+    """A canteen's rules: meal periods and prices, shop items, risk limits. The shape of
+    ``config`` is the terminal's (:class:`terminal.rules.CanteenRules`)."""
+
+    kind: ClassVar[str] = "canteen"
+    canteen_id: str
+    config: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": "canteen", "canteen_id": self.canteen_id, "config": self.config}
+
+    @classmethod
+    def from_wire(cls, c: dict[str, Any]) -> CanteenChange:
+        return cls(req_str(c, "canteen_id", max_len=64), obj(c.get("config"), "config"))
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsChange:
+    """City-wide settings for terminals (risk limits, face policy …)."""
+
+    kind: ClassVar[str] = "settings"
+    config: dict[str, Any]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"kind": "settings", "config": self.config}
+
+    @classmethod
+    def from_wire(cls, c: dict[str, Any]) -> SettingsChange:
+        return cls(obj(c.get("config"), "config"))
+
+
+@dataclass(frozen=True, slots=True)
+class FaceChange:
+    """One enrolled face: its 128-d encoding as the 512 raw float32 bytes (base64 on the
+    wire, see :mod:`shared.protocol.face_vector`); ``encoding`` None = deleted."""
+
+    kind: ClassVar[str] = "face"
+    face_id: str
+    holder_id: str
+    encoding: bytes | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": "face", "face_id": self.face_id, "holder_id": self.holder_id,
+            "encoding": None if self.encoding is None else encoding_to_str(self.encoding),
+        }
+
+    @classmethod
+    def from_wire(cls, c: dict[str, Any]) -> FaceChange:
+        face_id = req_str(c, "face_id", max_len=64)
+        holder_id = req_str(c, "holder_id", max_len=64)
+        if c.get("encoding") is not None:
+            return cls(face_id, holder_id, encoding_from_str(c["encoding"]))
+        if "encoding" not in c:
+            raise ProtocolError("bad_field", "encoding: required (null for a deletion)")
+        return cls(face_id, holder_id, None)
+
+
+@dataclass(frozen=True, slots=True)
+class QrKeyChange:
+    """A cardholder's QR payment credential (public half; see :mod:`shared.paycode`). A
+    revoked credential is sent again with ``expires_at_ms`` set to the revocation time."""
+
+    kind: ClassVar[str] = "qr_key"
+    holder_id: str
+    public_key: str
+    expires_at_ms: int
+    offline_allowance_fen: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "kind": "qr_key", "holder_id": self.holder_id, "public_key": self.public_key,
+            "expires_at_ms": self.expires_at_ms, "offline_allowance_fen": self.offline_allowance_fen,
+        }
+
+    @classmethod
+    def from_wire(cls, c: dict[str, Any]) -> QrKeyChange:
+        holder_id = req_str(c, "holder_id", max_len=64)
+        key = req_str(c, "public_key", max_len=64)
+        if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
+            raise ProtocolError("bad_field", "qr_key.public_key: 64 lower-case hex digits")
+        return cls(
+            holder_id, key, req_int(c, "expires_at_ms"), req_int(c, "offline_allowance_fen", lo=0, hi=MAX_SALE_FEN)
+        )
+
+
+Change = HolderChange | CardChange | CanteenChange | SettingsChange | FaceChange | QrKeyChange
+CHANGE_TYPES: tuple[type[Change], ...] = (HolderChange, CardChange, CanteenChange, SettingsChange, FaceChange, QrKeyChange)
+# the wire fields of each kind: its record's fields and "kind"
+_CHANGE_FIELDS: dict[str, frozenset[str]] = {
+    t.kind: frozenset(f.name for f in fields(t)) | {"kind"} for t in CHANGE_TYPES
+}
+_DECODERS: dict[str, Any] = {t.kind: t.from_wire for t in CHANGE_TYPES}
+
+
+def decode_changes(raw: list[Any] | tuple[Any, ...]) -> tuple[Change, ...]:
+    """Wire changes, checked, as their typed records. A kind this code does not know (a
+    server newer than the terminal) is refused with ``unknown_change_kind``: skipping it
+    would leave the cache silently behind the server."""
+    out = []
+    for c in raw:  # one pass, no call per change but its kind's decoder (snapshots are large)
+        if not isinstance(c, dict):
+            raise ProtocolError("bad_field", "change: expected object")
+        kind = c.get("kind")
+        if not isinstance(kind, str):
+            raise ProtocolError("bad_field", "change.kind: expected string")
+        allowed = _CHANGE_FIELDS.get(kind)
+        if allowed is None:
+            raise ProtocolError("unknown_change_kind", f"change.kind: {kind[:64]!r}")
+        if not allowed.issuperset(c):
+            only_keys(c, allowed, f"change[{kind}]")  # names the unknown fields
+        out.append(_DECODERS[kind](c))
+    return tuple(out)
+
+
+def decode_change(c: Any) -> Change:
+    """One wire change, checked, as its typed record (see :func:`decode_changes`)."""
+    return decode_changes((c,))[0]
+
+
+def _wire_change(c: Change | dict[str, Any]) -> dict[str, Any]:
+    return c if type(c) is dict else c.to_wire()  # type: ignore[union-attr]
+
+
 @dataclass(frozen=True)
 class Delta:
+    """Numbered changes. Decoded (:meth:`from_body`), ``changes`` are typed records; the
+    server builds deltas straight from the wire dicts it recorded, and :meth:`to_body`
+    sends either as the same wire form."""
+
     version: int
-    changes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    changes: tuple[Change | dict[str, Any], ...] = field(default_factory=tuple)
 
     def to_body(self) -> dict[str, Any]:
-        return {"version": self.version, "changes": list(self.changes)}
+        return {"version": self.version, "changes": [_wire_change(c) for c in self.changes]}
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Delta:
         only_keys(body, frozenset({"version", "changes"}), "body")
         return cls(
             version=req_int(body, "version", lo=1),
-            changes=tuple(
-                validate_change(c) for c in req_list(body, "changes", max_len=1_000_000)
-            ),
+            changes=decode_changes(req_list(body, "changes", max_len=1_000_000)),
         )
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything a terminal caches, as of delta ``version`` (0 = nothing yet)."""
+    """Everything a terminal caches, as of delta ``version`` (0 = nothing yet); ``changes``
+    as in :class:`Delta`."""
 
     version: int
-    changes: tuple[dict[str, Any], ...]
+    changes: tuple[Change | dict[str, Any], ...]
 
     def to_body(self) -> dict[str, Any]:
-        return {"version": self.version, "changes": list(self.changes)}
+        return {"version": self.version, "changes": [_wire_change(c) for c in self.changes]}
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Snapshot:
         only_keys(body, frozenset({"version", "changes"}), "body")
         return cls(
             version=req_int(body, "version"),
-            changes=tuple(
-                validate_change(c) for c in req_list(body, "changes", max_len=1_000_000)
-            ),
+            changes=decode_changes(req_list(body, "changes", max_len=1_000_000)),
         )

@@ -33,6 +33,7 @@ from hardware.camera import SimulatedCamera
 from hardware.face_engine import FaceEngine
 from server.downstream.deltas import current_version
 from simulator.harness.cluster import Cluster, TerminalHandle
+from simulator.waiting import wait_until
 from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order
 from terminal.face_pay import FacePay
@@ -225,7 +226,7 @@ class Harness:
         """Cut a till's network and wait until it knows it is offline."""
         till.cut = True
         till.handle.cut()
-        if not _wait(lambda: not till.handle.terminal.sync.online, timeout_s):
+        if not wait_until(lambda: not till.handle.terminal.sync.online, timeout_s, interval_s=0.01):
             raise RuntimeError(f"terminal {till.id} did not notice its network was cut")
 
     def oneway(self, till: Till) -> None:
@@ -253,7 +254,7 @@ class Harness:
                     return False
             return True
 
-        if not _wait(quiet, timeout_s):
+        if not wait_until(quiet, timeout_s, interval_s=0.01):
             behind = [t.id for t in self.tills if not t.cut and (not t.in_sync or t.pending())]
             raise RuntimeError(f"terminals did not settle within {timeout_s:.0f} s: {behind}")
 
@@ -268,7 +269,7 @@ class Harness:
                         return False
             return True
 
-        if not _wait(done, timeout_s, interval_s=0.002):
+        if not wait_until(done, timeout_s, interval_s=0.002):
             raise RuntimeError(f"sales before {before_ms} not acknowledged within {timeout_s:.0f} s")
 
     def wait_watermarks(self, cutoff_ms: int, timeout_s: float = 30.0) -> None:
@@ -283,14 +284,6 @@ class Harness:
             ).fetchall())
             return all((marks.get(i) or 0) >= cutoff_ms for i in ids)
 
-        if not _wait(past, timeout_s):
+        if not wait_until(past, timeout_s, interval_s=0.01):
             raise RuntimeError(f"terminals did not report past {cutoff_ms} within {timeout_s:.0f} s")
 
-
-def _wait(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return predicate()

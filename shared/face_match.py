@@ -16,6 +16,10 @@ distance is their nearest face's.
 
 Thresholds come from configuration as integers in thousandths (canonical JSON has no
 floats): ``{"threshold_milli": 550, "margin_milli": 100, "confident_milli": 480}``.
+
+One definition for both sides: the terminal pays by it (:mod:`terminal.face_pay`), the server
+checks enrollments against it (a new face too close to another person's) and evaluates a
+policy on photo sets with the very rules the terminals run.
 """
 
 from __future__ import annotations
