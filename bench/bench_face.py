@@ -73,8 +73,13 @@ def face_frame_to_decision_ms(ctx: Context, rounds: int = 3) -> list[Result]:
             "face.frame_to_decision_ms",
             round(statistics.median(times), 1),
             "ms",
-            {"frames": len(times), "size": "640x480", "gallery": len(gallery), "recognised": decided,
-             "p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))], 1)},
+            {
+                "frames": len(times),
+                "size": "640x480",
+                "gallery": len(gallery),
+                "recognised": decided,
+                "p90_ms": round(sorted(times)[int(0.9 * (len(times) - 1))], 1),
+            },
             target="< 250 ms",
         )
     ]

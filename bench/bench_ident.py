@@ -55,18 +55,44 @@ def qr_verify(ctx: Context, n: int = 10_000) -> list[Result]:
 
 def _terminal(tmp: Path, clock: FakeClock):  # noqa: ANN202
     cfg = TerminalConfig(
-        terminal_id="T-bench", canteen_id="C01", secret_hex="00" * 32, server_public_key=ServerKey.generate().public_hex,
-        broker_url="mqtt://127.0.0.1:1", server_url="http://127.0.0.1:1", db_path=str(tmp / "t.sqlite"),
+        terminal_id="T-bench",
+        canteen_id="C01",
+        secret_hex="00" * 32,
+        server_public_key=ServerKey.generate().public_hex,
+        broker_url="mqtt://127.0.0.1:1",
+        server_url="http://127.0.0.1:1",
+        db_path=str(tmp / "t.sqlite"),
     )
     t = Terminal(cfg, clock)
     lunch = {"start": "11:30", "end": "13:30", "price_fen": 1, "visitor_price_fen": None}
-    t.store.apply_changes(1, decode_changes((
-        {"kind": "canteen", "canteen_id": "C01", "config": {"unit_id": "U01", "meal_limit": 10**6, "meals": {"lunch": lunch}}},
-        {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 10**9, "self_fen": 0, "blocked": False},
-        {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},
-        {"kind": "qr_key", "holder_id": "H1", "public_key": public_key_hex(SEED), "expires_at_ms": 2**52,
-         "offline_allowance_fen": 3000},
-    )))
+    t.store.apply_changes(
+        1,
+        decode_changes(
+            (
+                {
+                    "kind": "canteen",
+                    "canteen_id": "C01",
+                    "config": {"unit_id": "U01", "meal_limit": 10**6, "meals": {"lunch": lunch}},
+                },
+                {
+                    "kind": "holder",
+                    "holder_id": "H1",
+                    "unit_id": "U01",
+                    "subsidy_fen": 10**9,
+                    "self_fen": 0,
+                    "blocked": False,
+                },
+                {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},
+                {
+                    "kind": "qr_key",
+                    "holder_id": "H1",
+                    "public_key": public_key_hex(SEED),
+                    "expires_at_ms": 2**52,
+                    "offline_allowance_fen": 3000,
+                },
+            )
+        ),
+    )
     t.sync.assume(in_sync=True)  # never started: no network in this benchmark
     return t
 
@@ -112,8 +138,14 @@ def nfc_read(ctx: Context, n: int = 20) -> list[Result]:
         th.join(5)
         if tap is not None and tap.credential:
             times.append(elapsed)
-    return [Result("ident.nfc_read_ms", round(statistics.median(times), 2), "ms",
-                   {"presentations": n, "read": len(times), "device": "nfcpy udp"})]
+    return [
+        Result(
+            "ident.nfc_read_ms",
+            round(statistics.median(times), 2),
+            "ms",
+            {"presentations": n, "read": len(times), "device": "nfcpy udp"},
+        )
+    ]
 
 
 BENCHMARKS = [sun_verify, qr_verify, qr_tap, nfc_read]

@@ -52,7 +52,9 @@ def roster_import(ctx: Context, n: int = 20_000, per_unit: int = 500) -> list[Re
 
 
 def canteen_import(ctx: Context, units: int = 200) -> list[Result]:
-    lines = ["单位名称,食堂数量(个),服务员人数(人),食堂容量(人),就餐面积(平方),早餐(元/餐),中餐(元/餐),晚餐(元/餐),食堂地点,联系人,联系电话,备注"]
+    lines = [
+        "单位名称,食堂数量(个),服务员人数(人),食堂容量(人),就餐面积(平方),早餐(元/餐),中餐(元/餐),晚餐(元/餐),食堂地点,联系人,联系电话,备注"
+    ]
     lines += [f"单位{u:03d},1,8,200,350,5,12,10,地点{u},联系人{u},0731-2868{u:04d}," for u in range(units)]
     with tempfile.TemporaryDirectory() as tmp:
         conn = open_db(Path(tmp) / "bench.sqlite")

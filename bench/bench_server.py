@@ -49,15 +49,24 @@ def _city(conn, canteens: int, units: int, holders: int, now_ms: int) -> None:  
         for u in range(units):
             registry.add_unit(conn, f"U{u:03d}", f"单位{u:03d}", 30_000)
         for c in range(canteens):
-            registry.add_canteen(conn, f"C{c:03d}", f"食堂{c:03d}", f"U{c % units:03d}",
-                                 operator=f"经营者{c % 40:02d}", self_operated=c % 5 == 0, now_ms=now_ms)
+            registry.add_canteen(
+                conn,
+                f"C{c:03d}",
+                f"食堂{c:03d}",
+                f"U{c % units:03d}",
+                operator=f"经营者{c % 40:02d}",
+                self_operated=c % 5 == 0,
+                now_ms=now_ms,
+            )
     with write_txn(conn):
         conn.executemany(
             "INSERT INTO holders(id, unit_id, name, staff_no) VALUES (?, ?, ?, ?)",
             [(f"H{h:06d}", f"U{h % units:03d}", "职工", str(h)) for h in range(holders)],
         )
-        conn.executemany("INSERT INTO cards(card_id, holder_id) VALUES (?, ?)",
-                         [(f"K{h:06d}", f"H{h:06d}") for h in range(holders)])
+        conn.executemany(
+            "INSERT INTO cards(card_id, holder_id) VALUES (?, ?)",
+            [(f"K{h:06d}", f"H{h:06d}") for h in range(holders)],
+        )
 
 
 def _bulk_sales(conn, n: int, canteens: int, units: int, holders: int) -> None:  # noqa: ANN001
@@ -78,7 +87,12 @@ def _bulk_sales(conn, n: int, canteens: int, units: int, holders: int) -> None: 
         )
         # the sales' ledger effect, summarised: each canteen's payable holds its takings
         rows = conn.execute("SELECT canteen_id, sum(amount_fen) FROM sales GROUP BY canteen_id").fetchall()
-        ledger.post(conn, "bench_seed", [ledger.Move(ledger.SYSTEM_INCOME, ledger.canteen_payable(c), a) for c, a in rows], 0)
+        ledger.post(
+            conn,
+            "bench_seed",
+            [ledger.Move(ledger.SYSTEM_INCOME, ledger.canteen_payable(c), a) for c, a in rows],
+            0,
+        )
     conn.execute("PRAGMA foreign_keys=ON")
 
 
@@ -100,9 +114,21 @@ def server_settle_5m(ctx: Context, n: int = 5_000_000, canteens: int = 100, repe
             assert created and doc["totals"]["sales_count"] == n
         size_mb = (Path(tmp) / "settle.sqlite").stat().st_size // 1_000_000
         conn.close()
-    return [Result("server.settle_5m_s", round(statistics.median(times), 2), "s",
-                   {"sales": n, "canteens": canteens, "runs": [round(t, 2) for t in times],
-                    "db_mb": size_mb, "generate_s": round(generate_s, 1)}, target="< 10 s")]
+    return [
+        Result(
+            "server.settle_5m_s",
+            round(statistics.median(times), 2),
+            "s",
+            {
+                "sales": n,
+                "canteens": canteens,
+                "runs": [round(t, 2) for t in times],
+                "db_mb": size_mb,
+                "generate_s": round(generate_s, 1),
+            },
+            target="< 10 s",
+        )
+    ]
 
 
 def _history(conn, n: int, holders: int, units: int) -> None:  # noqa: ANN001
@@ -114,14 +140,19 @@ def _history(conn, n: int, holders: int, units: int) -> None:  # noqa: ANN001
         for u in range(units):
             funds.allocate(conn, f"U{u:03d}", "2025Q4", per_person, ms_from_china("2025-10-08T09:00"))
     base = conn.execute("SELECT max(id) FROM txns").fetchone()[0]
-    start, span = ms_from_china("2025-10-01T00:00"), ms_from_china("2026-01-01T00:00") - ms_from_china("2025-10-01T00:00")
+    start, span = (
+        ms_from_china("2025-10-01T00:00"),
+        ms_from_china("2026-01-01T00:00") - ms_from_china("2025-10-01T00:00"),
+    )
     rows = f"WITH RECURSIVE i(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM i WHERE k < {n - 1})"
     holder = f"printf('H%06d', k % {holders})"
     canteen = "printf('C%03d', k % 100)"
     conn.execute("PRAGMA foreign_keys=OFF")
     with write_txn(conn):
-        conn.execute(f"{rows} INSERT INTO txns(id, kind, ref, at_ms) "
-                     f"SELECT {base} + 1 + k, 'sale', printf('H%03d/%d', k % 300, k / 300 + 1), {start} FROM i")
+        conn.execute(
+            f"{rows} INSERT INTO txns(id, kind, ref, at_ms) "
+            f"SELECT {base} + 1 + k, 'sale', printf('H%03d/%d', k % 300, k / 300 + 1), {start} FROM i"
+        )
         conn.execute(
             f"""{rows}
             INSERT INTO sales(terminal_id, seq, uuid, status, card_id, holder_id, unit_id, canteen_id, amount_fen,
@@ -130,24 +161,40 @@ def _history(conn, n: int, holders: int, units: int) -> None:  # noqa: ANN001
                    printf('K%06d', k % {holders}), {holder}, printf('U%03d', (k % {holders}) % {units}), {canteen},
                    1000, 1000, 0, 'card', 'meal', 'lunch', {start} + k * {span} / {n}, {start} + k * {span} / {n},
                    {base} + 1 + k
-            FROM i""")
+            FROM i"""
+        )
         conn.execute(
             f"{rows} INSERT INTO entries(txn_id, from_account, to_account, amount_fen) "
-            f"SELECT {base} + 1 + k, {ledger.purse_id_sql(holder, 'subsidy')}, {ledger.canteen_payable_sql(canteen)}, 1000 FROM i")
-        conn.executemany("INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, 'payable')",
-                         [(ledger.canteen_payable(f"C{c:03d}"),) for c in range(100)])
+            f"SELECT {base} + 1 + k, {ledger.purse_id_sql(holder, 'subsidy')}, {ledger.canteen_payable_sql(canteen)}, 1000 FROM i"
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, 'payable')",
+            [(ledger.canteen_payable(f"C{c:03d}"),) for c in range(100)],
+        )
         deltas: dict[str, int] = {}
         for src, dst, amount in conn.execute(
-            "SELECT from_account, to_account, sum(amount_fen) FROM entries WHERE txn_id > ? GROUP BY 1, 2", (base,)
+            "SELECT from_account, to_account, sum(amount_fen) FROM entries WHERE txn_id > ? GROUP BY 1, 2",
+            (base,),
         ):
             deltas[src] = deltas.get(src, 0) - amount
             deltas[dst] = deltas.get(dst, 0) + amount
-        conn.executemany("UPDATE accounts SET balance_fen = balance_fen + ? WHERE id = ?", [(d, a) for a, d in deltas.items()])
+        conn.executemany(
+            "UPDATE accounts SET balance_fen = balance_fen + ? WHERE id = ?",
+            [(d, a) for a, d in deltas.items()],
+        )
     conn.execute("PRAGMA foreign_keys=ON")
 
 
-def _ingest_rounds(worker: IngestWorker, creds: list, seq: list[int], sales_per_msg: int, n: int, rounds: int,
-                   holders: int, now: int) -> tuple[list[float], list[int]]:  # noqa: ANN001
+def _ingest_rounds(
+    worker: IngestWorker,
+    creds: list,
+    seq: list[int],
+    sales_per_msg: int,
+    n: int,
+    rounds: int,
+    holders: int,
+    now: int,
+) -> tuple[list[float], list[int]]:  # noqa: ANN001
     rates: list[float] = []
     txns: list[int] = []
     for r in range(rounds):
@@ -159,11 +206,26 @@ def _ingest_rounds(worker: IngestWorker, creds: list, seq: list[int], sales_per_
             for k in range(sales_per_msg):
                 seq[t] += 1
                 holder = (m * sales_per_msg + k + r * 7919 + sales_per_msg * 104_729) % holders
-                batch.append(Sale(c.terminal_id, seq[t], uuid.uuid4().hex, f"K{holder:06d}", c.canteen_id, 1200,
-                                  now, meal_period="lunch", subsidy_fen=1200))
+                batch.append(
+                    Sale(
+                        c.terminal_id,
+                        seq[t],
+                        uuid.uuid4().hex,
+                        f"K{holder:06d}",
+                        c.canteen_id,
+                        1200,
+                        now,
+                        meal_period="lunch",
+                        subsidy_fen=1200,
+                    )
+                )
             body = SaleBatch(tuple(batch)).to_body()
-            messages.append((topics.sales(c.terminal_id), seal_hmac("sale_batch", c.terminal_id, body,
-                                                                    bytes.fromhex(c.secret_hex), now)))
+            messages.append(
+                (
+                    topics.sales(c.terminal_id),
+                    seal_hmac("sale_batch", c.terminal_id, body, bytes.fromhex(c.secret_hex), now),
+                )
+            )
         applied_before = worker.stats.applied
         t0 = time.perf_counter()
         groups = list(worker.groups(messages))  # as the worker's loop takes them off its queue
@@ -190,16 +252,35 @@ def server_ingest(ctx: Context, n: int = 30_000, rounds: int = 3, history: int =
         with write_txn(conn):
             for u in range(60):
                 funds.allocate(conn, f"U{u:03d}", QUARTER, None, now)
-            creds = [provision(conn, f"C{t % 100:03d}", now, "00" * 32, f"T{t:03d}") for t in range(terminals)]
+            creds = [
+                provision(conn, f"C{t % 100:03d}", now, "00" * 32, f"T{t:03d}") for t in range(terminals)
+            ]
         seq = [0] * terminals
         worker = IngestWorker(conn, clock, lambda _t, _p, _r: True)
-        for name, per_msg, target in (("server.ingest_sales_per_s", 1, ">= 5,000/s"),
-                                      ("server.ingest_batched_sales_per_s", 20, "")):
+        for name, per_msg, target in (
+            ("server.ingest_sales_per_s", 1, ">= 5,000/s"),
+            ("server.ingest_batched_sales_per_s", 20, ""),
+        ):
             rates, txns = _ingest_rounds(worker, creds, seq, per_msg, n, rounds, holders, now)
-            out.append(Result(name, round(statistics.median(rates)), "sales/s", {
-                "sales": n, "sales_per_message": per_msg, "sales_per_txn": n // max(statistics.median(txns), 1),
-                "rounds": [round(x) for x in rates], "history_sales": history, "holders": holders,
-                "terminals": terminals, "synchronous": "FULL", "history_generate_s": round(history_s, 1)}, target=target))
+            out.append(
+                Result(
+                    name,
+                    round(statistics.median(rates)),
+                    "sales/s",
+                    {
+                        "sales": n,
+                        "sales_per_message": per_msg,
+                        "sales_per_txn": n // max(statistics.median(txns), 1),
+                        "rounds": [round(x) for x in rates],
+                        "history_sales": history,
+                        "holders": holders,
+                        "terminals": terminals,
+                        "synchronous": "FULL",
+                        "history_generate_s": round(history_s, 1),
+                    },
+                    target=target,
+                )
+            )
         t0 = time.perf_counter()
         violations = all_violations(conn)
         assert not violations, violations[:3]

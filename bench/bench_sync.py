@@ -29,25 +29,41 @@ from terminal.config import TerminalConfig
 from terminal.store import Store
 
 
-def sync_drain(ctx: Context, sales: int = 10_000, batch_size: int | None = None, window: int | None = None) -> list[Result]:
+def sync_drain(
+    ctx: Context, sales: int = 10_000, batch_size: int | None = None, window: int | None = None
+) -> list[Result]:
     """``batch_size``/``window`` default to the terminal config's defaults."""
     batch_size = batch_size or TerminalConfig.batch_size
     window = window or TerminalConfig.window
     rng = random.Random(5)
     workdir = Path(tempfile.mkdtemp(prefix="bench-sync-"))
-    service = ServerService(ctx.broker.url, config={"HOME": str(workdir / "server")}, client_id="bench-sync-server").start()
+    service = ServerService(
+        ctx.broker.url, config={"HOME": str(workdir / "server")}, client_id="bench-sync-server"
+    ).start()
     clock = SystemClock()
     try:
         db = open_db(service.app.config["DATABASE"])
         world = demo_world(db, clock.now_ms(), diners=300)
         with write_txn(db):
-            creds = provision(db, "C01", clock.now_ms(), service.app.extensions["canteen_server_key"].public_hex,
-                              terminal_id=f"bench-{time.time_ns() % 10**9}")
-        config = TerminalConfig.from_dict({
-            **creds.to_json(), "broker_url": ctx.broker.url, "server_url": service.base_url,
-            "db_path": str(workdir / "terminal.sqlite"), "batch_size": batch_size, "window": window,
-            "ack_timeout_s": 30.0, "heartbeat_s": 5.0,
-        })
+            creds = provision(
+                db,
+                "C01",
+                clock.now_ms(),
+                service.app.extensions["canteen_server_key"].public_hex,
+                terminal_id=f"bench-{time.time_ns() % 10**9}",
+            )
+        config = TerminalConfig.from_dict(
+            {
+                **creds.to_json(),
+                "broker_url": ctx.broker.url,
+                "server_url": service.base_url,
+                "db_path": str(workdir / "terminal.sqlite"),
+                "batch_size": batch_size,
+                "window": window,
+                "ack_timeout_s": 30.0,
+                "heartbeat_s": 5.0,
+            }
+        )
         first = Terminal(config, clock).start()  # the first snapshot, not timed
         assert wait_until(lambda: first.sync.in_sync, 30), "terminal did not sync"
         first.stop()
@@ -58,9 +74,17 @@ def sync_drain(ctx: Context, sales: int = 10_000, batch_size: int | None = None,
         for i in range(sales):
             d = rng.choice(world.diners)
             store.record_sale(
-                terminal_id=config.terminal_id, canteen_id="C01", card_id=d.card_id, holder_id=d.holder_id,
-                amount_fen=(amount := rng.randint(100, 900)), subsidy_fen=amount, self_fen=0,
-                occurred_at_ms=start + i * 1000, kind="shop", offline=True, announced=True,
+                terminal_id=config.terminal_id,
+                canteen_id="C01",
+                card_id=d.card_id,
+                holder_id=d.holder_id,
+                amount_fen=(amount := rng.randint(100, 900)),
+                subsidy_fen=amount,
+                self_fen=0,
+                occurred_at_ms=start + i * 1000,
+                kind="shop",
+                offline=True,
+                announced=True,
             )
         store.close()
 
@@ -70,15 +94,25 @@ def sync_drain(ctx: Context, sales: int = 10_000, batch_size: int | None = None,
         elapsed = time.perf_counter() - t0
         stats = term.sync.stats
         term.stop()
-        applied = db.execute("SELECT count(*) FROM sales WHERE terminal_id = ? AND status = 'applied'", (config.terminal_id,)).fetchone()[0]
+        applied = db.execute(
+            "SELECT count(*) FROM sales WHERE terminal_id = ? AND status = 'applied'", (config.terminal_id,)
+        ).fetchone()[0]
         db.close()
         if not drained or applied != sales:
             raise RuntimeError(f"drain incomplete: applied {applied} of {sales}")
         return [
             Result(
-                "sync.drain_10k_s", round(elapsed, 2), "s",
-                {"sales": sales, "batch_size": batch_size, "window": window, "broker": ctx.broker.kind,
-                 "batches": stats.batches_sent, "resends": stats.resends},
+                "sync.drain_10k_s",
+                round(elapsed, 2),
+                "s",
+                {
+                    "sales": sales,
+                    "batch_size": batch_size,
+                    "window": window,
+                    "broker": ctx.broker.kind,
+                    "batches": stats.batches_sent,
+                    "resends": stats.resends,
+                },
                 target="< 5 s",
             )
         ]

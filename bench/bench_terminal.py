@@ -34,21 +34,49 @@ CANTEEN = {
         "lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200, "visitor_price_fen": 1500},
         "dinner": {"start": "17:30", "end": "19:30", "price_fen": 1000},
     },
-    "items": {f"sku{i}": {"name": f"商品{i}", "price_fen": 100 + i, "reference_price_fen": 200 + i} for i in range(200)},
+    "items": {
+        f"sku{i}": {"name": f"商品{i}", "price_fen": 100 + i, "reference_price_fen": 200 + i}
+        for i in range(200)
+    },
 }
 
 
 def _config(workdir: Path) -> TerminalConfig:
-    return TerminalConfig("TB", "C0001", "00" * 32, "00" * 32, "mqtt://127.0.0.1:1", "http://127.0.0.1:1",
-                          db_path=str(workdir / "terminal.sqlite"))
+    return TerminalConfig(
+        "TB",
+        "C0001",
+        "00" * 32,
+        "00" * 32,
+        "mqtt://127.0.0.1:1",
+        "http://127.0.0.1:1",
+        db_path=str(workdir / "terminal.sqlite"),
+    )
 
 
 def _populate(store: Store, rng: random.Random) -> None:
-    changes: list[dict] = [{"kind": "settings", "config": {}}, {"kind": "canteen", "canteen_id": "C0001", "config": CANTEEN}]
+    changes: list[dict] = [
+        {"kind": "settings", "config": {}},
+        {"kind": "canteen", "canteen_id": "C0001", "config": CANTEEN},
+    ]
     for i in range(HOLDERS):
-        changes.append({"kind": "holder", "holder_id": f"H{i:06d}", "unit_id": f"U{i % 40:04d}",
-                        "subsidy_fen": rng.randint(0, 60_000), "self_fen": rng.randint(0, 20_000), "blocked": i % 997 == 0})
-        changes.append({"kind": "card", "card_id": f"C{i:06d}", "holder_id": f"H{i:06d}", "status": "lost" if i % 1009 == 0 else "active"})
+        changes.append(
+            {
+                "kind": "holder",
+                "holder_id": f"H{i:06d}",
+                "unit_id": f"U{i % 40:04d}",
+                "subsidy_fen": rng.randint(0, 60_000),
+                "self_fen": rng.randint(0, 20_000),
+                "blocked": i % 997 == 0,
+            }
+        )
+        changes.append(
+            {
+                "kind": "card",
+                "card_id": f"C{i:06d}",
+                "holder_id": f"H{i:06d}",
+                "status": "lost" if i % 1009 == 0 else "active",
+            }
+        )
     store.apply_changes(1, decode_changes(tuple(changes)), snapshot=True)
 
 
@@ -64,17 +92,27 @@ def terminal_authorize(ctx: Context, taps: int = 20_000, journaled: int = 3_000)
         for _ in range(journaled):
             clock.advance_ms(1000)
             card = f"C{rng.randrange(HOLDERS):06d}"
-            term.tap(TapRequest(card) if rng.random() < 0.5 else TapRequest(card, kind="shop", amount_fen=rng.randint(100, 900)))
+            term.tap(
+                TapRequest(card)
+                if rng.random() < 0.5
+                else TapRequest(card, kind="shop", amount_fen=rng.randint(100, 900))
+            )
         term.store.conn.execute(
             "UPDATE journal SET status = 'applied' WHERE seq IN (SELECT seq FROM journal ORDER BY seq LIMIT ?)",
             (journaled * 9 // 10,),
         )
-        term.store.conn.execute("DELETE FROM outbox WHERE seq IN (SELECT seq FROM journal WHERE status = 'applied')")
+        term.store.conn.execute(
+            "DELETE FROM outbox WHERE seq IN (SELECT seq FROM journal WHERE status = 'applied')"
+        )
         term.store.conn.execute("PRAGMA synchronous=FULL")
         requests = [
             TapRequest(f"C{rng.randrange(HOLDERS):06d}")
             if rng.random() < 0.7
-            else TapRequest(f"C{rng.randrange(HOLDERS):06d}", kind="shop", items=((f"sku{rng.randrange(200)}", rng.randint(1, 3)),))
+            else TapRequest(
+                f"C{rng.randrange(HOLDERS):06d}",
+                kind="shop",
+                items=((f"sku{rng.randrange(200)}", rng.randint(1, 3)),),
+            )
             for _ in range(taps)
         ]
         for r in requests[:500]:  # warm the page cache and the rules cache
@@ -107,14 +145,27 @@ def terminal_journal(ctx: Context, sales: int = 2_000) -> list[Result]:
         t0 = time.perf_counter()
         for i in range(sales):
             sale = store.record_sale(
-                terminal_id="TB", canteen_id="C0001", card_id=f"C{i:06d}", holder_id=f"H{i:06d}", amount_fen=1200,
-                subsidy_fen=1200, self_fen=0, occurred_at_ms=1_767_672_000_000 + i, meal_period="lunch",
+                terminal_id="TB",
+                canteen_id="C0001",
+                card_id=f"C{i:06d}",
+                holder_id=f"H{i:06d}",
+                amount_fen=1200,
+                subsidy_fen=1200,
+                self_fen=0,
+                occurred_at_ms=1_767_672_000_000 + i,
+                meal_period="lunch",
             )
             store.mark_announced(sale.seq)
         elapsed = time.perf_counter() - t0
         store.close()
-        return [Result("terminal.journal_commits_per_s", round(sales / elapsed), "sales/s",
-                       {"sales": sales, "synchronous": "FULL", "journal_mode": "WAL"})]
+        return [
+            Result(
+                "terminal.journal_commits_per_s",
+                round(sales / elapsed),
+                "sales/s",
+                {"sales": sales, "synchronous": "FULL", "journal_mode": "WAL"},
+            )
+        ]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -96,8 +96,10 @@ def derived(results: dict[str, Any]) -> list[str]:
         )
     face = results.get("face.frame_to_decision_ms")
     if face:
-        out.append(f"* Face: one camera frame to a decision in {face['value']} ms; the 1:N match itself is "
-                   f"{results.get('face.match_50k_ms', {}).get('value', '?')} ms at 50,000 enrolled.")
+        out.append(
+            f"* Face: one camera frame to a decision in {face['value']} ms; the 1:N match itself is "
+            f"{results.get('face.match_50k_ms', {}).get('value', '?')} ms at 50,000 enrolled."
+        )
     return out
 
 
@@ -136,9 +138,19 @@ def main(argv: list[str]) -> int:
     today = date.today().isoformat()
     try:
         for bench in discover():
-            for r in bench(ctx) if any(bench.__name__.startswith(p.replace(".", "_")) or not p for p in prefixes) else []:
+            for r in (
+                bench(ctx)
+                if any(bench.__name__.startswith(p.replace(".", "_")) or not p for p in prefixes)
+                else []
+            ):
                 r.params.setdefault("machine", f"{platform.machine()} x{_cpus()}")
-                results[r.name] = {"value": r.value, "unit": r.unit, "params": r.params, "measured_at": today, "target": r.target}
+                results[r.name] = {
+                    "value": r.value,
+                    "unit": r.unit,
+                    "params": r.params,
+                    "measured_at": today,
+                    "target": r.target,
+                }
                 print(f"{r.name:<36} {r.value:>12,} {r.unit}  {r.target}  {r.params}", flush=True)
     finally:
         ctx.close()

@@ -77,7 +77,9 @@ def fit_width(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
     scale = min(1.0, max_side / max(h, w))
     if scale >= 1.0:
         return image, 1.0
-    small = Image.fromarray(image).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    small = Image.fromarray(image).resize(
+        (max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR
+    )
     return np.asarray(small), scale
 
 
@@ -168,7 +170,9 @@ class Picamera2Camera:  # pragma: no cover - needs a Raspberry Pi camera
         from picamera2 import Picamera2  # the only import of picamera2
 
         self._cam = Picamera2()
-        self._cam.configure(self._cam.create_preview_configuration(main={"size": (width, height), "format": "RGB888"}))
+        self._cam.configure(
+            self._cam.create_preview_configuration(main={"size": (width, height), "format": "RGB888"})
+        )
         self._cam.start()
 
     def capture(self) -> Frame | None:

@@ -45,8 +45,15 @@ class FaceEngine(Protocol):
 class DlibFaceEngine:
     """face_recognition 1.3 on dlib: HOG detector, 5-point alignment, ResNet encoder."""
 
-    def __init__(self, *, max_side: int = 640, upsample: int = 0, thorough_max_side: int = 800,
-                 thorough_upsample: int = 1, jitters: int = 1) -> None:
+    def __init__(
+        self,
+        *,
+        max_side: int = 640,
+        upsample: int = 0,
+        thorough_max_side: int = 800,
+        thorough_upsample: int = 1,
+        jitters: int = 1,
+    ) -> None:
         import face_recognition  # the only import of face_recognition / dlib in the project
 
         self._fr = face_recognition
@@ -100,7 +107,10 @@ class SimulatedFaceEngine:
 
     def detect(self, frame: Frame, *, thorough: bool = False) -> list[Box]:
         labels = [x for x in (frame.label or "").split("+") if x]
-        return [(t, r + 400 * i, b, left + 400 * i) for i, (t, r, b, left) in enumerate([self.FACE_BOX] * len(labels))]
+        return [
+            (t, r + 400 * i, b, left + 400 * i)
+            for i, (t, r, b, left) in enumerate([self.FACE_BOX] * len(labels))
+        ]
 
     def encode(self, frame: Frame, box: Box) -> np.ndarray:
         labels = [x for x in (frame.label or "").split("+") if x]

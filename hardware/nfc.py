@@ -103,8 +103,13 @@ class NfcCardReader(ReopeningDevice[Tap]):
             clf.close()
 
     def _sense(self, clf: Any) -> None:
-        options = {"targets": self.targets, "on-connect": self._on_connect, "iterations": 1,
-                   "interval": 0.05, "beep-on-connect": False}
+        options = {
+            "targets": self.targets,
+            "on-connect": self._on_connect,
+            "iterations": 1,
+            "interval": 0.05,
+            "beep-on-connect": False,
+        }
         while not self.stopping():
             try:
                 result = clf.connect(rdwr=options, terminate=self.stopping)
@@ -150,7 +155,9 @@ class EmulatedCard:
     ``stop`` is set (the card lies on the reader).
     """
 
-    def __init__(self, port: int, uid: bytes, *, sun: tuple[SunKeys, str] | None = None, counter: int = 0) -> None:
+    def __init__(
+        self, port: int, uid: bytes, *, sun: tuple[SunKeys, str] | None = None, counter: int = 0
+    ) -> None:
         self.port = port
         self.uid = uid
         self.sun = sun
@@ -182,7 +189,9 @@ class EmulatedCard:
         self.reads += 1
         message = _uri_record(make_url(base, keys, self.uid, self.counter))
         ndef = len(message).to_bytes(2, "big") + message
-        cc = bytes.fromhex("000F20007F007F") + b"\x04\x06" + NDEF_FILE + (256).to_bytes(2, "big") + b"\x00\xff"
+        cc = (
+            bytes.fromhex("000F20007F007F") + b"\x04\x06" + NDEF_FILE + (256).to_bytes(2, "big") + b"\x00\xff"
+        )
         return _Files(cc, ndef)
 
     def _type4_session(self, rats: bytes, stop: threading.Event) -> None:

@@ -84,7 +84,9 @@ class ServerService:
         )
         publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
         self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
-        self.ingest = IngestWorker(open_db(db_path), self.clock, publish, on_delta=self.publisher.poke).start()
+        self.ingest = IngestWorker(
+            open_db(db_path), self.clock, publish, on_delta=self.publisher.poke
+        ).start()
         self.presence.start(self.link)
         self.link.start()
         self.link.wait_connected(10)

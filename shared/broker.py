@@ -87,9 +87,7 @@ class EmbeddedBroker:
         async def main() -> None:
             config = {
                 "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{self.port}"}},
-                "plugins": {
-                    "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
-                },
+                "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
             }
             broker = AmqttBroker(config)
             self._stop_event = asyncio.Event()

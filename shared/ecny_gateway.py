@@ -262,14 +262,21 @@ class SimulatedGateway:
             raise DomainError("ecny_insufficient_funds", f"wallet {wallet_id}")
         wallet.balance_fen -= order.amount_fen
         self._payer[order_no] = wallet_id
-        paid = replace(order, status="paid", trade_no="SIM" + secrets.token_hex(8).upper(), paid_at_ms=self.clock.now_ms())
+        paid = replace(
+            order,
+            status="paid",
+            trade_no="SIM" + secrets.token_hex(8).upper(),
+            paid_at_ms=self.clock.now_ms(),
+        )
         self.orders[order_no] = paid
         return paid
 
     def _send(self, order: GatewayOrder, status: str) -> None:
         if self.notify is None or order.trade_no is None:
             return
-        note = Notification(order.order_no, order.trade_no, order.amount_fen, status, self.clock.now_ms(), order.refunded_fen)
+        note = Notification(
+            order.order_no, order.trade_no, order.amount_fen, status, self.clock.now_ms(), order.refunded_fen
+        )
         body = note.body()
         self.notify(body, sign_notification(self.merchant_key, body))
 

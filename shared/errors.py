@@ -30,7 +30,8 @@ CATALOG: dict[str, ErrorSpec] = {
     "sale_id_conflict": ErrorSpec("交易编号冲突", "sale id reused with different content", 409),
     "stale_message": ErrorSpec("消息已过期", "message is older than the last one seen"),
     "unknown_change_kind": ErrorSpec(
-        "未知的下发数据类型，终端软件可能需要升级", "unknown kind of downstream change: the terminal software may be too old"
+        "未知的下发数据类型，终端软件可能需要升级",
+        "unknown kind of downstream change: the terminal software may be too old",
     ),
     # authorization at the terminal / sale application
     "card_unknown": ErrorSpec("卡片未登记", "unknown card", 404),
@@ -49,7 +50,9 @@ CATALOG: dict[str, ErrorSpec] = {
     "unknown_canteen": ErrorSpec("食堂不存在", "unknown canteen", 404),
     "canteen_mismatch": ErrorSpec("终端不属于该食堂", "terminal does not belong to that canteen"),
     # identification: NFC cards, QR payment codes, digital RMB (数字人民币)
-    "card_not_secure": ErrorSpec("本食堂不接受无加密验证的卡片", "this canteen does not accept UID-only cards"),
+    "card_not_secure": ErrorSpec(
+        "本食堂不接受无加密验证的卡片", "this canteen does not accept UID-only cards"
+    ),
     "card_auth_failed": ErrorSpec("卡片验证失败", "card authentication failed"),
     "card_replayed": ErrorSpec("卡片验证失败（疑似复制卡）", "card message replayed or cloned"),
     "qr_invalid": ErrorSpec("付款码无效", "not a valid payment code"),
@@ -61,14 +64,20 @@ CATALOG: dict[str, ErrorSpec] = {
         "网络离线，暂不支持数字人民币，请改用刷卡、扫码或刷脸支付",
         "digital RMB needs the network; please pay by card, QR code or face",
     ),
-    "ecny_unavailable": ErrorSpec("数字人民币通道暂不可用，请改用其他支付方式", "digital RMB gateway unreachable", 503),
+    "ecny_unavailable": ErrorSpec(
+        "数字人民币通道暂不可用，请改用其他支付方式", "digital RMB gateway unreachable", 503
+    ),
     "ecny_declined": ErrorSpec("数字人民币支付失败", "digital RMB payment declined", 402),
     "ecny_insufficient_funds": ErrorSpec("数字人民币钱包余额不足", "digital RMB wallet balance too low", 402),
-    "ecny_bad_callback": ErrorSpec("数字人民币支付通知签名无效", "digital RMB gateway callback signature invalid"),
+    "ecny_bad_callback": ErrorSpec(
+        "数字人民币支付通知签名无效", "digital RMB gateway callback signature invalid"
+    ),
     "ecny_refund_too_large": ErrorSpec("退款金额超过原交易金额", "refund exceeds the payment"),
     "reader_error": ErrorSpec("读卡器故障，请联系管理员", "card reader error", 503),
     "scanner_error": ErrorSpec("扫码器故障，请联系管理员", "QR scanner error", 503),
-    "operator_card": ErrorSpec("管理卡：显示当日汇总，不扣款", "operator card: shows the day's totals, no charge"),
+    "operator_card": ErrorSpec(
+        "管理卡：显示当日汇总，不扣款", "operator card: shows the day's totals, no charge"
+    ),
     # registry / money lifecycle
     "not_found": ErrorSpec("记录不存在", "not found", 404),
     "already_exists": ErrorSpec("记录已存在", "already exists", 409),
@@ -77,7 +86,9 @@ CATALOG: dict[str, ErrorSpec] = {
     "period_closed": ErrorSpec("该期间已结账", "period already closed", 409),
     "period_open": ErrorSpec("该期间尚未结束，不能结账", "period has not ended yet", 409),
     "period_out_of_order": ErrorSpec("请按顺序结账", "periods must be closed in order", 409),
-    "terminals_behind": ErrorSpec("有终端尚未上报至期末，请稍后或强制结账", "some terminals have not reported past the period end", 409),
+    "terminals_behind": ErrorSpec(
+        "有终端尚未上报至期末，请稍后或强制结账", "some terminals have not reported past the period end", 409
+    ),
     "already_rated": ErrorSpec("该笔消费已评价", "this sale has already been rated", 409),
     "not_your_sale": ErrorSpec("只能评价本人的消费", "you can only rate your own sales", 403),
     "forbidden": ErrorSpec("无权限", "forbidden", 403),
@@ -86,17 +97,27 @@ CATALOG: dict[str, ErrorSpec] = {
     "import_rejected": ErrorSpec("导入文件有误，未导入任何数据", "import refused: nothing was imported", 422),
     "card_not_active": ErrorSpec("卡片不是正常状态", "the card is not active", 409),
     "holder_left": ErrorSpec("该人员已离职", "the cardholder has left", 409),
-    "holder_active": ErrorSpec("在职人员不能退款（不得提现）", "no refunds for active cardholders (no cash withdrawal)", 409),
+    "holder_active": ErrorSpec(
+        "在职人员不能退款（不得提现）", "no refunds for active cardholders (no cash withdrawal)", 409
+    ),
     "no_bank_account": ErrorSpec("未登记本人银行账户", "no own bank account registered", 409),
     "nothing_to_refund": ErrorSpec("自费余额为零，无需退款", "nothing left in the self purse", 409),
-    "terminals_pending": ErrorSpec("仍有终端未上传离职前的消费，请稍后审批", "terminals may still hold sales from before the leave date", 409),
+    "terminals_pending": ErrorSpec(
+        "仍有终端未上传离职前的消费，请稍后审批",
+        "terminals may still hold sales from before the leave date",
+        409,
+    ),
     "refund_decided": ErrorSpec("该退款申请已处理", "refund request already decided", 409),
     # face pay: enrollment (server) and recognition (terminal)
     "face_not_found": ErrorSpec("照片中未检测到人脸", "no face found in the photo"),
     "face_multiple": ErrorSpec("照片中有多张人脸，请只拍一人", "more than one face in the photo"),
     "face_too_small": ErrorSpec("人脸太小，请靠近重拍", "face too small in the photo"),
-    "face_conflict": ErrorSpec("该人脸与他人已登记的人脸过于相似", "face too similar to another person's", 409),
-    "face_limit_reached": ErrorSpec("已登记的人脸数量已达上限", "too many faces enrolled for this person", 409),
+    "face_conflict": ErrorSpec(
+        "该人脸与他人已登记的人脸过于相似", "face too similar to another person's", 409
+    ),
+    "face_limit_reached": ErrorSpec(
+        "已登记的人脸数量已达上限", "too many faces enrolled for this person", 409
+    ),
     "face_not_recognized": ErrorSpec("未识别，请刷卡或重试", "face not recognised"),
     "face_one_at_a_time": ErrorSpec("请一人一次刷脸", "more than one face in front of the camera"),
     "second_factor_failed": ErrorSpec("卡号后四位不符", "card number digits do not match"),

@@ -133,8 +133,11 @@ class Gallery:
 def decide(nearest: Sequence[tuple[str, float]], policy: FacePolicy) -> Match:
     """The outcome for the nearest persons (see the module docstring)."""
     if not nearest or nearest[0][1] > policy.threshold:
-        return Match("no_match", distance=nearest[0][1] if nearest else None,
-                     runner_up=nearest[1][1] if len(nearest) > 1 else None)
+        return Match(
+            "no_match",
+            distance=nearest[0][1] if nearest else None,
+            runner_up=nearest[1][1] if len(nearest) > 1 else None,
+        )
     best_holder, best = nearest[0]
     runner_up = nearest[1][1] if len(nearest) > 1 else None
     close = [h for h, d in nearest[1:] if d <= policy.threshold and d - best < policy.margin]

@@ -220,4 +220,3 @@ class MqttLink:
             self._on_message(message.topic, bytes(message.payload))
         except Exception:  # noqa: BLE001 — a consumer's bug must not kill the connection
             log.exception("%s: message handler failed on %s", self.client_id, message.topic)
-

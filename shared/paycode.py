@@ -66,7 +66,9 @@ def make_code(seed: bytes, card_id: str, counter: int, now_ms: int) -> str:
         raise PaycodeError("counter out of range")
     time_s = now_ms // 1000
     sig = Ed25519PrivateKey.from_private_bytes(seed).sign(_signed_bytes(card_id, counter, time_s))
-    return ".".join([PREFIX, card_id, str(counter), str(time_s), base64.urlsafe_b64encode(sig).rstrip(b"=").decode()])
+    return ".".join(
+        [PREFIX, card_id, str(counter), str(time_s), base64.urlsafe_b64encode(sig).rstrip(b"=").decode()]
+    )
 
 
 def looks_like_code(text: str) -> bool:

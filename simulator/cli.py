@@ -37,7 +37,9 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--diners", default=300, show_default=True)
 @click.option("--seed", default=7, show_default=True)
-@click.option("--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True)
+@click.option(
+    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
+)
 def demo(as_json: bool, diners: int, seed: int, broker: str) -> None:
     """One working day of a small city (6 units, 3 canteens, 6 terminals): meals, shop,
     card/QR/face payments, an outage at one terminal, then settlement, year-end clearing
@@ -49,20 +51,28 @@ def demo(as_json: bool, diners: int, seed: int, broker: str) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True)
+@click.option(
+    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
+)
 def payments(as_json: bool, broker: str) -> None:
     """Card (NFC, SUN), QR code and digital RMB through their real device paths, with faults."""
     result = run_payments_demo(broker)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_payments(result))
     audit = result["audit"]
-    sys.exit(0 if audit["approved"] == audit["applied"] and audit["mismatches"] == 0 and result["drained"] else 1)
+    sys.exit(
+        0 if audit["approved"] == audit["applied"] and audit["mismatches"] == 0 and result["drained"] else 1
+    )
 
 
 @main.command()
 @click.argument("scenario_path", metavar="SCENARIO.json", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the result).")
-@click.option("--check", is_flag=True, help="Also check the scenario's expect block; exit 1 if it does not hold.")
-@click.option("--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True)
+@click.option(
+    "--check", is_flag=True, help="Also check the scenario's expect block; exit 1 if it does not hold."
+)
+@click.option(
+    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
+)
 def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
     """Run a scripted story on a simulated clock through real terminals, the real
     server and a broker, and print the final state.
@@ -108,7 +118,9 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
         click.echo(f"回放失败 replay failed: {exc}", err=True)
         sys.exit(1)
     failures = check_result(scenario.expect, result) if check else invariant_failures(result)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_replay(result, failures))
+    click.echo(
+        json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_replay(result, failures)
+    )
     sys.exit(1 if failures else 0)
 
 
@@ -118,14 +130,31 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
 @click.option("--canteens", default=15, show_default=True, help="Units that run a canteen (one each).")
 @click.option("--days", default=1, show_default=True, help="Working days to run, ending on --last-day.")
 @click.option("--terminals", default=2, show_default=True, help="Terminals per canteen.")
-@click.option("--last-day", default="2026-12-31", show_default=True, help="The last working day (YYYY-MM-DD).")
+@click.option(
+    "--last-day", default="2026-12-31", show_default=True, help="The last working day (YYYY-MM-DD)."
+)
 @click.option("--seed", default=7, show_default=True)
 @click.option("--no-outage", is_flag=True, help="Do not cut a terminal off on the first day.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="auto", show_default=True,
-              help="auto: Mosquitto when installed (faster), else the embedded broker.")
-def city(units: int, diners: int, canteens: int, days: int, terminals: int, last_day: str, seed: int,
-         no_outage: bool, as_json: bool, broker: str) -> None:
+@click.option(
+    "--broker",
+    type=click.Choice(["embedded", "mosquitto", "auto"]),
+    default="auto",
+    show_default=True,
+    help="auto: Mosquitto when installed (faster), else the embedded broker.",
+)
+def city(
+    units: int,
+    diners: int,
+    canteens: int,
+    days: int,
+    terminals: int,
+    last_day: str,
+    seed: int,
+    no_outage: bool,
+    as_json: bool,
+    broker: str,
+) -> None:
     """A generated city: its canteens (the seed's table, imported as CSV), staff, lunch
     rushes with cross-unit visits, top-ups, shop sales, card, QR and face payments through
     the simulated devices, an outage on the first day, then the quarter's settlement and
@@ -133,21 +162,48 @@ def city(units: int, diners: int, canteens: int, days: int, terminals: int, last
     Exit 0 when every approved sale is applied once and the ledger holds, else 1."""
     if not (1 <= canteens <= units and diners >= 1 and days >= 1 and terminals >= 1):
         raise click.BadParameter("need 1 ≤ canteens ≤ units, diners ≥ 1, days ≥ 1, terminals ≥ 1")
-    result = run_city(CityOptions(units=units, diners=diners, canteens=canteens, days=days, terminals=terminals,
-                                  seed=seed, last_day=last_day, outage=not no_outage, broker=broker))
+    result = run_city(
+        CityOptions(
+            units=units,
+            diners=diners,
+            canteens=canteens,
+            days=days,
+            terminals=terminals,
+            seed=seed,
+            last_day=last_day,
+            outage=not no_outage,
+            broker=broker,
+        )
+    )
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_city(result))
     sys.exit(0 if consistent(result) else 1)
 
 
 @main.command()
-@click.option("--seed", default=1, show_default=True, type=int, help="Decides the taps, the faults and their parameters.")
+@click.option(
+    "--seed",
+    default=1,
+    show_default=True,
+    type=int,
+    help="Decides the taps, the faults and their parameters.",
+)
 @click.option("--terminals", default=3, show_default=True, type=click.IntRange(2, 32))
 @click.option("--diners", default=20, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--minutes", default=0.5, show_default=True, type=click.FloatRange(0.05, 600), help="Length of the workload (wall clock).")
-@click.option("--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True)
+@click.option(
+    "--minutes",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.05, 600),
+    help="Length of the workload (wall clock).",
+)
+@click.option(
+    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
+)
 @click.option("--keep", is_flag=True, help="Keep the run's folder (logs, databases) even when it passes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress goes to stderr).")
-def chaos(seed: int, terminals: int, diners: int, minutes: float, broker: str, keep: bool, as_json: bool) -> None:
+def chaos(
+    seed: int, terminals: int, diners: int, minutes: float, broker: str, keep: bool, as_json: bool
+) -> None:
     """Real processes under faults (partitions, broker/server/terminal kills, copies, forgeries,
     clock skew), then drain and audit: exit 0 only if no fen was lost or counted twice."""
     _quiet()
@@ -158,18 +214,26 @@ def chaos(seed: int, terminals: int, diners: int, minutes: float, broker: str, k
 
 
 @main.command("chaos-sweep")
-@click.option("--seeds", default=20, show_default=True, type=click.IntRange(1, 10_000), help="How many seeds.")
+@click.option(
+    "--seeds", default=20, show_default=True, type=click.IntRange(1, 10_000), help="How many seeds."
+)
 @click.option("--first-seed", default=1, show_default=True, type=int)
 @click.option("--terminals", default=4, show_default=True, type=click.IntRange(2, 32))
 @click.option("--diners", default=30, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--minutes", default=1.0, show_default=True, type=click.FloatRange(0.05, 600))
-@click.option("--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True)
+@click.option(
+    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
-def chaos_sweep(seeds: int, first_seed: int, terminals: int, diners: int, minutes: float, broker: str, as_json: bool) -> None:
+def chaos_sweep(
+    seeds: int, first_seed: int, terminals: int, diners: int, minutes: float, broker: str, as_json: bool
+) -> None:
     """Chaos runs over many seeds; reports the seeds tried and failed, exit 1 if any failed."""
     _quiet()
     base = ChaosOptions(seed=first_seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker)
-    summary = run_sweep(list(range(first_seed, first_seed + seeds)), base, say=lambda line: click.echo(line, err=as_json))
+    summary = run_sweep(
+        list(range(first_seed, first_seed + seeds)), base, say=lambda line: click.echo(line, err=as_json)
+    )
     if as_json:
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
     else:

@@ -32,8 +32,11 @@ def run_demo(opts: DemoOptions) -> dict[str, Any]:
     """The demo's result: the city summary, whose audit keys (``approved``, ``applied``,
     ``pending``, ``duplicates_ignored``, ``ledger_sum_fen``, ``mismatches``) say whether
     every sale was applied exactly once."""
-    return run_city(CityOptions(units=6, diners=opts.diners, canteens=3, days=1, terminals=2,
-                                seed=opts.seed, broker=opts.broker))
+    return run_city(
+        CityOptions(
+            units=6, diners=opts.diners, canteens=3, days=1, terminals=2, seed=opts.seed, broker=opts.broker
+        )
+    )
 
 
 def render(result: dict[str, Any]) -> str:

@@ -61,8 +61,12 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
             funds.topup(conn, UID.hex().upper(), 5000, clock.now_ms(), ref="demo-nfc")
         conn.close()
         cred = cluster.http("POST", "/api/v1/qr/credentials", {"card_id": "C00002"})
-        a = cluster.add_terminal("C01", sun_master_key_hex=MASTER.hex(), reader=f"nfc:udp:localhost:{udp}",
-                                 qr_scanner=f"serial:{os.ttyname(slave_fd)},9600,cr")
+        a = cluster.add_terminal(
+            "C01",
+            sun_master_key_hex=MASTER.hex(),
+            reader=f"nfc:udp:localhost:{udp}",
+            qr_scanner=f"serial:{os.ttyname(slave_fd)},9600,cr",
+        )
         b = cluster.add_terminal("C01", qr_scanner="simulated")
         if not cluster.wait_synced(30):
             raise RuntimeError("terminals did not sync")
@@ -72,7 +76,8 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
         loop_a.cashier.gateway = gateway  # type: ignore[union-attr]  # one gateway shared with the server
         cluster.server.app.extensions["ecny_gateway"] = gateway  # type: ignore[union-attr]
         gateway.notify = lambda body, sig: cluster.server.app.test_client().post(  # type: ignore[union-attr]
-            "/api/v1/ecny/notify", data=body, headers={"X-Ecny-Signature": sig})
+            "/api/v1/ecny/notify", data=body, headers={"X-Ecny-Signature": sig}
+        )
         loop_b = DeviceLoop.from_config(b.terminal, b.config, order=lambda: Order("shop", (("water", 1),)))
         loop_a.start()
         loop_b.start()
@@ -82,8 +87,15 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
             action()
             ok = wait_until(lambda: len(terminal.display.screens) > before and done(), 15)
             screen = terminal.display.last
-            steps.append({"step": name, "terminal": terminal.config.terminal_id, "tone": screen.tone if screen else "?",
-                          "display": list(screen.lines) if screen else [], "completed": ok})
+            steps.append(
+                {
+                    "step": name,
+                    "terminal": terminal.config.terminal_id,
+                    "tone": screen.tone if screen else "?",
+                    "display": list(screen.lines) if screen else [],
+                    "completed": ok,
+                }
+            )
             clock.advance_ms(20_000)
 
         def lay_card(card: EmulatedCard) -> None:
@@ -104,26 +116,55 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
         phone = cred["page_path"].replace("/qr/", "/api/v1/qr/code/")
         keys = SunKeys.from_master(MASTER)
         assert loop_a.scanner is not None and loop_a.scanner.ready.wait(5)  # type: ignore[attr-defined]
-        step("NTAG 424 card (SUN)", a.terminal, lambda: lay_card(EmulatedCard(udp, UID, sun=(keys, "https://c.example/c"))), lambda: True)
+        step(
+            "NTAG 424 card (SUN)",
+            a.terminal,
+            lambda: lay_card(EmulatedCard(udp, UID, sun=(keys, "https://c.example/c"))),
+            lambda: True,
+        )
         step("UID-only copy of that card", a.terminal, lambda: lay_card(EmulatedCard(udp, UID)), lambda: True)
         code = cluster.http("GET", phone)["code"]
         step("phone QR code", a.terminal, lambda: scan(code), lambda: True)
         step("same QR code again", a.terminal, lambda: scan(code), lambda: True)
-        step("digital RMB wallet code", a.terminal, lambda: scan(gateway.payment_code("W-visitor")), lambda: True)
+        step(
+            "digital RMB wallet code",
+            a.terminal,
+            lambda: scan(gateway.payment_code("W-visitor")),
+            lambda: True,
+        )
         step("same QR code at terminal B", b.terminal, lambda: loop_b.scanner.present(code), lambda: True)  # type: ignore[union-attr]
         a.cut()
         wait_until(lambda: not a.terminal.sync.online, 15)
-        step("digital RMB while offline", a.terminal, lambda: scan(gateway.payment_code("W-visitor")), lambda: True)
-        step("NTAG 424 card while offline (shop sale)", a.terminal,
-             lambda: (setattr(loop_a, "order", lambda: Order("shop", (("tissue", 1),))),
-                      lay_card(EmulatedCard(udp, UID, sun=(keys, "https://c.example/c"), counter=5))), lambda: True)
+        step(
+            "digital RMB while offline",
+            a.terminal,
+            lambda: scan(gateway.payment_code("W-visitor")),
+            lambda: True,
+        )
+        step(
+            "NTAG 424 card while offline (shop sale)",
+            a.terminal,
+            lambda: (
+                setattr(loop_a, "order", lambda: Order("shop", (("tissue", 1),))),
+                lay_card(EmulatedCard(udp, UID, sun=(keys, "https://c.example/c"), counter=5)),
+            ),
+            lambda: True,
+        )
         a.heal()
         drained = cluster.drain(60)
         loop_a.stop()
         loop_b.stop()
-        wait_until(lambda: a.terminal.identify.qr.key("H00002") is not None
-                   and a.terminal.identify.qr.key("H00002").expires_at_ms <= clock.now_ms(), 15)
-        totals = cluster.http("GET", f"/api/v1/ecny/totals?canteen_id=C01&from_ms={clock.now_ms() - DAY_MS}&to_ms={clock.now_ms() + DAY_MS}")
+        wait_until(
+            lambda: (
+                a.terminal.identify.qr.key("H00002") is not None
+                and a.terminal.identify.qr.key("H00002").expires_at_ms <= clock.now_ms()
+            ),
+            15,
+        )
+        totals = cluster.http(
+            "GET",
+            f"/api/v1/ecny/totals?canteen_id=C01&from_ms={clock.now_ms() - DAY_MS}&to_ms={clock.now_ms() + DAY_MS}",
+        )
         incidents = cluster.http("GET", "/api/v1/qr/incidents")
         audit = cluster.audit()
         revoked = a.terminal.identify.qr.key("H00002")
@@ -133,7 +174,9 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
         "steps": steps,
         "drained": drained,
         "totals": totals,
-        "incidents": [{k: i[k] for k in ("kind", "first_sale", "sale", "amount_fen", "action")} for i in incidents],
+        "incidents": [
+            {k: i[k] for k in ("kind", "first_sale", "sale", "amount_fen", "action")} for i in incidents
+        ],
         "credential_revoked_on_terminal_a": bool(revoked and revoked.expires_at_ms <= clock.now_ms()),
         "wallet_left_fen": wallet.balance_fen,
         "audit": {k: v for k, v in audit.to_json().items() if k != "mismatch_details"},
@@ -149,12 +192,18 @@ def render_payments(result: dict[str, Any]) -> str:
     lines.append("  各支付方式 takings per method (C01):")
     for method, m in sorted(result["totals"]["methods"].items()):
         lines.append(f"    {method:<6} {m['count']:>3} 笔  {format_fen(m['amount_fen']):>10}")
-    lines.append(f"    数字人民币退款 ecny refunds {format_fen(result['totals']['ecny_refunds']['amount_fen'])}")
+    lines.append(
+        f"    数字人民币退款 ecny refunds {format_fen(result['totals']['ecny_refunds']['amount_fen'])}"
+    )
     for i in result["incidents"]:
-        lines.append(f"  异常 incident [{i['kind']}] {i['first_sale']} & {i['sale']} {format_fen(i['amount_fen'])}: {i['action']}")
+        lines.append(
+            f"  异常 incident [{i['kind']}] {i['first_sale']} & {i['sale']} {format_fen(i['amount_fen'])}: {i['action']}"
+        )
     lines.append(f"  凭证已在终端A停用 credential revoked on A: {result['credential_revoked_on_terminal_a']}")
     audit = result["audit"]
     ok = audit["approved"] == audit["applied"] and audit["pending"] == 0 and audit["mismatches"] == 0
-    lines.append(f"  {'✔ 全部一致 all consistent' if ok else '✘ 不一致 INCONSISTENT'} "
-                 f"(approved {audit['approved']}, applied {audit['applied']}, ledger sum {audit['ledger_sum_fen']})")
+    lines.append(
+        f"  {'✔ 全部一致 all consistent' if ok else '✘ 不一致 INCONSISTENT'} "
+        f"(approved {audit['approved']}, applied {audit['applied']}, ledger sum {audit['ledger_sum_fen']})"
+    )
     return "\n".join(lines)

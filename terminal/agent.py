@@ -81,8 +81,13 @@ class Terminal:
         self.identify = Identifier(self.store.conn, sun_keys_from_config(config))
         self._journal_lock = threading.Lock()
         self.sync = SyncAgent(
-            config, clock, journal_lock=self._journal_lock, mqtt_url=mqtt_url, http_url=http_url,
-            on_link_change=self._on_link_change, sale_clock=self.sale_time,
+            config,
+            clock,
+            journal_lock=self._journal_lock,
+            mqtt_url=mqtt_url,
+            http_url=http_url,
+            on_link_change=self._on_link_change,
+            sale_clock=self.sale_time,
         )
         self._rules_version = -1
         self._rules: tuple[CanteenRules, RiskLimits] | None = None
@@ -106,10 +111,14 @@ class Terminal:
             sales = self.store.unannounced()
             for sale in sales:
                 when = china_datetime(sale.occurred_at_ms).strftime("%H:%M:%S")
-                self.display.show(Screen(("断电前最后一笔交易已成功", f"{when} 金额 {format_fen(sale.amount_fen)}"), "ok"))
+                self.display.show(
+                    Screen(("断电前最后一笔交易已成功", f"{when} 金额 {format_fen(sale.amount_fen)}"), "ok")
+                )
                 self.on_event(_sale_event("recovered", sale))
                 self.store.mark_announced(sale.seq)
-                log.warning("%s: announced sale %s journaled before a crash", self.config.terminal_id, sale.sale_id)
+                log.warning(
+                    "%s: announced sale %s journaled before a crash", self.config.terminal_id, sale.sale_id
+                )
         return len(sales)
 
     # --- the cache ---------------------------------------------------------------------
@@ -166,7 +175,9 @@ class Terminal:
         period = rules.period_at(now) if request.kind == "meal" else None
         if card is not None and period is not None:
             day = china_datetime(now).date().isoformat()
-            meals = self.store.meals_taken(card.holder_id, self.config.canteen_id, period.name, day, start_of_china_day_ms(now))
+            meals = self.store.meals_taken(
+                card.holder_id, self.config.canteen_id, period.name, day, start_of_china_day_ms(now)
+            )
         return authorize(request, card, rules, limits, link, now, meals), card, link, now
 
     def tap(self, request: TapRequest) -> tuple[Decision, Sale | None]:
@@ -181,7 +192,11 @@ class Terminal:
             # digital RMB order → the paying card and the proof the sale records
             resolved = self.identify.resolve(request, now, rules)
             request = replace(resolved.request, credential=resolved.credential)
-            if resolved.reason is None and request.method == "card" and request.card_id in rules.operator_cards:
+            if (
+                resolved.reason is None
+                and request.method == "card"
+                and request.card_id in rules.operator_cards
+            ):
                 return self._operator_view(request)  # a SUN card whose real UID is an operator card
             card: CardState | None = None
             if resolved.reason is not None:
@@ -190,7 +205,12 @@ class Terminal:
                 decision, link = resolved.decision, self.link_state(now)
             else:
                 if resolved.max_offline_total_fen is not None:
-                    limits = replace(limits, max_offline_total_fen=min(limits.max_offline_total_fen, resolved.max_offline_total_fen))
+                    limits = replace(
+                        limits,
+                        max_offline_total_fen=min(
+                            limits.max_offline_total_fen, resolved.max_offline_total_fen
+                        ),
+                    )
                 decision, card, link, now = self.decide(request, limits, now)
             if decision.approved:
                 sale = self.store.record_sale(
@@ -216,7 +236,9 @@ class Terminal:
                 self.on_event(_sale_event("approved", sale))
                 self.store.mark_announced(sale.seq)
             else:
-                self.store.record_decline(now, request.card_id, request.method, decision.reason or "?", decision.meal_period)
+                self.store.record_decline(
+                    now, request.card_id, request.method, decision.reason or "?", decision.meal_period
+                )
                 self.declined += 1
                 self._show(decision, link.online)
                 self.on_event({"event": "declined", "card_id": request.card_id, "reason": decision.reason})
@@ -240,7 +262,9 @@ class Terminal:
 
     def totals(self, day: date | None = None) -> DayTotals:
         day = day or china_datetime(self.clock.now_ms()).date()
-        return day_totals(self.store, day, self.config.canteen_id, self.config.terminal_id, online=self.sync.in_sync)
+        return day_totals(
+            self.store, day, self.config.canteen_id, self.config.terminal_id, online=self.sync.in_sync
+        )
 
     def _operator_view(self, request: TapRequest) -> tuple[Decision, None]:
         totals = self.totals()
@@ -269,6 +293,10 @@ class Terminal:
 
 def _sale_event(kind: str, sale: Sale) -> Event:
     return {
-        "event": kind, "seq": sale.seq, "uuid": sale.uuid, "card_id": sale.card_id,
-        "amount_fen": sale.amount_fen, "offline": sale.offline,
+        "event": kind,
+        "seq": sale.seq,
+        "uuid": sale.uuid,
+        "card_id": sale.card_id,
+        "amount_fen": sale.amount_fen,
+        "offline": sale.offline,
     }

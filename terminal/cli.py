@@ -38,8 +38,12 @@ from terminal.totals import day_totals, render_zh
 log = logging.getLogger(__name__)
 
 CONFIG = click.option(
-    "--config", "config_path", required=True, envvar="CANTEEN_TERMINAL_CONFIG",
-    type=click.Path(exists=True, dir_okay=False), help="Terminal config JSON (from provision-terminal).",
+    "--config",
+    "config_path",
+    required=True,
+    envvar="CANTEEN_TERMINAL_CONFIG",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Terminal config JSON (from provision-terminal).",
 )
 
 
@@ -64,20 +68,30 @@ class _EventWriter:
 
 @main.command()
 @CONFIG
-@click.option("--events/--no-events", default=False, help="Write one JSON line per event on stdout (display goes to stderr).")
+@click.option(
+    "--events/--no-events",
+    default=False,
+    help="Write one JSON line per event on stdout (display goes to stderr).",
+)
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level (logs go to stderr).")
 def run(config_path: str, events: bool, log_level: str) -> None:
     """Run the terminal: sync with the server and serve taps until stopped (SIGTERM/Ctrl-C)."""
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     config = TerminalConfig.load(config_path)
     emit = _EventWriter(sys.stdout) if events else (lambda event: None)
     try:
         check_config(config)
-        devices = open_devices(config.display, config.camera, config.face_engine, console=sys.stderr if events else sys.stdout)
+        devices = open_devices(
+            config.display, config.camera, config.face_engine, console=sys.stderr if events else sys.stdout
+        )
     except (ValueError, DomainError) as exc:
         raise click.UsageError(str(exc)) from exc
     if config.reader == "simulated":
-        log.warning("reader 'simulated' is fed in-process: no taps will come from it here (use stdin, fifo:<path> or nfc:<device>)")
+        log.warning(
+            "reader 'simulated' is fed in-process: no taps will come from it here (use stdin, fifo:<path> or nfc:<device>)"
+        )
     clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
     terminal = Terminal(config, clock, display=devices.display, on_event=emit).start()
     done = threading.Event()
@@ -114,7 +128,13 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
         raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from exc
     store = Store(config.db_path)
     try:
-        t = day_totals(store, the_day, config.canteen_id, config.terminal_id, online=store.get_meta("link_state") == "online")
+        t = day_totals(
+            store,
+            the_day,
+            config.canteen_id,
+            config.terminal_id,
+            online=store.get_meta("link_state") == "online",
+        )
     finally:
         store.close()
     click.echo(json.dumps(t.to_json(), ensure_ascii=False, indent=2) if as_json else render_zh(t))

@@ -79,7 +79,9 @@ def check_config(config: TerminalConfig) -> None:
     elif config.qr_scanner not in ("", "none", "simulated"):
         make_qr_scanner(config.qr_scanner, lambda m: None)  # raises
     if config.ecny_gateway not in ("", "none") and config.ecny_gateway not in GATEWAYS:
-        raise ValueError(f"unknown digital RMB gateway {config.ecny_gateway!r} (known: {sorted(GATEWAYS)}, none)")
+        raise ValueError(
+            f"unknown digital RMB gateway {config.ecny_gateway!r} (known: {sorted(GATEWAYS)}, none)"
+        )
 
 
 class DeviceLoop:
@@ -107,12 +109,19 @@ class DeviceLoop:
 
     @classmethod
     def from_config(
-        cls, terminal: Any, config: TerminalConfig, order: Callable[[], Order] = Order, stdin: IO[str] | None = None
+        cls,
+        terminal: Any,
+        config: TerminalConfig,
+        order: Callable[[], Order] = Order,
+        stdin: IO[str] | None = None,
     ) -> DeviceLoop:
         """The devices ``config`` names; ``stdin`` feeds a ``stdin`` reader."""
         loop = cls(terminal, order=order)
         loop.taps = open_source(
-            config.reader, stdin, order=lambda: loop.order(), on_error=lambda m: loop.device_error("reader_error", m)
+            config.reader,
+            stdin,
+            order=lambda: loop.order(),
+            on_error=lambda m: loop.device_error("reader_error", m),
         )
         loop.scanner = make_qr_scanner(config.qr_scanner, lambda m: loop.device_error("scanner_error", m))
         gateway = make_gateway(config.ecny_gateway, terminal.clock)
@@ -179,7 +188,9 @@ class DeviceLoop:
     def pay_by_face(self, _key: str = FACE_KEY) -> Any:
         assert self.face_pay is not None
         o = self.order()
-        return self.face_pay.pay(TapRequest(None, method="face", kind=o.kind, items=o.items, amount_fen=o.amount_fen))
+        return self.face_pay.pay(
+            TapRequest(None, method="face", kind=o.kind, items=o.items, amount_fen=o.amount_fen)
+        )
 
     def _handle(self, handle: Callable[[Any], Any], event: Any) -> None:
         try:
@@ -199,7 +210,11 @@ class DeviceLoop:
         o = self.order()
         text = scan.text.strip()
         if looks_like_code(text):
-            self.terminal.tap(TapRequest(None, method="qr", kind=o.kind, items=o.items, amount_fen=o.amount_fen, credential=text))
+            self.terminal.tap(
+                TapRequest(
+                    None, method="qr", kind=o.kind, items=o.items, amount_fen=o.amount_fen, credential=text
+                )
+            )
         elif ECNY_CODE.match(text) and self.cashier is not None:
             self.cashier.pay_with_code(text, kind=o.kind, items=o.items, amount_fen=o.amount_fen)
         else:

@@ -49,7 +49,9 @@ class Priced:
     items: tuple[Item, ...] = ()
 
 
-def price(rules: CanteenRules, now_ms: int, kind: str, items: tuple[tuple[str, int], ...], amount_fen: int | None) -> Priced | str:
+def price(
+    rules: CanteenRules, now_ms: int, kind: str, items: tuple[tuple[str, int], ...], amount_fen: int | None
+) -> Priced | str:
     """What a digital RMB payer is charged (pure), or a decline reason."""
     if kind == "meal":
         period = rules.period_at(now_ms)
@@ -72,7 +74,9 @@ def price(rules: CanteenRules, now_ms: int, kind: str, items: tuple[tuple[str, i
     return Priced(amount_fen, None)
 
 
-def paid_order_decision(conn: sqlite3.Connection, credential: str | None) -> tuple[Decision | None, str | None]:
+def paid_order_decision(
+    conn: sqlite3.Connection, credential: str | None
+) -> tuple[Decision | None, str | None]:
     """The journal hook (see terminal.identify): a paid, not yet journaled order → approved."""
     order_no = (credential or "").removeprefix("ecny:")
     row = conn.execute(
@@ -109,7 +113,12 @@ class EcnyCashier:
     # --- the two ways to pay -------------------------------------------------------------
 
     def pay_with_code(
-        self, customer_code: str, *, kind: str = "meal", items: tuple[tuple[str, int], ...] = (), amount_fen: int | None = None
+        self,
+        customer_code: str,
+        *,
+        kind: str = "meal",
+        items: tuple[tuple[str, int], ...] = (),
+        amount_fen: int | None = None,
     ) -> tuple[Decision, Sale | None]:
         """The diner shows their wallet's payment code; the terminal scanned it."""
         started = self._start(kind, items, amount_fen)
@@ -134,7 +143,9 @@ class EcnyCashier:
             qr = self.gateway.merchant_qr(order_no)
         except DomainError as exc:
             return self._failed(order_no, exc)[0]
-        self.terminal.display.show(Screen(("请用数字人民币App扫码支付", f"金额 {format_fen(priced.amount_fen)}", qr), "info"))
+        self.terminal.display.show(
+            Screen(("请用数字人民币App扫码支付", f"金额 {format_fen(priced.amount_fen)}", qr), "info")
+        )
         return order_no, qr
 
     def await_qr(self, order_no: str, timeout_s: float = 120.0) -> tuple[Decision, Sale | None]:
@@ -159,7 +170,9 @@ class EcnyCashier:
                     return self._failed(order_no, exc)
                 if order.status == "paid":  # paid in the last moment
                     return self._settle(order, kind, items)
-                return self._failed(order_no, DomainError("ecny_declined", "timed out waiting for the wallet"))
+                return self._failed(
+                    order_no, DomainError("ecny_declined", "timed out waiting for the wallet")
+                )
             self._sleep(self._poll_s)
 
     # --- steps -----------------------------------------------------------------------------
@@ -168,19 +181,30 @@ class EcnyCashier:
         # through the terminal: it holds the journal lock while it records the decline
         return self.terminal.decline("ecny", reason, lines=lines or (message(reason, "zh"),))
 
-    def _start(self, kind: str, items: tuple[tuple[str, int], ...], amount_fen: int | None) -> tuple[str, Priced] | Decision:
+    def _start(
+        self, kind: str, items: tuple[tuple[str, int], ...], amount_fen: int | None
+    ) -> tuple[str, Priced] | Decision:
         if not self.terminal.sync.online:
             return self._declined("ecny_offline", OFFLINE_SCREEN)
         now = self.terminal.clock.now_ms()
         config = self.terminal.store.canteen_config(self.terminal.config.canteen_id) or {}
-        priced = price(CanteenRules.from_config(self.terminal.config.canteen_id, config), now, kind, items, amount_fen)
+        priced = price(
+            CanteenRules.from_config(self.terminal.config.canteen_id, config), now, kind, items, amount_fen
+        )
         if isinstance(priced, str):
             return self._declined(priced)
         order_no = f"{self.terminal.config.terminal_id}-{now}-{secrets.token_hex(3)}"
         self.conn.execute(
             "INSERT INTO ecny_orders(order_no, amount_fen, kind, meal_period, items_json, status, created_at_ms) "
             "VALUES (?, ?, ?, ?, ?, 'created', ?)",
-            (order_no, priced.amount_fen, kind, priced.meal_period, json.dumps([i.__dict__ for i in priced.items]), now),
+            (
+                order_no,
+                priced.amount_fen,
+                kind,
+                priced.meal_period,
+                json.dumps([i.__dict__ for i in priced.items]),
+                now,
+            ),
         )
         try:
             self.gateway.create_order(order_no, priced.amount_fen, "食堂消费")
@@ -189,7 +213,9 @@ class EcnyCashier:
         return order_no, priced
 
     def _order_kind(self, order_no: str) -> tuple[str, tuple[tuple[str, int], ...]]:
-        row = self.conn.execute("SELECT kind, items_json FROM ecny_orders WHERE order_no = ?", (order_no,)).fetchone()
+        row = self.conn.execute(
+            "SELECT kind, items_json FROM ecny_orders WHERE order_no = ?", (order_no,)
+        ).fetchone()
         return row[0], tuple((i["sku"], i["qty"]) for i in json.loads(row[1]))
 
     def _failed(self, order_no: str, exc: DomainError) -> tuple[Decision, None]:
@@ -203,7 +229,9 @@ class EcnyCashier:
         log.warning("ecny order %s: %s (%s)", order_no, exc.code, exc.detail)
         return self._declined(code), None
 
-    def _settle(self, order: GatewayOrder, kind: str, items: tuple[tuple[str, int], ...]) -> tuple[Decision, Sale | None]:
+    def _settle(
+        self, order: GatewayOrder, kind: str, items: tuple[tuple[str, int], ...]
+    ) -> tuple[Decision, Sale | None]:
         self.conn.execute(
             "UPDATE ecny_orders SET status = 'paid', paid_at_ms = ?, trade_no = ? WHERE order_no = ? AND status = 'created'",
             (order.paid_at_ms, order.trade_no, order.order_no),
@@ -213,7 +241,8 @@ class EcnyCashier:
         )
         if sale is not None:
             self.conn.execute(
-                "UPDATE ecny_orders SET status = 'journaled', seq = ? WHERE order_no = ?", (sale.seq, order.order_no)
+                "UPDATE ecny_orders SET status = 'journaled', seq = ? WHERE order_no = ?",
+                (sale.seq, order.order_no),
             )
         else:
             self._reverse(order.order_no, decision.reason or "not journaled")
@@ -221,13 +250,17 @@ class EcnyCashier:
 
     def _reverse(self, order_no: str, why: str) -> bool:
         """Refund an order the diner was never told was paid. False if the gateway is away."""
-        amount = self.conn.execute("SELECT amount_fen FROM ecny_orders WHERE order_no = ?", (order_no,)).fetchone()[0]
+        amount = self.conn.execute(
+            "SELECT amount_fen FROM ecny_orders WHERE order_no = ?", (order_no,)
+        ).fetchone()[0]
         try:
             self.gateway.refund(order_no, f"{order_no}-R", amount)
         except DomainError as exc:
             log.error("ecny order %s: reversal failed (%s), will retry", order_no, exc.code)
             return False
-        self.conn.execute("UPDATE ecny_orders SET status = 'reversed', reason = ? WHERE order_no = ?", (why, order_no))
+        self.conn.execute(
+            "UPDATE ecny_orders SET status = 'reversed', reason = ? WHERE order_no = ?", (why, order_no)
+        )
         log.warning("ecny order %s reversed: %s", order_no, why)
         return True
 
@@ -238,7 +271,9 @@ class EcnyCashier:
             "SELECT order_no, status FROM ecny_orders WHERE status IN ('created', 'paid')"
         ).fetchall():
             if self._journaled(order_no):
-                self.conn.execute("UPDATE ecny_orders SET status = 'journaled' WHERE order_no = ?", (order_no,))
+                self.conn.execute(
+                    "UPDATE ecny_orders SET status = 'journaled' WHERE order_no = ?", (order_no,)
+                )
                 counts["journaled"] += 1
                 continue
             try:
@@ -247,7 +282,10 @@ class EcnyCashier:
                     order = self.gateway.close_order(order_no)
             except DomainError as exc:
                 if exc.code == "not_found":  # the gateway never saw it
-                    self.conn.execute("UPDATE ecny_orders SET status = 'failed', reason = 'not_found' WHERE order_no = ?", (order_no,))
+                    self.conn.execute(
+                        "UPDATE ecny_orders SET status = 'failed', reason = 'not_found' WHERE order_no = ?",
+                        (order_no,),
+                    )
                     counts["failed"] += 1
                 else:
                     counts["open"] += 1
@@ -255,12 +293,18 @@ class EcnyCashier:
             if order is None or order.status == "paid":
                 counts["reversed" if self._reverse(order_no, "paid but never journaled") else "open"] += 1
             else:
-                self.conn.execute("UPDATE ecny_orders SET status = 'failed', reason = ? WHERE order_no = ?", (order.status, order_no))
+                self.conn.execute(
+                    "UPDATE ecny_orders SET status = 'failed', reason = ? WHERE order_no = ?",
+                    (order.status, order_no),
+                )
                 counts["failed"] += 1
         return counts
 
     def _journaled(self, order_no: str) -> bool:
         needle = json.dumps(f"ecny:{order_no}")
-        return self.conn.execute(
-            "SELECT 1 FROM journal WHERE method = 'ecny' AND instr(sale_json, ?) > 0", (needle,)
-        ).fetchone() is not None
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM journal WHERE method = 'ecny' AND instr(sale_json, ?) > 0", (needle,)
+            ).fetchone()
+            is not None
+        )

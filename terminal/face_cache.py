@@ -53,7 +53,8 @@ def active_cards(conn: sqlite3.Connection, holder_id: str) -> list[str]:
     return [
         r[0]
         for r in conn.execute(
-            "SELECT card_id FROM cards WHERE holder_id = ? AND status = 'active' ORDER BY card_id", (holder_id,)
+            "SELECT card_id FROM cards WHERE holder_id = ? AND status = 'active' ORDER BY card_id",
+            (holder_id,),
         )
     ]
 
@@ -72,7 +73,9 @@ class GalleryCache:
         with self._lock:
             version = faces_version(self._conn)
             if version != self._version:
-                rows = self._conn.execute("SELECT face_id, holder_id, encoding FROM faces ORDER BY face_id").fetchall()
+                rows = self._conn.execute(
+                    "SELECT face_id, holder_id, encoding FROM faces ORDER BY face_id"
+                ).fetchall()
                 self._gallery = Gallery.from_raw((r[0], r[1], bytes(r[2])) for r in rows)
                 self._version = version
                 self.loads += 1

@@ -118,7 +118,13 @@ class FacePay:
             self.terminal.decline("face", res.reason or "face_not_recognized")
             return FacePayResult(m, res, frames=frames)
         decision, _ = self.terminal.tap(
-            TapRequest(res.card_id, method="face", kind=request.kind, items=request.items, amount_fen=request.amount_fen)
+            TapRequest(
+                res.card_id,
+                method="face",
+                kind=request.kind,
+                items=request.items,
+                amount_fen=request.amount_fen,
+            )
         )
         return FacePayResult(m, res, decision, frames)
 

@@ -36,7 +36,9 @@ class QrAccepted:
     offline_allowance_fen: int
 
 
-def check_code(code: PayCode, holder_id: str | None, key: QrKey | None, seen: bool, now_ms: int) -> str | None:
+def check_code(
+    code: PayCode, holder_id: str | None, key: QrKey | None, seen: bool, now_ms: int
+) -> str | None:
     """None if the code may pay, else the decline reason."""
     if holder_id is None:
         return "card_unknown"
@@ -90,9 +92,13 @@ class QrVerifier:
         row = self.conn.execute("SELECT holder_id FROM cards WHERE card_id = ?", (code.card_id,)).fetchone()
         holder_id = row[0] if row else None
         key = self.key(holder_id) if holder_id else None
-        seen = key is not None and self.conn.execute(
-            "SELECT 1 FROM qr_seen WHERE public_key = ? AND counter = ?", (key.public_key, code.counter)
-        ).fetchone() is not None
+        seen = (
+            key is not None
+            and self.conn.execute(
+                "SELECT 1 FROM qr_seen WHERE public_key = ? AND counter = ?", (key.public_key, code.counter)
+            ).fetchone()
+            is not None
+        )
         reason = check_code(code, holder_id, key, seen, now_ms)
         if reason is not None:
             return reason

@@ -75,8 +75,12 @@ def parse_line(line: str) -> TapRequest | None:
         if amount is not None and (not isinstance(amount, int) or isinstance(amount, bool)):
             raise BadTap("amount_fen must be an integer number of fen")
         return TapRequest(
-            card_id=d.get("card_id"), method=d.get("method", "card"), kind=d.get("kind", "meal"),
-            items=items, amount_fen=amount, credential=d.get("credential"),
+            card_id=d.get("card_id"),
+            method=d.get("method", "card"),
+            kind=d.get("kind", "meal"),
+            items=items,
+            amount_fen=amount,
+            credential=d.get("credential"),
         )
     parts = text.split()
     if len(parts) == 1:
@@ -168,8 +172,14 @@ class CardReaderTapSource:
         if tap is None:
             return None
         o = self.order()
-        return TapRequest(tap.card_id, method=tap.method, kind=o.kind, items=o.items,
-                          amount_fen=o.amount_fen, credential=tap.credential)
+        return TapRequest(
+            tap.card_id,
+            method=tap.method,
+            kind=o.kind,
+            items=o.items,
+            amount_fen=o.amount_fen,
+            credential=tap.credential,
+        )
 
     def close(self) -> None:
         self.reader.close()

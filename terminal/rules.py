@@ -104,7 +104,9 @@ class CanteenRules:
         for sku, i in (config.get("items") or {}).items():
             try:
                 ref = i.get("reference_price_fen")
-                item = ShopItem(sku, str(i.get("name", sku)), _fen(i["price_fen"]), None if ref is None else _fen(ref))
+                item = ShopItem(
+                    sku, str(i.get("name", sku)), _fen(i["price_fen"]), None if ref is None else _fen(ref)
+                )
                 if item.reference_price_fen is not None and item.price_fen > item.reference_price_fen:
                     above_reference.add(sku)
                     raise ValueError("price above the reference price (第十条)")
@@ -189,4 +191,3 @@ class RiskLimits:
                 if k in known and isinstance(v, int) and not isinstance(v, bool) and v >= 0:
                     values[k] = v
         return cls(**values)
-

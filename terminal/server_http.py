@@ -21,7 +21,14 @@ class ServerUnreachable(Exception):
 
 
 class ServerHttp:
-    def __init__(self, base_url: str, terminal_id: str, secret: bytes, verifier: ServerVerifier, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        terminal_id: str,
+        secret: bytes,
+        verifier: ServerVerifier,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.terminal_id = terminal_id
         self._secret = secret
@@ -32,7 +39,11 @@ class ServerHttp:
         sig = hmac_sign(self._secret, f"{self.terminal_id}\n{now_ms}\nGET\n{path}".encode())
         req = urllib.request.Request(
             self.base_url + path + (f"?{query}" if query else ""),
-            headers={"X-Terminal-Id": self.terminal_id, "X-Terminal-Time": str(now_ms), "X-Terminal-Sig": sig},
+            headers={
+                "X-Terminal-Id": self.terminal_id,
+                "X-Terminal-Time": str(now_ms),
+                "X-Terminal-Sig": sig,
+            },
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
@@ -49,8 +60,11 @@ class ServerHttp:
         data = self._get(f"/api/v1/terminals/{self.terminal_id}/deltas", f"since={version}", now_ms)
         out = []
         for item in json.loads(data):
-            env = open_envelope(json.dumps(item, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode(),
-                                server=self._verifier, expect_type="delta")
+            env = open_envelope(
+                json.dumps(item, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode(),
+                server=self._verifier,
+                expect_type="delta",
+            )
             out.append(Delta.from_body(env.body))
         return out
 

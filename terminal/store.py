@@ -136,7 +136,9 @@ class Store:
         )
 
     def canteen_config(self, canteen_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT config_json FROM canteens WHERE canteen_id = ?", (canteen_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT config_json FROM canteens WHERE canteen_id = ?", (canteen_id,)
+        ).fetchone()
         return json.loads(row[0]) if row else None
 
     def settings(self) -> dict[str, Any]:
@@ -189,10 +191,22 @@ class Store:
         with write_txn(self.conn):
             seq = int(self.conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM journal").fetchone()[0])
             sale = Sale(
-                terminal_id=terminal_id, seq=seq, uuid=uuid7_hex(occurred_at_ms), card_id=card_id,
-                canteen_id=canteen_id, amount_fen=amount_fen, occurred_at_ms=occurred_at_ms,
-                method=method, kind=kind, meal_period=meal_period, items=items, offline=offline,
-                visitor=visitor, subsidy_fen=subsidy_fen, self_fen=self_fen, credential=credential,
+                terminal_id=terminal_id,
+                seq=seq,
+                uuid=uuid7_hex(occurred_at_ms),
+                card_id=card_id,
+                canteen_id=canteen_id,
+                amount_fen=amount_fen,
+                occurred_at_ms=occurred_at_ms,
+                method=method,
+                kind=kind,
+                meal_period=meal_period,
+                items=items,
+                offline=offline,
+                visitor=visitor,
+                subsidy_fen=subsidy_fen,
+                self_fen=self_fen,
+                credential=credential,
             )
             sale.validate()
             self.conn.execute(
@@ -202,9 +216,21 @@ class Store:
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 (
-                    seq, sale.uuid, card_id, holder_id, amount_fen, subsidy_fen, self_fen, method,
-                    kind, meal_period, int(visitor), int(offline), occurred_at_ms,
-                    json.dumps(sale.to_dict(), ensure_ascii=False), int(announced),
+                    seq,
+                    sale.uuid,
+                    card_id,
+                    holder_id,
+                    amount_fen,
+                    subsidy_fen,
+                    self_fen,
+                    method,
+                    kind,
+                    meal_period,
+                    int(visitor),
+                    int(offline),
+                    occurred_at_ms,
+                    json.dumps(sale.to_dict(), ensure_ascii=False),
+                    int(announced),
                 ),
             )
             self.conn.execute("INSERT INTO outbox(seq) VALUES (?)", (seq,))
@@ -221,7 +247,9 @@ class Store:
             for r in self.conn.execute("SELECT sale_json FROM journal WHERE announced = 0 ORDER BY seq")
         ]
 
-    def record_decline(self, at_ms: int, card_id: str | None, method: str, reason: str, meal_period: str | None) -> None:
+    def record_decline(
+        self, at_ms: int, card_id: str | None, method: str, reason: str, meal_period: str | None
+    ) -> None:
         """Declines only feed the operator's totals: written without an fsync."""
         with self.relaxed_txn():
             self.conn.execute(
@@ -234,9 +262,9 @@ class Store:
     def outbox_after(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Unacknowledged sales after ``after_seq``, oldest first, up to the first sale not
         yet announced to its diner."""
-        first_unannounced = self.conn.execute(
-            "SELECT min(seq) FROM journal WHERE announced = 0"
-        ).fetchone()[0]
+        first_unannounced = self.conn.execute("SELECT min(seq) FROM journal WHERE announced = 0").fetchone()[
+            0
+        ]
         return [
             (r[0], json.loads(r[1]))
             for r in self.conn.execute(
@@ -268,14 +296,22 @@ class Store:
                     counts["ignored"] += 1
                     continue
                 outcome = "rejected" if r.rejected else "applied"
-                self.conn.execute("UPDATE journal SET status = ?, reason = ? WHERE seq = ?", (outcome, r.reason, r.seq))
+                self.conn.execute(
+                    "UPDATE journal SET status = ?, reason = ? WHERE seq = ?", (outcome, r.reason, r.seq)
+                )
                 self.conn.execute("DELETE FROM outbox WHERE seq = ?", (r.seq,))
                 counts[outcome] += 1
                 if r.holder_id and r.balance is not None:
                     self.conn.execute(
                         "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ? "
                         "WHERE holder_id = ? AND version < ?",
-                        (r.balance.subsidy_fen, r.balance.self_fen, r.balance.version, r.holder_id, r.balance.version),
+                        (
+                            r.balance.subsidy_fen,
+                            r.balance.self_fen,
+                            r.balance.version,
+                            r.holder_id,
+                            r.balance.version,
+                        ),
                     )
         return counts
 
@@ -304,11 +340,18 @@ class Store:
             for c in changes:
                 match c:
                     case HolderChange(meals=m):
-                        holders.append((
-                            c.holder_id, c.unit_id, c.subsidy_fen, c.self_fen, int(c.blocked), version,
-                            None if m is None else m.day,
-                            None if m is None else json.dumps(m.taken, ensure_ascii=False),
-                        ))
+                        holders.append(
+                            (
+                                c.holder_id,
+                                c.unit_id,
+                                c.subsidy_fen,
+                                c.self_fen,
+                                int(c.blocked),
+                                version,
+                                None if m is None else m.day,
+                                None if m is None else json.dumps(m.taken, ensure_ascii=False),
+                            )
+                        )
                     case CardChange():
                         cards.append((c.card_id, c.holder_id, c.status))
                     case CanteenChange():

@@ -105,7 +105,9 @@ class SyncAgent:
         self._mono = monotonic or time.monotonic
         self.store = Store(config.db_path)
         self._verifier = ServerVerifier(config.server_public_key)
-        self.http = ServerHttp(http_url or config.server_url, config.terminal_id, config.secret, self._verifier)
+        self.http = ServerHttp(
+            http_url or config.server_url, config.terminal_id, config.secret, self._verifier
+        )
         self._inbox: queue.Queue[tuple[str, object]] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -124,11 +126,15 @@ class SyncAgent:
         self.stats = SyncStats()
         self.online = False
         # offline since the last time this terminal knew it was offline, or since now
-        self.offline_since_ms: int | None = _int_or_none(self.store.get_meta("offline_since_ms")) or clock.now_ms()
+        self.offline_since_ms: int | None = (
+            _int_or_none(self.store.get_meta("offline_since_ms")) or clock.now_ms()
+        )
         self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
         self.boot_id = _boot_id()
         same_boot = self.store.get_meta("clock_boot_id") == self.boot_id
-        self.clock_offset_ms: int | None = _int_or_none(self.store.get_meta("clock_offset_ms")) if same_boot else None
+        self.clock_offset_ms: int | None = (
+            _int_or_none(self.store.get_meta("clock_offset_ms")) if same_boot else None
+        )
         self.store.set_metas({"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)})
         self.link = MqttLink(
             f"terminal-{config.terminal_id}",
@@ -255,10 +261,15 @@ class SyncAgent:
                 # the earliest moment sync was lost: reconnects that never got back in
                 # sync do not restart the offline age
                 self.offline_since_ms = self.offline_since_ms or self.clock.now_ms()
-                self.store.set_metas({"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)})
+                self.store.set_metas(
+                    {"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)}
+                )
                 if self.online and was_in_sync:
-                    why = "the server is silent" if not self.server_present else (
-                        "acks overdue" if self.ack_overdue else "catching up")
+                    why = (
+                        "the server is silent"
+                        if not self.server_present
+                        else ("acks overdue" if self.ack_overdue else "catching up")
+                    )
                     log.warning("%s: OFFLINE limits while connected: %s", self.config.terminal_id, why)
             self._on_link_change(now_in_sync)
 
@@ -317,7 +328,9 @@ class SyncAgent:
         flight = self._inflight.pop(ack.in_reply_to, None)
         self._awaiting_since = self._mono() if self._inflight else None  # the server answers
         if ack.reason is not None:
-            log.error("%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason)
+            log.error(
+                "%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason
+            )
             if flight is not None:
                 self._cursor = min(self._cursor, min(flight.seqs) - 1)
             return
@@ -326,7 +339,9 @@ class SyncAgent:
         self.stats.rejected += counts["rejected"]
         for r in ack.results:
             if r.rejected:
-                self.stats.reject_reasons[r.reason or "?"] = self.stats.reject_reasons.get(r.reason or "?", 0) + 1
+                self.stats.reject_reasons[r.reason or "?"] = (
+                    self.stats.reject_reasons.get(r.reason or "?", 0) + 1
+                )
                 log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
         self._mark_synced()
 
@@ -339,7 +354,12 @@ class SyncAgent:
         if delta.version <= current:
             return
         if delta.version != current + 1:
-            log.info("%s: delta gap (have %d, got %d): catching up", self.config.terminal_id, current, delta.version)
+            log.info(
+                "%s: delta gap (have %d, got %d): catching up",
+                self.config.terminal_id,
+                current,
+                delta.version,
+            )
             self._need_catchup = True
             return
         self.store.apply_changes(delta.version, delta.changes)
@@ -398,8 +418,12 @@ class SyncAgent:
             body = {"sales": [sale for _, sale in rows]}
             msg_id = uuid.uuid4().hex
             payload = seal_hmac(
-                "sale_batch", self.config.terminal_id, body, self.config.secret,
-                self.clock.now_ms(), msg_id,
+                "sale_batch",
+                self.config.terminal_id,
+                body,
+                self.config.secret,
+                self.clock.now_ms(),
+                msg_id,
             )
             if not self.link.publish(topics.sales(self.config.terminal_id), payload):
                 return
@@ -418,6 +442,7 @@ class SyncAgent:
         with self._journal_lock:
             oldest = self.store.oldest_pending_ms()
             return oldest if oldest is not None else self._sale_clock()
+
     def status(self) -> Status:
         self._version_seen = self.store.delta_version
         return Status(
@@ -432,13 +457,23 @@ class SyncAgent:
         )
 
     def send_status(self) -> None:
-        payload = seal_hmac("status", self.config.terminal_id, self.status().to_body(), self.config.secret, self.clock.now_ms())
+        payload = seal_hmac(
+            "status",
+            self.config.terminal_id,
+            self.status().to_body(),
+            self.config.secret,
+            self.clock.now_ms(),
+        )
         if self.link.publish(topics.status(self.config.terminal_id), payload, retain=True):
             self._last_heartbeat = self._mono()
 
     def _will(self) -> tuple[str, bytes, bool]:
-        body = Status(state="offline", delta_version=self._version_seen,
-                      clock_ms=self.clock.now_ms(), software=self.config.software).to_body()
+        body = Status(
+            state="offline",
+            delta_version=self._version_seen,
+            clock_ms=self.clock.now_ms(),
+            software=self.config.software,
+        ).to_body()
         payload = seal_hmac("status", self.config.terminal_id, body, self.config.secret, self.clock.now_ms())
         return topics.status(self.config.terminal_id), payload, True
 

@@ -75,7 +75,9 @@ def summarize(
 ) -> DayTotals:
     """``sales``: journal rows (kind, meal_period, method, visitor, offline, amount_fen,
     status); ``declines``: one reason code per declined tap."""
-    t = DayTotals(day, canteen_id, terminal_id, unsent_sales=unsent_sales, last_sync_ms=last_sync_ms, online=online)
+    t = DayTotals(
+        day, canteen_id, terminal_id, unsent_sales=unsent_sales, last_sync_ms=last_sync_ms, online=online
+    )
     for s in sales:
         amount = int(s["amount_fen"])
         if s["status"] == "rejected":
@@ -93,7 +95,9 @@ def summarize(
     return t
 
 
-def day_totals(store: Any, day: date, canteen_id: str, terminal_id: str, *, online: bool = False) -> DayTotals:
+def day_totals(
+    store: Any, day: date, canteen_id: str, terminal_id: str, *, online: bool = False
+) -> DayTotals:
     """The totals of ``day`` from the store (a :class:`terminal.store.Store`)."""
     lo, hi = day_bounds_ms(day)
     sales = store.conn.execute(
@@ -101,10 +105,17 @@ def day_totals(store: Any, day: date, canteen_id: str, terminal_id: str, *, onli
         "WHERE occurred_at_ms >= ? AND occurred_at_ms < ?",
         (lo, hi),
     ).fetchall()
-    declines = [r[0] for r in store.conn.execute("SELECT reason FROM declines WHERE at_ms >= ? AND at_ms < ?", (lo, hi))]
+    declines = [
+        r[0]
+        for r in store.conn.execute("SELECT reason FROM declines WHERE at_ms >= ? AND at_ms < ?", (lo, hi))
+    ]
     last_sync = store.get_meta("last_sync_ms")
     return summarize(
-        day.isoformat(), canteen_id, terminal_id, [dict(r) for r in sales], declines,
+        day.isoformat(),
+        canteen_id,
+        terminal_id,
+        [dict(r) for r in sales],
+        declines,
         unsent_sales=store.pending_count(),
         last_sync_ms=int(last_sync) if last_sync else None,
         online=online,
@@ -154,7 +165,9 @@ def render_zh(t: DayTotals) -> str:
 def screen_lines(t: DayTotals) -> tuple[str, ...]:
     """A few short lines for the customer display (operator card tapped)."""
     periods = " ".join(
-        f"{PERIOD_ZH[k]}{t.by_period[k].count}" for k in ("breakfast", "lunch", "dinner", "shop") if k in t.by_period
+        f"{PERIOD_ZH[k]}{t.by_period[k].count}"
+        for k in ("breakfast", "lunch", "dinner", "shop")
+        if k in t.by_period
     )
     return (
         f"当日汇总 {t.day}",

@@ -15,14 +15,18 @@ def populated(conn: sqlite3.Connection, now_ms: int, diners: int = 6) -> World:
     return demo_world(conn, now_ms, diners=diners)
 
 
-def terminal(conn: sqlite3.Connection, canteen_id: str, now_ms: int, public_key: str = "00" * 32) -> TerminalCredentials:
+def terminal(
+    conn: sqlite3.Connection, canteen_id: str, now_ms: int, public_key: str = "00" * 32
+) -> TerminalCredentials:
     """A provisioned terminal with an id unique across the test session (the broker is
     shared, and retained status messages outlive a test)."""
     with write_txn(conn):
         return provision(conn, canteen_id, now_ms, public_key, terminal_id=f"T-{uuid.uuid4().hex[:8]}")
 
 
-def sale(creds: TerminalCredentials, seq: int, card_id: str, amount_fen: int, at_ms: int, **kw: object) -> Sale:
+def sale(
+    creds: TerminalCredentials, seq: int, card_id: str, amount_fen: int, at_ms: int, **kw: object
+) -> Sale:
     fields = {
         "terminal_id": creds.terminal_id,
         "seq": seq,
@@ -39,7 +43,14 @@ def sale(creds: TerminalCredentials, seq: int, card_id: str, amount_fen: int, at
     return Sale(**fields)  # type: ignore[arg-type]
 
 
-def signed_batch(creds: TerminalCredentials, sales: list[Sale], at_ms: int, msg_id: str | None = None) -> bytes:
+def signed_batch(
+    creds: TerminalCredentials, sales: list[Sale], at_ms: int, msg_id: str | None = None
+) -> bytes:
     return seal_hmac(
-        "sale_batch", creds.terminal_id, SaleBatch(tuple(sales)).to_body(), bytes.fromhex(creds.secret_hex), at_ms, msg_id
+        "sale_batch",
+        creds.terminal_id,
+        SaleBatch(tuple(sales)).to_body(),
+        bytes.fromhex(creds.secret_hex),
+        at_ms,
+        msg_id,
     )

@@ -22,17 +22,29 @@ CANTEEN = {
 }
 
 
-def qr_key_change(holder_id: str = "H1", seed: bytes = QR_SEED, expires_at_ms: int = 2**52, allowance: int = 3000) -> dict[str, Any]:
+def qr_key_change(
+    holder_id: str = "H1", seed: bytes = QR_SEED, expires_at_ms: int = 2**52, allowance: int = 3000
+) -> dict[str, Any]:
     return {
-        "kind": "qr_key", "holder_id": holder_id, "public_key": public_key_hex(seed),
-        "expires_at_ms": expires_at_ms, "offline_allowance_fen": allowance,
+        "kind": "qr_key",
+        "holder_id": holder_id,
+        "public_key": public_key_hex(seed),
+        "expires_at_ms": expires_at_ms,
+        "offline_allowance_fen": allowance,
     }
 
 
 def base_changes(canteen: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     return [
         {"kind": "canteen", "canteen_id": "C01", "config": canteen or CANTEEN},
-        {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 10_000, "self_fen": 0, "blocked": False},
+        {
+            "kind": "holder",
+            "holder_id": "H1",
+            "unit_id": "U01",
+            "subsidy_fen": 10_000,
+            "self_fen": 0,
+            "blocked": False,
+        },
         {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},
         qr_key_change(),
     ]
@@ -44,9 +56,14 @@ def offline_terminal(tmp_path: Path, clock: FakeClock, *, online: bool = True, *
     says otherwise."""
     config.setdefault("reader", "simulated")
     cfg = TerminalConfig(
-        terminal_id="T-ident", canteen_id="C01", secret_hex="00" * 32,
-        server_public_key=ServerKey.generate().public_hex, broker_url="mqtt://127.0.0.1:1",
-        server_url="http://127.0.0.1:1", db_path=str(tmp_path / "terminal.sqlite"), **config,
+        terminal_id="T-ident",
+        canteen_id="C01",
+        secret_hex="00" * 32,
+        server_public_key=ServerKey.generate().public_hex,
+        broker_url="mqtt://127.0.0.1:1",
+        server_url="http://127.0.0.1:1",
+        db_path=str(tmp_path / "terminal.sqlite"),
+        **config,
     )
     t = Terminal(cfg, clock)
     t.store.apply_changes(1, decode_changes(tuple(base_changes())))

@@ -34,7 +34,9 @@ class MoneyWorld:
             registry.add_unit(conn, "U01", "市财政局", 30_000)
             registry.add_unit(conn, "U02", "市教育局", 24_000)
             registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator=OPERATOR, now_ms=now)
-            registry.add_canteen(conn, "C02", "教育局食堂", "U02", operator=SELF_OPERATOR, self_operated=True, now_ms=now)
+            registry.add_canteen(
+                conn, "C02", "教育局食堂", "U02", operator=SELF_OPERATOR, self_operated=True, now_ms=now
+            )
             for i in range(1, diners + 1):
                 unit = "U01" if i % 2 else "U02"
                 registry.add_holder(conn, f"H{i:03d}", unit, f"职工{i}", f"K{i:03d}", now_ms=now)
@@ -58,7 +60,9 @@ class MoneyWorld:
         with write_txn(self.conn):
             return funds.topup(self.conn, card, amount_fen, self.clock.now_ms())
 
-    def new_sale(self, card: str, amount_fen: int, at_ms: int | None = None, canteen: str = "C01", **kw: object) -> Sale:
+    def new_sale(
+        self, card: str, amount_fen: int, at_ms: int | None = None, canteen: str = "C01", **kw: object
+    ) -> Sale:
         self.seq[canteen] += 1
         at = self.clock.now_ms() if at_ms is None else at_ms
         return make_sale(self.terminals[canteen], self.seq[canteen], card, amount_fen, at, **kw)
@@ -69,14 +73,22 @@ class MoneyWorld:
         self.worker.process([(topics.sales(creds.terminal_id), wire)])
         return list(self.acks[-1].results)
 
-    def sell(self, card: str, amount_fen: int, at_ms: int | None = None, canteen: str = "C01", **kw: object) -> SaleResult:
+    def sell(
+        self, card: str, amount_fen: int, at_ms: int | None = None, canteen: str = "C01", **kw: object
+    ) -> SaleResult:
         return self.send(self.new_sale(card, amount_fen, at_ms, canteen, **kw))[0]
 
     def report_watermark(self, canteen: str, watermark_ms: int) -> None:
         creds: TerminalCredentials = self.terminals[canteen]
         status = Status(state="online", watermark_ms=watermark_ms, clock_ms=self.clock.now_ms())
-        wire = seal_hmac("status", creds.terminal_id, status.to_body(), bytes.fromhex(creds.secret_hex),
-                         self.clock.now_ms(), uuid.uuid4().hex)
+        wire = seal_hmac(
+            "status",
+            creds.terminal_id,
+            status.to_body(),
+            bytes.fromhex(creds.secret_hex),
+            self.clock.now_ms(),
+            uuid.uuid4().hex,
+        )
         self.worker.process([(topics.status(creds.terminal_id), wire)])
 
     def all_report(self, watermark_ms: int) -> None:

@@ -28,7 +28,9 @@ class Api:
             }
 
     def __call__(self, who: str, method: str, url: str, body: dict | None = None):  # noqa: ANN204
-        return self.client.open(url, method=method, json=body, headers={"Authorization": f"Bearer {self.tokens[who]}"})
+        return self.client.open(
+            url, method=method, json=body, headers={"Authorization": f"Bearer {self.tokens[who]}"}
+        )
 
 
 @pytest.fixture
@@ -44,8 +46,14 @@ def api(client, conn: sqlite3.Connection, clock: FakeClock, world: MoneyWorld) -
 def test_a_clerk_allocates_for_their_own_unit_only(api: Api) -> None:
     ok = api("clerk_u01", "POST", "/api/v1/allocations", {"unit_id": "U01", "quarter": "2026Q1"})
     assert ok.status_code == 201
-    assert ok.get_json() == {"unit_id": "U01", "quarter": "2026Q1", "holders": 2, "per_person_fen": 30_000,
-                                  "total_fen": 60_000, "late": False}
+    assert ok.get_json() == {
+        "unit_id": "U01",
+        "quarter": "2026Q1",
+        "holders": 2,
+        "per_person_fen": 30_000,
+        "total_fen": 60_000,
+        "late": False,
+    }
     other = api("clerk_u01", "POST", "/api/v1/allocations", {"unit_id": "U02", "quarter": "2026Q1"})
     assert (other.status_code, other.get_json()["code"]) == (403, "forbidden")
     again = api("admin", "POST", "/api/v1/allocations", {"unit_id": "U01", "quarter": "2026Q1"})
@@ -89,7 +97,10 @@ def test_settlement_over_http_with_statements_and_payout_files(api: Api, world: 
 def test_scores_come_from_the_canteens_own_unit(api: Api) -> None:
     ok = api("clerk_u01", "PUT", "/api/v1/canteens/C01/quality-scores/2026Q1", {"score": 85})
     assert (ok.status_code, ok.get_json()["pay_pct"]) == (200, 100)
-    assert api("admin", "PUT", "/api/v1/canteens/C01/quality-bands", {"bands": [[90, 100], [0, 97]]}).status_code == 200
+    assert (
+        api("admin", "PUT", "/api/v1/canteens/C01/quality-bands", {"bands": [[90, 100], [0, 97]]}).status_code
+        == 200
+    )
     rescored = api("clerk_u01", "PUT", "/api/v1/canteens/C01/quality-scores/2026Q1", {"score": 80})
     assert rescored.get_json()["pay_pct"] == 97
     other = api("clerk_u02", "PUT", "/api/v1/canteens/C01/quality-scores/2026Q1", {"score": 10})
@@ -105,7 +116,12 @@ def test_a_diner_rates_their_own_sale_once_and_the_report_averages_it(api: Api, 
     sales = api("diner_h001", "GET", "/api/v1/holders/H001/sales").get_json()
     assert len(sales) == 1 and sales[0]["rated"] is False
     uuid = sales[0]["uuid"]
-    r = api("diner_h001", "POST", "/api/v1/ratings", {"sale_uuid": uuid, "service": 5, "food": 4, "comment": "好吃"})
+    r = api(
+        "diner_h001",
+        "POST",
+        "/api/v1/ratings",
+        {"sale_uuid": uuid, "service": 5, "food": 4, "comment": "好吃"},
+    )
     assert r.status_code == 201
     twice = api("diner_h001", "POST", "/api/v1/ratings", {"sale_uuid": uuid, "service": 1, "food": 1})
     assert (twice.status_code, twice.get_json()["code"]) == (409, "already_rated")
@@ -117,7 +133,12 @@ def test_a_diner_rates_their_own_sale_once_and_the_report_averages_it(api: Api, 
         quality.rate(world.conn, "H003", other, 4, 3, "", world.clock.now_ms())
     report = api("operator", "GET", "/api/v1/quality?quarter=2026Q1").get_json()
     c01 = report["canteens"][0]
-    assert (c01["canteen_id"], c01["ratings"], c01["service_avg"], c01["food_avg"]) == ("C01", 2, "4.50", "3.50")
+    assert (c01["canteen_id"], c01["ratings"], c01["service_avg"], c01["food_avg"]) == (
+        "C01",
+        2,
+        "4.50",
+        "3.50",
+    )
     assert [c["canteen_id"] for c in report["canteens"]] == ["C01"]
 
 
@@ -144,7 +165,10 @@ def test_a_late_or_missing_allocation_is_flagged(api: Api, world: MoneyWorld) ->
     report = api("admin", "GET", "/api/v1/reports/allocations?quarter=2026Q1").get_json()
     assert {u["unit_id"]: u["status"] for u in report["units"]} == {"U01": "late", "U02": "missing"}
     assert report["flagged"] == ["U01", "U02"]
-    assert [u["unit_id"] for u in api("clerk_u02", "GET", "/api/v1/reports/allocations?quarter=2026Q1").get_json()["units"]] == ["U02"]
+    assert [
+        u["unit_id"]
+        for u in api("clerk_u02", "GET", "/api/v1/reports/allocations?quarter=2026Q1").get_json()["units"]
+    ] == ["U02"]
     ahead = api("admin", "GET", "/api/v1/reports/allocations?quarter=2026Q2").get_json()
     assert {u["status"] for u in ahead["units"]} == {"pending"}
 

@@ -20,10 +20,14 @@ def tok(conn: sqlite3.Connection, clock) -> dict[str, dict[str, str]]:  # noqa: 
     diners H00001 (U01) and H00002 (U02)."""
     populated(conn, clock.now_ms())
     scopes = {
-        "admin": ("admin", {}), "auditor": ("auditor", {}),
-        "clerk1": ("clerk", {"unit_id": "U01"}), "clerk2": ("clerk", {"unit_id": "U02"}),
-        "op1": ("operator", {"operator": "湘味餐饮有限公司"}), "op2": ("operator", {"operator": "市教育局机关服务中心"}),
-        "diner1": ("diner", {"holder_id": "H00001"}), "diner2": ("diner", {"holder_id": "H00002"}),
+        "admin": ("admin", {}),
+        "auditor": ("auditor", {}),
+        "clerk1": ("clerk", {"unit_id": "U01"}),
+        "clerk2": ("clerk", {"unit_id": "U02"}),
+        "op1": ("operator", {"operator": "湘味餐饮有限公司"}),
+        "op2": ("operator", {"operator": "市教育局机关服务中心"}),
+        "diner1": ("diner", {"holder_id": "H00001"}),
+        "diner2": ("diner", {"holder_id": "H00002"}),
     }
     with write_txn(conn):
         return {
@@ -33,23 +37,31 @@ def tok(conn: sqlite3.Connection, clock) -> dict[str, dict[str, str]]:  # noqa: 
 
 
 def csv_post(client, url: str, name: str, headers: dict):  # noqa: ANN001, ANN201
-    return client.post(url, data=(FIXTURES / name).read_bytes(), headers={**headers, "Content-Type": "text/csv"})
+    return client.post(
+        url, data=(FIXTURES / name).read_bytes(), headers={**headers, "Content-Type": "text/csv"}
+    )
 
 
 # -- units ----------------------------------------------------------------------------------
 
 
 def test_a_unit_is_created_with_its_standard_typed_in_yuan(client, tok) -> None:  # noqa: ANN001
-    resp = client.post("/api/v1/units", json={"name": "市人民医院", "quarterly_standard": "360.50"}, headers=tok["admin"])
+    resp = client.post(
+        "/api/v1/units", json={"name": "市人民医院", "quarterly_standard": "360.50"}, headers=tok["admin"]
+    )
     assert resp.status_code == 201
     assert resp.get_json()["quarterly_standard_fen"] == 36_050
     unit_id = resp.get_json()["id"]
-    patched = client.patch(f"/api/v1/units/{unit_id}", json={"quarterly_standard_fen": 40_000}, headers=tok["admin"])
+    patched = client.patch(
+        f"/api/v1/units/{unit_id}", json={"quarterly_standard_fen": 40_000}, headers=tok["admin"]
+    )
     assert patched.get_json()["quarterly_standard_fen"] == 40_000
 
 
 def test_a_standard_with_more_than_two_decimals_is_refused(client, tok) -> None:  # noqa: ANN001
-    resp = client.post("/api/v1/units", json={"name": "市人民医院", "quarterly_standard": "360.505"}, headers=tok["admin"])
+    resp = client.post(
+        "/api/v1/units", json={"name": "市人民医院", "quarterly_standard": "360.505"}, headers=tok["admin"]
+    )
     assert (resp.status_code, resp.get_json()["code"]) == (400, "bad_amount")
 
 
@@ -80,11 +92,17 @@ def test_an_import_with_errors_answers_every_line_and_imports_nothing(client, to
 
 
 def test_an_item_priced_above_its_reference_price_is_refused_over_http(client, tok) -> None:  # noqa: ANN001
-    resp = client.put("/api/v1/canteens/C01/items/cola", json={"name": "可乐", "price": "3.50", "reference_price": "3.00"},
-                      headers=tok["admin"])
+    resp = client.put(
+        "/api/v1/canteens/C01/items/cola",
+        json={"name": "可乐", "price": "3.50", "reference_price": "3.00"},
+        headers=tok["admin"],
+    )
     assert (resp.status_code, resp.get_json()["code"]) == (400, "price_above_reference")
-    ok = client.put("/api/v1/canteens/C01/items/cola", json={"name": "可乐", "price": "3.00", "reference_price_fen": 300},
-                    headers=tok["admin"])
+    ok = client.put(
+        "/api/v1/canteens/C01/items/cola",
+        json={"name": "可乐", "price": "3.00", "reference_price_fen": 300},
+        headers=tok["admin"],
+    )
     assert ok.get_json() == {"name": "可乐", "price_fen": 300, "reference_price_fen": 300}
 
 
@@ -108,10 +126,15 @@ def test_the_directory_is_public(client, tok) -> None:  # noqa: ANN001
 
 def test_a_clerk_imports_their_roster_but_not_another_units(client, tok) -> None:  # noqa: ANN001
     text = "单位名称,姓名,工号,卡号\n市财政局,新人,CZ-NEW,04NEW0001\n"
-    ok = client.post("/api/v1/roster/import", data=text.encode(), headers={**tok["clerk1"], "Content-Type": "text/csv"})
+    ok = client.post(
+        "/api/v1/roster/import", data=text.encode(), headers={**tok["clerk1"], "Content-Type": "text/csv"}
+    )
     assert ok.status_code == 200 and ok.get_json()["new_holders"] == 1
-    bad = client.post("/api/v1/roster/import", data=text.replace("CZ-NEW", "CZ-2").replace("0001", "0002").encode(),
-                      headers={**tok["clerk2"], "Content-Type": "text/csv"})
+    bad = client.post(
+        "/api/v1/roster/import",
+        data=text.replace("CZ-NEW", "CZ-2").replace("0001", "0002").encode(),
+        headers={**tok["clerk2"], "Content-Type": "text/csv"},
+    )
     assert bad.status_code == 422
     assert [(e["line"], e["code"]) for e in bad.get_json()["errors"]] == [(2, "forbidden")]
 
@@ -119,8 +142,12 @@ def test_a_clerk_imports_their_roster_but_not_another_units(client, tok) -> None
 def test_a_roster_can_be_uploaded_as_a_form_file(client, tok) -> None:  # noqa: ANN001
     from io import BytesIO
 
-    data = {"file": (BytesIO("单位名称,姓名,工号,卡号\n市财政局,新人,CZ-NEW,04NEW0001\n".encode()), "roster.csv")}
-    resp = client.post("/api/v1/roster/import", data=data, headers=tok["admin"], content_type="multipart/form-data")
+    data = {
+        "file": (BytesIO("单位名称,姓名,工号,卡号\n市财政局,新人,CZ-NEW,04NEW0001\n".encode()), "roster.csv")
+    }
+    resp = client.post(
+        "/api/v1/roster/import", data=data, headers=tok["admin"], content_type="multipart/form-data"
+    )
     assert resp.status_code == 200 and resp.get_json()["new_holders"] == 1
 
 
@@ -130,7 +157,12 @@ def test_a_clerk_cannot_touch_another_units_staff_or_cards(client, tok) -> None:
     assert client.get("/api/v1/holders/H00002", headers=h).status_code == 403
     assert client.post("/api/v1/holders/H00002/leave", headers=h).status_code == 403
     assert client.post("/api/v1/cards/C00002/lost", headers=h).status_code == 403
-    assert client.post("/api/v1/units/U02/holders", json={"name": "x", "staff_no": "1", "card_id": "X1"}, headers=h).status_code == 403
+    assert (
+        client.post(
+            "/api/v1/units/U02/holders", json={"name": "x", "staff_no": "1", "card_id": "X1"}, headers=h
+        ).status_code
+        == 403
+    )
     assert client.get("/api/v1/cards/C00002", headers=tok["admin"]).get_json()["status"] == "active"
     assert client.get("/api/v1/holders/H00002", headers=tok["admin"]).get_json()["status"] == "active"
 
@@ -143,13 +175,19 @@ def test_a_diner_sees_and_blocks_only_their_own_card(client, tok) -> None:  # no
     lost = client.post("/api/v1/cards/C00001/lost", headers=tok["diner1"])
     assert lost.get_json()["status"] == "lost"
     assert client.get("/api/v1/me", headers=tok["diner1"]).get_json() == {
-        "role": "diner", "unit_id": None, "operator": None, "holder_id": "H00001"}
+        "role": "diner",
+        "unit_id": None,
+        "operator": None,
+        "holder_id": "H00001",
+    }
 
 
 def test_lost_then_replaced_card_over_http_keeps_the_purses(client, tok) -> None:  # noqa: ANN001
     before = client.get("/api/v1/holders/H00001", headers=tok["clerk1"]).get_json()
     client.post("/api/v1/cards/C00001/lost", headers=tok["clerk1"])
-    resp = client.post("/api/v1/cards/C00001/replace", json={"new_card_id": "04REPL01"}, headers=tok["clerk1"])
+    resp = client.post(
+        "/api/v1/cards/C00001/replace", json={"new_card_id": "04REPL01"}, headers=tok["clerk1"]
+    )
     assert resp.status_code == 201
     after = client.get("/api/v1/holders/H00001", headers=tok["clerk1"]).get_json()
     assert (after["subsidy_fen"], after["self_fen"]) == (before["subsidy_fen"], before["self_fen"])
@@ -164,14 +202,20 @@ def test_a_leaver_refund_over_http_needs_an_admin(client, tok, conn, clock) -> N
     client.post("/api/v1/holders/H00001/leave", headers=tok["clerk1"])
     holder = client.get("/api/v1/holders/H00001", headers=tok["clerk1"]).get_json()
     assert holder["status"] == "left" and holder["subsidy_fen"] == 0 and holder["self_fen"] >= 2_000
-    req = client.post("/api/v1/holders/H00001/refunds", json={"bank_account": "6217003320001234567"}, headers=tok["diner1"])
+    req = client.post(
+        "/api/v1/holders/H00001/refunds", json={"bank_account": "6217003320001234567"}, headers=tok["diner1"]
+    )
     assert req.status_code == 201, req.get_json()
     rid = req.get_json()["id"]
     assert client.post(f"/api/v1/refunds/{rid}/approve", headers=tok["clerk1"]).status_code == 403
     assert [r["id"] for r in client.get("/api/v1/refunds", headers=tok["clerk2"]).get_json()] == []
     assert [r["id"] for r in client.get("/api/v1/refunds", headers=tok["clerk1"]).get_json()] == [rid]
     done = client.post(f"/api/v1/refunds/{rid}/approve", headers=tok["admin"]).get_json()
-    assert done["status"] == "approved" and done["amount_fen"] == holder["self_fen"] and done["decided_by"] == "admin"
+    assert (
+        done["status"] == "approved"
+        and done["amount_fen"] == holder["self_fen"]
+        and done["decided_by"] == "admin"
+    )
     assert client.get("/api/v1/holders/H00001", headers=tok["admin"]).get_json()["self_fen"] == 0
 
 

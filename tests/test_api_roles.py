@@ -51,7 +51,11 @@ REFUSED = {401, 403}
 
 
 def operations(spec: dict) -> list[tuple[str, str, dict]]:
-    return [(path, method, op) for path, ops in sorted(spec["paths"].items()) for method, op in sorted(ops.items())]
+    return [
+        (path, method, op)
+        for path, ops in sorted(spec["paths"].items())
+        for method, op in sorted(ops.items())
+    ]
 
 
 def fill(path: str) -> str:
@@ -77,7 +81,9 @@ def call(client, method: str, url: str, token: str | None):  # noqa: ANN001, ANN
     return client.open(url, method=method.upper(), headers=headers, **kwargs)
 
 
-def walk(client, tokens: dict[str, str], check: Callable[[str, str, dict, str | None, object], str | None]) -> list[str]:  # noqa: ANN001
+def walk(
+    client, tokens: dict[str, str], check: Callable[[str, str, dict, str | None, object], str | None]
+) -> list[str]:  # noqa: ANN001
     spec = client.get("/openapi.json").get_json()
     problems = []
     for path, method, op in operations(spec):
@@ -94,7 +100,11 @@ def test_every_endpoint_refuses_or_serves_every_role_as_its_roles_say(client, to
     def check(method: str, path: str, op: dict, role: str | None, resp) -> str | None:  # noqa: ANN001
         body = resp.get_json(silent=True) or {}
         if op.get("security") == [{"terminal": []}]:
-            return None if resp.status_code == 401 else f"terminal route answered {resp.status_code} to a bearer token"
+            return (
+                None
+                if resp.status_code == 401
+                else f"terminal route answered {resp.status_code} to a bearer token"
+            )
         if op.get("x-public"):
             return f"public route refused: {resp.status_code} {body}" if resp.status_code in REFUSED else None
         allowed = op["x-roles"]
@@ -120,12 +130,17 @@ def test_an_unknown_or_malformed_token_is_unauthenticated_everywhere(client, tok
             continue
         for header in ("Bearer not-a-token", "Basic YWRtaW46YWRtaW4=", "Bearer "):
             resp = client.open(fill(path), method=method.upper(), headers={"Authorization": header})
-            assert (resp.status_code, resp.get_json()["code"]) == (401, "unauthenticated"), f"{method} {path} {header}"
+            assert (resp.status_code, resp.get_json()["code"]) == (401, "unauthenticated"), (
+                f"{method} {path} {header}"
+            )
 
 
 def test_errors_are_json_with_a_stable_code_and_a_message(client, tokens) -> None:  # noqa: ANN001
     resp = client.get("/api/v1/units/NOPE", headers={"Authorization": f"Bearer {tokens['admin']}"})
     assert resp.status_code == 404
     assert resp.get_json() == {"code": "not_found", "message": "not found", "detail": "unit NOPE"}
-    zh = client.get("/api/v1/units/NOPE", headers={"Authorization": f"Bearer {tokens['admin']}", "Accept-Language": "zh-CN"})
+    zh = client.get(
+        "/api/v1/units/NOPE",
+        headers={"Authorization": f"Bearer {tokens['admin']}", "Accept-Language": "zh-CN"},
+    )
     assert zh.get_json()["message"] == "记录不存在"

@@ -42,12 +42,16 @@ def test_a_healthy_history_passes(world: MoneyWorld) -> None:
 
 
 def test_a_changed_sale_split_is_caught(world: MoneyWorld) -> None:
-    world.conn.execute("UPDATE sales SET subsidy_fen = subsidy_fen - 1, self_fen = self_fen + 1 WHERE card_id = 'K001'")
+    world.conn.execute(
+        "UPDATE sales SET subsidy_fen = subsidy_fen - 1, self_fen = self_fen + 1 WHERE card_id = 'K001'"
+    )
     assert codes(world.conn) == {"sale_split_mismatch"}
 
 
 def test_an_edited_statement_is_caught(world: MoneyWorld) -> None:
-    world.conn.execute("UPDATE statements SET statement_json = replace(statement_json, '\"fee_fen\":', '\"fee_fen\":1') WHERE canteen_id = 'C01'")
+    world.conn.execute(
+        "UPDATE statements SET statement_json = replace(statement_json, '\"fee_fen\":', '\"fee_fen\":1') WHERE canteen_id = 'C01'"
+    )
     assert codes(world.conn) == {"statement_tampered"}
 
 
@@ -57,7 +61,9 @@ def test_a_sale_slipped_into_a_closed_quarter_is_caught(world: MoneyWorld) -> No
 
 
 def test_a_payable_that_does_not_match_the_sales_is_caught(world: MoneyWorld) -> None:
-    world.conn.execute("UPDATE sales SET amount_fen = amount_fen + 1, self_fen = self_fen + 1 WHERE card_id = 'K001'")
+    world.conn.execute(
+        "UPDATE sales SET amount_fen = amount_fen + 1, self_fen = self_fen + 1 WHERE card_id = 'K001'"
+    )
     assert {"payable_mismatch", "sale_split_mismatch"} <= codes(world.conn)
 
 
@@ -68,7 +74,9 @@ def test_a_clearing_line_that_does_not_match_the_ledger_is_caught(world: MoneyWo
 
 def test_a_withdrawal_from_a_purse_is_caught(world: MoneyWorld) -> None:
     with write_txn(world.conn):
-        ledger.post(world.conn, "cash_out", [ledger.Move(ledger.self_purse("H001"), ledger.BANK_TOPUP, 100)], 0)
+        ledger.post(
+            world.conn, "cash_out", [ledger.Move(ledger.self_purse("H001"), ledger.BANK_TOPUP, 100)], 0
+        )
     assert "purse_withdrawal" in codes(world.conn)
 
 

@@ -22,7 +22,9 @@ def test_a_diner_token_speaks_for_one_cardholder(conn: sqlite3.Connection, clock
     assert who == Principal("diner", holder_id="H00001")
 
 
-@pytest.mark.parametrize(("role", "missing"), [("clerk", "a unit"), ("operator", "an operator"), ("diner", "a cardholder")])
+@pytest.mark.parametrize(
+    ("role", "missing"), [("clerk", "a unit"), ("operator", "an operator"), ("diner", "a cardholder")]
+)
 def test_a_scoped_role_needs_its_scope(conn: sqlite3.Connection, clock, role: str, missing: str) -> None:  # noqa: ANN001
     with pytest.raises(DomainError) as err, write_txn(conn):
         create_token(conn, role, clock.now_ms())

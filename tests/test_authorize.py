@@ -25,13 +25,23 @@ CONFIG = {
 RULES = CanteenRules.from_config("C01", CONFIG)
 LIMITS = RiskLimits()
 ONLINE = LinkState(online=True, last_sync_ms=NOON)
-OFFLINE = LinkState(online=False, offline_since_ms=NOON - HOUR_MS, last_sync_ms=NOON - HOUR_MS, clock_offset_ms=200)
+OFFLINE = LinkState(
+    online=False, offline_since_ms=NOON - HOUR_MS, last_sync_ms=NOON - HOUR_MS, clock_offset_ms=200
+)
 
 
 def card(**kw: object) -> CardState:
     base = dict(
-        card_id="C1", card_status="active", holder_id="H1", unit_id="U01", subsidy_fen=3000,
-        self_fen=500, blocked=False, version=1, unconfirmed_fen=0, unconfirmed_count=0,
+        card_id="C1",
+        card_status="active",
+        holder_id="H1",
+        unit_id="U01",
+        subsidy_fen=3000,
+        self_fen=500,
+        blocked=False,
+        version=1,
+        unconfirmed_fen=0,
+        unconfirmed_count=0,
     )
     base.update(kw)
     return CardState(**base)  # type: ignore[arg-type]
@@ -40,8 +50,14 @@ def card(**kw: object) -> CardState:
 MEAL = TapRequest("C1")
 
 
-def decide(request: TapRequest = MEAL, state: CardState | None = None, link: LinkState = ONLINE,
-           now: int = NOON, meals: int = 0, limits: RiskLimits = LIMITS):  # noqa: ANN201
+def decide(
+    request: TapRequest = MEAL,
+    state: CardState | None = None,
+    link: LinkState = ONLINE,
+    now: int = NOON,
+    meals: int = 0,
+    limits: RiskLimits = LIMITS,
+):  # noqa: ANN201
     return authorize(request, card() if state is None else state, RULES, limits, link, now, meals)
 
 
@@ -85,7 +101,10 @@ def test_unconfirmed_sales_have_already_used_the_subsidy() -> None:
 
 def test_insufficient_balance_counts_this_terminals_unconfirmed_sales() -> None:
     assert decide(state=card(subsidy_fen=1500, self_fen=0)).approved
-    assert decide(state=card(subsidy_fen=1500, self_fen=0, unconfirmed_fen=400, unconfirmed_count=1)).reason == "insufficient_balance"
+    assert (
+        decide(state=card(subsidy_fen=1500, self_fen=0, unconfirmed_fen=400, unconfirmed_count=1)).reason
+        == "insufficient_balance"
+    )
 
 
 def test_a_negative_purse_is_a_debt() -> None:
@@ -124,7 +143,10 @@ def test_a_typed_amount_must_be_positive(amount: int | None) -> None:
 
 def test_a_canteen_can_forbid_typed_amounts() -> None:
     rules = CanteenRules.from_config("C01", {**CONFIG, "allow_typed_amount": False})
-    assert authorize(TapRequest("C1", kind="shop", amount_fen=100), card(), rules, LIMITS, ONLINE, NOON).reason == "invalid_input"
+    assert (
+        authorize(TapRequest("C1", kind="shop", amount_fen=100), card(), rules, LIMITS, ONLINE, NOON).reason
+        == "invalid_input"
+    )
 
 
 def test_no_sale_above_the_per_sale_limit() -> None:
@@ -142,7 +164,10 @@ def test_offline_a_card_may_not_exceed_its_offline_total() -> None:
 def test_offline_a_card_may_not_exceed_its_consecutive_offline_sales() -> None:
     limits = RiskLimits(max_offline_sales=2)
     state = card(unconfirmed_fen=200, unconfirmed_count=2)
-    assert decide(TapRequest("C1", kind="shop", amount_fen=100), state=state, link=OFFLINE, limits=limits).reason == "offline_limit_reached"
+    assert (
+        decide(TapRequest("C1", kind="shop", amount_fen=100), state=state, link=OFFLINE, limits=limits).reason
+        == "offline_limit_reached"
+    )
 
 
 def test_offline_the_allowance_lets_a_card_go_that_far_below_its_balance() -> None:
@@ -150,7 +175,10 @@ def test_offline_the_allowance_lets_a_card_go_that_far_below_its_balance() -> No
     assert decide(state=state, link=OFFLINE).reason == "insufficient_balance"
     d = decide(state=state, link=OFFLINE, limits=RiskLimits(offline_allowance_fen=200))
     assert d.approved and (d.subsidy_fen, d.self_fen) == (1000, 200)
-    assert decide(state=state, link=ONLINE, limits=RiskLimits(offline_allowance_fen=200)).reason == "insufficient_balance"
+    assert (
+        decide(state=state, link=ONLINE, limits=RiskLimits(offline_allowance_fen=200)).reason
+        == "insufficient_balance"
+    )
 
 
 def test_a_terminal_offline_too_long_stops_selling() -> None:
@@ -179,12 +207,18 @@ def test_a_clock_that_went_backwards_refuses_offline_sales() -> None:
 
 
 def test_every_decline_has_a_chinese_message() -> None:
-    for d in (decide(meals=1), decide(state=card(blocked=True)), decide(link=replace(OFFLINE, last_sync_ms=None))):
+    for d in (
+        decide(meals=1),
+        decide(state=card(blocked=True)),
+        decide(link=replace(OFFLINE, last_sync_ms=None)),
+    ):
         assert not d.approved and d.message("zh") != d.reason and d.message("en") != d.reason
 
 
 def test_bad_risk_values_keep_the_safe_defaults() -> None:
-    limits = RiskLimits.from_config({"max_sale_fen": 500, "max_offline_sales": -1}, {"offline_allowance_fen": "lots"})
+    limits = RiskLimits.from_config(
+        {"max_sale_fen": 500, "max_offline_sales": -1}, {"offline_allowance_fen": "lots"}
+    )
     assert limits == RiskLimits(max_sale_fen=500)
 
 
@@ -194,9 +228,14 @@ def test_a_canteens_risk_limits_override_the_city_settings() -> None:
 
 
 def test_malformed_meal_periods_are_left_out_and_reported() -> None:
-    rules = CanteenRules.from_config("C01", {"meals": {
-        "lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200},
-        "dinner": {"start": "19:00", "end": "17:00", "price_fen": 1000},
-        "breakfast": {"start": "12:00", "end": "12:30", "price_fen": 300},
-    }})
+    rules = CanteenRules.from_config(
+        "C01",
+        {
+            "meals": {
+                "lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200},
+                "dinner": {"start": "19:00", "end": "17:00", "price_fen": 1000},
+                "breakfast": {"start": "12:00", "end": "12:30", "price_fen": 300},
+            }
+        },
+    )
     assert [p.name for p in rules.meals] == ["lunch"] and len(rules.problems) == 2

@@ -23,11 +23,14 @@ from terminal.config import TerminalConfig
 from terminal.rules import HOUR_MS, CanteenRules, RiskLimits
 
 NOON = ms_from_china("2026-01-06T12:00")
-RULES = CanteenRules.from_config("C01", {
-    "unit_id": "U01",
-    "meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200, "visitor_price_fen": 1500}},
-    "items": {"tissue": {"price_fen": 350, "reference_price_fen": 400}, "water": {"price_fen": 200}},
-})
+RULES = CanteenRules.from_config(
+    "C01",
+    {
+        "unit_id": "U01",
+        "meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200, "visitor_price_fen": 1500}},
+        "items": {"tissue": {"price_fen": 350, "reference_price_fen": 400}, "water": {"price_fen": 200}},
+    },
+)
 
 fen = st.integers(min_value=-5_000, max_value=50_000)
 cards = st.builds(
@@ -60,10 +63,19 @@ links = st.builds(
 )
 requests = st.one_of(
     st.builds(TapRequest, card_id=st.just("C1")),
-    st.builds(TapRequest, card_id=st.just("C1"), kind=st.just("shop"), amount_fen=st.integers(min_value=-10, max_value=30_000)),
     st.builds(
-        TapRequest, card_id=st.just("C1"), kind=st.just("shop"),
-        items=st.lists(st.tuples(st.sampled_from(["tissue", "water"]), st.integers(1, 20)), min_size=1, max_size=4).map(tuple),
+        TapRequest,
+        card_id=st.just("C1"),
+        kind=st.just("shop"),
+        amount_fen=st.integers(min_value=-10, max_value=30_000),
+    ),
+    st.builds(
+        TapRequest,
+        card_id=st.just("C1"),
+        kind=st.just("shop"),
+        items=st.lists(
+            st.tuples(st.sampled_from(["tissue", "water"]), st.integers(1, 20)), min_size=1, max_size=4
+        ).map(tuple),
     ),
 )
 
@@ -97,7 +109,8 @@ HOLDER = {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 
 CARD = {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"}
 steps = st.lists(
     st.sampled_from(["block", "unblock", "lose_card", "find_card", "deliver", "ack", "tap", "tap"]),
-    min_size=1, max_size=25,
+    min_size=1,
+    max_size=25,
 )
 
 
@@ -110,11 +123,22 @@ def test_a_blocked_card_is_never_approved_once_its_deny_list_entry_arrived(plan:
     until a later delta lifts it, no tap is approved."""
     with tempfile.TemporaryDirectory() as tmp:
         clock = FakeClock(NOON)
-        config = TerminalConfig("T1", "C01", "00" * 32, "00" * 32, "mqtt://127.0.0.1:1", "http://127.0.0.1:1",
-                                db_path=str(Path(tmp) / "t.sqlite"))
+        config = TerminalConfig(
+            "T1",
+            "C01",
+            "00" * 32,
+            "00" * 32,
+            "mqtt://127.0.0.1:1",
+            "http://127.0.0.1:1",
+            db_path=str(Path(tmp) / "t.sqlite"),
+        )
         term = Terminal(config, clock)
         term.sync.assume(in_sync=True)  # no network needed
-        canteen = {"kind": "canteen", "canteen_id": "C01", "config": {"unit_id": "U01", "items": {"water": {"price_fen": 200}}}}
+        canteen = {
+            "kind": "canteen",
+            "canteen_id": "C01",
+            "config": {"unit_id": "U01", "items": {"water": {"price_fen": 200}}},
+        }
         term.store.apply_changes(1, decode_changes(({**HOLDER, "blocked": False}, CARD, canteen)))
         version, holder_blocked, card_status = 1, False, "active"
         queued: list[tuple[int, tuple[dict, ...]]] = []
@@ -144,7 +168,10 @@ def test_a_blocked_card_is_never_approved_once_its_deny_list_entry_arrived(plan:
                     version += 1  # the server's txn records a delta at this version
                     queued.append((version, ({**HOLDER, "blocked": holder_blocked},)))
                     balance = Balance(100_000, 0, version)
-                    term.store.apply_results((SaleResult("T1", seq, sale["uuid"], "applied", None, 200, 0, 0, "H1", balance),), "T1")
+                    term.store.apply_results(
+                        (SaleResult("T1", seq, sale["uuid"], "applied", None, 200, 0, 0, "H1", balance),),
+                        "T1",
+                    )
             elif step == "tap":
                 decision, _ = term.tap(TapRequest("C1", kind="shop", items=(("water", 1),)))
                 if denied:

@@ -36,7 +36,9 @@ def pyright() -> str:
 def run_pyright(project: Path) -> dict[str, Any]:
     """pyright's JSON report on ``project`` (its exit status is 1 when it found errors)."""
     assert (STUBS / "machine.pyi").exists(), "MicroPython stubs missing: run `make install`"
-    result = subprocess.run([pyright(), "-p", str(project), "--outputjson"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [pyright(), "-p", str(project), "--outputjson"], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode in (0, 1), result.stdout + result.stderr  # 2+: pyright itself failed
     report = json.loads(result.stdout)
     assert (result.returncode == 1) == (report["summary"]["errorCount"] > 0)
@@ -47,7 +49,8 @@ def errors(report: dict[str, Any]) -> list[tuple[str, int, str]]:
     """(file name, 1-based line, message) of each error."""
     return sorted(
         (Path(d["file"]).name, d["range"]["start"]["line"] + 1, d["message"])
-        for d in report["generalDiagnostics"] if d["severity"] == "error"
+        for d in report["generalDiagnostics"]
+        if d["severity"] == "error"
     )
 
 
@@ -75,7 +78,9 @@ def test_the_type_check_catches_a_wrong_pin_method_and_a_cpython_only_call(tmp_p
     config = json.loads((BOARD / "pyrightconfig.json").read_text())
     config.update(typeshedPath=str(STUBS), stubPath=str(STUBS))
     (tmp_path / "pyrightconfig.json").write_text(json.dumps(config))
-    wrong_pin = plant(tmp_path / "led.py", "self.red.value(1 if colour == frame.LED_RED else 0)", "self.red.toggle_all()")
+    wrong_pin = plant(
+        tmp_path / "led.py", "self.red.value(1 if colour == frame.LED_RED else 0)", "self.red.toggle_all()"
+    )
     cpython_only = plant(tmp_path / "main.py", "start = time.ticks_ms()", "time.perf_counter()")
     found = errors(run_pyright(tmp_path))
     # exactly the two planted errors: the copy itself checks clean against the stubs

@@ -29,7 +29,9 @@ def test_frames_round_trip_however_the_bytes_are_split(frames: list[tuple[int, b
 
 
 @given(st.lists(st.tuples(types, payloads), min_size=2, max_size=6, unique=True), st.data())
-def test_one_corrupted_byte_costs_only_that_frame(frames: list[tuple[int, bytes]], data: st.DataObject) -> None:
+def test_one_corrupted_byte_costs_only_that_frame(
+    frames: list[tuple[int, bytes]], data: st.DataObject
+) -> None:
     encoded = [encode(t, p) for t, p in frames]
     victim = data.draw(st.integers(0, len(frames) - 1))
     bad = bytearray(encoded[victim])

@@ -46,14 +46,18 @@ def test_a_decline_is_shown_red_with_the_error_tone(board: SimulatedBoard, link:
     assert board.light.colour == frame.LED_RED and board.sound.played == [frame.TONE_ERROR]
 
 
-def test_keys_pressed_on_the_board_reach_the_terminal_in_order(board: SimulatedBoard, link: BoardLink) -> None:
+def test_keys_pressed_on_the_board_reach_the_terminal_in_order(
+    board: SimulatedBoard, link: BoardLink
+) -> None:
     board.press("42*")
     assert [link.read_key(2), link.read_key(2), link.read_key(2)] == ["4", "2", "*"]
     board.press("0815")
     assert read_digits(link, 4, timeout_s=5) == "0815"
 
 
-def test_a_long_screen_is_cut_to_one_frame_at_a_character_boundary(board: SimulatedBoard, link: BoardLink) -> None:
+def test_a_long_screen_is_cut_to_one_frame_at_a_character_boundary(
+    board: SimulatedBoard, link: BoardLink
+) -> None:
     link.show(Screen(("食" * 200,), "info"))
     assert board.lines[0] == "食" * ((frame.MAX_PAYLOAD - 2) // 3)
 

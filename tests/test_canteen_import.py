@@ -15,7 +15,12 @@ from server.registry import units as registry
 from shared.errors import DomainError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
-UNITS = [("U01", "市财政局", 30_000), ("U02", "市教育局", 30_000), ("U03", "市审计局", 24_000), ("U04", "市人民医院", 36_000)]
+UNITS = [
+    ("U01", "市财政局", 30_000),
+    ("U02", "市教育局", 30_000),
+    ("U03", "市审计局", 24_000),
+    ("U04", "市人民医院", 36_000),
+]
 
 
 @pytest.fixture
@@ -38,13 +43,26 @@ def by_name(conn: sqlite3.Connection) -> dict[str, dict]:
 def test_the_seed_table_with_a_bom_creates_one_canteen_per_counted_canteen(units, clock) -> None:  # noqa: ANN001
     report = load(units, "canteens_seed_bom.csv", clock.now_ms())
     got = by_name(units)
-    assert sorted(report["created"]) == sorted(got) == sorted(
-        ["市财政局食堂", "市教育局食堂", "市人民医院食堂（门诊楼负一楼）", "市人民医院食堂（住院部三楼）"]
+    assert (
+        sorted(report["created"])
+        == sorted(got)
+        == sorted(
+            ["市财政局食堂", "市教育局食堂", "市人民医院食堂（门诊楼负一楼）", "市人民医院食堂（住院部三楼）"]
+        )
     )
     czj = got["市财政局食堂"]
-    assert (czj["unit_id"], czj["location"], czj["contact"], czj["phone"]) == ("U01", "市财经大楼1楼", "王芳", "0731-28680001")
+    assert (czj["unit_id"], czj["location"], czj["contact"], czj["phone"]) == (
+        "U01",
+        "市财经大楼1楼",
+        "王芳",
+        "0731-28680001",
+    )
     assert (czj["service_staff"], czj["seats"], czj["dining_area_m2"]) == (8, 200, 350.0)
-    assert {p: m["price_fen"] for p, m in czj["config"]["meals"].items()} == {"breakfast": 500, "lunch": 1200, "dinner": 1000}
+    assert {p: m["price_fen"] for p, m in czj["config"]["meals"].items()} == {
+        "breakfast": 500,
+        "lunch": 1200,
+        "dinner": 1000,
+    }
     assert czj["config"]["meals"]["lunch"]["start"] == "11:30"
 
 
@@ -84,7 +102,12 @@ def test_the_header_spellings_a_clerk_types_and_the_extra_columns(units, clock) 
     czj = got["财政局职工食堂"]
     assert (czj["operator"], czj["self_operated"]) == ("湘味餐饮有限公司", False)
     assert (czj["service_staff"], czj["seats"], czj["dining_area_m2"]) == (8, 200, 350.0)
-    assert czj["config"]["meals"]["lunch"] == {"start": "11:30", "end": "13:00", "price_fen": 1200, "visitor_price_fen": 1500}
+    assert czj["config"]["meals"]["lunch"] == {
+        "start": "11:30",
+        "end": "13:00",
+        "price_fen": 1200,
+        "visitor_price_fen": 1500,
+    }
     jyj = got["市教育局食堂"]
     assert (jyj["operator"], jyj["self_operated"]) == ("市教育局", True)
 
@@ -193,9 +216,14 @@ def test_a_terminal_refuses_to_sell_an_item_priced_above_reference() -> None:
     from terminal.rules import CanteenRules
     from terminal.store import CardState
 
-    rules = CanteenRules.from_config("C1", {"unit_id": "U01", "items": {"w": {"name": "水", "price_fen": 250, "reference_price_fen": 200}}})
+    rules = CanteenRules.from_config(
+        "C1", {"unit_id": "U01", "items": {"w": {"name": "水", "price_fen": 250, "reference_price_fen": 200}}}
+    )
     card = CardState("K", "active", "H", "U01", 1000, 0, False, 0, 0, 0)
-    assert price(TapRequest("K", kind="shop", items=(("w", 1),)), card, rules, 0).reason == "price_above_reference"
+    assert (
+        price(TapRequest("K", kind="shop", items=(("w", 1),)), card, rules, 0).reason
+        == "price_above_reference"
+    )
 
 
 def test_removing_an_unknown_item_is_refused(units, canteen: str, clock) -> None:  # noqa: ANN001
@@ -216,7 +244,9 @@ def test_removing_an_unknown_item_is_refused(units, canteen: str, clock) -> None
         ({"colour": "red"}, "colour"),
     ],
 )
-def test_invalid_rules_are_refused_and_nothing_changes(units, canteen: str, clock, change: dict, fragment: str) -> None:  # noqa: ANN001
+def test_invalid_rules_are_refused_and_nothing_changes(
+    units, canteen: str, clock, change: dict, fragment: str
+) -> None:  # noqa: ANN001
     before = canteens.get(units, canteen)["config_json"]
     with pytest.raises(DomainError) as err, write_txn(units):
         canteens.update(units, canteen, clock.now_ms(), config=change)
@@ -228,8 +258,18 @@ def test_invalid_rules_are_refused_and_nothing_changes(units, canteen: str, cloc
 def test_rule_changes_merge_and_reach_terminals(units, canteen: str, clock) -> None:  # noqa: ANN001
     v = current_version(units)
     with write_txn(units):
-        canteens.update(units, canteen, clock.now_ms(), operator="湘味餐饮有限公司",
-                        config={"meals": {"dinner": None, "lunch": {"start": "11:00", "end": "13:00", "price_fen": 1300, "visitor_price_fen": 1600}}})
+        canteens.update(
+            units,
+            canteen,
+            clock.now_ms(),
+            operator="湘味餐饮有限公司",
+            config={
+                "meals": {
+                    "dinner": None,
+                    "lunch": {"start": "11:00", "end": "13:00", "price_fen": 1300, "visitor_price_fen": 1600},
+                }
+            },
+        )
     config = json.loads(canteens.get(units, canteen)["config_json"])
     assert set(config["meals"]) == {"breakfast", "lunch"}
     [change] = deltas_since(units, v)[0].changes
@@ -240,24 +280,51 @@ def test_the_directory_lists_where_to_eat_when_and_for_how_much(units, clock) ->
     load(units, "canteens_seed_bom.csv", clock.now_ms())
     entries = {e["name"]: e for e in canteens.directory(units)}
     czj = entries["市财政局食堂"]
-    assert (czj["unit"], czj["location"], czj["contact"], czj["phone"]) == ("市财政局", "市财经大楼1楼", "王芳", "0731-28680001")
+    assert (czj["unit"], czj["location"], czj["contact"], czj["phone"]) == (
+        "市财政局",
+        "市财经大楼1楼",
+        "王芳",
+        "0731-28680001",
+    )
     assert [(m["period_zh"], m["start"], m["end"], m["price"]) for m in czj["meals"]] == [
-        ("早餐", "07:00", "09:00", "¥5.00"), ("中餐", "11:30", "13:30", "¥12.00"), ("晚餐", "17:30", "19:30", "¥10.00"),
+        ("早餐", "07:00", "09:00", "¥5.00"),
+        ("中餐", "11:30", "13:30", "¥12.00"),
+        ("晚餐", "17:30", "19:30", "¥10.00"),
     ]
 
 
 @pytest.mark.parametrize(
     ("header", "key"),
     [
-        ("单位名称", "unit"), ("\ufeff单位名称", "unit"), ("单位", "unit"),
-        ("食堂数量(个)", "count"), ("食堂 数量 （个）", "count"), ("食堂数量", "count"),
-        ("服务员人数(人)", "service_staff"), ("服务员 人数 (人)", "service_staff"),
-        ("食堂容量(人)", "seats"), ("食堂\n容量", "seats"),
-        ("就餐面积(平方)", "area"), ("就餐面 积（平 方）", "area"), ("就餐面积(㎡)", "area"), ("就餐面积平方米", "area"),
-        ("早餐", "price_breakfast"), ("早餐(元/餐)", "price_breakfast"), ("餐位标准(元/餐)早餐", "price_breakfast"),
-        ("餐位标准-早餐", "price_breakfast"), ("中餐（元/餐）", "price_lunch"), ("午餐", "price_lunch"),
-        ("晚餐 (元/餐)", "price_dinner"), ("食堂地点", "location"), ("地址", "location"), ("联系人", "contact"),
-        ("联系电话", "phone"), ("电话", "phone"), ("备注", "notes"), ("经营方式", "mode"), ("中餐时间", "time_lunch"),
+        ("单位名称", "unit"),
+        ("\ufeff单位名称", "unit"),
+        ("单位", "unit"),
+        ("食堂数量(个)", "count"),
+        ("食堂 数量 （个）", "count"),
+        ("食堂数量", "count"),
+        ("服务员人数(人)", "service_staff"),
+        ("服务员 人数 (人)", "service_staff"),
+        ("食堂容量(人)", "seats"),
+        ("食堂\n容量", "seats"),
+        ("就餐面积(平方)", "area"),
+        ("就餐面 积（平 方）", "area"),
+        ("就餐面积(㎡)", "area"),
+        ("就餐面积平方米", "area"),
+        ("早餐", "price_breakfast"),
+        ("早餐(元/餐)", "price_breakfast"),
+        ("餐位标准(元/餐)早餐", "price_breakfast"),
+        ("餐位标准-早餐", "price_breakfast"),
+        ("中餐（元/餐）", "price_lunch"),
+        ("午餐", "price_lunch"),
+        ("晚餐 (元/餐)", "price_dinner"),
+        ("食堂地点", "location"),
+        ("地址", "location"),
+        ("联系人", "contact"),
+        ("联系电话", "phone"),
+        ("电话", "phone"),
+        ("备注", "notes"),
+        ("经营方式", "mode"),
+        ("中餐时间", "time_lunch"),
         ("午餐访客价", "visitor_lunch"),
     ],
 )

@@ -42,7 +42,9 @@ def test_a_lost_card_is_blocked_at_once_on_every_terminal(world, clock) -> None:
         cards.report_lost(world, "C00001", clock.now_ms())
     [delta] = deltas_since(world, v)
     assert delta.version == v + 1
-    assert list(delta.changes) == [{"kind": "card", "card_id": "C00001", "holder_id": "H00001", "status": "lost"}]
+    assert list(delta.changes) == [
+        {"kind": "card", "card_id": "C00001", "holder_id": "H00001", "status": "lost"}
+    ]
     snap = {c["card_id"]: c["status"] for c in build_snapshot(world).changes if c["kind"] == "card"}
     assert snap["C00001"] == "lost"
 
@@ -62,8 +64,13 @@ def test_a_replacement_card_keeps_both_purses(world, clock) -> None:  # noqa: AN
     with write_txn(world):
         cards.report_lost(world, "C00001", clock.now_ms())
         new = cards.replace(world, "C00001", "NEW0001", clock.now_ms())
-    assert new == {"card_id": "NEW0001", "holder_id": "H00001", "status": "active",
-                   "changed_at_ms": clock.now_ms(), "replaced_by": None}
+    assert new == {
+        "card_id": "NEW0001",
+        "holder_id": "H00001",
+        "status": "active",
+        "changed_at_ms": clock.now_ms(),
+        "replaced_by": None,
+    }
     assert purses(world, "H00001") == before
     old = cards.get(world, "C00001")
     assert (old["status"], old["replaced_by"]) == ("lost", "NEW0001")
@@ -73,8 +80,10 @@ def test_a_replaced_card_cannot_be_found_again_or_replaced_twice(world, clock) -
     with write_txn(world):
         cards.report_lost(world, "C00001", clock.now_ms())
         cards.replace(world, "C00001", "NEW0001", clock.now_ms())
-    for op in (lambda: cards.report_found(world, "C00001", clock.now_ms()),
-               lambda: cards.replace(world, "C00001", "NEW0002", clock.now_ms())):
+    for op in (
+        lambda: cards.report_found(world, "C00001", clock.now_ms()),
+        lambda: cards.replace(world, "C00001", "NEW0002", clock.now_ms()),
+    ):
         with pytest.raises(DomainError) as err, write_txn(world):
             op()
         assert err.value.code == "card_not_active"
@@ -124,7 +133,9 @@ def test_an_active_cardholder_cannot_get_card_money_paid_out(world, clock) -> No
 def test_an_approved_refund_pays_the_self_purse_to_the_own_bank_account(world, clock) -> None:  # noqa: ANN001
     with write_txn(world):
         leavers.leave(world, "H00001", clock.now_ms())
-        req = leavers.request_refund(world, "H00001", clock.now_ms(), "clerk:U01", bank_account="6217 0033 2000 1234 567")
+        req = leavers.request_refund(
+            world, "H00001", clock.now_ms(), "clerk:U01", bank_account="6217 0033 2000 1234 567"
+        )
     assert req["status"] == "pending" and req["bank_account"] == "6217 **** 4567"
     assert purses(world, "H00001") == (0, SELF_FEN)  # nothing moves until approved
     with write_txn(world):
@@ -156,7 +167,9 @@ def test_a_refund_waits_for_terminals_that_may_still_hold_sales(world, clock) ->
     creds = terminal(world, "C01", clock.now_ms())
     with write_txn(world):
         leavers.leave(world, "H00001", clock.now_ms())
-        req = leavers.request_refund(world, "H00001", clock.now_ms(), "admin", bank_account="6217003320001234567")
+        req = leavers.request_refund(
+            world, "H00001", clock.now_ms(), "admin", bank_account="6217003320001234567"
+        )
     with pytest.raises(DomainError) as err, write_txn(world):
         leavers.approve_refund(world, req["id"], clock.now_ms(), "admin")
     assert err.value.code == "terminals_pending" and creds.terminal_id in err.value.detail
@@ -170,7 +183,9 @@ def test_a_refund_waits_for_terminals_that_may_still_hold_sales(world, clock) ->
 def test_a_decided_refund_cannot_be_decided_again(world, clock) -> None:  # noqa: ANN001
     with write_txn(world):
         leavers.leave(world, "H00001", clock.now_ms())
-        req = leavers.request_refund(world, "H00001", clock.now_ms(), "admin", bank_account="6217003320001234567")
+        req = leavers.request_refund(
+            world, "H00001", clock.now_ms(), "admin", bank_account="6217003320001234567"
+        )
         leavers.reject_refund(world, req["id"], clock.now_ms(), "admin", "申请人身份待核实")
     with pytest.raises(DomainError) as err, write_txn(world):
         leavers.approve_refund(world, req["id"], clock.now_ms(), "admin")

@@ -50,7 +50,11 @@ def test_faults_on_one_target_never_overlap() -> None:
         groups: dict[Any, list[tuple[float, float]]] = {}
         for f in plan.faults:
             if f.duration_s:
-                key = ("net", f.target) if f.kind.startswith("partition_") else (f.kind, f.kind == "terminal_kill" or f.target)
+                key = (
+                    ("net", f.target)
+                    if f.kind.startswith("partition_")
+                    else (f.kind, f.kind == "terminal_kill" or f.target)
+                )
                 groups.setdefault(key, []).append((f.at_s, f.at_s + f.duration_s))
         for windows in groups.values():
             windows.sort()
@@ -60,7 +64,7 @@ def test_faults_on_one_target_never_overlap() -> None:
 def test_a_clock_skew_is_planned_for_one_terminal() -> None:
     plan = build_plan(ChaosOptions(seed=5, terminals=3, diners=10), CARDS)
     assert len(plan.clock_skew) == 1
-    (index, skew), = plan.clock_skew.items()
+    ((index, skew),) = plan.clock_skew.items()
     assert 0 <= index < 3 and skew != 0
 
 
@@ -84,9 +88,12 @@ class Books:
         self.card = world.diners[0].card_id
         self.holder = world.diners[0].holder_id
         self.creds = terminal(conn, "C01", clock.now_ms())
-        self.worker = IngestWorker(open_db(conn.execute("PRAGMA database_list").fetchone()[2]), clock, lambda *a: True)
+        self.worker = IngestWorker(
+            open_db(conn.execute("PRAGMA database_list").fetchone()[2]), clock, lambda *a: True
+        )
         self.start = {
-            d.holder_id: ledger.balance(conn, ledger.subsidy_purse(d.holder_id)) + ledger.balance(conn, ledger.self_purse(d.holder_id))
+            d.holder_id: ledger.balance(conn, ledger.subsidy_purse(d.holder_id))
+            + ledger.balance(conn, ledger.self_purse(d.holder_id))
             for d in world.diners
         }
         self.journal: list[JournalRow] = []
@@ -95,10 +102,16 @@ class Books:
 
     def sell(self, amount_fen: int, *, send: bool = True) -> JournalRow:
         self.seq += 1
-        s = sale(self.creds, self.seq, self.card, amount_fen, self.clock.now_ms(), kind="shop", meal_period=None)
+        s = sale(
+            self.creds, self.seq, self.card, amount_fen, self.clock.now_ms(), kind="shop", meal_period=None
+        )
         if send:
-            self.worker.process([(f"canteen/v1/t/{self.creds.terminal_id}/up/sales", signed_batch(self.creds, [s], 1))])
-        row = JournalRow(self.creds.terminal_id, s.seq, s.uuid, self.holder, amount_fen, s.occurred_at_ms, False)
+            self.worker.process(
+                [(f"canteen/v1/t/{self.creds.terminal_id}/up/sales", signed_batch(self.creds, [s], 1))]
+            )
+        row = JournalRow(
+            self.creds.terminal_id, s.seq, s.uuid, self.holder, amount_fen, s.occurred_at_ms, False
+        )
         self.journal.append(row)
         self.events.append({"event": "approved", "uuid": s.uuid, "_seen_ms": s.occurred_at_ms})
         return row
@@ -106,8 +119,13 @@ class Books:
     def audit(self, allowance: int = 0) -> AuditResult:
         tid = self.creds.terminal_id
         return audit(
-            self.conn, {tid: self.journal}, {tid: self.events}, pending={tid: 0}, start_balance_fen=self.start,
-            offline_allowance_fen=allowance, max_clock_offset_ms=300_000,
+            self.conn,
+            {tid: self.journal},
+            {tid: self.events},
+            pending={tid: 0},
+            start_balance_fen=self.start,
+            offline_allowance_fen=allowance,
+            max_clock_offset_ms=300_000,
         )
 
 
@@ -139,8 +157,13 @@ def test_a_sale_applied_twice_is_caught_even_without_the_servers_own_guard(books
     row = books.sell(1200)
     books.conn.execute("DROP INDEX txns_kind_ref")  # the audit must not rest on the server's constraints
     with write_txn(books.conn):  # a second ledger txn for the same sale: what must never happen
-        ledger.post(books.conn, "sale", [ledger.Move(ledger.subsidy_purse(books.holder), ledger.canteen_payable("C01"), 1200)],
-                    books.clock.now_ms(), ref=f"{row.terminal_id}/{row.seq}")
+        ledger.post(
+            books.conn,
+            "sale",
+            [ledger.Move(ledger.subsidy_purse(books.holder), ledger.canteen_payable("C01"), 1200)],
+            books.clock.now_ms(),
+            ref=f"{row.terminal_id}/{row.seq}",
+        )
     r = books.audit()
     assert r.double_applied == 1 and not r.ok
 
@@ -178,8 +201,15 @@ def test_one_terminal_overdrawing_beyond_the_allowance_breaks_the_bound(books: B
 def test_an_outbox_left_full_is_caught(books: Books) -> None:
     books.sell(300)
     tid = books.creds.terminal_id
-    r = audit(books.conn, {tid: books.journal}, {tid: books.events}, pending={tid: 1},
-              start_balance_fen=books.start, offline_allowance_fen=0, max_clock_offset_ms=300_000)
+    r = audit(
+        books.conn,
+        {tid: books.journal},
+        {tid: books.events},
+        pending={tid: 1},
+        start_balance_fen=books.start,
+        offline_allowance_fen=0,
+        max_clock_offset_ms=300_000,
+    )
     assert "not_drained" in codes(r)
 
 

@@ -41,12 +41,20 @@ def test_the_city_goes_in_through_the_real_imports(client, conn, clock) -> None:
         token = create_token(conn, "admin", clock.now_ms())
     auth = {"Authorization": f"Bearer {token}"}
     for u in plan.units:
-        assert client.post("/api/v1/units", json={"name": u.name, "quarterly_standard_fen": u.standard_yuan * 100},
-                           headers=auth).status_code == 201
+        assert (
+            client.post(
+                "/api/v1/units",
+                json={"name": u.name, "quarterly_standard_fen": u.standard_yuan * 100},
+                headers=auth,
+            ).status_code
+            == 201
+        )
     csv_headers = {**auth, "Content-Type": "text/csv"}
     table = client.post("/api/v1/canteens/import", data=canteen_table_csv(plan).encode(), headers=csv_headers)
     assert table.status_code == 200, table.json
-    assert sorted(table.json["created"]) == sorted(c.name for c in plan.canteens)  # 食堂数量 0 rows create none
+    assert sorted(table.json["created"]) == sorted(
+        c.name for c in plan.canteens
+    )  # 食堂数量 0 rows create none
     items = client.post("/api/v1/canteens/items/import", data=items_csv(plan).encode(), headers=csv_headers)
     assert items.status_code == 200, items.json
     roster = client.post("/api/v1/roster/import", data=roster_csv(plan).encode(), headers=csv_headers)
@@ -67,7 +75,9 @@ def test_a_day_has_meals_in_their_hours_cross_unit_lunches_and_no_weekends() -> 
     meals = [v for v in visits if v.kind == "meal"]
     for v in meals:
         start, end = MEAL_WINDOWS[v.period or ""]
-        assert minute_ms(day, start) <= v.at_ms < minute_ms(day, end) + 3 * 60_000  # a second try comes 3 min later
+        assert (
+            minute_ms(day, start) <= v.at_ms < minute_ms(day, end) + 3 * 60_000
+        )  # a second try comes 3 min later
     homes = {d.card: d.home for d in plan.diners}
     away = [v for v in meals if v.period == "lunch" and v.canteen != homes[v.card]]
     assert 0 < len(away) < len([v for v in meals if v.period == "lunch"]) / 2
@@ -88,8 +98,19 @@ def test_a_simulated_face_photo_is_enrolled_by_the_real_photo_code_and_matches_i
 @pytest.mark.broker
 @pytest.mark.slow
 def test_a_small_city_day_with_an_outage_keeps_every_fen(broker, tmp_path: Path) -> None:  # noqa: ANN001
-    result = run_city(CityOptions(units=5, diners=150, canteens=2, days=1, terminals=2, seed=11, broker=broker,
-                                  workdir=tmp_path / "city", terminal_prefix=tmp_path.name[-12:]))
+    result = run_city(
+        CityOptions(
+            units=5,
+            diners=150,
+            canteens=2,
+            days=1,
+            terminals=2,
+            seed=11,
+            broker=broker,
+            workdir=tmp_path / "city",
+            terminal_prefix=tmp_path.name[-12:],
+        )
+    )
     assert consistent(result), result["mismatch_details"]
     day = result["days"][0]
     assert day["outage"] is not None and day["offline"] > 0  # the cut-off counter kept serving

@@ -71,7 +71,8 @@ def test_a_holder_who_moved_units_refunds_each_payer_newest_first(world: MoneyWo
     world.clock.set_ms(NEW_YEAR + 1)
     clear(world)
     lines = world.conn.execute(
-        "SELECT unit_id, amount_fen FROM clearing_lines WHERE holder_id = 'H001' ORDER BY rank").fetchall()
+        "SELECT unit_id, amount_fen FROM clearing_lines WHERE holder_id = 'H001' ORDER BY rank"
+    ).fetchall()
     assert [tuple(r) for r in lines] == [("U02", 24_000), ("U01", 10_000)]
 
 
@@ -82,7 +83,10 @@ def test_next_years_early_allocation_and_january_spending_are_not_cleared(world:
     world.clock.set_ms(ms_from_china("2027-01-05T12:00"))
     world.sell("K001", 1_000)  # January lunch, before the clearing ran
     clear(world)
-    assert world.conn.execute("SELECT amount_fen FROM clearing_lines WHERE holder_id = 'H001'").fetchone()[0] == 30_000
+    assert (
+        world.conn.execute("SELECT amount_fen FROM clearing_lines WHERE holder_id = 'H001'").fetchone()[0]
+        == 30_000
+    )
     assert subsidy(world, "H001") == 30_000 - 1_000
 
 
@@ -99,7 +103,10 @@ def test_a_late_sale_dated_before_the_cutoff_is_taken_out_of_the_refund(world: M
     assert ledger.balance(world.conn, ledger.self_purse("H001")) == 2_000
     u01 = units(clear(world))["U01"]
     assert (u01["cleared_fen"], u01["late_sales_fen"], u01["refund_fen"]) == (60_000, 1_500, 58_500)
-    assert world.conn.execute("SELECT cleared_subsidy_fen FROM sales WHERE holder_id = 'H001'").fetchone()[0] == 1_500
+    assert (
+        world.conn.execute("SELECT cleared_subsidy_fen FROM sales WHERE holder_id = 'H001'").fetchone()[0]
+        == 1_500
+    )
     assert all_violations(world.conn) == []
 
 

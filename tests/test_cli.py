@@ -45,7 +45,9 @@ def test_server_check_fails_on_a_broken_ledger(tmp_path) -> None:  # noqa: ANN00
     runner = CliRunner()
     runner.invoke(server_main, ["--home", str(tmp_path), "init"])
     conn = open_db(tmp_path / "server" / "canteen.sqlite")
-    conn.execute("INSERT INTO accounts(id, kind, balance_fen) VALUES ('holder:X:subsidy', 'subsidy_purse', 100)")
+    conn.execute(
+        "INSERT INTO accounts(id, kind, balance_fen) VALUES ('holder:X:subsidy', 'subsidy_purse', 100)"
+    )
     conn.close()
     result = runner.invoke(server_main, ["--home", str(tmp_path), "check"])
     assert result.exit_code == 1

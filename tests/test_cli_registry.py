@@ -22,7 +22,12 @@ def cli(tmp_path: Path):  # noqa: ANN201
         return result.exit_code, result.stdout, result.stderr
 
     assert run("init")[0] == 0
-    for name, standard in (("市财政局", "300"), ("市教育局", "300.00"), ("市审计局", "240"), ("市人民医院", "360")):
+    for name, standard in (
+        ("市财政局", "300"),
+        ("市教育局", "300.00"),
+        ("市审计局", "240"),
+        ("市人民医院", "360"),
+    ):
         assert run("unit", "add", name, "--standard", standard)[0] == 0
     return run
 
@@ -81,11 +86,27 @@ def test_a_shop_price_above_reference_is_refused_on_the_command_line(cli) -> Non
 def test_meal_rules_are_set_from_the_command_line(cli) -> None:  # noqa: ANN001
     cli("import-canteens", str(FIXTURES / "canteens_seed_bom.csv"))
     cid = json.loads(cli("canteen", "list", "--json")[1])[0]["id"]
-    code, out, _ = cli("canteen", "set", cid, "--meal", "lunch 11:00-13:00 13 15.50", "--no-meal", "dinner",
-                       "--outsourced", "--operator", "湘味餐饮有限公司", "--json")
+    code, out, _ = cli(
+        "canteen",
+        "set",
+        cid,
+        "--meal",
+        "lunch 11:00-13:00 13 15.50",
+        "--no-meal",
+        "dinner",
+        "--outsourced",
+        "--operator",
+        "湘味餐饮有限公司",
+        "--json",
+    )
     assert code == 0, out
     data = json.loads(out)
-    assert data["config"]["meals"]["lunch"] == {"start": "11:00", "end": "13:00", "price_fen": 1300, "visitor_price_fen": 1550}
+    assert data["config"]["meals"]["lunch"] == {
+        "start": "11:00",
+        "end": "13:00",
+        "price_fen": 1300,
+        "visitor_price_fen": 1550,
+    }
     assert "dinner" not in data["config"]["meals"] and data["operator"] == "湘味餐饮有限公司"
 
 
@@ -95,7 +116,10 @@ def test_card_lost_and_replaced_on_the_command_line(cli) -> None:  # noqa: ANN00
     code, out, _ = cli("card", "replace", "04A1B2C3D4", "04NEWCARD", "--json")
     assert code == 0 and json.loads(out)["status"] == "active"
     holder = json.loads(cli("holder", "show", json.loads(out)["holder_id"], "--json")[1])
-    assert {c["card_id"]: c["status"] for c in holder["cards"]} == {"04A1B2C3D4": "lost", "04NEWCARD": "active"}
+    assert {c["card_id"]: c["status"] for c in holder["cards"]} == {
+        "04A1B2C3D4": "lost",
+        "04NEWCARD": "active",
+    }
 
 
 def test_an_active_cardholder_gets_no_refund_on_the_command_line(cli) -> None:  # noqa: ANN001

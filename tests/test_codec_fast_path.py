@@ -40,10 +40,21 @@ def verdict(check: Any, obj: Any) -> str | None:
     return None
 
 
-scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=3) | st.floats(allow_nan=False) | st.binary(max_size=2)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=3)
+    | st.floats(allow_nan=False)
+    | st.binary(max_size=2)
+)
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner) | st.dictionaries(st.text(max_size=2) | st.integers(0, 3), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.tuples(inner)
+        | st.dictionaries(st.text(max_size=2) | st.integers(0, 3), inner, max_size=3)
+    ),
     max_leaves=20,
 )
 
@@ -65,12 +76,25 @@ def test_depth_limit_is_unchanged(depth: int, leaf: Any) -> None:
     assert verdict(_check_types, obj) == verdict(reference, obj)
 
 
-@given(st.sampled_from(["sale_batch", "ack", "status", "delta", "snapshot"]), st.text(max_size=8),
-       st.dictionaries(st.text(max_size=6), st.recursive(st.none() | st.integers() | st.text(max_size=5) | st.booleans(),
-                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-                       max_leaves=10), max_size=4),
-       st.integers(0, 2**53))
-def test_a_sealed_envelope_is_exactly_the_canonical_encoding_with_its_signature(type_: str, sender: str, body: dict, at: int) -> None:
+@given(
+    st.sampled_from(["sale_batch", "ack", "status", "delta", "snapshot"]),
+    st.text(max_size=8),
+    st.dictionaries(
+        st.text(max_size=6),
+        st.recursive(
+            st.none() | st.integers() | st.text(max_size=5) | st.booleans(),
+            lambda inner: (
+                st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+            ),
+            max_leaves=10,
+        ),
+        max_size=4,
+    ),
+    st.integers(0, 2**53),
+)
+def test_a_sealed_envelope_is_exactly_the_canonical_encoding_with_its_signature(
+    type_: str, sender: str, body: dict, at: int
+) -> None:
     import json
 
     from shared.protocol import canonical_json, seal_hmac

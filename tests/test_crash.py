@@ -38,7 +38,10 @@ class TerminalProcess:
         self._log = open(log_path, "ab")  # noqa: SIM115 — closed in wait()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "terminal.cli", "run", "--config", str(config_path), "--events"],
-            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -107,14 +110,22 @@ def test_sales_survive_sigkill_and_are_applied_exactly_once_iff_reported(broker,
         kills = 0
         for round_no in range(6):
             proc = TerminalProcess(config_path, log_path)
-            assert wait_until(lambda p=proc: p.has(event="link", online=True), 30), "terminal never got in sync"
+            assert wait_until(lambda p=proc: p.has(event="link", online=True), 30), (
+                "terminal never got in sync"
+            )
             taps = [
-                f"{rng.choice(world.diners).card_id} shop {rng.randint(100, 900)}" for _ in range(rng.randint(20, 60))
+                f"{rng.choice(world.diners).card_id} shop {rng.randint(100, 900)}"
+                for _ in range(rng.randint(20, 60))
             ]
             proc.send(taps)
             # let some of the burst through, then pull the plug somewhere in the middle
             cut_after = rng.randint(0, len(taps))
-            wait_until(lambda p=proc, n=cut_after: sum(e["event"] in ("approved", "declined") for e in p.events) >= n, 10)
+            wait_until(
+                lambda p=proc, n=cut_after: (
+                    sum(e["event"] in ("approved", "declined") for e in p.events) >= n
+                ),
+                10,
+            )
             time.sleep(rng.uniform(0, 0.02))
             proc.kill()
             kills += 1
@@ -136,7 +147,9 @@ def test_sales_survive_sigkill_and_are_applied_exactly_once_iff_reported(broker,
         count = lambda kind: sum(e["event"] == kind for e in all_events)  # noqa: E731
         print(f"reported={len(set(reported))} recovered={count('recovered')} declined={count('declined')}")
         assert kills == 6 and len(set(reported)) > 0
-        assert sorted(applied) == sorted(set(reported)), "applied sales differ from the sales reported approved"
+        assert sorted(applied) == sorted(set(reported)), (
+            "applied sales differ from the sales reported approved"
+        )
         assert len(server) == len(applied), "the server rejected a sale the terminal approved"
         # exactly once: one ledger transaction per applied sale
         ledger_sales = db.execute(

@@ -45,10 +45,19 @@ def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: Fa
     master, pty_path = pty_port
     udp = free_udp_port()
     t = offline_terminal(
-        tmp_path, clock, sun_master_key_hex=MASTER.hex(), reader=f"nfc:udp:localhost:{udp}",
-        qr_scanner=f"serial:{pty_path},115200,crlf", ecny_gateway="simulated",
+        tmp_path,
+        clock,
+        sun_master_key_hex=MASTER.hex(),
+        reader=f"nfc:udp:localhost:{udp}",
+        qr_scanner=f"serial:{pty_path},115200,crlf",
+        ecny_gateway="simulated",
     )
-    t.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": UID.hex().upper(), "holder_id": "H1", "status": "active"},)))
+    t.store.apply_changes(
+        2,
+        decode_changes(
+            ({"kind": "card", "card_id": UID.hex().upper(), "holder_id": "H1", "status": "active"},)
+        ),
+    )
     order = [Order("shop", (("water", 1),))]
     loop = DeviceLoop.from_config(t, t.config, order=lambda: order[0])
     assert isinstance(loop.scanner, SerialQrScanner) and loop.cashier is not None
@@ -102,7 +111,9 @@ def test_a_broken_reader_is_shown_to_the_operator_and_nothing_crashes(tmp_path, 
     loop = DeviceLoop.from_config(t, replace(t.config, ecny_gateway="none"))
     assert loop.cashier is None
     try:
-        assert wait_until(lambda: t.display.last is not None and t.display.last.lines[0] == "读卡器故障，请联系管理员", 10)
+        assert wait_until(
+            lambda: t.display.last is not None and t.display.last.lines[0] == "读卡器故障，请联系管理员", 10
+        )
     finally:
         loop.stop()
     t.store.close()
@@ -156,8 +167,13 @@ def test_a_stdin_reader_needs_a_standard_input(tmp_path, clock: FakeClock) -> No
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("reader", "bluetooth"), ("qr_scanner", "usb-hid"), ("qr_scanner", "serial:/dev/x,fast"),
-     ("ecny_gateway", "acme-pay"), ("display", "hologram")],
+    [
+        ("reader", "bluetooth"),
+        ("qr_scanner", "usb-hid"),
+        ("qr_scanner", "serial:/dev/x,fast"),
+        ("ecny_gateway", "acme-pay"),
+        ("display", "hologram"),
+    ],
 )
 def test_run_refuses_an_unknown_device_before_opening_anything(tmp_path, field: str, value: str) -> None:  # noqa: ANN001
     from click.testing import CliRunner
@@ -166,8 +182,14 @@ def test_run_refuses_an_unknown_device_before_opening_anything(tmp_path, field: 
 
     db = tmp_path / "terminal.sqlite"
     config = {
-        "terminal_id": "T-x", "canteen_id": "C01", "secret_hex": "00" * 32, "server_public_key": "00" * 32,
-        "broker_url": "mqtt://127.0.0.1:1", "server_url": "http://127.0.0.1:1", "db_path": str(db), field: value,
+        "terminal_id": "T-x",
+        "canteen_id": "C01",
+        "secret_hex": "00" * 32,
+        "server_public_key": "00" * 32,
+        "broker_url": "mqtt://127.0.0.1:1",
+        "server_url": "http://127.0.0.1:1",
+        "db_path": str(db),
+        field: value,
     }
     path = tmp_path / "terminal.json"
     path.write_text(json.dumps(config))

@@ -14,10 +14,19 @@ from shared.protocol.codec import MAX_MESSAGE_BYTES, MAX_SNAPSHOT_BYTES
 
 
 def holder(i: int) -> dict:
-    return {"kind": "holder", "holder_id": f"H{i:06d}", "unit_id": "U01", "subsidy_fen": 30000, "self_fen": 0, "blocked": False}
+    return {
+        "kind": "holder",
+        "holder_id": f"H{i:06d}",
+        "unit_id": "U01",
+        "subsidy_fen": 30000,
+        "self_fen": 0,
+        "blocked": False,
+    }
 
 
-def test_a_huge_change_set_becomes_consecutive_deltas_that_each_fit_a_message(conn: sqlite3.Connection) -> None:
+def test_a_huge_change_set_becomes_consecutive_deltas_that_each_fit_a_message(
+    conn: sqlite3.Connection,
+) -> None:
     key = ServerKey.generate()
     with write_txn(conn):
         last = record_delta(conn, [holder(i) for i in range(30_000)], 0)
@@ -40,7 +49,8 @@ def test_a_small_change_set_stays_one_delta(conn: sqlite3.Connection) -> None:
 def test_a_city_snapshot_is_accepted_over_http_but_not_as_an_mqtt_message() -> None:
     key = ServerKey.generate()
     changes = tuple(holder(i) for i in range(60_000)) + tuple(
-        {"kind": "card", "card_id": f"C{i:06d}", "holder_id": f"H{i:06d}", "status": "active"} for i in range(60_000)
+        {"kind": "card", "card_id": f"C{i:06d}", "holder_id": f"H{i:06d}", "status": "active"}
+        for i in range(60_000)
     )
     wire = seal_server("snapshot", Snapshot(7, changes).to_body(), key, 0)
     assert MAX_MESSAGE_BYTES < len(wire) < MAX_SNAPSHOT_BYTES

@@ -36,9 +36,13 @@ def test_every_approved_sale_is_applied_exactly_once_across_an_outage(broker, tm
             clock.advance_ms(20_000)
             decision, sale = term.terminal.tap(TapRequest(diner.card_id))
             assert decision.approved, decision.reason
-            decision, extra = term.terminal.tap(TapRequest(diner.card_id, kind="shop", items=(("tissue", rng.randint(1, 3)),)))
+            decision, extra = term.terminal.tap(
+                TapRequest(diner.card_id, kind="shop", items=(("tissue", rng.randint(1, 3)),))
+            )
             if 8 <= i < 22 and term is flaky:
-                offline_approved += (sale is not None and sale.offline) + (extra is not None and extra.offline)
+                offline_approved += (sale is not None and sale.offline) + (
+                    extra is not None and extra.offline
+                )
 
         assert offline_approved > 0, "the cut terminal should have sold offline"
         assert cluster.drain(60)

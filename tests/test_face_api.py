@@ -33,7 +33,11 @@ def test_a_clerk_enrolls_lists_and_withdraws_a_face_of_their_own_staff(app, clie
     tok = tokens(conn, clock.now_ms())
     holder = next(d for d in world.diners if d.unit_id == "U01").holder_id
     url = f"/api/v1/holders/{holder}/faces"
-    r = client.post(url, data=fs.photo("obama_1").read_bytes(), headers=auth(tok["clerk_u01"], **{"Content-Type": "image/jpeg"}))
+    r = client.post(
+        url,
+        data=fs.photo("obama_1").read_bytes(),
+        headers=auth(tok["clerk_u01"], **{"Content-Type": "image/jpeg"}),
+    )
     assert r.status_code == 201, r.get_json()
     face_id = r.get_json()["face_id"]
     listed = client.get(url, headers=auth(tok["admin"])).get_json()
@@ -64,15 +68,22 @@ def test_an_empty_upload_or_an_unknown_holder_is_refused(app, client, conn, cloc
     app.extensions["canteen_face_engine"] = fs.engine()
     populated(conn, clock.now_ms())
     tok = tokens(conn, clock.now_ms())
-    assert client.post("/api/v1/holders/H00001/faces", headers=auth(tok["admin"])).get_json()["code"] == "invalid_input"
+    assert (
+        client.post("/api/v1/holders/H00001/faces", headers=auth(tok["admin"])).get_json()["code"]
+        == "invalid_input"
+    )
     assert client.post("/api/v1/holders/NOPE/faces", data=b"x", headers=auth(tok["admin"])).status_code == 404
 
 
 def test_evaluate_on_the_shared_photos_gives_no_false_accepts(tmp_path) -> None:  # noqa: ANN001
-    result = CliRunner().invoke(server_main, ["--home", str(tmp_path), "faces", "evaluate", str(FACES_DIR), "--json"])
+    result = CliRunner().invoke(
+        server_main, ["--home", str(tmp_path), "faces", "evaluate", str(FACES_DIR), "--json"]
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
-    assert {"enrolled", "probes", "correct", "false_accepts", "false_rejects", "threshold", "margin"} <= set(report)
+    assert {"enrolled", "probes", "correct", "false_accepts", "false_rejects", "threshold", "margin"} <= set(
+        report
+    )
     assert report["enrolled"] == 5 and report["probes"] == 6
     assert report["false_accepts"] == 0
     assert report["false_rejects"] == 0
@@ -83,8 +94,20 @@ def test_evaluate_on_the_shared_photos_gives_no_false_accepts(tmp_path) -> None:
 
 
 def test_evaluate_counts_false_accepts_when_the_threshold_is_absurd(tmp_path) -> None:  # noqa: ANN001
-    args = ["--home", str(tmp_path), "faces", "evaluate", str(FACES_DIR), "--json",
-            "--threshold-milli", "1500", "--confident-milli", "1500", "--margin-milli", "0"]
+    args = [
+        "--home",
+        str(tmp_path),
+        "faces",
+        "evaluate",
+        str(FACES_DIR),
+        "--json",
+        "--threshold-milli",
+        "1500",
+        "--confident-milli",
+        "1500",
+        "--margin-milli",
+        "0",
+    ]
     report = json.loads(CliRunner().invoke(server_main, args).output)
     assert report["false_accepts"] > 0
     assert report["threshold"] == 1.5
@@ -97,7 +120,9 @@ def test_faces_enroll_and_delete_from_the_command_line(tmp_path, clock) -> None:
     conn = open_db(tmp_path / "server" / "canteen.sqlite")
     holder = populated(conn, clock.now_ms()).diners[0].holder_id
     conn.close()
-    r = runner.invoke(server_main, [*home, "faces", "enroll", holder, str(fs.photo("rose_leslie_1")), "--json"])
+    r = runner.invoke(
+        server_main, [*home, "faces", "enroll", holder, str(fs.photo("rose_leslie_1")), "--json"]
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["holder_id"] == holder
     r = runner.invoke(server_main, [*home, "faces", "enroll", holder, str(fs.photo("two_people"))])

@@ -29,7 +29,9 @@ pytestmark = pytest.mark.broker
 def call(cluster: Cluster, method: str, path: str, data: bytes | None = None) -> dict:
     assert cluster.server is not None
     req = urllib.request.Request(
-        cluster.server.base_url + path, method=method, data=data,
+        cluster.server.base_url + path,
+        method=method,
+        data=data,
         headers={"Authorization": f"Bearer {cluster.admin_token()}", "Content-Type": "image/jpeg"},
     )
     with urllib.request.urlopen(req, timeout=60) as resp:
@@ -38,7 +40,10 @@ def call(cluster: Cluster, method: str, path: str, data: bytes | None = None) ->
 
 def test_enroll_pay_by_face_on_the_board_and_withdraw(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china("2026-11-26T12:00"))
-    with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster, SimulatedBoard() as board:
+    with (
+        Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster,
+        SimulatedBoard() as board,
+    ):
         cluster.server.app.extensions["canteen_face_engine"] = fs.engine()
         conn = cluster.db()
         world = demo_world(conn, clock.now_ms(), diners=6)
@@ -50,8 +55,15 @@ def test_enroll_pay_by_face_on_the_board_and_withdraw(broker, tmp_path) -> None:
         terminal.display = link
         assert cluster.wait_synced()
 
-        f1 = call(cluster, "POST", f"/api/v1/holders/{obama.holder_id}/faces", fs.photo("obama_1").read_bytes())
-        call(cluster, "POST", f"/api/v1/holders/{alex.holder_id}/faces", fs.photo("alex_lacamoire_1").read_bytes())
+        f1 = call(
+            cluster, "POST", f"/api/v1/holders/{obama.holder_id}/faces", fs.photo("obama_1").read_bytes()
+        )
+        call(
+            cluster,
+            "POST",
+            f"/api/v1/holders/{alex.holder_id}/faces",
+            fs.photo("alex_lacamoire_1").read_bytes(),
+        )
         assert cluster.wait_synced()
         assert terminal.store.conn.execute("SELECT count(*) FROM faces").fetchone()[0] == 2
 
@@ -75,7 +87,10 @@ def test_enroll_pay_by_face_on_the_board_and_withdraw(broker, tmp_path) -> None:
         conn = cluster.db()
         rows = conn.execute("SELECT card_id, method, status FROM sales ORDER BY seq").fetchall()
         conn.close()
-        assert [tuple(r) for r in rows] == [(obama.card_id, "face", "applied"), (alex.card_id, "face", "applied")]
+        assert [tuple(r) for r in rows] == [
+            (obama.card_id, "face", "applied"),
+            (alex.card_id, "face", "applied"),
+        ]
         assert cluster.audit().mismatches == 0
 
         # withdrawal: gone from the terminal's gallery, so the face no longer pays

@@ -88,9 +88,17 @@ def test_withdrawal_deletes_the_face_everywhere_including_the_delta_history(conn
     assert not [c for c in build_snapshot(conn).changes if c["kind"] == "face"]
     history = [c for d in deltas_since(conn, 0) for c in d.changes if c.get("face_id") == face_id]
     assert len(history) == 2 and all(c["encoding"] is None for c in history)
-    assert conn.execute("SELECT count(*) FROM deltas WHERE instr(changes_json, ?) > 0",
-                        (encoding_to_str(fs.analyzed("biden_1").encoding)[:40],)).fetchone()[0] == 0
-    events = [r[0] for r in conn.execute("SELECT action FROM face_events WHERE holder_id = ? ORDER BY id", (holder,))]
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM deltas WHERE instr(changes_json, ?) > 0",
+            (encoding_to_str(fs.analyzed("biden_1").encoding)[:40],),
+        ).fetchone()[0]
+        == 0
+    )
+    events = [
+        r[0]
+        for r in conn.execute("SELECT action FROM face_events WHERE holder_id = ? ORDER BY id", (holder,))
+    ]
     assert events == ["enrolled", "deleted"]
     with write_txn(conn), pytest.raises(DomainError):
         faces.withdraw(conn, holder, clock.now_ms(), face_id="nope")
@@ -110,9 +118,16 @@ def test_enrollment_refuses_unknown_holders_and_too_many_faces(conn, clock) -> N
 
 
 def test_the_face_change_is_validated_on_the_wire() -> None:
-    good = {"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": encoding_to_str(pack_encoding([0.1] * 128))}
+    good = {
+        "kind": "face",
+        "face_id": "F1",
+        "holder_id": "H1",
+        "encoding": encoding_to_str(pack_encoding([0.1] * 128)),
+    }
     change = decode_change(good)
-    assert isinstance(change, FaceChange) and change.encoding == pack_encoding([0.1] * 128)  # decoded once, here
+    assert isinstance(change, FaceChange) and change.encoding == pack_encoding(
+        [0.1] * 128
+    )  # decoded once, here
     assert change.to_wire() == good
     assert decode_change({**good, "encoding": None}) == FaceChange("F1", "H1", None)
     for bad in (
@@ -129,15 +144,21 @@ def test_the_face_change_is_validated_on_the_wire() -> None:
 def test_the_terminal_gallery_follows_enrollments_and_deletions(tmp_path: Path) -> None:
     store = Store(tmp_path / "t.sqlite")
     enc = {n: encoding_to_str(fs.analyzed(n).encoding) for n in ("obama_1", "biden_1")}
-    store.apply_changes(1, decode_changes(({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": enc["obama_1"]},)))
+    store.apply_changes(
+        1, decode_changes(({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": enc["obama_1"]},))
+    )
     cache = GalleryCache(store.conn)
     policy = FacePolicy()
     assert match(cache.gallery(), fs.vector("obama_2"), policy).holder_id == "H1"
     assert match(cache.gallery(), fs.vector("biden_2"), policy).outcome == "no_match"
     assert cache.loads == 1  # loaded once, not per frame
-    store.apply_changes(2, decode_changes(({"kind": "face", "face_id": "F2", "holder_id": "H2", "encoding": enc["biden_1"]},)))
+    store.apply_changes(
+        2, decode_changes(({"kind": "face", "face_id": "F2", "holder_id": "H2", "encoding": enc["biden_1"]},))
+    )
     assert match(cache.gallery(), fs.vector("biden_2"), policy).holder_id == "H2"
-    store.apply_changes(3, decode_changes(({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": None},)))
+    store.apply_changes(
+        3, decode_changes(({"kind": "face", "face_id": "F1", "holder_id": "H1", "encoding": None},))
+    )
     assert match(cache.gallery(), fs.vector("obama_2"), policy).outcome == "no_match"
     assert cache.loads == 3
     store.apply_changes(4, (), snapshot=True)  # a snapshot without faces empties the gallery

@@ -32,7 +32,9 @@ def near(v: np.ndarray, dist: float, rng: np.random.Generator) -> np.ndarray:
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 60), st.integers(1, 4), st.integers(0, 2**32 - 1))
-def test_gallery_finds_the_same_nearest_persons_as_brute_force(faces: int, people_per: int, seed: int) -> None:
+def test_gallery_finds_the_same_nearest_persons_as_brute_force(
+    faces: int, people_per: int, seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     holders = [f"H{rng.integers(0, max(1, faces // people_per))}" for _ in range(faces)]
     matrix = np.stack([unit(rng) for _ in range(faces)])

@@ -51,7 +51,14 @@ def cache_changes(encodings: dict[str, str]) -> tuple[dict, ...]:
     ]
     for holder, (card, _) in PEOPLE.items():
         changes += [
-            {"kind": "holder", "holder_id": holder, "unit_id": "U01", "subsidy_fen": 5000, "self_fen": 0, "blocked": False},
+            {
+                "kind": "holder",
+                "holder_id": holder,
+                "unit_id": "U01",
+                "subsidy_fen": 5000,
+                "self_fen": 0,
+                "blocked": False,
+            },
             {"kind": "card", "card_id": card, "holder_id": holder, "status": "active"},
             {"kind": "face", "face_id": f"F-{holder}", "holder_id": holder, "encoding": encodings[holder]},
         ]
@@ -60,9 +67,13 @@ def cache_changes(encodings: dict[str, str]) -> tuple[dict, ...]:
 
 def make_terminal(tmp_path: Path, clock, encodings: dict[str, str]) -> Terminal:  # noqa: ANN001
     config = TerminalConfig(
-        terminal_id="T-face", canteen_id="C01", secret_hex="00" * 32,
-        server_public_key=ServerKey.generate().public_hex, broker_url="mqtt://127.0.0.1:1",
-        server_url="http://127.0.0.1:1", db_path=str(tmp_path / "t.sqlite"),
+        terminal_id="T-face",
+        canteen_id="C01",
+        secret_hex="00" * 32,
+        server_public_key=ServerKey.generate().public_hex,
+        broker_url="mqtt://127.0.0.1:1",
+        server_url="http://127.0.0.1:1",
+        db_path=str(tmp_path / "t.sqlite"),
     )
     terminal = Terminal(config, clock, display=MemoryDisplay())
     terminal.store.apply_changes(1, decode_changes(cache_changes(encodings)), snapshot=True)
@@ -191,7 +202,9 @@ def test_the_city_face_policy_applies_and_a_malformed_one_falls_back_to_the_defa
     keypad.entries = ["0001"]
     result = fp.pay()  # 0.37 is no longer "confident": the diner must type the digits
     assert result.match.outcome == "second_factor" and result.approved
-    terminal.store.apply_changes(3, decode_changes(({"kind": "settings", "config": {"face": {"threshold_milli": "high"}}},)))
+    terminal.store.apply_changes(
+        3, decode_changes(({"kind": "settings", "config": {"face": {"threshold_milli": "high"}}},))
+    )
     assert fp.policy() == FacePolicy()
     fp.close()
 
@@ -204,8 +217,12 @@ def test_the_face_key_on_the_keypad_starts_a_face_payment_in_the_device_loop(tmp
     encodings = {h: encoding_to_str(pseudo_encoding(h).astype("<f4").tobytes()) for h in PEOPLE}
     terminal = make_terminal(tmp_path, clock, encodings)
     camera, keypad = SimulatedCamera(), SimulatedKeypad()
-    loop = DeviceLoop(terminal, keypad=keypad, face_pay=FacePay(terminal, camera, SimulatedFaceEngine(), keypad),
-                      order=lambda: Order("shop", amount_fen=500)).start()
+    loop = DeviceLoop(
+        terminal,
+        keypad=keypad,
+        face_pay=FacePay(terminal, camera, SimulatedFaceEngine(), keypad),
+        order=lambda: Order("shop", amount_fen=500),
+    ).start()
     camera.present("H2")
     keypad.press("5")  # a stray key does nothing
     keypad.press(FACE_KEY)

@@ -31,8 +31,11 @@ from tests.helpers import populated, terminal
 pytestmark = pytest.mark.slow
 
 SCOPES: dict[str, dict[str, str]] = {
-    "admin": {}, "auditor": {}, "clerk": {"unit_id": "U01"},
-    "operator": {"operator": "湘味餐饮有限公司"}, "diner": {"holder_id": "H00001"},
+    "admin": {},
+    "auditor": {},
+    "clerk": {"unit_id": "U01"},
+    "operator": {"operator": "湘味餐饮有限公司"},
+    "diner": {"holder_id": "H00001"},
 }
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 
@@ -54,12 +57,17 @@ class Api:
 
     def _record(self, sender: object, exception: BaseException, **extra: object) -> None:
         tb = traceback.extract_tb(exception.__traceback__)[-1]
-        self.errors.append(f"{type(exception).__name__}: {exception} at {tb.filename.rsplit('/', 2)[-2:]}:{tb.lineno}")
+        self.errors.append(
+            f"{type(exception).__name__}: {exception} at {tb.filename.rsplit('/', 2)[-2:]}:{tb.lineno}"
+        )
 
     def fingerprint(self) -> dict[str, str]:
         """Every table's content, hashed."""
         out = {}
-        tables = [r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        tables = [
+            r[0]
+            for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        ]
         for t in tables:
             h = hashlib.sha256()
             for row in self.conn.execute(f'SELECT * FROM "{t}"'):  # noqa: S608 — table names from sqlite_master
@@ -84,8 +92,7 @@ def test_no_request_gets_a_5xx_and_a_refused_one_changes_nothing(api: Api, role:
     headers = {"Authorization": f"Bearer {api.tokens[role]}"} if role else {}
     problems: list[str] = []
 
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.data())
     def fuzz(data: st.DataObject) -> None:
         op = data.draw(st.sampled_from(api.operations), label="operation")
@@ -95,7 +102,9 @@ def test_no_request_gets_a_5xx_and_a_refused_one_changes_nothing(api: Api, role:
         where = f"{case.method} {case.formatted_path} as {role or 'nobody'}"
         if response.status_code >= 500:
             cause = api.errors[-1] if api.errors else response.text[:200]
-            problems.append(f"{case.method} {case.operation.path} as {role or 'nobody'}: {response.status_code} {cause}")
+            problems.append(
+                f"{case.method} {case.operation.path} as {role or 'nobody'}: {response.status_code} {cause}"
+            )
         elif response.status_code >= 400:
             after = api.fingerprint()
             changed = sorted(t for t in after if after[t] != before.get(t))
@@ -131,6 +140,8 @@ def test_a_terminal_signature_that_is_not_ascii_is_refused(api: Api) -> None:
 
 def test_a_body_key_that_names_a_function_argument_is_refused(api: Api) -> None:
     resp = api.app.test_client().put(
-        "/api/v1/operators/湘味餐饮有限公司", json={"name": "x"}, headers={"Authorization": f"Bearer {api.tokens['admin']}"}
+        "/api/v1/operators/湘味餐饮有限公司",
+        json={"name": "x"},
+        headers={"Authorization": f"Bearer {api.tokens['admin']}"},
     )
     assert (resp.status_code, resp.get_json()["code"]) == (400, "invalid_input")

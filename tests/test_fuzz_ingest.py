@@ -32,7 +32,8 @@ from shared.protocol.messages import MAX_SALE_FEN
 from tests.helpers import populated, sale, signed_batch, terminal
 
 FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")), deadline=None,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
@@ -65,7 +66,8 @@ class Ingest:
         secret = bytes.fromhex(self.creds.secret_hex)
         return [
             Ack.from_body(open_envelope(p, secret_for=lambda s: secret if s == "server" else None).body)
-            for t, p in new if t == topics.ack(self.creds.terminal_id)
+            for t, p in new
+            if t == topics.ack(self.creds.terminal_id)
         ]
 
     def snapshot(self) -> tuple[int, ...]:
@@ -73,8 +75,11 @@ class Ingest:
         refused sale's decision is stored, so that a resend gets the same answer)."""
         q = lambda sql: int(self.conn.execute(sql).fetchone()[0])  # noqa: E731
         return (
-            q("SELECT count(*) FROM txns"), q("SELECT count(*) FROM entries"), q("SELECT count(*) FROM sales WHERE status = 'applied'"),
-            q("SELECT coalesce(sum(abs(balance_fen)), 0) FROM accounts"), ledger.ledger_sum(self.conn),
+            q("SELECT count(*) FROM txns"),
+            q("SELECT count(*) FROM entries"),
+            q("SELECT count(*) FROM sales WHERE status = 'applied'"),
+            q("SELECT coalesce(sum(abs(balance_fen)), 0) FROM accounts"),
+            ledger.ledger_sum(self.conn),
             q("SELECT coalesce(max(version), 0) FROM deltas"),
         )
 
@@ -105,7 +110,9 @@ def ingest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingest]:
         return True
 
     worker = IngestWorker(open_db(app.config["DATABASE"]), clock, publish).start()
-    h = Ingest(worker, conn, creds, other, [d.card_id for d in world.diners], clock, acks, lock, itertools.count(1))
+    h = Ingest(
+        worker, conn, creds, other, [d.card_id for d in world.diners], clock, acks, lock, itertools.count(1)
+    )
     yield h
     worker.stop()
     conn.close()
@@ -147,37 +154,79 @@ BAD_SALE_FIELDS: list[tuple[tuple[Any, ...], Any]] = [
     *((S + ("seq",), v) for v in (0, -1, 2**53 + 1, "1", None)),
     *((S + ("terminal_id",), v) for v in ("", "x" * 65, None)),
     *((S + ("uuid",), v) for v in ("", "u" * 65, 5)),
-    (S + ("canteen_id",), "C02"), (S + ("canteen_id",), "C99"), (S + ("canteen_id",), ""),
-    (S + ("card_id",), "NO-SUCH-CARD"), (S + ("card_id",), None), (S + ("card_id",), ["K1"]),
-    (S + ("occurred_at_ms",), -1), (S + ("occurred_at_ms",), 2**53 + 1),
-    (S + ("method",), "cash"), (S + ("method",), ["card"]), (S + ("kind",), "refund"), (S + ("kind",), {}),
+    (S + ("canteen_id",), "C02"),
+    (S + ("canteen_id",), "C99"),
+    (S + ("canteen_id",), ""),
+    (S + ("card_id",), "NO-SUCH-CARD"),
+    (S + ("card_id",), None),
+    (S + ("card_id",), ["K1"]),
+    (S + ("occurred_at_ms",), -1),
+    (S + ("occurred_at_ms",), 2**53 + 1),
+    (S + ("method",), "cash"),
+    (S + ("method",), ["card"]),
+    (S + ("kind",), "refund"),
+    (S + ("kind",), {}),
     (S + ("meal_period",), "supper"),
-    (S + ("subsidy_fen",), 301), (S + ("subsidy_fen",), -1), (S + ("self_fen",), 1),
+    (S + ("subsidy_fen",), 301),
+    (S + ("subsidy_fen",), -1),
+    (S + ("self_fen",), 1),
     (S + ("items",), [{"sku": "tissue", "qty": 1, "unit_price_fen": 1}]),
     (S + ("items",), [{"sku": "tissue", "qty": 0, "unit_price_fen": 300}]),
-    (S + ("items",), "tissue"), (S + ("offline",), "yes"), (S + ("visitor",), 1),
-    (S + ("credential",), "c" * 257), (S + ("evil",), 1),
-    *((S + (k,), DELETE) for k in ("terminal_id", "seq", "uuid", "canteen_id", "amount_fen", "occurred_at_ms", "offline")),
-    (("sales",), []), (("sales",), {}), (("sales",), None), (("extra",), 1),
+    (S + ("items",), "tissue"),
+    (S + ("offline",), "yes"),
+    (S + ("visitor",), 1),
+    (S + ("credential",), "c" * 257),
+    (S + ("evil",), 1),
+    *(
+        (S + (k,), DELETE)
+        for k in ("terminal_id", "seq", "uuid", "canteen_id", "amount_fen", "occurred_at_ms", "offline")
+    ),
+    (("sales",), []),
+    (("sales",), {}),
+    (("sales",), None),
+    (("extra",), 1),
 ]
 BAD_ENVELOPE_FIELDS: list[tuple[str, Any]] = [
-    ("schema_version", 2), ("schema_version", True), ("schema_version", "1"), ("type", "ack"), ("type", "delta"),
-    ("type", "status"), ("type", "nonsense"), ("type", ["sale_batch"]), ("msg_id", ""), ("msg_id", "m" * 65),
-    ("msg_id", 7), ("sent_at_ms", -1), ("sent_at_ms", "now"), ("body", []), ("body", None), ("sender", ""),
-    ("sig", DELETE), ("sig", ""), ("sig", "hmac-sha256:é"), ("sig", "ed25519:00"), ("nonce", 1),
+    ("schema_version", 2),
+    ("schema_version", True),
+    ("schema_version", "1"),
+    ("type", "ack"),
+    ("type", "delta"),
+    ("type", "status"),
+    ("type", "nonsense"),
+    ("type", ["sale_batch"]),
+    ("msg_id", ""),
+    ("msg_id", "m" * 65),
+    ("msg_id", 7),
+    ("sent_at_ms", -1),
+    ("sent_at_ms", "now"),
+    ("body", []),
+    ("body", None),
+    ("sender", ""),
+    ("sig", DELETE),
+    ("sig", ""),
+    ("sig", "hmac-sha256:é"),
+    ("sig", "ed25519:00"),
+    ("nonce", 1),
 ]
 
 
 @FUZZ
 @given(st.binary(max_size=4000), st.sampled_from(["sales", "status"]))
 def test_random_bytes_are_refused_and_change_nothing(ingest: Ingest, data: bytes, where: str) -> None:
-    topic = topics.sales(ingest.creds.terminal_id) if where == "sales" else topics.status(ingest.creds.terminal_id)
+    topic = (
+        topics.sales(ingest.creds.terminal_id)
+        if where == "sales"
+        else topics.status(ingest.creds.terminal_id)
+    )
     assert_refused(ingest, topic, data)
 
 
 @FUZZ
 @given(st.sampled_from(BAD_SALE_FIELDS), st.booleans())
-def test_a_sale_with_a_bad_field_is_refused_signed_or_not(ingest: Ingest, bad: tuple[Any, Any], resign: bool) -> None:
+def test_a_sale_with_a_bad_field_is_refused_signed_or_not(
+    ingest: Ingest, bad: tuple[Any, Any], resign: bool
+) -> None:
     path, value = bad
     body = mutate(SaleBatch((ingest.good_sale(),)).to_body(), path, value)
     secret = bytes.fromhex(ingest.creds.secret_hex)
@@ -194,7 +243,9 @@ def test_a_sale_with_a_bad_field_is_refused_signed_or_not(ingest: Ingest, bad: t
 
 @FUZZ
 @given(st.sampled_from(BAD_ENVELOPE_FIELDS), st.booleans())
-def test_an_envelope_with_a_bad_field_is_refused(ingest: Ingest, bad: tuple[str, Any], float_in_body: bool) -> None:
+def test_an_envelope_with_a_bad_field_is_refused(
+    ingest: Ingest, bad: tuple[str, Any], float_in_body: bool
+) -> None:
     key, value = bad
     raw = json.loads(signed_batch(ingest.creds, [ingest.good_sale()], ingest.clock.now_ms()))
     if value is DELETE:
@@ -212,7 +263,9 @@ def test_an_envelope_with_a_bad_field_is_refused(ingest: Ingest, bad: tuple[str,
 def test_a_batch_signed_with_any_other_key_is_refused(ingest: Ingest, key: bytes) -> None:
     if key == bytes.fromhex(ingest.creds.secret_hex):
         return
-    payload = seal_hmac("sale_batch", ingest.creds.terminal_id, SaleBatch((ingest.good_sale(),)).to_body(), key, 1)
+    payload = seal_hmac(
+        "sale_batch", ingest.creds.terminal_id, SaleBatch((ingest.good_sale(),)).to_body(), key, 1
+    )
     assert assert_refused(ingest, topics.sales(ingest.creds.terminal_id), payload) == "bad_signature"
 
 
@@ -224,7 +277,10 @@ def test_strangers_and_impostors_are_refused(ingest: Ingest) -> None:
     assert assert_refused(ingest, topics.sales("T-nobody"), stranger, known=False) == "unknown_terminal"
     # our terminal's message on another terminal's topic
     mine = signed_batch(ingest.creds, [ingest.good_sale()], 1)
-    assert assert_refused(ingest, topics.sales(ingest.other.terminal_id), mine, known=False) == "terminal_mismatch"
+    assert (
+        assert_refused(ingest, topics.sales(ingest.other.terminal_id), mine, known=False)
+        == "terminal_mismatch"
+    )
     # another terminal's sales inside our terminal's signed envelope
     theirs = mutate(batch, S + ("terminal_id",), ingest.other.terminal_id)
     wrapped = seal_hmac("sale_batch", ingest.creds.terminal_id, theirs, secret, 1)
@@ -236,7 +292,9 @@ def test_oversized_messages_are_refused(ingest: Ingest) -> None:
     huge = b'{"pad": "' + b"x" * 1_048_576 + b'"}'
     assert assert_refused(ingest, topic, huge) == "too_large"
     many = SaleBatch(tuple(ingest.good_sale() for _ in range(1001))).to_body()
-    payload = seal_hmac("sale_batch", ingest.creds.terminal_id, many, bytes.fromhex(ingest.creds.secret_hex), 1)
+    payload = seal_hmac(
+        "sale_batch", ingest.creds.terminal_id, many, bytes.fromhex(ingest.creds.secret_hex), 1
+    )
     assert assert_refused(ingest, topic, payload) == "too_large"
     deep = ("[" * 5000 + "]" * 5000).encode()
     assert assert_refused(ingest, topic, deep) == "malformed"
@@ -251,7 +309,10 @@ def test_replayed_sales_are_answered_with_the_first_result_and_applied_once(
     ingest: Ingest, amounts: list[int], fresh_envelopes: list[bool]
 ) -> None:
     topic = topics.sales(ingest.creds.terminal_id)
-    sales = [ingest.good_sale(amount_fen=a, card_id=ingest.cards[i % len(ingest.cards)]) for i, a in enumerate(amounts)]
+    sales = [
+        ingest.good_sale(amount_fen=a, card_id=ingest.cards[i % len(ingest.cards)])
+        for i, a in enumerate(amounts)
+    ]
     wire = signed_batch(ingest.creds, sales, ingest.clock.now_ms())
     first = ingest.send(topic, wire)
     assert [r.status for r in first[0].results] == ["applied"] * len(sales)
@@ -267,14 +328,18 @@ def test_replayed_sales_are_answered_with_the_first_result_and_applied_once(
         ]
     # a reused sale number with a new uuid is a conflict, not a second sale
     reused = ingest.good_sale()
-    clash = sale(ingest.creds, sales[0].seq, ingest.cards[0], 300, ingest.clock.now_ms(), kind="shop", meal_period=None)
+    clash = sale(
+        ingest.creds, sales[0].seq, ingest.cards[0], 300, ingest.clock.now_ms(), kind="shop", meal_period=None
+    )
     assert clash.uuid != reused.uuid
     assert assert_refused(ingest, topic, signed_batch(ingest.creds, [clash], 1)) == "sale_id_conflict"
 
 
 def test_after_all_that_the_worker_still_applies_a_good_sale(ingest: Ingest) -> None:
     before = ledger.ledger_sum(ingest.conn)
-    acks = ingest.send(topics.sales(ingest.creds.terminal_id), signed_batch(ingest.creds, [ingest.good_sale()], 1))
+    acks = ingest.send(
+        topics.sales(ingest.creds.terminal_id), signed_batch(ingest.creds, [ingest.good_sale()], 1)
+    )
     assert acks[0].results[0].status == "applied"
     assert ingest.worker.alive and ledger.ledger_sum(ingest.conn) == before == 0
     assert uuid.UUID(acks[0].results[0].uuid)
@@ -291,8 +356,11 @@ class BrittleWorker(IngestWorker):
 
 def test_an_unexpected_error_drops_only_the_message_that_caused_it(ingest: Ingest) -> None:
     published: list[tuple[str, bytes]] = []
-    worker = BrittleWorker(open_db(ingest.conn.execute("PRAGMA database_list").fetchone()[2]), ingest.clock,
-                           lambda t, p, r: published.append((t, p)) or True)
+    worker = BrittleWorker(
+        open_db(ingest.conn.execute("PRAGMA database_list").fetchone()[2]),
+        ingest.clock,
+        lambda t, p, r: published.append((t, p)) or True,
+    )
     good = signed_batch(ingest.creds, [ingest.good_sale()], 1)
     # one transaction would hold both: the poison and a good sale queued behind it
     worker.submit(topics.sales(ingest.creds.terminal_id), b'{"POISON": 1}')
@@ -310,33 +378,65 @@ def test_an_unexpected_error_drops_only_the_message_that_caused_it(ingest: Inges
 
 
 BAD_STATUS_FIELDS: list[tuple[str, Any]] = [
-    ("state", "maybe"), ("state", None), ("pending", -1), ("pending", "3"), ("watermark_ms", -5),
-    ("watermark_ms", 2**53 + 1), ("delta_version", None), ("clock_ms", 1.5), ("clock_offset_ms", "0"),
-    ("software", "s" * 65), ("software", None), ("mood", "happy"),
+    ("state", "maybe"),
+    ("state", None),
+    ("pending", -1),
+    ("pending", "3"),
+    ("watermark_ms", -5),
+    ("watermark_ms", 2**53 + 1),
+    ("delta_version", None),
+    ("clock_ms", 1.5),
+    ("clock_offset_ms", "0"),
+    ("software", "s" * 65),
+    ("software", None),
+    ("mood", "happy"),
 ]
 
 
 def _status_row(h: Ingest) -> tuple[Any, ...]:
-    return tuple(h.conn.execute(
-        "SELECT last_status_json, last_status_ms, watermark_ms, state FROM terminals WHERE id = ?",
-        (h.creds.terminal_id,),
-    ).fetchone())
+    return tuple(
+        h.conn.execute(
+            "SELECT last_status_json, last_status_ms, watermark_ms, state FROM terminals WHERE id = ?",
+            (h.creds.terminal_id,),
+        ).fetchone()
+    )
 
 
 @FUZZ
 @given(st.sampled_from(BAD_STATUS_FIELDS))
-def test_a_status_with_a_bad_field_is_refused_and_records_nothing(ingest: Ingest, bad: tuple[str, Any]) -> None:
+def test_a_status_with_a_bad_field_is_refused_and_records_nothing(
+    ingest: Ingest, bad: tuple[str, Any]
+) -> None:
     key, value = bad
-    body = {"state": "online", "pending": 0, "watermark_ms": 1, "delta_version": 0, "clock_ms": 1,
-            "clock_offset_ms": None, "offline_since_ms": None, "software": "t"}
+    body = {
+        "state": "online",
+        "pending": 0,
+        "watermark_ms": 1,
+        "delta_version": 0,
+        "clock_ms": 1,
+        "clock_offset_ms": None,
+        "offline_since_ms": None,
+        "software": "t",
+    }
     body[key] = value
     text = json.dumps(body)
     secret = bytes.fromhex(ingest.creds.secret_hex)
     try:
-        payload = seal_hmac("status", ingest.creds.terminal_id, json.loads(text), secret, ingest.clock.now_ms())
+        payload = seal_hmac(
+            "status", ingest.creds.terminal_id, json.loads(text), secret, ingest.clock.now_ms()
+        )
     except ProtocolError:  # a float cannot even be signed canonically: send it unsigned
-        payload = json.dumps({"schema_version": 1, "type": "status", "sender": ingest.creds.terminal_id,
-                              "msg_id": "m", "sent_at_ms": 1, "body": body, "sig": "hmac-sha256:00"}).encode()
+        payload = json.dumps(
+            {
+                "schema_version": 1,
+                "type": "status",
+                "sender": ingest.creds.terminal_id,
+                "msg_id": "m",
+                "sent_at_ms": 1,
+                "body": body,
+                "sig": "hmac-sha256:00",
+            }
+        ).encode()
     before = _status_row(ingest)
     assert_refused(ingest, topics.status(ingest.creds.terminal_id), payload)
     assert _status_row(ingest) == before

@@ -29,17 +29,25 @@ from shared.protocol import (
 )
 from shared.protocol.messages import _CHANGE_FIELDS, Sale, SaleResult
 
-FUZZ = settings(max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "300")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=int(__import__("os").environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 SECRET = b"s" * 32
 KEY = ServerKey.generate()
 VERIFIER = ServerVerifier(KEY.public_hex)
 
 scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.text(max_size=40) | st.sampled_from(["", "T1", "server", "hmac-sha256:", "ed25519:", "é" * 3, "\ud800"])
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.text(max_size=40)
+    | st.sampled_from(["", "T1", "server", "hmac-sha256:", "ed25519:", "é" * 3, "\ud800"])
 )
 json_values = st.recursive(
-    scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+    scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
     max_leaves=20,
 )
 
@@ -90,25 +98,38 @@ def test_any_signature_string_is_refused_unless_it_is_the_right_one(sig: str, ty
     raw["sig"] = sig
     if sig == right:
         return
-    assert_refused_with_code(open_envelope, json.dumps(raw).encode(), secret_for=lambda s: SECRET, server=VERIFIER)
+    assert_refused_with_code(
+        open_envelope, json.dumps(raw).encode(), secret_for=lambda s: SECRET, server=VERIFIER
+    )
 
 
 @FUZZ
-@given(st.one_of(
-    fields_of({"sales"}),
-    st.fixed_dictionaries({"sales": st.lists(fields_of(set(Sale.__dataclass_fields__)), min_size=1, max_size=3)}),
-))
+@given(
+    st.one_of(
+        fields_of({"sales"}),
+        st.fixed_dictionaries(
+            {"sales": st.lists(fields_of(set(Sale.__dataclass_fields__)), min_size=1, max_size=3)}
+        ),
+    )
+)
 def test_sale_batches_with_wrong_values_are_refused_with_a_code(body: dict[str, Any]) -> None:
     assert_refused_with_code(SaleBatch.from_body, body, "T1")
 
 
 @FUZZ
-@given(st.one_of(
-    fields_of({"in_reply_to", "results", "reason"}),
-    st.fixed_dictionaries(
-        {"in_reply_to": st.just("m1"), "results": st.lists(fields_of(set(SaleResult.__dataclass_fields__) | {"balance"}), max_size=3)},
-    ),
-))
+@given(
+    st.one_of(
+        fields_of({"in_reply_to", "results", "reason"}),
+        st.fixed_dictionaries(
+            {
+                "in_reply_to": st.just("m1"),
+                "results": st.lists(
+                    fields_of(set(SaleResult.__dataclass_fields__) | {"balance"}), max_size=3
+                ),
+            },
+        ),
+    )
+)
 def test_acks_with_wrong_values_are_refused_with_a_code(body: dict[str, Any]) -> None:
     assert_refused_with_code(Ack.from_body, body)
 
@@ -125,7 +146,9 @@ changes = st.sampled_from(sorted(_CHANGE_FIELDS)).flatmap(
 
 
 @FUZZ
-@given(st.fixed_dictionaries({"version": json_values, "changes": st.lists(changes | json_values, max_size=3)}))
+@given(
+    st.fixed_dictionaries({"version": json_values, "changes": st.lists(changes | json_values, max_size=3)})
+)
 def test_deltas_and_snapshots_with_wrong_values_are_refused_with_a_code(body: dict[str, Any]) -> None:
     assert_refused_with_code(Delta.from_body, body)
     assert_refused_with_code(Snapshot.from_body, body)

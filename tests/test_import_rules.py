@@ -36,8 +36,16 @@ ALLOWED: Mapping[str, frozenset[str]] = {
 # areas of the server, bottom up: an area imports only areas of a lower rank, so infra and
 # books (pure money) import no other area; the server package itself imports nothing
 SERVER_RANK: Mapping[str, int] = {
-    "infra": 0, "books": 0, "downstream": 1, "registry": 2, "sales": 3, "closing": 4,
-    "api": 5, "app": 6, "service": 7, "cli": 8,
+    "infra": 0,
+    "books": 0,
+    "downstream": 1,
+    "registry": 2,
+    "sales": 3,
+    "closing": 4,
+    "api": 5,
+    "app": 6,
+    "service": 7,
+    "cli": 8,
 }
 # packages whose __init__ is a docstring and nothing else (importing one loads nothing)
 EMPTY_PACKAGES = ("server", "simulator")
@@ -133,8 +141,10 @@ def layer_violations(imports: Iterable[Import]) -> list[str]:
         area, target_area = _server_area(imp.source), _server_area(imp.target)
         if src == dst == "server" and area != target_area:
             if area is None or target_area is None or SERVER_RANK[target_area] >= SERVER_RANK[area]:
-                out.append(f"{imp.source}:{imp.line} imports {imp.target} "
-                           f"(server.{area} may import only the areas below it)")
+                out.append(
+                    f"{imp.source}:{imp.line} imports {imp.target} "
+                    f"(server.{area} may import only the areas below it)"
+                )
     return out
 
 
@@ -257,21 +267,24 @@ def _plant(tmp_path: Path, files: Mapping[str, str]) -> list[Import]:
 
 
 def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
-    imports = _plant(tmp_path, {
-        "shared/__init__.py": "",
-        "shared/money.py": "from terminal.store import Store\n",
-        "terminal/__init__.py": "",
-        "terminal/store.py": "Store = 1\n",
-        "server/__init__.py": "",
-        "server/books/__init__.py": "",
-        "server/books/ledger.py": "from server.registry.units import unit\n",
-        "server/infra/__init__.py": "",
-        "server/infra/db.py": "from server.books.ledger import post\n",
-        "server/registry/__init__.py": "",
-        "server/registry/units.py": "from simulator.world import w\nunit = 1\n",
-        "simulator/__init__.py": "",
-        "simulator/world.py": "w = 1\n",
-    })
+    imports = _plant(
+        tmp_path,
+        {
+            "shared/__init__.py": "",
+            "shared/money.py": "from terminal.store import Store\n",
+            "terminal/__init__.py": "",
+            "terminal/store.py": "Store = 1\n",
+            "server/__init__.py": "",
+            "server/books/__init__.py": "",
+            "server/books/ledger.py": "from server.registry.units import unit\n",
+            "server/infra/__init__.py": "",
+            "server/infra/db.py": "from server.books.ledger import post\n",
+            "server/registry/__init__.py": "",
+            "server/registry/units.py": "from simulator.world import w\nunit = 1\n",
+            "simulator/__init__.py": "",
+            "simulator/world.py": "w = 1\n",
+        },
+    )
     found = layer_violations(imports)
     assert any("shared.money" in v and "terminal.store" in v for v in found)
     assert any("server.books.ledger" in v and "only the areas below it" in v for v in found)
@@ -280,13 +293,16 @@ def test_a_planted_upward_import_is_caught(tmp_path: Path) -> None:
 
 
 def test_a_planted_circle_hidden_in_a_function_is_caught(tmp_path: Path) -> None:
-    imports = _plant(tmp_path, {
-        "server/__init__.py": "",
-        "server/sales/__init__.py": "",
-        "server/sales/apply.py": "from server.downstream.log import record\n",
-        "server/downstream/__init__.py": "",
-        "server/downstream/log.py": "def record():\n    from server.sales.apply import x  # late\n",
-    })
+    imports = _plant(
+        tmp_path,
+        {
+            "server/__init__.py": "",
+            "server/sales/__init__.py": "",
+            "server/sales/apply.py": "from server.downstream.log import record\n",
+            "server/downstream/__init__.py": "",
+            "server/downstream/log.py": "def record():\n    from server.sales.apply import x  # late\n",
+        },
+    )
     assert module_circles(imports) == [["server.downstream.log", "server.sales.apply"]]
     assert server_area_circles(imports) == [["downstream", "sales"]]
 
@@ -297,10 +313,14 @@ def test_a_planted_import_in_a_package_init_is_caught(tmp_path: Path) -> None:
 
 
 def test_a_planted_unexplained_inner_import_is_caught(tmp_path: Path) -> None:
-    imports = _plant(tmp_path, {
-        "terminal/__init__.py": "",
-        "terminal/a.py": "def f():\n    from terminal.b import g\n    return g\n",
-        "terminal/b.py": "def g():\n    import terminal.a  # heavy: loads the camera\n",
-    })
-    assert unexplained_inner_imports(imports) == ["terminal.a:2 imports terminal.b inside a function without "
-                                                  "a comment saying why"]
+    imports = _plant(
+        tmp_path,
+        {
+            "terminal/__init__.py": "",
+            "terminal/a.py": "def f():\n    from terminal.b import g\n    return g\n",
+            "terminal/b.py": "def g():\n    import terminal.a  # heavy: loads the camera\n",
+        },
+    )
+    assert unexplained_inner_imports(imports) == [
+        "terminal.a:2 imports terminal.b inside a function without a comment saying why"
+    ]

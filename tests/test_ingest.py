@@ -20,7 +20,9 @@ pytestmark = pytest.mark.broker
 
 @pytest.fixture
 def server(broker, tmp_path, clock: FakeClock) -> Iterator[ServerService]:  # noqa: ANN001
-    svc = ServerService(broker.url, config={"HOME": str(tmp_path)}, clock=clock, client_id=f"server-{tmp_path.name}").start()
+    svc = ServerService(
+        broker.url, config={"HOME": str(tmp_path)}, clock=clock, client_id=f"server-{tmp_path.name}"
+    ).start()
     yield svc
     svc.stop()
 
@@ -33,8 +35,10 @@ class FakeTerminalLink:
         self.secret = secret
         self.acks: queue.Queue[Ack] = queue.Queue()
         self.link = MqttLink(
-            f"fake-{terminal_id}", BrokerAddress.parse(broker_url),
-            subscriptions=[(topics.ack(terminal_id), 1)], on_message=self._on_message,
+            f"fake-{terminal_id}",
+            BrokerAddress.parse(broker_url),
+            subscriptions=[(topics.ack(terminal_id), 1)],
+            on_message=self._on_message,
         ).start()
         assert self.link.wait_connected(10)
 
@@ -64,7 +68,9 @@ def test_same_sale_twice_tampered_and_malformed(server: ServerService, clock: Fa
     first = fake.next_ack()
     fake.send(wire)  # the very same bytes again: a replay / a resend after a lost ack
     second = fake.next_ack()
-    tampered = json.loads(signed_batch(creds, [sale(creds, 2, card, 1200, clock.now_ms())], clock.now_ms(), msg_id="forged"))
+    tampered = json.loads(
+        signed_batch(creds, [sale(creds, 2, card, 1200, clock.now_ms())], clock.now_ms(), msg_id="forged")
+    )
     tampered["body"]["sales"][0]["amount_fen"] = 1
     tampered["body"]["sales"][0]["subsidy_fen"] = 1
     fake.send(json.dumps(tampered).encode())
@@ -75,14 +81,20 @@ def test_same_sale_twice_tampered_and_malformed(server: ServerService, clock: Fa
     assert first.results[0].status == "applied"
     assert second.results[0].status == "duplicate"
     # the duplicate carries the first result, not a new one
-    assert (second.results[0].subsidy_fen, second.results[0].balance) == (first.results[0].subsidy_fen, first.results[0].balance)
+    assert (second.results[0].subsidy_fen, second.results[0].balance) == (
+        first.results[0].subsidy_fen,
+        first.results[0].balance,
+    )
     assert (forged.in_reply_to, forged.reason, forged.results) == ("forged", "bad_signature", ())
     assert (garbage.reason, garbage.results) == ("malformed", ())
 
     assert conn.execute("SELECT count(*) FROM sales").fetchone()[0] == 1
     assert conn.execute("SELECT count(*) FROM txns WHERE kind = 'sale'").fetchone()[0] == 1
     # (other tests' retained status messages may be refused too: count this terminal's)
-    reasons = sorted(r[0] for r in conn.execute("SELECT reason FROM rejections WHERE terminal_id = ?", (creds.terminal_id,)))
+    reasons = sorted(
+        r[0]
+        for r in conn.execute("SELECT reason FROM rejections WHERE terminal_id = ?", (creds.terminal_id,))
+    )
     assert reasons == ["bad_signature", "malformed"]
     assert counter(conn, "sales_duplicate") == 1
 
@@ -94,14 +106,20 @@ def test_same_sale_twice_tampered_and_malformed(server: ServerService, clock: Fa
     conn.close()
 
 
-def test_a_reused_sequence_number_with_another_uuid_is_refused(server: ServerService, clock: FakeClock) -> None:
+def test_a_reused_sequence_number_with_another_uuid_is_refused(
+    server: ServerService, clock: FakeClock
+) -> None:
     conn = open_db(server.app.config["DATABASE"])
     world = populated(conn, clock.now_ms())
     creds = terminal(conn, "C01", clock.now_ms())
     fake = FakeTerminalLink(server.broker_url, creds.terminal_id, bytes.fromhex(creds.secret_hex))
-    fake.send(signed_batch(creds, [sale(creds, 1, world.diners[0].card_id, 1200, clock.now_ms())], clock.now_ms()))
+    fake.send(
+        signed_batch(creds, [sale(creds, 1, world.diners[0].card_id, 1200, clock.now_ms())], clock.now_ms())
+    )
     assert fake.next_ack().results[0].status == "applied"
-    fake.send(signed_batch(creds, [sale(creds, 1, world.diners[1].card_id, 900, clock.now_ms())], clock.now_ms()))
+    fake.send(
+        signed_batch(creds, [sale(creds, 1, world.diners[1].card_id, 900, clock.now_ms())], clock.now_ms())
+    )
     result = fake.next_ack().results[0]
     assert (result.status, result.reason) == ("rejected", "sale_id_conflict")
     assert conn.execute("SELECT count(*) FROM sales").fetchone()[0] == 1

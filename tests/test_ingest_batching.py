@@ -15,7 +15,9 @@ from shared.clock import FakeClock
 from tests.money_world import MoneyWorld
 
 
-def test_queued_messages_are_grouped_by_count_and_by_bytes(conn: sqlite3.Connection, clock: FakeClock) -> None:
+def test_queued_messages_are_grouped_by_count_and_by_bytes(
+    conn: sqlite3.Connection, clock: FakeClock
+) -> None:
     w = MoneyWorld(conn, clock)
     w.worker.max_messages, w.worker.max_bytes = 3, 1_000
     small = [("t", b"x" * 100)] * 7
@@ -26,7 +28,9 @@ def test_queued_messages_are_grouped_by_count_and_by_bytes(conn: sqlite3.Connect
 
 
 def test_the_worker_loop_takes_its_queue_through_the_same_groups(app, clock: FakeClock) -> None:  # noqa: ANN001
-    worker = IngestWorker(open_db(app.config["DATABASE"]), clock, lambda t, p, r: True, max_messages=3, max_bytes=1_000)
+    worker = IngestWorker(
+        open_db(app.config["DATABASE"]), clock, lambda t, p, r: True, max_messages=3, max_bytes=1_000
+    )
     for _ in range(7):
         worker.submit("t", b"x" * 100)  # refused (no envelope), but each group is one transaction
     worker.start()
@@ -38,15 +42,24 @@ def test_the_worker_loop_takes_its_queue_through_the_same_groups(app, clock: Fak
     assert (worker.stats.batches, worker.stats.messages, worker.stats.rejected_messages) == (3, 7, 7)
 
 
-def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(conn: sqlite3.Connection, clock: FakeClock) -> None:
+def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(
+    conn: sqlite3.Connection, clock: FakeClock
+) -> None:
     w = MoneyWorld(conn, clock)
     w.topup("K001", 500)  # H001's self purse exists; C02's payable does not yet
-    conn.execute("CREATE TEMP TRIGGER boom BEFORE INSERT ON sales WHEN NEW.card_id = 'K003' "
-                 "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    conn.execute(
+        "CREATE TEMP TRIGGER boom BEFORE INSERT ON sales WHEN NEW.card_id = 'K003' "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
     first, second = w.new_sale("K001", 300, canteen="C02"), w.new_sale("K003", 100, canteen="C02")
     with pytest.raises(sqlite3.IntegrityError):
         w.send(first, second)
-    assert conn.execute("SELECT count(*) FROM accounts WHERE id = ?", (ledger.canteen_payable("C02"),)).fetchone()[0] == 0
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM accounts WHERE id = ?", (ledger.canteen_payable("C02"),)
+        ).fetchone()[0]
+        == 0
+    )
     conn.execute("DROP TRIGGER boom")
     results = w.send(first, second)  # the terminal resends the same sales
     assert [r.status for r in results] == ["applied", "applied"]

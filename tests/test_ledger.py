@@ -33,7 +33,10 @@ def test_the_same_quarter_cannot_be_allocated_twice(conn: sqlite3.Connection, cl
 
 def test_check_finds_a_tampered_balance(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
     world = populated(conn, clock.now_ms())
-    conn.execute("UPDATE accounts SET balance_fen = balance_fen + 1 WHERE id = ?", (ledger.subsidy_purse(world.diners[0].holder_id),))
+    conn.execute(
+        "UPDATE accounts SET balance_fen = balance_fen + 1 WHERE id = ?",
+        (ledger.subsidy_purse(world.diners[0].holder_id),),
+    )
     codes = {v.code for v in all_violations(conn)}
     assert codes == {"ledger_sum_nonzero", "balance_mismatch"}
 
@@ -41,7 +44,9 @@ def test_check_finds_a_tampered_balance(conn: sqlite3.Connection, clock) -> None
 def test_a_float_cannot_be_stored_as_money(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
     populated(conn, clock.now_ms())
     with pytest.raises(sqlite3.Error):
-        conn.execute("INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (1, 'bank:topup', 'system:income', 1.5)")
+        conn.execute(
+            "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (1, 'bank:topup', 'system:income', 1.5)"
+        )
 
 
 def test_post_refuses_negative_amounts(conn: sqlite3.Connection) -> None:

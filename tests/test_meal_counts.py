@@ -37,10 +37,14 @@ def test_each_meal_sale_sends_the_holders_meals_of_the_day_by_canteen_and_period
     w.allocate("U01", "2026Q1")
     w.sell("K001", 500, LUNCH - 4 * 3600_000, meal_period="breakfast")
     w.sell("K001", 1200, LUNCH)
-    assert holder_change_in_last_delta(conn, "H001")["meals"] == {"day": DAY, "taken": {"C01": {"breakfast": 1, "lunch": 1}}}
+    assert holder_change_in_last_delta(conn, "H001")["meals"] == {
+        "day": DAY,
+        "taken": {"C01": {"breakfast": 1, "lunch": 1}},
+    }
     w.sell("K001", 1000, LUNCH + 600_000, canteen="C02")
     assert holder_change_in_last_delta(conn, "H001")["meals"] == {
-        "day": DAY, "taken": {"C01": {"breakfast": 1, "lunch": 1}, "C02": {"lunch": 1}}
+        "day": DAY,
+        "taken": {"C01": {"breakfast": 1, "lunch": 1}, "C02": {"lunch": 1}},
     }
 
 
@@ -53,12 +57,17 @@ def test_a_shop_sale_or_a_top_up_says_nothing_about_meals(conn: sqlite3.Connecti
     assert "meals" not in holder_change_in_last_delta(conn, "H001")
 
 
-def test_a_late_sale_of_an_earlier_day_counts_that_day_only(conn: sqlite3.Connection, clock: FakeClock) -> None:
+def test_a_late_sale_of_an_earlier_day_counts_that_day_only(
+    conn: sqlite3.Connection, clock: FakeClock
+) -> None:
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
     w.sell("K001", 1200, LUNCH)
     w.sell("K001", 1200, LUNCH - 86_400_000)  # yesterday's lunch, uploaded late
-    assert holder_change_in_last_delta(conn, "H001")["meals"] == {"day": "2026-01-05", "taken": {"C01": {"lunch": 1}}}
+    assert holder_change_in_last_delta(conn, "H001")["meals"] == {
+        "day": "2026-01-05",
+        "taken": {"C01": {"lunch": 1}},
+    }
 
 
 def test_a_fresh_terminals_snapshot_carries_todays_meals(conn: sqlite3.Connection, clock: FakeClock) -> None:
@@ -67,7 +76,9 @@ def test_a_fresh_terminals_snapshot_carries_todays_meals(conn: sqlite3.Connectio
     w.sell("K001", 1200, LUNCH)
     w.sell("K003", 1200, LUNCH - 86_400_000)  # yesterday: not today's business
     w.sell("K003", 350, LUNCH, kind="shop", meal_period=None)
-    holders = {c["holder_id"]: c for c in build_snapshot(conn, LUNCH + 3600_000).changes if c["kind"] == "holder"}
+    holders = {
+        c["holder_id"]: c for c in build_snapshot(conn, LUNCH + 3600_000).changes if c["kind"] == "holder"
+    }
     assert holders["H001"]["meals"] == {"day": DAY, "taken": {"C01": {"lunch": 1}}}
     assert "meals" not in holders["H003"]
     change = decode_change(holders["H001"])
@@ -76,7 +87,9 @@ def test_a_fresh_terminals_snapshot_carries_todays_meals(conn: sqlite3.Connectio
     assert not any("meals" in c for c in tomorrow)
 
 
-def test_every_change_the_server_sends_passes_the_protocol(conn: sqlite3.Connection, clock: FakeClock) -> None:
+def test_every_change_the_server_sends_passes_the_protocol(
+    conn: sqlite3.Connection, clock: FakeClock
+) -> None:
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
     w.sell("K001", 1200, LUNCH)
@@ -96,7 +109,14 @@ def test_every_change_the_server_sends_passes_the_protocol(conn: sqlite3.Connect
 
 # --- the wire ----------------------------------------------------------------------------
 
-HOLDER = {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 3000, "self_fen": 0, "blocked": False}
+HOLDER = {
+    "kind": "holder",
+    "holder_id": "H1",
+    "unit_id": "U01",
+    "subsidy_fen": 3000,
+    "self_fen": 0,
+    "blocked": False,
+}
 
 
 @pytest.mark.parametrize(
@@ -141,8 +161,16 @@ def with_meals(n: int, day: str = DAY, canteen: str = "C01") -> dict[str, Any]:
 
 def lunch_here(store: Store, at_ms: int = LUNCH) -> None:
     store.record_sale(
-        terminal_id="T1", canteen_id="C01", card_id="C1", holder_id="H1", amount_fen=1200,
-        subsidy_fen=1200, self_fen=0, occurred_at_ms=at_ms, meal_period="lunch", announced=True,
+        terminal_id="T1",
+        canteen_id="C01",
+        card_id="C1",
+        holder_id="H1",
+        amount_fen=1200,
+        subsidy_fen=1200,
+        self_fen=0,
+        occurred_at_ms=at_ms,
+        meal_period="lunch",
+        announced=True,
     )
 
 

@@ -52,7 +52,9 @@ class MoneyMachine(RuleBasedStateMachine):
             for unit_id, std in UNITS.items():
                 registry.add_unit(self.conn, unit_id, f"单位{unit_id}", std)
             registry.add_canteen(self.conn, "C1", "食堂一", "U1", operator="湘味餐饮", now_ms=now)
-            registry.add_canteen(self.conn, "C2", "食堂二", "U2", operator="服务中心", self_operated=True, now_ms=now)
+            registry.add_canteen(
+                self.conn, "C2", "食堂二", "U2", operator="服务中心", self_operated=True, now_ms=now
+            )
             for i, h in enumerate(HOLDERS):
                 registry.add_holder(self.conn, h, "U1" if i % 2 else "U2", f"职工{h}", f"K-{h}-0", now_ms=now)
             self.terminals = {c: provision(self.conn, c, now, "00" * 32, f"T-{c}") for c in CANTEENS}
@@ -85,7 +87,9 @@ class MoneyMachine(RuleBasedStateMachine):
     def _send(self, sales: list[Sale]) -> list[Any]:
         creds = self.terminals[sales[0].canteen_id]
         body = SaleBatch(tuple(sales)).to_body()
-        wire = seal_hmac("sale_batch", creds.terminal_id, body, bytes.fromhex(creds.secret_hex), self.clock.now_ms())
+        wire = seal_hmac(
+            "sale_batch", creds.terminal_id, body, bytes.fromhex(creds.secret_hex), self.clock.now_ms()
+        )
         before = len(self.acks)
         self.worker.process([(topics.sales(creds.terminal_id), wire)])
         assert len(self.acks) == before + 1
@@ -93,7 +97,11 @@ class MoneyMachine(RuleBasedStateMachine):
 
     # --- money in ------------------------------------------------------------------------
 
-    @rule(unit=st.sampled_from(sorted(UNITS)), ahead=st.integers(0, 1), per_person=st.none() | st.integers(1, 50_000))
+    @rule(
+        unit=st.sampled_from(sorted(UNITS)),
+        ahead=st.integers(0, 1),
+        per_person=st.none() | st.integers(1, 50_000),
+    )
     def allocate(self, unit: str, ahead: int, per_person: int | None) -> None:
         q = Quarter.of_ms(self.clock.now_ms())
         q = q.next() if ahead else q
@@ -122,7 +130,9 @@ class MoneyMachine(RuleBasedStateMachine):
         old_card=st.booleans(),
         offline=st.booleans(),
     )
-    def sell(self, holder: str, canteen: str, amounts: list[int], days_ago: int, old_card: bool, offline: bool) -> None:
+    def sell(
+        self, holder: str, canteen: str, amounts: list[int], days_ago: int, old_card: bool, offline: bool
+    ) -> None:
         """Sales as a terminal journaled them, possibly days ago (offline, now arriving:
         late for a closed quarter or a cleared year), possibly on a card since reported lost."""
         at = max(self.clock.now_ms() - days_ago * DAY_MS, ms_from_china("2026-08-01T12:00"))
@@ -137,21 +147,38 @@ class MoneyMachine(RuleBasedStateMachine):
     )
     def sell_late(self, holder: str, canteen: str, amounts: list[int], hours_before: int) -> None:
         """An offline terminal's sales dated shortly before a period that has since closed."""
-        ends = [Quarter.parse(q).end_ms for q in self.statements] + [year_cutoff_ms(y) for y in self.clearings]
+        ends = [Quarter.parse(q).end_ms for q in self.statements] + [
+            year_cutoff_ms(y) for y in self.clearings
+        ]
         self._sell(holder, canteen, amounts, max(ends) - hours_before * 3_600_000, False, True)
 
-    def _sell(self, holder: str, canteen: str, amounts: list[int], at: int, old_card: bool, offline: bool) -> None:
+    def _sell(
+        self, holder: str, canteen: str, amounts: list[int], at: int, old_card: bool, offline: bool
+    ) -> None:
         card = self.old_cards[holder][-1] if old_card and self.old_cards[holder] else self.card[holder]
         sales = []
         for amount in amounts:
             self.seq[canteen] += 1
-            sales.append(Sale(f"T-{canteen}", self.seq[canteen], uuid.uuid4().hex, card, canteen, amount, at,
-                              meal_period="lunch", subsidy_fen=amount, offline=offline))
+            sales.append(
+                Sale(
+                    f"T-{canteen}",
+                    self.seq[canteen],
+                    uuid.uuid4().hex,
+                    card,
+                    canteen,
+                    amount,
+                    at,
+                    meal_period="lunch",
+                    subsidy_fen=amount,
+                    offline=offline,
+                )
+            )
         for s, r in zip(sales, self._send(sales), strict=True):
             assert r.status == "applied", r
             event(f"sale: overdraft={r.overdraft_fen > 0}")
             cleared = self.conn.execute(
-                "SELECT cleared_subsidy_fen FROM sales WHERE terminal_id = ? AND seq = ?", (s.terminal_id, s.seq)
+                "SELECT cleared_subsidy_fen FROM sales WHERE terminal_id = ? AND seq = ?",
+                (s.terminal_id, s.seq),
             ).fetchone()[0]
             self.subsidy_spent.append((holder, at, r.subsidy_fen - cleared))
             assert r.subsidy_fen + r.self_fen == s.amount_fen
@@ -167,7 +194,11 @@ class MoneyMachine(RuleBasedStateMachine):
         first = self.first_results[(s.terminal_id, s.seq)]
         assert r.status == "duplicate"
         assert (r.subsidy_fen, r.self_fen, r.overdraft_fen, r.balance) == (
-            first.subsidy_fen, first.self_fen, first.overdraft_fen, first.balance)
+            first.subsidy_fen,
+            first.self_fen,
+            first.overdraft_fen,
+            first.balance,
+        )
 
     @rule(holder=st.sampled_from(HOLDERS))
     def lose_card(self, holder: str) -> None:
@@ -196,7 +227,10 @@ class MoneyMachine(RuleBasedStateMachine):
         assert created
         event(f"settled {q}")
         for st_ in doc["statements"]:
-            assert st_["gross_fen"] + st_["adjustments_fen"] == st_["withheld_fen"] + st_["fee_fen"] + st_["net_fen"]
+            assert (
+                st_["gross_fen"] + st_["adjustments_fen"]
+                == st_["withheld_fen"] + st_["fee_fen"] + st_["net_fen"]
+            )
             assert st_["fee_fen"] == 0 or not st_["self_operated"]
         self.statements[str(q)] = doc
 
@@ -220,8 +254,13 @@ class MoneyMachine(RuleBasedStateMachine):
         event("cleared a year")
 
     def _clearing_amounts(self, year: int) -> list[tuple[Any, ...]]:
-        return [tuple(r) for r in self.conn.execute(
-            "SELECT holder_id, unit_id, amount_fen FROM clearing_lines WHERE year = ? ORDER BY holder_id, unit_id", (year,))]
+        return [
+            tuple(r)
+            for r in self.conn.execute(
+                "SELECT holder_id, unit_id, amount_fen FROM clearing_lines WHERE year = ? ORDER BY holder_id, unit_id",
+                (year,),
+            )
+        ]
 
     # --- invariants ------------------------------------------------------------------------
 

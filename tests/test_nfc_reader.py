@@ -54,7 +54,10 @@ def reader(port: int, **kw: object) -> Iterator[NfcCardReader]:
 
 def test_an_ntag424_card_is_read_with_its_sun_url() -> None:
     port = free_udp_port()
-    with card_on_reader(EmulatedCard(port, SUN_UID, sun=(KEYS, "https://canteen.example/c"), counter=41)), reader(port) as r:
+    with (
+        card_on_reader(EmulatedCard(port, SUN_UID, sun=(KEYS, "https://canteen.example/c"), counter=41)),
+        reader(port) as r,
+    ):
         tap = r.read(10)
     assert tap is not None and tap.card_id == "04A1B2C3D4E5F6"
     msg = verify_url(KEYS, tap.credential)
@@ -87,9 +90,17 @@ def test_a_card_left_on_the_reader_is_one_tap_until_it_is_presented_again() -> N
 
 def test_the_real_read_path_pays_and_a_cloned_uid_is_refused(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
     t = offline_terminal(tmp_path, clock, sun_master_key_hex=MASTER.hex())
-    t.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": "04A1B2C3D4E5F6", "holder_id": "H1", "status": "active"},)))
+    t.store.apply_changes(
+        2,
+        decode_changes(
+            ({"kind": "card", "card_id": "04A1B2C3D4E5F6", "holder_id": "H1", "status": "active"},)
+        ),
+    )
     port = free_udp_port()
-    with card_on_reader(EmulatedCard(port, SUN_UID, sun=(KEYS, "https://canteen.example/c"))), reader(port) as r:
+    with (
+        card_on_reader(EmulatedCard(port, SUN_UID, sun=(KEYS, "https://canteen.example/c"))),
+        reader(port) as r,
+    ):
         tap = r.read(10)
     decision, sale = t.tap(TapRequest(tap.card_id, method=tap.method, credential=tap.credential))
     assert decision.approved and sale.credential == "sun:04A1B2C3D4E5F6:1"

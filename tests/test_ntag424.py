@@ -28,7 +28,9 @@ def test_an12196_vector_with_mirrored_file_data_macs_the_url_text() -> None:
 
 
 def test_vector_with_custom_keys() -> None:
-    keys = SunKeys.fixed(bytes.fromhex("42aff114f2cb3b6141be6dc95dfc5416"), bytes.fromhex("b62a9baf092439bd43c62aee96b970c5"))
+    keys = SunKeys.fixed(
+        bytes.fromhex("42aff114f2cb3b6141be6dc95dfc5416"), bytes.fromhex("b62a9baf092439bd43c62aee96b970c5")
+    )
     msg = verify_encrypted(
         keys,
         bytes.fromhex("8ACADDEF0A9B62CDAE39A16B83FC14DE"),

@@ -49,7 +49,13 @@ def _delta(change: dict) -> Delta:
 
 
 def test_the_qr_key_change_is_validated() -> None:
-    good = {"kind": "qr_key", "holder_id": "H1", "public_key": public_key_hex(SEED), "expires_at_ms": 5, "offline_allowance_fen": 3000}
+    good = {
+        "kind": "qr_key",
+        "holder_id": "H1",
+        "public_key": public_key_hex(SEED),
+        "expires_at_ms": 5,
+        "offline_allowance_fen": 3000,
+    }
     delta = _delta(good)
     assert delta.changes == (QrKeyChange("H1", public_key_hex(SEED), 5, 3000),)
     assert delta.to_body()["changes"] == [good]

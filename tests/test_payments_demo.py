@@ -24,5 +24,9 @@ def test_payments_demo_shows_every_method_and_stays_consistent() -> None:
     assert [i["kind"] for i in result["incidents"]] == ["qr_double_spent"]
     assert result["credential_revoked_on_terminal_a"]
     audit = result["audit"]
-    assert audit["approved"] == audit["applied"] == 5 and audit["mismatches"] == 0 and audit["ledger_sum_fen"] == 0
+    assert (
+        audit["approved"] == audit["applied"] == 5
+        and audit["mismatches"] == 0
+        and audit["ledger_sum_fen"] == 0
+    )
     assert "全部一致" in render_payments(result)

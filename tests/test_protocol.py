@@ -38,37 +38,89 @@ T0 = 1_767_672_000_000  # 2026-01-06 12:00 Asia/Shanghai
 
 def golden_sale() -> Sale:
     return Sale(
-        terminal_id="T0001", seq=42, uuid="0f1e2d3c4b5a69788796a5b4c3d2e1f0", card_id="C00001",
-        canteen_id="C01", amount_fen=1550, occurred_at_ms=T0, method="card", kind="shop",
-        items=(Item("tissue", 1, 350), Item("lunchbox", 1, 1200)), offline=True, visitor=True,
-        subsidy_fen=1000, self_fen=550,
+        terminal_id="T0001",
+        seq=42,
+        uuid="0f1e2d3c4b5a69788796a5b4c3d2e1f0",
+        card_id="C00001",
+        canteen_id="C01",
+        amount_fen=1550,
+        occurred_at_ms=T0,
+        method="card",
+        kind="shop",
+        items=(Item("tissue", 1, 350), Item("lunchbox", 1, 1200)),
+        offline=True,
+        visitor=True,
+        subsidy_fen=1000,
+        self_fen=550,
     )
 
 
 def golden_messages() -> dict[str, bytes]:
     key = ServerKey.from_hex(SERVER_SEED)
     return {
-        "sale_batch.json": seal_hmac("sale_batch", "T0001", SaleBatch((golden_sale(),)).to_body(), SECRET, T0, "m-001"),
+        "sale_batch.json": seal_hmac(
+            "sale_batch", "T0001", SaleBatch((golden_sale(),)).to_body(), SECRET, T0, "m-001"
+        ),
         "ack.json": seal_hmac(
-            "ack", "server",
-            Ack("m-001", (
-                SaleResult("T0001", 42, golden_sale().uuid, "applied", None, 1000, 550, 0, "H00001", Balance(29000, 450, 7)),
-                SaleResult("T0001", 43, "ffff", "rejected", "card_unknown"),
-            )).to_body(),
-            SECRET, T0 + 5, "m-002",
+            "ack",
+            "server",
+            Ack(
+                "m-001",
+                (
+                    SaleResult(
+                        "T0001",
+                        42,
+                        golden_sale().uuid,
+                        "applied",
+                        None,
+                        1000,
+                        550,
+                        0,
+                        "H00001",
+                        Balance(29000, 450, 7),
+                    ),
+                    SaleResult("T0001", 43, "ffff", "rejected", "card_unknown"),
+                ),
+            ).to_body(),
+            SECRET,
+            T0 + 5,
+            "m-002",
         ),
         "status.json": seal_hmac(
-            "status", "T0001",
-            Status("online", pending=3, watermark_ms=T0 - 60_000, delta_version=7, clock_ms=T0, clock_offset_ms=-120, software="canteen-terminal/1").to_body(),
-            SECRET, T0, "m-003",
+            "status",
+            "T0001",
+            Status(
+                "online",
+                pending=3,
+                watermark_ms=T0 - 60_000,
+                delta_version=7,
+                clock_ms=T0,
+                clock_offset_ms=-120,
+                software="canteen-terminal/1",
+            ).to_body(),
+            SECRET,
+            T0,
+            "m-003",
         ),
         "delta.json": seal_server(
             "delta",
-            Delta(8, (
-                {"kind": "holder", "holder_id": "H00001", "unit_id": "U01", "subsidy_fen": 29000, "self_fen": 450, "blocked": False},
-                {"kind": "card", "card_id": "C00001", "holder_id": "H00001", "status": "lost"},
-            )).to_body(),
-            key, T0, "m-004",
+            Delta(
+                8,
+                (
+                    {
+                        "kind": "holder",
+                        "holder_id": "H00001",
+                        "unit_id": "U01",
+                        "subsidy_fen": 29000,
+                        "self_fen": 450,
+                        "blocked": False,
+                    },
+                    {"kind": "card", "card_id": "C00001", "holder_id": "H00001", "status": "lost"},
+                ),
+            ).to_body(),
+            key,
+            T0,
+            "m-004",
         ),
     }
 
@@ -93,7 +145,9 @@ def test_golden_ack_and_status_decode() -> None:
     ack = Ack.from_body(open_envelope((GOLDEN / "ack.json").read_bytes(), secret_for=lambda s: SECRET).body)
     assert [r.status for r in ack.results] == ["applied", "rejected"]
     assert ack.results[0].balance == Balance(29000, 450, 7)
-    status = Status.from_body(open_envelope((GOLDEN / "status.json").read_bytes(), secret_for=lambda s: SECRET).body)
+    status = Status.from_body(
+        open_envelope((GOLDEN / "status.json").read_bytes(), secret_for=lambda s: SECRET).body
+    )
     assert status.watermark_ms == T0 - 60_000
 
 
@@ -230,12 +284,21 @@ def sales(draw: st.DrawFn) -> Sale:
     subsidy = draw(st.integers(0, amount))
     kind = draw(st.sampled_from(["meal", "shop"]))
     return Sale(
-        terminal_id=draw(ids), seq=draw(st.integers(1, 2**40)), uuid=draw(ids), card_id=draw(ids),
-        canteen_id=draw(ids), amount_fen=amount, occurred_at_ms=draw(st.integers(0, 2**45)),
-        method=draw(st.sampled_from(["card", "qr", "face"])), kind=kind,
+        terminal_id=draw(ids),
+        seq=draw(st.integers(1, 2**40)),
+        uuid=draw(ids),
+        card_id=draw(ids),
+        canteen_id=draw(ids),
+        amount_fen=amount,
+        occurred_at_ms=draw(st.integers(0, 2**45)),
+        method=draw(st.sampled_from(["card", "qr", "face"])),
+        kind=kind,
         meal_period=draw(st.sampled_from(["breakfast", "lunch", "dinner"])) if kind == "meal" else None,
-        items=items, offline=draw(st.booleans()), visitor=draw(st.booleans()),
-        subsidy_fen=subsidy, self_fen=amount - subsidy,
+        items=items,
+        offline=draw(st.booleans()),
+        visitor=draw(st.booleans()),
+        subsidy_fen=subsidy,
+        self_fen=amount - subsidy,
         credential=draw(st.none() | ids),
     )
 
@@ -258,7 +321,8 @@ def test_the_golden_delta_decodes_to_typed_changes_that_encode_to_the_same_bytes
     env = open_envelope((GOLDEN / "delta.json").read_bytes(), server=ServerVerifier(key.public_hex))
     delta = Delta.from_body(env.body)
     assert delta.changes == (
-        HolderChange("H00001", "U01", 29000, 450, False), CardChange("C00001", "H00001", "lost")
+        HolderChange("H00001", "U01", 29000, 450, False),
+        CardChange("C00001", "H00001", "lost"),
     )
     wire = seal_server("delta", delta.to_body(), key, env.sent_at_ms, env.msg_id)
     assert wire == (GOLDEN / "delta.json").read_bytes().rstrip(b"\n")
@@ -268,7 +332,9 @@ def test_an_unknown_change_kind_is_refused_with_its_own_code() -> None:
     with pytest.raises(ProtocolError) as err:
         Delta.from_body({"version": 9, "changes": [{"kind": "voucher", "holder_id": "H1"}]})
     assert err.value.code == "unknown_change_kind" and "voucher" in err.value.detail
-    assert message("unknown_change_kind", "zh") != message("unknown_change_kind", "en") != "unknown_change_kind"
+    assert (
+        message("unknown_change_kind", "zh") != message("unknown_change_kind", "en") != "unknown_change_kind"
+    )
     with pytest.raises(ProtocolError) as err:
         Delta.from_body({"version": 9, "changes": [{"holder_id": "H1"}]})
     assert err.value.code == "bad_field"  # no kind at all: a malformed change, not a new kind
@@ -276,29 +342,67 @@ def test_an_unknown_change_kind_is_refused_with_its_own_code() -> None:
 
 ascii_ids = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-_食堂", min_size=1, max_size=64)
 fen = st.integers(-(2**53), 2**53)
-configs = st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8) | st.booleans(), max_size=3)
+configs = st.dictionaries(
+    st.text(max_size=8), st.integers() | st.text(max_size=8) | st.booleans(), max_size=3
+)
 meals = st.builds(
     lambda day, taken: {"day": day, "taken": taken},
     st.dates().map(lambda d: f"{d.year:04d}-{d.month:02d}-{d.day:02d}"),
-    st.dictionaries(ascii_ids, st.dictionaries(st.sampled_from(["breakfast", "lunch", "dinner"]), st.integers(0, 10_000)), max_size=3),
+    st.dictionaries(
+        ascii_ids,
+        st.dictionaries(st.sampled_from(["breakfast", "lunch", "dinner"]), st.integers(0, 10_000)),
+        max_size=3,
+    ),
 )
 wire_changes = st.one_of(
     st.builds(
-        lambda h, u, s, o, b, m: {"kind": "holder", "holder_id": h, "unit_id": u, "subsidy_fen": s, "self_fen": o, "blocked": b,
-                                  **({} if m is None else {"meals": m})},
-        ascii_ids, ascii_ids, fen, fen, st.booleans(), st.none() | meals,
+        lambda h, u, s, o, b, m: {
+            "kind": "holder",
+            "holder_id": h,
+            "unit_id": u,
+            "subsidy_fen": s,
+            "self_fen": o,
+            "blocked": b,
+            **({} if m is None else {"meals": m}),
+        },
+        ascii_ids,
+        ascii_ids,
+        fen,
+        fen,
+        st.booleans(),
+        st.none() | meals,
     ),
-    st.builds(lambda c, h, s: {"kind": "card", "card_id": c, "holder_id": h, "status": s},
-              ascii_ids, ascii_ids, st.sampled_from(["active", "lost", "retired"])),
+    st.builds(
+        lambda c, h, s: {"kind": "card", "card_id": c, "holder_id": h, "status": s},
+        ascii_ids,
+        ascii_ids,
+        st.sampled_from(["active", "lost", "retired"]),
+    ),
     st.builds(lambda c, cfg: {"kind": "canteen", "canteen_id": c, "config": cfg}, ascii_ids, configs),
     st.builds(lambda cfg: {"kind": "settings", "config": cfg}, configs),
     st.builds(
-        lambda f, h, v: {"kind": "face", "face_id": f, "holder_id": h, "encoding": v if v is None else encoding_to_str(pack_encoding(v))},
-        ascii_ids, ascii_ids, st.none() | st.lists(st.floats(-1, 1, width=32), min_size=128, max_size=128),
+        lambda f, h, v: {
+            "kind": "face",
+            "face_id": f,
+            "holder_id": h,
+            "encoding": v if v is None else encoding_to_str(pack_encoding(v)),
+        },
+        ascii_ids,
+        ascii_ids,
+        st.none() | st.lists(st.floats(-1, 1, width=32), min_size=128, max_size=128),
     ),
     st.builds(
-        lambda h, k, e, a: {"kind": "qr_key", "holder_id": h, "public_key": k, "expires_at_ms": e, "offline_allowance_fen": a},
-        ascii_ids, st.binary(min_size=32, max_size=32).map(bytes.hex), st.integers(0, 2**53), st.integers(0, 10_000_000),
+        lambda h, k, e, a: {
+            "kind": "qr_key",
+            "holder_id": h,
+            "public_key": k,
+            "expires_at_ms": e,
+            "offline_allowance_fen": a,
+        },
+        ascii_ids,
+        st.binary(min_size=32, max_size=32).map(bytes.hex),
+        st.integers(0, 2**53),
+        st.integers(0, 10_000_000),
     ),
 )
 

@@ -24,14 +24,18 @@ def test_a_double_spent_code_is_accounted_reported_and_revoked_everywhere(broker
         world = demo_world(conn, clock.now_ms(), diners=4)
         conn.close()
         diner = world.diners[0]
-        cred = cluster.http("POST", "/api/v1/qr/credentials", {"card_id": diner.card_id, "offline_allowance_fen": 2000})
+        cred = cluster.http(
+            "POST", "/api/v1/qr/credentials", {"card_id": diner.card_id, "offline_allowance_fen": 2000}
+        )
         a, b = cluster.add_terminal("C01"), cluster.add_terminal("C01")
         assert cluster.wait_synced()
 
         phone = cred["page_path"].replace("/qr/", "/api/v1/qr/code/")
         code = cluster.http("GET", phone)["code"]  # what the diner's phone shows
         first, _ = a.terminal.tap(TapRequest(None, method="qr", credential=code))
-        copied, _ = b.terminal.tap(TapRequest(None, method="qr", kind="shop", items=(("water", 1),), credential=code))
+        copied, _ = b.terminal.tap(
+            TapRequest(None, method="qr", kind="shop", items=(("water", 1),), credential=code)
+        )
         assert first.approved and copied.approved  # neither terminal can know of the other
         assert a.terminal.tap(TapRequest(None, method="qr", credential=code))[0].reason == "qr_reused"
 
@@ -40,9 +44,13 @@ def test_a_double_spent_code_is_accounted_reported_and_revoked_everywhere(broker
         assert (incident["kind"], incident["action"]) == ("qr_double_spent", "credential_revoked")
         assert cluster.wait_synced()
         for h in (a, b):
-            assert wait_until(lambda h=h: h.terminal.identify.qr.key(diner.holder_id).expires_at_ms <= clock.now_ms(), 10)
+            assert wait_until(
+                lambda h=h: h.terminal.identify.qr.key(diner.holder_id).expires_at_ms <= clock.now_ms(), 10
+            )
 
-        seed = qr_codes.credential_seed(qr_codes.qr_secret(cluster.server.app.extensions["canteen_server_key"]), cred["id"])
+        seed = qr_codes.credential_seed(
+            qr_codes.qr_secret(cluster.server.app.extensions["canteen_server_key"]), cred["id"]
+        )
         fresh = make_code(seed, diner.card_id, 99, clock.now_ms())
         assert b.terminal.tap(TapRequest(None, method="qr", credential=fresh))[0].reason == "qr_no_credential"
 

@@ -60,7 +60,9 @@ def test_a_port_that_cannot_be_opened_is_reported_and_retried(pty_pair) -> None:
             raise SerialError("no such device")
         return open_port(SerialSpec(path, 9600, "cr"))
 
-    scanner = SerialQrScanner(SerialSpec("/dev/ttyNOPE"), opener=opener, on_error=errors.append, reopen_s=0.01)
+    scanner = SerialQrScanner(
+        SerialSpec("/dev/ttyNOPE"), opener=opener, on_error=errors.append, reopen_s=0.01
+    )
     try:
         assert scanner.ready.wait(5)
         os.write(master, b"hello\r")
@@ -115,7 +117,9 @@ def test_serial_spec_parses(spec: str, expected: SerialSpec) -> None:
     assert SerialSpec.parse(spec) == expected
 
 
-@pytest.mark.parametrize("spec", ["serial:", "serial:/dev/x,fast", "serial:/dev/x,9600,tab", "serial:/dev/x,0", "serial:a,1,cr,x"])
+@pytest.mark.parametrize(
+    "spec", ["serial:", "serial:/dev/x,fast", "serial:/dev/x,9600,tab", "serial:/dev/x,0", "serial:a,1,cr,x"]
+)
 def test_bad_serial_specs_are_refused(spec: str) -> None:
     with pytest.raises(ValueError):
         SerialSpec.parse(spec)

@@ -28,8 +28,11 @@ def test_lost_replaced_repriced_and_leaver_cards_behave_at_a_live_terminal(broke
         assert (decision.approved, decision.reason) == (False, "card_blocked")
 
         cluster.http("POST", f"/api/v1/cards/{alice}/replace", {"new_card_id": "04REPLACED"})
-        cluster.http("PATCH", "/api/v1/canteens/C01",
-                     {"config": {"meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1300}}}})
+        cluster.http(
+            "PATCH",
+            "/api/v1/canteens/C01",
+            {"config": {"meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1300}}}},
+        )
         assert cluster.wait_synced()
         decision, _ = t.terminal.tap(TapRequest("04REPLACED"))
         assert decision.approved and decision.amount_fen == 1300

@@ -73,7 +73,9 @@ def test_registry_operations_conserve_every_fen(ops: list[tuple]) -> None:
         try:
             with write_txn(conn):
                 if kind == "topup" and card is not None:
-                    left = conn.execute("SELECT status FROM holders WHERE id = ?", (h,)).fetchone()[0] == "left"
+                    left = (
+                        conn.execute("SELECT status FROM holders WHERE id = ?", (h,)).fetchone()[0] == "left"
+                    )
                     if not left:  # the bank only tops up a card in use
                         funds.topup(conn, card, op[2], NOW)
                         topped[h] += op[2]
@@ -107,12 +109,20 @@ def test_registry_operations_conserve_every_fen(ops: list[tuple]) -> None:
     assert ledger.ledger_sum(conn) == 0
 
 
-NAMES = st.text(
-    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")), min_size=1, max_size=20
-).map(str.strip).filter(bool)
+NAMES = (
+    st.text(
+        alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Zl", "Zp")),
+        min_size=1,
+        max_size=20,
+    )
+    .map(str.strip)
+    .filter(bool)
+)
 STAFF = st.lists(
     st.tuples(NAMES, st.from_regex(r"[A-Z]{2}[0-9]{3}", fullmatch=True)),
-    min_size=1, max_size=12, unique_by=lambda t: t[1],
+    min_size=1,
+    max_size=12,
+    unique_by=lambda t: t[1],
 )
 
 

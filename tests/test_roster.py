@@ -39,16 +39,24 @@ def people(conn: sqlite3.Connection) -> dict[str, tuple]:
 def cards(conn: sqlite3.Connection) -> dict[str, tuple]:
     return {
         r["card_id"]: (r["staff_no"], r["status"])
-        for r in conn.execute("SELECT c.card_id, c.status, h.staff_no FROM cards c JOIN holders h ON h.id = c.holder_id")
+        for r in conn.execute(
+            "SELECT c.card_id, c.status, h.staff_no FROM cards c JOIN holders h ON h.id = c.holder_id"
+        )
     }
 
 
 def test_a_roster_creates_cardholders_and_their_cards(units, clock) -> None:  # noqa: ANN001
     report = load(units, "roster.csv", clock.now_ms())
     assert report["new_holders"] == 3 and report["issued"] == 3
-    assert people(units) == {"CZ001": ("U01", "王伟", None), "CZ002": ("U01", "李娜", None), "JY001": ("U02", "张敏", None)}
+    assert people(units) == {
+        "CZ001": ("U01", "王伟", None),
+        "CZ002": ("U01", "李娜", None),
+        "JY001": ("U02", "张敏", None),
+    }
     assert cards(units) == {
-        "04A1B2C3D4": ("CZ001", "active"), "04A1B2C3D5": ("CZ002", "active"), "04A1B2C3D6": ("JY001", "active")
+        "04A1B2C3D4": ("CZ001", "active"),
+        "04A1B2C3D5": ("CZ002", "active"),
+        "04A1B2C3D6": ("JY001", "active"),
     }
 
 
@@ -80,7 +88,11 @@ def test_reimport_updates_names_and_adds_newcomers_with_another_header_spelling(
     assert got["CZ001"] == ("U01", "王伟", "6217003320001234567")
     assert got["CZ003"] == ("U01", "刘洋", None)
     assert got["JY001"] == ("U02", "张敏", None)  # not in the file: left alone
-    assert {r["staff_no"]: r["id"] for r in units.execute("SELECT id, staff_no FROM holders") if r["staff_no"] in ids} == ids
+    assert {
+        r["staff_no"]: r["id"]
+        for r in units.execute("SELECT id, staff_no FROM holders")
+        if r["staff_no"] in ids
+    } == ids
 
 
 def test_a_new_card_number_replaces_the_persons_active_card(units, clock) -> None:  # noqa: ANN001
@@ -93,7 +105,10 @@ def test_a_new_card_number_replaces_the_persons_active_card(units, clock) -> Non
     got = cards(units)
     assert got["04A1B2C3D4"] == ("CZ001", "retired") and got["04FFFFFFF1"] == ("CZ001", "active")
     [delta] = deltas_since(units, v)
-    assert {(c["card_id"], c["status"]) for c in delta.changes} == {("04A1B2C3D4", "retired"), ("04FFFFFFF1", "active")}
+    assert {(c["card_id"], c["status"]) for c in delta.changes} == {
+        ("04A1B2C3D4", "retired"),
+        ("04FFFFFFF1", "active"),
+    }
 
 
 def test_reimport_never_brings_a_lost_card_back(units, clock) -> None:  # noqa: ANN001
@@ -111,7 +126,13 @@ def test_a_roster_with_errors_is_refused_whole_with_each_line_and_reason(units, 
         load(units, "roster_errors.csv", clock.now_ms())
     assert err.value.code == "import_rejected"
     got = {(e["line"], e["code"]) for e in err.value.context["errors"]}
-    assert got == {(3, "not_found"), (4, "invalid_input"), (5, "already_exists"), (6, "already_exists"), (7, "invalid_input")}
+    assert got == {
+        (3, "not_found"),
+        (4, "invalid_input"),
+        (5, "already_exists"),
+        (6, "already_exists"),
+        (7, "invalid_input"),
+    }
     details = {e["line"]: e["detail"] for e in err.value.context["errors"]}
     assert "市未知局" in details[3] and "line 2" in details[5] and "line 2" in details[6]
     assert units.execute("SELECT count(*) FROM holders").fetchone()[0] == 0
@@ -131,7 +152,10 @@ def test_a_card_that_belongs_to_someone_else_is_refused(units, clock) -> None:  
 def test_a_clerk_may_import_only_their_own_units_staff(units, clock) -> None:  # noqa: ANN001
     with pytest.raises(DomainError) as err:
         load(units, "roster.csv", clock.now_ms(), unit_scope="U02")
-    assert {(e["line"], e["code"]) for e in err.value.context["errors"]} == {(2, "forbidden"), (3, "forbidden")}
+    assert {(e["line"], e["code"]) for e in err.value.context["errors"]} == {
+        (2, "forbidden"),
+        (3, "forbidden"),
+    }
     assert units.execute("SELECT count(*) FROM holders").fetchone()[0] == 0
 
 

@@ -31,7 +31,9 @@ INVALID = sorted((FOLDER / "invalid").glob("*.json"))
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_holds(path: Path, broker, tmp_path: Path) -> None:  # noqa: ANN001
     scenario = load(path)
-    result = run_scenario(scenario, broker=broker, workdir=tmp_path / "run", terminal_prefix=tmp_path.name[-12:])
+    result = run_scenario(
+        scenario, broker=broker, workdir=tmp_path / "run", terminal_prefix=tmp_path.name[-12:]
+    )
     failures = check_result(scenario.expect, result)
     assert not failures, "\n".join(failures)
 
@@ -51,10 +53,21 @@ def test_invalid_scenario_is_refused_naming_where_and_why(path: Path) -> None:
 def test_the_scenario_folder_covers_every_seed_rule() -> None:
     names = {p.stem for p in SCENARIOS}
     rules = {
-        "fee_and_exemption", "quality_bands", "spend_order", "year_end_refund_to_unit",
-        "year_end_refund_to_city_finance", "late_sale_after_settlement", "late_sale_after_year_end",
-        "lost_card", "visitor_prices", "meal_limits", "shop_price_cap", "offline_limits", "offline_overdraft",
-        "allocation_deadline", "issue_example",
+        "fee_and_exemption",
+        "quality_bands",
+        "spend_order",
+        "year_end_refund_to_unit",
+        "year_end_refund_to_city_finance",
+        "late_sale_after_settlement",
+        "late_sale_after_year_end",
+        "lost_card",
+        "visitor_prices",
+        "meal_limits",
+        "shop_price_cap",
+        "offline_limits",
+        "offline_overdraft",
+        "allocation_deadline",
+        "issue_example",
     }
     assert rules <= names, f"missing: {sorted(rules - names)}"
     for p in SCENARIOS:
@@ -64,9 +77,12 @@ def test_the_scenario_folder_covers_every_seed_rule() -> None:
 def test_a_scenario_error_exits_2_and_names_the_event(tmp_path: Path) -> None:
     bad = {
         "units": [{"name": "市财政局", "quarterly_standard_yuan": 300}],
-        "canteens": [], "people": [{"card": "C001", "name": "张三", "unit": "市财政局"}],
-        "events": [{"at": "2026-01-06T12:00", "topup": {"card": "C001", "yuan": 10}},
-                   {"at": "2026-01-06T12:01", "topup": {"card": "C001", "yuan": 3.555}}],
+        "canteens": [],
+        "people": [{"card": "C001", "name": "张三", "unit": "市财政局"}],
+        "events": [
+            {"at": "2026-01-06T12:00", "topup": {"card": "C001", "yuan": 10}},
+            {"at": "2026-01-06T12:01", "topup": {"card": "C001", "yuan": 3.555}},
+        ],
     }
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad), encoding="utf-8")
@@ -76,7 +92,10 @@ def test_a_scenario_error_exits_2_and_names_the_event(tmp_path: Path) -> None:
 
 
 def test_expectations_match_objects_by_subset_and_lists_exactly() -> None:
-    actual = {"cards": {"C001": {"subsidy_fen": 0, "self_fen": 50}}, "declines": [{"card": "C001", "reason": "x"}]}
+    actual = {
+        "cards": {"C001": {"subsidy_fen": 0, "self_fen": 50}},
+        "declines": [{"card": "C001", "reason": "x"}],
+    }
     assert mismatches({"cards": {"C001": {"self_fen": 50}}}, actual) == []
     assert mismatches({"declines": []}, actual)  # one decline where none was expected
     assert mismatches({"cards": {"C001": {"self_fen": 49}}}, actual)
@@ -88,7 +107,8 @@ def test_expectations_match_objects_by_subset_and_lists_exactly() -> None:
 @pytest.mark.slow
 def test_replay_check_exits_1_naming_an_unmet_expectation(tmp_path: Path) -> None:
     story = {
-        "units": [{"name": "市财政局", "quarterly_standard_yuan": 300}], "canteens": [],
+        "units": [{"name": "市财政局", "quarterly_standard_yuan": 300}],
+        "canteens": [],
         "people": [{"card": "C001", "name": "张三", "unit": "市财政局"}],
         "events": [{"at": "2026-01-05T09:00", "allocate": {"unit": "市财政局", "quarter": "2026Q1"}}],
         "expect": {"cards": {"C001": {"subsidy_fen": 29999}}},

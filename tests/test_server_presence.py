@@ -43,15 +43,21 @@ class PresenceWatcher:
             env = open_envelope(payload, server=verifier, expect_type="server_status")
             self.states.append(ServerStatus.from_body(env.body).state)
 
-        self.link = MqttLink(f"presence-{id(self)}", BrokerAddress.parse(broker_url),
-                             subscriptions=[(topics.SERVER, 1)], on_message=on_message).start()
+        self.link = MqttLink(
+            f"presence-{id(self)}",
+            BrokerAddress.parse(broker_url),
+            subscriptions=[(topics.SERVER, 1)],
+            on_message=on_message,
+        ).start()
         assert self.link.wait_connected(10)
 
     def publish(self, payload: bytes) -> None:
         assert self.link.publish(topics.SERVER, payload, retain=True)
 
 
-def test_the_server_announces_itself_and_its_will_says_offline_when_its_connection_dies(broker, tmp_path) -> None:  # noqa: ANN001
+def test_the_server_announces_itself_and_its_will_says_offline_when_its_connection_dies(
+    broker, tmp_path
+) -> None:  # noqa: ANN001
     with _cluster(broker, tmp_path) as (cluster, _world, _t):
         watcher = PresenceWatcher(broker.url, cluster)
         try:

@@ -32,7 +32,9 @@ def token(conn, role: str, clock: FakeClock, unit_id: str | None = None) -> dict
 
 
 def issue(client, conn, clock, card_id: str, **body):  # noqa: ANN001, ANN201
-    r = client.post("/api/v1/qr/credentials", json={"card_id": card_id, **body}, headers=token(conn, "admin", clock))
+    r = client.post(
+        "/api/v1/qr/credentials", json={"card_id": card_id, **body}, headers=token(conn, "admin", clock)
+    )
     assert r.status_code == 201, r.get_json()
     return r.get_json()
 
@@ -41,8 +43,15 @@ def test_issuing_a_credential_sends_its_public_key_to_terminals(client, conn, cl
     card = world.diners[0].card_id
     cred = issue(client, conn, clock, card, offline_allowance_fen=2000, valid_days=30)
     last = deltas_since(conn, 0)[-1]
-    assert last.changes == ({"kind": "qr_key", "holder_id": cred["holder_id"], "public_key": cred["public_key"],
-                             "expires_at_ms": clock.now_ms() + 30 * 86_400_000, "offline_allowance_fen": 2000},)
+    assert last.changes == (
+        {
+            "kind": "qr_key",
+            "holder_id": cred["holder_id"],
+            "public_key": cred["public_key"],
+            "expires_at_ms": clock.now_ms() + 30 * 86_400_000,
+            "offline_allowance_fen": 2000,
+        },
+    )
     snap = [c for c in build_snapshot(conn).changes if c["kind"] == "qr_key"]
     assert [c["public_key"] for c in snap] == [cred["public_key"]]
 
@@ -52,20 +61,38 @@ def test_a_new_credential_replaces_the_old_everywhere(client, conn, clock, world
     old = issue(client, conn, clock, card)
     new = issue(client, conn, clock, card)
     assert qr_codes.get(conn, old["id"]).revoked_reason == "replaced"
-    assert [c["public_key"] for c in build_snapshot(conn).changes if c["kind"] == "qr_key"] == [new["public_key"]]
+    assert [c["public_key"] for c in build_snapshot(conn).changes if c["kind"] == "qr_key"] == [
+        new["public_key"]
+    ]
     assert client.get(old["page_path"]).status_code == 410
 
 
 def test_a_clerk_issues_only_for_their_own_unit(client, conn, clock, world) -> None:  # noqa: ANN001
     diner = world.diners[0]
     other_unit = next(u for u in world.units if u != diner.unit_id)
-    r = client.post("/api/v1/qr/credentials", json={"card_id": diner.card_id}, headers=token(conn, "clerk", clock, other_unit))
+    r = client.post(
+        "/api/v1/qr/credentials",
+        json={"card_id": diner.card_id},
+        headers=token(conn, "clerk", clock, other_unit),
+    )
     assert r.status_code == 403
-    r = client.post("/api/v1/qr/credentials", json={"card_id": diner.card_id}, headers=token(conn, "clerk", clock, diner.unit_id))
+    r = client.post(
+        "/api/v1/qr/credentials",
+        json={"card_id": diner.card_id},
+        headers=token(conn, "clerk", clock, diner.unit_id),
+    )
     assert r.status_code == 201
 
 
-@pytest.mark.parametrize("body", [{}, {"card_id": "NOPE"}, {"card_id": "C00001", "valid_days": 0}, {"card_id": "C00001", "offline_allowance_fen": 1.5}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"card_id": "NOPE"},
+        {"card_id": "C00001", "valid_days": 0},
+        {"card_id": "C00001", "offline_allowance_fen": 1.5},
+    ],
+)
 def test_bad_issue_requests_change_nothing(client, conn, clock, world, body) -> None:  # noqa: ANN001
     before = conn.execute("SELECT count(*) FROM deltas").fetchone()[0]
     r = client.post("/api/v1/qr/credentials", json=body, headers=token(conn, "admin", clock))
@@ -103,7 +130,9 @@ def _ingest(conn, clock, *batches) -> list:  # noqa: ANN001
     return published
 
 
-def test_a_code_spent_at_two_terminals_is_applied_recorded_and_its_credential_revoked(app, client, conn, clock, world) -> None:  # noqa: ANN001
+def test_a_code_spent_at_two_terminals_is_applied_recorded_and_its_credential_revoked(
+    app, client, conn, clock, world
+) -> None:  # noqa: ANN001
     diner = world.diners[0]
     cred = issue(client, conn, clock, diner.card_id)
     seed = qr_codes.credential_seed(qr_codes.qr_secret(app.extensions["canteen_server_key"]), cred["id"])
@@ -121,7 +150,11 @@ def test_a_code_spent_at_two_terminals_is_applied_recorded_and_its_credential_re
     r = client.get("/api/v1/qr/incidents", headers=token(conn, "auditor", clock))
     [incident] = r.get_json()
     assert incident["kind"] == "qr_double_spent" and incident["action"] == "credential_revoked"
-    assert (incident["first_sale"], incident["sale"], incident["amount_fen"]) == (s1.sale_id, s2.sale_id, 1200)
+    assert (incident["first_sale"], incident["sale"], incident["amount_fen"]) == (
+        s1.sale_id,
+        s2.sale_id,
+        1200,
+    )
     revocation = [c for c in deltas_since(conn, 0)[-1].changes if c["kind"] == "qr_key"]
     assert revocation == [{**revocation[0], "expires_at_ms": clock.now_ms()}]
     assert qr_codes.get(conn, cred["id"]).revoked_at_ms == clock.now_ms()
@@ -132,7 +165,15 @@ def test_a_resent_sale_is_not_a_double_spend(app, client, conn, clock, world) ->
     cred = issue(client, conn, clock, diner.card_id)
     seed = qr_codes.credential_seed(qr_codes.qr_secret(app.extensions["canteen_server_key"]), cred["id"])
     t1 = terminal(conn, "C01", clock.now_ms())
-    s1 = sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=make_code(seed, diner.card_id, 1, clock.now_ms()))
+    s1 = sale(
+        t1,
+        1,
+        diner.card_id,
+        1200,
+        clock.now_ms(),
+        method="qr",
+        credential=make_code(seed, diner.card_id, 1, clock.now_ms()),
+    )
     for _ in range(2):
         _ingest(conn, clock, (t1, signed_batch(t1, [s1], clock.now_ms())))
     assert counter(conn, "credential_incidents") == 0
@@ -146,9 +187,24 @@ def test_the_same_code_twice_in_one_batch_is_caught(app, client, conn, clock, wo
     code = make_code(seed, diner.card_id, 9, clock.now_ms())
     t1, t2 = terminal(conn, "C01", clock.now_ms()), terminal(conn, "C02", clock.now_ms())
     _ingest(
-        conn, clock,
-        (t1, signed_batch(t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=code)], clock.now_ms())),
-        (t2, signed_batch(t2, [sale(t2, 1, diner.card_id, 1000, clock.now_ms(), method="qr", credential=code)], clock.now_ms())),
+        conn,
+        clock,
+        (
+            t1,
+            signed_batch(
+                t1,
+                [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=code)],
+                clock.now_ms(),
+            ),
+        ),
+        (
+            t2,
+            signed_batch(
+                t2,
+                [sale(t2, 1, diner.card_id, 1000, clock.now_ms(), method="qr", credential=code)],
+                clock.now_ms(),
+            ),
+        ),
     )
     assert counter(conn, "credential_incidents") == 1
 
@@ -158,20 +214,53 @@ def test_a_code_the_server_cannot_verify_is_reported(client, conn, clock, world)
     issue(client, conn, clock, diner.card_id)
     t1 = terminal(conn, "C01", clock.now_ms())
     forged = make_code(bytes(32), diner.card_id, 1, clock.now_ms())
-    _ingest(conn, clock, (t1, signed_batch(t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=forged)], clock.now_ms())))
+    _ingest(
+        conn,
+        clock,
+        (
+            t1,
+            signed_batch(
+                t1,
+                [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=forged)],
+                clock.now_ms(),
+            ),
+        ),
+    )
     [row] = conn.execute("SELECT kind, action FROM credential_incidents").fetchall()
     assert tuple(row) == ("qr_unverified", "reported")
 
 
-def test_a_sun_counter_seen_at_two_terminals_is_reported_without_blocking_the_card(conn, clock, world) -> None:  # noqa: ANN001
+def test_a_sun_counter_seen_at_two_terminals_is_reported_without_blocking_the_card(
+    conn, clock, world
+) -> None:  # noqa: ANN001
     diner = world.diners[0]
     t1, t2 = terminal(conn, "C01", clock.now_ms()), terminal(conn, "C01", clock.now_ms())
     cred = "sun:04A1B2C3D4E5F6:17"
-    _ingest(conn, clock, (t1, signed_batch(t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)], clock.now_ms())))
-    _ingest(conn, clock, (t2, signed_batch(t2, [sale(t2, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)], clock.now_ms())))
+    _ingest(
+        conn,
+        clock,
+        (
+            t1,
+            signed_batch(
+                t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)], clock.now_ms()
+            ),
+        ),
+    )
+    _ingest(
+        conn,
+        clock,
+        (
+            t2,
+            signed_batch(
+                t2, [sale(t2, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)], clock.now_ms()
+            ),
+        ),
+    )
     [row] = conn.execute("SELECT kind, subject, counter, action FROM credential_incidents").fetchall()
     assert tuple(row) == ("sun_replayed", "04A1B2C3D4E5F6", 17, "reported")
-    assert conn.execute("SELECT status FROM cards WHERE card_id = ?", (diner.card_id,)).fetchone()[0] == "active"
+    assert (
+        conn.execute("SELECT status FROM cards WHERE card_id = ?", (diner.card_id,)).fetchone()[0] == "active"
+    )
 
 
 def test_qr_cli_prints_a_code_and_saves_a_png(tmp_path, clock) -> None:  # noqa: ANN001
@@ -204,7 +293,9 @@ def test_a_diner_token_issues_and_shows_only_their_own_codes(client, conn, clock
     with write_txn(conn):
         h = {"Authorization": f"Bearer {create_token(conn, 'diner', clock.now_ms(), holder_id=me.holder_id)}"}
     assert client.get("/api/v1/qr/my-code", headers=h).get_json()["code"] == "qr_no_credential"
-    assert client.post("/api/v1/qr/credentials", json={"card_id": other.card_id}, headers=h).status_code == 403
+    assert (
+        client.post("/api/v1/qr/credentials", json={"card_id": other.card_id}, headers=h).status_code == 403
+    )
     cred = client.post("/api/v1/qr/credentials", json={"card_id": me.card_id}, headers=h).get_json()
     code = parse_code(client.get("/api/v1/qr/my-code", headers=h).get_json()["code"])
     assert code.card_id == me.card_id and signature_ok(code, cred["public_key"])

@@ -54,7 +54,12 @@ def test_operator_is_paid_gross_less_quality_withholding_less_fee(world: MoneyWo
     withheld = 74  # 3702 * 2% = 74.04
     fee = 18  # 0.5% of 3628 = 18.14
     assert (st["gross_fen"], st["pay_pct"], st["withheld_fen"], st["fee_fen"], st["net_fen"]) == (
-        gross, 98, withheld, fee, gross - withheld - fee)
+        gross,
+        98,
+        withheld,
+        fee,
+        gross - withheld - fee,
+    )
     assert ledger.balance(world.conn, ledger.operator_payout(OPERATOR)) == gross - withheld - fee
     assert ledger.balance(world.conn, ledger.FEE_REVENUE) == fee
     assert ledger.balance(world.conn, ledger.QUALITY_WITHHELD) == withheld
@@ -118,8 +123,15 @@ def test_a_late_sale_is_a_dated_adjustment_in_the_next_statement(world: MoneyWor
     st = by_canteen(settle(world, "2026Q2", force=True))["C01"]
     assert st["gross_fen"] == 3_000
     assert st["adjustments"] == [
-        {"date": "2026-03-30", "quarter": "2026Q1", "reason": "late", "count": 1, "amount_fen": 2_000,
-         "pay_pct": 90, "withheld_fen": 200}
+        {
+            "date": "2026-03-30",
+            "quarter": "2026Q1",
+            "reason": "late",
+            "count": 1,
+            "amount_fen": 2_000,
+            "pay_pct": 90,
+            "withheld_fen": 200,
+        }
     ]
     assert st["withheld_fen"] == 200  # Q2 is unscored: pays in full; the Q1 line keeps Q1's 90 %
     assert st["gross_fen"] + st["adjustments_fen"] == st["withheld_fen"] + st["fee_fen"] + st["net_fen"]
@@ -153,7 +165,8 @@ def test_the_first_settlement_sweeps_up_earlier_sales(world: MoneyWorld) -> None
     world.clock.set_ms(ms_from_china("2026-04-02T09:00"))
     st = by_canteen(settle(world, force=True))["C01"]
     assert [(a["date"], a["reason"], a["amount_fen"]) for a in st["adjustments"]] == [
-        ("2025-12-31", "before_first_settlement", 900)]
+        ("2025-12-31", "before_first_settlement", 900)
+    ]
     assert ledger.balance(world.conn, ledger.canteen_payable("C01")) == 0
 
 
@@ -165,8 +178,13 @@ def test_digital_rmb_sales_are_not_settled_from_the_ledger(world: MoneyWorld) ->
 
 def test_statement_and_payout_files_have_chinese_headers(world: MoneyWorld) -> None:
     with write_txn(world.conn):
-        operators.set_operator(world.conn, OPERATOR, company_name="株洲湘味餐饮有限公司",
-                               bank_name="建设银行株洲分行", bank_account="43050000000001")
+        operators.set_operator(
+            world.conn,
+            OPERATOR,
+            company_name="株洲湘味餐饮有限公司",
+            bank_name="建设银行株洲分行",
+            bank_account="43050000000001",
+        )
     world.sell("K001", 10_000)
     world.sell("K002", 5_000, canteen="C02")
     world.clock.set_ms(ms_from_china("2026-04-02T09:00"))
@@ -178,5 +196,12 @@ def test_statement_and_payout_files_have_chinese_headers(world: MoneyWorld) -> N
     payout = list(csv.reader(io.StringIO(payout_csv(doc).lstrip("\ufeff"))))
     assert payout[0][:6] == ["收款人", "收款单位全称", "开户银行", "银行账号", "金额(分)", "金额"]
     lines = {r[0]: r for r in payout[1:]}
-    assert lines[OPERATOR][:6] == [OPERATOR, "株洲湘味餐饮有限公司", "建设银行株洲分行", "43050000000001", "9950", "¥99.50"]
+    assert lines[OPERATOR][:6] == [
+        OPERATOR,
+        "株洲湘味餐饮有限公司",
+        "建设银行株洲分行",
+        "43050000000001",
+        "9950",
+        "¥99.50",
+    ]
     assert lines[SELF_OPERATOR][4:6] == ["5000", "¥50.00"] and lines[SELF_OPERATOR][-1] == "缺少银行账号"

@@ -89,7 +89,7 @@ def test_fee_is_never_more_than_half_a_percent_plus_half_a_fen(amount: int) -> N
     assert abs(f * 1000 - amount * 5) <= 500
 
 
-@given(st.integers(-10**6, 10**7), st.integers(0, 10**7), st.integers(0, 10**7))
+@given(st.integers(-(10**6), 10**7), st.integers(0, 10**7), st.integers(0, 10**7))
 def test_clearing_never_takes_more_than_the_purse_holds(balance: int, credit: int, spend: int) -> None:
     c = clearable_fen(balance, credit, spend)
     assert 0 <= c <= max(balance, 0)
@@ -114,7 +114,10 @@ def test_attribution_gives_back_exactly_the_cleared_amount(amount: int, credits:
 
 def test_a_mover_refunds_newest_allocations_first() -> None:
     # Q1,Q2 paid by U1, Q3,Q4 by U2 (newest first); 250 left of 4 x 100
-    assert attribute(250, [("U2", 100), ("U2", 100), ("U1", 100), ("U1", 100)], "U2") == [("U2", 200), ("U1", 50)]
+    assert attribute(250, [("U2", 100), ("U2", 100), ("U1", 100), ("U1", 100)], "U2") == [
+        ("U2", 200),
+        ("U1", 50),
+    ]
 
 
 @given(fen, st.lists(st.tuples(st.integers(0, 5), st.integers(0, 10**6)), max_size=5))

@@ -13,7 +13,7 @@ from shared.spend_order import split_payment
 from terminal.authorize import CardState, LinkState, TapRequest, authorize
 from terminal.rules import CanteenRules, RiskLimits
 
-fen = st.integers(-10**6, 10**7)
+fen = st.integers(-(10**6), 10**7)
 amounts = st.integers(0, 10**6)
 
 
@@ -73,12 +73,20 @@ SHOP_LIMITS = RiskLimits(max_sale_fen=10**6)
 
 
 @given(st.integers(0, 50_000), st.integers(-5_000, 50_000), st.integers(1, 60_000))
-def test_a_terminal_in_step_with_the_server_splits_as_the_server_books(sub: int, self_: int, amount: int) -> None:
+def test_a_terminal_in_step_with_the_server_splits_as_the_server_books(
+    sub: int, self_: int, amount: int
+) -> None:
     """No unconfirmed sales: the terminal's balances are the ledger's, so the split it
     journals is the one the server will book."""
     card = CardState("C1", "active", "H1", "U01", sub, self_, False, 1, 0, 0)
-    d = authorize(TapRequest("C1", kind="shop", amount_fen=amount), card, RULES, SHOP_LIMITS,
-                  LinkState(online=True, last_sync_ms=NOON), NOON)
+    d = authorize(
+        TapRequest("C1", kind="shop", amount_fen=amount),
+        card,
+        RULES,
+        SHOP_LIMITS,
+        LinkState(online=True, last_sync_ms=NOON),
+        NOON,
+    )
     if not d.approved:
         assert d.reason == "insufficient_balance" and amount > sub + self_
         return
@@ -87,8 +95,13 @@ def test_a_terminal_in_step_with_the_server_splits_as_the_server_books(sub: int,
     assert booked.overdraft_fen == 0  # online, the terminal sells only what the purses hold
 
 
-@given(st.integers(0, 50_000), st.integers(-5_000, 50_000), st.integers(0, 30_000), st.integers(1, 20_000),
-       st.integers(0, 5_000))
+@given(
+    st.integers(0, 50_000),
+    st.integers(-5_000, 50_000),
+    st.integers(0, 30_000),
+    st.integers(1, 20_000),
+    st.integers(0, 5_000),
+)
 def test_the_terminal_counts_its_unconfirmed_sales_as_spent_from_the_subsidy_first(
     sub: int, self_: int, unconfirmed: int, amount: int, allowance: int
 ) -> None:

@@ -54,8 +54,12 @@ def _retained_status(broker, terminal_id: str) -> Status:  # noqa: ANN001
         got.append(payload)
         done.set()
 
-    link = MqttLink(f"peek-{terminal_id}", BrokerAddress.parse(broker.url),
-                    subscriptions=[(topics.status(terminal_id), 1)], on_message=on_message).start()
+    link = MqttLink(
+        f"peek-{terminal_id}",
+        BrokerAddress.parse(broker.url),
+        subscriptions=[(topics.status(terminal_id), 1)],
+        on_message=on_message,
+    ).start()
     try:
         assert done.wait(10), "no retained status"
     finally:
@@ -73,12 +77,18 @@ def test_sales_leave_the_outbox_only_on_the_servers_ack(broker, tmp_path) -> Non
         for d in world.diners:
             assert t.terminal.tap(TapRequest(d.card_id))[0].approved
         conn = cluster.db()
-        assert wait_until(lambda: conn.execute("SELECT count(*) FROM sales").fetchone()[0] == len(world.diners), 10)
+        assert wait_until(
+            lambda: conn.execute("SELECT count(*) FROM sales").fetchone()[0] == len(world.diners), 10
+        )
         assert t.terminal.store.pending_count() == len(world.diners)  # applied, but not acknowledged
         t.heal()
         assert cluster.drain(30)
         audit = cluster.audit()
-        assert audit.mismatch_details == [] and audit.applied == len(world.diners) and audit.duplicates_ignored > 0
+        assert (
+            audit.mismatch_details == []
+            and audit.applied == len(world.diners)
+            and audit.duplicates_ignored > 0
+        )
         # the balances came back with the acks: the cache now shows them
         holder = world.diners[0].holder_id
         server_sub = ledger.balances(conn, [ledger.subsidy_purse(holder)])[ledger.subsidy_purse(holder)]
@@ -100,9 +110,15 @@ def test_a_change_missed_while_offline_is_caught_up_before_the_next_online_sale(
         conn = cluster.db()
         with write_txn(conn):  # the card is reported lost while the terminal is away
             conn.execute("UPDATE cards SET status = 'lost' WHERE card_id = ?", (lost,))
-            record_delta(conn, [{"kind": "card", "card_id": lost, "holder_id": world.diners[1].holder_id, "status": "lost"}], clock.now_ms())
+            record_delta(
+                conn,
+                [{"kind": "card", "card_id": lost, "holder_id": world.diners[1].holder_id, "status": "lost"}],
+                clock.now_ms(),
+            )
         with write_txn(conn):  # and something else happens after it: the retained delta is newer
-            record_delta(conn, [{"kind": "settings", "config": {"risk": {"max_sale_fen": 9000}}}], clock.now_ms())
+            record_delta(
+                conn, [{"kind": "settings", "config": {"risk": {"max_sale_fen": 9000}}}], clock.now_ms()
+            )
         conn.close()
         t.heal()
         assert cluster.wait_synced(20)
@@ -125,9 +141,19 @@ def test_the_status_is_retained_and_the_will_says_offline(broker, tmp_path) -> N
         assert cluster.drain(30)
         assert wait_until(lambda: _retained_status(broker, t.id).pending == 0, 10)
         status = _retained_status(broker, t.id)
-        assert status.state == "online" and status.watermark_ms is not None and status.watermark_ms >= sale.occurred_at_ms  # type: ignore[union-attr]
+        assert (
+            status.state == "online"
+            and status.watermark_ms is not None
+            and status.watermark_ms >= sale.occurred_at_ms
+        )  # type: ignore[union-attr]
         conn = cluster.db()
-        assert wait_until(lambda: (conn.execute("SELECT watermark_ms FROM terminals WHERE id = ?", (t.id,)).fetchone()[0] or 0) > sale.occurred_at_ms, 10)  # type: ignore[union-attr]
+        assert wait_until(
+            lambda: (
+                (conn.execute("SELECT watermark_ms FROM terminals WHERE id = ?", (t.id,)).fetchone()[0] or 0)
+                > sale.occurred_at_ms
+            ),
+            10,
+        )  # type: ignore[union-attr]
         conn.close()
         t.cut()  # the terminal vanishes without a goodbye: the broker publishes its will
         assert wait_until(lambda: _retained_status(broker, t.id).state == "offline", 30)
@@ -154,7 +180,13 @@ def test_a_terminal_whose_clock_is_far_off_refuses_offline_sales(broker, tmp_pat
         assert cluster.wait_synced()
         t.terminal.sync.clock = t.terminal.clock = SkewedClock(clock, -20 * 60_000)  # type: ignore[assignment]
         t.terminal.sync._next_probe = 0.0  # measure now
-        assert wait_until(lambda: t.terminal.sync.clock_offset_ms is not None and abs(t.terminal.sync.clock_offset_ms - 20 * 60_000) < 5000, 10)
+        assert wait_until(
+            lambda: (
+                t.terminal.sync.clock_offset_ms is not None
+                and abs(t.terminal.sync.clock_offset_ms - 20 * 60_000) < 5000
+            ),
+            10,
+        )
         # online the server's time is known: the sale is dated by it (12:00, not 11:40)
         _, sale = t.terminal.tap(TapRequest(world.diners[0].card_id))
         assert sale is not None and abs(sale.occurred_at_ms - clock.now_ms()) < 5000

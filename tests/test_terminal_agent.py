@@ -30,17 +30,40 @@ def changes(canteen: dict | None = None) -> tuple[dict, ...]:
     return (
         {"kind": "settings", "config": {}},
         {"kind": "canteen", "canteen_id": "C01", "config": canteen or CANTEEN},
-        {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 5000, "self_fen": 0, "blocked": False},
-        {"kind": "holder", "holder_id": "H2", "unit_id": "U02", "subsidy_fen": 5000, "self_fen": 0, "blocked": False},
+        {
+            "kind": "holder",
+            "holder_id": "H1",
+            "unit_id": "U01",
+            "subsidy_fen": 5000,
+            "self_fen": 0,
+            "blocked": False,
+        },
+        {
+            "kind": "holder",
+            "holder_id": "H2",
+            "unit_id": "U02",
+            "subsidy_fen": 5000,
+            "self_fen": 0,
+            "blocked": False,
+        },
         {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},
         {"kind": "card", "card_id": "C2", "holder_id": "H2", "status": "active"},
         {"kind": "card", "card_id": "OP1", "holder_id": "H1", "status": "active"},
     )
 
 
-def make_terminal(tmp_path: Path, clock: FakeClock, display: object | None = None, online: bool = True) -> Terminal:
-    config = TerminalConfig("T1", "C01", "00" * 32, "00" * 32, "mqtt://127.0.0.1:1", "http://127.0.0.1:1",
-                            db_path=str(tmp_path / "t.sqlite"))
+def make_terminal(
+    tmp_path: Path, clock: FakeClock, display: object | None = None, online: bool = True
+) -> Terminal:
+    config = TerminalConfig(
+        "T1",
+        "C01",
+        "00" * 32,
+        "00" * 32,
+        "mqtt://127.0.0.1:1",
+        "http://127.0.0.1:1",
+        db_path=str(tmp_path / "t.sqlite"),
+    )
     term = Terminal(config, clock, display=display or MemoryDisplay(), on_event=events.append)  # type: ignore[arg-type]
     if term.store.delta_version == 0:
         term.store.apply_changes(1, decode_changes(changes()))
@@ -110,14 +133,35 @@ def test_a_sale_is_released_for_upload_only_after_it_was_announced(tmp_path: Pat
     assert len(term.store.outbox_after(0, 10)) == 1
 
 
-def test_a_sale_cut_off_before_its_beep_is_announced_at_the_next_start(tmp_path: Path, clock: FakeClock) -> None:
+def test_a_sale_cut_off_before_its_beep_is_announced_at_the_next_start(
+    tmp_path: Path, clock: FakeClock
+) -> None:
     term = make_terminal(tmp_path, clock)
     term.tap(TapRequest("C1", kind="shop", amount_fen=300))
     # the power goes after the commit of the next sale, before the beep
-    lost = term.store.record_sale(terminal_id="T1", canteen_id="C01", card_id="C1", holder_id="H1", amount_fen=700,
-                                  subsidy_fen=700, self_fen=0, occurred_at_ms=clock.now_ms(), kind="shop")
-    later = term.store.record_sale(terminal_id="T1", canteen_id="C01", card_id="C1", holder_id="H1", amount_fen=100,
-                                   subsidy_fen=100, self_fen=0, occurred_at_ms=clock.now_ms(), kind="shop", announced=True)
+    lost = term.store.record_sale(
+        terminal_id="T1",
+        canteen_id="C01",
+        card_id="C1",
+        holder_id="H1",
+        amount_fen=700,
+        subsidy_fen=700,
+        self_fen=0,
+        occurred_at_ms=clock.now_ms(),
+        kind="shop",
+    )
+    later = term.store.record_sale(
+        terminal_id="T1",
+        canteen_id="C01",
+        card_id="C1",
+        holder_id="H1",
+        amount_fen=100,
+        subsidy_fen=100,
+        self_fen=0,
+        occurred_at_ms=clock.now_ms(),
+        kind="shop",
+        announced=True,
+    )
     assert [seq for seq, _ in term.store.outbox_after(0, 10)] == [1]  # nothing after the unannounced one
     term.store.close()
 
@@ -181,7 +225,10 @@ def test_online_a_wrong_clock_is_corrected_by_the_servers_time(tmp_path: Path, c
 def test_new_prices_apply_from_the_next_tap(tmp_path: Path, clock: FakeClock) -> None:
     term = make_terminal(tmp_path, clock)
     assert term.tap(TapRequest("C1"))[0].amount_fen == 1200
-    dearer = {**CANTEEN, "meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1300, "visitor_price_fen": 1500}}}
+    dearer = {
+        **CANTEEN,
+        "meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1300, "visitor_price_fen": 1500}},
+    }
     term.store.apply_changes(2, decode_changes(({"kind": "canteen", "canteen_id": "C01", "config": dearer},)))
     assert term.tap(TapRequest("C2"))[0].amount_fen == 1500
     assert term.tap(TapRequest("C1", kind="shop", items=(("tissue", 1),)))[0].amount_fen == 350

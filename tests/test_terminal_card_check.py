@@ -22,7 +22,9 @@ BASE = "https://canteen.example/c"
 @pytest.fixture
 def terminal(tmp_path, clock: FakeClock):  # noqa: ANN001, ANN201
     t = offline_terminal(tmp_path, clock, sun_master_key_hex=MASTER.hex())
-    t.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": CARD, "holder_id": "H1", "status": "active"},)))
+    t.store.apply_changes(
+        2, decode_changes(({"kind": "card", "card_id": CARD, "holder_id": "H1", "status": "active"},))
+    )
     yield t
     t.store.close()
 
@@ -46,7 +48,9 @@ def test_a_replayed_sun_message_is_refused(terminal) -> None:  # noqa: ANN001
 
 
 def test_an_older_counter_is_refused_and_a_newer_one_accepted(terminal) -> None:  # noqa: ANN001
-    terminal.store.apply_changes(3, decode_changes(({"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "meal_limit": 5}},)))
+    terminal.store.apply_changes(
+        3, decode_changes(({"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "meal_limit": 5}},))
+    )
     assert tap(terminal, CARD, make_url(BASE, KEYS, UID, 10))[0].approved
     assert tap(terminal, CARD, make_url(BASE, KEYS, UID, 9))[0].reason == "card_replayed"
     assert tap(terminal, CARD, make_url(BASE, KEYS, UID, 11))[0].approved
@@ -73,7 +77,12 @@ def test_uid_only_cards_pay_where_the_canteen_allows_them(terminal) -> None:  # 
 
 
 def test_uid_only_cards_are_refused_where_the_canteen_forbids_them(terminal) -> None:  # noqa: ANN001
-    terminal.store.apply_changes(3, decode_changes(({"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "allow_uid_only": False}},)))
+    terminal.store.apply_changes(
+        3,
+        decode_changes(
+            ({"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "allow_uid_only": False}},)
+        ),
+    )
     decision, sale = tap(terminal, "C1")
     assert (decision.reason, sale) == ("card_not_secure", None)
     assert tap(terminal, CARD, make_url(BASE, KEYS, UID, 1))[0].approved  # a SUN card still pays
@@ -81,7 +90,9 @@ def test_uid_only_cards_are_refused_where_the_canteen_forbids_them(terminal) -> 
 
 def test_without_keys_the_terminal_treats_sun_cards_as_uid_only(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
     t = offline_terminal(tmp_path, clock)
-    t.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": CARD, "holder_id": "H1", "status": "active"},)))
+    t.store.apply_changes(
+        2, decode_changes(({"kind": "card", "card_id": CARD, "holder_id": "H1", "status": "active"},))
+    )
     decision, sale = t.tap(TapRequest(CARD, credential=make_url(BASE, KEYS, UID, 1)))
     assert decision.approved and sale.credential is None
     t.store.close()
@@ -97,7 +108,12 @@ def test_the_rule_refuses_an_equal_counter() -> None:
 def test_a_sun_operator_card_shows_the_days_totals_and_is_not_charged(terminal) -> None:  # noqa: ANN001
     # the card's real UID (from its SUN message) is on the canteen's operator list; the reader
     # saw a random anti-collision id
-    terminal.store.apply_changes(3, decode_changes(({"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "operator_cards": [CARD]}},)))
+    terminal.store.apply_changes(
+        3,
+        decode_changes(
+            ({"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "operator_cards": [CARD]}},)
+        ),
+    )
     decision, sale = tap(terminal, "08112233", make_url(BASE, KEYS, UID, 5))
     assert (decision.reason, sale) == ("operator_card", None)
     assert terminal.store.pending_count() == 0 and terminal.display.last.tone == "info"
@@ -109,9 +125,13 @@ def test_a_qr_credentials_offline_allowance_caps_offline_spending(tmp_path, cloc
 
     t = offline_terminal(tmp_path, clock, online=False)
     t.store.apply_changes(2, decode_changes((qr_key_change(allowance=1000),)))  # a lunch costs ¥12.00
-    decision, sale = t.tap(TapRequest(None, method="qr", credential=make_code(QR_SEED, "C1", 1, clock.now_ms())))
+    decision, sale = t.tap(
+        TapRequest(None, method="qr", credential=make_code(QR_SEED, "C1", 1, clock.now_ms()))
+    )
     assert (decision.reason, sale) == ("offline_limit_reached", None)
     t.store.apply_changes(3, decode_changes((qr_key_change(allowance=3000),)))
-    decision, sale = t.tap(TapRequest(None, method="qr", credential=make_code(QR_SEED, "C1", 2, clock.now_ms())))
+    decision, sale = t.tap(
+        TapRequest(None, method="qr", credential=make_code(QR_SEED, "C1", 2, clock.now_ms()))
+    )
     assert decision.approved and sale.offline and sale.card_id == "C1"
     t.store.close()

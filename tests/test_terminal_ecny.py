@@ -27,7 +27,13 @@ def test_a_scanned_wallet_code_pays_the_visitor_price_outside_the_purses(setup) 
     t, gw, cashier = setup
     decision, sale = cashier.pay_with_code(gw.payment_code("W1"))
     assert decision.approved
-    assert (sale.method, sale.card_id, sale.amount_fen, sale.subsidy_fen, sale.self_fen) == ("ecny", None, 1500, 0, 0)
+    assert (sale.method, sale.card_id, sale.amount_fen, sale.subsidy_fen, sale.self_fen) == (
+        "ecny",
+        None,
+        1500,
+        0,
+        0,
+    )
     assert sale.credential.startswith("ecny:") and sale.meal_period == "lunch"
     assert gw.wallets["W1"].balance_fen == 3500
     assert t.store.card_state("C1").unconfirmed_fen == 0  # no cardholder purse involved

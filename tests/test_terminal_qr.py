@@ -64,12 +64,16 @@ def test_a_code_signed_with_another_key_is_refused(terminal, clock: FakeClock) -
 
 
 def test_a_code_whose_card_was_changed_does_not_verify(terminal, clock: FakeClock) -> None:  # noqa: ANN001
-    terminal.store.apply_changes(2, decode_changes(({"kind": "card", "card_id": "C2", "holder_id": "H1", "status": "active"},)))
+    terminal.store.apply_changes(
+        2, decode_changes(({"kind": "card", "card_id": "C2", "holder_id": "H1", "status": "active"},))
+    )
     code = make_code(QR_SEED, "C1", 1, clock.now_ms()).replace(".C1.", ".C2.")
     assert qr(terminal, code)[0].reason == "qr_invalid"
 
 
-@pytest.mark.parametrize("text", ["", "hello", "CQ1.C1.1.2.xyz", "CQ1.C1.x.2." + "A" * 86, "https://example.com/"])
+@pytest.mark.parametrize(
+    "text", ["", "hello", "CQ1.C1.1.2.xyz", "CQ1.C1.x.2." + "A" * 86, "https://example.com/"]
+)
 def test_garbage_is_not_a_payment_code(terminal, text: str) -> None:  # noqa: ANN001
     assert qr(terminal, text)[0].reason == "qr_invalid"
 
@@ -80,19 +84,57 @@ def test_a_revoked_or_expired_credential_no_longer_pays(terminal, clock: FakeClo
 
 
 def test_a_holder_without_a_credential_cannot_pay_by_qr(terminal, clock: FakeClock) -> None:  # noqa: ANN001
-    terminal.store.apply_changes(2, decode_changes(({"kind": "holder", "holder_id": "H2", "unit_id": "U01", "subsidy_fen": 5000, "self_fen": 0, "blocked": False},
-                                     {"kind": "card", "card_id": "C2", "holder_id": "H2", "status": "active"})))
+    terminal.store.apply_changes(
+        2,
+        decode_changes(
+            (
+                {
+                    "kind": "holder",
+                    "holder_id": "H2",
+                    "unit_id": "U01",
+                    "subsidy_fen": 5000,
+                    "self_fen": 0,
+                    "blocked": False,
+                },
+                {"kind": "card", "card_id": "C2", "holder_id": "H2", "status": "active"},
+            )
+        ),
+    )
     assert qr(terminal, make_code(QR_SEED, "C2", 1, clock.now_ms()))[0].reason == "qr_no_credential"
 
 
 def test_offline_the_credentials_allowance_caps_qr_spending(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
     t = offline_terminal(tmp_path, clock, online=False)
     t.store.apply_changes(2, decode_changes((qr_key_change(allowance=1500),)))
-    first = t.tap(TapRequest(None, method="qr", kind="shop", items=(("water", 5),), credential=make_code(QR_SEED, "C1", 1, clock.now_ms())))
+    first = t.tap(
+        TapRequest(
+            None,
+            method="qr",
+            kind="shop",
+            items=(("water", 5),),
+            credential=make_code(QR_SEED, "C1", 1, clock.now_ms()),
+        )
+    )
     assert first[0].approved and first[1].offline  # ¥10.00 of ¥15.00
-    second = t.tap(TapRequest(None, method="qr", kind="shop", items=(("water", 3),), credential=make_code(QR_SEED, "C1", 2, clock.now_ms())))
+    second = t.tap(
+        TapRequest(
+            None,
+            method="qr",
+            kind="shop",
+            items=(("water", 3),),
+            credential=make_code(QR_SEED, "C1", 2, clock.now_ms()),
+        )
+    )
     assert second[0].reason == "offline_limit_reached"  # ¥16.00 > ¥15.00
-    third = t.tap(TapRequest(None, method="qr", kind="shop", items=(("water", 2),), credential=make_code(QR_SEED, "C1", 3, clock.now_ms())))
+    third = t.tap(
+        TapRequest(
+            None,
+            method="qr",
+            kind="shop",
+            items=(("water", 2),),
+            credential=make_code(QR_SEED, "C1", 3, clock.now_ms()),
+        )
+    )
     assert third[0].approved  # exactly ¥14.00
     t.store.close()
 
@@ -103,5 +145,9 @@ def test_online_the_allowance_does_not_apply(terminal, clock: FakeClock) -> None
 
 
 def test_a_snapshot_replaces_the_cached_credentials(terminal, clock: FakeClock) -> None:  # noqa: ANN001
-    terminal.store.apply_changes(5, decode_changes(({"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},)), snapshot=True)
+    terminal.store.apply_changes(
+        5,
+        decode_changes(({"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},)),
+        snapshot=True,
+    )
     assert qr(terminal, make_code(QR_SEED, "C1", 1, clock.now_ms()))[0].reason == "qr_no_credential"

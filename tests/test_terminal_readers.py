@@ -18,8 +18,14 @@ from terminal.readers import BadTap, open_source, parse_line
     [
         ("C00001", TapRequest("C00001")),
         ("C00001 shop 1250", TapRequest("C00001", kind="shop", amount_fen=1250)),
-        ("C00001 shop tissue*2 water", TapRequest("C00001", kind="shop", items=(("tissue", 2), ("water", 1)))),
-        ('{"card_id": "C7", "method": "face", "kind": "shop", "amount_fen": 5}', TapRequest("C7", "face", "shop", amount_fen=5)),
+        (
+            "C00001 shop tissue*2 water",
+            TapRequest("C00001", kind="shop", items=(("tissue", 2), ("water", 1))),
+        ),
+        (
+            '{"card_id": "C7", "method": "face", "kind": "shop", "amount_fen": 5}',
+            TapRequest("C7", "face", "shop", amount_fen=5),
+        ),
         ('{"card_id": "C7", "method": "qr", "credential": "sig"}', TapRequest("C7", "qr", credential="sig")),
     ],
 )
@@ -27,7 +33,17 @@ def test_a_line_is_a_tap(line: str, request_: TapRequest) -> None:
     assert parse_line(line) == request_
 
 
-@pytest.mark.parametrize("line", ["C1 lunch", "C1 shop", "C1 shop tissue*x", "{bad json", '{"card": 1}', '{"card_id": "C", "amount_fen": 1.5}'])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "C1 lunch",
+        "C1 shop",
+        "C1 shop tissue*x",
+        "{bad json",
+        '{"card": 1}',
+        '{"card_id": "C", "amount_fen": 1.5}',
+    ],
+)
 def test_a_malformed_line_is_refused(line: str) -> None:
     with pytest.raises(BadTap):
         parse_line(line)

@@ -13,7 +13,14 @@ from shared.protocol.messages import Balance, decode_changes
 from terminal.store import Store
 
 CHANGES = (
-    {"kind": "holder", "holder_id": "H1", "unit_id": "U01", "subsidy_fen": 3000, "self_fen": 500, "blocked": False},
+    {
+        "kind": "holder",
+        "holder_id": "H1",
+        "unit_id": "U01",
+        "subsidy_fen": 3000,
+        "self_fen": 500,
+        "blocked": False,
+    },
     {"kind": "card", "card_id": "C1", "holder_id": "H1", "status": "active"},
 )
 
@@ -27,8 +34,15 @@ def store(tmp_path: Path) -> Store:
 
 def record(store: Store, amount: int = 1200) -> object:
     return store.record_sale(
-        terminal_id="T1", canteen_id="C01", card_id="C1", holder_id="H1", amount_fen=amount,
-        subsidy_fen=amount, self_fen=0, occurred_at_ms=1000, meal_period="lunch",
+        terminal_id="T1",
+        canteen_id="C01",
+        card_id="C1",
+        holder_id="H1",
+        amount_fen=amount,
+        subsidy_fen=amount,
+        self_fen=0,
+        occurred_at_ms=1000,
+        meal_period="lunch",
     )
 
 
@@ -45,7 +59,9 @@ def test_a_sale_and_its_outbox_row_are_written_together(store: Store) -> None:
 
 
 def test_a_failed_write_leaves_neither_row(store: Store) -> None:
-    store.conn.execute("CREATE TRIGGER boom BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    store.conn.execute(
+        "CREATE TRIGGER boom BEFORE INSERT ON outbox BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
     with pytest.raises(sqlite3.Error):
         record(store)
     assert store.conn.execute("SELECT count(*) FROM journal").fetchone()[0] == 0
@@ -67,7 +83,9 @@ def test_only_the_servers_ack_settles_a_sale(store: Store) -> None:
 def test_an_older_balance_never_overwrites_a_newer_one(store: Store) -> None:
     store.apply_changes(2, decode_changes(({**CHANGES[0], "subsidy_fen": 100},)))
     sale = record(store, 50)
-    store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "duplicate", None, 50, 0, 0, "H1", Balance(9999, 0, 1)),), "T1")
+    store.apply_results(
+        (SaleResult("T1", sale.seq, sale.uuid, "duplicate", None, 50, 0, 0, "H1", Balance(9999, 0, 1)),), "T1"
+    )
     assert store.card_state("C1").subsidy_fen == 100
 
 
@@ -80,8 +98,18 @@ def test_a_rejected_sale_leaves_the_outbox_and_is_marked(store: Store) -> None:
 
 
 def test_the_outbox_stops_at_the_first_sale_not_yet_announced(store: Store) -> None:
-    first = store.record_sale(terminal_id="T1", canteen_id="C01", card_id="C1", holder_id="H1", amount_fen=10,
-                              subsidy_fen=10, self_fen=0, occurred_at_ms=1000, kind="shop", announced=True)
+    first = store.record_sale(
+        terminal_id="T1",
+        canteen_id="C01",
+        card_id="C1",
+        holder_id="H1",
+        amount_fen=10,
+        subsidy_fen=10,
+        self_fen=0,
+        occurred_at_ms=1000,
+        kind="shop",
+        announced=True,
+    )
     second = record(store)
     assert [seq for seq, _ in store.outbox_after(0, 10)] == [first.seq]
     store.mark_announced(second.seq)
@@ -126,8 +154,10 @@ def test_a_terminal_database_with_face_or_ident_tables_from_the_old_migrations_i
     if user_version >= 3:
         conn.execute("INSERT INTO sun_counters(uid, last_counter, seen_at_ms) VALUES ('04AB', 61, 5)")
     if user_version >= 4:
-        conn.execute("INSERT INTO ecny_orders(order_no, amount_fen, kind, status, created_at_ms) "
-                     "VALUES ('O1', 1500, 'meal', 'paid', 5)")
+        conn.execute(
+            "INSERT INTO ecny_orders(order_no, amount_fen, kind, status, created_at_ms) "
+            "VALUES ('O1', 1500, 'meal', 'paid', 5)"
+        )
     conn.execute(f"PRAGMA user_version = {user_version}")
     conn.commit()
     conn.close()
@@ -138,7 +168,9 @@ def test_a_terminal_database_with_face_or_ident_tables_from_the_old_migrations_i
     assert counters == ([61] if user_version >= 3 else [])
     orders = [r[0] for r in s.conn.execute("SELECT status FROM ecny_orders")]
     assert orders == (["paid"] if user_version >= 4 else [])
-    s.conn.execute("INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) VALUES ('H1', 'k', 1, 0)")
+    s.conn.execute(
+        "INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) VALUES ('H1', 'k', 1, 0)"
+    )
     record(s)  # the journal has the announced column now
     assert s.unannounced() != []
     s.close()
@@ -147,14 +179,26 @@ def test_a_terminal_database_with_face_or_ident_tables_from_the_old_migrations_i
 def test_a_fresh_terminal_database_has_every_table() -> None:
     s = Store(":memory:")
     tables = {r[0] for r in s.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"journal", "outbox", "declines", "faces", "qr_keys", "qr_seen", "sun_counters", "ecny_orders"} <= tables
+    assert {
+        "journal",
+        "outbox",
+        "declines",
+        "faces",
+        "qr_keys",
+        "qr_seen",
+        "sun_counters",
+        "ecny_orders",
+    } <= tables
     s.close()
 
 
 def test_a_block_that_arrives_after_a_newer_balance_still_blocks(store: Store) -> None:
     sale = record(store)
     # the server blocked the holder at version 2; our sale was applied at version 3
-    store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "applied", None, 1200, 0, 0, "H1", Balance(1800, 500, 3)),), "T1")
+    store.apply_results(
+        (SaleResult("T1", sale.seq, sale.uuid, "applied", None, 1200, 0, 0, "H1", Balance(1800, 500, 3)),),
+        "T1",
+    )
     store.apply_changes(2, decode_changes(({**CHANGES[0], "blocked": True},)))
     state = store.card_state("C1")
     assert state.blocked and (state.subsidy_fen, state.version) == (1800, 3)
@@ -165,14 +209,22 @@ def test_a_block_that_arrives_after_a_newer_balance_still_blocks(store: Store) -
 
 def test_a_snapshot_replaces_cards_and_rules_but_keeps_newer_balances(store: Store) -> None:
     store.apply_changes(5, decode_changes(({**CHANGES[0], "subsidy_fen": 7},)))
-    store.apply_changes(4, decode_changes((
-        {**CHANGES[0], "subsidy_fen": 99},
-        {"kind": "card", "card_id": "C9", "holder_id": "H1", "status": "active"},
-    )), snapshot=True)
+    store.apply_changes(
+        4,
+        decode_changes(
+            (
+                {**CHANGES[0], "subsidy_fen": 99},
+                {"kind": "card", "card_id": "C9", "holder_id": "H1", "status": "active"},
+            )
+        ),
+        snapshot=True,
+    )
     assert store.card_state("C1") is None and store.card_state("C9").subsidy_fen == 7
 
 
-def test_a_change_that_is_not_a_decoded_record_is_refused_and_nothing_of_its_delta_applies(store: Store) -> None:
+def test_a_change_that_is_not_a_decoded_record_is_refused_and_nothing_of_its_delta_applies(
+    store: Store,
+) -> None:
     blocked, card = decode_changes(({**CHANGES[0], "blocked": True}, {**CHANGES[1], "status": "lost"}))
     with pytest.raises(DomainError) as err:
         store.apply_changes(2, (blocked, {"kind": "voucher", "holder_id": "H1"}, card))  # type: ignore[arg-type]

@@ -35,7 +35,11 @@ MEAL = {
 }
 ITEM = {
     "type": "object",
-    "properties": {"name": {"type": "string"}, "price_fen": {"type": "integer"}, "reference_price_fen": {"type": "integer"}},
+    "properties": {
+        "name": {"type": "string"},
+        "price_fen": {"type": "integer"},
+        "reference_price_fen": {"type": "integer"},
+    },
 }
 CONFIG = {
     "type": "object",
@@ -60,7 +64,10 @@ DETAILS = {
     "dining_area_m2": {"type": ["number", "null"]},
     "notes": {"type": "string"},
 }
-CANTEEN = {"type": "object", "properties": {"id": {"type": "string"}, "unit_id": {"type": "string"}, **DETAILS, "config": CONFIG}}
+CANTEEN = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "unit_id": {"type": "string"}, **DETAILS, "config": CONFIG},
+}
 IMPORT_REPORT = {
     "type": "object",
     "properties": {
@@ -82,13 +89,22 @@ def _details(body: dict[str, Any]) -> dict[str, Any]:
 def list_canteens() -> Response:
     rows = get_db().execute("SELECT * FROM canteens ORDER BY id").fetchall()
     who = g.principal
-    return jsonify([canteens.to_json(r) for r in rows if may_access_canteen(who, r["unit_id"], r["operator"])])
+    return jsonify(
+        [canteens.to_json(r) for r in rows if may_access_canteen(who, r["unit_id"], r["operator"])]
+    )
 
 
 @bp.post("")
-@doc("Register one canteen", request={"type": "object", "required": ["name", "unit_id"],
-     "properties": {"unit_id": {"type": "string"}, "id": {"type": "string"}, **DETAILS, "config": CONFIG}},
-     response=CANTEEN, status=201)
+@doc(
+    "Register one canteen",
+    request={
+        "type": "object",
+        "required": ["name", "unit_id"],
+        "properties": {"unit_id": {"type": "string"}, "id": {"type": "string"}, **DETAILS, "config": CONFIG},
+    },
+    response=CANTEEN,
+    status=201,
+)
 @requires("admin")
 def create_canteen() -> tuple[Response, int]:
     body = json_body()
@@ -100,30 +116,46 @@ def create_canteen() -> tuple[Response, int]:
     name = text(body, "name") or ""
     details.pop("name", None)
     with write_txn(conn):
-        cid = canteens.create(conn, name, text(body, "unit_id") or "", get_clock().now_ms(),
-                              canteen_id=text(body, "id", required=False), config=body.get("config"), **details)
+        cid = canteens.create(
+            conn,
+            name,
+            text(body, "unit_id") or "",
+            get_clock().now_ms(),
+            canteen_id=text(body, "id", required=False),
+            config=body.get("config"),
+            **details,
+        )
         row = canteens.get(conn, cid)
     return jsonify(canteens.to_json(row)), 201
 
 
 @bp.post("/import")
-@doc("Import the seed's attachment table (信息统计表) as CSV; all or nothing",
-     query={"dry_run": {"type": "boolean"}, "create_units": {"type": "boolean"}},
-     request=CSV, request_type="text/csv", response=IMPORT_REPORT)
+@doc(
+    "Import the seed's attachment table (信息统计表) as CSV; all or nothing",
+    query={"dry_run": {"type": "boolean"}, "create_units": {"type": "boolean"}},
+    request=CSV,
+    request_type="text/csv",
+    response=IMPORT_REPORT,
+)
 @requires("admin")
 def import_canteens() -> Response:
     data = uploaded_file()
     conn = get_db()
     with write_txn(conn):
-        report = canteens.import_table(conn, data, get_clock().now_ms(),
-                                       create_units=flag("create_units"), dry_run=flag("dry_run"))
+        report = canteens.import_table(
+            conn, data, get_clock().now_ms(), create_units=flag("create_units"), dry_run=flag("dry_run")
+        )
     return jsonify(report)
 
 
 @bp.post("/items/import")
-@doc("Import shop items (食堂名称, 商品编号, 商品名称, 售价, 参考价) as CSV; all or nothing",
-     query={"dry_run": {"type": "boolean"}}, request=CSV, request_type="text/csv",
-     response={"type": "object", "properties": {"items": {"type": "integer"}, "canteens": {"type": "array"}}})
+@doc(
+    "Import shop items (食堂名称, 商品编号, 商品名称, 售价, 参考价) as CSV; all or nothing",
+    query={"dry_run": {"type": "boolean"}},
+    request=CSV,
+    request_type="text/csv",
+    response={"type": "object", "properties": {"items": {"type": "integer"}, "canteens": {"type": "array"}}},
+)
 @requires("admin")
 def import_items() -> Response:
     data = uploaded_file()
@@ -141,8 +173,11 @@ def get_canteen(canteen_id: str) -> Response:
 
 
 @bp.patch("/<canteen_id>")
-@doc("Change details and/or rules; terminals get the new rules", request={"type": "object",
-     "properties": {**DETAILS, "config": CONFIG}}, response=CANTEEN)
+@doc(
+    "Change details and/or rules; terminals get the new rules",
+    request={"type": "object", "properties": {**DETAILS, "config": CONFIG}},
+    response=CANTEEN,
+)
 @requires("admin")
 def update_canteen(canteen_id: str) -> Response:
     body = json_body()
@@ -151,23 +186,42 @@ def update_canteen(canteen_id: str) -> Response:
         raise DomainError("invalid_input", f"unknown field(s) {', '.join(sorted(unknown))}")
     conn = get_db()
     with write_txn(conn):
-        row = canteens.update(conn, canteen_id, get_clock().now_ms(), config=body.get("config"), **_details(body))
+        row = canteens.update(
+            conn, canteen_id, get_clock().now_ms(), config=body.get("config"), **_details(body)
+        )
     return jsonify(canteens.to_json(row))
 
 
 @bp.put("/<canteen_id>/items/<sku>")
-@doc("Add or change a shop item; a price above the reference store price is refused",
-     request={"type": "object", "required": ["name"], "properties": {
-         "name": {"type": "string"}, "price_fen": {"type": "integer"}, "price": {"type": "string"},
-         "reference_price_fen": {"type": "integer"}, "reference_price": {"type": "string"}}},
-     response=ITEM)
+@doc(
+    "Add or change a shop item; a price above the reference store price is refused",
+    request={
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string"},
+            "price_fen": {"type": "integer"},
+            "price": {"type": "string"},
+            "reference_price_fen": {"type": "integer"},
+            "reference_price": {"type": "string"},
+        },
+    },
+    response=ITEM,
+)
 @requires("admin")
 def put_item(canteen_id: str, sku: str) -> Response:
     body = json_body()
     conn = get_db()
     with write_txn(conn):
-        item = canteens.set_item(conn, canteen_id, sku, text(body, "name") or "", fen(body, "price") or 0,
-                                 fen(body, "reference_price") or 0, get_clock().now_ms())
+        item = canteens.set_item(
+            conn,
+            canteen_id,
+            sku,
+            text(body, "name") or "",
+            fen(body, "price") or 0,
+            fen(body, "reference_price") or 0,
+            get_clock().now_ms(),
+        )
     return jsonify(item)
 
 
@@ -182,8 +236,10 @@ def delete_item(canteen_id: str, sku: str) -> Response:
 
 
 @directory_bp.get("")
-@doc("Public canteen directory: name, host unit, location, contact, phone, meal times and prices",
-     response={"type": "array", "items": {"type": "object"}})
+@doc(
+    "Public canteen directory: name, host unit, location, contact, phone, meal times and prices",
+    response={"type": "array", "items": {"type": "object"}},
+)
 @public
 def directory() -> Response:
     return jsonify(canteens.directory(get_db()))

@@ -46,9 +46,16 @@ def report_found(card_id: str) -> Response:
 
 
 @bp.post("/<card_id>/replace")
-@doc("Issue a replacement card (补卡) to the same cardholder; both purses carry over",
-     request={"type": "object", "required": ["new_card_id"], "properties": {"new_card_id": {"type": "string"}}},
-     response=CARD, status=201)
+@doc(
+    "Issue a replacement card (补卡) to the same cardholder; both purses carry over",
+    request={
+        "type": "object",
+        "required": ["new_card_id"],
+        "properties": {"new_card_id": {"type": "string"}},
+    },
+    response=CARD,
+    status=201,
+)
 @requires("admin", "clerk")
 def replace(card_id: str) -> tuple[Response, int]:
     conn = get_db()

@@ -62,7 +62,11 @@ def notify():  # noqa: ANN201
     request={
         "type": "object",
         "required": ["order_no", "amount_fen"],
-        "properties": {"order_no": {"type": "string"}, "amount_fen": {"type": "integer", "minimum": 1}, "reason": {"type": "string"}},
+        "properties": {
+            "order_no": {"type": "string"},
+            "amount_fen": {"type": "integer", "minimum": 1},
+            "reason": {"type": "string"},
+        },
     },
     status=201,
 )
@@ -75,7 +79,13 @@ def refund():  # noqa: ANN201
     conn = get_db()
     _operator_may_see(ecny.sale_of(conn, order_no)["canteen_id"])
     done = ecny.refund(
-        conn, gateway(), order_no, body.get("amount_fen"), get_clock().now_ms(), g.principal.role, str(body.get("reason", ""))[:200]
+        conn,
+        gateway(),
+        order_no,
+        body.get("amount_fen"),
+        get_clock().now_ms(),
+        g.principal.role,
+        str(body.get("reason", ""))[:200],
     )
     return jsonify(done), 201
 

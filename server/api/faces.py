@@ -65,8 +65,12 @@ def _photo_bytes() -> bytes:
 
 
 @bp.post("/<holder_id>/faces")
-@doc("Enroll a face from a photo (exactly one face; the photo is not kept)", response=FACE, status=201,
-     content_type="application/json")
+@doc(
+    "Enroll a face from a photo (exactly one face; the photo is not kept)",
+    response=FACE,
+    status=201,
+    content_type="application/json",
+)
 @requires("admin", "clerk")
 def enroll(holder_id: str):  # noqa: ANN201
     conn = get_db()
@@ -77,11 +81,16 @@ def enroll(holder_id: str):  # noqa: ANN201
     now = get_clock().now_ms()
     with write_txn(conn):
         face_id = faces.enroll(conn, holder_id, analyzed, now, by=g.principal.role)
-    return jsonify({"face_id": face_id, "holder_id": holder_id, "face_px": analyzed.face_px, "enrolled_at_ms": now}), 201
+    return jsonify(
+        {"face_id": face_id, "holder_id": holder_id, "face_px": analyzed.face_px, "enrolled_at_ms": now}
+    ), 201
 
 
 @bp.get("/<holder_id>/faces")
-@doc("A holder's enrolled faces (ids and dates; never the encodings)", response={"type": "array", "items": FACE})
+@doc(
+    "A holder's enrolled faces (ids and dates; never the encodings)",
+    response={"type": "array", "items": FACE},
+)
 @requires("admin", "clerk", "auditor")
 def list_faces(holder_id: str):  # noqa: ANN201
     conn = get_db()
@@ -93,12 +102,17 @@ def list_faces(holder_id: str):  # noqa: ANN201
 @doc(
     "Withdraw a holder's faces (all, or one by face_id): deleted on the server and every terminal",
     query={"face_id": {"type": "string"}},
-    response={"type": "object", "properties": {"holder_id": {"type": "string"}, "deleted": {"type": "integer"}}},
+    response={
+        "type": "object",
+        "properties": {"holder_id": {"type": "string"}, "deleted": {"type": "integer"}},
+    },
 )
 @requires("admin", "clerk")
 def withdraw(holder_id: str):  # noqa: ANN201
     conn = get_db()
     _check_scope(conn, holder_id)
     with write_txn(conn):
-        n = faces.withdraw(conn, holder_id, get_clock().now_ms(), face_id=request.args.get("face_id"), by=g.principal.role)
+        n = faces.withdraw(
+            conn, holder_id, get_clock().now_ms(), face_id=request.args.get("face_id"), by=g.principal.role
+        )
     return jsonify({"holder_id": holder_id, "deleted": n})

@@ -20,17 +20,29 @@ bp = Blueprint("funds", __name__, url_prefix="/api/v1")
 ALLOCATION = {
     "type": "object",
     "properties": {
-        "unit_id": {"type": "string"}, "quarter": {"type": "string"}, "holders": {"type": "integer"},
-        "per_person_fen": {"type": "integer"}, "total_fen": {"type": "integer"}, "late": {"type": "boolean"},
+        "unit_id": {"type": "string"},
+        "quarter": {"type": "string"},
+        "holders": {"type": "integer"},
+        "per_person_fen": {"type": "integer"},
+        "total_fen": {"type": "integer"},
+        "late": {"type": "boolean"},
     },
 }
 SALE = {
     "type": "object",
     "properties": {
-        "uuid": {"type": "string"}, "terminal_id": {"type": "string"}, "seq": {"type": "integer"},
-        "canteen_id": {"type": "string"}, "amount_fen": {"type": "integer"}, "subsidy_fen": {"type": "integer"},
-        "self_fen": {"type": "integer"}, "overdraft_fen": {"type": "integer"}, "kind": {"type": "string"},
-        "meal_period": {"type": ["string", "null"]}, "occurred_at_ms": {"type": "integer"}, "rated": {"type": "boolean"},
+        "uuid": {"type": "string"},
+        "terminal_id": {"type": "string"},
+        "seq": {"type": "integer"},
+        "canteen_id": {"type": "string"},
+        "amount_fen": {"type": "integer"},
+        "subsidy_fen": {"type": "integer"},
+        "self_fen": {"type": "integer"},
+        "overdraft_fen": {"type": "integer"},
+        "kind": {"type": "string"},
+        "meal_period": {"type": ["string", "null"]},
+        "occurred_at_ms": {"type": "integer"},
+        "rated": {"type": "boolean"},
     },
 }
 
@@ -38,11 +50,22 @@ SALE = {
 @bp.post("/allocations")
 @doc(
     "Allocate a quarter's subsidy to every active holder of a unit (standard × headcount, or per person)",
-    request={"type": "object", "required": ["unit_id", "quarter"], "properties": {
-        "unit_id": {"type": "string"}, "quarter": {"type": "string", "example": "2026Q1"},
-        "per_person_fen": {"type": "integer", "minimum": 1, "description": "default: the unit's quarterly standard"},
-        "per_person": {"type": "string", "description": "yuan instead of per_person_fen"}}},
-    response=ALLOCATION, status=201,
+    request={
+        "type": "object",
+        "required": ["unit_id", "quarter"],
+        "properties": {
+            "unit_id": {"type": "string"},
+            "quarter": {"type": "string", "example": "2026Q1"},
+            "per_person_fen": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "default: the unit's quarterly standard",
+            },
+            "per_person": {"type": "string", "description": "yuan instead of per_person_fen"},
+        },
+    },
+    response=ALLOCATION,
+    status=201,
 )
 @requires("admin", "clerk")
 def allocate() -> tuple[Response, int]:
@@ -58,28 +81,44 @@ def allocate() -> tuple[Response, int]:
 
 
 @bp.get("/allocations")
-@doc("Allocations made (a clerk sees their own unit's)", query={"quarter": {"type": "string"}},
-     response={"type": "array", "items": {"type": "object"}})
+@doc(
+    "Allocations made (a clerk sees their own unit's)",
+    query={"quarter": {"type": "string"}},
+    response={"type": "array", "items": {"type": "object"}},
+)
 @requires("admin", "auditor", "clerk")
 def list_allocations() -> Response:
     unit = unit_scope()
     quarter = request.args.get("quarter")
-    rows = get_db().execute(
-        "SELECT unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, due_ms, at_ms >= due_ms AS late "
-        "FROM allocations WHERE (? IS NULL OR unit_id = ?) AND (? IS NULL OR quarter = ?) ORDER BY quarter, unit_id",
-        (unit, unit, quarter, quarter),
-    ).fetchall()
+    rows = (
+        get_db()
+        .execute(
+            "SELECT unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, due_ms, at_ms >= due_ms AS late "
+            "FROM allocations WHERE (? IS NULL OR unit_id = ?) AND (? IS NULL OR quarter = ?) ORDER BY quarter, unit_id",
+            (unit, unit, quarter, quarter),
+        )
+        .fetchall()
+    )
     return jsonify([{**dict(r), "late": bool(r["late"])} for r in rows])
 
 
 @bp.post("/topups")
 @doc(
     "Self top-up onto a card's self purse (from the holder's own bank; no withdrawal exists)",
-    request={"type": "object", "required": ["card_id"], "properties": {
-        "card_id": {"type": "string"}, "amount_fen": {"type": "integer", "minimum": 1},
-        "amount": {"type": "string", "description": "yuan instead of amount_fen"},
-        "ref": {"type": "string", "description": "the bank's transaction id; a repeated ref is refused"}}},
-    response={"type": "object", "properties": {"card_id": {"type": "string"}, "self_fen": {"type": "integer"}}},
+    request={
+        "type": "object",
+        "required": ["card_id"],
+        "properties": {
+            "card_id": {"type": "string"},
+            "amount_fen": {"type": "integer", "minimum": 1},
+            "amount": {"type": "string", "description": "yuan instead of amount_fen"},
+            "ref": {"type": "string", "description": "the bank's transaction id; a repeated ref is refused"},
+        },
+    },
+    response={
+        "type": "object",
+        "properties": {"card_id": {"type": "string"}, "self_fen": {"type": "integer"}},
+    },
     status=201,
 )
 @requires("admin")
@@ -96,9 +135,11 @@ def topup() -> tuple[Response, int]:
 
 
 @bp.get("/holders/<holder_id>/sales")
-@doc("A cardholder's sales, newest first (a diner sees their own; rate one with POST /ratings)",
-     query={"limit": {"type": "integer", "minimum": 1, "maximum": 500}},
-     response={"type": "array", "items": SALE})
+@doc(
+    "A cardholder's sales, newest first (a diner sees their own; rate one with POST /ratings)",
+    query={"limit": {"type": "integer", "minimum": 1, "maximum": 500}},
+    response={"type": "array", "items": SALE},
+)
 @requires("admin", "auditor", "clerk", "diner")
 def holder_sales(holder_id: str) -> Response:
     conn = get_db()

@@ -23,18 +23,25 @@ bp = Blueprint("holders", __name__, url_prefix="/api/v1")
 CARD = {
     "type": "object",
     "properties": {
-        "card_id": {"type": "string"}, "holder_id": {"type": "string"},
+        "card_id": {"type": "string"},
+        "holder_id": {"type": "string"},
         "status": {"type": "string", "enum": ["active", "lost", "retired"]},
-        "changed_at_ms": {"type": ["integer", "null"]}, "replaced_by": {"type": ["string", "null"]},
+        "changed_at_ms": {"type": ["integer", "null"]},
+        "replaced_by": {"type": ["string", "null"]},
     },
 }
 HOLDER = {
     "type": "object",
     "properties": {
-        "id": {"type": "string"}, "unit_id": {"type": "string"}, "name": {"type": "string"},
-        "staff_no": {"type": ["string", "null"]}, "status": {"type": "string", "enum": ["active", "left"]},
-        "left_at_ms": {"type": ["integer", "null"]}, "blocked": {"type": "boolean"},
-        "subsidy_fen": {"type": "integer"}, "self_fen": {"type": "integer"},
+        "id": {"type": "string"},
+        "unit_id": {"type": "string"},
+        "name": {"type": "string"},
+        "staff_no": {"type": ["string", "null"]},
+        "status": {"type": "string", "enum": ["active", "left"]},
+        "left_at_ms": {"type": ["integer", "null"]},
+        "blocked": {"type": "boolean"},
+        "subsidy_fen": {"type": "integer"},
+        "self_fen": {"type": "integer"},
         "bank_account": {"type": ["string", "null"], "description": "masked"},
         "cards": {"type": "array", "items": CARD},
     },
@@ -42,35 +49,53 @@ HOLDER = {
 REFUND = {
     "type": "object",
     "properties": {
-        "id": {"type": "integer"}, "holder_id": {"type": "string"}, "unit_id": {"type": "string"},
-        "bank_account": {"type": "string"}, "status": {"type": "string", "enum": ["pending", "approved", "rejected"]},
-        "amount_fen": {"type": ["integer", "null"]}, "self_fen": {"type": "integer"},
-        "requested_at_ms": {"type": "integer"}, "requested_by": {"type": "string"},
-        "decided_at_ms": {"type": ["integer", "null"]}, "decided_by": {"type": ["string", "null"]},
+        "id": {"type": "integer"},
+        "holder_id": {"type": "string"},
+        "unit_id": {"type": "string"},
+        "bank_account": {"type": "string"},
+        "status": {"type": "string", "enum": ["pending", "approved", "rejected"]},
+        "amount_fen": {"type": ["integer", "null"]},
+        "self_fen": {"type": "integer"},
+        "requested_at_ms": {"type": "integer"},
+        "requested_by": {"type": "string"},
+        "decided_at_ms": {"type": ["integer", "null"]},
+        "decided_by": {"type": ["string", "null"]},
         "reason": {"type": "string"},
     },
 }
 
 
 @bp.post("/roster/import")
-@doc("Import a staff roster (单位名称, 姓名, 工号, 卡号[, 银行卡号]) as CSV; all or nothing, "
-     "errors by line; re-import updates and never duplicates",
-     query={"dry_run": {"type": "boolean"}}, request={"type": "string", "format": "binary"},
-     request_type="text/csv", response={"type": "object", "additionalProperties": {"type": "integer"}})
+@doc(
+    "Import a staff roster (单位名称, 姓名, 工号, 卡号[, 银行卡号]) as CSV; all or nothing, "
+    "errors by line; re-import updates and never duplicates",
+    query={"dry_run": {"type": "boolean"}},
+    request={"type": "string", "format": "binary"},
+    request_type="text/csv",
+    response={"type": "object", "additionalProperties": {"type": "integer"}},
+)
 @requires("admin", "clerk")
 def import_roster() -> Response:
     data = uploaded_file()
     who = principal()
     conn = get_db()
     with write_txn(conn):
-        report = roster.import_roster(conn, data, get_clock().now_ms(),
-                                      unit_scope=who.unit_id if who.role == "clerk" else None, dry_run=flag("dry_run"))
+        report = roster.import_roster(
+            conn,
+            data,
+            get_clock().now_ms(),
+            unit_scope=who.unit_id if who.role == "clerk" else None,
+            dry_run=flag("dry_run"),
+        )
     return jsonify(report)
 
 
 @bp.get("/units/<unit_id>/holders")
-@doc("A unit's cardholders with their purses", query={"status": {"type": "string", "enum": ["active", "left"]}},
-     response={"type": "array", "items": HOLDER})
+@doc(
+    "A unit's cardholders with their purses",
+    query={"status": {"type": "string", "enum": ["active", "left"]}},
+    response={"type": "array", "items": HOLDER},
+)
 @requires("admin", "auditor", "clerk")
 def list_holders(unit_id: str) -> Response:
     conn = get_db()
@@ -84,17 +109,34 @@ def list_holders(unit_id: str) -> Response:
 
 
 @bp.post("/units/<unit_id>/holders")
-@doc("Add one cardholder with their first card", request={"type": "object", "required": ["name", "staff_no", "card_id"],
-     "properties": {"name": {"type": "string"}, "staff_no": {"type": "string"}, "card_id": {"type": "string"}}},
-     response=HOLDER, status=201)
+@doc(
+    "Add one cardholder with their first card",
+    request={
+        "type": "object",
+        "required": ["name", "staff_no", "card_id"],
+        "properties": {
+            "name": {"type": "string"},
+            "staff_no": {"type": "string"},
+            "card_id": {"type": "string"},
+        },
+    },
+    response=HOLDER,
+    status=201,
+)
 @requires("admin", "clerk")
 def create_holder(unit_id: str) -> tuple[Response, int]:
     conn = get_db()
     require_unit_access(conn, unit_id)
     body = json_body()
     with write_txn(conn):
-        holder_id = roster.add_one(conn, unit_id, text(body, "name") or "", text(body, "staff_no") or "",
-                                   text(body, "card_id") or "", get_clock().now_ms())
+        holder_id = roster.add_one(
+            conn,
+            unit_id,
+            text(body, "name") or "",
+            text(body, "staff_no") or "",
+            text(body, "card_id") or "",
+            get_clock().now_ms(),
+        )
         row = conn.execute("SELECT * FROM holders WHERE id = ?", (holder_id,)).fetchone()
     return jsonify(holder_json(conn, row)), 201
 
@@ -108,9 +150,14 @@ def get_holder(holder_id: str) -> Response:
 
 
 @bp.patch("/holders/<holder_id>")
-@doc("Correct a name or record the person's own bank account (for refunds)",
-     request={"type": "object", "properties": {"name": {"type": "string"}, "bank_account": {"type": "string"}}},
-     response=HOLDER)
+@doc(
+    "Correct a name or record the person's own bank account (for refunds)",
+    request={
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "bank_account": {"type": "string"}},
+    },
+    response=HOLDER,
+)
 @requires("admin", "clerk")
 def update_holder(holder_id: str) -> Response:
     conn = get_db()
@@ -132,8 +179,12 @@ def update_holder(holder_id: str) -> Response:
 
 
 @bp.post("/holders/<holder_id>/cards")
-@doc("Issue a card to a cardholder who has none active", request={"type": "object", "required": ["card_id"],
-     "properties": {"card_id": {"type": "string"}}}, response=CARD, status=201)
+@doc(
+    "Issue a card to a cardholder who has none active",
+    request={"type": "object", "required": ["card_id"], "properties": {"card_id": {"type": "string"}}},
+    response=CARD,
+    status=201,
+)
 @requires("admin", "clerk")
 def issue_card(holder_id: str) -> tuple[Response, int]:
     conn = get_db()
@@ -145,10 +196,17 @@ def issue_card(holder_id: str) -> tuple[Response, int]:
 
 
 @bp.post("/holders/<holder_id>/leave")
-@doc("Record that a cardholder left: cards retired, subsidy returned to the unit, self purse kept",
-     response={"type": "object", "properties": {
-         "subsidy_returned_fen": {"type": "integer"}, "self_fen": {"type": "integer"},
-         "cards_retired": {"type": "array", "items": {"type": "string"}}}})
+@doc(
+    "Record that a cardholder left: cards retired, subsidy returned to the unit, self purse kept",
+    response={
+        "type": "object",
+        "properties": {
+            "subsidy_returned_fen": {"type": "integer"},
+            "self_fen": {"type": "integer"},
+            "cards_retired": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+)
 @requires("admin", "clerk")
 def leave(holder_id: str) -> Response:
     conn = get_db()
@@ -159,8 +217,12 @@ def leave(holder_id: str) -> Response:
 
 
 @bp.post("/holders/<holder_id>/refunds")
-@doc("A leaver asks for their self purse to be paid to their own bank account (admin approves)",
-     request={"type": "object", "properties": {"bank_account": {"type": "string"}}}, response=REFUND, status=201)
+@doc(
+    "A leaver asks for their self purse to be paid to their own bank account (admin approves)",
+    request={"type": "object", "properties": {"bank_account": {"type": "string"}}},
+    response=REFUND,
+    status=201,
+)
 @requires("admin", "clerk", "diner")
 def request_refund(holder_id: str) -> tuple[Response, int]:
     conn = get_db()
@@ -172,8 +234,11 @@ def request_refund(holder_id: str) -> tuple[Response, int]:
 
 
 @bp.get("/refunds")
-@doc("Refund requests (a clerk: their unit's)", query={"status": {"type": "string", "enum": ["pending", "approved", "rejected"]}},
-     response={"type": "array", "items": REFUND})
+@doc(
+    "Refund requests (a clerk: their unit's)",
+    query={"status": {"type": "string", "enum": ["pending", "approved", "rejected"]}},
+    response={"type": "array", "items": REFUND},
+)
 @requires("admin", "auditor", "clerk")
 def list_refunds() -> Response:
     who = principal()
@@ -191,8 +256,11 @@ def approve_refund(request_id: int) -> Response:
 
 
 @bp.post("/refunds/<int:request_id>/reject")
-@doc("Reject a refund request, saying why", request={"type": "object", "required": ["reason"],
-     "properties": {"reason": {"type": "string"}}}, response=REFUND)
+@doc(
+    "Reject a refund request, saying why",
+    request={"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}},
+    response=REFUND,
+)
 @requires("admin")
 def reject_refund(request_id: int) -> Response:
     reason = text(json_body(), "reason") or ""

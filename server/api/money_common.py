@@ -13,7 +13,13 @@ from server.infra.db_flask import get_clock
 from server.infra.scope import principal
 from shared.errors import DomainError
 
-QUARTER_QUERY = {"quarter": {"type": "string", "pattern": "^[0-9]{4}Q[1-4]$", "description": "default: the current quarter"}}
+QUARTER_QUERY = {
+    "quarter": {
+        "type": "string",
+        "pattern": "^[0-9]{4}Q[1-4]$",
+        "description": "default: the current quarter",
+    }
+}
 DATE_QUERY = {"date": {"type": "string", "format": "date", "description": "Beijing date; default: today"}}
 
 

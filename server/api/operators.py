@@ -34,8 +34,11 @@ def get_operator(operator: str) -> Response:
 
 
 @bp.put("/<operator>")
-@doc("Set an operator's payee details (the name is the one in canteens.operator)",
-     request={"type": "object", "properties": {k: {"type": "string"} for k in operators.FIELDS}}, response=PAYEE)
+@doc(
+    "Set an operator's payee details (the name is the one in canteens.operator)",
+    request={"type": "object", "properties": {k: {"type": "string"} for k in operators.FIELDS}},
+    response=PAYEE,
+)
 @requires("admin")
 def put_operator(operator: str) -> Response:
     body = json_body()

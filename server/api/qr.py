@@ -33,9 +33,14 @@ page = Blueprint("qr_page", __name__, url_prefix="/qr")
 CREDENTIAL = {
     "type": "object",
     "properties": {
-        "id": {"type": "string"}, "holder_id": {"type": "string"}, "card_id": {"type": "string"},
-        "public_key": {"type": "string"}, "issued_at_ms": {"type": "integer"}, "expires_at_ms": {"type": "integer"},
-        "offline_allowance_fen": {"type": "integer"}, "page_path": {"type": "string"},
+        "id": {"type": "string"},
+        "holder_id": {"type": "string"},
+        "card_id": {"type": "string"},
+        "public_key": {"type": "string"},
+        "issued_at_ms": {"type": "integer"},
+        "expires_at_ms": {"type": "integer"},
+        "offline_allowance_fen": {"type": "integer"},
+        "page_path": {"type": "string"},
     },
 }
 
@@ -88,15 +93,22 @@ def issue():  # noqa: ANN201
     secret = _secret()
     with write_txn(conn):
         cred = qr_codes.issue(
-            conn, secret, card_id, get_clock().now_ms(),
+            conn,
+            secret,
+            card_id,
+            get_clock().now_ms(),
             valid_days=_int(body, "valid_days", qr_codes.DEFAULT_VALID_DAYS),
             offline_allowance_fen=_int(body, "offline_allowance_fen", qr_codes.DEFAULT_OFFLINE_ALLOWANCE_FEN),
         )
-    return jsonify({**cred.to_json(), "page_path": f"/qr/{cred.id}/{qr_codes.page_access(secret, cred.id)}"}), 201
+    return jsonify(
+        {**cred.to_json(), "page_path": f"/qr/{cred.id}/{qr_codes.page_access(secret, cred.id)}"}
+    ), 201
 
 
 @bp.post("/credentials/<credential_id>/revoke")
-@doc("Revoke a QR payment credential (lost phone); terminals refuse its codes from now on", response=CREDENTIAL)
+@doc(
+    "Revoke a QR payment credential (lost phone); terminals refuse its codes from now on", response=CREDENTIAL
+)
 @requires("admin", "clerk", "diner")
 def revoke(credential_id: str):  # noqa: ANN201
     conn = get_db()
@@ -136,7 +148,10 @@ def _code_for(credential_id: str, access: str) -> tuple[str, qr_codes.Credential
 @bp.get("/code/<credential_id>/<access>")
 @doc(
     "A fresh signed payment code for the phone (the page link's secret is the credential)",
-    response={"type": "object", "properties": {"code": {"type": "string"}, "valid_until_ms": {"type": "integer"}}},
+    response={
+        "type": "object",
+        "properties": {"code": {"type": "string"}, "valid_until_ms": {"type": "integer"}},
+    },
 )
 @public
 def code(credential_id: str, access: str):  # noqa: ANN201
@@ -147,7 +162,10 @@ def code(credential_id: str, access: str):  # noqa: ANN201
 @bp.get("/my-code")
 @doc(
     "A fresh payment code for the signed-in diner's current credential (diner token)",
-    response={"type": "object", "properties": {"code": {"type": "string"}, "valid_until_ms": {"type": "integer"}}},
+    response={
+        "type": "object",
+        "properties": {"code": {"type": "string"}, "valid_until_ms": {"type": "integer"}},
+    },
 )
 @requires("diner")
 def my_code():  # noqa: ANN201

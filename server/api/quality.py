@@ -17,9 +17,16 @@ from shared.errors import DomainError
 
 bp = Blueprint("quality", __name__, url_prefix="/api/v1")
 
-SCORE = {"type": "object", "properties": {
-    "canteen_id": {"type": "string"}, "unit_id": {"type": "string"}, "quarter": {"type": "string"},
-    "score": {"type": "integer"}, "pay_pct": {"type": "integer"}}}
+SCORE = {
+    "type": "object",
+    "properties": {
+        "canteen_id": {"type": "string"},
+        "unit_id": {"type": "string"},
+        "quarter": {"type": "string"},
+        "score": {"type": "integer"},
+        "pay_pct": {"type": "integer"},
+    },
+}
 
 
 def _int(body: dict, name: str) -> int:
@@ -30,25 +37,43 @@ def _int(body: dict, name: str) -> int:
 
 
 @bp.put("/canteens/<canteen_id>/quality-scores/<quarter>")
-@doc("The owning unit's quality score (0–100) of a canteen's operator for a quarter; final once settled",
-     request={"type": "object", "required": ["score"], "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 100}}},
-     response=SCORE)
+@doc(
+    "The owning unit's quality score (0–100) of a canteen's operator for a quarter; final once settled",
+    request={
+        "type": "object",
+        "required": ["score"],
+        "properties": {"score": {"type": "integer", "minimum": 0, "maximum": 100}},
+    },
+    response=SCORE,
+)
 @requires("admin", "clerk")
 def put_score(canteen_id: str, quarter: str) -> Response:
     conn = get_db()
     require_canteen_access(conn, canteen_id)  # a clerk: only their own unit's canteens
     score = _int(json_body(), "score")
     with write_txn(conn):
-        result = quality.set_score(conn, canteen_id, str(quarter_arg(quarter)), score, get_clock().now_ms(), actor())
+        result = quality.set_score(
+            conn, canteen_id, str(quarter_arg(quarter)), score, get_clock().now_ms(), actor()
+        )
     return jsonify(result)
 
 
 @bp.put("/canteens/<canteen_id>/quality-bands")
-@doc("A canteen's quality bands: [[min_score, pay_pct], …] (default: pay 100%)",
-     request={"type": "object", "required": ["bands"], "properties": {"bands": {
-         "type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
-         "example": [[90, 100], [80, 98], [0, 95]]}}},
-     response={"type": "object", "properties": {"canteen_id": {"type": "string"}, "bands": {"type": "array"}}})
+@doc(
+    "A canteen's quality bands: [[min_score, pay_pct], …] (default: pay 100%)",
+    request={
+        "type": "object",
+        "required": ["bands"],
+        "properties": {
+            "bands": {
+                "type": "array",
+                "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                "example": [[90, 100], [80, 98], [0, 95]],
+            }
+        },
+    },
+    response={"type": "object", "properties": {"canteen_id": {"type": "string"}, "bands": {"type": "array"}}},
+)
 @requires("admin")
 def put_bands(canteen_id: str) -> Response:
     conn = get_db()
@@ -59,8 +84,11 @@ def put_bands(canteen_id: str) -> Response:
 
 
 @bp.get("/quality")
-@doc("Quarterly quality report: scores, pay %, and the diners' average ratings per canteen",
-     query=QUARTER_QUERY, response={"type": "object"})
+@doc(
+    "Quarterly quality report: scores, pay %, and the diners' average ratings per canteen",
+    query=QUARTER_QUERY,
+    response={"type": "object"},
+)
 @requires("admin", "auditor", "clerk", "operator")
 def quality_report() -> Response:
     conn = get_db()
@@ -68,11 +96,21 @@ def quality_report() -> Response:
 
 
 @bp.post("/ratings")
-@doc("A diner rates one of their own sales (service and food 1–5, optional comment), once",
-     request={"type": "object", "required": ["sale_uuid", "service", "food"], "properties": {
-         "sale_uuid": {"type": "string"}, "service": {"type": "integer", "minimum": 1, "maximum": 5},
-         "food": {"type": "integer", "minimum": 1, "maximum": 5}, "comment": {"type": "string", "maxLength": 200}}},
-     response={"type": "object"}, status=201)
+@doc(
+    "A diner rates one of their own sales (service and food 1–5, optional comment), once",
+    request={
+        "type": "object",
+        "required": ["sale_uuid", "service", "food"],
+        "properties": {
+            "sale_uuid": {"type": "string"},
+            "service": {"type": "integer", "minimum": 1, "maximum": 5},
+            "food": {"type": "integer", "minimum": 1, "maximum": 5},
+            "comment": {"type": "string", "maxLength": 200},
+        },
+    },
+    response={"type": "object"},
+    status=201,
+)
 @requires("diner")
 def rate() -> tuple[Response, int]:
     body = json_body()
@@ -83,5 +121,7 @@ def rate() -> tuple[Response, int]:
         raise DomainError("invalid_input", "comment must be text")
     conn = get_db()
     with write_txn(conn):
-        result = quality.rate(conn, principal().holder_id or "", sale_uuid, service, food, comment, get_clock().now_ms())
+        result = quality.rate(
+            conn, principal().holder_id or "", sale_uuid, service, food, comment, get_clock().now_ms()
+        )
     return jsonify(result), 201

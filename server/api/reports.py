@@ -25,9 +25,14 @@ from server.infra.db_flask import get_clock, get_db
 
 bp = Blueprint("reports", __name__, url_prefix="/api/v1")
 
-TOTALS = {"type": "object", "properties": {
-    "canteens": {"type": "array", "items": {"type": "object"}}, "units": {"type": "array", "items": {"type": "object"}},
-    "totals": {"type": "object"}}}
+TOTALS = {
+    "type": "object",
+    "properties": {
+        "canteens": {"type": "array", "items": {"type": "object"}},
+        "units": {"type": "array", "items": {"type": "object"}},
+        "totals": {"type": "object"},
+    },
+}
 
 
 @bp.get("/reports/daily")
@@ -45,12 +50,17 @@ def daily() -> Response:
 def quarterly() -> Response:
     conn = get_db()
     q = quarter_arg()
-    return jsonify({"quarter": str(q), **reports.sales_totals(conn, q.start_ms, q.end_ms, canteen_filter(conn))})
+    return jsonify(
+        {"quarter": str(q), **reports.sales_totals(conn, q.start_ms, q.end_ms, canteen_filter(conn))}
+    )
 
 
 @bp.get("/reports/dining-matrix")
-@doc("Diners' unit × host canteen for a quarter (count, amount) and the cross-unit share",
-     query=QUARTER_QUERY, response={"type": "object"})
+@doc(
+    "Diners' unit × host canteen for a quarter (count, amount) and the cross-unit share",
+    query=QUARTER_QUERY,
+    response={"type": "object"},
+)
 @requires("admin", "auditor")
 def dining_matrix() -> Response:
     q = quarter_arg()
@@ -58,11 +68,16 @@ def dining_matrix() -> Response:
 
 
 @bp.get("/reports/allocations")
-@doc("Allocation status per unit for a quarter: on_time, late, missing or pending (a clerk: their unit)",
-     query=QUARTER_QUERY, response={"type": "object"})
+@doc(
+    "Allocation status per unit for a quarter: on_time, late, missing or pending (a clerk: their unit)",
+    query=QUARTER_QUERY,
+    response={"type": "object"},
+)
 @requires("admin", "auditor", "clerk")
 def allocations() -> Response:
-    return jsonify(reports.allocation_status(get_db(), str(quarter_arg()), get_clock().now_ms(), unit_scope()))
+    return jsonify(
+        reports.allocation_status(get_db(), str(quarter_arg()), get_clock().now_ms(), unit_scope())
+    )
 
 
 @bp.get("/reports/overdrafts")
@@ -80,12 +95,25 @@ def blocked_cards() -> Response:
 
 
 @bp.get("/ledger/check")
-@doc("Verify every ledger and money invariant on the live database",
-     response={"type": "object", "properties": {"ok": {"type": "boolean"}, "ledger_sum_fen": {"type": "integer"},
-               "violations": {"type": "array", "items": {"type": "object"}}}})
+@doc(
+    "Verify every ledger and money invariant on the live database",
+    response={
+        "type": "object",
+        "properties": {
+            "ok": {"type": "boolean"},
+            "ledger_sum_fen": {"type": "integer"},
+            "violations": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+)
 @requires("admin", "auditor")
 def check() -> Response:
     conn = get_db()
     violations = all_violations(conn)
-    return jsonify({"ok": not violations, "ledger_sum_fen": ledger.ledger_sum(conn),
-                    "violations": [v.to_json() for v in violations]})
+    return jsonify(
+        {
+            "ok": not violations,
+            "ledger_sum_fen": ledger.ledger_sum(conn),
+            "violations": [v.to_json() for v in violations],
+        }
+    )

@@ -27,32 +27,69 @@ from shared.errors import DomainError
 
 bp = Blueprint("settlements", __name__, url_prefix="/api/v1")
 
-FORCE = {"type": "object", "properties": {"force": {
-    "type": "boolean", "description": "close although some terminals have not reported past the end"}}}
+FORCE = {
+    "type": "object",
+    "properties": {
+        "force": {
+            "type": "boolean",
+            "description": "close although some terminals have not reported past the end",
+        }
+    },
+}
 STATEMENT = {
     "type": "object",
-    "properties": {k: {"type": "integer"} for k in (
-        "sales_count", "gross_fen", "withheld_fen", "adjustments_fen", "settlement_fen", "fee_fen", "net_fen", "pay_pct")}
-    | {"canteen_id": {"type": "string"}, "quality_score": {"type": ["integer", "null"]},
-       "adjustments": {"type": "array", "items": {"type": "object"}}, "payee": {"type": "object"},
-       "warnings": {"type": "array", "items": {"type": "string"}}},
+    "properties": {
+        k: {"type": "integer"}
+        for k in (
+            "sales_count",
+            "gross_fen",
+            "withheld_fen",
+            "adjustments_fen",
+            "settlement_fen",
+            "fee_fen",
+            "net_fen",
+            "pay_pct",
+        )
+    }
+    | {
+        "canteen_id": {"type": "string"},
+        "quality_score": {"type": ["integer", "null"]},
+        "adjustments": {"type": "array", "items": {"type": "object"}},
+        "payee": {"type": "object"},
+        "warnings": {"type": "array", "items": {"type": "string"}},
+    },
 }
 SETTLEMENT = {
     "type": "object",
     "properties": {
-        "quarter": {"type": "string"}, "closed_at_ms": {"type": "integer"}, "forced": {"type": "boolean"},
+        "quarter": {"type": "string"},
+        "closed_at_ms": {"type": "integer"},
+        "forced": {"type": "boolean"},
         "incomplete_terminals": {"type": "array", "items": {"type": "object"}},
-        "statements": {"type": "array", "items": STATEMENT}, "totals": {"type": "object"},
+        "statements": {"type": "array", "items": STATEMENT},
+        "totals": {"type": "object"},
     },
 }
 CLEARING = {
     "type": "object",
     "properties": {
-        "year": {"type": "integer"}, "refund_to": {"type": "string", "enum": list(clearing.REFUND_TARGETS)},
-        "cleared_at_ms": {"type": "integer"}, "forced": {"type": "boolean"},
-        "units": {"type": "array", "items": {"type": "object", "properties": {
-            "unit_id": {"type": "string"}, "holders": {"type": "integer"}, "cleared_fen": {"type": "integer"},
-            "late_sales_fen": {"type": "integer"}, "refund_fen": {"type": "integer"}}}},
+        "year": {"type": "integer"},
+        "refund_to": {"type": "string", "enum": list(clearing.REFUND_TARGETS)},
+        "cleared_at_ms": {"type": "integer"},
+        "forced": {"type": "boolean"},
+        "units": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "unit_id": {"type": "string"},
+                    "holders": {"type": "integer"},
+                    "cleared_fen": {"type": "integer"},
+                    "late_sales_fen": {"type": "integer"},
+                    "refund_fen": {"type": "integer"},
+                },
+            },
+        },
         "totals": {"type": "object"},
     },
 }
@@ -71,21 +108,29 @@ def _document(quarter: str) -> dict:
 @doc("Settled quarters", response={"type": "array", "items": {"type": "object"}})
 @requires("admin", "auditor", "operator")
 def list_settlements() -> Response:
-    rows = get_db().execute(
-        "SELECT quarter, closed_at_ms, forced FROM settlement_periods ORDER BY end_ms"
-    ).fetchall()
+    rows = (
+        get_db()
+        .execute("SELECT quarter, closed_at_ms, forced FROM settlement_periods ORDER BY end_ms")
+        .fetchall()
+    )
     return jsonify([{**dict(r), "forced": bool(r["forced"])} for r in rows])
 
 
 @bp.post("/settlements/<quarter>")
-@doc("Settle a quarter for every canteen (201: closed now; 200: already closed, the stored statements)",
-     request=FORCE, response=SETTLEMENT, status=201)
+@doc(
+    "Settle a quarter for every canteen (201: closed now; 200: already closed, the stored statements)",
+    request=FORCE,
+    response=SETTLEMENT,
+    status=201,
+)
 @requires("admin")
 def settle(quarter: str) -> tuple[Response, int]:
     force = flag_value(json_body(), "force")
     conn = get_db()
     with write_txn(conn):
-        doc_, created = settlement.settle_quarter(conn, str(quarter_arg(quarter)), get_clock().now_ms(), force=force)
+        doc_, created = settlement.settle_quarter(
+            conn, str(quarter_arg(quarter)), get_clock().now_ms(), force=force
+        )
     return jsonify(doc_), 201 if created else 200
 
 
@@ -112,7 +157,11 @@ def payouts(quarter: str) -> Response:
 
 
 @bp.get("/settlements/<quarter>/payouts.csv")
-@doc("The payout file (付款清单): payee, bank account, amount", response={"type": "string"}, content_type="text/csv")
+@doc(
+    "The payout file (付款清单): payee, bank account, amount",
+    response={"type": "string"},
+    content_type="text/csv",
+)
 @requires("admin", "auditor")
 def payouts_csv(quarter: str) -> Response:
     d = _document(quarter)
@@ -120,15 +169,21 @@ def payouts_csv(quarter: str) -> Response:
 
 
 @bp.post("/clearings/<year>")
-@doc("Year-end clearing: refund every card's remaining subsidy (to units or city finance per the setting)",
-     request=FORCE, response=CLEARING, status=201)
+@doc(
+    "Year-end clearing: refund every card's remaining subsidy (to units or city finance per the setting)",
+    request=FORCE,
+    response=CLEARING,
+    status=201,
+)
 @requires("admin")
 def close_year(year: str) -> tuple[Response, int]:
     force = flag_value(json_body(), "force")
     refund_to = current_app.config.get("YEAR_END_REFUND_TO", "unit")
     conn = get_db()
     with write_txn(conn):
-        report, created = clearing.close_year(conn, year_arg(year), get_clock().now_ms(), refund_to=refund_to, force=force)
+        report, created = clearing.close_year(
+            conn, year_arg(year), get_clock().now_ms(), refund_to=refund_to, force=force
+        )
     return jsonify(report), 201 if created else 200
 
 

@@ -72,7 +72,14 @@ def build_openapi(app: Flask) -> dict[str, Any]:
         if not rule.rule.startswith("/api/"):
             continue
         view = app.view_functions[rule.endpoint]
-        meta = getattr(view, "_openapi", None) or {"summary": "(undocumented)", "response": {}, "query": {}, "status": 200, "request": None, "content_type": "application/json"}
+        meta = getattr(view, "_openapi", None) or {
+            "summary": "(undocumented)",
+            "response": {},
+            "query": {},
+            "status": 200,
+            "request": None,
+            "content_type": "application/json",
+        }
         roles = getattr(view, "_roles", None)
         path, names = _path(rule.rule)
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
@@ -96,7 +103,10 @@ def build_openapi(app: Flask) -> dict[str, Any]:
                         "description": "OK",
                         "content": {meta["content_type"]: {"schema": meta["response"]}},
                     },
-                    "default": {"description": "error", "content": {"application/json": {"schema": ERROR_SCHEMA}}},
+                    "default": {
+                        "description": "error",
+                        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+                    },
                 },
             }
             if meta["request"] is not None:

@@ -31,7 +31,7 @@ UNIT_IN = {
         "id": {"type": "string"},
         "name": {"type": "string"},
         "quarterly_standard_fen": {"type": "integer", "minimum": 0},
-        "quarterly_standard": {"type": "string", "description": "yuan, e.g. \"300.00\" (instead of _fen)"},
+        "quarterly_standard": {"type": "string", "description": 'yuan, e.g. "300.00" (instead of _fen)'},
     },
 }
 
@@ -42,15 +42,17 @@ UNIT_IN = {
 def list_units() -> Response:
     conn = get_db()
     only = unit_filter()
-    rows = conn.execute(
-        "SELECT * FROM units WHERE ? IS NULL OR id = ? ORDER BY id", (only, only)
-    ).fetchall()
+    rows = conn.execute("SELECT * FROM units WHERE ? IS NULL OR id = ? ORDER BY id", (only, only)).fetchall()
     return jsonify([registry.unit_json(conn, r) for r in rows])
 
 
 @bp.post("")
-@doc("Register a unit with its per-person quarterly standard", request={**UNIT_IN, "required": ["name"]},
-     response=UNIT, status=201)
+@doc(
+    "Register a unit with its per-person quarterly standard",
+    request={**UNIT_IN, "required": ["name"]},
+    response=UNIT,
+    status=201,
+)
 @requires("admin")
 def create_unit() -> tuple[Response, int]:
     body = json_body()
@@ -73,7 +75,11 @@ def get_unit(unit_id: str) -> Response:
 
 
 @bp.patch("/<unit_id>")
-@doc("Rename a unit or change its quarterly standard (applies to later allocations)", request=UNIT_IN, response=UNIT)
+@doc(
+    "Rename a unit or change its quarterly standard (applies to later allocations)",
+    request=UNIT_IN,
+    response=UNIT,
+)
 @requires("admin")
 def update_unit(unit_id: str) -> Response:
     body = json_body()
@@ -82,7 +88,9 @@ def update_unit(unit_id: str) -> Response:
     conn = get_db()
     with write_txn(conn):
         row = registry.update_unit(
-            conn, unit_id, name=text(body, "name", required=False),
+            conn,
+            unit_id,
+            name=text(body, "name", required=False),
             quarterly_standard_fen=fen(body, "quarterly_standard", required=False),
         )
     return jsonify(registry.unit_json(conn, row))

@@ -104,7 +104,12 @@ def holder_of_purse(account_id: str) -> str:
     return parse_purse(account_id)[0]
 
 
-_KIND_OF_PREFIX = {"canteen": "payable", "unit": "unit_budget", "operator": "operator_payout", "refund": "refund"}
+_KIND_OF_PREFIX = {
+    "canteen": "payable",
+    "unit": "unit_budget",
+    "operator": "operator_payout",
+    "refund": "refund",
+}
 
 
 def account_kind(account_id: str) -> str:
@@ -214,9 +219,7 @@ def balances(conn: sqlite3.Connection, account_ids: Iterable[str]) -> dict[str, 
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         marks = ",".join("?" * len(chunk))
-        for row in conn.execute(
-            f"SELECT id, balance_fen FROM accounts WHERE id IN ({marks})", chunk
-        ):
+        for row in conn.execute(f"SELECT id, balance_fen FROM accounts WHERE id IN ({marks})", chunk):
             out[row[0]] = int(row[1])
     return out
 
@@ -264,9 +267,7 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
         WHERE a.balance_fen <> coalesce(d.bal, 0)
         """
     ):
-        out.append(
-            Violation("balance_mismatch", f"{row[0]}: stored {row[1]}, entries say {row[2]}")
-        )
+        out.append(Violation("balance_mismatch", f"{row[0]}: stored {row[1]}, entries say {row[2]}"))
     for row in conn.execute(
         """
         SELECT a.id, a.balance_fen FROM accounts a
@@ -274,8 +275,9 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
           AND NOT EXISTS (
             SELECT 1 FROM sales s
             WHERE s.overdraft_fen > 0 AND a.id IN (_SUBSIDY_OF_SALE, _SELF_OF_SALE))
-        """.replace("_SUBSIDY_OF_SALE", purse_id_sql("s.holder_id", "subsidy"))
-        .replace("_SELF_OF_SALE", purse_id_sql("s.holder_id", "self"))
+        """.replace("_SUBSIDY_OF_SALE", purse_id_sql("s.holder_id", "subsidy")).replace(
+            "_SELF_OF_SALE", purse_id_sql("s.holder_id", "self")
+        )
     ):
         out.append(Violation("negative_purse", f"{row[0]}: {row[1]} fen without an overdraft"))
     dup = conn.execute(

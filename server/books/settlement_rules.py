@@ -54,7 +54,9 @@ def validate_bands(raw: object) -> Bands:
             or len(band) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) for v in band)
         ):
-            raise DomainError("invalid_input", f"quality band must be [min_score, pay_pct] integers: {band!r}")
+            raise DomainError(
+                "invalid_input", f"quality band must be [min_score, pay_pct] integers: {band!r}"
+            )
         lo, pct = band
         if not (0 <= lo <= 100 and 0 <= pct <= 100):
             raise DomainError("invalid_input", f"quality band values must be 0..100: {band!r}")
@@ -152,7 +154,9 @@ def clearable_fen(balance_fen: int, new_credit_fen: int, new_spend_fen: int) -> 
     return max(0, min(balance_fen, at_cutoff))
 
 
-def attribute(amount_fen: int, credits_newest_first: Sequence[tuple[str, int]], fallback: str) -> list[tuple[str, int]]:
+def attribute(
+    amount_fen: int, credits_newest_first: Sequence[tuple[str, int]], fallback: str
+) -> list[tuple[str, int]]:
     """Which paying unit a cleared amount goes back to.
 
     Spending is taken to use the oldest subsidy first, so what is left is the newest:

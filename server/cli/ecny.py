@@ -33,13 +33,19 @@ def payment_totals(obj: Any, canteen_id: str | None, from_day: str, to_day: str,
     data["ecny_reconciliation"] = reconcile(conn)
     lines = [f"{canteen_id or '全部食堂 all canteens'} {from_day} – {to_day}"]
     for method, m in sorted(data["methods"].items()):
-        lines.append(f"  {METHOD_NAMES.get(method, method):<18} {m['count']:>6} 笔 {format_fen(m['amount_fen']):>12}")
-    lines.append(f"  数字人民币退款 e-CNY refunds {data['ecny_refunds']['count']:>3} 笔 -{format_fen(data['ecny_refunds']['amount_fen'])}")
+        lines.append(
+            f"  {METHOD_NAMES.get(method, method):<18} {m['count']:>6} 笔 {format_fen(m['amount_fen']):>12}"
+        )
+    lines.append(
+        f"  数字人民币退款 e-CNY refunds {data['ecny_refunds']['count']:>3} 笔 -{format_fen(data['ecny_refunds']['amount_fen'])}"
+    )
     lines.append(f"  合计 total {format_fen(data['total_fen'])}")
     rec = data["ecny_reconciliation"]
     if rec["paid_without_sale"] or rec["sale_without_payment"]:
-        lines.append(f"  对账差异 reconciliation: paid without sale {rec['paid_without_sale']}, "
-                     f"sale without payment {rec['sale_without_payment']}")
+        lines.append(
+            f"  对账差异 reconciliation: paid without sale {rec['paid_without_sale']}, "
+            f"sale without payment {rec['sale_without_payment']}"
+        )
     emit(data, as_json, "\n".join(lines))
 
 

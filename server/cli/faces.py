@@ -89,11 +89,19 @@ def delete(obj: Any, holder_id: str, face_id: str | None, as_json: bool) -> None
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.option("--threshold-milli", type=int, default=None, help="Override the threshold (thousandths).")
 @click.option("--margin-milli", type=int, default=None, help="Override the margin (thousandths).")
-@click.option("--confident-milli", type=int, default=None, help="Override the no-second-factor bound (thousandths).")
+@click.option(
+    "--confident-milli", type=int, default=None, help="Override the no-second-factor bound (thousandths)."
+)
 @JSON_OPTION
 @click.pass_obj
-def evaluate(obj: Any, folder: str, threshold_milli: int | None, margin_milli: int | None,
-             confident_milli: int | None, as_json: bool) -> None:
+def evaluate(
+    obj: Any,
+    folder: str,
+    threshold_milli: int | None,
+    margin_milli: int | None,
+    confident_milli: int | None,
+    as_json: bool,
+) -> None:
     """Enroll the first photo of each person in FOLDER (<person>_<n>.<ext>), probe with the
     rest: genuine/impostor distances, false accepts and false rejects at the policy."""
     report = run(DlibFaceEngine(), Path(folder), _policy(obj, threshold_milli, margin_milli, confident_milli))

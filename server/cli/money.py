@@ -45,10 +45,14 @@ def allocate(obj: Any, unit_id: str, quarter: str, per_person: str | None, as_js
     per_person_fen = parse_yuan(per_person) if per_person is not None else None
     with write_txn(conn):
         r = funds.allocate(conn, unit_id, quarter, per_person_fen, _now(obj))
-    emit(r, as_json, [
-        f"拨付 allocation {r['unit_id']} {r['quarter']}: {r['holders']} 人 × {format_fen(r['per_person_fen'])} "
-        f"= {format_fen(r['total_fen'])}" + ("  逾期 LATE" if r["late"] else ""),
-    ])
+    emit(
+        r,
+        as_json,
+        [
+            f"拨付 allocation {r['unit_id']} {r['quarter']}: {r['holders']} 人 × {format_fen(r['per_person_fen'])} "
+            f"= {format_fen(r['total_fen'])}" + ("  逾期 LATE" if r["late"] else ""),
+        ],
+    )
 
 
 @click.command()
@@ -63,18 +67,35 @@ def topup(obj: Any, card_id: str, amount: str, ref: str | None, as_json: bool) -
     amount_fen = parse_yuan(amount)
     with write_txn(conn):
         balance = funds.topup(conn, card_id, amount_fen, _now(obj), ref=ref)
-    emit({"card_id": card_id, "amount_fen": amount_fen, "self_fen": balance}, as_json,
-          [f"充值 top-up {card_id}: {format_fen(amount_fen)}; 自费余额 self purse {format_fen(balance)}"])
+    emit(
+        {"card_id": card_id, "amount_fen": amount_fen, "self_fen": balance},
+        as_json,
+        [f"充值 top-up {card_id}: {format_fen(amount_fen)}; 自费余额 self purse {format_fen(balance)}"],
+    )
 
 
 @click.command()
 @click.argument("quarter")
-@click.option("--force", is_flag=True, help="Close although some terminals have not reported past the quarter end.")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the statements CSV here.")
-@click.option("--payout", "payout_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the payout CSV here.")
+@click.option(
+    "--force", is_flag=True, help="Close although some terminals have not reported past the quarter end."
+)
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the statements CSV here.",
+)
+@click.option(
+    "--payout",
+    "payout_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the payout CSV here.",
+)
 @JSON_OPTION
 @click.pass_obj
-def settle(obj: Any, quarter: str, force: bool, csv_path: Path | None, payout_path: Path | None, as_json: bool) -> None:
+def settle(
+    obj: Any, quarter: str, force: bool, csv_path: Path | None, payout_path: Path | None, as_json: bool
+) -> None:
     """Settle QUARTER (e.g. 2026Q1) for every canteen; settling again shows the stored result."""
     conn = _db(obj)
     with write_txn(conn):
@@ -85,7 +106,9 @@ def settle(obj: Any, quarter: str, force: bool, csv_path: Path | None, payout_pa
         payout_path.write_text(payout_csv(doc), encoding="utf-8")
     lines = [f"结算 settlement {doc['quarter']}" + ("" if created else " (已结账 already closed)")]
     if doc["incomplete_terminals"]:
-        lines.append("未报齐终端 terminals behind: " + ", ".join(t["terminal_id"] for t in doc["incomplete_terminals"]))
+        lines.append(
+            "未报齐终端 terminals behind: " + ", ".join(t["terminal_id"] for t in doc["incomplete_terminals"])
+        )
     for s in doc["statements"]:
         lines.append(
             f"  {s['canteen_id']} {s['canteen_name']}: 消费 {format_fen(s['gross_fen'])} 调整 {format_fen(s['adjustments_fen'])} "
@@ -98,9 +121,15 @@ def settle(obj: Any, quarter: str, force: bool, csv_path: Path | None, payout_pa
 
 @click.command("close-year")
 @click.argument("year")
-@click.option("--force", is_flag=True, help="Clear although some terminals have not reported past the year end.")
-@click.option("--refund-to", type=click.Choice(list(clearing.REFUND_TARGETS)), default=None,
-              help="Where unspent subsidy goes (default: the YEAR_END_REFUND_TO setting).")
+@click.option(
+    "--force", is_flag=True, help="Clear although some terminals have not reported past the year end."
+)
+@click.option(
+    "--refund-to",
+    type=click.Choice(list(clearing.REFUND_TARGETS)),
+    default=None,
+    help="Where unspent subsidy goes (default: the YEAR_END_REFUND_TO setting).",
+)
 @JSON_OPTION
 @click.pass_obj
 def close_year(obj: Any, year: str, force: bool, refund_to: str | None, as_json: bool) -> None:
@@ -113,10 +142,15 @@ def close_year(obj: Any, year: str, force: bool, refund_to: str | None, as_json:
 
 
 def _clearing_lines(report: dict[str, Any], created: bool = True) -> list[str]:
-    lines = [f"年末清零 clearing {report['year']} → {report['refund_to']}" + ("" if created else " (已清零 already cleared)")]
+    lines = [
+        f"年末清零 clearing {report['year']} → {report['refund_to']}"
+        + ("" if created else " (已清零 already cleared)")
+    ]
     for u in report["units"]:
-        lines.append(f"  {u['unit_id']} {u['unit_name']}: {u['holders']} 人 清零 {format_fen(u['cleared_fen'])} "
-                     f"迟到消费 {format_fen(u['late_sales_fen'])} 退回 {format_fen(u['refund_fen'])}")
+        lines.append(
+            f"  {u['unit_id']} {u['unit_name']}: {u['holders']} 人 清零 {format_fen(u['cleared_fen'])} "
+            f"迟到消费 {format_fen(u['late_sales_fen'])} 退回 {format_fen(u['refund_fen'])}"
+        )
     lines.append(f"合计退回 total refund {format_fen(report['totals']['refund_fen'])}")
     return lines
 
@@ -166,8 +200,11 @@ def quality_bands(obj: Any, canteen_id: str, bands: str, as_json: bool) -> None:
     conn = _db(obj)
     with write_txn(conn):
         result = quality.set_bands(conn, canteen_id, raw)
-    emit({"canteen_id": canteen_id, "bands": [list(b) for b in result]}, as_json,
-          [f"质量分档 bands {canteen_id}: " + ", ".join(f"≥{lo}:{pct}%" for lo, pct in result)])
+    emit(
+        {"canteen_id": canteen_id, "bands": [list(b) for b in result]},
+        as_json,
+        [f"质量分档 bands {canteen_id}: " + ", ".join(f"≥{lo}:{pct}%" for lo, pct in result)],
+    )
 
 
 # --- reports -----------------------------------------------------------------------------
@@ -181,8 +218,10 @@ def report() -> None:
 def _totals_lines(title: str, data: dict[str, Any]) -> list[str]:
     lines = [title]
     for c in data["canteens"]:
-        lines.append(f"  食堂 {c['canteen_id']} {c['canteen_name']}: {c['count']} 笔 {format_fen(c['amount_fen'])} "
-                     f"(补贴 {format_fen(c['subsidy_fen'])}, 自费 {format_fen(c['self_fen'])}, 数字人民币 {format_fen(c['ecny_fen'])})")
+        lines.append(
+            f"  食堂 {c['canteen_id']} {c['canteen_name']}: {c['count']} 笔 {format_fen(c['amount_fen'])} "
+            f"(补贴 {format_fen(c['subsidy_fen'])}, 自费 {format_fen(c['self_fen'])}, 数字人民币 {format_fen(c['ecny_fen'])})"
+        )
     for u in data["units"]:
         lines.append(f"  单位 {u['unit_id']} {u['unit_name']}: {u['count']} 笔 {format_fen(u['amount_fen'])}")
     lines.append(f"合计 total: {data['totals']['count']} 笔 {format_fen(data['totals']['amount_fen'])}")
@@ -228,7 +267,9 @@ def matrix(obj: Any, quarter: str | None, as_json: bool) -> None:
         f"  {c['diner_unit_id']} → {c['canteen_id']}{' *' if c['cross_unit'] else ''}: {c['count']} 笔 {format_fen(c['amount_fen'])}"
         for c in data["cells"]
     ]
-    lines.append(f"跨单位 cross-unit (*): {data['cross_unit']['count']} 笔 {format_fen(data['cross_unit']['amount_fen'])}")
+    lines.append(
+        f"跨单位 cross-unit (*): {data['cross_unit']['count']} 笔 {format_fen(data['cross_unit']['amount_fen'])}"
+    )
     emit(data, as_json, lines)
 
 
@@ -240,7 +281,8 @@ def allocations_report(obj: Any, quarter: str | None, as_json: bool) -> None:
     """Allocation status per unit: on_time, late, missing, pending."""
     data = reports.allocation_status(_db(obj), str(_quarter(obj, quarter)), _now(obj))
     lines = [f"拨付情况 allocations {data['quarter']}"] + [
-        f"  {u['unit_id']} {u['unit_name']}: {u['status']} {format_fen(u['total_fen'])}" for u in data["units"]
+        f"  {u['unit_id']} {u['unit_name']}: {u['status']} {format_fen(u['total_fen'])}"
+        for u in data["units"]
     ]
     emit(data, as_json, lines)
 
@@ -251,8 +293,10 @@ def allocations_report(obj: Any, quarter: str | None, as_json: bool) -> None:
 def overdrafts(obj: Any, as_json: bool) -> None:
     """Holders with an uncovered offline overdraft."""
     data = reports.overdrafts(_db(obj))
-    lines = ["透支 overdrafts"] + [f"  {h['holder_id']} {h['name']} ({h['unit_id']}): {format_fen(h['self_fen'])}"
-                                   for h in data["holders"]]
+    lines = ["透支 overdrafts"] + [
+        f"  {h['holder_id']} {h['name']} ({h['unit_id']}): {format_fen(h['self_fen'])}"
+        for h in data["holders"]
+    ]
     emit(data, as_json, lines)
 
 
@@ -262,7 +306,12 @@ def overdrafts(obj: Any, as_json: bool) -> None:
 def blocked(obj: Any, as_json: bool) -> None:
     """Cards the terminals refuse, and why."""
     data = reports.blocked_cards(_db(obj))
-    emit(data, as_json, ["停用卡 blocked cards"] + [f"  {c['card_id']} {c['name']}: {', '.join(c['reasons'])}" for c in data["cards"]])
+    emit(
+        data,
+        as_json,
+        ["停用卡 blocked cards"]
+        + [f"  {c['card_id']} {c['name']}: {', '.join(c['reasons'])}" for c in data["cards"]],
+    )
 
 
 @report.command("quality")

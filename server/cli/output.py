@@ -34,8 +34,13 @@ def print_import_errors(exc: DomainError, as_json: bool) -> None:
     """A refused import (``import_rejected``): every line's problem, as JSON or on stderr."""
     errors = exc.context.get("errors", [])
     if as_json:
-        click.echo(json.dumps({"ok": False, "code": exc.code, "detail": exc.detail, "errors": errors},
-                              ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps(
+                {"ok": False, "code": exc.code, "detail": exc.detail, "errors": errors},
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
     else:
         for e in errors:
             click.echo(LineError(e["line"], e["column"], e["code"], e["detail"]).text(), err=True)

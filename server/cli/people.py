@@ -33,11 +33,14 @@ def import_roster(obj: Any, file: str, unit_id: str | None, dry_run: bool, as_js
     """
     data = read_file(file)
     run_import(
-        obj, as_json,
+        obj,
+        as_json,
         lambda conn: roster.import_roster(conn, data, now_ms(), unit_scope=unit_id, dry_run=dry_run),
-        lambda r: ("（试运行 dry run）" if dry_run else "")
-        + f"行 rows {r['rows']}: 新增 new {r['new_holders']}, 改名 renamed {r['renamed']}, 未变 unchanged "
-        f"{r['unchanged']}, 发卡 cards issued {r['issued']}, 停用 retired {r['retired']}",
+        lambda r: (
+            ("（试运行 dry run）" if dry_run else "")
+            + f"行 rows {r['rows']}: 新增 new {r['new_holders']}, 改名 renamed {r['renamed']}, 未变 unchanged "
+            f"{r['unchanged']}, 发卡 cards issued {r['issued']}, 停用 retired {r['retired']}"
+        ),
     )
 
 
@@ -52,9 +55,11 @@ def holder() -> None:
 def _holder_text(conn: Any, holder_id: str) -> tuple[dict[str, Any], str]:
     data = holder_json(conn, get_holder(conn, holder_id))
     cards_text = ", ".join(f"{c['card_id']}({c['status']})" for c in data["cards"]) or "-"
-    text = (f"{data['id']} {data['name']} {data['unit_id']}/{data['staff_no']} {data['status']}"
-            f"{' 已冻结 blocked' if data['blocked'] else ''}\n"
-            f"  补贴 subsidy {format_fen(data['subsidy_fen'])}  自费 self {format_fen(data['self_fen'])}  卡 cards {cards_text}")
+    text = (
+        f"{data['id']} {data['name']} {data['unit_id']}/{data['staff_no']} {data['status']}"
+        f"{' 已冻结 blocked' if data['blocked'] else ''}\n"
+        f"  补贴 subsidy {format_fen(data['subsidy_fen'])}  自费 self {format_fen(data['self_fen'])}  卡 cards {cards_text}"
+    )
     return data, text
 
 
@@ -77,8 +82,12 @@ def holder_leave(obj: Any, holder_id: str, as_json: bool) -> None:
     conn = obj.db()
     with write_txn(conn):
         r = leavers.leave(conn, holder_id, now_ms())
-    emit(r, as_json, f"{holder_id}: 补贴退回单位 subsidy returned to {r['unit_id']} {format_fen(r['subsidy_returned_fen'])}; "
-                     f"自费保留 self purse kept {format_fen(r['self_fen'])}")
+    emit(
+        r,
+        as_json,
+        f"{holder_id}: 补贴退回单位 subsidy returned to {r['unit_id']} {format_fen(r['subsidy_returned_fen'])}; "
+        f"自费保留 self purse kept {format_fen(r['self_fen'])}",
+    )
 
 
 @holder.command("set-bank")
@@ -102,7 +111,9 @@ def card() -> None:
 
 
 def _card_line(c: dict[str, Any]) -> str:
-    return f"{c['card_id']} → {c['holder_id']} {c['status']}" + (f" (replaced by {c['replaced_by']})" if c["replaced_by"] else "")
+    return f"{c['card_id']} → {c['holder_id']} {c['status']}" + (
+        f" (replaced by {c['replaced_by']})" if c["replaced_by"] else ""
+    )
 
 
 @card.command("lost")
@@ -140,7 +151,12 @@ def card_replace(obj: Any, old_card_id: str, new_card_id: str, as_json: bool) ->
     with write_txn(conn):
         c = cards.replace(conn, old_card_id, new_card_id, now_ms())
         change = holder_change(conn, c["holder_id"])
-    emit(c, as_json, _card_line(c) + f"  补贴 subsidy {format_fen(change['subsidy_fen'])} 自费 self {format_fen(change['self_fen'])}")
+    emit(
+        c,
+        as_json,
+        _card_line(c)
+        + f"  补贴 subsidy {format_fen(change['subsidy_fen'])} 自费 self {format_fen(change['self_fen'])}",
+    )
 
 
 # -- refunds ----------------------------------------------------------------------------------
@@ -152,8 +168,12 @@ def refund() -> None:
 
 
 def _refund_line(r: dict[str, Any]) -> str:
-    amount = format_fen(r["amount_fen"]) if r["amount_fen"] is not None else f"(now {format_fen(r['self_fen'])})"
-    return f"#{r['id']} {r['holder_id']} {r['status']} {amount} → {r['bank_account']}" + (f" — {r['reason']}" if r["reason"] else "")
+    amount = (
+        format_fen(r["amount_fen"]) if r["amount_fen"] is not None else f"(now {format_fen(r['self_fen'])})"
+    )
+    return f"#{r['id']} {r['holder_id']} {r['status']} {amount} → {r['bank_account']}" + (
+        f" — {r['reason']}" if r["reason"] else ""
+    )
 
 
 @refund.command("request")

@@ -24,10 +24,22 @@ from shared.money import format_fen
 
 @click.command("qr")
 @click.argument("card_id")
-@click.option("--png", "png_path", default="qr-code.png", show_default=True, help="Where to save the code as PNG.")
-@click.option("--days", default=qr_codes.DEFAULT_VALID_DAYS, show_default=True, help="Validity of a newly issued credential.")
-@click.option("--allowance", "allowance_fen", default=qr_codes.DEFAULT_OFFLINE_ALLOWANCE_FEN, show_default=True,
-              help="Offline allowance (fen) of a newly issued credential.")
+@click.option(
+    "--png", "png_path", default="qr-code.png", show_default=True, help="Where to save the code as PNG."
+)
+@click.option(
+    "--days",
+    default=qr_codes.DEFAULT_VALID_DAYS,
+    show_default=True,
+    help="Validity of a newly issued credential.",
+)
+@click.option(
+    "--allowance",
+    "allowance_fen",
+    default=qr_codes.DEFAULT_OFFLINE_ALLOWANCE_FEN,
+    show_default=True,
+    help="Offline allowance (fen) of a newly issued credential.",
+)
 @JSON_OPTION
 @click.pass_obj
 def qr_code(obj: Any, card_id: str, png_path: str, days: int, allowance_fen: int, as_json: bool) -> None:
@@ -38,10 +50,17 @@ def qr_code(obj: Any, card_id: str, png_path: str, days: int, allowance_fen: int
     with write_txn(conn):
         cred = qr_codes.current_for_card(conn, card_id, now)
         if cred is None:
-            cred = qr_codes.issue(conn, secret, card_id, now, valid_days=days, offline_allowance_fen=allowance_fen)
+            cred = qr_codes.issue(
+                conn, secret, card_id, now, valid_days=days, offline_allowance_fen=allowance_fen
+            )
         code, cred = qr_codes.next_code(conn, secret, cred.id, now)
     save_png(code, png_path)
-    data = {"code": code, "png": png_path, "credential_id": cred.id, "valid_until_ms": now - now % 1000 + 60_000}
+    data = {
+        "code": code,
+        "png": png_path,
+        "credential_id": cred.id,
+        "valid_until_ms": now - now % 1000 + 60_000,
+    }
     text = ascii_art(code) + f"{code}\n付款码 60 秒内有效 / valid for 60 s — PNG: {png_path}"
     emit(data, as_json, text)
 
@@ -49,9 +68,16 @@ def qr_code(obj: Any, card_id: str, png_path: str, days: int, allowance_fen: int
 @click.command("qr-issue")
 @click.argument("card_id")
 @click.option("--days", default=qr_codes.DEFAULT_VALID_DAYS, show_default=True, help="Validity in days.")
-@click.option("--allowance", "allowance_fen", default=qr_codes.DEFAULT_OFFLINE_ALLOWANCE_FEN, show_default=True,
-              help="Offline allowance in fen.")
-@click.option("--base-url", default="http://127.0.0.1:8080", show_default=True, help="The server as phones reach it.")
+@click.option(
+    "--allowance",
+    "allowance_fen",
+    default=qr_codes.DEFAULT_OFFLINE_ALLOWANCE_FEN,
+    show_default=True,
+    help="Offline allowance in fen.",
+)
+@click.option(
+    "--base-url", default="http://127.0.0.1:8080", show_default=True, help="The server as phones reach it."
+)
 @JSON_OPTION
 @click.pass_obj
 def qr_issue(obj: Any, card_id: str, days: int, allowance_fen: int, base_url: str, as_json: bool) -> None:
@@ -59,7 +85,14 @@ def qr_issue(obj: Any, card_id: str, days: int, allowance_fen: int, base_url: st
     conn = obj.db()
     secret = qr_codes.qr_secret(obj.app.extensions["canteen_server_key"])
     with write_txn(conn):
-        cred = qr_codes.issue(conn, secret, card_id, SystemClock().now_ms(), valid_days=days, offline_allowance_fen=allowance_fen)
+        cred = qr_codes.issue(
+            conn,
+            secret,
+            card_id,
+            SystemClock().now_ms(),
+            valid_days=days,
+            offline_allowance_fen=allowance_fen,
+        )
     url = f"{base_url.rstrip('/')}/qr/{cred.id}/{qr_codes.page_access(secret, cred.id)}"
     text = (
         ascii_art(url)

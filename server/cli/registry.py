@@ -30,7 +30,9 @@ def now_ms() -> int:
     return SystemClock().now_ms()
 
 
-def run_import(obj: Any, as_json: bool, job: Callable[[Any], dict[str, Any]], describe: Callable[[dict[str, Any]], str]) -> None:
+def run_import(
+    obj: Any, as_json: bool, job: Callable[[Any], dict[str, Any]], describe: Callable[[dict[str, Any]], str]
+) -> None:
     """Run an import in one write transaction; on a refused file print each line's problem."""
     conn = obj.db()
     try:
@@ -50,7 +52,11 @@ def read_file(path: str) -> bytes:
 
 @click.command("import-canteens")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
-@click.option("--create-units", is_flag=True, help="Register units the file names that do not exist yet (standard ¥0.00).")
+@click.option(
+    "--create-units",
+    is_flag=True,
+    help="Register units the file names that do not exist yet (standard ¥0.00).",
+)
 @click.option("--dry-run", is_flag=True, help="Check the file and report; write nothing.")
 @JSON_OPTION
 @click.pass_obj
@@ -62,10 +68,13 @@ def import_canteens(obj: Any, file: str, create_units: bool, dry_run: bool, as_j
     """
     data = read_file(file)
     run_import(
-        obj, as_json,
+        obj,
+        as_json,
         lambda conn: canteens.import_table(conn, data, now_ms(), create_units=create_units, dry_run=dry_run),
-        lambda r: ("（试运行 dry run）" if dry_run else "")
-        + f"新建食堂 created: {len(r['created'])}  更新 updated: {len(r['updated'])}  新建单位 units created: {len(r['units_created'])}",
+        lambda r: (
+            ("（试运行 dry run）" if dry_run else "")
+            + f"新建食堂 created: {len(r['created'])}  更新 updated: {len(r['updated'])}  新建单位 units created: {len(r['units_created'])}"
+        ),
     )
 
 
@@ -78,8 +87,12 @@ def import_items(obj: Any, file: str, dry_run: bool, as_json: bool) -> None:
     """Import shop items (食堂名称, 商品编号, 商品名称, 售价, 参考价) — all or nothing.
     A price above its big-store reference price refuses the file (第十条)."""
     data = read_file(file)
-    run_import(obj, as_json, lambda conn: canteens.import_items(conn, data, now_ms(), dry_run=dry_run),
-               lambda r: f"商品 items: {r['items']}  食堂 canteens: {', '.join(r['canteens'])}")
+    run_import(
+        obj,
+        as_json,
+        lambda conn: canteens.import_items(conn, data, now_ms(), dry_run=dry_run),
+        lambda r: f"商品 items: {r['items']}  食堂 canteens: {', '.join(r['canteens'])}",
+    )
 
 
 # -- units ------------------------------------------------------------------------------------
@@ -92,7 +105,9 @@ def unit() -> None:
 
 @unit.command("add")
 @click.argument("name")
-@click.option("--standard", default="0", show_default=True, help="Per person per quarter, yuan (e.g. 300 or 300.00).")
+@click.option(
+    "--standard", default="0", show_default=True, help="Per person per quarter, yuan (e.g. 300 or 300.00)."
+)
 @click.option("--id", "unit_id", default=None, help="Unit id (default: next U####).")
 @JSON_OPTION
 @click.pass_obj
@@ -117,8 +132,12 @@ def unit_set(obj: Any, unit_id: str, name: str | None, standard: str | None, as_
     """Rename a unit or change its standard (applies to later allocations)."""
     conn = obj.db()
     with write_txn(conn):
-        row = registry.update_unit(conn, unit_id, name=name,
-                                   quarterly_standard_fen=None if standard is None else parse_yuan(standard))
+        row = registry.update_unit(
+            conn,
+            unit_id,
+            name=name,
+            quarterly_standard_fen=None if standard is None else parse_yuan(standard),
+        )
         data = registry.unit_json(conn, row)
     emit(data, as_json, f"{data['id']} {data['name']} {format_fen(data['quarterly_standard_fen'])}")
 
@@ -130,8 +149,11 @@ def unit_list(obj: Any, as_json: bool) -> None:
     """All units with their standard, staff count and canteens."""
     conn = obj.db()
     data = [registry.unit_json(conn, r) for r in conn.execute("SELECT * FROM units ORDER BY id")]
-    lines = [f"{u['id']}\t{u['name']}\t{format_fen(u['quarterly_standard_fen'])}\t人数 staff {u['active_holders']}"
-             f"\t食堂 canteens {','.join(u['canteens']) or '-'}" for u in data]
+    lines = [
+        f"{u['id']}\t{u['name']}\t{format_fen(u['quarterly_standard_fen'])}\t人数 staff {u['active_holders']}"
+        f"\t食堂 canteens {','.join(u['canteens']) or '-'}"
+        for u in data
+    ]
     emit(data, as_json, "\n".join(lines) or "(none)")
 
 
@@ -144,9 +166,15 @@ def parse_meal(spec: str) -> tuple[str, dict[str, Any]]:
     """'lunch 11:30-13:30 12.00 15.00' → ('lunch', {start, end, price_fen, visitor_price_fen})."""
     m = _MEAL_SPEC.match(spec)
     if not m:
-        raise DomainError("invalid_input", f"--meal {spec!r}: write 'lunch 11:30-13:30 12.00 [visitor price]'")
-    return m.group(1), {"start": m.group(2), "end": m.group(3), "price_fen": parse_yuan(m.group(4)),
-                        "visitor_price_fen": parse_yuan(m.group(5)) if m.group(5) else None}
+        raise DomainError(
+            "invalid_input", f"--meal {spec!r}: write 'lunch 11:30-13:30 12.00 [visitor price]'"
+        )
+    return m.group(1), {
+        "start": m.group(2),
+        "end": m.group(3),
+        "price_fen": parse_yuan(m.group(4)),
+        "visitor_price_fen": parse_yuan(m.group(5)) if m.group(5) else None,
+    }
 
 
 @click.group()
@@ -179,20 +207,33 @@ def canteen_show(obj: Any, canteen_id: str) -> None:
 @canteen.command("set")
 @click.argument("canteen_id")
 @click.option("--name", default=None)
-@click.option("--operator", default=None, help="Operator company name (payouts and operator tokens key on it).")
-@click.option("--self-operated/--outsourced", "self_operated", default=None, help="自营 (no system fee) or 外包.")
+@click.option(
+    "--operator", default=None, help="Operator company name (payouts and operator tokens key on it)."
+)
+@click.option(
+    "--self-operated/--outsourced", "self_operated", default=None, help="自营 (no system fee) or 外包."
+)
 @click.option("--location", default=None)
 @click.option("--contact", default=None)
 @click.option("--phone", default=None)
 @click.option("--notes", default=None)
 @click.option("--seats", type=int, default=None, help="食堂容量: diners at once.")
 @click.option("--meal", "meals", multiple=True, help="'lunch 11:30-13:30 12.00 [visitor price]'; repeatable.")
-@click.option("--no-meal", "no_meals", multiple=True, type=click.Choice(list(MEAL_PERIODS)), help="Stop serving a meal.")
+@click.option(
+    "--no-meal", "no_meals", multiple=True, type=click.Choice(list(MEAL_PERIODS)), help="Stop serving a meal."
+)
 @click.option("--meal-limit", type=int, default=None, help="Meals per person per period.")
 @JSON_OPTION
 @click.pass_obj
-def canteen_set(obj: Any, canteen_id: str, meals: tuple[str, ...], no_meals: tuple[str, ...],
-                meal_limit: int | None, as_json: bool, **details: Any) -> None:
+def canteen_set(
+    obj: Any,
+    canteen_id: str,
+    meals: tuple[str, ...],
+    no_meals: tuple[str, ...],
+    meal_limit: int | None,
+    as_json: bool,
+    **details: Any,
+) -> None:
     """Change a canteen's details or rules; terminals get the new rules at once."""
     config: dict[str, Any] = {}
     if meals or no_meals:
@@ -201,8 +242,13 @@ def canteen_set(obj: Any, canteen_id: str, meals: tuple[str, ...], no_meals: tup
         config["meal_limit"] = meal_limit
     conn = obj.db()
     with write_txn(conn):
-        row = canteens.update(conn, canteen_id, now_ms(), config=config or None,
-                              **{k: v for k, v in details.items() if v is not None})
+        row = canteens.update(
+            conn,
+            canteen_id,
+            now_ms(),
+            config=config or None,
+            **{k: v for k, v in details.items() if v is not None},
+        )
     data = canteens.to_json(row)
     emit(data, as_json, f"{data['id']} {data['name']} updated")
 
@@ -215,12 +261,20 @@ def canteen_set(obj: Any, canteen_id: str, meals: tuple[str, ...], no_meals: tup
 @click.argument("reference_price")
 @JSON_OPTION
 @click.pass_obj
-def item_set(obj: Any, canteen_id: str, sku: str, name: str, price: str, reference_price: str, as_json: bool) -> None:
+def item_set(
+    obj: Any, canteen_id: str, sku: str, name: str, price: str, reference_price: str, as_json: bool
+) -> None:
     """Add or change a shop item: PRICE and REFERENCE_PRICE in yuan; PRICE may not exceed it."""
     conn = obj.db()
     with write_txn(conn):
-        item = canteens.set_item(conn, canteen_id, sku, name, parse_yuan(price), parse_yuan(reference_price), now_ms())
-    emit(item, as_json, f"{sku} {item['name']} {format_fen(item['price_fen'])} (参考价 reference {format_fen(item['reference_price_fen'])})")
+        item = canteens.set_item(
+            conn, canteen_id, sku, name, parse_yuan(price), parse_yuan(reference_price), now_ms()
+        )
+    emit(
+        item,
+        as_json,
+        f"{sku} {item['name']} {format_fen(item['price_fen'])} (参考价 reference {format_fen(item['reference_price_fen'])})",
+    )
 
 
 @canteen.command("item-remove")
@@ -243,7 +297,10 @@ def directory(obj: Any, as_json: bool) -> None:
     data = canteens.directory(obj.db())
     lines = []
     for e in data:
-        meals = "  ".join(f"{m['period_zh']} {m['start']}-{m['end']} {m['price']}" for m in e["meals"]) or "(不供餐 no meals)"
+        meals = (
+            "  ".join(f"{m['period_zh']} {m['start']}-{m['end']} {m['price']}" for m in e["meals"])
+            or "(不供餐 no meals)"
+        )
         lines.append(f"{e['name']}（{e['unit']}）{e['location']}  {e['contact']} {e['phone']}\n    {meals}")
     emit(data, as_json, "\n".join(lines) or "(none)")
 

@@ -58,7 +58,9 @@ def init(obj: Ctx, as_json: bool) -> None:
     conn = obj.db()
     with write_txn(conn):
         has_admin = conn.execute("SELECT 1 FROM tokens WHERE role = 'admin'").fetchone()
-        token = None if has_admin else create_token(conn, "admin", SystemClock().now_ms(), label="first admin")
+        token = (
+            None if has_admin else create_token(conn, "admin", SystemClock().now_ms(), label="first admin")
+        )
     data = {"database": obj.app.config["DATABASE"], "admin_token": token}
     text = f"数据库 database: {data['database']}\n" + (
         f"管理员令牌 admin token (shown once): {token}" if token else "admin token already issued"
@@ -67,7 +69,13 @@ def init(obj: Ctx, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--broker", "broker_url", envvar="CANTEEN_BROKER_URL", default="", help="mqtt://host:port; empty: embedded broker.")
+@click.option(
+    "--broker",
+    "broker_url",
+    envvar="CANTEEN_BROKER_URL",
+    default="",
+    help="mqtt://host:port; empty: embedded broker.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
 @click.pass_obj
@@ -98,7 +106,9 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
 @click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
 @click.option("--server-url", default="http://127.0.0.1:8080", show_default=True)
 @click.pass_obj
-def provision_terminal(obj: Ctx, canteen_id: str, terminal_id: str | None, broker_url: str, server_url: str) -> None:
+def provision_terminal(
+    obj: Ctx, canteen_id: str, terminal_id: str | None, broker_url: str, server_url: str
+) -> None:
     """Register a terminal for a canteen and print its config (JSON, with its secret)."""
     conn = obj.db()
     key = obj.app.extensions["canteen_server_key"]
@@ -121,7 +131,13 @@ def create_token_cmd(
     conn = obj.db()
     with write_txn(conn):
         token = create_token(
-            conn, role, SystemClock().now_ms(), unit_id=unit_id, operator=operator, holder_id=holder_id, label=label
+            conn,
+            role,
+            SystemClock().now_ms(),
+            unit_id=unit_id,
+            operator=operator,
+            holder_id=holder_id,
+            label=label,
         )
     click.echo(token)
 
@@ -133,7 +149,11 @@ def check(obj: Ctx, as_json: bool) -> None:
     """Verify every ledger and money invariant on the live database; exit 1 on any violation."""
     conn = obj.db()
     violations = all_violations(conn)
-    data = {"ok": not violations, "ledger_sum_fen": ledger.ledger_sum(conn), "violations": [v.to_json() for v in violations]}
+    data = {
+        "ok": not violations,
+        "ledger_sum_fen": ledger.ledger_sum(conn),
+        "violations": [v.to_json() for v in violations],
+    }
     lines = [f"账本合计 ledger sum: {data['ledger_sum_fen']} fen"] + [
         f"违规 violation [{v.code}]: {v.detail}" for v in violations
     ]

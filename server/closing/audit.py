@@ -78,9 +78,15 @@ def statements(conn: sqlite3.Connection) -> list[Violation]:
             out.append(Violation("statement_tampered", f"{q}/{canteen}"))
         moved = defaultdict(int)
         if txn_id is not None:
-            for to, amount in conn.execute("SELECT to_account, amount_fen FROM entries WHERE txn_id = ?", (txn_id,)):
+            for to, amount in conn.execute(
+                "SELECT to_account, amount_fen FROM entries WHERE txn_id = ?", (txn_id,)
+            ):
                 moved[to] += amount
-        expected = {ledger.operator_payout(payee): net, ledger.FEE_REVENUE: fee, ledger.QUALITY_WITHHELD: withheld}
+        expected = {
+            ledger.operator_payout(payee): net,
+            ledger.FEE_REVENUE: fee,
+            ledger.QUALITY_WITHHELD: withheld,
+        }
         if {k: v for k, v in moved.items() if v} != {k: v for k, v in expected.items() if v}:
             out.append(Violation("statement_ledger_mismatch", f"{q}/{canteen}"))
     for q, start, end in conn.execute("SELECT quarter, start_ms, end_ms FROM settlement_periods").fetchall():
@@ -92,29 +98,45 @@ def statements(conn: sqlite3.Connection) -> list[Violation]:
         ):
             now[c][0] -= n
             now[c][1] -= a
-        stored = {c: [n, a] for c, n, a in conn.execute(
-            "SELECT canteen_id, sales_count, gross_fen FROM statements WHERE quarter = ?", (q,))}
+        stored = {
+            c: [n, a]
+            for c, n, a in conn.execute(
+                "SELECT canteen_id, sales_count, gross_fen FROM statements WHERE quarter = ?", (q,)
+            )
+        }
         for c in set(now) | set(stored):
             if now.get(c, [0, 0]) != stored.get(c, [0, 0]):
-                out.append(Violation("closed_quarter_changed", f"{q}/{c}: statement {stored.get(c)}, sales now {now.get(c)}"))
+                out.append(
+                    Violation(
+                        "closed_quarter_changed",
+                        f"{q}/{c}: statement {stored.get(c)}, sales now {now.get(c)}",
+                    )
+                )
     return out
 
 
 def payables(conn: sqlite3.Connection) -> list[Violation]:
     out = []
-    sold = dict(conn.execute(
-        f"SELECT canteen_id, sum(amount_fen) FROM sales WHERE {PURSE_PAID} GROUP BY canteen_id"
-    ).fetchall())
-    settled = dict(conn.execute(
-        "SELECT canteen_id, sum(gross_fen + adjustments_fen) FROM statements GROUP BY canteen_id"
-    ).fetchall())
+    sold = dict(
+        conn.execute(
+            f"SELECT canteen_id, sum(amount_fen) FROM sales WHERE {PURSE_PAID} GROUP BY canteen_id"
+        ).fetchall()
+    )
+    settled = dict(
+        conn.execute(
+            "SELECT canteen_id, sum(gross_fen + adjustments_fen) FROM statements GROUP BY canteen_id"
+        ).fetchall()
+    )
     closed_through = conn.execute("SELECT max(end_ms) FROM settlement_periods").fetchone()[0]
     due: dict[str, int] = {}
     if closed_through is not None:
-        due = dict(conn.execute(
-            f"SELECT canteen_id, sum(amount_fen) FROM sales WHERE {PURSE_PAID} "
-            "AND occurred_at_ms < ? GROUP BY canteen_id", (closed_through,)
-        ).fetchall())
+        due = dict(
+            conn.execute(
+                f"SELECT canteen_id, sum(amount_fen) FROM sales WHERE {PURSE_PAID} "
+                "AND occurred_at_ms < ? GROUP BY canteen_id",
+                (closed_through,),
+            ).fetchall()
+        )
         for canteen_id, waiting in conn.execute(
             "SELECT canteen_id, sum(amount_fen) FROM late_sales WHERE statement_quarter IS NULL GROUP BY canteen_id"
         ):
@@ -123,12 +145,16 @@ def payables(conn: sqlite3.Connection) -> list[Violation]:
         expected = sold.get(canteen_id, 0) - settled.get(canteen_id, 0)
         actual = ledger.balance(conn, ledger.canteen_payable(canteen_id))
         if actual != expected or actual < 0:
-            out.append(Violation("payable_mismatch", f"{canteen_id}: ledger {actual}, sales less settled {expected}"))
+            out.append(
+                Violation("payable_mismatch", f"{canteen_id}: ledger {actual}, sales less settled {expected}")
+            )
         if settled.get(canteen_id, 0) != due.get(canteen_id, 0):
-            out.append(Violation(
-                "settled_twice_or_missed",
-                f"{canteen_id}: statements settled {settled.get(canteen_id, 0)}, closed periods hold {due.get(canteen_id, 0)}",
-            ))
+            out.append(
+                Violation(
+                    "settled_twice_or_missed",
+                    f"{canteen_id}: statements settled {settled.get(canteen_id, 0)}, closed periods hold {due.get(canteen_id, 0)}",
+                )
+            )
     return out
 
 
@@ -148,15 +174,21 @@ def clearings(conn: sqlite3.Connection) -> list[Violation]:
                 entries[(src, dst)] += amount
         if dict(lines) != dict(entries):
             out.append(Violation("clearing_mismatch", f"{year}: lines differ from the clearing txn"))
-    clawed = dict(conn.execute(
-        "SELECT refund_account, sum(clawed_back_fen) FROM clearing_lines GROUP BY refund_account HAVING sum(clawed_back_fen) > 0"
-    ).fetchall())
-    taken = dict(conn.execute(
-        "SELECT e.from_account, sum(e.amount_fen) FROM entries e JOIN txns t ON t.id = e.txn_id "
-        f"WHERE t.kind = 'sale' AND e.from_account LIKE '{ledger.REFUND_LIKE}' GROUP BY e.from_account"
-    ).fetchall())
+    clawed = dict(
+        conn.execute(
+            "SELECT refund_account, sum(clawed_back_fen) FROM clearing_lines GROUP BY refund_account HAVING sum(clawed_back_fen) > 0"
+        ).fetchall()
+    )
+    taken = dict(
+        conn.execute(
+            "SELECT e.from_account, sum(e.amount_fen) FROM entries e JOIN txns t ON t.id = e.txn_id "
+            f"WHERE t.kind = 'sale' AND e.from_account LIKE '{ledger.REFUND_LIKE}' GROUP BY e.from_account"
+        ).fetchall()
+    )
     if clawed != taken:
-        out.append(Violation("clearing_mismatch", f"late sales took {taken} from refunds, lines say {clawed}"))
+        out.append(
+            Violation("clearing_mismatch", f"late sales took {taken} from refunds, lines say {clawed}")
+        )
     return out
 
 
@@ -173,7 +205,9 @@ def allocations(conn: sqlite3.Connection) -> list[Violation]:
         """,
         (ledger.SYSTEM_INCOME,),
     ):
-        out.append(Violation("allocation_mismatch", f"{unit_id}/{q}: {headcount} × {per_person} ≠ credits ({total})"))
+        out.append(
+            Violation("allocation_mismatch", f"{unit_id}/{q}: {headcount} × {per_person} ≠ credits ({total})")
+        )
     return out
 
 

@@ -125,7 +125,9 @@ def _credit_rows(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) ->
     return [(ledger.holder_of_purse(r[0]), int(r[1]), r[2]) for r in rows]
 
 
-def _credits_newest_first(conn: sqlite3.Connection, year: int, prev: int | None) -> dict[str, list[tuple[str, int]]]:
+def _credits_newest_first(
+    conn: sqlite3.Connection, year: int, prev: int | None
+) -> dict[str, list[tuple[str, int]]]:
     """Per holder: (paying unit, fen) of the allocations this clearing covers, newest first."""
     where, args = "al.quarter <= ?", (f"{year}Q4",)
     if prev is not None:
@@ -149,7 +151,9 @@ def _new_spend(conn: sqlite3.Connection, cutoff_ms: int) -> dict[str, int]:
     return out
 
 
-def clearing_report(conn: sqlite3.Connection, year: int, unit_ids: list[str] | None = None) -> dict[str, Any] | None:
+def clearing_report(
+    conn: sqlite3.Connection, year: int, unit_ids: list[str] | None = None
+) -> dict[str, Any] | None:
     """Per paying unit: holders, cleared, taken back by late sales, and the net refund."""
     row = conn.execute("SELECT * FROM clearings WHERE year = ?", (year,)).fetchone()
     if row is None:

@@ -128,9 +128,25 @@ def rate(
     conn.execute(
         "INSERT INTO ratings(terminal_id, seq, holder_id, canteen_id, quarter, service, food, comment, at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (sale["terminal_id"], sale["seq"], holder_id, sale["canteen_id"], quarter, service, food, comment, now_ms),
+        (
+            sale["terminal_id"],
+            sale["seq"],
+            holder_id,
+            sale["canteen_id"],
+            quarter,
+            service,
+            food,
+            comment,
+            now_ms,
+        ),
     )
-    return {"sale_uuid": sale_uuid, "canteen_id": sale["canteen_id"], "quarter": quarter, "service": service, "food": food}
+    return {
+        "sale_uuid": sale_uuid,
+        "canteen_id": sale["canteen_id"],
+        "quarter": quarter,
+        "service": service,
+        "food": food,
+    }
 
 
 def average_text(total: int, count: int) -> str | None:
@@ -141,7 +157,9 @@ def average_text(total: int, count: int) -> str | None:
     return f"{hundredths // 100}.{hundredths % 100:02d}"
 
 
-def quality_report(conn: sqlite3.Connection, quarter: str, canteen_ids: list[str] | None = None) -> dict[str, Any]:
+def quality_report(
+    conn: sqlite3.Connection, quarter: str, canteen_ids: list[str] | None = None
+) -> dict[str, Any]:
     """Per canteen for a quarter: score, pay %, bands, and the diners' average ratings."""
     q = str(Quarter.parse(quarter))
     ratings = {

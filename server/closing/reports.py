@@ -61,8 +61,12 @@ def sales_totals(
             t["self_fen"] += r["self"]
             t["ecny_fen"] += r["amount"] if r["ecny"] else 0
     canteen_rows = [
-        {"canteen_id": c, "canteen_name": canteens[c]["name"] if c in canteens else "",
-         "unit_id": canteens[c]["unit_id"] if c in canteens else "", **v}
+        {
+            "canteen_id": c,
+            "canteen_name": canteens[c]["name"] if c in canteens else "",
+            "unit_id": canteens[c]["unit_id"] if c in canteens else "",
+            **v,
+        }
         for c, v in sorted(by_canteen.items())
     ]
     unit_rows = [{"unit_id": u, "unit_name": units.get(u, ""), **v} for u, v in sorted(by_unit.items())]
@@ -94,8 +98,16 @@ def dining_matrix(
         if is_cross:
             cross[0] += count
             cross[1] += amount
-        rows.append({"diner_unit_id": unit_id, "canteen_id": canteen_id, "host_unit_id": host,
-                     "cross_unit": is_cross, "count": count, "amount_fen": amount})
+        rows.append(
+            {
+                "diner_unit_id": unit_id,
+                "canteen_id": canteen_id,
+                "host_unit_id": host,
+                "cross_unit": is_cross,
+                "count": count,
+                "amount_fen": amount,
+            }
+        )
     total = [sum(r["count"] for r in rows), sum(r["amount_fen"] for r in rows)]
     return {
         "from_ms": start_ms,
@@ -106,7 +118,9 @@ def dining_matrix(
     }
 
 
-def allocation_status(conn: sqlite3.Connection, quarter: str, now_ms: int, unit_id: str | None = None) -> dict[str, Any]:
+def allocation_status(
+    conn: sqlite3.Connection, quarter: str, now_ms: int, unit_id: str | None = None
+) -> dict[str, Any]:
     """Per unit with anyone on its roster: on_time / late / missing (due date passed, none
     yet) / pending (not due yet, none yet)."""
     q = Quarter.parse(quarter)
@@ -127,11 +141,18 @@ def allocation_status(conn: sqlite3.Connection, quarter: str, now_ms: int, unit_
             status = "on_time" if a["at_ms"] < due else "late"
         else:
             status = "missing" if now_ms >= due else "pending"
-        rows.append({
-            "unit_id": u[0], "unit_name": u[1], "status": status, "due_ms": due,
-            "allocated_at_ms": a["at_ms"] if a else None, "total_fen": a["total_fen"] if a else 0,
-            "headcount": a["headcount"] if a else u[2], "per_person_fen": a["per_person_fen"] if a else None,
-        })
+        rows.append(
+            {
+                "unit_id": u[0],
+                "unit_name": u[1],
+                "status": status,
+                "due_ms": due,
+                "allocated_at_ms": a["at_ms"] if a else None,
+                "total_fen": a["total_fen"] if a else 0,
+                "headcount": a["headcount"] if a else u[2],
+                "per_person_fen": a["per_person_fen"] if a else None,
+            }
+        )
     flagged = [r["unit_id"] for r in rows if r["status"] in ("late", "missing")]
     return {"quarter": str(q), "due_ms": due, "units": rows, "flagged": flagged}
 
@@ -151,8 +172,15 @@ def overdrafts(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[str
         (unit_id, unit_id),
     ).fetchall()
     holders = [
-        {"holder_id": r["id"], "name": r["name"], "unit_id": r["unit_id"], "self_fen": r["self_fen"],
-         "subsidy_fen": r["subsidy_fen"], "overdraft_sales": r["sales"], "overdraft_recorded_fen": r["recorded_fen"]}
+        {
+            "holder_id": r["id"],
+            "name": r["name"],
+            "unit_id": r["unit_id"],
+            "self_fen": r["self_fen"],
+            "subsidy_fen": r["subsidy_fen"],
+            "overdraft_sales": r["sales"],
+            "overdraft_recorded_fen": r["recorded_fen"],
+        }
         for r in rows
     ]
     return {"holders": holders, "total_overdrawn_fen": -sum(h["self_fen"] for h in holders)}
@@ -179,6 +207,15 @@ def blocked_cards(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[
         if r["self_fen"] < 0:
             reasons.append("overdraft")
         if reasons:
-            out.append({"card_id": r["card_id"], "card_status": r["status"], "holder_id": r["holder_id"],
-                        "name": r["name"], "unit_id": r["unit_id"], "self_fen": r["self_fen"], "reasons": reasons})
+            out.append(
+                {
+                    "card_id": r["card_id"],
+                    "card_status": r["status"],
+                    "holder_id": r["holder_id"],
+                    "name": r["name"],
+                    "unit_id": r["unit_id"],
+                    "self_fen": r["self_fen"],
+                    "reasons": reasons,
+                }
+            )
     return {"cards": out}

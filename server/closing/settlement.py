@@ -139,7 +139,9 @@ def settle_quarter(
     for canteen in conn.execute("SELECT * FROM canteens ORDER BY id").fetchall():
         count, gross_fen = gross.get(canteen["id"], (0, 0))
         lines = adjustments.get(canteen["id"], [])
-        statements.append(_statement(conn, q, canteen, units.get(canteen["unit_id"], ""), count, gross_fen, lines, now_ms))
+        statements.append(
+            _statement(conn, q, canteen, units.get(canteen["unit_id"], ""), count, gross_fen, lines, now_ms)
+        )
     conn.execute(
         "INSERT INTO settlement_periods(quarter, start_ms, end_ms, closed_at_ms, forced, laggards_json) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -153,20 +155,29 @@ def settle_quarter(
     return doc, True
 
 
-def _adjustment_lines(conn: sqlite3.Connection, q: Quarter, *, first: bool) -> dict[str, list[AdjustmentLine]]:
+def _adjustment_lines(
+    conn: sqlite3.Connection, q: Quarter, *, first: bool
+) -> dict[str, list[AdjustmentLine]]:
     """Per canteen: dated lines of sales that belong to earlier quarters but were not settled
     with them — late arrivals, and (first settlement only) everything dated before it."""
     day = day_number_sql("occurred_at_ms")
     groups: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])
     sources = [
-        ("late", f"SELECT canteen_id, {day}, count(*), sum(amount_fen) FROM late_sales "
-                 f"WHERE statement_quarter IS NULL GROUP BY 1, 2", ()),
+        (
+            "late",
+            f"SELECT canteen_id, {day}, count(*), sum(amount_fen) FROM late_sales "
+            f"WHERE statement_quarter IS NULL GROUP BY 1, 2",
+            (),
+        ),
     ]
     if first:
         sources.append(
-            ("before_first_settlement",
-             f"SELECT canteen_id, {day}, count(*), sum(amount_fen) FROM sales WHERE {PURSE_PAID} "
-             f"AND occurred_at_ms < ? GROUP BY 1, 2", (q.start_ms,)),
+            (
+                "before_first_settlement",
+                f"SELECT canteen_id, {day}, count(*), sum(amount_fen) FROM sales WHERE {PURSE_PAID} "
+                f"AND occurred_at_ms < ? GROUP BY 1, 2",
+                (q.start_ms,),
+            ),
         )
     for reason, sql, args in sources:
         for canteen_id, day_number, count, amount in conn.execute(sql, args):
@@ -254,9 +265,20 @@ def _store(conn: sqlite3.Connection, st: Statement) -> None:
         "settlement_fen, fee_fen, net_fen, pay_pct, payee, txn_id, statement_json, digest) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
-            st.quarter, st.canteen_id, st.sales_count, st.gross_fen, st.adjustments_fen,
-            st.withheld_fen, st.settlement_fen, st.fee_fen, st.net_fen, st.pay_pct,
-            st.payee["name"], txn_id, text, digest(text),
+            st.quarter,
+            st.canteen_id,
+            st.sales_count,
+            st.gross_fen,
+            st.adjustments_fen,
+            st.withheld_fen,
+            st.settlement_fen,
+            st.fee_fen,
+            st.net_fen,
+            st.pay_pct,
+            st.payee["name"],
+            txn_id,
+            text,
+            digest(text),
         ),
     )
 
@@ -280,7 +302,15 @@ def settlement_document(
     ]
     if canteen_ids is not None:
         statements = [s for s in statements if s["canteen_id"] in canteen_ids]
-    keys = ("sales_count", "gross_fen", "adjustments_fen", "withheld_fen", "settlement_fen", "fee_fen", "net_fen")
+    keys = (
+        "sales_count",
+        "gross_fen",
+        "adjustments_fen",
+        "withheld_fen",
+        "settlement_fen",
+        "fee_fen",
+        "net_fen",
+    )
     return {
         "quarter": quarter,
         "start_ms": period["start_ms"],

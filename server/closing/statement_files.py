@@ -14,9 +14,28 @@ from typing import Any
 from shared.money import format_fen
 
 STATEMENT_HEADERS = [
-    "季度", "类型", "日期", "原属季度", "食堂编号", "食堂名称", "所属单位", "经营者", "自营",
-    "笔数", "消费金额(分)", "质量评分", "支付比例(%)", "质量扣款(分)", "结算金额(分)",
-    "系统管理费(分)", "应付金额(分)", "消费金额", "质量扣款", "结算金额", "系统管理费", "应付金额",
+    "季度",
+    "类型",
+    "日期",
+    "原属季度",
+    "食堂编号",
+    "食堂名称",
+    "所属单位",
+    "经营者",
+    "自营",
+    "笔数",
+    "消费金额(分)",
+    "质量评分",
+    "支付比例(%)",
+    "质量扣款(分)",
+    "结算金额(分)",
+    "系统管理费(分)",
+    "应付金额(分)",
+    "消费金额",
+    "质量扣款",
+    "结算金额",
+    "系统管理费",
+    "应付金额",
 ]
 PAYOUT_HEADERS = ["收款人", "收款单位全称", "开户银行", "银行账号", "金额(分)", "金额", "食堂", "备注"]
 
@@ -34,19 +53,57 @@ def statement_csv(doc: dict[str, Any]) -> str:
     """One 结算 row per canteen, followed by its 调整 (adjustment) rows."""
     rows: list[list[Any]] = []
     for st in doc["statements"]:
-        common = [st["canteen_id"], st["canteen_name"], st["unit_id"], st["operator"], "是" if st["self_operated"] else "否"]
+        common = [
+            st["canteen_id"],
+            st["canteen_name"],
+            st["unit_id"],
+            st["operator"],
+            "是" if st["self_operated"] else "否",
+        ]
         rows.append(
-            [doc["quarter"], "结算", "", doc["quarter"], *common, st["sales_count"], st["gross_fen"],
-             "" if st["quality_score"] is None else st["quality_score"], st["pay_pct"], st["withheld_fen"],
-             st["settlement_fen"], st["fee_fen"], st["net_fen"], format_fen(st["gross_fen"]),
-             format_fen(st["withheld_fen"]), format_fen(st["settlement_fen"]), format_fen(st["fee_fen"]),
-             format_fen(st["net_fen"])]
+            [
+                doc["quarter"],
+                "结算",
+                "",
+                doc["quarter"],
+                *common,
+                st["sales_count"],
+                st["gross_fen"],
+                "" if st["quality_score"] is None else st["quality_score"],
+                st["pay_pct"],
+                st["withheld_fen"],
+                st["settlement_fen"],
+                st["fee_fen"],
+                st["net_fen"],
+                format_fen(st["gross_fen"]),
+                format_fen(st["withheld_fen"]),
+                format_fen(st["settlement_fen"]),
+                format_fen(st["fee_fen"]),
+                format_fen(st["net_fen"]),
+            ]
         )
         for adj in st["adjustments"]:
             rows.append(
-                [doc["quarter"], "调整", adj["date"], adj["quarter"], *common, adj["count"], adj["amount_fen"],
-                 "", adj["pay_pct"], adj["withheld_fen"], "", "", "", format_fen(adj["amount_fen"]),
-                 format_fen(adj["withheld_fen"]), "", "", ""]
+                [
+                    doc["quarter"],
+                    "调整",
+                    adj["date"],
+                    adj["quarter"],
+                    *common,
+                    adj["count"],
+                    adj["amount_fen"],
+                    "",
+                    adj["pay_pct"],
+                    adj["withheld_fen"],
+                    "",
+                    "",
+                    "",
+                    format_fen(adj["amount_fen"]),
+                    format_fen(adj["withheld_fen"]),
+                    "",
+                    "",
+                    "",
+                ]
             )
     return _csv(STATEMENT_HEADERS, rows)
 
@@ -70,7 +127,15 @@ def payout_csv(doc: dict[str, Any]) -> str:
         p = line["payee"]
         note = "" if p["bank_account"] else "缺少银行账号"
         rows.append(
-            [p["name"], p["company_name"], p["bank_name"], p["bank_account"], line["amount_fen"],
-             format_fen(line["amount_fen"]), " ".join(line["canteens"]), note]
+            [
+                p["name"],
+                p["company_name"],
+                p["bank_name"],
+                p["bank_account"],
+                line["amount_fen"],
+                format_fen(line["amount_fen"]),
+                " ".join(line["canteens"]),
+                note,
+            ]
         )
     return _csv(PAYOUT_HEADERS, rows)

@@ -35,7 +35,9 @@ class PresenceBeacon:
         self._thread = threading.Thread(target=self._run, name="presence", daemon=True)
 
     def message(self, state: str) -> bytes:
-        return seal_server("server_status", ServerStatus(state, self.heartbeat_s).to_body(), self._key, self._clock.now_ms())
+        return seal_server(
+            "server_status", ServerStatus(state, self.heartbeat_s).to_body(), self._key, self._clock.now_ms()
+        )
 
     def will(self) -> tuple[str, bytes, bool]:
         """The last will, set before every connect: the broker says "offline" for us."""

@@ -70,7 +70,9 @@ def decode(data: bytes) -> str:
         try:
             return data.decode("gb18030")
         except UnicodeDecodeError as exc:
-            raise DomainError("invalid_input", "the file is neither UTF-8 nor GBK text; save it as CSV UTF-8") from exc
+            raise DomainError(
+                "invalid_input", "the file is neither UTF-8 nor GBK text; save it as CSV UTF-8"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,9 @@ def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str]
         raise rejected(what, errors)
     rows = list(_rows(rest, header_end, reader, index))
     if not rows:
-        raise rejected(what, [LineError(header_end + 1, "", "invalid_input", "the file has a header but no rows")])
+        raise rejected(
+            what, [LineError(header_end + 1, "", "invalid_input", "the file has a header but no rows")]
+        )
     return Table(columns, rows)
 
 
@@ -143,7 +147,11 @@ def _find_header(
             if filled and all(normalize_header(c) in aliases for c in filled):
                 width = max(len(cells), len(below))
                 merged = [
-                    (below[j] if j < len(below) and below[j].strip() else (cells[j] if j < len(cells) else ""))
+                    (
+                        below[j]
+                        if j < len(below) and below[j].strip()
+                        else (cells[j] if j < len(cells) else "")
+                    )
                     for j in range(width)
                 ]
                 last = i + 1

@@ -135,7 +135,8 @@ def validate_config(config: Any) -> dict[str, Any]:
         raise _bad("allow_uid_only must be true or false")
     risk = config.get("risk") or {}
     if not isinstance(risk, dict) or not all(
-        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in risk.items()
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+        for k, v in risk.items()
     ):
         raise _bad("risk must map limit names to whole numbers ≥ 0")
     out: dict[str, Any] = {

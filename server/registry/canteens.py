@@ -62,14 +62,18 @@ def _check_details(changes: dict[str, Any]) -> dict[str, Any]:
     for key, value in changes.items():
         if key in _TEXT_FIELDS:
             if not isinstance(value, str) or (key == "name" and not value.strip()):
-                raise DomainError("invalid_input", f"{key} must be text" + (" (not blank)" if key == "name" else ""))
+                raise DomainError(
+                    "invalid_input", f"{key} must be text" + (" (not blank)" if key == "name" else "")
+                )
             out[key] = value.strip()
         elif key in _COUNT_FIELDS:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise DomainError("invalid_input", f"{key} must be a whole number ≥ 0")
             out[key] = value
         elif key == "dining_area_m2":
-            if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or value < 0):
+            if value is not None and (
+                not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+            ):
                 raise DomainError("invalid_input", "dining_area_m2 must be a number ≥ 0")
             out[key] = None if value is None else float(value)
         elif key == "self_operated":
@@ -97,14 +101,18 @@ def create(
     fields = _check_details({"name": name, **details})
     cfg = validate_config(config or {})
     canteen_id = canteen_id or next_id(conn, "canteens", "C")
-    if conn.execute("SELECT 1 FROM canteens WHERE id = ? OR name = ?", (canteen_id, fields["name"])).fetchone():
+    if conn.execute(
+        "SELECT 1 FROM canteens WHERE id = ? OR name = ?", (canteen_id, fields["name"])
+    ).fetchone():
         raise DomainError("already_exists", f"canteen {canteen_id} / {fields['name']}")
     _insert(conn, canteen_id, unit_id, fields, cfg)
     record_delta(conn, [canteen_change(get(conn, canteen_id))], now_ms)
     return canteen_id
 
 
-def _insert(conn: sqlite3.Connection, canteen_id: str, unit_id: str, fields: dict[str, Any], cfg: dict[str, Any]) -> None:
+def _insert(
+    conn: sqlite3.Connection, canteen_id: str, unit_id: str, fields: dict[str, Any], cfg: dict[str, Any]
+) -> None:
     if fields.get("self_operated") and not fields.get("operator"):
         fields["operator"] = conn.execute("SELECT name FROM units WHERE id = ?", (unit_id,)).fetchone()[0]
     cols = ["id", "unit_id", "config_json", *fields]
@@ -115,14 +123,22 @@ def _insert(conn: sqlite3.Connection, canteen_id: str, unit_id: str, fields: dic
 
 
 def update(
-    conn: sqlite3.Connection, canteen_id: str, now_ms: int, *, config: dict[str, Any] | None = None, **details: Any
+    conn: sqlite3.Connection,
+    canteen_id: str,
+    now_ms: int,
+    *,
+    config: dict[str, Any] | None = None,
+    **details: Any,
 ) -> sqlite3.Row:
     """Change details and/or rules (``config`` is merged, see merge_config); one delta."""
     row = get(conn, canteen_id)
     fields = _check_details(details)
-    if "name" in fields and conn.execute(
-        "SELECT 1 FROM canteens WHERE name = ? AND id <> ?", (fields["name"], canteen_id)
-    ).fetchone():
+    if (
+        "name" in fields
+        and conn.execute(
+            "SELECT 1 FROM canteens WHERE name = ? AND id <> ?", (fields["name"], canteen_id)
+        ).fetchone()
+    ):
         raise DomainError("already_exists", f"canteen name {fields['name']}")
     cfg = merge_config(json.loads(row["config_json"]), config) if config is not None else None
     if cfg is not None:
@@ -138,7 +154,13 @@ def update(
 
 
 def set_item(
-    conn: sqlite3.Connection, canteen_id: str, sku: str, name: str, price_fen: int, reference_price_fen: int, now_ms: int
+    conn: sqlite3.Connection,
+    canteen_id: str,
+    sku: str,
+    name: str,
+    price_fen: int,
+    reference_price_fen: int,
+    now_ms: int,
 ) -> dict[str, Any]:
     """Add or change a shop item; a price above its reference price is refused."""
     item = {"name": name, "price_fen": price_fen, "reference_price_fen": reference_price_fen}
@@ -156,7 +178,12 @@ def remove_item(conn: sqlite3.Connection, canteen_id: str, sku: str, now_ms: int
 
 
 def import_table(
-    conn: sqlite3.Connection, data: bytes | str, now_ms: int, *, create_units: bool = False, dry_run: bool = False
+    conn: sqlite3.Connection,
+    data: bytes | str,
+    now_ms: int,
+    *,
+    create_units: bool = False,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Import the 信息统计表: create or update (by name) every canteen it describes.
 
@@ -169,16 +196,28 @@ def import_table(
     for unit_name, line in named.items():
         unit = unit_by_name(conn, unit_name)
         if unit is None and not create_units:
-            errors.append(LineError(line, "单位名称", "not_found",
-                                    f"unit {unit_name!r} is not registered (add it first, or use create units)"))
+            errors.append(
+                LineError(
+                    line,
+                    "单位名称",
+                    "not_found",
+                    f"unit {unit_name!r} is not registered (add it first, or use create units)",
+                )
+            )
         elif unit is not None:
             units[unit_name] = unit["id"]
     staged: list[tuple[CanteenStep, seed_table.CanteenPlan]] = []
     for plan in plans:
         existing = conn.execute("SELECT * FROM canteens WHERE name = ?", (plan.name,)).fetchone()
         if existing is not None and plan.unit_name in units and existing["unit_id"] != units[plan.unit_name]:
-            errors.append(LineError(plan.line, "食堂名称", "already_exists",
-                                    f"canteen {plan.name!r} belongs to another unit ({existing['unit_id']})"))
+            errors.append(
+                LineError(
+                    plan.line,
+                    "食堂名称",
+                    "already_exists",
+                    f"canteen {plan.name!r} belongs to another unit ({existing['unit_id']})",
+                )
+            )
             continue
         try:
             step = _step(plan, existing)
@@ -226,7 +265,11 @@ class CanteenStep:
 
 
 def _step(plan: seed_table.CanteenPlan, existing: sqlite3.Row | None) -> CanteenStep:
-    given = {f: getattr(plan, f) for f in (*DETAIL_FIELDS, "operator", "self_operated") if getattr(plan, f) is not None}
+    given = {
+        f: getattr(plan, f)
+        for f in (*DETAIL_FIELDS, "operator", "self_operated")
+        if getattr(plan, f) is not None
+    }
     fields = _check_details(given)
     current = json.loads(existing["config_json"]) if existing is not None else {}
     config = merge_config(current, {"meals": plan.meals}) if plan.meals else validate_config(current)
@@ -236,16 +279,40 @@ def _step(plan: seed_table.CanteenPlan, existing: sqlite3.Row | None) -> Canteen
 # -- shop items from a file ---------------------------------------------------------------
 
 ITEM_ALIASES = {
-    "食堂名称": "canteen", "食堂": "canteen", "食堂编号": "canteen", "canteen": "canteen", "canteenid": "canteen",
-    "商品编号": "sku", "商品编码": "sku", "条码": "sku", "条形码": "sku", "编号": "sku", "sku": "sku",
-    "商品名称": "name", "品名": "name", "商品": "name", "名称": "name", "name": "name",
-    "售价": "price", "价格": "price", "销售价": "price", "单价": "price", "price": "price",
-    "参考价": "reference", "参考价格": "reference", "商场价": "reference", "大型商场价格": "reference",
-    "市场参考价": "reference", "大型商场同类商品价格": "reference", "referenceprice": "reference",
+    "食堂名称": "canteen",
+    "食堂": "canteen",
+    "食堂编号": "canteen",
+    "canteen": "canteen",
+    "canteenid": "canteen",
+    "商品编号": "sku",
+    "商品编码": "sku",
+    "条码": "sku",
+    "条形码": "sku",
+    "编号": "sku",
+    "sku": "sku",
+    "商品名称": "name",
+    "品名": "name",
+    "商品": "name",
+    "名称": "name",
+    "name": "name",
+    "售价": "price",
+    "价格": "price",
+    "销售价": "price",
+    "单价": "price",
+    "price": "price",
+    "参考价": "reference",
+    "参考价格": "reference",
+    "商场价": "reference",
+    "大型商场价格": "reference",
+    "市场参考价": "reference",
+    "大型商场同类商品价格": "reference",
+    "referenceprice": "reference",
 }
 
 
-def import_items(conn: sqlite3.Connection, data: bytes | str, now_ms: int, *, dry_run: bool = False) -> dict[str, Any]:
+def import_items(
+    conn: sqlite3.Connection, data: bytes | str, now_ms: int, *, dry_run: bool = False
+) -> dict[str, Any]:
     """Shop items (食堂名称/编号, 商品编号, 商品名称, 售价, 参考价) — all or nothing; a
     price above its reference price refuses the file (``price_above_reference`` on its line)."""
     table = read_table(data, ITEM_ALIASES, {"canteen", "sku", "name", "price", "reference"}, "shop items")
@@ -261,7 +328,11 @@ def import_items(conn: sqlite3.Connection, data: bytes | str, now_ms: int, *, dr
             continue
         key = (row[0], cells["sku"])
         if key in seen:
-            errors.append(LineError(line, table.columns["sku"], "already_exists", f"{cells['sku']} also on line {seen[key]}"))
+            errors.append(
+                LineError(
+                    line, table.columns["sku"], "already_exists", f"{cells['sku']} also on line {seen[key]}"
+                )
+            )
             continue
         seen[key] = line
         try:
@@ -307,14 +378,16 @@ def directory(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             for p in MEAL_PERIODS
             if (m := (config.get("meals") or {}).get(p))
         ]
-        out.append({
-            "canteen_id": row["id"],
-            "name": row["name"],
-            "unit": row["unit_name"],
-            "location": row["location"],
-            "contact": row["contact"],
-            "phone": row["phone"],
-            "seats": row["seats"],
-            "meals": meals,
-        })
+        out.append(
+            {
+                "canteen_id": row["id"],
+                "name": row["name"],
+                "unit": row["unit_name"],
+                "location": row["location"],
+                "contact": row["contact"],
+                "phone": row["phone"],
+                "seats": row["seats"],
+                "meals": meals,
+            }
+        )
     return out

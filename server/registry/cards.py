@@ -60,8 +60,11 @@ def report_lost(conn: sqlite3.Connection, card_id: str, now_ms: int) -> dict[str
 def report_found(conn: sqlite3.Connection, card_id: str, now_ms: int) -> dict[str, Any]:
     card = get(conn, card_id)
     if card["status"] != "lost" or card["replaced_by"] is not None:
-        raise DomainError("card_not_active", f"{card_id} is {card['status']}" + (
-            f", replaced by {card['replaced_by']}" if card["replaced_by"] else ""))
+        raise DomainError(
+            "card_not_active",
+            f"{card_id} is {card['status']}"
+            + (f", replaced by {card['replaced_by']}" if card["replaced_by"] else ""),
+        )
     if card["holder_status"] != "active":
         raise DomainError("holder_left", card["holder_id"])
     conn.execute("UPDATE cards SET status = 'active', changed_at_ms = ? WHERE card_id = ?", (now_ms, card_id))
@@ -92,7 +95,10 @@ def replace(conn: sqlite3.Connection, old_card_id: str, new_card_id: str, now_ms
     )
     record_delta(
         conn,
-        [card_change(old_card_id, old["holder_id"], old_status), card_change(new_card_id, old["holder_id"], "active")],
+        [
+            card_change(old_card_id, old["holder_id"], old_status),
+            card_change(new_card_id, old["holder_id"], "active"),
+        ],
         now_ms,
     )
     return to_json(get(conn, new_card_id))
@@ -110,9 +116,13 @@ def issue(conn: sqlite3.Connection, holder_id: str, card_id: str, now_ms: int) -
         raise DomainError("invalid_input", f"{card_id!r} is not a card number")
     if conn.execute("SELECT 1 FROM cards WHERE card_id = ?", (card_id,)).fetchone():
         raise DomainError("already_exists", f"card {card_id}")
-    active = conn.execute("SELECT card_id FROM cards WHERE holder_id = ? AND status = 'active'", (holder_id,)).fetchone()
+    active = conn.execute(
+        "SELECT card_id FROM cards WHERE holder_id = ? AND status = 'active'", (holder_id,)
+    ).fetchone()
     if active is not None:
-        raise DomainError("already_exists", f"{holder_id} already has active card {active[0]}; replace it instead")
+        raise DomainError(
+            "already_exists", f"{holder_id} already has active card {active[0]}; replace it instead"
+        )
     conn.execute(
         "INSERT INTO cards(card_id, holder_id, status, changed_at_ms) VALUES (?, ?, 'active', ?)",
         (card_id, holder_id, now_ms),

@@ -29,7 +29,8 @@ from shared.errors import DomainError
 def roster(conn: sqlite3.Connection, unit_id: str) -> list[str]:
     """The unit's active cardholders (信息统计表; leavers receive nothing), in id order."""
     return [
-        r[0] for r in conn.execute(
+        r[0]
+        for r in conn.execute(
             "SELECT id FROM holders WHERE unit_id = ? AND status = 'active' ORDER BY id", (unit_id,)
         )
     ]
@@ -56,7 +57,9 @@ def allocate(
     if conn.execute("SELECT 1 FROM clearings WHERE year >= ?", (q.year,)).fetchone():
         raise DomainError("period_closed", f"year {q.year} has been cleared; no allocation for {q}")
     ref = f"{unit_id}/{q}"
-    if conn.execute("SELECT 1 FROM allocations WHERE unit_id = ? AND quarter = ?", (unit_id, str(q))).fetchone():
+    if conn.execute(
+        "SELECT 1 FROM allocations WHERE unit_id = ? AND quarter = ?", (unit_id, str(q))
+    ).fetchone():
         raise DomainError("already_exists", f"allocation {ref}")
     holders = roster(conn, unit_id)
     if not holders:
@@ -83,7 +86,9 @@ def allocate(
     }
 
 
-def topup(conn: sqlite3.Connection, card_id: str, amount_fen: int, now_ms: int, ref: str | None = None) -> int:
+def topup(
+    conn: sqlite3.Connection, card_id: str, amount_fen: int, now_ms: int, ref: str | None = None
+) -> int:
     """Self top-up onto the card's holder's self purse; returns the new self balance.
 
     A top-up with a ``ref`` already used is refused (``already_exists``) and changes nothing.
@@ -93,11 +98,17 @@ def topup(conn: sqlite3.Connection, card_id: str, amount_fen: int, now_ms: int, 
         raise DomainError("invalid_input", "top-up must be a positive number of fen")
     card = holder_of_card(conn, card_id)
     holder_id = card["holder_id"]
-    if ref is not None and conn.execute("SELECT 1 FROM txns WHERE kind = 'topup' AND ref = ?", (ref,)).fetchone():
+    if (
+        ref is not None
+        and conn.execute("SELECT 1 FROM txns WHERE kind = 'topup' AND ref = ?", (ref,)).fetchone()
+    ):
         raise DomainError("already_exists", f"top-up {ref}")
     ledger.post(
-        conn, "topup", [ledger.Move(ledger.BANK_TOPUP, ledger.self_purse(holder_id), amount_fen)],
-        now_ms, ref=ref,
+        conn,
+        "topup",
+        [ledger.Move(ledger.BANK_TOPUP, ledger.self_purse(holder_id), amount_fen)],
+        now_ms,
+        ref=ref,
     )
     change = holder_change(conn, holder_id)
     record_delta(conn, [change], now_ms)

@@ -20,5 +20,9 @@ def holder_change(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
     row = conn.execute("SELECT unit_id, blocked FROM holders WHERE id = ?", (holder_id,)).fetchone()
     b = ledger.balances(conn, [ledger.subsidy_purse(holder_id), ledger.self_purse(holder_id)])
     return holder_change_from(
-        holder_id, row["unit_id"], bool(row["blocked"]), b[ledger.subsidy_purse(holder_id)], b[ledger.self_purse(holder_id)]
+        holder_id,
+        row["unit_id"],
+        bool(row["blocked"]),
+        b[ledger.subsidy_purse(holder_id)],
+        b[ledger.self_purse(holder_id)],
     )

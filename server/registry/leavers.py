@@ -46,19 +46,29 @@ def leave(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> dict[str, An
     holder = _holder(conn, holder_id)
     if holder["status"] == "left":
         raise DomainError("holder_left", holder_id)
-    conn.execute("UPDATE holders SET status = 'left', left_at_ms = ?, blocked = 1 WHERE id = ?", (now_ms, holder_id))
-    retired = [r[0] for r in conn.execute(
-        "SELECT card_id FROM cards WHERE holder_id = ? AND status = 'active' ORDER BY card_id", (holder_id,)
-    )]
+    conn.execute(
+        "UPDATE holders SET status = 'left', left_at_ms = ?, blocked = 1 WHERE id = ?", (now_ms, holder_id)
+    )
+    retired = [
+        r[0]
+        for r in conn.execute(
+            "SELECT card_id FROM cards WHERE holder_id = ? AND status = 'active' ORDER BY card_id",
+            (holder_id,),
+        )
+    ]
     conn.executemany(
-        "UPDATE cards SET status = 'retired', changed_at_ms = ? WHERE card_id = ?", [(now_ms, c) for c in retired]
+        "UPDATE cards SET status = 'retired', changed_at_ms = ? WHERE card_id = ?",
+        [(now_ms, c) for c in retired],
     )
     subsidy = ledger.balance(conn, ledger.subsidy_purse(holder_id))
     if subsidy > 0:
         ledger.post(
-            conn, "leaver_return",
+            conn,
+            "leaver_return",
             [ledger.Move(ledger.subsidy_purse(holder_id), ledger.unit_refund(holder["unit_id"]), subsidy)],
-            now_ms, ref=f"leave/{holder_id}", memo="subsidy returned to the unit that paid it",
+            now_ms,
+            ref=f"leave/{holder_id}",
+            memo="subsidy returned to the unit that paid it",
         )
     changes = [holder_change(conn, holder_id)]
     changes += [card_change(c, holder_id, "retired") for c in retired]
@@ -78,7 +88,9 @@ def set_bank_account(conn: sqlite3.Connection, holder_id: str, bank_account: str
     if conn.execute(
         "SELECT 1 FROM refund_requests WHERE holder_id = ? AND status = 'pending'", (holder_id,)
     ).fetchone():
-        raise DomainError("refund_decided", "a refund request is pending: decide it before changing the account")
+        raise DomainError(
+            "refund_decided", "a refund request is pending: decide it before changing the account"
+        )
     account = check_bank_account(bank_account)
     conn.execute("UPDATE holders SET bank_account = ? WHERE id = ?", (account, holder_id))
     return account
@@ -120,14 +132,19 @@ def approve_refund(conn: sqlite3.Connection, request_id: int, now_ms: int, decid
     waiting = laggards(conn, holder["left_at_ms"])
     if waiting:
         ids = ", ".join(str(t["terminal_id"]) for t in waiting[:10])
-        raise DomainError("terminals_pending", f"{len(waiting)} terminal(s) not yet past the leave time: {ids}")
+        raise DomainError(
+            "terminals_pending", f"{len(waiting)} terminal(s) not yet past the leave time: {ids}"
+        )
     amount = ledger.balance(conn, ledger.self_purse(req["holder_id"]))
     if amount <= 0:
         raise DomainError("nothing_to_refund", f"{req['holder_id']}: self purse is {amount} fen")
     txn_id = ledger.post(
-        conn, "self_refund",
+        conn,
+        "self_refund",
         [ledger.Move(ledger.self_purse(req["holder_id"]), ledger.SELF_REFUND_BANK, amount)],
-        now_ms, ref=f"refund/{request_id}", memo=f"to own bank account {mask(req['bank_account'])}",
+        now_ms,
+        ref=f"refund/{request_id}",
+        memo=f"to own bank account {mask(req['bank_account'])}",
     )
     conn.execute(
         "UPDATE refund_requests SET status = 'approved', decided_at_ms = ?, decided_by = ?, amount_fen = ?, "
@@ -138,7 +155,9 @@ def approve_refund(conn: sqlite3.Connection, request_id: int, now_ms: int, decid
     return get_request(conn, request_id)
 
 
-def reject_refund(conn: sqlite3.Connection, request_id: int, now_ms: int, decided_by: str, reason: str) -> dict[str, Any]:
+def reject_refund(
+    conn: sqlite3.Connection, request_id: int, now_ms: int, decided_by: str, reason: str
+) -> dict[str, Any]:
     _pending(conn, request_id)
     if not reason.strip():
         raise DomainError("invalid_input", "say why the refund is rejected")
@@ -190,7 +209,9 @@ def get_request(conn: sqlite3.Connection, request_id: int) -> dict[str, Any]:
     return request_json(conn, row)
 
 
-def list_requests(conn: sqlite3.Connection, *, unit_id: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+def list_requests(
+    conn: sqlite3.Connection, *, unit_id: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
     where, args = [], []
     if unit_id is not None:
         where.append("h.unit_id = ?")

@@ -30,7 +30,9 @@ def set_operator(conn: sqlite3.Connection, name: str, **fields: str) -> dict[str
     name = name.strip()
     conn.execute("INSERT OR IGNORE INTO operators(name) VALUES (?)", (name,))
     for key, value in fields.items():
-        conn.execute(f"UPDATE operators SET {key} = ? WHERE name = ?", (value.strip(), name))  # key is one of FIELDS
+        conn.execute(
+            f"UPDATE operators SET {key} = ? WHERE name = ?", (value.strip(), name)
+        )  # key is one of FIELDS
     return payee(conn, name)
 
 

@@ -32,6 +32,8 @@ def holder_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
         "bank_account": leavers.mask(row["bank_account"]) if row["bank_account"] else None,
         "cards": [
             cards.to_json(c)
-            for c in conn.execute("SELECT * FROM cards WHERE holder_id = ? ORDER BY changed_at_ms, card_id", (row["id"],))
+            for c in conn.execute(
+                "SELECT * FROM cards WHERE holder_id = ? ORDER BY changed_at_ms, card_id", (row["id"],)
+            )
         ],
     }

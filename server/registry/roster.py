@@ -36,13 +36,30 @@ from server.registry.units import next_id
 from shared.errors import DomainError
 
 ALIASES = {
-    "单位名称": "unit", "单位": "unit", "所属单位": "unit", "单位全称": "unit",
-    "姓名": "name", "名字": "name", "人员姓名": "name", "职工姓名": "name",
-    "工号": "staff_no", "职工号": "staff_no", "员工编号": "staff_no", "人员编号": "staff_no", "员工号": "staff_no",
+    "单位名称": "unit",
+    "单位": "unit",
+    "所属单位": "unit",
+    "单位全称": "unit",
+    "姓名": "name",
+    "名字": "name",
+    "人员姓名": "name",
+    "职工姓名": "name",
+    "工号": "staff_no",
+    "职工号": "staff_no",
+    "员工编号": "staff_no",
+    "人员编号": "staff_no",
+    "员工号": "staff_no",
     "编号": "staff_no",
-    "卡号": "card_id", "卡片号": "card_id", "就餐卡号": "card_id", "ic卡号": "card_id", "卡号uid": "card_id",
+    "卡号": "card_id",
+    "卡片号": "card_id",
+    "就餐卡号": "card_id",
+    "ic卡号": "card_id",
+    "卡号uid": "card_id",
     "物理卡号": "card_id",
-    "银行卡号": "bank_account", "建行卡号": "bank_account", "银行账号": "bank_account", "建行储蓄卡号": "bank_account",
+    "银行卡号": "bank_account",
+    "建行卡号": "bank_account",
+    "银行账号": "bank_account",
+    "建行储蓄卡号": "bank_account",
 }
 REQUIRED = {"unit", "name", "staff_no", "card_id"}
 _BANK = re.compile(r"^\d{10,30}$")
@@ -67,7 +84,12 @@ class RosterRow:
 
 
 def import_roster(
-    conn: sqlite3.Connection, data: bytes | str, now_ms: int, *, unit_scope: str | None = None, dry_run: bool = False
+    conn: sqlite3.Connection,
+    data: bytes | str,
+    now_ms: int,
+    *,
+    unit_scope: str | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Import a roster (see module doc). ``unit_scope``: the only unit the caller may
     touch (a clerk's). Returns counts of what was (or, with ``dry_run``, would be) done."""
@@ -84,12 +106,16 @@ def import_roster(
     return report
 
 
-def add_one(conn: sqlite3.Connection, unit_id: str, name: str, staff_no: str, card_id: str, now_ms: int) -> str:
+def add_one(
+    conn: sqlite3.Connection, unit_id: str, name: str, staff_no: str, card_id: str, now_ms: int
+) -> str:
     """One new cardholder with their card, checked exactly as a roster line; returns the id."""
     unit = conn.execute("SELECT name FROM units WHERE id = ?", (unit_id,)).fetchone()
     if unit is None:
         raise DomainError("not_found", f"unit {unit_id}")
-    if conn.execute("SELECT 1 FROM holders WHERE unit_id = ? AND staff_no = ?", (unit_id, staff_no)).fetchone():
+    if conn.execute(
+        "SELECT 1 FROM holders WHERE unit_id = ? AND staff_no = ?", (unit_id, staff_no)
+    ).fetchone():
         raise DomainError("already_exists", f"工号 {staff_no} in {unit_id}")
     cells = {"unit": unit[0], "name": name, "staff_no": staff_no, "card_id": card_id}
     columns = {k: k for k in cells}
@@ -113,7 +139,9 @@ def _apply(conn: sqlite3.Connection, plan: dict[str, list[dict[str, Any]]], now_
             (now_ms, card["replaced_by"], card["card_id"]),
         )
     if plan["issued"]:
-        db.table("cards").insert_all([{**c, "status": "active", "changed_at_ms": now_ms} for c in plan["issued"]])
+        db.table("cards").insert_all(
+            [{**c, "status": "active", "changed_at_ms": now_ms} for c in plan["issued"]]
+        )
     changes = [holder_change(conn, h["id"]) for h in plan["new_holders"]]
     changes += [card_change(c["card_id"], c["holder_id"], "retired") for c in plan["retired"]]
     changes += [card_change(c["card_id"], c["holder_id"], "active") for c in plan["issued"]]
@@ -135,20 +163,28 @@ def _rows(
         if not cells["unit"]:
             errors.append(LineError(line, col["unit"], "invalid_input", "单位名称 is blank"))
         elif unit_id is None:
-            errors.append(LineError(line, col["unit"], "not_found", f"unit {cells['unit']!r} is not registered"))
+            errors.append(
+                LineError(line, col["unit"], "not_found", f"unit {cells['unit']!r} is not registered")
+            )
         elif unit_scope is not None and unit_id != unit_scope:
-            errors.append(LineError(line, col["unit"], "forbidden", f"unit {cells['unit']!r} is not your unit"))
+            errors.append(
+                LineError(line, col["unit"], "forbidden", f"unit {cells['unit']!r} is not your unit")
+            )
         if not cells["name"]:
             errors.append(LineError(line, col["name"], "invalid_input", "姓名 is blank"))
         elif len(cells["name"]) > 64:
             errors.append(LineError(line, col["name"], "invalid_input", "姓名 is longer than 64 characters"))
         if not cells["staff_no"]:
-            errors.append(LineError(line, col["staff_no"], "invalid_input", "工号 is blank (it identifies the person)"))
+            errors.append(
+                LineError(line, col["staff_no"], "invalid_input", "工号 is blank (it identifies the person)")
+            )
         card = re.sub(r"\s", "", cells["card_id"])
         if not card:
             errors.append(LineError(line, col["card_id"], "invalid_input", "卡号 is blank"))
         elif not CARD_ID.match(card):
-            errors.append(LineError(line, col["card_id"], "invalid_input", f"{cells['card_id']!r} is not a card number"))
+            errors.append(
+                LineError(line, col["card_id"], "invalid_input", f"{cells['card_id']!r} is not a card number")
+            )
         bank = None
         if cells.get("bank_account"):
             try:
@@ -164,7 +200,12 @@ def _plan(
     conn: sqlite3.Connection, rows: list[RosterRow], col: dict[str, str], errors: list[LineError]
 ) -> dict[str, list[dict[str, Any]]]:
     plan: dict[str, list[dict[str, Any]]] = {
-        "new_holders": [], "renamed": [], "unchanged": [], "issued": [], "retired": [], "bank_accounts": [],
+        "new_holders": [],
+        "renamed": [],
+        "unchanged": [],
+        "issued": [],
+        "retired": [],
+        "bank_accounts": [],
     }
     seen_person: dict[tuple[str, str], int] = {}
     seen_card: dict[str, int] = {}
@@ -172,20 +213,38 @@ def _plan(
     for row in rows:
         person = (row.unit_id, row.staff_no)
         if person in seen_person:
-            errors.append(LineError(row.line, col["staff_no"], "already_exists",
-                                    f"工号 {row.staff_no} also on line {seen_person[person]}"))
+            errors.append(
+                LineError(
+                    row.line,
+                    col["staff_no"],
+                    "already_exists",
+                    f"工号 {row.staff_no} also on line {seen_person[person]}",
+                )
+            )
             continue
         if row.card_id in seen_card:
-            errors.append(LineError(row.line, col["card_id"], "already_exists",
-                                    f"卡号 {row.card_id} also on line {seen_card[row.card_id]}"))
+            errors.append(
+                LineError(
+                    row.line,
+                    col["card_id"],
+                    "already_exists",
+                    f"卡号 {row.card_id} also on line {seen_card[row.card_id]}",
+                )
+            )
             continue
         seen_person[person], seen_card[row.card_id] = row.line, row.line
         holder = conn.execute(
             "SELECT id, name, status, bank_account FROM holders WHERE unit_id = ? AND staff_no = ?", person
         ).fetchone()
         if holder is not None and holder["status"] == "left":
-            errors.append(LineError(row.line, col["staff_no"], "holder_left",
-                                    f"{row.staff_no} ({holder['name']}) has left; a returning person gets a new 工号"))
+            errors.append(
+                LineError(
+                    row.line,
+                    col["staff_no"],
+                    "holder_left",
+                    f"{row.staff_no} ({holder['name']}) has left; a returning person gets a new 工号",
+                )
+            )
             continue
         card = conn.execute(
             "SELECT c.holder_id, h.unit_id, h.staff_no FROM cards c JOIN holders h ON h.id = c.holder_id "
@@ -193,13 +252,26 @@ def _plan(
             (row.card_id,),
         ).fetchone()
         if card is not None and (holder is None or card["holder_id"] != holder["id"]):
-            errors.append(LineError(row.line, col["card_id"], "already_exists",
-                                    f"卡号 {row.card_id} belongs to {card['unit_id']}/{card['staff_no']}"))
+            errors.append(
+                LineError(
+                    row.line,
+                    col["card_id"],
+                    "already_exists",
+                    f"卡号 {row.card_id} belongs to {card['unit_id']}/{card['staff_no']}",
+                )
+            )
             continue
         if holder is None:
             holder_id = next(fresh)
-            plan["new_holders"].append({"id": holder_id, "unit_id": row.unit_id, "name": row.name,
-                                        "staff_no": row.staff_no, "bank_account": row.bank_account})
+            plan["new_holders"].append(
+                {
+                    "id": holder_id,
+                    "unit_id": row.unit_id,
+                    "name": row.name,
+                    "staff_no": row.staff_no,
+                    "bank_account": row.bank_account,
+                }
+            )
             plan["issued"].append({"card_id": row.card_id, "holder_id": holder_id})
             continue
         holder_id = holder["id"]
@@ -214,7 +286,9 @@ def _plan(
             for old in conn.execute(
                 "SELECT card_id FROM cards WHERE holder_id = ? AND status = 'active'", (holder_id,)
             ):
-                plan["retired"].append({"card_id": old[0], "holder_id": holder_id, "replaced_by": row.card_id})
+                plan["retired"].append(
+                    {"card_id": old[0], "holder_id": holder_id, "replaced_by": row.card_id}
+                )
             plan["issued"].append({"card_id": row.card_id, "holder_id": holder_id})
             changed = True
         if not changed:

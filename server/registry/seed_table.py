@@ -38,7 +38,11 @@ from server.registry.canteen_config import DEFAULT_TIMES, MEAL_PERIODS, hhmm, mi
 from shared.errors import DomainError
 from shared.money import parse_yuan
 
-_MEAL_ZH = {"breakfast": ("早餐", "早饭"), "lunch": ("中餐", "午餐", "中饭", "午饭"), "dinner": ("晚餐", "晚饭")}
+_MEAL_ZH = {
+    "breakfast": ("早餐", "早饭"),
+    "lunch": ("中餐", "午餐", "中饭", "午饭"),
+    "dinner": ("晚餐", "晚饭"),
+}
 
 
 def _aliases() -> dict[str, str]:
@@ -58,15 +62,40 @@ def _aliases() -> dict[str, str]:
     add("phone", "联系电话", "电话", "联系方式", "手机", "手机号", "电话号码")
     add("notes", "备注", "说明")
     add("name", "食堂名称", "食堂名", "名称")
-    add("operator", "经营单位", "运营单位", "经营方", "运营方", "经营者", "食堂经营者", "承包方", "运营公司", "经营公司")
+    add(
+        "operator",
+        "经营单位",
+        "运营单位",
+        "经营方",
+        "运营方",
+        "经营者",
+        "食堂经营者",
+        "承包方",
+        "运营公司",
+        "经营公司",
+    )
     add("mode", "经营方式", "运营方式", "经营模式", "是否自营", "自营外包")
     for period, names in _MEAL_ZH.items():
         for zh in names:
-            add(f"price_{period}", zh, f"{zh}价格", f"{zh}标准", f"{zh}价", f"餐位标准{zh}", f"餐标{zh}", f"{zh}餐标")
+            add(
+                f"price_{period}",
+                zh,
+                f"{zh}价格",
+                f"{zh}标准",
+                f"{zh}价",
+                f"餐位标准{zh}",
+                f"餐标{zh}",
+                f"{zh}餐标",
+            )
             add(f"time_{period}", f"{zh}时间", f"{zh}时段", f"{zh}供餐时间", f"{zh}就餐时间")
             add(
                 f"visitor_{period}",
-                f"{zh}访客价", f"{zh}访客价格", f"{zh}外单位价", f"{zh}外单位价格", f"外单位{zh}", f"访客{zh}",
+                f"{zh}访客价",
+                f"{zh}访客价格",
+                f"{zh}外单位价",
+                f"{zh}外单位价格",
+                f"外单位{zh}",
+                f"访客{zh}",
             )
     return a
 
@@ -131,23 +160,39 @@ def parse(data: bytes | str) -> tuple[list[CanteenPlan], list[LineError], dict[s
             continue
         for i, row in enumerate(rows, start=1):
             if row.count is not None and row.count != len(rows):
-                errors.append(LineError(
-                    row.line, table.columns["count"], "invalid_input",
-                    f"食堂数量 says {row.count} but {unit_name} has {len(rows)} rows (one per canteen)",
-                ))
+                errors.append(
+                    LineError(
+                        row.line,
+                        table.columns["count"],
+                        "invalid_input",
+                        f"食堂数量 says {row.count} but {unit_name} has {len(rows)} rows (one per canteen)",
+                    )
+                )
                 continue
             plans += _expand(row, unit_name, table, errors, ordinal=i, forced_count=1)
     seen: dict[str, int] = {}
     for p in plans:
         if p.name in seen:
-            errors.append(LineError(p.line, table.columns.get("name", "食堂名称"), "already_exists",
-                                    f"canteen name {p.name!r} also on line {seen[p.name]}"))
+            errors.append(
+                LineError(
+                    p.line,
+                    table.columns.get("name", "食堂名称"),
+                    "already_exists",
+                    f"canteen name {p.name!r} also on line {seen[p.name]}",
+                )
+            )
         seen.setdefault(p.name, p.line)
     return plans, errors, {unit: rows[0].line for unit, rows in by_unit.items()}
 
 
 def _expand(
-    row: ParsedRow, unit: str, table: Table, errors: list[LineError], *, ordinal: int = 0, forced_count: int | None = None
+    row: ParsedRow,
+    unit: str,
+    table: Table,
+    errors: list[LineError],
+    *,
+    ordinal: int = 0,
+    forced_count: int | None = None,
 ) -> list[CanteenPlan]:
     n = forced_count if forced_count is not None else (1 if row.count is None else row.count)
     if n == 0:
@@ -167,12 +212,22 @@ def _expand(
             return list(given)
         if len(given) == 1 and shared_ok:
             return [given[0]] * n
-        errors.append(LineError(line, col[key], "invalid_input",
-                                f"食堂数量 is {n}: give {n} values separated by 、 (one per canteen), or one row per canteen"))
+        errors.append(
+            LineError(
+                line,
+                col[key],
+                "invalid_input",
+                f"食堂数量 is {n}: give {n} values separated by 、 (one per canteen), or one row per canteen",
+            )
+        )
         return [None] * n
 
     names, locations = per_canteen("name", False), per_canteen("location", True)
-    staff, seats, areas = per_canteen("service_staff", False), per_canteen("seats", False), per_canteen("area", False)
+    staff, seats, areas = (
+        per_canteen("service_staff", False),
+        per_canteen("seats", False),
+        per_canteen("area", False),
+    )
     meals = _meals(cells, line, col, errors)
     operator = cells.get("operator", "").strip() if "operator" in cells else None
     mode = _mode(cells, line, col, errors)
@@ -182,21 +237,23 @@ def _expand(
     out = []
     for i in range(n):
         index = ordinal or (i + 1 if n > 1 else 0)
-        out.append(CanteenPlan(
-            line=line,
-            unit_name=unit,
-            name=names[i] or _default_name(unit, index, locations[i] if distinct_places else None),
-            location=locations[i] if "location" in cells else None,
-            contact=cells.get("contact") if "contact" in cells else None,
-            phone=cells.get("phone") if "phone" in cells else None,
-            notes=cells.get("notes") if "notes" in cells else None,
-            service_staff=parse_count(staff[i] or "", line, col.get("service_staff", ""), errors),
-            seats=parse_count(seats[i] or "", line, col.get("seats", ""), errors),
-            dining_area_m2=parse_area(areas[i] or "", line, col.get("area", ""), errors),
-            operator=operator,
-            self_operated=mode,
-            meals=meals,
-        ))
+        out.append(
+            CanteenPlan(
+                line=line,
+                unit_name=unit,
+                name=names[i] or _default_name(unit, index, locations[i] if distinct_places else None),
+                location=locations[i] if "location" in cells else None,
+                contact=cells.get("contact") if "contact" in cells else None,
+                phone=cells.get("phone") if "phone" in cells else None,
+                notes=cells.get("notes") if "notes" in cells else None,
+                service_staff=parse_count(staff[i] or "", line, col.get("service_staff", ""), errors),
+                seats=parse_count(seats[i] or "", line, col.get("seats", ""), errors),
+                dining_area_m2=parse_area(areas[i] or "", line, col.get("area", ""), errors),
+                operator=operator,
+                self_operated=mode,
+                meals=meals,
+            )
+        )
     return out if len(errors) == before else []
 
 
@@ -243,7 +300,9 @@ def _meals(
             m = _TIME_RANGE.match(cells[tkey].replace("：", ":"))
             try:
                 if not m:
-                    raise DomainError("invalid_input", f"{cells[tkey]!r}: write a time range like 11:30-13:30")
+                    raise DomainError(
+                        "invalid_input", f"{cells[tkey]!r}: write a time range like 11:30-13:30"
+                    )
                 start, end = hhmm(minutes(m.group(1))), hhmm(minutes(m.group(2)))
             except DomainError as exc:
                 errors.append(LineError(line, col[tkey], exc.code, exc.detail))
@@ -260,6 +319,13 @@ def _yuan(raw: str, line: int, column: str, errors: list[LineError]) -> int | No
         errors.append(LineError(line, column, exc.code, f"{raw!r}: yuan with at most two decimals"))
         return None
     if fen <= 0:
-        errors.append(LineError(line, column, "bad_amount", f"{raw!r}: a price must be above ¥0.00 (leave it blank if not served)"))
+        errors.append(
+            LineError(
+                line,
+                column,
+                "bad_amount",
+                f"{raw!r}: a price must be above ¥0.00 (leave it blank if not served)",
+            )
+        )
         return None
     return fen

@@ -85,9 +85,7 @@ class SecretBook:
         return hit[1] if hit else None
 
 
-def record_status(
-    conn: sqlite3.Connection, terminal_id: str, status: Status, sent_at_ms: int
-) -> bool:
+def record_status(conn: sqlite3.Connection, terminal_id: str, status: Status, sent_at_ms: int) -> bool:
     """Store a heartbeat unless an newer one is already stored. The watermark only rises."""
     row = conn.execute(
         "SELECT last_status_ms, watermark_ms FROM terminals WHERE id = ?", (terminal_id,)

@@ -22,7 +22,11 @@ _ID = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
 
 def add_unit(conn: sqlite3.Connection, unit_id: str, name: str, quarterly_standard_fen: int = 0) -> None:
     """A unit (单位) with its per-person quarterly meal-fund standard in fen."""
-    if not isinstance(quarterly_standard_fen, int) or isinstance(quarterly_standard_fen, bool) or quarterly_standard_fen < 0:
+    if (
+        not isinstance(quarterly_standard_fen, int)
+        or isinstance(quarterly_standard_fen, bool)
+        or quarterly_standard_fen < 0
+    ):
         raise DomainError("invalid_input", "quarterly standard must be a whole number of fen ≥ 0")
     name = name.strip()
     if not name or not _ID.match(unit_id):
@@ -53,7 +57,14 @@ def add_canteen(
     conn.execute(
         "INSERT INTO canteens(id, name, unit_id, operator, self_operated, config_json) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (canteen_id, name, unit_id, operator, int(self_operated), json.dumps(config or {}, ensure_ascii=False)),
+        (
+            canteen_id,
+            name,
+            unit_id,
+            operator,
+            int(self_operated),
+            json.dumps(config or {}, ensure_ascii=False),
+        ),
     )
     row = conn.execute("SELECT * FROM canteens WHERE id = ?", (canteen_id,)).fetchone()
     record_delta(conn, [canteen_change(row)], now_ms)
@@ -133,7 +144,9 @@ def unit_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
     holders = conn.execute(
         "SELECT count(*) FROM holders WHERE unit_id = ? AND status = 'active'", (row["id"],)
     ).fetchone()[0]
-    canteens = [r[0] for r in conn.execute("SELECT id FROM canteens WHERE unit_id = ? ORDER BY id", (row["id"],))]
+    canteens = [
+        r[0] for r in conn.execute("SELECT id FROM canteens WHERE unit_id = ? ORDER BY id", (row["id"],))
+    ]
     return {
         "id": row["id"],
         "name": row["name"],
@@ -144,15 +157,25 @@ def unit_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
 
 
 def update_unit(
-    conn: sqlite3.Connection, unit_id: str, *, name: str | None = None, quarterly_standard_fen: int | None = None
+    conn: sqlite3.Connection,
+    unit_id: str,
+    *,
+    name: str | None = None,
+    quarterly_standard_fen: int | None = None,
 ) -> sqlite3.Row:
     """Rename a unit or change its per-person quarterly meal-fund standard (就餐经费标准).
     The standard applies to allocations made after the change; past ones stay as posted."""
     get_unit(conn, unit_id)
     if quarterly_standard_fen is not None:
-        if not isinstance(quarterly_standard_fen, int) or isinstance(quarterly_standard_fen, bool) or quarterly_standard_fen < 0:
+        if (
+            not isinstance(quarterly_standard_fen, int)
+            or isinstance(quarterly_standard_fen, bool)
+            or quarterly_standard_fen < 0
+        ):
             raise DomainError("invalid_input", "quarterly standard must be a whole number of fen ≥ 0")
-        conn.execute("UPDATE units SET quarterly_standard_fen = ? WHERE id = ?", (quarterly_standard_fen, unit_id))
+        conn.execute(
+            "UPDATE units SET quarterly_standard_fen = ? WHERE id = ?", (quarterly_standard_fen, unit_id)
+        )
     if name is not None:
         if not name.strip():
             raise DomainError("invalid_input", "a unit needs a name")

@@ -38,15 +38,34 @@ from shared.protocol import Sale, SaleResult
 from shared.protocol.messages import Balance
 
 _COLUMNS = (
-    "terminal_id", "seq", "uuid", "status", "reason", "card_id", "holder_id", "unit_id",
-    "canteen_id", "amount_fen", "subsidy_fen", "self_fen", "overdraft_fen", "method", "kind",
-    "meal_period", "visitor", "offline", "occurred_at_ms", "received_at_ms", "txn_id",
-    "balance_subsidy_fen", "balance_self_fen", "balance_version", "items_json",
+    "terminal_id",
+    "seq",
+    "uuid",
+    "status",
+    "reason",
+    "card_id",
+    "holder_id",
+    "unit_id",
+    "canteen_id",
+    "amount_fen",
+    "subsidy_fen",
+    "self_fen",
+    "overdraft_fen",
+    "method",
+    "kind",
+    "meal_period",
+    "visitor",
+    "offline",
+    "occurred_at_ms",
+    "received_at_ms",
+    "txn_id",
+    "balance_subsidy_fen",
+    "balance_self_fen",
+    "balance_version",
+    "items_json",
     "cleared_subsidy_fen",
 )
-_INSERT = (
-    f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-)
+_INSERT = f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _SEEN = "SELECT terminal_id = ? AND seq = ? FROM sales WHERE (terminal_id = ? AND seq = ?) OR uuid = ?"
 _HOLDER_BY_CARD = (
     "SELECT h.id, h.unit_id, h.blocked, "
@@ -85,7 +104,8 @@ class ClosedPeriods:
     def load(cls, conn: sqlite3.Connection) -> ClosedPeriods:
         closed = conn.execute("SELECT max(end_ms) FROM settlement_periods").fetchone()[0]
         clearings = tuple(
-            (int(r[0]), int(r[1])) for r in conn.execute("SELECT cutoff_ms, year FROM clearings ORDER BY cutoff_ms")
+            (int(r[0]), int(r[1]))
+            for r in conn.execute("SELECT cutoff_ms, year FROM clearings ORDER BY cutoff_ms")
         )
         return cls(closed, clearings)
 
@@ -186,9 +206,14 @@ class SaleApplier:
             self.conn, "sale", moves, self.now_ms, ref=sale.sale_id, accounts=self._accounts
         )
         if self.periods.settled(sale.occurred_at_ms):
-            self._late.append((sale.terminal_id, sale.seq, sale.canteen_id, sale.occurred_at_ms, sale.amount_fen))
+            self._late.append(
+                (sale.terminal_id, sale.seq, sale.canteen_id, sale.occurred_at_ms, sale.amount_fen)
+            )
         self._holders[holder_id] = [
-            unit_id, bool(blocked), subsidy_balance - split.subsidy_fen, self_balance - split.self_fen
+            unit_id,
+            bool(blocked),
+            subsidy_balance - split.subsidy_fen,
+            self_balance - split.self_fen,
         ]
         self.changes[holder_id] = {}  # filled in finish(): the state at the end of the txn
         row.update(

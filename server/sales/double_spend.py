@@ -39,7 +39,9 @@ from shared.paycode import PaycodeError, looks_like_code, parse_code, signature_
 from shared.protocol import Sale
 
 
-def note_sale_credential(conn: sqlite3.Connection, sale: Sale, holder_id: str | None, now_ms: int) -> list[dict[str, Any]]:
+def note_sale_credential(
+    conn: sqlite3.Connection, sale: Sale, holder_id: str | None, now_ms: int
+) -> list[dict[str, Any]]:
     """Record an applied sale's credential; returns downstream changes (revocations)."""
     cred = sale.credential
     if not cred:
@@ -54,7 +56,9 @@ def note_sale_credential(conn: sqlite3.Connection, sale: Sale, holder_id: str | 
     return []
 
 
-def _first_use(conn: sqlite3.Connection, kind: str, subject: str, counter: int, sale: Sale, now_ms: int) -> str | None:
+def _first_use(
+    conn: sqlite3.Connection, kind: str, subject: str, counter: int, sale: Sale, now_ms: int
+) -> str | None:
     """Record the use; returns the earlier sale's id if this (kind, subject, counter) was used."""
     row = conn.execute(
         "SELECT terminal_id, seq FROM credential_uses WHERE kind = ? AND subject = ? AND counter = ?",
@@ -69,7 +73,9 @@ def _first_use(conn: sqlite3.Connection, kind: str, subject: str, counter: int, 
     return None
 
 
-def _note_qr(conn: sqlite3.Connection, sale: Sale, holder_id: str | None, now_ms: int) -> list[dict[str, Any]]:
+def _note_qr(
+    conn: sqlite3.Connection, sale: Sale, holder_id: str | None, now_ms: int
+) -> list[dict[str, Any]]:
     assert sale.credential is not None
     try:
         code = parse_code(sale.credential)
@@ -79,14 +85,18 @@ def _note_qr(conn: sqlite3.Connection, sale: Sale, holder_id: str | None, now_ms
     signer = next((c for c in creds if code is not None and signature_ok(code, c.public_key)), None)
     if code is None or signer is None or code.card_id != sale.card_id:
         # a terminal accepted a code the server cannot verify: a fault or a tampered terminal
-        record_incident(conn, "qr_unverified", sale.credential[:64], None, sale, holder_id, None, "reported", now_ms)
+        record_incident(
+            conn, "qr_unverified", sale.credential[:64], None, sale, holder_id, None, "reported", now_ms
+        )
         return []
     first = _first_use(conn, "qr", signer.public_key, code.counter, sale, now_ms)
     if first is None:
         return []
     change = qr_codes.revoke(conn, signer.id, now_ms, f"double spend: {first} and {sale.sale_id}")
     action = "credential_revoked" if change is not None else "reported (credential already revoked)"
-    record_incident(conn, "qr_double_spent", signer.public_key, code.counter, sale, holder_id, first, action, now_ms)
+    record_incident(
+        conn, "qr_double_spent", signer.public_key, code.counter, sale, holder_id, first, action, now_ms
+    )
     return [change] if change is not None else []
 
 

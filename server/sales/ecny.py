@@ -28,9 +28,21 @@ from shared.protocol import Sale
 
 
 def note_ecny_sale(conn: sqlite3.Connection, sale: Sale, order_no: str, now_ms: int) -> None:
-    earlier = conn.execute("SELECT terminal_id, seq FROM ecny_sales WHERE order_no = ?", (order_no,)).fetchone()
+    earlier = conn.execute(
+        "SELECT terminal_id, seq FROM ecny_sales WHERE order_no = ?", (order_no,)
+    ).fetchone()
     if earlier is not None:
-        record_incident(conn, "ecny_order_reused", order_no, None, sale, None, f"{earlier[0]}/{earlier[1]}", "reported", now_ms)
+        record_incident(
+            conn,
+            "ecny_order_reused",
+            order_no,
+            None,
+            sale,
+            None,
+            f"{earlier[0]}/{earlier[1]}",
+            "reported",
+            now_ms,
+        )
         return
     conn.execute(
         "INSERT INTO ecny_sales(order_no, terminal_id, seq, canteen_id, amount_fen, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
@@ -49,7 +61,11 @@ def record_notification(conn: sqlite3.Connection, note: Notification, now_ms: in
 
 
 def refunded_fen(conn: sqlite3.Connection, order_no: str) -> int:
-    return int(conn.execute("SELECT coalesce(sum(amount_fen), 0) FROM ecny_refunds WHERE order_no = ?", (order_no,)).fetchone()[0])
+    return int(
+        conn.execute(
+            "SELECT coalesce(sum(amount_fen), 0) FROM ecny_refunds WHERE order_no = ?", (order_no,)
+        ).fetchone()[0]
+    )
 
 
 def sale_of(conn: sqlite3.Connection, order_no: str) -> sqlite3.Row:
@@ -69,7 +85,13 @@ def check_refund(conn: sqlite3.Connection, order_no: str, amount_fen: int) -> sq
 
 
 def refund(
-    conn: sqlite3.Connection, gateway: EcnyGateway, order_no: str, amount_fen: int, now_ms: int, by_role: str, reason: str = ""
+    conn: sqlite3.Connection,
+    gateway: EcnyGateway,
+    order_no: str,
+    amount_fen: int,
+    now_ms: int,
+    by_role: str,
+    reason: str = "",
 ) -> dict[str, Any]:
     """Refund through the gateway, then record it. The refund number is derived from what is
     already refunded, so retrying after a crash between the two steps repeats the same refund."""
@@ -99,7 +121,8 @@ def method_totals(
     methods = {
         r[0]: {"count": r[1], "amount_fen": r[2]}
         for r in conn.execute(
-            f"SELECT method, count(*), sum(amount_fen) FROM sales WHERE {where} GROUP BY method ORDER BY method", args
+            f"SELECT method, count(*), sum(amount_fen) FROM sales WHERE {where} GROUP BY method ORDER BY method",
+            args,
         )
     }
     rwhere = "r.at_ms >= ? AND r.at_ms < ?" + (" AND s.canteen_id = ?" if canteen_id else "")

@@ -76,11 +76,15 @@ def evaluate(
     refused: list[dict[str, str]] = []
     for person, photos in sorted(people.items()):
         try:
-            enrolled[person] = np.frombuffer(analyze_photo(engine, str(photos[0].path), min_face_px).encoding, "<f4")
+            enrolled[person] = np.frombuffer(
+                analyze_photo(engine, str(photos[0].path), min_face_px).encoding, "<f4"
+            )
         except DomainError as exc:
             refused.append({"photo": photos[0].path.name, "reason": exc.code})
     names = sorted(enrolled)
-    full = Gallery(names, names, np.stack([enrolled[n] for n in names]) if names else np.zeros((0, 128), np.float32))
+    full = Gallery(
+        names, names, np.stack([enrolled[n] for n in names]) if names else np.zeros((0, 128), np.float32)
+    )
     counts = {"correct": 0, "second_factor": 0, "false_rejects": 0, "false_accepts": 0, "impostor_probes": 0}
     results: list[dict[str, Any]] = []
     genuine: list[float] = []
@@ -98,7 +102,12 @@ def evaluate(
                 (genuine if other == person else impostor).append(round(d, 3))
             if person in enrolled:
                 m = decide(full.nearest(vec), policy)
-                row.update(outcome=m.outcome, holder=m.holder_id, distance=_r(m.distance), candidates=list(m.candidates))
+                row.update(
+                    outcome=m.outcome,
+                    holder=m.holder_id,
+                    distance=_r(m.distance),
+                    candidates=list(m.candidates),
+                )
                 if m.outcome == "accept":
                     counts["correct" if m.holder_id == person else "false_accepts"] += 1
                 elif m.outcome == "second_factor":
@@ -107,7 +116,11 @@ def evaluate(
                     counts["false_rejects"] += 1
             # as a stranger: the same face against everybody else
             others = [n for n in names if n != person]
-            stranger = Gallery(others, others, np.stack([enrolled[n] for n in others])) if others else Gallery.from_raw([])
+            stranger = (
+                Gallery(others, others, np.stack([enrolled[n] for n in others]))
+                if others
+                else Gallery.from_raw([])
+            )
             s = decide(stranger.nearest(vec), policy)
             counts["impostor_probes"] += 1
             row["as_stranger"] = {"outcome": s.outcome, "holder": s.holder_id, "distance": _r(s.distance)}

@@ -50,7 +50,9 @@ def check_one_face(boxes: list[Box], min_face_px: int) -> Box:
     return boxes[0]
 
 
-def analyze_photo(engine: FaceEngine, image: bytes | str, min_face_px: int = DEFAULT_MIN_FACE_PX) -> AnalyzedPhoto:
+def analyze_photo(
+    engine: FaceEngine, image: bytes | str, min_face_px: int = DEFAULT_MIN_FACE_PX
+) -> AnalyzedPhoto:
     """Detect (thoroughly, so a face in the background is seen) and encode one face."""
     frame = Frame(decode_image(image))
     box = check_one_face(engine.detect(frame, thorough=True), min_face_px)
@@ -98,7 +100,9 @@ def enroll(
     return face_id
 
 
-def withdraw(conn: sqlite3.Connection, holder_id: str, now_ms: int, *, face_id: str | None = None, by: str = "") -> int:
+def withdraw(
+    conn: sqlite3.Connection, holder_id: str, now_ms: int, *, face_id: str | None = None, by: str = ""
+) -> int:
     """Delete a holder's faces (or one of them) everywhere; returns how many."""
     if conn.execute("SELECT 1 FROM holders WHERE id = ?", (holder_id,)).fetchone() is None:
         raise DomainError("not_found", f"holder {holder_id}")

@@ -183,7 +183,11 @@ class IngestWorker:
             except Exception:  # noqa: BLE001 — logged with its traceback; the worker goes on
                 self.stats.messages += 1
                 self.stats.dropped_messages += 1
-                log.exception("ingest: dropped a message on %s (%d bytes) after an unexpected error", topic, len(payload))
+                log.exception(
+                    "ingest: dropped a message on %s (%d bytes) after an unexpected error",
+                    topic,
+                    len(payload),
+                )
 
     # --- the work --------------------------------------------------------------------------
 
@@ -238,7 +242,9 @@ class IngestWorker:
                 if topic == topics.sales(claimed) and env.type == "sale_batch":
                     batch = SaleBatch.from_body(env.body, env.sender)
                     canteen = self._book.canteen(env.sender) or ""
-                    slots.append(Slot(env.sender, env.msg_id, [applier.apply(s, canteen) for s in batch.sales]))
+                    slots.append(
+                        Slot(env.sender, env.msg_id, [applier.apply(s, canteen) for s in batch.sales])
+                    )
                 elif topic == topics.status(claimed) and env.type == "status":
                     record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
                 else:

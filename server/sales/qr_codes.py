@@ -56,7 +56,11 @@ class Credential:
     def change(self) -> dict[str, Any]:
         """The ``qr_key`` downstream change; a revoked credential expires at its revocation."""
         return qr_key_change(
-            self.holder_id, self.public_key, self.expires_at_ms, self.revoked_at_ms, self.offline_allowance_fen
+            self.holder_id,
+            self.public_key,
+            self.expires_at_ms,
+            self.revoked_at_ms,
+            self.offline_allowance_fen,
         )
 
 
@@ -87,7 +91,8 @@ def for_holder(conn: sqlite3.Connection, holder_id: str) -> list[Credential]:
     return [
         Credential(*r)
         for r in conn.execute(
-            f"SELECT {_COLS} FROM qr_credentials WHERE holder_id = ? ORDER BY issued_at_ms DESC, rowid DESC", (holder_id,)
+            f"SELECT {_COLS} FROM qr_credentials WHERE holder_id = ? ORDER BY issued_at_ms DESC, rowid DESC",
+            (holder_id,),
         )
     ]
 
@@ -112,7 +117,8 @@ def issue(
     for old in for_holder(conn, card["holder_id"]):
         if old.revoked_at_ms is None:
             conn.execute(
-                "UPDATE qr_credentials SET revoked_at_ms = ?, revoked_reason = 'replaced' WHERE id = ?", (now_ms, old.id)
+                "UPDATE qr_credentials SET revoked_at_ms = ?, revoked_reason = 'replaced' WHERE id = ?",
+                (now_ms, old.id),
             )
     credential_id = secrets.token_hex(8)
     cred = Credential(
@@ -139,12 +145,15 @@ def revoke(conn: sqlite3.Connection, credential_id: str, now_ms: int, reason: st
     if cred.revoked_at_ms is not None:
         return None
     conn.execute(
-        "UPDATE qr_credentials SET revoked_at_ms = ?, revoked_reason = ? WHERE id = ?", (now_ms, reason, credential_id)
+        "UPDATE qr_credentials SET revoked_at_ms = ?, revoked_reason = ? WHERE id = ?",
+        (now_ms, reason, credential_id),
     )
     return get(conn, credential_id).change()
 
 
-def next_code(conn: sqlite3.Connection, secret: bytes, credential_id: str, now_ms: int) -> tuple[str, Credential]:
+def next_code(
+    conn: sqlite3.Connection, secret: bytes, credential_id: str, now_ms: int
+) -> tuple[str, Credential]:
     """A fresh payment code (call inside a write txn: it takes the next counter)."""
     cred = get(conn, credential_id)
     if not cred.active(now_ms):

@@ -32,4 +32,3 @@ def save_png(text: str, path: str | Path) -> Path:
     p = Path(path)
     _qr(text).make_image().save(p)
     return p
-

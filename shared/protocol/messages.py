@@ -101,9 +101,7 @@ class Sale:
     def from_dict(cls, d: Any) -> Sale:
         d = obj(d, "sale")
         only_keys(d, _SALE_KEYS, "sale")
-        items = tuple(
-            Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE)
-        )
+        items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
         sale = cls(
             terminal_id=req_str(d, "terminal_id", max_len=64),
             seq=req_int(d, "seq", lo=1),
@@ -217,7 +215,9 @@ class SaleResult:
             "self_fen": self.self_fen,
             "overdraft_fen": self.overdraft_fen,
             "holder_id": self.holder_id,
-            "balance": None if b is None else {"subsidy_fen": b.subsidy_fen, "self_fen": b.self_fen, "version": b.version},
+            "balance": None
+            if b is None
+            else {"subsidy_fen": b.subsidy_fen, "self_fen": b.self_fen, "version": b.version},
         }
 
     @classmethod
@@ -259,8 +259,7 @@ class Ack:
         return cls(
             in_reply_to=req_str(body, "in_reply_to", max_len=64),
             results=tuple(
-                SaleResult.from_dict(r)
-                for r in req_list(body, "results", max_len=MAX_SALES_PER_BATCH)
+                SaleResult.from_dict(r) for r in req_list(body, "results", max_len=MAX_SALES_PER_BATCH)
             ),
             reason=opt_str(body, "reason", max_len=64),
         )
@@ -311,7 +310,10 @@ class ServerStatus:
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ServerStatus:
         only_keys(body, frozenset({"state", "heartbeat_s"}), "body")
-        return cls(state=req_enum(body, "state", TERMINAL_STATES), heartbeat_s=req_int(body, "heartbeat_s", lo=1, hi=3600))
+        return cls(
+            state=req_enum(body, "state", TERMINAL_STATES),
+            heartbeat_s=req_int(body, "heartbeat_s", lo=1, hi=3600),
+        )
 
 
 # --- downstream ----------------------------------------------------------------------------
@@ -344,7 +346,12 @@ class Meals:
         m = obj(m, "meals")
         only_keys(m, _MEALS_KEYS, "meals")
         day = req_str(m, "day", max_len=10)
-        if len(day) != 10 or day[4] != "-" or day[7] != "-" or not _ascii_digits(day[:4] + day[5:7] + day[8:]):
+        if (
+            len(day) != 10
+            or day[4] != "-"
+            or day[7] != "-"
+            or not _ascii_digits(day[:4] + day[5:7] + day[8:])
+        ):
             raise ProtocolError("bad_field", f"meals.day: {day!r} is not YYYY-MM-DD")
         taken = obj(m.get("taken"), "meals.taken")
         if len(taken) > MAX_MEAL_CANTEENS:
@@ -382,8 +389,12 @@ class HolderChange:
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "kind": "holder", "holder_id": self.holder_id, "unit_id": self.unit_id,
-            "subsidy_fen": self.subsidy_fen, "self_fen": self.self_fen, "blocked": self.blocked,
+            "kind": "holder",
+            "holder_id": self.holder_id,
+            "unit_id": self.unit_id,
+            "subsidy_fen": self.subsidy_fen,
+            "self_fen": self.self_fen,
+            "blocked": self.blocked,
         }
         if self.meals is not None:
             d["meals"] = self.meals.to_wire()
@@ -391,16 +402,32 @@ class HolderChange:
 
     @classmethod
     def from_wire(cls, c: dict[str, Any]) -> HolderChange:
-        h, u, sub, own, blocked = c.get("holder_id"), c.get("unit_id"), c.get("subsidy_fen"), c.get("self_fen"), c.get("blocked")
+        h, u, sub, own, blocked = (
+            c.get("holder_id"),
+            c.get("unit_id"),
+            c.get("subsidy_fen"),
+            c.get("self_fen"),
+            c.get("blocked"),
+        )
         # a snapshot carries one per cardholder: the well-formed case in one expression, the
         # field readers (same verdicts) only to name what is wrong
         if not (
-            type(h) is str and 0 < len(h) <= 64 and type(u) is str and 0 < len(u) <= 64
-            and type(sub) is int and _I <= sub <= _MAX_INT and type(own) is int and _I <= own <= _MAX_INT
+            type(h) is str
+            and 0 < len(h) <= 64
+            and type(u) is str
+            and 0 < len(u) <= 64
+            and type(sub) is int
+            and _I <= sub <= _MAX_INT
+            and type(own) is int
+            and _I <= own <= _MAX_INT
             and type(blocked) is bool
         ):
             h, u = req_str(c, "holder_id", max_len=64), req_str(c, "unit_id", max_len=64)
-            sub, own, blocked = req_int(c, "subsidy_fen", lo=_I), req_int(c, "self_fen", lo=_I), req_bool(c, "blocked")
+            sub, own, blocked = (
+                req_int(c, "subsidy_fen", lo=_I),
+                req_int(c, "self_fen", lo=_I),
+                req_bool(c, "blocked"),
+            )
         return cls(h, u, sub, own, blocked, Meals.from_wire(c["meals"]) if "meals" in c else None)
 
 
@@ -420,8 +447,12 @@ class CardChange:
     def from_wire(cls, c: dict[str, Any]) -> CardChange:
         card_id, holder_id, status = c.get("card_id"), c.get("holder_id"), c.get("status")
         if not (  # as in HolderChange.from_wire: the readers only to name a fault
-            type(card_id) is str and 0 < len(card_id) <= 64 and type(holder_id) is str and 0 < len(holder_id) <= 64
-            and type(status) is str and status in CARD_STATUSES
+            type(card_id) is str
+            and 0 < len(card_id) <= 64
+            and type(holder_id) is str
+            and 0 < len(holder_id) <= 64
+            and type(status) is str
+            and status in CARD_STATUSES
         ):
             card_id, holder_id = req_str(c, "card_id", max_len=64), req_str(c, "holder_id", max_len=64)
             status = req_enum(c, "status", CARD_STATUSES)
@@ -472,7 +503,9 @@ class FaceChange:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "kind": "face", "face_id": self.face_id, "holder_id": self.holder_id,
+            "kind": "face",
+            "face_id": self.face_id,
+            "holder_id": self.holder_id,
             "encoding": None if self.encoding is None else encoding_to_str(self.encoding),
         }
 
@@ -500,8 +533,11 @@ class QrKeyChange:
 
     def to_wire(self) -> dict[str, Any]:
         return {
-            "kind": "qr_key", "holder_id": self.holder_id, "public_key": self.public_key,
-            "expires_at_ms": self.expires_at_ms, "offline_allowance_fen": self.offline_allowance_fen,
+            "kind": "qr_key",
+            "holder_id": self.holder_id,
+            "public_key": self.public_key,
+            "expires_at_ms": self.expires_at_ms,
+            "offline_allowance_fen": self.offline_allowance_fen,
         }
 
     @classmethod
@@ -511,12 +547,22 @@ class QrKeyChange:
         if len(key) != 64 or any(ch not in "0123456789abcdef" for ch in key):
             raise ProtocolError("bad_field", "qr_key.public_key: 64 lower-case hex digits")
         return cls(
-            holder_id, key, req_int(c, "expires_at_ms"), req_int(c, "offline_allowance_fen", lo=0, hi=MAX_SALE_FEN)
+            holder_id,
+            key,
+            req_int(c, "expires_at_ms"),
+            req_int(c, "offline_allowance_fen", lo=0, hi=MAX_SALE_FEN),
         )
 
 
 Change = HolderChange | CardChange | CanteenChange | SettingsChange | FaceChange | QrKeyChange
-CHANGE_TYPES: tuple[type[Change], ...] = (HolderChange, CardChange, CanteenChange, SettingsChange, FaceChange, QrKeyChange)
+CHANGE_TYPES: tuple[type[Change], ...] = (
+    HolderChange,
+    CardChange,
+    CanteenChange,
+    SettingsChange,
+    FaceChange,
+    QrKeyChange,
+)
 # the wire fields of each kind: its record's fields and "kind"
 _CHANGE_FIELDS: dict[str, frozenset[str]] = {
     t.kind: frozenset(f.name for f in fields(t)) | {"kind"} for t in CHANGE_TYPES

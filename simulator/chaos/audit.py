@@ -61,7 +61,9 @@ def read_journal(path: str, terminal_id: str) -> tuple[list[JournalRow], int]:
     try:
         rows = [
             JournalRow(terminal_id, r[0], r[1], r[2], r[3], r[4], bool(r[5]))
-            for r in conn.execute("SELECT seq, uuid, holder_id, amount_fen, occurred_at_ms, offline FROM journal ORDER BY seq")
+            for r in conn.execute(
+                "SELECT seq, uuid, holder_id, amount_fen, occurred_at_ms, offline FROM journal ORDER BY seq"
+            )
         ]
         pending = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
     finally:
@@ -90,17 +92,27 @@ class AuditResult:
     @property
     def ok(self) -> bool:
         return (
-            self.lost == 0 and self.double_applied == 0 and self.ledger_sum_fen == 0
-            and self.overdraft_fen <= self.overdraft_bound_fen and not self.violations
+            self.lost == 0
+            and self.double_applied == 0
+            and self.ledger_sum_fen == 0
+            and self.overdraft_fen <= self.overdraft_bound_fen
+            and not self.violations
         )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "approved": self.approved, "applied": self.applied, "lost": self.lost,
-            "double_applied": self.double_applied, "ledger_sum_fen": self.ledger_sum_fen,
-            "overdraft_fen": self.overdraft_fen, "overdraft_bound_fen": self.overdraft_bound_fen,
-            "pending": self.pending, "offline_sales": self.offline_sales, "sales_fen": self.sales_fen,
-            "rejections": self.rejections, "violations": self.violations[:50],
+            "approved": self.approved,
+            "applied": self.applied,
+            "lost": self.lost,
+            "double_applied": self.double_applied,
+            "ledger_sum_fen": self.ledger_sum_fen,
+            "overdraft_fen": self.overdraft_fen,
+            "overdraft_bound_fen": self.overdraft_bound_fen,
+            "pending": self.pending,
+            "offline_sales": self.offline_sales,
+            "sales_fen": self.sales_fen,
+            "rejections": self.rejections,
+            "violations": self.violations[:50],
             "violation_count": len(self.violations),
         }
 
@@ -158,7 +170,10 @@ def audit(
         r.violate(f"ledger:{v.code}", v.detail)
     _overdraft(r, server, rows, start_balance_fen, offline_allowance_fen)
     r.rejections = {
-        reason: n for reason, n in server.execute("SELECT reason, count(*) FROM rejections GROUP BY reason ORDER BY reason")
+        reason: n
+        for reason, n in server.execute(
+            "SELECT reason, count(*) FROM rejections GROUP BY reason ORDER BY reason"
+        )
     }
     for reason in r.rejections:
         if reason not in CATALOG:
@@ -167,7 +182,10 @@ def audit(
 
 
 def _check_announcements(
-    r: AuditResult, journals: dict[str, list[JournalRow]], events: dict[str, list[dict[str, Any]]], max_offset_ms: int
+    r: AuditResult,
+    journals: dict[str, list[JournalRow]],
+    events: dict[str, list[dict[str, Any]]],
+    max_offset_ms: int,
 ) -> None:
     """Every journaled sale was announced, every announced sale journaled, none misdated."""
     for tid, rows in journals.items():
@@ -184,7 +202,10 @@ def _check_announcements(
             if e.get("event") == "approved" and e["uuid"] in journaled and "_seen_ms" in e:
                 off = journaled[e["uuid"]].occurred_at_ms - e["_seen_ms"]
                 if abs(off) > max_offset_ms + MISDATE_SLACK_MS:
-                    r.violate("misdated", f"{tid}/{journaled[e['uuid']].seq}: dated {off / 1000:+.0f} s from the true time")
+                    r.violate(
+                        "misdated",
+                        f"{tid}/{journaled[e['uuid']].seq}: dated {off / 1000:+.0f} s from the true time",
+                    )
 
 
 def _overdraft(
@@ -200,7 +221,10 @@ def _overdraft(
         # the step the bound rests on: one terminal never sells a holder more than the
         # balance it could have seen plus the allowance
         if fen > max(start.get(h, 0), 0) + allowance:
-            r.violate("terminal_oversold", f"{tid} sold {h} {fen} fen; balance {start.get(h, 0)} + allowance {allowance}")
+            r.violate(
+                "terminal_oversold",
+                f"{tid} sold {h} {fen} fen; balance {start.get(h, 0)} + allowance {allowance}",
+            )
     purses = ledger.balances(
         server, [ledger.subsidy_purse(h) for h in start] + [ledger.self_purse(h) for h in start]
     )
@@ -213,4 +237,7 @@ def _overdraft(
         bound = (n - 1) * (max(start.get(h, 0), 0) + allowance) + allowance
         r.overdraft_bound_fen += bound
         if per_holder[h] > bound:
-            r.violate("overdraft_beyond_bound", f"{h}: {per_holder[h]} fen overdrawn, limits allow {bound} ({n} terminals)")
+            r.violate(
+                "overdraft_beyond_bound",
+                f"{h}: {per_holder[h]} fen overdrawn, limits allow {bound} ({n} terminals)",
+            )

@@ -88,11 +88,19 @@ class Injector:
     def forged(self, how: str, terminal_id: str, canteen_id: str, card_id: str, amount_fen: int) -> int:
         sender = terminal_id if how == "wrong_key" else f"X{uuid.uuid4().hex[:6]}"
         sale = Sale(
-            terminal_id=sender, seq=10_000_000 + sum(self.sent.values()), uuid=uuid.uuid4().hex, card_id=card_id,
-            canteen_id=canteen_id, amount_fen=amount_fen, occurred_at_ms=self._clock_ms(), kind="shop",
+            terminal_id=sender,
+            seq=10_000_000 + sum(self.sent.values()),
+            uuid=uuid.uuid4().hex,
+            card_id=card_id,
+            canteen_id=canteen_id,
+            amount_fen=amount_fen,
+            occurred_at_ms=self._clock_ms(),
+            kind="shop",
             subsidy_fen=amount_fen,
         )
-        payload = seal_hmac("sale_batch", sender, SaleBatch((sale,)).to_body(), b"not the terminal's key", self._clock_ms())
+        payload = seal_hmac(
+            "sale_batch", sender, SaleBatch((sale,)).to_body(), b"not the terminal's key", self._clock_ms()
+        )
         return self._send("forged", topics.sales(sender), payload)
 
     def corrupted(self, pick: float, where: float, flips: int) -> int:

@@ -31,13 +31,28 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FAULT_KINDS = (
-    "partition_cut", "partition_oneway", "partition_blackhole", "broker_restart", "server_kill",
-    "terminal_kill", "duplicate", "reorder", "forged", "corrupted", "clock_skew",
+    "partition_cut",
+    "partition_oneway",
+    "partition_blackhole",
+    "broker_restart",
+    "server_kill",
+    "terminal_kill",
+    "duplicate",
+    "reorder",
+    "forged",
+    "corrupted",
+    "clock_skew",
 )
 # how many of each per minute of workload (each kind at least once per run)
 RATE_PER_MIN = {
-    "partition": 2.0, "broker_restart": 0.7, "server_kill": 0.7, "terminal_kill": 1.0,
-    "duplicate": 2.0, "reorder": 1.0, "forged": 2.0, "corrupted": 2.0,
+    "partition": 2.0,
+    "broker_restart": 0.7,
+    "server_kill": 0.7,
+    "terminal_kill": 1.0,
+    "duplicate": 2.0,
+    "reorder": 1.0,
+    "forged": 2.0,
+    "corrupted": 2.0,
 }
 MEAN_TAP_GAP_S = 10.0  # per diner
 DOUBLE_TAP_P = 0.08  # a cloned card: the same card at several terminals within 300 ms
@@ -170,7 +185,9 @@ def _faults(rng: random.Random, opts: ChaosOptions, cards: list[str], workload_s
     placed: list[Fault] = []
     # partitions: spread over the terminals, non-overlapping windows per terminal
     n_part = _count(rng, "partition", opts.minutes)
-    per_terminal = [n_part // opts.terminals + (1 if t < n_part % opts.terminals else 0) for t in range(opts.terminals)]
+    per_terminal = [
+        n_part // opts.terminals + (1 if t < n_part % opts.terminals else 0) for t in range(opts.terminals)
+    ]
     for target, n in enumerate(per_terminal):
         if n:
             for start, dur in _slots(rng, n, workload_s, 8.0):

@@ -51,8 +51,11 @@ class _Child:
     def _spawn(self, argv: list[str], log_path: Path, *, stdin: bool = False, stdout: bool = False) -> None:
         self._log = open(log_path, "ab")  # noqa: SIM115 — closed in _reap()
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout else self._log, stderr=self._log,
+            argv,
+            cwd=ROOT,
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else self._log,
+            stderr=self._log,
         )
 
     @property
@@ -129,8 +132,18 @@ class ServerProcess(_Child):
         self.starts = 0
 
     def start(self) -> ServerProcess:
-        argv = [sys.executable, "-c", "from server.cli import main; main()", "--home", str(self.home),
-                "run", "--broker", self.broker_url, "--port", str(self.port)]
+        argv = [
+            sys.executable,
+            "-c",
+            "from server.cli import main; main()",
+            "--home",
+            str(self.home),
+            "run",
+            "--broker",
+            self.broker_url,
+            "--port",
+            str(self.port),
+        ]
         self._spawn(argv, self.home / "server.log")
         self.starts += 1
         _wait_port_or_exit(self, self.port, 30)
@@ -158,7 +171,9 @@ class TerminalProcess(_Child):
     def start(self) -> TerminalProcess:
         argv = [sys.executable, "-m", "terminal.cli", "run", "--config", str(self.config_path), "--events"]
         self._spawn(argv, self.log_path, stdin=True, stdout=True)
-        self._reader = threading.Thread(target=self._read, name=f"events-{self.config_path.stem}", daemon=True)
+        self._reader = threading.Thread(
+            target=self._read, name=f"events-{self.config_path.stem}", daemon=True
+        )
         self._reader.start()
         return self
 

@@ -98,13 +98,20 @@ class ChaosRun:
         now = self.clock.now_ms()
         conn = open_db(self.db_path)
         self.world = build_world(
-            conn, now, seed=self.opts.seed, diners=self.opts.diners, terminals=self.opts.terminals,
-            public_key=app.extensions["canteen_server_key"].public_hex, quarter=str(Quarter.of_ms(now)),
+            conn,
+            now,
+            seed=self.opts.seed,
+            diners=self.opts.diners,
+            terminals=self.opts.terminals,
+            public_key=app.extensions["canteen_server_key"].public_hex,
+            quarter=str(Quarter.of_ms(now)),
         )
         conn.close()
         self.plan = build_plan(self.opts, self.world.cards)
-        self.say(f"chaos seed {self.opts.seed}: {self.opts.terminals} terminals, {self.opts.diners} diners, "
-                 f"{self.plan.workload_s:.0f} s, {len(self.plan.taps)} taps planned")
+        self.say(
+            f"chaos seed {self.opts.seed}: {self.opts.terminals} terminals, {self.opts.diners} diners, "
+            f"{self.plan.workload_s:.0f} s, {len(self.plan.taps)} taps planned"
+        )
         for i, skew in self.plan.clock_skew.items():
             self.say(f"  clock skew T{i + 1}: {skew / 1000:+.0f} s")
         for f in self.plan.faults:
@@ -113,19 +120,30 @@ class ChaosRun:
         self.server = ServerProcess(home, self.broker.url, free_port()).start()
         for i, creds in enumerate(self.world.terminals):
             mqtt, http = NetProxy(self.broker.port), NetProxy(self.server.port)
-            term = Term(i, creds.terminal_id, self.dir / f"{creds.terminal_id}.json",
-                        self.dir / f"{creds.terminal_id}.sqlite", self.dir / f"{creds.terminal_id}.log", mqtt, http)
-            term.config_path.write_text(json.dumps({
-                **creds.to_json(),
-                "broker_url": f"mqtt://127.0.0.1:{mqtt.port}",
-                "server_url": f"http://127.0.0.1:{http.port}",
-                "db_path": str(term.db_path),
-                "reader": "stdin",
-                "batch_size": 20,
-                "ack_timeout_s": 2.0,
-                "heartbeat_s": 1.0,
-                "clock_offset_ms": self.plan.clock_skew.get(i, 0),
-            }))
+            term = Term(
+                i,
+                creds.terminal_id,
+                self.dir / f"{creds.terminal_id}.json",
+                self.dir / f"{creds.terminal_id}.sqlite",
+                self.dir / f"{creds.terminal_id}.log",
+                mqtt,
+                http,
+            )
+            term.config_path.write_text(
+                json.dumps(
+                    {
+                        **creds.to_json(),
+                        "broker_url": f"mqtt://127.0.0.1:{mqtt.port}",
+                        "server_url": f"http://127.0.0.1:{http.port}",
+                        "db_path": str(term.db_path),
+                        "reader": "stdin",
+                        "batch_size": 20,
+                        "ack_timeout_s": 2.0,
+                        "heartbeat_s": 1.0,
+                        "clock_offset_ms": self.plan.clock_skew.get(i, 0),
+                    }
+                )
+            )
             term.start()
             self.terms.append(term)
         deadline = time.monotonic() + 60
@@ -209,7 +227,9 @@ class ChaosRun:
             return self.injector.reorder(p["pick"], p["run"])
         if f.kind == "forged":
             creds = self.world.terminals[p["target"]]
-            return self.injector.forged(p["as"], creds.terminal_id, creds.canteen_id, p["card"], p["amount_fen"])
+            return self.injector.forged(
+                p["as"], creds.terminal_id, creds.canteen_id, p["card"], p["amount_fen"]
+            )
         return self.injector.corrupted(p["pick"], p["where"], p["flips"])
 
     def _end(self, f: Fault) -> None:
@@ -271,15 +291,22 @@ class ChaosRun:
         server = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
         try:
             result = audit(
-                server, journals, {t.terminal_id: t.events for t in self.terms}, pending=pending,
+                server,
+                journals,
+                {t.terminal_id: t.events for t in self.terms},
+                pending=pending,
                 start_balance_fen=self.world.start_balance_fen,
                 offline_allowance_fen=self.world.offline_allowance_fen,
                 max_clock_offset_ms=self.world.risk["max_clock_offset_ms"],
             )
-            duplicates = server.execute("SELECT value FROM counters WHERE name = 'sales_duplicate'").fetchone()
+            duplicates = server.execute(
+                "SELECT value FROM counters WHERE name = 'sales_duplicate'"
+            ).fetchone()
         finally:
             server.close()
-        declines = Counter(e.get("reason") for t in self.terms for e in t.events if e.get("event") == "declined")
+        declines = Counter(
+            e.get("reason") for t in self.terms for e in t.events if e.get("event") == "declined"
+        )
         assert self.injector is not None
         faults = dict(self.executed)
         faults["clock_skew"] = len(self.plan.clock_skew)
@@ -352,12 +379,16 @@ def render(result: dict[str, Any]) -> str:
         f"  重复已忽略 duplicates   {result['duplicates_answered']:>7}",
         f"  账本合计 ledger sum     {result['ledger_sum_fen']:>7} fen",
         f"  透支 overdraft          {result['overdraft_fen']:>7} fen  (限额允许 bound {result['overdraft_bound_fen']} fen)",
-        "  拒收消息 refused messages: " + (", ".join(f"{k} {v}" for k, v in result["rejections"].items()) or "-"),
+        "  拒收消息 refused messages: "
+        + (", ".join(f"{k} {v}" for k, v in result["rejections"].items()) or "-"),
         "  拒绝 declines: " + (", ".join(f"{k} {v}" for k, v in result["declines"].items()) or "-"),
     ]
     for v in result["violations"][:20]:
         lines.append(f"  ✘ {v['code']}: {v['detail']}")
-    lines.append(f"  {'✔ 通过 PASS' if result['ok'] else '✘ 失败 FAIL'}" + (f" · kept {result['workdir']}" if "workdir" in result else ""))
+    lines.append(
+        f"  {'✔ 通过 PASS' if result['ok'] else '✘ 失败 FAIL'}"
+        + (f" · kept {result['workdir']}" if "workdir" in result else "")
+    )
     return "\n".join(lines)
 
 
@@ -386,6 +417,23 @@ def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None
         "double_applied": sum(r["double_applied"] for r in runs),
         "overdraft_fen": sum(r["overdraft_fen"] for r in runs),
         "overdraft_bound_fen": sum(r["overdraft_bound_fen"] for r in runs),
-        "runs": [{k: r[k] for k in ("seed", "ok", "approved", "applied", "lost", "double_applied", "ledger_sum_fen",
-                                    "overdraft_fen", "overdraft_bound_fen", "faults_total", "elapsed_s")} for r in runs],
+        "runs": [
+            {
+                k: r[k]
+                for k in (
+                    "seed",
+                    "ok",
+                    "approved",
+                    "applied",
+                    "lost",
+                    "double_applied",
+                    "ledger_sum_fen",
+                    "overdraft_fen",
+                    "overdraft_bound_fen",
+                    "faults_total",
+                    "elapsed_s",
+                )
+            }
+            for r in runs
+        ],
     }

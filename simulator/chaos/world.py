@@ -50,7 +50,14 @@ class ChaosWorld:
 
 
 def build_world(
-    conn: sqlite3.Connection, now_ms: int, *, seed: int, diners: int, terminals: int, public_key: str, quarter: str
+    conn: sqlite3.Connection,
+    now_ms: int,
+    *,
+    seed: int,
+    diners: int,
+    terminals: int,
+    public_key: str,
+    quarter: str,
 ) -> ChaosWorld:
     rng = random.Random(seed ^ 0x5EED)
     canteens = [f"C{i + 1:02d}" for i in range((terminals + 1) // 2)]
@@ -67,12 +74,22 @@ def build_world(
                 "meal_limit": 2,
                 "items": ITEMS,
             }
-            registry.add_canteen(conn, cid, f"第{i + 1}食堂", unit, operator=f"运营方{i + 1}",
-                                 self_operated=i % 2 == 1, now_ms=now_ms, config=config)
+            registry.add_canteen(
+                conn,
+                cid,
+                f"第{i + 1}食堂",
+                unit,
+                operator=f"运营方{i + 1}",
+                self_operated=i % 2 == 1,
+                now_ms=now_ms,
+                config=config,
+            )
         for i in range(diners):
             unit = UNITS[i % len(UNITS)][0]
             holder, card = f"H{i + 1:05d}", f"K{i + 1:05d}"
-            registry.add_holder(conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms)
+            registry.add_holder(
+                conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms
+            )
             cards.append(card)
             holders[card] = holder
         for uid in sorted({UNITS[i % len(UNITS)][0] for i in range(diners)}):
@@ -80,7 +97,8 @@ def build_world(
         for card in rng.sample(cards, k=max(1, diners // 4)):
             funds.topup(conn, card, rng.choice([500, 1_000, 3_000]), now_ms, ref=f"chaos-topup-{card}")
         creds = [
-            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}") for t in range(terminals)
+            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}")
+            for t in range(terminals)
         ]
     start = {
         h: ledger.balance(conn, ledger.subsidy_purse(h)) + ledger.balance(conn, ledger.self_purse(h))

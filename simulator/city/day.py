@@ -24,7 +24,11 @@ from datetime import date, datetime, timedelta
 from shared.clock import CHINA_TZ
 from simulator.city.world import ITEMS, CityPlan, DinerPlan
 
-MEAL_WINDOWS = {"breakfast": (7 * 60, 9 * 60), "lunch": (11 * 60 + 30, 13 * 60 + 30), "dinner": (17 * 60 + 30, 19 * 60 + 30)}
+MEAL_WINDOWS = {
+    "breakfast": (7 * 60, 9 * 60),
+    "lunch": (11 * 60 + 30, 13 * 60 + 30),
+    "dinner": (17 * 60 + 30, 19 * 60 + 30),
+}
 TOPUP_YUAN = (50, 100, 200)
 
 
@@ -67,28 +71,54 @@ def day_visits(plan: CityPlan, day: date, tills: int, rng: random.Random) -> lis
         return d.pays if d.pays != "card" and rng.random() < 0.8 else "card"
 
     def meal(d: DinerPlan, where: str, period: str, minute: int) -> Visit:
-        return Visit(minute_ms(day, minute), d.card, where, rng.randrange(tills), "meal", method(d), period=period)
+        return Visit(
+            minute_ms(day, minute), d.card, where, rng.randrange(tills), "meal", method(d), period=period
+        )
 
     for d in plan.diners:
         home = canteens[d.home]
         if rng.random() < 0.35:
             visits.append(meal(d, home.name, "breakfast", rng.randrange(*MEAL_WINDOWS["breakfast"])))
         if rng.random() < 0.9:
-            where = home.name if rng.random() < 0.8 or len(names) == 1 else rng.choice([n for n in names if n != home.name])
+            where = (
+                home.name
+                if rng.random() < 0.8 or len(names) == 1
+                else rng.choice([n for n in names if n != home.name])
+            )
             start, end = MEAL_WINDOWS["lunch"]
             minute = min(end - 1, int(rng.triangular(start, end, 12 * 60)))
             lunch = meal(d, where, "lunch", minute)
             visits.append(lunch)
             if rng.random() < 0.01:  # tries a second lunch at the same counter: refused
-                visits.append(Visit(lunch.at_ms + 3 * 60_000, d.card, where, lunch.till, "meal", "card", period="lunch"))
+                visits.append(
+                    Visit(lunch.at_ms + 3 * 60_000, d.card, where, lunch.till, "meal", "card", period="lunch")
+                )
             if rng.random() < 0.08:
                 basket = tuple((sku, rng.randint(1, 2)) for sku, *_ in rng.sample(ITEMS, rng.randint(1, 2)))
-                visits.append(Visit(lunch.at_ms + 10 * 60_000, d.card, where, rng.randrange(tills), "shop",
-                                    method(d), basket))
+                visits.append(
+                    Visit(
+                        lunch.at_ms + 10 * 60_000,
+                        d.card,
+                        where,
+                        rng.randrange(tills),
+                        "shop",
+                        method(d),
+                        basket,
+                    )
+                )
         if home.dinner and rng.random() < 0.15:
             visits.append(meal(d, home.name, "dinner", rng.randrange(*MEAL_WINDOWS["dinner"])))
         if rng.random() < 0.01:
-            visits.append(Visit(minute_ms(day, rng.randrange(8 * 60, 18 * 60)), d.card, "", 0, "topup", "bank",
-                                amount_fen=rng.choice(TOPUP_YUAN) * 100))
+            visits.append(
+                Visit(
+                    minute_ms(day, rng.randrange(8 * 60, 18 * 60)),
+                    d.card,
+                    "",
+                    0,
+                    "topup",
+                    "bank",
+                    amount_fen=rng.choice(TOPUP_YUAN) * 100,
+                )
+            )
     visits.sort(key=lambda v: (v.at_ms, v.card))
     return visits

@@ -37,7 +37,7 @@ def photo_png(label: str) -> bytes:
     if len(data) > PHOTO_SIDE * PHOTO_SIDE:
         raise ValueError("label too long for a photo")
     flat = np.zeros(PHOTO_SIDE * PHOTO_SIDE * 3, dtype=np.uint8)
-    flat[0: len(data) * 3: 3] = np.frombuffer(data, dtype=np.uint8)  # the red channel carries it
+    flat[0 : len(data) * 3 : 3] = np.frombuffer(data, dtype=np.uint8)  # the red channel carries it
     buf = io.BytesIO()
     Image.fromarray(flat.reshape(PHOTO_SIDE, PHOTO_SIDE, 3)).save(buf, format="PNG")
     return buf.getvalue()
@@ -52,7 +52,7 @@ def label_of(frame: Frame) -> str | None:
     red = frame.image.reshape(-1, 3)[:, 0].tobytes()
     if not red.startswith(MAGIC):
         return None
-    return red[len(MAGIC): red.index(b"\0", len(MAGIC))].decode()
+    return red[len(MAGIC) : red.index(b"\0", len(MAGIC))].decode()
 
 
 class LabelFaceEngine:

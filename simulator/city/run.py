@@ -77,10 +77,17 @@ def run_city(opts: CityOptions) -> dict[str, Any]:
     clock = FakeClock(setup_ms)
     rng = random.Random(opts.seed)
     timings: dict[str, float] = {}
-    with Cluster(opts.workdir, broker=opts.broker, clock=clock, terminal_prefix=opts.terminal_prefix,
-                 server_config={"YEAR_END_REFUND_TO": "unit"}) as cluster:
+    with Cluster(
+        opts.workdir,
+        broker=opts.broker,
+        clock=clock,
+        terminal_prefix=opts.terminal_prefix,
+        server_config={"YEAR_END_REFUND_TO": "unit"},
+    ) as cluster:
         assert cluster.server is not None
-        cluster.server.app.extensions["canteen_face_engine"] = LabelFaceEngine()  # the server's (simulated) face engine
+        cluster.server.app.extensions["canteen_face_engine"] = (
+            LabelFaceEngine()
+        )  # the server's (simulated) face engine
         harness = Harness(cluster)
         city = CityState(plan, harness, clock)
         try:
@@ -97,7 +104,9 @@ def run_city(opts: CityOptions) -> dict[str, Any]:
                     _allocate(city, q)
                     quarter = q
                 outage = _run_day(city, day, opts, rng, with_outage=opts.outage and n == 0)
-                per_day.append({"date": day.isoformat(), "elapsed_s": round(time.monotonic() - t, 1), **outage})
+                per_day.append(
+                    {"date": day.isoformat(), "elapsed_s": round(time.monotonic() - t, 1), **outage}
+                )
             t = time.monotonic()
             harness.settle_down(120)
             _close_quarter(city, quarter, rng)
@@ -124,11 +133,18 @@ def _build(city: CityState, opts: CityOptions, quarter: Quarter, rng: random.Ran
         unit = admin.post("/api/v1/units", {"name": u.name, "quarterly_standard_fen": u.standard_yuan * 100})
         city.unit_ids[u.name] = unit["id"]
         city.clerks[u.name] = h.token("clerk", unit_id=unit["id"])
-    admin.call("POST", "/api/v1/canteens/import", data=canteen_table_csv(plan).encode(), content_type="text/csv")
+    admin.call(
+        "POST", "/api/v1/canteens/import", data=canteen_table_csv(plan).encode(), content_type="text/csv"
+    )
     city.canteen_ids = {c["name"]: c["id"] for c in admin.get("/api/v1/canteens")}
-    admin.call("POST", "/api/v1/canteens/items/import", data=items_csv(plan).encode(), content_type="text/csv")
+    admin.call(
+        "POST", "/api/v1/canteens/items/import", data=items_csv(plan).encode(), content_type="text/csv"
+    )
     for c in plan.canteens:
-        admin.put(f"/api/v1/canteens/{city.canteen_ids[c.name]}/quality-bands", {"bands": [list(b) for b in c.quality_bands]})
+        admin.put(
+            f"/api/v1/canteens/{city.canteen_ids[c.name]}/quality-bands",
+            {"bands": [list(b) for b in c.quality_bands]},
+        )
     admin.call("POST", "/api/v1/roster/import", data=roster_csv(plan).encode(), content_type="text/csv")
     holders: dict[str, str] = {}
     for u in plan.units:
@@ -138,32 +154,48 @@ def _build(city: CityState, opts: CityOptions, quarter: Quarter, rng: random.Ran
     _allocate(city, quarter)
     for d in plan.diners:
         if rng.random() < 0.2:  # some staff keep their own money on the card too
-            admin.post("/api/v1/topups", {"card_id": d.card, "amount_fen": rng.choice((5000, 10000, 20000)),
-                                          "ref": f"city-open-{d.card}"})
+            admin.post(
+                "/api/v1/topups",
+                {
+                    "card_id": d.card,
+                    "amount_fen": rng.choice((5000, 10000, 20000)),
+                    "ref": f"city-open-{d.card}",
+                },
+            )
         if d.pays == "qr":  # QR pay opened on the phone
             phone = h.token("diner", holder_id=holders[d.card])
             phone.post("/api/v1/qr/credentials", {"card_id": d.card})
             city.phones[d.card] = phone
         elif d.pays == "face":  # enrolled from a photo at the unit's office
-            city.clerks[d.unit].call("POST", f"/api/v1/holders/{holders[d.card]}/faces", data=photo_png(d.card),
-                                     content_type="image/png")
+            city.clerks[d.unit].call(
+                "POST",
+                f"/api/v1/holders/{holders[d.card]}/faces",
+                data=photo_png(d.card),
+                content_type="image/png",
+            )
     engine = LabelFaceEngine()
     for c in plan.canteens:
-        city.tills[c.name] = [h.add_till(city.canteen_ids[c.name], c.name, face_engine=engine, heartbeat_s=1.0)
-                              for _ in range(opts.terminals)]
+        city.tills[c.name] = [
+            h.add_till(city.canteen_ids[c.name], c.name, face_engine=engine, heartbeat_s=1.0)
+            for _ in range(opts.terminals)
+        ]
     h.settle_down(300)
 
 
 def _allocate(city: CityState, quarter: Quarter) -> None:
     for u in city.plan.units:
-        city.clerks[u.name].post("/api/v1/allocations", {"unit_id": city.unit_ids[u.name], "quarter": str(quarter)})
+        city.clerks[u.name].post(
+            "/api/v1/allocations", {"unit_id": city.unit_ids[u.name], "quarter": str(quarter)}
+        )
 
 
 def _close_quarter(city: CityState, quarter: Quarter, rng: random.Random) -> None:
     """Each unit scores its canteen's operator; at the quarter's end it is settled."""
     for c in city.plan.canteens:
-        city.clerks[c.unit].put(f"/api/v1/canteens/{city.canteen_ids[c.name]}/quality-scores/{quarter}",
-                                {"score": rng.randint(76, 98)})
+        city.clerks[c.unit].put(
+            f"/api/v1/canteens/{city.canteen_ids[c.name]}/quality-scores/{quarter}",
+            {"score": rng.randint(76, 98)},
+        )
     city.clock.set_ms(max(city.clock.now_ms(), quarter.end_ms + 30 * 60_000))
     city.harness.wait_watermarks(quarter.end_ms)
     city.harness.admin.post(f"/api/v1/settlements/{quarter}", {})
@@ -172,7 +204,9 @@ def _close_quarter(city: CityState, quarter: Quarter, rng: random.Random) -> Non
 # --- a day --------------------------------------------------------------------------------
 
 
-def _run_day(city: CityState, day: date, opts: CityOptions, rng: random.Random, *, with_outage: bool) -> dict[str, Any]:
+def _run_day(
+    city: CityState, day: date, opts: CityOptions, rng: random.Random, *, with_outage: bool
+) -> dict[str, Any]:
     h = city.harness
     visits = day_visits(city.plan, day, opts.terminals, rng)
     victim = None
@@ -180,7 +214,11 @@ def _run_day(city: CityState, day: date, opts: CityOptions, rng: random.Random, 
         busiest = Counter(v.canteen for v in visits if v.kind != "topup").most_common(1)[0][0]
         victim = city.tills[busiest][0]
     faults = [(minute_ms(day, m), action) for m, action in OUTAGE] if victim is not None else []
-    pools = {t.id: ThreadPoolExecutor(1, thread_name_prefix=f"counter-{t.id}") for ts in city.tills.values() for t in ts}
+    pools = {
+        t.id: ThreadPoolExecutor(1, thread_name_prefix=f"counter-{t.id}")
+        for ts in city.tills.values()
+        for t in ts
+    }
     day_clock = DayClock(city.clock, h, city.moment)
 
     def fault(at_ms: int, action: str) -> None:
@@ -199,8 +237,10 @@ def _run_day(city: CityState, day: date, opts: CityOptions, rng: random.Random, 
             while i < len(visits) and visits[i].at_ms == now:
                 v = visits[i]
                 if v.kind == "topup":
-                    h.admin.post("/api/v1/topups", {"card_id": v.card, "amount_fen": v.amount_fen,
-                                                    "ref": f"city-{day}-{i}"})
+                    h.admin.post(
+                        "/api/v1/topups",
+                        {"card_id": v.card, "amount_fen": v.amount_fen, "ref": f"city-{day}-{i}"},
+                    )
                 else:
                     till = city.tills[v.canteen][v.till]
                     futures.append(pools[till.id].submit(_serve, city, till, v))
@@ -215,10 +255,12 @@ def _run_day(city: CityState, day: date, opts: CityOptions, rng: random.Random, 
             p.shutdown()
     outage = None
     if victim is not None:
-        outage = {"terminal": victim.id, "canteen": victim.canteen_name,
-                  **{action: f"{m // 60:02d}:{m % 60:02d}" for m, action in OUTAGE}}
-    return {"outage": outage,
-            "topups": sum(1 for v in visits if v.kind == "topup")}
+        outage = {
+            "terminal": victim.id,
+            "canteen": victim.canteen_name,
+            **{action: f"{m // 60:02d}:{m % 60:02d}" for m, action in OUTAGE},
+        }
+    return {"outage": outage, "topups": sum(1 for v in visits if v.kind == "topup")}
 
 
 def _serve(city: CityState, till: Till, v: Visit) -> None:
@@ -231,9 +273,17 @@ def _serve(city: CityState, till: Till, v: Visit) -> None:
         answer = till.show_face(v.card, order)
     else:
         answer = till.present_card(v.card, order)
-    city.outcomes.append({
-        "at_ms": v.at_ms, "card": v.card, "canteen": v.canteen, "kind": v.kind, "period": v.period,
-        "method": v.method, "approved": answer["event"] == "approved", "reason": answer.get("reason"),
-        "offline": bool(answer.get("offline")), "amount_fen": answer.get("amount_fen", 0),
-    })
-
+    city.outcomes.append(
+        {
+            "at_ms": v.at_ms,
+            "card": v.card,
+            "canteen": v.canteen,
+            "kind": v.kind,
+            "period": v.period,
+            "method": v.method,
+            "approved": answer["event"] == "approved",
+            "reason": answer.get("reason"),
+            "offline": bool(answer.get("offline")),
+            "amount_fen": answer.get("amount_fen", 0),
+        }
+    )

@@ -22,18 +22,61 @@ import random
 from dataclasses import dataclass
 
 UNIT_NAMES = (
-    "市财政局", "市教育局", "市审计局", "市卫健委", "市发改委", "市国资委", "市城管局", "市机关事务管理局",
-    "市公共资源交易中心", "市人社局", "市民政局", "市司法局", "市自然资源局", "市生态环境局", "市住建局",
-    "市交通运输局", "市水利局", "市农业农村局", "市商务局", "市文旅广体局", "市应急管理局", "市市场监管局",
-    "市统计局", "市医保局", "市信访局", "市林业局", "市科技局", "市工信局", "市退役军人事务局", "市档案馆",
-    "市图书馆", "市中心医院", "市人民医院", "市中医院", "市妇幼保健院", "市第一中学", "市第二中学",
-    "市职业技术学院", "市气象局", "市税务局",
+    "市财政局",
+    "市教育局",
+    "市审计局",
+    "市卫健委",
+    "市发改委",
+    "市国资委",
+    "市城管局",
+    "市机关事务管理局",
+    "市公共资源交易中心",
+    "市人社局",
+    "市民政局",
+    "市司法局",
+    "市自然资源局",
+    "市生态环境局",
+    "市住建局",
+    "市交通运输局",
+    "市水利局",
+    "市农业农村局",
+    "市商务局",
+    "市文旅广体局",
+    "市应急管理局",
+    "市市场监管局",
+    "市统计局",
+    "市医保局",
+    "市信访局",
+    "市林业局",
+    "市科技局",
+    "市工信局",
+    "市退役军人事务局",
+    "市档案馆",
+    "市图书馆",
+    "市中心医院",
+    "市人民医院",
+    "市中医院",
+    "市妇幼保健院",
+    "市第一中学",
+    "市第二中学",
+    "市职业技术学院",
+    "市气象局",
+    "市税务局",
 )
-OPERATORS = ("湘味餐饮有限公司", "株洲团餐服务有限公司", "神农膳食管理有限公司", "炎帝餐饮服务有限公司",
-             "湘江后勤服务有限公司")
+OPERATORS = (
+    "湘味餐饮有限公司",
+    "株洲团餐服务有限公司",
+    "神农膳食管理有限公司",
+    "炎帝餐饮服务有限公司",
+    "湘江后勤服务有限公司",
+)
 ITEMS = (  # sku, name, price (yuan), big-store reference price (yuan)
-    ("tissue", "抽纸", "3.50", "4.00"), ("water", "矿泉水", "1.80", "2.00"), ("soap", "香皂", "4.50", "5.00"),
-    ("noodles", "方便面", "4.00", "4.50"), ("milk", "纯牛奶", "3.00", "3.00"), ("fruit", "水果切盘", "6.00", "6.50"),
+    ("tissue", "抽纸", "3.50", "4.00"),
+    ("water", "矿泉水", "1.80", "2.00"),
+    ("soap", "香皂", "4.50", "5.00"),
+    ("noodles", "方便面", "4.00", "4.50"),
+    ("milk", "纯牛奶", "3.00", "3.00"),
+    ("fruit", "水果切盘", "6.00", "6.50"),
 )
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘蒋蔡余杜叶程"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华建国红玉兰文斌慧婷宇"
@@ -85,8 +128,9 @@ class CityPlan:
         return next(c for c in self.canteens if c.name == name)
 
 
-def plan_city(units: int, diners: int, canteens: int, seed: int = 7,
-              qr_share: float = 0.1, face_share: float = 0.05) -> CityPlan:
+def plan_city(
+    units: int, diners: int, canteens: int, seed: int = 7, qr_share: float = 0.1, face_share: float = 0.05
+) -> CityPlan:
     """A city of ``units`` units (the first ``canteens`` of them run a canteen) and ``diners`` staff."""
     if units < 1 or diners < 1 or not 1 <= canteens <= units:
         raise ValueError("need units ≥ 1, diners ≥ 1 and 1 ≤ canteens ≤ units")
@@ -96,7 +140,9 @@ def plan_city(units: int, diners: int, canteens: int, seed: int = 7,
     canteen_plans = tuple(_canteen(names[i], i, rng) for i in range(canteens))
     weights = [rng.uniform(0.3, 3.0) for _ in names]
     # a unit without a canteen eats at one or two canteens nearby
-    nearby = {n: rng.sample([c.name for c in canteen_plans], min(2, len(canteen_plans))) for n in names[canteens:]}
+    nearby = {
+        n: rng.sample([c.name for c in canteen_plans], min(2, len(canteen_plans))) for n in names[canteens:]
+    }
     people: list[DinerPlan] = []
     for i in range(diners):
         unit = names[i] if i < units else rng.choices(names, weights)[0]  # every unit has someone
@@ -142,17 +188,48 @@ def _csv(header: list[str], rows: list[list[object]]) -> str:
 def canteen_table_csv(plan: CityPlan) -> str:
     """The seed's 信息统计表, one row per unit (食堂数量 0: no canteen), plus 经营单位,
     经营方式 and 中餐访客价."""
-    header = ["单位名称", "食堂数量(个)", "服务员人数(人)", "食堂容量(人)", "就餐面积(平方)", "早餐", "中餐", "晚餐",
-              "食堂地点", "联系人", "联系电话", "备注", "经营单位", "经营方式", "中餐访客价"]
+    header = [
+        "单位名称",
+        "食堂数量(个)",
+        "服务员人数(人)",
+        "食堂容量(人)",
+        "就餐面积(平方)",
+        "早餐",
+        "中餐",
+        "晚餐",
+        "食堂地点",
+        "联系人",
+        "联系电话",
+        "备注",
+        "经营单位",
+        "经营方式",
+        "中餐访客价",
+    ]
     rows: list[list[object]] = []
     for u in plan.units:
         c = next((c for c in plan.canteens if c.unit == u.name), None)
         if c is None:
             rows.append([u.name, 0] + [""] * 13)
             continue
-        rows.append([u.name, 1, c.staff, c.seats, c.area_m2, c.breakfast, c.lunch, c.dinner, c.location, c.contact,
-                     c.phone, "对外开放" if c.lunch_visitor else "", c.operator, "自营" if c.self_operated else "外包",
-                     c.lunch_visitor])
+        rows.append(
+            [
+                u.name,
+                1,
+                c.staff,
+                c.seats,
+                c.area_m2,
+                c.breakfast,
+                c.lunch,
+                c.dinner,
+                c.location,
+                c.contact,
+                c.phone,
+                "对外开放" if c.lunch_visitor else "",
+                c.operator,
+                "自营" if c.self_operated else "外包",
+                c.lunch_visitor,
+            ]
+        )
     return _csv(header, rows)
 
 
@@ -164,4 +241,6 @@ def items_csv(plan: CityPlan) -> str:
 
 def roster_csv(plan: CityPlan) -> str:
     """The staff roster (信息统计表 of people): 单位名称, 姓名, 工号, 卡号."""
-    return _csv(["单位名称", "姓名", "工号", "卡号"], [[d.unit, d.name, d.staff_no, d.card] for d in plan.diners])
+    return _csv(
+        ["单位名称", "姓名", "工号", "卡号"], [[d.unit, d.name, d.staff_no, d.card] for d in plan.diners]
+    )

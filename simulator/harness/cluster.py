@@ -193,7 +193,9 @@ class Cluster:
             conn = self.db()
             version = current_version(conn)
             conn.close()
-            if all(h.terminal.sync.in_sync and h.terminal.store.delta_version >= version for h in self.terminals):
+            if all(
+                h.terminal.sync.in_sync and h.terminal.store.delta_version >= version for h in self.terminals
+            ):
                 return True
             time.sleep(0.05)
         return False

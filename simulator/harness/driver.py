@@ -61,13 +61,25 @@ class Api:
     def as_(self, token: str) -> Api:
         return Api(self.base_url, token)
 
-    def call(self, method: str, path: str, body: Any = None, *, data: bytes | None = None,
-             content_type: str = "application/json") -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        data: bytes | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
         payload = data if data is not None else (json.dumps(body).encode() if body is not None else None)
         req = urllib.request.Request(
-            self.base_url + path, method=method, data=payload,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": content_type,
-                     "Accept-Language": "en"},
+            self.base_url + path,
+            method=method,
+            data=payload,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Type": content_type,
+                "Accept-Language": "en",
+            },
         )
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
@@ -118,8 +130,12 @@ class Till:
     def _read(self, sql: str) -> Any:
         with self._monitor_lock:
             if self._monitor is None:
-                self._monitor = sqlite3.connect(f"file:{self.handle.config.db_path}?mode=ro", uri=True,
-                                                check_same_thread=False, timeout=30)
+                self._monitor = sqlite3.connect(
+                    f"file:{self.handle.config.db_path}?mode=ro",
+                    uri=True,
+                    check_same_thread=False,
+                    timeout=30,
+                )
             return self._monitor.execute(sql).fetchone()[0]
 
     def pending(self) -> int:
@@ -155,8 +171,11 @@ class Till:
         def look() -> None:
             camera.present(label)
             try:
-                face_pay.pay(TapRequest(None, method="face", kind=order.kind, items=order.items,
-                                        amount_fen=order.amount_fen))
+                face_pay.pay(
+                    TapRequest(
+                        None, method="face", kind=order.kind, items=order.items, amount_fen=order.amount_fen
+                    )
+                )
             finally:
                 camera.present(None)
 
@@ -205,8 +224,9 @@ class Harness:
         issued = self.admin.post("/api/v1/tokens", {"role": role, "label": "simulator", **scope})
         return self.admin.as_(issued["token"])
 
-    def add_till(self, canteen_id: str, canteen_name: str, face_engine: FaceEngine | None = None,
-                 **overrides: Any) -> Till:
+    def add_till(
+        self, canteen_id: str, canteen_name: str, face_engine: FaceEngine | None = None, **overrides: Any
+    ) -> Till:
         """A terminal with a simulated card reader and QR scanner (and, given a face engine,
         a simulated camera for face pay)."""
         settings = {"qr_scanner": "simulated", "ecny_gateway": "none", "heartbeat_s": 0.25, **overrides}
@@ -279,11 +299,12 @@ class Harness:
         def past() -> bool:
             if not ids:
                 return True
-            marks = dict(self._db.execute(
-                f"SELECT id, watermark_ms FROM terminals WHERE id IN ({','.join('?' * len(ids))})", ids
-            ).fetchall())
+            marks = dict(
+                self._db.execute(
+                    f"SELECT id, watermark_ms FROM terminals WHERE id IN ({','.join('?' * len(ids))})", ids
+                ).fetchall()
+            )
             return all((marks.get(i) or 0) >= cutoff_ms for i in ids)
 
         if not wait_until(past, timeout_s, interval_s=0.01):
             raise RuntimeError(f"terminals did not report past {cutoff_ms} within {timeout_s:.0f} s")
-

@@ -40,7 +40,9 @@ SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何林罗高"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
 
 
-def demo_world(conn: sqlite3.Connection, now_ms: int, diners: int = 50, seed: int = 7, quarter: str = "2026Q4") -> World:
+def demo_world(
+    conn: sqlite3.Connection, now_ms: int, diners: int = 50, seed: int = 7, quarter: str = "2026Q4"
+) -> World:
     """Three units (one without a canteen), two canteens, ``diners`` staff, a quarter's
     subsidy allocated and a few self top-ups."""
     rng = random.Random(seed)
@@ -55,7 +57,13 @@ def demo_world(conn: sqlite3.Connection, now_ms: int, diners: int = 50, seed: in
             registry.add_unit(conn, uid, name, std)
             w.units[uid] = name
         registry.add_canteen(
-            conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", self_operated=False, now_ms=now_ms,
+            conn,
+            "C01",
+            "财政局食堂",
+            "U01",
+            operator="湘味餐饮有限公司",
+            self_operated=False,
+            now_ms=now_ms,
             config={
                 "meals": {
                     "breakfast": meal("07:00", "09:00", 500),
@@ -66,18 +74,31 @@ def demo_world(conn: sqlite3.Connection, now_ms: int, diners: int = 50, seed: in
             },
         )
         registry.add_canteen(
-            conn, "C02", "教育局食堂", "U02", operator="市教育局机关服务中心", self_operated=True, now_ms=now_ms,
+            conn,
+            "C02",
+            "教育局食堂",
+            "U02",
+            operator="市教育局机关服务中心",
+            self_operated=True,
+            now_ms=now_ms,
             config={"meals": {"lunch": meal("11:30", "13:30", 1000, 1200)}, "items": items},
         )
-        w.canteens = {"C01": {"name": "财政局食堂", "unit_id": "U01"}, "C02": {"name": "教育局食堂", "unit_id": "U02"}}
+        w.canteens = {
+            "C01": {"name": "财政局食堂", "unit_id": "U01"},
+            "C02": {"name": "教育局食堂", "unit_id": "U02"},
+        }
         for i in range(diners):
             unit_id = units[i % len(units)][0]
             name = rng.choice(SURNAMES) + rng.choice(GIVEN) + rng.choice(GIVEN)
             d = Diner(f"H{i + 1:05d}", f"C{i + 1:05d}", name, unit_id)
-            registry.add_holder(conn, d.holder_id, unit_id, name, d.card_id, staff_no=f"{unit_id}-{i + 1:04d}", now_ms=now_ms)
+            registry.add_holder(
+                conn, d.holder_id, unit_id, name, d.card_id, staff_no=f"{unit_id}-{i + 1:04d}", now_ms=now_ms
+            )
             w.diners.append(d)
         for uid, _, _ in units:
             funds.allocate(conn, uid, quarter, None, now_ms)
         for d in rng.sample(w.diners, k=max(1, diners // 5)):
-            funds.topup(conn, d.card_id, rng.choice([2000, 5000, 10000]), now_ms, ref=f"demo-topup-{d.card_id}")
+            funds.topup(
+                conn, d.card_id, rng.choice([2000, 5000, 10000]), now_ms, ref=f"demo-topup-{d.card_id}"
+            )
     return w

@@ -64,7 +64,9 @@ def parse_events(raw: Any, terminals: dict[str, int], units: set[str], cards: se
         as_obj(e, where)
         kinds = [k for k in e if k not in ("at", "note")]
         if len(kinds) != 1 or kinds[0] not in EVENT_FIELDS:
-            raise ScenarioError(where, f"one event kind per event, one of {', '.join(EVENT_FIELDS)}; got {kinds}")
+            raise ScenarioError(
+                where, f"one event kind per event, one of {', '.join(EVENT_FIELDS)}; got {kinds}"
+            )
         kind = kinds[0]
         if "at" not in e:
             raise ScenarioError(where, "missing at (a time like 2026-01-06T12:05)")
@@ -73,7 +75,9 @@ def parse_events(raw: Any, terminals: dict[str, int], units: set[str], cards: se
         except (TypeError, ValueError) as exc:
             raise ScenarioError(f"{where}.at", f"{e['at']!r} is not a time like 2026-01-06T12:05") from exc
         if last_ms is not None and at_ms < last_ms:
-            raise ScenarioError(f"{where}.at", f"{e['at']} is before the previous event; events run in time order")
+            raise ScenarioError(
+                f"{where}.at", f"{e['at']} is before the previous event; events run in time order"
+            )
         last_ms = at_ms
         w = f"{where} ({kind})"
         args = _event_args(kind, as_obj(e[kind], w), w, terminals, units, known_cards)

@@ -38,7 +38,9 @@ def as_text(value: Any, where: str) -> str:
 
 def as_int(value: Any, where: str, lo: int, hi: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
-        raise ScenarioError(where, f"a whole number {lo}..{hi if hi is not None else ''} is required, got {value!r}")
+        raise ScenarioError(
+            where, f"a whole number {lo}..{hi if hi is not None else ''} is required, got {value!r}"
+        )
     return value
 
 
@@ -55,7 +57,9 @@ def yuan(value: Any, where: str, *, positive: bool = True) -> int:
     except DomainError as exc:
         raise ScenarioError(where, f"{value!r} is not an amount in yuan with at most two decimals") from exc
     if fen < 0 or (positive and fen == 0):
-        raise ScenarioError(where, f"{value!r}: the amount must be {'above' if positive else 'at least'} zero")
+        raise ScenarioError(
+            where, f"{value!r}: the amount must be {'above' if positive else 'at least'} zero"
+        )
     return fen
 
 

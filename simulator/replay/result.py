@@ -25,8 +25,17 @@ from shared.money import format_fen
 from simulator.harness.driver import Api, Harness
 from simulator.replay.scenario import Scenario
 
-STATEMENT_KEYS = ("gross_fen", "withheld_fen", "fee_fen", "net_fen", "adjustments_fen", "settlement_fen",
-                  "pay_pct", "quality_score", "sales_count")
+STATEMENT_KEYS = (
+    "gross_fen",
+    "withheld_fen",
+    "fee_fen",
+    "net_fen",
+    "adjustments_fen",
+    "settlement_fen",
+    "pay_pct",
+    "quality_score",
+    "sales_count",
+)
 
 
 class Story(Protocol):
@@ -52,8 +61,12 @@ def collect(story: Story) -> dict[str, Any]:
         c = admin.get(f"/api/v1/cards/{card}")
         h = admin.get(f"/api/v1/holders/{c['holder_id']}")
         holder_ids[card] = c["holder_id"]
-        cards[card] = {"subsidy_fen": h["subsidy_fen"], "self_fen": h["self_fen"],
-                       "blocked": bool(h["blocked"]) or c["status"] != "active", "status": c["status"]}
+        cards[card] = {
+            "subsidy_fen": h["subsidy_fen"],
+            "self_fen": h["self_fen"],
+            "blocked": bool(h["blocked"]) or c["status"] != "active",
+            "status": c["status"],
+        }
 
     statements: dict[str, dict[str, Any]] = {}
     for period in admin.get("/api/v1/settlements"):
@@ -67,8 +80,10 @@ def collect(story: Story) -> dict[str, Any]:
         report = admin.get(f"/api/v1/clearings/{year}")
         clearing[str(year)] = {
             unit_names.get(u["unit_id"], u["unit_id"]): {
-                "refund_fen": u["refund_fen"], "cleared_fen": u["cleared_fen"],
-                "late_sales_fen": u["late_sales_fen"], "refund_to": report["refund_to"],
+                "refund_fen": u["refund_fen"],
+                "cleared_fen": u["cleared_fen"],
+                "late_sales_fen": u["late_sales_fen"],
+                "refund_to": report["refund_to"],
             }
             for u in report["units"]
         }
@@ -76,7 +91,9 @@ def collect(story: Story) -> dict[str, Any]:
     allocations: dict[str, dict[str, Any]] = {}
     for a in admin.get("/api/v1/allocations"):
         allocations.setdefault(a["quarter"], {})[unit_names.get(a["unit_id"], a["unit_id"])] = {
-            "total_fen": a["total_fen"], "per_person_fen": a["per_person_fen"], "headcount": a["headcount"],
+            "total_fen": a["total_fen"],
+            "per_person_fen": a["per_person_fen"],
+            "headcount": a["headcount"],
             "late": a["late"],
         }
 
@@ -87,12 +104,19 @@ def collect(story: Story) -> dict[str, Any]:
     sales = []
     for sale_uuid, known in story.approved.items():
         s = server_sales.get(sale_uuid)
-        sales.append({
-            "index": known["index"], "at": known["at"], "card": known["card"], "canteen": known["canteen"],
-            "amount_fen": s["amount_fen"] if s else None, "subsidy_fen": s["subsidy_fen"] if s else None,
-            "self_fen": s["self_fen"] if s else None, "overdraft_fen": s["overdraft_fen"] if s else None,
-            "offline": known["offline"],
-        })
+        sales.append(
+            {
+                "index": known["index"],
+                "at": known["at"],
+                "card": known["card"],
+                "canteen": known["canteen"],
+                "amount_fen": s["amount_fen"] if s else None,
+                "subsidy_fen": s["subsidy_fen"] if s else None,
+                "self_fen": s["self_fen"] if s else None,
+                "overdraft_fen": s["overdraft_fen"] if s else None,
+                "offline": known["offline"],
+            }
+        )
     sales.sort(key=lambda x: x["index"])
 
     check = admin.get("/api/v1/ledger/check")
@@ -108,8 +132,17 @@ def collect(story: Story) -> dict[str, Any]:
         "refusals": story.refusals,
         "ledger_sum_fen": check["ledger_sum_fen"],
         "violations": check["violations"],
-        "audit": {k: audit[k] for k in ("approved", "applied", "pending", "duplicates_ignored", "mismatches",
-                                        "mismatch_details")},
+        "audit": {
+            k: audit[k]
+            for k in (
+                "approved",
+                "applied",
+                "pending",
+                "duplicates_ignored",
+                "mismatches",
+                "mismatch_details",
+            )
+        },
     }
 
 
@@ -120,26 +153,33 @@ def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
         state = {"lost": "已挂失 lost", "retired": "已停用 retired"}.get(c["status"], "")
         if c["blocked"] and not state:
             state = "已冻结 blocked"
-        lines.append(f"    {card:<10} 补贴 subsidy {format_fen(c['subsidy_fen']):>10}   "
-                     f"自费 self {format_fen(c['self_fen']):>10}   {state}".rstrip())
+        lines.append(
+            f"    {card:<10} 补贴 subsidy {format_fen(c['subsidy_fen']):>10}   "
+            f"自费 self {format_fen(c['self_fen']):>10}   {state}".rstrip()
+        )
     for quarter, canteens in result["statements"].items():
         lines.append(f"  结算单 statements {quarter}:")
         for name, st in canteens.items():
             lines.append(
                 f"    {name}  消费 gross {format_fen(st['gross_fen'])}  调整 adjustments {format_fen(st['adjustments_fen'])}"
                 f"  质量扣减 withheld {format_fen(st['withheld_fen'])} (pay {st['pay_pct']}%)"
-                f"  手续费 fee {format_fen(st['fee_fen'])}  应付 net {format_fen(st['net_fen'])}")
+                f"  手续费 fee {format_fen(st['fee_fen'])}  应付 net {format_fen(st['net_fen'])}"
+            )
     for year, units in result["clearing"].items():
         lines.append(f"  年末清零 year-end clearing {year}:")
         for name, u in units.items():
             to = "单位 unit" if u["refund_to"] == "unit" else "市财政 city finance"
-            lines.append(f"    {name}  清零 cleared {format_fen(u['cleared_fen'])}  迟到交易 late sales "
-                         f"{format_fen(u['late_sales_fen'])}  退回{to} {format_fen(u['refund_fen'])}")
+            lines.append(
+                f"    {name}  清零 cleared {format_fen(u['cleared_fen'])}  迟到交易 late sales "
+                f"{format_fen(u['late_sales_fen'])}  退回{to} {format_fen(u['refund_fen'])}"
+            )
     if result["declines"]:
         lines.append("  拒绝 declines:")
         for d in result["declines"]:
-            lines.append(f"    [{d['index']}] {d['at']} {d['card']} @ {d['canteen']}: "
-                         f"{message(d['reason'], 'zh')} ({d['reason']})")
+            lines.append(
+                f"    [{d['index']}] {d['at']} {d['card']} @ {d['canteen']}: "
+                f"{message(d['reason'], 'zh')} ({d['reason']})"
+            )
     if result["refusals"]:
         lines.append("  服务器拒绝的请求 refused requests:")
         for r in result["refusals"]:
@@ -155,5 +195,7 @@ def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
     for f in failures or []:
         lines.append(f"  ✘ {f}")
     ok = not failures
-    lines.append(f"  {'✔ 全部一致 all consistent' if ok else '✘ 不一致 FAILED'} · {result.get('elapsed_s', '?')} s")
+    lines.append(
+        f"  {'✔ 全部一致 all consistent' if ok else '✘ 不一致 FAILED'} · {result.get('elapsed_s', '?')} s"
+    )
     return "\n".join(lines)

@@ -58,8 +58,13 @@ def run_scenario(
     logging.getLogger("shared.mqtt").setLevel(logging.ERROR)
     start_ms = scenario.events[0].at_ms if scenario.events else 0
     clock = FakeClock(start_ms)
-    with Cluster(workdir, broker=broker, clock=clock, terminal_prefix=terminal_prefix,
-                 server_config={"YEAR_END_REFUND_TO": scenario.refund_to}) as cluster:
+    with Cluster(
+        workdir,
+        broker=broker,
+        clock=clock,
+        terminal_prefix=terminal_prefix,
+        server_config={"YEAR_END_REFUND_TO": scenario.refund_to},
+    ) as cluster:
         harness = Harness(cluster)
         try:
             story = _Story(scenario, harness, clock)
@@ -77,8 +82,13 @@ def run_scenario(
 def healthy(result: dict[str, Any]) -> bool:
     """Every ledger invariant holds and every approved sale is applied exactly once."""
     audit = result["audit"]
-    return (not result["violations"] and result["ledger_sum_fen"] == 0 and audit["mismatches"] == 0
-            and audit["pending"] == 0 and audit["approved"] == audit["applied"])
+    return (
+        not result["violations"]
+        and result["ledger_sum_fen"] == 0
+        and audit["mismatches"] == 0
+        and audit["pending"] == 0
+        and audit["approved"] == audit["applied"]
+    )
 
 
 class _Story:
@@ -106,23 +116,37 @@ class _Story:
 
     def setup(self) -> None:
         for u in self.s.units:
-            unit = self.admin.post("/api/v1/units", {"name": u.name, "quarterly_standard_fen": u.quarterly_standard_fen})
+            unit = self.admin.post(
+                "/api/v1/units", {"name": u.name, "quarterly_standard_fen": u.quarterly_standard_fen}
+            )
             self.unit_ids[u.name] = unit["id"]
             self.clerks[u.name] = self.h.token("clerk", unit_id=unit["id"])
         for c in self.s.canteens:
-            body = {"name": c.name, "unit_id": self.unit_ids[c.unit], "operator": c.operator,
-                    "self_operated": c.self_operated, "config": c.config}
+            body = {
+                "name": c.name,
+                "unit_id": self.unit_ids[c.unit],
+                "operator": c.operator,
+                "self_operated": c.self_operated,
+                "config": c.config,
+            }
             cid = self.admin.post("/api/v1/canteens", body)["id"]
             self.canteen_ids[c.name] = cid
             for item in c.items:
-                self._try(None, "item", lambda item=item, cid=cid: self.admin.put(
-                    f"/api/v1/canteens/{cid}/items/{item['sku']}",
-                    {k: item[k] for k in ("name", "price_fen", "reference_price_fen")}))
+                self._try(
+                    None,
+                    "item",
+                    lambda item=item, cid=cid: self.admin.put(
+                        f"/api/v1/canteens/{cid}/items/{item['sku']}",
+                        {k: item[k] for k in ("name", "price_fen", "reference_price_fen")},
+                    ),
+                )
             if c.quality_bands is not None:
                 self.admin.put(f"/api/v1/canteens/{cid}/quality-bands", {"bands": c.quality_bands})
         for i, p in enumerate(self.s.people, start=1):
             holder = self.clerks[p.unit].post(
-                f"/api/v1/units/{self.unit_ids[p.unit]}/holders", {"name": p.name, "staff_no": f"S{i:04d}", "card_id": p.card})
+                f"/api/v1/units/{self.unit_ids[p.unit]}/holders",
+                {"name": p.name, "staff_no": f"S{i:04d}", "card_id": p.card},
+            )
             self.holders[p.card] = (holder["id"], p.unit)
             diner = self.h.token("diner", holder_id=holder["id"])
             diner.post("/api/v1/qr/credentials", {"card_id": p.card})  # the diner opens QR pay on the phone
@@ -159,10 +183,15 @@ class _Story:
         try:
             action()
         except ApiRefusal as r:
-            self.refusals.append({
-                "index": e.index if e else None, "at": e.at if e else "setup", "event": what,
-                "code": r.code, "detail": r.detail,
-            })
+            self.refusals.append(
+                {
+                    "index": e.index if e else None,
+                    "at": e.at if e else "setup",
+                    "event": what,
+                    "code": r.code,
+                    "detail": r.detail,
+                }
+            )
 
     def _clerk_of_card(self, card: str) -> Api:
         return self.clerks[self.holders[card][1]]
@@ -174,8 +203,14 @@ class _Story:
         self.clerks[e.args["unit"]].post("/api/v1/allocations", body)
 
     def _on_topup(self, e: Event) -> None:
-        self.admin.post("/api/v1/topups", {"card_id": e.args["card"], "amount_fen": e.args["amount_fen"],
-                                           "ref": f"{self.s.name}-{e.index}"})
+        self.admin.post(
+            "/api/v1/topups",
+            {
+                "card_id": e.args["card"],
+                "amount_fen": e.args["amount_fen"],
+                "ref": f"{self.s.name}-{e.index}",
+            },
+        )
 
     def _on_tap(self, e: Event) -> None:
         self._pay(e, Order("meal"))
@@ -193,11 +228,24 @@ class _Story:
         else:
             answer = till.present_card(card, order)
         if answer["event"] == "approved":
-            self.approved[answer["uuid"]] = {"index": e.index, "at": e.at, "card": card, "canteen": till.canteen_name,
-                                             "terminal": till.id, "offline": answer["offline"]}
+            self.approved[answer["uuid"]] = {
+                "index": e.index,
+                "at": e.at,
+                "card": card,
+                "canteen": till.canteen_name,
+                "terminal": till.id,
+                "offline": answer["offline"],
+            }
         else:
-            self.declines.append({"index": e.index, "at": e.at, "card": card, "canteen": till.canteen_name,
-                                  "reason": answer["reason"]})
+            self.declines.append(
+                {
+                    "index": e.index,
+                    "at": e.at,
+                    "card": card,
+                    "canteen": till.canteen_name,
+                    "reason": answer["reason"],
+                }
+            )
 
     def _holder_of(self, card: str) -> str:
         holder_id = self.admin.get(f"/api/v1/cards/{card}")["holder_id"]
@@ -205,7 +253,9 @@ class _Story:
 
     def _on_network(self, e: Event) -> None:
         n = e.args.get("terminal")
-        tills = [t for (name, k), t in self.tills.items() if name == e.args["canteen"] and (n is None or k == n)]
+        tills = [
+            t for (name, k), t in self.tills.items() if name == e.args["canteen"] and (n is None or k == n)
+        ]
         for t in tills:
             if not t.cut:
                 self.h.cut(t)
@@ -216,7 +266,8 @@ class _Story:
         canteen = self.s.canteen(e.args["canteen"])
         self.clerks[canteen.unit].put(
             f"/api/v1/canteens/{self.canteen_ids[canteen.name]}/quality-scores/{e.args['quarter']}",
-            {"score": e.args["score"]})
+            {"score": e.args["score"]},
+        )
 
     def _on_settle(self, e: Event) -> None:
         end = Quarter.parse(e.args["quarter"]).end_ms
@@ -248,7 +299,9 @@ class _Story:
         body = {
             "name": e.args.get("name", known.get("name", e.args["sku"])),
             "price_fen": e.args["price_fen"],
-            "reference_price_fen": e.args.get("reference_price_fen", known.get("reference_price_fen", e.args["price_fen"])),
+            "reference_price_fen": e.args.get(
+                "reference_price_fen", known.get("reference_price_fen", e.args["price_fen"])
+            ),
         }
         self.admin.put(f"/api/v1/canteens/{self.canteen_ids[canteen.name]}/items/{e.args['sku']}", body)
 

@@ -55,7 +55,18 @@ from shared.errors import DomainError
 from simulator.replay.events import EVENT_FIELDS, Event, parse_events
 from simulator.replay.read import ScenarioError, as_bool, as_int, as_list, as_obj, as_text, keys, yuan
 
-__all__ = ["EVENT_FIELDS", "Canteen", "Event", "Person", "Scenario", "ScenarioError", "Unit", "load", "parse", "yuan"]
+__all__ = [
+    "EVENT_FIELDS",
+    "Canteen",
+    "Event",
+    "Person",
+    "Scenario",
+    "ScenarioError",
+    "Unit",
+    "load",
+    "parse",
+    "yuan",
+]
 
 REFUND_TARGETS = ("unit", "city_finance")
 # scenario risk keys -> (RiskLimits field, multiplier to fen / ms; None: yuan)
@@ -138,18 +149,26 @@ def load(path: str | Path) -> Scenario:
 def parse(raw: Any, default_name: str = "scenario") -> Scenario:
     """Validate a scenario (already decoded JSON); raises :class:`ScenarioError`."""
     top = as_obj(raw, "scenario")
-    keys(top, "scenario", {"units", "canteens", "people", "events"},
-          {"name", "description", "settings", "expect", "expect_error"})
+    keys(
+        top,
+        "scenario",
+        {"units", "canteens", "people", "events"},
+        {"name", "description", "settings", "expect", "expect_error"},
+    )
     settings = as_obj(top.get("settings") or {}, "settings")
     keys(settings, "settings", set(), {"year_end_refund_to"})
     refund_to = settings.get("year_end_refund_to", "unit")
     if refund_to not in REFUND_TARGETS:
-        raise ScenarioError("settings.year_end_refund_to", f"one of {', '.join(REFUND_TARGETS)}, got {refund_to!r}")
+        raise ScenarioError(
+            "settings.year_end_refund_to", f"one of {', '.join(REFUND_TARGETS)}, got {refund_to!r}"
+        )
     units = _units(top["units"])
     unit_names = {u.name for u in units}
     canteens = _canteens(top["canteens"], unit_names)
     people = _people(top["people"], unit_names)
-    events = parse_events(top["events"], {c.name: c.terminals for c in canteens}, unit_names, {p.card for p in people})
+    events = parse_events(
+        top["events"], {c.name: c.terminals for c in canteens}, unit_names, {p.card for p in people}
+    )
     expect_error = top.get("expect_error")
     return Scenario(
         name=str(top.get("name") or default_name),
@@ -181,9 +200,21 @@ def _canteens(raw: Any, units: set[str]) -> tuple[Canteen, ...]:
     out: list[Canteen] = []
     for i, c in enumerate(as_list(raw, "canteens")):
         where = f"canteens[{i}]"
-        keys(as_obj(c, where), where, {"name", "unit", "meals"},
-              {"operator", "self_operated", "terminals", "visitor_prices_yuan", "meal_limit",
-               "quality_bands", "items", "risk"})
+        keys(
+            as_obj(c, where),
+            where,
+            {"name", "unit", "meals"},
+            {
+                "operator",
+                "self_operated",
+                "terminals",
+                "visitor_prices_yuan",
+                "meal_limit",
+                "quality_bands",
+                "items",
+                "risk",
+            },
+        )
         name = as_text(c["name"], f"{where}.name")
         if any(x.name == name for x in out):
             raise ScenarioError(where, f"canteen {name!r} is listed twice")
@@ -203,11 +234,18 @@ def _canteens(raw: Any, units: set[str]) -> tuple[Canteen, ...]:
                 bands = [list(b) for b in validate_bands(c["quality_bands"])]
             except DomainError as exc:
                 raise ScenarioError(f"{where}.quality_bands", exc.detail) from exc
-        out.append(Canteen(
-            name=name, unit=unit, operator=operator, self_operated=self_operated,
-            terminals=as_int(c.get("terminals", 1), f"{where}.terminals", 1, 8),
-            config=config, items=_items(c.get("items") or [], f"{where}.items"), quality_bands=bands,
-        ))
+        out.append(
+            Canteen(
+                name=name,
+                unit=unit,
+                operator=operator,
+                self_operated=self_operated,
+                terminals=as_int(c.get("terminals", 1), f"{where}.terminals", 1, 8),
+                config=config,
+                items=_items(c.get("items") or [], f"{where}.items"),
+                quality_bands=bands,
+            )
+        )
     return tuple(out)
 
 
@@ -240,12 +278,14 @@ def _items(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
         w = f"{where}[{i}]"
         keys(as_obj(it, w), w, {"sku", "price_yuan", "reference_price_yuan"}, {"name"})
         sku = as_text(it["sku"], f"{w}.sku")
-        out.append({
-            "sku": sku,
-            "name": as_text(it.get("name", sku), f"{w}.name"),
-            "price_fen": yuan(it["price_yuan"], f"{w}.price_yuan"),
-            "reference_price_fen": yuan(it["reference_price_yuan"], f"{w}.reference_price_yuan"),
-        })
+        out.append(
+            {
+                "sku": sku,
+                "name": as_text(it.get("name", sku), f"{w}.name"),
+                "price_fen": yuan(it["price_yuan"], f"{w}.price_yuan"),
+                "reference_price_fen": yuan(it["reference_price_yuan"], f"{w}.reference_price_yuan"),
+            }
+        )
     return tuple(out)
 
 
@@ -277,5 +317,3 @@ def _people(raw: Any, units: set[str]) -> tuple[Person, ...]:
         cards.add(card)
         out.append(Person(card, as_text(p["name"], f"{where}.name"), unit))
     return tuple(out)
-
-
