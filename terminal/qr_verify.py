@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from shared.paycode import VALIDITY_MS, PayCode, PaycodeError, is_fresh, parse_code, signature_ok
 from shared.protocol.messages import QrKeyChange
-from terminal.txn import write_txn
+from shared.sqlite_txn import write_txn
 
 SEEN_RETENTION_MS = 10 * VALIDITY_MS  # older codes are refused by their time anyway
 

@@ -38,11 +38,11 @@ from shared.protocol.messages import (
     QrKeyChange,
     SettingsChange,
 )
+from shared.sqlite_txn import write_txn
 from terminal import face_cache
 from terminal.authorize import CardState
 from terminal.qr_verify import apply_qr_key_change, clear_qr_keys
 from terminal.schema import MIGRATIONS
-from terminal.txn import write_txn
 
 __all__ = ["CardState", "Store"]
 

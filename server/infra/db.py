@@ -7,12 +7,11 @@ lock up front (``BEGIN IMMEDIATE``) so two writers queue instead of deadlocking.
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 from server.infra.schema import MIGRATIONS
+from shared.sqlite_txn import write_txn as write_txn  # re-exported for the server's modules
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -23,28 +22,6 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
     return conn
-
-
-@contextlib.contextmanager
-def write_txn(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction; nested use joins the outer one via a savepoint."""
-    if conn.in_transaction:
-        conn.execute("SAVEPOINT nested")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK TO nested")
-            conn.execute("RELEASE nested")
-            raise
-        conn.execute("RELEASE nested")
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def migrate(conn: sqlite3.Connection) -> int:
