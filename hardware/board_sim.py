@@ -18,7 +18,7 @@ import threading
 import time
 import tty
 
-from hardware.board import core
+from hardware.board import core, frame
 
 
 class PtyLink(core.Link):
@@ -32,6 +32,23 @@ class PtyLink(core.Link):
 
     def write(self, data: bytes) -> None:
         os.write(self.fd, data)
+
+
+class MemoryLink(core.Link):
+    """The board's serial line in memory: bytes put in ``inbox`` are what the Pi sent; what
+    the board writes back is decoded into ``sent`` frames."""
+
+    def __init__(self) -> None:
+        self.inbox = b""
+        self.sent: list[tuple[int, bytes]] = []
+        self.decoder = frame.Decoder()
+
+    def read(self) -> bytes:
+        data, self.inbox = self.inbox, b""
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.sent += self.decoder.feed(data)
 
 
 class MemoryScreen(core.Screen):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware.board import core, frame
-from hardware.board_sim import MemoryScreen, QueueKeys, RecordingLight, RecordingSound
+from hardware.board_sim import MemoryLink, MemoryScreen, QueueKeys, RecordingLight, RecordingSound
 
 BOARD = Path(__file__).resolve().parent.parent / "hardware" / "board"
 STUBS = BOARD / "stubs"
@@ -100,22 +100,14 @@ def test_the_frame_codec_runs_on_cpython_too() -> None:
     assert decoder.errors == 0 and decoder.pending() == 0
 
 
-class Wire(core.Link):
-    def __init__(self) -> None:
-        self.inbox = b""
-        self.sent: list[tuple[int, bytes]] = []
-        self.decoder = frame.Decoder()
-
-    def read(self) -> bytes:
-        data, self.inbox = self.inbox, b""
-        return data
-
-    def write(self, data: bytes) -> None:
-        self.sent += self.decoder.feed(data)
-
-
 def test_the_board_main_loop_handles_a_frame_on_cpython_too() -> None:
-    wire, screen, keys, sound, light = Wire(), MemoryScreen(), QueueKeys(), RecordingSound(), RecordingLight()
+    wire, screen, keys, sound, light = (
+        MemoryLink(),
+        MemoryScreen(),
+        QueueKeys(),
+        RecordingSound(),
+        RecordingLight(),
+    )
     board = core.Board(wire, screen, keys, sound, light)
     show = frame.encode(frame.SHOW, bytes([7, frame.TONE_OK]) + "支付成功\n¥12.00".encode())
     wire.inbox = show

@@ -10,7 +10,14 @@ import pytest
 
 from hardware.board import core, frame
 from hardware.board_link import BoardLink, open_board
-from hardware.board_sim import MemoryScreen, QueueKeys, RecordingLight, RecordingSound, SimulatedBoard
+from hardware.board_sim import (
+    MemoryLink,
+    MemoryScreen,
+    QueueKeys,
+    RecordingLight,
+    RecordingSound,
+    SimulatedBoard,
+)
 from hardware.display import Screen
 from hardware.keypad import read_digits
 from hardware.serial_port import Port, SerialSpec, open_port
@@ -135,22 +142,8 @@ def test_a_silent_board_is_reported_not_fatal(board: SimulatedBoard) -> None:
     link.close()
 
 
-class Wire(core.Link):
-    def __init__(self) -> None:
-        self.inbox = b""
-        self.sent: list[tuple[int, bytes]] = []
-        self.decoder = frame.Decoder()
-
-    def read(self) -> bytes:
-        data, self.inbox = self.inbox, b""
-        return data
-
-    def write(self, data: bytes) -> None:
-        self.sent += self.decoder.feed(data)
-
-
-def make_board() -> tuple[core.Board, Wire, MemoryScreen]:
-    wire, screen = Wire(), MemoryScreen()
+def make_board() -> tuple[core.Board, MemoryLink, MemoryScreen]:
+    wire, screen = MemoryLink(), MemoryScreen()
     return core.Board(wire, screen, QueueKeys(), RecordingSound(), RecordingLight()), wire, screen
 
 
