@@ -76,12 +76,15 @@ def _bulk_sales(conn, n: int, canteens: int, units: int, holders: int) -> None: 
         conn.execute(
             f"""
             WITH RECURSIVE i(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM i WHERE k < {n})
-            INSERT INTO sales(terminal_id, seq, uuid, status, card_id, holder_id, unit_id, canteen_id, amount_fen,
-                              subsidy_fen, self_fen, method, kind, meal_period, occurred_at_ms, received_at_ms, txn_id)
+            INSERT INTO sales(terminal_id, seq, uuid, status, card_id, holder_id, unit_id, canteen_id,
+                              amount_fen, subsidy_fen, self_fen, method, kind, meal_period,
+                              occurred_at_ms, received_at_ms, txn_id)
             SELECT printf('T%03d', k % {canteens * 2}), k, printf('%032x', k), 'applied',
-                   printf('K%06d', k % {holders}), printf('H%06d', k % {holders}), printf('U%03d', (k % {holders}) % {units}),
+                   printf('K%06d', k % {holders}), printf('H%06d', k % {holders}),
+                   printf('U%03d', (k % {holders}) % {units}),
                    printf('C%03d', k % {canteens}), 800 + k % 900, 800 + k % 900, 0, 'card', 'meal', 'lunch',
-                   {Q_START} + (k - 1) * {Q_SPAN_MS} / {n}, {Q_START} + (k - 1) * {Q_SPAN_MS} / {n} + 2000, NULL
+                   {Q_START} + (k - 1) * {Q_SPAN_MS} / {n},
+                   {Q_START} + (k - 1) * {Q_SPAN_MS} / {n} + 2000, NULL
             FROM i
             """
         )
@@ -155,17 +158,21 @@ def _history(conn, n: int, holders: int, units: int) -> None:  # noqa: ANN001
         )
         conn.execute(
             f"""{rows}
-            INSERT INTO sales(terminal_id, seq, uuid, status, card_id, holder_id, unit_id, canteen_id, amount_fen,
-                              subsidy_fen, self_fen, method, kind, meal_period, occurred_at_ms, received_at_ms, txn_id)
+            INSERT INTO sales(terminal_id, seq, uuid, status, card_id, holder_id, unit_id, canteen_id,
+                              amount_fen, subsidy_fen, self_fen, method, kind, meal_period,
+                              occurred_at_ms, received_at_ms, txn_id)
             SELECT printf('H%03d', k % 300), k / 300 + 1, lower(hex(randomblob(16))), 'applied',
-                   printf('K%06d', k % {holders}), {holder}, printf('U%03d', (k % {holders}) % {units}), {canteen},
-                   1000, 1000, 0, 'card', 'meal', 'lunch', {start} + k * {span} / {n}, {start} + k * {span} / {n},
+                   printf('K%06d', k % {holders}), {holder},
+                   printf('U%03d', (k % {holders}) % {units}), {canteen},
+                   1000, 1000, 0, 'card', 'meal', 'lunch',
+                   {start} + k * {span} / {n}, {start} + k * {span} / {n},
                    {base} + 1 + k
             FROM i"""
         )
         conn.execute(
             f"{rows} INSERT INTO entries(txn_id, from_account, to_account, amount_fen) "
-            f"SELECT {base} + 1 + k, {ledger.purse_id_sql(holder, 'subsidy')}, {ledger.canteen_payable_sql(canteen)}, 1000 FROM i"
+            f"SELECT {base} + 1 + k, {ledger.purse_id_sql(holder, 'subsidy')}, "
+            f"{ledger.canteen_payable_sql(canteen)}, 1000 FROM i"
         )
         conn.executemany(
             "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, 'payable')",

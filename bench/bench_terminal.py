@@ -98,7 +98,8 @@ def terminal_authorize(ctx: Context, taps: int = 20_000, journaled: int = 3_000)
                 else TapRequest(card, kind="shop", amount_fen=rng.randint(100, 900))
             )
         term.store.conn.execute(
-            "UPDATE journal SET status = 'applied' WHERE seq IN (SELECT seq FROM journal ORDER BY seq LIMIT ?)",
+            "UPDATE journal SET status = 'applied' "
+            "WHERE seq IN (SELECT seq FROM journal ORDER BY seq LIMIT ?)",
             (journaled * 9 // 10,),
         )
         term.store.conn.execute(

@@ -82,17 +82,19 @@ def derived(results: dict[str, Any]) -> list[str]:
     if raw and drain and drain["value"]:
         sales_per_s = drain["params"].get("sales", 10_000) / drain["value"]
         out.append(
-            f"* Sync drain: {sales_per_s:,.0f} sales/s through the broker to the ledger with acknowledgements, "
-            f"{sales_per_s / raw['value']:.2f}× the raw QoS 1 message rate of the same broker in the same run "
-            f"({raw['value']:,} msg/s) — batching ({drain['params'].get('batch_size')} sales a message) is what lets "
+            f"* Sync drain: {sales_per_s:,.0f} sales/s through the broker to the ledger with "
+            f"acknowledgements, {sales_per_s / raw['value']:.2f}× the raw QoS 1 message rate of the "
+            f"same broker in the same run ({raw['value']:,} msg/s) — batching "
+            f"({drain['params'].get('batch_size')} sales a message) is what lets "
             "the durable path beat the per-message ceiling."
         )
     one, batched = results.get("server.ingest_sales_per_s"), results.get("server.ingest_batched_sales_per_s")
     if one and batched:
         out.append(
             f"* Ingest: {one['value']:,} sales/s one sale per message, {batched['value']:,} with "
-            f"{batched['params'].get('sales_per_message')} per message ({batched['value'] / one['value']:.2f}×), "
-            f"on a ledger already holding {one['params'].get('history_sales', 0):,} sales, every commit fsynced."
+            f"{batched['params'].get('sales_per_message')} per message "
+            f"({batched['value'] / one['value']:.2f}×), on a ledger already holding "
+            f"{one['params'].get('history_sales', 0):,} sales, every commit fsynced."
         )
     face = results.get("face.frame_to_decision_ms")
     if face:
@@ -113,7 +115,8 @@ def render_table(results: dict[str, Any]) -> str:
         params = ", ".join(f"{k}={v}" for k, v in r.get("params", {}).items())
         target = r.get("target", "")
         rows.append(
-            f"| `{name}` | {r['value']:,} | {r['unit']} | {target} | {headroom(r['value'], target)} | {params} | {r['measured_at']} |"
+            f"| `{name}` | {r['value']:,} | {r['unit']} | {target} | {headroom(r['value'], target)} "
+            f"| {params} | {r['measured_at']} |"
         )
     extra = derived(results)
     return "\n".join(rows) + ("\n\n" + "\n".join(extra) if extra else "")

@@ -240,8 +240,8 @@ def chaos_sweep(
         click.echo(
             f"seeds tried {len(summary['seeds_tried'])}, failed {len(summary['seeds_failed'])}"
             f"{' ' + str(summary['seeds_failed']) if summary['seeds_failed'] else ''}; "
-            f"faults {summary['faults_total']}, approved {summary['approved']}, applied {summary['applied']}, "
-            f"lost {summary['lost']}, double {summary['double_applied']}"
+            f"faults {summary['faults_total']}, approved {summary['approved']}, "
+            f"applied {summary['applied']}, lost {summary['lost']}, double {summary['double_applied']}"
         )
     sys.exit(1 if summary["seeds_failed"] else 0)
 

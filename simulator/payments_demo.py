@@ -163,7 +163,8 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
         )
         totals = cluster.http(
             "GET",
-            f"/api/v1/ecny/totals?canteen_id=C01&from_ms={clock.now_ms() - DAY_MS}&to_ms={clock.now_ms() + DAY_MS}",
+            f"/api/v1/ecny/totals?canteen_id=C01&from_ms={clock.now_ms() - DAY_MS}"
+            f"&to_ms={clock.now_ms() + DAY_MS}",
         )
         incidents = cluster.http("GET", "/api/v1/qr/incidents")
         audit = cluster.audit()
@@ -197,7 +198,8 @@ def render_payments(result: dict[str, Any]) -> str:
     )
     for i in result["incidents"]:
         lines.append(
-            f"  异常 incident [{i['kind']}] {i['first_sale']} & {i['sale']} {format_fen(i['amount_fen'])}: {i['action']}"
+            f"  异常 incident [{i['kind']}] {i['first_sale']} & {i['sale']} "
+            f"{format_fen(i['amount_fen'])}: {i['action']}"
         )
     lines.append(f"  凭证已在终端A停用 credential revoked on A: {result['credential_revoked_on_terminal_a']}")
     audit = result["audit"]

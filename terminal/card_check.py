@@ -80,7 +80,8 @@ class CardChecker:
             # the counter is spent the moment it is accepted, whatever the sale's fate
             self.conn.execute(
                 "INSERT INTO sun_counters(uid, last_counter, seen_at_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT(uid) DO UPDATE SET last_counter = excluded.last_counter, seen_at_ms = excluded.seen_at_ms",
+                "ON CONFLICT(uid) DO UPDATE SET last_counter = excluded.last_counter, "
+                "seen_at_ms = excluded.seen_at_ms",
                 (verdict.card_id, verdict.counter, now_ms),
             )
         return verdict

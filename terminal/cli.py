@@ -90,7 +90,8 @@ def run(config_path: str, events: bool, log_level: str) -> None:
         raise click.UsageError(str(exc)) from exc
     if config.reader == "simulated":
         log.warning(
-            "reader 'simulated' is fed in-process: no taps will come from it here (use stdin, fifo:<path> or nfc:<device>)"
+            "reader 'simulated' is fed in-process: no taps will come from it here "
+            "(use stdin, fifo:<path> or nfc:<device>)"
         )
     clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
     terminal = Terminal(config, clock, display=devices.display, on_event=emit).start()

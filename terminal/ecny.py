@@ -195,8 +195,8 @@ class EcnyCashier:
             return self._declined(priced)
         order_no = f"{self.terminal.config.terminal_id}-{now}-{secrets.token_hex(3)}"
         self.conn.execute(
-            "INSERT INTO ecny_orders(order_no, amount_fen, kind, meal_period, items_json, status, created_at_ms) "
-            "VALUES (?, ?, ?, ?, ?, 'created', ?)",
+            "INSERT INTO ecny_orders(order_no, amount_fen, kind, meal_period, items_json, status, "
+            "created_at_ms) VALUES (?, ?, ?, ?, ?, 'created', ?)",
             (
                 order_no,
                 priced.amount_fen,
@@ -222,7 +222,8 @@ class EcnyCashier:
         # unreachable: the order's fate is unknown; it stays 'created' for recover() to settle
         if exc.code != "ecny_unavailable":
             self.conn.execute(
-                "UPDATE ecny_orders SET status = 'failed', reason = ? WHERE order_no = ? AND status = 'created'",
+                "UPDATE ecny_orders SET status = 'failed', reason = ? "
+                "WHERE order_no = ? AND status = 'created'",
                 (exc.code, order_no),
             )
         code = exc.code if exc.code.startswith("ecny_") else "ecny_declined"
@@ -233,7 +234,8 @@ class EcnyCashier:
         self, order: GatewayOrder, kind: str, items: tuple[tuple[str, int], ...]
     ) -> tuple[Decision, Sale | None]:
         self.conn.execute(
-            "UPDATE ecny_orders SET status = 'paid', paid_at_ms = ?, trade_no = ? WHERE order_no = ? AND status = 'created'",
+            "UPDATE ecny_orders SET status = 'paid', paid_at_ms = ?, trade_no = ? "
+            "WHERE order_no = ? AND status = 'created'",
             (order.paid_at_ms, order.trade_no, order.order_no),
         )
         decision, sale = self.terminal.tap(

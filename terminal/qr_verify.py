@@ -59,8 +59,8 @@ def check_code(
 def apply_qr_key_change(conn: sqlite3.Connection, change: QrKeyChange) -> None:
     """Store a ``qr_key`` downstream change (call inside the store's delta transaction)."""
     conn.execute(
-        "INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(holder_id) DO UPDATE SET public_key = excluded.public_key, "
+        "INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) "
+        "VALUES (?, ?, ?, ?) ON CONFLICT(holder_id) DO UPDATE SET public_key = excluded.public_key, "
         "expires_at_ms = excluded.expires_at_ms, offline_allowance_fen = excluded.offline_allowance_fen",
         (change.holder_id, change.public_key, change.expires_at_ms, change.offline_allowance_fen),
     )
@@ -77,7 +77,8 @@ class QrVerifier:
 
     def key(self, holder_id: str) -> QrKey | None:
         row = self.conn.execute(
-            "SELECT holder_id, public_key, expires_at_ms, offline_allowance_fen FROM qr_keys WHERE holder_id = ?",
+            "SELECT holder_id, public_key, expires_at_ms, offline_allowance_fen FROM qr_keys "
+            "WHERE holder_id = ?",
             (holder_id,),
         ).fetchone()
         return QrKey(*row) if row else None

@@ -87,7 +87,8 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
 
@@ -370,7 +371,8 @@ class Store:
                         raise DomainError("unknown_change_kind", f"not a change record: {type(c).__name__}")
             self.conn.executemany(
                 """
-                INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version, meals_day, meals_json)
+                INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version,
+                                    meals_day, meals_json)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(holder_id) DO UPDATE SET
                     unit_id = excluded.unit_id,

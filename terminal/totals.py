@@ -149,7 +149,8 @@ def render_zh(t: DayTotals) -> str:
     ]
     if t.rejected_by_server.count:
         out.append(
-            f"  服务器拒绝    {t.rejected_by_server.count:>5} 笔  {format_fen(t.rejected_by_server.amount_fen):>12}（未计入合计）"
+            f"  服务器拒绝    {t.rejected_by_server.count:>5} 笔  "
+            f"{format_fen(t.rejected_by_server.amount_fen):>12}（未计入合计）"
         )
     out.append("  拒绝交易:" + ("" if t.declines else " 无"))
     for reason, n in sorted(t.declines.items(), key=lambda kv: (-kv[1], kv[0])):

@@ -50,7 +50,8 @@ def test_a_changed_sale_split_is_caught(world: MoneyWorld) -> None:
 
 def test_an_edited_statement_is_caught(world: MoneyWorld) -> None:
     world.conn.execute(
-        "UPDATE statements SET statement_json = replace(statement_json, '\"fee_fen\":', '\"fee_fen\":1') WHERE canteen_id = 'C01'"
+        "UPDATE statements SET statement_json = replace(statement_json, '\"fee_fen\":', '\"fee_fen\":1') "
+        "WHERE canteen_id = 'C01'"
     )
     assert codes(world.conn) == {"statement_tampered"}
 

@@ -45,7 +45,8 @@ def test_a_float_cannot_be_stored_as_money(conn: sqlite3.Connection, clock) -> N
     populated(conn, clock.now_ms())
     with pytest.raises(sqlite3.Error):
         conn.execute(
-            "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (1, 'bank:topup', 'system:income', 1.5)"
+            "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) "
+            "VALUES (1, 'bank:topup', 'system:income', 1.5)"
         )
 
 

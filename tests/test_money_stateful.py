@@ -257,7 +257,8 @@ class MoneyMachine(RuleBasedStateMachine):
         return [
             tuple(r)
             for r in self.conn.execute(
-                "SELECT holder_id, unit_id, amount_fen FROM clearing_lines WHERE year = ? ORDER BY holder_id, unit_id",
+                "SELECT holder_id, unit_id, amount_fen FROM clearing_lines WHERE year = ? "
+                "ORDER BY holder_id, unit_id",
                 (year,),
             )
         ]

@@ -52,7 +52,8 @@ def fresh() -> sqlite3.Connection:
 
 def active_card(conn: sqlite3.Connection, holder_id: str) -> str | None:
     row = conn.execute(
-        "SELECT card_id FROM cards WHERE holder_id = ? AND replaced_by IS NULL ORDER BY changed_at_ms DESC, card_id DESC",
+        "SELECT card_id FROM cards WHERE holder_id = ? AND replaced_by IS NULL "
+        "ORDER BY changed_at_ms DESC, card_id DESC",
         (holder_id,),
     ).fetchone()
     return row[0] if row else None

@@ -169,7 +169,8 @@ def test_a_terminal_database_with_face_or_ident_tables_from_the_old_migrations_i
     orders = [r[0] for r in s.conn.execute("SELECT status FROM ecny_orders")]
     assert orders == (["paid"] if user_version >= 4 else [])
     s.conn.execute(
-        "INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) VALUES ('H1', 'k', 1, 0)"
+        "INSERT INTO qr_keys(holder_id, public_key, expires_at_ms, offline_allowance_fen) "
+        "VALUES ('H1', 'k', 1, 0)"
     )
     record(s)  # the journal has the announced column now
     assert s.unannounced() != []

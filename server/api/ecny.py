@@ -92,7 +92,8 @@ def refund():  # noqa: ANN201
 
 @bp.get("/totals")
 @doc(
-    "Takings per payment method (card, qr, face, ecny) with digital RMB refunds, and the gateway reconciliation",
+    "Takings per payment method (card, qr, face, ecny) with digital RMB refunds, "
+    "and the gateway reconciliation",
     query={
         "canteen_id": {"type": "string"},
         "from_ms": {"type": "integer", "x-required": True},

@@ -93,8 +93,9 @@ def list_allocations() -> Response:
     rows = (
         get_db()
         .execute(
-            "SELECT unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, due_ms, at_ms >= due_ms AS late "
-            "FROM allocations WHERE (? IS NULL OR unit_id = ?) AND (? IS NULL OR quarter = ?) ORDER BY quarter, unit_id",
+            "SELECT unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, due_ms, "
+            "at_ms >= due_ms AS late FROM allocations "
+            "WHERE (? IS NULL OR unit_id = ?) AND (? IS NULL OR quarter = ?) ORDER BY quarter, unit_id",
             (unit, unit, quarter, quarter),
         )
         .fetchall()
@@ -149,8 +150,9 @@ def holder_sales(holder_id: str) -> Response:
     except ValueError as exc:
         raise DomainError("invalid_input", "limit must be a number") from exc
     rows = conn.execute(
-        "SELECT s.uuid, s.terminal_id, s.seq, s.canteen_id, s.amount_fen, s.subsidy_fen, s.self_fen, s.overdraft_fen, "
-        "s.kind, s.meal_period, s.occurred_at_ms, r.seq IS NOT NULL AS rated FROM sales s "
+        "SELECT s.uuid, s.terminal_id, s.seq, s.canteen_id, s.amount_fen, s.subsidy_fen, s.self_fen, "
+        "s.overdraft_fen, s.kind, s.meal_period, s.occurred_at_ms, r.seq IS NOT NULL AS rated "
+        "FROM sales s "
         "LEFT JOIN ratings r ON r.terminal_id = s.terminal_id AND r.seq = s.seq "
         "WHERE s.holder_id = ? AND s.status = 'applied' ORDER BY s.occurred_at_ms DESC LIMIT ?",
         (holder_id, limit),

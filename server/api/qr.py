@@ -179,12 +179,14 @@ def my_code():  # noqa: ANN201
     return jsonify({"code": text, "valid_until_ms": now - now % 1000 + VALIDITY_MS})
 
 
-PAGE = """<!doctype html>
+PAGE = (
+    """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="{refresh}">
 <title>食堂一卡通 付款码</title>
-<style>body{{font-family:sans-serif;text-align:center;margin:1em}} svg{{width:80vw;max-width:360px;height:auto}}
+<style>body{{font-family:sans-serif;text-align:center;margin:1em}} """
+    """svg{{width:80vw;max-width:360px;height:auto}}
 .note{{color:#555;font-size:.9em}}</style></head>
 <body><h2>食堂一卡通 · 付款码</h2>
 <p>卡号 {card}</p>
@@ -192,6 +194,7 @@ PAGE = """<!doctype html>
 <p>请向收银终端出示此码。每码仅可使用一次，{seconds} 秒内有效，页面会自动刷新。</p>
 <p class="note">离线终端最多可为您先行扣款 {allowance}。请勿截图或转发付款码。</p>
 </body></html>"""
+)
 
 GONE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>食堂一卡通</title></head>
 <body style="font-family:sans-serif;text-align:center"><h2>{message}</h2>

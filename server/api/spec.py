@@ -2,7 +2,8 @@
 
 Every view carries its documentation next to it with :func:`doc` (summary, request and
 response schemas, query parameters); :func:`~server.infra.auth.requires` records which roles may
-call it (``x-roles``), :func:`~server.infra.auth.public` that anyone may (``x-public``). :func:`build_openapi` walks Flask's URL map, so the document can never list a
+call it (``x-roles``), :func:`~server.infra.auth.public` that anyone may (``x-public``).
+:func:`build_openapi` walks Flask's URL map, so the document can never list a
 route that does not exist — and ``tests/test_openapi.py`` fails when a route exists
 without ``@doc``, so it can never silently miss one either.
 """

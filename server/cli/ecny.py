@@ -36,8 +36,9 @@ def payment_totals(obj: Any, canteen_id: str | None, from_day: str, to_day: str,
         lines.append(
             f"  {METHOD_NAMES.get(method, method):<18} {m['count']:>6} 笔 {format_fen(m['amount_fen']):>12}"
         )
+    refunds = data["ecny_refunds"]
     lines.append(
-        f"  数字人民币退款 e-CNY refunds {data['ecny_refunds']['count']:>3} 笔 -{format_fen(data['ecny_refunds']['amount_fen'])}"
+        f"  数字人民币退款 e-CNY refunds {refunds['count']:>3} 笔 -{format_fen(refunds['amount_fen'])}"
     )
     lines.append(f"  合计 total {format_fen(data['total_fen'])}")
     rec = data["ecny_reconciliation"]

@@ -49,7 +49,8 @@ def allocate(obj: Any, unit_id: str, quarter: str, per_person: str | None, as_js
         r,
         as_json,
         [
-            f"拨付 allocation {r['unit_id']} {r['quarter']}: {r['holders']} 人 × {format_fen(r['per_person_fen'])} "
+            f"拨付 allocation {r['unit_id']} {r['quarter']}: "
+            f"{r['holders']} 人 × {format_fen(r['per_person_fen'])} "
             f"= {format_fen(r['total_fen'])}" + ("  逾期 LATE" if r["late"] else ""),
         ],
     )
@@ -111,8 +112,9 @@ def settle(
         )
     for s in doc["statements"]:
         lines.append(
-            f"  {s['canteen_id']} {s['canteen_name']}: 消费 {format_fen(s['gross_fen'])} 调整 {format_fen(s['adjustments_fen'])} "
-            f"扣款 {format_fen(s['withheld_fen'])} 手续费 {format_fen(s['fee_fen'])} 应付 {format_fen(s['net_fen'])}"
+            f"  {s['canteen_id']} {s['canteen_name']}: 消费 {format_fen(s['gross_fen'])} "
+            f"调整 {format_fen(s['adjustments_fen'])} 扣款 {format_fen(s['withheld_fen'])} "
+            f"手续费 {format_fen(s['fee_fen'])} 应付 {format_fen(s['net_fen'])}"
         )
     t = doc["totals"]
     lines.append(f"合计 total: 应付 net {format_fen(t['net_fen'])}, 手续费 fee {format_fen(t['fee_fen'])}")
@@ -220,7 +222,8 @@ def _totals_lines(title: str, data: dict[str, Any]) -> list[str]:
     for c in data["canteens"]:
         lines.append(
             f"  食堂 {c['canteen_id']} {c['canteen_name']}: {c['count']} 笔 {format_fen(c['amount_fen'])} "
-            f"(补贴 {format_fen(c['subsidy_fen'])}, 自费 {format_fen(c['self_fen'])}, 数字人民币 {format_fen(c['ecny_fen'])})"
+            f"(补贴 {format_fen(c['subsidy_fen'])}, 自费 {format_fen(c['self_fen'])}, "
+            f"数字人民币 {format_fen(c['ecny_fen'])})"
         )
     for u in data["units"]:
         lines.append(f"  单位 {u['unit_id']} {u['unit_name']}: {u['count']} 笔 {format_fen(u['amount_fen'])}")
@@ -264,12 +267,12 @@ def matrix(obj: Any, quarter: str | None, as_json: bool) -> None:
     q = _quarter(obj, quarter)
     data = {"quarter": str(q), **reports.dining_matrix(_db(obj), q.start_ms, q.end_ms)}
     lines = [f"跨单位就餐 dining matrix {q}"] + [
-        f"  {c['diner_unit_id']} → {c['canteen_id']}{' *' if c['cross_unit'] else ''}: {c['count']} 笔 {format_fen(c['amount_fen'])}"
+        f"  {c['diner_unit_id']} → {c['canteen_id']}{' *' if c['cross_unit'] else ''}: "
+        f"{c['count']} 笔 {format_fen(c['amount_fen'])}"
         for c in data["cells"]
     ]
-    lines.append(
-        f"跨单位 cross-unit (*): {data['cross_unit']['count']} 笔 {format_fen(data['cross_unit']['amount_fen'])}"
-    )
+    cross = data["cross_unit"]
+    lines.append(f"跨单位 cross-unit (*): {cross['count']} 笔 {format_fen(cross['amount_fen'])}")
     emit(data, as_json, lines)
 
 
@@ -322,7 +325,8 @@ def quality_cmd(obj: Any, quarter: str | None, as_json: bool) -> None:
     """Quality scores, pay % and diners' average ratings per canteen."""
     data = quality.quality_report(_db(obj), str(_quarter(obj, quarter)))
     lines = [f"质量 quality {data['quarter']}"] + [
-        f"  {c['canteen_id']}: 评分 {c['score']} 支付 {c['pay_pct']}% 评价 {c['ratings']} 条 服务 {c['service_avg']} 菜品 {c['food_avg']}"
+        f"  {c['canteen_id']}: 评分 {c['score']} 支付 {c['pay_pct']}% 评价 {c['ratings']} 条 "
+        f"服务 {c['service_avg']} 菜品 {c['food_avg']}"
         for c in data["canteens"]
     ]
     emit(data, as_json, lines)

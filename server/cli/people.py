@@ -38,8 +38,8 @@ def import_roster(obj: Any, file: str, unit_id: str | None, dry_run: bool, as_js
         lambda conn: roster.import_roster(conn, data, now_ms(), unit_scope=unit_id, dry_run=dry_run),
         lambda r: (
             ("（试运行 dry run）" if dry_run else "")
-            + f"行 rows {r['rows']}: 新增 new {r['new_holders']}, 改名 renamed {r['renamed']}, 未变 unchanged "
-            f"{r['unchanged']}, 发卡 cards issued {r['issued']}, 停用 retired {r['retired']}"
+            + f"行 rows {r['rows']}: 新增 new {r['new_holders']}, 改名 renamed {r['renamed']}, "
+            f"未变 unchanged {r['unchanged']}, 发卡 cards issued {r['issued']}, 停用 retired {r['retired']}"
         ),
     )
 
@@ -58,7 +58,8 @@ def _holder_text(conn: Any, holder_id: str) -> tuple[dict[str, Any], str]:
     text = (
         f"{data['id']} {data['name']} {data['unit_id']}/{data['staff_no']} {data['status']}"
         f"{' 已冻结 blocked' if data['blocked'] else ''}\n"
-        f"  补贴 subsidy {format_fen(data['subsidy_fen'])}  自费 self {format_fen(data['self_fen'])}  卡 cards {cards_text}"
+        f"  补贴 subsidy {format_fen(data['subsidy_fen'])}  自费 self {format_fen(data['self_fen'])}"
+        f"  卡 cards {cards_text}"
     )
     return data, text
 
@@ -85,7 +86,8 @@ def holder_leave(obj: Any, holder_id: str, as_json: bool) -> None:
     emit(
         r,
         as_json,
-        f"{holder_id}: 补贴退回单位 subsidy returned to {r['unit_id']} {format_fen(r['subsidy_returned_fen'])}; "
+        f"{holder_id}: 补贴退回单位 subsidy returned to {r['unit_id']} "
+        f"{format_fen(r['subsidy_returned_fen'])}; "
         f"自费保留 self purse kept {format_fen(r['self_fen'])}",
     )
 

@@ -73,7 +73,8 @@ def import_canteens(obj: Any, file: str, create_units: bool, dry_run: bool, as_j
         lambda conn: canteens.import_table(conn, data, now_ms(), create_units=create_units, dry_run=dry_run),
         lambda r: (
             ("（试运行 dry run）" if dry_run else "")
-            + f"新建食堂 created: {len(r['created'])}  更新 updated: {len(r['updated'])}  新建单位 units created: {len(r['units_created'])}"
+            + f"新建食堂 created: {len(r['created'])}  更新 updated: {len(r['updated'])}  "
+            f"新建单位 units created: {len(r['units_created'])}"
         ),
     )
 
@@ -189,7 +190,8 @@ def canteen_list(obj: Any, as_json: bool) -> None:
     """Every canteen with its unit, operator and meal prices."""
     rows = [canteens.to_json(r) for r in obj.db().execute("SELECT * FROM canteens ORDER BY id")]
     lines = [
-        f"{c['id']}\t{c['name']}\t{c['unit_id']}\t{'自营 self-operated' if c['self_operated'] else c['operator'] or '(no operator)'}\t"
+        f"{c['id']}\t{c['name']}\t{c['unit_id']}\t"
+        f"{'自营 self-operated' if c['self_operated'] else c['operator'] or '(no operator)'}\t"
         + " ".join(f"{MEAL_NAMES_ZH[p]}{format_fen(m['price_fen'])}" for p, m in c["config"]["meals"].items())
         for c in rows
     ]
@@ -273,7 +275,8 @@ def item_set(
     emit(
         item,
         as_json,
-        f"{sku} {item['name']} {format_fen(item['price_fen'])} (参考价 reference {format_fen(item['reference_price_fen'])})",
+        f"{sku} {item['name']} {format_fen(item['price_fen'])} "
+        f"(参考价 reference {format_fen(item['reference_price_fen'])})",
     )
 
 

@@ -53,8 +53,10 @@ def sale_splits(conn: sqlite3.Connection) -> list[Violation]:
             OR (max(s.method) <> 'ecny' AND (
                    coalesce(sum(CASE WHEN e.from_account = {_SUB} THEN e.amount_fen END), 0)
                        <> max(s.subsidy_fen - s.cleared_subsidy_fen)
-                OR coalesce(sum(CASE WHEN e.from_account = {_SELF} THEN e.amount_fen END), 0) <> max(s.self_fen)
-                OR coalesce(sum(CASE WHEN e.from_account LIKE '{ledger.REFUND_LIKE}' THEN e.amount_fen END), 0)
+                OR coalesce(sum(CASE WHEN e.from_account = {_SELF} THEN e.amount_fen END), 0)
+                       <> max(s.self_fen)
+                OR coalesce(sum(CASE WHEN e.from_account LIKE '{ledger.REFUND_LIKE}'
+                                THEN e.amount_fen END), 0)
                        <> max(s.cleared_subsidy_fen)
                 OR coalesce(sum(e.amount_fen), 0) <> max(s.amount_fen)
                 OR coalesce(sum(e.to_account <> {_PAYABLE}), 0) > 0
@@ -138,7 +140,8 @@ def payables(conn: sqlite3.Connection) -> list[Violation]:
             ).fetchall()
         )
         for canteen_id, waiting in conn.execute(
-            "SELECT canteen_id, sum(amount_fen) FROM late_sales WHERE statement_quarter IS NULL GROUP BY canteen_id"
+            "SELECT canteen_id, sum(amount_fen) FROM late_sales "
+            "WHERE statement_quarter IS NULL GROUP BY canteen_id"
         ):
             due[canteen_id] = due.get(canteen_id, 0) - waiting
     for (canteen_id,) in conn.execute("SELECT id FROM canteens").fetchall():
@@ -152,7 +155,8 @@ def payables(conn: sqlite3.Connection) -> list[Violation]:
             out.append(
                 Violation(
                     "settled_twice_or_missed",
-                    f"{canteen_id}: statements settled {settled.get(canteen_id, 0)}, closed periods hold {due.get(canteen_id, 0)}",
+                    f"{canteen_id}: statements settled {settled.get(canteen_id, 0)}, "
+                    f"closed periods hold {due.get(canteen_id, 0)}",
                 )
             )
     return out
@@ -176,7 +180,8 @@ def clearings(conn: sqlite3.Connection) -> list[Violation]:
             out.append(Violation("clearing_mismatch", f"{year}: lines differ from the clearing txn"))
     clawed = dict(
         conn.execute(
-            "SELECT refund_account, sum(clawed_back_fen) FROM clearing_lines GROUP BY refund_account HAVING sum(clawed_back_fen) > 0"
+            "SELECT refund_account, sum(clawed_back_fen) FROM clearing_lines "
+            "GROUP BY refund_account HAVING sum(clawed_back_fen) > 0"
         ).fetchall()
     )
     taken = dict(
@@ -214,7 +219,8 @@ def allocations(conn: sqlite3.Connection) -> list[Violation]:
 def withdrawals(conn: sqlite3.Connection) -> list[Violation]:
     row = conn.execute(
         f"""
-        SELECT count(*), min(e.from_account || ' -> ' || e.to_account) FROM entries e JOIN txns t ON t.id = e.txn_id
+        SELECT count(*), min(e.from_account || ' -> ' || e.to_account)
+        FROM entries e JOIN txns t ON t.id = e.txn_id
         JOIN accounts a ON a.id = e.from_account
         WHERE a.kind IN ('subsidy_purse', 'self_purse')
           AND NOT (t.kind = 'sale' AND e.to_account LIKE '{ledger.PAYABLE_LIKE}')

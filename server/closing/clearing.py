@@ -118,7 +118,8 @@ def _allocation_credits(conn: sqlite3.Connection, where: str, args: tuple[Any, .
 def _credit_rows(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[tuple[str, int, str]]:
     """(holder, fen, paying unit) of allocation credits to subsidy purses, newest first."""
     rows = conn.execute(
-        "SELECT e.to_account, e.amount_fen, al.unit_id FROM allocations al JOIN entries e ON e.txn_id = al.txn_id "
+        "SELECT e.to_account, e.amount_fen, al.unit_id "
+        "FROM allocations al JOIN entries e ON e.txn_id = al.txn_id "
         f"WHERE e.from_account = ? AND {where} ORDER BY al.quarter DESC, al.txn_id DESC, e.id",
         (ledger.SYSTEM_INCOME, *args),
     ).fetchall()

@@ -60,7 +60,8 @@ def set_score(
     if conn.execute("SELECT 1 FROM settlement_periods WHERE quarter = ?", (str(q),)).fetchone():
         raise DomainError("period_closed", f"{q} is settled; its scores are final")
     conn.execute(
-        "INSERT INTO quality_scores(canteen_id, quarter, score, entered_at_ms, entered_by) VALUES (?, ?, ?, ?, ?) "
+        "INSERT INTO quality_scores(canteen_id, quarter, score, entered_at_ms, entered_by) "
+        "VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT(canteen_id, quarter) DO UPDATE SET score = excluded.score, "
         "entered_at_ms = excluded.entered_at_ms, entered_by = excluded.entered_by",
         (canteen_id, str(q), score, now_ms, entered_by),
@@ -126,7 +127,8 @@ def rate(
         raise DomainError("already_rated", sale_uuid)
     quarter = str(Quarter.of_ms(sale["occurred_at_ms"]))
     conn.execute(
-        "INSERT INTO ratings(terminal_id, seq, holder_id, canteen_id, quarter, service, food, comment, at_ms) "
+        "INSERT INTO ratings(terminal_id, seq, holder_id, canteen_id, quarter, "
+        "service, food, comment, at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             sale["terminal_id"],
@@ -165,7 +167,8 @@ def quality_report(
     ratings = {
         r[0]: (r[1], r[2], r[3])
         for r in conn.execute(
-            "SELECT canteen_id, count(*), sum(service), sum(food) FROM ratings WHERE quarter = ? GROUP BY canteen_id",
+            "SELECT canteen_id, count(*), sum(service), sum(food) FROM ratings "
+            "WHERE quarter = ? GROUP BY canteen_id",
             (q,),
         )
     }

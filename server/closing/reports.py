@@ -127,12 +127,14 @@ def allocation_status(
     due = q.allocation_due_ms
     rows = []
     for u in conn.execute(
-        "SELECT u.id, u.name, (SELECT count(*) FROM holders h WHERE h.unit_id = u.id AND h.status = 'active') "
+        "SELECT u.id, u.name, "
+        "(SELECT count(*) FROM holders h WHERE h.unit_id = u.id AND h.status = 'active') "
         "FROM units u WHERE ? IS NULL OR u.id = ? ORDER BY u.id",
         (unit_id, unit_id),
     ).fetchall():
         a = conn.execute(
-            "SELECT at_ms, total_fen, headcount, per_person_fen FROM allocations WHERE unit_id = ? AND quarter = ?",
+            "SELECT at_ms, total_fen, headcount, per_person_fen FROM allocations "
+            "WHERE unit_id = ? AND quarter = ?",
             (u[0], str(q)),
         ).fetchone()
         if a is None and u[2] == 0:
@@ -192,9 +194,11 @@ def blocked_cards(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[
     self_id = ledger.purse_id_sql("h.id", "self")
     out = []
     for r in conn.execute(
-        f"SELECT c.card_id, c.status, h.id AS holder_id, h.name, h.unit_id, h.blocked, h.status AS holder_status, "
+        "SELECT c.card_id, c.status, h.id AS holder_id, h.name, h.unit_id, h.blocked, "
+        "h.status AS holder_status, "
         f"coalesce((SELECT balance_fen FROM accounts WHERE id = {self_id}), 0) AS self_fen "
-        "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE (? IS NULL OR h.unit_id = ?) ORDER BY c.card_id",
+        "FROM cards c JOIN holders h ON h.id = c.holder_id "
+        "WHERE (? IS NULL OR h.unit_id = ?) ORDER BY c.card_id",
         (unit_id, unit_id),
     ):
         reasons = []

@@ -148,6 +148,7 @@ _MEALS_CHUNK = 300
 _MEALS_OF_DAY = (
     "WITH wanted(holder_id, start_ms, end_ms) AS (VALUES {values}) "
     "SELECT s.holder_id, s.canteen_id, s.meal_period, count(*) FROM wanted w "
-    "JOIN sales s ON s.holder_id = w.holder_id AND s.occurred_at_ms >= w.start_ms AND s.occurred_at_ms < w.end_ms "
+    "JOIN sales s ON s.holder_id = w.holder_id "
+    "AND s.occurred_at_ms >= w.start_ms AND s.occurred_at_ms < w.end_ms "
     "WHERE s.kind = 'meal' AND s.status = 'applied' GROUP BY s.holder_id, s.canteen_id, s.meal_period"
 )

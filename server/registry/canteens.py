@@ -361,7 +361,8 @@ def directory(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every canteen: where it is, whom to call, when it serves meals and for how much."""
     out = []
     for row in conn.execute(
-        "SELECT c.*, u.name AS unit_name FROM canteens c JOIN units u ON u.id = c.unit_id ORDER BY u.name, c.name"
+        "SELECT c.*, u.name AS unit_name FROM canteens c JOIN units u ON u.id = c.unit_id "
+        "ORDER BY u.name, c.name"
     ):
         config = json.loads(row["config_json"])
         meals = [

@@ -71,8 +71,8 @@ def allocate(
     ] + [ledger.Move(ledger.SYSTEM_INCOME, ledger.subsidy_purse(h), amount) for h in holders]
     txn_id = ledger.post(conn, "allocation", moves, now_ms, ref=ref)
     conn.execute(
-        "INSERT INTO allocations(unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, due_ms, txn_id) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO allocations(unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, due_ms, "
+        "txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (unit_id, str(q), amount, len(holders), total, now_ms, q.allocation_due_ms, txn_id),
     )
     record_delta(conn, [holder_change(conn, h) for h in holders], now_ms)

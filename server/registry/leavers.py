@@ -119,7 +119,8 @@ def request_refund(
     ).fetchone():
         raise DomainError("already_exists", f"a refund request for {holder_id} is pending")
     cur = conn.execute(
-        "INSERT INTO refund_requests(holder_id, bank_account, requested_at_ms, requested_by) VALUES (?, ?, ?, ?)",
+        "INSERT INTO refund_requests(holder_id, bank_account, requested_at_ms, requested_by) "
+        "VALUES (?, ?, ?, ?)",
         (holder_id, account, now_ms, requested_by),
     )
     return get_request(conn, int(cur.lastrowid or 0))
@@ -162,7 +163,8 @@ def reject_refund(
     if not reason.strip():
         raise DomainError("invalid_input", "say why the refund is rejected")
     conn.execute(
-        "UPDATE refund_requests SET status = 'rejected', decided_at_ms = ?, decided_by = ?, reason = ? WHERE id = ?",
+        "UPDATE refund_requests SET status = 'rejected', decided_at_ms = ?, decided_by = ?, reason = ? "
+        "WHERE id = ?",
         (now_ms, decided_by, reason.strip(), request_id),
     )
     return get_request(conn, request_id)

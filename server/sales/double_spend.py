@@ -14,8 +14,9 @@ terminal approved it on a valid signature (offline, or before it could know), th
 served, and the books must show it; refusing it would leave the canteen unpaid and the
 terminal's journal out of step with the ledger. Instead the server
 
-1. records a ``credential_incidents`` row (:mod:`server.sales.incidents`) (both sales, amount, holder) for the bureau to
-   review — reported by ``GET /api/v1/qr/incidents`` and ``canteen-server qr-incidents``;
+1. records a ``credential_incidents`` row (:mod:`server.sales.incidents`) (both sales, amount,
+   holder) for the bureau to review — reported by ``GET /api/v1/qr/incidents`` and
+   ``canteen-server qr-incidents``;
 2. for a QR code, **revokes that credential** (a ``qr_key`` change expiring it now goes to
    every terminal in the same delta), so the copied code stops working everywhere and the
    holder must be issued a new one; the card itself keeps working;
@@ -67,7 +68,8 @@ def _first_use(
     if row is not None:
         return f"{row[0]}/{row[1]}"
     conn.execute(
-        "INSERT INTO credential_uses(kind, subject, counter, terminal_id, seq, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO credential_uses(kind, subject, counter, terminal_id, seq, at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
         (kind, subject, counter, sale.terminal_id, sale.seq, now_ms),
     )
     return None

@@ -45,7 +45,8 @@ def note_ecny_sale(conn: sqlite3.Connection, sale: Sale, order_no: str, now_ms: 
         )
         return
     conn.execute(
-        "INSERT INTO ecny_sales(order_no, terminal_id, seq, canteen_id, amount_fen, occurred_at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO ecny_sales(order_no, terminal_id, seq, canteen_id, amount_fen, occurred_at_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
         (order_no, sale.terminal_id, sale.seq, sale.canteen_id, sale.amount_fen, sale.occurred_at_ms),
     )
 
@@ -53,9 +54,10 @@ def note_ecny_sale(conn: sqlite3.Connection, sale: Sale, order_no: str, now_ms: 
 def record_notification(conn: sqlite3.Connection, note: Notification, now_ms: int) -> None:
     """The gateway's result callback (already signature-checked); repeats are harmless."""
     conn.execute(
-        "INSERT INTO ecny_payments(order_no, trade_no, amount_fen, refunded_fen, status, paid_at_ms, notified_at_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(order_no) DO UPDATE SET "
-        "refunded_fen = max(refunded_fen, excluded.refunded_fen), status = excluded.status, notified_at_ms = excluded.notified_at_ms",
+        "INSERT INTO ecny_payments(order_no, trade_no, amount_fen, refunded_fen, status, paid_at_ms, "
+        "notified_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(order_no) DO UPDATE SET "
+        "refunded_fen = max(refunded_fen, excluded.refunded_fen), status = excluded.status, "
+        "notified_at_ms = excluded.notified_at_ms",
         (note.order_no, note.trade_no, note.amount_fen, note.refunded_fen, note.status, note.at_ms, now_ms),
     )
 
@@ -102,7 +104,8 @@ def refund(
     with write_txn(conn):
         check_refund(conn, order_no, amount_fen)
         conn.execute(
-            "INSERT INTO ecny_refunds(refund_no, order_no, amount_fen, at_ms, by_role, reason) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO ecny_refunds(refund_no, order_no, amount_fen, at_ms, by_role, reason) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (done.refund_no, order_no, done.amount_fen, now_ms, by_role, reason),
         )
     return {"refund_no": done.refund_no, "order_no": order_no, "amount_fen": done.amount_fen, "at_ms": now_ms}
@@ -121,13 +124,15 @@ def method_totals(
     methods = {
         r[0]: {"count": r[1], "amount_fen": r[2]}
         for r in conn.execute(
-            f"SELECT method, count(*), sum(amount_fen) FROM sales WHERE {where} GROUP BY method ORDER BY method",
+            f"SELECT method, count(*), sum(amount_fen) FROM sales WHERE {where} "
+            "GROUP BY method ORDER BY method",
             args,
         )
     }
     rwhere = "r.at_ms >= ? AND r.at_ms < ?" + (" AND s.canteen_id = ?" if canteen_id else "")
     refunds = conn.execute(
-        f"SELECT count(*), coalesce(sum(r.amount_fen), 0) FROM ecny_refunds r JOIN ecny_sales s USING(order_no) WHERE {rwhere}",
+        "SELECT count(*), coalesce(sum(r.amount_fen), 0) "
+        f"FROM ecny_refunds r JOIN ecny_sales s USING(order_no) WHERE {rwhere}",
         args,
     ).fetchone()
     ecny = methods.get("ecny", {"count": 0, "amount_fen": 0})

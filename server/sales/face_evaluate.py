@@ -150,7 +150,8 @@ def render(report: dict[str, Any]) -> str:
     g, i = report["genuine_distances"], report["impostor_distances"]
     lines = [
         f"已登记 enrolled: {report['enrolled']}   探测 probes: {report['probes']}   "
-        f"阈值 threshold: {report['threshold']}   间隔 margin: {report['margin']}   确信 confident: {report['confident']}",
+        f"阈值 threshold: {report['threshold']}   间隔 margin: {report['margin']}   "
+        f"确信 confident: {report['confident']}",
     ]
     for r in report["results"]:
         s = r.get("as_stranger", {})

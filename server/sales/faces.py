@@ -149,7 +149,8 @@ def list_faces(conn: sqlite3.Connection, holder_id: str) -> list[dict[str, Any]]
     return [
         {"face_id": r[0], "face_px": r[1], "enrolled_at_ms": r[2]}
         for r in conn.execute(
-            "SELECT face_id, face_px, enrolled_at_ms FROM faces WHERE holder_id = ? ORDER BY enrolled_at_ms, face_id",
+            "SELECT face_id, face_px, enrolled_at_ms FROM faces WHERE holder_id = ? "
+            "ORDER BY enrolled_at_ms, face_id",
             (holder_id,),
         )
     ]

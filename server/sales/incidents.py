@@ -31,7 +31,8 @@ def record_incident(
 ) -> None:
     """Record an incident (both sales, amount, holder) for the bureau to review."""
     conn.execute(
-        "INSERT INTO credential_incidents(kind, subject, counter, holder_id, card_id, first_sale, sale, amount_fen, action, at_ms) "
+        "INSERT INTO credential_incidents(kind, subject, counter, holder_id, card_id, first_sale, sale, "
+        "amount_fen, action, at_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             kind,
@@ -61,8 +62,8 @@ def incidents(conn: sqlite3.Connection, since_ms: int = 0, limit: int = 500) -> 
     return [
         dict(r)
         for r in conn.execute(
-            "SELECT id, kind, subject, counter, holder_id, card_id, first_sale, sale, amount_fen, action, at_ms "
-            "FROM credential_incidents WHERE at_ms >= ? ORDER BY id LIMIT ?",
+            "SELECT id, kind, subject, counter, holder_id, card_id, first_sale, sale, amount_fen, action, "
+            "at_ms FROM credential_incidents WHERE at_ms >= ? ORDER BY id LIMIT ?",
             (since_ms, limit),
         )
     ]

@@ -64,7 +64,10 @@ class Credential:
         )
 
 
-_COLS = "id, holder_id, card_id, public_key, issued_at_ms, expires_at_ms, offline_allowance_fen, revoked_at_ms, revoked_reason"
+_COLS = (
+    "id, holder_id, card_id, public_key, issued_at_ms, expires_at_ms, offline_allowance_fen, "
+    "revoked_at_ms, revoked_reason"
+)
 
 
 def qr_secret(server_key: ServerKey) -> bytes:

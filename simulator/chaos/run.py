@@ -370,7 +370,8 @@ def render(result: dict[str, Any]) -> str:
     lines = [
         f"混沌测试 chaos · seed {result['seed']} · {result['elapsed_s']} s",
         f"  故障 faults ({result['faults_total']}): {faults}",
-        f"  刷卡 taps sent {result['taps_sent']} (skipped, terminal down: {result['taps_skipped_terminal_down']})",
+        f"  刷卡 taps sent {result['taps_sent']} "
+        f"(skipped, terminal down: {result['taps_skipped_terminal_down']})",
         f"  终端批准 approved       {result['approved']:>7}   (离线 offline {result['offline_sales']}, "
         f"重启后补报 recovered {result['recovered_after_kill']})",
         f"  服务器入账 applied      {result['applied']:>7}",
@@ -378,7 +379,8 @@ def render(result: dict[str, Any]) -> str:
         f"  重复入账 double applied {result['double_applied']:>7}",
         f"  重复已忽略 duplicates   {result['duplicates_answered']:>7}",
         f"  账本合计 ledger sum     {result['ledger_sum_fen']:>7} fen",
-        f"  透支 overdraft          {result['overdraft_fen']:>7} fen  (限额允许 bound {result['overdraft_bound_fen']} fen)",
+        f"  透支 overdraft          {result['overdraft_fen']:>7} fen  "
+        f"(限额允许 bound {result['overdraft_bound_fen']} fen)",
         "  拒收消息 refused messages: "
         + (", ".join(f"{k} {v}" for k, v in result["rejections"].items()) or "-"),
         "  拒绝 declines: " + (", ".join(f"{k} {v}" for k, v in result["declines"].items()) or "-"),

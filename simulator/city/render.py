@@ -134,11 +134,13 @@ def render(result: dict[str, Any]) -> str:
     c = result["city"]
     lines = [
         "食堂一卡通 城市仿真 · simulated city",
-        f"  单位 units {c['units']}（有食堂 with a canteen {c['units_with_canteen']}）· 食堂 canteens {c['canteens']}"
+        f"  单位 units {c['units']}（有食堂 with a canteen {c['units_with_canteen']}）"
+        f"· 食堂 canteens {c['canteens']}"
         f" · 终端 terminals {c['terminals']} · 就餐人员 diners {c['diners']:,}"
         f"（扫码 QR {c['qr_users']:,} · 刷脸 face {c['face_users']:,}）",
         "",
-        "  日期 date      早餐 bkf  中餐 lunch  晚餐 dinner  超市 shop  拒绝 declined  离线 offline      金额 amount   用时 time",
+        "  日期 date      早餐 bkf  中餐 lunch  晚餐 dinner  超市 shop  拒绝 declined  "
+        "离线 offline      金额 amount   用时 time",
     ]
     for d in result["days"]:
         m = d["meals"]
@@ -169,9 +171,12 @@ def render(result: dict[str, Any]) -> str:
     lines += _matrix(result["matrix"])
     for q, s in result["settlement"].items():
         lines.append(
-            f"  季度结算 settlement {q}: {s['statements']} 份结算单 statements · 消费 gross {format_fen(s['gross_fen'])}"
-            f" · 调整 adjustments {format_fen(s['adjustments_fen'])} · 质量扣减 withheld {format_fen(s['withheld_fen'])}"
-            f" · 手续费 fee {format_fen(s['fee_fen'])} · 支付经营者 paid to operators {format_fen(s['net_fen'])}"
+            f"  季度结算 settlement {q}: {s['statements']} 份结算单 statements"
+            f" · 消费 gross {format_fen(s['gross_fen'])}"
+            f" · 调整 adjustments {format_fen(s['adjustments_fen'])}"
+            f" · 质量扣减 withheld {format_fen(s['withheld_fen'])}"
+            f" · 手续费 fee {format_fen(s['fee_fen'])}"
+            f" · 支付经营者 paid to operators {format_fen(s['net_fen'])}"
         )
     cl = result["clearing"]
     to = "各单位 the units" if cl["refund_to"] == "unit" else "市财政 city finance"
@@ -187,8 +192,9 @@ def render(result: dict[str, Any]) -> str:
     )
     t = result.get("timings", {})
     ok = consistent(result)
+    verdict = "✔ 全部一致 all consistent" if ok else "✘ 不一致 INCONSISTENT"
     lines.append(
-        f"  {'✔ 全部一致 all consistent' if ok else '✘ 不一致 INCONSISTENT'} · 准备 setup {t.get('setup_s')} s"
+        f"  {verdict} · 准备 setup {t.get('setup_s')} s"
         f" · 结算 closing {t.get('closing_s')} s · 合计 total {t.get('total_s')} s"
     )
     return "\n".join(lines)
@@ -210,7 +216,8 @@ def _matrix(matrix: dict[str, Any]) -> list[str]:
     width = max([_cells(u) for u in shown] + [_cells(label_rest), 8])
     out = [
         "",
-        f"  跨单位就餐矩阵 cross-unit dining matrix（行 rows: 就餐人单位 diners' unit，列 columns: 食堂 canteen，笔数 sales）"
+        "  跨单位就餐矩阵 cross-unit dining matrix"
+        "（行 rows: 就餐人单位 diners' unit，列 columns: 食堂 canteen，笔数 sales）"
         f"  跨单位 cross-unit {cross:,} / {total:,}" + (f" ({100 * cross / total:.1f}%)" if total else ""),
     ]
     out.append("    " + " " * width + "".join(f"{i + 1:>6}" for i in range(len(canteens))) + "    合计")

@@ -161,7 +161,8 @@ def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
         lines.append(f"  结算单 statements {quarter}:")
         for name, st in canteens.items():
             lines.append(
-                f"    {name}  消费 gross {format_fen(st['gross_fen'])}  调整 adjustments {format_fen(st['adjustments_fen'])}"
+                f"    {name}  消费 gross {format_fen(st['gross_fen'])}"
+                f"  调整 adjustments {format_fen(st['adjustments_fen'])}"
                 f"  质量扣减 withheld {format_fen(st['withheld_fen'])} (pay {st['pay_pct']}%)"
                 f"  手续费 fee {format_fen(st['fee_fen'])}  应付 net {format_fen(st['net_fen'])}"
             )
@@ -188,7 +189,8 @@ def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
     a = result["audit"]
     lines += [
         "",
-        f"  终端批准 approved {a['approved']} · 服务器入账 applied {a['applied']} · 待上传 pending {a['pending']}"
+        f"  终端批准 approved {a['approved']} · 服务器入账 applied {a['applied']}"
+        f" · 待上传 pending {a['pending']}"
         f" · 重复已忽略 duplicates {a['duplicates_ignored']} · 不一致 mismatches {a['mismatches']}",
         f"  账本合计 ledger sum {result['ledger_sum_fen']} fen · 违规 violations {len(result['violations'])}",
     ]
