@@ -2,7 +2,8 @@
 
 Every view carries its documentation next to it with :func:`doc` (summary, request and
 response schemas, query parameters); :func:`~server.infra.auth.requires` records which roles may
-call it (``x-roles``), :func:`~server.infra.auth.public` that anyone may (``x-public``). :func:`build_openapi` walks Flask's URL map, so the document can never list a
+call it (``x-roles``), :func:`~server.infra.auth.public` that anyone may (``x-public``).
+:func:`build_openapi` walks Flask's URL map, so the document can never list a
 route that does not exist — and ``tests/test_openapi.py`` fails when a route exists
 without ``@doc``, so it can never silently miss one either.
 """
@@ -19,8 +20,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ERROR_SCHEMA = {
     "type": "object",
-    "required": ["code", "message"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "detail": {"type": "string"}},
+    "description": "A refusal (server.api.error_body): message in the deployment's language "
+    "(CANTEEN_LANGUAGE, zh by default) or the one Accept-Language asks for; both texts always.",
+    "required": ["code", "message", "message_zh", "message_en", "detail"],
+    "properties": {
+        "code": {"type": "string", "description": "stable machine code (shared/errors.py)"},
+        "message": {"type": "string"},
+        "message_zh": {"type": "string"},
+        "message_en": {"type": "string"},
+        "detail": {"type": "string", "description": "what exactly was wrong (English)"},
+    },
 }
 
 

@@ -35,7 +35,7 @@ class Ctx:
     @property
     def app(self):  # noqa: ANN201
         if self._app is None:
-            self._app = create_app({"HOME": self._home} if self._home else None)
+            self._app = create_app(home=self._home)  # config.py and CANTEEN_* apply (issue 12)
         return self._app
 
     def db(self):  # noqa: ANN201
