@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 
 from server import api
-from server.infra import db_flask, keys
+from server.infra import access_log, db_flask, keys
 from server.infra.db import open_db
 from shared.clock import Clock
 
@@ -51,4 +51,5 @@ def create_app(
     db_flask.init_app(app, clock)
 
     api.register(app)
+    access_log.init_app(app)  # one line per request on the canteen.http logger
     return app
