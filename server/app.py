@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 
 from server import api
-from server.infra import db_flask, keys
+from server.infra import access_log, db_flask, keys
 from server.infra.db import open_db
 from shared.clock import Clock
 
@@ -21,8 +21,13 @@ def default_home() -> str:
     return os.path.abspath(os.environ.get("CANTEEN_HOME", os.path.join(os.getcwd(), "var")))
 
 
-def create_app(test_config: dict[str, Any] | None = None, clock: Clock | None = None) -> Flask:
-    home = (test_config or {}).get("HOME") or default_home()
+def create_app(
+    test_config: dict[str, Any] | None = None, clock: Clock | None = None, *, home: str | None = None
+) -> Flask:
+    """``home``: the data folder (default ``CANTEEN_HOME`` or ./var), its config.py and the
+    ``CANTEEN_*`` variables read as in production; ``test_config`` (its ``HOME`` included)
+    replaces both."""
+    home = (test_config or {}).get("HOME") or home or default_home()
     instance = os.path.join(home, "server")
     app = Flask(__name__, instance_path=instance, instance_relative_config=True)
     app.config.from_mapping(
@@ -30,6 +35,8 @@ def create_app(test_config: dict[str, Any] | None = None, clock: Clock | None = 
         SERVER_KEY_FILE=os.path.join(instance, "server_key.hex"),
         BROKER_URL="",
         YEAR_END_REFUND_TO="unit",
+        LANGUAGE="zh",  # of API error messages (zh | en; both texts are always in the body)
+        PUBLIC_URL="",  # the server as phones and browsers reach it (qr-issue links)
         JSON_AS_ASCII=False,
     )
     if test_config is None:
@@ -44,4 +51,5 @@ def create_app(test_config: dict[str, Any] | None = None, clock: Clock | None = 
     db_flask.init_app(app, clock)
 
     api.register(app)
+    access_log.init_app(app)  # one line per request on the canteen.http logger
     return app

@@ -122,6 +122,14 @@ CATALOG: dict[str, ErrorSpec] = {
     "face_one_at_a_time": ErrorSpec("请一人一次刷脸", "more than one face in front of the camera"),
     "second_factor_failed": ErrorSpec("卡号后四位不符", "card number digits do not match"),
     "input_timeout": ErrorSpec("输入超时", "no input in time"),
+    # a clerk's / operator's first day: terminal configuration, terminal CLI, qr-issue (issue 12)
+    "config_invalid": ErrorSpec("配置文件有误", "the configuration file is invalid"),
+    "terminal_db_missing": ErrorSpec(
+        "终端数据库不存在（请检查配置文件，或先运行终端）", "the terminal database does not exist", 404
+    ),
+    "public_url_missing": ErrorSpec(
+        "未配置服务器对外地址（PUBLIC_URL）", "the server's public address (PUBLIC_URL) is not configured"
+    ),
 }
 
 

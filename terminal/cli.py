@@ -9,8 +9,11 @@
 * ``totals`` — the day's totals of this terminal, in Chinese (``--json`` for machines).
 * ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset.
 
-``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``. Exit codes: 0 ok, 1 error,
-2 bad input (an unknown reader, scanner, gateway or display; a bad date).
+``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``; relative paths in the file are
+taken from the file's folder. Exit codes: 0 ok, 1 error, 2 bad input — one line in Chinese
+and English, no traceback: a missing, malformed or incomplete configuration (naming the file
+and the key; an unknown reader, scanner, gateway or display too), a bad date, and for
+``totals``/``status`` a terminal database that does not exist (they never create one).
 """
 
 from __future__ import annotations
@@ -18,20 +21,23 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import sys
 import threading
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import click
 
 from hardware.devices import open_devices
 from shared.clock import SystemClock, china_datetime
-from shared.errors import DomainError
+from shared.errors import DomainError, message
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
 from terminal.face_pay import FacePay
+from terminal.readers import LINE_FORMATS
 from terminal.store import Store
 from terminal.totals import day_totals, render_zh
 
@@ -42,14 +48,60 @@ CONFIG = click.option(
     "config_path",
     required=True,
     envvar="CANTEEN_TERMINAL_CONFIG",
-    type=click.Path(exists=True, dir_okay=False),
-    help="Terminal config JSON (from provision-terminal).",
+    type=click.Path(dir_okay=False),
+    help="Terminal config JSON (from provision-terminal); default $CANTEEN_TERMINAL_CONFIG.",
 )
 
 
-@click.group()
+class _DomainGroup(click.Group):
+    """A refusal (DomainError) is one line in Chinese and English on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DomainError as exc:
+            text = f"{message(exc.code, 'zh')} / {message(exc.code, 'en')}"
+            click.echo(f"错误 / error [{exc.code}]: {text}: {exc.detail}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=_DomainGroup)
 def main() -> None:
     """Canteen one-card terminal agent (食堂一卡通 消费终端)."""
+
+
+def _existing_store(config: TerminalConfig, config_path: str) -> Store:
+    """The terminal's database, which must exist: an operator's view never creates one."""
+    where = f"{config.db_path} (db_path in {config_path})"
+    if not Path(config.db_path).is_file():
+        raise DomainError(
+            "terminal_db_missing", f"{where}; start the terminal with `canteen-terminal run` first"
+        )
+    try:
+        return Store(config.db_path)
+    except sqlite3.DatabaseError as exc:
+        raise DomainError("config_invalid", f"{where} is not a terminal database ({exc})") from exc
+
+
+def _tap_lines_help() -> str:
+    width = max(len(example) for _, example, _ in LINE_FORMATS if not example.startswith("{"))
+    lines = [
+        f"  {example:<{width}}  {meaning}"
+        if not example.startswith("{")
+        else f"  {example}\n  {'':<{width}}  {meaning}"
+        for _, example, meaning in LINE_FORMATS
+    ]
+    return "\b\n" + "\n".join(lines)
+
+
+RUN_HELP = f"""Run the terminal: sync with the server and serve taps until stopped (SIGTERM/Ctrl-C).
+
+With reader "stdin" or "fifo:<path>" each line is one tap (刷卡输入格式), one of:
+
+{_tap_lines_help()}
+
+A malformed line is reported (bad_tap) and skipped.
+"""
 
 
 class _EventWriter:
@@ -66,7 +118,7 @@ class _EventWriter:
             self._out.flush()
 
 
-@main.command()
+@main.command(help=RUN_HELP)
 @CONFIG
 @click.option(
     "--events/--no-events",
@@ -75,7 +127,6 @@ class _EventWriter:
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level (logs go to stderr).")
 def run(config_path: str, events: bool, log_level: str) -> None:
-    """Run the terminal: sync with the server and serve taps until stopped (SIGTERM/Ctrl-C)."""
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -86,8 +137,10 @@ def run(config_path: str, events: bool, log_level: str) -> None:
         devices = open_devices(
             config.display, config.camera, config.face_engine, console=sys.stderr if events else sys.stdout
         )
-    except (ValueError, DomainError) as exc:
-        raise click.UsageError(str(exc)) from exc
+    except ValueError as exc:
+        raise DomainError("config_invalid", f"{config_path}: {exc}") from exc
+    except DomainError as exc:
+        raise DomainError("config_invalid", f"{config_path}: {exc.code}: {exc.detail}") from exc
     if config.reader == "simulated":
         log.warning(
             "reader 'simulated' is fed in-process: no taps will come from it here "
@@ -127,7 +180,7 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
         the_day = date.fromisoformat(day) if day else china_datetime(SystemClock().now_ms()).date()
     except ValueError as exc:
         raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from exc
-    store = Store(config.db_path)
+    store = _existing_store(config, config_path)
     try:
         t = day_totals(
             store,
@@ -147,7 +200,7 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
 def status(config_path: str, as_json: bool) -> None:
     """Show whether the terminal is online (or OFFLINE), its unsent sales and last sync."""
     config = TerminalConfig.load(config_path)
-    store = Store(config.db_path)
+    store = _existing_store(config, config_path)
     try:
         info = {
             "terminal_id": config.terminal_id,

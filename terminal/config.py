@@ -3,14 +3,26 @@
 ``canteen-server provision-terminal CANTEEN`` prints exactly this shape (plus the paths the
 installer sets). Nothing deep inside the terminal reads the environment; the CLI loads this
 once and passes it in.
+
+:meth:`TerminalConfig.load` checks the file before anything runs: a missing file, bad JSON,
+a missing key or a value of the wrong type is a :class:`~shared.errors.DomainError`
+(``config_invalid``) naming the file and the key. Relative paths in it (``db_path``, a
+``fifo:`` reader, a ``file:`` camera) are taken from the configuration file's folder, not
+from wherever the command happens to be run.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+from shared.errors import DomainError
+
+# the settings that name a file, and the prefix before the path in their value
+_PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"))
+_HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex")
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,77 @@ class TerminalConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> TerminalConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """The configuration in the JSON file ``path``, checked, with its relative paths
+        resolved against the file's folder; DomainError ``config_invalid`` otherwise."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError as exc:
+            raise DomainError("config_invalid", f"{path}: no such file") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DomainError("config_invalid", f"{path}: cannot be read ({exc})") from exc
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise DomainError("config_invalid", f"{path}: not JSON ({exc})") from exc
+        if not isinstance(data, dict):
+            raise DomainError("config_invalid", f"{path}: expected a JSON object of settings")
+        problem = _check(data)
+        if problem:
+            raise DomainError("config_invalid", f"{path}: {problem}")
+        return cls.from_dict(data).resolved(path.resolve().parent)
+
+    def resolved(self, folder: Path) -> TerminalConfig:
+        """This configuration with its relative file paths taken from ``folder``."""
+        changes: dict[str, str] = {}
+        for name, prefix in _PATH_SETTINGS:
+            value: str = getattr(self, name)
+            if value.startswith(prefix) and value[len(prefix) :]:
+                target = Path(value[len(prefix) :]).expanduser()
+                if not target.is_absolute():
+                    changes[name] = prefix + str(folder / target)
+        return replace(self, **changes) if changes else self
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check(data: dict[str, Any]) -> str:
+    """What is wrong with a configuration's settings ('' when nothing is)."""
+    missing = [
+        f.name
+        for f in fields(TerminalConfig)
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in data
+    ]
+    if missing:
+        return "missing key(s) " + ", ".join(f'"{name}"' for name in missing)
+    for f in fields(TerminalConfig):
+        if f.name not in data:
+            continue
+        value, kind = data[f.name], f.type
+        if kind == "str":
+            ok = isinstance(value, str)
+        elif kind == "int":
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:  # float
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not ok:
+            return f'key "{f.name}" must be {_KIND_NAMES[kind]}, not {json.dumps(value, ensure_ascii=False)}'
+        if kind != "str" and f.name != "clock_offset_ms" and value <= 0:
+            return f'key "{f.name}" must be greater than 0, not {value}'
+        if f.name in _HEX_SETTINGS and value and not _is_hex(value):
+            return f'key "{f.name}" must be hexadecimal digits'
+        if f.name in ("terminal_id", "canteen_id", "db_path") and not value.strip():
+            return f'key "{f.name}" must not be empty'
+    return ""
+
+
+_KIND_NAMES = {"str": "a string", "int": "a whole number", "float": "a number"}
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True

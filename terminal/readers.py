@@ -30,6 +30,23 @@ from typing import IO, Protocol
 from hardware.reader import CardReader, SimulatedCardReader
 from terminal.authorize import TapRequest
 
+# the tap line formats of the ``stdin`` and ``fifo:`` readers, one example each: the README's
+# table and ``canteen-terminal run --help`` show these (tests parse every example)
+LINE_FORMATS: tuple[tuple[str, str, str], ...] = (
+    ("<card>", "C00001", "a meal on card C00001, at the canteen's price for the meal now"),
+    ("<card> shop <fen>", "C00001 shop 350", "a shop sale of an amount the cashier typed: 350 fen = ¥3.50"),
+    (
+        "<card> shop <sku>[*qty] ...",
+        "C00001 shop water tissue*2",
+        "a shop basket at the shop's prices: 1 × water, 2 × tissue",
+    ),
+    (
+        "{...}",
+        '{"card_id": "C00001", "kind": "shop", "items": [["water", 1]]}',
+        "a JSON object with fields card_id, method, kind, items, amount_fen, credential",
+    ),
+)
+
 
 class BadTap(ValueError):
     """A line that is not a tap."""

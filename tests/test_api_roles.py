@@ -138,9 +138,15 @@ def test_an_unknown_or_malformed_token_is_unauthenticated_everywhere(client, tok
 def test_errors_are_json_with_a_stable_code_and_a_message(client, tokens) -> None:  # noqa: ANN001
     resp = client.get("/api/v1/units/NOPE", headers={"Authorization": f"Bearer {tokens['admin']}"})
     assert resp.status_code == 404
-    assert resp.get_json() == {"code": "not_found", "message": "not found", "detail": "unit NOPE"}
-    zh = client.get(
+    assert resp.get_json() == {
+        "code": "not_found",
+        "message": "记录不存在",  # a Chinese deployment speaks Chinese first (CANTEEN_LANGUAGE=zh)
+        "message_zh": "记录不存在",
+        "message_en": "not found",
+        "detail": "unit NOPE",
+    }
+    en = client.get(
         "/api/v1/units/NOPE",
-        headers={"Authorization": f"Bearer {tokens['admin']}", "Accept-Language": "zh-CN"},
+        headers={"Authorization": f"Bearer {tokens['admin']}", "Accept-Language": "en-US"},
     )
-    assert zh.get_json()["message"] == "记录不存在"
+    assert en.get_json()["message"] == "not found" and en.get_json()["message_zh"] == "记录不存在"

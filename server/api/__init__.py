@@ -2,13 +2,22 @@
 
 Views are thin: they parse the request, call a service function inside a transaction and
 return JSON. :func:`register` attaches the blueprints and turns every
-:class:`~shared.errors.DomainError` into ``{"code", "message", "detail"}`` with its HTTP
-status, so every refusal has a stable code.
+:class:`~shared.errors.DomainError` (and every HTTP error) into :func:`error_body` with its
+HTTP status, so every refusal has a stable code::
+
+    {"code": "not_found", "message": "记录不存在", "message_zh": "记录不存在",
+     "message_en": "not found", "detail": "unit U99"}
+
+``message`` is in the deployment's language — ``LANGUAGE`` (``CANTEEN_LANGUAGE``), ``zh`` by
+default, ``en`` — unless the request's ``Accept-Language`` asks for zh or en; ``message_zh``
+and ``message_en`` are always both there; ``detail`` (what exactly was wrong) is English.
 """
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, request
+from typing import Any
+
+from flask import Flask, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from server.api import (
@@ -28,10 +37,34 @@ from server.api import (
     tokens,
     units,
 )
-from shared.errors import DomainError
+from shared.errors import DomainError, message
+
+LANGUAGES = ("zh", "en")
+
+
+def error_body(code: str, detail: str, lang: str) -> dict[str, Any]:
+    """The JSON of a refusal: its stable code, the text in ``lang`` and in both languages."""
+    return {
+        "code": code,
+        "message": message(code, lang),
+        "message_zh": message(code, "zh"),
+        "message_en": message(code, "en"),
+        "detail": detail,
+    }
+
+
+def _language() -> str:
+    """The language of this response's ``message``: Accept-Language if it names zh or en,
+    else the deployment's ``LANGUAGE``."""
+    asked = request.accept_languages.best_match(LANGUAGES) if request.accept_languages else None
+    return asked or current_app.config.get("LANGUAGE", "zh")
 
 
 def register(app: Flask) -> None:
+    if app.config.get("LANGUAGE", "zh") not in LANGUAGES:
+        raise DomainError(
+            "config_invalid", f"LANGUAGE (CANTEEN_LANGUAGE) must be zh or en, not {app.config['LANGUAGE']!r}"
+        )
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
@@ -50,9 +83,16 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError):  # noqa: ANN202
-        lang = "zh" if request.accept_languages.best_match(["en", "zh"]) == "zh" else "en"
-        body = exc.to_json(lang)
+        lang = _language()
+        body = error_body(exc.code, exc.detail, lang)
         body.update({k: v for k, v in exc.context.items() if k not in body})  # e.g. an import's line errors
+        if isinstance(body.get("errors"), list):  # an import's line errors speak the same languages
+            body["errors"] = [
+                {**e, **{k: v for k, v in error_body(e["code"], "", lang).items() if k.startswith("message")}}
+                if isinstance(e, dict) and isinstance(e.get("code"), str)
+                else e
+                for e in body["errors"]
+            ]
         return jsonify(body), exc.http_status
 
     @app.errorhandler(HTTPException)
@@ -61,4 +101,4 @@ def register(app: Flask) -> None:
         code = {404: "not_found", 405: "invalid_input", 401: "unauthenticated", 403: "forbidden"}.get(
             status, "internal_error" if status >= 500 else "invalid_input"
         )
-        return jsonify({"code": code, "message": exc.name, "detail": exc.description or ""}), status
+        return jsonify(error_body(code, exc.description or exc.name, _language())), status

@@ -20,8 +20,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ERROR_SCHEMA = {
     "type": "object",
-    "required": ["code", "message"],
-    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "detail": {"type": "string"}},
+    "description": "A refusal (server.api.error_body): message in the deployment's language "
+    "(CANTEEN_LANGUAGE, zh by default) or the one Accept-Language asks for; both texts always.",
+    "required": ["code", "message", "message_zh", "message_en", "detail"],
+    "properties": {
+        "code": {"type": "string", "description": "stable machine code (shared/errors.py)"},
+        "message": {"type": "string"},
+        "message_zh": {"type": "string"},
+        "message_en": {"type": "string"},
+        "detail": {"type": "string", "description": "what exactly was wrong (English)"},
+    },
 }
 
 

@@ -3,7 +3,10 @@
 * ``qr CARD`` prints a fresh payment code as a QR drawing in the terminal and saves it as a
   PNG — the stand-in for the diner's phone (it issues a credential first if the holder has
   none).
-* ``qr-issue CARD`` issues a new credential and prints the link of the diner's phone page.
+* ``qr-issue CARD`` issues a new credential and prints the link of the diner's phone page, on
+  the server's public address: ``--base-url``, else ``PUBLIC_URL`` (``CANTEEN_PUBLIC_URL``,
+  config.py, ``init --public-url``); with neither it refuses rather than print a link to
+  localhost that no phone can open.
 * ``qr-incidents`` lists codes and SUN messages spent twice.
 """
 
@@ -14,6 +17,7 @@ from typing import Any
 import click
 
 from server.cli.output import JSON_OPTION, emit
+from server.infra import public_url
 from server.infra.db import write_txn
 from server.sales import qr_codes
 from server.sales.incidents import incidents
@@ -76,12 +80,18 @@ def qr_code(obj: Any, card_id: str, png_path: str, days: int, allowance_fen: int
     help="Offline allowance in fen.",
 )
 @click.option(
-    "--base-url", default="http://127.0.0.1:8080", show_default=True, help="The server as phones reach it."
+    "--base-url",
+    default=None,
+    help="The server as phones reach it, e.g. https://canteen.example.gov.cn "
+    "(default: PUBLIC_URL / CANTEEN_PUBLIC_URL, set by `init --public-url`).",
 )
 @JSON_OPTION
 @click.pass_obj
-def qr_issue(obj: Any, card_id: str, days: int, allowance_fen: int, base_url: str, as_json: bool) -> None:
+def qr_issue(
+    obj: Any, card_id: str, days: int, allowance_fen: int, base_url: str | None, as_json: bool
+) -> None:
     """Issue a QR payment credential for CARD_ID's holder and print the phone page link."""
+    base_url = public_url.check(base_url or obj.app.config.get("PUBLIC_URL") or "")  # before any change
     conn = obj.db()
     secret = qr_codes.qr_secret(obj.app.extensions["canteen_server_key"])
     with write_txn(conn):
@@ -93,7 +103,7 @@ def qr_issue(obj: Any, card_id: str, days: int, allowance_fen: int, base_url: st
             valid_days=days,
             offline_allowance_fen=allowance_fen,
         )
-    url = f"{base_url.rstrip('/')}/qr/{cred.id}/{qr_codes.page_access(secret, cred.id)}"
+    url = f"{base_url}/qr/{cred.id}/{qr_codes.page_access(secret, cred.id)}"
     text = (
         ascii_art(url)
         + f"手机扫此码打开付款页 / scan with the phone: {url}\n"

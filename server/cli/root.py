@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from server.books import ledger
 from server.cli import ecny, faces, money, people, qr, registry
 from server.cli.output import JSON_OPTION, DomainGroup, emit
 from server.closing.check import all_violations
+from server.infra import public_url as public_url_config
 from server.infra.auth import ROLES, create_token
 from server.infra.db import open_db, write_txn
 from server.registry.terminals import provision
@@ -35,7 +37,7 @@ class Ctx:
     @property
     def app(self):  # noqa: ANN201
         if self._app is None:
-            self._app = create_app({"HOME": self._home} if self._home else None)
+            self._app = create_app(home=self._home)  # config.py and CANTEEN_* apply (issue 12)
         return self._app
 
     def db(self):  # noqa: ANN201
@@ -51,19 +53,35 @@ def main(ctx: click.Context, home: str | None) -> None:
 
 
 @main.command()
+@click.option(
+    "--public-url",
+    default=None,
+    help="The server as phones and browsers reach it (https://…): saved as PUBLIC_URL in config.py.",
+)
 @JSON_OPTION
 @click.pass_obj
-def init(obj: Ctx, as_json: bool) -> None:
+def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
     """Create (or migrate) the database and the server key; print the first admin token."""
+    if public_url is not None:  # checked before the app (and its database) is created
+        url = public_url_config.check(public_url)
+        obj.app.config["PUBLIC_URL"] = public_url_config.save(
+            os.path.join(obj.app.instance_path, "config.py"), url
+        )
     conn = obj.db()
     with write_txn(conn):
         has_admin = conn.execute("SELECT 1 FROM tokens WHERE role = 'admin'").fetchone()
         token = (
             None if has_admin else create_token(conn, "admin", SystemClock().now_ms(), label="first admin")
         )
-    data = {"database": obj.app.config["DATABASE"], "admin_token": token}
-    text = f"数据库 database: {data['database']}\n" + (
-        f"管理员令牌 admin token (shown once): {token}" if token else "admin token already issued"
+    data = {
+        "database": obj.app.config["DATABASE"],
+        "admin_token": token,
+        "public_url": obj.app.config.get("PUBLIC_URL") or None,
+    }
+    text = (
+        f"数据库 database: {data['database']}\n"
+        + (f"对外地址 public URL: {data['public_url']}\n" if data["public_url"] else "")
+        + (f"管理员令牌 admin token (shown once): {token}" if token else "admin token already issued")
     )
     emit(data, as_json, text)
 

@@ -1,0 +1,89 @@
+"""The HTTP access log: one line per request on the ``canteen.http`` logger (INFO).
+
+    GET /api/v1/units/U01 route=/api/v1/units/<unit_id> status=200 ms=3.1 role=admin token=3f9a1c0b7d2e
+
+Each line has the method, the path without its query string, the route (the URL rule, ``-``
+when none matched), the status, the duration in milliseconds, the caller's role (``-`` when
+none was established) and who: ``token=`` the token's id — the first 12 hex digits of its
+SHA-256, as stored in ``tokens.token_hash`` — or ``terminal=`` a signed terminal's id. The
+token itself is never logged, nor a QR phone page's access code (masked ``***`` in the path:
+it opens the page like a password). Unprintable characters in a path are escaped, so a
+request cannot forge a log line. The time is the log record's. The same fields travel on the
+record as attributes (``http_method``, ``http_path``, ``http_route``, ``http_status``,
+``duration_ms``, ``role``, ``token_id``, ``terminal_id``) for a structured handler.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import time
+
+from flask import Flask, Response, g, request
+
+log = logging.getLogger("canteen.http")
+
+SECRET_ARGS = frozenset({"access"})  # URL parts that grant access by themselves (the QR page's)
+MAX_PATH = 300
+_ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def init_app(app: Flask) -> None:
+    app.before_request(_start)
+    app.after_request(_log)
+
+
+def token_id(token: str) -> str:
+    """The loggable id of a bearer token (a prefix of the hash the tokens table keeps)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def _start() -> None:
+    g.access_log_t0 = time.perf_counter()
+
+
+def _printable(text: str) -> str:
+    text = text if len(text) <= MAX_PATH else text[:MAX_PATH] + "…"
+    return "".join(c if c.isprintable() and c != " " else f"\\x{ord(c):02x}" for c in text)
+
+
+def _path() -> str:
+    rule, args = request.url_rule, request.view_args or {}
+    if rule is None or not SECRET_ARGS & set(args):
+        return _printable(request.path)
+    return _printable(
+        _ARG.sub(lambda m: "***" if m[1] in SECRET_ARGS else str(args.get(m[1], m[0])), rule.rule)
+    )
+
+
+def _log(response: Response) -> Response:
+    t0 = g.get("access_log_t0")
+    ms = round((time.perf_counter() - t0) * 1000, 1) if t0 is not None else 0.0
+    who = g.get("principal")
+    header = request.headers.get("Authorization", "")
+    token = token_id(header[7:].strip()) if header.startswith("Bearer ") and header[7:].strip() else None
+    terminal = getattr(who, "terminal_id", None)
+    fields = {
+        "http_method": request.method,
+        "http_path": _path(),
+        "http_route": request.url_rule.rule if request.url_rule is not None else "-",
+        "http_status": response.status_code,
+        "duration_ms": ms,
+        "role": getattr(who, "role", None) or "-",
+        "token_id": token,
+        "terminal_id": terminal,
+    }
+    ident = f" token={token}" if token else (f" terminal={_printable(terminal)}" if terminal else "")
+    log.info(
+        "%s %s route=%s status=%d ms=%.1f role=%s%s",
+        fields["http_method"],
+        fields["http_path"],
+        fields["http_route"],
+        fields["http_status"],
+        ms,
+        fields["role"],
+        ident,
+        extra=fields,
+    )
+    return response
