@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from shared.amounts import FEN_MAX, FEN_MIN
 from shared.protocol.codec import (
     ProtocolError,
     obj,
@@ -45,8 +46,8 @@ CARD_STATUSES = frozenset({"active", "lost", "retired"})
 MAX_SALES_PER_BATCH = 1000
 MAX_ITEMS_PER_SALE = 100
 MAX_SALE_FEN = 10_000_000  # ¥100,000: a sanity bound on the wire; canteen limits are far lower
-_I = -(2**53)  # balances may be negative (a recorded offline overdraft)
-_MAX_INT = 2**53  # req_int's default upper bound
+_I = FEN_MIN  # balances may be negative (a recorded offline overdraft); see shared.amounts
+_MAX_INT = FEN_MAX  # the largest balance carried (also req_int's default upper bound)
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ class Balance:
         d = obj(d, "balance")
         only_keys(d, frozenset({"subsidy_fen", "self_fen", "version"}), "balance")
         return cls(
-            subsidy_fen=req_int(d, "subsidy_fen", lo=_I),
-            self_fen=req_int(d, "self_fen", lo=_I),
+            subsidy_fen=req_int(d, "subsidy_fen", lo=_I, hi=_MAX_INT),
+            self_fen=req_int(d, "self_fen", lo=_I, hi=_MAX_INT),
             version=req_int(d, "version"),
         )
 
@@ -424,8 +425,8 @@ class HolderChange:
         ):
             h, u = req_str(c, "holder_id", max_len=64), req_str(c, "unit_id", max_len=64)
             sub, own, blocked = (
-                req_int(c, "subsidy_fen", lo=_I),
-                req_int(c, "self_fen", lo=_I),
+                req_int(c, "subsidy_fen", lo=_I, hi=_MAX_INT),
+                req_int(c, "self_fen", lo=_I, hi=_MAX_INT),
                 req_bool(c, "blocked"),
             )
         return cls(h, u, sub, own, blocked, Meals.from_wire(c["meals"]) if "meals" in c else None)
