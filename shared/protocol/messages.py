@@ -222,7 +222,10 @@ class SaleResult:
         }
 
     @classmethod
-    def from_dict(cls, d: Any) -> SaleResult:
+    def from_dict(cls, d: Any, faults: list[ProtocolError] | None = None) -> SaleResult:
+        """With ``faults`` (a terminal reading an ack), a balance that will not decode is
+        dropped and its error appended: the result itself still counts, and the balance
+        arrives again with the next delta."""
         d = obj(d, "result")
         only_keys(d, frozenset(cls.__dataclass_fields__), "result")
         return cls(
@@ -235,8 +238,20 @@ class SaleResult:
             self_fen=req_int(d, "self_fen"),
             overdraft_fen=req_int(d, "overdraft_fen"),
             holder_id=opt_str(d, "holder_id", max_len=64),
-            balance=Balance.from_dict(d["balance"]) if d.get("balance") is not None else None,
+            balance=_balance(d.get("balance"), faults),
         )
+
+
+def _balance(raw: Any, faults: list[ProtocolError] | None) -> Balance | None:
+    if raw is None:
+        return None
+    try:
+        return Balance.from_dict(raw)
+    except ProtocolError as exc:
+        if faults is None:
+            raise
+        faults.append(exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -255,12 +270,14 @@ class Ack:
         }
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Ack:
+    def from_body(cls, body: dict[str, Any], faults: list[ProtocolError] | None = None) -> Ack:
+        """``faults``: see :meth:`SaleResult.from_dict`."""
         only_keys(body, frozenset({"in_reply_to", "results", "reason"}), "body")
         return cls(
             in_reply_to=req_str(body, "in_reply_to", max_len=64),
             results=tuple(
-                SaleResult.from_dict(r) for r in req_list(body, "results", max_len=MAX_SALES_PER_BATCH)
+                SaleResult.from_dict(r, faults)
+                for r in req_list(body, "results", max_len=MAX_SALES_PER_BATCH)
             ),
             reason=opt_str(body, "reason", max_len=64),
         )
@@ -278,9 +295,15 @@ class Status:
     clock_offset_ms: int | None = None
     offline_since_ms: int | None = None
     software: str = ""
+    # the code of the last downstream change this terminal could not read and skipped
+    # (it sells on its last good state for that record); sent only when there is one
+    sync_fault: str | None = None
 
     def to_body(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        if self.sync_fault is None:
+            del body["sync_fault"]
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Status:
@@ -294,6 +317,7 @@ class Status:
             clock_offset_ms=opt_int(body, "clock_offset_ms", lo=_I),
             offline_since_ms=opt_int(body, "offline_since_ms"),
             software=req_str(body, "software", max_len=64, allow_empty=True),
+            sync_fault=opt_str(body, "sync_fault", max_len=64),
         )
 
 
@@ -596,6 +620,31 @@ def decode_change(c: Any) -> Change:
     return decode_changes((c,))[0]
 
 
+def salvage_changes(raw: list[Any] | tuple[Any, ...], faults: list[ProtocolError]) -> tuple[Change, ...]:
+    """For a terminal: the changes that decode, each undecodable one's error appended to
+    ``faults`` instead of refusing them all — the terminal keeps its last good state for
+    those records and reports the fault rather than never catching up again. An unknown
+    kind is still refused (:func:`decode_changes`): that terminal needs new software."""
+    try:
+        return decode_changes(raw)
+    except ProtocolError:
+        pass
+    out = []
+    for c in raw:
+        try:
+            out.append(decode_change(c))
+        except ProtocolError as exc:
+            if exc.code == "unknown_change_kind":
+                raise
+            faults.append(exc)
+    return tuple(out)
+
+
+def _read_changes(body: dict[str, Any], faults: list[ProtocolError] | None) -> tuple[Change, ...]:
+    raw = req_list(body, "changes", max_len=1_000_000)
+    return decode_changes(raw) if faults is None else salvage_changes(raw, faults)
+
+
 def _wire_change(c: Change | dict[str, Any]) -> dict[str, Any]:
     return c if type(c) is dict else c.to_wire()  # type: ignore[union-attr]
 
@@ -613,12 +662,10 @@ class Delta:
         return {"version": self.version, "changes": [_wire_change(c) for c in self.changes]}
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Delta:
+    def from_body(cls, body: dict[str, Any], faults: list[ProtocolError] | None = None) -> Delta:
+        """``faults``: skip undecodable changes, see :func:`salvage_changes`."""
         only_keys(body, frozenset({"version", "changes"}), "body")
-        return cls(
-            version=req_int(body, "version", lo=1),
-            changes=decode_changes(req_list(body, "changes", max_len=1_000_000)),
-        )
+        return cls(version=req_int(body, "version", lo=1), changes=_read_changes(body, faults))
 
 
 @dataclass(frozen=True)
@@ -633,9 +680,7 @@ class Snapshot:
         return {"version": self.version, "changes": [_wire_change(c) for c in self.changes]}
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Snapshot:
+    def from_body(cls, body: dict[str, Any], faults: list[ProtocolError] | None = None) -> Snapshot:
+        """``faults``: skip undecodable changes, see :func:`salvage_changes`."""
         only_keys(body, frozenset({"version", "changes"}), "body")
-        return cls(
-            version=req_int(body, "version"),
-            changes=decode_changes(req_list(body, "changes", max_len=1_000_000)),
-        )
+        return cls(version=req_int(body, "version"), changes=_read_changes(body, faults))
