@@ -45,14 +45,18 @@ def fresh() -> sqlite3.Connection:
         registry.add_unit(conn, "U1", "市财政局", 30_000)
         for h in HOLDERS:
             registry.add_holder(conn, h, "U1", f"人{h}", f"{h}-card-0", staff_no=h, now_ms=NOW)
-            leavers.set_bank_account(conn, h, "6217003320001234567")
+            # registered long ago: a refund needs one approval (see test_refund_approval)
+            leavers.set_bank_account(
+                conn, h, "6217003320001234567", now_ms=NOW - 40 * 86_400_000, changed_by="import"
+            )
         funds.allocate(conn, "U1", "2026Q1", None, NOW)
     return conn
 
 
 def active_card(conn: sqlite3.Connection, holder_id: str) -> str | None:
     row = conn.execute(
-        "SELECT card_id FROM cards WHERE holder_id = ? AND replaced_by IS NULL ORDER BY changed_at_ms DESC, card_id DESC",
+        "SELECT card_id FROM cards WHERE holder_id = ? AND replaced_by IS NULL "
+        "ORDER BY changed_at_ms DESC, card_id DESC",
         (holder_id,),
     ).fetchone()
     return row[0] if row else None

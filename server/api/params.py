@@ -77,6 +77,13 @@ def actor() -> str:
     return f"{who.role}:{scope}" if scope else who.role
 
 
+def actor_id() -> str:
+    """Who is acting, down to the token: 'admin[张三]#3fa9c2d1e0b4'. Used where two people
+    must be told apart (a bank account change, the two approvals of a refund)."""
+    who = g.principal
+    return f"{actor()}" + (f"[{who.label}]" if who.label else "") + f"#{who.token_id}"
+
+
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
 
 
