@@ -17,7 +17,7 @@ import hmac
 import secrets
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flask import g, request
@@ -38,8 +38,10 @@ class Principal:
     operator: str | None = None
     terminal_id: str | None = None
     holder_id: str | None = None
-    token_id: str = ""  # a prefix of the token's hash: tells two tokens of one role apart
-    label: str = ""
+    # which token (a prefix of its hash) and its label: tell two people of one role apart;
+    # not part of equality, which is about role and scope
+    token_id: str = field(default="", compare=False)
+    label: str = field(default="", compare=False)
 
 
 def _hash(token: str) -> str:
