@@ -130,6 +130,23 @@ CATALOG: dict[str, ErrorSpec] = {
     "public_url_missing": ErrorSpec(
         "未配置服务器对外地址（PUBLIC_URL）", "the server's public address (PUBLIC_URL) is not configured"
     ),
+    # amounts, ceilings and second approval of refunds (issue 11: one amount domain)
+    "amount_out_of_range": ErrorSpec(
+        "金额或余额超出系统可处理的范围，未执行",
+        "amount or resulting balance outside the range the system carries",
+    ),
+    "amount_above_ceiling": ErrorSpec(
+        "金额超过单笔上限，未执行；如确需办理请联系管理员调整上限",
+        "amount above the ceiling for this operation; an administrator can change the ceiling",
+    ),
+    "change_not_carriable": ErrorSpec(
+        "该变更无法下发到终端，未执行", "the change could not be sent to terminals; nothing was done"
+    ),
+    "second_approval_needed": ErrorSpec(
+        "收款账户近期变更过，需另一位管理员复核",
+        "the bank account changed recently: another administrator must approve as well",
+        409,
+    ),
 }
 
 

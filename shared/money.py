@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from shared.amounts import FEN_DIGITS, check_fen
 from shared.errors import DomainError
 
 _YUAN_RE = re.compile(r"^(?P<sign>-)?(?P<int>\d+)(?:\.(?P<frac>\d{1,2}))?$")
@@ -45,12 +46,13 @@ def parse_yuan(value: object) -> int:
 
     Accepts ints and decimal strings ("12", "12.5", "12.50"). Floats are accepted only when
     their shortest repr has at most two decimals (JSON scenario files carry 3.5); anything
-    finer is refused with ``bad_amount`` rather than silently rounded.
+    finer is refused with ``bad_amount`` rather than silently rounded. An amount outside
+    the range the system carries (:mod:`shared.amounts`) is refused with ``amount_out_of_range``.
     """
     if isinstance(value, bool):
         raise DomainError("bad_amount", detail=repr(value))
     if isinstance(value, int):
-        return value * 100
+        return check_fen(value * 100)
     if isinstance(value, float):
         value = repr(value)
     if not isinstance(value, str):
@@ -58,6 +60,8 @@ def parse_yuan(value: object) -> int:
     m = _YUAN_RE.match(value.strip())
     if not m:
         raise DomainError("bad_amount", detail=value)
+    if len(m.group("int").lstrip("0")) > FEN_DIGITS:  # int() refuses more than 4,300 digits
+        raise DomainError("amount_out_of_range", f"{value.strip()[:24]}… yuan")
     frac = (m.group("frac") or "").ljust(2, "0")
     fen = int(m.group("int")) * 100 + int(frac or "0")
-    return -fen if m.group("sign") else fen
+    return check_fen(-fen if m.group("sign") else fen)

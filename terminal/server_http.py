@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from shared.protocol import Delta, ServerVerifier, Snapshot, hmac_sign, open_envelope
+from shared.protocol import Delta, ProtocolError, ServerVerifier, Snapshot, hmac_sign, open_envelope
 from shared.protocol.codec import MAX_SNAPSHOT_BYTES
 
 
@@ -51,12 +51,16 @@ class ServerHttp:
         except (urllib.error.URLError, OSError) as exc:
             raise ServerUnreachable(f"GET {path}: {exc}") from exc
 
-    def snapshot(self, now_ms: int) -> Snapshot:
+    def snapshot(self, now_ms: int, faults: list[ProtocolError] | None = None) -> Snapshot:
         data = self._get(f"/api/v1/terminals/{self.terminal_id}/snapshot", "", now_ms)
         env = open_envelope(data, server=self._verifier, expect_type="snapshot", max_bytes=MAX_SNAPSHOT_BYTES)
-        return Snapshot.from_body(env.body)
+        return Snapshot.from_body(env.body, faults)
 
-    def deltas_since(self, version: int, now_ms: int) -> list[Delta]:
+    def deltas_since(
+        self, version: int, now_ms: int, faults: list[ProtocolError] | None = None
+    ) -> list[Delta]:
+        """The deltas after ``version``; with ``faults``, undecodable changes are skipped and
+        their errors appended (:func:`shared.protocol.messages.salvage_changes`)."""
         data = self._get(f"/api/v1/terminals/{self.terminal_id}/deltas", f"since={version}", now_ms)
         out = []
         for item in json.loads(data):
@@ -65,7 +69,7 @@ class ServerHttp:
                 server=self._verifier,
                 expect_type="delta",
             )
-            out.append(Delta.from_body(env.body))
+            out.append(Delta.from_body(env.body, faults))
         return out
 
     def clock_offset(self, local_ms: Callable[[], int]) -> tuple[int, int]:

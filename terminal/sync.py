@@ -75,6 +75,8 @@ class SyncStats:
     snapshots: int = 0
     catchups: int = 0
     refused_messages: int = 0
+    skipped_changes: int = 0  # downstream changes that would not decode (see _report_faults)
+    unread_balances: int = 0  # ack balances that would not decode (the result still counts)
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -130,6 +132,7 @@ class SyncAgent:
             _int_or_none(self.store.get_meta("offline_since_ms")) or clock.now_ms()
         )
         self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
+        self.sync_fault: str | None = self.store.get_meta("sync_fault")
         self.boot_id = _boot_id()
         same_boot = self.store.get_meta("clock_boot_id") == self.boot_id
         self.clock_offset_ms: int | None = (
@@ -277,7 +280,8 @@ class SyncAgent:
         try:
             if topic == topics.DELTA:
                 env = open_envelope(payload, server=self._verifier, expect_type="delta")
-                self._on_delta(Delta.from_body(env.body))
+                faults: list[ProtocolError] = []
+                self._on_delta(Delta.from_body(env.body, faults), faults)
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
                 self._on_presence(ServerStatus.from_body(env.body))
@@ -288,10 +292,39 @@ class SyncAgent:
                     expect_type="ack",
                 )
                 self._measure_clock(env.sent_at_ms)
-                self._on_ack(Ack.from_body(env.body))
+                faults = []
+                ack = Ack.from_body(env.body, faults)
+                if faults:  # the results still count; the balances come again with the deltas
+                    self.stats.unread_balances += len(faults)
+                    log.error(
+                        "%s: ack %s: %d balance(s) unreadable, ignored: %s",
+                        self.config.terminal_id,
+                        ack.in_reply_to,
+                        len(faults),
+                        faults[0],
+                    )
+                self._on_ack(ack)
         except ProtocolError as exc:
             self.stats.refused_messages += 1
             log.warning("%s: refused %s: %s", self.config.terminal_id, topic, exc)
+
+    def _report_faults(self, where: str, faults: list[ProtocolError]) -> None:
+        """Downstream changes this terminal could not read were skipped: it keeps selling on
+        its last good state for those records, logs them, and reports the code in its
+        status (``sync_fault``) until a snapshot reads cleanly."""
+        if not faults:
+            return
+        self.stats.skipped_changes += len(faults)
+        self.sync_fault = faults[0].code
+        self.store.set_metas({"sync_fault": self.sync_fault})
+        log.error(
+            "%s: %s: %d change(s) unreadable, skipped (selling on the last good state): %s",
+            self.config.terminal_id,
+            where,
+            len(faults),
+            "; ".join(str(f) for f in faults[:3]),
+        )
+        self._last_heartbeat = 0.0  # report it in the next status
 
     def _on_presence(self, presence: ServerStatus) -> None:
         if self.in_sync:
@@ -349,7 +382,7 @@ class SyncAgent:
         self.last_sync_ms = self.clock.now_ms()
         self.store.set_metas({"last_sync_ms": str(self.last_sync_ms)})
 
-    def _on_delta(self, delta: Delta) -> None:
+    def _on_delta(self, delta: Delta, faults: list[ProtocolError] | None = None) -> None:
         current = self.store.delta_version
         if delta.version <= current:
             return
@@ -363,6 +396,7 @@ class SyncAgent:
             self._need_catchup = True
             return
         self.store.apply_changes(delta.version, delta.changes)
+        self._report_faults(f"delta {delta.version}", faults or [])
         self.stats.deltas_applied += 1
         self._mark_synced()
 
@@ -371,8 +405,10 @@ class SyncAgent:
         now = self.clock.now_ms() + (self.clock_offset_ms or 0)
         current = self.store.delta_version
         try:
+            faults: list[ProtocolError] = []
             if current > 0:
-                deltas = self.http.deltas_since(current, now)
+                deltas = self.http.deltas_since(current, now, faults)
+                self._report_faults(f"catch-up after {current}", faults)
                 if deltas and deltas[0].version == current + 1:
                     for d in deltas:
                         if d.version == self.store.delta_version + 1:
@@ -386,8 +422,14 @@ class SyncAgent:
                     self._need_catchup = False
                     self._mark_synced()
                     return
-            snap = self.http.snapshot(now)
+            faults.clear()  # those of the deltas were reported above
+            snap = self.http.snapshot(now, faults)
             self.store.apply_changes(snap.version, snap.changes, snapshot=True)
+            if faults:
+                self._report_faults(f"snapshot {snap.version}", faults)
+            elif self.sync_fault is not None:  # the whole state read cleanly again
+                self.sync_fault = None
+                self.store.set_metas({"sync_fault": None})
             self.stats.snapshots += 1
             self._need_catchup = False
             self._mark_synced()
@@ -454,6 +496,7 @@ class SyncAgent:
             clock_offset_ms=self.clock_offset_ms,
             offline_since_ms=self.offline_since_ms,
             software=self.config.software,
+            sync_fault=self.sync_fault,
         )
 
     def send_status(self) -> None:

@@ -124,7 +124,9 @@ def test_a_leavers_cards_stop_working_and_terminals_are_told(world, clock) -> No
 
 def test_an_active_cardholder_cannot_get_card_money_paid_out(world, clock) -> None:  # noqa: ANN001
     with write_txn(world):
-        leavers.set_bank_account(world, "H00001", "6217003320001234567")
+        leavers.set_bank_account(
+            world, "H00001", "6217003320001234567", now_ms=clock.now_ms(), changed_by="admin"
+        )
     with pytest.raises(DomainError) as err, write_txn(world):
         leavers.request_refund(world, "H00001", clock.now_ms(), "admin")
     assert err.value.code == "holder_active"
@@ -138,8 +140,11 @@ def test_an_approved_refund_pays_the_self_purse_to_the_own_bank_account(world, c
         )
     assert req["status"] == "pending" and req["bank_account"] == "6217 **** 4567"
     assert purses(world, "H00001") == (0, SELF_FEN)  # nothing moves until approved
-    with write_txn(world):
-        done = leavers.approve_refund(world, req["id"], clock.now_ms(), "admin")
+    with write_txn(world):  # the account was registered just now: two administrators approve
+        first = leavers.approve_refund(world, req["id"], clock.now_ms(), "admin:A")
+        assert (first["status"], first["first_approved_by"]) == ("pending", "admin:A")
+        assert purses(world, "H00001") == (0, SELF_FEN)
+        done = leavers.approve_refund(world, req["id"], clock.now_ms(), "admin:B")
     assert (done["status"], done["amount_fen"]) == ("approved", SELF_FEN)
     assert purses(world, "H00001") == (0, 0)
     assert ledger.balance(world, ledger.SELF_REFUND_BANK) == SELF_FEN
@@ -148,7 +153,9 @@ def test_an_approved_refund_pays_the_self_purse_to_the_own_bank_account(world, c
 
 def test_a_refund_goes_only_to_the_registered_own_account(world, clock) -> None:  # noqa: ANN001
     with write_txn(world):
-        leavers.set_bank_account(world, "H00001", "6217003320001234567")
+        leavers.set_bank_account(
+            world, "H00001", "6217003320001234567", now_ms=clock.now_ms(), changed_by="admin"
+        )
         leavers.leave(world, "H00001", clock.now_ms())
     with pytest.raises(DomainError) as err, write_txn(world):
         leavers.request_refund(world, "H00001", clock.now_ms(), "admin", bank_account="6222000000000000001")
@@ -170,14 +177,16 @@ def test_a_refund_waits_for_terminals_that_may_still_hold_sales(world, clock) ->
         req = leavers.request_refund(
             world, "H00001", clock.now_ms(), "admin", bank_account="6217003320001234567"
         )
+    with write_txn(world):  # the account was registered just now: the first of two approvals
+        leavers.approve_refund(world, req["id"], clock.now_ms(), "admin:A")
     with pytest.raises(DomainError) as err, write_txn(world):
-        leavers.approve_refund(world, req["id"], clock.now_ms(), "admin")
+        leavers.approve_refund(world, req["id"], clock.now_ms(), "admin:B")
     assert err.value.code == "terminals_pending" and creds.terminal_id in err.value.detail
     clock.advance_ms(60_000)
     status = Status(state="online", watermark_ms=clock.now_ms(), clock_ms=clock.now_ms())
     with write_txn(world):
         record_status(world, creds.terminal_id, status, clock.now_ms())
-        assert leavers.approve_refund(world, req["id"], clock.now_ms(), "admin")["amount_fen"] == SELF_FEN
+        assert leavers.approve_refund(world, req["id"], clock.now_ms(), "admin:B")["amount_fen"] == SELF_FEN
 
 
 def test_a_decided_refund_cannot_be_decided_again(world, clock) -> None:  # noqa: ANN001

@@ -45,7 +45,10 @@ def fresh() -> sqlite3.Connection:
         registry.add_unit(conn, "U1", "市财政局", 30_000)
         for h in HOLDERS:
             registry.add_holder(conn, h, "U1", f"人{h}", f"{h}-card-0", staff_no=h, now_ms=NOW)
-            leavers.set_bank_account(conn, h, "6217003320001234567")
+            # registered long ago: a refund needs one approval (see test_refund_approval)
+            leavers.set_bank_account(
+                conn, h, "6217003320001234567", now_ms=NOW - 40 * 86_400_000, changed_by="import"
+            )
         funds.allocate(conn, "U1", "2026Q1", None, NOW)
     return conn
 

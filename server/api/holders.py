@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
-from server.api.params import actor, flag, json_body, text, uploaded_file
+from server.api.params import actor_id, flag, json_body, text, uploaded_file
 from server.api.spec import doc
 from server.infra.auth import requires
 from server.infra.db import write_txn
@@ -30,6 +30,15 @@ CARD = {
         "replaced_by": {"type": ["string", "null"]},
     },
 }
+ACCOUNT_CHANGE = {
+    "type": "object",
+    "properties": {
+        "at_ms": {"type": "integer"},
+        "changed_by": {"type": "string"},
+        "old_masked": {"type": ["string", "null"]},
+        "new_masked": {"type": "string"},
+    },
+}
 HOLDER = {
     "type": "object",
     "properties": {
@@ -43,6 +52,7 @@ HOLDER = {
         "subsidy_fen": {"type": "integer"},
         "self_fen": {"type": "integer"},
         "bank_account": {"type": ["string", "null"], "description": "masked"},
+        "bank_account_changes": {"type": "array", "items": ACCOUNT_CHANGE},
         "cards": {"type": "array", "items": CARD},
     },
 }
@@ -61,6 +71,13 @@ REFUND = {
         "decided_at_ms": {"type": ["integer", "null"]},
         "decided_by": {"type": ["string", "null"]},
         "reason": {"type": "string"},
+        "first_approved_by": {"type": ["string", "null"]},
+        "first_approved_at_ms": {"type": ["integer", "null"]},
+        "second_approval_needed": {
+            "type": "boolean",
+            "description": "the account changed recently: two different administrators must approve",
+        },
+        "account_changes": {"type": "array", "items": ACCOUNT_CHANGE},
     },
 }
 
@@ -86,6 +103,7 @@ def import_roster() -> Response:
             get_clock().now_ms(),
             unit_scope=who.unit_id if who.role == "clerk" else None,
             dry_run=flag("dry_run"),
+            changed_by=actor_id(),
         )
     return jsonify(report)
 
@@ -173,7 +191,13 @@ def update_holder(holder_id: str) -> Response:
                 raise DomainError("invalid_input", "name longer than 64 characters")
             conn.execute("UPDATE holders SET name = ? WHERE id = ?", (name, holder_id))
         if "bank_account" in body:
-            leavers.set_bank_account(conn, holder_id, text(body, "bank_account") or "")
+            leavers.set_bank_account(
+                conn,
+                holder_id,
+                text(body, "bank_account") or "",
+                now_ms=get_clock().now_ms(),
+                changed_by=actor_id(),
+            )
         row = conn.execute("SELECT * FROM holders WHERE id = ?", (holder_id,)).fetchone()
     return jsonify(holder_json(conn, row))
 
@@ -229,7 +253,7 @@ def request_refund(holder_id: str) -> tuple[Response, int]:
     require_holder_access(conn, holder_id)
     account = text(json_body(), "bank_account", required=False)
     with write_txn(conn):
-        req = leavers.request_refund(conn, holder_id, get_clock().now_ms(), actor(), bank_account=account)
+        req = leavers.request_refund(conn, holder_id, get_clock().now_ms(), actor_id(), bank_account=account)
     return jsonify(req), 201
 
 
@@ -243,7 +267,11 @@ def request_refund(holder_id: str) -> tuple[Response, int]:
 def list_refunds() -> Response:
     who = principal()
     unit = who.unit_id if who.role == "clerk" else None
-    return jsonify(leavers.list_requests(get_db(), unit_id=unit, status=request.args.get("status")))
+    return jsonify(
+        leavers.list_requests(
+            get_db(), unit_id=unit, status=request.args.get("status"), now_ms=get_clock().now_ms()
+        )
+    )
 
 
 @bp.post("/refunds/<int:request_id>/approve")
@@ -252,7 +280,7 @@ def list_refunds() -> Response:
 def approve_refund(request_id: int) -> Response:
     conn = get_db()
     with write_txn(conn):
-        return jsonify(leavers.approve_refund(conn, request_id, get_clock().now_ms(), actor()))
+        return jsonify(leavers.approve_refund(conn, request_id, get_clock().now_ms(), actor_id()))
 
 
 @bp.post("/refunds/<int:request_id>/reject")
@@ -266,4 +294,4 @@ def reject_refund(request_id: int) -> Response:
     reason = text(json_body(), "reason") or ""
     conn = get_db()
     with write_txn(conn):
-        return jsonify(leavers.reject_refund(conn, request_id, get_clock().now_ms(), actor(), reason))
+        return jsonify(leavers.reject_refund(conn, request_id, get_clock().now_ms(), actor_id(), reason))

@@ -2,7 +2,8 @@
 
 Money in the API is integer fen (``price_fen``). Where a person types an amount, the yuan
 twin is accepted instead (``price``: ``"12.50"``, at most two decimals, parsed by
-:func:`shared.money.parse_yuan`); giving both is refused so nothing is ambiguous.
+:func:`shared.money.parse_yuan`); giving both is refused so nothing is ambiguous. Either way
+an amount outside the range the system carries is refused here (``amount_out_of_range``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from flask import g, request
 
+from shared.amounts import check_fen
 from shared.errors import DomainError
 from shared.money import parse_yuan
 
@@ -36,14 +38,13 @@ def text(body: dict[str, Any], name: str, *, required: bool = True) -> str | Non
 
 
 def fen(body: dict[str, Any], name: str, *, required: bool = True) -> int | None:
-    """``<name>_fen`` (int) or ``<name>`` (yuan, ≤ 2 decimals) from a JSON body."""
+    """``<name>_fen`` (int) or ``<name>`` (yuan, ≤ 2 decimals) from a JSON body, within the
+    range the system carries (:func:`shared.amounts.check_fen`, ``amount_out_of_range``)."""
     as_fen, as_yuan = body.get(f"{name}_fen"), body.get(name)
     if as_fen is not None and as_yuan is not None:
         raise DomainError("invalid_input", f"give {name}_fen or {name}, not both")
     if as_fen is not None:
-        if not isinstance(as_fen, int) or isinstance(as_fen, bool):
-            raise DomainError("bad_amount", f"{name}_fen must be a whole number of fen")
-        return as_fen
+        return check_fen(as_fen, f"{name}_fen")
     if as_yuan is not None:
         if isinstance(as_yuan, bool) or not isinstance(as_yuan, str | int | float):
             raise DomainError("bad_amount", f"{name}: {as_yuan!r}")
@@ -74,6 +75,13 @@ def actor() -> str:
     who = g.principal
     scope = who.unit_id or who.operator or who.holder_id
     return f"{who.role}:{scope}" if scope else who.role
+
+
+def actor_id() -> str:
+    """Who is acting, down to the token: 'admin[张三]#3fa9c2d1e0b4'. Used where two people
+    must be told apart (a bank account change, the two approvals of a refund)."""
+    who = g.principal
+    return f"{actor()}" + (f"[{who.label}]" if who.label else "") + f"#{who.token_id}"
 
 
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1

@@ -40,6 +40,8 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared.amounts import check_balance, check_fen
+
 BUREAU_MEAL_FUND = "bureau:meal_fund"
 SYSTEM_INCOME = "system:income"
 BANK_TOPUP = "bank:topup"
@@ -169,7 +171,9 @@ def post(
     """Record one txn with its entries and update the balances. Call inside a write txn.
 
     Moves of zero are skipped (a purse that paid nothing); a negative or non-int amount is a
-    programming error and raises before anything is written. ``accounts`` (optional) lets a
+    programming error and raises before anything is written. An amount, or a resulting
+    balance, outside the range the wire carries (:mod:`shared.amounts`) is refused with
+    ``amount_out_of_range``, also before anything is written. ``accounts`` (optional) lets a
     busy writer skip creating accounts it already knows exist (see :class:`AccountCache`).
     """
     moves = [m for m in moves if m.amount_fen != 0]
@@ -178,6 +182,13 @@ def post(
             raise ValueError(f"ledger amounts are positive int fen, got {m.amount_fen!r}")
         if m.source == m.dest:
             raise ValueError(f"a move needs two different accounts, got {m.source}")
+        check_fen(m.amount_fen, f"move {m.source} -> {m.dest}")
+    delta: dict[str, int] = {}
+    for m in moves:
+        delta[m.source] = delta.get(m.source, 0) - m.amount_fen
+        delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
+    for account, old in balances(conn, [a for a, d in delta.items() if d]).items():
+        check_balance(account, old, old + delta[account])
     cur = conn.execute(
         "INSERT INTO txns(kind, ref, at_ms, memo) VALUES (?, ?, ?, ?)", (kind, ref, at_ms, memo)
     )
@@ -197,10 +208,6 @@ def post(
         "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",
         [(txn_id, m.source, m.dest, m.amount_fen) for m in moves],
     )
-    delta: dict[str, int] = {}
-    for m in moves:
-        delta[m.source] = delta.get(m.source, 0) - m.amount_fen
-        delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
     conn.executemany(
         "UPDATE accounts SET balance_fen = balance_fen + ? WHERE id = ?",
         [(d, a) for a, d in delta.items() if d],

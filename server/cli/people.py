@@ -6,6 +6,7 @@ after an administrator approves (``refund approve``) — there is no cash path (
 
 from __future__ import annotations
 
+import getpass
 from typing import Any
 
 import click
@@ -16,6 +17,7 @@ from server.infra.db import write_txn
 from server.registry import cards, leavers, roster
 from server.registry.holders import holder_change
 from server.registry.people import get_holder, holder_json
+from shared.clock import china_datetime
 from shared.money import format_fen
 
 
@@ -61,7 +63,22 @@ def _holder_text(conn: Any, holder_id: str) -> tuple[dict[str, Any], str]:
         f"  补贴 subsidy {format_fen(data['subsidy_fen'])}  自费 self {format_fen(data['self_fen'])}"
         f"  卡 cards {cards_text}"
     )
+    if data["bank_account_changes"]:
+        text += "\n  银行账户变更 bank account changes:" + "".join(
+            "\n    " + _account_change_line(c) for c in data["bank_account_changes"]
+        )
     return data, text
+
+
+def _account_change_line(c: dict[str, Any]) -> str:
+    old = c["old_masked"] or "（无 none）"
+    return f"{china_datetime(c['at_ms']):%Y-%m-%d %H:%M} {c['changed_by']}: {old} → {c['new_masked']}"
+
+
+def cli_actor() -> str:
+    """Who acts at the server's console: 'cli:<login name>' (two approvals of one refund
+    need two different people, so two different logins)."""
+    return f"cli:{getpass.getuser()}"
 
 
 @holder.command("show")
@@ -100,7 +117,9 @@ def holder_set_bank(obj: Any, holder_id: str, bank_account: str) -> None:
     """Record the person's own bank account (建行储蓄卡), the only place a refund may go."""
     conn = obj.db()
     with write_txn(conn):
-        account = leavers.set_bank_account(conn, holder_id, bank_account)
+        account = leavers.set_bank_account(
+            conn, holder_id, bank_account, now_ms=now_ms(), changed_by=cli_actor()
+        )
     click.echo(f"{holder_id}: {leavers.mask(account)}")
 
 
@@ -173,9 +192,17 @@ def _refund_line(r: dict[str, Any]) -> str:
     amount = (
         format_fen(r["amount_fen"]) if r["amount_fen"] is not None else f"(now {format_fen(r['self_fen'])})"
     )
-    return f"#{r['id']} {r['holder_id']} {r['status']} {amount} → {r['bank_account']}" + (
+    line = f"#{r['id']} {r['holder_id']} {r['status']} {amount} → {r['bank_account']}" + (
         f" — {r['reason']}" if r["reason"] else ""
     )
+    if r["second_approval_needed"]:
+        line += (
+            "\n  账户近期变更，需两位管理员审批 account changed recently: two administrators must approve"
+            + (f"（已由 first approved by {r['first_approved_by']}）" if r["first_approved_by"] else "")
+        )
+    if r["account_changes"]:
+        line += "".join("\n  " + _account_change_line(c) for c in r["account_changes"])
+    return line
 
 
 @refund.command("request")
@@ -187,7 +214,7 @@ def refund_request(obj: Any, holder_id: str, bank_account: str | None, as_json: 
     """Ask for a leaver's self purse to be paid to their own bank account."""
     conn = obj.db()
     with write_txn(conn):
-        r = leavers.request_refund(conn, holder_id, now_ms(), "cli", bank_account=bank_account)
+        r = leavers.request_refund(conn, holder_id, now_ms(), cli_actor(), bank_account=bank_account)
     emit(r, as_json, _refund_line(r))
 
 
@@ -199,7 +226,7 @@ def refund_approve(obj: Any, request_id: int, as_json: bool) -> None:
     """Approve: the whole self purse goes to the registered own bank account."""
     conn = obj.db()
     with write_txn(conn):
-        r = leavers.approve_refund(conn, request_id, now_ms(), "cli")
+        r = leavers.approve_refund(conn, request_id, now_ms(), cli_actor())
     emit(r, as_json, _refund_line(r))
 
 
@@ -212,7 +239,7 @@ def refund_reject(obj: Any, request_id: int, reason: str, as_json: bool) -> None
     """Reject a refund request."""
     conn = obj.db()
     with write_txn(conn):
-        r = leavers.reject_refund(conn, request_id, now_ms(), "cli", reason)
+        r = leavers.reject_refund(conn, request_id, now_ms(), cli_actor(), reason)
     emit(r, as_json, _refund_line(r))
 
 
@@ -222,7 +249,7 @@ def refund_reject(obj: Any, request_id: int, reason: str, as_json: bool) -> None
 @click.pass_obj
 def refund_list(obj: Any, status: str | None, as_json: bool) -> None:
     """Refund requests, oldest first."""
-    data = leavers.list_requests(obj.db(), status=status)
+    data = leavers.list_requests(obj.db(), status=status, now_ms=now_ms())
     emit(data, as_json, "\n".join(_refund_line(r) for r in data) or "(none)")
 
 

@@ -17,7 +17,7 @@ import click
 
 from server.app import create_app
 from server.books import ledger
-from server.cli import ecny, faces, money, people, qr, registry
+from server.cli import ecny, faces, limits, money, people, qr, registry
 from server.cli.output import JSON_OPTION, DomainGroup, emit
 from server.closing.check import all_violations
 from server.infra import public_url as public_url_config
@@ -188,7 +188,7 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     click.echo(render_mosquitto_conf(port, data_dir))
 
 
-for _group in (registry, people, money, qr, ecny):  # each command group's module lists its commands
+for _group in (registry, people, money, qr, ecny, limits):  # each command group's module lists its commands
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

@@ -16,7 +16,9 @@ import json
 import sqlite3
 from typing import Any
 
-from shared.protocol import DELTA_PAGE_SIZE, Delta
+from shared.errors import DomainError
+from shared.protocol import DELTA_PAGE_SIZE, Delta, ProtocolError
+from shared.protocol.messages import decode_changes
 
 # A delta travels as one MQTT message (≤ 1 MiB with its envelope). A transaction that
 # changes more than fits (a roster import of 20,000 staff) is recorded as several
@@ -28,9 +30,17 @@ MAX_DELTA_BYTES = 512 * 1024
 
 def record_delta(conn: sqlite3.Connection, changes: list[dict[str, Any]], at_ms: int) -> int:
     """Append the changes as one delta — or several consecutive ones if they would not fit
-    in a message — inside the write txn that made them; returns the last version."""
+    in a message — inside the write txn that made them; returns the last version.
+
+    Each change is first read back with the terminals' own decoder: one they could not read
+    raises ``change_not_carriable`` and the caller's transaction rolls back, so nothing is
+    recorded that would leave terminals unable to catch up."""
     if not changes:
         return current_version(conn)
+    try:
+        decode_changes(changes)
+    except ProtocolError as exc:
+        raise DomainError("change_not_carriable", f"{exc.code}: {exc.detail}") from exc
     version = 0
     for chunk in _chunks([json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in changes]):
         cur = conn.execute("INSERT INTO deltas(at_ms, changes_json) VALUES (?, ?)", (at_ms, chunk))

@@ -17,7 +17,7 @@ import hmac
 import secrets
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from flask import g, request
@@ -38,6 +38,10 @@ class Principal:
     operator: str | None = None
     terminal_id: str | None = None
     holder_id: str | None = None
+    # which token (a prefix of its hash) and its label: tell two people of one role apart;
+    # not part of equality, which is about role and scope
+    token_id: str = field(default="", compare=False)
+    label: str = field(default="", compare=False)
 
 
 def _hash(token: str) -> str:
@@ -88,11 +92,13 @@ def revoke_token(conn: sqlite3.Connection, token: str, now_ms: int) -> bool:
 
 def principal_for_token(conn: sqlite3.Connection, token: str) -> Principal | None:
     row = conn.execute(
-        "SELECT role, unit_id, operator, holder_id FROM tokens "
+        "SELECT role, unit_id, operator, holder_id, token_hash, label FROM tokens "
         "WHERE token_hash = ? AND revoked_at_ms IS NULL",
         (_hash(token),),
     ).fetchone()
-    return Principal(row[0], row[1], row[2], holder_id=row[3]) if row else None
+    if row is None:
+        return None
+    return Principal(row[0], row[1], row[2], holder_id=row[3], token_id=row[4][:12], label=row[5])
 
 
 def terminal_request_signature(secret: bytes, terminal_id: str, at_ms: int, method: str, path: str) -> str:

@@ -465,3 +465,21 @@ MIGRATIONS.append(
     DROP INDEX sales_holder;
     """
 )
+
+MIGRATIONS.append(
+    # 10: who changed a cardholder's bank account when (masked old and new), and the first of
+    # the two approvals a refund to a recently changed account needs (server.registry.leavers)
+    """
+    CREATE TABLE bank_account_changes (
+        id          INTEGER PRIMARY KEY,
+        holder_id   TEXT NOT NULL REFERENCES holders(id),
+        at_ms       INTEGER NOT NULL,
+        changed_by  TEXT NOT NULL,
+        old_masked  TEXT,
+        new_masked  TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX bank_account_changes_holder ON bank_account_changes(holder_id, at_ms);
+    ALTER TABLE refund_requests ADD COLUMN first_approved_by TEXT;
+    ALTER TABLE refund_requests ADD COLUMN first_approved_at_ms INTEGER;
+    """
+)

@@ -11,6 +11,9 @@ of a year that has already been cleared takes no more allocations (``period_clos
 Self top-up (第十条): the cardholder's bank → self purse, optionally under an external
 reference (the bank's transaction id), which makes a retried top-up harmless. There is no
 function that moves money out of a purse to a person: 不得提现.
+
+Both are refused above their ceilings (:mod:`server.registry.ceilings`: by default a
+top-up above ¥5,000, an allocation above ¥3,000 per person) with ``amount_above_ceiling``.
 """
 
 from __future__ import annotations
@@ -21,8 +24,10 @@ from typing import Any
 from server.books import ledger
 from server.books.periods import Quarter
 from server.downstream.deltas import record_delta
+from server.registry import ceilings
 from server.registry.holders import holder_change
 from server.registry.units import holder_of_card
+from shared.amounts import check_amount
 from shared.errors import DomainError
 
 
@@ -51,9 +56,8 @@ def allocate(
     unit = conn.execute("SELECT quarterly_standard_fen FROM units WHERE id = ?", (unit_id,)).fetchone()
     if unit is None:
         raise DomainError("not_found", f"unit {unit_id}")
-    amount = unit[0] if per_person_fen is None else per_person_fen
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise DomainError("invalid_input", "allocation per person must be a positive number of fen")
+    amount = check_amount(unit[0] if per_person_fen is None else per_person_fen, "allocation per person")
+    ceilings.check(conn, "max_allocation_per_person_fen", amount, "allocation per person")
     if conn.execute("SELECT 1 FROM clearings WHERE year >= ?", (q.year,)).fetchone():
         raise DomainError("period_closed", f"year {q.year} has been cleared; no allocation for {q}")
     ref = f"{unit_id}/{q}"
@@ -94,8 +98,8 @@ def topup(
     A top-up with a ``ref`` already used is refused (``already_exists``) and changes nothing.
     A top-up that brings an overdrawn self purse back to zero or above unblocks the holder.
     """
-    if not isinstance(amount_fen, int) or isinstance(amount_fen, bool) or amount_fen <= 0:
-        raise DomainError("invalid_input", "top-up must be a positive number of fen")
+    check_amount(amount_fen, "top-up")
+    ceilings.check(conn, "max_topup_fen", amount_fen, "top-up")
     card = holder_of_card(conn, card_id)
     holder_id = card["holder_id"]
     if (

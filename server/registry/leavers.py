@@ -18,6 +18,12 @@ A sale a terminal approved offline before the leave may still arrive afterwards;
 applied as usual (from the self purse, the subsidy being gone). So an approval waits
 until every terminal's watermark has passed the leave time (``terminals_pending``
 otherwise), and refunds whatever the self purse holds at that moment.
+
+Every change of the bank account is logged (:mod:`server.registry.bank_accounts`). A
+refund to an account changed within ``refund_second_approval_days`` (default 30) needs two
+approvals by two different administrators, neither of whom requested the refund or changed
+the account (``second_approval_needed`` otherwise): the first approval is recorded and pays
+nothing, the second pays. Both see the change history with the request.
 """
 
 from __future__ import annotations
@@ -28,10 +34,15 @@ from typing import Any
 from server.books import ledger
 from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
+from server.registry import bank_accounts, ceilings
+from server.registry.bank_accounts import mask
 from server.registry.holders import holder_change
 from server.registry.roster import check_bank_account
 from server.registry.terminals import laggards
 from shared.errors import DomainError
+
+DAY_MS = 86_400_000
+__all__ = ["mask"]  # re-exported: people and the CLI mask accounts through this module
 
 
 def _holder(conn: sqlite3.Connection, holder_id: str) -> sqlite3.Row:
@@ -82,9 +93,12 @@ def leave(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> dict[str, An
     }
 
 
-def set_bank_account(conn: sqlite3.Connection, holder_id: str, bank_account: str) -> str:
-    """Record the person's own bank account (建行储蓄卡) — where a refund may go."""
-    _holder(conn, holder_id)
+def set_bank_account(
+    conn: sqlite3.Connection, holder_id: str, bank_account: str, *, now_ms: int, changed_by: str
+) -> str:
+    """Record the person's own bank account (建行储蓄卡) — where a refund may go — and log
+    the change (who, when, old and new masked)."""
+    holder = _holder(conn, holder_id)
     if conn.execute(
         "SELECT 1 FROM refund_requests WHERE holder_id = ? AND status = 'pending'", (holder_id,)
     ).fetchone():
@@ -93,6 +107,7 @@ def set_bank_account(conn: sqlite3.Connection, holder_id: str, bank_account: str
         )
     account = check_bank_account(bank_account)
     conn.execute("UPDATE holders SET bank_account = ? WHERE id = ?", (account, holder_id))
+    bank_accounts.record_change(conn, holder_id, holder["bank_account"], account, changed_by, now_ms)
     return account
 
 
@@ -107,7 +122,7 @@ def request_refund(
     if bank_account is not None:
         given = check_bank_account(bank_account)
         if account is None:
-            account = set_bank_account(conn, holder_id, given)
+            account = set_bank_account(conn, holder_id, given, now_ms=now_ms, changed_by=requested_by)
         elif given != account:
             raise DomainError("invalid_input", "that is not the bank account registered for this person")
     if account is None:
@@ -123,12 +138,33 @@ def request_refund(
         "VALUES (?, ?, ?, ?)",
         (holder_id, account, now_ms, requested_by),
     )
-    return get_request(conn, int(cur.lastrowid or 0))
+    return get_request(conn, int(cur.lastrowid or 0), now_ms)
 
 
 def approve_refund(conn: sqlite3.Connection, request_id: int, now_ms: int, decided_by: str) -> dict[str, Any]:
-    """Pay the whole self purse to the registered bank account (one ledger txn)."""
+    """Pay the whole self purse to the registered bank account (one ledger txn) — or, when
+    the account changed recently, record the first of the two approvals needed."""
     req = _pending(conn, request_id)
+    recent = recent_account_changes(conn, req["holder_id"], now_ms)
+    if recent:
+        parties = {c["changed_by"] for c in recent} | {req["requested_by"]}
+        if decided_by in parties:
+            raise DomainError(
+                "second_approval_needed",
+                f"{decided_by} requested this refund or changed the account: "
+                "another administrator must approve",
+            )
+        if req["first_approved_by"] is None:
+            conn.execute(
+                "UPDATE refund_requests SET first_approved_by = ?, first_approved_at_ms = ? WHERE id = ?",
+                (decided_by, now_ms, request_id),
+            )
+            return get_request(conn, request_id, now_ms)
+        if req["first_approved_by"] == decided_by:
+            raise DomainError(
+                "second_approval_needed",
+                f"{decided_by} approved first: a different administrator must approve",
+            )
     holder = _holder(conn, req["holder_id"])
     waiting = laggards(conn, holder["left_at_ms"])
     if waiting:
@@ -153,7 +189,13 @@ def approve_refund(conn: sqlite3.Connection, request_id: int, now_ms: int, decid
         (now_ms, decided_by, amount, txn_id, request_id),
     )
     record_delta(conn, [holder_change(conn, req["holder_id"])], now_ms)
-    return get_request(conn, request_id)
+    return get_request(conn, request_id, now_ms)
+
+
+def recent_account_changes(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> list[dict[str, Any]]:
+    """The account changes within the second-approval window before ``now_ms``."""
+    days = ceilings.get(conn, "refund_second_approval_days")
+    return bank_accounts.changes(conn, holder_id, since_ms=now_ms - days * DAY_MS)
 
 
 def reject_refund(
@@ -167,7 +209,7 @@ def reject_refund(
         "WHERE id = ?",
         (now_ms, decided_by, reason.strip(), request_id),
     )
-    return get_request(conn, request_id)
+    return get_request(conn, request_id, now_ms)
 
 
 def _pending(conn: sqlite3.Connection, request_id: int) -> sqlite3.Row:
@@ -179,12 +221,11 @@ def _pending(conn: sqlite3.Connection, request_id: int) -> sqlite3.Row:
     return row
 
 
-def mask(account: str) -> str:
-    """'6217003320001234567' → '6217 **** 4567' (lists and logs never show the whole number)."""
-    return f"{account[:4]} **** {account[-4:]}"
-
-
-def request_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
+def request_json(conn: sqlite3.Connection, row: sqlite3.Row, now_ms: int | None = None) -> dict[str, Any]:
+    """A request as the approver sees it: with the account's change history, and whether
+    (given ``now_ms``) a pending one needs a second administrator."""
+    history = bank_accounts.changes(conn, row["holder_id"])
+    recent = recent_account_changes(conn, row["holder_id"], now_ms) if now_ms is not None else []
     return {
         "id": row["id"],
         "holder_id": row["holder_id"],
@@ -198,21 +239,29 @@ def request_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
         "reason": row["reason"],
         "amount_fen": row["amount_fen"],
         "self_fen": ledger.balance(conn, ledger.self_purse(row["holder_id"])),
+        "first_approved_by": row["first_approved_by"],
+        "first_approved_at_ms": row["first_approved_at_ms"],
+        "second_approval_needed": bool(recent) and row["status"] == "pending",
+        "account_changes": history,
     }
 
 
 _SELECT = "SELECT r.*, h.unit_id FROM refund_requests r JOIN holders h ON h.id = r.holder_id "
 
 
-def get_request(conn: sqlite3.Connection, request_id: int) -> dict[str, Any]:
+def get_request(conn: sqlite3.Connection, request_id: int, now_ms: int | None = None) -> dict[str, Any]:
     row = conn.execute(_SELECT + "WHERE r.id = ?", (request_id,)).fetchone()
     if row is None:
         raise DomainError("not_found", f"refund request {request_id}")
-    return request_json(conn, row)
+    return request_json(conn, row, now_ms)
 
 
 def list_requests(
-    conn: sqlite3.Connection, *, unit_id: str | None = None, status: str | None = None
+    conn: sqlite3.Connection,
+    *,
+    unit_id: str | None = None,
+    status: str | None = None,
+    now_ms: int | None = None,
 ) -> list[dict[str, Any]]:
     where, args = [], []
     if unit_id is not None:
@@ -222,4 +271,4 @@ def list_requests(
         where.append("r.status = ?")
         args.append(status)
     sql = _SELECT + (f"WHERE {' AND '.join(where)} " if where else "") + "ORDER BY r.id"
-    return [request_json(conn, r) for r in conn.execute(sql, args)]
+    return [request_json(conn, r, now_ms) for r in conn.execute(sql, args)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from server.registry import cards, leavers
+from server.registry import bank_accounts, cards, leavers
 from server.registry.holders import holder_change
 from shared.errors import DomainError
 
@@ -30,6 +30,7 @@ def holder_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
         "subsidy_fen": change["subsidy_fen"],
         "self_fen": change["self_fen"],
         "bank_account": leavers.mask(row["bank_account"]) if row["bank_account"] else None,
+        "bank_account_changes": bank_accounts.changes(conn, row["id"]),
         "cards": [
             cards.to_json(c)
             for c in conn.execute(

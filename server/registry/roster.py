@@ -30,6 +30,7 @@ from sqlite_utils import Database
 from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
 from server.infra.csvinput import LineError, read_table, rejected
+from server.registry import bank_accounts
 from server.registry.cards import CARD_ID
 from server.registry.holders import holder_change
 from server.registry.units import next_id
@@ -90,9 +91,11 @@ def import_roster(
     *,
     unit_scope: str | None = None,
     dry_run: bool = False,
+    changed_by: str = "roster import",
 ) -> dict[str, Any]:
     """Import a roster (see module doc). ``unit_scope``: the only unit the caller may
-    touch (a clerk's). Returns counts of what was (or, with ``dry_run``, would be) done."""
+    touch (a clerk's); ``changed_by``: who, for the log of bank account changes. Returns
+    counts of what was (or, with ``dry_run``, would be) done."""
     table = read_table(data, ALIASES, REQUIRED, "staff roster")
     errors: list[LineError] = []
     rows = _rows(conn, table.rows, table.columns, unit_scope, errors)
@@ -102,7 +105,7 @@ def import_roster(
     report = {k: len(v) for k, v in plan.items()}
     report["rows"] = len(rows)
     if not dry_run:
-        _apply(conn, plan, now_ms)
+        _apply(conn, plan, now_ms, changed_by)
     return report
 
 
@@ -127,10 +130,21 @@ def add_one(
     return str(plan["new_holders"][0]["id"])
 
 
-def _apply(conn: sqlite3.Connection, plan: dict[str, list[dict[str, Any]]], now_ms: int) -> None:
+def _apply(
+    conn: sqlite3.Connection,
+    plan: dict[str, list[dict[str, Any]]],
+    now_ms: int,
+    changed_by: str = "roster import",
+) -> None:
     db = Database(conn, recursive_triggers=False, execute_plugins=False)
     holders = db.table("holders")
+    for change in plan["bank_accounts"]:  # logged before the update overwrites the old one
+        old = conn.execute("SELECT bank_account FROM holders WHERE id = ?", (change["id"],)).fetchone()[0]
+        bank_accounts.record_change(conn, change["id"], old, change["bank_account"], changed_by, now_ms)
     holders.insert_all(plan["new_holders"])
+    for h in plan["new_holders"]:
+        if h.get("bank_account"):
+            bank_accounts.record_change(conn, h["id"], None, h["bank_account"], changed_by, now_ms)
     for change in plan["renamed"] + plan["bank_accounts"]:
         holders.update(change["id"], {k: v for k, v in change.items() if k != "id"})
     for card in plan["retired"]:

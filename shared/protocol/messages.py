@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from shared.amounts import FEN_MAX, FEN_MIN
 from shared.protocol.codec import (
     ProtocolError,
     obj,
@@ -45,8 +46,8 @@ CARD_STATUSES = frozenset({"active", "lost", "retired"})
 MAX_SALES_PER_BATCH = 1000
 MAX_ITEMS_PER_SALE = 100
 MAX_SALE_FEN = 10_000_000  # ¥100,000: a sanity bound on the wire; canteen limits are far lower
-_I = -(2**53)  # balances may be negative (a recorded offline overdraft)
-_MAX_INT = 2**53  # req_int's default upper bound
+_I = FEN_MIN  # balances may be negative (a recorded offline overdraft); see shared.amounts
+_MAX_INT = FEN_MAX  # the largest balance carried (also req_int's default upper bound)
 
 
 @dataclass(frozen=True)
@@ -176,8 +177,8 @@ class Balance:
         d = obj(d, "balance")
         only_keys(d, frozenset({"subsidy_fen", "self_fen", "version"}), "balance")
         return cls(
-            subsidy_fen=req_int(d, "subsidy_fen", lo=_I),
-            self_fen=req_int(d, "self_fen", lo=_I),
+            subsidy_fen=req_int(d, "subsidy_fen", lo=_I, hi=_MAX_INT),
+            self_fen=req_int(d, "self_fen", lo=_I, hi=_MAX_INT),
             version=req_int(d, "version"),
         )
 
@@ -221,7 +222,10 @@ class SaleResult:
         }
 
     @classmethod
-    def from_dict(cls, d: Any) -> SaleResult:
+    def from_dict(cls, d: Any, faults: list[ProtocolError] | None = None) -> SaleResult:
+        """With ``faults`` (a terminal reading an ack), a balance that will not decode is
+        dropped and its error appended: the result itself still counts, and the balance
+        arrives again with the next delta."""
         d = obj(d, "result")
         only_keys(d, frozenset(cls.__dataclass_fields__), "result")
         return cls(
@@ -234,8 +238,20 @@ class SaleResult:
             self_fen=req_int(d, "self_fen"),
             overdraft_fen=req_int(d, "overdraft_fen"),
             holder_id=opt_str(d, "holder_id", max_len=64),
-            balance=Balance.from_dict(d["balance"]) if d.get("balance") is not None else None,
+            balance=_balance(d.get("balance"), faults),
         )
+
+
+def _balance(raw: Any, faults: list[ProtocolError] | None) -> Balance | None:
+    if raw is None:
+        return None
+    try:
+        return Balance.from_dict(raw)
+    except ProtocolError as exc:
+        if faults is None:
+            raise
+        faults.append(exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -254,12 +270,14 @@ class Ack:
         }
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Ack:
+    def from_body(cls, body: dict[str, Any], faults: list[ProtocolError] | None = None) -> Ack:
+        """``faults``: see :meth:`SaleResult.from_dict`."""
         only_keys(body, frozenset({"in_reply_to", "results", "reason"}), "body")
         return cls(
             in_reply_to=req_str(body, "in_reply_to", max_len=64),
             results=tuple(
-                SaleResult.from_dict(r) for r in req_list(body, "results", max_len=MAX_SALES_PER_BATCH)
+                SaleResult.from_dict(r, faults)
+                for r in req_list(body, "results", max_len=MAX_SALES_PER_BATCH)
             ),
             reason=opt_str(body, "reason", max_len=64),
         )
@@ -277,9 +295,15 @@ class Status:
     clock_offset_ms: int | None = None
     offline_since_ms: int | None = None
     software: str = ""
+    # the code of the last downstream change this terminal could not read and skipped
+    # (it sells on its last good state for that record); sent only when there is one
+    sync_fault: str | None = None
 
     def to_body(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        if self.sync_fault is None:
+            del body["sync_fault"]
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Status:
@@ -293,6 +317,7 @@ class Status:
             clock_offset_ms=opt_int(body, "clock_offset_ms", lo=_I),
             offline_since_ms=opt_int(body, "offline_since_ms"),
             software=req_str(body, "software", max_len=64, allow_empty=True),
+            sync_fault=opt_str(body, "sync_fault", max_len=64),
         )
 
 
@@ -424,8 +449,8 @@ class HolderChange:
         ):
             h, u = req_str(c, "holder_id", max_len=64), req_str(c, "unit_id", max_len=64)
             sub, own, blocked = (
-                req_int(c, "subsidy_fen", lo=_I),
-                req_int(c, "self_fen", lo=_I),
+                req_int(c, "subsidy_fen", lo=_I, hi=_MAX_INT),
+                req_int(c, "self_fen", lo=_I, hi=_MAX_INT),
                 req_bool(c, "blocked"),
             )
         return cls(h, u, sub, own, blocked, Meals.from_wire(c["meals"]) if "meals" in c else None)
@@ -595,6 +620,31 @@ def decode_change(c: Any) -> Change:
     return decode_changes((c,))[0]
 
 
+def salvage_changes(raw: list[Any] | tuple[Any, ...], faults: list[ProtocolError]) -> tuple[Change, ...]:
+    """For a terminal: the changes that decode, each undecodable one's error appended to
+    ``faults`` instead of refusing them all — the terminal keeps its last good state for
+    those records and reports the fault rather than never catching up again. An unknown
+    kind is still refused (:func:`decode_changes`): that terminal needs new software."""
+    try:
+        return decode_changes(raw)
+    except ProtocolError:
+        pass
+    out = []
+    for c in raw:
+        try:
+            out.append(decode_change(c))
+        except ProtocolError as exc:
+            if exc.code == "unknown_change_kind":
+                raise
+            faults.append(exc)
+    return tuple(out)
+
+
+def _read_changes(body: dict[str, Any], faults: list[ProtocolError] | None) -> tuple[Change, ...]:
+    raw = req_list(body, "changes", max_len=1_000_000)
+    return decode_changes(raw) if faults is None else salvage_changes(raw, faults)
+
+
 def _wire_change(c: Change | dict[str, Any]) -> dict[str, Any]:
     return c if type(c) is dict else c.to_wire()  # type: ignore[union-attr]
 
@@ -612,12 +662,10 @@ class Delta:
         return {"version": self.version, "changes": [_wire_change(c) for c in self.changes]}
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Delta:
+    def from_body(cls, body: dict[str, Any], faults: list[ProtocolError] | None = None) -> Delta:
+        """``faults``: skip undecodable changes, see :func:`salvage_changes`."""
         only_keys(body, frozenset({"version", "changes"}), "body")
-        return cls(
-            version=req_int(body, "version", lo=1),
-            changes=decode_changes(req_list(body, "changes", max_len=1_000_000)),
-        )
+        return cls(version=req_int(body, "version", lo=1), changes=_read_changes(body, faults))
 
 
 @dataclass(frozen=True)
@@ -632,9 +680,7 @@ class Snapshot:
         return {"version": self.version, "changes": [_wire_change(c) for c in self.changes]}
 
     @classmethod
-    def from_body(cls, body: dict[str, Any]) -> Snapshot:
+    def from_body(cls, body: dict[str, Any], faults: list[ProtocolError] | None = None) -> Snapshot:
+        """``faults``: skip undecodable changes, see :func:`salvage_changes`."""
         only_keys(body, frozenset({"version", "changes"}), "body")
-        return cls(
-            version=req_int(body, "version"),
-            changes=decode_changes(req_list(body, "changes", max_len=1_000_000)),
-        )
+        return cls(version=req_int(body, "version"), changes=_read_changes(body, faults))
