@@ -122,6 +122,19 @@ CATALOG: dict[str, ErrorSpec] = {
     "face_one_at_a_time": ErrorSpec("请一人一次刷脸", "more than one face in front of the camera"),
     "second_factor_failed": ErrorSpec("卡号后四位不符", "card number digits do not match"),
     "input_timeout": ErrorSpec("输入超时", "no input in time"),
+    # the clerk's command line (issue 12): no data folder yet, nothing to clear, signed amounts
+    "no_database": ErrorSpec(
+        "数据目录中没有数据库：请先运行 canteen-server init，或设置 CANTEEN_HOME 指向已有的数据目录",
+        "no database in the data folder: run canteen-server init first, or set CANTEEN_HOME"
+        " to the existing data folder",
+        409,
+    ),
+    "nothing_to_clear": ErrorSpec(
+        "该年度没有可清零的补贴，未执行清零（确需执行请加 --force）",
+        "nothing to clear for that year; nothing was done (add --force to record it anyway)",
+        409,
+    ),
+    "amount_not_positive": ErrorSpec("金额必须大于零", "the amount must be positive"),
 }
 
 

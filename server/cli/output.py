@@ -3,9 +3,10 @@ become exit codes.
 
 * :func:`emit` prints a result: indented JSON with ``--json`` (:data:`JSON_OPTION`), else
   the human text (a string, or lines to join).
-* :class:`DomainGroup` turns a :class:`~shared.errors.DomainError` into one clear line on
-  stderr and exit code 2; :func:`print_import_errors` lists each refused line of an import
-  first. (``check`` exits 1 on a violated invariant by itself.)
+* :class:`DomainGroup` turns a :class:`~shared.errors.DomainError` into a clear refusal on
+  stderr (:func:`refusal_text`: Chinese first, English beside it) and exit code 2;
+  :func:`print_import_errors` lists each refused line of an import first. (``check`` exits
+  1 on a violated invariant by itself.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import click
 
 from server.infra.csvinput import LineError
-from shared.errors import DomainError
+from shared.errors import DomainError, message
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
@@ -28,6 +29,20 @@ def emit(data: Any, as_json: bool, text: str | Sequence[str]) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         click.echo(text if isinstance(text, str) else "\n".join(text))
+
+
+def refusal_text(exc: DomainError) -> str:
+    """The one form of a refusal on the command line, two lines::
+
+        错误：<中文说明>（code）[：<中文细节>]
+        error: <English message>[: <detail>]
+
+    The Chinese detail is the error's ``zh`` context when it has one (the English detail
+    is never shown as Chinese)."""
+    zh_detail = exc.context.get("zh")
+    zh = f"错误：{message(exc.code, 'zh')}（{exc.code}）" + (f"：{zh_detail}" if zh_detail else "")
+    en = f"error: {message(exc.code, 'en')}" + (f": {exc.detail}" if exc.detail else "")
+    return f"{zh}\n{en}"
 
 
 def print_import_errors(exc: DomainError, as_json: bool) -> None:
@@ -43,7 +58,10 @@ def print_import_errors(exc: DomainError, as_json: bool) -> None:
         )
     else:
         for e in errors:
-            click.echo(LineError(e["line"], e["column"], e["code"], e["detail"]).text(), err=True)
+            click.echo(
+                LineError(e["line"], e["column"], e["code"], e["detail"], e.get("detail_zh", "")).text(),
+                err=True,
+            )
 
 
 class DomainGroup(click.Group):
@@ -53,5 +71,5 @@ class DomainGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DomainError as exc:
-            click.echo(f"错误 / error [{exc.code}]: {exc.to_json('en')['message']}: {exc.detail}", err=True)
+            click.echo(refusal_text(exc), err=True)
             ctx.exit(2)
