@@ -116,3 +116,107 @@ def test_mosquitto_config_keeps_the_broker_data_in_the_data_folder(tmp_path: Pat
     other = tmp_path / "broker" / "data"
     result = invoke(tmp_path, "mosquitto-config", "--data-dir", str(other))
     assert f"persistence_location {other}/" in result.stdout and other.is_dir()
+
+
+# -- money commands: dates, refusals, reports ------------------------------------------------------
+
+
+@pytest.fixture
+def books(home: Path) -> Path:
+    """One unit (U01, ¥300 a quarter) with a canteen and one cardholder (card K1), in 2024."""
+    from server.infra.db import open_db, write_txn
+    from server.registry import units as registry
+    from shared.clock import ms_from_china
+
+    conn = open_db(home / "server" / "canteen.sqlite")
+    at = ms_from_china("2024-01-03T09:00")
+    with write_txn(conn):
+        registry.add_unit(conn, "U01", "市财政局", 30_000)
+        registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=at)
+        registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
+    conn.close()
+    return home
+
+
+def test_settling_an_open_quarter_names_its_end_in_beijing_time(books: Path) -> None:
+    result = invoke(books, "settle", "2099Q4")
+    assert result.exit_code == 2
+    assert (
+        "错误：该期间尚未结束，不能结账（period_open）：2099Q4 于北京时间 2100-01-01 00:00 结束"
+        in result.stderr
+    )
+    assert "error: period has not ended yet: 2099Q4 ends at 2100-01-01 00:00 (Beijing time)" in result.stderr
+    assert "4102416000000" not in result.stderr
+
+
+def test_close_year_with_nothing_to_clear_is_refused_unless_forced(books: Path) -> None:
+    result = invoke(books, "close-year", "2020")
+    assert result.exit_code == 2
+    assert (
+        "错误：该年度没有可清零的补贴，未执行清零（确需执行请加 --force）（nothing_to_clear）"
+        in result.stderr
+    )
+    assert "error: nothing to clear for that year; nothing was done" in result.stderr
+    assert invoke(books, "report", "clearing", "2020").exit_code == 2  # nothing was recorded
+    forced = invoke(books, "close-year", "2020", "--force")
+    assert forced.exit_code == 0 and "¥0.00" in forced.stdout
+
+
+def test_report_settlement_shows_a_settled_quarters_statements(books: Path) -> None:
+    result = invoke(books, "report", "settlement", "2024Q1")
+    assert result.exit_code == 2
+    assert "（not_found）：2024Q1 尚未结算（先运行 settle 2024Q1）" in result.stderr
+    assert "error: not found: 2024Q1 is not settled yet" in result.stderr
+    settled = invoke(books, "settle", "2024Q1", "--force")
+    assert settled.exit_code == 0, settled.output
+    shown = invoke(books, "report", "settlement", "2024Q1")
+    assert shown.exit_code == 0 and "C01 财政局食堂" in shown.stdout and "应付" in shown.stdout
+    assert json.loads(invoke(books, "report", "settlement", "2024Q1", "--json").stdout)["quarter"] == "2024Q1"
+    assert "settlement" in invoke(books, "report", "--help").stdout
+
+
+def test_report_quality_shows_an_unscored_canteen_as_a_dash(books: Path) -> None:
+    result = invoke(books, "report", "quality", "2024Q1")
+    assert result.exit_code == 0
+    assert "评分 未评分 —" in result.stdout and "服务 — 菜品 —" in result.stdout
+    assert "None" not in result.stdout
+
+
+def test_report_allocations_speaks_chinese(books: Path) -> None:
+    missing = invoke(books, "report", "allocations", "2024Q1").stdout
+    assert "U01 市财政局: 逾期未拨付 ¥0.00" in missing and "missing" not in missing
+    assert invoke(books, "allocate", "U01", "2024Q1").exit_code == 0
+    late = invoke(books, "report", "allocations", "2024Q1").stdout
+    assert "U01 市财政局: 逾期拨付 ¥300.00" in late and "late" not in late
+
+
+def test_report_quarters_are_positional_like_settle_and_allocate(books: Path) -> None:
+    positional = invoke(books, "report", "quarterly", "2024Q1")
+    assert positional.exit_code == 0 and "季报 quarterly 2024Q1" in positional.stdout
+    assert invoke(books, "report", "quarterly", "--quarter", "2024Q1").stdout == positional.stdout
+    assert "--quarter" not in invoke(books, "report", "quarterly", "--help").stdout
+    assert "dining matrix 2024Q1" in invoke(books, "report", "matrix", "2024Q1").stdout
+
+
+# -- amounts as people type them -------------------------------------------------------------------
+
+
+def test_a_negative_amount_is_refused_in_both_languages(books: Path) -> None:
+    result = invoke(books, "topup", "K1", "-5")
+    assert result.exit_code == 2
+    assert "错误：金额必须大于零（amount_not_positive）：“-5”" in result.stderr
+    assert "error: the amount must be positive: '-5'" in result.stderr
+    assert "No such option" not in result.output
+    zero = invoke(books, "topup", "K1", "0")
+    assert zero.exit_code == 2 and "amount_not_positive" in zero.stderr
+    price = invoke(books, "canteen", "item-set", "C01", "water", "水", "-1", "2")
+    assert price.exit_code == 2 and "amount_not_positive" in price.stderr
+    standard = invoke(books, "unit", "add", "市统计局", "--standard", "-300")
+    assert standard.exit_code == 2 and "此处可以为零，但不能为负数" in standard.stderr
+
+
+@pytest.mark.parametrize("typed", ["¥50", "￥50", "50元", "¥50.00元", "５０", "50"])
+def test_yuan_is_accepted_with_the_currency_sign_or_yuan(books: Path, typed: str) -> None:
+    result = invoke(books, "topup", "K1", typed, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["amount_fen"] == 5000

@@ -19,6 +19,7 @@ import click
 
 from server.infra.csvinput import LineError
 from shared.errors import DomainError, message
+from shared.money import parse_yuan
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
@@ -29,6 +30,24 @@ def emit(data: Any, as_json: bool, text: str | Sequence[str]) -> None:
         click.echo(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         click.echo(text if isinstance(text, str) else "\n".join(text))
+
+
+AMOUNT_SETTINGS = {"ignore_unknown_options": True}
+"""``context_settings`` of a command with an amount argument: ``-5`` reaches the amount
+parser (and is refused as not positive) instead of being taken for an unknown option."""
+
+
+def yuan(value: str, *, zero_ok: bool = False) -> int:
+    """An amount a person typed in yuan (``50``, ``12.50``, ``¥50``, ``50元``) → fen; a
+    negative one (or zero, unless ``zero_ok``) is refused (``amount_not_positive``)."""
+    fen = parse_yuan(value)
+    if fen < 0 or (fen == 0 and not zero_ok):
+        raise DomainError(
+            "amount_not_positive",
+            f"{value!r}" + (": zero is allowed here, a negative amount is not" if zero_ok else ""),
+            zh=f"“{value}”" + ("：此处可以为零，但不能为负数" if zero_ok else ""),
+        )
+    return fen
 
 
 def refusal_text(exc: DomainError) -> str:

@@ -16,14 +16,14 @@ from typing import Any
 
 import click
 
-from server.cli.output import JSON_OPTION, emit, print_import_errors
+from server.cli.output import AMOUNT_SETTINGS, JSON_OPTION, emit, print_import_errors, yuan
 from server.infra.db import write_txn
 from server.registry import canteens
 from server.registry import units as registry
 from server.registry.canteen_config import MEAL_NAMES_ZH, MEAL_PERIODS
 from shared.clock import SystemClock
 from shared.errors import DomainError
-from shared.money import format_fen, parse_yuan
+from shared.money import format_fen
 
 
 def now_ms() -> int:
@@ -113,7 +113,7 @@ def unit() -> None:
 @click.pass_obj
 def unit_add(obj: Any, name: str, standard: str, unit_id: str | None, as_json: bool) -> None:
     """Register a unit."""
-    fen = parse_yuan(standard)
+    fen = yuan(standard, zero_ok=True)
     conn = obj.db()
     with write_txn(conn):
         unit_id = unit_id or registry.next_id(conn, "units", "U")
@@ -136,7 +136,7 @@ def unit_set(obj: Any, unit_id: str, name: str | None, standard: str | None, as_
             conn,
             unit_id,
             name=name,
-            quarterly_standard_fen=None if standard is None else parse_yuan(standard),
+            quarterly_standard_fen=None if standard is None else yuan(standard, zero_ok=True),
         )
         data = registry.unit_json(conn, row)
     emit(data, as_json, f"{data['id']} {data['name']} {format_fen(data['quarterly_standard_fen'])}")
@@ -172,8 +172,8 @@ def parse_meal(spec: str) -> tuple[str, dict[str, Any]]:
     return m.group(1), {
         "start": m.group(2),
         "end": m.group(3),
-        "price_fen": parse_yuan(m.group(4)),
-        "visitor_price_fen": parse_yuan(m.group(5)) if m.group(5) else None,
+        "price_fen": yuan(m.group(4)),
+        "visitor_price_fen": yuan(m.group(5)) if m.group(5) else None,
     }
 
 
@@ -253,7 +253,7 @@ def canteen_set(
     emit(data, as_json, f"{data['id']} {data['name']} updated")
 
 
-@canteen.command("item-set")
+@canteen.command("item-set", context_settings=AMOUNT_SETTINGS)
 @click.argument("canteen_id")
 @click.argument("sku")
 @click.argument("name")
@@ -267,9 +267,7 @@ def item_set(
     """Add or change a shop item: PRICE and REFERENCE_PRICE in yuan; PRICE may not exceed it."""
     conn = obj.db()
     with write_txn(conn):
-        item = canteens.set_item(
-            conn, canteen_id, sku, name, parse_yuan(price), parse_yuan(reference_price), now_ms()
-        )
+        item = canteens.set_item(conn, canteen_id, sku, name, yuan(price), yuan(reference_price), now_ms())
     emit(
         item,
         as_json,

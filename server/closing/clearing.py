@@ -36,6 +36,7 @@ from server.books.settlement_rules import attribute, clearable_fen
 from server.closing.settlement import period_laggards
 from server.downstream.deltas import record_delta
 from server.registry.holders import holder_change
+from shared.clock import china_datetime
 from shared.errors import DomainError
 
 REFUND_TARGETS = ("unit", "city_finance")
@@ -57,7 +58,10 @@ def close_year(
         return stored, False
     cutoff = year_cutoff_ms(y)
     if now_ms < cutoff:
-        raise DomainError("period_open", f"year {y} ends at {cutoff}")
+        when = china_datetime(cutoff).strftime("%Y-%m-%d %H:%M")
+        raise DomainError(
+            "period_open", f"year {y} ends at {when} (Beijing time)", zh=f"{y}年度于北京时间 {when} 结束"
+        )
     if conn.execute("SELECT 1 FROM clearings WHERE year > ?", (y,)).fetchone():
         raise DomainError("period_out_of_order", f"a year after {y} is already cleared")
     behind = period_laggards(conn, cutoff)
@@ -118,7 +122,8 @@ def _allocation_credits(conn: sqlite3.Connection, where: str, args: tuple[Any, .
 def _credit_rows(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[tuple[str, int, str]]:
     """(holder, fen, paying unit) of allocation credits to subsidy purses, newest first."""
     rows = conn.execute(
-        "SELECT e.to_account, e.amount_fen, al.unit_id FROM allocations al JOIN entries e ON e.txn_id = al.txn_id "
+        "SELECT e.to_account, e.amount_fen, al.unit_id "
+        "FROM allocations al JOIN entries e ON e.txn_id = al.txn_id "
         f"WHERE e.from_account = ? AND {where} ORDER BY al.quarter DESC, al.txn_id DESC, e.id",
         (ledger.SYSTEM_INCOME, *args),
     ).fetchall()
