@@ -220,3 +220,64 @@ def test_yuan_is_accepted_with_the_currency_sign_or_yuan(books: Path, typed: str
     result = invoke(books, "topup", "K1", typed, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["amount_fen"] == 5000
+
+
+# -- finding the people an import created ------------------------------------------------------------
+
+
+@pytest.fixture
+def staff(home: Path) -> Path:
+    for name in ("市财政局", "市教育局"):
+        assert invoke(home, "unit", "add", name, "--standard", "300").exit_code == 0
+    roster = home / "名单.csv"
+    roster.write_text(
+        "单位名称,姓名,工号,卡号\n市财政局,王伟,001,04A1B2C3D4\n市财政局,李娜,002,04A1B2C3D5\n"
+        "市教育局,王芳,001,04A1B2C3D6\n",
+        encoding="utf-8",
+    )
+    return home
+
+
+def test_import_roster_prints_the_holder_ids_it_created_and_updated(staff: Path) -> None:
+    result = invoke(staff, "import-roster", str(staff / "名单.csv"))
+    assert result.exit_code == 0, result.output
+    assert "新增 new H000001 王伟 工号 001 卡号 card 04A1B2C3D4" in result.stdout
+    assert "新增 new H000003 王芳 工号 001 卡号 card 04A1B2C3D6" in result.stdout
+    (staff / "名单.csv").write_text(
+        "单位名称,姓名,工号,卡号\n市财政局,王小伟,001,04A1B2C3D4\n", encoding="utf-8"
+    )
+    again = invoke(staff, "import-roster", str(staff / "名单.csv"), "--json")
+    assert json.loads(again.stdout)["holders"] == [
+        {"id": "H000001", "name": "王小伟", "staff_no": "001", "card_id": None, "created": False}
+    ]
+
+
+def test_holder_find_by_name_staff_number_or_card(staff: Path) -> None:
+    assert invoke(staff, "import-roster", str(staff / "名单.csv")).exit_code == 0
+    by_name = invoke(staff, "holder", "find", "王")
+    assert by_name.exit_code == 0
+    assert "H000001\t王伟\tU0001/001\t在职 active\t卡 cards 04A1B2C3D4" in by_name.stdout
+    assert "H000003\t王芳" in by_name.stdout and "李娜" not in by_name.stdout
+    assert [h["id"] for h in json.loads(invoke(staff, "holder", "find", "001", "--json").stdout)] == [
+        "H000001",
+        "H000003",
+    ]
+    one_unit = json.loads(invoke(staff, "holder", "find", "001", "--unit", "U0002", "--json").stdout)
+    assert [h["name"] for h in one_unit] == ["王芳"]
+    assert invoke(staff, "holder", "find", "04a1b2c3d5").stdout.startswith("H000002\t李娜")
+    assert invoke(staff, "holder", "find", "赵").stdout == "(未找到 none found)\n"
+
+
+def test_holder_show_takes_a_card_number_or_staff_number(staff: Path) -> None:
+    assert invoke(staff, "import-roster", str(staff / "名单.csv")).exit_code == 0
+    by_card = invoke(staff, "holder", "show", "04A1B2C3D5")
+    assert by_card.exit_code == 0 and by_card.stdout.startswith("H000002 李娜 U0001/002")
+    assert invoke(staff, "holder", "show", "002").stdout == by_card.stdout
+    assert invoke(staff, "holder", "show", "H000002").stdout == by_card.stdout
+    ambiguous = invoke(staff, "holder", "show", "001")
+    assert ambiguous.exit_code == 2
+    assert "工号 001 在多个单位中都有（U0001, U0002），请加 --unit 指定单位" in ambiguous.stderr
+    assert "used in several units (U0001, U0002): add --unit" in ambiguous.stderr
+    assert invoke(staff, "holder", "show", "001", "--unit", "U0002").stdout.startswith("H000003 王芳")
+    missing = invoke(staff, "holder", "show", "nobody")
+    assert missing.exit_code == 2 and "没有编号、卡号或工号为“nobody”的持卡人" in missing.stderr
