@@ -281,3 +281,82 @@ def test_holder_show_takes_a_card_number_or_staff_number(staff: Path) -> None:
     assert invoke(staff, "holder", "show", "001", "--unit", "U0002").stdout.startswith("H000003 王芳")
     missing = invoke(staff, "holder", "show", "nobody")
     assert missing.exit_code == 2 and "没有编号、卡号或工号为“nobody”的持卡人" in missing.stderr
+
+
+# -- the attachment table as a clerk types it ---------------------------------------------------------
+
+CLERK_TABLE = (
+    "序号,单位名称,食堂数量,食堂位置,食堂面积（平方米）,餐位数量,用餐人数,餐位标准（早餐/中餐/晚餐）,联系人,联系电话,自备列\n"
+    "1,市财政局,1,财政大楼1楼,350,120,300,5/12/10,王芳,0731-28680001,x\n"
+)
+
+
+def test_import_canteens_reads_the_clerks_headers_and_the_meal_standard(staff: Path) -> None:
+    table = staff / "信息统计表.csv"
+    table.write_text(CLERK_TABLE, encoding="utf-8")
+    result = invoke(staff, "import-canteens", str(table))
+    assert result.exit_code == 0, result.output
+    assert "注意：以下列未导入 / warning: columns not imported: 自备列、用餐人数" in result.stderr
+    assert "新建 new 市财政局食堂（市财政局）:" in result.stdout
+    assert "中餐价格 lunch.price_fen: ¥12.00" in result.stdout
+    [c] = json.loads(invoke(staff, "canteen", "list", "--json").stdout)
+    assert (c["location"], c["dining_area_m2"], c["seats"]) == ("财政大楼1楼", 350.0, 120)
+    assert {p: m["price_fen"] for p, m in c["config"]["meals"].items()} == {
+        "breakfast": 500,
+        "lunch": 1200,
+        "dinner": 1000,
+    }
+
+
+def test_reimporting_shows_the_changes_and_keeps_what_the_table_does_not_carry(staff: Path) -> None:
+    table = staff / "信息统计表.csv"
+    table.write_text(CLERK_TABLE, encoding="utf-8")
+    assert invoke(staff, "import-canteens", str(table)).exit_code == 0
+    cid = json.loads(invoke(staff, "canteen", "list", "--json").stdout)[0]["id"]
+    assert invoke(staff, "canteen", "set", cid, "--meal", "lunch 11:00-13:00 12.00 15.00").exit_code == 0
+    table.write_text(CLERK_TABLE.replace("5/12/10", "5/13/10"), encoding="utf-8")
+
+    preview = invoke(staff, "import-canteens", str(table), "--dry-run")
+    assert preview.exit_code == 0, preview.output
+    assert "（试运行，未写入 dry run, nothing written）" in preview.stdout
+    assert f"更新 update {cid} 市财政局食堂:" in preview.stdout
+    assert "中餐价格 lunch.price_fen: ¥12.00 → ¥13.00" in preview.stdout
+    assert "start" not in preview.stdout and "visitor" not in preview.stdout  # kept, so not listed
+    [c] = json.loads(invoke(staff, "canteen", "list", "--json").stdout)
+    assert c["config"]["meals"]["lunch"]["price_fen"] == 1200  # a dry run writes nothing
+
+    assert invoke(staff, "import-canteens", str(table)).exit_code == 0
+    [c] = json.loads(invoke(staff, "canteen", "list", "--json").stdout)
+    assert c["config"]["meals"]["lunch"] == {
+        "start": "11:00",
+        "end": "13:00",
+        "price_fen": 1300,
+        "visitor_price_fen": 1500,
+    }
+    again = invoke(staff, "import-canteens", str(table))
+    assert f"未变 unchanged {cid} 市财政局食堂" in again.stdout
+
+
+def test_a_meal_standard_that_is_not_three_prices_is_refused_in_both_languages(staff: Path) -> None:
+    table = staff / "信息统计表.csv"
+    table.write_text(CLERK_TABLE.replace("5/12/10", "12"), encoding="utf-8")
+    result = invoke(staff, "import-canteens", str(table))
+    assert result.exit_code == 2
+    assert (
+        "第2行 [餐位标准（早餐/中餐/晚餐）] 输入有误：“12”：请按 早餐/中餐/晚餐 填写三个价格" in result.stderr
+    )
+    assert (
+        "line 2 [餐位标准（早餐/中餐/晚餐）]: invalid input: '12': write breakfast/lunch/dinner"
+        in result.stderr
+    )
+    assert json.loads(invoke(staff, "canteen", "list", "--json").stdout) == []
+
+
+def test_an_unknown_unit_points_to_the_create_units_flag(staff: Path) -> None:
+    table = staff / "信息统计表.csv"
+    table.write_text(CLERK_TABLE.replace("市财政局", "市统计局"), encoding="utf-8")
+    result = invoke(staff, "import-canteens", str(table))
+    assert result.exit_code == 2
+    assert "单位“市统计局”未登记（先用 unit add 登记，或加 --create-units 一并新建）" in result.stderr
+    assert "or use --create-units" in result.stderr and "use create units" not in result.stderr
+    assert invoke(staff, "import-canteens", str(table), "--create-units").exit_code == 0

@@ -20,7 +20,7 @@ import io
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from shared.errors import DomainError, message
 
@@ -97,6 +97,7 @@ class Table:
 
     columns: dict[str, str]  # key -> header as written
     rows: list[tuple[int, dict[str, str]]]
+    unknown: list[str] = field(default_factory=list)  # headers no alias knows, as written
 
 
 def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str], what: str) -> Table:
@@ -105,9 +106,9 @@ def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str]
     The header is the first of the first few rows that names every ``required`` column, so
     a title line above it ("“食堂一卡通”信息统计表") is skipped. A header split over two rows
     (a merged "餐位标准(元/餐)" cell above 早餐/中餐/晚餐, as the seed's table has) is read
-    as one: the lower cell wins where there is one. Unknown headers are ignored (clerks add
-    columns of their own); two columns for one key, or a missing required one, reject the
-    file. Blank lines are skipped.
+    as one: the lower cell wins where there is one. Unknown headers are not read (clerks
+    add columns of their own) but listed in ``Table.unknown`` so an importer can say so;
+    two columns for one key, or a missing required one, reject the file. Blank lines are skipped.
     """
     text = decode(data) if isinstance(data, bytes) else data.lstrip("\ufeff")
     first = text.split("\n", 1)[0]
@@ -128,9 +129,12 @@ def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str]
     errors: list[LineError] = []
     columns: dict[str, str] = {}
     index: dict[str, int] = {}
+    unknown: list[str] = []
     for i, cell in enumerate(header):
         key = aliases.get(normalize_header(cell))
         if key is None:
+            if cell.strip():
+                unknown.append(cell.strip())
             continue
         if key in index:
             errors.append(
@@ -165,7 +169,7 @@ def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str]
                 )
             ],
         )
-    return Table(columns, rows)
+    return Table(columns, rows, unknown)
 
 
 _HEADER_SEARCH_ROWS = 5
@@ -176,6 +180,8 @@ def _find_header(
 ) -> tuple[list[str], int] | None:
     """(merged header cells, index in ``head`` of its last row) or None."""
     for i, (_, cells) in enumerate(head[:_HEADER_SEARCH_ROWS]):
+        if not required <= {aliases.get(normalize_header(c)) for c in cells}:
+            continue  # a title line above the header (never merged with the header below it)
         merged, last = cells, i
         if i + 1 < len(head):
             below = head[i + 1][1]
