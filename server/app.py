@@ -15,22 +15,72 @@ from server import api
 from server.infra import access_log, db_flask, keys
 from server.infra.db import open_db
 from shared.clock import Clock
+from shared.errors import DomainError
 
 
 def default_home() -> str:
     return os.path.abspath(os.environ.get("CANTEEN_HOME", os.path.join(os.getcwd(), "var")))
 
 
+CONFIG_TEMPLATE = """\
+# canteen-server configuration (食堂一卡通 中心服务器配置).
+# Read at start from $CANTEEN_HOME/server/config.py; a CANTEEN_<NAME> environment
+# variable overrides a setting here (CANTEEN_BROKER_URL=mqtt://… for BROKER_URL).
+# Every setting is shown with its default, commented out: uncomment to change it.
+
+# The database (SQLite) and the server's signing key (their folder must exist):
+# DATABASE = "{instance}/canteen.sqlite"
+# SERVER_KEY_FILE = "{instance}/server_key.hex"
+
+# The MQTT broker `canteen-server run` connects to (its --broker option wins);
+# empty: run an embedded broker on port 1883 (a laptop, not production).
+# BROKER_URL = ""
+
+# Where unspent subsidy goes at the year-end clearing (close-year): "unit" (back to the
+# cardholder's unit) or "city_finance" (市财政). `close-year --refund-to` wins.
+# YEAR_END_REFUND_TO = "unit"
+
+# The digital RMB (数字人民币) gateway adapter: "simulated", "none", or a real adapter
+# registered in shared.ecny_gateway.GATEWAYS.
+# ECNY_GATEWAY = "simulated"
+
+# The language of API error messages: "zh" or "en" (both texts are always in the body).
+# LANGUAGE = "zh"
+
+# The server as phones and browsers reach it, for the links it hands out (qr-issue);
+# no default: `canteen-server init --public-url https://…` sets it below.
+# PUBLIC_URL = ""
+"""
+
+
+def write_config_template(home: str) -> str | None:
+    """Write the commented ``config.py`` into ``home``'s server folder unless one exists;
+    return its path when written."""
+    instance = os.path.join(os.path.abspath(home), "server")
+    path = os.path.join(instance, "config.py")
+    if os.path.exists(path):
+        return None
+    os.makedirs(instance, exist_ok=True)
+    with open(path, "x", encoding="utf-8") as f:
+        f.write(CONFIG_TEMPLATE.format(instance=instance))
+    return path
+
+
 def create_app(
-    test_config: dict[str, Any] | None = None, clock: Clock | None = None, *, home: str | None = None
+    test_config: dict[str, Any] | None = None,
+    clock: Clock | None = None,
+    *,
+    home: str | None = None,
+    require_database: bool = False,
 ) -> Flask:
-    """``home``: the data folder (default ``CANTEEN_HOME`` or ./var), its config.py and the
-    ``CANTEEN_*`` variables read as in production; ``test_config`` (its ``HOME`` included)
-    replaces both."""
-    home = (test_config or {}).get("HOME") or home or default_home()
+    """The app for the data folder ``home`` (default: ``test_config["HOME"]``, else
+    ``$CANTEEN_HOME``, else ``./var``). With ``require_database`` a folder without its
+    database is refused (``no_database``) instead of getting a fresh empty one."""
+    home = home or (test_config or {}).get("HOME") or default_home()
     instance = os.path.join(home, "server")
     app = Flask(__name__, instance_path=instance, instance_relative_config=True)
     app.config.from_mapping(
+        HOME=home,
         DATABASE=os.path.join(instance, "canteen.sqlite"),
         SERVER_KEY_FILE=os.path.join(instance, "server_key.hex"),
         BROKER_URL="",
@@ -44,7 +94,13 @@ def create_app(
         app.config.from_prefixed_env("CANTEEN")
     else:
         app.config.from_mapping(test_config)
+    app.config["HOME"] = home
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    database = os.path.abspath(app.config["DATABASE"])
+    if require_database and not os.path.exists(database):
+        raise DomainError(
+            "no_database", f"{database} does not exist", zh=f"{database} 不存在", database=database
+        )
     os.makedirs(os.path.dirname(os.path.abspath(app.config["DATABASE"])), exist_ok=True)
     open_db(app.config["DATABASE"]).close()  # create / migrate once at start
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])

@@ -147,6 +147,19 @@ CATALOG: dict[str, ErrorSpec] = {
         "the bank account changed recently: another administrator must approve as well",
         409,
     ),
+    # the clerk's command line (issue 12): no data folder yet, nothing to clear, signed amounts
+    "no_database": ErrorSpec(
+        "数据目录中没有数据库：请先运行 canteen-server init，或设置 CANTEEN_HOME 指向已有的数据目录",
+        "no database in the data folder: run canteen-server init first, or set CANTEEN_HOME"
+        " to the existing data folder",
+        409,
+    ),
+    "nothing_to_clear": ErrorSpec(
+        "该年度没有可清零的补贴，未执行清零（确需执行请加 --force）",
+        "nothing to clear for that year; nothing was done (add --force to record it anyway)",
+        409,
+    ),
+    "amount_not_positive": ErrorSpec("金额必须大于零", "the amount must be positive"),
 }
 
 
@@ -175,3 +188,17 @@ def message(code: str, lang: str = "zh") -> str:
     if spec is None:
         return code
     return spec.zh if lang.startswith("zh") else spec.en
+
+
+def refusal_text(exc: DomainError) -> str:
+    """The one form of a refusal on a command line (server and terminal alike), two lines::
+
+        错误：<中文说明>（code）[：<中文细节>]
+        error: <English message>[: <detail>]
+
+    The Chinese detail is the error's ``zh`` context when it has one (the English detail
+    is never shown as Chinese)."""
+    zh_detail = exc.context.get("zh")
+    zh = f"错误：{message(exc.code, 'zh')}（{exc.code}）" + (f"：{zh_detail}" if zh_detail else "")
+    en = f"error: {message(exc.code, 'en')}" + (f": {exc.detail}" if exc.detail else "")
+    return f"{zh}\n{en}"

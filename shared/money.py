@@ -12,7 +12,8 @@ import re
 from shared.amounts import FEN_DIGITS, check_fen
 from shared.errors import DomainError
 
-_YUAN_RE = re.compile(r"^(?P<sign>-)?(?P<int>\d+)(?:\.(?P<frac>\d{1,2}))?$")
+# "12.50", "５０", "¥50", "￥12.5", "50元", "¥50元": the currency sign and 元 as people type them
+_YUAN_RE = re.compile(r"^(?P<sign>-)?\s*[¥￥]?\s*(?P<int>\d+)(?:\.(?P<frac>\d{1,2}))?\s*元?$")
 
 
 def round_half_up_div(numerator: int, denominator: int) -> int:
@@ -44,7 +45,8 @@ def format_fen(amount_fen: int) -> str:
 def parse_yuan(value: object) -> int:
     """Parse a yuan amount with at most two decimals into fen.
 
-    Accepts ints and decimal strings ("12", "12.5", "12.50"). Floats are accepted only when
+    Accepts ints and decimal strings ("12", "12.5", "12.50", with or without a leading
+    ``¥``/``￥`` and a trailing ``元``; full-width digits too). Floats are accepted only when
     their shortest repr has at most two decimals (JSON scenario files carry 3.5); anything
     finer is refused with ``bad_amount`` rather than silently rounded. An amount outside
     the range the system carries (:mod:`shared.amounts`) is refused with ``amount_out_of_range``.

@@ -32,7 +32,7 @@ import click
 
 from hardware.devices import open_devices
 from shared.clock import SystemClock, china_datetime
-from shared.errors import DomainError, message
+from shared.errors import DomainError, refusal_text
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
@@ -60,8 +60,7 @@ class _DomainGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DomainError as exc:
-            text = f"{message(exc.code, 'zh')} / {message(exc.code, 'en')}"
-            click.echo(f"错误 / error [{exc.code}]: {text}: {exc.detail}", err=True)
+            click.echo(refusal_text(exc), err=True)
             ctx.exit(2)
 
 

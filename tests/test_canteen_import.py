@@ -138,7 +138,14 @@ def test_reimporting_updates_by_name_and_never_duplicates(units, clock) -> None:
     changed = (FIXTURES / "canteens_seed_bom.csv").read_text("utf-8-sig").replace(",5,12,10,", ",6,13,10,")
     with write_txn(units):
         report = canteens.import_table(units, changed, clock.now_ms())
-    assert report["created"] == [] and len(report["updated"]) == 4
+    # only the canteen whose prices changed is updated; the others are reported unchanged
+    assert report["created"] == [] and report["updated"] == ["市财政局食堂"]
+    assert len(report["unchanged"]) == 3
+    [czj] = [c for c in report["changes"] if c["canteen"] == "市财政局食堂"]
+    assert czj["changes"] == [
+        {"field": "breakfast.price_fen", "from": 500, "to": 600},
+        {"field": "lunch.price_fen", "from": 1200, "to": 1300},
+    ]
     got = by_name(units)
     assert {n: c["id"] for n, c in got.items()} == ids
     assert got["市财政局食堂"]["config"]["meals"]["lunch"]["price_fen"] == 1300

@@ -56,6 +56,7 @@ def test_server_check_fails_on_a_broken_ledger(tmp_path) -> None:  # noqa: ANN00
 
 def test_domain_errors_become_a_clear_cli_message(tmp_path) -> None:  # noqa: ANN001
     runner = CliRunner()
+    assert runner.invoke(server_main, ["--home", str(tmp_path), "init"]).exit_code == 0
     result = runner.invoke(server_main, ["--home", str(tmp_path), "provision-terminal", "NOPE"])
     assert result.exit_code == 2
-    assert "unknown_canteen" in result.output
+    assert "错误：食堂不存在（unknown_canteen）\nerror: unknown canteen: NOPE" in result.stderr

@@ -35,7 +35,8 @@ def home(tmp_path: Path) -> Path:
 
 def run(home: Path, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, ["--home", str(home), *args])
-    return result.exit_code, result.output
+    # stdout when it worked (stderr only says which data folder); the refusal when not
+    return result.exit_code, result.stdout if result.exit_code == 0 else result.output
 
 
 def sell(home: Path, amount_fen: int, at_ms: int) -> None:

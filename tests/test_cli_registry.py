@@ -41,7 +41,12 @@ def test_import_canteens_reports_what_it_did_as_json(cli) -> None:  # noqa: ANN0
 def test_a_refused_import_lists_each_line_and_exits_2(cli) -> None:  # noqa: ANN001
     code, _, err = cli("import-canteens", str(FIXTURES / "canteens_errors.csv"))
     assert code == 2
-    assert "第2行 line 2" in err and "第6行 line 6" in err and "[import_rejected]" in err
+    assert "第2行 [" in err and "/ line 2 [" in err and "第6行" in err and "line 6" in err
+    # the refusal itself: Chinese first, English on the next line
+    assert (
+        "错误：导入文件有误，未导入任何数据（import_rejected）\nerror: import refused: nothing was imported"
+        in err
+    )
     code, out, _ = cli("canteen", "list", "--json")
     assert json.loads(out) == []
 

@@ -124,8 +124,8 @@ def test_faces_enroll_and_delete_from_the_command_line(tmp_path, clock) -> None:
         server_main, [*home, "faces", "enroll", holder, str(fs.photo("rose_leslie_1")), "--json"]
     )
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["holder_id"] == holder
+    assert json.loads(r.stdout)["holder_id"] == holder
     r = runner.invoke(server_main, [*home, "faces", "enroll", holder, str(fs.photo("two_people"))])
     assert r.exit_code == 2 and "face_multiple" in r.output
     r = runner.invoke(server_main, [*home, "faces", "delete", holder, "--json"])
-    assert json.loads(r.output)["deleted"] == 1
+    assert json.loads(r.stdout)["deleted"] == 1

@@ -50,7 +50,7 @@ def test_without_a_public_address_qr_issue_refuses_and_issues_nothing(tmp_path: 
     home, card = _home(tmp_path)
     result = _issue(home, card)
     assert result.exit_code == 2, result.output
-    assert "错误 / error [public_url_missing]" in result.output
+    assert "错误：未配置服务器对外地址（PUBLIC_URL）（public_url_missing）" in result.output
     assert "public address (PUBLIC_URL) is not configured" in result.output
     assert "--base-url" in result.output and "init --public-url" in result.output
     assert "127.0.0.1" not in result.output and "Traceback" not in result.output
@@ -62,21 +62,24 @@ def test_init_saves_the_public_address_and_qr_issue_links_to_it(tmp_path: Path) 
     assert "PUBLIC_URL = 'https://canteen.example.gov.cn'" in (home / "server" / "config.py").read_text()
     result = _issue(home, card)
     assert result.exit_code == 0, result.output
-    url = json.loads(result.output)["page_url"]
+    url = json.loads(result.stdout)["page_url"]
     assert url.startswith("https://canteen.example.gov.cn/qr/")
     # init again with another address replaces it (one setting, not two)
     again = CliRunner().invoke(main, ["--home", str(home), "init", "--public-url", "http://10.0.0.5:8080"])
     assert again.exit_code == 0 and "对外地址 public URL: http://10.0.0.5:8080" in again.output
-    assert (home / "server" / "config.py").read_text().count("PUBLIC_URL") == 1
-    assert json.loads(_issue(home, card).output)["page_url"].startswith("http://10.0.0.5:8080/qr/")
+    settings = (home / "server" / "config.py").read_text().splitlines()
+    assert [line for line in settings if line.startswith("PUBLIC_URL")] == [
+        "PUBLIC_URL = 'http://10.0.0.5:8080'  # canteen-server init --public-url"
+    ]
+    assert json.loads(_issue(home, card).stdout)["page_url"].startswith("http://10.0.0.5:8080/qr/")
 
 
 def test_the_environment_and_base_url_override(tmp_path: Path) -> None:
     home, card = _home(tmp_path, "--public-url", "https://a.example")
     env = {"CANTEEN_PUBLIC_URL": "https://b.example"}
-    assert json.loads(_issue(home, card, env=env).output)["page_url"].startswith("https://b.example/qr/")
+    assert json.loads(_issue(home, card, env=env).stdout)["page_url"].startswith("https://b.example/qr/")
     given = _issue(home, card, "--base-url", "https://c.example", env=env)
-    assert json.loads(given.output)["page_url"].startswith("https://c.example/qr/")
+    assert json.loads(given.stdout)["page_url"].startswith("https://c.example/qr/")
 
 
 @pytest.mark.parametrize("url", ["canteen.example.gov.cn", "ftp://x.example", "https://", "https://x?a=1"])

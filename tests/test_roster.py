@@ -162,7 +162,10 @@ def test_a_clerk_may_import_only_their_own_units_staff(units, clock) -> None:  #
 def test_a_missing_column_is_reported_on_the_header_line(units, clock) -> None:  # noqa: ANN001
     with pytest.raises(DomainError) as err, write_txn(units):
         roster.import_roster(units, "单位名称,姓名,卡号\n市财政局,王伟,04A1\n", clock.now_ms())
-    assert [(e["line"], e["column"]) for e in err.value.context["errors"]] == [(1, "staff_no")]
+    # the column a clerk knows (工号), not the internal key, in both languages
+    [problem] = err.value.context["errors"]
+    assert (problem["line"], problem["column"]) == (1, "工号")
+    assert problem["detail"] == "missing column 工号" and problem["detail_zh"] == "缺少“工号”列"
 
 
 def test_a_dry_run_reports_and_writes_nothing(units, clock) -> None:  # noqa: ANN001

@@ -157,7 +157,7 @@ def test_payment_totals_cli_lists_ecny_as_its_own_method(app, flow, conn, clock)
         .invoke(
             main, ["--home", home, "payment-totals", "--from", "2026-01-01", "--to", "2026-02-01", "--json"]
         )
-        .output
+        .stdout
     )
     assert data["methods"]["ecny"] == {"count": 1, "amount_fen": 1500}
     bad = CliRunner().invoke(

@@ -282,7 +282,7 @@ def test_qr_cli_prints_a_code_and_saves_a_png(tmp_path, clock) -> None:  # noqa:
     code = re.search(r"CQ1\.\S+", result.output).group(0)
     assert parse_code(code).card_id == "C00001"
     again = runner.invoke(main, ["--home", str(tmp_path), "qr", "C00001", "--png", str(png), "--json"])
-    data = json.loads(again.output)
+    data = json.loads(again.stdout)
     assert parse_code(data["code"]).counter == parse_code(code).counter + 1  # same credential, next code
     bad = runner.invoke(main, ["--home", str(tmp_path), "qr", "NOPE", "--png", str(png)])
     assert bad.exit_code == 2 and "card_unknown" in bad.output

@@ -145,9 +145,8 @@ def test_a_bad_configuration_as_a_real_process_has_no_traceback(tmp_path: Path) 
         timeout=60,
     )
     assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.startswith(
-        "错误 / error [config_invalid]: 配置文件有误 / the configuration file is invalid"
-    )
+    assert proc.stderr.startswith("错误：配置文件有误（config_invalid）")
+    assert "\nerror: the configuration file is invalid" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 

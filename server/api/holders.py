@@ -89,7 +89,11 @@ REFUND = {
     query={"dry_run": {"type": "boolean"}},
     request={"type": "string", "format": "binary"},
     request_type="text/csv",
-    response={"type": "object", "additionalProperties": {"type": "integer"}},
+    response={
+        "type": "object",
+        "properties": {"holders": {"type": "array", "items": {"type": "object"}}},
+        "additionalProperties": {"type": "integer"},
+    },
 )
 @requires("admin", "clerk")
 def import_roster() -> Response:

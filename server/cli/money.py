@@ -16,13 +16,13 @@ from typing import Any
 import click
 
 from server.books.periods import Quarter, day_bounds_ms, day_of_ms
-from server.cli.output import JSON_OPTION, emit
+from server.cli.output import AMOUNT_SETTINGS, JSON_OPTION, emit, yuan
 from server.closing import clearing, quality, reports, settlement
 from server.closing.statement_files import payout_csv, statement_csv
 from server.infra.db import write_txn
 from server.registry import funds, operators
 from shared.errors import DomainError
-from shared.money import format_fen, parse_yuan
+from shared.money import format_fen
 
 
 def _now(obj: Any) -> int:
@@ -42,21 +42,21 @@ def _db(obj: Any) -> sqlite3.Connection:
 def allocate(obj: Any, unit_id: str, quarter: str, per_person: str | None, as_json: bool) -> None:
     """Allocate QUARTER's subsidy (e.g. 2026Q1) to every active holder of UNIT_ID."""
     conn = _db(obj)
-    per_person_fen = parse_yuan(per_person) if per_person is not None else None
+    per_person_fen = yuan(per_person) if per_person is not None else None
     with write_txn(conn):
         r = funds.allocate(conn, unit_id, quarter, per_person_fen, _now(obj))
     emit(
         r,
         as_json,
         [
-            f"拨付 allocation {r['unit_id']} {r['quarter']}: "
-            f"{r['holders']} 人 × {format_fen(r['per_person_fen'])} "
-            f"= {format_fen(r['total_fen'])}" + ("  逾期 LATE" if r["late"] else ""),
+            f"拨付 allocation {r['unit_id']} {r['quarter']}: {r['holders']} 人 × "
+            f"{format_fen(r['per_person_fen'])} = {format_fen(r['total_fen'])}"
+            + ("  逾期拨付 (late)" if r["late"] else ""),
         ],
     )
 
 
-@click.command()
+@click.command(context_settings=AMOUNT_SETTINGS)
 @click.argument("card_id")
 @click.argument("amount")
 @click.option("--ref", default=None, help="The bank's transaction id (a repeat is refused).")
@@ -65,7 +65,7 @@ def allocate(obj: Any, unit_id: str, quarter: str, per_person: str | None, as_js
 def topup(obj: Any, card_id: str, amount: str, ref: str | None, as_json: bool) -> None:
     """Self top-up of AMOUNT yuan (e.g. 50 or 12.50) onto CARD_ID's self purse."""
     conn = _db(obj)
-    amount_fen = parse_yuan(amount)
+    amount_fen = yuan(amount)
     with write_txn(conn):
         balance = funds.topup(conn, card_id, amount_fen, _now(obj), ref=ref)
     emit(
@@ -105,6 +105,10 @@ def settle(
         csv_path.write_text(statement_csv(doc), encoding="utf-8")
     if payout_path:
         payout_path.write_text(payout_csv(doc), encoding="utf-8")
+    emit(doc, as_json, _settlement_lines(doc, created))
+
+
+def _settlement_lines(doc: dict[str, Any], created: bool = True) -> list[str]:
     lines = [f"结算 settlement {doc['quarter']}" + ("" if created else " (已结账 already closed)")]
     if doc["incomplete_terminals"]:
         lines.append(
@@ -118,13 +122,15 @@ def settle(
         )
     t = doc["totals"]
     lines.append(f"合计 total: 应付 net {format_fen(t['net_fen'])}, 手续费 fee {format_fen(t['fee_fen'])}")
-    emit(doc, as_json, lines)
+    return lines
 
 
 @click.command("close-year")
 @click.argument("year")
 @click.option(
-    "--force", is_flag=True, help="Clear although some terminals have not reported past the year end."
+    "--force",
+    is_flag=True,
+    help="Clear although some terminals have not reported past the year end, or there is nothing to clear.",
 )
 @click.option(
     "--refund-to",
@@ -135,11 +141,20 @@ def settle(
 @JSON_OPTION
 @click.pass_obj
 def close_year(obj: Any, year: str, force: bool, refund_to: str | None, as_json: bool) -> None:
-    """Year-end clearing of YEAR: refund every card's remaining subsidy; self purses stay."""
+    """Year-end clearing of YEAR: refund every card's remaining subsidy; self purses stay.
+
+    A year with nothing to clear is refused (a typo in YEAR would otherwise close it for
+    good); --force records it anyway."""
     conn = _db(obj)
     target = refund_to or obj.app.config.get("YEAR_END_REFUND_TO", "unit")
     with write_txn(conn):
         report, created = clearing.close_year(conn, year, _now(obj), refund_to=target, force=force)
+        if created and not force and not report["units"]:  # rolled back with the transaction
+            raise DomainError(
+                "nothing_to_clear",
+                f"no subsidy left on any card for {report['year']}",
+                zh=f"{report['year']}年度没有任何卡上有剩余补贴",
+            )
     emit(report, as_json, _clearing_lines(report, created))
 
 
@@ -214,7 +229,9 @@ def quality_bands(obj: Any, canteen_id: str, bands: str, as_json: bool) -> None:
 
 @click.group()
 def report() -> None:
-    """Reports: daily, quarterly, matrix, allocations, overdrafts, blocked, quality, clearing, settlement."""
+    """Reports: daily, quarterly, matrix, allocations, overdrafts, blocked, quality, clearing, settlement.
+
+    A quarter is given as an argument, like settle and allocate: report quarterly 2026Q1."""
 
 
 def _totals_lines(title: str, data: dict[str, Any]) -> list[str]:
@@ -243,28 +260,36 @@ def daily(obj: Any, day: str | None, as_json: bool) -> None:
     emit(data, as_json, _totals_lines(f"日报 daily {day}", data))
 
 
-def _quarter(obj: Any, quarter: str | None) -> Quarter:
-    return Quarter.parse(quarter) if quarter else Quarter.of_ms(_now(obj))
+def _quarter(obj: Any, quarter: str | None, quarter_opt: str | None = None) -> Quarter:
+    given = quarter or quarter_opt
+    return Quarter.parse(given) if given else Quarter.of_ms(_now(obj))
+
+
+def quarter_argument(f: Any) -> Any:
+    """QUARTER as an argument (like settle and allocate), default the current quarter; the
+    older ``--quarter`` still works, hidden."""
+    f = click.option("--quarter", "quarter_opt", default=None, hidden=True)(f)
+    return click.argument("quarter", required=False)(f)
 
 
 @report.command()
-@click.option("--quarter", default=None, help="e.g. 2026Q1 (default: the current quarter).")
+@quarter_argument
 @JSON_OPTION
 @click.pass_obj
-def quarterly(obj: Any, quarter: str | None, as_json: bool) -> None:
-    """A quarter's totals per canteen and per diners' unit."""
-    q = _quarter(obj, quarter)
+def quarterly(obj: Any, quarter: str | None, quarter_opt: str | None, as_json: bool) -> None:
+    """QUARTER's totals (e.g. 2026Q1; default: this quarter) per canteen and per diners' unit."""
+    q = _quarter(obj, quarter, quarter_opt)
     data = {"quarter": str(q), **reports.sales_totals(_db(obj), q.start_ms, q.end_ms)}
     emit(data, as_json, _totals_lines(f"季报 quarterly {q}", data))
 
 
 @report.command()
-@click.option("--quarter", default=None, help="e.g. 2026Q1 (default: the current quarter).")
+@quarter_argument
 @JSON_OPTION
 @click.pass_obj
-def matrix(obj: Any, quarter: str | None, as_json: bool) -> None:
-    """Cross-unit dining: diners' unit × host canteen, count and amount."""
-    q = _quarter(obj, quarter)
+def matrix(obj: Any, quarter: str | None, quarter_opt: str | None, as_json: bool) -> None:
+    """Cross-unit dining in QUARTER: diners' unit × host canteen, count and amount."""
+    q = _quarter(obj, quarter, quarter_opt)
     data = {"quarter": str(q), **reports.dining_matrix(_db(obj), q.start_ms, q.end_ms)}
     lines = [f"跨单位就餐 dining matrix {q}"] + [
         f"  {c['diner_unit_id']} → {c['canteen_id']}{' *' if c['cross_unit'] else ''}: "
@@ -276,15 +301,23 @@ def matrix(obj: Any, quarter: str | None, as_json: bool) -> None:
     emit(data, as_json, lines)
 
 
+ALLOCATION_STATUS_ZH = {
+    "on_time": "按时拨付",
+    "late": "逾期拨付",
+    "missing": "逾期未拨付",
+    "pending": "未拨付（未到期）",
+}
+
+
 @report.command("allocations")
-@click.option("--quarter", default=None, help="e.g. 2026Q1 (default: the current quarter).")
+@quarter_argument
 @JSON_OPTION
 @click.pass_obj
-def allocations_report(obj: Any, quarter: str | None, as_json: bool) -> None:
-    """Allocation status per unit: on_time, late, missing, pending."""
-    data = reports.allocation_status(_db(obj), str(_quarter(obj, quarter)), _now(obj))
+def allocations_report(obj: Any, quarter: str | None, quarter_opt: str | None, as_json: bool) -> None:
+    """Allocation status per unit in QUARTER: 按时拨付, 逾期拨付, 逾期未拨付, 未拨付（未到期）."""
+    data = reports.allocation_status(_db(obj), str(_quarter(obj, quarter, quarter_opt)), _now(obj))
     lines = [f"拨付情况 allocations {data['quarter']}"] + [
-        f"  {u['unit_id']} {u['unit_name']}: {u['status']} {format_fen(u['total_fen'])}"
+        f"  {u['unit_id']} {u['unit_name']}: {ALLOCATION_STATUS_ZH[u['status']]} {format_fen(u['total_fen'])}"
         for u in data["units"]
     ]
     emit(data, as_json, lines)
@@ -317,16 +350,21 @@ def blocked(obj: Any, as_json: bool) -> None:
     )
 
 
+def _or_dash(value: object) -> str:
+    return "—" if value is None else str(value)
+
+
 @report.command("quality")
-@click.option("--quarter", default=None, help="e.g. 2026Q1 (default: the current quarter).")
+@quarter_argument
 @JSON_OPTION
 @click.pass_obj
-def quality_cmd(obj: Any, quarter: str | None, as_json: bool) -> None:
-    """Quality scores, pay % and diners' average ratings per canteen."""
-    data = quality.quality_report(_db(obj), str(_quarter(obj, quarter)))
+def quality_cmd(obj: Any, quarter: str | None, quarter_opt: str | None, as_json: bool) -> None:
+    """Quality scores, pay % and diners' average ratings per canteen in QUARTER."""
+    data = quality.quality_report(_db(obj), str(_quarter(obj, quarter, quarter_opt)))
     lines = [f"质量 quality {data['quarter']}"] + [
-        f"  {c['canteen_id']}: 评分 {c['score']} 支付 {c['pay_pct']}% 评价 {c['ratings']} 条 "
-        f"服务 {c['service_avg']} 菜品 {c['food_avg']}"
+        f"  {c['canteen_id']}: 评分 {'未评分 —' if c['score'] is None else c['score']} "
+        f"支付 {c['pay_pct']}% 评价 {c['ratings']} 条 "
+        f"服务 {_or_dash(c['service_avg'])} 菜品 {_or_dash(c['food_avg'])}"
         for c in data["canteens"]
     ]
     emit(data, as_json, lines)
@@ -342,6 +380,19 @@ def clearing_cmd(obj: Any, year: int, as_json: bool) -> None:
     if data is None:
         raise DomainError("not_found", f"{year} is not cleared")
     emit(data, as_json, _clearing_lines(data))
+
+
+@report.command("settlement")
+@click.argument("quarter")
+@JSON_OPTION
+@click.pass_obj
+def settlement_cmd(obj: Any, quarter: str, as_json: bool) -> None:
+    """The stored statements of a settled QUARTER (e.g. 2026Q1), as settle printed them."""
+    q = str(Quarter.parse(quarter))
+    doc = settlement.settlement_document(_db(obj), q)
+    if doc is None:
+        raise DomainError("not_found", f"{q} is not settled yet", zh=f"{q} 尚未结算（先运行 settle {q}）")
+    emit(doc, as_json, _settlement_lines(doc))
 
 
 COMMANDS = [allocate, topup, settle, close_year, operator_set, quality_score, quality_bands, report]

@@ -16,7 +16,7 @@ from server.cli.registry import now_ms, read_file, run_import
 from server.infra.db import write_txn
 from server.registry import cards, leavers, roster
 from server.registry.holders import holder_change
-from server.registry.people import get_holder, holder_json
+from server.registry.people import find_holders, get_holder, holder_json, resolve_holder
 from shared.clock import china_datetime
 from shared.money import format_fen
 
@@ -38,12 +38,22 @@ def import_roster(obj: Any, file: str, unit_id: str | None, dry_run: bool, as_js
         obj,
         as_json,
         lambda conn: roster.import_roster(conn, data, now_ms(), unit_scope=unit_id, dry_run=dry_run),
-        lambda r: (
-            ("（试运行 dry run）" if dry_run else "")
-            + f"行 rows {r['rows']}: 新增 new {r['new_holders']}, 改名 renamed {r['renamed']}, "
-            f"未变 unchanged {r['unchanged']}, 发卡 cards issued {r['issued']}, 停用 retired {r['retired']}"
-        ),
+        lambda r: _roster_text(r, dry_run),
     )
+
+
+def _roster_text(r: dict[str, Any], dry_run: bool) -> list[str]:
+    """The counts, then one line per holder created or changed, with the id other commands take."""
+    lines = [
+        ("（试运行 dry run）" if dry_run else "")
+        + f"行 rows {r['rows']}: 新增 new {r['new_holders']}, 改名 renamed {r['renamed']}, "
+        f"未变 unchanged {r['unchanged']}, 发卡 cards issued {r['issued']}, 停用 retired {r['retired']}"
+    ]
+    for h in r["holders"]:
+        card = f" 卡号 card {h['card_id']}" if h["card_id"] else ""
+        what = "新增 new" if h["created"] else "更新 updated"
+        lines.append(f"  {what} {h['id']} {h['name']} 工号 {h['staff_no']}{card}")
+    return lines
 
 
 # -- cardholders ------------------------------------------------------------------------------
@@ -51,7 +61,7 @@ def import_roster(obj: Any, file: str, unit_id: str | None, dry_run: bool, as_js
 
 @click.group()
 def holder() -> None:
-    """Cardholders: show, leave, record their own bank account."""
+    """Cardholders: find, show, leave, record their own bank account."""
 
 
 def _holder_text(conn: Any, holder_id: str) -> tuple[dict[str, Any], str]:
@@ -82,13 +92,36 @@ def cli_actor() -> str:
 
 
 @holder.command("show")
-@click.argument("holder_id")
+@click.argument("holder")
+@click.option("--unit", "unit_id", default=None, help="The unit, when a 工号 is used in several.")
 @JSON_OPTION
 @click.pass_obj
-def holder_show(obj: Any, holder_id: str, as_json: bool) -> None:
-    """A cardholder's purses, cards and status."""
-    data, text = _holder_text(obj.db(), holder_id)
+def holder_show(obj: Any, holder: str, unit_id: str | None, as_json: bool) -> None:
+    """A cardholder's purses, cards and status. HOLDER: holder id (H000001), card number or 工号."""
+    conn = obj.db()
+    data, text = _holder_text(conn, resolve_holder(conn, holder, unit_id)["id"])
     emit(data, as_json, text)
+
+
+def _found_line(h: dict[str, Any]) -> str:
+    cards_text = ", ".join(
+        c["card_id"] + ("" if c["status"] == "active" else f"({c['status']})") for c in h["cards"]
+    )
+    status = "在职 active" if h["status"] == "active" else "离职 left"
+    return f"{h['id']}\t{h['name']}\t{h['unit_id']}/{h['staff_no']}\t{status}\t卡 cards {cards_text or '-'}"
+
+
+@holder.command("find")
+@click.argument("text")
+@click.option("--unit", "unit_id", default=None, help="Only this unit's cardholders (e.g. U0001).")
+@JSON_OPTION
+@click.pass_obj
+def holder_find(obj: Any, text: str, unit_id: str | None, as_json: bool) -> None:
+    """Find cardholders by name (or part of it), 工号 or card number."""
+    conn = obj.db()
+    data = [holder_json(conn, row) for row in find_holders(conn, text, unit_id)]
+    lines = [_found_line(h) for h in data]
+    emit(data, as_json, lines or "(未找到 none found)")
 
 
 @holder.command("leave")
@@ -104,8 +137,7 @@ def holder_leave(obj: Any, holder_id: str, as_json: bool) -> None:
         r,
         as_json,
         f"{holder_id}: 补贴退回单位 subsidy returned to {r['unit_id']} "
-        f"{format_fen(r['subsidy_returned_fen'])}; "
-        f"自费保留 self purse kept {format_fen(r['self_fen'])}",
+        f"{format_fen(r['subsidy_returned_fen'])}; 自费保留 self purse kept {format_fen(r['self_fen'])}",
     )
 
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import click
 
-from server.cli.output import JSON_OPTION, emit, print_import_errors
+from server.cli.output import AMOUNT_SETTINGS, JSON_OPTION, emit, print_import_errors, yuan
 from server.infra.db import write_txn
 from server.registry import canteens
 from server.registry import units as registry
 from server.registry.canteen_config import MEAL_NAMES_ZH, MEAL_PERIODS
 from shared.clock import SystemClock
 from shared.errors import DomainError
-from shared.money import format_fen, parse_yuan
+from shared.money import format_fen
 
 
 def now_ms() -> int:
@@ -57,26 +57,84 @@ def read_file(path: str) -> bytes:
     is_flag=True,
     help="Register units the file names that do not exist yet (standard ¥0.00).",
 )
-@click.option("--dry-run", is_flag=True, help="Check the file and report; write nothing.")
+@click.option("--dry-run", is_flag=True, help="Show what would change per canteen; write nothing.")
 @JSON_OPTION
 @click.pass_obj
 def import_canteens(obj: Any, file: str, create_units: bool, dry_run: bool, as_json: bool) -> None:
     """Import the seed's attachment table (信息统计表, CSV) — all or nothing.
 
     One row per unit; 食堂数量 N > 1 on one row makes N canteens (list N places or values
-    separated by 、), or give one row per canteen. Re-importing updates canteens by name.
+    separated by 、), or give one row per canteen. Prices: 早餐/中餐/晚餐 columns, or one
+    餐位标准 column like 5/12/10. Re-importing updates canteens by name and keeps what the
+    file does not give (meal times, visitor prices set by hand); every change is listed per
+    canteen, and --dry-run only lists them. Columns it does not use are named in a warning.
     """
     data = read_file(file)
-    run_import(
-        obj,
-        as_json,
-        lambda conn: canteens.import_table(conn, data, now_ms(), create_units=create_units, dry_run=dry_run),
-        lambda r: (
-            ("（试运行 dry run）" if dry_run else "")
-            + f"新建食堂 created: {len(r['created'])}  更新 updated: {len(r['updated'])}  "
-            f"新建单位 units created: {len(r['units_created'])}"
-        ),
-    )
+    report: dict[str, Any] = {}
+
+    def job(conn: Any) -> dict[str, Any]:
+        report.update(canteens.import_table(conn, data, now_ms(), create_units=create_units, dry_run=dry_run))
+        return report
+
+    run_import(obj, as_json, job, lambda r: _canteen_import_text(r, dry_run))
+    if report.get("unused_columns"):
+        cols = "、".join(report["unused_columns"])
+        click.echo(f"注意：以下列未导入 / warning: columns not imported: {cols}", err=True)
+
+
+def _change_text(field: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if field.endswith("price_fen"):
+        return format_fen(value)
+    return str(value)
+
+
+_FIELD_ZH = {
+    "location": "地点",
+    "contact": "联系人",
+    "phone": "电话",
+    "service_staff": "服务员",
+    "seats": "餐位",
+    "dining_area_m2": "面积",
+    "notes": "备注",
+    "operator": "经营单位",
+    "self_operated": "自营",
+    "price_fen": "价格",
+    "visitor_price_fen": "访客价",
+    "start": "开始",
+    "end": "结束",
+}
+
+
+def _field_zh(field: str) -> str:
+    period, _, key = field.partition(".")
+    if key:
+        return f"{MEAL_NAMES_ZH[period]}{_FIELD_ZH.get(key, key)}"
+    return _FIELD_ZH.get(field, field)
+
+
+def _canteen_import_text(r: dict[str, Any], dry_run: bool) -> list[str]:
+    lines = [
+        ("（试运行，未写入 dry run, nothing written）" if dry_run else "")
+        + f"新建食堂 created: {len(r['created'])}  更新 updated: {len(r['updated'])}  "
+        f"未变 unchanged: {len(r['unchanged'])}  新建单位 units created: {len(r['units_created'])}"
+    ]
+    for c in r["changes"]:
+        if c["canteen_id"] is None:
+            head = f"  新建 new {c['canteen']}（{c['unit']}）"
+        elif c["changes"]:
+            head = f"  更新 update {c['canteen_id']} {c['canteen']}"
+        else:
+            lines.append(f"  未变 unchanged {c['canteen_id']} {c['canteen']}")
+            continue
+        lines.append(head + ":")
+        for ch in c["changes"]:
+            was = "" if c["canteen_id"] is None else f"{_change_text(ch['field'], ch['from'])} → "
+            lines.append(
+                f"      {_field_zh(ch['field'])} {ch['field']}: {was}{_change_text(ch['field'], ch['to'])}"
+            )
+    return lines
 
 
 @click.command("import-items")
@@ -114,7 +172,7 @@ def unit() -> None:
 @click.pass_obj
 def unit_add(obj: Any, name: str, standard: str, unit_id: str | None, as_json: bool) -> None:
     """Register a unit."""
-    fen = parse_yuan(standard)
+    fen = yuan(standard, zero_ok=True)
     conn = obj.db()
     with write_txn(conn):
         unit_id = unit_id or registry.next_id(conn, "units", "U")
@@ -137,7 +195,7 @@ def unit_set(obj: Any, unit_id: str, name: str | None, standard: str | None, as_
             conn,
             unit_id,
             name=name,
-            quarterly_standard_fen=None if standard is None else parse_yuan(standard),
+            quarterly_standard_fen=None if standard is None else yuan(standard, zero_ok=True),
         )
         data = registry.unit_json(conn, row)
     emit(data, as_json, f"{data['id']} {data['name']} {format_fen(data['quarterly_standard_fen'])}")
@@ -173,8 +231,8 @@ def parse_meal(spec: str) -> tuple[str, dict[str, Any]]:
     return m.group(1), {
         "start": m.group(2),
         "end": m.group(3),
-        "price_fen": parse_yuan(m.group(4)),
-        "visitor_price_fen": parse_yuan(m.group(5)) if m.group(5) else None,
+        "price_fen": yuan(m.group(4)),
+        "visitor_price_fen": yuan(m.group(5)) if m.group(5) else None,
     }
 
 
@@ -255,7 +313,7 @@ def canteen_set(
     emit(data, as_json, f"{data['id']} {data['name']} updated")
 
 
-@canteen.command("item-set")
+@canteen.command("item-set", context_settings=AMOUNT_SETTINGS)
 @click.argument("canteen_id")
 @click.argument("sku")
 @click.argument("name")
@@ -269,9 +327,7 @@ def item_set(
     """Add or change a shop item: PRICE and REFERENCE_PRICE in yuan; PRICE may not exceed it."""
     conn = obj.db()
     with write_txn(conn):
-        item = canteens.set_item(
-            conn, canteen_id, sku, name, parse_yuan(price), parse_yuan(reference_price), now_ms()
-        )
+        item = canteens.set_item(conn, canteen_id, sku, name, yuan(price), yuan(reference_price), now_ms())
     emit(
         item,
         as_json,

@@ -15,7 +15,7 @@ import threading
 
 import click
 
-from server.app import create_app
+from server.app import create_app, default_home, write_config_template
 from server.books import ledger
 from server.cli import ecny, faces, limits, money, people, qr, registry
 from server.cli.output import JSON_OPTION, DomainGroup, emit
@@ -27,17 +27,32 @@ from server.registry.terminals import provision
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.clock import SystemClock
+from shared.errors import DomainError
 
 
 class Ctx:
+    """The data folder a command works on, its app and database, opened on first use.
+
+    The first use says which folder it is (one line on stderr), and a folder without a
+    database is refused (``no_database``) — only ``init`` creates one."""
+
     def __init__(self, home: str | None) -> None:
         self._home = home
+        self.home = os.path.abspath(home) if home else default_home()
+        self.creating = False  # init: may create the database
         self._app = None
+        self._announced = False
+
+    def announce(self) -> None:
+        if not self._announced:
+            self._announced = True
+            click.echo(f"数据目录 / data folder: {self.home}", err=True)
 
     @property
     def app(self):  # noqa: ANN201
         if self._app is None:
-            self._app = create_app(home=self._home)  # config.py and CANTEEN_* apply (issue 12)
+            self.announce()
+            self._app = create_app(home=self.home, require_database=not self.creating)
         return self._app
 
     def db(self):  # noqa: ANN201
@@ -45,10 +60,17 @@ class Ctx:
 
 
 @click.group(cls=DomainGroup)
-@click.option("--home", envvar="CANTEEN_HOME", help="Data folder (default ./var).")
+@click.option(
+    "--home",
+    envvar="CANTEEN_HOME",
+    help="Data folder (数据目录): database, server key, config.py. Default: $CANTEEN_HOME, else ./var.",
+)
 @click.pass_context
 def main(ctx: click.Context, home: str | None) -> None:
-    """Canteen one-card central server (食堂一卡通 中心服务器)."""
+    """Canteen one-card central server (食堂一卡通 中心服务器).
+
+    Every command works on one data folder (--home or CANTEEN_HOME) and says which on
+    stderr; only `init` creates its database."""
     ctx.obj = Ctx(home)
 
 
@@ -61,28 +83,39 @@ def main(ctx: click.Context, home: str | None) -> None:
 @JSON_OPTION
 @click.pass_obj
 def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
-    """Create (or migrate) the database and the server key; print the first admin token."""
-    if public_url is not None:  # checked before the app (and its database) is created
-        url = public_url_config.check(public_url)
-        obj.app.config["PUBLIC_URL"] = public_url_config.save(
-            os.path.join(obj.app.instance_path, "config.py"), url
-        )
+    """Create (or migrate) the database, the server key and a commented config.py; print the
+    first admin token."""
+    obj.creating = True
+    # the public URL is checked before anything is created
+    url = public_url_config.check(public_url) if public_url is not None else None
     conn = obj.db()
     with write_txn(conn):
         has_admin = conn.execute("SELECT 1 FROM tokens WHERE role = 'admin'").fetchone()
         token = (
             None if has_admin else create_token(conn, "admin", SystemClock().now_ms(), label="first admin")
         )
+    config_path = write_config_template(obj.home)
+    if url is not None:
+        obj.app.config["PUBLIC_URL"] = public_url_config.save(
+            os.path.join(obj.app.instance_path, "config.py"), url
+        )
     data = {
+        "home": obj.home,
         "database": obj.app.config["DATABASE"],
-        "admin_token": token,
+        "config": os.path.join(obj.home, "server", "config.py"),
+        "config_created": config_path is not None,
         "public_url": obj.app.config.get("PUBLIC_URL") or None,
+        "admin_token": token,
     }
-    text = (
-        f"数据库 database: {data['database']}\n"
-        + (f"对外地址 public URL: {data['public_url']}\n" if data["public_url"] else "")
-        + (f"管理员令牌 admin token (shown once): {token}" if token else "admin token already issued")
-    )
+    text = [
+        f"数据库 database: {data['database']}",
+        f"配置文件 config: {data['config']}"
+        + ("（新建 created, all settings commented out）" if config_path else ""),
+        *([f"对外地址 public URL: {data['public_url']}"] if data["public_url"] else []),
+        f"管理员令牌 admin token (shown once): {token}"
+        if token
+        else "管理员令牌已签发 admin token already issued",
+    ]
     emit(data, as_json, text)
 
 
@@ -182,9 +215,27 @@ def check(obj: Ctx, as_json: bool) -> None:
 
 @main.command("mosquitto-config")
 @click.option("--port", default=1883, show_default=True, type=int)
-@click.option("--data-dir", default="/var/lib/mosquitto", show_default=True)
-def mosquitto_config(port: int, data_dir: str) -> None:
-    """Print the project's Mosquitto configuration for this port and data folder."""
+@click.option(
+    "--data-dir",
+    default=None,
+    help="The broker's persistence folder (created if missing). Default: <data folder>/mosquitto.",
+)
+@click.pass_obj
+def mosquitto_config(obj: Ctx, port: int, data_dir: str | None) -> None:
+    """Print the project's Mosquitto configuration for this port and broker data folder."""
+    if data_dir is None:
+        obj.announce()
+        data_dir = os.path.join(obj.home, "mosquitto")
+    data_dir = os.path.abspath(data_dir)
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as exc:
+        raise DomainError(
+            "invalid_input",
+            f"cannot create the broker data folder {data_dir}: {exc.strerror}",
+            zh=f"无法创建 Mosquitto 数据目录 {data_dir}",
+        ) from exc
+    click.echo(f"Mosquitto 数据目录 / broker data folder: {data_dir}", err=True)
     click.echo(render_mosquitto_conf(port, data_dir))
 
 

@@ -36,6 +36,7 @@ from server.books.settlement_rules import attribute, clearable_fen
 from server.closing.settlement import period_laggards
 from server.downstream.deltas import record_delta
 from server.registry.holders import holder_change
+from shared.clock import china_datetime
 from shared.errors import DomainError
 
 REFUND_TARGETS = ("unit", "city_finance")
@@ -57,7 +58,10 @@ def close_year(
         return stored, False
     cutoff = year_cutoff_ms(y)
     if now_ms < cutoff:
-        raise DomainError("period_open", f"year {y} ends at {cutoff}")
+        when = china_datetime(cutoff).strftime("%Y-%m-%d %H:%M")
+        raise DomainError(
+            "period_open", f"year {y} ends at {when} (Beijing time)", zh=f"{y}年度于北京时间 {when} 结束"
+        )
     if conn.execute("SELECT 1 FROM clearings WHERE year > ?", (y,)).fetchone():
         raise DomainError("period_out_of_order", f"a year after {y} is already cleared")
     behind = period_laggards(conn, cutoff)

@@ -40,6 +40,7 @@ from server.closing.quality import pay_pct_for, score_of
 from server.infra.schema import PURSE_PAID
 from server.registry.operators import payee, payee_name
 from server.registry.terminals import laggards
+from shared.clock import china_datetime
 from shared.errors import DomainError
 
 GROSS_SQL = (
@@ -123,7 +124,10 @@ def settle_quarter(
     if stored is not None:
         return stored, False
     if now_ms < q.end_ms:
-        raise DomainError("period_open", f"{q} ends at {q.end_ms}")
+        when = china_datetime(q.end_ms).strftime("%Y-%m-%d %H:%M")
+        raise DomainError(
+            "period_open", f"{q} ends at {when} (Beijing time)", zh=f"{q} 于北京时间 {when} 结束"
+        )
     last = last_settled(conn)
     if last is not None and q != last.next():
         raise DomainError("period_out_of_order", f"the next quarter to settle is {last.next()}")

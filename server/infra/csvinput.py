@@ -20,7 +20,7 @@ import io
 import re
 import unicodedata
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from shared.errors import DomainError, message
 
@@ -31,17 +31,28 @@ _PUNCT = re.compile(r"[-_/:：·、*＊]+")
 
 @dataclass(frozen=True)
 class LineError:
+    """One refused line. ``column`` is the header as the clerk wrote it (or, for a missing
+    column, its usual Chinese name); ``detail_zh`` says the same as ``detail`` in Chinese."""
+
     line: int
     column: str
     code: str
     detail: str
+    detail_zh: str = ""
 
     def to_json(self, lang: str = "en") -> dict[str, object]:
         return {**asdict(self), "message": message(self.code, lang)}
 
     def text(self) -> str:
-        where = f"第{self.line}行 line {self.line}" + (f" [{self.column}]" if self.column else "")
-        return f"{where} {message(self.code, 'zh')} / {message(self.code, 'en')}: {self.detail}"
+        """``第3行 [卡号] 输入有误：卡号为空 / line 3 [卡号]: invalid input: 卡号 is blank``."""
+        col = f" [{self.column}]" if self.column else ""
+        zh = f"第{self.line}行{col} {message(self.code, 'zh')}" + (
+            f"：{self.detail_zh}" if self.detail_zh else ""
+        )
+        en = f"line {self.line}{col}: {message(self.code, 'en')}" + (
+            f": {self.detail}" if self.detail else ""
+        )
+        return f"{zh} / {en}"
 
 
 def rejected(what: str, errors: list[LineError]) -> DomainError:
@@ -52,6 +63,11 @@ def rejected(what: str, errors: list[LineError]) -> DomainError:
         f"{what}: {len(errors)} problem(s) on line(s) {', '.join(map(str, lines))}",
         errors=[e.to_json() for e in errors],
     )
+
+
+def header_name(aliases: Mapping[str, str], key: str) -> str:
+    """The usual (first listed) header for ``key``: ``card_id`` → ``卡号``."""
+    return next((name for name, k in aliases.items() if k == key), key)
 
 
 def normalize_header(cell: str) -> str:
@@ -81,6 +97,7 @@ class Table:
 
     columns: dict[str, str]  # key -> header as written
     rows: list[tuple[int, dict[str, str]]]
+    unknown: list[str] = field(default_factory=list)  # headers no alias knows, as written
 
 
 def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str], what: str) -> Table:
@@ -89,9 +106,9 @@ def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str]
     The header is the first of the first few rows that names every ``required`` column, so
     a title line above it ("“食堂一卡通”信息统计表") is skipped. A header split over two rows
     (a merged "餐位标准(元/餐)" cell above 早餐/中餐/晚餐, as the seed's table has) is read
-    as one: the lower cell wins where there is one. Unknown headers are ignored (clerks add
-    columns of their own); two columns for one key, or a missing required one, reject the
-    file. Blank lines are skipped.
+    as one: the lower cell wins where there is one. Unknown headers are not read (clerks
+    add columns of their own) but listed in ``Table.unknown`` so an importer can say so;
+    two columns for one key, or a missing required one, reject the file. Blank lines are skipped.
     """
     text = decode(data) if isinstance(data, bytes) else data.lstrip("\ufeff")
     first = text.split("\n", 1)[0]
@@ -103,7 +120,7 @@ def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str]
         if len(head) == _HEADER_SEARCH_ROWS + 1:
             break
     if not head:
-        raise rejected(what, [LineError(1, "", "invalid_input", "the file is empty")])
+        raise rejected(what, [LineError(1, "", "invalid_input", "the file is empty", "文件是空的")])
     found = _find_header(head, aliases, required)
     if found is None:
         header, header_end, rest = head[0][1], head[0][0], head[1:]
@@ -112,24 +129,47 @@ def read_table(data: bytes | str, aliases: Mapping[str, str], required: set[str]
     errors: list[LineError] = []
     columns: dict[str, str] = {}
     index: dict[str, int] = {}
+    unknown: list[str] = []
     for i, cell in enumerate(header):
         key = aliases.get(normalize_header(cell))
         if key is None:
+            if cell.strip():
+                unknown.append(cell.strip())
             continue
         if key in index:
-            errors.append(LineError(header_end, cell, "invalid_input", f"two columns mean {columns[key]!r}"))
+            errors.append(
+                LineError(
+                    header_end,
+                    cell,
+                    "invalid_input",
+                    f"two columns mean {columns[key]!r}",
+                    f"与“{columns[key]}”是同一列，请删去一列",
+                )
+            )
             continue
         columns[key], index[key] = cell.strip(), i
     for key in sorted(required - set(index)):
-        errors.append(LineError(header_end, key, "invalid_input", f"missing column {key}"))
+        name = header_name(aliases, key)
+        errors.append(
+            LineError(header_end, name, "invalid_input", f"missing column {name}", f"缺少“{name}”列")
+        )
     if errors:
         raise rejected(what, errors)
     rows = list(_rows(rest, header_end, reader, index))
     if not rows:
         raise rejected(
-            what, [LineError(header_end + 1, "", "invalid_input", "the file has a header but no rows")]
+            what,
+            [
+                LineError(
+                    header_end + 1,
+                    "",
+                    "invalid_input",
+                    "the file has a header but no rows",
+                    "只有表头，没有数据行",
+                )
+            ],
         )
-    return Table(columns, rows)
+    return Table(columns, rows, unknown)
 
 
 _HEADER_SEARCH_ROWS = 5
@@ -140,6 +180,8 @@ def _find_header(
 ) -> tuple[list[str], int] | None:
     """(merged header cells, index in ``head`` of its last row) or None."""
     for i, (_, cells) in enumerate(head[:_HEADER_SEARCH_ROWS]):
+        if not required <= {aliases.get(normalize_header(c)) for c in cells}:
+            continue  # a title line above the header (never merged with the header below it)
         merged, last = cells, i
         if i + 1 < len(head):
             below = head[i + 1][1]
@@ -184,7 +226,9 @@ def parse_count(value: str, line: int, column: str, errors: list[LineError]) -> 
     if not text:
         return None
     if not text.isdigit():
-        errors.append(LineError(line, column, "invalid_input", f"{value!r} is not a whole number"))
+        errors.append(
+            LineError(line, column, "invalid_input", f"{value!r} is not a whole number", f"“{value}”不是整数")
+        )
         return None
     return int(text)
 
@@ -195,7 +239,15 @@ def parse_area(value: str, line: int, column: str, errors: list[LineError]) -> f
     if not text:
         return None
     if not re.fullmatch(r"\d+(\.\d+)?", text):
-        errors.append(LineError(line, column, "invalid_input", f"{value!r} is not an area in m²"))
+        errors.append(
+            LineError(
+                line,
+                column,
+                "invalid_input",
+                f"{value!r} is not an area in m²",
+                f"“{value}”不是面积（平方米）",
+            )
+        )
         return None
     return float(text)
 

@@ -189,9 +189,13 @@ def import_table(
 
     All or nothing: any line error refuses the whole file (``import_rejected`` with every
     error). Unknown units are refused unless ``create_units`` (then created with a
-    quarterly standard of 0, to be set). Returns a report of what was (or would be) done.
+    quarterly standard of 0, to be set). Returns a report of what was (or would be) done:
+    ``changes`` per canteen (each field and meal from → to), and the file's ``unused_columns``.
+    What the file does not give — a column it lacks, a blank cell for a time or visitor
+    price — keeps its stored value.
     """
-    plans, errors, named = seed_table.parse(data)
+    table = seed_table.parse(data)
+    plans, errors, named = table
     units: dict[str, str] = {}
     for unit_name, line in named.items():
         unit = unit_by_name(conn, unit_name)
@@ -201,7 +205,9 @@ def import_table(
                     line,
                     "单位名称",
                     "not_found",
-                    f"unit {unit_name!r} is not registered (add it first, or use create units)",
+                    f"unit {unit_name!r} is not registered "
+                    "(add it first with unit add, or use --create-units)",
+                    f"单位“{unit_name}”未登记（先用 unit add 登记，或加 --create-units 一并新建）",
                 )
             )
         elif unit is not None:
@@ -227,10 +233,21 @@ def import_table(
         staged.append((step, plan))
     if errors:
         raise rejected("canteen table", sorted(errors, key=lambda e: e.line))
-    report = {"created": [], "updated": [], "units_created": []}
+    report: dict[str, Any] = {
+        "created": [],
+        "updated": [],
+        "unchanged": [],
+        "units_created": [],
+        "unused_columns": table.unused,
+        "changes": [
+            {"canteen": p.name, "canteen_id": s.canteen_id, "unit": p.unit_name, "changes": s.changes}
+            for s, p in staged
+        ],
+    }
     if dry_run:
         report["created"] = [p.name for s, p in staged if s.canteen_id is None]
-        report["updated"] = [p.name for s, p in staged if s.canteen_id is not None]
+        report["updated"] = [p.name for s, p in staged if s.canteen_id is not None and s.changes]
+        report["unchanged"] = [p.name for s, p in staged if s.canteen_id is not None and not s.changes]
         report["units_created"] = [n for n in named if n not in units]
         return report
     for name in named:
@@ -244,6 +261,9 @@ def import_table(
             cid = next_id(conn, "canteens", "C")
             _insert(conn, cid, units[plan.unit_name], {"name": plan.name, **step.fields}, step.config)
             report["created"].append(plan.name)
+        elif not step.changes:
+            report["unchanged"].append(plan.name)
+            continue
         else:
             cid = step.canteen_id
             step.fields["config_json"] = json.dumps(step.config, ensure_ascii=False)
@@ -253,15 +273,23 @@ def import_table(
             )
             report["updated"].append(plan.name)
         changes.append(canteen_change(get(conn, cid)))
-    record_delta(conn, changes, now_ms)
+    if changes:
+        record_delta(conn, changes, now_ms)
     return report
 
 
 class CanteenStep:
-    """What applying one plan will write (validated before anything is written)."""
+    """What applying one plan will write (validated before anything is written), and the
+    changes it makes: ``[{"field": …, "from": …, "to": …}]`` (fen for prices)."""
 
-    def __init__(self, canteen_id: str | None, fields: dict[str, Any], config: dict[str, Any]) -> None:
-        self.canteen_id, self.fields, self.config = canteen_id, fields, config
+    def __init__(
+        self,
+        canteen_id: str | None,
+        fields: dict[str, Any],
+        config: dict[str, Any],
+        changes: list[dict[str, Any]],
+    ) -> None:
+        self.canteen_id, self.fields, self.config, self.changes = canteen_id, fields, config, changes
 
 
 def _step(plan: seed_table.CanteenPlan, existing: sqlite3.Row | None) -> CanteenStep:
@@ -272,8 +300,28 @@ def _step(plan: seed_table.CanteenPlan, existing: sqlite3.Row | None) -> Canteen
     }
     fields = _check_details(given)
     current = json.loads(existing["config_json"]) if existing is not None else {}
-    config = merge_config(current, {"meals": plan.meals}) if plan.meals else validate_config(current)
-    return CanteenStep(existing["id"] if existing is not None else None, fields, config)
+    stored_meals = current.get("meals") or {}
+    meals: dict[str, Any] = {}
+    for period, meal in plan.meals.items():
+        if meal is None:
+            meals[period] = None
+        elif period in stored_meals:  # keep the stored times and visitor price the file leaves out
+            meals[period] = {**stored_meals[period], **meal}
+        else:
+            meals[period] = seed_table.with_defaults(meal, period)
+    config = merge_config(current, {"meals": meals}) if meals else validate_config(current)
+    changes: list[dict[str, Any]] = []
+    for f, value in fields.items():
+        before = existing[f] if existing is not None else None
+        if existing is None or before != value:
+            changes.append({"field": f, "from": before, "to": value})
+    new_meals = config.get("meals") or {}
+    for period in MEAL_PERIODS:
+        old, new = stored_meals.get(period) or {}, new_meals.get(period) or {}
+        for key in ("price_fen", "start", "end", "visitor_price_fen"):
+            if old.get(key) != new.get(key):
+                changes.append({"field": f"{period}.{key}", "from": old.get(key), "to": new.get(key)})
+    return CanteenStep(existing["id"] if existing is not None else None, fields, config, changes)
 
 
 # -- shop items from a file ---------------------------------------------------------------

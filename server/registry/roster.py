@@ -102,11 +102,42 @@ def import_roster(
     plan = _plan(conn, rows, table.columns, errors)
     if errors:
         raise rejected("staff roster", sorted(errors, key=lambda e: e.line))
-    report = {k: len(v) for k, v in plan.items()}
+    report: dict[str, Any] = {k: len(v) for k, v in plan.items()}
     report["rows"] = len(rows)
+    report["holders"] = _touched(conn, plan)
     if not dry_run:
         _apply(conn, plan, now_ms, changed_by)
     return report
+
+
+def _touched(conn: sqlite3.Connection, plan: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Every holder the import creates or changes: id, name, 工号, new card, ``created``."""
+    cards = {c["holder_id"]: c["card_id"] for c in plan["issued"]}
+    out = [
+        {
+            "id": h["id"],
+            "name": h["name"],
+            "staff_no": h["staff_no"],
+            "card_id": cards.get(h["id"]),
+            "created": True,
+        }
+        for h in plan["new_holders"]
+    ]
+    new_ids = {h["id"] for h in plan["new_holders"]}
+    renamed = {r["id"]: r["name"] for r in plan["renamed"]}
+    changed = {c["id"] for c in plan["renamed"] + plan["bank_accounts"]} | (set(cards) - new_ids)
+    for holder_id in sorted(changed):
+        row = conn.execute("SELECT name, staff_no FROM holders WHERE id = ?", (holder_id,)).fetchone()
+        out.append(
+            {
+                "id": holder_id,
+                "name": renamed.get(holder_id, row["name"]),
+                "staff_no": row["staff_no"],
+                "card_id": cards.get(holder_id),
+                "created": False,
+            }
+        )
+    return out
 
 
 def add_one(
@@ -175,29 +206,57 @@ def _rows(
         before = len(errors)
         unit_id = units.get(cells["unit"])
         if not cells["unit"]:
-            errors.append(LineError(line, col["unit"], "invalid_input", "单位名称 is blank"))
+            errors.append(LineError(line, col["unit"], "invalid_input", "单位名称 is blank", "单位名称为空"))
         elif unit_id is None:
             errors.append(
-                LineError(line, col["unit"], "not_found", f"unit {cells['unit']!r} is not registered")
+                LineError(
+                    line,
+                    col["unit"],
+                    "not_found",
+                    f"unit {cells['unit']!r} is not registered",
+                    f"单位“{cells['unit']}”未登记（先用 unit add 登记）",
+                )
             )
         elif unit_scope is not None and unit_id != unit_scope:
             errors.append(
-                LineError(line, col["unit"], "forbidden", f"unit {cells['unit']!r} is not your unit")
+                LineError(
+                    line,
+                    col["unit"],
+                    "forbidden",
+                    f"unit {cells['unit']!r} is not your unit",
+                    f"“{cells['unit']}”不是本单位",
+                )
             )
         if not cells["name"]:
-            errors.append(LineError(line, col["name"], "invalid_input", "姓名 is blank"))
+            errors.append(LineError(line, col["name"], "invalid_input", "姓名 is blank", "姓名为空"))
         elif len(cells["name"]) > 64:
-            errors.append(LineError(line, col["name"], "invalid_input", "姓名 is longer than 64 characters"))
+            errors.append(
+                LineError(
+                    line, col["name"], "invalid_input", "姓名 is longer than 64 characters", "姓名超过64个字"
+                )
+            )
         if not cells["staff_no"]:
             errors.append(
-                LineError(line, col["staff_no"], "invalid_input", "工号 is blank (it identifies the person)")
+                LineError(
+                    line,
+                    col["staff_no"],
+                    "invalid_input",
+                    "工号 is blank (it identifies the person)",
+                    "工号为空（工号用来识别本人）",
+                )
             )
         card = re.sub(r"\s", "", cells["card_id"])
         if not card:
-            errors.append(LineError(line, col["card_id"], "invalid_input", "卡号 is blank"))
+            errors.append(LineError(line, col["card_id"], "invalid_input", "卡号 is blank", "卡号为空"))
         elif not CARD_ID.match(card):
             errors.append(
-                LineError(line, col["card_id"], "invalid_input", f"{cells['card_id']!r} is not a card number")
+                LineError(
+                    line,
+                    col["card_id"],
+                    "invalid_input",
+                    f"{cells['card_id']!r} is not a card number",
+                    f"“{cells['card_id']}”不是卡号",
+                )
             )
         bank = None
         if cells.get("bank_account"):
@@ -233,6 +292,7 @@ def _plan(
                     col["staff_no"],
                     "already_exists",
                     f"工号 {row.staff_no} also on line {seen_person[person]}",
+                    f"工号 {row.staff_no} 与第{seen_person[person]}行重复",
                 )
             )
             continue
@@ -243,6 +303,7 @@ def _plan(
                     col["card_id"],
                     "already_exists",
                     f"卡号 {row.card_id} also on line {seen_card[row.card_id]}",
+                    f"卡号 {row.card_id} 与第{seen_card[row.card_id]}行重复",
                 )
             )
             continue
@@ -257,6 +318,7 @@ def _plan(
                     col["staff_no"],
                     "holder_left",
                     f"{row.staff_no} ({holder['name']}) has left; a returning person gets a new 工号",
+                    f"{row.staff_no}（{holder['name']}）已离职；返聘人员请用新工号",
                 )
             )
             continue
@@ -272,6 +334,7 @@ def _plan(
                     col["card_id"],
                     "already_exists",
                     f"卡号 {row.card_id} belongs to {card['unit_id']}/{card['staff_no']}",
+                    f"卡号 {row.card_id} 已属于 {card['unit_id']}/{card['staff_no']}",
                 )
             )
             continue

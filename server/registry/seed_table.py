@@ -7,6 +7,11 @@ columns under a merged "餐位标准(元/餐)" header on a second row)::
     单位名称 | 食堂数量(个) | 服务员人数(人) | 食堂容量(人) | 就餐面积(平方)
     | 早餐 | 中餐 | 晚餐 (餐位标准, 元/餐) | 食堂地点 | 联系人 | 联系电话 | 备注
 
+The prices may also be one column, 餐位标准（早餐/中餐/晚餐）, with the three prices in one
+cell: ``5/12/10`` (``无`` or ``-`` for a meal not served). The headers clerks type for the
+other columns work too: 食堂位置, 食堂面积（平方米）, 餐位数量. 序号 is read past; any column the
+import does not store (用餐人数, a column of the clerk's own) is listed in ``unused``.
+
 Optional extra columns for what the seed's table does not carry: 食堂名称, 经营单位
 (the operator company), 经营方式 (自营 / 外包), 早餐时间 … ("07:00-09:00"), and visitor
 prices 早餐访客价 … (what diners from other units pay).
@@ -55,8 +60,12 @@ def _aliases() -> dict[str, str]:
     add("unit", "单位名称", "单位", "单位全称", "所属单位", "单位名")
     add("count", "食堂数量", "食堂数", "食堂个数", "数量")
     add("service_staff", "服务员人数", "服务员", "服务员数", "服务人员", "服务人员人数", "服务员数量")
-    add("seats", "食堂容量", "容量", "就餐容量", "可同时就餐人数", "餐位数")
+    add("seats", "食堂容量", "容量", "就餐容量", "可同时就餐人数", "餐位数", "餐位数量", "座位数", "座位数量")
     add("area", "就餐面积", "面积", "就餐面积平方", "就餐面积平方米", "就餐面积平米", "就餐面积m2")
+    add("area", "食堂面积", "食堂面积平方米", "食堂面积平方", "用餐面积")
+    add("meal_standard", "餐位标准", "餐标", "餐费标准", "就餐标准", "用餐标准")
+    add("row_no", "序号", "序")
+    add("diners", "用餐人数", "就餐人数")
     add("location", "食堂地点", "地点", "食堂地址", "地址", "食堂位置", "位置")
     add("contact", "联系人", "负责人", "食堂联系人")
     add("phone", "联系电话", "电话", "联系方式", "手机", "手机号", "电话号码")
@@ -102,6 +111,8 @@ def _aliases() -> dict[str, str]:
 
 ALIASES = _aliases()
 REQUIRED = {"unit"}
+NOT_STORED = {"diners"}  # columns the import understands but the registry does not keep
+_STANDARD_SPLIT = re.compile(r"\s*[/／、|]\s*")
 _SPLIT = re.compile(r"[、;；|]")
 _TIME_RANGE = re.compile(r"^\s*(\d{1,2}[:：]\d{2})\s*[-~～—–至到]+\s*(\d{1,2}[:：]\d{2})\s*$")
 _NOT_SERVED = {"", "无", "-", "—", "/", "不供应", "不提供"}
@@ -131,16 +142,31 @@ class CanteenPlan:
 
 
 @dataclass
+class SeedTable:
+    """What :func:`parse` read: the canteen plans, the line errors that refuse the file,
+    every unit the file names (with its first line), and the columns it did not use."""
+
+    plans: list[CanteenPlan]
+    errors: list[LineError]
+    units: dict[str, int]
+    unused: list[str]
+
+    def __iter__(self):  # noqa: ANN204 - (plans, errors, units) as before
+        return iter((self.plans, self.errors, self.units))
+
+
+@dataclass
 class ParsedRow:
     line: int
     cells: dict[str, str]
     count: int | None
 
 
-def parse(data: bytes | str) -> tuple[list[CanteenPlan], list[LineError], dict[str, int]]:
-    """Canteen plans from the file, the line errors that refuse it, and every unit the
-    file names (with its first line), canteens or not."""
+def parse(data: bytes | str) -> SeedTable:
+    """Canteen plans from the file, the line errors that refuse it, every unit the file
+    names (with its first line), canteens or not, and the columns it does not use."""
     table = read_table(data, ALIASES, REQUIRED, "canteen table")
+    unused = table.unknown + [table.columns[k] for k in sorted(NOT_STORED & set(table.columns))]
     errors: list[LineError] = []
     by_unit: dict[str, list[ParsedRow]] = {}
     for line, cells in table.rows:
@@ -182,7 +208,7 @@ def parse(data: bytes | str) -> tuple[list[CanteenPlan], list[LineError], dict[s
                 )
             )
         seen.setdefault(p.name, p.line)
-    return plans, errors, {unit: rows[0].line for unit, rows in by_unit.items()}
+    return SeedTable(plans, errors, {unit: rows[0].line for unit, rows in by_unit.items()}, unused)
 
 
 def _expand(
@@ -281,20 +307,23 @@ def _meals(
     cells: dict[str, str], line: int, col: dict[str, str], errors: list[LineError]
 ) -> dict[str, dict[str, object] | None]:
     meals: dict[str, dict[str, object] | None] = {}
+    standard = _standard(cells, line, col, errors)
     for period in MEAL_PERIODS:
         key = f"price_{period}"
-        if key not in cells:
+        if key not in cells and period not in standard:
             continue
-        raw = cells[key].strip()
+        raw = standard[period] if period in standard else cells[key].strip()
+        if period in standard:
+            key = "meal_standard"
         if raw in _NOT_SERVED:
             meals[period] = None
             continue
         price = _yuan(raw, line, col[key], errors)
-        visitor = None
+        # only what the file gives: a stored time or visitor price the file has no value for stays
+        meal: dict[str, object] = {"price_fen": price}
         vkey = f"visitor_{period}"
         if cells.get(vkey, "").strip() not in _NOT_SERVED:
-            visitor = _yuan(cells[vkey].strip(), line, col[vkey], errors)
-        start, end = DEFAULT_TIMES[period]
+            meal["visitor_price_fen"] = _yuan(cells[vkey].strip(), line, col[vkey], errors)
         tkey = f"time_{period}"
         if cells.get(tkey, "").strip():
             m = _TIME_RANGE.match(cells[tkey].replace("：", ":"))
@@ -303,12 +332,52 @@ def _meals(
                     raise DomainError(
                         "invalid_input", f"{cells[tkey]!r}: write a time range like 11:30-13:30"
                     )
-                start, end = hhmm(minutes(m.group(1))), hhmm(minutes(m.group(2)))
+                meal["start"], meal["end"] = hhmm(minutes(m.group(1))), hhmm(minutes(m.group(2)))
             except DomainError as exc:
                 errors.append(LineError(line, col[tkey], exc.code, exc.detail))
         if price is not None:
-            meals[period] = {"start": start, "end": end, "price_fen": price, "visitor_price_fen": visitor}
+            meals[period] = meal
     return meals
+
+
+def with_defaults(meal: dict[str, object], period: str) -> dict[str, object]:
+    """A meal the file gives, completed for a canteen that does not serve it yet."""
+    start, end = DEFAULT_TIMES[period]
+    return {"start": start, "end": end, "visitor_price_fen": None, **meal}
+
+
+def _standard(
+    cells: dict[str, str], line: int, col: dict[str, str], errors: list[LineError]
+) -> dict[str, str]:
+    """餐位标准 ``5/12/10`` → {breakfast: "5", lunch: "12", dinner: "10"}; {} if not given."""
+    raw = cells.get("meal_standard", "").strip()
+    if not raw:
+        return {}
+    if any(f"price_{p}" in cells for p in MEAL_PERIODS):
+        errors.append(
+            LineError(
+                line,
+                col["meal_standard"],
+                "invalid_input",
+                "prices are given twice: in 餐位标准 and in 早餐/中餐/晚餐 columns; keep one",
+                "价格重复：餐位标准 与 早餐/中餐/晚餐 列只保留一种",
+            )
+        )
+        return {}
+    parts = _STANDARD_SPLIT.split(raw.replace("元/餐", "").replace("元", ""))
+    if len(parts) != len(MEAL_PERIODS):
+        errors.append(
+            LineError(
+                line,
+                col["meal_standard"],
+                "invalid_input",
+                f"{raw!r}: write breakfast/lunch/dinner prices in yuan, like 5/12/10 "
+                "(无 for a meal not served)",
+                f"“{raw}”：请按 早餐/中餐/晚餐 填写三个价格，如 5/12/10（不供应的餐次填 无）",
+            )
+        )
+        return {}
+    return dict(zip(MEAL_PERIODS, parts, strict=True))
 
 
 def _yuan(raw: str, line: int, column: str, errors: list[LineError]) -> int | None:
