@@ -122,6 +122,16 @@ CATALOG: dict[str, ErrorSpec] = {
     "face_one_at_a_time": ErrorSpec("请一人一次刷脸", "more than one face in front of the camera"),
     "second_factor_failed": ErrorSpec("卡号后四位不符", "card number digits do not match"),
     "input_timeout": ErrorSpec("输入超时", "no input in time"),
+    # hardening (issue 11): request size, tokens, terminal request replay, other units' data
+    "request_too_large": ErrorSpec("请求内容过大，已拒绝", "request body too large", 413),
+    "token_expired": ErrorSpec("令牌已过期，请向管理员重新申请", "token expired", 401),
+    "token_revoked": ErrorSpec("令牌已被吊销", "token revoked", 401),
+    "request_replayed": ErrorSpec("重复的终端请求，已拒绝", "terminal request replayed", 401),
+    "card_registered_elsewhere": ErrorSpec(
+        "该卡号已在其他单位登记，请核对卡号或联系管理员",
+        "this card number is already registered elsewhere",
+        409,
+    ),
 }
 
 

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import click
 
@@ -25,6 +26,7 @@ from server.registry.terminals import provision
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.clock import SystemClock
+from shared.private_files import write_private
 
 
 class Ctx:
@@ -105,16 +107,41 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
 @click.option("--id", "terminal_id", default=None, help="Terminal id (default: next T####).")
 @click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
 @click.option("--server-url", default="http://127.0.0.1:8080", show_default=True)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the config to this file, mode 0600 (recommended: it holds the terminal's secret).",
+)
 @click.pass_obj
 def provision_terminal(
-    obj: Ctx, canteen_id: str, terminal_id: str | None, broker_url: str, server_url: str
+    obj: Ctx,
+    canteen_id: str,
+    terminal_id: str | None,
+    broker_url: str,
+    server_url: str,
+    out_path: Path | None,
 ) -> None:
-    """Register a terminal for a canteen and print its config (JSON, with its secret)."""
+    """Register a terminal for a canteen and write its config (JSON, with its secret).
+
+    With ``--out FILE`` the config goes to FILE, readable by its owner only; without it, to
+    stdout (for a pipe — a shell redirect would create a file others may read)."""
     conn = obj.db()
     key = obj.app.extensions["canteen_server_key"]
     with write_txn(conn):
         creds = provision(conn, canteen_id, SystemClock().now_ms(), key.public_hex, terminal_id)
-    click.echo(json.dumps({**creds.to_json(), "broker_url": broker_url, "server_url": server_url}, indent=2))
+    config = json.dumps({**creds.to_json(), "broker_url": broker_url, "server_url": server_url}, indent=2)
+    if out_path is None:
+        click.echo(config)
+        click.echo(
+            "注意：配置含终端密钥，请勿用 > 重定向保存，改用 --out FILE（权限 0600）。"
+            " note: the config holds the terminal's secret; use --out FILE (mode 0600).",
+            err=True,
+        )
+        return
+    write_private(out_path, config + "\n")
+    click.echo(f"终端 terminal {creds.terminal_id}: 配置已写入 config written to {out_path} (0600)")
 
 
 @main.command("create-token")

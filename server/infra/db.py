@@ -13,9 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from server.infra.schema import MIGRATIONS
+from shared.private_files import ensure_private_sqlite
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the database (created 0600: it holds terminal secrets and people's details)."""
+    ensure_private_sqlite(path)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
