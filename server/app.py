@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 
 from server import api
-from server.infra import db_flask, keys
+from server.infra import body_limit, db_flask, headers, keys
 from server.infra.db import open_db
 from shared.clock import Clock
 
@@ -44,4 +44,6 @@ def create_app(test_config: dict[str, Any] | None = None, clock: Clock | None = 
     db_flask.init_app(app, clock)
 
     api.register(app)
+    body_limit.register(app)  # refuse oversized bodies unread, as JSON 413
+    headers.register(app)  # security headers on every response
     return app

@@ -1,0 +1,126 @@
+"""Issue 11 at the HTTP edge: oversized bodies refused unread, security headers on every
+response, tokens that expire and can be revoked, signed terminal requests that cannot be
+replayed or have their query changed."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+from flask import Flask
+
+from server.infra.auth import create_token
+from server.infra.body_limit import MAX_REQUEST_BYTES, http_server
+from server.infra.db import write_txn
+from server.registry import units
+
+
+@pytest.fixture
+def admin(conn, clock) -> dict[str, str]:  # noqa: ANN001
+    with write_txn(conn):
+        return {"Authorization": f"Bearer {create_token(conn, 'admin', clock.now_ms())}"}
+
+
+@pytest.fixture
+def live(app: Flask) -> Iterator[int]:
+    """The app behind a real waitress server on a free port, in a thread."""
+    server = http_server(app, "127.0.0.1", 0, threads=2)
+
+    def serve() -> None:
+        try:
+            server.run()
+        except OSError:  # closing the listening socket ends waitress's loop this way
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.effective_port)
+    server.close()
+    thread.join(5)
+
+
+def response_of(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data) < data.index(b"\r\n\r\n") + 4 + _length(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+def _length(data: bytes) -> int:
+    head = data.partition(b"\r\n\r\n")[0].decode("latin-1").lower()
+    for line in head.split("\r\n"):
+        if line.startswith("content-length:"):
+            return int(line.split(":", 1)[1])
+    return 0
+
+
+def test_a_300_mb_body_is_refused_from_its_headers_as_json_413(live: int, conn) -> None:  # noqa: ANN001
+    declared = 300 * 1024 * 1024
+    with socket.create_connection(("127.0.0.1", live), timeout=30) as sock:
+        sock.sendall(
+            b"POST /api/v1/roster/import HTTP/1.1\r\nHost: x\r\nContent-Type: text/csv\r\n"
+            + f"Content-Length: {declared}\r\n\r\n".encode()
+        )
+        sock.sendall(b"0" * 65536)  # a little of the body; the rest is never sent
+        status, headers, body = response_of(sock)
+    assert status == 413
+    assert headers["content-type"].startswith("application/json")
+    refusal = json.loads(body)
+    assert refusal["code"] == "request_too_large"
+    assert refusal["message"] == "请求内容过大，已拒绝" and refusal["message_en"] == "request body too large"
+
+
+def test_a_chunked_body_is_cut_off_once_it_passes_the_limit(live: int) -> None:
+    with socket.create_connection(("127.0.0.1", live), timeout=30) as sock:
+        sock.sendall(b"POST /api/v1/roster/import HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"10000\r\n" + b"0" * 65536 + b"\r\n"  # 64 KB chunks, without end
+        sent = 0
+        sock.settimeout(0.5)
+        try:
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(chunk)
+                sent += 65536
+        except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
+            pass
+        sock.settimeout(30)
+        status, _, body = response_of(sock)
+    assert status == 413 and json.loads(body)["code"] == "request_too_large"
+    assert sent < 64 * 1024 * 1024  # refused long before the client was done
+
+
+def test_flask_refuses_an_oversized_body_as_json_and_changes_nothing(client, conn, admin) -> None:  # noqa: ANN001
+    with write_txn(conn):
+        units.add_unit(conn, "U01", "市财政局", 30_000)
+    body = "单位名称,姓名,工号,卡号\n" + "市财政局,王伟,CZ001,04A1B2C3D4\n" * (MAX_REQUEST_BYTES // 30)
+    resp = client.post("/api/v1/roster/import", data=body.encode(), content_type="text/csv", headers=admin)
+    assert (resp.status_code, resp.get_json()["code"]) == (413, "request_too_large")
+    assert conn.execute("SELECT count(*) FROM holders").fetchone()[0] == 0
+
+
+def test_every_response_carries_the_security_headers(client) -> None:  # noqa: ANN001
+    for path in ("/api/v1/health", "/api/v1/units", "/openapi.json", "/nowhere"):
+        resp = client.get(path)
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", path
+        assert resp.headers["Referrer-Policy"] == "no-referrer", path
+        assert resp.headers["X-Frame-Options"] == "DENY", path
+        assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"], path
+
+
+def test_the_qr_page_allows_only_its_own_nonced_style_and_no_script(client) -> None:  # noqa: ANN001
+    resp = client.get("/qr/0123456789abcdef/" + "0" * 32)
+    assert resp.mimetype == "text/html" and resp.status_code == 404
+    csp = resp.headers["Content-Security-Policy"]
+    nonce = csp.split("'nonce-", 1)[1].split("'", 1)[0]
+    page = resp.get_data(as_text=True)
+    assert f'<style nonce="{nonce}">' in page and "<script" not in page and "style=" not in page
+    assert "script-src" not in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert client.get("/qr/0123456789abcdef/" + "0" * 32).headers["Content-Security-Policy"] != csp
