@@ -10,9 +10,11 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 
-from server.infra.auth import create_token
+from server.cli.root import main as server_main
+from server.infra.auth import create_token, issue_token
 from server.infra.body_limit import MAX_REQUEST_BYTES, http_server
 from server.infra.db import write_txn
 from server.registry import units
@@ -124,3 +126,66 @@ def test_the_qr_page_allows_only_its_own_nonced_style_and_no_script(client) -> N
     assert f'<style nonce="{nonce}">' in page and "<script" not in page and "style=" not in page
     assert "script-src" not in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
     assert client.get("/qr/0123456789abcdef/" + "0" * 32).headers["Content-Security-Policy"] != csp
+
+
+# --- tokens: expiry, revocation, listing without secrets ---------------------------------------
+
+
+def test_a_token_expires_after_its_days_with_a_code(client, conn, clock) -> None:  # noqa: ANN001
+    with write_txn(conn):
+        issued = issue_token(conn, "auditor", clock.now_ms(), expires_days=1)
+    auth = {"Authorization": f"Bearer {issued.token}"}
+    assert client.get("/api/v1/me", headers=auth).status_code == 200
+    clock.advance_ms(24 * 3600 * 1000)
+    resp = client.get("/api/v1/me", headers=auth)
+    assert (resp.status_code, resp.get_json()["code"]) == (401, "token_expired")
+
+
+def test_staff_tokens_expire_by_default_after_90_days(conn, clock) -> None:  # noqa: ANN001
+    with write_txn(conn):
+        issued = issue_token(conn, "admin", clock.now_ms())
+    assert issued.expires_at_ms == clock.now_ms() + 90 * 24 * 3600 * 1000
+
+
+def test_an_admin_lists_tokens_without_secrets_and_revokes_one(client, conn, clock, admin) -> None:  # noqa: ANN001
+    resp = client.post("/api/v1/tokens", json={"role": "auditor", "label": "审计 张三"}, headers=admin)
+    assert resp.status_code == 201
+    issued = resp.get_json()
+    auditor = {"Authorization": f"Bearer {issued['token']}"}
+    listing = client.get("/api/v1/tokens", headers=admin)
+    assert listing.status_code == 200
+    [entry] = [t for t in listing.get_json() if t["id"] == issued["id"]]
+    assert entry["label"] == "审计 张三" and entry["expires_at_ms"] == issued["expires_at_ms"]
+    assert issued["token"] not in listing.get_data(as_text=True) and "token_hash" not in entry
+    assert client.get("/api/v1/tokens", headers=auditor).status_code == 403
+
+    revoked = client.delete(f"/api/v1/tokens/{issued['id']}", headers=admin)
+    assert revoked.status_code == 200 and revoked.get_json()["revoked_at_ms"] == clock.now_ms()
+    resp = client.get("/api/v1/me", headers=auditor)
+    assert (resp.status_code, resp.get_json()["code"]) == (401, "token_revoked")
+    assert client.delete("/api/v1/tokens/tok-nope", headers=admin).status_code == 404
+
+
+def test_an_unknown_expiry_is_refused_and_issues_nothing(client, conn, admin) -> None:  # noqa: ANN001
+    before = conn.execute("SELECT count(*) FROM tokens").fetchone()[0]
+    for days in (0, -1, "30", 1.5, True, 100_000):
+        resp = client.post("/api/v1/tokens", json={"role": "auditor", "expires_days": days}, headers=admin)
+        assert (resp.status_code, resp.get_json()["code"]) == (400, "invalid_input"), days
+    assert conn.execute("SELECT count(*) FROM tokens").fetchone()[0] == before
+
+
+def test_the_cli_lists_and_revokes_tokens_by_id(app, tmp_path) -> None:  # noqa: ANN001
+    runner = CliRunner()
+    home = ["--home", str(tmp_path)]
+    made = runner.invoke(server_main, [*home, "create-token", "--role", "auditor", "--expires-days", "7"])
+    assert made.exit_code == 0, made.output
+    secret = made.stdout.strip()
+    listed = runner.invoke(server_main, [*home, "token", "list", "--json"])
+    [entry] = json.loads(listed.stdout)
+    assert secret not in listed.output and entry["role"] == "auditor"
+    assert entry["expires_at_ms"] - entry["created_at_ms"] == 7 * 24 * 3600 * 1000
+    assert runner.invoke(server_main, [*home, "token", "revoke", entry["id"]]).exit_code == 0
+    [after] = json.loads(runner.invoke(server_main, [*home, "token", "list", "--json"]).stdout)
+    assert after["revoked_at_ms"] is not None
+    unknown = runner.invoke(server_main, [*home, "token", "revoke", "tok-nope"])
+    assert unknown.exit_code == 2 and "not_found" in unknown.stderr

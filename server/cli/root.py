@@ -17,10 +17,10 @@ import click
 
 from server.app import create_app
 from server.books import ledger
-from server.cli import ecny, faces, money, people, qr, registry
+from server.cli import ecny, faces, money, people, qr, registry, tokens
 from server.cli.output import JSON_OPTION, DomainGroup, emit
 from server.closing.check import all_violations
-from server.infra.auth import ROLES, create_token
+from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.registry.terminals import provision
 from server.service import ServerService
@@ -144,31 +144,6 @@ def provision_terminal(
     click.echo(f"终端 terminal {creds.terminal_id}: 配置已写入 config written to {out_path} (0600)")
 
 
-@main.command("create-token")
-@click.option("--role", type=click.Choice(list(ROLES)), required=True)
-@click.option("--unit", "unit_id", default=None, help="Unit id (clerks).")
-@click.option("--operator", default=None, help="Operator name (operators).")
-@click.option("--holder", "holder_id", default=None, help="Cardholder id (diners).")
-@click.option("--label", default="")
-@click.pass_obj
-def create_token_cmd(
-    obj: Ctx, role: str, unit_id: str | None, operator: str | None, holder_id: str | None, label: str
-) -> None:
-    """Issue an API token for a person; it is printed once."""
-    conn = obj.db()
-    with write_txn(conn):
-        token = create_token(
-            conn,
-            role,
-            SystemClock().now_ms(),
-            unit_id=unit_id,
-            operator=operator,
-            holder_id=holder_id,
-            label=label,
-        )
-    click.echo(token)
-
-
 @main.command()
 @JSON_OPTION
 @click.pass_obj
@@ -197,7 +172,7 @@ def mosquitto_config(port: int, data_dir: str) -> None:
     click.echo(render_mosquitto_conf(port, data_dir))
 
 
-for _group in (registry, people, money, qr, ecny):  # each command group's module lists its commands
+for _group in (registry, people, money, qr, ecny, tokens):  # each command group's module lists its commands
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

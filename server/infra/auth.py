@@ -44,7 +44,22 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_token(
+DAY_MS = 24 * 3600 * 1000
+# how long a token lives unless its issuer says otherwise: staff tokens a quarter, a diner's
+# token (on their own phone) a year; at most ten years
+DEFAULT_EXPIRY_DAYS = {"admin": 90, "clerk": 90, "operator": 90, "auditor": 90, "diner": 365}
+MAX_EXPIRY_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: str
+    token: str
+    role: str
+    expires_at_ms: int
+
+
+def issue_token(
     conn: sqlite3.Connection,
     role: str,
     now_ms: int,
@@ -53,12 +68,17 @@ def create_token(
     operator: str | None = None,
     holder_id: str | None = None,
     label: str = "",
-) -> str:
-    """Make a token; the clear text is returned once and never stored. A clerk token is
-    scoped to a unit, an operator token to an operator (company) name, a diner token to a
-    cardholder; the other roles take no scope."""
+    expires_days: int | None = None,
+) -> IssuedToken:
+    """Make a token; the clear text is returned once and never stored (only its SHA-256 and
+    a public id to list and revoke it by). A clerk token is scoped to a unit, an operator
+    token to an operator (company) name, a diner token to a cardholder; the other roles take
+    no scope. It expires after ``expires_days`` (default by role, :data:`DEFAULT_EXPIRY_DAYS`)."""
     if role not in ROLES:
         raise DomainError("invalid_input", f"unknown role {role!r}")
+    days = DEFAULT_EXPIRY_DAYS[role] if expires_days is None else expires_days
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_EXPIRY_DAYS:
+        raise DomainError("invalid_input", f"expires_days must be a whole number from 1 to {MAX_EXPIRY_DAYS}")
     scope = {"clerk": unit_id, "operator": operator, "diner": holder_id}
     if role in scope and not scope[role]:
         what = {"clerk": "a unit", "operator": "an operator", "diner": "a cardholder"}[role]
@@ -68,13 +88,19 @@ def create_token(
         raise DomainError("not_found", f"unit {unit_id}")
     if holder_id and conn.execute("SELECT 1 FROM holders WHERE id = ?", (holder_id,)).fetchone() is None:
         raise DomainError("not_found", f"holder {holder_id}")
-    token = secrets.token_urlsafe(24)
+    token, token_id = secrets.token_urlsafe(24), "tok" + secrets.token_hex(6)
+    expires_at_ms = now_ms + days * DAY_MS
     conn.execute(
-        "INSERT INTO tokens(token_hash, role, unit_id, operator, holder_id, label, created_at_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (_hash(token), role, unit_id, operator, holder_id, label, now_ms),
+        "INSERT INTO tokens(token_hash, id, role, unit_id, operator, holder_id, label, created_at_ms, "
+        "expires_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (_hash(token), token_id, role, unit_id, operator, holder_id, label, now_ms, expires_at_ms),
     )
-    return token
+    return IssuedToken(token_id, token, role, expires_at_ms)
+
+
+def create_token(conn: sqlite3.Connection, role: str, now_ms: int, **kw: Any) -> str:
+    """:func:`issue_token`, returning only the clear text."""
+    return issue_token(conn, role, now_ms, **kw).token
 
 
 def revoke_token(conn: sqlite3.Connection, token: str, now_ms: int) -> bool:
@@ -86,13 +112,39 @@ def revoke_token(conn: sqlite3.Connection, token: str, now_ms: int) -> bool:
     return cur.rowcount == 1
 
 
-def principal_for_token(conn: sqlite3.Connection, token: str) -> Principal | None:
+_LISTED = "id, role, unit_id, operator, holder_id, label, created_at_ms, expires_at_ms, revoked_at_ms"
+
+
+def list_tokens(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every token without its secret (only the hash is stored anyway, and that is not shown)."""
+    return [dict(r) for r in conn.execute(f"SELECT {_LISTED} FROM tokens ORDER BY created_at_ms, id")]
+
+
+def revoke_token_id(conn: sqlite3.Connection, token_id: str, now_ms: int) -> dict[str, Any]:
+    """Revoke a token by its public id (revoking it again changes nothing); returns its entry."""
+    conn.execute(
+        "UPDATE tokens SET revoked_at_ms = ? WHERE id = ? AND revoked_at_ms IS NULL", (now_ms, token_id)
+    )
+    row = conn.execute(f"SELECT {_LISTED} FROM tokens WHERE id = ?", (token_id,)).fetchone()
+    if row is None:
+        raise DomainError("not_found", f"token {token_id}")
+    return dict(row)
+
+
+def principal_for_token(conn: sqlite3.Connection, token: str, now_ms: int) -> Principal:
+    """Who a bearer token speaks for; refused (401) when unknown, revoked or expired."""
     row = conn.execute(
-        "SELECT role, unit_id, operator, holder_id FROM tokens "
-        "WHERE token_hash = ? AND revoked_at_ms IS NULL",
+        "SELECT role, unit_id, operator, holder_id, revoked_at_ms, expires_at_ms FROM tokens "
+        "WHERE token_hash = ?",
         (_hash(token),),
     ).fetchone()
-    return Principal(row[0], row[1], row[2], holder_id=row[3]) if row else None
+    if row is None:
+        raise DomainError("unauthenticated", "unknown token")
+    if row["revoked_at_ms"] is not None:
+        raise DomainError("token_revoked", "this token was revoked")
+    if row["expires_at_ms"] is not None and now_ms >= row["expires_at_ms"]:
+        raise DomainError("token_expired", "this token has expired; ask an admin for a new one")
+    return Principal(row["role"], row["unit_id"], row["operator"], holder_id=row["holder_id"])
 
 
 def terminal_request_signature(secret: bytes, terminal_id: str, at_ms: int, method: str, path: str) -> str:
@@ -108,9 +160,7 @@ def requires(*roles: str) -> Callable[[F], F]:
             header = request.headers.get("Authorization", "")
             if not header.startswith("Bearer "):
                 raise DomainError("unauthenticated", "bearer token required")
-            who = principal_for_token(get_db(), header[7:].strip())
-            if who is None:
-                raise DomainError("unauthenticated", "unknown token")
+            who = principal_for_token(get_db(), header[7:].strip(), get_clock().now_ms())
             if who.role not in roles:
                 raise DomainError("forbidden", f"role {who.role} may not do this")
             g.principal = who
