@@ -14,10 +14,18 @@ from click.testing import CliRunner
 from flask import Flask
 
 from server.cli.root import main as server_main
-from server.infra.auth import create_token, issue_token
+from server.infra.auth import (
+    TERMINAL_CLOCK_TOLERANCE_MS,
+    create_token,
+    issue_token,
+    terminal_request_signature,
+)
 from server.infra.body_limit import MAX_REQUEST_BYTES, http_server
 from server.infra.db import write_txn
 from server.registry import units
+from shared.protocol import ServerVerifier
+from terminal.server_http import ServerHttp
+from tests.helpers import populated, terminal
 
 
 @pytest.fixture
@@ -189,3 +197,72 @@ def test_the_cli_lists_and_revokes_tokens_by_id(app, tmp_path) -> None:  # noqa:
     assert after["revoked_at_ms"] is not None
     unknown = runner.invoke(server_main, [*home, "token", "revoke", "tok-nope"])
     assert unknown.exit_code == 2 and "not_found" in unknown.stderr
+
+
+# --- signed terminal requests: nonce, query string, no replay -----------------------------------
+
+
+@pytest.fixture
+def term(app: Flask, conn, clock):  # noqa: ANN001, ANN201
+    populated(conn, clock.now_ms())
+    return terminal(conn, "C01", clock.now_ms(), app.extensions["canteen_server_key"].public_hex)
+
+
+def signed(creds, clock, path: str, query: str = "", nonce: str = "a" * 32) -> dict[str, str]:  # noqa: ANN001
+    at = clock.now_ms()
+    secret = bytes.fromhex(creds.secret_hex)
+    return {
+        "X-Terminal-Id": creds.terminal_id,
+        "X-Terminal-Time": str(at),
+        "X-Terminal-Nonce": nonce,
+        "X-Terminal-Sig": terminal_request_signature(
+            secret, creds.terminal_id, at, nonce, "GET", path, query
+        ),
+    }
+
+
+def test_a_signed_terminal_request_cannot_be_replayed(client, term, clock) -> None:  # noqa: ANN001
+    path = f"/api/v1/terminals/{term.terminal_id}/deltas"
+    headers = signed(term, clock, path, "since=0")
+    assert client.get(f"{path}?since=0", headers=headers).status_code == 200
+    clock.advance_ms(60_000)  # a minute later, well inside the clock tolerance
+    again = client.get(f"{path}?since=0", headers=headers)
+    assert (again.status_code, again.get_json()["code"]) == (401, "request_replayed")
+
+
+def test_the_query_string_is_signed(client, term, clock) -> None:  # noqa: ANN001
+    path = f"/api/v1/terminals/{term.terminal_id}/deltas"
+    headers = signed(term, clock, path, "since=5")
+    changed = client.get(f"{path}?since=0", headers=headers)
+    assert (changed.status_code, changed.get_json()["code"]) == (401, "bad_signature")
+
+
+def test_a_request_without_a_nonce_is_refused(client, term, clock) -> None:  # noqa: ANN001
+    path = f"/api/v1/terminals/{term.terminal_id}/snapshot"
+    headers = signed(term, clock, path)
+    del headers["X-Terminal-Nonce"]
+    resp = client.get(path, headers=headers)
+    assert (resp.status_code, resp.get_json()["code"]) == (401, "bad_signature")
+
+
+def test_seen_nonces_are_forgotten_once_their_time_is_out_of_the_window(client, conn, term, clock) -> None:  # noqa: ANN001
+    path = f"/api/v1/terminals/{term.terminal_id}/snapshot"
+    assert client.get(path, headers=signed(term, clock, path, nonce="n" * 32)).status_code == 200
+    clock.advance_ms(TERMINAL_CLOCK_TOLERANCE_MS + 1)
+    assert client.get(path, headers=signed(term, clock, path, nonce="m" * 32)).status_code == 200
+    assert [r[0] for r in conn.execute("SELECT nonce FROM terminal_nonces")] == ["m" * 32]
+
+
+def test_the_terminal_fetches_its_snapshot_and_deltas_from_a_real_server(
+    app: Flask, live: int, term, clock
+) -> None:  # noqa: ANN001
+    http = ServerHttp(
+        f"http://127.0.0.1:{live}",
+        term.terminal_id,
+        bytes.fromhex(term.secret_hex),
+        ServerVerifier(app.extensions["canteen_server_key"].public_hex),
+    )
+    snapshot = http.snapshot(clock.now_ms())
+    assert snapshot.version >= 1
+    assert http.deltas_since(0, clock.now_ms())  # twice at the same ms: a fresh nonce each time
+    assert http.deltas_since(0, clock.now_ms())

@@ -5,8 +5,11 @@ Roles: ``admin`` (the bureau, everything), ``clerk`` (one unit), ``operator`` (o
 operator's canteens), ``auditor`` (read-only), ``diner`` (one cardholder: their own card,
 purses and sales). What a scoped role may touch is checked in one place, :mod:`server.infra.scope`.
 Views without a token check say so with :func:`public`. Terminals sign their HTTP requests with
-their own secret: headers ``X-Terminal-Id``, ``X-Terminal-Time`` (ms) and
-``X-Terminal-Sig`` = HMAC-SHA256 over ``"<id>\\n<time>\\n<METHOD>\\n<path>"``.
+their own secret: headers ``X-Terminal-Id``, ``X-Terminal-Time`` (ms), ``X-Terminal-Nonce``
+(16–64 of ``[0-9A-Za-z_-]``, fresh per request) and ``X-Terminal-Sig`` = HMAC-SHA256 over
+:func:`shared.protocol.terminal_request_bytes` (id, time, nonce, method, path and query).
+The server keeps each nonce for as long as the request's time would still be accepted
+(table ``terminal_nonces``, pruned as it goes), so a captured request cannot be replayed.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 import secrets
 import sqlite3
 from collections.abc import Callable
@@ -22,11 +26,13 @@ from typing import Any, TypeVar
 
 from flask import g, request
 
+from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from shared.errors import DomainError
-from shared.protocol import hmac_sign
+from shared.protocol import hmac_sign, terminal_request_bytes
 
 TERMINAL_CLOCK_TOLERANCE_MS = 15 * 60 * 1000
+NONCE = re.compile(r"[0-9A-Za-z_-]{16,64}")
 ROLES = ("admin", "clerk", "operator", "auditor", "diner")
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -147,8 +153,23 @@ def principal_for_token(conn: sqlite3.Connection, token: str, now_ms: int) -> Pr
     return Principal(row["role"], row["unit_id"], row["operator"], holder_id=row["holder_id"])
 
 
-def terminal_request_signature(secret: bytes, terminal_id: str, at_ms: int, method: str, path: str) -> str:
-    return hmac_sign(secret, f"{terminal_id}\n{at_ms}\n{method.upper()}\n{path}".encode())
+def terminal_request_signature(
+    secret: bytes, terminal_id: str, at_ms: int, nonce: str, method: str, path: str, query: str = ""
+) -> str:
+    return hmac_sign(secret, terminal_request_bytes(terminal_id, at_ms, nonce, method, path, query))
+
+
+def remember_nonce(conn: sqlite3.Connection, terminal_id: str, nonce: str, at_ms: int, now_ms: int) -> None:
+    """Record a signed request's nonce until its time falls out of the tolerance window (after
+    that the time check refuses it anyway); refuse one already seen (``request_replayed``)."""
+    with write_txn(conn):
+        conn.execute("DELETE FROM terminal_nonces WHERE expires_at_ms < ?", (now_ms,))
+        cur = conn.execute(
+            "INSERT OR IGNORE INTO terminal_nonces(terminal_id, nonce, expires_at_ms) VALUES (?, ?, ?)",
+            (terminal_id, nonce, at_ms + TERMINAL_CLOCK_TOLERANCE_MS),
+        )
+    if cur.rowcount != 1:
+        raise DomainError("request_replayed", "this signed request was already used")
 
 
 def requires(*roles: str) -> Callable[[F], F]:
@@ -197,10 +218,19 @@ def requires_terminal(view: F) -> F:
             raise DomainError("unknown_terminal", tid)
         if abs(get_clock().now_ms() - at_ms) > TERMINAL_CLOCK_TOLERANCE_MS:
             raise DomainError("clock_skew", "request time too far from server time")
+        nonce = request.headers.get("X-Terminal-Nonce", "")
+        if not NONCE.fullmatch(nonce):
+            raise DomainError("bad_signature", "X-Terminal-Nonce missing or malformed")
+        query = request.query_string
+        if not query.isascii():
+            raise DomainError("bad_signature", "query string is not ASCII")
         secret = bytes.fromhex(row[0])
-        expected = terminal_request_signature(secret, tid, at_ms, request.method, request.path)
+        expected = terminal_request_signature(
+            secret, tid, at_ms, nonce, request.method, request.path, query.decode()
+        )
         if not sig.isascii() or not hmac.compare_digest(expected, sig):  # compare_digest: ASCII str only
             raise DomainError("bad_signature", "terminal request signature")
+        remember_nonce(get_db(), tid, nonce, at_ms, get_clock().now_ms())
         g.principal = Principal("terminal", terminal_id=tid)
         return view(*args, **kwargs)
 
