@@ -17,6 +17,7 @@ from server.closing.statement_files import payout_csv, statement_csv
 from server.infra.csv_safe import Number, safe_cell, write_csv
 from server.infra.db import open_db, write_txn
 from server.registry import units
+from shared.mqtt import BrokerAddress, redacted_url
 from tests.helpers import populated
 
 EVIL = ['=HYPERLINK("http://evil","点我")', "+cmd|' /C calc'!A0", "-1+1", "@SUM(A1)", "\t=1", "\r=1"]
@@ -129,3 +130,16 @@ def test_init_creates_the_database_and_key_owner_only_and_provision_out_writes_0
         assert "secret_hex" in piped.stdout and "--out" in piped.stderr
     finally:
         os.umask(old)
+
+
+def test_a_broker_password_is_never_printed() -> None:
+    url = "mqtt://server:s3cret-pw@broker.example:8883"
+    assert redacted_url(url) == "mqtt://server:***@broker.example:8883"
+    assert redacted_url("mqtt://127.0.0.1:1883") == "mqtt://127.0.0.1:1883"
+    assert "s3cret-pw" not in repr(BrokerAddress.parse(url))
+    try:
+        BrokerAddress.parse("http://server:s3cret-pw@broker.example")
+    except ValueError as exc:
+        assert "s3cret-pw" not in str(exc)
+    else:
+        raise AssertionError("an http URL is not a broker URL")

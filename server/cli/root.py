@@ -26,6 +26,7 @@ from server.registry.terminals import provision
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.clock import SystemClock
+from shared.mqtt import redacted_url
 from shared.private_files import write_private
 
 
@@ -90,7 +91,7 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
         broker_url = broker.url
         click.echo(f"embedded MQTT broker on {broker_url}")
     service = ServerService(broker_url, app=obj.app, http_host=host, http_port=port).start()
-    click.echo(f"server: {service.base_url}  broker: {broker_url}")
+    click.echo(f"server: {service.base_url}  broker: {redacted_url(broker_url)}")  # no password
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
