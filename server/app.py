@@ -12,7 +12,7 @@ from typing import Any
 from flask import Flask
 
 from server import api
-from server.infra import access_log, db_flask, keys
+from server.infra import access_log, body_limit, db_flask, headers, keys
 from server.infra.db import open_db
 from shared.clock import Clock
 from shared.errors import DomainError
@@ -108,4 +108,6 @@ def create_app(
 
     api.register(app)
     access_log.init_app(app)  # one line per request on the canteen.http logger
+    body_limit.register(app)  # refuse oversized bodies unread, as JSON 413
+    headers.register(app)  # security headers on every response
     return app

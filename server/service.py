@@ -17,11 +17,11 @@ import threading
 from typing import Any
 
 from flask import Flask
-from waitress.server import create_server
 
 from server.app import create_app
 from server.downstream.presence import PresenceBeacon
 from server.downstream.publisher import DeltaPublisher
+from server.infra.body_limit import http_server
 from server.infra.db import open_db
 from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock
@@ -67,7 +67,7 @@ class ServerService:
     def start(self) -> ServerService:
         db_path = self.app.config["DATABASE"]
         key = self.app.extensions["canteen_server_key"]
-        self._http = create_server(self.app, host=self.http_host, port=self.http_port, threads=8)
+        self._http = http_server(self.app, self.http_host, self.http_port, threads=8)
         self.http_port = int(self._http.effective_port)  # type: ignore[union-attr]
         self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
         self._http_thread.start()

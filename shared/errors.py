@@ -160,6 +160,16 @@ CATALOG: dict[str, ErrorSpec] = {
         409,
     ),
     "amount_not_positive": ErrorSpec("金额必须大于零", "the amount must be positive"),
+    # hardening (issue 11): request size, tokens, terminal request replay, other units' data
+    "request_too_large": ErrorSpec("请求内容过大，已拒绝", "request body too large", 413),
+    "token_expired": ErrorSpec("令牌已过期，请向管理员重新申请", "token expired", 401),
+    "token_revoked": ErrorSpec("令牌已被吊销", "token revoked", 401),
+    "request_replayed": ErrorSpec("重复的终端请求，已拒绝", "terminal request replayed", 401),
+    "card_registered_elsewhere": ErrorSpec(
+        "该卡号已在其他单位登记，请核对卡号或联系管理员",
+        "this card number is already registered elsewhere",
+        409,
+    ),
 }
 
 

@@ -14,7 +14,7 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 import paho.mqtt.client as paho
@@ -29,7 +29,7 @@ class BrokerAddress:
     host: str
     port: int
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a log line
     tls: bool = False
 
     @classmethod
@@ -37,7 +37,7 @@ class BrokerAddress:
         """``mqtt://user:pass@host:1883`` or ``mqtts://host:8883`` (TLS)."""
         u = urlparse(url)
         if u.scheme not in ("mqtt", "mqtts", "tcp") or not u.hostname:
-            raise ValueError(f"not an MQTT URL: {url!r}")
+            raise ValueError(f"not an MQTT URL: {redacted_url(url)!r}")
         tls = u.scheme == "mqtts"
         return cls(u.hostname, u.port or (8883 if tls else 1883), u.username, u.password, tls)
 
@@ -220,3 +220,12 @@ class MqttLink:
             self._on_message(message.topic, bytes(message.payload))
         except Exception:  # noqa: BLE001 — a consumer's bug must not kill the connection
             log.exception("%s: message handler failed on %s", self.client_id, message.topic)
+
+
+def redacted_url(url: str) -> str:
+    """``mqtt://user:secret@host:1883`` → ``mqtt://user:***@host:1883``: a broker URL fit to print."""
+    u = urlparse(url)
+    if u.password is None:
+        return url
+    host = u.netloc.rsplit("@", 1)[1]
+    return u._replace(netloc=f"{u.username}:***@{host}").geturl()

@@ -8,11 +8,20 @@ the clock probe reads the public health endpoint's ``now_ms``.
 from __future__ import annotations
 
 import json
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from shared.protocol import Delta, ProtocolError, ServerVerifier, Snapshot, hmac_sign, open_envelope
+from shared.protocol import (
+    Delta,
+    ProtocolError,
+    ServerVerifier,
+    Snapshot,
+    hmac_sign,
+    open_envelope,
+    terminal_request_bytes,
+)
 from shared.protocol.codec import MAX_SNAPSHOT_BYTES
 
 
@@ -36,13 +45,15 @@ class ServerHttp:
         self.timeout_s = timeout_s
 
     def _get(self, path: str, query: str, now_ms: int) -> bytes:
-        sig = hmac_sign(self._secret, f"{self.terminal_id}\n{now_ms}\nGET\n{path}".encode())
+        nonce = secrets.token_hex(16)  # the server refuses a nonce it has seen: no replays
+        message = terminal_request_bytes(self.terminal_id, now_ms, nonce, "GET", path, query)
         req = urllib.request.Request(
             self.base_url + path + (f"?{query}" if query else ""),
             headers={
                 "X-Terminal-Id": self.terminal_id,
                 "X-Terminal-Time": str(now_ms),
-                "X-Terminal-Sig": sig,
+                "X-Terminal-Nonce": nonce,
+                "X-Terminal-Sig": hmac_sign(self._secret, message),
             },
         )
         try:

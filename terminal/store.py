@@ -28,6 +28,7 @@ from sqlite_utils import Database
 
 from shared.errors import DomainError
 from shared.ids import uuid7_hex
+from shared.private_files import ensure_private_sqlite
 from shared.protocol import Item, Sale, SaleResult
 from shared.protocol.messages import (
     CanteenChange,
@@ -52,6 +53,7 @@ _MAX_SEQ = 2**62
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        ensure_private_sqlite(self.path)  # cards, keys and sales: the owner's alone
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")

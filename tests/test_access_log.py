@@ -32,7 +32,7 @@ def test_a_request_is_one_line_with_its_fields_and_never_the_token(client, admin
     resp = client.get("/api/v1/units/U01?fields=name&x=1", headers={"Authorization": f"Bearer {admin}"})
     assert resp.status_code == 200
     (record,) = _lines(caplog)
-    token_id = hashlib.sha256(admin.encode()).hexdigest()[:12]
+    token_id = "tok" + hashlib.sha256(admin.encode()).hexdigest()[:12]  # its public id
     assert record.levelno == logging.INFO and record.created > 0
     text = record.getMessage()
     assert text.startswith("GET /api/v1/units/U01 route=/api/v1/units/<unit_id> status=200 ms=")
@@ -57,7 +57,8 @@ def test_refusals_and_unknown_routes_are_logged_too(client, admin, caplog) -> No
     client.get("/api/v1/directory")
     lines = [r.getMessage() for r in _lines(caplog)]
     assert len(lines) == 4
-    assert " status=404 " in lines[0] and lines[0].endswith("role=admin token=" + lines[0][-12:])
+    admin_id = "tok" + hashlib.sha256(admin.encode()).hexdigest()[:12]
+    assert " status=404 " in lines[0] and lines[0].endswith(f"role=admin token={admin_id}")
     assert " status=401 " in lines[1] and " role=- token=" in lines[1] and "a-made-up-token" not in lines[1]
     assert lines[2].startswith("GET /no/such/page\\x0afake\\x20line route=- status=404 ")
     assert "\n" not in lines[2]
@@ -86,9 +87,11 @@ def test_a_terminal_request_names_the_terminal(client, conn, clock, caplog) -> N
     creds = terminal(conn, "C01", clock.now_ms())
     path = f"/api/v1/terminals/{creds.terminal_id}/snapshot"
     at = clock.now_ms()
-    sig = terminal_request_signature(bytes.fromhex(creds.secret_hex), creds.terminal_id, at, "GET", path)
+    nonce = "ab" * 16
+    secret = bytes.fromhex(creds.secret_hex)
+    sig = terminal_request_signature(secret, creds.terminal_id, at, nonce, "GET", path)
     caplog.set_level(logging.DEBUG)
-    headers = {"X-Terminal-Id": creds.terminal_id, "X-Terminal-Time": str(at)}
+    headers = {"X-Terminal-Id": creds.terminal_id, "X-Terminal-Time": str(at), "X-Terminal-Nonce": nonce}
     assert client.get(path, headers={**headers, "X-Terminal-Sig": sig}).status_code == 200
     client.get(path, headers=headers)  # unsigned: refused, nobody established
     signed, unsigned = _lines(caplog)

@@ -16,6 +16,7 @@ from server.app import create_app
 from server.cli import main as server_main
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
+from shared.clock import SystemClock
 
 FIXTURES = Path(__file__).parent / "fixtures" / "registry"
 
@@ -24,7 +25,7 @@ def _admin(app) -> dict[str, str]:  # noqa: ANN001
     conn = open_db(app.config["DATABASE"])
     try:
         with write_txn(conn):
-            return {"Authorization": f"Bearer {create_token(conn, 'admin', 0)}"}
+            return {"Authorization": f"Bearer {create_token(conn, 'admin', SystemClock().now_ms())}"}
     finally:
         conn.close()
 
@@ -78,7 +79,7 @@ def test_canteen_language_comes_from_the_environment(tmp_path: Path, monkeypatch
 
 def test_an_unknown_language_is_refused_clearly(tmp_path: Path) -> None:
     result = CliRunner().invoke(
-        server_main, ["--home", str(tmp_path), "check"], env={"CANTEEN_LANGUAGE": "fr"}
+        server_main, ["--home", str(tmp_path), "init"], env={"CANTEEN_LANGUAGE": "fr"}
     )
     assert result.exit_code == 2, result.output
     assert "config_invalid" in result.output
@@ -99,9 +100,9 @@ def test_http_errors_outside_the_views_speak_both_languages(client) -> None:  # 
         jsonschema_rs.validate(schema, body)
 
 
-def test_an_imports_line_errors_speak_both_languages(client, conn: sqlite3.Connection) -> None:  # noqa: ANN001
+def test_an_imports_line_errors_speak_both_languages(client, conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
     with write_txn(conn):
-        token = create_token(conn, "admin", 0)
+        token = create_token(conn, "admin", clock.now_ms())
     resp = client.post(
         "/api/v1/canteens/import",
         data=(FIXTURES / "canteens_errors.csv").read_bytes(),

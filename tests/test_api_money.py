@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 
 import pytest
 
 from server.closing import quality
-from server.infra.auth import create_token
+from server.infra.auth import MAX_EXPIRY_DAYS, create_token
 from server.infra.db import write_txn
 from shared.clock import FakeClock, ms_from_china
 from tests.money_world import OPERATOR, SELF_OPERATOR, MoneyWorld
@@ -16,15 +17,17 @@ from tests.money_world import OPERATOR, SELF_OPERATOR, MoneyWorld
 class Api:
     def __init__(self, client, conn: sqlite3.Connection, clock: FakeClock) -> None:  # noqa: ANN001
         self.client = client
+        # the money world runs its fake clock through a whole year: tokens that outlive it
+        token = functools.partial(create_token, conn, expires_days=MAX_EXPIRY_DAYS)
         with write_txn(conn):
             self.tokens = {
-                "admin": create_token(conn, "admin", clock.now_ms()),
-                "auditor": create_token(conn, "auditor", clock.now_ms()),
-                "clerk_u01": create_token(conn, "clerk", clock.now_ms(), unit_id="U01"),
-                "clerk_u02": create_token(conn, "clerk", clock.now_ms(), unit_id="U02"),
-                "operator": create_token(conn, "operator", clock.now_ms(), operator=OPERATOR),
-                "diner_h001": create_token(conn, "diner", clock.now_ms(), holder_id="H001"),
-                "diner_h002": create_token(conn, "diner", clock.now_ms(), holder_id="H002"),
+                "admin": token("admin", clock.now_ms()),
+                "auditor": token("auditor", clock.now_ms()),
+                "clerk_u01": token("clerk", clock.now_ms(), unit_id="U01"),
+                "clerk_u02": token("clerk", clock.now_ms(), unit_id="U02"),
+                "operator": token("operator", clock.now_ms(), operator=OPERATOR),
+                "diner_h001": token("diner", clock.now_ms(), holder_id="H001"),
+                "diner_h002": token("diner", clock.now_ms(), holder_id="H002"),
             }
 
     def __call__(self, who: str, method: str, url: str, body: dict | None = None):  # noqa: ANN204

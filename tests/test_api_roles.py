@@ -39,6 +39,7 @@ SAMPLE = {
     "sale_id": "1",
     "credential_id": "0123456789abcdef",  # a QR credential (none exists: 404, not a refusal)
     "access": "0" * 32,
+    "token_id": "tok000000000000",  # no such token: 404, not a refusal
 }
 SCOPES = {
     "admin": {},

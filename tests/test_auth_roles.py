@@ -18,7 +18,7 @@ def test_a_diner_token_speaks_for_one_cardholder(conn: sqlite3.Connection, clock
     populated(conn, clock.now_ms())
     with write_txn(conn):
         token = create_token(conn, "diner", clock.now_ms(), holder_id="H00001")
-    who = principal_for_token(conn, token)
+    who = principal_for_token(conn, token, clock.now_ms())
     assert who == Principal("diner", holder_id="H00001")
 
 
@@ -42,7 +42,7 @@ def test_an_unscoped_role_ignores_scope_arguments(conn: sqlite3.Connection, cloc
     populated(conn, clock.now_ms())
     with write_txn(conn):
         token = create_token(conn, "auditor", clock.now_ms(), unit_id="U01", holder_id="H00001")
-    assert principal_for_token(conn, token) == Principal("auditor")
+    assert principal_for_token(conn, token, clock.now_ms()) == Principal("auditor")
 
 
 def test_a_revoked_token_no_longer_works(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
@@ -50,7 +50,9 @@ def test_a_revoked_token_no_longer_works(conn: sqlite3.Connection, clock) -> Non
         token = create_token(conn, "admin", clock.now_ms())
         assert revoke_token(conn, token, clock.now_ms())
         assert not revoke_token(conn, token, clock.now_ms())
-    assert principal_for_token(conn, token) is None
+    with pytest.raises(DomainError) as err:
+        principal_for_token(conn, token, clock.now_ms())
+    assert (err.value.code, err.value.http_status) == ("token_revoked", 401)
 
 
 def test_tokens_issued_before_the_diner_role_survive_the_migration(tmp_path, clock) -> None:  # noqa: ANN001

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -145,8 +146,21 @@ def test_a_card_that_belongs_to_someone_else_is_refused(units, clock) -> None:  
     with pytest.raises(DomainError) as err, write_txn(units):
         roster.import_roster(units, text, clock.now_ms())
     [problem] = err.value.context["errors"]
-    assert (problem["line"], problem["code"]) == (2, "already_exists")
-    assert "U01/CZ001" in problem["detail"]
+    assert (problem["line"], problem["code"]) == (2, "card_registered_elsewhere")
+    # issue 11: a clerk of 市教育局 learns nothing about 市财政局's people from the refusal
+    shown = json.dumps(err.value.to_json("zh") | err.value.to_json("en") | problem, ensure_ascii=False)
+    for secret in ("U01", "市财政局", "CZ001", "王伟"):
+        assert secret not in shown
+    assert "已在其他单位登记" in problem["message"] or "elsewhere" in problem["message"]
+
+
+def test_a_card_of_a_colleague_in_the_same_unit_names_the_colleague(units, clock) -> None:  # noqa: ANN001
+    load(units, "roster.csv", clock.now_ms())
+    text = "单位名称,姓名,工号,卡号\n市财政局,赵磊,CZ009,04A1B2C3D4\n"
+    with pytest.raises(DomainError) as err, write_txn(units):
+        roster.import_roster(units, text, clock.now_ms())
+    [problem] = err.value.context["errors"]
+    assert (problem["code"], "CZ001" in problem["detail"]) == ("already_exists", True)
 
 
 def test_a_clerk_may_import_only_their_own_units_staff(units, clock) -> None:  # noqa: ANN001

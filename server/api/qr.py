@@ -9,6 +9,7 @@ before the code runs out. The page needs no login: its link is the credential's 
 from __future__ import annotations
 
 import hmac
+import secrets
 from html import escape
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -19,6 +20,7 @@ from server.downstream.deltas import record_delta
 from server.infra.auth import public, requires
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
+from server.infra.headers import page_csp
 from server.registry.units import holder_of_card
 from server.sales import qr_codes
 from server.sales.incidents import incidents
@@ -179,14 +181,13 @@ def my_code():  # noqa: ANN201
     return jsonify({"code": text, "valid_until_ms": now - now % 1000 + VALIDITY_MS})
 
 
-PAGE = (
-    """<!doctype html>
+PAGE = """<!doctype html>
 <html lang="zh-CN"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="{refresh}">
 <title>食堂一卡通 付款码</title>
-<style>body{{font-family:sans-serif;text-align:center;margin:1em}} """
-    """svg{{width:80vw;max-width:360px;height:auto}}
+<style nonce="{nonce}">body{{font-family:sans-serif;text-align:center;margin:1em}}
+svg{{width:80vw;max-width:360px;height:auto}}
 .note{{color:#555;font-size:.9em}}</style></head>
 <body><h2>食堂一卡通 · 付款码</h2>
 <p>卡号 {card}</p>
@@ -194,27 +195,32 @@ PAGE = (
 <p>请向收银终端出示此码。每码仅可使用一次，{seconds} 秒内有效，页面会自动刷新。</p>
 <p class="note">离线终端最多可为您先行扣款 {allowance}。请勿截图或转发付款码。</p>
 </body></html>"""
-)
 
-GONE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>食堂一卡通</title></head>
-<body style="font-family:sans-serif;text-align:center"><h2>{message}</h2>
+GONE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>食堂一卡通</title>
+<style nonce="{nonce}">body{{font-family:sans-serif;text-align:center}}</style></head>
+<body><h2>{message}</h2>
 <p>请联系本单位食堂管理员重新开通扫码支付。</p></body></html>"""
 
 
 @page.get("/<credential_id>/<access>")
 def phone_page(credential_id: str, access: str) -> Response:
+    # the page's one inline <style> runs under a fresh nonce; no script at all
+    nonce = secrets.token_urlsafe(16)
+    csp = {"Content-Security-Policy": page_csp(nonce)}
     try:
         text, cred, _ = _code_for(credential_id, access)
     except DomainError as exc:
         if exc.code not in ("qr_no_credential", "not_found"):
             raise
-        body = GONE.format(message=escape(message(exc.code, "zh")))
-        return Response(body, status=410 if exc.code == "qr_no_credential" else 404, mimetype="text/html")
+        body = GONE.format(message=escape(message(exc.code, "zh")), nonce=nonce)
+        status = 410 if exc.code == "qr_no_credential" else 404
+        return Response(body, status=status, mimetype="text/html", headers=csp)
     body = PAGE.format(
+        nonce=nonce,
         refresh=VALIDITY_MS // 2000,
         card=escape(cred.card_id[:2] + "****" + cred.card_id[-2:]),
         svg=svg(text),
         seconds=VALIDITY_MS // 1000,
         allowance=format_fen(cred.offline_allowance_fen),
     )
-    return Response(body, mimetype="text/html", headers={"Cache-Control": "no-store"})
+    return Response(body, mimetype="text/html", headers={"Cache-Control": "no-store", **csp})

@@ -1,4 +1,6 @@
-"""API tokens (admin issues them) and ``/me``: who the caller's token speaks for."""
+"""API tokens (admin issues, lists and revokes them) and ``/me``: who the caller's token
+speaks for. A listing never shows a token's secret: only its public id, role, scope, label
+and dates."""
 
 from __future__ import annotations
 
@@ -6,12 +8,27 @@ from flask import Blueprint, Response, jsonify
 
 from server.api.params import json_body, text
 from server.api.spec import doc
-from server.infra.auth import ROLES, create_token, requires
+from server.infra.auth import MAX_EXPIRY_DAYS, ROLES, issue_token, list_tokens, requires, revoke_token_id
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from server.infra.scope import principal
 
 bp = Blueprint("tokens", __name__, url_prefix="/api/v1")
+
+TOKEN_ENTRY = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "role": {"type": "string"},
+        "unit_id": {"type": ["string", "null"]},
+        "operator": {"type": ["string", "null"]},
+        "holder_id": {"type": ["string", "null"]},
+        "label": {"type": "string"},
+        "created_at_ms": {"type": "integer"},
+        "expires_at_ms": {"type": ["integer", "null"]},
+        "revoked_at_ms": {"type": ["integer", "null"]},
+    },
+}
 
 
 @bp.post("/tokens")
@@ -26,9 +43,18 @@ bp = Blueprint("tokens", __name__, url_prefix="/api/v1")
             "operator": {"type": "string"},
             "holder_id": {"type": "string"},
             "label": {"type": "string"},
+            "expires_days": {"type": "integer", "minimum": 1, "maximum": MAX_EXPIRY_DAYS},
         },
     },
-    response={"type": "object", "properties": {"token": {"type": "string"}, "role": {"type": "string"}}},
+    response={
+        "type": "object",
+        "properties": {
+            "token": {"type": "string"},
+            "id": {"type": "string"},
+            "role": {"type": "string"},
+            "expires_at_ms": {"type": "integer"},
+        },
+    },
     status=201,
 )
 @requires("admin")
@@ -37,7 +63,7 @@ def issue() -> tuple[Response, int]:
     role = text(body, "role") or ""
     conn = get_db()
     with write_txn(conn):
-        token = create_token(
+        issued = issue_token(
             conn,
             role,
             get_clock().now_ms(),
@@ -45,8 +71,31 @@ def issue() -> tuple[Response, int]:
             operator=text(body, "operator", required=False),
             holder_id=text(body, "holder_id", required=False),
             label=text(body, "label", required=False) or "",
+            expires_days=body.get("expires_days"),
         )
-    return jsonify({"token": token, "role": role}), 201
+    return jsonify(
+        {"token": issued.token, "id": issued.id, "role": role, "expires_at_ms": issued.expires_at_ms}
+    ), 201
+
+
+@bp.get("/tokens")
+@doc(
+    "Every token: id, role, scope, label, issued, expires, revoked (never the secret)",
+    response={"type": "array", "items": TOKEN_ENTRY},
+)
+@requires("admin")
+def listing() -> Response:
+    return jsonify(list_tokens(get_db()))
+
+
+@bp.delete("/tokens/<token_id>")
+@doc("Revoke a token by its id (at once; revoking it again changes nothing)", response=TOKEN_ENTRY)
+@requires("admin")
+def revoke(token_id: str) -> Response:
+    conn = get_db()
+    with write_txn(conn):
+        entry = revoke_token_id(conn, token_id, get_clock().now_ms())
+    return jsonify(entry)
 
 
 @bp.get("/me")

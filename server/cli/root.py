@@ -12,22 +12,25 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 
 import click
 
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
-from server.cli import ecny, faces, limits, money, people, qr, registry
+from server.cli import ecny, faces, limits, money, people, qr, registry, tokens
 from server.cli.output import JSON_OPTION, DomainGroup, emit
 from server.closing.check import all_violations
 from server.infra import public_url as public_url_config
-from server.infra.auth import ROLES, create_token
+from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.registry.terminals import provision
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.clock import SystemClock
 from shared.errors import DomainError
+from shared.mqtt import redacted_url
+from shared.private_files import write_private
 
 
 class Ctx:
@@ -139,7 +142,7 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
         broker_url = broker.url
         click.echo(f"embedded MQTT broker on {broker_url}")
     service = ServerService(broker_url, app=obj.app, http_host=host, http_port=port).start()
-    click.echo(f"server: {service.base_url}  broker: {broker_url}")
+    click.echo(f"server: {service.base_url}  broker: {redacted_url(broker_url)}")  # no password
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
@@ -156,41 +159,41 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
 @click.option("--id", "terminal_id", default=None, help="Terminal id (default: next T####).")
 @click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
 @click.option("--server-url", default="http://127.0.0.1:8080", show_default=True)
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the config to this file, mode 0600 (recommended: it holds the terminal's secret).",
+)
 @click.pass_obj
 def provision_terminal(
-    obj: Ctx, canteen_id: str, terminal_id: str | None, broker_url: str, server_url: str
+    obj: Ctx,
+    canteen_id: str,
+    terminal_id: str | None,
+    broker_url: str,
+    server_url: str,
+    out_path: Path | None,
 ) -> None:
-    """Register a terminal for a canteen and print its config (JSON, with its secret)."""
+    """Register a terminal for a canteen and write its config (JSON, with its secret).
+
+    With ``--out FILE`` the config goes to FILE, readable by its owner only; without it, to
+    stdout (for a pipe — a shell redirect would create a file others may read)."""
     conn = obj.db()
     key = obj.app.extensions["canteen_server_key"]
     with write_txn(conn):
         creds = provision(conn, canteen_id, SystemClock().now_ms(), key.public_hex, terminal_id)
-    click.echo(json.dumps({**creds.to_json(), "broker_url": broker_url, "server_url": server_url}, indent=2))
-
-
-@main.command("create-token")
-@click.option("--role", type=click.Choice(list(ROLES)), required=True)
-@click.option("--unit", "unit_id", default=None, help="Unit id (clerks).")
-@click.option("--operator", default=None, help="Operator name (operators).")
-@click.option("--holder", "holder_id", default=None, help="Cardholder id (diners).")
-@click.option("--label", default="")
-@click.pass_obj
-def create_token_cmd(
-    obj: Ctx, role: str, unit_id: str | None, operator: str | None, holder_id: str | None, label: str
-) -> None:
-    """Issue an API token for a person; it is printed once."""
-    conn = obj.db()
-    with write_txn(conn):
-        token = create_token(
-            conn,
-            role,
-            SystemClock().now_ms(),
-            unit_id=unit_id,
-            operator=operator,
-            holder_id=holder_id,
-            label=label,
+    config = json.dumps({**creds.to_json(), "broker_url": broker_url, "server_url": server_url}, indent=2)
+    if out_path is None:
+        click.echo(config)
+        click.echo(
+            "注意：配置含终端密钥，请勿用 > 重定向保存，改用 --out FILE（权限 0600）。"
+            " note: the config holds the terminal's secret; use --out FILE (mode 0600).",
+            err=True,
         )
-    click.echo(token)
+        return
+    write_private(out_path, config + "\n")
+    click.echo(f"终端 terminal {creds.terminal_id}: 配置已写入 config written to {out_path} (0600)")
 
 
 @main.command()
@@ -239,7 +242,7 @@ def mosquitto_config(obj: Ctx, port: int, data_dir: str | None) -> None:
     click.echo(render_mosquitto_conf(port, data_dir))
 
 
-for _group in (registry, people, money, qr, ecny, limits):  # each command group's module lists its commands
+for _group in (registry, people, money, qr, ecny, limits, tokens):  # each group's module lists its commands
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

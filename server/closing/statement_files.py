@@ -1,16 +1,16 @@
 """Settlement documents as files: the statement CSV (结算单) and the payout file (付款清单).
 
 Both are UTF-8 CSV with a BOM (so a spreadsheet on a Chinese desktop opens them right) and
-Chinese headers. Amounts appear twice: integer fen (for machines and the bank import) and
-``¥12.50`` (for people), from the one formatter.
+Chinese headers, written by :func:`server.infra.csv_safe.write_csv` (text from canteen
+tables and payee details cannot start a spreadsheet formula). Amounts appear twice: integer
+fen (for machines and the bank import) and ``¥12.50`` (for people), from the one formatter.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from typing import Any
 
+from server.infra.csv_safe import Number, write_csv
 from shared.money import format_fen
 
 STATEMENT_HEADERS = [
@@ -40,13 +40,9 @@ STATEMENT_HEADERS = [
 PAYOUT_HEADERS = ["收款人", "收款单位全称", "开户银行", "银行账号", "金额(分)", "金额", "食堂", "备注"]
 
 
-def _csv(headers: list[str], rows: list[list[Any]]) -> str:
-    buf = io.StringIO()
-    buf.write("\ufeff")
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(headers)
-    writer.writerows(rows)
-    return buf.getvalue()
+def _yuan(amount_fen: int) -> Number:
+    """``¥12.50`` / ``-¥1.50``: ours, a number, so the CSV writer leaves its sign alone."""
+    return Number(format_fen(amount_fen))
 
 
 def statement_csv(doc: dict[str, Any]) -> str:
@@ -75,11 +71,11 @@ def statement_csv(doc: dict[str, Any]) -> str:
                 st["settlement_fen"],
                 st["fee_fen"],
                 st["net_fen"],
-                format_fen(st["gross_fen"]),
-                format_fen(st["withheld_fen"]),
-                format_fen(st["settlement_fen"]),
-                format_fen(st["fee_fen"]),
-                format_fen(st["net_fen"]),
+                _yuan(st["gross_fen"]),
+                _yuan(st["withheld_fen"]),
+                _yuan(st["settlement_fen"]),
+                _yuan(st["fee_fen"]),
+                _yuan(st["net_fen"]),
             ]
         )
         for adj in st["adjustments"]:
@@ -98,14 +94,14 @@ def statement_csv(doc: dict[str, Any]) -> str:
                     "",
                     "",
                     "",
-                    format_fen(adj["amount_fen"]),
-                    format_fen(adj["withheld_fen"]),
+                    _yuan(adj["amount_fen"]),
+                    _yuan(adj["withheld_fen"]),
                     "",
                     "",
                     "",
                 ]
             )
-    return _csv(STATEMENT_HEADERS, rows)
+    return write_csv(STATEMENT_HEADERS, rows)
 
 
 def payout_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -133,9 +129,9 @@ def payout_csv(doc: dict[str, Any]) -> str:
                 p["bank_name"],
                 p["bank_account"],
                 line["amount_fen"],
-                format_fen(line["amount_fen"]),
+                _yuan(line["amount_fen"]),
                 " ".join(line["canteens"]),
                 note,
             ]
         )
-    return _csv(PAYOUT_HEADERS, rows)
+    return write_csv(PAYOUT_HEADERS, rows)

@@ -15,12 +15,13 @@ record as attributes (``http_method``, ``http_path``, ``http_route``, ``http_sta
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import time
 
 from flask import Flask, Response, g, request
+
+from server.infra.auth import public_id
 
 log = logging.getLogger("canteen.http")
 
@@ -35,8 +36,8 @@ def init_app(app: Flask) -> None:
 
 
 def token_id(token: str) -> str:
-    """The loggable id of a bearer token (a prefix of the hash the tokens table keeps)."""
-    return hashlib.sha256(token.encode()).hexdigest()[:12]
+    """The loggable id of a bearer token: its public id (:func:`server.infra.auth.public_id`)."""
+    return public_id(token)
 
 
 def _start() -> None:

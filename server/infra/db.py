@@ -11,10 +11,13 @@ import sqlite3
 from pathlib import Path
 
 from server.infra.schema import MIGRATIONS
+from shared.private_files import ensure_private_sqlite
 from shared.sqlite_txn import write_txn as write_txn  # re-exported for the server's modules
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
+    """Open the database (created 0600: it holds terminal secrets and people's details)."""
+    ensure_private_sqlite(path)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")

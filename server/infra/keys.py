@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shared.private_files import ensure_private
 from shared.protocol import ServerKey
 
 
 def load_or_create(path: str | Path) -> ServerKey:
     p = Path(path)
     if p.exists():
+        ensure_private(p)  # tighten a key file copied in with looser permissions
         return ServerKey.from_hex(p.read_text().strip())
     p.parent.mkdir(parents=True, exist_ok=True)
     key = ServerKey.generate()

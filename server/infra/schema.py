@@ -483,3 +483,25 @@ MIGRATIONS.append(
     ALTER TABLE refund_requests ADD COLUMN first_approved_at_ms INTEGER;
     """
 )
+
+MIGRATIONS.append(
+    # 11: hardening (issue 11) — tokens get a public id (to list and revoke them by) and an
+    # expiry; signed terminal HTTP requests carry a nonce, remembered while the request's
+    # time is still acceptable, so a captured request cannot be replayed
+    """
+    ALTER TABLE tokens ADD COLUMN id TEXT;
+    ALTER TABLE tokens ADD COLUMN expires_at_ms INTEGER;
+    UPDATE tokens SET id = 'tok' || substr(token_hash, 1, 12);
+    -- tokens issued before expiry existed: 90 more days from the upgrade, then they lapse
+    UPDATE tokens SET expires_at_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 90 * 86400000;
+    CREATE UNIQUE INDEX tokens_id ON tokens(id);
+
+    CREATE TABLE terminal_nonces (
+        terminal_id   TEXT NOT NULL,
+        nonce         TEXT NOT NULL,
+        expires_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (terminal_id, nonce)
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX terminal_nonces_expiry ON terminal_nonces(expires_at_ms);
+    """
+)

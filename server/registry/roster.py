@@ -328,15 +328,7 @@ def _plan(
             (row.card_id,),
         ).fetchone()
         if card is not None and (holder is None or card["holder_id"] != holder["id"]):
-            errors.append(
-                LineError(
-                    row.line,
-                    col["card_id"],
-                    "already_exists",
-                    f"卡号 {row.card_id} belongs to {card['unit_id']}/{card['staff_no']}",
-                    f"卡号 {row.card_id} 已属于 {card['unit_id']}/{card['staff_no']}",
-                )
-            )
+            errors.append(_card_taken(row, col, card))
             continue
         if holder is None:
             holder_id = next(fresh)
@@ -371,6 +363,26 @@ def _plan(
         if not changed:
             plan["unchanged"].append({"id": holder_id})
     return plan
+
+
+def _card_taken(row: RosterRow, col: dict[str, str], owner: sqlite3.Row) -> LineError:
+    """The card is someone else's. Within the importing unit the clerk may see whose; a card
+    of another unit is only "registered elsewhere" — no unit, no person, no 工号."""
+    if owner["unit_id"] == row.unit_id:
+        return LineError(
+            row.line,
+            col["card_id"],
+            "already_exists",
+            f"卡号 {row.card_id} belongs to 工号 {owner['staff_no']}",
+            f"卡号 {row.card_id} 已属于本单位工号 {owner['staff_no']}",
+        )
+    return LineError(
+        row.line,
+        col["card_id"],
+        "card_registered_elsewhere",
+        f"卡号 {row.card_id} is registered elsewhere",
+        f"卡号 {row.card_id} 已在其他单位登记",
+    )
 
 
 def _fresh_holder_ids(conn: sqlite3.Connection) -> Iterator[str]:

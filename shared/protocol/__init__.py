@@ -25,7 +25,13 @@ from shared.protocol.messages import (
     Snapshot,
     Status,
 )
-from shared.protocol.signing import ServerKey, ServerVerifier, hmac_sign, hmac_verify
+from shared.protocol.signing import (
+    ServerKey,
+    ServerVerifier,
+    hmac_sign,
+    hmac_verify,
+    terminal_request_bytes,
+)
 
 # most deltas one catch-up page carries; a shorter page means caught up
 DELTA_PAGE_SIZE = 500
@@ -54,5 +60,6 @@ __all__ = [
     "peek_sender",
     "seal_hmac",
     "seal_server",
+    "terminal_request_bytes",
     "topics",
 ]

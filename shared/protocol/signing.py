@@ -23,6 +23,15 @@ def hmac_sign(secret: bytes, data: bytes) -> str:
     return HMAC_PREFIX + hmac.new(secret, data, hashlib.sha256).hexdigest()
 
 
+def terminal_request_bytes(
+    terminal_id: str, at_ms: int, nonce: str, method: str, path: str, query: str
+) -> bytes:
+    """What a terminal signs for an HTTP request to the server: who, when, a fresh nonce
+    (the server refuses one it has seen), the method, the path and the raw query string —
+    so neither a replay nor a changed ``?since=`` passes."""
+    return f"{terminal_id}\n{at_ms}\n{nonce}\n{method.upper()}\n{path}\n{query}".encode()
+
+
 def hmac_verify(secret: bytes, data: bytes, sig: str) -> bool:
     # compare_digest raises TypeError on non-ASCII str; such a signature is simply wrong
     return sig.isascii() and hmac.compare_digest(hmac_sign(secret, data), sig)

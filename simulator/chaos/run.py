@@ -33,6 +33,7 @@ from server.books.periods import Quarter
 from server.infra.db import open_db
 from shared.broker import free_port
 from shared.clock import SystemClock
+from shared.private_files import write_private
 from simulator.chaos.audit import audit, read_journal
 from simulator.chaos.inject import Injector
 from simulator.chaos.plan import ChaosOptions, Fault, Plan, build_plan
@@ -129,7 +130,8 @@ class ChaosRun:
                 mqtt,
                 http,
             )
-            term.config_path.write_text(
+            write_private(  # the configuration holds the terminal's secret
+                term.config_path,
                 json.dumps(
                     {
                         **creds.to_json(),
@@ -142,7 +144,7 @@ class ChaosRun:
                         "heartbeat_s": 1.0,
                         "clock_offset_ms": self.plan.clock_skew.get(i, 0),
                     }
-                )
+                ),
             )
             term.start()
             self.terms.append(term)

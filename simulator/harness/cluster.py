@@ -23,7 +23,7 @@ from typing import Any
 from server.books import ledger
 from server.closing.check import all_violations
 from server.downstream.deltas import current_version
-from server.infra.auth import create_token
+from server.infra.auth import MAX_EXPIRY_DAYS, create_token
 from server.infra.db import counter, open_db, write_txn
 from server.service import ServerService
 from shared.broker import Broker, start_broker
@@ -145,7 +145,9 @@ class Cluster:
         if self._admin_token is None:
             conn = self.db()
             with write_txn(conn):
-                self._admin_token = create_token(conn, "admin", self.clock.now_ms(), label="simulator")
+                self._admin_token = create_token(  # a simulated run may span years of its clock
+                    conn, "admin", self.clock.now_ms(), label="simulator", expires_days=MAX_EXPIRY_DAYS
+                )
             conn.close()
         return self._admin_token
 
