@@ -122,6 +122,13 @@ CATALOG: dict[str, ErrorSpec] = {
     "face_one_at_a_time": ErrorSpec("请一人一次刷脸", "more than one face in front of the camera"),
     "second_factor_failed": ErrorSpec("卡号后四位不符", "card number digits do not match"),
     "input_timeout": ErrorSpec("输入超时", "no input in time"),
+    # broker lock-down, presence freshness, duplicate terminal identity, e-CNY gateway choice
+    # (issue 11)
+    "terminal_identity_duplicate": ErrorSpec(
+        "终端身份重复，请联系管理员", "two running terminals use one terminal's identity", 409
+    ),
+    "terminal_revoked": ErrorSpec("终端已停用", "terminal revoked", 401),
+    "ecny_not_configured": ErrorSpec("未配置数字人民币支付通道", "no digital RMB gateway is configured", 503),
 }
 
 

@@ -27,7 +27,7 @@ import click
 
 from hardware.devices import open_devices
 from shared.clock import SystemClock, china_datetime
-from shared.errors import DomainError
+from shared.errors import DomainError, message
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
@@ -90,7 +90,8 @@ def run(config_path: str, events: bool, log_level: str) -> None:
         raise click.UsageError(str(exc)) from exc
     if config.reader == "simulated":
         log.warning(
-            "reader 'simulated' is fed in-process: no taps will come from it here (use stdin, fifo:<path> or nfc:<device>)"
+            "reader 'simulated' is fed in-process: no taps will come from it here "
+            "(use stdin, fifo:<path> or nfc:<device>)"
         )
     clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
     terminal = Terminal(config, clock, display=devices.display, on_event=emit).start()
@@ -158,6 +159,8 @@ def status(config_path: str, as_json: bool) -> None:
             "oldest_unsent_ms": store.oldest_pending_ms(),
             "delta_version": store.delta_version,
             "clock_offset_ms": _int(store.get_meta("clock_offset_ms")),
+            # another running process with this terminal's configuration, if one was seen
+            "identity_conflict": _json(store.get_meta("identity_conflict")),
         }
     finally:
         store.close()
@@ -175,10 +178,19 @@ def status(config_path: str, as_json: bool) -> None:
     click.echo(f"  数据版本 delta version  {info['delta_version']}")
     offset = info["clock_offset_ms"]
     click.echo(f"  时钟偏差 clock offset   {'-' if offset is None else f'{offset:+d} ms'}")
+    if info["identity_conflict"]:
+        click.echo(
+            f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "
+            f"configuration (instance {info['identity_conflict'].get('other', '?')})"
+        )
 
 
 def _int(value: str | None) -> int | None:
     return int(value) if value else None
+
+
+def _json(value: str | None) -> Any:
+    return json.loads(value) if value else None
 
 
 if __name__ == "__main__":

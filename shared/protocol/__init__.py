@@ -25,7 +25,7 @@ from shared.protocol.messages import (
     Snapshot,
     Status,
 )
-from shared.protocol.signing import ServerKey, ServerVerifier, hmac_sign, hmac_verify
+from shared.protocol.signing import ServerKey, ServerVerifier, broker_password, hmac_sign, hmac_verify
 
 # most deltas one catch-up page carries; a shorter page means caught up
 DELTA_PAGE_SIZE = 500
@@ -47,6 +47,7 @@ __all__ = [
     "ServerVerifier",
     "Snapshot",
     "Status",
+    "broker_password",
     "canonical_json",
     "hmac_sign",
     "hmac_verify",

@@ -277,9 +277,15 @@ class Status:
     clock_offset_ms: int | None = None
     offline_since_ms: int | None = None
     software: str = ""
+    # a random id per terminal process: two processes running one terminal's configuration
+    # show up as two instances on its status topic (empty: not sent)
+    instance: str = ""
 
     def to_body(self) -> dict[str, Any]:
-        return asdict(self)
+        body = asdict(self)
+        if not self.instance:
+            del body["instance"]
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Status:
@@ -293,26 +299,33 @@ class Status:
             clock_offset_ms=opt_int(body, "clock_offset_ms", lo=_I),
             offline_since_ms=opt_int(body, "offline_since_ms"),
             software=req_str(body, "software", max_len=64, allow_empty=True),
+            instance=req_str(body, "instance", max_len=32, allow_empty=True) if "instance" in body else "",
         )
 
 
 @dataclass(frozen=True)
 class ServerStatus:
     """The server's presence. ``heartbeat_s``: how often an ``online`` one is repeated, so
-    a terminal can tell a live server from a stale retained message."""
+    a terminal can tell a live server from a stale retained message. ``boot`` names one run
+    of the server process and ``seq`` counts its presence messages: with the envelope's
+    signed send time they let a terminal refuse a captured ``online`` replayed later."""
 
     state: str
     heartbeat_s: int = 10
+    boot: str = ""
+    seq: int = 0
 
     def to_body(self) -> dict[str, Any]:
-        return {"state": self.state, "heartbeat_s": self.heartbeat_s}
+        return {"state": self.state, "heartbeat_s": self.heartbeat_s, "boot": self.boot, "seq": self.seq}
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ServerStatus:
-        only_keys(body, frozenset({"state", "heartbeat_s"}), "body")
+        only_keys(body, frozenset({"state", "heartbeat_s", "boot", "seq"}), "body")
         return cls(
             state=req_enum(body, "state", TERMINAL_STATES),
             heartbeat_s=req_int(body, "heartbeat_s", lo=1, hi=3600),
+            boot=req_str(body, "boot", max_len=32),
+            seq=req_int(body, "seq"),
         )
 
 
