@@ -87,6 +87,14 @@ def create_app(
         YEAR_END_REFUND_TO="unit",
         LANGUAGE="zh",  # of API error messages (zh | en; both texts are always in the body)
         PUBLIC_URL="",  # the server as phones and browsers reach it (qr-issue links)
+        # the broker's users and ACL, written by the server (server.registry.broker_users)
+        MQTT_PASSWORD_FILE=os.path.join(instance, "mosquitto", "passwd"),
+        MQTT_ACL_FILE=os.path.join(instance, "mosquitto", "canteen.acl"),
+        MQTT_SERVER_PASSWORD_FILE=os.path.join(instance, "mqtt_server_password"),
+        # digital RMB: "none" (refused) unless configured; "simulated" only for the demo and
+        # tests, with a per-installation callback key made at init (ECNY_SIM_KEY_FILE, 0600)
+        ECNY_GATEWAY="none",
+        ECNY_SIM_KEY_FILE=os.path.join(instance, "ecny_simulated_key.hex"),
         JSON_AS_ASCII=False,
     )
     if test_config is None:

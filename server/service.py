@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import threading
+from dataclasses import replace
 from typing import Any
 
 from flask import Flask
@@ -23,6 +24,7 @@ from server.downstream.presence import PresenceBeacon
 from server.downstream.publisher import DeltaPublisher
 from server.infra.body_limit import http_server
 from server.infra.db import open_db
+from server.registry.broker_users import SERVER_USER, BrokerFiles, server_password
 from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
@@ -73,9 +75,16 @@ class ServerService:
         self._http_thread.start()
 
         self.presence = PresenceBeacon(key, self.clock, self.presence_s)
+        address = BrokerAddress.parse(self.broker_url)
+        if address.username is None:  # the locked broker's user "server", when it has one
+            password = server_password(
+                BrokerFiles.from_config(self.app.config).server_password_file, create=False
+            )
+            if password is not None:
+                address = replace(address, username=SERVER_USER, password=password)
         self.link = MqttLink(
             self.client_id,
-            BrokerAddress.parse(self.broker_url),
+            address,
             subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1)],
             on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
             will=self.presence.will,

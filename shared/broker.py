@@ -1,18 +1,28 @@
 """Starting an MQTT broker: embedded (amqtt, in-process) or Mosquitto (a child process).
 
 With no broker URL configured, the demo and the simulator run an embedded pure-Python
-broker in a background thread, so they need no system package. Tests prefer a real
-Mosquitto started from ``deploy/mosquitto/canteen.conf.in`` on a free port when the binary
-exists, and fall back to the embedded broker otherwise. This is the only module that
-imports amqtt.
+broker in a background thread, so they need no system package. **The embedded broker is
+open** (anyone on loopback may connect, read and write everything): it is for a laptop, never
+for production. Tests prefer a real Mosquitto started from ``deploy/mosquitto/canteen.conf.in``
+on a free port when the binary exists, and fall back to the embedded broker otherwise. This
+is the only module that imports amqtt.
+
+Production is Mosquitto, locked: :func:`render_mosquitto_conf` renders no anonymous access,
+a password file (:func:`mosquitto_password_line`, Mosquitto 2's PBKDF2-SHA512 ``$7$`` form)
+and an ACL file, both written by the server (``server.registry.broker_users``), and the client
+id bound to the user name. Only the general tests' broker is rendered ``anonymous=True``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
+import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -110,8 +120,60 @@ class EmbeddedBroker:
         self._thread.join(10)
 
 
-def render_mosquitto_conf(port: int, data_dir: str, extra: str = "") -> str:
-    return CONF_TEMPLATE.read_text().format(port=port, data_dir=data_dir, extra=extra)
+def render_mosquitto_conf(
+    port: int,
+    data_dir: str,
+    extra: str = "",
+    *,
+    listen: str = "127.0.0.1",
+    password_file: str | None = None,
+    acl_file: str | None = None,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    anonymous: bool = False,
+) -> str:
+    """The project's Mosquitto configuration. Locked unless ``anonymous`` (the general
+    tests' broker only): no anonymous client, ``password_file`` and ``acl_file`` (both
+    required), the client id bound to the user name. ``cafile``/``certfile``/``keyfile``
+    (all three) make the listener TLS. ``listen``: the address to bind ("" for all)."""
+    listener = f"listener {port} {listen}".rstrip()
+    tls = (cafile, certfile, keyfile)
+    if any(tls) and not all(tls):
+        raise ValueError("TLS needs cafile, certfile and keyfile together")
+    if all(tls):
+        listener += f"\ncafile {cafile}\ncertfile {certfile}\nkeyfile {keyfile}\ntls_version tlsv1.2"
+    if anonymous:
+        security = "# TESTS ONLY: anonymous clients, no ACL\nallow_anonymous true"
+    else:
+        if not password_file or not acl_file:
+            raise ValueError("a locked broker needs a password file and an ACL file")
+        security = "\n".join(
+            [
+                "allow_anonymous false",
+                f"password_file {password_file}",
+                f"acl_file {acl_file}",
+                "# the client id is the user name: no terminal can take over another's session",
+                "use_username_as_clientid true",
+            ]
+        )
+    return CONF_TEMPLATE.read_text().format(
+        listener=listener + "\n", data_dir=data_dir, security=security, extra=extra
+    )
+
+
+MOSQUITTO_PBKDF2_ITERATIONS = 101  # what mosquitto_passwd 2.0 writes
+
+
+def mosquitto_password_line(user: str, password: str, *, salt: bytes | None = None) -> str:
+    """One line of a Mosquitto 2 password file: ``user:$7$iterations$salt$hash``, PBKDF2 with
+    SHA-512 (the format ``mosquitto_passwd`` writes)."""
+    if not user or ":" in user or "\n" in user:
+        raise ValueError(f"not a usable broker user name: {user!r}")
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, MOSQUITTO_PBKDF2_ITERATIONS, 64)
+    b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+    return f"{user}:$7${MOSQUITTO_PBKDF2_ITERATIONS}${b64(salt)}${b64(digest)}"
 
 
 class MosquittoBroker:
@@ -119,7 +181,18 @@ class MosquittoBroker:
 
     kind = "mosquitto"
 
-    def __init__(self, port: int | None = None, data_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        data_dir: str | None = None,
+        *,
+        password_file: str | None = None,
+        acl_file: str | None = None,
+    ) -> None:
+        """Without ``password_file``/``acl_file``: the general tests' open broker; with them,
+        the production (locked) configuration."""
+        self.password_file = password_file
+        self.acl_file = acl_file
         self.port = port or free_port()
         self.url = f"mqtt://127.0.0.1:{self.port}"
         self._own_dir = data_dir is None
@@ -137,7 +210,17 @@ class MosquittoBroker:
         # run as root (CI), Mosquitto would switch to user "mosquitto" and lose the data dir
         extra = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
         conf = Path(self.data_dir) / "mosquitto.conf"
-        conf.write_text(render_mosquitto_conf(self.port, self.data_dir, extra))
+        locked = self.password_file is not None
+        conf.write_text(
+            render_mosquitto_conf(
+                self.port,
+                self.data_dir,
+                extra,
+                password_file=self.password_file,
+                acl_file=self.acl_file,
+                anonymous=not locked,
+            )
+        )
         self._proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -154,6 +237,12 @@ class MosquittoBroker:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise
+
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto re-reads its password and ACL files, keeping its clients."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError("mosquitto is not running")
+        self._proc.send_signal(signal.SIGHUP)
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:

@@ -131,11 +131,13 @@ class SimulatedGateway:
     def __init__(
         self,
         clock: Clock,
-        merchant_key: bytes = b"simulated-merchant-key",
+        merchant_key: bytes | None = None,
         notify: Callable[[bytes, str], None] | None = None,
     ) -> None:
         self.clock = clock
-        self.merchant_key = merchant_key
+        # the key its callbacks are signed with: the server's per-installation one (made at
+        # init), else random — never a constant anyone could read in the source
+        self.merchant_key = merchant_key if merchant_key is not None else secrets.token_bytes(32)
         self.notify = notify  # the result callback (in production: an HTTPS POST to the server)
         self.reachable = True
         self.wallets: dict[str, SimWallet] = {}

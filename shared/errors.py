@@ -170,6 +170,13 @@ CATALOG: dict[str, ErrorSpec] = {
         "this card number is already registered elsewhere",
         409,
     ),
+    # broker lock-down, presence freshness, duplicate terminal identity, e-CNY gateway choice
+    # (issue 11)
+    "terminal_identity_duplicate": ErrorSpec(
+        "终端身份重复，请联系管理员", "two running terminals use one terminal's identity", 409
+    ),
+    "terminal_revoked": ErrorSpec("终端已停用", "terminal revoked", 401),
+    "ecny_not_configured": ErrorSpec("未配置数字人民币支付通道", "no digital RMB gateway is configured", 503),
 }
 
 

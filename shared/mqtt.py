@@ -75,6 +75,7 @@ class MqttLink:
         self._thread: threading.Thread | None = None
         self.connects = 0
         self.disconnects = 0
+        self.refusals = 0  # connections or subscriptions the broker refused (bad credentials, ACL)
 
         c = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -192,6 +193,7 @@ class MqttLink:
 
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
         if reason_code.is_failure:
+            self.refusals += 1
             log.warning("%s: broker refused connection: %s", self.client_id, reason_code)
             client.disconnect()
             return
@@ -205,6 +207,7 @@ class MqttLink:
         if mid != self._sub_mid:
             return
         if any(rc.is_failure for rc in reason_codes):
+            self.refusals += 1
             log.error("%s: subscription refused: %s", self.client_id, reason_codes)
             client.disconnect()
             return

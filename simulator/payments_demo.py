@@ -66,6 +66,7 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
             sun_master_key_hex=MASTER.hex(),
             reader=f"nfc:udp:localhost:{udp}",
             qr_scanner=f"serial:{os.ttyname(slave_fd)},9600,cr",
+            ecny_gateway="simulated",  # the demo's fake wallets: chosen explicitly, never by default
         )
         b = cluster.add_terminal("C01", qr_scanner="simulated")
         if not cluster.wait_synced(30):

@@ -88,6 +88,7 @@ class Terminal:
             http_url=http_url,
             on_link_change=self._on_link_change,
             sale_clock=self.sale_time,
+            on_identity_conflict=self._on_identity_conflict,
         )
         self._rules_version = -1
         self._rules: tuple[CanteenRules, RiskLimits] | None = None
@@ -282,9 +283,18 @@ class Terminal:
         else:
             self.display.show(Screen((decision.message("zh"),) + offline, "error"))
 
+    def _on_identity_conflict(self, other_instance: str) -> None:
+        """Another process runs this terminal's configuration (sync thread): say so."""
+        self.display.show(
+            Screen((message("terminal_identity_duplicate"), f"终端 {self.config.terminal_id}"), "error")
+        )
+        self.on_event({"event": "identity_conflict", "other_instance": other_instance})
+
     def _on_link_change(self, online: bool) -> None:
         """Called by the sync agent when the link to the server comes or goes."""
-        if online:
+        if self.sync.identity_conflict is not None:
+            self._on_identity_conflict(self.sync.identity_conflict)
+        elif online:
             self.display.show(Screen(("网络已恢复", "请刷卡"), "info"))
         else:
             self.display.show(Screen((OFFLINE_BANNER, "网络中断，离线消费受限额控制", "请刷卡"), "error"))

@@ -32,7 +32,7 @@ import click
 
 from hardware.devices import open_devices
 from shared.clock import SystemClock, china_datetime
-from shared.errors import DomainError, refusal_text
+from shared.errors import DomainError, message, refusal_text
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
@@ -211,6 +211,8 @@ def status(config_path: str, as_json: bool) -> None:
             "oldest_unsent_ms": store.oldest_pending_ms(),
             "delta_version": store.delta_version,
             "clock_offset_ms": _int(store.get_meta("clock_offset_ms")),
+            # another running process with this terminal's configuration, if one was seen
+            "identity_conflict": _json(store.get_meta("identity_conflict")),
         }
     finally:
         store.close()
@@ -228,10 +230,19 @@ def status(config_path: str, as_json: bool) -> None:
     click.echo(f"  数据版本 delta version  {info['delta_version']}")
     offset = info["clock_offset_ms"]
     click.echo(f"  时钟偏差 clock offset   {'-' if offset is None else f'{offset:+d} ms'}")
+    if info["identity_conflict"]:
+        click.echo(
+            f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "
+            f"configuration (instance {info['identity_conflict'].get('other', '?')})"
+        )
 
 
 def _int(value: str | None) -> int | None:
     return int(value) if value else None
+
+
+def _json(value: str | None) -> Any:
+    return json.loads(value) if value else None
 
 
 if __name__ == "__main__":

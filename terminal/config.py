@@ -41,7 +41,8 @@ class TerminalConfig:
     # by code) | nfc:<device string> (e.g. nfc:usb, nfc:tty:AMA0:pn532)
     reader: str = "stdin"
     qr_scanner: str = "none"  # none | simulated | serial:<port>,<baud>,<eol>
-    ecny_gateway: str = "simulated"  # simulated | none | a real adapter's name (terminal.devices)
+    # none | a real adapter's name (terminal.devices) | simulated (demo and tests only: fake wallets)
+    ecny_gateway: str = "none"
     sun_master_key_hex: str = ""  # NTAG 424 SUN master key (32+ hex); empty: cards are UID-only
     batch_size: int = 500  # sales per signed batch (protocol maximum 1000; ~200 KB)
     window: int = 8  # batches in flight before waiting for acks (bench: 500 × 8 drains 10k in ~1.5 s)

@@ -27,6 +27,17 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   comes back). Otherwise the offline limits apply, the display says so, and
   ``offline_since_ms`` (for ``max_offline_age_ms``) counts from the moment sync was lost,
   across reconnects that never got back in sync.
+* **Presence freshness.** An ``online`` presence counts only when it is recent — its signed
+  send time, by this terminal's clock corrected by the measured offset, within
+  ``server_silence_s`` — and its sequence is not below the last one seen from the same
+  server boot; it counts from its send time, not from its arrival, so a captured ``online``
+  replayed later (by anyone who can publish on the broker) keeps no terminal online.
+* **One identity, one process.** Each process has a random ``instance`` id in its status
+  and last will, and reads its own (retained) status topic back. Once it has seen its own
+  status there, a status from another instance means a second process runs this terminal's
+  configuration (each connect takes the other's session over: both flap). The terminal
+  then logs ``terminal_identity_duplicate``, keeps it in ``identity_conflict`` (shown by
+  ``canteen-terminal status``) and tells the display (:attr:`SyncAgent.identity_conflict`).
 * **Cache age.** While in sync, the cache is current by definition (the broker would have
   delivered any delta); ``last_sync_ms`` records the last moment it was known current (an
   ack, a delta, the server's heartbeat while in sync, the link dropping while in sync), and
@@ -35,12 +46,14 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
+import secrets
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from shared.clock import Clock
@@ -53,6 +66,7 @@ from shared.protocol import (
     ServerStatus,
     ServerVerifier,
     Status,
+    broker_password,
     open_envelope,
     seal_hmac,
     topics,
@@ -98,6 +112,7 @@ class SyncAgent:
         http_url: str | None = None,
         on_link_change: Callable[[bool], None] | None = None,
         sale_clock: Callable[[], int] | None = None,
+        on_identity_conflict: Callable[[str], None] | None = None,
     ) -> None:
         import time
 
@@ -124,6 +139,12 @@ class SyncAgent:
         self._next_probe = 0.0
         self._next_catchup = 0.0
         self._server_heard: float | None = None  # monotonic time of the last "online" presence
+        # the newest presence accepted: (boot, seq, sent_at_ms), to refuse replays of older ones
+        self._presence_last: tuple[str, int, int] | None = None
+        self.instance = secrets.token_hex(8)  # this process (see "One identity, one process")
+        self._own_status_seen = False
+        self.identity_conflict: str | None = None  # the other instance's id, once seen
+        self._on_identity_conflict = on_identity_conflict or (lambda other: None)
         self._awaiting_since: float | None = None  # oldest unanswered batch since the last ack
         self.stats = SyncStats()
         self.online = False
@@ -138,11 +159,27 @@ class SyncAgent:
         self.clock_offset_ms: int | None = (
             _int_or_none(self.store.get_meta("clock_offset_ms")) if same_boot else None
         )
-        self.store.set_metas({"link_state": "offline", "offline_since_ms": str(self.offline_since_ms)})
+        self.store.set_metas(
+            {
+                "link_state": "offline",
+                "offline_since_ms": str(self.offline_since_ms),
+                "identity_conflict": None,
+            }
+        )
+        address = BrokerAddress.parse(mqtt_url or config.broker_url)
+        if address.username is None:  # the broker's user is the terminal: id and derived password
+            address = replace(address, username=config.terminal_id, password=broker_password(config.secret))
         self.link = MqttLink(
-            f"terminal-{config.terminal_id}",
-            BrokerAddress.parse(mqtt_url or config.broker_url),
-            subscriptions=[(topics.ack(config.terminal_id), 1), (topics.DELTA, 1), (topics.SERVER, 1)],
+            # the broker binds the client id to the user name (use_username_as_clientid): a
+            # terminal's client id is its id, and nobody else's credentials can take it over
+            config.terminal_id,
+            address,
+            subscriptions=[
+                (topics.ack(config.terminal_id), 1),
+                (topics.DELTA, 1),
+                (topics.SERVER, 1),
+                (topics.status(config.terminal_id), 1),
+            ],
             on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
             on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
             will=self._will,
@@ -284,7 +321,14 @@ class SyncAgent:
                 self._on_delta(Delta.from_body(env.body, faults), faults)
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
-                self._on_presence(ServerStatus.from_body(env.body))
+                self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
+            elif topic == topics.status(self.config.terminal_id):
+                env = open_envelope(
+                    payload,
+                    secret_for=lambda s: self.config.secret if s == self.config.terminal_id else None,
+                    expect_type="status",
+                )
+                self._on_own_status(Status.from_body(env.body))
             elif topic == topics.ack(self.config.terminal_id):
                 env = open_envelope(
                     payload,
@@ -326,14 +370,60 @@ class SyncAgent:
         )
         self._last_heartbeat = 0.0  # report it in the next status
 
-    def _on_presence(self, presence: ServerStatus) -> None:
-        if self.in_sync:
-            self._mark_synced()  # the server was there, and we held its latest delta
+    def _on_presence(self, presence: ServerStatus, sent_at_ms: int) -> None:
         if presence.state == "online":
-            self._server_heard = self._mono()
+            age_ms = self.clock.now_ms() + (self.clock_offset_ms or 0) - sent_at_ms
+            last = self._presence_last
+            if age_ms > self.config.server_silence_s * 1000:
+                log.warning(
+                    "%s: ignored a server presence %d s old (replayed or delayed)",
+                    self.config.terminal_id,
+                    age_ms // 1000,
+                )
+                return
+            if last is not None and (
+                (presence.boot == last[0] and presence.seq < last[1])
+                or (presence.boot != last[0] and sent_at_ms < last[2])
+            ):
+                log.warning(
+                    "%s: ignored a server presence older than one already seen (replayed)",
+                    self.config.terminal_id,
+                )
+                return
+            if self.in_sync:
+                self._mark_synced()  # the server was there, and we held its latest delta
+            self._presence_last = (presence.boot, presence.seq, sent_at_ms)
+            # present from the moment it was sent, not from its arrival: a copy of the same
+            # message arriving later extends nothing
+            heard = self._mono() - max(age_ms, 0) / 1000
+            self._server_heard = max(heard, self._server_heard or heard)
         else:
+            if self.in_sync:
+                self._mark_synced()
             self._server_heard = None
             log.warning("%s: the server went offline", self.config.terminal_id)
+
+    def _on_own_status(self, status: Status) -> None:
+        """Our own status topic, read back: another instance there means a second process
+        with this terminal's configuration (once we have seen our own status; before that, a
+        retained status is the previous run's)."""
+        if status.instance == self.instance:
+            self._own_status_seen = True
+            return
+        if not status.instance or not self._own_status_seen or self.identity_conflict == status.instance:
+            return
+        self.identity_conflict = status.instance
+        log.warning(
+            "%s: terminal_identity_duplicate: another process (instance %s) runs this terminal's "
+            "configuration; this one is %s",
+            self.config.terminal_id,
+            status.instance,
+            self.instance,
+        )
+        self.store.set_metas(
+            {"identity_conflict": json.dumps({"mine": self.instance, "other": status.instance})}
+        )
+        self._on_identity_conflict(status.instance)
 
     def _measure_clock(self, server_ms: int) -> None:
         """An ack's send time: the offset, less the one-way delay (milliseconds here)."""
@@ -497,6 +587,7 @@ class SyncAgent:
             offline_since_ms=self.offline_since_ms,
             software=self.config.software,
             sync_fault=self.sync_fault,
+            instance=self.instance,
         )
 
     def send_status(self) -> None:
@@ -516,6 +607,7 @@ class SyncAgent:
             delta_version=self._version_seen,
             clock_ms=self.clock.now_ms(),
             software=self.config.software,
+            instance=self.instance,
         ).to_body()
         payload = seal_hmac("status", self.config.terminal_id, body, self.config.secret, self.clock.now_ms())
         return topics.status(self.config.terminal_id), payload, True

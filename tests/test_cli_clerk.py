@@ -108,6 +108,7 @@ def test_help_needs_no_data_folder(tmp_path: Path) -> None:
 
 
 def test_mosquitto_config_keeps_the_broker_data_in_the_data_folder(tmp_path: Path) -> None:
+    assert invoke(tmp_path, "init").exit_code == 0  # the broker's users come from the database
     result = invoke(tmp_path, "mosquitto-config", "--port", "1884")
     assert result.exit_code == 0, result.output
     assert f"persistence_location {tmp_path / 'mosquitto'}/" in result.stdout

@@ -120,7 +120,7 @@ def test_a_broken_reader_is_shown_to_the_operator_and_nothing_crashes(tmp_path, 
 
 
 def test_offline_an_ecny_code_gets_the_chinese_offline_notice(tmp_path, clock: FakeClock) -> None:  # noqa: ANN001
-    t = offline_terminal(tmp_path, clock, online=False, qr_scanner="simulated")
+    t = offline_terminal(tmp_path, clock, online=False, qr_scanner="simulated", ecny_gateway="simulated")
     loop = DeviceLoop.from_config(t, t.config).start()
     try:
         loop.scanner.present("011234567890123456")

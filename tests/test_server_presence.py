@@ -85,8 +85,10 @@ def test_a_terminal_whose_server_went_offline_sells_on_its_offline_limits(broker
             assert t.terminal.sync.offline_since_ms is not None
             # the server's next heartbeat brings the terminal back
             watcher.publish(cluster.server.presence.message("online"))  # type: ignore[union-attr]
-            assert wait_until(lambda: t.terminal.sync.in_sync, 10)
-            assert t.terminal.sync.offline_since_ms is None
+            # in_sync flips first; the sync thread then clears offline_since_ms
+            assert wait_until(
+                lambda: t.terminal.sync.in_sync and t.terminal.sync.offline_since_ms is None, 10
+            )
             _, sale = t.terminal.tap(TapRequest(world.diners[1].card_id))
             assert sale is not None and not sale.offline
         finally:

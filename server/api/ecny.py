@@ -9,21 +9,32 @@ from server.api.spec import doc
 from server.infra.auth import public, requires
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
+from server.infra.keys import load_or_create_secret
 from server.sales import ecny
-from shared.ecny_gateway import EcnyGateway, make_gateway
+from shared.ecny_gateway import EcnyGateway, SimulatedGateway, make_gateway
 from shared.errors import DomainError
 
 bp = Blueprint("ecny", __name__, url_prefix="/api/v1/ecny")
 
 
 def gateway() -> EcnyGateway:
-    """The configured gateway (``ECNY_GATEWAY``, default simulated), or one put in
-    ``app.extensions['ecny_gateway']`` by whoever built the app (tests, the simulator)."""
+    """The configured gateway (``ECNY_GATEWAY``: default ``none``, refused with
+    ``ecny_not_configured``), or one put in ``app.extensions['ecny_gateway']`` by whoever built
+    the app (tests, the simulator). ``simulated`` must be chosen explicitly; its callbacks are
+    signed with this installation's own key (``ECNY_SIM_KEY_FILE``, made at init)."""
     gw = current_app.extensions.get("ecny_gateway")
     if gw is None:
-        gw = make_gateway(current_app.config.get("ECNY_GATEWAY", "simulated"), get_clock())
+        name = str(current_app.config.get("ECNY_GATEWAY") or "none")
+        if name == "simulated":
+            key = load_or_create_secret(current_app.config["ECNY_SIM_KEY_FILE"])
+            gw = SimulatedGateway(get_clock(), merchant_key=key)
+        else:
+            try:
+                gw = make_gateway(name, get_clock())
+            except ValueError as exc:
+                raise DomainError("ecny_not_configured", str(exc)) from exc
         if gw is None:
-            raise DomainError("ecny_unavailable", "digital RMB is not configured")
+            raise DomainError("ecny_not_configured", "set ECNY_GATEWAY (CANTEEN_ECNY_GATEWAY) to a gateway")
         current_app.extensions["ecny_gateway"] = gw
     return gw
 

@@ -11,7 +11,7 @@ from server.downstream.snapshot import build_snapshot
 from server.infra.auth import requires, requires_terminal
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.registry import terminals
+from server.registry import broker_users, terminals
 from shared.errors import DomainError
 from shared.protocol import DELTA_PAGE_SIZE, seal_server
 
@@ -52,6 +52,8 @@ def provision():  # noqa: ANN201
         creds = terminals.provision(
             conn, canteen_id, get_clock().now_ms(), key.public_hex, body.get("terminal_id")
         )
+    # the broker learns the new user once it re-reads its files (SIGHUP)
+    broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
     return jsonify(creds.to_json()), 201
 
 

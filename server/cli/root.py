@@ -24,10 +24,12 @@ from server.closing.check import all_violations
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
-from server.registry.terminals import provision
+from server.infra.keys import load_or_create_secret
+from server.registry import broker_users
+from server.registry.terminals import fleet, provision, revoke
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
-from shared.clock import SystemClock
+from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError
 from shared.mqtt import redacted_url
 from shared.private_files import write_private
@@ -97,6 +99,10 @@ def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
         token = (
             None if has_admin else create_token(conn, "admin", SystemClock().now_ms(), label="first admin")
         )
+    # the broker's users and ACL (and the server's own broker password, never printed), and
+    # the simulated e-CNY gateway's per-installation key, should anyone choose that gateway
+    broker_users.write_broker_files(conn, _broker_files(obj))
+    load_or_create_secret(obj.app.config["ECNY_SIM_KEY_FILE"])
     config_path = write_config_template(obj.home)
     if url is not None:
         obj.app.config["PUBLIC_URL"] = public_url_config.save(
@@ -183,6 +189,7 @@ def provision_terminal(
     key = obj.app.extensions["canteen_server_key"]
     with write_txn(conn):
         creds = provision(conn, canteen_id, SystemClock().now_ms(), key.public_hex, terminal_id)
+    _sync_broker(obj, conn)
     config = json.dumps({**creds.to_json(), "broker_url": broker_url, "server_url": server_url}, indent=2)
     if out_path is None:
         click.echo(config)
@@ -194,6 +201,30 @@ def provision_terminal(
         return
     write_private(out_path, config + "\n")
     click.echo(f"终端 terminal {creds.terminal_id}: 配置已写入 config written to {out_path} (0600)")
+
+
+@main.command("revoke-terminal")
+@click.argument("terminal_id")
+@click.pass_obj
+def revoke_terminal(obj: Ctx, terminal_id: str) -> None:
+    """Take a terminal out of service: remove its broker user and ACL lines."""
+    conn = obj.db()
+    with write_txn(conn):
+        revoke(conn, terminal_id)
+    _sync_broker(obj, conn)
+    click.echo(f"终端已停用 terminal revoked: {terminal_id}")
+
+
+def _broker_files(obj: Ctx) -> broker_users.BrokerFiles:
+    return broker_users.BrokerFiles.from_config(obj.app.config)
+
+
+def _sync_broker(obj: Ctx, conn) -> None:  # noqa: ANN001
+    """Rewrite the broker's password and ACL files; say (on stderr) how to reload them."""
+    files = _broker_files(obj)
+    broker_users.write_broker_files(conn, files)
+    click.echo(f"broker 用户 users: {files.password_file}, ACL: {files.acl_file}", err=True)
+    click.echo(broker_users.RELOAD_HINT, err=True)
 
 
 @main.command()
@@ -223,9 +254,26 @@ def check(obj: Ctx, as_json: bool) -> None:
     default=None,
     help="The broker's persistence folder (created if missing). Default: <data folder>/mosquitto.",
 )
+@click.option(
+    "--listen", default="127.0.0.1", show_default=True, help='Address to bind ("" or 0.0.0.0: every one).'
+)
+@click.option("--cafile", default=None, help="TLS: CA certificate (with --certfile and --keyfile).")
+@click.option("--certfile", default=None, help="TLS: the broker's certificate.")
+@click.option("--keyfile", default=None, help="TLS: the broker's private key.")
 @click.pass_obj
-def mosquitto_config(obj: Ctx, port: int, data_dir: str | None) -> None:
-    """Print the project's Mosquitto configuration for this port and broker data folder."""
+def mosquitto_config(
+    obj: Ctx,
+    port: int,
+    data_dir: str | None,
+    listen: str,
+    cafile: str | None,
+    certfile: str | None,
+    keyfile: str | None,
+) -> None:
+    """Print the project's Mosquitto configuration (locked: no anonymous client, a user per
+    terminal, an ACL, client id = user name) and write its password and ACL files."""
+    if any((cafile, certfile, keyfile)) and not all((cafile, certfile, keyfile)):
+        raise click.UsageError("TLS 需要同时提供 --cafile --certfile --keyfile (TLS needs all three)")
     if data_dir is None:
         obj.announce()
         data_dir = os.path.join(obj.home, "mosquitto")
@@ -239,10 +287,49 @@ def mosquitto_config(obj: Ctx, port: int, data_dir: str | None) -> None:
             zh=f"无法创建 Mosquitto 数据目录 {data_dir}",
         ) from exc
     click.echo(f"Mosquitto 数据目录 / broker data folder: {data_dir}", err=True)
-    click.echo(render_mosquitto_conf(port, data_dir))
+    conn = obj.db()
+    files = _broker_files(obj)
+    broker_users.write_broker_files(conn, files)
+    click.echo(
+        render_mosquitto_conf(
+            port,
+            data_dir,
+            listen=listen,
+            password_file=str(files.password_file),
+            acl_file=str(files.acl_file),
+            cafile=cafile,
+            certfile=certfile,
+            keyfile=keyfile,
+        )
+    )
+    click.echo(broker_users.RELOAD_HINT + " (after provision-terminal / revoke-terminal)", err=True)
+
+
+@click.command("terminals")
+@JSON_OPTION
+@click.pass_obj
+def terminals_report(obj: Ctx, as_json: bool) -> None:
+    """Every terminal: state, last heartbeat, watermark, and two live processes on one identity."""
+    rows = fleet(obj.db())
+    when = lambda ms: china_datetime(ms).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"  # noqa: E731
+    lines = []
+    for t in rows:
+        lines.append(
+            f"终端 {t['terminal_id']} 食堂 {t['canteen_id']} {t['state']} "
+            f"心跳 last status {when(t['last_status_ms'])} "
+            f"未上传 pending {t['pending'] if t['pending'] is not None else '-'}"
+        )
+        dup = t["duplicate_identity"]
+        if dup:
+            lines.append(
+                f"  【终端身份重复 duplicate identity】 {len(dup['instances'])} processes "
+                f"({', '.join(dup['instances'])}), last seen {when(dup['at_ms'])}"
+            )
+    emit({"terminals": rows}, as_json, lines or ["无终端 no terminals"])
 
 
 for _group in (registry, people, money, qr, ecny, limits, tokens):  # each group's module lists its commands
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)
+money.report.add_command(terminals_report)

@@ -11,11 +11,18 @@ its online limits against a cache nobody updates. So the server says it is there
 The terminal (``terminal.sync``) treats the server as present only while ``online``
 messages keep coming (a retained one can outlive its server if the broker restarted with
 persistence), and uses its offline limits otherwise.
+
+Each message carries this run's random ``boot`` id and a rising ``seq``, and is signed with
+its send time: a terminal ignores an ``online`` older than its ``server_silence_s`` or with a
+sequence below the last one it saw from the same boot, so a captured ``online`` replayed
+after the server died does not keep it on its online limits.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import secrets
 import threading
 
 from shared.clock import Clock
@@ -30,14 +37,18 @@ class PresenceBeacon:
         self._key = key
         self._clock = clock
         self.heartbeat_s = heartbeat_s
+        self.boot = secrets.token_hex(8)
+        self._seq = itertools.count(1)
+        self._seq_lock = threading.Lock()
         self._link: MqttLink | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="presence", daemon=True)
 
     def message(self, state: str) -> bytes:
-        return seal_server(
-            "server_status", ServerStatus(state, self.heartbeat_s).to_body(), self._key, self._clock.now_ms()
-        )
+        with self._seq_lock:
+            seq = next(self._seq)
+        body = ServerStatus(state, self.heartbeat_s, self.boot, seq).to_body()
+        return seal_server("server_status", body, self._key, self._clock.now_ms())
 
     def will(self) -> tuple[str, bytes, bool]:
         """The last will, set before every connect: the broker says "offline" for us."""

@@ -4,18 +4,36 @@ A terminal is provisioned for one canteen and receives its id and a 32-byte secr
 the server keeps the secret to verify the terminal's HMAC signatures and to sign the acks
 it sends back. Status heartbeats update ``watermark_ms`` — "this terminal has no unsent
 sale before T" — which settlement and year-end clearing use to know they are complete.
+
+A terminal's id is its broker user name and its client id (``server.registry.broker_users``):
+letters, digits, ``-`` and ``_`` only, and never ``server``. :func:`revoke` takes a terminal
+off the broker's password and ACL files. Each status carries the sending process's random
+``instance``: :func:`record_status` notices two processes running one terminal's identity
+(an instance seen again after another one) and keeps it for ``report terminals``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import re
 import secrets
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass
+from typing import Any
 
+from server.infra.db import get_setting, set_setting
 from shared.errors import DomainError
 from shared.protocol import Status
+
+log = logging.getLogger(__name__)
+
+_TERMINAL_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+# instances of one terminal remembered this long (by the terminals' send times)
+INSTANCE_WINDOW_MS = 10 * 60_000
+_INSTANCES_KEY = "terminal_instances:"
+_DUPLICATE_KEY = "terminal_duplicate:"
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,10 @@ def provision(
         while conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
             n += 1
             terminal_id = f"T{n:04d}"
+    elif not _TERMINAL_ID.fullmatch(terminal_id) or terminal_id == "server":
+        raise DomainError(
+            "invalid_input", f"terminal id {terminal_id!r}: 1-32 letters, digits, - or _, and not 'server'"
+        )
     elif conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
         raise DomainError("already_exists", f"terminal {terminal_id}")
     secret_hex = secrets.token_hex(32)
@@ -85,13 +107,87 @@ class SecretBook:
         return hit[1] if hit else None
 
 
+def revoke(conn: sqlite3.Connection, terminal_id: str) -> None:
+    """Take a terminal out of service (call inside a write txn); then rewrite the broker's
+    files (``broker_users.write_broker_files``) and reload the broker."""
+    row = conn.execute("SELECT state FROM terminals WHERE id = ?", (terminal_id,)).fetchone()
+    if row is None:
+        raise DomainError("unknown_terminal", terminal_id)
+    if row[0] == "revoked":
+        raise DomainError("terminal_revoked", f"{terminal_id} is already revoked")
+    conn.execute("UPDATE terminals SET state = 'revoked' WHERE id = ?", (terminal_id,))
+
+
+def note_instance(conn: sqlite3.Connection, terminal_id: str, instance: str, sent_at_ms: int) -> bool:
+    """Remember which process sent a terminal's status; True when two processes run one
+    terminal identity: an instance seen again after another one was (a restart never comes
+    back to an old instance id). Logged at WARNING and kept for ``report terminals``."""
+    if not instance:
+        return False
+    key = _INSTANCES_KEY + terminal_id
+    seen: list[list[Any]] = json.loads(get_setting(conn, key) or "[]")  # [instance, last ms], oldest first
+    seen = [e for e in seen if e[1] >= sent_at_ms - INSTANCE_WINDOW_MS]
+    positions = [i for i, e in enumerate(seen) if e[0] == instance]
+    duplicate = bool(positions) and positions[-1] != len(seen) - 1
+    seen = [e for e in seen if e[0] != instance] + [[instance, sent_at_ms]]
+    set_setting(conn, key, json.dumps(seen[-8:]))
+    if duplicate:
+        log.warning(
+            "terminal_identity_duplicate: terminal %s runs as two processes at once (instances %s)",
+            terminal_id,
+            ", ".join(e[0] for e in seen[-8:]),
+        )
+        set_setting(
+            conn,
+            _DUPLICATE_KEY + terminal_id,
+            json.dumps({"instances": sorted({e[0] for e in seen[-8:]}), "at_ms": sent_at_ms}),
+        )
+    return duplicate
+
+
+def duplicates(conn: sqlite3.Connection) -> dict[str, dict[str, Any]]:
+    """Terminals seen running as two processes at once: id → {instances, at_ms} (the last time)."""
+    return {
+        r[0][len(_DUPLICATE_KEY) :]: json.loads(r[1])
+        for r in conn.execute(
+            "SELECT key, value FROM settings WHERE key >= ? AND key < ? ORDER BY key",
+            (_DUPLICATE_KEY, _DUPLICATE_KEY[:-1] + ";"),
+        )
+    }
+
+
+def fleet(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every terminal: canteen, state, last heartbeat, watermark, and a duplicate identity seen."""
+    dup = duplicates(conn)
+    out = []
+    for r in conn.execute(
+        "SELECT id, canteen_id, state, last_status_ms, watermark_ms, last_status_json "
+        "FROM terminals ORDER BY id"
+    ):
+        status = json.loads(r[5]) if r[5] else {}
+        out.append(
+            {
+                "terminal_id": r[0],
+                "canteen_id": r[1],
+                "state": r[2],
+                "last_status_ms": r[3],
+                "watermark_ms": r[4],
+                "pending": status.get("pending"),
+                "instance": status.get("instance") or None,
+                "duplicate_identity": dup.get(r[0]),
+            }
+        )
+    return out
+
+
 def record_status(conn: sqlite3.Connection, terminal_id: str, status: Status, sent_at_ms: int) -> bool:
     """Store a heartbeat unless an newer one is already stored. The watermark only rises."""
     row = conn.execute(
-        "SELECT last_status_ms, watermark_ms FROM terminals WHERE id = ?", (terminal_id,)
+        "SELECT last_status_ms, watermark_ms, state FROM terminals WHERE id = ?", (terminal_id,)
     ).fetchone()
-    if row is None:
+    if row is None or row[2] == "revoked":
         return False
+    note_instance(conn, terminal_id, status.instance, sent_at_ms)
     if row[0] is not None and sent_at_ms < row[0]:
         return False
     watermark = row[1]

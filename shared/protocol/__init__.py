@@ -28,6 +28,7 @@ from shared.protocol.messages import (
 from shared.protocol.signing import (
     ServerKey,
     ServerVerifier,
+    broker_password,
     hmac_sign,
     hmac_verify,
     terminal_request_bytes,
@@ -53,6 +54,7 @@ __all__ = [
     "ServerVerifier",
     "Snapshot",
     "Status",
+    "broker_password",
     "canonical_json",
     "hmac_sign",
     "hmac_verify",

@@ -298,11 +298,16 @@ class Status:
     # the code of the last downstream change this terminal could not read and skipped
     # (it sells on its last good state for that record); sent only when there is one
     sync_fault: str | None = None
+    # a random id per terminal process: two processes running one terminal's configuration
+    # show up as two instances on its status topic (empty: not sent)
+    instance: str = ""
 
     def to_body(self) -> dict[str, Any]:
         body = asdict(self)
         if self.sync_fault is None:
             del body["sync_fault"]
+        if not self.instance:
+            del body["instance"]
         return body
 
     @classmethod
@@ -318,26 +323,33 @@ class Status:
             offline_since_ms=opt_int(body, "offline_since_ms"),
             software=req_str(body, "software", max_len=64, allow_empty=True),
             sync_fault=opt_str(body, "sync_fault", max_len=64),
+            instance=req_str(body, "instance", max_len=32, allow_empty=True) if "instance" in body else "",
         )
 
 
 @dataclass(frozen=True)
 class ServerStatus:
     """The server's presence. ``heartbeat_s``: how often an ``online`` one is repeated, so
-    a terminal can tell a live server from a stale retained message."""
+    a terminal can tell a live server from a stale retained message. ``boot`` names one run
+    of the server process and ``seq`` counts its presence messages: with the envelope's
+    signed send time they let a terminal refuse a captured ``online`` replayed later."""
 
     state: str
     heartbeat_s: int = 10
+    boot: str = ""
+    seq: int = 0
 
     def to_body(self) -> dict[str, Any]:
-        return {"state": self.state, "heartbeat_s": self.heartbeat_s}
+        return {"state": self.state, "heartbeat_s": self.heartbeat_s, "boot": self.boot, "seq": self.seq}
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ServerStatus:
-        only_keys(body, frozenset({"state", "heartbeat_s"}), "body")
+        only_keys(body, frozenset({"state", "heartbeat_s", "boot", "seq"}), "body")
         return cls(
             state=req_enum(body, "state", TERMINAL_STATES),
             heartbeat_s=req_int(body, "heartbeat_s", lo=1, hi=3600),
+            boot=req_str(body, "boot", max_len=32),
+            seq=req_int(body, "seq"),
         )
 
 

@@ -89,3 +89,10 @@ class ServerVerifier:
         except (InvalidSignature, ValueError):
             return False
         return True
+
+
+def broker_password(secret: bytes) -> str:
+    """A terminal's MQTT password, derived from its secret: the terminal needs no second
+    credential in its configuration, and the server can rewrite the broker's password file
+    from its own table at any time. (Anyone holding the secret is that terminal anyway.)"""
+    return hmac.new(secret, b"canteen/v1 mqtt password", hashlib.sha256).hexdigest()

@@ -115,7 +115,8 @@ class BrokerProcess(_Child):
                 raise RuntimeError("mosquitto not installed")
             extra = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
             conf = self.data_dir / "mosquitto.conf"
-            conf.write_text(render_mosquitto_conf(self.port, str(self.data_dir), extra))
+            # the chaos runs test faults, not security: an open broker on loopback
+            conf.write_text(render_mosquitto_conf(self.port, str(self.data_dir), extra, anonymous=True))
             self._spawn([binary, "-c", str(conf)], log)
         else:
             self._spawn([sys.executable, "-m", "simulator.chaos.procs", "broker", str(self.port)], log)

@@ -1,0 +1,111 @@
+"""The broker's users and ACL, kept in step with the terminals table.
+
+Mosquitto (rendered locked by ``canteen-server mosquitto-config``) reads two files that the
+server writes here: a password file with one user per terminal that is not revoked (user
+name = terminal id, password derived from its secret, :func:`shared.protocol.broker_password`)
+plus the user ``server`` (a random password kept 0600 in the data folder, never printed),
+and an ACL file in which a terminal may write only its own ``up/`` topics and read only its
+own acks, its own status and the broadcasts. Provisioning and revocation rewrite both files
+(atomically); Mosquitto re-reads them on SIGHUP (``kill -HUP <pid>``), and then drops a
+revoked terminal that is still connected.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.broker import mosquitto_password_line
+from shared.protocol import broker_password, topics
+
+SERVER_USER = "server"
+RELOAD_HINT = "重新加载 broker 配置 reload the broker: kill -HUP $(pidof mosquitto)"
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    password_file: Path
+    acl_file: Path
+    server_password_file: Path
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> BrokerFiles:
+        return cls(
+            Path(config["MQTT_PASSWORD_FILE"]),
+            Path(config["MQTT_ACL_FILE"]),
+            Path(config["MQTT_SERVER_PASSWORD_FILE"]),
+        )
+
+
+def server_password(path: Path, *, create: bool = True) -> str | None:
+    """The server's own broker password: generated once, kept in a 0600 file."""
+    if path.exists():
+        return path.read_text().strip()
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
+def active_terminals(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+    """(terminal id, secret hex) of every terminal that is not revoked."""
+    return [
+        (r[0], r[1])
+        for r in conn.execute("SELECT id, secret_hex FROM terminals WHERE state <> 'revoked' ORDER BY id")
+    ]
+
+
+def acl_text(terminal_ids: list[str]) -> str:
+    prefix = topics.PREFIX
+    lines = [
+        "# Written by canteen-server (provision-terminal / revoke-terminal): do not edit by hand.",
+        "# Reload after a change: kill -HUP <mosquitto pid>",
+        "",
+        f"user {SERVER_USER}",
+        f"topic read {prefix}/t/+/up/#",
+        f"topic write {prefix}/t/+/down/#",
+        f"topic readwrite {prefix}/down/#",
+    ]
+    for tid in terminal_ids:
+        lines += [
+            "",
+            f"user {tid}",
+            f"topic write {prefix}/t/{tid}/up/#",
+            f"topic read {topics.status(tid)}",  # its own status, read back (duplicate identity)
+            f"topic read {prefix}/t/{tid}/down/#",
+            f"topic read {topics.DELTA}",
+            f"topic read {topics.SERVER}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_broker_files(conn: sqlite3.Connection, files: BrokerFiles) -> int:
+    """Rewrite the password and ACL files from the terminals table; returns how many
+    terminals may connect. The files are replaced atomically (Mosquitto never reads half)."""
+    password = server_password(files.server_password_file)
+    assert password is not None
+    terminals = active_terminals(conn)
+    passwd = [mosquitto_password_line(SERVER_USER, password)]
+    passwd += [mosquitto_password_line(tid, broker_password(bytes.fromhex(sec))) for tid, sec in terminals]
+    _write_atomic(files.password_file, "\n".join(passwd) + "\n")
+    _write_atomic(files.acl_file, acl_text([tid for tid, _ in terminals]))
+    return len(terminals)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # 0640: hashes only, but nobody else's business; give the group to Mosquitto's user
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
