@@ -21,6 +21,7 @@ from server.api import (
     holders,
     operators,
     qr,
+    quarantine,
     quality,
     reports,
     settlements,
@@ -45,6 +46,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(qr.bp)
     app.register_blueprint(qr.page)
     app.register_blueprint(ecny.bp)
+    app.register_blueprint(quarantine.bp)
     for money_bp in (funds.bp, settlements.bp, quality.bp, operators.bp, reports.bp):
         app.register_blueprint(money_bp)
 

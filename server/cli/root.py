@@ -18,13 +18,14 @@ from server.app import create_app
 from server.books import ledger
 from server.cli import ecny, faces, money, people, qr, registry
 from server.cli.output import JSON_OPTION, DomainGroup, emit
-from server.closing.check import all_violations
+from server.closing.check import all_violations, quarantine_summary
 from server.infra.auth import ROLES, create_token
 from server.infra.db import open_db, write_txn
 from server.registry.terminals import provision
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.clock import SystemClock
+from shared.money import format_fen
 
 
 class Ctx:
@@ -153,9 +154,21 @@ def check(obj: Ctx, as_json: bool) -> None:
         "ok": not violations,
         "ledger_sum_fen": ledger.ledger_sum(conn),
         "violations": [v.to_json() for v in violations],
+        "quarantine": quarantine_summary(conn),
     }
+    held = data["quarantine"]
     lines = [f"账本合计 ledger sum: {data['ledger_sum_fen']} fen"] + [
         f"违规 violation [{v.code}]: {v.detail}" for v in violations
+    ]
+    n = held["counts"]
+    lines.append(
+        f"待审核消费 held sales: 待处理 pending {n['pending']} "
+        f"已接受 accepted {n['accepted']} 已拒绝 rejected {n['rejected']}"
+    )
+    lines += [
+        f"  待处理 pending {p['terminal_id']}/{p['seq']} {p['canteen_id']} "
+        f"{format_fen(p['amount_fen'])} [{p['reason']}]"
+        for p in held["pending"]
     ]
     lines.append("正常 OK" if not violations else f"{len(violations)} violation(s)")
     emit(data, as_json, "\n".join(lines))

@@ -69,9 +69,13 @@ def sale_window(occurred_at_ms: int, limits: RiskLimits) -> tuple[int, int]:
 
 def in_force(since: Sequence[int], lo: int, hi: int) -> range:
     """Indexes of the versions (sorted by ``since``, the time each took effect) in force
-    at some moment of ``[lo, hi]``: the last one from before ``lo``, and all from within."""
+    at some moment of ``[lo, hi]``: the last one from before ``lo``, and all from within.
+    Before the first recorded version the first one counts (a history that does not reach
+    back that far)."""
+    if not since:
+        return range(0)
     first = max(bisect.bisect_right(since, lo) - 1, 0)
-    return range(first, bisect.bisect_right(since, hi)) if since else range(0)
+    return range(first, max(bisect.bisect_right(since, hi), first + 1))
 
 
 def check_sale(sale: Sale, facts: SaleFacts) -> Implausible | None:
