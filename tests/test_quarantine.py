@@ -27,7 +27,9 @@ from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from shared.protocol import Ack, Item, Sale, SaleResult, open_envelope, topics
+from simulator.harness.cluster import Cluster
 from simulator.harness.world import World, demo_world
+from simulator.waiting import wait_until
 from tests.helpers import sale, signed_batch, terminal
 
 NOON = "2026-11-26T12:00"  # lunch: ¥12.00 own staff, ¥15.00 visitors at C01 (U01)
@@ -306,3 +308,44 @@ def test_implausible_sales_never_move_a_balance(city: City, cases: list[dict], o
     assert all(r.status == "quarantined" for r in results), [(r.status, r.reason) for r in results]
     assert city.balances() == before
     assert all_violations(city.conn) == []
+
+
+@pytest.mark.broker
+def test_finding_through_the_broker_the_terminal_takes_the_quarantine_as_final(broker, tmp_path) -> None:  # noqa: ANN001
+    """The finding end to end: a terminal whose key signs 10,000,000 fen on another unit's
+    card. The real ingest worker holds the sale; the terminal gets its ack, drops the sale
+    from its outbox, journals it as not applied with the reason, and never resends it."""
+    clock = FakeClock(ms_from_china(NOON))
+    with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
+        conn = cluster.db()
+        world = demo_world(conn, clock.now_ms(), diners=6)
+        t = cluster.add_terminal("C01")
+        assert cluster.wait_synced()
+        before = {r[0]: r[1] for r in conn.execute("SELECT id, balance_fen FROM accounts")}
+        victim = next(d for d in world.diners if d.unit_id != "U01")
+        store = t.terminal.store
+        forged = store.record_sale(  # what a compromised terminal journals, past authorize()
+            terminal_id=t.terminal.config.terminal_id,
+            canteen_id="C01",
+            card_id=victim.card_id,
+            holder_id=victim.holder_id,
+            amount_fen=10_000_000,
+            subsidy_fen=0,
+            self_fen=10_000_000,
+            occurred_at_ms=clock.now_ms(),
+            kind="shop",
+            announced=True,
+        )
+        assert wait_until(lambda: store.pending_count() == 0, 20)
+        status, reason = store.conn.execute(
+            "SELECT status, reason FROM journal WHERE seq = ?", (forged.seq,)
+        ).fetchone()
+        assert (status, reason) == ("rejected", "sale_over_limit")
+        assert t.terminal.sync.stats.quarantined == 1 and t.terminal.sync.stats.resends == 0
+        after = {r[0]: r[1] for r in conn.execute("SELECT id, balance_fen FROM accounts")}
+        assert after == before
+        blocked = conn.execute("SELECT blocked FROM holders WHERE id = ?", (victim.holder_id,)).fetchone()[0]
+        assert not blocked
+        assert _held(conn) == [("sale_over_limit", "pending")]
+        assert all_violations(conn) == []
+        conn.close()
