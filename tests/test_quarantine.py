@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from server.books import ledger
 from server.closing.check import all_violations, quarantine_summary
+from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.registry import canteens
 from server.registry.terminals import TerminalCredentials
@@ -31,6 +32,7 @@ from simulator.harness.cluster import Cluster
 from simulator.harness.world import World, demo_world
 from simulator.waiting import wait_until
 from tests.helpers import sale, signed_batch, terminal
+from tests.money_world import OPERATOR, MoneyWorld
 
 NOON = "2026-11-26T12:00"  # lunch: ¥12.00 own staff, ¥15.00 visitors at C01 (U01)
 YEAR_2099_MS = ms_from_china("2099-01-01T12:00")
@@ -349,3 +351,46 @@ def test_finding_through_the_broker_the_terminal_takes_the_quarantine_as_final(b
         assert _held(conn) == [("sale_over_limit", "pending")]
         assert all_violations(conn) == []
         conn.close()
+
+
+def test_the_api_lists_held_sales_by_role_and_an_admin_decides(client, conn, clock) -> None:  # noqa: ANN001
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")
+    first = w.sell("K001", 1_300, meal_period="lunch")  # lunch costs ¥12.00 at C01
+    second = w.sell("K001", 1_400, meal_period="lunch")
+    assert first.status == second.status == "quarantined"
+    with write_txn(conn):
+        tokens = {
+            role: create_token(conn, role, clock.now_ms(), **scope)
+            for role, scope in (
+                ("admin", {}),
+                ("auditor", {}),
+                ("operator", {"operator": OPERATOR}),
+                ("clerk", {"unit_id": "U01"}),
+            )
+        }
+
+    def call(role: str, method: str, url: str, body: dict | None = None):  # noqa: ANN202
+        return client.open(url, method=method, json=body, headers={"Authorization": f"Bearer {tokens[role]}"})
+
+    listed = call("auditor", "GET", "/api/v1/quarantine").get_json()
+    assert listed["counts"] == {"pending": 2, "accepted": 0, "rejected": 0}
+    assert [s["reason"] for s in listed["sales"]] == ["sale_price_mismatch", "sale_price_mismatch"]
+    assert len(call("operator", "GET", "/api/v1/quarantine").get_json()["sales"]) == 2  # C01 is theirs
+    assert call("clerk", "GET", "/api/v1/quarantine").status_code == 403  # not a clerk's business
+    tid = w.terminals["C01"].terminal_id
+    assert call("auditor", "POST", f"/api/v1/quarantine/{tid}/1/accept").status_code == 403
+    assert (
+        call("admin", "POST", f"/api/v1/quarantine/{tid}/2/reject", {}).get_json()["code"] == "invalid_input"
+    )
+    accepted = call("admin", "POST", f"/api/v1/quarantine/{tid}/1/accept", {"note": "已核实"})
+    assert accepted.status_code == 200 and accepted.get_json()["result"]["status"] == "applied"
+    again = call("admin", "POST", f"/api/v1/quarantine/{tid}/1/accept")
+    assert (again.status_code, again.get_json()["code"]) == (409, "quarantine_decided")
+    rejected = call("admin", "POST", f"/api/v1/quarantine/{tid}/2/reject", {"reason": "金额异常"})
+    assert rejected.get_json()["state"] == "rejected"
+    missing = call("admin", "POST", f"/api/v1/quarantine/{tid}/99/reject", {"reason": "x"})
+    assert (missing.status_code, missing.get_json()["code"]) == (404, "quarantine_not_found")
+    seen = call("operator", "GET", "/api/v1/quarantine?state=rejected").get_json()["sales"]
+    assert [(s["seq"], s["decision_note"]) for s in seen] == [(2, "金额异常")]
+    assert all_violations(conn) == []
