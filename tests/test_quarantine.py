@@ -8,24 +8,27 @@ admin who accepts it (applied now, once) or rejects it (never applied).
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.books import ledger
+from server.cli.root import main
 from server.closing.check import all_violations, quarantine_summary
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
-from server.registry import canteens
+from server.registry import canteens, units
 from server.registry.terminals import TerminalCredentials
 from server.registry.units import set_terminal_settings
 from server.sales import quarantine
 from server.sales.ingest import IngestWorker
-from shared.clock import FakeClock, ms_from_china
+from shared.clock import FakeClock, SystemClock, ms_from_china
 from shared.errors import DomainError
 from shared.protocol import Ack, Item, Sale, SaleResult, open_envelope, topics
 from simulator.harness.cluster import Cluster
@@ -394,3 +397,33 @@ def test_the_api_lists_held_sales_by_role_and_an_admin_decides(client, conn, clo
     seen = call("operator", "GET", "/api/v1/quarantine?state=rejected").get_json()["sales"]
     assert [(s["seq"], s["decision_note"]) for s in seen] == [(2, "金额异常")]
     assert all_violations(conn) == []
+
+
+def test_the_clerks_commands_report_and_decide_held_sales(tmp_path: Path) -> None:
+    def run(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["--home", str(tmp_path), *args])
+        return result.exit_code, result.output
+
+    assert run("init")[0] == 0
+    conn = open_db(tmp_path / "server" / "canteen.sqlite")
+    now = SystemClock().now_ms()
+    with write_txn(conn):
+        units.add_unit(conn, "U01", "市财政局", 30_000)
+        units.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=now)
+        units.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=now)
+    creds = terminal(conn, "C01", now)
+    held = sale(creds, 1, "K1", 500, YEAR_2099_MS)
+    IngestWorker(conn, FakeClock(now), lambda *_: True).process(
+        [(topics.sales(creds.terminal_id), signed_batch(creds, [held], now))]
+    )
+    conn.close()
+    code, out = run("report", "quarantine")
+    assert code == 0 and "待处理 pending 1" in out and "消费时间晚于当前时间" in out and "¥5.00" in out
+    code, out = run("check", "--json")
+    assert code == 0 and json.loads(out)["quarantine"]["pending"][0]["reason"] == "sale_time_future"
+    code, out = run("quarantine", "reject", creds.terminal_id, "1", "--reason", "日期错误")
+    assert code == 0 and "已拒绝" in out
+    code, out = run("quarantine", "accept", creds.terminal_id, "1")
+    assert code == 2 and "quarantine_decided" in out
+    code, out = run("report", "quarantine", "--json", "--state", "rejected")
+    assert [s["decision_note"] for s in json.loads(out)["sales"]] == ["日期错误"]
