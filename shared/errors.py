@@ -177,6 +177,33 @@ CATALOG: dict[str, ErrorSpec] = {
     ),
     "terminal_revoked": ErrorSpec("终端已停用", "terminal revoked", 401),
     "ecny_not_configured": ErrorSpec("未配置数字人民币支付通道", "no digital RMB gateway is configured", 503),
+    # --- sale quarantine (issue 11): sales the server holds back for an admin's review ---
+    "sale_over_limit": ErrorSpec(
+        "单笔金额超过食堂限额，待审核", "sale above the canteen's per-sale limit; held for review"
+    ),
+    "sale_over_offline_limit": ErrorSpec(
+        "离线消费超过离线限额，待审核", "offline sale beyond the offline limits; held for review"
+    ),
+    "sale_price_mismatch": ErrorSpec(
+        "金额与价目表不符，待审核", "amount does not match the prices in force; held for review"
+    ),
+    "sale_unknown_item": ErrorSpec(
+        "商品不在价目表中，待审核", "item not on the canteen's price list; held for review"
+    ),
+    "sale_unknown_meal_period": ErrorSpec(
+        "食堂无此餐次，待审核", "the canteen has no such meal period; held for review"
+    ),
+    "sale_time_future": ErrorSpec(
+        "消费时间晚于当前时间，待审核", "sale dated in the future; held for review"
+    ),
+    "sale_time_before_terminal": ErrorSpec(
+        "消费时间早于终端启用时间，待审核", "sale dated before the terminal was provisioned; held for review"
+    ),
+    "quarantine_rejected": ErrorSpec("管理员已拒绝该笔待审核消费", "an admin rejected this held sale"),
+    "quarantine_decided": ErrorSpec(
+        "该笔消费已审核，不能重复处理", "this held sale was already decided", 409
+    ),
+    "quarantine_not_found": ErrorSpec("没有这笔待审核消费", "no such held sale", 404),
 }
 
 

@@ -287,8 +287,11 @@ class Store:
         return row[0]
 
     def apply_results(self, results: tuple[SaleResult, ...], terminal_id: str) -> dict[str, int]:
-        """Settle acknowledged sales: leave the outbox, mark the journal, refresh balances."""
-        counts = {"applied": 0, "rejected": 0, "ignored": 0}
+        """Settle acknowledged sales: leave the outbox, mark the journal, refresh balances.
+        A sale the server quarantined (held for an admin's review) is final here too: it
+        leaves the outbox and is journaled as not applied (``rejected``) with the
+        quarantine reason, which the totals show as 待审核."""
+        counts = {"applied": 0, "rejected": 0, "quarantined": 0, "ignored": 0}
         with write_txn(self.conn):
             for r in results:
                 if r.terminal_id != terminal_id:
@@ -298,12 +301,12 @@ class Store:
                 if row is None or row[0] != r.uuid:
                     counts["ignored"] += 1
                     continue
-                outcome = "rejected" if r.rejected else "applied"
+                outcome = "rejected" if r.rejected or r.quarantined else "applied"
                 self.conn.execute(
                     "UPDATE journal SET status = ?, reason = ? WHERE seq = ?", (outcome, r.reason, r.seq)
                 )
                 self.conn.execute("DELETE FROM outbox WHERE seq = ?", (r.seq,))
-                counts[outcome] += 1
+                counts["quarantined" if r.quarantined else outcome] += 1
                 if r.holder_id and r.balance is not None:
                     self.conn.execute(
                         "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ? "

@@ -84,6 +84,7 @@ class SyncStats:
     sales_sent: int = 0
     acked: int = 0
     rejected: int = 0
+    quarantined: int = 0  # held by the server for an admin's review: not applied, not resent
     resends: int = 0
     deltas_applied: int = 0
     snapshots: int = 0
@@ -460,8 +461,13 @@ class SyncAgent:
         counts = self.store.apply_results(ack.results, self.config.terminal_id)
         self.stats.acked += counts["applied"]
         self.stats.rejected += counts["rejected"]
+        self.stats.quarantined += counts["quarantined"]
         for r in ack.results:
-            if r.rejected:
+            if r.quarantined:
+                log.error(
+                    "%s: sale %s held by the server for review: %s", self.config.terminal_id, r.seq, r.reason
+                )
+            elif r.rejected:
                 self.stats.reject_reasons[r.reason or "?"] = (
                     self.stats.reject_reasons.get(r.reason or "?", 0) + 1
                 )

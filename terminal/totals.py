@@ -6,7 +6,8 @@
 condenses them for the customer display when an operator card is tapped.
 
 The numbers are this terminal's: every sale it journaled that day (sales the server later
-rejected are counted apart and not in the amounts), per meal period, per payment method,
+rejected, or held for an admin's review (quarantined), are counted apart and not in the
+amounts), per meal period, per payment method,
 own-unit staff vs. visitors, declines by reason, plus what is still unsent and when the
 terminal last synced.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from shared.clock import CHINA_TZ, china_datetime
 from shared.errors import message
 from shared.money import format_fen
+from shared.protocol.messages import QUARANTINE_REASONS
 
 METHOD_ZH = {"card": "刷卡", "qr": "扫码", "face": "刷脸", "ecny": "数字人民币"}
 PERIOD_ZH = {"breakfast": "早餐", "lunch": "午餐", "dinner": "晚餐", "shop": "超市"}
@@ -48,6 +50,7 @@ class DayTotals:
     visitors: Line = field(default_factory=Line)  # other units (外单位)
     offline: Line = field(default_factory=Line)
     rejected_by_server: Line = field(default_factory=Line)
+    held_by_server: Line = field(default_factory=Line)  # quarantined: waiting for an admin's review
     declines: dict[str, int] = field(default_factory=dict)
     unsent_sales: int = 0
     last_sync_ms: int | None = None
@@ -81,7 +84,8 @@ def summarize(
     for s in sales:
         amount = int(s["amount_fen"])
         if s["status"] == "rejected":
-            t.rejected_by_server.add(amount)
+            held = s.get("reason") in QUARANTINE_REASONS
+            (t.held_by_server if held else t.rejected_by_server).add(amount)
             continue
         t.total.add(amount)
         period = s["meal_period"] if s["kind"] == "meal" else "shop"
@@ -101,7 +105,7 @@ def day_totals(
     """The totals of ``day`` from the store (a :class:`terminal.store.Store`)."""
     lo, hi = day_bounds_ms(day)
     sales = store.conn.execute(
-        "SELECT kind, meal_period, method, visitor, offline, amount_fen, status FROM journal "
+        "SELECT kind, meal_period, method, visitor, offline, amount_fen, status, reason FROM journal "
         "WHERE occurred_at_ms >= ? AND occurred_at_ms < ?",
         (lo, hi),
     ).fetchall()
@@ -152,6 +156,9 @@ def render_zh(t: DayTotals) -> str:
             f"  服务器拒绝    {t.rejected_by_server.count:>5} 笔  "
             f"{format_fen(t.rejected_by_server.amount_fen):>12}（未计入合计）"
         )
+    if t.held_by_server.count:
+        held = t.held_by_server
+        out.append(f"  服务器待审核  {held.count:>5} 笔  {format_fen(held.amount_fen):>12}（未计入合计）")
     out.append("  拒绝交易:" + ("" if t.declines else " 无"))
     for reason, n in sorted(t.declines.items(), key=lambda kv: (-kv[1], kv[0])):
         out.append(f"    {message(reason)}（{reason}） {n} 次")

@@ -35,10 +35,15 @@ def sale(
         "canteen_id": creds.canteen_id,
         "amount_fen": amount_fen,
         "occurred_at_ms": at_ms,
-        "meal_period": "lunch",
         "subsidy_fen": amount_fen,
         "self_fen": 0,
     }
+    # Default: a shop sale of a typed amount, which any amount within the canteen's limits
+    # may be; a meal must cost its period's price (the server quarantines anything else).
+    if kw.get("kind", "meal" if "meal_period" in kw else "shop") == "meal":
+        fields.update(kind="meal", meal_period="lunch")
+    else:
+        fields.update(kind="shop", meal_period=None)
     fields.update(kw)
     return Sale(**fields)  # type: ignore[arg-type]
 

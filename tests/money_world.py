@@ -14,6 +14,7 @@ from server.registry.terminals import TerminalCredentials
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from shared.protocol import Ack, Sale, SaleResult, Status, open_envelope, seal_hmac, topics
+from simulator.harness.world import meal
 from tests.helpers import sale as make_sale
 from tests.helpers import signed_batch, terminal
 
@@ -33,14 +34,28 @@ class MoneyWorld:
         with write_txn(conn):
             registry.add_unit(conn, "U01", "市财政局", 30_000)
             registry.add_unit(conn, "U02", "市教育局", 24_000)
-            registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator=OPERATOR, now_ms=now)
+            c01_meals = {"breakfast": meal("07:00", "09:00", 500), "lunch": meal("11:30", "13:30", 1200)}
             registry.add_canteen(
-                conn, "C02", "教育局食堂", "U02", operator=SELF_OPERATOR, self_operated=True, now_ms=now
+                conn, "C01", "财政局食堂", "U01", operator=OPERATOR, now_ms=now, config={"meals": c01_meals}
+            )
+            registry.add_canteen(
+                conn,
+                "C02",
+                "教育局食堂",
+                "U02",
+                operator=SELF_OPERATOR,
+                self_operated=True,
+                now_ms=now,
+                config={"meals": {"lunch": meal("11:30", "13:30", 1000)}},
             )
             for i in range(1, diners + 1):
                 unit = "U01" if i % 2 else "U02"
                 registry.add_holder(conn, f"H{i:03d}", unit, f"职工{i}", f"K{i:03d}", now_ms=now)
-        self.terminals = {c: terminal(conn, c, now) for c in ("C01", "C02")}
+            # generous limits: these tests sell any amount, plausibility has its own tests
+            # (tests/test_quarantine.py)
+            registry.set_terminal_settings(conn, {"risk": {"max_sale_fen": 10_000_000}}, now)
+        # provisioned long ago: the tests date sales back into earlier quarters and years
+        self.terminals = {c: terminal(conn, c, now - 5 * 366 * 86_400_000) for c in ("C01", "C02")}
         self.seq = {c: 0 for c in self.terminals}
         self.acks: list[Ack] = []
         self.worker = IngestWorker(conn, clock, self._collect)

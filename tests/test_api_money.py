@@ -202,4 +202,9 @@ def test_the_ledger_check_endpoint_reports_a_healthy_ledger(api: Api, world: Mon
     world.allocate("U01", "2026Q1")
     world.sell("K001", 900)
     body = api("auditor", "GET", "/api/v1/ledger/check").get_json()
-    assert body == {"ok": True, "ledger_sum_fen": 0, "violations": []}
+    assert body == {
+        "ok": True,
+        "ledger_sum_fen": 0,
+        "violations": [],
+        "quarantine": {"counts": {"pending": 0, "accepted": 0, "rejected": 0}, "pending": []},
+    }

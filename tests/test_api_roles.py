@@ -37,6 +37,7 @@ SAMPLE = {
     "quarter": "2026Q1",
     "year": "2026",
     "sale_id": "1",
+    "seq": "1",  # a held sale (none exists: 404, not a refusal)
     "credential_id": "0123456789abcdef",  # a QR credential (none exists: 404, not a refusal)
     "access": "0" * 32,
     "token_id": "tok000000000000",  # no such token: 404, not a refusal

@@ -12,6 +12,7 @@ import pytest
 
 from server.books import ledger
 from server.infra.db import open_db, write_txn
+from server.registry.units import set_terminal_settings
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from simulator.chaos.audit import AuditResult, JournalRow, audit
@@ -87,6 +88,8 @@ class Books:
         world = populated(conn, clock.now_ms(), diners=3)
         self.card = world.diners[0].card_id
         self.holder = world.diners[0].holder_id
+        with write_txn(conn):  # the overdraft tests sell a whole balance in one sale
+            set_terminal_settings(conn, {"risk": {"max_sale_fen": 1_000_000}}, clock.now_ms())
         self.creds = terminal(conn, "C01", clock.now_ms())
         self.worker = IngestWorker(
             open_db(conn.execute("PRAGMA database_list").fetchone()[2]), clock, lambda *a: True

@@ -36,12 +36,13 @@ def test_each_meal_sale_sends_the_holders_meals_of_the_day_by_canteen_and_period
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
     w.sell("K001", 500, LUNCH - 4 * 3600_000, meal_period="breakfast")
-    w.sell("K001", 1200, LUNCH)
+    w.sell("K001", 1200, LUNCH, meal_period="lunch")
     assert holder_change_in_last_delta(conn, "H001")["meals"] == {
         "day": DAY,
         "taken": {"C01": {"breakfast": 1, "lunch": 1}},
     }
-    w.sell("K001", 1000, LUNCH + 600_000, canteen="C02")
+    clock.advance_ms(600_000)
+    w.sell("K001", 1000, LUNCH + 600_000, canteen="C02", meal_period="lunch")
     assert holder_change_in_last_delta(conn, "H001")["meals"] == {
         "day": DAY,
         "taken": {"C01": {"breakfast": 1, "lunch": 1}, "C02": {"lunch": 1}},
@@ -62,8 +63,8 @@ def test_a_late_sale_of_an_earlier_day_counts_that_day_only(
 ) -> None:
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
-    w.sell("K001", 1200, LUNCH)
-    w.sell("K001", 1200, LUNCH - 86_400_000)  # yesterday's lunch, uploaded late
+    w.sell("K001", 1200, LUNCH, meal_period="lunch")
+    w.sell("K001", 1200, LUNCH - 86_400_000, meal_period="lunch")  # yesterday's lunch, uploaded late
     assert holder_change_in_last_delta(conn, "H001")["meals"] == {
         "day": "2026-01-05",
         "taken": {"C01": {"lunch": 1}},
@@ -73,8 +74,8 @@ def test_a_late_sale_of_an_earlier_day_counts_that_day_only(
 def test_a_fresh_terminals_snapshot_carries_todays_meals(conn: sqlite3.Connection, clock: FakeClock) -> None:
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
-    w.sell("K001", 1200, LUNCH)
-    w.sell("K003", 1200, LUNCH - 86_400_000)  # yesterday: not today's business
+    w.sell("K001", 1200, LUNCH, meal_period="lunch")
+    w.sell("K003", 1200, LUNCH - 86_400_000, meal_period="lunch")  # yesterday: not today's business
     w.sell("K003", 350, LUNCH, kind="shop", meal_period=None)
     holders = {
         c["holder_id"]: c for c in build_snapshot(conn, LUNCH + 3600_000).changes if c["kind"] == "holder"
@@ -92,7 +93,7 @@ def test_every_change_the_server_sends_passes_the_protocol(
 ) -> None:
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
-    w.sell("K001", 1200, LUNCH)
+    w.sell("K001", 1200, LUNCH, meal_period="lunch")
     deltas = [json.loads(json.dumps(d.to_body())) for d in deltas_since(conn, 0, limit=100_000)]
     sent = [c for body in deltas for c in body["changes"]]
     # what this world must have sent, so that an empty stream cannot pass: its cardholders,

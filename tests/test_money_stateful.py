@@ -57,7 +57,13 @@ class MoneyMachine(RuleBasedStateMachine):
             )
             for i, h in enumerate(HOLDERS):
                 registry.add_holder(self.conn, h, "U1" if i % 2 else "U2", f"职工{h}", f"K-{h}-0", now_ms=now)
-            self.terminals = {c: provision(self.conn, c, now, "00" * 32, f"T-{c}") for c in CANTEENS}
+            # generous limits, terminals provisioned long ago: this machine sells any amount on
+            # any earlier day (plausibility has its own tests, tests/test_quarantine.py)
+            registry.set_terminal_settings(
+                self.conn, {"risk": {"max_sale_fen": 10_000_000, "max_offline_total_fen": 10_000_000}}, now
+            )
+            since = now - 5 * 366 * 86_400_000
+            self.terminals = {c: provision(self.conn, c, since, "00" * 32, f"T-{c}") for c in CANTEENS}
         self.card = {h: f"K-{h}-0" for h in HOLDERS}
         self.old_cards: dict[str, list[str]] = {h: [] for h in HOLDERS}
         self.seq = dict.fromkeys(CANTEENS, 0)
@@ -168,7 +174,7 @@ class MoneyMachine(RuleBasedStateMachine):
                     canteen,
                     amount,
                     at,
-                    meal_period="lunch",
+                    kind="shop",  # a typed amount: any amount within the limits
                     subsidy_fen=amount,
                     offline=offline,
                 )

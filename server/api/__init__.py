@@ -31,6 +31,7 @@ from server.api import (
     operators,
     qr,
     quality,
+    quarantine,
     reports,
     settlements,
     terminals,
@@ -78,6 +79,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(qr.bp)
     app.register_blueprint(qr.page)
     app.register_blueprint(ecny.bp)
+    app.register_blueprint(quarantine.bp)
     for money_bp in (funds.bp, settlements.bp, quality.bp, operators.bp, reports.bp):
         app.register_blueprint(money_bp)
 

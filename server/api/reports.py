@@ -19,7 +19,7 @@ from server.api.money_common import (
 from server.api.spec import doc
 from server.books import ledger
 from server.closing import reports
-from server.closing.check import all_violations
+from server.closing.check import all_violations, quarantine_summary
 from server.infra.auth import requires
 from server.infra.db_flask import get_clock, get_db
 
@@ -103,6 +103,7 @@ def blocked_cards() -> Response:
             "ok": {"type": "boolean"},
             "ledger_sum_fen": {"type": "integer"},
             "violations": {"type": "array", "items": {"type": "object"}},
+            "quarantine": {"type": "object"},
         },
     },
 )
@@ -115,5 +116,6 @@ def check() -> Response:
             "ok": not violations,
             "ledger_sum_fen": ledger.ledger_sum(conn),
             "violations": [v.to_json() for v in violations],
+            "quarantine": quarantine_summary(conn),
         }
     )

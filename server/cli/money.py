@@ -21,7 +21,8 @@ from server.closing import clearing, quality, reports, settlement
 from server.closing.statement_files import payout_csv, statement_csv
 from server.infra.db import write_txn
 from server.registry import funds, operators
-from shared.errors import DomainError
+from server.sales import quarantine
+from shared.errors import DomainError, message
 from shared.money import format_fen
 
 
@@ -395,4 +396,83 @@ def settlement_cmd(obj: Any, quarter: str, as_json: bool) -> None:
     emit(doc, as_json, _settlement_lines(doc))
 
 
-COMMANDS = [allocate, topup, settle, close_year, operator_set, quality_score, quality_bands, report]
+_STATE_ZH = {"pending": "待处理", "accepted": "已接受", "rejected": "已拒绝"}
+
+
+def _held_line(s: dict[str, Any]) -> str:
+    what = s["meal_period"] or ("、".join(f"{i['sku']}×{i['qty']}" for i in s["items"]) or "自定金额")
+    line = (
+        f"  {s['terminal_id']}/{s['seq']} {s['canteen_id']} {s['card_id'] or s['method']} {what} "
+        f"{format_fen(s['amount_fen'])} {_STATE_ZH[s['state']]} — {message(s['reason'])} [{s['reason']}]"
+    )
+    return line + (f"；处理意见 note: {s['decision_note']}" if s["decision_note"] else "")
+
+
+@report.command("quarantine")
+@click.option("--state", type=click.Choice(quarantine.STATES), default=None, help="Only this state.")
+@JSON_OPTION
+@click.pass_obj
+def quarantine_report(obj: Any, state: str | None, as_json: bool) -> None:
+    """Sales held back for review (待审核消费), and terminals quarantined repeatedly today."""
+    data = quarantine.listing(_db(obj), _now(obj), state=state)
+    n = data["counts"]
+    lines = [
+        f"待审核消费 held sales: 待处理 pending {n['pending']} 已接受 accepted {n['accepted']} "
+        f"已拒绝 rejected {n['rejected']}"
+    ]
+    lines += [_held_line(s) for s in data["sales"]]
+    lines += [
+        f"可疑终端 suspect terminal {t['terminal_id']} ({t['canteen_id']}): "
+        f"今日 {t['quarantined_today']} 笔待审核"
+        for t in data["suspect_terminals"]
+    ]
+    emit(data, as_json, lines)
+
+
+@click.group("quarantine")
+def quarantine_group() -> None:
+    """Decide sales held back for review: accept (applied now, once) or reject."""
+
+
+@quarantine_group.command("accept")
+@click.argument("terminal_id")
+@click.argument("seq", type=int)
+@click.option("--note", default=None, help="Why it is accepted (kept with the decision).")
+@JSON_OPTION
+@click.pass_obj
+def quarantine_accept(obj: Any, terminal_id: str, seq: int, note: str | None, as_json: bool) -> None:
+    """Accept a held sale: it is applied now, dated now."""
+    conn = _db(obj)
+    with write_txn(conn):
+        done = quarantine.accept(conn, terminal_id, seq, _now(obj), "admin-cli", note)
+    r = done["result"]
+    emit(
+        done, as_json, f"已接受 accepted {terminal_id}/{seq}: {r['status']} {format_fen(done['amount_fen'])}"
+    )
+
+
+@quarantine_group.command("reject")
+@click.argument("terminal_id")
+@click.argument("seq", type=int)
+@click.option("--reason", required=True, help="Why (shown to the canteen's operator).")
+@JSON_OPTION
+@click.pass_obj
+def quarantine_reject(obj: Any, terminal_id: str, seq: int, reason: str, as_json: bool) -> None:
+    """Reject a held sale for good; it is never applied."""
+    conn = _db(obj)
+    with write_txn(conn):
+        done = quarantine.reject(conn, terminal_id, seq, _now(obj), "admin-cli", reason)
+    emit(done, as_json, f"已拒绝 rejected {terminal_id}/{seq}: {reason}")
+
+
+COMMANDS = [
+    allocate,
+    topup,
+    settle,
+    close_year,
+    operator_set,
+    quality_score,
+    quality_bands,
+    report,
+    quarantine_group,
+]

@@ -20,7 +20,7 @@ from server.app import create_app, default_home, write_config_template
 from server.books import ledger
 from server.cli import ecny, faces, limits, money, people, qr, registry, tokens
 from server.cli.output import JSON_OPTION, DomainGroup, emit
-from server.closing.check import all_violations
+from server.closing.check import all_violations, quarantine_summary
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
@@ -31,6 +31,7 @@ from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError
+from shared.money import format_fen
 from shared.mqtt import redacted_url
 from shared.private_files import write_private
 
@@ -238,9 +239,21 @@ def check(obj: Ctx, as_json: bool) -> None:
         "ok": not violations,
         "ledger_sum_fen": ledger.ledger_sum(conn),
         "violations": [v.to_json() for v in violations],
+        "quarantine": quarantine_summary(conn),
     }
+    held = data["quarantine"]
     lines = [f"账本合计 ledger sum: {data['ledger_sum_fen']} fen"] + [
         f"违规 violation [{v.code}]: {v.detail}" for v in violations
+    ]
+    n = held["counts"]
+    lines.append(
+        f"待审核消费 held sales: 待处理 pending {n['pending']} "
+        f"已接受 accepted {n['accepted']} 已拒绝 rejected {n['rejected']}"
+    )
+    lines += [
+        f"  待处理 pending {p['terminal_id']}/{p['seq']} {p['canteen_id']} "
+        f"{format_fen(p['amount_fen'])} [{p['reason']}]"
+        for p in held["pending"]
     ]
     lines.append("正常 OK" if not violations else f"{len(violations)} violation(s)")
     emit(data, as_json, "\n".join(lines))

@@ -24,6 +24,8 @@ with the ledger's own (:func:`server.books.ledger.check`).
 * ``purse_withdrawal`` — money left a purse only to a canteen (a sale); subsidy only to a
   unit's refund (year-end clearing, a leaver's return); self money only to a leaver's own
   registered bank account after approval (``self_refund``): there is no cash path (不得提现).
+* ``quarantine_mismatch`` — a sale held back for review moved no money unless accepted,
+  and an accepted one is applied (``server.sales.quarantine``).
 """
 
 from __future__ import annotations
@@ -233,8 +235,26 @@ def withdrawals(conn: sqlite3.Connection) -> list[Violation]:
     return [Violation("purse_withdrawal", f"{row[0]} entries, e.g. {row[1]}")] if row[0] else []
 
 
+def quarantined(conn: sqlite3.Connection) -> list[Violation]:
+    """A held sale moved no money unless an admin accepted it: its sales row is applied
+    (with its txn) exactly when accepted, and has no txn otherwise."""
+    return [
+        Violation("quarantine_mismatch", f"sale {r[0]}/{r[1]} ({r[2]})")
+        for r in conn.execute(
+            """
+            SELECT q.terminal_id, q.seq, q.state FROM quarantined_sales q
+            LEFT JOIN sales s ON s.terminal_id = q.terminal_id AND s.seq = q.seq
+            WHERE s.terminal_id IS NULL
+               OR (q.state = 'accepted') <> (s.status = 'applied')
+               OR (q.state <> 'accepted' AND s.txn_id IS NOT NULL)
+            LIMIT 20
+            """
+        )
+    ]
+
+
 def money_violations(conn: sqlite3.Connection) -> list[Violation]:
     out: list[Violation] = []
-    for rule in (sale_splits, statements, payables, clearings, allocations, withdrawals):
+    for rule in (sale_splits, statements, payables, clearings, allocations, withdrawals, quarantined):
         out += rule(conn)
     return out

@@ -5,7 +5,8 @@ The ledger's own invariants (:func:`server.books.ledger.check`: integer amounts,
 that sum to zero and match their entries, no unexplained negative purse, no sale posted
 twice) and the business invariants built on them (:func:`server.closing.audit.money_violations`:
 sale splits, statements, payables, clearings, allocations, no withdrawal). The ledger knows
-nothing of settlement; this module is where the two meet.
+nothing of settlement; this module is where the two meet. Sales held back for review are
+counted beside them (:func:`quarantine_summary`): reported, not a violation.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import sqlite3
 from server.books import ledger
 from server.books.ledger import Violation
 from server.closing.audit import money_violations
+from server.sales.quarantine import summary as quarantine_summary
+
+__all__ = ["all_violations", "quarantine_summary"]
 
 
 def all_violations(conn: sqlite3.Connection) -> list[Violation]:

@@ -505,3 +505,61 @@ MIGRATIONS.append(
     CREATE INDEX terminal_nonces_expiry ON terminal_nonces(expires_at_ms);
     """
 )
+
+MIGRATIONS.append(
+    # 12: sale quarantine (issue 11). ``quarantined_sales``: sales the server held back for
+    # an admin's review (server.sales.plausibility); the sale's ``sales`` row keeps its key
+    # (so every copy is a duplicate) with status 'rejected' and the quarantine reason until
+    # an admin accepts it (the row becomes the applied sale) or rejects it for good.
+    # ``config_history``: every canteen config and city-wide settings change as terminals
+    # got it, with its time, so a sale is checked against the prices and limits in force
+    # when it was made. Filled from the delta log by a trigger (and backfilled here), so
+    # whoever records a canteen or settings delta keeps the history without knowing of it.
+    """
+    CREATE TABLE quarantined_sales (
+        terminal_id        TEXT NOT NULL,
+        seq                INTEGER NOT NULL,
+        canteen_id         TEXT NOT NULL,
+        reason             TEXT NOT NULL,
+        detail             TEXT NOT NULL DEFAULT '',
+        amount_fen         INTEGER NOT NULL,
+        occurred_at_ms     INTEGER NOT NULL,
+        quarantined_at_ms  INTEGER NOT NULL,
+        sale_json          TEXT NOT NULL,
+        state              TEXT NOT NULL DEFAULT 'pending'
+                           CHECK (state IN ('pending', 'accepted', 'rejected')),
+        decided_at_ms      INTEGER,
+        decided_by         TEXT,
+        decision_note      TEXT,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX quarantined_state_time ON quarantined_sales(state, quarantined_at_ms);
+    CREATE INDEX quarantined_terminal_time ON quarantined_sales(terminal_id, quarantined_at_ms);
+
+    CREATE TABLE config_history (
+        version      INTEGER NOT NULL,
+        at_ms        INTEGER NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('canteen', 'settings')),
+        canteen_id   TEXT NOT NULL DEFAULT '',
+        config_json  TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX config_history_key ON config_history(kind, canteen_id, at_ms);
+
+    CREATE TRIGGER deltas_config_history AFTER INSERT ON deltas
+    WHEN NEW.changes_json LIKE '%"kind":"canteen"%' OR NEW.changes_json LIKE '%"kind":"settings"%'
+    BEGIN
+        INSERT INTO config_history(version, at_ms, kind, canteen_id, config_json)
+        SELECT NEW.version, NEW.at_ms, json_extract(value, '$.kind'),
+               coalesce(json_extract(value, '$.canteen_id'), ''), json_extract(value, '$.config')
+        FROM json_each(NEW.changes_json)
+        WHERE json_extract(value, '$.kind') IN ('canteen', 'settings');
+    END;
+
+    INSERT INTO config_history(version, at_ms, kind, canteen_id, config_json)
+    SELECT d.version, d.at_ms, json_extract(j.value, '$.kind'),
+           coalesce(json_extract(j.value, '$.canteen_id'), ''), json_extract(j.value, '$.config')
+    FROM deltas d, json_each(d.changes_json) j
+    WHERE (d.changes_json LIKE '%"kind":"canteen"%' OR d.changes_json LIKE '%"kind":"settings"%')
+      AND json_extract(j.value, '$.kind') IN ('canteen', 'settings');
+    """
+)

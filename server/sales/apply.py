@@ -7,6 +7,14 @@ later copy gets that first decision back as ``duplicate``; a copy whose uuid dif
 the stored one (a terminal that lost its journal and reused numbers) is refused as
 ``sale_id_conflict`` and changes nothing.
 
+Quarantine. A sale whose terminal and card check out but which no honest terminal could
+have made (:func:`server.sales.plausibility.check_sale`: above a limit, at a wrong price,
+dated in the future …) moves no purse: its row keeps the key with status ``rejected`` and
+the quarantine reason, it is recorded in ``quarantined_sales`` for an admin, and the
+terminal is answered ``quarantined`` (final for it: the sale leaves its outbox). An admin
+who accepts it has it applied by :meth:`SaleApplier.apply_accepted`, once
+(:mod:`server.sales.quarantine`).
+
 Closed periods. A purse-paid sale dated in a quarter that is already settled is applied
 like any other (the diner ate; the canteen is owed) and also recorded in ``late_sales``:
 the next statement carries it as a dated adjustment line. A sale dated before the cutoff
@@ -34,6 +42,8 @@ from server.books.settlement_rules import take_in_order
 from server.books.spend import split_payment
 from server.downstream.changes import holder_change_from, meals_of_day
 from server.sales.double_spend import note_sale_credential
+from server.sales.plausibility import Implausible, check_sale
+from server.sales.sale_facts import FactsBook
 from shared.protocol import Sale, SaleResult
 from shared.protocol.messages import Balance
 
@@ -132,7 +142,10 @@ class SaleApplier:
         self.applied = 0
         self.duplicates = 0
         self.rejected = 0
+        self.quarantined = 0
         self.periods = ClosedPeriods.load(conn)
+        self._facts = FactsBook(conn, now_ms)
+        self._quarantine: list[tuple[Sale, Implausible]] = []
         # the caller commits or rolls back the cache with its transaction
         self._accounts = accounts if accounts is not None else ledger.AccountCache()
         self._holders: dict[str, list[Any]] = {}  # holder -> [unit, blocked flag, subsidy, self] as of now
@@ -169,26 +182,49 @@ class SaleApplier:
             self._results.append(self._reject(sale, "sale_id_conflict"))
             return slot
 
-        row_ = self._decide(sale, terminal_canteen)
-        if row_["status"] == "applied" and sale.credential:  # QR code / SUN counter used twice?
-            self.extra_changes += note_sale_credential(self.conn, sale, row_["holder_id"], self.now_ms)
-        self._pending[key] = row_
-        self._pending_uuids.add(sale.uuid)
-        self._count(row_["status"])
-        self._results.append((key, row_["status"]))
+        row_, held = self._decide(sale, terminal_canteen)
+        self._keep(sale, row_)
+        status = "quarantined" if held else row_["status"]
+        self._count(status)
+        self._results.append((key, status))
         return slot
 
-    def _decide(self, sale: Sale, terminal_canteen: str) -> dict[str, Any]:
+    def apply_accepted(self, sale: Sale, terminal_canteen: str) -> int:
+        """Apply a quarantined sale an admin accepted (its old row already removed by the
+        caller, in the same txn): the normal apply path without the plausibility check.
+        Returns its slot in :meth:`finish`'s result list."""
+        row_, _ = self._decide(sale, terminal_canteen, check=False)
+        self._keep(sale, row_)
+        self._count(row_["status"])
+        self._results.append(((sale.terminal_id, sale.seq), row_["status"]))
+        return len(self._results) - 1
+
+    def _keep(self, sale: Sale, row_: dict[str, Any]) -> None:
+        if row_["status"] == "applied" and sale.credential:  # QR code / SUN counter used twice?
+            self.extra_changes += note_sale_credential(self.conn, sale, row_["holder_id"], self.now_ms)
+        self._pending[(sale.terminal_id, sale.seq)] = row_
+        self._pending_uuids.add(sale.uuid)
+
+    def _decide(
+        self, sale: Sale, terminal_canteen: str, *, check: bool = True
+    ) -> tuple[dict[str, Any], bool]:
+        """The sale's row, and whether it was held back (quarantined) rather than decided."""
         row = _base_row(sale, self.now_ms)
         if sale.canteen_id != terminal_canteen:
-            return {**row, "status": "rejected", "reason": "canteen_mismatch"}
+            return {**row, "status": "rejected", "reason": "canteen_mismatch"}, False
         if sale.method == "ecny":  # settled by the gateway: recorded for totals, no purse moves
+            if check and (held := self._hold(sale, row, None)) is not None:
+                return held, True
             row["txn_id"] = ledger.post(self.conn, "sale", [], self.now_ms, ref=sale.sale_id, memo="ecny")
-            return row
+            return row, False
         holder = self.conn.execute(_HOLDER_BY_CARD, (sale.card_id,)).fetchone()
         if holder is None:
-            return {**row, "status": "rejected", "reason": "card_unknown"}
+            return {**row, "status": "rejected", "reason": "card_unknown"}, False
         holder_id, unit_id, blocked, subsidy_balance, self_balance = holder
+        if check:
+            held = self._hold(sale, {**row, "holder_id": holder_id, "unit_id": unit_id}, unit_id)
+            if held is not None:
+                return held, True
         payable = ledger.canteen_payable(sale.canteen_id)
         moves: list[ledger.Move] = []
         cleared = 0
@@ -224,7 +260,16 @@ class SaleApplier:
             overdraft_fen=split.overdraft_fen,
             cleared_subsidy_fen=cleared,
         )
-        return row
+        return row, False
+
+    def _hold(self, sale: Sale, row: dict[str, Any], holder_unit_id: str | None) -> dict[str, Any] | None:
+        """The row of a sale held back as implausible (no purse moves), or None to go on.
+        The row keeps the sale's key, so every copy is answered ``duplicate``."""
+        problem = check_sale(sale, self._facts.facts(sale, holder_unit_id))
+        if problem is None:
+            return None
+        self._quarantine.append((sale, problem))
+        return {**row, "status": "rejected", "reason": problem.code}
 
     def _claw_back(self, year: int, holder_id: str, amount_fen: int) -> list[tuple[str, int]]:
         """Take up to ``amount_fen`` back from the holder's refunds of the ``year`` clearing,
@@ -258,6 +303,25 @@ class SaleApplier:
                 row["balance_self_fen"] = change["self_fen"]
                 row["balance_version"] = self.version
         self.conn.executemany(_INSERT, [tuple(r[c] for c in _COLUMNS) for r in self._pending.values()])
+        if self._quarantine:
+            self.conn.executemany(
+                "INSERT INTO quarantined_sales(terminal_id, seq, canteen_id, reason, detail, amount_fen, "
+                "occurred_at_ms, quarantined_at_ms, sale_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        s.terminal_id,
+                        s.seq,
+                        s.canteen_id,
+                        p.code,
+                        p.detail[:500],
+                        s.amount_fen,
+                        s.occurred_at_ms,
+                        self.now_ms,
+                        json.dumps(s.to_dict(), ensure_ascii=False, separators=(",", ":")),
+                    )
+                    for s, p in self._quarantine
+                ],
+            )
         for holder_id, meals in meals_of_day(self.conn, self._meal_days()).items():
             self.changes[holder_id]["meals"] = meals
         if self._late:
@@ -284,11 +348,23 @@ class SaleApplier:
                 latest[h] = max(latest.get(h, 0), row["occurred_at_ms"])
         return latest
 
+    @property
+    def held(self) -> list[tuple[str, str, str]]:
+        """The sales quarantined in this txn: (sale id, reason code, detail)."""
+        return [(s.sale_id, p.code, p.detail) for s, p in self._quarantine]
+
+    @property
+    def quarantined_terminals(self) -> set[str]:
+        """Terminals with a sale quarantined in this txn."""
+        return {s.terminal_id for s, _ in self._quarantine}
+
     def _count(self, status: str) -> None:
         if status == "applied":
             self.applied += 1
         elif status == "duplicate":
             self.duplicates += 1
+        elif status == "quarantined":
+            self.quarantined += 1
         else:
             self.rejected += 1
 

@@ -27,6 +27,7 @@ from server.downstream.deltas import current_version, record_delta
 from server.infra import db as dbm
 from server.registry.terminals import SecretBook, record_status
 from server.sales.apply import SaleApplier
+from server.sales.quarantine import suspects, warn_suspects
 from shared.clock import Clock
 from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope, seal_hmac, topics
 from shared.protocol.codec import parse_json
@@ -62,6 +63,7 @@ class IngestStats:
     applied: int = 0
     duplicates: int = 0
     rejected_sales: int = 0
+    quarantined_sales: int = 0  # held back as implausible, for an admin (server.sales.quarantine)
     rejected_messages: int = 0
     rejection_reasons: dict[str, int] = field(default_factory=dict)
     batches: int = 0
@@ -199,6 +201,9 @@ class IngestWorker:
         try:
             with dbm.write_txn(self._conn):
                 applier, delta_recorded = self._apply(messages, now, replies, rejections)
+                flagged = (
+                    suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
+                )
         except BaseException:
             self._accounts.rollback()  # accounts created in the failed txn do not exist
             raise
@@ -210,6 +215,10 @@ class IngestWorker:
         self.stats.applied += applier.applied
         self.stats.duplicates += applier.duplicates
         self.stats.rejected_sales += applier.rejected
+        self.stats.quarantined_sales += applier.quarantined
+        for sale_id, code, detail in applier.held:
+            log.warning("ingest: sale %s quarantined for review: %s (%s)", sale_id, code, detail)
+        warn_suspects(flagged)
         self.stats.rejected_messages += len(rejections)
         for r in rejections:
             self.stats.rejection_reasons[r.code] = self.stats.rejection_reasons.get(r.code, 0) + 1
@@ -268,6 +277,7 @@ class IngestWorker:
         dbm.bump_counter(self._conn, "sales_applied", applier.applied)
         dbm.bump_counter(self._conn, "sales_duplicate", applier.duplicates)
         dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
+        dbm.bump_counter(self._conn, "sales_quarantined", applier.quarantined)
         dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
         return applier, delta_recorded
 

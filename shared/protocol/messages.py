@@ -3,7 +3,8 @@
 * :class:`SaleBatch` (terminal → server): one or more :class:`Sale` records, each identified
   by ``terminal_id`` + ``seq`` (per-terminal, gap-free, from 1) and a ``uuid``.
 * :class:`Ack` (server → one terminal): a :class:`SaleResult` per sale — ``applied``,
-  ``duplicate`` (with the first result) or ``rejected`` (with a reason code) — plus the
+  ``duplicate`` (with the first result), ``rejected`` (with a reason code) or
+  ``quarantined`` (held for an admin's review, :data:`QUARANTINE_REASONS`) — plus the
   cardholder's balance after the server applied it.
 * :class:`Status` (terminal → server, retained; the broker's last will says ``offline``).
 * :class:`Delta` (server → all terminals): numbered changes; ``version`` increases by one.
@@ -40,7 +41,22 @@ from shared.protocol.face_vector import encoding_from_str, encoding_to_str
 METHODS = frozenset({"card", "qr", "face", "ecny"})
 SALE_KINDS = frozenset({"meal", "shop"})
 MEAL_PERIODS = frozenset({"breakfast", "lunch", "dinner"})
-RESULT_STATUSES = frozenset({"applied", "duplicate", "rejected"})
+RESULT_STATUSES = frozenset({"applied", "duplicate", "rejected", "quarantined"})
+# Why the server held a sale back for an admin's review instead of applying it
+# (server.sales.plausibility). A quarantined sale is final for the terminal like a
+# rejected one (it leaves the outbox and is never resent); a copy gets ``duplicate`` with
+# one of these reasons, which is how the terminal tells it from a rejection.
+QUARANTINE_REASONS = frozenset(
+    {
+        "sale_over_limit",
+        "sale_over_offline_limit",
+        "sale_price_mismatch",
+        "sale_unknown_item",
+        "sale_unknown_meal_period",
+        "sale_time_future",
+        "sale_time_before_terminal",
+    }
+)
 TERMINAL_STATES = frozenset({"online", "offline"})
 CARD_STATUSES = frozenset({"active", "lost", "retired"})
 MAX_SALES_PER_BATCH = 1000
@@ -197,9 +213,21 @@ class SaleResult:
     balance: Balance | None = None
 
     @property
+    def quarantined(self) -> bool:
+        """The server held the sale back for review (not applied, not to be resent): now,
+        or a duplicate whose first result was a quarantine."""
+        return self.status == "quarantined" or (
+            self.status == "duplicate" and self.reason in QUARANTINE_REASONS
+        )
+
+    @property
     def rejected(self) -> bool:
         """The server did not apply the sale: rejected now, or a duplicate whose first
-        result was a rejection (a duplicate repeats the first result's reason)."""
+        result was a rejection (a duplicate repeats the first result's reason). A
+        quarantined sale is not applied either, but is not a rejection: see
+        :attr:`quarantined`."""
+        if self.quarantined:
+            return False
         return self.status == "rejected" or (self.status == "duplicate" and bool(self.reason))
 
     def to_dict(self) -> dict[str, Any]:

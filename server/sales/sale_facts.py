@@ -1,0 +1,115 @@
+"""Reading what :func:`server.sales.plausibility.check_sale` needs, inside the apply txn.
+
+The canteen configs and city-wide settings come from ``config_history`` (every version
+terminals were sent, with the time it was recorded; see schema migration 10), falling back
+to the current ones for a database whose history does not reach back. One
+:class:`FactsBook` lives as long as one write transaction and caches what it read: a batch
+of a thousand sales from one canteen reads its history once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from server.sales.plausibility import SaleFacts, in_force, sale_window
+from shared.protocol import Sale
+from shared.risk_limits import RiskLimits
+
+_History = tuple[list[int], list[dict[str, Any]]]  # (since_ms ascending, configs)
+
+
+class FactsBook:
+    def __init__(self, conn: sqlite3.Connection, now_ms: int) -> None:
+        self.conn = conn
+        self.now_ms = now_ms
+        self._settings: _History | None = None
+        self._canteens: dict[str, _History] = {}
+        self._terminals: dict[str, int] = {}
+        self._combined: dict[
+            tuple[str, int, int, int, int], tuple[tuple[dict[str, Any], ...], tuple[RiskLimits, ...]]
+        ] = {}
+
+    def facts(self, sale: Sale, holder_unit_id: str | None) -> SaleFacts:
+        settings = self._settings_history()
+        canteen = self._canteen_history(sale.canteen_id)
+        latest = RiskLimits.from_config(
+            (settings[1][-1] if settings[1] else {}).get("risk"),
+            (canteen[1][-1] if canteen[1] else {}).get("risk"),
+        )
+        lo, hi = sale_window(sale.occurred_at_ms, latest)
+        s_range, c_range = in_force(settings[0], lo, hi), in_force(canteen[0], lo, hi)
+        key = (sale.canteen_id, s_range.start, s_range.stop, c_range.start, c_range.stop)
+        combined = self._combined.get(key)
+        if combined is None:
+            setting_versions = [settings[1][i] for i in s_range] or [{}]
+            canteen_versions = tuple(canteen[1][i] for i in c_range)
+            limits = tuple(
+                {
+                    RiskLimits.from_config(s.get("risk"), c.get("risk"))
+                    for s in setting_versions
+                    for c in canteen_versions or ({},)
+                }
+            )
+            combined = self._combined[key] = (canteen_versions, limits)
+        return SaleFacts(
+            canteens=combined[0],
+            limits=combined[1],
+            terminal_since_ms=self._terminal_since(sale.terminal_id),
+            now_ms=self.now_ms,
+            holder_unit_id=holder_unit_id,
+        )
+
+    def _settings_history(self) -> _History:
+        if self._settings is None:
+            row = self.conn.execute("SELECT value FROM settings WHERE key = 'terminal_settings'").fetchone()
+            self._settings = _with_current(self._history("settings", ""), _as_dict(row[0]) if row else None)
+        return self._settings
+
+    def _canteen_history(self, canteen_id: str) -> _History:
+        history = self._canteens.get(canteen_id)
+        if history is None:
+            row = self.conn.execute(
+                "SELECT unit_id, config_json FROM canteens WHERE id = ?", (canteen_id,)
+            ).fetchone()
+            current = {**_as_dict(row[1]), "unit_id": row[0]} if row else None
+            history = self._canteens[canteen_id] = _with_current(
+                self._history("canteen", canteen_id), current
+            )
+        return history
+
+    def _history(self, kind: str, canteen_id: str) -> _History:
+        rows = self.conn.execute(
+            "SELECT at_ms, config_json FROM config_history WHERE kind = ? AND canteen_id = ? "
+            "ORDER BY at_ms, version",
+            (kind, canteen_id),
+        ).fetchall()
+        return [int(r[0]) for r in rows], [_as_dict(r[1]) for r in rows]
+
+    def _terminal_since(self, terminal_id: str) -> int:
+        since = self._terminals.get(terminal_id)
+        if since is None:
+            row = self.conn.execute(
+                "SELECT created_at_ms FROM terminals WHERE id = ?", (terminal_id,)
+            ).fetchone()
+            since = self._terminals[terminal_id] = int(row[0]) if row else 0
+        return since
+
+
+def _with_current(history: _History, current: dict[str, Any] | None) -> _History:
+    """The history, ending with the current version: a database whose history does not
+    reach back (or a change recorded without a delta) still has what is in force now. A
+    delta carries more keys than the stored config (name, unit): compare what prices."""
+    since, configs = history
+    if current is None:
+        return history
+    last = configs[-1] if configs else None
+    if last is None or any(last.get(k) != current.get(k) for k in ("meals", "items", "risk", "unit_id")):
+        return [*since, since[-1] if since else 0], [*configs, current]
+    return history
+
+
+def _as_dict(text: str | None) -> dict[str, Any]:
+    value = json.loads(text) if text else {}
+    return value if isinstance(value, dict) else {}
