@@ -176,7 +176,7 @@ CATALOG: dict[str, ErrorSpec] = {
         "终端身份重复，请联系管理员", "two running terminals use one terminal's identity", 409
     ),
     "terminal_revoked": ErrorSpec("终端已停用", "terminal revoked", 401),
-    "ecny_not_configured": ErrorSpec("未配置数字人民币支付通道", "no digital RMB gateway is configured", 503),
+    "ecny_not_configured": ErrorSpec("未配置数字人民币支付通道", "no digital RMB gateway is configured", 404),
     # --- sale quarantine (issue 11): sales the server holds back for an admin's review ---
     "sale_over_limit": ErrorSpec(
         "单笔金额超过食堂限额，待审核", "sale above the canteen's per-sale limit; held for review"

@@ -33,7 +33,7 @@ def test_without_a_configured_gateway_ecny_is_refused_with_a_clear_code(
         data=body,
         headers={"X-Ecny-Signature": sign_notification(OLD_CONSTANT_KEY, body)},
     )
-    assert r.status_code == 503
+    assert r.status_code == 404
     assert "ecny_not_configured" in r.get_data(as_text=True)
 
 

@@ -44,7 +44,10 @@ class Api:
     def __init__(self, tmp: str) -> None:
         self.clock = FakeClock(ms_from_china("2026-01-06T12:00"))
         # a view's exception becomes the 500 a client would see; the signal keeps the cause
-        self.app = create_app({"HOME": tmp, "TESTING": True, "PROPAGATE_EXCEPTIONS": False}, clock=self.clock)
+        self.app = create_app(
+            {"HOME": tmp, "TESTING": True, "PROPAGATE_EXCEPTIONS": False, "ECNY_GATEWAY": "simulated"},
+            clock=self.clock,
+        )
         self.errors: list[str] = []
         got_request_exception.connect(self._record, self.app)
         self.conn = open_db(self.app.config["DATABASE"])
