@@ -241,7 +241,9 @@ def chaos_sweep(
             f"seeds tried {len(summary['seeds_tried'])}, failed {len(summary['seeds_failed'])}"
             f"{' ' + str(summary['seeds_failed']) if summary['seeds_failed'] else ''}; "
             f"faults {summary['faults_total']}, approved {summary['approved']}, "
-            f"applied {summary['applied']}, lost {summary['lost']}, double {summary['double_applied']}"
+            f"applied {summary['applied']}, lost {summary['lost']}, double {summary['double_applied']}; "
+            f"stolen-key sales {summary['compromised_sent']}, quarantined {summary['quarantined']}, "
+            f"applied {summary['quarantined_applied']}, honest held {summary['honest_quarantined']}"
         )
     sys.exit(1 if summary["seeds_failed"] else 0)
 

@@ -204,7 +204,7 @@ def test_revoking_a_terminal_removes_it_from_the_broker_after_sighup(locked: Loc
         assert wait_until(lambda: t3.connected, 15)
         conn = open_db(locked.app.config["DATABASE"])  # type: ignore[attr-defined]
         with write_txn(conn):
-            terminals.revoke(conn, "T0003")
+            terminals.revoke(conn, "T0003", 0)
         broker_users.write_broker_files(conn, locked.files)
         conn.close()
         assert "T0003" not in locked.files.password_file.read_text()

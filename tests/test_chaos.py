@@ -16,7 +16,8 @@ from server.registry.units import set_terminal_settings
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from simulator.chaos.audit import AuditResult, JournalRow, audit
-from simulator.chaos.plan import FAULT_KINDS, ChaosOptions, build_plan
+from simulator.chaos.inject import COMPROMISED_SEQ_BASE, implausible_sale
+from simulator.chaos.plan import COMPROMISED_VARIANTS, FAULT_KINDS, ChaosOptions, build_plan
 from simulator.chaos.run import render, run_chaos
 from tests.helpers import populated, sale, signed_batch, terminal
 
@@ -119,7 +120,7 @@ class Books:
         self.events.append({"event": "approved", "uuid": s.uuid, "_seen_ms": s.occurred_at_ms})
         return row
 
-    def audit(self, allowance: int = 0) -> AuditResult:
+    def audit(self, allowance: int = 0, compromised: list[tuple[str, int, str]] | None = None) -> AuditResult:
         tid = self.creds.terminal_id
         return audit(
             self.conn,
@@ -129,7 +130,38 @@ class Books:
             start_balance_fen=self.start,
             offline_allowance_fen=allowance,
             max_clock_offset_ms=300_000,
+            compromised=compromised or [],
         )
+
+    def steal(self, variants: tuple[str, ...] = COMPROMISED_VARIANTS) -> list[tuple[str, int, str]]:
+        """A thief with this terminal's key: one batch of implausible sales through the worker."""
+        own = self.conn.execute(
+            "SELECT unit_id FROM canteens WHERE id = ?", (self.creds.canteen_id,)
+        ).fetchone()
+        other = self.conn.execute(
+            "SELECT c.card_id FROM cards c JOIN holders h ON h.id = c.holder_id WHERE h.unit_id <> ? LIMIT 1",
+            (own[0],),
+        ).fetchone()[0]
+        sales = [
+            implausible_sale(
+                v,
+                terminal_id=self.creds.terminal_id,
+                seq=COMPROMISED_SEQ_BASE + i,
+                canteen_id=self.creds.canteen_id,
+                card_id=self.card,
+                other_unit_card=other,
+                now_ms=self.clock.now_ms(),
+                max_sale_fen=1_000_000,
+                meal_fen=999,
+                item_fen=1,
+                days_ahead=3,
+            )
+            for i, v in enumerate(variants)
+        ]
+        self.worker.process(
+            [(f"canteen/v1/t/{self.creds.terminal_id}/up/sales", signed_batch(self.creds, sales, 1))]
+        )
+        return [(s.terminal_id, s.seq, s.uuid) for s in sales]
 
 
 @pytest.fixture
@@ -201,6 +233,51 @@ def test_one_terminal_overdrawing_beyond_the_allowance_breaks_the_bound(books: B
     assert {"overdraft_beyond_bound", "terminal_oversold"} <= codes(r) and not r.ok
 
 
+def test_a_stolen_keys_implausible_sales_are_all_quarantined_and_none_applied(books: Books) -> None:
+    books.sell(300)
+    stolen = books.steal()
+    r = books.audit(compromised=stolen)
+    assert (r.compromised_sent, r.quarantined, r.quarantined_applied, r.honest_quarantined) == (5, 5, 0, 0)
+    assert r.applied == 1 and r.ok, r.violations  # the purses moved by the honest sale only
+    reasons = dict(
+        books.conn.execute("SELECT seq - ?, reason FROM quarantined_sales", (COMPROMISED_SEQ_BASE,))
+    )
+    assert reasons == {
+        0: "sale_over_limit",
+        1: "sale_price_mismatch",
+        2: "sale_price_mismatch",
+        3: "sale_time_future",
+        4: "sale_over_limit",
+    }
+
+
+def test_a_held_sale_no_thief_sent_is_an_honest_sale_quarantined(books: Books) -> None:
+    stolen = books.steal(("future", "too_large"))
+    r = books.audit(compromised=stolen[:1])  # the second one, as if an honest terminal had sent it
+    assert (r.compromised_sent, r.quarantined, r.honest_quarantined) == (1, 1, 1)
+    assert "honest_quarantined" in codes(r) and not r.ok
+
+
+def test_a_compromised_sale_that_moved_money_is_caught(books: Books) -> None:
+    row = books.sell(300)  # stands for a thief's sale the server applied
+    r = books.audit(compromised=[(row.terminal_id, row.seq, row.uuid)])
+    assert (r.compromised_sent, r.quarantined, r.quarantined_applied) == (1, 0, 1)
+    assert "compromised_applied" in codes(r) and not r.ok
+
+
+def test_money_moved_by_no_sale_is_caught(books: Books) -> None:
+    books.sell(300)
+    with write_txn(books.conn):  # a purse debited outside any sale
+        ledger.post(
+            books.conn,
+            "sale",
+            [ledger.Move(ledger.subsidy_purse(books.holder), ledger.canteen_payable("C01"), 100)],
+            books.clock.now_ms(),
+            ref="nobody/1",
+        )
+    assert "purse_mismatch" in codes(books.audit())
+
+
 def test_an_outbox_left_full_is_caught(books: Books) -> None:
     books.sell(300)
     tid = books.creds.terminal_id
@@ -236,8 +313,11 @@ def test_a_small_chaos_run_loses_nothing_and_counts_nothing_twice(seed: int, tmp
         assert executed[kind] >= 1, (kind, executed)
     assert sum(v for k, v in executed.items() if k.startswith("partition_")) >= 1
     # a message fault finds nothing to send when the broker is down or nothing was captured yet
-    for kind in ("duplicate", "reorder", "forged", "corrupted"):
+    for kind in ("duplicate", "reorder", "forged", "corrupted", "compromised"):
         assert executed[kind] + result["not_injected"].get(kind, 0) >= 1, kind
+    # a stolen terminal key: every implausible sale held for an admin, none applied, no honest one held
+    assert result["compromised_sent"] >= 2 and result["quarantined"] == result["compromised_sent"]
+    assert (result["quarantined_applied"], result["honest_quarantined"]) == (0, 0)
     assert "✔ 通过 PASS" in render(result)
 
 

@@ -208,10 +208,11 @@ def provision_terminal(
 @click.argument("terminal_id")
 @click.pass_obj
 def revoke_terminal(obj: Ctx, terminal_id: str) -> None:
-    """Take a terminal out of service: remove its broker user and ACL lines."""
+    """Take a terminal out of service: remove its broker user and ACL lines; from now on the
+    server refuses its requests and its sales dated from now on."""
     conn = obj.db()
     with write_txn(conn):
-        revoke(conn, terminal_id)
+        revoke(conn, terminal_id, SystemClock().now_ms())
     _sync_broker(obj, conn)
     click.echo(f"终端已停用 terminal revoked: {terminal_id}")
 

@@ -10,6 +10,7 @@ their own secret: headers ``X-Terminal-Id``, ``X-Terminal-Time`` (ms), ``X-Termi
 :func:`shared.protocol.terminal_request_bytes` (id, time, nonce, method, path and query).
 The server keeps each nonce for as long as the request's time would still be accepted
 (table ``terminal_nonces``, pruned as it goes), so a captured request cannot be replayed.
+A revoked terminal's correctly signed request gets 401 ``terminal_revoked``.
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def requires_terminal(view: F) -> F:
             at_ms = int(request.headers.get("X-Terminal-Time", ""))
         except ValueError as exc:
             raise DomainError("unauthenticated", "X-Terminal-Time missing") from exc
-        row = get_db().execute("SELECT secret_hex FROM terminals WHERE id = ?", (tid,)).fetchone()
+        row = get_db().execute("SELECT secret_hex, state FROM terminals WHERE id = ?", (tid,)).fetchone()
         if row is None:
             raise DomainError("unknown_terminal", tid)
         if abs(get_clock().now_ms() - at_ms) > TERMINAL_CLOCK_TOLERANCE_MS:
@@ -248,6 +249,8 @@ def requires_terminal(view: F) -> F:
         )
         if not sig.isascii() or not hmac.compare_digest(expected, sig):  # compare_digest: ASCII str only
             raise DomainError("bad_signature", "terminal request signature")
+        if row[1] == "revoked":  # read on every request: a revocation holds at once
+            raise DomainError("terminal_revoked", f"terminal {tid} was revoked")
         remember_nonce(get_db(), tid, nonce, at_ms, get_clock().now_ms())
         g.principal = Principal("terminal", terminal_id=tid)
         return view(*args, **kwargs)

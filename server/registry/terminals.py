@@ -7,9 +7,16 @@ sale before T" — which settlement and year-end clearing use to know they are c
 
 A terminal's id is its broker user name and its client id (``server.registry.broker_users``):
 letters, digits, ``-`` and ``_`` only, and never ``server``. :func:`revoke` takes a terminal
-off the broker's password and ACL files. Each status carries the sending process's random
-``instance``: :func:`record_status` notices two processes running one terminal's identity
-(an instance seen again after another one) and keeps it for ``report terminals``.
+off the broker's password and ACL files and records when (:func:`revoked_at`): from then on
+the server refuses the terminal's signed HTTP requests (401 ``terminal_revoked``) and every
+sale it signs that is dated at or after that moment (rejected ``terminal_revoked``, nothing
+applied). Its sales dated *before* the revocation are applied as usual — plausibility checks
+included — because the terminal was honest until then and may still have had them in its
+outbox. (A thief who backdates sales before the revocation is not stopped by it, only by the
+plausibility checks and the quarantine: revoke as soon as a key is in doubt.) Each status
+carries the sending process's random ``instance``: :func:`record_status` notices two
+processes running one terminal's identity (an instance seen again after another one) and
+keeps it for ``report terminals``.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ _TERMINAL_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 INSTANCE_WINDOW_MS = 10 * 60_000
 _INSTANCES_KEY = "terminal_instances:"
 _DUPLICATE_KEY = "terminal_duplicate:"
+_REVOKED_KEY = "terminal_revoked_at:"  # + id → when it was revoked (ms); the state says 'revoked'
 
 
 @dataclass(frozen=True)
@@ -107,15 +115,29 @@ class SecretBook:
         return hit[1] if hit else None
 
 
-def revoke(conn: sqlite3.Connection, terminal_id: str) -> None:
-    """Take a terminal out of service (call inside a write txn); then rewrite the broker's
-    files (``broker_users.write_broker_files``) and reload the broker."""
+def revoke(conn: sqlite3.Connection, terminal_id: str, now_ms: int) -> None:
+    """Take a terminal out of service at ``now_ms`` (call inside a write txn); then rewrite the
+    broker's files (``broker_users.write_broker_files``) and reload the broker. Ingest and the
+    signed HTTP endpoints read the revocation on every message and request, so it holds at once."""
     row = conn.execute("SELECT state FROM terminals WHERE id = ?", (terminal_id,)).fetchone()
     if row is None:
         raise DomainError("unknown_terminal", terminal_id)
     if row[0] == "revoked":
         raise DomainError("terminal_revoked", f"{terminal_id} is already revoked")
     conn.execute("UPDATE terminals SET state = 'revoked' WHERE id = ?", (terminal_id,))
+    set_setting(conn, _REVOKED_KEY + terminal_id, str(now_ms))
+
+
+def revoked_at(conn: sqlite3.Connection, terminal_id: str) -> int | None:
+    """When a terminal was revoked (ms), or None while it is in service. A terminal revoked
+    before the time was recorded counts as revoked since 0: nothing it signs is accepted."""
+    row = conn.execute(
+        "SELECT t.state, s.value FROM terminals t LEFT JOIN settings s ON s.key = ? WHERE t.id = ?",
+        (_REVOKED_KEY + terminal_id, terminal_id),
+    ).fetchone()
+    if row is None or row[0] != "revoked":
+        return None
+    return int(row[1]) if row[1] is not None else 0
 
 
 def note_instance(conn: sqlite3.Connection, terminal_id: str, instance: str, sent_at_ms: int) -> bool:

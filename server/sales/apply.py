@@ -143,6 +143,7 @@ class SaleApplier:
         self.duplicates = 0
         self.rejected = 0
         self.quarantined = 0
+        self.revoked_refused: list[str] = []  # sale ids a revoked terminal signed after its revocation
         self.periods = ClosedPeriods.load(conn)
         self._facts = FactsBook(conn, now_ms)
         self._quarantine: list[tuple[Sale, Implausible]] = []
@@ -157,8 +158,10 @@ class SaleApplier:
 
     # -- one sale -----------------------------------------------------------------------
 
-    def apply(self, sale: Sale, terminal_canteen: str) -> int:
-        """Decide one sale; returns its slot in :meth:`finish`'s result list."""
+    def apply(self, sale: Sale, terminal_canteen: str, revoked_at_ms: int | None = None) -> int:
+        """Decide one sale; returns its slot in :meth:`finish`'s result list. ``revoked_at_ms``:
+        when the sending terminal was revoked (:func:`server.registry.terminals.revoked_at`);
+        a new sale it dated at or after that is rejected ``terminal_revoked``, not quarantined."""
         slot = len(self._results)
         key = (sale.terminal_id, sale.seq)
         earlier = self._pending.get(key)
@@ -182,7 +185,14 @@ class SaleApplier:
             self._results.append(self._reject(sale, "sale_id_conflict"))
             return slot
 
-        row_, held = self._decide(sale, terminal_canteen)
+        if revoked_at_ms is not None and sale.occurred_at_ms >= revoked_at_ms:
+            row_, held = (
+                {**_base_row(sale, self.now_ms), "status": "rejected", "reason": "terminal_revoked"},
+                False,
+            )
+            self.revoked_refused.append(sale.sale_id)
+        else:
+            row_, held = self._decide(sale, terminal_canteen)
         self._keep(sale, row_)
         status = "quarantined" if held else row_["status"]
         self._count(status)

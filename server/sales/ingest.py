@@ -10,6 +10,9 @@ after it loses only acks (the resend is answered ``duplicate`` with the first re
 
 Bad input never stops the worker: a malformed, forged or unknown message is refused with a
 stable reason code, logged, stored in ``rejections`` and answered when the sender is known.
+A revoked terminal's sales dated from its revocation on are rejected ``terminal_revoked``
+(logged, nothing applied, not quarantined), its other messages refused with that code
+(:mod:`server.registry.terminals` states the rule).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import NamedTuple
 from server.books import ledger
 from server.downstream.deltas import current_version, record_delta
 from server.infra import db as dbm
-from server.registry.terminals import SecretBook, record_status
+from server.registry.terminals import SecretBook, record_status, revoked_at
 from server.sales.apply import SaleApplier
 from server.sales.quarantine import suspects, warn_suspects
 from shared.clock import Clock
@@ -219,6 +222,10 @@ class IngestWorker:
         for sale_id, code, detail in applier.held:
             log.warning("ingest: sale %s quarantined for review: %s (%s)", sale_id, code, detail)
         warn_suspects(flagged)
+        for sale_id in applier.revoked_refused:
+            log.warning(
+                "ingest: sale %s refused: terminal_revoked (signed after its terminal was revoked)", sale_id
+            )
         self.stats.rejected_messages += len(rejections)
         for r in rejections:
             self.stats.rejection_reasons[r.code] = self.stats.rejection_reasons.get(r.code, 0) + 1
@@ -248,12 +255,18 @@ class IngestWorker:
                 env = open_envelope(payload, secret_for=self._book.secret)
                 if claimed is None or env.sender != claimed:
                     raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
+                # read per message, not cached: a revocation holds from the next message on
+                revoked = revoked_at(self._conn, env.sender)
                 if topic == topics.sales(claimed) and env.type == "sale_batch":
                     batch = SaleBatch.from_body(env.body, env.sender)
                     canteen = self._book.canteen(env.sender) or ""
                     slots.append(
-                        Slot(env.sender, env.msg_id, [applier.apply(s, canteen) for s in batch.sales])
+                        Slot(
+                            env.sender, env.msg_id, [applier.apply(s, canteen, revoked) for s in batch.sales]
+                        )
                     )
+                elif revoked is not None:
+                    raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
                 elif topic == topics.status(claimed) and env.type == "status":
                     record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
                 else:

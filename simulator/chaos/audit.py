@@ -11,6 +11,13 @@ database holds (sales, ledger txns, purse balances, refusals), and counts:
 * ``ledger_sum_fen`` — the sum over all accounts (0 in a double-entry ledger);
 * ``overdraft_fen`` — the purses' negative balances, summed;
 * ``overdraft_bound_fen`` — what the limits allow (below);
+* ``compromised_sent`` — implausible sales signed with a real terminal's stolen key
+  (:mod:`simulator.chaos.inject`); ``quarantined`` — how many of them the server holds in
+  ``quarantined_sales``, pending, with a reason (each must be); ``quarantined_applied`` —
+  how many of them moved money anyway: applied, accepted, or a ledger txn for the sale
+  (must be 0); ``honest_quarantined`` — quarantined sales that no thief sent (must be 0);
+* ``purse_mismatch`` (a violation) — a purse whose change over the run is not the sum of
+  its holder's applied sales: money moved by something that was not a sale;
 * ``violations`` — each broken rule, with a code and a detail.
 
 **The overdraft bound.** A terminal approves a sale for a cardholder only if the amount
@@ -34,6 +41,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +92,10 @@ class AuditResult:
     offline_sales: int = 0
     sales_fen: int = 0
     rejections: dict[str, int] = field(default_factory=dict)
+    compromised_sent: int = 0
+    quarantined: int = 0
+    quarantined_applied: int = 0
+    honest_quarantined: int = 0
     violations: list[dict[str, str]] = field(default_factory=list)
 
     def violate(self, code: str, detail: str) -> None:
@@ -96,6 +108,9 @@ class AuditResult:
             and self.double_applied == 0
             and self.ledger_sum_fen == 0
             and self.overdraft_fen <= self.overdraft_bound_fen
+            and self.quarantined == self.compromised_sent
+            and self.quarantined_applied == 0
+            and self.honest_quarantined == 0
             and not self.violations
         )
 
@@ -112,6 +127,10 @@ class AuditResult:
             "offline_sales": self.offline_sales,
             "sales_fen": self.sales_fen,
             "rejections": self.rejections,
+            "compromised_sent": self.compromised_sent,
+            "quarantined": self.quarantined,
+            "quarantined_applied": self.quarantined_applied,
+            "honest_quarantined": self.honest_quarantined,
             "violations": self.violations[:50],
             "violation_count": len(self.violations),
         }
@@ -126,7 +145,9 @@ def audit(
     start_balance_fen: dict[str, int],
     offline_allowance_fen: int,
     max_clock_offset_ms: int,
+    compromised: Iterable[tuple[str, int, str]] = (),
 ) -> AuditResult:
+    """``compromised``: (terminal id, seq, uuid) of every implausible sale a stolen key signed."""
     r = AuditResult()
     rows = [j for js in journals.values() for j in js]
     r.approved = len(rows)
@@ -169,6 +190,8 @@ def audit(
     for v in all_violations(server):
         r.violate(f"ledger:{v.code}", v.detail)
     _overdraft(r, server, rows, start_balance_fen, offline_allowance_fen)
+    _purses(r, server, start_balance_fen)
+    _quarantine(r, server, list(compromised))
     r.rejections = {
         reason: n
         for reason, n in server.execute(
@@ -241,3 +264,53 @@ def _overdraft(
                 "overdraft_beyond_bound",
                 f"{h}: {per_holder[h]} fen overdrawn, limits allow {bound} ({n} terminals)",
             )
+
+
+def _purses(r: AuditResult, server: sqlite3.Connection, start: dict[str, int]) -> None:
+    """No money moved in a purse but by the sales applied to its holder (no top-ups in a run)."""
+    spent = dict(
+        server.execute(
+            "SELECT holder_id, sum(amount_fen) FROM sales WHERE status = 'applied' AND holder_id IS NOT NULL "
+            "GROUP BY holder_id"
+        ).fetchall()
+    )
+    purses = ledger.balances(
+        server, [ledger.subsidy_purse(h) for h in start] + [ledger.self_purse(h) for h in start]
+    )
+    for h, before in sorted(start.items()):
+        now = purses[ledger.subsidy_purse(h)] + purses[ledger.self_purse(h)]
+        if before - now != spent.get(h, 0):
+            r.violate(
+                "purse_mismatch",
+                f"{h}: purses went from {before} to {now} fen, applied sales {spent.get(h, 0)} fen",
+            )
+
+
+def _quarantine(r: AuditResult, server: sqlite3.Connection, compromised: list[tuple[str, int, str]]) -> None:
+    """Every compromised sale held (pending, with a reason) and none applied; nothing else held."""
+    held = {
+        (row[0], row[1]): (row[2], row[3])
+        for row in server.execute("SELECT terminal_id, seq, reason, state FROM quarantined_sales")
+    }
+    keys = {(tid, seq) for tid, seq, _ in compromised}
+    r.compromised_sent = len(compromised)
+    for tid, seq, u in compromised:
+        sale = server.execute(
+            "SELECT uuid, status FROM sales WHERE terminal_id = ? AND seq = ?", (tid, seq)
+        ).fetchone()
+        txn = server.execute(
+            "SELECT 1 FROM txns WHERE kind = 'sale' AND ref = ? LIMIT 1", (f"{tid}/{seq}",)
+        ).fetchone()
+        reason, state = held.get((tid, seq), (None, None))
+        if txn is not None or state == "accepted" or (sale is not None and sale[1] == "applied"):
+            r.quarantined_applied += 1
+            r.violate("compromised_applied", f"{tid}/{seq}: an implausible sale moved money ({state})")
+        elif sale is not None and sale[0] == u and state == "pending" and reason:
+            r.quarantined += 1
+        else:
+            why = "never arrived" if sale is None else f"{sale[1]} {state or 'not quarantined'}"
+            r.violate("compromised_not_quarantined", f"{tid}/{seq}: {why}")
+    for (tid, seq), (reason, _) in sorted(held.items()):
+        if (tid, seq) not in keys:
+            r.honest_quarantined += 1
+            r.violate("honest_quarantined", f"{tid}/{seq} held as {reason}, but no thief sent it")

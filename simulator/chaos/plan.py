@@ -21,7 +21,12 @@ Fault kinds (``FAULT_KINDS``):
 * ``forged`` — a sale batch on a real terminal's topic signed with the wrong key, or from a
   terminal that does not exist;
 * ``corrupted`` — a captured batch with a few bytes flipped;
-* ``clock_skew`` — one terminal runs with its clock off (beyond the limit or within it).
+* ``clock_skew`` — one terminal runs with its clock off (beyond the limit or within it);
+* ``compromised`` — a real terminal's stolen key signs implausible sales (``variants`` of
+  :data:`COMPROMISED_VARIANTS`: far over the limit, a meal at a wrong price, a shop item at a
+  wrong price, dated days ahead, a huge sale on another unit's card) published on that
+  terminal's sales topic with sequence numbers its own never reach. The server must
+  quarantine every one and apply none.
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ FAULT_KINDS = (
     "forged",
     "corrupted",
     "clock_skew",
+    "compromised",
 )
+COMPROMISED_VARIANTS = ("too_large", "meal_price", "item_price", "future", "other_unit_card")
 # how many of each per minute of workload (each kind at least once per run)
 RATE_PER_MIN = {
     "partition": 2.0,
@@ -53,6 +60,7 @@ RATE_PER_MIN = {
     "reorder": 1.0,
     "forged": 2.0,
     "corrupted": 2.0,
+    "compromised": 1.0,
 }
 MEAN_TAP_GAP_S = 10.0  # per diner
 DOUBLE_TAP_P = 0.08  # a cloned card: the same card at several terminals within 300 ms
@@ -217,6 +225,20 @@ def _faults(rng: random.Random, opts: ChaosOptions, cards: list[str], workload_s
                 params["flips"] = rng.randint(1, 3)
                 params["where"] = round(rng.random(), 4)
             placed.append(Fault(at, kind, None, 0.0, params))
+    # drawn last, so the plans of the faults above stay what they were for every seed
+    for _ in range(_count(rng, "compromised", opts.minutes)):
+        at = round(rng.uniform(0.1, 0.95) * workload_s, 2)
+        variants = rng.sample(COMPROMISED_VARIANTS, k=rng.randint(2, len(COMPROMISED_VARIANTS)))
+        params = {
+            "target": rng.randrange(opts.terminals),
+            "variants": sorted(variants, key=COMPROMISED_VARIANTS.index),
+            "card": rng.choice(cards[: opts.diners]),
+            "other_pick": round(rng.random(), 4),  # which of another unit's cards
+            "meal_fen": rng.choice([1, 999, 1300, 2400]),  # the meal costs 1200 / visitors 1500
+            "item_fen": rng.choice([1, 100, 3500]),  # tissue costs 350
+            "days_ahead": rng.randint(1, 30),
+        }
+        placed.append(Fault(at, "compromised", None, 0.0, params))
     return placed
 
 

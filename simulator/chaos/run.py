@@ -8,8 +8,9 @@ and the server through its own :class:`~simulator.harness.netproxy.NetProxy`; a 
 (:mod:`simulator.chaos.inject`). After the workload every fault is healed, every process
 brought back, the outboxes drained; then everything stops and :mod:`simulator.chaos.audit`
 compares the journals with the server. A run passes with ``lost == 0``,
-``double_applied == 0``, ``ledger_sum_fen == 0``, ``overdraft_fen <= overdraft_bound_fen``
-and no violations.
+``double_applied == 0``, ``ledger_sum_fen == 0``, ``overdraft_fen <= overdraft_bound_fen``,
+every sale signed with a stolen terminal key quarantined and none applied, no honest sale
+quarantined, and no violations.
 
 :func:`run_sweep` runs seeds one after another and reports which failed (``make chaos``).
 """
@@ -35,7 +36,7 @@ from shared.broker import free_port
 from shared.clock import SystemClock
 from shared.private_files import write_private
 from simulator.chaos.audit import audit, read_journal
-from simulator.chaos.inject import Injector
+from simulator.chaos.inject import COMPROMISED_SEQ_BASE, Injector
 from simulator.chaos.plan import ChaosOptions, Fault, Plan, build_plan
 from simulator.chaos.procs import BrokerProcess, ServerProcess, TerminalProcess
 from simulator.chaos.world import ChaosWorld, build_world
@@ -216,7 +217,9 @@ class ChaosRun:
     def _inject_when_up(self, f: Fault) -> None:
         """Inject once the injector is connected (within 10 s); counted only if a message went out."""
         assert self.injector is not None
-        sent = self.injector.link.wait_connected(10) and self._inject(f)
+        # a compromised batch is made and remembered even with the broker down: it is sent
+        # again after the drain, as a thief retries
+        sent = (self.injector.link.wait_connected(10) or f.kind == "compromised") and self._inject(f)
         with self._count_lock:
             (self.executed if sent else self.not_injected)[f.kind] += 1
 
@@ -231,6 +234,21 @@ class ChaosRun:
             creds = self.world.terminals[p["target"]]
             return self.injector.forged(
                 p["as"], creds.terminal_id, creds.canteen_id, p["card"], p["amount_fen"]
+            )
+        if f.kind == "compromised":
+            creds = self.world.terminals[p["target"]]
+            others = self.world.cards_of_other_units(creds.canteen_id) or self.world.cards
+            return self.injector.compromised_batch(
+                creds.terminal_id,
+                creds.secret_hex,  # the stolen key
+                list(p["variants"]),
+                canteen_id=creds.canteen_id,
+                card_id=p["card"],
+                other_unit_card=others[min(int(p["other_pick"] * len(others)), len(others) - 1)],
+                max_sale_fen=self.world.risk["max_sale_fen"],
+                meal_fen=p["meal_fen"],
+                item_fen=p["item_fen"],
+                days_ahead=p["days_ahead"],
             )
         return self.injector.corrupted(p["pick"], p["where"], p["flips"])
 
@@ -268,6 +286,21 @@ class ChaosRun:
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         while time.monotonic() < deadline:
             if sum(_outbox(t.db_path) for t in self.terms) == 0:
+                return self._compromised_arrived(deadline)
+            time.sleep(0.2)
+        return False
+
+    def _compromised_arrived(self, deadline: float) -> bool:
+        """The thief sends every compromised batch once more; wait until the server has
+        decided each of its sales (whatever it decided: the audit judges that)."""
+        assert self.injector is not None
+        wanted = {(c.terminal_id, c.seq) for c in self.injector.compromised}
+        if not wanted:
+            return True
+        self.injector.link.wait_connected(10)
+        self.injector.resend_compromised()
+        while time.monotonic() < deadline:
+            if wanted <= _sale_keys(self.db_path, COMPROMISED_SEQ_BASE):
                 return True
             time.sleep(0.2)
         return False
@@ -287,6 +320,7 @@ class ChaosRun:
 
     def report(self, drained: bool, elapsed_s: float) -> dict[str, Any]:
         assert self.world is not None and self.plan is not None
+        assert self.injector is not None
         journals, pending = {}, {}
         for t in self.terms:
             journals[t.terminal_id], pending[t.terminal_id] = read_journal(str(t.db_path), t.terminal_id)
@@ -300,16 +334,17 @@ class ChaosRun:
                 start_balance_fen=self.world.start_balance_fen,
                 offline_allowance_fen=self.world.offline_allowance_fen,
                 max_clock_offset_ms=self.world.risk["max_clock_offset_ms"],
+                compromised=[(c.terminal_id, c.seq, c.uuid) for c in self.injector.compromised],
             )
             duplicates = server.execute(
                 "SELECT value FROM counters WHERE name = 'sales_duplicate'"
             ).fetchone()
         finally:
             server.close()
+        compromised_by_variant = Counter(c.variant for c in self.injector.compromised)
         declines = Counter(
             e.get("reason") for t in self.terms for e in t.events if e.get("event") == "declined"
         )
-        assert self.injector is not None
         faults = dict(self.executed)
         faults["clock_skew"] = len(self.plan.clock_skew)
         out = {
@@ -320,6 +355,7 @@ class ChaosRun:
             "faults_total": sum(faults.values()),
             "injected_messages": self.injector.sent,
             "not_injected": dict(self.not_injected),
+            "compromised_variants": dict(sorted(compromised_by_variant.items())),
             "taps_sent": self.taps_sent,
             "taps_skipped_terminal_down": self.taps_skipped,
             "declines": dict(sorted((k or "?", v) for k, v in declines.items())),
@@ -334,6 +370,19 @@ class ChaosRun:
         if not drained:
             out["violations"].append({"code": "not_drained", "detail": "outboxes did not empty in time"})
         return out
+
+
+def _sale_keys(path: Path, min_seq: int) -> set[tuple[str, int]]:
+    """(terminal, seq) of the server's sales numbered from ``min_seq`` on."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        try:
+            rows = conn.execute("SELECT terminal_id, seq FROM sales WHERE seq >= ?", (min_seq,)).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return set()
+    return {(r[0], r[1]) for r in rows}
 
 
 def _outbox(path: Path) -> int:
@@ -383,6 +432,9 @@ def render(result: dict[str, Any]) -> str:
         f"  账本合计 ledger sum     {result['ledger_sum_fen']:>7} fen",
         f"  透支 overdraft          {result['overdraft_fen']:>7} fen  "
         f"(限额允许 bound {result['overdraft_bound_fen']} fen)",
+        f"  盗用密钥 compromised    {result['compromised_sent']:>7}   (已隔离 quarantined "
+        f"{result['quarantined']}, 入账 applied {result['quarantined_applied']}, "
+        f"误隔离 honest held {result['honest_quarantined']})",
         "  拒收消息 refused messages: "
         + (", ".join(f"{k} {v}" for k, v in result["rejections"].items()) or "-"),
         "  拒绝 declines: " + (", ".join(f"{k} {v}" for k, v in result["declines"].items()) or "-"),
@@ -421,6 +473,10 @@ def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None
         "double_applied": sum(r["double_applied"] for r in runs),
         "overdraft_fen": sum(r["overdraft_fen"] for r in runs),
         "overdraft_bound_fen": sum(r["overdraft_bound_fen"] for r in runs),
+        "compromised_sent": sum(r["compromised_sent"] for r in runs),
+        "quarantined": sum(r["quarantined"] for r in runs),
+        "quarantined_applied": sum(r["quarantined_applied"] for r in runs),
+        "honest_quarantined": sum(r["honest_quarantined"] for r in runs),
         "runs": [
             {
                 k: r[k]
@@ -434,6 +490,10 @@ def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None
                     "ledger_sum_fen",
                     "overdraft_fen",
                     "overdraft_bound_fen",
+                    "compromised_sent",
+                    "quarantined",
+                    "quarantined_applied",
+                    "honest_quarantined",
                     "faults_total",
                     "elapsed_s",
                 )

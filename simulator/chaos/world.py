@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from server.books import ledger
@@ -43,6 +43,13 @@ class ChaosWorld:
     start_balance_fen: dict[str, int]  # holder -> subsidy + self before the run
     terminals: list[TerminalCredentials]
     risk: dict[str, int]
+    card_unit: dict[str, str] = field(default_factory=dict)  # card -> its holder's unit
+    canteen_unit: dict[str, str] = field(default_factory=dict)  # canteen -> the unit it belongs to
+
+    def cards_of_other_units(self, canteen_id: str) -> list[str]:
+        """Cards whose holders are not staff of the canteen's unit (visitors there)."""
+        own = self.canteen_unit.get(canteen_id)
+        return sorted(c for c, u in self.card_unit.items() if u != own)
 
     @property
     def offline_allowance_fen(self) -> int:
@@ -63,12 +70,15 @@ def build_world(
     canteens = [f"C{i + 1:02d}" for i in range((terminals + 1) // 2)]
     cards: list[str] = []
     holders: dict[str, str] = {}
+    card_unit: dict[str, str] = {}
+    canteen_unit: dict[str, str] = {}
     with write_txn(conn):
         registry.set_terminal_settings(conn, {"risk": RISK}, now_ms)
         for uid, name, std in UNITS:
             registry.add_unit(conn, uid, name, std)
         for i, cid in enumerate(canteens):
             unit = UNITS[i % 2][0]  # U03 has no canteen: its staff always eat elsewhere
+            canteen_unit[cid] = unit
             config: dict[str, Any] = {
                 "meals": {"lunch": meal("00:00", "24:00", 1200, 1500)},
                 "meal_limit": 2,
@@ -92,6 +102,7 @@ def build_world(
             )
             cards.append(card)
             holders[card] = holder
+            card_unit[card] = unit
         for uid in sorted({UNITS[i % len(UNITS)][0] for i in range(diners)}):
             funds.allocate(conn, uid, quarter, None, now_ms)  # the quarter's subsidy, per person
         for card in rng.sample(cards, k=max(1, diners // 4)):
@@ -104,4 +115,4 @@ def build_world(
         h: ledger.balance(conn, ledger.subsidy_purse(h)) + ledger.balance(conn, ledger.self_purse(h))
         for h in holders.values()
     }
-    return ChaosWorld(cards, holders, start, creds, dict(RISK))
+    return ChaosWorld(cards, holders, start, creds, dict(RISK), card_unit, canteen_unit)
