@@ -31,8 +31,9 @@ from typing import Any
 import click
 
 from hardware.devices import open_devices
+from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
-from shared.errors import DomainError, message, refusal_text
+from shared.errors import DomainError, message
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
@@ -53,18 +54,7 @@ CONFIG = click.option(
 )
 
 
-class _DomainGroup(click.Group):
-    """A refusal (DomainError) is one line in Chinese and English on stderr and exit code 2."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DomainError as exc:
-            click.echo(refusal_text(exc), err=True)
-            ctx.exit(2)
-
-
-@click.group(cls=_DomainGroup)
+@click.group(cls=DomainGroup)
 def main() -> None:
     """Canteen one-card terminal agent (食堂一卡通 消费终端)."""
 

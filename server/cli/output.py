@@ -3,9 +3,10 @@ become exit codes.
 
 * :func:`emit` prints a result: indented JSON with ``--json`` (:data:`JSON_OPTION`), else
   the human text (a string, or lines to join).
-* :class:`DomainGroup` turns a :class:`~shared.errors.DomainError` into a clear refusal on
-  stderr (:func:`shared.errors.refusal_text`: Chinese first, English beside it) and exit code 2;
-  :func:`print_import_errors` lists each refused line of an import first. (``check`` exits
+* the main group's class, :class:`shared.cli_edge.DomainGroup` (shared with
+  ``canteen-terminal``), turns a :class:`~shared.errors.DomainError` into a clear refusal on
+  stderr (:func:`shared.errors.refusal_text`: Chinese first, English beside it) and exit
+  code 2; :func:`print_import_errors` lists each refused line of an import first. (``check`` exits
   1 on a violated invariant by itself.)
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 import click
 
 from server.infra.csvinput import LineError
-from shared.errors import DomainError, refusal_text
+from shared.errors import DomainError
 from shared.money import parse_yuan
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -67,14 +68,3 @@ def print_import_errors(exc: DomainError, as_json: bool) -> None:
                 LineError(e["line"], e["column"], e["code"], e["detail"], e.get("detail_zh", "")).text(),
                 err=True,
             )
-
-
-class DomainGroup(click.Group):
-    """Turns DomainError into a clear CLI message and exit code 2, at the edge."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except DomainError as exc:
-            click.echo(refusal_text(exc), err=True)
-            ctx.exit(2)

@@ -19,7 +19,7 @@ import click
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
 from server.cli import ecny, faces, limits, money, people, qr, registry, tokens
-from server.cli.output import JSON_OPTION, DomainGroup, emit
+from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
@@ -29,6 +29,7 @@ from server.registry import broker_users
 from server.registry.terminals import fleet, provision, revoke
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
+from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError
 from shared.money import format_fen
