@@ -250,9 +250,8 @@ class Terminal:
                     decision, link = decline(outcome.reason or "pin_required"), self.link_state(now)
                     sale = self._conclude(request, decision, card, link, now, outcome.lines)
                 else:
-                    decision, card, link, now = self.decide(
-                        replace(request, pin_approval=outcome.approval), limits
-                    )
+                    request = replace(request, pin_approval=outcome.approval)
+                    decision, card, link, now = self.decide(request, limits)
                     sale = self._conclude(request, decision, card, link, now)
         self.sync.poke()
         return decision, sale
