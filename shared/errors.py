@@ -204,6 +204,31 @@ CATALOG: dict[str, ErrorSpec] = {
         "该笔消费已审核，不能重复处理", "this held sale was already decided", 409
     ),
     "quarantine_not_found": ErrorSpec("没有这笔待审核消费", "no such held sale", 404),
+    # --- payment PIN above the no-PIN limit (issue 12, 小额免密) ---
+    "pin_required": ErrorSpec(
+        "超过免密限额，请输入支付密码", "above the no-PIN limit: the payment PIN is required"
+    ),
+    "pin_offline": ErrorSpec(
+        "离线状态下超过免密限额，无法支付", "offline: a sale above the no-PIN limit cannot be made"
+    ),
+    "pin_wrong": ErrorSpec("支付密码错误", "wrong payment PIN", 403),
+    "pin_locked": ErrorSpec(
+        "支付密码已锁定，请明日再试或联系管理员",
+        "payment PIN locked until tomorrow; ask an administrator",
+        423,
+    ),
+    "pin_not_set": ErrorSpec(
+        "未设置支付密码，请先设置或联系单位经办人", "no payment PIN set for this cardholder", 409
+    ),
+    "pin_invalid": ErrorSpec("支付密码须为6位数字", "a payment PIN is exactly 6 digits"),
+    "pin_too_simple": ErrorSpec(
+        "支付密码过于简单（不能全部相同或连续），请重新设置",
+        "PIN too simple (all digits the same, or a run like 123456)",
+    ),
+    "sale_pin_invalid": ErrorSpec(
+        "超过免密限额的消费无有效密码验证，待审核",
+        "sale above the no-PIN limit without a valid PIN approval; held for review",
+    ),
 }
 
 

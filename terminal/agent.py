@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
 
@@ -48,7 +48,15 @@ from shared.clock import Clock, china_datetime, start_of_china_day_ms
 from shared.errors import message
 from shared.money import format_fen
 from shared.protocol import Sale
-from terminal.authorize import CardState, Decision, LinkState, TapRequest, authorize, decline
+from terminal.authorize import (
+    CardState,
+    Decision,
+    LinkState,
+    PinApproval,
+    TapRequest,
+    authorize,
+    decline,
+)
 from terminal.config import TerminalConfig
 from terminal.identify import Identifier, sun_keys_from_config
 from terminal.rules import CanteenRules, RiskLimits
@@ -60,6 +68,19 @@ log = logging.getLogger(__name__)
 
 OFFLINE_BANNER = "【离线模式 OFFLINE】"
 Event = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PinOutcome:
+    """What asking for the PIN gave: the server's approval, or why not (a decline reason
+    and, optionally, the lines to show instead of its text — e.g. the tries left)."""
+
+    approval: PinApproval | None = None
+    reason: str | None = None
+    lines: tuple[str, ...] | None = None
+
+
+PinEntry = Callable[[str, int], PinOutcome]  # (card id, amount in fen) → outcome
 
 
 class Terminal:
@@ -181,9 +202,11 @@ class Terminal:
             )
         return authorize(request, card, rules, limits, link, now, meals), card, link, now
 
-    def tap(self, request: TapRequest) -> tuple[Decision, Sale | None]:
-        """Decide a tap; an approved sale is durable before the diner is told."""
-        sale = None
+    def tap(self, request: TapRequest, pin_entry: PinEntry | None = None) -> tuple[Decision, Sale | None]:
+        """Decide a tap; an approved sale is durable before the diner is told. A sale above
+        the no-PIN limit (``pin_required``) asks ``pin_entry`` (the device loop: keypad and
+        the server's online check) outside the journal lock, then is decided again with the
+        approval; without ``pin_entry`` it is declined."""
         with self._journal_lock:
             rules, limits = self.rules()
             if request.card_id is not None and request.card_id in rules.operator_cards:
@@ -213,38 +236,72 @@ class Terminal:
                         ),
                     )
                 decision, card, link, now = self.decide(request, limits, now)
-            if decision.approved:
-                sale = self.store.record_sale(
-                    terminal_id=self.config.terminal_id,
-                    canteen_id=self.config.canteen_id,
-                    card_id=request.card_id,
-                    holder_id=card.holder_id if card else None,
-                    amount_fen=decision.amount_fen,
-                    subsidy_fen=decision.subsidy_fen,
-                    self_fen=decision.self_fen,
-                    occurred_at_ms=now,
-                    method=request.method,
-                    kind=request.kind,
-                    meal_period=decision.meal_period,
-                    items=decision.items,
-                    offline=not link.online,
-                    visitor=decision.visitor,
-                    credential=request.credential,
-                )
-                self.approved += 1
-                # journaled and fsynced: now, and only now, tell the diner; then release it
-                self._show(decision, link.online)
-                self.on_event(_sale_event("approved", sale))
-                self.store.mark_announced(sale.seq)
-            else:
-                self.store.record_decline(
-                    now, request.card_id, request.method, decision.reason or "?", decision.meal_period
-                )
-                self.declined += 1
-                self._show(decision, link.online)
-                self.on_event({"event": "declined", "card_id": request.card_id, "reason": decision.reason})
+            asks_pin = decision.reason == "pin_required" and pin_entry is not None and card is not None
+            if not asks_pin:
+                sale = self._conclude(request, decision, card, link, now)
+        if asks_pin:
+            assert pin_entry is not None and card is not None
+            # the identification above is done (a SUN counter or QR code is used up): the
+            # second decision takes the identified request, not the credential again
+            outcome = pin_entry(card.card_id, decision.amount_fen)
+            with self._journal_lock:
+                if outcome.approval is None:
+                    now = self.sale_time()
+                    decision, link = decline(outcome.reason or "pin_required"), self.link_state(now)
+                    sale = self._conclude(request, decision, card, link, now, outcome.lines)
+                else:
+                    request = replace(request, pin_approval=outcome.approval)
+                    decision, card, link, now = self.decide(request, limits)
+                    sale = self._conclude(request, decision, card, link, now)
         self.sync.poke()
         return decision, sale
+
+    def _conclude(
+        self,
+        request: TapRequest,
+        decision: Decision,
+        card: CardState | None,
+        link: LinkState,
+        now: int,
+        lines: tuple[str, ...] | None = None,
+    ) -> Sale | None:
+        """Journal an approved sale (then tell the diner), or record and show a decline.
+        Called with the journal lock held."""
+        if decision.approved:
+            sale = self.store.record_sale(
+                terminal_id=self.config.terminal_id,
+                canteen_id=self.config.canteen_id,
+                card_id=request.card_id,
+                holder_id=card.holder_id if card else None,
+                amount_fen=decision.amount_fen,
+                subsidy_fen=decision.subsidy_fen,
+                self_fen=decision.self_fen,
+                occurred_at_ms=now,
+                method=request.method,
+                kind=request.kind,
+                meal_period=decision.meal_period,
+                items=decision.items,
+                offline=not link.online,
+                visitor=decision.visitor,
+                credential=request.credential,
+                pin_approval=request.pin_approval.approval_id if request.pin_approval else None,
+            )
+            self.approved += 1
+            # journaled and fsynced: now, and only now, tell the diner; then release it
+            self._show(decision, link.online)
+            self.on_event(_sale_event("approved", sale))
+            self.store.mark_announced(sale.seq)
+            return sale
+        self.store.record_decline(
+            now, request.card_id, request.method, decision.reason or "?", decision.meal_period
+        )
+        self.declined += 1
+        if lines:
+            self.display.show(Screen(lines + (() if link.online else (OFFLINE_BANNER,)), "error"))
+        else:
+            self._show(decision, link.online)
+        self.on_event({"event": "declined", "card_id": request.card_id, "reason": decision.reason})
+        return None
 
     def decline(
         self, method: str, reason: str, card_id: str | None = None, lines: tuple[str, ...] | None = None

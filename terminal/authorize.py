@@ -12,7 +12,11 @@ The money rule it guarantees (property-tested in ``tests/test_authorize_properti
   an approved sale never exceeds ``available`` online, nor ``available +
   limits.offline_allowance_fen`` offline;
 * a card that is not active, or whose holder is blocked, is never approved;
-* offline, a card's unconfirmed total and count stay within the per-card limits.
+* offline, a card's unconfirmed total and count stay within the per-card limits;
+* a sale above ``limits.max_sale_fen`` (the no-PIN limit, 小额免密) is approved only online
+  and only with a :class:`PinApproval` the server gave for this card and amount; without
+  one the decision is ``pin_required`` (the device loop asks for the PIN and taps again),
+  offline it is ``pin_offline``.
 
 "Online" here means more than a TCP connection: the link is up **and** the cache is
 caught up with the server's delta stream; otherwise the offline limits apply.
@@ -29,6 +33,16 @@ from terminal.rules import CanteenRules, RiskLimits
 
 
 @dataclass(frozen=True)
+class PinApproval:
+    """The server's answer to a right PIN (``POST /api/v1/terminals/<id>/pin-check``): good
+    for one sale of ``amount_fen`` by ``card_id`` at this terminal. Never holds the PIN."""
+
+    approval_id: str
+    card_id: str
+    amount_fen: int
+
+
+@dataclass(frozen=True)
 class TapRequest:
     """One sale attempt. ``card_id`` comes from whichever identification the diner used
     (card, QR code, face); identifying them is not this module's business
@@ -42,6 +56,7 @@ class TapRequest:
     # as presented (SUN URL, QR text, ecny order); terminal.identify turns it into the
     # method-specific proof that is journaled with the sale
     credential: str | None = None
+    pin_approval: PinApproval | None = None  # after an online PIN check (above max_sale_fen)
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,18 @@ def offline_gate(limits: RiskLimits, link: LinkState, now_ms: int) -> str | None
     return None
 
 
+def pin_gate(request: TapRequest, card: CardState, amount_fen: int, link: LinkState) -> str | None:
+    """For a sale above the no-PIN limit: why it may not go ahead yet, or None. Offline the
+    server cannot check a PIN (``pin_offline``); online it needs an approval for exactly
+    this card and amount (``pin_required``)."""
+    if not link.online:
+        return "pin_offline"
+    approval = request.pin_approval
+    if approval is None or approval.card_id != card.card_id or approval.amount_fen != amount_fen:
+        return "pin_required"
+    return None
+
+
 def authorize(
     request: TapRequest,
     card: CardState | None,
@@ -172,7 +199,9 @@ def authorize(
     if priced.meal_period is not None and meals_taken >= rules.meal_limit:
         return decline("meal_limit_reached", meal_period=priced.meal_period, amount_fen=amount)
     if amount > limits.max_sale_fen:
-        return decline("amount_too_large", amount_fen=amount)
+        reason = pin_gate(request, card, amount, link)
+        if reason is not None:
+            return decline(reason, amount_fen=amount)
     allowance = 0
     if not link.online:
         if card.unconfirmed_count >= limits.max_offline_sales:

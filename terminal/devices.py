@@ -21,6 +21,15 @@ wallet payment code → the :class:`~terminal.ecny.EcnyCashier`; anything else �
 on the display. What a card pays for (a meal, or the cashier's basket) comes from
 ``order``; a line that is not a tap is reported as a ``bad_tap`` event; a device failure is
 shown to the operator in Chinese and the loop goes on.
+
+**Above the no-PIN limit** (``max_sale_fen``, 小额免密) a card or QR sale needs the
+cardholder's 6-digit payment PIN: with a keypad, :class:`PinPad` asks for it ("请输入支付密码",
+each digit shown as ``*``), checks it with the server online
+(:meth:`~terminal.server_http.ServerHttp.pin_check`) and hands the approval back to
+:meth:`Terminal.tap`, which decides again with it. A wrong PIN shows the tries left; a
+locked one "支付密码已锁定，请明日再试或联系管理员"; no answer from the server declines
+the sale (``pin_offline``). The PIN goes only to the server: never to the journal, a log or
+MQTT.
 """
 
 from __future__ import annotations
@@ -32,14 +41,16 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from hardware.display import Screen
-from hardware.keypad import Keypad
+from hardware.keypad import Keypad, read_digits
 from hardware.qr_scanner import QrScanner, SerialQrScanner, SimulatedQrScanner
 from hardware.reader import CardReader
 from hardware.serial_port import SerialSpec
 from shared.ecny_gateway import GATEWAYS, EcnyGateway, make_gateway
 from shared.errors import message
+from shared.money import format_fen
 from shared.paycode import looks_like_code
-from terminal.authorize import TapRequest
+from terminal.agent import PinEntry, PinOutcome
+from terminal.authorize import PinApproval, TapRequest
 from terminal.config import TerminalConfig
 from terminal.ecny import EcnyCashier
 from terminal.face_pay import FacePay
@@ -52,13 +63,65 @@ from terminal.readers import (
     open_source,
     parse_reader,
 )
+from terminal.server_http import ServerUnreachable
 
-__all__ = ["DeviceLoop", "Order", "check_config", "make_card_reader", "make_qr_scanner"]
+__all__ = ["DeviceLoop", "Order", "PinPad", "check_config", "make_card_reader", "make_qr_scanner"]
 
 log = logging.getLogger(__name__)
 
 ECNY_CODE = re.compile(r"^01\d{16,17}$")  # wallet payment codes: 18–19 digits starting 01
 FACE_KEY = "A"  # the keypad key that starts a face payment (刷脸)
+PIN_PROMPT = "请输入支付密码"
+PIN_LENGTH = 6
+
+
+class PinPad:
+    """Asks for the payment PIN on the keypad and checks it with the server (a
+    :data:`~terminal.agent.PinEntry`). ``lock`` keeps other keypad readers away meanwhile."""
+
+    def __init__(self, terminal: Any, keypad: Keypad, lock: threading.Lock, timeout_s: float = 30.0) -> None:
+        self.terminal = terminal
+        self.keypad = keypad
+        self.lock = lock
+        self.timeout_s = timeout_s
+
+    def __call__(self, card_id: str, amount_fen: int) -> PinOutcome:
+        display = self.terminal.display
+        amount = f"金额 {format_fen(amount_fen)}"
+
+        def masked(k: int) -> None:
+            display.show(Screen((PIN_PROMPT, amount, "*" * k + "＿" * (PIN_LENGTH - k)), "info"))
+
+        with self.lock:
+            self.keypad.clear()
+            masked(0)
+            self.terminal.on_event({"event": "pin_prompt", "card_id": card_id, "amount_fen": amount_fen})
+            pin = read_digits(self.keypad, PIN_LENGTH, self.timeout_s, on_progress=masked)
+        if pin is None:  # cancelled (*) or no entry in time
+            return PinOutcome(reason="pin_required", lines=("未输入支付密码，交易已取消",))
+        try:
+            answer = self.terminal.sync.http.pin_check(card_id, pin, amount_fen, self.terminal.clock.now_ms())
+        except ServerUnreachable as exc:
+            log.warning("PIN check for card %s: no answer (%s)", card_id, exc)
+            return PinOutcome(reason="pin_offline")
+        finally:
+            del pin  # not kept beyond the call
+        result = answer.get("result")
+        log.info("PIN check for card %s, %d fen: %s", card_id, amount_fen, result)
+        approval_id = answer.get("approval_id")
+        if result == "ok" and isinstance(approval_id, str) and approval_id:
+            return PinOutcome(approval=PinApproval(approval_id, card_id, amount_fen))
+        if result == "wrong":
+            left = answer.get("tries_left")
+            tries = f"还可尝试{left}次" if isinstance(left, int) else ""
+            return PinOutcome(reason="pin_wrong", lines=(message("pin_wrong"), tries))
+        known = {
+            "locked": "pin_locked",
+            "not_set": "pin_not_set",
+            "card_blocked": "card_blocked",
+            "card_unknown": "card_unknown",
+        }
+        return PinOutcome(reason=known.get(str(result), "pin_offline"))
 
 
 def make_qr_scanner(spec: str, on_error: Callable[[str], None]) -> QrScanner | None:
@@ -98,6 +161,7 @@ class DeviceLoop:
     ) -> None:
         self.terminal = terminal
         self.keypad = keypad
+        self._keypad_lock = threading.Lock()  # one reader of the keypad at a time
         self.face_pay = face_pay
         self.taps = taps
         self.scanner = scanner
@@ -167,7 +231,7 @@ class DeviceLoop:
                 self.terminal.on_event({"event": "bad_tap", "detail": str(exc)})
                 continue
             if request is not None:
-                self._handle(self.terminal.tap, request)
+                self._handle(self.tap, request)
 
     def _pump_scans(self) -> None:
         assert self.scanner is not None
@@ -181,9 +245,18 @@ class DeviceLoop:
         reads the keypad itself (the card-number digits), on this same thread."""
         assert self.keypad is not None and self.face_pay is not None
         while not self._stop.is_set():
-            key = self.keypad.read_key(0.2)
+            with self._keypad_lock:  # not while a PIN is being typed
+                key = self.keypad.read_key(0.2)
             if key == FACE_KEY:
                 self._handle(self.pay_by_face, key)
+
+    def pin_entry(self) -> PinEntry | None:
+        """Asking for the PIN needs a keypad; without one a sale above the limit is declined."""
+        return None if self.keypad is None else PinPad(self.terminal, self.keypad, self._keypad_lock)
+
+    def tap(self, request: TapRequest) -> Any:
+        """A card or QR payment: :meth:`Terminal.tap`, asking for the PIN when it is needed."""
+        return self.terminal.tap(request, self.pin_entry())
 
     def pay_by_face(self, _key: str = FACE_KEY) -> Any:
         assert self.face_pay is not None
@@ -210,7 +283,7 @@ class DeviceLoop:
         o = self.order()
         text = scan.text.strip()
         if looks_like_code(text):
-            self.terminal.tap(
+            self.tap(
                 TapRequest(
                     None, method="qr", kind=o.kind, items=o.items, amount_fen=o.amount_fen, credential=text
                 )

@@ -1,12 +1,14 @@
-"""The terminal's HTTP calls to the server: snapshot, delta catch-up, clock probe.
+"""The terminal's HTTP calls to the server: snapshot, delta catch-up, clock probe, and the
+online PIN check for a sale above the no-PIN limit.
 
-Uses only the standard library (``urllib``): the terminal needs three GETs, not a client
+Uses only the standard library (``urllib``): the terminal needs a few calls, not a client
 framework. Snapshot and delta responses are server-signed envelopes, verified before use;
 the clock probe reads the public health endpoint's ``now_ms``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import urllib.error
@@ -45,22 +47,49 @@ class ServerHttp:
         self.timeout_s = timeout_s
 
     def _get(self, path: str, query: str, now_ms: int) -> bytes:
+        return self._call("GET", path, query, now_ms)
+
+    def _call(self, method: str, path: str, query: str, now_ms: int, body: bytes | None = None) -> bytes:
         nonce = secrets.token_hex(16)  # the server refuses a nonce it has seen: no replays
-        message = terminal_request_bytes(self.terminal_id, now_ms, nonce, "GET", path, query)
+        message = terminal_request_bytes(self.terminal_id, now_ms, nonce, method, path, query)
+        headers = {
+            "X-Terminal-Id": self.terminal_id,
+            "X-Terminal-Time": str(now_ms),
+            "X-Terminal-Nonce": nonce,
+            "X-Terminal-Sig": hmac_sign(self._secret, message),
+        }
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         req = urllib.request.Request(
-            self.base_url + path + (f"?{query}" if query else ""),
-            headers={
-                "X-Terminal-Id": self.terminal_id,
-                "X-Terminal-Time": str(now_ms),
-                "X-Terminal-Nonce": nonce,
-                "X-Terminal-Sig": hmac_sign(self._secret, message),
-            },
+            self.base_url + path + (f"?{query}" if query else ""), data=body, headers=headers, method=method
         )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return resp.read()
         except (urllib.error.URLError, OSError) as exc:
-            raise ServerUnreachable(f"GET {path}: {exc}") from exc
+            # the message names the path only: a request body (a PIN) is never in an error
+            raise ServerUnreachable(f"{method} {path}: {exc}") from exc
+
+    def pin_check(self, card_id: str, pin: str, amount_fen: int, now_ms: int) -> dict[str, object]:
+        """The server's verdict on a cardholder's PIN for one sale (``result``: ok with
+        ``approval_id``, wrong with ``tries_left``, locked, not_set, card_blocked,
+        card_unknown). The query names the body's SHA-256, so the request signature covers
+        the body. ServerUnreachable when there is no answer."""
+        body = json.dumps({"card_id": card_id, "pin": pin, "amount_fen": amount_fen}).encode()
+        data = self._call(
+            "POST",
+            f"/api/v1/terminals/{self.terminal_id}/pin-check",
+            f"body={hashlib.sha256(body).hexdigest()}",
+            now_ms,
+            body,
+        )
+        try:
+            answer = json.loads(data)
+        except ValueError as exc:
+            raise ServerUnreachable("pin-check: not JSON") from exc
+        if not isinstance(answer, dict) or not isinstance(answer.get("result"), str):
+            raise ServerUnreachable("pin-check: no result")
+        return answer
 
     def snapshot(self, now_ms: int, faults: list[ProtocolError] | None = None) -> Snapshot:
         data = self._get(f"/api/v1/terminals/{self.terminal_id}/snapshot", "", now_ms)

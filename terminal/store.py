@@ -188,6 +188,7 @@ class Store:
         visitor: bool = False,
         credential: str | None = None,
         announced: bool = False,
+        pin_approval: str | None = None,
     ) -> Sale:
         """Journal a sale and queue it for upload, in one durable transaction. The sale is
         not sent before :meth:`mark_announced` (or ``announced=True``)."""
@@ -210,6 +211,7 @@ class Store:
                 subsidy_fen=subsidy_fen,
                 self_fen=self_fen,
                 credential=credential,
+                pin_approval=pin_approval,
             )
             sale.validate()
             self.conn.execute(

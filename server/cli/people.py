@@ -14,7 +14,7 @@ import click
 from server.cli.output import JSON_OPTION, emit
 from server.cli.registry import now_ms, read_file, run_import
 from server.infra.db import write_txn
-from server.registry import cards, leavers, roster
+from server.registry import cards, leavers, pins, roster
 from server.registry.holders import holder_change
 from server.registry.people import find_holders, get_holder, holder_json, resolve_holder
 from shared.clock import china_datetime
@@ -153,6 +153,27 @@ def holder_set_bank(obj: Any, holder_id: str, bank_account: str) -> None:
             conn, holder_id, bank_account, now_ms=now_ms(), changed_by=cli_actor()
         )
     click.echo(f"{holder_id}: {leavers.mask(account)}")
+
+
+@holder.command("pin-set")
+@click.argument("holder")
+@click.option("--unit", "unit_id", default=None, help="The holder's unit, when HOLDER is a 工号.")
+@click.pass_obj
+def holder_pin_set(obj: Any, holder: str, unit_id: str | None) -> None:
+    """Set or reset a cardholder's 6-digit payment PIN (支付密码, for sales above the
+    no-PIN limit). The cardholder types it twice at the prompt; it is never shown or
+    echoed. Clears the wrong tries and any lock. HOLDER: holder id, card number or 工号."""
+    conn = obj.db()
+    holder_id = resolve_holder(conn, holder, unit_id)["id"]
+    pin = click.prompt(
+        "新支付密码（6位数字）new PIN",
+        hide_input=True,
+        confirmation_prompt="再次输入 repeat",
+        prompt_suffix=": ",
+    )
+    with write_txn(conn):
+        pins.set_pin(conn, holder_id, pin, now_ms(), cli_actor())
+    click.echo(f"{holder_id}: 支付密码已设置 PIN set")
 
 
 # -- cards ------------------------------------------------------------------------------------

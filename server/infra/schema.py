@@ -563,3 +563,34 @@ MIGRATIONS.append(
       AND json_extract(j.value, '$.kind') IN ('canteen', 'settings');
     """
 )
+
+MIGRATIONS.append(
+    # 13: payment PINs above the no-PIN limit (issue 12, server.registry.pins).
+    # ``holder_pins``: one salted scrypt hash per cardholder (never the PIN), the failed
+    # tries since the last success and, after five, the time the lock ends (next midnight,
+    # Asia/Shanghai). ``pin_approvals``: an online PIN check that passed, bound to one card,
+    # terminal and amount; ``sale_id`` records the one sale that used it.
+    """
+    CREATE TABLE holder_pins (
+        holder_id        TEXT PRIMARY KEY REFERENCES holders(id),
+        hash_hex         TEXT NOT NULL,
+        salt_hex         TEXT NOT NULL,
+        params           TEXT NOT NULL,
+        failed_tries     INTEGER NOT NULL DEFAULT 0,
+        locked_until_ms  INTEGER,
+        updated_at_ms    INTEGER NOT NULL,
+        updated_by       TEXT NOT NULL
+    ) STRICT;
+
+    CREATE TABLE pin_approvals (
+        approval_id    TEXT PRIMARY KEY,
+        holder_id      TEXT NOT NULL,
+        card_id        TEXT NOT NULL,
+        terminal_id    TEXT NOT NULL,
+        amount_fen     INTEGER NOT NULL CHECK (amount_fen > 0),
+        issued_at_ms   INTEGER NOT NULL,
+        expires_at_ms  INTEGER NOT NULL,
+        sale_id        TEXT
+    ) STRICT;
+    """
+)

@@ -41,6 +41,7 @@ from server.books import ledger
 from server.books.settlement_rules import take_in_order
 from server.books.spend import split_payment
 from server.downstream.changes import holder_change_from, meals_of_day
+from server.registry import pins
 from server.sales.double_spend import note_sale_credential
 from server.sales.plausibility import Implausible, check_sale
 from server.sales.sale_facts import FactsBook
@@ -235,6 +236,8 @@ class SaleApplier:
             held = self._hold(sale, {**row, "holder_id": holder_id, "unit_id": unit_id}, unit_id)
             if held is not None:
                 return held, True
+        if sale.pin_approval is not None:  # used once: a second sale naming it is held back
+            pins.use_approval(self.conn, sale.pin_approval, sale.sale_id)
         payable = ledger.canteen_payable(sale.canteen_id)
         moves: list[ledger.Move] = []
         cleared = 0

@@ -8,7 +8,10 @@ server checks it against what the server itself told the terminal (:func:`check_
   (``max_clock_offset_ms``), and no earlier than the terminal's provisioning (less that
   offset): ``sale_time_future`` / ``sale_time_before_terminal``;
 * **per-sale limit** — ``max_sale_fen`` (city ``settings.risk``, per canteen
-  ``config.risk``), online sales too: ``sale_over_limit``;
+  ``config.risk``), online sales too: ``sale_over_limit`` — unless the sale carries a PIN
+  approval (:mod:`server.registry.pins`) for its card, terminal and amount, unused and
+  made within the approval's lifetime (:func:`pin_approval_problem`; else
+  ``sale_pin_invalid``);
 * **offline limits** — an offline sale within ``max_offline_total_fen``, the most one card
   may spend offline at one terminal: ``sale_over_offline_limit``;
 * **prices** — a meal costs its period's own-staff price, or its visitor price where the
@@ -35,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from server.registry.pins import Approval
 from shared.protocol import Sale
 from shared.risk_limits import RiskLimits
 
@@ -57,6 +61,7 @@ class SaleFacts:
     terminal_since_ms: int  # when the terminal was provisioned
     now_ms: int  # the server's clock
     holder_unit_id: str | None  # the payer's unit; None when not identified (digital RMB)
+    pin_approval: Approval | None = None  # the approval the sale names, as the server recorded it
 
 
 def sale_window(occurred_at_ms: int, limits: RiskLimits) -> tuple[int, int]:
@@ -90,7 +95,11 @@ def check_sale(sale: Sale, facts: SaleFacts) -> Implausible | None:
     if sale.method != "ecny":
         most = max(lim.max_sale_fen for lim in facts.limits)
         if sale.amount_fen > most:
-            return Implausible("sale_over_limit", f"{sale.amount_fen} fen > max_sale_fen {most}")
+            if sale.pin_approval is None:
+                return Implausible("sale_over_limit", f"{sale.amount_fen} fen > max_sale_fen {most}")
+            problem = pin_approval_problem(sale, facts.pin_approval, slack)
+            if problem is not None:
+                return Implausible("sale_pin_invalid", problem)
         if sale.offline:
             most = max(lim.max_offline_total_fen for lim in facts.limits)
             if sale.amount_fen > most:
@@ -100,6 +109,23 @@ def check_sale(sale: Sale, facts: SaleFacts) -> Implausible | None:
     if sale.kind == "meal":
         return _check_meal(sale, facts)
     return _check_items(sale, facts.canteens)
+
+
+def pin_approval_problem(sale: Sale, approval: Approval | None, slack_ms: int) -> str | None:
+    """Why the PIN approval a sale names does not cover it (English), or None: it must
+    exist, be for this card, terminal and amount, not be used by another sale, and the sale
+    must be dated within its lifetime (give or take the allowed clock offset)."""
+    if approval is None:
+        return "no such PIN approval"
+    if approval.sale_id is not None and approval.sale_id != sale.sale_id:
+        return f"PIN approval already used by sale {approval.sale_id}"
+    if (approval.card_id, approval.terminal_id) != (sale.card_id, sale.terminal_id):
+        return "PIN approval is for another card or terminal"
+    if approval.amount_fen != sale.amount_fen:
+        return f"PIN approval is for {approval.amount_fen} fen, the sale is {sale.amount_fen} fen"
+    if not approval.issued_at_ms - slack_ms <= sale.occurred_at_ms <= approval.expires_at_ms + slack_ms:
+        return "sale dated outside the PIN approval's lifetime"
+    return None
 
 
 def meal_prices(canteen: dict[str, Any], period: str, holder_unit_id: str | None) -> set[int]:

@@ -13,6 +13,7 @@ import json
 import sqlite3
 from typing import Any
 
+from server.registry.pins import get_approval
 from server.sales.plausibility import SaleFacts, in_force, sale_window
 from shared.protocol import Sale
 from shared.risk_limits import RiskLimits
@@ -59,6 +60,7 @@ class FactsBook:
             terminal_since_ms=self._terminal_since(sale.terminal_id),
             now_ms=self.now_ms,
             holder_unit_id=holder_unit_id,
+            pin_approval=get_approval(self.conn, sale.pin_approval) if sale.pin_approval else None,
         )
 
     def _settings_history(self) -> _History:

@@ -55,6 +55,7 @@ QUARANTINE_REASONS = frozenset(
         "sale_unknown_meal_period",
         "sale_time_future",
         "sale_time_before_terminal",
+        "sale_pin_invalid",  # above max_sale_fen without a valid, unused PIN approval (issue 12)
     }
 )
 TERMINAL_STATES = frozenset({"online", "offline"})
@@ -104,6 +105,9 @@ class Sale:
     subsidy_fen: int = 0
     self_fen: int = 0
     credential: str | None = None
+    # the server's approval id from an online PIN check (a sale above max_sale_fen); the
+    # PIN itself is never in a sale
+    pin_approval: str | None = None
 
     @property
     def sale_id(self) -> str:
@@ -112,6 +116,8 @@ class Sale:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["items"] = [asdict(i) for i in self.items]
+        if self.pin_approval is None:  # the wire of a sale without a PIN stays as it was
+            del d["pin_approval"]
         return d
 
     @classmethod
@@ -136,6 +142,7 @@ class Sale:
             subsidy_fen=req_int(d, "subsidy_fen", lo=0, hi=MAX_SALE_FEN),
             self_fen=req_int(d, "self_fen", lo=0, hi=MAX_SALE_FEN),
             credential=opt_str(d, "credential", max_len=256),
+            pin_approval=opt_str(d, "pin_approval", max_len=64),
         )
         sale.validate()
         return sale

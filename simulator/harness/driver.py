@@ -31,6 +31,7 @@ from typing import Any
 
 from hardware.camera import SimulatedCamera
 from hardware.face_engine import FaceEngine
+from hardware.keypad import SimulatedKeypad
 from server.downstream.deltas import current_version
 from simulator.harness.cluster import Cluster, TerminalHandle
 from simulator.waiting import wait_until
@@ -151,17 +152,18 @@ class Till:
     def in_sync(self) -> bool:
         return bool(self.handle.terminal.sync.in_sync)
 
-    def present_card(self, card_id: str, order: Order) -> dict[str, Any]:
-        """Lay a card on the reader to pay for ``order``; the terminal's answer event."""
+    def present_card(self, card_id: str, order: Order, pin: str | None = None) -> dict[str, Any]:
+        """Lay a card on the reader to pay for ``order`` (typing ``pin`` on the keypad if
+        the terminal asks for it); the terminal's answer event."""
         reader = self.loop.reader
         assert reader is not None
-        return self._pay(order, lambda: reader.present(card_id))  # type: ignore[attr-defined]
+        return self._pay(order, lambda: reader.present(card_id), pin)  # type: ignore[attr-defined]
 
-    def show_code(self, code: str, order: Order) -> dict[str, Any]:
+    def show_code(self, code: str, order: Order, pin: str | None = None) -> dict[str, Any]:
         """Show a phone's payment code to the scanner; the terminal's answer event."""
         scanner = self.loop.scanner
         assert scanner is not None
-        return self._pay(order, lambda: scanner.present(code))  # type: ignore[attr-defined]
+        return self._pay(order, lambda: scanner.present(code), pin)  # type: ignore[attr-defined]
 
     def show_face(self, label: str, order: Order) -> dict[str, Any]:
         """A diner (simulated person ``label``) looks into the camera to pay for ``order``."""
@@ -181,7 +183,7 @@ class Till:
 
         return self._pay(order, look)
 
-    def _pay(self, order: Order, act: Callable[[], None]) -> dict[str, Any]:
+    def _pay(self, order: Order, act: Callable[[], None], pin: str | None = None) -> dict[str, Any]:
         while not self.events.empty():  # link changes and the like, from before
             self.events.get_nowait()
         self.loop.order = lambda: order
@@ -192,6 +194,10 @@ class Till:
                 event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 break
+            if event.get("event") == "pin_prompt":  # the diner types the PIN, or cancels (*)
+                keypad = self.loop.keypad
+                assert isinstance(keypad, SimulatedKeypad)
+                keypad.press(pin if pin is not None else "*")
             if event.get("event") in ("approved", "declined"):
                 return event
         raise RuntimeError(f"terminal {self.id} gave no answer within {PAY_TIMEOUT_S} s")
@@ -232,6 +238,7 @@ class Harness:
         settings = {"qr_scanner": "simulated", "ecny_gateway": "none", "heartbeat_s": 0.25, **overrides}
         handle = self.cluster.add_terminal(canteen_id, **settings)
         till = Till(handle, DeviceLoop.from_config(handle.terminal, handle.config), canteen_id, canteen_name)
+        till.loop.keypad = SimulatedKeypad()  # the diner's keypad: the payment PIN above the no-PIN limit
         if face_engine is not None:
             till.camera = SimulatedCamera()
             till.face_pay = FacePay(handle.terminal, till.camera, face_engine)

@@ -21,6 +21,7 @@ from simulator.replay.read import (
     as_int,
     as_list,
     as_obj,
+    as_pin,
     as_quarter,
     as_text,
     keys,
@@ -30,8 +31,8 @@ from simulator.replay.read import (
 EVENT_FIELDS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, optional)
     "allocate": ({"unit", "quarter"}, {"per_person_yuan"}),
     "topup": ({"card", "yuan"}, set()),
-    "tap": ({"card", "canteen"}, {"terminal", "method"}),
-    "buy": ({"card", "canteen"}, {"items", "amount_yuan", "terminal", "method"}),
+    "tap": ({"card", "canteen"}, {"terminal", "method", "pin"}),
+    "buy": ({"card", "canteen"}, {"items", "amount_yuan", "terminal", "method", "pin"}),
     "network": ({"canteen", "offline_minutes"}, {"terminal"}),
     "score": ({"canteen", "quarter", "score"}, set()),
     "settle": ({"quarter"}, {"force"}),
@@ -111,6 +112,8 @@ def _event_args(
         args["quarter"] = as_quarter(d["quarter"], f"{w}.quarter")
     if "force" in d:
         args["force"] = as_bool(d["force"], f"{w}.force")
+    if "pin" in d:
+        args["pin"] = as_pin(d["pin"], f"{w}.pin")
     if "method" in d:
         if d["method"] not in METHODS:
             raise ScenarioError(f"{w}.method", f"one of {', '.join(METHODS)}, got {d['method']!r}")

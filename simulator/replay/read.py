@@ -36,6 +36,13 @@ def as_text(value: Any, where: str) -> str:
     return value.strip()
 
 
+def as_pin(value: Any, where: str) -> str:
+    """A payment PIN as the diner types it: six digits, as text (``"135790"``)."""
+    if not isinstance(value, str) or len(value) != 6 or not value.isascii() or not value.isdigit():
+        raise ScenarioError(where, "a PIN is six digits, as text")
+    return value
+
+
 def as_int(value: Any, where: str, lo: int, hi: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or (hi is not None and value > hi):
         raise ScenarioError(

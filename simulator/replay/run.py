@@ -150,6 +150,8 @@ class _Story:
             self.holders[p.card] = (holder["id"], p.unit)
             diner = self.h.token("diner", holder_id=holder["id"])
             diner.post("/api/v1/qr/credentials", {"card_id": p.card})  # the diner opens QR pay on the phone
+            if p.pin is not None:  # the diner sets a payment PIN on the phone
+                diner.put(f"/api/v1/holders/{holder['id']}/pin", {"pin": p.pin})
             self.diners[holder["id"]] = diner
         for c in self.s.canteens:
             for n in range(1, c.terminals + 1):
@@ -224,9 +226,9 @@ class _Story:
         if e.args.get("method", "card") == "qr":
             holder_id = self.holders[card][0] if card in self.holders else self._holder_of(card)
             code = self.diners[holder_id].get("/api/v1/qr/my-code")["code"]
-            answer = till.show_code(code, order)
+            answer = till.show_code(code, order, pin=e.args.get("pin"))
         else:
-            answer = till.present_card(card, order)
+            answer = till.present_card(card, order, pin=e.args.get("pin"))
         if answer["event"] == "approved":
             self.approved[answer["uuid"]] = {
                 "index": e.index,

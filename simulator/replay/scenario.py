@@ -19,17 +19,19 @@ refused), every time is Asia/Shanghai wall time (``"2026-01-06T12:05"``)::
                    "risk": {"offline_allowance_yuan": 20, "max_offline_total_yuan": 50,
                             "max_offline_sales": 3, "max_sale_yuan": 100,
                             "max_offline_age_hours": 24, "max_denylist_age_hours": 72}}],
-     "people":   [{"card": "C001", "name": "张三", "unit": "市财政局"}],
+     "people":   [{"card": "C001", "name": "张三", "unit": "市财政局", "pin": "135790"}],
      "events":   [{"at": "2026-01-06T12:05", "tap": {...}, "note": "why (optional)"}, ...],
      "expect":   {...}}                                     # see simulator.replay.check
 
 Events (one kind per event, in time order; ``terminal`` picks the canteen's n-th terminal,
-default 1; ``method`` is ``card`` (default) or ``qr`` — the diner's phone code)::
+default 1; ``method`` is ``card`` (default) or ``qr`` — the diner's phone code; ``pin`` is
+what the diner types on the keypad when a sale is above the no-PIN limit — a person's
+``pin`` is the one they set on their phone)::
 
     allocate   {"unit", "quarter": "2026Q1", "per_person_yuan"?}   a unit's clerk
     topup      {"card", "yuan"}                                     self top-up (bank)
-    tap        {"card", "canteen", "terminal"?, "method"?}          a meal
-    buy        {"card", "canteen", "items": ["tissue", "water*2"] | "amount_yuan", ...}
+    tap        {"card", "canteen", "terminal"?, "method"?, "pin"?}  a meal
+    buy        {"card", "canteen", "items": ["tissue", "water*2"] | "amount_yuan", "pin"?, ...}
     network    {"canteen", "offline_minutes", "terminal"?}          cut; healed at the end
     score      {"canteen", "quarter", "score": 0..100}              the owning unit's clerk
     settle     {"quarter", "force"?}                                quarterly settlement
@@ -53,7 +55,7 @@ from server.books.settlement_rules import validate_bands
 from server.registry.canteen_config import MEAL_PERIODS
 from shared.errors import DomainError
 from simulator.replay.events import EVENT_FIELDS, Event, parse_events
-from simulator.replay.read import ScenarioError, as_bool, as_int, as_list, as_obj, as_text, keys, yuan
+from simulator.replay.read import ScenarioError, as_bool, as_int, as_list, as_obj, as_pin, as_text, keys, yuan
 
 __all__ = [
     "EVENT_FIELDS",
@@ -106,6 +108,7 @@ class Person:
     card: str
     name: str
     unit: str
+    pin: str | None = None  # the payment PIN the diner sets on their phone (above the no-PIN limit)
 
 
 @dataclass(frozen=True)
@@ -307,7 +310,7 @@ def _people(raw: Any, units: set[str]) -> tuple[Person, ...]:
     cards: set[str] = set()
     for i, p in enumerate(as_list(raw, "people")):
         where = f"people[{i}]"
-        keys(as_obj(p, where), where, {"card", "name", "unit"}, set())
+        keys(as_obj(p, where), where, {"card", "name", "unit"}, {"pin"})
         card = as_text(p["card"], f"{where}.card")
         if card in cards:
             raise ScenarioError(f"{where}.card", f"card {card!r} is listed twice")
@@ -315,5 +318,6 @@ def _people(raw: Any, units: set[str]) -> tuple[Person, ...]:
         if unit not in units:
             raise ScenarioError(f"{where}.unit", f"unknown unit {unit!r}")
         cards.add(card)
-        out.append(Person(card, as_text(p["name"], f"{where}.name"), unit))
+        pin = as_pin(p["pin"], f"{where}.pin") if "pin" in p else None
+        out.append(Person(card, as_text(p["name"], f"{where}.name"), unit, pin))
     return tuple(out)
