@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast bench lint chaos clean
+.PHONY: install demo test test-fast walkthrough bench lint chaos clean
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -35,6 +35,11 @@ test: install
 # crash, API fuzzing); `make test` still runs everything
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+# the README's "Running it for real" commands, run in order against a real Mosquitto
+# (tests/test_readme_walkthrough.py; `make test` runs it too)
+walkthrough: install
+	$(PY) -m pytest tests/test_readme_walkthrough.py
 
 bench: install
 	$(PY) -m bench.run

@@ -187,6 +187,10 @@ def provision_terminal(
 
     With ``--out FILE`` the config goes to FILE, readable by its owner only; without it, to
     stdout (for a pipe — a shell redirect would create a file others may read)."""
+    if out_path is not None:
+        # before provisioning: a folder that does not exist yet (/etc/canteen on a fresh Pi)
+        # must not leave a terminal registered whose secret was never written anywhere
+        out_path.parent.mkdir(parents=True, exist_ok=True)
     conn = obj.db()
     key = obj.app.extensions["canteen_server_key"]
     with write_txn(conn):
