@@ -204,6 +204,10 @@ CATALOG: dict[str, ErrorSpec] = {
         "该笔消费已审核，不能重复处理", "this held sale was already decided", 409
     ),
     "quarantine_not_found": ErrorSpec("没有这笔待审核消费", "no such held sale", 404),
+    # year-end clearing by year (issue 12): last year's subsidy is not spent from 1 January
+    "subsidy_expired": ErrorSpec(
+        "补贴已到期，待年末清算", "last year's subsidy has expired and awaits the year-end clearing"
+    ),
 }
 
 

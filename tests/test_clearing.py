@@ -33,7 +33,7 @@ def units(report: dict) -> dict[str, dict]:
 
 
 def subsidy(w: MoneyWorld, holder: str) -> int:
-    return ledger.balance(w.conn, ledger.subsidy_purse(holder))
+    return sum(ledger.subsidy_by_year(w.conn, holder).values())
 
 
 def test_unspent_subsidy_is_refunded_to_the_unit_and_self_money_stays(world: MoneyWorld) -> None:

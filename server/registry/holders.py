@@ -12,17 +12,19 @@ import sqlite3
 from typing import Any
 
 from server.books import ledger
+from server.books.periods import year_of_ms
 from server.downstream.changes import holder_change_from
 
 
-def holder_change(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
-    """The downstream 'holder' change for one cardholder, read inside the current txn."""
+def holder_change(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> dict[str, Any]:
+    """The downstream 'holder' change for one cardholder, read inside the current txn: the
+    subsidy of the year it is at ``now_ms`` and of the next year, and the self purse."""
     row = conn.execute("SELECT unit_id, blocked FROM holders WHERE id = ?", (holder_id,)).fetchone()
-    b = ledger.balances(conn, [ledger.subsidy_purse(holder_id), ledger.self_purse(holder_id)])
-    return holder_change_from(
-        holder_id,
-        row["unit_id"],
-        bool(row["blocked"]),
-        b[ledger.subsidy_purse(holder_id)],
-        b[ledger.self_purse(holder_id)],
+    year = year_of_ms(now_ms)
+    this, nxt, own = (
+        ledger.subsidy_purse(holder_id, year),
+        ledger.subsidy_purse(holder_id, year + 1),
+        ledger.self_purse(holder_id),
     )
+    b = ledger.balances(conn, [this, nxt, own])
+    return holder_change_from(holder_id, row["unit_id"], bool(row["blocked"]), b[this], b[own], year, b[nxt])
