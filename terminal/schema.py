@@ -219,3 +219,4 @@ def subsidy_year(db: Database) -> None:
     server that sent none (the old rule)."""
     db["holders"].add_column("subsidy_year", int)  # type: ignore[union-attr]
     db["holders"].add_column("next_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]
+    db["holders"].add_column("expired_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]

@@ -118,7 +118,8 @@ class Store:
         row = self.conn.execute(
             """
             SELECT c.card_id, c.status, h.holder_id, h.unit_id, h.subsidy_fen, h.self_fen,
-                   h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen
+                   h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen,
+                   h.expired_subsidy_fen
             FROM cards c JOIN holders h ON h.holder_id = c.holder_id WHERE c.card_id = ?
             """,
             (card_id,),
@@ -132,7 +133,11 @@ class Store:
         ).fetchone()
         year = row["subsidy_year"] if now_ms is None else china_datetime(now_ms).year
         subsidy, expired = subsidy_for_year(
-            row["subsidy_fen"], row["subsidy_year"], row["next_subsidy_fen"] or 0, year
+            row["subsidy_fen"],
+            row["subsidy_year"],
+            row["next_subsidy_fen"] or 0,
+            year,
+            row["expired_subsidy_fen"] or 0,
         )
         return CardState(
             card_id=row["card_id"],
@@ -320,13 +325,14 @@ class Store:
                 if r.holder_id and r.balance is not None:
                     self.conn.execute(
                         "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ?, subsidy_year = ?, "
-                        "next_subsidy_fen = ? WHERE holder_id = ? AND version < ?",
+                        "next_subsidy_fen = ?, expired_subsidy_fen = ? WHERE holder_id = ? AND version < ?",
                         (
                             r.balance.subsidy_fen,
                             r.balance.self_fen,
                             r.balance.version,
                             r.balance.subsidy_year,
                             r.balance.next_subsidy_fen,
+                            r.balance.expired_subsidy_fen,
                             r.holder_id,
                             r.balance.version,
                         ),
@@ -370,6 +376,7 @@ class Store:
                                 None if m is None else json.dumps(m.taken, ensure_ascii=False),
                                 c.subsidy_year,
                                 c.next_subsidy_fen,
+                                c.expired_subsidy_fen,
                             )
                         )
                     case CardChange():
@@ -391,8 +398,9 @@ class Store:
             self.conn.executemany(
                 """
                 INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version,
-                                    meals_day, meals_json, subsidy_year, next_subsidy_fen)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                    meals_day, meals_json, subsidy_year, next_subsidy_fen,
+                                    expired_subsidy_fen)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(holder_id) DO UPDATE SET
                     unit_id = excluded.unit_id,
                     blocked = excluded.blocked,
@@ -404,6 +412,8 @@ class Store:
                                    THEN excluded.subsidy_year ELSE holders.subsidy_year END,
                     next_subsidy_fen = CASE WHEN excluded.version >= holders.version
                                        THEN excluded.next_subsidy_fen ELSE holders.next_subsidy_fen END,
+                    expired_subsidy_fen = CASE WHEN excluded.version >= holders.version
+                                     THEN excluded.expired_subsidy_fen ELSE holders.expired_subsidy_fen END,
                     version = max(excluded.version, holders.version),
                     meals_json = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
                                  THEN excluded.meals_json ELSE holders.meals_json END,

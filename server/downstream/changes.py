@@ -55,11 +55,14 @@ def holder_change_from(
     self_fen: int,
     subsidy_year: int,
     next_subsidy_fen: int,
+    expired_subsidy_fen: int,
 ) -> dict[str, Any]:
     """The 'holder' change from values the caller already holds (the sale applier and the
     snapshot track them); blocked while an offline overdraft is uncovered. ``subsidy_fen``
     is the subsidy of ``subsidy_year`` (the year it is now), ``next_subsidy_fen`` the next
-    year's: a terminal spends each only on sales dated in its year (第十条 年末清零)."""
+    year's: a terminal spends each only on sales dated in its year (第十条 年末清零);
+    ``expired_subsidy_fen`` is earlier years' subsidy awaiting the clearing (never spent,
+    only named when a diner is declined: 补贴已到期，待年末清算)."""
     return {
         "kind": "holder",
         "holder_id": holder_id,
@@ -69,6 +72,7 @@ def holder_change_from(
         "blocked": holder_blocked(blocked_flag, self_fen),
         "subsidy_year": subsidy_year,
         "next_subsidy_fen": next_subsidy_fen,
+        "expired_subsidy_fen": expired_subsidy_fen,
     }
 
 

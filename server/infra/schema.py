@@ -571,5 +571,6 @@ MIGRATIONS.append(
     """
     ALTER TABLE sales ADD COLUMN balance_subsidy_year INTEGER;
     ALTER TABLE sales ADD COLUMN balance_next_subsidy_fen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sales ADD COLUMN balance_expired_subsidy_fen INTEGER NOT NULL DEFAULT 0;
     """
 )

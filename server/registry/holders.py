@@ -21,10 +21,16 @@ def holder_change(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> dict
     subsidy of the year it is at ``now_ms`` and of the next year, and the self purse."""
     row = conn.execute("SELECT unit_id, blocked FROM holders WHERE id = ?", (holder_id,)).fetchone()
     year = year_of_ms(now_ms)
-    this, nxt, own = (
-        ledger.subsidy_purse(holder_id, year),
-        ledger.subsidy_purse(holder_id, year + 1),
-        ledger.self_purse(holder_id),
+    by_year = ledger.subsidy_by_year(conn, holder_id)
+    expired = sum(fen for y, fen in by_year.items() if y < year and fen > 0)
+    own = ledger.balance(conn, ledger.self_purse(holder_id))
+    return holder_change_from(
+        holder_id,
+        row["unit_id"],
+        bool(row["blocked"]),
+        by_year.get(year, 0),
+        own,
+        year,
+        by_year.get(year + 1, 0),
+        expired,
     )
-    b = ledger.balances(conn, [this, nxt, own])
-    return holder_change_from(holder_id, row["unit_id"], bool(row["blocked"]), b[this], b[own], year, b[nxt])

@@ -75,20 +75,24 @@ _COLUMNS = (
     "balance_version",
     "balance_subsidy_year",
     "balance_next_subsidy_fen",
+    "balance_expired_subsidy_fen",
     "items_json",
     "cleared_subsidy_fen",
 )
 _INSERT = f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _SEEN = "SELECT terminal_id = ? AND seq = ? FROM sales WHERE (terminal_id = ? AND seq = ?) OR uuid = ?"
 # the holder of a card, blocked flag, and purses: the subsidy of the sale's year, the self
-# purse, and (for the change sent down) the subsidy of this year and the next
+# purse, and (for the change sent down) the subsidy of this year, the next and earlier years
 _PURSE = "coalesce((SELECT balance_fen FROM accounts WHERE id = {}), 0)"
 _HOLDER_BY_CARD = (
     "SELECT h.id, h.unit_id, h.blocked, "
     f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?1'))}, "
     f"{_PURSE.format(ledger.purse_id_sql('h.id', 'self'))}, "
     f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?2'))}, "
-    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?2 + 1'))} "
+    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?2 + 1'))}, "
+    "(SELECT coalesce(sum(balance_fen), 0) FROM accounts a WHERE "
+    f"{ledger.is_subsidy_purse_sql('a.id', 'h.id')} AND a.balance_fen > 0 "
+    f"AND a.id < {ledger.purse_id_sql('h.id', 'subsidy', '?2')}) "
     "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?3"
 )
 
@@ -102,6 +106,7 @@ def _result(row: dict[str, Any] | sqlite3.Row, status: str) -> SaleResult:
             row["balance_version"],
             row["balance_subsidy_year"],
             row["balance_next_subsidy_fen"],
+            row["balance_expired_subsidy_fen"],
         )
     return SaleResult(
         terminal_id=row["terminal_id"],
@@ -162,7 +167,8 @@ class SaleApplier:
         self._quarantine: list[tuple[Sale, Implausible]] = []
         # the caller commits or rolls back the cache with its transaction
         self._accounts = accounts if accounts is not None else ledger.AccountCache()
-        # holder -> [unit, blocked flag, this year's subsidy, self, this year, next year's subsidy]
+        # holder -> [unit, blocked flag, this year's subsidy, self, this year, next year's
+        # subsidy, earlier years' subsidy]
         self._holders: dict[str, list[Any]] = {}
         self._year = year_of_ms(now_ms)
         self._pending: dict[tuple[str, int], dict[str, Any]] = {}
@@ -237,7 +243,7 @@ class SaleApplier:
         holder = self.conn.execute(_HOLDER_BY_CARD, (sale_year, self._year, sale.card_id)).fetchone()
         if holder is None:
             return {**row, "status": "rejected", "reason": "card_unknown"}, False
-        holder_id, unit_id, blocked, subsidy_balance, self_balance, this_year, next_year = holder
+        holder_id, unit_id, blocked, subsidy_balance, self_balance, this_year, next_year, expired = holder
         if check:
             held = self._hold(sale, {**row, "holder_id": holder_id, "unit_id": unit_id}, unit_id)
             if held is not None:
@@ -269,6 +275,7 @@ class SaleApplier:
             self_balance - split.self_fen,
             self._year,
             next_year - (split.subsidy_fen if sale_year == self._year + 1 else 0),
+            expired - (split.subsidy_fen if sale_year < self._year else 0),
         ]
         self.changes[holder_id] = {}  # filled in finish(): the state at the end of the txn
         row.update(
@@ -323,6 +330,7 @@ class SaleApplier:
                 row["balance_version"] = self.version
                 row["balance_subsidy_year"] = change["subsidy_year"]
                 row["balance_next_subsidy_fen"] = change["next_subsidy_fen"]
+                row["balance_expired_subsidy_fen"] = change["expired_subsidy_fen"]
         self.conn.executemany(_INSERT, [tuple(r[c] for c in _COLUMNS) for r in self._pending.values()])
         if self._quarantine:
             self.conn.executemany(
@@ -422,6 +430,7 @@ def _base_row(sale: Sale, now_ms: int) -> dict[str, Any]:
         "balance_version": None,
         "balance_subsidy_year": None,
         "balance_next_subsidy_fen": 0,
+        "balance_expired_subsidy_fen": 0,
         "items_json": json.dumps([i.__dict__ for i in sale.items]) if sale.items else None,
         "cleared_subsidy_fen": 0,
     }

@@ -191,6 +191,7 @@ class Balance:
     version: int
     subsidy_year: int | None = None
     next_subsidy_fen: int = 0
+    expired_subsidy_fen: int = 0  # earlier years' subsidy awaiting the clearing, not spendable
 
     @classmethod
     def from_dict(cls, d: Any) -> Balance:
@@ -202,6 +203,7 @@ class Balance:
             version=req_int(d, "version"),
             subsidy_year=opt_int(d, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR),
             next_subsidy_fen=opt_int(d, "next_subsidy_fen", lo=_I, hi=_MAX_INT) or 0,
+            expired_subsidy_fen=opt_int(d, "expired_subsidy_fen", lo=_I, hi=_MAX_INT) or 0,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,10 +215,13 @@ class Balance:
         if self.subsidy_year is not None:
             d["subsidy_year"] = self.subsidy_year
             d["next_subsidy_fen"] = self.next_subsidy_fen
+            d["expired_subsidy_fen"] = self.expired_subsidy_fen
         return d
 
 
-_BALANCE_KEYS = frozenset({"subsidy_fen", "self_fen", "version", "subsidy_year", "next_subsidy_fen"})
+_BALANCE_KEYS = frozenset(
+    {"subsidy_fen", "self_fen", "version", "subsidy_year", "next_subsidy_fen", "expired_subsidy_fen"}
+)
 _MIN_YEAR, _MAX_YEAR = 2000, 2200  # as server.books.periods.parse_year
 
 
@@ -474,6 +479,7 @@ class HolderChange:
     meals: Meals | None = None
     subsidy_year: int | None = None
     next_subsidy_fen: int = 0
+    expired_subsidy_fen: int = 0  # earlier years' subsidy awaiting the clearing, not spendable
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -487,6 +493,7 @@ class HolderChange:
         if self.subsidy_year is not None:
             d["subsidy_year"] = self.subsidy_year
             d["next_subsidy_fen"] = self.next_subsidy_fen
+            d["expired_subsidy_fen"] = self.expired_subsidy_fen
         if self.meals is not None:
             d["meals"] = self.meals.to_wire()
         return d
@@ -519,12 +526,13 @@ class HolderChange:
                 req_int(c, "self_fen", lo=_I, hi=_MAX_INT),
                 req_bool(c, "blocked"),
             )
-        year, nxt = c.get("subsidy_year"), c.get("next_subsidy_fen", 0)
-        if year is not None or nxt != 0:
+        year, nxt, old = c.get("subsidy_year"), c.get("next_subsidy_fen", 0), c.get("expired_subsidy_fen", 0)
+        if year is not None or nxt != 0 or old != 0:
             year = req_int(c, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR)
             nxt = req_int(c, "next_subsidy_fen", lo=_I, hi=_MAX_INT)
+            old = opt_int(c, "expired_subsidy_fen", lo=_I, hi=_MAX_INT) or 0
         meals = Meals.from_wire(c["meals"]) if "meals" in c else None
-        return cls(h, u, sub, own, blocked, meals, year, nxt)
+        return cls(h, u, sub, own, blocked, meals, year, nxt, old)
 
 
 @dataclass(frozen=True, slots=True)
