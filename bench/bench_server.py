@@ -29,6 +29,7 @@ from pathlib import Path
 
 from bench.run import Context, Result
 from server.books import ledger
+from server.books.periods import year_number_sql
 from server.closing.check import all_violations
 from server.closing.settlement import settle_quarter
 from server.infra.db import open_db, write_txn
@@ -171,7 +172,7 @@ def _history(conn, n: int, holders: int, units: int) -> None:  # noqa: ANN001
         )
         conn.execute(
             f"{rows} INSERT INTO entries(txn_id, from_account, to_account, amount_fen) "
-            f"SELECT {base} + 1 + k, {ledger.purse_id_sql(holder, 'subsidy')}, "
+            f"SELECT {base} + 1 + k, {ledger.purse_id_sql(holder, 'subsidy', year_number_sql(str(start)))}, "
             f"{ledger.canteen_payable_sql(canteen)}, 1000 FROM i"
         )
         conn.executemany(

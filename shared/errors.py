@@ -229,6 +229,10 @@ CATALOG: dict[str, ErrorSpec] = {
         "超过免密限额的消费无有效密码验证，待审核",
         "sale above the no-PIN limit without a valid PIN approval; held for review",
     ),
+    # year-end clearing by year (issue 12): last year's subsidy is not spent from 1 January
+    "subsidy_expired": ErrorSpec(
+        "补贴已到期，待年末清算", "last year's subsidy has expired and awaits the year-end clearing"
+    ),
 }
 
 

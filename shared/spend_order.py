@@ -39,3 +39,26 @@ def split_payment(subsidy_balance_fen: int, self_balance_fen: int, amount_fen: i
     rest = amount_fen - from_subsidy
     covered_by_self = min(max(self_balance_fen, 0), rest)
     return Split(from_subsidy, rest, rest - covered_by_self)
+
+
+def subsidy_for_year(
+    subsidy_fen: int, subsidy_year: int | None, next_subsidy_fen: int, year: int, expired_fen: int = 0
+) -> tuple[int, int]:
+    """(spendable, expired) subsidy for a sale dated in ``year`` (Asia/Shanghai), from a
+    holder's subsidy as the server sent it: ``subsidy_fen`` of ``subsidy_year`` and
+    ``next_subsidy_fen`` of the year after (``expired_fen``: earlier years' subsidy not yet
+    cleared). Subsidy allocated for a year pays only for sales
+    dated in that year (第十条 年末清零): from 1 January last year's is *expired* — kept for
+    the year-end clearing, never spent — and next year's is not spendable before 1 January.
+    ``subsidy_year`` None (a server that does not track years) keeps the old rule: all of
+    ``subsidy_fen`` is spendable."""
+    if subsidy_year is None:
+        return subsidy_fen, 0
+    expired = max(expired_fen, 0)
+    if year == subsidy_year:
+        return subsidy_fen, expired
+    if year == subsidy_year + 1:
+        return next_subsidy_fen, expired + max(subsidy_fen, 0)
+    if year > subsidy_year + 1:
+        return 0, expired + max(subsidy_fen, 0) + max(next_subsidy_fen, 0)
+    return 0, 0  # a sale dated before the year the server spoke of: no subsidy is known for it

@@ -192,7 +192,7 @@ class Terminal:
         limits = limits or canteen_limits
         now = self.sale_time() if now_ms is None else now_ms
         link = self.link_state(now)
-        card = self.store.card_state(request.card_id) if request.card_id else None
+        card = self.store.card_state(request.card_id, now) if request.card_id else None
         meals = 0
         period = rules.period_at(now) if request.kind == "meal" else None
         if card is not None and period is not None:

@@ -67,12 +67,13 @@ class CardState:
     card_status: str
     holder_id: str
     unit_id: str
-    subsidy_fen: int
+    subsidy_fen: int  # the subsidy a sale now may spend: this year's (年末清零)
     self_fen: int
     blocked: bool
     version: int
     unconfirmed_fen: int  # this terminal's sales for the holder not yet acknowledged
     unconfirmed_count: int
+    expired_subsidy_fen: int = 0  # last year's subsidy, kept for the year-end clearing, not spent
 
     @property
     def available_fen(self) -> int:
@@ -210,7 +211,8 @@ def authorize(
             return decline("offline_limit_reached", amount_fen=amount)
         allowance = limits.offline_allowance_fen
     if amount > card.available_fen + allowance:
-        return decline("insufficient_balance", amount_fen=amount, meal_period=priced.meal_period)
+        short = "subsidy_expired" if card.expired_subsidy_fen > 0 else "insufficient_balance"
+        return decline(short, amount_fen=amount, meal_period=priced.meal_period)
     # spend order: subsidy first; this terminal's unconfirmed sales used the subsidy first.
     # No overdraft beyond the check above: the self share is at most what is left of the
     # self purse (+ the offline allowance).

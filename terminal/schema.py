@@ -209,3 +209,14 @@ def holder_meals(db: Database) -> None:
     ``meals_day`` (YYYY-MM-DD) keeps an older day's count from replacing a newer one."""
     db["holders"].add_column("meals_day", str)  # type: ignore[union-attr]
     db["holders"].add_column("meals_json", str)  # type: ignore[union-attr]
+
+
+@MIGRATIONS(name="007_subsidy_year")
+def subsidy_year(db: Database) -> None:
+    """Subsidy by year (年末清零, issue 12): ``subsidy_fen`` is the subsidy of
+    ``subsidy_year`` and ``next_subsidy_fen`` the next year's; a sale spends only the subsidy
+    of the year it is dated in (:func:`shared.spend_order.subsidy_for_year`). NULL year: a
+    server that sent none (the old rule)."""
+    db["holders"].add_column("subsidy_year", int)  # type: ignore[union-attr]
+    db["holders"].add_column("next_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]
+    db["holders"].add_column("expired_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]

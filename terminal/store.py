@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from shared.clock import china_datetime
 from shared.errors import DomainError
 from shared.ids import uuid7_hex
 from shared.private_files import ensure_private_sqlite
@@ -39,6 +40,7 @@ from shared.protocol.messages import (
     QrKeyChange,
     SettingsChange,
 )
+from shared.spend_order import subsidy_for_year
 from shared.sqlite_txn import write_txn
 from terminal import face_cache
 from terminal.authorize import CardState
@@ -109,11 +111,15 @@ class Store:
 
     # --- cache reads ---------------------------------------------------------------------
 
-    def card_state(self, card_id: str) -> CardState | None:
+    def card_state(self, card_id: str, now_ms: int | None = None) -> CardState | None:
+        """The card as cached; its subsidy is what a sale at ``now_ms`` may spend (the
+        subsidy of that year: 年末清零), the rest of the subsidy counted as expired.
+        Without ``now_ms``, as of the year the server last spoke of."""
         row = self.conn.execute(
             """
             SELECT c.card_id, c.status, h.holder_id, h.unit_id, h.subsidy_fen, h.self_fen,
-                   h.blocked, h.version
+                   h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen,
+                   h.expired_subsidy_fen
             FROM cards c JOIN holders h ON h.holder_id = c.holder_id WHERE c.card_id = ?
             """,
             (card_id,),
@@ -125,12 +131,21 @@ class Store:
             "WHERE holder_id = ? AND status = 'pending'",
             (row["holder_id"],),
         ).fetchone()
+        year = row["subsidy_year"] if now_ms is None else china_datetime(now_ms).year
+        subsidy, expired = subsidy_for_year(
+            row["subsidy_fen"],
+            row["subsidy_year"],
+            row["next_subsidy_fen"] or 0,
+            year,
+            row["expired_subsidy_fen"] or 0,
+        )
         return CardState(
             card_id=row["card_id"],
             card_status=row["status"],
             holder_id=row["holder_id"],
             unit_id=row["unit_id"],
-            subsidy_fen=row["subsidy_fen"],
+            subsidy_fen=subsidy,
+            expired_subsidy_fen=expired,
             self_fen=row["self_fen"],
             blocked=bool(row["blocked"]),
             version=row["version"],
@@ -311,12 +326,15 @@ class Store:
                 counts["quarantined" if r.quarantined else outcome] += 1
                 if r.holder_id and r.balance is not None:
                     self.conn.execute(
-                        "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ? "
-                        "WHERE holder_id = ? AND version < ?",
+                        "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ?, subsidy_year = ?, "
+                        "next_subsidy_fen = ?, expired_subsidy_fen = ? WHERE holder_id = ? AND version < ?",
                         (
                             r.balance.subsidy_fen,
                             r.balance.self_fen,
                             r.balance.version,
+                            r.balance.subsidy_year,
+                            r.balance.next_subsidy_fen,
+                            r.balance.expired_subsidy_fen,
                             r.holder_id,
                             r.balance.version,
                         ),
@@ -358,6 +376,9 @@ class Store:
                                 version,
                                 None if m is None else m.day,
                                 None if m is None else json.dumps(m.taken, ensure_ascii=False),
+                                c.subsidy_year,
+                                c.next_subsidy_fen,
+                                c.expired_subsidy_fen,
                             )
                         )
                     case CardChange():
@@ -379,8 +400,9 @@ class Store:
             self.conn.executemany(
                 """
                 INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version,
-                                    meals_day, meals_json)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                                    meals_day, meals_json, subsidy_year, next_subsidy_fen,
+                                    expired_subsidy_fen)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT(holder_id) DO UPDATE SET
                     unit_id = excluded.unit_id,
                     blocked = excluded.blocked,
@@ -388,6 +410,12 @@ class Store:
                                   THEN excluded.subsidy_fen ELSE holders.subsidy_fen END,
                     self_fen = CASE WHEN excluded.version >= holders.version
                                THEN excluded.self_fen ELSE holders.self_fen END,
+                    subsidy_year = CASE WHEN excluded.version >= holders.version
+                                   THEN excluded.subsidy_year ELSE holders.subsidy_year END,
+                    next_subsidy_fen = CASE WHEN excluded.version >= holders.version
+                                       THEN excluded.next_subsidy_fen ELSE holders.next_subsidy_fen END,
+                    expired_subsidy_fen = CASE WHEN excluded.version >= holders.version
+                                     THEN excluded.expired_subsidy_fen ELSE holders.expired_subsidy_fen END,
                     version = max(excluded.version, holders.version),
                     meals_json = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
                                  THEN excluded.meals_json ELSE holders.meals_json END,

@@ -32,7 +32,7 @@ SELF_FEN = 50_000
 
 
 def purses(conn: sqlite3.Connection, holder_id: str) -> tuple[int, int]:
-    change = holder_change(conn, holder_id)
+    change = holder_change(conn, holder_id, 1_767_672_000_000)  # 2026-01-06
     return change["subsidy_fen"], change["self_fen"]
 
 

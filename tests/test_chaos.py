@@ -96,7 +96,7 @@ class Books:
             open_db(conn.execute("PRAGMA database_list").fetchone()[2]), clock, lambda *a: True
         )
         self.start = {
-            d.holder_id: ledger.balance(conn, ledger.subsidy_purse(d.holder_id))
+            d.holder_id: ledger.balance(conn, ledger.subsidy_purse(d.holder_id, 2026))
             + ledger.balance(conn, ledger.self_purse(d.holder_id))
             for d in world.diners
         }
@@ -195,7 +195,7 @@ def test_a_sale_applied_twice_is_caught_even_without_the_servers_own_guard(books
         ledger.post(
             books.conn,
             "sale",
-            [ledger.Move(ledger.subsidy_purse(books.holder), ledger.canteen_payable("C01"), 1200)],
+            [ledger.Move(ledger.subsidy_purse(books.holder, 2026), ledger.canteen_payable("C01"), 1200)],
             books.clock.now_ms(),
             ref=f"{row.terminal_id}/{row.seq}",
         )

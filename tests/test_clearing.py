@@ -33,7 +33,7 @@ def units(report: dict) -> dict[str, dict]:
 
 
 def subsidy(w: MoneyWorld, holder: str) -> int:
-    return ledger.balance(w.conn, ledger.subsidy_purse(holder))
+    return sum(ledger.subsidy_by_year(w.conn, holder).values())
 
 
 def test_unspent_subsidy_is_refunded_to_the_unit_and_self_money_stays(world: MoneyWorld) -> None:
@@ -148,3 +148,34 @@ def test_a_cleared_year_takes_no_more_allocations(world: MoneyWorld) -> None:
     with pytest.raises(DomainError) as err:
         world.allocate("U01", "2026Q4")
     assert err.value.code == "period_closed"
+
+
+@pytest.mark.parametrize("clearing_day", ["2027-01-02T09:00", "2027-01-20T09:00"])
+def test_the_refund_is_the_31_december_balance_whichever_january_day_the_clearing_runs(
+    world: MoneyWorld, clearing_day: str
+) -> None:
+    world.allocate("U01", "2026Q4")  # H001 and H003: 30,000 each
+    world.clock.set_ms(ms_from_china("2026-12-31T12:00"))
+    world.sell("K001", 1_000)
+    world.clock.set_ms(ms_from_china("2027-01-01T12:00"))
+    r = world.sell("K001", 1_200)  # 4 January-like: before the clearing, no 2027 subsidy yet
+    assert (r.subsidy_fen, r.self_fen, r.overdraft_fen) == (0, 1_200, 1_200)
+    world.clock.set_ms(ms_from_china(clearing_day))
+    world.sell("K003", 500)
+    report = clear(world)
+    assert units(report)["U01"]["refund_fen"] == 2 * 30_000 - 1_000
+    assert all_violations(world.conn) == []
+
+
+def test_next_years_december_allocation_pays_only_from_1_january(world: MoneyWorld) -> None:
+    world.allocate("U01", "2026Q4")
+    world.clock.set_ms(ms_from_china("2026-12-20T10:00"))
+    world.sell("K001", 30_000)  # 2026's subsidy spent
+    world.allocate("U01", "2027Q1")
+    world.topup("K001", 5_000)
+    world.clock.set_ms(ms_from_china("2027-01-01T00:30"))
+    dec = world.sell("K001", 1_200, ms_from_china("2026-12-31T23:59"))
+    jan = world.sell("K001", 1_200, ms_from_china("2027-01-01T00:00"))
+    assert (dec.subsidy_fen, dec.self_fen) == (0, 1_200)
+    assert (jan.subsidy_fen, jan.self_fen) == (1_200, 0)
+    assert ledger.balance(world.conn, ledger.subsidy_purse("H001", 2027)) == 30_000 - 1_200

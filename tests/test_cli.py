@@ -46,7 +46,7 @@ def test_server_check_fails_on_a_broken_ledger(tmp_path) -> None:  # noqa: ANN00
     runner.invoke(server_main, ["--home", str(tmp_path), "init"])
     conn = open_db(tmp_path / "server" / "canteen.sqlite")
     conn.execute(
-        "INSERT INTO accounts(id, kind, balance_fen) VALUES ('holder:X:subsidy', 'subsidy_purse', 100)"
+        "INSERT INTO accounts(id, kind, balance_fen) VALUES ('holder:X:subsidy:2026', 'subsidy_purse', 100)"
     )
     conn.close()
     result = runner.invoke(server_main, ["--home", str(tmp_path), "check"])

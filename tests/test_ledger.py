@@ -20,7 +20,7 @@ def test_allocation_moves_money_through_the_special_accounts(conn: sqlite3.Conne
     assert ledger.balance(conn, ledger.BUREAU_MEAL_FUND) == 0  # passed straight on
     assert ledger.balance(conn, ledger.SYSTEM_INCOME) == 0
     d = next(d for d in world.diners if d.unit_id == "U01")
-    assert ledger.balance(conn, ledger.subsidy_purse(d.holder_id)) == 30_000
+    assert ledger.balance(conn, ledger.subsidy_purse(d.holder_id, 2026)) == 30_000
     assert all_violations(conn) == []
 
 
@@ -35,7 +35,7 @@ def test_check_finds_a_tampered_balance(conn: sqlite3.Connection, clock) -> None
     world = populated(conn, clock.now_ms())
     conn.execute(
         "UPDATE accounts SET balance_fen = balance_fen + 1 WHERE id = ?",
-        (ledger.subsidy_purse(world.diners[0].holder_id),),
+        (ledger.subsidy_purse(world.diners[0].holder_id, 2026),),
     )
     codes = {v.code for v in all_violations(conn)}
     assert codes == {"ledger_sum_nonzero", "balance_mismatch"}

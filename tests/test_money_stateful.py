@@ -14,6 +14,7 @@ bank top-ups) is exactly what the model says came in.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from typing import Any
 
 from hypothesis import HealthCheck, event, settings
@@ -30,7 +31,7 @@ from server.registry import cards, funds
 from server.registry import units as registry
 from server.registry.terminals import provision
 from server.sales.ingest import IngestWorker
-from shared.clock import FakeClock, ms_from_china
+from shared.clock import FakeClock, china_datetime, ms_from_china
 from shared.errors import DomainError
 from shared.protocol import Ack, Sale, SaleBatch, open_envelope, seal_hmac, topics
 
@@ -74,6 +75,8 @@ class MoneyMachine(RuleBasedStateMachine):
         self.unit_of = {h: "U1" if i % 2 else "U2" for i, h in enumerate(HOLDERS)}
         self.credits: list[tuple[str, str, int]] = []  # (holder, quarter, fen)
         self.subsidy_spent: list[tuple[str, int, int]] = []  # (holder, occurred_at_ms, fen from the purse)
+        # the model of the subsidy by year: a year's allocations pay only for its sales
+        self.subsidy_left: dict[tuple[str, int], int] = defaultdict(int)  # (holder, year) -> fen
         self.topped_up_fen = 0
         self.statements: dict[str, dict[str, Any]] = {}
         self.clearings: dict[int, list[tuple[Any, ...]]] = {}
@@ -119,6 +122,9 @@ class MoneyMachine(RuleBasedStateMachine):
             return
         self.allocated_fen += r["total_fen"]
         self.credits += [(h, str(q), r["per_person_fen"]) for h in HOLDERS if self.unit_of[h] == unit]
+        for h in HOLDERS:
+            if self.unit_of[h] == unit:
+                self.subsidy_left[h, q.year] += r["per_person_fen"]
 
     @rule(holder=st.sampled_from(HOLDERS), amount=st.integers(1, 20_000))
     def topup(self, holder: str, amount: int) -> None:
@@ -158,6 +164,21 @@ class MoneyMachine(RuleBasedStateMachine):
         ]
         self._sell(holder, canteen, amounts, max(ends) - hours_before * 3_600_000, False, True)
 
+    @precondition(lambda self: self.clock.now_ms() >= year_cutoff_ms(2026))
+    @rule(
+        holder=st.sampled_from(HOLDERS),
+        canteen=st.sampled_from(CANTEENS),
+        amount=st.integers(1, 15_000),
+        minutes=st.integers(-180, 180),
+        offline=st.booleans(),
+    )
+    def sell_around_new_year(
+        self, holder: str, canteen: str, amount: int, minutes: int, offline: bool
+    ) -> None:
+        """A sale just before or just after 00:00 on 1 January (before or after the clearing
+        ran): it spends only the subsidy of the year it is dated in."""
+        self._sell(holder, canteen, [amount], year_cutoff_ms(2026) + minutes * 60_000, False, offline)
+
     def _sell(
         self, holder: str, canteen: str, amounts: list[int], at: int, old_card: bool, offline: bool
     ) -> None:
@@ -187,6 +208,13 @@ class MoneyMachine(RuleBasedStateMachine):
                 (s.terminal_id, s.seq),
             ).fetchone()[0]
             self.subsidy_spent.append((holder, at, r.subsidy_fen - cleared))
+            # spend order within the sale's year only (a cleared year's purse is empty: what
+            # its subsidy would have paid came back out of the refund, as ``cleared``)
+            year = china_datetime(at).year
+            assert r.subsidy_fen - cleared == min(
+                max(self.subsidy_left[holder, year], 0), s.amount_fen - cleared
+            )
+            self.subsidy_left[holder, year] -= r.subsidy_fen - cleared
             assert r.subsidy_fen + r.self_fen == s.amount_fen
             self.first_results[(s.terminal_id, s.seq)] = r
             self.sent.append(s)
@@ -245,19 +273,24 @@ class MoneyMachine(RuleBasedStateMachine):
         year = 2026 if self.clock.now_ms() >= year_cutoff_ms(2026) else None
         if year is None or year in self.clearings:
             return
-        before = {h: ledger.balance(self.conn, ledger.subsidy_purse(h)) for h in HOLDERS}
         with write_txn(self.conn):
             close_year(self.conn, year, self.clock.now_ms(), refund_to="unit", force=True)
         self.clearings[year] = self._clearing_amounts(year)
         cutoff = year_cutoff_ms(year)
         for h in HOLDERS:
-            new_credit = sum(f for hh, q, f in self.credits if hh == h and Quarter.parse(q).year > year)
-            new_spend = sum(f for hh, at, f in self.subsidy_spent if hh == h and at >= cutoff)
-            expected = max(0, min(before[h], before[h] - new_credit + new_spend))
+            # the year's allocations less its sales (also late ones that came in before the
+            # clearing): the balance at the year end, whatever day in January this is and
+            # whatever was sold since 1 January
+            expected = self.subsidy_left[h, year]
             cleared = sum(f for hh, _, f in self.clearings[year] if hh == h)
-            assert cleared == expected, (h, before[h], new_credit, new_spend, cleared)
-            assert ledger.balance(self.conn, ledger.subsidy_purse(h)) == before[h] - cleared
-        event("cleared a year")
+            assert cleared == expected, (h, expected, cleared)
+            assert ledger.balance(self.conn, ledger.subsidy_purse(h, year)) == 0
+            assert (
+                ledger.balance(self.conn, ledger.subsidy_purse(h, year + 1)) == self.subsidy_left[h, year + 1]
+            )
+            self.subsidy_left[h, year] = 0
+        january = any(at >= cutoff for _, at, fen in self.subsidy_spent)
+        event(f"cleared a year; sold in January before: {january}")
 
     def _clearing_amounts(self, year: int) -> list[tuple[Any, ...]]:
         return [

@@ -73,7 +73,7 @@ def test_registry_operations_conserve_every_fen(ops: list[tuple]) -> None:
     for op in ops:
         kind, h = op[0], op[1]
         card = active_card(conn, h)
-        before = holder_change(conn, h)
+        before = holder_change(conn, h, NOW)
         try:
             with write_txn(conn):
                 if kind == "topup" and card is not None:
@@ -96,15 +96,15 @@ def test_registry_operations_conserve_every_fen(ops: list[tuple]) -> None:
                     req = leavers.request_refund(conn, h, NOW, "admin")
                     refunded[h] += leavers.approve_refund(conn, req["id"], NOW, "admin")["amount_fen"]
         except DomainError:
-            after = holder_change(conn, h)
+            after = holder_change(conn, h, NOW)
             assert (after["subsidy_fen"], after["self_fen"]) == (before["subsidy_fen"], before["self_fen"])
             continue
         if kind in {"lost", "found", "replace"}:
-            after = holder_change(conn, h)
+            after = holder_change(conn, h, NOW)
             assert (after["subsidy_fen"], after["self_fen"]) == (before["subsidy_fen"], before["self_fen"])
         assert all_violations(conn) == []
     for h in HOLDERS:
-        now = holder_change(conn, h)
+        now = holder_change(conn, h, NOW)
         assert now["subsidy_fen"] + returned[h] == 30_000
         assert now["self_fen"] + refunded[h] == topped[h]
         assert now["self_fen"] >= 0 and now["subsidy_fen"] >= 0

@@ -60,6 +60,7 @@ def test_the_scenario_folder_covers_every_seed_rule() -> None:
         "year_end_refund_to_city_finance",
         "late_sale_after_settlement",
         "late_sale_after_year_end",
+        "january_before_clearing",
         "lost_card",
         "visitor_prices",
         "meal_limits",

@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 from server.books.settlement_rules import (
     Adjustment,
     attribute,
-    clearable_fen,
     fee_fen,
     pay_pct,
     settle,
@@ -87,21 +86,6 @@ def test_withholding_is_the_exact_share_rounded_half_up(amount: int, p: int) -> 
 def test_fee_is_never_more_than_half_a_percent_plus_half_a_fen(amount: int) -> None:
     f = fee_fen(amount, False)
     assert abs(f * 1000 - amount * 5) <= 500
-
-
-@given(st.integers(-(10**6), 10**7), st.integers(0, 10**7), st.integers(0, 10**7))
-def test_clearing_never_takes_more_than_the_purse_holds(balance: int, credit: int, spend: int) -> None:
-    c = clearable_fen(balance, credit, spend)
-    assert 0 <= c <= max(balance, 0)
-
-
-def test_an_early_allocation_for_next_year_is_not_cleared() -> None:
-    # 100 left at year end, next year's 300 arrived early, 20 of it spent in January
-    assert clearable_fen(balance_fen=380, new_credit_fen=300, new_spend_fen=20) == 100
-
-
-def test_old_subsidy_spent_in_january_before_the_clearing_reduces_the_refund() -> None:
-    assert clearable_fen(balance_fen=70, new_credit_fen=0, new_spend_fen=30) == 70
 
 
 @given(fen, st.lists(st.tuples(st.sampled_from(["U1", "U2", "U3"]), st.integers(1, 10**6)), max_size=6))

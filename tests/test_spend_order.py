@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.clock import ms_from_china
-from shared.spend_order import split_payment
+from shared.spend_order import split_payment, subsidy_for_year
 from terminal.authorize import CardState, LinkState, TapRequest, authorize
 from terminal.rules import CanteenRules, RiskLimits
 
@@ -114,3 +114,25 @@ def test_the_terminal_counts_its_unconfirmed_sales_as_spent_from_the_subsidy_fir
         return
     assert d.subsidy_fen == min(max(sub - unconfirmed, 0), amount)
     assert d.self_fen == amount - d.subsidy_fen
+
+
+def test_a_sale_spends_only_the_subsidy_of_its_own_year() -> None:
+
+    # the server spoke in 2026: 2026 has 50, 2027 (early allocation) 300, nothing older
+    assert subsidy_for_year(50, 2026, 300, 2026) == (50, 0)
+    assert subsidy_for_year(50, 2026, 300, 2027) == (300, 50)  # from 1 January: 2026's expired
+    assert subsidy_for_year(50, 2026, 300, 2028) == (0, 350)
+    assert subsidy_for_year(50, 2026, 300, 2025) == (0, 0)
+    assert subsidy_for_year(0, 2027, 0, 2027, expired_fen=80) == (0, 80)
+    assert subsidy_for_year(50, None, 0, 2031) == (50, 0)  # a server without years: the old rule
+
+
+def test_a_diner_with_only_expired_subsidy_is_told_so_and_self_money_still_pays() -> None:
+    online = LinkState(online=True, last_sync_ms=NOON)
+    limits = RiskLimits(max_sale_fen=100_000)
+    expired = CardState("C1", "active", "H1", "U01", 0, 0, False, 1, 0, 0, expired_subsidy_fen=20_000)
+    d = authorize(TapRequest("C1", kind="shop", amount_fen=1_200), expired, RULES, limits, online, NOON)
+    assert (d.approved, d.reason, d.message()) == (False, "subsidy_expired", "补贴已到期，待年末清算")
+    with_self = CardState("C1", "active", "H1", "U01", 0, 1_500, False, 1, 0, 0, expired_subsidy_fen=20_000)
+    d = authorize(TapRequest("C1", kind="shop", amount_fen=1_200), with_self, RULES, limits, online, NOON)
+    assert (d.approved, d.subsidy_fen, d.self_fen) == (True, 0, 1_200)

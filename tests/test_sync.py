@@ -91,7 +91,7 @@ def test_sales_leave_the_outbox_only_on_the_servers_ack(broker, tmp_path) -> Non
         )
         # the balances came back with the acks: the cache now shows them
         holder = world.diners[0].holder_id
-        server_sub = ledger.balances(conn, [ledger.subsidy_purse(holder)])[ledger.subsidy_purse(holder)]
+        server_sub = ledger.balance(conn, ledger.subsidy_purse(holder, 2026))
         conn.close()
         card = t.terminal.store.card_state(world.diners[0].card_id)
         assert card is not None and card.unconfirmed_fen == 0

@@ -19,7 +19,10 @@ Account ids (one function each, nobody formats them by hand):
 ``unit:<id>:budget``                    the unit's meal budget (source of allocations)
 ``bureau:meal_fund``                    食堂就餐经费专用账户 (the bureau's special account)
 ``system:income``                       收入专用账户 (system income special account)
-``holder:<id>:subsidy`` / ``:self``     the cardholder's subsidy purse / self purse
+``holder:<id>:subsidy:<YYYY>``          the cardholder's subsidy purse of one year: the
+                                        allocations for that year's quarters, spendable
+                                        only on sales dated in that year (第十条 年末清零)
+``holder:<id>:self``                    the cardholder's self purse
 ``bank:topup``                          cardholders' own bank accounts (self top-ups)
 ``canteen:<id>:payable``                支出专用账户, payable to that canteen's operator
 ``system:fee_revenue``                  the 0.5% system fee
@@ -54,8 +57,9 @@ def unit_budget(unit_id: str) -> str:
     return f"unit:{unit_id}:budget"
 
 
-def subsidy_purse(holder_id: str) -> str:
-    return f"holder:{holder_id}:subsidy"
+def subsidy_purse(holder_id: str, year: int) -> str:
+    """The holder's subsidy purse of ``year`` (allocations for that year's quarters)."""
+    return f"holder:{holder_id}:subsidy:{int(year):04d}"
 
 
 def self_purse(holder_id: str) -> str:
@@ -74,12 +78,24 @@ def unit_refund(unit_id: str) -> str:
     return f"refund:unit:{unit_id}"
 
 
-def purse_id_sql(holder_expr: str, purse: str) -> str:
-    """SQL expression for the id of a holder's purse (``purse``: 'subsidy' or 'self'), for
-    queries that join holders to their purses; ``holder_expr`` is a trusted column name."""
-    if purse not in ("subsidy", "self"):
-        raise ValueError(purse)
-    return f"('holder:' || {holder_expr} || ':{purse}')"
+def purse_id_sql(holder_expr: str, purse: str, year_expr: str | None = None) -> str:
+    """SQL expression for the id of a holder's purse (``purse``: 'subsidy' with
+    ``year_expr``, or 'self'), for queries that join holders to their purses;
+    ``holder_expr`` and ``year_expr`` are trusted column names or ``?``."""
+    if purse == "self" and year_expr is None:
+        return f"('holder:' || {holder_expr} || ':self')"
+    if purse == "subsidy" and year_expr is not None:
+        return f"('holder:' || {holder_expr} || ':subsidy:' || printf('%04d', {year_expr}))"
+    raise ValueError(purse)
+
+
+def is_subsidy_purse_sql(account_expr: str, holder_expr: str) -> str:
+    """SQL condition: ``account_expr`` is one of the holder's subsidy purses (any year); a
+    range on the id, so the primary key serves it and no LIKE wildcard meets the id."""
+    return (
+        f"({account_expr} > ('holder:' || {holder_expr} || ':subsidy:') "
+        f"AND {account_expr} < ('holder:' || {holder_expr} || ':subsidy;'))"
+    )
 
 
 # SQL LIKE patterns of account ids, for queries that pick accounts by kind from entries
@@ -92,17 +108,26 @@ def canteen_payable_sql(canteen_expr: str) -> str:
     return f"('canteen:' || {canteen_expr} || ':payable')"
 
 
-def parse_purse(account_id: str) -> tuple[str, str]:
-    """(holder id, 'subsidy' or 'self') of a purse account id; the one parser of purse ids."""
+def parse_purse(account_id: str) -> tuple[str, str, int | None]:
+    """(holder id, 'subsidy' or 'self', the subsidy's year or None) of a purse account id;
+    the one parser of purse ids."""
     prefix, _, rest = account_id.partition(":")
+    year: int | None = None
     holder_id, _, purse = rest.rpartition(":")
-    if prefix != "holder" or not holder_id or purse not in ("subsidy", "self"):
+    if len(purse) == 4 and purse.isascii() and purse.isdigit():
+        year = int(purse)
+        holder_id, _, purse = holder_id.rpartition(":")
+    if (
+        prefix != "holder"
+        or not holder_id
+        or (purse, year is None) not in (("subsidy", False), ("self", True))
+    ):
         raise ValueError(f"not a purse: {account_id}")
-    return holder_id, purse
+    return holder_id, purse, year
 
 
 def holder_of_purse(account_id: str) -> str:
-    """The holder id of a purse account id (``holder:<id>:subsidy`` → ``<id>``)."""
+    """The holder id of a purse account id (``holder:<id>:subsidy:2026`` → ``<id>``)."""
     return parse_purse(account_id)[0]
 
 
@@ -215,6 +240,20 @@ def post(
     return txn_id
 
 
+def subsidy_by_year(conn: sqlite3.Connection, holder_id: str) -> dict[int, int]:
+    """The holder's subsidy purses with a non-zero balance, by year."""
+    out: dict[int, int] = {}
+    for account_id, fen in conn.execute(
+        f"SELECT id, balance_fen FROM accounts a WHERE {is_subsidy_purse_sql('a.id', '?')} "
+        "AND balance_fen <> 0",
+        (holder_id, holder_id),
+    ):
+        year = parse_purse(account_id)[2]
+        if year is not None:
+            out[year] = int(fen)
+    return out
+
+
 def balance(conn: sqlite3.Connection, account_id: str) -> int:
     row = conn.execute("SELECT balance_fen FROM accounts WHERE id = ?", (account_id,)).fetchone()
     return int(row[0]) if row else 0
@@ -281,8 +320,8 @@ def check(conn: sqlite3.Connection) -> list[Violation]:
         WHERE a.kind IN ('subsidy_purse', 'self_purse') AND a.balance_fen < 0
           AND NOT EXISTS (
             SELECT 1 FROM sales s
-            WHERE s.overdraft_fen > 0 AND a.id IN (_SUBSIDY_OF_SALE, _SELF_OF_SALE))
-        """.replace("_SUBSIDY_OF_SALE", purse_id_sql("s.holder_id", "subsidy")).replace(
+            WHERE s.overdraft_fen > 0 AND (a.id = _SELF_OF_SALE OR _SUBSIDY_OF_SALE))
+        """.replace("_SUBSIDY_OF_SALE", is_subsidy_purse_sql("a.id", "s.holder_id")).replace(
             "_SELF_OF_SALE", purse_id_sql("s.holder_id", "self")
         )
     ):

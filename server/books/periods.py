@@ -103,6 +103,11 @@ def day_number_sql(ms_expr: str) -> str:
     return f"(({ms_expr} + {CHINA_OFFSET_MS}) / {DAY_MS})"
 
 
+def year_number_sql(ms_expr: str) -> str:
+    """SQL for the Beijing calendar year of an epoch-ms column (as :func:`year_of_ms`)."""
+    return f"CAST(strftime('%Y', ({ms_expr} + {CHINA_OFFSET_MS}) / 1000, 'unixepoch') AS INTEGER)"
+
+
 def day_of_number(day_number: int) -> str:
     """``YYYY-MM-DD`` of a Beijing day number from :func:`day_number_sql`."""
     return day_of_ms(day_number * DAY_MS - CHINA_OFFSET_MS)

@@ -18,8 +18,9 @@ Late sales (dated in a closed quarter) come as *adjustment lines*; each line is 
 at the pay percentage of the quarter it belongs to, and the fee is taken once, on the
 statement's whole settlement amount. Always ``gross + adjustments = withheld + fee + net``.
 
-Year-end clearing (年末清零) — see :func:`clearable_fen`, :func:`attribute` and
-:func:`take_in_order`. Rounding goes through :func:`shared.money.round_half_up_div` only.
+Year-end clearing (年末清零) — see :func:`attribute` and :func:`take_in_order` (what is
+cleared is the year's subsidy purse: :mod:`server.closing.clearing`). Rounding goes
+through :func:`shared.money.round_half_up_div` only.
 """
 
 from __future__ import annotations
@@ -138,20 +139,6 @@ def settle(gross_fen: int, pct: int, adjustments: Sequence[Adjustment], self_ope
 
 
 # --- year-end clearing ------------------------------------------------------------------
-
-
-def clearable_fen(balance_fen: int, new_credit_fen: int, new_spend_fen: int) -> int:
-    """How much of a subsidy purse the clearing of a year takes.
-
-    The subsidy left at the cutoff is the balance now, less what was credited since for
-    later quarters (an early allocation for next year is not cleared), plus what was spent
-    from the subsidy purse on sales dated after the cutoff (that spending was new-year
-    money's to pay) — but never more than the purse holds now and never below zero: a
-    diner who spent old subsidy in the new year before the clearing ran simply leaves a
-    smaller refund.
-    """
-    at_cutoff = balance_fen - new_credit_fen + new_spend_fen
-    return max(0, min(balance_fen, at_cutoff))
 
 
 def attribute(

@@ -223,8 +223,9 @@ def card_replace(obj: Any, old_card_id: str, new_card_id: str, as_json: bool) ->
     """Issue NEW_CARD_ID to the holder of OLD_CARD_ID (补卡); both purses carry over."""
     conn = obj.db()
     with write_txn(conn):
-        c = cards.replace(conn, old_card_id, new_card_id, now_ms())
-        change = holder_change(conn, c["holder_id"])
+        now = now_ms()
+        c = cards.replace(conn, old_card_id, new_card_id, now)
+        change = holder_change(conn, c["holder_id"], now)
     emit(
         c,
         as_json,

@@ -35,10 +35,12 @@ from collections import defaultdict
 
 from server.books import ledger
 from server.books.ledger import Violation
+from server.books.periods import year_number_sql
 from server.closing.settlement import GROSS_SQL, digest
 from server.infra.schema import PURSE_PAID
 
-_SUB = ledger.purse_id_sql("s.holder_id", "subsidy")
+# a sale's subsidy comes from the subsidy purse of the year it is dated in (第十条 年末清零)
+_SUB = ledger.purse_id_sql("s.holder_id", "subsidy", year_number_sql("s.occurred_at_ms"))
 _SELF = ledger.purse_id_sql("s.holder_id", "self")
 _PAYABLE = ledger.canteen_payable_sql("s.canteen_id")
 
@@ -171,13 +173,19 @@ def clearings(conn: sqlite3.Connection) -> list[Violation]:
         for holder, account, amount in conn.execute(
             "SELECT holder_id, refund_account, amount_fen FROM clearing_lines WHERE year = ?", (year,)
         ):
-            lines[(ledger.subsidy_purse(holder), account)] += amount
+            lines[(holder, account)] += amount
         entries = defaultdict(int)
         if txn_id is not None:
             for src, dst, amount in conn.execute(
                 "SELECT from_account, to_account, amount_fen FROM entries WHERE txn_id = ?", (txn_id,)
             ):
-                entries[(src, dst)] += amount
+                try:
+                    holder, purse, purse_year = ledger.parse_purse(src)
+                except ValueError:
+                    holder, purse, purse_year = src, "", None
+                if purse != "subsidy" or purse_year is None or purse_year > year:
+                    out.append(Violation("clearing_mismatch", f"{year}: clearing took from {src}"))
+                entries[(holder, dst)] += amount
         if dict(lines) != dict(entries):
             out.append(Violation("clearing_mismatch", f"{year}: lines differ from the clearing txn"))
     clawed = dict(

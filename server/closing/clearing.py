@@ -6,10 +6,12 @@ it (default, 办法 第十条 "余额退回各市直单位") or to city finance 
 财政"; setting ``YEAR_END_REFUND_TO=city_finance``). The setting used is stored with the
 clearing; the report is per unit either way. Self purses (自费充值) are never touched.
 
-* **How much** per holder: :func:`server.books.settlement_rules.clearable_fen` — the subsidy left
-  at the cutoff, reconstructed from the balance now, allocations already made for later
-  quarters, and subsidy spent on sales dated after the cutoff; never more than the purse
-  holds now.
+* **How much** per holder: what is left on their subsidy purse of the year
+  (``holder:<id>:subsidy:<year>``, and of any earlier year not cleared yet). Subsidy of a
+  year pays only for sales dated in that year (:mod:`server.sales.apply`, and the terminals
+  likewise), so after the cutoff nothing but a late sale of that year touches the purse: the
+  amount is the balance at the year end whichever day in January the clearing runs. Next
+  year's subsidy (allocated early, in December) is in next year's purse and not cleared.
 * **Whose**: the units that paid it. A holder who moved units during the year received
   allocations from several; spending is taken to use the oldest subsidy first, so the
   remainder is attributed to the newest allocations (:func:`~server.books.settlement_rules.attribute`).
@@ -32,7 +34,7 @@ from typing import Any
 
 from server.books import ledger
 from server.books.periods import parse_year, year_cutoff_ms
-from server.books.settlement_rules import attribute, clearable_fen
+from server.books.settlement_rules import attribute, take_in_order
 from server.closing.settlement import period_laggards
 from server.downstream.deltas import record_delta
 from server.registry.holders import holder_change
@@ -70,24 +72,16 @@ def close_year(
         raise DomainError("terminals_behind", f"{len(behind)} terminal(s) not reported past {y}: {names}")
     prev = conn.execute("SELECT max(year) FROM clearings").fetchone()[0]
 
-    new_credit = _new_credits(conn, y)
-    new_spend = _new_spend(conn, cutoff)
     credits = _credits_newest_first(conn, y, prev)
     moves: list[ledger.Move] = []
     lines: list[tuple[Any, ...]] = []
-    changed: list[str] = []
-    purse = ledger.purse_id_sql("h.id", "subsidy")
-    for holder_id, unit_id, balance in conn.execute(
-        f"SELECT h.id, h.unit_id, a.balance_fen FROM holders h JOIN accounts a ON a.id = {purse} "
-        "WHERE a.balance_fen > 0 ORDER BY h.id"
-    ).fetchall():
-        amount = clearable_fen(balance, new_credit.get(holder_id, 0), new_spend.get(holder_id, 0))
-        if amount <= 0:
-            continue
-        changed.append(holder_id)
+    for holder_id, (unit_id, purses) in _purses_to_clear(conn, y, prev).items():
+        amount = sum(fen for _, fen in purses)
         for rank, (paying_unit, part) in enumerate(attribute(amount, credits.get(holder_id, []), unit_id)):
             account = refund_account(refund_to, paying_unit)
-            moves.append(ledger.Move(ledger.subsidy_purse(holder_id), account, part))
+            taken, _ = take_in_order(part, purses)  # the oldest year's purse first
+            purses = _less(purses, taken)
+            moves.extend(ledger.Move(purse, account, fen) for purse, fen in taken)
             lines.append((y, holder_id, paying_unit, rank, account, part))
     txn_id = ledger.post(conn, "year_end_clearing", moves, now_ms, ref=str(y)) if moves else None
     conn.execute(
@@ -100,23 +94,34 @@ def close_year(
         "VALUES (?, ?, ?, ?, ?, ?)",
         lines,
     )
+    changed = sorted({line[1] for line in lines})
     if changed:
-        record_delta(conn, [holder_change(conn, h) for h in changed], now_ms)
+        record_delta(conn, [holder_change(conn, h, now_ms) for h in changed], now_ms)
     report = clearing_report(conn, y)
     assert report is not None
     return report, True
 
 
-def _new_credits(conn: sqlite3.Connection, year: int) -> dict[str, int]:
-    """Per holder: subsidy credited by allocations for quarters after ``year``."""
-    return _allocation_credits(conn, "al.quarter > ?", (f"{year}Q4",))
-
-
-def _allocation_credits(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> dict[str, int]:
-    out: dict[str, int] = defaultdict(int)
-    for holder_id, amount, _ in _credit_rows(conn, where, args):
-        out[holder_id] += amount
+def _purses_to_clear(
+    conn: sqlite3.Connection, year: int, prev: int | None
+) -> dict[str, tuple[str, list[tuple[str, int]]]]:
+    """Per holder: (their unit, [(subsidy purse, fen) …] oldest year first) of the subsidy
+    purses with money left of the years this clearing covers (after ``prev``, to ``year``)."""
+    out: dict[str, tuple[str, list[tuple[str, int]]]] = {}
+    for holder_id, unit_id, account_id, balance in conn.execute(
+        "SELECT h.id, h.unit_id, a.id, a.balance_fen FROM holders h JOIN accounts a "
+        f"ON {ledger.is_subsidy_purse_sql('a.id', 'h.id')} "
+        "WHERE a.kind = 'subsidy_purse' AND a.balance_fen > 0 ORDER BY h.id, a.id"
+    ).fetchall():
+        purse_year = ledger.parse_purse(account_id)[2]
+        if purse_year is not None and purse_year <= year and (prev is None or purse_year > prev):
+            out.setdefault(holder_id, (unit_id, []))[1].append((account_id, int(balance)))
     return out
+
+
+def _less(purses: list[tuple[str, int]], taken: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    took = dict(taken)
+    return [(purse, fen - took.get(purse, 0)) for purse, fen in purses if fen > took.get(purse, 0)]
 
 
 def _credit_rows(conn: sqlite3.Connection, where: str, args: tuple[Any, ...]) -> list[tuple[str, int, str]]:
@@ -140,19 +145,6 @@ def _credits_newest_first(
     out: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for holder_id, amount, unit_id in _credit_rows(conn, where, args):
         out[holder_id].append((unit_id, amount))
-    return out
-
-
-def _new_spend(conn: sqlite3.Connection, cutoff_ms: int) -> dict[str, int]:
-    """Per holder: subsidy-purse spending on sales dated at or after the cutoff."""
-    out: dict[str, int] = defaultdict(int)
-    for (canteen_id,) in conn.execute("SELECT id FROM canteens").fetchall():
-        for holder_id, fen in conn.execute(
-            "SELECT holder_id, subsidy_fen - cleared_subsidy_fen FROM sales "
-            "WHERE canteen_id = ? AND occurred_at_ms >= ? AND status = 'applied' AND holder_id IS NOT NULL",
-            (canteen_id, cutoff_ms),
-        ):
-            out[holder_id] += fen
     return out
 
 

@@ -163,10 +163,10 @@ def overdrafts(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[str
     """Holders whose self purse is below zero (uncovered offline overdrafts), with the
     overdrafts recorded on their sales."""
     self_id = ledger.purse_id_sql("h.id", "self")
-    sub_id = ledger.purse_id_sql("h.id", "subsidy")
+    subsidy = ledger.is_subsidy_purse_sql("s.id", "h.id")
     rows = conn.execute(
         f"SELECT h.id, h.name, h.unit_id, a.balance_fen AS self_fen, "
-        f"coalesce((SELECT balance_fen FROM accounts WHERE id = {sub_id}), 0) AS subsidy_fen, "
+        f"(SELECT coalesce(sum(balance_fen), 0) FROM accounts s WHERE {subsidy}) AS subsidy_fen, "
         "(SELECT count(*) FROM sales s WHERE s.holder_id = h.id AND s.overdraft_fen > 0) AS sales, "
         "(SELECT coalesce(sum(overdraft_fen), 0) FROM sales s WHERE s.holder_id = h.id) AS recorded_fen "
         f"FROM holders h JOIN accounts a ON a.id = {self_id} "

@@ -42,18 +42,37 @@ def canteen_change(row: sqlite3.Row) -> dict[str, Any]:
     return {"kind": "canteen", "canteen_id": row["id"], "config": config}
 
 
+def holder_blocked(blocked_flag: bool, self_fen: int) -> bool:
+    """Blocked by an administrator, or while an offline overdraft is uncovered."""
+    return blocked_flag or self_fen < 0
+
+
 def holder_change_from(
-    holder_id: str, unit_id: str, blocked_flag: bool, subsidy_fen: int, self_fen: int
+    holder_id: str,
+    unit_id: str,
+    blocked_flag: bool,
+    subsidy_fen: int,
+    self_fen: int,
+    subsidy_year: int,
+    next_subsidy_fen: int,
+    expired_subsidy_fen: int,
 ) -> dict[str, Any]:
     """The 'holder' change from values the caller already holds (the sale applier and the
-    snapshot track them); blocked while an offline overdraft is uncovered."""
+    snapshot track them); blocked while an offline overdraft is uncovered. ``subsidy_fen``
+    is the subsidy of ``subsidy_year`` (the year it is now), ``next_subsidy_fen`` the next
+    year's: a terminal spends each only on sales dated in its year (第十条 年末清零);
+    ``expired_subsidy_fen`` is earlier years' subsidy awaiting the clearing (never spent,
+    only named when a diner is declined: 补贴已到期，待年末清算)."""
     return {
         "kind": "holder",
         "holder_id": holder_id,
         "unit_id": unit_id,
         "subsidy_fen": subsidy_fen,
         "self_fen": self_fen,
-        "blocked": blocked_flag or self_fen < 0,
+        "blocked": holder_blocked(blocked_flag, self_fen),
+        "subsidy_year": subsidy_year,
+        "next_subsidy_fen": next_subsidy_fen,
+        "expired_subsidy_fen": expired_subsidy_fen,
     }
 
 

@@ -10,6 +10,7 @@ import sqlite3
 from typing import Any
 
 from server.books import ledger
+from server.books.periods import year_of_ms
 from server.downstream.changes import (
     canteen_change,
     card_change,
@@ -21,6 +22,11 @@ from server.downstream.changes import (
 )
 from server.downstream.deltas import current_version
 from shared.protocol import Snapshot
+
+
+def _last_delta_ms(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT max(at_ms) FROM deltas").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def build_snapshot(conn: sqlite3.Connection, now_ms: int | None = None) -> Snapshot:
@@ -35,14 +41,22 @@ def build_snapshot(conn: sqlite3.Connection, now_ms: int | None = None) -> Snaps
         for row in conn.execute("SELECT * FROM canteens ORDER BY id"):
             changes.append(canteen_change(row))
         meals = meals_of_day_for_all(conn, now_ms) if now_ms is not None else {}
+        # per holder: [this year's subsidy, self, next year's, earlier years'] (the year of now_ms, or
+        # of the last delta when none is given)
+        year = year_of_ms(now_ms if now_ms is not None else _last_delta_ms(conn))
+        slot = {("subsidy", year): 0, ("self", None): 1, ("subsidy", year + 1): 2}
         purses: dict[str, list[int]] = {}
         for row in conn.execute(
             "SELECT id, balance_fen FROM accounts WHERE kind IN ('subsidy_purse', 'self_purse')"
         ):
-            holder_id, purse = ledger.parse_purse(row[0])
-            purses.setdefault(holder_id, [0, 0])[0 if purse == "subsidy" else 1] = row[1]
+            holder_id, purse, purse_year = ledger.parse_purse(row[0])
+            if (purse, purse_year) in slot:
+                purses.setdefault(holder_id, [0, 0, 0, 0])[slot[purse, purse_year]] = row[1]
+            elif purse_year is not None and purse_year < year and row[1] > 0:  # expired, not yet cleared
+                purses.setdefault(holder_id, [0, 0, 0, 0])[3] += row[1]
         for row in conn.execute("SELECT id, unit_id, blocked FROM holders ORDER BY id"):
-            change = holder_change_from(row[0], row[1], bool(row[2]), *purses.get(row[0], [0, 0]))
+            sub, own, nxt, old = purses.get(row[0], [0, 0, 0, 0])
+            change = holder_change_from(row[0], row[1], bool(row[2]), sub, own, year, nxt, old)
             if row[0] in meals:
                 change["meals"] = meals[row[0]]
             changes.append(change)

@@ -594,3 +594,14 @@ MIGRATIONS.append(
     ) STRICT;
     """
 )
+
+MIGRATIONS.append(
+    # 14: year-end clearing by year (issue 12): subsidy purses are per year
+    # (holder:<id>:subsidy:<YYYY>); the balance an ack carries names the year of its subsidy
+    # and the next year's subsidy, so a duplicate's answer repeats them
+    """
+    ALTER TABLE sales ADD COLUMN balance_subsidy_year INTEGER;
+    ALTER TABLE sales ADD COLUMN balance_next_subsidy_fen INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sales ADD COLUMN balance_expired_subsidy_fen INTEGER NOT NULL DEFAULT 0;
+    """
+)

@@ -72,14 +72,14 @@ def allocate(
     moves = [
         ledger.Move(ledger.unit_budget(unit_id), ledger.BUREAU_MEAL_FUND, total),
         ledger.Move(ledger.BUREAU_MEAL_FUND, ledger.SYSTEM_INCOME, total),
-    ] + [ledger.Move(ledger.SYSTEM_INCOME, ledger.subsidy_purse(h), amount) for h in holders]
+    ] + [ledger.Move(ledger.SYSTEM_INCOME, ledger.subsidy_purse(h, q.year), amount) for h in holders]
     txn_id = ledger.post(conn, "allocation", moves, now_ms, ref=ref)
     conn.execute(
         "INSERT INTO allocations(unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, due_ms, "
         "txn_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (unit_id, str(q), amount, len(holders), total, now_ms, q.allocation_due_ms, txn_id),
     )
-    record_delta(conn, [holder_change(conn, h) for h in holders], now_ms)
+    record_delta(conn, [holder_change(conn, h, now_ms) for h in holders], now_ms)
     return {
         "unit_id": unit_id,
         "quarter": str(q),
@@ -114,6 +114,6 @@ def topup(
         now_ms,
         ref=ref,
     )
-    change = holder_change(conn, holder_id)
+    change = holder_change(conn, holder_id, now_ms)
     record_delta(conn, [change], now_ms)
     return int(change["self_fen"])

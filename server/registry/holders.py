@@ -12,17 +12,25 @@ import sqlite3
 from typing import Any
 
 from server.books import ledger
+from server.books.periods import year_of_ms
 from server.downstream.changes import holder_change_from
 
 
-def holder_change(conn: sqlite3.Connection, holder_id: str) -> dict[str, Any]:
-    """The downstream 'holder' change for one cardholder, read inside the current txn."""
+def holder_change(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> dict[str, Any]:
+    """The downstream 'holder' change for one cardholder, read inside the current txn: the
+    subsidy of the year it is at ``now_ms`` and of the next year, and the self purse."""
     row = conn.execute("SELECT unit_id, blocked FROM holders WHERE id = ?", (holder_id,)).fetchone()
-    b = ledger.balances(conn, [ledger.subsidy_purse(holder_id), ledger.self_purse(holder_id)])
+    year = year_of_ms(now_ms)
+    by_year = ledger.subsidy_by_year(conn, holder_id)
+    expired = sum(fen for y, fen in by_year.items() if y < year and fen > 0)
+    own = ledger.balance(conn, ledger.self_purse(holder_id))
     return holder_change_from(
         holder_id,
         row["unit_id"],
         bool(row["blocked"]),
-        b[ledger.subsidy_purse(holder_id)],
-        b[ledger.self_purse(holder_id)],
+        by_year.get(year, 0),
+        own,
+        year,
+        by_year.get(year + 1, 0),
+        expired,
     )

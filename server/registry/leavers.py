@@ -71,17 +71,22 @@ def leave(conn: sqlite3.Connection, holder_id: str, now_ms: int) -> dict[str, An
         "UPDATE cards SET status = 'retired', changed_at_ms = ? WHERE card_id = ?",
         [(now_ms, c) for c in retired],
     )
-    subsidy = ledger.balance(conn, ledger.subsidy_purse(holder_id))
+    by_year = {y: fen for y, fen in ledger.subsidy_by_year(conn, holder_id).items() if fen > 0}
+    subsidy = sum(by_year.values())
     if subsidy > 0:
+        refund = ledger.unit_refund(holder["unit_id"])
         ledger.post(
             conn,
             "leaver_return",
-            [ledger.Move(ledger.subsidy_purse(holder_id), ledger.unit_refund(holder["unit_id"]), subsidy)],
+            [
+                ledger.Move(ledger.subsidy_purse(holder_id, y), refund, fen)
+                for y, fen in sorted(by_year.items())
+            ],
             now_ms,
             ref=f"leave/{holder_id}",
             memo="subsidy returned to the unit that paid it",
         )
-    changes = [holder_change(conn, holder_id)]
+    changes = [holder_change(conn, holder_id, now_ms)]
     changes += [card_change(c, holder_id, "retired") for c in retired]
     record_delta(conn, changes, now_ms)
     return {
@@ -188,7 +193,7 @@ def approve_refund(conn: sqlite3.Connection, request_id: int, now_ms: int, decid
         "txn_id = ? WHERE id = ?",
         (now_ms, decided_by, amount, txn_id, request_id),
     )
-    record_delta(conn, [holder_change(conn, req["holder_id"])], now_ms)
+    record_delta(conn, [holder_change(conn, req["holder_id"], now_ms)], now_ms)
     return get_request(conn, request_id, now_ms)
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from server.books import ledger
+from server.downstream.changes import holder_blocked
 from server.registry import bank_accounts, cards, leavers
-from server.registry.holders import holder_change
 from shared.errors import DomainError
 
 
@@ -67,7 +68,8 @@ def resolve_holder(conn: sqlite3.Connection, ref: str, unit_id: str | None = Non
 
 
 def holder_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
-    change = holder_change(conn, row["id"])
+    self_fen = ledger.balance(conn, ledger.self_purse(row["id"]))
+    by_year = ledger.subsidy_by_year(conn, row["id"])
     return {
         "id": row["id"],
         "unit_id": row["unit_id"],
@@ -75,9 +77,10 @@ def holder_json(conn: sqlite3.Connection, row: sqlite3.Row) -> dict[str, Any]:
         "staff_no": row["staff_no"],
         "status": row["status"],
         "left_at_ms": row["left_at_ms"],
-        "blocked": change["blocked"],
-        "subsidy_fen": change["subsidy_fen"],
-        "self_fen": change["self_fen"],
+        "blocked": holder_blocked(bool(row["blocked"]), self_fen),
+        "subsidy_fen": sum(by_year.values()),  # every year's not yet cleared
+        "subsidy_by_year": {str(y): fen for y, fen in sorted(by_year.items())},
+        "self_fen": self_fen,
         "bank_account": leavers.mask(row["bank_account"]) if row["bank_account"] else None,
         "bank_account_changes": bank_accounts.changes(conn, row["id"]),
         "cards": [

@@ -187,7 +187,7 @@ def _apply(
         db.table("cards").insert_all(
             [{**c, "status": "active", "changed_at_ms": now_ms} for c in plan["issued"]]
         )
-    changes = [holder_change(conn, h["id"]) for h in plan["new_holders"]]
+    changes = [holder_change(conn, h["id"], now_ms) for h in plan["new_holders"]]
     changes += [card_change(c["card_id"], c["holder_id"], "retired") for c in plan["retired"]]
     changes += [card_change(c["card_id"], c["holder_id"], "active") for c in plan["issued"]]
     record_delta(conn, changes, now_ms)

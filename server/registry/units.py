@@ -95,7 +95,7 @@ def add_holder(
     record_delta(
         conn,
         [
-            holder_change(conn, holder_id),
+            holder_change(conn, holder_id, now_ms),
             card_change(card_id, holder_id, "active"),
         ],
         now_ms,

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.books import ledger
+from server.books.periods import year_of_ms
 from server.books.settlement_rules import take_in_order
 from server.books.spend import split_payment
 from server.downstream.changes import holder_change_from, meals_of_day
@@ -73,23 +74,41 @@ _COLUMNS = (
     "balance_subsidy_fen",
     "balance_self_fen",
     "balance_version",
+    "balance_subsidy_year",
+    "balance_next_subsidy_fen",
+    "balance_expired_subsidy_fen",
     "items_json",
     "cleared_subsidy_fen",
 )
 _INSERT = f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 _SEEN = "SELECT terminal_id = ? AND seq = ? FROM sales WHERE (terminal_id = ? AND seq = ?) OR uuid = ?"
+# the holder of a card, blocked flag, and purses: the subsidy of the sale's year, the self
+# purse, and (for the change sent down) the subsidy of this year, the next and earlier years
+_PURSE = "coalesce((SELECT balance_fen FROM accounts WHERE id = {}), 0)"
 _HOLDER_BY_CARD = (
     "SELECT h.id, h.unit_id, h.blocked, "
-    f"coalesce((SELECT balance_fen FROM accounts WHERE id = {ledger.purse_id_sql('h.id', 'subsidy')}), 0), "
-    f"coalesce((SELECT balance_fen FROM accounts WHERE id = {ledger.purse_id_sql('h.id', 'self')}), 0) "
-    "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?"
+    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?1'))}, "
+    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'self'))}, "
+    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?2'))}, "
+    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?2 + 1'))}, "
+    "(SELECT coalesce(sum(balance_fen), 0) FROM accounts a WHERE "
+    f"{ledger.is_subsidy_purse_sql('a.id', 'h.id')} AND a.balance_fen > 0 "
+    f"AND a.id < {ledger.purse_id_sql('h.id', 'subsidy', '?2')}) "
+    "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?3"
 )
 
 
 def _result(row: dict[str, Any] | sqlite3.Row, status: str) -> SaleResult:
     balance = None
     if row["balance_version"] is not None:
-        balance = Balance(row["balance_subsidy_fen"], row["balance_self_fen"], row["balance_version"])
+        balance = Balance(
+            row["balance_subsidy_fen"],
+            row["balance_self_fen"],
+            row["balance_version"],
+            row["balance_subsidy_year"],
+            row["balance_next_subsidy_fen"],
+            row["balance_expired_subsidy_fen"],
+        )
     return SaleResult(
         terminal_id=row["terminal_id"],
         seq=row["seq"],
@@ -150,7 +169,10 @@ class SaleApplier:
         self._quarantine: list[tuple[Sale, Implausible]] = []
         # the caller commits or rolls back the cache with its transaction
         self._accounts = accounts if accounts is not None else ledger.AccountCache()
-        self._holders: dict[str, list[Any]] = {}  # holder -> [unit, blocked flag, subsidy, self] as of now
+        # holder -> [unit, blocked flag, this year's subsidy, self, this year, next year's
+        # subsidy, earlier years' subsidy]
+        self._holders: dict[str, list[Any]] = {}
+        self._year = year_of_ms(now_ms)
         self._pending: dict[tuple[str, int], dict[str, Any]] = {}
         self._pending_uuids: set[str] = set()
         self._late: list[tuple[str, int, str, int, int]] = []
@@ -228,10 +250,11 @@ class SaleApplier:
                 return held, True
             row["txn_id"] = ledger.post(self.conn, "sale", [], self.now_ms, ref=sale.sale_id, memo="ecny")
             return row, False
-        holder = self.conn.execute(_HOLDER_BY_CARD, (sale.card_id,)).fetchone()
+        sale_year = year_of_ms(sale.occurred_at_ms)  # its year's subsidy only (第十条 年末清零)
+        holder = self.conn.execute(_HOLDER_BY_CARD, (sale_year, self._year, sale.card_id)).fetchone()
         if holder is None:
             return {**row, "status": "rejected", "reason": "card_unknown"}, False
-        holder_id, unit_id, blocked, subsidy_balance, self_balance = holder
+        holder_id, unit_id, blocked, subsidy_balance, self_balance, this_year, next_year, expired = holder
         if check:
             held = self._hold(sale, {**row, "holder_id": holder_id, "unit_id": unit_id}, unit_id)
             if held is not None:
@@ -249,7 +272,7 @@ class SaleApplier:
                 cleared += fen
             rest -= cleared
         split = split_payment(subsidy_balance, self_balance, rest)
-        moves.append(ledger.Move(ledger.subsidy_purse(holder_id), payable, split.subsidy_fen))
+        moves.append(ledger.Move(ledger.subsidy_purse(holder_id, sale_year), payable, split.subsidy_fen))
         moves.append(ledger.Move(ledger.self_purse(holder_id), payable, split.self_fen))
         row["txn_id"] = ledger.post(
             self.conn, "sale", moves, self.now_ms, ref=sale.sale_id, accounts=self._accounts
@@ -261,8 +284,11 @@ class SaleApplier:
         self._holders[holder_id] = [
             unit_id,
             bool(blocked),
-            subsidy_balance - split.subsidy_fen,
+            this_year - (split.subsidy_fen if sale_year == self._year else 0),
             self_balance - split.self_fen,
+            self._year,
+            next_year - (split.subsidy_fen if sale_year == self._year + 1 else 0),
+            expired - (split.subsidy_fen if sale_year < self._year else 0),
         ]
         self.changes[holder_id] = {}  # filled in finish(): the state at the end of the txn
         row.update(
@@ -315,6 +341,9 @@ class SaleApplier:
                 row["balance_subsidy_fen"] = change["subsidy_fen"]
                 row["balance_self_fen"] = change["self_fen"]
                 row["balance_version"] = self.version
+                row["balance_subsidy_year"] = change["subsidy_year"]
+                row["balance_next_subsidy_fen"] = change["next_subsidy_fen"]
+                row["balance_expired_subsidy_fen"] = change["expired_subsidy_fen"]
         self.conn.executemany(_INSERT, [tuple(r[c] for c in _COLUMNS) for r in self._pending.values()])
         if self._quarantine:
             self.conn.executemany(
@@ -412,6 +441,9 @@ def _base_row(sale: Sale, now_ms: int) -> dict[str, Any]:
         "balance_subsidy_fen": None,
         "balance_self_fen": None,
         "balance_version": None,
+        "balance_subsidy_year": None,
+        "balance_next_subsidy_fen": 0,
+        "balance_expired_subsidy_fen": 0,
         "items_json": json.dumps([i.__dict__ for i in sale.items]) if sale.items else None,
         "cleared_subsidy_fen": 0,
     }

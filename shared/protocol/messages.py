@@ -189,21 +189,47 @@ class SaleBatch:
 
 @dataclass(frozen=True)
 class Balance:
-    """A cardholder's purses as the server knows them, at delta ``version``."""
+    """A cardholder's purses as the server knows them, at delta ``version``. With
+    ``subsidy_year`` (optional: older servers send none), ``subsidy_fen`` is that year's
+    subsidy and ``next_subsidy_fen`` the next year's (:func:`shared.spend_order.subsidy_for_year`)."""
 
     subsidy_fen: int
     self_fen: int
     version: int
+    subsidy_year: int | None = None
+    next_subsidy_fen: int = 0
+    expired_subsidy_fen: int = 0  # earlier years' subsidy awaiting the clearing, not spendable
 
     @classmethod
     def from_dict(cls, d: Any) -> Balance:
         d = obj(d, "balance")
-        only_keys(d, frozenset({"subsidy_fen", "self_fen", "version"}), "balance")
+        only_keys(d, _BALANCE_KEYS, "balance")
         return cls(
             subsidy_fen=req_int(d, "subsidy_fen", lo=_I, hi=_MAX_INT),
             self_fen=req_int(d, "self_fen", lo=_I, hi=_MAX_INT),
             version=req_int(d, "version"),
+            subsidy_year=opt_int(d, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR),
+            next_subsidy_fen=opt_int(d, "next_subsidy_fen", lo=_I, hi=_MAX_INT) or 0,
+            expired_subsidy_fen=opt_int(d, "expired_subsidy_fen", lo=_I, hi=_MAX_INT) or 0,
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "subsidy_fen": self.subsidy_fen,
+            "self_fen": self.self_fen,
+            "version": self.version,
+        }
+        if self.subsidy_year is not None:
+            d["subsidy_year"] = self.subsidy_year
+            d["next_subsidy_fen"] = self.next_subsidy_fen
+            d["expired_subsidy_fen"] = self.expired_subsidy_fen
+        return d
+
+
+_BALANCE_KEYS = frozenset(
+    {"subsidy_fen", "self_fen", "version", "subsidy_year", "next_subsidy_fen", "expired_subsidy_fen"}
+)
+_MIN_YEAR, _MAX_YEAR = 2000, 2200  # as server.books.periods.parse_year
 
 
 @dataclass(frozen=True)
@@ -251,9 +277,7 @@ class SaleResult:
             "self_fen": self.self_fen,
             "overdraft_fen": self.overdraft_fen,
             "holder_id": self.holder_id,
-            "balance": None
-            if b is None
-            else {"subsidy_fen": b.subsidy_fen, "self_fen": b.self_fen, "version": b.version},
+            "balance": None if b is None else b.to_dict(),
         }
 
     @classmethod
@@ -449,7 +473,9 @@ def _ascii_digits(s: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class HolderChange:
     """A cardholder's purses and whether they are blocked (e.g. an uncovered overdraft);
-    after a meal sale also their :class:`Meals` of that day."""
+    after a meal sale also their :class:`Meals` of that day. With ``subsidy_year``
+    (optional: older servers send none), ``subsidy_fen`` is that year's subsidy and
+    ``next_subsidy_fen`` the next year's (:func:`shared.spend_order.subsidy_for_year`)."""
 
     kind: ClassVar[str] = "holder"
     holder_id: str
@@ -458,6 +484,9 @@ class HolderChange:
     self_fen: int
     blocked: bool
     meals: Meals | None = None
+    subsidy_year: int | None = None
+    next_subsidy_fen: int = 0
+    expired_subsidy_fen: int = 0  # earlier years' subsidy awaiting the clearing, not spendable
 
     def to_wire(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -468,6 +497,10 @@ class HolderChange:
             "self_fen": self.self_fen,
             "blocked": self.blocked,
         }
+        if self.subsidy_year is not None:
+            d["subsidy_year"] = self.subsidy_year
+            d["next_subsidy_fen"] = self.next_subsidy_fen
+            d["expired_subsidy_fen"] = self.expired_subsidy_fen
         if self.meals is not None:
             d["meals"] = self.meals.to_wire()
         return d
@@ -500,7 +533,13 @@ class HolderChange:
                 req_int(c, "self_fen", lo=_I, hi=_MAX_INT),
                 req_bool(c, "blocked"),
             )
-        return cls(h, u, sub, own, blocked, Meals.from_wire(c["meals"]) if "meals" in c else None)
+        year, nxt, old = c.get("subsidy_year"), c.get("next_subsidy_fen", 0), c.get("expired_subsidy_fen", 0)
+        if year is not None or nxt != 0 or old != 0:
+            year = req_int(c, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR)
+            nxt = req_int(c, "next_subsidy_fen", lo=_I, hi=_MAX_INT)
+            old = opt_int(c, "expired_subsidy_fen", lo=_I, hi=_MAX_INT) or 0
+        meals = Meals.from_wire(c["meals"]) if "meals" in c else None
+        return cls(h, u, sub, own, blocked, meals, year, nxt, old)
 
 
 @dataclass(frozen=True, slots=True)

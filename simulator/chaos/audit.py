@@ -248,12 +248,11 @@ def _overdraft(
                 "terminal_oversold",
                 f"{tid} sold {h} {fen} fen; balance {start.get(h, 0)} + allowance {allowance}",
             )
-    purses = ledger.balances(
-        server, [ledger.subsidy_purse(h) for h in start] + [ledger.self_purse(h) for h in start]
-    )
+    purses = ledger.balances(server, [ledger.self_purse(h) for h in start])
     per_holder: Counter[str] = Counter()
     for h in start:
-        per_holder[h] = max(0, -purses[ledger.subsidy_purse(h)]) + max(0, -purses[ledger.self_purse(h)])
+        subsidy = ledger.subsidy_by_year(server, h).values()
+        per_holder[h] = sum(max(0, -fen) for fen in subsidy) + max(0, -purses[ledger.self_purse(h)])
     r.overdraft_fen = sum(per_holder.values())
     for h, terms in sellers.items():
         n = len(terms)

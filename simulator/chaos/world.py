@@ -112,7 +112,7 @@ def build_world(
             for t in range(terminals)
         ]
     start = {
-        h: ledger.balance(conn, ledger.subsidy_purse(h)) + ledger.balance(conn, ledger.self_purse(h))
+        h: sum(ledger.subsidy_by_year(conn, h).values()) + ledger.balance(conn, ledger.self_purse(h))
         for h in holders.values()
     }
     return ChaosWorld(cards, holders, start, creds, dict(RISK), card_unit, canteen_unit)
