@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from server.books import ledger
+from server.books.periods import year_of_ms
 from server.infra.db import open_db, write_txn
 from server.registry.units import set_terminal_settings
 from server.sales.ingest import IngestWorker
@@ -267,11 +268,12 @@ def test_a_compromised_sale_that_moved_money_is_caught(books: Books) -> None:
 
 def test_money_moved_by_no_sale_is_caught(books: Books) -> None:
     books.sell(300)
+    year = year_of_ms(books.clock.now_ms())
     with write_txn(books.conn):  # a purse debited outside any sale
         ledger.post(
             books.conn,
             "sale",
-            [ledger.Move(ledger.subsidy_purse(books.holder), ledger.canteen_payable("C01"), 100)],
+            [ledger.Move(ledger.subsidy_purse(books.holder, year), ledger.canteen_payable("C01"), 100)],
             books.clock.now_ms(),
             ref="nobody/1",
         )

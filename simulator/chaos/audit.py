@@ -273,11 +273,9 @@ def _purses(r: AuditResult, server: sqlite3.Connection, start: dict[str, int]) -
             "GROUP BY holder_id"
         ).fetchall()
     )
-    purses = ledger.balances(
-        server, [ledger.subsidy_purse(h) for h in start] + [ledger.self_purse(h) for h in start]
-    )
+    purses = ledger.balances(server, [ledger.self_purse(h) for h in start])
     for h, before in sorted(start.items()):
-        now = purses[ledger.subsidy_purse(h)] + purses[ledger.self_purse(h)]
+        now = sum(ledger.subsidy_by_year(server, h).values()) + purses[ledger.self_purse(h)]
         if before - now != spent.get(h, 0):
             r.violate(
                 "purse_mismatch",
