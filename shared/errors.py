@@ -233,6 +233,18 @@ CATALOG: dict[str, ErrorSpec] = {
     "subsidy_expired": ErrorSpec(
         "补贴已到期，待年末清算", "last year's subsidy has expired and awaits the year-end clearing"
     ),
+    # barcodes on shop items (issue 13: the cashier at the terminal)
+    "barcode_invalid": ErrorSpec(
+        "商品条码无效（须为校验位正确的 EAN-13、EAN-8 或 UPC-A）",
+        "not a valid product barcode (EAN-13, EAN-8 or UPC-A with a correct check digit)",
+    ),
+    "barcode_taken": ErrorSpec(
+        "该条码已属于本食堂的另一商品", "this barcode already belongs to another item of this canteen", 409
+    ),
+    "barcode_unknown": ErrorSpec("本食堂没有此条码的商品", "no item of this canteen has this barcode", 404),
+    "scan_unrecognised": ErrorSpec(
+        "无法识别：既不是付款码，也不是商品条码", "neither a payment code nor a product barcode"
+    ),
 }
 
 

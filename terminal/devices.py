@@ -17,8 +17,9 @@ Configuration (``terminal/config.py``):
 :class:`DeviceLoop` reads each device on its own thread and hands what it gets to the
 terminal: a tap from the reader (a card laid on it, SUN URL as credential, or a line of
 text) → :meth:`Terminal.tap`; a scanned ``CQ1.…`` code → a QR payment; a scanned e-CNY
-wallet payment code → the :class:`~terminal.ecny.EcnyCashier`; anything else → "付款码无效"
-on the display. What a card pays for (a meal, or the cashier's basket) comes from
+wallet payment code → the :class:`~terminal.ecny.EcnyCashier`; a product barcode → the
+item and its price on the display (:mod:`terminal.scanned` tells them apart); anything else
+→ "无法识别" on the display. What a card pays for (a meal, or the cashier's basket) comes from
 ``order``; a line that is not a tap is reported as a ``bad_tap`` event; a device failure is
 shown to the operator in Chinese and the loop goes on.
 
@@ -35,7 +36,6 @@ MQTT.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
 from typing import IO, Any
@@ -48,7 +48,6 @@ from hardware.serial_port import SerialSpec
 from shared.ecny_gateway import GATEWAYS, EcnyGateway, make_gateway
 from shared.errors import message
 from shared.money import format_fen
-from shared.paycode import looks_like_code
 from terminal.agent import PinEntry, PinOutcome
 from terminal.authorize import PinApproval, TapRequest
 from terminal.config import TerminalConfig
@@ -63,13 +62,13 @@ from terminal.readers import (
     open_source,
     parse_reader,
 )
+from terminal.scanned import classify, item_for_barcode
 from terminal.server_http import ServerUnreachable
 
 __all__ = ["DeviceLoop", "Order", "PinPad", "check_config", "make_card_reader", "make_qr_scanner"]
 
 log = logging.getLogger(__name__)
 
-ECNY_CODE = re.compile(r"^01\d{16,17}$")  # wallet payment codes: 18–19 digits starting 01
 FACE_KEY = "A"  # the keypad key that starts a face payment (刷脸)
 PIN_PROMPT = "请输入支付密码"
 PIN_LENGTH = 6
@@ -280,15 +279,27 @@ class DeviceLoop:
         self.terminal.display.show(Screen((message(code, "zh"),), "error"))
 
     def on_scan(self, scan: Any) -> None:
+        scanned = classify(scan.text)
+        text = scanned.text
+        if scanned.kind == "barcode":
+            self.show_barcode(text)
+            return
         o = self.order()
-        text = scan.text.strip()
-        if looks_like_code(text):
+        if scanned.kind == "paycode":
             self.tap(
                 TapRequest(
                     None, method="qr", kind=o.kind, items=o.items, amount_fen=o.amount_fen, credential=text
                 )
             )
-        elif ECNY_CODE.match(text) and self.cashier is not None:
+        elif scanned.kind == "ecny" and self.cashier is not None:
             self.cashier.pay_with_code(text, kind=o.kind, items=o.items, amount_fen=o.amount_fen)
         else:
-            self.terminal.decline("qr", "qr_invalid")
+            self.terminal.decline("qr", scanned.reason or "qr_invalid")
+
+    def show_barcode(self, code: str) -> None:
+        """A product barcode: the item and its price on the display (the basket comes later)."""
+        item = item_for_barcode(self.terminal.rules()[0], code)
+        if item is None:
+            self.terminal.display.show(Screen((message("barcode_unknown", "zh"), code), "error"))
+        else:
+            self.terminal.display.show(Screen((item.name, format_fen(item.price_fen)), "info"))

@@ -8,7 +8,8 @@ shape of a canteen config (owned by the terminal)::
      "meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200,
                          "visitor_price_fen": 1500}},          # visitor price optional
      "meal_limit": 1,                                          # meals per card per period
-     "items": {"tissue": {"name": "抽纸", "price_fen": 350, "reference_price_fen": 400}},
+     "items": {"tissue": {"name": "抽纸", "price_fen": 350, "reference_price_fen": 400,
+                          "barcodes": ["6901234567892"]}},             # barcodes optional
      "allow_typed_amount": true,                               # cashier may type an amount
      "operator_cards": ["C00042"],                             # tap shows the day's totals
      "risk": {...}}                                            # overrides settings["risk"]
@@ -17,7 +18,8 @@ Times of day are minutes after midnight, Asia/Shanghai. A shop item priced above
 reference price (第十条: no dearer than the big stores) is refused here, when the prices
 arrive, and can never be sold. Bad values never stop a terminal: a malformed meal period,
 item or limit is left out (limits fall back to the safe defaults) and listed in
-``problems`` for the status report.
+``problems`` for the status report. A barcode that is not a valid EAN/UPC, or that two
+items claim, is left out the same way (the items stay on sale by their code).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared.barcode import BarcodeError, normalize
 from shared.clock import china_datetime
 from shared.risk_limits import HOUR_MS, MINUTE_MS, RiskLimits
 
@@ -63,6 +66,7 @@ class ShopItem:
     name: str
     price_fen: int
     reference_price_fen: int | None
+    barcodes: tuple[str, ...] = ()  # EAN-13 / EAN-8, normalized (shared.barcode)
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class CanteenRules:
     operator_cards: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()  # config entries that were left out, and why
     above_reference: frozenset[str] = frozenset()  # skus left out for a price above the reference
+    by_barcode: dict[str, str] = field(default_factory=dict)  # normalized barcode → sku
 
     @classmethod
     def from_config(cls, canteen_id: str, config: dict[str, Any]) -> CanteenRules:
@@ -105,7 +110,11 @@ class CanteenRules:
             try:
                 ref = i.get("reference_price_fen")
                 item = ShopItem(
-                    sku, str(i.get("name", sku)), _fen(i["price_fen"]), None if ref is None else _fen(ref)
+                    sku,
+                    str(i.get("name", sku)),
+                    _fen(i["price_fen"]),
+                    None if ref is None else _fen(ref),
+                    _barcodes(sku, i.get("barcodes"), problems),
                 )
                 if item.reference_price_fen is not None and item.price_fen > item.reference_price_fen:
                     above_reference.add(sku)
@@ -113,6 +122,16 @@ class CanteenRules:
                 items[sku] = item
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 problems.append(f"item {sku}: {exc}")
+        by_barcode: dict[str, str] = {}
+        claimed_twice: set[str] = set()
+        for item in items.values():
+            for code in item.barcodes:
+                if code in by_barcode:
+                    claimed_twice.add(code)
+                    problems.append(f"barcode {code}: items {by_barcode[code]} and {item.sku}")
+                by_barcode[code] = item.sku
+        for code in claimed_twice:
+            del by_barcode[code]
         meal_limit = config.get("meal_limit", 1)
         if not isinstance(meal_limit, int) or isinstance(meal_limit, bool) or meal_limit < 0:
             problems.append(f"meal_limit: {meal_limit!r}")
@@ -129,6 +148,7 @@ class CanteenRules:
             operator_cards=frozenset(c for c in operator_cards if isinstance(c, str)),
             problems=tuple(problems),
             above_reference=frozenset(above_reference),
+            by_barcode=by_barcode,
         )
 
     def period_at(self, now_ms: int) -> MealPeriod | None:
@@ -144,3 +164,22 @@ def _fen(value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"not an amount in fen: {value!r}")
     return value
+
+
+def _barcodes(sku: str, value: Any, problems: list[str]) -> tuple[str, ...]:
+    """An item's barcodes, normalized; a bad one is left out and noted."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        problems.append(f"item {sku}: barcodes is not a list")
+        return ()
+    out: list[str] = []
+    for code in value:
+        try:
+            normal = normalize(code)
+        except BarcodeError as exc:
+            problems.append(f"item {sku}: {exc}")
+            continue
+        if normal not in out:
+            out.append(normal)
+    return tuple(out)

@@ -82,7 +82,7 @@ def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: Fa
         assert t.display.last.lines[0] == "支付成功"
         # 5. garbage
         os.write(master, b"hello world\r\n")
-        assert wait_until(lambda: t.display.last.lines[0] == "付款码无效", 10)
+        assert wait_until(lambda: t.display.last.lines[0] == "无法识别：既不是付款码，也不是商品条码", 10)
     finally:
         loop.stop()
     methods = [r[0] for r in t.store.conn.execute("SELECT method FROM journal ORDER BY seq")]

@@ -39,6 +39,11 @@ ITEM = {
         "name": {"type": "string"},
         "price_fen": {"type": "integer"},
         "reference_price_fen": {"type": "integer"},
+        "barcodes": {
+            "type": "array",
+            "items": {"type": "string", "example": "6901234567892"},
+            "description": "EAN-13/EAN-8/UPC-A (stored as EAN-13); one item per barcode in a canteen",
+        },
     },
 }
 CONFIG = {
@@ -204,6 +209,11 @@ def update_canteen(canteen_id: str) -> Response:
             "price": {"type": "string"},
             "reference_price_fen": {"type": "integer"},
             "reference_price": {"type": "string"},
+            "barcodes": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "replaces the item's barcodes ([] removes them); absent keeps them",
+            },
         },
     },
     response=ITEM,
@@ -221,8 +231,19 @@ def put_item(canteen_id: str, sku: str) -> Response:
             fen(body, "price") or 0,
             fen(body, "reference_price") or 0,
             get_clock().now_ms(),
+            barcodes=_barcodes(body),
         )
     return jsonify(item)
+
+
+def _barcodes(body: dict[str, Any]) -> list[str] | None:
+    """The body's ``barcodes``: a list of strings, or absent/null (keep the item's)."""
+    value = body.get("barcodes")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise DomainError("invalid_input", "barcodes: a list of strings")
+    return value
 
 
 @bp.delete("/<canteen_id>/items/<sku>")

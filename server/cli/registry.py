@@ -143,7 +143,7 @@ def _canteen_import_text(r: dict[str, Any], dry_run: bool) -> list[str]:
 @JSON_OPTION
 @click.pass_obj
 def import_items(obj: Any, file: str, dry_run: bool, as_json: bool) -> None:
-    """Import shop items (食堂名称, 商品编号, 商品名称, 售价, 参考价) — all or nothing.
+    """Import shop items (食堂名称, 商品编号, 商品名称, 售价, 参考价, optional 条码) — all or nothing.
     A price above its big-store reference price refuses the file (第十条)."""
     data = read_file(file)
     run_import(
@@ -319,20 +319,42 @@ def canteen_set(
 @click.argument("name")
 @click.argument("price")
 @click.argument("reference_price")
+@click.option(
+    "--barcode",
+    "barcodes",
+    multiple=True,
+    help="A product barcode (EAN-13, EAN-8, UPC-A); repeat for several. Replaces the item's barcodes.",
+)
+@click.option("--no-barcodes", is_flag=True, help="Remove the item's barcodes.")
 @JSON_OPTION
 @click.pass_obj
 def item_set(
-    obj: Any, canteen_id: str, sku: str, name: str, price: str, reference_price: str, as_json: bool
+    obj: Any,
+    canteen_id: str,
+    sku: str,
+    name: str,
+    price: str,
+    reference_price: str,
+    barcodes: tuple[str, ...],
+    no_barcodes: bool,
+    as_json: bool,
 ) -> None:
-    """Add or change a shop item: PRICE and REFERENCE_PRICE in yuan; PRICE may not exceed it."""
+    """Add or change a shop item: PRICE and REFERENCE_PRICE in yuan; PRICE may not exceed it.
+    Without --barcode the item keeps the barcodes it has."""
+    if barcodes and no_barcodes:
+        raise click.UsageError("--barcode and --no-barcodes contradict each other")
+    codes = [] if no_barcodes else list(barcodes) or None
     conn = obj.db()
     with write_txn(conn):
-        item = canteens.set_item(conn, canteen_id, sku, name, yuan(price), yuan(reference_price), now_ms())
+        item = canteens.set_item(
+            conn, canteen_id, sku, name, yuan(price), yuan(reference_price), now_ms(), barcodes=codes
+        )
     emit(
         item,
         as_json,
         f"{sku} {item['name']} {format_fen(item['price_fen'])} "
-        f"(参考价 reference {format_fen(item['reference_price_fen'])})",
+        f"(参考价 reference {format_fen(item['reference_price_fen'])})"
+        + (f" 条码 {'、'.join(item['barcodes'])}" if item.get("barcodes") else ""),
     )
 
 

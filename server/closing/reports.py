@@ -12,18 +12,23 @@ allocations, overdrafts and blocked cards. Read-only; amounts in integer fen.
   allocation came on time (by the 10th of its first month), late, or is still missing.
 * **Overdrafts** and **blocked cards**: who is below zero after offline spending, and which
   holders/cards terminals refuse and why.
+* **Shop sales by item** (:func:`shop_sales`): per canteen and item, for a day or a quarter;
+  CSV by :func:`shop_sales_csv` through :mod:`server.infra.csv_safe`.
 
 Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from typing import Any
 
 from server.books import ledger
 from server.books.periods import Quarter
+from server.infra.csv_safe import Number, write_csv
+from shared.money import format_fen
 
 _KEYS = ("count", "amount_fen", "subsidy_fen", "self_fen", "ecny_fen")
 
@@ -223,3 +228,72 @@ def blocked_cards(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[
                 }
             )
     return {"cards": out}
+
+
+def shop_sales(
+    conn: sqlite3.Connection, start_ms: int, end_ms: int, canteen_id: str | None = None
+) -> dict[str, Any]:
+    """Shop sales by item for [start_ms, end_ms): per canteen and sku, the quantity sold and
+    the amount (qty × the unit price each sale recorded), applied shop sales only. The item's
+    name is the canteen's current one (blank for an item no longer sold)."""
+    sql = (
+        "SELECT canteen_id, items_json FROM sales WHERE status = 'applied' AND kind = 'shop' "
+        "AND items_json IS NOT NULL AND occurred_at_ms >= ? AND occurred_at_ms < ?"
+    )
+    args: list[Any] = [start_ms, end_ms]
+    if canteen_id is not None:
+        sql += " AND canteen_id = ?"
+        args.append(canteen_id)
+    cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # sales, qty, amount
+    for r in conn.execute(sql, args):
+        for item in json.loads(r["items_json"]):
+            cell = cells[(r["canteen_id"], item["sku"])]
+            cell[0] += 1
+            cell[1] += item["qty"]
+            cell[2] += item["qty"] * item["unit_price_fen"]
+    names: dict[str, tuple[str, dict[str, Any]]] = {
+        row["id"]: (row["name"], json.loads(row["config_json"]).get("items", {}))
+        for row in conn.execute("SELECT id, name, config_json FROM canteens")
+    }
+    rows = []
+    for (cid, sku), (sales, qty, amount) in sorted(cells.items()):
+        canteen_name, items = names.get(cid, ("", {}))
+        rows.append(
+            {
+                "canteen_id": cid,
+                "canteen_name": canteen_name,
+                "sku": sku,
+                "name": (items.get(sku) or {}).get("name", ""),
+                "sales": sales,
+                "qty": qty,
+                "amount_fen": amount,
+            }
+        )
+    return {
+        "from_ms": start_ms,
+        "to_ms": end_ms,
+        "canteen_id": canteen_id,
+        "items": rows,
+        "totals": {"qty": sum(r["qty"] for r in rows), "amount_fen": sum(r["amount_fen"] for r in rows)},
+    }
+
+
+SHOP_CSV_HEADERS = ("食堂编号", "食堂名称", "商品编号", "商品名称", "笔数", "数量", "金额(元)", "金额(分)")
+
+
+def shop_sales_csv(data: dict[str, Any]) -> str:
+    """The shop report as CSV through the formula-safe writer (names come from clerks)."""
+    rows = [
+        (
+            r["canteen_id"],
+            r["canteen_name"],
+            r["sku"],
+            r["name"],
+            r["sales"],
+            r["qty"],
+            Number(format_fen(r["amount_fen"]).removeprefix("¥")),
+            r["amount_fen"],
+        )
+        for r in data["items"]
+    ]
+    return write_csv(SHOP_CSV_HEADERS, rows)

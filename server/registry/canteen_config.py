@@ -17,6 +17,9 @@ Rules enforced here, before anything is stored or sent to a terminal:
 * a shop item has a name, a price and a reference big-store price, and its price may not
   exceed the reference price (第十条: 不得高于市内大型商场同类商品价格) —
   ``price_above_reference``, checked by :func:`check_item_price`;
+* a shop item may carry ``barcodes``: EAN-13, EAN-8 or UPC-A with a right check digit
+  (:mod:`shared.barcode`; a UPC-A is stored as its EAN-13), several per item, each
+  belonging to one item of the canteen only — ``barcode_invalid`` / ``barcode_taken``;
 * ``meal_limit`` ≥ 1; ``risk`` is a map of limit name → int ≥ 0.
 
 :func:`merge_config` applies a partial change (``None`` removes a meal period or an item)
@@ -28,6 +31,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from shared.barcode import BarcodeError, normalize
 from shared.errors import DomainError
 from shared.money import format_fen
 
@@ -37,6 +41,7 @@ DEFAULT_TIMES = {"breakfast": ("07:00", "09:00"), "lunch": ("11:30", "13:30"), "
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _KNOWN_KEYS = {"meals", "meal_limit", "items", "allow_uid_only", "risk"}
+MAX_BARCODES_PER_ITEM = 20
 
 
 def _bad(detail: str) -> DomainError:
@@ -96,7 +101,7 @@ def validate_item(sku: str, item: Any) -> dict[str, Any]:
         raise _bad(f"item code {sku!r}: letters, digits, '_', '-', '.' (at most 64)")
     if not isinstance(item, dict):
         raise _bad(f"item {sku}: an object is required")
-    unknown = set(item) - {"name", "price_fen", "reference_price_fen"}
+    unknown = set(item) - {"name", "price_fen", "reference_price_fen", "barcodes"}
     if unknown:
         raise _bad(f"item {sku}: unknown field(s) {', '.join(sorted(unknown))}")
     name = item.get("name")
@@ -106,7 +111,38 @@ def validate_item(sku: str, item: Any) -> dict[str, Any]:
     reference = _fen(item.get("reference_price_fen"), f"item {sku} reference price")
     assert price is not None and reference is not None
     check_item_price(sku, price, reference)
-    return {"name": name.strip(), "price_fen": price, "reference_price_fen": reference}
+    out: dict[str, Any] = {"name": name.strip(), "price_fen": price, "reference_price_fen": reference}
+    barcodes = item_barcodes(sku, item.get("barcodes"))
+    if barcodes:
+        out["barcodes"] = barcodes
+    return out
+
+
+def item_barcodes(sku: str, value: Any) -> list[str]:
+    """An item's barcodes, each normalized (UPC-A → EAN-13), duplicates dropped, order kept."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_BARCODES_PER_ITEM:
+        raise _bad(f"item {sku}: barcodes must be a list of at most {MAX_BARCODES_PER_ITEM}")
+    out: list[str] = []
+    for code in value:
+        try:
+            normal = normalize(code)
+        except BarcodeError as exc:
+            raise DomainError("barcode_invalid", f"item {sku}: {exc}") from None
+        if normal not in out:
+            out.append(normal)
+    return out
+
+
+def check_barcodes_unique(items: dict[str, dict[str, Any]]) -> None:
+    """A barcode belongs to one item of a canteen (``items`` already validated)."""
+    owner: dict[str, str] = {}
+    for sku, item in items.items():
+        for code in item.get("barcodes", ()):
+            if code in owner:
+                raise DomainError("barcode_taken", f"{code}: {owner[code]} and {sku}")
+            owner[code] = sku
 
 
 def validate_config(config: Any) -> dict[str, Any]:
@@ -139,10 +175,12 @@ def validate_config(config: Any) -> dict[str, Any]:
         for k, v in risk.items()
     ):
         raise _bad("risk must map limit names to whole numbers ≥ 0")
+    items = {sku: validate_item(sku, items_in[sku]) for sku in sorted(items_in)}
+    check_barcodes_unique(items)
     out: dict[str, Any] = {
         "meals": meals,
         "meal_limit": meal_limit,
-        "items": {sku: validate_item(sku, items_in[sku]) for sku in sorted(items_in)},
+        "items": items,
         "allow_uid_only": allow_uid_only,
     }
     if risk:

@@ -14,6 +14,7 @@ named operator is run by its host unit, whose name is then used.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any
 
@@ -161,11 +162,21 @@ def set_item(
     price_fen: int,
     reference_price_fen: int,
     now_ms: int,
+    barcodes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Add or change a shop item; a price above its reference price is refused."""
-    item = {"name": name, "price_fen": price_fen, "reference_price_fen": reference_price_fen}
-    update(conn, canteen_id, now_ms, config={"items": {sku: item}})
-    return validate_item(sku, item)
+    """Add or change a shop item; a price above its reference price is refused.
+
+    ``barcodes`` replaces the item's barcodes (``[]`` removes them); ``None`` keeps those
+    it has. A barcode another item of the canteen has is refused (``barcode_taken``)."""
+    if barcodes is None:
+        current = json.loads(get(conn, canteen_id)["config_json"]).get("items", {}).get(sku) or {}
+        barcodes = list(current.get("barcodes", []))
+    item: dict[str, Any] = {"name": name, "price_fen": price_fen, "reference_price_fen": reference_price_fen}
+    if barcodes:
+        item["barcodes"] = barcodes
+    row = update(conn, canteen_id, now_ms, config={"items": {sku: item}})
+    stored: dict[str, Any] = json.loads(row["config_json"])["items"][sku]
+    return stored
 
 
 def remove_item(conn: sqlite3.Connection, canteen_id: str, sku: str, now_ms: int) -> None:
@@ -334,8 +345,6 @@ ITEM_ALIASES = {
     "canteenid": "canteen",
     "商品编号": "sku",
     "商品编码": "sku",
-    "条码": "sku",
-    "条形码": "sku",
     "编号": "sku",
     "sku": "sku",
     "商品名称": "name",
@@ -355,18 +364,27 @@ ITEM_ALIASES = {
     "市场参考价": "reference",
     "大型商场同类商品价格": "reference",
     "referenceprice": "reference",
+    "条码": "barcodes",
+    "条形码": "barcodes",
+    "商品条码": "barcodes",
+    "barcode": "barcodes",
+    "barcodes": "barcodes",
 }
+BARCODE_SEPARATORS = re.compile(r"[、;；,，\s]+")
 
 
 def import_items(
     conn: sqlite3.Connection, data: bytes | str, now_ms: int, *, dry_run: bool = False
 ) -> dict[str, Any]:
-    """Shop items (食堂名称/编号, 商品编号, 商品名称, 售价, 参考价) — all or nothing; a
-    price above its reference price refuses the file (``price_above_reference`` on its line)."""
+    """Shop items (食堂名称/编号, 商品编号, 商品名称, 售价, 参考价, optional 条码) — all or
+    nothing; a price above its reference price refuses the file (``price_above_reference``
+    on its line). 条码 holds the item's barcodes, several separated by ``、`` or ``;``; a
+    barcode on two lines of a canteen, or already another item's, refuses the file."""
     table = read_table(data, ITEM_ALIASES, {"canteen", "sku", "name", "price", "reference"}, "shop items")
     errors: list[LineError] = []
     by_canteen: dict[str, dict[str, Any]] = {}
     seen: dict[tuple[str, str], int] = {}
+    codes_seen: dict[str, dict[str, int]] = {}  # canteen → barcode → line
     for line, cells in table.rows:
         row = conn.execute(
             "SELECT id FROM canteens WHERE id = ? OR name = ?", (cells["canteen"], cells["canteen"])
@@ -384,16 +402,36 @@ def import_items(
             continue
         seen[key] = line
         try:
-            item = {
+            item: dict[str, Any] = {
                 "name": cells["name"],
                 "price_fen": parse_yuan(cells["price"].removesuffix("元")),
                 "reference_price_fen": parse_yuan(cells["reference"].removesuffix("元")),
             }
-            validate_item(cells["sku"], item)
+            if "barcodes" in table.columns:
+                codes = [c for c in BARCODE_SEPARATORS.split(cells.get("barcodes") or "") if c]
+            else:  # a file without the column leaves the items' barcodes as they are
+                stored_item = json.loads(get(conn, row[0])["config_json"]).get("items", {}).get(cells["sku"])
+                codes = list((stored_item or {}).get("barcodes", []))
+            if codes:
+                item["barcodes"] = codes
+            item = validate_item(cells["sku"], item)
+            owner = codes_seen.setdefault(row[0], {})
+            for code in item.get("barcodes", ()):
+                if code in owner:
+                    raise DomainError("barcode_taken", f"{code} also on line {owner[code]}")
+            owner.update(dict.fromkeys(item.get("barcodes", ()), line))
         except DomainError as exc:
             errors.append(LineError(line, "", exc.code, exc.detail))
             continue
         by_canteen.setdefault(row[0], {})[cells["sku"]] = item
+    for canteen_id, items in by_canteen.items():  # against the items the file leaves as they are
+        stored = json.loads(get(conn, canteen_id)["config_json"]).get("items", {})
+        for sku, item in stored.items():
+            for code in item.get("barcodes", ()) if sku not in items else ():
+                if code in codes_seen[canteen_id]:
+                    line = codes_seen[canteen_id][code]
+                    column = table.columns.get("barcodes", "")
+                    errors.append(LineError(line, column, "barcode_taken", f"{code}: {sku}"))
     if errors:
         raise rejected("shop items", errors)
     if not dry_run:
