@@ -297,11 +297,12 @@ def test_import_canteens_reads_the_clerks_headers_and_the_meal_standard(staff: P
     table.write_text(CLERK_TABLE, encoding="utf-8")
     result = invoke(staff, "import-canteens", str(table))
     assert result.exit_code == 0, result.output
-    assert "注意：以下列未导入 / warning: columns not imported: 自备列、用餐人数" in result.stderr
+    assert "注意：以下列未导入 / warning: columns not imported: 自备列" in result.stderr
+    assert "用餐人数" not in result.stderr  # understood and kept
     assert "新建 new 市财政局食堂（市财政局）:" in result.stdout
     assert "中餐价格 lunch.price_fen: ¥12.00" in result.stdout
     [c] = json.loads(invoke(staff, "canteen", "list", "--json").stdout)
-    assert (c["location"], c["dining_area_m2"], c["seats"]) == ("财政大楼1楼", 350.0, 120)
+    assert (c["location"], c["dining_area_m2"], c["seats"], c["diners"]) == ("财政大楼1楼", 350.0, 120, 300)
     assert {p: m["price_fen"] for p, m in c["config"]["meals"].items()} == {
         "breakfast": 500,
         "lunch": 1200,

@@ -66,6 +66,7 @@ DETAILS = {
     "phone": {"type": "string"},
     "service_staff": {"type": ["integer", "null"]},
     "seats": {"type": ["integer", "null"], "description": "食堂容量: diners at once"},
+    "diners": {"type": ["integer", "null"], "description": "用餐人数: the people who eat there"},
     "dining_area_m2": {"type": ["number", "null"]},
     "notes": {"type": "string"},
 }

@@ -96,6 +96,7 @@ _FIELD_ZH = {
     "phone": "电话",
     "service_staff": "服务员",
     "seats": "餐位",
+    "diners": "用餐人数",
     "dining_area_m2": "面积",
     "notes": "备注",
     "operator": "经营单位",

@@ -605,3 +605,10 @@ MIGRATIONS.append(
     ALTER TABLE sales ADD COLUMN balance_expired_subsidy_fen INTEGER NOT NULL DEFAULT 0;
     """
 )
+
+MIGRATIONS.append(
+    # 15: the canteen table's 用餐人数 (how many people eat there), kept like seats and area
+    """
+    ALTER TABLE canteens ADD COLUMN diners INTEGER CHECK (diners >= 0);
+    """
+)

@@ -33,9 +33,18 @@ from server.registry.units import add_unit, next_id, unit_by_name
 from shared.errors import DomainError
 from shared.money import format_fen, parse_yuan
 
-DETAIL_FIELDS = ("location", "contact", "phone", "service_staff", "seats", "dining_area_m2", "notes")
+DETAIL_FIELDS = (
+    "location",
+    "contact",
+    "phone",
+    "service_staff",
+    "seats",
+    "diners",
+    "dining_area_m2",
+    "notes",
+)
 _TEXT_FIELDS = {"name", "operator", "location", "contact", "phone", "notes"}
-_COUNT_FIELDS = {"service_staff", "seats"}
+_COUNT_FIELDS = {"service_staff", "seats", "diners"}
 
 
 def get(conn: sqlite3.Connection, canteen_id: str) -> sqlite3.Row:

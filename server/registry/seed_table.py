@@ -9,8 +9,8 @@ columns under a merged "餐位标准(元/餐)" header on a second row)::
 
 The prices may also be one column, 餐位标准（早餐/中餐/晚餐）, with the three prices in one
 cell: ``5/12/10`` (``无`` or ``-`` for a meal not served). The headers clerks type for the
-other columns work too: 食堂位置, 食堂面积（平方米）, 餐位数量. 序号 is read past; any column the
-import does not store (用餐人数, a column of the clerk's own) is listed in ``unused``.
+other columns work too: 食堂位置, 食堂面积（平方米）, 餐位数量, 用餐人数. 序号 is read past; any
+column the import does not store (a column of the clerk's own) is listed in ``unused``.
 
 Optional extra columns for what the seed's table does not carry: 食堂名称, 经营单位
 (the operator company), 经营方式 (自营 / 外包), 早餐时间 … ("07:00-09:00"), and visitor
@@ -111,7 +111,7 @@ def _aliases() -> dict[str, str]:
 
 ALIASES = _aliases()
 REQUIRED = {"unit"}
-NOT_STORED = {"diners"}  # columns the import understands but the registry does not keep
+NOT_STORED: set[str] = set()  # columns the import understands but the registry does not keep
 _STANDARD_SPLIT = re.compile(r"\s*[/／、|]\s*")
 _SPLIT = re.compile(r"[、;；|]")
 _TIME_RANGE = re.compile(r"^\s*(\d{1,2}[:：]\d{2})\s*[-~～—–至到]+\s*(\d{1,2}[:：]\d{2})\s*$")
@@ -134,6 +134,7 @@ class CanteenPlan:
     notes: str | None = None
     service_staff: int | None = None
     seats: int | None = None
+    diners: int | None = None  # 用餐人数: the people who eat there
     dining_area_m2: float | None = None
     operator: str | None = None
     self_operated: bool | None = None
@@ -249,10 +250,11 @@ def _expand(
         return [None] * n
 
     names, locations = per_canteen("name", False), per_canteen("location", True)
-    staff, seats, areas = (
+    staff, seats, areas, diners = (
         per_canteen("service_staff", False),
         per_canteen("seats", False),
         per_canteen("area", False),
+        per_canteen("diners", False),
     )
     meals = _meals(cells, line, col, errors)
     operator = cells.get("operator", "").strip() if "operator" in cells else None
@@ -274,6 +276,7 @@ def _expand(
                 notes=cells.get("notes") if "notes" in cells else None,
                 service_staff=parse_count(staff[i] or "", line, col.get("service_staff", ""), errors),
                 seats=parse_count(seats[i] or "", line, col.get("seats", ""), errors),
+                diners=parse_count(diners[i] or "", line, col.get("diners", ""), errors),
                 dining_area_m2=parse_area(areas[i] or "", line, col.get("area", ""), errors),
                 operator=operator,
                 self_operated=mode,
