@@ -39,6 +39,7 @@ from server.registry.terminals import provision
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol import Sale, SaleBatch, seal_hmac, topics
+from simulator.harness.world import meal
 
 QUARTER = "2026Q1"
 Q_START = ms_from_china("2026-01-01T00:00")
@@ -57,6 +58,9 @@ def _city(conn, canteens: int, units: int, holders: int, now_ms: int) -> None:  
                 f"U{c % units:03d}",
                 operator=f"经营者{c % 40:02d}",
                 self_operated=c % 5 == 0,
+                # the sales below are lunches at this price: the server checks every sale's
+                # price against the canteen's (a sale at another price would be quarantined)
+                config={"meals": {"lunch": meal("11:30", "13:30", 1200)}},
                 now_ms=now_ms,
             )
     with write_txn(conn):
