@@ -61,7 +61,7 @@ from terminal.config import TerminalConfig
 from terminal.identify import Identifier, sun_keys_from_config
 from terminal.rules import CanteenRules, RiskLimits
 from terminal.store import Store
-from terminal.sync import SyncAgent
+from terminal.sync import SyncAgent, Transport
 from terminal.totals import DayTotals, day_totals, screen_lines
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,10 @@ class Terminal:
         mqtt_url: str | None = None,
         http_url: str | None = None,
         on_event: Callable[[Event], None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
+        """``transport``: the sync agent's network, monotonic clock and boot id, when not the
+        real ones (the deterministic simulator's; :class:`terminal.sync.Transport`)."""
         self.config = config
         self.clock = clock
         self.display = display or MemoryDisplay()
@@ -110,6 +113,7 @@ class Terminal:
             on_link_change=self._on_link_change,
             sale_clock=self.sale_time,
             on_identity_conflict=self._on_identity_conflict,
+            transport=transport,
         )
         self._rules_version = -1
         self._rules: tuple[CanteenRules, RiskLimits] | None = None

@@ -12,6 +12,7 @@ import hashlib
 import json
 import secrets
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -31,6 +32,22 @@ class ServerUnreachable(Exception):
     """The HTTP call failed (network, server down, or a refusal); the caller retries later."""
 
 
+# One HTTP exchange: (method, url, headers, body, timeout in seconds) → the response body;
+# ServerUnreachable when there is none (network, server down, or a refusal).
+Send = Callable[[str, str, dict[str, str], bytes | None, float], bytes]
+
+
+def urllib_send(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout_s: float) -> bytes:
+    """The real exchange, over the network (standard library only)."""
+    req = urllib.request.Request(url, data=body, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:
+            return resp.read()
+    except (urllib.error.URLError, OSError) as exc:
+        # the message names the path only: a request body (a PIN) is never in an error
+        raise ServerUnreachable(f"{method} {urllib.parse.urlsplit(url).path}: {exc}") from exc
+
+
 class ServerHttp:
     def __init__(
         self,
@@ -39,12 +56,14 @@ class ServerHttp:
         secret: bytes,
         verifier: ServerVerifier,
         timeout_s: float = 10.0,
+        send: Send | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.terminal_id = terminal_id
         self._secret = secret
         self._verifier = verifier
         self.timeout_s = timeout_s
+        self._send = send or urllib_send  # the simulator hands in its network
 
     def _get(self, path: str, query: str, now_ms: int) -> bytes:
         return self._call("GET", path, query, now_ms)
@@ -60,15 +79,8 @@ class ServerHttp:
         }
         if body is not None:
             headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(
-            self.base_url + path + (f"?{query}" if query else ""), data=body, headers=headers, method=method
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                return resp.read()
-        except (urllib.error.URLError, OSError) as exc:
-            # the message names the path only: a request body (a PIN) is never in an error
-            raise ServerUnreachable(f"{method} {path}: {exc}") from exc
+        url = self.base_url + path + (f"?{query}" if query else "")
+        return self._send(method, url, headers, body, self.timeout_s)
 
     def pin_check(self, card_id: str, pin: str, amount_fen: int, now_ms: int) -> dict[str, object]:
         """The server's verdict on a cardholder's PIN for one sale (``result``: ok with
@@ -116,10 +128,10 @@ class ServerHttp:
         """(server − terminal offset, round trip) in ms, NTP style: the server's ``now_ms``
         is compared with the midpoint of the request on the terminal's clock."""
         t0 = local_ms()
+        data = self._send("GET", self.base_url + "/api/v1/health", {}, None, self.timeout_s)
         try:
-            with urllib.request.urlopen(self.base_url + "/api/v1/health", timeout=self.timeout_s) as resp:
-                body = json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            body = json.loads(data)
+        except ValueError as exc:
             raise ServerUnreachable(f"GET /api/v1/health: {exc}") from exc
         t1 = local_ms()
         server_ms = body.get("now_ms") if isinstance(body, dict) else None

@@ -55,6 +55,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from shared.clock import Clock
 from shared.mqtt import BrokerAddress, MqttLink
@@ -72,7 +73,7 @@ from shared.protocol import (
     topics,
 )
 from terminal.config import TerminalConfig
-from terminal.server_http import ServerHttp, ServerUnreachable
+from terminal.server_http import Send, ServerHttp, ServerUnreachable
 from terminal.store import Store
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,44 @@ class SyncStats:
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
 
+class Link(Protocol):
+    """What the agent needs of its MQTT link (:class:`shared.mqtt.MqttLink`)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool: ...
+
+
+class LinkFactory(Protocol):
+    def __call__(
+        self,
+        client_id: str,
+        subscriptions: list[tuple[str, int]],
+        *,
+        on_message: Callable[[str, bytes], None],
+        on_state: Callable[[bool], None],
+        will: Callable[[], tuple[str, bytes, bool]],
+    ) -> Link: ...
+
+
+@dataclass(frozen=True)
+class Transport:
+    """The agent's outside world, each None for the real one: the MQTT link (made from the
+    agent's subscriptions and callbacks), the HTTP exchange (:data:`terminal.server_http.Send`),
+    the monotonic clock in seconds, and the machine's boot id. The deterministic simulator
+    (``simulator.vopr``) hands in its network, its clock and a boot id per simulated power cycle."""
+
+    link: LinkFactory | None = None
+    http_send: Send | None = None
+    monotonic: Callable[[], float] | None = None
+    boot_id: str | None = None
+
+
 @dataclass
 class _InFlight:
     seqs: list[int]
@@ -114,17 +153,23 @@ class SyncAgent:
         on_link_change: Callable[[bool], None] | None = None,
         sale_clock: Callable[[], int] | None = None,
         on_identity_conflict: Callable[[str], None] | None = None,
+        transport: Transport | None = None,
     ) -> None:
         import time
 
         self.config = config
         self.clock = clock
         self._journal_lock = journal_lock or threading.Lock()
-        self._mono = monotonic or time.monotonic
+        transport = transport or Transport()
+        self._mono = transport.monotonic or monotonic or time.monotonic
         self.store = Store(config.db_path)
         self._verifier = ServerVerifier(config.server_public_key)
         self.http = ServerHttp(
-            http_url or config.server_url, config.terminal_id, config.secret, self._verifier
+            http_url or config.server_url,
+            config.terminal_id,
+            config.secret,
+            self._verifier,
+            send=transport.http_send,
         )
         self._inbox: queue.Queue[tuple[str, object]] = queue.Queue()
         self._wake = threading.Event()
@@ -155,7 +200,7 @@ class SyncAgent:
         )
         self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
         self.sync_fault: str | None = self.store.get_meta("sync_fault")
-        self.boot_id = _boot_id()
+        self.boot_id = transport.boot_id or _boot_id()
         same_boot = self.store.get_meta("clock_boot_id") == self.boot_id
         self.clock_offset_ms: int | None = (
             _int_or_none(self.store.get_meta("clock_offset_ms")) if same_boot else None
@@ -167,24 +212,41 @@ class SyncAgent:
                 "identity_conflict": None,
             }
         )
-        address = BrokerAddress.parse(mqtt_url or config.broker_url)
-        if address.username is None:  # the broker's user is the terminal: id and derived password
-            address = replace(address, username=config.terminal_id, password=broker_password(config.secret))
-        self.link = MqttLink(
-            # the broker binds the client id to the user name (use_username_as_clientid): a
-            # terminal's client id is its id, and nobody else's credentials can take it over
-            config.terminal_id,
-            address,
-            subscriptions=[
-                (topics.ack(config.terminal_id), 1),
-                (topics.DELTA, 1),
-                (topics.SERVER, 1),
-                (topics.status(config.terminal_id), 1),
-            ],
-            on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
-            on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
-            will=self._will,
-        )
+        subscriptions = [
+            (topics.ack(config.terminal_id), 1),
+            (topics.DELTA, 1),
+            (topics.SERVER, 1),
+            (topics.status(config.terminal_id), 1),
+        ]
+
+        def on_message(topic: str, payload: bytes) -> None:
+            self._inbox.put(("msg", (topic, payload)))
+            self._wake.set()
+
+        def on_state(up: bool) -> None:
+            self._inbox.put(("link", up))
+            self._wake.set()
+
+        if transport.link is not None:
+            self.link: Link = transport.link(
+                config.terminal_id, subscriptions, on_message=on_message, on_state=on_state, will=self._will
+            )
+        else:
+            address = BrokerAddress.parse(mqtt_url or config.broker_url)
+            if address.username is None:  # the broker's user is the terminal: id and derived password
+                address = replace(
+                    address, username=config.terminal_id, password=broker_password(config.secret)
+                )
+            self.link = MqttLink(
+                # the broker binds the client id to the user name (use_username_as_clientid): a
+                # terminal's client id is its id, and nobody else's credentials can take it over
+                config.terminal_id,
+                address,
+                subscriptions=subscriptions,
+                on_message=on_message,
+                on_state=on_state,
+                will=self._will,
+            )
         self._thread = threading.Thread(target=self._run, name=f"sync-{config.terminal_id}", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -240,20 +302,26 @@ class SyncAgent:
             self._wake.wait(0.1)
             self._wake.clear()
             try:
-                self._drain_inbox()
-                if self.online:
-                    if self._mono() >= self._next_probe:
-                        self._probe_clock()
-                    if self._need_catchup and self._mono() >= self._next_catchup:
-                        self._catch_up()
-                    self._expire_inflight()
-                    self._send_outbox()
-                    if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
-                        self.send_status()
-                self._report_link()
+                self.step()
             except Exception:  # noqa: BLE001 — the sync loop must survive anything; the outbox is safe on disk
                 log.exception("%s: sync loop error", self.config.terminal_id)
                 self._stop.wait(0.5)
+
+    def step(self) -> None:
+        """One round of the sync thread's work: what has come in, then the clock probe,
+        catch-up, resends, the outbox and the heartbeat when due, then the link state. The
+        thread runs it whenever woken; the deterministic simulator calls it directly."""
+        self._drain_inbox()
+        if self.online:
+            if self._mono() >= self._next_probe:
+                self._probe_clock()
+            if self._need_catchup and self._mono() >= self._next_catchup:
+                self._catch_up()
+            self._expire_inflight()
+            self._send_outbox()
+            if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
+                self.send_status()
+        self._report_link()
 
     def _drain_inbox(self) -> None:
         while True:

@@ -55,9 +55,20 @@ class PresenceBeacon:
         return topics.SERVER, self.message("offline"), True
 
     def start(self, link: MqttLink) -> PresenceBeacon:
-        self._link = link
+        self.attach(link)
         self._thread.start()
         return self
+
+    def attach(self, link: MqttLink) -> PresenceBeacon:
+        """Announce on ``link`` from now on, without the heartbeat thread (whoever attaches
+        calls :meth:`beat` every ``heartbeat_s``: the deterministic simulator)."""
+        self._link = link
+        return self
+
+    def beat(self) -> None:
+        """One heartbeat: "online", if connected."""
+        if self._link is not None and self._link.connected:
+            self._announce("online")
 
     def on_state(self, up: bool) -> None:
         """The MQTT link came up or went down: announce ourselves at once on a connect."""
@@ -77,5 +88,4 @@ class PresenceBeacon:
 
     def _run(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
-            if self._link is not None and self._link.connected:
-                self._announce("online")
+            self.beat()

@@ -145,10 +145,13 @@ class IngestWorker:
         if group:
             yield group
 
-    def _queued(self) -> Iterator[Message]:
-        """Waits for one message, then takes whatever else has queued up, without waiting;
-        ends there, or at the stop sentinel (which ends the loop too)."""
-        item = self._queue.get()
+    def _queued(self, wait: bool = True) -> Iterator[Message]:
+        """Waits for one message (unless told not to), then takes whatever else has queued
+        up, without waiting; ends there, or at the stop sentinel (which ends the loop too)."""
+        try:
+            item = self._queue.get(block=wait)
+        except queue.Empty:
+            return
         while item is not None:
             yield item
             try:
@@ -167,6 +170,18 @@ class IngestWorker:
                 self._process_logged(batch)
                 if self._queue.empty():
                     self.idle.set()
+
+    def drain(self) -> int:
+        """Process what has queued up now, in the thread's groups, without waiting; returns
+        the number of groups. For a worker run without its thread (the deterministic
+        simulator, ``simulator.vopr``)."""
+        groups = 0
+        for batch in self.groups(self._queued(wait=False)):
+            self._process_logged(batch)
+            groups += 1
+        if self._queue.empty():
+            self.idle.set()
+        return groups
 
     def _process_logged(self, batch: list[Message]) -> None:
         try:

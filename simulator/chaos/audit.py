@@ -146,8 +146,14 @@ def audit(
     offline_allowance_fen: int,
     max_clock_offset_ms: int,
     compromised: Iterable[tuple[str, int, str]] = (),
+    credited_fen: dict[str, int] | None = None,
+    cleared_fen: dict[str, int] | None = None,
 ) -> AuditResult:
-    """``compromised``: (terminal id, seq, uuid) of every implausible sale a stolen key signed."""
+    """``compromised``: (terminal id, seq, uuid) of every implausible sale a stolen key signed.
+    ``credited_fen`` / ``cleared_fen``: per holder, what came into the purses during the run
+    (top-ups, allocations) and what the year-end clearing took out of them, for a run that
+    has those (the deterministic simulator's): the purses must have moved by exactly them and
+    the sales, and the overdraft bound counts every fen that was ever there to see."""
     r = AuditResult()
     rows = [j for js in journals.values() for j in js]
     r.approved = len(rows)
@@ -189,8 +195,10 @@ def audit(
     r.ledger_sum_fen = ledger.ledger_sum(server)
     for v in all_violations(server):
         r.violate(f"ledger:{v.code}", v.detail)
-    _overdraft(r, server, rows, start_balance_fen, offline_allowance_fen)
-    _purses(r, server, start_balance_fen)
+    credited, cleared = credited_fen or {}, cleared_fen or {}
+    seen = {h: fen + credited.get(h, 0) for h, fen in start_balance_fen.items()}
+    _overdraft(r, server, rows, seen, offline_allowance_fen)
+    _purses(r, server, start_balance_fen, credited, cleared)
     _quarantine(r, server, list(compromised))
     r.rejections = {
         reason: n
@@ -265,21 +273,31 @@ def _overdraft(
             )
 
 
-def _purses(r: AuditResult, server: sqlite3.Connection, start: dict[str, int]) -> None:
-    """No money moved in a purse but by the sales applied to its holder (no top-ups in a run)."""
+def _purses(
+    r: AuditResult,
+    server: sqlite3.Connection,
+    start: dict[str, int],
+    credited: dict[str, int],
+    cleared: dict[str, int],
+) -> None:
+    """No money moved in a purse but by the sales applied to its holder, and by the credits
+    and clearings the run made (a chaos run makes none). What a late sale took back from a
+    year-end refund (``cleared_subsidy_fen``) did not come out of a purse."""
     spent = dict(
         server.execute(
-            "SELECT holder_id, sum(amount_fen) FROM sales WHERE status = 'applied' AND holder_id IS NOT NULL "
-            "GROUP BY holder_id"
+            "SELECT holder_id, sum(amount_fen - cleared_subsidy_fen) FROM sales "
+            "WHERE status = 'applied' AND holder_id IS NOT NULL GROUP BY holder_id"
         ).fetchall()
     )
     purses = ledger.balances(server, [ledger.self_purse(h) for h in start])
     for h, before in sorted(start.items()):
         now = sum(ledger.subsidy_by_year(server, h).values()) + purses[ledger.self_purse(h)]
-        if before - now != spent.get(h, 0):
+        moved = credited.get(h, 0) - cleared.get(h, 0)
+        if before + moved - now != spent.get(h, 0):
             r.violate(
                 "purse_mismatch",
-                f"{h}: purses went from {before} to {now} fen, applied sales {spent.get(h, 0)} fen",
+                f"{h}: purses went from {before} to {now} fen with {moved:+} credited and cleared, "
+                f"applied sales {spent.get(h, 0)} fen",
             )
 
 

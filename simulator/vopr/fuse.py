@@ -1,0 +1,84 @@
+"""Crash points: a crash armed somewhere in a node's code, that goes off at a drawn moment.
+
+A :class:`Fuse` belongs to one node. The fault plan arms it at a named point with a
+countdown; the node's code passes the point (``tick``) and the crash fires when the count
+runs out, by raising :class:`SimCrash` — a ``BaseException``, so no ``except Exception``
+in the real code can swallow it — and the node is then crashed by the simulator.
+
+Inside SQLite the point is the connection's progress handler (:meth:`Fuse.attach`): every
+``SQL_TICK`` virtual-machine instructions count down, and at zero the statement running
+is interrupted — at any instruction of any statement, mid-transaction or in its commit.
+From then on every statement on that connection fails (a dead process runs nothing more),
+until the simulator closes it: what was not committed is rolled back, exactly what a crash
+loses.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import traceback
+
+SQL_TICK = 64  # virtual-machine instructions per countdown step
+
+
+class SimCrash(BaseException):  # noqa: N818 — not an error: the simulated power cut itself
+    """The node crashes here (raised by an armed crash point)."""
+
+
+class Fuse:
+    def __init__(self) -> None:
+        self.armed: dict[str, int] = {}
+        self.fired: str | None = None
+
+    def arm(self, point: str, after: int) -> None:
+        self.armed[point] = max(1, after)
+
+    def disarm(self) -> None:
+        self.armed.clear()
+
+    def tick(self, point: str) -> None:
+        """Passing ``point``: crash here if its countdown runs out."""
+        left = self.armed.get(point)
+        if left is None:
+            return
+        if left <= 1:
+            del self.armed[point]
+            self.fired = point
+            raise SimCrash(point)
+        self.armed[point] = left - 1
+
+    def arm_sql(self, conn: sqlite3.Connection, point: str, after: int) -> None:
+        """Arm ``point`` inside this connection's statements (the handler costs a call
+        every ``SQL_TICK`` instructions, so it is attached only while armed)."""
+        self.arm(point, after)
+        self.attach(conn, point)
+
+    def attach(self, conn: sqlite3.Connection, point: str) -> None:
+        """Count down at ``point`` inside this connection's statements."""
+
+        def progress() -> int:
+            if self.fired is not None:
+                return 1
+            left = self.armed.get(point)
+            if left is None:
+                return 0
+            if left <= 1:
+                del self.armed[point]
+                self.fired = point
+                return 1
+            self.armed[point] = left - 1
+            return 0
+
+        conn.set_progress_handler(progress, SQL_TICK)
+
+    def detach(self, conn: sqlite3.Connection) -> None:
+        conn.set_progress_handler(None, SQL_TICK)
+
+
+def crash_site(exc: BaseException, names: tuple[str, ...]) -> str | None:
+    """The innermost of ``names`` (function names) on the exception's stack: where it struck."""
+    found = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        if frame.f_code.co_name in names:
+            found = frame.f_code.co_name
+    return found

@@ -1,0 +1,368 @@
+"""One run of the deterministic simulator, a sweep over seeds, and shrinking a failure.
+
+:class:`Vopr` builds the world from the seed — the simulated clock, broker, the real
+server (:mod:`~simulator.vopr.server_node`) and ``terminals`` real terminals
+(:mod:`~simulator.vopr.terminal_node`), the city (:mod:`~simulator.vopr.world`) — then plays
+steps of ``TICK_MS`` simulated time. A step: the faults due end and new ones strike
+(:mod:`~simulator.vopr.faults`); the broker delivers what is due; the server ingests,
+acknowledges, publishes; a few diners tap (:mod:`~simulator.vopr.workload`); every
+terminal runs one round of its sync agent; the cheap checks run
+(:mod:`~simulator.vopr.checks`). Between meal sessions time jumps to the next one. When
+``sales`` taps have been made (or, for a prefix, after step ``steps``) every fault heals,
+every node comes back, the thief's batches are sent again, the system drains, and the
+final checks run.
+
+A run is a pure function of its options: the same seed gives the same steps, the same
+JSON (timing is reported apart, on stderr) and the same :func:`~simulator.vopr.digest.money_digest`.
+A failure names the seed and the step; :func:`shrink` replays shorter prefixes of a
+failing run (the same seed, the workload cut at an earlier step, then healed, drained and
+checked) to find the shortest that still fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from server.downstream.deltas import current_version
+from shared.clock import ms_from_china
+from simulator.vopr.checks import CheckFailed, Checks
+from simulator.vopr.clock import SimTime
+from simulator.vopr.digest import money_digest
+from simulator.vopr.faults import Faults
+from simulator.vopr.http import sender
+from simulator.vopr.network import SimBroker
+from simulator.vopr.planted import PLANTS, Plant
+from simulator.vopr.prng import Prng
+from simulator.vopr.server_node import ServerNode
+from simulator.vopr.terminal_node import TerminalNode
+from simulator.vopr.thief import Thief
+from simulator.vopr.workload import Workload
+from simulator.vopr.world import build_world
+
+TICK_MS = 500
+TAPS_PER_TERMINAL_STEP = 0.75  # a rush: each terminal serves a diner every ~0.7 s
+QUIET_STEPS = 8  # at most, between sessions, for the sales in flight to settle
+SETTLE_STEPS = 400  # at most, at the start, for every terminal to load its snapshot
+DRAIN_STEPS = 6_000  # at most, at the end (50 simulated minutes)
+RAM_DISK = Path("/dev/shm")
+
+# every kind the JSON counts, present even when zero (the sweep shows which never struck)
+FAULT_KINDS = {
+    "message_loss": "msg_lost",
+    "message_duplication": "msg_duplicated",
+    "message_delay": "msg_delayed",
+    "message_reorder": "msg_reordered",
+    "message_lost_in_partition": "msg_partitioned",
+    "message_dropped_by_broker_restart": "msg_dropped_by_broker",
+    "lossy_link": "lossy_link",
+    "partition_terminal": "partition_terminal",
+    "partition_terminal_hours": "partition_terminal_long",
+    "partition_all_terminals": "partition_all",
+    "partition_server": "partition_server",
+    "broker_restart": "broker_restart",
+    "server_crash_in_ingest_txn": "server_crash_ingest_sql",
+    "server_crash_between_commit_and_ack": "server_crash_ack_publish",
+    "server_crash_publishing_deltas": "server_crash_delta_publish",
+    "server_crash_in_clerk_job": "server_crash_admin_sql",
+    "server_crash_idle": "server_crash_now",
+    "terminal_crash_in_tap": "terminal_crash_tap_sql",
+    "terminal_crash_in_journal_commit": "terminal_crash_in_record_sale",
+    "terminal_crash_between_journal_and_display": "terminal_crash_display",
+    "terminal_crash_between_display_and_announce": "terminal_crash_announce",
+    "terminal_crash_in_sync": "terminal_crash_sync_sql",
+    "terminal_crash_in_delta_apply": "terminal_crash_in_apply_changes",
+    "terminal_crash_idle": "terminal_crash_now",
+    "terminal_power_cut": "terminal_power_cut",
+    "clock_set_back_at_boot": "terminal_power_cut",
+    "clock_jump": "clock_jump",
+    "compromised_terminal": "compromised",
+}
+EVENT_KINDS = (
+    "topup",
+    "allocation",
+    "allocation_late",
+    "allocation_early",
+    "card_lost",
+    "card_found",
+    "card_replaced",
+    "quarter_end",
+    "settlement",
+    "settlement_forced",
+    "year_end",
+    "clearing",
+    "clearing_forced",
+)
+
+
+@dataclass(frozen=True)
+class VoprOptions:
+    seed: int = 1
+    sales: int = 10_000  # taps the diners make
+    terminals: int = 4
+    diners_per_terminal: int = 8
+    steps: int | None = None  # cut the workload after this step: a prefix of the run (shrinking)
+    plant: str | None = None  # a known bug to plant (simulator.vopr.planted)
+    faults: bool = True
+    fault_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.terminals < 1 or self.sales < 0 or self.diners_per_terminal < 1:
+            raise ValueError("need terminals ≥ 1, sales ≥ 0, diners per terminal ≥ 1")
+        if self.plant is not None and self.plant not in PLANTS:
+            raise ValueError(f"unknown planted bug {self.plant!r}; one of {', '.join(PLANTS)}")
+
+
+class Vopr:
+    def __init__(self, opts: VoprOptions, folder: Path) -> None:
+        self.opts = opts
+        self.step_no = 0
+        seed = opts.seed
+        setup = Prng(seed, "setup")
+        start = ms_from_china("2026-12-31T07:00") - setup.between(1, 10) * 86_400_000
+        self.time = SimTime(start)
+        self.stats: Counter[str] = Counter()
+        self.broker = SimBroker(self.time, Prng(seed, "network"), self.stats)
+        self.plant: Plant = PLANTS[opts.plant] if opts.plant else Plant()
+        self.refund_to = setup.pick(["unit", "city_finance"])
+        self.server = ServerNode(
+            folder / "server",
+            self.time,
+            self.broker,
+            key_hex=f"{setup.between(1, 2**255):064x}",
+            worker=self.plant.worker,
+            refund_to=self.refund_to,
+        ).start()
+        self.world = build_world(
+            self.server.admin_conn,
+            self.time.now_ms,
+            Prng(seed, "world"),
+            terminals=opts.terminals,
+            diners=opts.terminals * opts.diners_per_terminal,
+            public_key=self.server.key.public_hex,
+        )
+        http_rng = Prng(seed, "http")
+        self.nodes = [
+            TerminalNode(
+                creds,
+                folder,
+                self.time,
+                self.broker,
+                sender(creds.terminal_id, self.server, self.broker, http_rng, self.stats),
+                clock_offset_ms=setup.between(-30_000, 30_000),
+                terminal=self.plant.terminal,
+                link=self.plant.link(self.broker, lambda tid: str(folder / f"{tid}.sqlite")),
+            )
+            for creds in self.world.terminals
+        ]
+        self.faults = Faults(self, Prng(seed, "faults"), enabled=opts.faults, scale=opts.fault_scale)
+        for i, node in enumerate(self.nodes):
+            node.on_power_cut = lambda i=i: self.faults.on_power_cut(i)
+            node.start()
+        self.thief = Thief(self.broker, self.server.clock, self.world)
+        self.workload = Workload(self, Prng(seed, "workload"))
+        self.checks = Checks(self)
+        self.tap_rate = TAPS_PER_TERMINAL_STEP * opts.terminals
+
+    # --- the run ------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        failure: CheckFailed | None = None
+        audit = None
+        try:
+            self._settle(SETTLE_STEPS)
+            while self.workload.taps < self.opts.sales and (self.opts.steps is None or self.step_no < self.opts.steps):
+                if not self.workload.queue:
+                    self._between_sessions()
+                self.step()
+            self.workload.queue.clear()
+            self.faults.heal_all()
+            self._settle(DRAIN_STEPS)
+            self.thief.resend()
+            self._settle(DRAIN_STEPS)
+            audit = self.checks.final()
+        except CheckFailed as exc:
+            failure = exc
+        return self._result(failure, audit)
+
+    def step(self) -> None:
+        self.step_no += 1
+        self.time.advance(TICK_MS)
+        self.faults.step()
+        self.broker.tick()
+        self.broker.deliver_due()
+        self.server.step_guarded()
+        for arrival in self.workload.take(self.tap_rate):
+            self.workload.tap(arrival)
+        for node in self.nodes:
+            node.step()
+        self.checks.step()
+
+    def _between_sessions(self) -> None:
+        for _ in range(QUIET_STEPS):
+            if self._idle():
+                break
+            self.step()
+        self.workload.next_session()
+
+    def _settle(self, max_steps: int) -> None:
+        for _ in range(max_steps):
+            self.step()
+            if self._idle() and self._in_sync():
+                return
+
+    def _idle(self) -> bool:
+        return (
+            self.server.up
+            and self.broker.in_flight == 0
+            and self.server.ingest_idle()
+            and all(n.up and n.pending() == 0 for n in self.nodes)
+        )
+
+    def _in_sync(self) -> bool:
+        version = current_version(self.server.reader())
+        return all(n.in_sync() and n.delta_version() == version for n in self.nodes)
+
+    # --- the result ---------------------------------------------------------------------
+
+    def _result(self, failure: CheckFailed | None, audit: Any) -> dict[str, Any]:
+        counts = Counter(self.faults.counts) + self.stats
+        w = self.workload
+        return {
+            "seed": self.opts.seed,
+            "terminals": self.opts.terminals,
+            "diners": len(self.world.diners),
+            "plant": self.opts.plant,
+            "sales": w.taps,
+            "approved": w.approved,
+            "declined": sum(w.declined.values()),
+            "decline_reasons": dict(sorted(w.declined.items())),
+            "steps": self.step_no,
+            "simulated_days": round((self.time.now_ms - self._start_ms()) / 86_400_000, 2),
+            "faults": {name: counts[key] for name, key in FAULT_KINDS.items()},
+            "faults_armed_not_fired": {k: v for k, v in sorted(counts.items()) if "_armed_" in k},
+            "events": {k: w.events[k] for k in EVENT_KINDS},
+            "checks": {"after_steps": self.checks.steps_checked, "books": self.checks.books_checked},
+            "audit": audit.to_json() if audit is not None else None,
+            "digest": money_digest(self.server.reader()),
+            "ok": failure is None,
+            "failure": None
+            if failure is None
+            else {"step": failure.step, "code": failure.code, "detail": failure.detail},
+        }
+
+    def _start_ms(self) -> int:
+        return self.workload.start_ms
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.crash()
+        self.server.close()
+
+
+@contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """The real code logs every fault it survives; thousands a run, none of them news here."""
+    names = ("terminal", "server", "shared", "simulator", "canteen")
+    saved = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
+
+
+def run_vopr(opts: VoprOptions, timing: dict[str, float] | None = None) -> dict[str, Any]:
+    """One run in a fresh folder on the RAM disk (removed after); ``timing`` gets the wall
+    time and the rate, which are not part of the (deterministic) result."""
+    base = RAM_DISK if RAM_DISK.is_dir() else None
+    folder = Path(tempfile.mkdtemp(prefix="vopr-", dir=base))
+    started = time.perf_counter()
+    try:
+        with _quiet_logs():
+            sim = Vopr(opts, folder)
+            try:
+                result = sim.run()
+            finally:
+                sim.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if timing is not None:
+        elapsed = time.perf_counter() - started
+        timing["elapsed_s"] = elapsed
+        timing["sales_per_s"] = result["sales"] / elapsed if elapsed else 0.0
+    return result
+
+
+def run_sweep(
+    seeds: list[int], base: VoprOptions, say: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
+    """Runs one after another; the summary of all (``make vopr``)."""
+    failed: list[dict[str, Any]] = []
+    faults: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    totals: Counter[str] = Counter()
+    started = time.perf_counter()
+    for seed in seeds:
+        timing: dict[str, float] = {}
+        result = run_vopr(replace(base, seed=seed), timing)
+        faults.update(result["faults"])
+        events.update(result["events"])
+        for key in ("sales", "approved", "declined", "steps"):
+            totals[key] += result[key]
+        if result["audit"]:
+            totals["applied"] += result["audit"]["applied"]
+            totals["offline_sales"] += result["audit"]["offline_sales"]
+            totals["quarantined"] += result["audit"]["quarantined"]
+        if not result["ok"]:
+            failed.append({"seed": seed, **result["failure"]})
+        say(
+            f"seed {seed}: {'ok' if result['ok'] else 'FAILED ' + describe(result['failure'])} — "
+            f"{result['sales']:,} sales, {result['approved']:,} approved, "
+            f"{timing['sales_per_s']:,.0f} sales/s, digest {result['digest'][:12]}"
+        )
+    elapsed = time.perf_counter() - started
+    return {
+        "options": {k: v for k, v in asdict(base).items() if k != "seed"},
+        "seeds_tried": seeds,
+        "seeds_failed": failed,
+        **dict(totals),
+        "faults": dict(faults),
+        "events": dict(events),
+        "elapsed_s": round(elapsed, 1),
+        "sales_per_s": round(totals["sales"] / elapsed) if elapsed else 0,
+    }
+
+
+def describe(failure: dict[str, Any] | None) -> str:
+    if not failure:
+        return "ok"
+    return f"at step {failure['step']}: {failure['code']}: {failure['detail']}"
+
+
+def shrink(opts: VoprOptions, failing_step: int, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+    """The shortest prefix of a failing run that still fails: bisect the step the workload
+    is cut at, then walk down from the smallest failing one found while it still fails."""
+    lo, hi = 0, failing_step  # a prefix of `hi` steps fails; of `lo` steps is not known to
+    best: dict[str, Any] | None = None
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        result = run_vopr(replace(opts, steps=mid))
+        say(f"  prefix of {mid} steps: {'fails' if not result['ok'] else 'passes'}")
+        if result["ok"]:
+            lo = mid
+        else:
+            hi, best = mid, result
+    if best is None:
+        best = run_vopr(replace(opts, steps=hi))
+    return {"steps": hi, "result": best}

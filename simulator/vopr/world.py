@@ -1,0 +1,111 @@
+"""The simulated city, written into the server's database through the server's own functions.
+
+The chaos run's three units (one without a canteen), its shop items and its tight offline
+limits (:mod:`simulator.chaos.world`), with one canteen per two terminals serving
+breakfast, lunch and dinner (staff and visitor prices, one meal per period), ``diners``
+staff per terminal spread over the units, the current quarter's subsidy allocated, a few
+self top-ups, and the terminals provisioned. Balances are small on purpose: refusals,
+races between terminals and offline overdrafts really happen.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.books import ledger
+from server.books.periods import Quarter
+from server.infra.db import write_txn
+from server.registry import funds
+from server.registry import units as registry
+from server.registry.terminals import TerminalCredentials, provision
+from simulator.chaos.world import ITEMS, RISK, UNITS
+from simulator.harness.world import meal
+from simulator.vopr.prng import Prng
+
+MEALS = {
+    "breakfast": meal("06:00", "10:00", 500, 600),
+    "lunch": meal("10:00", "15:00", 1200, 1500),
+    "dinner": meal("15:00", "22:00", 1000, 1300),
+}
+# when the diners come for each meal (Asia/Shanghai hour), and how long a session lasts
+SESSIONS = (("breakfast", 7), ("lunch", 12), ("dinner", 18))
+
+
+@dataclass
+class Diner:
+    holder_id: str
+    unit_id: str
+    card_id: str  # the card they carry now (a replacement after a loss)
+    cards: list[str] = field(default_factory=list)  # every card they ever held
+
+
+@dataclass
+class World:
+    diners: list[Diner]
+    terminals: list[TerminalCredentials]
+    canteen_unit: dict[str, str]
+    start_balance_fen: dict[str, int]  # holder → subsidy + self before the run
+    allocated_fen: dict[tuple[str, int], int]  # (holder, year) → subsidy allocated before the run
+    risk: dict[str, int] = field(default_factory=lambda: dict(RISK))
+
+    @property
+    def units(self) -> list[str]:
+        return [u for u, _, _ in UNITS]
+
+    def holders_of(self, unit_id: str) -> list[str]:
+        return [d.holder_id for d in self.diners if d.unit_id == unit_id]
+
+    def prices(self) -> dict[str, int]:
+        """What an honest terminal charges: the meals' prices and the items' (for the thief)."""
+        return {"meal_fen": MEALS["lunch"]["price_fen"], "item_fen": ITEMS["tissue"]["price_fen"]}
+
+
+def build_world(
+    conn: sqlite3.Connection, now_ms: int, rng: Prng, *, terminals: int, diners: int, public_key: str
+) -> World:
+    canteens = [f"C{i + 1:02d}" for i in range((terminals + 1) // 2)]
+    canteen_unit: dict[str, str] = {}
+    people: list[Diner] = []
+    with write_txn(conn):
+        registry.set_terminal_settings(conn, {"risk": RISK}, now_ms)
+        for uid, name, std in UNITS:
+            registry.add_unit(conn, uid, name, std)
+        for i, cid in enumerate(canteens):
+            unit = UNITS[i % 2][0]  # U03 has no canteen: its staff always eat elsewhere
+            canteen_unit[cid] = unit
+            config: dict[str, Any] = {"meals": MEALS, "meal_limit": 1, "items": ITEMS}
+            registry.add_canteen(
+                conn,
+                cid,
+                f"第{i + 1}食堂",
+                unit,
+                operator=f"运营方{i + 1}",
+                self_operated=i % 2 == 1,
+                now_ms=now_ms,
+                config=config,
+            )
+        for i in range(diners):
+            unit = UNITS[i % len(UNITS)][0]
+            holder, card = f"H{i + 1:05d}", f"K{i + 1:05d}"
+            registry.add_holder(conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms)
+            people.append(Diner(holder, unit, card, [card]))
+        quarter = Quarter.of_ms(now_ms)
+        allocated: dict[tuple[str, int], int] = {}
+        for uid in sorted({d.unit_id for d in people}):
+            done = funds.allocate(conn, uid, str(quarter), None, now_ms)
+            for d in people:
+                if d.unit_id == uid:
+                    allocated[(d.holder_id, quarter.year)] = done["per_person_fen"]
+        for d in rng.sample(people, k=max(1, diners // 3)):
+            funds.topup(conn, d.card_id, rng.pick([1_000, 3_000, 10_000]), now_ms, ref=f"vopr-start-{d.card_id}")
+        creds = [
+            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}") for t in range(terminals)
+        ]
+    start = {
+        d.holder_id: sum(ledger.subsidy_by_year(conn, d.holder_id).values())
+        + ledger.balance(conn, ledger.self_purse(d.holder_id))
+        for d in people
+    }
+    return World(people, creds, canteen_unit, start, allocated)
