@@ -16,8 +16,9 @@ with its own chance per step (:data:`RATES`):
 * ``terminal_crash`` — armed at a crash point of a terminal (inside a tap's statements or
   the journal commit, after journaling before the display, after the display before
   announcing, inside the sync agent: applying a delta, settling acks) or now; a third are
-  power cuts (new boot id, the clock set back to the moment of the cut, NTP fixes it after
-  the network is back); restarted after a while;
+  power cuts (a new boot id; with ``wild_clocks``, terminals without a real-time clock: the
+  clock set back to the moment of the cut, NTP steps it right once the network is back);
+  restarted after a while;
 * ``clock_jump`` — a terminal's clock steps (an NTP correction), staying within the
   limits the terminals are given;
 * ``compromised`` — a thief with a terminal's key publishes implausible sales on its topic.
@@ -42,15 +43,15 @@ if TYPE_CHECKING:  # the run owns the faults; imported for the type only
 
 # chance per step (a step is TICK_MS of simulated time)
 RATES = {
-    "lossy_link": 0.004,
-    "partition_terminal": 0.002,
-    "partition_all": 0.0004,
-    "partition_server": 0.0004,
-    "broker_restart": 0.0004,
-    "server_crash": 0.0012,
-    "terminal_crash": 0.003,
-    "clock_jump": 0.001,
-    "compromised": 0.0004,
+    "lossy_link": 0.01,
+    "partition_terminal": 0.004,
+    "partition_all": 0.0012,
+    "partition_server": 0.0012,
+    "broker_restart": 0.0012,
+    "server_crash": 0.004,
+    "terminal_crash": 0.008,
+    "clock_jump": 0.003,
+    "compromised": 0.0015,
 }
 SERVER_POINTS = ("ingest_sql", "ack_publish", "delta_publish", "admin_sql", "now")
 SERVER_WEIGHTS = (35, 30, 10, 10, 15)
@@ -234,10 +235,13 @@ class Faults:
         self.counts[f"terminal_crash_armed_{point}"] += 1
 
     def on_power_cut(self, index: int) -> None:
-        """Called by a terminal node when it boots after a power cut: its clock reads the
-        moment of the cut (fake-hwclock, no real-time clock), NTP fixes it once online."""
+        """Called by a terminal node when it boots after a power cut. Without a real-time
+        clock its clock reads the moment of the cut (fake-hwclock); NTP steps it right once
+        the terminal is online."""
         self.counts["terminal_power_cut"] += 1
-        self._ntp_pending.add(index)
+        if not self.run.nodes[index].rtc:
+            self.counts["clock_set_back_at_boot"] += 1
+            self._ntp_pending.add(index)
 
     def _clock_jump(self) -> None:
         r = self.rng

@@ -8,7 +8,8 @@ round of it. What the diners were told is kept as the chaos run keeps it — ``a
 
 **Crash.** :meth:`crash` drops the connection (the broker sends the will) and closes both
 SQLite connections without committing. A **power cut** also takes a new boot id (the
-stored clock offset no longer counts) and may reset the clock. Crash points
+stored clock offset no longer counts); a terminal without a real-time clock (``rtc=False``,
+``--wild-clocks``) boots with the time it had at the cut (fake-hwclock) until NTP steps it. Crash points
 (:class:`~simulator.vopr.fuse.Fuse`): inside the tap's statements, the journal's commit
 among them (``tap_sql``); after the sale is journaled, before the display says 支付成功
 (``display``); after the display, before the sale is marked announced (``announce``);
@@ -88,6 +89,7 @@ class TerminalNode:
         http: Send,
         *,
         clock_offset_ms: int = 0,
+        rtc: bool = True,
         batch_size: int = 200,
         terminal: TerminalFactory = Terminal,
         link: Callable[..., SimLink] | None = None,
@@ -118,6 +120,7 @@ class TerminalNode:
         self.last_crash_where: str | None = None  # the real code's function it struck in
         self.on_power_cut: Callable[[], None] = lambda: None
         self._clock_at_cut: int | None = None
+        self.rtc = rtc  # a real-time clock keeps the time through a power cut
         self.terminal: Terminal | None = None
 
     @property
@@ -131,7 +134,8 @@ class TerminalNode:
         power cut the clock reads what it read at the cut (no real-time clock)."""
         self.fuse = Fuse()
         if self._clock_at_cut is not None:
-            self.clock.offset_ms = self._clock_at_cut + BOOT_MS - self.time.now_ms
+            if not self.rtc:
+                self.clock.offset_ms = self._clock_at_cut + BOOT_MS - self.time.now_ms
             self._clock_at_cut = None
             self.on_power_cut()
         transport = Transport(

@@ -33,9 +33,10 @@ from server.registry import cards, funds
 from shared.clock import china_datetime
 from shared.errors import DomainError
 from simulator.chaos.world import ITEMS
+from simulator.vopr.fuse import SimCrash
 from simulator.vopr.prng import Prng
 from simulator.vopr.server_node import ServerDown
-from simulator.vopr.world import SESSIONS
+from simulator.vopr.world import SESSIONS, Diner
 from terminal.authorize import TapRequest
 
 if TYPE_CHECKING:  # the run owns the workload; imported for the type only
@@ -72,6 +73,7 @@ class Workload:
         self._closes: list[tuple[int, str, Any]] = []  # (due ms, "settle" | "clear", quarter or year)
         self._refusals: Counter[str] = Counter()
         self._lost: dict[int, str] = {}  # diner → their card reported lost
+        self._broke: set[int] = set()  # diners told their balance is short: they top up next session
         self._replacements = 0
         self.closed_quarters: dict[str, dict[str, Any]] = {}  # quarter → its document when closed
         self.clearings: dict[int, dict[str, int]] = {}  # year → holder → subsidy left at the clearing
@@ -163,6 +165,8 @@ class Workload:
             self.approved += 1
         else:
             self.declined[decision.reason or "?"] += 1
+            if decision.reason in ("insufficient_balance", "subsidy_expired", "card_blocked") and self.rng.chance(0.7):
+                self._broke.add(a.diner)
 
     # --- the clerks ---------------------------------------------------------------------
 
@@ -172,8 +176,11 @@ class Workload:
             if due <= now:
                 self._allocate(quarter)
         self._allocations = [(d, q) for d, q in self._allocations if any((u, q) not in self._allocated for u in self.run.world.units)]
-        for _ in range(self.rng.poisson(len(self.run.world.diners) / 5)):
-            self._topup()
+        for i in sorted(self._broke):
+            self._topup(self.run.world.diners[i])
+        self._broke.clear()
+        for _ in range(self.rng.poisson(len(self.run.world.diners) / 50)):
+            self._topup(self.rng.pick(self.run.world.diners))
         self._cards()
         for due, what, period in sorted(self._closes, key=lambda c: (c[0], str(c[2]))):
             if due <= now and not self._close(what, period):
@@ -185,6 +192,9 @@ class Workload:
             return self.run.server.admin(job)
         except ServerDown:
             self._refusals[f"{name}:server_down"] += 1
+        except SimCrash:  # a crash point inside the job fired: nothing of it was committed
+            self.run.server.crash()
+            self._refusals[f"{name}:server_crashed"] += 1
         except DomainError as exc:
             self._refusals[f"{name}:{exc.code}"] += 1
             raise
@@ -209,9 +219,8 @@ class Workload:
                 self.credited[holder] += done["per_person_fen"]
                 self.allocated_fen[(holder, Quarter.parse(quarter).year)] += done["per_person_fen"]
 
-    def _topup(self) -> None:
-        diner = self.rng.pick(self.run.world.diners)
-        amount = self.rng.pick([500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000])
+    def _topup(self, diner: Diner) -> None:
+        amount = self.rng.pick([1_000, 5_000, 10_000, 20_000, 50_000, 100_000])
         ref = f"vopr-topup-{self.session}-{self.events['topup_tried']}"
         self.events["topup_tried"] += 1
         try:
