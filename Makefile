@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast walkthrough bench lint chaos clean
+.PHONY: install demo test test-fast walkthrough bench lint chaos vopr clean
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -50,6 +50,15 @@ CHAOS_SEEDS   ?= 20
 CHAOS_MINUTES ?= 1
 chaos: install
 	$(VENV)/bin/canteen-sim chaos-sweep --seeds $(CHAOS_SEEDS) --minutes $(CHAOS_MINUTES)
+
+# the deterministic simulator: 1,000,000 sales over many seeds, the real terminal and server
+# code under every fault kind, two seeds at a time; fails if any seed fails or any fault or
+# business event kind never struck (each failing seed is printed with its replay command)
+VOPR_SEEDS ?= 50
+VOPR_SALES ?= 20000
+VOPR_JOBS  ?= 2
+vopr: install
+	$(VENV)/bin/canteen-sim vopr --seed 1 --seeds $(VOPR_SEEDS) --sales $(VOPR_SALES) --jobs $(VOPR_JOBS) --require-all-faults
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -26,10 +26,12 @@ from simulator.replay.check import check_result, invariant_failures
 from simulator.replay.result import render as render_replay
 from simulator.replay.run import run_scenario
 from simulator.replay.scenario import ScenarioError, load
+from simulator.vopr.options import VoprOptions
 from simulator.vopr.planted import PLANTS
 from simulator.vopr.render import render as render_vopr
 from simulator.vopr.render import render_sweep, replay_command
-from simulator.vopr.run import OPTIONAL_KINDS, VoprOptions, run_sweep, run_vopr, shrink
+from simulator.vopr.run import OPTIONAL_KINDS, run_vopr, shrink
+from simulator.vopr.run import run_sweep as run_vopr_sweep
 
 
 @click.group()
@@ -253,18 +255,38 @@ def chaos_sweep(
 
 
 @main.command()
-@click.option("--seed", default=1, show_default=True, type=int, help="Decides everything: taps, faults, business.")
-@click.option("--sales", default=10_000, show_default=True, type=click.IntRange(0), help="Taps the diners make.")
+@click.option(
+    "--seed", default=1, show_default=True, type=int, help="Decides everything: taps, faults, business."
+)
+@click.option(
+    "--sales", default=10_000, show_default=True, type=click.IntRange(0), help="Taps the diners make."
+)
 @click.option("--terminals", default=4, show_default=True, type=click.IntRange(1, 64))
 @click.option("--diners-per-terminal", default=25, show_default=True, type=click.IntRange(1, 1_000))
-@click.option("--seeds", default=1, show_default=True, type=click.IntRange(1), help="Run this many seeds from --seed on.")
-@click.option("--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Seeds run at once (processes).")
-@click.option("--steps", type=click.IntRange(1), help="Cut the workload after this step, then heal and check (a prefix).")
-@click.option("--shrink", "do_shrink", is_flag=True, help="On a failure, find a short failing prefix of the run.")
+@click.option(
+    "--seeds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Run this many seeds from --seed on.",
+)
+@click.option(
+    "--jobs", default=1, show_default=True, type=click.IntRange(1, 64), help="Seeds run at once (processes)."
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(1),
+    help="Cut the workload after this step, then heal and check (a prefix).",
+)
+@click.option(
+    "--shrink", "do_shrink", is_flag=True, help="On a failure, find a short failing prefix of the run."
+)
 @click.option("--plant", type=click.Choice(sorted(PLANTS)), help="Plant a known bug (to see it found).")
 @click.option("--no-faults", is_flag=True, help="No faults: the workload and the business alone.")
 @click.option(
-    "--wild-clocks", is_flag=True, help="Terminals without a real-time clock: set back by a power cut, then NTP."
+    "--wild-clocks",
+    is_flag=True,
+    help="Terminals without a real-time clock: set back by a power cut, then NTP.",
 )
 @click.option("--require-all-faults", is_flag=True, help="Fail unless every fault and event kind struck.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the same for the same seed).")
@@ -300,7 +322,7 @@ def vopr(
     )
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     if seeds > 1:
-        summary = run_sweep(list(range(seed, seed + seeds)), opts, say=say, jobs=jobs)
+        summary = run_vopr_sweep(list(range(seed, seed + seeds)), opts, say=say, jobs=jobs)
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2) if as_json else render_sweep(summary))
         say(f"speed: {summary['sales_per_s']:,} sales/s ({summary['elapsed_s']} s, {jobs} at a time)")
         missing = require_all_faults and summary["never_struck"]
@@ -312,8 +334,13 @@ def vopr(
     if not result["ok"] and do_shrink:
         say(f"shrinking seed {seed}, failed at step {result['failure']['step']:,} …")
         shrunk = shrink(opts, result["failure"]["step"], say=say)
-        say(f"shortest failing prefix found: {shrunk['steps']:,} steps — replay: {replay_command(opts, shrunk['steps'])}")
-    never = [k for k, v in {**result["faults"], **result["events"]}.items() if not v and k not in OPTIONAL_KINDS]
+        say(
+            f"shortest failing prefix found: {shrunk['steps']:,} steps — "
+            f"replay: {replay_command(opts, shrunk['steps'])}"
+        )
+    never = [
+        k for k, v in {**result["faults"], **result["events"]}.items() if not v and k not in OPTIONAL_KINDS
+    ]
     sys.exit(1 if not result["ok"] or (require_all_faults and never) else 0)
 
 

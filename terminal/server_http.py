@@ -37,7 +37,9 @@ class ServerUnreachable(Exception):
 Send = Callable[[str, str, dict[str, str], bytes | None, float], bytes]
 
 
-def urllib_send(method: str, url: str, headers: dict[str, str], body: bytes | None, timeout_s: float) -> bytes:
+def urllib_send(
+    method: str, url: str, headers: dict[str, str], body: bytes | None, timeout_s: float
+) -> bytes:
     """The real exchange, over the network (standard library only)."""
     req = urllib.request.Request(url, data=body, headers=headers, method=method)
     try:

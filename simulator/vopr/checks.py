@@ -29,7 +29,7 @@ A failed check raises :class:`CheckFailed` with the step it was found at.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from server.books import ledger
 from server.books.periods import year_cutoff_ms, year_start_ms
@@ -38,9 +38,7 @@ from server.closing.settlement import settlement_document
 from server.downstream.deltas import current_version
 from simulator.chaos.audit import AuditResult, audit, read_journal
 from simulator.chaos.inject import COMPROMISED_SEQ_BASE
-
-if TYPE_CHECKING:  # the run owns its checks; imported for the type only
-    from simulator.vopr.run import Vopr
+from simulator.vopr.model import Sim
 
 
 class CheckFailed(Exception):
@@ -52,7 +50,7 @@ class CheckFailed(Exception):
 
 
 class Checks:
-    def __init__(self, run: Vopr) -> None:
+    def __init__(self, run: Sim) -> None:
         self.run = run
         self.steps_checked = 0
         self.books_checked = 0
@@ -89,7 +87,9 @@ class Checks:
             if seq > COMPROMISED_SEQ_BASE:
                 self.fail("compromised_applied", f"{terminal_id}/{seq}: a stolen-key sale moved money")
             if self._told.get(uuid) != (terminal_id, seq):
-                self.fail("applied_not_approved", f"{terminal_id}/{seq} applied, but no diner was told it was paid")
+                self.fail(
+                    "applied_not_approved", f"{terminal_id}/{seq} applied, but no diner was told it was paid"
+                )
             if uuid in self._applied:
                 self.fail("double_applied", f"{terminal_id}/{seq} applied twice")
             self._applied.add(uuid)
@@ -123,7 +123,9 @@ class Checks:
         self.books("at the end")
         journals, pending = {}, {}
         for node in run.nodes:
-            journals[node.terminal_id], pending[node.terminal_id] = read_journal(node.db_path, node.terminal_id)
+            journals[node.terminal_id], pending[node.terminal_id] = read_journal(
+                node.db_path, node.terminal_id
+            )
         events = {
             node.terminal_id: [{"event": t.event, "uuid": t.uuid, "_seen_ms": t.seen_ms} for t in node.told]
             for node in run.nodes
@@ -141,23 +143,31 @@ class Checks:
             cleared_fen=self._cleared(),
         )
         if not result.ok:
-            first = result.violations[0] if result.violations else {"code": "audit", "detail": "see the audit"}
+            first = (
+                result.violations[0] if result.violations else {"code": "audit", "detail": "see the audit"}
+            )
             self.fail(f"audit:{first['code']}", first["detail"])
         for quarter, doc in sorted(run.workload.closed_quarters.items()):
             if settlement_document(conn, quarter) != doc:
-                self.fail("closed_quarter_changed", f"{quarter}: the settlement document changed after it closed")
+                self.fail(
+                    "closed_quarter_changed", f"{quarter}: the settlement document changed after it closed"
+                )
         self._clearing_equals_year_end(conn)
         version = current_version(conn)
         for node in run.nodes:
             have = node.delta_version()
             if have != version:
-                self.fail("terminal_behind", f"{node.terminal_id} holds delta {have}, the server is at {version}")
+                self.fail(
+                    "terminal_behind", f"{node.terminal_id} holds delta {have}, the server is at {version}"
+                )
         return result
 
     def _cleared(self) -> dict[str, int]:
         """What the clearings took out of each holder's purses (the lines match the clearing
         txns: ``check``'s ``clearing_mismatch``)."""
-        rows = self.run.server.read("SELECT holder_id, sum(amount_fen) FROM clearing_lines GROUP BY holder_id")
+        rows = self.run.server.read(
+            "SELECT holder_id, sum(amount_fen) FROM clearing_lines GROUP BY holder_id"
+        )
         return {h: int(fen) for h, fen in rows}
 
     def _clearing_equals_year_end(self, conn: Any) -> None:
@@ -167,7 +177,8 @@ class Checks:
             spent = dict(
                 conn.execute(
                     "SELECT holder_id, sum(subsidy_fen) FROM sales WHERE status = 'applied' "
-                    "AND holder_id IS NOT NULL AND occurred_at_ms >= ? AND occurred_at_ms < ? GROUP BY holder_id",
+                    "AND holder_id IS NOT NULL AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+                    "GROUP BY holder_id",
                     (year_start_ms(year), year_cutoff_ms(year)),
                 ).fetchall()
             )

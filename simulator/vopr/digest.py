@@ -23,12 +23,24 @@ MONEY_TABLES: tuple[tuple[str, str, str], ...] = (
         "occurred_at_ms, received_at_ms, txn_id",
         "terminal_id, seq",
     ),
-    ("allocations", "unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, txn_id", "unit_id, quarter"),
+    (
+        "allocations",
+        "unit_id, quarter, per_person_fen, headcount, total_fen, at_ms, txn_id",
+        "unit_id, quarter",
+    ),
     ("settlement_periods", "quarter, start_ms, end_ms, closed_at_ms, forced", "quarter"),
-    ("statements", "quarter, canteen_id, sales_count, gross_fen, adjustments_fen, net_fen, fee_fen, digest", "quarter, canteen_id"),
+    (
+        "statements",
+        "quarter, canteen_id, sales_count, gross_fen, adjustments_fen, net_fen, fee_fen, digest",
+        "quarter, canteen_id",
+    ),
     ("late_sales", "terminal_id, seq, canteen_id, amount_fen, statement_quarter", "terminal_id, seq"),
     ("clearings", "year, cutoff_ms, refund_to, at_ms, txn_id, forced", "year"),
-    ("clearing_lines", "year, holder_id, unit_id, rank, refund_account, amount_fen, clawed_back_fen", "year, holder_id, unit_id"),
+    (
+        "clearing_lines",
+        "year, holder_id, unit_id, rank, refund_account, amount_fen, clawed_back_fen",
+        "year, holder_id, unit_id",
+    ),
     ("quarantined_sales", "terminal_id, seq, reason, amount_fen, occurred_at_ms, state", "terminal_id, seq"),
 )
 

@@ -20,7 +20,7 @@ with its own chance per step (:data:`RATES`):
   clock set back to the moment of the cut, NTP steps it right once the network is back);
   restarted after a while;
 * ``clock_jump`` — a terminal's clock steps (an NTP correction), staying within the
-  limits the terminals are given;
+  limits the terminals are given (with ``wild_clocks``, sometimes far beyond them);
 * ``compromised`` — a thief with a terminal's key publishes implausible sales on its topic.
 
 Every fault drawn is counted in ``counts`` under its kind (crashes under the point where
@@ -33,13 +33,10 @@ import heapq
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from simulator.vopr.model import Sim
 from simulator.vopr.network import CLEAN, LinkFaults
 from simulator.vopr.prng import Prng
-
-if TYPE_CHECKING:  # the run owns the faults; imported for the type only
-    from simulator.vopr.run import Vopr
 
 # chance per step (a step is TICK_MS of simulated time)
 RATES = {
@@ -54,9 +51,13 @@ RATES = {
     "compromised": 0.0015,
 }
 SERVER_POINTS = ("ingest_sql", "ack_publish", "delta_publish", "admin_sql", "now")
-SERVER_WEIGHTS = (35, 30, 10, 10, 15)
+SERVER_WEIGHTS = (30, 40, 10, 10, 10)
 TERMINAL_POINTS = ("tap_sql", "display", "announce", "sync_sql", "now")
 TERMINAL_WEIGHTS = (25, 20, 15, 25, 15)
+# a crash inside SQL strikes within this many virtual-machine instructions of being armed:
+# about an ingest transaction of a few dozen sales, a tap or a delta on a terminal
+SERVER_SQL_INSTRUCTIONS = 40_000
+TERMINAL_SQL_INSTRUCTIONS = 4_000
 MAX_CLOCK_DRIFT_MS = 120_000  # NTP steps keep a terminal's clock within this of true time
 HOUR_MS = 3_600_000
 
@@ -69,7 +70,7 @@ class _Due:
 
 
 class Faults:
-    def __init__(self, run: Vopr, rng: Prng, *, enabled: bool = True, scale: float = 1.0) -> None:
+    def __init__(self, run: Sim, rng: Prng, *, enabled: bool = True, scale: float = 1.0) -> None:
         self.run = run
         self.rng = rng
         self.enabled = enabled
@@ -155,7 +156,9 @@ class Faults:
             if node.up and node.terminal is not None and node.terminal.sync.link.connected:
                 self._ntp_pending.discard(i)
                 delay = self.rng.between(0, 60_000)
-                self.later(delay, lambda node=node: node.clock.jump(self._small_offset() - node.clock.offset_ms))
+                self.later(
+                    delay, lambda node=node: node.clock.jump(self._small_offset() - node.clock.offset_ms)
+                )
 
     def _small_offset(self) -> int:
         return self.rng.between(-2_000, 2_000)
@@ -186,7 +189,9 @@ class Faults:
         r = self.rng
         node = r.pick(self.run.nodes)
         long = r.chance(0.3)
-        self._partition([node.terminal_id], r.between(10 * 60_000, 30 * HOUR_MS) if long else r.between(1_000, 90_000))
+        self._partition(
+            [node.terminal_id], r.between(10 * 60_000, 30 * HOUR_MS) if long else r.between(1_000, 90_000)
+        )
         self.counts["partition_terminal_long" if long else "partition_terminal"] += 1
 
     def _partition_all(self) -> None:
@@ -213,9 +218,9 @@ class Faults:
         if point == "now":
             server.crash()
         elif point == "ingest_sql":
-            server.fuse.arm_sql(server.ingest_conn, point, self.rng.between(1, 400))
+            server.fuse.arm_sql(server.ingest_conn, point, self.rng.between(1, SERVER_SQL_INSTRUCTIONS))
         elif point == "admin_sql":
-            server.fuse.arm_sql(server.admin_conn, point, self.rng.between(1, 400))
+            server.fuse.arm_sql(server.admin_conn, point, self.rng.between(1, SERVER_SQL_INSTRUCTIONS))
         else:
             server.fuse.arm(point, self.rng.between(1, 6))
         self.counts[f"server_crash_armed_{point}"] += 1
@@ -231,7 +236,7 @@ class Faults:
         if point == "now":
             node.crash(power_cut=node.power_cut_next)
         else:
-            node.arm(point, r.between(1, 40) if point.endswith("_sql") else 1)
+            node.arm(point, r.between(1, TERMINAL_SQL_INSTRUCTIONS) if point.endswith("_sql") else 1)
         self.counts[f"terminal_crash_armed_{point}"] += 1
 
     def on_power_cut(self, index: int) -> None:
@@ -246,6 +251,10 @@ class Faults:
     def _clock_jump(self) -> None:
         r = self.rng
         node = r.pick(self.run.nodes)
+        if self.run.opts.wild_clocks and r.chance(0.3):  # a clock stepped far beyond the limit
+            node.clock.jump(r.pick([-1, 1]) * r.between(6 * 60_000, 2 * HOUR_MS))
+            self.counts["clock_jump_wild"] += 1
+            return
         step = r.between(-60_000, 60_000)
         target = max(-MAX_CLOCK_DRIFT_MS, min(MAX_CLOCK_DRIFT_MS, node.clock.offset_ms + step))
         node.clock.jump(target - node.clock.offset_ms)
@@ -254,4 +263,3 @@ class Faults:
     def _compromised(self) -> None:
         if self.run.thief.steal(self.rng):
             self.counts["compromised"] += 1
-

@@ -5,12 +5,13 @@ countdown; the node's code passes the point (``tick``) and the crash fires when 
 runs out, by raising :class:`SimCrash` — a ``BaseException``, so no ``except Exception``
 in the real code can swallow it — and the node is then crashed by the simulator.
 
-Inside SQLite the point is the connection's progress handler (:meth:`Fuse.attach`): every
-``SQL_TICK`` virtual-machine instructions count down, and at zero the statement running
-is interrupted — at any instruction of any statement, mid-transaction or in its commit.
-From then on every statement on that connection fails (a dead process runs nothing more),
+Inside SQLite the point is the connection's progress handler (:meth:`Fuse.arm_sql`): every
+virtual-machine instruction counts down, and at zero the statement running is interrupted
+— at any instruction of any statement, mid-transaction or in its commit. From then on
+every statement on that connection fails at its first instruction, a ``ROLLBACK`` too (a
+dead process runs nothing more, whatever the real code does after catching the error),
 until the simulator closes it: what was not committed is rolled back, exactly what a crash
-loses.
+loses. The handler is attached only while armed (a call per instruction costs).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import sqlite3
 import traceback
 
-SQL_TICK = 64  # virtual-machine instructions per countdown step
+SQL_TICK = 1  # virtual-machine instructions per countdown step: then nothing runs after a crash
 
 
 class SimCrash(BaseException):  # noqa: N818 — not an error: the simulated power cut itself
@@ -48,8 +49,7 @@ class Fuse:
         self.armed[point] = left - 1
 
     def arm_sql(self, conn: sqlite3.Connection, point: str, after: int) -> None:
-        """Arm ``point`` inside this connection's statements (the handler costs a call
-        every ``SQL_TICK`` instructions, so it is attached only while armed)."""
+        """Arm ``point`` inside this connection's statements, ``after`` instructions from now."""
         self.arm(point, after)
         self.attach(conn, point)
 

@@ -4,8 +4,9 @@
 :class:`~terminal.server_http.ServerHttp` signed goes to the server node's app through its
 test client — its authentication, nonce check, snapshot and delta code are the server's
 own (the clock probe's ``/api/v1/health`` is answered from the server's clock directly: it
-returns nothing else the terminal reads). It fails as the network would: the terminal cut off, the server down, or a request
-lost on a lossy link (``ServerUnreachable``, which the sync agent retries).
+returns nothing else the terminal reads). It fails as the network would: the terminal cut
+off, the server down, or a request lost on a lossy link (``ServerUnreachable``, which the
+sync agent retries).
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ class SimBroker:
         n = self._n
         if not self.up:
             return
-        up_ms = 0
+        up_ms, copies, ordered = 0, 1, True
         if sender is not None:
             if sender.partitioned:
                 self.stats["msg_partitioned"] += 1
@@ -205,14 +205,18 @@ class SimBroker:
             if f.loss_p and self.rng.chance(f.loss_p):
                 self.stats["msg_lost"] += 1
                 return
-            up_ms = self._latency(f)
+            if f.dup_p and self.rng.chance(f.dup_p):
+                self.stats["msg_duplicated"] += 1
+                copies = 2
+            up_ms, ordered = self._latency(f), f.clean
         if retain:
             self.retained[topic] = payload
-        for link in self.links.values():
-            if link.connected and link.subscribed(topic):
-                self._fan_out(link, n, up_ms, topic, payload)
+        for _ in range(copies):
+            for link in self.links.values():
+                if link.connected and link.subscribed(topic):
+                    self._fan_out(link, n, up_ms, topic, payload, ordered)
 
-    def _fan_out(self, link: SimLink, n: int, up_ms: int, topic: str, payload: bytes) -> None:
+    def _fan_out(self, link: SimLink, n: int, up_ms: int, topic: str, payload: bytes, ordered: bool) -> None:
         f = link.faults
         if f.loss_p and self.rng.chance(f.loss_p):
             self.stats["msg_lost"] += 1
@@ -222,7 +226,7 @@ class SimBroker:
             self.stats["msg_duplicated"] += 1
         for _ in range(copies):
             at = self.time.now_ms + up_ms + self._latency(f)
-            if f.clean:  # in order on a healthy connection; a faulty one may reorder
+            if ordered and f.clean:  # in order on healthy connections (TCP); a faulty one may reorder
                 at = max(at, link.last_due_ms)
             link.last_due_ms = max(link.last_due_ms, at)
             heapq.heappush(self._queue, (at, self._n_next(), n, link.epoch, link, topic, payload))
@@ -279,7 +283,9 @@ class SimBroker:
             for topic, payload in sorted(self.retained.items()):
                 if link.subscribed(topic):
                     at = self.time.now_ms + self.rng.between(*link.faults.delay_ms)
-                    heapq.heappush(self._queue, (at, self._n_next(), self._n, link.epoch, link, topic, payload))
+                    heapq.heappush(
+                        self._queue, (at, self._n_next(), self._n, link.epoch, link, topic, payload)
+                    )
 
     def tick(self) -> None:
         """Connections: partitions noticed when their keepalive runs out, reconnects due."""
@@ -336,4 +342,3 @@ class SimBroker:
         for link in self.links.values():
             if link.wanted and not link.connected:
                 link.retry_at_ms = max(link.retry_at_ms, self.time.now_ms + self.rng.between(*BACKOFF_MS))
-

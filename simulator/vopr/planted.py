@@ -77,7 +77,8 @@ def broker_ack_links(broker: SimBroker, db_path_of: Callable[[str], str]) -> Lin
                 store = Store(db_path_of(client_id))
                 try:
                     store.apply_results(
-                        tuple(SaleResult(client_id, s["seq"], s["uuid"], "applied", None) for s in sales), client_id
+                        tuple(SaleResult(client_id, s["seq"], s["uuid"], "applied", None) for s in sales),
+                        client_id,
                     )
                 finally:
                     store.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.vopr.run import VoprOptions, describe
+from simulator.vopr.options import VoprOptions
+from simulator.vopr.run import describe
 
 
 def replay_command(opts: VoprOptions, steps: int | None = None) -> str:
@@ -27,21 +28,26 @@ def _counts(counts: dict[str, int]) -> str:
 
 
 def render(result: dict[str, Any], opts: VoprOptions) -> str:
-    head = f"vopr seed {result['seed']}: " + ("ok" if result["ok"] else f"FAILED {describe(result['failure'])}")
+    head = f"vopr seed {result['seed']}: " + (
+        "ok" if result["ok"] else f"FAILED {describe(result['failure'])}"
+    )
     lines = [
         head,
         f"  {result['sales']:,} sales ({result['approved']:,} approved, {result['declined']:,} declined) "
         f"on {result['terminals']} terminals, {result['diners']} diners; {result['steps']:,} steps, "
-        f"{result['simulated_days']} simulated days" + (f"; planted bug: {result['plant']}" if result["plant"] else ""),
+        f"{result['simulated_days']} simulated days"
+        + (f"; planted bug: {result['plant']}" if result["plant"] else ""),
         f"  faults: {_counts(result['faults'])}",
         f"  business: {_counts(result['events'])}",
-        f"  checks: after {result['checks']['after_steps']:,} steps, the books {result['checks']['books']} times",
+        f"  checks: after {result['checks']['after_steps']:,} steps, "
+        f"the books {result['checks']['books']} times",
     ]
     audit = result["audit"]
     if audit:
         lines.append(
-            f"  audit: applied {audit['applied']:,} (offline {audit['offline_sales']:,}), lost {audit['lost']}, "
-            f"double {audit['double_applied']}, ledger sum {audit['ledger_sum_fen']} fen, overdraft "
+            f"  audit: applied {audit['applied']:,} (offline {audit['offline_sales']:,}), "
+            f"lost {audit['lost']}, double {audit['double_applied']}, "
+            f"ledger sum {audit['ledger_sum_fen']} fen, overdraft "
             f"{audit['overdraft_fen']} ≤ {audit['overdraft_bound_fen']} fen, stolen-key sales "
             f"{audit['compromised_sent']} quarantined {audit['quarantined']}"
         )

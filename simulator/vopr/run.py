@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from simulator.vopr.digest import money_digest
 from simulator.vopr.faults import Faults
 from simulator.vopr.http import sender
 from simulator.vopr.network import SimBroker
+from simulator.vopr.options import VoprOptions
 from simulator.vopr.planted import PLANTS, Plant
 from simulator.vopr.prng import Prng
 from simulator.vopr.server_node import ServerNode
@@ -86,10 +87,12 @@ FAULT_KINDS = {
     "terminal_crash_idle": "terminal_crash_now",
     "terminal_power_cut": "terminal_power_cut",
     "clock_set_back_at_boot": "clock_set_back_at_boot",
+    "clock_skew": "clock_skew",
     "clock_jump": "clock_jump",
+    "clock_jump_beyond_limit": "clock_jump_wild",
     "compromised_terminal": "compromised",
 }
-OPTIONAL_KINDS = frozenset({"clock_set_back_at_boot"})  # only with wild_clocks
+OPTIONAL_KINDS = frozenset({"clock_set_back_at_boot", "clock_jump_beyond_limit"})  # only with wild_clocks
 EVENT_KINDS = (
     "topup",
     "allocation",
@@ -105,27 +108,6 @@ EVENT_KINDS = (
     "clearing",
     "clearing_forced",
 )
-
-
-@dataclass(frozen=True)
-class VoprOptions:
-    seed: int = 1
-    sales: int = 10_000  # taps the diners make
-    terminals: int = 4
-    diners_per_terminal: int = 25
-    steps: int | None = None  # cut the workload after this step: a prefix of the run (shrinking)
-    plant: str | None = None  # a known bug to plant (simulator.vopr.planted)
-    faults: bool = True
-    fault_scale: float = 1.0
-    # terminals without a real-time clock: a power cut sets the clock back until NTP steps
-    # it (finds sales misdated by a stale clock offset: see the README)
-    wild_clocks: bool = False
-
-    def __post_init__(self) -> None:
-        if self.terminals < 1 or self.sales < 0 or self.diners_per_terminal < 1:
-            raise ValueError("need terminals ≥ 1, sales ≥ 0, diners per terminal ≥ 1")
-        if self.plant is not None and self.plant not in PLANTS:
-            raise ValueError(f"unknown planted bug {self.plant!r}; one of {', '.join(PLANTS)}")
 
 
 class Vopr:
@@ -164,7 +146,7 @@ class Vopr:
                 self.time,
                 self.broker,
                 sender(creds.terminal_id, self.server, self.broker, http_rng, self.stats),
-                clock_offset_ms=setup.between(-30_000, 30_000),
+                clock_offset_ms=setup.between(-90_000, 90_000),  # within the limit (5 min)
                 rtc=not opts.wild_clocks,
                 terminal=self.plant.terminal,
                 link=self.plant.link(self.broker, lambda tid: str(folder / f"{tid}.sqlite")),
@@ -174,6 +156,7 @@ class Vopr:
         self.faults = Faults(self, Prng(seed, "faults"), enabled=opts.faults, scale=opts.fault_scale)
         for i, node in enumerate(self.nodes):
             node.on_power_cut = lambda i=i: self.faults.on_power_cut(i)
+            self.faults.counts["clock_skew"] += abs(node.clock.offset_ms) >= 1_000
             node.start()
         self.thief = Thief(self.broker, self.server.clock, self.world)
         self.workload = Workload(self, Prng(seed, "workload"))
@@ -187,7 +170,9 @@ class Vopr:
         audit = None
         try:
             self._settle(SETTLE_STEPS)
-            while self.workload.taps < self.opts.sales and (self.opts.steps is None or self.step_no < self.opts.steps):
+            while self.workload.taps < self.opts.sales and (
+                self.opts.steps is None or self.step_no < self.opts.steps
+            ):
                 if not self.workload.queue:
                     self._between_sessions()
                 self.step()
@@ -202,7 +187,9 @@ class Vopr:
         except Exception as exc:  # noqa: BLE001 — the real code (or the simulator) broke: a failure of the seed
             where = traceback.extract_tb(exc.__traceback__)[-1]
             failure = CheckFailed(
-                self.step_no, "exception", f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
+                self.step_no,
+                "exception",
+                f"{type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})",
             )
         return self._result(failure, audit)
 
@@ -363,11 +350,16 @@ def run_sweep(
         "options": {k: v for k, v in asdict(base).items() if k != "seed"},
         "seeds_tried": seeds,
         "seeds_failed": failed,
-        **{k: totals[k] for k in ("sales", "approved", "declined", "applied", "offline_sales", "quarantined", "steps")},
+        **{
+            k: totals[k]
+            for k in ("sales", "approved", "declined", "applied", "offline_sales", "quarantined", "steps")
+        },
         "faults": {k: faults[k] for k in FAULT_KINDS},
         "events": {k: events[k] for k in EVENT_KINDS},
         "never_struck": [
-            k for k in (*FAULT_KINDS, *EVENT_KINDS) if not (faults[k] or events[k]) and k not in OPTIONAL_KINDS
+            k
+            for k in (*FAULT_KINDS, *EVENT_KINDS)
+            if not (faults[k] or events[k]) and k not in OPTIONAL_KINDS
         ],
         "jobs": jobs,
         "elapsed_s": round(elapsed, 1),
@@ -381,7 +373,9 @@ def describe(failure: dict[str, Any] | None) -> str:
     return f"at step {failure['step']}: {failure['code']}: {failure['detail']}"
 
 
-def shrink(opts: VoprOptions, failing_step: int, say: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+def shrink(
+    opts: VoprOptions, failing_step: int, say: Callable[[str], None] = lambda line: None
+) -> dict[str, Any]:
     """The shortest prefix of a failing run that still fails: bisect the step the workload
     is cut at (a prefix is healed, drained and checked like a whole run). Failures need not
     be monotonic in the prefix; bisecting finds a short one, not always the very shortest."""
@@ -390,7 +384,10 @@ def shrink(opts: VoprOptions, failing_step: int, say: Callable[[str], None] = la
     while hi - lo > 1:
         mid = (lo + hi) // 2
         result = run_vopr(replace(opts, steps=mid))
-        say(f"  prefix of {mid:,} steps: {'passes' if result['ok'] else 'fails: ' + describe(result['failure'])}")
+        say(
+            f"  prefix of {mid:,} steps: "
+            + ("passes" if result["ok"] else "fails: " + describe(result["failure"]))
+        )
         if result["ok"]:
             lo = mid
         else:

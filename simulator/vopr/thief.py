@@ -12,13 +12,13 @@ thief retries, so each reaches the server whatever the network did to the first 
 
 from __future__ import annotations
 
+from shared.protocol import SaleBatch, seal_hmac, topics
 from simulator.chaos.inject import COMPROMISED_SEQ_BASE, CompromisedSale, implausible_sale
 from simulator.chaos.plan import COMPROMISED_VARIANTS
 from simulator.vopr.clock import NodeClock
 from simulator.vopr.network import SimBroker
 from simulator.vopr.prng import Prng
 from simulator.vopr.world import World
-from shared.protocol import SaleBatch, seal_hmac, topics
 
 WRONG_MEAL_FEN = 999  # neither a staff nor a visitor price of any meal
 WRONG_ITEM_FEN = 123  # not the list price of any item
@@ -56,9 +56,15 @@ class Thief:
             )
             for i, v in enumerate(variants)
         ]
-        self.sales += [CompromisedSale(s.terminal_id, s.seq, s.uuid, v) for s, v in zip(sales, variants, strict=True)]
+        self.sales += [
+            CompromisedSale(s.terminal_id, s.seq, s.uuid, v) for s, v in zip(sales, variants, strict=True)
+        ]
         payload = seal_hmac(
-            "sale_batch", creds.terminal_id, SaleBatch(tuple(sales)).to_body(), bytes.fromhex(creds.secret_hex), now
+            "sale_batch",
+            creds.terminal_id,
+            SaleBatch(tuple(sales)).to_body(),
+            bytes.fromhex(creds.secret_hex),
+            now,
         )
         self._batches.append((topics.sales(creds.terminal_id), payload))
         return self.link.publish(topics.sales(creds.terminal_id), payload)

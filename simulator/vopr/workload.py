@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from server.books import ledger
 from server.books.periods import Quarter, year_cutoff_ms
@@ -34,13 +34,11 @@ from shared.clock import china_datetime
 from shared.errors import DomainError
 from simulator.chaos.world import ITEMS
 from simulator.vopr.fuse import SimCrash
+from simulator.vopr.model import Sim
 from simulator.vopr.prng import Prng
 from simulator.vopr.server_node import ServerDown
 from simulator.vopr.world import SESSIONS, Diner
 from terminal.authorize import TapRequest
-
-if TYPE_CHECKING:  # the run owns the workload; imported for the type only
-    from simulator.vopr.run import Vopr
 
 FORCE_AFTER = 3  # a close refused this many times (terminals behind) is forced
 CLOSE_DELAY_DAYS = (0, 4)  # a quarter or year is closed this many days after its end
@@ -56,7 +54,7 @@ class Arrival:
 
 
 class Workload:
-    def __init__(self, run: Vopr, rng: Prng) -> None:
+    def __init__(self, run: Sim, rng: Prng) -> None:
         self.run = run
         self.rng = rng
         self.taps = 0
@@ -115,7 +113,9 @@ class Workload:
                 self._allocations.append((due, str(self._quarter)))
         if china_datetime(now).month == 12 and self.rng.chance(0.05):
             nxt = str(Quarter(china_datetime(now).year + 1, 1))
-            if (self.run.world.units[0], nxt) not in self._allocated and all(q != nxt for _, q in self._allocations):
+            if (self.run.world.units[0], nxt) not in self._allocated and all(
+                q != nxt for _, q in self._allocations
+            ):
                 self._allocations.append((now, nxt))  # next year's subsidy, early
                 self.events["allocation_early"] += 1
 
@@ -137,6 +137,17 @@ class Workload:
                 arrivals.append(Arrival(i, r.between(0, n_term - 1), "shop", (("water", 1),), lost_card=card))
         order = r.sample(range(len(arrivals)), len(arrivals))
         self.queue.extend(arrivals[k] for k in order)
+
+    # --- reversals: the hook ---------------------------------------------------------------
+    #
+    # Reversals (a sale taken back at the terminal, being built on another branch) are not
+    # on main yet. When they land: add "reversal" to Arrival.kind and to EVENT_KINDS in
+    # simulator.vopr.run; here, draw a few per session (a diner who was charged twice, a
+    # cashier's mistake) and send them through the terminal's own reversal entry point in
+    # tap(); give them crash points like a sale's (journal, display, announce) in
+    # simulator.vopr.terminal_node; and in simulator.vopr.checks count a reversed sale as
+    # applied once and reversed once — its purses and the canteen's payable back where they
+    # were, the reversal itself applied exactly once — before calling the audit.
 
     def take(self, mean: float) -> list[Arrival]:
         n = min(len(self.queue), self.rng.poisson(mean))
@@ -165,7 +176,11 @@ class Workload:
             self.approved += 1
         else:
             self.declined[decision.reason or "?"] += 1
-            if decision.reason in ("insufficient_balance", "subsidy_expired", "card_blocked") and self.rng.chance(0.7):
+            if decision.reason in (
+                "insufficient_balance",
+                "subsidy_expired",
+                "card_blocked",
+            ) and self.rng.chance(0.7):
                 self._broke.add(a.diner)
 
     # --- the clerks ---------------------------------------------------------------------
@@ -175,7 +190,11 @@ class Workload:
         for due, quarter in sorted(self._allocations):
             if due <= now:
                 self._allocate(quarter)
-        self._allocations = [(d, q) for d, q in self._allocations if any((u, q) not in self._allocated for u in self.run.world.units)]
+        self._allocations = [
+            (d, q)
+            for d, q in self._allocations
+            if any((u, q) not in self._allocated for u in self.run.world.units)
+        ]
         for i in sorted(self._broke):
             self._topup(self.run.world.diners[i])
         self._broke.clear()
@@ -205,7 +224,9 @@ class Workload:
             if (unit, quarter) in self._allocated:
                 continue
             try:
-                done = self._admin("allocate", lambda c, now, u=unit: funds.allocate(c, u, quarter, None, now))
+                done = self._admin(
+                    "allocate", lambda c, now, u=unit: funds.allocate(c, u, quarter, None, now)
+                )
             except DomainError as exc:
                 if exc.code != "already_exists":  # a year already cleared takes none: give up
                     self._allocated.add((unit, quarter))
@@ -248,7 +269,9 @@ class Workload:
                 self._replacements += 1
                 new = f"{diners[i].holder_id}-R{self._replacements}"
                 try:
-                    done = self._admin("replace", lambda c, now, card=card, new=new: cards.replace(c, card, new, now))
+                    done = self._admin(
+                        "replace", lambda c, now, card=card, new=new: cards.replace(c, card, new, now)
+                    )
                 except DomainError:
                     done = None
                 if done is not None:
@@ -312,7 +335,8 @@ class Workload:
         """The clearing took exactly the subsidy left at the year end, holder by holder."""
         taken = dict(
             self.run.server.read(
-                "SELECT holder_id, sum(amount_fen) FROM clearing_lines WHERE year = ? GROUP BY holder_id", (year,)
+                "SELECT holder_id, sum(amount_fen) FROM clearing_lines WHERE year = ? GROUP BY holder_id",
+                (year,),
             )
         )
         self.clearings[year] = before

@@ -89,7 +89,9 @@ def build_world(
         for i in range(diners):
             unit = UNITS[i % len(UNITS)][0]
             holder, card = f"H{i + 1:05d}", f"K{i + 1:05d}"
-            registry.add_holder(conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms)
+            registry.add_holder(
+                conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms
+            )
             people.append(Diner(holder, unit, card, [card]))
         quarter = Quarter.of_ms(now_ms)
         allocated: dict[tuple[str, int], int] = {}
@@ -99,9 +101,12 @@ def build_world(
                 if d.unit_id == uid:
                     allocated[(d.holder_id, quarter.year)] = done["per_person_fen"]
         for d in rng.sample(people, k=max(1, diners // 3)):
-            funds.topup(conn, d.card_id, rng.pick([1_000, 3_000, 10_000]), now_ms, ref=f"vopr-start-{d.card_id}")
+            funds.topup(
+                conn, d.card_id, rng.pick([1_000, 3_000, 10_000]), now_ms, ref=f"vopr-start-{d.card_id}"
+            )
         creds = [
-            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}") for t in range(terminals)
+            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}")
+            for t in range(terminals)
         ]
     start = {
         d.holder_id: sum(ledger.subsidy_by_year(conn, d.holder_id).values())

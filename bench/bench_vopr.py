@@ -1,0 +1,52 @@
+"""``vopr.sales_per_s``: simulated sales a second through the deterministic simulator.
+
+One run of ``canteen-sim vopr`` (seed 1, 10,000 sales, 4 terminals, every fault kind at its
+usual rate) in this process: the real terminal and server code on the simulated network,
+clock and RAM disk, with the per-step checks and the final audit. The wall time covers
+everything from building the world to the final digest; the rate counts every tap (the
+approved ones are in the params). ``vopr.sales_per_s_2_jobs`` runs two seeds at once, one
+process each (``make vopr`` runs that way on this 2-core machine).
+"""
+
+from __future__ import annotations
+
+import time
+
+from bench.run import Context, Result
+from simulator.vopr.options import VoprOptions
+from simulator.vopr.run import run_sweep, run_vopr
+
+TARGET = ">= 5,000/s"
+
+
+def vopr_rate(ctx: Context, sales: int = 10_000) -> list[Result]:
+    timing: dict[str, float] = {}
+    result = run_vopr(VoprOptions(seed=1, sales=sales), timing)
+    if not result["ok"]:
+        raise RuntimeError(f"vopr seed 1 failed: {result['failure']}")
+    params = {
+        "sales": result["sales"],
+        "approved": result["approved"],
+        "terminals": result["terminals"],
+        "steps": result["steps"],
+        "faults": sum(result["faults"].values()),
+        "elapsed_s": round(timing["elapsed_s"], 1),
+    }
+    started = time.perf_counter()
+    sweep = run_sweep([2, 3], VoprOptions(sales=sales // 2), jobs=2)
+    elapsed = time.perf_counter() - started
+    if sweep["seeds_failed"]:
+        raise RuntimeError(f"vopr seeds failed: {sweep['seeds_failed']}")
+    return [
+        Result("vopr.sales_per_s", round(timing["sales_per_s"]), "sales/s", params, target=TARGET),
+        Result(
+            "vopr.sales_per_s_2_jobs",
+            round(sweep["sales"] / elapsed),
+            "sales/s",
+            {"seeds": 2, "sales": sweep["sales"], "jobs": 2, "elapsed_s": round(elapsed, 1)},
+            target=TARGET,
+        ),
+    ]
+
+
+BENCHMARKS = [vopr_rate]
