@@ -284,6 +284,13 @@ def chaos_sweep(
 @click.option("--plant", type=click.Choice(sorted(PLANTS)), help="Plant a known bug (to see it found).")
 @click.option("--no-faults", is_flag=True, help="No faults: the workload and the business alone.")
 @click.option(
+    "--fault-scale",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Every fault this much likelier.",
+)
+@click.option(
     "--wild-clocks",
     is_flag=True,
     help="Terminals without a real-time clock: set back by a power cut, then NTP.",
@@ -301,6 +308,7 @@ def vopr(
     do_shrink: bool,
     plant: str | None,
     no_faults: bool,
+    fault_scale: float,
     wild_clocks: bool,
     require_all_faults: bool,
     as_json: bool,
@@ -318,6 +326,7 @@ def vopr(
         steps=steps,
         plant=plant,
         faults=not no_faults,
+        fault_scale=fault_scale,
         wild_clocks=wild_clocks,
     )
     say = lambda line: click.echo(line, err=True)  # noqa: E731

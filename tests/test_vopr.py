@@ -161,10 +161,13 @@ def test_a_run_under_every_fault_keeps_every_sale_and_the_books() -> None:
     assert result["ok"], result["failure"]
     audit = result["audit"]
     assert audit["lost"] == 0 and audit["double_applied"] == 0 and audit["ledger_sum_fen"] == 0
-    assert audit["approved"] == audit["applied"] == result["approved"] > 0.7 * result["sales"]
+    assert audit["approved"] == audit["applied"] > 0.7 * result["sales"]
+    # a tap the terminal crashed in may have journaled its sale: told at the restart instead
+    crashed = result["decline_reasons"].get("terminal_crashed", 0)
+    assert result["approved"] <= audit["approved"] <= result["approved"] + crashed
     assert audit["offline_sales"] > 0
     assert sum(result["faults"].values()) > 50
-    assert result["events"]["year_end"] == 1 and result["events"]["clearing"] == 1
+    assert result["events"]["year_end"] == 1 and result["events"]["topup"] > 0
     assert result["checks"]["after_steps"] == result["steps"] + 1
 
 
@@ -214,6 +217,8 @@ def test_tens_of_thousands_of_sales_under_every_fault_kind() -> None:
     assert result["ok"], result["failure"]
     never = [k for k, v in result["faults"].items() if not v and k not in OPTIONAL_KINDS]
     assert len(never) <= len(FAULT_KINDS) // 3, never  # a sweep (make vopr) strikes them all
+    events = result["events"]
+    assert events["settlement"] >= 1 and events["clearing"] == 1 and events["card_lost"] >= 1
 
 
 # --- the command --------------------------------------------------------------------------
@@ -225,8 +230,12 @@ def test_the_command_prints_the_seed_and_step_of_a_failure_and_how_to_replay_it(
     assert ok.exit_code == 0, ok.output
     doc = json.loads(ok.stdout)
     assert doc["ok"] and doc["sales"] >= 300 and set(FAULT_KINDS) <= set(doc["faults"])
-    bad = runner.invoke(main, ["vopr", "--seed", "1", "--sales", "1500", "--plant", "outbox_on_broker_ack"])
+    args = ["--seed", "1", "--sales", "600", "--fault-scale", "10", "--plant", "outbox_on_broker_ack"]
+    bad = runner.invoke(main, ["vopr", *args])
     assert bad.exit_code == 1
     assert "vopr seed 1: FAILED at step" in bad.stdout
-    replay = "replay: canteen-sim vopr --seed 1 --sales 1500 --terminals 4 --plant outbox_on_broker_ack"
+    replay = (
+        "replay: canteen-sim vopr --seed 1 --sales 600 --terminals 4 --fault-scale 10.0 "
+        "--plant outbox_on_broker_ack"
+    )
     assert replay in bad.stdout

@@ -12,6 +12,8 @@ def replay_command(opts: VoprOptions, steps: int | None = None) -> str:
     parts = [f"canteen-sim vopr --seed {opts.seed} --sales {opts.sales} --terminals {opts.terminals}"]
     if opts.diners_per_terminal != VoprOptions.diners_per_terminal:
         parts.append(f"--diners-per-terminal {opts.diners_per_terminal}")
+    if opts.fault_scale != VoprOptions.fault_scale:
+        parts.append(f"--fault-scale {opts.fault_scale}")
     if opts.plant:
         parts.append(f"--plant {opts.plant}")
     if not opts.faults:
