@@ -14,7 +14,8 @@ import time
 
 from bench.run import Context, Result
 from simulator.vopr.options import VoprOptions
-from simulator.vopr.run import run_sweep, run_vopr
+from simulator.vopr.run import run_vopr
+from simulator.vopr.sweep import run_sweep
 
 TARGET = ">= 5,000/s"
 

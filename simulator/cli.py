@@ -26,12 +26,14 @@ from simulator.replay.check import check_result, invariant_failures
 from simulator.replay.result import render as render_replay
 from simulator.replay.run import run_scenario
 from simulator.replay.scenario import ScenarioError, load
+from simulator.vopr.kinds import OPTIONAL_KINDS
 from simulator.vopr.options import VoprOptions
 from simulator.vopr.planted import PLANTS
 from simulator.vopr.render import render as render_vopr
 from simulator.vopr.render import render_sweep, replay_command
-from simulator.vopr.run import OPTIONAL_KINDS, run_vopr, shrink
-from simulator.vopr.run import run_sweep as run_vopr_sweep
+from simulator.vopr.run import run_vopr
+from simulator.vopr.sweep import run_sweep as run_vopr_sweep
+from simulator.vopr.sweep import shrink
 
 
 @click.group()

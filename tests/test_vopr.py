@@ -17,11 +17,13 @@ from server.infra.db import write_txn
 from simulator.cli import main
 from simulator.vopr.clock import SimTime
 from simulator.vopr.fuse import Fuse, SimCrash
+from simulator.vopr.kinds import FAULT_KINDS, OPTIONAL_KINDS
 from simulator.vopr.network import KEEPALIVE_MS, LinkFaults, SimBroker, topic_matches
 from simulator.vopr.options import VoprOptions
 from simulator.vopr.planted import PLANTS
 from simulator.vopr.prng import Prng
-from simulator.vopr.run import FAULT_KINDS, OPTIONAL_KINDS, run_vopr, shrink
+from simulator.vopr.run import run_vopr
+from simulator.vopr.sweep import shrink
 
 # --- the network --------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""One run of the deterministic simulator, a sweep over seeds, and shrinking a failure.
+"""One run of the deterministic simulator.
 
 :class:`Vopr` builds the world from the seed — the simulated clock, broker, the real
 server (:mod:`~simulator.vopr.server_node`) and ``terminals`` real terminals
@@ -14,24 +14,19 @@ final checks run.
 
 A run is a pure function of its options: the same seed gives the same steps, the same
 JSON (timing is reported apart, on stderr) and the same :func:`~simulator.vopr.digest.money_digest`.
-A failure names the seed and the step; :func:`shrink` replays shorter prefixes of a
-failing run (the same seed, the workload cut at an earlier step, then healed, drained and
-checked) to find the shortest that still fails.
+A failure names the seed and the step (:mod:`simulator.vopr.sweep` shrinks it).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import shutil
 import tempfile
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +37,7 @@ from simulator.vopr.clock import SimTime
 from simulator.vopr.digest import money_digest
 from simulator.vopr.faults import Faults
 from simulator.vopr.http import sender
+from simulator.vopr.kinds import EVENT_KINDS, FAULT_KINDS
 from simulator.vopr.network import SimBroker
 from simulator.vopr.options import VoprOptions
 from simulator.vopr.planted import PLANTS, Plant
@@ -58,56 +54,6 @@ QUIET_STEPS = 8  # at most, between sessions, for the sales in flight to settle
 SETTLE_STEPS = 400  # at most, at the start, for every terminal to load its snapshot
 DRAIN_STEPS = 6_000  # at most, at the end (50 simulated minutes)
 RAM_DISK = Path("/dev/shm")
-
-# every kind the JSON counts, present even when zero (the sweep shows which never struck)
-FAULT_KINDS = {
-    "message_loss": "msg_lost",
-    "message_duplication": "msg_duplicated",
-    "message_delay": "msg_delayed",
-    "message_reorder": "msg_reordered",
-    "message_lost_in_partition": "msg_partitioned",
-    "message_dropped_by_broker_restart": "msg_dropped_by_broker",
-    "lossy_link": "lossy_link",
-    "partition_terminal": "partition_terminal",
-    "partition_terminal_hours": "partition_terminal_long",
-    "partition_all_terminals": "partition_all",
-    "partition_server": "partition_server",
-    "broker_restart": "broker_restart",
-    "server_crash_in_ingest_txn": "server_crash_ingest_sql",
-    "server_crash_between_commit_and_ack": "server_crash_ack_publish",
-    "server_crash_publishing_deltas": "server_crash_delta_publish",
-    "server_crash_in_clerk_job": "server_crash_admin_sql",
-    "server_crash_idle": "server_crash_now",
-    "terminal_crash_in_tap": "terminal_crash_tap_sql",
-    "terminal_crash_in_journal_commit": "terminal_crash_in_record_sale",
-    "terminal_crash_between_journal_and_display": "terminal_crash_display",
-    "terminal_crash_between_display_and_announce": "terminal_crash_announce",
-    "terminal_crash_in_sync": "terminal_crash_sync_sql",
-    "terminal_crash_in_delta_apply": "terminal_crash_in_apply_changes",
-    "terminal_crash_idle": "terminal_crash_now",
-    "terminal_power_cut": "terminal_power_cut",
-    "clock_set_back_at_boot": "clock_set_back_at_boot",
-    "clock_skew": "clock_skew",
-    "clock_jump": "clock_jump",
-    "clock_jump_beyond_limit": "clock_jump_wild",
-    "compromised_terminal": "compromised",
-}
-OPTIONAL_KINDS = frozenset({"clock_set_back_at_boot", "clock_jump_beyond_limit"})  # only with wild_clocks
-EVENT_KINDS = (
-    "topup",
-    "allocation",
-    "allocation_late",
-    "allocation_early",
-    "card_lost",
-    "card_found",
-    "card_replaced",
-    "quarter_end",
-    "settlement",
-    "settlement_forced",
-    "year_end",
-    "clearing",
-    "clearing_forced",
-)
 
 
 class Vopr:
@@ -248,7 +194,7 @@ class Vopr:
             "steps": self.step_no,
             "simulated_days": round((self.time.now_ms - self._start_ms()) / 86_400_000, 2),
             "faults": {name: counts[key] for name, key in FAULT_KINDS.items()},
-            "faults_armed_not_fired": {k: v for k, v in sorted(counts.items()) if "_armed_" in k},
+            "crash_points_armed": {k: v for k, v in sorted(counts.items()) if "_armed_" in k},
             "events": {k: w.events[k] for k in EVENT_KINDS},
             "checks": {"after_steps": self.checks.steps_checked, "books": self.checks.books_checked},
             "audit": audit.to_json() if audit is not None else None,
@@ -304,94 +250,7 @@ def run_vopr(opts: VoprOptions, timing: dict[str, float] | None = None) -> dict[
     return result
 
 
-def _one(opts: VoprOptions) -> tuple[dict[str, Any], dict[str, float]]:
-    timing: dict[str, float] = {}
-    return run_vopr(opts, timing), timing
-
-
-def run_sweep(
-    seeds: list[int], base: VoprOptions, say: Callable[[str], None] = lambda line: None, jobs: int = 1
-) -> dict[str, Any]:
-    """One run per seed (``jobs`` at a time, each in its own process), reported in seed
-    order; the summary of all (``make vopr``). Every fault kind and event kind is counted,
-    zero included, and those that never struck are listed."""
-    failed: list[dict[str, Any]] = []
-    faults: Counter[str] = Counter()
-    events: Counter[str] = Counter()
-    totals: Counter[str] = Counter()
-    started = time.perf_counter()
-    runs = [replace(base, seed=seed) for seed in seeds]
-    if jobs > 1:
-        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
-        outcomes: Iterator[tuple[dict[str, Any], dict[str, float]]] = pool.map(_one, runs)
-    else:
-        pool, outcomes = None, map(_one, runs)
-    try:
-        for opts, (result, timing) in zip(runs, outcomes, strict=True):
-            faults.update(result["faults"])
-            events.update(result["events"])
-            for key in ("sales", "approved", "declined", "steps"):
-                totals[key] += result[key]
-            if result["audit"]:
-                for key in ("applied", "offline_sales", "quarantined"):
-                    totals[key] += result["audit"][key]
-            if not result["ok"]:
-                failed.append({"seed": opts.seed, **result["failure"]})
-            say(
-                f"seed {opts.seed}: {'ok' if result['ok'] else 'FAILED ' + describe(result['failure'])} — "
-                f"{result['sales']:,} sales, {result['approved']:,} approved, "
-                f"{timing['sales_per_s']:,.0f} sales/s, digest {result['digest'][:16]}"
-            )
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    elapsed = time.perf_counter() - started
-    return {
-        "options": {k: v for k, v in asdict(base).items() if k != "seed"},
-        "seeds_tried": seeds,
-        "seeds_failed": failed,
-        **{
-            k: totals[k]
-            for k in ("sales", "approved", "declined", "applied", "offline_sales", "quarantined", "steps")
-        },
-        "faults": {k: faults[k] for k in FAULT_KINDS},
-        "events": {k: events[k] for k in EVENT_KINDS},
-        "never_struck": [
-            k
-            for k in (*FAULT_KINDS, *EVENT_KINDS)
-            if not (faults[k] or events[k]) and k not in OPTIONAL_KINDS
-        ],
-        "jobs": jobs,
-        "elapsed_s": round(elapsed, 1),
-        "sales_per_s": round(totals["sales"] / elapsed) if elapsed else 0,
-    }
-
-
 def describe(failure: dict[str, Any] | None) -> str:
     if not failure:
         return "ok"
     return f"at step {failure['step']}: {failure['code']}: {failure['detail']}"
-
-
-def shrink(
-    opts: VoprOptions, failing_step: int, say: Callable[[str], None] = lambda line: None
-) -> dict[str, Any]:
-    """The shortest prefix of a failing run that still fails: bisect the step the workload
-    is cut at (a prefix is healed, drained and checked like a whole run). Failures need not
-    be monotonic in the prefix; bisecting finds a short one, not always the very shortest."""
-    lo, hi = 0, failing_step  # a prefix of `hi` steps fails; of `lo` steps is not known to
-    best: dict[str, Any] | None = None
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        result = run_vopr(replace(opts, steps=mid))
-        say(
-            f"  prefix of {mid:,} steps: "
-            + ("passes" if result["ok"] else "fails: " + describe(result["failure"]))
-        )
-        if result["ok"]:
-            lo = mid
-        else:
-            hi, best = mid, result
-    if best is None:
-        best = run_vopr(replace(opts, steps=hi))
-    return {"steps": hi, "result": best}
