@@ -22,7 +22,7 @@ proven bound, every stolen-key sale quarantined and none applied; each closed qu
 settlement document unchanged since it closed; each clearing's refund, less what late
 sales took back, equal to the year's allocations less the subsidy every sale dated in the
 year spent (what the purse held at the year end had every sale arrived in time); and every
-terminal caught up with the server's deltas.
+terminal caught up with the server's deltas and back on its online limits.
 
 A failed check raises :class:`CheckFailed` with the step it was found at.
 """
@@ -159,6 +159,11 @@ class Checks:
             if have != version:
                 self.fail(
                     "terminal_behind", f"{node.terminal_id} holds delta {have}, the server is at {version}"
+                )
+            if not node.in_sync():
+                self.fail(
+                    "terminal_not_back_online",
+                    f"{node.terminal_id} still on its offline limits after the heal",
                 )
         return result
 
