@@ -22,6 +22,7 @@ from simulator.vopr.world import World
 
 WRONG_MEAL_FEN = 999  # neither a staff nor a visitor price of any meal
 WRONG_ITEM_FEN = 123  # not the list price of any item
+DAYS_AHEAD_MIN = 20 * 365  # a future-dated sale: longer ahead than any run lasts
 
 
 class Thief:
@@ -52,7 +53,9 @@ class Thief:
                 max_sale_fen=self.world.risk["max_sale_fen"],
                 meal_fen=WRONG_MEAL_FEN,
                 item_fen=WRONG_ITEM_FEN,
-                days_ahead=rng.between(2, 30),
+                # far enough ahead to be still in the future whenever it arrives: dated in
+                # the past by then it would be a plausible sale, and a stolen key can sign those
+                days_ahead=rng.between(DAYS_AHEAD_MIN, 2 * DAYS_AHEAD_MIN),
             )
             for i, v in enumerate(variants)
         ]

@@ -12,7 +12,8 @@ functions (:meth:`~simulator.vopr.server_node.ServerNode.admin`): the quarter's 
 per unit (on time or late, and next year's first quarter early in December), self
 top-ups, a card reported lost, then found or replaced; after a quarter's end its
 settlement, after a year's end its clearing — each tried without force first, forced after
-a few refusals (``terminals_behind``: a terminal has not reported past the end). A job the
+a few refusals (``terminals_behind``: a terminal has not reported past the end), sometimes
+after the first. A job the
 server refuses for a reason or cannot run (it is down, it crashed inside) is tried again
 at a later session. What was credited to each holder is kept here, independently of the
 server, for the audit.
@@ -41,6 +42,7 @@ from simulator.vopr.world import SESSIONS, Diner
 from terminal.authorize import TapRequest
 
 FORCE_AFTER = 3  # a close refused this many times (terminals behind) is forced
+FORCE_EARLY_P = 0.3  # … or, after a refusal, by an impatient clerk at the next try
 CLOSE_DELAY_DAYS = (0, 4)  # a quarter or year is closed this many days after its end
 
 
@@ -294,7 +296,8 @@ class Workload:
     def _close(self, what: str, period: Any) -> bool:
         """Settle a quarter or clear a year; True when closed (or nothing to do)."""
         key = f"{what}:{period}"
-        force = self._refusals[f"{key}:terminals_behind"] >= FORCE_AFTER
+        refused = self._refusals[f"{key}:terminals_behind"]
+        force = refused >= FORCE_AFTER or (refused > 0 and self.rng.chance(FORCE_EARLY_P))
         if what == "settle":
             job = lambda c, now: settle_quarter(c, period, now, force=force)  # noqa: E731
         else:
