@@ -319,6 +319,11 @@ class SyncAgent:
                 self._catch_up()
             self._expire_inflight()
             self._send_outbox()
+            if not self._inflight:
+                # nothing sent waits for an answer (a late ack settled what had timed out, and
+                # its resend was lost): not overdue, or the terminal would stay on its offline
+                # limits until its next sale is acknowledged (found by canteen-sim vopr)
+                self._awaiting_since = None
             if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
                 self.send_status()
         self._report_link()

@@ -13,9 +13,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from hardware.display import MemoryDisplay
 from server.infra.db import write_txn
+from shared.clock import ms_from_china
+from shared.protocol import Ack, SaleResult, seal_hmac, topics
+from shared.protocol.messages import decode_changes
 from simulator.cli import main
-from simulator.vopr.clock import SimTime
+from simulator.vopr.clock import NodeClock, SimTime
 from simulator.vopr.fuse import Fuse, SimCrash
 from simulator.vopr.kinds import FAULT_KINDS, OPTIONAL_KINDS
 from simulator.vopr.network import KEEPALIVE_MS, LinkFaults, SimBroker, topic_matches
@@ -24,6 +28,12 @@ from simulator.vopr.planted import PLANTS
 from simulator.vopr.prng import Prng
 from simulator.vopr.run import run_vopr
 from simulator.vopr.sweep import shrink
+from terminal.agent import Terminal
+from terminal.authorize import TapRequest
+from terminal.config import TerminalConfig
+from terminal.server_http import ServerUnreachable
+from terminal.sync import Transport
+from tests.test_terminal_agent import changes as terminal_cache
 
 # --- the network --------------------------------------------------------------------------
 
@@ -241,3 +251,55 @@ def test_the_command_prints_the_seed_and_step_of_a_failure_and_how_to_replay_it(
         "--plant outbox_on_broker_ack"
     )
     assert replay in bad.stdout
+
+
+# --- what it found --------------------------------------------------------------------------
+
+
+def test_a_late_ack_that_settles_a_resent_batch_leaves_the_terminal_in_sync(tmp_path: Path) -> None:
+    """Found by the simulator (a drain that never ended): batch A's ack comes after A timed
+    out and was resent as C, and settles the outbox; C is lost. Nothing is left to send or
+    to wait for — the terminal must not stay on its offline limits ("acks overdue") until
+    its next sale is acknowledged."""
+    time = SimTime(ms_from_china("2026-01-06T12:00"))  # lunch
+    broker = SimBroker(time, Prng(1, "net"), Counter())
+    sent: list[dict] = []
+    server = broker.link(
+        "server", [(topics.ALL_SALES, 1)], on_message=lambda t, p: sent.append(json.loads(p))
+    )
+    server.start()
+
+    def no_http(*_: object) -> bytes:
+        raise ServerUnreachable("not in this test")
+
+    config = TerminalConfig(
+        "T1", "C01", "00" * 32, "00" * 32, "mqtt://sim", "http://sim", db_path=str(tmp_path / "t.sqlite")
+    )
+    transport = Transport(link=broker.link, http_send=no_http, monotonic=time.monotonic_s, boot_id="boot")
+    term = Terminal(config, NodeClock(time), display=MemoryDisplay(), transport=transport)
+    term.store.apply_changes(1, decode_changes(terminal_cache()))
+    term.sync.link.start()
+
+    def step(ms: int = 100) -> None:
+        time.advance(ms)
+        broker.tick()
+        broker.deliver_due()
+        term.sync.step()
+
+    step()
+    term.sync.assume(True)  # connected, the server present, the cache current
+    decision, sale = term.tap(TapRequest("C1"))
+    assert decision.approved and sale is not None
+    step(), step()
+    step(int(term.config.ack_timeout_s * 1000) + 1000)  # A times out: resent as C
+    step()
+    assert len(sent) == 2 and not term.sync.in_sync
+    late = Ack(sent[0]["msg_id"], (SaleResult("T1", sale.seq, sale.uuid, "applied", None),))
+    server.publish(topics.ack("T1"), seal_hmac("ack", "server", late.to_body(), bytes(32), time.now_ms))
+    step(), step()
+    assert term.store.pending_count() == 0
+    for _ in range(5):  # C is never answered
+        step(int(term.config.ack_timeout_s * 1000))
+    assert term.sync.in_sync and not term.sync.ack_overdue
+    term.store.close()
+    term.sync.store.close()
