@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
 
 from server import api
 from server.infra import access_log, body_limit, db_flask, headers, keys
 from server.infra.db import open_db
+from server.web import site as web_site
 from shared.clock import Clock
 from shared.errors import DomainError
 
@@ -115,6 +117,15 @@ def create_app(
     db_flask.init_app(app, clock)
 
     api.register(app)
+    web_site.register(app)  # the web console: pages, log-in, sessions, CSRF (issue 14)
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def no_such_address(exc: HTTPException):  # noqa: ANN202
+        """An address no view owns: the API's JSON for a machine, the console's page for a person."""
+        machine = request.path.startswith("/api/") or request.path == "/openapi.json"
+        return api.http_error(exc) if machine else web_site.http_error(exc)
+
     access_log.init_app(app)  # one line per request on the canteen.http logger
     body_limit.register(app)  # refuse oversized bodies unread, as JSON 413
     headers.register(app)  # security headers on every response

@@ -97,10 +97,13 @@ def register(app: Flask) -> None:
             ]
         return jsonify(body), exc.http_status
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):  # noqa: ANN202
-        status = exc.code or 500
-        code = {404: "not_found", 405: "invalid_input", 401: "unauthenticated", 403: "forbidden"}.get(
-            status, "internal_error" if status >= 500 else "invalid_input"
-        )
-        return jsonify(error_body(code, exc.description or exc.name, _language())), status
+    app.register_error_handler(HTTPException, http_error)
+
+
+def http_error(exc: HTTPException):  # noqa: ANN201
+    """An HTTP error (404, 405, 500 …) as the API's JSON refusal."""
+    status = exc.code or 500
+    code = {404: "not_found", 405: "invalid_input", 401: "unauthenticated", 403: "forbidden"}.get(
+        status, "internal_error" if status >= 500 else "invalid_input"
+    )
+    return jsonify(error_body(code, exc.description or exc.name, _language())), status

@@ -16,10 +16,11 @@ from server.api.money_common import (
     quarter_arg,
     unit_scope,
 )
+from server.api.params import actor_id
 from server.api.spec import doc
 from server.books import ledger
 from server.closing import reports
-from server.closing.check import all_violations, quarantine_summary
+from server.closing.check import all_violations, quarantine_summary, record_check
 from server.infra.auth import requires
 from server.infra.db_flask import get_clock, get_db
 
@@ -111,6 +112,7 @@ def blocked_cards() -> Response:
 def check() -> Response:
     conn = get_db()
     violations = all_violations(conn)
+    record_check(conn, violations, get_clock().now_ms(), actor_id())
     return jsonify(
         {
             "ok": not violations,

@@ -18,9 +18,9 @@ import click
 
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
-from server.cli import ecny, faces, limits, money, people, qr, registry, tokens
+from server.cli import ecny, faces, limits, money, people, qr, registry, tokens, users
 from server.cli.output import JSON_OPTION, emit
-from server.closing.check import all_violations, quarantine_summary
+from server.closing.check import all_violations, quarantine_summary, record_check
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
@@ -241,6 +241,7 @@ def check(obj: Ctx, as_json: bool) -> None:
     """Verify every ledger and money invariant on the live database; exit 1 on any violation."""
     conn = obj.db()
     violations = all_violations(conn)
+    record_check(conn, violations, SystemClock().now_ms(), "canteen-server check")
     data = {
         "ok": not violations,
         "ledger_sum_fen": ledger.ledger_sum(conn),
@@ -347,7 +348,7 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
     emit({"terminals": rows}, as_json, lines or ["无终端 no terminals"])
 
 
-for _group in (registry, people, money, qr, ecny, limits, tokens):  # each group's module lists its commands
+for _group in (registry, people, money, qr, ecny, limits, tokens, users):  # each group's module lists its commands
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

@@ -11,16 +11,36 @@ counted beside them (:func:`quarantine_summary`): reported, not a violation.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from typing import Any
 
 from server.books import ledger
 from server.books.ledger import Violation
 from server.closing.audit import money_violations
+from server.infra.db import get_setting, set_setting, write_txn
 from server.sales.quarantine import summary as quarantine_summary
 
-__all__ = ["all_violations", "quarantine_summary"]
+__all__ = ["all_violations", "last_check", "quarantine_summary", "record_check"]
+
+_LAST_CHECK = "ledger_check_last"
 
 
 def all_violations(conn: sqlite3.Connection) -> list[Violation]:
     """Every violated invariant (empty: the books are consistent)."""
     return ledger.check(conn) + money_violations(conn)
+
+
+def record_check(conn: sqlite3.Connection, violations: list[Violation], now_ms: int, by: str) -> None:
+    """Remember a check's outcome (when, by whom, which codes) for the bureau's dashboard;
+    its own short write transaction."""
+    codes = sorted({v.code for v in violations})
+    result = {"at_ms": now_ms, "ok": not violations, "violations": len(violations), "codes": codes, "by": by}
+    with write_txn(conn):
+        set_setting(conn, _LAST_CHECK, json.dumps(result))
+
+
+def last_check(conn: sqlite3.Connection) -> dict[str, Any] | None:
+    """The last recorded check (:func:`record_check`), or None when none has run."""
+    text = get_setting(conn, _LAST_CHECK)
+    return json.loads(text) if text else None

@@ -191,6 +191,17 @@ def remember_nonce(conn: sqlite3.Connection, terminal_id: str, nonce: str, at_ms
         raise DomainError("request_replayed", "this signed request was already used")
 
 
+def admit(who: Principal, roles: tuple[str, ...]) -> Principal:
+    """The one role check, for the API (a bearer token, :func:`requires`) and the web pages
+    (a signed-in browser, ``server.web.guard.page``) alike: ``who`` must hold one of
+    ``roles``, else ``forbidden``. The admitted caller becomes ``g.principal``, which the
+    scope checks (:mod:`server.infra.scope`) read."""
+    if who.role not in roles:
+        raise DomainError("forbidden", f"role {who.role} may not do this")
+    g.principal = who
+    return who
+
+
 def requires(*roles: str) -> Callable[[F], F]:
     """Decorator: the caller must hold one of ``roles`` (a bearer token)."""
 
@@ -200,10 +211,7 @@ def requires(*roles: str) -> Callable[[F], F]:
             header = request.headers.get("Authorization", "")
             if not header.startswith("Bearer "):
                 raise DomainError("unauthenticated", "bearer token required")
-            who = principal_for_token(get_db(), header[7:].strip(), get_clock().now_ms())
-            if who.role not in roles:
-                raise DomainError("forbidden", f"role {who.role} may not do this")
-            g.principal = who
+            admit(principal_for_token(get_db(), header[7:].strip(), get_clock().now_ms()), roles)
             return view(*args, **kwargs)
 
         inner._roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI builder

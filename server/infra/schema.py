@@ -612,3 +612,61 @@ MIGRATIONS.append(
     ALTER TABLE canteens ADD COLUMN diners INTEGER CHECK (diners >= 0);
     """
 )
+
+MIGRATIONS.append(
+    # 16: the web console's log-in (issue 14, server.web.accounts). ``web_accounts``: a staff
+    # member (user name, one of the API's roles and its scope) or a diner (their holder; the
+    # password is set through a one-time activation code a clerk prints). Passwords and
+    # activation codes are kept only as salted slow hashes; failed log-ins are counted and
+    # lock the account for a while. ``web_sessions``: a signed-in browser (the SHA-256 of its
+    # random session id) and when it was last seen, for the idle timeout. ``web_login_events``:
+    # every log-in, failure, lock, password change and activation, for the bureau's records.
+    # ``sales_time``: the dashboard reads today's sales of every canteen by time.
+    """
+    CREATE TABLE web_accounts (
+        id                      INTEGER PRIMARY KEY,
+        kind                    TEXT NOT NULL CHECK (kind IN ('staff', 'diner')),
+        login                   TEXT NOT NULL,
+        role                    TEXT NOT NULL
+                                CHECK (role IN ('admin', 'clerk', 'operator', 'auditor', 'diner')),
+        unit_id                 TEXT REFERENCES units(id),
+        operator                TEXT,
+        holder_id               TEXT REFERENCES holders(id),
+        display_name            TEXT NOT NULL DEFAULT '',
+        password_hash           TEXT,
+        must_change             INTEGER NOT NULL DEFAULT 0 CHECK (must_change IN (0, 1)),
+        failed_logins           INTEGER NOT NULL DEFAULT 0,
+        locked_until_ms         INTEGER,
+        activation_hash         TEXT,
+        activation_expires_ms   INTEGER,
+        created_at_ms           INTEGER NOT NULL,
+        password_changed_at_ms  INTEGER,
+        disabled                INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        UNIQUE (kind, login),
+        CHECK ((kind = 'diner') = (role = 'diner')),
+        CHECK (role <> 'clerk' OR unit_id IS NOT NULL),
+        CHECK (role <> 'operator' OR operator IS NOT NULL),
+        CHECK (role <> 'diner' OR holder_id IS NOT NULL)
+    ) STRICT;
+
+    CREATE TABLE web_sessions (
+        id_hash        TEXT PRIMARY KEY,
+        account_id     INTEGER NOT NULL REFERENCES web_accounts(id),
+        created_at_ms  INTEGER NOT NULL,
+        last_seen_ms   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX web_sessions_account ON web_sessions(account_id);
+
+    CREATE TABLE web_login_events (
+        id          INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        login       TEXT NOT NULL,
+        account_id  INTEGER,
+        event       TEXT NOT NULL,
+        remote      TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE INDEX web_login_events_time ON web_login_events(at_ms);
+
+    CREATE INDEX sales_time ON sales(occurred_at_ms);
+    """
+)

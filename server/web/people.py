@@ -1,0 +1,103 @@
+"""People (staff side): search cardholders, open one, print a diner's activation code.
+
+The patterns the other console pages follow, in one module:
+
+* a **table** sorted, searched and paged by the server, with **CSV / Excel downloads** of the
+  same rows (:data:`PEOPLE`, :func:`search`);
+* the **scope check** of the API in a page: ``require_holder_access`` — a clerk opening a
+  person of another unit gets the 403 page (:func:`person`);
+* a **form** whose action changes something, refused for a role that may only read (the
+  auditor's 403) and shown once on a printable page (:func:`activation`).
+"""
+
+from __future__ import annotations
+
+from flask import Response, render_template, request
+
+from server.books import ledger
+from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
+from server.infra.scope import principal, require_holder_access, unit_filter
+from server.registry.people import holder_json
+from server.web import accounts, history
+from server.web.blueprint import web_blueprint
+from server.web.downloads import table_download
+from server.web.guard import page
+from server.web.tables import Column, Table, TableQuery, fetch, fetch_all, like
+
+bp = web_blueprint("web_people", __name__)
+
+PEOPLE = Table(
+    name="people",
+    columns=(
+        Column("staff_no", "工号", "h.staff_no", link=("web_people.person", "holder_id", "id")),
+        Column("name", "姓名", "h.name", link=("web_people.person", "holder_id", "id")),
+        Column("unit_name", "单位", "u.name"),
+        Column("status_zh", "状态", "h.status"),
+        Column("cards", "卡号"),
+        Column("self_fen", "自费余额", "self_fen", "fen"),
+    ),
+    select_sql=(
+        "SELECT h.id AS id, h.staff_no AS staff_no, h.name AS name, u.name AS unit_name, h.status AS status, "
+        "CASE h.status WHEN 'left' THEN '已离职' ELSE '在职' END AS status_zh, "
+        "(SELECT group_concat(card_id, ' ') FROM cards c WHERE c.holder_id = h.id AND c.status = 'active') AS cards, "
+        f"coalesce((SELECT balance_fen FROM accounts a WHERE a.id = {ledger.purse_id_sql('h.id', 'self')}), 0) "
+        "AS self_fen FROM holders h JOIN units u ON u.id = h.unit_id"
+    ),
+    default_sort="staff_no",
+    tie_break="h.id",
+    search_sql=(
+        "(h.name LIKE ? ESCAPE '\\' OR h.staff_no = ? COLLATE NOCASE OR h.id = ? COLLATE NOCASE "
+        "OR EXISTS (SELECT 1 FROM cards c WHERE c.holder_id = h.id AND c.card_id = ? COLLATE NOCASE))"
+    ),
+    search_args=lambda q: [like(q), q, q, q],
+    search_label="姓名、工号或卡号",
+)
+
+
+def _scope() -> tuple[str, list[str]]:
+    unit = unit_filter()
+    return ("h.unit_id = ?", [unit]) if unit else ("", [])
+
+
+@bp.get("/people")
+@page("admin", "auditor", "clerk")
+def search() -> str | Response:
+    conn = get_db()
+    query = TableQuery.from_args(PEOPLE, request.args)
+    where, args = _scope()
+    if request.args.get("format"):
+        return table_download(PEOPLE, fetch_all(conn, PEOPLE, query, where, args), "人员名单")
+    return render_template("web/people.html", people=fetch(conn, PEOPLE, query, where, args))
+
+
+@bp.get("/people/<holder_id>")
+@page("admin", "auditor", "clerk")
+def person(holder_id: str) -> str | Response:
+    conn = get_db()
+    row = require_holder_access(conn, holder_id)
+    query = TableQuery.from_args(history.HISTORY, request.args)
+    if request.args.get("format"):
+        rows = history.decorate(fetch_all(conn, history.HISTORY, query, history.WHERE, [holder_id]))
+        return table_download(history.HISTORY, rows, f"消费记录-{row['staff_no'] or holder_id}")
+    sales = fetch(conn, history.HISTORY, query, history.WHERE, [holder_id])
+    history.decorate(sales.rows)
+    unit = conn.execute("SELECT name FROM units WHERE id = ?", (row["unit_id"],)).fetchone()
+    return render_template(
+        "web/person.html",
+        holder=holder_json(conn, row),
+        unit_name=unit["name"] if unit else row["unit_id"],
+        sales=sales,
+        web_login=accounts.activation_state(conn, holder_id, get_clock().now_ms()),
+    )
+
+
+@bp.post("/people/<holder_id>/activation")
+@page("admin", "clerk")
+def activation(holder_id: str) -> str:
+    """A new one-time activation code for the person, on a page to print and hand over."""
+    conn = get_db()
+    require_holder_access(conn, holder_id)
+    with write_txn(conn):
+        issued = accounts.issue_activation(conn, holder_id, get_clock().now_ms(), principal().label)
+    return render_template("web/activation_slip.html", a=issued)

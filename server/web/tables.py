@@ -1,0 +1,189 @@
+"""Tables that are sorted, searched and paged by the server (never 20,000 rows at once).
+
+A page module describes its table once — columns, the query, how a search matches, the
+default order — and gets a page of rows for the request's ``?q=&sort=&dir=&page=``, and the
+same rows, unpaged, for the CSV and Excel downloads (:mod:`server.web.downloads`)::
+
+    PEOPLE = Table(
+        name="people",
+        columns=(Column("staff_no", "工号", "h.staff_no"), Column("name", "姓名", "h.name"), ...),
+        select_sql="SELECT h.id AS id, h.staff_no AS staff_no, h.name AS name ... FROM holders h",
+        search_sql="(h.name LIKE ? ESCAPE '\\\\' OR h.staff_no = ?)",
+        search_args=lambda q: [like(q), q],
+        default_sort="staff_no",
+        tie_break="h.id",
+    )
+    rows = fetch(conn, PEOPLE, TableQuery.from_args(PEOPLE, request.args), where="h.unit_id = ?", args=[u])
+
+Sorting is by a column's own SQL expression, chosen from the table's list (a request cannot
+name anything else); ``tie_break`` makes the order total, so paging neither repeats nor skips
+a row. Bad parameters fall back to the defaults instead of failing. The template macro
+``data_table`` (``web/macros.html``) draws the search box, sortable headers (``aria-sort``),
+the rows and the pager.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from flask import url_for
+
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+MAX_SEARCH = 64
+# a download is one file of every matching row, up to this many (a year's sales of a canteen)
+MAX_DOWNLOAD_ROWS = 200_000
+KINDS = ("text", "fen", "time", "int", "date")
+
+
+def like(q: str) -> str:
+    """``q`` as a LIKE pattern matching it anywhere (``%`` and ``_`` taken literally; use with
+    ``ESCAPE '\\'``)."""
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str  # the row's key (a column alias of select_sql)
+    label: str  # the header people read
+    sort_sql: str | None = None  # sortable by this expression; None: not sortable
+    kind: str = "text"  # text | fen (shown ¥12.50) | time (ms, Beijing) | date | int
+    # a link on the cell: (endpoint, its argument's name, the row key giving its value)
+    link: tuple[str, str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"column kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: tuple[Column, ...]
+    select_sql: str  # SELECT … FROM … (no WHERE: conditions are added)
+    default_sort: str
+    tie_break: str  # an expression unique per row, appended to every ORDER BY
+    search_sql: str | None = None  # a condition with ? placeholders
+    search_args: Callable[[str], Sequence[Any]] = field(default=lambda q: [])
+    default_desc: bool = False
+    page_size: int = PAGE_SIZE
+    search_label: str = "搜索"
+
+    def column(self, key: str) -> Column | None:
+        return next((c for c in self.columns if c.key == key), None)
+
+
+@dataclass(frozen=True)
+class TableQuery:
+    q: str
+    sort: str
+    desc: bool
+    page: int
+    size: int
+
+    @classmethod
+    def from_args(cls, table: Table, args: Mapping[str, str]) -> TableQuery:
+        sort = args.get("sort", table.default_sort)
+        column = table.column(sort)
+        if column is None or column.sort_sql is None:
+            sort = table.default_sort
+        direction = args.get("dir")
+        desc = table.default_desc if direction not in ("asc", "desc") else direction == "desc"
+        return cls(
+            q=(args.get("q") or "").strip()[:MAX_SEARCH],
+            sort=sort,
+            desc=desc,
+            page=_positive(args.get("page"), 1, 10**9),
+            size=_positive(args.get("size"), table.page_size, MAX_PAGE_SIZE),
+        )
+
+    def args(self, **changes: Any) -> dict[str, Any]:
+        """The query string of this view with ``changes`` (for links: sort, next page…)."""
+        q = replace(self, **changes)
+        out: dict[str, Any] = {"sort": q.sort, "dir": "desc" if q.desc else "asc"}
+        if q.q:
+            out["q"] = q.q
+        if q.page != 1:
+            out["page"] = q.page
+        return out
+
+
+def _positive(raw: str | None, default: int, most: int) -> int:
+    try:
+        value = int(raw) if raw is not None else default
+    except ValueError:
+        return default
+    return min(max(value, 1), most)
+
+
+@dataclass(frozen=True)
+class TablePage:
+    table: Table
+    query: TableQuery
+    rows: list[dict[str, Any]]
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.query.size))
+
+    @property
+    def first_row(self) -> int:
+        return (self.query.page - 1) * self.query.size + 1 if self.rows else 0
+
+    @property
+    def last_row(self) -> int:
+        return self.first_row + len(self.rows) - 1 if self.rows else 0
+
+    def url(self, endpoint: str, args: Mapping[str, Any], fmt: str | None = None, **changes: Any) -> str:
+        """The address of this table's page ``endpoint`` (with its own ``args``), keeping the
+        search and order, with ``changes`` (sort, desc, page); ``fmt`` asks for a download."""
+        extra = {"format": fmt} if fmt else {}
+        return url_for(endpoint, **{**args, **self.query.args(**changes), **extra})
+
+
+def _where(table: Table, query: TableQuery, where: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
+    conditions, params = [], list(args)
+    if where:
+        conditions.append(f"({where})")
+    if query.q and table.search_sql:
+        conditions.append(table.search_sql)
+        params.extend(table.search_args(query.q))
+    return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+def _order(table: Table, query: TableQuery) -> str:
+    column = table.column(query.sort)
+    expr = column.sort_sql if column and column.sort_sql else table.tie_break
+    direction = "DESC" if query.desc else "ASC"
+    return f" ORDER BY {expr} {direction}, {table.tie_break} {direction}"
+
+
+def fetch(
+    conn: sqlite3.Connection, table: Table, query: TableQuery, where: str = "", args: Sequence[Any] = ()
+) -> TablePage:
+    """One page of the rows matching ``where`` (the caller's scope) and the search."""
+    condition, params = _where(table, query, where, args)
+    total = conn.execute(f"SELECT count(*) FROM ({table.select_sql}{condition})", params).fetchone()[0]
+    page = min(query.page, max(1, math.ceil(total / query.size)))
+    query = replace(query, page=page)
+    rows = conn.execute(
+        f"{table.select_sql}{condition}{_order(table, query)} LIMIT ? OFFSET ?",
+        [*params, query.size, (page - 1) * query.size],
+    ).fetchall()
+    return TablePage(table, query, [dict(r) for r in rows], total)
+
+
+def fetch_all(
+    conn: sqlite3.Connection, table: Table, query: TableQuery, where: str = "", args: Sequence[Any] = ()
+) -> list[dict[str, Any]]:
+    """Every matching row in the page's order (up to :data:`MAX_DOWNLOAD_ROWS`), for a download."""
+    condition, params = _where(table, query, where, args)
+    rows = conn.execute(
+        f"{table.select_sql}{condition}{_order(table, query)} LIMIT ?", [*params, MAX_DOWNLOAD_ROWS]
+    ).fetchall()
+    return [dict(r) for r in rows]
