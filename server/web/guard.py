@@ -78,13 +78,20 @@ def safe_next(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
+# where each role lands after log-in (a page that role may open); the operator's own pages
+# come later in issue 14, until then they land on the canteen directory
+HOME = {
+    "admin": "web_dashboard.dashboard",
+    "auditor": "web_dashboard.dashboard",
+    "clerk": "web_people.search",
+    "operator": "web_directory.directory",
+    "diner": "web_diner.home",
+}
+
+
 def home_for(account: Account) -> str:
     """Where an account lands after log-in."""
-    if account.role == "diner":
-        return url_for("web_diner.home")
-    if account.role in ("admin", "auditor"):
-        return url_for("web_dashboard.dashboard")
-    return url_for("web_people.search")
+    return url_for(HOME[account.role])
 
 
 def to_login(*, expired: bool = False, diner: bool | None = None) -> Response:

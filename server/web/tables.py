@@ -98,7 +98,7 @@ class TableQuery:
             sort=sort,
             desc=desc,
             page=_positive(args.get("page"), 1, 10**9),
-            size=_positive(args.get("size"), table.page_size, MAX_PAGE_SIZE),
+            size=min(table.page_size, MAX_PAGE_SIZE),
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
