@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast walkthrough bench lint chaos clean
+.PHONY: install demo test test-fast walkthrough bench lint chaos clean screenshots
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -43,6 +43,11 @@ walkthrough: install
 
 bench: install
 	$(PY) -m bench.run
+
+# the README's pictures of the web console (docs/screenshots/*.png), taken by the browser
+# journeys (tests/test_web_browser.py) in Debian's Chromium against a real server
+screenshots: install
+	CANTEEN_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_web_browser.py -q
 
 # a longer fault-injection sweep: real processes, every fault kind, one run per seed;
 # reports the seeds tried and failed, exits non-zero on any failure

@@ -80,7 +80,8 @@ def create_app(
     database is refused (``no_database``) instead of getting a fresh empty one."""
     home = home or (test_config or {}).get("HOME") or default_home()
     instance = os.path.join(home, "server")
-    app = Flask(__name__, instance_path=instance, instance_relative_config=True)
+    # no static folder of its own: the web console serves /static/ (server.web.site)
+    app = Flask(__name__, instance_path=instance, instance_relative_config=True, static_folder=None)
     app.config.from_mapping(
         HOME=home,
         DATABASE=os.path.join(instance, "canteen.sqlite"),

@@ -6,6 +6,7 @@ through the real ingest path (tests/money_world.py)."""
 from __future__ import annotations
 
 import io
+import re
 import uuid
 
 import pytest
@@ -196,3 +197,11 @@ def test_sales_per_slot_ignores_rejected_sales(conn, city) -> None:  # noqa: ANN
     city.sell("K001", 999, ms_from_china("2026-01-06T11:40"), kind="meal", meal_period="lunch")  # held
     assert sum(v or 0 for v in sales_by_slot(conn, NOON - 12 * 3_600_000)) == 0
     assert Series("x", [0] * (DAY_MS // 900_000)).amounts_fen[0] == 0
+
+
+def test_the_pages_stylesheet_is_served_from_the_server_itself(client) -> None:  # noqa: ANN001
+    page = text_of(client.get("/login"))
+    href = re.search(r'<link rel="stylesheet" href="([^"]+)"', page)
+    assert href and href.group(1).startswith("/static/")  # no CDN
+    css = client.get(href.group(1))
+    assert css.status_code == 200 and css.mimetype == "text/css" and b".table-wrap" in css.data
