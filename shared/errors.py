@@ -248,7 +248,9 @@ CATALOG: dict[str, ErrorSpec] = {
     # --- the web console's log-in (issue 14: staff and diner accounts, sessions, forms) ---
     "login_failed": ErrorSpec("用户名或密码错误", "wrong user name or password", 401),
     "account_locked": ErrorSpec(
-        "连续登录失败次数过多，账户已锁定 15 分钟", "too many failed log-ins: the account is locked for 15 minutes", 423
+        "连续登录失败次数过多，账户已锁定 15 分钟",
+        "too many failed log-ins: the account is locked for 15 minutes",
+        423,
     ),
     "password_weak": ErrorSpec(
         "密码至少 8 位，须同时包含字母和数字，且不能与用户名相同",
@@ -256,10 +258,14 @@ CATALOG: dict[str, ErrorSpec] = {
     ),
     "password_reused": ErrorSpec("新密码不能与原密码相同", "the new password must differ from the old one"),
     "activation_invalid": ErrorSpec(
-        "工号或激活码错误，或激活码已过期", "wrong staff number or activation code, or the code has expired", 401
+        "工号或激活码错误，或激活码已过期",
+        "wrong staff number or activation code, or the code has expired",
+        401,
     ),
     "session_expired": ErrorSpec("登录已超时，请重新登录", "the session has ended; log in again", 401),
-    "form_expired": ErrorSpec("页面已过期，请刷新页面后重试", "the form has expired (CSRF check); reload the page"),
+    "form_expired": ErrorSpec(
+        "页面已过期，请刷新页面后重试", "the form has expired (CSRF check); reload the page"
+    ),
 }
 
 

@@ -79,12 +79,16 @@ def test_first_log_in_forces_a_new_password_before_any_page(client, conn, clock,
     assert blocked.status_code == 302 and blocked.headers["Location"].endswith("/password")
 
     wrong_old = post_form(
-        client, "/password", {"old_password": "nope1234", "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
+        client,
+        "/password",
+        {"old_password": "nope1234", "new_password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
     )
     assert wrong_old.status_code == 400 and "用户名或密码错误" in text_of(wrong_old)
     weak = post_form(client, "/password", {"old_password": PASSWORD, "new_password": "abc", "confirm": "abc"})
     assert weak.status_code == 400 and "至少 8 位" in text_of(weak)
-    same = post_form(client, "/password", {"old_password": PASSWORD, "new_password": PASSWORD, "confirm": PASSWORD})
+    same = post_form(
+        client, "/password", {"old_password": PASSWORD, "new_password": PASSWORD, "confirm": PASSWORD}
+    )
     assert same.status_code == 400 and "不能与原密码相同" in text_of(same)
 
     done = post_form(
@@ -115,7 +119,9 @@ def test_five_failed_log_ins_lock_the_account_for_15_minutes_and_are_logged(
     clock.advance_ms(1 * MINUTE)
     assert login(client, "clerk1").status_code == 302
 
-    events = [r[0] for r in conn.execute("SELECT event FROM web_login_events WHERE login = 'clerk1' ORDER BY id")]
+    events = [
+        r[0] for r in conn.execute("SELECT event FROM web_login_events WHERE login = 'clerk1' ORDER BY id")
+    ]
     assert events == ["created", *["failed"] * 5, "locked", "refused_locked", "refused_locked", "login"]
     assert sum("locked for 15 minutes" in r.getMessage() for r in caplog.records) == 1
     assert sum("web login failed for clerk1" in r.getMessage() for r in caplog.records) == 5
@@ -203,7 +209,13 @@ def test_a_diner_activates_with_the_printed_code_and_sees_only_themselves(client
         return post_form(
             client,
             "/diner/activate",
-            {"staff_no": DINER_STAFF_NO, "unit_id": "", "code": code_typed, "new_password": password, "confirm": password},
+            {
+                "staff_no": DINER_STAFF_NO,
+                "unit_id": "",
+                "code": code_typed,
+                "new_password": password,
+                "confirm": password,
+            },
         )
 
     weak = activate(code, "123")

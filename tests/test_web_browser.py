@@ -43,6 +43,8 @@ SHOTS = ROOT / "tests" / "screenshots"
 # `make screenshots` sets this: the README's pictures of the main pages are written there too
 README_SHOTS = os.environ.get("CANTEEN_SCREENSHOTS")
 PHONE = {"width": 360, "height": 740}
+# the pictures the README shows (docs/screenshots/<name>.png)
+README_PAGES = frozenset({"dashboard", "diner-home", "directory", "people", "login"})
 
 
 # --- the browser (pytest-playwright's fixtures, pointed at Debian's Chromium) --------------
@@ -112,7 +114,7 @@ def shot(page, name: str) -> None:  # noqa: ANN001
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if README_SHOTS:
+    if README_SHOTS and name in README_PAGES:
         target = Path(README_SHOTS)
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target / path.name)
@@ -125,7 +127,8 @@ def check_accessible(page) -> None:  # noqa: ANN001
     result = page.evaluate(
         "async () => { const r = await axe.run(document, "
         "{runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21aa']}}); "
-        "return r.violations.map(v => ({id: v.id, help: v.help, nodes: v.nodes.map(n => n.html).slice(0, 3)})); }"
+        "return r.violations.map(v => ({id: v.id, help: v.help, "
+        "nodes: v.nodes.map(n => n.html).slice(0, 3)})); }"
     )
     assert result == [], f"{page.url}: {result}"
 

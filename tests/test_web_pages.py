@@ -19,7 +19,16 @@ from shared.clock import DAY_MS, ms_from_china
 from shared.protocol import Status, seal_hmac, topics
 from tests.helpers import populated
 from tests.money_world import MoneyWorld
-from tests.web_support import DINER_HOLDER, DINER_STAFF_NO, diner_login, login, make_diner, make_staff, post_form, text_of
+from tests.web_support import (
+    DINER_HOLDER,
+    DINER_STAFF_NO,
+    diner_login,
+    login,
+    make_diner,
+    make_staff,
+    post_form,
+    text_of,
+)
 
 NOON = ms_from_china("2026-01-06T12:00")  # the clock fixture's time, a Tuesday
 
@@ -36,7 +45,9 @@ def city(conn, clock) -> MoneyWorld:  # noqa: ANN001
 def status(w: MoneyWorld, canteen: str, **fields: object) -> None:
     creds = w.terminals[canteen]
     body = Status(state="online", clock_ms=w.clock.now_ms(), **fields).to_body()  # type: ignore[arg-type]
-    wire = seal_hmac("status", creds.terminal_id, body, bytes.fromhex(creds.secret_hex), w.clock.now_ms(), uuid.uuid4().hex)
+    wire = seal_hmac(
+        "status", creds.terminal_id, body, bytes.fromhex(creds.secret_hex), w.clock.now_ms(), uuid.uuid4().hex
+    )
     w.worker.process([(topics.status(creds.terminal_id), wire)])
 
 
@@ -44,14 +55,38 @@ def status(w: MoneyWorld, canteen: str, **fields: object) -> None:
 
 
 def test_the_dashboard_shows_todays_takings_per_canteen_and_payment_method(conn, city, client) -> None:  # noqa: ANN001
-    assert city.sell("K001", 1200, ms_from_china("2026-01-06T11:40"), kind="meal", meal_period="lunch").status == "applied"
-    assert city.sell("K003", 1200, ms_from_china("2026-01-06T11:50"), method="qr", kind="meal", meal_period="lunch").status == "applied"
-    assert city.sell("K002", 1000, ms_from_china("2026-01-06T11:55"), canteen="C02", kind="meal", meal_period="lunch").status == "applied"
-    assert city.sell("K002", 350, ms_from_china("2026-01-05T12:00"), canteen="C02").status == "applied"  # yesterday
+    assert (
+        city.sell("K001", 1200, ms_from_china("2026-01-06T11:40"), kind="meal", meal_period="lunch").status
+        == "applied"
+    )
+    assert (
+        city.sell(
+            "K003", 1200, ms_from_china("2026-01-06T11:50"), method="qr", kind="meal", meal_period="lunch"
+        ).status
+        == "applied"
+    )
+    assert (
+        city.sell(
+            "K002", 1000, ms_from_china("2026-01-06T11:55"), canteen="C02", kind="meal", meal_period="lunch"
+        ).status
+        == "applied"
+    )
+    assert (
+        city.sell("K002", 350, ms_from_china("2026-01-05T12:00"), canteen="C02").status == "applied"
+    )  # yesterday
 
     d = dashboard(conn, NOON)
-    assert d["takings"]["totals"] == {"count": 3, "amount_fen": 3400, "subsidy_fen": 3400, "self_fen": 0, "ecny_fen": 0}
-    assert [(c["canteen_name"], c["amount_fen"]) for c in d["takings"]["canteens"]] == [("财政局食堂", 2400), ("教育局食堂", 1000)]
+    assert d["takings"]["totals"] == {
+        "count": 3,
+        "amount_fen": 3400,
+        "subsidy_fen": 3400,
+        "self_fen": 0,
+        "ecny_fen": 0,
+    }
+    assert [(c["canteen_name"], c["amount_fen"]) for c in d["takings"]["canteens"]] == [
+        ("财政局食堂", 2400),
+        ("教育局食堂", 1000),
+    ]
     assert {m: v["amount_fen"] for m, v in d["methods"]["methods"].items()} == {"card": 2200, "qr": 1200}
 
     make_staff(conn, "admin", NOON)
@@ -86,11 +121,15 @@ def test_terminals_online_or_offline_with_last_sync_unsent_sales_and_clock_offse
     assert (fleet["C01"]["pending"], fleet["C01"]["clock_offset_ms"]) == (3, -1500)
 
 
-def test_alerts_name_late_allocations_held_sales_laggards_and_the_last_ledger_check(conn, clock, client) -> None:  # noqa: ANN001
+def test_alerts_name_late_allocations_held_sales_laggards_and_the_last_ledger_check(
+    conn, clock, client
+) -> None:  # noqa: ANN001
     clock.set_ms(ms_from_china("2026-01-12T09:00"))  # the 2026Q1 allocation was due by the 10th
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")
-    held = w.sell("K001", 999, clock.now_ms() - 60_000, kind="meal", meal_period="lunch")  # not the menu price
+    held = w.sell(
+        "K001", 999, clock.now_ms() - 60_000, kind="meal", meal_period="lunch"
+    )  # not the menu price
     assert held.status == "quarantined"
     a = dashboard(conn, clock.now_ms())["alerts"]
     assert [(u["unit_id"], u["status"]) for u in a["allocations"]] == [("U01", "late"), ("U02", "missing")]
@@ -148,9 +187,11 @@ def clerk_view(conn, clock, client):  # noqa: ANN001, ANN201
     return client
 
 
-def rows_of(html: str) -> list[str]:
+def rows_of(html: str, column: int = 0) -> list[str]:
+    """One column's cells (text) of the page's table."""
     body = html.split("<tbody>")[1].split("</tbody>")[0]
-    return [r.split("</td>")[0].split(">")[-2].split("<")[0] for r in body.split("<tr>")[1:]]
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in body.split("<tr>")[1:]]
+    return [re.sub(r"<[^>]+>", "", c[column]).strip() for c in cells]
 
 
 def test_a_table_is_paged_sorted_and_searched_by_the_server(clerk_view) -> None:  # noqa: ANN001
@@ -162,8 +203,11 @@ def test_a_table_is_paged_sorted_and_searched_by_the_server(clerk_view) -> None:
     desc = rows_of(text_of(clerk_view.get("/people?sort=staff_no&dir=desc")))
     assert desc[0] == "U03-0180" and desc == sorted(desc, reverse=True)
     assert 'aria-sort="descending"' in text_of(clerk_view.get("/people?sort=staff_no&dir=desc"))
-    by_card = text_of(clerk_view.get("/people?q=C00042"))
+    by_card = text_of(clerk_view.get("/people?q=c00042"))  # as typed, in small letters
     assert "共 1 条" in by_card and "U03-0042" in by_card
+    assert "共 1 条" in text_of(clerk_view.get("/people?q=U02-0101"))  # a 工号
+    names = rows_of(text_of(clerk_view.get("/people?q=王")), column=1)  # part of a name
+    assert names and all("王" in name for name in names)
     # nonsense parameters fall back to the defaults instead of failing
     odd = clerk_view.get("/people?sort=1;drop&dir=sideways&page=-3&size=99999")
     assert odd.status_code == 200 and "第 1–50 条" in text_of(odd)
@@ -188,9 +232,10 @@ def test_downloads_are_csv_with_bom_and_xlsx_and_formula_safe(conn, clerk_view) 
     assert ws.max_row == 181
     money = [ws.cell(row=r, column=6) for r in range(2, 182)]
     assert all(isinstance(c.value, int | float) for c in money) and "¥" in money[0].number_format
-    assert sum(c.value for c in money) * 100 == conn.execute(
-        "SELECT sum(balance_fen) FROM accounts WHERE id LIKE 'holder:%:self'"
-    ).fetchone()[0]
+    assert (
+        sum(c.value for c in money) * 100
+        == conn.execute("SELECT sum(balance_fen) FROM accounts WHERE id LIKE 'holder:%:self'").fetchone()[0]
+    )
 
 
 def test_sales_per_slot_ignores_rejected_sales(conn, city) -> None:  # noqa: ANN001

@@ -49,8 +49,9 @@ SELF_SERVICE = {
 
 def web_rules(app):  # noqa: ANN001, ANN201
     return [
-        r for r in sorted(app.url_map.iter_rules(), key=lambda r: r.rule) if r.endpoint.startswith("web_")
-        and r.endpoint != "web_static.static"
+        r
+        for r in sorted(app.url_map.iter_rules(), key=lambda r: r.rule)
+        if r.endpoint.startswith("web_") and r.endpoint != "web_static.static"
     ]
 
 

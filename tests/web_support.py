@@ -31,7 +31,12 @@ def csrf_of(html: str) -> str:
 
 
 def make_staff(
-    conn: sqlite3.Connection, role: str, now_ms: int, username: str | None = None, *, must_change: bool = False
+    conn: sqlite3.Connection,
+    role: str,
+    now_ms: int,
+    username: str | None = None,
+    *,
+    must_change: bool = False,
 ) -> str:
     """A staff account of ``role`` (scope from :data:`STAFF`) with :data:`PASSWORD`; its user name."""
     name = username or f"{role}1"

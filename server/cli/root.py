@@ -348,7 +348,8 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
     emit({"terminals": rows}, as_json, lines or ["无终端 no terminals"])
 
 
-for _group in (registry, people, money, qr, ecny, limits, tokens, users):  # each group's module lists its commands
+# each group's module lists its commands
+for _group in (registry, people, money, qr, ecny, limits, tokens, users):
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

@@ -50,7 +50,9 @@ def _read_password(from_stdin: bool) -> str | None:
 @click.option("--operator", default=None, help="Operator (company) name (an operator's).")
 @click.option("--name", "display_name", default="", help="The person's name, shown on the pages.")
 @click.option(
-    "--password-stdin", is_flag=True, help="Read the first password from stdin (default: a random one, printed)."
+    "--password-stdin",
+    is_flag=True,
+    help="Read the first password from stdin (default: a random one, printed).",
 )
 @JSON_OPTION
 @click.pass_obj
@@ -71,7 +73,14 @@ def user_add(
     conn = obj.db()
     with write_txn(conn):
         account = accounts.add_staff(
-            conn, username, role, password, now_ms(), unit_id=unit_id, operator=operator, display_name=display_name
+            conn,
+            username,
+            role,
+            password,
+            now_ms(),
+            unit_id=unit_id,
+            operator=operator,
+            display_name=display_name,
         )
     data = {"username": account.login, "role": role, "unit_id": account.unit_id, "operator": account.operator}
     if given is None:

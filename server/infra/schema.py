@@ -621,7 +621,9 @@ MIGRATIONS.append(
     # lock the account for a while. ``web_sessions``: a signed-in browser (the SHA-256 of its
     # random session id) and when it was last seen, for the idle timeout. ``web_login_events``:
     # every log-in, failure, lock, password change and activation, for the bureau's records.
-    # ``sales_time``: the dashboard reads today's sales of every canteen by time.
+    # ``sales_time``: the dashboard reads today's sales of every canteen by time;
+    # ``holders_staff_no``: people are found and listed by 工号 (the console's search, a diner's
+    # log-in); ``holders_unit_status``: the allocation report counts each unit's active staff.
     """
     CREATE TABLE web_accounts (
         id                      INTEGER PRIMARY KEY,
@@ -668,5 +670,7 @@ MIGRATIONS.append(
     CREATE INDEX web_login_events_time ON web_login_events(at_ms);
 
     CREATE INDEX sales_time ON sales(occurred_at_ms);
+    CREATE INDEX holders_staff_no ON holders(staff_no);
+    CREATE INDEX holders_unit_status ON holders(unit_id, status);
     """
 )

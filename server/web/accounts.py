@@ -175,9 +175,7 @@ def record_event(
 
 
 def get_account(conn: sqlite3.Connection, account_id: int) -> Account | None:
-    row = conn.execute(
-        "SELECT * FROM web_accounts WHERE id = ? AND disabled = 0", (account_id,)
-    ).fetchone()
+    row = conn.execute("SELECT * FROM web_accounts WHERE id = ? AND disabled = 0", (account_id,)).fetchone()
     return Account.from_row(row) if row else None
 
 
@@ -198,9 +196,13 @@ def add_staff(
     if role not in STAFF_ROLES:
         raise DomainError("invalid_input", f"role must be one of {', '.join(STAFF_ROLES)}")
     if role == "clerk" and not unit_id:
-        raise DomainError("invalid_input", "a clerk needs a unit (--unit)", zh="单位经办人须指定单位（--unit）")
+        raise DomainError(
+            "invalid_input", "a clerk needs a unit (--unit)", zh="单位经办人须指定单位（--unit）"
+        )
     if role == "operator" and not operator:
-        raise DomainError("invalid_input", "an operator needs --operator", zh="运营方账户须指定运营单位（--operator）")
+        raise DomainError(
+            "invalid_input", "an operator needs --operator", zh="运营方账户须指定运营单位（--operator）"
+        )
     unit_id = unit_id if role == "clerk" else None
     operator = operator if role == "operator" else None
     if unit_id and conn.execute("SELECT 1 FROM units WHERE id = ?", (unit_id,)).fetchone() is None:
@@ -243,7 +245,9 @@ def _check_password(
         return LoginResult(None, "account_locked")
     stored = row[column]
     if stored and check_password_hash(stored, secret):
-        conn.execute("UPDATE web_accounts SET failed_logins = 0, locked_until_ms = NULL WHERE id = ?", (row["id"],))
+        conn.execute(
+            "UPDATE web_accounts SET failed_logins = 0, locked_until_ms = NULL WHERE id = ?", (row["id"],)
+        )
         return LoginResult(Account.from_row(row))
     if not stored:
         _spend_a_check(secret)
@@ -261,7 +265,9 @@ def _check_password(
     return LoginResult(None, "login_failed" if column == "password_hash" else "activation_invalid")
 
 
-def login_staff(conn: sqlite3.Connection, username: str, password: str, now_ms: int, remote: str = "") -> LoginResult:
+def login_staff(
+    conn: sqlite3.Connection, username: str, password: str, now_ms: int, remote: str = ""
+) -> LoginResult:
     """Check a staff member's user name and password (call inside a write transaction)."""
     row = conn.execute(
         "SELECT * FROM web_accounts WHERE kind = 'staff' AND login = ? AND disabled = 0", (username,)
@@ -287,7 +293,13 @@ def _diner_rows(conn: sqlite3.Connection, staff_no: str, unit_id: str | None) ->
 
 
 def _one_diner(
-    conn: sqlite3.Connection, staff_no: str, unit_id: str | None, secret: str, now_ms: int, remote: str, what: str
+    conn: sqlite3.Connection,
+    staff_no: str,
+    unit_id: str | None,
+    secret: str,
+    now_ms: int,
+    remote: str,
+    what: str,
 ) -> tuple[sqlite3.Row | None, LoginResult | None]:
     rows = [r for r in _diner_rows(conn, staff_no.strip(), unit_id or None) if r[what] is not None]
     if len(rows) > 1:
@@ -344,7 +356,8 @@ def reset_staff_password(conn: sqlite3.Connection, username: str, password: str,
     if problem:
         raise DomainError(problem, "the new password is too weak")
     cur = conn.execute(
-        "UPDATE web_accounts SET password_hash = ?, must_change = 1, failed_logins = 0, locked_until_ms = NULL "
+        "UPDATE web_accounts SET password_hash = ?, must_change = 1, failed_logins = 0, "
+        "locked_until_ms = NULL "
         "WHERE kind = 'staff' AND login = ?",
         (hash_secret(password), username),
     )
@@ -377,7 +390,9 @@ def issue_activation(conn: sqlite3.Connection, holder_id: str, now_ms: int, by: 
     if holder is None:
         raise DomainError("not_found", f"holder {holder_id}")
     if not holder["staff_no"]:
-        raise DomainError("invalid_input", "the cardholder has no 工号", zh="该人员没有工号，无法开通网页登录")
+        raise DomainError(
+            "invalid_input", "the cardholder has no 工号", zh="该人员没有工号，无法开通网页登录"
+        )
     code = new_activation_code()
     expires = now_ms + ACTIVATION_VALID_MS
     conn.execute(
@@ -387,7 +402,9 @@ def issue_activation(conn: sqlite3.Connection, holder_id: str, now_ms: int, by: 
         "activation_expires_ms = excluded.activation_expires_ms, display_name = excluded.display_name",
         (holder_id, holder["unit_id"], holder_id, holder["name"], now_ms, hash_secret(code), expires),
     )
-    account = conn.execute("SELECT id FROM web_accounts WHERE kind = 'diner' AND login = ?", (holder_id,)).fetchone()
+    account = conn.execute(
+        "SELECT id FROM web_accounts WHERE kind = 'diner' AND login = ?", (holder_id,)
+    ).fetchone()
     record_event(conn, now_ms, holder_id, f"activation_issued by {by}", account["id"])
     return Activation(
         holder_id, holder["name"], holder["staff_no"], holder["unit_id"], holder["unit_name"], code, expires
@@ -425,7 +442,9 @@ def activate(
     chosen is refused before the code is even looked at, so it is not used up."""
     if password_problem(password, ""):
         return LoginResult(None, "password_weak", field="new_password")
-    row, refused = _one_diner(conn, staff_no, unit_id, normalise_code(code), now_ms, remote, "activation_hash")
+    row, refused = _one_diner(
+        conn, staff_no, unit_id, normalise_code(code), now_ms, remote, "activation_hash"
+    )
     if row is None:
         assert refused is not None
         return refused

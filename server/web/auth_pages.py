@@ -27,7 +27,9 @@ PASSWORD_RULE = "至少 8 位，须同时包含字母和数字"
 
 
 class LoginForm(Form):
-    username = StringField("用户名", validators=[DataRequired(REQUIRED), Length(max=32, message="用户名过长")])
+    username = StringField(
+        "用户名", validators=[DataRequired(REQUIRED), Length(max=32, message="用户名过长")]
+    )
     password = PasswordField("密码", validators=[DataRequired(REQUIRED), Length(max=128, message="密码过长")])
 
 
@@ -78,7 +80,9 @@ def _signed_in(result: accounts.LoginResult) -> Response:
 
 def _show_refusal(form: Form, result: accounts.LoginResult, default_field: str) -> None:
     assert result.refusal is not None
-    text = message(result.refusal) + (f"：{result.zh}" if result.zh and result.refusal != "invalid_input" else "")
+    text = message(result.refusal) + (
+        f"：{result.zh}" if result.zh and result.refusal != "invalid_input" else ""
+    )
     add_error(form, result.field or default_field, result.zh if result.refusal == "invalid_input" else text)
 
 
@@ -97,7 +101,11 @@ def login() -> Response | tuple[str, int]:
         conn = get_db()
         with write_txn(conn):
             result = accounts.login_staff(
-                conn, form.username.data.strip(), form.password.data, get_clock().now_ms(), request.remote_addr or ""
+                conn,
+                form.username.data.strip(),
+                form.password.data,
+                get_clock().now_ms(),
+                request.remote_addr or "",
             )
         if result.account:
             return _signed_in(result)

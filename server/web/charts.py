@@ -61,7 +61,8 @@ def slot_chart(series: Sequence[Series], title: str, chart_id: str = "chart") ->
         fen = top * k // 4
         parts.append(
             f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(fen):.1f}" y2="{y(fen):.1f}"/>'
-            f'<text class="axis" x="{LEFT - 6}" y="{y(fen) + 4:.1f}" text-anchor="end">{escape(format_fen(fen))}</text>'
+            f'<text class="axis" x="{LEFT - 6}" y="{y(fen) + 4:.1f}" text-anchor="end">'
+            f"{escape(format_fen(fen))}</text>"
         )
     for slot in range(first, last + 1, SLOTS_PER_HOUR * (2 if n > 48 else 1)):
         x = LEFT + (slot - first) * step

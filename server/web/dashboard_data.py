@@ -38,7 +38,9 @@ class Series:
     amounts_fen: list[int | None]  # one per slot of the day; None: not yet (the future)
 
 
-def sales_by_slot(conn: sqlite3.Connection, day_start_ms: int, until_ms: int | None = None) -> list[int | None]:
+def sales_by_slot(
+    conn: sqlite3.Connection, day_start_ms: int, until_ms: int | None = None
+) -> list[int | None]:
     """Applied sales' amount per 15 minutes of the Beijing day starting at ``day_start_ms``;
     slots from ``until_ms`` on are None (today's future)."""
     end = day_start_ms + DAY_MS

@@ -57,7 +57,9 @@ def rows_file(
 ) -> Response:
     """Rows (already in column order) as a CSV or xlsx download named ``stem`` + date."""
     if fmt not in FORMATS:
-        raise DomainError("invalid_input", f"format must be csv or xlsx, not {fmt!r}", zh="下载格式须为 CSV 或 Excel")
+        raise DomainError(
+            "invalid_input", f"format must be csv or xlsx, not {fmt!r}", zh="下载格式须为 CSV 或 Excel"
+        )
     day = china_time(get_clock().now_ms(), "%Y%m%d")
     name = f"{stem}-{day}.{fmt}"
     if fmt == "csv":

@@ -24,10 +24,11 @@ HISTORY = Table(
         Column("self_fen", "自费支付", None, "fen"),
     ),
     select_sql=(
-        "SELECT s.uuid AS uuid, s.terminal_id AS terminal_id, s.seq AS seq, s.occurred_at_ms AS occurred_at_ms, "
-        "coalesce(c.name, s.canteen_id) AS canteen_name, s.kind AS kind, s.meal_period AS meal_period, "
-        "s.method AS method, s.amount_fen AS amount_fen, s.subsidy_fen AS subsidy_fen, s.self_fen AS self_fen, "
-        "s.overdraft_fen AS overdraft_fen FROM sales s LEFT JOIN canteens c ON c.id = s.canteen_id"
+        "SELECT s.uuid AS uuid, s.terminal_id AS terminal_id, s.seq AS seq, "
+        "s.occurred_at_ms AS occurred_at_ms, coalesce(c.name, s.canteen_id) AS canteen_name, s.kind AS kind, "
+        "s.meal_period AS meal_period, s.method AS method, s.amount_fen AS amount_fen, "
+        "s.subsidy_fen AS subsidy_fen, s.self_fen AS self_fen, s.overdraft_fen AS overdraft_fen "
+        "FROM sales s LEFT JOIN canteens c ON c.id = s.canteen_id"
     ),
     default_sort="occurred_at_ms",
     default_desc=True,

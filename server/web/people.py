@@ -38,19 +38,24 @@ PEOPLE = Table(
         Column("self_fen", "自费余额", "self_fen", "fen"),
     ),
     select_sql=(
-        "SELECT h.id AS id, h.staff_no AS staff_no, h.name AS name, u.name AS unit_name, h.status AS status, "
-        "CASE h.status WHEN 'left' THEN '已离职' ELSE '在职' END AS status_zh, "
-        "(SELECT group_concat(card_id, ' ') FROM cards c WHERE c.holder_id = h.id AND c.status = 'active') AS cards, "
-        f"coalesce((SELECT balance_fen FROM accounts a WHERE a.id = {ledger.purse_id_sql('h.id', 'self')}), 0) "
-        "AS self_fen FROM holders h JOIN units u ON u.id = h.unit_id"
+        "SELECT h.id AS id, h.staff_no AS staff_no, h.name AS name, u.name AS unit_name, "
+        "h.status AS status, CASE h.status WHEN 'left' THEN '已离职' ELSE '在职' END AS status_zh, "
+        "(SELECT group_concat(card_id, ' ') FROM cards c WHERE c.holder_id = h.id AND c.status = 'active') "
+        "AS cards, coalesce((SELECT balance_fen FROM accounts a "
+        f"WHERE a.id = {ledger.purse_id_sql('h.id', 'self')}), 0) AS self_fen "
+        "FROM holders h JOIN units u ON u.id = h.unit_id"
     ),
     default_sort="staff_no",
     tie_break="h.id",
-    search_sql=(
-        "(h.name LIKE ? ESCAPE '\\' OR h.staff_no = ? COLLATE NOCASE OR h.id = ? COLLATE NOCASE "
-        "OR EXISTS (SELECT 1 FROM cards c WHERE c.holder_id = h.id AND c.card_id = ? COLLATE NOCASE))"
+    # a 工号, card number or holder id (as typed, or in capitals) is found by index; only when
+    # nothing matches exactly is the name searched for the text anywhere in it (a scan)
+    exact_sql=(
+        "(h.staff_no IN (?, ?) OR h.id IN (?, ?) "
+        "OR h.id IN (SELECT holder_id FROM cards WHERE card_id IN (?, ?)))"
     ),
-    search_args=lambda q: [like(q), q, q, q],
+    exact_args=lambda q: [q, q.upper(), q, q.upper(), q, q.upper()],
+    search_sql="(h.name LIKE ? ESCAPE '\\')",
+    search_args=lambda q: [like(q)],
     search_label="姓名、工号或卡号",
 )
 

@@ -51,7 +51,9 @@ def resume(conn: sqlite3.Connection, sid: str, now_ms: int) -> Resumed:
     reported expired. Reads first and writes (its own short transaction) only when needed, so
     a page view does not queue behind the sales ingest for the write lock."""
     key = _hash(sid)
-    row = conn.execute("SELECT account_id, last_seen_ms FROM web_sessions WHERE id_hash = ?", (key,)).fetchone()
+    row = conn.execute(
+        "SELECT account_id, last_seen_ms FROM web_sessions WHERE id_hash = ?", (key,)
+    ).fetchone()
     if row is None:
         return Resumed(None)
     if is_idle(row["last_seen_ms"], now_ms):

@@ -69,6 +69,10 @@ class Table:
     tie_break: str  # an expression unique per row, appended to every ORDER BY
     search_sql: str | None = None  # a condition with ? placeholders
     search_args: Callable[[str], Sequence[Any]] = field(default=lambda q: [])
+    # tried first when given: exact matches found by index (an id, a 工号, a card number); only
+    # when there is none does the broader search_sql (a scan: part of a name) run
+    exact_sql: str | None = None
+    exact_args: Callable[[str], Sequence[Any]] = field(default=lambda q: [])
     default_desc: bool = False
     page_size: int = PAGE_SIZE
     search_label: str = "搜索"
@@ -146,14 +150,24 @@ class TablePage:
         return url_for(endpoint, **{**args, **self.query.args(**changes), **extra})
 
 
-def _where(table: Table, query: TableQuery, where: str, args: Sequence[Any]) -> tuple[str, list[Any]]:
+def _where(
+    table: Table, query: TableQuery, where: str, args: Sequence[Any], exact: bool = False
+) -> tuple[str, list[Any]]:
     conditions, params = [], list(args)
     if where:
         conditions.append(f"({where})")
-    if query.q and table.search_sql:
+    if query.q and exact and table.exact_sql:
+        conditions.append(table.exact_sql)
+        params.extend(table.exact_args(query.q))
+    elif query.q and table.search_sql:
         conditions.append(table.search_sql)
         params.extend(table.search_args(query.q))
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+def _passes(table: Table, query: TableQuery) -> tuple[bool, ...]:
+    """Exact matches first, when the table has them, then the broad search."""
+    return (True, False) if query.q and table.exact_sql else (False,)
 
 
 def _order(table: Table, query: TableQuery) -> str:
@@ -166,24 +180,43 @@ def _order(table: Table, query: TableQuery) -> str:
 def fetch(
     conn: sqlite3.Connection, table: Table, query: TableQuery, where: str = "", args: Sequence[Any] = ()
 ) -> TablePage:
-    """One page of the rows matching ``where`` (the caller's scope) and the search."""
-    condition, params = _where(table, query, where, args)
-    total = conn.execute(f"SELECT count(*) FROM ({table.select_sql}{condition})", params).fetchone()[0]
-    page = min(query.page, max(1, math.ceil(total / query.size)))
-    query = replace(query, page=page)
-    rows = conn.execute(
-        f"{table.select_sql}{condition}{_order(table, query)} LIMIT ? OFFSET ?",
-        [*params, query.size, (page - 1) * query.size],
-    ).fetchall()
-    return TablePage(table, query, [dict(r) for r in rows], total)
+    """One page of the rows matching ``where`` (the caller's scope) and the search. A first
+    page that is not full needs no count (it is its own total)."""
+    for exact in _passes(table, query):
+        condition, params = _where(table, query, where, args, exact)
+        order = _order(table, query)
+        rows: list[Any] = []
+        if query.page == 1:
+            rows = conn.execute(
+                f"{table.select_sql}{condition}{order} LIMIT ?", [*params, query.size]
+            ).fetchall()
+            if len(rows) < query.size:
+                if rows or not exact:
+                    return TablePage(table, query, [dict(r) for r in rows], len(rows))
+                continue
+        total = conn.execute(f"SELECT count(*) FROM ({table.select_sql}{condition})", params).fetchone()[0]
+        if exact and not total:
+            continue
+        page = min(query.page, max(1, math.ceil(total / query.size)))
+        if page != 1 or not rows:
+            query = replace(query, page=page)
+            rows = conn.execute(
+                f"{table.select_sql}{condition}{order} LIMIT ? OFFSET ?",
+                [*params, query.size, (page - 1) * query.size],
+            ).fetchall()
+        return TablePage(table, replace(query, page=page), [dict(r) for r in rows], total)
+    raise AssertionError("the broad pass always returns")
 
 
 def fetch_all(
     conn: sqlite3.Connection, table: Table, query: TableQuery, where: str = "", args: Sequence[Any] = ()
 ) -> list[dict[str, Any]]:
     """Every matching row in the page's order (up to :data:`MAX_DOWNLOAD_ROWS`), for a download."""
-    condition, params = _where(table, query, where, args)
-    rows = conn.execute(
-        f"{table.select_sql}{condition}{_order(table, query)} LIMIT ?", [*params, MAX_DOWNLOAD_ROWS]
-    ).fetchall()
-    return [dict(r) for r in rows]
+    for exact in _passes(table, query):
+        condition, params = _where(table, query, where, args, exact)
+        rows = conn.execute(
+            f"{table.select_sql}{condition}{_order(table, query)} LIMIT ?", [*params, MAX_DOWNLOAD_ROWS]
+        ).fetchall()
+        if rows or not exact:
+            return [dict(r) for r in rows]
+    return []
