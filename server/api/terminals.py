@@ -1,12 +1,12 @@
-"""Terminals: provisioning (admin), what a terminal downloads (snapshot, deltas), and the
-online PIN check for a sale above the no-PIN limit."""
+"""Terminals: provisioning (admin), what a terminal downloads (snapshot, deltas, an offered
+update bundle), and the online PIN check for a sale above the no-PIN limit."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
 
 from server.api.params import json_body, query_int
 from server.api.spec import doc
@@ -15,7 +15,7 @@ from server.downstream.snapshot import build_snapshot
 from server.infra.auth import requires, requires_terminal
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.registry import broker_users, pins, terminals
+from server.registry import broker_users, pins, terminals, updates
 from shared.errors import DomainError
 from shared.protocol import DELTA_PAGE_SIZE, seal_server
 from shared.protocol.messages import MAX_SALE_FEN
@@ -94,6 +94,17 @@ def deltas(terminal_id: str) -> Response:
     ]
     body = "[" + ",".join(items) + "]"
     return Response(body, mimetype="application/json")
+
+
+@bp.get("/<terminal_id>/updates/<bundle>")
+@doc("An update bundle offered to this terminal, `<kind>-<version>` (terminal-signed request)")
+@requires_terminal
+def update_bundle(terminal_id: str, bundle: str) -> Response:
+    """The bundle's bytes as signed by the release key; the terminal checks them itself."""
+    if g.principal.terminal_id != terminal_id:
+        raise DomainError("terminal_mismatch", "a terminal may only fetch its own updates")
+    path = updates.bundle_for(get_db(), current_app.config["UPDATES_DIR"], terminal_id, bundle)
+    return send_file(path, mimetype="application/x-tar", max_age=0)
 
 
 PIN_CHECK_RESULT = {
