@@ -264,7 +264,9 @@ CATALOG: dict[str, ErrorSpec] = {
         "updates are not configured on this terminal (release key or update folder)",
     ),
     "update_download_failed": ErrorSpec("更新包下载失败", "update bundle download failed"),
-    "update_install_failed": ErrorSpec("更新安装失败（无法写入磁盘）", "update could not be installed (disk)"),
+    "update_install_failed": ErrorSpec(
+        "更新安装失败（无法写入磁盘）", "update could not be installed (disk)"
+    ),
     "update_rolled_back": ErrorSpec(
         "新版本未能在限定时间内连通服务器，已自动回退",
         "the new version did not reach the server in time: rolled back",

@@ -155,7 +155,9 @@ def run(config_path: str, events: bool, log_level: str) -> None:
         running=version,
         layout=Layout(Path(config.update_root)) if config.update_root else None,
         under_launcher=bool(os.environ.get(LAUNCHER_ENV)),
-        download=lambda kind, v: terminal.sync.http.bundle(kind, v, clock.now_ms() + (terminal.sync.clock_offset_ms or 0)),
+        download=lambda kind, v: terminal.sync.http.bundle(
+            kind, v, clock.now_ms() + (terminal.sync.clock_offset_ms or 0)
+        ),
         send_report=terminal.sync.send_update_report,
         when_idle=terminal.when_idle,
         restart=lambda: (restart.set(), done.set()),
@@ -257,13 +259,15 @@ def status(config_path: str, as_json: bool) -> None:
     offset = info["clock_offset_ms"]
     click.echo(f"  时钟偏差 clock offset   {'-' if offset is None else f'{offset:+d} ms'}")
     click.echo(f"  软件版本 software        {info['software_version'] or '-'}")
-    for label, update in (("软件更新 update", info["update"]), ("固件更新 firmware", info["firmware_update"])):
+    for label, update in (
+        ("软件更新 update", info["update"]),
+        ("固件更新 firmware", info["firmware_update"]),
+    ):
         if update:
             code = update.get("code")
             why = f" 【{message(code)}】({code})" if code else ""
-            click.echo(
-                f"  {label:<17} {update.get('version')} {update.get('state')} {when(update.get('at_ms'))}{why}"
-            )
+            what = f"{update.get('version')} {update.get('state')}"
+            click.echo(f"  {label:<17} {what} {when(update.get('at_ms'))}{why}")
     if info["identity_conflict"]:
         click.echo(
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "

@@ -105,7 +105,9 @@ class Launcher:
             ran = self._mono() - started
             backoff = 1.0 if ran > 60 else min(backoff * 2, BACKOFF_MAX_S)
             self._emit("exited", version=version, code=rc, restart_in_s=backoff)
-            log.warning("agent %s exited with %s; starting it again in %.0f s", version or "base", rc, backoff)
+            log.warning(
+                "agent %s exited with %s; starting it again in %.0f s", version or "base", rc, backoff
+            )
             self._wait(backoff)
         return 0
 
@@ -121,7 +123,9 @@ class Launcher:
         if pending is not None:
             pending["starts"] = int(pending.get("starts", 0)) + 1
             if pending["starts"] > MAX_PENDING_STARTS:
-                self._roll_back(f"version {pending['version']} started {MAX_PENDING_STARTS} times unconfirmed")
+                self._roll_back(
+                    f"version {pending['version']} started {MAX_PENDING_STARTS} times unconfirmed"
+                )
                 return None, None
             self.layout.set_pending(pending)
         return self.layout.current(), pending
@@ -145,7 +149,9 @@ class Launcher:
                     continue
                 self._emit("deadline", version=version)
                 self._terminate()
-                self._roll_back(f"version {version} did not reach the server within {still.get('health_s')} s")
+                self._roll_back(
+                    f"version {version} did not reach the server within {still.get('health_s')} s"
+                )
                 return None
 
     def _start(self, version: str) -> subprocess.Popen[bytes]:
@@ -221,9 +227,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     if not args.config:
         parser.error("--config (or CANTEEN_TERMINAL_CONFIG) is required")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
     config = Path(args.config).resolve()
-    launcher = Launcher(layout_from_config(config), ["--config", str(config), *rest], events="--events" in rest)
+    launcher = Launcher(
+        layout_from_config(config), ["--config", str(config), *rest], events="--events" in rest
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: launcher.stop())
     return launcher.run()

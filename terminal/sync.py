@@ -632,7 +632,12 @@ class SyncAgent:
         when it could not be handed to the link (offline: try again later)."""
         msg_id = uuid.uuid4().hex
         payload = seal_hmac(
-            "update_report", self.config.terminal_id, report.to_body(), self.config.secret, self.clock.now_ms(), msg_id
+            "update_report",
+            self.config.terminal_id,
+            report.to_body(),
+            self.config.secret,
+            self.clock.now_ms(),
+            msg_id,
         )
         if not self.online or not self.link.publish(topics.update_report(self.config.terminal_id), payload):
             return None

@@ -226,7 +226,13 @@ class Layout:
     def begin_switch(self, version: str, health_s: float, at_ms: int) -> None:
         """The agent, between sales: mark ``version`` pending, then point ``current`` at it."""
         self.set_pending(
-            {"version": version, "previous": self.current(), "health_s": health_s, "at_ms": at_ms, "starts": 0}
+            {
+                "version": version,
+                "previous": self.current(),
+                "health_s": health_s,
+                "at_ms": at_ms,
+                "starts": 0,
+            }
         )
         self.switch(version)
 

@@ -243,7 +243,9 @@ class Updater:
             bundle = self._fetch(o)
             check_offer(bundle.manifest, "terminal", self.running)
             self.layout.install(
-                o.version, bundle.files, {MANIFEST: bundle.manifest_bytes, SIGNATURE: bundle.signature.encode()}
+                o.version,
+                bundle.files,
+                {MANIFEST: bundle.manifest_bytes, SIGNATURE: bundle.signature.encode()},
             )
             verify_tree(bundle.manifest, lambda p: self.layout.read_installed(o.version, p))  # type: ignore[union-attr]
         except _Retry as exc:
@@ -286,13 +288,17 @@ class Updater:
             except ServerUnreachable as exc:
                 raise _Retry(str(exc)) from exc
             if len(data) != o.size or sha256_hex(data) != o.sha256:
-                raise DomainError("update_corrupted", "the download does not match the offer's size and SHA-256")
+                raise DomainError(
+                    "update_corrupted", "the download does not match the offer's size and SHA-256"
+                )
             if path is not None:
                 write_atomic(path, data)
             self._emit({"event": "update", "kind": o.kind, "version": o.version, "state": "downloaded"})
         bundle = open_bundle(data, self.config.release_public_key)
         if bundle.manifest.version != o.version:
-            raise DomainError("update_malformed", f"offered {o.version}, the bundle says {bundle.manifest.version}")
+            raise DomainError(
+                "update_malformed", f"offered {o.version}, the bundle says {bundle.manifest.version}"
+            )
         return bundle
 
     def _try_switch(self, version: str) -> None:
@@ -349,7 +355,9 @@ class Updater:
             self._settled[key] = "running"
             return
         if not self.config.release_public_key:
-            self._refuse(o, DomainError("update_not_configured", "no release_public_key in the configuration"))
+            self._refuse(
+                o, DomainError("update_not_configured", "no release_public_key in the configuration")
+            )
             return
         if self._firmware_image is None or self._firmware_image[0] != o.version:
             try:
@@ -367,15 +375,21 @@ class Updater:
                 self._refuse(o, DomainError("update_malformed", str(exc)))
                 return
             self._firmware_image = (o.version, image)
-            self._note("firmware", o.version, "installed", None, "verified; pushing to the board between sales")
+            self._note(
+                "firmware", o.version, "installed", None, "verified; pushing to the board between sales"
+            )
             self._report(UpdateReport("firmware", o.version, "installed", running))
         image = self._firmware_image[1]
         result: list[bool] = []
-        if not self._when_idle(self.config.update_quiet_s, lambda: result.append(board.flash_firmware(image, o.version))):
+        if not self._when_idle(
+            self.config.update_quiet_s, lambda: result.append(board.flash_firmware(image, o.version))
+        ):
             return
         self._firmware_image = None
         if not result[0]:
-            self._refuse(o, DomainError("firmware_update_failed", f"the board did not come back as {o.version}"))
+            self._refuse(
+                o, DomainError("firmware_update_failed", f"the board did not come back as {o.version}")
+            )
             return
         self._settled[key] = "running"
         log.warning("board firmware %s running (was %s)", o.version, running)
@@ -388,7 +402,9 @@ class Updater:
         state = "refused" if exc.code in REFUSALS or exc.code == "update_rolled_back" else "failed"
         self._settled[(o.kind, o.version)] = state
         log.error("update %s %s %s: %s: %s", o.kind, o.version, state, exc.code, exc.detail)
-        running = self.running if o.kind == "terminal" else str(getattr(self.board, "firmware_version", "") or "")
+        running = (
+            self.running if o.kind == "terminal" else str(getattr(self.board, "firmware_version", "") or "")
+        )
         self._note(o.kind, o.version, state, exc.code, exc.detail)
         self._report(UpdateReport(o.kind, o.version, state, running, exc.code, exc.detail[:500] or None))
 
@@ -415,7 +431,9 @@ class Updater:
     def _note(self, kind: str, version: str, state: str, code: str | None, detail: str | None) -> None:
         """Keep the outcome for ``canteen-terminal status`` and tell whoever listens."""
         record = {"kind": kind, "version": version, "state": state, "code": code, "detail": detail}
-        self._record_meta(f"update_{kind}", json.dumps({**record, "at_ms": self.clock.now_ms()}, ensure_ascii=False))
+        self._record_meta(
+            f"update_{kind}", json.dumps({**record, "at_ms": self.clock.now_ms()}, ensure_ascii=False)
+        )
         self._emit({"event": "update", **{k: v for k, v in record.items() if v is not None}})
 
     def _record_meta(self, key: str, value: str) -> None:

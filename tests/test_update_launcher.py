@@ -24,6 +24,7 @@ from terminal.update_layout import RESTART_EXIT_CODE, Layout
 FAKE_CLI = r"""
 import json, os, sys, time
 from pathlib import Path
+RESTART_EXIT_CODE = RESTART_EXIT_CODE_VALUE
 here = Path(__file__).resolve().parent.parent
 root = here.parent.parent
 version = here.name
@@ -39,11 +40,12 @@ if how["action"] == "switch":
     blocked = json.loads((state / "blocked.json").read_text()) if (state / "blocked.json").exists() else []
     if how["to"] not in blocked:
         state.mkdir(exist_ok=True)
-        write(state / "pending.json", {"version": how["to"], "previous": version, "health_s": how.get("health_s", 60), "starts": 0})
+        mark = {"version": how["to"], "previous": version, "health_s": how.get("health_s", 60)}
+        write(state / "pending.json", {**mark, "starts": 0})
         tmp = root / ".current.tmp"
         os.symlink("versions/" + how["to"], tmp)
         os.replace(tmp, root / "current")
-        sys.exit(%d)
+        sys.exit(RESTART_EXIT_CODE)
 elif how["action"] == "confirm":
     p = state / "pending.json"
     if p.exists() and json.loads(p.read_text())["version"] == version:
@@ -53,14 +55,16 @@ elif how["action"] == "crash":
     sys.exit(3)
 while True:
     time.sleep(0.1)
-""" % RESTART_EXIT_CODE
+"""
 
 
 def fake_version(root: Path, version: str, **behaviour: object) -> None:
     folder = root / "versions" / version
     (folder / "terminal").mkdir(parents=True)
     (folder / "terminal" / "__init__.py").write_text("")
-    (folder / "terminal" / "cli.py").write_text(FAKE_CLI)
+    (folder / "terminal" / "cli.py").write_text(
+        FAKE_CLI.replace("RESTART_EXIT_CODE_VALUE", str(RESTART_EXIT_CODE))
+    )
     (folder / "manifest.json").write_text(json.dumps({"version": version}))
     (folder / "behaviour.json").write_text(json.dumps(behaviour))
 

@@ -9,6 +9,7 @@ update that does not start). Later firmware comes through the terminal as a sign
 :mod:`~hardware.board.frame` (the frame codec, shared with the terminal's driver) and
 :mod:`~hardware.board.core` (the board's logic, which the simulated board runs on a
 pseudo-terminal). Only ``hmi``, ``matrix``, ``buzzer``, ``led``, ``usb``, ``flash``,
-``device_main`` and ``main`` touch ``machine``; they are type-checked against ``micropython-rp2-stubs`` in the test suite
-(tests/test_board_firmware.py), since CPython cannot run them.
+``device_main`` and ``main`` touch ``machine``; they are type-checked against
+``micropython-rp2-stubs`` in the test suite (tests/test_board_firmware.py), since CPython
+cannot run them.
 """

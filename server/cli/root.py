@@ -26,8 +26,8 @@ from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.infra.keys import load_or_create_secret
 from server.registry import broker_users
-from server.registry.updates import release_public_key
 from server.registry.terminals import fleet, provision, revoke
+from server.registry.updates import release_public_key
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.cli_edge import DomainGroup
@@ -357,7 +357,16 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
     emit({"terminals": rows}, as_json, lines or ["无终端 no terminals"])
 
 
-for _group in (registry, people, money, qr, ecny, limits, tokens, updates):  # each group's module lists its commands
+for _group in (
+    registry,
+    people,
+    money,
+    qr,
+    ecny,
+    limits,
+    tokens,
+    updates,
+):  # each group's module lists its commands
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

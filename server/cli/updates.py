@@ -85,9 +85,13 @@ def release_key_new(obj: Any, out_path: Path | None) -> None:
 
 @click.command("bundle-build")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--version", "version", required=True, help="The bundle's version, e.g. 1.4.0 (newer than what runs).")
+@click.option(
+    "--version", "version", required=True, help="The bundle's version, e.g. 1.4.0 (newer than what runs)."
+)
 @click.option("--min-version", default="0", show_default=True, help="The oldest version it may replace.")
-@click.option("--firmware", is_flag=True, help="The peripheral board's firmware instead of the terminal software.")
+@click.option(
+    "--firmware", is_flag=True, help="The peripheral board's firmware instead of the terminal software."
+)
 @click.option(
     "--key",
     "key_path",
@@ -149,10 +153,14 @@ def bundle_build(
 @click.argument("bundle", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--canteen", "canteen_id", default=None, help="Offer it to this canteen's terminals.")
 @click.option("--fleet", is_flag=True, help="Offer it to every terminal (with --stage: a share of them).")
-@click.option("--stage", default="100%", show_default=True, help="The share of the terminals chosen, e.g. 5%.")
+@click.option(
+    "--stage", default="100%", show_default=True, help="The share of the terminals chosen, e.g. 5%."
+)
 @JSON_OPTION
 @click.pass_obj
-def update_offer(obj: Any, bundle: Path, canteen_id: str | None, fleet: bool, stage: str, as_json: bool) -> None:
+def update_offer(
+    obj: Any, bundle: Path, canteen_id: str | None, fleet: bool, stage: str, as_json: bool
+) -> None:
     """Check a bundle against the release key and offer it (更新下发); again to widen the stage."""
     if fleet == (canteen_id is not None):
         raise click.UsageError("--canteen C 或 --fleet 二选一 (give exactly one of --canteen C and --fleet)")
@@ -173,7 +181,11 @@ def update_offer(obj: Any, bundle: Path, canteen_id: str | None, fleet: bool, st
         [
             f"已下发 offered: {record['kind']} {record['version']} → {scope}, {stage_pct}%",
             f"  选中终端 terminals chosen: {len(result['terminals'])}"
-            + (f" ({', '.join(result['terminals'][:20])}{' …' if len(result['terminals']) > 20 else ''})" if result["terminals"] else ""),
+            + (
+                f" ({', '.join(result['terminals'][:20])}{' …' if len(result['terminals']) > 20 else ''})"
+                if result["terminals"]
+                else ""
+            ),
             "  运行中的服务器将通过 MQTT 通知这些终端 the running server tells them over MQTT",
         ],
     )
@@ -201,11 +213,17 @@ def update_status(obj: Any, as_json: bool) -> None:
     when = lambda ms: china_datetime(ms).strftime("%Y-%m-%d %H:%M:%S") if ms else "-"  # noqa: E731
     lines = []
     for b in data["bundles"]:
-        offers = "; ".join(f"{o['canteen_id'] or '全部 fleet'} {o['stage_pct']}%" for o in b["offers"]) or "未下发 not offered"
+        offers = (
+            "; ".join(f"{o['canteen_id'] or '全部 fleet'} {o['stage_pct']}%" for o in b["offers"])
+            or "未下发 not offered"
+        )
         lines.append(f"更新包 bundle {b['kind']} {b['version']} (min {b['min_version']}): {offers}")
     for t in data["terminals"]:
         offered = ", ".join(f"{k} {v}" for k, v in sorted(t["offered"].items())) or "-"
-        lines.append(f"终端 {t['terminal_id']} 食堂 {t['canteen_id']} 软件 software {t['software'] or '-'} 下发 offered {offered}")
+        lines.append(
+            f"终端 {t['terminal_id']} 食堂 {t['canteen_id']} "
+            f"软件 software {t['software'] or '-'} 下发 offered {offered}"
+        )
         for kind, r in sorted(t["reports"].items()):
             why = f" [{r['code']}]" if r["code"] else ""
             lines.append(f"  {kind} {r['version']}: {r['state']}{why} {when(r['at_ms'])}")

@@ -42,7 +42,9 @@ def in_stage(terminal_id: str, kind: str, version: str, stage_pct: int) -> bool:
 
 def offers_by_terminal(conn: sqlite3.Connection) -> dict[str, UpdateOffer]:
     """Every terminal in service and what it is offered now (possibly nothing)."""
-    terminals = conn.execute("SELECT id, canteen_id FROM terminals WHERE state <> 'revoked' ORDER BY id").fetchall()
+    terminals = conn.execute(
+        "SELECT id, canteen_id FROM terminals WHERE state <> 'revoked' ORDER BY id"
+    ).fetchall()
     offers = conn.execute(
         "SELECT o.kind, o.version, o.canteen_id, o.stage_pct, b.sha256, b.size "
         "FROM update_offers o JOIN update_bundles b ON b.kind = o.kind AND b.version = o.version "

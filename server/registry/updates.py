@@ -90,7 +90,8 @@ def add_bundle(
     if row is not None and row[0] != record["sha256"]:
         raise DomainError(
             "already_exists",
-            f"another {manifest.kind} bundle {manifest.version} is already held: give the new one a new version",
+            f"another {manifest.kind} bundle {manifest.version} is already held: "
+            "give the new one a new version",
         )
     target = Path(folder) / name
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,8 +101,9 @@ def add_bundle(
         tmp.replace(target)
     if row is None:
         conn.execute(
-            "INSERT INTO update_bundles(kind, version, min_version, sha256, size, file_name, created_at_ms, "
-            "added_at_ms) VALUES (:kind, :version, :min_version, :sha256, :size, :file_name, :created_at_ms, :at)",
+            "INSERT INTO update_bundles(kind, version, min_version, sha256, size, file_name, "
+            "created_at_ms, added_at_ms) "
+            "VALUES (:kind, :version, :min_version, :sha256, :size, :file_name, :created_at_ms, :at)",
             {**record, "at": now_ms},
         )
     return record
@@ -117,9 +119,17 @@ def offer(
 ) -> dict[str, Any]:
     """Offer a held bundle to a canteen (``canteen_id``) or the fleet (None) at a stage;
     an active offer of the same bundle to the same terminals is widened (or narrowed)."""
-    if conn.execute("SELECT 1 FROM update_bundles WHERE kind = ? AND version = ?", (kind, version)).fetchone() is None:
+    if (
+        conn.execute(
+            "SELECT 1 FROM update_bundles WHERE kind = ? AND version = ?", (kind, version)
+        ).fetchone()
+        is None
+    ):
         raise DomainError("update_unknown", f"{kind} {version}")
-    if canteen_id is not None and conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None:
+    if (
+        canteen_id is not None
+        and conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None
+    ):
         raise DomainError("unknown_canteen", canteen_id)
     if not 1 <= stage_pct <= 100:
         raise DomainError("invalid_input", f"stage {stage_pct}: 1 to 100 percent")
@@ -138,10 +148,13 @@ def offer(
     else:
         offer_id = row[0]
         conn.execute(
-            "UPDATE update_offers SET stage_pct = ?, updated_at_ms = ? WHERE id = ?", (stage_pct, now_ms, offer_id)
+            "UPDATE update_offers SET stage_pct = ?, updated_at_ms = ? WHERE id = ?",
+            (stage_pct, now_ms, offer_id),
         )
     chosen = [
-        t for t, o in offers_by_terminal(conn).items() if any(b.kind == kind and b.version == version for b in o.offers)
+        t
+        for t, o in offers_by_terminal(conn).items()
+        if any(b.kind == kind and b.version == version for b in o.offers)
     ]
     return {
         "offer_id": offer_id,
@@ -156,7 +169,8 @@ def offer(
 def withdraw(conn: sqlite3.Connection, kind: str, version: str, now_ms: int) -> int:
     """Take back every active offer of a bundle; returns how many there were."""
     cur = conn.execute(
-        "UPDATE update_offers SET withdrawn_at_ms = ? WHERE kind = ? AND version = ? AND withdrawn_at_ms IS NULL",
+        "UPDATE update_offers SET withdrawn_at_ms = ? "
+        "WHERE kind = ? AND version = ? AND withdrawn_at_ms IS NULL",
         (now_ms, kind, version),
     )
     if cur.rowcount == 0:
@@ -205,7 +219,9 @@ def record_report(
     return cur.rowcount == 1
 
 
-def last_reports(conn: sqlite3.Connection, terminal_id: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+def last_reports(
+    conn: sqlite3.Connection, terminal_id: str | None = None
+) -> dict[tuple[str, str], dict[str, Any]]:
     """The newest report per (terminal, kind), by the terminal's send time."""
     rows = conn.execute(
         "SELECT terminal_id, kind, version, state, running, code, detail, sent_at_ms FROM update_reports "
@@ -242,7 +258,11 @@ def rollout(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                 "canteen_id": canteen_id,
                 "software": status.get("software") or None,
                 "offered": {o.kind: o.version for o in offer_.offers} if offer_ else {},
-                "reports": {kind: reports[(terminal_id, kind)] for kind in ("terminal", "firmware") if (terminal_id, kind) in reports},
+                "reports": {
+                    kind: reports[(terminal_id, kind)]
+                    for kind in ("terminal", "firmware")
+                    if (terminal_id, kind) in reports
+                },
             }
         )
     return out
@@ -252,7 +272,8 @@ def bundles(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """The bundles held and their active offers."""
     out = []
     for kind, version, min_version, sha, size, created in conn.execute(
-        "SELECT kind, version, min_version, sha256, size, created_at_ms FROM update_bundles ORDER BY kind, added_at_ms"
+        "SELECT kind, version, min_version, sha256, size, created_at_ms FROM update_bundles "
+        "ORDER BY kind, added_at_ms"
     ).fetchall():
         offers = [
             {"canteen_id": r[0], "stage_pct": r[1], "offered_at_ms": r[2]}

@@ -72,7 +72,9 @@ class UpdateOffer:
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> UpdateOffer:
         only_keys(body, frozenset({"terminal_id", "offers"}), "body")
-        offers = tuple(OfferedBundle.from_dict(o) for o in req_list(body, "offers", max_len=len(UPDATE_KINDS)))
+        offers = tuple(
+            OfferedBundle.from_dict(o) for o in req_list(body, "offers", max_len=len(UPDATE_KINDS))
+        )
         if len({o.kind for o in offers}) != len(offers):
             raise ProtocolError("bad_field", "offers: one per kind")
         return cls(req_str(body, "terminal_id", max_len=64), offers)
