@@ -26,6 +26,7 @@ version folder), else the installed distribution's version.
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import shutil
@@ -145,8 +146,9 @@ class Layout:
 
     def install(self, version: str, files: Mapping[str, bytes], extra: Mapping[str, bytes]) -> Path:
         """Unpack a verified bundle's ``files`` (and ``extra`` files: its manifest and
-        signature) into ``versions/<version>``: written beside it first, fsynced, then renamed
-        into place, so a version folder that exists is complete."""
+        signature) into ``versions/<version>``: written beside it first, compiled to byte
+        code (so the restart into it is quick), fsynced, then renamed into place, so a
+        version folder that exists is complete."""
         final = self.version_dir(version)
         if final.exists():
             return final
@@ -160,6 +162,7 @@ class Layout:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        compileall.compile_dir(tmp, quiet=1, workers=1, stripdir=str(tmp), prependdir=str(final))
         for folder in sorted({p for p in tmp.rglob("*") if p.is_dir()} | {tmp}, reverse=True):
             fsync_dir(folder)
         os.replace(tmp, final)

@@ -335,6 +335,9 @@ class Updater:
         for old in sorted(p.name for p in self.layout.versions.glob("*") if not p.name.startswith(".")):
             if old != version:
                 self.layout.remove(old)
+        for bundle in self.layout.downloads.glob("terminal-*.bundle"):
+            if bundle.name != f"terminal-{version}.bundle":
+                bundle.unlink(missing_ok=True)
 
     # --- board firmware ----------------------------------------------------------------------
 
