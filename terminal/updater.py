@@ -11,7 +11,8 @@ by the server's key, handed over by ``terminal.sync``). For a **terminal** bundl
 2. refuses a version that is not newer than the running one or too old to replace it
    (:func:`shared.release.check_offer`), and one that already rolled back here;
 3. unpacks it into ``versions/<v>`` beside the running version and checks the files on disk;
-4. waits until the queue is quiet — no tap in hand, none for ``update_quiet_s`` — and then,
+4. waits until the queue is quiet — no tap in hand, none for ``update_quiet_s``, watched for
+   at least that long after the install — and then,
    holding the journal lock so that no sale starts, marks the version *pending* and points
    ``current`` at it (:meth:`~terminal.update_layout.Layout.begin_switch`), and asks the
    agent to exit with :data:`~terminal.update_layout.RESTART_EXIT_CODE`; the launcher
@@ -114,6 +115,7 @@ class Updater:
         self._settled: dict[tuple[str, str], str] = {}  # (kind, version) → what became of it here
         self._retry_at: dict[tuple[str, str], float] = {}
         self.ready: str | None = None  # a terminal version installed, waiting for a quiet queue
+        self._ready_at = 0.0  # since when (monotonic): the queue is watched for quiet_s from then
         self._firmware_image: tuple[str, bytes] | None = None
         self.switched = False
         self._store: Store | None = None
@@ -260,7 +262,7 @@ class Updater:
         except OSError as exc:
             self._refuse(o, DomainError("update_install_failed", str(exc)))
             return
-        self.ready = o.version
+        self.ready, self._ready_at = o.version, self._mono()
         self._note("terminal", o.version, "installed", None, "waiting for a quiet moment between sales")
         self._report(UpdateReport("terminal", o.version, "installed", self.running))
 
@@ -304,6 +306,8 @@ class Updater:
     def _try_switch(self, version: str) -> None:
         assert self.layout is not None
         layout = self.layout
+        if self._mono() - self._ready_at < self.config.update_quiet_s:
+            return  # the queue is watched a whole quiet period before it counts as quiet
 
         def switch() -> None:
             # checked once more on disk, then switched: no sale can start meanwhile

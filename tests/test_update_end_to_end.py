@@ -127,8 +127,8 @@ def test_a_bad_signature_a_corrupted_file_and_a_downgrade_are_refused_and_report
 
 
 def test_unsent_sales_survive_power_cuts_mid_update_and_a_rollback_each_applied_once(site: Site) -> None:
-    site.config["update_quiet_s"] = 3.0
-    site.config["update_health_s"] = 8.0
+    site.config["update_quiet_s"] = 3.0  # the taps below come well inside it
+    site.config["update_health_s"] = 12.0
     site.config_path.write_text(json.dumps(site.config))
     events: list[dict] = []
 
@@ -184,7 +184,7 @@ def test_unsent_sales_survive_power_cuts_mid_update_and_a_rollback_each_applied_
 
 
 def test_a_version_that_cannot_reach_the_server_is_rolled_back(site: Site, tmp_path: Path) -> None:
-    site.config["update_health_s"] = 6.0
+    site.config["update_health_s"] = 10.0
     site.config_path.write_text(json.dumps(site.config))
     # a release that talks on topics nobody listens to: it connects, but never hears the server
     broken = patched_tree(

@@ -30,6 +30,7 @@ CREDENTIALS = {
         "canteen_id": {"type": "string"},
         "secret_hex": {"type": "string"},
         "server_public_key": {"type": "string"},
+        "release_public_key": {"type": "string", "description": "pinned for signed updates, when one exists"},
     },
 }
 
@@ -59,7 +60,8 @@ def provision():  # noqa: ANN201
         )
     # the broker learns the new user once it re-reads its files (SIGHUP)
     broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
-    return jsonify(creds.to_json()), 201
+    release = updates.release_public_key(current_app.config["RELEASE_PUBLIC_KEY_FILE"])
+    return jsonify({**creds.to_json(), **({"release_public_key": release} if release else {})}), 201
 
 
 @bp.get("/<terminal_id>/snapshot")
