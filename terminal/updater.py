@@ -40,7 +40,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from hardware.board import fwimage
@@ -52,6 +51,7 @@ from terminal.config import TerminalConfig
 from terminal.server_http import ServerUnreachable
 from terminal.store import Store
 from terminal.update_layout import MANIFEST, SIGNATURE, Layout, write_atomic
+from terminal.update_reports import ReportQueue
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,6 @@ REFUSALS = frozenset(
     {"update_bad_signature", "update_corrupted", "update_downgrade", "update_too_old", "update_malformed"}
 )
 Event = dict[str, Any]
-
-
-@dataclass
-class _Outgoing:
-    report: UpdateReport
-    on_ack: Callable[[], None] | None
-    msg_ids: set[str] = field(default_factory=set)
-    sent_at: float = float("-inf")
 
 
 class _Retry(Exception):
@@ -98,7 +90,6 @@ class Updater:
         self.layout = layout
         self.under_launcher = under_launcher
         self._download = download
-        self._send = send_report
         self._when_idle = when_idle
         self._restart = restart
         self.clock = clock
@@ -109,9 +100,7 @@ class Updater:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._offer: UpdateOffer | None = None
-        self._outgoing: list[_Outgoing] = []
-        self._answered: list[Callable[[], None]] = []  # on_ack callbacks, run on this thread
-        self._reported: set[tuple[str, str, str, str | None]] = set()
+        self.reports = ReportQueue(send_report, monotonic, REPORT_RETRY_S)
         self._settled: dict[tuple[str, str], str] = {}  # (kind, version) → what became of it here
         self._retry_at: dict[tuple[str, str], float] = {}
         self.ready: str | None = None  # a terminal version installed, waiting for a quiet queue
@@ -140,15 +129,11 @@ class Updater:
 
     def acked(self, msg_id: str, reason: str | None) -> bool:
         """The server answered a message; True if it was one of our reports (sync thread)."""
-        with self._lock:
-            out = next((o for o in self._outgoing if msg_id in o.msg_ids), None)
-            if out is None:
-                return False
-            self._outgoing.remove(out)
-            if reason is None and out.on_ack is not None:
-                self._answered.append(out.on_ack)
+        report = self.reports.answered(msg_id, refused=reason is not None)
+        if report is None:
+            return False
         if reason is not None:
-            log.error("update report %s refused by the server: %s", out.report.state, reason)
+            log.error("update report %s refused by the server: %s", report.state, reason)
         self._wake.set()
         return True
 
@@ -198,11 +183,9 @@ class Updater:
             )
 
     def _step(self) -> None:
-        with self._lock:
-            answered, self._answered = self._answered, []
-        for callback in answered:
-            callback()
-        self._send_reports()
+        for action in self.reports.take_actions():
+            action()
+        self.reports.send_due()
         if self.switched:
             return
         with self._lock:
@@ -416,24 +399,8 @@ class Updater:
         self._report(UpdateReport(o.kind, o.version, state, running, exc.code, exc.detail[:500] or None))
 
     def _report(self, report: UpdateReport, on_ack: Callable[[], None] | None = None) -> None:
-        key = (report.kind, report.version, report.state, report.code)
-        with self._lock:
-            if key in self._reported:
-                return
-            self._reported.add(key)
-            self._outgoing.append(_Outgoing(report, on_ack))
-        self._wake.set()
-
-    def _send_reports(self) -> None:
-        now = self._mono()
-        with self._lock:
-            due = [o for o in self._outgoing if now - o.sent_at >= REPORT_RETRY_S]
-        for out in due:
-            msg_id = self._send(out.report)
-            if msg_id is not None:
-                with self._lock:
-                    out.msg_ids.add(msg_id)
-                    out.sent_at = now
+        if self.reports.add(report, on_ack):
+            self._wake.set()
 
     def _note(self, kind: str, version: str, state: str, code: str | None, detail: str | None) -> None:
         """Keep the outcome for ``canteen-terminal status`` and tell whoever listens."""
