@@ -397,6 +397,8 @@ class Updater:
         )
         self._note(o.kind, o.version, state, exc.code, exc.detail)
         self._report(UpdateReport(o.kind, o.version, state, running, exc.code, exc.detail[:500] or None))
+        if state == "refused" and self.layout is not None:  # a refused bundle is not kept on disk
+            (self.layout.downloads / f"{o.kind}-{o.version}.bundle").unlink(missing_ok=True)
 
     def _report(self, report: UpdateReport, on_ack: Callable[[], None] | None = None) -> None:
         if self.reports.add(report, on_ack):

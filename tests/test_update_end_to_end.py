@@ -118,6 +118,7 @@ def test_a_bad_signature_a_corrupted_file_and_a_downgrade_are_refused_and_report
         # nothing was installed, nothing switched; the terminal sells on
         assert site.layout.current() == BASE and site.layout.pending() is None
         assert not any(p.name in ("99.0.2", "99.0.3", "0.0.1") for p in site.layout.versions.glob("*"))
+        assert list(site.layout.downloads.glob("*")) == []  # refused bundles are not kept
         term.tap(site.taps(2))
         assert wait_until(lambda: site.pending() == 0, 30)
         assert term.count(event="launcher", action="start") == 1
