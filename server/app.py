@@ -98,6 +98,10 @@ def create_app(
         # tests, with a per-installation callback key made at init (ECNY_SIM_KEY_FILE, 0600)
         ECNY_GATEWAY="none",
         ECNY_SIM_KEY_FILE=os.path.join(instance, "ecny_simulated_key.hex"),
+        # signed updates (server.registry.updates): the bundles the server serves, and the
+        # release key's public half that every bundle is checked against before it is offered
+        UPDATES_DIR=os.path.join(instance, "updates"),
+        RELEASE_PUBLIC_KEY_FILE=os.path.join(instance, "release_public_key.hex"),
         JSON_AS_ASCII=False,
     )
     if test_config is None:

@@ -22,6 +22,7 @@ from flask import Flask
 from server.app import create_app
 from server.downstream.presence import PresenceBeacon
 from server.downstream.publisher import DeltaPublisher
+from server.downstream.update_offers import OfferPublisher
 from server.infra.body_limit import http_server
 from server.infra.db import open_db
 from server.registry.broker_users import SERVER_USER, BrokerFiles, server_password
@@ -58,6 +59,7 @@ class ServerService:
         self._stopping = threading.Event()
         self.ingest: IngestWorker | None = None
         self.publisher: DeltaPublisher | None = None
+        self.offers: OfferPublisher | None = None
         self.link: MqttLink | None = None
         self.presence_s = presence_s
         self.presence: PresenceBeacon | None = None
@@ -85,7 +87,7 @@ class ServerService:
         self.link = MqttLink(
             self.client_id,
             address,
-            subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1)],
+            subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1), (topics.ALL_UPDATE_REPORTS, 1)],
             on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
             will=self.presence.will,
             on_state=self.presence.on_state,
@@ -96,6 +98,7 @@ class ServerService:
         self.ingest = IngestWorker(
             open_db(db_path), self.clock, publish, on_delta=self.publisher.poke
         ).start()
+        self.offers = OfferPublisher(open_db(db_path), key, publish, self.clock).start()
         self.presence.start(self.link)
         self.link.start()
         self.link.wait_connected(10)
@@ -119,6 +122,8 @@ class ServerService:
             self.ingest.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.offers is not None:
+            self.offers.stop()
         if self._http is not None:
             self._http.close()  # type: ignore[union-attr]
         if self._http_thread is not None:

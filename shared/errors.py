@@ -266,6 +266,37 @@ CATALOG: dict[str, ErrorSpec] = {
     "form_expired": ErrorSpec(
         "页面已过期，请刷新页面后重试", "the form has expired (CSRF check); reload the page"
     ),
+    # signed updates of terminal software and board firmware (issue 15, shared.release)
+    "update_malformed": ErrorSpec("更新包格式错误", "not a valid update bundle"),
+    "update_bad_signature": ErrorSpec(
+        "更新包签名无效，已拒绝安装", "update bundle signature invalid: refused", 401
+    ),
+    "update_corrupted": ErrorSpec(
+        "更新包文件损坏（校验值不符），已拒绝安装", "update bundle file corrupted (hash mismatch): refused"
+    ),
+    "update_downgrade": ErrorSpec(
+        "更新包版本不高于当前版本，已拒绝安装", "update version is not newer than the running one: refused"
+    ),
+    "update_too_old": ErrorSpec(
+        "当前版本过旧，不能直接升级到该版本", "the running version is older than this update's minimum"
+    ),
+    "update_not_configured": ErrorSpec(
+        "终端未配置软件更新（发布公钥或更新目录）",
+        "updates are not configured on this terminal (release key or update folder)",
+    ),
+    "update_download_failed": ErrorSpec("更新包下载失败", "update bundle download failed"),
+    "update_install_failed": ErrorSpec(
+        "更新安装失败（无法写入磁盘）", "update could not be installed (disk)"
+    ),
+    "update_rolled_back": ErrorSpec(
+        "新版本未能在限定时间内连通服务器，已自动回退",
+        "the new version did not reach the server in time: rolled back",
+    ),
+    "update_unknown": ErrorSpec("没有这个更新包", "no such update bundle", 404),
+    "release_key_missing": ErrorSpec(
+        "没有发布密钥，请先运行 release-key-new", "no release key: run release-key-new first"
+    ),
+    "firmware_update_failed": ErrorSpec("外设板固件更新失败", "peripheral board firmware update failed"),
 }
 
 

@@ -7,7 +7,13 @@
   ``approved`` — written only after the sale is on disk —, ``recovered``, ``declined``,
   ``operator``, ``link``, ``bad_tap``) and a console display on stderr.
 * ``totals`` — the day's totals of this terminal, in Chinese (``--json`` for machines).
-* ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset.
+* ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset, the
+  software version and what became of the last update offered.
+
+Signed updates (``terminal.updater``) run inside ``run`` when the configuration names a
+release key and an update folder and ``canteen-terminal-launcher`` started it: after
+switching to a new version between sales, ``run`` exits with
+:data:`~terminal.update_layout.RESTART_EXIT_CODE` and the launcher starts the new version.
 
 ``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``; relative paths in the file are
 taken from the file's folder. Exit codes: 0 ok, 1 error, 2 bad input — one line in Chinese
@@ -20,10 +26,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
 import threading
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,8 @@ from terminal.face_pay import FacePay
 from terminal.readers import LINE_FORMATS
 from terminal.store import Store
 from terminal.totals import day_totals, render_zh
+from terminal.update_layout import LAUNCHER_ENV, RESTART_EXIT_CODE, Layout, running_version
+from terminal.updater import Updater
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +130,8 @@ def run(config_path: str, events: bool, log_level: str) -> None:
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     config = TerminalConfig.load(config_path)
+    version = running_version()
+    config = replace(config, software=f"canteen-terminal/{version}")  # what runs, as its status says
     emit = _EventWriter(sys.stdout) if events else (lambda event: None)
     try:
         check_config(config)
@@ -136,8 +148,27 @@ def run(config_path: str, events: bool, log_level: str) -> None:
             "(use stdin, fifo:<path> or nfc:<device>)"
         )
     clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
-    terminal = Terminal(config, clock, display=devices.display, on_event=emit).start()
-    done = threading.Event()
+    terminal = Terminal(config, clock, display=devices.display, on_event=emit)
+    done, restart = threading.Event(), threading.Event()
+    updater = Updater(
+        config,
+        running=version,
+        layout=Layout(Path(config.update_root)) if config.update_root else None,
+        under_launcher=bool(os.environ.get(LAUNCHER_ENV)),
+        download=lambda kind, v: terminal.sync.http.bundle(
+            kind, v, clock.now_ms() + (terminal.sync.clock_offset_ms or 0)
+        ),
+        send_report=terminal.sync.send_update_report,
+        when_idle=terminal.when_idle,
+        restart=lambda: (restart.set(), done.set()),
+        clock=clock,
+        board=devices.display if hasattr(devices.display, "flash_firmware") else None,
+        on_event=emit,
+    )
+    terminal.sync.on_update_offer = updater.offer
+    terminal.sync.on_report_ack = updater.acked
+    terminal.start()
+    updater.start()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     payments = None
     try:
@@ -154,8 +185,11 @@ def run(config_path: str, events: bool, log_level: str) -> None:
     finally:
         if payments is not None:
             payments.stop()
+        updater.stop()
         terminal.stop()
         devices.close()
+    if restart.is_set():  # switched to a new version between sales: the launcher starts it
+        sys.exit(RESTART_EXIT_CODE)
 
 
 @main.command()
@@ -203,6 +237,10 @@ def status(config_path: str, as_json: bool) -> None:
             "clock_offset_ms": _int(store.get_meta("clock_offset_ms")),
             # another running process with this terminal's configuration, if one was seen
             "identity_conflict": _json(store.get_meta("identity_conflict")),
+            # the version the agent last ran, and what became of the last update of each kind
+            "software_version": store.get_meta("software_version"),
+            "update": _json(store.get_meta("update_terminal")),
+            "firmware_update": _json(store.get_meta("update_firmware")),
         }
     finally:
         store.close()
@@ -220,6 +258,16 @@ def status(config_path: str, as_json: bool) -> None:
     click.echo(f"  数据版本 delta version  {info['delta_version']}")
     offset = info["clock_offset_ms"]
     click.echo(f"  时钟偏差 clock offset   {'-' if offset is None else f'{offset:+d} ms'}")
+    click.echo(f"  软件版本 software        {info['software_version'] or '-'}")
+    for label, update in (
+        ("软件更新 update", info["update"]),
+        ("固件更新 firmware", info["firmware_update"]),
+    ):
+        if update:
+            code = update.get("code")
+            why = f" 【{message(code)}】({code})" if code else ""
+            what = f"{update.get('version')} {update.get('state')}"
+            click.echo(f"  {label:<17} {what} {when(update.get('at_ms'))}{why}")
     if info["identity_conflict"]:
         click.echo(
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "

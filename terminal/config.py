@@ -21,8 +21,8 @@ from typing import Any
 from shared.errors import DomainError
 
 # the settings that name a file, and the prefix before the path in their value
-_PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"))
-_HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex")
+_PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"), ("update_root", ""))
+_HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex", "release_public_key")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,14 @@ class TerminalConfig:
     # the terminal must notice (clock probe) and refuse offline sales when it is too far off
     clock_offset_ms: int = 0
     software: str = "canteen-terminal/1"
+    # signed updates (terminal.updater, terminal.launcher): the release key's public half,
+    # pinned (empty: no update is ever installed); the folder with versions/ and current
+    # (empty: updates off); how long the queue must be quiet before restarting into a new
+    # version; how long a new version has to reach the server before it is rolled back
+    release_public_key: str = ""
+    update_root: str = ""
+    update_quiet_s: float = 30.0
+    update_health_s: float = 600.0
 
     @property
     def secret(self) -> bytes:

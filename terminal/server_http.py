@@ -1,5 +1,6 @@
-"""The terminal's HTTP calls to the server: snapshot, delta catch-up, clock probe, and the
-online PIN check for a sale above the no-PIN limit.
+"""The terminal's HTTP calls to the server: snapshot, delta catch-up, clock probe, the
+online PIN check for a sale above the no-PIN limit, and the download of an offered update
+bundle (checked by ``terminal.updater`` against the offer and the release key).
 
 Uses only the standard library (``urllib``): the terminal needs a few calls, not a client
 framework. Snapshot and delta responses are server-signed envelopes, verified before use;
@@ -49,7 +50,15 @@ class ServerHttp:
     def _get(self, path: str, query: str, now_ms: int) -> bytes:
         return self._call("GET", path, query, now_ms)
 
-    def _call(self, method: str, path: str, query: str, now_ms: int, body: bytes | None = None) -> bytes:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        now_ms: int,
+        body: bytes | None = None,
+        timeout_s: float | None = None,
+    ) -> bytes:
         nonce = secrets.token_hex(16)  # the server refuses a nonce it has seen: no replays
         message = terminal_request_bytes(self.terminal_id, now_ms, nonce, method, path, query)
         headers = {
@@ -64,7 +73,7 @@ class ServerHttp:
             self.base_url + path + (f"?{query}" if query else ""), data=body, headers=headers, method=method
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
                 return resp.read()
         except (urllib.error.URLError, OSError) as exc:
             # the message names the path only: a request body (a PIN) is never in an error
@@ -90,6 +99,11 @@ class ServerHttp:
         if not isinstance(answer, dict) or not isinstance(answer.get("result"), str):
             raise ServerUnreachable("pin-check: no result")
         return answer
+
+    def bundle(self, kind: str, version: str, now_ms: int) -> bytes:
+        """An offered update bundle's bytes, as the server serves them (unchecked here)."""
+        path = f"/api/v1/terminals/{self.terminal_id}/updates/{kind}-{version}"
+        return self._call("GET", path, "", now_ms, timeout_s=max(self.timeout_s, 120.0))
 
     def snapshot(self, now_ms: int, faults: list[ProtocolError] | None = None) -> Snapshot:
         data = self._get(f"/api/v1/terminals/{self.terminal_id}/snapshot", "", now_ms)

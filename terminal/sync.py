@@ -38,6 +38,10 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   configuration (each connect takes the other's session over: both flap). The terminal
   then logs ``terminal_identity_duplicate``, keeps it in ``identity_conflict`` (shown by
   ``canteen-terminal status``) and tells the display (:attr:`SyncAgent.identity_conflict`).
+* **Updates.** The server's signed offer (retained on the terminal's own ``down/update``)
+  goes to :attr:`SyncAgent.on_update_offer`; :meth:`SyncAgent.send_update_report` sends a
+  report up, and the server's ack of one goes to :attr:`SyncAgent.on_report_ack`
+  (``terminal.updater`` does the rest).
 * **Cache age.** While in sync, the cache is current by definition (the broker would have
   delivered any delta); ``last_sync_ms`` records the last moment it was known current (an
   ack, a delta, the server's heartbeat while in sync, the link dropping while in sync), and
@@ -66,6 +70,8 @@ from shared.protocol import (
     ServerStatus,
     ServerVerifier,
     Status,
+    UpdateOffer,
+    UpdateReport,
     broker_password,
     open_envelope,
     seal_hmac,
@@ -146,6 +152,9 @@ class SyncAgent:
         self._own_status_seen = False
         self.identity_conflict: str | None = None  # the other instance's id, once seen
         self._on_identity_conflict = on_identity_conflict or (lambda other: None)
+        # signed updates (terminal.updater sets these): an offer came; an ack answers a report
+        self.on_update_offer: Callable[[UpdateOffer], None] | None = None
+        self.on_report_ack: Callable[[str, str | None], bool] | None = None
         self._awaiting_since: float | None = None  # oldest unanswered batch since the last ack
         self.stats = SyncStats()
         self.online = False
@@ -180,6 +189,7 @@ class SyncAgent:
                 (topics.DELTA, 1),
                 (topics.SERVER, 1),
                 (topics.status(config.terminal_id), 1),
+                (topics.update_offer(config.terminal_id), 1),
             ],
             on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
             on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
@@ -330,6 +340,13 @@ class SyncAgent:
                     expect_type="status",
                 )
                 self._on_own_status(Status.from_body(env.body))
+            elif topic == topics.update_offer(self.config.terminal_id):
+                env = open_envelope(payload, server=self._verifier, expect_type="update_offer")
+                offer = UpdateOffer.from_body(env.body)
+                if offer.terminal_id != self.config.terminal_id:
+                    raise ProtocolError("terminal_mismatch", f"an offer for {offer.terminal_id}")
+                if self.on_update_offer is not None:
+                    self.on_update_offer(offer)
             elif topic == topics.ack(self.config.terminal_id):
                 env = open_envelope(
                     payload,
@@ -449,6 +466,9 @@ class SyncAgent:
         self._set_offset(offset)
 
     def _on_ack(self, ack: Ack) -> None:
+        if ack.in_reply_to not in self._inflight and self.on_report_ack is not None:
+            if self.on_report_ack(ack.in_reply_to, ack.reason):
+                return  # the answer to an update report, not to a sale batch
         flight = self._inflight.pop(ack.in_reply_to, None)
         self._awaiting_since = self._mono() if self._inflight else None  # the server answers
         if ack.reason is not None:
@@ -606,6 +626,22 @@ class SyncAgent:
         )
         if self.link.publish(topics.status(self.config.terminal_id), payload, retain=True):
             self._last_heartbeat = self._mono()
+
+    def send_update_report(self, report: UpdateReport) -> str | None:
+        """Publish an update report; its message id (the server's ack names it), or None
+        when it could not be handed to the link (offline: try again later)."""
+        msg_id = uuid.uuid4().hex
+        payload = seal_hmac(
+            "update_report",
+            self.config.terminal_id,
+            report.to_body(),
+            self.config.secret,
+            self.clock.now_ms(),
+            msg_id,
+        )
+        if not self.online or not self.link.publish(topics.update_report(self.config.terminal_id), payload):
+            return None
+        return msg_id
 
     def _will(self) -> tuple[str, bytes, bool]:
         body = Status(

@@ -1,12 +1,12 @@
-"""Terminals: provisioning (admin), what a terminal downloads (snapshot, deltas), and the
-online PIN check for a sale above the no-PIN limit."""
+"""Terminals: provisioning (admin), what a terminal downloads (snapshot, deltas, an offered
+update bundle), and the online PIN check for a sale above the no-PIN limit."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
 
 from server.api.params import json_body, query_int
 from server.api.spec import doc
@@ -15,7 +15,7 @@ from server.downstream.snapshot import build_snapshot
 from server.infra.auth import requires, requires_terminal
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.registry import broker_users, pins, terminals
+from server.registry import broker_users, pins, terminals, updates
 from shared.errors import DomainError
 from shared.protocol import DELTA_PAGE_SIZE, seal_server
 from shared.protocol.messages import MAX_SALE_FEN
@@ -30,6 +30,7 @@ CREDENTIALS = {
         "canteen_id": {"type": "string"},
         "secret_hex": {"type": "string"},
         "server_public_key": {"type": "string"},
+        "release_public_key": {"type": "string", "description": "pinned for signed updates, when one exists"},
     },
 }
 
@@ -59,7 +60,8 @@ def provision():  # noqa: ANN201
         )
     # the broker learns the new user once it re-reads its files (SIGHUP)
     broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
-    return jsonify(creds.to_json()), 201
+    release = updates.release_public_key(current_app.config["RELEASE_PUBLIC_KEY_FILE"])
+    return jsonify({**creds.to_json(), **({"release_public_key": release} if release else {})}), 201
 
 
 @bp.get("/<terminal_id>/snapshot")
@@ -94,6 +96,17 @@ def deltas(terminal_id: str) -> Response:
     ]
     body = "[" + ",".join(items) + "]"
     return Response(body, mimetype="application/json")
+
+
+@bp.get("/<terminal_id>/updates/<bundle>")
+@doc("An update bundle offered to this terminal, `<kind>-<version>` (terminal-signed request)")
+@requires_terminal
+def update_bundle(terminal_id: str, bundle: str) -> Response:
+    """The bundle's bytes as signed by the release key; the terminal checks them itself."""
+    if g.principal.terminal_id != terminal_id:
+        raise DomainError("terminal_mismatch", "a terminal may only fetch its own updates")
+    path = updates.bundle_for(get_db(), current_app.config["UPDATES_DIR"], terminal_id, bundle)
+    return send_file(path, mimetype="application/x-tar", max_age=0)
 
 
 PIN_CHECK_RESULT = {

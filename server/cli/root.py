@@ -18,7 +18,7 @@ import click
 
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
-from server.cli import ecny, faces, limits, money, people, qr, registry, tokens, users
+from server.cli import ecny, faces, limits, money, people, qr, registry, tokens, updates, users
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary, record_check
 from server.infra import public_url as public_url_config
@@ -27,6 +27,7 @@ from server.infra.db import open_db, write_txn
 from server.infra.keys import load_or_create_secret
 from server.registry import broker_users
 from server.registry.terminals import fleet, provision, revoke
+from server.registry.updates import release_public_key
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.cli_edge import DomainGroup
@@ -196,7 +197,16 @@ def provision_terminal(
     with write_txn(conn):
         creds = provision(conn, canteen_id, SystemClock().now_ms(), key.public_hex, terminal_id)
     _sync_broker(obj, conn)
-    config = json.dumps({**creds.to_json(), "broker_url": broker_url, "server_url": server_url}, indent=2)
+    release = release_public_key(obj.app.config["RELEASE_PUBLIC_KEY_FILE"])  # pinned for signed updates
+    config = json.dumps(
+        {
+            **creds.to_json(),
+            "broker_url": broker_url,
+            "server_url": server_url,
+            **({"release_public_key": release} if release else {}),
+        },
+        indent=2,
+    )
     if out_path is None:
         click.echo(config)
         click.echo(
@@ -349,7 +359,7 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
 
 
 # each group's module lists its commands
-for _group in (registry, people, money, qr, ecny, limits, tokens, users):
+for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users):
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

@@ -674,3 +674,52 @@ MIGRATIONS.append(
     CREATE INDEX holders_unit_status ON holders(unit_id, status);
     """
 )
+
+MIGRATIONS.append(
+    # 17: signed updates (issue 15, server.registry.updates). ``update_bundles``: each signed
+    # bundle the server holds (terminal software or board firmware), checked against the
+    # release key when added, its file in the data folder's updates/. ``update_offers``: who
+    # is offered which bundle — a canteen's terminals or the fleet, to ``stage_pct`` percent
+    # of them chosen by a hash of the terminal id (server.downstream.update_offers); widening
+    # a stage updates the row. ``update_reports``: what each terminal reported (installed,
+    # running, refused with a code, rolled back), once per message.
+    """
+    CREATE TABLE update_bundles (
+        kind           TEXT NOT NULL CHECK (kind IN ('terminal', 'firmware')),
+        version        TEXT NOT NULL,
+        min_version    TEXT NOT NULL,
+        sha256         TEXT NOT NULL,
+        size           INTEGER NOT NULL CHECK (size > 0),
+        file_name      TEXT NOT NULL,
+        created_at_ms  INTEGER NOT NULL,
+        added_at_ms    INTEGER NOT NULL,
+        PRIMARY KEY (kind, version)
+    ) STRICT;
+
+    CREATE TABLE update_offers (
+        id               INTEGER PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        version          TEXT NOT NULL,
+        canteen_id       TEXT REFERENCES canteens(id),
+        stage_pct        INTEGER NOT NULL CHECK (stage_pct BETWEEN 1 AND 100),
+        offered_at_ms    INTEGER NOT NULL,
+        updated_at_ms    INTEGER NOT NULL,
+        withdrawn_at_ms  INTEGER,
+        FOREIGN KEY (kind, version) REFERENCES update_bundles(kind, version)
+    ) STRICT;
+
+    CREATE TABLE update_reports (
+        msg_id          TEXT PRIMARY KEY,
+        terminal_id     TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        version         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        running         TEXT NOT NULL,
+        code            TEXT,
+        detail          TEXT,
+        sent_at_ms      INTEGER NOT NULL,
+        received_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX update_reports_terminal ON update_reports(terminal_id, kind, sent_at_ms);
+    """
+)

@@ -29,10 +29,20 @@ from server.books import ledger
 from server.downstream.deltas import current_version, record_delta
 from server.infra import db as dbm
 from server.registry.terminals import SecretBook, record_status, revoked_at
+from server.registry.updates import record_report
 from server.sales.apply import SaleApplier
 from server.sales.quarantine import suspects, warn_suspects
 from shared.clock import Clock
-from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope, seal_hmac, topics
+from shared.protocol import (
+    Ack,
+    ProtocolError,
+    SaleBatch,
+    Status,
+    UpdateReport,
+    open_envelope,
+    seal_hmac,
+    topics,
+)
 from shared.protocol.codec import parse_json
 
 log = logging.getLogger(__name__)
@@ -269,6 +279,13 @@ class IngestWorker:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
                 elif topic == topics.status(claimed) and env.type == "status":
                     record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
+                elif topic == topics.update_report(claimed) and env.type == "update_report":
+                    # what became of an offered update: kept, then acknowledged (the ack of a
+                    # "running" report is what keeps a new version on the terminal)
+                    report = UpdateReport.from_body(env.body)
+                    record_report(self._conn, env.sender, env.msg_id, report, env.sent_at_ms, now)
+                    _log_report(env.sender, report)
+                    replies.append((claimed, Ack(in_reply_to=env.msg_id)))
                 else:
                     raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
             except ProtocolError as exc:
@@ -293,6 +310,20 @@ class IngestWorker:
         dbm.bump_counter(self._conn, "sales_quarantined", applier.quarantined)
         dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
         return applier, delta_recorded
+
+
+def _log_report(terminal_id: str, report: UpdateReport) -> None:
+    bad = report.state in ("refused", "failed", "rolled_back")
+    log.log(
+        logging.WARNING if bad else logging.INFO,
+        "update: %s %s %s %s%s (running %s)",
+        terminal_id,
+        report.kind,
+        report.version,
+        report.state,
+        f": {report.code} ({report.detail})" if report.code else "",
+        report.running or "?",
+    )
 
 
 def _msg_id_of(payload: bytes) -> str:

@@ -33,6 +33,7 @@ from shared.protocol.signing import (
     hmac_verify,
     terminal_request_bytes,
 )
+from shared.protocol.updates import OfferedBundle, UpdateOffer, UpdateReport
 
 # most deltas one catch-up page carries; a shorter page means caught up
 DELTA_PAGE_SIZE = 500
@@ -45,6 +46,7 @@ __all__ = [
     "Delta",
     "Envelope",
     "Item",
+    "OfferedBundle",
     "ProtocolError",
     "Sale",
     "SaleBatch",
@@ -54,6 +56,8 @@ __all__ = [
     "ServerVerifier",
     "Snapshot",
     "Status",
+    "UpdateOffer",
+    "UpdateReport",
     "broker_password",
     "canonical_json",
     "hmac_sign",

@@ -16,6 +16,7 @@ DELTA = f"{PREFIX}/down/delta"
 SERVER = f"{PREFIX}/down/server"
 ALL_SALES = f"{PREFIX}/t/+/up/sales"
 ALL_STATUS = f"{PREFIX}/t/+/up/status"
+ALL_UPDATE_REPORTS = f"{PREFIX}/t/+/up/update"
 
 
 def _check(terminal_id: str) -> str:
@@ -34,6 +35,16 @@ def status(terminal_id: str) -> str:
 
 def ack(terminal_id: str) -> str:
     return f"{PREFIX}/t/{_check(terminal_id)}/down/ack"
+
+
+def update_offer(terminal_id: str) -> str:
+    """The bundles offered to one terminal (retained, server-signed): shared.protocol.updates."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/down/update"
+
+
+def update_report(terminal_id: str) -> str:
+    """What a terminal made of an offered bundle (installed, running, refused …)."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/up/update"
 
 
 def terminal_of(topic: str) -> str | None:
