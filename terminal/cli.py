@@ -143,6 +143,8 @@ def run(config_path: str, events: bool, log_level: str) -> None:
     try:
         # the card reader (or tap lines), the QR scanner and the digital RMB gateway
         payments = DeviceLoop.from_config(terminal, config, stdin=sys.stdin)
+        if config.display.startswith("board"):  # the board's keypad: PIN, cashier, operator menu
+            payments.keypad = devices.keypad
         if devices.camera is not None and devices.face_engine is not None:  # face pay on the 刷脸 key
             payments.keypad = devices.keypad
             payments.face_pay = FacePay(terminal, devices.camera, devices.face_engine, devices.keypad)
