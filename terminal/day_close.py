@@ -173,6 +173,10 @@ class DayClose:
                 ).fetchone()[0]
             )
 
+    def poke(self) -> None:
+        """Try sending now rather than at the next retry (the link just came back)."""
+        self._wake.set()
+
     def start(self) -> DayClose:
         self._thread = threading.Thread(target=self._run, name="day-close-sender", daemon=True)
         self._thread.start()
