@@ -225,7 +225,7 @@ class ShopFlow:
             self.entry = ""
             self._show(self._head())
         elif self.basket.empty:
-            self._show("请扫描商品")
+            self._refused(DomainError("basket_empty", "nothing to clear"))
         elif self._clear_armed:
             self.basket, self._clear_armed = Basket(), False
             self.terminal.display.show(Screen(("购物篮已清空", "请扫描商品"), "info"))
@@ -233,6 +233,7 @@ class ShopFlow:
         else:
             self._clear_armed = True
             self._show("再按 * 清空购物篮", tone="error")
+            self._event("clear_armed")
 
     def _add(self, code: str) -> None:
         self._clear_armed = False
