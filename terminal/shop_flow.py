@@ -239,7 +239,8 @@ class ShopFlow:
         self._clear_armed = False
         rules, limits = self.terminal.rules()
         now = self.terminal.sale_time()
-        last_sync = self.terminal.link_state(now).last_sync_ms
+        sync = self.terminal.sync  # the cache is current now while in sync (as link_state says)
+        last_sync = now if sync.in_sync else sync.last_sync_ms
         self._change(lambda b: basket_rules.add(b, rules, limits, last_sync, now, code), "add", code=code)
 
     def _change(self, step: Any, action: str, code: str | None = None) -> None:
