@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -128,13 +129,7 @@ class DayClose:
     def reports(self) -> list[dict[str, Any]]:
         """Every close kept on this terminal, oldest first, with the server's answer."""
         with self._lock:
-            rows = self.store.conn.execute(
-                "SELECT report_json, sent_at_ms, server_json FROM day_closes ORDER BY number"
-            ).fetchall()
-        return [
-            {"report": json.loads(r[0]), "sent_at_ms": r[1], "server": json.loads(r[2]) if r[2] else None}
-            for r in rows
-        ]
+            return kept_closes(self.store.conn)
 
     # --- sending -------------------------------------------------------------------------
 
@@ -195,6 +190,16 @@ class DayClose:
         if self._thread is not None:
             self._thread.join(5)
         self.store.close()
+
+
+def kept_closes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Every close kept in a terminal database, oldest first: the report, when the server
+    received it (None: not yet) and what it answered."""
+    rows = conn.execute("SELECT report_json, sent_at_ms, server_json FROM day_closes ORDER BY number")
+    return [
+        {"report": json.loads(r[0]), "sent_at_ms": r[1], "server": json.loads(r[2]) if r[2] else None}
+        for r in rows
+    ]
 
 
 def _summary(z: ZReport) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from hardware.board_link import BoardLink, open_board
 from hardware.board_sim import SimulatedBoard
@@ -22,6 +23,7 @@ from shared.paycode import make_code
 from shared.protocol.messages import decode_changes
 from simulator.waiting import wait_until
 from terminal.agent import Terminal
+from terminal.cli import main as terminal_cli
 from terminal.day_close import report_folder
 from terminal.devices import DeviceLoop
 from tests.ident_helpers import CANTEEN, QR_SEED, offline_terminal
@@ -267,4 +269,12 @@ def test_the_operator_card_switches_to_the_shop_and_closes_the_day(
         {"water": {"name": "矿泉水", "qty": 1, "amount_fen": 200}},
     )
     assert t.store.get_meta("cashier_mode") == "shop"  # kept across a restart
+    config = tmp_path / "terminal.json"
+    config.write_text(json.dumps(t.config.to_dict()), encoding="utf-8")
+    listed = CliRunner().invoke(terminal_cli, ["closes", "--config", str(config)])
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.splitlines() == [
+        "Z0001 2026-01-06 消费 2 笔 ¥14.00 冲正 0 笔 净额 ¥14.00 · 未上传 not sent yet",
+        "Z0002 2026-01-06 消费 1 笔 ¥2.00 冲正 0 笔 净额 ¥2.00 · 未上传 not sent yet",
+    ]
     t.store.close()
