@@ -91,6 +91,7 @@ class DayClose:
                 item_names=names,
                 declines=int(declines),
                 unsent=int(unsent),
+                reversals=self.reversal_rows(conn, prev[2] if prev else None, now),
             )
             conn.execute(
                 "INSERT INTO day_closes(number, closed_at_ms, seq_from, seq_to, report_json) "
@@ -110,6 +111,16 @@ class DayClose:
         self.terminal.on_event({"event": "day_close", "number": number, "file": str(path), **_summary(z)})
         self._wake.set()
         return z
+
+    def reversal_rows(
+        self, conn: sqlite3.Connection, since_ms: int | None, until_ms: int
+    ) -> list[dict[str, Any]]:
+        """REVERSALS (冲正): the reversal records this close covers — those made after the
+        previous close (``since_ms``; None: the first close) up to this one — as rows with
+        an ``amount_fen`` (:func:`terminal.zreport.reversal_totals`). Reversals are built
+        apart; until they are wired in here there are none."""
+        del conn, since_ms, until_ms
+        return []
 
     def _write_files(self, z: ZReport) -> Path:
         folder = report_folder(self.terminal.config)

@@ -5,6 +5,7 @@ What fails is quarantined — no purse moves — never applied silently."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from server.infra.db import write_txn
 from server.registry import canteens
 from shared.protocol import Item
+from tests.test_cli_money import home, run  # noqa: F401  (the fixture)
 from tests.test_quarantine import City
 
 
@@ -83,3 +85,20 @@ def test_a_typed_amount_only_where_the_canteen_allows_one_within_its_cap(city: C
     assert (
         city.conn.execute("SELECT count(*) FROM quarantined_sales WHERE state = 'pending'").fetchone()[0] == 2
     )
+
+
+def test_the_clerk_sets_the_typed_amount_rule_and_its_cap(home: Path) -> None:  # noqa: F811
+    def config() -> dict:
+        code, out = run(home, "canteen", "show", "C01")
+        assert code == 0, out
+        return json.loads(out)["config"]
+
+    assert "allow_typed_amount" not in config()  # allowed unless a canteen says otherwise
+    assert run(home, "canteen", "set", "C01", "--typed-amount-cap", "50")[0] == 0
+    assert config()["max_typed_amount_fen"] == 5000
+    assert run(home, "canteen", "set", "C01", "--no-typed-amount")[0] == 0
+    assert (config()["allow_typed_amount"], config()["max_typed_amount_fen"]) == (False, 5000)
+    assert run(home, "canteen", "set", "C01", "--typed-amount", "--typed-amount-cap", "none")[0] == 0
+    assert config()["allow_typed_amount"] is True and "max_typed_amount_fen" not in config()
+    code, out = run(home, "canteen", "set", "C01", "--typed-amount-cap", "-5")
+    assert code == 2 and "amount_not_positive" in out
