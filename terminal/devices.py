@@ -282,8 +282,8 @@ class DeviceLoop:
         """A card or QR payment: :meth:`Terminal.tap`, asking for the PIN when it is needed;
         an operator card opens the operator's menu."""
         result = self.terminal.tap(request, self.pin_entry())
-        menu = self.operator_menu()
-        if result[0].reason == "operator_card" and menu is not None:
+        menu = self.operator_menu() if result[0].reason == "operator_card" else None
+        if menu is not None:
             menu.run(request.card_id or "")
         return result
 

@@ -47,6 +47,7 @@ from shared.money import format_fen
 from terminal import basket as basket_rules
 from terminal.basket import Basket
 from terminal.readers import Order
+from terminal.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,12 @@ class ShopFlow:
         with self._lock:
             self._mode = mode
             self.basket, self.entry, self._clear_armed = Basket(), "", False
-            self.terminal.store.set_metas({MODE_META: mode})
+            # on a connection of its own: the terminal's is written under its journal lock
+            store = Store(self.terminal.config.db_path)
+            try:
+                store.set_metas({MODE_META: mode})
+            finally:
+                store.close()
         log.info("%s: cashier mode %s", self.terminal.config.terminal_id, mode)
         prompt = "请扫描商品条码" if mode == "shop" else "请刷卡"
         self.terminal.display.show(Screen((f"已切换为{MODE_ZH[mode]}模式", prompt), "info"))
