@@ -55,7 +55,7 @@ from shared.errors import message
 from shared.money import format_fen
 from terminal.agent import PinEntry, PinOutcome
 from terminal.authorize import PinApproval, TapRequest
-from terminal.config import TerminalConfig
+from terminal.config import MODES, TerminalConfig
 from terminal.day_close import DayClose
 from terminal.ecny import EcnyCashier
 from terminal.face_pay import FacePay
@@ -152,8 +152,8 @@ def check_config(config: TerminalConfig) -> None:
         raise ValueError(
             f"unknown digital RMB gateway {config.ecny_gateway!r} (known: {sorted(GATEWAYS)}, none)"
         )
-    if config.mode not in ("meal", "shop"):
-        raise ValueError(f"mode {config.mode!r}: meal or shop")
+    if config.mode not in MODES:
+        raise ValueError(f"mode {config.mode!r}: one of {', '.join(MODES)}")
 
 
 class DeviceLoop:

@@ -46,6 +46,7 @@ from shared.errors import DomainError, message
 from shared.money import format_fen
 from terminal import basket as basket_rules
 from terminal.basket import Basket
+from terminal.config import MODES
 from terminal.readers import Order
 from terminal.store import Store
 
@@ -53,7 +54,6 @@ log = logging.getLogger(__name__)
 
 KEY_ENTER, KEY_CANCEL, KEY_QTY, KEY_VOID, KEY_AMOUNT = "#", "*", "B", "C", "D"
 MAX_ENTRY = 13  # the longest code a cashier types: an EAN-13 barcode
-MODES = ("meal", "shop")
 MODE_META = "cashier_mode"
 MODE_ZH = {"meal": "就餐", "shop": "超市收银"}
 PAY_PROMPT = "请刷卡、扫码或刷脸支付"

@@ -19,11 +19,13 @@ from hardware.board_link import BoardLink, open_board
 from hardware.board_sim import SimulatedBoard
 from shared.barcode import with_check_digit
 from shared.clock import FakeClock
+from shared.errors import DomainError
 from shared.paycode import make_code
 from shared.protocol.messages import decode_changes
 from simulator.waiting import wait_until
 from terminal.agent import Terminal
 from terminal.cli import main as terminal_cli
+from terminal.config import TerminalConfig
 from terminal.day_close import report_folder
 from terminal.devices import DeviceLoop
 from tests.ident_helpers import CANTEEN, QR_SEED, offline_terminal
@@ -277,4 +279,16 @@ def test_the_operator_card_switches_to_the_shop_and_closes_the_day(
         "Z0001 2026-01-06 消费 2 笔 ¥14.00 冲正 0 笔 净额 ¥14.00 · 未上传 not sent yet",
         "Z0002 2026-01-06 消费 1 笔 ¥2.00 冲正 0 笔 净额 ¥2.00 · 未上传 not sent yet",
     ]
+    t.store.close()
+
+
+def test_a_terminal_configured_for_neither_meals_nor_the_shop_is_refused(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    t, _ = shop_terminal(tmp_path, clock)
+    path = tmp_path / "terminal.json"
+    path.write_text(json.dumps({**t.config.to_dict(), "mode": "bar"}), encoding="utf-8")
+    with pytest.raises(DomainError) as exc:
+        TerminalConfig.load(path)
+    assert exc.value.code == "config_invalid" and 'key "mode" must be one of meal, shop' in exc.value.detail
     t.store.close()
