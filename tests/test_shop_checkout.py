@@ -1,7 +1,8 @@
 """The cashier at a shop counter through the real device paths (issue 13): product barcodes
 and payment codes interleaved on one serial scanner (a pty), the keypad and display of the
-peripheral board (its firmware logic on a pty, :mod:`hardware.board_sim`), a card on the
-reader; the operator's card switching the mode and closing the day."""
+peripheral board (its firmware logic on a pty, :mod:`hardware.board_sim`); the basket paid
+by card, phone code, digital RMB wallet or face; the operator's card switching the mode and
+closing the day."""
 
 from __future__ import annotations
 
@@ -17,18 +18,24 @@ from click.testing import CliRunner
 
 from hardware.board_link import BoardLink, open_board
 from hardware.board_sim import SimulatedBoard
+from hardware.camera import SimulatedCamera
+from hardware.face_engine import SimulatedFaceEngine, pseudo_encoding
+from hardware.keypad import SimulatedKeypad
 from shared.barcode import with_check_digit
 from shared.clock import FakeClock
 from shared.errors import DomainError
 from shared.paycode import make_code
+from shared.protocol.face_vector import encoding_to_str
 from shared.protocol.messages import decode_changes
 from simulator.waiting import wait_until
 from terminal.agent import Terminal
 from terminal.cli import main as terminal_cli
 from terminal.config import TerminalConfig
 from terminal.day_close import report_folder
-from terminal.devices import DeviceLoop
+from terminal.devices import FACE_KEY, DeviceLoop
+from terminal.face_pay import FacePay
 from tests.ident_helpers import CANTEEN, QR_SEED, offline_terminal
+from tests.test_face_pay import PEOPLE, make_terminal
 
 WATER, TISSUE = "6901234567892", with_check_digit("690000000001")
 SHOP = {
@@ -175,6 +182,26 @@ def test_the_keypad_builds_the_basket_on_the_board_and_a_card_pays_it(
     t.store.close()
 
 
+def test_a_digital_rmb_wallet_pays_the_basket_with_its_items_and_references(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    t, events = shop_terminal(tmp_path, clock, qr_scanner="simulated", mode="shop", ecny_gateway="simulated")
+    loop = DeviceLoop.from_config(t, t.config).start()
+    try:
+        assert loop.cashier is not None
+        loop.cashier.gateway.add_wallet("W1", 5_000)  # type: ignore[attr-defined]
+        for code in (TISSUE, TISSUE):
+            loop.scanner.present(code)
+        assert wait_until(lambda: len([e for e in events if e.get("action") == "add"]) == 2, 10)
+        loop.scanner.present(loop.cashier.gateway.payment_code("W1"))  # type: ignore[attr-defined]
+        assert wait_until(lambda: t.approved == 1, 10)
+        assert wait_until(lambda: loop.shop.basket.empty, 5)
+    finally:
+        loop.stop()
+    assert journal(t) == [("ecny", "shop", 700, [["1001", 2, 350, 400]])]
+    t.store.close()
+
+
 def test_a_stale_price_list_is_refused_at_the_scan_with_a_chinese_message(
     tmp_path: Path, clock: FakeClock
 ) -> None:  # noqa: ANN001
@@ -291,4 +318,25 @@ def test_a_terminal_configured_for_neither_meals_nor_the_shop_is_refused(
     with pytest.raises(DomainError) as exc:
         TerminalConfig.load(path)
     assert exc.value.code == "config_invalid" and 'key "mode" must be one of meal, shop' in exc.value.detail
+    t.store.close()
+
+
+def test_a_face_pays_the_basket_from_the_keypad(tmp_path: Path, clock: FakeClock) -> None:
+    encodings = {h: encoding_to_str(pseudo_encoding(h).astype("<f4").tobytes()) for h in PEOPLE}
+    t = make_terminal(tmp_path, clock, encodings)
+    t.store.apply_changes(2, decode_changes(({"kind": "canteen", "canteen_id": "C01", "config": SHOP},)))
+    events: list[dict] = []
+    t.on_event = events.append
+    camera, keypad = SimulatedCamera(), SimulatedKeypad()
+    face = FacePay(t, camera, SimulatedFaceEngine(), keypad)
+    loop = DeviceLoop(t, keypad=keypad, face_pay=face, mode="shop").start()
+    try:
+        keypad.press("1001#2B")
+        assert wait_until(lambda: any(e.get("action") == "quantity" for e in events), 10)
+        camera.present("H2")
+        keypad.press(FACE_KEY)
+        assert wait_until(lambda: t.approved == 1, 10)
+    finally:
+        loop.stop()
+    assert journal(t) == [("face", "shop", 700, [["1001", 2, 350, 400]])]
     t.store.close()
