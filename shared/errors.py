@@ -255,9 +255,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "typed_amount_not_allowed": ErrorSpec(
         "本食堂不允许手输金额", "this canteen does not allow a typed amount"
     ),
-    "typed_amount_above_cap": ErrorSpec(
-        "手输金额超过本食堂上限", "typed amount above the canteen's cap"
-    ),
+    "typed_amount_above_cap": ErrorSpec("手输金额超过本食堂上限", "typed amount above the canteen's cap"),
     "typed_amount_with_items": ErrorSpec(
         "手输金额不能与商品同时结算，请先清空购物篮", "a typed amount cannot be paid with scanned items"
     ),

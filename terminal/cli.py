@@ -190,7 +190,12 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
     click.echo(json.dumps(t.to_json(), ensure_ascii=False, indent=2) if as_json else render_zh(t))
 
 
-SERVER_ZH = {"matched": "服务器核对一致", "waiting": "服务器等待交易上传", "mismatch": "服务器核对不一致"}
+SERVER_ZH = {
+    "matched": "服务器核对一致",
+    "waiting": "服务器等待交易上传",
+    "mismatch": "服务器核对不一致",
+    "refused": "服务器拒收",
+}
 
 
 @main.command()
@@ -211,9 +216,12 @@ def closes(config_path: str, as_json: bool) -> None:
         click.echo(f"终端 {config.terminal_id} 尚无日结 (no day close yet)")
     for c in kept:
         z, server = c["report"], c["server"] or {}
+        status = str(server.get("status"))
         answer = (
-            "未上传 not sent yet" if c["sent_at_ms"] is None else SERVER_ZH.get(server.get("status"), server)
+            "未上传 not sent yet" if c["sent_at_ms"] is None else f"{SERVER_ZH.get(status, status)} {status}"
         )
+        if server.get("code"):
+            answer += f"（{server['code']}）"
         click.echo(
             f"Z{z['number']:04d} {z['business_day']} 消费 {z['sales']['count']} 笔 "
             f"{format_fen(z['sales']['amount_fen'])} 冲正 {z['reversals']['count']} 笔 "

@@ -84,7 +84,7 @@ class DayClose:
                 terminal_id=config.terminal_id,
                 canteen_id=config.canteen_id,
                 closed_at_ms=now,
-                closed_by=operator_card,
+                closed_by=operator_card or "?",
                 seq_from=seq_from,
                 seq_to=seq_to,
                 sales=[dict(r) for r in sales],
