@@ -80,9 +80,9 @@ class Item:
     reference_price_fen: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if self.reference_price_fen is None:  # the wire of an item without one stays as it was
-            del d["reference_price_fen"]
+        d: dict[str, Any] = {"sku": self.sku, "qty": self.qty, "unit_price_fen": self.unit_price_fen}
+        if self.reference_price_fen is not None:  # the wire of an item without one stays as it was
+            d["reference_price_fen"] = self.reference_price_fen
         return d
 
     @classmethod
@@ -127,7 +127,9 @@ class Sale:
         return f"{self.terminal_id}/{self.seq}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        # field by field, not asdict(): every value is a plain str/int/bool/None but the
+        # items, and asdict's deep copy of them cost more than the rest of a shop sale
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         d["items"] = [i.to_dict() for i in self.items]
         if self.pin_approval is None:  # the wire of a sale without a PIN stays as it was
             del d["pin_approval"]
