@@ -297,6 +297,31 @@ CATALOG: dict[str, ErrorSpec] = {
         "没有发布密钥，请先运行 release-key-new", "no release key: run release-key-new first"
     ),
     "firmware_update_failed": ErrorSpec("外设板固件更新失败", "peripheral board firmware update failed"),
+    # the cashier's shop checkout and the operator's day close (issue 13)
+    "price_list_stale": ErrorSpec(
+        "价格表已过期，请联网更新后再售", "the price list is older than allowed; sync before selling goods"
+    ),
+    "basket_empty": ErrorSpec("购物篮为空，请先扫描商品", "the basket is empty: scan an item first"),
+    "basket_full": ErrorSpec("购物篮商品行数已满，请先结算", "the basket has as many lines as one sale may"),
+    "basket_bad_quantity": ErrorSpec("数量无效（1–999）", "bad quantity (1–999)"),
+    "typed_amount_not_allowed": ErrorSpec(
+        "本食堂不允许手输金额", "this canteen does not allow a typed amount"
+    ),
+    "typed_amount_above_cap": ErrorSpec("手输金额超过本食堂上限", "typed amount above the canteen's cap"),
+    "typed_amount_with_items": ErrorSpec(
+        "手输金额不能与商品同时结算，请先清空购物篮", "a typed amount cannot be paid with scanned items"
+    ),
+    "sale_typed_amount": ErrorSpec(
+        "手输金额不符合食堂规定，待审核",
+        "typed shop amount the canteen does not allow, or above its cap; held for review",
+    ),
+    "day_close_invalid": ErrorSpec("日结报表格式有误", "malformed day close (Z-report)"),
+    "day_close_conflict": ErrorSpec(
+        "同一编号的日结报表内容不同", "a different day close with this number was already received", 409
+    ),
+    "day_close_mismatch": ErrorSpec(
+        "日结报表与服务器入账不一致", "the day close differs from what the server applied"
+    ),
 }
 
 

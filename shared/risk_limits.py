@@ -33,6 +33,9 @@ class RiskLimits:
       been confirmed current by the server within this time.
     * ``max_clock_offset_ms`` — a terminal whose clock is further than this from the
       server's refuses offline sales rather than misdate them.
+    * ``max_price_age_ms`` — the shop's price list (the cached canteen config) must have
+      been confirmed current within this time, or a basket priced from it is refused
+      (``price_list_stale``); meals and typed amounts are not priced from it.
 
     Across ``n`` terminals cut off at once, a card can be overdrawn by at most
     ``n × min(max_offline_total_fen, max_offline_sales × max_sale_fen)`` beyond its
@@ -47,6 +50,7 @@ class RiskLimits:
     max_unsent_sales: int = 20_000
     max_denylist_age_ms: int = 72 * HOUR_MS
     max_clock_offset_ms: int = 5 * MINUTE_MS
+    max_price_age_ms: int = 24 * HOUR_MS
 
     @classmethod
     def from_config(cls, *configs: dict[str, Any] | None) -> RiskLimits:

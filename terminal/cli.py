@@ -5,8 +5,11 @@
   digital RMB through the gateway, screens on the configured display (``terminal.devices``,
   ``hardware.devices``); with ``--events`` one JSON line per event on stdout (``ready``,
   ``approved`` — written only after the sale is on disk —, ``recovered``, ``declined``,
-  ``operator``, ``link``, ``bad_tap``) and a console display on stderr.
+  ``operator``, ``link``, ``bad_tap``; at a shop counter ``basket``, ``basket_refused``,
+  ``mode``; the operator's ``operator_menu`` and ``day_close``) and a console display on stderr.
 * ``totals`` — the day's totals of this terminal, in Chinese (``--json`` for machines).
+* ``closes`` — the day closes (日结, Z-reports) kept on this terminal and the server's
+  answer to each (:mod:`terminal.day_close`).
 * ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset, the
   software version and what became of the last update offered.
 
@@ -42,8 +45,10 @@ from hardware.devices import open_devices
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError, message
+from shared.money import format_fen
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
+from terminal.day_close import kept_closes
 from terminal.devices import DeviceLoop, check_config
 from terminal.face_pay import FacePay
 from terminal.readers import LINE_FORMATS
@@ -174,6 +179,8 @@ def run(config_path: str, events: bool, log_level: str) -> None:
     try:
         # the card reader (or tap lines), the QR scanner and the digital RMB gateway
         payments = DeviceLoop.from_config(terminal, config, stdin=sys.stdin)
+        if config.display.startswith("board"):  # the board's keypad: PIN, cashier, operator menu
+            payments.keypad = devices.keypad
         if devices.camera is not None and devices.face_engine is not None:  # face pay on the 刷脸 key
             payments.keypad = devices.keypad
             payments.face_pay = FacePay(terminal, devices.camera, devices.face_engine, devices.keypad)
@@ -215,6 +222,45 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
     finally:
         store.close()
     click.echo(json.dumps(t.to_json(), ensure_ascii=False, indent=2) if as_json else render_zh(t))
+
+
+SERVER_ZH = {
+    "matched": "服务器核对一致",
+    "waiting": "服务器等待交易上传",
+    "mismatch": "服务器核对不一致",
+    "refused": "服务器拒收",
+}
+
+
+@main.command()
+@CONFIG
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def closes(config_path: str, as_json: bool) -> None:
+    """The day closes (日结, Z-reports) kept on this terminal and the server's answers."""
+    config = TerminalConfig.load(config_path)
+    store = _existing_store(config, config_path)
+    try:
+        kept = kept_closes(store.conn)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(kept, ensure_ascii=False, indent=2))
+        return
+    if not kept:
+        click.echo(f"终端 {config.terminal_id} 尚无日结 (no day close yet)")
+    for c in kept:
+        z, server = c["report"], c["server"] or {}
+        status = str(server.get("status"))
+        answer = (
+            "未上传 not sent yet" if c["sent_at_ms"] is None else f"{SERVER_ZH.get(status, status)} {status}"
+        )
+        if server.get("code"):
+            answer += f"（{server['code']}）"
+        click.echo(
+            f"Z{z['number']:04d} {z['business_day']} 消费 {z['sales']['count']} 笔 "
+            f"{format_fen(z['sales']['amount_fen'])} 冲正 {z['reversals']['count']} 笔 "
+            f"净额 {format_fen(z['net_fen'])} · {answer}"
+        )
 
 
 @main.command()

@@ -21,8 +21,15 @@ from typing import Any
 from shared.errors import DomainError
 
 # the settings that name a file, and the prefix before the path in their value
-_PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"), ("update_root", ""))
+_PATH_SETTINGS = (
+    ("db_path", ""),
+    ("reader", "fifo:"),
+    ("camera", "file:"),
+    ("update_root", ""),
+    ("z_report_dir", ""),
+)
 _HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex", "release_public_key")
+MODES = ("meal", "shop")
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,10 @@ class TerminalConfig:
     update_root: str = ""
     update_quiet_s: float = 30.0
     update_health_s: float = 600.0
+    # what a card pays for when the terminal starts: "meal" (the meal of the hour) or "shop"
+    # (the cashier's basket, terminal.shop_flow); an operator card switches it on the device
+    mode: str = "meal"
+    z_report_dir: str = ""  # where day-close Z-reports are written; "" = z-reports/ beside db_path
 
     @property
     def secret(self) -> bytes:
@@ -138,6 +149,9 @@ def _check(data: dict[str, Any]) -> str:
             return f'key "{f.name}" must be hexadecimal digits'
         if f.name in ("terminal_id", "canteen_id", "db_path") and not value.strip():
             return f'key "{f.name}" must not be empty'
+        if f.name == "mode" and value not in MODES:
+            shown = json.dumps(value, ensure_ascii=False)
+            return f'key "mode" must be one of {", ".join(MODES)}, not {shown}'
     return ""
 
 

@@ -23,6 +23,11 @@ item and its price on the display (:mod:`terminal.scanned` tells them apart); an
 ``order``; a line that is not a tap is reported as a ``bad_tap`` event; a device failure is
 shown to the operator in Chinese and the loop goes on.
 
+**Shop mode** (config ``mode``, or switched by an operator card): barcodes and keypad keys
+build the cashier's basket, which the next payment pays for (:mod:`terminal.shop_flow`).
+An **operator card** at a terminal with a keypad opens the operator's menu (totals, mode,
+the day close: :mod:`terminal.operator_menu`, :mod:`terminal.day_close`).
+
 **Above the no-PIN limit** (``max_sale_fen``, 小额免密) a card or QR sale needs the
 cardholder's 6-digit payment PIN: with a keypad, :class:`PinPad` asks for it ("请输入支付密码",
 each digit shown as ``*``), checks it with the server online
@@ -50,9 +55,11 @@ from shared.errors import message
 from shared.money import format_fen
 from terminal.agent import PinEntry, PinOutcome
 from terminal.authorize import PinApproval, TapRequest
-from terminal.config import TerminalConfig
+from terminal.config import MODES, TerminalConfig
+from terminal.day_close import DayClose
 from terminal.ecny import EcnyCashier
 from terminal.face_pay import FacePay
+from terminal.operator_menu import OperatorMenu
 from terminal.readers import (
     BadTap,
     CardReaderTapSource,
@@ -64,6 +71,7 @@ from terminal.readers import (
 )
 from terminal.scanned import classify, item_for_barcode
 from terminal.server_http import ServerUnreachable
+from terminal.shop_flow import ShopFlow
 
 __all__ = ["DeviceLoop", "Order", "PinPad", "check_config", "make_card_reader", "make_qr_scanner"]
 
@@ -144,6 +152,8 @@ def check_config(config: TerminalConfig) -> None:
         raise ValueError(
             f"unknown digital RMB gateway {config.ecny_gateway!r} (known: {sorted(GATEWAYS)}, none)"
         )
+    if config.mode not in MODES:
+        raise ValueError(f"mode {config.mode!r}: one of {', '.join(MODES)}")
 
 
 class DeviceLoop:
@@ -157,15 +167,18 @@ class DeviceLoop:
         order: Callable[[], Order] = Order,
         keypad: Keypad | None = None,
         face_pay: FacePay | None = None,
+        mode: str = "meal",
     ) -> None:
         self.terminal = terminal
+        self.shop = ShopFlow(terminal, mode)  # the cashier's basket (inert in meal mode)
+        self.day_close: DayClose | None = None  # opened by start()
         self.keypad = keypad
         self._keypad_lock = threading.Lock()  # one reader of the keypad at a time
         self.face_pay = face_pay
         self.taps = taps
         self.scanner = scanner
         self.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
-        self.order = order
+        self.order = self.shop.order if order is Order else order
         self.handled = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -179,7 +192,7 @@ class DeviceLoop:
         stdin: IO[str] | None = None,
     ) -> DeviceLoop:
         """The devices ``config`` names; ``stdin`` feeds a ``stdin`` reader."""
-        loop = cls(terminal, order=order)
+        loop = cls(terminal, order=order, mode=config.mode)
         loop.taps = open_source(
             config.reader,
             stdin,
@@ -199,11 +212,12 @@ class DeviceLoop:
     def start(self) -> DeviceLoop:
         if self.cashier is not None:
             self.cashier.recover()
+        self.day_close = DayClose(self.terminal).start()  # sends closes still unsent
         if self.taps is not None:
             self._spawn("reader", self._pump_taps)
         if self.scanner is not None:
             self._spawn("scanner", self._pump_scans)
-        if self.keypad is not None and self.face_pay is not None:
+        if self.keypad is not None:
             self._spawn("keypad", self._pump_keys)
         return self
 
@@ -219,6 +233,8 @@ class DeviceLoop:
         for device in (self.taps, self.scanner, self.cashier, self.face_pay):
             if device is not None:
                 device.close()
+        if self.day_close is not None:
+            self.day_close.stop()
 
     def _pump_taps(self) -> None:
         assert self.taps is not None
@@ -240,22 +256,36 @@ class DeviceLoop:
                 self._handle(self.on_scan, scan)
 
     def _pump_keys(self) -> None:
-        """Keys pressed outside a payment: FACE_KEY starts one. While a face payment runs it
-        reads the keypad itself (the card-number digits), on this same thread."""
-        assert self.keypad is not None and self.face_pay is not None
+        """Keys pressed outside a payment: FACE_KEY starts one (with a camera); in shop mode
+        the others are the cashier's. While a face payment runs it reads the keypad itself
+        (the card-number digits), on this same thread."""
+        assert self.keypad is not None
         while not self._stop.is_set():
             with self._keypad_lock:  # not while a PIN is being typed
                 key = self.keypad.read_key(0.2)
-            if key == FACE_KEY:
+            if key == FACE_KEY and self.face_pay is not None:
                 self._handle(self.pay_by_face, key)
+            elif key is not None and self.shop.active:
+                self._handle(self.shop.key, key)
 
     def pin_entry(self) -> PinEntry | None:
         """Asking for the PIN needs a keypad; without one a sale above the limit is declined."""
         return None if self.keypad is None else PinPad(self.terminal, self.keypad, self._keypad_lock)
 
+    def operator_menu(self) -> OperatorMenu | None:
+        """The operator's menu needs a keypad (and a started loop: the day close)."""
+        if self.keypad is None or self.day_close is None:
+            return None
+        return OperatorMenu(self.terminal, self.keypad, self._keypad_lock, self.shop, self.day_close)
+
     def tap(self, request: TapRequest) -> Any:
-        """A card or QR payment: :meth:`Terminal.tap`, asking for the PIN when it is needed."""
-        return self.terminal.tap(request, self.pin_entry())
+        """A card or QR payment: :meth:`Terminal.tap`, asking for the PIN when it is needed;
+        an operator card opens the operator's menu."""
+        result = self.terminal.tap(request, self.pin_entry())
+        menu = self.operator_menu() if result[0].reason == "operator_card" else None
+        if menu is not None:
+            menu.run(request.card_id or "")
+        return result
 
     def pay_by_face(self, _key: str = FACE_KEY) -> Any:
         assert self.face_pay is not None
@@ -270,6 +300,7 @@ class DeviceLoop:
         except Exception:  # noqa: BLE001 — one bad event must not stop the device; the journal is safe
             log.exception("device loop: failed to handle %r", event)
             self.terminal.display.show(Screen(("系统繁忙，请重试",), "error"))
+        self.shop.after_event()  # a paid basket is done
         self.handled += 1
 
     # --- what each device brings -----------------------------------------------------------
@@ -282,7 +313,7 @@ class DeviceLoop:
         scanned = classify(scan.text)
         text = scanned.text
         if scanned.kind == "barcode":
-            self.show_barcode(text)
+            self.shop.scan(text) if self.shop.active else self.show_barcode(text)
             return
         o = self.order()
         if scanned.kind == "paycode":

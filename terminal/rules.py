@@ -11,6 +11,7 @@ shape of a canteen config (owned by the terminal)::
      "items": {"tissue": {"name": "抽纸", "price_fen": 350, "reference_price_fen": 400,
                           "barcodes": ["6901234567892"]}},             # barcodes optional
      "allow_typed_amount": true,                               # cashier may type an amount
+     "max_typed_amount_fen": 5000,                             # … up to this (optional)
      "operator_cards": ["C00042"],                             # tap shows the day's totals
      "risk": {...}}                                            # overrides settings["risk"]
 
@@ -78,10 +79,13 @@ class CanteenRules:
     items: dict[str, ShopItem] = field(default_factory=dict)
     allow_uid_only: bool = True
     allow_typed_amount: bool = True
+    max_typed_amount_fen: int | None = None  # the cap on a typed amount; None: only the risk limits
     operator_cards: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()  # config entries that were left out, and why
     above_reference: frozenset[str] = frozenset()  # skus left out for a price above the reference
     by_barcode: dict[str, str] = field(default_factory=dict)  # normalized barcode → sku
+    # barcodes of items left out for a price above the reference: a scan names the refusal
+    refused_barcodes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, canteen_id: str, config: dict[str, Any]) -> CanteenRules:
@@ -106,6 +110,7 @@ class CanteenRules:
                 problems.append(f"meal {name}: {exc}")
         items: dict[str, ShopItem] = {}
         above_reference: set[str] = set()
+        refused_barcodes: dict[str, str] = {}
         for sku, i in (config.get("items") or {}).items():
             try:
                 ref = i.get("reference_price_fen")
@@ -118,6 +123,7 @@ class CanteenRules:
                 )
                 if item.reference_price_fen is not None and item.price_fen > item.reference_price_fen:
                     above_reference.add(sku)
+                    refused_barcodes.update(dict.fromkeys(item.barcodes, sku))
                     raise ValueError("price above the reference price (第十条)")
                 items[sku] = item
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -137,6 +143,12 @@ class CanteenRules:
             problems.append(f"meal_limit: {meal_limit!r}")
             meal_limit = 1
         operator_cards = config.get("operator_cards") or []
+        typed_cap = config.get("max_typed_amount_fen")
+        try:
+            typed_cap = None if typed_cap is None else _fen(typed_cap)
+        except ValueError:
+            problems.append(f"max_typed_amount_fen: {typed_cap!r} (no typed amount allowed)")
+            typed_cap = 0
         return cls(
             canteen_id=canteen_id,
             unit_id=str(config.get("unit_id", "")),
@@ -145,10 +157,12 @@ class CanteenRules:
             items=items,
             allow_uid_only=bool(config.get("allow_uid_only", True)),
             allow_typed_amount=bool(config.get("allow_typed_amount", True)),
+            max_typed_amount_fen=typed_cap,
             operator_cards=frozenset(c for c in operator_cards if isinstance(c, str)),
             problems=tuple(problems),
             above_reference=frozenset(above_reference),
             by_barcode=by_barcode,
+            refused_barcodes=refused_barcodes,
         )
 
     def period_at(self, now_ms: int) -> MealPeriod | None:

@@ -220,3 +220,24 @@ def subsidy_year(db: Database) -> None:
     db["holders"].add_column("subsidy_year", int)  # type: ignore[union-attr]
     db["holders"].add_column("next_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]
     db["holders"].add_column("expired_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]
+
+
+@MIGRATIONS(name="008_day_closes")
+def day_closes(db: Database) -> None:
+    """The operator's day closes (日结, Z-reports, issue 13; :mod:`terminal.day_close`):
+    numbered from 1, each covering this terminal's sales from the seq after the previous
+    close's ``seq_to`` up to its own, kept for good. ``sent_at_ms`` / ``server_json``: when
+    the server received it and what it answered (NULL until then: the sender retries)."""
+    db.execute(
+        """
+        CREATE TABLE day_closes (
+            number        INTEGER PRIMARY KEY CHECK (number >= 1),
+            closed_at_ms  INTEGER NOT NULL,
+            seq_from      INTEGER NOT NULL,
+            seq_to        INTEGER NOT NULL,
+            report_json   TEXT NOT NULL,
+            sent_at_ms    INTEGER,
+            server_json   TEXT
+        ) STRICT
+        """
+    )

@@ -1,6 +1,7 @@
 """The terminal's HTTP calls to the server: snapshot, delta catch-up, clock probe, the
-online PIN check for a sale above the no-PIN limit, and the download of an offered update
-bundle (checked by ``terminal.updater`` against the offer and the release key).
+online PIN check for a sale above the no-PIN limit, the download of an offered update
+bundle (checked by ``terminal.updater`` against the offer and the release key), and the
+operator's day close.
 
 Uses only the standard library (``urllib``): the terminal needs a few calls, not a client
 framework. Snapshot and delta responses are server-signed envelopes, verified before use;
@@ -30,6 +31,15 @@ from shared.protocol.codec import MAX_SNAPSHOT_BYTES
 
 class ServerUnreachable(Exception):
     """The HTTP call failed (network, server down, or a refusal); the caller retries later."""
+
+
+class ServerRefused(ServerUnreachable):
+    """The server answered with a refusal (4xx and an error ``code``): sending the same
+    request again will not help."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ServerHttp:
@@ -75,6 +85,11 @@ class ServerHttp:
         try:
             with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
                 return resp.read()
+        except urllib.error.HTTPError as exc:
+            code = _error_code(exc) if 400 <= exc.code < 500 else None
+            if code is not None:
+                raise ServerRefused(f"{method} {path}: {exc.code} {code}", code) from exc
+            raise ServerUnreachable(f"{method} {path}: {exc}") from exc
         except (urllib.error.URLError, OSError) as exc:
             # the message names the path only: a request body (a PIN) is never in an error
             raise ServerUnreachable(f"{method} {path}: {exc}") from exc
@@ -104,6 +119,26 @@ class ServerHttp:
         """An offered update bundle's bytes, as the server serves them (unchecked here)."""
         path = f"/api/v1/terminals/{self.terminal_id}/updates/{kind}-{version}"
         return self._call("GET", path, "", now_ms, timeout_s=max(self.timeout_s, 120.0))
+
+    def day_close(self, report: dict[str, object], now_ms: int) -> dict[str, object]:
+        """Send one day close (Z-report, :mod:`terminal.day_close`); the server's answer
+        (``status``: matched, waiting or mismatch). Signed like the PIN check: the query
+        names the body's SHA-256. ServerRefused for a refusal, ServerUnreachable otherwise."""
+        body = json.dumps(report, ensure_ascii=False, sort_keys=True).encode()
+        data = self._call(
+            "POST",
+            f"/api/v1/terminals/{self.terminal_id}/day-closes",
+            f"body={hashlib.sha256(body).hexdigest()}",
+            now_ms,
+            body,
+        )
+        try:
+            answer = json.loads(data)
+        except ValueError as exc:
+            raise ServerUnreachable("day-closes: not JSON") from exc
+        if not isinstance(answer, dict) or not isinstance(answer.get("status"), str):
+            raise ServerUnreachable("day-closes: no status")
+        return answer
 
     def snapshot(self, now_ms: int, faults: list[ProtocolError] | None = None) -> Snapshot:
         data = self._get(f"/api/v1/terminals/{self.terminal_id}/snapshot", "", now_ms)
@@ -140,3 +175,13 @@ class ServerHttp:
         if not isinstance(server_ms, int) or isinstance(server_ms, bool):
             raise ServerUnreachable("health: no now_ms")
         return server_ms - (t0 + t1) // 2, t1 - t0
+
+
+def _error_code(exc: urllib.error.HTTPError) -> str | None:
+    """The stable error code of a JSON refusal, or None."""
+    try:
+        body = json.loads(exc.read() or b"null")
+    except (ValueError, OSError):
+        return None
+    code = body.get("code") if isinstance(body, dict) else None
+    return code if isinstance(code, str) else None

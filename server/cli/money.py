@@ -303,55 +303,6 @@ def matrix(obj: Any, quarter: str | None, quarter_opt: str | None, as_json: bool
     emit(data, as_json, lines)
 
 
-@report.command("shop")
-@quarter_argument
-@click.option("--date", "day", default=None, help="One Beijing date YYYY-MM-DD instead of a quarter.")
-@click.option("--canteen", "canteen_id", default=None, help="Only this canteen.")
-@click.option(
-    "--csv",
-    "csv_file",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Also write the report as CSV (UTF-8 with BOM, formula-safe) to FILE.",
-)
-@JSON_OPTION
-@click.pass_obj
-def shop_report(
-    obj: Any,
-    quarter: str | None,
-    quarter_opt: str | None,
-    day: str | None,
-    canteen_id: str | None,
-    csv_file: str | None,
-    as_json: bool,
-) -> None:
-    """Shop sales by item per canteen: for QUARTER (default: this quarter) or one --date."""
-    if day is not None and (quarter or quarter_opt):
-        raise click.UsageError("give a QUARTER or --date, not both")
-    if day is not None:
-        start, end = day_bounds_ms(day)
-        period = day
-    else:
-        q = _quarter(obj, quarter, quarter_opt)
-        start, end, period = q.start_ms, q.end_ms, str(q)
-    conn = _db(obj)
-    if (
-        canteen_id is not None
-        and conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None
-    ):
-        raise DomainError("unknown_canteen", canteen_id)
-    data = {"period": period, **reports.shop_sales(conn, start, end, canteen_id)}
-    if csv_file is not None:
-        Path(csv_file).write_text(reports.shop_sales_csv(data), encoding="utf-8", newline="")
-    lines = [f"小卖部商品销售 shop sales by item {period}"] + [
-        f"  {r['canteen_id']} {r['canteen_name']} {r['sku']} {r['name']}: {r['qty']} 件 "
-        f"{format_fen(r['amount_fen'])} ({r['sales']} 笔)"
-        for r in data["items"]
-    ]
-    lines.append(f"合计 total: {data['totals']['qty']} 件 {format_fen(data['totals']['amount_fen'])}")
-    emit(data, as_json, lines)
-
-
 ALLOCATION_STATUS_ZH = {
     "on_time": "按时拨付",
     "late": "逾期拨付",

@@ -284,6 +284,17 @@ def canteen_show(obj: Any, canteen_id: str) -> None:
     "--no-meal", "no_meals", multiple=True, type=click.Choice(list(MEAL_PERIODS)), help="Stop serving a meal."
 )
 @click.option("--meal-limit", type=int, default=None, help="Meals per person per period.")
+@click.option(
+    "--typed-amount/--no-typed-amount",
+    "typed_amount",
+    default=None,
+    help="The shop cashier may (not) type a free amount (自由金额) on the keypad.",
+)
+@click.option(
+    "--typed-amount-cap",
+    default=None,
+    help="The most a typed amount may be, yuan (e.g. 50); 'none' removes the cap.",
+)
 @JSON_OPTION
 @click.pass_obj
 def canteen_set(
@@ -292,6 +303,8 @@ def canteen_set(
     meals: tuple[str, ...],
     no_meals: tuple[str, ...],
     meal_limit: int | None,
+    typed_amount: bool | None,
+    typed_amount_cap: str | None,
     as_json: bool,
     **details: Any,
 ) -> None:
@@ -301,6 +314,11 @@ def canteen_set(
         config["meals"] = {**dict(parse_meal(s) for s in meals), **dict.fromkeys(no_meals)}
     if meal_limit is not None:
         config["meal_limit"] = meal_limit
+    if typed_amount is not None:
+        config["allow_typed_amount"] = typed_amount
+    if typed_amount_cap is not None:
+        cap = typed_amount_cap.strip().lower()
+        config["max_typed_amount_fen"] = None if cap == "none" else yuan(typed_amount_cap)
     conn = obj.db()
     with write_txn(conn):
         row = canteens.update(

@@ -18,7 +18,19 @@ import click
 
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
-from server.cli import ecny, faces, limits, money, people, qr, registry, tokens, updates, users
+from server.cli import (
+    ecny,
+    faces,
+    limits,
+    money,
+    people,
+    qr,
+    registry,
+    shop_reports,
+    tokens,
+    updates,
+    users,
+)
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary, record_check
 from server.infra import public_url as public_url_config
@@ -364,3 +376,5 @@ for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users
         main.add_command(_command)
 main.add_command(faces.faces)
 money.report.add_command(terminals_report)
+money.report.add_command(shop_reports.shop_report)
+money.report.add_command(shop_reports.day_closes_report)

@@ -723,3 +723,28 @@ MIGRATIONS.append(
     CREATE INDEX update_reports_terminal ON update_reports(terminal_id, kind, sent_at_ms);
     """
 )
+
+MIGRATIONS.append(
+    # 18: terminals' day closes (日结, Z-reports, issue 13; server.closing.day_closes): one
+    # row per (terminal, number) as the terminal sent it; the comparison with the sales the
+    # server holds for its sequence numbers is made when asked, never stored
+    """
+    CREATE TABLE day_closes (
+        terminal_id      TEXT NOT NULL,
+        number           INTEGER NOT NULL CHECK (number >= 1),
+        canteen_id       TEXT NOT NULL,
+        business_day     TEXT NOT NULL,
+        closed_at_ms     INTEGER NOT NULL,
+        seq_from         INTEGER NOT NULL,
+        seq_to           INTEGER NOT NULL,
+        sales_count      INTEGER NOT NULL,
+        sales_fen        INTEGER NOT NULL,
+        reversals_count  INTEGER NOT NULL DEFAULT 0,
+        reversals_fen    INTEGER NOT NULL DEFAULT 0,
+        report_json      TEXT NOT NULL,
+        received_at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (terminal_id, number)
+    ) STRICT;
+    CREATE INDEX day_closes_day ON day_closes(business_day, terminal_id);
+    """
+)

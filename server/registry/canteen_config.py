@@ -20,7 +20,9 @@ Rules enforced here, before anything is stored or sent to a terminal:
 * a shop item may carry ``barcodes``: EAN-13, EAN-8 or UPC-A with a right check digit
   (:mod:`shared.barcode`; a UPC-A is stored as its EAN-13), several per item, each
   belonging to one item of the canteen only — ``barcode_invalid`` / ``barcode_taken``;
-* ``meal_limit`` ≥ 1; ``risk`` is a map of limit name → int ≥ 0.
+* ``meal_limit`` ≥ 1; ``risk`` is a map of limit name → int ≥ 0;
+* the cashier's typed amount (自由金额, shop mode): ``allow_typed_amount`` (true unless set
+  false) and its cap ``max_typed_amount_fen`` (> 0 fen, optional) — :func:`validate_typed_amount`.
 
 :func:`merge_config` applies a partial change (``None`` removes a meal period or an item)
 and validates the result as a whole, so a change is either entirely valid or refused.
@@ -41,6 +43,7 @@ DEFAULT_TIMES = {"breakfast": ("07:00", "09:00"), "lunch": ("11:30", "13:30"), "
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
 _KNOWN_KEYS = {"meals", "meal_limit", "items", "allow_uid_only", "risk"}
+_KNOWN_KEYS |= {"allow_typed_amount", "max_typed_amount_fen"}  # the cashier's typed amount (issue 13)
 MAX_BARCODES_PER_ITEM = 20
 
 
@@ -185,6 +188,19 @@ def validate_config(config: Any) -> dict[str, Any]:
     }
     if risk:
         out["risk"] = dict(risk)
+    out.update(validate_typed_amount(config))
+    return out
+
+
+def validate_typed_amount(config: dict[str, Any]) -> dict[str, Any]:
+    """The typed-amount keys of a config, checked (only those it sets)."""
+    out: dict[str, Any] = {}
+    if "allow_typed_amount" in config:
+        if not isinstance(config["allow_typed_amount"], bool):
+            raise _bad("allow_typed_amount must be true or false")
+        out["allow_typed_amount"] = config["allow_typed_amount"]
+    if config.get("max_typed_amount_fen") is not None:
+        out["max_typed_amount_fen"] = _fen(config["max_typed_amount_fen"], "max_typed_amount_fen")
     return out
 
 

@@ -56,6 +56,7 @@ QUARANTINE_REASONS = frozenset(
         "sale_time_future",
         "sale_time_before_terminal",
         "sale_pin_invalid",  # above max_sale_fen without a valid, unused PIN approval (issue 12)
+        "sale_typed_amount",  # a typed shop amount the canteen forbids or caps lower (issue 13)
     }
 )
 TERMINAL_STATES = frozenset({"online", "offline"})
@@ -69,18 +70,30 @@ _MAX_INT = FEN_MAX  # the largest balance carried (also req_int's default upper 
 
 @dataclass(frozen=True)
 class Item:
+    """One line of a shop basket: ``qty`` of ``sku`` at ``unit_price_fen``, and the big-store
+    reference price (第十条) the terminal's price list had for it, when it had one. The
+    server checks both against the prices in force at the sale's time."""
+
     sku: str
     qty: int
     unit_price_fen: int
+    reference_price_fen: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sku": self.sku, "qty": self.qty, "unit_price_fen": self.unit_price_fen}
+        if self.reference_price_fen is not None:  # the wire of an item without one stays as it was
+            d["reference_price_fen"] = self.reference_price_fen
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> Item:
         d = obj(d, "item")
-        only_keys(d, frozenset({"sku", "qty", "unit_price_fen"}), "item")
+        only_keys(d, frozenset({"sku", "qty", "unit_price_fen", "reference_price_fen"}), "item")
         return cls(
             sku=req_str(d, "sku", max_len=64),
             qty=req_int(d, "qty", lo=1, hi=1000),
             unit_price_fen=req_int(d, "unit_price_fen", lo=0, hi=MAX_SALE_FEN),
+            reference_price_fen=opt_int(d, "reference_price_fen", lo=0, hi=MAX_SALE_FEN),
         )
 
 
@@ -114,8 +127,10 @@ class Sale:
         return f"{self.terminal_id}/{self.seq}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["items"] = [asdict(i) for i in self.items]
+        # field by field, not asdict(): every value is a plain str/int/bool/None but the
+        # items, and asdict's deep copy of them cost more than the rest of a shop sale
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        d["items"] = [i.to_dict() for i in self.items]
         if self.pin_approval is None:  # the wire of a sale without a PIN stays as it was
             del d["pin_approval"]
         return d

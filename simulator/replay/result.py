@@ -9,8 +9,10 @@ Keys (amounts in fen; canteens and units by their scenario names)::
     clearing     {year: {unit: {"refund_fen", "cleared_fen", "late_sales_fen", "refund_to"}}}
     allocations  {quarter: {unit: {"total_fen", "per_person_fen", "headcount", "late"}}}
     sales        [{"index", "at", "card", "canteen", "amount_fen", "subsidy_fen", "self_fen",
-                   "overdraft_fen", "offline"}]   every approved sale, as the server applied it
+                   "overdraft_fen", "offline", "items"}]   every approved sale, as the server
+                 applied it; items as the terminal sold them: [[sku, qty, unit price, reference]]
     declines     [{"index", "at", "card", "canteen", "reason"}]
+    cashier      [{"index", "at", "step", "reason"}]   a checkout's steps the terminal refused
     refusals     [{"index", "at", "event", "code", "detail"}]   requests the server refused
     ledger_sum_fen, violations                   GET /api/v1/ledger/check
     audit        {"approved", "applied", "pending", "duplicates_ignored", "mismatches", ...}
@@ -49,6 +51,7 @@ class Story(Protocol):
     years_closed: set[int]
     approved: dict[str, dict[str, Any]]  # sale uuid -> what the story knows of it
     declines: list[dict[str, Any]]
+    cashier: list[dict[str, Any]]
     refusals: list[dict[str, Any]]
 
 
@@ -115,6 +118,7 @@ def collect(story: Story) -> dict[str, Any]:
                 "self_fen": s["self_fen"] if s else None,
                 "overdraft_fen": s["overdraft_fen"] if s else None,
                 "offline": known["offline"],
+                "items": known.get("items", []),
             }
         )
     sales.sort(key=lambda x: x["index"])
@@ -129,6 +133,7 @@ def collect(story: Story) -> dict[str, Any]:
         "allocations": allocations,
         "sales": sales,
         "declines": story.declines,
+        "cashier": story.cashier,
         "refusals": story.refusals,
         "ledger_sum_fen": check["ledger_sum_fen"],
         "violations": check["violations"],
@@ -180,6 +185,12 @@ def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
             lines.append(
                 f"    [{d['index']}] {d['at']} {d['card']} @ {d['canteen']}: "
                 f"{message(d['reason'], 'zh')} ({d['reason']})"
+            )
+    if result.get("cashier"):
+        lines.append("  收银员操作被拒 cashier steps refused:")
+        for c in result["cashier"]:
+            lines.append(
+                f"    [{c['index']}] {c['at']} {c['step']}: {message(c['reason'], 'zh')} ({c['reason']})"
             )
     if result["refusals"]:
         lines.append("  服务器拒绝的请求 refused requests:")

@@ -15,7 +15,7 @@ refused), every time is Asia/Shanghai wall time (``"2026-01-06T12:05"``)::
                    "meal_limit": 1,                         # meals per card per period
                    "quality_bands": [[90, 100], [80, 98], [0, 95]],
                    "items": [{"sku": "tissue", "name": "抽纸", "price_yuan": 3.5,
-                              "reference_price_yuan": 4}],
+                              "reference_price_yuan": 4, "barcodes": ["6901234567892"]}],
                    "risk": {"offline_allowance_yuan": 20, "max_offline_total_yuan": 50,
                             "max_offline_sales": 3, "max_sale_yuan": 100,
                             "max_offline_age_hours": 24, "max_denylist_age_hours": 72}}],
@@ -32,6 +32,10 @@ what the diner types on the keypad when a sale is above the no-PIN limit — a p
     topup      {"card", "yuan"}                                     self top-up (bank)
     tap        {"card", "canteen", "terminal"?, "method"?, "pin"?}  a meal
     buy        {"card", "canteen", "items": ["tissue", "water*2"] | "amount_yuan", "pin"?, ...}
+    checkout   {"card", "canteen", "steps": ["scan 6901234567892", "qty 2", "void", ...], ...}
+               the cashier in shop mode: scan a barcode, type an item code (``type 1001``),
+               set the last line's quantity, void the last line, clear the basket; then the
+               diner pays for the basket (``method``, ``pin``, ``terminal`` as for a tap)
     network    {"canteen", "offline_minutes", "terminal"?}          cut; healed at the end
     score      {"canteen", "quarter", "score": 0..100}              the owning unit's clerk
     settle     {"quarter", "force"?}                                quarterly settlement
@@ -81,6 +85,7 @@ RISK_KEYS: dict[str, tuple[str, int | None]] = {
     "max_offline_age_hours": ("max_offline_age_ms", 3_600_000),
     "max_denylist_age_hours": ("max_denylist_age_ms", 3_600_000),
     "max_clock_offset_minutes": ("max_clock_offset_ms", 60_000),
+    "max_price_age_hours": ("max_price_age_ms", 3_600_000),
 }
 _TIME = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
 
@@ -279,16 +284,17 @@ def _items(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
     out: list[dict[str, Any]] = []
     for i, it in enumerate(as_list(raw, where)):
         w = f"{where}[{i}]"
-        keys(as_obj(it, w), w, {"sku", "price_yuan", "reference_price_yuan"}, {"name"})
+        keys(as_obj(it, w), w, {"sku", "price_yuan", "reference_price_yuan"}, {"name", "barcodes"})
         sku = as_text(it["sku"], f"{w}.sku")
-        out.append(
-            {
-                "sku": sku,
-                "name": as_text(it.get("name", sku), f"{w}.name"),
-                "price_fen": yuan(it["price_yuan"], f"{w}.price_yuan"),
-                "reference_price_fen": yuan(it["reference_price_yuan"], f"{w}.reference_price_yuan"),
-            }
-        )
+        item = {
+            "sku": sku,
+            "name": as_text(it.get("name", sku), f"{w}.name"),
+            "price_fen": yuan(it["price_yuan"], f"{w}.price_yuan"),
+            "reference_price_fen": yuan(it["reference_price_yuan"], f"{w}.reference_price_yuan"),
+        }
+        if "barcodes" in it:  # checked by the server like a clerk's (barcode_invalid is a refusal)
+            item["barcodes"] = [as_text(b, f"{w}.barcodes") for b in as_list(it["barcodes"], f"{w}.barcodes")]
+        out.append(item)
     return tuple(out)
 
 
