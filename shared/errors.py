@@ -245,6 +245,15 @@ CATALOG: dict[str, ErrorSpec] = {
     "scan_unrecognised": ErrorSpec(
         "无法识别：既不是付款码，也不是商品条码", "neither a payment code nor a product barcode"
     ),
+    # backups and restore (issue 15, server.infra.backup)
+    "backup_failed": ErrorSpec("备份失败", "the backup failed", 500),
+    "backup_invalid": ErrorSpec("备份已损坏或不完整", "the backup is damaged or incomplete"),
+    "backup_key_mismatch": ErrorSpec(
+        "服务器密钥与该备份不符", "the server key does not match the one that made this backup"
+    ),
+    "restore_target_not_empty": ErrorSpec(
+        "恢复目标目录不是空目录", "restore only into a fresh, empty data folder", 409
+    ),
 }
 
 

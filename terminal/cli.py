@@ -8,6 +8,8 @@
   ``operator``, ``link``, ``bad_tap``) and a console display on stderr.
 * ``totals`` — the day's totals of this terminal, in Chinese (``--json`` for machines).
 * ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset.
+* ``resend --since SEQ`` — put journaled sales after SEQ back in the outbox (after the
+  server's database was restored; ``terminal.journal_keep``).
 
 ``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``; relative paths in the file are
 taken from the file's folder. Exit codes: 0 ok, 1 error, 2 bad input — one line in Chinese
@@ -34,6 +36,7 @@ from hardware.devices import open_devices
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError, message
+from terminal import journal_keep
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
@@ -224,6 +227,38 @@ def status(config_path: str, as_json: bool) -> None:
         click.echo(
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "
             f"configuration (instance {info['identity_conflict'].get('other', '?')})"
+        )
+
+
+@main.command()
+@CONFIG
+@click.option(
+    "--since",
+    "since_seq",
+    required=True,
+    type=click.IntRange(min=0),
+    help="Send again every journaled sale with a sequence number above this one.",
+)
+def resend(config_path: str, since_seq: int) -> None:
+    """Send sales again from the journal (重发交易): after the server's database was restored
+    from a backup that lacks sales this terminal already had acknowledged.
+
+    The running terminal sends them with its next batch (a stopped one when it starts); the
+    server applies those it lacks, once, and answers the others as duplicates. A restored
+    server asks for this by itself; this is the same by hand."""
+    config = TerminalConfig.load(config_path)
+    store = _existing_store(config, config_path)
+    try:
+        n = journal_keep.requeue_after(store, since_seq)
+        first = store.conn.execute("SELECT min(seq) FROM journal").fetchone()[0]
+    finally:
+        store.close()
+    click.echo(f"已重新排队 {n} 笔交易 queued {n} sale(s) after seq {since_seq} to send again")
+    if first is not None and first > since_seq + 1:
+        click.echo(
+            f"注意：日志最早一笔为 {first}，更早的已清理 note: the journal starts at seq {first}; "
+            "earlier sales were pruned after the server confirmed a backup held them",
+            err=True,
         )
 
 

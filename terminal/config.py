@@ -56,6 +56,9 @@ class TerminalConfig:
     # the terminal must notice (clock probe) and refuse offline sales when it is too far off
     clock_offset_ms: int = 0
     software: str = "canteen-terminal/1"
+    # acknowledged sales stay in the journal at least this long, and longer until the server
+    # says they are in a backup it keeps (terminal.journal_keep)
+    journal_keep_days: float = 31.0
 
     @property
     def secret(self) -> bytes:

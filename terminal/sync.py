@@ -71,6 +71,8 @@ from shared.protocol import (
     seal_hmac,
     topics,
 )
+from shared.protocol.backup_mark import BackupMark
+from terminal import journal_keep
 from terminal.config import TerminalConfig
 from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
@@ -180,6 +182,7 @@ class SyncAgent:
                 (topics.DELTA, 1),
                 (topics.SERVER, 1),
                 (topics.status(config.terminal_id), 1),
+                (topics.backup(config.terminal_id), 1),
             ],
             on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
             on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
@@ -323,6 +326,9 @@ class SyncAgent:
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
                 self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
+            elif topic == topics.backup(self.config.terminal_id):
+                env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
+                self._on_backup_mark(BackupMark.from_body(env.body))
             elif topic == topics.status(self.config.terminal_id):
                 env = open_envelope(
                     payload,
@@ -403,6 +409,17 @@ class SyncAgent:
                 self._mark_synced()
             self._server_heard = None
             log.warning("%s: the server went offline", self.config.terminal_id)
+
+    def _on_backup_mark(self, mark: BackupMark) -> None:
+        """The server's backup mark: prune the journal up to it; after a restore, send again
+        what the server lost (``terminal.journal_keep``)."""
+        if mark.terminal_id != self.config.terminal_id:
+            raise ProtocolError("terminal_mismatch", f"backup mark for {mark.terminal_id}")
+        keep_ms = int(self.config.journal_keep_days * 86_400_000)
+        # not under the journal lock: each step is its own short transaction, taps go on
+        outcome = journal_keep.on_mark(self.store, mark, self.clock.now_ms(), keep_ms)
+        if outcome.requeued:
+            self._wake.set()
 
     def _on_own_status(self, status: Status) -> None:
         """Our own status topic, read back: another instance there means a second process
@@ -546,6 +563,10 @@ class SyncAgent:
             self._cursor = 0  # resend everything still in the outbox, oldest first
 
     def _send_outbox(self) -> None:
+        if not self._inflight:
+            # nothing awaits an ack: whatever the outbox holds is unsent, even below the
+            # cursor (a batch the server refused, sales put back by a resend)
+            self._cursor = 0
         while len(self._inflight) < self.config.window:
             rows = self.store.outbox_after(self._cursor, self.config.batch_size)
             inflight = {s for f in self._inflight.values() for s in f.seqs}
