@@ -46,7 +46,7 @@ class ServerService:
         http_port: int = 0,
         client_id: str | None = None,
         presence_s: int = 10,
-        backup_mark_poll_s: float = 10.0,
+        backup_mark_poll_s: float | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.app = app or create_app(config, clock=self.clock)
@@ -63,7 +63,8 @@ class ServerService:
         self.link: MqttLink | None = None
         self.presence_s = presence_s
         self.presence: PresenceBeacon | None = None
-        self.backup_mark_poll_s = backup_mark_poll_s
+        # how soon a backup taken by another process reaches the terminals' marks
+        self.backup_mark_poll_s = float(backup_mark_poll_s or self.app.config.get("BACKUP_MARK_POLL_S", 10.0))
         self.backup_marks: BackupMarkPublisher | None = None
 
     @property
