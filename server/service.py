@@ -110,6 +110,16 @@ class ServerService:
         self.link.wait_connected(10)
         return self
 
+    def healthy(self) -> bool:
+        """The ingest worker and the HTTP server still run (systemd's watchdog is pinged
+        only then: a server whose ingest died is restarted, not left half-alive)."""
+        return bool(
+            self.ingest is not None
+            and self.ingest.alive
+            and self._http_thread is not None
+            and self._http_thread.is_alive()
+        )
+
     def _on_link_state(self, up: bool) -> None:
         """The broker link came up or went down (network thread): presence and backup marks
         announce themselves again on a connect."""

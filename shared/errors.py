@@ -254,6 +254,7 @@ CATALOG: dict[str, ErrorSpec] = {
     "restore_target_not_empty": ErrorSpec(
         "恢复目标目录不是空目录", "restore only into a fresh, empty data folder", 409
     ),
+    "sale_not_found": ErrorSpec("服务器上没有这笔交易", "no such sale on this server", 404),
 }
 
 

@@ -36,6 +36,8 @@ from hardware.devices import open_devices
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError, message
+from shared.log_setup import configure as configure_logging
+from shared.sd_notify import Watchdog, notify
 from terminal import journal_keep
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
@@ -117,11 +119,21 @@ class _EventWriter:
     default=False,
     help="Write one JSON line per event on stdout (display goes to stderr).",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Logging level (logs go to stderr).")
-def run(config_path: str, events: bool, log_level: str) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+@click.option(
+    "--log-level",
+    envvar="CANTEEN_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    help="Logging level (logs go to stderr).",
+)
+@click.option(
+    "--log-json/--no-log-json",
+    envvar="CANTEEN_LOG_JSON",
+    default=False,
+    help="Logs as one JSON object per line, with each sale's id; env CANTEEN_LOG_JSON=1.",
+)
+def run(config_path: str, events: bool, log_level: str, log_json: bool) -> None:
+    configure_logging(log_level, json_lines=log_json, stream=sys.stderr)
     config = TerminalConfig.load(config_path)
     emit = _EventWriter(sys.stdout) if events else (lambda event: None)
     try:
@@ -151,7 +163,11 @@ def run(config_path: str, events: bool, log_level: str) -> None:
             payments.face_pay = FacePay(terminal, devices.camera, devices.face_engine, devices.keypad)
         emit({"event": "ready", "terminal_id": config.terminal_id})
         payments.start()
+        notify("READY=1")  # under systemd (Type=notify): serving taps now
+        watchdog = Watchdog(lambda: terminal.sync.alive).start()
         done.wait()
+        notify("STOPPING=1")
+        watchdog.stop()
     except KeyboardInterrupt:
         pass
     finally:

@@ -207,6 +207,11 @@ class SyncAgent:
         self.link.stop()
         self.store.close()
 
+    @property
+    def alive(self) -> bool:
+        """The sync thread runs (the watchdog is pinged only then)."""
+        return self._thread.is_alive()
+
     def poke(self) -> None:
         """A sale was journaled: send soon."""
         self._wake.set()
@@ -476,6 +481,16 @@ class SyncAgent:
                 self._cursor = min(self._cursor, min(flight.seqs) - 1)
             return
         counts = self.store.apply_results(ack.results, self.config.terminal_id)
+        log.info(
+            "%s: ack for message %s: %s",
+            self.config.terminal_id,
+            ack.in_reply_to,
+            ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+            extra={
+                "msg_id": ack.in_reply_to,
+                "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
+            },
+        )
         self.stats.acked += counts["applied"]
         self.stats.rejected += counts["rejected"]
         self.stats.quarantined += counts["quarantined"]
@@ -587,12 +602,22 @@ class SyncAgent:
             if not self.link.publish(topics.sales(self.config.terminal_id), payload):
                 return
             seqs = [seq for seq, _ in rows]
+            log.info(
+                "%s: sent %d sale(s) in message %s",
+                self.config.terminal_id,
+                len(seqs),
+                msg_id,
+                extra={"msg_id": msg_id, "sale_ids": self._sale_ids(seqs)},
+            )
             self._inflight[msg_id] = _InFlight(seqs, self._mono())
             if self._awaiting_since is None:
                 self._awaiting_since = self._mono()
             self._cursor = max(seqs)
             self.stats.batches_sent += 1
             self.stats.sales_sent += len(seqs)
+
+    def _sale_ids(self, seqs: list[int]) -> list[str]:
+        return [f"{self.config.terminal_id}/{s}" for s in seqs]
 
     def watermark_ms(self) -> int:
         """No sale of this terminal before this time is still unsent. Taken under the
