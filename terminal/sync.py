@@ -542,11 +542,14 @@ class SyncAgent:
                         if d.version == self.store.delta_version + 1:
                             self.store.apply_changes(d.version, d.changes)
                     self.stats.catchups += 1
-                    if len(deltas) < DELTA_PAGE_SIZE:
-                        self._need_catchup = False
-                        self._mark_synced()
-                    return
-                if not deltas:
+                    if self.store.delta_version == deltas[-1].version:
+                        if len(deltas) < DELTA_PAGE_SIZE:
+                            self._need_catchup = False
+                            self._mark_synced()
+                        return
+                    # a gap inside the page: the numbering moved on (the server's database was
+                    # restored, server.downstream.backup_marks): the rest comes as a snapshot
+                elif not deltas:
                     self._need_catchup = False
                     self._mark_synced()
                     return

@@ -338,8 +338,9 @@ def restore_files(
         f"({manifest['taken_at']}, sha256 ok, signature ok)"
     )
     instance = home / "server"
-    instance.mkdir(parents=True, mode=0o700)
-    os.chmod(home, 0o700)
+    # 0750: the broker's user (group canteen, deploy/) reads the passwd and ACL files in it;
+    # the database and the key are 0600 themselves
+    instance.mkdir(parents=True, mode=0o750)
     database = instance / DB_NAME
     ensure_private(database)
     shutil.copyfile(Path(src) / manifest["database"], database)
