@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "deploy" / "systemd"
 VENV_BIN = "/opt/canteen/.venv/bin/"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+LOGROTATE = shutil.which("logrotate") or next(
+    (p for p in ("/usr/sbin/logrotate", "/sbin/logrotate") if Path(p).is_file()), None
+)
 needs_systemd = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed (apt-get install systemd)"
 )
@@ -108,7 +111,7 @@ def test_our_services_notify_and_have_a_watchdog_under_a_dedicated_user(unit: st
     assert "CANTEEN_LOG_JSON=1" in s["Environment"]
 
 
-@pytest.mark.skipif(shutil.which("logrotate") is None, reason="logrotate not installed")
+@pytest.mark.skipif(LOGROTATE is None, reason="logrotate not installed (apt-get install logrotate)")
 def test_logrotate_config_parses(tmp_path: Path) -> None:
     # the service user does not exist on a test machine: rotate as root here
     conf = tmp_path / "canteen"
@@ -117,7 +120,7 @@ def test_logrotate_config_parses(tmp_path: Path) -> None:
     )
     conf.chmod(0o644)
     r = subprocess.run(
-        ["logrotate", "--debug", "--state", str(tmp_path / "state"), str(conf)],
+        [str(LOGROTATE), "--debug", "--state", str(tmp_path / "state"), str(conf)],
         capture_output=True,
         text=True,
         timeout=60,
