@@ -52,6 +52,11 @@ CONFIG_TEMPLATE = """\
 # The server as phones and browsers reach it, for the links it hands out (qr-issue);
 # no default: `canteen-server init --public-url https://…` sets it below.
 # PUBLIC_URL = ""
+
+# How often (seconds) the running server looks for a backup taken by another process
+# (`canteen-server backup`, the systemd timer) to tell terminals how far they may prune
+# their journals.
+# BACKUP_MARK_POLL_S = 10
 """
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from flask import Flask
 
 from server.app import create_app
+from server.downstream.backup_marks import BackupMarkPublisher
 from server.downstream.presence import PresenceBeacon
 from server.downstream.publisher import DeltaPublisher
 from server.downstream.update_offers import OfferPublisher
@@ -46,6 +47,7 @@ class ServerService:
         http_port: int = 0,
         client_id: str | None = None,
         presence_s: int = 10,
+        backup_mark_poll_s: float | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.app = app or create_app(config, clock=self.clock)
@@ -63,6 +65,9 @@ class ServerService:
         self.link: MqttLink | None = None
         self.presence_s = presence_s
         self.presence: PresenceBeacon | None = None
+        # how soon a backup taken by another process reaches the terminals' marks
+        self.backup_mark_poll_s = float(backup_mark_poll_s or self.app.config.get("BACKUP_MARK_POLL_S", 10.0))
+        self.backup_marks: BackupMarkPublisher | None = None
 
     @property
     def base_url(self) -> str:
@@ -90,7 +95,7 @@ class ServerService:
             subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1), (topics.ALL_UPDATE_REPORTS, 1)],
             on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
             will=self.presence.will,
-            on_state=self.presence.on_state,
+            on_state=self._on_link_state,
             backoff_max_s=2.0,
         )
         publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
@@ -99,10 +104,32 @@ class ServerService:
             open_db(db_path), self.clock, publish, on_delta=self.publisher.poke
         ).start()
         self.offers = OfferPublisher(open_db(db_path), key, publish, self.clock).start()
+        # each terminal's backup mark: how far it may prune its journal; what to resend after a restore
+        self.backup_marks = BackupMarkPublisher(
+            open_db(db_path), key, publish, self.clock, self.backup_mark_poll_s
+        ).start()
         self.presence.start(self.link)
         self.link.start()
         self.link.wait_connected(10)
         return self
+
+    def healthy(self) -> bool:
+        """The ingest worker and the HTTP server still run (systemd's watchdog is pinged
+        only then: a server whose ingest died is restarted, not left half-alive)."""
+        return bool(
+            self.ingest is not None
+            and self.ingest.alive
+            and self._http_thread is not None
+            and self._http_thread.is_alive()
+        )
+
+    def _on_link_state(self, up: bool) -> None:
+        """The broker link came up or went down (network thread): presence and backup marks
+        announce themselves again on a connect."""
+        if self.presence is not None:
+            self.presence.on_state(up)
+        if self.backup_marks is not None:
+            self.backup_marks.on_state(up)
 
     def _serve_http(self) -> None:
         try:
@@ -124,6 +151,8 @@ class ServerService:
             self.publisher.stop()
         if self.offers is not None:
             self.offers.stop()
+        if self.backup_marks is not None:
+            self.backup_marks.stop()
         if self._http is not None:
             self._http.close()  # type: ignore[union-attr]
         if self._http_thread is not None:

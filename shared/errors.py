@@ -322,6 +322,16 @@ CATALOG: dict[str, ErrorSpec] = {
     "day_close_mismatch": ErrorSpec(
         "日结报表与服务器入账不一致", "the day close differs from what the server applied"
     ),
+    # backups and restore (issue 15, server.infra.backup)
+    "backup_failed": ErrorSpec("备份失败", "the backup failed", 500),
+    "backup_invalid": ErrorSpec("备份已损坏或不完整", "the backup is damaged or incomplete"),
+    "backup_key_mismatch": ErrorSpec(
+        "服务器密钥与该备份不符", "the server key does not match the one that made this backup"
+    ),
+    "restore_target_not_empty": ErrorSpec(
+        "恢复目标目录不是空目录", "restore only into a fresh, empty data folder", 409
+    ),
+    "sale_not_found": ErrorSpec("服务器上没有这笔交易", "no such sale on this server", 404),
 }
 
 

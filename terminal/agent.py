@@ -172,7 +172,10 @@ class Terminal:
                 self.on_event(_sale_event("recovered", sale))
                 self.store.mark_announced(sale.seq)
                 log.warning(
-                    "%s: announced sale %s journaled before a crash", self.config.terminal_id, sale.sale_id
+                    "%s: announced sale %s journaled before a crash",
+                    self.config.terminal_id,
+                    sale.sale_id,
+                    extra=_sale_fields(sale),
                 )
         return len(sales)
 
@@ -324,6 +327,13 @@ class Terminal:
                 pin_approval=request.pin_approval.approval_id if request.pin_approval else None,
             )
             self.approved += 1
+            log.info(
+                "sale %s approved: %s%s",
+                sale.sale_id,
+                format_fen(sale.amount_fen),
+                " (offline)" if sale.offline else "",
+                extra=_sale_fields(sale),
+            )
             # journaled and fsynced: now, and only now, tell the diner; then release it
             self._show(decision, link.online)
             self.on_event(_sale_event("approved", sale))
@@ -393,6 +403,19 @@ class Terminal:
         else:
             self.display.show(Screen((OFFLINE_BANNER, "网络中断，离线消费受限额控制", "请刷卡"), "error"))
         self.on_event({"event": "link", "online": online})
+
+
+def _sale_fields(sale: Sale) -> dict[str, Any]:
+    """A sale's fields on its log lines (``shared.log_setup``): its id first."""
+    return {
+        "sale_id": sale.sale_id,
+        "terminal_id": sale.terminal_id,
+        "seq": sale.seq,
+        "uuid": sale.uuid,
+        "amount_fen": sale.amount_fen,
+        "method": sale.method,
+        "offline": sale.offline,
+    }
 
 
 def _sale_event(kind: str, sale: Sale) -> Event:

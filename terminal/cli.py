@@ -12,6 +12,8 @@
   answer to each (:mod:`terminal.day_close`).
 * ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset, the
   software version and what became of the last update offered.
+* ``resend --since SEQ`` — put journaled sales after SEQ back in the outbox (after the
+  server's database was restored; ``terminal.journal_keep``).
 
 Signed updates (``terminal.updater``) run inside ``run`` when the configuration names a
 release key and an update folder and ``canteen-terminal-launcher`` started it: after
@@ -45,7 +47,10 @@ from hardware.devices import open_devices
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError, message
+from shared.log_setup import configure as configure_logging
 from shared.money import format_fen
+from shared.sd_notify import Watchdog, notify
+from terminal import journal_keep
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.day_close import kept_closes
@@ -129,11 +134,21 @@ class _EventWriter:
     default=False,
     help="Write one JSON line per event on stdout (display goes to stderr).",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Logging level (logs go to stderr).")
-def run(config_path: str, events: bool, log_level: str) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+@click.option(
+    "--log-level",
+    envvar="CANTEEN_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    help="Logging level (logs go to stderr).",
+)
+@click.option(
+    "--log-json/--no-log-json",
+    envvar="CANTEEN_LOG_JSON",
+    default=False,
+    help="Logs as one JSON object per line, with each sale's id; env CANTEEN_LOG_JSON=1.",
+)
+def run(config_path: str, events: bool, log_level: str, log_json: bool) -> None:
+    configure_logging(log_level, json_lines=log_json, stream=sys.stderr)
     config = TerminalConfig.load(config_path)
     version = running_version()
     config = replace(config, software=f"canteen-terminal/{version}")  # what runs, as its status says
@@ -186,7 +201,11 @@ def run(config_path: str, events: bool, log_level: str) -> None:
             payments.face_pay = FacePay(terminal, devices.camera, devices.face_engine, devices.keypad)
         emit({"event": "ready", "terminal_id": config.terminal_id})
         payments.start()
+        notify("READY=1")  # under systemd (Type=notify): serving taps now
+        watchdog = Watchdog(lambda: terminal.sync.alive).start()
         done.wait()
+        notify("STOPPING=1")
+        watchdog.stop()
     except KeyboardInterrupt:
         pass
     finally:
@@ -318,6 +337,38 @@ def status(config_path: str, as_json: bool) -> None:
         click.echo(
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "
             f"configuration (instance {info['identity_conflict'].get('other', '?')})"
+        )
+
+
+@main.command()
+@CONFIG
+@click.option(
+    "--since",
+    "since_seq",
+    required=True,
+    type=click.IntRange(min=0),
+    help="Send again every journaled sale with a sequence number above this one.",
+)
+def resend(config_path: str, since_seq: int) -> None:
+    """Send sales again from the journal (重发交易): after the server's database was restored
+    from a backup that lacks sales this terminal already had acknowledged.
+
+    The running terminal sends them with its next batch (a stopped one when it starts); the
+    server applies those it lacks, once, and answers the others as duplicates. A restored
+    server asks for this by itself; this is the same by hand."""
+    config = TerminalConfig.load(config_path)
+    store = _existing_store(config, config_path)
+    try:
+        n = journal_keep.requeue_after(store, since_seq)
+        first = store.conn.execute("SELECT min(seq) FROM journal").fetchone()[0]
+    finally:
+        store.close()
+    click.echo(f"已重新排队 {n} 笔交易 queued {n} sale(s) after seq {since_seq} to send again")
+    if first is not None and first > since_seq + 1:
+        click.echo(
+            f"注意：日志最早一笔为 {first}，更早的已清理 note: the journal starts at seq {first}; "
+            "earlier sales were pruned after the server confirmed a backup held them",
+            err=True,
         )
 
 

@@ -75,6 +75,9 @@ class TerminalConfig:
     # (the cashier's basket, terminal.shop_flow); an operator card switches it on the device
     mode: str = "meal"
     z_report_dir: str = ""  # where day-close Z-reports are written; "" = z-reports/ beside db_path
+    # acknowledged sales stay in the journal at least this long, and longer until the server
+    # says they are in a backup it keeps (terminal.journal_keep)
+    journal_keep_days: float = 31.0
 
     @property
     def secret(self) -> bytes:

@@ -77,6 +77,8 @@ from shared.protocol import (
     seal_hmac,
     topics,
 )
+from shared.protocol.backup_mark import BackupMark
+from terminal import journal_keep
 from terminal.config import TerminalConfig
 from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
@@ -190,6 +192,7 @@ class SyncAgent:
                 (topics.SERVER, 1),
                 (topics.status(config.terminal_id), 1),
                 (topics.update_offer(config.terminal_id), 1),
+                (topics.backup(config.terminal_id), 1),
             ],
             on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
             on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
@@ -213,6 +216,11 @@ class SyncAgent:
             self.link.publish(topic, payload, retain=retain)
         self.link.stop()
         self.store.close()
+
+    @property
+    def alive(self) -> bool:
+        """The sync thread runs (the watchdog is pinged only then)."""
+        return self._thread.is_alive()
 
     def poke(self) -> None:
         """A sale was journaled: send soon."""
@@ -333,6 +341,9 @@ class SyncAgent:
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
                 self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
+            elif topic == topics.backup(self.config.terminal_id):
+                env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
+                self._on_backup_mark(BackupMark.from_body(env.body))
             elif topic == topics.status(self.config.terminal_id):
                 env = open_envelope(
                     payload,
@@ -421,6 +432,17 @@ class SyncAgent:
             self._server_heard = None
             log.warning("%s: the server went offline", self.config.terminal_id)
 
+    def _on_backup_mark(self, mark: BackupMark) -> None:
+        """The server's backup mark: prune the journal up to it; after a restore, send again
+        what the server lost (``terminal.journal_keep``)."""
+        if mark.terminal_id != self.config.terminal_id:
+            raise ProtocolError("terminal_mismatch", f"backup mark for {mark.terminal_id}")
+        keep_ms = int(self.config.journal_keep_days * 86_400_000)
+        # not under the journal lock: each step is its own short transaction, taps go on
+        outcome = journal_keep.on_mark(self.store, mark, self.clock.now_ms(), keep_ms)
+        if outcome.requeued:
+            self._wake.set()
+
     def _on_own_status(self, status: Status) -> None:
         """Our own status topic, read back: another instance there means a second process
         with this terminal's configuration (once we have seen our own status; before that, a
@@ -479,6 +501,16 @@ class SyncAgent:
                 self._cursor = min(self._cursor, min(flight.seqs) - 1)
             return
         counts = self.store.apply_results(ack.results, self.config.terminal_id)
+        log.info(
+            "%s: ack for message %s: %s",
+            self.config.terminal_id,
+            ack.in_reply_to,
+            ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+            extra={
+                "msg_id": ack.in_reply_to,
+                "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
+            },
+        )
         self.stats.acked += counts["applied"]
         self.stats.rejected += counts["rejected"]
         self.stats.quarantined += counts["quarantined"]
@@ -530,11 +562,14 @@ class SyncAgent:
                         if d.version == self.store.delta_version + 1:
                             self.store.apply_changes(d.version, d.changes)
                     self.stats.catchups += 1
-                    if len(deltas) < DELTA_PAGE_SIZE:
-                        self._need_catchup = False
-                        self._mark_synced()
-                    return
-                if not deltas:
+                    if self.store.delta_version == deltas[-1].version:
+                        if len(deltas) < DELTA_PAGE_SIZE:
+                            self._need_catchup = False
+                            self._mark_synced()
+                        return
+                    # a gap inside the page: the numbering moved on (the server's database was
+                    # restored, server.downstream.backup_marks): the rest comes as a snapshot
+                elif not deltas:
                     self._need_catchup = False
                     self._mark_synced()
                     return
@@ -566,6 +601,10 @@ class SyncAgent:
             self._cursor = 0  # resend everything still in the outbox, oldest first
 
     def _send_outbox(self) -> None:
+        if not self._inflight:
+            # nothing awaits an ack: whatever the outbox holds is unsent, even below the
+            # cursor (a batch the server refused, sales put back by a resend)
+            self._cursor = 0
         while len(self._inflight) < self.config.window:
             rows = self.store.outbox_after(self._cursor, self.config.batch_size)
             inflight = {s for f in self._inflight.values() for s in f.seqs}
@@ -586,12 +625,22 @@ class SyncAgent:
             if not self.link.publish(topics.sales(self.config.terminal_id), payload):
                 return
             seqs = [seq for seq, _ in rows]
+            log.info(
+                "%s: sent %d sale(s) in message %s",
+                self.config.terminal_id,
+                len(seqs),
+                msg_id,
+                extra={"msg_id": msg_id, "sale_ids": self._sale_ids(seqs)},
+            )
             self._inflight[msg_id] = _InFlight(seqs, self._mono())
             if self._awaiting_since is None:
                 self._awaiting_since = self._mono()
             self._cursor = max(seqs)
             self.stats.batches_sent += 1
             self.stats.sales_sent += len(seqs)
+
+    def _sale_ids(self, seqs: list[int]) -> list[str]:
+        return [f"{self.config.terminal_id}/{s}" for s in seqs]
 
     def watermark_ms(self) -> int:
         """No sale of this terminal before this time is still unsent. Taken under the

@@ -7,7 +7,6 @@ invariant is violated. Every command has ``--help``; reporting commands take ``-
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ import click
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
 from server.cli import (
+    backup,
     ecny,
     faces,
     limits,
@@ -28,11 +28,13 @@ from server.cli import (
     registry,
     shop_reports,
     tokens,
+    trace,
     updates,
     users,
 )
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary, record_check
+from server.infra import access_log
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
@@ -45,9 +47,11 @@ from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError
+from shared.log_setup import configure as configure_logging
 from shared.money import format_fen
 from shared.mqtt import redacted_url
 from shared.private_files import write_private
+from shared.sd_notify import Watchdog, notify
 
 
 class Ctx:
@@ -153,10 +157,20 @@ def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--log-json/--no-log-json",
+    envvar="CANTEEN_LOG_JSON",
+    default=False,
+    help="Logs as one JSON object per line (request ids, sale ids) on stderr; env CANTEEN_LOG_JSON=1.",
+)
+@click.option("--log-level", envvar="CANTEEN_LOG_LEVEL", default="INFO", show_default=True)
 @click.pass_obj
-def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
-    """Run the HTTP API, the MQTT ingest worker and the delta publisher until Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def run(obj: Ctx, broker_url: str, host: str, port: int, log_json: bool, log_level: str) -> None:
+    """Run the HTTP API, the MQTT ingest worker and the delta publisher until Ctrl-C.
+
+    Under systemd (Type=notify) it says READY once serving and pings the watchdog while its
+    workers live (deploy/systemd/canteen-server.service)."""
+    configure_logging(log_level, json_lines=log_json, filters=[access_log.RequestIdFilter()])
     broker = None
     if not broker_url:
         broker = EmbeddedBroker(1883).start()
@@ -164,12 +178,16 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
         click.echo(f"embedded MQTT broker on {broker_url}")
     service = ServerService(broker_url, app=obj.app, http_host=host, http_port=port).start()
     click.echo(f"server: {service.base_url}  broker: {redacted_url(broker_url)}")  # no password
+    notify("READY=1")
+    watchdog = Watchdog(service.healthy).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         done.wait()
     except KeyboardInterrupt:
         pass
+    notify("STOPPING=1")
+    watchdog.stop()
     service.stop()
     if broker is not None:
         broker.stop()
@@ -371,7 +389,7 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
 
 
 # each group's module lists its commands
-for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users):
+for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users, backup, trace):
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

@@ -748,3 +748,35 @@ MIGRATIONS.append(
     CREATE INDEX day_closes_day ON day_closes(business_day, terminal_id);
     """
 )
+
+MIGRATIONS.append(
+    # 19: backups and restores (issue 15, server.infra.backup). ``backups``: every online
+    # backup taken of this database, with the highest sale of each terminal it holds with no
+    # gap before it (``marks_json``: {"T0001": 1234}); a terminal may prune its journal up to
+    # the mark of the oldest backup still kept (``removed_at_ms`` NULL and its folder still
+    # there). ``restores``: each time this database was put back from a backup; ``epoch``
+    # names the restore, and ``marks_json`` what the restored database held per terminal, so
+    # terminals resend the sales acknowledged after it (server.downstream.backup_marks).
+    """
+    CREATE TABLE backups (
+        backup_id      TEXT PRIMARY KEY,
+        taken_at_ms    INTEGER NOT NULL,
+        location       TEXT NOT NULL,
+        sha256         TEXT NOT NULL,
+        bytes          INTEGER NOT NULL CHECK (bytes > 0),
+        marks_json     TEXT NOT NULL,
+        removed_at_ms  INTEGER
+    ) STRICT;
+    CREATE INDEX backups_kept ON backups(taken_at_ms) WHERE removed_at_ms IS NULL;
+
+    CREATE TABLE restores (
+        epoch           TEXT PRIMARY KEY,
+        restored_at_ms  INTEGER NOT NULL,
+        backup_id       TEXT NOT NULL,
+        taken_at_ms     INTEGER NOT NULL,
+        marks_json      TEXT NOT NULL,
+        delta_from      INTEGER NOT NULL,
+        delta_to        INTEGER NOT NULL
+    ) STRICT;
+    """
+)

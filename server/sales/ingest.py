@@ -240,6 +240,20 @@ class IngestWorker:
         for r in rejections:
             self.stats.rejection_reasons[r.code] = self.stats.rejection_reasons.get(r.code, 0) + 1
             log.warning("ingest: refused message from %s: %s (%s)", r.terminal_id or "?", r.code, r.detail)
+        if replies and log.isEnabledFor(logging.INFO):
+            # the sale ids of this commit and what became of each: one line per transaction,
+            # the link between a terminal's log and the ledger (shared.log_setup)
+            sales = {f"{r.terminal_id}/{r.seq}": r.status for _, ack in replies for r in ack.results}
+            if sales:
+                log.info(
+                    "ingest: committed %d sale(s): %d applied, %d duplicate, %d rejected, %d quarantined",
+                    len(sales),
+                    applier.applied,
+                    applier.duplicates,
+                    applier.rejected,
+                    applier.quarantined,
+                    extra={"sales": sales},
+                )
         for terminal_id, ack in replies:
             secret = self._book.secret(terminal_id)
             if secret is None:

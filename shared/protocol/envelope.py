@@ -43,6 +43,8 @@ MESSAGE_TYPES = frozenset(
         # signed updates (shared.protocol.updates)
         "update_offer",
         "update_report",
+        # backup marks (shared.protocol.backup_mark)
+        "backup_mark",
     }
 )
 SERVER_SENDER = "server"

@@ -47,6 +47,13 @@ def update_report(terminal_id: str) -> str:
     return f"{PREFIX}/t/{_check(terminal_id)}/up/update"
 
 
+def backup(terminal_id: str) -> str:
+    """The server's backup mark for one terminal (retained, Ed25519-signed): how far its
+    journal may be pruned, and after a restore which sales to send again
+    (:mod:`shared.protocol.backup_mark`)."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/down/backup"
+
+
 def terminal_of(topic: str) -> str | None:
     """The terminal id in a per-terminal topic, or None if the topic is not one."""
     parts = topic.split("/")
