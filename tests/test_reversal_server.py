@@ -136,7 +136,10 @@ def test_a_reversal_gives_each_purse_back_exactly_what_it_paid(city: City) -> No
     h = city.holder(card)
     with write_txn(city.conn):
         ledger.post(
-            city.conn, "topup", [ledger.Move(ledger.BANK_TOPUP, ledger.self_purse(h), 3000)], city.clock.now_ms()
+            city.conn,
+            "topup",
+            [ledger.Move(ledger.BANK_TOPUP, ledger.self_purse(h), 3000)],
+            city.clock.now_ms(),
         )
     city.spend_down(card, 500)  # ¥5.00 of subsidy left: the sale is split 500 + 700
     before, payable = city.purses(card), city.payable()
