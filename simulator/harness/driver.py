@@ -140,7 +140,10 @@ class Till:
             return self._monitor.execute(sql).fetchone()[0]
 
     def pending(self) -> int:
-        return int(self._read("SELECT count(*) FROM outbox"))
+        """Sales and reversals (冲正) the server has not answered for good."""
+        return int(
+            self._read("SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM reversal_outbox)")
+        )
 
     def oldest_pending_ms(self) -> int | None:
         return self._read("SELECT min(j.occurred_at_ms) FROM outbox o JOIN journal j ON j.seq = o.seq")
