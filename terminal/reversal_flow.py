@@ -141,6 +141,7 @@ def pin_checked(flow: Flow, ok: bool) -> Step:
         flow,
         _pin_screen(flow, f"{message('operator_pin_wrong')}，还可尝试{MAX_PIN_TRIES - wrong}次"),
         "error",
+        reason="operator_pin_wrong",
     )
 
 

@@ -286,14 +286,17 @@ class ReversalDesk:
         """Show the step, and answer what it needs until it needs nothing. Each new stage is
         told as a ``reversal_prompt`` event, a flow that ends without a reversal as
         ``reversal_declined`` (the events a simulated operator follows)."""
+        before = self.flow.stage
         while True:
-            before, self.flow = self.flow.stage, step.flow
+            self.flow = step.flow
             self._last = self._mono()
             if step.screen is not None:
                 self.terminal.display.show(Screen(step.screen, step.tone))
             if step.need is None:
-                if self.flow.active and self.flow.stage != before:
-                    self.terminal.on_event({"event": "reversal_prompt", "stage": self.flow.stage})
+                listed_for_card = self.flow.stage == "choose" and self.flow.card is not None
+                if self.flow.active and (self.flow.stage != before or step.reason or listed_for_card):
+                    prompt = {"event": "reversal_prompt", "stage": self.flow.stage}
+                    self.terminal.on_event({**prompt, "reason": step.reason} if step.reason else prompt)
                 elif not self.flow.active and step.reason is not None and before != "idle":
                     self.terminal.on_event({"event": "reversal_declined", "reason": step.reason})
                 return
