@@ -371,7 +371,7 @@ class ReversalDesk:
             now = t.sale_time()
             sale = self._sale(sale_seq)
             link = t.link_state(now)
-            reason = self._refusal(sale, now, link.online)
+            reason = self._refusal(sale, now, link.online, link.clock_offset_ms)
             if reason is not None:
                 return self._declined(reason, sale_seq)
             refund_no = None
@@ -395,7 +395,7 @@ class ReversalDesk:
         t.sync.poke()
         return Outcome(r, None, lines)
 
-    def _refusal(self, sale: Any, now: int, online: bool) -> str | None:
+    def _refusal(self, sale: Any, now: int, online: bool, clock_offset_ms: int | None = None) -> str | None:
         if sale is None or sale["announced"] != 1:
             return "reversal_no_sale"
         if sale["reversed_by"] is not None:
@@ -408,8 +408,11 @@ class ReversalDesk:
         if sale["method"] == "ecny":
             return None if online and self.gateway is not None else "ecny_offline"
         if not online:
+            limits = self.terminal.rules()[1]
+            if clock_offset_ms is not None and abs(clock_offset_ms) > limits.max_clock_offset_ms:
+                return "clock_skew"  # as for sales: misdated offline, it would be refused anyway
             count, fen = offline_today(self.terminal.store, now)
-            return offline_refusal(count, fen, sale["amount_fen"], self.terminal.rules()[1])
+            return offline_refusal(count, fen, sale["amount_fen"], limits)
         return None
 
     def _refund(self, r: Reversal, order_no: str) -> bool:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from typing import Any
 
 from server.books import ledger
 from server.books.ledger import Violation
@@ -298,7 +299,7 @@ def reversals(conn: sqlite3.Connection) -> list[Violation]:
     """Each applied reversal mirrors its sale exactly (see the module doc)."""
     out = []
 
-    def bad(r: sqlite3.Row, why: str) -> None:
+    def bad(r: dict[str, Any], why: str) -> None:
         out.append(Violation("reversal_mismatch", f"reversal {r['terminal_id']}/R{r['seq']}: {why}"))
 
     twice = conn.execute(
@@ -306,13 +307,15 @@ def reversals(conn: sqlite3.Connection) -> list[Violation]:
         "GROUP BY terminal_id, sale_seq HAVING count(*) > 1 LIMIT 5"
     ).fetchall()
     out += [Violation("reversal_mismatch", f"sale {t}/{q} reversed twice") for t, q in twice]
-    for r in conn.execute(
+    cur = conn.execute(
         "SELECT r.*, s.status AS sale_status, s.method AS sale_method, s.amount_fen AS sale_amount, "
         "s.txn_id AS sale_txn, s.canteen_id AS sale_canteen, s.subsidy_fen AS sale_subsidy, "
         "s.self_fen AS sale_self, s.uuid AS sale_row_uuid FROM reversals r "
         "LEFT JOIN sales s ON s.terminal_id = r.terminal_id AND s.seq = r.sale_seq "
         "WHERE r.status = 'applied'"
-    ).fetchall():
+    )
+    names = [d[0] for d in cur.description]  # by name, whatever the connection's row factory
+    for r in (dict(zip(names, row, strict=True)) for row in cur.fetchall()):
         moved = _reversal_entries(conn, r)
         if (
             r["sale_status"] is None
@@ -341,7 +344,7 @@ def reversals(conn: sqlite3.Connection) -> list[Violation]:
     return out[:20]
 
 
-def _reversal_entries(conn: sqlite3.Connection, r: sqlite3.Row) -> list[tuple[str, str, int]]:
+def _reversal_entries(conn: sqlite3.Connection, r: dict[str, Any]) -> list[tuple[str, str, int]]:
     """(from, to, fen) of a reversal's txns: its own and, if any, its ``reversal_clearing``."""
     return [
         (src, dst, fen)
@@ -354,7 +357,7 @@ def _reversal_entries(conn: sqlite3.Connection, r: sqlite3.Row) -> list[tuple[st
 
 
 def _cleared_since(
-    conn: sqlite3.Connection, r: sqlite3.Row, back: list[tuple[str, int]], paid: list[tuple[str, int]]
+    conn: sqlite3.Connection, r: dict[str, Any], back: list[tuple[str, int]], paid: list[tuple[str, int]]
 ) -> bool:
     """The mirror holds with the subsidy purse of a year cleared since read as that
     clearing's refund, for exactly ``refunded_subsidy_fen``."""
