@@ -304,3 +304,44 @@ def test_a_reversal_after_its_quarter_closed_is_an_adjustment_in_the_next_statem
     assert (st["fee_fen"], st["net_fen"]) == (-5, -995)  # the 0.5 % fee on it is given back too
     assert city.payable() == 0
     assert all_violations(city.conn) == []
+
+
+def test_a_digital_rmb_sales_reversal_is_its_gateway_refund_and_moves_no_purse(city: City) -> None:
+    from server.sales.ecny import method_totals
+
+    s = city.new_sale(None, 1500, method="ecny", subsidy_fen=0, credential="ecny:ORDER-1")  # type: ignore[arg-type]
+    [r] = city.send(s)
+    assert r.status == "applied"
+    before = city.payable()
+    [rr] = city.reverse(city.reversal(s, refund_no="ORDER-1-rev"))
+    assert (rr.status, rr.subsidy_fen, rr.self_fen) == ("applied", 0, 0)
+    assert city.payable() == before
+    refunds = city.conn.execute("SELECT order_no, amount_fen FROM ecny_refunds").fetchall()
+    assert [tuple(r) for r in refunds] == [("ORDER-1", 1500)]
+    totals = method_totals(city.conn, "C01", s.occurred_at_ms - 1, s.occurred_at_ms + 3_600_000)
+    assert totals["ecny_net_fen"] == 0 and totals["reversals"]["ecny"]["amount_fen"] == 1500
+    assert all_violations(city.conn) == []
+
+
+def test_check_lists_reversals_waiting_for_their_sale(city: City) -> None:
+    from server.closing.check import reversal_summary
+
+    s = city.new_sale(city.card(), 400)
+    city.reverse(city.reversal(s))
+    summary = reversal_summary(city.conn)
+    assert summary["counts"] == {"applied": 0, "pending": 1, "rejected": 0}
+    assert [(w["sale_seq"], w["amount_fen"]) for w in summary["waiting"]] == [(s.seq, 400)]
+
+
+def test_a_reversed_meal_is_no_longer_counted_against_the_meal_limit(city: City) -> None:
+    card = city.card()
+    s = city.new_sale(card, 1200, meal_period="lunch", kind="meal")
+    city.send(s)
+    assert (
+        city.conn.execute("SELECT changes_json FROM deltas ORDER BY version DESC")
+        .fetchone()[0]
+        .count('"lunch":1')
+    )
+    city.reverse(city.reversal(s))
+    latest = city.conn.execute("SELECT changes_json FROM deltas ORDER BY version DESC").fetchone()[0]
+    assert '"meals":{"day":"2026-11-26","taken":{}}' in latest  # the holder's lunch is free again

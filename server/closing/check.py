@@ -6,7 +6,8 @@ that sum to zero and match their entries, no unexplained negative purse, no sale
 twice) and the business invariants built on them (:func:`server.closing.audit.money_violations`:
 sale splits, statements, payables, clearings, allocations, no withdrawal). The ledger knows
 nothing of settlement; this module is where the two meet. Sales held back for review are
-counted beside them (:func:`quarantine_summary`): reported, not a violation.
+counted beside them (:func:`quarantine_summary`): reported, not a violation; so are reversals
+(冲正) waiting for a sale the server has not received (:func:`reversal_summary`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from server.books import ledger
 from server.books.ledger import Violation
 from server.closing.audit import money_violations
 from server.sales.quarantine import summary as quarantine_summary
+from server.sales.reversals import summary as reversal_summary
 
-__all__ = ["all_violations", "quarantine_summary"]
+__all__ = ["all_violations", "quarantine_summary", "reversal_summary"]
 
 
 def all_violations(conn: sqlite3.Connection) -> list[Violation]:

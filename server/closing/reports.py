@@ -15,7 +15,8 @@ allocations, overdrafts and blocked cards. Read-only; amounts in integer fen.
 * **Shop sales by item** (:func:`shop_sales`): per canteen and item, for a day or a quarter;
   CSV by :func:`shop_sales_csv` through :mod:`server.infra.csv_safe`.
 
-Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only.
+Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only, less those
+reversed (冲正: a reversed sale is not in the totals, the matrix or the shop report).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any
 from server.books import ledger
 from server.books.periods import Quarter
 from server.infra.csv_safe import Number, write_csv
+from server.infra.schema import not_reversed_sql
 from shared.money import format_fen
 
 _KEYS = ("count", "amount_fen", "subsidy_fen", "self_fen", "ecny_fen")
@@ -37,7 +39,7 @@ def _grouped(conn: sqlite3.Connection, start_ms: int, end_ms: int) -> list[sqlit
     return conn.execute(
         "SELECT canteen_id, unit_id, method = 'ecny' AS ecny, count(*) AS n, sum(amount_fen) AS amount, "
         "sum(subsidy_fen) AS subsidy, sum(self_fen) AS self FROM sales "
-        "WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+        f"WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? AND {not_reversed_sql()} "
         "GROUP BY canteen_id, unit_id, method = 'ecny'",
         (start_ms, end_ms),
     ).fetchall()
@@ -234,11 +236,12 @@ def shop_sales(
     conn: sqlite3.Connection, start_ms: int, end_ms: int, canteen_id: str | None = None
 ) -> dict[str, Any]:
     """Shop sales by item for [start_ms, end_ms): per canteen and sku, the quantity sold and
-    the amount (qty × the unit price each sale recorded), applied shop sales only. The item's
+    the amount (qty × the unit price each sale recorded), applied shop sales only (not
+    reversed). The item's
     name is the canteen's current one (blank for an item no longer sold)."""
     sql = (
         "SELECT canteen_id, items_json FROM sales WHERE status = 'applied' AND kind = 'shop' "
-        "AND items_json IS NOT NULL AND occurred_at_ms >= ? AND occurred_at_ms < ?"
+        f"AND items_json IS NOT NULL AND occurred_at_ms >= ? AND occurred_at_ms < ? AND {not_reversed_sql()}"
     )
     args: list[Any] = [start_ms, end_ms]
     if canteen_id is not None:

@@ -661,6 +661,7 @@ MIGRATIONS.append(
     CREATE INDEX reversals_canteen_time ON reversals(canteen_id, occurred_at_ms);
     CREATE INDEX reversals_holder_time ON reversals(holder_id, occurred_at_ms);
     CREATE INDEX reversals_waiting ON reversals(terminal_id, sale_seq) WHERE status = 'pending';
+    CREATE INDEX reversals_sale ON reversals(terminal_id, sale_seq, status);
 
     CREATE TABLE late_reversals (
         terminal_id        TEXT NOT NULL,
@@ -705,3 +706,13 @@ MIGRATIONS.append(
 # ``reversals`` (unaliased). A digital RMB reversal (the gateway refunded it) and one that
 # only resolved a quarantined sale (nothing had moved) give back nothing here.
 REVERSAL_PURSE_PAID = "status = 'applied' AND subsidy_fen + self_fen > 0"
+
+
+def not_reversed_sql(sales: str = "sales") -> str:
+    """SQL condition: the sale (``sales``: the table or its alias) has no applied reversal —
+    for reports and meal counts that show what was sold and kept (the sale row itself is
+    never edited)."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM reversals rv WHERE rv.terminal_id = {sales}.terminal_id "
+        f"AND rv.sale_seq = {sales}.seq AND rv.status = 'applied')"
+    )

@@ -378,12 +378,6 @@ class ReversalApplier:
         self._finished = True
         for holder_id in sorted(self._holders):
             self.changes[holder_id] = holder_change(self.conn, holder_id, self.now_ms)
-        meal_days: dict[str, int] = {}
-        for d in self._rows.values():
-            if d.meal_ms is not None and d.row["holder_id"]:
-                meal_days[d.row["holder_id"]] = max(meal_days.get(d.row["holder_id"], 0), d.meal_ms)
-        for holder_id, meals in meals_of_day(self.conn, meal_days).items():
-            self.changes[holder_id]["meals"] = meals
         for d in self._rows.values():
             change = self.changes.get(d.row["holder_id"]) if d.row["holder_id"] else None
             if change is not None and d.row["status"] == "applied":
@@ -396,6 +390,12 @@ class ReversalApplier:
                     balance_expired_subsidy_fen=change["expired_subsidy_fen"],
                 )
         self.conn.executemany(_UPSERT, [tuple(d.row[c] for c in _COLUMNS) for d in self._rows.values()])
+        meal_days: dict[str, int] = {}  # read after the rows are in: a reversed meal is not taken
+        for d in self._rows.values():
+            if d.meal_ms is not None and d.row["holder_id"]:
+                meal_days[d.row["holder_id"]] = max(meal_days.get(d.row["holder_id"], 0), d.meal_ms)
+        for holder_id, meals in meals_of_day(self.conn, meal_days).items():
+            self.changes[holder_id]["meals"] = meals
         if self._late:
             self.conn.executemany(
                 "INSERT INTO late_reversals(terminal_id, seq, canteen_id, occurred_at_ms, amount_fen) "
@@ -465,3 +465,18 @@ def _base_row(r: Reversal, now_ms: int) -> dict[str, Any]:
         "balance_expired_subsidy_fen": 0,
         "reversal_json": json.dumps(r.to_dict(), ensure_ascii=False, separators=(",", ":")),
     }
+
+
+def summary(conn: sqlite3.Connection) -> dict[str, Any]:
+    """What ``check`` reports: reversals per state, and those waiting for their sale."""
+    counts = {"applied": 0, "pending": 0, "rejected": 0}
+    for st, n in conn.execute("SELECT status, count(*) FROM reversals GROUP BY status"):
+        counts[st] = n
+    waiting = [
+        {"terminal_id": r[0], "seq": r[1], "sale_seq": r[2], "amount_fen": r[3], "received_at_ms": r[4]}
+        for r in conn.execute(
+            "SELECT terminal_id, seq, sale_seq, amount_fen, received_at_ms FROM reversals "
+            "WHERE status = 'pending' ORDER BY received_at_ms, terminal_id, seq LIMIT 100"
+        )
+    ]
+    return {"counts": counts, "waiting": waiting}
