@@ -271,6 +271,9 @@ CATALOG: dict[str, ErrorSpec] = {
     ),
     "operator_unknown": ErrorSpec("不是本食堂的操作员卡", "not an operator card of this canteen", 403),
     "operator_pin_wrong": ErrorSpec("操作员密码错误", "wrong operator PIN", 403),
+    "operator_pin_locked": ErrorSpec(
+        "操作员密码错误次数过多，今日已锁定", "too many wrong operator PINs today: locked until tomorrow", 423
+    ),
     "operator_pin_invalid": ErrorSpec("操作员密码须为6位数字", "an operator PIN is exactly 6 digits"),
     "operator_pin_too_simple": ErrorSpec(
         "操作员密码过于简单（不能全部相同或连续）", "operator PIN too simple (all digits the same, or a run)"

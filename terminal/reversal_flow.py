@@ -145,6 +145,11 @@ def pin_checked(flow: Flow, ok: bool) -> Step:
     )
 
 
+def locked(flow: Flow) -> Step:
+    """The shell's answer to ``need="pin"`` when the card is locked for the day."""
+    return _end((message("operator_pin_locked"),), "operator_pin_locked")
+
+
 def listed(flow: Flow, candidates: tuple[Candidate, ...], why: str = "reversal_no_sale") -> Step:
     """The shell's answer to ``need="sales"``: the reversible sales, newest first; when
     there are none, ``why`` (e.g. the card's last sale is outside the window)."""

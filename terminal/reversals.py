@@ -50,6 +50,7 @@ from terminal.store import Store
 log = logging.getLogger(__name__)
 
 _MAX_SEQ = 2**62
+MAX_WRONG_PINS_A_DAY = 5  # wrong operator PINs at this terminal before the card is locked till tomorrow
 # a sale that is still reversible: announced, not reversed, not refused by the server (one it
 # holds for review may be reversed: that resolves the hold)
 _REVERSIBLE = (
@@ -309,7 +310,10 @@ class ReversalDesk:
             return rf.operator_checked(flow, self.operator_name(flow.operator))
         if step.need == "pin":
             assert flow.operator is not None
-            return rf.pin_checked(flow, self.pin_ok(flow.operator, flow.pin))
+            ok = self.pin_ok(flow.operator, flow.pin)
+            if not ok and self.pin_locked(flow.operator):
+                return rf.locked(flow)
+            return rf.pin_checked(flow, ok)
         if step.need == "sales":
             found = self.candidates(flow.card)
             return rf.listed(flow, found, "reversal_no_sale" if found else self.why_none(flow.card))
@@ -325,11 +329,29 @@ class ReversalDesk:
         return None if op is None else op.name
 
     def pin_ok(self, card_id: str, pin: str) -> bool:
+        """The operator's PIN, checked here offline against its hash record. After
+        :data:`MAX_WRONG_PINS_A_DAY` wrong ones in a day the card is refused until the next
+        day, whatever is typed (a stolen operator card cannot be tried through the PINs)."""
+        store, now = self.terminal.store, self.terminal.clock.now_ms()
+        key, day = f"operator_pin_wrong:{card_id}", china_datetime(now).date().isoformat()
+        seen_day, _, wrong = (store.get_meta(key) or "").partition("=")
+        wrong_today = int(wrong) if seen_day == day and wrong.isdigit() else 0
         op = self.terminal.rules()[0].operators.get(card_id)
+        if wrong_today >= MAX_WRONG_PINS_A_DAY:
+            log.warning("%s: operator card %s is locked for today", self.terminal.config.terminal_id, card_id)
+            return False
         ok = op is not None and verify_pin_record(op.pin_hash, pin)
         if not ok:
             log.warning("%s: wrong operator PIN for card %s", self.terminal.config.terminal_id, card_id)
+            store.set_metas({key: f"{day}={wrong_today + 1}"})
         return ok
+
+    def pin_locked(self, card_id: str) -> bool:
+        seen_day, _, wrong = (self.terminal.store.get_meta(f"operator_pin_wrong:{card_id}") or "").partition(
+            "="
+        )
+        today = china_datetime(self.terminal.clock.now_ms()).date().isoformat()
+        return seen_day == today and wrong.isdigit() and int(wrong) >= MAX_WRONG_PINS_A_DAY
 
     def window_ms(self) -> int:
         return window_ms(self.terminal.store.canteen_config(self.terminal.config.canteen_id))
@@ -449,7 +471,10 @@ class ReversalDesk:
         if self.operator_name(line.operator_card) is None:
             return self._declined("operator_unknown", line.sale_seq or 0)
         if not self.pin_ok(line.operator_card, line.pin):
-            return self._declined("operator_pin_wrong", line.sale_seq or 0)
+            locked = self.pin_locked(line.operator_card)
+            return self._declined(
+                "operator_pin_locked" if locked else "operator_pin_wrong", line.sale_seq or 0
+            )
         seq = line.sale_seq
         if seq is None:
             found = self.candidates(line.card)

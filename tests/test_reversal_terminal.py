@@ -389,3 +389,16 @@ def test_the_journaled_reversal_carries_what_the_server_checks(counter: Counter)
     )
     assert (wire["sale_seq"], wire["sale_uuid"], wire["amount_fen"]) == (1, sale["uuid"], sale["amount_fen"])
     assert wire["uuid"] != sale["uuid"] and wire["terminal_id"] == sale["terminal_id"]
+
+
+def test_five_wrong_operator_pins_lock_the_card_until_tomorrow(counter: Counter) -> None:
+    counter.sell()
+    desk = counter.loop.reversal
+    reasons = [desk.by_line(rf.ReversalLine(OPERATOR, "111111")).reason for _ in range(5)]
+    assert reasons == ["operator_pin_wrong"] * 4 + ["operator_pin_locked"]  # the fifth locks
+    locked = desk.by_line(rf.ReversalLine(OPERATOR, PIN))  # even the right PIN, today
+    assert (locked.ok, locked.reason) == (False, "operator_pin_locked")
+    assert counter.screen()[0] == "操作员密码错误次数过多，今日已锁定"
+    counter.clock.advance_ms(24 * 60 * MINUTE)
+    counter.sell()
+    assert desk.by_line(rf.ReversalLine(OPERATOR, PIN)).ok
