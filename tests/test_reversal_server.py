@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from server.books import ledger
 from server.closing.check import all_violations
@@ -23,8 +25,10 @@ from server.registry import canteens
 from server.registry.terminals import TerminalCredentials
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
+from shared.errors import CATALOG
 from shared.protocol import (
     Ack,
+    ProtocolError,
     Reversal,
     ReversalAck,
     ReversalBatch,
@@ -345,3 +349,56 @@ def test_a_reversed_meal_is_no_longer_counted_against_the_meal_limit(city: City)
     city.reverse(city.reversal(s))
     latest = city.conn.execute("SELECT changes_json FROM deltas ORDER BY version DESC").fetchone()[0]
     assert '"meals":{"day":"2026-11-26","taken":{}}' in latest  # the holder's lunch is free again
+
+
+def test_a_second_reversal_while_the_first_waits_for_its_sale_is_refused(city: City) -> None:
+    s = city.new_sale(city.card(), 600)
+    [first] = city.reverse(city.reversal(s))
+    [second] = city.reverse(city.reversal(s))  # a thief's, or a confused terminal's
+    assert (first.status, second.status, second.reason) == ("pending", "rejected", "sale_already_reversed")
+    city.send(s)
+    assert [x.status for x in city.reversal_acks[-1].results] == ["applied"]
+    assert city.worker.stats.dropped_messages == 0
+    assert all_violations(city.conn) == []
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.sampled_from(
+        ["seq", "sale_seq", "amount_fen", "occurred_at_ms", "method", "offline", "uuid", "sale_uuid", "extra"]
+    ),
+    value=st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63),
+        st.text(max_size=80),
+        st.floats(allow_nan=True),
+    ),
+)
+def test_garbled_reversals_are_refused_with_a_code_and_move_nothing(
+    city: City, field: str, value: Any
+) -> None:
+    s = city.new_sale(city.card(), 300)
+    city.send(s)
+    before = city.purses(city.card()), city.payable()
+    body = ReversalBatch((city.reversal(s),)).to_body()
+    body["reversals"][0][field] = value
+    try:
+        wire = seal_hmac(
+            "reversal_batch", city.creds.terminal_id, body, bytes.fromhex(city.creds.secret_hex), 1
+        )
+    except ProtocolError:  # a float cannot even be signed
+        return
+    na, nr = len(city.acks), len(city.reversal_acks)
+    city.worker.process([(topics.reversals(city.creds.terminal_id), wire)])
+    results = [r for a in city.reversal_acks[nr:] for r in a.results]
+    refused = [a.reason for a in city.acks[na:]] + [r.reason for r in results if r.status == "rejected"]
+    applied = [r for r in results if r.status == "applied"]
+    assert len(city.acks[na:]) + len(city.reversal_acks[nr:]) == 1  # always answered, once
+    if applied:  # the mutation left a valid reversal (e.g. another uuid): it is simply one
+        return
+    assert (city.purses(city.card()), city.payable()) == before
+    if not any(r.pending for r in results):  # one naming a sale not received (yet) waits
+        assert refused and all(code in CATALOG for code in refused)
+    assert city.worker.stats.dropped_messages == 0
+    assert all_violations(city.conn) == []

@@ -231,7 +231,7 @@ class ReversalApplier:
             "SELECT * FROM sales WHERE terminal_id = ? AND seq = ?", (r.terminal_id, r.sale_seq)
         ).fetchone()
         if sale is None:
-            if (r.terminal_id, r.sale_seq) in self._reversed:
+            if (r.terminal_id, r.sale_seq) in self._reversed or self._other_reversal(r):
                 return _Decided({**row, "status": "rejected", "reason": "sale_already_reversed"})
             return _Decided({**row, "status": "pending", "reason": None})
         refusal = self._refusal(r, sale, config, limits)
@@ -257,11 +257,7 @@ class ReversalApplier:
             return "reversal_sale_mismatch"
         if sale["amount_fen"] != r.amount_fen:
             return "reversal_amount_mismatch"
-        if (r.terminal_id, r.sale_seq) in self._reversed or self.conn.execute(
-            "SELECT 1 FROM reversals WHERE terminal_id = ? AND sale_seq = ? AND status <> 'rejected' "
-            "AND seq <> ?",
-            (r.terminal_id, r.sale_seq, r.seq),
-        ).fetchone():
+        if (r.terminal_id, r.sale_seq) in self._reversed or self._other_reversal(r):
             return "sale_already_reversed"
         held = self.conn.execute(
             "SELECT occurred_at_ms, state FROM quarantined_sales WHERE terminal_id = ? AND seq = ?",
@@ -286,6 +282,17 @@ class ReversalApplier:
                 counted = self._offline_today[(r.terminal_id, day)] = [int(n), int(fen)]
             return offline_refusal(counted[0], counted[1], r.amount_fen, limits)
         return None
+
+    def _other_reversal(self, r: Reversal) -> bool:
+        """Another reversal of the same sale is applied or waiting already."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM reversals WHERE terminal_id = ? AND sale_seq = ? AND status <> 'rejected' "
+                "AND seq <> ?",
+                (r.terminal_id, r.sale_seq, r.seq),
+            ).fetchone()
+            is not None
+        )
 
     def _mirror(self, r: Reversal, sale: sqlite3.Row, row: dict[str, Any]) -> None:
         """Give back each amount the sale's entries moved, to the account that paid it."""
