@@ -20,7 +20,7 @@ text) → :meth:`Terminal.tap`; a scanned ``CQ1.…`` code → a QR payment; a s
 wallet payment code → the :class:`~terminal.ecny.EcnyCashier`; a product barcode → the
 item and its price on the display (:mod:`terminal.scanned` tells them apart); anything else
 → "无法识别" on the display. Key **B** (冲正) starts an operator's reversal, run by
-:class:`~terminal.reversals.ReversalDesk`: while it runs, keys and cards go to it (the
+:class:`~terminal.reversal_desk.ReversalDesk`: while it runs, keys and cards go to it (the
 operator's card, the diner's card that picks the sale); a ``reverse …`` line does the same
 in one go. What a card pays for (a meal, or the cashier's basket) comes from
 ``order``; a line that is not a tap is reported as a ``bad_tap`` event; a device failure is
@@ -65,8 +65,8 @@ from terminal.readers import (
     open_source,
     parse_reader,
 )
+from terminal.reversal_desk import ReversalDesk
 from terminal.reversal_flow import ReversalLine
-from terminal.reversals import ReversalDesk
 from terminal.scanned import classify, item_for_barcode
 from terminal.server_http import ServerUnreachable
 

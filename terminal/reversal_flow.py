@@ -5,7 +5,7 @@ types their six-digit operator PIN, chooses the sale — by its number among the
 shown on the display, or by the diner laying their card on the reader — and confirms with
 **#**; **\\*** cancels at any point. Each function takes the :class:`Flow` so far and one
 event and returns a :class:`Step`: the next flow, what the display shows, and what the
-shell (:class:`terminal.reversals.ReversalDesk`) must find out or do before the next event
+shell (:class:`terminal.reversal_desk.ReversalDesk`) must find out or do before the next event
 (``need``): ``operator`` (is this card an operator of the canteen?), ``pin`` (does the PIN
 match?), ``sales`` (the reversible sales, of one card when ``Flow.card`` is set), ``reverse``
 (journal the reversal of ``Flow.chosen``). No I/O here; tests drive it with plain values.
