@@ -402,3 +402,39 @@ def test_five_wrong_operator_pins_lock_the_card_until_tomorrow(counter: Counter)
     counter.clock.advance_ms(24 * 60 * MINUTE)
     counter.sell()
     assert desk.by_line(rf.ReversalLine(OPERATOR, PIN)).ok
+
+
+def test_the_operators_totals_in_chinese_show_sales_reversals_and_net() -> None:
+    from terminal.totals import render_zh, screen_lines, summarize
+
+    sale = {
+        "kind": "shop",
+        "meal_period": None,
+        "method": "card",
+        "visitor": 0,
+        "offline": 0,
+        "status": "applied",
+    }
+    t = summarize(
+        "2026-01-06",
+        "C01",
+        "T1",
+        [
+            {**sale, "amount_fen": 1200},
+            {**sale, "amount_fen": 800},
+            {**sale, "amount_fen": 500, "status": "rejected"},
+        ],
+        [],
+        unsent_sales=0,
+        last_sync_ms=None,
+        online=True,
+        reversals=[
+            {"amount_fen": 800, "status": "applied", "sale_status": "applied"},
+            {"amount_fen": 500, "status": "new", "sale_status": "rejected"},  # its sale was never paid
+            {"amount_fen": 300, "status": "rejected", "sale_status": "applied"},  # the server said no
+        ],
+    )
+    assert (t.total.amount_fen, t.reversals.count, t.reversals.amount_fen, t.net_fen) == (2000, 1, 800, 1200)
+    text = render_zh(t)
+    assert "冲正              1 笔        -¥8.00" in text and "净额                          ¥12.00" in text
+    assert "冲正 1笔 净额 ¥12.00" in screen_lines(t)
