@@ -92,7 +92,12 @@ class ServerService:
         self.link = MqttLink(
             self.client_id,
             address,
-            subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1), (topics.ALL_UPDATE_REPORTS, 1)],
+            subscriptions=[
+                (topics.ALL_SALES, 1),
+                (topics.ALL_STATUS, 1),
+                (topics.ALL_UPDATE_REPORTS, 1),
+                (topics.ALL_REVERSALS, 1),
+            ],
             on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
             will=self.presence.will,
             on_state=self._on_link_state,

@@ -332,6 +332,40 @@ CATALOG: dict[str, ErrorSpec] = {
         "恢复目标目录不是空目录", "restore only into a fresh, empty data folder", 409
     ),
     "sale_not_found": ErrorSpec("服务器上没有这笔交易", "no such sale on this server", 404),
+    # --- reversal (冲正) of a mistaken sale at its terminal (issue 13) ---
+    "reversal_disabled": ErrorSpec("本食堂未开通冲正", "reversals are turned off for this canteen"),
+    "reversal_outside_window": ErrorSpec("已超过冲正时限", "the sale is older than the reversal window"),
+    "reversal_other_day": ErrorSpec(
+        "只能冲正当日交易", "only a sale of the same business day can be reversed"
+    ),
+    "reversal_before_sale": ErrorSpec("冲正时间早于原交易", "reversal dated before its sale"),
+    "reversal_time_future": ErrorSpec("冲正时间晚于当前时间", "reversal dated in the future"),
+    "reversal_offline_limit": ErrorSpec(
+        "离线冲正已达上限，请联网后再试", "offline reversal limit reached for today"
+    ),
+    "reversal_amount_mismatch": ErrorSpec("冲正金额与原交易不符", "reversal amount differs from the sale's"),
+    "reversal_sale_mismatch": ErrorSpec(
+        "冲正记录与原交易不符", "the reversal names a sale this terminal did not make"
+    ),
+    "reversal_sale_not_applied": ErrorSpec(
+        "原交易未入账，无需冲正", "the sale was not applied: nothing to reverse"
+    ),
+    "sale_already_reversed": ErrorSpec("该笔交易已冲正", "this sale has already been reversed", 409),
+    "reversal_id_conflict": ErrorSpec("冲正编号冲突", "reversal id reused with different content", 409),
+    "reversal_no_sale": ErrorSpec("没有可冲正的交易", "no sale that can be reversed"),
+    "quarantine_reversed": ErrorSpec(
+        "该笔待审核消费已在终端冲正", "this held sale was reversed at its terminal"
+    ),
+    "operator_unknown": ErrorSpec("不是本食堂的操作员卡", "not an operator card of this canteen", 403),
+    "operator_pin_wrong": ErrorSpec("操作员密码错误", "wrong operator PIN", 403),
+    "operator_pin_locked": ErrorSpec(
+        "操作员密码错误次数过多，今日已锁定", "too many wrong operator PINs today: locked until tomorrow", 423
+    ),
+    "operator_pin_invalid": ErrorSpec("操作员密码须为6位数字", "an operator PIN is exactly 6 digits"),
+    "operator_pin_too_simple": ErrorSpec(
+        "操作员密码过于简单（不能全部相同或连续）", "operator PIN too simple (all digits the same, or a run)"
+    ),
+    "operator_cancelled": ErrorSpec("已取消", "cancelled by the operator"),
 }
 
 

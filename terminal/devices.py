@@ -19,7 +19,10 @@ terminal: a tap from the reader (a card laid on it, SUN URL as credential, or a 
 text) → :meth:`Terminal.tap`; a scanned ``CQ1.…`` code → a QR payment; a scanned e-CNY
 wallet payment code → the :class:`~terminal.ecny.EcnyCashier`; a product barcode → the
 item and its price on the display (:mod:`terminal.scanned` tells them apart); anything else
-→ "无法识别" on the display. What a card pays for (a meal, or the cashier's basket) comes from
+→ "无法识别" on the display. Key **B** (冲正) starts an operator's reversal, run by
+:class:`~terminal.reversal_desk.ReversalDesk`: while it runs, keys and cards go to it (the
+operator's card, the diner's card that picks the sale); a ``reverse …`` line does the same
+in one go. What a card pays for (a meal, or the cashier's basket) comes from
 ``order``; a line that is not a tap is reported as a ``bad_tap`` event; a device failure is
 shown to the operator in Chinese and the loop goes on.
 
@@ -69,6 +72,8 @@ from terminal.readers import (
     open_source,
     parse_reader,
 )
+from terminal.reversal_desk import ReversalDesk
+from terminal.reversal_flow import START_KEY, ReversalLine
 from terminal.scanned import classify, item_for_barcode
 from terminal.server_http import ServerUnreachable
 from terminal.shop_flow import ShopFlow
@@ -178,6 +183,7 @@ class DeviceLoop:
         self.taps = taps
         self.scanner = scanner
         self.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
+        self.reversal = ReversalDesk(terminal, gateway)  # the operator's 冲正 (key B)
         self.order = self.shop.order if order is Order else order
         self.handled = 0
         self._stop = threading.Event()
@@ -202,6 +208,7 @@ class DeviceLoop:
         loop.scanner = make_qr_scanner(config.qr_scanner, lambda m: loop.device_error("scanner_error", m))
         gateway = make_gateway(config.ecny_gateway, terminal.clock)
         loop.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
+        loop.reversal.gateway = gateway
         return loop
 
     @property
@@ -213,6 +220,7 @@ class DeviceLoop:
         if self.cashier is not None:
             self.cashier.recover()
         self.day_close = DayClose(self.terminal).start()  # sends closes still unsent
+        self.reversal.recover()
         if self.taps is not None:
             self._spawn("reader", self._pump_taps)
         if self.scanner is not None:
@@ -256,16 +264,20 @@ class DeviceLoop:
                 self._handle(self.on_scan, scan)
 
     def _pump_keys(self) -> None:
-        """Keys pressed outside a payment: FACE_KEY starts one (with a camera); in shop mode
-        the others are the cashier's. While a face payment runs it reads the keypad itself
-        (the card-number digits), on this same thread."""
+        """Keys pressed outside a payment: FACE_KEY starts one (with a camera); a reversal
+        under way takes every key; in shop mode the others are the cashier's; otherwise they go
+        to the reversal desk (B starts a reversal; at a shop counter the operator's menu does).
+        While a face payment runs it reads the keypad itself (the card-number digits), on this
+        same thread."""
         assert self.keypad is not None
         while not self._stop.is_set():
             with self._keypad_lock:  # not while a PIN is being typed
                 key = self.keypad.read_key(0.2)
-            if key == FACE_KEY and self.face_pay is not None:
+            if key == FACE_KEY and self.face_pay is not None and not self.reversal.active:
                 self._handle(self.pay_by_face, key)
-            elif key is not None and self.shop.active:
+            elif key is not None and (self.reversal.active or not self.shop.active):
+                self._handle(self.reversal.on_key, key)
+            elif key is not None:
                 self._handle(self.shop.key, key)
 
     def pin_entry(self) -> PinEntry | None:
@@ -276,11 +288,23 @@ class DeviceLoop:
         """The operator's menu needs a keypad (and a started loop: the day close)."""
         if self.keypad is None or self.day_close is None:
             return None
-        return OperatorMenu(self.terminal, self.keypad, self._keypad_lock, self.shop, self.day_close)
+        return OperatorMenu(
+            self.terminal,
+            self.keypad,
+            self._keypad_lock,
+            self.shop,
+            self.day_close,
+            start_reversal=lambda: self.reversal.on_key(START_KEY),
+        )
 
-    def tap(self, request: TapRequest) -> Any:
+    def tap(self, request: TapRequest | ReversalLine) -> Any:
         """A card or QR payment: :meth:`Terminal.tap`, asking for the PIN when it is needed;
-        an operator card opens the operator's menu."""
+        while a reversal runs, the card goes to it; a ``reverse`` line is one; an operator
+        card opens the operator's menu."""
+        if isinstance(request, ReversalLine):
+            return self.reversal.by_line(request)
+        if self.reversal.active and request.card_id is not None:
+            return self.reversal.on_card(request.card_id)
         result = self.terminal.tap(request, self.pin_entry())
         menu = self.operator_menu() if result[0].reason == "operator_card" else None
         if menu is not None:

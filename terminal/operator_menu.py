@@ -51,6 +51,7 @@ class OperatorMenu:
         shop: ShopFlow,
         day_close: DayClose,
         timeout_s: float = 30.0,
+        start_reversal: Callable[[], None] | None = None,
     ) -> None:
         self.terminal = terminal
         self.keypad = keypad
@@ -63,6 +64,9 @@ class OperatorMenu:
             MenuEntry("2", "切换模式", self._switch_mode),
             MenuEntry("3", "日结", self._close_day),
         ]
+        self._start_reversal = start_reversal
+        if start_reversal is not None:  # the reversal desk (冲正): it asks for card and PIN itself
+            self.entries.append(MenuEntry("4", "冲正", self._reverse))
 
     def run(self, operator_card: str) -> None:
         """The menu until the operator leaves it (or stops pressing keys)."""
@@ -98,6 +102,11 @@ class OperatorMenu:
 
     def _switch_mode(self, _card: str) -> bool:
         self.shop.set_mode("meal" if self.shop.active else "shop")
+        return False
+
+    def _reverse(self, _card: str) -> bool:
+        assert self._start_reversal is not None
+        self._start_reversal()
         return False
 
     def _close_day(self, card: str) -> bool:

@@ -241,3 +241,41 @@ def day_closes(db: Database) -> None:
         ) STRICT
         """
     )
+
+
+REVERSALS_SQL = """
+CREATE TABLE reversals (
+    seq             INTEGER PRIMARY KEY,
+    uuid            TEXT NOT NULL UNIQUE,
+    sale_seq        INTEGER NOT NULL UNIQUE REFERENCES journal(seq),
+    card_id         TEXT,
+    holder_id       TEXT,
+    amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+    subsidy_fen     INTEGER NOT NULL,
+    self_fen        INTEGER NOT NULL,
+    method          TEXT NOT NULL,
+    operator_card   TEXT NOT NULL,
+    offline         INTEGER NOT NULL,
+    occurred_at_ms  INTEGER NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'new'
+                    CHECK (status IN ('new', 'waiting', 'applied', 'rejected')),
+    reason          TEXT,
+    announced       INTEGER NOT NULL DEFAULT 0,
+    reversal_json   TEXT NOT NULL
+) STRICT;
+CREATE INDEX reversals_time ON reversals(occurred_at_ms);
+
+CREATE TABLE reversal_outbox (
+    seq  INTEGER PRIMARY KEY REFERENCES reversals(seq)
+) STRICT;
+"""
+
+
+@MIGRATIONS(name="009_reversals")
+def reversals(db: Database) -> None:
+    """Reversals (冲正, issue 13): this terminal's reversal records (never an edit of the
+    sale: a sale is reversed at most once, ``sale_seq`` is unique) and their own outbox.
+    ``status``: ``new`` until the server answers, ``waiting`` while the server keeps it for
+    a sale it has not received, then ``applied`` or ``rejected``; ``announced`` as in the
+    journal (``terminal.reversals``)."""
+    _run(db, REVERSALS_SQL)

@@ -7,6 +7,11 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   arrives — after the server committed. A batch not acknowledged within ``ack_timeout_s``,
   or in flight when the link dropped, is simply sent again: the server answers copies
   with ``duplicate`` and the first result.
+* **Reversals** (冲正, :mod:`terminal.reversals`) go up the same way from their own outbox, in
+  ``reversal_batch`` messages on their own topic, answered by ``reversal_ack``; one the server
+  keeps for a sale it has not received yet (``pending``) stays in the outbox until a final
+  answer — the server sends it unasked when the sale arrives, or answers a resend after a
+  reconnect.
 * **Downstream.** Deltas must arrive as ``version + 1``; an old one is ignored; a gap, or a
   fresh terminal, triggers catch-up over HTTP (deltas since our version, or a snapshot).
   The newest delta is retained by the broker, so every (re)connect reveals a gap at once.
@@ -67,6 +72,7 @@ from shared.protocol import (
     Ack,
     Delta,
     ProtocolError,
+    ReversalAck,
     ServerStatus,
     ServerVerifier,
     Status,
@@ -78,7 +84,7 @@ from shared.protocol import (
     topics,
 )
 from shared.protocol.backup_mark import BackupMark
-from terminal import journal_keep
+from terminal import journal_keep, reversals
 from terminal.config import TerminalConfig
 from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
@@ -100,6 +106,10 @@ class SyncStats:
     refused_messages: int = 0
     skipped_changes: int = 0  # downstream changes that would not decode (see _report_faults)
     unread_balances: int = 0  # ack balances that would not decode (the result still counts)
+    reversals_sent: int = 0
+    reversals_acked: int = 0
+    reversals_rejected: int = 0
+    reversals_waiting: int = 0  # answered pending: the server waits for their sale
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -107,6 +117,7 @@ class SyncStats:
 class _InFlight:
     seqs: list[int]
     sent_at: float
+    kind: str = "sales"  # or "reversals"
 
 
 class SyncAgent:
@@ -139,6 +150,7 @@ class SyncAgent:
         self._stop = threading.Event()
         self._inflight: dict[str, _InFlight] = {}
         self._cursor = 0  # highest seq sent in this round
+        self._rcursor = 0  # the same for reversals
         self._last_heartbeat = 0.0
         self._need_catchup = self.store.delta_version == 0
         self._version_seen = self.store.delta_version  # read by the will (network thread)
@@ -294,7 +306,7 @@ class SyncAgent:
             if self._inflight:
                 self.stats.resends += 1
             self._inflight.clear()
-            self._cursor = 0
+            self._cursor = self._rcursor = 0
             self._last_heartbeat = 0.0
             self._next_probe = 0.0
             # deltas published while we were away are not all retained: ask the server
@@ -360,12 +372,15 @@ class SyncAgent:
                     self.on_update_offer(offer)
             elif topic == topics.ack(self.config.terminal_id):
                 env = open_envelope(
-                    payload,
-                    secret_for=lambda s: self.config.secret if s == "server" else None,
-                    expect_type="ack",
+                    payload, secret_for=lambda s: self.config.secret if s == "server" else None
                 )
+                if env.type not in ("ack", "reversal_ack"):
+                    raise ProtocolError("bad_field", f"type: expected an ack, got {env.type}")
                 self._measure_clock(env.sent_at_ms)
                 faults = []
+                if env.type == "reversal_ack":
+                    self._on_reversal_ack(ReversalAck.from_body(env.body, faults))
+                    return
                 ack = Ack.from_body(env.body, faults)
                 if faults:  # the results still count; the balances come again with the deltas
                     self.stats.unread_balances += len(faults)
@@ -497,7 +512,9 @@ class SyncAgent:
             log.error(
                 "%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason
             )
-            if flight is not None:
+            if flight is not None and flight.kind == "reversals":
+                self._rcursor = min(self._rcursor, min(flight.seqs) - 1)
+            elif flight is not None:
                 self._cursor = min(self._cursor, min(flight.seqs) - 1)
             return
         counts = self.store.apply_results(ack.results, self.config.terminal_id)
@@ -524,6 +541,20 @@ class SyncAgent:
                     self.stats.reject_reasons.get(r.reason or "?", 0) + 1
                 )
                 log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
+        self._mark_synced()
+
+    def _on_reversal_ack(self, ack: ReversalAck) -> None:
+        """The answer to a reversal batch (or, unasked, waiting reversals now decided)."""
+        if ack.in_reply_to in self._inflight:
+            self._inflight.pop(ack.in_reply_to)
+            self._awaiting_since = self._mono() if self._inflight else None
+        counts = reversals.apply_results(self.store, ack.results, self.config.terminal_id)
+        self.stats.reversals_acked += counts["applied"]
+        self.stats.reversals_rejected += counts["rejected"]
+        self.stats.reversals_waiting += counts["waiting"]
+        for r in ack.results:
+            if r.rejected:
+                log.error("%s: reversal R%s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
         self._mark_synced()
 
     def _mark_synced(self) -> None:
@@ -598,7 +629,7 @@ class SyncAgent:
             self.stats.resends += len(expired)
             for m in expired:
                 del self._inflight[m]
-            self._cursor = 0  # resend everything still in the outbox, oldest first
+            self._cursor = self._rcursor = 0  # resend everything still in the outboxes, oldest first
 
     def _send_outbox(self) -> None:
         if not self._inflight:
@@ -607,10 +638,10 @@ class SyncAgent:
             self._cursor = 0
         while len(self._inflight) < self.config.window:
             rows = self.store.outbox_after(self._cursor, self.config.batch_size)
-            inflight = {s for f in self._inflight.values() for s in f.seqs}
+            inflight = {s for f in self._inflight.values() if f.kind == "sales" for s in f.seqs}
             rows = [(seq, sale) for seq, sale in rows if seq not in inflight]
             if not rows:
-                return
+                break
             # the journal holds each sale exactly as validated when it was recorded
             body = {"sales": [sale for _, sale in rows]}
             msg_id = uuid.uuid4().hex
@@ -638,6 +669,34 @@ class SyncAgent:
             self._cursor = max(seqs)
             self.stats.batches_sent += 1
             self.stats.sales_sent += len(seqs)
+        self._send_reversals()
+
+    def _send_reversals(self) -> None:
+        """Reversals from their own outbox, after the sales (a reversal's sale goes first)."""
+        while len(self._inflight) < self.config.window:
+            rows = reversals.outbox_after(self.store, self._rcursor, self.config.batch_size)
+            inflight = {s for f in self._inflight.values() if f.kind == "reversals" for s in f.seqs}
+            rows = [(seq, r) for seq, r in rows if seq not in inflight]
+            if not rows:
+                return
+            msg_id = uuid.uuid4().hex
+            payload = seal_hmac(
+                "reversal_batch",
+                self.config.terminal_id,
+                {"reversals": [r for _, r in rows]},
+                self.config.secret,
+                self.clock.now_ms(),
+                msg_id,
+            )
+            if not self.link.publish(topics.reversals(self.config.terminal_id), payload):
+                return
+            seqs = [seq for seq, _ in rows]
+            self._inflight[msg_id] = _InFlight(seqs, self._mono(), "reversals")
+            if self._awaiting_since is None:
+                self._awaiting_since = self._mono()
+            self._rcursor = max(seqs)
+            self.stats.batches_sent += 1
+            self.stats.reversals_sent += len(seqs)
 
     def _sale_ids(self, seqs: list[int]) -> list[str]:
         return [f"{self.config.terminal_id}/{s}" for s in seqs]

@@ -320,6 +320,9 @@ def test_a_small_chaos_run_loses_nothing_and_counts_nothing_twice(seed: int, tmp
     # a stolen terminal key: every implausible sale held for an admin, none applied, no honest one held
     assert result["compromised_sent"] >= 2 and result["quarantined"] == result["compromised_sent"]
     assert (result["quarantined_applied"], result["honest_quarantined"]) == (0, 0)
+    # the operator's reversals (冲正) met the same faults: each journaled one applied, once
+    assert (result["reversals_lost"], result["reversals_doubled"]) == (0, 0)
+    assert result["reversals_approved"] == result["reversals_applied"]
     assert "✔ 通过 PASS" in render(result)
 
 

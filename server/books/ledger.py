@@ -78,6 +78,11 @@ def unit_refund(unit_id: str) -> str:
     return f"refund:unit:{unit_id}"
 
 
+def year_end_refund(refund_to: str, unit_id: str) -> str:
+    """Where a year's cleared subsidy goes: the paying unit's refund, or city finance."""
+    return unit_refund(unit_id) if refund_to == "unit" else CITY_FINANCE_REFUND
+
+
 def purse_id_sql(holder_expr: str, purse: str, year_expr: str | None = None) -> str:
     """SQL expression for the id of a holder's purse (``purse``: 'subsidy' with
     ``year_expr``, or 'self'), for queries that join holders to their purses;

@@ -33,7 +33,7 @@ from server.cli import (
     users,
 )
 from server.cli.output import JSON_OPTION, emit
-from server.closing.check import all_violations, quarantine_summary, record_check
+from server.closing.check import all_violations, quarantine_summary, record_check, reversal_summary
 from server.infra import access_log
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
@@ -287,6 +287,7 @@ def check(obj: Ctx, as_json: bool) -> None:
         "ledger_sum_fen": ledger.ledger_sum(conn),
         "violations": [v.to_json() for v in violations],
         "quarantine": quarantine_summary(conn),
+        "reversals": reversal_summary(conn),
     }
     held = data["quarantine"]
     lines = [f"账本合计 ledger sum: {data['ledger_sum_fen']} fen"] + [
@@ -301,6 +302,16 @@ def check(obj: Ctx, as_json: bool) -> None:
         f"  待处理 pending {p['terminal_id']}/{p['seq']} {p['canteen_id']} "
         f"{format_fen(p['amount_fen'])} [{p['reason']}]"
         for p in held["pending"]
+    ]
+    rv = data["reversals"]
+    lines.append(
+        f"冲正 reversals: 已入账 applied {rv['counts']['applied']} "
+        f"待原交易 waiting {rv['counts']['pending']} 已拒绝 rejected {rv['counts']['rejected']}"
+    )
+    lines += [
+        f"  待原交易 waiting {w['terminal_id']}/R{w['seq']} (sale {w['terminal_id']}/{w['sale_seq']}) "
+        f"{format_fen(w['amount_fen'])}"
+        for w in rv["waiting"]
     ]
     lines.append("正常 OK" if not violations else f"{len(violations)} violation(s)")
     emit(data, as_json, "\n".join(lines))

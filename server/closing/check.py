@@ -6,7 +6,8 @@ that sum to zero and match their entries, no unexplained negative purse, no sale
 twice) and the business invariants built on them (:func:`server.closing.audit.money_violations`:
 sale splits, statements, payables, clearings, allocations, no withdrawal). The ledger knows
 nothing of settlement; this module is where the two meet. Sales held back for review are
-counted beside them (:func:`quarantine_summary`): reported, not a violation.
+counted beside them (:func:`quarantine_summary`): reported, not a violation; so are reversals
+(冲正) waiting for a sale the server has not received (:func:`reversal_summary`).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from server.books.ledger import Violation
 from server.closing.audit import money_violations
 from server.infra.db import get_setting, set_setting, write_txn
 from server.sales.quarantine import summary as quarantine_summary
+from server.sales.reversals import summary as reversal_summary
 
-__all__ = ["all_violations", "last_check", "quarantine_summary", "record_check"]
+__all__ = ["all_violations", "last_check", "quarantine_summary", "record_check", "reversal_summary"]
 
 _LAST_CHECK = "ledger_check_last"
 

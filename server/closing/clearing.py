@@ -44,8 +44,7 @@ from shared.errors import DomainError
 REFUND_TARGETS = ("unit", "city_finance")
 
 
-def refund_account(refund_to: str, unit_id: str) -> str:
-    return ledger.unit_refund(unit_id) if refund_to == "unit" else ledger.CITY_FINANCE_REFUND
+refund_account = ledger.year_end_refund
 
 
 def close_year(

@@ -16,7 +16,8 @@ allocations, overdrafts and blocked cards. Read-only; amounts in integer fen.
   quarter, optionally one row per day; CSV by :func:`shop_sales_csv` through
   :mod:`server.infra.csv_safe`.
 
-Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only.
+Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only, less those
+reversed (冲正: a reversed sale is not in the totals, the matrix or the shop report).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 from server.books import ledger
 from server.books.periods import Quarter, day_of_ms
 from server.infra.csv_safe import Number, write_csv
+from server.infra.schema import not_reversed_sql
 from shared.money import format_fen
 
 _KEYS = ("count", "amount_fen", "subsidy_fen", "self_fen", "ecny_fen")
@@ -38,7 +40,7 @@ def _grouped(conn: sqlite3.Connection, start_ms: int, end_ms: int) -> list[sqlit
     return conn.execute(
         "SELECT canteen_id, unit_id, method = 'ecny' AS ecny, count(*) AS n, sum(amount_fen) AS amount, "
         "sum(subsidy_fen) AS subsidy, sum(self_fen) AS self FROM sales "
-        "WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+        f"WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? AND {not_reversed_sql()} "
         "GROUP BY canteen_id, unit_id, method = 'ecny'",
         (start_ms, end_ms),
     ).fetchall()
@@ -243,7 +245,7 @@ def shop_sales(
     by: str = "item",
     per_day: bool = False,
 ) -> dict[str, Any]:
-    """Shop sales for [start_ms, end_ms), applied shop sales only: ``by="item"`` per canteen
+    """Shop sales for [start_ms, end_ms), applied shop sales only, not reversed: ``by="item"`` per canteen
     and sku — the quantity sold and the amount (qty × the unit price each sale recorded),
     the item's name the canteen's current one (blank for an item no longer sold) — in
     ``items``; ``by="canteen"`` per canteen — sales, pieces and amount (a typed amount
@@ -252,7 +254,8 @@ def shop_sales(
         raise ValueError(f"by: one of {SHOP_GROUPINGS}")
     sql = (
         "SELECT canteen_id, occurred_at_ms, amount_fen, items_json FROM sales "
-        "WHERE status = 'applied' AND kind = 'shop' AND occurred_at_ms >= ? AND occurred_at_ms < ?"
+        "WHERE status = 'applied' AND kind = 'shop' AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+        f"AND {not_reversed_sql()}"
     )
     args: list[Any] = [start_ms, end_ms]
     if canteen_id is not None:

@@ -780,3 +780,107 @@ MIGRATIONS.append(
     ) STRICT;
     """
 )
+
+MIGRATIONS.append(
+    # 20: reversals (冲正, issue 13) — a record of their own, never an edit of the sale.
+    # ``reversals``: every reversal a terminal sent (applied, pending until its sale arrives,
+    # or rejected with a reason), keyed like sales by (terminal, seq) + uuid; a sale is
+    # reversed at most once (the partial unique index). ``refunded_subsidy_fen``: the part
+    # of the returned subsidy that went to a year-end refund instead of the purse (its year
+    # was cleared meanwhile). ``late_reversals``: applied after the quarter of their sale
+    # was settled, so the next statement carries them as negative adjustment lines.
+    # ``statements`` is rebuilt without the non-negative checks on adjustments, withholding,
+    # fee and net: a quarter whose late reversals outweigh its sales settles negative (the
+    # operator gives back what it was paid for them); gross stays >= 0 and the sums hold.
+    """
+    CREATE TABLE reversals (
+        terminal_id           TEXT NOT NULL,
+        seq                   INTEGER NOT NULL,
+        uuid                  TEXT NOT NULL UNIQUE,
+        sale_seq              INTEGER NOT NULL,
+        sale_uuid             TEXT NOT NULL,
+        canteen_id            TEXT NOT NULL,
+        operator_card         TEXT NOT NULL,
+        amount_fen            INTEGER NOT NULL CHECK (amount_fen > 0),
+        method                TEXT NOT NULL,
+        offline               INTEGER NOT NULL DEFAULT 0,
+        refund_no             TEXT,
+        occurred_at_ms        INTEGER NOT NULL,
+        received_at_ms        INTEGER NOT NULL,
+        status                TEXT NOT NULL CHECK (status IN ('applied', 'pending', 'rejected')),
+        reason                TEXT,
+        holder_id             TEXT,
+        unit_id               TEXT,
+        subsidy_fen           INTEGER NOT NULL DEFAULT 0 CHECK (subsidy_fen >= 0),
+        self_fen              INTEGER NOT NULL DEFAULT 0 CHECK (self_fen >= 0),
+        refunded_subsidy_fen  INTEGER NOT NULL DEFAULT 0 CHECK (refunded_subsidy_fen >= 0),
+        txn_id                INTEGER REFERENCES txns(id),
+        applied_at_ms         INTEGER,
+        balance_subsidy_fen   INTEGER,
+        balance_self_fen      INTEGER,
+        balance_version       INTEGER,
+        balance_subsidy_year  INTEGER,
+        balance_next_subsidy_fen     INTEGER NOT NULL DEFAULT 0,
+        balance_expired_subsidy_fen  INTEGER NOT NULL DEFAULT 0,
+        reversal_json         TEXT NOT NULL,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE UNIQUE INDEX reversals_once ON reversals(terminal_id, sale_seq) WHERE status <> 'rejected';
+    CREATE INDEX reversals_canteen_time ON reversals(canteen_id, occurred_at_ms);
+    CREATE INDEX reversals_holder_time ON reversals(holder_id, occurred_at_ms);
+    CREATE INDEX reversals_waiting ON reversals(terminal_id, sale_seq) WHERE status = 'pending';
+    CREATE INDEX reversals_sale ON reversals(terminal_id, sale_seq, status);
+
+    CREATE TABLE late_reversals (
+        terminal_id        TEXT NOT NULL,
+        seq                INTEGER NOT NULL,
+        canteen_id         TEXT NOT NULL,
+        occurred_at_ms     INTEGER NOT NULL,
+        amount_fen         INTEGER NOT NULL CHECK (amount_fen > 0),
+        statement_quarter  TEXT,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX late_reversals_open ON late_reversals(statement_quarter);
+
+    CREATE TABLE statements_v20 (
+        quarter          TEXT NOT NULL REFERENCES settlement_periods(quarter),
+        canteen_id       TEXT NOT NULL REFERENCES canteens(id),
+        sales_count      INTEGER NOT NULL,
+        gross_fen        INTEGER NOT NULL CHECK (gross_fen >= 0),
+        adjustments_fen  INTEGER NOT NULL,
+        withheld_fen     INTEGER NOT NULL,
+        settlement_fen   INTEGER NOT NULL,
+        fee_fen          INTEGER NOT NULL,
+        net_fen          INTEGER NOT NULL,
+        pay_pct          INTEGER NOT NULL,
+        payee            TEXT NOT NULL,
+        txn_id           INTEGER REFERENCES txns(id),
+        statement_json   TEXT NOT NULL,
+        digest           TEXT NOT NULL,
+        PRIMARY KEY (quarter, canteen_id),
+        CHECK (gross_fen + adjustments_fen = withheld_fen + fee_fen + net_fen),
+        CHECK (settlement_fen = fee_fen + net_fen)
+    ) STRICT;
+    INSERT INTO statements_v20 SELECT quarter, canteen_id, sales_count, gross_fen, adjustments_fen,
+        withheld_fen, settlement_fen, fee_fen, net_fen, pay_pct, payee, txn_id, statement_json, digest
+        FROM statements;
+    DROP TABLE statements;
+    ALTER TABLE statements_v20 RENAME TO statements;
+    """
+)
+
+# An applied reversal that gave money back to the purses (its sale was purse-paid and had
+# moved money): what lowers a canteen's payable and gross, for every query over
+# ``reversals`` (unaliased). A digital RMB reversal (the gateway refunded it) and one that
+# only resolved a quarantined sale (nothing had moved) give back nothing here.
+REVERSAL_PURSE_PAID = "status = 'applied' AND subsidy_fen + self_fen > 0"
+
+
+def not_reversed_sql(sales: str = "sales") -> str:
+    """SQL condition: the sale (``sales``: the table or its alias) has no applied reversal —
+    for reports and meal counts that show what was sold and kept (the sale row itself is
+    never edited)."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM reversals rv WHERE rv.terminal_id = {sales}.terminal_id "
+        f"AND rv.sale_seq = {sales}.seq AND rv.status = 'applied')"
+    )

@@ -391,6 +391,11 @@ class SaleApplier:
         return latest
 
     @property
+    def decided_keys(self) -> list[tuple[str, int]]:
+        """(terminal, seq) of the sales first stored in this txn (a reversal may wait for one)."""
+        return list(self._pending)
+
+    @property
     def held(self) -> list[tuple[str, str, str]]:
         """The sales quarantined in this txn: (sale id, reason code, detail)."""
         return [(s.sale_id, p.code, p.detail) for s, p in self._quarantine]

@@ -32,10 +32,13 @@ from server.registry.terminals import SecretBook, record_status, revoked_at
 from server.registry.updates import record_report
 from server.sales.apply import SaleApplier
 from server.sales.quarantine import suspects, warn_suspects
+from server.sales.reversals import ReversalApplier
 from shared.clock import Clock
 from shared.protocol import (
     Ack,
     ProtocolError,
+    ReversalAck,
+    ReversalBatch,
     SaleBatch,
     Status,
     UpdateReport,
@@ -44,6 +47,7 @@ from shared.protocol import (
     topics,
 )
 from shared.protocol.codec import parse_json
+from shared.protocol.reversals import PENDING_REPLY
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,16 @@ class Slot(NamedTuple):
     results: list[int]
 
 
+class ReversalMessage(NamedTuple):
+    """A verified reversal batch, decided after the sales of the same transaction (so a
+    reversal finds its sale even when both arrive together)."""
+
+    terminal_id: str
+    msg_id: str
+    batch: ReversalBatch
+    revoked_at_ms: int | None
+
+
 @dataclass
 class IngestStats:
     messages: int = 0  # each message once: committed, or dropped after an unexpected error
@@ -81,6 +95,10 @@ class IngestStats:
     rejection_reasons: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     dropped_messages: int = 0  # failed with an unexpected error (a bug): logged, never acknowledged
+    reversals_applied: int = 0  # reversals (冲正), server.sales.reversals
+    reversals_pending: int = 0  # kept until their sale arrives
+    reversals_rejected: int = 0
+    reversals_duplicate: int = 0
 
 
 class IngestWorker:
@@ -209,11 +227,11 @@ class IngestWorker:
     def process(self, messages: list[Message]) -> None:
         """Verify, apply and commit a group of messages, then publish their acks."""
         now = self._clock.now_ms()
-        replies: list[tuple[str, Ack]] = []
+        replies: list[tuple[str, Ack | ReversalAck]] = []
         rejections: list[Rejection] = []
         try:
             with dbm.write_txn(self._conn):
-                applier, delta_recorded = self._apply(messages, now, replies, rejections)
+                applier, reversals, delta_recorded = self._apply(messages, now, replies, rejections)
                 flagged = (
                     suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
                 )
@@ -229,6 +247,11 @@ class IngestWorker:
         self.stats.duplicates += applier.duplicates
         self.stats.rejected_sales += applier.rejected
         self.stats.quarantined_sales += applier.quarantined
+        if reversals is not None:
+            self.stats.reversals_applied += reversals.applied
+            self.stats.reversals_pending += reversals.pending
+            self.stats.reversals_rejected += reversals.rejected
+            self.stats.reversals_duplicate += reversals.duplicates
         for sale_id, code, detail in applier.held:
             log.warning("ingest: sale %s quarantined for review: %s (%s)", sale_id, code, detail)
         warn_suspects(flagged)
@@ -258,7 +281,8 @@ class IngestWorker:
             secret = self._book.secret(terminal_id)
             if secret is None:
                 continue
-            payload = seal_hmac("ack", "server", ack.to_body(), secret, self._clock.now_ms())
+            kind = "reversal_ack" if isinstance(ack, ReversalAck) else "ack"
+            payload = seal_hmac(kind, "server", ack.to_body(), secret, self._clock.now_ms())
             self._publish(topics.ack(terminal_id), payload, False)
         if delta_recorded:
             self._on_delta()
@@ -267,12 +291,15 @@ class IngestWorker:
         self,
         messages: list[Message],
         now: int,
-        replies: list[tuple[str, Ack]],
+        replies: list[tuple[str, Ack | ReversalAck]],
         rejections: list[Rejection],
-    ) -> tuple[SaleApplier, bool]:
-        """The work inside the write transaction; returns the applier and whether a delta was recorded."""
-        applier = SaleApplier(self._conn, now, current_version(self._conn) + 1, self._accounts)
+    ) -> tuple[SaleApplier, ReversalApplier | None, bool]:
+        """The work inside the write transaction; returns the appliers (the reversals' if
+        any were decided) and whether a delta was recorded."""
+        version = current_version(self._conn) + 1
+        applier = SaleApplier(self._conn, now, version, self._accounts)
         slots: list[Slot] = []
+        reversal_messages: list[ReversalMessage] = []
         for topic, payload in messages:
             claimed = topics.terminal_of(topic)
             try:
@@ -287,6 +314,12 @@ class IngestWorker:
                     slots.append(
                         Slot(
                             env.sender, env.msg_id, [applier.apply(s, canteen, revoked) for s in batch.sales]
+                        )
+                    )
+                elif topic == topics.reversals(claimed) and env.type == "reversal_batch":
+                    reversal_messages.append(
+                        ReversalMessage(
+                            env.sender, env.msg_id, ReversalBatch.from_body(env.body, env.sender), revoked
                         )
                     )
                 elif revoked is not None:
@@ -309,9 +342,13 @@ class IngestWorker:
         results = applier.finish()
         for slot in slots:
             replies.append((slot.terminal_id, Ack(slot.msg_id, tuple(results[i] for i in slot.results))))
+        reversals = self._apply_reversals(applier, reversal_messages, now, version, replies)
+        changes = dict(applier.changes)
+        if reversals is not None:  # read after the reversals moved money: the newer state
+            changes.update(reversals.changes)
         delta_recorded = False
-        if applier.changes or applier.extra_changes:
-            record_delta(self._conn, list(applier.changes.values()) + applier.extra_changes, now)
+        if changes or applier.extra_changes:
+            record_delta(self._conn, list(changes.values()) + applier.extra_changes, now)
             delta_recorded = True
         if rejections:
             self._conn.executemany(
@@ -323,7 +360,52 @@ class IngestWorker:
         dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
         dbm.bump_counter(self._conn, "sales_quarantined", applier.quarantined)
         dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
-        return applier, delta_recorded
+        if reversals is not None:
+            dbm.bump_counter(self._conn, "reversals_applied", reversals.applied)
+            dbm.bump_counter(self._conn, "reversals_rejected", reversals.rejected)
+        return applier, reversals, delta_recorded
+
+    def _apply_reversals(
+        self,
+        sales: SaleApplier,
+        messages: list[ReversalMessage],
+        now: int,
+        version: int,
+        replies: list[tuple[str, Ack | ReversalAck]],
+    ) -> ReversalApplier | None:
+        """Reversals waiting for the sales just stored, then the reversal batches of this
+        transaction; their acks (and, unasked, the waiting ones' results) join ``replies``.
+        None when there was nothing to decide."""
+        keys = sales.decided_keys
+        waiting = bool(keys) and _any_waiting(self._conn, {t for t, _ in keys})
+        if not messages and not waiting:
+            return None
+        rev = ReversalApplier(self._conn, now, version, self._accounts)
+        if waiting:
+            rev.apply_waiting(keys)
+        slots = []
+        for m in messages:
+            canteen = self._book.canteen(m.terminal_id) or ""
+            slots.append((m, [rev.apply(r, canteen, m.revoked_at_ms) for r in m.batch.reversals]))
+        results = rev.finish()
+        for m, idx in slots:
+            replies.append((m.terminal_id, ReversalAck(m.msg_id, tuple(results[i] for i in idx))))
+        for terminal_id, decided in rev.unasked_results().items():
+            replies.append((terminal_id, ReversalAck(PENDING_REPLY, tuple(decided))))
+        return rev
+
+
+def _any_waiting(conn: sqlite3.Connection, terminal_ids: set[str]) -> bool:
+    """Whether any of these terminals has a reversal waiting for its sale (a partial index
+    holds only those, so this costs nothing on the usual path)."""
+    ids = sorted(terminal_ids)
+    marks = ", ".join("?" * len(ids))
+    return (
+        conn.execute(
+            f"SELECT 1 FROM reversals WHERE status = 'pending' AND terminal_id IN ({marks}) LIMIT 1", ids
+        ).fetchone()
+        is not None
+    )
 
 
 def _log_report(terminal_id: str, report: UpdateReport) -> None:

@@ -25,6 +25,7 @@ from shared.protocol.messages import (
     Snapshot,
     Status,
 )
+from shared.protocol.reversals import Reversal, ReversalAck, ReversalBatch, ReversalResult
 from shared.protocol.signing import (
     ServerKey,
     ServerVerifier,
@@ -48,6 +49,10 @@ __all__ = [
     "Item",
     "OfferedBundle",
     "ProtocolError",
+    "Reversal",
+    "ReversalAck",
+    "ReversalBatch",
+    "ReversalResult",
     "Sale",
     "SaleBatch",
     "SaleResult",

@@ -45,6 +45,9 @@ MESSAGE_TYPES = frozenset(
         "update_report",
         # backup marks (shared.protocol.backup_mark)
         "backup_mark",
+        # reversals (冲正; shared.protocol.reversals)
+        "reversal_batch",
+        "reversal_ack",
     }
 )
 SERVER_SENDER = "server"

@@ -17,6 +17,7 @@ SERVER = f"{PREFIX}/down/server"
 ALL_SALES = f"{PREFIX}/t/+/up/sales"
 ALL_STATUS = f"{PREFIX}/t/+/up/status"
 ALL_UPDATE_REPORTS = f"{PREFIX}/t/+/up/update"
+ALL_REVERSALS = f"{PREFIX}/t/+/up/reversals"  # reversals (冲正), their own outbox and topic
 
 
 def _check(terminal_id: str) -> str:
@@ -27,6 +28,10 @@ def _check(terminal_id: str) -> str:
 
 def sales(terminal_id: str) -> str:
     return f"{PREFIX}/t/{_check(terminal_id)}/up/sales"
+
+
+def reversals(terminal_id: str) -> str:
+    return f"{PREFIX}/t/{_check(terminal_id)}/up/reversals"
 
 
 def status(terminal_id: str) -> str:

@@ -141,7 +141,10 @@ class Till:
             return self._monitor.execute(sql).fetchone()[0]
 
     def pending(self) -> int:
-        return int(self._read("SELECT count(*) FROM outbox"))
+        """Sales and reversals (冲正) the server has not answered for good."""
+        return int(
+            self._read("SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM reversal_outbox)")
+        )
 
     def oldest_pending_ms(self) -> int | None:
         return self._read("SELECT min(j.occurred_at_ms) FROM outbox o JOIN journal j ON j.seq = o.seq")
@@ -264,6 +267,45 @@ class Till:
             if event.get("event") in ("approved", "declined"):
                 return event
         raise RuntimeError(f"terminal {self.id} gave no answer within {PAY_TIMEOUT_S} s")
+
+    def reverse(self, operator: str, pin: str, card: str | None = None) -> dict[str, Any]:
+        """The operator reverses a sale (冲正) on the keypad, as at a real counter: key B,
+        the operator card on the reader, the PIN, the sale — the diner's ``card`` laid on
+        the reader, or the newest one on the display (key 1) — and # to confirm. The
+        terminal's answer event: ``reversed``, or ``reversal_declined`` with the reason."""
+        keypad, reader = self.loop.keypad, self.loop.reader
+        assert isinstance(keypad, SimulatedKeypad) and reader is not None
+        while not self.events.empty():
+            self.events.get_nowait()
+        keypad.press("B")
+        why, card_laid = None, False
+        deadline = time.monotonic() + PAY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            kind, stage = event.get("event"), event.get("stage")
+            if kind == "reversal_prompt" and event.get("reason"):  # that card has nothing: give up
+                why = event["reason"]
+                keypad.press("*")
+            elif kind == "reversal_prompt" and stage == "operator":
+                reader.present(operator)  # type: ignore[attr-defined]
+            elif kind == "reversal_prompt" and stage == "pin":
+                keypad.press(pin)
+            elif kind == "reversal_prompt" and stage == "choose":
+                if card is not None and not card_laid:  # the diner's card picks their sales
+                    reader.present(card)  # type: ignore[attr-defined]
+                    card_laid = True
+                else:  # the newest on the display
+                    keypad.press("1")
+            elif kind == "reversal_prompt" and stage == "confirm":
+                keypad.press("#")
+            elif kind == "reversed":
+                return event
+            elif kind == "reversal_declined":
+                return {**event, "reason": why or event["reason"]}
+        raise RuntimeError(f"terminal {self.id} ended no reversal within {PAY_TIMEOUT_S} s")
 
     def stop(self) -> None:
         self.loop.stop()

@@ -42,6 +42,7 @@ EVENT_FIELDS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, opt
     "lost": ({"card"}, {"new_card"}),
     "found": ({"card"}, set()),
     "price": ({"canteen", "sku", "price_yuan"}, {"reference_price_yuan", "name"}),
+    "reversal": ({"canteen", "operator", "pin"}, {"terminal", "card"}),
 }
 METHODS = ("card", "qr")
 _ITEM = re.compile(r"^(?P<sku>[A-Za-z0-9][A-Za-z0-9_.\-]*)(?:\*(?P<qty>\d+))?$")
@@ -154,6 +155,8 @@ def _event_args(
         args["new_card"] = as_text(d["new_card"], f"{w}.new_card")
         if args["new_card"] in cards:
             raise ScenarioError(w, f"card {args['new_card']!r} already exists")
+    elif kind == "reversal":
+        args["operator"] = as_text(d["operator"], f"{w}.operator")
     elif kind == "price":
         args["sku"] = as_text(d["sku"], f"{w}.sku")
         args["price_fen"] = yuan(d["price_yuan"], f"{w}.price_yuan")

@@ -88,6 +88,7 @@ def healthy(result: dict[str, Any]) -> bool:
         and audit["mismatches"] == 0
         and audit["pending"] == 0
         and audit["approved"] == audit["applied"]
+        and audit["reversals_approved"] == audit["reversals_applied"]
     )
 
 
@@ -112,6 +113,8 @@ class _Story:
         self.cashier: list[dict[str, Any]] = []  # the cashier's refused steps (checkout events)
         self.refusals: list[dict[str, Any]] = []
         self.approved: dict[str, dict[str, Any]] = {}  # sale uuid -> what the story knows
+        self.reversals: list[dict[str, Any]] = []  # reversals the terminals made (冲正)
+        self.reversal_declines: list[dict[str, Any]] = []  # reversals a terminal refused
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -321,6 +324,23 @@ class _Story:
 
     def _on_found(self, e: Event) -> None:
         self._clerk_of_card(e.args["card"]).post(f"/api/v1/cards/{e.args['card']}/found")
+
+    def _on_reversal(self, e: Event) -> None:
+        """The canteen's operator reverses a sale on the terminal's keypad (冲正)."""
+        till = self.tills[(e.args["canteen"], e.args.get("terminal", 1))]
+        answer = till.reverse(e.args["operator"], e.args["pin"], e.args.get("card"))
+        known = {"index": e.index, "at": e.at, "canteen": till.canteen_name, "card": e.args.get("card")}
+        if answer["event"] == "reversed":
+            self.reversals.append(
+                {
+                    **known,
+                    "sale_uuid": answer["sale_uuid"],
+                    "uuid": answer["uuid"],
+                    "offline": answer["offline"],
+                }
+            )
+        else:
+            self.reversal_declines.append({**known, "reason": answer["reason"]})
 
     def _on_price(self, e: Event) -> None:
         canteen = self.s.canteen(e.args["canteen"])

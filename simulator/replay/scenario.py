@@ -18,7 +18,10 @@ refused), every time is Asia/Shanghai wall time (``"2026-01-06T12:05"``)::
                               "reference_price_yuan": 4, "barcodes": ["6901234567892"]}],
                    "risk": {"offline_allowance_yuan": 20, "max_offline_total_yuan": 50,
                             "max_offline_sales": 3, "max_sale_yuan": 100,
-                            "max_offline_age_hours": 24, "max_denylist_age_hours": 72}}],
+                            "max_offline_age_hours": 24, "max_denylist_age_hours": 72,
+                            "max_offline_reversals": 3, "max_offline_reversal_yuan": 100},
+                   "operators": [{"card": "OP1", "name": "王五", "pin": "246810"}],  # may reverse
+                   "reversal_window_minutes": 10}],        # 冲正: default 10, 0 = off
      "people":   [{"card": "C001", "name": "张三", "unit": "市财政局", "pin": "135790"}],
      "events":   [{"at": "2026-01-06T12:05", "tap": {...}, "note": "why (optional)"}, ...],
      "expect":   {...}}                                     # see simulator.replay.check
@@ -43,6 +46,8 @@ what the diner types on the keypad when a sale is above the no-PIN limit — a p
     lost       {"card", "new_card"?}                                挂失 (and 补卡)
     found      {"card"}                                             a lost card found again
     price      {"canteen", "sku", "price_yuan", "reference_price_yuan"?, "name"?}
+    reversal   {"canteen", "operator", "pin", "terminal"?, "card"?}     冲正 on the keypad: the
+               operator's card and PIN, the sale the diner's ``card`` picks (else the newest)
 
 A problem in the file is a :class:`ScenarioError` naming where (``events[3]``) and why.
 """
@@ -86,6 +91,8 @@ RISK_KEYS: dict[str, tuple[str, int | None]] = {
     "max_denylist_age_hours": ("max_denylist_age_ms", 3_600_000),
     "max_clock_offset_minutes": ("max_clock_offset_ms", 60_000),
     "max_price_age_hours": ("max_price_age_ms", 3_600_000),
+    "max_offline_reversals": ("max_offline_reversals", 1),
+    "max_offline_reversal_yuan": ("max_offline_reversal_fen", None),
 }
 _TIME = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
 
@@ -221,6 +228,8 @@ def _canteens(raw: Any, units: set[str]) -> tuple[Canteen, ...]:
                 "quality_bands",
                 "items",
                 "risk",
+                "operators",
+                "reversal_window_minutes",
             },
         )
         name = as_text(c["name"], f"{where}.name")
@@ -236,6 +245,12 @@ def _canteens(raw: Any, units: set[str]) -> tuple[Canteen, ...]:
             config["meal_limit"] = as_int(c["meal_limit"], f"{where}.meal_limit", 1)
         if "risk" in c:
             config["risk"] = _risk(c["risk"], f"{where}.risk")
+        if "operators" in c:  # the server keeps each PIN as a hash only
+            config["operators"] = _operators(c["operators"], f"{where}.operators")
+        if "reversal_window_minutes" in c:
+            config["reversal_window_minutes"] = as_int(
+                c["reversal_window_minutes"], f"{where}.reversal_window_minutes", 0, 1440
+            )
         bands = None
         if "quality_bands" in c:
             try:
@@ -308,6 +323,19 @@ def _risk(raw: Any, where: str) -> dict[str, int]:
             out[name] = yuan(value, f"{where}.{key}", positive=False)
         else:
             out[name] = as_int(value, f"{where}.{key}", 0) * factor
+    return out
+
+
+def _operators(raw: Any, where: str) -> dict[str, dict[str, str]]:
+    """The canteen's operators (操作员): card → {name, pin} as the server is given them."""
+    out: dict[str, dict[str, str]] = {}
+    for i, op in enumerate(as_list(raw, where)):
+        w = f"{where}[{i}]"
+        keys(as_obj(op, w), w, {"card", "name", "pin"}, set())
+        card = as_text(op["card"], f"{w}.card")
+        if card in out:
+            raise ScenarioError(f"{w}.card", f"operator card {card!r} is listed twice")
+        out[card] = {"name": as_text(op["name"], f"{w}.name"), "pin": as_pin(op["pin"], f"{w}.pin")}
     return out
 
 
