@@ -14,7 +14,10 @@ from flask import Flask
 from server import api
 from server.infra import access_log, body_limit, db_flask, headers, keys
 from server.infra.db import open_db
-from shared.clock import Clock
+from server.infra.metrics import ServerMetrics
+from server.registry.fleet import limits_from_config
+from server.registry.fleet_metrics import FleetCollector
+from shared.clock import Clock, SystemClock
 from shared.errors import DomainError
 
 
@@ -43,6 +46,17 @@ CONFIG_TEMPLATE = """\
 # The digital RMB (数字人民币) gateway adapter: "simulated", "none", or a real adapter
 # registered in shared.ecny_gateway.GATEWAYS.
 # ECNY_GATEWAY = "simulated"
+
+# Run after the server rewrites the broker's users and ACL (revoke-terminal, enrolment,
+# key rotation), so they hold at once; empty: reload by hand (kill -HUP <mosquitto pid>).
+# MQTT_RELOAD_COMMAND = "systemctl reload mosquitto"
+
+# Fleet health alerts (canteen-server fleet, GET /api/v1/fleet): a terminal offline longer
+# than this during its canteen's meal hours; a heartbeat older than FLEET_STALE_S counts
+# as offline; terminals reporting a software version below FLEET_MIN_SOFTWARE.
+# FLEET_OFFLINE_ALERT_S = 600
+# FLEET_STALE_S = 60
+# FLEET_MIN_SOFTWARE = ""
 
 # The language of API error messages: "zh" or "en" (both texts are always in the body).
 # LANGUAGE = "zh"
@@ -91,6 +105,13 @@ def create_app(
         MQTT_PASSWORD_FILE=os.path.join(instance, "mosquitto", "passwd"),
         MQTT_ACL_FILE=os.path.join(instance, "mosquitto", "canteen.acl"),
         MQTT_SERVER_PASSWORD_FILE=os.path.join(instance, "mqtt_server_password"),
+        # run after the server rewrites them (revocation, enrolment, key rotation): e.g.
+        # "systemctl reload mosquitto"; empty: a person reloads (kill -HUP <mosquitto pid>)
+        MQTT_RELOAD_COMMAND="",
+        # fleet health (server.registry.fleet): alert thresholds; empty version: no check
+        FLEET_OFFLINE_ALERT_S=600,
+        FLEET_STALE_S=60,
+        FLEET_MIN_SOFTWARE="",
         # digital RMB: "none" (refused) unless configured; "simulated" only for the demo and
         # tests, with a per-installation callback key made at init (ECNY_SIM_KEY_FILE, 0600)
         ECNY_GATEWAY="none",
@@ -112,6 +133,10 @@ def create_app(
     os.makedirs(os.path.dirname(os.path.abspath(app.config["DATABASE"])), exist_ok=True)
     open_db(app.config["DATABASE"]).close()  # create / migrate once at start
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
+    app.extensions["canteen_metrics"] = metrics = ServerMetrics()  # /metrics (Prometheus)
+    metrics.register(
+        FleetCollector(app.config["DATABASE"], limits_from_config(app.config), (clock or SystemClock()).now_ms)
+    )
     db_flask.init_app(app, clock)
 
     api.register(app)

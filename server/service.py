@@ -24,7 +24,10 @@ from server.downstream.presence import PresenceBeacon
 from server.downstream.publisher import DeltaPublisher
 from server.infra.body_limit import http_server
 from server.infra.db import open_db
+from server.registry import broker_users
 from server.registry.broker_users import SERVER_USER, BrokerFiles, server_password
+from server.registry.fleet import limits_from_config
+from server.registry.fleet_watch import FleetWatch
 from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
@@ -61,6 +64,8 @@ class ServerService:
         self.link: MqttLink | None = None
         self.presence_s = presence_s
         self.presence: PresenceBeacon | None = None
+        self.fleet_watch: FleetWatch | None = None
+        self.fleet_watch_s = float(self.app.config.get("FLEET_WATCH_S", 60))
 
     @property
     def base_url(self) -> str:
@@ -91,15 +96,41 @@ class ServerService:
             on_state=self.presence.on_state,
             backoff_max_s=2.0,
         )
-        publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
+        metrics = self.app.extensions["canteen_metrics"]
+
+        def publish(topic: str, payload: bytes, retain: bool) -> bool:
+            ok = self.link.publish(topic, payload, retain=retain)  # type: ignore[union-attr]
+            if ok and topic == topics.DELTA:
+                metrics.deltas.inc()
+            elif ok and topic.endswith("/down/ack"):
+                metrics.acks.inc()
+            return ok
+
         self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
         self.ingest = IngestWorker(
-            open_db(db_path), self.clock, publish, on_delta=self.publisher.poke
+            open_db(db_path),
+            self.clock,
+            publish,
+            on_delta=self.publisher.poke,
+            server_key=key,
+            on_keys_changed=self._keys_changed,
+            metrics=metrics,
+        ).start()
+        self.fleet_watch = FleetWatch(
+            open_db(db_path), self.clock.now_ms, limits_from_config(self.app.config), self.fleet_watch_s
         ).start()
         self.presence.start(self.link)
         self.link.start()
         self.link.wait_connected(10)
         return self
+
+    def _keys_changed(self) -> None:
+        """A terminal completed a key rotation: the broker learns its new password."""
+        conn = open_db(self.app.config["DATABASE"])
+        try:
+            broker_users.apply(conn, self.app.config)
+        finally:
+            conn.close()
 
     def _serve_http(self) -> None:
         try:
@@ -111,6 +142,8 @@ class ServerService:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.fleet_watch is not None:
+            self.fleet_watch.stop()
         if self.presence is not None:
             self.presence.stop()
         if self.link is not None:

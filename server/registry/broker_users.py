@@ -7,14 +7,19 @@ plus the user ``server`` (a random password kept 0600 in the data folder, never 
 and an ACL file in which a terminal may write only its own ``up/`` topics and read only its
 own acks, its own status and the broadcasts. Provisioning and revocation rewrite both files
 (atomically); Mosquitto re-reads them on SIGHUP (``kill -HUP <pid>``), and then drops a
-revoked terminal that is still connected.
+revoked terminal that is still connected. With ``MQTT_RELOAD_COMMAND`` set (for instance
+``systemctl reload mosquitto``), :func:`apply` runs it after every rewrite, so a revocation
+or a rotated password holds at the broker at once, without a person typing the reload.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shlex
 import sqlite3
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +27,8 @@ from typing import Any
 
 from shared.broker import mosquitto_password_line
 from shared.protocol import broker_password, topics
+
+log = logging.getLogger(__name__)
 
 SERVER_USER = "server"
 RELOAD_HINT = "重新加载 broker 配置 reload the broker: kill -HUP $(pidof mosquitto)"
@@ -109,3 +116,33 @@ def _write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def reload_broker(config: Mapping[str, Any]) -> bool:
+    """Run ``MQTT_RELOAD_COMMAND`` (no shell; 10 s at most); False when none is set or it
+    failed (logged at WARNING: the files are written, the broker has not read them yet)."""
+    command = str(config.get("MQTT_RELOAD_COMMAND") or "").strip()
+    if not command:
+        return False
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        log.warning("broker_reload_failed: %s: %s", command, exc)
+        return False
+    if done.returncode != 0:
+        log.warning(
+            "broker_reload_failed: %s exited %d: %s",
+            command,
+            done.returncode,
+            done.stderr.decode(errors="replace").strip()[:200],
+        )
+        return False
+    log.info("broker reloaded (%s)", command)
+    return True
+
+
+def apply(conn: sqlite3.Connection, config: Mapping[str, Any]) -> bool:
+    """Rewrite the broker's files from the terminals table and reload the broker when a
+    reload command is configured; True when the broker has been told."""
+    write_broker_files(conn, BrokerFiles.from_config(config))
+    return reload_broker(config)

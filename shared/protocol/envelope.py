@@ -32,7 +32,7 @@ from shared.protocol.signing import (
     hmac_verify,
 )
 
-MESSAGE_TYPES = frozenset({"sale_batch", "ack", "status", "delta", "snapshot", "server_status"})
+MESSAGE_TYPES = frozenset({"sale_batch", "ack", "status", "delta", "snapshot", "server_status", "rekey"})
 SERVER_SENDER = "server"
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
 
