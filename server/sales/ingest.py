@@ -126,6 +126,7 @@ class IngestWorker:
         self.metrics = metrics
         self._offered: dict[str, float] = {}  # terminal → monotonic time of its last rekey offer
         self._arrivals: list[float] = []  # arrival times of the messages taken, in order
+        self._keys = _KeyEvents()
         self._book = SecretBook(conn)
         self._accounts = ledger.AccountCache()
         self._queue: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
@@ -240,10 +241,10 @@ class IngestWorker:
         replies: list[tuple[str, Ack]] = []
         rejections: list[Rejection] = []
         self._book.refresh()  # a rotation or revocation made by another process
-        keys = _KeyEvents()
+        keys = self._keys = _KeyEvents()
         try:
             with dbm.write_txn(self._conn):
-                applier, delta_recorded = self._apply(messages, now, replies, rejections, keys)
+                applier, delta_recorded = self._apply(messages, now, replies, rejections)
                 flagged = (
                     suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
                 )
@@ -348,10 +349,10 @@ class IngestWorker:
         now: int,
         replies: list[tuple[str, Ack]],
         rejections: list[Rejection],
-        keys: _KeyEvents | None = None,
     ) -> tuple[SaleApplier, bool]:
         """The work inside the write transaction; returns the applier and whether a delta was recorded."""
         applier = SaleApplier(self._conn, now, current_version(self._conn) + 1, self._accounts)
+        keys = self._keys  # rotations seen in this transaction (process() made it)
         slots: list[Slot] = []
         for topic, payload in messages:
             claimed = topics.terminal_of(topic)
@@ -359,7 +360,7 @@ class IngestWorker:
                 env, which = self._open(payload, now)
                 if claimed is None or env.sender != claimed:
                     raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
-                if keys is not None and which == NEXT and rotation.complete(self._conn, env.sender, now):
+                if which == NEXT and rotation.complete(self._conn, env.sender, now):
                     keys.completed.add(env.sender)
                 # read per message, not cached: a revocation holds from the next message on
                 revoked = revoked_at(self._conn, env.sender)
@@ -375,7 +376,7 @@ class IngestWorker:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
                 elif topic == topics.status(claimed) and env.type == "status":
                     record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms, now)
-                    if keys is not None and which == CURRENT and self._book.rotation_pending(env.sender):
+                    if which == CURRENT and self._book.rotation_pending(env.sender):
                         keys.due.add(env.sender)
                 else:
                     raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
