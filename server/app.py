@@ -135,7 +135,9 @@ def create_app(
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
     app.extensions["canteen_metrics"] = metrics = ServerMetrics()  # /metrics (Prometheus)
     metrics.register(
-        FleetCollector(app.config["DATABASE"], limits_from_config(app.config), (clock or SystemClock()).now_ms)
+        FleetCollector(
+            app.config["DATABASE"], limits_from_config(app.config), (clock or SystemClock()).now_ms
+        )
     )
     db_flask.init_app(app, clock)
 

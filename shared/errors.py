@@ -265,7 +265,9 @@ CATALOG: dict[str, ErrorSpec] = {
         "该终端的密钥更换尚未完成", "a key rotation of this terminal is still under way", 409
     ),
     "terminal_offline": ErrorSpec("终端离线", "terminal offline"),
-    "unsent_sales_old": ErrorSpec("终端有超过一小时未上传的交易", "terminal holds sales unsent for over an hour"),
+    "unsent_sales_old": ErrorSpec(
+        "终端有超过一小时未上传的交易", "terminal holds sales unsent for over an hour"
+    ),
     "clock_offset_high": ErrorSpec("终端时钟偏差过大", "terminal clock offset beyond the limit"),
     "disk_nearly_full": ErrorSpec("终端磁盘将满", "terminal disk nearly full"),
     "software_outdated": ErrorSpec("终端软件版本过旧", "terminal runs an old software version"),

@@ -21,7 +21,7 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -30,6 +30,7 @@ __all__ = [
     "Collector",
     "CollectorRegistry",
     "Counter",
+    "CounterMetricFamily",
     "Gauge",
     "GaugeMetricFamily",
     "Histogram",

@@ -8,6 +8,9 @@
   ``operator``, ``link``, ``bad_tap``) and a console display on stderr.
 * ``totals`` — the day's totals of this terminal, in Chinese (``--json`` for machines).
 * ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset.
+* ``enrol`` — set up a new terminal with the one-time code from ``canteen-server
+  provision-terminal``: its configuration (with its secret) is fetched over HTTPS and
+  written 0600 to ``--config``; the code is spent.
 
 ``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``; relative paths in the file are
 taken from the file's folder. Exit codes: 0 ok, 1 error, 2 bad input — one line in Chinese
@@ -37,7 +40,9 @@ from shared.errors import DomainError, message
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.devices import DeviceLoop, check_config
+from terminal.enrol import enrol_terminal
 from terminal.face_pay import FacePay
+from terminal.metrics import TerminalMetrics
 from terminal.readers import LINE_FORMATS
 from terminal.store import Store
 from terminal.totals import day_totals, render_zh
@@ -52,6 +57,9 @@ CONFIG = click.option(
     type=click.Path(dir_okay=False),
     help="Terminal config JSON (from provision-terminal); default $CANTEEN_TERMINAL_CONFIG.",
 )
+
+
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @click.group(cls=DomainGroup)
@@ -115,7 +123,19 @@ class _EventWriter:
     help="Write one JSON line per event on stdout (display goes to stderr).",
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level (logs go to stderr).")
-def run(config_path: str, events: bool, log_level: str) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (/metrics): taps, declines, unsent, sync lag.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for --metrics-port (0.0.0.0: reachable by the fleet's Prometheus).",
+)
+def run(config_path: str, events: bool, log_level: str, metrics_port: int | None, metrics_host: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -136,7 +156,20 @@ def run(config_path: str, events: bool, log_level: str) -> None:
             "(use stdin, fifo:<path> or nfc:<device>)"
         )
     clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
-    terminal = Terminal(config, clock, display=devices.display, on_event=emit).start()
+    observers: list[Any] = [emit]
+    terminal = Terminal(
+        config,
+        clock,
+        display=devices.display,
+        on_event=lambda e: [o(e) for o in observers],
+        config_path=config_path,
+    )
+    exporter = None
+    if metrics_port is not None:
+        exporter = TerminalMetrics(terminal).serve(metrics_port, metrics_host)
+        observers.append(exporter.observe)
+        log.info("metrics on http://%s:%d/metrics", metrics_host, exporter.port)
+    terminal.start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     payments = None
@@ -156,6 +189,8 @@ def run(config_path: str, events: bool, log_level: str) -> None:
             payments.stop()
         terminal.stop()
         devices.close()
+        if exporter is not None:
+            exporter.stop()
 
 
 @main.command()
@@ -225,6 +260,48 @@ def status(config_path: str, as_json: bool) -> None:
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "
             f"configuration (instance {info['identity_conflict'].get('other', '?')})"
         )
+
+
+@main.command()
+@click.argument("code")
+@click.option(
+    "--server", "server_url", required=True, help="The server, https://… (as this terminal reaches it)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    envvar="CANTEEN_TERMINAL_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Where to write the configuration (0600); default $CANTEEN_TERMINAL_CONFIG. Must not exist.",
+)
+@click.option("--ca-file", default="", help="The deployment's CA certificate (default: the system's CAs).")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A further setting for the configuration (reader=nfc:usb, display=board:/dev/ttyACM0 …).",
+)
+@JSON_FLAG
+def enrol(
+    code: str, server_url: str, config_path: str, ca_file: str, settings: tuple[str, ...], as_json: bool
+) -> None:
+    """Enrol this terminal with a one-time code (注册终端): fetch its configuration over HTTPS
+    and write it, with its secret, readable by its owner only. The code works once."""
+    config = enrol_terminal(server_url, code, config_path, ca_file=ca_file, settings=settings)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"terminal_id": config.terminal_id, "canteen_id": config.canteen_id, "config": config_path}
+            )
+        )
+        return
+    click.echo(
+        f"终端 {config.terminal_id}（食堂 {config.canteen_id}）已注册 enrolled: "
+        f"配置已写入 config written to {config_path} (0600)"
+    )
+    click.echo(f"启动 start it: canteen-terminal run --config {config_path}")
 
 
 def _int(value: str | None) -> int | None:

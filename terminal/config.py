@@ -21,7 +21,7 @@ from typing import Any
 from shared.errors import DomainError
 
 # the settings that name a file, and the prefix before the path in their value
-_PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"))
+_PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"), ("ca_file", ""))
 _HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex")
 
 
@@ -56,6 +56,9 @@ class TerminalConfig:
     # the terminal must notice (clock probe) and refuse offline sales when it is too far off
     clock_offset_ms: int = 0
     software: str = "canteen-terminal/1"
+    # HTTPS to the server (and mqtts:// to the broker) checked against this CA certificate
+    # instead of the system's store: a deployment with its own CA ("" = the system's)
+    ca_file: str = ""
 
     @property
     def secret(self) -> bytes:
@@ -101,6 +104,11 @@ class TerminalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_settings(data: dict[str, Any]) -> str:
+    """What is wrong with a configuration's settings ('' when nothing is)."""
+    return _check(data)
 
 
 def _check(data: dict[str, Any]) -> str:

@@ -121,7 +121,9 @@ def test_init_creates_the_database_and_key_owner_only_and_provision_out_writes_0
         populated(conn, 1_767_672_000_000)
         conn.close()
         out = tmp_path / "t1.json"
-        result = runner.invoke(server_main, [*home, "provision-terminal", "C01", "--with-secret", "--out", str(out)])
+        result = runner.invoke(
+            server_main, [*home, "provision-terminal", "C01", "--with-secret", "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         assert mode(out) == 0o600
         config = json.loads(out.read_text())

@@ -138,7 +138,7 @@ def enrol():  # noqa: ANN201
     config = {
         **creds.to_json(),
         "broker_url": outcome.broker_url,
-        "server_url": outcome.server_url or request.host_url.rstrip("/"),
+        "server_url": outcome.server_url,  # "": the address the terminal enrolled through
     }
     response = jsonify(config)
     response.headers["Cache-Control"] = "no-store"
@@ -192,7 +192,9 @@ def rotate(terminal_id: str):  # noqa: ANN201
 
 
 @bp.get("/terminals/<terminal_id>/rekey")
-@doc("The terminal's next key, sealed under its current one, server-signed (terminal-signed request); 204 when none")
+@doc(
+    "The terminal's next key, sealed under its current one, server-signed (terminal-signed request); 204 when none"
+)
 @requires_terminal
 def rekey(terminal_id: str) -> Response:
     if g.principal.terminal_id != terminal_id:

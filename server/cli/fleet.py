@@ -47,11 +47,17 @@ def lines(data: dict[str, Any]) -> list[str]:
             f"时钟 clock {'-' if offset is None else f'{offset:+d}ms'} · "
             f"版本 {t['software'] or '-'} · 磁盘 free {_mb(t['disk_free_bytes'])} · 日志 journal {_mb(t['journal_bytes'])}"
             + (f" · 错误 last error {t['last_error']} {_when(t['last_error_ms'])}" if t["last_error"] else "")
-            + (f" · 换密钥中 rotating since {_when(t['rotation_started_ms'])}" if t["rotation_started_ms"] else "")
+            + (
+                f" · 换密钥中 rotating since {_when(t['rotation_started_ms'])}"
+                if t["rotation_started_ms"]
+                else ""
+            )
         )
     out.append(f"告警 alerts: {len(data['alerts'])}" if data["alerts"] else "告警 alerts: 无 none")
     for a in data["alerts"]:
-        out.append(f"  [{a['code']}] {a['terminal_id']} ({a['canteen_id']}) {message(a['code'])}: {a['detail']}")
+        out.append(
+            f"  [{a['code']}] {a['terminal_id']} ({a['canteen_id']}) {message(a['code'])}: {a['detail']}"
+        )
     return out
 
 

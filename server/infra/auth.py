@@ -233,11 +233,15 @@ def requires_terminal(view: F) -> F:
             at_ms = int(request.headers.get("X-Terminal-Time", ""))
         except ValueError as exc:
             raise DomainError("unauthenticated", "X-Terminal-Time missing") from exc
-        row = get_db().execute(
-            "SELECT secret_hex, state, next_secret_hex, previous_secret_hex, previous_until_ms "
-            "FROM terminals WHERE id = ?",
-            (tid,),
-        ).fetchone()
+        row = (
+            get_db()
+            .execute(
+                "SELECT secret_hex, state, next_secret_hex, previous_secret_hex, previous_until_ms "
+                "FROM terminals WHERE id = ?",
+                (tid,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise DomainError("unknown_terminal", tid)
         if abs(get_clock().now_ms() - at_ms) > TERMINAL_CLOCK_TOLERANCE_MS:
@@ -252,7 +256,9 @@ def requires_terminal(view: F) -> F:
         keys = accepted_secrets(row[0], row[2], row[3], row[4], get_clock().now_ms())
         if not sig.isascii() or not any(  # compare_digest: ASCII str only
             hmac.compare_digest(
-                terminal_request_signature(secret, tid, at_ms, nonce, request.method, request.path, query.decode()),
+                terminal_request_signature(
+                    secret, tid, at_ms, nonce, request.method, request.path, query.decode()
+                ),
                 sig,
             )
             for _, secret in keys

@@ -24,7 +24,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 class ServerMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.sales = Counter("canteen_sales_ingested", "Sales answered by the ingest worker", ["result"], registry=r)
+        self.sales = Counter(
+            "canteen_sales_ingested", "Sales answered by the ingest worker", ["result"], registry=r
+        )
         self.quarantined = Counter(
             "canteen_sales_quarantined", "Sales held for review, by reason", ["reason"], registry=r
         )
@@ -40,10 +42,17 @@ class ServerMetrics:
         self.acks = Counter("canteen_acks_published", "Acknowledgements published to terminals", registry=r)
         self.deltas = Counter("canteen_deltas_published", "Downstream deltas published", registry=r)
         self.http = Counter(
-            "canteen_http_requests", "HTTP requests by route, method and status", ["route", "method", "status"], registry=r
+            "canteen_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=r,
         )
         self.http_latency = Histogram(
-            "canteen_http_request_duration_seconds", "HTTP request duration", ["route"], buckets=LATENCY_BUCKETS, registry=r
+            "canteen_http_request_duration_seconds",
+            "HTTP request duration",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         for result in ("applied", "duplicate", "rejected", "quarantined"):
             self.sales.labels(result)  # present (at 0) before the first sale

@@ -114,7 +114,9 @@ def redeem(
     """Spend a code (call inside a write txn, and commit whatever comes back)."""
     conn.execute("DELETE FROM enrolment_failures WHERE at_ms <= ?", (now_ms - FAILURE_WINDOW_MS,))
     if recent_failures(conn, remote, now_ms) >= MAX_FAILURES:
-        return Redemption(refusal="enrolment_rate_limited", detail=f"{MAX_FAILURES} wrong codes from {remote}")
+        return Redemption(
+            refusal="enrolment_rate_limited", detail=f"{MAX_FAILURES} wrong codes from {remote}"
+        )
     code = canonical(typed)
     row = (
         conn.execute(

@@ -59,9 +59,7 @@ def health(conn: sqlite3.Connection) -> list[TerminalHealth]:
     """Every terminal's health as the server knows it, by terminal id."""
     settings = conn.execute("SELECT value FROM settings WHERE key = 'terminal_settings'").fetchone()
     city_risk = _json(settings[0] if settings else None).get("risk")
-    canteens = {
-        r[0]: _json(r[1]) for r in conn.execute("SELECT id, config_json FROM canteens")
-    }
+    canteens = {r[0]: _json(r[1]) for r in conn.execute("SELECT id, config_json FROM canteens")}
     out = []
     for r in conn.execute(
         "SELECT id, canteen_id, state, state_since_ms, last_seen_ms, last_status_json, created_at_ms, "
@@ -87,7 +85,9 @@ def health(conn: sqlite3.Connection) -> list[TerminalHealth]:
                 oldest_unsent_ms=at("oldest_unsent_ms"),
                 last_sync_ms=at("last_sync_ms"),
                 clock_offset_ms=offset if isinstance(offset, int) else None,
-                max_clock_offset_ms=RiskLimits.from_config(city_risk, canteen.get("risk")).max_clock_offset_ms,
+                max_clock_offset_ms=RiskLimits.from_config(
+                    city_risk, canteen.get("risk")
+                ).max_clock_offset_ms,
                 software=str(status.get("software") or ""),
                 disk_free_bytes=status.get("disk_free_bytes"),
                 disk_total_bytes=status.get("disk_total_bytes"),

@@ -33,7 +33,9 @@ class FleetCollector(Collector):
         now = self._now_ms()
         counts = {"online": 0, "offline": 0, "revoked": 0}
         unsent = GaugeMetricFamily(
-            "canteen_terminal_unsent_sales", "Unsent sales a terminal last reported", labels=["terminal", "canteen"]
+            "canteen_terminal_unsent_sales",
+            "Unsent sales a terminal last reported",
+            labels=["terminal", "canteen"],
         )
         offset = GaugeMetricFamily(
             "canteen_terminal_clock_offset_seconds",
@@ -41,7 +43,11 @@ class FleetCollector(Collector):
             labels=["terminal", "canteen"],
         )
         for t in fleet:
-            status = "revoked" if t.state == "revoked" else ("online" if online_now(t, now, self._limits) else "offline")
+            status = (
+                "revoked"
+                if t.state == "revoked"
+                else ("online" if online_now(t, now, self._limits) else "offline")
+            )
             counts[status] += 1
             if t.state == "revoked":
                 continue

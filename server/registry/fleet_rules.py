@@ -82,9 +82,7 @@ class Alert:
 
 def online_now(t: TerminalHealth, now_ms: int, limits: FleetLimits) -> bool:
     """Reported online and heard from within ``stale_ms`` (a dead broker sends no will)."""
-    return (
-        t.state == "online" and t.last_seen_ms is not None and now_ms - t.last_seen_ms <= limits.stale_ms
-    )
+    return t.state == "online" and t.last_seen_ms is not None and now_ms - t.last_seen_ms <= limits.stale_ms
 
 
 def offline_since(t: TerminalHealth, now_ms: int, limits: FleetLimits) -> int | None:
@@ -127,10 +125,18 @@ def alerts_for(t: TerminalHealth, now_ms: int, limits: FleetLimits) -> list[Aler
         out.append(Alert(code, t.terminal_id, t.canteen_id, detail, values))
 
     since = offline_since(t, now_ms, limits)
-    if since is not None and now_ms - since > limits.offline_after_ms and in_meal_hours(t.meal_minutes, now_ms):
+    if (
+        since is not None
+        and now_ms - since > limits.offline_after_ms
+        and in_meal_hours(t.meal_minutes, now_ms)
+    ):
         minutes = (now_ms - since) // MINUTE_MS
         alert("terminal_offline", f"offline for {minutes} min during meal hours", offline_since_ms=since)
-    if t.oldest_unsent_ms is not None and t.unsent_sales and now_ms - t.oldest_unsent_ms > limits.unsent_age_ms:
+    if (
+        t.oldest_unsent_ms is not None
+        and t.unsent_sales
+        and now_ms - t.oldest_unsent_ms > limits.unsent_age_ms
+    ):
         minutes = (now_ms - t.oldest_unsent_ms) // MINUTE_MS
         alert(
             "unsent_sales_old",
@@ -155,7 +161,11 @@ def alerts_for(t: TerminalHealth, now_ms: int, limits: FleetLimits) -> list[Aler
                 disk_free_bytes=t.disk_free_bytes,
             )
     if software_outdated(t.software, limits.min_software):
-        alert("software_outdated", f"runs {t.software}, the minimum is {limits.min_software}", software=t.software)
+        alert(
+            "software_outdated",
+            f"runs {t.software}, the minimum is {limits.min_software}",
+            software=t.software,
+        )
     return out
 
 
