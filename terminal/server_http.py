@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from shared.errors import CATALOG, DomainError
 from shared.protocol import (
     Delta,
     ProtocolError,
@@ -32,7 +33,6 @@ from shared.protocol import (
     open_envelope,
     terminal_request_bytes,
 )
-from shared.errors import CATALOG, DomainError
 from shared.protocol.codec import MAX_SNAPSHOT_BYTES
 from shared.protocol.rekey import Rekey
 

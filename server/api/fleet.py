@@ -193,7 +193,8 @@ def rotate(terminal_id: str):  # noqa: ANN201
 
 @bp.get("/terminals/<terminal_id>/rekey")
 @doc(
-    "The terminal's next key, sealed under its current one, server-signed (terminal-signed request); 204 when none"
+    "The terminal's next key, sealed under its current one, server-signed "
+    "(terminal-signed request); 204 when none"
 )
 @requires_terminal
 def rekey(terminal_id: str) -> Response:

@@ -45,7 +45,8 @@ def lines(data: dict[str, Any]) -> list[str]:
             f" (最早 oldest {_age(now, t['oldest_unsent_ms']) if t['unsent_sales'] else '-'}) · "
             f"同步 sync {_when(t['last_sync_ms'])} · "
             f"时钟 clock {'-' if offset is None else f'{offset:+d}ms'} · "
-            f"版本 {t['software'] or '-'} · 磁盘 free {_mb(t['disk_free_bytes'])} · 日志 journal {_mb(t['journal_bytes'])}"
+            f"版本 {t['software'] or '-'} · 磁盘 free {_mb(t['disk_free_bytes'])} · "
+            f"日志 journal {_mb(t['journal_bytes'])}"
             + (f" · 错误 last error {t['last_error']} {_when(t['last_error_ms'])}" if t["last_error"] else "")
             + (
                 f" · 换密钥中 rotating since {_when(t['rotation_started_ms'])}"

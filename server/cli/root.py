@@ -299,7 +299,8 @@ def rotate_terminal(obj: Ctx, terminal_id: str, as_json: bool) -> None:
     emit(
         data,
         as_json,
-        f"终端 {terminal_id} 密钥更换已开始 key rotation started: {started.current_key_id} → {started.next_key_id}"
+        f"终端 {terminal_id} 密钥更换已开始 key rotation started: "
+        f"{started.current_key_id} → {started.next_key_id}"
         "（终端下次心跳时取得新密钥 the terminal takes it at its next heartbeat）",
     )
 
