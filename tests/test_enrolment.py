@@ -45,9 +45,9 @@ def issue(conn, **kw):  # noqa: ANN001, ANN003, ANN201
         return enrolment.issue(conn, "C01", kw.pop("now", NOW), broker_url="mqtts://broker:8883", **kw)
 
 
-def redeem(conn, code: str, remote: str = "10.0.0.7", now: int = NOW + HOUR):  # noqa: ANN001, ANN201
+def redeem(conn, code: str, remote: str = "10.0.0.7", now: int = NOW + HOUR, wrong=None):  # noqa: ANN001, ANN201
     with write_txn(conn):
-        return enrolment.redeem(conn, code, remote, now, "ab" * 32)
+        return enrolment.redeem(conn, code, remote, now, "ab" * 32, wrong or enrolment.WrongCodes())
 
 
 def test_a_code_gives_out_one_terminal_once(conn) -> None:  # noqa: ANN001
@@ -80,14 +80,27 @@ def test_a_cancelled_code_is_refused_and_its_id_stays_reserved(conn) -> None:  #
 
 def test_wrong_codes_are_rate_limited_per_caller(conn) -> None:  # noqa: ANN001
     issued = issue(conn)
+    wrong_codes = enrolment.WrongCodes()
     wrong = display(new_code(random.Random(2).choice))
     for _ in range(enrolment.MAX_FAILURES):
-        assert redeem(conn, wrong).refusal == "enrolment_code_invalid"
-    assert redeem(conn, "not even a code").refusal == "enrolment_rate_limited"
-    assert redeem(conn, issued.code).refusal == "enrolment_rate_limited"  # even the right one, for now
-    assert redeem(conn, issued.code, remote="10.0.0.8").credentials is not None  # another caller
+        assert redeem(conn, wrong, wrong=wrong_codes).refusal == "enrolment_code_invalid"
+    assert redeem(conn, "not even a code", wrong=wrong_codes).refusal == "enrolment_rate_limited"
+    # even the right one, for now
+    assert redeem(conn, issued.code, wrong=wrong_codes).refusal == "enrolment_rate_limited"
     later = NOW + HOUR + enrolment.FAILURE_WINDOW_MS + 1
-    assert redeem(conn, wrong, now=later).refusal == "enrolment_code_invalid"  # the window has passed
+    assert (
+        redeem(conn, wrong, now=later, wrong=wrong_codes).refusal == "enrolment_code_invalid"
+    )  # window passed
+    other = redeem(conn, issued.code, remote="10.0.0.8", wrong=wrong_codes)  # another caller
+    assert other.credentials is not None
+
+
+def test_the_rate_limit_rule() -> None:
+    t = NOW
+    window = enrolment.FAILURE_WINDOW_MS
+    assert not enrolment.rate_limited([t] * (enrolment.MAX_FAILURES - 1), t)
+    assert enrolment.rate_limited([t] * enrolment.MAX_FAILURES, t)
+    assert not enrolment.rate_limited([t - window] * enrolment.MAX_FAILURES, t)  # all out of the window
 
 
 def test_a_reserved_or_taken_terminal_id_is_refused(conn) -> None:  # noqa: ANN001

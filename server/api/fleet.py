@@ -113,9 +113,10 @@ def enrol():  # noqa: ANN201
         raise DomainError("invalid_input", "code: the enrolment code as a string")
     remote = request.remote_addr or "?"
     key = current_app.extensions["canteen_server_key"]
+    wrong = current_app.extensions.setdefault("canteen_wrong_codes", enrolment.WrongCodes())
     conn = get_db()
     with write_txn(conn):
-        outcome = enrolment.redeem(conn, typed, remote, get_clock().now_ms(), key.public_hex)
+        outcome = enrolment.redeem(conn, typed, remote, get_clock().now_ms(), key.public_hex, wrong)
     if outcome.refusal is not None:
         log.warning(
             "enrolment_refused: %s terminal=%s from=%s (%s)",

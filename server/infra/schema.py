@@ -616,7 +616,7 @@ MIGRATIONS.append(
 MIGRATIONS.append(
     # 16: operations (issue 15). ``enrolments``: one-time enrolment codes (only their
     # SHA-256 is kept) that reserve a terminal id for a canteen until used, cancelled or
-    # expired; ``enrolment_failures``: wrong codes per caller, for the rate limit.
+    # expired.
     # ``terminals``: a key rotation in progress (``next_secret_hex`` offered, not yet used by
     # the terminal), the key before the current one and until when it is still accepted,
     # and the fleet view's state changes and last heartbeat by the server's clock.
@@ -633,12 +633,6 @@ MIGRATIONS.append(
         used_by          TEXT,
         cancelled_at_ms  INTEGER
     ) STRICT;
-
-    CREATE TABLE enrolment_failures (
-        remote  TEXT NOT NULL,
-        at_ms   INTEGER NOT NULL
-    ) STRICT;
-    CREATE INDEX enrolment_failures_remote ON enrolment_failures(remote, at_ms);
 
     ALTER TABLE terminals ADD COLUMN next_secret_hex TEXT;
     ALTER TABLE terminals ADD COLUMN rotation_started_ms INTEGER;

@@ -9,18 +9,20 @@ the same transaction, so a code gives out at most one secret.
 
 A wrong code, a code used before, an expired or a cancelled one is refused with its own
 stable code (``enrolment_code_invalid``/``_used``/``_expired``/``_cancelled``), and the API
-logs each refusal. Wrong codes are counted per caller: after :data:`MAX_FAILURES` within
-:data:`FAILURE_WINDOW_MS` the caller is refused (``enrolment_rate_limited``) — even with a
-good code — until the window has passed. Refusals are returned, not raised, so that the
-failure they record is committed (:class:`Redemption`).
+logs each refusal. Wrong codes are counted per caller (:class:`WrongCodes`, in the server
+process's memory: a refused request changes nothing in the database): after
+:data:`MAX_FAILURES` within :data:`FAILURE_WINDOW_MS` the caller is refused
+(``enrolment_rate_limited``) — even with a good code — until the window has passed.
+Refusals are returned (:class:`Redemption`), not raised, so the caller logs them first.
 """
 
 from __future__ import annotations
 
 import secrets
 import sqlite3
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from server.registry.terminals import (
     TerminalCredentials,
@@ -99,21 +101,40 @@ def issue(
     return IssuedCode(display(code), terminal_id, canteen_id, now_ms + ttl_ms)
 
 
-def recent_failures(conn: sqlite3.Connection, remote: str, now_ms: int) -> int:
-    return int(
-        conn.execute(
-            "SELECT count(*) FROM enrolment_failures WHERE remote = ? AND at_ms > ?",
-            (remote, now_ms - FAILURE_WINDOW_MS),
-        ).fetchone()[0]
-    )
+def rate_limited(failures_ms: list[int], now_ms: int) -> bool:
+    """The rule: :data:`MAX_FAILURES` wrong codes within :data:`FAILURE_WINDOW_MS`."""
+    return sum(1 for t in failures_ms if t > now_ms - FAILURE_WINDOW_MS) >= MAX_FAILURES
+
+
+@dataclass
+class WrongCodes:
+    """Wrong codes per caller, recent ones only (one per server process, thread-safe)."""
+
+    by_remote: dict[str, list[int]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def limited(self, remote: str, now_ms: int) -> bool:
+        with self._lock:
+            return rate_limited(self.by_remote.get(remote, []), now_ms)
+
+    def add(self, remote: str, now_ms: int) -> None:
+        with self._lock:
+            for key in [k for k, v in self.by_remote.items() if v[-1] <= now_ms - FAILURE_WINDOW_MS]:
+                del self.by_remote[key]  # forget callers whose window has passed
+            recent = [t for t in self.by_remote.get(remote, []) if t > now_ms - FAILURE_WINDOW_MS]
+            self.by_remote[remote] = (recent + [now_ms])[-MAX_FAILURES:]
 
 
 def redeem(
-    conn: sqlite3.Connection, typed: str, remote: str, now_ms: int, server_public_key: str
+    conn: sqlite3.Connection,
+    typed: str,
+    remote: str,
+    now_ms: int,
+    server_public_key: str,
+    wrong: WrongCodes,
 ) -> Redemption:
-    """Spend a code (call inside a write txn, and commit whatever comes back)."""
-    conn.execute("DELETE FROM enrolment_failures WHERE at_ms <= ?", (now_ms - FAILURE_WINDOW_MS,))
-    if recent_failures(conn, remote, now_ms) >= MAX_FAILURES:
+    """Spend a code (call inside a write txn); a refusal changes nothing but ``wrong``."""
+    if wrong.limited(remote, now_ms):
         return Redemption(
             refusal="enrolment_rate_limited", detail=f"{MAX_FAILURES} wrong codes from {remote}"
         )
@@ -128,7 +149,7 @@ def redeem(
         else None
     )
     if row is None:
-        conn.execute("INSERT INTO enrolment_failures(remote, at_ms) VALUES (?, ?)", (remote, now_ms))
+        wrong.add(remote, now_ms)
         return Redemption(refusal="enrolment_code_invalid", detail="no such code")
     terminal_id, canteen_id, broker_url, server_url, expires_at_ms, used_at_ms, cancelled_at_ms = row
     if cancelled_at_ms is not None:
