@@ -238,6 +238,8 @@ def status(config_path: str, as_json: bool) -> None:
             "clock_offset_ms": _int(store.get_meta("clock_offset_ms")),
             # another running process with this terminal's configuration, if one was seen
             "identity_conflict": _json(store.get_meta("identity_conflict")),
+            # the last error the sync agent noted: [stable code, when] (also in its status)
+            "last_error": _json(store.get_meta("last_error")),
         }
     finally:
         store.close()
@@ -255,6 +257,9 @@ def status(config_path: str, as_json: bool) -> None:
     click.echo(f"  数据版本 delta version  {info['delta_version']}")
     offset = info["clock_offset_ms"]
     click.echo(f"  时钟偏差 clock offset   {'-' if offset is None else f'{offset:+d} ms'}")
+    if info["last_error"]:
+        code, at_ms = info["last_error"]
+        click.echo(f"  最近错误 last error     {code} ({when(at_ms)})")
     if info["identity_conflict"]:
         click.echo(
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "

@@ -125,12 +125,12 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
             if not data:
                 break
             dst.sendall(data)
-    except OSError:
+    except OSError:  # one side closed or reset: the connection ends here either way
         pass
     finally:
         for s in (src, dst):
             try:
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
+            except OSError:  # already shut by the other direction's pump
                 pass
             s.close()
