@@ -2,8 +2,8 @@
 
 ``canteen-terminal enrol --server URL CODE`` writes exactly this shape (0600) from what the
 server hands out for a one-time code, plus the settings the installer gives with ``--set``
-(``provision-terminal --with-secret`` prints it on the server, the old way). Nothing deep inside the terminal reads the environment; the CLI loads this
-once and passes it in.
+(``provision-terminal --with-secret`` prints it on the server, the old way). Nothing deep
+inside the terminal reads the environment; the CLI loads this once and passes it in.
 
 :meth:`TerminalConfig.load` checks the file before anything runs: a missing file, bad JSON,
 a missing key or a value of the wrong type is a :class:`~shared.errors.DomainError`
