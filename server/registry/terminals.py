@@ -282,10 +282,20 @@ def record_status(
         watermark = status.watermark_ms
     arrived = received_at_ms if received_at_ms is not None else sent_at_ms
     since = row[3] if row[2] == status.state and row[3] is not None else arrived
+    body = status.to_body()
+    if status.watermark_ms is None:
+        # a last will (composed when the terminal connected, with no watermark): it says
+        # "offline" and nothing else true — the last full status's facts (unsent sales,
+        # the oldest one, disk …) stay what the fleet view shows
+        previous = conn.execute(
+            "SELECT last_status_json FROM terminals WHERE id = ?", (terminal_id,)
+        ).fetchone()[0]
+        if previous:
+            body = {**json.loads(previous), "state": status.state, "instance": status.instance}
     conn.execute(
         "UPDATE terminals SET last_status_json = ?, last_status_ms = ?, watermark_ms = ?, "
         "state = ?, state_since_ms = ?, last_seen_ms = ? WHERE id = ?",
-        (json.dumps(status.to_body()), sent_at_ms, watermark, status.state, since, arrived, terminal_id),
+        (json.dumps(body), sent_at_ms, watermark, status.state, since, arrived, terminal_id),
     )
     return True
 
