@@ -275,7 +275,9 @@ def test_enrolment_over_https_and_its_refusals(ops: Ops) -> None:
     typo = ops.enrol(issued["code"][:-1], "pi1", check=False)  # caught before the server is asked
     assert typo.returncode == 2 and "enrolment_code_invalid" in typo.stderr
 
+    t0 = time.monotonic()
     ops.enrol(issued["code"], "pi1")
+    print(f"enrol over HTTPS (a process start included): {time.monotonic() - t0:.2f} s")
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     written = json.loads(config.read_text())
     assert written["terminal_id"] == issued["terminal_id"] and len(written["secret_hex"]) == 64
@@ -384,6 +386,7 @@ def test_a_key_rotation_with_unsent_sales_loses_none(ops: Ops) -> None:
     assert ops.query("SELECT count(*) FROM sales WHERE terminal_id = ?", tid) == [(0,)]
 
     started = json.loads(ops.cli("rotate-terminal", tid, "--json").stdout)
+    t0 = time.monotonic()
     proxy.heal()
     # back online: offered the key at its first heartbeat, it switches, the server completes
     # the rotation and reloads the broker, which drops the old password; the terminal comes
@@ -396,6 +399,7 @@ def test_a_key_rotation_with_unsent_sales_loses_none(ops: Ops) -> None:
         T,
         0.5,
     ), term.log.read_text()[-3000:]
+    print(f"rotation: network back to 4 unsent sales applied: {time.monotonic() - t0:.1f} s")
     assert wait_until(
         lambda: ops.query("SELECT next_secret_hex FROM terminals WHERE id = ?", tid) == [(None,)], T, 0.5
     )
@@ -474,9 +478,11 @@ def test_revocation_holds_at_once(ops: Ops) -> None:
     term = next(t for t in ops.terms if t.config.stem == "pi1")
     tid, secret = term.terminal_id, term.secret()
     assert not _broker_refuses(ops, tid, secret)
+    t0 = time.monotonic()
     out = ops.cli("revoke-terminal", tid)
     assert "reloaded" in out.stderr  # MQTT_RELOAD_COMMAND ran: no person typed kill -HUP
     assert _broker_refuses(ops, tid, secret)
+    print(f"revocation: command to the broker refusing the terminal: {time.monotonic() - t0:.2f} s")
     assert wait_until(
         lambda: (
             value(ops.scrape(f"http://127.0.0.1:{term.metrics_port}/metrics"), "canteen_terminal_online") == 0

@@ -57,8 +57,8 @@ def provision():  # noqa: ANN201
         creds = terminals.provision(
             conn, canteen_id, get_clock().now_ms(), key.public_hex, body.get("terminal_id")
         )
-    # the broker learns the new user once it re-reads its files (SIGHUP)
-    broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
+    # the broker learns the new user once it re-reads its files (MQTT_RELOAD_COMMAND, or SIGHUP)
+    broker_users.apply(conn, current_app.config)
     return jsonify(creds.to_json()), 201
 
 
