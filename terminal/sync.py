@@ -148,9 +148,10 @@ class SyncAgent:
         self._need_rekey_check = False
         self.rotations = 0  # keys installed by this process
         # the last error, for the status: (stable code, when) — kept across restarts
-        saved_error = self.store.get_meta("last_error")
-        self.last_error: tuple[str, int] | None = tuple(json.loads(saved_error)) if saved_error else None  # type: ignore[assignment]
+        saved_error = json.loads(self.store.get_meta("last_error") or "null")
+        self.last_error: tuple[str, int] | None = (saved_error[0], saved_error[1]) if saved_error else None
         self._broker_refusals = 0
+        self._error_saved_ms = 0
         self._inbox: queue.Queue[tuple[str, object]] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -436,9 +437,14 @@ class SyncAgent:
             self._on_rekey(offer)
 
     def _note_error(self, code: str) -> None:
-        """Remember the last error for the status (and the next start)."""
-        self.last_error = (code, self.clock.now_ms())
-        self.store.set_metas({"last_error": json.dumps(list(self.last_error))})
+        """Remember the last error for the status; kept on disk for the next start when it
+        is a new one, or a minute after the last write (an SD card is not written each
+        second while the server stays unreachable)."""
+        before, now = self.last_error, self.clock.now_ms()
+        self.last_error = (code, now)
+        if before is None or before[0] != code or now - self._error_saved_ms >= 60_000:
+            self._error_saved_ms = now
+            self.store.set_metas({"last_error": json.dumps(list(self.last_error))})
 
     def _report_faults(self, where: str, faults: list[ProtocolError]) -> None:
         """Downstream changes this terminal could not read were skipped: it keeps selling on
