@@ -200,9 +200,9 @@ def provision_terminal(
 ) -> None:
     """Issue a one-time enrolment code for a new terminal of a canteen (注册码).
 
-    On the terminal: ``canteen-terminal enrol --server https://… CODE`` (within 24 hours;
-    the code works once). ``--with-secret`` registers it at once and hands out its secret
-    instead (to stdout for a pipe, or ``--out FILE`` 0600)."""
+    On the terminal: canteen-terminal enrol --server https://… CODE (within 24 hours; the
+    code works once). --with-secret registers it at once and hands out its secret instead
+    (to stdout for a pipe, or --out FILE, mode 0600)."""
     if out_path is not None and not with_secret:
         raise click.UsageError("--out 仅与 --with-secret 一起使用 (--out needs --with-secret)")
     if with_secret:
