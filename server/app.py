@@ -48,8 +48,10 @@ CONFIG_TEMPLATE = """\
 # ECNY_GATEWAY = "simulated"
 
 # Run after the server rewrites the broker's users and ACL (revoke-terminal, enrolment,
-# key rotation), so they hold at once; empty: reload by hand (kill -HUP <mosquitto pid>).
+# key rotation), so they hold at once; empty: SIGHUP to the Mosquitto whose pid is in
+# MQTT_PID_FILE (written by a configuration from `mosquitto-config`), else reload by hand.
 # MQTT_RELOAD_COMMAND = "systemctl reload mosquitto"
+# MQTT_PID_FILE = "{home}/mosquitto/mosquitto.pid"
 
 # Fleet health alerts (canteen-server fleet, GET /api/v1/fleet): a terminal offline longer
 # than this during its canteen's meal hours; a heartbeat older than FLEET_STALE_S counts
@@ -76,7 +78,7 @@ def write_config_template(home: str) -> str | None:
         return None
     os.makedirs(instance, exist_ok=True)
     with open(path, "x", encoding="utf-8") as f:
-        f.write(CONFIG_TEMPLATE.format(instance=instance))
+        f.write(CONFIG_TEMPLATE.format(instance=instance, home=os.path.abspath(home)))
     return path
 
 
@@ -108,6 +110,9 @@ def create_app(
         # run after the server rewrites them (revocation, enrolment, key rotation): e.g.
         # "systemctl reload mosquitto"; empty: a person reloads (kill -HUP <mosquitto pid>)
         MQTT_RELOAD_COMMAND="",
+        # else SIGHUP to the Mosquitto whose pid is here (mosquitto-config renders pid_file
+        # into its data folder, by default <home>/mosquitto)
+        MQTT_PID_FILE=os.path.join(home, "mosquitto", "mosquitto.pid"),
         # fleet health (server.registry.fleet): alert thresholds; empty version: no check
         FLEET_OFFLINE_ALERT_S=600,
         FLEET_STALE_S=60,

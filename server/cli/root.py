@@ -396,10 +396,18 @@ def mosquitto_config(
     conn = obj.db()
     files = _broker_files(obj)
     broker_users.write_broker_files(conn, files)
+    # the server signals this pid after it rewrites the users and ACL (MQTT_PID_FILE)
+    pid_file = os.path.join(data_dir, "mosquitto.pid")
+    if os.path.abspath(obj.app.config["MQTT_PID_FILE"]) != pid_file:
+        click.echo(
+            f"设置 set MQTT_PID_FILE={pid_file} (or MQTT_RELOAD_COMMAND) for reloads at once", err=True
+        )
     click.echo(
         render_mosquitto_conf(
             port,
             data_dir,
+            f"# the server sends SIGHUP to this pid after a revocation, an enrolment or a key rotation\n"
+            f"pid_file {pid_file}\n",
             listen=listen,
             password_file=str(files.password_file),
             acl_file=str(files.acl_file),

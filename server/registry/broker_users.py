@@ -7,9 +7,10 @@ plus the user ``server`` (a random password kept 0600 in the data folder, never 
 and an ACL file in which a terminal may write only its own ``up/`` topics and read only its
 own acks, its own status and the broadcasts. Provisioning and revocation rewrite both files
 (atomically); Mosquitto re-reads them on SIGHUP (``kill -HUP <pid>``), and then drops a
-revoked terminal that is still connected. With ``MQTT_RELOAD_COMMAND`` set (for instance
-``systemctl reload mosquitto``), :func:`apply` runs it after every rewrite, so a revocation
-or a rotated password holds at the broker at once, without a person typing the reload.
+revoked terminal that is still connected. :func:`apply` reloads the broker after every
+rewrite — ``MQTT_RELOAD_COMMAND`` when set (for instance ``systemctl reload mosquitto``),
+else SIGHUP to the Mosquitto named in ``MQTT_PID_FILE`` — so a revocation or a rotated
+password holds at the broker at once, without a person typing the reload.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import logging
 import os
 import secrets
 import shlex
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Mapping
@@ -119,11 +121,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def reload_broker(config: Mapping[str, Any]) -> bool:
-    """Run ``MQTT_RELOAD_COMMAND`` (no shell; 10 s at most); False when none is set or it
-    failed (logged at WARNING: the files are written, the broker has not read them yet)."""
+    """Tell the broker to re-read its files: run ``MQTT_RELOAD_COMMAND`` (no shell; 10 s at
+    most) when set, else send SIGHUP to the Mosquitto whose pid is in ``MQTT_PID_FILE``
+    (``mosquitto-config`` has it write one in its data folder). False when neither applies
+    or it failed (logged at WARNING: the files are written, the broker has not read them)."""
     command = str(config.get("MQTT_RELOAD_COMMAND") or "").strip()
     if not command:
-        return False
+        return _signal_pid_file(str(config.get("MQTT_PID_FILE") or ""))
     try:
         done = subprocess.run(shlex.split(command), capture_output=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
@@ -138,6 +142,29 @@ def reload_broker(config: Mapping[str, Any]) -> bool:
         )
         return False
     log.info("broker reloaded (%s)", command)
+    return True
+
+
+def _signal_pid_file(pid_file: str) -> bool:
+    """SIGHUP to the process named in ``pid_file`` if it is a running Mosquitto (a stale
+    file naming some other process is left alone)."""
+    if not pid_file or not os.path.exists(pid_file):
+        return False
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError) as exc:
+        log.warning("broker_reload_failed: %s: no running process (%s)", pid_file, exc)
+        return False
+    if name != "mosquitto":
+        log.warning("broker_reload_failed: %s names pid %d, which is %r, not mosquitto", pid_file, pid, name)
+        return False
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:  # another user's Mosquitto: set MQTT_RELOAD_COMMAND instead
+        log.warning("broker_reload_failed: SIGHUP to mosquitto %d: %s", pid, exc)
+        return False
+    log.info("broker reloaded (SIGHUP to mosquitto %d)", pid)
     return True
 
 
