@@ -316,7 +316,7 @@ def _sync_broker(obj: Ctx, conn) -> None:  # noqa: ANN001
     reloaded = broker_users.apply(conn, obj.app.config)
     click.echo(f"broker 用户 users: {files.password_file}, ACL: {files.acl_file}", err=True)
     if reloaded:
-        click.echo("broker 已重新加载 reloaded (MQTT_RELOAD_COMMAND)", err=True)
+        click.echo("broker 已重新加载 reloaded (MQTT_RELOAD_COMMAND or MQTT_PID_FILE)", err=True)
     else:
         click.echo(broker_users.RELOAD_HINT, err=True)
 
