@@ -15,8 +15,11 @@ from werkzeug.exceptions import HTTPException
 from server import api
 from server.infra import access_log, body_limit, db_flask, headers, keys
 from server.infra.db import open_db
+from server.infra.metrics import ServerMetrics
+from server.registry.fleet import limits_from_config
+from server.registry.fleet_metrics import FleetCollector
 from server.web import site as web_site
-from shared.clock import Clock
+from shared.clock import Clock, SystemClock
 from shared.errors import DomainError
 
 
@@ -46,6 +49,19 @@ CONFIG_TEMPLATE = """\
 # registered in shared.ecny_gateway.GATEWAYS.
 # ECNY_GATEWAY = "simulated"
 
+# Run after the server rewrites the broker's users and ACL (revoke-terminal, enrolment,
+# key rotation), so they hold at once; empty: SIGHUP to the Mosquitto whose pid is in
+# MQTT_PID_FILE (written by a configuration from `mosquitto-config`), else reload by hand.
+# MQTT_RELOAD_COMMAND = "systemctl reload mosquitto"
+# MQTT_PID_FILE = "{home}/mosquitto/mosquitto.pid"
+
+# Fleet health alerts (canteen-server fleet, GET /api/v1/fleet): a terminal offline longer
+# than this during its canteen's meal hours; a heartbeat older than FLEET_STALE_S counts
+# as offline; terminals reporting a software version below FLEET_MIN_SOFTWARE.
+# FLEET_OFFLINE_ALERT_S = 600
+# FLEET_STALE_S = 60
+# FLEET_MIN_SOFTWARE = ""
+
 # The language of API error messages: "zh" or "en" (both texts are always in the body).
 # LANGUAGE = "zh"
 
@@ -69,7 +85,7 @@ def write_config_template(home: str) -> str | None:
         return None
     os.makedirs(instance, exist_ok=True)
     with open(path, "x", encoding="utf-8") as f:
-        f.write(CONFIG_TEMPLATE.format(instance=instance))
+        f.write(CONFIG_TEMPLATE.format(instance=instance, home=os.path.abspath(home)))
     return path
 
 
@@ -99,6 +115,16 @@ def create_app(
         MQTT_PASSWORD_FILE=os.path.join(instance, "mosquitto", "passwd"),
         MQTT_ACL_FILE=os.path.join(instance, "mosquitto", "canteen.acl"),
         MQTT_SERVER_PASSWORD_FILE=os.path.join(instance, "mqtt_server_password"),
+        # run after the server rewrites them (revocation, enrolment, key rotation): e.g.
+        # "systemctl reload mosquitto"; empty: a person reloads (kill -HUP <mosquitto pid>)
+        MQTT_RELOAD_COMMAND="",
+        # else SIGHUP to the Mosquitto whose pid is here (mosquitto-config renders pid_file
+        # into its data folder, by default <home>/mosquitto)
+        MQTT_PID_FILE=os.path.join(home, "mosquitto", "mosquitto.pid"),
+        # fleet health (server.registry.fleet): alert thresholds; empty version: no check
+        FLEET_OFFLINE_ALERT_S=600,
+        FLEET_STALE_S=60,
+        FLEET_MIN_SOFTWARE="",
         # digital RMB: "none" (refused) unless configured; "simulated" only for the demo and
         # tests, with a per-installation callback key made at init (ECNY_SIM_KEY_FILE, 0600)
         ECNY_GATEWAY="none",
@@ -124,6 +150,12 @@ def create_app(
     os.makedirs(os.path.dirname(os.path.abspath(app.config["DATABASE"])), exist_ok=True)
     open_db(app.config["DATABASE"]).close()  # create / migrate once at start
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
+    app.extensions["canteen_metrics"] = metrics = ServerMetrics()  # /metrics (Prometheus)
+    metrics.register(
+        FleetCollector(
+            app.config["DATABASE"], limits_from_config(app.config), (clock or SystemClock()).now_ms
+        )
+    )
     db_flask.init_app(app, clock)
 
     api.register(app)

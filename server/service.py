@@ -26,7 +26,10 @@ from server.downstream.publisher import DeltaPublisher
 from server.downstream.update_offers import OfferPublisher
 from server.infra.body_limit import http_server
 from server.infra.db import open_db
+from server.registry import broker_users
 from server.registry.broker_users import SERVER_USER, BrokerFiles, server_password
+from server.registry.fleet import limits_from_config
+from server.registry.fleet_watch import FleetWatch
 from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
@@ -68,6 +71,8 @@ class ServerService:
         # how soon a backup taken by another process reaches the terminals' marks
         self.backup_mark_poll_s = float(backup_mark_poll_s or self.app.config.get("BACKUP_MARK_POLL_S", 10.0))
         self.backup_marks: BackupMarkPublisher | None = None
+        self.fleet_watch: FleetWatch | None = None
+        self.fleet_watch_s = float(self.app.config.get("FLEET_WATCH_S", 60))
 
     @property
     def base_url(self) -> str:
@@ -103,10 +108,28 @@ class ServerService:
             on_state=self._on_link_state,
             backoff_max_s=2.0,
         )
-        publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
+        metrics = self.app.extensions["canteen_metrics"]
+
+        def publish(topic: str, payload: bytes, retain: bool) -> bool:
+            ok = self.link.publish(topic, payload, retain=retain)  # type: ignore[union-attr]
+            if ok and topic == topics.DELTA:
+                metrics.deltas.inc()
+            elif ok and topic.endswith("/down/ack"):
+                metrics.acks.inc()
+            return ok
+
         self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
         self.ingest = IngestWorker(
-            open_db(db_path), self.clock, publish, on_delta=self.publisher.poke
+            open_db(db_path),
+            self.clock,
+            publish,
+            on_delta=self.publisher.poke,
+            server_key=key,
+            on_keys_changed=self._keys_changed,
+            metrics=metrics,
+        ).start()
+        self.fleet_watch = FleetWatch(
+            open_db(db_path), self.clock.now_ms, limits_from_config(self.app.config), self.fleet_watch_s
         ).start()
         self.offers = OfferPublisher(open_db(db_path), key, publish, self.clock).start()
         # each terminal's backup mark: how far it may prune its journal; what to resend after a restore
@@ -136,6 +159,14 @@ class ServerService:
         if self.backup_marks is not None:
             self.backup_marks.on_state(up)
 
+    def _keys_changed(self) -> None:
+        """A terminal completed a key rotation: the broker learns its new password."""
+        conn = open_db(self.app.config["DATABASE"])
+        try:
+            broker_users.apply(conn, self.app.config)
+        finally:
+            conn.close()
+
     def _serve_http(self) -> None:
         try:
             self._http.run()  # type: ignore[union-attr]
@@ -146,6 +177,8 @@ class ServerService:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.fleet_watch is not None:
+            self.fleet_watch.stop()
         if self.presence is not None:
             self.presence.stop()
         if self.link is not None:

@@ -366,6 +366,32 @@ CATALOG: dict[str, ErrorSpec] = {
         "操作员密码过于简单（不能全部相同或连续）", "operator PIN too simple (all digits the same, or a run)"
     ),
     "operator_cancelled": ErrorSpec("已取消", "cancelled by the operator"),
+    # operations (issue 15): enrolment with one-time codes, key rotation, fleet alerts
+    "enrolment_code_invalid": ErrorSpec("注册码错误", "wrong enrolment code", 403),
+    "enrolment_code_used": ErrorSpec("注册码已使用过", "this enrolment code was already used", 403),
+    "enrolment_code_expired": ErrorSpec(
+        "注册码已过期，请重新申请", "this enrolment code has expired; ask for a new one", 403
+    ),
+    "enrolment_code_cancelled": ErrorSpec("注册码已作废", "this enrolment code was cancelled", 403),
+    "enrolment_rate_limited": ErrorSpec(
+        "注册码错误次数过多，请稍后再试", "too many wrong enrolment codes; try again later", 429
+    ),
+    "insecure_url": ErrorSpec(
+        "必须使用 HTTPS 地址", "an https:// address is required (plain http only on this machine)"
+    ),
+    "config_exists": ErrorSpec("配置文件已存在", "the configuration file already exists", 409),
+    "server_unreachable": ErrorSpec("无法连接服务器", "the server cannot be reached", 503),
+    "rekey_unreadable": ErrorSpec("新密钥无法解开", "the offered key cannot be opened with this key"),
+    "rotation_pending": ErrorSpec(
+        "该终端的密钥更换尚未完成", "a key rotation of this terminal is still under way", 409
+    ),
+    "terminal_offline": ErrorSpec("终端离线", "terminal offline"),
+    "unsent_sales_old": ErrorSpec(
+        "终端有超过一小时未上传的交易", "terminal holds sales unsent for over an hour"
+    ),
+    "clock_offset_high": ErrorSpec("终端时钟偏差过大", "terminal clock offset beyond the limit"),
+    "disk_nearly_full": ErrorSpec("终端磁盘将满", "terminal disk nearly full"),
+    "software_outdated": ErrorSpec("终端软件版本过旧", "terminal runs an old software version"),
 }
 
 

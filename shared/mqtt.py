@@ -59,7 +59,12 @@ class MqttLink:
         backoff_max_s: float = 10.0,
         max_inflight: int = 200,
         rng: random.Random | None = None,
+        credentials: Callable[[int], tuple[str, str]] | None = None,
+        ca_file: str = "",
     ) -> None:
+        """``credentials(refusals)``: the user and password for the next connect, asked
+        before each one (a terminal whose key was just rotated tries the new password, and
+        the old one after a refusal); without it, the address's own."""
         self.client_id = client_id
         self.address = address
         self.subscriptions = list(subscriptions or [])
@@ -70,6 +75,7 @@ class MqttLink:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
+        self._credentials = credentials
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,7 +93,7 @@ class MqttLink:
         if address.username:
             c.username_pw_set(address.username, address.password)
         if address.tls:
-            c.tls_set()
+            c.tls_set(ca_certs=ca_file or None)  # the system's CAs unless a deployment's own
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
@@ -136,6 +142,8 @@ class MqttLink:
             if self._will is not None:
                 topic, payload, retain = self._will()
                 self._client.will_set(topic, payload, qos=1, retain=retain)
+            if self._credentials is not None:
+                self._client.username_pw_set(*self._credentials(self.refusals))
             try:
                 self._client.connect(self.address.host, self.address.port, self.keepalive_s)
             except OSError as exc:

@@ -99,7 +99,9 @@ class Terminal:
         mqtt_url: str | None = None,
         http_url: str | None = None,
         on_event: Callable[[Event], None] | None = None,
+        config_path: str | None = None,
     ) -> None:
+        """``config_path``: the configuration file, rewritten (0600) when the key is rotated."""
         self.config = config
         self.clock = clock
         self.display = display or MemoryDisplay()
@@ -116,6 +118,7 @@ class Terminal:
             on_link_change=self._on_link_change,
             sale_clock=self.sale_time,
             on_identity_conflict=self._on_identity_conflict,
+            config_path=config_path,
         )
         self._rules_version = -1
         self._rules: tuple[CanteenRules, RiskLimits] | None = None

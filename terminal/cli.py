@@ -19,6 +19,9 @@ Signed updates (``terminal.updater``) run inside ``run`` when the configuration 
 release key and an update folder and ``canteen-terminal-launcher`` started it: after
 switching to a new version between sales, ``run`` exits with
 :data:`~terminal.update_layout.RESTART_EXIT_CODE` and the launcher starts the new version.
+* ``enrol`` — set up a new terminal with the one-time code from ``canteen-server
+  provision-terminal``: its configuration (with its secret) is fetched over HTTPS and
+  written 0600 to ``--config``; the code is spent.
 
 ``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``; relative paths in the file are
 taken from the file's folder. Exit codes: 0 ok, 1 error, 2 bad input — one line in Chinese
@@ -55,7 +58,9 @@ from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 from terminal.day_close import kept_closes
 from terminal.devices import DeviceLoop, check_config
+from terminal.enrol import enrol_terminal
 from terminal.face_pay import FacePay
+from terminal.metrics import TerminalMetrics
 from terminal.readers import LINE_FORMATS
 from terminal.store import Store
 from terminal.totals import day_totals, render_zh
@@ -72,6 +77,9 @@ CONFIG = click.option(
     type=click.Path(dir_okay=False),
     help="Terminal config JSON (from provision-terminal); default $CANTEEN_TERMINAL_CONFIG.",
 )
+
+
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @click.group(cls=DomainGroup)
@@ -147,7 +155,26 @@ class _EventWriter:
     default=False,
     help="Logs as one JSON object per line, with each sale's id; env CANTEEN_LOG_JSON=1.",
 )
-def run(config_path: str, events: bool, log_level: str, log_json: bool) -> None:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (/metrics): taps, declines, unsent, sync lag.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for --metrics-port (0.0.0.0: reachable by the fleet's Prometheus).",
+)
+def run(
+    config_path: str,
+    events: bool,
+    log_level: str,
+    log_json: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
     configure_logging(log_level, json_lines=log_json, stream=sys.stderr)
     config = TerminalConfig.load(config_path)
     version = running_version()
@@ -168,7 +195,19 @@ def run(config_path: str, events: bool, log_level: str, log_json: bool) -> None:
             "(use stdin, fifo:<path> or nfc:<device>)"
         )
     clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
-    terminal = Terminal(config, clock, display=devices.display, on_event=emit)
+    observers: list[Any] = [emit]
+    terminal = Terminal(
+        config,
+        clock,
+        display=devices.display,
+        on_event=lambda e: [o(e) for o in observers],
+        config_path=config_path,
+    )
+    exporter = None
+    if metrics_port is not None:
+        exporter = TerminalMetrics(terminal).serve(metrics_port, metrics_host)
+        observers.append(exporter.observe)
+        log.info("metrics on http://%s:%d/metrics", metrics_host, exporter.port)
     done, restart = threading.Event(), threading.Event()
     updater = Updater(
         config,
@@ -214,6 +253,8 @@ def run(config_path: str, events: bool, log_level: str, log_json: bool) -> None:
         updater.stop()
         terminal.stop()
         devices.close()
+        if exporter is not None:
+            exporter.stop()
     if restart.is_set():  # switched to a new version between sales: the launcher starts it
         sys.exit(RESTART_EXIT_CODE)
 
@@ -306,6 +347,8 @@ def status(config_path: str, as_json: bool) -> None:
             "software_version": store.get_meta("software_version"),
             "update": _json(store.get_meta("update_terminal")),
             "firmware_update": _json(store.get_meta("update_firmware")),
+            # the last error the sync agent noted: [stable code, when] (also in its status)
+            "last_error": _json(store.get_meta("last_error")),
         }
     finally:
         store.close()
@@ -333,6 +376,9 @@ def status(config_path: str, as_json: bool) -> None:
             why = f" 【{message(code)}】({code})" if code else ""
             what = f"{update.get('version')} {update.get('state')}"
             click.echo(f"  {label:<17} {what} {when(update.get('at_ms'))}{why}")
+    if info["last_error"]:
+        code, at_ms = info["last_error"]
+        click.echo(f"  最近错误 last error     {code} ({when(at_ms)})")
     if info["identity_conflict"]:
         click.echo(
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "
@@ -370,6 +416,47 @@ def resend(config_path: str, since_seq: int) -> None:
             "earlier sales were pruned after the server confirmed a backup held them",
             err=True,
         )
+
+
+@click.argument("code")
+@click.option(
+    "--server", "server_url", required=True, help="The server, https://… (as this terminal reaches it)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    envvar="CANTEEN_TERMINAL_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Where to write the configuration (0600); default $CANTEEN_TERMINAL_CONFIG. Must not exist.",
+)
+@click.option("--ca-file", default="", help="The deployment's CA certificate (default: the system's CAs).")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A further setting for the configuration (reader=nfc:usb, display=board:/dev/ttyACM0 …).",
+)
+@JSON_FLAG
+def enrol(
+    code: str, server_url: str, config_path: str, ca_file: str, settings: tuple[str, ...], as_json: bool
+) -> None:
+    """Enrol this terminal with a one-time code (注册终端): fetch its configuration over HTTPS
+    and write it, with its secret, readable by its owner only. The code works once."""
+    config = enrol_terminal(server_url, code, config_path, ca_file=ca_file, settings=settings)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"terminal_id": config.terminal_id, "canteen_id": config.canteen_id, "config": config_path}
+            )
+        )
+        return
+    click.echo(
+        f"终端 {config.terminal_id}（食堂 {config.canteen_id}）已注册 enrolled: "
+        f"配置已写入 config written to {config_path} (0600)"
+    )
+    click.echo(f"启动 start it: canteen-terminal run --config {config_path}")
 
 
 def _int(value: str | None) -> int | None:

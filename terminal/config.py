@@ -1,8 +1,9 @@
-"""Terminal configuration: one JSON file per terminal, written at provisioning.
+"""Terminal configuration: one JSON file per terminal, written at enrolment.
 
-``canteen-server provision-terminal CANTEEN`` prints exactly this shape (plus the paths the
-installer sets). Nothing deep inside the terminal reads the environment; the CLI loads this
-once and passes it in.
+``canteen-terminal enrol --server URL CODE`` writes exactly this shape (0600) from what the
+server hands out for a one-time code, plus the settings the installer gives with ``--set``
+(``provision-terminal --with-secret`` prints it on the server, the old way). Nothing deep
+inside the terminal reads the environment; the CLI loads this once and passes it in.
 
 :meth:`TerminalConfig.load` checks the file before anything runs: a missing file, bad JSON,
 a missing key or a value of the wrong type is a :class:`~shared.errors.DomainError`
@@ -27,6 +28,7 @@ _PATH_SETTINGS = (
     ("camera", "file:"),
     ("update_root", ""),
     ("z_report_dir", ""),
+    ("ca_file", ""),
 )
 _HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex", "release_public_key")
 MODES = ("meal", "shop")
@@ -78,6 +80,9 @@ class TerminalConfig:
     # acknowledged sales stay in the journal at least this long, and longer until the server
     # says they are in a backup it keeps (terminal.journal_keep)
     journal_keep_days: float = 31.0
+    # HTTPS to the server (and mqtts:// to the broker) checked against this CA certificate
+    # instead of the system's store: a deployment with its own CA ("" = the system's)
+    ca_file: str = ""
 
     @property
     def secret(self) -> bytes:
@@ -123,6 +128,11 @@ class TerminalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_settings(data: dict[str, Any]) -> str:
+    """What is wrong with a configuration's settings ('' when nothing is)."""
+    return _check(data)
 
 
 def _check(data: dict[str, Any]) -> str:

@@ -1,7 +1,11 @@
-"""The terminal's HTTP calls to the server: snapshot, delta catch-up, clock probe, the
-online PIN check for a sale above the no-PIN limit, the download of an offered update
-bundle (checked by ``terminal.updater`` against the offer and the release key), and the
-operator's day close.
+"""The terminal's HTTP calls to the server: enrolment, snapshot, delta catch-up, clock probe,
+its next key during a rotation, the online PIN check for a sale above the no-PIN limit, the
+download of an offered update bundle (checked by ``terminal.updater`` against the offer and
+the release key), and the operator's day close.
+
+HTTPS is verified against the system's CA store, or against ``ca_file`` (a deployment's own
+CA) when the configuration names one. :func:`enrol` refuses a plain ``http://`` address
+except to this machine itself (``insecure_url``): the answer carries the terminal's secret.
 
 Uses only the standard library (``urllib``): the terminal needs a few calls, not a client
 framework. Snapshot and delta responses are server-signed envelopes, verified before use;
@@ -11,12 +15,17 @@ the clock probe reads the public health endpoint's ``now_ms``.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import secrets
+import ssl
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
+from shared.errors import CATALOG, DomainError
 from shared.protocol import (
     Delta,
     ProtocolError,
@@ -27,6 +36,7 @@ from shared.protocol import (
     terminal_request_bytes,
 )
 from shared.protocol.codec import MAX_SNAPSHOT_BYTES
+from shared.protocol.rekey import Rekey
 
 
 class ServerUnreachable(Exception):
@@ -50,12 +60,16 @@ class ServerHttp:
         secret: bytes,
         verifier: ServerVerifier,
         timeout_s: float = 10.0,
+        ca_file: str = "",
+        secret_of: Callable[[], bytes] | None = None,
     ) -> None:
+        """``secret_of``: the key to sign with, asked per request (it changes on rotation)."""
         self.base_url = base_url.rstrip("/")
         self.terminal_id = terminal_id
-        self._secret = secret
+        self._secret_of = secret_of or (lambda: secret)
         self._verifier = verifier
         self.timeout_s = timeout_s
+        self._context = tls_context(ca_file)
 
     def _get(self, path: str, query: str, now_ms: int) -> bytes:
         return self._call("GET", path, query, now_ms)
@@ -75,7 +89,7 @@ class ServerHttp:
             "X-Terminal-Id": self.terminal_id,
             "X-Terminal-Time": str(now_ms),
             "X-Terminal-Nonce": nonce,
-            "X-Terminal-Sig": hmac_sign(self._secret, message),
+            "X-Terminal-Sig": hmac_sign(self._secret_of(), message),
         }
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -83,7 +97,8 @@ class ServerHttp:
             self.base_url + path + (f"?{query}" if query else ""), data=body, headers=headers, method=method
         )
         try:
-            with urllib.request.urlopen(req, timeout=timeout_s or self.timeout_s) as resp:
+            timeout = timeout_s or self.timeout_s
+            with urllib.request.urlopen(req, timeout=timeout, context=self._context) as resp:
                 return resp.read()
         except urllib.error.HTTPError as exc:
             code = _error_code(exc) if 400 <= exc.code < 500 else None
@@ -161,12 +176,22 @@ class ServerHttp:
             out.append(Delta.from_body(env.body, faults))
         return out
 
+    def rekey(self, now_ms: int) -> Rekey | None:
+        """The next key the server offers this terminal (sealed), or None."""
+        data = self._call("GET", f"/api/v1/terminals/{self.terminal_id}/rekey", "", now_ms)
+        if not data:
+            return None
+        env = open_envelope(data, server=self._verifier, expect_type="rekey")
+        return Rekey.from_body(env.body)
+
     def clock_offset(self, local_ms: Callable[[], int]) -> tuple[int, int]:
         """(server − terminal offset, round trip) in ms, NTP style: the server's ``now_ms``
         is compared with the midpoint of the request on the terminal's clock."""
         t0 = local_ms()
         try:
-            with urllib.request.urlopen(self.base_url + "/api/v1/health", timeout=self.timeout_s) as resp:
+            with urllib.request.urlopen(
+                self.base_url + "/api/v1/health", timeout=self.timeout_s, context=self._context
+            ) as resp:
                 body = json.loads(resp.read())
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise ServerUnreachable(f"GET /api/v1/health: {exc}") from exc
@@ -185,3 +210,55 @@ def _error_code(exc: urllib.error.HTTPError) -> str | None:
         return None
     code = body.get("code") if isinstance(body, dict) else None
     return code if isinstance(code, str) else None
+
+
+def tls_context(ca_file: str = "") -> ssl.SSLContext:
+    """Certificates checked against the system's CAs, or against ``ca_file``."""
+    return ssl.create_default_context(cafile=ca_file or None)
+
+
+def check_enrol_url(url: str) -> str:
+    """The server's base URL for enrolment: https://, or http:// to this machine only."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise DomainError("insecure_url", f"{url!r} is not an https:// address")
+    if parts.scheme == "http":
+        host = parts.hostname
+        loopback = host == "localhost"
+        try:
+            loopback = loopback or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            pass
+        if not loopback:
+            raise DomainError("insecure_url", f"{url}: the enrolment answer holds the terminal's secret")
+    return url.rstrip("/")
+
+
+def enrol(server_url: str, code: str, *, ca_file: str = "", timeout_s: float = 15.0) -> dict[str, Any]:
+    """Redeem an enrolment code: the terminal's configuration as the server returns it. A
+    refusal raises the server's own code (``enrolment_code_used`` …); no answer raises
+    ``server_unreachable``."""
+    base = check_enrol_url(server_url)
+    req = urllib.request.Request(
+        base + "/api/v1/enrol",
+        data=json.dumps({"code": code}).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s, context=tls_context(ca_file)) as resp:
+            answer = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            refusal = json.loads(exc.read())
+        except ValueError:
+            refusal = {}
+        code_ = refusal.get("code") if isinstance(refusal, dict) else None
+        if isinstance(code_, str) and code_ in CATALOG:
+            raise DomainError(code_, str(refusal.get("detail") or "")) from exc
+        raise DomainError("server_unreachable", f"POST /api/v1/enrol: HTTP {exc.code}") from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DomainError("server_unreachable", f"{base}: {exc}") from exc
+    if not isinstance(answer, dict):
+        raise DomainError("server_unreachable", "the enrolment answer is not a JSON object")
+    return answer

@@ -47,6 +47,15 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   goes to :attr:`SyncAgent.on_update_offer`; :meth:`SyncAgent.send_update_report` sends a
   report up, and the server's ack of one goes to :attr:`SyncAgent.on_report_ack`
   (``terminal.updater`` does the rest).
+* **Key rotation.** The server offers a new key sealed under the current one on this
+  terminal's retained ``down/rekey`` topic (and over HTTP, asked after every connect). The
+  agent opens it, stores it durably (:class:`terminal.credentials.Keyring`), signs
+  everything from then on with it — the outbox's unsent sales too, as they are signed when
+  sent — and reports its status at once, which tells the server the switch happened. Acks
+  are verified with the new key or the one before.
+* **Health.** The status also carries the oldest unsent sale's time, the last sync, the
+  free disk and the journal's size, and the last error (a stable code and when), for the
+  server's fleet view and alerts.
 * **Cache age.** While in sync, the cache is current by definition (the broker would have
   delivered any delta); ``last_sync_ms`` records the last moment it was known current (an
   ack, a delta, the server's heartbeat while in sync, the link dropping while in sync), and
@@ -71,6 +80,7 @@ from shared.protocol import (
     DELTA_PAGE_SIZE,
     Ack,
     Delta,
+    Envelope,
     ProtocolError,
     ReversalAck,
     ServerStatus,
@@ -78,14 +88,16 @@ from shared.protocol import (
     Status,
     UpdateOffer,
     UpdateReport,
-    broker_password,
     open_envelope,
     seal_hmac,
     topics,
 )
 from shared.protocol.backup_mark import BackupMark
+from shared.protocol.rekey import Rekey, key_id, open_key
 from terminal import journal_keep, reversals
 from terminal.config import TerminalConfig
+from terminal.credentials import Keyring
+from terminal.health import disk_and_journal
 from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
 
@@ -133,6 +145,7 @@ class SyncAgent:
         on_link_change: Callable[[bool], None] | None = None,
         sale_clock: Callable[[], int] | None = None,
         on_identity_conflict: Callable[[str], None] | None = None,
+        config_path: str | None = None,
     ) -> None:
         import time
 
@@ -141,10 +154,23 @@ class SyncAgent:
         self._journal_lock = journal_lock or threading.Lock()
         self._mono = monotonic or time.monotonic
         self.store = Store(config.db_path)
+        self.keys = Keyring(config, self.store, config_path)
         self._verifier = ServerVerifier(config.server_public_key)
         self.http = ServerHttp(
-            http_url or config.server_url, config.terminal_id, config.secret, self._verifier
+            http_url or config.server_url,
+            config.terminal_id,
+            self.keys.current,
+            self._verifier,
+            ca_file=config.ca_file,
+            secret_of=lambda: self.keys.current,
         )
+        self._need_rekey_check = False
+        self.rotations = 0  # keys installed by this process
+        # the last error, for the status: (stable code, when) — kept across restarts
+        saved_error = json.loads(self.store.get_meta("last_error") or "null")
+        self.last_error: tuple[str, int] | None = (saved_error[0], saved_error[1]) if saved_error else None
+        self._broker_refusals = 0
+        self._error_saved_ms = 0
         self._inbox: queue.Queue[tuple[str, object]] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -191,8 +217,10 @@ class SyncAgent:
             }
         )
         address = BrokerAddress.parse(mqtt_url or config.broker_url)
+        credentials = None
         if address.username is None:  # the broker's user is the terminal: id and derived password
-            address = replace(address, username=config.terminal_id, password=broker_password(config.secret))
+            address = replace(address, username=config.terminal_id, password=self.keys.broker_password(0))
+            credentials = lambda refusals: (config.terminal_id, self.keys.broker_password(refusals))  # noqa: E731
         self.link = MqttLink(
             # the broker binds the client id to the user name (use_username_as_clientid): a
             # terminal's client id is its id, and nobody else's credentials can take it over
@@ -205,10 +233,13 @@ class SyncAgent:
                 (topics.status(config.terminal_id), 1),
                 (topics.update_offer(config.terminal_id), 1),
                 (topics.backup(config.terminal_id), 1),
+                (topics.rekey(config.terminal_id), 1),
             ],
             on_message=lambda t, p: self._inbox.put(("msg", (t, p))) or self._wake.set(),
             on_state=lambda up: self._inbox.put(("link", up)) or self._wake.set(),
             will=self._will,
+            credentials=credentials,
+            ca_file=config.ca_file,
         )
         self._thread = threading.Thread(target=self._run, name=f"sync-{config.terminal_id}", daemon=True)
 
@@ -276,11 +307,16 @@ class SyncAgent:
                         self._probe_clock()
                     if self._need_catchup and self._mono() >= self._next_catchup:
                         self._catch_up()
+                    if self._need_rekey_check and not self._need_catchup:
+                        self._ask_rekey()
                     self._expire_inflight()
                     self._send_outbox()
                     if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
                         self.send_status()
                 self._report_link()
+                if self.link.refusals > self._broker_refusals:
+                    self._broker_refusals = self.link.refusals
+                    self._note_error("broker_refused")
             except Exception:  # noqa: BLE001 — the sync loop must survive anything; the outbox is safe on disk
                 log.exception("%s: sync loop error", self.config.terminal_id)
                 self._stop.wait(0.5)
@@ -313,6 +349,7 @@ class SyncAgent:
             # what we missed before trusting the cache again
             self._need_catchup = True
             self._next_catchup = 0.0
+            self._need_rekey_check = True  # a key offered while we were away
             log.info("%s: online", self.config.terminal_id)
         else:
             if self.in_sync:
@@ -357,11 +394,7 @@ class SyncAgent:
                 env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
                 self._on_backup_mark(BackupMark.from_body(env.body))
             elif topic == topics.status(self.config.terminal_id):
-                env = open_envelope(
-                    payload,
-                    secret_for=lambda s: self.config.secret if s == self.config.terminal_id else None,
-                    expect_type="status",
-                )
+                env = self._open_hmac(payload, self.config.terminal_id, "status")
                 self._on_own_status(Status.from_body(env.body))
             elif topic == topics.update_offer(self.config.terminal_id):
                 env = open_envelope(payload, server=self._verifier, expect_type="update_offer")
@@ -370,10 +403,12 @@ class SyncAgent:
                     raise ProtocolError("terminal_mismatch", f"an offer for {offer.terminal_id}")
                 if self.on_update_offer is not None:
                     self.on_update_offer(offer)
+            elif topic == topics.rekey(self.config.terminal_id):
+                if payload:  # empty: the server withdrew its offer (the rotation is complete)
+                    env = open_envelope(payload, server=self._verifier, expect_type="rekey")
+                    self._on_rekey(Rekey.from_body(env.body))
             elif topic == topics.ack(self.config.terminal_id):
-                env = open_envelope(
-                    payload, secret_for=lambda s: self.config.secret if s == "server" else None
-                )
+                env = self._open_hmac(payload, "server", None)
                 if env.type not in ("ack", "reversal_ack"):
                     raise ProtocolError("bad_field", f"type: expected an ack, got {env.type}")
                 self._measure_clock(env.sent_at_ms)
@@ -396,6 +431,66 @@ class SyncAgent:
             self.stats.refused_messages += 1
             log.warning("%s: refused %s: %s", self.config.terminal_id, topic, exc)
 
+    def _open_hmac(self, payload: bytes, sender: str, expect_type: str | None) -> Envelope:
+        """Open a message signed with this terminal's key, current or previous (an ack the
+        server signed before it saw this terminal switch keys)."""
+        keys = self.keys.all()
+        for i, secret in enumerate(keys):
+            try:
+                return open_envelope(
+                    payload,
+                    secret_for=lambda s, k=secret: k if s == sender else None,
+                    expect_type=expect_type,
+                )
+            except ProtocolError as exc:
+                if exc.code != "bad_signature" or i == len(keys) - 1:
+                    raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _on_rekey(self, rekey: Rekey) -> None:
+        """A new key offered by the server: install it durably, use it from now on, and say
+        so at once (the status signed with it completes the rotation at the server)."""
+        if rekey.key_id == self.keys.key_id:
+            return  # installed already (a retained offer seen again)
+        try:
+            new = open_key(self.keys.current, self.config.terminal_id, rekey)
+        except ProtocolError as exc:
+            if rekey.for_key_id != key_id(self.keys.previous or b""):
+                self._note_error(exc.code)
+                log.warning("%s: key offer refused: %s", self.config.terminal_id, exc)
+            return
+        self.keys.install(new)
+        self.rotations += 1
+        log.warning("%s: key rotated: now %s", self.config.terminal_id, rekey.key_id)
+        self._last_heartbeat = 0.0  # the next status, signed with the new key, goes at once
+        if self.online:
+            self.send_status()
+
+    def _ask_rekey(self) -> None:
+        self._need_rekey_check = False
+        try:
+            offer = self.http.rekey(self.clock.now_ms() + (self.clock_offset_ms or 0))
+        except ServerUnreachable as exc:
+            log.info(
+                "%s: rekey check failed (the broker's offer still comes): %s", self.config.terminal_id, exc
+            )
+            return
+        except ProtocolError as exc:
+            log.warning("%s: rekey check refused: %s", self.config.terminal_id, exc)
+            return
+        if offer is not None:
+            self._on_rekey(offer)
+
+    def _note_error(self, code: str) -> None:
+        """Remember the last error for the status; kept on disk for the next start when it
+        is a new one, or a minute after the last write (an SD card is not written each
+        second while the server stays unreachable)."""
+        before, now = self.last_error, self.clock.now_ms()
+        self.last_error = (code, now)
+        if before is None or before[0] != code or now - self._error_saved_ms >= 60_000:
+            self._error_saved_ms = now
+            self.store.set_metas({"last_error": json.dumps(list(self.last_error))})
+
     def _report_faults(self, where: str, faults: list[ProtocolError]) -> None:
         """Downstream changes this terminal could not read were skipped: it keeps selling on
         its last good state for those records, logs them, and reports the code in its
@@ -405,6 +500,7 @@ class SyncAgent:
         self.stats.skipped_changes += len(faults)
         self.sync_fault = faults[0].code
         self.store.set_metas({"sync_fault": self.sync_fault})
+        self._note_error(self.sync_fault)
         log.error(
             "%s: %s: %d change(s) unreadable, skipped (selling on the last good state): %s",
             self.config.terminal_id,
@@ -509,6 +605,7 @@ class SyncAgent:
         flight = self._inflight.pop(ack.in_reply_to, None)
         self._awaiting_since = self._mono() if self._inflight else None  # the server answers
         if ack.reason is not None:
+            self._note_error(ack.reason)
             log.error(
                 "%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason
             )
@@ -540,6 +637,7 @@ class SyncAgent:
                 self.stats.reject_reasons[r.reason or "?"] = (
                     self.stats.reject_reasons.get(r.reason or "?", 0) + 1
                 )
+                self._note_error(r.reason or "rejected")
                 log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
         self._mark_synced()
 
@@ -616,6 +714,7 @@ class SyncAgent:
             self._need_catchup = False
             self._mark_synced()
         except ServerUnreachable as exc:
+            self._note_error("server_unreachable")
             log.warning("%s: catch-up failed, will retry: %s", self.config.terminal_id, exc)
             self._next_catchup = self._mono() + 1.0
         except ProtocolError as exc:
@@ -649,7 +748,7 @@ class SyncAgent:
                 "sale_batch",
                 self.config.terminal_id,
                 body,
-                self.config.secret,
+                self.keys.current,  # signed when sent: after a rotation, with the new key
                 self.clock.now_ms(),
                 msg_id,
             )
@@ -711,9 +810,11 @@ class SyncAgent:
 
     def status(self) -> Status:
         self._version_seen = self.store.delta_version
+        free, total, journal = disk_and_journal(self.config.db_path)
+        pending = self.store.pending_count()
         return Status(
             state="online" if self.online else "offline",
-            pending=self.store.pending_count(),
+            pending=pending,
             watermark_ms=self.watermark_ms(),
             delta_version=self.store.delta_version,
             clock_ms=self.clock.now_ms(),
@@ -722,6 +823,13 @@ class SyncAgent:
             software=self.config.software,
             sync_fault=self.sync_fault,
             instance=self.instance,
+            oldest_unsent_ms=self.store.oldest_pending_ms() if pending else None,
+            last_sync_ms=self.last_sync_ms,
+            disk_free_bytes=free,
+            disk_total_bytes=total,
+            journal_bytes=journal,
+            last_error=self.last_error[0] if self.last_error else None,
+            last_error_ms=self.last_error[1] if self.last_error else None,
         )
 
     def send_status(self) -> None:
@@ -729,7 +837,7 @@ class SyncAgent:
             "status",
             self.config.terminal_id,
             self.status().to_body(),
-            self.config.secret,
+            self.keys.current,
             self.clock.now_ms(),
         )
         if self.link.publish(topics.status(self.config.terminal_id), payload, retain=True):
@@ -759,7 +867,7 @@ class SyncAgent:
             software=self.config.software,
             instance=self.instance,
         ).to_body()
-        payload = seal_hmac("status", self.config.terminal_id, body, self.config.secret, self.clock.now_ms())
+        payload = seal_hmac("status", self.config.terminal_id, body, self.keys.current, self.clock.now_ms())
         return topics.status(self.config.terminal_id), payload, True
 
 

@@ -121,13 +121,18 @@ def test_init_creates_the_database_and_key_owner_only_and_provision_out_writes_0
         populated(conn, 1_767_672_000_000)
         conn.close()
         out = tmp_path / "t1.json"
-        result = runner.invoke(server_main, [*home, "provision-terminal", "C01", "--out", str(out)])
+        result = runner.invoke(
+            server_main, [*home, "provision-terminal", "C01", "--with-secret", "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         assert mode(out) == 0o600
         config = json.loads(out.read_text())
         assert config["secret_hex"] not in result.output  # the secret went to the file only
-        piped = runner.invoke(server_main, [*home, "provision-terminal", "C01"])
+        piped = runner.invoke(server_main, [*home, "provision-terminal", "C01", "--with-secret"])
         assert "secret_hex" in piped.stdout and "--out" in piped.stderr
+        # the default hands out a one-time enrolment code, never a secret
+        code = runner.invoke(server_main, [*home, "provision-terminal", "C01", "--json"])
+        assert code.exit_code == 0 and "secret" not in code.stdout and json.loads(code.stdout)["code"]
     finally:
         os.umask(old)
 

@@ -25,6 +25,7 @@ from server.api import (
     cards,
     ecny,
     faces,
+    fleet,
     funds,
     health,
     holders,
@@ -69,6 +70,8 @@ def register(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
+    app.register_blueprint(fleet.bp)
+    app.register_blueprint(fleet.metrics_bp)
     app.register_blueprint(units.bp)
     app.register_blueprint(canteens.bp)
     app.register_blueprint(canteens.directory_bp)

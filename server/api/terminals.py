@@ -61,8 +61,8 @@ def provision():  # noqa: ANN201
         creds = terminals.provision(
             conn, canteen_id, get_clock().now_ms(), key.public_hex, body.get("terminal_id")
         )
-    # the broker learns the new user once it re-reads its files (SIGHUP)
-    broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
+    # the broker learns the new user once it re-reads its files (MQTT_RELOAD_COMMAND, or SIGHUP)
+    broker_users.apply(conn, current_app.config)
     release = updates.release_public_key(current_app.config["RELEASE_PUBLIC_KEY_FILE"])
     return jsonify({**creds.to_json(), **({"release_public_key": release} if release else {})}), 201
 

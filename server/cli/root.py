@@ -32,6 +32,7 @@ from server.cli import (
     updates,
     users,
 )
+from server.cli import fleet as fleet_cli
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary, record_check, reversal_summary
 from server.infra import access_log
@@ -39,8 +40,8 @@ from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.infra.keys import load_or_create_secret
-from server.registry import broker_users
-from server.registry.terminals import fleet, provision, revoke
+from server.registry import broker_users, enrolment, rotation
+from server.registry.terminals import fleet, provision
 from server.registry.updates import release_public_key
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
@@ -197,27 +198,74 @@ def run(obj: Ctx, broker_url: str, host: str, port: int, log_json: bool, log_lev
 @click.argument("canteen_id")
 @click.option("--id", "terminal_id", default=None, help="Terminal id (default: next T####).")
 @click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
-@click.option("--server-url", default="http://127.0.0.1:8080", show_default=True)
+@click.option(
+    "--server-url",
+    default=None,
+    help="The server as the terminal reaches it (default: the address it enrols through; "
+    "with --with-secret: http://127.0.0.1:8080).",
+)
+@click.option(
+    "--with-secret",
+    is_flag=True,
+    help="The old way, for a laptop or a test: register the terminal now and print its config "
+    "with its secret (or write it with --out) instead of an enrolment code.",
+)
 @click.option(
     "--out",
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the config to this file, mode 0600 (recommended: it holds the terminal's secret).",
+    help="With --with-secret: write the config to this file, mode 0600.",
 )
+@JSON_OPTION
 @click.pass_obj
 def provision_terminal(
     obj: Ctx,
     canteen_id: str,
     terminal_id: str | None,
     broker_url: str,
-    server_url: str,
+    server_url: str | None,
+    with_secret: bool,
+    out_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Issue a one-time enrolment code for a new terminal of a canteen (注册码).
+
+    On the terminal: canteen-terminal enrol --server https://… CODE (within 24 hours; the
+    code works once). --with-secret registers it at once and hands out its secret instead
+    (to stdout for a pipe, or --out FILE, mode 0600)."""
+    if out_path is not None and not with_secret:
+        raise click.UsageError("--out 仅与 --with-secret 一起使用 (--out needs --with-secret)")
+    if with_secret:
+        _provision_with_secret(obj, canteen_id, terminal_id, broker_url, server_url, out_path)
+        return
+    conn = obj.db()
+    now = SystemClock().now_ms()
+    with write_txn(conn):
+        issued = enrolment.issue(
+            conn, canteen_id, now, broker_url=broker_url, server_url=server_url or "", terminal_id=terminal_id
+        )
+    expires = china_datetime(issued.expires_at_ms).strftime("%Y-%m-%d %H:%M")
+    emit(
+        issued.to_json(),
+        as_json,
+        [
+            f"终端 terminal {issued.terminal_id} · 食堂 canteen {issued.canteen_id}",
+            f"注册码 enrolment code: {issued.code}",
+            f"有效期至 valid until {expires}（一次有效 one use）",
+            f"在终端上 on the terminal: canteen-terminal enrol --server <https://server> {issued.code}",
+        ],
+    )
+
+
+def _provision_with_secret(
+    obj: Ctx,
+    canteen_id: str,
+    terminal_id: str | None,
+    broker_url: str,
+    server_url: str | None,
     out_path: Path | None,
 ) -> None:
-    """Register a terminal for a canteen and write its config (JSON, with its secret).
-
-    With ``--out FILE`` the config goes to FILE, readable by its owner only; without it, to
-    stdout (for a pipe — a shell redirect would create a file others may read)."""
     if out_path is not None:
         # before provisioning: a folder that does not exist yet (/etc/canteen on a fresh Pi)
         # must not leave a terminal registered whose secret was never written anywhere
@@ -232,7 +280,7 @@ def provision_terminal(
         {
             **creds.to_json(),
             "broker_url": broker_url,
-            "server_url": server_url,
+            "server_url": server_url or "http://127.0.0.1:8080",
             **({"release_public_key": release} if release else {}),
         },
         indent=2,
@@ -253,13 +301,45 @@ def provision_terminal(
 @click.argument("terminal_id")
 @click.pass_obj
 def revoke_terminal(obj: Ctx, terminal_id: str) -> None:
-    """Take a terminal out of service: remove its broker user and ACL lines; from now on the
-    server refuses its requests and its sales dated from now on."""
+    """Take a terminal out of service: remove its broker user and ACL lines (and reload the
+    broker when MQTT_RELOAD_COMMAND is set); from now on the server refuses its requests and
+    its sales dated from now on. An enrolment code still waiting for it is cancelled."""
     conn = obj.db()
     with write_txn(conn):
-        revoke(conn, terminal_id, SystemClock().now_ms())
+        done = enrolment.retire(conn, terminal_id, SystemClock().now_ms())
     _sync_broker(obj, conn)
-    click.echo(f"终端已停用 terminal revoked: {terminal_id}")
+    if done == "cancelled":
+        click.echo(f"注册码已作废 enrolment code cancelled: {terminal_id}")
+    else:
+        click.echo(f"终端已停用 terminal revoked: {terminal_id}")
+
+
+@main.command("rotate-terminal")
+@click.argument("terminal_id")
+@JSON_OPTION
+@click.pass_obj
+def rotate_terminal(obj: Ctx, terminal_id: str, as_json: bool) -> None:
+    """Rotate a terminal's key (HMAC secret and broker password) without losing unsent sales.
+
+    The running server offers the terminal its next key (sealed under the current one) at
+    its next heartbeat; the terminal switches, the server then makes the new key current,
+    accepts the old one 72 hours more for sales already on their way, and rewrites the
+    broker's password file. A key that may be stolen is not rotated but revoked."""
+    conn = obj.db()
+    with write_txn(conn):
+        started = rotation.start(conn, terminal_id, SystemClock().now_ms())
+    data = {
+        "terminal_id": started.terminal_id,
+        "current_key_id": started.current_key_id,
+        "next_key_id": started.next_key_id,
+    }
+    emit(
+        data,
+        as_json,
+        f"终端 {terminal_id} 密钥更换已开始 key rotation started: "
+        f"{started.current_key_id} → {started.next_key_id}"
+        "（终端下次心跳时取得新密钥 the terminal takes it at its next heartbeat）",
+    )
 
 
 def _broker_files(obj: Ctx) -> broker_users.BrokerFiles:
@@ -267,11 +347,15 @@ def _broker_files(obj: Ctx) -> broker_users.BrokerFiles:
 
 
 def _sync_broker(obj: Ctx, conn) -> None:  # noqa: ANN001
-    """Rewrite the broker's password and ACL files; say (on stderr) how to reload them."""
+    """Rewrite the broker's password and ACL files and reload the broker when
+    MQTT_RELOAD_COMMAND is set; else say (on stderr) how to reload them."""
     files = _broker_files(obj)
-    broker_users.write_broker_files(conn, files)
+    reloaded = broker_users.apply(conn, obj.app.config)
     click.echo(f"broker 用户 users: {files.password_file}, ACL: {files.acl_file}", err=True)
-    click.echo(broker_users.RELOAD_HINT, err=True)
+    if reloaded:
+        click.echo("broker 已重新加载 reloaded (MQTT_RELOAD_COMMAND or MQTT_PID_FILE)", err=True)
+    else:
+        click.echo(broker_users.RELOAD_HINT, err=True)
 
 
 @main.command()
@@ -361,10 +445,18 @@ def mosquitto_config(
     conn = obj.db()
     files = _broker_files(obj)
     broker_users.write_broker_files(conn, files)
+    # the server signals this pid after it rewrites the users and ACL (MQTT_PID_FILE)
+    pid_file = os.path.join(data_dir, "mosquitto.pid")
+    if os.path.abspath(obj.app.config["MQTT_PID_FILE"]) != pid_file:
+        click.echo(
+            f"设置 set MQTT_PID_FILE={pid_file} (or MQTT_RELOAD_COMMAND) for reloads at once", err=True
+        )
     click.echo(
         render_mosquitto_conf(
             port,
             data_dir,
+            f"# the server sends SIGHUP to this pid after a revocation, an enrolment or a key rotation\n"
+            f"pid_file {pid_file}\n",
             listen=listen,
             password_file=str(files.password_file),
             acl_file=str(files.acl_file),
@@ -399,6 +491,7 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
     emit({"terminals": rows}, as_json, lines or ["无终端 no terminals"])
 
 
+main.add_command(fleet_cli.fleet)
 # each group's module lists its commands
 for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users, backup, trace):
     for _command in _group.COMMANDS:

@@ -26,7 +26,7 @@ import re
 import secrets
 import time
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 
 from server.infra.auth import public_id
 
@@ -110,4 +110,9 @@ def _log(response: Response) -> Response:
         ident,
         extra=fields,
     )
+    metrics = current_app.extensions.get("canteen_metrics")
+    if metrics is not None:  # the same request counted for Prometheus (server.infra.metrics)
+        route = str(fields["http_route"])
+        metrics.http.labels(route, request.method, str(response.status_code)).inc()
+        metrics.http_latency.labels(route).observe(ms / 1000)
     return response

@@ -29,6 +29,7 @@ from flask import g, request
 
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
+from server.infra.terminal_keys import accepted_secrets
 from shared.errors import DomainError
 from shared.protocol import hmac_sign, terminal_request_bytes
 
@@ -240,7 +241,15 @@ def requires_terminal(view: F) -> F:
             at_ms = int(request.headers.get("X-Terminal-Time", ""))
         except ValueError as exc:
             raise DomainError("unauthenticated", "X-Terminal-Time missing") from exc
-        row = get_db().execute("SELECT secret_hex, state FROM terminals WHERE id = ?", (tid,)).fetchone()
+        row = (
+            get_db()
+            .execute(
+                "SELECT secret_hex, state, next_secret_hex, previous_secret_hex, previous_until_ms "
+                "FROM terminals WHERE id = ?",
+                (tid,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise DomainError("unknown_terminal", tid)
         if abs(get_clock().now_ms() - at_ms) > TERMINAL_CLOCK_TOLERANCE_MS:
@@ -251,11 +260,17 @@ def requires_terminal(view: F) -> F:
         query = request.query_string
         if not query.isascii():
             raise DomainError("bad_signature", "query string is not ASCII")
-        secret = bytes.fromhex(row[0])
-        expected = terminal_request_signature(
-            secret, tid, at_ms, nonce, request.method, request.path, query.decode()
-        )
-        if not sig.isascii() or not hmac.compare_digest(expected, sig):  # compare_digest: ASCII str only
+        # during a key rotation the next key and, for a grace period, the one before count too
+        keys = accepted_secrets(row[0], row[2], row[3], row[4], get_clock().now_ms())
+        if not sig.isascii() or not any(  # compare_digest: ASCII str only
+            hmac.compare_digest(
+                terminal_request_signature(
+                    secret, tid, at_ms, nonce, request.method, request.path, query.decode()
+                ),
+                sig,
+            )
+            for _, secret in keys
+        ):
             raise DomainError("bad_signature", "terminal request signature")
         if row[1] == "revoked":  # read on every request: a revocation holds at once
             raise DomainError("terminal_revoked", f"terminal {tid} was revoked")

@@ -884,3 +884,34 @@ def not_reversed_sql(sales: str = "sales") -> str:
         f"NOT EXISTS (SELECT 1 FROM reversals rv WHERE rv.terminal_id = {sales}.terminal_id "
         f"AND rv.sale_seq = {sales}.seq AND rv.status = 'applied')"
     )
+
+
+MIGRATIONS.append(
+    # 21: operations (issue 15). ``enrolments``: one-time enrolment codes (only their
+    # SHA-256 is kept) that reserve a terminal id for a canteen until used, cancelled or
+    # expired.
+    # ``terminals``: a key rotation in progress (``next_secret_hex`` offered, not yet used by
+    # the terminal), the key before the current one and until when it is still accepted,
+    # and the fleet view's state changes and last heartbeat by the server's clock.
+    """
+    CREATE TABLE enrolments (
+        code_hash        TEXT PRIMARY KEY,
+        terminal_id      TEXT NOT NULL UNIQUE,
+        canteen_id       TEXT NOT NULL REFERENCES canteens(id),
+        broker_url       TEXT NOT NULL,
+        server_url       TEXT NOT NULL,
+        created_at_ms    INTEGER NOT NULL,
+        expires_at_ms    INTEGER NOT NULL,
+        used_at_ms       INTEGER,
+        used_by          TEXT,
+        cancelled_at_ms  INTEGER
+    ) STRICT;
+
+    ALTER TABLE terminals ADD COLUMN next_secret_hex TEXT;
+    ALTER TABLE terminals ADD COLUMN rotation_started_ms INTEGER;
+    ALTER TABLE terminals ADD COLUMN previous_secret_hex TEXT;
+    ALTER TABLE terminals ADD COLUMN previous_until_ms INTEGER;
+    ALTER TABLE terminals ADD COLUMN state_since_ms INTEGER;
+    ALTER TABLE terminals ADD COLUMN last_seen_ms INTEGER;
+    """
+)

@@ -7,14 +7,21 @@ plus the user ``server`` (a random password kept 0600 in the data folder, never 
 and an ACL file in which a terminal may write only its own ``up/`` topics and read only its
 own acks, its own status and the broadcasts. Provisioning and revocation rewrite both files
 (atomically); Mosquitto re-reads them on SIGHUP (``kill -HUP <pid>``), and then drops a
-revoked terminal that is still connected.
+revoked terminal that is still connected. :func:`apply` reloads the broker after every
+rewrite — ``MQTT_RELOAD_COMMAND`` when set (for instance ``systemctl reload mosquitto``),
+else SIGHUP to the Mosquitto named in ``MQTT_PID_FILE`` — so a revocation or a rotated
+password holds at the broker at once, without a person typing the reload.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import shlex
+import signal
 import sqlite3
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +29,8 @@ from typing import Any
 
 from shared.broker import mosquitto_password_line
 from shared.protocol import broker_password, topics
+
+log = logging.getLogger(__name__)
 
 SERVER_USER = "server"
 RELOAD_HINT = "重新加载 broker 配置 reload the broker: kill -HUP $(pidof mosquitto)"
@@ -109,3 +118,58 @@ def _write_atomic(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def reload_broker(config: Mapping[str, Any]) -> bool:
+    """Tell the broker to re-read its files: run ``MQTT_RELOAD_COMMAND`` (no shell; 10 s at
+    most) when set, else send SIGHUP to the Mosquitto whose pid is in ``MQTT_PID_FILE``
+    (``mosquitto-config`` has it write one in its data folder). False when neither applies
+    or it failed (logged at WARNING: the files are written, the broker has not read them)."""
+    command = str(config.get("MQTT_RELOAD_COMMAND") or "").strip()
+    if not command:
+        return _signal_pid_file(str(config.get("MQTT_PID_FILE") or ""))
+    try:
+        done = subprocess.run(shlex.split(command), capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired, ValueError) as exc:
+        log.warning("broker_reload_failed: %s: %s", command, exc)
+        return False
+    if done.returncode != 0:
+        log.warning(
+            "broker_reload_failed: %s exited %d: %s",
+            command,
+            done.returncode,
+            done.stderr.decode(errors="replace").strip()[:200],
+        )
+        return False
+    log.info("broker reloaded (%s)", command)
+    return True
+
+
+def _signal_pid_file(pid_file: str) -> bool:
+    """SIGHUP to the process named in ``pid_file`` if it is a running Mosquitto (a stale
+    file naming some other process is left alone)."""
+    if not pid_file or not os.path.exists(pid_file):
+        return False
+    try:
+        pid = int(Path(pid_file).read_text().strip())
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
+    except (OSError, ValueError) as exc:
+        log.warning("broker_reload_failed: %s: no running process (%s)", pid_file, exc)
+        return False
+    if name != "mosquitto":
+        log.warning("broker_reload_failed: %s names pid %d, which is %r, not mosquitto", pid_file, pid, name)
+        return False
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:  # another user's Mosquitto: set MQTT_RELOAD_COMMAND instead
+        log.warning("broker_reload_failed: SIGHUP to mosquitto %d: %s", pid, exc)
+        return False
+    log.info("broker reloaded (SIGHUP to mosquitto %d)", pid)
+    return True
+
+
+def apply(conn: sqlite3.Connection, config: Mapping[str, Any]) -> bool:
+    """Rewrite the broker's files from the terminals table and reload the broker when a
+    reload command is configured; True when the broker has been told."""
+    write_broker_files(conn, BrokerFiles.from_config(config))
+    return reload_broker(config)

@@ -13,6 +13,14 @@ stable reason code, logged, stored in ``rejections`` and answered when the sende
 A revoked terminal's sales dated from its revocation on are rejected ``terminal_revoked``
 (logged, nothing applied, not quarantined), its other messages refused with that code
 (:mod:`server.registry.terminals` states the rule).
+
+**Key rotation** (:mod:`server.registry.rotation`): a message is verified with the
+terminal's current key, else its offered next key, else (for a grace period) the key
+before. A status signed with the current key while a rotation is under way is answered,
+after the commit, with the sealed next key on the terminal's retained ``down/rekey`` topic
+(at most every :data:`REKEY_REPEAT_S`); the first message signed with the next key completes
+the rotation in the same transaction, the offer is withdrawn and ``on_keys_changed`` (the
+service: rewrite the broker's password file and reload it) is called.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -28,6 +37,9 @@ from typing import NamedTuple
 from server.books import ledger
 from server.downstream.deltas import current_version, record_delta
 from server.infra import db as dbm
+from server.infra.metrics import ServerMetrics
+from server.infra.terminal_keys import CURRENT, NEXT
+from server.registry import rotation
 from server.registry.terminals import SecretBook, record_status, revoked_at
 from server.registry.updates import record_report
 from server.sales.apply import SaleApplier
@@ -36,14 +48,17 @@ from server.sales.reversals import ReversalApplier
 from shared.clock import Clock
 from shared.protocol import (
     Ack,
+    Envelope,
     ProtocolError,
     ReversalAck,
     ReversalBatch,
     SaleBatch,
+    ServerKey,
     Status,
     UpdateReport,
     open_envelope,
     seal_hmac,
+    seal_server,
     topics,
 )
 from shared.protocol.codec import parse_json
@@ -55,6 +70,7 @@ Publish = Callable[[str, bytes, bool], bool]
 Message = tuple[str, bytes]  # (topic, payload) as it came off the broker
 INGEST_CACHE_KIB = 65_536
 INGEST_WAL_AUTOCHECKPOINT_PAGES = 10_000
+REKEY_REPEAT_S = 30.0  # a terminal not taking its offered key is offered it again this often
 
 
 class Rejection(NamedTuple):
@@ -111,6 +127,9 @@ class IngestWorker:
         on_delta: Callable[[], None] | None = None,
         max_messages: int = 1024,
         max_bytes: int = 1_000_000,
+        server_key: ServerKey | None = None,
+        on_keys_changed: Callable[[], None] | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._conn = conn
         # The one writer's connection: a page cache large enough for the hot index pages,
@@ -122,9 +141,15 @@ class IngestWorker:
         self._clock = clock
         self._publish = publish
         self._on_delta = on_delta or (lambda: None)
+        self._server_key = server_key  # seals rekey offers; None: rotation offers only over HTTP
+        self._on_keys_changed = on_keys_changed or (lambda: None)
+        self.metrics = metrics
+        self._offered: dict[str, float] = {}  # terminal → monotonic time of its last rekey offer
+        self._arrivals: list[float] = []  # arrival times of the messages taken, in order
+        self._keys = _KeyEvents()
         self._book = SecretBook(conn)
         self._accounts = ledger.AccountCache()
-        self._queue: queue.Queue[Message | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
         # One transaction takes whatever has queued, up to these limits (~2,000 sales): many
         # sales per commit share the index pages each commit must write and fsync; at low load
         # the queue holds one or two messages and a transaction is that small.
@@ -141,7 +166,7 @@ class IngestWorker:
     def submit(self, topic: str, payload: bytes) -> None:
         """MQTT callback target: hand the message over, nothing else."""
         self.idle.clear()
-        self._queue.put((topic, payload))
+        self._queue.put((topic, payload, time.monotonic()))
 
     def start(self) -> IngestWorker:
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
@@ -178,7 +203,8 @@ class IngestWorker:
         ends there, or at the stop sentinel (which ends the loop too)."""
         item = self._queue.get()
         while item is not None:
-            yield item
+            self._arrivals.append(item[2])
+            yield item[0], item[1]
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -197,8 +223,13 @@ class IngestWorker:
                     self.idle.set()
 
     def _process_logged(self, batch: list[Message]) -> None:
+        arrivals, self._arrivals = self._arrivals[: len(batch)], self._arrivals[len(batch) :]
         try:
             self.process(batch)
+            if self.metrics is not None:
+                done = time.monotonic()
+                for t in arrivals:
+                    self.metrics.ingest_latency.observe(done - t)
         except sqlite3.Error:
             # nothing was committed and nothing acknowledged: terminals will resend
             log.exception("ingest: database error; %d messages left unacknowledged", len(batch))
@@ -229,6 +260,8 @@ class IngestWorker:
         now = self._clock.now_ms()
         replies: list[tuple[str, Ack | ReversalAck]] = []
         rejections: list[Rejection] = []
+        self._book.refresh()  # a rotation or revocation made by another process
+        keys = self._keys = _KeyEvents()
         try:
             with dbm.write_txn(self._conn):
                 applier, reversals, delta_recorded = self._apply(messages, now, replies, rejections)
@@ -239,6 +272,8 @@ class IngestWorker:
             self._accounts.rollback()  # accounts created in the failed txn do not exist
             raise
         self._accounts.commit()
+        if keys.completed:
+            self._book.refresh()  # acks from now on are signed with the new keys
         # committed: now, and only now, tell the terminals (and count: a group that failed
         # and is retried one by one is counted by the retries)
         self.stats.messages += len(messages)
@@ -286,6 +321,67 @@ class IngestWorker:
             self._publish(topics.ack(terminal_id), payload, False)
         if delta_recorded:
             self._on_delta()
+        self._count(applier, rejections)
+        self._rekey(keys)
+
+    def _count(self, applier: SaleApplier, rejections: list[Rejection]) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.sales.labels("applied").inc(applier.applied)
+        m.sales.labels("duplicate").inc(applier.duplicates)
+        m.sales.labels("rejected").inc(applier.rejected)
+        m.sales.labels("quarantined").inc(applier.quarantined)
+        for _sale_id, code, _detail in applier.held:
+            m.quarantined.labels(code).inc()
+        for r in rejections:
+            m.refused.labels(r.code).inc()
+
+    def _rekey(self, keys: _KeyEvents) -> None:
+        """After the commit: withdraw the offers of completed rotations, tell the service
+        (broker password file), and offer pending ones their next key."""
+        for terminal_id in keys.completed:
+            self._offered.pop(terminal_id, None)
+            log.info("ingest: terminal %s now signs with its new key (rotation complete)", terminal_id)
+            self._publish(topics.rekey(terminal_id), b"", True)  # clears the retained offer
+        if keys.completed:
+            self._on_keys_changed()
+        if self._server_key is None:
+            return
+        for terminal_id in keys.due - keys.completed:
+            last = self._offered.get(terminal_id)
+            if last is not None and time.monotonic() - last < REKEY_REPEAT_S:
+                continue
+            offer = rotation.offer(self._conn, terminal_id)
+            if offer is None:
+                continue
+            payload = seal_server("rekey", offer.to_body(), self._server_key, self._clock.now_ms())
+            if self._publish(topics.rekey(terminal_id), payload, True):
+                self._offered[terminal_id] = time.monotonic()
+                log.info("ingest: offered terminal %s its next key %s", terminal_id, offer.key_id)
+
+    def _open(self, payload: bytes, now: int) -> tuple[Envelope, str]:
+        """Open a message with the sender's current key, else its next or previous one;
+        returns the envelope and which key verified it."""
+        keys: list[tuple[str, bytes]] = []
+
+        def current(sender: str) -> bytes | None:
+            keys.extend(self._book.keys(sender, now))
+            return keys[0][1] if keys else None
+
+        try:
+            return open_envelope(payload, secret_for=current), CURRENT
+        except ProtocolError as exc:
+            if exc.code != "bad_signature" or len(keys) < 2:
+                raise
+            first = exc
+        for which, secret in keys[1:]:
+            try:
+                return open_envelope(payload, secret_for=lambda _s, k=secret: k), which
+            except ProtocolError as exc:
+                if exc.code != "bad_signature":
+                    raise
+        raise first
 
     def _apply(
         self,
@@ -298,14 +394,17 @@ class IngestWorker:
         any were decided) and whether a delta was recorded."""
         version = current_version(self._conn) + 1
         applier = SaleApplier(self._conn, now, version, self._accounts)
+        keys = self._keys  # rotations seen in this transaction (process() made it)
         slots: list[Slot] = []
         reversal_messages: list[ReversalMessage] = []
         for topic, payload in messages:
             claimed = topics.terminal_of(topic)
             try:
-                env = open_envelope(payload, secret_for=self._book.secret)
+                env, which = self._open(payload, now)
                 if claimed is None or env.sender != claimed:
                     raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
+                if which == NEXT and rotation.complete(self._conn, env.sender, now):
+                    keys.completed.add(env.sender)
                 # read per message, not cached: a revocation holds from the next message on
                 revoked = revoked_at(self._conn, env.sender)
                 if topic == topics.sales(claimed) and env.type == "sale_batch":
@@ -325,7 +424,9 @@ class IngestWorker:
                 elif revoked is not None:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
                 elif topic == topics.status(claimed) and env.type == "status":
-                    record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
+                    record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms, now)
+                    if which == CURRENT and self._book.rotation_pending(env.sender):
+                        keys.due.add(env.sender)
                 elif topic == topics.update_report(claimed) and env.type == "update_report":
                     # what became of an offered update: kept, then acknowledged (the ack of a
                     # "running" report is what keeps a new version on the terminal)
@@ -420,6 +521,15 @@ def _log_report(terminal_id: str, report: UpdateReport) -> None:
         f": {report.code} ({report.detail})" if report.code else "",
         report.running or "?",
     )
+
+
+@dataclass
+class _KeyEvents:
+    """Rotations seen in one transaction: completed (signed with the next key), and due an
+    offer (a status signed with the current key while a next key waits)."""
+
+    completed: set[str] = field(default_factory=set)
+    due: set[str] = field(default_factory=set)
 
 
 def _msg_id_of(payload: bytes) -> str:

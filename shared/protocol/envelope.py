@@ -48,6 +48,8 @@ MESSAGE_TYPES = frozenset(
         # reversals (冲正; shared.protocol.reversals)
         "reversal_batch",
         "reversal_ack",
+        # key rotation (shared.protocol.rekey)
+        "rekey",
     }
 )
 SERVER_SENDER = "server"

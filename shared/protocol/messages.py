@@ -375,11 +375,22 @@ class Status:
     # a random id per terminal process: two processes running one terminal's configuration
     # show up as two instances on its status topic (empty: not sent)
     instance: str = ""
+    # fleet health (issue 15), each sent only when known: the oldest unsent sale's time, the
+    # last moment the cache was known current, the disk under the journal (free and total)
+    # and the journal's size on disk, the terminal's last error (a stable code) and when
+    oldest_unsent_ms: int | None = None
+    last_sync_ms: int | None = None
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
+    journal_bytes: int | None = None
+    last_error: str | None = None
+    last_error_ms: int | None = None
 
     def to_body(self) -> dict[str, Any]:
         body = asdict(self)
-        if self.sync_fault is None:
-            del body["sync_fault"]
+        for optional in ("sync_fault", *_STATUS_HEALTH):
+            if body[optional] is None:
+                del body[optional]
         if not self.instance:
             del body["instance"]
         return body
@@ -398,7 +409,26 @@ class Status:
             software=req_str(body, "software", max_len=64, allow_empty=True),
             sync_fault=opt_str(body, "sync_fault", max_len=64),
             instance=req_str(body, "instance", max_len=32, allow_empty=True) if "instance" in body else "",
+            oldest_unsent_ms=opt_int(body, "oldest_unsent_ms"),
+            last_sync_ms=opt_int(body, "last_sync_ms"),
+            disk_free_bytes=opt_int(body, "disk_free_bytes"),
+            disk_total_bytes=opt_int(body, "disk_total_bytes"),
+            journal_bytes=opt_int(body, "journal_bytes"),
+            last_error=opt_str(body, "last_error", max_len=64),
+            last_error_ms=opt_int(body, "last_error_ms"),
         )
+
+
+# the health fields of a status, left out of the wire when unknown (an older terminal sends none)
+_STATUS_HEALTH = (
+    "oldest_unsent_ms",
+    "last_sync_ms",
+    "disk_free_bytes",
+    "disk_total_bytes",
+    "journal_bytes",
+    "last_error",
+    "last_error_ms",
+)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,11 @@ def backup(terminal_id: str) -> str:
     return f"{PREFIX}/t/{_check(terminal_id)}/down/backup"
 
 
+def rekey(terminal_id: str) -> str:
+    """The server's offer of a terminal's next key (retained; :mod:`shared.protocol.rekey`)."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/down/rekey"
+
+
 def terminal_of(topic: str) -> str | None:
     """The terminal id in a per-terminal topic, or None if the topic is not one."""
     parts = topic.split("/")
