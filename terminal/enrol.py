@@ -71,6 +71,8 @@ def enrol_terminal(
     answer = enrol(base, code, ca_file=ca_file)
     data = {k: answer.get(k) for k in _FROM_SERVER}
     data["server_url"] = data["server_url"] or base
+    if answer.get("release_public_key"):  # the pinned key of signed updates, when the server has one
+        data["release_public_key"] = answer["release_public_key"]
     data.update(extra)
     problem = check_settings(data)
     if problem:
