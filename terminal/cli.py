@@ -418,6 +418,7 @@ def resend(config_path: str, since_seq: int) -> None:
         )
 
 
+@main.command()
 @click.argument("code")
 @click.option(
     "--server", "server_url", required=True, help="The server, https://… (as this terminal reaches it)."
