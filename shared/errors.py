@@ -266,6 +266,12 @@ CATALOG: dict[str, ErrorSpec] = {
     "form_expired": ErrorSpec(
         "页面已过期，请刷新页面后重试", "the form has expired (CSRF check); reload the page"
     ),
+    # the web console's money pages (issue 14): a close confirms exactly what was previewed
+    "preview_outdated": ErrorSpec(
+        "预览之后数据已有变化，请重新核对预览后再确认",
+        "the figures changed after the preview; review the new preview and confirm again",
+        409,
+    ),
 }
 
 
