@@ -104,7 +104,7 @@ def home() -> str:
         quarters=recent_quarters(q),
         current_quarter=str(Quarter.of_ms(now)),
         statements=statements_of(ids),
-        items=shop_items(canteens),
+        shop_items=shop_items(canteens),
     )
 
 
