@@ -19,7 +19,9 @@ from server.closing.settlement import settlement_document
 from server.closing.statement_files import statement_csv
 from server.infra.db import open_db, write_txn
 from server.registry import operators
+from server.web.rehearsal import figures_digest, rehearse
 from shared.clock import ms_from_china
+from shared.errors import DomainError
 from tests.money_world import OPERATOR, MoneyWorld
 from tests.web_support import csrf_of, login, make_staff, post_form, text_of
 
@@ -395,3 +397,28 @@ def test_refunds_to_city_finance_are_shown_as_such(tmp_path, clock) -> None:  # 
 def test_a_year_not_yet_ended_is_refused_with_its_reason(city, admin) -> None:  # noqa: ANN001
     page = admin.get("/money/clearings?year=2026")
     assert page.status_code == 409 and "该期间尚未结束" in text_of(page) and "确认清零" not in text_of(page)
+
+
+# --- the rehearsal behind every preview -----------------------------------------------------
+
+
+def test_a_rehearsal_returns_the_result_and_keeps_none_of_its_writes(conn, city) -> None:  # noqa: ANN001
+    before = snapshot(conn)
+    done = rehearse(conn, lambda: city.allocate("U01", "2026Q1"))
+    assert done["total_fen"] == 60_000 and snapshot(conn) == before
+    with pytest.raises(DomainError) as refused:
+        rehearse(conn, lambda: (city.allocate("U02", "2026Q1"), city.allocate("U02", "2026Q1")))
+    assert refused.value.code == "already_exists" and snapshot(conn) == before
+    assert not conn.in_transaction
+
+
+def test_the_digest_covers_figures_not_times() -> None:
+    doc = {
+        "quarter": "2026Q1",
+        "closed_at_ms": 1,
+        "forced": False,
+        "statements": [{"net_fen": 5, "txn_id": 3}],
+    }
+    same = {**doc, "closed_at_ms": 2, "forced": True, "statements": [{"net_fen": 5, "txn_id": 9}]}
+    other = {**doc, "statements": [{"net_fen": 6, "txn_id": 3}]}
+    assert figures_digest(doc) == figures_digest(same) != figures_digest(other)

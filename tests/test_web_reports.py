@@ -251,6 +251,10 @@ def test_the_operators_page_shows_only_their_canteen(app, conn, clock, city) -> 
             "SELECT uuid FROM sales WHERE canteen_id = 'C02' AND holder_id = 'H002'"
         ).fetchone()[0]
         rate(conn, "H002", c02, 5, 5, "教育局食堂很好", clock.now_ms())
+        third = conn.execute(
+            "SELECT uuid FROM sales WHERE canteen_id = 'C01' AND holder_id = 'H003'"
+        ).fetchone()[0]
+        rate(conn, "H003", third, 1, 1, '=HYPERLINK("http://x","退钱")', clock.now_ms())
     operator = signed_in(app, conn, clock, "operator")
     home = operator.get("/")
     assert home.headers["Location"] == "/operator"  # an operator lands on their own page
@@ -263,4 +267,8 @@ def test_the_operators_page_shows_only_their_canteen(app, conn, clock, city) -> 
     ratings = text_of(operator.get("/operator/ratings"))
     assert "米饭偏硬" in ratings and "教育局食堂很好" not in ratings and "职工1" not in ratings
     lines = csv_lines(operator.get("/operator/ratings?format=csv"))
-    assert len(lines) == 2 and "米饭偏硬" in lines[1]
+    assert len(lines) == 3 and any("米饭偏硬" in line for line in lines)
+    assert any("'=HYPERLINK" in line for line in lines)  # a comment is never a formula
+    ws = sheet(operator.get("/operator/ratings?format=xlsx"))
+    comments = [c for row in ws.iter_rows(min_row=2) for c in row if c.value and "HYPERLINK" in str(c.value)]
+    assert len(comments) == 1 and comments[0].data_type == "s"

@@ -170,7 +170,7 @@ def score() -> Response | tuple[str, int]:
                     conn,
                     form.canteen_id.data,
                     form.quarter.data,
-                    form.score.data,
+                    int(form.score.data or 0),  # InputRequired: never None here
                     get_clock().now_ms(),
                     f"web:{principal().label}",
                 )

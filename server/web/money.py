@@ -211,7 +211,7 @@ def topup() -> Response | tuple[str, int]:
     form = TopupForm()
     if form.validate_on_submit():
         conn = get_db()
-        card_id = form.card_id.data.strip()
+        card_id = (form.card_id.data or "").strip()
         try:
             amount = parse_yuan(form.amount.data)
             card = require_card_access(conn, card_id)

@@ -262,7 +262,7 @@ def blocked() -> str | Response:
     units = unit_names()
     for c in data["cards"]:
         c["unit_name"] = units.get(c["unit_id"], c["unit_id"])
-        c["reasons_zh"] = "、".join(BLOCK_REASONS.get(r, r) for r in c["reasons"])
+        c["reasons_zh"] = "、".join(BLOCK_REASONS.get(str(r), str(r)) for r in c["reasons"])
     query = BLOCKED.query(request.args)
     if request.args.get("format"):
         return table_download(BLOCKED.table, rows_of(BLOCKED, data["cards"], query), "停用的卡")
