@@ -47,7 +47,7 @@ bench: install
 # the README's pictures of the web console (docs/screenshots/*.png), taken by the browser
 # journeys (tests/test_web_browser.py) in Debian's Chromium against a real server
 screenshots: install
-	CANTEEN_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_web_browser.py -q
+	CANTEEN_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_web_browser.py tests/test_web_money_browser.py -q
 
 # a longer fault-injection sweep: real processes, every fault kind, one run per seed;
 # reports the seeds tried and failed, exits non-zero on any failure

@@ -392,6 +392,12 @@ CATALOG: dict[str, ErrorSpec] = {
     "clock_offset_high": ErrorSpec("终端时钟偏差过大", "terminal clock offset beyond the limit"),
     "disk_nearly_full": ErrorSpec("终端磁盘将满", "terminal disk nearly full"),
     "software_outdated": ErrorSpec("终端软件版本过旧", "terminal runs an old software version"),
+    # the web console's money pages (issue 14): a close confirms exactly what was previewed
+    "preview_outdated": ErrorSpec(
+        "预览之后数据已有变化，请重新核对预览后再确认",
+        "the figures changed after the preview; review the new preview and confirm again",
+        409,
+    ),
 }
 
 

@@ -35,7 +35,9 @@ from tests.web_support import (
     text_of,
 )
 
-SAMPLE = {"holder_id": DINER_HOLDER}  # H00001: in U01, the clerk's unit; the diner's own
+# H00001: in U01, the clerk's unit, the diner's own; C01: U01's canteen, run by the operator's
+# company; 2025Q4 and 2025: ended, so their settlement and clearing pages show a preview
+SAMPLE = {"holder_id": DINER_HOLDER, "canteen_id": "C01", "quarter": "2025Q4", "year": "2025"}
 ROLES = [*STAFF, "diner"]
 # a POST that changes only the caller's own log-in (or none): open to every role
 SELF_SERVICE = {

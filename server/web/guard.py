@@ -78,13 +78,12 @@ def safe_next(target: str | None) -> str | None:
     return target if not parts.scheme and not parts.netloc else None
 
 
-# where each role lands after log-in (a page that role may open); the operator's own pages
-# come later in issue 14, until then they land on the canteen directory
+# where each role lands after log-in (a page that role may open)
 HOME = {
     "admin": "web_dashboard.dashboard",
     "auditor": "web_dashboard.dashboard",
     "clerk": "web_people.search",
-    "operator": "web_directory.directory",
+    "operator": "web_operator.home",
     "diner": "web_diner.home",
 }
 

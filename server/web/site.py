@@ -23,15 +23,35 @@ from flask import Blueprint, Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 
 from server.infra.keys import load_or_create_secret
-from server.web import auth_pages, dashboard, diner, directory, errors, fmt, people
+from server.web import (
+    auth_pages,
+    clerk,
+    dashboard,
+    diner,
+    directory,
+    errors,
+    fmt,
+    money,
+    operator,
+    people,
+    reports,
+    settle,
+    yearend,
+)
 from server.web.blueprint import csrf
 from server.web.guard import current_account, roles_of
 
 PAGE_MODULES = (auth_pages, dashboard, directory, diner, people)
+PAGE_MODULES += (money, settle, yearend, reports, clerk, operator)
 # the menu: (endpoint, label); shown to the roles the endpoint's page serves
 NAV: list[tuple[str, str]] = [
     ("web_dashboard.dashboard", "总览"),
     ("web_people.search", "人员"),
+    ("web_clerk.home", "本单位"),
+    ("web_operator.home", "本食堂"),
+    ("web_money.allocations", "经费"),
+    ("web_settle.settlements", "结算"),
+    ("web_reports.index", "报表"),
     ("web_diner.home", "我的账户"),
     ("web_directory.directory", "食堂名录"),
 ]
