@@ -23,14 +23,33 @@ from flask import Blueprint, Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 
 from server.infra.keys import load_or_create_secret
-from server.web import auth_pages, dashboard, diner, directory, errors, fmt, people
+from server.web import (
+    auth_pages,
+    canteens,
+    cards,
+    dashboard,
+    diner,
+    directory,
+    errors,
+    fmt,
+    leavers,
+    people,
+    roster_import,
+    terminals,
+    units,
+)
 from server.web.blueprint import csrf
 from server.web.guard import current_account, roles_of
 
 PAGE_MODULES = (auth_pages, dashboard, directory, diner, people)
+PAGE_MODULES += (units, canteens, terminals, roster_import, cards, leavers)
 # the menu: (endpoint, label); shown to the roles the endpoint's page serves
 NAV: list[tuple[str, str]] = [
     ("web_dashboard.dashboard", "总览"),
+    ("web_units.units", "单位"),
+    ("web_canteens.canteens", "食堂"),
+    ("web_terminals.fleet", "终端"),
+    ("web_leavers.refunds", "离职退款"),
     ("web_people.search", "人员"),
     ("web_diner.home", "我的账户"),
     ("web_directory.directory", "食堂名录"),
