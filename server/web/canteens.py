@@ -22,7 +22,7 @@ from typing import Any
 from flask import Response, flash, redirect, render_template, request, url_for
 from wtforms import BooleanField, IntegerField, StringField, TextAreaField
 from wtforms.fields import DecimalField
-from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, ValidationError
 
 from server.closing import quality
 from server.infra.db import write_txn
@@ -119,6 +119,8 @@ def _shown(field: str, value: Any) -> str:  # noqa: ANN401  # a stored value of 
         return yuan(int(value))
     if field == "self_operated":
         return "自营" if value else "外包"
+    if isinstance(value, float):
+        return f"{value:g}"
     return str(value)
 
 
@@ -135,7 +137,9 @@ def change_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                 label = MEAL_NAMES_ZH.get(period, period) + MEAL_FIELD_ZH.get(key, key)
             else:
                 label = FIELD_ZH.get(field, field)
-            changes.append({"label": label, "from": _shown(field, ch["from"]), "to": _shown(field, ch["to"])})
+            before, after = _shown(field, ch["from"]), _shown(field, ch["to"])
+            if before != after:  # a blank cell over nothing stored changes nothing people see
+                changes.append({"label": label, "from": before, "to": after})
         action = "新增" if c["canteen_id"] is None else ("变更" if changes else "无变化")
         out.append({"canteen": c["canteen"], "unit": c["unit"], "action": action, "changes": changes})
     return out
@@ -236,7 +240,7 @@ def _check_time(form: Form, field: Any) -> None:  # noqa: ANN401  # a WTForms fi
         try:
             minutes(field.data.strip().replace("：", ":"))
         except DomainError:
-            raise ValueError("时间格式应为 时:分，如 11:30") from None
+            raise ValidationError("时间格式应为 时:分，如 11:30") from None
 
 
 class MealsForm(Form):
