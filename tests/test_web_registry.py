@@ -197,6 +197,21 @@ def test_a_clerk_imports_only_their_own_unit_and_cannot_confirm_anothers_upload(
     assert snapshot(conn) == before
 
 
+def test_only_the_latest_upload_can_be_confirmed(clerk, conn) -> None:  # noqa: ANN001
+    first = digest_of(text_of(upload(clerk, "/roster/import", ROSTER_GOOD)))
+    second = digest_of(text_of(upload(clerk, "/roster/import", ROSTER_GOOD.replace("孙三", "孙叁"))))
+    assert first != second
+    before = snapshot(conn)
+    old = post_form(clerk, "/roster/import/confirm", {"digest": first}, page="/roster/import")
+    assert old.status_code == 400 and "上传的文件已失效" in text_of(old)
+    assert snapshot(conn) == before
+    assert (
+        post_form(clerk, "/roster/import/confirm", {"digest": second}, page="/roster/import").status_code
+        == 302
+    )
+    assert conn.execute("SELECT name FROM holders WHERE staff_no = 'CZ103'").fetchone()[0] == "孙叁"
+
+
 def test_a_file_that_is_no_text_is_refused_beside_the_file_field(clerk, conn) -> None:  # noqa: ANN001
     page = upload(clerk, "/roster/import", b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x81\x00")
     assert page.status_code == 400

@@ -195,31 +195,34 @@ def preview(
 def confirm(
     importer: Importer, conn: sqlite3.Connection, account_id: int, digest: str, now_ms: int
 ) -> Outcome:
-    """Import the kept file named ``digest`` exactly as previewed, or nothing (see module doc)."""
-    row = conn.execute(
-        "SELECT text, options_json, preview FROM web_uploads "
-        "WHERE account_id = ? AND kind = ? AND digest = ? AND created_at_ms >= ?",
-        (account_id, importer.kind, digest, now_ms - KEEP_MS),
-    ).fetchone()
-    if row is None:
-        raise DomainError("upload_expired", f"no kept {importer.kind} upload {digest[:12]}")
-    options = json.loads(row["options_json"])
+    """Import the kept file named ``digest`` exactly as previewed, or nothing (see module doc).
+    The kept file is read and removed in the import's own transaction: two confirms of one
+    file (a double click, a reload) import it once, the second finds it gone."""
+    kept: sqlite3.Row | None = None
     try:
         with write_txn(conn):
-            report = importer.run(conn, row["text"], now_ms, False, options)
-            if report_digest(report) != row["preview"]:
+            kept = conn.execute(
+                "SELECT text, options_json, preview FROM web_uploads "
+                "WHERE account_id = ? AND kind = ? AND digest = ? AND created_at_ms >= ?",
+                (account_id, importer.kind, digest, now_ms - KEEP_MS),
+            ).fetchone()
+            if kept is None:
+                raise DomainError("upload_expired", f"no kept {importer.kind} upload {digest[:12]}")
+            report = importer.run(conn, kept["text"], now_ms, False, json.loads(kept["options_json"]))
+            if report_digest(report) != kept["preview"]:
                 raise DomainError("import_changed", f"{importer.kind} report differs from its preview")
             _forget(conn, account_id, importer.kind)
     except DomainError as exc:
-        if exc.code not in ("import_changed", "import_rejected"):
+        if kept is None or exc.code not in ("import_changed", "import_rejected"):
             raise
         # the data changed since the preview: nothing was applied; show what the file would
         # do now, and keep the file with that preview for the next confirm
-        outcome = _dry_run(importer, conn, row["text"], now_ms, options)
+        options = json.loads(kept["options_json"])
+        outcome = _dry_run(importer, conn, kept["text"], now_ms, options)
         outcome.changed = True
         if outcome.report is not None:
             outcome.digest = digest
-            _keep(conn, account_id, importer.kind, digest, row["text"], options, outcome.report, now_ms)
+            _keep(conn, account_id, importer.kind, digest, kept["text"], options, outcome.report, now_ms)
         else:
             with write_txn(conn):
                 _forget(conn, account_id, importer.kind)
