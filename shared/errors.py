@@ -308,7 +308,6 @@ CATALOG: dict[str, ErrorSpec] = {
         "the data changed since the preview: nothing was imported; check the new preview and confirm again",
         409,
     ),
-    "confirm_required": ErrorSpec("请勾选确认后再提交", "tick the confirmation box to go ahead"),
 }
 
 
