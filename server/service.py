@@ -138,6 +138,8 @@ class ServerService:
         ).start()
         self.presence.start(self.link)
         self.link.start()
+        # the web console's fleet page shows this process's broker link and presence heartbeat
+        self.app.extensions["canteen_service"] = self
         self.link.wait_connected(10)
         return self
 

@@ -398,6 +398,17 @@ CATALOG: dict[str, ErrorSpec] = {
         "the figures changed after the preview; review the new preview and confirm again",
         409,
     ),
+    # the web console's imports: preview, then confirm exactly what was previewed (issue 14)
+    "upload_expired": ErrorSpec(
+        "上传的文件已失效（已导入、已被新上传的文件替代或超过一天），请重新上传",
+        "the uploaded file is gone (imported, replaced by a newer upload, or a day old): upload it again",
+        410,
+    ),
+    "import_changed": ErrorSpec(
+        "预览之后数据已有变化，未导入任何数据；请核对新的预览后再确认",
+        "the data changed since the preview: nothing was imported; check the new preview and confirm again",
+        409,
+    ),
 }
 
 

@@ -93,9 +93,11 @@ class Site:
 
 
 @pytest.fixture(scope="module")
-def site(broker, tmp_path_factory) -> Iterator[Site]:  # noqa: ANN001
+def site(broker, tmp_path_factory, request) -> Iterator[Site]:  # noqa: ANN001
     work = tmp_path_factory.mktemp("web")
-    with Cluster(work, broker=broker, terminal_prefix=f"W{os.getpid()}") as cluster:
+    # terminal ids unique per module using this fixture: the broker (and what it retains) is shared
+    prefix = f"W{os.getpid()}-{request.module.__name__.rsplit('_', 1)[-1][:8]}"
+    with Cluster(work, broker=broker, terminal_prefix=prefix) as cluster:
         conn = cluster.db()
         now = SystemClock().now_ms()
         world = demo_world(conn, now, diners=12, quarter=str(Quarter.of_ms(now)))

@@ -21,6 +21,9 @@ import re
 
 import pytest
 
+from server.infra.db import write_txn
+from server.registry import funds, leavers
+from server.registry.terminals import provision
 from server.web.guard import roles_of
 from tests.helpers import populated
 from tests.web_support import (
@@ -38,6 +41,10 @@ from tests.web_support import (
 # H00001: in U01, the clerk's unit, the diner's own; C01: U01's canteen, run by the operator's
 # company; 2025Q4 and 2025: ended, so their settlement and clearing pages show a preview
 SAMPLE = {"holder_id": DINER_HOLDER, "canteen_id": "C01", "quarter": "2025Q4", "year": "2025"}
+# the registry's pages (all in U01 or its canteen C01): H00001's card, the refund request of a
+# leaver of U01 and a terminal, both made by the fixture
+SAMPLE |= {"card_id": "C00001", "request_id": "1", "terminal_id": "T0001", "unit_id": "U01"}
+SAMPLE |= {"canteen_id": "C01", "sku": "tissue"}
 ROLES = [*STAFF, "diner"]
 # a POST that changes only the caller's own log-in (or none): open to every role
 SELF_SERVICE = {
@@ -70,6 +77,11 @@ def fill(rule: str) -> str:
 @pytest.fixture
 def clients(app, conn, clock):  # noqa: ANN001, ANN201
     populated(conn, clock.now_ms())
+    with write_txn(conn):  # a leaver of U01 whose refund waits (request 1), and a terminal
+        funds.topup(conn, "C00004", 1_000, clock.now_ms(), ref="roles-leaver")
+        leavers.leave(conn, "H00004", clock.now_ms())
+        leavers.request_refund(conn, "H00004", clock.now_ms(), "test", bank_account="6217003320001234567")
+        provision(conn, "C01", clock.now_ms(), "00" * 32, terminal_id="T0001")
     out = {}
     for role in STAFF:
         make_staff(conn, role, clock.now_ms())

@@ -52,6 +52,18 @@ class Principal:
     label: str = field(default="", compare=False)
 
 
+def actor_of(who: Principal) -> str:
+    """Who is acting, for records such as refund requests: 'admin', 'clerk:U01' …"""
+    scope = who.unit_id or who.operator or who.holder_id
+    return f"{who.role}:{scope}" if scope else who.role
+
+
+def actor_id_of(who: Principal) -> str:
+    """Who is acting, down to the token or web account: 'admin[张三]#3fa9c2d1e0b4'. Used where
+    two people must be told apart (a bank account change, the two approvals of a refund)."""
+    return actor_of(who) + (f"[{who.label}]" if who.label else "") + f"#{who.token_id}"
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

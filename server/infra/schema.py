@@ -915,3 +915,23 @@ MIGRATIONS.append(
     ALTER TABLE terminals ADD COLUMN last_seen_ms INTEGER;
     """
 )
+
+MIGRATIONS.append(
+    # 22: an import file uploaded to the web console, kept between its preview and the confirm
+    # (server.web.imports): by who uploaded it, what kind of import and the SHA-256 of its
+    # bytes; ``text`` is the file as read (UTF-8 or GBK decoded), ``preview`` the digest of the
+    # report the preview showed, so the confirm applies exactly what was previewed or nothing.
+    # Removed when confirmed, replaced by the next upload of the same kind, gone after a day.
+    """
+    CREATE TABLE web_uploads (
+        account_id     INTEGER NOT NULL REFERENCES web_accounts(id),
+        kind           TEXT NOT NULL,
+        digest         TEXT NOT NULL,
+        text           TEXT NOT NULL,
+        options_json   TEXT NOT NULL DEFAULT '{}',
+        preview        TEXT NOT NULL,
+        created_at_ms  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, kind)
+    ) STRICT;
+    """
+)

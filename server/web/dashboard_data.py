@@ -58,6 +58,11 @@ def sales_by_slot(
     return amounts
 
 
+def is_online(state: str, last_status_ms: int | None, now_ms: int) -> bool:
+    """A terminal is online when its last status said so within :data:`ONLINE_WITHIN_MS`."""
+    return state == "online" and last_status_ms is not None and now_ms - last_status_ms <= ONLINE_WITHIN_MS
+
+
 def terminals(conn: sqlite3.Connection, now_ms: int) -> list[dict[str, Any]]:
     """Every terminal in service: online or not, when it was last heard, unsent sales and its
     clock's offset from the server, as its last heartbeat said."""
@@ -69,7 +74,7 @@ def terminals(conn: sqlite3.Connection, now_ms: int) -> list[dict[str, Any]]:
     ):
         status = json.loads(r["last_status_json"]) if r["last_status_json"] else {}
         heard = r["last_status_ms"]
-        online = r["state"] == "online" and heard is not None and now_ms - heard <= ONLINE_WITHIN_MS
+        online = is_online(r["state"], heard, now_ms)
         out.append(
             {
                 "terminal_id": r["id"],

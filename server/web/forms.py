@@ -57,3 +57,16 @@ def refuse(form: FlaskForm, exc: DomainError, field_name: str | None = None) -> 
 def status_of(form: FlaskForm) -> int:
     """200 for a form shown fresh, 400 for one sent back with reasons."""
     return 400 if form.errors else 200
+
+
+def explain(exc: DomainError) -> str:
+    """:func:`refusal_text`, with the English detail beside it when the refusal has no Chinese
+    detail of its own (many registry checks say *which* rule only in English)."""
+    text = refusal_text(exc)
+    return text + (f"（{exc.detail}）" if not exc.context.get("zh") and exc.detail else "")
+
+
+def refuse_explained(form: FlaskForm, exc: DomainError, field_name: str | None = None) -> None:
+    """:func:`refuse` with :func:`explain`'s text."""
+    name = field_name or exc.context.get("field")
+    add_error(form, name if isinstance(name, str) else None, explain(exc))

@@ -1,5 +1,9 @@
 """People (staff side): search cardholders, open one, print a diner's activation code.
 
+A person's page also carries the card, bank account and leaver forms of
+:mod:`server.web.person_forms` (their views: :mod:`server.web.cards`, :mod:`server.web.leavers`);
+:func:`render_person` draws it, with a refused form's reasons beside its fields.
+
 The patterns the other console pages follow, in one module:
 
 * a **table** sorted, searched and paged by the server, with **CSV / Excel downloads** of the
@@ -12,6 +16,8 @@ The patterns the other console pages follow, in one module:
 
 from __future__ import annotations
 
+import sqlite3
+
 from flask import Response, render_template, request
 
 from server.books import ledger
@@ -19,9 +25,10 @@ from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from server.infra.scope import principal, require_holder_access, unit_filter
 from server.registry.people import holder_json
-from server.web import accounts, history
+from server.web import accounts, history, person_forms
 from server.web.blueprint import web_blueprint
 from server.web.downloads import table_download
+from server.web.forms import Form
 from server.web.guard import page
 from server.web.tables import Column, Table, TableQuery, fetch, fetch_all, like
 
@@ -81,20 +88,37 @@ def search() -> str | Response:
 def person(holder_id: str) -> str | Response:
     conn = get_db()
     row = require_holder_access(conn, holder_id)
-    query = TableQuery.from_args(history.HISTORY, request.args)
     if request.args.get("format"):
+        query = TableQuery.from_args(history.HISTORY, request.args)
         rows = history.decorate(fetch_all(conn, history.HISTORY, query, history.WHERE, [holder_id]))
         return table_download(history.HISTORY, rows, f"消费记录-{row['staff_no'] or holder_id}")
+    return render_person(conn, row)[0]
+
+
+def render_person(conn: sqlite3.Connection, row: sqlite3.Row, **forms: Form) -> tuple[str, int]:
+    """The person's page; ``forms``: a form sent back with its reasons (400), the others empty.
+    Its card, bank account and leaver forms are :mod:`server.web.person_forms`."""
+    holder_id = row["id"]
+    now = get_clock().now_ms()
+    query = TableQuery.from_args(history.HISTORY, request.args)
     sales = fetch(conn, history.HISTORY, query, history.WHERE, [holder_id])
     history.decorate(sales.rows)
     unit = conn.execute("SELECT name FROM units WHERE id = ?", (row["unit_id"],)).fetchone()
-    return render_template(
+    holder = holder_json(conn, row)
+    shown = {**person_forms.default_forms(holder), **forms}
+    person_forms.card_choices(shown["replace"], holder)  # type: ignore[arg-type]
+    html = render_template(
         "web/person.html",
-        holder=holder_json(conn, row),
+        holder=holder,
         unit_name=unit["name"] if unit else row["unit_id"],
         sales=sales,
-        web_login=accounts.activation_state(conn, holder_id, get_clock().now_ms()),
+        web_login=accounts.activation_state(conn, holder_id, now),
+        forms=shown,
+        replaceable=person_forms.replaceable(holder["cards"]),
+        refunds=person_forms.refund_requests(conn, holder_id, now),
+        may_act=principal().role in ("admin", "clerk"),
     )
+    return html, 400 if any(f.errors for f in forms.values()) else 200
 
 
 @bp.post("/people/<holder_id>/activation")

@@ -25,17 +25,23 @@ from flask.sessions import SecureCookieSessionInterface
 from server.infra.keys import load_or_create_secret
 from server.web import (
     auth_pages,
+    canteens,
+    cards,
     clerk,
     dashboard,
     diner,
     directory,
     errors,
     fmt,
+    leavers,
     money,
     operator,
     people,
     reports,
+    roster_import,
     settle,
+    terminals,
+    units,
     yearend,
 )
 from server.web.blueprint import csrf
@@ -43,9 +49,14 @@ from server.web.guard import current_account, roles_of
 
 PAGE_MODULES = (auth_pages, dashboard, directory, diner, people)
 PAGE_MODULES += (money, settle, yearend, reports, clerk, operator)
+PAGE_MODULES += (units, canteens, terminals, roster_import, cards, leavers)
 # the menu: (endpoint, label); shown to the roles the endpoint's page serves
 NAV: list[tuple[str, str]] = [
     ("web_dashboard.dashboard", "总览"),
+    ("web_units.units", "单位"),
+    ("web_canteens.canteens", "食堂"),
+    ("web_terminals.fleet", "终端"),
+    ("web_leavers.refunds", "离职退款"),
     ("web_people.search", "人员"),
     ("web_clerk.home", "本单位"),
     ("web_operator.home", "本食堂"),
