@@ -218,8 +218,8 @@ def provision() -> Response | tuple[str, int]:
             )
             refuse_explained(form, exc, field)
             return _new_page(conn, form)
-        # the broker learns the new user once it re-reads its files (SIGHUP)
-        broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
+        # the broker learns the new user: files rewritten, broker reloaded (MQTT_RELOAD_COMMAND or SIGHUP)
+        broker_users.apply(conn, current_app.config)
         html = render_template(
             "registry/terminal_config.html",
             output=output,
