@@ -29,7 +29,7 @@ from wtforms.validators import DataRequired, Length, Optional, Regexp
 
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.registry import broker_users, terminals, updates
+from server.registry import broker_users, enrolment, terminals, updates
 from server.web.blueprint import web_blueprint
 from server.web.dashboard_data import is_online
 from server.web.downloads import table_download
@@ -148,9 +148,9 @@ def terminal(terminal_id: str) -> Response | tuple[str, int]:
     t = _terminal(conn, terminal_id)
     form = RevokeForm()
     if t["state"] != "revoked" and request.method == "POST" and form.validate_on_submit():
-        with write_txn(conn):
-            terminals.revoke(conn, terminal_id, get_clock().now_ms())
-        broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
+        with write_txn(conn):  # as revoke-terminal: a waiting enrolment code is cancelled too
+            enrolment.retire(conn, terminal_id, get_clock().now_ms())
+        broker_users.apply(conn, current_app.config)  # files rewritten, broker reloaded
         flash(
             f"终端 {terminal_id} 已停用：服务器不再接受它此刻之后的消费和请求。"
             f"消息服务器重新读取用户文件后即断开它（{broker_users.RELOAD_HINT}）。",
