@@ -64,7 +64,8 @@ class DayClose:
         names = {sku: item.name for sku, item in self.terminal.rules()[0].items.items()}
         with self._lock, write_txn(self.store.conn) as conn:
             prev = conn.execute(
-                "SELECT number, seq_to, closed_at_ms, report_json FROM day_closes ORDER BY number DESC LIMIT 1"
+                "SELECT number, seq_to, closed_at_ms, report_json FROM day_closes "
+                "ORDER BY number DESC LIMIT 1"
             ).fetchone()
             number, seq_from = (prev[0] + 1, prev[1] + 1) if prev else (1, 1)
             seq_to = max(
@@ -83,7 +84,8 @@ class DayClose:
             ).fetchone()[0]
             rev_from, rev_to = reversal_range(conn, prev)
             reversals = conn.execute(
-                "SELECT seq, amount_fen, method, status FROM reversals WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                "SELECT seq, amount_fen, method, status FROM reversals "
+                "WHERE seq BETWEEN ? AND ? ORDER BY seq",
                 (rev_from, rev_to),
             ).fetchall()
             rev_unsent = conn.execute(
