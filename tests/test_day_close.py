@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from server.cli.root import main
 from server.closing import day_closes
@@ -28,6 +30,7 @@ from simulator.harness.driver import Harness
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from terminal.devices import Order
+from terminal.totals import summarize
 from terminal.zreport import ZReport, build, render_zh
 from tests.helpers import sale, signed_batch, terminal
 from tests.test_quarantine import City
@@ -487,3 +490,80 @@ def test_a_close_on_the_device_after_a_reversal_shows_it_and_agrees_with_the_tot
         assert (z3.rev_seq_from, z3.rev_seq_to, z3.reversals.amount_fen, z3.net_fen) == (2, 2, 800, -800)
     finally:
         counter.close()
+
+
+# a sale's terminal status: applied, not answered yet, held for review, or refused
+_SALE_STATES = st.sampled_from(
+    [("applied", None), ("pending", None), ("rejected", "sale_price_mismatch"), ("rejected", "card_blocked")]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(1, 5000),
+            st.sampled_from(["card", "qr"]),
+            _SALE_STATES,
+            st.sampled_from([None, "new", "applied", "rejected"]),  # its reversal, if any
+        ),
+        max_size=12,
+    )
+)
+def test_the_z_report_and_the_days_totals_differ_only_by_what_the_server_refused(
+    day: list[tuple[int, str, tuple[str, str | None], str | None]],
+) -> None:
+    """One close covering the whole day: the Z-report counts what the till did, the totals
+    what stands. Sales: the totals plus those the server held or refused. Reversals: the
+    totals plus those the server refused and those of sales it refused (they take nothing
+    off a sale that did not stand). Equal when the server refused nothing."""
+    sales = [
+        {
+            **journal_row(
+                Sale("T1", n, f"u{n}", "C1", "C01", amount, NOON + n, method=method, kind="shop"),
+                status,
+                reason,
+            ),
+            "visitor": 0,
+            "offline": 0,
+        }
+        for n, (amount, method, (status, reason), _) in enumerate(day, 1)
+    ]
+    revs = [
+        {"seq": k, "amount_fen": amount, "method": method, "status": rstatus, "sale_status": status}
+        for k, (amount, method, (status, _), rstatus) in enumerate((d for d in day if d[3] is not None), 1)
+    ]
+    z = build(
+        number=1,
+        terminal_id="T1",
+        canteen_id="C01",
+        closed_at_ms=NOON + 3_600_000,
+        closed_by="OP1",
+        seq_from=1,
+        seq_to=len(sales),
+        sales=sales,
+        item_names={},
+        declines=0,
+        unsent=0,
+        rev_seq_from=1,
+        rev_seq_to=len(revs),
+        reversals=revs,
+    )
+    t = summarize(
+        "2026-11-26", "C01", "T1", sales, [], unsent_sales=0, last_sync_ms=None, online=True, reversals=revs
+    )
+    refused = t.held_by_server.amount_fen + t.rejected_by_server.amount_fen
+    assert z.sales.amount_fen == t.total.amount_fen + refused
+    assert z.sales.count == t.total.count + t.held_by_server.count + t.rejected_by_server.count
+    of_refused_sales = sum(
+        r["amount_fen"] for r in revs if r["sale_status"] == "rejected" and r["status"] != "rejected"
+    )
+    assert (
+        z.reversals.amount_fen
+        == t.reversals.amount_fen + z.reversals_rejected_by_server.amount_fen + of_refused_sales
+    )
+    if not refused and not z.reversals_rejected_by_server.count:
+        assert (z.sales.amount_fen, z.reversals.amount_fen, z.net_fen) == (
+            t.total.amount_fen,
+            t.reversals.amount_fen,
+            t.net_fen,
+        )
