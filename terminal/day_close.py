@@ -3,8 +3,10 @@
 :meth:`DayClose.close` (the operator chose 日结 on the device, :mod:`terminal.operator_menu`):
 
 1. in one durable transaction, numbers the close (1, 2, 3 … per terminal), takes the sales
-   journaled since the previous close (by sequence number) and stores the report
-   (:mod:`terminal.zreport`) in ``day_closes`` — kept for good;
+   journaled since the previous close (by sequence number) and the reversals (冲正) made
+   since it (by the reversals' own sequence number, up to the last one announced:
+   :mod:`terminal.zreport` says why) and stores the report in ``day_closes`` — kept for
+   good (the reversal range lives in the report's JSON: no column needed);
 2. writes it as files beside the database (``z-reports/Z0001-2026-01-06.txt`` in Chinese,
    and ``.json``; ``z_report_dir`` in the terminal config names another folder);
 3. shows it on the customer display and tells listeners (``day_close`` event);
@@ -62,7 +64,8 @@ class DayClose:
         names = {sku: item.name for sku, item in self.terminal.rules()[0].items.items()}
         with self._lock, write_txn(self.store.conn) as conn:
             prev = conn.execute(
-                "SELECT number, seq_to, closed_at_ms FROM day_closes ORDER BY number DESC LIMIT 1"
+                "SELECT number, seq_to, closed_at_ms, report_json FROM day_closes "
+                "ORDER BY number DESC LIMIT 1"
             ).fetchone()
             number, seq_from = (prev[0] + 1, prev[1] + 1) if prev else (1, 1)
             seq_to = max(
@@ -79,6 +82,15 @@ class DayClose:
             unsent = conn.execute(
                 "SELECT count(*) FROM outbox WHERE seq BETWEEN ? AND ?", (seq_from, seq_to)
             ).fetchone()[0]
+            rev_from, rev_to = reversal_range(conn, prev)
+            reversals = conn.execute(
+                "SELECT seq, amount_fen, method, status FROM reversals "
+                "WHERE seq BETWEEN ? AND ? ORDER BY seq",
+                (rev_from, rev_to),
+            ).fetchall()
+            rev_unsent = conn.execute(
+                "SELECT count(*) FROM reversal_outbox WHERE seq BETWEEN ? AND ?", (rev_from, rev_to)
+            ).fetchone()[0]
             z = build(
                 number=number,
                 terminal_id=config.terminal_id,
@@ -91,7 +103,10 @@ class DayClose:
                 item_names=names,
                 declines=int(declines),
                 unsent=int(unsent),
-                reversals=self.reversal_rows(conn, prev[2] if prev else None, now),
+                rev_seq_from=rev_from,
+                rev_seq_to=rev_to,
+                reversals=[dict(r) for r in reversals],
+                reversals_unsent=int(rev_unsent),
             )
             conn.execute(
                 "INSERT INTO day_closes(number, closed_at_ms, seq_from, seq_to, report_json) "
@@ -111,16 +126,6 @@ class DayClose:
         self.terminal.on_event({"event": "day_close", "number": number, "file": str(path), **_summary(z)})
         self._wake.set()
         return z
-
-    def reversal_rows(
-        self, conn: sqlite3.Connection, since_ms: int | None, until_ms: int
-    ) -> list[dict[str, Any]]:
-        """REVERSALS (冲正): the reversal records this close covers — those made after the
-        previous close (``since_ms``; None: the first close) up to this one — as rows with
-        an ``amount_fen`` (:func:`terminal.zreport.reversal_totals`). Reversals are built
-        apart; until they are wired in here there are none."""
-        del conn, since_ms, until_ms
-        return []
 
     def _write_files(self, z: ZReport) -> Path:
         folder = report_folder(self.terminal.config)
@@ -203,6 +208,31 @@ class DayClose:
         self.store.close()
 
 
+def reversal_range(conn: sqlite3.Connection, prev: sqlite3.Row | None) -> tuple[int, int]:
+    """The reversal seq range of the next close (``prev``: the previous close's row with its
+    ``report_json`` and ``closed_at_ms``, None for the first): from the one after the
+    previous close's ``rev_seq_to`` to the last reversal before the first one not yet
+    announced (one being made — a gateway refund under way — belongs to the next close).
+    A previous close made before reversals were wired in has no ``rev_seq_to``: it covered
+    none, so the range starts after the reversals made before it closed (by time)."""
+    if prev is None:
+        start = 1
+    else:
+        last = json.loads(prev["report_json"]).get("rev_seq_to")
+        if last is None:
+            last = conn.execute(
+                "SELECT coalesce(max(seq), 0) FROM reversals WHERE occurred_at_ms <= ?",
+                (prev["closed_at_ms"],),
+            ).fetchone()[0]
+        start = int(last) + 1
+    end = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM reversals WHERE seq < "
+        "coalesce((SELECT min(seq) FROM reversals WHERE announced = 0), ?)",
+        (2**62,),
+    ).fetchone()[0]
+    return start, max(int(end), start - 1)
+
+
 def kept_closes(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every close kept in a terminal database, oldest first: the report, when the server
     received it (None: not yet) and what it answered."""
@@ -217,6 +247,7 @@ def _summary(z: ZReport) -> dict[str, Any]:
     return {
         "sales_count": z.sales.count,
         "sales_fen": z.sales.amount_fen,
+        "reversals_count": z.reversals.count,
         "reversals_fen": z.reversals.amount_fen,
         "net_fen": z.net_fen,
         "unsent": z.unsent,

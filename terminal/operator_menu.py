@@ -11,11 +11,13 @@ key  does
 2    切换模式: meals ↔ shop (:class:`terminal.shop_flow.ShopFlow`)
 3    日结: after ``#`` to confirm, the day close — the Z-report numbered, kept, shown and
      sent (:class:`terminal.day_close.DayClose`)
+4    冲正: the reversal desk (:class:`terminal.reversal_desk.ReversalDesk`), which asks for
+     the operator card and PIN itself — the same as key B (only when the loop has a desk)
 \\*   leave the menu (so does 30 s without a key)
 ===  =====================================================================================
 
-:attr:`OperatorMenu.entries` is a list, so another action for operators (a reversal, 冲正)
-joins the menu as one more :class:`MenuEntry` without touching these.
+:attr:`OperatorMenu.entries` is a list, so another action for operators joins the menu as
+one more :class:`MenuEntry` without touching these.
 """
 
 from __future__ import annotations

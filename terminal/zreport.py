@@ -10,12 +10,27 @@ a close and compare its own figures with these (:mod:`server.closing.day_closes`
 * ``sales`` — every sale this terminal approved in the range (the diner was told 支付成功),
   whatever the server later made of it; by meal period (``shop`` for the shop), by payment
   method, and for the shop by item (quantity and amount at the prices charged);
-* ``reversals`` — **the place reversals (冲正) join the close**: zero until the reversal
-  records exist (:func:`reversal_totals`); ``net`` = sales − reversals;
+* ``reversals`` — the reversals (冲正) this terminal made in the close's *reversal* range
+  ``rev_seq_from ≤ reversal seq ≤ rev_seq_to`` (see below), whatever the server later made
+  of them: count and amount, and by payment method (the sale's); ``net`` = sales −
+  reversals. Those the server had refused at the close are also counted apart
+  (``reversals_rejected_by_server``, still in ``reversals``: the till gave the money back);
 * what the server had already answered at the close: sales it ``held`` for review
   (quarantined) or ``rejected`` — counted in ``sales`` all the same (the till took them);
 * ``unsent`` — sales of the range not yet acknowledged by the server at the close;
-* ``declines`` — refused taps since the previous close.
+* ``declines`` — refused taps since the previous close;
+* ``reversals_unsent`` — reversals of the range not yet finally answered by the server.
+
+**Which reversals a close covers.** A reversal is a record of its own with its own sequence
+number (gap-free per terminal, :mod:`terminal.reversals`), independent of the sales': a
+reversal belongs to the close in whose range its *own* seq lies — from the one after the
+previous close's ``rev_seq_to`` to the last reversal announced (冲正成功 shown) when the
+operator closed; a reversal still being made (journaled, not yet announced: a digital RMB
+refund under way, which may yet be dropped) ends the range before it and falls to the next
+close. So a reversal made after a close counts in the next one even when its sale was in an
+earlier close, and no reversal is counted twice or skipped. The range is kept in the report
+like the sales' (``rev_seq_from``/``rev_seq_to``); a close made before reversals were wired
+in has neither (None) and no reversals.
 """
 
 from __future__ import annotations
@@ -55,8 +70,8 @@ class ZReport:
     first_sale_ms: int | None = None
     last_sale_ms: int | None = None
     sales: Line = field(default_factory=Line)
-    # REVERSALS (冲正): the reversal records of the range go here (count, amount); until
-    # they exist this stays zero. ``net`` subtracts it; the server compares it too.
+    # 冲正: the reversals with rev_seq_from <= seq <= rev_seq_to (module doc); ``net``
+    # subtracts them; the server compares them with those it applied.
     reversals: Line = field(default_factory=Line)
     by_period: dict[str, Line] = field(default_factory=dict)
     by_method: dict[str, Line] = field(default_factory=dict)
@@ -65,6 +80,12 @@ class ZReport:
     rejected_by_server: Line = field(default_factory=Line)
     unsent: int = 0
     declines: int = 0
+    # optional on the wire: a close made before reversals were wired in has none of these
+    rev_seq_from: int | None = None
+    rev_seq_to: int | None = None  # rev_seq_from - 1 when the range holds no reversal
+    reversals_by_method: dict[str, Line] = field(default_factory=dict)
+    reversals_rejected_by_server: Line = field(default_factory=Line)
+    reversals_unsent: int = 0
 
     @property
     def net_fen(self) -> int:
@@ -82,22 +103,31 @@ class ZReport:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> ZReport:
         d = {k: v for k, v in d.items() if k != "net_fen"}
-        for key in ("sales", "reversals", "held_by_server", "rejected_by_server"):
-            d[key] = Line(**d[key])
-        d["by_period"] = {k: Line(**v) for k, v in d["by_period"].items()}
-        d["by_method"] = {k: Line(**v) for k, v in d["by_method"].items()}
+        for key in (
+            "sales",
+            "reversals",
+            "held_by_server",
+            "rejected_by_server",
+            "reversals_rejected_by_server",
+        ):
+            if key in d:
+                d[key] = Line(**d[key])
+        for key in ("by_period", "by_method", "reversals_by_method"):
+            if key in d:
+                d[key] = {k: Line(**v) for k, v in d[key].items()}
         d["shop_items"] = {k: ItemLine(**v) for k, v in d["shop_items"].items()}
         return cls(**d)
 
 
-def reversal_totals(rows: Iterable[dict[str, Any]]) -> Line:
-    """REVERSALS (冲正): the count and amount of the reversals in a close's range. No
-    reversal records exist yet (they are built apart): the rows are always empty, and
-    the total zero, until the reversal branch passes its records in."""
-    total = Line()
+def add_reversals(z: ZReport, rows: Iterable[dict[str, Any]]) -> None:
+    """Count the reversals of the close's range into ``z``: rows of the terminal's
+    ``reversals`` (``amount_fen``, ``method``, ``status``: new/waiting/applied/rejected)."""
     for r in rows:
-        total.add(int(r["amount_fen"]))
-    return total
+        amount = int(r["amount_fen"])
+        z.reversals.add(amount)
+        z.reversals_by_method.setdefault(r["method"], Line()).add(amount)
+        if r["status"] == "rejected":
+            z.reversals_rejected_by_server.add(amount)
 
 
 def build(
@@ -113,11 +143,16 @@ def build(
     item_names: dict[str, str],
     declines: int,
     unsent: int,
+    rev_seq_from: int = 1,
+    rev_seq_to: int = 0,
     reversals: Iterable[dict[str, Any]] = (),
+    reversals_unsent: int = 0,
 ) -> ZReport:
     """The report of one close. ``sales``: journal rows of the range (``occurred_at_ms``,
     ``kind``, ``meal_period``, ``method``, ``amount_fen``, ``status``, ``reason``,
-    ``sale_json``); ``item_names``: sku → the shop item's name in the price list."""
+    ``sale_json``); ``item_names``: sku → the shop item's name in the price list;
+    ``reversals``: the terminal's reversal rows with ``rev_seq_from ≤ seq ≤ rev_seq_to``
+    (:func:`add_reversals`)."""
     z = ZReport(
         number=number,
         terminal_id=terminal_id,
@@ -129,8 +164,11 @@ def build(
         seq_to=seq_to,
         unsent=unsent,
         declines=declines,
-        reversals=reversal_totals(reversals),
+        rev_seq_from=rev_seq_from,
+        rev_seq_to=rev_seq_to,
+        reversals_unsent=reversals_unsent,
     )
+    add_reversals(z, reversals)
     for s in sales:
         amount, at = int(s["amount_fen"]), int(s["occurred_at_ms"])
         z.first_sale_ms = at if z.first_sale_ms is None else min(z.first_sale_ms, at)
@@ -159,6 +197,12 @@ def _row(label: str, line: Line) -> str:
     return f"  {label:<10}{line.count:>6} 笔 {format_fen(line.amount_fen):>14}"
 
 
+def _rev_range(z: ZReport) -> str:
+    if z.rev_seq_from is None or z.rev_seq_to is None:
+        return "冲正序号 —"
+    return f"冲正序号 {z.rev_seq_from}–{z.rev_seq_to}" if z.rev_seq_to >= z.rev_seq_from else "冲正序号 无"
+
+
 def render_zh(z: ZReport) -> str:
     """The report as the file kept on the terminal (Simplified Chinese)."""
     out = [
@@ -166,6 +210,7 @@ def render_zh(z: ZReport) -> str:
         f"终端 {z.terminal_id} · 食堂 {z.canteen_id} · 营业日 {z.business_day}",
         f"日结时间 {_when(z.closed_at_ms)} · 操作员卡 {z.closed_by}",
         f"交易序号 {z.seq_from}–{z.seq_to}" if z.seq_to >= z.seq_from else "交易序号 无",
+        _rev_range(z),
         f"首笔 {_when(z.first_sale_ms)} · 末笔 {_when(z.last_sale_ms)}",
         "",
         _row("消费合计", z.sales),
@@ -177,6 +222,10 @@ def render_zh(z: ZReport) -> str:
     out += [_row(PERIOD_ZH[k], z.by_period[k]) for k in PERIODS if k in z.by_period] or ["  无"]
     out.append("按支付方式:")
     out += [_row(METHOD_ZH[k], z.by_method[k]) for k in METHODS if k in z.by_method] or ["  无"]
+    out.append("冲正按支付方式:")
+    out += [_row(METHOD_ZH[k], z.reversals_by_method[k]) for k in METHODS if k in z.reversals_by_method] or [
+        "  无"
+    ]
     out.append("超市商品:")
     out += [
         f"  {sku:<12} {line.name:<10} {line.qty:>5} 件 {format_fen(line.amount_fen):>12}"
@@ -187,8 +236,11 @@ def render_zh(z: ZReport) -> str:
         out.append(_row("服务器待审核", z.held_by_server) + "（已计入消费合计）")
     if z.rejected_by_server.count:
         out.append(_row("服务器拒绝", z.rejected_by_server) + "（已计入消费合计）")
+    if z.reversals_rejected_by_server.count:
+        out.append(_row("服务器拒绝冲正", z.reversals_rejected_by_server) + "（已计入冲正合计）")
     out += [
         f"  未上传交易 {z.unsent:>6} 笔",
+        f"  未上传冲正 {z.reversals_unsent:>6} 笔",
         f"  拒绝交易   {z.declines:>6} 次",
         "",
         f"（{message('day_close_mismatch')}时，服务器日结核对报告会标出差异）",

@@ -103,9 +103,10 @@ def _difference_text(d: dict[str, Any]) -> str:
     server = d["server"]
     amounts = f"{server['count']} 笔 {format_fen(server['amount_fen'])}"
     what = d["what"]
-    if what.startswith(("held:", "rejected:")):
+    if what.startswith(("held:", "rejected:", "reversal_rejected:")):
         kind, reason = what.split(":", 1)
-        return f"{'待审核' if kind == 'held' else '已拒绝'} {reason} {amounts}"
+        label = {"held": "待审核", "rejected": "已拒绝", "reversal_rejected": "冲正已拒绝"}[kind]
+        return f"{label} {reason} {amounts}"
     mine = d["terminal"]
     return f"{what}: 终端 {mine['count']} 笔 {format_fen(mine['amount_fen'])} / 服务器 {amounts}"
 
@@ -127,6 +128,8 @@ def day_closes_report(obj: Any, day: str | None, terminal_id: str | None, as_jso
             status += f"（{c['code']}）"
         if c["missing"]:
             status += f"：{c['missing']} 笔交易尚未到达服务器"
+        if c.get("missing_reversals"):
+            status += f"：{c['missing_reversals']} 笔冲正尚未到达或尚未处理"
         lines.append(
             f"  {c['terminal_id']} Z{c['number']:04d} {c['business_day']} 食堂 {c['canteen_id']}: "
             f"消费 {c['sales']['count']} 笔 {format_fen(c['sales']['amount_fen'])} "

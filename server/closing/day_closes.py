@@ -19,9 +19,17 @@ the server holds for the same sequence numbers, live, each time it is asked:
   holds for review (quarantined) or rejected, which the till counted; the differences say
   what and how much. An admin's later acceptance of a held sale turns it into ``matched``.
 
-**Reversals** (冲正) are built apart: a close already carries ``reversals`` (zero until they
-exist) and :func:`server_reversals` is the place their server-side records will be summed
-to compare with it.
+**Reversals** (冲正) are compared the same way, by their own sequence numbers: a close
+carries ``rev_seq_from ≤ reversal seq ≤ rev_seq_to`` (the reversals the terminal made
+since its previous close, :mod:`terminal.zreport`) with their count and amount, in total
+and per payment method. :func:`server_reversals` reads the server's reversals of the
+terminal with those numbers: one not received yet, or kept ``pending`` for its sale, makes
+the close ``waiting`` (``missing_reversals``); an applied one counts; one the server
+rejected is a difference (``reversal_rejected:<reason>``). A sale the server held for review
+and the terminal then reversed (``quarantine_reversed``: the reversal resolved the hold,
+nothing moved either way) counts as a sale taken, since its reversal counts too — the net is
+the same. The ``rev_*`` fields are optional on the wire: a close made before reversals were
+wired in has none, and then no reversals.
 
 ``canteen-server report day-closes`` and ``GET /api/v1/reports/day-closes`` list closes
 with their status; a mismatch found on receipt is also logged (``day_close_mismatch``).
@@ -68,8 +76,23 @@ _KEYS = frozenset(
         "unsent",
         "declines",
         "net_fen",
+        # optional (closes made before reversals were wired in have none of them)
+        "rev_seq_from",
+        "rev_seq_to",
+        "reversals_by_method",
+        "reversals_rejected_by_server",
+        "reversals_unsent",
     }
 )
+_REV_KEYS = (
+    "rev_seq_from",
+    "rev_seq_to",
+    "reversals_by_method",
+    "reversals_rejected_by_server",
+    "reversals_unsent",
+)
+# a sale the server held for review and the terminal reversed: taken, and given back
+_REVERSED_HOLD = "quarantine_reversed"
 
 
 @dataclass(frozen=True)
@@ -99,11 +122,19 @@ class Close:
     reversals: Tally
     by_method: dict[str, Tally]
     raw: dict[str, Any]
+    rev_seq_from: int = 1
+    rev_seq_to: int = 0  # an old close (no reversal range): none
+    reversals_by_method: dict[str, Tally] = field(default_factory=dict)
 
     @property
     def expected(self) -> int:
         """How many sales the range holds (sequence numbers are gap-free per terminal)."""
         return self.seq_to - self.seq_from + 1
+
+    @property
+    def expected_reversals(self) -> int:
+        """How many reversals its reversal range holds (gap-free per terminal too)."""
+        return self.rev_seq_to - self.rev_seq_from + 1
 
 
 @dataclass(frozen=True)
@@ -115,14 +146,28 @@ class ServerSide:
     by_method: dict[str, Tally] = field(default_factory=dict)  # applied, per payment method
     held: dict[str, Tally] = field(default_factory=dict)  # quarantined, by reason
     rejected: dict[str, Tally] = field(default_factory=dict)  # by reason
-    reversals: Tally = Tally()
+    reversals: Tally = Tally()  # applied
+    reversals_received: int = 0  # decided (applied or rejected); pending ones are not
+    reversals_by_method: dict[str, Tally] = field(default_factory=dict)  # applied
+    reversals_rejected: dict[str, Tally] = field(default_factory=dict)  # by reason
+
+
+@dataclass(frozen=True)
+class ServerReversals:
+    """The server's reversals of a close's reversal range."""
+
+    decided: int = 0
+    applied: Tally = Tally()
+    by_method: dict[str, Tally] = field(default_factory=dict)
+    rejected: dict[str, Tally] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Comparison:
     status: str  # matched | waiting | mismatch
-    missing: int
+    missing: int  # sales of the range the server has not received
     differences: tuple[dict[str, Any], ...]
+    missing_reversals: int = 0  # reversals not received, or pending for their sale
 
     @property
     def code(self) -> str | None:
@@ -204,6 +249,7 @@ def parse_close(d: Any, terminal_id: str, canteen_id: str) -> Close:
     net = lines["sales"].amount_fen - lines["reversals"].amount_fen
     if d.get("net_fen", net) != net:
         raise _bad("net_fen is not sales minus reversals")
+    rev_from, rev_to, rev_by_method = _reversal_range(d, lines["reversals"])
     return Close(
         number=_int(d, "number", 1, MAX_NUMBER),
         terminal_id=terminal_id,
@@ -216,7 +262,30 @@ def parse_close(d: Any, terminal_id: str, canteen_id: str) -> Close:
         reversals=lines["reversals"],
         by_method=by_method,
         raw=d,
+        rev_seq_from=rev_from,
+        rev_seq_to=rev_to,
+        reversals_by_method=rev_by_method,
     )
+
+
+def _reversal_range(d: dict[str, Any], reversals: Tally) -> tuple[int, int, dict[str, Tally]]:
+    """The close's reversal range and per-method reversals, checked; an old close (none of
+    the ``rev_*`` fields) covers no reversal and must count none."""
+    if not any(key in d for key in _REV_KEYS):
+        if reversals != Tally():
+            raise _bad("reversals without rev_seq_from/rev_seq_to")
+        return 1, 0, {}
+    rev_from = _int(d, "rev_seq_from", 1, MAX_SEQ)
+    rev_to = _int(d, "rev_seq_to", rev_from - 1, MAX_SEQ)
+    by_method = _tallies(d.get("reversals_by_method"), "reversals_by_method", METHODS)
+    _adds_up(by_method, reversals, "reversals_by_method")
+    if reversals.count > rev_to - rev_from + 1:
+        raise _bad("more reversals than reversal sequence numbers in the range")
+    refused = _tally(d.get("reversals_rejected_by_server"), "reversals_rejected_by_server")
+    if refused.count > reversals.count or refused.amount_fen > reversals.amount_fen:
+        raise _bad("reversals_rejected_by_server exceeds the reversals")
+    _int(d, "reversals_unsent")
+    return rev_from, rev_to, by_method
 
 
 # --- the comparison (pure) ----------------------------------------------------------------
@@ -225,8 +294,9 @@ def parse_close(d: Any, terminal_id: str, canteen_id: str) -> Close:
 def compare(close: Close, server: ServerSide) -> Comparison:
     """The terminal's figures against the server's for the same sales (see module doc)."""
     missing = max(close.expected - server.received, 0)
-    if missing:
-        return Comparison("waiting", missing, ())
+    missing_reversals = max(close.expected_reversals - server.reversals_received, 0)
+    if missing or missing_reversals:
+        return Comparison("waiting", missing, (), missing_reversals)
     diffs: list[dict[str, Any]] = []
     if server.applied != close.sales:
         diffs.append({"what": "sales", "terminal": close.sales.to_json(), "server": server.applied.to_json()})
@@ -238,7 +308,18 @@ def compare(close: Close, server: ServerSide) -> Comparison:
         diffs.append(
             {"what": "reversals", "terminal": close.reversals.to_json(), "server": server.reversals.to_json()}
         )
-    for kind, by_reason in (("held", server.held), ("rejected", server.rejected)):
+    for method in sorted(set(close.reversals_by_method) | set(server.reversals_by_method)):
+        mine = close.reversals_by_method.get(method, Tally())
+        theirs = server.reversals_by_method.get(method, Tally())
+        if mine != theirs:
+            diffs.append(
+                {"what": f"reversal_method:{method}", "terminal": mine.to_json(), "server": theirs.to_json()}
+            )
+    for kind, by_reason in (
+        ("held", server.held),
+        ("rejected", server.rejected),
+        ("reversal_rejected", server.reversals_rejected),
+    ):
         for reason, tally in sorted(by_reason.items()):
             diffs.append({"what": f"{kind}:{reason}", "server": tally.to_json()})
     return Comparison("mismatch" if diffs else "matched", 0, tuple(diffs))
@@ -247,16 +328,32 @@ def compare(close: Close, server: ServerSide) -> Comparison:
 # --- the database -------------------------------------------------------------------------
 
 
-def server_reversals(conn: sqlite3.Connection, close: Close) -> Tally:
-    """REVERSALS (冲正): the reversals the server applied for this close's range, to compare
-    with the close's own. Reversal records do not exist yet (built apart): zero."""
-    del conn, close
-    return Tally()
+def server_reversals(conn: sqlite3.Connection, close: Close) -> ServerReversals:
+    """The server's reversals of the terminal with the close's reversal sequence numbers:
+    decided ones (a ``pending`` one waits for its sale: not decided), the applied ones in
+    total and per method, the rejected ones by reason."""
+    decided, applied = 0, Tally()
+    by_method: dict[str, Tally] = {}
+    rejected: dict[str, Tally] = {}
+    for status, reason, method, amount in conn.execute(
+        "SELECT status, reason, method, amount_fen FROM reversals "
+        "WHERE terminal_id = ? AND seq BETWEEN ? AND ? AND status <> 'pending'",
+        (close.terminal_id, close.rev_seq_from, close.rev_seq_to),
+    ):
+        decided += 1
+        if status == "applied":
+            applied = applied.plus(amount)
+            by_method[method] = by_method.get(method, Tally()).plus(amount)
+        else:
+            rejected[reason or "?"] = rejected.get(reason or "?", Tally()).plus(amount)
+    return ServerReversals(decided, applied, by_method, rejected)
 
 
 def server_side(conn: sqlite3.Connection, close: Close) -> ServerSide:
     """The server's sales with the close's sequence numbers (sales.status: applied, or
-    rejected with a reason — a quarantine reason while held for review)."""
+    rejected with a reason — a quarantine reason while held for review, or
+    ``quarantine_reversed``: taken, and given back by a reversal that counts in its own
+    close), and its reversals (:func:`server_reversals`)."""
     received, applied = 0, Tally()
     by_method: dict[str, Tally] = {}
     held: dict[str, Tally] = {}
@@ -266,13 +363,16 @@ def server_side(conn: sqlite3.Connection, close: Close) -> ServerSide:
         (close.terminal_id, close.seq_from, close.seq_to),
     ):
         received += 1
-        if status == "applied":
+        if status == "applied" or reason == _REVERSED_HOLD:
             applied = applied.plus(amount)
             by_method[method] = by_method.get(method, Tally()).plus(amount)
         else:
             bucket = held if reason in QUARANTINE_REASONS else rejected
             bucket[reason or "?"] = bucket.get(reason or "?", Tally()).plus(amount)
-    return ServerSide(received, applied, by_method, held, rejected, server_reversals(conn, close))
+    rev = server_reversals(conn, close)
+    return ServerSide(
+        received, applied, by_method, held, rejected, rev.applied, rev.decided, rev.by_method, rev.rejected
+    )
 
 
 def receive(conn: sqlite3.Connection, terminal_id: str, body: Any, now_ms: int) -> dict[str, Any]:
@@ -336,6 +436,9 @@ def _entry(close: Close, result: Comparison, received_at_ms: int | None) -> dict
         "status": result.status,
         "code": result.code,
         "missing": result.missing,
+        "missing_reversals": result.missing_reversals,
+        "rev_seq_from": close.rev_seq_from,
+        "rev_seq_to": close.rev_seq_to,
         "differences": list(result.differences),
         **({} if received_at_ms is None else {"received_at_ms": received_at_ms}),
     }
