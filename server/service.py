@@ -24,6 +24,7 @@ from server.downstream.presence import PresenceBeacon
 from server.downstream.publisher import DeltaPublisher
 from server.infra.body_limit import http_server
 from server.infra.db import open_db
+from server.infra.run_once import Role
 from server.registry.broker_users import SERVER_USER, BrokerFiles, server_password
 from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock
@@ -92,7 +93,9 @@ class ServerService:
             backoff_max_s=2.0,
         )
         publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
-        self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
+        self.publisher = DeltaPublisher(
+            open_db(db_path), key, publish, self.clock, role=Role(db_path, "delta-publisher")
+        ).start()
         self.ingest = IngestWorker(
             open_db(db_path), self.clock, publish, on_delta=self.publisher.poke
         ).start()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import DomainError
+from shared.protocol.codec import TERMINAL_ID
 
 # the settings that name a file, and the prefix before the path in their value
 _PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"))
@@ -130,6 +131,8 @@ def _check(data: dict[str, Any]) -> str:
             return f'key "{f.name}" must be hexadecimal digits'
         if f.name in ("terminal_id", "canteen_id", "db_path") and not value.strip():
             return f'key "{f.name}" must not be empty'
+        if f.name == "terminal_id" and not TERMINAL_ID.fullmatch(value):
+            return f'key "terminal_id" must be 1-32 letters, digits, - or _ (MQTT topics), not {value!r}'
     return ""
 
 

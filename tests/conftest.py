@@ -21,6 +21,7 @@ import pytest
 
 from server.app import create_app
 from server.infra.db import open_db
+from shared import pg_server
 from shared.broker import MosquittoBroker, start_broker
 from shared.clock import FakeClock, ms_from_china
 from tests import pg_mode
@@ -61,6 +62,21 @@ def pg_cluster() -> Iterator[pg_mode.PgCluster | None]:
     cluster = pg_mode.PgCluster()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(pg_cluster) -> Iterator[str]:  # noqa: ANN001
+    """An admin URL of a PostgreSQL server, whatever the suite's database: the session's
+    in PostgreSQL mode, else one started for this (``shared.pg_server``); skipped where
+    PostgreSQL is not installed (CI installs it)."""
+    if pg_cluster is not None:
+        yield pg_cluster.admin_url
+        return
+    if not pg_server.available():
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    server = pg_server.PostgresServer(settings=pg_server.FAST_UNSAFE).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -8,6 +8,7 @@ covers the few places where the two still differ, so that every module keeps its
 * ``INSERT OR IGNORE`` becomes ``INSERT … ON CONFLICT DO NOTHING``;
 * a subquery in FROM without a name gets one (PostgreSQL 15 requires it);
 * a product of two integer literals is folded (PostgreSQL types literals as 32-bit);
+* ``? IS NULL`` gets a type (``CAST(? AS TEXT)``): PostgreSQL cannot infer one;
 * ``a = b COLLATE NOCASE`` becomes ``lower(a) = lower(b)``; ``LIKE`` becomes ``ILIKE``
   (SQLite's LIKE ignores ASCII case);
 * the column named ``by`` (a reserved word in PostgreSQL) is quoted;
@@ -47,6 +48,7 @@ _NOT_PORTABLE = re.compile(
 _RETURNING = re.compile(r"\bRETURNING\b", re.I)
 _NOCASE = re.compile(r"([\w.]+|%s)\s*=\s*([\w.]+|%s)\s+COLLATE\s+NOCASE\b", re.I)
 _LIKE = re.compile(r"\bLIKE\b", re.I)
+_PARAM_IS_NULL = re.compile(r"%s(\s+IS\s+(NOT\s+)?NULL\b)", re.I)
 _BY_COLUMN = re.compile(r"(?<![\w.])(\w+\s+)?\bby\b(?!\s*\()")
 _BY_KEYWORDS = {"order", "group", "partition"}
 _DDL = re.compile(r"^\s*(CREATE\s+TABLE|ALTER\s+TABLE)\b", re.I)
@@ -132,6 +134,7 @@ def _statement(code: str) -> str:
         else:
             code = code.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
     code = _NOCASE.sub(r"lower(\1) = lower(\2)", code)
+    code = _PARAM_IS_NULL.sub(r"CAST(%s AS TEXT)\1", code)
     code = _LIKE.sub("ILIKE", code)
     code = _BY_COLUMN.sub(_quote_by, code)
     if _DDL.match(code):

@@ -33,23 +33,27 @@ BEGIN
     RAISE EXCEPTION 'SQLite function call not supported on PostgreSQL: %', what;
 END $$;
 
--- printf('%04d', n) and friends: a prefix, one %d with optional zero padding, a suffix
+-- printf('%04d', n) and friends: one %d with optional zero padding (a NULL prints as 0, a
+-- negative number's sign counts in the width, as SQLite's printf). The supported formats are
+-- tested first: with a constant format the planner folds the CASE to its arm, never
+-- reaching the ELSE that raises (it would evaluate that at plan time otherwise)
 CREATE OR REPLACE FUNCTION printf(fmt text, n bigint) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
-        WHEN n IS NULL THEN NULL
-        WHEN fmt = '%d' THEN n::text
-        WHEN fmt ~ '^%0[1-9]d$' AND n >= 0 THEN
-            lpad(n::text, greatest(substr(fmt, 3, 1)::int, length(n::text)), '0')
+        WHEN fmt = '%d' THEN coalesce(n, 0)::text
+        WHEN fmt ~ '^%0[1-9]d$' THEN
+            CASE WHEN coalesce(n, 0) >= 0
+                 THEN lpad(coalesce(n, 0)::text, greatest(substr(fmt, 3, 1)::int, length(coalesce(n, 0)::text)), '0')
+                 ELSE '-' || lpad((-n)::text, greatest(substr(fmt, 3, 1)::int - 1, length((-n)::text)), '0')
+            END
         ELSE canteen_not_portable('printf(' || fmt || ')')
     END
 $$;
 
--- strftime(fmt, unix seconds, 'unixepoch'): in UTC, as SQLite
+-- strftime(fmt, unix seconds, 'unixepoch'): in UTC, as SQLite (NULL seconds: NULL)
 CREATE OR REPLACE FUNCTION strftime(fmt text, secs bigint, modifier text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
-        WHEN secs IS NULL THEN NULL
         WHEN modifier = 'unixepoch' AND fmt !~ '%[^YmdHMS]' THEN
             to_char(to_timestamp(secs) AT TIME ZONE 'UTC',
                     replace(replace(replace(replace(replace(replace(fmt,

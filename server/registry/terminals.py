@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import sqlite3
 import threading
@@ -33,10 +32,11 @@ from typing import Any
 from server.infra.db import get_setting, set_setting
 from shared.errors import DomainError
 from shared.protocol import Status
+from shared.protocol.codec import check_terminal_id
+from shared.protocol.envelope import SERVER_SENDER
 
 log = logging.getLogger(__name__)
 
-_TERMINAL_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # instances of one terminal remembered this long (by the terminals' send times)
 INSTANCE_WINDOW_MS = 10 * 60_000
 _INSTANCES_KEY = "terminal_instances:"
@@ -71,10 +71,8 @@ def provision(
         while conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
             n += 1
             terminal_id = f"T{n:04d}"
-    elif not _TERMINAL_ID.fullmatch(terminal_id) or terminal_id == "server":
-        raise DomainError(
-            "invalid_input", f"terminal id {terminal_id!r}: 1-32 letters, digits, - or _, and not 'server'"
-        )
+    elif check_terminal_id(terminal_id) == SERVER_SENDER:
+        raise DomainError("bad_terminal_id", "terminal id 'server' is the server's own name")
     elif conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
         raise DomainError("already_exists", f"terminal {terminal_id}")
     secret_hex = secrets.token_hex(32)
