@@ -22,8 +22,8 @@ from server.closing import clearing, settlement
 from server.closing.statement_files import payout_csv, payout_lines, statement_csv
 from server.infra.auth import requires
 from server.infra.db import write_txn
-from server.infra.run_once import run_once
 from server.infra.db_flask import get_clock, get_db
+from server.infra.run_once import run_once
 from shared.errors import DomainError
 
 bp = Blueprint("settlements", __name__, url_prefix="/api/v1")

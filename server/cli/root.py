@@ -18,7 +18,7 @@ import click
 
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
-from server.cli import ecny, faces, limits, money, people, qr, registry, tokens
+from server.cli import database, ecny, faces, limits, money, people, qr, registry, tokens
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary
 from server.infra import public_url as public_url_config
@@ -347,7 +347,7 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
     emit({"terminals": rows}, as_json, lines or ["无终端 no terminals"])
 
 
-for _group in (registry, people, money, qr, ecny, limits, tokens):  # each group's module lists its commands
+for _group in (registry, people, money, qr, ecny, limits, tokens, database):  # each lists its commands
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

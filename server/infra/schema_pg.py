@@ -43,8 +43,10 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
         WHEN fmt = '%d' THEN coalesce(n, 0)::text
         WHEN fmt ~ '^%0[1-9]d$' THEN
             CASE WHEN coalesce(n, 0) >= 0
-                 THEN lpad(coalesce(n, 0)::text, greatest(substr(fmt, 3, 1)::int, length(coalesce(n, 0)::text)), '0')
-                 ELSE '-' || lpad((-n)::text, greatest(substr(fmt, 3, 1)::int - 1, length((-n)::text)), '0')
+                 THEN lpad(coalesce(n, 0)::text,
+                           greatest(substr(fmt, 3, 1)::int, length(coalesce(n, 0)::text)), '0')
+                 ELSE '-' || lpad((-n)::text,
+                                  greatest(substr(fmt, 3, 1)::int - 1, length((-n)::text)), '0')
             END
         ELSE canteen_not_portable('printf(' || fmt || ')')
     END
