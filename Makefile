@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast walkthrough bench lint chaos clean
+.PHONY: install demo test test-fast test-pg walkthrough bench lint chaos clean
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -35,6 +35,12 @@ test: install
 # crash, API fuzzing); `make test` still runs everything
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+# the whole suite with PostgreSQL as the server's database: the tests start their own
+# PostgreSQL (initdb into a temporary folder, deploy/postgresql/canteen.conf, a free port);
+# needs the PostgreSQL server package (Debian: postgresql). Tests about SQLite itself skip.
+test-pg: install
+	CANTEEN_TEST_DATABASE=postgresql $(PY) -m pytest
 
 # the README's "Running it for real" commands, run in order against a real Mosquitto
 # (tests/test_readme_walkthrough.py; `make test` runs it too)
