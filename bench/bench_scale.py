@@ -140,7 +140,7 @@ def _publish_all(link: MqttLink, messages: list[tuple[str, bytes]]) -> None:
             time.sleep(0.001)
 
 
-def scale_ingest_pg(ctx: Context, n: int = 20_000, rounds: int = 3) -> list[Result]:
+def scale_ingest_pg(ctx: Context, n: int = 10_000, rounds: int = 3) -> list[Result]:
     if not available():
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
     server = PostgresServer().start()  # the project's settings, durable
