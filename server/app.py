@@ -15,7 +15,7 @@ from flask import Flask
 
 from server import api
 from server.infra import access_log, body_limit, db_flask, headers, keys
-from server.infra.db import connect, is_postgres, open_db, schema_version
+from server.infra.db import connect, is_postgres, open_db, schema_version, shown
 from shared.clock import Clock
 from shared.errors import DomainError
 
@@ -112,6 +112,7 @@ def create_app(
     if app.config.get("DATABASE_URL"):
         app.config["DATABASE"] = str(app.config["DATABASE_URL"])
     _check_database(app.config["DATABASE"], require_database)
+    os.makedirs(instance, exist_ok=True)  # the server key and config.py live there
     open_db(app.config["DATABASE"]).close()  # create / migrate once at start
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
     db_flask.init_app(app, clock)
@@ -135,7 +136,7 @@ def _check_database(target: str, require_database: bool) -> None:
         finally:
             conn.close()
         if version == 0:
-            where = target.rsplit("@", 1)[-1]  # no password in a message
+            where = shown(target)
             raise DomainError(
                 "no_database", f"{where} has no canteen schema", zh=f"{where} 尚未初始化", database=where
             )

@@ -13,17 +13,8 @@ import click
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations
 from server.infra import dbcopy
-from server.infra.db import is_postgres, open_db
+from server.infra.db import open_db, shown
 from shared.errors import DomainError
-
-
-def _shown(target: str) -> str:
-    """A database for a message: a URL without its password."""
-    if not is_postgres(target):
-        return target
-    scheme, rest = target.split("://", 1)
-    user_host = rest.rsplit("@", 1)
-    return f"{scheme}://{user_host[0].split(':', 1)[0]}@{user_host[1]}" if len(user_host) == 2 else target
 
 
 @click.command("migrate-db")
@@ -59,13 +50,13 @@ def migrate_db(obj: Any, target: str, source: str | None, as_json: bool) -> None
     ok = report.matches and source_check == target_check
     data = {
         **report.to_json(),
-        "from": _shown(source),
-        "to": _shown(target),
+        "from": shown(source),
+        "to": shown(target),
         "source_check": source_check,
         "target_check": target_check,
         "ok": ok,
     }
-    lines = [f"复制 copied {_shown(source)} → {_shown(target)} (schema {report.schema_version})"]
+    lines = [f"复制 copied {shown(source)} → {shown(target)} (schema {report.schema_version})"]
     lines += [f"  {t}: {n}" for t, n in report.tables.items() if n]
     lines.append(f"账本 ledger (source): {report.source_ledger}")
     lines.append(f"账本 ledger (target): {report.target_ledger}")

@@ -23,7 +23,7 @@ from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
-from server.infra.db import open_db, write_txn
+from server.infra.db import open_db, shown, write_txn
 from server.infra.keys import load_or_create_secret
 from server.registry import broker_users
 from server.registry.terminals import fleet, provision, revoke
@@ -112,7 +112,7 @@ def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
         )
     data = {
         "home": obj.home,
-        "database": obj.app.config["DATABASE"],
+        "database": shown(obj.app.config["DATABASE"]),
         "config": os.path.join(obj.home, "server", "config.py"),
         "config_created": config_path is not None,
         "public_url": obj.app.config.get("PUBLIC_URL") or None,

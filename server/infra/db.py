@@ -24,6 +24,18 @@ def is_postgres(target: str | Path) -> bool:
     return pg.is_url(str(target))
 
 
+def shown(target: str | Path) -> str:
+    """A database for a message or a report: a path as it is, a URL without its password."""
+    text = str(target)
+    if not is_postgres(text):
+        return text
+    scheme, rest = text.split("://", 1)
+    if "@" not in rest:
+        return text
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+
+
 def dialect(conn: sqlite3.Connection) -> str:
     """``"sqlite"`` or ``"postgresql"``: for the rare statement the two write differently."""
     return getattr(conn, "dialect", "sqlite")
