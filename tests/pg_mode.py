@@ -143,9 +143,27 @@ class PerTestDatabases:
 
     def connect_wrapper(self, real: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def connect(target: str | Path) -> Any:
+            if os.fspath(target) == ":memory:":
+                return self._memory(real)
             return real(self.url_for(target))
 
         return connect
+
+    def _memory(self, real: Callable[[Any], Any]) -> Any:
+        """A database that lives as long as its connection, as SQLite's ``:memory:`` does
+        (a property test opens one per example: each goes back to the free list)."""
+        url = self._another()
+        conn = real(url)
+        close = conn.close
+
+        def close_and_give_back() -> None:
+            close()
+            if url in self.used:
+                self.used.remove(url)
+                self.cluster.give_back(url)
+
+        conn.close = close_and_give_back
+        return conn
 
     def close(self) -> None:
         for url in self.used:

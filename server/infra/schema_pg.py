@@ -15,7 +15,7 @@ guessing.
 from __future__ import annotations
 
 # bumped whenever COMPAT changes: the migrator re-runs it (CREATE OR REPLACE) on next start
-COMPAT_VERSION = 1
+COMPAT_VERSION = 2
 
 COMPAT = r"""
 -- money columns (every INTEGER column named *_fen): a whole number or an error. PostgreSQL
@@ -95,12 +95,15 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
 $$;
 CREATE OR REPLACE AGGREGATE sum(boolean) (SFUNC = canteen_sum_bool, STYPE = bigint);
 
--- SQLite's scalar max/min: NULL when either side is NULL (GREATEST/LEAST skip NULLs)
-CREATE OR REPLACE FUNCTION max(a bigint, b bigint) RETURNS bigint
+-- SQLite's scalar max/min: NULL when either side is NULL (GREATEST/LEAST skip NULLs); on
+-- numeric, so a BIGINT and a money column (canteen_fen) both fit without ambiguity
+DROP FUNCTION IF EXISTS max(bigint, bigint);
+DROP FUNCTION IF EXISTS min(bigint, bigint);
+CREATE OR REPLACE FUNCTION max(a numeric, b numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL ELSE greatest(a, b) END
 $$;
-CREATE OR REPLACE FUNCTION min(a bigint, b bigint) RETURNS bigint
+CREATE OR REPLACE FUNCTION min(a numeric, b numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN a IS NULL OR b IS NULL THEN NULL ELSE least(a, b) END
 $$;
