@@ -54,13 +54,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)  # before any module's fixtures open a database
 def pg_cluster() -> Iterator[pg_mode.PgCluster | None]:
     if not pg_mode.wanted():
         yield None
         return
     cluster = pg_mode.PgCluster()
+    undo = pg_mode.install(cluster)
     yield cluster
+    undo()
     cluster.stop()
 
 
@@ -80,12 +82,12 @@ def pg_admin_url(pg_cluster) -> Iterator[str]:  # noqa: ANN001
 
 
 @pytest.fixture(autouse=True)
-def _server_databases(pg_cluster, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:  # noqa: ANN001
+def _server_databases(pg_cluster) -> Iterator[object]:  # noqa: ANN001
     """On PostgreSQL: this test's databases (tests.pg_mode); on SQLite: nothing to do."""
     if pg_cluster is None:
         yield None
         return
-    yield from pg_mode.databases_for_test(pg_cluster, monkeypatch)
+    yield from pg_mode.databases_for_test(pg_cluster)
 
 
 @pytest.fixture(scope="session")

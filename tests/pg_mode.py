@@ -7,7 +7,8 @@ power cut) and migrates one template database. Each test then gets databases tha
 * every server database the test opens in this process — ``open_db(path)`` of any SQLite
   path, an app's ``DATABASE``, ``:memory:`` — is a PostgreSQL database instead: one per
   path (an empty file stays at the path, so "is there a database in this folder" still
-  holds), a new one for every ``:memory:``;
+  holds), a new one for every ``:memory:``; a module-scoped fixture's databases (opened
+  between tests) last for the session;
 * a ``canteen-server`` the test starts as a child process gets ``CANTEEN_DATABASE_URL``
   for its data folder from :func:`child_env` (empty on SQLite).
 
@@ -173,10 +174,28 @@ class PerTestDatabases:
 _current: PerTestDatabases | None = None
 
 
-def databases_for_test(cluster: PgCluster, monkeypatch: Any) -> Iterator[PerTestDatabases]:
+def install(cluster: PgCluster) -> Callable[[], None]:
+    """Route every server database this process opens to PostgreSQL for the session: to the
+    running test's databases, or — for a module- or session-scoped fixture, set up between
+    tests — to the session's own, kept until the session ends. Returns the undo."""
+    real = db.connect
+    session = PerTestDatabases(cluster)
+
+    def connect(target: str | Path) -> Any:
+        return (_current or session).connect_wrapper(real)(target)
+
+    db.connect = connect  # type: ignore[assignment]
+
+    def undo() -> None:
+        db.connect = real  # type: ignore[assignment]
+        session.close()
+
+    return undo
+
+
+def databases_for_test(cluster: PgCluster) -> Iterator[PerTestDatabases]:
     global _current
     dbs = PerTestDatabases(cluster)
-    monkeypatch.setattr(db, "connect", dbs.connect_wrapper(db.connect))
     _current = dbs
     try:
         yield dbs
