@@ -16,7 +16,9 @@ connections from a psycopg_pool pool per database URL), so their SQL stays as it
 * ``BEGIN IMMEDIATE`` — SQLite's "take the write lock now" — begins a transaction and takes
   one transaction-scoped advisory lock (:data:`WRITE_LOCK`): writers queue one at a time as
   they do on SQLite, so no read-then-write in a write transaction can interleave with
-  another process's; readers never wait (MVCC). ``BEGIN`` alone is a read transaction;
+  another process's (each statement then sees what the previous writer committed: READ
+  COMMITTED); readers never wait (MVCC). ``BEGIN`` alone is a read transaction: REPEATABLE
+  READ, one snapshot for all its reads, as SQLite gives a read transaction;
 * the tuning ``PRAGMA``\\ s SQLite needs (cache size, checkpoints, …) are accepted and do
   nothing; ``PRAGMA user_version`` reads the schema version.
 
@@ -265,8 +267,8 @@ class PgConnection:
         if _BEGIN_WRITE.match(sql):
             self._run(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
             return PgCursor(None, self)
-        if _BEGIN_READ.match(sql):
-            self._run("BEGIN")
+        if _BEGIN_READ.match(sql):  # one snapshot for every read, as SQLite's read transaction
+            self._run("BEGIN ISOLATION LEVEL REPEATABLE READ")
             return PgCursor(None, self)
         if sql.lstrip()[:6].upper() != "PRAGMA":
             return None
