@@ -28,6 +28,7 @@ Only this module imports psycopg.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import sqlite3
 import threading
@@ -41,6 +42,8 @@ from psycopg.types.numeric import Int8Dumper
 from psycopg_pool import ConnectionPool
 
 from server.infra import pg_sql, schema_pg
+
+log = logging.getLogger(__name__)
 
 # advisory lock keys (one 64-bit namespace per database): the single writer, the migrator;
 # run_once locks hash their names into the range above these
@@ -296,8 +299,8 @@ class PgConnection:
         if raw.info.transaction_status != TransactionStatus.IDLE:
             try:
                 raw.execute("ROLLBACK")
-            except psycopg.Error:
-                pass  # a broken connection: the pool checks it and replaces it
+            except psycopg.Error as exc:  # a broken connection: the pool checks and replaces it
+                log.warning("database connection returned broken (%s); the pool replaces it", exc)
         self._pool.putconn(raw)
 
     def __enter__(self) -> PgConnection:
