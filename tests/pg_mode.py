@@ -182,7 +182,9 @@ def install(cluster: PgCluster) -> Callable[[], None]:
     session = PerTestDatabases(cluster)
 
     def connect(target: str | Path) -> Any:
-        return (_current or session).connect_wrapper(real)(target)
+        key = os.fspath(target)
+        known = key != ":memory:" and os.path.abspath(key) in session.by_path  # a fixture's
+        return (session if known or _current is None else _current).connect_wrapper(real)(target)
 
     db.connect = connect  # type: ignore[assignment]
 
