@@ -2,6 +2,8 @@
 
 Configuration: defaults → ``<instance>/config.py`` if present → ``CANTEEN_*`` environment
 variables (``CANTEEN_DATABASE``, ``CANTEEN_BROKER_URL`` …) → ``test_config`` when given.
+``DATABASE_URL`` (``CANTEEN_DATABASE_URL``), when set, names a PostgreSQL database
+(``postgresql://user@host:port/name``) that replaces the SQLite file ``DATABASE``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from server import api
 from server.infra import access_log, body_limit, db_flask, headers, keys
-from server.infra.db import open_db
+from server.infra.db import connect, is_postgres, open_db, schema_version, shown
 from server.infra.metrics import ServerMetrics
 from server.registry.fleet import limits_from_config
 from server.registry.fleet_metrics import FleetCollector
@@ -35,6 +37,8 @@ CONFIG_TEMPLATE = """\
 
 # The database (SQLite) and the server's signing key (their folder must exist):
 # DATABASE = "{instance}/canteen.sqlite"
+# Or PostgreSQL instead of the SQLite file (docs/scaling.md: when, and how to move):
+# DATABASE_URL = "postgresql://canteen@db.example:5432/canteen"
 # SERVER_KEY_FILE = "{instance}/server_key.hex"
 
 # The MQTT broker `canteen-server run` connects to (its --broker option wins);
@@ -106,6 +110,7 @@ def create_app(
     app.config.from_mapping(
         HOME=home,
         DATABASE=os.path.join(instance, "canteen.sqlite"),
+        DATABASE_URL="",  # postgresql://… : PostgreSQL instead of the SQLite file above
         SERVER_KEY_FILE=os.path.join(instance, "server_key.hex"),
         BROKER_URL="",
         YEAR_END_REFUND_TO="unit",
@@ -142,12 +147,10 @@ def create_app(
         app.config.from_mapping(test_config)
     app.config["HOME"] = home
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    database = os.path.abspath(app.config["DATABASE"])
-    if require_database and not os.path.exists(database):
-        raise DomainError(
-            "no_database", f"{database} does not exist", zh=f"{database} 不存在", database=database
-        )
-    os.makedirs(os.path.dirname(os.path.abspath(app.config["DATABASE"])), exist_ok=True)
+    if app.config.get("DATABASE_URL"):
+        app.config["DATABASE"] = str(app.config["DATABASE_URL"])
+    _check_database(app.config["DATABASE"], require_database)
+    os.makedirs(instance, exist_ok=True)  # the server key and config.py live there
     open_db(app.config["DATABASE"]).close()  # create / migrate once at start
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
     app.extensions["canteen_metrics"] = metrics = ServerMetrics()  # /metrics (Prometheus)
@@ -172,3 +175,28 @@ def create_app(
     body_limit.register(app)  # refuse oversized bodies unread, as JSON 413
     headers.register(app)  # security headers on every response
     return app
+
+
+def _check_database(target: str, require_database: bool) -> None:
+    """A SQLite file's folder is made; with ``require_database`` a missing file, or a
+    PostgreSQL database without the schema, is refused (``no_database``)."""
+    if is_postgres(target):
+        if not require_database:
+            return
+        conn = connect(target)
+        try:
+            version = schema_version(conn)
+        finally:
+            conn.close()
+        if version == 0:
+            where = shown(target)
+            raise DomainError(
+                "no_database", f"{where} has no canteen schema", zh=f"{where} 尚未初始化", database=where
+            )
+        return
+    database = os.path.abspath(target)
+    if require_database and not os.path.exists(database):
+        raise DomainError(
+            "no_database", f"{database} does not exist", zh=f"{database} 不存在", database=database
+        )
+    os.makedirs(os.path.dirname(database), exist_ok=True)

@@ -26,6 +26,7 @@ from server.downstream.publisher import DeltaPublisher
 from server.downstream.update_offers import OfferPublisher
 from server.infra.body_limit import http_server
 from server.infra.db import open_db
+from server.infra.run_once import Role
 from server.registry import broker_users
 from server.registry.broker_users import SERVER_USER, BrokerFiles, server_password
 from server.registry.fleet import limits_from_config
@@ -118,7 +119,9 @@ class ServerService:
                 metrics.acks.inc()
             return ok
 
-        self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
+        self.publisher = DeltaPublisher(
+            open_db(db_path), key, publish, self.clock, role=Role(db_path, "delta-publisher")
+        ).start()
         self.ingest = IngestWorker(
             open_db(db_path),
             self.clock,

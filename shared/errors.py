@@ -409,6 +409,21 @@ CATALOG: dict[str, ErrorSpec] = {
         "the data changed since the preview: nothing was imported; check the new preview and confirm again",
         409,
     ),
+    # scale-out (issue 16): jobs one process at a time, database choice, terminal ids
+    "job_running": ErrorSpec(
+        "该作业正在另一个服务器进程中运行，未重复执行；请稍后再试",
+        "that job is running in another server process; nothing was done here, try again later",
+        409,
+    ),
+    "database_not_empty": ErrorSpec(
+        "目标数据库已有数据，未导入（请使用新建的空数据库）",
+        "the target database already holds data; nothing was imported (use a new, empty database)",
+        409,
+    ),
+    "bad_terminal_id": ErrorSpec(
+        "终端编号只能由字母、数字、- 和 _ 组成，最长 32 位",
+        "a terminal id is 1 to 32 letters, digits, - or _",
+    ),
 }
 
 

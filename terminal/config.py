@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import DomainError
+from shared.protocol.codec import TERMINAL_ID
 
 # the settings that name a file, and the prefix before the path in their value
 _PATH_SETTINGS = (
@@ -165,6 +166,8 @@ def _check(data: dict[str, Any]) -> str:
         if f.name == "mode" and value not in MODES:
             shown = json.dumps(value, ensure_ascii=False)
             return f'key "mode" must be one of {", ".join(MODES)}, not {shown}'
+        if f.name == "terminal_id" and not TERMINAL_ID.fullmatch(value):
+            return f'key "terminal_id" must be 1-32 letters, digits, - or _ (MQTT topics), not {value!r}'
     return ""
 
 

@@ -10,6 +10,7 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from server.cli.root import main as server_main
@@ -87,6 +88,7 @@ def test_statements_and_payout_lists_neutralise_names_and_payee_details_but_keep
     assert not [c for c in every_cell if c[:1] in ("=", "+", "@", "\t", "\r")]
 
 
+@pytest.mark.sqlite_only("the SQLite file and its WAL files (PostgreSQL keeps its own files)")
 def test_the_database_and_its_wal_files_are_created_owner_only(tmp_path: Path) -> None:
     old = os.umask(0o022)  # a usual umask: files would be 0644
     try:
@@ -101,6 +103,7 @@ def test_the_database_and_its_wal_files_are_created_owner_only(tmp_path: Path) -
         os.umask(old)
 
 
+@pytest.mark.sqlite_only("the SQLite file's mode (PostgreSQL keeps its own files)")
 def test_an_existing_world_readable_database_is_tightened_on_open(tmp_path: Path) -> None:
     db = tmp_path / "canteen.sqlite"
     open_db(db).close()

@@ -39,6 +39,7 @@ Account ids (one function each, nobody formats them by hand):
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -201,10 +202,14 @@ def post(
     """Record one txn with its entries and update the balances. Call inside a write txn.
 
     Moves of zero are skipped (a purse that paid nothing); a negative or non-int amount is a
-    programming error and raises before anything is written. An amount, or a resulting
-    balance, outside the range the wire carries (:mod:`shared.amounts`) is refused with
-    ``amount_out_of_range``, also before anything is written. ``accounts`` (optional) lets a
-    busy writer skip creating accounts it already knows exist (see :class:`AccountCache`).
+    programming error and raises before anything is written. An amount outside the range the
+    wire carries (:mod:`shared.amounts`) is refused with ``amount_out_of_range`` before
+    anything is written; a resulting balance outside it is refused the same way once the
+    balances moved, and the write transaction rolls back (nothing of the txn stays).
+    Balances move in place (``balance_fen = balance_fen + delta``, one statement): no
+    balance is read and written back, so no other writer's change can be lost in between,
+    whatever the database. ``accounts`` (optional) lets a busy writer skip creating accounts
+    it already knows exist (see :class:`AccountCache`).
     """
     moves = [m for m in moves if m.amount_fen != 0]
     for m in moves:
@@ -217,12 +222,12 @@ def post(
     for m in moves:
         delta[m.source] = delta.get(m.source, 0) - m.amount_fen
         delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
-    for account, old in balances(conn, [a for a, d in delta.items() if d]).items():
-        check_balance(account, old, old + delta[account])
-    cur = conn.execute(
-        "INSERT INTO txns(kind, ref, at_ms, memo) VALUES (?, ?, ?, ?)", (kind, ref, at_ms, memo)
+    txn_id = int(
+        conn.execute(
+            "INSERT INTO txns(kind, ref, at_ms, memo) VALUES (?, ?, ?, ?) RETURNING id",
+            (kind, ref, at_ms, memo),
+        ).fetchone()[0]
     )
-    txn_id = int(cur.lastrowid or 0)
     if not moves:
         return txn_id
     touched = {a for m in moves for a in (m.source, m.dest)}
@@ -238,11 +243,22 @@ def post(
         "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",
         [(txn_id, m.source, m.dest, m.amount_fen) for m in moves],
     )
-    conn.executemany(
-        "UPDATE accounts SET balance_fen = balance_fen + ? WHERE id = ?",
-        [(d, a) for a, d in delta.items() if d],
-    )
+    changed = sorted((a, d) for a, d in delta.items() if d)
+    if changed:
+        for account, new in conn.execute(_move_balances_sql(len(changed)), [x for ad in changed for x in ad]):
+            check_balance(account, int(new) - delta[account], int(new))
     return txn_id
+
+
+@functools.lru_cache(maxsize=16)
+def _move_balances_sql(n: int) -> str:
+    """One UPDATE adding each (account, delta) pair to its balance, returning the new ones."""
+    pairs = ", ".join(["(?, ?)"] * n)
+    return (
+        "UPDATE accounts SET balance_fen = accounts.balance_fen + v.column2 "
+        f"FROM (VALUES {pairs}) AS v WHERE accounts.id = v.column1 "
+        "RETURNING accounts.id, accounts.balance_fen"
+    )
 
 
 def subsidy_by_year(conn: sqlite3.Connection, holder_id: str) -> dict[int, int]:

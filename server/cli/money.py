@@ -20,6 +20,7 @@ from server.cli.output import AMOUNT_SETTINGS, JSON_OPTION, emit, yuan
 from server.closing import clearing, quality, reports, settlement
 from server.closing.statement_files import payout_csv, statement_csv
 from server.infra.db import write_txn
+from server.infra.run_once import run_once
 from server.registry import funds, operators
 from server.sales import quarantine
 from shared.errors import DomainError, message
@@ -100,7 +101,7 @@ def settle(
 ) -> None:
     """Settle QUARTER (e.g. 2026Q1) for every canteen; settling again shows the stored result."""
     conn = _db(obj)
-    with write_txn(conn):
+    with run_once(obj.app.config["DATABASE"], "settlement"), write_txn(conn):
         doc, created = settlement.settle_quarter(conn, quarter, _now(obj), force=force)
     if csv_path:
         csv_path.write_text(statement_csv(doc), encoding="utf-8")
@@ -148,7 +149,7 @@ def close_year(obj: Any, year: str, force: bool, refund_to: str | None, as_json:
     good); --force records it anyway."""
     conn = _db(obj)
     target = refund_to or obj.app.config.get("YEAR_END_REFUND_TO", "unit")
-    with write_txn(conn):
+    with run_once(obj.app.config["DATABASE"], "clearing"), write_txn(conn):
         report, created = clearing.close_year(conn, year, _now(obj), refund_to=target, force=force)
         if created and not force and not report["units"]:  # rolled back with the transaction
             raise DomainError(

@@ -19,6 +19,7 @@ from server.app import create_app, default_home, write_config_template
 from server.books import ledger
 from server.cli import (
     backup,
+    database,
     ecny,
     faces,
     limits,
@@ -38,7 +39,7 @@ from server.closing.check import all_violations, quarantine_summary, record_chec
 from server.infra import access_log
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
-from server.infra.db import open_db, write_txn
+from server.infra.db import open_db, shown, write_txn
 from server.infra.keys import load_or_create_secret
 from server.registry import broker_users, enrolment, rotation
 from server.registry.terminals import fleet, provision
@@ -130,7 +131,7 @@ def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
         )
     data = {
         "home": obj.home,
-        "database": obj.app.config["DATABASE"],
+        "database": shown(obj.app.config["DATABASE"]),
         "config": os.path.join(obj.home, "server", "config.py"),
         "config_created": config_path is not None,
         "public_url": obj.app.config.get("PUBLIC_URL") or None,
@@ -493,7 +494,7 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
 
 main.add_command(fleet_cli.fleet)
 # each group's module lists its commands
-for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users, backup, trace):
+for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users, backup, trace, database):
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)

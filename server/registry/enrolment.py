@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from server.registry.terminals import (
     TerminalCredentials,
-    check_terminal_id,
+    check_new_terminal_id,
     next_terminal_id,
     provision,
     revoke,
@@ -85,7 +85,7 @@ def issue(
     if terminal_id is None:
         terminal_id = next_terminal_id(conn)
     else:
-        check_terminal_id(terminal_id)
+        check_new_terminal_id(terminal_id)
         taken = conn.execute(
             "SELECT 1 FROM terminals WHERE id = ? UNION SELECT 1 FROM enrolments WHERE terminal_id = ?",
             (terminal_id, terminal_id),

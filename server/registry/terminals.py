@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import sqlite3
 import threading
@@ -34,10 +33,11 @@ from server.infra.db import get_setting, set_setting
 from server.infra.terminal_keys import accepted_secrets
 from shared.errors import DomainError
 from shared.protocol import Status
+from shared.protocol.codec import check_terminal_id
+from shared.protocol.envelope import SERVER_SENDER
 
 log = logging.getLogger(__name__)
 
-_TERMINAL_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # instances of one terminal remembered this long (by the terminals' send times)
 INSTANCE_WINDOW_MS = 10 * 60_000
 _INSTANCES_KEY = "terminal_instances:"
@@ -56,12 +56,11 @@ class TerminalCredentials:
         return asdict(self)
 
 
-def check_terminal_id(terminal_id: str) -> None:
-    """A terminal id is its broker user name and client id: refuse one that cannot be."""
-    if not _TERMINAL_ID.fullmatch(terminal_id) or terminal_id == "server":
-        raise DomainError(
-            "invalid_input", f"terminal id {terminal_id!r}: 1-32 letters, digits, - or _, and not 'server'"
-        )
+def check_new_terminal_id(terminal_id: str) -> None:
+    """A terminal id is its broker user name, client id and a topic level: the protocol's one
+    rule (``shared.protocol.codec.TERMINAL_ID``, ``bad_terminal_id``), and not the server's name."""
+    if check_terminal_id(terminal_id) == SERVER_SENDER:
+        raise DomainError("bad_terminal_id", "terminal id 'server' is the server's own name")
 
 
 def next_terminal_id(conn: sqlite3.Connection) -> str:
@@ -86,9 +85,9 @@ def provision(
     if terminal_id is None:
         terminal_id = next_terminal_id(conn)
     else:
-        check_terminal_id(terminal_id)
-        if conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
-            raise DomainError("already_exists", f"terminal {terminal_id}")
+        check_new_terminal_id(terminal_id)
+    if conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
+        raise DomainError("already_exists", f"terminal {terminal_id}")
     secret_hex = secrets.token_hex(32)
     conn.execute(
         "INSERT INTO terminals(id, canteen_id, secret_hex, created_at_ms) VALUES (?, ?, ?, ?)",

@@ -56,7 +56,7 @@ def record_notification(conn: sqlite3.Connection, note: Notification, now_ms: in
     conn.execute(
         "INSERT INTO ecny_payments(order_no, trade_no, amount_fen, refunded_fen, status, paid_at_ms, "
         "notified_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(order_no) DO UPDATE SET "
-        "refunded_fen = max(refunded_fen, excluded.refunded_fen), status = excluded.status, "
+        "refunded_fen = max(ecny_payments.refunded_fen, excluded.refunded_fen), status = excluded.status, "
         "notified_at_ms = excluded.notified_at_ms",
         (note.order_no, note.trade_no, note.amount_fen, note.refunded_fen, note.status, note.at_ms, now_ms),
     )

@@ -397,6 +397,10 @@ class IngestWorker:
         keys = self._keys  # rotations seen in this transaction (process() made it)
         slots: list[Slot] = []
         reversal_messages: list[ReversalMessage] = []
+        # revocations by terminal, read once per transaction: this transaction holds the
+        # write lock, so no revocation can commit while it runs (a revocation holds from the
+        # next transaction on; on PostgreSQL this spares a round trip per message)
+        revocations: dict[str, int | None] = {}
         for topic, payload in messages:
             claimed = topics.terminal_of(topic)
             try:
@@ -405,8 +409,9 @@ class IngestWorker:
                     raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
                 if which == NEXT and rotation.complete(self._conn, env.sender, now):
                     keys.completed.add(env.sender)
-                # read per message, not cached: a revocation holds from the next message on
-                revoked = revoked_at(self._conn, env.sender)
+                if env.sender not in revocations:
+                    revocations[env.sender] = revoked_at(self._conn, env.sender)
+                revoked = revocations[env.sender]
                 if topic == topics.sales(claimed) and env.type == "sale_batch":
                     batch = SaleBatch.from_body(env.body, env.sender)
                     canteen = self._book.canteen(env.sender) or ""

@@ -35,6 +35,7 @@ from shared.protocol.codec import (
     req_int,
     req_list,
     req_str,
+    req_terminal_id,
 )
 from shared.protocol.face_vector import encoding_from_str, encoding_to_str
 
@@ -141,7 +142,7 @@ class Sale:
         only_keys(d, _SALE_KEYS, "sale")
         items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
         sale = cls(
-            terminal_id=req_str(d, "terminal_id", max_len=64),
+            terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
             uuid=req_str(d, "uuid", max_len=64),
             card_id=opt_str(d, "card_id", max_len=64),
@@ -303,7 +304,7 @@ class SaleResult:
         d = obj(d, "result")
         only_keys(d, frozenset(cls.__dataclass_fields__), "result")
         return cls(
-            terminal_id=req_str(d, "terminal_id", max_len=64),
+            terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
             uuid=req_str(d, "uuid", max_len=64),
             status=req_enum(d, "status", RESULT_STATUSES),

@@ -7,7 +7,7 @@ plus the broadcasts ``canteen/v1/down/delta`` and ``canteen/v1/down/server``.
 
 from __future__ import annotations
 
-from shared.protocol.codec import ProtocolError
+from shared.protocol.codec import TERMINAL_ID, check_terminal_id
 
 PREFIX = "canteen/v1"
 DELTA = f"{PREFIX}/down/delta"
@@ -21,9 +21,7 @@ ALL_REVERSALS = f"{PREFIX}/t/+/up/reversals"  # reversals (冲正), their own ou
 
 
 def _check(terminal_id: str) -> str:
-    if not terminal_id or any(c in terminal_id for c in "/+#\0"):
-        raise ProtocolError("bad_field", f"terminal id {terminal_id!r} not usable in a topic")
-    return terminal_id
+    return check_terminal_id(terminal_id)
 
 
 def sales(terminal_id: str) -> str:
@@ -65,8 +63,9 @@ def rekey(terminal_id: str) -> str:
 
 
 def terminal_of(topic: str) -> str | None:
-    """The terminal id in a per-terminal topic, or None if the topic is not one."""
+    """The terminal id in a per-terminal topic, or None if the topic is not one (nor a
+    usable terminal id)."""
     parts = topic.split("/")
     if len(parts) == 6 and "/".join(parts[:2]) == PREFIX and parts[2] == "t":
-        return parts[3]
+        return parts[3] if TERMINAL_ID.fullmatch(parts[3]) else None
     return None
