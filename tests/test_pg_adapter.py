@@ -25,6 +25,12 @@ def test_placeholders_become_psycopgs_and_a_literal_percent_is_kept() -> None:
     assert t.order is None
 
 
+def test_types_are_capitals_and_a_column_named_text_keeps_its_name() -> None:
+    ddl = translate_script("CREATE TABLE t (text TEXT NOT NULL, integer INTEGER, kind TEXT) STRICT;")
+    assert 'text TEXT COLLATE "C" NOT NULL' in ddl and "integer BIGINT" in ddl
+    assert 'kind TEXT COLLATE "C"' in ddl and "STRICT" not in ddl
+
+
 def test_numbered_placeholders_are_expanded_in_order() -> None:
     t = translate("SELECT ?2, ?1, ?2 + 1")
     assert t.sql == "SELECT %s, %s, %s + 1" and t.order == (1, 0, 1)

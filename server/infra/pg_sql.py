@@ -57,12 +57,14 @@ _STRICT = re.compile(r"\)\s*STRICT\b(\s*,\s*WITHOUT\s+ROWID)?|\)\s*WITHOUT\s+ROW
 _FEN_COLUMN = re.compile(r"\b(\w+_fen)\s+INTEGER\b", re.I)
 _ROWID_PK = re.compile(r"\b(\w+)\s+INTEGER\s+PRIMARY\s+KEY\b(?!\s*\()", re.I)
 _TYPES = (
-    (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
-    (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
-    (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
+    (re.compile(r"\bINTEGER\b"), "BIGINT"),
+    (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b"), "BYTEA"),
 )
-_TEXT = re.compile(r"\bTEXT\b", re.I)
-_INTEGER = re.compile(r"\bINTEGER\b", re.I)
+# types are written in capitals in the schema, names in lower case: a column named ``text``
+# stays a name (case-sensitive on purpose)
+_TEXT = re.compile(r"\bTEXT\b")
+_INTEGER = re.compile(r"\bINTEGER\b")
 _SUBQUERY = re.compile(r"\b(FROM|JOIN)\s*\(\s*(SELECT|VALUES|WITH)\b", re.I)
 _NOT_ALIAS = re.compile(
     r"\s*($|[),;]|(WHERE|GROUP|ORDER|LIMIT|OFFSET|UNION|EXCEPT|INTERSECT|JOIN|LEFT|RIGHT|INNER|"
