@@ -48,7 +48,8 @@ def test_the_release_key_is_made_once_and_pinned_in_new_terminals(tmp_path: Path
     again = cli(home, "release-key-new", "--out", str(key))
     assert again.exit_code == 2 and "already_exists" in again.output
     out = tmp_path / "t9.json"
-    assert cli(home, "provision-terminal", "C01", "--id", "T9", "--out", str(out)).exit_code == 0
+    made = cli(home, "provision-terminal", "C01", "--id", "T9", "--with-secret", "--out", str(out))
+    assert made.exit_code == 0, made.output
     assert json.loads(out.read_text())["release_public_key"] == public
 
 

@@ -179,8 +179,13 @@ def test_unsent_sales_survive_power_cuts_mid_update_and_a_rollback_each_applied_
     reported = sold(events)
     applied = site.applied()
     print(f"sold={len(reported)} applied={len(applied)} reports={site.reports()}")
-    assert len(reported) == 15 and len(set(reported)) == 15
-    assert sorted(applied) == sorted(reported), "a sale lost or applied twice"
+    # each of the 15 sales told at least once; told twice only when the power failed between
+    # showing it and marking it shown (the next start tells it again: never untold)
+    assert len(set(reported)) == 15
+    again = [u for u in set(reported) if reported.count(u) > 1]
+    recovered = {e["uuid"] for e in events if e.get("event") == "recovered"}
+    assert len(again) <= 2 and set(again) <= recovered, again
+    assert sorted(applied) == sorted(set(reported)), "a sale lost or applied twice"
     assert not any(e["event"] == "garbage" for e in events)
 
 
