@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.broker import mosquitto_password_line
+from shared.nats_broker import NatsUser, authorization_conf, nats_password_hash
 from shared.protocol import broker_password, topics
 
 log = logging.getLogger(__name__)
@@ -73,28 +74,56 @@ def active_terminals(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     ]
 
 
-def acl_text(terminal_ids: list[str]) -> str:
+def server_permissions() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(publish, subscribe) topic filters of the server's own user: the one rule both the
+    Mosquitto ACL and the NATS authorization are rendered from."""
     prefix = topics.PREFIX
+    return (f"{prefix}/t/+/down/#", f"{prefix}/down/#"), (f"{prefix}/t/+/up/#", f"{prefix}/down/#")
+
+
+def terminal_permissions(tid: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(publish, subscribe) topic filters of one terminal: it writes only its own ``up/``
+    topics, reads its own status back (duplicate identity), its own ``down/`` topics and the
+    broadcasts."""
+    prefix = topics.PREFIX
+    return (f"{prefix}/t/{tid}/up/#",), (
+        topics.status(tid),
+        f"{prefix}/t/{tid}/down/#",
+        topics.DELTA,
+        topics.SERVER,
+    )
+
+
+def acl_text(terminal_ids: list[str]) -> str:
     lines = [
         "# Written by canteen-server (provision-terminal / revoke-terminal): do not edit by hand.",
         "# Reload after a change: kill -HUP <mosquitto pid>",
-        "",
-        f"user {SERVER_USER}",
-        f"topic read {prefix}/t/+/up/#",
-        f"topic write {prefix}/t/+/down/#",
-        f"topic readwrite {prefix}/down/#",
     ]
-    for tid in terminal_ids:
-        lines += [
-            "",
-            f"user {tid}",
-            f"topic write {prefix}/t/{tid}/up/#",
-            f"topic read {topics.status(tid)}",  # its own status, read back (duplicate identity)
-            f"topic read {prefix}/t/{tid}/down/#",
-            f"topic read {topics.DELTA}",
-            f"topic read {topics.SERVER}",
-        ]
+    for user, (publish, subscribe) in [(SERVER_USER, server_permissions())] + [
+        (tid, terminal_permissions(tid)) for tid in terminal_ids
+    ]:
+        lines += ["", f"user {user}"]
+        lines += [f"topic write {t}" for t in publish]
+        lines += [f"topic read {t}" for t in subscribe]
     return "\n".join(lines) + "\n"
+
+
+def nats_authorization_text(conn: sqlite3.Connection, server_password_file: Path) -> str:
+    """The NATS ``authorization`` block for the same users and rules as the Mosquitto files
+    (``canteen-server nats-config`` writes it; nats-server re-reads it on SIGHUP)."""
+    password = server_password(server_password_file)
+    assert password is not None
+    users = [NatsUser(SERVER_USER, nats_password_hash(password), *server_permissions())]
+    users += [
+        NatsUser(tid, nats_password_hash(broker_password(bytes.fromhex(sec))), *terminal_permissions(tid))
+        for tid, sec in active_terminals(conn)
+    ]
+    return authorization_conf(users)
+
+
+def write_nats_authorization(conn: sqlite3.Connection, server_password_file: Path, path: Path) -> None:
+    """Write :func:`nats_authorization_text` atomically, 0640 (it holds password hashes)."""
+    _write_atomic(path, nats_authorization_text(conn, server_password_file))
 
 
 def write_broker_files(conn: sqlite3.Connection, files: BrokerFiles) -> int:
