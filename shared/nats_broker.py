@@ -36,6 +36,7 @@ BCRYPT_COST = 10  # every connect verifies one hash: a fleet reconnecting after 
 # NATS delivers QoS 1 messages to an MQTT session through a JetStream consumer on
 # ``$MQTT.sub.<random>``: without this subscribe permission every QoS 1 SUBSCRIBE is refused
 MQTT_DELIVERY = "$MQTT.sub.>"
+CLUSTER_REPLICAS = 3  # copies of MQTT's retained messages and sessions in a cluster
 
 
 def mqtt_to_subject(topic_filter: str) -> str:
@@ -114,8 +115,13 @@ def render_nats_conf(
         f"listen: {json.dumps(f'{listen}:{client_port}')}",
         f"jetstream {{ store_dir: {json.dumps(str(Path(data_dir) / 'jetstream'))} }}",
         # ack_wait: how long a QoS 1 message waits for a PUBACK before redelivery
-        f"mqtt {{ listen: {json.dumps(f'{listen}:{mqtt_port}')}, ack_wait: \"30s\", max_ack_pending: 1000 }}",
     ]
+    mqtt = f"listen: {json.dumps(f'{listen}:{mqtt_port}')}, ack_wait: \"30s\", max_ack_pending: 1000"
+    if cluster_port is not None:
+        # fixed, not "as many nodes as are up": a node first used while another is down would
+        # otherwise ask for 2 replicas of streams that exist with 3, and never get them
+        mqtt += f", stream_replicas: {CLUSTER_REPLICAS}"
+    out.append(f"mqtt {{ {mqtt} }}")
     if cluster_port is not None:
         out.append(
             f"cluster {{ name: {json.dumps(cluster_name)}, listen: {json.dumps(f'{listen}:{cluster_port}')}, "
