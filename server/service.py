@@ -87,7 +87,7 @@ class ServerService:
         self._http_thread.start()
 
         self.presence = PresenceBeacon(key, self.clock, self.presence_s)
-        address = BrokerAddress.parse(self.broker_url)
+        address, *alternates = BrokerAddress.parse_list(self.broker_url)  # a cluster: every node
         if address.username is None:  # the locked broker's user "server", when it has one
             password = server_password(
                 BrokerFiles.from_config(self.app.config).server_password_file, create=False
@@ -107,6 +107,7 @@ class ServerService:
             will=self.presence.will,
             on_state=self._on_link_state,
             backoff_max_s=2.0,
+            alternates=alternates,
         )
         metrics = self.app.extensions["canteen_metrics"]
 

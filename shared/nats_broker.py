@@ -116,7 +116,7 @@ def render_nats_conf(
         f"jetstream {{ store_dir: {json.dumps(str(Path(data_dir) / 'jetstream'))} }}",
         # ack_wait: how long a QoS 1 message waits for a PUBACK before redelivery
     ]
-    mqtt = f"listen: {json.dumps(f'{listen}:{mqtt_port}')}, ack_wait: \"30s\", max_ack_pending: 1000"
+    mqtt = f'listen: {json.dumps(f"{listen}:{mqtt_port}")}, ack_wait: "30s", max_ack_pending: 1000'
     if cluster_port is not None:
         # fixed, not "as many nodes as are up": a node first used while another is down would
         # otherwise ask for 2 replicas of streams that exist with 3, and never get them

@@ -6,19 +6,24 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 
+from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.nats_broker import NatsBroker, NatsCluster
 from shared.protocol import topics
+from simulator.harness.cluster import Cluster
+from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
+from terminal.authorize import TapRequest
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not NatsBroker.available(), reason="needs nats-server (Debian package nats-server; .ci/run installs it)"
+        not NatsBroker.available(), reason="needs nats-server (Debian nats-server; .ci/run installs it)"
     ),
 ]
 
@@ -30,7 +35,8 @@ def cluster() -> Iterator[NatsCluster]:
         # JetStream elects its meta leader and the MQTT streams need all three: wait until a
         # retained message round-trips on every node
         for i, node in enumerate(c.nodes):
-            assert _retained_roundtrip(node, f"{topics.PREFIX}/probe/{i}", 60), f"node {node.server_name} not ready"
+            ready = _retained_roundtrip(node, f"{topics.PREFIX}/probe/{i}", 60)
+            assert ready, f"node {node.server_name} not ready"
         yield c
     finally:
         c.stop()
@@ -141,3 +147,39 @@ def test_a_terminals_session_and_its_queued_acks_survive_killing_its_node(cluste
     finally:
         back.disconnect()
         back.loop_stop()
+
+
+def test_a_terminal_moves_to_another_node_when_its_own_dies_and_every_sale_is_applied_once(
+    cluster: NatsCluster, tmp_path: Path
+) -> None:
+    clock = FakeClock(ms_from_china("2026-11-26T11:45"))
+    n0, n1, n2 = cluster.urls
+    # the server lists every node and starts on n0; the terminal lists n1 first
+    with Cluster(tmp_path, broker=cluster, clock=clock) as harness:
+        conn = harness.db()
+        world = demo_world(conn, clock.now_ms(), diners=20)
+        conn.close()
+        term = harness.add_terminal("C01", broker_url=[n1, n2, n0])
+        assert harness.wait_synced(60)
+        link = term.terminal.sync.link
+        assert (link.address.host, link.address.port) == ("127.0.0.1", cluster.nodes[1].port)
+
+        def sell(diners: list) -> None:  # noqa: ANN001 — the world's diners
+            for diner in diners:
+                clock.advance_ms(20_000)
+                decision, _ = term.terminal.tap(TapRequest(diner.card_id))
+                assert decision.approved, decision.reason
+
+        sell(world.diners[:8])
+        assert harness.drain(60)
+        cluster.nodes[1].kill()  # the terminal's node; the server's (n0) stays
+        sell(world.diners[8:])  # sold while it moves: offline if need be, sent after
+        assert wait_until(lambda: link.connected and link.address.port != cluster.nodes[1].port, 60)
+        assert link.connects >= 2
+        assert harness.drain(90)
+        audit = harness.audit()
+        assert audit.approved == audit.applied == len(world.diners)
+        assert audit.pending == 0 and audit.ledger_sum_fen == 0 and audit.violations == []
+        conn = harness.db()
+        assert conn.execute("SELECT count(*) FROM txns WHERE kind = 'sale'").fetchone()[0] == audit.applied
+        conn.close()

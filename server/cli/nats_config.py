@@ -23,7 +23,7 @@ from shared.nats_broker import render_nats_conf
 @click.command("nats-config")
 @click.option("--port", default=1883, show_default=True, type=int, help="The MQTT port.")
 @click.option("--data-dir", default=None, help="JetStream store and users. Default: <data folder>/nats.")
-@click.option("--listen", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every one).")
+@click.option("--listen", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: all).")
 @click.option("--server-name", default="n1", show_default=True, help="Unique per node (NATS MQTT needs one).")
 @click.option("--cluster-port", default=None, type=int, help="Route port: makes this node one of a cluster.")
 @click.option("--route", "routes", multiple=True, help="Another node: nats-route://host:port (repeatable).")
