@@ -264,7 +264,10 @@ class MqttLink:
 
 
 def redacted_url(url: str) -> str:
-    """``mqtt://user:secret@host:1883`` → ``mqtt://user:***@host:1883``: a broker URL fit to print."""
+    """``mqtt://user:secret@host:1883`` → ``mqtt://user:***@host:1883``: a broker URL fit to print
+    (each of a cluster's comma-separated URLs)."""
+    if "," in url:
+        return ",".join(redacted_url(part) for part in url.split(","))
     u = urlparse(url)
     if u.password is None:
         return url

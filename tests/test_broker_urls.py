@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shared.errors import DomainError
-from shared.mqtt import BrokerAddress, MqttLink
+from shared.mqtt import BrokerAddress, MqttLink, redacted_url
 from terminal.config import TerminalConfig
 
 
@@ -39,3 +39,8 @@ def test_a_link_given_alternates_uses_the_first_nodes_credentials_everywhere() -
     assert [(n.host, n.port, n.username, n.password) for n in link.nodes] == [
         ("a", 1, "T1", "pw"), ("b", 2, "T1", "pw"), ("c", 3, "T1", "pw"),
     ]  # fmt: skip
+
+
+def test_every_node_of_a_printed_broker_list_is_redacted() -> None:
+    shown = redacted_url("mqtt://server:s3cret@a:1,mqtt://server:s3cret@b:2")
+    assert "s3cret" not in shown and shown == "mqtt://server:***@a:1,mqtt://server:***@b:2"
