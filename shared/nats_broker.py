@@ -114,6 +114,8 @@ def render_nats_conf(
         f"server_name: {json.dumps(server_name)}",
         f"listen: {json.dumps(f'{listen}:{client_port}')}",
         f"jetstream {{ store_dir: {json.dumps(str(Path(data_dir) / 'jetstream'))} }}",
+        "# the server sends SIGHUP to this pid after it rewrites the users (MQTT_PID_FILE)",
+        f"pid_file: {json.dumps(str(Path(data_dir) / 'nats.pid'))}",
         # ack_wait: how long a QoS 1 message waits for a PUBACK before redelivery
     ]
     mqtt = f'listen: {json.dumps(f"{listen}:{mqtt_port}")}, ack_wait: "30s", max_ack_pending: 1000'

@@ -196,3 +196,35 @@ def test_a_real_sale_is_applied_once_through_nats(tmp_path: Path) -> None:
             conn.close()
     finally:
         broker.stop()
+
+
+def test_the_server_rewrites_the_nats_users_and_reloads_nats_on_provision_and_revoke(
+    locked: LockedNats,
+) -> None:
+    config = {
+        **locked.app.config,  # type: ignore[attr-defined]
+        "MQTT_NATS_AUTHORIZATION_FILE": str(locked.auth_file),
+        "MQTT_PID_FILE": str(Path(locked.broker.data_dir) / "nats.pid"),
+        "MQTT_RELOAD_COMMAND": "",
+    }
+    conn = open_db(locked.app.config["DATABASE"])  # type: ignore[attr-defined]
+    try:
+        with write_txn(conn):
+            locked.creds["T0003"] = terminals.provision(conn, "C01", 0, "00" * 32, "T0003")
+        assert broker_users.apply(conn, config)  # SIGHUP to the nats-server in the pid file
+        newcomer = locked.link("T0003", subscriptions=[(topics.ack("T0003"), 1)])
+        try:
+            assert newcomer.wait_connected(15)  # known to NATS without a restart
+        finally:
+            newcomer.stop()
+        with write_txn(conn):
+            terminals.revoke(conn, "T0003", 1)
+        assert broker_users.apply(conn, config)
+        gone = locked.link("T0003")
+        try:
+            assert wait_until(lambda: gone.refusals > 0, 15)
+            assert not gone.connected
+        finally:
+            gone.stop()
+    finally:
+        conn.close()

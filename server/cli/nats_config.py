@@ -68,6 +68,13 @@ def nats_config(
             authorization_file=str(auth_file),
         )
     )
+    if str(obj.app.config.get("MQTT_NATS_AUTHORIZATION_FILE") or "") != str(auth_file):
+        click.echo(
+            f"设置 set MQTT_NATS_AUTHORIZATION_FILE={auth_file} and "
+            f"MQTT_PID_FILE={os.path.join(data_dir, 'nats.pid')}: the server then rewrites the users "
+            "and reloads nats-server after provision-terminal / revoke-terminal",
+            err=True,
+        )
     click.echo(
         f"保存为 save as {os.path.join(data_dir, 'nats.conf')}; 终端变更后重新运行并 kill -HUP "
         "(after provision-terminal / revoke-terminal: run again, then kill -HUP <nats-server pid>)",

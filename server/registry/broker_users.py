@@ -34,6 +34,7 @@ from shared.protocol import broker_password, topics
 log = logging.getLogger(__name__)
 
 SERVER_USER = "server"
+BROKER_PROCESSES = ("mosquitto", "nats-server")  # what a pid file may name to get a SIGHUP
 RELOAD_HINT = "重新加载 broker 配置 reload the broker: kill -HUP $(pidof mosquitto)"
 
 
@@ -185,15 +186,15 @@ def _signal_pid_file(pid_file: str) -> bool:
     except (OSError, ValueError) as exc:
         log.warning("broker_reload_failed: %s: no running process (%s)", pid_file, exc)
         return False
-    if name != "mosquitto":
-        log.warning("broker_reload_failed: %s names pid %d, which is %r, not mosquitto", pid_file, pid, name)
+    if name not in BROKER_PROCESSES:
+        log.warning("broker_reload_failed: %s names pid %d, which is %r, not a broker", pid_file, pid, name)
         return False
     try:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:  # another user's Mosquitto: set MQTT_RELOAD_COMMAND instead
-        log.warning("broker_reload_failed: SIGHUP to mosquitto %d: %s", pid, exc)
+        log.warning("broker_reload_failed: SIGHUP to %s %d: %s", name, pid, exc)
         return False
-    log.info("broker reloaded (SIGHUP to mosquitto %d)", pid)
+    log.info("broker reloaded (SIGHUP to %s %d)", name, pid)
     return True
 
 
@@ -201,4 +202,7 @@ def apply(conn: sqlite3.Connection, config: Mapping[str, Any]) -> bool:
     """Rewrite the broker's files from the terminals table and reload the broker when a
     reload command is configured; True when the broker has been told."""
     write_broker_files(conn, BrokerFiles.from_config(config))
+    nats_file = str(config.get("MQTT_NATS_AUTHORIZATION_FILE") or "")
+    if nats_file:  # NATS as the broker: its users too, from the same rules
+        write_nats_authorization(conn, BrokerFiles.from_config(config).server_password_file, Path(nats_file))
     return reload_broker(config)
