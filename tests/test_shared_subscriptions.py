@@ -31,16 +31,14 @@ def _workers(url: str, n: int) -> tuple[list[MqttLink], list[list[str]]]:
     return links, inboxes
 
 
-def _publish_sales_then_probe(url: str, count: int) -> None:
+def _publish_sales_then_probe(url: str, count: int) -> MqttLink:
+    """The publisher, still connected (stopped by the caller once the probe arrived)."""
     pub = MqttLink("pub", BrokerAddress.parse(url)).start()
-    try:
-        assert pub.wait_connected(10)
-        for i in range(count):
-            assert pub.publish(topics.sales(f"T{i % 7}"), b"sale")
-        assert pub.publish(PROBE, b"end")
-        assert wait_until(lambda: not pub._client.want_write(), 10)  # noqa: SLF001 — flushed
-    finally:
-        pub.stop()
+    assert pub.wait_connected(10)
+    for i in range(count):
+        assert pub.publish(topics.sales(f"T{i % 7}"), b"sale")
+    assert pub.publish(PROBE, b"end")
+    return pub
 
 
 @pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary")
@@ -49,8 +47,9 @@ def test_mosquitto_splits_a_shared_subscription_between_3_1_1_workers() -> None:
     links, inboxes = _workers(broker.url, 2)
     try:
         assert all(link.wait_connected(10) for link in links)
-        _publish_sales_then_probe(broker.url, 100)
-        assert wait_until(lambda: all(PROBE in box for box in inboxes), 10)
+        pub = _publish_sales_then_probe(broker.url, 100)
+        assert wait_until(lambda: all(PROBE in box for box in inboxes), 10), [len(b) for b in inboxes]
+        pub.stop()
         sales = [sum(t != PROBE for t in box) for box in inboxes]
         assert sum(sales) == 100  # each sale to exactly one worker
         assert min(sales) > 0  # and both work
@@ -66,8 +65,9 @@ def test_nats_grants_a_shared_subscription_but_delivers_nothing_through_it() -> 
     links, inboxes = _workers(broker.url, 1)
     try:
         assert links[0].wait_connected(20) and links[0].refusals == 0  # SUBACK granted
-        _publish_sales_then_probe(broker.url, 10)
+        pub = _publish_sales_then_probe(broker.url, 10)
         assert wait_until(lambda: PROBE in inboxes[0], 10)
+        pub.stop()
         assert inboxes[0] == [PROBE]  # "$share/..." taken as a literal topic: the worker is deaf
     finally:
         links[0].stop()
