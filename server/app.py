@@ -126,6 +126,12 @@ def create_app(
         # else SIGHUP to the Mosquitto whose pid is here (mosquitto-config renders pid_file
         # into its data folder, by default <home>/mosquitto)
         MQTT_PID_FILE=os.path.join(home, "mosquitto", "mosquitto.pid"),
+        # NATS as the broker (issue 16): the authorization file nats-config wrote, rewritten
+        # with the Mosquitto files; set MQTT_PID_FILE to <home>/nats/nats.pid. Empty: no NATS
+        MQTT_NATS_AUTHORIZATION_FILE="",
+        # several server processes splitting ingest: an MQTT shared-subscription group for
+        # the sales and reversals (Mosquitto 2 only; empty: every process gets every sale)
+        MQTT_INGEST_SHARE_GROUP="",
         # fleet health (server.registry.fleet): alert thresholds; empty version: no check
         FLEET_OFFLINE_ALERT_S=600,
         FLEET_STALE_S=60,

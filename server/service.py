@@ -88,7 +88,11 @@ class ServerService:
         self._http_thread.start()
 
         self.presence = PresenceBeacon(key, self.clock, self.presence_s)
-        address = BrokerAddress.parse(self.broker_url)
+        address, *alternates = BrokerAddress.parse_list(self.broker_url)  # a cluster: every node
+        # several ingest processes: each sale message to one of the group (Mosquitto 2; NATS
+        # 2.9 grants "$share/..." and delivers nothing: docs/scaling.md)
+        group = str(self.app.config.get("MQTT_INGEST_SHARE_GROUP") or "")
+        shared = f"$share/{group}/" if group else ""
         if address.username is None:  # the locked broker's user "server", when it has one
             password = server_password(
                 BrokerFiles.from_config(self.app.config).server_password_file, create=False
@@ -99,15 +103,16 @@ class ServerService:
             self.client_id,
             address,
             subscriptions=[
-                (topics.ALL_SALES, 1),
-                (topics.ALL_STATUS, 1),
+                (shared + topics.ALL_SALES, 1),
+                (topics.ALL_STATUS, 1),  # retained: never through a shared subscription
                 (topics.ALL_UPDATE_REPORTS, 1),
-                (topics.ALL_REVERSALS, 1),
+                (shared + topics.ALL_REVERSALS, 1),
             ],
             on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
             will=self.presence.will,
             on_state=self._on_link_state,
             backoff_max_s=2.0,
+            alternates=alternates,
         )
         metrics = self.app.extensions["canteen_metrics"]
 

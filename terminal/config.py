@@ -92,7 +92,7 @@ class TerminalConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TerminalConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{k: v for k, v in _broker_list_joined(d).items() if k in known})
 
     @classmethod
     def load(cls, path: str | Path) -> TerminalConfig:
@@ -111,7 +111,7 @@ class TerminalConfig:
             raise DomainError("config_invalid", f"{path}: not JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise DomainError("config_invalid", f"{path}: expected a JSON object of settings")
-        problem = _check(data)
+        problem = _check(_broker_list_joined(data))
         if problem:
             raise DomainError("config_invalid", f"{path}: {problem}")
         return cls.from_dict(data).resolved(path.resolve().parent)
@@ -134,6 +134,15 @@ class TerminalConfig:
 def check_settings(data: dict[str, Any]) -> str:
     """What is wrong with a configuration's settings ('' when nothing is)."""
     return _check(data)
+
+
+def _broker_list_joined(data: dict[str, Any]) -> dict[str, Any]:
+    """``broker_url`` may list a clustered broker's nodes (a JSON list of URLs): kept as
+    the one comma-separated string the link reads (``BrokerAddress.parse_list``)."""
+    urls = data.get("broker_url")
+    if isinstance(urls, list) and all(isinstance(u, str) for u in urls):
+        return {**data, "broker_url": ",".join(urls)}
+    return data
 
 
 def _check(data: dict[str, Any]) -> str:

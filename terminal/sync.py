@@ -216,7 +216,8 @@ class SyncAgent:
                 "identity_conflict": None,
             }
         )
-        address = BrokerAddress.parse(mqtt_url or config.broker_url)
+        # a clustered broker: every node, comma-separated; the link moves on when one dies
+        address, *alternates = BrokerAddress.parse_list(mqtt_url or config.broker_url)
         credentials = None
         if address.username is None:  # the broker's user is the terminal: id and derived password
             address = replace(address, username=config.terminal_id, password=self.keys.broker_password(0))
@@ -240,6 +241,7 @@ class SyncAgent:
             will=self._will,
             credentials=credentials,
             ca_file=config.ca_file,
+            alternates=alternates,
         )
         self._thread = threading.Thread(target=self._run, name=f"sync-{config.terminal_id}", daemon=True)
 

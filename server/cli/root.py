@@ -34,6 +34,7 @@ from server.cli import (
     users,
 )
 from server.cli import fleet as fleet_cli
+from server.cli.nats_config import nats_config
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary, record_check, reversal_summary
 from server.infra import access_log
@@ -498,6 +499,7 @@ for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)
+main.add_command(nats_config)
 money.report.add_command(terminals_report)
 money.report.add_command(shop_reports.shop_report)
 money.report.add_command(shop_reports.day_closes_report)
