@@ -14,7 +14,7 @@ from server.infra.auth import requires
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from server.infra.scope import principal, require_holder_access, require_unit_access
-from server.registry import cards, leavers, pins, roster
+from server.registry import cards, leavers, name_search, pins, roster
 from server.registry.people import holder_json
 from shared.errors import DomainError
 
@@ -190,10 +190,7 @@ def update_holder(holder_id: str) -> Response:
         raise DomainError("invalid_input", f"unknown field(s) {', '.join(sorted(unknown))}")
     with write_txn(conn):
         if "name" in body:
-            name = text(body, "name") or ""
-            if len(name) > 64:
-                raise DomainError("invalid_input", "name longer than 64 characters")
-            conn.execute("UPDATE holders SET name = ? WHERE id = ?", (name, holder_id))
+            name_search.rename(conn, holder_id, text(body, "name") or "")
         if "bank_account" in body:
             leavers.set_bank_account(
                 conn,

@@ -30,7 +30,7 @@ from sqlite_utils import Database
 from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
 from server.infra.csvinput import LineError, read_table, rejected
-from server.registry import bank_accounts
+from server.registry import bank_accounts, name_search
 from server.registry.cards import CARD_ID
 from server.registry.holders import holder_change
 from server.registry.units import next_id
@@ -178,6 +178,8 @@ def _apply(
             bank_accounts.record_change(conn, h["id"], None, h["bank_account"], changed_by, now_ms)
     for change in plan["renamed"] + plan["bank_accounts"]:
         holders.update(change["id"], {k: v for k, v in change.items() if k != "id"})
+    name_search.index_holders(conn, [(h["id"], h["name"]) for h in plan["new_holders"]], new=True)
+    name_search.index_holders(conn, [(c["id"], c["name"]) for c in plan["renamed"]])
     for card in plan["retired"]:
         conn.execute(
             "UPDATE cards SET status = 'retired', changed_at_ms = ?, replaced_by = ? WHERE card_id = ?",

@@ -129,11 +129,23 @@ def method_totals(
             args,
         )
     }
+    return with_refunds(conn, canteen_id, from_ms, to_ms, methods)
+
+
+def with_refunds(
+    conn: sqlite3.Connection,
+    canteen_id: str | None,
+    from_ms: int,
+    to_ms: int,
+    methods: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    """Takings per method (``{method: {count, amount_fen}}``, however summed) with the e-CNY
+    refunds made in [from, to) for one canteen or all, and the totals net of them."""
     rwhere = "r.at_ms >= ? AND r.at_ms < ?" + (" AND s.canteen_id = ?" if canteen_id else "")
     refunds = conn.execute(
         "SELECT count(*), coalesce(sum(r.amount_fen), 0) "
         f"FROM ecny_refunds r JOIN ecny_sales s USING(order_no) WHERE {rwhere}",
-        args,
+        [from_ms, to_ms, *([canteen_id] if canteen_id else [])],
     ).fetchone()
     ecny = methods.get("ecny", {"count": 0, "amount_fen": 0})
     return {

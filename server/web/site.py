@@ -26,6 +26,7 @@ from server.infra.keys import load_or_create_secret
 from server.web import auth_pages, dashboard, diner, directory, errors, fmt, people
 from server.web.blueprint import csrf
 from server.web.guard import current_account, roles_of
+from server.web.tables import cell_html
 
 PAGE_MODULES = (auth_pages, dashboard, directory, diner, people)
 # the menu: (endpoint, label); shown to the roles the endpoint's page serves
@@ -85,7 +86,7 @@ def register(app: Flask) -> None:
     app.session_interface = SessionInterface()
     csrf.init_app(app)
     app.jinja_env.filters.update(fmt.FILTERS)
-    app.jinja_env.globals.update(nav_items=nav_items, current_account=current_account)
+    app.jinja_env.globals.update(nav_items=nav_items, current_account=current_account, table_cell=cell_html)
     app.register_blueprint(static)
     for module in PAGE_MODULES:
         app.register_blueprint(module.bp)
