@@ -35,7 +35,11 @@ from tests.web_support import (
     text_of,
 )
 
-SAMPLE = {"holder_id": DINER_HOLDER}  # H00001: in U01, the clerk's unit; the diner's own
+SAMPLE = {
+    "holder_id": DINER_HOLDER,  # H00001: in U01, the clerk's unit; the diner's own
+    "sale_uuid": "no-such-sale",  # the diner's pages: an unknown sale or order is a 404 page
+    "order_no": "TU-NO-SUCH-ORDER",
+}
 ROLES = [*STAFF, "diner"]
 # a POST that changes only the caller's own log-in (or none): open to every role
 SELF_SERVICE = {

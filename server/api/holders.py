@@ -327,14 +327,9 @@ def set_pin(holder_id: str) -> Response:
     now = get_clock().now_ms()
     wrong: DomainError | None = None
     with write_txn(conn):
-        if principal().role == "diner" and pins.has_pin(conn, holder_id):
-            old = body.get("old_pin")
-            check = pins.verify(conn, holder_id, old if isinstance(old, str) else "", now)
-            if check.result == "locked":
-                wrong = DomainError("pin_locked", "too many wrong tries")
-            elif check.result != "ok":
-                wrong = DomainError("pin_wrong", f"old_pin wrong, {check.tries_left} tries left")
-        if wrong is None:
+        if principal().role == "diner":
+            wrong = pins.set_own_pin(conn, holder_id, pin, body.get("old_pin"), now, actor_id())
+        else:
             pins.set_pin(conn, holder_id, pin, now, actor_id())
     if wrong is not None:  # raised after the txn: the failed try is kept
         raise wrong

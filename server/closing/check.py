@@ -6,9 +6,10 @@ that sum to zero and match their entries, no unexplained negative purse, no sale
 twice) and the business invariants built on them (:func:`server.closing.audit.money_violations`:
 sale splits, statements, payables, clearings, allocations, no withdrawal). The ledger knows
 nothing of settlement; this module is where the two meet. Sales held back for review are
-counted beside them (:func:`quarantine_summary`): reported, not a violation. What is kept
-beside the books to read them fast is checked against them too: the takings per 15 minutes and
-per day (:func:`server.sales.takings.mismatches`) and the name index
+counted beside them (:func:`quarantine_summary`): reported, not a violation. Each digital
+RMB top-up order is credited once, for its amount (:func:`server.sales.ecny_topups.violations`).
+What is kept beside the books to read them fast is checked against them too: the takings per
+15 minutes and per day (:func:`server.sales.takings.mismatches`) and the name index
 (:func:`server.registry.name_search.mismatches`).
 """
 
@@ -23,7 +24,7 @@ from server.books.ledger import Violation
 from server.closing.audit import money_violations
 from server.infra.db import get_setting, set_setting, write_txn
 from server.registry import name_search
-from server.sales import takings
+from server.sales import ecny_topups, takings
 from server.sales.quarantine import summary as quarantine_summary
 
 __all__ = ["all_violations", "last_check", "quarantine_summary", "record_check"]
@@ -34,7 +35,7 @@ _LAST_CHECK = "ledger_check_last"
 def all_violations(conn: sqlite3.Connection) -> list[Violation]:
     """Every violated invariant (empty: the books are consistent)."""
     derived = takings.mismatches(conn) + name_search.mismatches(conn)
-    return ledger.check(conn) + money_violations(conn) + derived
+    return ledger.check(conn) + money_violations(conn) + ecny_topups.violations(conn) + derived
 
 
 def record_check(conn: sqlite3.Connection, violations: list[Violation], now_ms: int, by: str) -> None:

@@ -808,3 +808,27 @@ MIGRATIONS.append(
     CREATE INDEX accounts_overdrawn ON accounts(kind, balance_fen) WHERE balance_fen < 0;
     """
 )
+
+MIGRATIONS.append(
+    # 20: self top-up through the digital RMB gateway from the diner's phone (issue 14,
+    # server.sales.ecny_topups): one row per order of ours; ``credited`` once the gateway's
+    # word that it was paid for exactly ``amount_fen`` put the money on the self purse (ledger
+    # txn 'topup' with ref 'ecny:<order_no>'), ``held`` when paid but not creditable (reason in
+    # ``detail``), ``failed``/``closed`` as the gateway said; ``qr_text``: the merchant QR the
+    # wallet app pays.
+    """
+    CREATE TABLE ecny_topups (
+        order_no       TEXT PRIMARY KEY,
+        holder_id      TEXT NOT NULL REFERENCES holders(id),
+        card_id        TEXT NOT NULL,
+        amount_fen     INTEGER NOT NULL CHECK (amount_fen > 0),
+        status         TEXT NOT NULL CHECK (status IN ('created', 'credited', 'held', 'failed', 'closed')),
+        qr_text        TEXT,
+        trade_no       TEXT,
+        detail         TEXT NOT NULL DEFAULT '',
+        created_at_ms  INTEGER NOT NULL,
+        updated_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX ecny_topups_holder ON ecny_topups(holder_id, created_at_ms);
+    """
+)

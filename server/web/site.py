@@ -23,12 +23,34 @@ from flask import Blueprint, Flask, current_app, request
 from flask.sessions import SecureCookieSessionInterface
 
 from server.infra.keys import load_or_create_secret
-from server.web import auth_pages, dashboard, diner, directory, errors, fmt, people
+from server.web import (
+    auth_pages,
+    dashboard,
+    diner,
+    diner_card,
+    diner_pay,
+    diner_rate,
+    diner_topup,
+    directory,
+    errors,
+    fmt,
+    people,
+)
 from server.web.blueprint import csrf
 from server.web.guard import current_account, roles_of
 from server.web.tables import cell_html
 
-PAGE_MODULES = (auth_pages, dashboard, directory, diner, people)
+PAGE_MODULES = (
+    auth_pages,
+    dashboard,
+    directory,
+    diner,
+    diner_pay,
+    diner_topup,
+    diner_card,
+    diner_rate,
+    people,
+)
 # the menu: (endpoint, label); shown to the roles the endpoint's page serves
 NAV: list[tuple[str, str]] = [
     ("web_dashboard.dashboard", "总览"),
