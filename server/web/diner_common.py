@@ -13,7 +13,7 @@ TABS = (
     ("web_diner.home", "账户"),
     ("web_diner_pay.pay_code", "付款码"),
     ("web_diner_topup.topup", "充值"),
-    ("web_diner_card.card", "卡片与密码"),
+    ("web_diner_card.card", "卡与密码"),
     ("web_directory.directory", "食堂"),
 )
 
