@@ -237,6 +237,19 @@ def test_every_writer_of_a_name_keeps_the_index_in_step(app, conn, clock, client
     assert all_violations(conn) == []
 
 
+def test_the_roster_import_indexes_new_people_and_follows_renames(conn) -> None:  # noqa: ANN001
+    from server.registry import roster  # noqa: PLC0415  # only this test imports a roster
+
+    with write_txn(conn):
+        registry.add_unit(conn, "U01", "市财政局", 30_000)
+        roster.import_roster(conn, "单位名称,姓名,工号,卡号\n市财政局,张三丰,001,04A1\n".encode(), NOON)
+    assert {r[0] for r in conn.execute("SELECT gram FROM holder_name_grams")} == name_search.grams("张三丰")
+    with write_txn(conn):
+        roster.import_roster(conn, "单位名称,姓名,工号,卡号\n市财政局,张三,001,04A1\n".encode(), NOON)
+    assert {r[0] for r in conn.execute("SELECT gram FROM holder_name_grams")} == name_search.grams("张三")
+    assert name_search.mismatches(conn) == []
+
+
 def test_the_people_page_finds_a_name_through_the_index(app, conn, clock, client) -> None:  # noqa: ANN001
     populated(conn, clock.now_ms())
     with write_txn(conn):

@@ -796,7 +796,6 @@ MIGRATIONS.append(
         holder_id  TEXT NOT NULL,
         PRIMARY KEY (gram, holder_id)
     ) STRICT, WITHOUT ROWID;
-    CREATE INDEX holder_name_grams_holder ON holder_name_grams(holder_id);
     WITH RECURSIVE pos(holder_id, name, i) AS (
         SELECT id, lower(name), 1 FROM holders WHERE length(name) > 0
         UNION ALL SELECT holder_id, name, i + 1 FROM pos WHERE i < length(name)

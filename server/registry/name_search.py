@@ -7,9 +7,9 @@ with its holder. A search for one or two characters is one index lookup; a longe
 up its rarest pair and keeps the names that contain the whole text. Latin letters are
 indexed in lower case (``LIKE`` ignores their case too).
 
-* :func:`index_holder` keeps a holder's grams in step with their name; it is called
-  wherever a name is written (:func:`server.registry.units.add_holder`, :func:`rename`), in
-  the same transaction.
+* :func:`index_new` and :func:`reindex` keep a holder's grams in step with their name; they
+  are called wherever a name is written (:func:`server.registry.units.add_holder`, the
+  roster import, :func:`rename`), in the same transaction.
 * :func:`plan` chooses how a search runs: few candidates → by the index; a text most names
   contain (the whole city shares a surname) → walking the names in the page's order, which
   stops after the page, with the number of matches read from the index (no scan to count).
@@ -45,35 +45,43 @@ def grams(name: str) -> set[str]:
     return {n[i : i + 1] for i in range(len(n))} | {n[i : i + 2] for i in range(len(n) - 1)}
 
 
-def index_holders(conn: sqlite3.Connection, named: Iterable[tuple[str, str]], *, new: bool = False) -> None:
-    """Make each holder's grams those of their name, for ``(holder id, name)`` pairs (inside
-    the write transaction that wrote the names); ``new``: holders just created (none indexed)."""
-    pairs = list(named)
-    if not new:
-        conn.executemany("DELETE FROM holder_name_grams WHERE holder_id = ?", [(h,) for h, _ in pairs])
-    conn.executemany(
+def index_new(conn: sqlite3.Connection, named: Iterable[tuple[str, str]]) -> None:
+    """Index holders just created, from ``(holder id, name)`` pairs (inside the write
+    transaction that inserted them)."""
+    conn.executemany(  # in the index's order: each insert lands beside the one before
         "INSERT INTO holder_name_grams(gram, holder_id) VALUES (?, ?)",
-        [(g, holder_id) for holder_id, name in pairs for g in sorted(grams(name))],
+        sorted((g, holder_id) for holder_id, name in named for g in grams(name)),
     )
 
 
-def index_holder(conn: sqlite3.Connection, holder_id: str, name: str, *, new: bool = False) -> None:
-    index_holders(conn, [(holder_id, name)], new=new)
+def reindex(conn: sqlite3.Connection, renamed: Iterable[tuple[str, str, str]]) -> None:
+    """Follow renames, from ``(holder id, old name, new name)`` (inside the write transaction
+    that renamed them): the grams only the old name had go, those only the new one has come."""
+    gone, added = [], []
+    for holder_id, old, new in renamed:
+        before, after = grams(old), grams(new)
+        gone += [(g, holder_id) for g in before - after]
+        added += [(g, holder_id) for g in after - before]
+    conn.executemany("DELETE FROM holder_name_grams WHERE gram = ? AND holder_id = ?", gone)
+    conn.executemany("INSERT INTO holder_name_grams(gram, holder_id) VALUES (?, ?)", sorted(added))
 
 
 def rename(conn: sqlite3.Connection, holder_id: str, name: str) -> None:
     """Change a cardholder's name (inside a write transaction), with its index entries."""
     if len(name) > MAX_NAME:
         raise DomainError("invalid_input", f"name longer than {MAX_NAME} characters")
+    row = conn.execute("SELECT name FROM holders WHERE id = ?", (holder_id,)).fetchone()
+    if row is None:
+        raise DomainError("not_found", f"holder {holder_id}")
     conn.execute("UPDATE holders SET name = ? WHERE id = ?", (name, holder_id))
-    index_holder(conn, holder_id, name)
+    reindex(conn, [(holder_id, row[0], name)])
 
 
 def rebuild(conn: sqlite3.Connection) -> None:
     """Rewrite the whole index from the names (inside a write transaction): for holders
     written around this module (bulk-generated benchmark data)."""
     conn.execute("DELETE FROM holder_name_grams")
-    index_holders(conn, conn.execute("SELECT id, name FROM holders").fetchall(), new=True)
+    index_new(conn, conn.execute("SELECT id, name FROM holders").fetchall())
 
 
 def mismatches(conn: sqlite3.Connection, limit: int = 20) -> list[Violation]:

@@ -172,14 +172,18 @@ def _apply(
     for change in plan["bank_accounts"]:  # logged before the update overwrites the old one
         old = conn.execute("SELECT bank_account FROM holders WHERE id = ?", (change["id"],)).fetchone()[0]
         bank_accounts.record_change(conn, change["id"], old, change["bank_account"], changed_by, now_ms)
+    old_names = {
+        c["id"]: conn.execute("SELECT name FROM holders WHERE id = ?", (c["id"],)).fetchone()[0]
+        for c in plan["renamed"]
+    }
     holders.insert_all(plan["new_holders"])
     for h in plan["new_holders"]:
         if h.get("bank_account"):
             bank_accounts.record_change(conn, h["id"], None, h["bank_account"], changed_by, now_ms)
     for change in plan["renamed"] + plan["bank_accounts"]:
         holders.update(change["id"], {k: v for k, v in change.items() if k != "id"})
-    name_search.index_holders(conn, [(h["id"], h["name"]) for h in plan["new_holders"]], new=True)
-    name_search.index_holders(conn, [(c["id"], c["name"]) for c in plan["renamed"]])
+    name_search.index_new(conn, [(h["id"], h["name"]) for h in plan["new_holders"]])
+    name_search.reindex(conn, [(c["id"], old_names[c["id"]], c["name"]) for c in plan["renamed"]])
     for card in plan["retired"]:
         conn.execute(
             "UPDATE cards SET status = 'retired', changed_at_ms = ?, replaced_by = ? WHERE card_id = ?",

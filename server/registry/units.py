@@ -92,7 +92,7 @@ def add_holder(
         "INSERT INTO holders(id, unit_id, name, staff_no) VALUES (?, ?, ?, ?)",
         (holder_id, unit_id, name, staff_no),
     )
-    name_search.index_holder(conn, holder_id, name, new=True)
+    name_search.index_new(conn, [(holder_id, name)])
     conn.execute("INSERT INTO cards(card_id, holder_id) VALUES (?, ?)", (card_id, holder_id))
     record_delta(
         conn,
