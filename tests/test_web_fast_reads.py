@@ -145,7 +145,7 @@ def test_the_sums_are_the_applied_sales_after_any_history(history: list[tuple]) 
     conn.close()
 
 
-@given(st.integers(0, 4_000_000_000_000))
+@given(st.integers(ms_from_china("1992-01-01T00:00"), 4_000_000_000_000))  # no daylight saving since 1991
 def test_a_day_starts_at_midnight_in_beijing(ms: int) -> None:
     assert takings.day_of(ms) == start_of_china_day_ms(ms)
     assert takings.slot_of(ms) <= ms < takings.slot_of(ms) + takings.SLOT_MS
@@ -163,6 +163,14 @@ def test_check_catches_sums_that_differ_from_the_sales(conn, world) -> None:  # 
     assert all_violations(conn) == []
     conn.execute("DELETE FROM sale_days")  # a day's sums lost
     assert codes(conn) == {"sale_sums_mismatch"}
+    with write_txn(conn):
+        takings.rebuild(conn)
+    empty_slot = takings.slot_of(NOON) - DAY_MS
+    for count in (1, 0):  # a slot no sale was in, counting one sale or none
+        conn.execute("INSERT INTO sale_slots VALUES (?, 'C01', 'card', ?, 500, 500, 0)", (empty_slot, count))
+        assert codes(conn) == {"sale_sums_mismatch"}, count
+        conn.execute("DELETE FROM sale_slots WHERE slot_ms = ?", (empty_slot,))
+    assert all_violations(conn) == []
 
 
 # --- the name index -----------------------------------------------------------------------

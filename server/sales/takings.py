@@ -10,7 +10,8 @@ instead of scanning the day's sales.
   changed or deleted afterwards, so nothing else writes here.
 * **Checkable.** The ledger and the ``sales`` table stay the source of truth; each grain is
   derived from ``sales`` by its SQL key (:data:`GRAINS`) and :func:`mismatches` recomputes
-  both from them (``canteen-server check``: ``sale_sums_mismatch``). :func:`rebuild`
+  the slots from the sales and the days from the slots (``canteen-server check``:
+  ``sale_sums_mismatch``). :func:`rebuild`
   recomputes them outright (the migration that created the tables did the same for the
   sales already there).
 
@@ -49,10 +50,13 @@ def day_of(ms: int) -> int:
 class Grain:
     table: str
     key: str  # the key column: the grain's start in ms
-    key_sql: str  # the key of a sales row, in SQL (the common subset of SQLite and PostgreSQL)
+    key_template: str  # the key of a time column ``{t}``, in SQL (the common subset of SQLite and PostgreSQL)
 
     def key_of(self, ms: int) -> int:
         return slot_of(ms) if self.key == "slot_ms" else day_of(ms)
+
+    def key_sql(self, column: str) -> str:
+        return self.key_template.format(t=column)
 
     @property
     def upsert(self) -> str:
@@ -66,15 +70,16 @@ class Grain:
     @property
     def from_sales(self) -> str:
         """The grain's rows as the applied sales say they are."""
+        key = self.key_sql("occurred_at_ms")
         return (
-            f"SELECT {self.key_sql} AS {self.key}, canteen_id, method, count(*) AS count, "
+            f"SELECT {key} AS {self.key}, canteen_id, method, count(*) AS count, "
             "sum(amount_fen) AS amount_fen, sum(subsidy_fen) AS subsidy_fen, sum(self_fen) AS self_fen "
-            f"FROM sales WHERE status = 'applied' GROUP BY {self.key_sql}, canteen_id, method"
+            f"FROM sales WHERE status = 'applied' GROUP BY {key}, canteen_id, method"
         )
 
 
-SLOTS = Grain("sale_slots", "slot_ms", f"(occurred_at_ms - occurred_at_ms % {SLOT_MS})")
-DAYS = Grain("sale_days", "day_ms", f"(occurred_at_ms - (occurred_at_ms + {BEIJING_OFFSET_MS}) % {DAY_MS})")
+SLOTS = Grain("sale_slots", "slot_ms", f"({{t}} - {{t}} % {SLOT_MS})")
+DAYS = Grain("sale_days", "day_ms", f"({{t}} - ({{t}} + {BEIJING_OFFSET_MS}) % {DAY_MS})")
 GRAINS = (SLOTS, DAYS)
 
 
@@ -104,27 +109,44 @@ def rebuild(conn: sqlite3.Connection) -> None:
 
 
 def mismatches(conn: sqlite3.Connection, limit: int = 20) -> list[Violation]:
-    """Rows of either grain that differ from the sum of their sales, either way (empty: they
-    agree): the stored rows less the sales' sums, in one pass over the sales per grain."""
-    sums = ", ".join(SUMS)
-    negated = ", ".join(f"-{c}" for c in SUMS)
-    differs = " OR ".join(f"sum({c}) <> 0" for c in SUMS)
-    out = []
-    for g in GRAINS:
-        rows = conn.execute(
-            f"SELECT {g.key}, canteen_id, method FROM ("
-            f"SELECT {g.key}, canteen_id, method, {sums} FROM {g.table} UNION ALL "
-            f"SELECT {g.key}, canteen_id, method, {negated} FROM ({g.from_sales}) s"
-            f") d GROUP BY {g.key}, canteen_id, method HAVING {differs} LIMIT ?",
+    """Rows that differ from what they sum (empty: all agree): the slots from the applied
+    sales (one pass over the sales), and the days from the slots — so the days equal the
+    sales' sums too, without a second pass over the sales."""
+    day_of_slot = DAYS.key_sql("slot_ms")
+    days_from_slots = (
+        f"SELECT {day_of_slot} AS day_ms, canteen_id, method, "
+        + ", ".join(f"sum({c}) AS {c}" for c in SUMS)
+        + f" FROM sale_slots GROUP BY {day_of_slot}, canteen_id, method"
+    )
+    applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
+    return _differences(conn, SLOTS, SLOTS.from_sales, "its sales", applied, limit) + _differences(
+        conn, DAYS, days_from_slots, "its slots", applied, limit
+    )
+
+
+def _differences(
+    conn: sqlite3.Connection, grain: Grain, expected: str, what: str, total_count: int, limit: int
+) -> list[Violation]:
+    """Stored rows that are not the ``expected`` ones. Every expected row is looked up by the
+    stored table's key and compared; a stored row with no expected one is found by the count:
+    every stored row counts at least one sale, and together they count ``total_count`` (the
+    applied sales), so if all expected rows match there is no room for another."""
+    key, t = grain.key, grain.table
+    differs = " OR ".join(f"s.{c} <> e.{c}" for c in SUMS)
+    where = "{} {}={} canteen {} method {}: not the sum of {}"
+    out = [
+        Violation("sale_sums_mismatch", where.format(t, key, *r, what))
+        for r in conn.execute(
+            f"SELECT e.{key}, e.canteen_id, e.method FROM ({expected}) e LEFT JOIN {t} s "
+            f"ON s.{key} = e.{key} AND s.canteen_id = e.canteen_id AND s.method = e.method "
+            f"WHERE s.{key} IS NULL OR {differs} LIMIT ?",
             (limit,),
-        ).fetchall()
-        out += [
-            Violation(
-                "sale_sums_mismatch",
-                f"{g.table} {g.key}={r[0]} canteen {r[1]} method {r[2]}: not the sum of its sales",
-            )
-            for r in rows
-        ]
+        )
+    ]
+    stored_count, empty = conn.execute(f"SELECT coalesce(sum(count), 0), sum(count < 1) FROM {t}").fetchone()
+    if empty or stored_count != total_count:
+        detail = f"{t} counts {stored_count} sales in all, the sales table {total_count}"
+        out.append(Violation("sale_sums_mismatch", detail + (f"; {empty} rows count none" if empty else "")))
     return out
 
 
