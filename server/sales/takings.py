@@ -143,7 +143,9 @@ def _differences(
             (limit,),
         )
     ]
-    stored_count, empty = conn.execute(f"SELECT coalesce(sum(count), 0), sum(count < 1) FROM {t}").fetchone()
+    stored_count, empty = conn.execute(
+        f"SELECT coalesce(sum(count), 0), coalesce(sum(CASE WHEN count < 1 THEN 1 ELSE 0 END), 0) FROM {t}"
+    ).fetchone()
     if empty or stored_count != total_count:
         detail = f"{t} counts {stored_count} sales in all, the sales table {total_count}"
         out.append(Violation("sale_sums_mismatch", detail + (f"; {empty} rows count none" if empty else "")))
