@@ -8,8 +8,11 @@
   in turn) on the same database: the count, one page of 50 with each person's self purse.
   Target < 50 ms.
 
-The sales are generated with bulk SQL (as ``server.settle_5m_s`` does, :mod:`bench.bench_server`);
-the first requests warm SQLite's cache and are not counted.
+The sales are generated with bulk SQL (as ``server.settle_5m_s`` does, :mod:`bench.bench_server`),
+which also fills what ingest and the registry keep beside them — the takings per 15 minutes
+and per day (:mod:`server.sales.takings`) and the name index
+(:mod:`server.registry.name_search`) — the way they are rebuilt from the data; the first
+requests warm SQLite's cache and are not counted.
 """
 
 from __future__ import annotations

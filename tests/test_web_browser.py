@@ -3,10 +3,14 @@ server (HTTP, MQTT ingest, delta publisher), a real broker and a real terminal t
 
 Journeys: a staff member's first log-in forces a new password; five wrong passwords lock
 the account; the admin's dashboard shows the takings after a terminal's sales are ingested;
-a diner activates their account with the code their clerk printed and sees their balance
-change after a tap; an auditor can change nothing; a clerk cannot open another unit's person
-(403 page). Every page built so far passes axe-core's checks (labels, contrast, WCAG 2 A/AA)
-and fits a 360 px wide phone without sideways scrolling.
+a diner activates their account with the code their clerk printed, sees their balance
+change after a tap, shows the pay code and pays with it at the terminal (the code read off
+the screen with zxing-cpp, as a scanner reads it; the page's script swaps in a new one before
+it runs out), rates that meal, sets a PIN, tops up from the simulated digital RMB wallet,
+reports the card lost, and the next tap of the card is declined; an auditor can change
+nothing; a clerk cannot open another unit's person (403 page). Every page built so far
+passes axe-core's checks (labels, contrast, WCAG 2 A/AA) and fits a 360 px wide phone
+without sideways scrolling.
 
 Chromium: ``/usr/bin/chromium`` (``apt-get install chromium fonts-noto-cjk``, which .ci/run
 does); Playwright's own browser download is not used. The tests skip, saying why, only when
@@ -16,6 +20,7 @@ ignored); ``make screenshots`` also writes the README's pictures to ``docs/scree
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -24,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zxingcpp
+from PIL import Image
 
 from server.books.periods import Quarter
 from server.infra.db import write_txn
 from server.registry import funds
 from shared.clock import SystemClock
+from shared.ecny_gateway import SimulatedGateway
 from simulator.harness.cluster import Cluster, TerminalHandle
 from simulator.harness.world import World, demo_world
 from terminal.authorize import TapRequest
@@ -44,7 +52,7 @@ SHOTS = ROOT / "tests" / "screenshots"
 README_SHOTS = os.environ.get("CANTEEN_SCREENSHOTS")
 PHONE = {"width": 360, "height": 740}
 # the pictures the README shows (docs/screenshots/<name>.png)
-README_PAGES = frozenset({"dashboard", "diner-home", "directory", "people", "login"})
+README_PAGES = frozenset({"dashboard", "diner-home", "diner-pay", "directory", "people", "login"})
 
 
 # --- the browser (pytest-playwright's fixtures, pointed at Debian's Chromium) --------------
@@ -104,6 +112,8 @@ def site(broker, tmp_path_factory, request) -> Iterator[Site]:  # noqa: ANN001
         with write_txn(conn):
             funds.topup(conn, world.diners[0].card_id, 5_000, now, ref="web-test-topup")
         conn.close()
+        # digital RMB top-ups from the diner's phone: the simulated gateway (no bank here)
+        cluster.server.app.extensions["ecny_gateway"] = SimulatedGateway(SystemClock())  # type: ignore[union-attr]
         till = cluster.add_terminal("C01")
         assert cluster.wait_synced(30), "the terminal did not get in sync"
         yield Site(cluster, world, till)
@@ -230,7 +240,18 @@ def test_the_dashboard_shows_the_takings_after_a_terminal_sells(page, site: Site
     assert "账本检查通过" in page.locator(".flash").inner_text()
 
 
-def test_a_diner_activates_their_account_and_sees_their_balance_change(page, browser, site: Site) -> None:  # noqa: ANN001
+def read_pay_code(page) -> str:  # noqa: ANN001
+    """The pay code as a terminal's scanner reads it: decoded from the phone's screen."""
+    shot_png = page.locator("#pay-qr svg").screenshot()
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(shot_png)).convert("L"))
+    assert len(found) == 1, "no QR code on the screen"
+    return found[0].text
+
+
+def test_a_diners_journey_from_activation_to_a_lost_card(page, browser, site: Site) -> None:  # noqa: ANN001
+    """Activate the account, see the balance change after a tap, show the pay code and pay
+    with it at the terminal, rate that meal, set a PIN, top up from the (simulated) digital
+    RMB wallet, report the card lost — and the next tap of the card is declined."""
     diner = site.world.diners[0]  # in U01, topped up ¥50
     site.staff("clerk", "clerkweb")
     log_in(page, site, "clerkweb")
@@ -247,6 +268,7 @@ def test_a_diner_activates_their_account_and_sees_their_balance_change(page, bro
 
     phone = browser.new_context(viewport=PHONE, locale="zh-CN", timezone_id="Asia/Shanghai", is_mobile=True)
     mobile = phone.new_page()
+    mobile.clock.install()  # the page's timers run when the test says (the pay code's refresh)
     mobile.goto(site.url + "/diner/activate")
     staff_no = f"{diner.unit_id}-0001"
     mobile.get_by_label("工号").fill(staff_no)
@@ -264,6 +286,77 @@ def test_a_diner_activates_their_account_and_sees_their_balance_change(page, bro
     assert mobile.locator("#purse-self .big").inner_text() == self_before
     assert "经费 ¥3.50" in mobile.locator("#history").inner_text()
     check_page(mobile, "diner-home")
+
+    # the pay code: open QR payment, show the code, pay with it at the terminal
+    mobile.get_by_role("link", name="出示付款码").click()
+    check_page(mobile, "diner-pay-off")
+    mobile.get_by_role("button", name="开通扫码支付").click()
+    assert site.cluster.wait_synced(30), "the terminal did not learn the new QR key"
+    shown = read_pay_code(mobile)
+    check_page(mobile, "diner-pay")
+    decision, _ = site.till.terminal.tap(
+        TapRequest(None, method="qr", kind="shop", items=(("water", 1),), credential=shown)
+    )
+    assert decision.approved, decision.reason
+    assert site.cluster.drain(30)
+    # the page swaps in a new code before the shown one runs out (its script, clock run ahead)
+    mobile.clock.run_for(55_000)
+    mobile.wait_for_function("n => document.getElementById('paycode-seconds').textContent > 30", arg=None)
+    fresh = read_pay_code(mobile)
+    assert fresh != shown and fresh.split(".")[1] == diner.card_id
+
+    # rate that meal (the newest sale: paid by code), once
+    mobile.get_by_role("link", name="账户", exact=True).click()
+    assert "扫码" in mobile.locator("#history li").first.inner_text()
+    mobile.locator("#history li").first.get_by_role("link", name=re.compile("评价这一餐")).click()
+    check_page(mobile, "diner-rate")
+    mobile.get_by_role("button", name="提交评价").click()  # nothing chosen: the reasons beside
+    assert "请选择分数" in mobile.locator("#service-error").inner_text()
+    check_accessible(mobile)
+    mobile.locator("fieldset", has_text="服务").get_by_label("5 分 很满意").check()
+    mobile.locator("fieldset", has_text="饭菜").get_by_label("4 分 满意").check()
+    mobile.get_by_label("意见或建议（可不填）").fill("矿泉水很凉")
+    mobile.get_by_role("button", name="提交评价").click()
+    mobile.wait_for_url("**/me")
+    assert "已评价" in mobile.locator("#history li").first.inner_text()
+
+    # the payment PIN
+    mobile.get_by_role("link", name="卡与密码", exact=True).click()
+    mobile.get_by_role("link", name="设置支付密码").click()
+    check_page(mobile, "diner-pin")
+    mobile.get_by_label("新支付密码", exact=True).fill("271828")
+    mobile.get_by_label("再次输入新支付密码").fill("271828")
+    mobile.get_by_role("button", name="保存支付密码").click()
+    assert "已设置支付密码" in mobile.locator("#pin-state").inner_text()
+    mobile.get_by_role("link", name="忘记支付密码").click()
+    check_page(mobile, "diner-pin-reset")
+
+    # top up ¥50 from the simulated digital RMB wallet
+    mobile.get_by_role("link", name="充值", exact=True).first.click()
+    check_page(mobile, "diner-topup")
+    mobile.get_by_role("button", name="¥50", exact=True).click()
+    check_page(mobile, "diner-topup-order")
+    mobile.get_by_role("link", name=re.compile("打开数字人民币钱包")).click()
+    check_page(mobile, "diner-wallet")
+    mobile.get_by_role("button", name=re.compile("确认支付")).click()
+    assert mobile.locator("#order-status").inner_text() == "已到账"
+    assert "¥50.00 已充入自费账户" in mobile.locator("main").inner_text()
+
+    # report the card lost: blocked at once, the next tap of it is declined
+    mobile.get_by_role("link", name="卡与密码", exact=True).click()
+    check_page(mobile, "diner-card")
+    mobile.get_by_label(re.compile("我确认挂失这张卡")).check()
+    mobile.get_by_role("button", name="挂失此卡").click()
+    assert "已挂失并立即停用" in mobile.locator(".flash").inner_text()
+    assert "已挂失" in mobile.locator("#my-cards").inner_text()
+    check_page(mobile, "diner-card-lost")
+    assert site.cluster.wait_synced(30), "the terminal did not get the lost card"
+    declined, _ = site.till.terminal.tap(TapRequest(diner.card_id, kind="shop", items=(("tissue", 1),)))
+    assert not declined.approved and declined.reason == "card_blocked"
+    mobile.get_by_role("link", name="付款码", exact=True).click()
+    assert "不能使用付款码" in mobile.locator("main").inner_text()
+    mobile.goto(site.url + "/directory")
+    check_page(mobile, "diner-directory")
     phone.close()
 
 

@@ -45,6 +45,8 @@ SAMPLE = {"holder_id": DINER_HOLDER, "canteen_id": "C01", "quarter": "2025Q4", "
 # leaver of U01 and a terminal, both made by the fixture
 SAMPLE |= {"card_id": "C00001", "request_id": "1", "terminal_id": "T0001", "unit_id": "U01"}
 SAMPLE |= {"canteen_id": "C01", "sku": "tissue"}
+# the diner's pages: an unknown sale or order is a 404 page
+SAMPLE |= {"sale_uuid": "no-such-sale", "order_no": "TU-NO-SUCH-ORDER"}
 ROLES = [*STAFF, "diner"]
 # a POST that changes only the caller's own log-in (or none): open to every role
 SELF_SERVICE = {

@@ -95,6 +95,14 @@ def purse_id_sql(holder_expr: str, purse: str, year_expr: str | None = None) -> 
     raise ValueError(purse)
 
 
+def self_purse_holder_sql(account_expr: str) -> str:
+    """SQL expression for the holder of a self purse, from its id (the inverse of
+    :func:`self_purse`): lets a query that starts from accounts (an index on their balances)
+    find the holder by the holders' primary key."""
+    head, tail = self_purse("\0").split("\0")
+    return f"substr({account_expr}, {len(head) + 1}, length({account_expr}) - {len(head) + len(tail)})"
+
+
 def is_subsidy_purse_sql(account_expr: str, holder_expr: str) -> str:
     """SQL condition: ``account_expr`` is one of the holder's subsidy purses (any year); a
     range on the id, so the primary key serves it and no LIKE wildcard meets the id."""

@@ -7,7 +7,11 @@ twice) and the business invariants built on them (:func:`server.closing.audit.mo
 sale splits, statements, payables, clearings, allocations, no withdrawal). The ledger knows
 nothing of settlement; this module is where the two meet. Sales held back for review are
 counted beside them (:func:`quarantine_summary`): reported, not a violation; so are reversals
-(冲正) waiting for a sale the server has not received (:func:`reversal_summary`).
+(冲正) waiting for a sale the server has not received (:func:`reversal_summary`). Each digital
+RMB top-up order is credited once, for its amount (:func:`server.sales.ecny_topups.violations`).
+What is kept beside the books to read them fast is checked against them too: the takings per
+15 minutes and per day (:func:`server.sales.takings.mismatches`) and the name index
+(:func:`server.registry.name_search.mismatches`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from server.books import ledger
 from server.books.ledger import Violation
 from server.closing.audit import money_violations
 from server.infra.db import get_setting, set_setting, write_txn
+from server.registry import name_search
+from server.sales import ecny_topups, takings
 from server.sales.quarantine import summary as quarantine_summary
 from server.sales.reversals import summary as reversal_summary
 
@@ -30,7 +36,8 @@ _LAST_CHECK = "ledger_check_last"
 
 def all_violations(conn: sqlite3.Connection) -> list[Violation]:
     """Every violated invariant (empty: the books are consistent)."""
-    return ledger.check(conn) + money_violations(conn)
+    derived = takings.mismatches(conn) + name_search.mismatches(conn)
+    return ledger.check(conn) + money_violations(conn) + ecny_topups.violations(conn) + derived
 
 
 def record_check(conn: sqlite3.Connection, violations: list[Violation], now_ms: int, by: str) -> None:

@@ -170,15 +170,16 @@ def allocation_status(
 def overdrafts(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[str, Any]:
     """Holders whose self purse is below zero (uncovered offline overdrafts), with the
     overdrafts recorded on their sales."""
-    self_id = ledger.purse_id_sql("h.id", "self")
     subsidy = ledger.is_subsidy_purse_sql("s.id", "h.id")
+    # from the few accounts below zero (index accounts_overdrawn) to their holders
     rows = conn.execute(
         f"SELECT h.id, h.name, h.unit_id, a.balance_fen AS self_fen, "
         f"(SELECT coalesce(sum(balance_fen), 0) FROM accounts s WHERE {subsidy}) AS subsidy_fen, "
         "(SELECT count(*) FROM sales s WHERE s.holder_id = h.id AND s.overdraft_fen > 0) AS sales, "
         "(SELECT coalesce(sum(overdraft_fen), 0) FROM sales s WHERE s.holder_id = h.id) AS recorded_fen "
-        f"FROM holders h JOIN accounts a ON a.id = {self_id} "
-        "WHERE a.balance_fen < 0 AND (? IS NULL OR h.unit_id = ?) ORDER BY a.balance_fen, h.id",
+        f"FROM accounts a JOIN holders h ON h.id = {ledger.self_purse_holder_sql('a.id')} "
+        "WHERE a.kind = 'self_purse' AND a.balance_fen < 0 AND (? IS NULL OR h.unit_id = ?) "
+        "ORDER BY a.balance_fen, h.id",
         (unit_id, unit_id),
     ).fetchall()
     holders = [

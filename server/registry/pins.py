@@ -93,6 +93,29 @@ def set_pin(conn: sqlite3.Connection, holder_id: str, pin: str, now_ms: int, by:
     )
 
 
+def set_own_pin(
+    conn: sqlite3.Connection, holder_id: str, pin: str, old_pin: object, now_ms: int, by: str
+) -> DomainError | None:
+    """A diner sets their own PIN (inside the caller's write txn): when one is set, the old
+    PIN must be given and is checked like any other (a wrong one counts as a wrong try, the
+    fifth locks). Returns the refusal for the caller to raise *after* committing — so the
+    failed try is kept — or None when the new PIN was set."""
+    pin = check_pin_format(pin)
+    if has_pin(conn, holder_id):
+        check = verify(conn, holder_id, old_pin if isinstance(old_pin, str) else "", now_ms)
+        if check.result == "locked":
+            return DomainError("pin_locked", "too many wrong tries", field="old_pin")
+        if check.result != "ok":
+            return DomainError(
+                "pin_wrong",
+                f"old_pin wrong, {check.tries_left} tries left",
+                zh=f"还可再试 {check.tries_left} 次",
+                field="old_pin",
+            )
+    set_pin(conn, holder_id, pin, now_ms, by)
+    return None
+
+
 def has_pin(conn: sqlite3.Connection, holder_id: str) -> bool:
     return conn.execute("SELECT 1 FROM holder_pins WHERE holder_id = ?", (holder_id,)).fetchone() is not None
 

@@ -28,7 +28,7 @@ from typing import Any
 from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
 from server.infra.csvinput import LineError, read_table, rejected
-from server.registry import bank_accounts
+from server.registry import bank_accounts, name_search
 from server.registry.cards import CARD_ID
 from server.registry.holders import holder_change
 from server.registry.units import next_id
@@ -168,6 +168,10 @@ def _apply(
     for change in plan["bank_accounts"]:  # logged before the update overwrites the old one
         old = conn.execute("SELECT bank_account FROM holders WHERE id = ?", (change["id"],)).fetchone()[0]
         bank_accounts.record_change(conn, change["id"], old, change["bank_account"], changed_by, now_ms)
+    old_names = {
+        c["id"]: conn.execute("SELECT name FROM holders WHERE id = ?", (c["id"],)).fetchone()[0]
+        for c in plan["renamed"]
+    }
     conn.executemany(
         "INSERT INTO holders(id, unit_id, name, staff_no, bank_account) VALUES (?, ?, ?, ?, ?)",
         [(h["id"], h["unit_id"], h["name"], h["staff_no"], h["bank_account"]) for h in plan["new_holders"]],
@@ -181,6 +185,8 @@ def _apply(
         conn.execute(
             "UPDATE holders SET bank_account = ? WHERE id = ?", (change["bank_account"], change["id"])
         )
+    name_search.index_new(conn, [(h["id"], h["name"]) for h in plan["new_holders"]])
+    name_search.reindex(conn, [(c["id"], old_names[c["id"]], c["name"]) for c in plan["renamed"]])
     for card in plan["retired"]:
         conn.execute(
             "UPDATE cards SET status = 'retired', changed_at_ms = ?, replaced_by = ? WHERE card_id = ?",

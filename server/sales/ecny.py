@@ -130,6 +130,19 @@ def method_totals(
             args,
         )
     }
+    return with_refunds(conn, canteen_id, from_ms, to_ms, methods)
+
+
+def with_refunds(
+    conn: sqlite3.Connection,
+    canteen_id: str | None,
+    from_ms: int,
+    to_ms: int,
+    methods: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    """Takings per method (``{method: {count, amount_fen}}``, however summed) with the e-CNY
+    refunds made in [from, to) for one canteen or all, and the totals net of them."""
+    args = [from_ms, to_ms, *([canteen_id] if canteen_id else [])]
     rwhere = "r.at_ms >= ? AND r.at_ms < ?" + (" AND s.canteen_id = ?" if canteen_id else "")
     refunds = conn.execute(
         "SELECT count(*), coalesce(sum(r.amount_fen), 0) "

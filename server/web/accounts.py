@@ -349,6 +349,17 @@ def change_password(
     return LoginResult(get_account(conn, account_id))
 
 
+def confirm_password(
+    conn: sqlite3.Connection, account_id: int, password: str, now_ms: int, remote: str = ""
+) -> LoginResult:
+    """A signed-in person proves it is them again before a sensitive change (a diner resetting
+    their payment PIN): a wrong password counts as a failed log-in, the fifth locks."""
+    row = conn.execute("SELECT * FROM web_accounts WHERE id = ? AND disabled = 0", (account_id,)).fetchone()
+    if row is None:
+        raise DomainError("not_found", f"account {account_id}")
+    return _check_password(conn, row, password, "password_hash", now_ms, remote)
+
+
 def reset_staff_password(conn: sqlite3.Connection, username: str, password: str, now_ms: int) -> None:
     """An administrator's reset (CLI): a new first password, to be changed at the next log-in;
     the lock and the failure count are cleared."""

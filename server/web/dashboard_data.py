@@ -1,18 +1,20 @@
 """What the bureau's dashboard shows, gathered from the reports the API and CLI already have.
 
 :func:`dashboard` is a function of the database and the time: today's takings per canteen
-(:func:`server.closing.reports.sales_totals`) and per payment method
-(:func:`server.sales.ecny.method_totals`), sales per 15 minutes today against the same weekday
-last week, the terminals as the server last heard from them, and the alerts — late or missing
-quarterly allocations (due the 10th), overdrawn cards, sales held for review and terminals
-flagged for them, QR/SUN double-spend incidents, terminals behind the last quarter's end while
-it is not settled, and the ledger check's last result. Reads only.
+and per payment method and the sales per 15 minutes today against the same weekday last week
+— all read from the takings per day and per 15 minutes (:mod:`server.sales.takings`, kept
+with the sales and checked against them), not from the day's sales — the terminals as the
+server last heard from them, and the alerts — late or missing quarterly allocations (due the
+10th), overdrawn cards, sales held for review and terminals flagged for them, QR/SUN
+double-spend incidents, terminals behind the last quarter's end while it is not settled, and
+the ledger check's last result. Reads only.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,16 +22,18 @@ from server.books.periods import Quarter
 from server.closing import reports
 from server.closing.check import last_check
 from server.closing.settlement import period_laggards
-from server.sales.ecny import method_totals
+from server.sales import takings
+from server.sales.ecny import with_refunds
 from server.sales.incidents import incidents
 from server.sales.quarantine import suspects
 from shared.clock import DAY_MS, start_of_china_day_ms
 
-SLOT_MS = 15 * 60_000
+SLOT_MS = takings.SLOT_MS
 SLOTS_PER_DAY = DAY_MS // SLOT_MS
 # a terminal is online when it says so and its last heartbeat (every 5 s) is at most this old
 ONLINE_WITHIN_MS = 60_000
 INCIDENT_DAYS = 30
+TAKING_KEYS = ("count", "amount_fen", "subsidy_fen", "self_fen", "ecny_fen")
 
 
 @dataclass(frozen=True)
@@ -43,14 +47,9 @@ def sales_by_slot(
 ) -> list[int | None]:
     """Applied sales' amount per 15 minutes of the Beijing day starting at ``day_start_ms``;
     slots from ``until_ms`` on are None (today's future)."""
-    end = day_start_ms + DAY_MS
     amounts: list[int | None] = [0] * SLOTS_PER_DAY
-    for slot, amount in conn.execute(
-        "SELECT (occurred_at_ms - ?) / ? AS slot, sum(amount_fen) FROM sales "
-        "WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? GROUP BY slot",
-        (day_start_ms, SLOT_MS, day_start_ms, end),
-    ):
-        amounts[int(slot)] = int(amount)
+    for slot_ms, amount in takings.amounts(conn, day_start_ms, day_start_ms + DAY_MS).items():
+        amounts[(slot_ms - day_start_ms) // SLOT_MS] = amount
     if until_ms is not None:
         first_future = max(0, -(-(until_ms - day_start_ms) // SLOT_MS))
         for i in range(first_future, SLOTS_PER_DAY):
@@ -61,6 +60,38 @@ def sales_by_slot(
 def is_online(state: str, last_status_ms: int | None, now_ms: int) -> bool:
     """A terminal is online when its last status said so within :data:`ONLINE_WITHIN_MS`."""
     return state == "online" and last_status_ms is not None and now_ms - last_status_ms <= ONLINE_WITHIN_MS
+
+
+def takings_of(conn: sqlite3.Connection, start_ms: int, end_ms: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The takings of [start_ms, end_ms) (Beijing days) per canteen — count, amount, what
+    the subsidy and self purses paid, digital RMB — largest first, with their totals; and per
+    payment method with the digital RMB refunds (as :func:`server.sales.ecny.method_totals`)."""
+    canteens = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, name, unit_id FROM canteens")}
+    per_canteen: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(TAKING_KEYS, 0))
+    per_method: dict[str, dict[str, int]] = defaultdict(lambda: {"count": 0, "amount_fen": 0})
+    for r in takings.day_rows(conn, start_ms, end_ms):
+        c, m = per_canteen[r["canteen_id"]], per_method[r["method"]]
+        c["count"] += r["count"]
+        c["amount_fen"] += r["amount_fen"]
+        c["subsidy_fen"] += r["subsidy_fen"]
+        c["self_fen"] += r["self_fen"]
+        c["ecny_fen"] += r["amount_fen"] if r["method"] == "ecny" else 0
+        m["count"] += r["count"]
+        m["amount_fen"] += r["amount_fen"]
+    rows = [
+        {
+            "canteen_id": cid,
+            "canteen_name": canteens.get(cid, (cid, ""))[0],
+            "unit_id": canteens.get(cid, (cid, ""))[1],
+            **v,
+        }
+        for cid, v in per_canteen.items()
+    ]
+    rows.sort(key=lambda r: (-r["amount_fen"], r["canteen_id"]))
+    totals = {k: sum(r[k] for r in rows) for k in TAKING_KEYS}
+    by_canteen = {"from_ms": start_ms, "to_ms": end_ms, "canteens": rows, "totals": totals}
+    methods = with_refunds(conn, None, start_ms, end_ms, dict(sorted(per_method.items())))
+    return by_canteen, methods
 
 
 def terminals(conn: sqlite3.Connection, now_ms: int) -> list[dict[str, Any]]:
@@ -124,17 +155,13 @@ def alerts(conn: sqlite3.Connection, now_ms: int) -> dict[str, Any]:
 def dashboard(conn: sqlite3.Connection, now_ms: int) -> dict[str, Any]:
     today = start_of_china_day_ms(now_ms)
     last_week = today - 7 * DAY_MS
-    totals = reports.sales_totals(conn, today, today + DAY_MS)
-    names = dict(conn.execute("SELECT id, name FROM canteens").fetchall())
-    for row in totals["canteens"]:
-        row["canteen_name"] = row["canteen_name"] or names.get(row["canteen_id"], row["canteen_id"])
-    totals["canteens"].sort(key=lambda r: (-r["amount_fen"], r["canteen_id"]))
+    by_canteen, by_method = takings_of(conn, today, today + DAY_MS)
     fleet = terminals(conn, now_ms)
     return {
         "now_ms": now_ms,
         "day_start_ms": today,
-        "takings": totals,
-        "methods": method_totals(conn, None, today, today + DAY_MS),
+        "takings": by_canteen,
+        "methods": by_method,
         "series": [
             Series("今日", sales_by_slot(conn, today, now_ms)),
             Series("上周同日", sales_by_slot(conn, last_week)),

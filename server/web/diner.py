@@ -1,6 +1,9 @@
 """The diner's portal (phone first, 360 px wide): both purses — what of the subsidy expires
-at the end of the year — and their sales, showing which purse paid. A diner sees only
-themselves: the page reads the signed-in principal's holder, through the API's scope check."""
+at the end of the year — and their sales, showing which purse paid, each with a link to rate
+it (once). A diner sees only themselves: the page reads the signed-in principal's holder,
+through the API's scope check. The portal's other pages: the pay code
+(:mod:`server.web.diner_pay`), top-up (:mod:`server.web.diner_topup`), the card and payment
+PIN (:mod:`server.web.diner_card`), rating a meal (:mod:`server.web.diner_rate`)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from server.infra.scope import principal, require_holder_access
 from server.registry.people import holder_json
 from server.web import history
 from server.web.blueprint import web_blueprint
+from server.web.diner_common import TABS, active_card
+from server.web.diner_rate import rated_keys
 from server.web.guard import page
 from server.web.tables import TableQuery, fetch
 
@@ -43,6 +48,9 @@ def home() -> str:
     query = TableQuery.from_args(history.HISTORY, request.args)
     sales = fetch(conn, history.HISTORY, query, history.WHERE, [holder["id"]])
     history.decorate(sales.rows)
+    rated = rated_keys(conn, sales.rows)
+    for row in sales.rows:
+        row["rated"] = (row["terminal_id"], row["seq"]) in rated
     return render_template(
         "web/diner_home.html",
         holder=info,
@@ -50,4 +58,6 @@ def home() -> str:
         p=purses(info["subsidy_by_year"], info["self_fen"], year),
         year=year,
         sales=sales,
+        tabs=TABS,
+        card=active_card(conn, holder["id"]),
     )

@@ -17,6 +17,7 @@ The patterns the other console pages follow, in one module:
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 from flask import Response, render_template, request
 
@@ -24,6 +25,7 @@ from server.books import ledger
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from server.infra.scope import principal, require_holder_access, unit_filter
+from server.registry import name_search
 from server.registry.people import holder_json
 from server.web import accounts, history, person_forms
 from server.web.blueprint import web_blueprint
@@ -78,9 +80,16 @@ def search() -> str | Response:
     conn = get_db()
     query = TableQuery.from_args(PEOPLE, request.args)
     where, args = _scope()
+    table, total = PEOPLE, None
+    if query.q:  # part of a name: through the name index (server.registry.name_search)
+        found = name_search.plan(conn, query.q, scoped=bool(where))
+        table = replace(PEOPLE, search_sql=found.sql, search_args=lambda _q: found.args)
+        total = found.total
     if request.args.get("format"):
-        return table_download(PEOPLE, fetch_all(conn, PEOPLE, query, where, args), "人员名单")
-    return render_template("web/people.html", people=fetch(conn, PEOPLE, query, where, args))
+        return table_download(PEOPLE, fetch_all(conn, table, query, where, args), "人员名单")
+    return render_template(
+        "web/people.html", people=fetch(conn, table, query, where, args, search_total=total)
+    )
 
 
 @bp.get("/people/<holder_id>")

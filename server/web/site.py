@@ -30,6 +30,10 @@ from server.web import (
     clerk,
     dashboard,
     diner,
+    diner_card,
+    diner_pay,
+    diner_rate,
+    diner_topup,
     directory,
     errors,
     fmt,
@@ -46,10 +50,12 @@ from server.web import (
 )
 from server.web.blueprint import csrf
 from server.web.guard import current_account, roles_of
+from server.web.tables import cell_html
 
 PAGE_MODULES = (auth_pages, dashboard, directory, diner, people)
 PAGE_MODULES += (money, settle, yearend, reports, clerk, operator)
 PAGE_MODULES += (units, canteens, terminals, roster_import, cards, leavers)
+PAGE_MODULES += (diner_pay, diner_topup, diner_card, diner_rate)
 # the menu: (endpoint, label); shown to the roles the endpoint's page serves
 NAV: list[tuple[str, str]] = [
     ("web_dashboard.dashboard", "总览"),
@@ -116,7 +122,7 @@ def register(app: Flask) -> None:
     app.session_interface = SessionInterface()
     csrf.init_app(app)
     app.jinja_env.filters.update(fmt.FILTERS)
-    app.jinja_env.globals.update(nav_items=nav_items, current_account=current_account)
+    app.jinja_env.globals.update(nav_items=nav_items, current_account=current_account, table_cell=cell_html)
     app.register_blueprint(static)
     for module in PAGE_MODULES:
         app.register_blueprint(module.bp)
