@@ -267,9 +267,13 @@ def _link(endpoint: str, arg: str, value: str) -> str:
     cache = g.setdefault("web_link_patterns", {})
     pattern = cache.get((endpoint, arg))
     if pattern is None:
-        pattern = cache[(endpoint, arg)] = url_for(endpoint, **{arg: _SLOT}).replace(quote(_SLOT), "{}")
+        try:
+            pattern = url_for(endpoint, **{arg: _SLOT}).replace(quote(_SLOT), "{}")
+        except ValueError:  # a typed path argument (<int:…>) takes no placeholder: no shortcut
+            pattern = ""
         if "{}" not in pattern:  # not a path argument: no shortcut
-            pattern = cache[(endpoint, arg)] = ""
+            pattern = ""
+        cache[(endpoint, arg)] = pattern
     return (
         pattern.replace("{}", quote(value, safe=_PATH_SAFE)) if pattern else url_for(endpoint, **{arg: value})
     )
