@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast walkthrough bench lint chaos vopr clean
+.PHONY: install demo test test-fast test-pg test-pg-core walkthrough bench lint chaos vopr clean screenshots
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -36,6 +36,24 @@ test: install
 test-fast: install
 	$(PY) -m pytest -m "not slow"
 
+# the whole suite with PostgreSQL as the server's database: the tests start their own
+# PostgreSQL (initdb into a temporary folder, deploy/postgresql/canteen.conf, a free port);
+# needs the PostgreSQL server package (Debian: postgresql). Tests about SQLite itself skip.
+test-pg: install
+	CANTEEN_TEST_DATABASE=postgresql $(PY) -m pytest
+
+# what CI runs on PostgreSQL besides `make test`: the money core (ledger, ingest, reversals,
+# settlement, clearing, quarantine, the money/registry API and CLI, audit) and the adapter,
+# run-once roles, moving a city over and the terminal-id rule
+PG_CORE := tests/test_pg_adapter.py tests/test_run_once.py tests/test_migrate_db.py \
+	tests/test_terminal_ids.py tests/test_ledger.py tests/test_amount_domain.py tests/test_ingest.py \
+	tests/test_ingest_batching.py tests/test_settlement.py tests/test_clearing.py tests/test_quarantine.py \
+	tests/test_api_money.py tests/test_api_registry.py tests/test_api_roles.py tests/test_cli_money.py \
+	tests/test_audit.py tests/test_reversal_server.py tests/test_periods.py tests/test_cards_and_leavers.py \
+	tests/test_refund_approval.py
+test-pg-core: install
+	CANTEEN_TEST_DATABASE=postgresql $(PY) -m pytest $(PG_CORE)
+
 # the README's "Running it for real" commands, run in order against a real Mosquitto
 # (tests/test_readme_walkthrough.py; `make test` runs it too)
 walkthrough: install
@@ -43,6 +61,11 @@ walkthrough: install
 
 bench: install
 	$(PY) -m bench.run
+
+# the README's pictures of the web console (docs/screenshots/*.png), taken by the browser
+# journeys (tests/test_web_browser.py) in Debian's Chromium against a real server
+screenshots: install
+	CANTEEN_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_web_browser.py tests/test_web_money_browser.py -q
 
 # a longer fault-injection sweep: real processes, every fault kind, one run per seed;
 # reports the seeds tried and failed, exits non-zero on any failure

@@ -33,9 +33,10 @@ from server.books.periods import year_number_sql
 from server.closing.check import all_violations
 from server.closing.settlement import settle_quarter
 from server.infra.db import open_db, write_txn
-from server.registry import funds
+from server.registry import funds, name_search
 from server.registry import units as registry
 from server.registry.terminals import provision
+from server.sales import takings
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol import Sale, SaleBatch, seal_hmac, topics
@@ -72,6 +73,7 @@ def _city(conn, canteens: int, units: int, holders: int, now_ms: int) -> None:  
             "INSERT INTO cards(card_id, holder_id) VALUES (?, ?)",
             [(f"K{h:06d}", f"H{h:06d}") for h in range(holders)],
         )
+        name_search.rebuild(conn)  # the name index, as the registry keeps it
 
 
 def _bulk_sales(conn, n: int, canteens: int, units: int, holders: int) -> None:  # noqa: ANN001
@@ -101,6 +103,7 @@ def _bulk_sales(conn, n: int, canteens: int, units: int, holders: int) -> None: 
             [ledger.Move(ledger.SYSTEM_INCOME, ledger.canteen_payable(c), a) for c, a in rows],
             0,
         )
+        takings.rebuild(conn)  # the takings per slot and day, as ingest keeps them
     conn.execute("PRAGMA foreign_keys=ON")
 
 
@@ -194,6 +197,7 @@ def _history(conn, n: int, holders: int, units: int) -> None:  # noqa: ANN001
             "UPDATE accounts SET balance_fen = balance_fen + ? WHERE id = ?",
             [(d, a) for a, d in deltas.items()],
         )
+        takings.rebuild(conn)
     conn.execute("PRAGMA foreign_keys=ON")
 
 

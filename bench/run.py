@@ -96,6 +96,15 @@ def derived(results: dict[str, Any]) -> list[str]:
             f"({batched['value'] / one['value']:.2f}×), on a ledger already holding "
             f"{one['params'].get('history_sales', 0):,} sales, every commit fsynced."
         )
+    backup, ratio = results.get("ops.backup_1m_sales_s"), results.get("ops.backup_ingest_ratio")
+    if backup and ratio:
+        p = backup["params"]
+        out.append(
+            f"* Backup: {p.get('sales', 0):,} sales ({p.get('db_mb')} MB) backed up online in "
+            f"{backup['value']} s (the copy itself {p.get('copy_s')} s) while ingest ran at "
+            f"{p.get('ingest_during_per_s', 0):,} sales/s, {ratio['value']}× its "
+            f"{p.get('ingest_without_per_s', 0):,} sales/s without a backup."
+        )
     face = results.get("face.frame_to_decision_ms")
     if face:
         out.append(

@@ -14,6 +14,7 @@ display failure never stops a sale (it is journaled before anything is shown).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -76,6 +77,37 @@ class BoardLink:
     def ping(self) -> bool:
         """Is the board there? (Also learns its firmware version.)"""
         return self.command(frame.PING, b"")
+
+    @property
+    def firmware_version(self) -> str | None:
+        """The version the board's firmware said in its last HELLO (``canteen-board/<v>``)."""
+        return self.version.rpartition("/")[2] if self.version else None
+
+    def flash_firmware(self, image: bytes, version: str, timeout_s: float = 10.0) -> bool:
+        """Push a firmware image; True once the board restarted and says ``version``."""
+        digest = hashlib.sha256(image).digest()
+        begin = len(image).to_bytes(4, "big") + digest + version.encode("ascii")
+        if not self.command(frame.FW_BEGIN, begin):
+            log.error("board: refused to begin a firmware update to %s", version)
+            return False
+        for offset in range(0, len(image), frame.FW_CHUNK_BYTES):
+            chunk = image[offset : offset + frame.FW_CHUNK_BYTES]
+            if not self.command(frame.FW_CHUNK, offset.to_bytes(4, "big") + chunk):
+                log.error("board: firmware chunk at %d refused", offset)
+                return False
+        self.version = None
+        if not self.command(frame.FW_COMMIT, b""):
+            log.error("board: firmware %s refused at commit (SHA-256 or image check)", version)
+            self.ping()
+            return False
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.firmware_version == version:
+                return True
+            time.sleep(0.05)
+            if self.version is None and time.monotonic() > deadline - timeout_s / 2:
+                self.ping()
+        return self.firmware_version == version
 
     def read_key(self, timeout_s: float) -> str | None:
         return self.keys.read_key(timeout_s)

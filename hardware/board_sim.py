@@ -5,8 +5,12 @@ same code the RP2040 runs — on the master side in a thread, with in-memory per
 place of the HMI screen, keypad matrix, buzzer and LEDs, and offers the slave side's path
 (``/dev/pts/N``) as :attr:`port`. The terminal opens that path with pyserial exactly as it
 opens ``/dev/ttyACM0``: everything from the pyserial port up is the real code path. What is
-simulated: the screen/keypad/buzzer/LED drivers (``hmi``, ``matrix``, ``buzzer``, ``led``)
-and the USB CDC line (``usb``), which only exist on the board.
+simulated: the screen/keypad/buzzer/LED drivers (``hmi``, ``matrix``, ``buzzer``, ``led``),
+the USB CDC line (``usb``) and the flash file system a firmware update is installed on
+(``flash``: :class:`MemoryFirmware` keeps the unpacked files in memory, and a "restart"
+makes the board say the new version), which only exist on the board. Receiving an update —
+the frames, the order of the chunks, the SHA-256 check before anything is installed — is
+the firmware's own code (:mod:`hardware.board.core`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 import time
 import tty
 
-from hardware.board import core, frame
+from hardware.board import core, frame, fwimage
 
 
 class PtyLink(core.Link):
@@ -86,6 +90,37 @@ class RecordingLight(core.Light):
         self.colour = colour
 
 
+class MemoryFirmware(core.Firmware):
+    """The board's flash, in memory: the staged image, then the installed files."""
+
+    def __init__(self) -> None:
+        self.staged = bytearray()
+        self.installed: dict[str, bytes] = {}
+        self.installed_version = ""
+        self.restarts = 0
+
+    def begin(self, size: int) -> bool:
+        self.staged = bytearray()
+        return 0 < size <= 200_000  # as hardware.board.flash.MAX_IMAGE
+
+    def append(self, data: bytes) -> bool:
+        self.staged += data
+        return True
+
+    def commit(self, version: str) -> bool:
+        files = fwimage.unpack(bytes(self.staged))
+        if files is None:
+            return False
+        self.installed, self.installed_version = dict(files), version
+        return True
+
+    def version(self) -> str:
+        return self.installed_version
+
+    def restart(self) -> None:
+        self.restarts += 1
+
+
 class SimulatedBoard:
     def __init__(self) -> None:
         self._master, self._slave = os.openpty()
@@ -95,7 +130,10 @@ class SimulatedBoard:
         self.keys = QueueKeys()
         self.sound = RecordingSound()
         self.light = RecordingLight()
-        self.board = core.Board(PtyLink(self._master), self.screen, self.keys, self.sound, self.light)
+        self.firmware = MemoryFirmware()
+        self.board = core.Board(
+            PtyLink(self._master), self.screen, self.keys, self.sound, self.light, self.firmware
+        )
         self.on_show: list = []  # callbacks(lines): a simulated diner reacting to the screen
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="simulated-board", daemon=True)

@@ -2,6 +2,8 @@
 
 Configuration: defaults → ``<instance>/config.py`` if present → ``CANTEEN_*`` environment
 variables (``CANTEEN_DATABASE``, ``CANTEEN_BROKER_URL`` …) → ``test_config`` when given.
+``DATABASE_URL`` (``CANTEEN_DATABASE_URL``), when set, names a PostgreSQL database
+(``postgresql://user@host:port/name``) that replaces the SQLite file ``DATABASE``.
 """
 
 from __future__ import annotations
@@ -9,12 +11,17 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask
+from flask import Flask, request
+from werkzeug.exceptions import HTTPException
 
 from server import api
 from server.infra import access_log, body_limit, db_flask, headers, keys
-from server.infra.db import open_db
-from shared.clock import Clock
+from server.infra.db import connect, is_postgres, open_db, schema_version, shown
+from server.infra.metrics import ServerMetrics
+from server.registry.fleet import limits_from_config
+from server.registry.fleet_metrics import FleetCollector
+from server.web import site as web_site
+from shared.clock import Clock, SystemClock
 from shared.errors import DomainError
 
 
@@ -30,6 +37,8 @@ CONFIG_TEMPLATE = """\
 
 # The database (SQLite) and the server's signing key (their folder must exist):
 # DATABASE = "{instance}/canteen.sqlite"
+# Or PostgreSQL instead of the SQLite file (docs/scaling.md: when, and how to move):
+# DATABASE_URL = "postgresql://canteen@db.example:5432/canteen"
 # SERVER_KEY_FILE = "{instance}/server_key.hex"
 
 # The MQTT broker `canteen-server run` connects to (its --broker option wins);
@@ -44,12 +53,30 @@ CONFIG_TEMPLATE = """\
 # registered in shared.ecny_gateway.GATEWAYS.
 # ECNY_GATEWAY = "simulated"
 
+# Run after the server rewrites the broker's users and ACL (revoke-terminal, enrolment,
+# key rotation), so they hold at once; empty: SIGHUP to the Mosquitto whose pid is in
+# MQTT_PID_FILE (written by a configuration from `mosquitto-config`), else reload by hand.
+# MQTT_RELOAD_COMMAND = "systemctl reload mosquitto"
+# MQTT_PID_FILE = "{home}/mosquitto/mosquitto.pid"
+
+# Fleet health alerts (canteen-server fleet, GET /api/v1/fleet): a terminal offline longer
+# than this during its canteen's meal hours; a heartbeat older than FLEET_STALE_S counts
+# as offline; terminals reporting a software version below FLEET_MIN_SOFTWARE.
+# FLEET_OFFLINE_ALERT_S = 600
+# FLEET_STALE_S = 60
+# FLEET_MIN_SOFTWARE = ""
+
 # The language of API error messages: "zh" or "en" (both texts are always in the body).
 # LANGUAGE = "zh"
 
 # The server as phones and browsers reach it, for the links it hands out (qr-issue);
 # no default: `canteen-server init --public-url https://…` sets it below.
 # PUBLIC_URL = ""
+
+# How often (seconds) the running server looks for a backup taken by another process
+# (`canteen-server backup`, the systemd timer) to tell terminals how far they may prune
+# their journals.
+# BACKUP_MARK_POLL_S = 10
 """
 
 
@@ -62,7 +89,7 @@ def write_config_template(home: str) -> str | None:
         return None
     os.makedirs(instance, exist_ok=True)
     with open(path, "x", encoding="utf-8") as f:
-        f.write(CONFIG_TEMPLATE.format(instance=instance))
+        f.write(CONFIG_TEMPLATE.format(instance=instance, home=os.path.abspath(home)))
     return path
 
 
@@ -78,10 +105,12 @@ def create_app(
     database is refused (``no_database``) instead of getting a fresh empty one."""
     home = home or (test_config or {}).get("HOME") or default_home()
     instance = os.path.join(home, "server")
-    app = Flask(__name__, instance_path=instance, instance_relative_config=True)
+    # no static folder of its own: the web console serves /static/ (server.web.site)
+    app = Flask(__name__, instance_path=instance, instance_relative_config=True, static_folder=None)
     app.config.from_mapping(
         HOME=home,
         DATABASE=os.path.join(instance, "canteen.sqlite"),
+        DATABASE_URL="",  # postgresql://… : PostgreSQL instead of the SQLite file above
         SERVER_KEY_FILE=os.path.join(instance, "server_key.hex"),
         BROKER_URL="",
         YEAR_END_REFUND_TO="unit",
@@ -91,10 +120,30 @@ def create_app(
         MQTT_PASSWORD_FILE=os.path.join(instance, "mosquitto", "passwd"),
         MQTT_ACL_FILE=os.path.join(instance, "mosquitto", "canteen.acl"),
         MQTT_SERVER_PASSWORD_FILE=os.path.join(instance, "mqtt_server_password"),
+        # run after the server rewrites them (revocation, enrolment, key rotation): e.g.
+        # "systemctl reload mosquitto"; empty: a person reloads (kill -HUP <mosquitto pid>)
+        MQTT_RELOAD_COMMAND="",
+        # else SIGHUP to the Mosquitto whose pid is here (mosquitto-config renders pid_file
+        # into its data folder, by default <home>/mosquitto)
+        MQTT_PID_FILE=os.path.join(home, "mosquitto", "mosquitto.pid"),
+        # NATS as the broker (issue 16): the authorization file nats-config wrote, rewritten
+        # with the Mosquitto files; set MQTT_PID_FILE to <home>/nats/nats.pid. Empty: no NATS
+        MQTT_NATS_AUTHORIZATION_FILE="",
+        # several server processes splitting ingest: an MQTT shared-subscription group for
+        # the sales and reversals (Mosquitto 2 only; empty: every process gets every sale)
+        MQTT_INGEST_SHARE_GROUP="",
+        # fleet health (server.registry.fleet): alert thresholds; empty version: no check
+        FLEET_OFFLINE_ALERT_S=600,
+        FLEET_STALE_S=60,
+        FLEET_MIN_SOFTWARE="",
         # digital RMB: "none" (refused) unless configured; "simulated" only for the demo and
         # tests, with a per-installation callback key made at init (ECNY_SIM_KEY_FILE, 0600)
         ECNY_GATEWAY="none",
         ECNY_SIM_KEY_FILE=os.path.join(instance, "ecny_simulated_key.hex"),
+        # signed updates (server.registry.updates): the bundles the server serves, and the
+        # release key's public half that every bundle is checked against before it is offered
+        UPDATES_DIR=os.path.join(instance, "updates"),
+        RELEASE_PUBLIC_KEY_FILE=os.path.join(instance, "release_public_key.hex"),
         JSON_AS_ASCII=False,
     )
     if test_config is None:
@@ -104,18 +153,56 @@ def create_app(
         app.config.from_mapping(test_config)
     app.config["HOME"] = home
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    database = os.path.abspath(app.config["DATABASE"])
-    if require_database and not os.path.exists(database):
-        raise DomainError(
-            "no_database", f"{database} does not exist", zh=f"{database} 不存在", database=database
-        )
-    os.makedirs(os.path.dirname(os.path.abspath(app.config["DATABASE"])), exist_ok=True)
+    if app.config.get("DATABASE_URL"):
+        app.config["DATABASE"] = str(app.config["DATABASE_URL"])
+    _check_database(app.config["DATABASE"], require_database)
+    os.makedirs(instance, exist_ok=True)  # the server key and config.py live there
     open_db(app.config["DATABASE"]).close()  # create / migrate once at start
     app.extensions["canteen_server_key"] = keys.load_or_create(app.config["SERVER_KEY_FILE"])
+    app.extensions["canteen_metrics"] = metrics = ServerMetrics()  # /metrics (Prometheus)
+    metrics.register(
+        FleetCollector(
+            app.config["DATABASE"], limits_from_config(app.config), (clock or SystemClock()).now_ms
+        )
+    )
     db_flask.init_app(app, clock)
 
     api.register(app)
+    web_site.register(app)  # the web console: pages, log-in, sessions, CSRF (issue 14)
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def no_such_address(exc: HTTPException):  # noqa: ANN202
+        """An address no view owns: the API's JSON for a machine, the console's page for a person."""
+        machine = request.path.startswith("/api/") or request.path == "/openapi.json"
+        return api.http_error(exc) if machine else web_site.http_error(exc)
+
     access_log.init_app(app)  # one line per request on the canteen.http logger
     body_limit.register(app)  # refuse oversized bodies unread, as JSON 413
     headers.register(app)  # security headers on every response
     return app
+
+
+def _check_database(target: str, require_database: bool) -> None:
+    """A SQLite file's folder is made; with ``require_database`` a missing file, or a
+    PostgreSQL database without the schema, is refused (``no_database``)."""
+    if is_postgres(target):
+        if not require_database:
+            return
+        conn = connect(target)
+        try:
+            version = schema_version(conn)
+        finally:
+            conn.close()
+        if version == 0:
+            where = shown(target)
+            raise DomainError(
+                "no_database", f"{where} has no canteen schema", zh=f"{where} 尚未初始化", database=where
+            )
+        return
+    database = os.path.abspath(target)
+    if require_database and not os.path.exists(database):
+        raise DomainError(
+            "no_database", f"{database} does not exist", zh=f"{database} 不存在", database=database
+        )
+    os.makedirs(os.path.dirname(database), exist_ok=True)

@@ -20,11 +20,17 @@ from typing import Any
 from flask import Flask
 
 from server.app import create_app
+from server.downstream.backup_marks import BackupMarkPublisher
 from server.downstream.presence import PresenceBeacon
 from server.downstream.publisher import DeltaPublisher
+from server.downstream.update_offers import OfferPublisher
 from server.infra.body_limit import http_server
 from server.infra.db import open_db
+from server.infra.run_once import Role
+from server.registry import broker_users
 from server.registry.broker_users import SERVER_USER, BrokerFiles, server_password
+from server.registry.fleet import limits_from_config
+from server.registry.fleet_watch import FleetWatch
 from server.sales.ingest import IngestWorker
 from shared.clock import Clock, SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
@@ -45,6 +51,7 @@ class ServerService:
         http_port: int = 0,
         client_id: str | None = None,
         presence_s: int = 10,
+        backup_mark_poll_s: float | None = None,
     ) -> None:
         self.clock = clock or SystemClock()
         self.app = app or create_app(config, clock=self.clock)
@@ -58,9 +65,15 @@ class ServerService:
         self._stopping = threading.Event()
         self.ingest: IngestWorker | None = None
         self.publisher: DeltaPublisher | None = None
+        self.offers: OfferPublisher | None = None
         self.link: MqttLink | None = None
         self.presence_s = presence_s
         self.presence: PresenceBeacon | None = None
+        # how soon a backup taken by another process reaches the terminals' marks
+        self.backup_mark_poll_s = float(backup_mark_poll_s or self.app.config.get("BACKUP_MARK_POLL_S", 10.0))
+        self.backup_marks: BackupMarkPublisher | None = None
+        self.fleet_watch: FleetWatch | None = None
+        self.fleet_watch_s = float(self.app.config.get("FLEET_WATCH_S", 60))
 
     @property
     def base_url(self) -> str:
@@ -75,7 +88,11 @@ class ServerService:
         self._http_thread.start()
 
         self.presence = PresenceBeacon(key, self.clock, self.presence_s)
-        address = BrokerAddress.parse(self.broker_url)
+        address, *alternates = BrokerAddress.parse_list(self.broker_url)  # a cluster: every node
+        # several ingest processes: each sale message to one of the group (Mosquitto 2; NATS
+        # 2.9 grants "$share/..." and delivers nothing: docs/scaling.md)
+        group = str(self.app.config.get("MQTT_INGEST_SHARE_GROUP") or "")
+        shared = f"$share/{group}/" if group else ""
         if address.username is None:  # the locked broker's user "server", when it has one
             password = server_password(
                 BrokerFiles.from_config(self.app.config).server_password_file, create=False
@@ -85,21 +102,80 @@ class ServerService:
         self.link = MqttLink(
             self.client_id,
             address,
-            subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1)],
+            subscriptions=[
+                (shared + topics.ALL_SALES, 1),
+                (topics.ALL_STATUS, 1),  # retained: never through a shared subscription
+                (topics.ALL_UPDATE_REPORTS, 1),
+                (shared + topics.ALL_REVERSALS, 1),
+            ],
             on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
             will=self.presence.will,
-            on_state=self.presence.on_state,
+            on_state=self._on_link_state,
             backoff_max_s=2.0,
+            alternates=alternates,
         )
-        publish = lambda t, p, retain: self.link.publish(t, p, retain=retain)  # type: ignore[union-attr]  # noqa: E731
-        self.publisher = DeltaPublisher(open_db(db_path), key, publish, self.clock).start()
+        metrics = self.app.extensions["canteen_metrics"]
+
+        def publish(topic: str, payload: bytes, retain: bool) -> bool:
+            ok = self.link.publish(topic, payload, retain=retain)  # type: ignore[union-attr]
+            if ok and topic == topics.DELTA:
+                metrics.deltas.inc()
+            elif ok and topic.endswith("/down/ack"):
+                metrics.acks.inc()
+            return ok
+
+        self.publisher = DeltaPublisher(
+            open_db(db_path), key, publish, self.clock, role=Role(db_path, "delta-publisher")
+        ).start()
         self.ingest = IngestWorker(
-            open_db(db_path), self.clock, publish, on_delta=self.publisher.poke
+            open_db(db_path),
+            self.clock,
+            publish,
+            on_delta=self.publisher.poke,
+            server_key=key,
+            on_keys_changed=self._keys_changed,
+            metrics=metrics,
+        ).start()
+        self.fleet_watch = FleetWatch(
+            open_db(db_path), self.clock.now_ms, limits_from_config(self.app.config), self.fleet_watch_s
+        ).start()
+        self.offers = OfferPublisher(open_db(db_path), key, publish, self.clock).start()
+        # each terminal's backup mark: how far it may prune its journal; what to resend after a restore
+        self.backup_marks = BackupMarkPublisher(
+            open_db(db_path), key, publish, self.clock, self.backup_mark_poll_s
         ).start()
         self.presence.start(self.link)
         self.link.start()
+        # the web console's fleet page shows this process's broker link and presence heartbeat
+        self.app.extensions["canteen_service"] = self
         self.link.wait_connected(10)
         return self
+
+    def healthy(self) -> bool:
+        """The ingest worker and the HTTP server still run (systemd's watchdog is pinged
+        only then: a server whose ingest died is restarted, not left half-alive)."""
+        return bool(
+            self.ingest is not None
+            and self.ingest.alive
+            and self._http_thread is not None
+            and self._http_thread.is_alive()
+        )
+
+    def _on_link_state(self, up: bool) -> None:
+        """The broker link came up or went down (network thread): presence and backup marks
+        announce themselves again on a connect."""
+        if self.presence is not None:
+            self.presence.on_state(up)
+        if self.backup_marks is not None:
+            self.backup_marks.on_state(up)
+
+    def _keys_changed(self) -> None:
+        """A terminal completed a key rotation: the broker learns its new password."""
+        conn = open_db(self.app.config["DATABASE"])
+        try:
+            broker_users.apply(conn, self.app.config)
+        finally:
+            conn.close()
 
     def _serve_http(self) -> None:
         try:
@@ -111,6 +187,8 @@ class ServerService:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self.fleet_watch is not None:
+            self.fleet_watch.stop()
         if self.presence is not None:
             self.presence.stop()
         if self.link is not None:
@@ -119,6 +197,10 @@ class ServerService:
             self.ingest.stop()
         if self.publisher is not None:
             self.publisher.stop()
+        if self.offers is not None:
+            self.offers.stop()
+        if self.backup_marks is not None:
+            self.backup_marks.stop()
         if self._http is not None:
             self._http.close()  # type: ignore[union-attr]
         if self._http_thread is not None:

@@ -238,6 +238,11 @@ class MosquittoBroker:
                     self.stop()
                     raise
 
+    @property
+    def pid(self) -> int | None:
+        """The running Mosquitto's process id (for a reload command: ``kill -HUP <pid>``)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def reload(self) -> None:
         """SIGHUP: Mosquitto re-reads its password and ACL files, keeping its clients."""
         if self._proc is None or self._proc.poll() is not None:

@@ -245,6 +245,185 @@ CATALOG: dict[str, ErrorSpec] = {
     "scan_unrecognised": ErrorSpec(
         "无法识别：既不是付款码，也不是商品条码", "neither a payment code nor a product barcode"
     ),
+    # --- the web console's log-in (issue 14: staff and diner accounts, sessions, forms) ---
+    "login_failed": ErrorSpec("用户名或密码错误", "wrong user name or password", 401),
+    "account_locked": ErrorSpec(
+        "连续登录失败次数过多，账户已锁定 15 分钟",
+        "too many failed log-ins: the account is locked for 15 minutes",
+        423,
+    ),
+    "password_weak": ErrorSpec(
+        "密码至少 8 位，须同时包含字母和数字，且不能与用户名相同",
+        "a password has at least 8 characters, letters and digits, and is not the user name",
+    ),
+    "password_reused": ErrorSpec("新密码不能与原密码相同", "the new password must differ from the old one"),
+    "activation_invalid": ErrorSpec(
+        "工号或激活码错误，或激活码已过期",
+        "wrong staff number or activation code, or the code has expired",
+        401,
+    ),
+    "session_expired": ErrorSpec("登录已超时，请重新登录", "the session has ended; log in again", 401),
+    "form_expired": ErrorSpec(
+        "页面已过期，请刷新页面后重试", "the form has expired (CSRF check); reload the page"
+    ),
+    # signed updates of terminal software and board firmware (issue 15, shared.release)
+    "update_malformed": ErrorSpec("更新包格式错误", "not a valid update bundle"),
+    "update_bad_signature": ErrorSpec(
+        "更新包签名无效，已拒绝安装", "update bundle signature invalid: refused", 401
+    ),
+    "update_corrupted": ErrorSpec(
+        "更新包文件损坏（校验值不符），已拒绝安装", "update bundle file corrupted (hash mismatch): refused"
+    ),
+    "update_downgrade": ErrorSpec(
+        "更新包版本不高于当前版本，已拒绝安装", "update version is not newer than the running one: refused"
+    ),
+    "update_too_old": ErrorSpec(
+        "当前版本过旧，不能直接升级到该版本", "the running version is older than this update's minimum"
+    ),
+    "update_not_configured": ErrorSpec(
+        "终端未配置软件更新（发布公钥或更新目录）",
+        "updates are not configured on this terminal (release key or update folder)",
+    ),
+    "update_download_failed": ErrorSpec("更新包下载失败", "update bundle download failed"),
+    "update_install_failed": ErrorSpec(
+        "更新安装失败（无法写入磁盘）", "update could not be installed (disk)"
+    ),
+    "update_rolled_back": ErrorSpec(
+        "新版本未能在限定时间内连通服务器，已自动回退",
+        "the new version did not reach the server in time: rolled back",
+    ),
+    "update_unknown": ErrorSpec("没有这个更新包", "no such update bundle", 404),
+    "release_key_missing": ErrorSpec(
+        "没有发布密钥，请先运行 release-key-new", "no release key: run release-key-new first"
+    ),
+    "firmware_update_failed": ErrorSpec("外设板固件更新失败", "peripheral board firmware update failed"),
+    # the cashier's shop checkout and the operator's day close (issue 13)
+    "price_list_stale": ErrorSpec(
+        "价格表已过期，请联网更新后再售", "the price list is older than allowed; sync before selling goods"
+    ),
+    "basket_empty": ErrorSpec("购物篮为空，请先扫描商品", "the basket is empty: scan an item first"),
+    "basket_full": ErrorSpec("购物篮商品行数已满，请先结算", "the basket has as many lines as one sale may"),
+    "basket_bad_quantity": ErrorSpec("数量无效（1–999）", "bad quantity (1–999)"),
+    "typed_amount_not_allowed": ErrorSpec(
+        "本食堂不允许手输金额", "this canteen does not allow a typed amount"
+    ),
+    "typed_amount_above_cap": ErrorSpec("手输金额超过本食堂上限", "typed amount above the canteen's cap"),
+    "typed_amount_with_items": ErrorSpec(
+        "手输金额不能与商品同时结算，请先清空购物篮", "a typed amount cannot be paid with scanned items"
+    ),
+    "sale_typed_amount": ErrorSpec(
+        "手输金额不符合食堂规定，待审核",
+        "typed shop amount the canteen does not allow, or above its cap; held for review",
+    ),
+    "day_close_invalid": ErrorSpec("日结报表格式有误", "malformed day close (Z-report)"),
+    "day_close_conflict": ErrorSpec(
+        "同一编号的日结报表内容不同", "a different day close with this number was already received", 409
+    ),
+    "day_close_mismatch": ErrorSpec(
+        "日结报表与服务器入账不一致", "the day close differs from what the server applied"
+    ),
+    # backups and restore (issue 15, server.infra.backup)
+    "backup_failed": ErrorSpec("备份失败", "the backup failed", 500),
+    "backup_invalid": ErrorSpec("备份已损坏或不完整", "the backup is damaged or incomplete"),
+    "backup_key_mismatch": ErrorSpec(
+        "服务器密钥与该备份不符", "the server key does not match the one that made this backup"
+    ),
+    "restore_target_not_empty": ErrorSpec(
+        "恢复目标目录不是空目录", "restore only into a fresh, empty data folder", 409
+    ),
+    "sale_not_found": ErrorSpec("服务器上没有这笔交易", "no such sale on this server", 404),
+    # --- reversal (冲正) of a mistaken sale at its terminal (issue 13) ---
+    "reversal_disabled": ErrorSpec("本食堂未开通冲正", "reversals are turned off for this canteen"),
+    "reversal_outside_window": ErrorSpec("已超过冲正时限", "the sale is older than the reversal window"),
+    "reversal_other_day": ErrorSpec(
+        "只能冲正当日交易", "only a sale of the same business day can be reversed"
+    ),
+    "reversal_before_sale": ErrorSpec("冲正时间早于原交易", "reversal dated before its sale"),
+    "reversal_time_future": ErrorSpec("冲正时间晚于当前时间", "reversal dated in the future"),
+    "reversal_offline_limit": ErrorSpec(
+        "离线冲正已达上限，请联网后再试", "offline reversal limit reached for today"
+    ),
+    "reversal_amount_mismatch": ErrorSpec("冲正金额与原交易不符", "reversal amount differs from the sale's"),
+    "reversal_sale_mismatch": ErrorSpec(
+        "冲正记录与原交易不符", "the reversal names a sale this terminal did not make"
+    ),
+    "reversal_sale_not_applied": ErrorSpec(
+        "原交易未入账，无需冲正", "the sale was not applied: nothing to reverse"
+    ),
+    "sale_already_reversed": ErrorSpec("该笔交易已冲正", "this sale has already been reversed", 409),
+    "reversal_id_conflict": ErrorSpec("冲正编号冲突", "reversal id reused with different content", 409),
+    "reversal_no_sale": ErrorSpec("没有可冲正的交易", "no sale that can be reversed"),
+    "quarantine_reversed": ErrorSpec(
+        "该笔待审核消费已在终端冲正", "this held sale was reversed at its terminal"
+    ),
+    "operator_unknown": ErrorSpec("不是本食堂的操作员卡", "not an operator card of this canteen", 403),
+    "operator_pin_wrong": ErrorSpec("操作员密码错误", "wrong operator PIN", 403),
+    "operator_pin_locked": ErrorSpec(
+        "操作员密码错误次数过多，今日已锁定", "too many wrong operator PINs today: locked until tomorrow", 423
+    ),
+    "operator_pin_invalid": ErrorSpec("操作员密码须为6位数字", "an operator PIN is exactly 6 digits"),
+    "operator_pin_too_simple": ErrorSpec(
+        "操作员密码过于简单（不能全部相同或连续）", "operator PIN too simple (all digits the same, or a run)"
+    ),
+    "operator_cancelled": ErrorSpec("已取消", "cancelled by the operator"),
+    # operations (issue 15): enrolment with one-time codes, key rotation, fleet alerts
+    "enrolment_code_invalid": ErrorSpec("注册码错误", "wrong enrolment code", 403),
+    "enrolment_code_used": ErrorSpec("注册码已使用过", "this enrolment code was already used", 403),
+    "enrolment_code_expired": ErrorSpec(
+        "注册码已过期，请重新申请", "this enrolment code has expired; ask for a new one", 403
+    ),
+    "enrolment_code_cancelled": ErrorSpec("注册码已作废", "this enrolment code was cancelled", 403),
+    "enrolment_rate_limited": ErrorSpec(
+        "注册码错误次数过多，请稍后再试", "too many wrong enrolment codes; try again later", 429
+    ),
+    "insecure_url": ErrorSpec(
+        "必须使用 HTTPS 地址", "an https:// address is required (plain http only on this machine)"
+    ),
+    "config_exists": ErrorSpec("配置文件已存在", "the configuration file already exists", 409),
+    "server_unreachable": ErrorSpec("无法连接服务器", "the server cannot be reached", 503),
+    "rekey_unreadable": ErrorSpec("新密钥无法解开", "the offered key cannot be opened with this key"),
+    "rotation_pending": ErrorSpec(
+        "该终端的密钥更换尚未完成", "a key rotation of this terminal is still under way", 409
+    ),
+    "terminal_offline": ErrorSpec("终端离线", "terminal offline"),
+    "unsent_sales_old": ErrorSpec(
+        "终端有超过一小时未上传的交易", "terminal holds sales unsent for over an hour"
+    ),
+    "clock_offset_high": ErrorSpec("终端时钟偏差过大", "terminal clock offset beyond the limit"),
+    "disk_nearly_full": ErrorSpec("终端磁盘将满", "terminal disk nearly full"),
+    "software_outdated": ErrorSpec("终端软件版本过旧", "terminal runs an old software version"),
+    # the web console's money pages (issue 14): a close confirms exactly what was previewed
+    "preview_outdated": ErrorSpec(
+        "预览之后数据已有变化，请重新核对预览后再确认",
+        "the figures changed after the preview; review the new preview and confirm again",
+        409,
+    ),
+    # the web console's imports: preview, then confirm exactly what was previewed (issue 14)
+    "upload_expired": ErrorSpec(
+        "上传的文件已失效（已导入、已被新上传的文件替代或超过一天），请重新上传",
+        "the uploaded file is gone (imported, replaced by a newer upload, or a day old): upload it again",
+        410,
+    ),
+    "import_changed": ErrorSpec(
+        "预览之后数据已有变化，未导入任何数据；请核对新的预览后再确认",
+        "the data changed since the preview: nothing was imported; check the new preview and confirm again",
+        409,
+    ),
+    # scale-out (issue 16): jobs one process at a time, database choice, terminal ids
+    "job_running": ErrorSpec(
+        "该作业正在另一个服务器进程中运行，未重复执行；请稍后再试",
+        "that job is running in another server process; nothing was done here, try again later",
+        409,
+    ),
+    "database_not_empty": ErrorSpec(
+        "目标数据库已有数据，未导入（请使用新建的空数据库）",
+        "the target database already holds data; nothing was imported (use a new, empty database)",
+        409,
+    ),
+    "bad_terminal_id": ErrorSpec(
+        "终端编号只能由字母、数字、- 和 _ 组成，最长 32 位",
+        "a terminal id is 1 to 32 letters, digits, - or _",
+    ),
 }
 
 

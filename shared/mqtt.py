@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -41,6 +41,16 @@ class BrokerAddress:
         tls = u.scheme == "mqtts"
         return cls(u.hostname, u.port or (8883 if tls else 1883), u.username, u.password, tls)
 
+    @classmethod
+    def parse_list(cls, urls: str | Sequence[str]) -> list[BrokerAddress]:
+        """The nodes of a clustered broker: a list of URLs or one comma-separated string
+        (one URL alone is a list of one). At least one."""
+        items = urls.split(",") if isinstance(urls, str) else list(urls)
+        found = [cls.parse(u.strip()) for u in items if u.strip()]
+        if not found:
+            raise ValueError("no MQTT URL given")
+        return found
+
 
 class MqttLink:
     """A long-lived MQTT connection for one client id. Thread-safe ``publish``."""
@@ -59,9 +69,22 @@ class MqttLink:
         backoff_max_s: float = 10.0,
         max_inflight: int = 200,
         rng: random.Random | None = None,
+        credentials: Callable[[int], tuple[str, str]] | None = None,
+        ca_file: str = "",
+        alternates: Sequence[BrokerAddress] = (),
     ) -> None:
+        """``credentials(refusals)``: the user and password for the next connect, asked
+        before each one (a terminal whose key was just rotated tries the new password, and
+        the old one after a refusal); without it, the address's own. ``alternates``: the
+        other nodes of a clustered broker (their host and port; user, password and TLS are
+        ``address``'s): after a failed connect or a lost session the link tries the next
+        node, round the list."""
         self.client_id = client_id
-        self.address = address
+        self.nodes = [address] + [
+            BrokerAddress(a.host, a.port, address.username, address.password, address.tls) for a in alternates
+        ]
+        self._node = 0
+        self.address = address  # the node in use (or tried last)
         self.subscriptions = list(subscriptions or [])
         self._on_message = on_message
         self._will = will
@@ -70,6 +93,7 @@ class MqttLink:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self._rng = rng or random.Random()
+        self._credentials = credentials
         self._connected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -87,7 +111,7 @@ class MqttLink:
         if address.username:
             c.username_pw_set(address.username, address.password)
         if address.tls:
-            c.tls_set()
+            c.tls_set(ca_certs=ca_file or None)  # the system's CAs unless a deployment's own
         c.on_connect = self._handle_connect
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
@@ -136,10 +160,14 @@ class MqttLink:
             if self._will is not None:
                 topic, payload, retain = self._will()
                 self._client.will_set(topic, payload, qos=1, retain=retain)
+            if self._credentials is not None:
+                self._client.username_pw_set(*self._credentials(self.refusals))
+            self.address = self.nodes[self._node]
             try:
                 self._client.connect(self.address.host, self.address.port, self.keepalive_s)
             except OSError as exc:
-                log.debug("%s: connect failed: %s", self.client_id, exc)
+                log.debug("%s: connect to %s failed: %s", self.client_id, self.address.host, exc)
+                self._next_node()
                 self._stop.wait(self._backoff(attempt))
                 attempt += 1
                 continue
@@ -153,6 +181,7 @@ class MqttLink:
             if self._stop.is_set():
                 break
             self._set_connected(False)
+            self._next_node()
             self._stop.wait(self._backoff(attempt))
             attempt += 1
         try:
@@ -165,6 +194,15 @@ class MqttLink:
         except OSError as exc:  # socket already gone: nothing left to close politely
             log.debug("%s: disconnect: %s", self.client_id, exc)
         self._set_connected(False)
+
+    def _next_node(self) -> None:
+        if len(self.nodes) > 1:
+            self._node = (self._node + 1) % len(self.nodes)
+            log.info("%s: trying broker node %s:%d next", self.client_id, *self._node_addr())
+
+    def _node_addr(self) -> tuple[str, int]:
+        node = self.nodes[self._node]
+        return node.host, node.port
 
     def drop_connection(self) -> None:
         """Close the socket abruptly, as a lost network would (tests, simulator)."""
@@ -226,7 +264,10 @@ class MqttLink:
 
 
 def redacted_url(url: str) -> str:
-    """``mqtt://user:secret@host:1883`` → ``mqtt://user:***@host:1883``: a broker URL fit to print."""
+    """``mqtt://user:secret@host:1883`` → ``mqtt://user:***@host:1883``: a broker URL fit to print
+    (each of a cluster's comma-separated URLs)."""
+    if "," in url:
+        return ",".join(redacted_url(part) for part in url.split(","))
     u = urlparse(url)
     if u.password is None:
         return url

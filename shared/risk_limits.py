@@ -33,6 +33,12 @@ class RiskLimits:
       been confirmed current by the server within this time.
     * ``max_clock_offset_ms`` — a terminal whose clock is further than this from the
       server's refuses offline sales rather than misdate them.
+    * ``max_price_age_ms`` — the shop's price list (the cached canteen config) must have
+      been confirmed current within this time, or a basket priced from it is refused
+      (``price_list_stale``); meals and typed amounts are not priced from it.
+    * ``max_offline_reversals`` / ``max_offline_reversal_fen`` — per terminal and business
+      day, how many reversals (冲正) it may make offline and for how much in all
+      (:mod:`shared.reversal_rules`); online reversals are bounded by the window only.
 
     Across ``n`` terminals cut off at once, a card can be overdrawn by at most
     ``n × min(max_offline_total_fen, max_offline_sales × max_sale_fen)`` beyond its
@@ -47,6 +53,9 @@ class RiskLimits:
     max_unsent_sales: int = 20_000
     max_denylist_age_ms: int = 72 * HOUR_MS
     max_clock_offset_ms: int = 5 * MINUTE_MS
+    max_price_age_ms: int = 24 * HOUR_MS
+    max_offline_reversals: int = 3
+    max_offline_reversal_fen: int = 10_000
 
     @classmethod
     def from_config(cls, *configs: dict[str, Any] | None) -> RiskLimits:

@@ -20,6 +20,10 @@ allowance may tighten the offline cap), and a digital RMB order the gateway repo
 outside a tap (a face not recognised, digital RMB offline) goes through
 :meth:`Terminal.decline`, which records and shows it the same way.
 
+**Between sales.** :meth:`Terminal.when_idle` runs something (switching to a new software
+version, flashing the board) only with no tap in hand and none for a quiet while, holding
+the journal lock so that no sale starts meanwhile (``terminal.updater``).
+
 An **operator card** (listed in the canteen config's ``operator_cards``, pushed by the
 server with the canteen's rules, so the canteen's unit decides who its operators are) is
 never charged: tapping it shows the day's totals on the display.
@@ -38,7 +42,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
@@ -93,9 +99,11 @@ class Terminal:
         mqtt_url: str | None = None,
         http_url: str | None = None,
         on_event: Callable[[Event], None] | None = None,
+        config_path: str | None = None,
         transport: Transport | None = None,
     ) -> None:
-        """``transport``: the sync agent's network, monotonic clock and boot id, when not the
+        """``config_path``: the configuration file, rewritten (0600) when the key is rotated.
+        ``transport``: the sync agent's network, monotonic clock and boot id, when not the
         real ones (the deterministic simulator's; :class:`terminal.sync.Transport`)."""
         self.config = config
         self.clock = clock
@@ -113,12 +121,17 @@ class Terminal:
             on_link_change=self._on_link_change,
             sale_clock=self.sale_time,
             on_identity_conflict=self._on_identity_conflict,
+            config_path=config_path,
             transport=transport,
         )
         self._rules_version = -1
         self._rules: tuple[CanteenRules, RiskLimits] | None = None
         self.approved = 0
         self.declined = 0
+        # taps in hand and when the last one ended (monotonic): see when_idle
+        self._activity = threading.Lock()
+        self._active = 0
+        self._last_activity = time.monotonic()
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -130,6 +143,29 @@ class Terminal:
     def stop(self) -> None:
         self.sync.stop()
         self.store.close()
+
+    @contextmanager
+    def _in_hand(self) -> Iterator[None]:
+        """A tap being decided (PIN entry included): not idle until it ends."""
+        with self._activity:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._activity:
+                self._active -= 1
+                self._last_activity = time.monotonic()
+
+    def when_idle(self, quiet_s: float, action: Callable[[], None]) -> bool:
+        """Run ``action`` between sales: with no tap in hand and none ended in the last
+        ``quiet_s`` seconds, under the journal lock (no sale starts meanwhile). False, and
+        nothing run, when the queue is not quiet."""
+        with self._journal_lock:
+            with self._activity:
+                if self._active or time.monotonic() - self._last_activity < quiet_s:
+                    return False
+            action()
+            return True
 
     def recover(self) -> int:
         """Announce sales journaled before a crash but never announced; returns how many."""
@@ -143,7 +179,10 @@ class Terminal:
                 self.on_event(_sale_event("recovered", sale))
                 self.store.mark_announced(sale.seq)
                 log.warning(
-                    "%s: announced sale %s journaled before a crash", self.config.terminal_id, sale.sale_id
+                    "%s: announced sale %s journaled before a crash",
+                    self.config.terminal_id,
+                    sale.sale_id,
+                    extra=_sale_fields(sale),
                 )
         return len(sales)
 
@@ -211,6 +250,10 @@ class Terminal:
         the no-PIN limit (``pin_required``) asks ``pin_entry`` (the device loop: keypad and
         the server's online check) outside the journal lock, then is decided again with the
         approval; without ``pin_entry`` it is declined."""
+        with self._in_hand():
+            return self._tap(request, pin_entry)
+
+    def _tap(self, request: TapRequest, pin_entry: PinEntry | None) -> tuple[Decision, Sale | None]:
         with self._journal_lock:
             rules, limits = self.rules()
             if request.card_id is not None and request.card_id in rules.operator_cards:
@@ -291,6 +334,13 @@ class Terminal:
                 pin_approval=request.pin_approval.approval_id if request.pin_approval else None,
             )
             self.approved += 1
+            log.info(
+                "sale %s approved: %s%s",
+                sale.sale_id,
+                format_fen(sale.amount_fen),
+                " (offline)" if sale.offline else "",
+                extra=_sale_fields(sale),
+            )
             # journaled and fsynced: now, and only now, tell the diner; then release it
             self._show(decision, link.online)
             self.on_event(_sale_event("approved", sale))
@@ -313,7 +363,7 @@ class Terminal:
         """Record and show a refusal decided before :meth:`tap` (a face that was not
         recognised, wrong card digits at the second factor, digital RMB offline or refused
         by its gateway). ``lines`` replaces the reason's zh-CN text on the display."""
-        with self._journal_lock:
+        with self._in_hand(), self._journal_lock:
             self.store.record_decline(self.sale_time(), card_id, method, reason, None)
             self.declined += 1
             self.display.show(Screen(lines or (message(reason),), "error"))
@@ -360,6 +410,19 @@ class Terminal:
         else:
             self.display.show(Screen((OFFLINE_BANNER, "网络中断，离线消费受限额控制", "请刷卡"), "error"))
         self.on_event({"event": "link", "online": online})
+
+
+def _sale_fields(sale: Sale) -> dict[str, Any]:
+    """A sale's fields on its log lines (``shared.log_setup``): its id first."""
+    return {
+        "sale_id": sale.sale_id,
+        "terminal_id": sale.terminal_id,
+        "seq": sale.seq,
+        "uuid": sale.uuid,
+        "amount_fen": sale.amount_fen,
+        "method": sale.method,
+        "offline": sale.offline,
+    }
 
 
 def _sale_event(kind: str, sale: Sale) -> Event:

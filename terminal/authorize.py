@@ -13,6 +13,9 @@ The money rule it guarantees (property-tested in ``tests/test_authorize_properti
   limits.offline_allowance_fen`` offline;
 * a card that is not active, or whose holder is blocked, is never approved;
 * offline, a card's unconfirmed total and count stay within the per-card limits;
+* a shop basket is priced from the cached price list only while that list is fresh
+  (``max_price_age_ms``, :func:`terminal.basket.price_list_gate`), and a typed amount only
+  where the canteen allows one, up to its cap;
 * a sale above ``limits.max_sale_fen`` (the no-PIN limit, 小额免密) is approved only online
   and only with a :class:`PinApproval` the server gave for this card and amount; without
   one the decision is ``pin_required`` (the device loop asks for the PIN and taps again),
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from shared.errors import message
 from shared.protocol import Item
 from shared.spend_order import split_payment
+from terminal.basket import price_items, price_list_gate, typed_amount_problem
 from terminal.rules import CanteenRules, RiskLimits
 
 
@@ -128,22 +132,18 @@ def price(request: TapRequest, card: CardState, rules: CanteenRules, now_ms: int
     if request.items:
         if request.amount_fen is not None:
             return decline("invalid_input")
-        items = []
-        for sku, qty in request.items:
-            item = rules.items.get(sku)
-            if item is None:  # left out of the rules: unknown, or priced above the reference
-                return decline("price_above_reference" if sku in rules.above_reference else "unknown_item")
-            if qty <= 0:
-                return decline("invalid_input")
-            items.append(Item(sku, qty, item.price_fen))
+        items = price_items(rules, request.items)  # terminal.basket: one rule for scan and sale
+        if isinstance(items, str):
+            return decline(items)
         amount = sum(i.qty * i.unit_price_fen for i in items)
         if amount <= 0:
             return decline("bad_amount")
-        return Decision(True, amount_fen=amount, items=tuple(items), visitor=visitor)
-    if not rules.allow_typed_amount:
-        return decline("invalid_input")
-    if request.amount_fen is None or request.amount_fen <= 0:
-        return decline("bad_amount")
+        return Decision(True, amount_fen=amount, items=items, visitor=visitor)
+    if request.amount_fen is None:
+        return decline("basket_empty")
+    problem = typed_amount_problem(rules, request.amount_fen)
+    if problem is not None:
+        return decline(problem)
     return Decision(True, amount_fen=request.amount_fen, visitor=visitor)
 
 
@@ -196,6 +196,10 @@ def authorize(
     priced = price(request, card, rules, now_ms)
     if not priced.approved:
         return priced
+    if priced.items:  # priced from the cached list: it must be fresh enough
+        stale = price_list_gate(limits, link.last_sync_ms, now_ms)
+        if stale is not None:
+            return decline(stale, amount_fen=priced.amount_fen)
     amount = priced.amount_fen
     if priced.meal_period is not None and meals_taken >= rules.meal_limit:
         return decline("meal_limit_reached", meal_period=priced.meal_period, amount_fen=amount)

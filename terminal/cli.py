@@ -5,9 +5,23 @@
   digital RMB through the gateway, screens on the configured display (``terminal.devices``,
   ``hardware.devices``); with ``--events`` one JSON line per event on stdout (``ready``,
   ``approved`` — written only after the sale is on disk —, ``recovered``, ``declined``,
-  ``operator``, ``link``, ``bad_tap``) and a console display on stderr.
+  ``operator``, ``link``, ``bad_tap``; at a shop counter ``basket``, ``basket_refused``,
+  ``mode``; the operator's ``operator_menu`` and ``day_close``) and a console display on stderr.
 * ``totals`` — the day's totals of this terminal, in Chinese (``--json`` for machines).
-* ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset.
+* ``closes`` — the day closes (日结, Z-reports) kept on this terminal and the server's
+  answer to each (:mod:`terminal.day_close`).
+* ``status`` — online or OFFLINE, unsent sales, watermark, last sync, clock offset, the
+  software version and what became of the last update offered.
+* ``resend --since SEQ`` — put journaled sales after SEQ back in the outbox (after the
+  server's database was restored; ``terminal.journal_keep``).
+
+Signed updates (``terminal.updater``) run inside ``run`` when the configuration names a
+release key and an update folder and ``canteen-terminal-launcher`` started it: after
+switching to a new version between sales, ``run`` exits with
+:data:`~terminal.update_layout.RESTART_EXIT_CODE` and the launcher starts the new version.
+* ``enrol`` — set up a new terminal with the one-time code from ``canteen-server
+  provision-terminal``: its configuration (with its secret) is fetched over HTTPS and
+  written 0600 to ``--config``; the code is spent.
 
 ``--config`` may also come from ``CANTEEN_TERMINAL_CONFIG``; relative paths in the file are
 taken from the file's folder. Exit codes: 0 ok, 1 error, 2 bad input — one line in Chinese
@@ -20,10 +34,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
 import threading
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -34,13 +50,22 @@ from hardware.devices import open_devices
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError, message
+from shared.log_setup import configure as configure_logging
+from shared.money import format_fen
+from shared.sd_notify import Watchdog, notify
+from terminal import journal_keep
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
+from terminal.day_close import kept_closes
 from terminal.devices import DeviceLoop, check_config
+from terminal.enrol import enrol_terminal
 from terminal.face_pay import FacePay
+from terminal.metrics import TerminalMetrics
 from terminal.readers import LINE_FORMATS
 from terminal.store import Store
 from terminal.totals import day_totals, render_zh
+from terminal.update_layout import LAUNCHER_ENV, RESTART_EXIT_CODE, Layout, running_version
+from terminal.updater import Updater
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +77,9 @@ CONFIG = click.option(
     type=click.Path(dir_okay=False),
     help="Terminal config JSON (from provision-terminal); default $CANTEEN_TERMINAL_CONFIG.",
 )
+
+
+JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 
 
 @click.group(cls=DomainGroup)
@@ -114,12 +142,43 @@ class _EventWriter:
     default=False,
     help="Write one JSON line per event on stdout (display goes to stderr).",
 )
-@click.option("--log-level", default="INFO", show_default=True, help="Logging level (logs go to stderr).")
-def run(config_path: str, events: bool, log_level: str) -> None:
-    logging.basicConfig(
-        level=log_level.upper(), stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+@click.option(
+    "--log-level",
+    envvar="CANTEEN_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    help="Logging level (logs go to stderr).",
+)
+@click.option(
+    "--log-json/--no-log-json",
+    envvar="CANTEEN_LOG_JSON",
+    default=False,
+    help="Logs as one JSON object per line, with each sale's id; env CANTEEN_LOG_JSON=1.",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (/metrics): taps, declines, unsent, sync lag.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for --metrics-port (0.0.0.0: reachable by the fleet's Prometheus).",
+)
+def run(
+    config_path: str,
+    events: bool,
+    log_level: str,
+    log_json: bool,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> None:
+    configure_logging(log_level, json_lines=log_json, stream=sys.stderr)
     config = TerminalConfig.load(config_path)
+    version = running_version()
+    config = replace(config, software=f"canteen-terminal/{version}")  # what runs, as its status says
     emit = _EventWriter(sys.stdout) if events else (lambda event: None)
     try:
         check_config(config)
@@ -136,26 +195,68 @@ def run(config_path: str, events: bool, log_level: str) -> None:
             "(use stdin, fifo:<path> or nfc:<device>)"
         )
     clock = SystemClock(config.clock_offset_ms)  # offset: a simulated wrong clock (0 in production)
-    terminal = Terminal(config, clock, display=devices.display, on_event=emit).start()
-    done = threading.Event()
+    observers: list[Any] = [emit]
+    terminal = Terminal(
+        config,
+        clock,
+        display=devices.display,
+        on_event=lambda e: [o(e) for o in observers],
+        config_path=config_path,
+    )
+    exporter = None
+    if metrics_port is not None:
+        exporter = TerminalMetrics(terminal).serve(metrics_port, metrics_host)
+        observers.append(exporter.observe)
+        log.info("metrics on http://%s:%d/metrics", metrics_host, exporter.port)
+    done, restart = threading.Event(), threading.Event()
+    updater = Updater(
+        config,
+        running=version,
+        layout=Layout(Path(config.update_root)) if config.update_root else None,
+        under_launcher=bool(os.environ.get(LAUNCHER_ENV)),
+        download=lambda kind, v: terminal.sync.http.bundle(
+            kind, v, clock.now_ms() + (terminal.sync.clock_offset_ms or 0)
+        ),
+        send_report=terminal.sync.send_update_report,
+        when_idle=terminal.when_idle,
+        restart=lambda: (restart.set(), done.set()),
+        clock=clock,
+        board=devices.display if hasattr(devices.display, "flash_firmware") else None,
+        on_event=emit,
+    )
+    terminal.sync.on_update_offer = updater.offer
+    terminal.sync.on_report_ack = updater.acked
+    terminal.start()
+    updater.start()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     payments = None
     try:
         # the card reader (or tap lines), the QR scanner and the digital RMB gateway
         payments = DeviceLoop.from_config(terminal, config, stdin=sys.stdin)
+        if config.display.startswith("board"):  # the board's keypad: PIN, cashier, operator menu
+            payments.keypad = devices.keypad
         if devices.camera is not None and devices.face_engine is not None:  # face pay on the 刷脸 key
             payments.keypad = devices.keypad
             payments.face_pay = FacePay(terminal, devices.camera, devices.face_engine, devices.keypad)
         emit({"event": "ready", "terminal_id": config.terminal_id})
         payments.start()
+        notify("READY=1")  # under systemd (Type=notify): serving taps now
+        watchdog = Watchdog(lambda: terminal.sync.alive).start()
         done.wait()
+        notify("STOPPING=1")
+        watchdog.stop()
     except KeyboardInterrupt:
         pass
     finally:
         if payments is not None:
             payments.stop()
+        updater.stop()
         terminal.stop()
         devices.close()
+        if exporter is not None:
+            exporter.stop()
+    if restart.is_set():  # switched to a new version between sales: the launcher starts it
+        sys.exit(RESTART_EXIT_CODE)
 
 
 @main.command()
@@ -183,6 +284,45 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
     click.echo(json.dumps(t.to_json(), ensure_ascii=False, indent=2) if as_json else render_zh(t))
 
 
+SERVER_ZH = {
+    "matched": "服务器核对一致",
+    "waiting": "服务器等待交易上传",
+    "mismatch": "服务器核对不一致",
+    "refused": "服务器拒收",
+}
+
+
+@main.command()
+@CONFIG
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def closes(config_path: str, as_json: bool) -> None:
+    """The day closes (日结, Z-reports) kept on this terminal and the server's answers."""
+    config = TerminalConfig.load(config_path)
+    store = _existing_store(config, config_path)
+    try:
+        kept = kept_closes(store.conn)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(kept, ensure_ascii=False, indent=2))
+        return
+    if not kept:
+        click.echo(f"终端 {config.terminal_id} 尚无日结 (no day close yet)")
+    for c in kept:
+        z, server = c["report"], c["server"] or {}
+        status = str(server.get("status"))
+        answer = (
+            "未上传 not sent yet" if c["sent_at_ms"] is None else f"{SERVER_ZH.get(status, status)} {status}"
+        )
+        if server.get("code"):
+            answer += f"（{server['code']}）"
+        click.echo(
+            f"Z{z['number']:04d} {z['business_day']} 消费 {z['sales']['count']} 笔 "
+            f"{format_fen(z['sales']['amount_fen'])} 冲正 {z['reversals']['count']} 笔 "
+            f"净额 {format_fen(z['net_fen'])} · {answer}"
+        )
+
+
 @main.command()
 @CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -203,6 +343,12 @@ def status(config_path: str, as_json: bool) -> None:
             "clock_offset_ms": _int(store.get_meta("clock_offset_ms")),
             # another running process with this terminal's configuration, if one was seen
             "identity_conflict": _json(store.get_meta("identity_conflict")),
+            # the version the agent last ran, and what became of the last update of each kind
+            "software_version": store.get_meta("software_version"),
+            "update": _json(store.get_meta("update_terminal")),
+            "firmware_update": _json(store.get_meta("update_firmware")),
+            # the last error the sync agent noted: [stable code, when] (also in its status)
+            "last_error": _json(store.get_meta("last_error")),
         }
     finally:
         store.close()
@@ -220,11 +366,98 @@ def status(config_path: str, as_json: bool) -> None:
     click.echo(f"  数据版本 delta version  {info['delta_version']}")
     offset = info["clock_offset_ms"]
     click.echo(f"  时钟偏差 clock offset   {'-' if offset is None else f'{offset:+d} ms'}")
+    click.echo(f"  软件版本 software        {info['software_version'] or '-'}")
+    for label, update in (
+        ("软件更新 update", info["update"]),
+        ("固件更新 firmware", info["firmware_update"]),
+    ):
+        if update:
+            code = update.get("code")
+            why = f" 【{message(code)}】({code})" if code else ""
+            what = f"{update.get('version')} {update.get('state')}"
+            click.echo(f"  {label:<17} {what} {when(update.get('at_ms'))}{why}")
+    if info["last_error"]:
+        code, at_ms = info["last_error"]
+        click.echo(f"  最近错误 last error     {code} ({when(at_ms)})")
     if info["identity_conflict"]:
         click.echo(
             f"  【{message('terminal_identity_duplicate')}】 another process runs this terminal's "
             f"configuration (instance {info['identity_conflict'].get('other', '?')})"
         )
+
+
+@main.command()
+@CONFIG
+@click.option(
+    "--since",
+    "since_seq",
+    required=True,
+    type=click.IntRange(min=0),
+    help="Send again every journaled sale with a sequence number above this one.",
+)
+def resend(config_path: str, since_seq: int) -> None:
+    """Send sales again from the journal (重发交易): after the server's database was restored
+    from a backup that lacks sales this terminal already had acknowledged.
+
+    The running terminal sends them with its next batch (a stopped one when it starts); the
+    server applies those it lacks, once, and answers the others as duplicates. A restored
+    server asks for this by itself; this is the same by hand."""
+    config = TerminalConfig.load(config_path)
+    store = _existing_store(config, config_path)
+    try:
+        n = journal_keep.requeue_after(store, since_seq)
+        first = store.conn.execute("SELECT min(seq) FROM journal").fetchone()[0]
+    finally:
+        store.close()
+    click.echo(f"已重新排队 {n} 笔交易 queued {n} sale(s) after seq {since_seq} to send again")
+    if first is not None and first > since_seq + 1:
+        click.echo(
+            f"注意：日志最早一笔为 {first}，更早的已清理 note: the journal starts at seq {first}; "
+            "earlier sales were pruned after the server confirmed a backup held them",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("code")
+@click.option(
+    "--server", "server_url", required=True, help="The server, https://… (as this terminal reaches it)."
+)
+@click.option(
+    "--config",
+    "config_path",
+    required=True,
+    envvar="CANTEEN_TERMINAL_CONFIG",
+    type=click.Path(dir_okay=False),
+    help="Where to write the configuration (0600); default $CANTEEN_TERMINAL_CONFIG. Must not exist.",
+)
+@click.option("--ca-file", default="", help="The deployment's CA certificate (default: the system's CAs).")
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A further setting for the configuration (reader=nfc:usb, display=board:/dev/ttyACM0 …).",
+)
+@JSON_FLAG
+def enrol(
+    code: str, server_url: str, config_path: str, ca_file: str, settings: tuple[str, ...], as_json: bool
+) -> None:
+    """Enrol this terminal with a one-time code (注册终端): fetch its configuration over HTTPS
+    and write it, with its secret, readable by its owner only. The code works once."""
+    config = enrol_terminal(server_url, code, config_path, ca_file=ca_file, settings=settings)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"terminal_id": config.terminal_id, "canteen_id": config.canteen_id, "config": config_path}
+            )
+        )
+        return
+    click.echo(
+        f"终端 {config.terminal_id}（食堂 {config.canteen_id}）已注册 enrolled: "
+        f"配置已写入 config written to {config_path} (0600)"
+    )
+    click.echo(f"启动 start it: canteen-terminal run --config {config_path}")
 
 
 def _int(value: str | None) -> int | None:

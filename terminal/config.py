@@ -1,8 +1,9 @@
-"""Terminal configuration: one JSON file per terminal, written at provisioning.
+"""Terminal configuration: one JSON file per terminal, written at enrolment.
 
-``canteen-server provision-terminal CANTEEN`` prints exactly this shape (plus the paths the
-installer sets). Nothing deep inside the terminal reads the environment; the CLI loads this
-once and passes it in.
+``canteen-terminal enrol --server URL CODE`` writes exactly this shape (0600) from what the
+server hands out for a one-time code, plus the settings the installer gives with ``--set``
+(``provision-terminal --with-secret`` prints it on the server, the old way). Nothing deep
+inside the terminal reads the environment; the CLI loads this once and passes it in.
 
 :meth:`TerminalConfig.load` checks the file before anything runs: a missing file, bad JSON,
 a missing key or a value of the wrong type is a :class:`~shared.errors.DomainError`
@@ -19,10 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import DomainError
+from shared.protocol.codec import TERMINAL_ID
 
 # the settings that name a file, and the prefix before the path in their value
-_PATH_SETTINGS = (("db_path", ""), ("reader", "fifo:"), ("camera", "file:"))
-_HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex")
+_PATH_SETTINGS = (
+    ("db_path", ""),
+    ("reader", "fifo:"),
+    ("camera", "file:"),
+    ("update_root", ""),
+    ("z_report_dir", ""),
+    ("ca_file", ""),
+)
+_HEX_SETTINGS = ("secret_hex", "server_public_key", "sun_master_key_hex", "release_public_key")
+MODES = ("meal", "shop")
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,24 @@ class TerminalConfig:
     # the terminal must notice (clock probe) and refuse offline sales when it is too far off
     clock_offset_ms: int = 0
     software: str = "canteen-terminal/1"
+    # signed updates (terminal.updater, terminal.launcher): the release key's public half,
+    # pinned (empty: no update is ever installed); the folder with versions/ and current
+    # (empty: updates off); how long the queue must be quiet before restarting into a new
+    # version; how long a new version has to reach the server before it is rolled back
+    release_public_key: str = ""
+    update_root: str = ""
+    update_quiet_s: float = 30.0
+    update_health_s: float = 600.0
+    # what a card pays for when the terminal starts: "meal" (the meal of the hour) or "shop"
+    # (the cashier's basket, terminal.shop_flow); an operator card switches it on the device
+    mode: str = "meal"
+    z_report_dir: str = ""  # where day-close Z-reports are written; "" = z-reports/ beside db_path
+    # acknowledged sales stay in the journal at least this long, and longer until the server
+    # says they are in a backup it keeps (terminal.journal_keep)
+    journal_keep_days: float = 31.0
+    # HTTPS to the server (and mqtts:// to the broker) checked against this CA certificate
+    # instead of the system's store: a deployment with its own CA ("" = the system's)
+    ca_file: str = ""
 
     @property
     def secret(self) -> bytes:
@@ -64,7 +92,7 @@ class TerminalConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TerminalConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{k: v for k, v in _broker_list_joined(d).items() if k in known})
 
     @classmethod
     def load(cls, path: str | Path) -> TerminalConfig:
@@ -83,7 +111,7 @@ class TerminalConfig:
             raise DomainError("config_invalid", f"{path}: not JSON ({exc})") from exc
         if not isinstance(data, dict):
             raise DomainError("config_invalid", f"{path}: expected a JSON object of settings")
-        problem = _check(data)
+        problem = _check(_broker_list_joined(data))
         if problem:
             raise DomainError("config_invalid", f"{path}: {problem}")
         return cls.from_dict(data).resolved(path.resolve().parent)
@@ -101,6 +129,20 @@ class TerminalConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_settings(data: dict[str, Any]) -> str:
+    """What is wrong with a configuration's settings ('' when nothing is)."""
+    return _check(data)
+
+
+def _broker_list_joined(data: dict[str, Any]) -> dict[str, Any]:
+    """``broker_url`` may list a clustered broker's nodes (a JSON list of URLs): kept as
+    the one comma-separated string the link reads (``BrokerAddress.parse_list``)."""
+    urls = data.get("broker_url")
+    if isinstance(urls, list) and all(isinstance(u, str) for u in urls):
+        return {**data, "broker_url": ",".join(urls)}
+    return data
 
 
 def _check(data: dict[str, Any]) -> str:
@@ -130,6 +172,11 @@ def _check(data: dict[str, Any]) -> str:
             return f'key "{f.name}" must be hexadecimal digits'
         if f.name in ("terminal_id", "canteen_id", "db_path") and not value.strip():
             return f'key "{f.name}" must not be empty'
+        if f.name == "mode" and value not in MODES:
+            shown = json.dumps(value, ensure_ascii=False)
+            return f'key "mode" must be one of {", ".join(MODES)}, not {shown}'
+        if f.name == "terminal_id" and not TERMINAL_ID.fullmatch(value):
+            return f'key "terminal_id" must be 1-32 letters, digits, - or _ (MQTT topics), not {value!r}'
     return ""
 
 

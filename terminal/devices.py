@@ -19,9 +19,17 @@ terminal: a tap from the reader (a card laid on it, SUN URL as credential, or a 
 text) → :meth:`Terminal.tap`; a scanned ``CQ1.…`` code → a QR payment; a scanned e-CNY
 wallet payment code → the :class:`~terminal.ecny.EcnyCashier`; a product barcode → the
 item and its price on the display (:mod:`terminal.scanned` tells them apart); anything else
-→ "无法识别" on the display. What a card pays for (a meal, or the cashier's basket) comes from
+→ "无法识别" on the display. Key **B** (冲正) starts an operator's reversal, run by
+:class:`~terminal.reversal_desk.ReversalDesk`: while it runs, keys and cards go to it (the
+operator's card, the diner's card that picks the sale); a ``reverse …`` line does the same
+in one go. What a card pays for (a meal, or the cashier's basket) comes from
 ``order``; a line that is not a tap is reported as a ``bad_tap`` event; a device failure is
 shown to the operator in Chinese and the loop goes on.
+
+**Shop mode** (config ``mode``, or switched by an operator card): barcodes and keypad keys
+build the cashier's basket, which the next payment pays for (:mod:`terminal.shop_flow`).
+An **operator card** at a terminal with a keypad opens the operator's menu (totals, mode,
+the day close: :mod:`terminal.operator_menu`, :mod:`terminal.day_close`).
 
 **Above the no-PIN limit** (``max_sale_fen``, 小额免密) a card or QR sale needs the
 cardholder's 6-digit payment PIN: with a keypad, :class:`PinPad` asks for it ("请输入支付密码",
@@ -50,9 +58,11 @@ from shared.errors import message
 from shared.money import format_fen
 from terminal.agent import PinEntry, PinOutcome
 from terminal.authorize import PinApproval, TapRequest
-from terminal.config import TerminalConfig
+from terminal.config import MODES, TerminalConfig
+from terminal.day_close import DayClose
 from terminal.ecny import EcnyCashier
 from terminal.face_pay import FacePay
+from terminal.operator_menu import OperatorMenu
 from terminal.readers import (
     BadTap,
     CardReaderTapSource,
@@ -62,8 +72,11 @@ from terminal.readers import (
     open_source,
     parse_reader,
 )
+from terminal.reversal_desk import ReversalDesk
+from terminal.reversal_flow import START_KEY, ReversalLine
 from terminal.scanned import classify, item_for_barcode
 from terminal.server_http import ServerUnreachable
+from terminal.shop_flow import ShopFlow
 
 __all__ = ["DeviceLoop", "Order", "PinPad", "check_config", "make_card_reader", "make_qr_scanner"]
 
@@ -144,6 +157,8 @@ def check_config(config: TerminalConfig) -> None:
         raise ValueError(
             f"unknown digital RMB gateway {config.ecny_gateway!r} (known: {sorted(GATEWAYS)}, none)"
         )
+    if config.mode not in MODES:
+        raise ValueError(f"mode {config.mode!r}: one of {', '.join(MODES)}")
 
 
 class DeviceLoop:
@@ -157,15 +172,19 @@ class DeviceLoop:
         order: Callable[[], Order] = Order,
         keypad: Keypad | None = None,
         face_pay: FacePay | None = None,
+        mode: str = "meal",
     ) -> None:
         self.terminal = terminal
+        self.shop = ShopFlow(terminal, mode)  # the cashier's basket (inert in meal mode)
+        self.day_close: DayClose | None = None  # opened by start()
         self.keypad = keypad
         self._keypad_lock = threading.Lock()  # one reader of the keypad at a time
         self.face_pay = face_pay
         self.taps = taps
         self.scanner = scanner
         self.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
-        self.order = order
+        self.reversal = ReversalDesk(terminal, gateway)  # the operator's 冲正 (key B)
+        self.order = self.shop.order if order is Order else order
         self.handled = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -179,7 +198,7 @@ class DeviceLoop:
         stdin: IO[str] | None = None,
     ) -> DeviceLoop:
         """The devices ``config`` names; ``stdin`` feeds a ``stdin`` reader."""
-        loop = cls(terminal, order=order)
+        loop = cls(terminal, order=order, mode=config.mode)
         loop.taps = open_source(
             config.reader,
             stdin,
@@ -189,6 +208,7 @@ class DeviceLoop:
         loop.scanner = make_qr_scanner(config.qr_scanner, lambda m: loop.device_error("scanner_error", m))
         gateway = make_gateway(config.ecny_gateway, terminal.clock)
         loop.cashier = EcnyCashier(terminal, gateway) if gateway is not None else None
+        loop.reversal.gateway = gateway
         return loop
 
     @property
@@ -199,11 +219,13 @@ class DeviceLoop:
     def start(self) -> DeviceLoop:
         if self.cashier is not None:
             self.cashier.recover()
+        self.day_close = DayClose(self.terminal).start()  # sends closes still unsent
+        self.reversal.recover()
         if self.taps is not None:
             self._spawn("reader", self._pump_taps)
         if self.scanner is not None:
             self._spawn("scanner", self._pump_scans)
-        if self.keypad is not None and self.face_pay is not None:
+        if self.keypad is not None:
             self._spawn("keypad", self._pump_keys)
         return self
 
@@ -219,6 +241,8 @@ class DeviceLoop:
         for device in (self.taps, self.scanner, self.cashier, self.face_pay):
             if device is not None:
                 device.close()
+        if self.day_close is not None:
+            self.day_close.stop()
 
     def _pump_taps(self) -> None:
         assert self.taps is not None
@@ -240,22 +264,52 @@ class DeviceLoop:
                 self._handle(self.on_scan, scan)
 
     def _pump_keys(self) -> None:
-        """Keys pressed outside a payment: FACE_KEY starts one. While a face payment runs it
-        reads the keypad itself (the card-number digits), on this same thread."""
-        assert self.keypad is not None and self.face_pay is not None
+        """Keys pressed outside a payment: FACE_KEY starts one (with a camera); a reversal
+        under way takes every key; in shop mode the others are the cashier's; otherwise they go
+        to the reversal desk (B starts a reversal; at a shop counter the operator's menu does).
+        While a face payment runs it reads the keypad itself (the card-number digits), on this
+        same thread."""
+        assert self.keypad is not None
         while not self._stop.is_set():
             with self._keypad_lock:  # not while a PIN is being typed
                 key = self.keypad.read_key(0.2)
-            if key == FACE_KEY:
+            if key == FACE_KEY and self.face_pay is not None and not self.reversal.active:
                 self._handle(self.pay_by_face, key)
+            elif key is not None and (self.reversal.active or not self.shop.active):
+                self._handle(self.reversal.on_key, key)
+            elif key is not None:
+                self._handle(self.shop.key, key)
 
     def pin_entry(self) -> PinEntry | None:
         """Asking for the PIN needs a keypad; without one a sale above the limit is declined."""
         return None if self.keypad is None else PinPad(self.terminal, self.keypad, self._keypad_lock)
 
-    def tap(self, request: TapRequest) -> Any:
-        """A card or QR payment: :meth:`Terminal.tap`, asking for the PIN when it is needed."""
-        return self.terminal.tap(request, self.pin_entry())
+    def operator_menu(self) -> OperatorMenu | None:
+        """The operator's menu needs a keypad (and a started loop: the day close)."""
+        if self.keypad is None or self.day_close is None:
+            return None
+        return OperatorMenu(
+            self.terminal,
+            self.keypad,
+            self._keypad_lock,
+            self.shop,
+            self.day_close,
+            start_reversal=lambda: self.reversal.on_key(START_KEY),
+        )
+
+    def tap(self, request: TapRequest | ReversalLine) -> Any:
+        """A card or QR payment: :meth:`Terminal.tap`, asking for the PIN when it is needed;
+        while a reversal runs, the card goes to it; a ``reverse`` line is one; an operator
+        card opens the operator's menu."""
+        if isinstance(request, ReversalLine):
+            return self.reversal.by_line(request)
+        if self.reversal.active and request.card_id is not None:
+            return self.reversal.on_card(request.card_id)
+        result = self.terminal.tap(request, self.pin_entry())
+        menu = self.operator_menu() if result[0].reason == "operator_card" else None
+        if menu is not None:
+            menu.run(request.card_id or "")
+        return result
 
     def pay_by_face(self, _key: str = FACE_KEY) -> Any:
         assert self.face_pay is not None
@@ -270,6 +324,7 @@ class DeviceLoop:
         except Exception:  # noqa: BLE001 — one bad event must not stop the device; the journal is safe
             log.exception("device loop: failed to handle %r", event)
             self.terminal.display.show(Screen(("系统繁忙，请重试",), "error"))
+        self.shop.after_event()  # a paid basket is done
         self.handled += 1
 
     # --- what each device brings -----------------------------------------------------------
@@ -282,7 +337,7 @@ class DeviceLoop:
         scanned = classify(scan.text)
         text = scanned.text
         if scanned.kind == "barcode":
-            self.show_barcode(text)
+            self.shop.scan(text) if self.shop.active else self.show_barcode(text)
             return
         o = self.order()
         if scanned.kind == "paycode":

@@ -34,6 +34,7 @@ from shared.errors import DomainError, message
 from shared.money import format_fen
 from shared.protocol import Item, Sale
 from terminal.authorize import Decision, TapRequest
+from terminal.basket import price_items, typed_amount_problem
 from terminal.rules import CanteenRules
 from terminal.store import Store
 
@@ -59,19 +60,15 @@ def price(
             return "outside_meal_hours"
         amount = period.visitor_price_fen if period.visitor_price_fen is not None else period.price_fen
         return Priced(amount, period.name)
-    if items:
-        out = []
-        for sku, qty in items:
-            item = rules.items.get(sku)
-            if item is None:  # the rules left out items priced above the reference (第十条)
-                return "price_above_reference" if sku in rules.above_reference else "unknown_item"
-            if qty <= 0:
-                return "invalid_input"
-            out.append(Item(sku, qty, item.price_fen))
-        return Priced(sum(i.qty * i.unit_price_fen for i in out), None, tuple(out))
-    if amount_fen is None or amount_fen <= 0:
-        return "bad_amount"
-    return Priced(amount_fen, None)
+    if items:  # at the list prices, as a card would pay (terminal.basket)
+        out = price_items(rules, items)
+        if isinstance(out, str):
+            return out
+        return Priced(sum(i.qty * i.unit_price_fen for i in out), None, out)
+    if amount_fen is None:
+        return "basket_empty"
+    problem = typed_amount_problem(rules, amount_fen)
+    return Priced(amount_fen, None) if problem is None else problem
 
 
 def paid_order_decision(

@@ -11,7 +11,10 @@ that string is read.
 
 A line is a card id (a meal), ``<card> shop <amount in fen>`` (an amount typed by the
 cashier), ``<card> shop <sku>[*qty] ...`` (a basket), or a JSON object with the fields of
-:class:`~terminal.authorize.TapRequest`. A malformed line raises :class:`BadTap`, which
+:class:`~terminal.authorize.TapRequest` — or an operator's reversal (冲正),
+``reverse <operator card> <pin> [<sale seq>|last|card:<card>]``
+(:class:`~terminal.reversal_flow.ReversalLine`, what the keypad flow decides on a terminal
+without one). A malformed line raises :class:`BadTap`, which
 the device loop reports and skips. A card laid on a reader (simulated or NFC) is paid for
 the current :class:`Order` (a meal unless the cashier set up a basket); its SUN URL, if
 any, travels as the request's ``credential`` to :mod:`terminal.identify`.
@@ -29,6 +32,8 @@ from typing import IO, Protocol
 
 from hardware.reader import CardReader, SimulatedCardReader
 from terminal.authorize import TapRequest
+from terminal.reversal_flow import ReversalLine
+from terminal.reversal_flow import parse_line as parse_reversal
 
 # the tap line formats of the ``stdin`` and ``fifo:`` readers, one example each: the README's
 # table and ``canteen-terminal run --help`` show these (tests parse every example)
@@ -39,6 +44,12 @@ LINE_FORMATS: tuple[tuple[str, str, str], ...] = (
         "<card> shop <sku>[*qty] ...",
         "C00001 shop water tissue*2",
         "a shop basket at the shop's prices: 1 × water, 2 × tissue",
+    ),
+    (
+        "reverse <operator> <pin> [<which>]",
+        "reverse OP0001 246810 last",
+        "the operator reverses (冲正) a sale of this terminal: <which> is last (the newest), a sale number, "
+        "or card:<card>",
     ),
     (
         "{...}",
@@ -62,7 +73,7 @@ class Order:
 
 
 class TapSource(Protocol):
-    def next(self, timeout_s: float) -> TapRequest | None:
+    def next(self, timeout_s: float) -> TapRequest | ReversalLine | None:
         """The next tap, or None if none came within ``timeout_s`` (raises BadTap)."""
         ...
 
@@ -72,8 +83,8 @@ class TapSource(Protocol):
 _FIELDS = {"card_id", "method", "kind", "items", "amount_fen", "credential"}
 
 
-def parse_line(line: str) -> TapRequest | None:
-    """A tap from one line of text; None for a blank line."""
+def parse_line(line: str) -> TapRequest | ReversalLine | None:
+    """A tap (or an operator's reversal) from one line of text; None for a blank line."""
     text = line.strip()
     if not text:
         return None
@@ -100,6 +111,11 @@ def parse_line(line: str) -> TapRequest | None:
             credential=d.get("credential"),
         )
     parts = text.split()
+    if parts[0] == "reverse":
+        try:
+            return parse_reversal(parts[1:])
+        except ValueError as exc:
+            raise BadTap(str(exc)) from exc
     if len(parts) == 1:
         return TapRequest(parts[0])
     if parts[1] != "shop" or len(parts) < 3:
@@ -130,7 +146,7 @@ class LineTapSource:
             self._lines.put(line)
         self._lines.put(None)
 
-    def next(self, timeout_s: float) -> TapRequest | None:
+    def next(self, timeout_s: float) -> TapRequest | ReversalLine | None:
         if self.eof:
             threading.Event().wait(timeout_s)
             return None
@@ -156,7 +172,7 @@ class FifoTapSource:
         self.path = path
         self._source: LineTapSource | None = None
 
-    def next(self, timeout_s: float) -> TapRequest | None:
+    def next(self, timeout_s: float) -> TapRequest | ReversalLine | None:
         if self._source is None or self._source.eof:
             # opening blocks until a writer appears: do it on the pump thread
             self._source = LineTapSource(_LazyOpen(self.path))

@@ -11,7 +11,10 @@ shape of a canteen config (owned by the terminal)::
      "items": {"tissue": {"name": "抽纸", "price_fen": 350, "reference_price_fen": 400,
                           "barcodes": ["6901234567892"]}},             # barcodes optional
      "allow_typed_amount": true,                               # cashier may type an amount
+     "max_typed_amount_fen": 5000,                             # … up to this (optional)
      "operator_cards": ["C00042"],                             # tap shows the day's totals
+     "operators": {"OP0001": {"name": "王五", "pin_hash": "scrypt$…"}},  # may reverse (冲正)
+     "reversal_window_minutes": 10,                            # shared.reversal_rules
      "risk": {...}}                                            # overrides settings["risk"]
 
 Times of day are minutes after midnight, Asia/Shanghai. A shop item priced above its
@@ -31,7 +34,7 @@ from shared.barcode import BarcodeError, normalize
 from shared.clock import china_datetime
 from shared.risk_limits import HOUR_MS, MINUTE_MS, RiskLimits
 
-__all__ = ["HOUR_MS", "MINUTE_MS", "CanteenRules", "MealPeriod", "RiskLimits", "ShopItem"]
+__all__ = ["HOUR_MS", "MINUTE_MS", "CanteenRules", "MealPeriod", "Operator", "RiskLimits", "ShopItem"]
 
 
 def _minutes(hhmm: str) -> int:
@@ -70,6 +73,15 @@ class ShopItem:
 
 
 @dataclass(frozen=True)
+class Operator:
+    """A canteen operator (操作员) who may reverse a sale: the PIN as a hash record only."""
+
+    card_id: str
+    name: str
+    pin_hash: str
+
+
+@dataclass(frozen=True)
 class CanteenRules:
     canteen_id: str
     unit_id: str
@@ -78,10 +90,14 @@ class CanteenRules:
     items: dict[str, ShopItem] = field(default_factory=dict)
     allow_uid_only: bool = True
     allow_typed_amount: bool = True
+    max_typed_amount_fen: int | None = None  # the cap on a typed amount; None: only the risk limits
     operator_cards: frozenset[str] = frozenset()
     problems: tuple[str, ...] = ()  # config entries that were left out, and why
     above_reference: frozenset[str] = frozenset()  # skus left out for a price above the reference
     by_barcode: dict[str, str] = field(default_factory=dict)  # normalized barcode → sku
+    # barcodes of items left out for a price above the reference: a scan names the refusal
+    refused_barcodes: dict[str, str] = field(default_factory=dict)
+    operators: dict[str, Operator] = field(default_factory=dict)  # card → operator (冲正)
 
     @classmethod
     def from_config(cls, canteen_id: str, config: dict[str, Any]) -> CanteenRules:
@@ -106,6 +122,7 @@ class CanteenRules:
                 problems.append(f"meal {name}: {exc}")
         items: dict[str, ShopItem] = {}
         above_reference: set[str] = set()
+        refused_barcodes: dict[str, str] = {}
         for sku, i in (config.get("items") or {}).items():
             try:
                 ref = i.get("reference_price_fen")
@@ -118,6 +135,7 @@ class CanteenRules:
                 )
                 if item.reference_price_fen is not None and item.price_fen > item.reference_price_fen:
                     above_reference.add(sku)
+                    refused_barcodes.update(dict.fromkeys(item.barcodes, sku))
                     raise ValueError("price above the reference price (第十条)")
                 items[sku] = item
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -136,7 +154,14 @@ class CanteenRules:
         if not isinstance(meal_limit, int) or isinstance(meal_limit, bool) or meal_limit < 0:
             problems.append(f"meal_limit: {meal_limit!r}")
             meal_limit = 1
-        operator_cards = config.get("operator_cards") or []
+        operators = _operators(config.get("operators"), problems)
+        operator_cards = [*(config.get("operator_cards") or []), *operators]
+        typed_cap = config.get("max_typed_amount_fen")
+        try:
+            typed_cap = None if typed_cap is None else _fen(typed_cap)
+        except ValueError:
+            problems.append(f"max_typed_amount_fen: {typed_cap!r} (no typed amount allowed)")
+            typed_cap = 0
         return cls(
             canteen_id=canteen_id,
             unit_id=str(config.get("unit_id", "")),
@@ -145,10 +170,13 @@ class CanteenRules:
             items=items,
             allow_uid_only=bool(config.get("allow_uid_only", True)),
             allow_typed_amount=bool(config.get("allow_typed_amount", True)),
+            max_typed_amount_fen=typed_cap,
             operator_cards=frozenset(c for c in operator_cards if isinstance(c, str)),
             problems=tuple(problems),
             above_reference=frozenset(above_reference),
             by_barcode=by_barcode,
+            refused_barcodes=refused_barcodes,
+            operators=operators,
         )
 
     def period_at(self, now_ms: int) -> MealPeriod | None:
@@ -183,3 +211,19 @@ def _barcodes(sku: str, value: Any, problems: list[str]) -> tuple[str, ...]:
         if normal not in out:
             out.append(normal)
     return tuple(out)
+
+
+def _operators(value: Any, problems: list[str]) -> dict[str, Operator]:
+    """The canteen's operators; a malformed entry is left out and noted."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        problems.append("operators is not a map")
+        return {}
+    out: dict[str, Operator] = {}
+    for card, op in value.items():
+        if isinstance(op, dict) and isinstance(op.get("name"), str) and isinstance(op.get("pin_hash"), str):
+            out[card] = Operator(card, op["name"], op["pin_hash"])
+        else:
+            problems.append(f"operator {card}: needs name and pin_hash")
+    return out

@@ -220,3 +220,62 @@ def subsidy_year(db: Database) -> None:
     db["holders"].add_column("subsidy_year", int)  # type: ignore[union-attr]
     db["holders"].add_column("next_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]
     db["holders"].add_column("expired_subsidy_fen", int, not_null_default=0)  # type: ignore[union-attr]
+
+
+@MIGRATIONS(name="008_day_closes")
+def day_closes(db: Database) -> None:
+    """The operator's day closes (日结, Z-reports, issue 13; :mod:`terminal.day_close`):
+    numbered from 1, each covering this terminal's sales from the seq after the previous
+    close's ``seq_to`` up to its own, kept for good. ``sent_at_ms`` / ``server_json``: when
+    the server received it and what it answered (NULL until then: the sender retries)."""
+    db.execute(
+        """
+        CREATE TABLE day_closes (
+            number        INTEGER PRIMARY KEY CHECK (number >= 1),
+            closed_at_ms  INTEGER NOT NULL,
+            seq_from      INTEGER NOT NULL,
+            seq_to        INTEGER NOT NULL,
+            report_json   TEXT NOT NULL,
+            sent_at_ms    INTEGER,
+            server_json   TEXT
+        ) STRICT
+        """
+    )
+
+
+REVERSALS_SQL = """
+CREATE TABLE reversals (
+    seq             INTEGER PRIMARY KEY,
+    uuid            TEXT NOT NULL UNIQUE,
+    sale_seq        INTEGER NOT NULL UNIQUE REFERENCES journal(seq),
+    card_id         TEXT,
+    holder_id       TEXT,
+    amount_fen      INTEGER NOT NULL CHECK (amount_fen > 0),
+    subsidy_fen     INTEGER NOT NULL,
+    self_fen        INTEGER NOT NULL,
+    method          TEXT NOT NULL,
+    operator_card   TEXT NOT NULL,
+    offline         INTEGER NOT NULL,
+    occurred_at_ms  INTEGER NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'new'
+                    CHECK (status IN ('new', 'waiting', 'applied', 'rejected')),
+    reason          TEXT,
+    announced       INTEGER NOT NULL DEFAULT 0,
+    reversal_json   TEXT NOT NULL
+) STRICT;
+CREATE INDEX reversals_time ON reversals(occurred_at_ms);
+
+CREATE TABLE reversal_outbox (
+    seq  INTEGER PRIMARY KEY REFERENCES reversals(seq)
+) STRICT;
+"""
+
+
+@MIGRATIONS(name="009_reversals")
+def reversals(db: Database) -> None:
+    """Reversals (冲正, issue 13): this terminal's reversal records (never an edit of the
+    sale: a sale is reversed at most once, ``sale_seq`` is unique) and their own outbox.
+    ``status``: ``new`` until the server answers, ``waiting`` while the server keeps it for
+    a sale it has not received, then ``applied`` or ``rejected``; ``announced`` as in the
+    journal (``terminal.reversals``)."""
+    _run(db, REVERSALS_SQL)

@@ -50,6 +50,8 @@ from terminal.schema import MIGRATIONS
 __all__ = ["CardState", "Store"]
 
 _MAX_SEQ = 2**62
+# sales this terminal has reversed (冲正, terminal.reversals): no longer spending, no meal
+_REVERSED = "SELECT sale_seq FROM reversals WHERE status <> 'rejected'"
 
 
 class Store:
@@ -126,9 +128,9 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        pend = self.conn.execute(
+        pend = self.conn.execute(  # a reversed sale is no longer spending (terminal.reversals)
             "SELECT coalesce(sum(amount_fen), 0), count(*) FROM journal "
-            "WHERE holder_id = ? AND status = 'pending'",
+            f"WHERE holder_id = ? AND status = 'pending' AND seq NOT IN ({_REVERSED})",
             (row["holder_id"],),
         ).fetchone()
         year = row["subsidy_year"] if now_ms is None else china_datetime(now_ms).year
@@ -169,7 +171,8 @@ class Store:
         terminal's applied meals) plus this terminal's sales it has not acknowledged yet."""
         own, pending = self.conn.execute(
             "SELECT count(*), coalesce(sum(status = 'pending'), 0) FROM journal WHERE holder_id = ? "
-            "AND occurred_at_ms >= ? AND kind = 'meal' AND meal_period = ? AND status <> 'rejected'",
+            "AND occurred_at_ms >= ? AND kind = 'meal' AND meal_period = ? AND status <> 'rejected' "
+            f"AND seq NOT IN ({_REVERSED})",
             (holder_id, since_ms, meal_period),
         ).fetchone()
         row = self.conn.execute(
@@ -298,8 +301,11 @@ class Store:
         return int(self.conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def oldest_pending_ms(self) -> int | None:
+        """The oldest sale, or reversal the server has not taken, still unsent (the watermark)."""
         row = self.conn.execute(
-            "SELECT min(j.occurred_at_ms) FROM outbox o JOIN journal j ON j.seq = o.seq"
+            "SELECT min(t) FROM (SELECT min(j.occurred_at_ms) AS t FROM outbox o "
+            "JOIN journal j ON j.seq = o.seq UNION ALL SELECT min(r.occurred_at_ms) FROM reversal_outbox o "
+            "JOIN reversals r ON r.seq = o.seq WHERE r.status = 'new')"
         ).fetchone()
         return row[0]
 

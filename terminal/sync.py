@@ -7,6 +7,11 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   arrives — after the server committed. A batch not acknowledged within ``ack_timeout_s``,
   or in flight when the link dropped, is simply sent again: the server answers copies
   with ``duplicate`` and the first result.
+* **Reversals** (冲正, :mod:`terminal.reversals`) go up the same way from their own outbox, in
+  ``reversal_batch`` messages on their own topic, answered by ``reversal_ack``; one the server
+  keeps for a sale it has not received yet (``pending``) stays in the outbox until a final
+  answer — the server sends it unasked when the sale arrives, or answers a resend after a
+  reconnect.
 * **Downstream.** Deltas must arrive as ``version + 1``; an old one is ignored; a gap, or a
   fresh terminal, triggers catch-up over HTTP (deltas since our version, or a snapshot).
   The newest delta is retained by the broker, so every (re)connect reveals a gap at once.
@@ -38,6 +43,19 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
   configuration (each connect takes the other's session over: both flap). The terminal
   then logs ``terminal_identity_duplicate``, keeps it in ``identity_conflict`` (shown by
   ``canteen-terminal status``) and tells the display (:attr:`SyncAgent.identity_conflict`).
+* **Updates.** The server's signed offer (retained on the terminal's own ``down/update``)
+  goes to :attr:`SyncAgent.on_update_offer`; :meth:`SyncAgent.send_update_report` sends a
+  report up, and the server's ack of one goes to :attr:`SyncAgent.on_report_ack`
+  (``terminal.updater`` does the rest).
+* **Key rotation.** The server offers a new key sealed under the current one on this
+  terminal's retained ``down/rekey`` topic (and over HTTP, asked after every connect). The
+  agent opens it, stores it durably (:class:`terminal.credentials.Keyring`), signs
+  everything from then on with it — the outbox's unsent sales too, as they are signed when
+  sent — and reports its status at once, which tells the server the switch happened. Acks
+  are verified with the new key or the one before.
+* **Health.** The status also carries the oldest unsent sale's time, the last sync, the
+  free disk and the journal's size, and the last error (a stable code and when), for the
+  server's fleet view and alerts.
 * **Cache age.** While in sync, the cache is current by definition (the broker would have
   delivered any delta); ``last_sync_ms`` records the last moment it was known current (an
   ack, a delta, the server's heartbeat while in sync, the link dropping while in sync), and
@@ -63,16 +81,24 @@ from shared.protocol import (
     DELTA_PAGE_SIZE,
     Ack,
     Delta,
+    Envelope,
     ProtocolError,
+    ReversalAck,
     ServerStatus,
     ServerVerifier,
     Status,
-    broker_password,
+    UpdateOffer,
+    UpdateReport,
     open_envelope,
     seal_hmac,
     topics,
 )
+from shared.protocol.backup_mark import BackupMark
+from shared.protocol.rekey import Rekey, key_id, open_key
+from terminal import journal_keep, reversals
 from terminal.config import TerminalConfig
+from terminal.credentials import Keyring
+from terminal.health import disk_and_journal
 from terminal.server_http import Send, ServerHttp, ServerUnreachable
 from terminal.store import Store
 
@@ -93,6 +119,10 @@ class SyncStats:
     refused_messages: int = 0
     skipped_changes: int = 0  # downstream changes that would not decode (see _report_faults)
     unread_balances: int = 0  # ack balances that would not decode (the result still counts)
+    reversals_sent: int = 0
+    reversals_acked: int = 0
+    reversals_rejected: int = 0
+    reversals_waiting: int = 0  # answered pending: the server waits for their sale
     reject_reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -138,6 +168,7 @@ class Transport:
 class _InFlight:
     seqs: list[int]
     sent_at: float
+    kind: str = "sales"  # or "reversals"
 
 
 class SyncAgent:
@@ -153,6 +184,7 @@ class SyncAgent:
         on_link_change: Callable[[bool], None] | None = None,
         sale_clock: Callable[[], int] | None = None,
         on_identity_conflict: Callable[[str], None] | None = None,
+        config_path: str | None = None,
         transport: Transport | None = None,
     ) -> None:
         import time
@@ -163,19 +195,30 @@ class SyncAgent:
         transport = transport or Transport()
         self._mono = transport.monotonic or monotonic or time.monotonic
         self.store = Store(config.db_path)
+        self.keys = Keyring(config, self.store, config_path)
         self._verifier = ServerVerifier(config.server_public_key)
         self.http = ServerHttp(
             http_url or config.server_url,
             config.terminal_id,
-            config.secret,
+            self.keys.current,
             self._verifier,
+            ca_file=config.ca_file,
+            secret_of=lambda: self.keys.current,
             send=transport.http_send,
         )
+        self._need_rekey_check = False
+        self.rotations = 0  # keys installed by this process
+        # the last error, for the status: (stable code, when) — kept across restarts
+        saved_error = json.loads(self.store.get_meta("last_error") or "null")
+        self.last_error: tuple[str, int] | None = (saved_error[0], saved_error[1]) if saved_error else None
+        self._broker_refusals = 0
+        self._error_saved_ms = 0
         self._inbox: queue.Queue[tuple[str, object]] = queue.Queue()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[str, _InFlight] = {}
         self._cursor = 0  # highest seq sent in this round
+        self._rcursor = 0  # the same for reversals
         self._last_heartbeat = 0.0
         self._need_catchup = self.store.delta_version == 0
         self._version_seen = self.store.delta_version  # read by the will (network thread)
@@ -191,6 +234,9 @@ class SyncAgent:
         self._own_status_seen = False
         self.identity_conflict: str | None = None  # the other instance's id, once seen
         self._on_identity_conflict = on_identity_conflict or (lambda other: None)
+        # signed updates (terminal.updater sets these): an offer came; an ack answers a report
+        self.on_update_offer: Callable[[UpdateOffer], None] | None = None
+        self.on_report_ack: Callable[[str, str | None], bool] | None = None
         self._awaiting_since: float | None = None  # oldest unanswered batch since the last ack
         self.stats = SyncStats()
         self.online = False
@@ -217,6 +263,9 @@ class SyncAgent:
             (topics.DELTA, 1),
             (topics.SERVER, 1),
             (topics.status(config.terminal_id), 1),
+            (topics.update_offer(config.terminal_id), 1),
+            (topics.backup(config.terminal_id), 1),
+            (topics.rekey(config.terminal_id), 1),
         ]
 
         def on_message(topic: str, payload: bytes) -> None:
@@ -232,11 +281,12 @@ class SyncAgent:
                 config.terminal_id, subscriptions, on_message=on_message, on_state=on_state, will=self._will
             )
         else:
-            address = BrokerAddress.parse(mqtt_url or config.broker_url)
+            # a clustered broker: every node, comma-separated; the link moves on when one dies
+            address, *alternates = BrokerAddress.parse_list(mqtt_url or config.broker_url)
+            credentials = None
             if address.username is None:  # the broker's user is the terminal: id and derived password
-                address = replace(
-                    address, username=config.terminal_id, password=broker_password(config.secret)
-                )
+                address = replace(address, username=config.terminal_id, password=self.keys.broker_password(0))
+                credentials = lambda refusals: (config.terminal_id, self.keys.broker_password(refusals))  # noqa: E731
             self.link = MqttLink(
                 # the broker binds the client id to the user name (use_username_as_clientid): a
                 # terminal's client id is its id, and nobody else's credentials can take it over
@@ -246,6 +296,9 @@ class SyncAgent:
                 on_message=on_message,
                 on_state=on_state,
                 will=self._will,
+                credentials=credentials,
+                ca_file=config.ca_file,
+                alternates=alternates,
             )
         self._thread = threading.Thread(target=self._run, name=f"sync-{config.terminal_id}", daemon=True)
 
@@ -265,6 +318,11 @@ class SyncAgent:
             self.link.publish(topic, payload, retain=retain)
         self.link.stop()
         self.store.close()
+
+    @property
+    def alive(self) -> bool:
+        """The sync thread runs (the watchdog is pinged only then)."""
+        return self._thread.is_alive()
 
     def poke(self) -> None:
         """A sale was journaled: send soon."""
@@ -317,6 +375,8 @@ class SyncAgent:
                 self._probe_clock()
             if self._need_catchup and self._mono() >= self._next_catchup:
                 self._catch_up()
+            if self._need_rekey_check and not self._need_catchup:
+                self._ask_rekey()
             self._expire_inflight()
             self._send_outbox()
             if not self._inflight:
@@ -327,6 +387,10 @@ class SyncAgent:
             if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
                 self.send_status()
         self._report_link()
+        refusals = getattr(self.link, "refusals", 0)  # the simulator's link has none
+        if refusals > self._broker_refusals:
+            self._broker_refusals = refusals
+            self._note_error("broker_refused")
 
     def _drain_inbox(self) -> None:
         while True:
@@ -349,13 +413,14 @@ class SyncAgent:
             if self._inflight:
                 self.stats.resends += 1
             self._inflight.clear()
-            self._cursor = 0
+            self._cursor = self._rcursor = 0
             self._last_heartbeat = 0.0
             self._next_probe = 0.0
             # deltas published while we were away are not all retained: ask the server
             # what we missed before trusting the cache again
             self._need_catchup = True
             self._next_catchup = 0.0
+            self._need_rekey_check = True  # a key offered while we were away
             log.info("%s: online", self.config.terminal_id)
         else:
             if self.in_sync:
@@ -396,21 +461,32 @@ class SyncAgent:
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
                 self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
+            elif topic == topics.backup(self.config.terminal_id):
+                env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
+                self._on_backup_mark(BackupMark.from_body(env.body))
             elif topic == topics.status(self.config.terminal_id):
-                env = open_envelope(
-                    payload,
-                    secret_for=lambda s: self.config.secret if s == self.config.terminal_id else None,
-                    expect_type="status",
-                )
+                env = self._open_hmac(payload, self.config.terminal_id, "status")
                 self._on_own_status(Status.from_body(env.body))
+            elif topic == topics.update_offer(self.config.terminal_id):
+                env = open_envelope(payload, server=self._verifier, expect_type="update_offer")
+                offer = UpdateOffer.from_body(env.body)
+                if offer.terminal_id != self.config.terminal_id:
+                    raise ProtocolError("terminal_mismatch", f"an offer for {offer.terminal_id}")
+                if self.on_update_offer is not None:
+                    self.on_update_offer(offer)
+            elif topic == topics.rekey(self.config.terminal_id):
+                if payload:  # empty: the server withdrew its offer (the rotation is complete)
+                    env = open_envelope(payload, server=self._verifier, expect_type="rekey")
+                    self._on_rekey(Rekey.from_body(env.body))
             elif topic == topics.ack(self.config.terminal_id):
-                env = open_envelope(
-                    payload,
-                    secret_for=lambda s: self.config.secret if s == "server" else None,
-                    expect_type="ack",
-                )
+                env = self._open_hmac(payload, "server", None)
+                if env.type not in ("ack", "reversal_ack"):
+                    raise ProtocolError("bad_field", f"type: expected an ack, got {env.type}")
                 self._measure_clock(env.sent_at_ms)
                 faults = []
+                if env.type == "reversal_ack":
+                    self._on_reversal_ack(ReversalAck.from_body(env.body, faults))
+                    return
                 ack = Ack.from_body(env.body, faults)
                 if faults:  # the results still count; the balances come again with the deltas
                     self.stats.unread_balances += len(faults)
@@ -426,6 +502,66 @@ class SyncAgent:
             self.stats.refused_messages += 1
             log.warning("%s: refused %s: %s", self.config.terminal_id, topic, exc)
 
+    def _open_hmac(self, payload: bytes, sender: str, expect_type: str | None) -> Envelope:
+        """Open a message signed with this terminal's key, current or previous (an ack the
+        server signed before it saw this terminal switch keys)."""
+        keys = self.keys.all()
+        for i, secret in enumerate(keys):
+            try:
+                return open_envelope(
+                    payload,
+                    secret_for=lambda s, k=secret: k if s == sender else None,
+                    expect_type=expect_type,
+                )
+            except ProtocolError as exc:
+                if exc.code != "bad_signature" or i == len(keys) - 1:
+                    raise
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _on_rekey(self, rekey: Rekey) -> None:
+        """A new key offered by the server: install it durably, use it from now on, and say
+        so at once (the status signed with it completes the rotation at the server)."""
+        if rekey.key_id == self.keys.key_id:
+            return  # installed already (a retained offer seen again)
+        try:
+            new = open_key(self.keys.current, self.config.terminal_id, rekey)
+        except ProtocolError as exc:
+            if rekey.for_key_id != key_id(self.keys.previous or b""):
+                self._note_error(exc.code)
+                log.warning("%s: key offer refused: %s", self.config.terminal_id, exc)
+            return
+        self.keys.install(new)
+        self.rotations += 1
+        log.warning("%s: key rotated: now %s", self.config.terminal_id, rekey.key_id)
+        self._last_heartbeat = 0.0  # the next status, signed with the new key, goes at once
+        if self.online:
+            self.send_status()
+
+    def _ask_rekey(self) -> None:
+        self._need_rekey_check = False
+        try:
+            offer = self.http.rekey(self.clock.now_ms() + (self.clock_offset_ms or 0))
+        except ServerUnreachable as exc:
+            log.info(
+                "%s: rekey check failed (the broker's offer still comes): %s", self.config.terminal_id, exc
+            )
+            return
+        except ProtocolError as exc:
+            log.warning("%s: rekey check refused: %s", self.config.terminal_id, exc)
+            return
+        if offer is not None:
+            self._on_rekey(offer)
+
+    def _note_error(self, code: str) -> None:
+        """Remember the last error for the status; kept on disk for the next start when it
+        is a new one, or a minute after the last write (an SD card is not written each
+        second while the server stays unreachable)."""
+        before, now = self.last_error, self.clock.now_ms()
+        self.last_error = (code, now)
+        if before is None or before[0] != code or now - self._error_saved_ms >= 60_000:
+            self._error_saved_ms = now
+            self.store.set_metas({"last_error": json.dumps(list(self.last_error))})
+
     def _report_faults(self, where: str, faults: list[ProtocolError]) -> None:
         """Downstream changes this terminal could not read were skipped: it keeps selling on
         its last good state for those records, logs them, and reports the code in its
@@ -435,6 +571,7 @@ class SyncAgent:
         self.stats.skipped_changes += len(faults)
         self.sync_fault = faults[0].code
         self.store.set_metas({"sync_fault": self.sync_fault})
+        self._note_error(self.sync_fault)
         log.error(
             "%s: %s: %d change(s) unreadable, skipped (selling on the last good state): %s",
             self.config.terminal_id,
@@ -476,6 +613,17 @@ class SyncAgent:
                 self._mark_synced()
             self._server_heard = None
             log.warning("%s: the server went offline", self.config.terminal_id)
+
+    def _on_backup_mark(self, mark: BackupMark) -> None:
+        """The server's backup mark: prune the journal up to it; after a restore, send again
+        what the server lost (``terminal.journal_keep``)."""
+        if mark.terminal_id != self.config.terminal_id:
+            raise ProtocolError("terminal_mismatch", f"backup mark for {mark.terminal_id}")
+        keep_ms = int(self.config.journal_keep_days * 86_400_000)
+        # not under the journal lock: each step is its own short transaction, taps go on
+        outcome = journal_keep.on_mark(self.store, mark, self.clock.now_ms(), keep_ms)
+        if outcome.requeued:
+            self._wake.set()
 
     def _on_own_status(self, status: Status) -> None:
         """Our own status topic, read back: another instance there means a second process
@@ -522,16 +670,32 @@ class SyncAgent:
         self._set_offset(offset)
 
     def _on_ack(self, ack: Ack) -> None:
+        if ack.in_reply_to not in self._inflight and self.on_report_ack is not None:
+            if self.on_report_ack(ack.in_reply_to, ack.reason):
+                return  # the answer to an update report, not to a sale batch
         flight = self._inflight.pop(ack.in_reply_to, None)
         self._awaiting_since = self._mono() if self._inflight else None  # the server answers
         if ack.reason is not None:
+            self._note_error(ack.reason)
             log.error(
                 "%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason
             )
-            if flight is not None:
+            if flight is not None and flight.kind == "reversals":
+                self._rcursor = min(self._rcursor, min(flight.seqs) - 1)
+            elif flight is not None:
                 self._cursor = min(self._cursor, min(flight.seqs) - 1)
             return
         counts = self.store.apply_results(ack.results, self.config.terminal_id)
+        log.info(
+            "%s: ack for message %s: %s",
+            self.config.terminal_id,
+            ack.in_reply_to,
+            ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+            extra={
+                "msg_id": ack.in_reply_to,
+                "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
+            },
+        )
         self.stats.acked += counts["applied"]
         self.stats.rejected += counts["rejected"]
         self.stats.quarantined += counts["quarantined"]
@@ -544,7 +708,22 @@ class SyncAgent:
                 self.stats.reject_reasons[r.reason or "?"] = (
                     self.stats.reject_reasons.get(r.reason or "?", 0) + 1
                 )
+                self._note_error(r.reason or "rejected")
                 log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
+        self._mark_synced()
+
+    def _on_reversal_ack(self, ack: ReversalAck) -> None:
+        """The answer to a reversal batch (or, unasked, waiting reversals now decided)."""
+        if ack.in_reply_to in self._inflight:
+            self._inflight.pop(ack.in_reply_to)
+            self._awaiting_since = self._mono() if self._inflight else None
+        counts = reversals.apply_results(self.store, ack.results, self.config.terminal_id)
+        self.stats.reversals_acked += counts["applied"]
+        self.stats.reversals_rejected += counts["rejected"]
+        self.stats.reversals_waiting += counts["waiting"]
+        for r in ack.results:
+            if r.rejected:
+                log.error("%s: reversal R%s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
         self._mark_synced()
 
     def _mark_synced(self) -> None:
@@ -583,11 +762,14 @@ class SyncAgent:
                         if d.version == self.store.delta_version + 1:
                             self.store.apply_changes(d.version, d.changes)
                     self.stats.catchups += 1
-                    if len(deltas) < DELTA_PAGE_SIZE:
-                        self._need_catchup = False
-                        self._mark_synced()
-                    return
-                if not deltas:
+                    if self.store.delta_version == deltas[-1].version:
+                        if len(deltas) < DELTA_PAGE_SIZE:
+                            self._need_catchup = False
+                            self._mark_synced()
+                        return
+                    # a gap inside the page: the numbering moved on (the server's database was
+                    # restored, server.downstream.backup_marks): the rest comes as a snapshot
+                elif not deltas:
                     self._need_catchup = False
                     self._mark_synced()
                     return
@@ -603,6 +785,7 @@ class SyncAgent:
             self._need_catchup = False
             self._mark_synced()
         except ServerUnreachable as exc:
+            self._note_error("server_unreachable")
             log.warning("%s: catch-up failed, will retry: %s", self.config.terminal_id, exc)
             self._next_catchup = self._mono() + 1.0
         except ProtocolError as exc:
@@ -616,15 +799,19 @@ class SyncAgent:
             self.stats.resends += len(expired)
             for m in expired:
                 del self._inflight[m]
-            self._cursor = 0  # resend everything still in the outbox, oldest first
+            self._cursor = self._rcursor = 0  # resend everything still in the outboxes, oldest first
 
     def _send_outbox(self) -> None:
+        if not self._inflight:
+            # nothing awaits an ack: whatever the outbox holds is unsent, even below the
+            # cursor (a batch the server refused, sales put back by a resend)
+            self._cursor = 0
         while len(self._inflight) < self.config.window:
             rows = self.store.outbox_after(self._cursor, self.config.batch_size)
-            inflight = {s for f in self._inflight.values() for s in f.seqs}
+            inflight = {s for f in self._inflight.values() if f.kind == "sales" for s in f.seqs}
             rows = [(seq, sale) for seq, sale in rows if seq not in inflight]
             if not rows:
-                return
+                break
             # the journal holds each sale exactly as validated when it was recorded
             body = {"sales": [sale for _, sale in rows]}
             msg_id = uuid.uuid4().hex
@@ -632,19 +819,57 @@ class SyncAgent:
                 "sale_batch",
                 self.config.terminal_id,
                 body,
-                self.config.secret,
+                self.keys.current,  # signed when sent: after a rotation, with the new key
                 self.clock.now_ms(),
                 msg_id,
             )
             if not self.link.publish(topics.sales(self.config.terminal_id), payload):
                 return
             seqs = [seq for seq, _ in rows]
+            log.info(
+                "%s: sent %d sale(s) in message %s",
+                self.config.terminal_id,
+                len(seqs),
+                msg_id,
+                extra={"msg_id": msg_id, "sale_ids": self._sale_ids(seqs)},
+            )
             self._inflight[msg_id] = _InFlight(seqs, self._mono())
             if self._awaiting_since is None:
                 self._awaiting_since = self._mono()
             self._cursor = max(seqs)
             self.stats.batches_sent += 1
             self.stats.sales_sent += len(seqs)
+        self._send_reversals()
+
+    def _send_reversals(self) -> None:
+        """Reversals from their own outbox, after the sales (a reversal's sale goes first)."""
+        while len(self._inflight) < self.config.window:
+            rows = reversals.outbox_after(self.store, self._rcursor, self.config.batch_size)
+            inflight = {s for f in self._inflight.values() if f.kind == "reversals" for s in f.seqs}
+            rows = [(seq, r) for seq, r in rows if seq not in inflight]
+            if not rows:
+                return
+            msg_id = uuid.uuid4().hex
+            payload = seal_hmac(
+                "reversal_batch",
+                self.config.terminal_id,
+                {"reversals": [r for _, r in rows]},
+                self.config.secret,
+                self.clock.now_ms(),
+                msg_id,
+            )
+            if not self.link.publish(topics.reversals(self.config.terminal_id), payload):
+                return
+            seqs = [seq for seq, _ in rows]
+            self._inflight[msg_id] = _InFlight(seqs, self._mono(), "reversals")
+            if self._awaiting_since is None:
+                self._awaiting_since = self._mono()
+            self._rcursor = max(seqs)
+            self.stats.batches_sent += 1
+            self.stats.reversals_sent += len(seqs)
+
+    def _sale_ids(self, seqs: list[int]) -> list[str]:
+        return [f"{self.config.terminal_id}/{s}" for s in seqs]
 
     def watermark_ms(self) -> int:
         """No sale of this terminal before this time is still unsent. Taken under the
@@ -656,9 +881,11 @@ class SyncAgent:
 
     def status(self) -> Status:
         self._version_seen = self.store.delta_version
+        free, total, journal = disk_and_journal(self.config.db_path)
+        pending = self.store.pending_count()
         return Status(
             state="online" if self.online else "offline",
-            pending=self.store.pending_count(),
+            pending=pending,
             watermark_ms=self.watermark_ms(),
             delta_version=self.store.delta_version,
             clock_ms=self.clock.now_ms(),
@@ -667,6 +894,13 @@ class SyncAgent:
             software=self.config.software,
             sync_fault=self.sync_fault,
             instance=self.instance,
+            oldest_unsent_ms=self.store.oldest_pending_ms() if pending else None,
+            last_sync_ms=self.last_sync_ms,
+            disk_free_bytes=free,
+            disk_total_bytes=total,
+            journal_bytes=journal,
+            last_error=self.last_error[0] if self.last_error else None,
+            last_error_ms=self.last_error[1] if self.last_error else None,
         )
 
     def send_status(self) -> None:
@@ -674,11 +908,27 @@ class SyncAgent:
             "status",
             self.config.terminal_id,
             self.status().to_body(),
-            self.config.secret,
+            self.keys.current,
             self.clock.now_ms(),
         )
         if self.link.publish(topics.status(self.config.terminal_id), payload, retain=True):
             self._last_heartbeat = self._mono()
+
+    def send_update_report(self, report: UpdateReport) -> str | None:
+        """Publish an update report; its message id (the server's ack names it), or None
+        when it could not be handed to the link (offline: try again later)."""
+        msg_id = uuid.uuid4().hex
+        payload = seal_hmac(
+            "update_report",
+            self.config.terminal_id,
+            report.to_body(),
+            self.config.secret,
+            self.clock.now_ms(),
+            msg_id,
+        )
+        if not self.online or not self.link.publish(topics.update_report(self.config.terminal_id), payload):
+            return None
+        return msg_id
 
     def _will(self) -> tuple[str, bytes, bool]:
         body = Status(
@@ -688,7 +938,7 @@ class SyncAgent:
             software=self.config.software,
             instance=self.instance,
         ).to_body()
-        payload = seal_hmac("status", self.config.terminal_id, body, self.config.secret, self.clock.now_ms())
+        payload = seal_hmac("status", self.config.terminal_id, body, self.keys.current, self.clock.now_ms())
         return topics.status(self.config.terminal_id), payload, True
 
 

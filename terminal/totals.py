@@ -9,7 +9,9 @@ The numbers are this terminal's: every sale it journaled that day (sales the ser
 rejected, or held for an admin's review (quarantined), are counted apart and not in the
 amounts), per meal period, per payment method,
 own-unit staff vs. visitors, declines by reason, plus what is still unsent and when the
-terminal last synced.
+terminal last synced. Reversals (冲正, ``terminal.reversals``) of the day are counted apart
+(``reversals``) and taken off the sales for the ``net_fen``; a reversal the server refused,
+or of a sale it did not apply, takes nothing off.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class DayTotals:
     unsent_sales: int = 0
     last_sync_ms: int | None = None
     online: bool = False
+    reversals: Line = field(default_factory=Line)  # 冲正: sales given back today
+    net_fen: int = 0  # total less reversals
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,9 +79,11 @@ def summarize(
     unsent_sales: int,
     last_sync_ms: int | None,
     online: bool,
+    reversals: Iterable[dict[str, Any]] = (),
 ) -> DayTotals:
     """``sales``: journal rows (kind, meal_period, method, visitor, offline, amount_fen,
-    status); ``declines``: one reason code per declined tap."""
+    status); ``declines``: one reason code per declined tap; ``reversals``: the day's
+    reversals (amount_fen, status, sale_status)."""
     t = DayTotals(
         day, canteen_id, terminal_id, unsent_sales=unsent_sales, last_sync_ms=last_sync_ms, online=online
     )
@@ -96,6 +102,10 @@ def summarize(
             t.offline.add(amount)
     for reason in declines:
         t.declines[reason] = t.declines.get(reason, 0) + 1
+    for r in reversals:
+        if r["status"] != "rejected" and r["sale_status"] != "rejected":
+            t.reversals.add(int(r["amount_fen"]))
+    t.net_fen = t.total.amount_fen - t.reversals.amount_fen
     return t
 
 
@@ -113,6 +123,11 @@ def day_totals(
         r[0]
         for r in store.conn.execute("SELECT reason FROM declines WHERE at_ms >= ? AND at_ms < ?", (lo, hi))
     ]
+    reversals = store.conn.execute(
+        "SELECT r.amount_fen, r.status, j.status AS sale_status FROM reversals r "
+        "JOIN journal j ON j.seq = r.sale_seq WHERE r.occurred_at_ms >= ? AND r.occurred_at_ms < ?",
+        (lo, hi),
+    ).fetchall()
     last_sync = store.get_meta("last_sync_ms")
     return summarize(
         day.isoformat(),
@@ -123,6 +138,7 @@ def day_totals(
         unsent_sales=store.pending_count(),
         last_sync_ms=int(last_sync) if last_sync else None,
         online=online,
+        reversals=[dict(r) for r in reversals],
     )
 
 
@@ -150,6 +166,8 @@ def render_zh(t: DayTotals) -> str:
         f"  本单位职工    {t.staff.count:>5} 笔  {format_fen(t.staff.amount_fen):>12}",
         f"  外单位来客    {t.visitors.count:>5} 笔  {format_fen(t.visitors.amount_fen):>12}",
         f"  其中离线交易  {t.offline.count:>5} 笔  {format_fen(t.offline.amount_fen):>12}",
+        f"  冲正          {t.reversals.count:>5} 笔  {format_fen(-t.reversals.amount_fen):>12}",
+        f"  净额                    {format_fen(t.net_fen):>12}",
     ]
     if t.rejected_by_server.count:
         out.append(
@@ -181,6 +199,7 @@ def screen_lines(t: DayTotals) -> tuple[str, ...]:
         f"当日汇总 {t.day}",
         f"合计 {t.total.count}笔 {format_fen(t.total.amount_fen)}",
         periods or "暂无交易",
+        f"冲正 {t.reversals.count}笔 净额 {format_fen(t.net_fen)}",
         f"外单位 {t.visitors.count}笔 拒绝 {sum(t.declines.values())}次",
         f"未上传 {t.unsent_sales}笔 {'在线' if t.online else '离线'}",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 
-from server.infra.db import write_txn
+from server.infra.db import dialect, open_db, write_txn
 from server.registry.terminals import TerminalCredentials, provision
 from shared.protocol import Sale, SaleBatch, seal_hmac
 from simulator.harness.world import World, demo_world
@@ -13,6 +13,13 @@ from simulator.harness.world import World, demo_world
 
 def populated(conn: sqlite3.Connection, now_ms: int, diners: int = 6) -> World:
     return demo_world(conn, now_ms, diners=diners)
+
+
+def reopen(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """A second connection to the same server database (another writer, as a worker has)."""
+    if dialect(conn) == "postgresql":
+        return open_db(conn.url)  # type: ignore[attr-defined]
+    return open_db(conn.execute("PRAGMA database_list").fetchone()[2])
 
 
 def terminal(

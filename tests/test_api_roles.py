@@ -33,6 +33,7 @@ SAMPLE = {
     "sku": "tissue",
     "request_id": "1",
     "terminal_id": "T0001",
+    "bundle": "terminal-0.2.0",  # an update bundle (none is offered: 404, not a refusal)
     "operator": "湘味餐饮有限公司",
     "quarter": "2026Q1",
     "year": "2026",

@@ -55,6 +55,7 @@ def test_a_revoked_token_no_longer_works(conn: sqlite3.Connection, clock) -> Non
     assert (err.value.code, err.value.http_status) == ("token_revoked", 401)
 
 
+@pytest.mark.sqlite_only("an old SQLite file upgraded in place (no PostgreSQL database predates the port)")
 def test_tokens_issued_before_the_diner_role_survive_the_migration(tmp_path, clock) -> None:  # noqa: ANN001
     conn = connect(tmp_path / "old.sqlite")
     for number, sql in enumerate(MIGRATIONS[:2], start=1):

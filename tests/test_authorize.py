@@ -136,17 +136,45 @@ def test_the_cashier_may_type_an_amount_in_shop_mode() -> None:
     assert d.approved and d.amount_fen == 1234
 
 
-@pytest.mark.parametrize("amount", [None, 0, -5])
-def test_a_typed_amount_must_be_positive(amount: int | None) -> None:
+@pytest.mark.parametrize("amount", [0, -5])
+def test_a_typed_amount_must_be_positive(amount: int) -> None:
     assert decide(TapRequest("C1", kind="shop", amount_fen=amount)).reason == "bad_amount"
+
+
+def test_a_shop_tap_with_nothing_to_pay_for_says_the_basket_is_empty() -> None:
+    assert decide(TapRequest("C1", kind="shop")).reason == "basket_empty"
 
 
 def test_a_canteen_can_forbid_typed_amounts() -> None:
     rules = CanteenRules.from_config("C01", {**CONFIG, "allow_typed_amount": False})
     assert (
         authorize(TapRequest("C1", kind="shop", amount_fen=100), card(), rules, LIMITS, ONLINE, NOON).reason
-        == "invalid_input"
+        == "typed_amount_not_allowed"
     )
+
+
+def test_a_typed_amount_above_the_canteens_cap_is_refused() -> None:
+    rules = CanteenRules.from_config("C01", {**CONFIG, "max_typed_amount_fen": 2000})
+    for amount, reason in ((2000, None), (2001, "typed_amount_above_cap")):
+        d = authorize(TapRequest("C1", kind="shop", amount_fen=amount), card(), rules, LIMITS, ONLINE, NOON)
+        assert d.reason == reason
+
+
+def test_a_basket_is_refused_when_the_price_list_is_stale_but_a_meal_is_not() -> None:
+    limits = replace(LIMITS, max_price_age_ms=6 * HOUR_MS)
+    old = replace(OFFLINE, last_sync_ms=NOON - 7 * HOUR_MS)
+    basket = TapRequest("C1", kind="shop", items=(("tissue", 1),))
+    assert authorize(basket, card(), RULES, limits, old, NOON).reason == "price_list_stale"
+    fresh = replace(OFFLINE, last_sync_ms=NOON - 5 * HOUR_MS)
+    assert authorize(basket, card(), RULES, limits, fresh, NOON).approved
+    assert authorize(TapRequest("C1"), card(), RULES, limits, old, NOON).approved  # lunch
+
+
+def test_a_basket_sale_carries_the_reference_prices_in_force() -> None:
+    d = decide(TapRequest("C1", kind="shop", items=(("tissue", 2),)))
+    assert [(i.sku, i.qty, i.unit_price_fen, i.reference_price_fen) for i in d.items] == [
+        ("tissue", 2, 350, RULES.items["tissue"].reference_price_fen)
+    ]
 
 
 def test_no_sale_above_the_per_sale_limit() -> None:

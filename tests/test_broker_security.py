@@ -223,7 +223,9 @@ def test_revoke_terminal_cli(tmp_path: Path) -> None:
         add_canteen(conn, "C01", "一食堂", "U01", now_ms=0)
     conn.close()
     run = CliRunner().invoke
-    out = run(server_cli, ["--home", str(tmp_path), "provision-terminal", "C01", "--id", "T0009"])
+    out = run(
+        server_cli, ["--home", str(tmp_path), "provision-terminal", "C01", "--id", "T0009", "--with-secret"]
+    )
     assert out.exit_code == 0, out.output
     files = broker_users.BrokerFiles.from_config(app.config)
     assert "T0009:$7$" in files.password_file.read_text()

@@ -12,7 +12,7 @@ import pytest
 
 from server.books import ledger
 from server.books.periods import year_of_ms
-from server.infra.db import open_db, write_txn
+from server.infra.db import write_txn
 from server.registry.units import set_terminal_settings
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
@@ -20,7 +20,7 @@ from simulator.chaos.audit import AuditResult, JournalRow, audit
 from simulator.chaos.inject import COMPROMISED_SEQ_BASE, implausible_sale
 from simulator.chaos.plan import COMPROMISED_VARIANTS, FAULT_KINDS, ChaosOptions, build_plan
 from simulator.chaos.run import render, run_chaos
-from tests.helpers import populated, sale, signed_batch, terminal
+from tests.helpers import populated, reopen, sale, signed_batch, terminal
 
 CARDS = [f"K{i:05d}" for i in range(1, 41)]
 
@@ -93,9 +93,7 @@ class Books:
         with write_txn(conn):  # the overdraft tests sell a whole balance in one sale
             set_terminal_settings(conn, {"risk": {"max_sale_fen": 1_000_000}}, clock.now_ms())
         self.creds = terminal(conn, "C01", clock.now_ms())
-        self.worker = IngestWorker(
-            open_db(conn.execute("PRAGMA database_list").fetchone()[2]), clock, lambda *a: True
-        )
+        self.worker = IngestWorker(reopen(conn), clock, lambda *a: True)
         self.start = {
             d.holder_id: ledger.balance(conn, ledger.subsidy_purse(d.holder_id, 2026))
             + ledger.balance(conn, ledger.self_purse(d.holder_id))
@@ -320,6 +318,9 @@ def test_a_small_chaos_run_loses_nothing_and_counts_nothing_twice(seed: int, tmp
     # a stolen terminal key: every implausible sale held for an admin, none applied, no honest one held
     assert result["compromised_sent"] >= 2 and result["quarantined"] == result["compromised_sent"]
     assert (result["quarantined_applied"], result["honest_quarantined"]) == (0, 0)
+    # the operator's reversals (冲正) met the same faults: each journaled one applied, once
+    assert (result["reversals_lost"], result["reversals_doubled"]) == (0, 0)
+    assert result["reversals_approved"] == result["reversals_applied"]
     assert "✔ 通过 PASS" in render(result)
 
 

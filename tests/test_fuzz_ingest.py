@@ -29,7 +29,7 @@ from shared.clock import FakeClock, ms_from_china
 from shared.errors import CATALOG
 from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope, seal_hmac, topics
 from shared.protocol.messages import MAX_SALE_FEN
-from tests.helpers import populated, sale, signed_batch, terminal
+from tests.helpers import populated, reopen, sale, signed_batch, terminal
 
 FUZZ = settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "150")),
@@ -357,7 +357,7 @@ class BrittleWorker(IngestWorker):
 def test_an_unexpected_error_drops_only_the_message_that_caused_it(ingest: Ingest) -> None:
     published: list[tuple[str, bytes]] = []
     worker = BrittleWorker(
-        open_db(ingest.conn.execute("PRAGMA database_list").fetchone()[2]),
+        reopen(ingest.conn),
         ingest.clock,
         lambda t, p, r: published.append((t, p)) or True,
     )

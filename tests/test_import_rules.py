@@ -43,6 +43,7 @@ SERVER_RANK: Mapping[str, int] = {
     "sales": 3,
     "closing": 4,
     "api": 5,
+    "web": 5,
     "app": 6,
     "service": 7,
     "cli": 8,

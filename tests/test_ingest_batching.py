@@ -9,7 +9,7 @@ import pytest
 
 from server.books import ledger
 from server.closing.check import all_violations
-from server.infra.db import open_db
+from server.infra.db import dialect, open_db
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
 from tests.money_world import MoneyWorld
@@ -47,10 +47,7 @@ def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(
 ) -> None:
     w = MoneyWorld(conn, clock)
     w.topup("K001", 500)  # H001's self purse exists; C02's payable does not yet
-    conn.execute(
-        "CREATE TEMP TRIGGER boom BEFORE INSERT ON sales WHEN NEW.card_id = 'K003' "
-        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
-    )
+    _fail_inserting_sales_of(conn, "K003")
     first, second = w.new_sale("K001", 300, canteen="C02"), w.new_sale("K003", 100, canteen="C02")
     with pytest.raises(sqlite3.IntegrityError):
         w.send(first, second)
@@ -60,8 +57,27 @@ def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(
         ).fetchone()[0]
         == 0
     )
-    conn.execute("DROP TRIGGER boom")
+    conn.execute("DROP TRIGGER boom" + (" ON sales" if dialect(conn) == "postgresql" else ""))
     results = w.send(first, second)  # the terminal resends the same sales
     assert [r.status for r in results] == ["applied", "applied"]
     assert ledger.balance(conn, ledger.canteen_payable("C02")) == 400
     assert all_violations(conn) == []
+
+
+def _fail_inserting_sales_of(conn: sqlite3.Connection, card_id: str) -> None:
+    """A trigger named boom that fails the insert of a sale of ``card_id`` (a constraint
+    error), in the database's own trigger language."""
+    if dialect(conn) == "postgresql":
+        conn.execute(
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'disk on fire' USING ERRCODE = 'check_violation'; END $$"
+        )
+        conn.execute(
+            f"CREATE TRIGGER boom BEFORE INSERT ON sales FOR EACH ROW WHEN (NEW.card_id = '{card_id}') "
+            "EXECUTE FUNCTION boom()"
+        )
+        return
+    conn.execute(
+        f"CREATE TEMP TRIGGER boom BEFORE INSERT ON sales WHEN NEW.card_id = '{card_id}' "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )

@@ -73,6 +73,10 @@ INPUT_FILES = {
     ),
 }
 
+# the README's example enrolment code: replaced by the one provision-terminal printed
+EXAMPLE_CODE = "7KQM-2XPA-9D4T-HW3R"
+CODE = re.compile(r"\b[0-9A-Z]{4}(?:-[0-9A-Z]{4}){3}\b")
+
 # placeholders in the README's "also:" lists of further subcommands (and D: today)
 PLACEHOLDERS = {"QUARTER": "2026Q1", "YEAR": "2026"}
 
@@ -317,6 +321,8 @@ def test_readme_walkthrough_runs_as_written(walk: Walk, tmp_path: Path) -> None:
             walk.log(f"$ {command}   # this test's Mosquitto, pid {walk.background['mosquitto'].pid}")
             os.kill(walk.background["mosquitto"].pid, signal.SIGHUP)
             return
+        if EXAMPLE_CODE in command:  # the code this run's provision-terminal printed
+            command = command.replace(EXAMPLE_CODE, facts["enrol_code"])
         words, redirect = shlex.split(command), None
         if ">" in words:
             redirect = walk.cwd / words[words.index(">") + 1]
@@ -445,6 +451,7 @@ def test_readme_walkthrough_runs_as_written(walk: Walk, tmp_path: Path) -> None:
             facts["allocated"] = True
         elif w[:2] == ["canteen-server", "provision-terminal"]:
             facts["terminal"] = re.search(r"\bT\d{4}\b", result.stdout).group(0)  # type: ignore[union-attr]
+            facts["enrol_code"] = CODE.search(result.stdout).group(0)  # type: ignore[union-attr]
         elif w[:2] == ["canteen-terminal", "status"]:
             # online with nothing unsent: polled, the last batch's acknowledgement may still
             # be on its way when the server has already applied it

@@ -15,6 +15,8 @@ from shared.protocol.messages import Item
 from tests.helpers import sale, signed_batch, terminal
 from tests.test_cli_money import home, run  # noqa: F401  (the fixture)
 
+TYPED_FEN = 1000  # a sale without items: an amount the cashier typed
+
 
 def sell_items(home: Path, sales: list[tuple[int, tuple[Item, ...]]]) -> None:  # noqa: F811
     conn = open_db(home / "server" / "canteen.sqlite")
@@ -24,7 +26,7 @@ def sell_items(home: Path, sales: list[tuple[int, tuple[Item, ...]]]) -> None:  
         canteens.set_item(conn, "C01", "tissue", "=抽纸", 350, 400, at)
     creds = terminal(conn, "C01", at)
     batch = [
-        sale(creds, n, "K1", sum(i.qty * i.unit_price_fen for i in items), at_ms, items=items)
+        sale(creds, n, "K1", sum(i.qty * i.unit_price_fen for i in items) or TYPED_FEN, at_ms, items=items)
         for n, (at_ms, items) in enumerate(sales, start=1)
     ]
     last = max(at_ms for at_ms, _ in sales)
@@ -61,3 +63,33 @@ def test_shop_sales_by_item_for_a_day_a_quarter_and_as_csv(home: Path, tmp_path:
     assert json.loads(run(home, "report", "shop", "2024Q2", "--json")[1])["items"] == []
     code, out = run(home, "report", "shop", "--canteen", "C99")
     assert code == 2 and "unknown_canteen" in out
+
+
+def test_shop_sales_by_canteen_per_day_count_sales_once_and_typed_amounts_too(
+    home: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    day1, day2 = ms_from_china("2024-01-05T12:00"), ms_from_china("2024-02-01T09:00")
+    sell_items(
+        home,
+        [
+            (day1, (Item("water", 2, 200), Item("tissue", 1, 350))),
+            (day1 + 60_000, ()),
+            (day2, (Item("water", 1, 200),)),
+        ],
+    )
+    code, out = run(home, "report", "shop", "2024Q1", "--by", "canteen", "--per-day", "--json")
+    assert code == 0, out
+    data = json.loads(out)
+    rows = [(r["day"], r["canteen_id"], r["sales"], r["qty"], r["amount_fen"]) for r in data["canteens"]]
+    # the second sale of day 1 is a typed amount: it counts, with no pieces
+    assert rows == [("2024-01-05", "C01", 2, 3, 750 + TYPED_FEN), ("2024-02-01", "C01", 1, 1, 200)]
+    assert data["totals"] == {"sales": 3, "qty": 4, "amount_fen": 1950}
+    out_csv = tmp_path / "by_canteen.csv"
+    code, out = run(home, "report", "shop", "2024Q1", "--by", "canteen", "--per-day", "--csv", str(out_csv))
+    assert code == 0 and "按食堂 by canteen" in out and "2024-01-05 C01 财政局食堂: 3 件 ¥17.50 (2 笔)" in out
+    csv_rows = list(csv.reader(out_csv.read_text(encoding="utf-8").lstrip("\ufeff").splitlines()))
+    assert csv_rows[0] == ["日期", "食堂编号", "食堂名称", "笔数", "数量", "金额(元)", "金额(分)"]
+    assert csv_rows[1] == ["2024-01-05", "C01", "财政局食堂", "2", "3", "17.50", "1750"]
+    code, out = run(home, "report", "shop", "--date", "2024-02-01", "--per-day", "--json")
+    assert [(r["day"], r["sku"], r["qty"]) for r in json.loads(out)["items"]] == [("2024-02-01", "water", 1)]

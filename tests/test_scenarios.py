@@ -69,6 +69,11 @@ def test_the_scenario_folder_covers_every_seed_rule() -> None:
         "offline_overdraft",
         "allocation_deadline",
         "issue_example",
+        "basket_with_voided_line",  # the cashier's checkout by barcode (issue 13)
+        "reversal_double_charge",  # 冲正 (issue 13)
+        "reversal_after_quarter_closed",
+        "reversal_outside_window",
+        "reversal_offline_synced_later",
     }
     assert rules <= names, f"missing: {sorted(rules - names)}"
     for p in SCENARIOS:

@@ -10,6 +10,7 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from server.cli.root import main as server_main
@@ -87,6 +88,7 @@ def test_statements_and_payout_lists_neutralise_names_and_payee_details_but_keep
     assert not [c for c in every_cell if c[:1] in ("=", "+", "@", "\t", "\r")]
 
 
+@pytest.mark.sqlite_only("the SQLite file and its WAL files (PostgreSQL keeps its own files)")
 def test_the_database_and_its_wal_files_are_created_owner_only(tmp_path: Path) -> None:
     old = os.umask(0o022)  # a usual umask: files would be 0644
     try:
@@ -101,6 +103,7 @@ def test_the_database_and_its_wal_files_are_created_owner_only(tmp_path: Path) -
         os.umask(old)
 
 
+@pytest.mark.sqlite_only("the SQLite file's mode (PostgreSQL keeps its own files)")
 def test_an_existing_world_readable_database_is_tightened_on_open(tmp_path: Path) -> None:
     db = tmp_path / "canteen.sqlite"
     open_db(db).close()
@@ -121,13 +124,18 @@ def test_init_creates_the_database_and_key_owner_only_and_provision_out_writes_0
         populated(conn, 1_767_672_000_000)
         conn.close()
         out = tmp_path / "t1.json"
-        result = runner.invoke(server_main, [*home, "provision-terminal", "C01", "--out", str(out)])
+        result = runner.invoke(
+            server_main, [*home, "provision-terminal", "C01", "--with-secret", "--out", str(out)]
+        )
         assert result.exit_code == 0, result.output
         assert mode(out) == 0o600
         config = json.loads(out.read_text())
         assert config["secret_hex"] not in result.output  # the secret went to the file only
-        piped = runner.invoke(server_main, [*home, "provision-terminal", "C01"])
+        piped = runner.invoke(server_main, [*home, "provision-terminal", "C01", "--with-secret"])
         assert "secret_hex" in piped.stdout and "--out" in piped.stderr
+        # the default hands out a one-time enrolment code, never a secret
+        code = runner.invoke(server_main, [*home, "provision-terminal", "C01", "--json"])
+        assert code.exit_code == 0 and "secret" not in code.stdout and json.loads(code.stdout)["code"]
     finally:
         os.umask(old)
 

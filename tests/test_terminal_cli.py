@@ -19,6 +19,7 @@ from terminal.authorize import TapRequest
 from terminal.cli import main
 from terminal.config import TerminalConfig
 from terminal.readers import LINE_FORMATS, parse_line
+from terminal.reversal_flow import ReversalLine
 from terminal.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,6 +159,7 @@ EXPECTED = {
     '{"card_id": "C00001", "kind": "shop", "items": [["water", 1]]}': TapRequest(
         "C00001", kind="shop", items=(("water", 1),)
     ),
+    "reverse OP0001 246810 last": ReversalLine("OP0001", "246810"),  # an operator's 冲正 (issue 13)
 }
 
 

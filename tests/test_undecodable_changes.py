@@ -84,8 +84,9 @@ def test_a_terminal_skips_an_undecodable_delta_reports_it_and_keeps_selling(brok
 
         def older_server_writes(*changes: dict) -> None:  # what record_delta now refuses
             with write_txn(conn):
-                conn.execute(
-                    "INSERT INTO deltas(at_ms, changes_json) VALUES (?, ?)",
+                conn.execute(  # the next version, as record_delta numbers them
+                    "INSERT INTO deltas(version, at_ms, changes_json) "
+                    "SELECT coalesce(max(version), 0) + 1, ?, ? FROM deltas",
                     (clock.now_ms(), json.dumps(list(changes))),
                 )
 

@@ -9,12 +9,23 @@ pseudo-terminal, and runs exactly this code.
 Every command from the terminal carries a sequence byte and is acknowledged (``ACK seq
 status``) once carried out; a repeated sequence number (the terminal resending after a lost
 ACK) is acknowledged again but not carried out twice.
+
+**Firmware updates** (pushed by the terminal after it checked the release signature):
+``FW_BEGIN`` announces the image's size, SHA-256 and version, ``FW_CHUNK`` frames carry its
+bytes in order into the :class:`Firmware` store, and ``FW_COMMIT`` is carried out only if
+every byte arrived and the SHA-256 matches — otherwise the board refuses it (``ACK BAD``)
+and keeps the firmware it runs. A committed image is installed by the store, and the board
+restarts into it and says ``HELLO canteen-board/<version>``.
 """
+
+import hashlib
 
 from . import frame
 
-VERSION = "canteen-board/1"
+VERSION_NUMBER = "1"  # of the firmware in this folder; an installed update names its own
+VERSION = "canteen-board/" + VERSION_NUMBER
 QUIET_MS = 30  # a partial frame older than this was truncated
+RESTART_DELAY_MS = 50  # after a commit: time for its ACK to leave before the restart
 
 
 class Link:
@@ -50,23 +61,56 @@ class Light:
         pass
 
 
+class Firmware:
+    """Where an update is staged and installed. This base refuses updates (no store)."""
+
+    def begin(self, size: int) -> bool:
+        return False
+
+    def append(self, data: bytes) -> bool:
+        return False
+
+    def commit(self, version: str) -> bool:
+        """Install the staged image (already checked); True once it is in place."""
+        return False
+
+    def version(self) -> str:
+        """The installed update's version ("" = the firmware the board was built with)."""
+        return ""
+
+    def restart(self) -> None:
+        """Start the installed firmware (on the board: a reset, never returns)."""
+
+
 TONE_LIGHT = {frame.TONE_OK: frame.LED_GREEN, frame.TONE_ERROR: frame.LED_RED}
 
 
 class Board:
-    def __init__(self, link: Link, screen: Screen, keys: Keys, sound: Sound, light: Light) -> None:
+    def __init__(
+        self,
+        link: Link,
+        screen: Screen,
+        keys: Keys,
+        sound: Sound,
+        light: Light,
+        firmware: Firmware | None = None,
+    ) -> None:
         self.link = link
         self.screen = screen
         self.keys = keys
         self.sound = sound
         self.light = light
+        self.firmware = firmware or Firmware()
+        self.version = "canteen-board/" + (self.firmware.version() or VERSION_NUMBER)
         self.decoder = frame.Decoder()
         self.last_seq = -1
         self.last_rx_ms = 0
         self.handled = 0
+        self.update = None  # the update being received: [size, sha256, version, received, hasher]
+        self.restart_at = -1  # when to restart into a committed update (ms), -1: not due
 
     def hello(self) -> None:
-        self.link.write(frame.encode(frame.HELLO, VERSION.encode()))
+        self.link.write(frame.encode(frame.HELLO, self.version.encode()))
 
     def step(self, now_ms: int) -> None:
         """One pass of the main loop: serial in, keypad, buzzer."""
@@ -84,6 +128,11 @@ class Board:
         if key:
             self.link.write(frame.encode(frame.KEY, key.encode()))
         self.sound.update(now_ms)
+        if 0 <= self.restart_at <= now_ms:
+            self.restart_at = -1
+            self.firmware.restart()  # on the board: a reset; the simulated board goes on here
+            self.version = "canteen-board/" + (self.firmware.version() or VERSION_NUMBER)
+            self.hello()
 
     def handle(self, ftype: int, payload: bytes, now_ms: int) -> None:
         if not payload:
@@ -119,4 +168,45 @@ class Board:
         if ftype == frame.PING:
             self.hello()  # tells the terminal which firmware answers
             return True
+        if ftype == frame.FW_BEGIN:
+            return self.update_begin(body)
+        if ftype == frame.FW_CHUNK:
+            return self.update_chunk(body)
+        if ftype == frame.FW_COMMIT:
+            return self.update_commit(now_ms)
         return False
+
+    def update_begin(self, body: bytes) -> bool:
+        if len(body) < 37:
+            return False
+        size = int.from_bytes(body[0:4], "big")
+        try:
+            version = body[36:].decode()
+        except UnicodeError:
+            return False
+        if not version or not self.firmware.begin(size):
+            self.update = None
+            return False
+        self.update = [size, bytes(body[4:36]), version, 0, hashlib.sha256()]
+        return True
+
+    def update_chunk(self, body: bytes) -> bool:
+        update = self.update
+        if update is None or len(body) < 5 or int.from_bytes(body[0:4], "big") != update[3]:
+            return False  # no update begun, or a chunk out of order
+        data = body[4:]
+        if update[3] + len(data) > update[0] or not self.firmware.append(data):
+            self.update = None
+            return False
+        update[4].update(data)
+        update[3] += len(data)
+        return True
+
+    def update_commit(self, now_ms: int) -> bool:
+        update, self.update = self.update, None
+        if update is None or update[3] != update[0] or update[4].digest() != update[1]:
+            return False  # incomplete or altered on the way: the running firmware stays
+        if not self.firmware.commit(update[2]):
+            return False
+        self.restart_at = now_ms + RESTART_DELAY_MS
+        return True

@@ -27,6 +27,12 @@ SHOW = const(0x01)  # seq, tone, UTF-8 lines joined by "\n"
 BEEP = const(0x02)  # seq, tone
 LED = const(0x03)  # seq, colour
 PING = const(0x04)  # seq
+# a firmware update, pushed by the terminal (core.Board, fwimage): the image's size and
+# SHA-256 first, then its bytes in order, then a commit that the board checks before use
+FW_BEGIN = const(0x05)  # seq, size (4 bytes, big-endian), sha256 (32 bytes), version (ASCII)
+FW_CHUNK = const(0x06)  # seq, offset (4 bytes, big-endian), bytes
+FW_COMMIT = const(0x07)  # seq
+FW_CHUNK_BYTES = const(240)  # bytes per chunk: MAX_PAYLOAD less the seq and the offset
 # board -> terminal
 ACK = const(0x81)  # seq, status
 KEY = const(0x82)  # one key: b"0".."9", b"*", b"#"

@@ -1,7 +1,8 @@
 """Wiring and main loop on the RP2040 (the device's own ``main.py`` runs ``run()``).
 
 Pins: HMI screen on UART0 (GP0 TX, GP1 RX, 115200 baud); keypad rows GP2–GP5, columns
-GP6–GP9; buzzer PWM on GP15; LEDs green GP16, red GP17.
+GP6–GP9; buzzer PWM on GP15; LEDs green GP16, red GP17. Firmware updates are staged and
+installed on the board's flash (:mod:`~hardware.board.flash`).
 """
 
 import time
@@ -10,6 +11,7 @@ from machine import PWM, UART, Pin
 
 from .buzzer import Buzzer
 from .core import Board
+from .flash import FlashFirmware
 from .hmi import Hmi
 from .led import Led
 from .matrix import MatrixKeypad
@@ -23,6 +25,7 @@ def build() -> Board:
         MatrixKeypad([Pin(n) for n in (2, 3, 4, 5)], [Pin(n) for n in (6, 7, 8, 9)]),
         Buzzer(PWM(Pin(15))),
         Led(Pin(16, Pin.OUT), Pin(17, Pin.OUT)),
+        FlashFirmware(),
     )
 
 

@@ -25,6 +25,7 @@ from server.api import (
     cards,
     ecny,
     faces,
+    fleet,
     funds,
     health,
     holders,
@@ -69,6 +70,8 @@ def register(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(health.meta)
     app.register_blueprint(terminals.bp)
+    app.register_blueprint(fleet.bp)
+    app.register_blueprint(fleet.metrics_bp)
     app.register_blueprint(units.bp)
     app.register_blueprint(canteens.bp)
     app.register_blueprint(canteens.directory_bp)
@@ -97,10 +100,13 @@ def register(app: Flask) -> None:
             ]
         return jsonify(body), exc.http_status
 
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException):  # noqa: ANN202
-        status = exc.code or 500
-        code = {404: "not_found", 405: "invalid_input", 401: "unauthenticated", 403: "forbidden"}.get(
-            status, "internal_error" if status >= 500 else "invalid_input"
-        )
-        return jsonify(error_body(code, exc.description or exc.name, _language())), status
+    app.register_error_handler(HTTPException, http_error)
+
+
+def http_error(exc: HTTPException):  # noqa: ANN201
+    """An HTTP error (404, 405, 500 …) as the API's JSON refusal."""
+    status = exc.code or 500
+    code = {404: "not_found", 405: "invalid_input", 401: "unauthenticated", 403: "forbidden"}.get(
+        status, "internal_error" if status >= 500 else "invalid_input"
+    )
+    return jsonify(error_body(code, exc.description or exc.name, _language())), status

@@ -55,6 +55,8 @@ CONFIG = {
         "items": {"type": "object", "additionalProperties": ITEM},
         "allow_uid_only": {"type": "boolean"},
         "risk": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "allow_typed_amount": {"type": "boolean", "description": "the cashier may type a shop amount"},
+        "max_typed_amount_fen": {"type": ["integer", "null"], "minimum": 1, "description": "its cap"},
     },
 }
 DETAILS = {

@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from server.api.params import query_int
 from server.api.spec import doc
 from server.infra.auth import public, requires
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.infra.keys import load_or_create_secret
-from server.sales import ecny
-from shared.ecny_gateway import EcnyGateway, SimulatedGateway, make_gateway
+from server.infra.ecny_flask import gateway
+from server.sales import ecny, ecny_topups
 from shared.errors import DomainError
 
 bp = Blueprint("ecny", __name__, url_prefix="/api/v1/ecny")
-
-
-def gateway() -> EcnyGateway:
-    """The configured gateway (``ECNY_GATEWAY``: default ``none``, refused with
-    ``ecny_not_configured``), or one put in ``app.extensions['ecny_gateway']`` by whoever built
-    the app (tests, the simulator). ``simulated`` must be chosen explicitly; its callbacks are
-    signed with this installation's own key (``ECNY_SIM_KEY_FILE``, made at init)."""
-    gw = current_app.extensions.get("ecny_gateway")
-    if gw is None:
-        name = str(current_app.config.get("ECNY_GATEWAY") or "none")
-        if name == "simulated":
-            key = load_or_create_secret(current_app.config["ECNY_SIM_KEY_FILE"])
-            gw = SimulatedGateway(get_clock(), merchant_key=key)
-        else:
-            try:
-                gw = make_gateway(name, get_clock())
-            except ValueError as exc:
-                raise DomainError("ecny_not_configured", str(exc)) from exc
-        if gw is None:
-            raise DomainError("ecny_not_configured", "set ECNY_GATEWAY (CANTEEN_ECNY_GATEWAY) to a gateway")
-        current_app.extensions["ecny_gateway"] = gw
-    return gw
 
 
 def _operator_may_see(canteen_id: str | None) -> None:
@@ -64,6 +41,7 @@ def notify():  # noqa: ANN201
     conn = get_db()
     with write_txn(conn):
         ecny.record_notification(conn, note, get_clock().now_ms())
+        ecny_topups.on_notification(conn, note, get_clock().now_ms())  # a diner's top-up: credit it
     return jsonify({"ok": True})
 
 

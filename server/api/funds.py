@@ -13,6 +13,7 @@ from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from server.infra.scope import require_card_access, require_holder_access, require_unit_access
 from server.registry import funds
+from server.sales.history import holder_history
 from shared.errors import DomainError
 
 bp = Blueprint("funds", __name__, url_prefix="/api/v1")
@@ -43,6 +44,22 @@ SALE = {
         "meal_period": {"type": ["string", "null"]},
         "occurred_at_ms": {"type": "integer"},
         "rated": {"type": "boolean"},
+        "method": {"type": "string"},
+        "reversed": {"type": "boolean"},
+        "reversal": {
+            "type": ["object", "null"],
+            "description": "the reversal (冲正) that gave this sale back, if any",
+            "properties": {
+                "id": {"type": "string"},
+                "terminal_id": {"type": "string"},
+                "seq": {"type": "integer"},
+                "occurred_at_ms": {"type": "integer"},
+                "amount_fen": {"type": "integer"},
+                "subsidy_fen": {"type": "integer"},
+                "self_fen": {"type": "integer"},
+                "offline": {"type": "boolean"},
+            },
+        },
     },
 }
 
@@ -137,7 +154,8 @@ def topup() -> tuple[Response, int]:
 
 @bp.get("/holders/<holder_id>/sales")
 @doc(
-    "A cardholder's sales, newest first (a diner sees their own; rate one with POST /ratings)",
+    "A cardholder's sales, newest first, each with its reversal (冲正) if any (a diner sees their own; "
+    "rate one with POST /ratings)",
     query={"limit": {"type": "integer", "minimum": 1, "maximum": 500}},
     response={"type": "array", "items": SALE},
 )
@@ -149,12 +167,4 @@ def holder_sales(holder_id: str) -> Response:
         limit = min(max(int(request.args.get("limit", "50")), 1), 500)
     except ValueError as exc:
         raise DomainError("invalid_input", "limit must be a number") from exc
-    rows = conn.execute(
-        "SELECT s.uuid, s.terminal_id, s.seq, s.canteen_id, s.amount_fen, s.subsidy_fen, s.self_fen, "
-        "s.overdraft_fen, s.kind, s.meal_period, s.occurred_at_ms, r.seq IS NOT NULL AS rated "
-        "FROM sales s "
-        "LEFT JOIN ratings r ON r.terminal_id = s.terminal_id AND r.seq = s.seq "
-        "WHERE s.holder_id = ? AND s.status = 'applied' ORDER BY s.occurred_at_ms DESC LIMIT ?",
-        (holder_id, limit),
-    ).fetchall()
-    return jsonify([{**dict(r), "rated": bool(r["rated"])} for r in rows])
+    return jsonify(holder_history(conn, holder_id, limit))

@@ -14,7 +14,7 @@ from server.infra.auth import requires
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
 from server.infra.scope import principal, require_holder_access, require_unit_access
-from server.registry import cards, leavers, pins, roster
+from server.registry import cards, leavers, name_search, pins, roster
 from server.registry.people import holder_json
 from shared.errors import DomainError
 
@@ -190,10 +190,7 @@ def update_holder(holder_id: str) -> Response:
         raise DomainError("invalid_input", f"unknown field(s) {', '.join(sorted(unknown))}")
     with write_txn(conn):
         if "name" in body:
-            name = text(body, "name") or ""
-            if len(name) > 64:
-                raise DomainError("invalid_input", "name longer than 64 characters")
-            conn.execute("UPDATE holders SET name = ? WHERE id = ?", (name, holder_id))
+            name_search.rename(conn, holder_id, text(body, "name") or "")
         if "bank_account" in body:
             leavers.set_bank_account(
                 conn,
@@ -330,14 +327,9 @@ def set_pin(holder_id: str) -> Response:
     now = get_clock().now_ms()
     wrong: DomainError | None = None
     with write_txn(conn):
-        if principal().role == "diner" and pins.has_pin(conn, holder_id):
-            old = body.get("old_pin")
-            check = pins.verify(conn, holder_id, old if isinstance(old, str) else "", now)
-            if check.result == "locked":
-                wrong = DomainError("pin_locked", "too many wrong tries")
-            elif check.result != "ok":
-                wrong = DomainError("pin_wrong", f"old_pin wrong, {check.tries_left} tries left")
-        if wrong is None:
+        if principal().role == "diner":
+            wrong = pins.set_own_pin(conn, holder_id, pin, body.get("old_pin"), now, actor_id())
+        else:
             pins.set_pin(conn, holder_id, pin, now, actor_id())
     if wrong is not None:  # raised after the txn: the failed try is kept
         raise wrong

@@ -3,13 +3,15 @@ canteens a caller may see, CSV responses."""
 
 from __future__ import annotations
 
-import sqlite3
 from urllib.parse import quote
 
 from flask import Response, request
 
 from server.books.periods import Quarter, day_bounds_ms, day_of_ms, parse_year
 from server.infra.db_flask import get_clock
+
+# canteen_filter is the scope rule (server.infra.scope), re-exported for the API's views
+from server.infra.scope import canteen_filter as canteen_filter
 from server.infra.scope import principal
 from shared.errors import DomainError
 
@@ -36,21 +38,6 @@ def day_arg() -> tuple[str, int, int]:
 
 def year_arg(value: str) -> int:
     return parse_year(value)
-
-
-def canteen_filter(conn: sqlite3.Connection) -> list[str] | None:
-    """The canteens the caller may see: None = all (admin, auditor); an operator's own
-    canteens; a clerk's own unit's canteens. Other roles see none."""
-    who = principal()
-    if who.role in ("admin", "auditor"):
-        return None
-    if who.role == "operator":
-        sql, arg = "SELECT id FROM canteens WHERE operator = ? AND operator <> ''", who.operator
-    elif who.role == "clerk":
-        sql, arg = "SELECT id FROM canteens WHERE unit_id = ?", who.unit_id
-    else:
-        raise DomainError("forbidden", "no canteens in your scope")
-    return [r[0] for r in conn.execute(sql, (arg,))]
 
 
 def unit_scope() -> str | None:

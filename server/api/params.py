@@ -12,11 +12,13 @@ from typing import Any
 
 from flask import g, request
 
+from server.infra.auth import actor_id_of, actor_of
+
+# the CSV limit is csvinput's, shared with the web console (re-exported for the API's views)
+from server.infra.csvinput import MAX_UPLOAD_BYTES as MAX_UPLOAD_BYTES
 from shared.amounts import check_fen
 from shared.errors import DomainError
 from shared.money import parse_yuan
-
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
 
 def json_body() -> dict[str, Any]:
@@ -72,16 +74,12 @@ def uploaded_file() -> bytes:
 
 def actor() -> str:
     """Who is acting, for records such as refund requests: 'admin', 'clerk:U01' …"""
-    who = g.principal
-    scope = who.unit_id or who.operator or who.holder_id
-    return f"{who.role}:{scope}" if scope else who.role
+    return actor_of(g.principal)
 
 
 def actor_id() -> str:
-    """Who is acting, down to the token: 'admin[张三]#3fa9c2d1e0b4'. Used where two people
-    must be told apart (a bank account change, the two approvals of a refund)."""
-    who = g.principal
-    return f"{actor()}" + (f"[{who.label}]" if who.label else "") + f"#{who.token_id}"
+    """Who is acting, down to the token: 'admin[张三]#3fa9c2d1e0b4' (:func:`actor_id_of`)."""
+    return actor_id_of(g.principal)
 
 
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1

@@ -6,7 +6,7 @@ overdrafts and blocked cards; the bureau and auditors see everything.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from server.api.money_common import (
     DATE_QUERY,
@@ -16,10 +16,12 @@ from server.api.money_common import (
     quarter_arg,
     unit_scope,
 )
+from server.api.params import actor_id
 from server.api.spec import doc
 from server.books import ledger
-from server.closing import reports
-from server.closing.check import all_violations, quarantine_summary
+from server.books.periods import day_bounds_ms
+from server.closing import day_closes, reports
+from server.closing.check import all_violations, quarantine_summary, record_check
 from server.infra.auth import requires
 from server.infra.db_flask import get_clock, get_db
 
@@ -111,6 +113,7 @@ def blocked_cards() -> Response:
 def check() -> Response:
     conn = get_db()
     violations = all_violations(conn)
+    record_check(conn, violations, get_clock().now_ms(), actor_id())
     return jsonify(
         {
             "ok": not violations,
@@ -119,3 +122,24 @@ def check() -> Response:
             "quarantine": quarantine_summary(conn),
         }
     )
+
+
+@bp.get("/reports/day-closes")
+@doc(
+    "Terminals' day closes (Z-reports), each compared now with the sales the server holds for "
+    "it: matched, waiting (sales not yet received) or mismatch (code day_close_mismatch, with "
+    "the differences); an operator sees their canteens'",
+    query={
+        "date": {"type": "string", "format": "date", "description": "business day; default: all"},
+        "terminal_id": {"type": "string"},
+    },
+    response={"type": "object"},
+)
+@requires("admin", "auditor", "operator")
+def day_close_report() -> Response:
+    conn = get_db()
+    day = request.args.get("date") or None
+    if day is not None:
+        day_bounds_ms(day)  # refuses what is not a date
+    terminal_id = request.args.get("terminal_id") or None
+    return jsonify(day_closes.report(conn, day, terminal_id, canteen_filter(conn)))

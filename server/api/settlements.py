@@ -23,6 +23,7 @@ from server.closing.statement_files import payout_csv, payout_lines, statement_c
 from server.infra.auth import requires
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
+from server.infra.run_once import run_once
 from shared.errors import DomainError
 
 bp = Blueprint("settlements", __name__, url_prefix="/api/v1")
@@ -127,7 +128,7 @@ def list_settlements() -> Response:
 def settle(quarter: str) -> tuple[Response, int]:
     force = flag_value(json_body(), "force")
     conn = get_db()
-    with write_txn(conn):
+    with run_once(current_app.config["DATABASE"], "settlement"), write_txn(conn):
         doc_, created = settlement.settle_quarter(
             conn, str(quarter_arg(quarter)), get_clock().now_ms(), force=force
         )
@@ -180,7 +181,7 @@ def close_year(year: str) -> tuple[Response, int]:
     force = flag_value(json_body(), "force")
     refund_to = current_app.config.get("YEAR_END_REFUND_TO", "unit")
     conn = get_db()
-    with write_txn(conn):
+    with run_once(current_app.config["DATABASE"], "clearing"), write_txn(conn):
         report, created = clearing.close_year(
             conn, year_arg(year), get_clock().now_ms(), refund_to=refund_to, force=force
         )

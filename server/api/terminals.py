@@ -1,21 +1,24 @@
-"""Terminals: provisioning (admin), what a terminal downloads (snapshot, deltas), and the
-online PIN check for a sale above the no-PIN limit."""
+"""Terminals: provisioning (admin), what a terminal downloads (snapshot, deltas, an offered
+update bundle), the online PIN check for a sale above the no-PIN limit, and the operator's
+day close."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
 
 from server.api.params import json_body, query_int
 from server.api.spec import doc
+from server.closing import day_closes
 from server.downstream.deltas import deltas_since
 from server.downstream.snapshot import build_snapshot
 from server.infra.auth import requires, requires_terminal
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.registry import broker_users, pins, terminals
+from server.registry import broker_users, pins, terminals, updates
 from shared.errors import DomainError
 from shared.protocol import DELTA_PAGE_SIZE, seal_server
 from shared.protocol.messages import MAX_SALE_FEN
@@ -30,6 +33,7 @@ CREDENTIALS = {
         "canteen_id": {"type": "string"},
         "secret_hex": {"type": "string"},
         "server_public_key": {"type": "string"},
+        "release_public_key": {"type": "string", "description": "pinned for signed updates, when one exists"},
     },
 }
 
@@ -57,9 +61,10 @@ def provision():  # noqa: ANN201
         creds = terminals.provision(
             conn, canteen_id, get_clock().now_ms(), key.public_hex, body.get("terminal_id")
         )
-    # the broker learns the new user once it re-reads its files (SIGHUP)
-    broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(current_app.config))
-    return jsonify(creds.to_json()), 201
+    # the broker learns the new user once it re-reads its files (MQTT_RELOAD_COMMAND, or SIGHUP)
+    broker_users.apply(conn, current_app.config)
+    release = updates.release_public_key(current_app.config["RELEASE_PUBLIC_KEY_FILE"])
+    return jsonify({**creds.to_json(), **({"release_public_key": release} if release else {})}), 201
 
 
 @bp.get("/<terminal_id>/snapshot")
@@ -94,6 +99,17 @@ def deltas(terminal_id: str) -> Response:
     ]
     body = "[" + ",".join(items) + "]"
     return Response(body, mimetype="application/json")
+
+
+@bp.get("/<terminal_id>/updates/<bundle>")
+@doc("An update bundle offered to this terminal, `<kind>-<version>` (terminal-signed request)")
+@requires_terminal
+def update_bundle(terminal_id: str, bundle: str) -> Response:
+    """The bundle's bytes as signed by the release key; the terminal checks them itself."""
+    if g.principal.terminal_id != terminal_id:
+        raise DomainError("terminal_mismatch", "a terminal may only fetch its own updates")
+    path = updates.bundle_for(get_db(), current_app.config["UPDATES_DIR"], terminal_id, bundle)
+    return send_file(path, mimetype="application/x-tar", max_age=0)
 
 
 PIN_CHECK_RESULT = {
@@ -133,11 +149,7 @@ def pin_check(terminal_id: str) -> Response:
     locked (until when), not_set; the card's own state first. The PIN is never logged."""
     if g.principal.terminal_id != terminal_id:
         raise DomainError("terminal_mismatch", "a terminal may only check PINs for itself")
-    raw = request.get_data()
-    claimed = request.args.get("body", "")
-    if not claimed.isascii() or not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), claimed):
-        raise DomainError("bad_signature", "the body does not match the signed body hash")
-    body = json_body()
+    body = _signed_json_body()
     card_id, pin, amount = body.get("card_id"), body.get("pin"), body.get("amount_fen")
     if (
         set(body) != {"card_id", "pin", "amount_fen"}
@@ -171,3 +183,45 @@ def pin_check(terminal_id: str) -> Response:
     return jsonify(
         {"result": "ok", "approval_id": approval.approval_id, "expires_at_ms": approval.expires_at_ms}
     )
+
+
+def _signed_json_body() -> dict[str, Any]:
+    """The JSON body of a terminal-signed request whose query names the body's SHA-256
+    (``body=<hex>``), so the request signature covers the body too."""
+    raw = request.get_data()
+    claimed = request.args.get("body", "")
+    if not claimed.isascii() or not hmac.compare_digest(hashlib.sha256(raw).hexdigest(), claimed):
+        raise DomainError("bad_signature", "the body does not match the signed body hash")
+    return json_body()
+
+
+DAY_CLOSE_RESULT = {
+    "type": "object",
+    "properties": {
+        "number": {"type": "integer"},
+        "status": {"type": "string", "enum": list(day_closes.STATUSES)},
+        "code": {"type": ["string", "null"], "description": "day_close_mismatch when the figures differ"},
+        "missing": {"type": "integer", "description": "sales of the range the server has not received"},
+        "differences": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+@bp.post("/<terminal_id>/day-closes")
+@doc(
+    "Send the operator's day close (Z-report) of this terminal; the server keeps it once per "
+    "number and compares it with the sales it holds (terminal-signed request; the query names "
+    "the body's SHA-256, `body=<hex>`)",
+    request={"type": "object", "required": ["number", "seq_from", "seq_to", "sales"]},
+    query={"body": {"type": "string"}},
+    response=DAY_CLOSE_RESULT,
+)
+@requires_terminal
+def day_close(terminal_id: str) -> Response:
+    if g.principal.terminal_id != terminal_id:
+        raise DomainError("terminal_mismatch", "a terminal may only send its own day closes")
+    body = _signed_json_body()
+    conn = get_db()
+    with write_txn(conn):
+        answer = day_closes.receive(conn, terminal_id, body, get_clock().now_ms())
+    return jsonify(answer)

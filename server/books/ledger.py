@@ -39,6 +39,7 @@ Account ids (one function each, nobody formats them by hand):
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -78,6 +79,11 @@ def unit_refund(unit_id: str) -> str:
     return f"refund:unit:{unit_id}"
 
 
+def year_end_refund(refund_to: str, unit_id: str) -> str:
+    """Where a year's cleared subsidy goes: the paying unit's refund, or city finance."""
+    return unit_refund(unit_id) if refund_to == "unit" else CITY_FINANCE_REFUND
+
+
 def purse_id_sql(holder_expr: str, purse: str, year_expr: str | None = None) -> str:
     """SQL expression for the id of a holder's purse (``purse``: 'subsidy' with
     ``year_expr``, or 'self'), for queries that join holders to their purses;
@@ -87,6 +93,14 @@ def purse_id_sql(holder_expr: str, purse: str, year_expr: str | None = None) -> 
     if purse == "subsidy" and year_expr is not None:
         return f"('holder:' || {holder_expr} || ':subsidy:' || printf('%04d', {year_expr}))"
     raise ValueError(purse)
+
+
+def self_purse_holder_sql(account_expr: str) -> str:
+    """SQL expression for the holder of a self purse, from its id (the inverse of
+    :func:`self_purse`): lets a query that starts from accounts (an index on their balances)
+    find the holder by the holders' primary key."""
+    head, tail = self_purse("\0").split("\0")
+    return f"substr({account_expr}, {len(head) + 1}, length({account_expr}) - {len(head) + len(tail)})"
 
 
 def is_subsidy_purse_sql(account_expr: str, holder_expr: str) -> str:
@@ -196,10 +210,14 @@ def post(
     """Record one txn with its entries and update the balances. Call inside a write txn.
 
     Moves of zero are skipped (a purse that paid nothing); a negative or non-int amount is a
-    programming error and raises before anything is written. An amount, or a resulting
-    balance, outside the range the wire carries (:mod:`shared.amounts`) is refused with
-    ``amount_out_of_range``, also before anything is written. ``accounts`` (optional) lets a
-    busy writer skip creating accounts it already knows exist (see :class:`AccountCache`).
+    programming error and raises before anything is written. An amount outside the range the
+    wire carries (:mod:`shared.amounts`) is refused with ``amount_out_of_range`` before
+    anything is written; a resulting balance outside it is refused the same way once the
+    balances moved, and the write transaction rolls back (nothing of the txn stays).
+    Balances move in place (``balance_fen = balance_fen + delta``, one statement): no
+    balance is read and written back, so no other writer's change can be lost in between,
+    whatever the database. ``accounts`` (optional) lets a busy writer skip creating accounts
+    it already knows exist (see :class:`AccountCache`).
     """
     moves = [m for m in moves if m.amount_fen != 0]
     for m in moves:
@@ -212,12 +230,12 @@ def post(
     for m in moves:
         delta[m.source] = delta.get(m.source, 0) - m.amount_fen
         delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
-    for account, old in balances(conn, [a for a, d in delta.items() if d]).items():
-        check_balance(account, old, old + delta[account])
-    cur = conn.execute(
-        "INSERT INTO txns(kind, ref, at_ms, memo) VALUES (?, ?, ?, ?)", (kind, ref, at_ms, memo)
+    txn_id = int(
+        conn.execute(
+            "INSERT INTO txns(kind, ref, at_ms, memo) VALUES (?, ?, ?, ?) RETURNING id",
+            (kind, ref, at_ms, memo),
+        ).fetchone()[0]
     )
-    txn_id = int(cur.lastrowid or 0)
     if not moves:
         return txn_id
     touched = {a for m in moves for a in (m.source, m.dest)}
@@ -233,11 +251,22 @@ def post(
         "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",
         [(txn_id, m.source, m.dest, m.amount_fen) for m in moves],
     )
-    conn.executemany(
-        "UPDATE accounts SET balance_fen = balance_fen + ? WHERE id = ?",
-        [(d, a) for a, d in delta.items() if d],
-    )
+    changed = sorted((a, d) for a, d in delta.items() if d)
+    if changed:
+        for account, new in conn.execute(_move_balances_sql(len(changed)), [x for ad in changed for x in ad]):
+            check_balance(account, int(new) - delta[account], int(new))
     return txn_id
+
+
+@functools.lru_cache(maxsize=16)
+def _move_balances_sql(n: int) -> str:
+    """One UPDATE adding each (account, delta) pair to its balance, returning the new ones."""
+    pairs = ", ".join(["(?, ?)"] * n)
+    return (
+        "UPDATE accounts SET balance_fen = accounts.balance_fen + v.column2 "
+        f"FROM (VALUES {pairs}) AS v WHERE accounts.id = v.column1 "
+        "RETURNING accounts.id, accounts.balance_fen"
+    )
 
 
 def subsidy_by_year(conn: sqlite3.Connection, holder_id: str) -> dict[int, int]:

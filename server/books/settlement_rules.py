@@ -17,6 +17,9 @@ Quarterly settlement of one canteen (结算, 第十二条, 方案 三.3):
 Late sales (dated in a closed quarter) come as *adjustment lines*; each line is withheld
 at the pay percentage of the quarter it belongs to, and the fee is taken once, on the
 statement's whole settlement amount. Always ``gross + adjustments = withheld + fee + net``.
+A reversal (冲正) of a sale in a closed quarter is a *negative* line: its withholding is the
+mirror of its sale's (rounding is symmetric about zero), and a statement whose negative
+lines outweigh its sales settles negative — the operator gives back what it was paid.
 
 Year-end clearing (年末清零) — see :func:`attribute` and :func:`take_in_order` (what is
 cleared is the year's subsidy purse: :mod:`server.closing.clearing`). Rounding goes
@@ -98,7 +101,8 @@ def fee_fen(settlement_fen: int, self_operated: bool) -> int:
 
 @dataclass(frozen=True)
 class Adjustment:
-    """A late line: ``amount_fen`` of sales dated in an earlier, closed quarter."""
+    """A late line: ``amount_fen`` of sales dated in an earlier, closed quarter (negative:
+    reversals of such sales)."""
 
     amount_fen: int
     pay_pct: int
@@ -118,8 +122,8 @@ class Figures:
 
 def settle(gross_fen: int, pct: int, adjustments: Sequence[Adjustment], self_operated: bool) -> Figures:
     """The figures of one canteen's statement (see the module docstring)."""
-    if gross_fen < 0 or any(a.amount_fen < 0 for a in adjustments):
-        raise ValueError("sales amounts are never negative")
+    if gross_fen < 0:
+        raise ValueError("a quarter's gross is never negative")
     withheld_gross = withholding_fen(gross_fen, pct)
     withheld_adj = tuple(withholding_fen(a.amount_fen, a.pay_pct) for a in adjustments)
     adjustments_fen = sum(a.amount_fen for a in adjustments)

@@ -20,6 +20,7 @@ from server.cli.output import AMOUNT_SETTINGS, JSON_OPTION, emit, yuan
 from server.closing import clearing, quality, reports, settlement
 from server.closing.statement_files import payout_csv, statement_csv
 from server.infra.db import write_txn
+from server.infra.run_once import run_once
 from server.registry import funds, operators
 from server.sales import quarantine
 from shared.errors import DomainError, message
@@ -100,7 +101,7 @@ def settle(
 ) -> None:
     """Settle QUARTER (e.g. 2026Q1) for every canteen; settling again shows the stored result."""
     conn = _db(obj)
-    with write_txn(conn):
+    with run_once(obj.app.config["DATABASE"], "settlement"), write_txn(conn):
         doc, created = settlement.settle_quarter(conn, quarter, _now(obj), force=force)
     if csv_path:
         csv_path.write_text(statement_csv(doc), encoding="utf-8")
@@ -148,7 +149,7 @@ def close_year(obj: Any, year: str, force: bool, refund_to: str | None, as_json:
     good); --force records it anyway."""
     conn = _db(obj)
     target = refund_to or obj.app.config.get("YEAR_END_REFUND_TO", "unit")
-    with write_txn(conn):
+    with run_once(obj.app.config["DATABASE"], "clearing"), write_txn(conn):
         report, created = clearing.close_year(conn, year, _now(obj), refund_to=target, force=force)
         if created and not force and not report["units"]:  # rolled back with the transaction
             raise DomainError(
@@ -300,55 +301,6 @@ def matrix(obj: Any, quarter: str | None, quarter_opt: str | None, as_json: bool
     ]
     cross = data["cross_unit"]
     lines.append(f"跨单位 cross-unit (*): {cross['count']} 笔 {format_fen(cross['amount_fen'])}")
-    emit(data, as_json, lines)
-
-
-@report.command("shop")
-@quarter_argument
-@click.option("--date", "day", default=None, help="One Beijing date YYYY-MM-DD instead of a quarter.")
-@click.option("--canteen", "canteen_id", default=None, help="Only this canteen.")
-@click.option(
-    "--csv",
-    "csv_file",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Also write the report as CSV (UTF-8 with BOM, formula-safe) to FILE.",
-)
-@JSON_OPTION
-@click.pass_obj
-def shop_report(
-    obj: Any,
-    quarter: str | None,
-    quarter_opt: str | None,
-    day: str | None,
-    canteen_id: str | None,
-    csv_file: str | None,
-    as_json: bool,
-) -> None:
-    """Shop sales by item per canteen: for QUARTER (default: this quarter) or one --date."""
-    if day is not None and (quarter or quarter_opt):
-        raise click.UsageError("give a QUARTER or --date, not both")
-    if day is not None:
-        start, end = day_bounds_ms(day)
-        period = day
-    else:
-        q = _quarter(obj, quarter, quarter_opt)
-        start, end, period = q.start_ms, q.end_ms, str(q)
-    conn = _db(obj)
-    if (
-        canteen_id is not None
-        and conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None
-    ):
-        raise DomainError("unknown_canteen", canteen_id)
-    data = {"period": period, **reports.shop_sales(conn, start, end, canteen_id)}
-    if csv_file is not None:
-        Path(csv_file).write_text(reports.shop_sales_csv(data), encoding="utf-8", newline="")
-    lines = [f"小卖部商品销售 shop sales by item {period}"] + [
-        f"  {r['canteen_id']} {r['canteen_name']} {r['sku']} {r['name']}: {r['qty']} 件 "
-        f"{format_fen(r['amount_fen'])} ({r['sales']} 笔)"
-        for r in data["items"]
-    ]
-    lines.append(f"合计 total: {data['totals']['qty']} 件 {format_fen(data['totals']['amount_fen'])}")
     emit(data, as_json, lines)
 
 

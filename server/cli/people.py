@@ -15,8 +15,10 @@ from server.cli.output import JSON_OPTION, emit
 from server.cli.registry import now_ms, read_file, run_import
 from server.infra.db import write_txn
 from server.registry import cards, leavers, pins, roster
+from server.registry.canteen_config import MEAL_NAMES_ZH
 from server.registry.holders import holder_change
 from server.registry.people import find_holders, get_holder, holder_json, resolve_holder
+from server.sales.history import holder_history
 from shared.clock import china_datetime
 from shared.money import format_fen
 
@@ -109,6 +111,35 @@ def _found_line(h: dict[str, Any]) -> str:
     )
     status = "在职 active" if h["status"] == "active" else "离职 left"
     return f"{h['id']}\t{h['name']}\t{h['unit_id']}/{h['staff_no']}\t{status}\t卡 cards {cards_text or '-'}"
+
+
+@holder.command("history")
+@click.argument("holder")
+@click.option("--unit", "unit_id", default=None, help="The unit, when a 工号 is used in several.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 500), help="How many sales.")
+@JSON_OPTION
+@click.pass_obj
+def holder_history_cmd(obj: Any, holder: str, unit_id: str | None, limit: int, as_json: bool) -> None:
+    """A cardholder's sales (消费记录), newest first, with each reversal (冲正) under the
+    sale it gave back. HOLDER: holder id, card number or 工号."""
+    conn = obj.db()
+    data = holder_history(conn, resolve_holder(conn, holder, unit_id)["id"], limit)
+    lines = []
+    for s in data:
+        what = MEAL_NAMES_ZH.get(s["meal_period"] or "", "超市") if s["kind"] == "meal" else "超市"
+        lines.append(
+            f"{china_datetime(s['occurred_at_ms']):%Y-%m-%d %H:%M}  {s['canteen_id']}  {what}  "
+            f"{format_fen(s['amount_fen'])}  补贴 subsidy {format_fen(s['subsidy_fen'])}  "
+            f"自费 self {format_fen(s['self_fen'])}  {s['terminal_id']}/{s['seq']}"
+        )
+        r = s["reversal"]
+        if r is not None:
+            lines.append(
+                f"    已冲正 reversed {china_datetime(r['occurred_at_ms']):%H:%M}  "
+                f"+{format_fen(r['amount_fen'])}  (补贴 {format_fen(r['subsidy_fen'])} / "
+                f"自费 {format_fen(r['self_fen'])})  {r['id']}"
+            )
+    emit(data, as_json, lines or "(无消费 no sales)")
 
 
 @holder.command("find")

@@ -284,6 +284,23 @@ def canteen_show(obj: Any, canteen_id: str) -> None:
     "--no-meal", "no_meals", multiple=True, type=click.Choice(list(MEAL_PERIODS)), help="Stop serving a meal."
 )
 @click.option("--meal-limit", type=int, default=None, help="Meals per person per period.")
+@click.option(
+    "--typed-amount/--no-typed-amount",
+    "typed_amount",
+    default=None,
+    help="The shop cashier may (not) type a free amount (自由金额) on the keypad.",
+)
+@click.option(
+    "--typed-amount-cap",
+    default=None,
+    help="The most a typed amount may be, yuan (e.g. 50); 'none' removes the cap.",
+)
+@click.option(
+    "--reversal-window",
+    type=int,
+    default=None,
+    help="Minutes after a sale its terminal may reverse it (冲正; same day only; default 10, 0 = off).",
+)
 @JSON_OPTION
 @click.pass_obj
 def canteen_set(
@@ -292,15 +309,25 @@ def canteen_set(
     meals: tuple[str, ...],
     no_meals: tuple[str, ...],
     meal_limit: int | None,
+    typed_amount: bool | None,
+    typed_amount_cap: str | None,
+    reversal_window: int | None,
     as_json: bool,
     **details: Any,
 ) -> None:
     """Change a canteen's details or rules; terminals get the new rules at once."""
     config: dict[str, Any] = {}
+    if reversal_window is not None:
+        config["reversal_window_minutes"] = reversal_window
     if meals or no_meals:
         config["meals"] = {**dict(parse_meal(s) for s in meals), **dict.fromkeys(no_meals)}
     if meal_limit is not None:
         config["meal_limit"] = meal_limit
+    if typed_amount is not None:
+        config["allow_typed_amount"] = typed_amount
+    if typed_amount_cap is not None:
+        cap = typed_amount_cap.strip().lower()
+        config["max_typed_amount_fen"] = None if cap == "none" else yuan(typed_amount_cap)
     conn = obj.db()
     with write_txn(conn):
         row = canteens.update(
@@ -369,6 +396,42 @@ def item_remove(obj: Any, canteen_id: str, sku: str) -> None:
     with write_txn(conn):
         canteens.remove_item(conn, canteen_id, sku, now_ms())
     click.echo(f"{sku} removed")
+
+
+@canteen.command("operator-set")
+@click.argument("canteen_id")
+@click.argument("card")
+@click.option("--name", required=True, help="The operator's name, shown on the terminal (操作员).")
+@click.pass_obj
+def operator_set(obj: Any, canteen_id: str, card: str, name: str) -> None:
+    """Let the operator card CARD reverse sales (冲正) at the canteen's terminals, with a
+    6-digit operator PIN typed twice at the prompt (never shown; only a salted hash is
+    kept and sent to the terminals, which check it offline). Again for a new PIN."""
+    pin = click.prompt(
+        "操作员密码（6位数字）operator PIN",
+        hide_input=True,
+        confirmation_prompt="再次输入 repeat",
+        prompt_suffix=": ",
+    )
+    conn = obj.db()
+    with write_txn(conn):
+        canteens.update(conn, canteen_id, now_ms(), config={"operators": {card: {"name": name, "pin": pin}}})
+    click.echo(f"{canteen_id}: 操作员 operator {card} {name} 已设置 set")
+
+
+@canteen.command("operator-remove")
+@click.argument("canteen_id")
+@click.argument("card")
+@click.pass_obj
+def operator_remove(obj: Any, canteen_id: str, card: str) -> None:
+    """The operator card CARD may no longer reverse sales at the canteen's terminals."""
+    conn = obj.db()
+    with write_txn(conn):
+        row = canteens.get(conn, canteen_id)
+        if card not in json.loads(row["config_json"]).get("operators", {}):
+            raise DomainError("not_found", f"operator {card} of {canteen_id}")
+        canteens.update(conn, canteen_id, now_ms(), config={"operators": {card: None}})
+    click.echo(f"{canteen_id}: 操作员 operator {card} 已移除 removed")
 
 
 @click.command("directory")

@@ -7,7 +7,6 @@ invariant is violated. Every command has ``--help``; reporting commands take ``-
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
 import sys
@@ -18,23 +17,44 @@ import click
 
 from server.app import create_app, default_home, write_config_template
 from server.books import ledger
-from server.cli import ecny, faces, limits, money, people, qr, registry, tokens
+from server.cli import (
+    backup,
+    database,
+    ecny,
+    faces,
+    limits,
+    money,
+    people,
+    qr,
+    registry,
+    shop_reports,
+    tokens,
+    trace,
+    updates,
+    users,
+)
+from server.cli import fleet as fleet_cli
+from server.cli.nats_config import nats_config
 from server.cli.output import JSON_OPTION, emit
-from server.closing.check import all_violations, quarantine_summary
+from server.closing.check import all_violations, quarantine_summary, record_check, reversal_summary
+from server.infra import access_log
 from server.infra import public_url as public_url_config
 from server.infra.auth import create_token
-from server.infra.db import open_db, write_txn
+from server.infra.db import open_db, shown, write_txn
 from server.infra.keys import load_or_create_secret
-from server.registry import broker_users
-from server.registry.terminals import fleet, provision, revoke
+from server.registry import broker_users, enrolment, rotation
+from server.registry.terminals import fleet, provision
+from server.registry.updates import release_public_key
 from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
 from shared.errors import DomainError
+from shared.log_setup import configure as configure_logging
 from shared.money import format_fen
 from shared.mqtt import redacted_url
 from shared.private_files import write_private
+from shared.sd_notify import Watchdog, notify
 
 
 class Ctx:
@@ -112,7 +132,7 @@ def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
         )
     data = {
         "home": obj.home,
-        "database": obj.app.config["DATABASE"],
+        "database": shown(obj.app.config["DATABASE"]),
         "config": os.path.join(obj.home, "server", "config.py"),
         "config_created": config_path is not None,
         "public_url": obj.app.config.get("PUBLIC_URL") or None,
@@ -140,10 +160,20 @@ def init(obj: Ctx, public_url: str | None, as_json: bool) -> None:
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
+@click.option(
+    "--log-json/--no-log-json",
+    envvar="CANTEEN_LOG_JSON",
+    default=False,
+    help="Logs as one JSON object per line (request ids, sale ids) on stderr; env CANTEEN_LOG_JSON=1.",
+)
+@click.option("--log-level", envvar="CANTEEN_LOG_LEVEL", default="INFO", show_default=True)
 @click.pass_obj
-def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
-    """Run the HTTP API, the MQTT ingest worker and the delta publisher until Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def run(obj: Ctx, broker_url: str, host: str, port: int, log_json: bool, log_level: str) -> None:
+    """Run the HTTP API, the MQTT ingest worker and the delta publisher until Ctrl-C.
+
+    Under systemd (Type=notify) it says READY once serving and pings the watchdog while its
+    workers live (deploy/systemd/canteen-server.service)."""
+    configure_logging(log_level, json_lines=log_json, filters=[access_log.RequestIdFilter()])
     broker = None
     if not broker_url:
         broker = EmbeddedBroker(1883).start()
@@ -151,12 +181,16 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
         click.echo(f"embedded MQTT broker on {broker_url}")
     service = ServerService(broker_url, app=obj.app, http_host=host, http_port=port).start()
     click.echo(f"server: {service.base_url}  broker: {redacted_url(broker_url)}")  # no password
+    notify("READY=1")
+    watchdog = Watchdog(service.healthy).start()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
         done.wait()
     except KeyboardInterrupt:
         pass
+    notify("STOPPING=1")
+    watchdog.stop()
     service.stop()
     if broker is not None:
         broker.stop()
@@ -166,27 +200,74 @@ def run(obj: Ctx, broker_url: str, host: str, port: int) -> None:
 @click.argument("canteen_id")
 @click.option("--id", "terminal_id", default=None, help="Terminal id (default: next T####).")
 @click.option("--broker", "broker_url", default="mqtt://127.0.0.1:1883", show_default=True)
-@click.option("--server-url", default="http://127.0.0.1:8080", show_default=True)
+@click.option(
+    "--server-url",
+    default=None,
+    help="The server as the terminal reaches it (default: the address it enrols through; "
+    "with --with-secret: http://127.0.0.1:8080).",
+)
+@click.option(
+    "--with-secret",
+    is_flag=True,
+    help="The old way, for a laptop or a test: register the terminal now and print its config "
+    "with its secret (or write it with --out) instead of an enrolment code.",
+)
 @click.option(
     "--out",
     "out_path",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Write the config to this file, mode 0600 (recommended: it holds the terminal's secret).",
+    help="With --with-secret: write the config to this file, mode 0600.",
 )
+@JSON_OPTION
 @click.pass_obj
 def provision_terminal(
     obj: Ctx,
     canteen_id: str,
     terminal_id: str | None,
     broker_url: str,
-    server_url: str,
+    server_url: str | None,
+    with_secret: bool,
+    out_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Issue a one-time enrolment code for a new terminal of a canteen (注册码).
+
+    On the terminal: canteen-terminal enrol --server https://… CODE (within 24 hours; the
+    code works once). --with-secret registers it at once and hands out its secret instead
+    (to stdout for a pipe, or --out FILE, mode 0600)."""
+    if out_path is not None and not with_secret:
+        raise click.UsageError("--out 仅与 --with-secret 一起使用 (--out needs --with-secret)")
+    if with_secret:
+        _provision_with_secret(obj, canteen_id, terminal_id, broker_url, server_url, out_path)
+        return
+    conn = obj.db()
+    now = SystemClock().now_ms()
+    with write_txn(conn):
+        issued = enrolment.issue(
+            conn, canteen_id, now, broker_url=broker_url, server_url=server_url or "", terminal_id=terminal_id
+        )
+    expires = china_datetime(issued.expires_at_ms).strftime("%Y-%m-%d %H:%M")
+    emit(
+        issued.to_json(),
+        as_json,
+        [
+            f"终端 terminal {issued.terminal_id} · 食堂 canteen {issued.canteen_id}",
+            f"注册码 enrolment code: {issued.code}",
+            f"有效期至 valid until {expires}（一次有效 one use）",
+            f"在终端上 on the terminal: canteen-terminal enrol --server <https://server> {issued.code}",
+        ],
+    )
+
+
+def _provision_with_secret(
+    obj: Ctx,
+    canteen_id: str,
+    terminal_id: str | None,
+    broker_url: str,
+    server_url: str | None,
     out_path: Path | None,
 ) -> None:
-    """Register a terminal for a canteen and write its config (JSON, with its secret).
-
-    With ``--out FILE`` the config goes to FILE, readable by its owner only; without it, to
-    stdout (for a pipe — a shell redirect would create a file others may read)."""
     if out_path is not None:
         # before provisioning: a folder that does not exist yet (/etc/canteen on a fresh Pi)
         # must not leave a terminal registered whose secret was never written anywhere
@@ -196,7 +277,16 @@ def provision_terminal(
     with write_txn(conn):
         creds = provision(conn, canteen_id, SystemClock().now_ms(), key.public_hex, terminal_id)
     _sync_broker(obj, conn)
-    config = json.dumps({**creds.to_json(), "broker_url": broker_url, "server_url": server_url}, indent=2)
+    release = release_public_key(obj.app.config["RELEASE_PUBLIC_KEY_FILE"])  # pinned for signed updates
+    config = json.dumps(
+        {
+            **creds.to_json(),
+            "broker_url": broker_url,
+            "server_url": server_url or "http://127.0.0.1:8080",
+            **({"release_public_key": release} if release else {}),
+        },
+        indent=2,
+    )
     if out_path is None:
         click.echo(config)
         click.echo(
@@ -213,13 +303,45 @@ def provision_terminal(
 @click.argument("terminal_id")
 @click.pass_obj
 def revoke_terminal(obj: Ctx, terminal_id: str) -> None:
-    """Take a terminal out of service: remove its broker user and ACL lines; from now on the
-    server refuses its requests and its sales dated from now on."""
+    """Take a terminal out of service: remove its broker user and ACL lines (and reload the
+    broker when MQTT_RELOAD_COMMAND is set); from now on the server refuses its requests and
+    its sales dated from now on. An enrolment code still waiting for it is cancelled."""
     conn = obj.db()
     with write_txn(conn):
-        revoke(conn, terminal_id, SystemClock().now_ms())
+        done = enrolment.retire(conn, terminal_id, SystemClock().now_ms())
     _sync_broker(obj, conn)
-    click.echo(f"终端已停用 terminal revoked: {terminal_id}")
+    if done == "cancelled":
+        click.echo(f"注册码已作废 enrolment code cancelled: {terminal_id}")
+    else:
+        click.echo(f"终端已停用 terminal revoked: {terminal_id}")
+
+
+@main.command("rotate-terminal")
+@click.argument("terminal_id")
+@JSON_OPTION
+@click.pass_obj
+def rotate_terminal(obj: Ctx, terminal_id: str, as_json: bool) -> None:
+    """Rotate a terminal's key (HMAC secret and broker password) without losing unsent sales.
+
+    The running server offers the terminal its next key (sealed under the current one) at
+    its next heartbeat; the terminal switches, the server then makes the new key current,
+    accepts the old one 72 hours more for sales already on their way, and rewrites the
+    broker's password file. A key that may be stolen is not rotated but revoked."""
+    conn = obj.db()
+    with write_txn(conn):
+        started = rotation.start(conn, terminal_id, SystemClock().now_ms())
+    data = {
+        "terminal_id": started.terminal_id,
+        "current_key_id": started.current_key_id,
+        "next_key_id": started.next_key_id,
+    }
+    emit(
+        data,
+        as_json,
+        f"终端 {terminal_id} 密钥更换已开始 key rotation started: "
+        f"{started.current_key_id} → {started.next_key_id}"
+        "（终端下次心跳时取得新密钥 the terminal takes it at its next heartbeat）",
+    )
 
 
 def _broker_files(obj: Ctx) -> broker_users.BrokerFiles:
@@ -227,11 +349,15 @@ def _broker_files(obj: Ctx) -> broker_users.BrokerFiles:
 
 
 def _sync_broker(obj: Ctx, conn) -> None:  # noqa: ANN001
-    """Rewrite the broker's password and ACL files; say (on stderr) how to reload them."""
+    """Rewrite the broker's password and ACL files and reload the broker when
+    MQTT_RELOAD_COMMAND is set; else say (on stderr) how to reload them."""
     files = _broker_files(obj)
-    broker_users.write_broker_files(conn, files)
+    reloaded = broker_users.apply(conn, obj.app.config)
     click.echo(f"broker 用户 users: {files.password_file}, ACL: {files.acl_file}", err=True)
-    click.echo(broker_users.RELOAD_HINT, err=True)
+    if reloaded:
+        click.echo("broker 已重新加载 reloaded (MQTT_RELOAD_COMMAND or MQTT_PID_FILE)", err=True)
+    else:
+        click.echo(broker_users.RELOAD_HINT, err=True)
 
 
 @main.command()
@@ -241,11 +367,13 @@ def check(obj: Ctx, as_json: bool) -> None:
     """Verify every ledger and money invariant on the live database; exit 1 on any violation."""
     conn = obj.db()
     violations = all_violations(conn)
+    record_check(conn, violations, SystemClock().now_ms(), "canteen-server check")
     data = {
         "ok": not violations,
         "ledger_sum_fen": ledger.ledger_sum(conn),
         "violations": [v.to_json() for v in violations],
         "quarantine": quarantine_summary(conn),
+        "reversals": reversal_summary(conn),
     }
     held = data["quarantine"]
     lines = [f"账本合计 ledger sum: {data['ledger_sum_fen']} fen"] + [
@@ -260,6 +388,16 @@ def check(obj: Ctx, as_json: bool) -> None:
         f"  待处理 pending {p['terminal_id']}/{p['seq']} {p['canteen_id']} "
         f"{format_fen(p['amount_fen'])} [{p['reason']}]"
         for p in held["pending"]
+    ]
+    rv = data["reversals"]
+    lines.append(
+        f"冲正 reversals: 已入账 applied {rv['counts']['applied']} "
+        f"待原交易 waiting {rv['counts']['pending']} 已拒绝 rejected {rv['counts']['rejected']}"
+    )
+    lines += [
+        f"  待原交易 waiting {w['terminal_id']}/R{w['seq']} (sale {w['terminal_id']}/{w['sale_seq']}) "
+        f"{format_fen(w['amount_fen'])}"
+        for w in rv["waiting"]
     ]
     lines.append("正常 OK" if not violations else f"{len(violations)} violation(s)")
     emit(data, as_json, "\n".join(lines))
@@ -309,10 +447,18 @@ def mosquitto_config(
     conn = obj.db()
     files = _broker_files(obj)
     broker_users.write_broker_files(conn, files)
+    # the server signals this pid after it rewrites the users and ACL (MQTT_PID_FILE)
+    pid_file = os.path.join(data_dir, "mosquitto.pid")
+    if os.path.abspath(obj.app.config["MQTT_PID_FILE"]) != pid_file:
+        click.echo(
+            f"设置 set MQTT_PID_FILE={pid_file} (or MQTT_RELOAD_COMMAND) for reloads at once", err=True
+        )
     click.echo(
         render_mosquitto_conf(
             port,
             data_dir,
+            f"# the server sends SIGHUP to this pid after a revocation, an enrolment or a key rotation\n"
+            f"pid_file {pid_file}\n",
             listen=listen,
             password_file=str(files.password_file),
             acl_file=str(files.acl_file),
@@ -347,8 +493,13 @@ def terminals_report(obj: Ctx, as_json: bool) -> None:
     emit({"terminals": rows}, as_json, lines or ["无终端 no terminals"])
 
 
-for _group in (registry, people, money, qr, ecny, limits, tokens):  # each group's module lists its commands
+main.add_command(fleet_cli.fleet)
+# each group's module lists its commands
+for _group in (registry, people, money, qr, ecny, limits, tokens, updates, users, backup, trace, database):
     for _command in _group.COMMANDS:
         main.add_command(_command)
 main.add_command(faces.faces)
+main.add_command(nats_config)
 money.report.add_command(terminals_report)
+money.report.add_command(shop_reports.shop_report)
+money.report.add_command(shop_reports.day_closes_report)

@@ -26,18 +26,25 @@ with the ledger's own (:func:`server.books.ledger.check`).
   registered bank account after approval (``self_refund``): there is no cash path (不得提现).
 * ``quarantine_mismatch`` — a sale held back for review moved no money unless accepted,
   and an accepted one is applied (``server.sales.quarantine``).
+* ``reversal_mismatch`` — each applied reversal (冲正, ``server.sales.reversals``) reverses an
+  applied sale of its own terminal for exactly its amount, and its entries mirror the sale's:
+  every fen from the canteen's payable back to the account that paid it (the subsidy purse
+  of the sale's year — or, that year cleared since, its refund — the self purse, a clawed-back
+  refund); nothing to a purse that did not pay; a digital RMB or quarantined sale's reversal
+  moves nothing; no sale is reversed twice.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
+from typing import Any
 
 from server.books import ledger
 from server.books.ledger import Violation
 from server.books.periods import year_number_sql
-from server.closing.settlement import GROSS_SQL, digest
-from server.infra.schema import PURSE_PAID
+from server.closing.settlement import GROSS_SQL, REVERSED_SQL, digest
+from server.infra.schema import PURSE_PAID, REVERSAL_PURSE_PAID
 
 # a sale's subsidy comes from the subsidy purse of the year it is dated in (第十条 年末清零)
 _SUB = ledger.purse_id_sql("s.holder_id", "subsidy", year_number_sql("s.occurred_at_ms"))
@@ -82,17 +89,19 @@ def statements(conn: sqlite3.Connection) -> list[Violation]:
     for q, canteen, text, dig, net, fee, withheld, txn_id, payee in rows:
         if digest(text) != dig:
             out.append(Violation("statement_tampered", f"{q}/{canteen}"))
-        moved = defaultdict(int)
-        if txn_id is not None:
-            for to, amount in conn.execute(
-                "SELECT to_account, amount_fen FROM entries WHERE txn_id = ?", (txn_id,)
-            ):
-                moved[to] += amount
         expected = {
             ledger.operator_payout(payee): net,
             ledger.FEE_REVENUE: fee,
             ledger.QUALITY_WITHHELD: withheld,
         }
+        moved: defaultdict[str, int] = defaultdict(int)
+        if txn_id is not None:  # net flows: a negative statement moves back to the payable
+            for src, to, amount in conn.execute(
+                "SELECT from_account, to_account, amount_fen FROM entries WHERE txn_id = ?", (txn_id,)
+            ):
+                moved[to] += amount
+                moved[src] -= amount
+        moved.pop(ledger.canteen_payable(canteen), None)
         if {k: v for k, v in moved.items() if v} != {k: v for k, v in expected.items() if v}:
             out.append(Violation("statement_ledger_mismatch", f"{q}/{canteen}"))
     for q, start, end in conn.execute("SELECT quarter, start_ms, end_ms FROM settlement_periods").fetchall():
@@ -104,6 +113,8 @@ def statements(conn: sqlite3.Connection) -> list[Violation]:
         ):
             now[c][0] -= n
             now[c][1] -= a
+        for c, _, a in conn.execute(REVERSED_SQL, (start, end)):  # its gross is less its reversals
+            now.setdefault(c, [0, 0])[1] -= a
         stored = {
             c: [n, a]
             for c, n, a in conn.execute(
@@ -128,6 +139,11 @@ def payables(conn: sqlite3.Connection) -> list[Violation]:
             f"SELECT canteen_id, sum(amount_fen) FROM sales WHERE {PURSE_PAID} GROUP BY canteen_id"
         ).fetchall()
     )
+    for canteen_id, fen in conn.execute(
+        f"SELECT canteen_id, sum(amount_fen) FROM reversals WHERE {REVERSAL_PURSE_PAID} GROUP BY canteen_id"
+    ):
+        sold[canteen_id] = sold.get(canteen_id, 0) - fen
+    owed_back: dict[str, int] = {}  # late reversals of settled sales: the operator owes them back
     settled = dict(
         conn.execute(
             "SELECT canteen_id, sum(gross_fen + adjustments_fen) FROM statements GROUP BY canteen_id"
@@ -148,10 +164,22 @@ def payables(conn: sqlite3.Connection) -> list[Violation]:
             "WHERE statement_quarter IS NULL GROUP BY canteen_id"
         ):
             due[canteen_id] = due.get(canteen_id, 0) - waiting
+        for canteen_id, fen in conn.execute(
+            f"SELECT canteen_id, sum(amount_fen) FROM reversals WHERE {REVERSAL_PURSE_PAID} "
+            "AND occurred_at_ms < ? GROUP BY canteen_id",
+            (closed_through,),
+        ):
+            due[canteen_id] = due.get(canteen_id, 0) - fen
+        for canteen_id, waiting in conn.execute(
+            "SELECT canteen_id, sum(amount_fen) FROM late_reversals "
+            "WHERE statement_quarter IS NULL GROUP BY canteen_id"
+        ):
+            due[canteen_id] = due.get(canteen_id, 0) + waiting
+            owed_back[canteen_id] = waiting
     for (canteen_id,) in conn.execute("SELECT id FROM canteens").fetchall():
         expected = sold.get(canteen_id, 0) - settled.get(canteen_id, 0)
         actual = ledger.balance(conn, ledger.canteen_payable(canteen_id))
-        if actual != expected or actual < 0:
+        if actual != expected or actual < -owed_back.get(canteen_id, 0):
             out.append(
                 Violation("payable_mismatch", f"{canteen_id}: ledger {actual}, sales less settled {expected}")
             )
@@ -200,6 +228,12 @@ def clearings(conn: sqlite3.Connection) -> list[Violation]:
             f"WHERE t.kind = 'sale' AND e.from_account LIKE '{ledger.REFUND_LIKE}' GROUP BY e.from_account"
         ).fetchall()
     )
+    for account, fen in conn.execute(  # reversals of late sales gave their claw-back back
+        "SELECT e.to_account, sum(e.amount_fen) FROM entries e JOIN txns t ON t.id = e.txn_id "
+        f"WHERE t.kind = 'reversal' AND e.to_account LIKE '{ledger.REFUND_LIKE}' GROUP BY e.to_account"
+    ):
+        taken[account] = taken.get(account, 0) - fen
+    taken = {k: v for k, v in taken.items() if v}
     if clawed != taken:
         out.append(
             Violation("clearing_mismatch", f"late sales took {taken} from refunds, lines say {clawed}")
@@ -261,8 +295,94 @@ def quarantined(conn: sqlite3.Connection) -> list[Violation]:
     ]
 
 
+def reversals(conn: sqlite3.Connection) -> list[Violation]:
+    """Each applied reversal mirrors its sale exactly (see the module doc)."""
+    out = []
+
+    def bad(r: dict[str, Any], why: str) -> None:
+        out.append(Violation("reversal_mismatch", f"reversal {r['terminal_id']}/R{r['seq']}: {why}"))
+
+    twice = conn.execute(
+        "SELECT terminal_id, sale_seq FROM reversals WHERE status = 'applied' "
+        "GROUP BY terminal_id, sale_seq HAVING count(*) > 1 LIMIT 5"
+    ).fetchall()
+    out += [Violation("reversal_mismatch", f"sale {t}/{q} reversed twice") for t, q in twice]
+    cur = conn.execute(
+        "SELECT r.*, s.status AS sale_status, s.method AS sale_method, s.amount_fen AS sale_amount, "
+        "s.txn_id AS sale_txn, s.canteen_id AS sale_canteen, s.subsidy_fen AS sale_subsidy, "
+        "s.self_fen AS sale_self, s.uuid AS sale_row_uuid FROM reversals r "
+        "LEFT JOIN sales s ON s.terminal_id = r.terminal_id AND s.seq = r.sale_seq "
+        "WHERE r.status = 'applied'"
+    )
+    names = [d[0] for d in cur.description]  # by name, whatever the connection's row factory
+    for r in (dict(zip(names, row, strict=True)) for row in cur.fetchall()):
+        moved = _reversal_entries(conn, r)
+        if (
+            r["sale_status"] is None
+            or r["sale_row_uuid"] != r["sale_uuid"]
+            or r["sale_amount"] != r["amount_fen"]
+        ):
+            bad(r, "not the amount of an applied sale of its terminal")
+        elif r["sale_status"] != "applied" or r["sale_method"] == "ecny":
+            if moved or r["subsidy_fen"] or r["self_fen"]:
+                bad(r, "moved money for a sale that had moved none")
+        else:
+            paid = [
+                (src, fen)
+                for src, fen in conn.execute(
+                    "SELECT from_account, amount_fen FROM entries WHERE txn_id = ?", (r["sale_txn"],)
+                )
+            ]
+            back = sorted((dst, fen) for src, dst, fen in moved)
+            mirror = sorted(paid)
+            if any(src != ledger.canteen_payable(r["sale_canteen"]) for src, _, _ in moved):
+                bad(r, "took money from somewhere other than its canteen's payable")
+            elif back != mirror and not _cleared_since(conn, r, back, mirror):
+                bad(r, f"gave back {back}, the sale paid {mirror}")
+            elif (r["subsidy_fen"], r["self_fen"]) != (r["sale_subsidy"], r["sale_self"]):
+                bad(r, "its split is not its sale's")
+    return out[:20]
+
+
+def _reversal_entries(conn: sqlite3.Connection, r: dict[str, Any]) -> list[tuple[str, str, int]]:
+    """(from, to, fen) of a reversal's txns: its own and, if any, its ``reversal_clearing``."""
+    return [
+        (src, dst, fen)
+        for src, dst, fen in conn.execute(
+            "SELECT e.from_account, e.to_account, e.amount_fen FROM txns t JOIN entries e ON e.txn_id = t.id "
+            "WHERE t.kind IN ('reversal', 'reversal_clearing') AND t.ref = ?",
+            (f"{r['terminal_id']}/R{r['seq']}",),
+        )
+    ]
+
+
+def _cleared_since(
+    conn: sqlite3.Connection, r: dict[str, Any], back: list[tuple[str, int]], paid: list[tuple[str, int]]
+) -> bool:
+    """The mirror holds with the subsidy purse of a year cleared since read as that
+    clearing's refund, for exactly ``refunded_subsidy_fen``."""
+    refunded = sum(fen for dst, fen in back if dst.startswith("refund:")) - sum(
+        fen for src, fen in paid if src.startswith("refund:")
+    )
+    if refunded != r["refunded_subsidy_fen"] or refunded <= 0:
+        return False
+    rest_back = sorted((d, f) for d, f in back if not d.startswith("refund:"))
+    rest_paid = sorted((s, f) for s, f in paid if not s.startswith("refund:") and ":subsidy:" not in s)
+    subsidy_paid = sum(f for s, f in paid if ":subsidy:" in s)
+    return rest_back == rest_paid and subsidy_paid == refunded
+
+
 def money_violations(conn: sqlite3.Connection) -> list[Violation]:
     out: list[Violation] = []
-    for rule in (sale_splits, statements, payables, clearings, allocations, withdrawals, quarantined):
+    for rule in (
+        sale_splits,
+        statements,
+        payables,
+        clearings,
+        allocations,
+        withdrawals,
+        quarantined,
+        reversals,
+    ):
         out += rule(conn)
     return out

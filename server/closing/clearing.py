@@ -44,8 +44,7 @@ from shared.errors import DomainError
 REFUND_TARGETS = ("unit", "city_finance")
 
 
-def refund_account(refund_to: str, unit_id: str) -> str:
-    return ledger.unit_refund(unit_id) if refund_to == "unit" else ledger.CITY_FINANCE_REFUND
+refund_account = ledger.year_end_refund
 
 
 def close_year(
@@ -159,7 +158,7 @@ def clearing_report(
     for unit_id, name, holders, cleared, clawed in conn.execute(
         "SELECT l.unit_id, coalesce(u.name, ''), count(DISTINCT l.holder_id), sum(l.amount_fen), "
         "sum(l.clawed_back_fen) FROM clearing_lines l LEFT JOIN units u ON u.id = l.unit_id "
-        "WHERE l.year = ? GROUP BY l.unit_id ORDER BY l.unit_id",
+        "WHERE l.year = ? GROUP BY l.unit_id, u.name ORDER BY l.unit_id",
         (year,),
     ):
         if unit_ids is not None and unit_id not in unit_ids:

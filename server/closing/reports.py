@@ -12,10 +12,12 @@ allocations, overdrafts and blocked cards. Read-only; amounts in integer fen.
   allocation came on time (by the 10th of its first month), late, or is still missing.
 * **Overdrafts** and **blocked cards**: who is below zero after offline spending, and which
   holders/cards terminals refuse and why.
-* **Shop sales by item** (:func:`shop_sales`): per canteen and item, for a day or a quarter;
-  CSV by :func:`shop_sales_csv` through :mod:`server.infra.csv_safe`.
+* **Shop sales** (:func:`shop_sales`): by item (per canteen) or by canteen, for a day or a
+  quarter, optionally one row per day; CSV by :func:`shop_sales_csv` through
+  :mod:`server.infra.csv_safe`.
 
-Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only.
+Sales count by ``occurred_at_ms`` (when the diner paid), applied sales only, less those
+reversed (冲正: a reversed sale is not in the totals, the matrix or the shop report).
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from collections import defaultdict
 from typing import Any
 
 from server.books import ledger
-from server.books.periods import Quarter
+from server.books.periods import Quarter, day_of_ms
 from server.infra.csv_safe import Number, write_csv
+from server.infra.schema import not_reversed_sql
 from shared.money import format_fen
 
 _KEYS = ("count", "amount_fen", "subsidy_fen", "self_fen", "ecny_fen")
@@ -37,7 +40,7 @@ def _grouped(conn: sqlite3.Connection, start_ms: int, end_ms: int) -> list[sqlit
     return conn.execute(
         "SELECT canteen_id, unit_id, method = 'ecny' AS ecny, count(*) AS n, sum(amount_fen) AS amount, "
         "sum(subsidy_fen) AS subsidy, sum(self_fen) AS self FROM sales "
-        "WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+        f"WHERE status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ? AND {not_reversed_sql()} "
         "GROUP BY canteen_id, unit_id, method = 'ecny'",
         (start_ms, end_ms),
     ).fetchall()
@@ -167,15 +170,16 @@ def allocation_status(
 def overdrafts(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[str, Any]:
     """Holders whose self purse is below zero (uncovered offline overdrafts), with the
     overdrafts recorded on their sales."""
-    self_id = ledger.purse_id_sql("h.id", "self")
     subsidy = ledger.is_subsidy_purse_sql("s.id", "h.id")
+    # from the few accounts below zero (index accounts_overdrawn) to their holders
     rows = conn.execute(
         f"SELECT h.id, h.name, h.unit_id, a.balance_fen AS self_fen, "
         f"(SELECT coalesce(sum(balance_fen), 0) FROM accounts s WHERE {subsidy}) AS subsidy_fen, "
         "(SELECT count(*) FROM sales s WHERE s.holder_id = h.id AND s.overdraft_fen > 0) AS sales, "
         "(SELECT coalesce(sum(overdraft_fen), 0) FROM sales s WHERE s.holder_id = h.id) AS recorded_fen "
-        f"FROM holders h JOIN accounts a ON a.id = {self_id} "
-        "WHERE a.balance_fen < 0 AND (? IS NULL OR h.unit_id = ?) ORDER BY a.balance_fen, h.id",
+        f"FROM accounts a JOIN holders h ON h.id = {ledger.self_purse_holder_sql('a.id')} "
+        "WHERE a.kind = 'self_purse' AND a.balance_fen < 0 AND (? IS NULL OR h.unit_id = ?) "
+        "ORDER BY a.balance_fen, h.id",
         (unit_id, unit_id),
     ).fetchall()
     holders = [
@@ -230,24 +234,46 @@ def blocked_cards(conn: sqlite3.Connection, unit_id: str | None = None) -> dict[
     return {"cards": out}
 
 
+SHOP_GROUPINGS = ("item", "canteen")
+
+
 def shop_sales(
-    conn: sqlite3.Connection, start_ms: int, end_ms: int, canteen_id: str | None = None
+    conn: sqlite3.Connection,
+    start_ms: int,
+    end_ms: int,
+    canteen_id: str | None = None,
+    *,
+    by: str = "item",
+    per_day: bool = False,
 ) -> dict[str, Any]:
-    """Shop sales by item for [start_ms, end_ms): per canteen and sku, the quantity sold and
-    the amount (qty × the unit price each sale recorded), applied shop sales only. The item's
-    name is the canteen's current one (blank for an item no longer sold)."""
+    """Shop sales for [start_ms, end_ms), applied shop sales only, not reversed: ``by="item"`` per canteen
+    and sku — the quantity sold and the amount (qty × the unit price each sale recorded),
+    the item's name the canteen's current one (blank for an item no longer sold) — in
+    ``items``; ``by="canteen"`` per canteen — sales, pieces and amount (a typed amount
+    counts with no pieces) — in ``canteens``. ``per_day``: one row per Beijing day as well."""
+    if by not in SHOP_GROUPINGS:
+        raise ValueError(f"by: one of {SHOP_GROUPINGS}")
     sql = (
-        "SELECT canteen_id, items_json FROM sales WHERE status = 'applied' AND kind = 'shop' "
-        "AND items_json IS NOT NULL AND occurred_at_ms >= ? AND occurred_at_ms < ?"
+        "SELECT canteen_id, occurred_at_ms, amount_fen, items_json FROM sales "
+        "WHERE status = 'applied' AND kind = 'shop' AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+        f"AND {not_reversed_sql()}"
     )
     args: list[Any] = [start_ms, end_ms]
     if canteen_id is not None:
         sql += " AND canteen_id = ?"
         args.append(canteen_id)
-    cells: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # sales, qty, amount
+    cells: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])  # sales, qty, amount
     for r in conn.execute(sql, args):
-        for item in json.loads(r["items_json"]):
-            cell = cells[(r["canteen_id"], item["sku"])]
+        day = day_of_ms(r["occurred_at_ms"]) if per_day else ""
+        items = json.loads(r["items_json"]) if r["items_json"] else []
+        if by == "canteen":
+            cell = cells[(day, r["canteen_id"], "")]
+            cell[0] += 1
+            cell[1] += sum(item["qty"] for item in items)
+            cell[2] += r["amount_fen"]
+            continue
+        for item in items:
+            cell = cells[(day, r["canteen_id"], item["sku"])]
             cell[0] += 1
             cell[1] += item["qty"]
             cell[2] += item["qty"] * item["unit_price_fen"]
@@ -256,25 +282,28 @@ def shop_sales(
         for row in conn.execute("SELECT id, name, config_json FROM canteens")
     }
     rows = []
-    for (cid, sku), (sales, qty, amount) in sorted(cells.items()):
+    for (day, cid, sku), (sales, qty, amount) in sorted(cells.items()):
         canteen_name, items = names.get(cid, ("", {}))
-        rows.append(
-            {
-                "canteen_id": cid,
-                "canteen_name": canteen_name,
-                "sku": sku,
-                "name": (items.get(sku) or {}).get("name", ""),
-                "sales": sales,
-                "qty": qty,
-                "amount_fen": amount,
-            }
-        )
+        row: dict[str, Any] = {"day": day} if per_day else {}
+        row.update(canteen_id=cid, canteen_name=canteen_name)
+        if by == "item":
+            row.update(sku=sku, name=(items.get(sku) or {}).get("name", ""))
+        row.update(sales=sales, qty=qty, amount_fen=amount)
+        rows.append(row)
     return {
         "from_ms": start_ms,
         "to_ms": end_ms,
         "canteen_id": canteen_id,
-        "items": rows,
-        "totals": {"qty": sum(r["qty"] for r in rows), "amount_fen": sum(r["amount_fen"] for r in rows)},
+        "by": by,
+        "per_day": per_day,
+        ("items" if by == "item" else "canteens"): rows,
+        "totals": {
+            **(
+                {"sales": sum(r["sales"] for r in rows)} if by == "canteen" else {}
+            ),  # by item: a sale counts once per item
+            "qty": sum(r["qty"] for r in rows),
+            "amount_fen": sum(r["amount_fen"] for r in rows),
+        },
     }
 
 
@@ -282,18 +311,16 @@ SHOP_CSV_HEADERS = ("食堂编号", "食堂名称", "商品编号", "商品名�
 
 
 def shop_sales_csv(data: dict[str, Any]) -> str:
-    """The shop report as CSV through the formula-safe writer (names come from clerks)."""
+    """The shop report (:func:`shop_sales`) as CSV through the formula-safe writer (names
+    come from clerks); a 日期 column first when it is per day, no item columns by canteen."""
+    per_day, by_item = data.get("per_day", False), data.get("by", "item") == "item"
+    headers = (("日期",) if per_day else ()) + SHOP_CSV_HEADERS[:2]
+    headers += (SHOP_CSV_HEADERS[2:4] if by_item else ()) + SHOP_CSV_HEADERS[4:]
     rows = [
-        (
-            r["canteen_id"],
-            r["canteen_name"],
-            r["sku"],
-            r["name"],
-            r["sales"],
-            r["qty"],
-            Number(format_fen(r["amount_fen"]).removeprefix("¥")),
-            r["amount_fen"],
-        )
-        for r in data["items"]
+        ((r["day"],) if per_day else ())
+        + (r["canteen_id"], r["canteen_name"])
+        + ((r["sku"], r["name"]) if by_item else ())
+        + (r["sales"], r["qty"], Number(format_fen(r["amount_fen"]).removeprefix("¥")), r["amount_fen"])
+        for r in data["items" if by_item else "canteens"]
     ]
-    return write_csv(SHOP_CSV_HEADERS, rows)
+    return write_csv(headers, rows)

@@ -11,9 +11,11 @@
    sales, when they arrive, become adjustment lines of the next statement.
 2. **Figures** per canteen (:mod:`server.books.settlement_rules`): ``gross`` = purse-paid sales
    dated in the quarter (Asia/Shanghai, by ``occurred_at_ms``; digital-RMB sales are paid by
-   the gateway and are not in the ledger, so they are not settled here); adjustment lines =
-   sales that arrived after their own quarter was closed (``late_sales``), one line per
-   original quarter and day, each withheld at its own quarter's pay percentage.
+   the gateway and are not in the ledger, so they are not settled here) less the reversals
+   (冲正, :mod:`server.sales.reversals`) dated in it (``reversals_fen``, shown apart);
+   adjustment lines = sales that arrived after their own quarter was closed (``late_sales``)
+   and, negative, reversals that did (``late_reversals``), one line per original quarter,
+   day and kind, each withheld at its own quarter's pay percentage.
 3. **Ledger**, one txn per canteen (kind ``settlement``, ref ``<quarter>/<canteen>``), all
    from the canteen's payable (支出专用账户): ``net`` → the payee's payout account,
    ``fee`` → ``system:fee_revenue``, withholding → ``system:quality_withheld``. Withheld
@@ -37,7 +39,7 @@ from server.books import ledger
 from server.books.periods import Quarter, day_bounds_ms, day_number_sql, day_of_number
 from server.books.settlement_rules import Adjustment, settle
 from server.closing.quality import pay_pct_for, score_of
-from server.infra.schema import PURSE_PAID
+from server.infra.schema import PURSE_PAID, REVERSAL_PURSE_PAID
 from server.registry.operators import payee, payee_name
 from server.registry.terminals import laggards
 from shared.clock import china_datetime
@@ -48,6 +50,14 @@ GROSS_SQL = (
     f"WHERE {PURSE_PAID} AND occurred_at_ms >= ? AND occurred_at_ms < ? "
     "GROUP BY canteen_id"
 )
+# reversals dated in a period, less those that arrived after it closed (late_reversals):
+# what a quarter's statement took off its gross
+REVERSED_SQL = (
+    "SELECT canteen_id, count(*), coalesce(sum(amount_fen), 0) FROM reversals r "
+    f"WHERE {REVERSAL_PURSE_PAID} AND occurred_at_ms >= ? AND occurred_at_ms < ? "
+    "AND NOT EXISTS (SELECT 1 FROM late_reversals l WHERE l.terminal_id = r.terminal_id AND l.seq = r.seq) "
+    "GROUP BY canteen_id"
+)
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,7 @@ class AdjustmentLine:
 
     date: str
     quarter: str  # the quarter the sales belong to
-    reason: str  # 'late' (arrived after their quarter closed) or 'before_first_settlement'
+    reason: str  # 'late' / 'late_reversal' (arrived after their quarter closed), 'before_first_settlement'
     count: int
     amount_fen: int
     pay_pct: int
@@ -79,7 +89,7 @@ class Statement:
     self_operated: bool
     payee: dict[str, Any]  # the payee's record (:func:`server.registry.operators.payee`)
     sales_count: int
-    gross_fen: int
+    gross_fen: int  # the quarter's sales less its reversals
     quality_score: int | None
     pay_pct: int
     withheld_gross_fen: int
@@ -92,11 +102,15 @@ class Statement:
     warnings: tuple[str, ...]
     closed_at_ms: int
     txn_id: int | None = None
+    reversals_count: int = 0  # reversals (冲正) dated in the quarter, taken off its gross
+    reversals_fen: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out["adjustments"] = [asdict(line) for line in self.adjustments]
         out["warnings"] = list(self.warnings)
+        if not self.reversals_count:  # a statement without reversals reads as it always did
+            del out["reversals_count"], out["reversals_fen"]
         return out
 
     def text(self) -> str:
@@ -137,15 +151,25 @@ def settle_quarter(
         raise DomainError("terminals_behind", f"{len(behind)} terminal(s) not reported past {q}: {names}")
 
     gross = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(GROSS_SQL, (q.start_ms, q.end_ms))}
+    reversed_ = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(REVERSED_SQL, (q.start_ms, q.end_ms))}
     adjustments = _adjustment_lines(conn, q, first=last is None)
     units = {r[0]: r[1] for r in conn.execute("SELECT id, name FROM units")}
     statements = []
     for canteen in conn.execute("SELECT * FROM canteens ORDER BY id").fetchall():
         count, gross_fen = gross.get(canteen["id"], (0, 0))
         lines = adjustments.get(canteen["id"], [])
-        statements.append(
-            _statement(conn, q, canteen, units.get(canteen["unit_id"], ""), count, gross_fen, lines, now_ms)
+        st = _statement(
+            conn,
+            q,
+            canteen,
+            units.get(canteen["unit_id"], ""),
+            count,
+            gross_fen - reversed_.get(canteen["id"], (0, 0))[1],
+            lines,
+            now_ms,
         )
+        n, fen = reversed_.get(canteen["id"], (0, 0))
+        statements.append(replace(st, reversals_count=n, reversals_fen=fen) if n else st)
     conn.execute(
         "INSERT INTO settlement_periods(quarter, start_ms, end_ms, closed_at_ms, forced, laggards_json) "
         "VALUES (?, ?, ?, ?, ?, ?)",
@@ -154,6 +178,7 @@ def settle_quarter(
     for st in statements:
         _store(conn, st)
     conn.execute("UPDATE late_sales SET statement_quarter = ? WHERE statement_quarter IS NULL", (str(q),))
+    conn.execute("UPDATE late_reversals SET statement_quarter = ? WHERE statement_quarter IS NULL", (str(q),))
     doc = settlement_document(conn, str(q))
     assert doc is not None
     return doc, True
@@ -166,10 +191,16 @@ def _adjustment_lines(
     with them — late arrivals, and (first settlement only) everything dated before it."""
     day = day_number_sql("occurred_at_ms")
     groups: dict[tuple[str, int, str], list[int]] = defaultdict(lambda: [0, 0])
-    sources = [
+    sources: list[tuple[str, str, tuple[int, ...]]] = [
         (
             "late",
             f"SELECT canteen_id, {day}, count(*), sum(amount_fen) FROM late_sales "
+            f"WHERE statement_quarter IS NULL GROUP BY 1, 2",
+            (),
+        ),
+        (
+            "late_reversal",
+            f"SELECT canteen_id, {day}, count(*), -sum(amount_fen) FROM late_reversals "
             f"WHERE statement_quarter IS NULL GROUP BY 1, 2",
             (),
         ),
@@ -183,6 +214,14 @@ def _adjustment_lines(
                 (q.start_ms,),
             ),
         )
+        sources.append(
+            (
+                "before_first_settlement",
+                f"SELECT canteen_id, {day}, 0, -sum(amount_fen) FROM reversals WHERE {REVERSAL_PURSE_PAID} "
+                f"AND occurred_at_ms < ? GROUP BY 1, 2",
+                (q.start_ms,),
+            ),
+        )
     for reason, sql, args in sources:
         for canteen_id, day_number, count, amount in conn.execute(sql, args):
             g = groups[(canteen_id, int(day_number), reason)]
@@ -190,6 +229,8 @@ def _adjustment_lines(
             g[1] += int(amount)
     out: dict[str, list[AdjustmentLine]] = defaultdict(list)
     for (canteen_id, day_number, reason), (count, amount) in sorted(groups.items()):
+        if count == 0 and amount == 0:
+            continue
         date = day_of_number(day_number)
         original = str(Quarter.of_ms(day_bounds_ms(date)[0]))
         out[canteen_id].append(
@@ -246,6 +287,12 @@ def _statement(
     )
 
 
+def _from_payable(payable: str, dest: str, fen: int) -> ledger.Move:
+    """``fen`` from the payable to ``dest``; a negative amount (late reversals outweighing a
+    statement's sales: the operator gives back) moves the other way."""
+    return ledger.Move(payable, dest, fen) if fen >= 0 else ledger.Move(dest, payable, -fen)
+
+
 def _store(conn: sqlite3.Connection, st: Statement) -> None:
     """Post the statement's settlement txn, then store it (with that txn's id) and its digest."""
     payable = ledger.canteen_payable(st.canteen_id)
@@ -255,9 +302,9 @@ def _store(conn: sqlite3.Connection, st: Statement) -> None:
             conn,
             "settlement",
             [
-                ledger.Move(payable, ledger.operator_payout(st.payee["name"]), st.net_fen),
-                ledger.Move(payable, ledger.FEE_REVENUE, st.fee_fen),
-                ledger.Move(payable, ledger.QUALITY_WITHHELD, st.withheld_fen),
+                _from_payable(payable, ledger.operator_payout(st.payee["name"]), st.net_fen),
+                _from_payable(payable, ledger.FEE_REVENUE, st.fee_fen),
+                _from_payable(payable, ledger.QUALITY_WITHHELD, st.withheld_fen),
             ],
             st.closed_at_ms,
             ref=f"{st.quarter}/{st.canteen_id}",

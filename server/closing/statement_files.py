@@ -4,6 +4,8 @@ Both are UTF-8 CSV with a BOM (so a spreadsheet on a Chinese desktop opens them 
 Chinese headers, written by :func:`server.infra.csv_safe.write_csv` (text from canteen
 tables and payee details cannot start a spreadsheet formula). Amounts appear twice: integer
 fen (for machines and the bank import) and ``¥12.50`` (for people), from the one formatter.
+The rows are laid out once (:func:`statement_rows`, :func:`payout_rows`); the web console
+writes the same rows as Excel through :mod:`server.infra.xlsx_safe`.
 """
 
 from __future__ import annotations
@@ -40,13 +42,31 @@ STATEMENT_HEADERS = [
 PAYOUT_HEADERS = ["收款人", "收款单位全称", "开户银行", "银行账号", "金额(分)", "金额", "食堂", "备注"]
 
 
+# the columns that repeat an amount for people: yuan (``¥12.50``) in the CSV, a yuan number
+# shown ``¥12.50`` in Excel; the "(分)" columns beside them hold integer fen for machines
+STATEMENT_YUAN_COLUMNS = frozenset(range(17, 22))
+PAYOUT_YUAN_COLUMNS = frozenset({5})
+
+
 def _yuan(amount_fen: int) -> Number:
     """``¥12.50`` / ``-¥1.50``: ours, a number, so the CSV writer leaves its sign alone."""
     return Number(format_fen(amount_fen))
 
 
-def statement_csv(doc: dict[str, Any]) -> str:
-    """One 结算 row per canteen, followed by its 调整 (adjustment) rows."""
+def as_csv(headers: list[str], rows: list[list[Any]], yuan_columns: frozenset[int]) -> str:
+    """Rows of :func:`statement_rows` / :func:`payout_rows` as CSV: yuan columns as ``¥12.50``."""
+    return write_csv(
+        headers,
+        (
+            [_yuan(v) if i in yuan_columns and isinstance(v, int) else v for i, v in enumerate(r)]
+            for r in rows
+        ),
+    )
+
+
+def statement_rows(doc: dict[str, Any]) -> list[list[Any]]:
+    """One 结算 row per canteen, followed by its 调整 (adjustment) rows; amounts in integer
+    fen, the yuan columns (:data:`STATEMENT_YUAN_COLUMNS`) too, for the writer to show."""
     rows: list[list[Any]] = []
     for st in doc["statements"]:
         common = [
@@ -71,11 +91,11 @@ def statement_csv(doc: dict[str, Any]) -> str:
                 st["settlement_fen"],
                 st["fee_fen"],
                 st["net_fen"],
-                _yuan(st["gross_fen"]),
-                _yuan(st["withheld_fen"]),
-                _yuan(st["settlement_fen"]),
-                _yuan(st["fee_fen"]),
-                _yuan(st["net_fen"]),
+                st["gross_fen"],
+                st["withheld_fen"],
+                st["settlement_fen"],
+                st["fee_fen"],
+                st["net_fen"],
             ]
         )
         for adj in st["adjustments"]:
@@ -94,14 +114,18 @@ def statement_csv(doc: dict[str, Any]) -> str:
                     "",
                     "",
                     "",
-                    _yuan(adj["amount_fen"]),
-                    _yuan(adj["withheld_fen"]),
+                    adj["amount_fen"],
+                    adj["withheld_fen"],
                     "",
                     "",
                     "",
                 ]
             )
-    return write_csv(STATEMENT_HEADERS, rows)
+    return rows
+
+
+def statement_csv(doc: dict[str, Any]) -> str:
+    return as_csv(STATEMENT_HEADERS, statement_rows(doc), STATEMENT_YUAN_COLUMNS)
 
 
 def payout_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -117,7 +141,7 @@ def payout_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [by_payee[k] for k in sorted(by_payee)]
 
 
-def payout_csv(doc: dict[str, Any]) -> str:
+def payout_rows(doc: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for line in payout_lines(doc):
         p = line["payee"]
@@ -129,9 +153,13 @@ def payout_csv(doc: dict[str, Any]) -> str:
                 p["bank_name"],
                 p["bank_account"],
                 line["amount_fen"],
-                _yuan(line["amount_fen"]),
+                line["amount_fen"],
                 " ".join(line["canteens"]),
                 note,
             ]
         )
-    return write_csv(PAYOUT_HEADERS, rows)
+    return rows
+
+
+def payout_csv(doc: dict[str, Any]) -> str:
+    return as_csv(PAYOUT_HEADERS, payout_rows(doc), PAYOUT_YUAN_COLUMNS)

@@ -15,7 +15,7 @@ import json
 import sqlite3
 from typing import Any
 
-from server.infra.schema import PURSE_PAID
+from server.infra.schema import PURSE_PAID, not_reversed_sql
 from shared.clock import DAY_MS, china_datetime, start_of_china_day_ms
 from shared.protocol.face_vector import encoding_to_str
 from shared.protocol.messages import MAX_MEALS_PER_PERIOD
@@ -157,10 +157,11 @@ def meals_of_day_for_all(conn: sqlite3.Connection, at_ms: int) -> dict[str, dict
     return out
 
 
-_MEALS_OF_DAY_ALL = (
+_MEALS_OF_DAY_ALL = (  # a reversed meal (冲正: not served) is not a meal taken
     "SELECT holder_id, canteen_id, meal_period, count(*) FROM sales "
     f"WHERE {PURSE_PAID} AND canteen_id IN (SELECT id FROM canteens) "
     "AND occurred_at_ms >= ? AND occurred_at_ms < ? AND kind = 'meal' "
+    f"AND {not_reversed_sql()} "
     "GROUP BY holder_id, canteen_id, meal_period"
 )
 _MEALS_CHUNK = 300
@@ -169,5 +170,6 @@ _MEALS_OF_DAY = (
     "SELECT s.holder_id, s.canteen_id, s.meal_period, count(*) FROM wanted w "
     "JOIN sales s ON s.holder_id = w.holder_id "
     "AND s.occurred_at_ms >= w.start_ms AND s.occurred_at_ms < w.end_ms "
-    "WHERE s.kind = 'meal' AND s.status = 'applied' GROUP BY s.holder_id, s.canteen_id, s.meal_period"
+    f"WHERE s.kind = 'meal' AND s.status = 'applied' AND {not_reversed_sql('s')} "
+    "GROUP BY s.holder_id, s.canteen_id, s.meal_period"
 )

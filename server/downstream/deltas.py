@@ -43,8 +43,15 @@ def record_delta(conn: sqlite3.Connection, changes: list[dict[str, Any]], at_ms:
         raise DomainError("change_not_carriable", f"{exc.code}: {exc.detail}") from exc
     version = 0
     for chunk in _chunks([json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in changes]):
-        cur = conn.execute("INSERT INTO deltas(at_ms, changes_json) VALUES (?, ?)", (at_ms, chunk))
-        version = int(cur.lastrowid or 0)
+        # the next number, never a sequence's (which a rolled-back transaction would skip): the
+        # write lock held by the caller's transaction makes the versions gapless
+        version = int(
+            conn.execute(
+                "INSERT INTO deltas(version, at_ms, changes_json) "
+                "SELECT coalesce(max(version), 0) + 1, ?, ? FROM deltas RETURNING version",
+                (at_ms, chunk),
+            ).fetchone()[0]
+        )
     return version
 
 

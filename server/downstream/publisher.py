@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable
 
 from server.downstream.deltas import current_version, deltas_since
+from server.infra.run_once import Role
 from shared.clock import Clock
 from shared.protocol import ServerKey, seal_server, topics
 
@@ -23,6 +24,11 @@ class DeltaPublisher:
     ``poke()`` after a commit that recorded a delta; a timer also polls, so a delta
     recorded by another process (the CLI) goes out too. If the broker is unreachable the
     publisher keeps its place and tries again.
+
+    With a ``role`` (:class:`server.infra.run_once.Role`), it publishes only while its
+    process holds that role, so of several server processes on one database exactly one
+    publishes; one that takes the role over starts one behind the head, as at a start (a
+    terminal that then sees a gap catches up over HTTP).
     """
 
     def __init__(
@@ -32,12 +38,14 @@ class DeltaPublisher:
         publish: Callable[[str, bytes, bool], bool],
         clock: Clock,
         poll_s: float = 0.5,
+        role: Role | None = None,
     ) -> None:
         self._conn = conn
         self._key = key
         self._publish = publish
         self._clock = clock
         self._poll_s = poll_s
+        self._role = role
         self._wake = threading.Event()
         self._stop = threading.Event()
         # start one behind the head: republishing the newest refreshes the retained message
@@ -52,6 +60,8 @@ class DeltaPublisher:
         self._stop.set()
         self._wake.set()
         self._thread.join(5)
+        if self._role is not None:
+            self._role.release()
 
     def poke(self) -> None:
         self._wake.set()
@@ -60,10 +70,25 @@ class DeltaPublisher:
         while not self._stop.is_set():
             self._wake.wait(self._poll_s)
             self._wake.clear()
+            if self._role is not None and not self._holds_role():
+                continue
             try:
                 self.publish_pending()
             except sqlite3.Error as exc:
                 log.error("delta publisher: database error: %s", exc)
+
+    def _holds_role(self) -> bool:
+        assert self._role is not None
+        was = self._role.held
+        if not self._role.hold():
+            return False
+        if not was:  # taken over (or first taken): start as a fresh publisher does
+            try:
+                self.published = max(current_version(self._conn) - 1, 0)
+            except sqlite3.Error as exc:
+                log.error("delta publisher: database error: %s", exc)
+                return False
+        return True
 
     def publish_pending(self) -> int:
         sent = 0

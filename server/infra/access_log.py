@@ -1,30 +1,39 @@
 """The HTTP access log: one line per request on the ``canteen.http`` logger (INFO).
 
-    GET /api/v1/units/U01 route=/api/v1/units/<unit_id> status=200 ms=3.1 role=admin token=3f9a1c0b7d2e
+    GET /api/v1/units route=/api/v1/units status=200 ms=3.1 rid=5be1c0de7a3f4d21 role=admin token=3f9a1c0b7d2e
 
 Each line has the method, the path without its query string, the route (the URL rule, ``-``
-when none matched), the status, the duration in milliseconds, the caller's role (``-`` when
-none was established) and who: ``token=`` the token's id — the first 12 hex digits of its
+when none matched), the status, the duration in milliseconds, the request id, the caller's
+role (``-`` when none was established) and who: ``token=`` the token's id — the first 12 hex digits of its
 SHA-256, as stored in ``tokens.token_hash`` — or ``terminal=`` a signed terminal's id. The
 token itself is never logged, nor a QR phone page's access code (masked ``***`` in the path:
 it opens the page like a password). Unprintable characters in a path are escaped, so a
 request cannot forge a log line. The time is the log record's. The same fields travel on the
 record as attributes (``http_method``, ``http_path``, ``http_route``, ``http_status``,
-``duration_ms``, ``role``, ``token_id``, ``terminal_id``) for a structured handler.
+``duration_ms``, ``request_id``, ``role``, ``token_id``, ``terminal_id``) for a structured
+handler (``shared.log_setup``).
+
+**Request id.** Each request gets one: the caller's ``X-Request-Id`` when it sent a sane one
+(letters, digits, ``._:-``, at most 64), else 16 random hex digits. It goes back in the
+response's ``X-Request-Id`` header, and :class:`RequestIdFilter` stamps it on every log
+record made while the request is handled, whichever logger made it.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 
 from server.infra.auth import public_id
 
 log = logging.getLogger("canteen.http")
 
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 SECRET_ARGS = frozenset({"access"})  # URL parts that grant access by themselves (the QR page's)
 MAX_PATH = 300
 _ARG = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -42,6 +51,17 @@ def token_id(token: str) -> str:
 
 def _start() -> None:
     g.access_log_t0 = time.perf_counter()
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps the current request's id on a log record made while handling it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id") and has_request_context():
+            record.request_id = g.get("request_id")
+        return True
 
 
 def _printable(text: str) -> str:
@@ -71,20 +91,28 @@ def _log(response: Response) -> Response:
         "http_route": request.url_rule.rule if request.url_rule is not None else "-",
         "http_status": response.status_code,
         "duration_ms": ms,
+        "request_id": g.get("request_id") or "-",
         "role": getattr(who, "role", None) or "-",
         "token_id": token,
         "terminal_id": terminal,
     }
     ident = f" token={token}" if token else (f" terminal={_printable(terminal)}" if terminal else "")
+    response.headers[REQUEST_ID_HEADER] = fields["request_id"]
     log.info(
-        "%s %s route=%s status=%d ms=%.1f role=%s%s",
+        "%s %s route=%s status=%d ms=%.1f rid=%s role=%s%s",
         fields["http_method"],
         fields["http_path"],
         fields["http_route"],
         fields["http_status"],
         ms,
+        fields["request_id"],
         fields["role"],
         ident,
         extra=fields,
     )
+    metrics = current_app.extensions.get("canteen_metrics")
+    if metrics is not None:  # the same request counted for Prometheus (server.infra.metrics)
+        route = str(fields["http_route"])
+        metrics.http.labels(route, request.method, str(response.status_code)).inc()
+        metrics.http_latency.labels(route).observe(ms / 1000)
     return response

@@ -29,6 +29,7 @@ from flask import g, request
 
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
+from server.infra.terminal_keys import accepted_secrets
 from shared.errors import DomainError
 from shared.protocol import hmac_sign, terminal_request_bytes
 
@@ -49,6 +50,18 @@ class Principal:
     # not part of equality, which is about role and scope
     token_id: str = field(default="", compare=False)
     label: str = field(default="", compare=False)
+
+
+def actor_of(who: Principal) -> str:
+    """Who is acting, for records such as refund requests: 'admin', 'clerk:U01' …"""
+    scope = who.unit_id or who.operator or who.holder_id
+    return f"{who.role}:{scope}" if scope else who.role
+
+
+def actor_id_of(who: Principal) -> str:
+    """Who is acting, down to the token or web account: 'admin[张三]#3fa9c2d1e0b4'. Used where
+    two people must be told apart (a bank account change, the two approvals of a refund)."""
+    return actor_of(who) + (f"[{who.label}]" if who.label else "") + f"#{who.token_id}"
 
 
 def _hash(token: str) -> str:
@@ -191,6 +204,17 @@ def remember_nonce(conn: sqlite3.Connection, terminal_id: str, nonce: str, at_ms
         raise DomainError("request_replayed", "this signed request was already used")
 
 
+def admit(who: Principal, roles: tuple[str, ...]) -> Principal:
+    """The one role check, for the API (a bearer token, :func:`requires`) and the web pages
+    (a signed-in browser, ``server.web.guard.page``) alike: ``who`` must hold one of
+    ``roles``, else ``forbidden``. The admitted caller becomes ``g.principal``, which the
+    scope checks (:mod:`server.infra.scope`) read."""
+    if who.role not in roles:
+        raise DomainError("forbidden", f"role {who.role} may not do this")
+    g.principal = who
+    return who
+
+
 def requires(*roles: str) -> Callable[[F], F]:
     """Decorator: the caller must hold one of ``roles`` (a bearer token)."""
 
@@ -200,10 +224,7 @@ def requires(*roles: str) -> Callable[[F], F]:
             header = request.headers.get("Authorization", "")
             if not header.startswith("Bearer "):
                 raise DomainError("unauthenticated", "bearer token required")
-            who = principal_for_token(get_db(), header[7:].strip(), get_clock().now_ms())
-            if who.role not in roles:
-                raise DomainError("forbidden", f"role {who.role} may not do this")
-            g.principal = who
+            admit(principal_for_token(get_db(), header[7:].strip(), get_clock().now_ms()), roles)
             return view(*args, **kwargs)
 
         inner._roles = roles  # type: ignore[attr-defined]  # read by the OpenAPI builder
@@ -232,7 +253,15 @@ def requires_terminal(view: F) -> F:
             at_ms = int(request.headers.get("X-Terminal-Time", ""))
         except ValueError as exc:
             raise DomainError("unauthenticated", "X-Terminal-Time missing") from exc
-        row = get_db().execute("SELECT secret_hex, state FROM terminals WHERE id = ?", (tid,)).fetchone()
+        row = (
+            get_db()
+            .execute(
+                "SELECT secret_hex, state, next_secret_hex, previous_secret_hex, previous_until_ms "
+                "FROM terminals WHERE id = ?",
+                (tid,),
+            )
+            .fetchone()
+        )
         if row is None:
             raise DomainError("unknown_terminal", tid)
         if abs(get_clock().now_ms() - at_ms) > TERMINAL_CLOCK_TOLERANCE_MS:
@@ -243,11 +272,17 @@ def requires_terminal(view: F) -> F:
         query = request.query_string
         if not query.isascii():
             raise DomainError("bad_signature", "query string is not ASCII")
-        secret = bytes.fromhex(row[0])
-        expected = terminal_request_signature(
-            secret, tid, at_ms, nonce, request.method, request.path, query.decode()
-        )
-        if not sig.isascii() or not hmac.compare_digest(expected, sig):  # compare_digest: ASCII str only
+        # during a key rotation the next key and, for a grace period, the one before count too
+        keys = accepted_secrets(row[0], row[2], row[3], row[4], get_clock().now_ms())
+        if not sig.isascii() or not any(  # compare_digest: ASCII str only
+            hmac.compare_digest(
+                terminal_request_signature(
+                    secret, tid, at_ms, nonce, request.method, request.path, query.decode()
+                ),
+                sig,
+            )
+            for _, secret in keys
+        ):
             raise DomainError("bad_signature", "terminal request signature")
         if row[1] == "revoked":  # read on every request: a revocation holds at once
             raise DomainError("terminal_revoked", f"terminal {tid} was revoked")

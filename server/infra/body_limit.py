@@ -10,7 +10,7 @@ text in Chinese and English):
   asking for the body of an oversized request gets the same 413 instead of the bytes.
 
 The limit is the largest thing anyone sends: a face photo (10 MB) with its form overhead.
-CSV imports keep their own, smaller limit (:data:`server.api.params.MAX_UPLOAD_BYTES`).
+CSV imports keep their own, smaller limit (:data:`server.infra.csvinput.MAX_UPLOAD_BYTES`).
 """
 
 from __future__ import annotations

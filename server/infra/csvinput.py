@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 
 from shared.errors import DomainError, message
 
+# the largest CSV file an import accepts (the API's and the web console's uploads alike)
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 _BRACKETED = re.compile(r"[(\[【][^)\]】]*[)\]】]")
 _SPACES = re.compile(r"[\s\u3000]+")
 _PUNCT = re.compile(r"[-_/:：·、*＊]+")

@@ -1,8 +1,11 @@
-"""SQLite for the server: opening, migrating, transactions, and the Flask wiring.
+"""The server's database: opening, migrating, transactions.
 
-One file, WAL mode, ``synchronous=FULL`` (a committed ledger entry survives a power cut),
-foreign keys on. Connections use explicit transactions: :func:`write_txn` takes the write
-lock up front (``BEGIN IMMEDIATE``) so two writers queue instead of deadlocking.
+SQLite by default: one file, WAL mode, ``synchronous=FULL`` (a committed ledger entry
+survives a power cut), foreign keys on. Or PostgreSQL when the target is a
+``postgresql://`` URL (:mod:`server.infra.pg`: the same SQL through a small dialect adapter,
+the same migrations). Connections use explicit transactions: :func:`write_txn` takes the
+write lock up front (``BEGIN IMMEDIATE``; on PostgreSQL an advisory lock) so two writers
+queue instead of deadlocking.
 """
 
 from __future__ import annotations
@@ -10,13 +13,39 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from server.infra import pg
 from server.infra.schema import MIGRATIONS
 from shared.private_files import ensure_private_sqlite
 from shared.sqlite_txn import write_txn as write_txn  # re-exported for the server's modules
 
 
+def is_postgres(target: str | Path) -> bool:
+    """Whether ``target`` names a PostgreSQL database (a ``postgresql://`` URL), not a file."""
+    return pg.is_url(str(target))
+
+
+def shown(target: str | Path) -> str:
+    """A database for a message or a report: a path as it is, a URL without its password."""
+    text = str(target)
+    if not is_postgres(text):
+        return text
+    scheme, rest = text.split("://", 1)
+    if "@" not in rest:
+        return text
+    credentials, host = rest.rsplit("@", 1)
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{host}"
+
+
+def dialect(conn: sqlite3.Connection) -> str:
+    """``"sqlite"`` or ``"postgresql"``: for the rare statement the two write differently."""
+    return getattr(conn, "dialect", "sqlite")
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
-    """Open the database (created 0600: it holds terminal secrets and people's details)."""
+    """Open the database: a SQLite file (created 0600: it holds terminal secrets and people's
+    details), or a PostgreSQL URL (a pooled connection)."""
+    if is_postgres(path):
+        return pg.connect(str(path))  # type: ignore[return-value]
     ensure_private_sqlite(path)
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
     conn.row_factory = sqlite3.Row
@@ -29,6 +58,8 @@ def connect(path: str | Path) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Apply pending migrations; returns the schema version now in force."""
+    if dialect(conn) == "postgresql":
+        return pg.migrate(conn, MIGRATIONS)  # type: ignore[arg-type]
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     for number, sql in enumerate(MIGRATIONS[current:], start=current + 1):
         conn.execute("BEGIN IMMEDIATE")
@@ -67,6 +98,19 @@ def open_db(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
+def schema_version(conn: sqlite3.Connection) -> int:
+    """How many migrations the database has had (0: an empty database)."""
+    if dialect(conn) == "postgresql":
+        return pg.schema_version(conn)  # type: ignore[arg-type]
+    return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+
+def like_contains(text: str) -> str:
+    """A LIKE pattern matching ``text`` anywhere, its ``%``, ``_`` and ``\\`` taken
+    literally (use with ``ESCAPE '\\'``)."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def get_setting(conn: sqlite3.Connection, key: str, default: str | None = None) -> str | None:
     row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
     return row[0] if row else default
@@ -84,7 +128,7 @@ def bump_counter(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
     if by:
         conn.execute(
             "INSERT INTO counters(name, value) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
             (name, by),
         )
 

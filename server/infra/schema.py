@@ -612,3 +612,409 @@ MIGRATIONS.append(
     ALTER TABLE canteens ADD COLUMN diners INTEGER CHECK (diners >= 0);
     """
 )
+
+MIGRATIONS.append(
+    # 16: the web console's log-in (issue 14, server.web.accounts). ``web_accounts``: a staff
+    # member (user name, one of the API's roles and its scope) or a diner (their holder; the
+    # password is set through a one-time activation code a clerk prints). Passwords and
+    # activation codes are kept only as salted slow hashes; failed log-ins are counted and
+    # lock the account for a while. ``web_sessions``: a signed-in browser (the SHA-256 of its
+    # random session id) and when it was last seen, for the idle timeout. ``web_login_events``:
+    # every log-in, failure, lock, password change and activation, for the bureau's records.
+    # ``sales_time``: the dashboard reads today's sales of every canteen by time;
+    # ``holders_staff_no``: people are found and listed by 工号 (the console's search, a diner's
+    # log-in); ``holders_unit_status``: the allocation report counts each unit's active staff.
+    """
+    CREATE TABLE web_accounts (
+        id                      INTEGER PRIMARY KEY,
+        kind                    TEXT NOT NULL CHECK (kind IN ('staff', 'diner')),
+        login                   TEXT NOT NULL,
+        role                    TEXT NOT NULL
+                                CHECK (role IN ('admin', 'clerk', 'operator', 'auditor', 'diner')),
+        unit_id                 TEXT REFERENCES units(id),
+        operator                TEXT,
+        holder_id               TEXT REFERENCES holders(id),
+        display_name            TEXT NOT NULL DEFAULT '',
+        password_hash           TEXT,
+        must_change             INTEGER NOT NULL DEFAULT 0 CHECK (must_change IN (0, 1)),
+        failed_logins           INTEGER NOT NULL DEFAULT 0,
+        locked_until_ms         INTEGER,
+        activation_hash         TEXT,
+        activation_expires_ms   INTEGER,
+        created_at_ms           INTEGER NOT NULL,
+        password_changed_at_ms  INTEGER,
+        disabled                INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),
+        UNIQUE (kind, login),
+        CHECK ((kind = 'diner') = (role = 'diner')),
+        CHECK (role <> 'clerk' OR unit_id IS NOT NULL),
+        CHECK (role <> 'operator' OR operator IS NOT NULL),
+        CHECK (role <> 'diner' OR holder_id IS NOT NULL)
+    ) STRICT;
+
+    CREATE TABLE web_sessions (
+        id_hash        TEXT PRIMARY KEY,
+        account_id     INTEGER NOT NULL REFERENCES web_accounts(id),
+        created_at_ms  INTEGER NOT NULL,
+        last_seen_ms   INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX web_sessions_account ON web_sessions(account_id);
+
+    CREATE TABLE web_login_events (
+        id          INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        login       TEXT NOT NULL,
+        account_id  INTEGER,
+        event       TEXT NOT NULL,
+        remote      TEXT NOT NULL DEFAULT ''
+    ) STRICT;
+    CREATE INDEX web_login_events_time ON web_login_events(at_ms);
+
+    CREATE INDEX sales_time ON sales(occurred_at_ms);
+    CREATE INDEX holders_staff_no ON holders(staff_no);
+    CREATE INDEX holders_unit_status ON holders(unit_id, status);
+    """
+)
+
+MIGRATIONS.append(
+    # 17: signed updates (issue 15, server.registry.updates). ``update_bundles``: each signed
+    # bundle the server holds (terminal software or board firmware), checked against the
+    # release key when added, its file in the data folder's updates/. ``update_offers``: who
+    # is offered which bundle — a canteen's terminals or the fleet, to ``stage_pct`` percent
+    # of them chosen by a hash of the terminal id (server.downstream.update_offers); widening
+    # a stage updates the row. ``update_reports``: what each terminal reported (installed,
+    # running, refused with a code, rolled back), once per message.
+    """
+    CREATE TABLE update_bundles (
+        kind           TEXT NOT NULL CHECK (kind IN ('terminal', 'firmware')),
+        version        TEXT NOT NULL,
+        min_version    TEXT NOT NULL,
+        sha256         TEXT NOT NULL,
+        size           INTEGER NOT NULL CHECK (size > 0),
+        file_name      TEXT NOT NULL,
+        created_at_ms  INTEGER NOT NULL,
+        added_at_ms    INTEGER NOT NULL,
+        PRIMARY KEY (kind, version)
+    ) STRICT;
+
+    CREATE TABLE update_offers (
+        id               INTEGER PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        version          TEXT NOT NULL,
+        canteen_id       TEXT REFERENCES canteens(id),
+        stage_pct        INTEGER NOT NULL CHECK (stage_pct BETWEEN 1 AND 100),
+        offered_at_ms    INTEGER NOT NULL,
+        updated_at_ms    INTEGER NOT NULL,
+        withdrawn_at_ms  INTEGER,
+        FOREIGN KEY (kind, version) REFERENCES update_bundles(kind, version)
+    ) STRICT;
+
+    CREATE TABLE update_reports (
+        msg_id          TEXT PRIMARY KEY,
+        terminal_id     TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        version         TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        running         TEXT NOT NULL,
+        code            TEXT,
+        detail          TEXT,
+        sent_at_ms      INTEGER NOT NULL,
+        received_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX update_reports_terminal ON update_reports(terminal_id, kind, sent_at_ms);
+    """
+)
+
+MIGRATIONS.append(
+    # 18: terminals' day closes (日结, Z-reports, issue 13; server.closing.day_closes): one
+    # row per (terminal, number) as the terminal sent it; the comparison with the sales the
+    # server holds for its sequence numbers is made when asked, never stored
+    """
+    CREATE TABLE day_closes (
+        terminal_id      TEXT NOT NULL,
+        number           INTEGER NOT NULL CHECK (number >= 1),
+        canteen_id       TEXT NOT NULL,
+        business_day     TEXT NOT NULL,
+        closed_at_ms     INTEGER NOT NULL,
+        seq_from         INTEGER NOT NULL,
+        seq_to           INTEGER NOT NULL,
+        sales_count      INTEGER NOT NULL,
+        sales_fen        INTEGER NOT NULL,
+        reversals_count  INTEGER NOT NULL DEFAULT 0,
+        reversals_fen    INTEGER NOT NULL DEFAULT 0,
+        report_json      TEXT NOT NULL,
+        received_at_ms   INTEGER NOT NULL,
+        PRIMARY KEY (terminal_id, number)
+    ) STRICT;
+    CREATE INDEX day_closes_day ON day_closes(business_day, terminal_id);
+    """
+)
+
+MIGRATIONS.append(
+    # 19: backups and restores (issue 15, server.infra.backup). ``backups``: every online
+    # backup taken of this database, with the highest sale of each terminal it holds with no
+    # gap before it (``marks_json``: {"T0001": 1234}); a terminal may prune its journal up to
+    # the mark of the oldest backup still kept (``removed_at_ms`` NULL and its folder still
+    # there). ``restores``: each time this database was put back from a backup; ``epoch``
+    # names the restore, and ``marks_json`` what the restored database held per terminal, so
+    # terminals resend the sales acknowledged after it (server.downstream.backup_marks).
+    """
+    CREATE TABLE backups (
+        backup_id      TEXT PRIMARY KEY,
+        taken_at_ms    INTEGER NOT NULL,
+        location       TEXT NOT NULL,
+        sha256         TEXT NOT NULL,
+        bytes          INTEGER NOT NULL CHECK (bytes > 0),
+        marks_json     TEXT NOT NULL,
+        removed_at_ms  INTEGER
+    ) STRICT;
+    CREATE INDEX backups_kept ON backups(taken_at_ms) WHERE removed_at_ms IS NULL;
+
+    CREATE TABLE restores (
+        epoch           TEXT PRIMARY KEY,
+        restored_at_ms  INTEGER NOT NULL,
+        backup_id       TEXT NOT NULL,
+        taken_at_ms     INTEGER NOT NULL,
+        marks_json      TEXT NOT NULL,
+        delta_from      INTEGER NOT NULL,
+        delta_to        INTEGER NOT NULL
+    ) STRICT;
+    """
+)
+
+MIGRATIONS.append(
+    # 20: reversals (冲正, issue 13) — a record of their own, never an edit of the sale.
+    # ``reversals``: every reversal a terminal sent (applied, pending until its sale arrives,
+    # or rejected with a reason), keyed like sales by (terminal, seq) + uuid; a sale is
+    # reversed at most once (the partial unique index). ``refunded_subsidy_fen``: the part
+    # of the returned subsidy that went to a year-end refund instead of the purse (its year
+    # was cleared meanwhile). ``late_reversals``: applied after the quarter of their sale
+    # was settled, so the next statement carries them as negative adjustment lines.
+    # ``statements`` is rebuilt without the non-negative checks on adjustments, withholding,
+    # fee and net: a quarter whose late reversals outweigh its sales settles negative (the
+    # operator gives back what it was paid for them); gross stays >= 0 and the sums hold.
+    """
+    CREATE TABLE reversals (
+        terminal_id           TEXT NOT NULL,
+        seq                   INTEGER NOT NULL,
+        uuid                  TEXT NOT NULL UNIQUE,
+        sale_seq              INTEGER NOT NULL,
+        sale_uuid             TEXT NOT NULL,
+        canteen_id            TEXT NOT NULL,
+        operator_card         TEXT NOT NULL,
+        amount_fen            INTEGER NOT NULL CHECK (amount_fen > 0),
+        method                TEXT NOT NULL,
+        offline               INTEGER NOT NULL DEFAULT 0,
+        refund_no             TEXT,
+        occurred_at_ms        INTEGER NOT NULL,
+        received_at_ms        INTEGER NOT NULL,
+        status                TEXT NOT NULL CHECK (status IN ('applied', 'pending', 'rejected')),
+        reason                TEXT,
+        holder_id             TEXT,
+        unit_id               TEXT,
+        subsidy_fen           INTEGER NOT NULL DEFAULT 0 CHECK (subsidy_fen >= 0),
+        self_fen              INTEGER NOT NULL DEFAULT 0 CHECK (self_fen >= 0),
+        refunded_subsidy_fen  INTEGER NOT NULL DEFAULT 0 CHECK (refunded_subsidy_fen >= 0),
+        txn_id                INTEGER REFERENCES txns(id),
+        applied_at_ms         INTEGER,
+        balance_subsidy_fen   INTEGER,
+        balance_self_fen      INTEGER,
+        balance_version       INTEGER,
+        balance_subsidy_year  INTEGER,
+        balance_next_subsidy_fen     INTEGER NOT NULL DEFAULT 0,
+        balance_expired_subsidy_fen  INTEGER NOT NULL DEFAULT 0,
+        reversal_json         TEXT NOT NULL,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE UNIQUE INDEX reversals_once ON reversals(terminal_id, sale_seq) WHERE status <> 'rejected';
+    CREATE INDEX reversals_canteen_time ON reversals(canteen_id, occurred_at_ms);
+    CREATE INDEX reversals_holder_time ON reversals(holder_id, occurred_at_ms);
+    CREATE INDEX reversals_waiting ON reversals(terminal_id, sale_seq) WHERE status = 'pending';
+    CREATE INDEX reversals_sale ON reversals(terminal_id, sale_seq, status);
+
+    CREATE TABLE late_reversals (
+        terminal_id        TEXT NOT NULL,
+        seq                INTEGER NOT NULL,
+        canteen_id         TEXT NOT NULL,
+        occurred_at_ms     INTEGER NOT NULL,
+        amount_fen         INTEGER NOT NULL CHECK (amount_fen > 0),
+        statement_quarter  TEXT,
+        PRIMARY KEY (terminal_id, seq)
+    ) STRICT;
+    CREATE INDEX late_reversals_open ON late_reversals(statement_quarter);
+
+    CREATE TABLE statements_v20 (
+        quarter          TEXT NOT NULL REFERENCES settlement_periods(quarter),
+        canteen_id       TEXT NOT NULL REFERENCES canteens(id),
+        sales_count      INTEGER NOT NULL,
+        gross_fen        INTEGER NOT NULL CHECK (gross_fen >= 0),
+        adjustments_fen  INTEGER NOT NULL,
+        withheld_fen     INTEGER NOT NULL,
+        settlement_fen   INTEGER NOT NULL,
+        fee_fen          INTEGER NOT NULL,
+        net_fen          INTEGER NOT NULL,
+        pay_pct          INTEGER NOT NULL,
+        payee            TEXT NOT NULL,
+        txn_id           INTEGER REFERENCES txns(id),
+        statement_json   TEXT NOT NULL,
+        digest           TEXT NOT NULL,
+        PRIMARY KEY (quarter, canteen_id),
+        CHECK (gross_fen + adjustments_fen = withheld_fen + fee_fen + net_fen),
+        CHECK (settlement_fen = fee_fen + net_fen)
+    ) STRICT;
+    INSERT INTO statements_v20 SELECT quarter, canteen_id, sales_count, gross_fen, adjustments_fen,
+        withheld_fen, settlement_fen, fee_fen, net_fen, pay_pct, payee, txn_id, statement_json, digest
+        FROM statements;
+    DROP TABLE statements;
+    ALTER TABLE statements_v20 RENAME TO statements;
+    """
+)
+
+# An applied reversal that gave money back to the purses (its sale was purse-paid and had
+# moved money): what lowers a canteen's payable and gross, for every query over
+# ``reversals`` (unaliased). A digital RMB reversal (the gateway refunded it) and one that
+# only resolved a quarantined sale (nothing had moved) give back nothing here.
+REVERSAL_PURSE_PAID = "status = 'applied' AND subsidy_fen + self_fen > 0"
+
+
+def not_reversed_sql(sales: str = "sales") -> str:
+    """SQL condition: the sale (``sales``: the table or its alias) has no applied reversal —
+    for reports and meal counts that show what was sold and kept (the sale row itself is
+    never edited)."""
+    return (
+        f"NOT EXISTS (SELECT 1 FROM reversals rv WHERE rv.terminal_id = {sales}.terminal_id "
+        f"AND rv.sale_seq = {sales}.seq AND rv.status = 'applied')"
+    )
+
+
+MIGRATIONS.append(
+    # 21: operations (issue 15). ``enrolments``: one-time enrolment codes (only their
+    # SHA-256 is kept) that reserve a terminal id for a canteen until used, cancelled or
+    # expired.
+    # ``terminals``: a key rotation in progress (``next_secret_hex`` offered, not yet used by
+    # the terminal), the key before the current one and until when it is still accepted,
+    # and the fleet view's state changes and last heartbeat by the server's clock.
+    """
+    CREATE TABLE enrolments (
+        code_hash        TEXT PRIMARY KEY,
+        terminal_id      TEXT NOT NULL UNIQUE,
+        canteen_id       TEXT NOT NULL REFERENCES canteens(id),
+        broker_url       TEXT NOT NULL,
+        server_url       TEXT NOT NULL,
+        created_at_ms    INTEGER NOT NULL,
+        expires_at_ms    INTEGER NOT NULL,
+        used_at_ms       INTEGER,
+        used_by          TEXT,
+        cancelled_at_ms  INTEGER
+    ) STRICT;
+
+    ALTER TABLE terminals ADD COLUMN next_secret_hex TEXT;
+    ALTER TABLE terminals ADD COLUMN rotation_started_ms INTEGER;
+    ALTER TABLE terminals ADD COLUMN previous_secret_hex TEXT;
+    ALTER TABLE terminals ADD COLUMN previous_until_ms INTEGER;
+    ALTER TABLE terminals ADD COLUMN state_since_ms INTEGER;
+    ALTER TABLE terminals ADD COLUMN last_seen_ms INTEGER;
+    """
+)
+
+MIGRATIONS.append(
+    # 22: an import file uploaded to the web console, kept between its preview and the confirm
+    # (server.web.imports): by who uploaded it, what kind of import and the SHA-256 of its
+    # bytes; ``text`` is the file as read (UTF-8 or GBK decoded), ``preview`` the digest of the
+    # report the preview showed, so the confirm applies exactly what was previewed or nothing.
+    # Removed when confirmed, replaced by the next upload of the same kind, gone after a day.
+    """
+    CREATE TABLE web_uploads (
+        account_id     INTEGER NOT NULL REFERENCES web_accounts(id),
+        kind           TEXT NOT NULL,
+        digest         TEXT NOT NULL,
+        text           TEXT NOT NULL,
+        options_json   TEXT NOT NULL DEFAULT '{}',
+        preview        TEXT NOT NULL,
+        created_at_ms  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, kind)
+    ) STRICT;
+    """
+)
+
+MIGRATIONS.append(
+    # 23: what the web console reads fast (issue 14). ``sale_slots`` and ``sale_days``: applied
+    # sales summed per 15-minute slot (per Beijing day), canteen and payment method, written
+    # with the sales in the same transaction (server.sales.takings; checked against the
+    # sales by `check`), filled here from the sales already applied. ``holder_name_grams``:
+    # every character and pair of neighbouring characters of each cardholder's name,
+    # lower-cased ASCII (server.registry.name_search), filled here the same way.
+    # ``accounts_overdrawn``: the few accounts below zero, so the overdrafts are found
+    # without reading every purse.
+    """
+    CREATE TABLE sale_slots (
+        slot_ms      INTEGER NOT NULL,
+        canteen_id   TEXT NOT NULL,
+        method       TEXT NOT NULL,
+        count        INTEGER NOT NULL,
+        amount_fen   INTEGER NOT NULL,
+        subsidy_fen  INTEGER NOT NULL,
+        self_fen     INTEGER NOT NULL,
+        PRIMARY KEY (slot_ms, canteen_id, method)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO sale_slots(slot_ms, canteen_id, method, count, amount_fen, subsidy_fen, self_fen)
+    SELECT occurred_at_ms - occurred_at_ms % 900000, canteen_id, method, count(*), sum(amount_fen),
+           sum(subsidy_fen), sum(self_fen)
+    FROM sales WHERE status = 'applied'
+    GROUP BY occurred_at_ms - occurred_at_ms % 900000, canteen_id, method;
+
+    CREATE TABLE sale_days (
+        day_ms       INTEGER NOT NULL,
+        canteen_id   TEXT NOT NULL,
+        method       TEXT NOT NULL,
+        count        INTEGER NOT NULL,
+        amount_fen   INTEGER NOT NULL,
+        subsidy_fen  INTEGER NOT NULL,
+        self_fen     INTEGER NOT NULL,
+        PRIMARY KEY (day_ms, canteen_id, method)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO sale_days(day_ms, canteen_id, method, count, amount_fen, subsidy_fen, self_fen)
+    SELECT occurred_at_ms - (occurred_at_ms + 28800000) % 86400000, canteen_id, method, count(*),
+           sum(amount_fen), sum(subsidy_fen), sum(self_fen)
+    FROM sales WHERE status = 'applied'
+    GROUP BY occurred_at_ms - (occurred_at_ms + 28800000) % 86400000, canteen_id, method;
+
+    CREATE TABLE holder_name_grams (
+        gram       TEXT NOT NULL,
+        holder_id  TEXT NOT NULL,
+        PRIMARY KEY (gram, holder_id)
+    ) STRICT, WITHOUT ROWID;
+    WITH RECURSIVE pos(holder_id, name, i) AS (
+        SELECT id, lower(name), 1 FROM holders WHERE length(name) > 0
+        UNION ALL SELECT holder_id, name, i + 1 FROM pos WHERE i < length(name)
+    )
+    INSERT INTO holder_name_grams(gram, holder_id)
+    SELECT substr(name, i, 1), holder_id FROM pos
+    UNION SELECT substr(name, i, 2), holder_id FROM pos WHERE i < length(name);
+
+    CREATE INDEX accounts_overdrawn ON accounts(kind, balance_fen) WHERE balance_fen < 0;
+    """
+)
+
+MIGRATIONS.append(
+    # 24: self top-up through the digital RMB gateway from the diner's phone (issue 14,
+    # server.sales.ecny_topups): one row per order of ours; ``credited`` once the gateway's
+    # word that it was paid for exactly ``amount_fen`` put the money on the self purse (ledger
+    # txn 'topup' with ref 'ecny:<order_no>'), ``held`` when paid but not creditable (reason in
+    # ``detail``), ``failed``/``closed`` as the gateway said; ``qr_text``: the merchant QR the
+    # wallet app pays.
+    """
+    CREATE TABLE ecny_topups (
+        order_no       TEXT PRIMARY KEY,
+        holder_id      TEXT NOT NULL REFERENCES holders(id),
+        card_id        TEXT NOT NULL,
+        amount_fen     INTEGER NOT NULL CHECK (amount_fen > 0),
+        status         TEXT NOT NULL CHECK (status IN ('created', 'credited', 'held', 'failed', 'closed')),
+        qr_text        TEXT,
+        trade_no       TEXT,
+        detail         TEXT NOT NULL DEFAULT '',
+        created_at_ms  INTEGER NOT NULL,
+        updated_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX ecny_topups_holder ON ecny_topups(holder_id, created_at_ms);
+    """
+)

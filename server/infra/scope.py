@@ -115,3 +115,18 @@ def unit_filter() -> str | None:
     if who.role == "clerk" and who.unit_id:
         return who.unit_id
     raise _refuse("this list")
+
+
+def canteen_filter(conn: sqlite3.Connection) -> list[str] | None:
+    """The canteens the caller may see: None = all (admin, auditor); an operator's own
+    canteens; a clerk's own unit's canteens. Other roles see none."""
+    who = principal()
+    if who.role in UNRESTRICTED:
+        return None
+    if who.role == "operator":
+        sql, arg = "SELECT id FROM canteens WHERE operator = ? AND operator <> ''", who.operator
+    elif who.role == "clerk":
+        sql, arg = "SELECT id FROM canteens WHERE unit_id = ?", who.unit_id
+    else:
+        raise DomainError("forbidden", "no canteens in your scope")
+    return [r[0] for r in conn.execute(sql, (arg,))]

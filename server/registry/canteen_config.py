@@ -20,7 +20,15 @@ Rules enforced here, before anything is stored or sent to a terminal:
 * a shop item may carry ``barcodes``: EAN-13, EAN-8 or UPC-A with a right check digit
   (:mod:`shared.barcode`; a UPC-A is stored as its EAN-13), several per item, each
   belonging to one item of the canteen only — ``barcode_invalid`` / ``barcode_taken``;
+* ``meal_limit`` ≥ 1; ``risk`` is a map of limit name → int ≥ 0;
+* the cashier's typed amount (自由金额, shop mode): ``allow_typed_amount`` (true unless set
+  false) and its cap ``max_typed_amount_fen`` (> 0 fen, optional) — :func:`validate_typed_amount`.
 * ``meal_limit`` ≥ 1; ``risk`` is a map of limit name → int ≥ 0.
+* reversals (冲正, issue 13): ``reversal_window_minutes`` 0–1440 (default 10, 0 = off;
+  :mod:`shared.reversal_rules`) and ``operators``, the operator cards that may reverse a
+  sale at the canteen's terminals — card → ``{"name", "pin_hash"}``, the operator's PIN as a
+  salted scrypt record (:mod:`shared.pin_hash`; never the PIN:
+  :func:`server.registry.canteen_operators.hash_operator_pins` turns a typed ``pin`` into it).
 
 :func:`merge_config` applies a partial change (``None`` removes a meal period or an item)
 and validates the result as a whole, so a change is either entirely valid or refused.
@@ -34,13 +42,26 @@ from typing import Any
 from shared.barcode import BarcodeError, normalize
 from shared.errors import DomainError
 from shared.money import format_fen
+from shared.pin_hash import is_pin_record
+from shared.reversal_rules import MAX_WINDOW_MINUTES
 
 MEAL_PERIODS = ("breakfast", "lunch", "dinner")
 MEAL_NAMES_ZH = {"breakfast": "早餐", "lunch": "中餐", "dinner": "晚餐"}
 DEFAULT_TIMES = {"breakfast": ("07:00", "09:00"), "lunch": ("11:30", "13:30"), "dinner": ("17:30", "19:30")}
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
-_KNOWN_KEYS = {"meals", "meal_limit", "items", "allow_uid_only", "risk"}
+_KNOWN_KEYS = {
+    "meals",
+    "meal_limit",
+    "items",
+    "allow_uid_only",
+    "risk",
+    "reversal_window_minutes",
+    "operators",
+    # the cashier's typed amount (issue 13)
+    "allow_typed_amount",
+    "max_typed_amount_fen",
+}
 MAX_BARCODES_PER_ITEM = 20
 
 
@@ -185,6 +206,48 @@ def validate_config(config: Any) -> dict[str, Any]:
     }
     if risk:
         out["risk"] = dict(risk)
+    if "reversal_window_minutes" in config:
+        window = config["reversal_window_minutes"]
+        if not isinstance(window, int) or isinstance(window, bool) or not 0 <= window <= MAX_WINDOW_MINUTES:
+            raise _bad(f"reversal_window_minutes must be a whole number 0–{MAX_WINDOW_MINUTES}")
+        out["reversal_window_minutes"] = window
+    operators = validate_operators(config.get("operators"))
+    if operators:
+        out["operators"] = operators
+    out.update(validate_typed_amount(config))
+    return out
+
+
+def validate_typed_amount(config: dict[str, Any]) -> dict[str, Any]:
+    """The typed-amount keys of a config, checked (only those it sets)."""
+    out: dict[str, Any] = {}
+    if "allow_typed_amount" in config:
+        if not isinstance(config["allow_typed_amount"], bool):
+            raise _bad("allow_typed_amount must be true or false")
+        out["allow_typed_amount"] = config["allow_typed_amount"]
+    if config.get("max_typed_amount_fen") is not None:
+        out["max_typed_amount_fen"] = _fen(config["max_typed_amount_fen"], "max_typed_amount_fen")
+    return out
+
+
+def validate_operators(value: Any) -> dict[str, dict[str, str]]:
+    """Operator card → ``{"name", "pin_hash"}``, each PIN already a hash record."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _bad("operators must map operator card numbers to {name, pin_hash}")
+    out: dict[str, dict[str, str]] = {}
+    for card, op in sorted(value.items()):
+        if not isinstance(card, str) or not card.strip() or len(card) > 64:
+            raise _bad(f"operator card {card!r}: 1 to 64 characters")
+        if not isinstance(op, dict) or set(op) != {"name", "pin_hash"}:
+            raise _bad(f"operator {card}: give name and pin (stored as pin_hash)")
+        name = op["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise _bad(f"operator {card}: a name is required")
+        if not is_pin_record(op["pin_hash"]):
+            raise _bad(f"operator {card}: pin_hash is not a PIN hash record")
+        out[card] = {"name": name.strip(), "pin_hash": op["pin_hash"]}
     return out
 
 
@@ -195,7 +258,7 @@ def merge_config(current: dict[str, Any], change: dict[str, Any]) -> dict[str, A
         raise _bad("canteen config change must be an object")
     merged = {k: v for k, v in current.items() if k in _KNOWN_KEYS}
     for key, value in change.items():
-        if key in ("meals", "items"):
+        if key in ("meals", "items", "operators"):
             if not isinstance(value, dict):
                 raise _bad(f"{key} must be an object")
             part = dict(merged.get(key) or {})

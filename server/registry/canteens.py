@@ -29,6 +29,7 @@ from server.registry.canteen_config import (
     validate_config,
     validate_item,
 )
+from server.registry.canteen_operators import hash_operator_pins, redact
 from server.registry.units import add_unit, next_id, unit_by_name
 from shared.errors import DomainError
 from shared.money import format_fen, parse_yuan
@@ -63,7 +64,7 @@ def to_json(row: sqlite3.Row) -> dict[str, Any]:
         "operator": row["operator"],
         "self_operated": bool(row["self_operated"]),
         **{f: row[f] for f in DETAIL_FIELDS},
-        "config": json.loads(row["config_json"]),
+        "config": redact(json.loads(row["config_json"])),  # no operator's PIN record
     }
 
 
@@ -109,7 +110,7 @@ def create(
     if conn.execute("SELECT 1 FROM units WHERE id = ?", (unit_id,)).fetchone() is None:
         raise DomainError("not_found", f"unit {unit_id}")
     fields = _check_details({"name": name, **details})
-    cfg = validate_config(config or {})
+    cfg = validate_config(hash_operator_pins(config or {}))
     canteen_id = canteen_id or next_id(conn, "canteens", "C")
     if conn.execute(
         "SELECT 1 FROM canteens WHERE id = ? OR name = ?", (canteen_id, fields["name"])
@@ -150,7 +151,11 @@ def update(
         ).fetchone()
     ):
         raise DomainError("already_exists", f"canteen name {fields['name']}")
-    cfg = merge_config(json.loads(row["config_json"]), config) if config is not None else None
+    cfg = (
+        merge_config(json.loads(row["config_json"]), hash_operator_pins(config))
+        if config is not None
+        else None
+    )
     if cfg is not None:
         fields["config_json"] = json.dumps(cfg, ensure_ascii=False)
     if fields:

@@ -138,12 +138,12 @@ def request_refund(
         "SELECT 1 FROM refund_requests WHERE holder_id = ? AND status = 'pending'", (holder_id,)
     ).fetchone():
         raise DomainError("already_exists", f"a refund request for {holder_id} is pending")
-    cur = conn.execute(
+    request_id = conn.execute(
         "INSERT INTO refund_requests(holder_id, bank_account, requested_at_ms, requested_by) "
-        "VALUES (?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?) RETURNING id",
         (holder_id, account, now_ms, requested_by),
-    )
-    return get_request(conn, int(cur.lastrowid or 0), now_ms)
+    ).fetchone()[0]
+    return get_request(conn, int(request_id), now_ms)
 
 
 def approve_refund(conn: sqlite3.Connection, request_id: int, now_ms: int, decided_by: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from server.books import ledger
 from server.downstream.changes import holder_blocked
+from server.infra.db import like_contains
 from server.registry import bank_accounts, cards, leavers
 from shared.errors import DomainError
 
@@ -24,7 +25,7 @@ def find_holders(conn: sqlite3.Connection, text: str, unit_id: str | None = None
     needle = text.strip()
     if not needle:
         raise DomainError("invalid_input", "give a name, 工号 or card number", zh="请给出姓名、工号或卡号")
-    like = "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    like = like_contains(needle)
     return conn.execute(
         "SELECT * FROM holders h WHERE (? IS NULL OR h.unit_id = ?) AND ("
         "h.name LIKE ? ESCAPE '\\' OR h.staff_no = ? COLLATE NOCASE OR h.id = ? COLLATE NOCASE "

@@ -18,7 +18,6 @@ PIN (giving the old one when one is set); a clerk of their unit or an admin rese
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 import sqlite3
@@ -26,26 +25,14 @@ from dataclasses import dataclass
 
 from shared.clock import DAY_MS, start_of_china_day_ms
 from shared.errors import DomainError
+from shared.pin_hash import PIN_LENGTH as PIN_LENGTH  # one definition for payment and operator PINs
+from shared.pin_hash import SCRYPT_N, SCRYPT_P, SCRYPT_R, check_pin_format, hash_pin
 
-PIN_LENGTH = 6
 MAX_TRIES = 5
 APPROVAL_TTL_MS = 2 * 60_000  # the sale must be made within this time of the check
-# scrypt cost: 16 MiB and ~50 ms per check on a server core; stored with each hash so it
-# can be raised later without invalidating existing PINs
-SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
 
 
 # --- pure rules ------------------------------------------------------------------------
-
-
-def check_pin_format(pin: object) -> str:
-    """The PIN if it is six digits and not trivially guessable; DomainError otherwise."""
-    if not isinstance(pin, str) or len(pin) != PIN_LENGTH or not pin.isascii() or not pin.isdigit():
-        raise DomainError("pin_invalid", "a PIN is exactly 6 digits")
-    steps = {int(b) - int(a) for a, b in zip(pin, pin[1:], strict=False)}
-    if steps in ({0}, {1}, {-1}):
-        raise DomainError("pin_too_simple", "all digits the same, or an ascending/descending run")
-    return pin
 
 
 def next_china_midnight_ms(now_ms: int) -> int:
@@ -63,10 +50,6 @@ def after_failure(failed_tries: int, locked_until_ms: int | None, now_ms: int) -
         failed_tries = 0
     failed = failed_tries + 1
     return failed, (next_china_midnight_ms(now_ms) if failed >= MAX_TRIES else None)
-
-
-def hash_pin(pin: str, salt: bytes, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> bytes:
-    return hashlib.scrypt(pin.encode(), salt=salt, n=n, r=r, p=p, dklen=SCRYPT_LEN, maxmem=64 * 2**20)
 
 
 def _params_text(n: int, r: int, p: int) -> str:
@@ -108,6 +91,29 @@ def set_pin(conn: sqlite3.Connection, holder_id: str, pin: str, now_ms: int, by:
         "updated_at_ms = excluded.updated_at_ms, updated_by = excluded.updated_by",
         (holder_id, digest.hex(), salt.hex(), _params_text(SCRYPT_N, SCRYPT_R, SCRYPT_P), now_ms, by),
     )
+
+
+def set_own_pin(
+    conn: sqlite3.Connection, holder_id: str, pin: str, old_pin: object, now_ms: int, by: str
+) -> DomainError | None:
+    """A diner sets their own PIN (inside the caller's write txn): when one is set, the old
+    PIN must be given and is checked like any other (a wrong one counts as a wrong try, the
+    fifth locks). Returns the refusal for the caller to raise *after* committing — so the
+    failed try is kept — or None when the new PIN was set."""
+    pin = check_pin_format(pin)
+    if has_pin(conn, holder_id):
+        check = verify(conn, holder_id, old_pin if isinstance(old_pin, str) else "", now_ms)
+        if check.result == "locked":
+            return DomainError("pin_locked", "too many wrong tries", field="old_pin")
+        if check.result != "ok":
+            return DomainError(
+                "pin_wrong",
+                f"old_pin wrong, {check.tries_left} tries left",
+                zh=f"还可再试 {check.tries_left} 次",
+                field="old_pin",
+            )
+    set_pin(conn, holder_id, pin, now_ms, by)
+    return None
 
 
 def has_pin(conn: sqlite3.Connection, holder_id: str) -> bool:

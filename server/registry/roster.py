@@ -25,12 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database
-
 from server.downstream.changes import card_change
 from server.downstream.deltas import record_delta
 from server.infra.csvinput import LineError, read_table, rejected
-from server.registry import bank_accounts
+from server.registry import bank_accounts, name_search
 from server.registry.cards import CARD_ID
 from server.registry.holders import holder_change
 from server.registry.units import next_id
@@ -167,26 +165,37 @@ def _apply(
     now_ms: int,
     changed_by: str = "roster import",
 ) -> None:
-    db = Database(conn, recursive_triggers=False, execute_plugins=False)
-    holders = db.table("holders")
     for change in plan["bank_accounts"]:  # logged before the update overwrites the old one
         old = conn.execute("SELECT bank_account FROM holders WHERE id = ?", (change["id"],)).fetchone()[0]
         bank_accounts.record_change(conn, change["id"], old, change["bank_account"], changed_by, now_ms)
-    holders.insert_all(plan["new_holders"])
+    old_names = {
+        c["id"]: conn.execute("SELECT name FROM holders WHERE id = ?", (c["id"],)).fetchone()[0]
+        for c in plan["renamed"]
+    }
+    conn.executemany(
+        "INSERT INTO holders(id, unit_id, name, staff_no, bank_account) VALUES (?, ?, ?, ?, ?)",
+        [(h["id"], h["unit_id"], h["name"], h["staff_no"], h["bank_account"]) for h in plan["new_holders"]],
+    )
     for h in plan["new_holders"]:
         if h.get("bank_account"):
             bank_accounts.record_change(conn, h["id"], None, h["bank_account"], changed_by, now_ms)
-    for change in plan["renamed"] + plan["bank_accounts"]:
-        holders.update(change["id"], {k: v for k, v in change.items() if k != "id"})
+    for change in plan["renamed"]:
+        conn.execute("UPDATE holders SET name = ? WHERE id = ?", (change["name"], change["id"]))
+    for change in plan["bank_accounts"]:
+        conn.execute(
+            "UPDATE holders SET bank_account = ? WHERE id = ?", (change["bank_account"], change["id"])
+        )
+    name_search.index_new(conn, [(h["id"], h["name"]) for h in plan["new_holders"]])
+    name_search.reindex(conn, [(c["id"], old_names[c["id"]], c["name"]) for c in plan["renamed"]])
     for card in plan["retired"]:
         conn.execute(
             "UPDATE cards SET status = 'retired', changed_at_ms = ?, replaced_by = ? WHERE card_id = ?",
             (now_ms, card["replaced_by"], card["card_id"]),
         )
-    if plan["issued"]:
-        db.table("cards").insert_all(
-            [{**c, "status": "active", "changed_at_ms": now_ms} for c in plan["issued"]]
-        )
+    conn.executemany(
+        "INSERT INTO cards(card_id, holder_id, status, changed_at_ms) VALUES (?, ?, 'active', ?)",
+        [(c["card_id"], c["holder_id"], now_ms) for c in plan["issued"]],
+    )
     changes = [holder_change(conn, h["id"], now_ms) for h in plan["new_holders"]]
     changes += [card_change(c["card_id"], c["holder_id"], "retired") for c in plan["retired"]]
     changes += [card_change(c["card_id"], c["holder_id"], "active") for c in plan["issued"]]

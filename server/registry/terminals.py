@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import secrets
 import sqlite3
 import threading
@@ -31,12 +30,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from server.infra.db import get_setting, set_setting
+from server.infra.terminal_keys import accepted_secrets
 from shared.errors import DomainError
 from shared.protocol import Status
+from shared.protocol.codec import check_terminal_id
+from shared.protocol.envelope import SERVER_SENDER
 
 log = logging.getLogger(__name__)
 
-_TERMINAL_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # instances of one terminal remembered this long (by the terminals' send times)
 INSTANCE_WINDOW_MS = 10 * 60_000
 _INSTANCES_KEY = "terminal_instances:"
@@ -55,6 +56,22 @@ class TerminalCredentials:
         return asdict(self)
 
 
+def check_new_terminal_id(terminal_id: str) -> None:
+    """A terminal id is its broker user name, client id and a topic level: the protocol's one
+    rule (``shared.protocol.codec.TERMINAL_ID``, ``bad_terminal_id``), and not the server's name."""
+    if check_terminal_id(terminal_id) == SERVER_SENDER:
+        raise DomainError("bad_terminal_id", "terminal id 'server' is the server's own name")
+
+
+def next_terminal_id(conn: sqlite3.Connection) -> str:
+    """The next free ``T####``, counting terminals and the ids enrolment codes reserve."""
+    taken = {r[0] for r in conn.execute("SELECT id FROM terminals UNION SELECT terminal_id FROM enrolments")}
+    n = len(taken) + 1
+    while f"T{n:04d}" in taken:
+        n += 1
+    return f"T{n:04d}"
+
+
 def provision(
     conn: sqlite3.Connection,
     canteen_id: str,
@@ -66,16 +83,10 @@ def provision(
     if conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None:
         raise DomainError("unknown_canteen", canteen_id)
     if terminal_id is None:
-        n = conn.execute("SELECT count(*) FROM terminals").fetchone()[0] + 1
-        terminal_id = f"T{n:04d}"
-        while conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
-            n += 1
-            terminal_id = f"T{n:04d}"
-    elif not _TERMINAL_ID.fullmatch(terminal_id) or terminal_id == "server":
-        raise DomainError(
-            "invalid_input", f"terminal id {terminal_id!r}: 1-32 letters, digits, - or _, and not 'server'"
-        )
-    elif conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
+        terminal_id = next_terminal_id(conn)
+    else:
+        check_new_terminal_id(terminal_id)
+    if conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
         raise DomainError("already_exists", f"terminal {terminal_id}")
     secret_hex = secrets.token_hex(32)
     conn.execute(
@@ -85,34 +96,78 @@ def provision(
     return TerminalCredentials(terminal_id, canteen_id, secret_hex, server_public_key)
 
 
+KEYS_VERSION = "terminal_keys_version"  # bumped when a terminal's keys change (rotation)
+
+
+def bump_keys_version(conn: sqlite3.Connection) -> None:
+    """Tell every process caching terminal keys (:class:`SecretBook`) to read them again."""
+    set_setting(conn, KEYS_VERSION, str(int(get_setting(conn, KEYS_VERSION) or "0") + 1))
+
+
+@dataclass(frozen=True)
+class _Keys:
+    secret_hex: str
+    canteen_id: str
+    next_secret_hex: str | None
+    previous_secret_hex: str | None
+    previous_until_ms: int | None
+
+
 class SecretBook:
-    """Terminal secrets and canteens, cached; a miss re-reads the table (new terminals)."""
+    """Terminal secrets and canteens, cached; a miss re-reads the table (new terminals), and
+    :meth:`refresh` drops the cache when another process changed a terminal's keys."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._lock = threading.Lock()
-        self._cache: dict[str, tuple[bytes, str]] = {}
+        self._cache: dict[str, _Keys] = {}
+        self._version: str | None = None
 
-    def _load(self, terminal_id: str) -> tuple[bytes, str] | None:
+    def refresh(self) -> None:
+        """One read per ingest transaction: a rotation elsewhere empties the cache."""
+        version = get_setting(self._conn, KEYS_VERSION)
+        with self._lock:
+            if version != self._version:
+                self._cache.clear()
+                self._version = version
+
+    def _load(self, terminal_id: str) -> _Keys | None:
         with self._lock:
             hit = self._cache.get(terminal_id)
             if hit is not None:
                 return hit
             row = self._conn.execute(
-                "SELECT secret_hex, canteen_id FROM terminals WHERE id = ?", (terminal_id,)
+                "SELECT secret_hex, canteen_id, next_secret_hex, previous_secret_hex, previous_until_ms "
+                "FROM terminals WHERE id = ?",
+                (terminal_id,),
             ).fetchone()
             if row is None:
                 return None
-            self._cache[terminal_id] = (bytes.fromhex(row[0]), row[1])
+            self._cache[terminal_id] = _Keys(*row)
             return self._cache[terminal_id]
 
     def secret(self, terminal_id: str) -> bytes | None:
+        """The current key (what the server signs its acks with)."""
         hit = self._load(terminal_id)
-        return hit[0] if hit else None
+        return bytes.fromhex(hit.secret_hex) if hit else None
+
+    def keys(self, terminal_id: str, now_ms: int) -> list[tuple[str, bytes]]:
+        """Every key a message from this terminal may be signed with now, current first
+        (:func:`server.infra.terminal_keys.accepted_secrets`)."""
+        hit = self._load(terminal_id)
+        if hit is None:
+            return []
+        return accepted_secrets(
+            hit.secret_hex, hit.next_secret_hex, hit.previous_secret_hex, hit.previous_until_ms, now_ms
+        )
+
+    def rotation_pending(self, terminal_id: str) -> bool:
+        hit = self._load(terminal_id)
+        return hit is not None and hit.next_secret_hex is not None
 
     def canteen(self, terminal_id: str) -> str | None:
         hit = self._load(terminal_id)
-        return hit[1] if hit else None
+        return hit.canteen_id if hit else None
 
 
 def revoke(conn: sqlite3.Connection, terminal_id: str, now_ms: int) -> None:
@@ -202,10 +257,19 @@ def fleet(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
-def record_status(conn: sqlite3.Connection, terminal_id: str, status: Status, sent_at_ms: int) -> bool:
-    """Store a heartbeat unless an newer one is already stored. The watermark only rises."""
+def record_status(
+    conn: sqlite3.Connection,
+    terminal_id: str,
+    status: Status,
+    sent_at_ms: int,
+    received_at_ms: int | None = None,
+) -> bool:
+    """Store a heartbeat unless an newer one is already stored. The watermark only rises.
+    ``received_at_ms`` (the server's clock) is when it arrived: the fleet view counts a
+    terminal's online/offline time from the arrival that changed its state."""
     row = conn.execute(
-        "SELECT last_status_ms, watermark_ms, state FROM terminals WHERE id = ?", (terminal_id,)
+        "SELECT last_status_ms, watermark_ms, state, state_since_ms FROM terminals WHERE id = ?",
+        (terminal_id,),
     ).fetchone()
     if row is None or row[2] == "revoked":
         return False
@@ -215,10 +279,22 @@ def record_status(conn: sqlite3.Connection, terminal_id: str, status: Status, se
     watermark = row[1]
     if status.watermark_ms is not None and (watermark is None or status.watermark_ms > watermark):
         watermark = status.watermark_ms
+    arrived = received_at_ms if received_at_ms is not None else sent_at_ms
+    since = row[3] if row[2] == status.state and row[3] is not None else arrived
+    body = status.to_body()
+    if status.watermark_ms is None:
+        # a last will (composed when the terminal connected, with no watermark): it says
+        # "offline" and nothing else true — the last full status's facts (unsent sales,
+        # the oldest one, disk …) stay what the fleet view shows
+        previous = conn.execute(
+            "SELECT last_status_json FROM terminals WHERE id = ?", (terminal_id,)
+        ).fetchone()[0]
+        if previous:
+            body = {**json.loads(previous), "state": status.state, "instance": status.instance}
     conn.execute(
         "UPDATE terminals SET last_status_json = ?, last_status_ms = ?, watermark_ms = ?, "
-        "state = ? WHERE id = ?",
-        (json.dumps(status.to_body()), sent_at_ms, watermark, status.state, terminal_id),
+        "state = ?, state_since_ms = ?, last_seen_ms = ? WHERE id = ?",
+        (json.dumps(body), sent_at_ms, watermark, status.state, since, arrived, terminal_id),
     )
     return True
 

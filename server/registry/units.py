@@ -14,6 +14,7 @@ from typing import Any
 from server.downstream.changes import canteen_change, card_change, settings_change
 from server.downstream.deltas import record_delta
 from server.infra.db import set_setting
+from server.registry import name_search
 from server.registry.holders import holder_change
 from shared.errors import DomainError
 
@@ -91,6 +92,7 @@ def add_holder(
         "INSERT INTO holders(id, unit_id, name, staff_no) VALUES (?, ?, ?, ?)",
         (holder_id, unit_id, name, staff_no),
     )
+    name_search.index_new(conn, [(holder_id, name)])
     conn.execute("INSERT INTO cards(card_id, holder_id) VALUES (?, ?)", (card_id, holder_id))
     record_delta(
         conn,

@@ -43,6 +43,7 @@ from server.books.settlement_rules import take_in_order
 from server.books.spend import split_payment
 from server.downstream.changes import holder_change_from, meals_of_day
 from server.registry import pins
+from server.sales import takings
 from server.sales.double_spend import note_sale_credential
 from server.sales.plausibility import Implausible, check_sale
 from server.sales.sale_facts import FactsBook
@@ -345,6 +346,7 @@ class SaleApplier:
                 row["balance_next_subsidy_fen"] = change["next_subsidy_fen"]
                 row["balance_expired_subsidy_fen"] = change["expired_subsidy_fen"]
         self.conn.executemany(_INSERT, [tuple(r[c] for c in _COLUMNS) for r in self._pending.values()])
+        takings.add(self.conn, self._pending.values())  # the dashboard's sums, in this same txn
         if self._quarantine:
             self.conn.executemany(
                 "INSERT INTO quarantined_sales(terminal_id, seq, canteen_id, reason, detail, amount_fen, "
@@ -389,6 +391,11 @@ class SaleApplier:
                 h = row["holder_id"]
                 latest[h] = max(latest.get(h, 0), row["occurred_at_ms"])
         return latest
+
+    @property
+    def decided_keys(self) -> list[tuple[str, int]]:
+        """(terminal, seq) of the sales first stored in this txn (a reversal may wait for one)."""
+        return list(self._pending)
 
     @property
     def held(self) -> list[tuple[str, str, str]]:

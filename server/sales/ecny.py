@@ -56,7 +56,7 @@ def record_notification(conn: sqlite3.Connection, note: Notification, now_ms: in
     conn.execute(
         "INSERT INTO ecny_payments(order_no, trade_no, amount_fen, refunded_fen, status, paid_at_ms, "
         "notified_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(order_no) DO UPDATE SET "
-        "refunded_fen = max(refunded_fen, excluded.refunded_fen), status = excluded.status, "
+        "refunded_fen = max(ecny_payments.refunded_fen, excluded.refunded_fen), status = excluded.status, "
         "notified_at_ms = excluded.notified_at_ms",
         (note.order_no, note.trade_no, note.amount_fen, note.refunded_fen, note.status, note.at_ms, now_ms),
     )
@@ -114,8 +114,9 @@ def refund(
 def method_totals(
     conn: sqlite3.Connection, canteen_id: str | None, from_ms: int, to_ms: int
 ) -> dict[str, Any]:
-    """Applied sales per payment method (card / qr / face / ecny) in [from, to), and e-CNY
-    refunds made in that window, for one canteen or all."""
+    """Applied sales per payment method (card / qr / face / ecny) in [from, to), e-CNY
+    refunds made in that window (a reversed e-CNY sale's gateway refund among them) and the
+    reversals (冲正) made in it, for one canteen or all; ``total_fen`` is net of both."""
     where = "status = 'applied' AND occurred_at_ms >= ? AND occurred_at_ms < ?"
     args: list[Any] = [from_ms, to_ms]
     if canteen_id:
@@ -129,6 +130,19 @@ def method_totals(
             args,
         )
     }
+    return with_refunds(conn, canteen_id, from_ms, to_ms, methods)
+
+
+def with_refunds(
+    conn: sqlite3.Connection,
+    canteen_id: str | None,
+    from_ms: int,
+    to_ms: int,
+    methods: dict[str, dict[str, int]],
+) -> dict[str, Any]:
+    """Takings per method (``{method: {count, amount_fen}}``, however summed) with the e-CNY
+    refunds made in [from, to) for one canteen or all, and the totals net of them."""
+    args = [from_ms, to_ms, *([canteen_id] if canteen_id else [])]
     rwhere = "r.at_ms >= ? AND r.at_ms < ?" + (" AND s.canteen_id = ?" if canteen_id else "")
     refunds = conn.execute(
         "SELECT count(*), coalesce(sum(r.amount_fen), 0) "
@@ -136,6 +150,17 @@ def method_totals(
         args,
     ).fetchone()
     ecny = methods.get("ecny", {"count": 0, "amount_fen": 0})
+    reversed_ = {  # reversals (冲正) of these sales given back in the window, by method
+        r[0]: {"count": r[1], "amount_fen": r[2]}
+        for r in conn.execute(
+            "SELECT method, count(*), sum(amount_fen) FROM reversals WHERE status = 'applied' "
+            "AND occurred_at_ms >= ? AND occurred_at_ms < ?"
+            + (" AND canteen_id = ?" if canteen_id else "")
+            + " GROUP BY method ORDER BY method",
+            args,
+        )
+    }
+    purse_reversed = sum(v["amount_fen"] for m, v in reversed_.items() if m != "ecny")
     return {
         "canteen_id": canteen_id,
         "from_ms": from_ms,
@@ -143,7 +168,9 @@ def method_totals(
         "methods": methods,
         "ecny_refunds": {"count": refunds[0], "amount_fen": refunds[1]},
         "ecny_net_fen": ecny["amount_fen"] - refunds[1],
-        "total_fen": sum(m["amount_fen"] for m in methods.values()) - refunds[1],
+        "reversals": reversed_,
+        # an e-CNY reversal is a gateway refund, already among ecny_refunds
+        "total_fen": sum(m["amount_fen"] for m in methods.values()) - refunds[1] - purse_reversed,
     }
 
 

@@ -13,6 +13,14 @@ stable reason code, logged, stored in ``rejections`` and answered when the sende
 A revoked terminal's sales dated from its revocation on are rejected ``terminal_revoked``
 (logged, nothing applied, not quarantined), its other messages refused with that code
 (:mod:`server.registry.terminals` states the rule).
+
+**Key rotation** (:mod:`server.registry.rotation`): a message is verified with the
+terminal's current key, else its offered next key, else (for a grace period) the key
+before. A status signed with the current key while a rotation is under way is answered,
+after the commit, with the sealed next key on the terminal's retained ``down/rekey`` topic
+(at most every :data:`REKEY_REPEAT_S`); the first message signed with the next key completes
+the rotation in the same transaction, the offer is withdrawn and ``on_keys_changed`` (the
+service: rewrite the broker's password file and reload it) is called.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -28,12 +37,32 @@ from typing import NamedTuple
 from server.books import ledger
 from server.downstream.deltas import current_version, record_delta
 from server.infra import db as dbm
+from server.infra.metrics import ServerMetrics
+from server.infra.terminal_keys import CURRENT, NEXT
+from server.registry import rotation
 from server.registry.terminals import SecretBook, record_status, revoked_at
+from server.registry.updates import record_report
 from server.sales.apply import SaleApplier
 from server.sales.quarantine import suspects, warn_suspects
+from server.sales.reversals import ReversalApplier
 from shared.clock import Clock
-from shared.protocol import Ack, ProtocolError, SaleBatch, Status, open_envelope, seal_hmac, topics
+from shared.protocol import (
+    Ack,
+    Envelope,
+    ProtocolError,
+    ReversalAck,
+    ReversalBatch,
+    SaleBatch,
+    ServerKey,
+    Status,
+    UpdateReport,
+    open_envelope,
+    seal_hmac,
+    seal_server,
+    topics,
+)
 from shared.protocol.codec import parse_json
+from shared.protocol.reversals import PENDING_REPLY
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +70,7 @@ Publish = Callable[[str, bytes, bool], bool]
 Message = tuple[str, bytes]  # (topic, payload) as it came off the broker
 INGEST_CACHE_KIB = 65_536
 INGEST_WAL_AUTOCHECKPOINT_PAGES = 10_000
+REKEY_REPEAT_S = 30.0  # a terminal not taking its offered key is offered it again this often
 
 
 class Rejection(NamedTuple):
@@ -60,6 +90,16 @@ class Slot(NamedTuple):
     results: list[int]
 
 
+class ReversalMessage(NamedTuple):
+    """A verified reversal batch, decided after the sales of the same transaction (so a
+    reversal finds its sale even when both arrive together)."""
+
+    terminal_id: str
+    msg_id: str
+    batch: ReversalBatch
+    revoked_at_ms: int | None
+
+
 @dataclass
 class IngestStats:
     messages: int = 0  # each message once: committed, or dropped after an unexpected error
@@ -71,6 +111,10 @@ class IngestStats:
     rejection_reasons: dict[str, int] = field(default_factory=dict)
     batches: int = 0
     dropped_messages: int = 0  # failed with an unexpected error (a bug): logged, never acknowledged
+    reversals_applied: int = 0  # reversals (冲正), server.sales.reversals
+    reversals_pending: int = 0  # kept until their sale arrives
+    reversals_rejected: int = 0
+    reversals_duplicate: int = 0
 
 
 class IngestWorker:
@@ -83,6 +127,9 @@ class IngestWorker:
         on_delta: Callable[[], None] | None = None,
         max_messages: int = 1024,
         max_bytes: int = 1_000_000,
+        server_key: ServerKey | None = None,
+        on_keys_changed: Callable[[], None] | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._conn = conn
         # The one writer's connection: a page cache large enough for the hot index pages,
@@ -94,9 +141,15 @@ class IngestWorker:
         self._clock = clock
         self._publish = publish
         self._on_delta = on_delta or (lambda: None)
+        self._server_key = server_key  # seals rekey offers; None: rotation offers only over HTTP
+        self._on_keys_changed = on_keys_changed or (lambda: None)
+        self.metrics = metrics
+        self._offered: dict[str, float] = {}  # terminal → monotonic time of its last rekey offer
+        self._arrivals: list[float] = []  # arrival times of the messages taken, in order
+        self._keys = _KeyEvents()
         self._book = SecretBook(conn)
         self._accounts = ledger.AccountCache()
-        self._queue: queue.Queue[Message | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
         # One transaction takes whatever has queued, up to these limits (~2,000 sales): many
         # sales per commit share the index pages each commit must write and fsync; at low load
         # the queue holds one or two messages and a transaction is that small.
@@ -113,7 +166,7 @@ class IngestWorker:
     def submit(self, topic: str, payload: bytes) -> None:
         """MQTT callback target: hand the message over, nothing else."""
         self.idle.clear()
-        self._queue.put((topic, payload))
+        self._queue.put((topic, payload, time.monotonic()))
 
     def start(self) -> IngestWorker:
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
@@ -153,7 +206,8 @@ class IngestWorker:
         except queue.Empty:
             return
         while item is not None:
-            yield item
+            self._arrivals.append(item[2])
+            yield item[0], item[1]
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
@@ -184,8 +238,13 @@ class IngestWorker:
         return groups
 
     def _process_logged(self, batch: list[Message]) -> None:
+        arrivals, self._arrivals = self._arrivals[: len(batch)], self._arrivals[len(batch) :]
         try:
             self.process(batch)
+            if self.metrics is not None:
+                done = time.monotonic()
+                for t in arrivals:
+                    self.metrics.ingest_latency.observe(done - t)
         except sqlite3.Error:
             # nothing was committed and nothing acknowledged: terminals will resend
             log.exception("ingest: database error; %d messages left unacknowledged", len(batch))
@@ -214,11 +273,13 @@ class IngestWorker:
     def process(self, messages: list[Message]) -> None:
         """Verify, apply and commit a group of messages, then publish their acks."""
         now = self._clock.now_ms()
-        replies: list[tuple[str, Ack]] = []
+        replies: list[tuple[str, Ack | ReversalAck]] = []
         rejections: list[Rejection] = []
+        self._book.refresh()  # a rotation or revocation made by another process
+        keys = self._keys = _KeyEvents()
         try:
             with dbm.write_txn(self._conn):
-                applier, delta_recorded = self._apply(messages, now, replies, rejections)
+                applier, reversals, delta_recorded = self._apply(messages, now, replies, rejections)
                 flagged = (
                     suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
                 )
@@ -226,6 +287,8 @@ class IngestWorker:
             self._accounts.rollback()  # accounts created in the failed txn do not exist
             raise
         self._accounts.commit()
+        if keys.completed:
+            self._book.refresh()  # acks from now on are signed with the new keys
         # committed: now, and only now, tell the terminals (and count: a group that failed
         # and is retried one by one is counted by the retries)
         self.stats.messages += len(messages)
@@ -234,6 +297,11 @@ class IngestWorker:
         self.stats.duplicates += applier.duplicates
         self.stats.rejected_sales += applier.rejected
         self.stats.quarantined_sales += applier.quarantined
+        if reversals is not None:
+            self.stats.reversals_applied += reversals.applied
+            self.stats.reversals_pending += reversals.pending
+            self.stats.reversals_rejected += reversals.rejected
+            self.stats.reversals_duplicate += reversals.duplicates
         for sale_id, code, detail in applier.held:
             log.warning("ingest: sale %s quarantined for review: %s (%s)", sale_id, code, detail)
         warn_suspects(flagged)
@@ -245,33 +313,120 @@ class IngestWorker:
         for r in rejections:
             self.stats.rejection_reasons[r.code] = self.stats.rejection_reasons.get(r.code, 0) + 1
             log.warning("ingest: refused message from %s: %s (%s)", r.terminal_id or "?", r.code, r.detail)
+        if replies and log.isEnabledFor(logging.INFO):
+            # the sale ids of this commit and what became of each: one line per transaction,
+            # the link between a terminal's log and the ledger (shared.log_setup)
+            sales = {f"{r.terminal_id}/{r.seq}": r.status for _, ack in replies for r in ack.results}
+            if sales:
+                log.info(
+                    "ingest: committed %d sale(s): %d applied, %d duplicate, %d rejected, %d quarantined",
+                    len(sales),
+                    applier.applied,
+                    applier.duplicates,
+                    applier.rejected,
+                    applier.quarantined,
+                    extra={"sales": sales},
+                )
         for terminal_id, ack in replies:
             secret = self._book.secret(terminal_id)
             if secret is None:
                 continue
-            payload = seal_hmac("ack", "server", ack.to_body(), secret, self._clock.now_ms())
+            kind = "reversal_ack" if isinstance(ack, ReversalAck) else "ack"
+            payload = seal_hmac(kind, "server", ack.to_body(), secret, self._clock.now_ms())
             self._publish(topics.ack(terminal_id), payload, False)
         if delta_recorded:
             self._on_delta()
+        self._count(applier, rejections)
+        self._rekey(keys)
+
+    def _count(self, applier: SaleApplier, rejections: list[Rejection]) -> None:
+        m = self.metrics
+        if m is None:
+            return
+        m.sales.labels("applied").inc(applier.applied)
+        m.sales.labels("duplicate").inc(applier.duplicates)
+        m.sales.labels("rejected").inc(applier.rejected)
+        m.sales.labels("quarantined").inc(applier.quarantined)
+        for _sale_id, code, _detail in applier.held:
+            m.quarantined.labels(code).inc()
+        for r in rejections:
+            m.refused.labels(r.code).inc()
+
+    def _rekey(self, keys: _KeyEvents) -> None:
+        """After the commit: withdraw the offers of completed rotations, tell the service
+        (broker password file), and offer pending ones their next key."""
+        for terminal_id in keys.completed:
+            self._offered.pop(terminal_id, None)
+            log.info("ingest: terminal %s now signs with its new key (rotation complete)", terminal_id)
+            self._publish(topics.rekey(terminal_id), b"", True)  # clears the retained offer
+        if keys.completed:
+            self._on_keys_changed()
+        if self._server_key is None:
+            return
+        for terminal_id in keys.due - keys.completed:
+            last = self._offered.get(terminal_id)
+            if last is not None and time.monotonic() - last < REKEY_REPEAT_S:
+                continue
+            offer = rotation.offer(self._conn, terminal_id)
+            if offer is None:
+                continue
+            payload = seal_server("rekey", offer.to_body(), self._server_key, self._clock.now_ms())
+            if self._publish(topics.rekey(terminal_id), payload, True):
+                self._offered[terminal_id] = time.monotonic()
+                log.info("ingest: offered terminal %s its next key %s", terminal_id, offer.key_id)
+
+    def _open(self, payload: bytes, now: int) -> tuple[Envelope, str]:
+        """Open a message with the sender's current key, else its next or previous one;
+        returns the envelope and which key verified it."""
+        keys: list[tuple[str, bytes]] = []
+
+        def current(sender: str) -> bytes | None:
+            keys.extend(self._book.keys(sender, now))
+            return keys[0][1] if keys else None
+
+        try:
+            return open_envelope(payload, secret_for=current), CURRENT
+        except ProtocolError as exc:
+            if exc.code != "bad_signature" or len(keys) < 2:
+                raise
+            first = exc
+        for which, secret in keys[1:]:
+            try:
+                return open_envelope(payload, secret_for=lambda _s, k=secret: k), which
+            except ProtocolError as exc:
+                if exc.code != "bad_signature":
+                    raise
+        raise first
 
     def _apply(
         self,
         messages: list[Message],
         now: int,
-        replies: list[tuple[str, Ack]],
+        replies: list[tuple[str, Ack | ReversalAck]],
         rejections: list[Rejection],
-    ) -> tuple[SaleApplier, bool]:
-        """The work inside the write transaction; returns the applier and whether a delta was recorded."""
-        applier = SaleApplier(self._conn, now, current_version(self._conn) + 1, self._accounts)
+    ) -> tuple[SaleApplier, ReversalApplier | None, bool]:
+        """The work inside the write transaction; returns the appliers (the reversals' if
+        any were decided) and whether a delta was recorded."""
+        version = current_version(self._conn) + 1
+        applier = SaleApplier(self._conn, now, version, self._accounts)
+        keys = self._keys  # rotations seen in this transaction (process() made it)
         slots: list[Slot] = []
+        reversal_messages: list[ReversalMessage] = []
+        # revocations by terminal, read once per transaction: this transaction holds the
+        # write lock, so no revocation can commit while it runs (a revocation holds from the
+        # next transaction on; on PostgreSQL this spares a round trip per message)
+        revocations: dict[str, int | None] = {}
         for topic, payload in messages:
             claimed = topics.terminal_of(topic)
             try:
-                env = open_envelope(payload, secret_for=self._book.secret)
+                env, which = self._open(payload, now)
                 if claimed is None or env.sender != claimed:
                     raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
-                # read per message, not cached: a revocation holds from the next message on
-                revoked = revoked_at(self._conn, env.sender)
+                if which == NEXT and rotation.complete(self._conn, env.sender, now):
+                    keys.completed.add(env.sender)
+                if env.sender not in revocations:
+                    revocations[env.sender] = revoked_at(self._conn, env.sender)
+                revoked = revocations[env.sender]
                 if topic == topics.sales(claimed) and env.type == "sale_batch":
                     batch = SaleBatch.from_body(env.body, env.sender)
                     canteen = self._book.canteen(env.sender) or ""
@@ -280,10 +435,25 @@ class IngestWorker:
                             env.sender, env.msg_id, [applier.apply(s, canteen, revoked) for s in batch.sales]
                         )
                     )
+                elif topic == topics.reversals(claimed) and env.type == "reversal_batch":
+                    reversal_messages.append(
+                        ReversalMessage(
+                            env.sender, env.msg_id, ReversalBatch.from_body(env.body, env.sender), revoked
+                        )
+                    )
                 elif revoked is not None:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
                 elif topic == topics.status(claimed) and env.type == "status":
-                    record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms)
+                    record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms, now)
+                    if which == CURRENT and self._book.rotation_pending(env.sender):
+                        keys.due.add(env.sender)
+                elif topic == topics.update_report(claimed) and env.type == "update_report":
+                    # what became of an offered update: kept, then acknowledged (the ack of a
+                    # "running" report is what keeps a new version on the terminal)
+                    report = UpdateReport.from_body(env.body)
+                    record_report(self._conn, env.sender, env.msg_id, report, env.sent_at_ms, now)
+                    _log_report(env.sender, report)
+                    replies.append((claimed, Ack(in_reply_to=env.msg_id)))
                 else:
                     raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
             except ProtocolError as exc:
@@ -293,9 +463,13 @@ class IngestWorker:
         results = applier.finish()
         for slot in slots:
             replies.append((slot.terminal_id, Ack(slot.msg_id, tuple(results[i] for i in slot.results))))
+        reversals = self._apply_reversals(applier, reversal_messages, now, version, replies)
+        changes = dict(applier.changes)
+        if reversals is not None:  # read after the reversals moved money: the newer state
+            changes.update(reversals.changes)
         delta_recorded = False
-        if applier.changes or applier.extra_changes:
-            record_delta(self._conn, list(applier.changes.values()) + applier.extra_changes, now)
+        if changes or applier.extra_changes:
+            record_delta(self._conn, list(changes.values()) + applier.extra_changes, now)
             delta_recorded = True
         if rejections:
             self._conn.executemany(
@@ -307,7 +481,75 @@ class IngestWorker:
         dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
         dbm.bump_counter(self._conn, "sales_quarantined", applier.quarantined)
         dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
-        return applier, delta_recorded
+        if reversals is not None:
+            dbm.bump_counter(self._conn, "reversals_applied", reversals.applied)
+            dbm.bump_counter(self._conn, "reversals_rejected", reversals.rejected)
+        return applier, reversals, delta_recorded
+
+    def _apply_reversals(
+        self,
+        sales: SaleApplier,
+        messages: list[ReversalMessage],
+        now: int,
+        version: int,
+        replies: list[tuple[str, Ack | ReversalAck]],
+    ) -> ReversalApplier | None:
+        """Reversals waiting for the sales just stored, then the reversal batches of this
+        transaction; their acks (and, unasked, the waiting ones' results) join ``replies``.
+        None when there was nothing to decide."""
+        keys = sales.decided_keys
+        waiting = bool(keys) and _any_waiting(self._conn, {t for t, _ in keys})
+        if not messages and not waiting:
+            return None
+        rev = ReversalApplier(self._conn, now, version, self._accounts)
+        if waiting:
+            rev.apply_waiting(keys)
+        slots = []
+        for m in messages:
+            canteen = self._book.canteen(m.terminal_id) or ""
+            slots.append((m, [rev.apply(r, canteen, m.revoked_at_ms) for r in m.batch.reversals]))
+        results = rev.finish()
+        for m, idx in slots:
+            replies.append((m.terminal_id, ReversalAck(m.msg_id, tuple(results[i] for i in idx))))
+        for terminal_id, decided in rev.unasked_results().items():
+            replies.append((terminal_id, ReversalAck(PENDING_REPLY, tuple(decided))))
+        return rev
+
+
+def _any_waiting(conn: sqlite3.Connection, terminal_ids: set[str]) -> bool:
+    """Whether any of these terminals has a reversal waiting for its sale (a partial index
+    holds only those, so this costs nothing on the usual path)."""
+    ids = sorted(terminal_ids)
+    marks = ", ".join("?" * len(ids))
+    return (
+        conn.execute(
+            f"SELECT 1 FROM reversals WHERE status = 'pending' AND terminal_id IN ({marks}) LIMIT 1", ids
+        ).fetchone()
+        is not None
+    )
+
+
+def _log_report(terminal_id: str, report: UpdateReport) -> None:
+    bad = report.state in ("refused", "failed", "rolled_back")
+    log.log(
+        logging.WARNING if bad else logging.INFO,
+        "update: %s %s %s %s%s (running %s)",
+        terminal_id,
+        report.kind,
+        report.version,
+        report.state,
+        f": {report.code} ({report.detail})" if report.code else "",
+        report.running or "?",
+    )
+
+
+@dataclass
+class _KeyEvents:
+    """Rotations seen in one transaction: completed (signed with the next key), and due an
+    offer (a status signed with the current key while a next key waits)."""
+
+    completed: set[str] = field(default_factory=set)
+    due: set[str] = field(default_factory=set)
 
 
 def _msg_id_of(payload: bytes) -> str:

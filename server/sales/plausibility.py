@@ -17,8 +17,11 @@ server checks it against what the server itself told the terminal (:func:`check_
 * **prices** — a meal costs its period's own-staff price, or its visitor price where the
   canteen has one and the payer is not staff of the canteen's unit (a digital-RMB payer is
   not identified: either price); a basket's items are on the price list at their prices
-  (``sale_unknown_meal_period`` / ``sale_unknown_item`` / ``sale_price_mismatch``). A typed shop
-  amount has no price list: only the limits bound it.
+  (``sale_unknown_meal_period`` / ``sale_unknown_item`` / ``sale_price_mismatch``), each with
+  the big-store reference price in force beside its price when the sale names one (a shop
+  price is never above it, 第十条); a typed shop amount (自由金额) is allowed by the
+  canteen (``allow_typed_amount``) and within its cap ``max_typed_amount_fen``
+  (``sale_typed_amount``); below that only the limits bound it.
 
 Terminals price with the rules they hold, which may be a little behind or ahead of the
 server's latest: every canteen config and settings version *in force at some moment of
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.registry.pins import Approval
-from shared.protocol import Sale
+from shared.protocol import Item, Sale
 from shared.risk_limits import RiskLimits
 
 
@@ -157,19 +160,56 @@ def _check_meal(sale: Sale, facts: SaleFacts) -> Implausible | None:
 
 
 def _check_items(sale: Sale, canteens: Sequence[dict[str, Any]]) -> Implausible | None:
+    """A basket: each item on the price list at a price in force, with the reference price
+    in force beside it when the sale names one (and never below its price). A typed
+    amount: allowed by the canteen, within its cap."""
+    if not sale.items:
+        return _check_typed_amount(sale, canteens)
     for item in sale.items:
-        prices = {
-            entry["price_fen"]
+        entries = [
+            entry
             for canteen in canteens
             if isinstance(entry := (canteen.get("items") or {}).get(item.sku), dict)
             and isinstance(entry.get("price_fen"), int)
-        }
-        if not prices:
+        ]
+        if not entries:
             return Implausible("sale_unknown_item", f"{item.sku} is not on {sale.canteen_id}'s price list")
-        if item.unit_price_fen not in prices:
+        if not any(_priced_as(item, entry) for entry in entries):
             return Implausible(
                 "sale_price_mismatch",
-                f"{item.sku} at {item.unit_price_fen} fen, price(s) in force: "
-                + ", ".join(str(p) for p in sorted(prices)),
+                f"{item.sku} at {item.unit_price_fen} fen"
+                + ("" if item.reference_price_fen is None else f" (reference {item.reference_price_fen})")
+                + ", price(s) in force: "
+                + ", ".join(sorted({_price_text(e) for e in entries})),
             )
     return None
+
+
+def _priced_as(item: Item, entry: dict[str, Any]) -> bool:
+    """Was ``item`` priced by this price-list entry (price, and reference when named)?"""
+    if item.unit_price_fen != entry["price_fen"]:
+        return False
+    if item.reference_price_fen is None:  # a terminal from before reference prices travelled
+        return True
+    return item.reference_price_fen == entry.get("reference_price_fen") and (
+        item.unit_price_fen <= item.reference_price_fen
+    )
+
+
+def _price_text(entry: dict[str, Any]) -> str:
+    ref = entry.get("reference_price_fen")
+    return f"{entry['price_fen']}" + ("" if ref is None else f" (reference {ref})")
+
+
+def _check_typed_amount(sale: Sale, canteens: Sequence[dict[str, Any]]) -> Implausible | None:
+    """A shop amount the cashier typed: some config in force allowed typed amounts
+    (``allow_typed_amount``, true unless set false) with a cap at or above the amount."""
+    for canteen in canteens:
+        cap = canteen.get("max_typed_amount_fen")
+        if canteen.get("allow_typed_amount", True) is not False and (
+            not isinstance(cap, int) or sale.amount_fen <= cap
+        ):
+            return None
+    return Implausible(
+        "sale_typed_amount", f"typed amount {sale.amount_fen} fen: not allowed, or above the cap in force"
+    )

@@ -209,3 +209,24 @@ def summary(conn: sqlite3.Connection) -> dict[str, Any]:
         )
     ]
     return {"counts": counts, "pending": pending}
+
+
+def resolve_by_reversal(
+    conn: sqlite3.Connection, terminal_id: str, seq: int, now_ms: int, reversal_id: str
+) -> bool:
+    """The terminal reversed a sale the server holds for review: the hold is resolved —
+    rejected for good (nothing had moved, nothing will), decided by the reversal. False if
+    the sale is not pending review. Inside the caller's write txn."""
+    cur = conn.execute(
+        "UPDATE quarantined_sales SET state = 'rejected', decided_at_ms = ?, decided_by = ?, "
+        "decision_note = ? WHERE terminal_id = ? AND seq = ? AND state = 'pending'",
+        (now_ms, f"reversal:{reversal_id}", "终端已冲正 reversed at the terminal", terminal_id, seq),
+    )
+    if cur.rowcount == 0:
+        return False
+    conn.execute(
+        "UPDATE sales SET reason = 'quarantine_reversed' WHERE terminal_id = ? AND seq = ?",
+        (terminal_id, seq),
+    )
+    log.info("quarantine: %s/%s resolved by reversal %s", terminal_id, seq, reversal_id)
+    return True

@@ -9,6 +9,7 @@ of a thousand sales from one canteen reads its history once.
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 from typing import Any
@@ -115,3 +116,20 @@ def _with_current(history: _History, current: dict[str, Any] | None) -> _History
 def _as_dict(text: str | None) -> dict[str, Any]:
     value = json.loads(text) if text else {}
     return value if isinstance(value, dict) else {}
+
+
+def config_at(book: FactsBook, canteen_id: str, at_ms: int) -> tuple[dict[str, Any], RiskLimits]:
+    """The canteen's config and the risk limits in force at ``at_ms`` (the last version
+    recorded at or before it; before the first, the first): what a terminal reversing a
+    sale then was told (:mod:`server.sales.reversals`)."""
+    settings = book._settings_history()
+    canteen = book._canteen_history(canteen_id)
+
+    def at(history: _History) -> dict[str, Any]:
+        since, configs = history
+        if not configs:
+            return {}
+        return configs[max(bisect.bisect_right(since, at_ms) - 1, 0)]
+
+    config = at(canteen)
+    return config, RiskLimits.from_config(at(settings).get("risk"), config.get("risk"))

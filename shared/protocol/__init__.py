@@ -25,6 +25,7 @@ from shared.protocol.messages import (
     Snapshot,
     Status,
 )
+from shared.protocol.reversals import Reversal, ReversalAck, ReversalBatch, ReversalResult
 from shared.protocol.signing import (
     ServerKey,
     ServerVerifier,
@@ -33,6 +34,7 @@ from shared.protocol.signing import (
     hmac_verify,
     terminal_request_bytes,
 )
+from shared.protocol.updates import OfferedBundle, UpdateOffer, UpdateReport
 
 # most deltas one catch-up page carries; a shorter page means caught up
 DELTA_PAGE_SIZE = 500
@@ -45,7 +47,12 @@ __all__ = [
     "Delta",
     "Envelope",
     "Item",
+    "OfferedBundle",
     "ProtocolError",
+    "Reversal",
+    "ReversalAck",
+    "ReversalBatch",
+    "ReversalResult",
     "Sale",
     "SaleBatch",
     "SaleResult",
@@ -54,6 +61,8 @@ __all__ = [
     "ServerVerifier",
     "Snapshot",
     "Status",
+    "UpdateOffer",
+    "UpdateReport",
     "broker_password",
     "canonical_json",
     "hmac_sign",

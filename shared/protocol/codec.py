@@ -9,6 +9,7 @@ the same bytes, which is what signatures are computed over.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from shared.errors import DomainError
@@ -116,6 +117,25 @@ def req_str(d: dict[str, Any], key: str, *, max_len: int = 128, allow_empty: boo
     if (not v and not allow_empty) or len(v) > max_len:
         raise ProtocolError("bad_field", f"{key}: length out of range")
     return v
+
+
+# A terminal id reaches MQTT topic names: only letters, digits, - and _, at most 32 (a "*",
+# "." or space acts as a wildcard, is rewritten, or is refused by some brokers; "/", "+", "#"
+# are MQTT's own). The one rule for provisioning, message decoding and topic names.
+TERMINAL_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+
+
+def check_terminal_id(value: object, what: str = "terminal id") -> str:
+    """``value`` if it is a usable terminal id, else ``bad_terminal_id``."""
+    if not isinstance(value, str) or not TERMINAL_ID.fullmatch(value):
+        shown = repr(value)[:48] if isinstance(value, str) else type(value).__name__
+        raise ProtocolError("bad_terminal_id", f"{what} {shown}: 1-32 letters, digits, - or _")
+    return value
+
+
+def req_terminal_id(d: dict[str, Any], key: str) -> str:
+    """A field holding a terminal id (see :data:`TERMINAL_ID`)."""
+    return check_terminal_id(req_str(d, key, max_len=64), key)
 
 
 def opt_str(d: dict[str, Any], key: str, *, max_len: int = 128) -> str | None:

@@ -22,6 +22,7 @@ from shared.protocol.codec import (
     parse_json,
     req_int,
     req_str,
+    req_terminal_id,
 )
 from shared.protocol.signing import (
     ED25519_PREFIX,
@@ -32,7 +33,26 @@ from shared.protocol.signing import (
     hmac_verify,
 )
 
-MESSAGE_TYPES = frozenset({"sale_batch", "ack", "status", "delta", "snapshot", "server_status"})
+MESSAGE_TYPES = frozenset(
+    {
+        "sale_batch",
+        "ack",
+        "status",
+        "delta",
+        "snapshot",
+        "server_status",
+        # signed updates (shared.protocol.updates)
+        "update_offer",
+        "update_report",
+        # backup marks (shared.protocol.backup_mark)
+        "backup_mark",
+        # reversals (冲正; shared.protocol.reversals)
+        "reversal_batch",
+        "reversal_ack",
+        # key rotation (shared.protocol.rekey)
+        "rekey",
+    }
+)
 SERVER_SENDER = "server"
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
 
@@ -104,7 +124,7 @@ def _parse(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[
         raise ProtocolError("bad_field", f"type: {type_!r}")
     env = Envelope(
         type=type_,
-        sender=req_str(raw, "sender", max_len=64),
+        sender=req_terminal_id(raw, "sender"),  # a terminal's id, or "server"
         msg_id=req_str(raw, "msg_id", max_len=64),
         sent_at_ms=req_int(raw, "sent_at_ms"),
         body=obj(raw.get("body"), "body"),

@@ -35,6 +35,7 @@ from shared.protocol.codec import (
     req_int,
     req_list,
     req_str,
+    req_terminal_id,
 )
 from shared.protocol.face_vector import encoding_from_str, encoding_to_str
 
@@ -56,6 +57,7 @@ QUARANTINE_REASONS = frozenset(
         "sale_time_future",
         "sale_time_before_terminal",
         "sale_pin_invalid",  # above max_sale_fen without a valid, unused PIN approval (issue 12)
+        "sale_typed_amount",  # a typed shop amount the canteen forbids or caps lower (issue 13)
     }
 )
 TERMINAL_STATES = frozenset({"online", "offline"})
@@ -69,18 +71,30 @@ _MAX_INT = FEN_MAX  # the largest balance carried (also req_int's default upper 
 
 @dataclass(frozen=True)
 class Item:
+    """One line of a shop basket: ``qty`` of ``sku`` at ``unit_price_fen``, and the big-store
+    reference price (第十条) the terminal's price list had for it, when it had one. The
+    server checks both against the prices in force at the sale's time."""
+
     sku: str
     qty: int
     unit_price_fen: int
+    reference_price_fen: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"sku": self.sku, "qty": self.qty, "unit_price_fen": self.unit_price_fen}
+        if self.reference_price_fen is not None:  # the wire of an item without one stays as it was
+            d["reference_price_fen"] = self.reference_price_fen
+        return d
 
     @classmethod
     def from_dict(cls, d: Any) -> Item:
         d = obj(d, "item")
-        only_keys(d, frozenset({"sku", "qty", "unit_price_fen"}), "item")
+        only_keys(d, frozenset({"sku", "qty", "unit_price_fen", "reference_price_fen"}), "item")
         return cls(
             sku=req_str(d, "sku", max_len=64),
             qty=req_int(d, "qty", lo=1, hi=1000),
             unit_price_fen=req_int(d, "unit_price_fen", lo=0, hi=MAX_SALE_FEN),
+            reference_price_fen=opt_int(d, "reference_price_fen", lo=0, hi=MAX_SALE_FEN),
         )
 
 
@@ -114,8 +128,10 @@ class Sale:
         return f"{self.terminal_id}/{self.seq}"
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["items"] = [asdict(i) for i in self.items]
+        # field by field, not asdict(): every value is a plain str/int/bool/None but the
+        # items, and asdict's deep copy of them cost more than the rest of a shop sale
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        d["items"] = [i.to_dict() for i in self.items]
         if self.pin_approval is None:  # the wire of a sale without a PIN stays as it was
             del d["pin_approval"]
         return d
@@ -126,7 +142,7 @@ class Sale:
         only_keys(d, _SALE_KEYS, "sale")
         items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
         sale = cls(
-            terminal_id=req_str(d, "terminal_id", max_len=64),
+            terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
             uuid=req_str(d, "uuid", max_len=64),
             card_id=opt_str(d, "card_id", max_len=64),
@@ -288,7 +304,7 @@ class SaleResult:
         d = obj(d, "result")
         only_keys(d, frozenset(cls.__dataclass_fields__), "result")
         return cls(
-            terminal_id=req_str(d, "terminal_id", max_len=64),
+            terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
             uuid=req_str(d, "uuid", max_len=64),
             status=req_enum(d, "status", RESULT_STATUSES),
@@ -360,11 +376,22 @@ class Status:
     # a random id per terminal process: two processes running one terminal's configuration
     # show up as two instances on its status topic (empty: not sent)
     instance: str = ""
+    # fleet health (issue 15), each sent only when known: the oldest unsent sale's time, the
+    # last moment the cache was known current, the disk under the journal (free and total)
+    # and the journal's size on disk, the terminal's last error (a stable code) and when
+    oldest_unsent_ms: int | None = None
+    last_sync_ms: int | None = None
+    disk_free_bytes: int | None = None
+    disk_total_bytes: int | None = None
+    journal_bytes: int | None = None
+    last_error: str | None = None
+    last_error_ms: int | None = None
 
     def to_body(self) -> dict[str, Any]:
         body = asdict(self)
-        if self.sync_fault is None:
-            del body["sync_fault"]
+        for optional in ("sync_fault", *_STATUS_HEALTH):
+            if body[optional] is None:
+                del body[optional]
         if not self.instance:
             del body["instance"]
         return body
@@ -383,7 +410,26 @@ class Status:
             software=req_str(body, "software", max_len=64, allow_empty=True),
             sync_fault=opt_str(body, "sync_fault", max_len=64),
             instance=req_str(body, "instance", max_len=32, allow_empty=True) if "instance" in body else "",
+            oldest_unsent_ms=opt_int(body, "oldest_unsent_ms"),
+            last_sync_ms=opt_int(body, "last_sync_ms"),
+            disk_free_bytes=opt_int(body, "disk_free_bytes"),
+            disk_total_bytes=opt_int(body, "disk_total_bytes"),
+            journal_bytes=opt_int(body, "journal_bytes"),
+            last_error=opt_str(body, "last_error", max_len=64),
+            last_error_ms=opt_int(body, "last_error_ms"),
         )
+
+
+# the health fields of a status, left out of the wire when unknown (an older terminal sends none)
+_STATUS_HEALTH = (
+    "oldest_unsent_ms",
+    "last_sync_ms",
+    "disk_free_bytes",
+    "disk_total_bytes",
+    "journal_bytes",
+    "last_error",
+    "last_error_ms",
+)
 
 
 @dataclass(frozen=True)

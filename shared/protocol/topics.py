@@ -7,7 +7,7 @@ plus the broadcasts ``canteen/v1/down/delta`` and ``canteen/v1/down/server``.
 
 from __future__ import annotations
 
-from shared.protocol.codec import ProtocolError
+from shared.protocol.codec import TERMINAL_ID, check_terminal_id
 
 PREFIX = "canteen/v1"
 DELTA = f"{PREFIX}/down/delta"
@@ -16,16 +16,20 @@ DELTA = f"{PREFIX}/down/delta"
 SERVER = f"{PREFIX}/down/server"
 ALL_SALES = f"{PREFIX}/t/+/up/sales"
 ALL_STATUS = f"{PREFIX}/t/+/up/status"
+ALL_UPDATE_REPORTS = f"{PREFIX}/t/+/up/update"
+ALL_REVERSALS = f"{PREFIX}/t/+/up/reversals"  # reversals (冲正), their own outbox and topic
 
 
 def _check(terminal_id: str) -> str:
-    if not terminal_id or any(c in terminal_id for c in "/+#\0"):
-        raise ProtocolError("bad_field", f"terminal id {terminal_id!r} not usable in a topic")
-    return terminal_id
+    return check_terminal_id(terminal_id)
 
 
 def sales(terminal_id: str) -> str:
     return f"{PREFIX}/t/{_check(terminal_id)}/up/sales"
+
+
+def reversals(terminal_id: str) -> str:
+    return f"{PREFIX}/t/{_check(terminal_id)}/up/reversals"
 
 
 def status(terminal_id: str) -> str:
@@ -36,9 +40,32 @@ def ack(terminal_id: str) -> str:
     return f"{PREFIX}/t/{_check(terminal_id)}/down/ack"
 
 
+def update_offer(terminal_id: str) -> str:
+    """The bundles offered to one terminal (retained, server-signed): shared.protocol.updates."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/down/update"
+
+
+def update_report(terminal_id: str) -> str:
+    """What a terminal made of an offered bundle (installed, running, refused …)."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/up/update"
+
+
+def backup(terminal_id: str) -> str:
+    """The server's backup mark for one terminal (retained, Ed25519-signed): how far its
+    journal may be pruned, and after a restore which sales to send again
+    (:mod:`shared.protocol.backup_mark`)."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/down/backup"
+
+
+def rekey(terminal_id: str) -> str:
+    """The server's offer of a terminal's next key (retained; :mod:`shared.protocol.rekey`)."""
+    return f"{PREFIX}/t/{_check(terminal_id)}/down/rekey"
+
+
 def terminal_of(topic: str) -> str | None:
-    """The terminal id in a per-terminal topic, or None if the topic is not one."""
+    """The terminal id in a per-terminal topic, or None if the topic is not one (nor a
+    usable terminal id)."""
     parts = topic.split("/")
     if len(parts) == 6 and "/".join(parts[:2]) == PREFIX and parts[2] == "t":
-        return parts[3]
+        return parts[3] if TERMINAL_ID.fullmatch(parts[3]) else None
     return None

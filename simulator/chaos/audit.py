@@ -16,8 +16,12 @@ database holds (sales, ledger txns, purse balances, refusals), and counts:
   ``quarantined_sales``, pending, with a reason (each must be); ``quarantined_applied`` —
   how many of them moved money anyway: applied, accepted, or a ledger txn for the sale
   (must be 0); ``honest_quarantined`` — quarantined sales that no thief sent (must be 0);
-* ``purse_mismatch`` (a violation) — a purse whose change over the run is not the sum of
-  its holder's applied sales: money moved by something that was not a sale;
+* ``reversals_approved`` — reversals (冲正) the terminals journaled (each shown to the
+  operator); ``reversals_applied`` — reversals the server applied; ``reversals_lost`` —
+  journaled but not applied; ``reversals_doubled`` — a sale given back more than once, or
+  a reversal posted twice (both must be 0);
+* ``purse_mismatch`` (a violation) — a purse whose change over the run is not its holder's
+  applied sales less their applied reversals: money moved by something that was neither;
 * ``violations`` — each broken rule, with a code and a detail.
 
 **The overdraft bound.** A terminal approves a sale for a cardholder only if the amount
@@ -47,6 +51,7 @@ from typing import Any
 
 from server.books import ledger
 from server.closing.check import all_violations
+from server.infra.schema import REVERSAL_PURSE_PAID
 from shared.errors import CATALOG
 
 MISDATE_SLACK_MS = 10_000  # process scheduling, event pipes: far below any skew we inject
@@ -61,6 +66,32 @@ class JournalRow:
     amount_fen: int
     occurred_at_ms: int
     offline: bool
+
+
+@dataclass(frozen=True)
+class ReversalRow:
+    terminal_id: str
+    seq: int
+    uuid: str
+    sale_seq: int
+    holder_id: str | None
+    amount_fen: int
+
+
+def read_reversals(path: str, terminal_id: str) -> tuple[list[ReversalRow], int]:
+    """A terminal's reversals and its reversal outbox size, read-only."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = [
+            ReversalRow(terminal_id, *r)
+            for r in conn.execute(
+                "SELECT seq, uuid, sale_seq, holder_id, amount_fen FROM reversals ORDER BY seq"
+            )
+        ]
+        pending = int(conn.execute("SELECT count(*) FROM reversal_outbox").fetchone()[0])
+    finally:
+        conn.close()
+    return rows, pending
 
 
 def read_journal(path: str, terminal_id: str) -> tuple[list[JournalRow], int]:
@@ -96,6 +127,10 @@ class AuditResult:
     quarantined: int = 0
     quarantined_applied: int = 0
     honest_quarantined: int = 0
+    reversals_approved: int = 0
+    reversals_applied: int = 0
+    reversals_lost: int = 0
+    reversals_doubled: int = 0
     violations: list[dict[str, str]] = field(default_factory=list)
 
     def violate(self, code: str, detail: str) -> None:
@@ -111,6 +146,8 @@ class AuditResult:
             and self.quarantined == self.compromised_sent
             and self.quarantined_applied == 0
             and self.honest_quarantined == 0
+            and self.reversals_lost == 0
+            and self.reversals_doubled == 0
             and not self.violations
         )
 
@@ -131,6 +168,10 @@ class AuditResult:
             "quarantined": self.quarantined,
             "quarantined_applied": self.quarantined_applied,
             "honest_quarantined": self.honest_quarantined,
+            "reversals_approved": self.reversals_approved,
+            "reversals_applied": self.reversals_applied,
+            "reversals_lost": self.reversals_lost,
+            "reversals_doubled": self.reversals_doubled,
             "violations": self.violations[:50],
             "violation_count": len(self.violations),
         }
@@ -146,10 +187,13 @@ def audit(
     offline_allowance_fen: int,
     max_clock_offset_ms: int,
     compromised: Iterable[tuple[str, int, str]] = (),
+    reversals: dict[str, list[ReversalRow]] | None = None,
     credited_fen: dict[str, int] | None = None,
     cleared_fen: dict[str, int] | None = None,
 ) -> AuditResult:
-    """``compromised``: (terminal id, seq, uuid) of every implausible sale a stolen key signed.
+    """``compromised``: (terminal id, seq, uuid) of every implausible sale a stolen key
+    signed; ``reversals``: each terminal's journaled reversals (its pending ones are in
+    ``pending`` with its sales).
     ``credited_fen`` / ``cleared_fen``: per holder, what came into the purses during the run
     (top-ups, allocations) and what the year-end clearing took out of them, for a run that
     has those (the deterministic simulator's): the purses must have moved by exactly them and
@@ -192,12 +236,22 @@ def audit(
     if r.double_applied:
         r.violate("double_applied", f"{r.double_applied} sales applied more than once")
 
+    _reversals(r, server, [x for xs in (reversals or {}).values() for x in xs], events)
     r.ledger_sum_fen = ledger.ledger_sum(server)
     for v in all_violations(server):
         r.violate(f"ledger:{v.code}", v.detail)
+    given_back = Counter(
+        {
+            (t, h): fen
+            for t, h, fen in server.execute(
+                "SELECT terminal_id, holder_id, sum(amount_fen) FROM reversals WHERE status = 'applied' "
+                "AND holder_id IS NOT NULL GROUP BY terminal_id, holder_id"
+            )
+        }
+    )
     credited, cleared = credited_fen or {}, cleared_fen or {}
     seen = {h: fen + credited.get(h, 0) for h, fen in start_balance_fen.items()}
-    _overdraft(r, server, rows, seen, offline_allowance_fen)
+    _overdraft(r, server, rows, seen, offline_allowance_fen, given_back)
     _purses(r, server, start_balance_fen, credited, cleared)
     _quarantine(r, server, list(compromised))
     r.rejections = {
@@ -240,7 +294,12 @@ def _check_announcements(
 
 
 def _overdraft(
-    r: AuditResult, server: sqlite3.Connection, rows: list[JournalRow], start: dict[str, int], allowance: int
+    r: AuditResult,
+    server: sqlite3.Connection,
+    rows: list[JournalRow],
+    start: dict[str, int],
+    allowance: int,
+    given_back: Counter[tuple[str, str]],
 ) -> None:
     sellers: dict[str, set[str]] = defaultdict(set)
     sold: Counter[tuple[str, str]] = Counter()
@@ -248,6 +307,7 @@ def _overdraft(
         if j.holder_id:
             sellers[j.holder_id].add(j.terminal_id)
             sold[(j.terminal_id, j.holder_id)] += j.amount_fen
+    sold.subtract(given_back)  # what a terminal reversed, it no longer sold
     for (tid, h), fen in sorted(sold.items()):
         # the step the bound rests on: one terminal never sells a holder more than the
         # balance it could have seen plus the allowance
@@ -289,6 +349,10 @@ def _purses(
             "WHERE status = 'applied' AND holder_id IS NOT NULL GROUP BY holder_id"
         ).fetchall()
     )
+    for h, fen in server.execute(
+        f"SELECT holder_id, sum(amount_fen) FROM reversals WHERE {REVERSAL_PURSE_PAID} GROUP BY holder_id"
+    ):
+        spent[h] = spent.get(h, 0) - fen
     purses = ledger.balances(server, [ledger.self_purse(h) for h in start])
     for h, before in sorted(start.items()):
         now = sum(ledger.subsidy_by_year(server, h).values()) + purses[ledger.self_purse(h)]
@@ -299,6 +363,47 @@ def _purses(
                 f"{h}: purses went from {before} to {now} fen with {moved:+} credited and cleared, "
                 f"applied sales {spent.get(h, 0)} fen",
             )
+
+
+def _reversals(
+    r: AuditResult,
+    server: sqlite3.Connection,
+    journaled: list[ReversalRow],
+    events: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Every reversal a terminal journaled was shown and applied once; none applied that no
+    terminal journaled; no sale given back twice."""
+    rows = server.execute(
+        "SELECT uuid, terminal_id, seq, sale_seq, amount_fen, status, reason FROM reversals"
+    )
+    at_server = {row[0]: row for row in rows}
+    r.reversals_approved = len(journaled)
+    r.reversals_applied = sum(1 for row in at_server.values() if row[5] == "applied")
+    told = {e["uuid"] for evs in events.values() for e in evs if e.get("event") == "reversed"}
+    for j in journaled:
+        got = at_server.get(j.uuid)
+        if got is None or got[5] != "applied":
+            r.reversals_lost += 1
+            why = "never arrived" if got is None else f"{got[5]} {got[6]}"
+            r.violate("reversal_lost", f"{j.terminal_id}/R{j.seq} of sale {j.sale_seq}: {why}")
+        elif (got[1], got[2], got[3], got[4]) != (j.terminal_id, j.seq, j.sale_seq, j.amount_fen):
+            r.violate("reversal_differs", f"{j.terminal_id}/R{j.seq}: the server's record differs")
+        if j.uuid not in told:
+            r.violate(
+                "reversal_not_announced", f"{j.terminal_id}/R{j.seq}: journaled, the operator never told"
+            )
+    known = {j.uuid for j in journaled}
+    for u, row in at_server.items():
+        if row[5] == "applied" and u not in known:
+            r.violate("reversal_not_journaled", f"{row[1]}/R{row[2]} applied, but no terminal journaled it")
+    twice = server.execute(
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM reversals WHERE status = 'applied' "
+        "GROUP BY terminal_id, sale_seq HAVING count(*) > 1)) + (SELECT count(*) FROM (SELECT 1 FROM txns "
+        "WHERE kind = 'reversal' GROUP BY ref HAVING count(*) > 1))"
+    ).fetchone()[0]
+    r.reversals_doubled = int(twice)
+    if twice:
+        r.violate("reversal_doubled", f"{twice} sales given back more than once")
 
 
 def _quarantine(r: AuditResult, server: sqlite3.Connection, compromised: list[tuple[str, int, str]]) -> None:

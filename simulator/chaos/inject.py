@@ -1,7 +1,8 @@
 """Hostile and clumsy messages on the broker: copies, reorderings, forgeries, bit rot.
 
 :class:`Injector` is an MQTT client of its own (through :class:`shared.mqtt.MqttLink`)
-that listens on every terminal's sales topic and keeps the real signed batches it sees.
+that listens on every terminal's sales and reversals (冲正) topics and keeps the real signed
+batches it sees.
 The chaos run then asks it to
 
 * ``duplicate`` — publish a captured batch again, twice (what a broker's redelivery or a
@@ -105,7 +106,7 @@ class Injector:
         self.link = MqttLink(
             f"chaos-injector-{uuid.uuid4().hex[:6]}",
             BrokerAddress.parse(broker_url),
-            subscriptions=[(topics.ALL_SALES, 1)],
+            subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_REVERSALS, 1)],
             on_message=self._capture,
             backoff_max_s=1.0,
         )

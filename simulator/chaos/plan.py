@@ -22,6 +22,9 @@ Fault kinds (``FAULT_KINDS``):
   terminal that does not exist;
 * ``corrupted`` — a captured batch with a few bytes flipped;
 * ``clock_skew`` — one terminal runs with its clock off (beyond the limit or within it);
+* reversals — not a fault: after some taps the canteen's operator reverses the terminal's
+  newest sale (``reverse`` lines, :data:`REVERSAL_P`); they meet every fault above (their
+  batches are captured, copied, reordered and corrupted like the sales');
 * ``compromised`` — a real terminal's stolen key signs implausible sales (``variants`` of
   :data:`COMPROMISED_VARIANTS`: far over the limit, a meal at a wrong price, a shop item at a
   wrong price, dated days ahead, a huge sale on another unit's card) published on that
@@ -64,6 +67,10 @@ RATE_PER_MIN = {
 }
 MEAN_TAP_GAP_S = 10.0  # per diner
 DOUBLE_TAP_P = 0.08  # a cloned card: the same card at several terminals within 300 ms
+# reversals (冲正): after this share of the taps, the canteen's operator reverses the
+# terminal's newest sale a moment later (a ``reverse`` line on its stdin)
+REVERSAL_P = 0.12
+OPERATOR_CARD, OPERATOR_PIN = "OP-CHAOS", "246810"  # every chaos canteen's operator
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,7 @@ class Plan:
             "options": asdict(self.options),
             "workload_s": self.workload_s,
             "taps": len(self.taps),
+            "reversals": sum(t.line.startswith("reverse ") for t in self.taps),
             "clock_skew_ms": {f"T{i + 1}": v for i, v in self.clock_skew.items()},
             "faults": [f.describe().strip() for f in self.faults],
         }
@@ -135,10 +143,16 @@ def build_plan(opts: ChaosOptions, cards: list[str]) -> Plan:
     """The whole run, decided by ``opts.seed``. ``cards``: the diners' card ids."""
     rng = random.Random(opts.seed)
     workload_s = opts.minutes * 60.0
+    taps = _taps(rng, opts, cards, workload_s)
     return Plan(
         options=opts,
         workload_s=workload_s,
-        taps=tuple(_taps(rng, opts, cards, workload_s)),
+        taps=tuple(
+            sorted(
+                taps + _reversals(random.Random(opts.seed ^ 0x4E5E), taps, workload_s),
+                key=lambda tap: (tap.at_s, tap.terminal, tap.card_id),
+            )
+        ),
         faults=tuple(sorted(_faults(rng, opts, cards, workload_s), key=lambda f: (f.at_s, f.kind))),
         clock_skew=_skew(rng, opts),
     )
@@ -170,6 +184,22 @@ def _taps(rng: random.Random, opts: ChaosOptions, cards: list[str], workload_s: 
             t += max(1.0, rng.expovariate(1 / MEAN_TAP_GAP_S))
     taps.sort(key=lambda tap: (tap.at_s, tap.terminal, tap.card_id))
     return taps
+
+
+def _reversals(rng: random.Random, taps: list[Tap], workload_s: float) -> list[Tap]:
+    """The operator's reversals, each a moment after a tap at the same terminal (its own
+    random stream: the taps and faults of a seed stay what they were)."""
+    out = [
+        Tap(
+            round(t.at_s + rng.uniform(0.5, 4.0), 3),
+            t.terminal,
+            f"reverse {OPERATOR_CARD} {OPERATOR_PIN} last",
+            OPERATOR_CARD,
+        )
+        for t in taps
+        if rng.random() < REVERSAL_P and t.at_s + 4.0 < workload_s
+    ]
+    return sorted(out, key=lambda tap: (tap.at_s, tap.terminal))
 
 
 def _slots(rng: random.Random, n: int, workload_s: float, max_dur: float) -> list[tuple[float, float]]:

@@ -35,7 +35,7 @@ from server.infra.db import open_db
 from shared.broker import free_port
 from shared.clock import SystemClock
 from shared.private_files import write_private
-from simulator.chaos.audit import audit, read_journal
+from simulator.chaos.audit import audit, read_journal, read_reversals
 from simulator.chaos.inject import COMPROMISED_SEQ_BASE, Injector
 from simulator.chaos.plan import ChaosOptions, Fault, Plan, build_plan
 from simulator.chaos.procs import BrokerProcess, ServerProcess, TerminalProcess
@@ -321,9 +321,11 @@ class ChaosRun:
     def report(self, drained: bool, elapsed_s: float) -> dict[str, Any]:
         assert self.world is not None and self.plan is not None
         assert self.injector is not None
-        journals, pending = {}, {}
+        journals, pending, reversals = {}, {}, {}
         for t in self.terms:
             journals[t.terminal_id], pending[t.terminal_id] = read_journal(str(t.db_path), t.terminal_id)
+            reversals[t.terminal_id], unsent = read_reversals(str(t.db_path), t.terminal_id)
+            pending[t.terminal_id] += unsent
         server = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
         try:
             result = audit(
@@ -335,6 +337,7 @@ class ChaosRun:
                 offline_allowance_fen=self.world.offline_allowance_fen,
                 max_clock_offset_ms=self.world.risk["max_clock_offset_ms"],
                 compromised=[(c.terminal_id, c.seq, c.uuid) for c in self.injector.compromised],
+                reversals=reversals,
             )
             duplicates = server.execute(
                 "SELECT value FROM counters WHERE name = 'sales_duplicate'"
@@ -344,6 +347,9 @@ class ChaosRun:
         compromised_by_variant = Counter(c.variant for c in self.injector.compromised)
         declines = Counter(
             e.get("reason") for t in self.terms for e in t.events if e.get("event") == "declined"
+        )
+        reversal_declines = Counter(
+            e.get("reason") for t in self.terms for e in t.events if e.get("event") == "reversal_declined"
         )
         faults = dict(self.executed)
         faults["clock_skew"] = len(self.plan.clock_skew)
@@ -359,6 +365,8 @@ class ChaosRun:
             "taps_sent": self.taps_sent,
             "taps_skipped_terminal_down": self.taps_skipped,
             "declines": dict(sorted((k or "?", v) for k, v in declines.items())),
+            # reversals the terminals refused (no sale left to reverse, offline limit …)
+            "reversal_declines": dict(sorted((k or "?", v) for k, v in reversal_declines.items())),
             # sales journaled just before a SIGKILL, announced at the restart ("断电前最后一笔交易已成功")
             "recovered_after_kill": sum(e.get("event") == "recovered" for t in self.terms for e in t.events),
             "duplicates_answered": int(duplicates[0]) if duplicates else 0,
@@ -389,7 +397,11 @@ def _outbox(path: Path) -> int:
     try:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
         try:
-            return int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
+            return int(
+                conn.execute(
+                    "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM reversal_outbox)"
+                ).fetchone()[0]
+            )
         finally:
             conn.close()
     except sqlite3.Error:
@@ -429,6 +441,11 @@ def render(result: dict[str, Any]) -> str:
         f"  丢失 lost               {result['lost']:>7}",
         f"  重复入账 double applied {result['double_applied']:>7}",
         f"  重复已忽略 duplicates   {result['duplicates_answered']:>7}",
+        f"  冲正 reversals          {result['reversals_approved']:>7}   (入账 applied "
+        f"{result['reversals_applied']}, 丢失 lost {result['reversals_lost']}, "
+        f"重复 doubled {result['reversals_doubled']}; 终端拒绝 refused "
+        + (", ".join(f"{k} {v}" for k, v in result["reversal_declines"].items()) or "-")
+        + ")",
         f"  账本合计 ledger sum     {result['ledger_sum_fen']:>7} fen",
         f"  透支 overdraft          {result['overdraft_fen']:>7} fen  "
         f"(限额允许 bound {result['overdraft_bound_fen']} fen)",
@@ -477,6 +494,10 @@ def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None
         "quarantined": sum(r["quarantined"] for r in runs),
         "quarantined_applied": sum(r["quarantined_applied"] for r in runs),
         "honest_quarantined": sum(r["honest_quarantined"] for r in runs),
+        "reversals_approved": sum(r["reversals_approved"] for r in runs),
+        "reversals_applied": sum(r["reversals_applied"] for r in runs),
+        "reversals_lost": sum(r["reversals_lost"] for r in runs),
+        "reversals_doubled": sum(r["reversals_doubled"] for r in runs),
         "runs": [
             {
                 k: r[k]
@@ -494,6 +515,10 @@ def run_sweep(seeds: list[int], base: ChaosOptions, say: Say = lambda line: None
                     "quarantined",
                     "quarantined_applied",
                     "honest_quarantined",
+                    "reversals_approved",
+                    "reversals_applied",
+                    "reversals_lost",
+                    "reversals_doubled",
                     "faults_total",
                     "elapsed_s",
                 )

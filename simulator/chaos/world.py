@@ -3,8 +3,9 @@
 Built before the server process starts, with the server's own service functions inside
 real transactions (as the clerks' batch jobs do): three units, one canteen per two
 terminals, each serving a meal all day (the run uses the wall clock, whatever the hour),
-shop items, ``diners`` staff with small balances (so that refusals, races and overdrafts
-really happen), the city's offline risk limits, and the terminals provisioned.
+shop items, an operator who may reverse sales (冲正), ``diners`` staff with small balances
+(so that refusals, races and overdrafts really happen), the city's offline risk limits, and
+the terminals provisioned.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from server.infra.db import write_txn
 from server.registry import funds
 from server.registry import units as registry
 from server.registry.terminals import TerminalCredentials, provision
+from shared.pin_hash import pin_record
+from simulator.chaos.plan import OPERATOR_CARD, OPERATOR_PIN
 from simulator.harness.world import meal
 
 UNITS = (("U01", "市财政局", 3_000), ("U02", "市教育局", 5_000), ("U03", "市审计局", 1_500))
@@ -83,6 +86,8 @@ def build_world(
                 "meals": {"lunch": meal("00:00", "24:00", 1200, 1500)},
                 "meal_limit": 2,
                 "items": ITEMS,
+                # the operator who reverses sales (冲正); the window is the day's whole run
+                "operators": {OPERATOR_CARD: {"name": "值班员", "pin_hash": pin_record(OPERATOR_PIN)}},
             }
             registry.add_canteen(
                 conn,

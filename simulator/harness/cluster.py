@@ -29,6 +29,7 @@ from server.service import ServerService
 from shared.broker import Broker, start_broker
 from shared.clock import Clock, SystemClock
 from simulator.harness.netproxy import NetProxy
+from terminal import reversals
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
 
@@ -63,11 +64,15 @@ class Audit:
     mismatches: int
     violations: list[dict[str, str]] = field(default_factory=list)
     mismatch_details: list[str] = field(default_factory=list)
+    reversals_approved: int = 0  # reversals (冲正) the terminals journaled and announced
+    reversals_applied: int = 0  # reversals the server applied
 
     def to_json(self) -> dict[str, Any]:
         return {
             "approved": self.approved,
             "applied": self.applied,
+            "reversals_approved": self.reversals_approved,
+            "reversals_applied": self.reversals_applied,
             "pending": self.pending,
             "duplicates_ignored": self.duplicates_ignored,
             "ledger_sum_fen": self.ledger_sum_fen,
@@ -203,7 +208,11 @@ class Cluster:
         return False
 
     def pending(self) -> int:
-        return sum(h.terminal.store.pending_count() for h in self.terminals)
+        """Sales and reversals not yet answered for good by the server."""
+        return sum(
+            h.terminal.store.pending_count() + reversals.pending_count(h.terminal.store)
+            for h in self.terminals
+        )
 
     def drain(self, timeout_s: float = 60.0) -> bool:
         """Wait until every outbox is empty (every sale acknowledged by the server)."""
@@ -222,10 +231,17 @@ class Cluster:
         server_sales: dict[str, sqlite3.Row] = {
             r["uuid"]: r for r in conn.execute("SELECT uuid, terminal_id, seq, status, amount_fen FROM sales")
         }
+        server_reversals: dict[str, sqlite3.Row] = {
+            r["uuid"]: r
+            for r in conn.execute(
+                "SELECT uuid, terminal_id, seq, sale_seq, amount_fen, status, reason FROM reversals"
+            )
+        }
         details: list[str] = []
-        approved = 0
+        approved = reversals_approved = 0
         pending = 0
         seen: set[str] = set()
+        seen_reversals: set[str] = set()
         for h in self.terminals:
             tconn = sqlite3.connect(h.config.db_path)
             tconn.row_factory = sqlite3.Row
@@ -242,11 +258,32 @@ class Cluster:
                 if j["status"] == "rejected":
                     details.append(f"{h.id}/{j['seq']}: terminal marked rejected")
             pending += tconn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+            pending += tconn.execute("SELECT count(*) FROM reversal_outbox").fetchone()[0]
+            for r in tconn.execute("SELECT seq, uuid, sale_seq, amount_fen, status FROM reversals"):
+                reversals_approved += 1
+                seen_reversals.add(r["uuid"])
+                sr = server_reversals.get(r["uuid"])
+                if sr is None:
+                    details.append(f"{h.id}/R{r['seq']}: reversal journaled, not at server")
+                elif sr["status"] != "applied":
+                    details.append(f"{h.id}/R{r['seq']}: reversal {sr['status']} at server ({sr['reason']})")
+                elif (sr["terminal_id"], sr["seq"], sr["sale_seq"], sr["amount_fen"]) != (
+                    h.id,
+                    r["seq"],
+                    r["sale_seq"],
+                    r["amount_fen"],
+                ):
+                    details.append(f"{h.id}/R{r['seq']}: reversal differs from server record")
             tconn.close()
         applied = sum(1 for s in server_sales.values() if s["status"] == "applied")
         for u, s in server_sales.items():
             if s["status"] == "applied" and u not in seen:
                 details.append(f"{s['terminal_id']}/{s['seq']}: applied at server, unknown to terminal")
+        for u, sr in server_reversals.items():
+            if sr["status"] == "applied" and u not in seen_reversals:
+                details.append(
+                    f"{sr['terminal_id']}/R{sr['seq']}: reversal applied at server, unknown to terminal"
+                )
         violations = [v.to_json() for v in all_violations(conn)]
         result = Audit(
             approved=approved,
@@ -257,6 +294,8 @@ class Cluster:
             mismatches=len(details) + len(violations),
             violations=violations,
             mismatch_details=details,
+            reversals_approved=reversals_approved,
+            reversals_applied=sum(1 for r in server_reversals.values() if r["status"] == "applied"),
         )
         conn.close()
         return result

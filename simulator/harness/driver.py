@@ -6,7 +6,8 @@ terminals with their simulated devices.
 * :class:`Till` — one real terminal (:class:`~simulator.harness.cluster.TerminalHandle`) with its
   :class:`~terminal.devices.DeviceLoop`: a card is laid on the simulated reader, a phone's
   payment code is shown to the simulated scanner, and the answer is what the terminal tells
-  its listeners (``approved`` / ``declined``) — exactly what the diner would see.
+  its listeners (``approved`` / ``declined``) — exactly what the diner would see. At a shop
+  counter the cashier scans barcodes and presses keys first (:meth:`Till.cashier`).
 * :class:`Harness` — the cluster plus the waits a real deployment gets for free between
   two events of a story: every connected terminal has sent its sales, had them
   acknowledged and caught up with the server's deltas (``settle_down``); every connected
@@ -140,7 +141,10 @@ class Till:
             return self._monitor.execute(sql).fetchone()[0]
 
     def pending(self) -> int:
-        return int(self._read("SELECT count(*) FROM outbox"))
+        """Sales and reversals (冲正) the server has not answered for good."""
+        return int(
+            self._read("SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM reversal_outbox)")
+        )
 
     def oldest_pending_ms(self) -> int | None:
         return self._read("SELECT min(j.occurred_at_ms) FROM outbox o JOIN journal j ON j.seq = o.seq")
@@ -183,10 +187,72 @@ class Till:
 
         return self._pay(order, look)
 
-    def _pay(self, order: Order, act: Callable[[], None], pin: str | None = None) -> dict[str, Any]:
+    # --- the cashier in shop mode ------------------------------------------------------
+
+    CASHIER_KEYS = {"type": "{}#", "qty": "{}B", "void": "C", "clear": "*"}
+
+    def cashier(self, steps: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+        """The cashier builds the basket: ``("scan", barcode)`` on the scanner, the others
+        on the keypad (``type`` an item code, ``qty``, ``void``, ``clear``; see
+        :mod:`terminal.shop_flow`), the till switched to shop mode first. Returns the
+        terminal's answer to each step (``basket`` or ``basket_refused``)."""
+        shop, scanner, keypad = self.loop.shop, self.loop.scanner, self.loop.keypad
+        assert scanner is not None and isinstance(keypad, SimulatedKeypad)
+        if not shop.active:
+            shop.set_mode("shop")
+        self.loop.order = shop.order  # the next payment pays for the basket
+        answers = []
+        for step, arg in steps:
+            while not self.events.empty():
+                self.events.get_nowait()
+            if step == "scan":
+                scanner.present(arg)  # type: ignore[attr-defined]
+            else:
+                keypad.press(self.CASHIER_KEYS[step].format(arg))
+            answer = self._answer(("basket", "basket_refused"))
+            if answer.get("action") == "clear_armed":  # '*' once more clears the basket
+                keypad.press("*")
+                answer = self._answer(("basket", "basket_refused"))
+            answers.append(answer)
+        return answers
+
+    def pay_basket(
+        self, card_id: str | None, code: str | None = None, pin: str | None = None
+    ) -> dict[str, Any]:
+        """The diner pays for the cashier's basket: a card on the reader, or ``code`` shown
+        to the scanner; the terminal's answer event."""
+        if code is not None:
+            scanner = self.loop.scanner
+            assert scanner is not None
+            return self._pay(None, lambda: scanner.present(code), pin)  # type: ignore[attr-defined]
+        reader = self.loop.reader
+        assert reader is not None
+        return self._pay(None, lambda: reader.present(card_id), pin)  # type: ignore[attr-defined]
+
+    def sale_items(self, seq: int) -> list[list[Any]]:
+        """A journaled sale's items as ``[sku, qty, unit price, reference price]``."""
+        raw = self._read(f"SELECT sale_json FROM journal WHERE seq = {int(seq)}")
+        return [
+            [i["sku"], i["qty"], i["unit_price_fen"], i.get("reference_price_fen")]
+            for i in json.loads(raw)["items"]
+        ]
+
+    def _answer(self, kinds: tuple[str, ...]) -> dict[str, Any]:
+        deadline = time.monotonic() + PAY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if event.get("event") in kinds:
+                return event
+        raise RuntimeError(f"terminal {self.id} gave no answer within {PAY_TIMEOUT_S} s")
+
+    def _pay(self, order: Order | None, act: Callable[[], None], pin: str | None = None) -> dict[str, Any]:
         while not self.events.empty():  # link changes and the like, from before
             self.events.get_nowait()
-        self.loop.order = lambda: order
+        if order is not None:  # None: what the till is set to pay for (the cashier's basket)
+            self.loop.order = lambda: order
         act()
         deadline = time.monotonic() + PAY_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -201,6 +267,45 @@ class Till:
             if event.get("event") in ("approved", "declined"):
                 return event
         raise RuntimeError(f"terminal {self.id} gave no answer within {PAY_TIMEOUT_S} s")
+
+    def reverse(self, operator: str, pin: str, card: str | None = None) -> dict[str, Any]:
+        """The operator reverses a sale (冲正) on the keypad, as at a real counter: key B,
+        the operator card on the reader, the PIN, the sale — the diner's ``card`` laid on
+        the reader, or the newest one on the display (key 1) — and # to confirm. The
+        terminal's answer event: ``reversed``, or ``reversal_declined`` with the reason."""
+        keypad, reader = self.loop.keypad, self.loop.reader
+        assert isinstance(keypad, SimulatedKeypad) and reader is not None
+        while not self.events.empty():
+            self.events.get_nowait()
+        keypad.press("B")
+        why, card_laid = None, False
+        deadline = time.monotonic() + PAY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            kind, stage = event.get("event"), event.get("stage")
+            if kind == "reversal_prompt" and event.get("reason"):  # that card has nothing: give up
+                why = event["reason"]
+                keypad.press("*")
+            elif kind == "reversal_prompt" and stage == "operator":
+                reader.present(operator)  # type: ignore[attr-defined]
+            elif kind == "reversal_prompt" and stage == "pin":
+                keypad.press(pin)
+            elif kind == "reversal_prompt" and stage == "choose":
+                if card is not None and not card_laid:  # the diner's card picks their sales
+                    reader.present(card)  # type: ignore[attr-defined]
+                    card_laid = True
+                else:  # the newest on the display
+                    keypad.press("1")
+            elif kind == "reversal_prompt" and stage == "confirm":
+                keypad.press("#")
+            elif kind == "reversed":
+                return event
+            elif kind == "reversal_declined":
+                return {**event, "reason": why or event["reason"]}
+        raise RuntimeError(f"terminal {self.id} ended no reversal within {PAY_TIMEOUT_S} s")
 
     def stop(self) -> None:
         self.loop.stop()

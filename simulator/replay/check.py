@@ -60,7 +60,12 @@ def invariant_failures(result: dict[str, Any]) -> list[str]:
     if result["ledger_sum_fen"] != 0:
         out.append(f"ledger sum is {result['ledger_sum_fen']} fen, not 0")
     audit = result["audit"]
-    if audit["mismatches"] or audit["pending"] or audit["approved"] != audit["applied"]:
+    if (
+        audit["mismatches"]
+        or audit["pending"]
+        or audit["approved"] != audit["applied"]
+        or audit["reversals_approved"] != audit["reversals_applied"]
+    ):
         out.append(f"terminals and server disagree: {audit}")
     return out
 

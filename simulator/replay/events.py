@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.books.periods import parse_year
+from shared.barcode import is_valid
 from shared.clock import ms_from_china
 from shared.errors import DomainError
 from simulator.replay.read import (
@@ -33,6 +34,7 @@ EVENT_FIELDS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, opt
     "topup": ({"card", "yuan"}, set()),
     "tap": ({"card", "canteen"}, {"terminal", "method", "pin"}),
     "buy": ({"card", "canteen"}, {"items", "amount_yuan", "terminal", "method", "pin"}),
+    "checkout": ({"card", "canteen", "steps"}, {"terminal", "method", "pin"}),
     "network": ({"canteen", "offline_minutes"}, {"terminal"}),
     "score": ({"canteen", "quarter", "score"}, set()),
     "settle": ({"quarter"}, {"force"}),
@@ -40,9 +42,18 @@ EVENT_FIELDS: dict[str, tuple[set[str], set[str]]] = {  # kind -> (required, opt
     "lost": ({"card"}, {"new_card"}),
     "found": ({"card"}, set()),
     "price": ({"canteen", "sku", "price_yuan"}, {"reference_price_yuan", "name"}),
+    "reversal": ({"canteen", "operator", "pin"}, {"terminal", "card"}),
 }
 METHODS = ("card", "qr")
 _ITEM = re.compile(r"^(?P<sku>[A-Za-z0-9][A-Za-z0-9_.\-]*)(?:\*(?P<qty>\d+))?$")
+# the cashier's steps of a checkout: (step, argument pattern, what to write)
+STEPS = {
+    "scan": (re.compile(r"^\d{8}$|^\d{12,13}$"), "scan <EAN-13, EAN-8 or UPC-A barcode>"),
+    "type": (re.compile(r"^\d{1,13}$"), "type <item code or barcode, digits>"),
+    "qty": (re.compile(r"^[1-9]\d{0,2}$"), "qty <1–999>"),
+    "void": (None, "void"),
+    "clear": (None, "clear"),
+}
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,8 @@ def _event_args(
             args["amount_fen"] = yuan(d["amount_yuan"], f"{w}.amount_yuan")
         else:
             args["items"] = _basket(d["items"], f"{w}.items")
+    elif kind == "checkout":
+        args["steps"] = _steps(d["steps"], f"{w}.steps")
     elif kind == "network":
         args["offline_minutes"] = as_int(d["offline_minutes"], f"{w}.offline_minutes", 1)
     elif kind == "score":
@@ -142,6 +155,8 @@ def _event_args(
         args["new_card"] = as_text(d["new_card"], f"{w}.new_card")
         if args["new_card"] in cards:
             raise ScenarioError(w, f"card {args['new_card']!r} already exists")
+    elif kind == "reversal":
+        args["operator"] = as_text(d["operator"], f"{w}.operator")
     elif kind == "price":
         args["sku"] = as_text(d["sku"], f"{w}.sku")
         args["price_fen"] = yuan(d["price_yuan"], f"{w}.price_yuan")
@@ -150,6 +165,27 @@ def _event_args(
         if "name" in d:
             args["name"] = as_text(d["name"], f"{w}.name")
     return args
+
+
+def _steps(raw: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """The cashier's steps, each ``(step, argument)``; a scanned barcode must carry a
+    valid check digit (the scanner would not read it as a product otherwise)."""
+    out: list[tuple[str, str]] = []
+    for i, text in enumerate(as_list(raw, where)):
+        w = f"{where}[{i}]"
+        step, _, arg = as_text(text, w).strip().partition(" ")
+        if step not in STEPS:
+            raise ScenarioError(w, f"{text!r}: one of {'; '.join(h for _, h in STEPS.values())}")
+        pattern, hint = STEPS[step]
+        arg = arg.strip()
+        if (pattern is None and arg) or (pattern is not None and not pattern.match(arg)):
+            raise ScenarioError(w, f"{text!r}: write {hint}")
+        if step == "scan" and not is_valid(arg):
+            raise ScenarioError(w, f"{arg}: not a barcode with a valid check digit")
+        out.append((step, arg))
+    if not out:
+        raise ScenarioError(where, "a checkout needs at least one step")
+    return tuple(out)
 
 
 def _basket(raw: Any, where: str) -> tuple[tuple[str, int], ...]:

@@ -9,8 +9,14 @@ Keys (amounts in fen; canteens and units by their scenario names)::
     clearing     {year: {unit: {"refund_fen", "cleared_fen", "late_sales_fen", "refund_to"}}}
     allocations  {quarter: {unit: {"total_fen", "per_person_fen", "headcount", "late"}}}
     sales        [{"index", "at", "card", "canteen", "amount_fen", "subsidy_fen", "self_fen",
-                   "overdraft_fen", "offline"}]   every approved sale, as the server applied it
+                   "overdraft_fen", "offline", "items", "reversed"}]   every approved sale, as the server
+                 applied it; items as the terminal sold them: [[sku, qty, unit price, reference]]
+    reversals    [{"index", "at", "canteen", "card", "sale_index", "amount_fen", "subsidy_fen",
+                   "self_fen", "offline", "applied"}]   every reversal (冲正) a terminal made,
+                 with what the server gave back to each purse
+    reversal_declines [{"index", "at", "canteen", "card", "reason"}]   reversals refused
     declines     [{"index", "at", "card", "canteen", "reason"}]
+    cashier      [{"index", "at", "step", "reason"}]   a checkout's steps the terminal refused
     refusals     [{"index", "at", "event", "code", "detail"}]   requests the server refused
     ledger_sum_fen, violations                   GET /api/v1/ledger/check
     audit        {"approved", "applied", "pending", "duplicates_ignored", "mismatches", ...}
@@ -48,7 +54,10 @@ class Story(Protocol):
     unit_ids: dict[str, str]  # unit name -> id
     years_closed: set[int]
     approved: dict[str, dict[str, Any]]  # sale uuid -> what the story knows of it
+    reversals: list[dict[str, Any]]  # reversals the terminals made
+    reversal_declines: list[dict[str, Any]]
     declines: list[dict[str, Any]]
+    cashier: list[dict[str, Any]]
     refusals: list[dict[str, Any]]
 
 
@@ -115,9 +124,29 @@ def collect(story: Story) -> dict[str, Any]:
                 "self_fen": s["self_fen"] if s else None,
                 "overdraft_fen": s["overdraft_fen"] if s else None,
                 "offline": known["offline"],
+                "items": known.get("items", []),
+                "reversed": bool(s and s["reversed"]),
             }
         )
     sales.sort(key=lambda x: x["index"])
+    reversals = []
+    for r in story.reversals:
+        s = server_sales.get(r["sale_uuid"])
+        back = s["reversal"] if s else None
+        reversals.append(
+            {
+                "index": r["index"],
+                "at": r["at"],
+                "canteen": r["canteen"],
+                "card": r["card"],
+                "sale_index": story.approved.get(r["sale_uuid"], {}).get("index"),
+                "amount_fen": back["amount_fen"] if back else None,
+                "subsidy_fen": back["subsidy_fen"] if back else None,
+                "self_fen": back["self_fen"] if back else None,
+                "offline": r["offline"],
+                "applied": back is not None,
+            }
+        )
 
     check = admin.get("/api/v1/ledger/check")
     audit = story.h.cluster.audit().to_json()
@@ -128,7 +157,10 @@ def collect(story: Story) -> dict[str, Any]:
         "clearing": clearing,
         "allocations": allocations,
         "sales": sales,
+        "reversals": reversals,
+        "reversal_declines": story.reversal_declines,
         "declines": story.declines,
+        "cashier": story.cashier,
         "refusals": story.refusals,
         "ledger_sum_fen": check["ledger_sum_fen"],
         "violations": check["violations"],
@@ -137,6 +169,8 @@ def collect(story: Story) -> dict[str, Any]:
             for k in (
                 "approved",
                 "applied",
+                "reversals_approved",
+                "reversals_applied",
                 "pending",
                 "duplicates_ignored",
                 "mismatches",
@@ -174,12 +208,36 @@ def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
                 f"    {name}  清零 cleared {format_fen(u['cleared_fen'])}  迟到交易 late sales "
                 f"{format_fen(u['late_sales_fen'])}  退回{to} {format_fen(u['refund_fen'])}"
             )
+    if result["reversals"]:
+        lines.append("  冲正 reversals:")
+        for r in result["reversals"]:
+            back = (
+                f"退回 back {format_fen(r['amount_fen'])} (补贴 subsidy {format_fen(r['subsidy_fen'])}"
+                f" / 自费 self {format_fen(r['self_fen'])})"
+                if r["applied"]
+                else "服务器未入账 not applied"
+            )
+            lines.append(
+                f"    [{r['index']}] {r['at']} @ {r['canteen']}: 冲正 sale [{r['sale_index']}] "
+                f"{r['card'] or ''} {back}{' 离线 offline' if r['offline'] else ''}"
+            )
+    for d in result["reversal_declines"]:
+        lines.append(
+            f"  冲正被拒 reversal refused [{d['index']}] {d['at']} @ {d['canteen']}: "
+            f"{message(d['reason'], 'zh')} ({d['reason']})"
+        )
     if result["declines"]:
         lines.append("  拒绝 declines:")
         for d in result["declines"]:
             lines.append(
                 f"    [{d['index']}] {d['at']} {d['card']} @ {d['canteen']}: "
                 f"{message(d['reason'], 'zh')} ({d['reason']})"
+            )
+    if result.get("cashier"):
+        lines.append("  收银员操作被拒 cashier steps refused:")
+        for c in result["cashier"]:
+            lines.append(
+                f"    [{c['index']}] {c['at']} {c['step']}: {message(c['reason'], 'zh')} ({c['reason']})"
             )
     if result["refusals"]:
         lines.append("  服务器拒绝的请求 refused requests:")
@@ -190,6 +248,7 @@ def render(result: dict[str, Any], failures: list[str] | None = None) -> str:
     lines += [
         "",
         f"  终端批准 approved {a['approved']} · 服务器入账 applied {a['applied']}"
+        f" · 冲正 reversals {a['reversals_approved']}/{a['reversals_applied']}"
         f" · 待上传 pending {a['pending']}"
         f" · 重复已忽略 duplicates {a['duplicates_ignored']} · 不一致 mismatches {a['mismatches']}",
         f"  账本合计 ledger sum {result['ledger_sum_fen']} fen · 违规 violations {len(result['violations'])}",

@@ -88,6 +88,7 @@ def healthy(result: dict[str, Any]) -> bool:
         and audit["mismatches"] == 0
         and audit["pending"] == 0
         and audit["approved"] == audit["applied"]
+        and audit["reversals_approved"] == audit["reversals_applied"]
     )
 
 
@@ -109,8 +110,11 @@ class _Story:
         self.outages: list[tuple[int, Till]] = []
         self.years_closed: set[int] = set()
         self.declines: list[dict[str, Any]] = []
+        self.cashier: list[dict[str, Any]] = []  # the cashier's refused steps (checkout events)
         self.refusals: list[dict[str, Any]] = []
         self.approved: dict[str, dict[str, Any]] = {}  # sale uuid -> what the story knows
+        self.reversals: list[dict[str, Any]] = []  # reversals the terminals made (冲正)
+        self.reversal_declines: list[dict[str, Any]] = []  # reversals a terminal refused
 
     # --- setup ---------------------------------------------------------------------------
 
@@ -137,7 +141,11 @@ class _Story:
                     "item",
                     lambda item=item, cid=cid: self.admin.put(
                         f"/api/v1/canteens/{cid}/items/{item['sku']}",
-                        {k: item[k] for k in ("name", "price_fen", "reference_price_fen")},
+                        {
+                            k: item[k]
+                            for k in ("name", "price_fen", "reference_price_fen", "barcodes")
+                            if k in item
+                        },
                     ),
                 )
             if c.quality_bands is not None:
@@ -220,13 +228,34 @@ class _Story:
     def _on_buy(self, e: Event) -> None:
         self._pay(e, Order("shop", e.args.get("items", ()), e.args.get("amount_fen")))
 
-    def _pay(self, e: Event, order: Order) -> None:
+    def _on_checkout(self, e: Event) -> None:
+        """The cashier scans and keys the basket at a till in shop mode; the diner pays."""
+        till = self.tills[(e.args["canteen"], e.args.get("terminal", 1))]
+        for (step, arg), answer in zip(e.args["steps"], till.cashier(e.args["steps"]), strict=True):
+            if answer["event"] == "basket_refused":
+                self.cashier.append(
+                    {
+                        "index": e.index,
+                        "at": e.at,
+                        "step": f"{step} {arg}".strip(),
+                        "reason": answer["reason"],
+                    }
+                )
+        self._pay(e, None)
+
+    def _pay(self, e: Event, order: Order | None) -> None:
+        """Pay for ``order`` (None: for the cashier's basket) with the event's card or code."""
         card = e.args["card"]
         till = self.tills[(e.args["canteen"], e.args.get("terminal", 1))]
         if e.args.get("method", "card") == "qr":
             holder_id = self.holders[card][0] if card in self.holders else self._holder_of(card)
             code = self.diners[holder_id].get("/api/v1/qr/my-code")["code"]
-            answer = till.show_code(code, order, pin=e.args.get("pin"))
+            if order is None:
+                answer = till.pay_basket(None, code, pin=e.args.get("pin"))
+            else:
+                answer = till.show_code(code, order, pin=e.args.get("pin"))
+        elif order is None:
+            answer = till.pay_basket(card, pin=e.args.get("pin"))
         else:
             answer = till.present_card(card, order, pin=e.args.get("pin"))
         if answer["event"] == "approved":
@@ -237,6 +266,7 @@ class _Story:
                 "canteen": till.canteen_name,
                 "terminal": till.id,
                 "offline": answer["offline"],
+                "items": till.sale_items(answer["seq"]),
             }
         else:
             self.declines.append(
@@ -294,6 +324,23 @@ class _Story:
 
     def _on_found(self, e: Event) -> None:
         self._clerk_of_card(e.args["card"]).post(f"/api/v1/cards/{e.args['card']}/found")
+
+    def _on_reversal(self, e: Event) -> None:
+        """The canteen's operator reverses a sale on the terminal's keypad (冲正)."""
+        till = self.tills[(e.args["canteen"], e.args.get("terminal", 1))]
+        answer = till.reverse(e.args["operator"], e.args["pin"], e.args.get("card"))
+        known = {"index": e.index, "at": e.at, "canteen": till.canteen_name, "card": e.args.get("card")}
+        if answer["event"] == "reversed":
+            self.reversals.append(
+                {
+                    **known,
+                    "sale_uuid": answer["sale_uuid"],
+                    "uuid": answer["uuid"],
+                    "offline": answer["offline"],
+                }
+            )
+        else:
+            self.reversal_declines.append({**known, "reason": answer["reason"]})
 
     def _on_price(self, e: Event) -> None:
         canteen = self.s.canteen(e.args["canteen"])

@@ -15,10 +15,13 @@ refused), every time is Asia/Shanghai wall time (``"2026-01-06T12:05"``)::
                    "meal_limit": 1,                         # meals per card per period
                    "quality_bands": [[90, 100], [80, 98], [0, 95]],
                    "items": [{"sku": "tissue", "name": "抽纸", "price_yuan": 3.5,
-                              "reference_price_yuan": 4}],
+                              "reference_price_yuan": 4, "barcodes": ["6901234567892"]}],
                    "risk": {"offline_allowance_yuan": 20, "max_offline_total_yuan": 50,
                             "max_offline_sales": 3, "max_sale_yuan": 100,
-                            "max_offline_age_hours": 24, "max_denylist_age_hours": 72}}],
+                            "max_offline_age_hours": 24, "max_denylist_age_hours": 72,
+                            "max_offline_reversals": 3, "max_offline_reversal_yuan": 100},
+                   "operators": [{"card": "OP1", "name": "王五", "pin": "246810"}],  # may reverse
+                   "reversal_window_minutes": 10}],        # 冲正: default 10, 0 = off
      "people":   [{"card": "C001", "name": "张三", "unit": "市财政局", "pin": "135790"}],
      "events":   [{"at": "2026-01-06T12:05", "tap": {...}, "note": "why (optional)"}, ...],
      "expect":   {...}}                                     # see simulator.replay.check
@@ -32,6 +35,10 @@ what the diner types on the keypad when a sale is above the no-PIN limit — a p
     topup      {"card", "yuan"}                                     self top-up (bank)
     tap        {"card", "canteen", "terminal"?, "method"?, "pin"?}  a meal
     buy        {"card", "canteen", "items": ["tissue", "water*2"] | "amount_yuan", "pin"?, ...}
+    checkout   {"card", "canteen", "steps": ["scan 6901234567892", "qty 2", "void", ...], ...}
+               the cashier in shop mode: scan a barcode, type an item code (``type 1001``),
+               set the last line's quantity, void the last line, clear the basket; then the
+               diner pays for the basket (``method``, ``pin``, ``terminal`` as for a tap)
     network    {"canteen", "offline_minutes", "terminal"?}          cut; healed at the end
     score      {"canteen", "quarter", "score": 0..100}              the owning unit's clerk
     settle     {"quarter", "force"?}                                quarterly settlement
@@ -39,6 +46,8 @@ what the diner types on the keypad when a sale is above the no-PIN limit — a p
     lost       {"card", "new_card"?}                                挂失 (and 补卡)
     found      {"card"}                                             a lost card found again
     price      {"canteen", "sku", "price_yuan", "reference_price_yuan"?, "name"?}
+    reversal   {"canteen", "operator", "pin", "terminal"?, "card"?}     冲正 on the keypad: the
+               operator's card and PIN, the sale the diner's ``card`` picks (else the newest)
 
 A problem in the file is a :class:`ScenarioError` naming where (``events[3]``) and why.
 """
@@ -81,6 +90,9 @@ RISK_KEYS: dict[str, tuple[str, int | None]] = {
     "max_offline_age_hours": ("max_offline_age_ms", 3_600_000),
     "max_denylist_age_hours": ("max_denylist_age_ms", 3_600_000),
     "max_clock_offset_minutes": ("max_clock_offset_ms", 60_000),
+    "max_price_age_hours": ("max_price_age_ms", 3_600_000),
+    "max_offline_reversals": ("max_offline_reversals", 1),
+    "max_offline_reversal_yuan": ("max_offline_reversal_fen", None),
 }
 _TIME = re.compile(r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$")
 
@@ -216,6 +228,8 @@ def _canteens(raw: Any, units: set[str]) -> tuple[Canteen, ...]:
                 "quality_bands",
                 "items",
                 "risk",
+                "operators",
+                "reversal_window_minutes",
             },
         )
         name = as_text(c["name"], f"{where}.name")
@@ -231,6 +245,12 @@ def _canteens(raw: Any, units: set[str]) -> tuple[Canteen, ...]:
             config["meal_limit"] = as_int(c["meal_limit"], f"{where}.meal_limit", 1)
         if "risk" in c:
             config["risk"] = _risk(c["risk"], f"{where}.risk")
+        if "operators" in c:  # the server keeps each PIN as a hash only
+            config["operators"] = _operators(c["operators"], f"{where}.operators")
+        if "reversal_window_minutes" in c:
+            config["reversal_window_minutes"] = as_int(
+                c["reversal_window_minutes"], f"{where}.reversal_window_minutes", 0, 1440
+            )
         bands = None
         if "quality_bands" in c:
             try:
@@ -279,16 +299,17 @@ def _items(raw: Any, where: str) -> tuple[dict[str, Any], ...]:
     out: list[dict[str, Any]] = []
     for i, it in enumerate(as_list(raw, where)):
         w = f"{where}[{i}]"
-        keys(as_obj(it, w), w, {"sku", "price_yuan", "reference_price_yuan"}, {"name"})
+        keys(as_obj(it, w), w, {"sku", "price_yuan", "reference_price_yuan"}, {"name", "barcodes"})
         sku = as_text(it["sku"], f"{w}.sku")
-        out.append(
-            {
-                "sku": sku,
-                "name": as_text(it.get("name", sku), f"{w}.name"),
-                "price_fen": yuan(it["price_yuan"], f"{w}.price_yuan"),
-                "reference_price_fen": yuan(it["reference_price_yuan"], f"{w}.reference_price_yuan"),
-            }
-        )
+        item = {
+            "sku": sku,
+            "name": as_text(it.get("name", sku), f"{w}.name"),
+            "price_fen": yuan(it["price_yuan"], f"{w}.price_yuan"),
+            "reference_price_fen": yuan(it["reference_price_yuan"], f"{w}.reference_price_yuan"),
+        }
+        if "barcodes" in it:  # checked by the server like a clerk's (barcode_invalid is a refusal)
+            item["barcodes"] = [as_text(b, f"{w}.barcodes") for b in as_list(it["barcodes"], f"{w}.barcodes")]
+        out.append(item)
     return tuple(out)
 
 
@@ -302,6 +323,19 @@ def _risk(raw: Any, where: str) -> dict[str, int]:
             out[name] = yuan(value, f"{where}.{key}", positive=False)
         else:
             out[name] = as_int(value, f"{where}.{key}", 0) * factor
+    return out
+
+
+def _operators(raw: Any, where: str) -> dict[str, dict[str, str]]:
+    """The canteen's operators (操作员): card → {name, pin} as the server is given them."""
+    out: dict[str, dict[str, str]] = {}
+    for i, op in enumerate(as_list(raw, where)):
+        w = f"{where}[{i}]"
+        keys(as_obj(op, w), w, {"card", "name", "pin"}, set())
+        card = as_text(op["card"], f"{w}.card")
+        if card in out:
+            raise ScenarioError(f"{w}.card", f"operator card {card!r} is listed twice")
+        out[card] = {"name": as_text(op["name"], f"{w}.name"), "pin": as_pin(op["pin"], f"{w}.pin")}
     return out
 
 

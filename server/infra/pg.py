@@ -1,0 +1,414 @@
+"""PostgreSQL for the server, behind the same small interface as its SQLite connection.
+
+The server's modules call ``conn.execute(sql, params)`` with SQLite's dialect and read rows
+by index or by name; :class:`PgConnection` gives them exactly that on PostgreSQL (psycopg 3,
+connections from a psycopg_pool pool per database URL), so their SQL stays as it is:
+
+* statements are translated once each (:mod:`server.infra.pg_sql`, cached);
+* rows are :class:`Row` (like ``sqlite3.Row``: index, case-insensitive name, ``keys()``);
+  integer parameters are BIGINT; a whole-number ``numeric`` (``sum`` of a BIGINT column)
+  comes back as ``int``, another as
+  ``float`` (``avg``), a boolean expression as 1/0, as SQLite returns them; Python ``bool``
+  parameters are sent as 1/0 (the schema has no boolean columns, as in SQLite);
+* errors are raised as subclasses of ``sqlite3``'s (``IntegrityError`` for a broken
+  constraint, ``OperationalError`` for a lost connection or a lock wait that timed out), so
+  the code that catches ``sqlite3.Error`` keeps working; the original is ``__cause__``;
+* ``BEGIN IMMEDIATE`` — SQLite's "take the write lock now" — begins a transaction and takes
+  one transaction-scoped advisory lock (:data:`WRITE_LOCK`): writers queue one at a time as
+  they do on SQLite, so no read-then-write in a write transaction can interleave with
+  another process's (each statement then sees what the previous writer committed: READ
+  COMMITTED); readers never wait (MVCC). ``BEGIN`` alone is a read transaction: REPEATABLE
+  READ, one snapshot for all its reads, as SQLite gives a read transaction;
+* the tuning ``PRAGMA``\\ s SQLite needs (cache size, checkpoints, …) are accepted and do
+  nothing; ``PRAGMA user_version`` reads the schema version.
+
+Only this module imports psycopg.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import adapt, postgres
+from psycopg.pq import TransactionStatus
+from psycopg.types.numeric import Int8Dumper
+from psycopg_pool import ConnectionPool
+
+from server.infra import pg_sql, schema_pg
+
+log = logging.getLogger(__name__)
+
+# advisory lock keys (one 64-bit namespace per database): the single writer, the migrator;
+# run_once locks hash their names into the range above these
+WRITE_LOCK = 0x43414E5445454E01  # "CANTEEN" + 01
+MIGRATE_LOCK = 0x43414E5445454E02
+
+POOL_MAX_SIZE = 20  # connections per database URL and process (requests + long-lived workers)
+LOCK_TIMEOUT = "30s"  # as SQLite's busy_timeout: a writer waits this long for the lock, then fails
+
+_TUNING_PRAGMA = re.compile(
+    r"^\s*PRAGMA\s+(cache_size|wal_autocheckpoint|synchronous|journal_mode|busy_timeout|foreign_keys|"
+    r"temp_store|mmap_size|optimize)\b",
+    re.I,
+)
+_USER_VERSION = re.compile(r"^\s*PRAGMA\s+user_version\s*$", re.I)
+_BEGIN_WRITE = re.compile(r"^\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_BEGIN_READ = re.compile(r"^\s*BEGIN(\s+DEFERRED)?(\s+TRANSACTION)?\s*;?\s*$", re.I)
+
+
+def is_url(target: object) -> bool:
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+# -- errors: sqlite3's classes, so callers catch one family --------------------------------
+
+
+class PgIntegrityError(sqlite3.IntegrityError):
+    """A PostgreSQL constraint violation (unique key, CHECK, foreign key, NOT NULL)."""
+
+
+class PgOperationalError(sqlite3.OperationalError):
+    """A PostgreSQL connection, lock-timeout, deadlock or statement error."""
+
+
+class PgDataError(sqlite3.DataError):
+    """A value PostgreSQL refused (out of range, wrong type)."""
+
+
+def _mapped(exc: psycopg.Error) -> sqlite3.Error:
+    cls: type[sqlite3.Error]
+    if isinstance(exc, psycopg.IntegrityError):
+        cls = PgIntegrityError
+    elif isinstance(exc, psycopg.DataError):
+        cls = PgDataError
+    else:
+        cls = PgOperationalError
+    out = cls(str(exc).strip())
+    out.sqlstate = exc.sqlstate  # type: ignore[attr-defined]
+    return out
+
+
+# -- rows and values as SQLite gives them -------------------------------------------------
+
+
+class Row(tuple):
+    """A result row: by index, by (case-insensitive) column name, ``keys()``, ``dict(row)``."""
+
+    __slots__ = ()
+    _names: tuple[str, ...] = ()
+    _index: dict[str, int] = {}
+
+    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return tuple.__getitem__(self, self._index[key.lower()])
+            except KeyError:
+                raise IndexError(f"No item with that key: {key}") from None
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._names)
+
+
+@functools.lru_cache(maxsize=2048)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    index: dict[str, int] = {}
+    for i, n in enumerate(names):
+        index.setdefault(n.lower(), i)
+    return type("Row", (Row,), {"__slots__": (), "_names": names, "_index": index})
+
+
+def _row_factory(cursor: psycopg.Cursor[Any]) -> Any:
+    desc = cursor.description
+    if desc is None:
+        return tuple
+    names = tuple(d.name for d in desc)
+    if "rowid" in names:  # SQLite's implicit rowid never shows in a row (pg_sql.ROWID_TABLES)
+        keep = [i for i, n in enumerate(names) if n != "rowid"]
+        cls = _row_class(tuple(names[i] for i in keep))
+        return lambda values: cls(values[i] for i in keep)
+    cls = _row_class(names)
+    return cls
+
+
+class _NumericLoader(adapt.Loader):
+    def load(self, data: Any) -> int | float:
+        text = bytes(data)
+        return float(text) if b"." in text or b"N" in text else int(text)
+
+
+class _BoolLoader(adapt.Loader):
+    def load(self, data: Any) -> int:
+        return 1 if bytes(data) == b"t" else 0
+
+
+class _BoolDumper(adapt.Dumper):
+    oid = postgres.types["int8"].oid
+
+    def dump(self, obj: Any) -> bytes:
+        return b"1" if obj else b"0"
+
+
+def _configure(raw: psycopg.Connection[Any]) -> None:
+    raw.adapters.register_loader("numeric", _NumericLoader)
+    raw.adapters.register_loader("bool", _BoolLoader)
+    raw.adapters.register_dumper(bool, _BoolDumper)
+    raw.adapters.register_dumper(int, Int8Dumper)  # 64-bit arithmetic on parameters, as SQLite
+    raw.row_factory = _row_factory  # type: ignore[assignment]
+    raw.execute(f"SET lock_timeout = '{LOCK_TIMEOUT}'")
+    raw.execute("SET TIME ZONE 'UTC'")
+
+
+# -- the connection -----------------------------------------------------------------------
+
+
+class PgCursor:
+    """What ``conn.execute`` returns: fetch, iterate, ``rowcount``, ``lastrowid``."""
+
+    __slots__ = ("_cur", "_conn", "_lastrowid")
+
+    def __init__(self, cur: psycopg.Cursor[Any] | None, conn: PgConnection) -> None:
+        self._cur = cur
+        self._conn = conn
+        self._lastrowid: int | None = None
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone() if self._has_rows() else None
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall() if self._has_rows() else []
+
+    def fetchmany(self, size: int = 1) -> list[Any]:
+        return self._cur.fetchmany(size) if self._has_rows() else []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+    def _has_rows(self) -> bool:
+        return self._cur is not None and self._cur.description is not None
+
+    @property
+    def description(self) -> Any:
+        return self._cur.description if self._cur is not None else None
+
+    @property
+    def rowcount(self) -> int:
+        return self._cur.rowcount if self._cur is not None else -1
+
+    @property
+    def lastrowid(self) -> int | None:
+        """The id the last INSERT took from an identity column in this session (SQLite's
+        rowid of the inserted row); prefer ``INSERT … RETURNING id``, one round trip less."""
+        if self._lastrowid is None:
+            try:
+                row = self._conn.raw.execute("SELECT lastval()").fetchone()
+            except psycopg.errors.ObjectNotInPrerequisiteState:
+                return None
+            self._lastrowid = int(row[0])
+        return self._lastrowid
+
+    def close(self) -> None:
+        if self._cur is not None:
+            self._cur.close()
+
+
+class PgConnection:
+    """A pooled PostgreSQL connection speaking the server's SQLite dialect (see the module)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, raw: psycopg.Connection[Any], pool: ConnectionPool | None, url: str) -> None:
+        self.raw = raw
+        self.url = url
+        self._pool = pool
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.raw.info.transaction_status != TransactionStatus.IDLE
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> PgCursor:
+        special = self._special(sql)
+        if special is not None:
+            return special
+        t = pg_sql.translate(sql)
+        try:
+            cur = self.raw.execute(t.sql, _ordered(params, t.order))
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+        return PgCursor(cur, self)
+
+    def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
+        t = pg_sql.translate(sql)
+        rows = [_ordered(p, t.order) for p in seq]
+        if not rows:
+            return PgCursor(None, self)
+        cur = self.raw.cursor()
+        try:
+            cur.executemany(t.sql, rows)
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+        return PgCursor(cur, self)
+
+    def executescript(self, sql: str) -> None:
+        """Several statements without parameters, translated (a migration)."""
+        self._run(pg_sql.translate_script(sql))
+
+    def _run(self, sql: str) -> None:
+        try:
+            self.raw.execute(sql.encode())  # bytes: no placeholder parsing, simple protocol
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+
+    def _special(self, sql: str) -> PgCursor | None:
+        if _BEGIN_WRITE.match(sql):
+            self._run(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+            return PgCursor(None, self)
+        if _BEGIN_READ.match(sql):  # one snapshot for every read, as SQLite's read transaction
+            self._run("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            return PgCursor(None, self)
+        if sql.lstrip()[:6].upper() != "PRAGMA":
+            return None
+        if _TUNING_PRAGMA.match(sql):
+            return PgCursor(None, self)
+        if _USER_VERSION.match(sql):
+            return self.execute("SELECT version FROM canteen_schema")
+        raise pg_sql.NotPortable(f"PRAGMA on PostgreSQL: {sql.strip()}")
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            self._run("COMMIT")
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            self._run("ROLLBACK")
+
+    def close(self) -> None:
+        raw, self.raw = self.raw, None  # type: ignore[assignment]
+        if raw is None:
+            return
+        if self._pool is None:
+            raw.close()
+            return
+        if raw.info.transaction_status != TransactionStatus.IDLE:
+            try:
+                raw.execute("ROLLBACK")
+            except psycopg.Error as exc:  # a broken connection: the pool checks and replaces it
+                log.warning("database connection returned broken (%s); the pool replaces it", exc)
+        self._pool.putconn(raw)
+
+    def __enter__(self) -> PgConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ordered(params: Any, order: tuple[int, ...] | None) -> Any:
+    if order is None or isinstance(params, dict):
+        return params
+    return tuple(params[i] for i in order)
+
+
+# -- pools and connecting -----------------------------------------------------------------
+
+_pools: dict[str, ConnectionPool] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(url: str) -> ConnectionPool:
+    with _pools_lock:
+        pool = _pools.get(url)
+        if pool is None:
+            pool = ConnectionPool(
+                url,
+                kwargs={"autocommit": True},
+                min_size=1,
+                max_size=POOL_MAX_SIZE,
+                configure=_configure,
+                check=ConnectionPool.check_connection,
+                name="canteen",
+                open=True,
+            )
+            _pools[url] = pool
+        return pool
+
+
+def connect(url: str, *, pooled: bool = True) -> PgConnection:
+    """A connection to the database at ``url`` (from its pool unless ``pooled`` is false)."""
+    if not pooled:
+        try:
+            raw = psycopg.connect(url, autocommit=True)
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+        _configure(raw)
+        return PgConnection(raw, None, url)
+    try:
+        raw = _pool(url).getconn()
+    except psycopg.Error as exc:
+        raise _mapped(exc) from exc
+    return PgConnection(raw, _pools[url], url)
+
+
+def close_pools(url: str | None = None) -> None:
+    """Close the pool of ``url`` (every pool when None): its connections end."""
+    with _pools_lock:
+        urls = [url] if url is not None else list(_pools)
+        pools = [_pools.pop(u) for u in urls if u in _pools]
+    for u in urls:
+        _migrated.discard(u)
+    for p in pools:
+        p.close()
+
+
+# -- the schema ---------------------------------------------------------------------------
+
+_migrated: set[str] = set()
+
+
+def migrate(conn: PgConnection, migrations: list[str]) -> int:
+    """Apply pending migrations (translated, or :data:`schema_pg.OVERRIDES`) and the SQLite
+    compatibility functions, in one transaction under an advisory lock, so two processes
+    starting together migrate once. Returns the schema version now in force."""
+    if conn.url in _migrated:
+        return len(migrations)
+    conn._run(f"BEGIN; SELECT pg_advisory_xact_lock({MIGRATE_LOCK})")
+    try:
+        conn._run(
+            "CREATE TABLE IF NOT EXISTS canteen_schema (version BIGINT NOT NULL, compat BIGINT NOT NULL)"
+        )
+        row = conn.raw.execute("SELECT version, compat FROM canteen_schema").fetchone()
+        if row is None:
+            conn._run("INSERT INTO canteen_schema VALUES (0, 0)")
+            row = (0, 0)
+        current, compat = int(row[0]), int(row[1])
+        if compat < schema_pg.COMPAT_VERSION:
+            conn._run(schema_pg.COMPAT)
+        for number in range(current + 1, len(migrations) + 1):
+            override = schema_pg.OVERRIDES.get(number)
+            conn.executescript(override if override is not None else migrations[number - 1])
+        conn.raw.execute(
+            "UPDATE canteen_schema SET version = %s, compat = %s",
+            (max(current, len(migrations)), max(compat, schema_pg.COMPAT_VERSION)),
+        )
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    _migrated.add(conn.url)
+    return max(current, len(migrations))
+
+
+def schema_version(conn: PgConnection) -> int:
+    """The schema version of the database (0: not created yet)."""
+    row = conn.raw.execute("SELECT to_regclass('canteen_schema') IS NOT NULL").fetchone()
+    if not row[0]:
+        return 0
+    row = conn.raw.execute("SELECT version FROM canteen_schema").fetchone()
+    return int(row[0]) if row else 0
