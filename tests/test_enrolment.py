@@ -110,7 +110,7 @@ def test_a_reserved_or_taken_terminal_id_is_refused(conn) -> None:  # noqa: ANN0
     assert taken.value.code == "already_exists"
     with pytest.raises(DomainError) as bad:
         issue(conn, terminal_id="server")
-    assert bad.value.code == "invalid_input"
+    assert bad.value.code == "bad_terminal_id"
 
 
 def test_the_api_issues_redeems_and_logs_refusals(app, client, conn, caplog) -> None:  # noqa: ANN001
