@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-pg test-pg-core walkthrough bench lint chaos vopr clean screenshots
+.PHONY: install demo test test-fast test-pg test-pg-core test-cluster walkthrough bench lint chaos vopr clean screenshots
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -51,6 +51,10 @@ PG_CORE := tests/test_pg_adapter.py tests/test_run_once.py tests/test_migrate_db
 	tests/test_api_money.py tests/test_api_registry.py tests/test_api_roles.py tests/test_cli_money.py \
 	tests/test_audit.py tests/test_reversal_server.py tests/test_periods.py tests/test_cards_and_leavers.py \
 	tests/test_refund_approval.py
+# the 3-node NATS cluster (node kills, sessions, a terminal moving node): slow and timing-heavy
+test-cluster: install
+	CANTEEN_TEST_CLUSTER=1 $(PY) -m pytest tests/test_nats_cluster.py
+
 test-pg-core: install
 	CANTEEN_TEST_DATABASE=postgresql $(PY) -m pytest $(PG_CORE)
 

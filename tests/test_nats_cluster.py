@@ -4,6 +4,7 @@ retained messages and sessions replicated across the nodes."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,12 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
         not NatsBroker.available(), reason="needs nats-server (Debian nats-server; .ci/run installs it)"
+    ),
+    # three nodes killed and re-elected on 2 shared cores: a session's resume took from 1 s to
+    # over 60 s under load, so these run on their own (`make test-cluster`), not in `make test`
+    pytest.mark.skipif(
+        os.environ.get("CANTEEN_TEST_CLUSTER") != "1",
+        reason="3-node NATS cluster: run with `make test-cluster` (CANTEEN_TEST_CLUSTER=1)",
     ),
 ]
 
