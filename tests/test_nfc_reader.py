@@ -78,10 +78,12 @@ def test_a_card_left_on_the_reader_is_one_tap_until_it_is_presented_again() -> N
     card = EmulatedCard(port, SUN_UID, sun=(KEYS, "https://canteen.example/c"))
     with card_on_reader(card), reader(port, debounce=debounce) as r:
         assert r.read(10) is not None
-        deadline = time.monotonic() + 10
-        while card.reads < 3 and time.monotonic() < deadline:  # read again and again…
+        # the emulated card is read about once a second while it lies there; one read after the
+        # first is what matters (a loaded CI machine once gave only one read in 10 s)
+        deadline = time.monotonic() + 30
+        while card.reads < 2 and time.monotonic() < deadline:  # read again…
             time.sleep(0.05)
-        assert card.reads >= 3
+        assert card.reads >= 2, f"not read again: misreads={r.misreads} error={r.last_error}"
         assert r.read(0.1) is None  # …but no new tap
         now[0] += 5.0  # the card was taken away and brought back
         tap = r.read(10)
