@@ -263,6 +263,15 @@ class MqttLink:
             log.exception("%s: message handler failed on %s", self.client_id, message.topic)
 
 
+def without_credentials(url: str) -> str:
+    """``mqtt://server:secret@host:1883`` → ``mqtt://host:1883`` (each of a cluster's URLs): the
+    address another client is given, which logs in with its own name and password."""
+    if "," in url:
+        return ",".join(without_credentials(part.strip()) for part in url.split(","))
+    u = urlparse(url)
+    return u._replace(netloc=u.netloc.rsplit("@", 1)[-1]).geturl()
+
+
 def redacted_url(url: str) -> str:
     """``mqtt://user:secret@host:1883`` → ``mqtt://user:***@host:1883``: a broker URL fit to print
     (each of a cluster's comma-separated URLs)."""

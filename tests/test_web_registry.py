@@ -508,22 +508,69 @@ def test_the_clerk_sees_only_their_units_refund_requests(app, clerk, conn, clock
 # --- terminals ------------------------------------------------------------------------------
 
 
-def test_provisioning_shows_the_configuration_once(admin, app, conn) -> None:  # noqa: ANN001
+def _provision_form(admin) -> tuple[str, dict[str, str]]:  # noqa: ANN001
     form = text_of(admin.get("/terminals/new"))
     nonce = re.search(r'name="nonce"[^>]*value="([0-9a-f]+)"', form) or re.search(
         r'value="([0-9a-f]+)"[^>]*name="nonce"', form
     )
     assert nonce
-    data = {
-        "csrf_token": csrf_of(form),
-        "canteen_id": "C01",
-        "terminal_id": "T-web-1",
-        "nonce": nonce.group(1),
-    }
+    return form, {"csrf_token": csrf_of(form), "nonce": nonce.group(1)}
+
+
+def test_provisioning_issues_a_one_time_code_and_the_secret_reaches_no_page(admin, app, conn) -> None:  # noqa: ANN001
+    form, fields = _provision_form(admin)
+    assert 'value="mqtt://127.0.0.1:1883"' in form  # the terminal's broker, prefilled
+    data = {**fields, "canteen_id": "C01", "terminal_id": "T-code-1", "method": "code",
+            "broker_url": "mqtt://10.0.0.5:1883"}  # fmt: skip
+    page = admin.post("/terminals/new", data=data)
+    html = text_of(page)
+    code = re.search(r"\b([0-9A-Z]{4}(?:-[0-9A-Z]{4}){3})\b", html)
+    assert page.status_code == 200 and code and "只显示这一次" in html
+    assert page.headers["Cache-Control"] == "no-store"
+    assert f"canteen-terminal enrol --server https://服务器地址 {code.group(1)}" in html
+    # nothing registered yet: the code reserves the id; the broker is not told before enrolment
+    assert conn.execute("SELECT count(*) FROM terminals").fetchone()[0] == 0
+    waiting = text_of(admin.get("/terminals"))
+    assert "等待注册的终端" in waiting and "T-code-1" in waiting and code.group(1) not in waiting
+
+    redeemed = app.test_client().post("/api/v1/enrol", json={"code": code.group(1)})
+    assert redeemed.status_code == 200, redeemed.get_json()
+    config = redeemed.get_json()
+    assert (config["terminal_id"], config["broker_url"]) == ("T-code-1", "mqtt://10.0.0.5:1883")
+    assert config["secret_hex"] not in text_of(admin.get("/terminals")) + text_of(
+        admin.get("/terminals/T-code-1")
+    )
+    assert "等待注册的终端" not in text_of(admin.get("/terminals"))
+
+    again = admin.post("/terminals/new", data=data)  # the browser re-posts on a reload
+    assert again.status_code == 400 and "此表单已提交过" in text_of(again)
+    _, fields = _provision_form(admin)
+    taken = admin.post("/terminals/new", data={**data, **fields})
+    assert taken.status_code == 400 and "记录已存在" in error_beside(text_of(taken), "terminal_id")
+
+
+def test_a_broker_address_with_a_password_or_no_scheme_is_refused_on_the_form(admin, conn) -> None:  # noqa: ANN001
+    for url, words in (
+        ("mqtt://server:pw@10.0.0.5:1883", "不要写用户名和密码"),
+        ("http://x", "消息服务器地址无效"),
+    ):
+        _, fields = _provision_form(admin)
+        page = admin.post(
+            "/terminals/new", data={**fields, "canteen_id": "C01", "method": "code", "broker_url": url}
+        )
+        assert page.status_code == 400 and words in error_beside(text_of(page), "broker_url")
+    assert conn.execute("SELECT count(*) FROM enrolments").fetchone()[0] == 0
+
+
+def test_provisioning_with_the_secret_shows_the_configuration_once(admin, app, conn) -> None:  # noqa: ANN001
+    _, fields = _provision_form(admin)
+    data = {**fields, "canteen_id": "C01", "terminal_id": "T-web-1", "method": "secret",
+            "broker_url": "mqtt://127.0.0.1:1883"}  # fmt: skip
     page = admin.post("/terminals/new", data=data)
     html = text_of(page)
     secret = conn.execute("SELECT secret_hex FROM terminals WHERE id = 'T-web-1'").fetchone()[0]
     assert page.status_code == 200 and secret in html and "只显示这一次" in html
+    assert "broker_url" in html and "mqtt://127.0.0.1:1883" in html
     assert page.headers["Cache-Control"] == "no-store"
     assert "T-web-1" in Path(app.config["MQTT_PASSWORD_FILE"]).read_text()  # the broker may let it in
     again = admin.post("/terminals/new", data=data)  # the browser re-posts on a reload
@@ -531,12 +578,8 @@ def test_provisioning_shows_the_configuration_once(admin, app, conn) -> None:  #
     assert conn.execute("SELECT count(*) FROM terminals").fetchone()[0] == 1
     assert secret not in text_of(admin.get("/terminals")) + text_of(admin.get("/terminals/T-web-1"))
 
-    fresh = text_of(admin.get("/terminals/new"))
-    nonce2 = re.search(r'value="([0-9a-f]{32})"', fresh)
-    assert nonce2
-    taken = admin.post(
-        "/terminals/new", data={**data, "csrf_token": csrf_of(fresh), "nonce": nonce2.group(1)}
-    )
+    _, fields = _provision_form(admin)
+    taken = admin.post("/terminals/new", data={**data, **fields})
     assert taken.status_code == 400 and "记录已存在" in error_beside(text_of(taken), "terminal_id")
 
 

@@ -7,11 +7,15 @@
   (:func:`server.registry.terminals.duplicates`), and when it was revoked; above it, the
   server's own link to the broker and its presence heartbeat when this process runs the
   service (:mod:`server.downstream.presence`).
-* **Provisioning** calls the registry's function and rewrites the broker's files, exactly as
-  ``POST /api/v1/terminals`` does, and shows what provisioning returned — the terminal's
-  one-time configuration — on the response page only (``Cache-Control: no-store``; it is kept
-  nowhere else). The form carries a one-time number kept in the session, so reloading the
-  page (the browser re-posting the form) provisions nothing more.
+* **Provisioning** issues a one-time enrolment code (注册码, :func:`server.registry.enrolment.issue`,
+  as ``canteen-server provision-terminal`` and ``POST /api/v1/enrolments`` do): the page shows
+  the code once, its expiry and the command to type on the terminal; the secret then travels
+  only from the server to the terminal, over HTTPS, and no person sees it. The old way (for a
+  laptop or a test) is a choice on the form: register at once and show the one-time
+  configuration with its secret, as ``POST /api/v1/terminals`` does. Either page is shown
+  once (``Cache-Control: no-store``; kept nowhere else); the form carries a one-time number
+  kept in the session, so reloading the page (the browser re-posting the form) issues nothing
+  more. Codes still waiting are listed on the fleet page.
 * **Revoking** (:func:`server.registry.terminals.revoke`) is final: the broker drops the
   terminal, the server refuses its requests and its sales dated from now on.
 """
@@ -24,8 +28,8 @@ import sqlite3
 from typing import Any
 
 from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
-from wtforms import BooleanField, HiddenField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, Regexp
+from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField
+from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
 
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
@@ -37,7 +41,7 @@ from server.web.forms import Form, refuse_explained
 from server.web.guard import page
 from server.web.tables import Column, Table, TableQuery, fetch, fetch_all, like
 from shared.errors import DomainError
-from shared.mqtt import redacted_url
+from shared.mqtt import BrokerAddress, without_credentials
 
 bp = web_blueprint("web_terminals", __name__)
 
@@ -120,7 +124,13 @@ def fleet() -> str | Response:
         "coalesce(sum(CASE WHEN state = 'revoked' THEN 1 ELSE 0 END), 0) AS revoked "
         "FROM terminals"
     ).fetchone()
-    return render_template("registry/terminals.html", table=table, counts=counts, presence=server_presence())
+    return render_template(
+        "registry/terminals.html",
+        table=table,
+        counts=counts,
+        presence=server_presence(),
+        waiting=enrolment.pending(conn, now),
+    )
 
 
 # --- one terminal, and revoking it ---------------------------------------------------------
@@ -164,6 +174,18 @@ def terminal(terminal_id: str) -> Response | tuple[str, int]:
 # --- provisioning ---------------------------------------------------------------------------
 
 
+DEFAULT_TERMINAL_BROKER = "mqtt://127.0.0.1:1883"  # as the CLI's --broker default
+
+
+def _broker_urls(form: Form, field: StringField) -> None:
+    try:
+        nodes = BrokerAddress.parse_list(field.data or "")
+    except ValueError as exc:
+        raise ValidationError(f"消息服务器地址无效：{exc}") from exc
+    if any(n.username is not None or n.password is not None for n in nodes):
+        raise ValidationError("地址中不要写用户名和密码：终端用自己的编号和密钥登录")
+
+
 class ProvisionForm(Form):
     canteen_id = SelectField("食堂", validate_choice=False, validators=[DataRequired("请选择食堂")])
     terminal_id = StringField(
@@ -174,6 +196,20 @@ class ProvisionForm(Form):
             Length(max=32, message="编号不超过 32 个字符"),
             Regexp(r"^[A-Za-z0-9_\-]+$", message="只能用字母、数字、- 和 _"),
         ],
+    )
+    method = RadioField(
+        "登记方式",
+        choices=[
+            ("code", "发放注册码（推荐）：终端凭一次性注册码通过 HTTPS 自行领取配置，密钥不经人手"),
+            ("secret", "立即登记并显示配置（含终端密钥，仅用于笔记本或测试）"),
+        ],
+        default="code",
+        validators=[DataRequired("请选择登记方式")],
+    )
+    broker_url = StringField(
+        "终端连接的消息服务器",
+        description="如 mqtts://mqtt.example.gov.cn:8883；集群可写多个地址，用逗号分隔",
+        validators=[DataRequired("请填写消息服务器地址"), Length(max=500, message="地址过长"), _broker_urls],
     )
     nonce = HiddenField()
 
@@ -194,7 +230,15 @@ def provision_output(conn: sqlite3.Connection, canteen_id: str, terminal_id: str
 
 def _new_page(conn: sqlite3.Connection, form: ProvisionForm) -> tuple[str, int]:
     session[NONCE_KEY] = form.nonce.data = secrets.token_hex(16)
+    if not form.broker_url.data:
+        form.broker_url.data = without_credentials(
+            current_app.config.get("BROKER_URL") or DEFAULT_TERMINAL_BROKER
+        )
     return render_template("registry/terminal_new.html", form=form), 400 if form.errors else 200
+
+
+def _once(html: str) -> Response:
+    return Response(html, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 
 
 @bp.route("/terminals/new", methods=["GET", "POST"])
@@ -209,26 +253,42 @@ def provision() -> Response | tuple[str, int]:
             form.form_errors.append("此表单已提交过（或已过期），没有登记新终端。请在下面重新填写。")
             return _new_page(conn, form)
         wanted = (form.terminal_id.data or "").strip() or None
+        broker_url = (form.broker_url.data or "").strip()
         try:
             with write_txn(conn):
-                output = provision_output(conn, form.canteen_id.data, wanted)
+                if form.method.data == "secret":
+                    output = provision_output(conn, form.canteen_id.data, wanted)
+                else:
+                    issued = enrolment.issue(
+                        conn,
+                        form.canteen_id.data,
+                        get_clock().now_ms(),
+                        broker_url=broker_url,
+                        terminal_id=wanted,
+                    )
         except DomainError as exc:
             field = {"unknown_canteen": "canteen_id", "already_exists": "terminal_id"}.get(
                 exc.code, "terminal_id"
             )
             refuse_explained(form, exc, field)
             return _new_page(conn, form)
+        if form.method.data != "secret":  # the broker learns the terminal when it enrols
+            return _once(
+                render_template(
+                    "registry/terminal_code.html",
+                    issued=issued,
+                    public_url=current_app.config.get("PUBLIC_URL") or "",
+                )
+            )
         # the broker learns the new user: files rewritten, broker reloaded (MQTT_RELOAD_COMMAND or SIGHUP)
         broker_users.apply(conn, current_app.config)
+        output["broker_url"] = broker_url
         html = render_template(
             "registry/terminal_config.html",
             output=output,
             text=json.dumps(output, ensure_ascii=False, indent=2),
             reload_hint=broker_users.RELOAD_HINT,
-            broker_url=redacted_url(current_app.config["BROKER_URL"])
-            if current_app.config.get("BROKER_URL")
-            else "",
             public_url=current_app.config.get("PUBLIC_URL") or "",
         )
-        return Response(html, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+        return _once(html)
     return _new_page(conn, form)
