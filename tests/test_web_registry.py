@@ -457,7 +457,7 @@ def test_a_refund_to_a_recently_changed_account_needs_two_other_administrators(
     with write_txn(conn):
         funds.topup(conn, "C00001", 4_200, clock.now_ms(), ref="refund-test")
     bad = post_form(wang, "/people/H00001/bank-account", {"bank_account": "6217-12"}, page="/people/H00001")
-    assert bad.status_code == 400 and "not a bank account number" in error_beside(
+    assert bad.status_code == 400 and "不是银行账号" in error_beside(
         text_of(bad), "bank_account"
     )
     ok = post_form(wang, "/people/H00001/bank-account", {"bank_account": BANK}, page="/people/H00001")

@@ -34,10 +34,14 @@ class Quarter:
     def parse(cls, text: str) -> Quarter:
         m = _QUARTER_RE.match(text.strip().upper()) if isinstance(text, str) else None
         if not m:
-            raise DomainError("invalid_input", f"quarter must look like 2026Q1, got {text!r}")
+            raise DomainError(
+                "invalid_input",
+                f"quarter must look like 2026Q1, got {text!r}",
+                zh=f"季度应写成 2026Q1 这样，而不是“{text}”",
+            )
         year = int(m.group("year"))
         if not 2000 <= year <= 2200:  # as parse_year: 0000Q1 has no start date at all
-            raise DomainError("invalid_input", f"quarter out of range: {text!r}")
+            raise DomainError("invalid_input", f"quarter out of range: {text!r}", zh=f"季度超出范围：{text}")
         return cls(year, int(m.group("q")))
 
     @classmethod

@@ -32,7 +32,11 @@ def hash_operator_pins(change: dict[str, Any]) -> dict[str, Any]:
             pin = check_pin_format(op["pin"], "operator_pin_invalid", "operator_pin_too_simple")
             op = {**{k: v for k, v in op.items() if k != "pin"}, "pin_hash": pin_record(pin)}
         elif isinstance(op, dict) and op.get("pin_hash") == REDACTED:
-            raise DomainError("invalid_input", f"operator {card}: type the PIN again (pin)")
+            raise DomainError(
+                "invalid_input",
+                f"operator {card}: type the PIN again (pin)",
+                zh=f"操作员卡 {card}：请重新输入 PIN",
+            )
         out[card] = op
     return {**change, "operators": out}
 

@@ -77,7 +77,9 @@ def replace(conn: sqlite3.Connection, old_card_id: str, new_card_id: str, now_ms
     old = get(conn, old_card_id)
     new_card_id = new_card_id.strip()
     if not CARD_ID.match(new_card_id):
-        raise DomainError("invalid_input", f"{new_card_id!r} is not a card number")
+        raise DomainError(
+            "invalid_input", f"{new_card_id!r} is not a card number", zh=f"“{new_card_id}”不是卡号"
+        )
     if old["holder_status"] != "active":
         raise DomainError("holder_left", old["holder_id"])
     if old["replaced_by"] is not None or old["status"] == "retired":
@@ -113,7 +115,7 @@ def issue(conn: sqlite3.Connection, holder_id: str, card_id: str, now_ms: int) -
         raise DomainError("holder_left", holder_id)
     card_id = card_id.strip()
     if not CARD_ID.match(card_id):
-        raise DomainError("invalid_input", f"{card_id!r} is not a card number")
+        raise DomainError("invalid_input", f"{card_id!r} is not a card number", zh=f"“{card_id}”不是卡号")
     if conn.execute("SELECT 1 FROM cards WHERE card_id = ?", (card_id,)).fetchone():
         raise DomainError("already_exists", f"card {card_id}")
     active = conn.execute(

@@ -51,9 +51,17 @@ def all_values(conn: sqlite3.Connection) -> dict[str, int]:
 def set_value(conn: sqlite3.Connection, key: str, value: int) -> int:
     """Change one setting; call inside a write txn."""
     if key not in DEFAULTS:
-        raise DomainError("invalid_input", f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}")
+        raise DomainError(
+            "invalid_input",
+            f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}",
+            zh=f"没有名为 {key} 的限额设置（可用：{'、'.join(DEFAULTS)}）",
+        )
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _LIMITS[key]:
-        raise DomainError("invalid_input", f"{key} must be a whole number in 0..{_LIMITS[key]}")
+        raise DomainError(
+            "invalid_input",
+            f"{key} must be a whole number in 0..{_LIMITS[key]}",
+            zh=f"{key} 须为 0 到 {_LIMITS[key]} 之间的整数",
+        )
     set_setting(conn, key, str(value))
     return value
 

@@ -67,7 +67,9 @@ def allocate(
         raise DomainError("already_exists", f"allocation {ref}")
     holders = roster(conn, unit_id)
     if not holders:
-        raise DomainError("invalid_input", f"unit {unit_id} has nobody on its roster")
+        raise DomainError(
+            "invalid_input", f"unit {unit_id} has nobody on its roster", zh=f"单位 {unit_id} 名册上没有人员"
+        )
     total = amount * len(holders)
     moves = [
         ledger.Move(ledger.unit_budget(unit_id), ledger.BUREAU_MEAL_FUND, total),

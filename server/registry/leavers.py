@@ -129,7 +129,11 @@ def request_refund(
         if account is None:
             account = set_bank_account(conn, holder_id, given, now_ms=now_ms, changed_by=requested_by)
         elif given != account:
-            raise DomainError("invalid_input", "that is not the bank account registered for this person")
+            raise DomainError(
+                "invalid_input",
+                "that is not the bank account registered for this person",
+                zh="该账号不是此人登记的银行账号",
+            )
     if account is None:
         raise DomainError("no_bank_account", holder_id)
     if ledger.balance(conn, ledger.self_purse(holder_id)) <= 0:
@@ -208,7 +212,7 @@ def reject_refund(
 ) -> dict[str, Any]:
     _pending(conn, request_id)
     if not reason.strip():
-        raise DomainError("invalid_input", "say why the refund is rejected")
+        raise DomainError("invalid_input", "say why the refund is rejected", zh="请填写驳回理由")
     conn.execute(
         "UPDATE refund_requests SET status = 'rejected', decided_at_ms = ?, decided_by = ?, reason = ? "
         "WHERE id = ?",

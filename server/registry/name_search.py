@@ -69,7 +69,9 @@ def reindex(conn: sqlite3.Connection, renamed: Iterable[tuple[str, str, str]]) -
 def rename(conn: sqlite3.Connection, holder_id: str, name: str) -> None:
     """Change a cardholder's name (inside a write transaction), with its index entries."""
     if len(name) > MAX_NAME:
-        raise DomainError("invalid_input", f"name longer than {MAX_NAME} characters")
+        raise DomainError(
+            "invalid_input", f"name longer than {MAX_NAME} characters", zh=f"姓名不超过 {MAX_NAME} 个字"
+        )
     row = conn.execute("SELECT name FROM holders WHERE id = ?", (holder_id,)).fetchone()
     if row is None:
         raise DomainError("not_found", f"holder {holder_id}")

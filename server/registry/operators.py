@@ -20,13 +20,19 @@ FIELDS = ("company_name", "bank_name", "bank_account", "contact", "phone")
 def set_operator(conn: sqlite3.Connection, name: str, **fields: str) -> dict[str, Any]:
     """Create or update a payee (call inside a write txn). Unknown fields are refused."""
     if not isinstance(name, str) or not name.strip() or ":" in name or len(name) > 100:
-        raise DomainError("invalid_input", "operator name: 1..100 characters, no ':'")
+        raise DomainError(
+            "invalid_input",
+            "operator name: 1..100 characters, no ':'",
+            zh="经营者名称须为 1 到 100 个字，不含“:”",
+        )
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise DomainError("invalid_input", f"unknown operator fields: {sorted(unknown)}")
     for key, value in fields.items():
         if not isinstance(value, str) or len(value) > 200:
-            raise DomainError("invalid_input", f"{key}: text of at most 200 characters")
+            raise DomainError(
+                "invalid_input", f"{key}: text of at most 200 characters", zh=f"{key} 不超过 200 个字"
+            )
     name = name.strip()
     conn.execute("INSERT OR IGNORE INTO operators(name) VALUES (?)", (name,))
     for key, value in fields.items():

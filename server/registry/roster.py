@@ -68,7 +68,11 @@ def check_bank_account(value: str) -> str:
     """Digits only, 10–30 of them (spaces and dashes a clerk types are dropped)."""
     digits = re.sub(r"[\s\-]", "", value)
     if not _BANK.match(digits):
-        raise DomainError("invalid_input", f"{value!r} is not a bank account number (10–30 digits)")
+        raise DomainError(
+            "invalid_input",
+            f"{value!r} is not a bank account number (10–30 digits)",
+            zh=f"“{value}”不是银行账号（应为 10 到 30 位数字）",
+        )
     return digits
 
 

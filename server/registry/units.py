@@ -28,10 +28,18 @@ def add_unit(conn: sqlite3.Connection, unit_id: str, name: str, quarterly_standa
         or isinstance(quarterly_standard_fen, bool)
         or quarterly_standard_fen < 0
     ):
-        raise DomainError("invalid_input", "quarterly standard must be a whole number of fen ≥ 0")
+        raise DomainError(
+            "invalid_input",
+            "quarterly standard must be a whole number of fen ≥ 0",
+            zh="季度补贴标准须为不小于 0 的金额",
+        )
     name = name.strip()
     if not name or not _ID.match(unit_id):
-        raise DomainError("invalid_input", "a unit needs a name and an id of letters, digits, '-' or '_'")
+        raise DomainError(
+            "invalid_input",
+            "a unit needs a name and an id of letters, digits, '-' or '_'",
+            zh="单位须有名称，编号只能用字母、数字、- 和 _",
+        )
     if conn.execute("SELECT 1 FROM units WHERE id = ? OR name = ?", (unit_id, name)).fetchone():
         raise DomainError("already_exists", f"unit {unit_id} / {name}")
     conn.execute(
@@ -174,13 +182,17 @@ def update_unit(
             or isinstance(quarterly_standard_fen, bool)
             or quarterly_standard_fen < 0
         ):
-            raise DomainError("invalid_input", "quarterly standard must be a whole number of fen ≥ 0")
+            raise DomainError(
+                "invalid_input",
+                "quarterly standard must be a whole number of fen ≥ 0",
+                zh="季度补贴标准须为不小于 0 的金额",
+            )
         conn.execute(
             "UPDATE units SET quarterly_standard_fen = ? WHERE id = ?", (quarterly_standard_fen, unit_id)
         )
     if name is not None:
         if not name.strip():
-            raise DomainError("invalid_input", "a unit needs a name")
+            raise DomainError("invalid_input", "a unit needs a name", zh="请填写单位名称")
         if conn.execute("SELECT 1 FROM units WHERE name = ? AND id <> ?", (name.strip(), unit_id)).fetchone():
             raise DomainError("already_exists", f"unit name {name}")
         conn.execute("UPDATE units SET name = ? WHERE id = ?", (name.strip(), unit_id))

@@ -41,7 +41,11 @@ def parse_stage(text: str) -> int:
     """``"5%"`` or ``"5"`` → 5: a whole percentage from 1 to 100."""
     m = _STAGE.fullmatch(text.strip())
     if not m or not 1 <= int(m.group(1)) <= 100:
-        raise DomainError("invalid_input", f"stage {text!r}: a whole percentage from 1% to 100%")
+        raise DomainError(
+            "invalid_input",
+            f"stage {text!r}: a whole percentage from 1% to 100%",
+            zh=f"推送比例“{text}”须为 1% 到 100% 的整数",
+        )
     return int(m.group(1))
 
 
@@ -132,7 +136,9 @@ def offer(
     ):
         raise DomainError("unknown_canteen", canteen_id)
     if not 1 <= stage_pct <= 100:
-        raise DomainError("invalid_input", f"stage {stage_pct}: 1 to 100 percent")
+        raise DomainError(
+            "invalid_input", f"stage {stage_pct}: 1 to 100 percent", zh=f"推送比例 {stage_pct} 须为 1 到 100"
+        )
     row = conn.execute(
         "SELECT id FROM update_offers WHERE kind = ? AND version = ? AND canteen_id IS ? "
         "AND withdrawn_at_ms IS NULL",
