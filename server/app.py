@@ -44,6 +44,9 @@ CONFIG_TEMPLATE = """\
 # The MQTT broker `canteen-server run` connects to (its --broker option wins);
 # empty: run an embedded broker on port 1883 (a laptop, not production).
 # BROKER_URL = ""
+# With mqtts://, the broker's certificate is checked against the system's CAs, or against
+# this file (a deployment's own CA, PEM):
+# MQTT_CA_FILE = ""
 
 # Where unspent subsidy goes at the year-end clearing (close-year): "unit" (back to the
 # cardholder's unit) or "city_finance" (市财政). `close-year --refund-to` wins.
@@ -113,6 +116,7 @@ def create_app(
         DATABASE_URL="",  # postgresql://… : PostgreSQL instead of the SQLite file above
         SERVER_KEY_FILE=os.path.join(instance, "server_key.hex"),
         BROKER_URL="",
+        MQTT_CA_FILE="",  # mqtts://: the broker's CA (PEM); empty: the system's CAs
         YEAR_END_REFUND_TO="unit",
         LANGUAGE="zh",  # of API error messages (zh | en; both texts are always in the body)
         PUBLIC_URL="",  # the server as phones and browsers reach it (qr-issue links)

@@ -113,6 +113,7 @@ class ServerService:
             on_state=self._on_link_state,
             backoff_max_s=2.0,
             alternates=alternates,
+            ca_file=str(self.app.config.get("MQTT_CA_FILE") or ""),
         )
         metrics = self.app.extensions["canteen_metrics"]
 

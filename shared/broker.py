@@ -188,13 +188,16 @@ class MosquittoBroker:
         *,
         password_file: str | None = None,
         acl_file: str | None = None,
+        tls: tuple[str, str, str] | None = None,
     ) -> None:
         """Without ``password_file``/``acl_file``: the general tests' open broker; with them,
-        the production (locked) configuration."""
+        the production (locked) configuration. ``tls``: (CA file, certificate, key) for a
+        TLS listener (``mqtts://``)."""
         self.password_file = password_file
         self.acl_file = acl_file
+        self.tls = tls
         self.port = port or free_port()
-        self.url = f"mqtt://127.0.0.1:{self.port}"
+        self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="canteen-mosquitto-")
         self._proc: subprocess.Popen[bytes] | None = None
@@ -219,6 +222,7 @@ class MosquittoBroker:
                 password_file=self.password_file,
                 acl_file=self.acl_file,
                 anonymous=not locked,
+                **dict(zip(("cafile", "certfile", "keyfile"), self.tls or (), strict=False)),
             )
         )
         self._proc = subprocess.Popen(

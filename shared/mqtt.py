@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -100,6 +101,8 @@ class MqttLink:
         self.connects = 0
         self.disconnects = 0
         self.refusals = 0  # connections or subscriptions the broker refused (bad credentials, ACL)
+        self.connect_failures = 0  # connects that failed before MQTT (no route, refused, TLS)
+        self.last_error = ""  # why the last connect failed ("" after a connect)
 
         c = paho.Client(
             paho.CallbackAPIVersion.VERSION2,
@@ -166,20 +169,24 @@ class MqttLink:
             try:
                 self._client.connect(self.address.host, self.address.port, self.keepalive_s)
             except OSError as exc:
-                log.debug("%s: connect to %s failed: %s", self.client_id, self.address.host, exc)
+                self._connect_failed(exc)
                 self._next_node()
                 self._stop.wait(self._backoff(attempt))
                 attempt += 1
                 continue
             # run the session until it breaks or we are asked to stop
+            accepted = False
             while not self._stop.is_set():
                 rc = self._client.loop(timeout=0.05)
                 if rc != paho.MQTT_ERR_SUCCESS:
                     break
                 if self._connected.is_set():
-                    attempt = 0
+                    attempt, accepted = 0, True
             if self._stop.is_set():
                 break
+            if not accepted and not self.last_error:  # closed before the broker took us in
+                self.connect_failures += 1
+                self.last_error = f"connection closed before the broker accepted it ({paho.error_string(rc)})"
             self._set_connected(False)
             self._next_node()
             self._stop.wait(self._backoff(attempt))
@@ -194,6 +201,20 @@ class MqttLink:
         except OSError as exc:  # socket already gone: nothing left to close politely
             log.debug("%s: disconnect: %s", self.client_id, exc)
         self._set_connected(False)
+
+    def _connect_failed(self, exc: OSError) -> None:
+        """A broker that is down is normal (debug); a certificate that does not verify is a
+        deployment fault a person must fix (the CA file, the host name): a warning, once per
+        distinct error."""
+        error = f"{type(exc).__name__}: {exc}"
+        self.connect_failures += 1
+        if isinstance(exc, ssl.SSLError) and error != self.last_error:
+            log.warning(
+                "%s: TLS to %s:%d failed: %s", self.client_id, self.address.host, self.address.port, exc
+            )
+        else:
+            log.debug("%s: connect to %s failed: %s", self.client_id, self.address.host, exc)
+        self.last_error = error
 
     def _next_node(self) -> None:
         if len(self.nodes) > 1:
@@ -235,6 +256,7 @@ class MqttLink:
             log.warning("%s: broker refused connection: %s", self.client_id, reason_code)
             client.disconnect()
             return
+        self.last_error = ""
         if not self.subscriptions:
             self._set_connected(True)
             return
