@@ -13,6 +13,7 @@ from typing import Any
 
 from flask import Flask, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from server import api
 from server.infra import access_log, body_limit, db_flask, headers, keys
@@ -80,6 +81,11 @@ CONFIG_TEMPLATE = """\
 # (`canteen-server backup`, the systemd timer) to tell terminals how far they may prune
 # their journals.
 # BACKUP_MARK_POLL_S = 10
+
+# Proxies in front of the server (a TLS front, a load balancer): their X-Forwarded-For,
+# -Proto and -Host are trusted this many hops deep, so log lines, rate limits and log-in
+# lockouts see each caller's own address. 0: those headers are ignored.
+# PROXY_HOPS = 0
 """
 
 
@@ -119,6 +125,10 @@ def create_app(
         MQTT_CA_FILE="",  # mqtts://: the broker's CA (PEM); empty: the system's CAs
         YEAR_END_REFUND_TO="unit",
         LANGUAGE="zh",  # of API error messages (zh | en; both texts are always in the body)
+        # how many proxies (TLS front, load balancer) stand before the server: their
+        # X-Forwarded-For/-Proto/-Host are trusted that many hops deep; 0: ignored (a caller
+        # could write them itself)
+        PROXY_HOPS=0,
         PUBLIC_URL="",  # the server as phones and browsers reach it (qr-issue links)
         # the broker's users and ACL, written by the server (server.registry.broker_users)
         MQTT_PASSWORD_FILE=os.path.join(instance, "mosquitto", "passwd"),
@@ -184,6 +194,9 @@ def create_app(
     access_log.init_app(app)  # one line per request on the canteen.http logger
     body_limit.register(app)  # refuse oversized bodies unread, as JSON 413
     headers.register(app)  # security headers on every response
+    hops = int(app.config.get("PROXY_HOPS") or 0)
+    if hops:  # behind TLS proxies: the caller's address and scheme from their X-Forwarded-* headers
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     return app
 
 

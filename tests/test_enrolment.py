@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from server.app import create_app
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.registry import enrolment
@@ -143,3 +144,31 @@ def test_the_api_issues_redeems_and_logs_refusals(app, client, conn, caplog) -> 
 
 def secrets_absent(body: dict, secret_hex: str) -> bool:
     return secret_hex not in str(body)
+
+
+@pytest.mark.parametrize("hops", [0, 1])
+def test_behind_a_proxy_each_caller_has_its_own_limit_and_a_forged_header_escapes_none(
+    tmp_path: Path,
+    clock,
+    hops: int,  # noqa: ANN001
+) -> None:
+    """PROXY_HOPS=1: the TLS front's X-Forwarded-For names the caller, so an installer's
+    typos do not lock out the others; PROXY_HOPS=0 (no proxy): the header is the caller's own
+    writing and is ignored, so changing it escapes no lockout."""
+    app = create_app({"HOME": str(tmp_path), "TESTING": True, "PROXY_HOPS": hops}, clock=clock)
+    client = app.test_client()
+
+    def wrong(caller: str) -> str:
+        got = client.post(
+            "/api/v1/enrol",
+            json={"code": "0000-0000-0000-0000"},
+            headers={"X-Forwarded-For": caller},
+            environ_base={"REMOTE_ADDR": "10.0.0.1"},  # the proxy, or the one caller
+        )
+        return got.get_json()["code"]
+
+    for _ in range(enrolment.MAX_FAILURES):
+        assert wrong("192.0.2.7") == "enrolment_code_invalid"
+    assert wrong("192.0.2.7") == "enrolment_rate_limited"
+    other = wrong("198.51.100.9")
+    assert other == ("enrolment_code_invalid" if hops else "enrolment_rate_limited")
