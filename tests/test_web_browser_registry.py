@@ -164,3 +164,6 @@ def test_every_registry_page_passes_the_checks(page, site: Site, tmp_path: Path)
     page.get_by_role("button", name="登记").click()  # the default: a one-time enrolment code
     assert re.search(r"[0-9A-Z]{4}(-[0-9A-Z]{4}){3}", page.locator("#enrolment-code").inner_text())
     check_page(page, "terminal-code")
+    page.goto(site.url + "/updates")
+    assert "服务器上还没有更新包" in page.locator("#bundles").inner_text()
+    check_page(page, "updates")

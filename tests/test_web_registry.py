@@ -457,9 +457,7 @@ def test_a_refund_to_a_recently_changed_account_needs_two_other_administrators(
     with write_txn(conn):
         funds.topup(conn, "C00001", 4_200, clock.now_ms(), ref="refund-test")
     bad = post_form(wang, "/people/H00001/bank-account", {"bank_account": "6217-12"}, page="/people/H00001")
-    assert bad.status_code == 400 and "不是银行账号" in error_beside(
-        text_of(bad), "bank_account"
-    )
+    assert bad.status_code == 400 and "不是银行账号" in error_beside(text_of(bad), "bank_account")
     ok = post_form(wang, "/people/H00001/bank-account", {"bank_account": BANK}, page="/people/H00001")
     assert ok.status_code == 302 and "6217 **** 4567" in text_of(wang.get("/people/H00001"))
     early = post_form(clerk, "/people/H00001/refund", {}, page="/people/H00001")
@@ -615,3 +613,31 @@ def test_the_fleet_shows_what_the_server_knows_and_a_terminal_is_revoked_after_a
         with write_txn(conn):
             registry_terminals.revoke(conn, "T-a", clock.now_ms())
     assert admin.get("/terminals/T-none").status_code == 404
+
+
+def test_the_update_page_shows_bundles_offers_and_each_terminals_last_report(admin, conn, clock) -> None:  # noqa: ANN001
+    from server.registry import updates
+    from shared.protocol import UpdateReport
+
+    now = clock.now_ms()
+    with write_txn(conn):
+        for tid in ("T-u1", "T-u2"):
+            registry_terminals.provision(conn, "C01", now, "00" * 32, tid)
+        conn.execute(  # a held bundle, as add_bundle keeps it after checking its signature
+            "INSERT INTO update_bundles(kind, version, min_version, sha256, size, file_name, created_at_ms, "
+            "added_at_ms) VALUES ('terminal', '9.0', '1.0', ?, 20480, 'terminal-9.0.bundle', ?, ?)",
+            ("ab" * 32, now, now),
+        )
+        updates.offer(conn, "terminal", "9.0", "C01", 100, now)
+        report = UpdateReport("terminal", "9.0", "rolled_back", "1.0", "update_rolled_back", "no server")
+        updates.record_report(conn, "T-u2", "m1", report, now, now)
+    page = text_of(admin.get("/updates"))
+    bundles = page.split('id="bundles"')[1].split("</table>")[0]
+    assert "终端软件" in bundles and "9.0" in bundles and "C01 100%" in bundles and "20.0 KB" in bundles
+    rows = page.split('id="rollout"')[1].split("</table>")[0]
+    u1 = rows.split("T-u1</a>")[1].split("</tr>")[0]
+    u2 = rows.split("T-u2</a>")[1].split("</tr>")[0]
+    assert "终端软件 9.0" in u1 and "—" in u1  # offered, nothing reported yet
+    assert "已回退" in u2 and "update_rolled_back" in u2
+    assert "1 台终端的更新拒绝、失败或已回退" in page
+    assert "软件更新" in text_of(admin.get("/terminals"))  # in the admin's menu

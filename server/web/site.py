@@ -46,6 +46,7 @@ from server.web import (
     settle,
     terminals,
     units,
+    updates,
     yearend,
 )
 from server.web.blueprint import csrf
@@ -54,7 +55,7 @@ from server.web.tables import cell_html
 
 PAGE_MODULES = (auth_pages, dashboard, directory, diner, people)
 PAGE_MODULES += (money, settle, yearend, reports, clerk, operator)
-PAGE_MODULES += (units, canteens, terminals, roster_import, cards, leavers)
+PAGE_MODULES += (units, canteens, terminals, updates, roster_import, cards, leavers)
 PAGE_MODULES += (diner_pay, diner_topup, diner_card, diner_rate)
 # the menu: (endpoint, label); shown to the roles the endpoint's page serves
 NAV: list[tuple[str, str]] = [
@@ -62,6 +63,7 @@ NAV: list[tuple[str, str]] = [
     ("web_units.units", "单位"),
     ("web_canteens.canteens", "食堂"),
     ("web_terminals.fleet", "终端"),
+    ("web_updates.rollout", "软件更新"),
     ("web_leavers.refunds", "离职退款"),
     ("web_people.search", "人员"),
     ("web_clerk.home", "本单位"),
