@@ -431,6 +431,7 @@ def test_a_close_on_the_device_after_a_reversal_shows_it_and_agrees_with_the_tot
         counter.sell()
         counter.sell()
         counter.begin()
+        assert counter.shown("请输入操作员密码")  # keys pressed before the card is read are not the PIN
         counter.press(PIN)
         assert counter.shown("选择要冲正的交易")
         counter.press("1")

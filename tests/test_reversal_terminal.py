@@ -69,14 +69,14 @@ class Counter:
     def sell(self, card: str = "C1") -> None:
         n = self.t.approved
         self.reader.present(card)
-        assert wait_until(lambda: self.t.approved == n + 1, 5)
+        assert wait_until(lambda: self.t.approved == n + 1, 15)
         self.clock.advance_ms(MINUTE)
 
     def screen(self) -> tuple[str, ...]:
         return self.t.display.last.lines  # type: ignore[attr-defined,no-any-return]
 
     def shown(self, text: str) -> bool:
-        return wait_until(lambda: text in "\n".join(self.screen()), 5)
+        return wait_until(lambda: text in "\n".join(self.screen()), 15)
 
     def press(self, keys: str) -> None:
         self.keypad.press(keys)
