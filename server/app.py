@@ -132,6 +132,12 @@ def create_app(
         # several server processes splitting ingest: an MQTT shared-subscription group for
         # the sales and reversals (Mosquitto 2 only; empty: every process gets every sale)
         MQTT_INGEST_SHARE_GROUP="",
+        # on a broker without shared subscriptions (NATS): "i/n" makes this process worker i
+        # of n, handling only the sales of terminals whose id hashes to i (server.sales.partition)
+        MQTT_INGEST_PARTITION="",
+        # "mosquitto" | "nats" | "embedded"; empty: "nats" if MQTT_NATS_AUTHORIZATION_FILE is
+        # set, else "mosquitto". A share group on NATS is refused at start-up
+        MQTT_BROKER_KIND="",
         # fleet health (server.registry.fleet): alert thresholds; empty version: no check
         FLEET_OFFLINE_ALERT_S=600,
         FLEET_STALE_S=60,
