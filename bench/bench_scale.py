@@ -162,6 +162,7 @@ def scale_ingest_pg(ctx: Context, n: int = 10_000, rounds: int = 3) -> list[Resu
     if not available():
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
     server = PostgresServer().start()  # the project's settings, durable
+    load = _load()
     try:
         admin = pg.connect(server.url, pooled=False)
         admin.execute("CREATE DATABASE canteen_bench")
@@ -174,6 +175,7 @@ def scale_ingest_pg(ctx: Context, n: int = 10_000, rounds: int = 3) -> list[Resu
     work = Path(tempfile.mkdtemp(prefix="bench-scale-sqlite-"))
     try:
         sqlite_rates, _ = _through_broker(ctx, str(work / "canteen.sqlite"), n, rounds)
+        load = f"{load} → {_load()}"
     finally:
         shutil.rmtree(work, ignore_errors=True)
     pg_value, sqlite_value = statistics.median(pg_rates), statistics.median(sqlite_rates)
@@ -195,6 +197,7 @@ def scale_ingest_pg(ctx: Context, n: int = 10_000, rounds: int = 3) -> list[Resu
                 "sqlite_sales_per_s": round(sqlite_value),
                 "sqlite_rounds": [round(x) for x in sqlite_rates],
                 "pg_over_sqlite": round(pg_value / sqlite_value, 2),
+                "load": load,
             },
         )
     ]
