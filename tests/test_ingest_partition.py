@@ -10,15 +10,18 @@ import zlib
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from server.cli.root import main as server_main
 from server.sales.partition import Partition, broker_kind, ingest_split, owner, parse_partition
 from server.service import ServerService
-from shared.broker import start_broker
+from shared.broker import Broker, start_broker
 from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from shared.mqtt import BrokerAddress, MqttLink
+from shared.nats_broker import NatsBroker
 from shared.protocol import topics
 from simulator.harness.cluster import Cluster
 from simulator.harness.world import demo_world
@@ -92,10 +95,32 @@ def test_the_server_refuses_to_start_with_a_share_group_on_nats(tmp_path: Path) 
     assert service.link is None and service._http is None
 
 
+def _broker(kind: str) -> Broker:
+    if kind == "nats":
+        if not NatsBroker.available():
+            pytest.skip("needs nats-server (Debian package nats-server)")
+        return NatsBroker().start()  # open (tests only): the harness's terminals enrol over HTTP
+    return start_broker("auto")  # Mosquitto when installed, else the embedded broker
+
+
+def test_canteen_server_run_refuses_a_share_group_on_nats_with_a_clear_message(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(server_main, ["--home", str(tmp_path), "init"]).exit_code == 0
+    env = {"CANTEEN_MQTT_BROKER_KIND": "nats", "CANTEEN_MQTT_INGEST_SHARE_GROUP": "ingest"}
+    args = ["--home", str(tmp_path), "run", "--broker", "mqtt://127.0.0.1:1", "--port", "0"]
+    result = runner.invoke(server_main, args, env=env)
+    assert result.exit_code == 2
+    assert "（share_group_unsupported）" in result.stderr and "MQTT_INGEST_PARTITION" in result.stderr
+    assert "Traceback" not in result.output + result.stderr
+
+
 @pytest.mark.slow
-def test_two_partitioned_workers_apply_and_acknowledge_every_sale_once(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["mosquitto_or_embedded", "nats"])
+def test_two_partitioned_workers_apply_and_acknowledge_every_sale_once(tmp_path: Path, kind: str) -> None:
+    """On NATS this is how several workers split ingest at all (``$share`` is deaf there)."""
     clock = FakeClock(ms_from_china("2026-11-26T11:45"))
-    broker = start_broker("auto")
+    broker = _broker(kind)
+    setting = {"MQTT_BROKER_KIND": broker.kind}
     acks: dict[str, int] = {}
     lock = threading.Lock()
 
@@ -110,13 +135,15 @@ def test_two_partitioned_workers_apply_and_acknowledge_every_sale_once(tmp_path:
     ).start()  # fmt: skip
     try:
         assert listener.wait_connected(10)
-        first = {"MQTT_INGEST_PARTITION": "0/2"}
+        first = {"MQTT_INGEST_PARTITION": "0/2", **setting}
         with Cluster(tmp_path, broker=broker, clock=clock, server_config=first) as cluster:
             conn = cluster.db()
             world = demo_world(conn, clock.now_ms(), diners=30)
             conn.close()
             second = ServerService(
-                broker.url, config={"HOME": str(cluster.workdir), "MQTT_INGEST_PARTITION": "1/2"}, clock=clock
+                broker.url,
+                config={"HOME": str(cluster.workdir), "MQTT_INGEST_PARTITION": "1/2", **setting},
+                clock=clock,
             ).start()
             try:
                 # T0001..T0003 hash to worker 0, T0004 to worker 1: both have terminals
