@@ -442,7 +442,9 @@ def _percentile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
 
-def _fleet_run(broker, database: str | None, peak_interval_s: float, peak_s: float, burst: int) -> dict:  # noqa: ANN001
+def _fleet_run(  # noqa: ANN001
+    broker, database: str | None, peak_interval_s: float, peak_s: float, burst: int, workers: int = 1
+) -> dict:
     """One deployment (a broker, a database; one ``canteen-server run`` process): the fleet
     provisioned untimed, a lunch peak, then a burst (each terminal's outbox of ``burst``
     sales at once, as after a reconnect): capacity."""
@@ -463,7 +465,7 @@ def _fleet_run(broker, database: str | None, peak_interval_s: float, peak_s: flo
                 provision(conn, f"C{t % CANTEENS:03d}", now - 3_600_000, "00" * 32, f"F{t:04d}")
                 for t in range(FLEET)
             ]
-        procs = _server_processes(home, target, broker.url, broker.kind, 1)
+        procs = _server_processes(home, target, broker.url, broker.kind, workers)
         seqs: dict[str, int] = {}
         cards = [f"K{h:06d}" for h in range(HOLDERS)]
         try:
