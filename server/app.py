@@ -59,6 +59,14 @@ CONFIG_TEMPLATE = """\
 # MQTT_RELOAD_COMMAND = "systemctl reload mosquitto"
 # MQTT_PID_FILE = "{home}/mosquitto/mosquitto.pid"
 
+# Several server processes sharing ingest (docs/scaling.md): on Mosquitto a shared
+# subscription group; on NATS (no shared subscriptions) this process's partition "i/n" of
+# the terminals. The broker's kind: "mosquitto", "nats", "embedded"; empty: "nats" when
+# MQTT_NATS_AUTHORIZATION_FILE is set. A share group on NATS is refused at start-up.
+# MQTT_INGEST_SHARE_GROUP = ""
+# MQTT_INGEST_PARTITION = ""
+# MQTT_BROKER_KIND = ""
+
 # Fleet health alerts (canteen-server fleet, GET /api/v1/fleet): a terminal offline longer
 # than this during its canteen's meal hours; a heartbeat older than FLEET_STALE_S counts
 # as offline; terminals reporting a software version below FLEET_MIN_SOFTWARE.
