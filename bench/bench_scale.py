@@ -11,12 +11,23 @@
   The messages are signed before the clock starts; the city (100 canteens, 20,000
   cardholders with their quarter's allocation) is set up untimed and holds no history:
   :mod:`bench.bench_server`'s ingest figure is the one with a quarter of history, in-process.
+* ``scale.ingest_pg_2workers_ratio`` — the same load into one PostgreSQL database by two
+  ``canteen-server run`` processes over one (a share group on Mosquitto, terminal partitions
+  on NATS): :func:`scale_ingest_pg_2workers`.
+* ``scale.fleet_1000_terminals`` (and ``…_peak_p99_ms``) — 1,000 simulated terminals through
+  NATS into PostgreSQL, and through Mosquitto into SQLite in the same run:
+  :func:`scale_fleet_1000`, :mod:`bench.fleet_terminals`.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,14 +36,17 @@ from pathlib import Path
 
 from bench.bench_server import QUARTER, _city
 from bench.run import Context, Result
+from server.app import create_app
 from server.closing.check import all_violations
 from server.infra import pg
 from server.infra.db import open_db, write_txn
 from server.registry import funds
 from server.registry.terminals import provision
 from server.service import ServerService
+from shared.broker import MosquittoBroker
 from shared.clock import SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
+from shared.nats_broker import NatsBroker
 from shared.pg_server import PostgresServer, available
 from shared.protocol import Sale, SaleBatch, seal_hmac, topics
 
@@ -56,6 +70,18 @@ def _messages(creds: list, n: int, now: int, round_: int) -> list[tuple[str, byt
             )
         )
     return out
+
+
+def _prepare(conn, now: int) -> list:  # noqa: ANN001
+    """The city, its quarter's allocation and the terminals (untimed); their credentials."""
+    _city(conn, canteens=CANTEENS, units=UNITS, holders=HOLDERS, now_ms=now - 3_600_000)
+    with write_txn(conn):
+        for u in range(UNITS):
+            funds.allocate(conn, f"U{u:03d}", QUARTER, None, now)
+        return [
+            provision(conn, f"C{t % CANTEENS:03d}", now - 3_600_000, "00" * 32, f"S{t:03d}")
+            for t in range(TERMINALS)
+        ]
 
 
 def _through_broker(ctx: Context, database: str, n: int, rounds: int) -> tuple[list[float], dict]:
@@ -92,15 +118,7 @@ def _through_broker(ctx: Context, database: str, n: int, rounds: int) -> tuple[l
     try:
         assert listener.wait_connected(10) and all(p.wait_connected(10) for p in pubs)
         conn = open_db(service.app.config["DATABASE"])
-        now = clock.now_ms()
-        _city(conn, canteens=CANTEENS, units=UNITS, holders=HOLDERS, now_ms=now - 3_600_000)
-        with write_txn(conn):
-            for u in range(UNITS):
-                funds.allocate(conn, f"U{u:03d}", QUARTER, None, now)
-            creds = [
-                provision(conn, f"C{t % CANTEENS:03d}", now - 3_600_000, "00" * 32, f"S{t:03d}")
-                for t in range(TERMINALS)
-            ]
+        creds = _prepare(conn, clock.now_ms())
         rates = []
         for r in range(rounds):
             messages = _messages(creds, n, clock.now_ms(), r)
@@ -144,6 +162,7 @@ def scale_ingest_pg(ctx: Context, n: int = 10_000, rounds: int = 3) -> list[Resu
     if not available():
         raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
     server = PostgresServer().start()  # the project's settings, durable
+    load = _load()
     try:
         admin = pg.connect(server.url, pooled=False)
         admin.execute("CREATE DATABASE canteen_bench")
@@ -156,6 +175,7 @@ def scale_ingest_pg(ctx: Context, n: int = 10_000, rounds: int = 3) -> list[Resu
     work = Path(tempfile.mkdtemp(prefix="bench-scale-sqlite-"))
     try:
         sqlite_rates, _ = _through_broker(ctx, str(work / "canteen.sqlite"), n, rounds)
+        load = f"{load} → {_load()}"
     finally:
         shutil.rmtree(work, ignore_errors=True)
     pg_value, sqlite_value = statistics.median(pg_rates), statistics.median(sqlite_rates)
@@ -177,9 +197,375 @@ def scale_ingest_pg(ctx: Context, n: int = 10_000, rounds: int = 3) -> list[Resu
                 "sqlite_sales_per_s": round(sqlite_value),
                 "sqlite_rounds": [round(x) for x in sqlite_rates],
                 "pg_over_sqlite": round(pg_value / sqlite_value, 2),
+                "load": load,
             },
         )
     ]
 
 
-BENCHMARKS = [scale_ingest_pg]
+# -- two ingest workers over one ------------------------------------------------------------
+
+
+def _server_processes(
+    home: Path, database: str, broker_url: str, kind: str, workers: int
+) -> list[subprocess.Popen[str]]:
+    """``workers`` ``canteen-server run`` processes on one data folder and one database,
+    splitting ingest: a share group on Mosquitto, terminal partitions on NATS."""
+    procs = []
+    for i in range(workers):
+        env = {**os.environ, "CANTEEN_HOME": str(home)}
+        if pg.is_url(database):
+            env["CANTEEN_DATABASE_URL"] = database
+        env["CANTEEN_MQTT_BROKER_KIND"] = kind
+        if workers > 1 and kind == "nats":
+            env["CANTEEN_MQTT_INGEST_PARTITION"] = f"{i}/{workers}"
+        elif workers > 1:
+            env["CANTEEN_MQTT_INGEST_SHARE_GROUP"] = "ingest"
+        log_file = open(home / f"server-{workers}-{i}.log", "a", encoding="utf-8")  # noqa: SIM115
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from server.cli.root import main; main()",
+                    "run",
+                    "--broker",
+                    broker_url,
+                    "--port",
+                    "0",
+                    "--log-level",
+                    "WARNING",
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                text=True,
+            )  # fmt: skip
+        )
+        log_file.close()
+    for p in procs:
+        for line in p.stdout:  # type: ignore[union-attr]
+            if line.startswith("server:"):
+                break
+        else:
+            raise RuntimeError(f"a server process ended before serving (logs in {home})")
+    time.sleep(1.0)  # their subscriptions acknowledged
+    return procs
+
+
+def _stop_processes(procs: list[subprocess.Popen[str]]) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(10)
+
+
+class _Load:
+    """Publishers and one acknowledgement listener on the broker: rounds of pre-signed
+    messages, each timed from the first publish to the last acknowledgement."""
+
+    def __init__(self, broker_url: str) -> None:
+        address = BrokerAddress.parse(broker_url)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._acks = 0
+        self._want = 0
+        self.listener = MqttLink(
+            f"bench-acks-{uuid.uuid4().hex[:6]}", address,
+            subscriptions=[(f"{topics.PREFIX}/t/+/down/ack", 1)], on_message=self._on_ack,
+        ).start()  # fmt: skip
+        self.pubs = [
+            MqttLink(f"bench-pub{i}-{uuid.uuid4().hex[:6]}", address, max_inflight=1000).start()
+            for i in range(PUBLISHERS)
+        ]
+        assert self.listener.wait_connected(10) and all(p.wait_connected(10) for p in self.pubs)
+
+    def _on_ack(self, topic: str, payload: bytes) -> None:
+        with self._lock:
+            self._acks += 1
+            if self._acks >= self._want:
+                self._done.set()
+
+    def round(self, messages: list[tuple[str, bytes]]) -> float:
+        with self._lock:
+            self._acks, self._want = 0, len(messages)
+            self._done.clear()
+        t0 = time.perf_counter()
+        threads = [
+            threading.Thread(target=_publish_all, args=(p, messages[i::PUBLISHERS]))
+            for i, p in enumerate(self.pubs)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if not self._done.wait(600):
+            raise RuntimeError(f"only {self._acks} of {len(messages)} acknowledgements")
+        return len(messages) / (time.perf_counter() - t0)
+
+    def stop(self) -> None:
+        for p in self.pubs:
+            p.stop()
+        self.listener.stop()
+
+
+def scale_ingest_pg_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> list[Result]:
+    """``scale.ingest_pg_2workers_ratio``: the same rounds of signed sales into one PostgreSQL
+    database by one ``canteen-server run`` process, then by two (processes: on 2 cores two
+    threads of one would share one interpreter lock), alternating one/two so that a change
+    in the machine's load falls on both; the ratio of the medians."""
+    if not available():
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer().start()
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-2w-"))
+    load = None
+    try:
+        admin = pg.connect(server.url, pooled=False)
+        admin.execute("CREATE DATABASE canteen_bench")
+        admin.close()
+        url = server.url_for("canteen_bench")
+        create_app({"HOME": str(work), "DATABASE_URL": url})  # schema and server key, once
+        conn = open_db(url)
+        clock = SystemClock()
+        creds = _prepare(conn, clock.now_ms())
+        load = _Load(ctx.broker.url)
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        r = 0
+        for _ in range(rounds):
+            for workers in (1, 2):
+                procs = _server_processes(work, url, ctx.broker.url, ctx.broker.kind, workers)
+                try:
+                    rates[workers].append(load.round(_messages(creds, n, clock.now_ms(), r)))
+                finally:
+                    _stop_processes(procs)
+                r += 1
+        applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
+        assert applied == n * r, (applied, n * r)
+        violations = all_violations(conn)
+        assert not violations, violations[:3]
+        conn.close()
+        pg.close_pools(url)
+    finally:
+        if load is not None:
+            load.stop()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    return [
+        Result(
+            "scale.ingest_pg_2workers_ratio",
+            round(two / one, 2),
+            "×",
+            {
+                "one_worker_sales_per_s": round(one),
+                "two_workers_sales_per_s": round(two),
+                "rounds_1": [round(x) for x in rates[1]],
+                "rounds_2": [round(x) for x in rates[2]],
+                "sales": n,
+                "sales_per_message": 1,
+                "split": "partition" if ctx.broker.kind == "nats" else "share group",
+                "broker": ctx.broker.kind,
+                "processes": "canteen-server run",
+                "load": _load(),
+            },
+            target=">= 1.6",
+        )
+    ]
+
+
+# -- a fleet of 1,000 terminals ---------------------------------------------------------------
+
+FLEET, FLEET_PROCESSES = 1_000, 2
+
+
+def _fleet_phase(
+    broker_url: str,
+    creds: list,
+    seqs: dict[str, int],
+    holders: list[str],
+    interval_s: float,
+    duration_s: float,
+) -> dict:
+    """The fleet sells for ``duration_s`` (one sale per terminal every ``interval_s``) from
+    FLEET_PROCESSES processes; their outcome together."""
+    start_at = time.time() + 4.0  # every process connected by then
+    procs = []
+    for p in range(FLEET_PROCESSES):
+        mine = creds[p::FLEET_PROCESSES]
+        job = {
+            "broker_url": broker_url,
+            "terminals": [
+                {"id": c.terminal_id, "secret": c.secret_hex, "canteen": c.canteen_id} for c in mine
+            ],
+            "seq_start": {c.terminal_id: seqs.get(c.terminal_id, 0) for c in mine},
+            "holders": holders[p::FLEET_PROCESSES],
+            "interval_s": interval_s,
+            "duration_s": duration_s,
+            "start_at": start_at,
+            "drain_s": 90.0,
+            "seed": p,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.fleet_terminals"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        proc.stdin.write(json.dumps(job))  # type: ignore[union-attr]
+        proc.stdin.close()  # type: ignore[union-attr]
+        procs.append(proc)
+    outs = []
+    for proc in procs:
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        if proc.wait(300) != 0:
+            raise RuntimeError("a fleet process failed")
+        outs.append(json.loads(out))
+    latencies = sorted(x for o in outs for x in o["latencies_ms"])
+    for o in outs:
+        seqs.update(o["seqs"])
+    sold, acked = sum(o["sold"] for o in outs), len(latencies)
+    span = max(o["last_ack"] for o in outs) - min(o["first_tap"] for o in outs)
+    return {
+        "sold": sold,
+        "acked": acked,
+        "refused": sum(o["refused_count"] for o in outs),
+        "sales_per_s": acked / span if span > 0 else 0.0,
+        "p50_ms": _percentile(latencies, 0.50),
+        "p99_ms": _percentile(latencies, 0.99),
+        "max_ms": latencies[-1] if latencies else 0.0,
+    }
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
+
+
+def _fleet_run(  # noqa: ANN001
+    broker, database: str | None, peak_interval_s: float, peak_s: float, burst: int, workers: int = 1
+) -> dict:
+    """One deployment (a broker, a database; one ``canteen-server run`` process): the fleet
+    provisioned untimed, a lunch peak, then a burst (each terminal's outbox of ``burst``
+    sales at once, as after a reconnect): capacity."""
+    home = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    try:
+        config = {"HOME": str(home)}
+        if database is not None:
+            config["DATABASE_URL"] = database
+        app = create_app(config)  # schema and server key, once
+        target = str(app.config["DATABASE"])
+        conn = open_db(target)
+        now = int(time.time() * 1000)
+        _city(conn, canteens=CANTEENS, units=UNITS, holders=HOLDERS, now_ms=now - 3_600_000)
+        with write_txn(conn):
+            for u in range(UNITS):
+                funds.allocate(conn, f"U{u:03d}", QUARTER, None, now)
+            creds = [
+                provision(conn, f"C{t % CANTEENS:03d}", now - 3_600_000, "00" * 32, f"F{t:04d}")
+                for t in range(FLEET)
+            ]
+        procs = _server_processes(home, target, broker.url, broker.kind, workers)
+        seqs: dict[str, int] = {}
+        cards = [f"K{h:06d}" for h in range(HOLDERS)]
+        try:
+            peak = _fleet_phase(broker.url, creds, seqs, cards[: HOLDERS // 2], peak_interval_s, peak_s)
+            # ~burst sales per terminal, published as fast as the fleet can sign them
+            flood = _fleet_phase(broker.url, creds, seqs, cards[HOLDERS // 2 :], 0.05, burst * 0.05)
+        finally:
+            _stop_processes(procs)
+        applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
+        sold = peak["sold"] + flood["sold"]
+        assert applied == peak["acked"] + flood["acked"] == sold, (applied, peak, flood)
+        assert peak["refused"] == flood["refused"] == 0, (peak, flood)
+        violations = all_violations(conn)
+        assert not violations, violations[:3]
+        conn.close()
+        if database is not None:
+            pg.close_pools(database)
+        return {"peak": peak, "burst": flood}
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def scale_fleet_1000(
+    ctx: Context, peak_interval_s: float = 5.0, peak_s: float = 30.0, burst: int = 4
+) -> list[Result]:
+    """``scale.fleet_1000_terminals``: 1,000 terminals (each its own id, key, sequence numbers
+    and outbox; :mod:`bench.fleet_terminals`, two processes) selling a lunch peak — one sale
+    per terminal every ``peak_interval_s`` on average, one sale per message — through NATS
+    (a nats-server started here) into PostgreSQL (its own cluster, durable settings), one
+    server process; then a burst of ``burst`` sales per terminal at once, whose drain rate is
+    the capacity (``value``: acknowledged sales/s of the burst, first tap to last ack). The
+    same fleet through Mosquitto into SQLite in the same run for the ratio. Every sale
+    applied once, acknowledged, the ledger checked."""
+    if not (available() and NatsBroker.available() and MosquittoBroker.available()):
+        raise RuntimeError("needs PostgreSQL, nats-server and mosquitto")
+    pg_server = PostgresServer().start()
+    nats = NatsBroker().start()
+    mosquitto = MosquittoBroker().start()
+    load_before = _load()
+    try:
+        admin = pg.connect(pg_server.url, pooled=False)
+        admin.execute("CREATE DATABASE canteen_fleet")
+        admin.close()
+        cluster = _fleet_run(nats, pg_server.url_for("canteen_fleet"), peak_interval_s, peak_s, burst)
+        city = _fleet_run(mosquitto, None, peak_interval_s, peak_s, burst)
+    finally:
+        mosquitto.stop()
+        nats.stop()
+        pg_server.stop()
+    load_after = _load()
+
+    def shown(r: dict) -> dict:
+        return {k: round(v) if isinstance(v, float) else v for k, v in r.items()}
+
+    common = {
+        "terminals": FLEET,
+        "peak_offered_per_s": round(FLEET / peak_interval_s),
+        "peak_s": peak_s,
+        "burst_per_terminal": burst,
+        "sales_per_message": 1,
+        "server_processes": 1,
+        "load": f"{load_before} → {load_after}",
+    }
+    nats_pg, mosq_sqlite = cluster, city
+    return [
+        Result(
+            "scale.fleet_1000_terminals",
+            round(nats_pg["burst"]["sales_per_s"]),
+            "sales/s",
+            {
+                **common,
+                "path": "NATS → PostgreSQL",
+                "burst": shown(nats_pg["burst"]),
+                "peak": shown(nats_pg["peak"]),
+                "mosquitto_sqlite_sales_per_s": round(mosq_sqlite["burst"]["sales_per_s"]),
+                "nats_pg_over_mosquitto_sqlite": round(
+                    nats_pg["burst"]["sales_per_s"] / mosq_sqlite["burst"]["sales_per_s"], 2
+                ),
+            },
+            target=">= 5,000",
+        ),
+        Result(
+            "scale.fleet_1000_terminals_peak_p99_ms",
+            round(nats_pg["peak"]["p99_ms"]),
+            "ms",
+            {
+                **common,
+                "path": "NATS → PostgreSQL",
+                "peak": shown(nats_pg["peak"]),
+                "mosquitto_sqlite_p99_ms": round(mosq_sqlite["peak"]["p99_ms"]),
+                "mosquitto_sqlite_peak": shown(mosq_sqlite["peak"]),
+                "mosquitto_sqlite_burst": shown(mosq_sqlite["burst"]),
+            },
+            target="< 1000",
+        ),
+    ]
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+BENCHMARKS = [scale_ingest_pg, scale_ingest_pg_2workers, scale_fleet_1000]

@@ -63,6 +63,14 @@ CONFIG_TEMPLATE = """\
 # MQTT_RELOAD_COMMAND = "systemctl reload mosquitto"
 # MQTT_PID_FILE = "{home}/mosquitto/mosquitto.pid"
 
+# Several server processes sharing ingest (docs/scaling.md): on Mosquitto a shared
+# subscription group; on NATS (no shared subscriptions) this process's partition "i/n" of
+# the terminals. The broker's kind: "mosquitto", "nats", "embedded"; empty: "nats" when
+# MQTT_NATS_AUTHORIZATION_FILE is set. A share group on NATS is refused at start-up.
+# MQTT_INGEST_SHARE_GROUP = ""
+# MQTT_INGEST_PARTITION = ""
+# MQTT_BROKER_KIND = ""
+
 # Fleet health alerts (canteen-server fleet, GET /api/v1/fleet): a terminal offline longer
 # than this during its canteen's meal hours; a heartbeat older than FLEET_STALE_S counts
 # as offline; terminals reporting a software version below FLEET_MIN_SOFTWARE.
@@ -146,6 +154,12 @@ def create_app(
         # several server processes splitting ingest: an MQTT shared-subscription group for
         # the sales and reversals (Mosquitto 2 only; empty: every process gets every sale)
         MQTT_INGEST_SHARE_GROUP="",
+        # on a broker without shared subscriptions (NATS): "i/n" makes this process worker i
+        # of n, handling only the sales of terminals whose id hashes to i (server.sales.partition)
+        MQTT_INGEST_PARTITION="",
+        # "mosquitto" | "nats" | "embedded"; empty: "nats" if MQTT_NATS_AUTHORIZATION_FILE is
+        # set, else "mosquitto". A share group on NATS is refused at start-up
+        MQTT_BROKER_KIND="",
         # fleet health (server.registry.fleet): alert thresholds; empty version: no check
         FLEET_OFFLINE_ALERT_S=600,
         FLEET_STALE_S=60,

@@ -32,6 +32,7 @@ from server.registry.broker_users import SERVER_USER, BrokerFiles, server_passwo
 from server.registry.fleet import limits_from_config
 from server.registry.fleet_watch import FleetWatch
 from server.sales.ingest import IngestWorker
+from server.sales.partition import Partition, ingest_split
 from shared.clock import Clock, SystemClock
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import topics
@@ -74,6 +75,8 @@ class ServerService:
         self.backup_marks: BackupMarkPublisher | None = None
         self.fleet_watch: FleetWatch | None = None
         self.fleet_watch_s = float(self.app.config.get("FLEET_WATCH_S", 60))
+        self.partition: Partition | None = None  # MQTT_INGEST_PARTITION: this worker's terminals
+        self.not_mine = 0  # sale/reversal messages left to another partition's worker
 
     @property
     def base_url(self) -> str:
@@ -81,6 +84,10 @@ class ServerService:
 
     def start(self) -> ServerService:
         db_path = self.app.config["DATABASE"]
+        # several ingest processes: each sale message to one of a share group (Mosquitto 2),
+        # or every message to every worker, each keeping its own terminals (NATS 2.9 grants
+        # "$share/..." and delivers nothing: refused here; docs/scaling.md)
+        shared, self.partition = ingest_split(self.app.config)
         key = self.app.extensions["canteen_server_key"]
         self._http = http_server(self.app, self.http_host, self.http_port, threads=8)
         self.http_port = int(self._http.effective_port)  # type: ignore[union-attr]
@@ -89,10 +96,6 @@ class ServerService:
 
         self.presence = PresenceBeacon(key, self.clock, self.presence_s)
         address, *alternates = BrokerAddress.parse_list(self.broker_url)  # a cluster: every node
-        # several ingest processes: each sale message to one of the group (Mosquitto 2; NATS
-        # 2.9 grants "$share/..." and delivers nothing: docs/scaling.md)
-        group = str(self.app.config.get("MQTT_INGEST_SHARE_GROUP") or "")
-        shared = f"$share/{group}/" if group else ""
         if address.username is None:  # the locked broker's user "server", when it has one
             password = server_password(
                 BrokerFiles.from_config(self.app.config).server_password_file, create=False
@@ -108,7 +111,7 @@ class ServerService:
                 (topics.ALL_UPDATE_REPORTS, 1),
                 (shared + topics.ALL_REVERSALS, 1),
             ],
-            on_message=lambda topic, payload: self.ingest.submit(topic, payload),  # type: ignore[union-attr]
+            on_message=self._on_message,
             will=self.presence.will,
             on_state=self._on_link_state,
             backoff_max_s=2.0,
@@ -161,6 +164,13 @@ class ServerService:
             and self._http_thread is not None
             and self._http_thread.is_alive()
         )
+
+    def _on_message(self, topic: str, payload: bytes) -> None:
+        """MQTT callback (network thread): to the ingest worker, unless another partition's."""
+        if self.partition is not None and not self.partition.handles(topic):
+            self.not_mine += 1  # its owner verifies, applies and acknowledges it
+            return
+        self.ingest.submit(topic, payload)  # type: ignore[union-attr]
 
     def _on_link_state(self, up: bool) -> None:
         """The broker link came up or went down (network thread): presence and backup marks

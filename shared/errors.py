@@ -424,6 +424,15 @@ CATALOG: dict[str, ErrorSpec] = {
         "终端编号只能由字母、数字、- 和 _ 组成，最长 32 位",
         "a terminal id is 1 to 32 letters, digits, - or _",
     ),
+    "bad_ingest_config": ErrorSpec(
+        "接收进程配置错误（MQTT_INGEST_PARTITION / MQTT_BROKER_KIND）",
+        "bad ingest worker setting (MQTT_INGEST_PARTITION / MQTT_BROKER_KIND)",
+    ),
+    "share_group_unsupported": ErrorSpec(
+        "该消息代理不支持共享订阅，请按终端分区（MQTT_INGEST_PARTITION）",
+        "the broker does not deliver to shared subscriptions: partition terminals "
+        "(MQTT_INGEST_PARTITION) instead",
+    ),
 }
 
 
