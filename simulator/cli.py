@@ -247,13 +247,23 @@ def chaos(
 @click.option(
     "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
 )
+@click.option("--cluster", is_flag=True, help="Each run on 3 NATS nodes, 2 server processes, PostgreSQL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def chaos_sweep(
-    seeds: int, first_seed: int, terminals: int, diners: int, minutes: float, broker: str, as_json: bool
+    seeds: int,
+    first_seed: int,
+    terminals: int,
+    diners: int,
+    minutes: float,
+    broker: str,
+    cluster: bool,
+    as_json: bool,
 ) -> None:
     """Chaos runs over many seeds; reports the seeds tried and failed, exit 1 if any failed."""
     _quiet()
-    base = ChaosOptions(seed=first_seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker)
+    base = ChaosOptions(
+        seed=first_seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker, cluster=cluster
+    )
     summary = run_sweep(
         list(range(first_seed, first_seed + seeds)), base, say=lambda line: click.echo(line, err=as_json)
     )
