@@ -187,3 +187,15 @@ def test_a_transaction_lost_with_its_connection_fails_until_rolled_back(pgconn: 
         pgconn.execute("COMMIT")  # nothing of it was committed: never a silent success
     pgconn.execute("ROLLBACK")
     assert pgconn.execute("SELECT count(*) FROM counters").fetchone()[0] == 0
+
+
+def test_a_lost_snapshot_is_not_read_on_from_a_new_connection(pgconn: sqlite3.Connection) -> None:
+    # dbcopy and backups read every table from one snapshot: a read after the loss would
+    # come from another moment
+    pgconn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    pgconn.execute("SELECT count(*) FROM counters").fetchone()
+    _cut_off(pgconn)
+    with pytest.raises(sqlite3.OperationalError):
+        pgconn.execute("SELECT count(*) FROM accounts")
+    pgconn.rollback()
+    assert pgconn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0

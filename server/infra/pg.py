@@ -66,6 +66,7 @@ _TUNING_PRAGMA = re.compile(
 _USER_VERSION = re.compile(r"^\s*PRAGMA\s+user_version\s*$", re.I)
 _BEGIN_WRITE = re.compile(r"^\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)(\s+TRANSACTION)?\s*;?\s*$", re.I)
 _ENDS_TXN = re.compile(r"^\s*(COMMIT|END|ROLLBACK)(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_BEGINS_TXN = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.I)  # any form, a script's start too
 _ROLLBACK = re.compile(r"^\s*ROLLBACK(\s+TRANSACTION)?\s*;?\s*$", re.I)
 _BEGIN_READ = re.compile(r"^\s*BEGIN(\s+DEFERRED)?(\s+TRANSACTION)?\s*;?\s*$", re.I)
 
@@ -277,6 +278,8 @@ class PgConnection:
             cur = self.raw.execute(t.sql, _ordered(params, t.order))
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
+        if _BEGINS_TXN.match(sql):  # BEGIN ISOLATION LEVEL …: the caller's transaction too
+            self._txn = True
         return PgCursor(cur, self)
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
@@ -302,15 +305,15 @@ class PgConnection:
             self.raw.execute(sql.encode())  # bytes: no placeholder parsing, simple protocol
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
+        if _BEGINS_TXN.match(sql):  # the migrator's "BEGIN; SELECT pg_advisory_xact_lock(…)"
+            self._txn = True
 
     def _special(self, sql: str) -> PgCursor | None:
         if _BEGIN_WRITE.match(sql):
             self._run(f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK})")
-            self._txn = True
             return PgCursor(None, self)
         if _BEGIN_READ.match(sql):  # one snapshot for every read, as SQLite's read transaction
             self._run("BEGIN ISOLATION LEVEL REPEATABLE READ")
-            self._txn = True
             return PgCursor(None, self)
         if _ENDS_TXN.match(sql):
             self._txn = False
