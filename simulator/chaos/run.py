@@ -369,8 +369,10 @@ class ChaosRun:
 
     def close(self) -> None:
         if self.cluster is not None:
-            pg.close_pools()
-            self.cluster.stop_database()
+            try:
+                pg.close_pools()
+            finally:  # never leave a PostgreSQL of ours running
+                self.cluster.stop_database()
 
     def report(self, drained: bool, elapsed_s: float) -> dict[str, Any]:
         assert self.world is not None and self.plan is not None
