@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast test-pg test-pg-core test-cluster walkthrough bench lint chaos vopr clean screenshots
+.PHONY: install demo test test-fast test-pg test-pg-core test-cluster walkthrough bench lint chaos chaos-cluster vopr clean screenshots
 
 STUBS  := hardware/board/stubs/machine.pyi
 
@@ -51,9 +51,10 @@ PG_CORE := tests/test_pg_adapter.py tests/test_run_once.py tests/test_migrate_db
 	tests/test_api_money.py tests/test_api_registry.py tests/test_api_roles.py tests/test_cli_money.py \
 	tests/test_audit.py tests/test_reversal_server.py tests/test_periods.py tests/test_cards_and_leavers.py \
 	tests/test_refund_approval.py
-# the 3-node NATS cluster (node kills, sessions, a terminal moving node): slow and timing-heavy
+# the 3-node NATS cluster (node kills, sessions, a terminal moving node) and a short chaos
+# run on it (2 server processes, PostgreSQL): slow and timing-heavy
 test-cluster: install
-	CANTEEN_TEST_CLUSTER=1 $(PY) -m pytest tests/test_nats_cluster.py
+	CANTEEN_TEST_CLUSTER=1 $(PY) -m pytest tests/test_nats_cluster.py tests/test_chaos_cluster.py
 
 test-pg-core: install
 	CANTEEN_TEST_DATABASE=postgresql $(PY) -m pytest $(PG_CORE)
@@ -77,6 +78,12 @@ CHAOS_SEEDS   ?= 20
 CHAOS_MINUTES ?= 1
 chaos: install
 	$(VENV)/bin/canteen-sim chaos-sweep --seeds $(CHAOS_SEEDS) --minutes $(CHAOS_MINUTES)
+
+# the chaos run on the cluster: 3 NATS nodes, 2 server processes, PostgreSQL (nats-server and
+# the PostgreSQL server installed), node, server-process and PostgreSQL faults among the rest
+# (tests/test_chaos_cluster.py, about 80 s); a longer run: canteen-sim chaos --cluster --minutes 5
+chaos-cluster: install
+	CANTEEN_TEST_CLUSTER=1 $(PY) -m pytest tests/test_chaos_cluster.py
 
 # the deterministic simulator: 1,000,000 sales over many seeds, the real terminal and server
 # code under every fault kind, two seeds at a time; fails if any seed fails or any fault or

@@ -104,6 +104,29 @@ class PostgresServer:
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "restart")
         wait_for_port(self.port)
 
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server and keep its data: ``fast`` cuts the clients off and checkpoints,
+        ``immediate`` quits at once (a crash: the next start recovers from the WAL)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a halted server again: the same data folder, the same port."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w", "start")
+        wait_for_port(self.port)
+
+    @property
+    def running(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # it runs as the "postgres" user
+        return True
+
     def log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])

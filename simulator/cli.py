@@ -207,15 +207,30 @@ def city(
 @click.option(
     "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
 )
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="3 NATS nodes, 2 server processes and PostgreSQL (nats-server and PostgreSQL installed); "
+    "nodes, server processes and PostgreSQL are struck too.",
+)
 @click.option("--keep", is_flag=True, help="Keep the run's folder (logs, databases) even when it passes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (progress goes to stderr).")
 def chaos(
-    seed: int, terminals: int, diners: int, minutes: float, broker: str, keep: bool, as_json: bool
+    seed: int,
+    terminals: int,
+    diners: int,
+    minutes: float,
+    broker: str,
+    cluster: bool,
+    keep: bool,
+    as_json: bool,
 ) -> None:
     """Real processes under faults (partitions, broker/server/terminal kills, copies, forgeries,
     clock skew), then drain and audit: exit 0 only if no fen was lost or counted twice."""
     _quiet()
-    opts = ChaosOptions(seed=seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker)
+    opts = ChaosOptions(
+        seed=seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker, cluster=cluster
+    )
     result = run_chaos(opts, say=lambda line: click.echo(line, err=as_json), keep=keep)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_chaos(result))
     sys.exit(0 if result["ok"] else 1)
@@ -232,13 +247,23 @@ def chaos(
 @click.option(
     "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
 )
+@click.option("--cluster", is_flag=True, help="Each run on 3 NATS nodes, 2 server processes, PostgreSQL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def chaos_sweep(
-    seeds: int, first_seed: int, terminals: int, diners: int, minutes: float, broker: str, as_json: bool
+    seeds: int,
+    first_seed: int,
+    terminals: int,
+    diners: int,
+    minutes: float,
+    broker: str,
+    cluster: bool,
+    as_json: bool,
 ) -> None:
     """Chaos runs over many seeds; reports the seeds tried and failed, exit 1 if any failed."""
     _quiet()
-    base = ChaosOptions(seed=first_seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker)
+    base = ChaosOptions(
+        seed=first_seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker, cluster=cluster
+    )
     summary = run_sweep(
         list(range(first_seed, first_seed + seeds)), base, say=lambda line: click.echo(line, err=as_json)
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,22 @@ def test_faults_on_one_target_never_overlap() -> None:
         for windows in groups.values():
             windows.sort()
             assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False)), (seed, windows)
+
+
+def test_a_cluster_plan_strikes_nodes_server_processes_and_postgresql_one_at_a_time() -> None:
+    for seed in range(1, 30):
+        opts = ChaosOptions(seed=seed, terminals=3, diners=10, minutes=2.0, cluster=True)
+        plan = build_plan(opts, CARDS)
+        counts = plan.fault_counts()
+        assert "broker_restart" not in counts  # the broker is three nodes: one at a time dies
+        assert all(counts[k] >= 1 for k in ("node_kill", "server_kill", "pg_restart", "terminal_kill"))
+        for kind in ("node_kill", "server_kill", "pg_restart"):
+            windows = sorted((f.at_s, f.at_s + f.duration_s) for f in plan.faults if f.kind == kind)
+            assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False)), (seed, kind)
+        assert {f.params["node"] for f in plan.faults if f.kind == "node_kill"} <= {0, 1, 2}
+        assert {f.params["server"] for f in plan.faults if f.kind == "server_kill"} <= {0, 1}
+        # the same seed's taps as without the cluster: the runs compare
+        assert plan.taps == build_plan(replace(opts, cluster=False), CARDS).taps
 
 
 def test_a_clock_skew_is_planned_for_one_terminal() -> None:

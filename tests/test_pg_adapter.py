@@ -153,3 +153,49 @@ def test_writers_queue_one_at_a_time_as_on_sqlite(pgconn: sqlite3.Connection) ->
     other.close()
     assert order == ["first commits", "second has the lock"]
     assert pgconn.execute("SELECT value FROM counters WHERE name = 'n'").fetchone()[0] == 2
+
+
+def _cut_off(conn: sqlite3.Connection) -> None:
+    """The server ends the connection, as a PostgreSQL restart does to every client."""
+    pid = conn.raw.info.backend_pid  # type: ignore[attr-defined]
+    killer = pg.connect(conn.url, pooled=False)  # type: ignore[attr-defined]
+    killer.execute(f"SELECT pg_terminate_backend({int(pid)})")
+    killer.close()
+    with pytest.raises(sqlite3.OperationalError):
+        conn.execute("SELECT 1")  # the client learns it at its next statement
+
+
+def test_a_connection_the_server_closed_is_replaced_at_the_next_statement(pgconn: sqlite3.Connection) -> None:
+    # a long-lived worker's connection (ingest, delta publisher) outlives a database restart
+    _cut_off(pgconn)
+    with write_txn(pgconn):
+        pgconn.execute("INSERT INTO counters(name, value) VALUES ('n', 1)")
+    assert pgconn.execute("SELECT value FROM counters WHERE name = 'n'").fetchone()[0] == 1
+    assert pgconn.reconnects == 1  # type: ignore[attr-defined]
+
+
+def test_a_transaction_lost_with_its_connection_fails_until_rolled_back(pgconn: sqlite3.Connection) -> None:
+    with pytest.raises(sqlite3.OperationalError), write_txn(pgconn):
+        pgconn.execute("INSERT INTO counters(name, value) VALUES ('n', 1)")
+        _cut_off(pgconn)
+        pgconn.execute("INSERT INTO counters(name, value) VALUES ('m', 2)")  # never on a new connection
+    assert not pgconn.in_transaction  # write_txn's ROLLBACK ended it
+    pgconn.execute("BEGIN IMMEDIATE")
+    pgconn.execute("INSERT INTO counters(name, value) VALUES ('k', 3)")
+    _cut_off(pgconn)
+    with pytest.raises(sqlite3.OperationalError):
+        pgconn.execute("COMMIT")  # nothing of it was committed: never a silent success
+    pgconn.execute("ROLLBACK")
+    assert pgconn.execute("SELECT count(*) FROM counters").fetchone()[0] == 0
+
+
+def test_a_lost_snapshot_is_not_read_on_from_a_new_connection(pgconn: sqlite3.Connection) -> None:
+    # dbcopy and backups read every table from one snapshot: a read after the loss would
+    # come from another moment
+    pgconn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    pgconn.execute("SELECT count(*) FROM counters").fetchone()
+    _cut_off(pgconn)
+    with pytest.raises(sqlite3.OperationalError):
+        pgconn.execute("SELECT count(*) FROM accounts")
+    pgconn.rollback()
+    assert pgconn.execute("SELECT count(*) FROM accounts").fetchone()[0] == 0

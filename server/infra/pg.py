@@ -19,6 +19,11 @@ connections from a psycopg_pool pool per database URL), so their SQL stays as it
   another process's (each statement then sees what the previous writer committed: READ
   COMMITTED); readers never wait (MVCC). ``BEGIN`` alone is a read transaction: REPEATABLE
   READ, one snapshot for all its reads, as SQLite gives a read transaction;
+* a connection the server closed (PostgreSQL restarted, the network cut it) is replaced by
+  a fresh one at the next statement, so a long-lived worker's connection outlives a database
+  restart; but not inside a transaction the caller began: that transaction is lost, its
+  statements fail until the caller's ``ROLLBACK`` (which then succeeds: there is nothing
+  left to roll back);
 * the tuning ``PRAGMA``\\ s SQLite needs (cache size, checkpoints, …) are accepted and do
   nothing; ``PRAGMA user_version`` reads the schema version.
 
@@ -60,6 +65,9 @@ _TUNING_PRAGMA = re.compile(
 )
 _USER_VERSION = re.compile(r"^\s*PRAGMA\s+user_version\s*$", re.I)
 _BEGIN_WRITE = re.compile(r"^\s*BEGIN\s+(IMMEDIATE|EXCLUSIVE)(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_ENDS_TXN = re.compile(r"^\s*(COMMIT|END|ROLLBACK)(\s+TRANSACTION)?\s*;?\s*$", re.I)
+_BEGINS_TXN = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION)\b", re.I)  # any form, a script's start too
+_ROLLBACK = re.compile(r"^\s*ROLLBACK(\s+TRANSACTION)?\s*;?\s*$", re.I)
 _BEGIN_READ = re.compile(r"^\s*BEGIN(\s+DEFERRED)?(\s+TRANSACTION)?\s*;?\s*$", re.I)
 
 
@@ -228,12 +236,40 @@ class PgConnection:
         self.raw = raw
         self.url = url
         self._pool = pool
+        self._txn = False  # the caller began a transaction (BEGIN …) and has not ended it
+        self.reconnects = 0
 
     @property
     def in_transaction(self) -> bool:
+        if self.raw.closed:
+            return self._txn
         return self.raw.info.transaction_status != TransactionStatus.IDLE
 
+    def _live(self, sql: str) -> bool:
+        """Replace a connection the server closed; False: ``sql`` rolls back a transaction
+        that was lost with it (nothing left to do)."""
+        if not self.raw.closed:
+            return True
+        if self._txn:
+            if _ROLLBACK.match(sql):
+                self._txn = False
+                return False
+            # a COMMIT too: the transaction is gone, nothing of it was committed
+            raise PgOperationalError("the connection was lost in a transaction: roll back")
+        try:
+            fresh = self._pool.getconn() if self._pool is not None else _connect_raw(self.url)
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+        old, self.raw = self.raw, fresh
+        if self._pool is not None:
+            self._pool.putconn(old)  # the pool sees it closed and drops it
+        self.reconnects += 1
+        log.warning("database connection lost; a new one is in use (%d so far)", self.reconnects)
+        return True
+
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> PgCursor:
+        if not self._live(sql):
+            return PgCursor(None, self)
         special = self._special(sql)
         if special is not None:
             return special
@@ -242,9 +278,12 @@ class PgConnection:
             cur = self.raw.execute(t.sql, _ordered(params, t.order))
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
+        if _BEGINS_TXN.match(sql):  # BEGIN ISOLATION LEVEL …: the caller's transaction too
+            self._txn = True
         return PgCursor(cur, self)
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
+        self._live(sql)
         t = pg_sql.translate(sql)
         rows = [_ordered(p, t.order) for p in seq]
         if not rows:
@@ -258,6 +297,7 @@ class PgConnection:
 
     def executescript(self, sql: str) -> None:
         """Several statements without parameters, translated (a migration)."""
+        self._live(sql)
         self._run(pg_sql.translate_script(sql))
 
     def _run(self, sql: str) -> None:
@@ -265,6 +305,8 @@ class PgConnection:
             self.raw.execute(sql.encode())  # bytes: no placeholder parsing, simple protocol
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
+        if _BEGINS_TXN.match(sql):  # the migrator's "BEGIN; SELECT pg_advisory_xact_lock(…)"
+            self._txn = True
 
     def _special(self, sql: str) -> PgCursor | None:
         if _BEGIN_WRITE.match(sql):
@@ -273,6 +315,9 @@ class PgConnection:
         if _BEGIN_READ.match(sql):  # one snapshot for every read, as SQLite's read transaction
             self._run("BEGIN ISOLATION LEVEL REPEATABLE READ")
             return PgCursor(None, self)
+        if _ENDS_TXN.match(sql):
+            self._txn = False
+            return None
         if sql.lstrip()[:6].upper() != "PRAGMA":
             return None
         if _TUNING_PRAGMA.match(sql):
@@ -282,11 +327,13 @@ class PgConnection:
         raise pg_sql.NotPortable(f"PRAGMA on PostgreSQL: {sql.strip()}")
 
     def commit(self) -> None:
-        if self.in_transaction:
+        if self.in_transaction and self._live("COMMIT"):
+            self._txn = False
             self._run("COMMIT")
 
     def rollback(self) -> None:
-        if self.in_transaction:
+        if self.in_transaction and self._live("ROLLBACK"):
+            self._txn = False
             self._run("ROLLBACK")
 
     def close(self) -> None:
@@ -344,16 +391,21 @@ def connect(url: str, *, pooled: bool = True) -> PgConnection:
     """A connection to the database at ``url`` (from its pool unless ``pooled`` is false)."""
     if not pooled:
         try:
-            raw = psycopg.connect(url, autocommit=True)
+            raw = _connect_raw(url)
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
-        _configure(raw)
         return PgConnection(raw, None, url)
     try:
         raw = _pool(url).getconn()
     except psycopg.Error as exc:
         raise _mapped(exc) from exc
     return PgConnection(raw, _pools[url], url)
+
+
+def _connect_raw(url: str) -> psycopg.Connection[Any]:
+    raw = psycopg.connect(url, autocommit=True)
+    _configure(raw)
+    return raw
 
 
 def close_pools(url: str | None = None) -> None:

@@ -103,9 +103,11 @@ class Injector:
         self.compromised: list[CompromisedSale] = []  # every implausible sale signed with a real key
         self._compromised_batches: list[tuple[str, bytes]] = []
         self._clock_ms = clock_ms
+        address, *alternates = BrokerAddress.parse_list(broker_url)  # a cluster: every node
         self.link = MqttLink(
             f"chaos-injector-{uuid.uuid4().hex[:6]}",
-            BrokerAddress.parse(broker_url),
+            address,
+            alternates=alternates,
             subscriptions=[(topics.ALL_SALES, 1), (topics.ALL_REVERSALS, 1)],
             on_message=self._capture,
             backoff_max_s=1.0,

@@ -25,6 +25,13 @@ Fault kinds (``FAULT_KINDS``):
 * reversals — not a fault: after some taps the canteen's operator reverses the terminal's
   newest sale (``reverse`` lines, :data:`REVERSAL_P`); they meet every fault above (their
   batches are captured, copied, reordered and corrupted like the sales');
+* ``node_kill`` (``--cluster`` only, instead of ``broker_restart``) — one of the three NATS
+  nodes SIGKILLed, started again after a while with the same data folder; never two at once
+  (JetStream keeps the MQTT sessions and retained messages with 2 of 3 nodes);
+* ``server_kill`` in a cluster run targets one of the two server processes;
+* ``pg_restart`` (``--cluster`` only) — PostgreSQL stopped (``fast``: clients cut off;
+  ``immediate``: a crash, recovered from the WAL at the start), started again after a while
+  on the same data folder and port;
 * ``compromised`` — a real terminal's stolen key signs implausible sales (``variants`` of
   :data:`COMPROMISED_VARIANTS`: far over the limit, a meal at a wrong price, a shop item at a
   wrong price, dated days ahead, a huge sale on another unit's card) published on that
@@ -52,6 +59,10 @@ FAULT_KINDS = (
     "clock_skew",
     "compromised",
 )
+# a cluster run (``--cluster``: 3 NATS nodes, 2 server processes, PostgreSQL) has these
+# instead of ``broker_restart``
+CLUSTER_FAULT_KINDS = ("node_kill", "pg_restart")
+CLUSTER_NODES, CLUSTER_SERVERS = 3, 2
 COMPROMISED_VARIANTS = ("too_large", "meal_price", "item_price", "future", "other_unit_card")
 # how many of each per minute of workload (each kind at least once per run)
 RATE_PER_MIN = {
@@ -64,6 +75,8 @@ RATE_PER_MIN = {
     "forged": 2.0,
     "corrupted": 2.0,
     "compromised": 1.0,
+    "node_kill": 0.7,
+    "pg_restart": 0.5,
 }
 MEAN_TAP_GAP_S = 10.0  # per diner
 DOUBLE_TAP_P = 0.08  # a cloned card: the same card at several terminals within 300 ms
@@ -79,7 +92,8 @@ class ChaosOptions:
     terminals: int = 3
     diners: int = 20
     minutes: float = 0.5
-    broker: str = "auto"  # mosquitto | embedded | auto
+    broker: str = "auto"  # mosquitto | embedded | auto (ignored by a cluster run)
+    cluster: bool = False  # 3 NATS nodes, 2 server processes, PostgreSQL
 
     def __post_init__(self) -> None:
         if self.terminals < 2:
@@ -122,7 +136,10 @@ class Plan:
     clock_skew: dict[int, int]  # terminal index -> clock offset (ms)
 
     def fault_counts(self) -> dict[str, int]:
-        counts = {k: 0 for k in FAULT_KINDS}
+        kinds = FAULT_KINDS
+        if self.options.cluster:
+            kinds = tuple(k for k in FAULT_KINDS if k != "broker_restart") + CLUSTER_FAULT_KINDS
+        counts = {k: 0 for k in kinds}
         for f in self.faults:
             counts[f.kind] += 1
         counts["clock_skew"] = len(self.clock_skew)
@@ -231,10 +248,14 @@ def _faults(rng: random.Random, opts: ChaosOptions, cards: list[str], workload_s
             for start, dur in _slots(rng, n, workload_s, 8.0):
                 kind = rng.choice(["partition_cut", "partition_oneway", "partition_blackhole"])
                 placed.append(Fault(start, kind, target, dur))
-    for start, dur in _slots(rng, _count(rng, "broker_restart", opts.minutes), workload_s, 3.0):
-        placed.append(Fault(start, "broker_restart", None, dur, {"how": rng.choice(["graceful", "sigkill"])}))
-    for start, dur in _slots(rng, _count(rng, "server_kill", opts.minutes), workload_s, 4.0):
-        placed.append(Fault(start, "server_kill", None, dur))
+    if opts.cluster:
+        placed += _cluster_faults(random.Random(opts.seed ^ 0xC1A5), opts, workload_s)
+    else:
+        for start, dur in _slots(rng, _count(rng, "broker_restart", opts.minutes), workload_s, 3.0):
+            how = rng.choice(["graceful", "sigkill"])
+            placed.append(Fault(start, "broker_restart", None, dur, {"how": how}))
+        for start, dur in _slots(rng, _count(rng, "server_kill", opts.minutes), workload_s, 4.0):
+            placed.append(Fault(start, "server_kill", None, dur))
     kills = _slots(rng, _count(rng, "terminal_kill", opts.minutes), workload_s, 3.0)
     for i, (start, dur) in enumerate(kills):
         burst = [_tap_line(rng, rng.choice(cards[: opts.diners])) for _ in range(rng.randint(3, 10))]
@@ -270,6 +291,21 @@ def _faults(rng: random.Random, opts: ChaosOptions, cards: list[str], workload_s
         }
         placed.append(Fault(at, "compromised", None, 0.0, params))
     return placed
+
+
+def _cluster_faults(rng: random.Random, opts: ChaosOptions, workload_s: float) -> list[Fault]:
+    """Node kills, server-process kills and PostgreSQL restarts (their own random stream).
+    Each kind's windows never overlap: one node of three down at a time (a quorum stays),
+    one server process of two."""
+    out: list[Fault] = []
+    first_node, first_server = rng.randrange(CLUSTER_NODES), rng.randrange(CLUSTER_SERVERS)
+    for i, (start, dur) in enumerate(_slots(rng, _count(rng, "node_kill", opts.minutes), workload_s, 15.0)):
+        out.append(Fault(start, "node_kill", None, dur, {"node": (first_node + i) % CLUSTER_NODES}))
+    for i, (start, dur) in enumerate(_slots(rng, _count(rng, "server_kill", opts.minutes), workload_s, 6.0)):
+        out.append(Fault(start, "server_kill", None, dur, {"server": (first_server + i) % CLUSTER_SERVERS}))
+    for start, dur in _slots(rng, _count(rng, "pg_restart", opts.minutes), workload_s, 5.0):
+        out.append(Fault(start, "pg_restart", None, dur, {"how": rng.choice(["fast", "immediate"])}))
+    return out
 
 
 def _skew(rng: random.Random, opts: ChaosOptions) -> dict[int, int]:

@@ -48,11 +48,20 @@ class _Child:
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
 
-    def _spawn(self, argv: list[str], log_path: Path, *, stdin: bool = False, stdout: bool = False) -> None:
+    def _spawn(
+        self,
+        argv: list[str],
+        log_path: Path,
+        *,
+        stdin: bool = False,
+        stdout: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self._log = open(log_path, "ab")  # noqa: SIM115 — closed in _reap()
         self.proc = subprocess.Popen(
             argv,
             cwd=ROOT,
+            env={**os.environ, **env} if env else None,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if stdout else self._log,
             stderr=self._log,
@@ -125,10 +134,23 @@ class BrokerProcess(_Child):
 
 
 class ServerProcess(_Child):
-    def __init__(self, home: Path, broker_url: str, port: int) -> None:
+    """``env``: added to the child's environment (``CANTEEN_DATABASE_URL`` for PostgreSQL);
+    ``name``: its log file's (two server processes may share one data folder)."""
+
+    def __init__(
+        self,
+        home: Path,
+        broker_url: str,
+        port: int,
+        *,
+        env: dict[str, str] | None = None,
+        name: str = "server",
+    ) -> None:
         self.home = home
         self.broker_url = broker_url
         self.port = port
+        self.env = env or {}
+        self.name = name
         self.base_url = f"http://127.0.0.1:{port}"
         self.starts = 0
 
@@ -145,7 +167,7 @@ class ServerProcess(_Child):
             "--port",
             str(self.port),
         ]
-        self._spawn(argv, self.home / "server.log")
+        self._spawn(argv, self.home / f"{self.name}.log", env=self.env)
         self.starts += 1
         _wait_port_or_exit(self, self.port, 30)
         deadline = time.monotonic() + 30

@@ -7,7 +7,12 @@ and the server through its own :class:`~simulator.harness.netproxy.NetProxy`; a 
 (:mod:`simulator.chaos.plan`) played against the wall clock; an injector on the broker
 (:mod:`simulator.chaos.inject`). After the workload every fault is healed, every process
 brought back, the outboxes drained; then everything stops and :mod:`simulator.chaos.audit`
-compares the journals with the server. A run passes with ``lost == 0``,
+compares the journals with the server. With ``--cluster`` (:mod:`simulator.chaos.cluster`)
+the broker is 3 NATS nodes, each terminal reaching every node through a proxy of its own
+and either server process through one proxy that fails over (a load balancer), the server
+is two ``canteen-server run`` processes on a PostgreSQL of the run's own, and nodes, server
+processes and PostgreSQL are struck too; the same audit reads the PostgreSQL database. A
+run passes with ``lost == 0``,
 ``double_applied == 0``, ``ledger_sum_fen == 0``, ``overdraft_fen <= overdraft_bound_fen``,
 every sale signed with a stolen terminal key quarantined and none applied, no honest sale
 quarantined, and no violations.
@@ -31,11 +36,13 @@ from typing import Any
 
 from server.app import create_app
 from server.books.periods import Quarter
+from server.infra import db, pg
 from server.infra.db import open_db
 from shared.broker import free_port
 from shared.clock import SystemClock
 from shared.private_files import write_private
 from simulator.chaos.audit import audit, read_journal, read_reversals
+from simulator.chaos.cluster import ChaosCluster
 from simulator.chaos.inject import COMPROMISED_SEQ_BASE, Injector
 from simulator.chaos.plan import ChaosOptions, Fault, Plan, build_plan
 from simulator.chaos.procs import BrokerProcess, ServerProcess, TerminalProcess
@@ -53,7 +60,7 @@ class Term:
     config_path: Path
     db_path: Path
     log_path: Path
-    mqtt: NetProxy
+    mqtt: list[NetProxy]  # one per broker node
     http: NetProxy
     events: list[dict[str, Any]] = field(default_factory=list)
     proc: TerminalProcess | None = None
@@ -61,6 +68,10 @@ class Term:
 
     def start(self) -> None:
         self.proc = TerminalProcess(self.config_path, self.log_path, self.events).start()
+
+    @property
+    def proxies(self) -> list[NetProxy]:
+        return [*self.mqtt, self.http]
 
     @property
     def up(self) -> bool:
@@ -85,7 +96,8 @@ class ChaosRun:
         self.taps_skipped = 0
         self._threads: list[threading.Thread] = []
         self.broker: BrokerProcess | None = None
-        self.server: ServerProcess | None = None
+        self.servers: list[ServerProcess] = []
+        self.cluster: ChaosCluster | None = ChaosCluster(workdir) if opts.cluster else None
         self.injector: Injector | None = None
         self.terms: list[Term] = []
         self.world: ChaosWorld | None = None
@@ -95,8 +107,11 @@ class ChaosRun:
 
     def setup(self) -> None:
         home = self.dir / "server"
-        app = create_app({"HOME": str(home)})
-        self.db_path = app.config["DATABASE"]
+        config = {"HOME": str(home)}
+        if self.cluster is not None:
+            config["DATABASE_URL"] = self.cluster.start_database()
+        app = create_app(config)
+        self.db_path = app.config["DATABASE"]  # a SQLite file, or the cluster's PostgreSQL URL
         now = self.clock.now_ms()
         conn = open_db(self.db_path)
         self.world = build_world(
@@ -118,10 +133,22 @@ class ChaosRun:
             self.say(f"  clock skew T{i + 1}: {skew / 1000:+.0f} s")
         for f in self.plan.faults:
             self.say("  " + f.describe())
-        self.broker = BrokerProcess(free_port(), self.dir / "broker", self.opts.broker).start()
-        self.server = ServerProcess(home, self.broker.url, free_port()).start()
+        if self.cluster is not None:
+            broker_urls = self.cluster.start_brokers()
+            self.servers = self.cluster.start_servers(home)
+            self.say(f"  cluster: NATS {', '.join(broker_urls)}; PostgreSQL {db.shown(self.db_path)}")
+        else:
+            self.broker = BrokerProcess(free_port(), self.dir / "broker", self.opts.broker).start()
+            broker_urls = [self.broker.url]
+            self.servers = [ServerProcess(home, self.broker.url, free_port()).start()]
+        broker_ports = [int(u.rsplit(":", 1)[1]) for u in broker_urls]
+        server_ports = [s.port for s in self.servers]
         for i, creds in enumerate(self.world.terminals):
-            mqtt, http = NetProxy(self.broker.port), NetProxy(self.server.port)
+            # each terminal lists the nodes from its own first, and reaches a server process
+            # through a proxy that fails over to the other (a load balancer)
+            k, m = i % len(broker_ports), i % len(server_ports)
+            mqtt = [NetProxy(p) for p in broker_ports[k:] + broker_ports[:k]]
+            http = NetProxy(server_ports[m], alternates=tuple(server_ports[m + 1 :] + server_ports[:m]))
             term = Term(
                 i,
                 creds.terminal_id,
@@ -136,7 +163,7 @@ class ChaosRun:
                 json.dumps(
                     {
                         **creds.to_json(),
-                        "broker_url": f"mqtt://127.0.0.1:{mqtt.port}",
+                        "broker_url": ",".join(f"mqtt://127.0.0.1:{p.port}" for p in mqtt),
                         "server_url": f"http://127.0.0.1:{http.port}",
                         "db_path": str(term.db_path),
                         "reader": "stdin",
@@ -154,7 +181,7 @@ class ChaosRun:
             if time.monotonic() > deadline:
                 raise RuntimeError("terminals did not get in sync with the server")
             time.sleep(0.05)
-        self.injector = Injector(self.broker.url, self.clock.now_ms).start()
+        self.injector = Injector(",".join(broker_urls), self.clock.now_ms).start()
 
     # --- the workload ------------------------------------------------------------------
 
@@ -190,17 +217,24 @@ class ChaosRun:
         self._threads.append(t)
 
     def _fault(self, f: Fault) -> None:
-        assert self.broker and self.server and self.injector and self.world
+        assert self.servers and self.injector and self.world
         kind = f.kind
         if kind.startswith("partition_"):
             term = self.terms[f.target or 0]
             mode = kind.removeprefix("partition_")
-            for proxy in (term.mqtt, term.http):
+            for proxy in term.proxies:
                 {"cut": proxy.cut, "oneway": proxy.oneway, "blackhole": proxy.blackhole}[mode]()
         elif kind == "broker_restart":
+            assert self.broker is not None
             self.broker.kill() if f.params.get("how") == "sigkill" else self.broker.terminate()
         elif kind == "server_kill":
-            self.server.kill()
+            self.servers[f.params.get("server", 0)].kill()
+        elif kind == "node_kill":
+            assert self.cluster is not None
+            self.cluster.kill_node(f.params["node"])
+        elif kind == "pg_restart":
+            assert self.cluster is not None
+            self.cluster.halt_database(f.params["how"])
         elif kind == "terminal_kill":
             term = self.terms[f.target or 0]
             with term.lock:
@@ -253,15 +287,23 @@ class ChaosRun:
         return self.injector.corrupted(p["pick"], p["where"], p["flips"])
 
     def _end(self, f: Fault) -> None:
-        assert self.broker and self.server
         if f.kind.startswith("partition_"):
-            term = self.terms[f.target or 0]
-            term.mqtt.heal()
-            term.http.heal()
+            for proxy in self.terms[f.target or 0].proxies:
+                proxy.heal()
         elif f.kind == "broker_restart":
+            assert self.broker is not None
             self._background(self.broker.start)
         elif f.kind == "server_kill":
-            self._background(self.server.start)
+            n = f.params.get("server", 0)
+            self._background(
+                self.servers[n].start if self.cluster is None else lambda: self.cluster.start_server(n)  # type: ignore[union-attr]
+            )
+        elif f.kind == "node_kill":
+            assert self.cluster is not None
+            self._background(lambda: self.cluster.start_node(f.params["node"]))  # type: ignore[union-attr]
+        elif f.kind == "pg_restart":
+            assert self.cluster is not None
+            self._background(self.cluster.resume_database)
         elif f.kind == "terminal_kill":
             term = self.terms[f.target or 0]
             with term.lock:
@@ -271,14 +313,18 @@ class ChaosRun:
 
     def drain(self) -> bool:
         """Heal everything, bring every process back, wait for every outbox to empty."""
-        assert self.broker and self.server
         for term in self.terms:
-            term.mqtt.heal()
-            term.http.heal()
-        if not self.broker.running:
-            self.broker.start()
-        if not self.server.running:
-            self.server.start()
+            for proxy in term.proxies:
+                proxy.heal()
+        if self.cluster is not None:
+            self.cluster.heal()
+        else:
+            assert self.broker is not None
+            if not self.broker.running:
+                self.broker.start()
+            for server in self.servers:
+                if not server.running:
+                    server.start()
         for term in self.terms:
             with term.lock:
                 if not term.up:
@@ -306,17 +352,27 @@ class ChaosRun:
         return False
 
     def stop(self) -> None:
+        """Every process stops; a cluster's PostgreSQL stays up for the audit (:meth:`close`)."""
         for term in self.terms:
             if term.proc is not None:
                 term.proc.terminate()
-            term.mqtt.close()
-            term.http.close()
+            for proxy in term.proxies:
+                proxy.close()
         if self.injector is not None:
             self.injector.stop()
-        if self.server is not None:
-            self.server.terminate()
+        if self.cluster is not None:
+            self.cluster.stop_processes()
+        for server in self.servers:
+            server.terminate()
         if self.broker is not None:
             self.broker.terminate()
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            try:
+                pg.close_pools()
+            finally:  # never leave a PostgreSQL of ours running
+                self.cluster.stop_database()
 
     def report(self, drained: bool, elapsed_s: float) -> dict[str, Any]:
         assert self.world is not None and self.plan is not None
@@ -326,7 +382,7 @@ class ChaosRun:
             journals[t.terminal_id], pending[t.terminal_id] = read_journal(str(t.db_path), t.terminal_id)
             reversals[t.terminal_id], unsent = read_reversals(str(t.db_path), t.terminal_id)
             pending[t.terminal_id] += unsent
-        server = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+        server = _read_only(self.db_path)
         try:
             result = audit(
                 server,
@@ -371,7 +427,12 @@ class ChaosRun:
             "recovered_after_kill": sum(e.get("event") == "recovered" for t in self.terms for e in t.events),
             "duplicates_answered": int(duplicates[0]) if duplicates else 0,
             "drained": drained,
-            "restarts": {"server": (self.server.starts - 1) if self.server else 0},
+            "restarts": (
+                self.cluster.restarts()
+                if self.cluster is not None
+                else {"server": sum(s.starts - 1 for s in self.servers)}
+            ),
+            "cluster": self.cluster is not None,
             "plan": self.plan.to_json(),
             "elapsed_s": round(elapsed_s, 1),
         }
@@ -380,10 +441,17 @@ class ChaosRun:
         return out
 
 
-def _sale_keys(path: Path, min_seq: int) -> set[tuple[str, int]]:
+def _read_only(target: str | Path) -> sqlite3.Connection:
+    """The server's database for reading: a SQLite file read-only, or a PostgreSQL URL."""
+    if db.is_postgres(target):
+        return db.connect(target)
+    return sqlite3.connect(f"file:{target}?mode=ro", uri=True, timeout=5)
+
+
+def _sale_keys(path: str | Path, min_seq: int) -> set[tuple[str, int]]:
     """(terminal, seq) of the server's sales numbered from ``min_seq`` on."""
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+        conn = _read_only(path)
         try:
             rows = conn.execute("SELECT terminal_id, seq FROM sales WHERE seq >= ?", (min_seq,)).fetchall()
         finally:
@@ -414,13 +482,16 @@ def run_chaos(opts: ChaosOptions, say: Say = lambda line: None, keep: bool = Fal
     run = ChaosRun(opts, workdir, say)
     t0 = time.monotonic()
     try:
-        run.setup()
-        run.play()
-        say("workload done; healing and draining")
-        drained = run.drain()
+        try:
+            run.setup()
+            run.play()
+            say("workload done; healing and draining")
+            drained = run.drain()
+        finally:
+            run.stop()
+        result = run.report(drained, time.monotonic() - t0)
     finally:
-        run.stop()
-    result = run.report(drained, time.monotonic() - t0)
+        run.close()
     if result["ok"] and not keep:
         shutil.rmtree(workdir, ignore_errors=True)
     else:
@@ -431,7 +502,8 @@ def run_chaos(opts: ChaosOptions, say: Say = lambda line: None, keep: bool = Fal
 def render(result: dict[str, Any]) -> str:
     faults = ", ".join(f"{k} {v}" for k, v in result["faults"].items() if v)
     lines = [
-        f"混沌测试 chaos · seed {result['seed']} · {result['elapsed_s']} s",
+        f"混沌测试 chaos · seed {result['seed']} · {result['elapsed_s']} s"
+        + (" · 集群 cluster: 3 NATS nodes, 2 server processes, PostgreSQL" if result.get("cluster") else ""),
         f"  故障 faults ({result['faults_total']}): {faults}",
         f"  刷卡 taps sent {result['taps_sent']} "
         f"(skipped, terminal down: {result['taps_skipped_terminal_down']})",

@@ -1,11 +1,13 @@
 """A TCP proxy that can cut the network: how the simulator takes a terminal offline.
 
 ``NetProxy(target_port)`` listens on a free loopback port and forwards every connection to
-the target. :meth:`cut` drops all connections and refuses new ones (a lost network the
-terminal notices at once); :meth:`blackhole` keeps sockets open but stops moving bytes (a
-dead link only keepalives reveal); :meth:`oneway` lets the terminal's bytes through but
-drops everything coming back (sales arrive, acknowledgements vanish); :meth:`heal`
-restores service (after ``oneway`` by dropping the now-garbled connections).
+the target (or, when it refuses, to the first of ``alternates`` that accepts: a load
+balancer in front of several server processes). :meth:`cut` drops all connections and
+refuses new ones (a lost network the terminal notices at once); :meth:`blackhole` keeps
+sockets open but stops moving bytes (a dead link only keepalives reveal); :meth:`oneway`
+lets the terminal's bytes through but drops everything coming back (sales arrive,
+acknowledgements vanish); :meth:`heal` restores service (after ``oneway`` by dropping the
+now-garbled connections).
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ log = logging.getLogger(__name__)
 
 
 class NetProxy:
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, target_port: int, target_host: str = "127.0.0.1", alternates: tuple[int, ...] = ()
+    ) -> None:
         self.target = (target_host, target_port)
+        self.targets = [self.target] + [(target_host, p) for p in alternates]
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -76,9 +81,8 @@ class NetProxy:
             if self._state != "up":
                 _close(client)
                 continue
-            try:
-                upstream = socket.create_connection(self.target, timeout=5)
-            except OSError:
+            upstream = _connect_first(self.targets)
+            if upstream is None:
                 _close(client)
                 continue
             upstream.settimeout(None)
@@ -107,6 +111,15 @@ class NetProxy:
             _close(dst)
             with self._lock:
                 self._conns = [c for c in self._conns if src not in c]
+
+
+def _connect_first(targets: list[tuple[str, int]]) -> socket.socket | None:
+    for target in targets:
+        try:
+            return socket.create_connection(target, timeout=5)
+        except OSError as exc:
+            log.debug("proxy: %s:%d refused (%s)", *target, exc)
+    return None
 
 
 def _close(sock: socket.socket) -> None:
