@@ -433,6 +433,11 @@ CATALOG: dict[str, ErrorSpec] = {
         "the broker does not deliver to shared subscriptions: partition terminals "
         "(MQTT_INGEST_PARTITION) instead",
     ),
+    "backup_sqlite_only": ErrorSpec(
+        "此命令只备份 SQLite 数据库；PostgreSQL 请用 pg_basebackup 与 WAL 归档（见 docs/scaling.md）",
+        "this command backs up the SQLite database only; back PostgreSQL up with pg_basebackup "
+        "and WAL archiving (docs/scaling.md)",
+    ),
 }
 
 

@@ -24,6 +24,8 @@ from shared.errors import DomainError
 from shared.protocol import ServerKey
 from tests.helpers import populated, sale, signed_batch, terminal
 
+pytestmark = pytest.mark.sqlite_only("backs up a real SQLite file (PostgreSQL: tests/test_backup_pg.py)")
+
 
 def _home_with_sales(tmp_path: Path, clock: FakeClock, sales: int = 40) -> tuple[Path, object, object]:
     """A data folder made by `init`, a populated database, one terminal with ``sales`` sales."""

@@ -18,9 +18,11 @@ from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations
 from server.downstream import backup_marks
 from server.infra import backup as backups_infra
+from server.infra import pg
 from server.infra.db import open_db, write_txn
 from server.registry import broker_users
 from shared.clock import SystemClock, china_datetime
+from shared.errors import DomainError
 
 
 def _when(ms: int | None) -> str:
@@ -53,6 +55,8 @@ def backup(obj: Any, dest: Path, keep: int | None, pages: int, pause_ms: float, 
 
     The server key is NOT in it: back it up once with `backup-key` and keep it apart."""
     app = obj.app
+    if pg.is_url(app.config["DATABASE"]):  # the engine's own tools: base backups and WAL
+        raise DomainError("backup_sqlite_only", "DATABASE_URL is PostgreSQL")
     key = app.extensions["canteen_server_key"]
     folder, manifest = backups_infra.take_backup(
         app.config["DATABASE"],

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 # tables whose implicit rowid the code orders by (newest card, newest QR credential); they
 # get an identity column named rowid, which rows read back never show (as in SQLite)
-ROWID_TABLES = frozenset({"cards", "qr_credentials"})
+ROWID_TABLES = frozenset({"cards", "qr_credentials", "restores"})
 
 _LITERAL = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|\$\$.*?\$\$", re.S)
 _HOLE = "\x00{}\x00"
