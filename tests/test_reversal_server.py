@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from server.books import ledger
 from server.closing.check import all_violations
 from server.closing.settlement import settle_quarter
+from server.closing.statement_files import payout_csv, payout_lines
 from server.infra.db import open_db, write_txn
 from server.registry import canteens
 from server.registry.terminals import TerminalCredentials
@@ -308,6 +309,19 @@ def test_a_reversal_after_its_quarter_closed_is_an_adjustment_in_the_next_statem
     assert (st["fee_fen"], st["net_fen"]) == (-5, -995)  # the 0.5 % fee on it is given back too
     assert city.payable() == 0
     assert all_violations(city.conn) == []
+    payee = st["payee"]["name"]
+    assert payee not in [line["payee"]["name"] for line in payout_lines(doc)]  # nothing paid out…
+    # …and the debt is collected from the operator's next payment, not forgotten
+    city.clock.set_ms(ms_from_china("2027-04-10T12:00"))
+    city.send(city.new_sale(city.card(), 1500))
+    city.clock.set_ms(ms_from_china("2027-07-02T09:00"))
+    with write_txn(city.conn):
+        q2, _ = settle_quarter(city.conn, "2027Q2", city.clock.now_ms(), force=True)
+    net = next(x for x in q2["statements"] if x["canteen_id"] == "C01")["net_fen"]
+    assert q2["carried_fen"] == {payee: -995}
+    [line] = [x for x in payout_lines(q2) if x["payee"]["name"] == payee]
+    assert (line["amount_fen"], line["carried_fen"]) == (net - 995, -995)
+    assert "已扣上期应退 ¥9.95" in payout_csv(q2)
 
 
 def test_a_digital_rmb_sales_reversal_is_its_gateway_refund_and_moves_no_purse(city: City) -> None:

@@ -7,8 +7,11 @@ import io
 import sqlite3
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as hs
 
 from server.books import ledger
+from server.books.settlement_rules import payee_payouts
 from server.closing import quality
 from server.closing.check import all_violations
 from server.closing.settlement import settle_quarter, settlement_document
@@ -205,3 +208,34 @@ def test_statement_and_payout_files_have_chinese_headers(world: MoneyWorld) -> N
         "¥99.50",
     ]
     assert lines[SELF_OPERATOR][4:6] == ["5000", "¥50.00"] and lines[SELF_OPERATOR][-1] == "缺少银行账号"
+
+
+PAYEES = ["甲公司", "乙公司", "丙公司"]
+
+
+@given(
+    hs.lists(
+        hs.dictionaries(
+            hs.sampled_from(["甲公司", "乙公司", "丙公司"]), hs.integers(-50_000, 50_000), max_size=3
+        ),
+        max_size=8,
+    )
+)
+def test_payee_payouts_carry_a_debt_forward_and_never_make_or_lose_a_fen(
+    quarters: list[dict[str, int]],
+) -> None:
+    """Quarter after quarter: what is paid plus what is still owed equals every net so far;
+    nobody is paid while owing; a debt only shrinks by later nets."""
+    owed: dict[str, int] = {}
+    paid_total = 0
+    for nets in quarters:
+        before = dict(owed)
+        paid, owed = payee_payouts(owed, nets)
+        assert all(v > 0 for v in paid.values()) and all(v < 0 for v in owed.values())
+        assert not set(paid) & set(owed)
+        assert sum(paid.values()) + sum(owed.values()) == sum(before.values()) + sum(nets.values())
+        for payee, amount in paid.items():
+            assert amount == before.get(payee, 0) + nets.get(payee, 0)
+        paid_total += sum(paid.values())
+    every_net = sum(sum(q.values()) for q in quarters)
+    assert paid_total + sum(owed.values()) == every_net

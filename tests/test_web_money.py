@@ -422,3 +422,22 @@ def test_the_digest_covers_figures_not_times() -> None:
     same = {**doc, "closed_at_ms": 2, "forced": True, "statements": [{"net_fen": 5, "txn_id": 9}]}
     other = {**doc, "statements": [{"net_fen": 6, "txn_id": 3}]}
     assert figures_digest(doc) == figures_digest(same) != figures_digest(other)
+
+
+def test_the_settlement_page_collects_an_operators_debt_before_paying_it() -> None:
+    from server.web.settle import decorate
+
+    def statement(canteen: str, payee: str, net_fen: int) -> dict:
+        return {"canteen_id": canteen, "payee": {"name": payee, "bank_account": "6222"}, "net_fen": net_fen,
+                "warnings": [], "adjustments": []}  # fmt: skip
+
+    doc = decorate(
+        {
+            "statements": [statement("C01", "甲公司", 300), statement("C02", "乙公司", 800)],
+            "carried_fen": {"甲公司": -500, "乙公司": -100},  # negative statements of earlier quarters
+        }
+    )
+    assert [(p["payee"]["name"], p["amount_fen"], p["carried_fen"]) for p in doc["payouts"]] == [
+        ("乙公司", 700, -100)
+    ]
+    assert doc["payouts_total_fen"] == 700 and doc["owed_after"] == {"甲公司": -200}

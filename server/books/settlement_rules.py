@@ -28,9 +28,9 @@ through :func:`shared.money.round_half_up_div` only.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from shared.errors import DomainError
 from shared.money import round_half_up_div
@@ -185,3 +185,34 @@ def take_in_order(amount_fen: int, available: Sequence[tuple[K, int]]) -> tuple[
             parts.append((key, part))
             left -= part
     return parts, left
+
+
+def payee_nets(statements: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """The net amount per payee of one quarter's statements (a payee may run several canteens)."""
+    nets: dict[str, int] = {}
+    for st in statements:
+        name = st["payee"]["name"]
+        nets[name] = nets.get(name, 0) + st["net_fen"]
+    return nets
+
+
+def payee_payouts(
+    carried: Mapping[str, int], nets: Mapping[str, int]
+) -> tuple[dict[str, int], dict[str, int]]:
+    """One quarter's payments to payees: ``(paid, owed)``. A payee is paid the sum of its
+    canteens' net amounts plus what it still owed back from earlier quarters (``carried``,
+    negative); a sum at or below zero pays nothing and what is below zero is carried into
+    the next quarter (``owed``, negative) — a negative statement is collected from the
+    operator's next payments, never forgotten. ``sum(paid) + sum(owed)`` is always
+    ``sum(carried) + sum(nets)``: no fen made or lost between quarters."""
+    paid: dict[str, int] = {}
+    owed: dict[str, int] = {}
+    for payee in sorted(set(carried) | set(nets)):
+        if carried.get(payee, 0) > 0:
+            raise ValueError("only a debt is carried between quarters")
+        total = carried.get(payee, 0) + nets.get(payee, 0)
+        if total > 0:
+            paid[payee] = total
+        elif total < 0:
+            owed[payee] = total
+    return paid, owed

@@ -37,7 +37,7 @@ from typing import Any
 
 from server.books import ledger
 from server.books.periods import Quarter, day_bounds_ms, day_number_sql, day_of_number
-from server.books.settlement_rules import Adjustment, settle
+from server.books.settlement_rules import Adjustment, payee_nets, payee_payouts, settle
 from server.closing.quality import pay_pct_for, score_of
 from server.infra.schema import PURSE_PAID, REVERSAL_PURSE_PAID
 from server.registry.operators import payee, payee_name
@@ -371,4 +371,21 @@ def settlement_document(
         "incomplete_terminals": json.loads(period["laggards_json"]),
         "statements": statements,
         "totals": {k: sum(s[k] for s in statements) for k in keys},
+        "carried_fen": payee_debts_before(conn, quarter),
     }
+
+
+def payee_debts_before(conn: sqlite3.Connection, quarter: str) -> dict[str, int]:
+    """What each payee still owed back (negative fen) when ``quarter`` was settled: negative
+    statements of earlier quarters not yet collected from later payments
+    (:func:`server.books.settlement_rules.payee_payouts`, quarter by quarter)."""
+    by_quarter: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for q, text in conn.execute(
+        "SELECT quarter, statement_json FROM statements WHERE quarter < ? ORDER BY quarter, canteen_id",
+        (quarter,),
+    ):
+        by_quarter[q].append(json.loads(text))
+    owed: dict[str, int] = {}
+    for q in sorted(by_quarter):
+        _, owed = payee_payouts(owed, payee_nets(by_quarter[q]))
+    return owed

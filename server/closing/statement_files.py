@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from server.books.settlement_rules import payee_nets, payee_payouts
 from server.infra.csv_safe import Number, write_csv
 from shared.money import format_fen
 
@@ -129,14 +130,24 @@ def statement_csv(doc: dict[str, Any]) -> str:
 
 
 def payout_lines(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """One payment per payee: the sum of its canteens' net amounts (only positive ones)."""
+    """One payment per payee: the sum of its canteens' net amounts, less what it still owed
+    back from earlier quarters (``carried_fen``, :func:`~server.books.settlement_rules.payee_payouts`);
+    a payee whose sum is not above zero gets no line (its debt is carried on)."""
+    paid, _ = payee_payouts(doc.get("carried_fen", {}), payee_nets(doc["statements"]))
     by_payee: dict[str, dict[str, Any]] = {}
     for st in doc["statements"]:
-        if st["net_fen"] <= 0:
-            continue
         p = st["payee"]
-        line = by_payee.setdefault(p["name"], {"payee": p, "amount_fen": 0, "canteens": []})
-        line["amount_fen"] += st["net_fen"]
+        if p["name"] not in paid:
+            continue
+        line = by_payee.setdefault(
+            p["name"],
+            {
+                "payee": p,
+                "amount_fen": paid[p["name"]],
+                "carried_fen": doc.get("carried_fen", {}).get(p["name"], 0),
+                "canteens": [],
+            },
+        )
         line["canteens"].append(st["canteen_id"])
     return [by_payee[k] for k in sorted(by_payee)]
 
@@ -145,7 +156,10 @@ def payout_rows(doc: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for line in payout_lines(doc):
         p = line["payee"]
-        note = "" if p["bank_account"] else "缺少银行账号"
+        notes = [] if p["bank_account"] else ["缺少银行账号"]
+        if line["carried_fen"]:
+            notes.append(f"已扣上期应退 {format_fen(-line['carried_fen'])}")
+        note = "；".join(notes)
         rows.append(
             [
                 p["name"],

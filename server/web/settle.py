@@ -24,6 +24,7 @@ from wtforms import BooleanField, HiddenField
 from wtforms.validators import DataRequired
 
 from server.books.periods import Quarter
+from server.books.settlement_rules import payee_nets, payee_payouts
 from server.closing import settlement
 from server.closing.statement_files import (
     PAYOUT_HEADERS,
@@ -98,6 +99,7 @@ def decorate(doc: dict[str, Any]) -> dict[str, Any]:
         for adj in st["adjustments"]:
             adj["reason_zh"] = ADJUSTMENT_REASONS.get(adj["reason"], adj["reason"])
     doc["payouts"] = payout_lines(doc)
+    _, doc["owed_after"] = payee_payouts(doc.get("carried_fen", {}), payee_nets(doc["statements"]))
     doc["payouts_total_fen"] = sum(p["amount_fen"] for p in doc["payouts"])
     return doc
 
