@@ -231,6 +231,8 @@ def _check_database(target: str, require_database: bool) -> None:
                 "no_database", f"{where} has no canteen schema", zh=f"{where} 尚未初始化", database=where
             )
         return
+    if target.startswith("file:"):  # a SQLite URI (the simulator's in-memory database): no folder
+        return
     database = os.path.abspath(target)
     if require_database and not os.path.exists(database):
         raise DomainError(

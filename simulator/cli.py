@@ -360,13 +360,19 @@ def vopr(
     if seeds > 1:
         summary = run_vopr_sweep(list(range(seed, seed + seeds)), opts, say=say, jobs=jobs)
         click.echo(json.dumps(summary, ensure_ascii=False, indent=2) if as_json else render_sweep(summary))
-        say(f"speed: {summary['sales_per_s']:,} sales/s ({summary['elapsed_s']} s, {jobs} at a time)")
+        say(
+            f"speed: {summary['sales_per_s']:,} sales/s ({summary['elapsed_s']} s, {jobs} at a time; "
+            f"{summary['sales_per_cpu_s']:,} sales per CPU second)"
+        )
         missing = require_all_faults and summary["never_struck"]
         sys.exit(1 if summary["seeds_failed"] or missing else 0)
     timing: dict[str, float] = {}
     result = run_vopr(opts, timing)
     click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_vopr(result, opts))
-    say(f"speed: {timing['sales_per_s']:,.0f} sales/s ({timing['elapsed_s']:.1f} s)")
+    say(
+        f"speed: {timing['sales_per_s']:,.0f} sales/s ({timing['elapsed_s']:.1f} s; "
+        f"{result['sales'] / timing['cpu_s']:,.0f} sales per CPU second)"
+    )
     if not result["ok"] and do_shrink:
         say(f"shrinking seed {seed}, failed at step {result['failure']['step']:,} …")
         shrunk = shrink(opts, result["failure"]["step"], say=say)

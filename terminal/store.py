@@ -58,7 +58,8 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         ensure_private_sqlite(self.path)  # cards, keys and sales: the owner's alone
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        uri = self.path.startswith("file:")  # a URI opens as one (simulator.vopr.disk: in memory)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30, uri=uri)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")

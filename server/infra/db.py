@@ -47,7 +47,8 @@ def connect(path: str | Path) -> sqlite3.Connection:
     if is_postgres(path):
         return pg.connect(str(path))  # type: ignore[return-value]
     ensure_private_sqlite(path)
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+    uri = str(path).startswith("file:")  # a URI opens as one (simulator.vopr.disk: in memory)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30, uri=uri)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -78,9 +78,17 @@ class ReversalRow:
     amount_fen: int
 
 
+def _read_only(path: str) -> sqlite3.Connection:
+    """A terminal's database, read-only: a file, or already a URI (``canteen-sim vopr``'s
+    in-memory databases, :mod:`simulator.vopr.disk`)."""
+    if path.startswith("file:"):
+        return sqlite3.connect(f"{path}&mode=ro" if "?" in path else f"{path}?mode=ro", uri=True)
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
 def read_reversals(path: str, terminal_id: str) -> tuple[list[ReversalRow], int]:
     """A terminal's reversals and its reversal outbox size, read-only."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = _read_only(path)
     try:
         rows = [
             ReversalRow(terminal_id, *r)
@@ -96,7 +104,7 @@ def read_reversals(path: str, terminal_id: str) -> tuple[list[ReversalRow], int]
 
 def read_journal(path: str, terminal_id: str) -> tuple[list[JournalRow], int]:
     """A terminal's journal and its outbox size, read-only."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = _read_only(path)
     try:
         rows = [
             JournalRow(terminal_id, r[0], r[1], r[2], r[3], r[4], bool(r[5]))

@@ -68,6 +68,12 @@ def render_sweep(summary: dict[str, Any]) -> str:
         f"  faults: {_counts(summary['faults'])}",
         f"  business: {_counts(summary['events'])}",
     ]
+    checks = summary.get("checks") or {}
+    if checks:
+        lines.append(
+            f"  checks: after {checks.get('after_steps', 0):,} steps, the books "
+            f"{checks.get('books', 0):,} times, {checks.get('final_audits', 0):,} final audits"
+        )
     if summary["never_struck"]:
         lines.append(f"  never struck: {', '.join(summary['never_struck'])}")
     for f in failed:

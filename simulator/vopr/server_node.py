@@ -56,6 +56,7 @@ class ServerNode:
         broker: SimBroker,
         *,
         key_hex: str,
+        database: str | None = None,
         worker: WorkerFactory = IngestWorker,
         refund_to: str = "unit",
     ) -> None:
@@ -67,9 +68,10 @@ class ServerNode:
         key_file.parent.mkdir(parents=True, exist_ok=True)
         key_file.write_text(key_hex + "\n")  # from the seed: signatures replay byte for byte
         key_file.chmod(0o600)
-        self.app = create_app(
-            {"HOME": str(home), "TESTING": True, "YEAR_END_REFUND_TO": refund_to}, clock=self.clock
-        )
+        config: dict[str, Any] = {"HOME": str(home), "TESTING": True, "YEAR_END_REFUND_TO": refund_to}
+        if database is not None:  # on the simulated disk (simulator.vopr.disk), not in home
+            config["DATABASE"] = database
+        self.app = create_app(config, clock=self.clock)
         self.db_path = str(self.app.config["DATABASE"])
         self.key = self.app.extensions["canteen_server_key"]
         self.client: FlaskClient = self.app.test_client()

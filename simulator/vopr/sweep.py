@@ -36,6 +36,8 @@ def run_sweep(
     faults: Counter[str] = Counter()
     events: Counter[str] = Counter()
     totals: Counter[str] = Counter()
+    checks: Counter[str] = Counter()  # how often the checks ran (and held, unless a seed failed)
+    cpu_s = 0.0  # the runs' own CPU time, summed over the processes
     started = time.perf_counter()
     runs = [replace(base, seed=seed) for seed in seeds]
     if jobs > 1:
@@ -49,6 +51,9 @@ def run_sweep(
             events.update(result["events"])
             for key in ("sales", "approved", "declined", "steps"):
                 totals[key] += result[key]
+            checks.update(result["checks"])
+            cpu_s += timing["cpu_s"]
+            checks["final_audits"] += result["audit"] is not None
             if result["audit"]:
                 for key in ("applied", "offline_sales", "quarantined"):
                     totals[key] += result["audit"][key]
@@ -72,6 +77,7 @@ def run_sweep(
             for k in ("sales", "approved", "declined", "applied", "offline_sales", "quarantined", "steps")
         },
         "faults": {k: faults[k] for k in FAULT_KINDS},
+        "checks": dict(checks),
         "events": {k: events[k] for k in EVENT_KINDS},
         "never_struck": [
             k
@@ -81,6 +87,8 @@ def run_sweep(
         "jobs": jobs,
         "elapsed_s": round(elapsed, 1),
         "sales_per_s": round(totals["sales"] / elapsed) if elapsed else 0,
+        "cpu_s": round(cpu_s, 1),
+        "sales_per_cpu_s": round(totals["sales"] / cpu_s) if cpu_s else 0,
     }
 
 

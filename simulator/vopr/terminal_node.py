@@ -23,7 +23,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from hardware.display import MemoryDisplay, Screen
@@ -83,7 +82,7 @@ class TerminalNode:
     def __init__(
         self,
         creds: TerminalCredentials,
-        folder: Path,
+        db_path: str,
         time: SimTime,
         broker: SimBroker,
         http: Send,
@@ -105,7 +104,7 @@ class TerminalNode:
             server_public_key=creds.server_public_key,
             broker_url="mqtt://broker.sim:1883",
             server_url="http://server.sim",
-            db_path=str(folder / f"{creds.terminal_id}.sqlite"),
+            db_path=db_path,  # on the simulated disk (simulator.vopr.disk)
             display="memory",
             batch_size=batch_size,
         )

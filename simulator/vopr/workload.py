@@ -16,7 +16,9 @@ a few refusals (``terminals_behind``: a terminal has not reported past the end),
 after the first. A job the
 server refuses for a reason or cannot run (it is down, it crashed inside) is tried again
 at a later session. What was credited to each holder is kept here, independently of the
-server, for the audit.
+server, for the audit; only a job the server crashed in is looked up in the committed books
+(a top-up by its receipt, an allocation by unit and quarter), as a clerk would after a crash —
+the crash may have struck after the commit.
 """
 
 from __future__ import annotations
@@ -213,7 +215,7 @@ class Workload:
             return self.run.server.admin(job)
         except ServerDown:
             self._refusals[f"{name}:server_down"] += 1
-        except SimCrash:  # a crash point inside the job fired: nothing of it was committed
+        except SimCrash:  # a crash point inside the job fired: committed or not (see _topup)
             self.run.server.crash()
             self._refusals[f"{name}:server_crashed"] += 1
         except DomainError as exc:
@@ -225,10 +227,13 @@ class Workload:
         for unit in self.run.world.units:
             if (unit, quarter) in self._allocated:
                 continue
+            crashes = self._refusals["allocate:server_crashed"]
             try:
                 done = self._admin(
                     "allocate", lambda c, now, u=unit: funds.allocate(c, u, quarter, None, now)
                 )
+                if done is None and self._refusals["allocate:server_crashed"] > crashes:
+                    done = self._committed_allocation(unit, quarter)  # a crash after the commit
             except DomainError as exc:
                 if exc.code != "already_exists":  # a year already cleared takes none: give up
                     self._allocated.add((unit, quarter))
@@ -242,14 +247,27 @@ class Workload:
                 self.credited[holder] += done["per_person_fen"]
                 self.allocated_fen[(holder, Quarter.parse(quarter).year)] += done["per_person_fen"]
 
+    def _committed_allocation(self, unit: str, quarter: str) -> dict[str, Any] | None:
+        """The allocation as the committed books have it (None: it was not committed)."""
+        rows = self.run.server.read(
+            "SELECT per_person_fen, at_ms >= due_ms FROM allocations WHERE unit_id = ? AND quarter = ?",
+            (unit, quarter),
+        )
+        return {"per_person_fen": rows[0][0], "late": bool(rows[0][1])} if rows else None
+
     def _topup(self, diner: Diner) -> None:
         amount = self.rng.pick([1_000, 5_000, 10_000, 20_000, 50_000, 100_000])
         ref = f"vopr-topup-{self.session}-{self.events['topup_tried']}"
         self.events["topup_tried"] += 1
+        crashes = self._refusals["topup:server_crashed"]
         try:
             done = self._admin("topup", lambda c, now: funds.topup(c, diner.card_id, amount, now, ref=ref))
         except DomainError:
             return
+        if done is None and self._refusals["topup:server_crashed"] > crashes:
+            # the crash may have struck after the commit (in it, or on the way back to the
+            # clerk, found by seed 5): the clerk looks the receipt up in the committed books
+            done = self.run.server.read("SELECT 1 FROM txns WHERE kind = 'topup' AND ref = ?", (ref,)) or None
         if done is not None:
             self.credited[diner.holder_id] += amount
             self.events["topup"] += 1
