@@ -104,6 +104,10 @@ from terminal.store import Store
 
 log = logging.getLogger(__name__)
 
+# an ack sets the clock only when it answers a message sent at most this long ago: the
+# offset is then off by at most half of it (the HTTP probe's answer is judged the same way)
+MAX_ACK_CLOCK_RTT_MS = 2_000
+
 
 @dataclass
 class SyncStats:
@@ -482,12 +486,14 @@ class SyncAgent:
                 env = self._open_hmac(payload, "server", None)
                 if env.type not in ("ack", "reversal_ack"):
                     raise ProtocolError("bad_field", f"type: expected an ack, got {env.type}")
-                self._measure_clock(env.sent_at_ms)
                 faults = []
                 if env.type == "reversal_ack":
-                    self._on_reversal_ack(ReversalAck.from_body(env.body, faults))
+                    rack = ReversalAck.from_body(env.body, faults)
+                    self._measure_clock(env.sent_at_ms, rack.in_reply_to)
+                    self._on_reversal_ack(rack)
                     return
                 ack = Ack.from_body(env.body, faults)
+                self._measure_clock(env.sent_at_ms, ack.in_reply_to)
                 if faults:  # the results still count; the balances come again with the deltas
                     self.stats.unread_balances += len(faults)
                     log.error(
@@ -647,9 +653,20 @@ class SyncAgent:
         )
         self._on_identity_conflict(status.instance)
 
-    def _measure_clock(self, server_ms: int) -> None:
-        """An ack's send time: the offset, less the one-way delay (milliseconds here)."""
-        self._set_offset(server_ms - self.clock.now_ms())
+    def _measure_clock(self, server_ms: int, in_reply_to: str) -> None:
+        """The offset from an ack's send time, NTP style: only an ack answering a message
+        still in flight whose round trip was short (:data:`MAX_ACK_CLOCK_RTT_MS`) says what
+        time it is now — the server sent it between our send and now, so the midpoint is
+        off by at most half the round trip. An ack that spent hours in a broker queue (a copy
+        delivered late, an answer to a message already resent) would set the clock back by
+        hours and misdate the next sales (found by the deterministic simulator, seed 39)."""
+        flight = self._inflight.get(in_reply_to)
+        if flight is None:
+            return
+        rtt_ms = int((self._mono() - flight.sent_at) * 1000)
+        if not 0 <= rtt_ms <= MAX_ACK_CLOCK_RTT_MS:
+            return
+        self._set_offset(server_ms - (self.clock.now_ms() - rtt_ms // 2))
 
     def _set_offset(self, offset: int) -> None:
         old = self.clock_offset_ms

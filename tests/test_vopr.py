@@ -233,6 +233,16 @@ def test_tens_of_thousands_of_sales_under_every_fault_kind() -> None:
     assert events["settlement"] >= 1 and events["clearing"] == 1 and events["card_lost"] >= 1
 
 
+@pytest.mark.slow
+def test_an_ack_hours_late_does_not_set_the_terminals_clock_back() -> None:
+    """Found by the million-sale sweep (seed 39): an ack that sat 4.6 hours in the broker
+    set a terminal's clock offset to -16,642,831 ms and its next sale was dated by it. Acks
+    now set the clock only while their message is in flight and the round trip is short."""
+    result = run_vopr(VoprOptions(seed=39, sales=20_000, steps=1153))
+    assert result["ok"], result["failure"]
+    assert result["audit"]["lost"] == 0 and result["audit"]["double_applied"] == 0
+
+
 # --- the command --------------------------------------------------------------------------
 
 
@@ -301,5 +311,62 @@ def test_a_late_ack_that_settles_a_resent_batch_leaves_the_terminal_in_sync(tmp_
     for _ in range(5):  # C is never answered
         step(int(term.config.ack_timeout_s * 1000))
     assert term.sync.in_sync and not term.sync.ack_overdue
+    term.store.close()
+    term.sync.store.close()
+
+
+def test_only_a_prompt_ack_of_a_message_in_flight_sets_the_clock(tmp_path: Path) -> None:
+    """The terminal's clock offset comes from acks NTP style: an ack answering a message
+    sent moments ago moves it; an ack the server sent hours ago (queued in the broker while
+    the terminal was away) does not — it would misdate every sale after it."""
+    time = SimTime(ms_from_china("2026-01-06T12:00"))
+    broker = SimBroker(time, Prng(1, "net"), Counter())
+    sent: list[dict] = []
+    server = broker.link(
+        "server", [(topics.ALL_SALES, 1)], on_message=lambda t, p: sent.append(json.loads(p))
+    )
+    server.start()
+
+    def no_http(*_: object) -> bytes:
+        raise ServerUnreachable("not in this test")
+
+    config = TerminalConfig(
+        "T1", "C01", "00" * 32, "00" * 32, "mqtt://sim", "http://sim", db_path=str(tmp_path / "t.sqlite")
+    )
+    transport = Transport(link=broker.link, http_send=no_http, monotonic=time.monotonic_s, boot_id="boot")
+    term = Terminal(config, NodeClock(time), display=MemoryDisplay(), transport=transport)
+    term.store.apply_changes(1, decode_changes(terminal_cache()))
+    term.sync.link.start()
+
+    def step(ms: int = 100) -> None:
+        time.advance(ms)
+        broker.tick()
+        broker.deliver_due()
+        term.sync.step()
+
+    def ack(message: dict, sale_seq: int, sale_uuid: str, sent_at_ms: int) -> None:
+        body = Ack(message["msg_id"], (SaleResult("T1", sale_seq, sale_uuid, "applied", None),)).to_body()
+        server.publish(topics.ack("T1"), seal_hmac("ack", "server", body, bytes(32), sent_at_ms))
+
+    step()
+    term.sync.assume(True)
+    _, first = term.tap(TapRequest("C1"))
+    step(), step()
+    ack(sent[0], first.seq, first.uuid, time.now_ms + 90_000)  # the server's clock is 90 s ahead
+    step()
+    assert abs(term.sync.clock_offset_ms - 90_000) <= 200  # off by at most half the round trip
+
+    _, second = term.tap(TapRequest("C2"))
+    step(), step()
+    assert len(sent) == 2  # in flight now
+    time.advance(5 * 3600_000)  # the terminal away for hours (not stepped): the answer waited
+    ack(sent[1], second.seq, second.uuid, time.now_ms - 5 * 3600_000 + 90_000)  # sent long ago
+    ack(sent[0], first.seq, first.uuid, time.now_ms - 5 * 3600_000 + 90_000)  # a copy of an old one
+    broker.tick()
+    broker.deliver_due()
+    term.sync.step()
+    step(), step()
+    assert term.store.pending_count() == 0  # the late ack still settles its sales…
+    assert abs(term.sync.clock_offset_ms - 90_000) <= 200  # …but does not set the clock back
     term.store.close()
     term.sync.store.close()
