@@ -194,6 +194,14 @@ class Faults:
         )
         self.counts["partition_terminal_long" if long else "partition_terminal"] += 1
 
+    def partition_one_terminal(self, duration_ms: int) -> None:
+        """A terminal cut off for ``duration_ms`` from now (the workload's: one left off over
+        New Year, so that the year's closes find it behind); nothing when faults are off."""
+        if not self.enabled:
+            return
+        self._partition([self.rng.pick(self.run.nodes).terminal_id], duration_ms)
+        self.counts["partition_terminal_long"] += 1
+
     def _partition_all(self) -> None:
         self._partition([n.terminal_id for n in self.run.nodes], self.rng.between(2_000, 120_000))
         self.counts["partition_all"] += 1

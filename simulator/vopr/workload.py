@@ -45,6 +45,7 @@ from terminal.authorize import TapRequest
 
 FORCE_AFTER = 3  # a close refused this many times (terminals behind) is forced
 FORCE_EARLY_P = 0.3  # … or, after a refusal, by an impatient clerk at the next try
+NEW_YEAR_OFFLINE_P = 0.3  # a terminal cut off across the year's end: its closes find it behind
 CLOSE_DELAY_DAYS = (0, 4)  # a quarter or year is closed this many days after its end
 
 
@@ -73,6 +74,7 @@ class Workload:
         self._allocations: list[tuple[int, str]] = []  # (due ms, quarter)
         self._allocated: set[tuple[str, str]] = set()
         self._closes: list[tuple[int, str, Any]] = []  # (due ms, "settle" | "clear", quarter or year)
+        self.events_forced_q4: dict[int, bool] = {}  # year → its Q4 settlement was forced
         self._refusals: Counter[str] = Counter()
         self._lost: dict[int, str] = {}  # diner → their card reported lost
         self._broke: set[int] = set()  # diners told their balance is short: they top up next session
@@ -109,7 +111,12 @@ class Workload:
             self._closes.append((ended.end_ms + delay, "settle", str(ended)))
             if ended.q == 4:
                 self.events["year_end"] += 1
-                self._closes.append((year_cutoff_ms(ended.year) + delay + 3_600_000, "clear", ended.year))
+                if self.rng.chance(NEW_YEAR_OFFLINE_P):  # a canteen shut over New Year
+                    away_ms = delay + self.rng.between(1, 12) * 3_600_000
+                    self.run.faults.partition_one_terminal(away_ms)
+                # tried right after the Q4 settlement (in order): a terminal still behind then
+                # is behind for the clearing too
+                self._closes.append((year_cutoff_ms(ended.year) + delay + 1, "clear", ended.year))
             # the new quarter's allocation: usually by the 10th, sometimes late
             late = self.rng.chance(0.2)
             due = self._quarter.start_ms + self.rng.between(15 if late else 0, 30 if late else 9) * 86_400_000
@@ -315,7 +322,10 @@ class Workload:
         """Settle a quarter or clear a year; True when closed (or nothing to do)."""
         key = f"{what}:{period}"
         refused = self._refusals[f"{key}:terminals_behind"]
-        force = refused >= FORCE_AFTER or (refused > 0 and self.rng.chance(FORCE_EARLY_P))
+        # a clerk who had to force the year's last settlement forces its clearing at the
+        # first refusal too: the same terminal is behind (the only way a clearing is forced)
+        forced_q4 = what == "clear" and self.events_forced_q4.get(int(period), False)
+        force = refused >= FORCE_AFTER or (refused > 0 and (forced_q4 or self.rng.chance(FORCE_EARLY_P)))
         if what == "settle":
             job = lambda c, now: settle_quarter(c, period, now, force=force)  # noqa: E731
         else:
@@ -336,6 +346,8 @@ class Workload:
             self.events["settlement_forced" if what == "settle" else "clearing_forced"] += 1
         if what == "settle":
             self.closed_quarters[str(period)] = doc
+            if force and str(period).endswith("Q4"):
+                self.events_forced_q4[int(str(period)[:4])] = True
         else:
             self._check_clearing(int(period), before)
         self.run.checks.books(f"after {key}")
