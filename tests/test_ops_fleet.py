@@ -67,6 +67,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _text(log: Path) -> str:
+    """A live log file: a read may land in the middle of a character being written."""
+    return log.read_text(errors="replace")
+
+
 @dataclass
 class Term:
     terminal_id: str
@@ -228,7 +233,7 @@ def ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
         [d.card_id for d in world.diners],
     )
     try:
-        assert wait_until(lambda: _up(http_port), T, 0.2), server_log.read_text(errors="replace")
+        assert wait_until(lambda: _up(http_port), T, 0.2), _text(server_log)
         yield ops
     finally:
         for term in ops.terms:
@@ -296,7 +301,7 @@ def test_enrolment_over_https_and_its_refusals(ops: Ops) -> None:
     conn.close()
     expired = ops.enrol(stale["code"], "pi-late", check=False)
     assert expired.returncode == 2 and "enrolment_code_expired" in expired.stderr
-    log = ops.server_log.read_text(errors="replace")
+    log = _text(ops.server_log)
     for refusal in ("enrolment_code_used", "enrolment_code_invalid", "enrolment_code_expired"):
         assert f"WARNING enrolment_refused: {refusal}" in log, log[-2000:]
     assert ops.query("SELECT count(*) FROM terminals") == [(1,)]
@@ -305,7 +310,7 @@ def test_enrolment_over_https_and_its_refusals(ops: Ops) -> None:
 def test_taps_reach_the_server_and_the_fleet_and_metrics_show_them(ops: Ops) -> None:
     tid = json.loads((ops.tmp / "etc" / "pi1.json").read_text())["terminal_id"]
     term = ops.start("pi1", tid)
-    assert wait_until(lambda: ops.row(tid)["status"] == "online", T, 0.5), term.log.read_text(errors="replace")[-2000:]
+    assert wait_until(lambda: ops.row(tid)["status"] == "online", T, 0.5), _text(term.log)[-2000:]
     for card in ops.cards[:3]:
         term.tap(f"{card} shop 350")
     assert wait_until(
@@ -376,14 +381,14 @@ def test_a_key_rotation_with_unsent_sales_loses_none(ops: Ops) -> None:
     ops.enrol(issued["code"], "pi2")
     tid = issued["terminal_id"]
     term = ops.start("pi2", tid)
-    assert wait_until(lambda: ops.row(tid)["status"] == "online", T, 0.5), term.log.read_text(errors="replace")[-2000:]
+    assert wait_until(lambda: ops.row(tid)["status"] == "online", T, 0.5), _text(term.log)[-2000:]
     old = term.secret()
 
     proxy.cut()  # the canteen's network goes: the terminal sells from its cache
     assert wait_until(lambda: ops.row(tid)["status"] == "offline", T, 0.5)
     for card in ops.cards[:4]:
         term.tap(f"{card} shop 100")
-    assert wait_until(lambda: _events(term).count("approved") == 4, T, 0.2), term.log.read_text(errors="replace")[-2000:]
+    assert wait_until(lambda: _events(term).count("approved") == 4, T, 0.2), _text(term.log)[-2000:]
     assert ops.query("SELECT count(*) FROM sales WHERE terminal_id = ?", tid) == [(0,)]
 
     started = json.loads(ops.cli("rotate-terminal", tid, "--json").stdout)
@@ -399,7 +404,7 @@ def test_a_key_rotation_with_unsent_sales_loses_none(ops: Ops) -> None:
         ),
         T,
         0.5,
-    ), term.log.read_text(errors="replace")[-3000:]
+    ), _text(term.log)[-3000:]
     print(f"rotation: network back to 4 unsent sales applied: {time.monotonic() - t0:.1f} s")
     assert wait_until(
         lambda: ops.query("SELECT next_secret_hex FROM terminals WHERE id = ?", tid) == [(None,)], T, 0.5
@@ -422,7 +427,7 @@ def test_a_key_rotation_with_unsent_sales_loses_none(ops: Ops) -> None:
 
 def _events(term: Term) -> list[str]:
     out = []
-    for line in term.log.read_text(errors="replace").splitlines():
+    for line in _text(term.log).splitlines():
         if line.startswith("{"):
             try:
                 out.append(json.loads(line).get("event"))
@@ -456,11 +461,11 @@ def test_alerts_for_a_wrong_clock_and_a_terminal_offline_in_meal_hours(ops: Ops)
     term.proc.kill()  # SIGKILL: the broker publishes its last will, "offline"
     term.proc.wait(10)
     assert wait_until(lambda: "terminal_offline" in codes(), T, 0.5), ops.row(tid)
-    log = ops.server_log.read_text(errors="replace")
-    assert wait_until(lambda: f"WARNING clock_offset_high: {tid}" in ops.server_log.read_text(errors="replace"), T, 0.5), log[
+    log = _text(ops.server_log)
+    assert wait_until(lambda: f"WARNING clock_offset_high: {tid}" in _text(ops.server_log), T, 0.5), log[
         -2000:
     ]
-    assert wait_until(lambda: f"WARNING terminal_offline: {tid}" in ops.server_log.read_text(errors="replace"), T, 0.5)
+    assert wait_until(lambda: f"WARNING terminal_offline: {tid}" in _text(ops.server_log), T, 0.5)
     data = ops.fleet()
     mine = [a for a in data["alerts"] if a["terminal_id"] == tid]
     assert all(a["canteen_id"] == "C02" and a["detail"] for a in mine)
@@ -510,4 +515,4 @@ def test_wrong_codes_are_rate_limited(ops: Ops) -> None:
     assert "enrolment_rate_limited" in seen[4]
     limited = ops.enrol(good["code"], "pi-limited", check=False)
     assert limited.returncode == 2 and "enrolment_rate_limited" in limited.stderr
-    assert "WARNING enrolment_refused: enrolment_rate_limited" in ops.server_log.read_text(errors="replace")
+    assert "WARNING enrolment_refused: enrolment_rate_limited" in _text(ops.server_log)
