@@ -90,6 +90,17 @@ class Slot(NamedTuple):
     results: list[int]
 
 
+class SaleMessage(NamedTuple):
+    """A verified sale batch, decided after the transaction's messages are read, so that
+    all its sales are read ahead together (:meth:`SaleApplier.prefetch`)."""
+
+    terminal_id: str
+    msg_id: str
+    batch: SaleBatch
+    canteen_id: str
+    revoked_at_ms: int | None
+
+
 class ReversalMessage(NamedTuple):
     """A verified reversal batch, decided after the sales of the same transaction (so a
     reversal finds its sale even when both arrive together)."""
@@ -411,6 +422,7 @@ class IngestWorker:
         applier = SaleApplier(self._conn, now, version, self._accounts)
         keys = self._keys  # rotations seen in this transaction (process() made it)
         slots: list[Slot] = []
+        sale_messages: list[SaleMessage] = []
         reversal_messages: list[ReversalMessage] = []
         # revocations by terminal, read once per transaction: this transaction holds the
         # write lock, so no revocation can commit while it runs (a revocation holds from the
@@ -430,11 +442,7 @@ class IngestWorker:
                 if topic == topics.sales(claimed) and env.type == "sale_batch":
                     batch = SaleBatch.from_body(env.body, env.sender)
                     canteen = self._book.canteen(env.sender) or ""
-                    slots.append(
-                        Slot(
-                            env.sender, env.msg_id, [applier.apply(s, canteen, revoked) for s in batch.sales]
-                        )
-                    )
+                    sale_messages.append(SaleMessage(env.sender, env.msg_id, batch, canteen, revoked))
                 elif topic == topics.reversals(claimed) and env.type == "reversal_batch":
                     reversal_messages.append(
                         ReversalMessage(
@@ -460,6 +468,11 @@ class IngestWorker:
                 rejections.append(Rejection(topic, claimed, exc.code, exc.detail))
                 if claimed is not None and self._book.secret(claimed) is not None:
                     replies.append((claimed, Ack(in_reply_to=_msg_id_of(payload), reason=exc.code)))
+        # every sale of the transaction read ahead in a few queries, then decided in order
+        applier.prefetch(s for m in sale_messages for s in m.batch.sales)
+        for m in sale_messages:
+            results_of = [applier.apply(s, m.canteen_id, m.revoked_at_ms) for s in m.batch.sales]
+            slots.append(Slot(m.terminal_id, m.msg_id, results_of))
         results = applier.finish()
         for slot in slots:
             replies.append((slot.terminal_id, Ack(slot.msg_id, tuple(results[i] for i in slot.results))))
