@@ -34,7 +34,7 @@ from __future__ import annotations
 import bisect
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +43,7 @@ from server.books.periods import year_of_ms
 from server.books.settlement_rules import take_in_order
 from server.books.spend import split_payment
 from server.downstream.changes import holder_change_from, meals_of_day
+from server.infra.db import chunks
 from server.registry import pins
 from server.sales import takings
 from server.sales.double_spend import note_sale_credential
@@ -91,7 +92,6 @@ _PURSES_OF_CARDS = (
     f"OR {ledger.is_subsidy_purse_sql('a.id', 'h.id')}) "
     "WHERE c.card_id IN ({marks})"
 )
-_LOOKUP_CHUNK = 400  # cards or sale keys per lookup query
 
 
 @dataclass
@@ -208,14 +208,16 @@ class SaleApplier:
 
     def prefetch(self, sales: Iterable[Sale]) -> None:
         """Read what deciding these sales needs in a few queries, not a few per sale: which
-        are stored already (by key or by uuid), and their cards' holders with their purses.
+        are stored already (by key or by uuid), their cards' holders with their purses, and
+        their terminals' and canteens' facts for the plausibility check.
         :meth:`apply` reads for itself what was not read ahead (a batch of one)."""
         sales = list(sales)
         self._load_stored({(s.terminal_id, s.seq) for s in sales}, {s.uuid for s in sales})
         self._load_cards({s.card_id for s in sales if s.method != "ecny"})
+        self._facts.prefetch({s.terminal_id for s in sales}, {s.canteen_id for s in sales})
 
     def _load_stored(self, keys: set[tuple[str, int]], uuids: set[str]) -> None:
-        for chunk in _chunks(sorted(keys - self._stored.keys())):
+        for chunk in chunks(sorted(keys - self._stored.keys())):
             self._stored.update(dict.fromkeys(chunk))
             pairs = ", ".join(["(?, ?)"] * len(chunk))
             for row in self.conn.execute(
@@ -224,7 +226,7 @@ class SaleApplier:
                 [x for key in chunk for x in key],
             ):
                 self._stored[(row["terminal_id"], row["seq"])] = row
-        for chunk in _chunks(sorted(uuids - self._uuids_checked)):
+        for chunk in chunks(sorted(uuids - self._uuids_checked)):
             self._uuids_checked.update(chunk)
             marks = ", ".join("?" * len(chunk))
             self._stored_uuids.update(
@@ -233,7 +235,7 @@ class SaleApplier:
 
     def _load_cards(self, cards: set[str]) -> None:
         fresh: set[str] = set()  # holders first read now (one already read keeps its moved purses)
-        for chunk in _chunks(sorted(cards - self._cards.keys())):
+        for chunk in chunks(sorted(cards - self._cards.keys())):
             self._cards.update(dict.fromkeys(chunk))
             marks = ", ".join("?" * len(chunk))
             for card_id, holder_id, unit_id, blocked, account, fen in self.conn.execute(
@@ -501,11 +503,6 @@ class SaleApplier:
     @staticmethod
     def _reject(sale: Sale, reason: str) -> SaleResult:
         return SaleResult(sale.terminal_id, sale.seq, sale.uuid, "rejected", reason)
-
-
-def _chunks(items: list[Any]) -> Iterator[list[Any]]:
-    for i in range(0, len(items), _LOOKUP_CHUNK):
-        yield items[i : i + _LOOKUP_CHUNK]
 
 
 def _base_row(sale: Sale, now_ms: int) -> dict[str, Any]:

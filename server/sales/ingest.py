@@ -40,7 +40,7 @@ from server.infra import db as dbm
 from server.infra.metrics import ServerMetrics
 from server.infra.terminal_keys import CURRENT, NEXT
 from server.registry import rotation
-from server.registry.terminals import SecretBook, record_status, revoked_at
+from server.registry.terminals import SecretBook, record_status, revocations
 from server.registry.updates import record_report
 from server.sales.apply import SaleApplier
 from server.sales.quarantine import suspects, warn_suspects
@@ -424,10 +424,12 @@ class IngestWorker:
         slots: list[Slot] = []
         sale_messages: list[SaleMessage] = []
         reversal_messages: list[ReversalMessage] = []
-        # revocations by terminal, read once per transaction: this transaction holds the
-        # write lock, so no revocation can commit while it runs (a revocation holds from the
-        # next transaction on; on PostgreSQL this spares a round trip per message)
-        revocations: dict[str, int | None] = {}
+        # revocations of the topics' terminals, read once per transaction in one query: this
+        # transaction holds the write lock, so no revocation can commit while it runs (a
+        # revocation holds from the next transaction on; on PostgreSQL a round trip is a cost)
+        revoked_by_terminal = revocations(
+            self._conn, {t for t in (topics.terminal_of(topic) for topic, _ in messages) if t is not None}
+        )
         for topic, payload in messages:
             claimed = topics.terminal_of(topic)
             try:
@@ -436,9 +438,7 @@ class IngestWorker:
                     raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
                 if which == NEXT and rotation.complete(self._conn, env.sender, now):
                     keys.completed.add(env.sender)
-                if env.sender not in revocations:
-                    revocations[env.sender] = revoked_at(self._conn, env.sender)
-                revoked = revocations[env.sender]
+                revoked = revoked_by_terminal[env.sender]  # the sender is the topic's terminal
                 if topic == topics.sales(claimed) and env.type == "sale_batch":
                     batch = SaleBatch.from_body(env.body, env.sender)
                     canteen = self._book.canteen(env.sender) or ""
