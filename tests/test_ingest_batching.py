@@ -12,6 +12,8 @@ from server.closing.check import all_violations
 from server.infra.db import dialect, open_db
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
+from shared.protocol import topics
+from tests.helpers import signed_batch
 from tests.money_world import MoneyWorld
 
 
@@ -61,6 +63,53 @@ def test_a_rolled_back_transaction_leaves_no_account_the_worker_believes_in(
     results = w.send(first, second)  # the terminal resends the same sales
     assert [r.status for r in results] == ["applied", "applied"]
     assert ledger.balance(conn, ledger.canteen_payable("C02")) == 400
+    assert all_violations(conn) == []
+
+
+def test_sales_of_one_holder_in_one_transaction_are_split_as_if_sent_one_by_one(
+    conn: sqlite3.Connection, clock: FakeClock
+) -> None:
+    """The worker reads a transaction's holders once and posts its sales together: a later
+    sale of the same holder, in the same message or another, must still be split over the
+    purses as the earlier ones left them (here into an overdraft), exactly as when each sale
+    is its own transaction. K001 gets them together, K003 (same unit, same money) one by one."""
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")  # 30,000 subsidy each
+    w.topup("K001", 500)
+    w.topup("K003", 500)
+    amounts = [20_000, 20_000, 1_000]
+    creds = w.terminals["C01"]
+    together = [w.new_sale("K001", fen) for fen in amounts]
+    w.worker.process(
+        [
+            (topics.sales(creds.terminal_id), signed_batch(creds, together[:2], clock.now_ms(), "m1")),
+            (topics.sales(creds.terminal_id), signed_batch(creds, together[2:], clock.now_ms(), "m2")),
+        ]
+    )
+    batched = [r for ack in w.acks[-2:] for r in ack.results]
+    alone = [w.sell("K003", fen) for fen in amounts]
+    split = [(r.status, r.subsidy_fen, r.self_fen, r.overdraft_fen) for r in batched]
+    assert split == [(r.status, r.subsidy_fen, r.self_fen, r.overdraft_fen) for r in alone]
+    assert split == [
+        ("applied", 20_000, 0, 0),
+        ("applied", 10_000, 10_000, 9_500),
+        ("applied", 0, 1_000, 1_000),
+    ]
+    # every result of the transaction carries the balance at its end
+    assert {(r.balance.subsidy_fen, r.balance.self_fen) for r in batched} == {(0, -10_500)}
+    assert (alone[-1].balance.subsidy_fen, alone[-1].balance.self_fen) == (0, -10_500)
+    assert ledger.balance(conn, ledger.self_purse("H001")) == ledger.balance(conn, ledger.self_purse("H003"))
+    # the whole transaction again: every sale a duplicate with its first result
+    w.worker.process(
+        [
+            (topics.sales(creds.terminal_id), signed_batch(creds, together[:2], clock.now_ms(), "m3")),
+            (topics.sales(creds.terminal_id), signed_batch(creds, together[2:], clock.now_ms(), "m4")),
+        ]
+    )
+    again = [r for ack in w.acks[-2:] for r in ack.results]
+    assert [r.status for r in again] == ["duplicate"] * 3
+    assert [(r.subsidy_fen, r.self_fen, r.overdraft_fen) for r in again] == [s[1:] for s in split]
+    assert ledger.balance(conn, ledger.self_purse("H001")) == -10_500
     assert all_violations(conn) == []
 
 

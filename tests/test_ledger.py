@@ -54,3 +54,33 @@ def test_post_refuses_negative_amounts(conn: sqlite3.Connection) -> None:
     with pytest.raises(ValueError), write_txn(conn):
         ledger.post(conn, "x", [ledger.Move("a:1", "b:1", -5)], 0)
     assert conn.execute("SELECT count(*) FROM txns").fetchone()[0] == 0
+
+
+def test_post_many_records_each_txn_with_its_own_entries(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
+    """Several txns in a few statements (the ingest batch): each id comes back for its own
+    posting, an account moved by several moves once by their sum, a txn without moves kept."""
+    now = clock.now_ms()
+    postings = [
+        ledger.Posting("sale", (ledger.Move("bank:topup", "holder:H9:self", 700),), "T/1"),
+        ledger.Posting("sale", (), "T/2", "ecny"),
+        ledger.Posting(
+            "sale",
+            (ledger.Move("holder:H9:self", "canteen:C9:payable", 300), ledger.Move("bank:topup", "x:y", 5)),
+            "T/3",
+        ),
+    ]
+    with write_txn(conn):
+        ids = ledger.post_many(conn, postings, now)
+    assert len(set(ids)) == 3
+    for txn_id, p in zip(ids, postings, strict=True):
+        txn = conn.execute("SELECT ref, memo FROM txns WHERE id = ?", (txn_id,)).fetchone()
+        assert tuple(txn) == (p.ref, p.memo)
+        entries = conn.execute(
+            "SELECT from_account, to_account, amount_fen FROM entries WHERE txn_id = ? ORDER BY id", (txn_id,)
+        ).fetchall()
+        assert [tuple(e) for e in entries] == [(m.source, m.dest, m.amount_fen) for m in p.moves]
+    assert ledger.balance(conn, "holder:H9:self") == 400
+    assert ledger.balance(conn, "bank:topup") == -705
+    assert ledger.ledger_sum(conn) == 0
+    with pytest.raises(ValueError), write_txn(conn):
+        ledger.post_many(conn, [postings[0], postings[0]], now)  # ids come back by ref: refs must differ

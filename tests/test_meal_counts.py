@@ -71,6 +71,23 @@ def test_a_late_sale_of_an_earlier_day_counts_that_day_only(
     }
 
 
+def test_one_transaction_counts_each_holder_on_the_day_of_their_own_meal(
+    conn: sqlite3.Connection, clock: FakeClock
+) -> None:
+    w = MoneyWorld(conn, clock)
+    w.allocate("U01", "2026Q1")
+    w.sell("K003", 1200, LUNCH, meal_period="lunch")  # H003 ate today too
+    w.send(
+        w.new_sale("K001", 1200, LUNCH, meal_period="lunch"),
+        w.new_sale("K003", 1200, LUNCH - 86_400_000, meal_period="lunch"),  # uploaded late
+    )
+    assert holder_change_in_last_delta(conn, "H001")["meals"] == {"day": DAY, "taken": {"C01": {"lunch": 1}}}
+    assert holder_change_in_last_delta(conn, "H003")["meals"] == {
+        "day": "2026-01-05",
+        "taken": {"C01": {"lunch": 1}},
+    }
+
+
 def test_a_fresh_terminals_snapshot_carries_todays_meals(conn: sqlite3.Connection, clock: FakeClock) -> None:
     w = MoneyWorld(conn, clock)
     w.allocate("U01", "2026Q1")

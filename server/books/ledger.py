@@ -197,6 +197,16 @@ class Move:
     amount_fen: int
 
 
+@dataclass(frozen=True)
+class Posting:
+    """One txn to record: its kind, moves, ref and memo (see :func:`post_many`)."""
+
+    kind: str
+    moves: tuple[Move, ...]
+    ref: str | None = None
+    memo: str = ""
+
+
 def post(
     conn: sqlite3.Connection,
     kind: str,
@@ -219,43 +229,77 @@ def post(
     whatever the database. ``accounts`` (optional) lets a busy writer skip creating accounts
     it already knows exist (see :class:`AccountCache`).
     """
-    moves = [m for m in moves if m.amount_fen != 0]
-    for m in moves:
-        if not isinstance(m.amount_fen, int) or isinstance(m.amount_fen, bool) or m.amount_fen < 0:
-            raise ValueError(f"ledger amounts are positive int fen, got {m.amount_fen!r}")
-        if m.source == m.dest:
-            raise ValueError(f"a move needs two different accounts, got {m.source}")
-        check_fen(m.amount_fen, f"move {m.source} -> {m.dest}")
+    return post_many(conn, [Posting(kind, tuple(moves), ref, memo)], at_ms, accounts=accounts)[0]
+
+
+_POST_CHUNK = 200  # txns per INSERT (4 parameters each), balance pairs per UPDATE
+
+
+def post_many(
+    conn: sqlite3.Connection,
+    postings: Iterable[Posting],
+    at_ms: int,
+    *,
+    accounts: AccountCache | None = None,
+) -> list[int]:
+    """Record several txns as :func:`post` records one, in a few statements whatever their
+    number (the ingest worker's batch: a round trip per statement is what a networked
+    database costs); returns their txn ids in order. Several postings need distinct refs
+    (the txn ids come back by ref). Every move is checked before anything is written; each
+    account's balance moves once by the sum of its deltas (``balance_fen = balance_fen +
+    delta``) and the result is checked like :func:`post`'s."""
+    items = [(p, [m for m in p.moves if m.amount_fen != 0]) for p in postings]
+    for _, moves in items:
+        for m in moves:
+            if not isinstance(m.amount_fen, int) or isinstance(m.amount_fen, bool) or m.amount_fen < 0:
+                raise ValueError(f"ledger amounts are positive int fen, got {m.amount_fen!r}")
+            if m.source == m.dest:
+                raise ValueError(f"a move needs two different accounts, got {m.source}")
+            check_fen(m.amount_fen, f"move {m.source} -> {m.dest}")
+    refs = [p.ref for p, _ in items]
+    if len(refs) > 1 and (None in refs or len(set(refs)) < len(refs)):
+        raise ValueError("postings of one call need distinct refs")
+    ids: list[int] = []
+    for i in range(0, len(items), _POST_CHUNK):
+        chunk = items[i : i + _POST_CHUNK]
+        rows = conn.execute(
+            "INSERT INTO txns(kind, ref, at_ms, memo) VALUES "
+            + ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+            + " RETURNING id, ref",
+            [x for p, _ in chunk for x in (p.kind, p.ref, at_ms, p.memo)],
+        ).fetchall()
+        by_ref = {r[1]: int(r[0]) for r in rows}
+        ids += [int(rows[0][0])] if len(chunk) == 1 else [by_ref[p.ref] for p, _ in chunk]
     delta: dict[str, int] = {}
-    for m in moves:
-        delta[m.source] = delta.get(m.source, 0) - m.amount_fen
-        delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
-    txn_id = int(
-        conn.execute(
-            "INSERT INTO txns(kind, ref, at_ms, memo) VALUES (?, ?, ?, ?) RETURNING id",
-            (kind, ref, at_ms, memo),
-        ).fetchone()[0]
-    )
-    if not moves:
-        return txn_id
-    touched = {a for m in moves for a in (m.source, m.dest)}
+    for _, moves in items:
+        for m in moves:
+            delta[m.source] = delta.get(m.source, 0) - m.amount_fen
+            delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
+    if not delta:
+        return ids
+    touched = set(delta)
     if accounts is not None:
         touched = accounts.unknown(touched)
         accounts.created(touched)
     if touched:
         conn.executemany(
             "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
-            [(a, account_kind(a)) for a in touched],
+            [(a, account_kind(a)) for a in sorted(touched)],
         )
     conn.executemany(
         "INSERT INTO entries(txn_id, from_account, to_account, amount_fen) VALUES (?, ?, ?, ?)",
-        [(txn_id, m.source, m.dest, m.amount_fen) for m in moves],
+        [
+            (txn_id, m.source, m.dest, m.amount_fen)
+            for txn_id, (_, moves) in zip(ids, items, strict=True)
+            for m in moves
+        ],
     )
     changed = sorted((a, d) for a, d in delta.items() if d)
-    if changed:
-        for account, new in conn.execute(_move_balances_sql(len(changed)), [x for ad in changed for x in ad]):
+    for i in range(0, len(changed), _POST_CHUNK):
+        chunk_ = changed[i : i + _POST_CHUNK]
+        for account, new in conn.execute(_move_balances_sql(len(chunk_)), [x for ad in chunk_ for x in ad]):
             check_balance(account, int(new) - delta[account], int(new))
-    return txn_id
+    return ids
 
 
 @functools.lru_cache(maxsize=16)

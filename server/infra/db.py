@@ -11,7 +11,9 @@ queue instead of deadlocking.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from server.infra import pg
 from server.infra.schema import MIGRATIONS
@@ -137,3 +139,13 @@ def bump_counter(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
 def counter(conn: sqlite3.Connection, name: str) -> int:
     row = conn.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
     return int(row[0]) if row else 0
+
+
+_T = TypeVar("_T")
+IN_CHUNK = 400  # values per ``IN (…)`` / ``VALUES …`` lookup: well inside both databases' limits
+
+
+def chunks(items: Sequence[_T], size: int = IN_CHUNK) -> Iterator[Sequence[_T]]:
+    """``items`` in slices of ``size``, for lookups of many keys in a few queries."""
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

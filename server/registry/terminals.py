@@ -26,10 +26,11 @@ import logging
 import secrets
 import sqlite3
 import threading
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from server.infra.db import get_setting, set_setting
+from server.infra.db import chunks, get_setting, set_setting
 from server.infra.terminal_keys import accepted_secrets
 from shared.errors import DomainError
 from shared.protocol import Status
@@ -186,13 +187,23 @@ def revoke(conn: sqlite3.Connection, terminal_id: str, now_ms: int) -> None:
 def revoked_at(conn: sqlite3.Connection, terminal_id: str) -> int | None:
     """When a terminal was revoked (ms), or None while it is in service. A terminal revoked
     before the time was recorded counts as revoked since 0: nothing it signs is accepted."""
-    row = conn.execute(
-        "SELECT t.state, s.value FROM terminals t LEFT JOIN settings s ON s.key = ? WHERE t.id = ?",
-        (_REVOKED_KEY + terminal_id, terminal_id),
-    ).fetchone()
-    if row is None or row[0] != "revoked":
-        return None
-    return int(row[1]) if row[1] is not None else 0
+    return revocations(conn, [terminal_id])[terminal_id]
+
+
+def revocations(conn: sqlite3.Connection, terminal_ids: Iterable[str]) -> dict[str, int | None]:
+    """:func:`revoked_at` of several terminals in one query per 400 (an unknown one: None)."""
+    ids = sorted(set(terminal_ids))
+    out: dict[str, int | None] = dict.fromkeys(ids)
+    for chunk in chunks(ids):
+        marks = ", ".join("?" * len(chunk))
+        for terminal_id, state, value in conn.execute(
+            "SELECT t.id, t.state, s.value FROM terminals t LEFT JOIN settings s ON s.key = ? || t.id "
+            f"WHERE t.id IN ({marks})",
+            (_REVOKED_KEY, *chunk),
+        ):
+            if state == "revoked":
+                out[terminal_id] = int(value) if value is not None else 0
+    return out
 
 
 def note_instance(conn: sqlite3.Connection, terminal_id: str, instance: str, sent_at_ms: int) -> bool:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import json
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,7 @@ from server.books.periods import year_of_ms
 from server.books.settlement_rules import take_in_order
 from server.books.spend import split_payment
 from server.downstream.changes import holder_change_from, meals_of_day
+from server.infra.db import chunks
 from server.registry import pins
 from server.sales import takings
 from server.sales.double_spend import note_sale_credential
@@ -82,21 +84,38 @@ _COLUMNS = (
     "cleared_subsidy_fen",
 )
 _INSERT = f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_SEEN = "SELECT terminal_id = ? AND seq = ? FROM sales WHERE (terminal_id = ? AND seq = ?) OR uuid = ?"
-# the holder of a card, blocked flag, and purses: the subsidy of the sale's year, the self
-# purse, and (for the change sent down) the subsidy of this year, the next and earlier years
-_PURSE = "coalesce((SELECT balance_fen FROM accounts WHERE id = {}), 0)"
-_HOLDER_BY_CARD = (
-    "SELECT h.id, h.unit_id, h.blocked, "
-    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?1'))}, "
-    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'self'))}, "
-    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?2'))}, "
-    f"{_PURSE.format(ledger.purse_id_sql('h.id', 'subsidy', '?2 + 1'))}, "
-    "(SELECT coalesce(sum(balance_fen), 0) FROM accounts a WHERE "
-    f"{ledger.is_subsidy_purse_sql('a.id', 'h.id')} AND a.balance_fen > 0 "
-    f"AND a.id < {ledger.purse_id_sql('h.id', 'subsidy', '?2')}) "
-    "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?3"
+# a batch's cards: their holders, blocked flags, and purses (self and every year's subsidy)
+_PURSES_OF_CARDS = (
+    "SELECT c.card_id, h.id, h.unit_id, h.blocked, a.id, a.balance_fen "
+    "FROM cards c JOIN holders h ON h.id = c.holder_id "
+    f"LEFT JOIN accounts a ON (a.id = {ledger.purse_id_sql('h.id', 'self')} "
+    f"OR {ledger.is_subsidy_purse_sql('a.id', 'h.id')}) "
+    "WHERE c.card_id IN ({marks})"
 )
+
+
+@dataclass
+class _Holder:
+    """A cardholder as this transaction sees it: the purses' balances read once, then moved
+    here by every sale decided (their postings are written by :meth:`SaleApplier.finish`)."""
+
+    holder_id: str
+    unit_id: str
+    blocked: bool
+    purses: dict[str, int]
+
+    def balance(self, account: str) -> int:
+        return self.purses.get(account, 0)
+
+    def expired(self, year: int) -> int:
+        """Earlier years' subsidy (positive purses only), as the delta sends it."""
+        total = 0
+        for account, fen in self.purses.items():
+            if fen > 0:
+                _, purse, purse_year = ledger.parse_purse(account)
+                if purse == "subsidy" and purse_year is not None and purse_year < year:
+                    total += fen
+        return total
 
 
 def _result(row: dict[str, Any] | sqlite3.Row, status: str) -> SaleResult:
@@ -170,15 +189,70 @@ class SaleApplier:
         self._quarantine: list[tuple[Sale, Implausible]] = []
         # the caller commits or rolls back the cache with its transaction
         self._accounts = accounts if accounts is not None else ledger.AccountCache()
-        # holder -> [unit, blocked flag, this year's subsidy, self, this year, next year's
-        # subsidy, earlier years' subsidy]
-        self._holders: dict[str, list[Any]] = {}
+        # what this txn has read: cards' holders (None: unknown card) with their purses as
+        # moved by the sales decided so far, and the sale keys and uuids already stored
+        self._cards: dict[str, str | None] = {}
+        self._holders: dict[str, _Holder] = {}
+        self._stored: dict[tuple[str, int], Any] = {}  # key -> stored row, or None
+        self._uuids_checked: set[str] = set()
+        self._stored_uuids: set[str] = set()
+        self._postings: list[tuple[dict[str, Any], ledger.Posting]] = []  # written by finish()
         self._year = year_of_ms(now_ms)
         self._pending: dict[tuple[str, int], dict[str, Any]] = {}
         self._pending_uuids: set[str] = set()
         self._late: list[tuple[str, int, str, int, int]] = []
         self._results: list[SaleResult | tuple[tuple[str, int], str]] = []
         self._finished = False
+
+    # -- reading ahead --------------------------------------------------------------------
+
+    def prefetch(self, sales: Iterable[Sale]) -> None:
+        """Read what deciding these sales needs in a few queries, not a few per sale: which
+        are stored already (by key or by uuid), their cards' holders with their purses, and
+        their terminals' and canteens' facts for the plausibility check.
+        :meth:`apply` reads for itself what was not read ahead (a batch of one)."""
+        sales = list(sales)
+        self._load_stored({(s.terminal_id, s.seq) for s in sales}, {s.uuid for s in sales})
+        self._load_cards({s.card_id for s in sales if s.method != "ecny"})
+        self._facts.prefetch({s.terminal_id for s in sales}, {s.canteen_id for s in sales})
+
+    def _load_stored(self, keys: set[tuple[str, int]], uuids: set[str]) -> None:
+        for chunk in chunks(sorted(keys - self._stored.keys())):
+            self._stored.update(dict.fromkeys(chunk))
+            pairs = ", ".join(["(?, ?)"] * len(chunk))
+            for row in self.conn.execute(
+                f"SELECT s.* FROM sales s JOIN (VALUES {pairs}) AS v "
+                "ON s.terminal_id = v.column1 AND s.seq = v.column2",
+                [x for key in chunk for x in key],
+            ):
+                self._stored[(row["terminal_id"], row["seq"])] = row
+        for chunk in chunks(sorted(uuids - self._uuids_checked)):
+            self._uuids_checked.update(chunk)
+            marks = ", ".join("?" * len(chunk))
+            self._stored_uuids.update(
+                r[0] for r in self.conn.execute(f"SELECT uuid FROM sales WHERE uuid IN ({marks})", chunk)
+            )
+
+    def _load_cards(self, cards: set[str]) -> None:
+        fresh: set[str] = set()  # holders first read now (one already read keeps its moved purses)
+        for chunk in chunks(sorted(cards - self._cards.keys())):
+            self._cards.update(dict.fromkeys(chunk))
+            marks = ", ".join("?" * len(chunk))
+            for card_id, holder_id, unit_id, blocked, account, fen in self.conn.execute(
+                _PURSES_OF_CARDS.format(marks=marks), chunk
+            ):
+                self._cards[card_id] = holder_id
+                if holder_id not in self._holders:
+                    self._holders[holder_id] = _Holder(holder_id, unit_id, bool(blocked), {})
+                    fresh.add(holder_id)
+                if holder_id in fresh and account is not None:
+                    self._holders[holder_id].purses[account] = int(fen)
+
+    def _holder_of(self, card_id: str) -> _Holder | None:
+        if card_id not in self._cards:
+            self._load_cards({card_id})
+        holder_id = self._cards[card_id]
+        return self._holders[holder_id] if holder_id is not None else None
 
     # -- one sale -----------------------------------------------------------------------
 
@@ -194,9 +268,9 @@ class SaleApplier:
             self._count("duplicate" if same else "rejected")
             self._results.append((key, "duplicate") if same else self._reject(sale, "sale_id_conflict"))
             return slot
-        seen = self.conn.execute(_SEEN, (*key, *key, sale.uuid)).fetchall()  # one lookup for new sales
-        if any(same_key for (same_key,) in seen):
-            row = self.conn.execute("SELECT * FROM sales WHERE terminal_id = ? AND seq = ?", key).fetchone()
+        self._load_stored({key}, {sale.uuid})  # read ahead by prefetch(), or now
+        row = self._stored[key]
+        if row is not None:
             if row["uuid"] != sale.uuid:
                 self._count("rejected")
                 self._results.append(self._reject(sale, "sale_id_conflict"))
@@ -204,7 +278,7 @@ class SaleApplier:
                 self._count("duplicate")
                 self._results.append(_result(row, "duplicate"))
             return slot
-        if seen or sale.uuid in self._pending_uuids:  # the uuid belongs to another sale
+        if sale.uuid in self._stored_uuids or sale.uuid in self._pending_uuids:  # another sale's uuid
             self._count("rejected")
             self._results.append(self._reject(sale, "sale_id_conflict"))
             return slot
@@ -249,13 +323,15 @@ class SaleApplier:
         if sale.method == "ecny":  # settled by the gateway: recorded for totals, no purse moves
             if check and (held := self._hold(sale, row, None)) is not None:
                 return held, True
-            row["txn_id"] = ledger.post(self.conn, "sale", [], self.now_ms, ref=sale.sale_id, memo="ecny")
+            self._postings.append((row, ledger.Posting("sale", (), sale.sale_id, "ecny")))
             return row, False
         sale_year = year_of_ms(sale.occurred_at_ms)  # its year's subsidy only (第十条 年末清零)
-        holder = self.conn.execute(_HOLDER_BY_CARD, (sale_year, self._year, sale.card_id)).fetchone()
+        holder = self._holder_of(sale.card_id)
         if holder is None:
             return {**row, "status": "rejected", "reason": "card_unknown"}, False
-        holder_id, unit_id, blocked, subsidy_balance, self_balance, this_year, next_year, expired = holder
+        holder_id, unit_id = holder.holder_id, holder.unit_id
+        subsidy_purse, self_purse = ledger.subsidy_purse(holder_id, sale_year), ledger.self_purse(holder_id)
+        subsidy_balance, self_balance = holder.balance(subsidy_purse), holder.balance(self_purse)
         if check:
             held = self._hold(sale, {**row, "holder_id": holder_id, "unit_id": unit_id}, unit_id)
             if held is not None:
@@ -273,24 +349,17 @@ class SaleApplier:
                 cleared += fen
             rest -= cleared
         split = split_payment(subsidy_balance, self_balance, rest)
-        moves.append(ledger.Move(ledger.subsidy_purse(holder_id, sale_year), payable, split.subsidy_fen))
-        moves.append(ledger.Move(ledger.self_purse(holder_id), payable, split.self_fen))
-        row["txn_id"] = ledger.post(
-            self.conn, "sale", moves, self.now_ms, ref=sale.sale_id, accounts=self._accounts
-        )
+        moves.append(ledger.Move(subsidy_purse, payable, split.subsidy_fen))
+        moves.append(ledger.Move(self_purse, payable, split.self_fen))
+        # posted by finish(), with the batch's others; the next sale of this holder in the
+        # batch is split over the purses as this one leaves them
+        self._postings.append((row, ledger.Posting("sale", tuple(moves), sale.sale_id)))
+        holder.purses[subsidy_purse] = subsidy_balance - split.subsidy_fen
+        holder.purses[self_purse] = self_balance - split.self_fen
         if self.periods.settled(sale.occurred_at_ms):
             self._late.append(
                 (sale.terminal_id, sale.seq, sale.canteen_id, sale.occurred_at_ms, sale.amount_fen)
             )
-        self._holders[holder_id] = [
-            unit_id,
-            bool(blocked),
-            this_year - (split.subsidy_fen if sale_year == self._year else 0),
-            self_balance - split.self_fen,
-            self._year,
-            next_year - (split.subsidy_fen if sale_year == self._year + 1 else 0),
-            expired - (split.subsidy_fen if sale_year < self._year else 0),
-        ]
         self.changes[holder_id] = {}  # filled in finish(): the state at the end of the txn
         row.update(
             holder_id=holder_id,
@@ -334,8 +403,22 @@ class SaleApplier:
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True
+        postings = [p for _, p in self._postings]
+        txn_ids = ledger.post_many(self.conn, postings, self.now_ms, accounts=self._accounts)
+        for (row, _), txn_id in zip(self._postings, txn_ids, strict=True):
+            row["txn_id"] = txn_id
         for holder_id in self.changes:  # the balances the ledger now holds (read, then moved here)
-            self.changes[holder_id] = holder_change_from(holder_id, *self._holders[holder_id])
+            h = self._holders[holder_id]
+            self.changes[holder_id] = holder_change_from(
+                holder_id,
+                h.unit_id,
+                h.blocked,
+                h.balance(ledger.subsidy_purse(holder_id, self._year)),
+                h.balance(ledger.self_purse(holder_id)),
+                self._year,
+                h.balance(ledger.subsidy_purse(holder_id, self._year + 1)),
+                h.expired(self._year),
+            )
         for row in self._pending.values():
             change = self.changes.get(row["holder_id"]) if row["holder_id"] else None
             if change is not None:

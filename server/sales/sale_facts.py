@@ -12,8 +12,10 @@ from __future__ import annotations
 import bisect
 import json
 import sqlite3
+from collections.abc import Iterable
 from typing import Any
 
+from server.infra.db import chunks
 from server.registry.pins import get_approval
 from server.sales.plausibility import SaleFacts, in_force, sale_window
 from shared.protocol import Sale
@@ -70,17 +72,38 @@ class FactsBook:
             self._settings = _with_current(self._history("settings", ""), _as_dict(row[0]) if row else None)
         return self._settings
 
+    def prefetch(self, terminal_ids: Iterable[str], canteen_ids: Iterable[str]) -> None:
+        """Read these terminals' and canteens' facts in a few queries, not a few each (the
+        ingest batch: on PostgreSQL every query is a round trip); the rest is read on use."""
+        for chunk in chunks(sorted(set(terminal_ids) - self._terminals.keys())):
+            self._terminals.update(dict.fromkeys(chunk, 0))
+            marks = ", ".join("?" * len(chunk))
+            for terminal_id, since in self.conn.execute(
+                f"SELECT id, created_at_ms FROM terminals WHERE id IN ({marks})", chunk
+            ):
+                self._terminals[terminal_id] = int(since)
+        for chunk in chunks(sorted(set(canteen_ids) - self._canteens.keys())):
+            marks = ", ".join("?" * len(chunk))
+            current = {
+                r[0]: {**_as_dict(r[2]), "unit_id": r[1]}
+                for r in self.conn.execute(
+                    f"SELECT id, unit_id, config_json FROM canteens WHERE id IN ({marks})", chunk
+                )
+            }
+            rows: dict[str, list[Any]] = {c: [] for c in chunk}
+            for r in self.conn.execute(
+                "SELECT canteen_id, at_ms, config_json FROM config_history WHERE kind = 'canteen' "
+                f"AND canteen_id IN ({marks}) ORDER BY canteen_id, at_ms, version",
+                chunk,
+            ):
+                rows[r[0]].append((r[1], r[2]))
+            for c in chunk:
+                self._canteens[c] = _with_current(_as_history(rows[c]), current.get(c))
+
     def _canteen_history(self, canteen_id: str) -> _History:
-        history = self._canteens.get(canteen_id)
-        if history is None:
-            row = self.conn.execute(
-                "SELECT unit_id, config_json FROM canteens WHERE id = ?", (canteen_id,)
-            ).fetchone()
-            current = {**_as_dict(row[1]), "unit_id": row[0]} if row else None
-            history = self._canteens[canteen_id] = _with_current(
-                self._history("canteen", canteen_id), current
-            )
-        return history
+        if canteen_id not in self._canteens:
+            self.prefetch((), (canteen_id,))
+        return self._canteens[canteen_id]
 
     def _history(self, kind: str, canteen_id: str) -> _History:
         rows = self.conn.execute(
@@ -88,16 +111,18 @@ class FactsBook:
             "ORDER BY at_ms, version",
             (kind, canteen_id),
         ).fetchall()
-        return [int(r[0]) for r in rows], [_as_dict(r[1]) for r in rows]
+        return _as_history(rows)
 
     def _terminal_since(self, terminal_id: str) -> int:
-        since = self._terminals.get(terminal_id)
-        if since is None:
-            row = self.conn.execute(
-                "SELECT created_at_ms FROM terminals WHERE id = ?", (terminal_id,)
-            ).fetchone()
-            since = self._terminals[terminal_id] = int(row[0]) if row else 0
-        return since
+        if terminal_id not in self._terminals:
+            self.prefetch((terminal_id,), ())
+        return self._terminals[terminal_id]
+
+
+def _as_history(rows: Iterable[Any]) -> _History:
+    """(since_ms, configs) from rows of (at_ms, config_json), in order."""
+    rows = list(rows)
+    return [int(r[0]) for r in rows], [_as_dict(r[1]) for r in rows]
 
 
 def _with_current(history: _History, current: dict[str, Any] | None) -> _History:
