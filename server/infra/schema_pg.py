@@ -7,15 +7,15 @@ gives the PostgreSQL text of that migration number (same tables, same effect).
 
 :data:`COMPAT` defines, in the database, the few SQLite functions the server's queries call
 (``printf('%04d', …)``, ``strftime`` of a Unix time, ``typeof``, ``instr``, scalar
-``max``/``min``, ``sum`` of a condition), with SQLite's results, so those queries run
-unchanged. Anything they are asked that SQLite would answer differently raises instead of
+``max``/``min``, ``sum`` of a condition, ``group_concat`` of text), with SQLite's results, so
+those queries run unchanged. Anything they are asked that SQLite would answer differently raises instead of
 guessing.
 """
 
 from __future__ import annotations
 
 # bumped whenever COMPAT changes: the migrator re-runs it (CREATE OR REPLACE) on next start
-COMPAT_VERSION = 2
+COMPAT_VERSION = 3
 
 COMPAT = r"""
 -- money columns (every INTEGER column named *_fen): a whole number or an error. PostgreSQL
@@ -94,6 +94,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN v IS NULL THEN acc ELSE coalesce(acc, 0) + v::int END
 $$;
 CREATE OR REPLACE AGGREGATE sum(boolean) (SFUNC = canteen_sum_bool, STYPE = bigint);
+
+-- group_concat(text, separator): SQLite's aggregate (NULLs skipped; NULL when none)
+CREATE OR REPLACE FUNCTION canteen_group_concat(acc text, v text, sep text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN v IS NULL THEN acc WHEN acc IS NULL THEN v ELSE acc || sep || v END
+$$;
+CREATE OR REPLACE AGGREGATE group_concat(text, text) (SFUNC = canteen_group_concat, STYPE = text);
+CREATE OR REPLACE FUNCTION canteen_group_concat(acc text, v text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT canteen_group_concat(acc, v, ',') $$;
+CREATE OR REPLACE AGGREGATE group_concat(text) (SFUNC = canteen_group_concat, STYPE = text);
 
 -- SQLite's scalar max/min: NULL when either side is NULL (GREATEST/LEAST skip NULLs); on
 -- numeric, so a BIGINT and a money column (canteen_fen) both fit without ambiguity

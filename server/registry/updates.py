@@ -107,8 +107,13 @@ def add_bundle(
         conn.execute(
             "INSERT INTO update_bundles(kind, version, min_version, sha256, size, file_name, "
             "created_at_ms, added_at_ms) "
-            "VALUES (:kind, :version, :min_version, :sha256, :size, :file_name, :created_at_ms, :at)",
-            {**record, "at": now_ms},
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",  # positional: the PostgreSQL adapter's subset
+            (
+                *(record[k] for k in ("kind", "version", "min_version", "sha256", "size")),
+                record["file_name"],
+                record["created_at_ms"],
+                now_ms,
+            ),  # fmt: skip
         )
     return record
 
@@ -140,8 +145,8 @@ def offer(
             "invalid_input", f"stage {stage_pct}: 1 to 100 percent", zh=f"推送比例 {stage_pct} 须为 1 到 100"
         )
     row = conn.execute(
-        "SELECT id FROM update_offers WHERE kind = ? AND version = ? AND canteen_id IS ? "
-        "AND withdrawn_at_ms IS NULL",
+        "SELECT id FROM update_offers WHERE kind = ? AND version = ? "  # `IS ?`: SQLite only
+        "AND coalesce(canteen_id, '') = coalesce(?, '') AND withdrawn_at_ms IS NULL",
         (kind, version, canteen_id),
     ).fetchone()
     if row is None:
