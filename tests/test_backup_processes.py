@@ -30,7 +30,11 @@ from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from tests.helpers import terminal as provision_terminal
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.broker,
+    pytest.mark.slow,
+    pytest.mark.sqlite_only("backs up and restores the SQLite file (PostgreSQL: its own base backups)"),
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -315,6 +315,7 @@ def test_an_outbox_left_full_is_caught(books: Books) -> None:
 
 @pytest.mark.slow
 @pytest.mark.broker
+@pytest.mark.sqlite_only("server processes on a SQLite file (PostgreSQL: test_chaos_cluster.py)")
 @pytest.mark.parametrize("seed", [101, 202, 303])
 def test_a_small_chaos_run_loses_nothing_and_counts_nothing_twice(seed: int, tmp_path: Path) -> None:
     lines: list[str] = []

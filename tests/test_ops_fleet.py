@@ -50,6 +50,7 @@ from simulator.waiting import wait_until
 from terminal.server_http import ServerHttp, ServerRefused
 
 pytestmark = [
+    pytest.mark.sqlite_only("server processes on a SQLite file (PostgreSQL: test_chaos_cluster.py)"),
     pytest.mark.slow,
     pytest.mark.broker,
     pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary"),

@@ -69,6 +69,7 @@ def _home(tmp_path: Path) -> tuple[Path, Any, Any]:
 
 @pytest.mark.broker
 @pytest.mark.slow
+@pytest.mark.sqlite_only("server processes on a SQLite file (PostgreSQL: test_chaos_cluster.py)")
 def test_one_sale_is_traced_by_its_id_through_terminal_and_server_json_logs(
     broker,  # noqa: ANN001
     tmp_path: Path,

@@ -237,6 +237,8 @@ def test_future_schema_version_is_refused() -> None:
         ({"kind": "meal", "meal_period": None}, "meal_period"),
         ({"items": [{"sku": "tissue", "qty": 1, "unit_price_fen": 1}]}, "amount_fen"),
         ({"withdraw": True}, "unknown field"),
+        ({"uuid": "ab\x00cd"}, "NUL"),  # PostgreSQL cannot store one: refused at the door
+        ({"credential": "sun:04\x00"}, "NUL"),
     ],
 )
 def test_bad_sale_fields_are_named(change: dict, detail: str) -> None:

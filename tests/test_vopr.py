@@ -35,6 +35,8 @@ from terminal.server_http import ServerUnreachable
 from terminal.sync import Transport
 from tests.test_terminal_agent import changes as terminal_cache
 
+pytestmark = pytest.mark.sqlite_only("the simulated disk is SQLite in memory by design")
+
 # --- the network --------------------------------------------------------------------------
 
 

@@ -272,6 +272,7 @@ def test_the_people_page_finds_a_name_through_the_index(app, conn, clock, client
 # --- migration 19 fills what it creates ---------------------------------------------------
 
 
+@pytest.mark.sqlite_only("migrates an old SQLite file")
 def test_the_migration_fills_the_sums_and_the_index_from_the_data_already_there(tmp_path) -> None:  # noqa: ANN001
     path = tmp_path / "old.sqlite"
     conn = connect(path)
@@ -314,6 +315,7 @@ def test_the_migration_fills_the_sums_and_the_index_from_the_data_already_there(
 # --- overdrafts from the index of accounts below zero ------------------------------------
 
 
+@pytest.mark.sqlite_only("reads SQLite's query plan")
 def test_overdrafts_are_read_from_the_accounts_below_zero(conn, world) -> None:  # noqa: ANN001
     world.sell("K002", 40_000, ms_from_china("2026-01-06T09:00"))
     over = reports.overdrafts(conn)

@@ -116,6 +116,8 @@ def req_str(d: dict[str, Any], key: str, *, max_len: int = 128, allow_empty: boo
         raise ProtocolError("bad_field", f"{key}: expected string")
     if (not v and not allow_empty) or len(v) > max_len:
         raise ProtocolError("bad_field", f"{key}: length out of range")
+    if "\x00" in v:  # no text in the system holds one, and PostgreSQL cannot store one
+        raise ProtocolError("bad_field", f"{key}: contains a NUL character")
     return v
 
 
