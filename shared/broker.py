@@ -28,6 +28,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -59,6 +60,23 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listening on port {port} after {timeout_s}s")
+
+
+def wait_for_child_port(
+    proc: subprocess.Popen[bytes], port: int, timeout_s: float, why_exited: Callable[[], str]
+) -> None:
+    """A child broker process listening on ``port``: RuntimeError (with ``why_exited()``, its
+    own words) if it exits first, TimeoutError if it is not listening within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"exited at start: {why_exited().strip()}")
+        try:
+            wait_for_port(port, timeout_s=0.2)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                raise
 
 
 class EmbeddedBroker:
@@ -225,22 +243,19 @@ class MosquittoBroker:
                 **dict(zip(("cafile", "certfile", "keyfile"), self.tls or (), strict=False)),
             )
         )
-        self._proc = subprocess.Popen(
+        proc = self._proc = subprocess.Popen(
             [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
-        deadline = time.monotonic() + 10
-        while True:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
-                self._proc = None
-                raise RuntimeError(f"mosquitto exited at start: {err.strip()}")
-            try:
-                wait_for_port(self.port, timeout_s=0.2)
-                return self
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
+        try:
+            said = lambda: proc.stderr.read().decode(errors="replace") if proc.stderr else ""  # noqa: E731
+            wait_for_child_port(proc, self.port, 10, said)
+        except RuntimeError as exc:
+            self._proc = None
+            raise RuntimeError(f"mosquitto {exc}") from None
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
 
     @property
     def pid(self) -> int | None:

@@ -21,14 +21,13 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
 
-from shared.broker import free_port, wait_for_port
+from shared.broker import free_port, wait_for_child_port
 
 BCRYPT_COST = 10  # every connect verifies one hash: a fleet reconnecting after a node loss pays it
 
@@ -195,20 +194,17 @@ class NatsBroker:
         )
         log_file = Path(self.data_dir) / "nats.log"
         with open(log_file, "ab") as log_out:
-            self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_out, stderr=log_out)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self._proc.poll() is not None:
-                self._proc = None
-                tail = log_file.read_text(errors="replace")[-800:]
-                raise RuntimeError(f"nats-server exited at start: {tail.strip()}")
-            try:
-                wait_for_port(self.port, timeout_s=0.2)
-                return self
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
+            proc = self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_out, stderr=log_out)
+        try:
+            said = lambda: log_file.read_text(errors="replace")[-800:]  # noqa: E731
+            wait_for_child_port(proc, self.port, timeout_s, said)
+        except RuntimeError as exc:
+            self._proc = None
+            raise RuntimeError(f"nats-server {exc}") from None
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
 
     @property
     def pid(self) -> int | None:
