@@ -268,36 +268,50 @@ def test_the_command_prints_the_seed_and_step_of_a_failure_and_how_to_replay_it(
 # --- what it found --------------------------------------------------------------------------
 
 
+class LoneTerminal:
+    """One real terminal on the simulated broker at lunch, with a bare server link that
+    records the sale batches it receives (the acks are the test's to send)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.time = SimTime(ms_from_china("2026-01-06T12:00"))
+        self.broker = SimBroker(self.time, Prng(1, "net"), Counter())
+        self.sent: list[dict] = []
+        self.server = self.broker.link(
+            "server", [(topics.ALL_SALES, 1)], on_message=lambda t, p: self.sent.append(json.loads(p))
+        )
+        self.server.start()
+
+        def no_http(*_: object) -> bytes:
+            raise ServerUnreachable("not in this test")
+
+        config = TerminalConfig(
+            "T1", "C01", "00" * 32, "00" * 32, "mqtt://sim", "http://sim", db_path=str(tmp_path / "t.sqlite")
+        )
+        transport = Transport(
+            link=self.broker.link, http_send=no_http, monotonic=self.time.monotonic_s, boot_id="boot"
+        )
+        self.term = Terminal(config, NodeClock(self.time), display=MemoryDisplay(), transport=transport)
+        self.term.store.apply_changes(1, decode_changes(terminal_cache()))
+        self.term.sync.link.start()
+
+    def step(self, ms: int = 100) -> None:
+        self.time.advance(ms)
+        self.broker.tick()
+        self.broker.deliver_due()
+        self.term.sync.step()
+
+    def close(self) -> None:
+        self.term.store.close()
+        self.term.sync.store.close()
+
+
 def test_a_late_ack_that_settles_a_resent_batch_leaves_the_terminal_in_sync(tmp_path: Path) -> None:
     """Found by the simulator (a drain that never ended): batch A's ack comes after A timed
     out and was resent as C, and settles the outbox; C is lost. Nothing is left to send or
     to wait for — the terminal must not stay on its offline limits ("acks overdue") until
     its next sale is acknowledged."""
-    time = SimTime(ms_from_china("2026-01-06T12:00"))  # lunch
-    broker = SimBroker(time, Prng(1, "net"), Counter())
-    sent: list[dict] = []
-    server = broker.link(
-        "server", [(topics.ALL_SALES, 1)], on_message=lambda t, p: sent.append(json.loads(p))
-    )
-    server.start()
-
-    def no_http(*_: object) -> bytes:
-        raise ServerUnreachable("not in this test")
-
-    config = TerminalConfig(
-        "T1", "C01", "00" * 32, "00" * 32, "mqtt://sim", "http://sim", db_path=str(tmp_path / "t.sqlite")
-    )
-    transport = Transport(link=broker.link, http_send=no_http, monotonic=time.monotonic_s, boot_id="boot")
-    term = Terminal(config, NodeClock(time), display=MemoryDisplay(), transport=transport)
-    term.store.apply_changes(1, decode_changes(terminal_cache()))
-    term.sync.link.start()
-
-    def step(ms: int = 100) -> None:
-        time.advance(ms)
-        broker.tick()
-        broker.deliver_due()
-        term.sync.step()
-
+    lone = LoneTerminal(tmp_path)
+    time, server, sent, term, step = lone.time, lone.server, lone.sent, lone.term, lone.step
     step()
     term.sync.assume(True)  # connected, the server present, the cache current
     decision, sale = term.tap(TapRequest("C1"))
@@ -313,38 +327,15 @@ def test_a_late_ack_that_settles_a_resent_batch_leaves_the_terminal_in_sync(tmp_
     for _ in range(5):  # C is never answered
         step(int(term.config.ack_timeout_s * 1000))
     assert term.sync.in_sync and not term.sync.ack_overdue
-    term.store.close()
-    term.sync.store.close()
+    lone.close()
 
 
 def test_only_a_prompt_ack_of_a_message_in_flight_sets_the_clock(tmp_path: Path) -> None:
     """The terminal's clock offset comes from acks NTP style: an ack answering a message
     sent moments ago moves it; an ack the server sent hours ago (queued in the broker while
     the terminal was away) does not — it would misdate every sale after it."""
-    time = SimTime(ms_from_china("2026-01-06T12:00"))
-    broker = SimBroker(time, Prng(1, "net"), Counter())
-    sent: list[dict] = []
-    server = broker.link(
-        "server", [(topics.ALL_SALES, 1)], on_message=lambda t, p: sent.append(json.loads(p))
-    )
-    server.start()
-
-    def no_http(*_: object) -> bytes:
-        raise ServerUnreachable("not in this test")
-
-    config = TerminalConfig(
-        "T1", "C01", "00" * 32, "00" * 32, "mqtt://sim", "http://sim", db_path=str(tmp_path / "t.sqlite")
-    )
-    transport = Transport(link=broker.link, http_send=no_http, monotonic=time.monotonic_s, boot_id="boot")
-    term = Terminal(config, NodeClock(time), display=MemoryDisplay(), transport=transport)
-    term.store.apply_changes(1, decode_changes(terminal_cache()))
-    term.sync.link.start()
-
-    def step(ms: int = 100) -> None:
-        time.advance(ms)
-        broker.tick()
-        broker.deliver_due()
-        term.sync.step()
+    lone = LoneTerminal(tmp_path)
+    time, server, sent, term, step = lone.time, lone.server, lone.sent, lone.term, lone.step
 
     def ack(message: dict, sale_seq: int, sale_uuid: str, sent_at_ms: int) -> None:
         body = Ack(message["msg_id"], (SaleResult("T1", sale_seq, sale_uuid, "applied", None),)).to_body()
@@ -364,11 +355,10 @@ def test_only_a_prompt_ack_of_a_message_in_flight_sets_the_clock(tmp_path: Path)
     time.advance(5 * 3600_000)  # the terminal away for hours (not stepped): the answer waited
     ack(sent[1], second.seq, second.uuid, time.now_ms - 5 * 3600_000 + 90_000)  # sent long ago
     ack(sent[0], first.seq, first.uuid, time.now_ms - 5 * 3600_000 + 90_000)  # a copy of an old one
-    broker.tick()
-    broker.deliver_due()
+    lone.broker.tick()
+    lone.broker.deliver_due()
     term.sync.step()
     step(), step()
     assert term.store.pending_count() == 0  # the late ack still settles its sales…
     assert abs(term.sync.clock_offset_ms - 90_000) <= 200  # …but does not set the clock back
-    term.store.close()
-    term.sync.store.close()
+    lone.close()
