@@ -194,18 +194,5 @@ def apply_results(store: Store, results: tuple[ReversalResult, ...], terminal_id
                 store.conn.execute("DELETE FROM reversal_outbox WHERE seq = ?", (r.seq,))
             counts[outcome] += 1
             if r.holder_id and r.balance is not None:
-                store.conn.execute(
-                    "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ?, subsidy_year = ?, "
-                    "next_subsidy_fen = ?, expired_subsidy_fen = ? WHERE holder_id = ? AND version < ?",
-                    (
-                        r.balance.subsidy_fen,
-                        r.balance.self_fen,
-                        r.balance.version,
-                        r.balance.subsidy_year,
-                        r.balance.next_subsidy_fen,
-                        r.balance.expired_subsidy_fen,
-                        r.holder_id,
-                        r.balance.version,
-                    ),
-                )
+                store.take_balance(r.holder_id, r.balance)
     return counts

@@ -32,6 +32,7 @@ from shared.ids import uuid7_hex
 from shared.private_files import ensure_private_sqlite
 from shared.protocol import Item, Sale, SaleResult
 from shared.protocol.messages import (
+    Balance,
     CanteenChange,
     CardChange,
     Change,
@@ -332,21 +333,26 @@ class Store:
                 self.conn.execute("DELETE FROM outbox WHERE seq = ?", (r.seq,))
                 counts["quarantined" if r.quarantined else outcome] += 1
                 if r.holder_id and r.balance is not None:
-                    self.conn.execute(
-                        "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ?, subsidy_year = ?, "
-                        "next_subsidy_fen = ?, expired_subsidy_fen = ? WHERE holder_id = ? AND version < ?",
-                        (
-                            r.balance.subsidy_fen,
-                            r.balance.self_fen,
-                            r.balance.version,
-                            r.balance.subsidy_year,
-                            r.balance.next_subsidy_fen,
-                            r.balance.expired_subsidy_fen,
-                            r.holder_id,
-                            r.balance.version,
-                        ),
-                    )
+                    self.take_balance(r.holder_id, r.balance)
         return counts
+
+    def take_balance(self, holder_id: str, balance: Balance) -> None:
+        """A holder's purses as an ack reported them, unless the cache holds a newer version
+        (call inside the caller's transaction)."""
+        self.conn.execute(
+            "UPDATE holders SET subsidy_fen = ?, self_fen = ?, version = ?, subsidy_year = ?, "
+            "next_subsidy_fen = ?, expired_subsidy_fen = ? WHERE holder_id = ? AND version < ?",
+            (
+                balance.subsidy_fen,
+                balance.self_fen,
+                balance.version,
+                balance.subsidy_year,
+                balance.next_subsidy_fen,
+                balance.expired_subsidy_fen,
+                holder_id,
+                balance.version,
+            ),
+        )
 
     # --- downstream ----------------------------------------------------------------------
 
