@@ -66,3 +66,22 @@ def signed_batch(
         at_ms,
         msg_id,
     )
+
+
+def one_terminal_broker_city(app, terminal_id: str = "T0001") -> tuple[TerminalCredentials, object]:  # noqa: ANN001
+    """A unit, a canteen and one provisioned terminal in ``app``'s database, and the locked
+    broker's password and ACL files written for them: (its credentials, the BrokerFiles)."""
+    from server.registry import broker_users
+    from server.registry.units import add_canteen, add_unit
+
+    conn = open_db(app.config["DATABASE"])
+    try:
+        with write_txn(conn):
+            add_unit(conn, "U01", "市财政局")
+            add_canteen(conn, "C01", "一食堂", "U01", now_ms=0)
+            creds = provision(conn, "C01", 0, "00" * 32, terminal_id)
+        files = broker_users.BrokerFiles.from_config(app.config)
+        broker_users.write_broker_files(conn, files)
+    finally:
+        conn.close()
+    return creds, files

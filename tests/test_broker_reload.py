@@ -12,11 +12,11 @@ import pytest
 from server.app import create_app
 from server.infra.db import open_db, write_txn
 from server.registry import broker_users, terminals
-from server.registry.units import add_canteen, add_unit
 from shared.broker import MosquittoBroker
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import broker_password
 from simulator.waiting import wait_until
+from tests.helpers import one_terminal_broker_city
 
 pytestmark = pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary")
 
@@ -32,13 +32,8 @@ def test_a_stale_pid_file_signals_nothing(tmp_path: Path) -> None:
 @pytest.mark.parametrize("how", ["pid_file", "command"])
 def test_revocation_reaches_the_broker_without_a_person(tmp_path: Path, how: str) -> None:
     app = create_app({"HOME": str(tmp_path), "TESTING": True})
+    creds, files = one_terminal_broker_city(app)
     conn = open_db(app.config["DATABASE"])
-    with write_txn(conn):
-        add_unit(conn, "U01", "市财政局")
-        add_canteen(conn, "C01", "一食堂", "U01", now_ms=0)
-        creds = terminals.provision(conn, "C01", 0, "00" * 32, "T0001")
-    files = broker_users.BrokerFiles.from_config(app.config)
-    broker_users.write_broker_files(conn, files)
     broker = MosquittoBroker(password_file=str(files.password_file), acl_file=str(files.acl_file)).start()
     address = BrokerAddress(
         "127.0.0.1", broker.port, "T0001", broker_password(bytes.fromhex(creds.secret_hex))

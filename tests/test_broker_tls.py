@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 
 from server.app import create_app
-from server.infra.db import open_db, write_txn
-from server.registry import broker_users, terminals
-from server.registry.units import add_canteen, add_unit
+from server.infra.db import open_db
+from server.registry import terminals
 from server.service import ServerService
 from shared.broker import MosquittoBroker
 from shared.clock import SystemClock
@@ -27,6 +26,7 @@ from simulator.harness import tls as pki
 from simulator.waiting import wait_until
 from terminal.config import TerminalConfig
 from terminal.sync import SyncAgent
+from tests.helpers import one_terminal_broker_city
 
 pytestmark = pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary")
 
@@ -44,16 +44,7 @@ class TlsWorld:
 def world(tmp_path: Path) -> Iterator[TlsWorld]:
     ca = pki.make_test_ca(tmp_path / "pki")
     app = create_app({"HOME": str(tmp_path), "TESTING": True, "MQTT_CA_FILE": str(ca.ca_file)})
-    conn = open_db(app.config["DATABASE"])
-    try:
-        with write_txn(conn):
-            add_unit(conn, "U01", "市财政局")
-            add_canteen(conn, "C01", "一食堂", "U01", now_ms=0)
-            creds = terminals.provision(conn, "C01", 0, "00" * 32, "T0001")
-        files = broker_users.BrokerFiles.from_config(app.config)
-        broker_users.write_broker_files(conn, files)
-    finally:
-        conn.close()
+    creds, files = one_terminal_broker_city(app)
     broker = MosquittoBroker(
         password_file=str(files.password_file),
         acl_file=str(files.acl_file),
