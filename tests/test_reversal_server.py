@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from server.books import ledger
 from server.closing.check import all_violations
-from server.closing.settlement import settle_quarter
+from server.closing.settlement import settle_quarter, settlement_document
 from server.closing.statement_files import payout_csv, payout_lines
 from server.infra.db import open_db, write_txn
 from server.registry import canteens
@@ -322,6 +322,9 @@ def test_a_reversal_after_its_quarter_closed_is_an_adjustment_in_the_next_statem
     [line] = [x for x in payout_lines(q2) if x["payee"]["name"] == payee]
     assert (line["amount_fen"], line["carried_fen"]) == (net - 995, -995)
     assert "已扣上期应退 ¥9.95" in payout_csv(q2)
+    # an operator's view (its canteens only) shows its own debt and no other payee's
+    assert settlement_document(city.conn, "2027Q2", ["C01"])["carried_fen"] == {payee: -995}
+    assert settlement_document(city.conn, "2027Q2", [])["carried_fen"] == {}
 
 
 def test_a_digital_rmb_sales_reversal_is_its_gateway_refund_and_moves_no_purse(city: City) -> None:

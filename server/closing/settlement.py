@@ -353,6 +353,7 @@ def settlement_document(
     ]
     if canteen_ids is not None:
         statements = [s for s in statements if s["canteen_id"] in canteen_ids]
+    payees = {st["payee"]["name"] for st in statements}
     keys = (
         "sales_count",
         "gross_fen",
@@ -371,7 +372,8 @@ def settlement_document(
         "incomplete_terminals": json.loads(period["laggards_json"]),
         "statements": statements,
         "totals": {k: sum(s[k] for s in statements) for k in keys},
-        "carried_fen": payee_debts_before(conn, quarter),
+        # only the payees of the statements shown (an operator sees its own debt, no other's)
+        "carried_fen": {p: fen for p, fen in payee_debts_before(conn, quarter).items() if p in payees},
     }
 
 
