@@ -74,7 +74,7 @@ class Workload:
         self._allocations: list[tuple[int, str]] = []  # (due ms, quarter)
         self._allocated: set[tuple[str, str]] = set()
         self._closes: list[tuple[int, str, Any]] = []  # (due ms, "settle" | "clear", quarter or year)
-        self.events_forced_q4: dict[int, bool] = {}  # year → its Q4 settlement was forced
+        self._forced_q4: set[int] = set()  # years whose Q4 settlement was forced
         self._refusals: Counter[str] = Counter()
         self._lost: dict[int, str] = {}  # diner → their card reported lost
         self._broke: set[int] = set()  # diners told their balance is short: they top up next session
@@ -324,7 +324,7 @@ class Workload:
         refused = self._refusals[f"{key}:terminals_behind"]
         # a clerk who had to force the year's last settlement forces its clearing at the
         # first refusal too: the same terminal is behind (the only way a clearing is forced)
-        forced_q4 = what == "clear" and self.events_forced_q4.get(int(period), False)
+        forced_q4 = what == "clear" and int(period) in self._forced_q4
         force = refused >= FORCE_AFTER or (refused > 0 and (forced_q4 or self.rng.chance(FORCE_EARLY_P)))
         if what == "settle":
             job = lambda c, now: settle_quarter(c, period, now, force=force)  # noqa: E731
@@ -346,8 +346,9 @@ class Workload:
             self.events["settlement_forced" if what == "settle" else "clearing_forced"] += 1
         if what == "settle":
             self.closed_quarters[str(period)] = doc
-            if force and str(period).endswith("Q4"):
-                self.events_forced_q4[int(str(period)[:4])] = True
+            closed = Quarter.parse(str(period))
+            if force and closed.q == 4:
+                self._forced_q4.add(closed.year)
         else:
             self._check_clearing(int(period), before)
         self.run.checks.books(f"after {key}")
