@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from server.cli.root import main as server_main
 from server.infra.auth import create_token
-from server.infra.db import open_db, write_txn
+from server.infra.db import open_db, set_setting, write_txn
 from tests import faces_support as fs
 from tests.conftest import FACES_DIR
 from tests.helpers import populated
@@ -80,7 +80,7 @@ def test_evaluate_on_the_shared_photos_gives_no_false_accepts(tmp_path) -> None:
         server_main, ["--home", str(tmp_path), "faces", "evaluate", str(FACES_DIR), "--json"]
     )
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)
     assert {"enrolled", "probes", "correct", "false_accepts", "false_rejects", "threshold", "margin"} <= set(
         report
     )
@@ -108,7 +108,7 @@ def test_evaluate_counts_false_accepts_when_the_threshold_is_absurd(tmp_path) ->
         "--margin-milli",
         "0",
     ]
-    report = json.loads(CliRunner().invoke(server_main, args).output)
+    report = json.loads(CliRunner().invoke(server_main, args).stdout)
     assert report["false_accepts"] > 0
     assert report["threshold"] == 1.5
 
@@ -129,3 +129,21 @@ def test_faces_enroll_and_delete_from_the_command_line(tmp_path, clock) -> None:
     assert r.exit_code == 2 and "face_multiple" in r.output
     r = runner.invoke(server_main, [*home, "faces", "delete", holder, "--json"])
     assert json.loads(r.stdout)["deleted"] == 1
+
+
+def test_evaluate_reads_the_policy_from_the_database_the_configuration_names(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    # the database is not at the data folder's default place (as with CANTEEN_DATABASE or a
+    # PostgreSQL DATABASE_URL): the city's policy must still come from it
+    database = tmp_path / "elsewhere" / "city.sqlite"
+    monkeypatch.setenv("CANTEEN_DATABASE", str(database))
+    home = ["--home", str(tmp_path / "home")]
+    assert CliRunner().invoke(server_main, [*home, "init"]).exit_code == 0
+    conn = open_db(database)
+    face = {"threshold_milli": 1500, "confident_milli": 1500, "margin_milli": 0}
+    with write_txn(conn):
+        set_setting(conn, "terminal_settings", json.dumps({"face": face}))
+    conn.close()
+    result = CliRunner().invoke(server_main, [*home, "faces", "evaluate", str(FACES_DIR), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["threshold"] == 1.5 and report["false_accepts"] > 0

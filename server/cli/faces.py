@@ -7,32 +7,38 @@ face, two faces, unknown holder …) become the main group's clear message and e
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from hardware.face_engine import DlibFaceEngine
-from server.app import default_home
 from server.cli.output import JSON_OPTION, emit
-from server.infra.db import get_setting, open_db, write_txn
+from server.infra.db import get_setting, write_txn
 from server.sales import faces as svc
 from server.sales.face_evaluate import evaluate as run
 from server.sales.face_evaluate import render
 from shared.clock import SystemClock
+from shared.errors import DomainError
 from shared.face_match import FacePolicy
 
 
 def _policy(obj: Any, threshold: int | None, margin: int | None, confident: int | None):  # noqa: ANN202
-    """The face policy configured on this server (``terminal_settings.face``), if there is
-    a database, with any command-line overrides."""
+    """The face policy configured on this server (``terminal_settings.face``) — in whatever
+    database the data folder's configuration names, SQLite file or PostgreSQL — with any
+    command-line overrides. A folder without a database evaluates the defaults and is left
+    as it was (no folder, no database created)."""
     config: dict[str, Any] = {}
-    path = os.path.join(obj._home or default_home(), "server", "canteen.sqlite")
-    if os.path.exists(path):
-        conn = open_db(path)
-        config = json.loads(get_setting(conn, "terminal_settings", "{}") or "{}").get("face", {})
-        conn.close()
+    try:
+        conn = obj.db()
+    except DomainError as exc:
+        if exc.code != "no_database":
+            raise
+    else:
+        try:
+            config = json.loads(get_setting(conn, "terminal_settings", "{}") or "{}").get("face", {})
+        finally:
+            conn.close()
     overrides = {"threshold_milli": threshold, "margin_milli": margin, "confident_milli": confident}
     config.update({k: v for k, v in overrides.items() if v is not None})
     try:
