@@ -50,7 +50,7 @@ PG_CORE := tests/test_pg_adapter.py tests/test_run_once.py tests/test_migrate_db
 	tests/test_ingest_batching.py tests/test_settlement.py tests/test_clearing.py tests/test_quarantine.py \
 	tests/test_api_money.py tests/test_api_registry.py tests/test_api_roles.py tests/test_cli_money.py \
 	tests/test_audit.py tests/test_reversal_server.py tests/test_periods.py tests/test_cards_and_leavers.py \
-	tests/test_refund_approval.py
+	tests/test_refund_approval.py tests/test_declare_restored.py
 # the 3-node NATS cluster (node kills, sessions, a terminal moving node) and a short chaos
 # run on it (2 server processes, PostgreSQL): slow and timing-heavy
 test-cluster: install

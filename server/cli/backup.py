@@ -199,4 +199,52 @@ def restore(src: Path, data_dir: Path, key_path: Path, as_json: bool) -> None:
     sys.exit(0 if not violations else 1)
 
 
-COMMANDS = [backup, backup_key, backups_list, restore]
+@click.command("declare-restored")
+@click.option(
+    "--reason",
+    required=True,
+    help="What put this database back, for the record (e.g. 'promoted async standby db2').",
+)
+@click.confirmation_option(
+    prompt="Every terminal will resend the sales this database lacks. Declare it restored?",
+    help="Do not ask for confirmation.",
+)
+@JSON_OPTION
+@click.pass_obj
+def declare_restored(obj: Any, reason: str, as_json: bool) -> None:
+    """Declare the database this server runs on restored by other means than `restore` — a
+    promoted asynchronous PostgreSQL standby, a point-in-time recovery — so that terminals
+    send again every sale it lacks (they keep them in their journals), then run `check`.
+
+    What it holds of each terminal is read from its own sales; the delta numbering jumps as
+    after `restore`. Running servers tell the terminals within seconds (backup marks)."""
+    if not reason.strip():
+        raise click.BadParameter("说明不能为空 / must not be empty", param_hint="--reason")
+    conn = obj.db()
+    try:
+        with write_txn(conn):
+            epoch, held = backup_marks.declare_restore(conn, reason.strip(), SystemClock().now_ms())
+        violations = all_violations(conn)
+        ledger_sum = ledger.ledger_sum(conn)
+    finally:
+        conn.close()
+    data = {
+        "ok": not violations,
+        "restore_epoch": epoch,
+        "held_through": held,
+        "ledger_sum_fen": ledger_sum,
+        "violations": [v.to_json() for v in violations],
+    }
+    lines = [
+        f"已登记恢复 declared restored (restore {epoch}): {reason.strip()}",
+        *(f"  {tid}: 已有交易至 holds sales through seq {seq}" for tid, seq in sorted(held.items())),
+        f"账本合计 ledger sum: {ledger_sum} fen",
+        *(f"违规 violation [{v.code}]: {v.detail}" for v in violations),
+        "检查通过 check OK" if not violations else f"{len(violations)} violation(s)",
+        "终端将重发此后的交易 terminals resend the sales after these by themselves",
+    ]
+    emit(data, as_json, lines)
+    sys.exit(0 if not violations else 1)
+
+
+COMMANDS = [backup, backup_key, backups_list, restore, declare_restored]

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from server.downstream.deltas import current_version
-from server.infra.backup import MANIFEST
+from server.infra.backup import MANIFEST, sale_marks
 from shared.clock import Clock
 from shared.protocol import ServerKey, seal_server, topics
 from shared.protocol.backup_mark import BackupMark
@@ -120,7 +120,29 @@ def record_restore(
     keep what the backup held per terminal, record the backup itself (it holds no row of
     its own: it was taken before that row was written) and move the delta numbering on.
     Returns the restore's epoch."""
+    epoch = _restore(conn, _held(manifest), manifest["backup_id"], int(manifest["taken_at_ms"]), now_ms)
+    record_backup(conn, manifest, location)
+    return epoch
+
+
+def declare_restore(conn: sqlite3.Connection, source: str, now_ms: int) -> tuple[str, dict[str, int]]:
+    """This database was put back by other means than our backups — a promoted asynchronous
+    standby, a point-in-time recovery — and may lack commits the terminals saw acknowledged
+    (inside a write transaction). What it holds per terminal is read from its own sales
+    (``held_through``: every seq up to it present; a sale above a gap is sent again, a copy
+    it holds is a harmless ``duplicate``). Returns the epoch and the held seqs."""
+    held = {tid: m["held_through"] for tid, m in sale_marks(conn).items()}
+    return _restore(conn, held, f"declared: {source}", now_ms, now_ms), held
+
+
+def _restore(
+    conn: sqlite3.Connection, held: dict[str, int], source: str, taken_at_ms: int, now_ms: int
+) -> str:
+    """Record a restore: its epoch, what the database holds of every terminal it knows (0
+    for one with no sale in it — its sales acknowledged since must come back too) and an
+    empty delta :data:`DELTA_JUMP` ahead."""
     epoch = secrets.token_hex(8)
+    known = {r[0]: 0 for r in conn.execute("SELECT id FROM terminals WHERE state <> 'revoked'")}
     before = current_version(conn)
     after = before + DELTA_JUMP
     # an empty delta at the new number: every terminal sees a gap and takes a snapshot
@@ -131,14 +153,13 @@ def record_restore(
         (
             epoch,
             now_ms,
-            manifest["backup_id"],
-            manifest["taken_at_ms"],
-            json.dumps(_held(manifest), sort_keys=True, separators=(",", ":")),
+            source,
+            taken_at_ms,
+            json.dumps(known | held, sort_keys=True, separators=(",", ":")),
             before,
             after,
         ),
     )
-    record_backup(conn, manifest, location)
     return epoch
 
 

@@ -123,7 +123,7 @@ def sale_marks(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:
         SELECT terminal_id, max(seq), max(CASE WHEN seq = rn THEN seq ELSE 0 END)
         FROM (SELECT terminal_id, seq,
                      row_number() OVER (PARTITION BY terminal_id ORDER BY seq) AS rn
-              FROM sales)
+              FROM sales) AS numbered
         GROUP BY terminal_id
         """
     ).fetchall()
