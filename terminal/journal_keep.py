@@ -15,6 +15,7 @@ next one counts on from).
 database held of this terminal (``restored_seq``). The first time the terminal sees an
 epoch, every sale it journaled above that goes back in the outbox, pending again, and is
 sent again: the server applies what it lost, once, and answers ``duplicate`` for the rest.
+So does every reversal it had applied (the mark names no reversal number; they are few).
 ``canteen-terminal resend --since SEQ`` does the same by hand.
 """
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from shared.protocol.backup_mark import BackupMark
 from shared.sqlite_txn import write_txn
+from terminal import reversals
 from terminal.store import Store
 
 log = logging.getLogger(__name__)
@@ -85,11 +87,11 @@ def on_mark(store: Store, mark: BackupMark, now_ms: int, keep_ms: int) -> MarkOu
     requeued = 0
     new_epoch = bool(mark.restore_epoch) and store.get_meta("restore_epoch") != mark.restore_epoch
     if new_epoch:
-        requeued = requeue_after(store, mark.restored_seq)
+        requeued = requeue_after(store, mark.restored_seq) + reversals.requeue_applied(store)
         store.set_metas({"restore_epoch": mark.restore_epoch})
         log.warning(
             "%s: the server's database was restored (restore %s, it holds our sales up to %d): "
-            "%d acknowledged sale(s) after that queued to send again",
+            "%d acknowledged sale(s) after that and the applied reversals queued to send again",
             mark.terminal_id,
             mark.restore_epoch,
             mark.restored_seq,

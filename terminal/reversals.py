@@ -162,6 +162,24 @@ def outbox_after(store: Store, after_seq: int, limit: int) -> list[tuple[int, di
     ]
 
 
+def requeue_applied(store: Store) -> int:
+    """After a restore first seen (``terminal.journal_keep``): every reversal the server had
+    applied goes back in the outbox, to be sent again — a restored database lacks those it
+    applied after its backup, and the mark names no reversal number. The server answers
+    ``duplicate`` for those it holds; refused ones stay refused. Returns how many."""
+    with write_txn(store.conn):
+        seqs = [
+            r[0]
+            for r in store.conn.execute(
+                "SELECT seq FROM reversals WHERE status = 'applied' "
+                "AND seq NOT IN (SELECT seq FROM reversal_outbox) ORDER BY seq"
+            )
+        ]
+        store.conn.executemany("UPDATE reversals SET status = 'new' WHERE seq = ?", [(s,) for s in seqs])
+        store.conn.executemany("INSERT INTO reversal_outbox(seq) VALUES (?)", [(s,) for s in seqs])
+    return len(seqs)
+
+
 def pending_count(store: Store) -> int:
     return int(store.conn.execute("SELECT count(*) FROM reversal_outbox").fetchone()[0])
 

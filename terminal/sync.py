@@ -629,6 +629,7 @@ class SyncAgent:
         # not under the journal lock: each step is its own short transaction, taps go on
         outcome = journal_keep.on_mark(self.store, mark, self.clock.now_ms(), keep_ms)
         if outcome.requeued:
+            self._cursor = self._rcursor = 0  # requeued below what this round already sent
             self._wake.set()
 
     def _on_own_status(self, status: Status) -> None:

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 from server.downstream.backup_marks import DELTA_JUMP
 from shared.clock import FakeClock
-from shared.protocol import Delta, SaleResult, ServerKey, Snapshot
+from shared.protocol import Delta, ReversalResult, SaleResult, ServerKey, Snapshot
 from shared.protocol.backup_mark import BackupMark
-from terminal import journal_keep
+from terminal import journal_keep, reversals
 from terminal.cli import main as terminal_main
 from terminal.config import TerminalConfig
 from terminal.store import Store
@@ -168,3 +168,33 @@ def test_a_terminal_behind_the_backup_catches_up_across_the_jump_with_a_snapshot
     assert agent.store.delta_version == jump and agent.http.snapshots == 1  # type: ignore[attr-defined]
     assert not agent._need_catchup  # noqa: SLF001
     agent.store.close()
+
+
+def test_a_restore_sends_again_the_reversals_the_server_had_applied(tmp_path: Path) -> None:
+    store = _store(tmp_path, 10, 10)
+    done = []
+    for seq in (2, 3):
+        sale = dict(store.conn.execute("SELECT * FROM journal WHERE seq = ?", (seq,)).fetchone())
+        r = reversals.record(
+            store,
+            terminal_id="T1",
+            canteen_id="C1",
+            sale=sale,
+            operator_card="OP1",
+            occurred_at_ms=sale["occurred_at_ms"] + 60_000,
+            offline=False,
+        )
+        reversals.mark_announced(store, r.seq)
+        done.append(r)
+    answers = (
+        ReversalResult("T1", done[0].seq, done[0].uuid, "applied"),
+        ReversalResult("T1", done[1].seq, done[1].uuid, "rejected", reason="reversal_window"),
+    )
+    reversals.apply_results(store, answers, "T1")
+    assert reversals.pending_count(store) == 0
+    # a restored server holds every sale (10) but its backup may predate the reversal of
+    # sale 2, which the mark cannot say: the applied reversal is sent again, not the refused one
+    mark = BackupMark("T1", restore_epoch="e1", restored_seq=10)
+    out = journal_keep.on_mark(store, mark, T0 + 11 * DAY_MS, keep_ms=100 * DAY_MS)
+    assert out.requeued == 1 and [s for s, _ in reversals.outbox_after(store, 0, 10)] == [done[0].seq]
+    assert journal_keep.on_mark(store, mark, T0 + 11 * DAY_MS, keep_ms=100 * DAY_MS).requeued == 0
