@@ -224,9 +224,6 @@ class Store:
         ).fetchone()
         return config, settings
 
-    def settings(self) -> dict[str, Any]:
-        return json.loads(self.get_meta("settings", "{}") or "{}")
-
     def meals_taken(self, holder_id: str, canteen_id: str, meal_period: str, day: str, since_ms: int) -> int:
         """The holder's meals in ``meal_period`` at this canteen on ``day`` (which starts at
         ``since_ms``), as far as this terminal knows: its own journal (acknowledged sales
@@ -242,12 +239,9 @@ class Store:
         server = int(json.loads(meals_json).get(canteen_id, {}).get(meal_period, 0)) if meals_json else 0
         return max(int(own), server + int(pending))
 
-    def latest_recorded_ms(self) -> int | None:
-        """The latest sale time in the journal: the clock must not be set before it."""
-        return self.conn.execute("SELECT max(occurred_at_ms) FROM journal").fetchone()[0]
-
     def journal_floor_and_unsent(self) -> tuple[int | None, int]:
-        """:meth:`latest_recorded_ms` and :meth:`pending_count` in one read (every tap asks both)."""
+        """The latest sale time in the journal (the clock must not be set before it) and
+        :meth:`pending_count`, in one read: every tap asks both."""
         latest, unsent = self.conn.execute(
             "SELECT (SELECT max(occurred_at_ms) FROM journal), (SELECT count(*) FROM outbox)"
         ).fetchone()
