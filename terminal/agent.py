@@ -40,6 +40,7 @@ in one period. Each is paid from the card and visible at the server, never lost.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -124,8 +125,9 @@ class Terminal:
             config_path=config_path,
             transport=transport,
         )
-        self._rules_version = -1
+        # the rules as parsed, and the text (canteen config, settings) they were parsed from
         self._rules: tuple[CanteenRules, RiskLimits] | None = None
+        self._rules_source: tuple[str | None, str | None] = (None, None)
         self.approved = 0
         self.declined = 0
         # taps in hand and when the last one ended (monotonic): see when_idle
@@ -189,61 +191,74 @@ class Terminal:
     # --- the cache ---------------------------------------------------------------------
 
     def rules(self) -> tuple[CanteenRules, RiskLimits]:
-        """The canteen's rules and risk limits, re-read only when the cache changed."""
-        version = self.store.delta_version
-        if self._rules is None or version != self._rules_version:
-            config = self.store.canteen_config(self.config.canteen_id) or {}
+        """The canteen's rules and risk limits, parsed again only when their text changed
+        (a delta about anything else leaves them as they were)."""
+        source = self.store.rules_source(self.config.canteen_id)
+        if self._rules is None or source != self._rules_source:
+            config_json, settings_json = source
+            config = json.loads(config_json) if config_json else {}
             rules = CanteenRules.from_config(self.config.canteen_id, config)
             for problem in rules.problems:
                 log.error("%s: canteen config: %s (left out)", self.config.terminal_id, problem)
-            limits = RiskLimits.from_config(self.store.settings().get("risk"), config.get("risk"))
-            self._rules, self._rules_version = (rules, limits), version
+            settings = json.loads(settings_json) if settings_json else {}
+            limits = RiskLimits.from_config(settings.get("risk"), config.get("risk"))
+            self._rules, self._rules_source = (rules, limits), source
         return self._rules
 
     def link_state(self, now_ms: int) -> LinkState:
         online = self.sync.in_sync
         last_sync = self.sync.last_sync_ms
-        floor = max(self.store.latest_recorded_ms() or 0, last_sync or 0) or None
+        latest, unsent = self.store.journal_floor_and_unsent()
+        floor = max(latest or 0, last_sync or 0) or None
         return LinkState(
             online=online,
             offline_since_ms=self.sync.offline_since_ms,
             last_sync_ms=now_ms if online else last_sync,
-            unsent_sales=self.store.pending_count(),
+            unsent_sales=unsent,
             clock_offset_ms=self.sync.clock_offset_ms,
             clock_floor_ms=floor,
         )
 
     # --- a tap -------------------------------------------------------------------------
 
-    def sale_time(self) -> int:
+    def sale_time(self, limits: RiskLimits | None = None) -> int:
         """The time a sale made now is dated by: the terminal's clock — or, online with a
         clock found further off than ``max_clock_offset_ms``, the server's time (known
-        then). Offline such a clock refuses to sell (``clock_skew``) instead."""
+        then). Offline such a clock refuses to sell (``clock_skew``) instead. ``limits``:
+        the canteen's, when the caller holds them already."""
         now = self.clock.now_ms()
         offset = self.sync.clock_offset_ms
-        if offset is not None and abs(offset) > self.rules()[1].max_clock_offset_ms and self.sync.in_sync:
+        if offset is None:
+            return now
+        limits = limits or self.rules()[1]
+        if abs(offset) > limits.max_clock_offset_ms and self.sync.in_sync:
             return now + offset
         return now
 
     def decide(
-        self, request: TapRequest, limits: RiskLimits | None = None, now_ms: int | None = None
+        self,
+        request: TapRequest,
+        limits: RiskLimits | None = None,
+        now_ms: int | None = None,
+        rules: tuple[CanteenRules, RiskLimits] | None = None,
     ) -> tuple[Decision, CardState | None, LinkState, int]:
         """The decision for a tap whose card is known, with no side effects (the benchmark
         times this). ``limits`` may be tighter than the canteen's (a QR credential's offline
-        allowance); ``now_ms`` is the sale time the identification step already used."""
-        rules, canteen_limits = self.rules()
+        allowance); ``now_ms`` is the sale time the identification step already used;
+        ``rules``: :meth:`rules`, when the caller read them already."""
+        canteen, canteen_limits = rules or self.rules()
         limits = limits or canteen_limits
-        now = self.sale_time() if now_ms is None else now_ms
+        now = self.sale_time(canteen_limits) if now_ms is None else now_ms
         link = self.link_state(now)
         card = self.store.card_state(request.card_id, now) if request.card_id else None
         meals = 0
-        period = rules.period_at(now) if request.kind == "meal" else None
+        period = canteen.period_at(now) if request.kind == "meal" else None
         if card is not None and period is not None:
             day = china_datetime(now).date().isoformat()
             meals = self.store.meals_taken(
                 card.holder_id, self.config.canteen_id, period.name, day, start_of_china_day_ms(now)
             )
-        return authorize(request, card, rules, limits, link, now, meals), card, link, now
+        return authorize(request, card, canteen, limits, link, now, meals), card, link, now
 
     def tap(self, request: TapRequest, pin_entry: PinEntry | None = None) -> tuple[Decision, Sale | None]:
         """Decide a tap; an approved sale is durable before the diner is told. A sale above
@@ -255,14 +270,17 @@ class Terminal:
 
     def _tap(self, request: TapRequest, pin_entry: PinEntry | None) -> tuple[Decision, Sale | None]:
         with self._journal_lock:
-            rules, limits = self.rules()
+            canteen = self.rules()
+            rules, limits = canteen
             if request.card_id is not None and request.card_id in rules.operator_cards:
                 return self._operator_view(request)
-            now = self.sale_time()
+            now = self.sale_time(limits)
             # identification (terminal.identify): an NFC SUN message, a QR code or a paid
             # digital RMB order → the paying card and the proof the sale records
             resolved = self.identify.resolve(request, now, rules)
-            request = replace(resolved.request, credential=resolved.credential)
+            request = resolved.request
+            if request.credential != resolved.credential:
+                request = replace(request, credential=resolved.credential)
             if (
                 resolved.reason is None
                 and request.method == "card"
@@ -282,7 +300,7 @@ class Terminal:
                             limits.max_offline_total_fen, resolved.max_offline_total_fen
                         ),
                     )
-                decision, card, link, now = self.decide(request, limits, now)
+                decision, card, link, now = self.decide(request, limits, now, canteen)
             asks_pin = decision.reason == "pin_required" and pin_entry is not None and card is not None
             if not asks_pin:
                 sale = self._conclude(request, decision, card, link, now)

@@ -57,8 +57,10 @@ class Identifier:
         credential = request.credential
         if request.method == "card" and request.card_id:
             verdict = self.cards.check(request.card_id, credential, rules.allow_uid_only, now_ms)
+            if verdict.card_id != request.card_id or credential is not None:
+                request = dataclasses.replace(request, card_id=verdict.card_id, credential=None)
             return Resolved(
-                dataclasses.replace(request, card_id=verdict.card_id, credential=None),
+                request,
                 credential=verdict.credential,
                 reason=verdict.reason,
             )

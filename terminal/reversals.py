@@ -137,8 +137,7 @@ def forget_unannounced(store: Store, seq: int) -> None:
 
 
 def mark_announced(store: Store, seq: int) -> None:
-    with store.relaxed_txn():
-        store.conn.execute("UPDATE reversals SET announced = 1 WHERE seq = ?", (seq,))
+    store.relaxed_write("UPDATE reversals SET announced = 1 WHERE seq = ?", (seq,))
 
 
 def unannounced(store: Store) -> list[Reversal]:
@@ -151,13 +150,13 @@ def unannounced(store: Store) -> list[Reversal]:
 def outbox_after(store: Store, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
     """Unacknowledged reversals after ``after_seq``, oldest first, up to the first one not yet
     announced."""
-    first = store.conn.execute("SELECT min(seq) FROM reversals WHERE announced = 0").fetchone()[0]
     return [
         (r[0], json.loads(r[1]))
         for r in store.conn.execute(
             "SELECT o.seq, r.reversal_json FROM reversal_outbox o JOIN reversals r ON r.seq = o.seq "
-            "WHERE o.seq > ? AND o.seq < ? ORDER BY o.seq LIMIT ?",
-            (after_seq, first or _MAX_SEQ, limit),
+            "WHERE o.seq > ? AND o.seq < coalesce((SELECT min(seq) FROM reversals WHERE announced = 0), ?) "
+            "ORDER BY o.seq LIMIT ?",
+            (after_seq, _MAX_SEQ, limit),
         )
     ]
 

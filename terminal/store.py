@@ -53,6 +53,43 @@ __all__ = ["CardState", "Store"]
 _MAX_SEQ = 2**62
 # sales this terminal has reversed (冲正, terminal.reversals): no longer spending, no meal
 _REVERSED = "SELECT sale_seq FROM reversals WHERE status <> 'rejected'"
+_SET_META = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+
+_UPSERT_HOLDERS = """
+INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version,
+                    meals_day, meals_json, subsidy_year, next_subsidy_fen,
+                    expired_subsidy_fen)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT(holder_id) DO UPDATE SET
+    unit_id = excluded.unit_id,
+    blocked = excluded.blocked,
+    subsidy_fen = CASE WHEN excluded.version >= holders.version
+                  THEN excluded.subsidy_fen ELSE holders.subsidy_fen END,
+    self_fen = CASE WHEN excluded.version >= holders.version
+               THEN excluded.self_fen ELSE holders.self_fen END,
+    subsidy_year = CASE WHEN excluded.version >= holders.version
+                   THEN excluded.subsidy_year ELSE holders.subsidy_year END,
+    next_subsidy_fen = CASE WHEN excluded.version >= holders.version
+                       THEN excluded.next_subsidy_fen ELSE holders.next_subsidy_fen END,
+    expired_subsidy_fen = CASE WHEN excluded.version >= holders.version
+                     THEN excluded.expired_subsidy_fen ELSE holders.expired_subsidy_fen END,
+    version = max(excluded.version, holders.version),
+    meals_json = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
+                 THEN excluded.meals_json ELSE holders.meals_json END,
+    meals_day = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
+                THEN excluded.meals_day ELSE holders.meals_day END
+"""
+_UPSERT_CARDS = (
+    "INSERT INTO cards(card_id, holder_id, status) VALUES (?, ?, ?) "
+    "ON CONFLICT(card_id) DO UPDATE SET holder_id = excluded.holder_id, status = excluded.status"
+)
+
+
+def _meta_statement(key: str, value: str | None) -> tuple[str, tuple[str, ...]]:
+    """The statement that stores ``value`` under ``key`` (None deletes the key)."""
+    if value is None:
+        return "DELETE FROM meta WHERE key = ?", (key,)
+    return _SET_META, (key, value)
 
 
 class Store:
@@ -79,11 +116,28 @@ class Store:
     def relaxed_txn(self) -> Iterator[sqlite3.Connection]:
         """A write transaction without fsync: survives a crash of the process, may be lost
         in a power cut. Only for records whose loss is harmless (see module doc); every
-        other write runs in a durable :func:`~terminal.txn.write_txn`."""
+        other write runs in a durable :func:`~terminal.txn.write_txn`. Inside a caller's
+        transaction it joins that one (SQLite fixes the safety level per transaction)."""
+        if self.conn.in_transaction:
+            with write_txn(self.conn) as conn:
+                yield conn
+            return
         self.conn.execute("PRAGMA synchronous=NORMAL")
         try:
             with write_txn(self.conn) as conn:
                 yield conn
+        finally:
+            self.conn.execute("PRAGMA synchronous=FULL")
+
+    def relaxed_write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """One statement written as :meth:`relaxed_txn` writes, without the BEGIN and COMMIT
+        around it: a single statement is its own transaction (all or nothing)."""
+        if self.conn.in_transaction:
+            self.conn.execute(sql, params)  # part of the caller's transaction
+            return
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            self.conn.execute(sql, params)
         finally:
             self.conn.execute("PRAGMA synchronous=FULL")
 
@@ -94,20 +148,17 @@ class Store:
         return row[0] if row else default
 
     def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES (?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        self.conn.execute(_SET_META, (key, value))
 
     def set_metas(self, values: dict[str, str | None]) -> None:
         """Several meta values in one relaxed transaction (None deletes a key)."""
+        statements = [_meta_statement(k, v) for k, v in values.items()]
+        if len(statements) == 1:
+            self.relaxed_write(*statements[0])
+            return
         with self.relaxed_txn():
-            for k, v in values.items():
-                if v is None:
-                    self.conn.execute("DELETE FROM meta WHERE key = ?", (k,))
-                else:
-                    self.set_meta(k, v)
+            for sql, params in statements:
+                self.conn.execute(sql, params)
 
     @property
     def delta_version(self) -> int:
@@ -119,22 +170,22 @@ class Store:
         """The card as cached; its subsidy is what a sale at ``now_ms`` may spend (the
         subsidy of that year: 年末清零), the rest of the subsidy counted as expired.
         Without ``now_ms``, as of the year the server last spoke of."""
-        row = self.conn.execute(
-            """
+        row = self.conn.execute(  # a reversed sale is no longer spending (terminal.reversals)
+            f"""
             SELECT c.card_id, c.status, h.holder_id, h.unit_id, h.subsidy_fen, h.self_fen,
                    h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen,
-                   h.expired_subsidy_fen
-            FROM cards c JOIN holders h ON h.holder_id = c.holder_id WHERE c.card_id = ?
+                   h.expired_subsidy_fen, p.fen, p.n
+            FROM cards c JOIN holders h ON h.holder_id = c.holder_id,
+                 (SELECT coalesce(sum(amount_fen), 0) AS fen, count(*) AS n
+                  FROM journal INDEXED BY journal_holder_pending
+                  WHERE holder_id = (SELECT holder_id FROM cards WHERE card_id = :card)
+                    AND status = 'pending' AND seq NOT IN ({_REVERSED})) p
+            WHERE c.card_id = :card
             """,
-            (card_id,),
+            {"card": card_id},
         ).fetchone()
         if row is None:
             return None
-        pend = self.conn.execute(  # a reversed sale is no longer spending (terminal.reversals)
-            "SELECT coalesce(sum(amount_fen), 0), count(*) FROM journal "
-            f"WHERE holder_id = ? AND status = 'pending' AND seq NOT IN ({_REVERSED})",
-            (row["holder_id"],),
-        ).fetchone()
         year = row["subsidy_year"] if now_ms is None else china_datetime(now_ms).year
         subsidy, expired = subsidy_for_year(
             row["subsidy_fen"],
@@ -153,8 +204,8 @@ class Store:
             self_fen=row["self_fen"],
             blocked=bool(row["blocked"]),
             version=row["version"],
-            unconfirmed_fen=int(pend[0]),
-            unconfirmed_count=int(pend[1]),
+            unconfirmed_fen=int(row["fen"]),
+            unconfirmed_count=int(row["n"]),
         )
 
     def canteen_config(self, canteen_id: str) -> dict[str, Any] | None:
@@ -163,29 +214,38 @@ class Store:
         ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def settings(self) -> dict[str, Any]:
-        return json.loads(self.get_meta("settings", "{}") or "{}")
+    def rules_source(self, canteen_id: str) -> tuple[str | None, str | None]:
+        """The text the canteen's rules are parsed from: its config and the terminal
+        settings (JSON; None where absent), in one read."""
+        config, settings = self.conn.execute(
+            "SELECT (SELECT config_json FROM canteens WHERE canteen_id = ?), "
+            "(SELECT value FROM meta WHERE key = 'settings')",
+            (canteen_id,),
+        ).fetchone()
+        return config, settings
 
     def meals_taken(self, holder_id: str, canteen_id: str, meal_period: str, day: str, since_ms: int) -> int:
         """The holder's meals in ``meal_period`` at this canteen on ``day`` (which starts at
         ``since_ms``), as far as this terminal knows: its own journal (acknowledged sales
         too), or — when larger — the server's count from the holder change (every
         terminal's applied meals) plus this terminal's sales it has not acknowledged yet."""
-        own, pending = self.conn.execute(
-            "SELECT count(*), coalesce(sum(status = 'pending'), 0) FROM journal WHERE holder_id = ? "
-            "AND occurred_at_ms >= ? AND kind = 'meal' AND meal_period = ? AND status <> 'rejected' "
-            f"AND seq NOT IN ({_REVERSED})",
-            (holder_id, since_ms, meal_period),
+        own, pending, meals_json = self.conn.execute(
+            "SELECT count(*), coalesce(sum(status = 'pending'), 0), "
+            "(SELECT meals_json FROM holders WHERE holder_id = :holder AND meals_day = :day) "
+            "FROM journal WHERE holder_id = :holder AND occurred_at_ms >= :since AND kind = 'meal' "
+            f"AND meal_period = :period AND status <> 'rejected' AND seq NOT IN ({_REVERSED})",
+            {"holder": holder_id, "day": day, "since": since_ms, "period": meal_period},
         ).fetchone()
-        row = self.conn.execute(
-            "SELECT meals_json FROM holders WHERE holder_id = ? AND meals_day = ?", (holder_id, day)
-        ).fetchone()
-        server = int(json.loads(row[0]).get(canteen_id, {}).get(meal_period, 0)) if row else 0
+        server = int(json.loads(meals_json).get(canteen_id, {}).get(meal_period, 0)) if meals_json else 0
         return max(int(own), server + int(pending))
 
-    def latest_recorded_ms(self) -> int | None:
-        """The latest sale time in the journal: the clock must not be set before it."""
-        return self.conn.execute("SELECT max(occurred_at_ms) FROM journal").fetchone()[0]
+    def journal_floor_and_unsent(self) -> tuple[int | None, int]:
+        """The latest sale time in the journal (the clock must not be set before it) and
+        :meth:`pending_count`, in one read: every tap asks both."""
+        latest, unsent = self.conn.execute(
+            "SELECT (SELECT max(occurred_at_ms) FROM journal), (SELECT count(*) FROM outbox)"
+        ).fetchone()
+        return latest, int(unsent)
 
     # --- the journal ---------------------------------------------------------------------
 
@@ -262,8 +322,7 @@ class Store:
         return sale
 
     def mark_announced(self, seq: int) -> None:
-        with self.relaxed_txn():
-            self.conn.execute("UPDATE journal SET announced = 1 WHERE seq = ?", (seq,))
+        self.relaxed_write("UPDATE journal SET announced = 1 WHERE seq = ?", (seq,))
 
     def unannounced(self) -> list[Sale]:
         """Sales journaled but never announced (the power went in between), oldest first."""
@@ -276,26 +335,23 @@ class Store:
         self, at_ms: int, card_id: str | None, method: str, reason: str, meal_period: str | None
     ) -> None:
         """Declines only feed the operator's totals: written without an fsync."""
-        with self.relaxed_txn():
-            self.conn.execute(
-                "INSERT INTO declines(at_ms, card_id, method, reason, meal_period) VALUES (?, ?, ?, ?, ?)",
-                (at_ms, card_id, method, reason, meal_period),
-            )
+        self.relaxed_write(
+            "INSERT INTO declines(at_ms, card_id, method, reason, meal_period) VALUES (?, ?, ?, ?, ?)",
+            (at_ms, card_id, method, reason, meal_period),
+        )
 
     # --- the outbox ----------------------------------------------------------------------
 
     def outbox_after(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Unacknowledged sales after ``after_seq``, oldest first, up to the first sale not
         yet announced to its diner."""
-        first_unannounced = self.conn.execute("SELECT min(seq) FROM journal WHERE announced = 0").fetchone()[
-            0
-        ]
         return [
             (r[0], json.loads(r[1]))
             for r in self.conn.execute(
                 "SELECT o.seq, j.sale_json FROM outbox o JOIN journal j ON j.seq = o.seq "
-                "WHERE o.seq > ? AND o.seq < ? ORDER BY o.seq LIMIT ?",
-                (after_seq, first_unannounced or _MAX_SEQ, limit),
+                "WHERE o.seq > ? AND o.seq < coalesce((SELECT min(seq) FROM journal WHERE announced = 0), ?) "
+                "ORDER BY o.seq LIMIT ?",
+                (after_seq, _MAX_SEQ, limit),
             )
         ]
 
@@ -304,10 +360,12 @@ class Store:
 
     def oldest_pending_ms(self) -> int | None:
         """The oldest sale, or reversal the server has not taken, still unsent (the watermark)."""
+        # from the outbox to the journal (CROSS JOIN keeps that order): the other way round,
+        # SQLite walks the whole journal by time looking for the first sale still unsent
         row = self.conn.execute(
             "SELECT min(t) FROM (SELECT min(j.occurred_at_ms) AS t FROM outbox o "
-            "JOIN journal j ON j.seq = o.seq UNION ALL SELECT min(r.occurred_at_ms) FROM reversal_outbox o "
-            "JOIN reversals r ON r.seq = o.seq WHERE r.status = 'new')"
+            "CROSS JOIN journal j ON j.seq = o.seq UNION ALL SELECT min(r.occurred_at_ms) "
+            "FROM reversal_outbox o CROSS JOIN reversals r ON r.seq = o.seq WHERE r.status = 'new')"
         ).fetchone()
         return row[0]
 
@@ -322,14 +380,13 @@ class Store:
                 if r.terminal_id != terminal_id:
                     counts["ignored"] += 1
                     continue
-                row = self.conn.execute("SELECT uuid FROM journal WHERE seq = ?", (r.seq,)).fetchone()
-                if row is None or row[0] != r.uuid:
-                    counts["ignored"] += 1
-                    continue
                 outcome = "rejected" if r.rejected or r.quarantined else "applied"
-                self.conn.execute(
-                    "UPDATE journal SET status = ?, reason = ? WHERE seq = ?", (outcome, r.reason, r.seq)
-                )
+                if not self.conn.execute(
+                    "UPDATE journal SET status = ?, reason = ? WHERE seq = ? AND uuid = ?",
+                    (outcome, r.reason, r.seq, r.uuid),
+                ).rowcount:
+                    counts["ignored"] += 1  # not a sale of this journal
+                    continue
                 self.conn.execute("DELETE FROM outbox WHERE seq = ?", (r.seq,))
                 counts["quarantined" if r.quarantined else outcome] += 1
                 if r.holder_id and r.balance is not None:
@@ -410,36 +467,8 @@ class Store:
                         apply_qr_key_change(self.conn, c)
                     case _:
                         raise DomainError("unknown_change_kind", f"not a change record: {type(c).__name__}")
-            self.conn.executemany(
-                """
-                INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version,
-                                    meals_day, meals_json, subsidy_year, next_subsidy_fen,
-                                    expired_subsidy_fen)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT(holder_id) DO UPDATE SET
-                    unit_id = excluded.unit_id,
-                    blocked = excluded.blocked,
-                    subsidy_fen = CASE WHEN excluded.version >= holders.version
-                                  THEN excluded.subsidy_fen ELSE holders.subsidy_fen END,
-                    self_fen = CASE WHEN excluded.version >= holders.version
-                               THEN excluded.self_fen ELSE holders.self_fen END,
-                    subsidy_year = CASE WHEN excluded.version >= holders.version
-                                   THEN excluded.subsidy_year ELSE holders.subsidy_year END,
-                    next_subsidy_fen = CASE WHEN excluded.version >= holders.version
-                                       THEN excluded.next_subsidy_fen ELSE holders.next_subsidy_fen END,
-                    expired_subsidy_fen = CASE WHEN excluded.version >= holders.version
-                                     THEN excluded.expired_subsidy_fen ELSE holders.expired_subsidy_fen END,
-                    version = max(excluded.version, holders.version),
-                    meals_json = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
-                                 THEN excluded.meals_json ELSE holders.meals_json END,
-                    meals_day = CASE WHEN excluded.meals_day >= coalesce(holders.meals_day, '')
-                                THEN excluded.meals_day ELSE holders.meals_day END
-                """,
-                holders,
-            )
-            self.conn.executemany(
-                "INSERT INTO cards(card_id, holder_id, status) VALUES (?, ?, ?) "
-                "ON CONFLICT(card_id) DO UPDATE SET holder_id = excluded.holder_id, status = excluded.status",
-                cards,
-            )
+            if holders:
+                self.conn.executemany(_UPSERT_HOLDERS, holders)
+            if cards:
+                self.conn.executemany(_UPSERT_CARDS, cards)
             self.set_meta("delta_version", str(version))

@@ -95,6 +95,7 @@ from shared.protocol import (
 )
 from shared.protocol.backup_mark import BackupMark
 from shared.protocol.rekey import Rekey, key_id, open_key
+from shared.sqlite_txn import write_txn
 from terminal import journal_keep, reversals
 from terminal.config import TerminalConfig
 from terminal.credentials import Keyring
@@ -249,6 +250,7 @@ class SyncAgent:
             _int_or_none(self.store.get_meta("offline_since_ms")) or clock.now_ms()
         )
         self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
+        self._last_sync_stored = self.last_sync_ms  # what the database holds
         self.sync_fault: str | None = self.store.get_meta("sync_fault")
         self.boot_id = transport.boot_id or _boot_id()
         same_boot = self.store.get_meta("clock_boot_id") == self.boot_id
@@ -703,7 +705,9 @@ class SyncAgent:
             elif flight is not None:
                 self._cursor = min(self._cursor, min(flight.seqs) - 1)
             return
-        counts = self.store.apply_results(ack.results, self.config.terminal_id)
+        with write_txn(self.store.conn):  # settled and known current: one commit
+            counts = self.store.apply_results(ack.results, self.config.terminal_id)
+            self._mark_synced()
         log.info(
             "%s: ack for message %s: %s",
             self.config.terminal_id,
@@ -728,7 +732,6 @@ class SyncAgent:
                 )
                 self._note_error(r.reason or "rejected")
                 log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
-        self._mark_synced()
 
     def _on_reversal_ack(self, ack: ReversalAck) -> None:
         """The answer to a reversal batch (or, unasked, waiting reversals now decided)."""
@@ -746,7 +749,9 @@ class SyncAgent:
 
     def _mark_synced(self) -> None:
         self.last_sync_ms = self.clock.now_ms()
-        self.store.set_metas({"last_sync_ms": str(self.last_sync_ms)})
+        if self.last_sync_ms != self._last_sync_stored:  # several acks and deltas in one ms: once
+            self.store.set_metas({"last_sync_ms": str(self.last_sync_ms)})
+            self._last_sync_stored = self.last_sync_ms
 
     def _on_delta(self, delta: Delta, faults: list[ProtocolError] | None = None) -> None:
         current = self.store.delta_version
@@ -761,10 +766,11 @@ class SyncAgent:
             )
             self._need_catchup = True
             return
-        self.store.apply_changes(delta.version, delta.changes)
+        with write_txn(self.store.conn):  # applied and known current: one commit
+            self.store.apply_changes(delta.version, delta.changes)
+            self._mark_synced()
         self._report_faults(f"delta {delta.version}", faults or [])
         self.stats.deltas_applied += 1
-        self._mark_synced()
 
     def _catch_up(self) -> None:
         """Fill a gap with the deltas the server still has, or take a whole snapshot."""

@@ -236,6 +236,21 @@ def test_new_prices_apply_from_the_next_tap(tmp_path: Path, clock: FakeClock) ->
     assert term.tap(TapRequest("C1"))[0].amount_fen == 1300
 
 
+def test_new_risk_limits_apply_from_the_next_tap_and_other_deltas_leave_the_rules(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    term = make_terminal(tmp_path, clock)
+    assert term.tap(TapRequest("C1"))[0].approved
+    unrelated = {"kind": "card", "card_id": "C3", "holder_id": "H2", "status": "active"}
+    term.store.apply_changes(2, decode_changes((unrelated,)))
+    rules = term.rules()
+    assert term.rules() is rules  # the same text: not parsed again
+    tighter = {"kind": "settings", "config": {"risk": {"max_sale_fen": 1000}}}
+    term.store.apply_changes(3, decode_changes((tighter,)))
+    assert term.rules()[1].max_sale_fen == 1000
+    assert term.tap(TapRequest("C2", kind="shop", amount_fen=1200))[0].reason == "pin_required"
+
+
 def test_declines_are_recorded_for_the_operators_totals(tmp_path: Path, clock: FakeClock) -> None:
     term = make_terminal(tmp_path, clock)
     term.tap(TapRequest("nope"))

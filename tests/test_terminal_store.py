@@ -10,6 +10,7 @@ import pytest
 from shared.errors import DomainError
 from shared.protocol import SaleResult
 from shared.protocol.messages import Balance, decode_changes
+from shared.sqlite_txn import write_txn
 from terminal.store import Store
 
 CHANGES = (
@@ -115,6 +116,55 @@ def test_the_outbox_stops_at_the_first_sale_not_yet_announced(store: Store) -> N
     store.mark_announced(second.seq)
     assert [seq for seq, _ in store.outbox_after(0, 10)] == [first.seq, second.seq]
     assert store.unannounced() == []
+
+
+def test_a_relaxed_write_inside_a_durable_transaction_stands_or_falls_with_it(store: Store) -> None:
+    # the sync agent stores "known current at" with the delta or ack that made it so
+    with pytest.raises(RuntimeError), write_txn(store.conn):
+        store.apply_changes(2, ())
+        store.set_metas({"last_sync_ms": "5000"})
+        raise RuntimeError("power cut")
+    assert (store.delta_version, store.get_meta("last_sync_ms")) == (1, None)
+    with write_txn(store.conn):
+        store.apply_changes(2, ())
+        store.set_metas({"last_sync_ms": "5000"})
+    assert (store.delta_version, store.get_meta("last_sync_ms")) == (2, "5000")
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+
+
+def test_the_watermark_is_the_oldest_unsent_sale_not_the_oldest_sale(store: Store) -> None:
+    sales = [
+        store.record_sale(
+            terminal_id="T1",
+            canteen_id="C01",
+            card_id="C1",
+            holder_id="H1",
+            amount_fen=100,
+            subsidy_fen=100,
+            self_fen=0,
+            occurred_at_ms=at,
+            kind="shop",
+            announced=True,
+        )
+        for at in (3000, 1000, 2000)
+    ]
+    assert store.oldest_pending_ms() == 1000
+    store.apply_results((SaleResult("T1", sales[1].seq, sales[1].uuid, "applied"),), "T1")
+    assert store.oldest_pending_ms() == 2000
+    assert store.journal_floor_and_unsent() == (3000, 2)
+
+
+def test_meals_taken_counts_the_journal_or_the_servers_count_plus_what_is_unacknowledged(
+    store: Store,
+) -> None:
+    sale = record(store)
+    assert store.meals_taken("H1", "C01", "lunch", "1970-01-01", 0) == 1
+    meals = {**CHANGES[0], "meals": {"day": "1970-01-01", "taken": {"C01": {"lunch": 2}}}}
+    store.apply_changes(2, decode_changes((meals,)))
+    assert store.meals_taken("H1", "C01", "lunch", "1970-01-01", 0) == 3  # 2 applied + 1 unacknowledged
+    assert store.meals_taken("H1", "C01", "lunch", "1970-01-02", 0) == 1  # another day's count
+    store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "applied"),), "T1")
+    assert store.meals_taken("H1", "C01", "lunch", "1970-01-01", 0) == 2
 
 
 def test_a_terminal_database_from_before_the_migrations_is_upgraded(tmp_path: Path) -> None:
