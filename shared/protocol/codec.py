@@ -34,10 +34,30 @@ def _reject_constant(value: str) -> Any:
     raise ProtocolError("malformed", f"{value} not allowed")
 
 
+def _not_json(value: Any) -> Any:
+    raise ProtocolError("malformed", f"type {type(value).__name__} not allowed")
+
+
+# The encoder ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` builds
+# on every call, built once (the same C encoder, the same bytes: the golden fixtures in
+# tests/test_protocol.py pin them). No circular-reference markers: _check_types has already
+# refused anything nested deeper than 32, which a cycle would be.
+if json.encoder.c_make_encoder is not None:
+    _encoder = json.encoder.c_make_encoder(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+
+    def _encode(obj: Any) -> str:
+        return "".join(_encoder(obj, 0))
+
+else:  # pragma: no cover - CPython always has the C encoder
+    _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(obj: Any) -> bytes:
     """Encode ``obj`` canonically; raises ProtocolError on floats or non-JSON types."""
     _check_types(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _encode(obj).encode()
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})

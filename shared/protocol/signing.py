@@ -79,7 +79,8 @@ class ServerVerifier:
     """Checks Ed25519 signatures made by :class:`ServerKey` (holds only the public key)."""
 
     def __init__(self, public_hex: str) -> None:
-        self._public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
+        self.public_bytes = bytes.fromhex(public_hex)
+        self._public = Ed25519PublicKey.from_public_bytes(self.public_bytes)
 
     def verify(self, data: bytes, sig: str) -> bool:
         if not sig.startswith(ED25519_PREFIX):
