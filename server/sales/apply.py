@@ -268,7 +268,8 @@ class SaleApplier:
             self._count("duplicate" if same else "rejected")
             self._results.append((key, "duplicate") if same else self._reject(sale, "sale_id_conflict"))
             return slot
-        self._load_stored({key}, {sale.uuid})  # read ahead by prefetch(), or now
+        if key not in self._stored or sale.uuid not in self._uuids_checked:
+            self._load_stored({key}, {sale.uuid})  # read ahead by prefetch(), or now
         row = self._stored[key]
         if row is not None:
             if row["uuid"] != sale.uuid:
