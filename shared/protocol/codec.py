@@ -105,6 +105,10 @@ def _check_types_general(obj: Any, depth: int) -> None:
     raise ProtocolError("malformed", f"type {type(obj).__name__} not allowed")
 
 
+# what json.loads(text, parse_float=…, parse_constant=…) builds on every call, built once
+_decoder = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
+
+
 def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     """Parse wire bytes strictly: size-capped, UTF-8, no floats, no NaN/Infinity."""
     if isinstance(data, str):
@@ -116,7 +120,9 @@ def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     except UnicodeDecodeError as exc:
         raise ProtocolError("malformed", "not UTF-8") from exc
     try:
-        return json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _decoder.decode(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not JSON: {exc}") from exc
 

@@ -20,7 +20,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from shared.amounts import FEN_MAX, FEN_MIN
@@ -388,7 +388,8 @@ class Status:
     last_error_ms: int | None = None
 
     def to_body(self) -> dict[str, Any]:
-        body = asdict(self)
+        # field by field, not asdict(): every value is a plain str/int/None (no deep copy needed)
+        body = {name: getattr(self, name) for name in self.__dataclass_fields__}
         for optional in ("sync_fault", *_STATUS_HEALTH):
             if body[optional] is None:
                 del body[optional]
@@ -502,10 +503,11 @@ class Meals:
             if not canteen_id or len(canteen_id) > 64:
                 raise ProtocolError("bad_field", f"meals.taken: canteen id {canteen_id!r}")
             periods = obj(periods, f"meals.taken[{canteen_id}]")
-            for period in periods:
+            for period, n in periods.items():
                 if period not in MEAL_PERIODS:
                     raise ProtocolError("bad_field", f"meals.taken[{canteen_id}]: period {period!r}")
-                req_int(periods, period, lo=0, hi=MAX_MEALS_PER_PERIOD)
+                if type(n) is not int or not 0 <= n <= MAX_MEALS_PER_PERIOD:  # the reader names why
+                    req_int(periods, period, lo=0, hi=MAX_MEALS_PER_PERIOD)
         return cls(day, taken)
 
 
@@ -565,8 +567,10 @@ class HolderChange:
         if not (
             type(h) is str
             and 0 < len(h) <= 64
+            and "\x00" not in h
             and type(u) is str
             and 0 < len(u) <= 64
+            and "\x00" not in u
             and type(sub) is int
             and _I <= sub <= _MAX_INT
             and type(own) is int
@@ -581,9 +585,18 @@ class HolderChange:
             )
         year, nxt, old = c.get("subsidy_year"), c.get("next_subsidy_fen", 0), c.get("expired_subsidy_fen", 0)
         if year is not None or nxt != 0 or old != 0:
-            year = req_int(c, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR)
-            nxt = req_int(c, "next_subsidy_fen", lo=_I, hi=_MAX_INT)
-            old = opt_int(c, "expired_subsidy_fen", lo=_I, hi=_MAX_INT) or 0
+            nxt = c.get("next_subsidy_fen")  # required with a year: no default here
+            if not (  # every change of a server that sends years: the readers only to name a fault
+                type(year) is int
+                and _MIN_YEAR <= year <= _MAX_YEAR
+                and type(nxt) is int
+                and _I <= nxt <= _MAX_INT
+                and (old is None or (type(old) is int and _I <= old <= _MAX_INT))
+            ):
+                year = req_int(c, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR)
+                nxt = req_int(c, "next_subsidy_fen", lo=_I, hi=_MAX_INT)
+                old = opt_int(c, "expired_subsidy_fen", lo=_I, hi=_MAX_INT)
+            old = old or 0
         meals = Meals.from_wire(c["meals"]) if "meals" in c else None
         return cls(h, u, sub, own, blocked, meals, year, nxt, old)
 
@@ -606,8 +619,10 @@ class CardChange:
         if not (  # as in HolderChange.from_wire: the readers only to name a fault
             type(card_id) is str
             and 0 < len(card_id) <= 64
+            and "\x00" not in card_id
             and type(holder_id) is str
             and 0 < len(holder_id) <= 64
+            and "\x00" not in holder_id
             and type(status) is str
             and status in CARD_STATUSES
         ):
