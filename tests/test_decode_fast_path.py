@@ -15,17 +15,26 @@ from shared.protocol.codec import (
     obj,
     only_keys,
     opt_int,
+    opt_str,
     req_bool,
     req_enum,
     req_int,
+    req_list,
     req_str,
+    req_terminal_id,
 )
 from shared.protocol.messages import (
     CARD_STATUSES,
+    MAX_ITEMS_PER_SALE,
+    MAX_SALE_FEN,
     MEAL_PERIODS,
+    METHODS,
+    SALE_KINDS,
     CardChange,
     HolderChange,
+    Item,
     Meals,
+    Sale,
     decode_change,
 )
 
@@ -185,3 +194,103 @@ def test_a_card_change_decodes_as_the_readers_decide(edits: list[tuple[str, Any]
         else:
             c[field] = value
     assert verdict(decode_change, c) == verdict(reference_card, c)
+
+
+def reference_sale(d: Any) -> Sale:
+    """Sale.from_dict as the readers alone decide it (the specification)."""
+    d = obj(d, "sale")
+    only_keys(d, frozenset(Sale.__dataclass_fields__), "sale")
+    items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
+    sale = Sale(
+        terminal_id=req_terminal_id(d, "terminal_id"),
+        seq=req_int(d, "seq", lo=1),
+        uuid=req_str(d, "uuid", max_len=64),
+        card_id=opt_str(d, "card_id", max_len=64),
+        canteen_id=req_str(d, "canteen_id", max_len=64),
+        amount_fen=req_int(d, "amount_fen", lo=1, hi=MAX_SALE_FEN),
+        occurred_at_ms=req_int(d, "occurred_at_ms"),
+        method=req_enum(d, "method", METHODS),
+        kind=req_enum(d, "kind", SALE_KINDS),
+        meal_period=opt_str(d, "meal_period", max_len=16),
+        items=items,
+        offline=req_bool(d, "offline"),
+        visitor=req_bool(d, "visitor"),
+        subsidy_fen=req_int(d, "subsidy_fen", lo=0, hi=MAX_SALE_FEN),
+        self_fen=req_int(d, "self_fen", lo=0, hi=MAX_SALE_FEN),
+        credential=opt_str(d, "credential", max_len=256),
+        pin_approval=opt_str(d, "pin_approval", max_len=64),
+    )
+    sale.validate()
+    return sale
+
+
+SALE_VALUES = [
+    None, True, False, 0, 1, -1, 1999, 2000, 2200, 2201, 10_000, 10_001, MAX_SALE_FEN, MAX_SALE_FEN + 1,
+    2**53, 2**53 + 1, -(2**53), "", "x", "a\x00", "T-1_a", "T.1", "lunch", "snack", "card", "ecny",
+    "qr", "meal", "shop", [], {}, [{"sku": "x", "qty": 1, "unit_price_fen": 500}],
+    *("s" * n for n in (15, 16, 17, 31, 32, 33, 63, 64, 65, 255, 256, 257)),
+]  # fmt: skip
+
+
+def good_sale(shop: bool) -> dict[str, Any]:
+    return Sale(
+        "T1", 7, "u" * 32, "K1", "C01", 500, 1_767_672_000_000, kind="shop" if shop else "meal",
+        meal_period=None if shop else "lunch", subsidy_fen=200, self_fen=300, credential="q",
+    ).to_dict()  # fmt: skip
+
+
+def test_every_field_at_every_odd_value_decodes_as_the_readers_decide() -> None:
+    for shop in (False, True):
+        for field in [*Sale.__dataclass_fields__, "extra"]:
+            for value in [*SALE_VALUES, DELETE]:
+                d = good_sale(shop)
+                if value is DELETE:
+                    d.pop(field, None)
+                else:
+                    d[field] = value
+                assert verdict(Sale.from_dict, d) == verdict(reference_sale, d), (field, value)
+
+
+SALE_ODD = ODD | st.sampled_from(
+    [
+        MAX_SALE_FEN,
+        MAX_SALE_FEN + 1,
+        2**53,
+        2**53 + 1,
+        "T-1_a",
+        "T.1",
+        "t" * 32,
+        "t" * 33,
+        "lunch",
+        "snack",
+        "p" * 16,
+        "p" * 17,
+        "c" * 256,
+        "c" * 257,
+        "card",
+        "ecny",
+        "meal",
+        "shop",
+        [{"sku": "x", "qty": 1, "unit_price_fen": 500}],
+    ]
+)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*Sale.__dataclass_fields__, "extra"]),
+            SALE_ODD | st.just(DELETE),
+        ),
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_a_sale_decodes_as_the_readers_decide(edits: list[tuple[str, Any]], shop: bool) -> None:
+    d = good_sale(shop)
+    for field, value in edits:
+        if value is DELETE:
+            d.pop(field, None)
+        else:
+            d[field] = value
+    assert verdict(Sale.from_dict, d) == verdict(reference_sale, d)

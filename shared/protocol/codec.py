@@ -147,6 +147,12 @@ def req_str(d: dict[str, Any], key: str, *, max_len: int = 128, allow_empty: boo
     return v
 
 
+def is_text(v: Any, max_len: int) -> bool:
+    """Whether :func:`req_str` (not empty) would accept ``v`` as it is: for a decoder's
+    one-expression check of the well-formed case (a str subclass is left to the reader)."""
+    return type(v) is str and 0 < len(v) <= max_len and "\x00" not in v
+
+
 # A terminal id reaches MQTT topic names: only letters, digits, - and _, at most 32 (a "*",
 # "." or space acts as a wildcard, is rewritten, or is refused by some brokers; "/", "+", "#"
 # are MQTT's own). The one rule for provisioning, message decoding and topic names.
@@ -172,7 +178,10 @@ def opt_str(d: dict[str, Any], key: str, *, max_len: int = 128) -> str | None:
     return req_str(d, key, max_len=max_len)
 
 
-def req_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int:
+INT_MAX = 2**53  # req_int's default upper bound (exact in every JSON reader)
+
+
+def req_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = INT_MAX) -> int:
     v = d.get(key)
     if not isinstance(v, int) or isinstance(v, bool):
         raise ProtocolError("bad_field", f"{key}: expected integer")
@@ -181,7 +190,7 @@ def req_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int
     return v
 
 
-def opt_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int | None:
+def opt_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = INT_MAX) -> int | None:
     if d.get(key) is None:
         return None
     return req_int(d, key, lo=lo, hi=hi)

@@ -25,7 +25,10 @@ from typing import Any, ClassVar
 
 from shared.amounts import FEN_MAX, FEN_MIN
 from shared.protocol.codec import (
+    INT_MAX,
+    TERMINAL_ID,
     ProtocolError,
+    is_text,
     obj,
     only_keys,
     opt_int,
@@ -139,9 +142,10 @@ class Sale:
     @classmethod
     def from_dict(cls, d: Any) -> Sale:
         d = obj(d, "sale")
-        only_keys(d, _SALE_KEYS, "sale")
+        if not _SALE_KEYS.issuperset(d):
+            only_keys(d, _SALE_KEYS, "sale")  # names the unknown fields
         items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
-        sale = cls(
+        sale = _well_formed_sale(d, items) or cls(  # the readers only to name a fault
             terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
             uuid=req_str(d, "uuid", max_len=64),
@@ -181,6 +185,54 @@ class Sale:
 
 
 _SALE_KEYS = frozenset(Sale.__dataclass_fields__)
+
+
+def _well_formed_sale(d: dict[str, Any], items: tuple[Item, ...]) -> Sale | None:
+    """The sale of ``d`` when every field passes what its reader in :meth:`Sale.from_dict`
+    checks (the same bounds), in one expression; else None. The server decodes every sale
+    it takes in, and the readers' calls were most of that."""
+    g = d.get
+    t, seq, u, card, canteen = g("terminal_id"), g("seq"), g("uuid"), g("card_id"), g("canteen_id")
+    amount, at, method, kind, period = (
+        g("amount_fen"),
+        g("occurred_at_ms"),
+        g("method"),
+        g("kind"),
+        g("meal_period"),
+    )
+    offline, visitor, sub, own = g("offline"), g("visitor"), g("subsidy_fen"), g("self_fen")
+    credential, pin = g("credential"), g("pin_approval")
+    if (
+        type(t) is str
+        and TERMINAL_ID.fullmatch(t) is not None
+        and type(seq) is int
+        and 1 <= seq <= INT_MAX
+        and is_text(u, 64)
+        and (card is None or is_text(card, 64))
+        and is_text(canteen, 64)
+        and type(amount) is int
+        and 1 <= amount <= MAX_SALE_FEN
+        and type(at) is int
+        and 0 <= at <= INT_MAX
+        and type(method) is str
+        and method in METHODS
+        and type(kind) is str
+        and kind in SALE_KINDS
+        and (period is None or is_text(period, 16))
+        and type(offline) is bool
+        and type(visitor) is bool
+        and type(sub) is int
+        and 0 <= sub <= MAX_SALE_FEN
+        and type(own) is int
+        and 0 <= own <= MAX_SALE_FEN
+        and (credential is None or is_text(credential, 256))
+        and (pin is None or is_text(pin, 64))
+    ):
+        return Sale(
+            t, seq, u, card, canteen, amount, at, method, kind, period, items, offline, visitor, sub, own,
+            credential, pin,
+        )  # fmt: skip
+    return None
 
 
 @dataclass(frozen=True)
