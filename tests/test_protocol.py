@@ -212,6 +212,22 @@ def test_a_broadcast_opened_before_is_still_checked_in_full_when_changed() -> No
     assert err.value.code == "bad_field"
 
 
+def test_a_broadcast_sealed_in_this_process_opens_as_it_would_anywhere() -> None:
+    """seal_server remembers what it made as verified: opening it gives what the full
+    check gives, and only under the sealing key."""
+    from shared.protocol import envelope
+
+    key = ServerKey.from_hex(SERVER_SEED)
+    data = seal_server("delta", {"version": 3, "changes": []}, key, T0, "m1")
+    verifier = ServerVerifier(key.public_hex)
+    remembered = open_envelope(data, server=verifier)
+    envelope._opened_broadcasts.clear()
+    assert open_envelope(data, server=verifier) == remembered
+    with pytest.raises(ProtocolError) as err:
+        open_envelope(data, server=ServerVerifier(ServerKey.generate().public_hex))
+    assert err.value.code == "bad_signature"
+
+
 def test_an_hmac_envelope_is_not_accepted_where_the_server_key_is_required() -> None:
     verifier = ServerVerifier(ServerKey.from_hex(SERVER_SEED).public_hex)
     with pytest.raises(ProtocolError) as err:

@@ -54,15 +54,26 @@ MESSAGE_TYPES = frozenset(
     }
 )
 SERVER_SENDER = "server"
-# Server broadcasts already opened, as (server public key, wire bytes): every terminal opens
+# Server broadcasts known to verify, as (server public key, wire bytes): every terminal opens
 # each delta the server publishes (all of them, in one process, in the simulator). Whether
 # given bytes are a well-formed envelope carrying a valid signature of a given key is a pure
 # function of the two, so a hit skips re-encoding and verifying without changing a verdict
-# (a changed bit is a different key: checked in full). Only successes are kept, so forged
-# traffic evicts nothing; the first-in entry goes first; snapshots (large) are not kept.
-_OPENED_MAX = 1024
+# (a changed bit is a different key: checked in full). Kept: what opened, and what
+# seal_server made (Ed25519 signatures always verify, and sealed bytes are canonical:
+# tests/test_codec_fast_path.py) — never a failure, so forged traffic evicts nothing; the
+# first-in entry goes first; snapshots (large) are not kept.
+_OPENED_MAX = 256
 _OPENED_MAX_BYTES = 65_536
 _opened_broadcasts: dict[tuple[bytes, bytes], None] = {}
+
+
+def _remember_broadcast(public_key: bytes, data: bytes) -> None:
+    if len(data) <= _OPENED_MAX_BYTES:
+        if len(_opened_broadcasts) >= _OPENED_MAX:
+            del _opened_broadcasts[next(iter(_opened_broadcasts))]
+        _opened_broadcasts[(public_key, data)] = None
+
+
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
 
 
@@ -119,7 +130,9 @@ def seal_server(
 ) -> bytes:
     """Wire bytes of an Ed25519-signed server broadcast (deltas, snapshots, presence)."""
     env = Envelope(type_, SERVER_SENDER, msg_id or uuid.uuid4().hex, sent_at_ms, body)
-    return _seal(env, key.sign)
+    data = _seal(env, key.sign)
+    _remember_broadcast(key.public_bytes, data)
+    return data
 
 
 def _parse(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[str, Any], Envelope, str]:
@@ -183,9 +196,7 @@ def open_envelope(
         if env.sender != SERVER_SENDER or not server.verify(signed, sig):
             raise ProtocolError("bad_signature", "server signature")
         if memo is not None:
-            if len(_opened_broadcasts) >= _OPENED_MAX:
-                del _opened_broadcasts[next(iter(_opened_broadcasts))]
-            _opened_broadcasts[memo] = None
+            _remember_broadcast(*memo)
     else:
         raise ProtocolError("bad_signature", "no acceptable signature scheme")
     return env
