@@ -7,6 +7,7 @@ signature, and returns an :class:`Envelope` whose ``body`` the message classes d
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,13 +66,15 @@ SERVER_SENDER = "server"
 _OPENED_MAX = 256
 _OPENED_MAX_BYTES = 65_536
 _opened_broadcasts: dict[tuple[bytes, bytes], None] = {}
+_opened_lock = threading.Lock()  # the server seals from several threads (publisher, HTTP, ingest)
 
 
 def _remember_broadcast(public_key: bytes, data: bytes) -> None:
     if len(data) <= _OPENED_MAX_BYTES:
-        if len(_opened_broadcasts) >= _OPENED_MAX:
-            del _opened_broadcasts[next(iter(_opened_broadcasts))]
-        _opened_broadcasts[(public_key, data)] = None
+        with _opened_lock:
+            if len(_opened_broadcasts) >= _OPENED_MAX:
+                del _opened_broadcasts[next(iter(_opened_broadcasts))]
+            _opened_broadcasts[(public_key, data)] = None
 
 
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
