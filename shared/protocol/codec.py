@@ -60,6 +60,19 @@ def canonical_json(obj: Any) -> bytes:
     return _encode(obj).encode()
 
 
+def canonical_json_of_parsed(obj: Any, source: bytes | str) -> bytes:
+    """:func:`canonical_json` of ``obj``, which :func:`parse_json` returned from ``source``
+    (or a part of what it returned): the same bytes and the same verdict. Parsed JSON holds
+    only JSON's own types, so the type check can only fail on nesting deeper than 32,
+    which takes at least 33 brackets in the source (a bracket inside a string only adds
+    to the count): a source with fewer is not walked again. Opening a message re-encodes
+    it to check its signature; most are a few containers deep and wide."""
+    brackets = (b"{", b"[") if type(source) is bytes else ("{", "[")
+    if source.count(brackets[0]) + source.count(brackets[1]) > 32:  # type: ignore[arg-type]
+        _check_types(obj)
+    return _encode(obj).encode()
+
+
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 

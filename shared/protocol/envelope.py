@@ -18,6 +18,7 @@ from shared.protocol.codec import (
     SCHEMA_VERSION,
     ProtocolError,
     canonical_json,
+    canonical_json_of_parsed,
     obj,
     only_keys,
     parse_json,
@@ -188,7 +189,7 @@ def open_envelope(
         memo = (server.public_bytes, data)
         if memo in _opened_broadcasts:
             return env  # this key verified these very bytes: see _opened_broadcasts
-    signed = canonical_json({k: v for k, v in raw.items() if k != "sig"})
+    signed = canonical_json_of_parsed({k: v for k, v in raw.items() if k != "sig"}, data)
     if sig.startswith(HMAC_PREFIX) and secret_for is not None:
         secret = secret_for(env.sender)
         if secret is None:
