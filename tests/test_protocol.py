@@ -228,6 +228,19 @@ def test_a_broadcast_sealed_in_this_process_opens_as_it_would_anywhere() -> None
     assert err.value.code == "bad_signature"
 
 
+def test_a_lone_surrogate_is_malformed_not_a_crash() -> None:
+    """A "\\ud800" escape is valid JSON text but no UTF-8: refused like any malformed
+    message (it used to escape as a UnicodeEncodeError, failing the ingest worker's group)."""
+    wire = (GOLDEN / "status.json").read_bytes().replace(b'"state":"online"', b'"state":"\\ud800"')
+    assert wire != (GOLDEN / "status.json").read_bytes()
+    with pytest.raises(ProtocolError) as err:
+        open_envelope(wire, secret_for=lambda s: SECRET)
+    assert err.value.code == "malformed"
+    with pytest.raises(ProtocolError) as err:
+        canonical_json({"x": "\ud800"})
+    assert err.value.code == "malformed"
+
+
 def test_an_hmac_envelope_is_not_accepted_where_the_server_key_is_required() -> None:
     verifier = ServerVerifier(ServerKey.from_hex(SERVER_SEED).public_hex)
     with pytest.raises(ProtocolError) as err:

@@ -54,10 +54,17 @@ else:  # pragma: no cover - CPython always has the C encoder
     _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800" parses to one): no UTF-8
+        raise ProtocolError("malformed", "text with a lone surrogate") from exc
+
+
 def canonical_json(obj: Any) -> bytes:
     """Encode ``obj`` canonically; raises ProtocolError on floats or non-JSON types."""
     _check_types(obj)
-    return _encode(obj).encode()
+    return _utf8(_encode(obj))
 
 
 def canonical_json_of_parsed(obj: Any, source: bytes | str) -> bytes:
@@ -70,7 +77,7 @@ def canonical_json_of_parsed(obj: Any, source: bytes | str) -> bytes:
     brackets = (b"{", b"[") if type(source) is bytes else ("{", "[")
     if source.count(brackets[0]) + source.count(brackets[1]) > 32:  # type: ignore[arg-type]
         _check_types(obj)
-    return _encode(obj).encode()
+    return _utf8(_encode(obj))
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
