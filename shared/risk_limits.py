@@ -6,7 +6,7 @@ the server checks every incoming sale against the same values
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 MINUTE_MS = 60_000
@@ -60,10 +60,11 @@ class RiskLimits:
     @classmethod
     def from_config(cls, *configs: dict[str, Any] | None) -> RiskLimits:
         """Later configs override earlier ones; a malformed value keeps the default."""
-        known = {f.name for f in fields(cls)}
+        known = cls.__dataclass_fields__  # a dict: fields() builds a tuple on every call
         values: dict[str, int] = {}
         for config in configs:
-            for k, v in (config or {}).items():
-                if k in known and isinstance(v, int) and not isinstance(v, bool) and v >= 0:
-                    values[k] = v
+            if config:
+                for k, v in config.items():
+                    if k in known and isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+                        values[k] = v
         return cls(**values)

@@ -101,3 +101,32 @@ def test_a_sealed_envelope_is_exactly_the_canonical_encoding_with_its_signature(
 
     sealed = seal_hmac(type_, sender or "T", body, b"k" * 32, at, "m1")
     assert sealed == canonical_json(json.loads(sealed))
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(alphabet='ab{["\\é', max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=20,
+)
+
+
+def encoded(check: Any, *args: Any) -> Any:
+    try:
+        return check(*args)
+    except ProtocolError as exc:
+        return exc.detail
+
+
+deep = st.builds(nest, st.integers(28, 36), st.sampled_from([1, "x", None, [], {}]))
+
+
+@given(json_values | deep, st.booleans())
+def test_encoding_what_was_parsed_agrees_with_canonical_json(value: Any, as_bytes: bool) -> None:
+    import json
+
+    from shared.protocol.codec import canonical_json, canonical_json_of_parsed, parse_json
+
+    text = json.dumps(value, ensure_ascii=False)
+    source = text.encode() if as_bytes else text
+    parsed = parse_json(source)
+    assert encoded(canonical_json_of_parsed, parsed, source) == encoded(canonical_json, parsed)

@@ -192,6 +192,55 @@ def test_a_delta_signed_by_another_key_is_refused() -> None:
     assert err.value.code == "bad_signature"
 
 
+def test_a_broadcast_opened_before_is_still_checked_in_full_when_changed() -> None:
+    """Opening the same delta again (every terminal does) may reuse the first verdict, but
+    only for the very same bytes and key: a changed byte or another key is checked afresh."""
+    data = (GOLDEN / "delta.json").read_bytes()
+    verifier = ServerVerifier(ServerKey.from_hex(SERVER_SEED).public_hex)
+    first, again = open_envelope(data, server=verifier), open_envelope(data, server=verifier)
+    assert again == first and again.body is not first.body  # each opener its own body
+    changed = data.replace(b'"version":', b'"version":1', 1)
+    assert changed != data
+    with pytest.raises(ProtocolError) as err:
+        open_envelope(changed, server=verifier)
+    assert err.value.code == "bad_signature"
+    with pytest.raises(ProtocolError) as err:
+        open_envelope(data, server=ServerVerifier(ServerKey.generate().public_hex))
+    assert err.value.code == "bad_signature"
+    with pytest.raises(ProtocolError) as err:  # the verdict on the bytes, not the type asked for
+        open_envelope(data, server=verifier, expect_type="snapshot")
+    assert err.value.code == "bad_field"
+
+
+def test_a_broadcast_sealed_in_this_process_opens_as_it_would_anywhere() -> None:
+    """seal_server remembers what it made as verified: opening it gives what the full
+    check gives, and only under the sealing key."""
+    from shared.protocol import envelope
+
+    key = ServerKey.from_hex(SERVER_SEED)
+    data = seal_server("delta", {"version": 3, "changes": []}, key, T0, "m1")
+    verifier = ServerVerifier(key.public_hex)
+    remembered = open_envelope(data, server=verifier)
+    envelope._opened_broadcasts.clear()
+    assert open_envelope(data, server=verifier) == remembered
+    with pytest.raises(ProtocolError) as err:
+        open_envelope(data, server=ServerVerifier(ServerKey.generate().public_hex))
+    assert err.value.code == "bad_signature"
+
+
+def test_a_lone_surrogate_is_malformed_not_a_crash() -> None:
+    """A "\\ud800" escape is valid JSON text but no UTF-8: refused like any malformed
+    message (it used to escape as a UnicodeEncodeError, failing the ingest worker's group)."""
+    wire = (GOLDEN / "status.json").read_bytes().replace(b'"state":"online"', b'"state":"\\ud800"')
+    assert wire != (GOLDEN / "status.json").read_bytes()
+    with pytest.raises(ProtocolError) as err:
+        open_envelope(wire, secret_for=lambda s: SECRET)
+    assert err.value.code == "malformed"
+    with pytest.raises(ProtocolError) as err:
+        canonical_json({"x": "\ud800"})
+    assert err.value.code == "malformed"
+
+
 def test_an_hmac_envelope_is_not_accepted_where_the_server_key_is_required() -> None:
     verifier = ServerVerifier(ServerKey.from_hex(SERVER_SEED).public_hex)
     with pytest.raises(ProtocolError) as err:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import operator
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ _COLUMNS = (
     "cleared_subsidy_fen",
 )
 _INSERT = f"INSERT INTO sales({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_ROW_VALUES = operator.itemgetter(*_COLUMNS)  # a row dict's values in _COLUMNS order
 # a batch's cards: their holders, blocked flags, and purses (self and every year's subsidy)
 _PURSES_OF_CARDS = (
     "SELECT c.card_id, h.id, h.unit_id, h.blocked, a.id, a.balance_fen "
@@ -152,12 +154,14 @@ class ClosedPeriods:
 
     @classmethod
     def load(cls, conn: sqlite3.Connection) -> ClosedPeriods:
-        closed = conn.execute("SELECT max(end_ms) FROM settlement_periods").fetchone()[0]
-        clearings = tuple(
-            (int(r[0]), int(r[1]))
-            for r in conn.execute("SELECT cutoff_ms, year FROM clearings ORDER BY cutoff_ms")
-        )
-        return cls(closed, clearings)
+        # one statement (a round trip per ingest transaction on PostgreSQL): the end of the
+        # last settled quarter (year NULL), then the clearings in cutoff order
+        rows = conn.execute(
+            "SELECT 0 AS part, max(end_ms), NULL FROM settlement_periods "
+            "UNION ALL SELECT 1, cutoff_ms, year FROM clearings ORDER BY 1, 2"
+        ).fetchall()
+        clearings = tuple((int(r[1]), int(r[2])) for r in rows[1:])
+        return cls(rows[0][1], clearings)
 
     def settled(self, occurred_at_ms: int) -> bool:
         return self.closed_through_ms is not None and occurred_at_ms < self.closed_through_ms
@@ -268,7 +272,8 @@ class SaleApplier:
             self._count("duplicate" if same else "rejected")
             self._results.append((key, "duplicate") if same else self._reject(sale, "sale_id_conflict"))
             return slot
-        self._load_stored({key}, {sale.uuid})  # read ahead by prefetch(), or now
+        if key not in self._stored or sale.uuid not in self._uuids_checked:
+            self._load_stored({key}, {sale.uuid})  # read ahead by prefetch(), or now
         row = self._stored[key]
         if row is not None:
             if row["uuid"] != sale.uuid:
@@ -428,7 +433,7 @@ class SaleApplier:
                 row["balance_subsidy_year"] = change["subsidy_year"]
                 row["balance_next_subsidy_fen"] = change["next_subsidy_fen"]
                 row["balance_expired_subsidy_fen"] = change["expired_subsidy_fen"]
-        self.conn.executemany(_INSERT, [tuple(r[c] for c in _COLUMNS) for r in self._pending.values()])
+        self.conn.executemany(_INSERT, [_ROW_VALUES(r) for r in self._pending.values()])
         takings.add(self.conn, self._pending.values())  # the dashboard's sums, in this same txn
         if self._quarantine:
             self.conn.executemany(

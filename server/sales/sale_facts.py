@@ -31,6 +31,7 @@ class FactsBook:
         self._settings: _History | None = None
         self._canteens: dict[str, _History] = {}
         self._terminals: dict[str, int] = {}
+        self._latest: dict[str, RiskLimits] = {}  # canteen → the limits in force now
         self._combined: dict[
             tuple[str, int, int, int, int], tuple[tuple[dict[str, Any], ...], tuple[RiskLimits, ...]]
         ] = {}
@@ -38,10 +39,12 @@ class FactsBook:
     def facts(self, sale: Sale, holder_unit_id: str | None) -> SaleFacts:
         settings = self._settings_history()
         canteen = self._canteen_history(sale.canteen_id)
-        latest = RiskLimits.from_config(
-            (settings[1][-1] if settings[1] else {}).get("risk"),
-            (canteen[1][-1] if canteen[1] else {}).get("risk"),
-        )
+        latest = self._latest.get(sale.canteen_id)
+        if latest is None:  # the histories are read once per book: so are the latest limits
+            latest = self._latest[sale.canteen_id] = RiskLimits.from_config(
+                (settings[1][-1] if settings[1] else {}).get("risk"),
+                (canteen[1][-1] if canteen[1] else {}).get("risk"),
+            )
         lo, hi = sale_window(sale.occurred_at_ms, latest)
         s_range, c_range = in_force(settings[0], lo, hi), in_force(canteen[0], lo, hi)
         key = (sale.canteen_id, s_range.start, s_range.stop, c_range.start, c_range.stop)

@@ -34,10 +34,50 @@ def _reject_constant(value: str) -> Any:
     raise ProtocolError("malformed", f"{value} not allowed")
 
 
+def _not_json(value: Any) -> Any:
+    raise ProtocolError("malformed", f"type {type(value).__name__} not allowed")
+
+
+# The encoder ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` builds
+# on every call, built once (the same C encoder, the same bytes: the golden fixtures in
+# tests/test_protocol.py pin them). No circular-reference markers: _check_types has already
+# refused anything nested deeper than 32, which a cycle would be.
+if json.encoder.c_make_encoder is not None:
+    _encoder = json.encoder.c_make_encoder(
+        None, _not_json, json.encoder.encode_basestring, None, ":", ",", True, False, True
+    )
+
+    def _encode(obj: Any) -> str:
+        return "".join(_encoder(obj, 0))
+
+else:  # pragma: no cover - CPython always has the C encoder
+    _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate ("\ud800" parses to one): no UTF-8
+        raise ProtocolError("malformed", "text with a lone surrogate") from exc
+
+
 def canonical_json(obj: Any) -> bytes:
     """Encode ``obj`` canonically; raises ProtocolError on floats or non-JSON types."""
     _check_types(obj)
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return _utf8(_encode(obj))
+
+
+def canonical_json_of_parsed(obj: Any, source: bytes | str) -> bytes:
+    """:func:`canonical_json` of ``obj``, which :func:`parse_json` returned from ``source``
+    (or a part of what it returned): the same bytes and the same verdict. Parsed JSON holds
+    only JSON's own types, so the type check can only fail on nesting deeper than 32,
+    which takes at least 33 brackets in the source (a bracket inside a string only adds
+    to the count): a source with fewer is not walked again. Opening a message re-encodes
+    it to check its signature; most are a few containers deep and wide."""
+    brackets = (b"{", b"[") if type(source) is bytes else ("{", "[")
+    if source.count(brackets[0]) + source.count(brackets[1]) > 32:  # type: ignore[arg-type]
+        _check_types(obj)
+    return _utf8(_encode(obj))
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -85,6 +125,10 @@ def _check_types_general(obj: Any, depth: int) -> None:
     raise ProtocolError("malformed", f"type {type(obj).__name__} not allowed")
 
 
+# what json.loads(text, parse_float=…, parse_constant=…) builds on every call, built once
+_decoder = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_constant)
+
+
 def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     """Parse wire bytes strictly: size-capped, UTF-8, no floats, no NaN/Infinity."""
     if isinstance(data, str):
@@ -96,7 +140,9 @@ def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
     except UnicodeDecodeError as exc:
         raise ProtocolError("malformed", "not UTF-8") from exc
     try:
-        return json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # as json.loads refuses it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _decoder.decode(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not JSON: {exc}") from exc
 
@@ -119,6 +165,12 @@ def req_str(d: dict[str, Any], key: str, *, max_len: int = 128, allow_empty: boo
     if "\x00" in v:  # no text in the system holds one, and PostgreSQL cannot store one
         raise ProtocolError("bad_field", f"{key}: contains a NUL character")
     return v
+
+
+def is_text(v: Any, max_len: int) -> bool:
+    """Whether :func:`req_str` (not empty) would accept ``v`` as it is: for a decoder's
+    one-expression check of the well-formed case (a str subclass is left to the reader)."""
+    return type(v) is str and 0 < len(v) <= max_len and "\x00" not in v
 
 
 # A terminal id reaches MQTT topic names: only letters, digits, - and _, at most 32 (a "*",
@@ -146,7 +198,10 @@ def opt_str(d: dict[str, Any], key: str, *, max_len: int = 128) -> str | None:
     return req_str(d, key, max_len=max_len)
 
 
-def req_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int:
+INT_MAX = 2**53  # req_int's default upper bound (exact in every JSON reader)
+
+
+def req_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = INT_MAX) -> int:
     v = d.get(key)
     if not isinstance(v, int) or isinstance(v, bool):
         raise ProtocolError("bad_field", f"{key}: expected integer")
@@ -155,7 +210,7 @@ def req_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int
     return v
 
 
-def opt_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = 2**53) -> int | None:
+def opt_int(d: dict[str, Any], key: str, *, lo: int = 0, hi: int = INT_MAX) -> int | None:
     if d.get(key) is None:
         return None
     return req_int(d, key, lo=lo, hi=hi)

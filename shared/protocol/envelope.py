@@ -7,6 +7,7 @@ signature, and returns an :class:`Envelope` whose ``body`` the message classes d
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from shared.protocol.codec import (
     SCHEMA_VERSION,
     ProtocolError,
     canonical_json,
+    canonical_json_of_parsed,
     obj,
     only_keys,
     parse_json,
@@ -54,6 +56,28 @@ MESSAGE_TYPES = frozenset(
     }
 )
 SERVER_SENDER = "server"
+# Server broadcasts known to verify, as (server public key, wire bytes): every terminal opens
+# each delta the server publishes (all of them, in one process, in the simulator). Whether
+# given bytes are a well-formed envelope carrying a valid signature of a given key is a pure
+# function of the two, so a hit skips re-encoding and verifying without changing a verdict
+# (a changed bit is a different key: checked in full). Kept: what opened, and what
+# seal_server made (Ed25519 signatures always verify, and sealed bytes are canonical:
+# tests/test_codec_fast_path.py) — never a failure, so forged traffic evicts nothing; the
+# first-in entry goes first; snapshots (large) are not kept.
+_OPENED_MAX = 256
+_OPENED_MAX_BYTES = 65_536
+_opened_broadcasts: dict[tuple[bytes, bytes], None] = {}
+_opened_lock = threading.Lock()  # the server seals from several threads (publisher, HTTP, ingest)
+
+
+def _remember_broadcast(public_key: bytes, data: bytes) -> None:
+    if len(data) <= _OPENED_MAX_BYTES:
+        with _opened_lock:
+            if len(_opened_broadcasts) >= _OPENED_MAX:
+                del _opened_broadcasts[next(iter(_opened_broadcasts))]
+            _opened_broadcasts[(public_key, data)] = None
+
+
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
 
 
@@ -110,7 +134,9 @@ def seal_server(
 ) -> bytes:
     """Wire bytes of an Ed25519-signed server broadcast (deltas, snapshots, presence)."""
     env = Envelope(type_, SERVER_SENDER, msg_id or uuid.uuid4().hex, sent_at_ms, body)
-    return _seal(env, key.sign)
+    data = _seal(env, key.sign)
+    _remember_broadcast(key.public_bytes, data)
+    return data
 
 
 def _parse(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[str, Any], Envelope, str]:
@@ -153,7 +179,17 @@ def open_envelope(
     raw, env, sig = _parse(data, max_bytes)
     if expect_type is not None and env.type != expect_type:
         raise ProtocolError("bad_field", f"type: expected {expect_type}, got {env.type}")
-    signed = canonical_json({k: v for k, v in raw.items() if k != "sig"})
+    memo = None
+    if (
+        server is not None
+        and sig.startswith(ED25519_PREFIX)
+        and type(data) is bytes
+        and len(data) <= _OPENED_MAX_BYTES
+    ):
+        memo = (server.public_bytes, data)
+        if memo in _opened_broadcasts:
+            return env  # this key verified these very bytes: see _opened_broadcasts
+    signed = canonical_json_of_parsed({k: v for k, v in raw.items() if k != "sig"}, data)
     if sig.startswith(HMAC_PREFIX) and secret_for is not None:
         secret = secret_for(env.sender)
         if secret is None:
@@ -163,6 +199,8 @@ def open_envelope(
     elif sig.startswith(ED25519_PREFIX) and server is not None:
         if env.sender != SERVER_SENDER or not server.verify(signed, sig):
             raise ProtocolError("bad_signature", "server signature")
+        if memo is not None:
+            _remember_broadcast(*memo)
     else:
         raise ProtocolError("bad_signature", "no acceptable signature scheme")
     return env

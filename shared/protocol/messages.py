@@ -20,12 +20,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 from shared.amounts import FEN_MAX, FEN_MIN
 from shared.protocol.codec import (
+    INT_MAX,
+    TERMINAL_ID,
     ProtocolError,
+    is_text,
     obj,
     only_keys,
     opt_int,
@@ -139,9 +142,10 @@ class Sale:
     @classmethod
     def from_dict(cls, d: Any) -> Sale:
         d = obj(d, "sale")
-        only_keys(d, _SALE_KEYS, "sale")
+        if not _SALE_KEYS.issuperset(d):
+            only_keys(d, _SALE_KEYS, "sale")  # names the unknown fields
         items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
-        sale = cls(
+        sale = _well_formed_sale(d, items) or cls(  # the readers only to name a fault
             terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
             uuid=req_str(d, "uuid", max_len=64),
@@ -181,6 +185,54 @@ class Sale:
 
 
 _SALE_KEYS = frozenset(Sale.__dataclass_fields__)
+
+
+def _well_formed_sale(d: dict[str, Any], items: tuple[Item, ...]) -> Sale | None:
+    """The sale of ``d`` when every field passes what its reader in :meth:`Sale.from_dict`
+    checks (the same bounds), in one expression; else None. The server decodes every sale
+    it takes in, and the readers' calls were most of that."""
+    g = d.get
+    t, seq, u, card, canteen = g("terminal_id"), g("seq"), g("uuid"), g("card_id"), g("canteen_id")
+    amount, at, method, kind, period = (
+        g("amount_fen"),
+        g("occurred_at_ms"),
+        g("method"),
+        g("kind"),
+        g("meal_period"),
+    )
+    offline, visitor, sub, own = g("offline"), g("visitor"), g("subsidy_fen"), g("self_fen")
+    credential, pin = g("credential"), g("pin_approval")
+    if (
+        type(t) is str
+        and TERMINAL_ID.fullmatch(t) is not None
+        and type(seq) is int
+        and 1 <= seq <= INT_MAX
+        and is_text(u, 64)
+        and (card is None or is_text(card, 64))
+        and is_text(canteen, 64)
+        and type(amount) is int
+        and 1 <= amount <= MAX_SALE_FEN
+        and type(at) is int
+        and 0 <= at <= INT_MAX
+        and type(method) is str
+        and method in METHODS
+        and type(kind) is str
+        and kind in SALE_KINDS
+        and (period is None or is_text(period, 16))
+        and type(offline) is bool
+        and type(visitor) is bool
+        and type(sub) is int
+        and 0 <= sub <= MAX_SALE_FEN
+        and type(own) is int
+        and 0 <= own <= MAX_SALE_FEN
+        and (credential is None or is_text(credential, 256))
+        and (pin is None or is_text(pin, 64))
+    ):
+        return Sale(
+            t, seq, u, card, canteen, amount, at, method, kind, period, items, offline, visitor, sub, own,
+            credential, pin,
+        )  # fmt: skip
+    return None
 
 
 @dataclass(frozen=True)
@@ -388,7 +440,8 @@ class Status:
     last_error_ms: int | None = None
 
     def to_body(self) -> dict[str, Any]:
-        body = asdict(self)
+        # field by field, not asdict(): every value is a plain str/int/None (no deep copy needed)
+        body = {name: getattr(self, name) for name in self.__dataclass_fields__}
         for optional in ("sync_fault", *_STATUS_HEALTH):
             if body[optional] is None:
                 del body[optional]
@@ -502,10 +555,11 @@ class Meals:
             if not canteen_id or len(canteen_id) > 64:
                 raise ProtocolError("bad_field", f"meals.taken: canteen id {canteen_id!r}")
             periods = obj(periods, f"meals.taken[{canteen_id}]")
-            for period in periods:
+            for period, n in periods.items():
                 if period not in MEAL_PERIODS:
                     raise ProtocolError("bad_field", f"meals.taken[{canteen_id}]: period {period!r}")
-                req_int(periods, period, lo=0, hi=MAX_MEALS_PER_PERIOD)
+                if type(n) is not int or not 0 <= n <= MAX_MEALS_PER_PERIOD:  # the reader names why
+                    req_int(periods, period, lo=0, hi=MAX_MEALS_PER_PERIOD)
         return cls(day, taken)
 
 
@@ -565,8 +619,10 @@ class HolderChange:
         if not (
             type(h) is str
             and 0 < len(h) <= 64
+            and "\x00" not in h
             and type(u) is str
             and 0 < len(u) <= 64
+            and "\x00" not in u
             and type(sub) is int
             and _I <= sub <= _MAX_INT
             and type(own) is int
@@ -581,9 +637,18 @@ class HolderChange:
             )
         year, nxt, old = c.get("subsidy_year"), c.get("next_subsidy_fen", 0), c.get("expired_subsidy_fen", 0)
         if year is not None or nxt != 0 or old != 0:
-            year = req_int(c, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR)
-            nxt = req_int(c, "next_subsidy_fen", lo=_I, hi=_MAX_INT)
-            old = opt_int(c, "expired_subsidy_fen", lo=_I, hi=_MAX_INT) or 0
+            nxt = c.get("next_subsidy_fen")  # required with a year: no default here
+            if not (  # every change of a server that sends years: the readers only to name a fault
+                type(year) is int
+                and _MIN_YEAR <= year <= _MAX_YEAR
+                and type(nxt) is int
+                and _I <= nxt <= _MAX_INT
+                and (old is None or (type(old) is int and _I <= old <= _MAX_INT))
+            ):
+                year = req_int(c, "subsidy_year", lo=_MIN_YEAR, hi=_MAX_YEAR)
+                nxt = req_int(c, "next_subsidy_fen", lo=_I, hi=_MAX_INT)
+                old = opt_int(c, "expired_subsidy_fen", lo=_I, hi=_MAX_INT)
+            old = old or 0
         meals = Meals.from_wire(c["meals"]) if "meals" in c else None
         return cls(h, u, sub, own, blocked, meals, year, nxt, old)
 
@@ -606,8 +671,10 @@ class CardChange:
         if not (  # as in HolderChange.from_wire: the readers only to name a fault
             type(card_id) is str
             and 0 < len(card_id) <= 64
+            and "\x00" not in card_id
             and type(holder_id) is str
             and 0 < len(holder_id) <= 64
+            and "\x00" not in holder_id
             and type(status) is str
             and status in CARD_STATUSES
         ):

@@ -9,6 +9,7 @@ the public key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 
@@ -61,15 +62,18 @@ class ServerKey:
         )
         return raw.hex()
 
-    @property
-    def public_hex(self) -> str:
+    @functools.cached_property
+    def public_bytes(self) -> bytes:
+        """The raw 32 bytes of the public key (as :attr:`ServerVerifier.public_bytes`)."""
         from cryptography.hazmat.primitives import serialization
 
-        return (
-            self._private.public_key()
-            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-            .hex()
+        return self._private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+
+    @property
+    def public_hex(self) -> str:
+        return self.public_bytes.hex()
 
     def sign(self, data: bytes) -> str:
         return ED25519_PREFIX + self._private.sign(data).hex()
@@ -79,7 +83,8 @@ class ServerVerifier:
     """Checks Ed25519 signatures made by :class:`ServerKey` (holds only the public key)."""
 
     def __init__(self, public_hex: str) -> None:
-        self._public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_hex))
+        self.public_bytes = bytes.fromhex(public_hex)
+        self._public = Ed25519PublicKey.from_public_bytes(self.public_bytes)
 
     def verify(self, data: bytes, sig: str) -> bool:
         if not sig.startswith(ED25519_PREFIX):
