@@ -1,9 +1,10 @@
 """The ingest worker: verify, apply at most once, commit, and only then acknowledge.
 
 MQTT callbacks only :meth:`IngestWorker.submit` raw messages to a queue. One worker thread
-takes whatever has queued up (up to ``max_messages``), and in **one** write transaction
-verifies each message's signature and shape, applies its sales (:class:`SaleApplier`),
-records status heartbeats and refusals, and records one delta for all balance changes.
+takes whatever has queued up (up to ``max_messages``), verifies each message's signature and
+shape (before the transaction: CPU work, no lock held), then in **one** write transaction
+applies its sales (:class:`SaleApplier`), records status heartbeats and refusals, and
+records one delta for all balance changes.
 After the commit it publishes one signed :class:`Ack` per message. A crash before the
 commit loses nothing (the terminal still has the sales in its outbox and resends); a crash
 after it loses only acks (the resend is answered ``duplicate`` with the first result).
@@ -32,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from server.books import ledger
 from server.downstream.deltas import current_version, record_delta
@@ -109,6 +110,37 @@ class ReversalMessage(NamedTuple):
     msg_id: str
     batch: ReversalBatch
     revoked_at_ms: int | None
+
+
+class Opened(NamedTuple):
+    """One message opened, verified and decoded before the write transaction: CPU work with
+    the in-memory key book, done without holding the database's write lock. What reads or
+    writes the database (a rotation completed, revocations, statuses) is done in the
+    transaction, in the order the messages came (:meth:`IngestWorker._apply`)."""
+
+    topic: str
+    claimed: str | None  # the terminal the topic names
+    payload: bytes
+    env: Envelope | None  # None: refused before its sender was established (``refused``)
+    which: str  # the key that verified it (CURRENT, NEXT, …)
+    kind: str | None  # the body's type when the topic accepts it, else None
+    decoded: object  # the decoded body, or the ProtocolError decoding raised
+    refused: ProtocolError | None = None
+
+    def body(self) -> Any:
+        """The decoded body; raises the decoding's refusal."""
+        if isinstance(self.decoded, ProtocolError):
+            raise self.decoded
+        return self.decoded
+
+
+# the message types ingest takes and the topic each must come on (any other: ``bad_field``)
+_TOPIC_OF_KIND: dict[str, Callable[[str], str]] = {
+    "sale_batch": topics.sales,
+    "reversal_batch": topics.reversals,
+    "status": topics.status,
+    "update_report": topics.update_report,
+}
 
 
 @dataclass
@@ -288,9 +320,11 @@ class IngestWorker:
         rejections: list[Rejection] = []
         self._book.refresh()  # a rotation or revocation made by another process
         keys = self._keys = _KeyEvents()
+        # opened, verified and decoded before the transaction: no lock held for CPU work
+        opened = [self._open_decoded(topic, payload, now) for topic, payload in messages]
         try:
             with dbm.write_txn(self._conn):
-                applier, reversals, delta_recorded = self._apply(messages, now, replies, rejections)
+                applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections)
                 flagged = (
                     suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
                 )
@@ -386,6 +420,31 @@ class IngestWorker:
                 self._offered[terminal_id] = time.monotonic()
                 log.info("ingest: offered terminal %s its next key %s", terminal_id, offer.key_id)
 
+    def _open_decoded(self, topic: str, payload: bytes, now: int) -> Opened:
+        """Open, verify and decode one message (no database work, but a key book miss)."""
+        claimed = topics.terminal_of(topic)
+        try:
+            env, which = self._open(payload, now)
+            if claimed is None or env.sender != claimed:
+                raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
+        except ProtocolError as exc:
+            return Opened(topic, claimed, payload, None, "", None, None, exc)
+        route = _TOPIC_OF_KIND.get(env.type)
+        kind = env.type if route is not None and topic == route(claimed) else None
+        decoded: object = None
+        try:
+            if kind == "sale_batch":
+                decoded = SaleBatch.from_body(env.body, env.sender)
+            elif kind == "reversal_batch":
+                decoded = ReversalBatch.from_body(env.body, env.sender)
+            elif kind == "status":
+                decoded = Status.from_body(env.body)
+            elif kind == "update_report":
+                decoded = UpdateReport.from_body(env.body)
+        except ProtocolError as exc:
+            decoded = exc
+        return Opened(topic, claimed, payload, env, which, kind, decoded)
+
     def _open(self, payload: bytes, now: int) -> tuple[Envelope, str]:
         """Open a message with the sender's current key, else its next or previous one;
         returns the envelope and which key verified it."""
@@ -411,7 +470,7 @@ class IngestWorker:
 
     def _apply(
         self,
-        messages: list[Message],
+        opened: list[Opened],
         now: int,
         replies: list[tuple[str, Ack | ReversalAck]],
         rejections: list[Rejection],
@@ -435,47 +494,39 @@ class IngestWorker:
         # revocations of the topics' terminals, read once per transaction in one query: this
         # transaction holds the write lock, so no revocation can commit while it runs (a
         # revocation holds from the next transaction on; on PostgreSQL a round trip is a cost)
-        revoked_by_terminal = revocations(
-            self._conn, {t for t in (topics.terminal_of(topic) for topic, _ in messages) if t is not None}
-        )
-        for topic, payload in messages:
-            claimed = topics.terminal_of(topic)
+        revoked_by_terminal = revocations(self._conn, {o.claimed for o in opened if o.claimed is not None})
+        for o in opened:
             try:
-                env, which = self._open(payload, now)
-                if claimed is None or env.sender != claimed:
-                    raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
-                if which == NEXT and rotation.complete(self._conn, env.sender, now):
+                if o.env is None:
+                    raise o.refused  # type: ignore[misc]  # could not be opened: refused as it is
+                env = o.env
+                if o.which == NEXT and rotation.complete(self._conn, env.sender, now):
                     keys.completed.add(env.sender)
                 revoked = revoked_by_terminal[env.sender]  # the sender is the topic's terminal
-                if topic == topics.sales(claimed) and env.type == "sale_batch":
-                    batch = SaleBatch.from_body(env.body, env.sender)
+                if o.kind == "sale_batch":
                     canteen = self._book.canteen(env.sender) or ""
-                    sale_messages.append(SaleMessage(env.sender, env.msg_id, batch, canteen, revoked))
-                elif topic == topics.reversals(claimed) and env.type == "reversal_batch":
-                    reversal_messages.append(
-                        ReversalMessage(
-                            env.sender, env.msg_id, ReversalBatch.from_body(env.body, env.sender), revoked
-                        )
-                    )
+                    sale_messages.append(SaleMessage(env.sender, env.msg_id, o.body(), canteen, revoked))
+                elif o.kind == "reversal_batch":
+                    reversal_messages.append(ReversalMessage(env.sender, env.msg_id, o.body(), revoked))
                 elif revoked is not None:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
-                elif topic == topics.status(claimed) and env.type == "status":
-                    record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms, now)
-                    if which == CURRENT and self._book.rotation_pending(env.sender):
+                elif o.kind == "status":
+                    record_status(self._conn, env.sender, o.body(), env.sent_at_ms, now)
+                    if o.which == CURRENT and self._book.rotation_pending(env.sender):
                         keys.due.add(env.sender)
-                elif topic == topics.update_report(claimed) and env.type == "update_report":
+                elif o.kind == "update_report":
                     # what became of an offered update: kept, then acknowledged (the ack of a
                     # "running" report is what keeps a new version on the terminal)
-                    report = UpdateReport.from_body(env.body)
+                    report = o.body()
                     record_report(self._conn, env.sender, env.msg_id, report, env.sent_at_ms, now)
                     _log_report(env.sender, report)
-                    replies.append((claimed, Ack(in_reply_to=env.msg_id)))
+                    replies.append((o.claimed, Ack(in_reply_to=env.msg_id)))
                 else:
-                    raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
+                    raise ProtocolError("bad_field", f"{env.type} not accepted on {o.topic}")
             except ProtocolError as exc:
-                rejections.append(Rejection(topic, claimed, exc.code, exc.detail))
-                if claimed is not None and self._book.secret(claimed) is not None:
-                    replies.append((claimed, Ack(in_reply_to=_msg_id_of(payload), reason=exc.code)))
+                rejections.append(Rejection(o.topic, o.claimed, exc.code, exc.detail))
+                if o.claimed is not None and self._book.secret(o.claimed) is not None:
+                    replies.append((o.claimed, Ack(in_reply_to=_msg_id_of(o.payload), reason=exc.code)))
         # every sale of the transaction read ahead in a few queries, then decided in order
         applier.prefetch(s for m in sale_messages for s in m.batch.sales)
         for m in sale_messages:
