@@ -19,6 +19,12 @@ connections from a psycopg_pool pool per database URL), so their SQL stays as it
   another process's (each statement then sees what the previous writer committed: READ
   COMMITTED); readers never wait (MVCC). ``BEGIN`` alone is a read transaction: REPEATABLE
   READ, one snapshot for all its reads, as SQLite gives a read transaction;
+* the ingest worker's transactions alone take that lock in *shared* mode
+  (:meth:`PgConnection.begin_shared_write`), so two ingest processes run side by side; what
+  they would race on they serialize themselves: per-key locks taken up front in one order
+  (:meth:`PgConnection.lock_keys`: terminals, cardholders, credentials) and one exclusive
+  tail lock (:meth:`PgConnection.lock_tail`) for the writes they all share, held to the commit
+  (``docs/scaling.md``, "Two ingest workers over one");
 * a connection the server closed (PostgreSQL restarted, the network cut it) is replaced by
   a fresh one at the next statement, so a long-lived worker's connection outlives a database
   restart; but not inside a transaction the caller began: that transaction is lost, its
@@ -33,6 +39,7 @@ Only this module imports psycopg.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import sqlite3
@@ -54,6 +61,11 @@ log = logging.getLogger(__name__)
 # run_once locks hash their names into the range above these
 WRITE_LOCK = 0x43414E5445454E01  # "CANTEEN" + 01
 MIGRATE_LOCK = 0x43414E5445454E02
+TAIL_LOCK = 0x43414E5445454E03  # ingest's shared writes, to the commit (:meth:`PgConnection.lock_tail`)
+# ingest's per-key locks: the two-int form (a namespace apart from the bigint keys above and
+# run_once's), this first int and a 32-bit hash of the key; a hash collision only makes two
+# keys queue as one
+KEY_SPACE = 0x43414E54  # "CANT"
 
 POOL_MAX_SIZE = 20  # connections per database URL and process (requests + long-lived workers)
 LOCK_TIMEOUT = "30s"  # as SQLite's busy_timeout: a writer waits this long for the lock, then fails
@@ -326,6 +338,33 @@ class PgConnection:
             return self.execute("SELECT version FROM canteen_schema")
         raise pg_sql.NotPortable(f"PRAGMA on PostgreSQL: {sql.strip()}")
 
+    def begin_shared_write(self) -> None:
+        """Begin an ingest transaction: :data:`WRITE_LOCK` in shared mode, so ingest
+        transactions run side by side while every other writer (``BEGIN IMMEDIATE``, exclusive)
+        waits for them and they for it; then :meth:`lock_keys` and :meth:`lock_tail`."""
+        self._live("BEGIN")
+        self._run(f"BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})")
+
+    def lock_keys(self, keys: Iterable[str]) -> None:
+        """Transaction-scoped exclusive locks on these keys (terminals, cardholders, …), in
+        one statement, in ascending lock order: two transactions that take their keys this
+        way never deadlock on them."""
+        ids = sorted({key_id(k) for k in keys})
+        if not ids:
+            return
+        try:  # unnest keeps the array's order, so the locks are taken in it
+            self.raw.execute(
+                "SELECT count(pg_advisory_xact_lock(%s::int4, k)) FROM unnest(%s::int4[]) AS k",
+                (KEY_SPACE, ids),
+            )
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+
+    def lock_tail(self) -> None:
+        """The exclusive lock of the writes every ingest transaction shares (payables, sums,
+        counters, the delta and its version), held to the commit: taken last."""
+        self._run(f"SELECT pg_advisory_xact_lock({TAIL_LOCK})")
+
     def commit(self) -> None:
         if self.in_transaction and self._live("COMMIT"):
             self._txn = False
@@ -355,6 +394,12 @@ class PgConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def key_id(key: str) -> int:
+    """The 32-bit lock id of an ingest key (signed, as PostgreSQL's int4)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _ordered(params: Any, order: tuple[int, ...] | None) -> Any:

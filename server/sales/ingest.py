@@ -322,9 +322,11 @@ class IngestWorker:
         keys = self._keys = _KeyEvents()
         # opened, verified and decoded before the transaction: no lock held for CPU work
         opened = [self._open_decoded(topic, payload, now) for topic, payload in messages]
+        # a reversal's cardholder is known only once its sale is read: its batch runs alone
+        exclusive = any(o.kind == "reversal_batch" for o in opened)
         try:
-            with dbm.write_txn(self._conn):
-                applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections)
+            with dbm.ingest_txn(self._conn, exclusive=exclusive) as shared:
+                applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections, shared)
                 flagged = (
                     suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
                 )
@@ -474,9 +476,12 @@ class IngestWorker:
         now: int,
         replies: list[tuple[str, Ack | ReversalAck]],
         rejections: list[Rejection],
+        shared: bool = False,
     ) -> tuple[SaleApplier, ReversalApplier | None, bool]:
         """The work inside the write transaction; returns the appliers (the reversals' if
-        any were decided) and whether a delta was recorded."""
+        any were decided) and whether a delta was recorded. ``shared``: another ingest
+        transaction may run at once (:func:`server.infra.db.ingest_txn`): the keys this one
+        reads then writes are locked first, the shared writes made under the tail lock."""
         if dbm.dialect(self._conn) == "postgresql":
             # psycopg prepares a statement run five times, and PostgreSQL then plans it once
             # for any parameters: for this transaction's IN lists (a few hundred cards, keys,
@@ -485,8 +490,11 @@ class IngestWorker:
             # here (a few dozen statements per transaction); per transaction, so a
             # replaced connection has it too.
             self._conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        version = current_version(self._conn) + 1
-        applier = SaleApplier(self._conn, now, version, self._accounts)
+        if shared:
+            dbm.lock_keys(self._conn, _keys_of(self._conn, opened))
+        # the delta version is taken where the shared writes begin (below); the applier
+        # stamps it only in finish()
+        applier = SaleApplier(self._conn, now, 0, self._accounts)
         keys = self._keys  # rotations seen in this transaction (process() made it)
         slots: list[Slot] = []
         sale_messages: list[SaleMessage] = []
@@ -532,10 +540,23 @@ class IngestWorker:
         for m in sale_messages:
             results_of = [applier.apply(s, m.canteen_id, m.revoked_at_ms) for s in m.batch.sales]
             slots.append(Slot(m.terminal_id, m.msg_id, results_of))
+        if rejections:
+            self._conn.executemany(
+                "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",
+                [(now, r.topic, r.terminal_id, r.code, r.detail[:500]) for r in rejections],
+            )
+        decided = applier.decided_keys  # a reversal waiting for one of these sales is decided now
+        waiting = bool(decided) and _any_waiting(self._conn, {t for t, _ in decided})
+        # from here to the commit: the writes every ingest transaction shares (the canteens'
+        # payables, the takings sums, the counters, the delta), one transaction at a time,
+        # and the version read under that lock, so the versions commit in order, gapless
+        if shared:
+            dbm.lock_tail(self._conn)
+        version = applier.version = current_version(self._conn) + 1
         results = applier.finish()
         for slot in slots:
             replies.append((slot.terminal_id, Ack(slot.msg_id, tuple(results[i] for i in slot.results))))
-        reversals = self._apply_reversals(applier, reversal_messages, now, version, replies)
+        reversals = self._apply_reversals(applier, reversal_messages, waiting, now, version, replies)
         changes = dict(applier.changes)
         if reversals is not None:  # read after the reversals moved money: the newer state
             changes.update(reversals.changes)
@@ -543,11 +564,6 @@ class IngestWorker:
         if changes or applier.extra_changes:
             record_delta(self._conn, list(changes.values()) + applier.extra_changes, now)
             delta_recorded = True
-        if rejections:
-            self._conn.executemany(
-                "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",
-                [(now, r.topic, r.terminal_id, r.code, r.detail[:500]) for r in rejections],
-            )
         dbm.bump_counter(self._conn, "sales_applied", applier.applied)
         dbm.bump_counter(self._conn, "sales_duplicate", applier.duplicates)
         dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
@@ -562,20 +578,20 @@ class IngestWorker:
         self,
         sales: SaleApplier,
         messages: list[ReversalMessage],
+        waiting: bool,
         now: int,
         version: int,
         replies: list[tuple[str, Ack | ReversalAck]],
     ) -> ReversalApplier | None:
         """Reversals waiting for the sales just stored, then the reversal batches of this
         transaction; their acks (and, unasked, the waiting ones' results) join ``replies``.
-        None when there was nothing to decide."""
-        keys = sales.decided_keys
-        waiting = bool(keys) and _any_waiting(self._conn, {t for t, _ in keys})
+        ``waiting``: a reversal waits for one of the sales just stored. None when there was
+        nothing to decide."""
         if not messages and not waiting:
             return None
         rev = ReversalApplier(self._conn, now, version, self._accounts)
         if waiting:
-            rev.apply_waiting(keys)
+            rev.apply_waiting(sales.decided_keys)
         slots = []
         for m in messages:
             canteen = self._book.canteen(m.terminal_id) or ""
@@ -586,6 +602,31 @@ class IngestWorker:
         for terminal_id, decided in rev.unasked_results().items():
             replies.append((terminal_id, ReversalAck(PENDING_REPLY, tuple(decided))))
         return rev
+
+
+def _keys_of(conn: sqlite3.Connection, opened: list[Opened]) -> set[str]:
+    """What a shared ingest transaction must lock before it reads anything: the terminals
+    of its messages (their sales' keys, statuses, facts), the cardholders of its sales'
+    cards (the purse split is read then written; PIN approvals, QR codes and claw-back lines
+    are the holder's) and its sales' credentials (a SUN counter or an eCNY order used twice
+    is the same string; a QR code is also its card's). Cards are read under the shared write
+    lock: no other writer can move a card meanwhile."""
+    keys = {f"terminal:{o.claimed}" for o in opened if o.claimed is not None}
+    cards: set[str] = set()
+    for o in opened:
+        if o.kind == "sale_batch" and not isinstance(o.decoded, ProtocolError):
+            for sale in o.body().sales:
+                if sale.card_id is not None:  # none: a sale paid without a card (eCNY)
+                    cards.add(sale.card_id)
+                if sale.credential:
+                    keys.add(f"credential:{sale.credential}")
+    for chunk in dbm.chunks(sorted(cards)):
+        marks = ", ".join("?" * len(chunk))
+        keys.update(
+            f"holder:{r[0]}"
+            for r in conn.execute(f"SELECT DISTINCT holder_id FROM cards WHERE card_id IN ({marks})", chunk)
+        )
+    return keys
 
 
 def _any_waiting(conn: sqlite3.Connection, terminal_ids: set[str]) -> bool:
