@@ -528,7 +528,7 @@ class IngestWorker:
                     report = o.body()
                     record_report(self._conn, env.sender, env.msg_id, report, env.sent_at_ms, now)
                     _log_report(env.sender, report)
-                    replies.append((o.claimed, Ack(in_reply_to=env.msg_id)))
+                    replies.append((env.sender, Ack(in_reply_to=env.msg_id)))  # the topic's terminal
                 else:
                     raise ProtocolError("bad_field", f"{env.type} not accepted on {o.topic}")
             except ProtocolError as exc:
