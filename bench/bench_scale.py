@@ -14,6 +14,9 @@
 * ``scale.ingest_pg_2workers_ratio`` — the same load into one PostgreSQL database by two
   ``canteen-server run`` processes over one (a share group on Mosquitto, terminal partitions
   on NATS): :func:`scale_ingest_pg_2workers`.
+* ``scale.pg_lock_2workers_ratio`` — the same sales applied in-process (no broker, no load
+  generator) by two ingest processes over one, 50 messages per transaction: what the
+  PostgreSQL locks alone allow (:func:`scale_pg_lock_2workers`).
 * ``scale.fleet_1000_terminals`` (and ``…_peak_p99_ms``) — 1,000 simulated terminals through
   NATS into PostgreSQL, and through Mosquitto into SQLite in the same run:
   :func:`scale_fleet_1000`, :mod:`bench.fleet_terminals`.
@@ -22,6 +25,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -33,6 +37,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from bench.bench_server import QUARTER, _city
 from bench.run import Context, Result
@@ -42,6 +47,7 @@ from server.infra import pg
 from server.infra.db import open_db, write_txn
 from server.registry import funds
 from server.registry.terminals import provision
+from server.sales.ingest import IngestWorker
 from server.service import ServerService
 from shared.broker import MosquittoBroker
 from shared.clock import SystemClock
@@ -377,6 +383,89 @@ def scale_ingest_pg_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> l
     ]
 
 
+# -- two ingest workers over one, in process: the locks without the broker --------------------
+
+LOCK_GROUP = 50  # messages per transaction
+
+
+def _apply_share(url: str, messages: list[tuple[str, bytes]], start: Any, out: Any) -> None:
+    """In a child process: apply ``messages`` in LOCK_GROUP-message transactions once every
+    process is ready; put the seconds it took on ``out``."""
+    worker = IngestWorker(open_db(url), SystemClock(), lambda _t, _p, _r: True)
+    start.wait()
+    t0 = time.perf_counter()
+    for i in range(0, len(messages), LOCK_GROUP):
+        worker.process(messages[i : i + LOCK_GROUP])
+    out.put(time.perf_counter() - t0)
+
+
+def scale_pg_lock_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> list[Result]:
+    """``scale.pg_lock_2workers_ratio``: rounds of n pre-signed sales applied by one ingest
+    process, then split between two (separate processes), alternating; the ratio of the
+    medians. No broker and no load generator share the cores: what the locks allow."""
+    if not available():
+        raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+    server = PostgresServer().start()
+    work = Path(tempfile.mkdtemp(prefix="bench-scale-lock-"))
+    try:
+        admin = pg.connect(server.url, pooled=False)
+        admin.execute("CREATE DATABASE canteen_bench")
+        admin.close()
+        url = server.url_for("canteen_bench")
+        create_app({"HOME": str(work), "DATABASE_URL": url})
+        conn = open_db(url)
+        clock = SystemClock()
+        creds = _prepare(conn, clock.now_ms())
+        conn.close()
+        pg.close_pools(url)  # a forked child must not share this process's connections
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        r = 0
+        forks = multiprocessing.get_context("fork")
+        for _ in range(rounds):
+            for workers in (1, 2):
+                messages = _messages(creds, n, clock.now_ms(), r)
+                start, out = forks.Barrier(workers), forks.Queue()
+                procs = [
+                    forks.Process(target=_apply_share, args=(url, messages[i::workers], start, out))
+                    for i in range(workers)
+                ]
+                for p in procs:
+                    p.start()
+                took = max(out.get(timeout=600) for _ in procs)
+                for p in procs:
+                    p.join(30)
+                rates[workers].append(n / took)
+                r += 1
+        conn = open_db(url)
+        applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
+        assert applied == n * r, (applied, n * r)
+        violations = all_violations(conn)
+        assert not violations, violations[:3]
+        conn.close()
+        pg.close_pools(url)
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    return [
+        Result(
+            "scale.pg_lock_2workers_ratio",
+            round(two / one, 2),
+            "×",
+            {
+                "one_worker_sales_per_s": round(one),
+                "two_workers_sales_per_s": round(two),
+                "rounds_1": [round(x) for x in rates[1]],
+                "rounds_2": [round(x) for x in rates[2]],
+                "sales": n,
+                "messages_per_transaction": LOCK_GROUP,
+                "load": _load(),
+            },
+            target=">= 1.6",
+        )
+    ]
+
+
 # -- a fleet of 1,000 terminals ---------------------------------------------------------------
 
 FLEET, FLEET_PROCESSES = 1_000, 2
@@ -568,4 +657,4 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-BENCHMARKS = [scale_ingest_pg, scale_ingest_pg_2workers, scale_fleet_1000]
+BENCHMARKS = [scale_ingest_pg, scale_ingest_pg_2workers, scale_pg_lock_2workers, scale_fleet_1000]

@@ -348,10 +348,10 @@ def test_after_all_that_the_worker_still_applies_a_good_sale(ingest: Ingest) -> 
 class BrittleWorker(IngestWorker):
     """A worker with a bug: a message containing ``POISON`` raises an unexpected error."""
 
-    def _apply(self, messages, now, replies, rejections):  # noqa: ANN001, ANN202
-        if any(b"POISON" in payload for _, payload in messages):
+    def _apply(self, opened, now, replies, rejections, shared=False):  # noqa: ANN001, ANN202
+        if any(b"POISON" in o.payload for o in opened):
             raise RuntimeError("a bug in handling one message")
-        return super()._apply(messages, now, replies, rejections)
+        return super()._apply(opened, now, replies, rejections, shared)
 
 
 def test_an_unexpected_error_drops_only_the_message_that_caused_it(ingest: Ingest) -> None:

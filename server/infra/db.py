@@ -5,13 +5,14 @@ survives a power cut), foreign keys on. Or PostgreSQL when the target is a
 ``postgresql://`` URL (:mod:`server.infra.pg`: the same SQL through a small dialect adapter,
 the same migrations). Connections use explicit transactions: :func:`write_txn` takes the
 write lock up front (``BEGIN IMMEDIATE``; on PostgreSQL an advisory lock) so two writers
-queue instead of deadlocking.
+queue instead of deadlocking; the ingest worker's :func:`ingest_txn` shares it on PostgreSQL.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -75,6 +76,39 @@ def migrate(conn: sqlite3.Connection) -> int:
             raise
         conn.execute("COMMIT")
     return len(MIGRATIONS)
+
+
+@contextlib.contextmanager
+def ingest_txn(conn: sqlite3.Connection, *, exclusive: bool) -> Iterator[bool]:
+    """The ingest worker's write transaction; yields whether it is *shared*.
+
+    On SQLite (one writer), or when ``exclusive``, it is :func:`write_txn`: the one write
+    lock, nothing else runs. On PostgreSQL otherwise ingest transactions share the write lock
+    (:meth:`server.infra.pg.PgConnection.begin_shared_write`): every other writer still waits
+    for them, but two ingest processes run at once, so a shared transaction must
+    :func:`lock_keys` what it reads then writes (its terminals, cardholders, credentials)
+    before reading it, and :func:`lock_tail` before the writes all of them share."""
+    if dialect(conn) != "postgresql" or exclusive or conn.in_transaction:
+        with write_txn(conn):
+            yield False
+        return
+    conn.begin_shared_write()  # type: ignore[attr-defined]
+    try:
+        yield True
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def lock_keys(conn: sqlite3.Connection, keys: Iterable[str]) -> None:
+    """In a shared :func:`ingest_txn`: lock these keys, all at once, in one order."""
+    conn.lock_keys(keys)  # type: ignore[attr-defined]
+
+
+def lock_tail(conn: sqlite3.Connection) -> None:
+    """In a shared :func:`ingest_txn`: take the tail lock (held to the commit)."""
+    conn.lock_tail()  # type: ignore[attr-defined]
 
 
 def _statements(sql: str) -> list[str]:

@@ -19,6 +19,12 @@ connections from a psycopg_pool pool per database URL), so their SQL stays as it
   another process's (each statement then sees what the previous writer committed: READ
   COMMITTED); readers never wait (MVCC). ``BEGIN`` alone is a read transaction: REPEATABLE
   READ, one snapshot for all its reads, as SQLite gives a read transaction;
+* the ingest worker's transactions alone take that lock in *shared* mode
+  (:meth:`PgConnection.begin_shared_write`), so two ingest processes run side by side; what
+  they would race on they serialize themselves: per-key locks taken up front in one order
+  (:meth:`PgConnection.lock_keys`: terminals, cardholders, credentials) and one exclusive
+  tail lock (:meth:`PgConnection.lock_tail`) for the writes they all share, held to the commit
+  (``docs/scaling.md``, "Two ingest workers over one");
 * a connection the server closed (PostgreSQL restarted, the network cut it) is replaced by
   a fresh one at the next statement, so a long-lived worker's connection outlives a database
   restart; but not inside a transaction the caller began: that transaction is lost, its
@@ -33,6 +39,7 @@ Only this module imports psycopg.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import sqlite3
@@ -54,6 +61,11 @@ log = logging.getLogger(__name__)
 # run_once locks hash their names into the range above these
 WRITE_LOCK = 0x43414E5445454E01  # "CANTEEN" + 01
 MIGRATE_LOCK = 0x43414E5445454E02
+TAIL_LOCK = 0x43414E5445454E03  # ingest's shared writes, to the commit (:meth:`PgConnection.lock_tail`)
+# ingest's per-key locks: the two-int form (a namespace apart from the bigint keys above and
+# run_once's), this first int and a 32-bit hash of the key; a hash collision only makes two
+# keys queue as one
+KEY_SPACE = 0x43414E54  # "CANT"
 
 POOL_MAX_SIZE = 20  # connections per database URL and process (requests + long-lived workers)
 LOCK_TIMEOUT = "30s"  # as SQLite's busy_timeout: a writer waits this long for the lock, then fails
@@ -290,10 +302,37 @@ class PgConnection:
             return PgCursor(None, self)
         cur = self.raw.cursor()
         try:
-            cur.executemany(t.sql, rows)
+            columns = self._as_arrays(t.sql, rows) if len(rows) >= ARRAY_ROWS else None
+            if columns is None:
+                cur.executemany(t.sql, rows)
+            else:  # one statement for all the rows (rowcount: all of them)
+                cur.execute(columns[0], columns[1])
         except psycopg.Error as exc:
             raise _mapped(exc) from exc
         return PgCursor(cur, self)
+
+    def _as_arrays(self, sql: str, rows: list[Any]) -> tuple[str, list[list[Any]]] | None:
+        """A plain INSERT of many rows as ``INSERT … SELECT * FROM unnest(<one array per
+        column>)``, or None where it does not apply: PostgreSQL runs one statement, not one
+        per row (about half the time, and half psycopg's Python, for a ledger batch). Only
+        when every column is an integer, money or text column and every value an int (not a
+        bool) or a str or None; anything else keeps the row-by-row form."""
+        shape = _insert_shape(sql)
+        if shape is None or isinstance(rows[0], dict):
+            return None
+        head, table, names, tail = shape
+        kinds = _column_kinds(self, table, names)
+        if kinds is None:
+            return None
+        if any(len(r) != len(names) for r in rows):
+            return None
+        arrays = [list(col) for col in zip(*rows, strict=True)]
+        for kind, values in zip(kinds, arrays, strict=True):
+            wanted = str if kind == "text" else int  # money (numeric): whole numbers only
+            if any(v is not None and type(v) is not wanted for v in values):
+                return None
+        casts = ", ".join(f"%s::{kind}[]" for kind in kinds)
+        return f"{head} SELECT * FROM unnest({casts}){tail}", arrays
 
     def executescript(self, sql: str) -> None:
         """Several statements without parameters, translated (a migration)."""
@@ -326,6 +365,33 @@ class PgConnection:
             return self.execute("SELECT version FROM canteen_schema")
         raise pg_sql.NotPortable(f"PRAGMA on PostgreSQL: {sql.strip()}")
 
+    def begin_shared_write(self) -> None:
+        """Begin an ingest transaction: :data:`WRITE_LOCK` in shared mode, so ingest
+        transactions run side by side while every other writer (``BEGIN IMMEDIATE``, exclusive)
+        waits for them and they for it; then :meth:`lock_keys` and :meth:`lock_tail`."""
+        self._live("BEGIN")
+        self._run(f"BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK})")
+
+    def lock_keys(self, keys: Iterable[str]) -> None:
+        """Transaction-scoped exclusive locks on these keys (terminals, cardholders, …), in
+        one statement, in ascending lock order: two transactions that take their keys this
+        way never deadlock on them."""
+        ids = sorted({key_id(k) for k in keys})
+        if not ids:
+            return
+        try:  # unnest keeps the array's order, so the locks are taken in it
+            self.raw.execute(
+                "SELECT count(pg_advisory_xact_lock(%s::int4, k)) FROM unnest(%s::int4[]) AS k",
+                (KEY_SPACE, ids),
+            )
+        except psycopg.Error as exc:
+            raise _mapped(exc) from exc
+
+    def lock_tail(self) -> None:
+        """The exclusive lock of the writes every ingest transaction shares (payables, sums,
+        counters, the delta and its version), held to the commit: taken last."""
+        self._run(f"SELECT pg_advisory_xact_lock({TAIL_LOCK})")
+
     def commit(self) -> None:
         if self.in_transaction and self._live("COMMIT"):
             self._txn = False
@@ -355,6 +421,56 @@ class PgConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ``executemany`` of a plain INSERT: the head up to VALUES, the table, its column list, one
+# row of bare placeholders, and nothing after it but ON CONFLICT DO NOTHING (an upsert's rows
+# could meet one another, which one statement refuses)
+_INSERT_ROWS = re.compile(
+    r"^\s*(INSERT\s+INTO\s+(\w+)\s*\(([^()]*)\))\s*VALUES\s*\((?:\s*%s\s*,)*\s*%s\s*\)"
+    r"(\s+ON\s+CONFLICT\s+DO\s+NOTHING)?\s*$",
+    re.I,
+)
+ARRAY_ROWS = 8  # fewer rows go row by row: not worth the arrays
+_KINDS: dict[tuple[str, str], dict[str, str]] = {}  # (url, table) → column → bigint / text / other
+_KINDS_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_shape(sql: str) -> tuple[str, str, tuple[str, ...], str] | None:
+    m = _INSERT_ROWS.match(sql)
+    if m is None:
+        return None
+    names = tuple(n.strip().strip('"') for n in m.group(3).split(","))
+    return m.group(1), m.group(2).lower(), names, m.group(4) or ""
+
+
+def _column_kinds(conn: PgConnection, table: str, names: tuple[str, ...]) -> list[str] | None:
+    """``bigint``, ``numeric`` (money: ``canteen_fen``) or ``text`` for each named column (a
+    domain counts as its base type, its check still applies on insert), or None if one is of
+    another type; read from the catalog once per database and table."""
+    key = (conn.url, table)
+    with _KINDS_LOCK:
+        known = _KINDS.get(key)
+    if known is None or any(n not in known for n in names):  # a column added by a migration
+        known = {}
+        for name, base in conn.raw.execute(
+            "SELECT a.attname, format_type(coalesce(nullif(t.typbasetype, 0), t.oid), NULL) "
+            "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+            (table,),
+        ):
+            known[name] = base if base in ("bigint", "numeric", "text") else "other"
+        with _KINDS_LOCK:
+            _KINDS[key] = known
+    kinds = [known.get(n, "other") for n in names]
+    return None if "other" in kinds else kinds
+
+
+def key_id(key: str) -> int:
+    """The 32-bit lock id of an ingest key (signed, as PostgreSQL's int4)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big", signed=True)
 
 
 def _ordered(params: Any, order: tuple[int, ...] | None) -> Any:

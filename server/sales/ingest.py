@@ -1,9 +1,10 @@
 """The ingest worker: verify, apply at most once, commit, and only then acknowledge.
 
 MQTT callbacks only :meth:`IngestWorker.submit` raw messages to a queue. One worker thread
-takes whatever has queued up (up to ``max_messages``), and in **one** write transaction
-verifies each message's signature and shape, applies its sales (:class:`SaleApplier`),
-records status heartbeats and refusals, and records one delta for all balance changes.
+takes whatever has queued up (up to ``max_messages``), verifies each message's signature and
+shape (before the transaction: CPU work, no lock held), then in **one** write transaction
+applies its sales (:class:`SaleApplier`), records status heartbeats and refusals, and
+records one delta for all balance changes.
 After the commit it publishes one signed :class:`Ack` per message. A crash before the
 commit loses nothing (the terminal still has the sales in its outbox and resends); a crash
 after it loses only acks (the resend is answered ``duplicate`` with the first result).
@@ -32,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from server.books import ledger
 from server.downstream.deltas import current_version, record_delta
@@ -109,6 +110,37 @@ class ReversalMessage(NamedTuple):
     msg_id: str
     batch: ReversalBatch
     revoked_at_ms: int | None
+
+
+class Opened(NamedTuple):
+    """One message opened, verified and decoded before the write transaction: CPU work with
+    the in-memory key book, done without holding the database's write lock. What reads or
+    writes the database (a rotation completed, revocations, statuses) is done in the
+    transaction, in the order the messages came (:meth:`IngestWorker._apply`)."""
+
+    topic: str
+    claimed: str | None  # the terminal the topic names
+    payload: bytes
+    env: Envelope | None  # None: refused before its sender was established (``refused``)
+    which: str  # the key that verified it (CURRENT, NEXT, …)
+    kind: str | None  # the body's type when the topic accepts it, else None
+    decoded: object  # the decoded body, or the ProtocolError decoding raised
+    refused: ProtocolError | None = None
+
+    def body(self) -> Any:
+        """The decoded body; raises the decoding's refusal."""
+        if isinstance(self.decoded, ProtocolError):
+            raise self.decoded
+        return self.decoded
+
+
+# the message types ingest takes and the topic each must come on (any other: ``bad_field``)
+_TOPIC_OF_KIND: dict[str, Callable[[str], str]] = {
+    "sale_batch": topics.sales,
+    "reversal_batch": topics.reversals,
+    "status": topics.status,
+    "update_report": topics.update_report,
+}
 
 
 @dataclass
@@ -288,9 +320,13 @@ class IngestWorker:
         rejections: list[Rejection] = []
         self._book.refresh()  # a rotation or revocation made by another process
         keys = self._keys = _KeyEvents()
+        # opened, verified and decoded before the transaction: no lock held for CPU work
+        opened = [self._open_decoded(topic, payload, now) for topic, payload in messages]
+        # a reversal's cardholder is known only once its sale is read: its batch runs alone
+        exclusive = any(o.kind == "reversal_batch" for o in opened)
         try:
-            with dbm.write_txn(self._conn):
-                applier, reversals, delta_recorded = self._apply(messages, now, replies, rejections)
+            with dbm.ingest_txn(self._conn, exclusive=exclusive) as shared:
+                applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections, shared)
                 flagged = (
                     suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
                 )
@@ -386,6 +422,31 @@ class IngestWorker:
                 self._offered[terminal_id] = time.monotonic()
                 log.info("ingest: offered terminal %s its next key %s", terminal_id, offer.key_id)
 
+    def _open_decoded(self, topic: str, payload: bytes, now: int) -> Opened:
+        """Open, verify and decode one message (no database work, but a key book miss)."""
+        claimed = topics.terminal_of(topic)
+        try:
+            env, which = self._open(payload, now)
+            if claimed is None or env.sender != claimed:
+                raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
+        except ProtocolError as exc:
+            return Opened(topic, claimed, payload, None, "", None, None, exc)
+        route = _TOPIC_OF_KIND.get(env.type)
+        kind = env.type if route is not None and topic == route(claimed) else None
+        decoded: object = None
+        try:
+            if kind == "sale_batch":
+                decoded = SaleBatch.from_body(env.body, env.sender)
+            elif kind == "reversal_batch":
+                decoded = ReversalBatch.from_body(env.body, env.sender)
+            elif kind == "status":
+                decoded = Status.from_body(env.body)
+            elif kind == "update_report":
+                decoded = UpdateReport.from_body(env.body)
+        except ProtocolError as exc:
+            decoded = exc
+        return Opened(topic, claimed, payload, env, which, kind, decoded)
+
     def _open(self, payload: bytes, now: int) -> tuple[Envelope, str]:
         """Open a message with the sender's current key, else its next or previous one;
         returns the envelope and which key verified it."""
@@ -411,13 +472,16 @@ class IngestWorker:
 
     def _apply(
         self,
-        messages: list[Message],
+        opened: list[Opened],
         now: int,
         replies: list[tuple[str, Ack | ReversalAck]],
         rejections: list[Rejection],
+        shared: bool = False,
     ) -> tuple[SaleApplier, ReversalApplier | None, bool]:
         """The work inside the write transaction; returns the appliers (the reversals' if
-        any were decided) and whether a delta was recorded."""
+        any were decided) and whether a delta was recorded. ``shared``: another ingest
+        transaction may run at once (:func:`server.infra.db.ingest_txn`): the keys this one
+        reads then writes are locked first, the shared writes made under the tail lock."""
         if dbm.dialect(self._conn) == "postgresql":
             # psycopg prepares a statement run five times, and PostgreSQL then plans it once
             # for any parameters: for this transaction's IN lists (a few hundred cards, keys,
@@ -426,8 +490,11 @@ class IngestWorker:
             # here (a few dozen statements per transaction); per transaction, so a
             # replaced connection has it too.
             self._conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-        version = current_version(self._conn) + 1
-        applier = SaleApplier(self._conn, now, version, self._accounts)
+        if shared:
+            dbm.lock_keys(self._conn, _keys_of(self._conn, opened))
+        # the delta version is taken where the shared writes begin (below); the applier
+        # stamps it only in finish()
+        applier = SaleApplier(self._conn, now, 0, self._accounts)
         keys = self._keys  # rotations seen in this transaction (process() made it)
         slots: list[Slot] = []
         sale_messages: list[SaleMessage] = []
@@ -435,56 +502,61 @@ class IngestWorker:
         # revocations of the topics' terminals, read once per transaction in one query: this
         # transaction holds the write lock, so no revocation can commit while it runs (a
         # revocation holds from the next transaction on; on PostgreSQL a round trip is a cost)
-        revoked_by_terminal = revocations(
-            self._conn, {t for t in (topics.terminal_of(topic) for topic, _ in messages) if t is not None}
-        )
-        for topic, payload in messages:
-            claimed = topics.terminal_of(topic)
+        revoked_by_terminal = revocations(self._conn, {o.claimed for o in opened if o.claimed is not None})
+        for o in opened:
             try:
-                env, which = self._open(payload, now)
-                if claimed is None or env.sender != claimed:
-                    raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
-                if which == NEXT and rotation.complete(self._conn, env.sender, now):
+                if o.env is None:
+                    raise o.refused  # type: ignore[misc]  # could not be opened: refused as it is
+                env = o.env
+                if o.which == NEXT and rotation.complete(self._conn, env.sender, now):
                     keys.completed.add(env.sender)
                 revoked = revoked_by_terminal[env.sender]  # the sender is the topic's terminal
-                if topic == topics.sales(claimed) and env.type == "sale_batch":
-                    batch = SaleBatch.from_body(env.body, env.sender)
+                if o.kind == "sale_batch":
                     canteen = self._book.canteen(env.sender) or ""
-                    sale_messages.append(SaleMessage(env.sender, env.msg_id, batch, canteen, revoked))
-                elif topic == topics.reversals(claimed) and env.type == "reversal_batch":
-                    reversal_messages.append(
-                        ReversalMessage(
-                            env.sender, env.msg_id, ReversalBatch.from_body(env.body, env.sender), revoked
-                        )
-                    )
+                    sale_messages.append(SaleMessage(env.sender, env.msg_id, o.body(), canteen, revoked))
+                elif o.kind == "reversal_batch":
+                    reversal_messages.append(ReversalMessage(env.sender, env.msg_id, o.body(), revoked))
                 elif revoked is not None:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
-                elif topic == topics.status(claimed) and env.type == "status":
-                    record_status(self._conn, env.sender, Status.from_body(env.body), env.sent_at_ms, now)
-                    if which == CURRENT and self._book.rotation_pending(env.sender):
+                elif o.kind == "status":
+                    record_status(self._conn, env.sender, o.body(), env.sent_at_ms, now)
+                    if o.which == CURRENT and self._book.rotation_pending(env.sender):
                         keys.due.add(env.sender)
-                elif topic == topics.update_report(claimed) and env.type == "update_report":
+                elif o.kind == "update_report":
                     # what became of an offered update: kept, then acknowledged (the ack of a
                     # "running" report is what keeps a new version on the terminal)
-                    report = UpdateReport.from_body(env.body)
+                    report = o.body()
                     record_report(self._conn, env.sender, env.msg_id, report, env.sent_at_ms, now)
                     _log_report(env.sender, report)
-                    replies.append((claimed, Ack(in_reply_to=env.msg_id)))
+                    replies.append((env.sender, Ack(in_reply_to=env.msg_id)))  # the topic's terminal
                 else:
-                    raise ProtocolError("bad_field", f"{env.type} not accepted on {topic}")
+                    raise ProtocolError("bad_field", f"{env.type} not accepted on {o.topic}")
             except ProtocolError as exc:
-                rejections.append(Rejection(topic, claimed, exc.code, exc.detail))
-                if claimed is not None and self._book.secret(claimed) is not None:
-                    replies.append((claimed, Ack(in_reply_to=_msg_id_of(payload), reason=exc.code)))
+                rejections.append(Rejection(o.topic, o.claimed, exc.code, exc.detail))
+                if o.claimed is not None and self._book.secret(o.claimed) is not None:
+                    replies.append((o.claimed, Ack(in_reply_to=_msg_id_of(o.payload), reason=exc.code)))
         # every sale of the transaction read ahead in a few queries, then decided in order
         applier.prefetch(s for m in sale_messages for s in m.batch.sales)
         for m in sale_messages:
             results_of = [applier.apply(s, m.canteen_id, m.revoked_at_ms) for s in m.batch.sales]
             slots.append(Slot(m.terminal_id, m.msg_id, results_of))
+        if rejections:
+            self._conn.executemany(
+                "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",
+                [(now, r.topic, r.terminal_id, r.code, r.detail[:500]) for r in rejections],
+            )
+        decided = applier.decided_keys  # a reversal waiting for one of these sales is decided now
+        waiting = bool(decided) and _any_waiting(self._conn, {t for t, _ in decided})
+        # from here to the commit: the writes every ingest transaction shares (the canteens'
+        # payables, the takings sums, the counters, the delta), one transaction at a time,
+        # and the version read under that lock, so the versions commit in order, gapless
+        if shared:
+            dbm.lock_tail(self._conn)
+        version = applier.version = current_version(self._conn) + 1
         results = applier.finish()
         for slot in slots:
             replies.append((slot.terminal_id, Ack(slot.msg_id, tuple(results[i] for i in slot.results))))
-        reversals = self._apply_reversals(applier, reversal_messages, now, version, replies)
+        reversals = self._apply_reversals(applier, reversal_messages, waiting, now, version, replies)
         changes = dict(applier.changes)
         if reversals is not None:  # read after the reversals moved money: the newer state
             changes.update(reversals.changes)
@@ -492,11 +564,6 @@ class IngestWorker:
         if changes or applier.extra_changes:
             record_delta(self._conn, list(changes.values()) + applier.extra_changes, now)
             delta_recorded = True
-        if rejections:
-            self._conn.executemany(
-                "INSERT INTO rejections(at_ms, topic, terminal_id, reason, detail) VALUES (?, ?, ?, ?, ?)",
-                [(now, r.topic, r.terminal_id, r.code, r.detail[:500]) for r in rejections],
-            )
         dbm.bump_counter(self._conn, "sales_applied", applier.applied)
         dbm.bump_counter(self._conn, "sales_duplicate", applier.duplicates)
         dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
@@ -511,20 +578,20 @@ class IngestWorker:
         self,
         sales: SaleApplier,
         messages: list[ReversalMessage],
+        waiting: bool,
         now: int,
         version: int,
         replies: list[tuple[str, Ack | ReversalAck]],
     ) -> ReversalApplier | None:
         """Reversals waiting for the sales just stored, then the reversal batches of this
         transaction; their acks (and, unasked, the waiting ones' results) join ``replies``.
-        None when there was nothing to decide."""
-        keys = sales.decided_keys
-        waiting = bool(keys) and _any_waiting(self._conn, {t for t, _ in keys})
+        ``waiting``: a reversal waits for one of the sales just stored. None when there was
+        nothing to decide."""
         if not messages and not waiting:
             return None
         rev = ReversalApplier(self._conn, now, version, self._accounts)
         if waiting:
-            rev.apply_waiting(keys)
+            rev.apply_waiting(sales.decided_keys)
         slots = []
         for m in messages:
             canteen = self._book.canteen(m.terminal_id) or ""
@@ -535,6 +602,31 @@ class IngestWorker:
         for terminal_id, decided in rev.unasked_results().items():
             replies.append((terminal_id, ReversalAck(PENDING_REPLY, tuple(decided))))
         return rev
+
+
+def _keys_of(conn: sqlite3.Connection, opened: list[Opened]) -> set[str]:
+    """What a shared ingest transaction must lock before it reads anything: the terminals
+    of its messages (their sales' keys, statuses, facts), the cardholders of its sales'
+    cards (the purse split is read then written; PIN approvals, QR codes and claw-back lines
+    are the holder's) and its sales' credentials (a SUN counter or an eCNY order used twice
+    is the same string; a QR code is also its card's). Cards are read under the shared write
+    lock: no other writer can move a card meanwhile."""
+    keys = {f"terminal:{o.claimed}" for o in opened if o.claimed is not None}
+    cards: set[str] = set()
+    for o in opened:
+        if o.kind == "sale_batch" and not isinstance(o.decoded, ProtocolError):
+            for sale in o.body().sales:
+                if sale.card_id is not None:  # none: a sale paid without a card (eCNY)
+                    cards.add(sale.card_id)
+                if sale.credential:
+                    keys.add(f"credential:{sale.credential}")
+    for chunk in dbm.chunks(sorted(cards)):
+        marks = ", ".join("?" * len(chunk))
+        keys.update(
+            f"holder:{r[0]}"
+            for r in conn.execute(f"SELECT DISTINCT holder_id FROM cards WHERE card_id IN ({marks})", chunk)
+        )
+    return keys
 
 
 def _any_waiting(conn: sqlite3.Connection, terminal_ids: set[str]) -> bool:

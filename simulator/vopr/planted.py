@@ -40,7 +40,7 @@ class AckBeforeCommitWorker(IngestWorker):
         replies: list = []
         try:
             with dbm.write_txn(self._conn):
-                self._apply(messages, now, replies, [])
+                self._apply([self._open_decoded(t, p, now) for t, p in messages], now, replies, [])
                 for terminal_id, ack in replies:
                     secret = self._book.secret(terminal_id)
                     if secret is not None:
