@@ -79,7 +79,7 @@ def test_a_terminal_whose_server_went_offline_sells_on_its_offline_limits(broker
             watcher.publish(cluster.server.presence.message("offline"))  # type: ignore[union-attr]
             assert wait_until(lambda: not t.terminal.sync.in_sync, 10)
             assert t.terminal.sync.online  # the broker link itself is fine
-            assert OFFLINE_BANNER in t.terminal.display.last.lines  # type: ignore[union-attr]
+            assert wait_until(lambda: OFFLINE_BANNER in t.terminal.display.last.lines, 10)  # type: ignore[union-attr]
             _, sale = t.terminal.tap(TapRequest(world.diners[0].card_id))
             assert sale is not None and sale.offline  # decided on the offline limits, and marked so
             assert t.terminal.sync.offline_since_ms is not None
