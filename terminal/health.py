@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 
 def disk_and_journal(db_path: str) -> tuple[int | None, int | None, int | None]:
-    """(free bytes, total bytes, journal bytes); None where it cannot be read."""
-    path = Path(db_path)
+    """(free bytes, total bytes, journal bytes); None where it cannot be read. (os.path,
+    not pathlib: every status message asks, and the Path objects cost more than the stats.)"""
+    parent = os.path.dirname(db_path) or "."
     try:
-        usage = shutil.disk_usage(path.parent if path.parent.exists() else ".")
+        usage = shutil.disk_usage(parent if os.path.exists(parent) else ".")
         free, total = int(usage.free), int(usage.total)
     except OSError:
         free = total = None
     size = 0
-    for p in (path, Path(f"{db_path}-wal"), Path(f"{db_path}-shm")):
+    for p in (db_path, f"{db_path}-wal", f"{db_path}-shm"):
         try:
             size += os.stat(p).st_size
         except OSError:

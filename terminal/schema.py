@@ -279,3 +279,11 @@ def reversals(db: Database) -> None:
     a sale it has not received, then ``applied`` or ``rejected``; ``announced`` as in the
     journal (``terminal.reversals``)."""
     _run(db, REVERSALS_SQL)
+
+
+@MIGRATIONS(name="010_journal_canonical")
+def journal_canonical(db: Database) -> None:
+    """``canonical = 1``: the row's ``sale_json`` is the sale's canonical JSON
+    (:func:`shared.protocol.codec.canonical_json`), which the outbox sends spliced into its
+    signed batch as stored; older rows (0) are decoded and encoded canonically when sent."""
+    db["journal"].add_column("canonical", int, not_null_default=0)  # type: ignore[union-attr]

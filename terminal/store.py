@@ -30,7 +30,7 @@ from shared.clock import china_datetime
 from shared.errors import DomainError
 from shared.ids import uuid7_hex
 from shared.private_files import ensure_private_sqlite
-from shared.protocol import Item, Sale, SaleResult
+from shared.protocol import Item, Sale, SaleResult, canonical_json
 from shared.protocol.messages import (
     Balance,
     CanteenChange,
@@ -297,8 +297,9 @@ class Store:
             self.conn.execute(
                 """
                 INSERT INTO journal(seq, uuid, card_id, holder_id, amount_fen, subsidy_fen, self_fen,
-                    method, kind, meal_period, visitor, offline, occurred_at_ms, sale_json, announced)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    method, kind, meal_period, visitor, offline, occurred_at_ms, sale_json, announced,
+                    canonical)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)
                 """,
                 (
                     seq,
@@ -314,7 +315,7 @@ class Store:
                     int(visitor),
                     int(offline),
                     occurred_at_ms,
-                    json.dumps(sale.to_dict(), ensure_ascii=False),
+                    canonical_json(sale.to_dict()).decode(),  # sent as stored: outbox_wire_after
                     int(announced),
                 ),
             )
@@ -345,10 +346,15 @@ class Store:
     def outbox_after(self, after_seq: int, limit: int) -> list[tuple[int, dict[str, Any]]]:
         """Unacknowledged sales after ``after_seq``, oldest first, up to the first sale not
         yet announced to its diner."""
+        return [(seq, json.loads(text)) for seq, text in self.outbox_wire_after(after_seq, limit)]
+
+    def outbox_wire_after(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """:meth:`outbox_after`, each sale as its canonical JSON text: as journaled (a row
+        written before the journal kept that form is encoded canonically here)."""
         return [
-            (r[0], json.loads(r[1]))
+            (r[0], r[1] if r[2] else canonical_json(json.loads(r[1])).decode())
             for r in self.conn.execute(
-                "SELECT o.seq, j.sale_json FROM outbox o JOIN journal j ON j.seq = o.seq "
+                "SELECT o.seq, j.sale_json, j.canonical FROM outbox o JOIN journal j ON j.seq = o.seq "
                 "WHERE o.seq > ? AND o.seq < coalesce((SELECT min(seq) FROM journal WHERE announced = 0), ?) "
                 "ORDER BY o.seq LIMIT ?",
                 (after_seq, _MAX_SEQ, limit),

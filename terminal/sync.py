@@ -94,6 +94,8 @@ from shared.protocol import (
     topics,
 )
 from shared.protocol.backup_mark import BackupMark
+from shared.protocol.delta_open import open_delta
+from shared.protocol.envelope import sale_batch_body_json, seal_hmac_body_json
 from shared.protocol.rekey import Rekey, key_id, open_key
 from shared.sqlite_txn import write_txn
 from terminal import journal_keep, reversals
@@ -461,9 +463,7 @@ class SyncAgent:
     def _on_message(self, topic: str, payload: bytes) -> None:
         try:
             if topic == topics.DELTA:
-                env = open_envelope(payload, server=self._verifier, expect_type="delta")
-                faults: list[ProtocolError] = []
-                self._on_delta(Delta.from_body(env.body, faults), faults)
+                self._on_delta(*open_delta(payload, self._verifier))
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
                 self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
@@ -488,7 +488,7 @@ class SyncAgent:
                 env = self._open_hmac(payload, "server", None)
                 if env.type not in ("ack", "reversal_ack"):
                     raise ProtocolError("bad_field", f"type: expected an ack, got {env.type}")
-                faults = []
+                faults: list[ProtocolError] = []
                 if env.type == "reversal_ack":
                     rack = ReversalAck.from_body(env.body, faults)
                     self._measure_clock(env.sent_at_ms, rack.in_reply_to)
@@ -831,15 +831,16 @@ class SyncAgent:
             # cursor (a batch the server refused, sales put back by a resend)
             self._cursor = 0
         while len(self._inflight) < self.config.window:
-            rows = self.store.outbox_after(self._cursor, self.config.batch_size)
+            rows = self.store.outbox_wire_after(self._cursor, self.config.batch_size)
             inflight = {s for f in self._inflight.values() if f.kind == "sales" for s in f.seqs}
             rows = [(seq, sale) for seq, sale in rows if seq not in inflight]
             if not rows:
                 break
-            # the journal holds each sale exactly as validated when it was recorded
-            body = {"sales": [sale for _, sale in rows]}
+            # the journal holds each sale exactly as validated when it was recorded, in its
+            # canonical JSON: spliced into the signed batch, not decoded and encoded again
+            body = sale_batch_body_json([sale for _, sale in rows])
             msg_id = uuid.uuid4().hex
-            payload = seal_hmac(
+            payload = seal_hmac_body_json(
                 "sale_batch",
                 self.config.terminal_id,
                 body,

@@ -29,12 +29,15 @@ from shared.protocol.messages import (
     MAX_SALE_FEN,
     MEAL_PERIODS,
     METHODS,
+    RESULT_STATUSES,
     SALE_KINDS,
+    Balance,
     CardChange,
     HolderChange,
     Item,
     Meals,
     Sale,
+    SaleResult,
     decode_change,
 )
 
@@ -294,3 +297,111 @@ def test_a_sale_decodes_as_the_readers_decide(edits: list[tuple[str, Any]], shop
         else:
             d[field] = value
     assert verdict(Sale.from_dict, d) == verdict(reference_sale, d)
+
+
+def reference_balance(d: Any) -> Balance:
+    """Balance.from_dict as the readers alone decide it (the specification)."""
+    d = obj(d, "balance")
+    only_keys(d, frozenset(Balance.__dataclass_fields__), "balance")
+    return Balance(
+        req_int(d, "subsidy_fen", lo=FEN_MIN, hi=FEN_MAX),
+        req_int(d, "self_fen", lo=FEN_MIN, hi=FEN_MAX),
+        req_int(d, "version"),
+        opt_int(d, "subsidy_year", lo=2000, hi=2200),
+        opt_int(d, "next_subsidy_fen", lo=FEN_MIN, hi=FEN_MAX) or 0,
+        opt_int(d, "expired_subsidy_fen", lo=FEN_MIN, hi=FEN_MAX) or 0,
+    )
+
+
+def reference_result(d: Any) -> SaleResult:
+    """SaleResult.from_dict (a terminal reading an ack: an unreadable balance dropped) as
+    the readers alone decide it; returns the result and the faults."""
+    faults: list[ProtocolError] = []
+    d = obj(d, "result")
+    only_keys(d, frozenset(SaleResult.__dataclass_fields__), "result")
+    fields = (
+        req_terminal_id(d, "terminal_id"),
+        req_int(d, "seq", lo=1),
+        req_str(d, "uuid", max_len=64),
+        req_enum(d, "status", RESULT_STATUSES),
+        opt_str(d, "reason", max_len=64),
+        req_int(d, "subsidy_fen"),
+        req_int(d, "self_fen"),
+        req_int(d, "overdraft_fen"),
+        opt_str(d, "holder_id", max_len=64),
+    )
+    balance = None
+    if d.get("balance") is not None:
+        try:
+            balance = reference_balance(d["balance"])
+        except ProtocolError as exc:
+            faults.append(exc)
+    return SaleResult(*fields, balance), [(f.code, f.detail) for f in faults]  # type: ignore[return-value]
+
+
+def decoded_result(d: Any) -> Any:
+    faults: list[ProtocolError] = []
+    return SaleResult.from_dict(d, faults), [(f.code, f.detail) for f in faults]
+
+
+def good_result() -> dict[str, Any]:
+    return {
+        "terminal_id": "T-1",
+        "seq": 7,
+        "uuid": "u" * 32,
+        "status": "applied",
+        "reason": None,
+        "subsidy_fen": 200,
+        "self_fen": 1000,
+        "overdraft_fen": 0,
+        "holder_id": "H1",
+        "balance": {
+            "subsidy_fen": 100,
+            "self_fen": -5,
+            "version": 9,
+            "subsidy_year": 2026,
+            "next_subsidy_fen": 0,
+            "expired_subsidy_fen": 0,
+        },
+    }
+
+
+RESULT_FIELDS = [
+    *SaleResult.__dataclass_fields__,
+    "extra",
+    *(f"balance.{k}" for k in Balance.__dataclass_fields__),
+]
+RESULT_ODD = SALE_ODD | st.sampled_from(
+    ["applied", "duplicate", "rejected", "quarantined", FEN_MIN, "u" * 64, "u" * 65]
+)
+
+
+def _edit_result(edits: list[tuple[str, Any]]) -> dict[str, Any]:
+    d = good_result()
+    for field, value in edits:
+        target, key = d, field
+        if field.startswith("balance."):
+            target, key = d.get("balance"), field.split(".", 1)[1]
+            if not isinstance(target, dict):
+                continue
+        if value is DELETE:
+            target.pop(key, None)
+        else:
+            target[key] = value
+    return d
+
+
+def test_every_result_field_at_every_odd_value_decodes_as_the_readers_decide() -> None:
+    for field in RESULT_FIELDS:
+        for value in [*SALE_VALUES, "applied", FEN_MAX, FEN_MAX + 1, FEN_MIN, FEN_MIN - 1, DELETE]:
+            d = _edit_result([(field, value)])
+            assert verdict(decoded_result, d) == verdict(reference_result, d), (field, value)
+
+
+@given(st.lists(st.tuples(st.sampled_from(RESULT_FIELDS), RESULT_ODD | st.just(DELETE)), max_size=3))
+def test_a_result_decodes_as_the_readers_decide(edits: list[tuple[str, Any]]) -> None:
+    d = _edit_result(edits)
+    assert verdict(decoded_result, d) == verdict(reference_result, d)
+    balance = d.get("balance")
+    if balance is not None:
+        assert verdict(Balance.from_dict, balance) == verdict(reference_balance, balance)

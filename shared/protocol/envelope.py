@@ -7,7 +7,6 @@ signature, and returns an :class:`Envelope` whose ``body`` the message classes d
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from shared.protocol.codec import (
     req_str,
     req_terminal_id,
 )
+from shared.protocol.memo import FifoMemo
 from shared.protocol.signing import (
     ED25519_PREFIX,
     HMAC_PREFIX,
@@ -65,17 +65,13 @@ SERVER_SENDER = "server"
 # tests/test_codec_fast_path.py) — never a failure, so forged traffic evicts nothing; the
 # first-in entry goes first; snapshots (large) are not kept.
 _OPENED_MAX = 256
-_OPENED_MAX_BYTES = 65_536
-_opened_broadcasts: dict[tuple[bytes, bytes], None] = {}
-_opened_lock = threading.Lock()  # the server seals from several threads (publisher, HTTP, ingest)
+OPENED_MAX_BYTES = 65_536
+_opened_broadcasts: FifoMemo[None] = FifoMemo(_OPENED_MAX)
 
 
 def _remember_broadcast(public_key: bytes, data: bytes) -> None:
-    if len(data) <= _OPENED_MAX_BYTES:
-        with _opened_lock:
-            if len(_opened_broadcasts) >= _OPENED_MAX:
-                del _opened_broadcasts[next(iter(_opened_broadcasts))]
-            _opened_broadcasts[(public_key, data)] = None
+    if len(data) <= OPENED_MAX_BYTES:
+        _opened_broadcasts.put((public_key, data), None)
 
 
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
@@ -109,8 +105,11 @@ def _seal(env: Envelope, sign: Callable[[bytes], str]) -> bytes:
     there instead of encoding the whole envelope a second time (the server signs an ack
     per message on its hot path). ``tests/test_protocol.py``'s golden fixtures pin the bytes.
     """
-    unsigned = env.unsigned()
-    data = canonical_json(unsigned)
+    return _signed(canonical_json(env.unsigned()), sign)
+
+
+def _signed(data: bytes, sign: Callable[[bytes], str]) -> bytes:
+    """The canonical unsigned envelope ``data`` with its signature spliced in (see :func:`_seal`)."""
     sig = sign(data)
     cut = data.rindex(b',"type":')
     return b"".join((data[:cut], b',"sig":', json.dumps(sig).encode(), data[cut:]))
@@ -127,6 +126,37 @@ def seal_hmac(
     """Wire bytes of an HMAC-signed envelope (terminal → server, and acks back)."""
     env = Envelope(type_, sender, msg_id or uuid.uuid4().hex, sent_at_ms, body)
     return _seal(env, lambda data: hmac_sign(secret, data))
+
+
+def seal_hmac_body_json(
+    type_: str,
+    sender: str,
+    body_json: bytes,
+    secret: bytes,
+    sent_at_ms: int,
+    msg_id: str | None = None,
+) -> bytes:
+    """:func:`seal_hmac` of the body whose canonical bytes ``body_json`` are, spliced in
+    instead of encoded again: the same bytes (``tests/test_seal_splice.py``). The caller
+    vouches that ``body_json`` is canonical JSON of an object (the terminal sends its
+    journal's sales as stored canonically: :func:`sale_batch_body_json`).
+
+    ``"body"`` is the first key of the canonical envelope, so the envelope with an empty
+    body starts ``{"body":{},``; its ``{}`` is replaced by ``body_json``."""
+    env = Envelope(type_, sender, msg_id or uuid.uuid4().hex, sent_at_ms, {})
+    empty = canonical_json(env.unsigned())
+    assert empty.startswith(_EMPTY_BODY)
+    data = b"".join((b'{"body":', body_json, empty[len(_EMPTY_BODY) - 1 :]))
+    return _signed(data, lambda d: hmac_sign(secret, d))
+
+
+_EMPTY_BODY = b'{"body":{},'
+
+
+def sale_batch_body_json(sales_json: list[str]) -> bytes:
+    """Canonical bytes of a ``sale_batch`` body (``{"sales": [...]}``) whose sales are
+    given as their canonical JSON text."""
+    return b"".join((b'{"sales":[', ",".join(sales_json).encode(), b"]}"))
 
 
 def seal_server(
@@ -184,7 +214,7 @@ def open_envelope(
         server is not None
         and sig.startswith(ED25519_PREFIX)
         and type(data) is bytes
-        and len(data) <= _OPENED_MAX_BYTES
+        and len(data) <= OPENED_MAX_BYTES
     ):
         memo = (server.public_bytes, data)
         if memo in _opened_broadcasts:

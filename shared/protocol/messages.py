@@ -271,8 +271,24 @@ class Balance:
     @classmethod
     def from_dict(cls, d: Any) -> Balance:
         d = obj(d, "balance")
-        only_keys(d, _BALANCE_KEYS, "balance")
-        return cls(
+        if not _BALANCE_KEYS.issuperset(d):
+            only_keys(d, _BALANCE_KEYS, "balance")  # names the unknown fields
+        g = d.get
+        sub, own, version = g("subsidy_fen"), g("self_fen"), g("version")
+        year, nxt, expired = g("subsidy_year"), g("next_subsidy_fen"), g("expired_subsidy_fen")
+        if (  # every field as its reader below checks it, in one expression (acks carry many)
+            type(sub) is int
+            and _I <= sub <= _MAX_INT
+            and type(own) is int
+            and _I <= own <= _MAX_INT
+            and type(version) is int
+            and 0 <= version <= INT_MAX
+            and (year is None or (type(year) is int and _MIN_YEAR <= year <= _MAX_YEAR))
+            and (nxt is None or (type(nxt) is int and _I <= nxt <= _MAX_INT))
+            and (expired is None or (type(expired) is int and _I <= expired <= _MAX_INT))
+        ):
+            return cls(sub, own, version, year, nxt or 0, expired or 0)
+        return cls(  # the readers only to name a fault
             subsidy_fen=req_int(d, "subsidy_fen", lo=_I, hi=_MAX_INT),
             self_fen=req_int(d, "self_fen", lo=_I, hi=_MAX_INT),
             version=req_int(d, "version"),
@@ -354,8 +370,31 @@ class SaleResult:
         dropped and its error appended: the result itself still counts, and the balance
         arrives again with the next delta."""
         d = obj(d, "result")
-        only_keys(d, frozenset(cls.__dataclass_fields__), "result")
-        return cls(
+        if not _RESULT_KEYS.issuperset(d):
+            only_keys(d, _RESULT_KEYS, "result")  # names the unknown fields
+        g = d.get
+        t, seq, u, status, reason = g("terminal_id"), g("seq"), g("uuid"), g("status"), g("reason")
+        sub, own, over, holder = g("subsidy_fen"), g("self_fen"), g("overdraft_fen"), g("holder_id")
+        if (  # every field but the balance as its reader below checks it, in one expression
+            type(t) is str
+            and is_text(t, 64)
+            and TERMINAL_ID.fullmatch(t) is not None
+            and type(seq) is int
+            and 1 <= seq <= INT_MAX
+            and is_text(u, 64)
+            and type(status) is str
+            and status in RESULT_STATUSES
+            and (reason is None or is_text(reason, 64))
+            and type(sub) is int
+            and 0 <= sub <= INT_MAX
+            and type(own) is int
+            and 0 <= own <= INT_MAX
+            and type(over) is int
+            and 0 <= over <= INT_MAX
+            and (holder is None or is_text(holder, 64))
+        ):
+            return cls(t, seq, u, status, reason, sub, own, over, holder, _balance(g("balance"), faults))
+        return cls(  # the readers only to name a fault
             terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
             uuid=req_str(d, "uuid", max_len=64),
@@ -367,6 +406,9 @@ class SaleResult:
             holder_id=opt_str(d, "holder_id", max_len=64),
             balance=_balance(d.get("balance"), faults),
         )
+
+
+_RESULT_KEYS = frozenset(SaleResult.__dataclass_fields__)
 
 
 def _balance(raw: Any, faults: list[ProtocolError] | None) -> Balance | None:

@@ -167,6 +167,9 @@ class SimBroker:
         self.links: dict[str, SimLink] = {}
         self.retained: dict[str, bytes] = {}
         self._queue: list[tuple[int, int, int, int, SimLink, str, bytes]] = []
+        # per topic, the links subscribed to it, in the order of ``links`` (the order the
+        # fan-out draws its randomness in); forgotten whenever a link is added or replaced
+        self._subscribers: dict[str, tuple[SimLink, ...]] = {}
         self._n = 0  # send order
 
     def link(
@@ -186,6 +189,7 @@ class SimBroker:
             if old.connected:
                 old._drop(notify=False)
         self.links[client_id] = new
+        self._subscribers.clear()
         return new
 
     # --- routing and delivery --------------------------------------------------------
@@ -211,9 +215,13 @@ class SimBroker:
             up_ms, ordered = self._latency(f), f.clean
         if retain:
             self.retained[topic] = payload
+        subscribers = self._subscribers.get(topic)
+        if subscribers is None:
+            subscribers = tuple(link for link in self.links.values() if link.subscribed(topic))
+            self._subscribers[topic] = subscribers
         for _ in range(copies):
-            for link in self.links.values():
-                if link.connected and link.subscribed(topic):
+            for link in subscribers:
+                if link.connected:
                     self._fan_out(link, n, up_ms, topic, payload, ordered)
 
     def _fan_out(self, link: SimLink, n: int, up_ms: int, topic: str, payload: bytes, ordered: bool) -> None:
