@@ -206,6 +206,7 @@ class SaleApplier:
         self._pending_uuids: set[str] = set()
         self._late: list[tuple[str, int, str, int, int]] = []
         self._results: list[SaleResult | tuple[tuple[str, int], str]] = []
+        self._unmoved: dict[str, int] | None = None  # balances recorded, not yet moved
         self._finished = False
 
     # -- reading ahead --------------------------------------------------------------------
@@ -313,6 +314,8 @@ class SaleApplier:
         return len(self._results) - 1
 
     def _keep(self, sale: Sale, row_: dict[str, Any]) -> None:
+        if self._unmoved is not None:  # its posting would be neither recorded nor moved
+            raise RuntimeError("a sale decided after post_own()")
         if row_["status"] == "applied" and sale.credential:  # QR code / SUN counter used twice?
             self.extra_changes += note_sale_credential(self.conn, sale, row_["holder_id"], self.now_ms)
         self._pending[(sale.terminal_id, sale.seq)] = row_
@@ -403,15 +406,36 @@ class SaleApplier:
 
     # -- the end of the txn ---------------------------------------------------------------
 
+    def post_own(self) -> None:
+        """Write, before :meth:`finish`, what only this transaction's key locks guard (a
+        shared ingest transaction, :func:`server.infra.db.ingest_txn`, calls it before it
+        takes the tail lock): the sales' ledger txns, their accounts and entries, and the
+        balances of the cardholders' purses (each holder locked by this transaction).
+        :meth:`finish` then moves only the balances every transaction shares (the canteens'
+        payables, clearing refunds), in account order, and writes the version-stamped
+        sale rows. Called once, after the last sale is decided."""
+        if self._unmoved is not None or self._finished:
+            raise RuntimeError("post_own() called twice or after finish()")
+        delta = self._record()
+        ledger.move_balances(self.conn, {a: d for a, d in delta.items() if ledger.is_purse(a)})
+        self._unmoved = {a: d for a, d in delta.items() if not ledger.is_purse(a)}
+
+    def _record(self) -> dict[str, int]:
+        """Record the decided sales' ledger txns and entries; returns the balances to move."""
+        postings = [p for _, p in self._postings]
+        txn_ids, delta = ledger.record_many(self.conn, postings, self.now_ms, accounts=self._accounts)
+        for (row, _), txn_id in zip(self._postings, txn_ids, strict=True):
+            row["txn_id"] = txn_id
+        return delta
+
     def finish(self) -> list[SaleResult]:
         """Write the new sale rows with the final balances; return every result in order."""
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True
-        postings = [p for _, p in self._postings]
-        txn_ids = ledger.post_many(self.conn, postings, self.now_ms, accounts=self._accounts)
-        for (row, _), txn_id in zip(self._postings, txn_ids, strict=True):
-            row["txn_id"] = txn_id
+        # not posted ahead (one writer; a quarantined sale accepted): every balance now
+        unmoved = self._record() if self._unmoved is None else self._unmoved
+        ledger.move_balances(self.conn, unmoved)
         for holder_id in self.changes:  # the balances the ledger now holds (read, then moved here)
             h = self._holders[holder_id]
             self.changes[holder_id] = holder_change_from(

@@ -549,8 +549,10 @@ class IngestWorker:
         waiting = bool(decided) and _any_waiting(self._conn, {t for t, _ in decided})
         # from here to the commit: the writes every ingest transaction shares (the canteens'
         # payables, the takings sums, the counters, the delta), one transaction at a time,
-        # and the version read under that lock, so the versions commit in order, gapless
+        # and the version read under that lock, so the versions commit in order, gapless;
+        # the sales' txns, entries and purse balances first, guarded by the holders' key locks
         if shared:
+            applier.post_own()
             dbm.lock_tail(self._conn)
         version = applier.version = current_version(self._conn) + 1
         results = applier.finish()
