@@ -185,6 +185,10 @@ class AccountCache:
     def created(self, ids: set[str]) -> None:
         self._pending |= ids
 
+    def seen(self, ids: Iterable[str]) -> None:
+        """Accounts read from the database: committed, so they exist for good."""
+        self._known.update(ids)
+
     def commit(self) -> None:
         self._known |= self._pending
         self._pending = set()
@@ -235,6 +239,18 @@ def post(
     it already knows exist (see :class:`AccountCache`).
     """
     return post_many(conn, [Posting(kind, tuple(moves), ref, memo)], at_ms, accounts=accounts)[0]
+
+
+def note_existing(conn: sqlite3.Connection, accounts: AccountCache, ids: Iterable[str]) -> None:
+    """Tell the cache which of these accounts it does not know already exist (one query per
+    400), so :func:`record_many` does not insert them again: on PostgreSQL an ``INSERT …
+    ON CONFLICT DO NOTHING`` that meets a row another transaction is updating (a canteen's
+    payable, moved under another ingest transaction's tail lock) waits for that commit."""
+    unknown = sorted(accounts.unknown(set(ids)))
+    for i in range(0, len(unknown), 400):
+        chunk = unknown[i : i + 400]
+        marks = ", ".join("?" * len(chunk))
+        accounts.seen(r[0] for r in conn.execute(f"SELECT id FROM accounts WHERE id IN ({marks})", chunk))
 
 
 _POST_CHUNK = 200  # txns per INSERT (4 parameters each), balance pairs per UPDATE

@@ -207,6 +207,7 @@ class SaleApplier:
         self._late: list[tuple[str, int, str, int, int]] = []
         self._results: list[SaleResult | tuple[tuple[str, int], str]] = []
         self._unmoved: dict[str, int] | None = None  # balances recorded, not yet moved
+        self._read_accounts: set[str] = set()  # purses read: they exist (see post_own)
         self._finished = False
 
     # -- reading ahead --------------------------------------------------------------------
@@ -252,6 +253,7 @@ class SaleApplier:
                     fresh.add(holder_id)
                 if holder_id in fresh and account is not None:
                     self._holders[holder_id].purses[account] = int(fen)
+                    self._read_accounts.add(account)
 
     def _holder_of(self, card_id: str) -> _Holder | None:
         if card_id not in self._cards:
@@ -416,6 +418,11 @@ class SaleApplier:
         sale rows. Called once, after the last sale is decided."""
         if self._unmoved is not None or self._finished:
             raise RuntimeError("post_own() called twice or after finish()")
+        # the accounts that exist are not inserted again: an insert that meets a payable
+        # another transaction is moving under its tail lock would wait for that commit
+        self._accounts.seen(self._read_accounts)
+        moved = {a for _, p in self._postings for m in p.moves if m.amount_fen for a in (m.source, m.dest)}
+        ledger.note_existing(self.conn, self._accounts, moved)
         delta = self._record()
         ledger.move_balances(self.conn, {a: d for a, d in delta.items() if ledger.is_purse(a)})
         self._unmoved = {a: d for a, d in delta.items() if not ledger.is_purse(a)}
