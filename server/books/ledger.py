@@ -186,7 +186,8 @@ class AccountCache:
         self._pending |= ids
 
     def seen(self, ids: Iterable[str]) -> None:
-        """Accounts read from the database: committed, so they exist for good."""
+        """Accounts read from the database (before the open transaction created any):
+        committed, so they exist for good, whatever becomes of this transaction."""
         self._known.update(ids)
 
     def commit(self) -> None:

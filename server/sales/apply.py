@@ -267,6 +267,7 @@ class SaleApplier:
         """Decide one sale; returns its slot in :meth:`finish`'s result list. ``revoked_at_ms``:
         when the sending terminal was revoked (:func:`server.registry.terminals.revoked_at`);
         a new sale it dated at or after that is rejected ``terminal_revoked``, not quarantined."""
+        self._still_deciding()
         slot = len(self._results)
         key = (sale.terminal_id, sale.seq)
         earlier = self._pending.get(key)
@@ -309,15 +310,20 @@ class SaleApplier:
         """Apply a quarantined sale an admin accepted (its old row already removed by the
         caller, in the same txn): the normal apply path without the plausibility check.
         Returns its slot in :meth:`finish`'s result list."""
+        self._still_deciding()
         row_, _ = self._decide(sale, terminal_canteen, check=False)
         self._keep(sale, row_)
         self._count(row_["status"])
         self._results.append(((sale.terminal_id, sale.seq), row_["status"]))
         return len(self._results) - 1
 
+    def _still_deciding(self) -> None:
+        """Refuse a sale once the postings are written (its own would be neither recorded
+        nor moved), before anything of it is decided."""
+        if self._unmoved is not None or self._finished:
+            raise RuntimeError("a sale decided after post_own() or finish()")
+
     def _keep(self, sale: Sale, row_: dict[str, Any]) -> None:
-        if self._unmoved is not None:  # its posting would be neither recorded nor moved
-            raise RuntimeError("a sale decided after post_own()")
         if row_["status"] == "applied" and sale.credential:  # QR code / SUN counter used twice?
             self.extra_changes += note_sale_credential(self.conn, sale, row_["holder_id"], self.now_ms)
         self._pending[(sale.terminal_id, sale.seq)] = row_
