@@ -129,6 +129,17 @@ def test_two_workers_apply_sales_of_the_same_holders_once_and_in_order(url: str)
     assert conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0] == len(sold)
     assert conn.execute("SELECT count(*) FROM txns WHERE kind = 'sale'").fetchone()[0] == len(sold)
     assert all_violations(conn) == []  # ledger sums to zero, balances = entries, sums = sales
+    # each canteen's payable (moved under the tail lock, its entries written before it, the
+    # account created by whichever worker sold there first) holds exactly its sales
+    owed = dict(
+        conn.execute(
+            "SELECT canteen_id, sum(amount_fen) FROM sales WHERE status = 'applied' GROUP BY canteen_id"
+        ).fetchall()
+    )
+    payables = dict(
+        conn.execute("SELECT id, balance_fen FROM accounts WHERE id LIKE 'canteen:%:payable'").fetchall()
+    )
+    assert payables == {f"canteen:{c}:payable": fen for c, fen in owed.items()}
 
     # the split as if one sale at a time: subsidy never paid beyond the allocation
     per_holder = conn.execute(

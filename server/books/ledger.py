@@ -161,6 +161,11 @@ def account_kind(account_id: str) -> str:
     return _KIND_OF_PREFIX.get(prefix, account_id)
 
 
+def is_purse(account_id: str) -> bool:
+    """Whether the account is a cardholder's purse (subsidy of any year, or self)."""
+    return account_kind(account_id) in ("subsidy_purse", "self_purse")
+
+
 class AccountCache:
     """Account ids a long-lived writer (the ingest worker) knows to exist.
 
@@ -179,6 +184,11 @@ class AccountCache:
 
     def created(self, ids: set[str]) -> None:
         self._pending |= ids
+
+    def seen(self, ids: Iterable[str]) -> None:
+        """Accounts read from the database (before the open transaction created any):
+        committed, so they exist for good, whatever becomes of this transaction."""
+        self._known.update(ids)
 
     def commit(self) -> None:
         self._known |= self._pending
@@ -232,6 +242,18 @@ def post(
     return post_many(conn, [Posting(kind, tuple(moves), ref, memo)], at_ms, accounts=accounts)[0]
 
 
+def note_existing(conn: sqlite3.Connection, accounts: AccountCache, ids: Iterable[str]) -> None:
+    """Tell the cache which of these accounts it does not know already exist (one query per
+    400), so :func:`record_many` does not insert them again: on PostgreSQL an ``INSERT …
+    ON CONFLICT DO NOTHING`` that meets a row another transaction is updating (a canteen's
+    payable, moved under another ingest transaction's tail lock) waits for that commit."""
+    unknown = sorted(accounts.unknown(set(ids)))
+    for i in range(0, len(unknown), 400):
+        chunk = unknown[i : i + 400]
+        marks = ", ".join("?" * len(chunk))
+        accounts.seen(r[0] for r in conn.execute(f"SELECT id FROM accounts WHERE id IN ({marks})", chunk))
+
+
 _POST_CHUNK = 200  # txns per INSERT (4 parameters each), balance pairs per UPDATE
 
 
@@ -248,6 +270,23 @@ def post_many(
     (the txn ids come back by ref). Every move is checked before anything is written; each
     account's balance moves once by the sum of its deltas (``balance_fen = balance_fen +
     delta``) and the result is checked like :func:`post`'s."""
+    ids, delta = record_many(conn, postings, at_ms, accounts=accounts)
+    move_balances(conn, delta)
+    return ids
+
+
+def record_many(
+    conn: sqlite3.Connection,
+    postings: Iterable[Posting],
+    at_ms: int,
+    *,
+    accounts: AccountCache | None = None,
+) -> tuple[list[int], dict[str, int]]:
+    """The first half of :func:`post_many`: check every move, record the txns, their
+    accounts and entries; returns the txn ids in order and each account's net delta, whose
+    balances the caller must move with :func:`move_balances` in the same write transaction
+    (all at once, or in parts: the ingest moves the cardholders' purses before its tail lock
+    and the shared accounts under it)."""
     items = [(p, [m for m in p.moves if m.amount_fen != 0]) for p in postings]
     for _, moves in items:
         for m in moves:
@@ -276,12 +315,12 @@ def post_many(
             delta[m.source] = delta.get(m.source, 0) - m.amount_fen
             delta[m.dest] = delta.get(m.dest, 0) + m.amount_fen
     if not delta:
-        return ids
+        return ids, delta
     touched = set(delta)
     if accounts is not None:
         touched = accounts.unknown(touched)
         accounts.created(touched)
-    if touched:
+    if touched:  # in account order: two writers creating the same accounts queue, never deadlock
         conn.executemany(
             "INSERT OR IGNORE INTO accounts(id, kind) VALUES (?, ?)",
             [(a, account_kind(a)) for a in sorted(touched)],
@@ -294,12 +333,19 @@ def post_many(
             for m in moves
         ],
     )
+    return ids, delta
+
+
+def move_balances(conn: sqlite3.Connection, delta: dict[str, int]) -> None:
+    """Add each account's delta to its balance in place (``balance_fen = balance_fen +
+    delta``, in account order, a few statements whatever their number) and check every new
+    balance (outside the carriable range: ``amount_out_of_range``, and the caller's write
+    transaction rolls back)."""
     changed = sorted((a, d) for a, d in delta.items() if d)
     for i in range(0, len(changed), _POST_CHUNK):
         chunk_ = changed[i : i + _POST_CHUNK]
         for account, new in conn.execute(_move_balances_sql(len(chunk_)), [x for ad in chunk_ for x in ad]):
             check_balance(account, int(new) - delta[account], int(new))
-    return ids
 
 
 @functools.lru_cache(maxsize=16)

@@ -162,11 +162,18 @@ def set_setting(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 
 def bump_counter(conn: sqlite3.Connection, name: str, by: int = 1) -> None:
-    if by:
+    bump_counters(conn, {name: by})
+
+
+def bump_counters(conn: sqlite3.Connection, by_name: dict[str, int]) -> None:
+    """Add to several counters in one statement (counters moved by zero are left alone)."""
+    moved = [(name, by) for name, by in by_name.items() if by]
+    if moved:
         conn.execute(
-            "INSERT INTO counters(name, value) VALUES (?, ?) "
-            "ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
-            (name, by),
+            "INSERT INTO counters(name, value) VALUES "
+            + ", ".join(["(?, ?)"] * len(moved))
+            + " ON CONFLICT(name) DO UPDATE SET value = counters.value + excluded.value",
+            [x for pair in moved for x in pair],
         )
 
 

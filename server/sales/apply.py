@@ -206,6 +206,8 @@ class SaleApplier:
         self._pending_uuids: set[str] = set()
         self._late: list[tuple[str, int, str, int, int]] = []
         self._results: list[SaleResult | tuple[tuple[str, int], str]] = []
+        self._unmoved: dict[str, int] | None = None  # balances recorded, not yet moved
+        self._read_accounts: set[str] = set()  # purses read: they exist (see post_own)
         self._finished = False
 
     # -- reading ahead --------------------------------------------------------------------
@@ -251,6 +253,7 @@ class SaleApplier:
                     fresh.add(holder_id)
                 if holder_id in fresh and account is not None:
                     self._holders[holder_id].purses[account] = int(fen)
+                    self._read_accounts.add(account)
 
     def _holder_of(self, card_id: str) -> _Holder | None:
         if card_id not in self._cards:
@@ -264,6 +267,7 @@ class SaleApplier:
         """Decide one sale; returns its slot in :meth:`finish`'s result list. ``revoked_at_ms``:
         when the sending terminal was revoked (:func:`server.registry.terminals.revoked_at`);
         a new sale it dated at or after that is rejected ``terminal_revoked``, not quarantined."""
+        self._still_deciding()
         slot = len(self._results)
         key = (sale.terminal_id, sale.seq)
         earlier = self._pending.get(key)
@@ -306,11 +310,18 @@ class SaleApplier:
         """Apply a quarantined sale an admin accepted (its old row already removed by the
         caller, in the same txn): the normal apply path without the plausibility check.
         Returns its slot in :meth:`finish`'s result list."""
+        self._still_deciding()
         row_, _ = self._decide(sale, terminal_canteen, check=False)
         self._keep(sale, row_)
         self._count(row_["status"])
         self._results.append(((sale.terminal_id, sale.seq), row_["status"]))
         return len(self._results) - 1
+
+    def _still_deciding(self) -> None:
+        """Refuse a sale once the postings are written (its own would be neither recorded
+        nor moved), before anything of it is decided."""
+        if self._unmoved is not None or self._finished:
+            raise RuntimeError("a sale decided after post_own() or finish()")
 
     def _keep(self, sale: Sale, row_: dict[str, Any]) -> None:
         if row_["status"] == "applied" and sale.credential:  # QR code / SUN counter used twice?
@@ -403,15 +414,41 @@ class SaleApplier:
 
     # -- the end of the txn ---------------------------------------------------------------
 
+    def post_own(self) -> None:
+        """Write, before :meth:`finish`, what only this transaction's key locks guard (a
+        shared ingest transaction, :func:`server.infra.db.ingest_txn`, calls it before it
+        takes the tail lock): the sales' ledger txns, their accounts and entries, and the
+        balances of the cardholders' purses (each holder locked by this transaction).
+        :meth:`finish` then moves only the balances every transaction shares (the canteens'
+        payables, clearing refunds), in account order, and writes the version-stamped
+        sale rows. Called once, after the last sale is decided."""
+        if self._unmoved is not None or self._finished:
+            raise RuntimeError("post_own() called twice or after finish()")
+        # the accounts that exist are not inserted again: an insert that meets a payable
+        # another transaction is moving under its tail lock would wait for that commit
+        self._accounts.seen(self._read_accounts)
+        moved = {a for _, p in self._postings for m in p.moves if m.amount_fen for a in (m.source, m.dest)}
+        ledger.note_existing(self.conn, self._accounts, moved)
+        delta = self._record()
+        ledger.move_balances(self.conn, {a: d for a, d in delta.items() if ledger.is_purse(a)})
+        self._unmoved = {a: d for a, d in delta.items() if not ledger.is_purse(a)}
+
+    def _record(self) -> dict[str, int]:
+        """Record the decided sales' ledger txns and entries; returns the balances to move."""
+        postings = [p for _, p in self._postings]
+        txn_ids, delta = ledger.record_many(self.conn, postings, self.now_ms, accounts=self._accounts)
+        for (row, _), txn_id in zip(self._postings, txn_ids, strict=True):
+            row["txn_id"] = txn_id
+        return delta
+
     def finish(self) -> list[SaleResult]:
         """Write the new sale rows with the final balances; return every result in order."""
         if self._finished:
             raise RuntimeError("finish() called twice")
         self._finished = True
-        postings = [p for _, p in self._postings]
-        txn_ids = ledger.post_many(self.conn, postings, self.now_ms, accounts=self._accounts)
-        for (row, _), txn_id in zip(self._postings, txn_ids, strict=True):
-            row["txn_id"] = txn_id
+        # not posted ahead (one writer; a quarantined sale accepted): every balance now
+        unmoved = self._record() if self._unmoved is None else self._unmoved
+        ledger.move_balances(self.conn, unmoved)
         for holder_id in self.changes:  # the balances the ledger now holds (read, then moved here)
             h = self._holders[holder_id]
             self.changes[holder_id] = holder_change_from(

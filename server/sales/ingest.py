@@ -549,8 +549,10 @@ class IngestWorker:
         waiting = bool(decided) and _any_waiting(self._conn, {t for t, _ in decided})
         # from here to the commit: the writes every ingest transaction shares (the canteens'
         # payables, the takings sums, the counters, the delta), one transaction at a time,
-        # and the version read under that lock, so the versions commit in order, gapless
+        # and the version read under that lock, so the versions commit in order, gapless;
+        # the sales' txns, entries and purse balances first, guarded by the holders' key locks
         if shared:
+            applier.post_own()
             dbm.lock_tail(self._conn)
         version = applier.version = current_version(self._conn) + 1
         results = applier.finish()
@@ -564,14 +566,16 @@ class IngestWorker:
         if changes or applier.extra_changes:
             record_delta(self._conn, list(changes.values()) + applier.extra_changes, now)
             delta_recorded = True
-        dbm.bump_counter(self._conn, "sales_applied", applier.applied)
-        dbm.bump_counter(self._conn, "sales_duplicate", applier.duplicates)
-        dbm.bump_counter(self._conn, "sales_rejected", applier.rejected)
-        dbm.bump_counter(self._conn, "sales_quarantined", applier.quarantined)
-        dbm.bump_counter(self._conn, "messages_rejected", len(rejections))
+        counts = {
+            "sales_applied": applier.applied,
+            "sales_duplicate": applier.duplicates,
+            "sales_rejected": applier.rejected,
+            "sales_quarantined": applier.quarantined,
+            "messages_rejected": len(rejections),
+        }
         if reversals is not None:
-            dbm.bump_counter(self._conn, "reversals_applied", reversals.applied)
-            dbm.bump_counter(self._conn, "reversals_rejected", reversals.rejected)
+            counts.update(reversals_applied=reversals.applied, reversals_rejected=reversals.rejected)
+        dbm.bump_counters(self._conn, counts)  # one statement
         return applier, reversals, delta_recorded
 
     def _apply_reversals(

@@ -58,12 +58,13 @@ class Grain:
     def key_sql(self, column: str) -> str:
         return self.key_template.format(t=column)
 
-    @property
-    def upsert(self) -> str:
+    def upsert(self, rows: int) -> str:
+        """Add ``rows`` rows of sums (distinct keys) to the grain, in one statement."""
         cols = ", ".join(SUMS)
         added = ", ".join(f"{c} = {self.table}.{c} + excluded.{c}" for c in SUMS)
+        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
         return (
-            f"INSERT INTO {self.table}({self.key}, canteen_id, method, {cols}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            f"INSERT INTO {self.table}({self.key}, canteen_id, method, {cols}) VALUES {values} "
             f"ON CONFLICT({self.key}, canteen_id, method) DO UPDATE SET {added}"
         )
 
@@ -83,6 +84,9 @@ DAYS = Grain("sale_days", "day_ms", f"({{t}} - ({{t}} + {BEIJING_OFFSET_MS}) % {
 GRAINS = (SLOTS, DAYS)
 
 
+_UPSERT_CHUNK = 200  # rows per statement (7 parameters each)
+
+
 def add(conn: sqlite3.Connection, rows: Iterable[Mapping[str, Any]]) -> None:
     """Count sales rows just inserted (inside the same write transaction) in their slot and
     their day; rows that are not ``applied`` are skipped."""
@@ -95,8 +99,12 @@ def add(conn: sqlite3.Connection, rows: Iterable[Mapping[str, Any]]) -> None:
             s[1] += r["amount_fen"]
             s[2] += r["subsidy_fen"]
             s[3] += r["self_fen"]
-        if sums:
-            conn.executemany(grain.upsert, [(*key, *s) for key, s in sums.items()])
+        # one statement per grain (a round trip per row is what a networked database costs);
+        # the keys are distinct, so no row meets another in one statement
+        rows = [(*key, *s) for key, s in sums.items()]
+        for i in range(0, len(rows), _UPSERT_CHUNK):
+            chunk = rows[i : i + _UPSERT_CHUNK]
+            conn.execute(grain.upsert(len(chunk)), [x for row in chunk for x in row])
 
 
 def rebuild(conn: sqlite3.Connection) -> None:
