@@ -16,8 +16,10 @@ loses. The handler is attached only while armed (a call per instruction costs).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import traceback
+from collections.abc import Iterator
 
 SQL_TICK = 1  # virtual-machine instructions per countdown step: then nothing runs after a crash
 
@@ -30,6 +32,7 @@ class Fuse:
     def __init__(self) -> None:
         self.armed: dict[str, int] = {}
         self.fired: str | None = None
+        self._sql: dict[str, sqlite3.Connection] = {}  # points armed inside a connection
 
     def arm(self, point: str, after: int) -> None:
         self.armed[point] = max(1, after)
@@ -51,7 +54,21 @@ class Fuse:
     def arm_sql(self, conn: sqlite3.Connection, point: str, after: int) -> None:
         """Arm ``point`` inside this connection's statements, ``after`` instructions from now."""
         self.arm(point, after)
+        self._sql[point] = conn
         self.attach(conn, point)
+
+    @contextlib.contextmanager
+    def quiet(self) -> Iterator[None]:
+        """The simulator's own reads of a node's database (what the audit looks at): not the
+        node's code, so they neither advance nor fire a crash point armed inside it."""
+        held = [(point, conn) for point, conn in self._sql.items() if point in self.armed or self.fired]
+        for _, conn in held:
+            self.detach(conn)
+        try:
+            yield
+        finally:
+            for point, conn in held:
+                self.attach(conn, point)
 
     def attach(self, conn: sqlite3.Connection, point: str) -> None:
         """Count down at ``point`` inside this connection's statements."""

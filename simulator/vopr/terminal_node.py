@@ -217,10 +217,19 @@ class TerminalNode:
 
     def pending(self) -> int:
         """Sales in the outbox (unacknowledged)."""
-        return self.terminal.sync.store.pending_count() if self.terminal is not None else 0
+        if self.terminal is None:
+            return 0
+        with self.fuse.quiet():
+            return self.terminal.sync.store.pending_count()
 
     def in_sync(self) -> bool:
-        return self.terminal is not None and self.terminal.sync.in_sync
+        if self.terminal is None:
+            return False
+        with self.fuse.quiet():
+            return self.terminal.sync.in_sync
 
     def delta_version(self) -> int | None:
-        return self.terminal.store.delta_version if self.terminal is not None else None
+        if self.terminal is None:
+            return None
+        with self.fuse.quiet():
+            return self.terminal.store.delta_version
