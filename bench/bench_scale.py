@@ -360,27 +360,38 @@ def scale_ingest_pg_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> l
             load.stop()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    split = "partition" if ctx.broker.kind == "nats" else "share group"
     return [
-        Result(
+        _ratio(
             "scale.ingest_pg_2workers_ratio",
-            round(two / one, 2),
-            "×",
-            {
-                "one_worker_sales_per_s": round(one),
-                "two_workers_sales_per_s": round(two),
-                "rounds_1": [round(x) for x in rates[1]],
-                "rounds_2": [round(x) for x in rates[2]],
-                "sales": n,
-                "sales_per_message": 1,
-                "split": "partition" if ctx.broker.kind == "nats" else "share group",
-                "broker": ctx.broker.kind,
-                "processes": "canteen-server run",
-                "load": _load(),
-            },
-            target=">= 1.6",
+            rates,
+            n,
+            sales_per_message=1,
+            split=split,
+            broker=ctx.broker.kind,
+            processes="canteen-server run",
         )
     ]
+
+
+def _ratio(name: str, rates: dict[int, list[float]], n: int, **facts: Any) -> Result:
+    """Two workers over one: the ratio of the medians, with every round."""
+    one, two = statistics.median(rates[1]), statistics.median(rates[2])
+    return Result(
+        name,
+        round(two / one, 2),
+        "×",
+        {
+            "one_worker_sales_per_s": round(one),
+            "two_workers_sales_per_s": round(two),
+            "rounds_1": [round(x) for x in rates[1]],
+            "rounds_2": [round(x) for x in rates[2]],
+            "sales": n,
+            **facts,
+            "load": _load(),
+        },
+        target=">= 1.6",
+    )
 
 
 # -- two ingest workers over one, in process: the locks without the broker --------------------
@@ -446,24 +457,7 @@ def scale_pg_lock_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> lis
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    one, two = statistics.median(rates[1]), statistics.median(rates[2])
-    return [
-        Result(
-            "scale.pg_lock_2workers_ratio",
-            round(two / one, 2),
-            "×",
-            {
-                "one_worker_sales_per_s": round(one),
-                "two_workers_sales_per_s": round(two),
-                "rounds_1": [round(x) for x in rates[1]],
-                "rounds_2": [round(x) for x in rates[2]],
-                "sales": n,
-                "messages_per_transaction": LOCK_GROUP,
-                "load": _load(),
-            },
-            target=">= 1.6",
-        )
-    ]
+    return [_ratio("scale.pg_lock_2workers_ratio", rates, n, messages_per_transaction=LOCK_GROUP)]
 
 
 # -- a fleet of 1,000 terminals ---------------------------------------------------------------

@@ -28,9 +28,7 @@ from shared.protocol.messages import (
     MAX_ITEMS_PER_SALE,
     MAX_SALE_FEN,
     MEAL_PERIODS,
-    METHODS,
     RESULT_STATUSES,
-    SALE_KINDS,
     Balance,
     CardChange,
     HolderChange,
@@ -39,6 +37,7 @@ from shared.protocol.messages import (
     Sale,
     SaleResult,
     decode_change,
+    sale_by_readers,
 )
 
 
@@ -204,25 +203,7 @@ def reference_sale(d: Any) -> Sale:
     d = obj(d, "sale")
     only_keys(d, frozenset(Sale.__dataclass_fields__), "sale")
     items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
-    sale = Sale(
-        terminal_id=req_terminal_id(d, "terminal_id"),
-        seq=req_int(d, "seq", lo=1),
-        uuid=req_str(d, "uuid", max_len=64),
-        card_id=opt_str(d, "card_id", max_len=64),
-        canteen_id=req_str(d, "canteen_id", max_len=64),
-        amount_fen=req_int(d, "amount_fen", lo=1, hi=MAX_SALE_FEN),
-        occurred_at_ms=req_int(d, "occurred_at_ms"),
-        method=req_enum(d, "method", METHODS),
-        kind=req_enum(d, "kind", SALE_KINDS),
-        meal_period=opt_str(d, "meal_period", max_len=16),
-        items=items,
-        offline=req_bool(d, "offline"),
-        visitor=req_bool(d, "visitor"),
-        subsidy_fen=req_int(d, "subsidy_fen", lo=0, hi=MAX_SALE_FEN),
-        self_fen=req_int(d, "self_fen", lo=0, hi=MAX_SALE_FEN),
-        credential=opt_str(d, "credential", max_len=256),
-        pin_approval=opt_str(d, "pin_approval", max_len=64),
-    )
+    sale = sale_by_readers(d, items)
     sale.validate()
     return sale
 

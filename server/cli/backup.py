@@ -160,12 +160,10 @@ def restore(src: Path, data_dir: Path, key_path: Path, as_json: bool) -> None:
         with write_txn(conn):
             epoch = backup_marks.record_restore(conn, manifest, src, now)
         broker_users.write_broker_files(conn, broker_users.BrokerFiles.from_config(app.config))
-        violations = all_violations(conn)
-        ledger_sum = ledger.ledger_sum(conn)
+        checked, check_lines = _check(conn)
     finally:
         conn.close()
     data = {
-        "ok": not violations,
         "data_folder": str(data_dir.resolve()),
         "backup_id": manifest["backup_id"],
         "taken_at": manifest["taken_at"],
@@ -173,8 +171,7 @@ def restore(src: Path, data_dir: Path, key_path: Path, as_json: bool) -> None:
         "terminals": manifest["terminals"],
         "config": str(files.config) if files.config else None,
         "config_set_aside": str(files.config_set_aside) if files.config_set_aside else None,
-        "ledger_sum_fen": ledger_sum,
-        "violations": [v.to_json() for v in violations],
+        **checked,
     }
     lines = [
         *steps,
@@ -188,15 +185,30 @@ def restore(src: Path, data_dir: Path, key_path: Path, as_json: bool) -> None:
             if files.config_set_aside
             else []
         ),
-        f"账本合计 ledger sum: {ledger_sum} fen",
-        *(f"违规 violation [{v.code}]: {v.detail}" for v in violations),
-        "检查通过 check OK" if not violations else f"{len(violations)} violation(s)",
+        *check_lines,
         "下一步 next: 以该目录启动服务器 start the server on it (CANTEEN_HOME), 重新加载 broker "
         "reload the broker (passwd/ACL rewritten); 终端将自动重发备份后的交易 terminals resend the "
         "sales acknowledged after the backup by themselves",
     ]
     emit(data, as_json, lines)
-    sys.exit(0 if not violations else 1)
+    sys.exit(0 if data["ok"] else 1)
+
+
+def _check(conn) -> tuple[dict[str, Any], list[str]]:  # noqa: ANN001
+    """`check` on a database just put back: its JSON fields and the lines that say it."""
+    violations = all_violations(conn)
+    ledger_sum = ledger.ledger_sum(conn)
+    fields = {
+        "ok": not violations,
+        "ledger_sum_fen": ledger_sum,
+        "violations": [v.to_json() for v in violations],
+    }
+    lines = [
+        f"账本合计 ledger sum: {ledger_sum} fen",
+        *(f"违规 violation [{v.code}]: {v.detail}" for v in violations),
+        "检查通过 check OK" if not violations else f"{len(violations)} violation(s)",
+    ]
+    return fields, lines
 
 
 @click.command("declare-restored")
@@ -224,27 +236,18 @@ def declare_restored(obj: Any, reason: str, as_json: bool) -> None:
     try:
         with write_txn(conn):
             epoch, held = backup_marks.declare_restore(conn, reason.strip(), SystemClock().now_ms())
-        violations = all_violations(conn)
-        ledger_sum = ledger.ledger_sum(conn)
+        checked, check_lines = _check(conn)
     finally:
         conn.close()
-    data = {
-        "ok": not violations,
-        "restore_epoch": epoch,
-        "held_through": held,
-        "ledger_sum_fen": ledger_sum,
-        "violations": [v.to_json() for v in violations],
-    }
+    data = {"restore_epoch": epoch, "held_through": held, **checked}
     lines = [
         f"已登记恢复 declared restored (restore {epoch}): {reason.strip()}",
         *(f"  {tid}: 已有交易至 holds sales through seq {seq}" for tid, seq in sorted(held.items())),
-        f"账本合计 ledger sum: {ledger_sum} fen",
-        *(f"违规 violation [{v.code}]: {v.detail}" for v in violations),
-        "检查通过 check OK" if not violations else f"{len(violations)} violation(s)",
+        *check_lines,
         "终端将重发此后的交易 terminals resend the sales after these by themselves",
     ]
     emit(data, as_json, lines)
-    sys.exit(0 if not violations else 1)
+    sys.exit(0 if data["ok"] else 1)
 
 
 COMMANDS = [backup, backup_key, backups_list, restore, declare_restored]
