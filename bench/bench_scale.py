@@ -349,12 +349,7 @@ def scale_ingest_pg_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> l
                 finally:
                     _stop_processes(procs)
                 r += 1
-        applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
-        assert applied == n * r, (applied, n * r)
-        violations = all_violations(conn)
-        assert not violations, violations[:3]
-        conn.close()
-        pg.close_pools(url)
+        _all_applied_once(conn, url, n * r)
     finally:
         if load is not None:
             load.stop()
@@ -372,6 +367,17 @@ def scale_ingest_pg_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> l
             processes="canteen-server run",
         )
     ]
+
+
+def _all_applied_once(conn, url: str, expected: int) -> None:  # noqa: ANN001
+    """After the rounds: every sale applied (once: the unique key) and the books check; then
+    the database's connections closed."""
+    applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
+    assert applied == expected, (applied, expected)
+    violations = all_violations(conn)
+    assert not violations, violations[:3]
+    conn.close()
+    pg.close_pools(url)
 
 
 def _ratio(name: str, rates: dict[int, list[float]], n: int, **facts: Any) -> Result:
@@ -447,13 +453,7 @@ def scale_pg_lock_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> lis
                     p.join(30)
                 rates[workers].append(n / took)
                 r += 1
-        conn = open_db(url)
-        applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
-        assert applied == n * r, (applied, n * r)
-        violations = all_violations(conn)
-        assert not violations, violations[:3]
-        conn.close()
-        pg.close_pools(url)
+        _all_applied_once(open_db(url), url, n * r)
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
