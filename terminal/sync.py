@@ -830,8 +830,13 @@ class SyncAgent:
             # nothing awaits an ack: whatever the outbox holds is unsent, even below the
             # cursor (a batch the server refused, sales put back by a resend)
             self._cursor = 0
-        while len(self._inflight) < self.config.window:
+        more = True  # the outbox may hold sales after the cursor
+        while more and len(self._inflight) < self.config.window:
             rows = self.store.outbox_wire_after(self._cursor, self.config.batch_size)
+            # a short page is the whole outbox after the cursor: once it is sent, asking
+            # again finds only sales sent or in flight (a sale journaled meanwhile pokes
+            # the agent, which comes round again)
+            more = len(rows) == self.config.batch_size
             inflight = {s for f in self._inflight.values() if f.kind == "sales" for s in f.seqs}
             rows = [(seq, sale) for seq, sale in rows if seq not in inflight]
             if not rows:
@@ -868,8 +873,10 @@ class SyncAgent:
 
     def _send_reversals(self) -> None:
         """Reversals from their own outbox, after the sales (a reversal's sale goes first)."""
-        while len(self._inflight) < self.config.window:
+        more = True  # as with the sales (_send_outbox): a short page is the whole outbox
+        while more and len(self._inflight) < self.config.window:
             rows = reversals.outbox_after(self.store, self._rcursor, self.config.batch_size)
+            more = len(rows) == self.config.batch_size
             inflight = {s for f in self._inflight.values() if f.kind == "reversals" for s in f.seqs}
             rows = [(seq, r) for seq, r in rows if seq not in inflight]
             if not rows:
