@@ -67,7 +67,7 @@ from terminal.authorize import (
 from terminal.config import TerminalConfig
 from terminal.identify import Identifier, sun_keys_from_config
 from terminal.rules import CanteenRules, RiskLimits
-from terminal.store import MealQuery, Store
+from terminal.store import Store
 from terminal.sync import SyncAgent, Transport
 from terminal.totals import DayTotals, day_totals, screen_lines
 
@@ -206,12 +206,9 @@ class Terminal:
         return self._rules
 
     def link_state(self, now_ms: int) -> LinkState:
-        return self._link_state(now_ms, *self.store.journal_floor_and_unsent())
-
-    def _link_state(self, now_ms: int, latest: int | None, unsent: int) -> LinkState:
-        """:meth:`link_state` with the journal's latest sale time and unsent count read."""
         online = self.sync.in_sync
         last_sync = self.sync.last_sync_ms
+        latest, unsent = self.store.journal_floor_and_unsent()
         floor = max(latest or 0, last_sync or 0) or None
         return LinkState(
             online=online,
@@ -252,16 +249,16 @@ class Terminal:
         canteen, canteen_limits = rules or self.rules()
         limits = limits or canteen_limits
         now = self.sale_time(canteen_limits) if now_ms is None else now_ms
+        link = self.link_state(now)
+        card = self.store.card_state(request.card_id, now) if request.card_id else None
+        meals = 0
         period = canteen.period_at(now) if request.kind == "meal" else None
-        meal = None
-        if period is not None:
+        if card is not None and period is not None:
             day = china_datetime(now).date().isoformat()
-            meal = MealQuery(self.config.canteen_id, period.name, day, start_of_china_day_ms(now))
-        # the journal's floor and unsent count, the card and its meals: one read
-        view = self.store.tap_view(request.card_id or None, now, meal)
-        link = self._link_state(now, view.latest_ms, view.unsent)
-        card = view.card
-        return authorize(request, card, canteen, limits, link, now, view.meals), card, link, now
+            meals = self.store.meals_taken(
+                card.holder_id, self.config.canteen_id, period.name, day, start_of_china_day_ms(now)
+            )
+        return authorize(request, card, canteen, limits, link, now, meals), card, link, now
 
     def tap(self, request: TapRequest, pin_entry: PinEntry | None = None) -> tuple[Decision, Sale | None]:
         """Decide a tap; an approved sale is durable before the diner is told. A sale above

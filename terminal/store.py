@@ -21,7 +21,6 @@ import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,13 @@ from terminal.authorize import CardState
 from terminal.qr_verify import apply_qr_key_change, clear_qr_keys
 from terminal.schema import MIGRATIONS
 
-__all__ = ["CardState", "MealQuery", "Store", "TapView"]
+__all__ = ["CardState", "Store"]
 
 _MAX_SEQ = 2**62
-# sales this terminal has reversed (冲正, terminal.reversals): no longer spending, no meal
-_REVERSED = "SELECT sale_seq FROM reversals WHERE status <> 'rejected'"
+# a journal row (as ``journal``) this terminal has reversed (冲正, terminal.reversals): no
+# longer spending, no meal. NOT EXISTS looks it up by the unique sale_seq; NOT IN listed
+# every reversal the terminal ever made, at every read
+_REVERSED = "EXISTS (SELECT 1 FROM reversals r WHERE r.sale_seq = journal.seq AND r.status <> 'rejected')"
 _SET_META = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 
 _UPSERT_HOLDERS = """
@@ -125,97 +126,6 @@ def _joined_txn(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[A
     in one transaction, and an error inside rolls all of it back (it re-raises out of the
     caller's ``with write_txn``). A caller that catches such an error must not commit."""
     return contextlib.nullcontext() if conn.in_transaction else write_txn(conn)
-
-
-# a card and its holder as cached, with the holder's sales this terminal has not had
-# acknowledged (a reversed sale is no longer spending: terminal.reversals)
-_CARD_SELECT = f"""
-SELECT c.card_id, c.status, h.holder_id, h.unit_id, h.subsidy_fen, h.self_fen,
-       h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen,
-       h.expired_subsidy_fen, p.fen, p.n
-FROM cards c JOIN holders h ON h.holder_id = c.holder_id,
-     (SELECT coalesce(sum(amount_fen), 0) AS fen, count(*) AS n
-      FROM journal INDEXED BY journal_holder_pending
-      WHERE holder_id = (SELECT holder_id FROM cards WHERE card_id = :card)
-        AND status = 'pending' AND seq NOT IN ({_REVERSED})) p
-WHERE c.card_id = :card
-"""
-# a holder's meals of a period at this canteen today: this terminal's journal and the
-# server's count of the day (see Store.meals_taken); {holder}: the holder id's expression
-_MEALS_SELECT = (
-    "SELECT count(*) AS own, coalesce(sum(status = 'pending'), 0) AS pending, "
-    "(SELECT meals_json FROM holders WHERE holder_id = {holder} AND meals_day = :day) AS meals_json "
-    "FROM journal WHERE holder_id = {holder} AND occurred_at_ms >= :since AND kind = 'meal' "
-    f"AND meal_period = :period AND status <> 'rejected' AND seq NOT IN ({_REVERSED})"
-)
-_MEALS_OF_HOLDER = _MEALS_SELECT.format(holder=":holder")
-_FLOOR_AND_UNSENT = (
-    "SELECT (SELECT max(occurred_at_ms) FROM journal) AS latest, (SELECT count(*) FROM outbox) AS unsent"
-)
-# Store.tap_view: the three above in one statement (a row even without a card)
-_TAP_VIEW = f"SELECT f.*, k.* FROM ({_FLOOR_AND_UNSENT}) f LEFT JOIN ({_CARD_SELECT}) k ON 1"
-_TAP_VIEW_MEAL = (
-    f"SELECT f.*, k.*, m.* FROM ({_FLOOR_AND_UNSENT}) f LEFT JOIN ({_CARD_SELECT}) k ON 1 "
-    f"LEFT JOIN ({_MEALS_SELECT.format(holder='(SELECT holder_id FROM cards WHERE card_id = :card)')}) m ON 1"
-)
-
-
-@dataclass(frozen=True)
-class MealQuery:
-    """Which meals a tap counts: ``meal_period`` at ``canteen_id`` on ``day`` (which starts
-    at ``since_ms``)."""
-
-    canteen_id: str
-    meal_period: str
-    day: str
-    since_ms: int
-
-    def params(self) -> dict[str, Any]:
-        return {"day": self.day, "since": self.since_ms, "period": self.meal_period}
-
-
-@dataclass(frozen=True)
-class TapView:
-    """What :meth:`Store.tap_view` read for a tap."""
-
-    latest_ms: int | None  # the latest sale time in the journal
-    unsent: int  # sales in the outbox
-    card: CardState | None
-    meals: int
-
-
-def _card_of(row: sqlite3.Row, now_ms: int | None) -> CardState:
-    """A card row of :data:`_CARD_SELECT` as a :class:`CardState` at ``now_ms``."""
-    year = row["subsidy_year"] if now_ms is None else china_datetime(now_ms).year
-    subsidy, expired = subsidy_for_year(
-        row["subsidy_fen"],
-        row["subsidy_year"],
-        row["next_subsidy_fen"] or 0,
-        year,
-        row["expired_subsidy_fen"] or 0,
-    )
-    return CardState(
-        card_id=row["card_id"],
-        card_status=row["status"],
-        holder_id=row["holder_id"],
-        unit_id=row["unit_id"],
-        subsidy_fen=subsidy,
-        expired_subsidy_fen=expired,
-        self_fen=row["self_fen"],
-        blocked=bool(row["blocked"]),
-        version=row["version"],
-        unconfirmed_fen=int(row["fen"]),
-        unconfirmed_count=int(row["n"]),
-    )
-
-
-def _meals_of(row: sqlite3.Row, meal: MealQuery) -> int:
-    """A row of :data:`_MEALS_SELECT` as the meals count :meth:`Store.meals_taken` means."""
-    meals_json = row["meals_json"]
-    server = 0
-    if meals_json:
-        server = int(json.loads(meals_json).get(meal.canteen_id, {}).get(meal.meal_period, 0))
-    return max(int(row["own"]), server + int(row["pending"]))
 
 
 class Store:
@@ -296,8 +206,43 @@ class Store:
         """The card as cached; its subsidy is what a sale at ``now_ms`` may spend (the
         subsidy of that year: 年末清零), the rest of the subsidy counted as expired.
         Without ``now_ms``, as of the year the server last spoke of."""
-        row = self.conn.execute(_CARD_SELECT, {"card": card_id}).fetchone()
-        return None if row is None else _card_of(row, now_ms)
+        row = self.conn.execute(  # a reversed sale is no longer spending (terminal.reversals)
+            f"""
+            SELECT c.card_id, c.status, h.holder_id, h.unit_id, h.subsidy_fen, h.self_fen,
+                   h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen,
+                   h.expired_subsidy_fen, p.fen, p.n
+            FROM cards c JOIN holders h ON h.holder_id = c.holder_id,
+                 (SELECT coalesce(sum(amount_fen), 0) AS fen, count(*) AS n
+                  FROM journal INDEXED BY journal_holder_pending
+                  WHERE holder_id = (SELECT holder_id FROM cards WHERE card_id = :card)
+                    AND status = 'pending' AND NOT {_REVERSED}) p
+            WHERE c.card_id = :card
+            """,
+            {"card": card_id},
+        ).fetchone()
+        if row is None:
+            return None
+        year = row["subsidy_year"] if now_ms is None else china_datetime(now_ms).year
+        subsidy, expired = subsidy_for_year(
+            row["subsidy_fen"],
+            row["subsidy_year"],
+            row["next_subsidy_fen"] or 0,
+            year,
+            row["expired_subsidy_fen"] or 0,
+        )
+        return CardState(
+            card_id=row["card_id"],
+            card_status=row["status"],
+            holder_id=row["holder_id"],
+            unit_id=row["unit_id"],
+            subsidy_fen=subsidy,
+            expired_subsidy_fen=expired,
+            self_fen=row["self_fen"],
+            blocked=bool(row["blocked"]),
+            version=row["version"],
+            unconfirmed_fen=int(row["fen"]),
+            unconfirmed_count=int(row["n"]),
+        )
 
     def canteen_config(self, canteen_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(
@@ -320,27 +265,23 @@ class Store:
         ``since_ms``), as far as this terminal knows: its own journal (acknowledged sales
         too), or — when larger — the server's count from the holder change (every
         terminal's applied meals) plus this terminal's sales it has not acknowledged yet."""
-        meal = MealQuery(canteen_id, meal_period, day, since_ms)
-        row = self.conn.execute(_MEALS_OF_HOLDER, {"holder": holder_id, **meal.params()}).fetchone()
-        return _meals_of(row, meal)
+        own, pending, meals_json = self.conn.execute(
+            "SELECT count(*), coalesce(sum(status = 'pending'), 0), "
+            "(SELECT meals_json FROM holders WHERE holder_id = :holder AND meals_day = :day) "
+            "FROM journal WHERE holder_id = :holder AND occurred_at_ms >= :since AND kind = 'meal' "
+            f"AND meal_period = :period AND status <> 'rejected' AND NOT {_REVERSED}",
+            {"holder": holder_id, "day": day, "since": since_ms, "period": meal_period},
+        ).fetchone()
+        server = int(json.loads(meals_json).get(canteen_id, {}).get(meal_period, 0)) if meals_json else 0
+        return max(int(own), server + int(pending))
 
     def journal_floor_and_unsent(self) -> tuple[int | None, int]:
         """The latest sale time in the journal (the clock must not be set before it) and
         :meth:`pending_count`, in one read: every tap asks both."""
-        latest, unsent = self.conn.execute(_FLOOR_AND_UNSENT).fetchone()
+        latest, unsent = self.conn.execute(
+            "SELECT (SELECT max(occurred_at_ms) FROM journal), (SELECT count(*) FROM outbox)"
+        ).fetchone()
         return latest, int(unsent)
-
-    def tap_view(self, card_id: str | None, now_ms: int, meal: MealQuery | None) -> TapView:
-        """What deciding a tap reads, in one statement: :meth:`journal_floor_and_unsent`,
-        :meth:`card_state` at ``now_ms`` and, for a meal, the card holder's
-        :meth:`meals_taken` (0 without a card)."""
-        params: dict[str, Any] = {"card": card_id}
-        if meal is not None:
-            params.update(meal.params())
-        row = self.conn.execute(_TAP_VIEW if meal is None else _TAP_VIEW_MEAL, params).fetchone()
-        card = None if row["card_id"] is None else _card_of(row, now_ms)
-        meals = _meals_of(row, meal) if card is not None and meal is not None else 0
-        return TapView(row["latest"], int(row["unsent"]), card, meals)
 
     # --- the journal ---------------------------------------------------------------------
 
