@@ -352,13 +352,14 @@ class Terminal:
                 pin_approval=request.pin_approval.approval_id if request.pin_approval else None,
             )
             self.approved += 1
-            log.info(
-                "sale %s approved: %s%s",
-                sale.sale_id,
-                format_fen(sale.amount_fen),
-                " (offline)" if sale.offline else "",
-                extra=_sale_fields(sale),
-            )
+            if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+                log.info(
+                    "sale %s approved: %s%s",
+                    sale.sale_id,
+                    format_fen(sale.amount_fen),
+                    " (offline)" if sale.offline else "",
+                    extra=_sale_fields(sale),
+                )
             # journaled and fsynced: now, and only now, tell the diner; then release it
             self._show(decision, link.online)
             self.on_event(_sale_event("approved", sale))

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlite_utils import Database
 
 from shared.clock import china_datetime
@@ -486,7 +487,7 @@ class Store:
                                 int(c.blocked),
                                 version,
                                 None if m is None else m.day,
-                                None if m is None else json.dumps(m.taken, ensure_ascii=False),
+                                None if m is None else orjson.dumps(m.taken).decode(),
                                 c.subsidy_year,
                                 c.next_subsidy_fen,
                                 c.expired_subsidy_fen,

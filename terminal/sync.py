@@ -333,8 +333,9 @@ class SyncAgent:
         return self._thread.is_alive()
 
     def poke(self) -> None:
-        """A sale was journaled: send soon."""
-        self._wake.set()
+        """A sale was journaled: send soon (the event's lock only when not set already)."""
+        if not self._wake.is_set():
+            self._wake.set()
 
     @property
     def in_sync(self) -> bool:
@@ -708,16 +709,17 @@ class SyncAgent:
         with write_txn(self.store.conn):  # settled and known current: one commit
             counts = self.store.apply_results(ack.results, self.config.terminal_id)
             self._mark_synced()
-        log.info(
-            "%s: ack for message %s: %s",
-            self.config.terminal_id,
-            ack.in_reply_to,
-            ", ".join(f"{k} {v}" for k, v in counts.items() if v),
-            extra={
-                "msg_id": ack.in_reply_to,
-                "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
-            },
-        )
+        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+            log.info(
+                "%s: ack for message %s: %s",
+                self.config.terminal_id,
+                ack.in_reply_to,
+                ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+                extra={
+                    "msg_id": ack.in_reply_to,
+                    "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
+                },
+            )
         self.stats.acked += counts["applied"]
         self.stats.rejected += counts["rejected"]
         self.stats.quarantined += counts["quarantined"]
@@ -856,13 +858,14 @@ class SyncAgent:
             if not self.link.publish(topics.sales(self.config.terminal_id), payload):
                 return
             seqs = [seq for seq, _ in rows]
-            log.info(
-                "%s: sent %d sale(s) in message %s",
-                self.config.terminal_id,
-                len(seqs),
-                msg_id,
-                extra={"msg_id": msg_id, "sale_ids": self._sale_ids(seqs)},
-            )
+            if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+                log.info(
+                    "%s: sent %d sale(s) in message %s",
+                    self.config.terminal_id,
+                    len(seqs),
+                    msg_id,
+                    extra={"msg_id": msg_id, "sale_ids": self._sale_ids(seqs)},
+                )
             self._inflight[msg_id] = _InFlight(seqs, self._mono())
             if self._awaiting_since is None:
                 self._awaiting_since = self._mono()
