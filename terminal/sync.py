@@ -910,26 +910,31 @@ class SyncAgent:
         """No sale of this terminal before this time is still unsent. Taken under the
         journal lock, on the clock sales are dated by, so a tap being decided right now
         cannot slip in behind it."""
+        return self._watermark()[0]
+
+    def _watermark(self) -> tuple[int, int | None]:
+        """:meth:`watermark_ms`, and the oldest unsent sale or reversal it was taken from."""
         with self._journal_lock:
             oldest = self.store.oldest_pending_ms()
-            return oldest if oldest is not None else self._sale_clock()
+            return (oldest if oldest is not None else self._sale_clock()), oldest
 
     def status(self) -> Status:
-        self._version_seen = self.store.delta_version
+        self._version_seen = version = self.store.delta_version
         free, total, journal = disk_and_journal(self.config.db_path)
         pending = self.store.pending_count()
+        watermark, oldest = self._watermark()
         return Status(
             state="online" if self.online else "offline",
             pending=pending,
-            watermark_ms=self.watermark_ms(),
-            delta_version=self.store.delta_version,
+            watermark_ms=watermark,
+            delta_version=version,
             clock_ms=self.clock.now_ms(),
             clock_offset_ms=self.clock_offset_ms,
             offline_since_ms=self.offline_since_ms,
             software=self.config.software,
             sync_fault=self.sync_fault,
             instance=self.instance,
-            oldest_unsent_ms=self.store.oldest_pending_ms() if pending else None,
+            oldest_unsent_ms=oldest if pending else None,
             last_sync_ms=self.last_sync_ms,
             disk_free_bytes=free,
             disk_total_bytes=total,
