@@ -64,9 +64,9 @@ One thread owns all sync work; the MQTT link's callbacks only put messages on it
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
-import queue
 import secrets
 import threading
 import uuid
@@ -220,7 +220,9 @@ class SyncAgent:
         self.last_error: tuple[str, int] | None = (saved_error[0], saved_error[1]) if saved_error else None
         self._broker_refusals = 0
         self._error_saved_ms = 0
-        self._inbox: queue.Queue[tuple[str, object]] = queue.Queue()
+        # the network thread appends, the sync thread pops (both atomic on a deque): a
+        # queue.Queue's lock and condition cost more than the messages' own handling here
+        self._inbox: collections.deque[tuple[str, object]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._inflight: dict[str, _InFlight] = {}
@@ -277,11 +279,11 @@ class SyncAgent:
         ]
 
         def on_message(topic: str, payload: bytes) -> None:
-            self._inbox.put(("msg", (topic, payload)))
+            self._inbox.append(("msg", (topic, payload)))
             self._wake.set()
 
         def on_state(up: bool) -> None:
-            self._inbox.put(("link", up))
+            self._inbox.append(("link", up))
             self._wake.set()
 
         if transport.link is not None:
@@ -402,11 +404,9 @@ class SyncAgent:
             self._note_error("broker_refused")
 
     def _drain_inbox(self) -> None:
-        while True:
-            try:
-                kind, value = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+        inbox = self._inbox
+        while inbox:  # the sync thread is the only one taking from it
+            kind, value = inbox.popleft()
             if kind == "link":
                 self._on_link(bool(value))
             else:
