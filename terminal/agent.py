@@ -44,8 +44,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any
@@ -88,6 +87,28 @@ class PinOutcome:
 
 
 PinEntry = Callable[[str, int], PinOutcome]  # (card id, amount in fen) → outcome
+
+
+class _InHand:
+    """``with terminal._in_hand:`` — a tap being decided (PIN entry included): not idle until
+    it ends (see :meth:`Terminal.when_idle`). One instance per terminal, holding nothing per
+    use: a generator-based context manager cost more than the counting."""
+
+    __slots__ = ("_t",)
+
+    def __init__(self, terminal: Terminal) -> None:
+        self._t = terminal
+
+    def __enter__(self) -> None:
+        t = self._t
+        with t._activity:
+            t._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        t = self._t
+        with t._activity:
+            t._active -= 1
+            t._last_activity = time.monotonic()
 
 
 class Terminal:
@@ -134,6 +155,7 @@ class Terminal:
         self._activity = threading.Lock()
         self._active = 0
         self._last_activity = time.monotonic()
+        self._in_hand = _InHand(self)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -145,18 +167,6 @@ class Terminal:
     def stop(self) -> None:
         self.sync.stop()
         self.store.close()
-
-    @contextmanager
-    def _in_hand(self) -> Iterator[None]:
-        """A tap being decided (PIN entry included): not idle until it ends."""
-        with self._activity:
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._activity:
-                self._active -= 1
-                self._last_activity = time.monotonic()
 
     def when_idle(self, quiet_s: float, action: Callable[[], None]) -> bool:
         """Run ``action`` between sales: with no tap in hand and none ended in the last
@@ -265,7 +275,7 @@ class Terminal:
         the no-PIN limit (``pin_required``) asks ``pin_entry`` (the device loop: keypad and
         the server's online check) outside the journal lock, then is decided again with the
         approval; without ``pin_entry`` it is declined."""
-        with self._in_hand():
+        with self._in_hand:
             return self._tap(request, pin_entry)
 
     def _tap(self, request: TapRequest, pin_entry: PinEntry | None) -> tuple[Decision, Sale | None]:
@@ -382,7 +392,7 @@ class Terminal:
         """Record and show a refusal decided before :meth:`tap` (a face that was not
         recognised, wrong card digits at the second factor, digital RMB offline or refused
         by its gateway). ``lines`` replaces the reason's zh-CN text on the display."""
-        with self._in_hand(), self._journal_lock:
+        with self._in_hand, self._journal_lock:
             self.store.record_decline(self.sale_time(), card_id, method, reason, None)
             self.declined += 1
             self.display.show(Screen(lines or (message(reason),), "error"))
