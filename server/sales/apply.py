@@ -349,7 +349,7 @@ class SaleApplier:
         subsidy_purse, self_purse = ledger.subsidy_purse(holder_id, sale_year), ledger.self_purse(holder_id)
         subsidy_balance, self_balance = holder.balance(subsidy_purse), holder.balance(self_purse)
         if check:
-            held = self._hold(sale, {**row, "holder_id": holder_id, "unit_id": unit_id}, unit_id)
+            held = self._hold(sale, row, unit_id, holder_id)
             if held is not None:
                 return held, True
         if sale.pin_approval is not None:  # used once: a second sale naming it is held back
@@ -387,14 +387,20 @@ class SaleApplier:
         )
         return row, False
 
-    def _hold(self, sale: Sale, row: dict[str, Any], holder_unit_id: str | None) -> dict[str, Any] | None:
-        """The row of a sale held back as implausible (no purse moves), or None to go on.
-        The row keeps the sale's key, so every copy is answered ``duplicate``."""
+    def _hold(
+        self, sale: Sale, row: dict[str, Any], holder_unit_id: str | None, holder_id: str | None = None
+    ) -> dict[str, Any] | None:
+        """The row of a sale held back as implausible (no purse moves), or None to go on;
+        a held card sale's row names its holder (``holder_id``) and unit. The row keeps the
+        sale's key, so every copy is answered ``duplicate``."""
         problem = check_sale(sale, self._facts.facts(sale, holder_unit_id))
         if problem is None:
             return None
         self._quarantine.append((sale, problem))
-        return {**row, "status": "rejected", "reason": problem.code}
+        held = {**row, "status": "rejected", "reason": problem.code}
+        if holder_id is not None:
+            held.update(holder_id=holder_id, unit_id=holder_unit_id)
+        return held
 
     def _claw_back(self, year: int, holder_id: str, amount_fen: int) -> list[tuple[str, int]]:
         """Take up to ``amount_fen`` back from the holder's refunds of the ``year`` clearing,
