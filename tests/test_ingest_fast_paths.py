@@ -141,3 +141,39 @@ def test_a_batchs_configs_and_settings_read_together_are_those_read_apart(conn: 
     assert together._canteens["C1"][1][-1]["items"] == 4_000
     assert together._canteens["C2"][1][-1] == {"risk": {"max_sale_fen": 7}, "unit_id": "U1"}
     assert together._canteens["C-unknown"] == ([], [])
+
+
+def test_a_batch_finds_its_stored_keys_and_uuids_in_one_read(conn: sqlite3.Connection, clock) -> None:  # noqa: ANN001
+    """Stored keys and stored uuids are read in one query per batch: a copy is answered
+    ``duplicate``, a reused number or a reused uuid ``sale_id_conflict``, the rest decided."""
+    from dataclasses import replace
+
+    from server.books import ledger
+    from server.sales.apply import SaleApplier
+    from tests.money_world import MoneyWorld
+
+    w = MoneyWorld(conn, clock)
+    w.topup("K001", 5_000)
+    first, second = w.new_sale("K001", 100), w.new_sale("K001", 200)
+    assert [r.status for r in w.send(first, second)] == ["applied", "applied"]
+    batch = [
+        first,  # a copy
+        replace(w.new_sale("K001", 300), uuid=second.uuid),  # a new number, another sale's uuid
+        replace(second, uuid="f" * 32),  # a stored number with a new uuid
+        w.new_sale("K001", 400),  # new
+        w.new_sale("K001", 500),  # new
+    ]
+    with write_txn(conn):
+        applier = SaleApplier(conn, clock.now_ms(), 99, ledger.AccountCache())
+        applier.prefetch(batch)
+        slots = [applier.apply(s, s.canteen_id) for s in batch]
+        results = applier.finish()
+    assert [(results[i].status, results[i].reason) for i in slots] == [
+        ("duplicate", None),
+        ("rejected", "sale_id_conflict"),
+        ("rejected", "sale_id_conflict"),
+        ("applied", None),
+        ("applied", None),
+    ]
+    assert results[slots[0]].self_fen == 100
+    assert conn.execute("SELECT count(*) FROM sales").fetchone()[0] == 4
