@@ -15,8 +15,9 @@ import json
 import sqlite3
 from typing import Any
 
+from server.books.periods import china_day_of_ms
 from server.infra.schema import PURSE_PAID, not_reversed_sql
-from shared.clock import DAY_MS, china_datetime, start_of_china_day_ms
+from shared.clock import DAY_MS
 from shared.protocol.face_vector import encoding_to_str
 from shared.protocol.messages import MAX_MEALS_PER_PERIOD
 
@@ -128,8 +129,9 @@ def meals_of_day(conn: sqlite3.Connection, latest_meal_ms: dict[str, int]) -> di
     out: dict[str, dict[str, Any]] = {}
     by_day: dict[int, list[str]] = {}
     for holder_id, at_ms in latest_meal_ms.items():
-        by_day.setdefault(start_of_china_day_ms(at_ms), []).append(holder_id)
-        out[holder_id] = {"day": china_datetime(at_ms).date().isoformat(), "taken": {}}
+        start, day = china_day_of_ms(at_ms)
+        by_day.setdefault(start, []).append(holder_id)
+        out[holder_id] = {"day": day, "taken": {}}
     for start, holders in by_day.items():
         for i in range(0, len(holders), _MEALS_CHUNK):
             chunk = holders[i : i + _MEALS_CHUNK]
@@ -149,8 +151,7 @@ def meals_of_day_for_all(conn: sqlite3.Connection, at_ms: int) -> dict[str, dict
     """Every holder's applied meals on the day of ``at_ms``, shaped as in
     :func:`meals_of_day` (for the snapshot: a fresh terminal knows today's meals at once).
     Reads the day's range of the settlement index, canteen by canteen."""
-    start = start_of_china_day_ms(at_ms)
-    day = china_datetime(at_ms).date().isoformat()
+    start, day = china_day_of_ms(at_ms)
     out: dict[str, dict[str, Any]] = {}
     for holder_id, canteen_id, period, n in conn.execute(_MEALS_OF_DAY_ALL, (start, start + DAY_MS)):
         if holder_id is not None:

@@ -12,9 +12,10 @@ fetches them over HTTP; one that missed too many, or starts fresh, fetches the s
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
+
+import orjson
 
 from shared.errors import DomainError
 from shared.protocol import DELTA_PAGE_SIZE, Delta, ProtocolError
@@ -42,7 +43,9 @@ def record_delta(conn: sqlite3.Connection, changes: list[dict[str, Any]], at_ms:
     except ProtocolError as exc:
         raise DomainError("change_not_carriable", f"{exc.code}: {exc.detail}") from exc
     version = 0
-    for chunk in _chunks([json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in changes]):
+    # orjson writes the text json.dumps(c, ensure_ascii=False, separators=(",", ":")) did
+    # (compact, UTF-8 as is: the triggers on deltas match '"kind":"canteen"'), ~8× faster
+    for chunk in _chunks([orjson.dumps(c) for c in changes]):
         # the next number, never a sequence's (which a rolled-back transaction would skip): the
         # write lock held by the caller's transaction makes the versions gapless
         version = int(
@@ -55,17 +58,19 @@ def record_delta(conn: sqlite3.Connection, changes: list[dict[str, Any]], at_ms:
     return version
 
 
-def _chunks(encoded: list[str]) -> list[str]:
+def _chunks(encoded: list[bytes]) -> list[str]:
+    """The encoded changes joined into JSON arrays of at most :data:`MAX_DELTA_BYTES`
+    (UTF-8) each, in order; one change larger than that is an array of its own."""
     out: list[str] = []
-    current: list[str] = []
+    current: list[bytes] = []
     size = 2
     for item in encoded:
-        if current and size + len(item.encode()) + 1 > MAX_DELTA_BYTES:
-            out.append("[" + ",".join(current) + "]")
+        if current and size + len(item) + 1 > MAX_DELTA_BYTES:
+            out.append((b"[" + b",".join(current) + b"]").decode())
             current, size = [], 2
         current.append(item)
-        size += len(item.encode()) + 1
-    out.append("[" + ",".join(current) + "]")
+        size += len(item) + 1
+    out.append((b"[" + b",".join(current) + b"]").decode())
     return out
 
 
@@ -75,7 +80,7 @@ def current_version(conn: sqlite3.Connection) -> int:
 
 def deltas_since(conn: sqlite3.Connection, version: int, limit: int = DELTA_PAGE_SIZE) -> list[Delta]:
     return [
-        Delta(version=row[0], changes=tuple(json.loads(row[1])))
+        Delta(version=row[0], changes=tuple(orjson.loads(row[1])))
         for row in conn.execute(
             "SELECT version, changes_json FROM deltas WHERE version > ? ORDER BY version LIMIT ?",
             (version, limit),

@@ -212,8 +212,17 @@ def note_instance(conn: sqlite3.Connection, terminal_id: str, instance: str, sen
     back to an old instance id). Logged at WARNING and kept for ``report terminals``."""
     if not instance:
         return False
+    return _note_instance(
+        conn, terminal_id, instance, sent_at_ms, get_setting(conn, _INSTANCES_KEY + terminal_id)
+    )
+
+
+def _note_instance(
+    conn: sqlite3.Connection, terminal_id: str, instance: str, sent_at_ms: int, stored: str | None
+) -> bool:
+    """:func:`note_instance` with the instances stored for the terminal already read."""
     key = _INSTANCES_KEY + terminal_id
-    seen: list[list[Any]] = json.loads(get_setting(conn, key) or "[]")  # [instance, last ms], oldest first
+    seen: list[list[Any]] = json.loads(stored or "[]")  # [instance, last ms], oldest first
     seen = [e for e in seen if e[1] >= sent_at_ms - INSTANCE_WINDOW_MS]
     positions = [i for i, e in enumerate(seen) if e[0] == instance]
     duplicate = bool(positions) and positions[-1] != len(seen) - 1
@@ -278,13 +287,17 @@ def record_status(
     """Store a heartbeat unless an newer one is already stored. The watermark only rises.
     ``received_at_ms`` (the server's clock) is when it arrived: the fleet view counts a
     terminal's online/offline time from the arrival that changed its state."""
+    # the terminal's row and the instances it was seen as, in one query (a round trip each
+    # on PostgreSQL, and the ingest worker stores a status in nearly every transaction)
     row = conn.execute(
-        "SELECT last_status_ms, watermark_ms, state, state_since_ms FROM terminals WHERE id = ?",
-        (terminal_id,),
+        "SELECT t.last_status_ms, t.watermark_ms, t.state, t.state_since_ms, s.value FROM terminals t "
+        "LEFT JOIN settings s ON s.key = ? || t.id WHERE t.id = ?",
+        (_INSTANCES_KEY, terminal_id),
     ).fetchone()
     if row is None or row[2] == "revoked":
         return False
-    note_instance(conn, terminal_id, status.instance, sent_at_ms)
+    if status.instance:
+        _note_instance(conn, terminal_id, status.instance, sent_at_ms, row[4])
     if row[0] is not None and sent_at_ms < row[0]:
         return False
     watermark = row[1]

@@ -22,6 +22,7 @@ from shared.protocol import Sale
 from shared.risk_limits import RiskLimits
 
 _History = tuple[list[int], list[dict[str, Any]]]  # (since_ms ascending, configs)
+_SETTINGS_KEY = "terminal_settings"  # the settings row of the city-wide terminal settings
 
 
 class FactsBook:
@@ -71,8 +72,8 @@ class FactsBook:
 
     def _settings_history(self) -> _History:
         if self._settings is None:
-            row = self.conn.execute("SELECT value FROM settings WHERE key = 'terminal_settings'").fetchone()
-            self._settings = _with_current(self._history("settings", ""), _as_dict(row[0]) if row else None)
+            row = self.conn.execute(f"SELECT value FROM settings WHERE key = '{_SETTINGS_KEY}'").fetchone()
+            self._settings = _settings_from(self._history("settings", ""), row)
         return self._settings
 
     def prefetch(self, terminal_ids: Iterable[str], canteen_ids: Iterable[str]) -> None:
@@ -86,22 +87,36 @@ class FactsBook:
             ):
                 self._terminals[terminal_id] = int(since)
         for chunk in chunks(sorted(set(canteen_ids) - self._canteens.keys())):
-            marks = ", ".join("?" * len(chunk))
-            current = {
-                r[0]: {**_as_dict(r[2]), "unit_id": r[1]}
-                for r in self.conn.execute(
-                    f"SELECT id, unit_id, config_json FROM canteens WHERE id IN ({marks})", chunk
-                )
-            }
-            rows: dict[str, list[Any]] = {c: [] for c in chunk}
-            for r in self.conn.execute(
-                "SELECT canteen_id, at_ms, config_json FROM config_history WHERE kind = 'canteen' "
-                f"AND canteen_id IN ({marks}) ORDER BY canteen_id, at_ms, version",
-                chunk,
-            ):
-                rows[r[0]].append((r[1], r[2]))
-            for c in chunk:
-                self._canteens[c] = _with_current(_as_history(rows[c]), current.get(c))
+            self._read_configs(chunk, with_settings=self._settings is None)
+
+    def _read_configs(self, canteen_ids: list[str], *, with_settings: bool) -> None:
+        """These canteens' configs and histories, and (``with_settings``) the city-wide
+        settings' in the same two queries: two round trips per ingest transaction, not four."""
+        marks = ", ".join("?" * len(canteen_ids))
+        now_parts = [f"SELECT id, unit_id, config_json FROM canteens WHERE id IN ({marks})"]
+        then_parts = [f"(kind = 'canteen' AND canteen_id IN ({marks}))"]
+        if with_settings:  # its row has no canteen id (canteens' ids are never NULL)
+            now_parts.append(f"SELECT NULL, NULL, value FROM settings WHERE key = '{_SETTINGS_KEY}'")
+            then_parts.append("(kind = 'settings' AND canteen_id = '')")
+        current: dict[str, dict[str, Any]] = {}
+        settings_row = None
+        for r in self.conn.execute(" UNION ALL ".join(now_parts), canteen_ids):
+            if r[0] is None:
+                settings_row = (r[2],)
+            else:
+                current[r[0]] = {**_as_dict(r[2]), "unit_id": r[1]}
+        rows: dict[str, list[Any]] = {c: [] for c in canteen_ids}
+        settings_rows: list[Any] = []
+        for kind, canteen_id, at_ms, config_json in self.conn.execute(
+            "SELECT kind, canteen_id, at_ms, config_json FROM config_history "
+            f"WHERE {' OR '.join(then_parts)} ORDER BY kind, canteen_id, at_ms, version",
+            canteen_ids,
+        ):
+            (settings_rows if kind == "settings" else rows[canteen_id]).append((at_ms, config_json))
+        for c in canteen_ids:
+            self._canteens[c] = _with_current(_as_history(rows[c]), current.get(c))
+        if with_settings:
+            self._settings = _settings_from(_as_history(settings_rows), settings_row)
 
     def _canteen_history(self, canteen_id: str) -> _History:
         if canteen_id not in self._canteens:
@@ -128,10 +143,17 @@ def _as_history(rows: Iterable[Any]) -> _History:
     return [int(r[0]) for r in rows], [_as_dict(r[1]) for r in rows]
 
 
+def _settings_from(history: _History, row: Any) -> _History:
+    """The settings' history ending with the current settings (``row``: the settings row
+    holding them, or None when there is none)."""
+    return _with_current(history, _as_dict(row[0]) if row else None)
+
+
 def _with_current(history: _History, current: dict[str, Any] | None) -> _History:
     """The history, ending with the current version: a database whose history does not
     reach back (or a change recorded without a delta) still has what is in force now. A
-    delta carries more keys than the stored config (name, unit): compare what prices."""
+    delta carries more keys than the stored config (name, unit): compare what prices.
+    Builds new lists: the configs in them are shared (:func:`_as_dict`), never changed."""
     since, configs = history
     if current is None:
         return history
@@ -141,9 +163,25 @@ def _with_current(history: _History, current: dict[str, Any] | None) -> _History
     return history
 
 
+# config text → its parsed dict, shared by every transaction's book: the ingest worker reads
+# the same few configs in every transaction (thousands a minute), and a config is stored
+# text, so its parse cannot go stale; a changed config is another text. The dicts are only
+# read (never changed) by the plausibility check and the reversals.
+_PARSED: dict[str, dict[str, Any]] = {}
+_PARSED_MAX = 1024  # distinct config texts kept; beyond, the cache starts again
+
+
 def _as_dict(text: str | None) -> dict[str, Any]:
-    value = json.loads(text) if text else {}
-    return value if isinstance(value, dict) else {}
+    if not text:
+        return {}
+    hit = _PARSED.get(text)
+    if hit is None:
+        value = json.loads(text)
+        hit = value if isinstance(value, dict) else {}
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[text] = hit
+    return hit
 
 
 def config_at(book: FactsBook, canteen_id: str, at_ms: int) -> tuple[dict[str, Any], RiskLimits]:

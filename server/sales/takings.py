@@ -22,6 +22,7 @@ the slots are the quarter hours of the Beijing clock.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -60,6 +61,9 @@ class Grain:
 
     def upsert(self, rows: int) -> str:
         """Add ``rows`` rows of sums (distinct keys) to the grain, in one statement."""
+        return _upsert_sql(self, rows)
+
+    def _upsert_text(self, rows: int) -> str:
         cols = ", ".join(SUMS)
         added = ", ".join(f"{c} = {self.table}.{c} + excluded.{c}" for c in SUMS)
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
@@ -77,6 +81,12 @@ class Grain:
             "sum(amount_fen) AS amount_fen, sum(subsidy_fen) AS subsidy_fen, sum(self_fen) AS self_fen "
             f"FROM sales WHERE status = 'applied' GROUP BY {key}, canteen_id, method"
         )
+
+
+@functools.lru_cache(maxsize=512)
+def _upsert_sql(grain: Grain, rows: int) -> str:
+    """:meth:`Grain.upsert`, built once per grain and row count (every ingest transaction)."""
+    return grain._upsert_text(rows)
 
 
 SLOTS = Grain("sale_slots", "slot_ms", f"({{t}} - {{t}} % {SLOT_MS})")
