@@ -93,3 +93,14 @@ def test_the_outbox_gives_canonical_text_for_old_and_new_rows(tmp_path: Path) ->
     assert wire == [(s.seq, canonical_json(s.to_dict()).decode()) for s in (old, new)]
     assert store.outbox_after(0, 10) == [(s.seq, s.to_dict()) for s in (old, new)]
     store.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters() | st.sampled_from(["\x00", "\x7f", '"', "\\", "\ud800", "\u2028"])))
+def test_the_spliced_signature_is_json_dumps_of_it(sig: str) -> None:
+    """The signature goes in as json.dumps(sig) wrote it, whatever the signer returns."""
+    from shared.protocol.envelope import _signed
+
+    data = canonical_json({"body": {}, "sender": "T-1", "type": "ack"})
+    cut = data.rindex(b',"type":')
+    assert _signed(data, lambda _: sig) == data[:cut] + b',"sig":' + json.dumps(sig).encode() + data[cut:]

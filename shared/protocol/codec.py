@@ -4,6 +4,10 @@ Canonical form: ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii
 encoded as UTF-8. Only dicts with string keys, lists, strings, ints, bools and null are
 allowed; a float (or NaN) is malformed. Decoding the same bytes twice and re-encoding gives
 the same bytes, which is what signatures are computed over.
+
+orjson encodes and parses the common case (several times faster than the stdlib ``json``);
+every input it would treat differently goes to the stdlib path, which stays the
+definition: the bytes and the verdicts are the stdlib's (tests/test_codec_orjson.py).
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+import orjson
 
 from shared.errors import DomainError
 
@@ -61,10 +67,27 @@ def _utf8(text: str) -> bytes:
         raise ProtocolError("malformed", "text with a lone surrogate") from exc
 
 
+def _encode_stdlib(obj: Any) -> bytes:
+    """The canonical bytes as the stdlib encoder makes them: the definition."""
+    return _utf8(_encode(obj))
+
+
+def _encode_exact(obj: Any) -> bytes:
+    """:func:`_encode_stdlib` of ``obj``, which holds only exact dict/list/tuple/str/int/
+    bool/None (no subclass, no float), at most 32 deep. For those, orjson with sorted keys
+    writes the stdlib's bytes: the same escapes (``\\uXXXX`` lowercase for the other control
+    characters, U+007F, U+2028 and U+2029 as they are), keys in code-point order (UTF-8
+    byte order). What it refuses — an int beyond 64 bits, a lone surrogate — the stdlib
+    path encodes or refuses as before."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return _encode_stdlib(obj)
+
+
 def canonical_json(obj: Any) -> bytes:
     """Encode ``obj`` canonically; raises ProtocolError on floats or non-JSON types."""
-    _check_types(obj)
-    return _utf8(_encode(obj))
+    return _encode_exact(obj) if _check_types(obj) else _encode_stdlib(obj)
 
 
 def canonical_json_of_parsed(obj: Any, source: bytes | str) -> bytes:
@@ -76,52 +99,61 @@ def canonical_json_of_parsed(obj: Any, source: bytes | str) -> bytes:
     it to check its signature; most are a few containers deep and wide."""
     brackets = (b"{", b"[") if type(source) is bytes else ("{", "[")
     if source.count(brackets[0]) + source.count(brackets[1]) > 32:  # type: ignore[arg-type]
-        _check_types(obj)
-    return _utf8(_encode(obj))
+        return canonical_json(obj)
+    return _encode_exact(obj)
 
 
 _PLAIN = frozenset({str, int, bool, type(None)})
 
 
-def _check_types(obj: Any, depth: int = 0) -> None:
-    """Refuse anything but JSON's own types (a float anywhere is malformed), at most 32 deep.
+def _check_types(obj: Any, depth: int = 0) -> bool:
+    """Refuse anything but JSON's own types (a float anywhere is malformed), at most 32 deep;
+    return whether all of it is of the exact types (no subclass of str, int, dict, list or
+    tuple: the stdlib encoder calls a subclass's own methods, orjson does not).
 
     The loops skip exact str/int/bool/None values without a call — the same verdict as
     the general path below (which they would reach at depth ≤ 32), at a fraction of the
     cost on every message the server verifies and every ack it signs."""
     kind = type(obj)
     if kind is dict and depth < 32:
+        exact = True
         for k, v in obj.items():
             if type(k) is not str:
                 raise ProtocolError("malformed", "object keys must be strings")
-            if type(v) not in _PLAIN:
-                _check_types(v, depth + 1)
-        return
+            if type(v) not in _PLAIN and not _check_types(v, depth + 1):
+                exact = False
+        return exact
     if (kind is list or kind is tuple) and depth < 32:
+        exact = True
         for v in obj:
-            if type(v) not in _PLAIN:
-                _check_types(v, depth + 1)
-        return
-    _check_types_general(obj, depth)
+            if type(v) not in _PLAIN and not _check_types(v, depth + 1):
+                exact = False
+        return exact
+    return _check_types_general(obj, depth)
 
 
-def _check_types_general(obj: Any, depth: int) -> None:
+def _check_types_general(obj: Any, depth: int) -> bool:
     if depth > 32:
         raise ProtocolError("malformed", "nesting too deep")
+    kind = type(obj)
     if obj is None or isinstance(obj, (bool, int, str)):
-        return
+        return kind in _PLAIN
     if isinstance(obj, float):
         raise ProtocolError("malformed", "float not allowed")
     if isinstance(obj, (list, tuple)):
+        exact = kind is list or kind is tuple
         for v in obj:
-            _check_types(v, depth + 1)
-        return
+            if not _check_types(v, depth + 1):
+                exact = False
+        return exact
     if isinstance(obj, dict):
+        exact = kind is dict
         for k, v in obj.items():
             if not isinstance(k, str):
                 raise ProtocolError("malformed", "object keys must be strings")
-            _check_types(v, depth + 1)
-        return
+            if not _check_types(v, depth + 1) or type(k) is not str:
+                exact = False
+        return exact
     raise ProtocolError("malformed", f"type {type(obj).__name__} not allowed")
 
 
@@ -130,11 +162,35 @@ _decoder = json.JSONDecoder(parse_float=_reject_float, parse_constant=_reject_co
 
 
 def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
-    """Parse wire bytes strictly: size-capped, UTF-8, no floats, no NaN/Infinity."""
+    """Parse wire bytes strictly: size-capped, UTF-8, no floats, no NaN/Infinity.
+
+    orjson parses; what it refuses, and what it parses to a float (a float, or an int
+    beyond 64 bits, which it turns into one) or deeper than 32, the stdlib parser decides
+    (:func:`_parse_stdlib`, the definition): the same values and the same refusals."""
+    data = _sized(data, max_bytes)
+    if type(data) is bytes:
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return _parse_stdlib(data)  # refused, or a lone surrogate or a huge int: see there
+        kind = type(value)
+        if kind is float or ((kind is dict or kind is list) and _float_or_deep(value, 0)):
+            return _parse_stdlib(data)
+        return value
+    return _parse_stdlib(data)
+
+
+def _sized(data: bytes | str, max_bytes: int) -> bytes:
     if isinstance(data, str):
         data = data.encode()
     if len(data) > max_bytes:
         raise ProtocolError("too_large", f"{len(data)} bytes")
+    return data
+
+
+def _parse_stdlib(data: bytes) -> Any:
+    """What :func:`parse_json` returns for ``data`` (within the size bound): the stdlib's
+    strict parse, refusing floats and NaN/Infinity."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -145,6 +201,19 @@ def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         return _decoder.decode(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError("malformed", f"not JSON: {exc}") from exc
+
+
+def _float_or_deep(value: dict[str, Any] | list[Any], depth: int) -> bool:
+    """Whether parsed ``value`` (at ``depth``) holds a float or a container deeper than 32
+    (which the stdlib parser, recursing, might refuse where orjson would not)."""
+    for v in value.values() if type(value) is dict else value:
+        if type(v) in _FLOAT_OR_NESTED:  # one test for the common str, int, bool, None
+            if type(v) is float or depth == 32 or _float_or_deep(v, depth + 1):
+                return True
+    return False
+
+
+_FLOAT_OR_NESTED = frozenset({float, dict, list})
 
 
 # --- field readers: each raises ProtocolError("bad_field", "<name>: why") -----------------

@@ -6,10 +6,10 @@ signature, and returns an :class:`Envelope` whose ``body`` the message classes d
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from shared.protocol.codec import (
@@ -112,7 +112,9 @@ def _signed(data: bytes, sign: Callable[[bytes], str]) -> bytes:
     """The canonical unsigned envelope ``data`` with its signature spliced in (see :func:`_seal`)."""
     sig = sign(data)
     cut = data.rindex(b',"type":')
-    return b"".join((data[:cut], b',"sig":', json.dumps(sig).encode(), data[cut:]))
+    # what json.dumps(sig) returns for a str, without its per-call setup
+    quoted = encode_basestring_ascii(sig)
+    return b"".join((data[:cut], b',"sig":', quoted.encode(), data[cut:]))
 
 
 def seal_hmac(
