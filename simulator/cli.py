@@ -389,3 +389,7 @@ def vopr(
 def _quiet() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("shared.mqtt").setLevel(logging.ERROR)
+
+
+if __name__ == "__main__":
+    main()
