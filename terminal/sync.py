@@ -171,6 +171,34 @@ class Transport:
     boot_id: str | None = None
 
 
+@dataclass(frozen=True)
+class _OwnTopics:
+    """This terminal's own topics, formatted (and their terminal id checked) once: every
+    message the agent receives is told apart by them, every batch and status sent on one."""
+
+    ack: str
+    status: str
+    update_offer: str
+    backup: str
+    rekey: str
+    sales: str
+    reversals: str
+    update_report: str
+
+    @classmethod
+    def of(cls, terminal_id: str) -> _OwnTopics:
+        return cls(
+            ack=topics.ack(terminal_id),
+            status=topics.status(terminal_id),
+            update_offer=topics.update_offer(terminal_id),
+            backup=topics.backup(terminal_id),
+            rekey=topics.rekey(terminal_id),
+            sales=topics.sales(terminal_id),
+            reversals=topics.reversals(terminal_id),
+            update_report=topics.update_report(terminal_id),
+        )
+
+
 @dataclass
 class _InFlight:
     seqs: list[int]
@@ -229,8 +257,12 @@ class SyncAgent:
         self._cursor = 0  # highest seq sent in this round
         self._rcursor = 0  # the same for reversals
         self._last_heartbeat = 0.0
-        self._need_catchup = self.store.delta_version == 0
-        self._version_seen = self.store.delta_version  # read by the will (network thread)
+        # the cache's delta version: this agent alone applies deltas (Store.apply_changes),
+        # so it knows the stored value once its transaction committed — not read back at
+        # every delta and every status
+        self._delta_version = self.store.delta_version
+        self._need_catchup = self._delta_version == 0
+        self._version_seen = self._delta_version  # read by the will (network thread)
         self._on_link_change = on_link_change or (lambda online: None)
         self._sale_clock = sale_clock or clock.now_ms  # the clock sales are dated by
         self._reported_in_sync: bool | None = None
@@ -268,14 +300,15 @@ class SyncAgent:
                 "identity_conflict": None,
             }
         )
+        self._topics = own = _OwnTopics.of(config.terminal_id)
         subscriptions = [
-            (topics.ack(config.terminal_id), 1),
+            (own.ack, 1),
             (topics.DELTA, 1),
             (topics.SERVER, 1),
-            (topics.status(config.terminal_id), 1),
-            (topics.update_offer(config.terminal_id), 1),
-            (topics.backup(config.terminal_id), 1),
-            (topics.rekey(config.terminal_id), 1),
+            (own.status, 1),
+            (own.update_offer, 1),
+            (own.backup, 1),
+            (own.rekey, 1),
         ]
 
         def on_message(topic: str, payload: bytes) -> None:
@@ -462,30 +495,31 @@ class SyncAgent:
             self._on_link_change(now_in_sync)
 
     def _on_message(self, topic: str, payload: bytes) -> None:
+        own = self._topics
         try:
             if topic == topics.DELTA:
                 self._on_delta(*open_delta(payload, self._verifier))
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
                 self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
-            elif topic == topics.backup(self.config.terminal_id):
+            elif topic == own.backup:
                 env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
                 self._on_backup_mark(BackupMark.from_body(env.body))
-            elif topic == topics.status(self.config.terminal_id):
+            elif topic == own.status:
                 env = self._open_hmac(payload, self.config.terminal_id, "status")
                 self._on_own_status(Status.from_body(env.body))
-            elif topic == topics.update_offer(self.config.terminal_id):
+            elif topic == own.update_offer:
                 env = open_envelope(payload, server=self._verifier, expect_type="update_offer")
                 offer = UpdateOffer.from_body(env.body)
                 if offer.terminal_id != self.config.terminal_id:
                     raise ProtocolError("terminal_mismatch", f"an offer for {offer.terminal_id}")
                 if self.on_update_offer is not None:
                     self.on_update_offer(offer)
-            elif topic == topics.rekey(self.config.terminal_id):
+            elif topic == own.rekey:
                 if payload:  # empty: the server withdrew its offer (the rotation is complete)
                     env = open_envelope(payload, server=self._verifier, expect_type="rekey")
                     self._on_rekey(Rekey.from_body(env.body))
-            elif topic == topics.ack(self.config.terminal_id):
+            elif topic == own.ack:
                 env = self._open_hmac(payload, "server", None)
                 if env.type not in ("ack", "reversal_ack"):
                     raise ProtocolError("bad_field", f"type: expected an ack, got {env.type}")
@@ -756,7 +790,7 @@ class SyncAgent:
             self._last_sync_stored = self.last_sync_ms
 
     def _on_delta(self, delta: Delta, faults: list[ProtocolError] | None = None) -> None:
-        current = self.store.delta_version
+        current = self._delta_version
         if delta.version <= current:
             return
         if delta.version != current + 1:
@@ -771,13 +805,14 @@ class SyncAgent:
         with write_txn(self.store.conn):  # applied and known current: one commit
             self.store.apply_changes(delta.version, delta.changes)
             self._mark_synced()
+        self._delta_version = delta.version  # committed
         self._report_faults(f"delta {delta.version}", faults or [])
         self.stats.deltas_applied += 1
 
     def _catch_up(self) -> None:
         """Fill a gap with the deltas the server still has, or take a whole snapshot."""
         now = self.clock.now_ms() + (self.clock_offset_ms or 0)
-        current = self.store.delta_version
+        current = self._delta_version
         try:
             faults: list[ProtocolError] = []
             if current > 0:
@@ -785,10 +820,11 @@ class SyncAgent:
                 self._report_faults(f"catch-up after {current}", faults)
                 if deltas and deltas[0].version == current + 1:
                     for d in deltas:
-                        if d.version == self.store.delta_version + 1:
-                            self.store.apply_changes(d.version, d.changes)
+                        if d.version == self._delta_version + 1:
+                            self.store.apply_changes(d.version, d.changes)  # its own transaction
+                            self._delta_version = d.version
                     self.stats.catchups += 1
-                    if self.store.delta_version == deltas[-1].version:
+                    if self._delta_version == deltas[-1].version:
                         if len(deltas) < DELTA_PAGE_SIZE:
                             self._need_catchup = False
                             self._mark_synced()
@@ -802,6 +838,7 @@ class SyncAgent:
             faults.clear()  # those of the deltas were reported above
             snap = self.http.snapshot(now, faults)
             self.store.apply_changes(snap.version, snap.changes, snapshot=True)
+            self._delta_version = snap.version
             if faults:
                 self._report_faults(f"snapshot {snap.version}", faults)
             elif self.sync_fault is not None:  # the whole state read cleanly again
@@ -855,7 +892,7 @@ class SyncAgent:
                 self.clock.now_ms(),
                 msg_id,
             )
-            if not self.link.publish(topics.sales(self.config.terminal_id), payload):
+            if not self.link.publish(self._topics.sales, payload):
                 return
             seqs = [seq for seq, _ in rows]
             if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
@@ -893,7 +930,7 @@ class SyncAgent:
                 self.clock.now_ms(),
                 msg_id,
             )
-            if not self.link.publish(topics.reversals(self.config.terminal_id), payload):
+            if not self.link.publish(self._topics.reversals, payload):
                 return
             seqs = [seq for seq, _ in rows]
             self._inflight[msg_id] = _InFlight(seqs, self._mono(), "reversals")
@@ -919,7 +956,7 @@ class SyncAgent:
             return (oldest if oldest is not None else self._sale_clock()), oldest
 
     def status(self) -> Status:
-        self._version_seen = version = self.store.delta_version
+        self._version_seen = version = self._delta_version
         free, total, journal = disk_and_journal(self.config.db_path)
         pending = self.store.pending_count()
         watermark, oldest = self._watermark()
@@ -951,7 +988,7 @@ class SyncAgent:
             self.keys.current,
             self.clock.now_ms(),
         )
-        if self.link.publish(topics.status(self.config.terminal_id), payload, retain=True):
+        if self.link.publish(self._topics.status, payload, retain=True):
             self._last_heartbeat = self._mono()
 
     def send_update_report(self, report: UpdateReport) -> str | None:
@@ -966,7 +1003,7 @@ class SyncAgent:
             self.clock.now_ms(),
             msg_id,
         )
-        if not self.online or not self.link.publish(topics.update_report(self.config.terminal_id), payload):
+        if not self.online or not self.link.publish(self._topics.update_report, payload):
             return None
         return msg_id
 
@@ -979,7 +1016,7 @@ class SyncAgent:
             instance=self.instance,
         ).to_body()
         payload = seal_hmac("status", self.config.terminal_id, body, self.keys.current, self.clock.now_ms())
-        return topics.status(self.config.terminal_id), payload, True
+        return self._topics.status, payload, True
 
 
 def _int_or_none(value: str | None) -> int | None:

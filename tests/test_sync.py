@@ -20,7 +20,7 @@ from shared.protocol import Status, topics
 from simulator.harness.cluster import Cluster
 from simulator.harness.world import World, demo_world
 from simulator.waiting import wait_until
-from terminal.agent import OFFLINE_BANNER
+from terminal.agent import OFFLINE_BANNER, Terminal
 from terminal.authorize import TapRequest
 
 pytestmark = pytest.mark.broker
@@ -67,12 +67,21 @@ def _retained_status(broker, terminal_id: str) -> Status:  # noqa: ANN001
     return Status.from_body(json.loads(got[-1])["body"])
 
 
+def _assert_agent_knows_the_stored_delta_version(terminal: Terminal) -> None:
+    """The sync agent keeps the cache's delta version in hand (it alone applies deltas):
+    after a snapshot, live deltas or a catch-up it is what the database holds, read by the
+    terminal's own connection."""
+    stored = terminal.store.delta_version
+    assert stored > 0 and terminal.sync.status().delta_version == stored
+
+
 def test_sales_leave_the_outbox_only_on_the_servers_ack(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china(START))
     with _cluster(broker, tmp_path, clock) as (cluster, world):
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         assert t.terminal.sync.stats.snapshots == 1  # a fresh terminal starts from a snapshot
+        _assert_agent_knows_the_stored_delta_version(t.terminal)
         t.mqtt_proxy.oneway()  # sales reach the server, acks do not come back
         for d in world.diners:
             assert t.terminal.tap(TapRequest(d.card_id))[0].approved
@@ -96,6 +105,23 @@ def test_sales_leave_the_outbox_only_on_the_servers_ack(broker, tmp_path) -> Non
         card = t.terminal.store.card_state(world.diners[0].card_id)
         assert card is not None and card.unconfirmed_fen == 0
         assert card.subsidy_fen == server_sub
+
+
+def test_later_deltas_move_the_agents_delta_version_with_the_stored_one(broker, tmp_path) -> None:  # noqa: ANN001
+    clock = FakeClock(ms_from_china(START))
+    with _cluster(broker, tmp_path, clock) as (cluster, _world):
+        t = cluster.add_terminal("C01")
+        assert cluster.wait_synced()
+        before = t.terminal.store.delta_version
+        conn = cluster.db()
+        for fen in (7000, 8000, 9000):
+            with write_txn(conn):
+                change = {"kind": "settings", "config": {"risk": {"max_sale_fen": fen}}}
+                record_delta(conn, [change], clock.now_ms())
+        conn.close()
+        assert wait_until(lambda: t.terminal.rules()[1].max_sale_fen == 9000, 10)
+        assert t.terminal.store.delta_version >= before + 3
+        _assert_agent_knows_the_stored_delta_version(t.terminal)
 
 
 def test_a_change_missed_while_offline_is_caught_up_before_the_next_online_sale(broker, tmp_path) -> None:  # noqa: ANN001
@@ -123,6 +149,8 @@ def test_a_change_missed_while_offline_is_caught_up_before_the_next_online_sale(
         conn.close()
         t.heal()
         assert cluster.wait_synced(20)
+        assert t.terminal.sync.stats.catchups > 0
+        _assert_agent_knows_the_stored_delta_version(t.terminal)
         assert t.terminal.store.card_state(lost).card_status == "lost"  # type: ignore[union-attr]
         assert t.terminal.tap(TapRequest(lost))[0].reason == "card_blocked"
         assert t.terminal.rules()[1].max_sale_fen == 9000
