@@ -146,9 +146,10 @@ class Terminal:
             config_path=config_path,
             transport=transport,
         )
-        # the rules as parsed, and the text (canteen config, settings) they were parsed from
-        self._rules: tuple[CanteenRules, RiskLimits] | None = None
-        self._rules_source: tuple[str | None, str | None] = (None, None)
+        # the store's rules epoch when the text (canteen config, settings) was read, the
+        # text, and the rules parsed from it: one tuple, replaced whole (Store.rules_epoch)
+        self._rules: tuple[int | None, tuple[str | None, str | None], tuple[CanteenRules, RiskLimits]] | None
+        self._rules = None
         self.approved = 0
         self.declined = 0
         # taps in hand and when the last one ended (monotonic): see when_idle
@@ -202,18 +203,25 @@ class Terminal:
 
     def rules(self) -> tuple[CanteenRules, RiskLimits]:
         """The canteen's rules and risk limits, parsed again only when their text changed
-        (a delta about anything else leaves them as they were)."""
+        (a delta about anything else leaves them as they were). The text is read again only
+        when a change to it may have been written since (:meth:`Store.rules_epoch`)."""
+        epoch = self.store.rules_epoch()  # before the text: a change committed after it moves it
+        cached = self._rules
+        if cached is not None and epoch is not None and epoch == cached[0]:
+            return cached[2]
         source = self.store.rules_source(self.config.canteen_id)
-        if self._rules is None or source != self._rules_source:
+        if cached is not None and source == cached[1]:
+            parsed = cached[2]
+        else:
             config_json, settings_json = source
             config = json.loads(config_json) if config_json else {}
             rules = CanteenRules.from_config(self.config.canteen_id, config)
             for problem in rules.problems:
                 log.error("%s: canteen config: %s (left out)", self.config.terminal_id, problem)
             settings = json.loads(settings_json) if settings_json else {}
-            limits = RiskLimits.from_config(settings.get("risk"), config.get("risk"))
-            self._rules, self._rules_source = (rules, limits), source
-        return self._rules
+            parsed = rules, RiskLimits.from_config(settings.get("risk"), config.get("risk"))
+        self._rules = epoch, source, parsed
+        return parsed
 
     def link_state(self, now_ms: int) -> LinkState:
         online = self.sync.in_sync

@@ -121,6 +121,27 @@ def _balance_params(holder_id: str, balance: Balance) -> tuple[Any, ...]:
     )
 
 
+class _RulesMark:
+    """Whether the rules' source text (the canteens' configs and the terminal settings) may
+    have changed, shared by every :class:`Store` of one database in this process: only
+    :meth:`Store.apply_changes` writes that text, so a reader that saw ``epoch`` unchanged,
+    with no change ``unsettled``, still holds the text it read then (``Terminal.rules``).
+
+    ``unsettled`` is set before the change is written (inside its transaction) and cleared,
+    with ``epoch`` moved on, only after that transaction committed: a reader between the
+    two reads the text again. A change rolled back leaves it set (reads go to the database,
+    as before) until the next change settles."""
+
+    __slots__ = ("epoch", "unsettled")
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.unsettled = False
+
+
+_RULES_MARKS: dict[str, _RulesMark] = {}  # by database path (the sale and the sync connection)
+
+
 def _joined_txn(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[Any]:
     """A write transaction of its own — or, inside the caller's, that one, without a
     savepoint: the sync agent settles an ack (or applies a delta) and records the sync time
@@ -141,6 +162,7 @@ class Store:
         conn.execute("PRAGMA busy_timeout=30000")
         self.conn = conn
         self.db = Database(conn, execute_plugins=False)
+        self._rules_mark = _RULES_MARKS.setdefault(self.path, _RulesMark())
         # two threads opening a fresh file at once must not both migrate it: hold the write
         # lock while checking (sqlite-utils' own transactions nest as savepoints)
         with write_txn(conn):
@@ -260,6 +282,20 @@ class Store:
             (canteen_id,),
         ).fetchone()
         return config, settings
+
+    def rules_epoch(self) -> int | None:
+        """A number that moves on whenever :meth:`rules_source` may read something else, or
+        None while a change is being written (read the source). Ask it before the source."""
+        mark = self._rules_mark
+        return None if mark.unsettled else mark.epoch
+
+    def settle_rules(self) -> None:
+        """The transaction :meth:`apply_changes` wrote in has committed (the caller's, when
+        it joined one): readers of the rules read their source again."""
+        mark = self._rules_mark
+        if mark.unsettled:
+            mark.epoch += 1
+            mark.unsettled = False
 
     def meals_taken(self, holder_id: str, canteen_id: str, meal_period: str, day: str, since_ms: int) -> int:
         """The holder's meals in ``meal_period`` at this canteen on ``day`` (which starts at
@@ -465,10 +501,13 @@ class Store:
         carries no ``blocked`` flag, so a block recorded at version 10 still arrives with
         delta 10 after an ack brought the balances of version 11.
 
-        Inside a caller's transaction it joins that one (:func:`_joined_txn`)."""
+        Inside a caller's transaction it joins that one (:func:`_joined_txn`); the caller
+        then calls :meth:`settle_rules` once that has committed."""
         holders, cards = [], []
+        joined = self.conn.in_transaction
         with _joined_txn(self.conn):
             if snapshot:
+                self._rules_mark.unsettled = True
                 # holders are upserted by version below (an ack may already have brought a
                 # newer balance than the snapshot's); cards and rules are replaced wholesale
                 for table in ("cards", "canteens"):
@@ -496,12 +535,14 @@ class Store:
                     case CardChange():
                         cards.append((c.card_id, c.holder_id, c.status))
                     case CanteenChange():
+                        self._rules_mark.unsettled = True
                         self.conn.execute(
                             "INSERT INTO canteens(canteen_id, config_json) VALUES (?, ?) "
                             "ON CONFLICT(canteen_id) DO UPDATE SET config_json = excluded.config_json",
                             (c.canteen_id, json.dumps(c.config, ensure_ascii=False)),
                         )
                     case SettingsChange():
+                        self._rules_mark.unsettled = True
                         self.set_meta("settings", json.dumps(c.config, ensure_ascii=False))
                     case FaceChange():
                         face_cache.apply_face_change(self.conn, c, version)
@@ -514,3 +555,5 @@ class Store:
             if cards:
                 self.conn.executemany(_UPSERT_CARDS, cards)
             self.set_meta("delta_version", str(version))
+        if not joined:
+            self.settle_rules()

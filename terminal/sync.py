@@ -806,6 +806,7 @@ class SyncAgent:
             self.store.apply_changes(delta.version, delta.changes)
             self._mark_synced()
         self._delta_version = delta.version  # committed
+        self.store.settle_rules()
         self._report_faults(f"delta {delta.version}", faults or [])
         self.stats.deltas_applied += 1
 

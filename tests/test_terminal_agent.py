@@ -3,14 +3,18 @@ recovery after a power cut, operator cards, the loud offline display, clock dati
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hardware.display import MemoryDisplay, Screen
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol.messages import decode_changes
+from shared.sqlite_txn import write_txn
 from terminal.agent import OFFLINE_BANNER, Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
@@ -276,3 +280,70 @@ def test_the_watermark_runs_on_the_clock_sales_are_dated_by(tmp_path: Path, cloc
     watermark = term.sync.watermark_ms()
     _, second = term.tap(TapRequest("C1", kind="shop", amount_fen=100))
     assert watermark <= second.occurred_at_ms  # type: ignore[union-attr]
+
+
+# one step of the sync agent's store: (what it writes, how it commits)
+_rules_step_st = st.tuples(
+    st.sampled_from(("canteen", "settings", "card", "snapshot")),
+    st.sampled_from(("own", "joined", "rolled_back", "joined_unsettled")),
+    st.integers(1, 4),  # which of a few texts
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(_rules_step_st, max_size=8))
+def test_rules_kept_by_the_epoch_are_the_rules_read_from_the_store(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[tuple[str, str, int]]
+) -> None:
+    """Terminal.rules() skips reading the canteen config and settings while the store's rules
+    epoch stands still: after any mix of deltas written by the sync agent's connection (in
+    their own transaction, in the agent's, rolled back, or committed and not yet settled) it
+    gives what parsing the stored text now gives."""
+    clock = FakeClock(NOON)
+    term = make_terminal(tmp_path_factory.mktemp("rules"), clock)
+    sync_store = term.sync.store  # the other connection, as the sync thread writes
+    version = term.store.delta_version
+    for kind, commit, n in steps:
+        version += 1
+        change = {
+            "canteen": {
+                "kind": "canteen",
+                "canteen_id": "C01",
+                "config": {**CANTEEN, "risk": {"max_sale_fen": n}},
+            },
+            "settings": {"kind": "settings", "config": {"risk": {"max_sale_fen": 100 * n}}},
+            "card": {"kind": "card", "card_id": f"C{n}", "holder_id": "H1", "status": "active"},
+            "snapshot": {"kind": "canteen", "canteen_id": "C01", "config": {**CANTEEN, "unit_id": f"U{n}"}},
+        }[kind]
+        decoded = decode_changes((change,))
+        snapshot = kind == "snapshot"
+        term.rules()  # a tap while the change is on its way
+        if commit == "own":
+            sync_store.apply_changes(version, decoded, snapshot=snapshot)
+        elif commit == "rolled_back":
+            with contextlib.suppress(_Undone), write_txn(sync_store.conn):
+                sync_store.apply_changes(version, decoded, snapshot=snapshot)
+                assert term.rules() == _rules_read_now(term)  # not committed: the old text
+                raise _Undone
+            version -= 1
+        else:
+            with write_txn(sync_store.conn):
+                sync_store.apply_changes(version, decoded, snapshot=snapshot)
+                term.rules()
+            if commit == "joined":
+                sync_store.settle_rules()
+        assert term.rules() == _rules_read_now(term)
+
+
+class _Undone(Exception):
+    """Rolls a test's transaction back."""
+
+
+def _rules_read_now(term: Terminal) -> object:
+    """The general path: the rules parsed from the text as stored now, no cache."""
+    kept = term._rules
+    term._rules = None
+    try:
+        return term.rules()
+    finally:
+        term._rules = kept
