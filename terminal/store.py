@@ -57,6 +57,10 @@ _MAX_SEQ = 2**62
 # every reversal the terminal ever made, at every read
 _REVERSED = "EXISTS (SELECT 1 FROM reversals r WHERE r.sale_seq = journal.seq AND r.status <> 'rejected')"
 _SET_META = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+# two values in one statement: a delta's version and the sync time (apply_changes)
+_SET_TWO_METAS = (
+    "INSERT INTO meta(key, value) VALUES (?, ?), (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+)
 
 _UPSERT_HOLDERS = """
 INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version,
@@ -489,7 +493,14 @@ class Store:
 
     # --- downstream ----------------------------------------------------------------------
 
-    def apply_changes(self, version: int, changes: Iterable[Change], *, snapshot: bool = False) -> None:
+    def apply_changes(
+        self,
+        version: int,
+        changes: Iterable[Change],
+        *,
+        snapshot: bool = False,
+        synced_ms: int | None = None,
+    ) -> None:
         """Apply a delta (or, with ``snapshot``, replace the whole cache) at ``version``:
         typed changes as :meth:`Delta.from_body` decoded them. Anything else is refused
         (``unknown_change_kind``) and nothing of the delta is applied.
@@ -501,8 +512,10 @@ class Store:
         carries no ``blocked`` flag, so a block recorded at version 10 still arrives with
         delta 10 after an ack brought the balances of version 11.
 
-        Inside a caller's transaction it joins that one (:func:`_joined_txn`); the caller
-        then calls :meth:`settle_rules` once that has committed."""
+        ``synced_ms``: the sync time (``last_sync_ms``) to store with the delta version, in
+        the same statement. Inside a caller's transaction it joins that one
+        (:func:`_joined_txn`); the caller then calls :meth:`settle_rules` once that has
+        committed."""
         holders, cards = [], []
         joined = self.conn.in_transaction
         with _joined_txn(self.conn):
@@ -554,6 +567,11 @@ class Store:
                 self.conn.executemany(_UPSERT_HOLDERS, holders)
             if cards:
                 self.conn.executemany(_UPSERT_CARDS, cards)
-            self.set_meta("delta_version", str(version))
+            if synced_ms is None:
+                self.set_meta("delta_version", str(version))
+            else:
+                self.conn.execute(
+                    _SET_TWO_METAS, ("delta_version", str(version), "last_sync_ms", str(synced_ms))
+                )
         if not joined:
             self.settle_rules()

@@ -802,9 +802,12 @@ class SyncAgent:
             )
             self._need_catchup = True
             return
-        with write_txn(self.store.conn):  # applied and known current: one commit
-            self.store.apply_changes(delta.version, delta.changes)
-            self._mark_synced()
+        # applied and known current (as _mark_synced records it): one commit, one meta write
+        now = self.clock.now_ms()
+        with write_txn(self.store.conn):
+            unstored = None if now == self._last_sync_stored else now
+            self.store.apply_changes(delta.version, delta.changes, synced_ms=unstored)
+        self.last_sync_ms = self._last_sync_stored = now
         self._delta_version = delta.version  # committed
         self.store.settle_rules()
         self._report_faults(f"delta {delta.version}", faults or [])

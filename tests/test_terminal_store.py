@@ -283,3 +283,17 @@ def test_a_change_that_is_not_a_decoded_record_is_refused_and_nothing_of_its_del
     state = store.card_state("C1")
     assert state is not None and not state.blocked and state.card_status == "active"
     assert store.delta_version == 1
+
+
+def test_a_delta_stores_its_version_and_the_sync_time_in_one_write_or_keeps_the_old_sync_time(
+    store: Store,
+) -> None:
+    store.set_meta("last_sync_ms", "111")
+    card = decode_changes(({"kind": "card", "card_id": "C9", "holder_id": "H1", "status": "active"},))
+    store.apply_changes(2, card, synced_ms=222)
+    assert (store.delta_version, store.get_meta("last_sync_ms")) == (2, "222")
+    store.apply_changes(3, card)  # the sync time stored already (same ms): left as it is
+    assert (store.delta_version, store.get_meta("last_sync_ms")) == (3, "222")
+    with pytest.raises(DomainError), write_txn(store.conn):  # the agent's transaction fails
+        store.apply_changes(4, (*card, object()), synced_ms=333)  # type: ignore[arg-type]
+    assert (store.delta_version, store.get_meta("last_sync_ms")) == (3, "222")
