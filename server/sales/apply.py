@@ -212,6 +212,11 @@ class SaleApplier:
 
     # -- reading ahead --------------------------------------------------------------------
 
+    def know_terminals(self, created_at_ms: dict[str, int]) -> None:
+        """Terminals' creation times the caller read in this transaction (see
+        :meth:`server.sales.sale_facts.FactsBook.know_terminals`)."""
+        self._facts.know_terminals(created_at_ms)
+
     def prefetch(self, sales: Iterable[Sale]) -> None:
         """Read what deciding these sales needs in a few queries, not a few per sale: which
         are stored already (by key or by uuid), their cards' holders with their purses, and
