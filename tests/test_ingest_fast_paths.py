@@ -222,3 +222,25 @@ def test_one_read_of_the_terminals_is_the_reads_it_replaced(conn: sqlite3.Connec
             wanted = bool(subset) and _any_waiting(conn, set(subset))
             assert _waiting(conn, set(subset), known) == wanted
             assert _waiting(conn, set(subset), {}) == wanted
+
+
+def test_the_terminals_waiting_reversals_are_read_by_the_waiting_index(conn: sqlite3.Connection) -> None:
+    """Whether a terminal has a reversal waiting is answered from the partial index of the
+    waiting ones, never by reading every reversal the terminal made (SQLite's planner,
+    without statistics, took the covering ``reversals_sale`` before migration 25)."""
+    import pytest
+
+    from server.infra.db import dialect
+    from server.sales.ingest import _TERMINAL_COLUMNS
+
+    if dialect(conn) != "sqlite":
+        pytest.skip("SQLite's query plan")
+    extra = "".join(f", {c}" for c in _TERMINAL_COLUMNS)
+    asked = [
+        f"SELECT t.id{extra} FROM terminals t WHERE t.id IN (?, ?)",
+        "SELECT 1 FROM reversals WHERE status = 'pending' AND terminal_id IN (?, ?) LIMIT 1",
+        "SELECT * FROM reversals WHERE status = 'pending' AND terminal_id IN (?, ?)",
+    ]
+    for sql in asked:
+        plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, ("T1", "T2")))
+        assert "reversals_waiting (terminal_id=? AND status=?)" in plan, plan
