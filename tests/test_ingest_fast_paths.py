@@ -176,3 +176,71 @@ def test_a_batch_finds_its_stored_keys_and_uuids_in_one_read(conn: sqlite3.Conne
     ]
     assert results[slots[0]].self_fen == 100
     assert conn.execute("SELECT count(*) FROM sales").fetchone()[0] == 4
+
+
+def test_one_read_of_the_terminals_is_the_reads_it_replaced(conn: sqlite3.Connection) -> None:
+    """The ingest reads its terminals once (:func:`revocations_with`): the revocation, the
+    creation time and whether a reversal waits are what :func:`revocations`, the facts' own
+    read and :func:`_any_waiting` give, for every subset of terminals (some unknown)."""
+    from itertools import combinations
+
+    from server.registry import terminals, units
+    from server.sales.ingest import _TERMINAL_COLUMNS, _any_waiting, _waiting
+    from server.sales.sale_facts import FactsBook
+
+    ids = ["T1", "T2", "T3", "T4"]
+    with write_txn(conn):
+        units.add_unit(conn, "U1", "单位一", 30_000)
+        units.add_canteen(conn, "C1", "食堂一", "U1", config={}, now_ms=1_000)
+        for i, t in enumerate(ids):
+            conn.execute(
+                "INSERT INTO terminals(id, canteen_id, secret_hex, created_at_ms) VALUES (?, 'C1', ?, ?)",
+                (t, "00" * 32, 10_000 + i),
+            )
+        terminals.revoke(conn, "T2", 50_000)
+        conn.execute("UPDATE terminals SET state = 'revoked' WHERE id = 'T4'")  # revoked, time unknown
+        for t, seq, status in (("T3", 1, "pending"), ("T1", 1, "applied"), ("T4", 2, "pending")):
+            conn.execute(
+                "INSERT INTO reversals(terminal_id, seq, uuid, sale_seq, sale_uuid, canteen_id, "
+                "operator_card, amount_fen, method, occurred_at_ms, received_at_ms, status, reversal_json) "
+                "VALUES (?, ?, ?, 7, 'u', 'C1', 'K9', 100, 'card', 1, 1, ?, '{}')",
+                (t, seq, f"{t}-{seq}", status),
+            )
+    asked = [*ids, "T-unknown"]
+    rows = terminals.revocations_with(conn, asked, _TERMINAL_COLUMNS)
+    assert {t: r[0] if r else None for t, r in rows.items()} == terminals.revocations(conn, asked)
+    assert rows["T2"][0] == 50_000 and rows["T4"][0] == 0 and rows["T-unknown"] is None
+    apart, told = FactsBook(conn, 90_000), FactsBook(conn, 90_000)
+    apart.prefetch(asked, ())
+    told.know_terminals({t: r[1] for t, r in rows.items() if r})
+    told.prefetch(asked, ())  # reads only the unknown one
+    assert told._terminals == apart._terminals
+    known = {t: bool(r[2]) for t, r in rows.items() if r}
+    assert known == {"T1": False, "T2": False, "T3": True, "T4": True}
+    for n in range(len(asked) + 1):
+        for subset in combinations(asked, n):
+            wanted = bool(subset) and _any_waiting(conn, set(subset))
+            assert _waiting(conn, set(subset), known) == wanted
+            assert _waiting(conn, set(subset), {}) == wanted
+
+
+def test_the_terminals_waiting_reversals_are_read_by_the_waiting_index(conn: sqlite3.Connection) -> None:
+    """Whether a terminal has a reversal waiting is answered from the partial index of the
+    waiting ones, never by reading every reversal the terminal made (SQLite's planner,
+    without statistics, took the covering ``reversals_sale`` before migration 25)."""
+    import pytest
+
+    from server.infra.db import dialect
+    from server.sales.ingest import _TERMINAL_COLUMNS
+
+    if dialect(conn) != "sqlite":
+        pytest.skip("SQLite's query plan")
+    extra = "".join(f", {c}" for c in _TERMINAL_COLUMNS)
+    asked = [
+        f"SELECT t.id{extra} FROM terminals t WHERE t.id IN (?, ?)",
+        "SELECT 1 FROM reversals WHERE status = 'pending' AND terminal_id IN (?, ?) LIMIT 1",
+        "SELECT * FROM reversals WHERE status = 'pending' AND terminal_id IN (?, ?)",
+    ]
+    for sql in asked:
+        plan = " | ".join(r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, ("T1", "T2")))
+        assert "reversals_waiting (terminal_id=? AND status=?)" in plan, plan

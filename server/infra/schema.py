@@ -1018,3 +1018,17 @@ MIGRATIONS.append(
     CREATE INDEX ecny_topups_holder ON ecny_topups(holder_id, created_at_ms);
     """
 )
+
+MIGRATIONS.append(
+    # 25: the reversals waiting for their sale, found by terminal. Each ingest transaction asks
+    # whether its terminals have one (server.sales.ingest), and a waiting reversal is applied
+    # with its sale: ``terminal_id = ? AND status = 'pending'``. The partial index had only
+    # (terminal_id, sale_seq): SQLite, without statistics, read ``reversals_sale`` instead (it
+    # covers status), every reversal the terminal ever made, ~265 µs for four terminals of 300
+    # reversals each; with status among its columns this one covers the question (~30 µs),
+    # and still serves (terminal, sale) lookups.
+    """
+    DROP INDEX reversals_waiting;
+    CREATE INDEX reversals_waiting ON reversals(terminal_id, status, sale_seq) WHERE status = 'pending';
+    """
+)

@@ -26,7 +26,7 @@ import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -192,17 +192,28 @@ def revoked_at(conn: sqlite3.Connection, terminal_id: str) -> int | None:
 
 def revocations(conn: sqlite3.Connection, terminal_ids: Iterable[str]) -> dict[str, int | None]:
     """:func:`revoked_at` of several terminals in one query per 400 (an unknown one: None)."""
+    return {t: row[0] if row else None for t, row in revocations_with(conn, terminal_ids, ()).items()}
+
+
+def revocations_with(
+    conn: sqlite3.Connection, terminal_ids: Iterable[str], columns: Sequence[str]
+) -> dict[str, tuple[Any, ...] | None]:
+    """:func:`revocations`, and in the same query what ``columns`` (trusted SQL over the
+    terminal row ``t``) say of each terminal: (revoked_at, *columns) per terminal, None for
+    an unknown one. The ingest worker reads each transaction's terminals once this way (on
+    PostgreSQL every query is a round trip)."""
     ids = sorted(set(terminal_ids))
-    out: dict[str, int | None] = dict.fromkeys(ids)
+    out: dict[str, tuple[Any, ...] | None] = dict.fromkeys(ids)
+    extra = "".join(f", {c}" for c in columns)
     for chunk in chunks(ids):
         marks = ", ".join("?" * len(chunk))
-        for terminal_id, state, value in conn.execute(
-            "SELECT t.id, t.state, s.value FROM terminals t LEFT JOIN settings s ON s.key = ? || t.id "
-            f"WHERE t.id IN ({marks})",
+        for terminal_id, state, value, *rest in conn.execute(
+            f"SELECT t.id, t.state, s.value{extra} FROM terminals t "
+            f"LEFT JOIN settings s ON s.key = ? || t.id WHERE t.id IN ({marks})",
             (_REVOKED_KEY, *chunk),
         ):
-            if state == "revoked":
-                out[terminal_id] = int(value) if value is not None else 0
+            revoked = (int(value) if value is not None else 0) if state == "revoked" else None
+            out[terminal_id] = (revoked, *rest)
     return out
 
 

@@ -32,6 +32,7 @@ version*, so a terminal that applies "balance at version v" never sees a half-st
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import operator
 import sqlite3
@@ -188,7 +189,6 @@ class SaleApplier:
         self.rejected = 0
         self.quarantined = 0
         self.revoked_refused: list[str] = []  # sale ids a revoked terminal signed after its revocation
-        self.periods = ClosedPeriods.load(conn)
         self._facts = FactsBook(conn, now_ms)
         self._quarantine: list[tuple[Sale, Implausible]] = []
         # the caller commits or rolls back the cache with its transaction
@@ -210,7 +210,19 @@ class SaleApplier:
         self._read_accounts: set[str] = set()  # purses read: they exist (see post_own)
         self._finished = False
 
+    @functools.cached_property
+    def periods(self) -> ClosedPeriods:
+        """What is closed, read when the first card sale is decided (a transaction of
+        statuses alone never asks): this transaction holds the write lock, so it is what
+        holds for every sale it decides."""
+        return ClosedPeriods.load(self.conn)
+
     # -- reading ahead --------------------------------------------------------------------
+
+    def know_terminals(self, created_at_ms: dict[str, int]) -> None:
+        """Terminals' creation times the caller read in this transaction (see
+        :meth:`server.sales.sale_facts.FactsBook.know_terminals`)."""
+        self._facts.know_terminals(created_at_ms)
 
     def prefetch(self, sales: Iterable[Sale]) -> None:
         """Read what deciding these sales needs in a few queries, not a few per sale: which

@@ -41,7 +41,7 @@ from server.infra import db as dbm
 from server.infra.metrics import ServerMetrics
 from server.infra.terminal_keys import CURRENT, NEXT
 from server.registry import rotation
-from server.registry.terminals import SecretBook, record_status, revocations
+from server.registry.terminals import SecretBook, record_status, revocations_with
 from server.registry.updates import record_report
 from server.sales.apply import SaleApplier
 from server.sales.quarantine import suspects, warn_suspects
@@ -502,7 +502,15 @@ class IngestWorker:
         # revocations of the topics' terminals, read once per transaction in one query: this
         # transaction holds the write lock, so no revocation can commit while it runs (a
         # revocation holds from the next transaction on; on PostgreSQL a round trip is a cost)
-        revoked_by_terminal = revocations(self._conn, {o.claimed for o in opened if o.claimed is not None})
+        # — and, in the same query, when each was created (the plausibility check's facts)
+        # and whether a reversal of one of its sales waits (the terminals are locked, and a
+        # reversal is only ever made waiting by an exclusive transaction: this holds to the end)
+        terminal_rows = revocations_with(
+            self._conn, {o.claimed for o in opened if o.claimed is not None}, _TERMINAL_COLUMNS
+        )
+        revoked_by_terminal = {t: row[0] if row else None for t, row in terminal_rows.items()}
+        applier.know_terminals({t: row[1] for t, row in terminal_rows.items() if row})
+        waiting_by_terminal = {t: bool(row[2]) for t, row in terminal_rows.items() if row}
         for o in opened:
             try:
                 if o.env is None:
@@ -546,7 +554,7 @@ class IngestWorker:
                 [(now, r.topic, r.terminal_id, r.code, r.detail[:500]) for r in rejections],
             )
         decided = applier.decided_keys  # a reversal waiting for one of these sales is decided now
-        waiting = bool(decided) and _any_waiting(self._conn, {t for t, _ in decided})
+        waiting = _waiting(self._conn, {t for t, _ in decided}, waiting_by_terminal)
         # from here to the commit: the writes every ingest transaction shares (the canteens'
         # payables, the takings sums, the counters, the delta), one transaction at a time,
         # and the version read under that lock, so the versions commit in order, gapless;
@@ -631,6 +639,24 @@ def _keys_of(conn: sqlite3.Connection, opened: list[Opened]) -> set[str]:
             for r in conn.execute(f"SELECT DISTINCT holder_id FROM cards WHERE card_id IN ({marks})", chunk)
         )
     return keys
+
+
+# what the ingest transaction reads of its terminals besides their revocation: when each was
+# created, and whether a reversal of one of its sales waits for that sale (a partial index
+# holds only the waiting ones, so this costs nothing on the usual path)
+_TERMINAL_COLUMNS = (
+    "t.created_at_ms",
+    "EXISTS (SELECT 1 FROM reversals rv WHERE rv.status = 'pending' AND rv.terminal_id = t.id)",
+)
+
+
+def _waiting(conn: sqlite3.Connection, terminal_ids: set[str], known: dict[str, bool]) -> bool:
+    """Whether any of these terminals has a reversal waiting for its sale: from ``known``
+    (read with the transaction's terminals), asking the database only of the others."""
+    if any(known.get(t) for t in terminal_ids):
+        return True
+    unknown = {t for t in terminal_ids if t not in known}
+    return bool(unknown) and _any_waiting(conn, unknown)
 
 
 def _any_waiting(conn: sqlite3.Connection, terminal_ids: set[str]) -> bool:

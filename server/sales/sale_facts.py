@@ -76,6 +76,12 @@ class FactsBook:
             self._settings = _settings_from(self._history("settings", ""), row)
         return self._settings
 
+    def know_terminals(self, created_at_ms: dict[str, int]) -> None:
+        """Terminals' creation times the caller has read in this transaction (the ingest
+        worker's one read of its terminals): not read again by :meth:`prefetch`."""
+        for terminal_id, since in created_at_ms.items():
+            self._terminals[terminal_id] = int(since)
+
     def prefetch(self, terminal_ids: Iterable[str], canteen_ids: Iterable[str]) -> None:
         """Read these terminals' and canteens' facts in a few queries, not a few each (the
         ingest batch: on PostgreSQL every query is a round trip); the rest is read on use."""
