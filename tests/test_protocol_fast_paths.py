@@ -8,18 +8,20 @@ the readers' checks, :func:`~shared.protocol.codec.only_keys`' early return, and
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from shared import clock
-from shared.protocol import envelope
+from shared.protocol import codec, envelope
 from shared.protocol.codec import ProtocolError, only_keys, parse_json
-from shared.protocol.messages import MAX_SALE_FEN, Item, Meals, item_by_readers
+from shared.protocol.messages import MAX_SALE_FEN, Item, Meals, Sale, item_by_readers
+from tests.test_codec_orjson import json_number_values, json_values, outcome, plain_scalars, stdlib_parse
 from tests.test_decode_fast_path import reference_meals
 
 
@@ -207,3 +209,102 @@ def test_china_day_of_a_day_and_its_edges() -> None:
     assert clock.china_day(midnight) == (2026, midnight, "2026-01-06")
     assert clock.china_day(midnight - 1) == (2026, midnight - 86_400_000, "2026-01-05")
     assert clock.china_day(midnight + 86_399_999) == (2026, midnight, "2026-01-06")
+
+
+def sale_dict_by_fields(sale: Sale) -> dict[str, Any]:
+    """Sale.to_dict as the dataclass's fields define it (the specification)."""
+    d = {name: getattr(sale, name) for name in Sale.__dataclass_fields__}
+    d["items"] = [i.to_dict() for i in sale.items]
+    if sale.pin_approval is None:
+        del d["pin_approval"]
+    return d
+
+
+TEXT_OR_NONE = st.none() | st.text(max_size=3)
+
+
+@given(
+    st.builds(
+        Sale,
+        terminal_id=st.text(max_size=3),
+        seq=st.integers(),
+        uuid=st.text(max_size=3),
+        card_id=TEXT_OR_NONE,
+        canteen_id=st.text(max_size=3),
+        amount_fen=st.integers(),
+        occurred_at_ms=st.integers(),
+        method=st.text(max_size=3),
+        kind=st.text(max_size=3),
+        meal_period=TEXT_OR_NONE,
+        items=st.lists(
+            st.builds(Item, st.text(max_size=3), st.integers(), st.integers(), st.none() | st.integers()),
+            max_size=3,
+        ).map(tuple),
+        offline=st.booleans(),
+        visitor=st.booleans(),
+        subsidy_fen=st.integers(),
+        self_fen=st.integers(),
+        credential=TEXT_OR_NONE,
+        pin_approval=TEXT_OR_NONE,
+    )
+)
+def test_a_sale_to_dict_is_its_fields(sale: Sale) -> None:
+    d = sale.to_dict()
+    assert d == sale_dict_by_fields(sale)
+    assert list(d) == list(sale_dict_by_fields(sale))  # the same order too
+
+
+# --- parse_json's proof from the bytes that no number is a float ---------------------------
+
+NUMBERISH = st.sampled_from(
+    ["x:1e5", "ed25519:1e5", "a,1.5", "[2E3", "-1e", ":-3.0", "1" * 19, "\\u0031e", '"', "\\"]
+)
+number_values = json_number_values | json_values(
+    plain_scalars | NUMBERISH | st.floats(allow_nan=False, allow_infinity=False), odd=False
+)
+
+
+def holds_float(value: Any) -> bool:
+    if type(value) is float:
+        return True
+    if type(value) is dict:
+        return any(holds_float(v) for v in value.values())
+    if type(value) is list:
+        return any(holds_float(v) for v in value)
+    return False
+
+
+@st.composite
+def compact_texts(draw: st.DrawFn) -> bytes:
+    """JSON as the wire carries it (no whitespace), sometimes with a byte changed."""
+    value = draw(number_values)
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=draw(st.booleans()))
+    data = bytearray(text.encode("utf-8", "surrogatepass"))
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(data)))
+        data.insert(at, draw(st.sampled_from(b'[],:.eE-0123456789" ')))
+    return bytes(data)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(compact_texts())
+@example(b'{"a":1.5}')
+@example(b'{"a":[1,-2e3]}')
+@example(b'{"k":"sha256:1e5","n":[10000000000000000000]}')
+def test_no_float_token_proves_what_the_parse_holds(data: bytes) -> None:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    if codec._no_float_token(data):
+        assert not holds_float(value)
+    assert outcome(parse_json, data) == outcome(stdlib_parse, data)
+
+
+def test_no_float_token_sees_each_number_form() -> None:
+    for data in (b"[1.5]", b'{"a":1e5}', b'{"a":-1.0}', b"[1,2.0]", b'{"a":["x",1E2]}', b"[0e0]"):
+        assert not codec._no_float_token(data), data
+    assert not codec._no_float_token(b'{"a": 1}')  # whitespace: the walk decides
+    assert not codec._no_float_token(b"[1234567890123456789]")  # 19 digits
+    for data in (b'{"a":"x:1e5"}', b'{"a":"ed25519:12e4"}', b'{"a":123,"b":[1,-2]}', b"[]"):
+        assert codec._no_float_token(data), data
