@@ -8,20 +8,18 @@ the readers' checks, :func:`~shared.protocol.codec.only_keys`' early return, and
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import clock
-from shared.protocol import codec, envelope
+from shared.protocol import envelope
 from shared.protocol.codec import ProtocolError, only_keys, parse_json
 from shared.protocol.messages import MAX_SALE_FEN, Item, Meals, Sale, item_by_readers
-from tests.test_codec_orjson import json_number_values, json_values, outcome, plain_scalars, stdlib_parse
 from tests.test_decode_fast_path import reference_meals
 
 
@@ -176,6 +174,7 @@ def test_china_day_at_each_edge_after_every_other_edge(monkeypatch: pytest.Monke
             monkeypatch.setattr(clock, "_china_days", {})
             clock.china_day(first)
             assert clock.china_day(then) == clock.china_day_computed(then), (first, then)
+            assert clock.china_minute_of_day(then) == wall_minute(then), (first, then)
 
 
 @given(
@@ -192,6 +191,7 @@ def test_china_day_at_each_edge_after_every_other_edge(monkeypatch: pytest.Monke
 def test_china_day_is_the_computed_day_whatever_was_asked_before(times: list[int]) -> None:
     for ms in times:  # the memo filled by the ones before
         assert clock.china_day(ms) == clock.china_day_computed(ms)
+        assert clock.china_minute_of_day(ms) == wall_minute(ms)
         assert clock.start_of_china_day_ms(ms) == clock.china_day_computed(ms)[1]
 
 
@@ -206,9 +206,19 @@ def test_china_day_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_china_day_of_a_day_and_its_edges() -> None:
     midnight = 1_767_628_800_000  # 2026-01-06 00:00 in Beijing
-    assert clock.china_day(midnight) == (2026, midnight, "2026-01-06")
-    assert clock.china_day(midnight - 1) == (2026, midnight - 86_400_000, "2026-01-05")
-    assert clock.china_day(midnight + 86_399_999) == (2026, midnight, "2026-01-06")
+    eight = 8 * 3_600_000
+    assert clock.china_day(midnight) == (2026, midnight, "2026-01-06", eight)
+    assert clock.china_day(midnight - 1) == (2026, midnight - 86_400_000, "2026-01-05", eight)
+    assert clock.china_day(midnight + 86_399_999) == (2026, midnight, "2026-01-06", eight)
+    assert clock.china_minute_of_day(midnight + 86_399_999) == 1439
+    summer = int(datetime.fromisoformat("1988-07-01T15:30:00+00:00").timestamp() * 1000)
+    assert clock.china_day(summer).utc_offset_ms == 9 * 3_600_000
+    assert clock.china_minute_of_day(summer) == 30  # 00:30 the next day, in summer time
+
+
+def wall_minute(ms: int) -> int:
+    dt = clock.china_datetime(ms)
+    return dt.hour * 60 + dt.minute
 
 
 def sale_dict_by_fields(sale: Sale) -> dict[str, Any]:
@@ -252,59 +262,3 @@ def test_a_sale_to_dict_is_its_fields(sale: Sale) -> None:
     d = sale.to_dict()
     assert d == sale_dict_by_fields(sale)
     assert list(d) == list(sale_dict_by_fields(sale))  # the same order too
-
-
-# --- parse_json's proof from the bytes that no number is a float ---------------------------
-
-NUMBERISH = st.sampled_from(
-    ["x:1e5", "ed25519:1e5", "a,1.5", "[2E3", "-1e", ":-3.0", "1" * 19, "\\u0031e", '"', "\\"]
-)
-number_values = json_number_values | json_values(
-    plain_scalars | NUMBERISH | st.floats(allow_nan=False, allow_infinity=False), odd=False
-)
-
-
-def holds_float(value: Any) -> bool:
-    if type(value) is float:
-        return True
-    if type(value) is dict:
-        return any(holds_float(v) for v in value.values())
-    if type(value) is list:
-        return any(holds_float(v) for v in value)
-    return False
-
-
-@st.composite
-def compact_texts(draw: st.DrawFn) -> bytes:
-    """JSON as the wire carries it (no whitespace), sometimes with a byte changed."""
-    value = draw(number_values)
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=draw(st.booleans()))
-    data = bytearray(text.encode("utf-8", "surrogatepass"))
-    for _ in range(draw(st.integers(0, 2))):
-        at = draw(st.integers(0, len(data)))
-        data.insert(at, draw(st.sampled_from(b'[],:.eE-0123456789" ')))
-    return bytes(data)
-
-
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(compact_texts())
-@example(b'{"a":1.5}')
-@example(b'{"a":[1,-2e3]}')
-@example(b'{"k":"sha256:1e5","n":[10000000000000000000]}')
-def test_no_float_token_proves_what_the_parse_holds(data: bytes) -> None:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return
-    if codec._no_float_token(data):
-        assert not holds_float(value)
-    assert outcome(parse_json, data) == outcome(stdlib_parse, data)
-
-
-def test_no_float_token_sees_each_number_form() -> None:
-    for data in (b"[1.5]", b'{"a":1e5}', b'{"a":-1.0}', b"[1,2.0]", b'{"a":["x",1E2]}', b"[0e0]"):
-        assert not codec._no_float_token(data), data
-    assert not codec._no_float_token(b'{"a": 1}')  # whitespace: the walk decides
-    assert not codec._no_float_token(b"[1234567890123456789]")  # 19 digits
-    for data in (b'{"a":"x:1e5"}', b'{"a":"ed25519:12e4"}', b'{"a":123,"b":[1,-2]}', b"[]"):
-        assert codec._no_float_token(data), data

@@ -174,50 +174,10 @@ def parse_json(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> Any:
         except orjson.JSONDecodeError:
             return _parse_stdlib(data)  # refused, or a lone surrogate or a huge int: see there
         kind = type(value)
-        if kind is float or (
-            (kind is dict or kind is list)
-            and not (data.count(b"{") + data.count(b"[") <= 32 and _no_float_token(data))
-            and _float_or_deep(value, 0)
-        ):
+        if kind is float or ((kind is dict or kind is list) and _float_or_deep(value, 0)):
             return _parse_stdlib(data)
         return value
     return _parse_stdlib(data)
-
-
-# Byte classes for _no_float_token: a digit -> "0", "." "e" "E" -> "e", "[" -> ","; every
-# other byte as it is.
-_NUMBER_BYTES = bytes.maketrans(b"0123456789.eE[", b"0000000000eee,")
-_JSON_SPACE = (b" ", b"\t", b"\n", b"\r")
-
-
-def _no_float_token(data: bytes) -> bool:
-    """True only if no number in ``data`` (JSON that orjson parsed) is a float or an int of
-    19 digits or more (which orjson may turn into one), proved from the bytes; False sends
-    the parsed value to the walk (:func:`_float_or_deep`). Most messages hold no
-    whitespace outside strings and no float; their walk was half of parsing them.
-
-    A float's integer part ends in a digit just before its "." or exponent, and starts
-    after an optional "-" just after ",", "[", a key's ":" (just after the key's closing
-    quote) or the start — whitespace aside: any whitespace, and the bytes are left to the
-    walk. A digit run before "." or "e" inside a string (a hex id, "ed25519:1e...") is
-    preceded by anything else, mostly; when not, the walk decides."""
-    if any(space in data for space in _JSON_SPACE):
-        return False
-    classes = data.translate(_NUMBER_BYTES)
-    if b"0000000000000000000" in classes:  # 19 digits in a row
-        return False
-    at = classes.find(b"0e")
-    while at >= 0:
-        start = at
-        while start and classes[start - 1] == 48:  # back over the digit run ("0")
-            start -= 1
-        if start and classes[start - 1] == 45:  # "-"
-            start -= 1
-        before = classes[start - 1] if start else 44
-        if before == 44 or (before == 58 and (start < 2 or classes[start - 2] == 34)):
-            return False  # after "," or "[", or a key's ":": the integer part of a number
-        at = classes.find(b"0e", at + 2)
-    return True
 
 
 def _sized(data: bytes | str, max_bytes: int) -> bytes:
