@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 CHINA_TZ = ZoneInfo("Asia/Shanghai")
@@ -79,5 +79,57 @@ def ms_from_china(text: str) -> int:
 
 def start_of_china_day_ms(ms: int) -> int:
     """Midnight (Asia/Shanghai) of the day that contains ``ms``."""
-    midnight = china_datetime(ms).replace(hour=0, minute=0, second=0, microsecond=0)
-    return int(midnight.timestamp() * 1000)
+    return china_day(ms).start_ms
+
+
+class ChinaDay(NamedTuple):
+    """The Asia/Shanghai day that contains an instant, and the offset there."""
+
+    year: int
+    start_ms: int  # its midnight, in epoch milliseconds
+    iso_date: str  # "2026-01-06"
+    utc_offset_ms: int  # of the instant: +8 h (+9 h in the summers of 1986-1991)
+
+
+def china_day(ms: int) -> ChinaDay:
+    """The :class:`ChinaDay` of ``ms``, computed once per UTC hour (:func:`china_day_computed`
+    is the definition). Since 1970 Asia/Shanghai's offsets (+8, and +9 in the summers of
+    1986-1991) are whole hours and change on a whole hour, so one UTC hour lies in one
+    China day at one offset; earlier instants (LMT +8:05:43 before 1901) and non-int
+    times are computed as they are. A terminal asks for every sale it decides, the server
+    for every sale it books, nearly all in the same hour."""
+    if type(ms) is not int or ms < 0:
+        return china_day_computed(ms)
+    hour = ms // _HOUR_MS
+    day = _china_days.get(hour)
+    if day is None:
+        day = china_day_computed(ms)
+        if len(_china_days) >= _CHINA_DAYS_MAX:  # a long simulated span: start again
+            _china_days.clear()
+        _china_days[hour] = day
+    return day
+
+
+def china_day_computed(ms: int) -> ChinaDay:
+    """:func:`china_day` of ``ms``, computed."""
+    dt = china_datetime(ms)
+    midnight = dt.replace(hour=0, minute=0, second=0, microsecond=0)
+    offset = dt.utcoffset()
+    assert offset is not None  # an aware datetime
+    return ChinaDay(dt.year, int(midnight.timestamp() * 1000), dt.date().isoformat(), offset // _MS)
+
+
+def china_minute_of_day(ms: int) -> int:
+    """``dt.hour * 60 + dt.minute`` of ``china_datetime(ms)`` (Beijing wall clock), without
+    building the datetime: the wall clock is UTC plus the offset :func:`china_day` gives
+    (memoised per UTC hour since 1970, computed for the instant before)."""
+    if type(ms) is not int:
+        dt = china_datetime(ms)
+        return dt.hour * 60 + dt.minute
+    return (ms + china_day(ms).utc_offset_ms) // 60_000 % 1440
+
+
+_MS = timedelta(milliseconds=1)
+_HOUR_MS = 3_600_000
+_CHINA_DAYS_MAX = 65_536  # hours: 7 years
+_china_days: dict[int, ChinaDay] = {}

@@ -32,11 +32,11 @@ from shared.protocol.messages import (
     Balance,
     CardChange,
     HolderChange,
-    Item,
     Meals,
     Sale,
     SaleResult,
     decode_change,
+    item_by_readers,
     sale_by_readers,
 )
 
@@ -202,7 +202,7 @@ def reference_sale(d: Any) -> Sale:
     """Sale.from_dict as the readers alone decide it (the specification)."""
     d = obj(d, "sale")
     only_keys(d, frozenset(Sale.__dataclass_fields__), "sale")
-    items = tuple(Item.from_dict(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
+    items = tuple(item_by_readers(i) for i in req_list(d, "items", max_len=MAX_ITEMS_PER_SALE))
     sale = sale_by_readers(d, items)
     sale.validate()
     return sale

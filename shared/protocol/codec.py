@@ -309,6 +309,8 @@ def req_list(d: dict[str, Any], key: str, *, max_len: int) -> list[Any]:
 
 
 def only_keys(d: dict[str, Any], allowed: frozenset[str], name: str) -> None:
+    if allowed.issuperset(d):  # the common case, without building the set of extras
+        return
     extra = set(d) - allowed
     if extra:
         raise ProtocolError("bad_field", f"{name}: unknown field(s) {sorted(extra)}")
