@@ -50,7 +50,7 @@ from datetime import date
 from typing import Any
 
 from hardware.display import Display, MemoryDisplay, Screen
-from shared.clock import Clock, china_datetime, start_of_china_day_ms
+from shared.clock import Clock, china_datetime, china_day
 from shared.errors import message
 from shared.money import format_fen
 from shared.protocol import Sale
@@ -272,9 +272,9 @@ class Terminal:
         meals = 0
         period = canteen.period_at(now) if request.kind == "meal" else None
         if card is not None and period is not None:
-            day = china_datetime(now).date().isoformat()
+            day = china_day(now)
             meals = self.store.meals_taken(
-                card.holder_id, self.config.canteen_id, period.name, day, start_of_china_day_ms(now)
+                card.holder_id, self.config.canteen_id, period.name, day.iso_date, day.start_ms
             )
         return authorize(request, card, canteen, limits, link, now, meals), card, link, now
 

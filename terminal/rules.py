@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.barcode import BarcodeError, normalize
-from shared.clock import china_datetime
+from shared.clock import china_minute_of_day
 from shared.risk_limits import HOUR_MS, MINUTE_MS, RiskLimits
 
 __all__ = ["HOUR_MS", "MINUTE_MS", "CanteenRules", "MealPeriod", "Operator", "RiskLimits", "ShopItem"]
@@ -180,8 +180,7 @@ class CanteenRules:
         )
 
     def period_at(self, now_ms: int) -> MealPeriod | None:
-        dt = china_datetime(now_ms)
-        minute = dt.hour * 60 + dt.minute
+        minute = china_minute_of_day(now_ms)
         for p in self.meals:
             if p.contains(minute):
                 return p

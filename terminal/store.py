@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 from sqlite_utils import Database
 
-from shared.clock import china_datetime
+from shared.clock import china_day
 from shared.errors import DomainError
 from shared.ids import uuid7_hex
 from shared.private_files import ensure_private_sqlite
@@ -249,7 +249,7 @@ class Store:
         ).fetchone()
         if row is None:
             return None
-        year = row["subsidy_year"] if now_ms is None else china_datetime(now_ms).year
+        year = row["subsidy_year"] if now_ms is None else china_day(now_ms).year
         subsidy, expired = subsidy_for_year(
             row["subsidy_fen"],
             row["subsidy_year"],

@@ -12,12 +12,11 @@ any time on the 10th or earlier, early allocations included. Pure functions only
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from shared.clock import CHINA_TZ, china_datetime, start_of_china_day_ms
+from shared.clock import CHINA_TZ, china_datetime, china_day
 from shared.errors import DomainError
 
 _QUARTER_RE = re.compile(r"^(?P<year>\d{4})Q(?P<q>[1-4])$")
@@ -95,41 +94,19 @@ def year_cutoff_ms(year: int) -> int:
 
 
 def year_of_ms(at_ms: int) -> int:
-    return _china_hour(at_ms)[0]
+    return china_day(at_ms).year
 
 
 def china_day_of_ms(at_ms: int) -> tuple[int, str]:
-    """The Beijing day holding an instant: its midnight (ms) and its date, ``YYYY-MM-DD``."""
-    _, start, day = _china_hour(at_ms)
-    return start, day
-
-
-_HOUR_MS = 3_600_000
-
-
-def _china_hour(at_ms: int) -> tuple[int, int, str]:
-    """(year, midnight ms, date) of an instant in Beijing, computed once per UTC hour: the
-    ingest worker asks for every sale, and a batch's sales are nearly all of one hour. Since
-    1970 Asia/Shanghai's offsets (+8, and +9 in the summers of 1986-1991) are whole hours,
-    so a UTC hour lies in one Beijing day; earlier instants are computed as they are."""
-    if at_ms < 0:
-        return _china_local(at_ms)
-    return _china_local_hour(at_ms // _HOUR_MS)
-
-
-@functools.lru_cache(maxsize=4096)
-def _china_local_hour(hour: int) -> tuple[int, int, str]:
-    return _china_local(hour * _HOUR_MS)
-
-
-def _china_local(at_ms: int) -> tuple[int, int, str]:
-    dt = china_datetime(at_ms)
-    return dt.year, start_of_china_day_ms(at_ms), dt.date().isoformat()
+    """The Beijing day holding an instant: its midnight (ms) and its date, ``YYYY-MM-DD``
+    (:func:`shared.clock.china_day`: once per UTC hour, as the ingest asks for every sale)."""
+    day = china_day(at_ms)
+    return day.start_ms, day.iso_date
 
 
 def day_of_ms(at_ms: int) -> str:
     """The Beijing calendar date of an instant, ``YYYY-MM-DD``."""
-    return china_datetime(at_ms).date().isoformat()
+    return china_day(at_ms).iso_date
 
 
 def day_number_sql(ms_expr: str) -> str:
