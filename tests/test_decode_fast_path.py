@@ -114,6 +114,14 @@ ODD = st.sampled_from(
 DELETE = object()
 
 
+def edit(target: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``target[key]`` to ``value``, or remove the key when ``value`` is DELETE."""
+    if value is DELETE:
+        target.pop(key, None)
+    else:
+        target[key] = value
+
+
 def good_holder() -> dict[str, Any]:
     return {
         "kind": "holder",
@@ -167,10 +175,7 @@ def test_a_holder_change_decodes_as_the_readers_decide(edits: list[tuple[str, An
             target, key = c["meals"], field[len("meals.") :]
         elif field.startswith("meals."):
             continue
-        if value is DELETE:
-            target.pop(key, None)
-        else:
-            target[key] = value
+        edit(target, key, value)
     assert verdict(decode_change, c) == verdict(reference_holder, c)
 
 
@@ -191,10 +196,7 @@ def reference_card(c: dict[str, Any]) -> CardChange:
 def test_a_card_change_decodes_as_the_readers_decide(edits: list[tuple[str, Any]]) -> None:
     c: dict[str, Any] = {"kind": "card", "card_id": "K1", "holder_id": "H1", "status": "active"}
     for field, value in edits:
-        if value is DELETE:
-            c.pop(field, None)
-        else:
-            c[field] = value
+        edit(c, field, value)
     assert verdict(decode_change, c) == verdict(reference_card, c)
 
 
@@ -228,10 +230,7 @@ def test_every_field_at_every_odd_value_decodes_as_the_readers_decide() -> None:
         for field in [*Sale.__dataclass_fields__, "extra"]:
             for value in [*SALE_VALUES, DELETE]:
                 d = good_sale(shop)
-                if value is DELETE:
-                    d.pop(field, None)
-                else:
-                    d[field] = value
+                edit(d, field, value)
                 assert verdict(Sale.from_dict, d) == verdict(reference_sale, d), (field, value)
 
 
@@ -273,10 +272,7 @@ SALE_ODD = ODD | st.sampled_from(
 def test_a_sale_decodes_as_the_readers_decide(edits: list[tuple[str, Any]], shop: bool) -> None:
     d = good_sale(shop)
     for field, value in edits:
-        if value is DELETE:
-            d.pop(field, None)
-        else:
-            d[field] = value
+        edit(d, field, value)
     assert verdict(Sale.from_dict, d) == verdict(reference_sale, d)
 
 
@@ -365,10 +361,7 @@ def _edit_result(edits: list[tuple[str, Any]]) -> dict[str, Any]:
             target, key = d.get("balance"), field.split(".", 1)[1]
             if not isinstance(target, dict):
                 continue
-        if value is DELETE:
-            target.pop(key, None)
-        else:
-            target[key] = value
+        edit(target, key, value)
     return d
 
 

@@ -20,7 +20,7 @@ from shared import clock
 from shared.protocol import envelope
 from shared.protocol.codec import ProtocolError, only_keys, parse_json
 from shared.protocol.messages import MAX_SALE_FEN, Item, Meals, Sale, item_by_readers
-from tests.test_decode_fast_path import reference_meals
+from tests.test_decode_fast_path import DELETE, edit, reference_meals
 
 
 def verdict(decode: Any, *args: Any) -> Any:
@@ -30,7 +30,6 @@ def verdict(decode: Any, *args: Any) -> Any:
         return (exc.code, exc.detail)
 
 
-DELETE = object()
 ODD_VALUES = [
         None, True, False, 0, 1, -1, 2, 1000, 1001, MAX_SALE_FEN, MAX_SALE_FEN + 1, 2**53, 2**53 + 1,
         "", "x", "a\x00", "T-1_a", "T.1", "t" * 32, "t" * 33, "s" * 64, "s" * 65, "m" * 200, "m" * 201,
@@ -63,10 +62,7 @@ def parsed_by_readers(data: bytes) -> Any:
 def test_an_envelope_parses_as_the_readers_decide(edits: list[tuple[str, Any]]) -> None:
     d = dict(GOOD_ENVELOPE)
     for key, value in edits:
-        if value is DELETE:
-            d.pop(key, None)
-        else:
-            d[key] = value
+        edit(d, key, value)
     data = orjson.dumps(d)
     assert verdict(envelope._parse, data) == verdict(parsed_by_readers, data)
 
@@ -75,10 +71,7 @@ def test_every_envelope_field_at_every_odd_value_parses_as_the_readers_decide() 
     for key in [*GOOD_ENVELOPE, "extra"]:
         for value in [*ODD_VALUES, DELETE]:
             d = dict(GOOD_ENVELOPE)
-            if value is DELETE:
-                d.pop(key, None)
-            else:
-                d[key] = value
+            edit(d, key, value)
             data = orjson.dumps(d)
             assert verdict(envelope._parse, data) == verdict(parsed_by_readers, data), (key, value)
     for data in (b"[]", b"1", b'"x"', b"null", b"{}"):  # not an object at all
@@ -97,10 +90,7 @@ GOOD_ITEM: dict[str, Any] = {"sku": "water", "qty": 2, "unit_price_fen": 200, "r
 def test_an_item_decodes_as_the_readers_decide(edits: list[tuple[str, Any]]) -> None:
     d = dict(GOOD_ITEM)
     for key, value in edits:
-        if value is DELETE:
-            d.pop(key, None)
-        else:
-            d[key] = value
+        edit(d, key, value)
     assert verdict(Item.from_dict, d) == verdict(item_by_readers, d)
 
 
@@ -108,10 +98,7 @@ def test_every_item_field_at_every_odd_value_decodes_as_the_readers_decide() -> 
     for key in [*GOOD_ITEM, "extra"]:
         for value in [*ODD_VALUES, DELETE]:
             d = dict(GOOD_ITEM)
-            if value is DELETE:
-                d.pop(key, None)
-            else:
-                d[key] = value
+            edit(d, key, value)
             assert verdict(Item.from_dict, d) == verdict(item_by_readers, d), (key, value)
 
 
