@@ -8,6 +8,7 @@ day in seconds and tests can stand still. Times are integer milliseconds since t
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import datetime, timedelta
@@ -100,14 +101,7 @@ def china_day(ms: int) -> ChinaDay:
     for every sale it books, nearly all in the same hour."""
     if type(ms) is not int or ms < 0:
         return china_day_computed(ms)
-    hour = ms // _HOUR_MS
-    day = _china_days.get(hour)
-    if day is None:
-        day = china_day_computed(ms)
-        if len(_china_days) >= _CHINA_DAYS_MAX:  # a long simulated span: start again
-            _china_days.clear()
-        _china_days[hour] = day
-    return day
+    return _china_day_of_hour(ms // _HOUR_MS)
 
 
 def china_day_computed(ms: int) -> ChinaDay:
@@ -131,5 +125,8 @@ def china_minute_of_day(ms: int) -> int:
 
 _MS = timedelta(milliseconds=1)
 _HOUR_MS = 3_600_000
-_CHINA_DAYS_MAX = 65_536  # hours: 7 years
-_china_days: dict[int, ChinaDay] = {}
+
+
+@functools.lru_cache(maxsize=65_536)  # hours: 7 years
+def _china_day_of_hour(hour: int) -> ChinaDay:
+    return china_day_computed(hour * _HOUR_MS)

@@ -106,9 +106,11 @@ def test_a_config_parse_is_json_loads(values: list[dict]) -> None:
 
 
 def test_the_config_parse_cache_stays_bounded() -> None:
-    for i in range(sale_facts._PARSED_MAX * 2 + 5):
+    maxsize = sale_facts._parsed.cache_info().maxsize
+    assert maxsize is not None
+    for i in range(maxsize * 2 + 5):
         assert sale_facts._as_dict(json.dumps({"meals": i})) == {"meals": i}
-    assert len(sale_facts._PARSED) <= sale_facts._PARSED_MAX
+    assert sale_facts._parsed.cache_info().currsize <= maxsize
 
 
 def test_a_batchs_configs_and_settings_read_together_are_those_read_apart(conn: sqlite3.Connection) -> None:

@@ -155,10 +155,10 @@ DST_EDGES = [
 ]
 
 
-def test_china_day_at_each_edge_after_every_other_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_china_day_at_each_edge_after_every_other_edge() -> None:
     for first in DST_EDGES:
         for then in DST_EDGES:
-            monkeypatch.setattr(clock, "_china_days", {})
+            clock._china_day_of_hour.cache_clear()
             clock.china_day(first)
             assert clock.china_day(then) == clock.china_day_computed(then), (first, then)
             assert clock.china_minute_of_day(then) == wall_minute(then), (first, then)
@@ -182,13 +182,13 @@ def test_china_day_is_the_computed_day_whatever_was_asked_before(times: list[int
         assert clock.start_of_china_day_ms(ms) == clock.china_day_computed(ms)[1]
 
 
-def test_china_day_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clock, "_CHINA_DAYS_MAX", 3)
-    monkeypatch.setattr(clock, "_china_days", {})
+def test_china_day_memo_is_bounded() -> None:
+    memo = clock._china_day_of_hour
+    memo.cache_clear()
     for hour in range(10):
         ms = 1_767_628_800_000 + hour * 3_600_000
         assert clock.china_day(ms) == clock.china_day_computed(ms)
-        assert len(clock._china_days) <= 3
+    assert memo.cache_info().currsize == 10 and memo.cache_info().maxsize == 65_536
 
 
 def test_china_day_of_a_day_and_its_edges() -> None:

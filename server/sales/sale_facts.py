@@ -10,6 +10,7 @@ of a thousand sales from one canteen reads its history once.
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -169,25 +170,18 @@ def _with_current(history: _History, current: dict[str, Any] | None) -> _History
     return history
 
 
+def _as_dict(text: str | None) -> dict[str, Any]:
+    return _parsed(text) if text else {}
+
+
 # config text → its parsed dict, shared by every transaction's book: the ingest worker reads
 # the same few configs in every transaction (thousands a minute), and a config is stored
 # text, so its parse cannot go stale; a changed config is another text. The dicts are only
 # read (never changed) by the plausibility check and the reversals.
-_PARSED: dict[str, dict[str, Any]] = {}
-_PARSED_MAX = 1024  # distinct config texts kept; beyond, the cache starts again
-
-
-def _as_dict(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    hit = _PARSED.get(text)
-    if hit is None:
-        value = json.loads(text)
-        hit = value if isinstance(value, dict) else {}
-        if len(_PARSED) >= _PARSED_MAX:
-            _PARSED.clear()
-        _PARSED[text] = hit
-    return hit
+@functools.lru_cache(maxsize=1024)
+def _parsed(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
 
 
 def config_at(book: FactsBook, canteen_id: str, at_ms: int) -> tuple[dict[str, Any], RiskLimits]:

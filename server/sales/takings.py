@@ -59,11 +59,10 @@ class Grain:
     def key_sql(self, column: str) -> str:
         return self.key_template.format(t=column)
 
+    @functools.lru_cache(maxsize=512)  # noqa: B019 — the grains are module constants
     def upsert(self, rows: int) -> str:
-        """Add ``rows`` rows of sums (distinct keys) to the grain, in one statement."""
-        return _upsert_sql(self, rows)
-
-    def _upsert_text(self, rows: int) -> str:
+        """Add ``rows`` rows of sums (distinct keys) to the grain, in one statement (the
+        text built once per grain and row count: every ingest transaction asks)."""
         cols = ", ".join(SUMS)
         added = ", ".join(f"{c} = {self.table}.{c} + excluded.{c}" for c in SUMS)
         values = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * rows)
@@ -81,12 +80,6 @@ class Grain:
             "sum(amount_fen) AS amount_fen, sum(subsidy_fen) AS subsidy_fen, sum(self_fen) AS self_fen "
             f"FROM sales WHERE status = 'applied' GROUP BY {key}, canteen_id, method"
         )
-
-
-@functools.lru_cache(maxsize=512)
-def _upsert_sql(grain: Grain, rows: int) -> str:
-    """:meth:`Grain.upsert`, built once per grain and row count (every ingest transaction)."""
-    return grain._upsert_text(rows)
 
 
 SLOTS = Grain("sale_slots", "slot_ms", f"({{t}} - {{t}} % {SLOT_MS})")
