@@ -262,6 +262,15 @@ def test_invalid_rules_are_refused_and_nothing_changes(
     assert canteens.get(units, canteen)["config_json"] == before
 
 
+@pytest.mark.parametrize("area", [float("nan"), float("inf"), -1.0, True, "200"])
+def test_a_dining_area_that_is_not_a_finite_number_is_refused(units, canteen: str, clock, area) -> None:  # noqa: ANN001
+    before = canteens.get(units, canteen)["dining_area_m2"]
+    with pytest.raises(DomainError) as err, write_txn(units):
+        canteens.update(units, canteen, clock.now_ms(), dining_area_m2=area)
+    assert err.value.code == "invalid_input" and "dining_area_m2" in err.value.detail
+    assert canteens.get(units, canteen)["dining_area_m2"] == before
+
+
 def test_rule_changes_merge_and_reach_terminals(units, canteen: str, clock) -> None:  # noqa: ANN001
     v = current_version(units)
     with write_txn(units):

@@ -14,6 +14,7 @@ named operator is run by its host unit, whose name is then used.
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from typing import Any
@@ -82,8 +83,8 @@ def _check_details(changes: dict[str, Any]) -> dict[str, Any]:
                 raise DomainError("invalid_input", f"{key} must be a whole number ≥ 0")
             out[key] = value
         elif key == "dining_area_m2":
-            if value is not None and (
-                not isinstance(value, int | float) or isinstance(value, bool) or value < 0
+            if value is not None and (  # an area, not money: a finite number (JSON allows NaN)
+                not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value < math.inf
             ):
                 raise DomainError("invalid_input", "dining_area_m2 must be a number ≥ 0")
             out[key] = None if value is None else float(value)
