@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.bench_server import QUARTER, _city
+from bench.cpu_meter import CpuMeter, cores
 from bench.run import Context, Result
 from server.app import create_app
 from server.closing.check import all_violations
@@ -340,12 +341,16 @@ def scale_ingest_pg_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> l
         creds = _prepare(conn, clock.now_ms())
         load = _Load(ctx.broker.url)
         rates: dict[int, list[float]] = {1: [], 2: []}
+        cpu: dict[int, list[dict[str, float]]] = {1: [], 2: []}
         r = 0
         for _ in range(rounds):
             for workers in (1, 2):
                 procs = _server_processes(work, url, ctx.broker.url, ctx.broker.kind, workers)
                 try:
-                    rates[workers].append(load.round(_messages(creds, n, clock.now_ms(), r)))
+                    messages = _messages(creds, n, clock.now_ms(), r)
+                    meter = _round_meter(procs, server, ctx).start()
+                    rates[workers].append(load.round(messages))
+                    cpu[workers].append(meter.per_item_ms(n))
                 finally:
                     _stop_processes(procs)
                 r += 1
@@ -365,8 +370,46 @@ def scale_ingest_pg_2workers(ctx: Context, n: int = 4_000, rounds: int = 3) -> l
             split=split,
             broker=ctx.broker.kind,
             processes="canteen-server run",
+            **_cpu_facts(cpu, rates),
         )
     ]
+
+
+def _round_meter(procs: list[subprocess.Popen[str]], server: PostgresServer, ctx: Context) -> CpuMeter:
+    """The CPU of one round by part: the server processes, PostgreSQL (the postmaster and
+    its backends), the broker (none when embedded: then it is in the load generator) and
+    this process (the publishers and the acknowledgement listener)."""
+    return CpuMeter(
+        {
+            "workers": ([p.pid for p in procs], False),
+            "postgres": ([server.pid()], True),
+            "broker": ([getattr(ctx.broker, "pid", None)], False),
+            "load_generator": ([os.getpid()], False),
+        }
+    )
+
+
+def _cpu_facts(cpu: dict[int, list[dict[str, float]]], rates: dict[int, list[float]]) -> dict[str, Any]:
+    """CPU ms per sale by part (medians of the rounds) and what the cores allow: with every
+    part costing what it cost with two workers, ``cores / CPU per sale`` sales per second at
+    most, so the ratio over one worker cannot exceed that over the one-worker rate; and the
+    share of the cores the one-worker rounds kept busy (near 1.0, a second worker has no
+    core left to run on)."""
+    medians = {
+        w: {part: round(statistics.median(r[part] for r in rounds), 3) for part in rounds[0]}
+        for w, rounds in cpu.items()
+    }
+    ceiling = cores() * 1000 / medians[2]["all"]
+    one = statistics.median(rates[1])
+    return {
+        "cpu_ms_per_sale_1_worker": medians[1],
+        "cpu_ms_per_sale_2_workers": medians[2],
+        "cores": cores(),
+        "cpu_ceiling_sales_per_s": round(ceiling),
+        "cpu_ceiling_ratio": round(ceiling / one, 2),
+        # how much of the cores the one-worker rounds already kept busy (1.0: all of them)
+        "cpu_busy_share_1_worker": round(one * medians[1]["all"] / 1000 / cores(), 2),
+    }
 
 
 def _all_applied_once(conn, url: str, expected: int) -> None:  # noqa: ANN001
@@ -472,9 +515,12 @@ def _fleet_phase(
     holders: list[str],
     interval_s: float,
     duration_s: float,
+    parts: dict[str, tuple[list[int | None], bool]],
 ) -> dict:
     """The fleet sells for ``duration_s`` (one sale per terminal every ``interval_s``) from
-    FLEET_PROCESSES processes; their outcome together."""
+    FLEET_PROCESSES processes; their outcome together, with the CPU each part spent per
+    acknowledged sale (``parts``: the server processes, the database, the broker; the fleet
+    processes report their own)."""
     start_at = time.time() + 4.0  # every process connected by then
     procs = []
     for p in range(FLEET_PROCESSES):
@@ -499,6 +545,7 @@ def _fleet_phase(
         proc.stdin.write(json.dumps(job))  # type: ignore[union-attr]
         proc.stdin.close()  # type: ignore[union-attr]
         procs.append(proc)
+    meter = CpuMeter(parts).start()
     outs = []
     for proc in procs:
         out = proc.stdout.read()  # type: ignore[union-attr]
@@ -510,6 +557,9 @@ def _fleet_phase(
         seqs.update(o["seqs"])
     sold, acked = sum(o["sold"] for o in outs), len(latencies)
     span = max(o["last_ack"] for o in outs) - min(o["first_tap"] for o in outs)
+    cpu = meter.per_item_ms(max(acked, 1))
+    cpu["fleet"] = round(1000 * sum(o["cpu_s"] for o in outs) / max(acked, 1), 3)
+    cpu["all"] = round(cpu["all"] + cpu["fleet"], 3)
     return {
         "sold": sold,
         "acked": acked,
@@ -518,6 +568,8 @@ def _fleet_phase(
         "p50_ms": _percentile(latencies, 0.50),
         "p99_ms": _percentile(latencies, 0.99),
         "max_ms": latencies[-1] if latencies else 0.0,
+        "cpu_ms_per_sale": cpu,
+        "cpu_ceiling_sales_per_s": round(cores() * 1000 / cpu["all"]) if cpu["all"] else 0,
     }
 
 
@@ -526,7 +578,13 @@ def _percentile(xs: list[float], q: float) -> float:
 
 
 def _fleet_run(  # noqa: ANN001
-    broker, database: str | None, peak_interval_s: float, peak_s: float, burst: int, workers: int = 1
+    broker,
+    database: str | None,
+    peak_interval_s: float,
+    peak_s: float,
+    burst: int,
+    workers: int = 1,
+    database_pid: int | None = None,
 ) -> dict:
     """One deployment (a broker, a database; one ``canteen-server run`` process): the fleet
     provisioned untimed, a lunch peak, then a burst (each terminal's outbox of ``burst``
@@ -551,10 +609,17 @@ def _fleet_run(  # noqa: ANN001
         procs = _server_processes(home, target, broker.url, broker.kind, workers)
         seqs: dict[str, int] = {}
         cards = [f"K{h:06d}" for h in range(HOLDERS)]
+        parts = {
+            "server": ([p.pid for p in procs], False),
+            "postgres": ([database_pid], True),
+            "broker": ([broker.pid], False),
+        }
         try:
-            peak = _fleet_phase(broker.url, creds, seqs, cards[: HOLDERS // 2], peak_interval_s, peak_s)
+            peak = _fleet_phase(
+                broker.url, creds, seqs, cards[: HOLDERS // 2], peak_interval_s, peak_s, parts
+            )
             # ~burst sales per terminal, published as fast as the fleet can sign them
-            flood = _fleet_phase(broker.url, creds, seqs, cards[HOLDERS // 2 :], 0.05, burst * 0.05)
+            flood = _fleet_phase(broker.url, creds, seqs, cards[HOLDERS // 2 :], 0.05, burst * 0.05, parts)
         finally:
             _stop_processes(procs)
         applied = conn.execute("SELECT count(*) FROM sales WHERE status = 'applied'").fetchone()[0]
@@ -592,7 +657,14 @@ def scale_fleet_1000(
         admin = pg.connect(pg_server.url, pooled=False)
         admin.execute("CREATE DATABASE canteen_fleet")
         admin.close()
-        cluster = _fleet_run(nats, pg_server.url_for("canteen_fleet"), peak_interval_s, peak_s, burst)
+        cluster = _fleet_run(
+            nats,
+            pg_server.url_for("canteen_fleet"),
+            peak_interval_s,
+            peak_s,
+            burst,
+            database_pid=pg_server.pid(),
+        )
         city = _fleet_run(mosquitto, None, peak_interval_s, peak_s, burst)
     finally:
         mosquitto.stop()

@@ -121,6 +121,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             "refused_count": len(refused),
             "latencies_ms": [round(x, 1) for x in latencies],
             "seqs": seqs,
+            "cpu_s": time.process_time(),  # this process's whole CPU: connect, sign, send, listen
         }
 
 
