@@ -47,11 +47,14 @@ def record_delta(conn: sqlite3.Connection, changes: list[dict[str, Any]], at_ms:
     # (compact, UTF-8 as is: the triggers on deltas match '"kind":"canteen"'), ~8× faster
     for chunk in _chunks([orjson.dumps(c) for c in changes]):
         # the next number, never a sequence's (which a rolled-back transaction would skip): the
-        # write lock held by the caller's transaction makes the versions gapless
+        # write lock held by the caller's transaction makes the versions gapless. A VALUES row
+        # with the number as a scalar subquery, not INSERT ... SELECT FROM deltas: SQLite runs
+        # an insert that selects from its own table through a temporary copy of the row (the
+        # whole changes text, ~1 KB a sale batch)
         version = int(
             conn.execute(
                 "INSERT INTO deltas(version, at_ms, changes_json) "
-                "SELECT coalesce(max(version), 0) + 1, ?, ? FROM deltas RETURNING version",
+                "VALUES ((SELECT coalesce(max(version), 0) + 1 FROM deltas), ?, ?) RETURNING version",
                 (at_ms, chunk),
             ).fetchone()[0]
         )

@@ -98,28 +98,37 @@ class FactsBook:
 
     def _read_configs(self, canteen_ids: list[str], *, with_settings: bool) -> None:
         """These canteens' configs and histories, and (``with_settings``) the city-wide
-        settings' in the same two queries: two round trips per ingest transaction, not four."""
+        settings' in the same query: one round trip per ingest transaction, not four. A
+        current config's row has no kind (NULL); a history row has its kind and time, the
+        history in (kind, canteen, time, version) order."""
         marks = ", ".join("?" * len(canteen_ids))
-        now_parts = [f"SELECT id, unit_id, config_json FROM canteens WHERE id IN ({marks})"]
         then_parts = [f"(kind = 'canteen' AND canteen_id IN ({marks}))"]
         if with_settings:  # its row has no canteen id (canteens' ids are never NULL)
-            now_parts.append(f"SELECT NULL, NULL, value FROM settings WHERE key = '{_SETTINGS_KEY}'")
             then_parts.append("(kind = 'settings' AND canteen_id = '')")
+        # the history first: its typed columns type the NULLs of the rest (PostgreSQL)
+        parts = [
+            "SELECT kind, canteen_id, NULL, at_ms, version, config_json FROM config_history "
+            f"WHERE {' OR '.join(then_parts)}",
+            f"SELECT NULL, id, unit_id, NULL, NULL, config_json FROM canteens WHERE id IN ({marks})",
+        ]
+        if with_settings:
+            parts.append(
+                f"SELECT NULL, NULL, NULL, NULL, NULL, value FROM settings WHERE key = '{_SETTINGS_KEY}'"
+            )
         current: dict[str, dict[str, Any]] = {}
         settings_row = None
-        for r in self.conn.execute(" UNION ALL ".join(now_parts), canteen_ids):
-            if r[0] is None:
-                settings_row = (r[2],)
-            else:
-                current[r[0]] = {**_as_dict(r[2]), "unit_id": r[1]}
         rows: dict[str, list[Any]] = {c: [] for c in canteen_ids}
         settings_rows: list[Any] = []
-        for kind, canteen_id, at_ms, config_json in self.conn.execute(
-            "SELECT kind, canteen_id, at_ms, config_json FROM config_history "
-            f"WHERE {' OR '.join(then_parts)} ORDER BY kind, canteen_id, at_ms, version",
-            canteen_ids,
+        for kind, canteen_id, unit_id, at_ms, _version, config_json in self.conn.execute(
+            " UNION ALL ".join(parts) + " ORDER BY 1, 2, 4, 5", [*canteen_ids, *canteen_ids]
         ):
-            (settings_rows if kind == "settings" else rows[canteen_id]).append((at_ms, config_json))
+            if kind is None:
+                if canteen_id is None:
+                    settings_row = (config_json,)
+                else:
+                    current[canteen_id] = {**_as_dict(config_json), "unit_id": unit_id}
+            else:
+                (settings_rows if kind == "settings" else rows[canteen_id]).append((at_ms, config_json))
         for c in canteen_ids:
             self._canteens[c] = _with_current(_as_history(rows[c]), current.get(c))
         if with_settings:
