@@ -85,27 +85,26 @@ _CARD_STATE_AND_FLOOR = _CARD_STATE.format(extra=f", {_LATEST_SALE} AS latest, {
 
 
 def _card_from_row(row: sqlite3.Row, now_ms: int | None) -> CardState:
-    """A :data:`_CARD_STATE` row as the card's state for a sale at ``now_ms``."""
-    year = row["subsidy_year"] if now_ms is None else china_day(now_ms).year
+    """A :data:`_CARD_STATE` row as the card's state for a sale at ``now_ms``. Its columns
+    by position: a ``sqlite3.Row`` looks a name up by comparing it with every column's."""
+    card_id, status, holder_id, unit_id, subsidy_fen, self_fen, blocked, version = row[:8]
+    subsidy_year, next_subsidy_fen, expired_subsidy_fen, fen, n = row[8:13]
+    year = subsidy_year if now_ms is None else china_day(now_ms).year
     subsidy, expired = subsidy_for_year(
-        row["subsidy_fen"],
-        row["subsidy_year"],
-        row["next_subsidy_fen"] or 0,
-        year,
-        row["expired_subsidy_fen"] or 0,
+        subsidy_fen, subsidy_year, next_subsidy_fen or 0, year, expired_subsidy_fen or 0
     )
     return CardState(
-        card_id=row["card_id"],
-        card_status=row["status"],
-        holder_id=row["holder_id"],
-        unit_id=row["unit_id"],
+        card_id=card_id,
+        card_status=status,
+        holder_id=holder_id,
+        unit_id=unit_id,
         subsidy_fen=subsidy,
         expired_subsidy_fen=expired,
-        self_fen=row["self_fen"],
-        blocked=bool(row["blocked"]),
-        version=row["version"],
-        unconfirmed_fen=int(row["fen"]),
-        unconfirmed_count=int(row["n"]),
+        self_fen=self_fen,
+        blocked=bool(blocked),
+        version=version,
+        unconfirmed_fen=int(fen),
+        unconfirmed_count=int(n),
     )
 
 
@@ -298,7 +297,7 @@ class Store:
         row = self.conn.execute(_CARD_STATE_AND_FLOOR, {"card": card_id}).fetchone()
         if row is None:
             return None, self.journal_floor_and_unsent()
-        return _card_from_row(row, now_ms), (row["latest"], int(row["unsent"]))
+        return _card_from_row(row, now_ms), (row[13], int(row[14]))  # latest, unsent
 
     def canteen_config(self, canteen_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(
