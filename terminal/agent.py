@@ -223,10 +223,12 @@ class Terminal:
         self._rules = epoch, source, parsed
         return parsed
 
-    def link_state(self, now_ms: int) -> LinkState:
+    def link_state(self, now_ms: int, floor_and_unsent: tuple[int | None, int] | None = None) -> LinkState:
+        """The link as a sale at ``now_ms`` sees it. ``floor_and_unsent``:
+        :meth:`Store.journal_floor_and_unsent`, when the caller read it already."""
         online = self.sync.in_sync
         last_sync = self.sync.last_sync_ms
-        latest, unsent = self.store.journal_floor_and_unsent()
+        latest, unsent = floor_and_unsent or self.store.journal_floor_and_unsent()
         floor = max(latest or 0, last_sync or 0) or None
         return LinkState(
             online=online,
@@ -267,8 +269,12 @@ class Terminal:
         canteen, canteen_limits = rules or self.rules()
         limits = limits or canteen_limits
         now = self.sale_time(canteen_limits) if now_ms is None else now_ms
-        link = self.link_state(now)
-        card = self.store.card_state(request.card_id, now) if request.card_id else None
+        card: CardState | None = None
+        if request.card_id:  # the card and the journal's floor in one read
+            card, floor_and_unsent = self.store.card_state_and_floor(request.card_id, now)
+            link = self.link_state(now, floor_and_unsent)
+        else:
+            link = self.link_state(now)
         meals = 0
         period = canteen.period_at(now) if request.kind == "meal" else None
         if card is not None and period is not None:

@@ -11,8 +11,10 @@ at the first unannounced one), so the server never applies a sale the diner was 
 about. A sale journaled but not announced when the power went — the diner heard nothing —
 is announced at the next start ("断电前最后一笔交易已成功"), before anything is sent: every
 journaled sale is announced exactly once or more, never zero times. The announced mark is
-written without an fsync (``synchronous=NORMAL``): losing it in a power cut only means
-announcing that sale again after the restart, never a lost or an unannounced sale.
+written without an fsync (``synchronous=NORMAL``, on a second connection kept at that level:
+:meth:`Store.relaxed_write`): losing it in a power cut only means announcing that sale again
+after the restart, never a lost or an unannounced sale. In WAL mode the next durable commit
+(on any connection) fsyncs the log, relaxed frames before it included.
 """
 
 from __future__ import annotations
@@ -61,6 +63,50 @@ _SET_META = "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDA
 _SET_TWO_METAS = (
     "INSERT INTO meta(key, value) VALUES (?, ?), (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
 )
+
+# the card as cached, with its holder's purses and unconfirmed spending (Store.card_state);
+# ``extra``: more columns read in the same statement (Store.card_state_and_floor)
+_CARD_STATE = f"""
+SELECT c.card_id, c.status, h.holder_id, h.unit_id, h.subsidy_fen, h.self_fen,
+       h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen,
+       h.expired_subsidy_fen, p.fen, p.n{{extra}}
+FROM cards c JOIN holders h ON h.holder_id = c.holder_id,
+     (SELECT coalesce(sum(amount_fen), 0) AS fen, count(*) AS n
+      FROM journal INDEXED BY journal_holder_pending
+      WHERE holder_id = (SELECT holder_id FROM cards WHERE card_id = :card)
+        AND status = 'pending' AND NOT {_REVERSED}) p
+WHERE c.card_id = :card
+"""
+# the latest sale time in the journal and the unsent sales (Store.journal_floor_and_unsent)
+_LATEST_SALE, _UNSENT = "(SELECT max(occurred_at_ms) FROM journal)", "(SELECT count(*) FROM outbox)"
+_FLOOR_AND_UNSENT = f"SELECT {_LATEST_SALE}, {_UNSENT}"
+_CARD_STATE_ONLY = _CARD_STATE.format(extra="")
+_CARD_STATE_AND_FLOOR = _CARD_STATE.format(extra=f", {_LATEST_SALE} AS latest, {_UNSENT} AS unsent")
+
+
+def _card_from_row(row: sqlite3.Row, now_ms: int | None) -> CardState:
+    """A :data:`_CARD_STATE` row as the card's state for a sale at ``now_ms``. Its columns
+    by position: a ``sqlite3.Row`` looks a name up by comparing it with every column's."""
+    card_id, status, holder_id, unit_id, subsidy_fen, self_fen, blocked, version = row[:8]
+    subsidy_year, next_subsidy_fen, expired_subsidy_fen, fen, n = row[8:13]
+    year = subsidy_year if now_ms is None else china_day(now_ms).year
+    subsidy, expired = subsidy_for_year(
+        subsidy_fen, subsidy_year, next_subsidy_fen or 0, year, expired_subsidy_fen or 0
+    )
+    return CardState(
+        card_id=card_id,
+        card_status=status,
+        holder_id=holder_id,
+        unit_id=unit_id,
+        subsidy_fen=subsidy,
+        expired_subsidy_fen=expired,
+        self_fen=self_fen,
+        blocked=bool(blocked),
+        version=version,
+        unconfirmed_fen=int(fen),
+        unconfirmed_count=int(n),
+    )
+
 
 _UPSERT_HOLDERS = """
 INSERT INTO holders(holder_id, unit_id, subsidy_fen, self_fen, blocked, version,
@@ -158,12 +204,8 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         ensure_private_sqlite(self.path)  # cards, keys and sales: the owner's alone
-        uri = self.path.startswith("file:")  # a URI opens as one (simulator.vopr.disk: in memory)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30, uri=uri)
+        conn = self._connect("FULL")
         conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=30000")
         self.conn = conn
         self.db = Database(conn, execute_plugins=False)
         self._rules_mark = _RULES_MARKS.setdefault(self.path, _RulesMark())
@@ -171,8 +213,26 @@ class Store:
         # lock while checking (sqlite-utils' own transactions nest as savepoints)
         with write_txn(conn):
             MIGRATIONS.apply(self.db)
+        # relaxed writes (relaxed_txn): the same database on a connection kept at
+        # synchronous=NORMAL for good — SQLite fixes the safety level per connection, and
+        # switching this one to NORMAL and back cost two statements per relaxed write. Opened
+        # here, not at the first relaxed write: threads sharing a store would race to open it.
+        # A private in-memory database (``:memory:``) has no second connection and nothing
+        # to fsync: its relaxed writes go through ``conn``.
+        private = self.path in ("", ":memory:")
+        self._relaxed = conn if private else self._connect("NORMAL")
+
+    def _connect(self, synchronous: str) -> sqlite3.Connection:
+        uri = self.path.startswith("file:")  # a URI opens as one (simulator.vopr.disk: in memory)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30, uri=uri)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
 
     def close(self) -> None:
+        if self._relaxed is not self.conn:
+            self._relaxed.close()  # between relaxed writes it holds no transaction
         self.conn.close()
 
     @contextlib.contextmanager
@@ -180,17 +240,14 @@ class Store:
         """A write transaction without fsync: survives a crash of the process, may be lost
         in a power cut. Only for records whose loss is harmless (see module doc); every
         other write runs in a durable :func:`~terminal.txn.write_txn`. Inside a caller's
-        transaction it joins that one (SQLite fixes the safety level per transaction)."""
+        transaction it joins that one (durable then: SQLite fixes the safety level per
+        connection); otherwise it runs on the relaxed connection (see ``__init__``)."""
         if self.conn.in_transaction:
             with write_txn(self.conn) as conn:
                 yield conn
             return
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with write_txn(self.conn) as conn:
-                yield conn
-        finally:
-            self.conn.execute("PRAGMA synchronous=FULL")
+        with write_txn(self._relaxed) as conn:
+            yield conn
 
     def relaxed_write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """One statement written as :meth:`relaxed_txn` writes, without the BEGIN and COMMIT
@@ -198,11 +255,7 @@ class Store:
         if self.conn.in_transaction:
             self.conn.execute(sql, params)  # part of the caller's transaction
             return
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        try:
-            self.conn.execute(sql, params)
-        finally:
-            self.conn.execute("PRAGMA synchronous=FULL")
+        self._relaxed.execute(sql, params)
 
     # --- meta --------------------------------------------------------------------------
 
@@ -219,9 +272,9 @@ class Store:
         if len(statements) == 1:
             self.relaxed_write(*statements[0])
             return
-        with self.relaxed_txn():
+        with self.relaxed_txn() as conn:
             for sql, params in statements:
-                self.conn.execute(sql, params)
+                conn.execute(sql, params)
 
     @property
     def delta_version(self) -> int:
@@ -233,43 +286,18 @@ class Store:
         """The card as cached; its subsidy is what a sale at ``now_ms`` may spend (the
         subsidy of that year: 年末清零), the rest of the subsidy counted as expired.
         Without ``now_ms``, as of the year the server last spoke of."""
-        row = self.conn.execute(  # a reversed sale is no longer spending (terminal.reversals)
-            f"""
-            SELECT c.card_id, c.status, h.holder_id, h.unit_id, h.subsidy_fen, h.self_fen,
-                   h.blocked, h.version, h.subsidy_year, h.next_subsidy_fen,
-                   h.expired_subsidy_fen, p.fen, p.n
-            FROM cards c JOIN holders h ON h.holder_id = c.holder_id,
-                 (SELECT coalesce(sum(amount_fen), 0) AS fen, count(*) AS n
-                  FROM journal INDEXED BY journal_holder_pending
-                  WHERE holder_id = (SELECT holder_id FROM cards WHERE card_id = :card)
-                    AND status = 'pending' AND NOT {_REVERSED}) p
-            WHERE c.card_id = :card
-            """,
-            {"card": card_id},
-        ).fetchone()
+        row = self.conn.execute(_CARD_STATE_ONLY, {"card": card_id}).fetchone()
+        return None if row is None else _card_from_row(row, now_ms)
+
+    def card_state_and_floor(
+        self, card_id: str, now_ms: int
+    ) -> tuple[CardState | None, tuple[int | None, int]]:
+        """:meth:`card_state` and :meth:`journal_floor_and_unsent` (every tap asks both), in
+        one read when the card is known; an unknown card takes the second read."""
+        row = self.conn.execute(_CARD_STATE_AND_FLOOR, {"card": card_id}).fetchone()
         if row is None:
-            return None
-        year = row["subsidy_year"] if now_ms is None else china_day(now_ms).year
-        subsidy, expired = subsidy_for_year(
-            row["subsidy_fen"],
-            row["subsidy_year"],
-            row["next_subsidy_fen"] or 0,
-            year,
-            row["expired_subsidy_fen"] or 0,
-        )
-        return CardState(
-            card_id=row["card_id"],
-            card_status=row["status"],
-            holder_id=row["holder_id"],
-            unit_id=row["unit_id"],
-            subsidy_fen=subsidy,
-            expired_subsidy_fen=expired,
-            self_fen=row["self_fen"],
-            blocked=bool(row["blocked"]),
-            version=row["version"],
-            unconfirmed_fen=int(row["fen"]),
-            unconfirmed_count=int(row["n"]),
-        )
+            return None, self.journal_floor_and_unsent()
+        return _card_from_row(row, now_ms), (row[13], int(row[14]))  # latest, unsent
 
     def canteen_config(self, canteen_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(
@@ -319,9 +347,7 @@ class Store:
     def journal_floor_and_unsent(self) -> tuple[int | None, int]:
         """The latest sale time in the journal (the clock must not be set before it) and
         :meth:`pending_count`, in one read: every tap asks both."""
-        latest, unsent = self.conn.execute(
-            "SELECT (SELECT max(occurred_at_ms) FROM journal), (SELECT count(*) FROM outbox)"
-        ).fetchone()
+        latest, unsent = self.conn.execute(_FLOOR_AND_UNSENT).fetchone()
         return latest, int(unsent)
 
     # --- the journal ---------------------------------------------------------------------
