@@ -6,12 +6,12 @@ signature, and returns an :class:`Envelope` whose ``body`` the message classes d
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from shared.ids import uuid4_hex
 from shared.protocol.codec import (
     INT_MAX,
     MAX_MESSAGE_BYTES,
@@ -90,17 +90,25 @@ class Envelope:
     schema_version: int = SCHEMA_VERSION
 
     def unsigned(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "type": self.type,
-            "sender": self.sender,
-            "msg_id": self.msg_id,
-            "sent_at_ms": self.sent_at_ms,
-            "body": self.body,
-        }
+        return _unsigned(self.type, self.sender, self.msg_id, self.sent_at_ms, self.body, self.schema_version)
 
 
-def _seal(env: Envelope, sign: Callable[[bytes], str]) -> bytes:
+def _unsigned(
+    type_: str, sender: str, msg_id: str, sent_at_ms: int, body: dict[str, Any], version: int = SCHEMA_VERSION
+) -> dict[str, Any]:
+    """:meth:`Envelope.unsigned` of the envelope of these fields: the seals build this dict
+    without the frozen record (whose construction cost more than the dict)."""
+    return {
+        "schema_version": version,
+        "type": type_,
+        "sender": sender,
+        "msg_id": msg_id,
+        "sent_at_ms": sent_at_ms,
+        "body": body,
+    }
+
+
+def _seal(unsigned: dict[str, Any], sign: Callable[[bytes], str]) -> bytes:
     """Canonical bytes of the signed envelope: those of ``{**unsigned, "sig": sig}``.
 
     In canonical (sorted-key) form ``"sig"`` falls just before ``"type"``, the envelope's
@@ -108,7 +116,7 @@ def _seal(env: Envelope, sign: Callable[[bytes], str]) -> bytes:
     there instead of encoding the whole envelope a second time (the server signs an ack
     per message on its hot path). ``tests/test_protocol.py``'s golden fixtures pin the bytes.
     """
-    return _signed(canonical_json(env.unsigned()), sign)
+    return _signed(canonical_json(unsigned), sign)
 
 
 def _signed(data: bytes, sign: Callable[[bytes], str]) -> bytes:
@@ -129,8 +137,8 @@ def seal_hmac(
     msg_id: str | None = None,
 ) -> bytes:
     """Wire bytes of an HMAC-signed envelope (terminal → server, and acks back)."""
-    env = Envelope(type_, sender, msg_id or uuid.uuid4().hex, sent_at_ms, body)
-    return _seal(env, lambda data: hmac_sign(secret, data))
+    unsigned = _unsigned(type_, sender, msg_id or uuid4_hex(), sent_at_ms, body)
+    return _seal(unsigned, lambda data: hmac_sign(secret, data))
 
 
 def seal_hmac_body_json(
@@ -148,8 +156,7 @@ def seal_hmac_body_json(
 
     ``"body"`` is the first key of the canonical envelope, so the envelope with an empty
     body starts ``{"body":{},``; its ``{}`` is replaced by ``body_json``."""
-    env = Envelope(type_, sender, msg_id or uuid.uuid4().hex, sent_at_ms, {})
-    empty = canonical_json(env.unsigned())
+    empty = canonical_json(_unsigned(type_, sender, msg_id or uuid4_hex(), sent_at_ms, {}))
     assert empty.startswith(_EMPTY_BODY)
     data = b"".join((b'{"body":', body_json, empty[len(_EMPTY_BODY) - 1 :]))
     return _signed(data, lambda d: hmac_sign(secret, d))
@@ -168,8 +175,7 @@ def seal_server(
     type_: str, body: dict[str, Any], key: ServerKey, sent_at_ms: int, msg_id: str | None = None
 ) -> bytes:
     """Wire bytes of an Ed25519-signed server broadcast (deltas, snapshots, presence)."""
-    env = Envelope(type_, SERVER_SENDER, msg_id or uuid.uuid4().hex, sent_at_ms, body)
-    data = _seal(env, key.sign)
+    data = _seal(_unsigned(type_, SERVER_SENDER, msg_id or uuid4_hex(), sent_at_ms, body), key.sign)
     _remember_broadcast(key.public_bytes, data)
     return data
 

@@ -10,7 +10,6 @@ the public key.
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 
 from cryptography.exceptions import InvalidSignature
@@ -20,8 +19,16 @@ HMAC_PREFIX = "hmac-sha256:"
 ED25519_PREFIX = "ed25519:"
 
 
+def hmac_sha256_hex(secret: bytes, data: bytes) -> str:
+    """HMAC-SHA256 of ``data`` under ``secret``, as 64 hex digits: the bytes of
+    ``hmac.new(secret, data, hashlib.sha256).hexdigest()``, computed by the one-shot
+    ``hmac.digest`` (OpenSSL's HMAC either way: measured no faster on 3.11, one helper for
+    both HMAC users; tests/test_protocol_fast_hmac_ids.py pins it to ``hmac.new``)."""
+    return hmac.digest(secret, data, "sha256").hex()
+
+
 def hmac_sign(secret: bytes, data: bytes) -> str:
-    return HMAC_PREFIX + hmac.new(secret, data, hashlib.sha256).hexdigest()
+    return HMAC_PREFIX + hmac_sha256_hex(secret, data)
 
 
 def terminal_request_bytes(
@@ -100,4 +107,4 @@ def broker_password(secret: bytes) -> str:
     """A terminal's MQTT password, derived from its secret: the terminal needs no second
     credential in its configuration, and the server can rewrite the broker's password file
     from its own table at any time. (Anyone holding the secret is that terminal anyway.)"""
-    return hmac.new(secret, b"canteen/v1 mqtt password", hashlib.sha256).hexdigest()
+    return hmac_sha256_hex(secret, b"canteen/v1 mqtt password")
