@@ -1,6 +1,13 @@
 """The terminal's sync agent: outbox up, acks and deltas down, heartbeats, snapshots.
 
 One thread owns all sync work; the MQTT link's callbacks only put messages on its queue.
+This module is the agent itself — the thread, the link's state, the inbound messages told
+apart and handled, the status and the will; its parts are modules of their own: the link,
+transport and own topics (:mod:`terminal.sync_link`), the outboxes going up and
+their acks (:mod:`terminal.sync_upstream`), deltas and catch-up (:mod:`terminal.sync_downstream`),
+the clock offset (:mod:`terminal.sync_clock`), the server's presence
+(:mod:`terminal.sync_presence`), the last error and last sync kept on disk
+(:mod:`terminal.sync_record`) and the counters (:mod:`terminal.sync_stats`).
 
 * **Upstream.** Outbox rows go up in signed batches (``batch_size`` sales, up to ``window``
   batches in flight). A row leaves the outbox only when the server's signed ack for it
@@ -76,9 +83,7 @@ from dataclasses import replace
 from shared.clock import Clock
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import (
-    DELTA_PAGE_SIZE,
     Ack,
-    Delta,
     Envelope,
     ProtocolError,
     ReversalAck,
@@ -94,15 +99,17 @@ from shared.protocol import (
 from shared.protocol.backup_mark import BackupMark
 from shared.protocol.delta_open import open_delta
 from shared.protocol.rekey import Rekey, key_id, open_key
-from shared.sqlite_txn import write_txn
-from terminal import journal_keep, reversals
+from terminal import journal_keep
 from terminal.config import TerminalConfig
 from terminal.credentials import Keyring
 from terminal.health import disk_and_journal
 from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
 from terminal.sync_clock import ServerClock, machine_boot_id
+from terminal.sync_downstream import Downstream
 from terminal.sync_link import Link, OwnTopics, Transport
+from terminal.sync_presence import ServerPresence
+from terminal.sync_record import SyncRecord
 from terminal.sync_stats import SyncStats
 from terminal.sync_upstream import Upstream
 
@@ -146,30 +153,38 @@ class SyncAgent:
         )
         self._need_rekey_check = False
         self.rotations = 0  # keys installed by this process
-        # the last error, for the status: (stable code, when) — kept across restarts
-        saved_error = json.loads(self.store.get_meta("last_error") or "null")
-        self.last_error: tuple[str, int] | None = (saved_error[0], saved_error[1]) if saved_error else None
+        # the last error and the last sync, kept across restarts
+        self.record = SyncRecord(self.store, lambda: self.clock.now_ms())
         self._broker_refusals = 0
-        self._error_saved_ms = 0
         # the network thread appends, the sync thread pops (both atomic on a deque): a
         # queue.Queue's lock and condition cost more than the messages' own handling here
         self._inbox: collections.deque[tuple[str, object]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._last_heartbeat = 0.0
-        # the cache's delta version: this agent alone applies deltas (Store.apply_changes),
-        # so it knows the stored value once its transaction committed — not read back at
-        # every delta and every status
-        self._delta_version = self.store.delta_version
-        self._need_catchup = self._delta_version == 0
-        self._version_seen = self._delta_version  # read by the will (network thread)
+        self.stats = SyncStats()
+        self.downstream = Downstream(
+            config,
+            self.store,
+            self.http,
+            self.stats,
+            self.record,
+            lambda: self.clock.now_ms(),
+            lambda: self.clock.now_ms() + (self.clock_offset_ms or 0),
+            self._mono,
+            self._status_due,
+        )
+        self._version_seen = self.downstream.version  # read by the will (network thread)
         self._on_link_change = on_link_change or (lambda online: None)
         self._sale_clock = sale_clock or clock.now_ms  # the clock sales are dated by
         self._reported_in_sync: bool | None = None
-        self._next_catchup = 0.0
-        self._server_heard: float | None = None  # monotonic time of the last "online" presence
-        # the newest presence accepted: (boot, seq, sent_at_ms), to refuse replays of older ones
-        self._presence_last: tuple[str, int, int] | None = None
+        self.presence = ServerPresence(
+            config,
+            self.record,
+            lambda: self.clock.now_ms() + (self.clock_offset_ms or 0),
+            self._mono,
+            lambda: self.in_sync,
+        )
         self.instance = secrets.token_hex(8)  # this process (see "One identity, one process")
         self._own_status_seen = False
         self.identity_conflict: str | None = None  # the other instance's id, once seen
@@ -177,15 +192,11 @@ class SyncAgent:
         # signed updates (terminal.updater sets these): an offer came; an ack answers a report
         self.on_update_offer: Callable[[UpdateOffer], None] | None = None
         self.on_report_ack: Callable[[str, str | None], bool] | None = None
-        self.stats = SyncStats()
         self.online = False
         # offline since the last time this terminal knew it was offline, or since now
         self.offline_since_ms: int | None = (
             _int_or_none(self.store.get_meta("offline_since_ms")) or clock.now_ms()
         )
-        self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
-        self._last_sync_stored = self.last_sync_ms  # what the database holds
-        self.sync_fault: str | None = self.store.get_meta("sync_fault")
         self.server_clock = ServerClock(
             config,
             self.store,
@@ -245,7 +256,15 @@ class SyncAgent:
                 alternates=alternates,
             )
         self.upstream = Upstream(
-            config, self.store, self.keys, self.link, own, self.stats, lambda: self.clock.now_ms(), self._mono
+            config,
+            self.store,
+            self.keys,
+            self.link,
+            own,
+            self.stats,
+            self.record,
+            lambda: self.clock.now_ms(),
+            self._mono,
         )
         self._thread = threading.Thread(target=self._run, name=f"sync-{config.terminal_id}", daemon=True)
 
@@ -280,26 +299,46 @@ class SyncAgent:
     def in_sync(self) -> bool:
         """The link is up, the server present and answering, and the cache caught up with
         its deltas: the terminal may use its online limits (see the module doc)."""
-        return self.online and not self._need_catchup and self.server_present and not self.ack_overdue
+        return (
+            self.online and not self.downstream.need_catchup and self.server_present and not self.ack_overdue
+        )
 
     def assume(self, in_sync: bool) -> None:
         """For a terminal run with no network (tests, benchmarks): take the link as up, the
         server present and the cache current — or the link as down."""
-        self.online, self._need_catchup = in_sync, not in_sync
-        self._server_heard = self._mono() + 1e9 if in_sync else None  # present until told otherwise
+        self.online, self.downstream.need_catchup = in_sync, not in_sync
+        self.presence.heard = self._mono() + 1e9 if in_sync else None  # present until told otherwise
         self.upstream.awaiting_since = None
 
     @property
     def server_present(self) -> bool:
         """The server's "online" presence was heard within ``server_silence_s``."""
-        heard = self._server_heard
-        return heard is not None and self._mono() - heard <= self.config.server_silence_s
+        return self.presence.present
 
     @property
     def ack_overdue(self) -> bool:
         """A batch has waited longer than ``ack_timeout_s`` with no ack from the server."""
         waiting = self.upstream.awaiting_since
         return waiting is not None and self._mono() - waiting > self.config.ack_timeout_s
+
+    @property
+    def last_error(self) -> tuple[str, int] | None:
+        """The last error, for the status: (stable code, when)."""
+        return self.record.last_error
+
+    @property
+    def last_sync_ms(self) -> int | None:
+        """The last moment the cache was known current (see the module doc)."""
+        return self.record.last_sync_ms
+
+    @last_sync_ms.setter
+    def last_sync_ms(self, ms: int | None) -> None:
+        self.record.last_sync_ms = ms
+
+    @property
+    def sync_fault(self) -> str | None:
+        """The code of downstream changes skipped as unreadable, until a snapshot reads cleanly."""
+        return self.downstream.sync_fault
 
     @property
     def clock_offset_ms(self) -> int | None:
@@ -330,9 +369,9 @@ class SyncAgent:
         if self.online:
             if self._mono() >= self.server_clock.next_probe:
                 self.server_clock.probe()
-            if self._need_catchup and self._mono() >= self._next_catchup:
+            if self.downstream.need_catchup and self._mono() >= self.downstream.next_catchup:
                 self._catch_up()
-            if self._need_rekey_check and not self._need_catchup:
+            if self._need_rekey_check and not self.downstream.need_catchup:
                 self._ask_rekey()
             self.upstream.expire()
             self._send_outbox()
@@ -347,7 +386,7 @@ class SyncAgent:
         refusals = getattr(self.link, "refusals", 0)  # the simulator's link has none
         if refusals > self._broker_refusals:
             self._broker_refusals = refusals
-            self._note_error("broker_refused")
+            self.record.note_error("broker_refused")
 
     def _drain_inbox(self) -> None:
         inbox = self._inbox
@@ -362,20 +401,20 @@ class SyncAgent:
     def _on_link(self, up: bool) -> None:
         if up:
             self.online = True
-            self._server_heard = None  # only a presence heard on this connection counts
+            self.presence.heard = None  # only a presence heard on this connection counts
             self.upstream.awaiting_since = None
             self.upstream.resend_all()  # anything in flight on the old connection may be lost
             self._last_heartbeat = 0.0
             self.server_clock.next_probe = 0.0
             # deltas published while we were away are not all retained: ask the server
             # what we missed before trusting the cache again
-            self._need_catchup = True
-            self._next_catchup = 0.0
+            self.downstream.need_catchup = True
+            self.downstream.next_catchup = 0.0
             self._need_rekey_check = True  # a key offered while we were away
             log.info("%s: online", self.config.terminal_id)
         else:
             if self.in_sync:
-                self._mark_synced()  # the cache was current until this moment
+                self.record.mark_synced()  # the cache was current until this moment
             self.online = False
             self.upstream.awaiting_since = None
             log.warning("%s: OFFLINE — serving from cache within the offline limits", self.config.terminal_id)
@@ -407,10 +446,10 @@ class SyncAgent:
         own = self._topics
         try:
             if topic == topics.DELTA:
-                self._on_delta(*open_delta(payload, self._verifier))
+                self.downstream.on_delta(*open_delta(payload, self._verifier))
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
-                self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
+                self.presence.on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
             elif topic == own.backup:
                 env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
                 self._on_backup_mark(BackupMark.from_body(env.body))
@@ -436,7 +475,7 @@ class SyncAgent:
                 if env.type == "reversal_ack":
                     rack = ReversalAck.from_body(env.body, faults)
                     self._measure_clock(env.sent_at_ms, rack.in_reply_to)
-                    self._on_reversal_ack(rack)
+                    self.upstream.on_reversal_ack(rack)
                     return
                 ack = Ack.from_body(env.body, faults)
                 self._measure_clock(env.sent_at_ms, ack.in_reply_to)
@@ -479,7 +518,7 @@ class SyncAgent:
             new = open_key(self.keys.current, self.config.terminal_id, rekey)
         except ProtocolError as exc:
             if rekey.for_key_id != key_id(self.keys.previous or b""):
-                self._note_error(exc.code)
+                self.record.note_error(exc.code)
                 log.warning("%s: key offer refused: %s", self.config.terminal_id, exc)
             return
         self.keys.install(new)
@@ -503,68 +542,6 @@ class SyncAgent:
             return
         if offer is not None:
             self._on_rekey(offer)
-
-    def _note_error(self, code: str) -> None:
-        """Remember the last error for the status; kept on disk for the next start when it
-        is a new one, or a minute after the last write (an SD card is not written each
-        second while the server stays unreachable)."""
-        before, now = self.last_error, self.clock.now_ms()
-        self.last_error = (code, now)
-        if before is None or before[0] != code or now - self._error_saved_ms >= 60_000:
-            self._error_saved_ms = now
-            self.store.set_metas({"last_error": json.dumps(list(self.last_error))})
-
-    def _report_faults(self, where: str, faults: list[ProtocolError]) -> None:
-        """Downstream changes this terminal could not read were skipped: it keeps selling on
-        its last good state for those records, logs them, and reports the code in its
-        status (``sync_fault``) until a snapshot reads cleanly."""
-        if not faults:
-            return
-        self.stats.skipped_changes += len(faults)
-        self.sync_fault = faults[0].code
-        self.store.set_metas({"sync_fault": self.sync_fault})
-        self._note_error(self.sync_fault)
-        log.error(
-            "%s: %s: %d change(s) unreadable, skipped (selling on the last good state): %s",
-            self.config.terminal_id,
-            where,
-            len(faults),
-            "; ".join(str(f) for f in faults[:3]),
-        )
-        self._last_heartbeat = 0.0  # report it in the next status
-
-    def _on_presence(self, presence: ServerStatus, sent_at_ms: int) -> None:
-        if presence.state == "online":
-            age_ms = self.clock.now_ms() + (self.clock_offset_ms or 0) - sent_at_ms
-            last = self._presence_last
-            if age_ms > self.config.server_silence_s * 1000:
-                log.warning(
-                    "%s: ignored a server presence %d s old (replayed or delayed)",
-                    self.config.terminal_id,
-                    age_ms // 1000,
-                )
-                return
-            if last is not None and (
-                (presence.boot == last[0] and presence.seq < last[1])
-                or (presence.boot != last[0] and sent_at_ms < last[2])
-            ):
-                log.warning(
-                    "%s: ignored a server presence older than one already seen (replayed)",
-                    self.config.terminal_id,
-                )
-                return
-            if self.in_sync:
-                self._mark_synced()  # the server was there, and we held its latest delta
-            self._presence_last = (presence.boot, presence.seq, sent_at_ms)
-            # present from the moment it was sent, not from its arrival: a copy of the same
-            # message arriving later extends nothing
-            heard = self._mono() - max(age_ms, 0) / 1000
-            self._server_heard = max(heard, self._server_heard or heard)
-        else:
-            if self.in_sync:
-                self._mark_synced()
-            self._server_heard = None
-            log.warning("%s: the server went offline", self.config.terminal_id)
 
     def _on_backup_mark(self, mark: BackupMark) -> None:
         """The server's backup mark: prune the journal up to it; after a restore, send again
@@ -610,132 +587,16 @@ class SyncAgent:
         if ack.in_reply_to not in self.upstream.inflight and self.on_report_ack is not None:
             if self.on_report_ack(ack.in_reply_to, ack.reason):
                 return  # the answer to an update report, not to a sale batch
-        flight = self.upstream.answered(ack.in_reply_to)
-        if ack.reason is not None:
-            self._note_error(ack.reason)
-            log.error(
-                "%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason
-            )
-            if flight is not None:
-                self.upstream.refused(flight)
-            return
-        with write_txn(self.store.conn):  # settled and known current: one commit
-            counts = self.store.apply_results(ack.results, self.config.terminal_id)
-            self._mark_synced()
-        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
-            log.info(
-                "%s: ack for message %s: %s",
-                self.config.terminal_id,
-                ack.in_reply_to,
-                ", ".join(f"{k} {v}" for k, v in counts.items() if v),
-                extra={
-                    "msg_id": ack.in_reply_to,
-                    "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
-                },
-            )
-        self.stats.acked += counts["applied"]
-        self.stats.rejected += counts["rejected"]
-        self.stats.quarantined += counts["quarantined"]
-        for r in ack.results:
-            if r.quarantined:
-                log.error(
-                    "%s: sale %s held by the server for review: %s", self.config.terminal_id, r.seq, r.reason
-                )
-            elif r.rejected:
-                self.stats.reject_reasons[r.reason or "?"] = (
-                    self.stats.reject_reasons.get(r.reason or "?", 0) + 1
-                )
-                self._note_error(r.reason or "rejected")
-                log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
-
-    def _on_reversal_ack(self, ack: ReversalAck) -> None:
-        """The answer to a reversal batch (or, unasked, waiting reversals now decided)."""
-        if ack.in_reply_to in self.upstream.inflight:
-            self.upstream.answered(ack.in_reply_to)
-        counts = reversals.apply_results(self.store, ack.results, self.config.terminal_id)
-        self.stats.reversals_acked += counts["applied"]
-        self.stats.reversals_rejected += counts["rejected"]
-        self.stats.reversals_waiting += counts["waiting"]
-        for r in ack.results:
-            if r.rejected:
-                log.error("%s: reversal R%s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
-        self._mark_synced()
-
-    def _mark_synced(self) -> None:
-        self.last_sync_ms = self.clock.now_ms()
-        if self.last_sync_ms != self._last_sync_stored:  # several acks and deltas in one ms: once
-            self.store.set_metas({"last_sync_ms": str(self.last_sync_ms)})
-            self._last_sync_stored = self.last_sync_ms
-
-    def _on_delta(self, delta: Delta, faults: list[ProtocolError] | None = None) -> None:
-        current = self._delta_version
-        if delta.version <= current:
-            return
-        if delta.version != current + 1:
-            log.info(
-                "%s: delta gap (have %d, got %d): catching up",
-                self.config.terminal_id,
-                current,
-                delta.version,
-            )
-            self._need_catchup = True
-            return
-        # applied and known current (as _mark_synced records it): one commit, one meta write
-        now = self.clock.now_ms()
-        with write_txn(self.store.conn):
-            unstored = None if now == self._last_sync_stored else now
-            self.store.apply_changes(delta.version, delta.changes, synced_ms=unstored)
-        self.last_sync_ms = self._last_sync_stored = now
-        self._delta_version = delta.version  # committed
-        self.store.settle_rules()
-        self._report_faults(f"delta {delta.version}", faults or [])
-        self.stats.deltas_applied += 1
+        self.upstream.on_ack(ack)
 
     def _catch_up(self) -> None:
-        """Fill a gap with the deltas the server still has, or take a whole snapshot."""
-        now = self.clock.now_ms() + (self.clock_offset_ms or 0)
-        current = self._delta_version
-        try:
-            faults: list[ProtocolError] = []
-            if current > 0:
-                deltas = self.http.deltas_since(current, now, faults)
-                self._report_faults(f"catch-up after {current}", faults)
-                if deltas and deltas[0].version == current + 1:
-                    for d in deltas:
-                        if d.version == self._delta_version + 1:
-                            self.store.apply_changes(d.version, d.changes)  # its own transaction
-                            self._delta_version = d.version
-                    self.stats.catchups += 1
-                    if self._delta_version == deltas[-1].version:
-                        if len(deltas) < DELTA_PAGE_SIZE:
-                            self._need_catchup = False
-                            self._mark_synced()
-                        return
-                    # a gap inside the page: the numbering moved on (the server's database was
-                    # restored, server.downstream.backup_marks): the rest comes as a snapshot
-                elif not deltas:
-                    self._need_catchup = False
-                    self._mark_synced()
-                    return
-            faults.clear()  # those of the deltas were reported above
-            snap = self.http.snapshot(now, faults)
-            self.store.apply_changes(snap.version, snap.changes, snapshot=True)
-            self._delta_version = snap.version
-            if faults:
-                self._report_faults(f"snapshot {snap.version}", faults)
-            elif self.sync_fault is not None:  # the whole state read cleanly again
-                self.sync_fault = None
-                self.store.set_metas({"sync_fault": None})
-            self.stats.snapshots += 1
-            self._need_catchup = False
-            self._mark_synced()
-        except ServerUnreachable as exc:
-            self._note_error("server_unreachable")
-            log.warning("%s: catch-up failed, will retry: %s", self.config.terminal_id, exc)
-            self._next_catchup = self._mono() + 1.0
-        except ProtocolError as exc:
-            log.error("%s: catch-up refused: %s", self.config.terminal_id, exc)
-            self._next_catchup = self._mono() + 1.0
+        """Fill a gap (:meth:`terminal.sync_downstream.Downstream.catch_up`); by this name the
+        simulator tells a crash while catching up (``simulator.vopr.terminal_node.CRASH_SITES``)."""
+        self.downstream.catch_up()
+
+    def _status_due(self) -> None:
+        """The next status goes at once (something new to report)."""
+        self._last_heartbeat = 0.0
 
     def _send_outbox(self) -> None:
         """The outboxes up (:meth:`terminal.sync_upstream.Upstream.send`); by this name the
@@ -755,7 +616,7 @@ class SyncAgent:
             return (oldest if oldest is not None else self._sale_clock()), oldest
 
     def status(self) -> Status:
-        self._version_seen = version = self._delta_version
+        self._version_seen = version = self.downstream.version
         free, total, journal = disk_and_journal(self.config.db_path)
         pending = self.store.pending_count()
         watermark, oldest = self._watermark()
@@ -768,15 +629,15 @@ class SyncAgent:
             clock_offset_ms=self.clock_offset_ms,
             offline_since_ms=self.offline_since_ms,
             software=self.config.software,
-            sync_fault=self.sync_fault,
+            sync_fault=self.downstream.sync_fault,
             instance=self.instance,
             oldest_unsent_ms=oldest if pending else None,
-            last_sync_ms=self.last_sync_ms,
+            last_sync_ms=self.record.last_sync_ms,
             disk_free_bytes=free,
             disk_total_bytes=total,
             journal_bytes=journal,
-            last_error=self.last_error[0] if self.last_error else None,
-            last_error_ms=self.last_error[1] if self.last_error else None,
+            last_error=self.record.last_error[0] if self.record.last_error else None,
+            last_error_ms=self.record.last_error[1] if self.record.last_error else None,
         )
 
     def send_status(self) -> None:

@@ -17,7 +17,7 @@ class SyncStats:
     snapshots: int = 0
     catchups: int = 0
     refused_messages: int = 0
-    skipped_changes: int = 0  # downstream changes that would not decode (see _report_faults)
+    skipped_changes: int = 0  # downstream changes that would not decode (see terminal.sync_downstream)
     unread_balances: int = 0  # ack balances that would not decode (the result still counts)
     reversals_sent: int = 0
     reversals_acked: int = 0

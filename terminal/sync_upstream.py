@@ -1,7 +1,8 @@
 """The sync agent's way up: the sales' and the reversals' outboxes sent in signed batches.
 
 Outbox rows go up in batches (``batch_size`` rows, up to ``window`` batches in flight); a
-row leaves its outbox only when the server's ack for it arrives (the agent settles it). A
+row leaves its outbox only when the server's ack for it arrives (:meth:`Upstream.on_ack`,
+:meth:`Upstream.on_reversal_ack`). A
 batch not acknowledged within ``ack_timeout_s`` (:meth:`Upstream.expire`), or in flight
 when the link dropped (:meth:`Upstream.resend_all`), is simply sent again. Reversals
 (:mod:`terminal.reversals`) go after the sales, on their own topic.
@@ -14,13 +15,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.protocol import seal_hmac
+from shared.protocol import Ack, ReversalAck, seal_hmac
 from shared.protocol.envelope import sale_batch_body_json, seal_hmac_body_json
+from shared.sqlite_txn import write_txn
 from terminal import reversals
 from terminal.config import TerminalConfig
 from terminal.credentials import Keyring
 from terminal.store import Store
 from terminal.sync_link import Link, OwnTopics
+from terminal.sync_record import SyncRecord
 from terminal.sync_stats import SyncStats
 
 # the sync agent's logger: its lines keep the name they had before the agent was split
@@ -47,6 +50,7 @@ class Upstream:
         link: Link,
         own: OwnTopics,
         stats: SyncStats,
+        record: SyncRecord,
         now_ms: Callable[[], int],
         monotonic: Callable[[], float],
     ) -> None:
@@ -56,6 +60,7 @@ class Upstream:
         self.link = link
         self._topics = own
         self.stats = stats
+        self.record = record
         self._now_ms = now_ms  # the agent's clock, read when used
         self._mono = monotonic
         self.inflight: dict[str, InFlight] = {}
@@ -82,6 +87,59 @@ class Upstream:
             self.rcursor = min(self.rcursor, min(flight.seqs) - 1)
         else:
             self.cursor = min(self.cursor, min(flight.seqs) - 1)
+
+    def on_ack(self, ack: Ack) -> None:
+        """The server's answer to a sale batch: its rows settled (or, refused whole, sent again)."""
+        flight = self.answered(ack.in_reply_to)
+        if ack.reason is not None:
+            self.record.note_error(ack.reason)
+            log.error(
+                "%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason
+            )
+            if flight is not None:
+                self.refused(flight)
+            return
+        with write_txn(self.store.conn):  # settled and known current: one commit
+            counts = self.store.apply_results(ack.results, self.config.terminal_id)
+            self.record.mark_synced()
+        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
+            log.info(
+                "%s: ack for message %s: %s",
+                self.config.terminal_id,
+                ack.in_reply_to,
+                ", ".join(f"{k} {v}" for k, v in counts.items() if v),
+                extra={
+                    "msg_id": ack.in_reply_to,
+                    "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
+                },
+            )
+        self.stats.acked += counts["applied"]
+        self.stats.rejected += counts["rejected"]
+        self.stats.quarantined += counts["quarantined"]
+        for r in ack.results:
+            if r.quarantined:
+                log.error(
+                    "%s: sale %s held by the server for review: %s", self.config.terminal_id, r.seq, r.reason
+                )
+            elif r.rejected:
+                self.stats.reject_reasons[r.reason or "?"] = (
+                    self.stats.reject_reasons.get(r.reason or "?", 0) + 1
+                )
+                self.record.note_error(r.reason or "rejected")
+                log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
+
+    def on_reversal_ack(self, ack: ReversalAck) -> None:
+        """The answer to a reversal batch (or, unasked, waiting reversals now decided)."""
+        if ack.in_reply_to in self.inflight:
+            self.answered(ack.in_reply_to)
+        counts = reversals.apply_results(self.store, ack.results, self.config.terminal_id)
+        self.stats.reversals_acked += counts["applied"]
+        self.stats.reversals_rejected += counts["rejected"]
+        self.stats.reversals_waiting += counts["waiting"]
+        for r in ack.results:
+            if r.rejected:
+                log.error("%s: reversal R%s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
+        self.record.mark_synced()
 
     def expire(self) -> None:
         now = self._mono()
