@@ -67,7 +67,8 @@ from terminal.config import TerminalConfig
 from terminal.identify import Identifier, sun_keys_from_config
 from terminal.rules import CanteenRules, RiskLimits
 from terminal.store import Store
-from terminal.sync import SyncAgent, Transport
+from terminal.sync import SyncAgent
+from terminal.sync_link import Transport
 from terminal.totals import DayTotals, day_totals, screen_lines
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ class Terminal:
     ) -> None:
         """``config_path``: the configuration file, rewritten (0600) when the key is rotated.
         ``transport``: the sync agent's network, monotonic clock and boot id, when not the
-        real ones (the deterministic simulator's; :class:`terminal.sync.Transport`)."""
+        real ones (the deterministic simulator's; :class:`terminal.sync_link.Transport`)."""
         self.config = config
         self.clock = clock
         self.display = display or MemoryDisplay()

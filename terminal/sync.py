@@ -1,6 +1,13 @@
 """The terminal's sync agent: outbox up, acks and deltas down, heartbeats, snapshots.
 
 One thread owns all sync work; the MQTT link's callbacks only put messages on its queue.
+This module is the agent itself — the thread, the link's state, the inbound messages told
+apart and handled, the status and the will; its parts are modules of their own: the link,
+transport and own topics (:mod:`terminal.sync_link`), the outboxes going up and
+their acks (:mod:`terminal.sync_upstream`), deltas and catch-up (:mod:`terminal.sync_downstream`),
+the clock offset (:mod:`terminal.sync_clock`), the server's presence
+(:mod:`terminal.sync_presence`), the last error and last sync kept on disk
+(:mod:`terminal.sync_record`) and the counters (:mod:`terminal.sync_stats`).
 
 * **Upstream.** Outbox rows go up in signed batches (``batch_size`` sales, up to ``window``
   batches in flight). A row leaves the outbox only when the server's signed ack for it
@@ -71,16 +78,12 @@ import secrets
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Protocol
+from dataclasses import replace
 
 from shared.clock import Clock
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import (
-    DELTA_PAGE_SIZE,
     Ack,
-    Delta,
     Envelope,
     ProtocolError,
     ReversalAck,
@@ -95,115 +98,22 @@ from shared.protocol import (
 )
 from shared.protocol.backup_mark import BackupMark
 from shared.protocol.delta_open import open_delta
-from shared.protocol.envelope import sale_batch_body_json, seal_hmac_body_json
 from shared.protocol.rekey import Rekey, key_id, open_key
-from shared.sqlite_txn import write_txn
-from terminal import journal_keep, reversals
+from terminal import journal_keep
 from terminal.config import TerminalConfig
 from terminal.credentials import Keyring
 from terminal.health import disk_and_journal
-from terminal.server_http import Send, ServerHttp, ServerUnreachable
+from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
+from terminal.sync_clock import ServerClock, machine_boot_id
+from terminal.sync_downstream import Downstream
+from terminal.sync_link import Link, OwnTopics, Transport
+from terminal.sync_presence import ServerPresence
+from terminal.sync_record import SyncRecord
+from terminal.sync_stats import SyncStats
+from terminal.sync_upstream import Upstream
 
 log = logging.getLogger(__name__)
-
-# an ack sets the clock only when it answers a message sent at most this long ago: the
-# offset is then off by at most half of it (the HTTP probe's answer is judged the same way)
-MAX_ACK_CLOCK_RTT_MS = 2_000
-
-
-@dataclass
-class SyncStats:
-    batches_sent: int = 0
-    sales_sent: int = 0
-    acked: int = 0
-    rejected: int = 0
-    quarantined: int = 0  # held by the server for an admin's review: not applied, not resent
-    resends: int = 0
-    deltas_applied: int = 0
-    snapshots: int = 0
-    catchups: int = 0
-    refused_messages: int = 0
-    skipped_changes: int = 0  # downstream changes that would not decode (see _report_faults)
-    unread_balances: int = 0  # ack balances that would not decode (the result still counts)
-    reversals_sent: int = 0
-    reversals_acked: int = 0
-    reversals_rejected: int = 0
-    reversals_waiting: int = 0  # answered pending: the server waits for their sale
-    reject_reasons: dict[str, int] = field(default_factory=dict)
-
-
-class Link(Protocol):
-    """What the agent needs of its MQTT link (:class:`shared.mqtt.MqttLink`)."""
-
-    @property
-    def connected(self) -> bool: ...
-
-    def start(self) -> object: ...
-
-    def stop(self) -> None: ...
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> bool: ...
-
-
-class LinkFactory(Protocol):
-    def __call__(
-        self,
-        client_id: str,
-        subscriptions: list[tuple[str, int]],
-        *,
-        on_message: Callable[[str, bytes], None],
-        on_state: Callable[[bool], None],
-        will: Callable[[], tuple[str, bytes, bool]],
-    ) -> Link: ...
-
-
-@dataclass(frozen=True)
-class Transport:
-    """The agent's outside world, each None for the real one: the MQTT link (made from the
-    agent's subscriptions and callbacks), the HTTP exchange (:data:`terminal.server_http.Send`),
-    the monotonic clock in seconds, and the machine's boot id. The deterministic simulator
-    (``simulator.vopr``) hands in its network, its clock and a boot id per simulated power cycle."""
-
-    link: LinkFactory | None = None
-    http_send: Send | None = None
-    monotonic: Callable[[], float] | None = None
-    boot_id: str | None = None
-
-
-@dataclass(frozen=True)
-class _OwnTopics:
-    """This terminal's own topics, formatted (and their terminal id checked) once: every
-    message the agent receives is told apart by them, every batch and status sent on one."""
-
-    ack: str
-    status: str
-    update_offer: str
-    backup: str
-    rekey: str
-    sales: str
-    reversals: str
-    update_report: str
-
-    @classmethod
-    def of(cls, terminal_id: str) -> _OwnTopics:
-        return cls(
-            ack=topics.ack(terminal_id),
-            status=topics.status(terminal_id),
-            update_offer=topics.update_offer(terminal_id),
-            backup=topics.backup(terminal_id),
-            rekey=topics.rekey(terminal_id),
-            sales=topics.sales(terminal_id),
-            reversals=topics.reversals(terminal_id),
-            update_report=topics.update_report(terminal_id),
-        )
-
-
-@dataclass
-class _InFlight:
-    seqs: list[int]
-    sent_at: float
-    kind: str = "sales"  # or "reversals"
 
 
 class SyncAgent:
@@ -243,34 +153,38 @@ class SyncAgent:
         )
         self._need_rekey_check = False
         self.rotations = 0  # keys installed by this process
-        # the last error, for the status: (stable code, when) — kept across restarts
-        saved_error = json.loads(self.store.get_meta("last_error") or "null")
-        self.last_error: tuple[str, int] | None = (saved_error[0], saved_error[1]) if saved_error else None
+        # the last error and the last sync, kept across restarts
+        self.record = SyncRecord(self.store, lambda: self.clock.now_ms())
         self._broker_refusals = 0
-        self._error_saved_ms = 0
         # the network thread appends, the sync thread pops (both atomic on a deque): a
         # queue.Queue's lock and condition cost more than the messages' own handling here
         self._inbox: collections.deque[tuple[str, object]] = collections.deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._inflight: dict[str, _InFlight] = {}
-        self._cursor = 0  # highest seq sent in this round
-        self._rcursor = 0  # the same for reversals
         self._last_heartbeat = 0.0
-        # the cache's delta version: this agent alone applies deltas (Store.apply_changes),
-        # so it knows the stored value once its transaction committed — not read back at
-        # every delta and every status
-        self._delta_version = self.store.delta_version
-        self._need_catchup = self._delta_version == 0
-        self._version_seen = self._delta_version  # read by the will (network thread)
+        self.stats = SyncStats()
+        self.downstream = Downstream(
+            config,
+            self.store,
+            self.http,
+            self.stats,
+            self.record,
+            lambda: self.clock.now_ms(),
+            lambda: self.clock.now_ms() + (self.clock_offset_ms or 0),
+            self._mono,
+            self._status_due,
+        )
+        self._version_seen = self.downstream.version  # read by the will (network thread)
         self._on_link_change = on_link_change or (lambda online: None)
         self._sale_clock = sale_clock or clock.now_ms  # the clock sales are dated by
         self._reported_in_sync: bool | None = None
-        self._next_probe = 0.0
-        self._next_catchup = 0.0
-        self._server_heard: float | None = None  # monotonic time of the last "online" presence
-        # the newest presence accepted: (boot, seq, sent_at_ms), to refuse replays of older ones
-        self._presence_last: tuple[str, int, int] | None = None
+        self.presence = ServerPresence(
+            config,
+            self.record,
+            lambda: self.clock.now_ms() + (self.clock_offset_ms or 0),
+            self._mono,
+            lambda: self.in_sync,
+        )
         self.instance = secrets.token_hex(8)  # this process (see "One identity, one process")
         self._own_status_seen = False
         self.identity_conflict: str | None = None  # the other instance's id, once seen
@@ -278,20 +192,18 @@ class SyncAgent:
         # signed updates (terminal.updater sets these): an offer came; an ack answers a report
         self.on_update_offer: Callable[[UpdateOffer], None] | None = None
         self.on_report_ack: Callable[[str, str | None], bool] | None = None
-        self._awaiting_since: float | None = None  # oldest unanswered batch since the last ack
-        self.stats = SyncStats()
         self.online = False
         # offline since the last time this terminal knew it was offline, or since now
         self.offline_since_ms: int | None = (
             _int_or_none(self.store.get_meta("offline_since_ms")) or clock.now_ms()
         )
-        self.last_sync_ms: int | None = _int_or_none(self.store.get_meta("last_sync_ms"))
-        self._last_sync_stored = self.last_sync_ms  # what the database holds
-        self.sync_fault: str | None = self.store.get_meta("sync_fault")
-        self.boot_id = transport.boot_id or _boot_id()
-        same_boot = self.store.get_meta("clock_boot_id") == self.boot_id
-        self.clock_offset_ms: int | None = (
-            _int_or_none(self.store.get_meta("clock_offset_ms")) if same_boot else None
+        self.server_clock = ServerClock(
+            config,
+            self.store,
+            self.http,
+            lambda: self.clock.now_ms(),
+            self._mono,
+            transport.boot_id or machine_boot_id(),
         )
         self.store.set_metas(
             {
@@ -300,7 +212,7 @@ class SyncAgent:
                 "identity_conflict": None,
             }
         )
-        self._topics = own = _OwnTopics.of(config.terminal_id)
+        self._topics = own = OwnTopics.of(config.terminal_id)
         subscriptions = [
             (own.ack, 1),
             (topics.DELTA, 1),
@@ -343,6 +255,17 @@ class SyncAgent:
                 ca_file=config.ca_file,
                 alternates=alternates,
             )
+        self.upstream = Upstream(
+            config,
+            self.store,
+            self.keys,
+            self.link,
+            own,
+            self.stats,
+            self.record,
+            lambda: self.clock.now_ms(),
+            self._mono,
+        )
         self._thread = threading.Thread(target=self._run, name=f"sync-{config.terminal_id}", daemon=True)
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -376,26 +299,55 @@ class SyncAgent:
     def in_sync(self) -> bool:
         """The link is up, the server present and answering, and the cache caught up with
         its deltas: the terminal may use its online limits (see the module doc)."""
-        return self.online and not self._need_catchup and self.server_present and not self.ack_overdue
+        return (
+            self.online and not self.downstream.need_catchup and self.server_present and not self.ack_overdue
+        )
 
     def assume(self, in_sync: bool) -> None:
         """For a terminal run with no network (tests, benchmarks): take the link as up, the
         server present and the cache current — or the link as down."""
-        self.online, self._need_catchup = in_sync, not in_sync
-        self._server_heard = self._mono() + 1e9 if in_sync else None  # present until told otherwise
-        self._awaiting_since = None
+        self.online, self.downstream.need_catchup = in_sync, not in_sync
+        self.presence.heard = self._mono() + 1e9 if in_sync else None  # present until told otherwise
+        self.upstream.awaiting_since = None
 
     @property
     def server_present(self) -> bool:
         """The server's "online" presence was heard within ``server_silence_s``."""
-        heard = self._server_heard
-        return heard is not None and self._mono() - heard <= self.config.server_silence_s
+        return self.presence.present
 
     @property
     def ack_overdue(self) -> bool:
         """A batch has waited longer than ``ack_timeout_s`` with no ack from the server."""
-        waiting = self._awaiting_since
+        waiting = self.upstream.awaiting_since
         return waiting is not None and self._mono() - waiting > self.config.ack_timeout_s
+
+    @property
+    def last_error(self) -> tuple[str, int] | None:
+        """The last error, for the status: (stable code, when)."""
+        return self.record.last_error
+
+    @property
+    def last_sync_ms(self) -> int | None:
+        """The last moment the cache was known current (see the module doc)."""
+        return self.record.last_sync_ms
+
+    @last_sync_ms.setter
+    def last_sync_ms(self, ms: int | None) -> None:
+        self.record.last_sync_ms = ms
+
+    @property
+    def sync_fault(self) -> str | None:
+        """The code of downstream changes skipped as unreadable, until a snapshot reads cleanly."""
+        return self.downstream.sync_fault
+
+    @property
+    def clock_offset_ms(self) -> int | None:
+        """The measured offset server − terminal, None until measured in this boot."""
+        return self.server_clock.offset_ms
+
+    @clock_offset_ms.setter
+    def clock_offset_ms(self, offset: int | None) -> None:
+        self.server_clock.offset_ms = offset
 
     # --- the sync thread ---------------------------------------------------------------
 
@@ -415,26 +367,26 @@ class SyncAgent:
         thread runs it whenever woken; the deterministic simulator calls it directly."""
         self._drain_inbox()
         if self.online:
-            if self._mono() >= self._next_probe:
-                self._probe_clock()
-            if self._need_catchup and self._mono() >= self._next_catchup:
+            if self._mono() >= self.server_clock.next_probe:
+                self.server_clock.probe()
+            if self.downstream.need_catchup and self._mono() >= self.downstream.next_catchup:
                 self._catch_up()
-            if self._need_rekey_check and not self._need_catchup:
+            if self._need_rekey_check and not self.downstream.need_catchup:
                 self._ask_rekey()
-            self._expire_inflight()
+            self.upstream.expire()
             self._send_outbox()
-            if not self._inflight:
+            if not self.upstream.inflight:
                 # nothing sent waits for an answer (a late ack settled what had timed out, and
                 # its resend was lost): not overdue, or the terminal would stay on its offline
                 # limits until its next sale is acknowledged (found by canteen-sim vopr)
-                self._awaiting_since = None
+                self.upstream.awaiting_since = None
             if self._mono() - self._last_heartbeat >= self.config.heartbeat_s:
                 self.send_status()
         self._report_link()
         refusals = getattr(self.link, "refusals", 0)  # the simulator's link has none
         if refusals > self._broker_refusals:
             self._broker_refusals = refusals
-            self._note_error("broker_refused")
+            self.record.note_error("broker_refused")
 
     def _drain_inbox(self) -> None:
         inbox = self._inbox
@@ -449,26 +401,22 @@ class SyncAgent:
     def _on_link(self, up: bool) -> None:
         if up:
             self.online = True
-            self._server_heard = None  # only a presence heard on this connection counts
-            self._awaiting_since = None
-            # anything in flight on the old connection may be lost: send it all again
-            if self._inflight:
-                self.stats.resends += 1
-            self._inflight.clear()
-            self._cursor = self._rcursor = 0
+            self.presence.heard = None  # only a presence heard on this connection counts
+            self.upstream.awaiting_since = None
+            self.upstream.resend_all()  # anything in flight on the old connection may be lost
             self._last_heartbeat = 0.0
-            self._next_probe = 0.0
+            self.server_clock.next_probe = 0.0
             # deltas published while we were away are not all retained: ask the server
             # what we missed before trusting the cache again
-            self._need_catchup = True
-            self._next_catchup = 0.0
+            self.downstream.need_catchup = True
+            self.downstream.next_catchup = 0.0
             self._need_rekey_check = True  # a key offered while we were away
             log.info("%s: online", self.config.terminal_id)
         else:
             if self.in_sync:
-                self._mark_synced()  # the cache was current until this moment
+                self.record.mark_synced()  # the cache was current until this moment
             self.online = False
-            self._awaiting_since = None
+            self.upstream.awaiting_since = None
             log.warning("%s: OFFLINE — serving from cache within the offline limits", self.config.terminal_id)
 
     def _report_link(self) -> None:
@@ -498,10 +446,10 @@ class SyncAgent:
         own = self._topics
         try:
             if topic == topics.DELTA:
-                self._on_delta(*open_delta(payload, self._verifier))
+                self.downstream.on_delta(*open_delta(payload, self._verifier))
             elif topic == topics.SERVER:
                 env = open_envelope(payload, server=self._verifier, expect_type="server_status")
-                self._on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
+                self.presence.on_presence(ServerStatus.from_body(env.body), env.sent_at_ms)
             elif topic == own.backup:
                 env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
                 self._on_backup_mark(BackupMark.from_body(env.body))
@@ -527,7 +475,7 @@ class SyncAgent:
                 if env.type == "reversal_ack":
                     rack = ReversalAck.from_body(env.body, faults)
                     self._measure_clock(env.sent_at_ms, rack.in_reply_to)
-                    self._on_reversal_ack(rack)
+                    self.upstream.on_reversal_ack(rack)
                     return
                 ack = Ack.from_body(env.body, faults)
                 self._measure_clock(env.sent_at_ms, ack.in_reply_to)
@@ -570,7 +518,7 @@ class SyncAgent:
             new = open_key(self.keys.current, self.config.terminal_id, rekey)
         except ProtocolError as exc:
             if rekey.for_key_id != key_id(self.keys.previous or b""):
-                self._note_error(exc.code)
+                self.record.note_error(exc.code)
                 log.warning("%s: key offer refused: %s", self.config.terminal_id, exc)
             return
         self.keys.install(new)
@@ -595,68 +543,6 @@ class SyncAgent:
         if offer is not None:
             self._on_rekey(offer)
 
-    def _note_error(self, code: str) -> None:
-        """Remember the last error for the status; kept on disk for the next start when it
-        is a new one, or a minute after the last write (an SD card is not written each
-        second while the server stays unreachable)."""
-        before, now = self.last_error, self.clock.now_ms()
-        self.last_error = (code, now)
-        if before is None or before[0] != code or now - self._error_saved_ms >= 60_000:
-            self._error_saved_ms = now
-            self.store.set_metas({"last_error": json.dumps(list(self.last_error))})
-
-    def _report_faults(self, where: str, faults: list[ProtocolError]) -> None:
-        """Downstream changes this terminal could not read were skipped: it keeps selling on
-        its last good state for those records, logs them, and reports the code in its
-        status (``sync_fault``) until a snapshot reads cleanly."""
-        if not faults:
-            return
-        self.stats.skipped_changes += len(faults)
-        self.sync_fault = faults[0].code
-        self.store.set_metas({"sync_fault": self.sync_fault})
-        self._note_error(self.sync_fault)
-        log.error(
-            "%s: %s: %d change(s) unreadable, skipped (selling on the last good state): %s",
-            self.config.terminal_id,
-            where,
-            len(faults),
-            "; ".join(str(f) for f in faults[:3]),
-        )
-        self._last_heartbeat = 0.0  # report it in the next status
-
-    def _on_presence(self, presence: ServerStatus, sent_at_ms: int) -> None:
-        if presence.state == "online":
-            age_ms = self.clock.now_ms() + (self.clock_offset_ms or 0) - sent_at_ms
-            last = self._presence_last
-            if age_ms > self.config.server_silence_s * 1000:
-                log.warning(
-                    "%s: ignored a server presence %d s old (replayed or delayed)",
-                    self.config.terminal_id,
-                    age_ms // 1000,
-                )
-                return
-            if last is not None and (
-                (presence.boot == last[0] and presence.seq < last[1])
-                or (presence.boot != last[0] and sent_at_ms < last[2])
-            ):
-                log.warning(
-                    "%s: ignored a server presence older than one already seen (replayed)",
-                    self.config.terminal_id,
-                )
-                return
-            if self.in_sync:
-                self._mark_synced()  # the server was there, and we held its latest delta
-            self._presence_last = (presence.boot, presence.seq, sent_at_ms)
-            # present from the moment it was sent, not from its arrival: a copy of the same
-            # message arriving later extends nothing
-            heard = self._mono() - max(age_ms, 0) / 1000
-            self._server_heard = max(heard, self._server_heard or heard)
-        else:
-            if self.in_sync:
-                self._mark_synced()
-            self._server_heard = None
-            log.warning("%s: the server went offline", self.config.terminal_id)
-
     def _on_backup_mark(self, mark: BackupMark) -> None:
         """The server's backup mark: prune the journal up to it; after a restore, send again
         what the server lost (``terminal.journal_keep``)."""
@@ -666,7 +552,7 @@ class SyncAgent:
         # not under the journal lock: each step is its own short transaction, taps go on
         outcome = journal_keep.on_mark(self.store, mark, self.clock.now_ms(), keep_ms)
         if outcome.requeued:
-            self._cursor = self._rcursor = 0  # requeued below what this round already sent
+            self.upstream.cursor = self.upstream.rcursor = 0  # requeued below what this round already sent
             self._wake.set()
 
     def _on_own_status(self, status: Status) -> None:
@@ -692,260 +578,30 @@ class SyncAgent:
         self._on_identity_conflict(status.instance)
 
     def _measure_clock(self, server_ms: int, in_reply_to: str) -> None:
-        """The offset from an ack's send time, NTP style: only an ack answering a message
-        still in flight whose round trip was short (:data:`MAX_ACK_CLOCK_RTT_MS`) says what
-        time it is now — the server sent it between our send and now, so the midpoint is
-        off by at most half the round trip. An ack that spent hours in a broker queue (a copy
-        delivered late, an answer to a message already resent) would set the clock back by
-        hours and misdate the next sales (found by the deterministic simulator, seed 39)."""
-        flight = self._inflight.get(in_reply_to)
-        if flight is None:
-            return
-        rtt_ms = int((self._mono() - flight.sent_at) * 1000)
-        if not 0 <= rtt_ms <= MAX_ACK_CLOCK_RTT_MS:
-            return
-        self._set_offset(server_ms - (self.clock.now_ms() - rtt_ms // 2))
-
-    def _set_offset(self, offset: int) -> None:
-        old = self.clock_offset_ms
-        self.clock_offset_ms = offset
-        if old is None or abs(old - offset) >= 1000:
-            self.store.set_metas({"clock_offset_ms": str(offset), "clock_boot_id": self.boot_id})
-            if old is None or abs(offset) > 60_000:
-                log.info("%s: clock offset to the server %+d ms", self.config.terminal_id, offset)
-
-    def _probe_clock(self) -> None:
-        self._next_probe = self._mono() + self.config.clock_probe_s
-        try:
-            offset, rtt = self.http.clock_offset(self.clock.now_ms)
-        except ServerUnreachable as exc:
-            log.warning("%s: clock probe failed: %s", self.config.terminal_id, exc)
-            self._next_probe = self._mono() + min(self.config.clock_probe_s, 5.0)
-            return
-        self._set_offset(offset)
+        """The offset from an ack's send time, if it answers a message still in flight
+        (:meth:`terminal.sync_clock.ServerClock.measure_ack`)."""
+        flight = self.upstream.inflight.get(in_reply_to)
+        self.server_clock.measure_ack(server_ms, None if flight is None else flight.sent_at)
 
     def _on_ack(self, ack: Ack) -> None:
-        if ack.in_reply_to not in self._inflight and self.on_report_ack is not None:
+        if ack.in_reply_to not in self.upstream.inflight and self.on_report_ack is not None:
             if self.on_report_ack(ack.in_reply_to, ack.reason):
                 return  # the answer to an update report, not to a sale batch
-        flight = self._inflight.pop(ack.in_reply_to, None)
-        self._awaiting_since = self._mono() if self._inflight else None  # the server answers
-        if ack.reason is not None:
-            self._note_error(ack.reason)
-            log.error(
-                "%s: server refused message %s: %s", self.config.terminal_id, ack.in_reply_to, ack.reason
-            )
-            if flight is not None and flight.kind == "reversals":
-                self._rcursor = min(self._rcursor, min(flight.seqs) - 1)
-            elif flight is not None:
-                self._cursor = min(self._cursor, min(flight.seqs) - 1)
-            return
-        with write_txn(self.store.conn):  # settled and known current: one commit
-            counts = self.store.apply_results(ack.results, self.config.terminal_id)
-            self._mark_synced()
-        if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
-            log.info(
-                "%s: ack for message %s: %s",
-                self.config.terminal_id,
-                ack.in_reply_to,
-                ", ".join(f"{k} {v}" for k, v in counts.items() if v),
-                extra={
-                    "msg_id": ack.in_reply_to,
-                    "sales": {f"{r.terminal_id}/{r.seq}": r.status for r in ack.results},
-                },
-            )
-        self.stats.acked += counts["applied"]
-        self.stats.rejected += counts["rejected"]
-        self.stats.quarantined += counts["quarantined"]
-        for r in ack.results:
-            if r.quarantined:
-                log.error(
-                    "%s: sale %s held by the server for review: %s", self.config.terminal_id, r.seq, r.reason
-                )
-            elif r.rejected:
-                self.stats.reject_reasons[r.reason or "?"] = (
-                    self.stats.reject_reasons.get(r.reason or "?", 0) + 1
-                )
-                self._note_error(r.reason or "rejected")
-                log.error("%s: sale %s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
-
-    def _on_reversal_ack(self, ack: ReversalAck) -> None:
-        """The answer to a reversal batch (or, unasked, waiting reversals now decided)."""
-        if ack.in_reply_to in self._inflight:
-            self._inflight.pop(ack.in_reply_to)
-            self._awaiting_since = self._mono() if self._inflight else None
-        counts = reversals.apply_results(self.store, ack.results, self.config.terminal_id)
-        self.stats.reversals_acked += counts["applied"]
-        self.stats.reversals_rejected += counts["rejected"]
-        self.stats.reversals_waiting += counts["waiting"]
-        for r in ack.results:
-            if r.rejected:
-                log.error("%s: reversal R%s rejected by server: %s", self.config.terminal_id, r.seq, r.reason)
-        self._mark_synced()
-
-    def _mark_synced(self) -> None:
-        self.last_sync_ms = self.clock.now_ms()
-        if self.last_sync_ms != self._last_sync_stored:  # several acks and deltas in one ms: once
-            self.store.set_metas({"last_sync_ms": str(self.last_sync_ms)})
-            self._last_sync_stored = self.last_sync_ms
-
-    def _on_delta(self, delta: Delta, faults: list[ProtocolError] | None = None) -> None:
-        current = self._delta_version
-        if delta.version <= current:
-            return
-        if delta.version != current + 1:
-            log.info(
-                "%s: delta gap (have %d, got %d): catching up",
-                self.config.terminal_id,
-                current,
-                delta.version,
-            )
-            self._need_catchup = True
-            return
-        # applied and known current (as _mark_synced records it): one commit, one meta write
-        now = self.clock.now_ms()
-        with write_txn(self.store.conn):
-            unstored = None if now == self._last_sync_stored else now
-            self.store.apply_changes(delta.version, delta.changes, synced_ms=unstored)
-        self.last_sync_ms = self._last_sync_stored = now
-        self._delta_version = delta.version  # committed
-        self.store.settle_rules()
-        self._report_faults(f"delta {delta.version}", faults or [])
-        self.stats.deltas_applied += 1
+        self.upstream.on_ack(ack)
 
     def _catch_up(self) -> None:
-        """Fill a gap with the deltas the server still has, or take a whole snapshot."""
-        now = self.clock.now_ms() + (self.clock_offset_ms or 0)
-        current = self._delta_version
-        try:
-            faults: list[ProtocolError] = []
-            if current > 0:
-                deltas = self.http.deltas_since(current, now, faults)
-                self._report_faults(f"catch-up after {current}", faults)
-                if deltas and deltas[0].version == current + 1:
-                    for d in deltas:
-                        if d.version == self._delta_version + 1:
-                            self.store.apply_changes(d.version, d.changes)  # its own transaction
-                            self._delta_version = d.version
-                    self.stats.catchups += 1
-                    if self._delta_version == deltas[-1].version:
-                        if len(deltas) < DELTA_PAGE_SIZE:
-                            self._need_catchup = False
-                            self._mark_synced()
-                        return
-                    # a gap inside the page: the numbering moved on (the server's database was
-                    # restored, server.downstream.backup_marks): the rest comes as a snapshot
-                elif not deltas:
-                    self._need_catchup = False
-                    self._mark_synced()
-                    return
-            faults.clear()  # those of the deltas were reported above
-            snap = self.http.snapshot(now, faults)
-            self.store.apply_changes(snap.version, snap.changes, snapshot=True)
-            self._delta_version = snap.version
-            if faults:
-                self._report_faults(f"snapshot {snap.version}", faults)
-            elif self.sync_fault is not None:  # the whole state read cleanly again
-                self.sync_fault = None
-                self.store.set_metas({"sync_fault": None})
-            self.stats.snapshots += 1
-            self._need_catchup = False
-            self._mark_synced()
-        except ServerUnreachable as exc:
-            self._note_error("server_unreachable")
-            log.warning("%s: catch-up failed, will retry: %s", self.config.terminal_id, exc)
-            self._next_catchup = self._mono() + 1.0
-        except ProtocolError as exc:
-            log.error("%s: catch-up refused: %s", self.config.terminal_id, exc)
-            self._next_catchup = self._mono() + 1.0
+        """Fill a gap (:meth:`terminal.sync_downstream.Downstream.catch_up`); by this name the
+        simulator tells a crash while catching up (``simulator.vopr.terminal_node.CRASH_SITES``)."""
+        self.downstream.catch_up()
 
-    def _expire_inflight(self) -> None:
-        now = self._mono()
-        expired = [m for m, f in self._inflight.items() if now - f.sent_at > self.config.ack_timeout_s]
-        if expired:
-            self.stats.resends += len(expired)
-            for m in expired:
-                del self._inflight[m]
-            self._cursor = self._rcursor = 0  # resend everything still in the outboxes, oldest first
+    def _status_due(self) -> None:
+        """The next status goes at once (something new to report)."""
+        self._last_heartbeat = 0.0
 
     def _send_outbox(self) -> None:
-        if not self._inflight:
-            # nothing awaits an ack: whatever the outbox holds is unsent, even below the
-            # cursor (a batch the server refused, sales put back by a resend)
-            self._cursor = 0
-        more = True  # the outbox may hold sales after the cursor
-        while more and len(self._inflight) < self.config.window:
-            rows = self.store.outbox_wire_after(self._cursor, self.config.batch_size)
-            # a short page is the whole outbox after the cursor: once it is sent, asking
-            # again finds only sales sent or in flight (a sale journaled meanwhile pokes
-            # the agent, which comes round again)
-            more = len(rows) == self.config.batch_size
-            inflight = {s for f in self._inflight.values() if f.kind == "sales" for s in f.seqs}
-            rows = [(seq, sale) for seq, sale in rows if seq not in inflight]
-            if not rows:
-                break
-            # the journal holds each sale exactly as validated when it was recorded, in its
-            # canonical JSON: spliced into the signed batch, not decoded and encoded again
-            body = sale_batch_body_json([sale for _, sale in rows])
-            msg_id = uuid.uuid4().hex
-            payload = seal_hmac_body_json(
-                "sale_batch",
-                self.config.terminal_id,
-                body,
-                self.keys.current,  # signed when sent: after a rotation, with the new key
-                self.clock.now_ms(),
-                msg_id,
-            )
-            if not self.link.publish(self._topics.sales, payload):
-                return
-            seqs = [seq for seq, _ in rows]
-            if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
-                log.info(
-                    "%s: sent %d sale(s) in message %s",
-                    self.config.terminal_id,
-                    len(seqs),
-                    msg_id,
-                    extra={"msg_id": msg_id, "sale_ids": self._sale_ids(seqs)},
-                )
-            self._inflight[msg_id] = _InFlight(seqs, self._mono())
-            if self._awaiting_since is None:
-                self._awaiting_since = self._mono()
-            self._cursor = max(seqs)
-            self.stats.batches_sent += 1
-            self.stats.sales_sent += len(seqs)
-        self._send_reversals()
-
-    def _send_reversals(self) -> None:
-        """Reversals from their own outbox, after the sales (a reversal's sale goes first)."""
-        more = True  # as with the sales (_send_outbox): a short page is the whole outbox
-        while more and len(self._inflight) < self.config.window:
-            rows = reversals.outbox_after(self.store, self._rcursor, self.config.batch_size)
-            more = len(rows) == self.config.batch_size
-            inflight = {s for f in self._inflight.values() if f.kind == "reversals" for s in f.seqs}
-            rows = [(seq, r) for seq, r in rows if seq not in inflight]
-            if not rows:
-                return
-            msg_id = uuid.uuid4().hex
-            payload = seal_hmac(
-                "reversal_batch",
-                self.config.terminal_id,
-                {"reversals": [r for _, r in rows]},
-                self.config.secret,
-                self.clock.now_ms(),
-                msg_id,
-            )
-            if not self.link.publish(self._topics.reversals, payload):
-                return
-            seqs = [seq for seq, _ in rows]
-            self._inflight[msg_id] = _InFlight(seqs, self._mono(), "reversals")
-            if self._awaiting_since is None:
-                self._awaiting_since = self._mono()
-            self._rcursor = max(seqs)
-            self.stats.batches_sent += 1
-            self.stats.reversals_sent += len(seqs)
-
-    def _sale_ids(self, seqs: list[int]) -> list[str]:
-        return [f"{self.config.terminal_id}/{s}" for s in seqs]
+        """The outboxes up (:meth:`terminal.sync_upstream.Upstream.send`); by this name the
+        simulator tells a crash while sending (``simulator.vopr.terminal_node.CRASH_SITES``)."""
+        self.upstream.send()
 
     def watermark_ms(self) -> int:
         """No sale of this terminal before this time is still unsent. Taken under the
@@ -960,7 +616,7 @@ class SyncAgent:
             return (oldest if oldest is not None else self._sale_clock()), oldest
 
     def status(self) -> Status:
-        self._version_seen = version = self._delta_version
+        self._version_seen = version = self.downstream.version
         free, total, journal = disk_and_journal(self.config.db_path)
         pending = self.store.pending_count()
         watermark, oldest = self._watermark()
@@ -973,15 +629,15 @@ class SyncAgent:
             clock_offset_ms=self.clock_offset_ms,
             offline_since_ms=self.offline_since_ms,
             software=self.config.software,
-            sync_fault=self.sync_fault,
+            sync_fault=self.downstream.sync_fault,
             instance=self.instance,
             oldest_unsent_ms=oldest if pending else None,
-            last_sync_ms=self.last_sync_ms,
+            last_sync_ms=self.record.last_sync_ms,
             disk_free_bytes=free,
             disk_total_bytes=total,
             journal_bytes=journal,
-            last_error=self.last_error[0] if self.last_error else None,
-            last_error_ms=self.last_error[1] if self.last_error else None,
+            last_error=self.record.last_error[0] if self.record.last_error else None,
+            last_error_ms=self.record.last_error[1] if self.record.last_error else None,
         )
 
     def send_status(self) -> None:
@@ -1025,11 +681,3 @@ class SyncAgent:
 
 def _int_or_none(value: str | None) -> int | None:
     return int(value) if value not in (None, "") else None
-
-
-def _boot_id() -> str:
-    """This boot of the machine (Linux); a clock measured in another boot is not trusted."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"

@@ -162,11 +162,12 @@ def test_a_terminal_behind_the_backup_catches_up_across_the_jump_with_a_snapshot
     agent = SyncAgent(config, FakeClock(T0))
     agent.store.apply_changes(90, ())  # the terminal had deltas up to 90; the backup had 100
     jump = 100 + DELTA_JUMP
-    agent.http = _RestoredServerHttp(list(range(91, 101)), jump)  # type: ignore[assignment]
+    restored = _RestoredServerHttp(list(range(91, 101)), jump)
+    agent.http = agent.downstream.http = restored  # type: ignore[assignment]  # the catch-up asks it
     agent._catch_up()  # noqa: SLF001 — the catch-up step itself, without a broker
     # 91..100 applied in order, then the gap inside the page sends it to the snapshot
     assert agent.store.delta_version == jump and agent.http.snapshots == 1  # type: ignore[attr-defined]
-    assert not agent._need_catchup  # noqa: SLF001
+    assert not agent.downstream.need_catchup
     agent.store.close()
 
 

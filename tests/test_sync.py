@@ -208,7 +208,7 @@ def test_a_terminal_whose_clock_is_far_off_refuses_offline_sales(broker, tmp_pat
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         t.terminal.sync.clock = t.terminal.clock = SkewedClock(clock, -20 * 60_000)  # type: ignore[assignment]
-        t.terminal.sync._next_probe = 0.0  # measure now
+        t.terminal.sync.server_clock.next_probe = 0.0  # measure now
         assert wait_until(
             lambda: (
                 t.terminal.sync.clock_offset_ms is not None

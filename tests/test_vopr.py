@@ -32,7 +32,7 @@ from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
 from terminal.server_http import ServerUnreachable
-from terminal.sync import Transport
+from terminal.sync_link import Transport
 from tests.test_terminal_agent import changes as terminal_cache
 
 pytestmark = pytest.mark.sqlite_only("the simulated disk is SQLite in memory by design")

@@ -4,7 +4,7 @@
 (``start``, ``stop``, ``connected``, ``publish(topic, payload, retain=…)``, a last will
 taken at each connect, ``on_message`` and ``on_state`` callbacks), so the terminal's sync
 agent and the server's ingest worker, delta publisher and presence beacon run unchanged on
-it (:class:`terminal.sync.Transport`). :class:`SimBroker` routes what is published to the
+it (:class:`terminal.sync_link.Transport`). :class:`SimBroker` routes what is published to the
 subscribed links (``+`` and ``#`` wildcards), keeps retained messages, publishes a link's
 will when its connection dies, and delivers each message at a time drawn from the link's
 current :class:`LinkFaults`:

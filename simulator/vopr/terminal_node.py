@@ -2,7 +2,7 @@
 
 :class:`TerminalNode` builds the terminal exactly as ``canteen-terminal run`` does, but
 hands its sync agent the simulated network, HTTP, monotonic clock and boot id
-(:class:`terminal.sync.Transport`) and never starts the sync thread: :meth:`step` runs one
+(:class:`terminal.sync_link.Transport`) and never starts the sync thread: :meth:`step` runs one
 round of it. What the diners were told is kept as the chaos run keeps it — ``approved`` and
 ``recovered`` events with the sale's uuid and the true time it was said — for the audit.
 
@@ -35,7 +35,7 @@ from terminal.agent import Terminal
 from terminal.authorize import Decision, TapRequest
 from terminal.config import TerminalConfig
 from terminal.server_http import Send
-from terminal.sync import Transport
+from terminal.sync_link import Transport
 
 TerminalFactory = Callable[..., Terminal]
 BOOT_MS = 20_000  # a Pi's boot
