@@ -76,11 +76,11 @@ import json
 import logging
 import secrets
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
 from shared.clock import Clock
+from shared.ids import uuid4_hex
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import (
     Ack,
@@ -654,7 +654,7 @@ class SyncAgent:
     def send_update_report(self, report: UpdateReport) -> str | None:
         """Publish an update report; its message id (the server's ack names it), or None
         when it could not be handed to the link (offline: try again later)."""
-        msg_id = uuid.uuid4().hex
+        msg_id = uuid4_hex()
         payload = seal_hmac(
             "update_report",
             self.config.terminal_id,

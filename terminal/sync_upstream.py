@@ -11,10 +11,10 @@ when the link dropped (:meth:`Upstream.resend_all`), is simply sent again. Rever
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from shared.ids import uuid4_hex
 from shared.protocol import Ack, ReversalAck, seal_hmac
 from shared.protocol.envelope import sale_batch_body_json, seal_hmac_body_json
 from shared.sqlite_txn import write_txn
@@ -170,7 +170,7 @@ class Upstream:
             # the journal holds each sale exactly as validated when it was recorded, in its
             # canonical JSON: spliced into the signed batch, not decoded and encoded again
             body = sale_batch_body_json([sale for _, sale in rows])
-            msg_id = uuid.uuid4().hex
+            msg_id = uuid4_hex()
             payload = seal_hmac_body_json(
                 "sale_batch",
                 self.config.terminal_id,
@@ -208,7 +208,7 @@ class Upstream:
             rows = [(seq, r) for seq, r in rows if seq not in inflight]
             if not rows:
                 return
-            msg_id = uuid.uuid4().hex
+            msg_id = uuid4_hex()
             payload = seal_hmac(
                 "reversal_batch",
                 self.config.terminal_id,
