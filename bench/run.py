@@ -148,6 +148,7 @@ def main(argv: list[str]) -> int:
     results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     ctx = Context()
     today = date.today().isoformat()
+    speed = _loop_us()
     try:
         for bench in discover():
             for r in (
@@ -156,6 +157,8 @@ def main(argv: list[str]) -> int:
                 else []
             ):
                 r.params.setdefault("machine", f"{platform.machine()} x{_cpus()}")
+                # machines differ: a fixed pure-Python loop in µs puts figures from two on one scale
+                r.params.setdefault("loop_us", speed)
                 results[r.name] = {
                     "value": r.value,
                     "unit": r.unit,
@@ -169,6 +172,14 @@ def main(argv: list[str]) -> int:
     RESULTS.write_text(json.dumps(results, indent=2, ensure_ascii=False, sort_keys=True) + "\n")
     update_readme(results)
     return 0
+
+
+def _loop_us() -> float:
+    """µs for ``sum(range(1000))`` on this machine and interpreter (the best of 7 rounds):
+    lower is faster; a benchmark's figure scales roughly with it across machines."""
+    import timeit
+
+    return round(min(timeit.repeat("sum(range(1000))", number=2000, repeat=7)) / 2000 * 1e6, 1)
 
 
 def _cpus() -> int:
