@@ -522,7 +522,7 @@ class Store:
     def apply_changes(
         self,
         version: int,
-        changes: Iterable[Change],
+        changes: Iterable[Change | dict[str, Any]],
         *,
         snapshot: bool = False,
         synced_ms: int | None = None,
