@@ -557,9 +557,7 @@ def _fleet_phase(
         seqs.update(o["seqs"])
     sold, acked = sum(o["sold"] for o in outs), len(latencies)
     span = max(o["last_ack"] for o in outs) - min(o["first_tap"] for o in outs)
-    cpu = meter.per_item_ms(max(acked, 1))
-    cpu["fleet"] = round(1000 * sum(o["cpu_s"] for o in outs) / max(acked, 1), 3)
-    cpu["all"] = round(cpu["all"] + cpu["fleet"], 3)
+    cpu = meter.per_item_ms(max(acked, 1), reported={"fleet": sum(o["cpu_s"] for o in outs)})
     return {
         "sold": sold,
         "acked": acked,

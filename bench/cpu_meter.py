@@ -56,10 +56,13 @@ class CpuMeter:
     def _read(self) -> dict[str, float]:
         return {name: cpu_seconds(pids, with_children=kids) for name, (pids, kids) in self.parts.items()}
 
-    def per_item_ms(self, items: int) -> dict[str, float]:
-        """CPU milliseconds per item (a sale) of each part since :meth:`start`, and ``all``."""
+    def per_item_ms(self, items: int, reported: dict[str, float] | None = None) -> dict[str, float]:
+        """CPU milliseconds per item (a sale) of each part since :meth:`start`, of the parts
+        that ``reported`` their own CPU seconds (processes that ended: psutil no longer sees
+        them), and ``all``."""
         now = self._read()
-        out = {name: round(1000 * (now[name] - self._start[name]) / items, 3) for name in now}
+        spent = {name: now[name] - self._start[name] for name in now} | (reported or {})
+        out = {name: round(1000 * seconds / items, 3) for name, seconds in spent.items()}
         out["all"] = round(sum(out.values()), 3)
         return out
 

@@ -22,6 +22,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench.cpu_meter import cores
 from shared.broker import start_broker
 
 HERE = Path(__file__).resolve().parent
@@ -156,7 +157,7 @@ def main(argv: list[str]) -> int:
                 if any(bench.__name__.startswith(p.replace(".", "_")) or not p for p in prefixes)
                 else []
             ):
-                r.params.setdefault("machine", f"{platform.machine()} x{_cpus()}")
+                r.params.setdefault("machine", f"{platform.machine()} x{cores()}")
                 # machines differ: a fixed pure-Python loop in µs puts figures from two on one scale
                 r.params.setdefault("loop_us", speed)
                 results[r.name] = {
@@ -180,12 +181,6 @@ def _loop_us() -> float:
     import timeit
 
     return round(min(timeit.repeat("sum(range(1000))", number=2000, repeat=7)) / 2000 * 1e6, 1)
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ def test_busy_child_counted_under_its_parent_sleeping_process_not() -> None:
         start, deadline = cpu_seconds([parent.pid], with_children=True), time.monotonic() + 25
         while cpu_seconds([parent.pid], with_children=True) - start < 0.5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        shares = meter.per_item_ms(2)  # per item: two items, half the milliseconds
+        # per item: two items, half the milliseconds; a part that ended reports its own seconds
+        shares = meter.per_item_ms(2, reported={"ended": 1.0})
     finally:
         for child in psutil.Process(parent.pid).children(recursive=True):
             child.kill()  # the busy grandchild would otherwise spin on for 30 s
@@ -43,4 +44,5 @@ def test_busy_child_counted_under_its_parent_sleeping_process_not() -> None:
     assert shares["parent_only"] < 100  # the parent itself only waits for its child
     assert shares["sleeper"] < 25
     assert shares["gone"] == 0
+    assert shares["ended"] == 500
     assert shares["all"] == round(sum(v for k, v in shares.items() if k != "all"), 3)
