@@ -10,7 +10,11 @@ verified with the terminal's key as a terminal would. Prints one JSON object: sa
 acknowledged (applied), each sale's tap-to-ack latency in ms.
 
 The terminals share a few MQTT connections (a thousand paho network threads would measure
-this process, not the server), so the broker sees fewer clients than a real fleet.
+this process, not the server), so the broker sees fewer clients than a real fleet. Each
+terminal publishes on one connection and subscribes, QoS 1 as a terminal does, to its own
+acknowledgement topic only — not a ``+`` wildcard, which would have the broker deliver every
+acknowledgement to every fleet process and each process drop the others' (work no real
+terminal causes). A connection carries at most :data:`TERMINALS_PER_LINK` terminals.
 """
 
 from __future__ import annotations
@@ -22,17 +26,51 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import Ack, ProtocolError, Sale, SaleBatch, open_envelope, seal_hmac, topics
 
-CONNECTIONS = 4
+# NATS lets one MQTT session's QoS 1 subscriptions together hold at most 65,535 unacknowledged
+# messages, each max_ack_pending (1,000: shared.nats_broker) — 65 subscriptions; a SUBSCRIBE
+# over that is refused. Mosquitto has no such bound.
+TERMINALS_PER_LINK = 64
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
+class FleetLink(Protocol):
+    """What the fleet needs of a connection (:class:`shared.mqtt.MqttLink`, or a test's fake)."""
+
+    def wait_connected(self, timeout_s: float) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes) -> bool: ...
+
+    def stop(self) -> None: ...
+
+
+# (client id, its subscriptions (topic, QoS), the callback of a message) -> a started link
+OpenLink = Callable[[str, list[tuple[str, int]], Callable[[str, bytes], None]], FleetLink]
+
+
+def mqtt_links(broker_url: str) -> OpenLink:
+    address = BrokerAddress.parse(broker_url)
+
+    def open_link(
+        client_id: str, subscriptions: list[tuple[str, int]], on_message: Callable[[str, bytes], None]
+    ) -> FleetLink:
+        return MqttLink(
+            client_id, address, subscriptions=subscriptions, on_message=on_message, max_inflight=1000
+        ).start()
+
+    return open_link
+
+
+def run(job: dict[str, Any], open_link: OpenLink | None = None) -> dict[str, Any]:
     terminals = {t["id"]: t for t in job["terminals"]}
     secrets = {tid: bytes.fromhex(t["secret"]) for tid, t in terminals.items()}
+    # each terminal's own topics, named once (as a terminal does), not per sale
+    sales_topic = {tid: topics.sales(tid) for tid in terminals}
+    ack_topic = {topics.ack(tid): tid for tid in terminals}
     sent: dict[tuple[str, int], float] = {}  # the outbox: (terminal, seq) -> tap time
     latencies: list[float] = []
     refused: list[str] = []
@@ -40,10 +78,11 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     last_ack = [0.0]  # wall clock of the last acknowledgement (the processes' common clock)
 
     def on_ack(topic: str, payload: bytes) -> None:
-        tid = topics.terminal_of(topic)
-        if tid not in secrets:
-            return  # another process's terminal
+        tid = ack_topic.get(topic)
         now = time.monotonic()
+        if tid is None:  # subscribed to its own terminals' topics only: the broker misrouted
+            refused.append(f"ack on a topic not ours: {topic}")
+            return
         try:
             env = open_envelope(payload, secret_for=lambda _s: secrets[tid], expect_type="ack")
             ack = Ack.from_body(env.body)
@@ -52,7 +91,10 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             return
         with lock:
             for r in ack.results:
-                tapped = sent.pop((r.terminal_id, r.seq), None)
+                if r.terminal_id != tid:  # a terminal takes only its own sales' results
+                    refused.append(f"ack for another terminal: {r.terminal_id}")
+                    continue
+                tapped = sent.pop((tid, r.seq), None)
                 if tapped is None:
                     continue  # a second ack of the same sale (not expected: counted by the caller)
                 latencies.append((now - tapped) * 1000)
@@ -60,14 +102,16 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
                 if r.status != "applied":
                     refused.append(r.status)
 
-    address = BrokerAddress.parse(job["broker_url"])
+    open_link = open_link or mqtt_links(job["broker_url"])
     tag = uuid.uuid4().hex[:6]
-    listener = MqttLink(
-        f"fleet-acks-{tag}", address, subscriptions=[(f"{topics.PREFIX}/t/+/down/ack", 1)],
-        on_message=on_ack, max_inflight=1000,
-    ).start()  # fmt: skip
-    links = [MqttLink(f"fleet-pub{i}-{tag}", address, max_inflight=1000).start() for i in range(CONNECTIONS)]
-    if not (listener.wait_connected(20) and all(p.wait_connected(20) for p in links)):
+    ids = list(terminals)
+    groups = [ids[i : i + TERMINALS_PER_LINK] for i in range(0, len(ids), TERMINALS_PER_LINK)]
+    links = [
+        open_link(f"fleet{i}-{tag}", [(topics.ack(tid), 1) for tid in group], on_ack)
+        for i, group in enumerate(groups)
+    ]
+    link_of = {tid: links[i] for i, group in enumerate(groups) for tid in group}
+    if not all(link.wait_connected(20) for link in links):
         raise RuntimeError("the fleet could not connect to the broker")
     rng = random.Random(job["seed"])
     interval = float(job["interval_s"])
@@ -97,8 +141,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         payload = seal_hmac("sale_batch", tid, SaleBatch((sale,)).to_body(), secrets[tid], now_ms)
         with lock:
             sent[(tid, seqs[tid])] = tapped
-        link = links[sold % CONNECTIONS]
-        while not link.publish(topics.sales(tid), payload):
+        link = link_of[tid]
+        while not link.publish(sales_topic[tid], payload):
             time.sleep(0.001)
         sold += 1
         heapq.heappush(due, (at + interval * rng.uniform(0.8, 1.2), tid))
@@ -108,7 +152,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             if not sent:
                 break
         time.sleep(0.05)
-    for link in [*links, listener]:
+    for link in links:
         link.stop()
     with lock:
         return {
