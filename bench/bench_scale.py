@@ -521,32 +521,27 @@ def _fleet_phase(
     FLEET_PROCESSES processes; their outcome together, with the CPU each part spent per
     acknowledged sale from the start until the fleet processes end (``parts``: the server
     processes, the database, the broker; the fleet processes report their own, setup apart).
-    ``fleet_late_s``: how long after the start the last fleet process was ready (0: the
-    setup — connects, subscriptions — is outside every part's figure)."""
-    start_at = time.time() + 4.0  # every process connected by then
-    procs = []
+    ``fleet_late_s``: how long after the start the last fleet process was ready (0, as each is
+    started only once all are ready: the setup — connects, subscriptions — is outside every
+    part's figure)."""
+    jobs = []
     for p in range(FLEET_PROCESSES):
         mine = creds[p::FLEET_PROCESSES]
-        job = {
-            "broker_url": broker_url,
-            "terminals": [
-                {"id": c.terminal_id, "secret": c.secret_hex, "canteen": c.canteen_id} for c in mine
-            ],
-            "seq_start": {c.terminal_id: seqs.get(c.terminal_id, 0) for c in mine},
-            "holders": holders[p::FLEET_PROCESSES],
-            "interval_s": interval_s,
-            "duration_s": duration_s,
-            "start_at": start_at,
-            "drain_s": 90.0,
-            "seed": p,
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.fleet_terminals"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        proc.stdin.write(json.dumps(job))  # type: ignore[union-attr]
-        proc.stdin.close()  # type: ignore[union-attr]
-        procs.append(proc)
+        jobs.append(
+            {
+                "broker_url": broker_url,
+                "terminals": [
+                    {"id": c.terminal_id, "secret": c.secret_hex, "canteen": c.canteen_id} for c in mine
+                ],
+                "seq_start": {c.terminal_id: seqs.get(c.terminal_id, 0) for c in mine},
+                "holders": holders[p::FLEET_PROCESSES],
+                "interval_s": interval_s,
+                "duration_s": duration_s,
+                "drain_s": 90.0,
+                "seed": p,
+            }
+        )
+    procs, start_at = _start_fleet(jobs)
     # the meter runs from the start on (every fleet process connected and subscribed by then):
     # its figures are selling's, not the setup's that a fleet does once
     time.sleep(max(0.0, start_at - time.time()))
@@ -574,6 +569,37 @@ def _fleet_phase(
         "cpu_ms_per_sale": cpu,
         "fleet_late_s": round(max(o["late_s"] for o in outs), 2),
     }
+
+
+def _start_fleet(jobs: list[dict]) -> tuple[list[subprocess.Popen[str]], float]:
+    """One ``bench.fleet_terminals`` process per job; each says "ready" once connected and
+    subscribed (on NATS a JetStream consumer per terminal: seconds for a thousand), then all
+    are told one start, after the slowest. The processes, and the start (wall clock)."""
+    procs: list[subprocess.Popen[str]] = []
+    started = False
+    try:
+        for job in jobs:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.fleet_terminals"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            procs.append(proc)
+            proc.stdin.write(json.dumps(job) + "\n")  # type: ignore[union-attr]
+            proc.stdin.flush()  # type: ignore[union-attr]
+        for proc in procs:
+            if proc.stdout.readline().strip() != "ready":  # type: ignore[union-attr]
+                raise RuntimeError("a fleet process failed before it was ready")
+        start_at = time.time() + 0.5  # every process told before the first tap
+        for proc in procs:
+            proc.stdin.write(f"{start_at}\n")  # type: ignore[union-attr]
+            proc.stdin.close()  # type: ignore[union-attr]
+        started = True
+    finally:
+        if not started:
+            for proc in procs:  # none left waiting for a start that will not come
+                proc.kill()
+                proc.wait()
+    return procs, start_at
 
 
 def _percentile(xs: list[float], q: float) -> float:

@@ -65,7 +65,11 @@ def mqtt_links(broker_url: str) -> OpenLink:
     return open_link
 
 
-def run(job: dict[str, Any], open_link: OpenLink | None = None) -> dict[str, Any]:
+def run(
+    job: dict[str, Any], open_link: OpenLink | None = None, wait_start: Callable[[], float] | None = None
+) -> dict[str, Any]:
+    """Sell as ``job`` says. ``wait_start``: called once every connection is up and subscribed,
+    returns when to start (wall-clock seconds); without it, ``job["start_at"]``."""
     terminals = {t["id"]: t for t in job["terminals"]}
     secrets = {tid: bytes.fromhex(t["secret"]) for tid, t in terminals.items()}
     # each terminal's own topics, named once (as a terminal does), not per sale
@@ -113,13 +117,15 @@ def run(job: dict[str, Any], open_link: OpenLink | None = None) -> dict[str, Any
     link_of = {tid: links[i] for i, group in enumerate(groups) for tid in group}
     if not all(link.wait_connected(20) for link in links):
         raise RuntimeError("the fleet could not connect to the broker")
+    ready_at = time.time()
+    start_at = wait_start() if wait_start is not None else float(job["start_at"])
     # the CPU of selling starts here: starting Python, connecting and subscribing are setup,
     # reported apart (the caller meters the other parts from ``start_at`` on, too)
-    ready_cpu, ready_at = time.process_time(), time.time()
+    ready_cpu = time.process_time()
     rng = random.Random(job["seed"])
     interval = float(job["interval_s"])
     holders = list(job["holders"])  # each sale a different cardholder (one lunch each)
-    start = time.monotonic() + max(0.0, job["start_at"] - time.time())
+    start = time.monotonic() + max(0.0, start_at - time.time())
     end = start + float(job["duration_s"])
     due = [(start + rng.uniform(0, interval), tid) for tid in terminals]
     heapq.heapify(due)
@@ -170,13 +176,21 @@ def run(job: dict[str, Any], open_link: OpenLink | None = None) -> dict[str, Any
             "seqs": seqs,
             "cpu_s": time.process_time() - ready_cpu,  # sign, send, listen, verify: from ready on
             "setup_cpu_s": ready_cpu,  # start, import, connect, subscribe
-            "late_s": max(0.0, ready_at - job["start_at"]),  # ready after the start: setup in the window
+            "late_s": max(0.0, ready_at - start_at),  # ready after the start: setup in the window
         }
 
 
 def main() -> int:
-    job = json.loads(sys.stdin.read())
-    print(json.dumps(run(job)), flush=True)
+    """The job is stdin's first line. Once connected and subscribed the process says ``ready``
+    on stdout and reads when to start (wall-clock seconds) from stdin's next line: the caller
+    starts every process at once, after the slowest is ready. Then the outcome on stdout."""
+    job = json.loads(sys.stdin.readline())
+
+    def wait_start() -> float:
+        print("ready", flush=True)
+        return float(sys.stdin.readline())
+
+    print(json.dumps(run(job, wait_start=wait_start)), flush=True)
     return 0
 
 

@@ -67,9 +67,10 @@ class FakeLink:
     ) -> None:
         self.broker, self.client_id = broker, client_id
         self.subscriptions, self.on_message = subscriptions, on_message
-        self.stopped = False
+        self.stopped = self.waited = False
 
     def wait_connected(self, timeout_s: float) -> bool:
+        self.waited = True
         return True
 
     def publish(self, topic: str, payload: bytes) -> bool:
@@ -126,3 +127,19 @@ def test_an_ack_not_the_terminals_own_is_refused_not_taken() -> None:
     # signed with the sale's terminal's key, not the receiving one's: the signature fails
     assert out["refused_count"] == out["sold"]
     assert all(r.startswith("bad ack") for r in out["refused"])
+
+
+def test_the_start_is_asked_for_once_every_connection_is_up() -> None:
+    fleet = [_terminal(n) for n in range(TERMINALS_PER_LINK + 1)]
+    broker = FakeBroker({t["id"]: bytes.fromhex(t["secret"]) for t in fleet})
+    asked: list[bool] = []
+
+    def wait_start() -> float:
+        asked.append(len(broker.links) == 2 and all(link.waited for link in broker.links))
+        return time.time()
+
+    job = _job(fleet)
+    del job["start_at"]  # the start is the caller's answer, not the job's
+    out = run(job, broker.open_link, wait_start)
+    assert asked == [True]
+    assert out["acked"] == out["sold"] > 0 and out["late_s"] == 0.0
