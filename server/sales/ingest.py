@@ -36,14 +36,21 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from server.books import ledger
-from server.downstream.deltas import current_version, record_delta
+from server.downstream.deltas import HEAD_VERSION_SQL, current_version, record_delta
 from server.infra import db as dbm
 from server.infra.metrics import ServerMetrics
 from server.infra.terminal_keys import CURRENT, NEXT
 from server.registry import rotation
-from server.registry.terminals import SecretBook, record_status, revocations_with
+from server.registry.terminals import (
+    KEYS_VERSION_SQL,
+    STATUS_COLUMNS,
+    SecretBook,
+    record_status,
+    record_status_read,
+    revocations_with,
+)
 from server.registry.updates import record_report
-from server.sales.apply import SaleApplier
+from server.sales.apply import PERIOD_HEADS, SaleApplier
 from server.sales.quarantine import suspects, warn_suspects
 from server.sales.reversals import ReversalApplier
 from shared.clock import Clock
@@ -191,6 +198,7 @@ class IngestWorker:
         self._arrivals: list[float] = []  # arrival times of the messages taken, in order
         self._keys = _KeyEvents()
         self._book = SecretBook(conn)
+        self._book.refresh()  # then checked in each transaction (_apply: _StaleKeys)
         self._accounts = ledger.AccountCache()
         self._queue: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
         # One transaction takes whatever has queued, up to these limits (~2,000 sales): many
@@ -316,23 +324,30 @@ class IngestWorker:
     def process(self, messages: list[Message]) -> None:
         """Verify, apply and commit a group of messages, then publish their acks."""
         now = self._clock.now_ms()
-        replies: list[tuple[str, Ack | ReversalAck]] = []
-        rejections: list[Rejection] = []
-        self._book.refresh()  # a rotation or revocation made by another process
-        keys = self._keys = _KeyEvents()
-        # opened, verified and decoded before the transaction: no lock held for CPU work
-        opened = [self._open_decoded(topic, payload, now) for topic, payload in messages]
-        # a reversal's cardholder is known only once its sale is read: its batch runs alone
-        exclusive = any(o.kind == "reversal_batch" for o in opened)
-        try:
-            with dbm.ingest_txn(self._conn, exclusive=exclusive) as shared:
-                applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections, shared)
-                flagged = (
-                    suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
-                )
-        except BaseException:
-            self._accounts.rollback()  # accounts created in the failed txn do not exist
-            raise
+        while True:
+            replies: list[tuple[str, Ack | ReversalAck]] = []
+            rejections: list[Rejection] = []
+            keys = self._keys = _KeyEvents()
+            # opened, verified and decoded before the transaction: no lock held for CPU work
+            # (with the keys as cached: the transaction checks they are still the keys)
+            opened = [self._open_decoded(topic, payload, now) for topic, payload in messages]
+            # a reversal's cardholder is known only once its sale is read: its batch runs alone
+            exclusive = any(o.kind == "reversal_batch" for o in opened)
+            try:
+                with dbm.ingest_txn(self._conn, exclusive=exclusive) as shared:
+                    applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections, shared)
+                    quarantined = applier.quarantined_terminals if applier.quarantined else None
+                    flagged = suspects(self._conn, now, quarantined) if quarantined is not None else []
+            except _StaleKeys:
+                # another process changed a terminal's keys (a rotation): nothing was kept;
+                # read the keys again, then open the messages again with them
+                self._accounts.rollback()
+                self._book.refresh()
+                continue
+            except BaseException:
+                self._accounts.rollback()  # accounts created in the failed txn do not exist
+                raise
+            break
         self._accounts.commit()
         if keys.completed:
             self._book.refresh()  # acks from now on are signed with the new keys
@@ -504,13 +519,24 @@ class IngestWorker:
         # revocation holds from the next transaction on; on PostgreSQL a round trip is a cost)
         # — and, in the same query, when each was created (the plausibility check's facts)
         # and whether a reversal of one of its sales waits (the terminals are locked, and a
-        # reversal is only ever made waiting by an exclusive transaction: this holds to the end)
+        # reversal is only ever made waiting by an exclusive transaction: this holds to the end),
+        # what a status of theirs reads, what is closed and the delta log's head
         terminal_rows = revocations_with(
             self._conn, {o.claimed for o in opened if o.claimed is not None}, _TERMINAL_COLUMNS
         )
         revoked_by_terminal = {t: row[0] if row else None for t, row in terminal_rows.items()}
+        found = [row for row in terminal_rows.values() if row]
+        # the messages were verified with the cached keys: they must be the keys now (one
+        # writer, and a rotation is written under the exclusive write lock: to the commit)
+        if found and not self._book.holds(found[0][_KEYS_AT]):
+            raise _StaleKeys
         applier.know_terminals({t: row[1] for t, row in terminal_rows.items() if row})
+        if found:  # what is closed: the same in every row
+            applier.know_periods(found[0][_PERIODS_AT], found[0][_PERIODS_AT + 1])
         waiting_by_terminal = {t: bool(row[2]) for t, row in terminal_rows.items() if row}
+        # a terminal's row as its first status in this transaction finds it (a later one reads
+        # what the first wrote)
+        status_rows = {t: row[_STATUS_AT:] for t, row in terminal_rows.items() if row}
         for o in opened:
             try:
                 if o.env is None:
@@ -527,7 +553,11 @@ class IngestWorker:
                 elif revoked is not None:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
                 elif o.kind == "status":
-                    record_status(self._conn, env.sender, o.body(), env.sent_at_ms, now)
+                    if env.sender in status_rows:
+                        read = status_rows.pop(env.sender)
+                        record_status_read(self._conn, env.sender, o.body(), env.sent_at_ms, now, read)
+                    else:
+                        record_status(self._conn, env.sender, o.body(), env.sent_at_ms, now)
                     if o.which == CURRENT and self._book.rotation_pending(env.sender):
                         keys.due.add(env.sender)
                 elif o.kind == "update_report":
@@ -558,11 +588,14 @@ class IngestWorker:
         # from here to the commit: the writes every ingest transaction shares (the canteens'
         # payables, the takings sums, the counters, the delta), one transaction at a time,
         # and the version read under that lock, so the versions commit in order, gapless;
-        # the sales' txns, entries and purse balances first, guarded by the holders' key locks
+        # the sales' txns, entries and purse balances first, guarded by the holders' key locks.
+        # One writer (SQLite, or an exclusive transaction): the head read with the terminals
+        # holds to the commit, as no delta is recorded in this transaction before its own
         if shared:
             applier.post_own()
             dbm.lock_tail(self._conn)
-        version = applier.version = current_version(self._conn) + 1
+        head = current_version(self._conn) if shared or not found else found[0][_HEAD_AT]
+        version = applier.version = head + 1
         results = applier.finish()
         for slot in slots:
             replies.append((slot.terminal_id, Ack(slot.msg_id, tuple(results[i] for i in slot.results))))
@@ -647,7 +680,21 @@ def _keys_of(conn: sqlite3.Connection, opened: list[Opened]) -> set[str]:
 _TERMINAL_COLUMNS = (
     "t.created_at_ms",
     "EXISTS (SELECT 1 FROM reversals rv WHERE rv.status = 'pending' AND rv.terminal_id = t.id)",
+    f"({HEAD_VERSION_SQL})",  # the same in every row (one writer: read once, see _apply)
+    KEYS_VERSION_SQL,  # the same in every row
+    *PERIOD_HEADS,  # the same in every row
+    *STATUS_COLUMNS,
 )
+# where they are in a row of revocations_with (which puts the revocation first)
+_HEAD_AT = 3
+_KEYS_AT = 4
+_PERIODS_AT = 5
+_STATUS_AT = 5 + len(PERIOD_HEADS)
+
+
+class _StaleKeys(Exception):
+    """Raised in the ingest transaction when the keys its messages were verified with are
+    no longer the terminals' keys: rolled back, then done again (:meth:`IngestWorker.process`)."""
 
 
 def _waiting(conn: sqlite3.Connection, terminal_ids: set[str], known: dict[str, bool]) -> bool:
