@@ -2,9 +2,9 @@
 
 MQTT callbacks only :meth:`IngestWorker.submit` raw messages to a queue. One worker thread
 takes whatever has queued up (up to ``max_messages``), verifies each message's signature and
-shape (before the transaction: CPU work, no lock held), then in **one** write transaction
-applies its sales (:class:`SaleApplier`), records status heartbeats and refusals, and
-records one delta for all balance changes.
+shape (before the transaction: CPU work, no lock held; :mod:`server.sales.opening`), then in
+**one** write transaction applies its sales (:class:`SaleApplier`), records status heartbeats
+and refusals, and records one delta for all balance changes.
 After the commit it publishes one signed :class:`Ack` per message. A crash before the
 commit loses nothing (the terminal still has the sales in its outbox and resends); a crash
 after it loses only acks (the resend is answered ``duplicate`` with the first result).
@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from server.books import ledger
 from server.downstream.deltas import HEAD_VERSION_SQL, current_version, record_delta
@@ -51,25 +51,22 @@ from server.registry.terminals import (
 )
 from server.registry.updates import record_report
 from server.sales.apply import PERIOD_HEADS, SaleApplier
+from server.sales.opening import Opened, msg_id_of, open_decoded
 from server.sales.quarantine import suspects, warn_suspects
 from server.sales.reversals import ReversalApplier
 from shared.clock import Clock
 from shared.protocol import (
     Ack,
-    Envelope,
     ProtocolError,
     ReversalAck,
     ReversalBatch,
     SaleBatch,
     ServerKey,
-    Status,
     UpdateReport,
-    open_envelope,
     seal_hmac,
     seal_server,
     topics,
 )
-from shared.protocol.codec import parse_json
 from shared.protocol.reversals import PENDING_REPLY
 
 log = logging.getLogger(__name__)
@@ -117,37 +114,6 @@ class ReversalMessage(NamedTuple):
     msg_id: str
     batch: ReversalBatch
     revoked_at_ms: int | None
-
-
-class Opened(NamedTuple):
-    """One message opened, verified and decoded before the write transaction: CPU work with
-    the in-memory key book, done without holding the database's write lock. What reads or
-    writes the database (a rotation completed, revocations, statuses) is done in the
-    transaction, in the order the messages came (:meth:`IngestWorker._apply`)."""
-
-    topic: str
-    claimed: str | None  # the terminal the topic names
-    payload: bytes
-    env: Envelope | None  # None: refused before its sender was established (``refused``)
-    which: str  # the key that verified it (CURRENT, NEXT, …)
-    kind: str | None  # the body's type when the topic accepts it, else None
-    decoded: object  # the decoded body, or the ProtocolError decoding raised
-    refused: ProtocolError | None = None
-
-    def body(self) -> Any:
-        """The decoded body; raises the decoding's refusal."""
-        if isinstance(self.decoded, ProtocolError):
-            raise self.decoded
-        return self.decoded
-
-
-# the message types ingest takes and the topic each must come on (any other: ``bad_field``)
-_TOPIC_OF_KIND: dict[str, Callable[[str], str]] = {
-    "sale_batch": topics.sales,
-    "reversal_batch": topics.reversals,
-    "status": topics.status,
-    "update_report": topics.update_report,
-}
 
 
 @dataclass
@@ -330,7 +296,7 @@ class IngestWorker:
             keys = self._keys = _KeyEvents()
             # opened, verified and decoded before the transaction: no lock held for CPU work
             # (with the keys as cached: the transaction checks they are still the keys)
-            opened = [self._open_decoded(topic, payload, now) for topic, payload in messages]
+            opened = [open_decoded(self._book, topic, payload, now) for topic, payload in messages]
             # a reversal's cardholder is known only once its sale is read: its batch runs alone
             exclusive = any(o.kind == "reversal_batch" for o in opened)
             try:
@@ -437,54 +403,6 @@ class IngestWorker:
                 self._offered[terminal_id] = time.monotonic()
                 log.info("ingest: offered terminal %s its next key %s", terminal_id, offer.key_id)
 
-    def _open_decoded(self, topic: str, payload: bytes, now: int) -> Opened:
-        """Open, verify and decode one message (no database work, but a key book miss)."""
-        claimed = topics.terminal_of(topic)
-        try:
-            env, which = self._open(payload, now)
-            if claimed is None or env.sender != claimed:
-                raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
-        except ProtocolError as exc:
-            return Opened(topic, claimed, payload, None, "", None, None, exc)
-        route = _TOPIC_OF_KIND.get(env.type)
-        kind = env.type if route is not None and topic == route(claimed) else None
-        decoded: object = None
-        try:
-            if kind == "sale_batch":
-                decoded = SaleBatch.from_body(env.body, env.sender)
-            elif kind == "reversal_batch":
-                decoded = ReversalBatch.from_body(env.body, env.sender)
-            elif kind == "status":
-                decoded = Status.from_body(env.body)
-            elif kind == "update_report":
-                decoded = UpdateReport.from_body(env.body)
-        except ProtocolError as exc:
-            decoded = exc
-        return Opened(topic, claimed, payload, env, which, kind, decoded)
-
-    def _open(self, payload: bytes, now: int) -> tuple[Envelope, str]:
-        """Open a message with the sender's current key, else its next or previous one;
-        returns the envelope and which key verified it."""
-        keys: list[tuple[str, bytes]] = []
-
-        def current(sender: str) -> bytes | None:
-            keys.extend(self._book.keys(sender, now))
-            return keys[0][1] if keys else None
-
-        try:
-            return open_envelope(payload, secret_for=current), CURRENT
-        except ProtocolError as exc:
-            if exc.code != "bad_signature" or len(keys) < 2:
-                raise
-            first = exc
-        for which, secret in keys[1:]:
-            try:
-                return open_envelope(payload, secret_for=lambda _s, k=secret: k), which
-            except ProtocolError as exc:
-                if exc.code != "bad_signature":
-                    raise
-        raise first
-
     def _apply(
         self,
         opened: list[Opened],
@@ -572,7 +490,7 @@ class IngestWorker:
             except ProtocolError as exc:
                 rejections.append(Rejection(o.topic, o.claimed, exc.code, exc.detail))
                 if o.claimed is not None and self._book.secret(o.claimed) is not None:
-                    replies.append((o.claimed, Ack(in_reply_to=_msg_id_of(o.payload), reason=exc.code)))
+                    replies.append((o.claimed, Ack(in_reply_to=msg_id_of(o.payload), reason=exc.code)))
         # every sale of the transaction read ahead in a few queries, then decided in order
         applier.prefetch(s for m in sale_messages for s in m.batch.sales)
         for m in sale_messages:
@@ -740,13 +658,3 @@ class _KeyEvents:
 
     completed: set[str] = field(default_factory=set)
     due: set[str] = field(default_factory=set)
-
-
-def _msg_id_of(payload: bytes) -> str:
-    """Best-effort msg_id of a refused message, for the refusal's ``in_reply_to``."""
-    try:
-        raw = parse_json(payload)
-    except ProtocolError:
-        return "-"
-    msg_id = raw.get("msg_id") if isinstance(raw, dict) else None
-    return msg_id if isinstance(msg_id, str) and 0 < len(msg_id) <= 64 else "-"
