@@ -77,8 +77,12 @@ def _chunks(encoded: list[bytes]) -> list[str]:
     return out
 
 
+# the newest version recorded (0: none yet), as a query another may carry as a column
+HEAD_VERSION_SQL = "SELECT coalesce(max(version), 0) FROM deltas"
+
+
 def current_version(conn: sqlite3.Connection) -> int:
-    return int(conn.execute("SELECT coalesce(max(version), 0) FROM deltas").fetchone()[0])
+    return int(conn.execute(HEAD_VERSION_SQL).fetchone()[0])
 
 
 def deltas_since(conn: sqlite3.Connection, version: int, limit: int = DELTA_PAGE_SIZE) -> list[Delta]:

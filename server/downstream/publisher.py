@@ -91,14 +91,22 @@ class DeltaPublisher:
         return True
 
     def publish_pending(self) -> int:
+        """Publish every delta recorded after the last one published; returns how many.
+
+        A page shorter than asked for is the end of the log as read: the next delta to
+        commit comes with its own poke (set after this loop's wait cleared it) or the
+        poll, so it is not read again for an empty page (a statement per commit)."""
         sent = 0
         while True:
-            batch = deltas_since(self._conn, self.published, limit=200)
-            if not batch:
-                return sent
+            batch = deltas_since(self._conn, self.published, limit=_PAGE)
             for delta in batch:
                 payload = seal_server("delta", delta.to_body(), self._key, self._clock.now_ms())
                 if not self._publish(topics.DELTA, payload, True):
                     return sent
                 self.published = delta.version
                 sent += 1
+            if len(batch) < _PAGE:
+                return sent
+
+
+_PAGE = 200  # deltas read per statement

@@ -98,6 +98,8 @@ def provision(
 
 
 KEYS_VERSION = "terminal_keys_version"  # bumped when a terminal's keys change (rotation)
+# its value (NULL: never bumped) as a trusted SQL column, for a query that reads it with others
+KEYS_VERSION_SQL = f"(SELECT value FROM settings WHERE key = '{KEYS_VERSION}')"
 
 
 def bump_keys_version(conn: sqlite3.Connection) -> None:
@@ -125,12 +127,18 @@ class SecretBook:
         self._version: str | None = None
 
     def refresh(self) -> None:
-        """One read per ingest transaction: a rotation elsewhere empties the cache."""
+        """Read the keys' version: a rotation elsewhere empties the cache."""
         version = get_setting(self._conn, KEYS_VERSION)
         with self._lock:
             if version != self._version:
                 self._cache.clear()
                 self._version = version
+
+    def holds(self, version: str | None) -> bool:
+        """Whether the cache is of the keys at this version (:data:`KEYS_VERSION_SQL`, read
+        by the caller); if not, :meth:`refresh` before trusting it."""
+        with self._lock:
+            return version == self._version
 
     def _load(self, terminal_id: str) -> _Keys | None:
         with self._lock:
@@ -288,6 +296,17 @@ def fleet(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return out
 
 
+# what :func:`record_status` reads of a terminal ``t``: trusted SQL, also for the columns of
+# :func:`revocations_with` (the ingest worker reads its terminals' rows once per transaction)
+STATUS_COLUMNS = (
+    "t.last_status_ms",
+    "t.watermark_ms",
+    "t.state",
+    "t.state_since_ms",
+    f"(SELECT value FROM settings WHERE key = '{_INSTANCES_KEY}' || t.id)",
+)
+
+
 def record_status(
     conn: sqlite3.Connection,
     terminal_id: str,
@@ -301,10 +320,21 @@ def record_status(
     # the terminal's row and the instances it was seen as, in one query (a round trip each
     # on PostgreSQL, and the ingest worker stores a status in nearly every transaction)
     row = conn.execute(
-        "SELECT t.last_status_ms, t.watermark_ms, t.state, t.state_since_ms, s.value FROM terminals t "
-        "LEFT JOIN settings s ON s.key = ? || t.id WHERE t.id = ?",
-        (_INSTANCES_KEY, terminal_id),
+        f"SELECT {', '.join(STATUS_COLUMNS)} FROM terminals t WHERE t.id = ?", (terminal_id,)
     ).fetchone()
+    return record_status_read(conn, terminal_id, status, sent_at_ms, received_at_ms, row)
+
+
+def record_status_read(
+    conn: sqlite3.Connection,
+    terminal_id: str,
+    status: Status,
+    sent_at_ms: int,
+    received_at_ms: int | None,
+    row: Sequence[Any] | None,
+) -> bool:
+    """:func:`record_status` with the terminal's :data:`STATUS_COLUMNS` already read in this
+    transaction (None: no such terminal), and not changed since."""
     if row is None or row[2] == "revoked":
         return False
     if status.instance:

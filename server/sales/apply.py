@@ -164,6 +164,18 @@ class ClosedPeriods:
         clearings = tuple((int(r[1]), int(r[2])) for r in rows[1:])
         return cls(rows[0][1], clearings)
 
+    @classmethod
+    def from_heads(
+        cls, closed_through_ms: int | None, last_cutoff_ms: int | None, occurred_at_ms: int
+    ) -> ClosedPeriods | None:
+        """What :meth:`load` gives for a sale at ``occurred_at_ms``, from the end of the last
+        settled quarter and the latest clearing's cutoff alone (:data:`PERIOD_HEADS`, read
+        where other reads are made): no clearing takes a sale at or after its latest cutoff.
+        None for an earlier sale: :meth:`load` then."""
+        if last_cutoff_ms is not None and occurred_at_ms < last_cutoff_ms:
+            return None
+        return cls(closed_through_ms, ())
+
     def settled(self, occurred_at_ms: int) -> bool:
         return self.closed_through_ms is not None and occurred_at_ms < self.closed_through_ms
 
@@ -171,6 +183,11 @@ class ClosedPeriods:
         """The cleared year whose clearing took the subsidy a sale at this time would have used."""
         i = bisect.bisect_right(self.clearings, (occurred_at_ms, 1 << 62))
         return self.clearings[i][1] if i < len(self.clearings) else None
+
+
+# what :meth:`ClosedPeriods.from_heads` needs, as trusted SQL columns (no table of their own):
+# the end of the last settled quarter, the latest clearing's cutoff (both None if none)
+PERIOD_HEADS = ("(SELECT max(end_ms) FROM settlement_periods)", "(SELECT max(cutoff_ms) FROM clearings)")
 
 
 class SaleApplier:
@@ -209,6 +226,21 @@ class SaleApplier:
         self._unmoved: dict[str, int] | None = None  # balances recorded, not yet moved
         self._read_accounts: set[str] = set()  # purses read: they exist (see post_own)
         self._finished = False
+        self._period_heads: tuple[int | None, int | None] | None = None  # see know_periods
+
+    def know_periods(self, closed_through_ms: int | None, last_cutoff_ms: int | None) -> None:
+        """The :data:`PERIOD_HEADS` the caller read in this transaction: a sale dated at or
+        after the latest clearing's cutoff is decided on them, without reading
+        :attr:`periods` (:meth:`ClosedPeriods.from_heads`)."""
+        self._period_heads = (closed_through_ms, last_cutoff_ms)
+
+    def _periods_for(self, occurred_at_ms: int) -> ClosedPeriods:
+        heads = self._period_heads
+        if heads is not None:
+            recent = ClosedPeriods.from_heads(*heads, occurred_at_ms)
+            if recent is not None:
+                return recent
+        return self.periods
 
     @functools.cached_property
     def periods(self) -> ClosedPeriods:
@@ -383,7 +415,8 @@ class SaleApplier:
         moves: list[ledger.Move] = []
         cleared = 0
         rest = sale.amount_fen
-        year = self.periods.clearing_for(sale.occurred_at_ms)
+        periods = self._periods_for(sale.occurred_at_ms)
+        year = periods.clearing_for(sale.occurred_at_ms)
         if year is not None:
             for account, fen in self._claw_back(year, holder_id, rest):
                 moves.append(ledger.Move(account, payable, fen))
@@ -397,7 +430,7 @@ class SaleApplier:
         self._postings.append((row, ledger.Posting("sale", tuple(moves), sale.sale_id)))
         holder.purses[subsidy_purse] = subsidy_balance - split.subsidy_fen
         holder.purses[self_purse] = self_balance - split.self_fen
-        if self.periods.settled(sale.occurred_at_ms):
+        if periods.settled(sale.occurred_at_ms):
             self._late.append(
                 (sale.terminal_id, sale.seq, sale.canteen_id, sale.occurred_at_ms, sale.amount_fen)
             )

@@ -2,9 +2,9 @@
 
 MQTT callbacks only :meth:`IngestWorker.submit` raw messages to a queue. One worker thread
 takes whatever has queued up (up to ``max_messages``), verifies each message's signature and
-shape (before the transaction: CPU work, no lock held), then in **one** write transaction
-applies its sales (:class:`SaleApplier`), records status heartbeats and refusals, and
-records one delta for all balance changes.
+shape (before the transaction: CPU work, no lock held; :mod:`server.sales.opening`), then in
+**one** write transaction applies its sales (:class:`SaleApplier`), records status heartbeats
+and refusals, and records one delta for all balance changes.
 After the commit it publishes one signed :class:`Ack` per message. A crash before the
 commit loses nothing (the terminal still has the sales in its outbox and resends); a crash
 after it loses only acks (the resend is answered ``duplicate`` with the first result).
@@ -33,36 +33,40 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from server.books import ledger
-from server.downstream.deltas import current_version, record_delta
+from server.downstream.deltas import HEAD_VERSION_SQL, current_version, record_delta
 from server.infra import db as dbm
 from server.infra.metrics import ServerMetrics
 from server.infra.terminal_keys import CURRENT, NEXT
 from server.registry import rotation
-from server.registry.terminals import SecretBook, record_status, revocations_with
+from server.registry.terminals import (
+    KEYS_VERSION_SQL,
+    STATUS_COLUMNS,
+    SecretBook,
+    record_status,
+    record_status_read,
+    revocations_with,
+)
 from server.registry.updates import record_report
-from server.sales.apply import SaleApplier
+from server.sales.apply import PERIOD_HEADS, SaleApplier
+from server.sales.opening import Opened, msg_id_of, open_decoded
 from server.sales.quarantine import suspects, warn_suspects
 from server.sales.reversals import ReversalApplier
 from shared.clock import Clock
 from shared.protocol import (
     Ack,
-    Envelope,
     ProtocolError,
     ReversalAck,
     ReversalBatch,
     SaleBatch,
     ServerKey,
-    Status,
     UpdateReport,
-    open_envelope,
     seal_hmac,
     seal_server,
     topics,
 )
-from shared.protocol.codec import parse_json
 from shared.protocol.reversals import PENDING_REPLY
 
 log = logging.getLogger(__name__)
@@ -110,37 +114,6 @@ class ReversalMessage(NamedTuple):
     msg_id: str
     batch: ReversalBatch
     revoked_at_ms: int | None
-
-
-class Opened(NamedTuple):
-    """One message opened, verified and decoded before the write transaction: CPU work with
-    the in-memory key book, done without holding the database's write lock. What reads or
-    writes the database (a rotation completed, revocations, statuses) is done in the
-    transaction, in the order the messages came (:meth:`IngestWorker._apply`)."""
-
-    topic: str
-    claimed: str | None  # the terminal the topic names
-    payload: bytes
-    env: Envelope | None  # None: refused before its sender was established (``refused``)
-    which: str  # the key that verified it (CURRENT, NEXT, …)
-    kind: str | None  # the body's type when the topic accepts it, else None
-    decoded: object  # the decoded body, or the ProtocolError decoding raised
-    refused: ProtocolError | None = None
-
-    def body(self) -> Any:
-        """The decoded body; raises the decoding's refusal."""
-        if isinstance(self.decoded, ProtocolError):
-            raise self.decoded
-        return self.decoded
-
-
-# the message types ingest takes and the topic each must come on (any other: ``bad_field``)
-_TOPIC_OF_KIND: dict[str, Callable[[str], str]] = {
-    "sale_batch": topics.sales,
-    "reversal_batch": topics.reversals,
-    "status": topics.status,
-    "update_report": topics.update_report,
-}
 
 
 @dataclass
@@ -191,6 +164,7 @@ class IngestWorker:
         self._arrivals: list[float] = []  # arrival times of the messages taken, in order
         self._keys = _KeyEvents()
         self._book = SecretBook(conn)
+        self._book.refresh()  # then checked in each transaction (_apply: _StaleKeys)
         self._accounts = ledger.AccountCache()
         self._queue: queue.Queue[tuple[str, bytes, float] | None] = queue.Queue()
         # One transaction takes whatever has queued, up to these limits (~2,000 sales): many
@@ -316,23 +290,30 @@ class IngestWorker:
     def process(self, messages: list[Message]) -> None:
         """Verify, apply and commit a group of messages, then publish their acks."""
         now = self._clock.now_ms()
-        replies: list[tuple[str, Ack | ReversalAck]] = []
-        rejections: list[Rejection] = []
-        self._book.refresh()  # a rotation or revocation made by another process
-        keys = self._keys = _KeyEvents()
-        # opened, verified and decoded before the transaction: no lock held for CPU work
-        opened = [self._open_decoded(topic, payload, now) for topic, payload in messages]
-        # a reversal's cardholder is known only once its sale is read: its batch runs alone
-        exclusive = any(o.kind == "reversal_batch" for o in opened)
-        try:
-            with dbm.ingest_txn(self._conn, exclusive=exclusive) as shared:
-                applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections, shared)
-                flagged = (
-                    suspects(self._conn, now, applier.quarantined_terminals) if applier.quarantined else []
-                )
-        except BaseException:
-            self._accounts.rollback()  # accounts created in the failed txn do not exist
-            raise
+        while True:
+            replies: list[tuple[str, Ack | ReversalAck]] = []
+            rejections: list[Rejection] = []
+            keys = self._keys = _KeyEvents()
+            # opened, verified and decoded before the transaction: no lock held for CPU work
+            # (with the keys as cached: the transaction checks they are still the keys)
+            opened = [open_decoded(self._book, topic, payload, now) for topic, payload in messages]
+            # a reversal's cardholder is known only once its sale is read: its batch runs alone
+            exclusive = any(o.kind == "reversal_batch" for o in opened)
+            try:
+                with dbm.ingest_txn(self._conn, exclusive=exclusive) as shared:
+                    applier, reversals, delta_recorded = self._apply(opened, now, replies, rejections, shared)
+                    quarantined = applier.quarantined_terminals if applier.quarantined else None
+                    flagged = suspects(self._conn, now, quarantined) if quarantined is not None else []
+            except _StaleKeys:
+                # another process changed a terminal's keys (a rotation): nothing was kept;
+                # read the keys again, then open the messages again with them
+                self._accounts.rollback()
+                self._book.refresh()
+                continue
+            except BaseException:
+                self._accounts.rollback()  # accounts created in the failed txn do not exist
+                raise
+            break
         self._accounts.commit()
         if keys.completed:
             self._book.refresh()  # acks from now on are signed with the new keys
@@ -422,54 +403,6 @@ class IngestWorker:
                 self._offered[terminal_id] = time.monotonic()
                 log.info("ingest: offered terminal %s its next key %s", terminal_id, offer.key_id)
 
-    def _open_decoded(self, topic: str, payload: bytes, now: int) -> Opened:
-        """Open, verify and decode one message (no database work, but a key book miss)."""
-        claimed = topics.terminal_of(topic)
-        try:
-            env, which = self._open(payload, now)
-            if claimed is None or env.sender != claimed:
-                raise ProtocolError("terminal_mismatch", f"{env.sender} on {topic}")
-        except ProtocolError as exc:
-            return Opened(topic, claimed, payload, None, "", None, None, exc)
-        route = _TOPIC_OF_KIND.get(env.type)
-        kind = env.type if route is not None and topic == route(claimed) else None
-        decoded: object = None
-        try:
-            if kind == "sale_batch":
-                decoded = SaleBatch.from_body(env.body, env.sender)
-            elif kind == "reversal_batch":
-                decoded = ReversalBatch.from_body(env.body, env.sender)
-            elif kind == "status":
-                decoded = Status.from_body(env.body)
-            elif kind == "update_report":
-                decoded = UpdateReport.from_body(env.body)
-        except ProtocolError as exc:
-            decoded = exc
-        return Opened(topic, claimed, payload, env, which, kind, decoded)
-
-    def _open(self, payload: bytes, now: int) -> tuple[Envelope, str]:
-        """Open a message with the sender's current key, else its next or previous one;
-        returns the envelope and which key verified it."""
-        keys: list[tuple[str, bytes]] = []
-
-        def current(sender: str) -> bytes | None:
-            keys.extend(self._book.keys(sender, now))
-            return keys[0][1] if keys else None
-
-        try:
-            return open_envelope(payload, secret_for=current), CURRENT
-        except ProtocolError as exc:
-            if exc.code != "bad_signature" or len(keys) < 2:
-                raise
-            first = exc
-        for which, secret in keys[1:]:
-            try:
-                return open_envelope(payload, secret_for=lambda _s, k=secret: k), which
-            except ProtocolError as exc:
-                if exc.code != "bad_signature":
-                    raise
-        raise first
-
     def _apply(
         self,
         opened: list[Opened],
@@ -504,13 +437,24 @@ class IngestWorker:
         # revocation holds from the next transaction on; on PostgreSQL a round trip is a cost)
         # — and, in the same query, when each was created (the plausibility check's facts)
         # and whether a reversal of one of its sales waits (the terminals are locked, and a
-        # reversal is only ever made waiting by an exclusive transaction: this holds to the end)
+        # reversal is only ever made waiting by an exclusive transaction: this holds to the end),
+        # what a status of theirs reads, what is closed and the delta log's head
         terminal_rows = revocations_with(
             self._conn, {o.claimed for o in opened if o.claimed is not None}, _TERMINAL_COLUMNS
         )
         revoked_by_terminal = {t: row[0] if row else None for t, row in terminal_rows.items()}
+        found = [row for row in terminal_rows.values() if row]
+        # the messages were verified with the cached keys: they must be the keys now (one
+        # writer, and a rotation is written under the exclusive write lock: to the commit)
+        if found and not self._book.holds(found[0][_KEYS_AT]):
+            raise _StaleKeys
         applier.know_terminals({t: row[1] for t, row in terminal_rows.items() if row})
+        if found:  # what is closed: the same in every row
+            applier.know_periods(found[0][_PERIODS_AT], found[0][_PERIODS_AT + 1])
         waiting_by_terminal = {t: bool(row[2]) for t, row in terminal_rows.items() if row}
+        # a terminal's row as its first status in this transaction finds it (a later one reads
+        # what the first wrote)
+        status_rows = {t: row[_STATUS_AT:] for t, row in terminal_rows.items() if row}
         for o in opened:
             try:
                 if o.env is None:
@@ -527,7 +471,11 @@ class IngestWorker:
                 elif revoked is not None:
                     raise ProtocolError("terminal_revoked", f"{env.sender} was revoked; {env.type} refused")
                 elif o.kind == "status":
-                    record_status(self._conn, env.sender, o.body(), env.sent_at_ms, now)
+                    if env.sender in status_rows:
+                        read = status_rows.pop(env.sender)
+                        record_status_read(self._conn, env.sender, o.body(), env.sent_at_ms, now, read)
+                    else:
+                        record_status(self._conn, env.sender, o.body(), env.sent_at_ms, now)
                     if o.which == CURRENT and self._book.rotation_pending(env.sender):
                         keys.due.add(env.sender)
                 elif o.kind == "update_report":
@@ -542,7 +490,7 @@ class IngestWorker:
             except ProtocolError as exc:
                 rejections.append(Rejection(o.topic, o.claimed, exc.code, exc.detail))
                 if o.claimed is not None and self._book.secret(o.claimed) is not None:
-                    replies.append((o.claimed, Ack(in_reply_to=_msg_id_of(o.payload), reason=exc.code)))
+                    replies.append((o.claimed, Ack(in_reply_to=msg_id_of(o.payload), reason=exc.code)))
         # every sale of the transaction read ahead in a few queries, then decided in order
         applier.prefetch(s for m in sale_messages for s in m.batch.sales)
         for m in sale_messages:
@@ -558,11 +506,14 @@ class IngestWorker:
         # from here to the commit: the writes every ingest transaction shares (the canteens'
         # payables, the takings sums, the counters, the delta), one transaction at a time,
         # and the version read under that lock, so the versions commit in order, gapless;
-        # the sales' txns, entries and purse balances first, guarded by the holders' key locks
+        # the sales' txns, entries and purse balances first, guarded by the holders' key locks.
+        # One writer (SQLite, or an exclusive transaction): the head read with the terminals
+        # holds to the commit, as no delta is recorded in this transaction before its own
         if shared:
             applier.post_own()
             dbm.lock_tail(self._conn)
-        version = applier.version = current_version(self._conn) + 1
+        head = current_version(self._conn) if shared or not found else found[0][_HEAD_AT]
+        version = applier.version = head + 1
         results = applier.finish()
         for slot in slots:
             replies.append((slot.terminal_id, Ack(slot.msg_id, tuple(results[i] for i in slot.results))))
@@ -647,7 +598,21 @@ def _keys_of(conn: sqlite3.Connection, opened: list[Opened]) -> set[str]:
 _TERMINAL_COLUMNS = (
     "t.created_at_ms",
     "EXISTS (SELECT 1 FROM reversals rv WHERE rv.status = 'pending' AND rv.terminal_id = t.id)",
+    f"({HEAD_VERSION_SQL})",  # the same in every row (one writer: read once, see _apply)
+    KEYS_VERSION_SQL,  # the same in every row
+    *PERIOD_HEADS,  # the same in every row
+    *STATUS_COLUMNS,
 )
+# where they are in a row of revocations_with (which puts the revocation first)
+_HEAD_AT = 3
+_KEYS_AT = 4
+_PERIODS_AT = 5
+_STATUS_AT = 5 + len(PERIOD_HEADS)
+
+
+class _StaleKeys(Exception):
+    """Raised in the ingest transaction when the keys its messages were verified with are
+    no longer the terminals' keys: rolled back, then done again (:meth:`IngestWorker.process`)."""
 
 
 def _waiting(conn: sqlite3.Connection, terminal_ids: set[str], known: dict[str, bool]) -> bool:
@@ -693,13 +658,3 @@ class _KeyEvents:
 
     completed: set[str] = field(default_factory=set)
     due: set[str] = field(default_factory=set)
-
-
-def _msg_id_of(payload: bytes) -> str:
-    """Best-effort msg_id of a refused message, for the refusal's ``in_reply_to``."""
-    try:
-        raw = parse_json(payload)
-    except ProtocolError:
-        return "-"
-    msg_id = raw.get("msg_id") if isinstance(raw, dict) else None
-    return msg_id if isinstance(msg_id, str) and 0 < len(msg_id) <= 64 else "-"
