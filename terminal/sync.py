@@ -390,13 +390,41 @@ class SyncAgent:
 
     def _drain_inbox(self) -> None:
         inbox = self._inbox
+        ack_topic, delta_topic = self._topics.ack, topics.DELTA
         while inbox:  # the sync thread is the only one taking from it
             kind, value = inbox.popleft()
             if kind == "link":
                 self._on_link(bool(value))
-            else:
-                topic, payload = value  # type: ignore[misc]
+                continue
+            topic, payload = value  # type: ignore[misc]
+            if topic != ack_topic and topic != delta_topic:
                 self._on_message(topic, payload)
+                continue
+            # an ack and the delta the server published after it usually arrive together:
+            # the acks and deltas in a row share one transaction (Store.begin_batch), one
+            # commit instead of one per message
+            store = self.store
+            store.begin_batch()
+            try:
+                self._on_message(topic, payload)
+                while inbox and inbox[0][0] == "msg" and inbox[0][1][0] in (ack_topic, delta_topic):  # type: ignore[index]
+                    topic, payload = inbox.popleft()[1]  # type: ignore[misc]
+                    self._on_message(topic, payload)
+                store.end_batch(commit=True)
+            except BaseException:  # re-raised: rolled back (a commit that failed too), read back
+                store.end_batch(commit=False)
+                self._after_rollback()
+                raise
+
+    def _after_rollback(self) -> None:
+        """A batch of acks and deltas was rolled back (an error in one of them): what this
+        agent holds in memory of their writes is read back from the database — the delta
+        version and the stored sync time — and the outbox is sent again from its start (the
+        acks' sales, no longer in flight, are still in it; the server answers the copies
+        with their first results)."""
+        self.downstream.version = self.store.delta_version
+        self.record.stored_sync_ms = _int_or_none(self.store.get_meta("last_sync_ms"))
+        self.upstream.cursor = self.upstream.rcursor = 0
 
     def _on_link(self, up: bool) -> None:
         if up:
