@@ -20,6 +20,7 @@ after the restart, never a lost or an unannounced sale. In WAL mode the next dur
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -136,6 +137,26 @@ _UPSERT_CARDS = (
     "INSERT INTO cards(card_id, holder_id, status) VALUES (?, ?, ?) "
     "ON CONFLICT(card_id) DO UPDATE SET holder_id = excluded.holder_id, status = excluded.status"
 )
+
+
+# the oldest sale, or reversal the server has not taken, still unsent (Store.oldest_pending_ms):
+# from the outbox to the journal (CROSS JOIN keeps that order): the other way round, SQLite
+# walks the whole journal by time looking for the first sale still unsent
+_OLDEST_PENDING = (
+    "SELECT min(t) FROM (SELECT min(j.occurred_at_ms) AS t FROM outbox o "
+    "CROSS JOIN journal j ON j.seq = o.seq UNION ALL SELECT min(r.occurred_at_ms) "
+    "FROM reversal_outbox o CROSS JOIN reversals r ON r.seq = o.seq WHERE r.status = 'new')"
+)
+_PENDING_AND_OLDEST = f"SELECT (SELECT count(*) FROM outbox), ({_OLDEST_PENDING})"
+
+
+@functools.lru_cache(maxsize=8)
+def _set_metas_sql(n: int) -> str:
+    """The statement that sets ``n`` meta values (Store._write_metas)."""
+    values = ", ".join(["(?, ?)"] * n)
+    return (
+        f"INSERT INTO meta(key, value) VALUES {values} ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    )
 
 
 def _meta_statement(key: str, value: str | None) -> tuple[str, tuple[str, ...]]:
@@ -293,12 +314,7 @@ class Store:
         deleted (None) — inside the caller's transaction."""
         sets = [(k, v) for k, v in values.items() if v is not None]
         if sets:
-            self.conn.execute(
-                "INSERT INTO meta(key, value) VALUES "
-                + ", ".join(["(?, ?)"] * len(sets))
-                + " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [x for kv in sets for x in kv],
-            )
+            self.conn.execute(_set_metas_sql(len(sets)), [x for kv in sets for x in kv])
         gone = [k for k, v in values.items() if v is None]
         if gone:
             self.conn.execute(f"DELETE FROM meta WHERE key IN ({', '.join(['?'] * len(gone))})", gone)
@@ -527,14 +543,12 @@ class Store:
 
     def oldest_pending_ms(self) -> int | None:
         """The oldest sale, or reversal the server has not taken, still unsent (the watermark)."""
-        # from the outbox to the journal (CROSS JOIN keeps that order): the other way round,
-        # SQLite walks the whole journal by time looking for the first sale still unsent
-        row = self.conn.execute(
-            "SELECT min(t) FROM (SELECT min(j.occurred_at_ms) AS t FROM outbox o "
-            "CROSS JOIN journal j ON j.seq = o.seq UNION ALL SELECT min(r.occurred_at_ms) "
-            "FROM reversal_outbox o CROSS JOIN reversals r ON r.seq = o.seq WHERE r.status = 'new')"
-        ).fetchone()
-        return row[0]
+        return self.conn.execute(_OLDEST_PENDING).fetchone()[0]
+
+    def pending_and_oldest(self) -> tuple[int, int | None]:
+        """:meth:`pending_count` and :meth:`oldest_pending_ms` in one read (the status asks both)."""
+        pending, oldest = self.conn.execute(_PENDING_AND_OLDEST).fetchone()
+        return int(pending), oldest
 
     def apply_results(self, results: tuple[SaleResult, ...], terminal_id: str) -> dict[str, int]:
         """Settle acknowledged sales: leave the outbox, mark the journal, refresh balances.

@@ -216,3 +216,47 @@ def test_an_error_in_a_batch_rolls_all_of_it_back_and_the_agent_reads_back(tmp_p
         assert agent.store.pending_count() == 4
     finally:
         agent.store.close()
+
+
+def _own_status_outcome(agent: SyncAgent, payload: bytes) -> tuple[Any, ...]:
+    agent._on_message(topics.status(TID), payload)
+    return agent._own_status_seen, agent.stats.refused_messages, agent.identity_conflict
+
+
+@pytest.mark.parametrize("rotations", [0, 1, 2])
+@pytest.mark.parametrize("tampered", [False, True])
+def test_reading_back_its_own_status_is_opening_it(tmp_path: Path, rotations: int, tampered: bool) -> None:
+    """The status this process published, read back as the same bytes, is taken as its own
+    without a second opening — as the opening finds it: signed with a key still held (a
+    status signed two rotations ago is refused), and any other bytes are opened."""
+    clock = FakeClock(ms_from_china("2026-01-06T12:00"))
+    fast, general = _agent(tmp_path, clock, True), _agent(tmp_path, clock, True)
+    try:
+        general.instance = fast.instance
+        fast.send_status()
+        payload = fast._sent_status[0]  # type: ignore[index]
+        if tampered:
+            payload = payload.replace(b'"pending":', b'"pending": ')  # the same status, other bytes
+        for agent in (fast, general):
+            for i in range(rotations):
+                agent.keys.install(bytes(range(10 + i, 42 + i)))
+        general._sent_status = None  # the general path: open it
+        assert _own_status_outcome(fast, payload) == _own_status_outcome(general, payload)
+        assert fast._own_status_seen == (rotations < 2)
+    finally:
+        fast.store.close()
+        general.store.close()
+
+
+def test_the_status_counts_the_outbox_and_dates_its_oldest_sale_in_one_read(tmp_path: Path) -> None:
+    clock = FakeClock(ms_from_china("2026-01-06T12:00"))
+    agent = _agent(tmp_path, clock, True)
+    try:
+        store = agent.store
+        for settled in (set(), {1, 2}, {1, 2, 3, 4, 5, 6}):
+            store.conn.executemany("DELETE FROM outbox WHERE seq = ?", [(s,) for s in settled])
+            assert store.pending_and_oldest() == (store.pending_count(), store.oldest_pending_ms())
+            status = agent.status()
+            assert (status.pending, status.watermark_ms) == (store.pending_count(), agent.watermark_ms())
+    finally:
+        agent.store.close()
