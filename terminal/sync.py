@@ -115,6 +115,9 @@ from terminal.sync_upstream import Upstream
 
 log = logging.getLogger(__name__)
 
+# acks and deltas applied in one transaction at most (SyncAgent._drain_inbox)
+BATCH_MESSAGES = 32
+
 
 class SyncAgent:
     def __init__(
@@ -405,14 +408,18 @@ class SyncAgent:
                 continue
             # an ack and the delta the server published after it usually arrive together:
             # the acks and deltas in a row share one transaction (Store.begin_batch), one
-            # commit instead of one per message
+            # commit instead of one per message — up to BATCH_MESSAGES of them, so that a
+            # tap waits for the write lock no longer than that many take
             store = self.store
             store.begin_batch()
             try:
                 self._on_message(topic, payload)
-                while inbox and inbox[0][0] == "msg" and inbox[0][1][0] in (ack_topic, delta_topic):  # type: ignore[index]
+                batched = (ack_topic, delta_topic)
+                left = BATCH_MESSAGES - 1
+                while left and inbox and inbox[0][0] == "msg" and inbox[0][1][0] in batched:  # type: ignore[index]
                     topic, payload = inbox.popleft()[1]  # type: ignore[misc]
                     self._on_message(topic, payload)
+                    left -= 1
                 store.end_batch(commit=True)
             except BaseException:  # re-raised: rolled back (a commit that failed too), read back
                 store.end_batch(commit=False)

@@ -22,6 +22,7 @@ from shared.clock import FakeClock, ms_from_china
 from shared.errors import DomainError
 from shared.protocol import Ack, ServerKey, seal_hmac, seal_server, topics
 from shared.protocol.messages import Balance, Delta, SaleResult, decode_changes
+from terminal import sync
 from terminal.config import TerminalConfig
 from terminal.store import Store
 from terminal.sync import SyncAgent
@@ -164,12 +165,16 @@ delta_st = st.tuples(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(drains=st.lists(st.lists(st.one_of(ack_st, delta_st), min_size=1, max_size=6), min_size=1, max_size=3))
+@given(
+    cap=st.sampled_from((1, 2, 32)),
+    drains=st.lists(st.lists(st.one_of(ack_st, delta_st), min_size=1, max_size=6), min_size=1, max_size=3),
+)
 def test_a_batch_of_acks_and_deltas_leaves_what_one_transaction_each_leaves(
-    tmp_path: Path, drains: list[list[tuple[Any, ...]]]
+    tmp_path: Path, drains: list[list[tuple[Any, ...]]], cap: int
 ) -> None:
     clock = FakeClock(ms_from_china("2026-01-06T12:00"))
     batched, general = _agent(tmp_path, clock, True), _agent(tmp_path, clock, False)
+    saved, sync.BATCH_MESSAGES = sync.BATCH_MESSAGES, cap  # a long run: several batches
     try:
         for n, drawn in enumerate(drains):
             clock.advance_ms(n % 2)  # the same ms as the last drain, or the next one
@@ -179,6 +184,7 @@ def test_a_batch_of_acks_and_deltas_leaves_what_one_transaction_each_leaves(
                 agent._drain_inbox()
             assert _state(batched) == _state(general)
     finally:
+        sync.BATCH_MESSAGES = saved
         batched.store.close()
         general.store.close()
 
