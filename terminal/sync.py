@@ -22,6 +22,10 @@ the clock offset (:mod:`terminal.sync_clock`), the server's presence
 * **Downstream.** Deltas must arrive as ``version + 1``; an old one is ignored; a gap, or a
   fresh terminal, triggers catch-up over HTTP (deltas since our version, or a snapshot).
   The newest delta is retained by the broker, so every (re)connect reveals a gap at once.
+* **Batches.** Acks and deltas that arrive together (an ack and the delta the server
+  published after it, usually) are settled and applied in one transaction, up to
+  :data:`BATCH_MESSAGES` of them (:meth:`terminal.store.Store.begin_batch`); an error in
+  one rolls them all back, and the agent reads back what it had taken as written.
 * **Status.** A retained heartbeat every ``heartbeat_s`` with the watermark ("no unsent
   sale before T"), pending count and clock offset; the last will, set before each connect,
   says "offline". The link state is also kept in the local database (``link_state``,
