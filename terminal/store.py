@@ -20,6 +20,7 @@ after the restart, never a lost or an unannounced sale. In WAL mode the next dur
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -138,6 +139,26 @@ _UPSERT_CARDS = (
 )
 
 
+# the oldest sale, or reversal the server has not taken, still unsent (Store.oldest_pending_ms):
+# from the outbox to the journal (CROSS JOIN keeps that order): the other way round, SQLite
+# walks the whole journal by time looking for the first sale still unsent
+_OLDEST_PENDING = (
+    "SELECT min(t) FROM (SELECT min(j.occurred_at_ms) AS t FROM outbox o "
+    "CROSS JOIN journal j ON j.seq = o.seq UNION ALL SELECT min(r.occurred_at_ms) "
+    "FROM reversal_outbox o CROSS JOIN reversals r ON r.seq = o.seq WHERE r.status = 'new')"
+)
+_PENDING_AND_OLDEST = f"SELECT (SELECT count(*) FROM outbox), ({_OLDEST_PENDING})"
+
+
+@functools.lru_cache(maxsize=8)
+def _set_metas_sql(n: int) -> str:
+    """The statement that sets ``n`` meta values (Store._write_metas)."""
+    values = ", ".join(["(?, ?)"] * n)
+    return (
+        f"INSERT INTO meta(key, value) VALUES {values} ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+    )
+
+
 def _meta_statement(key: str, value: str | None) -> tuple[str, tuple[str, ...]]:
     """The statement that stores ``value`` under ``key`` (None deletes the key)."""
     if value is None:
@@ -192,12 +213,7 @@ class _RulesMark:
 _RULES_MARKS: dict[str, _RulesMark] = {}  # by database path (the sale and the sync connection)
 
 
-def _joined_txn(conn: sqlite3.Connection) -> contextlib.AbstractContextManager[Any]:
-    """A write transaction of its own — or, inside the caller's, that one, without a
-    savepoint: the sync agent settles an ack (or applies a delta) and records the sync time
-    in one transaction, and an error inside rolls all of it back (it re-raises out of the
-    caller's ``with write_txn``). A caller that catches such an error must not commit."""
-    return contextlib.nullcontext() if conn.in_transaction else write_txn(conn)
+_JOINED = contextlib.nullcontext()
 
 
 class Store:
@@ -221,6 +237,8 @@ class Store:
         # to fsync: its relaxed writes go through ``conn``.
         private = self.path in ("", ":memory:")
         self._relaxed = conn if private else self._connect("NORMAL")
+        self._batching = False  # inside begin_batch … end_batch (see there)
+        self._batch_metas: dict[str, str | None] = {}  # meta values the batch writes at its end
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         uri = self.path.startswith("file:")  # a URI opens as one (simulator.vopr.disk: in memory)
@@ -249,6 +267,58 @@ class Store:
         with write_txn(self._relaxed) as conn:
             yield conn
 
+    def joined_txn(self) -> contextlib.AbstractContextManager[Any]:
+        """A write transaction of its own — or, inside the caller's, that one, without a
+        savepoint: the sync agent settles an ack (or applies a delta) and records the sync
+        time in one transaction, and an error inside rolls all of it back (it re-raises out
+        of the caller's ``with write_txn``). A caller that catches such an error must not
+        commit. Inside a batch (:meth:`begin_batch`) the first such write opens the batch's
+        transaction, which :meth:`end_batch` ends."""
+        conn = self.conn
+        if conn.in_transaction:
+            return _JOINED
+        if self._batching:
+            conn.execute("BEGIN IMMEDIATE")
+            return _JOINED
+        return write_txn(conn)
+
+    def begin_batch(self) -> None:
+        """From now until :meth:`end_batch`, the durable writes made through
+        :meth:`joined_txn` (acks settled, deltas applied, the sync time and the delta
+        version with them) share one transaction, opened by the first of them — none, when
+        nothing was written. The sync agent batches the acks and deltas that arrived
+        together: one commit, not one per message. The meta values written in the batch's
+        transaction (:meth:`set_metas`, a delta's version and sync time) are written once,
+        the last value of each key, in one statement just before the commit."""
+        self._batching = True
+
+    def end_batch(self, commit: bool) -> None:
+        """Commit the batch's transaction (or, with ``commit`` False, roll it back), if one
+        was opened; the writes after this take transactions of their own again. After a
+        commit, :meth:`settle_rules` (a delta in the batch may have changed them)."""
+        self._batching = False
+        metas, self._batch_metas = self._batch_metas, {}
+        conn = self.conn
+        if conn.in_transaction:
+            if commit:
+                if metas:
+                    self._write_metas(metas)
+                conn.execute("COMMIT")
+            else:
+                conn.execute("ROLLBACK")
+        if commit:
+            self.settle_rules()
+
+    def _write_metas(self, values: dict[str, str | None]) -> None:
+        """Meta values in as few statements as they take: one for those set, one for those
+        deleted (None) — inside the caller's transaction."""
+        sets = [(k, v) for k, v in values.items() if v is not None]
+        if sets:
+            self.conn.execute(_set_metas_sql(len(sets)), [x for kv in sets for x in kv])
+        gone = [k for k, v in values.items() if v is None]
+        if gone:
+            self.conn.execute(f"DELETE FROM meta WHERE key IN ({', '.join(['?'] * len(gone))})", gone)
+
     def relaxed_write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """One statement written as :meth:`relaxed_txn` writes, without the BEGIN and COMMIT
         around it: a single statement is its own transaction (all or nothing)."""
@@ -267,7 +337,11 @@ class Store:
         self.conn.execute(_SET_META, (key, value))
 
     def set_metas(self, values: dict[str, str | None]) -> None:
-        """Several meta values in one relaxed transaction (None deletes a key)."""
+        """Several meta values in one relaxed transaction (None deletes a key); in a batch's
+        transaction (:meth:`begin_batch`), with the batch's commit."""
+        if self._batching and self.conn.in_transaction:
+            self._batch_metas.update(values)
+            return
         statements = [_meta_statement(k, v) for k, v in values.items()]
         if len(statements) == 1:
             self.relaxed_write(*statements[0])
@@ -469,25 +543,23 @@ class Store:
 
     def oldest_pending_ms(self) -> int | None:
         """The oldest sale, or reversal the server has not taken, still unsent (the watermark)."""
-        # from the outbox to the journal (CROSS JOIN keeps that order): the other way round,
-        # SQLite walks the whole journal by time looking for the first sale still unsent
-        row = self.conn.execute(
-            "SELECT min(t) FROM (SELECT min(j.occurred_at_ms) AS t FROM outbox o "
-            "CROSS JOIN journal j ON j.seq = o.seq UNION ALL SELECT min(r.occurred_at_ms) "
-            "FROM reversal_outbox o CROSS JOIN reversals r ON r.seq = o.seq WHERE r.status = 'new')"
-        ).fetchone()
-        return row[0]
+        return self.conn.execute(_OLDEST_PENDING).fetchone()[0]
+
+    def pending_and_oldest(self) -> tuple[int, int | None]:
+        """:meth:`pending_count` and :meth:`oldest_pending_ms` in one read (the status asks both)."""
+        pending, oldest = self.conn.execute(_PENDING_AND_OLDEST).fetchone()
+        return int(pending), oldest
 
     def apply_results(self, results: tuple[SaleResult, ...], terminal_id: str) -> dict[str, int]:
         """Settle acknowledged sales: leave the outbox, mark the journal, refresh balances.
         A sale the server quarantined (held for an admin's review) is final here too: it
         leaves the outbox and is journaled as not applied (``rejected``) with the
         quarantine reason, which the totals show as 待审核. Inside a caller's transaction
-        it joins that one (:func:`_joined_txn`)."""
+        it joins that one (:meth:`joined_txn`)."""
         counts = {"applied": 0, "rejected": 0, "quarantined": 0, "ignored": 0}
         ours = [r for r in results if r.terminal_id == terminal_id]
         counts["ignored"] = len(results) - len(ours)
-        with _joined_txn(self.conn):
+        with self.joined_txn():
             # the usual ack: every result names a sale of this journal — one statement each
             # for the journal, the outbox and the balances; otherwise result by result
             settled = ours if self._settle_all(ours) else self._settle_each(ours)
@@ -540,11 +612,11 @@ class Store:
 
         ``synced_ms``: the sync time (``last_sync_ms``) to store with the delta version, in
         the same statement. Inside a caller's transaction it joins that one
-        (:func:`_joined_txn`); the caller then calls :meth:`settle_rules` once that has
+        (:meth:`joined_txn`); the caller then calls :meth:`settle_rules` once that has
         committed."""
         holders, cards = [], []
-        joined = self.conn.in_transaction
-        with _joined_txn(self.conn):
+        joined = self.conn.in_transaction or self._batching  # the caller settles the rules
+        with self.joined_txn():
             if snapshot:
                 self._rules_mark.unsettled = True
                 # holders are upserted by version below (an ack may already have brought a
@@ -593,7 +665,11 @@ class Store:
                 self.conn.executemany(_UPSERT_HOLDERS, holders)
             if cards:
                 self.conn.executemany(_UPSERT_CARDS, cards)
-            if synced_ms is None:
+            if self._batching:  # in the batch's transaction: written with its commit
+                self._batch_metas["delta_version"] = str(version)
+                if synced_ms is not None:
+                    self._batch_metas["last_sync_ms"] = str(synced_ms)
+            elif synced_ms is None:
                 self.set_meta("delta_version", str(version))
             else:
                 self.conn.execute(

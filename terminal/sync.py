@@ -22,6 +22,10 @@ the clock offset (:mod:`terminal.sync_clock`), the server's presence
 * **Downstream.** Deltas must arrive as ``version + 1``; an old one is ignored; a gap, or a
   fresh terminal, triggers catch-up over HTTP (deltas since our version, or a snapshot).
   The newest delta is retained by the broker, so every (re)connect reveals a gap at once.
+* **Batches.** Acks and deltas that arrive together (an ack and the delta the server
+  published after it, usually) are settled and applied in one transaction, up to
+  :data:`BATCH_MESSAGES` of them (:meth:`terminal.store.Store.begin_batch`); an error in
+  one rolls them all back, and the agent reads back what it had taken as written.
 * **Status.** A retained heartbeat every ``heartbeat_s`` with the watermark ("no unsent
   sale before T"), pending count and clock offset; the last will, set before each connect,
   says "offline". The link state is also kept in the local database (``link_state``,
@@ -115,6 +119,9 @@ from terminal.sync_upstream import Upstream
 
 log = logging.getLogger(__name__)
 
+# acks and deltas applied in one transaction at most (SyncAgent._drain_inbox)
+BATCH_MESSAGES = 32
+
 
 class SyncAgent:
     def __init__(
@@ -187,6 +194,9 @@ class SyncAgent:
         )
         self.instance = secrets.token_hex(8)  # this process (see "One identity, one process")
         self._own_status_seen = False
+        # the last status this process published and the key it signed it with: read back
+        # from the broker as these very bytes, it needs no second opening (_on_message)
+        self._sent_status: tuple[bytes, bytes] | None = None
         self.identity_conflict: str | None = None  # the other instance's id, once seen
         self._on_identity_conflict = on_identity_conflict or (lambda other: None)
         # signed updates (terminal.updater sets these): an offer came; an ack answers a report
@@ -390,13 +400,45 @@ class SyncAgent:
 
     def _drain_inbox(self) -> None:
         inbox = self._inbox
+        ack_topic, delta_topic = self._topics.ack, topics.DELTA
         while inbox:  # the sync thread is the only one taking from it
             kind, value = inbox.popleft()
             if kind == "link":
                 self._on_link(bool(value))
-            else:
-                topic, payload = value  # type: ignore[misc]
+                continue
+            topic, payload = value  # type: ignore[misc]
+            if topic != ack_topic and topic != delta_topic:
                 self._on_message(topic, payload)
+                continue
+            # an ack and the delta the server published after it usually arrive together:
+            # the acks and deltas in a row share one transaction (Store.begin_batch), one
+            # commit instead of one per message — up to BATCH_MESSAGES of them, so that a
+            # tap waits for the write lock no longer than that many take
+            store = self.store
+            store.begin_batch()
+            try:
+                self._on_message(topic, payload)
+                batched = (ack_topic, delta_topic)
+                left = BATCH_MESSAGES - 1
+                while left and inbox and inbox[0][0] == "msg" and inbox[0][1][0] in batched:  # type: ignore[index]
+                    topic, payload = inbox.popleft()[1]  # type: ignore[misc]
+                    self._on_message(topic, payload)
+                    left -= 1
+                store.end_batch(commit=True)
+            except BaseException:  # re-raised: rolled back (a commit that failed too), read back
+                store.end_batch(commit=False)
+                self._after_rollback()
+                raise
+
+    def _after_rollback(self) -> None:
+        """A batch of acks and deltas was rolled back (an error in one of them): what this
+        agent holds in memory of their writes is read back from the database — the delta
+        version and the stored sync time — and the outbox is sent again from its start (the
+        acks' sales, no longer in flight, are still in it; the server answers the copies
+        with their first results)."""
+        self.downstream.version = self.store.delta_version
+        self.record.stored_sync_ms = _int_or_none(self.store.get_meta("last_sync_ms"))
+        self.upstream.cursor = self.upstream.rcursor = 0
 
     def _on_link(self, up: bool) -> None:
         if up:
@@ -454,6 +496,12 @@ class SyncAgent:
                 env = open_envelope(payload, server=self._verifier, expect_type="backup_mark")
                 self._on_backup_mark(BackupMark.from_body(env.body))
             elif topic == own.status:
+                sent = self._sent_status
+                if sent is not None and payload == sent[0] and sent[1] in self.keys.all():
+                    # the bytes this process sealed, with a key it still holds: opening them
+                    # again finds its own instance (tests/test_terminal_sync_batch_fast.py)
+                    self._own_status_seen = True
+                    return
                 env = self._open_hmac(payload, self.config.terminal_id, "status")
                 self._on_own_status(Status.from_body(env.body))
             elif topic == own.update_offer:
@@ -618,8 +666,9 @@ class SyncAgent:
     def status(self) -> Status:
         self._version_seen = version = self.downstream.version
         free, total, journal = disk_and_journal(self.config.db_path)
-        pending = self.store.pending_count()
-        watermark, oldest = self._watermark()
+        with self._journal_lock:  # the watermark as watermark_ms takes it, the count with it
+            pending, oldest = self.store.pending_and_oldest()
+            watermark = oldest if oldest is not None else self._sale_clock()
         return Status(
             state="online" if self.online else "offline",
             pending=pending,
@@ -641,13 +690,10 @@ class SyncAgent:
         )
 
     def send_status(self) -> None:
-        payload = seal_hmac(
-            "status",
-            self.config.terminal_id,
-            self.status().to_body(),
-            self.keys.current,
-            self.clock.now_ms(),
-        )
+        key = self.keys.current
+        body = self.status().to_body()
+        payload = seal_hmac("status", self.config.terminal_id, body, key, self.clock.now_ms())
+        self._sent_status = payload, key
         if self.link.publish(self._topics.status, payload, retain=True):
             self._last_heartbeat = self._mono()
 

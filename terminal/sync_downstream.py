@@ -12,7 +12,6 @@ import logging
 from collections.abc import Callable
 
 from shared.protocol import DELTA_PAGE_SIZE, Delta, ProtocolError
-from shared.sqlite_txn import write_txn
 from terminal.config import TerminalConfig
 from terminal.server_http import ServerHttp, ServerUnreachable
 from terminal.store import Store
@@ -89,15 +88,19 @@ class Downstream:
             )
             self.need_catchup = True
             return
-        # applied and known current (as SyncRecord.mark_synced records it): one commit, one meta write
+        # applied and known current (as SyncRecord.mark_synced records it): one commit, one
+        # meta write — or, in the sync agent's batch (Store.begin_batch), the batch's commit,
+        # which settles the rules; the version is then the one the batch will commit
         record = self.record
         now = self._now_ms()
-        with write_txn(self.store.conn):
+        store = self.store
+        with store.joined_txn():
             unstored = None if now == record.stored_sync_ms else now
-            self.store.apply_changes(delta.version, delta.changes, synced_ms=unstored)
+            store.apply_changes(delta.version, delta.changes, synced_ms=unstored)
         record.last_sync_ms = record.stored_sync_ms = now
-        self.version = delta.version  # committed
-        self.store.settle_rules()
+        self.version = delta.version  # committed (or to be, with its batch)
+        if not store.conn.in_transaction:
+            store.settle_rules()
         self.report_faults(f"delta {delta.version}", faults or [])
         self.stats.deltas_applied += 1
 

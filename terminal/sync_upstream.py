@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from shared.ids import uuid4_hex
 from shared.protocol import Ack, ReversalAck, seal_hmac
 from shared.protocol.envelope import sale_batch_body_json, seal_hmac_body_json
-from shared.sqlite_txn import write_txn
 from terminal import reversals
 from terminal.config import TerminalConfig
 from terminal.credentials import Keyring
@@ -99,7 +98,7 @@ class Upstream:
             if flight is not None:
                 self.refused(flight)
             return
-        with write_txn(self.store.conn):  # settled and known current: one commit
+        with self.store.joined_txn():  # settled and known current: one commit (or the batch's)
             counts = self.store.apply_results(ack.results, self.config.terminal_id)
             self.record.mark_synced()
         if log.isEnabledFor(logging.INFO):  # its arguments cost more than the check
