@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from server.infra import db as dbm
 from server.sales.ingest import IngestWorker, Message
+from server.sales.opening import open_decoded
 from shared.protocol import SaleResult, seal_hmac, topics
 from simulator.vopr.network import SimBroker, SimLink
 from terminal.agent import Terminal
@@ -38,9 +39,10 @@ class AckBeforeCommitWorker(IngestWorker):
     def process(self, messages: list[Message]) -> None:
         now = self._clock.now_ms()
         replies: list = []
+        self._book.refresh()  # the keys as they are (the real worker checks them in the transaction)
         try:
             with dbm.write_txn(self._conn):
-                self._apply([self._open_decoded(t, p, now) for t, p in messages], now, replies, [])
+                self._apply([open_decoded(self._book, t, p, now) for t, p in messages], now, replies, [])
                 for terminal_id, ack in replies:
                     secret = self._book.secret(terminal_id)
                     if secret is not None:
