@@ -516,6 +516,7 @@ def _fleet_phase(
     interval_s: float,
     duration_s: float,
     parts: dict[str, tuple[list[int | None], bool]],
+    ack_qos: int = 1,
 ) -> dict:
     """The fleet sells for ``duration_s`` (one sale per terminal every ``interval_s``) from
     FLEET_PROCESSES processes; their outcome together, with the CPU each part spent per
@@ -523,7 +524,7 @@ def _fleet_phase(
     processes, the database, the broker; the fleet processes report their own, setup apart).
     ``fleet_late_s``: how long after the start the last fleet process was ready (0, as each is
     started only once all are ready: the setup — connects, subscriptions — is outside every
-    part's figure)."""
+    part's figure). ``ack_qos``: the QoS of each terminal's acknowledgement subscription."""
     jobs = []
     for p in range(FLEET_PROCESSES):
         mine = creds[p::FLEET_PROCESSES]
@@ -539,6 +540,7 @@ def _fleet_phase(
                 "duration_s": duration_s,
                 "drain_s": 90.0,
                 "seed": p,
+                "ack_qos": ack_qos,
             }
         )
     procs, start_at = _start_fleet(jobs)
@@ -614,6 +616,7 @@ def _fleet_run(  # noqa: ANN001
     burst: int,
     workers: int = 1,
     database_pid: int | None = None,
+    ack_qos: int = 1,
 ) -> dict:
     """One deployment (a broker, a database; one ``canteen-server run`` process): the fleet
     provisioned untimed, a lunch peak, then a burst (each terminal's outbox of ``burst``
@@ -645,10 +648,12 @@ def _fleet_run(  # noqa: ANN001
         }
         try:
             peak = _fleet_phase(
-                broker.url, creds, seqs, cards[: HOLDERS // 2], peak_interval_s, peak_s, parts
+                broker.url, creds, seqs, cards[: HOLDERS // 2], peak_interval_s, peak_s, parts, ack_qos
             )
             # ~burst sales per terminal, published as fast as the fleet can sign them
-            flood = _fleet_phase(broker.url, creds, seqs, cards[HOLDERS // 2 :], 0.05, burst * 0.05, parts)
+            flood = _fleet_phase(
+                broker.url, creds, seqs, cards[HOLDERS // 2 :], 0.05, burst * 0.05, parts, ack_qos
+            )
             # the burst keeps every part busy: its CPU per sale bounds what the cores allow (the
             # peak's includes the idle work of half-busy minutes, so it bounds nothing)
             flood["cpu_ceiling_sales_per_s"] = round(cores() * 1000 / flood["cpu_ms_per_sale"]["all"])
@@ -669,7 +674,7 @@ def _fleet_run(  # noqa: ANN001
 
 
 def scale_fleet_1000(
-    ctx: Context, peak_interval_s: float = 5.0, peak_s: float = 30.0, burst: int = 4
+    ctx: Context, peak_interval_s: float = 5.0, peak_s: float = 30.0, burst: int = 4, ack_qos: int = 1
 ) -> list[Result]:
     """``scale.fleet_1000_terminals``: 1,000 terminals (each its own id, key, sequence numbers
     and outbox; :mod:`bench.fleet_terminals`, two processes) selling a lunch peak — one sale
@@ -678,7 +683,8 @@ def scale_fleet_1000(
     server process; then a burst of ``burst`` sales per terminal at once, whose drain rate is
     the capacity (``value``: acknowledged sales/s of the burst, first tap to last ack). The
     same fleet through Mosquitto into SQLite in the same run for the ratio. Every sale
-    applied once, acknowledged, the ledger checked."""
+    applied once, acknowledged, the ledger checked. ``ack_qos``: the QoS of each terminal's
+    acknowledgement subscription (0: terminals with ``mqtt_light_subscriptions``)."""
     if not (available() and NatsBroker.available() and MosquittoBroker.available()):
         raise RuntimeError("needs PostgreSQL, nats-server and mosquitto")
     pg_server = PostgresServer().start()
@@ -696,8 +702,9 @@ def scale_fleet_1000(
             peak_s,
             burst,
             database_pid=pg_server.pid(),
+            ack_qos=ack_qos,
         )
-        city = _fleet_run(mosquitto, None, peak_interval_s, peak_s, burst)
+        city = _fleet_run(mosquitto, None, peak_interval_s, peak_s, burst, ack_qos=ack_qos)
     finally:
         mosquitto.stop()
         nats.stop()
@@ -713,6 +720,7 @@ def scale_fleet_1000(
         "peak_s": peak_s,
         "burst_per_terminal": burst,
         "sales_per_message": 1,
+        "ack_qos": ack_qos,
         "server_processes": 1,
         "load": f"{load_before} → {load_after}",
     }

@@ -15,6 +15,8 @@ terminal publishes on one connection and subscribes, QoS 1 as a terminal does, t
 acknowledgement topic only — not a ``+`` wildcard, which would have the broker deliver every
 acknowledgement to every fleet process and each process drop the others' (work no real
 terminal causes). A connection carries at most :data:`TERMINALS_PER_LINK` terminals.
+``job["ack_qos"]`` (default 1): the QoS of those subscriptions — 0 is a terminal configured
+with ``mqtt_light_subscriptions`` (on NATS, no JetStream consumer per terminal).
 """
 
 from __future__ import annotations
@@ -107,11 +109,12 @@ def run(
                     refused.append(r.status)
 
     open_link = open_link or mqtt_links(job["broker_url"])
+    ack_qos = int(job.get("ack_qos", 1))
     tag = uuid.uuid4().hex[:6]
     ids = list(terminals)
     groups = [ids[i : i + TERMINALS_PER_LINK] for i in range(0, len(ids), TERMINALS_PER_LINK)]
     links = [
-        open_link(f"fleet{i}-{tag}", [(topics.ack(tid), 1) for tid in group], on_ack)
+        open_link(f"fleet{i}-{tag}", [(topics.ack(tid), ack_qos) for tid in group], on_ack)
         for i, group in enumerate(groups)
     ]
     link_of = {tid: links[i] for i, group in enumerate(groups) for tid in group}

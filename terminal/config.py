@@ -84,6 +84,12 @@ class TerminalConfig:
     # HTTPS to the server (and mqtts:// to the broker) checked against this CA certificate
     # instead of the system's store: a deployment with its own CA ("" = the system's)
     ca_file: str = ""
+    # true: subscribe at QoS 0 to the topics whose loss the protocol repairs by itself (its
+    # acks, the server's presence, its own status, update and key offers; terminal.sync
+    # names them and why), QoS 1 to the rest — on NATS each QoS 1 subscription is a
+    # JetStream consumer, and the broker's CPU per message grows with their number
+    # (docs/scaling.md). false (the default): QoS 1 for every subscription
+    mqtt_light_subscriptions: bool = False
 
     @property
     def secret(self) -> bytes:
@@ -160,13 +166,15 @@ def _check(data: dict[str, Any]) -> str:
         value, kind = data[f.name], f.type
         if kind == "str":
             ok = isinstance(value, str)
+        elif kind == "bool":
+            ok = isinstance(value, bool)
         elif kind == "int":
             ok = isinstance(value, int) and not isinstance(value, bool)
         else:  # float
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not ok:
             return f'key "{f.name}" must be {_KIND_NAMES[kind]}, not {json.dumps(value, ensure_ascii=False)}'
-        if kind != "str" and f.name != "clock_offset_ms" and value <= 0:
+        if kind in ("int", "float") and f.name != "clock_offset_ms" and value <= 0:
             return f'key "{f.name}" must be greater than 0, not {value}'
         if f.name in _HEX_SETTINGS and value and not _is_hex(value):
             return f'key "{f.name}" must be hexadecimal digits'
@@ -180,7 +188,7 @@ def _check(data: dict[str, Any]) -> str:
     return ""
 
 
-_KIND_NAMES = {"str": "a string", "int": "a whole number", "float": "a number"}
+_KIND_NAMES = {"str": "a string", "int": "a whole number", "float": "a number", "bool": "true or false"}
 
 
 def _is_hex(value: str) -> bool:

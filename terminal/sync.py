@@ -223,14 +223,17 @@ class SyncAgent:
             }
         )
         self._topics = own = OwnTopics.of(config.terminal_id)
+        # ``mqtt_light_subscriptions``: QoS 0 where a lost message is repaired without the
+        # broker (each QoS 1 subscription is a JetStream consumer on NATS: docs/scaling.md)
+        light = 0 if config.mqtt_light_subscriptions else 1
         subscriptions = [
-            (own.ack, 1),
-            (topics.DELTA, 1),
-            (topics.SERVER, 1),
-            (own.status, 1),
-            (own.update_offer, 1),
-            (own.backup, 1),
-            (own.rekey, 1),
+            (own.ack, light),  # unanswered after ack_timeout_s: sent again, answered `duplicate`
+            (topics.DELTA, 1),  # a lost last delta shows no gap until the next one
+            (topics.SERVER, light),  # repeated every few s; an unheard server expires (server_silence_s)
+            (own.status, light),  # our own status read back: the next heartbeat comes
+            (own.update_offer, light),  # all offers again every republish_s (server.downstream)
+            (own.backup, 1),  # sent once per change: a lost restore mark delays the resend
+            (own.rekey, light),  # offered again every REKEY_REPEAT_S, and asked over HTTP on connect
         ]
 
         def on_message(topic: str, payload: bytes) -> None:

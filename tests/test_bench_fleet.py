@@ -143,3 +143,12 @@ def test_the_start_is_asked_for_once_every_connection_is_up() -> None:
     out = run(job, broker.open_link, wait_start)
     assert asked == [True]
     assert out["acked"] == out["sold"] > 0 and out["late_s"] == 0.0
+
+
+def test_the_acks_subscription_qos_is_the_jobs() -> None:
+    fleet = [_terminal(n) for n in range(3)]
+    broker = FakeBroker({t["id"]: bytes.fromhex(t["secret"]) for t in fleet})
+    out = run(_job(fleet) | {"ack_qos": 0}, broker.open_link)  # a fleet of light terminals
+    subscribed = [s for link in broker.links for s in link.subscriptions]
+    assert sorted(subscribed) == sorted((topics.ack(t["id"]), 0) for t in fleet)
+    assert out["acked"] == out["sold"] > 0

@@ -1,0 +1,175 @@
+"""``mqtt_light_subscriptions``: a terminal subscribes at QoS 0 to the topics whose loss the
+protocol repairs by itself, and only to those (the default stays QoS 1 everywhere). Through a
+real broker (the tests' and nats-server) and a real server, an acknowledgement lost on a live
+connection — what QoS 0 allows — is repaired by the terminal's own resend: the server answers
+``duplicate`` with the first result, the sale is applied once and the outbox ends empty,
+without a reconnect."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.clock import FakeClock, ms_from_china
+from shared.mqtt import BrokerAddress, MqttLink
+from shared.nats_broker import NatsBroker
+from shared.protocol import ServerKey, topics
+from simulator.harness.cluster import Cluster, TerminalHandle
+from simulator.harness.netproxy import NetProxy
+from simulator.harness.world import demo_world
+from simulator.waiting import wait_until
+from terminal.agent import Terminal
+from terminal.authorize import TapRequest
+from terminal.config import TerminalConfig, check_settings
+from terminal.sync import SyncAgent
+from terminal.sync_link import Transport
+
+START = "2026-01-06T12:00"
+
+
+def _config(tmp_path: Path, **settings: object) -> TerminalConfig:
+    return TerminalConfig.from_dict(
+        {
+            "terminal_id": "T1",
+            "canteen_id": "C1",
+            "secret_hex": "00" * 32,
+            "server_public_key": ServerKey.generate().public_hex,
+            "broker_url": "mqtt://127.0.0.1:1",
+            "server_url": "http://127.0.0.1:1",
+            "db_path": str(tmp_path / "t.sqlite"),
+            **settings,
+        }
+    )
+
+
+def _subscriptions(config: TerminalConfig) -> dict[str, int]:
+    agent = SyncAgent(config, FakeClock(0))  # the link is made, not started
+    try:
+        return dict(agent.link.subscriptions)  # type: ignore[attr-defined]
+    finally:
+        agent.store.close()
+
+
+def test_by_default_every_subscription_is_qos_1(tmp_path: Path) -> None:
+    subs = _subscriptions(_config(tmp_path))
+    assert len(subs) == 7 and set(subs.values()) == {1}
+
+
+def test_light_subscriptions_are_qos_0_only_where_the_protocol_repairs_a_loss(tmp_path: Path) -> None:
+    light = _subscriptions(_config(tmp_path, mqtt_light_subscriptions=True))
+    assert light.keys() == _subscriptions(_config(tmp_path)).keys()  # the same topics
+    assert {t for t, q in light.items() if q == 0} == {
+        topics.ack("T1"),  # resent after ack_timeout_s, answered `duplicate`
+        topics.SERVER,  # repeated; an unheard server expires
+        topics.status("T1"),  # our own, read back: the next heartbeat
+        topics.update_offer("T1"),  # republished by the server
+        topics.rekey("T1"),  # offered again, and asked over HTTP
+    }
+    # not repaired without the broker: a last delta lost shows no gap, a restore's mark is sent once
+    assert light[topics.DELTA] == light[topics.backup("T1")] == 1
+
+
+def test_the_setting_is_true_or_false() -> None:
+    base = {"terminal_id": "T1", "canteen_id": "C1", "secret_hex": "00", "server_public_key": "00"}
+    base |= {"broker_url": "mqtt://h", "server_url": "http://h"}
+    assert check_settings(base | {"mqtt_light_subscriptions": True}) == ""
+    assert check_settings(base | {"mqtt_light_subscriptions": False}) == ""
+    assert "true or false" in check_settings(base | {"mqtt_light_subscriptions": "yes"})
+    assert "true or false" in check_settings(base | {"mqtt_light_subscriptions": 1})
+    assert "greater than 0" in check_settings(base | {"batch_size": 0})  # the numbers still checked
+
+
+def _light_terminal(cluster: Cluster, drop_acks: int) -> tuple[TerminalHandle, list[MqttLink], list[bytes]]:
+    """A terminal with light subscriptions whose link drops its first ``drop_acks``
+    acknowledgements as they arrive (a QoS 0 message the broker did not deliver), the
+    connection staying up. Its links, and what was dropped."""
+    assert cluster.server is not None and cluster.broker is not None
+    tid = f"{cluster.terminal_prefix}-L"
+    creds = cluster.http("POST", "/api/v1/terminals", {"canteen_id": "C01", "terminal_id": tid})
+    mqtt_proxy = NetProxy(int(cluster.broker.url.rsplit(":", 1)[1]))
+    http_proxy = NetProxy(cluster.server.http_port)
+    config = TerminalConfig.from_dict(
+        {
+            **creds,
+            "broker_url": f"mqtt://127.0.0.1:{mqtt_proxy.port}",
+            "server_url": f"http://127.0.0.1:{http_proxy.port}",
+            "db_path": str(cluster.workdir / f"terminal-{tid}.sqlite"),
+            "ack_timeout_s": 1.0,
+            "heartbeat_s": 1.0,
+            "reader": "simulated",
+            "mqtt_light_subscriptions": True,
+        }
+    )
+    links: list[MqttLink] = []
+    dropped: list[bytes] = []
+
+    def link(
+        client_id: str,
+        subscriptions: list[tuple[str, int]],
+        *,
+        on_message: Callable[[str, bytes], None],
+        on_state: Callable[[bool], None],
+        will: Callable[[], tuple[str, bytes, bool]],
+    ) -> MqttLink:
+        def deliver(topic: str, payload: bytes) -> None:
+            if topic == topics.ack(client_id) and len(dropped) < drop_acks:
+                dropped.append(payload)
+                return
+            on_message(topic, payload)
+
+        made = MqttLink(
+            client_id,
+            BrokerAddress.parse(config.broker_url),
+            subscriptions=subscriptions,
+            on_message=deliver,
+            on_state=on_state,
+            will=will,
+        )
+        links.append(made)
+        return made
+
+    terminal = Terminal(config, cluster.clock, transport=Transport(link=link)).start()
+    handle = TerminalHandle(terminal, config, mqtt_proxy, http_proxy)
+    cluster.terminals.append(handle)  # stopped and audited with the others
+    return handle, links, dropped
+
+
+@pytest.fixture(params=["session", "nats"])
+def any_broker(request, broker) -> Iterator[object]:  # noqa: ANN001
+    """The tests' broker, and nats-server (where QoS 0 is what the setting is for)."""
+    if request.param == "session":
+        yield broker
+        return
+    if not NatsBroker.available():
+        pytest.skip("nats-server not installed")
+    nats = NatsBroker().start()  # open (tests only): the harness's terminals enrol over HTTP
+    yield nats
+    nats.stop()
+
+
+@pytest.mark.broker
+def test_a_lost_ack_is_repaired_by_the_resend_and_the_sale_applied_once(any_broker, tmp_path) -> None:  # noqa: ANN001
+    clock = FakeClock(ms_from_china(START))
+    prefix = tmp_path.name[-12:]
+    with Cluster(tmp_path, broker=any_broker, clock=clock, terminal_prefix=prefix) as cluster:
+        conn = cluster.db()
+        world = demo_world(conn, clock.now_ms(), diners=6)
+        t, links, dropped = _light_terminal(cluster, drop_acks=1)
+        assert (topics.ack(t.id), 0) in links[0].subscriptions
+        assert cluster.wait_synced()
+        assert t.terminal.tap(TapRequest(world.diners[0].card_id))[0].approved
+        assert wait_until(lambda: len(dropped) == 1, 10)  # the server applied it and answered
+        assert cluster.drain(15)  # ... and the terminal's resend was answered `duplicate`
+        assert t.terminal.sync.stats.resends >= 1
+        assert len(links) == 1 and links[0].connects == 1  # repaired on the same connection
+        rows = conn.execute("SELECT status FROM sales WHERE terminal_id = ?", (t.id,)).fetchall()
+        assert [r[0] for r in rows] == ["applied"]
+        conn.close()
+        audit = cluster.audit()
+        assert audit.mismatch_details == [] and audit.violations == []
+        assert audit.approved == audit.applied == 1 and audit.pending == 0
+        assert audit.duplicates_ignored >= 1
+        card = t.terminal.store.card_state(world.diners[0].card_id)
+        assert card is not None and card.unconfirmed_fen == 0  # settled by the duplicate's result
