@@ -56,6 +56,21 @@ def judge(
     return CardVerdict(uid_hex, None if allow_uid_only else "card_not_secure")
 
 
+# Spend a verified SUN counter if it is above the last one seen of that card, in one
+# statement: a first read inserts, a higher counter replaces the last (the counter is spent
+# the moment it is accepted, whatever the sale's fate), a counter not above it changes
+# nothing and returns no row. Its WHERE is judge's replay rule (``counter <= last`` is
+# refused); tests/test_terminal_card_check_fast.py pins the statement to judge on the
+# read-then-write it replaced.
+_SPEND_COUNTER = (
+    "INSERT INTO sun_counters(uid, last_counter, seen_at_ms) VALUES (?, ?, ?) "
+    "ON CONFLICT(uid) DO UPDATE SET last_counter = excluded.last_counter, "
+    "seen_at_ms = excluded.seen_at_ms "
+    "WHERE excluded.last_counter > sun_counters.last_counter "
+    "RETURNING last_counter"
+)
+
+
 class CardChecker:
     """Applies :func:`judge` with this terminal's keys and its memory of SUN counters."""
 
@@ -74,14 +89,17 @@ class CardChecker:
                 sun = verify_url(self.keys, sun_url)
             except SunError as exc:
                 sun = exc
-        uid = sun.uid_hex if isinstance(sun, SunMessage) else uid_hex
-        verdict = judge(uid, sun, self.last_counter(uid), allow_uid_only)
-        if verdict.reason is None and verdict.counter is not None:
-            # the counter is spent the moment it is accepted, whatever the sale's fate
-            self.conn.execute(
-                "INSERT INTO sun_counters(uid, last_counter, seen_at_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT(uid) DO UPDATE SET last_counter = excluded.last_counter, "
-                "seen_at_ms = excluded.seen_at_ms",
-                (verdict.card_id, verdict.counter, now_ms),
-            )
-        return verdict
+        if isinstance(sun, SunMessage):
+            return self._spend(sun, allow_uid_only, now_ms)
+        if isinstance(sun, SunError):  # refused whatever was seen before: nothing to read
+            return judge(uid_hex, sun, None, allow_uid_only)
+        return judge(uid_hex, None, self.last_counter(uid_hex), allow_uid_only)
+
+    def _spend(self, sun: SunMessage, allow_uid_only: bool, now_ms: int) -> CardVerdict:
+        """:func:`judge` of a verified message, its counter spent if accepted: one statement
+        (:data:`_SPEND_COUNTER`) instead of reading the last counter, then writing. No row
+        back: the last counter seen is at or above this one, which judge refuses as this
+        counter itself would be; a row: there was none, or a lower one, which judge accepts
+        as it would with none."""
+        spent = self.conn.execute(_SPEND_COUNTER, (sun.uid_hex, sun.counter, now_ms)).fetchone()
+        return judge(sun.uid_hex, sun, None if spent else sun.counter, allow_uid_only)
