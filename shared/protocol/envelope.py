@@ -20,6 +20,7 @@ from shared.protocol.codec import (
     ProtocolError,
     canonical_json,
     canonical_json_of_parsed,
+    frozen_record,
     is_text,
     obj,
     only_keys,
@@ -220,7 +221,15 @@ def _parse(data: bytes | str, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[
             and type(body) is dict
             and is_text(sig, 200)
         ):
-            return raw, Envelope(type_, sender, msg_id, at, body), sig
+            fields = {  # Envelope(type_, sender, msg_id, at, body), set in one step
+                "type": type_,
+                "sender": sender,
+                "msg_id": msg_id,
+                "sent_at_ms": at,
+                "body": body,
+                "schema_version": SCHEMA_VERSION,
+            }
+            return raw, frozen_record(Envelope, fields), sig
     return _parse_by_readers(raw)
 
 

@@ -29,6 +29,7 @@ from shared.protocol.codec import (
     INT_MAX,
     TERMINAL_ID,
     ProtocolError,
+    frozen_record,
     is_text,
     obj,
     only_keys,
@@ -278,10 +279,28 @@ def _well_formed_sale(d: dict[str, Any], items: tuple[Item, ...]) -> Sale | None
         and (credential is None or is_text(credential, 256))
         and (pin is None or is_text(pin, 64))
     ):
-        return Sale(
-            t, seq, u, card, canteen, amount, at, method, kind, period, items, offline, visitor, sub, own,
-            credential, pin,
-        )  # fmt: skip
+        return frozen_record(  # Sale(t, seq, u, …, credential, pin), set in one step
+            Sale,
+            {
+                "terminal_id": t,
+                "seq": seq,
+                "uuid": u,
+                "card_id": card,
+                "canteen_id": canteen,
+                "amount_fen": amount,
+                "occurred_at_ms": at,
+                "method": method,
+                "kind": kind,
+                "meal_period": period,
+                "items": items,
+                "offline": offline,
+                "visitor": visitor,
+                "subsidy_fen": sub,
+                "self_fen": own,
+                "credential": credential,
+                "pin_approval": pin,
+            },
+        )
     return None
 
 
@@ -341,7 +360,17 @@ class Balance:
             and (nxt is None or (type(nxt) is int and _I <= nxt <= _MAX_INT))
             and (expired is None or (type(expired) is int and _I <= expired <= _MAX_INT))
         ):
-            return cls(sub, own, version, year, nxt or 0, expired or 0)
+            return frozen_record(  # cls(sub, own, version, year, nxt or 0, expired or 0)
+                cls,
+                {
+                    "subsidy_fen": sub,
+                    "self_fen": own,
+                    "version": version,
+                    "subsidy_year": year,
+                    "next_subsidy_fen": nxt or 0,
+                    "expired_subsidy_fen": expired or 0,
+                },
+            )
         return cls(  # the readers only to name a fault
             subsidy_fen=req_int(d, "subsidy_fen", lo=_I, hi=_MAX_INT),
             self_fen=req_int(d, "self_fen", lo=_I, hi=_MAX_INT),
@@ -446,7 +475,21 @@ class SaleResult:
             and 0 <= over <= INT_MAX
             and (holder is None or is_text(holder, 64))
         ):
-            return cls(t, seq, u, status, reason, sub, own, over, holder, _balance(g("balance"), faults))
+            return frozen_record(  # cls(t, seq, u, status, reason, sub, own, over, holder, balance)
+                cls,
+                {
+                    "terminal_id": t,
+                    "seq": seq,
+                    "uuid": u,
+                    "status": status,
+                    "reason": reason,
+                    "subsidy_fen": sub,
+                    "self_fen": own,
+                    "overdraft_fen": over,
+                    "holder_id": holder,
+                    "balance": _balance(g("balance"), faults),
+                },
+            )
         return cls(  # the readers only to name a fault
             terminal_id=req_terminal_id(d, "terminal_id"),
             seq=req_int(d, "seq", lo=1),
