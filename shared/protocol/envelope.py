@@ -78,22 +78,6 @@ def _remember_broadcast(public_key: bytes, data: bytes) -> None:
         _opened_broadcasts.put((public_key, data), None)
 
 
-# HMAC-signed messages known to verify, as (secret, wire bytes): the same reasoning as
-# _opened_broadcasts for a secret instead of a public key. A terminal's sale batches and
-# statuses and the server's acks are sealed in one process and opened in another — in the
-# simulator, the same one, where each was re-encoded and its HMAC computed a second time.
-# Kept: what opened, and what seal_hmac / seal_hmac_body_json made (their bytes are the
-# canonical encoding with its signature: tests/test_codec_fast_path.py,
-# tests/test_seal_splice.py); never a failure. The key holds the secret, which this
-# process holds anyway; an entry opens only with that very secret.
-_verified_hmac: FifoMemo[None] = FifoMemo(_OPENED_MAX)
-
-
-def _remember_hmac(secret: bytes, data: bytes) -> None:
-    if len(data) <= OPENED_MAX_BYTES:
-        _verified_hmac.put((secret, data), None)
-
-
 _KEYS = frozenset({"schema_version", "type", "sender", "msg_id", "sent_at_ms", "body", "sig"})
 
 
@@ -155,9 +139,7 @@ def seal_hmac(
 ) -> bytes:
     """Wire bytes of an HMAC-signed envelope (terminal → server, and acks back)."""
     unsigned = _unsigned(type_, sender, msg_id or uuid4_hex(), sent_at_ms, body)
-    data = _seal(unsigned, lambda signed: hmac_sign(secret, signed))
-    _remember_hmac(secret, data)
-    return data
+    return _seal(unsigned, lambda data: hmac_sign(secret, data))
 
 
 def seal_hmac_body_json(
@@ -178,9 +160,7 @@ def seal_hmac_body_json(
     empty = canonical_json(_unsigned(type_, sender, msg_id or uuid4_hex(), sent_at_ms, {}))
     assert empty.startswith(_EMPTY_BODY)
     data = b"".join((b'{"body":', body_json, empty[len(_EMPTY_BODY) - 1 :]))
-    sealed = _signed(data, lambda d: hmac_sign(secret, d))
-    _remember_hmac(secret, sealed)
-    return sealed
+    return _signed(data, lambda d: hmac_sign(secret, d))
 
 
 _EMPTY_BODY = b'{"body":{},'
@@ -286,22 +266,14 @@ def open_envelope(
         memo = (server.public_bytes, data)
         if memo in _opened_broadcasts:
             return env  # this key verified these very bytes: see _opened_broadcasts
-    by_hmac = secret_for is not None and sig.startswith(HMAC_PREFIX)
-    secret = secret_for(env.sender) if by_hmac and secret_for is not None else None
-    hmac_key = None
-    if type(secret) is bytes and type(data) is bytes and len(data) <= OPENED_MAX_BYTES:
-        hmac_key = (secret, data)
-        if hmac_key in _verified_hmac:
-            return env  # this secret verified these very bytes: see _verified_hmac
     del raw["sig"]  # raw is this call's own parse: the signed part is the rest of it
-    signed = canonical_json_of_parsed(raw, data)  # may refuse: before the key's verdicts
-    if by_hmac:
+    signed = canonical_json_of_parsed(raw, data)
+    if sig.startswith(HMAC_PREFIX) and secret_for is not None:
+        secret = secret_for(env.sender)
         if secret is None:
             raise ProtocolError("unknown_terminal", env.sender)
         if not hmac_verify(secret, signed, sig):
             raise ProtocolError("bad_signature", f"from {env.sender}")
-        if hmac_key is not None:
-            _remember_hmac(*hmac_key)
     elif sig.startswith(ED25519_PREFIX) and server is not None:
         if env.sender != SERVER_SENDER or not server.verify(signed, sig):
             raise ProtocolError("bad_signature", "server signature")
