@@ -203,8 +203,8 @@ def _head(cluster: Cluster) -> int:
 
 @pytest.mark.broker
 @pytest.mark.parametrize("says_version", [True, False])
-def test_a_lost_last_delta_is_repaired_through_the_presences_version(
-    any_broker, tmp_path, monkeypatch, says_version  # noqa: ANN001
+def test_a_lost_last_delta_is_repaired_through_the_presences_version(  # noqa: ANN001
+    any_broker, tmp_path, monkeypatch, says_version
 ) -> None:
     """A card reported lost, its delta (the last one) lost on the light terminal's live
     connection: with the server's presence saying its newest version, the terminal catches
