@@ -85,13 +85,16 @@ class TerminalConfig:
     # instead of the system's store: a deployment with its own CA ("" = the system's)
     ca_file: str = ""
     # true: subscribe at QoS 0 to the topics whose loss the protocol repairs by itself (its
-    # acks, the deltas, the server's presence, its own status, update and key offers;
-    # terminal.sync names them and why), QoS 1 to the rest — on NATS each QoS 1 subscription
-    # is a JetStream consumer, and the broker's CPU per message grows with their number
-    # (docs/scaling.md). A lost last delta is repaired only through the server's presence
-    # saying its newest delta version: turn this on only where the server runs with
-    # PRESENCE_DELTA_VERSION. false (the default): QoS 1 for every subscription
+    # acks, the server's presence, its own status, update and key offers; terminal.sync
+    # names them and why), QoS 1 to the rest — on NATS each QoS 1 subscription is a
+    # JetStream consumer, and the broker's CPU per message grows with their number
+    # (docs/scaling.md). false (the default): QoS 1 for every subscription
     mqtt_light_subscriptions: bool = False
+    # true: the deltas at QoS 0 too. A lost last delta is then found only through the
+    # server's presence saying its newest delta version: set it only where every server
+    # process runs with PRESENCE_DELTA_VERSION (docs/scaling.md, the rollout order); false
+    # (the default): deltas at QoS 1, a lost last delta seen at the next one as before
+    mqtt_light_deltas: bool = False
 
     @property
     def secret(self) -> bytes:

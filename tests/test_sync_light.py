@@ -1,5 +1,6 @@
 """``mqtt_light_subscriptions``: a terminal subscribes at QoS 0 to the topics whose loss the
-protocol repairs by itself, and only to those (the default stays QoS 1 everywhere). Through a
+protocol repairs by itself, and only to those (the default stays QoS 1 everywhere); with
+``mqtt_light_deltas`` the deltas too. Through a
 real broker (the tests' and nats-server) and a real server, an acknowledgement lost on a live
 connection — what QoS 0 allows — is repaired by the terminal's own resend: the server answers
 ``duplicate`` with the first result, the sale is applied once and the outbox ends empty,
@@ -67,7 +68,6 @@ def test_light_subscriptions_are_qos_0_only_where_the_protocol_repairs_a_loss(tm
     assert light.keys() == _subscriptions(_config(tmp_path)).keys()  # the same topics
     assert {t for t, q in light.items() if q == 0} == {
         topics.ack("T1"),  # resent after ack_timeout_s, answered `duplicate`
-        topics.DELTA,  # a lost last one: the server's presence says the newest version
         topics.SERVER,  # repeated; an unheard server expires
         topics.status("T1"),  # our own, read back: the next heartbeat
         topics.update_offer("T1"),  # republished by the server
@@ -75,6 +75,12 @@ def test_light_subscriptions_are_qos_0_only_where_the_protocol_repairs_a_loss(tm
     }
     # not repaired without the broker: a restore's mark is sent once
     assert light[topics.backup("T1")] == 1
+    # a lost last delta is repaired only where the server's presence says the newest version:
+    # QoS 0 for deltas is a setting of its own, so light mode alone is never weaker than before
+    assert light[topics.DELTA] == 1
+    deltas = _subscriptions(_config(tmp_path, mqtt_light_subscriptions=True, mqtt_light_deltas=True))
+    light_qos0 = {t for t, q in light.items() if q == 0}
+    assert {t for t, q in deltas.items() if q == 0} == light_qos0 | {topics.DELTA}
 
 
 def test_the_setting_is_true_or_false() -> None:
@@ -109,6 +115,7 @@ def _light_terminal(
             "heartbeat_s": 1.0,
             "reader": "simulated",
             "mqtt_light_subscriptions": True,
+            "mqtt_light_deltas": True,
         }
     )
     links: list[MqttLink] = []

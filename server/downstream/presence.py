@@ -19,7 +19,7 @@ after the server died does not keep it on its online limits.
 
 Given a database connection of its own (``PRESENCE_DELTA_VERSION``, ``server.service``), each
 ``online`` also carries the newest delta version, read once per heartbeat: a terminal that
-lost the last delta (QoS 0, ``mqtt_light_subscriptions``) sees no gap until the next delta,
+lost the last delta (QoS 0, ``mqtt_light_deltas``) sees no gap until the next delta,
 but sees this version ahead of its own and catches up (``terminal.sync_downstream``). Several
 server processes each read it on their own heartbeat, so a presence may say a version a
 heartbeat old: a terminal acts only on one ahead of its own. Without the connection the
