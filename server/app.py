@@ -71,6 +71,11 @@ CONFIG_TEMPLATE = """\
 # MQTT_INGEST_PARTITION = ""
 # MQTT_BROKER_KIND = ""
 
+# The presence heartbeat says the newest delta version, so terminals that take deltas at
+# QoS 0 (their mqtt_light_deltas) find a lost last delta. Turn on only once every terminal
+# runs a version that reads it: an older one refuses such a presence (docs/scaling.md).
+# PRESENCE_DELTA_VERSION = False
+
 # Fleet health alerts (canteen-server fleet, GET /api/v1/fleet): a terminal offline longer
 # than this during its canteen's meal hours; a heartbeat older than FLEET_STALE_S counts
 # as offline; terminals reporting a software version below FLEET_MIN_SOFTWARE.

@@ -94,7 +94,13 @@ class ServerService:
         self._http_thread = threading.Thread(target=self._serve_http, name="http", daemon=True)
         self._http_thread.start()
 
-        self.presence = PresenceBeacon(key, self.clock, self.presence_s)
+        # PRESENCE_DELTA_VERSION: the presence says the newest delta version, read on the
+        # beacon's thread through a connection of its own (off by default: a terminal older
+        # than the field refuses such a presence; on once the fleet reads it, docs/scaling.md)
+        say_version = bool(self.app.config.get("PRESENCE_DELTA_VERSION", False))
+        self.presence = PresenceBeacon(
+            key, self.clock, self.presence_s, conn=open_db(db_path) if say_version else None
+        )
         address, *alternates = BrokerAddress.parse_list(self.broker_url)  # a cluster: every node
         if address.username is None:  # the locked broker's user "server", when it has one
             password = server_password(

@@ -90,6 +90,11 @@ class TerminalConfig:
     # JetStream consumer, and the broker's CPU per message grows with their number
     # (docs/scaling.md). false (the default): QoS 1 for every subscription
     mqtt_light_subscriptions: bool = False
+    # true: the deltas at QoS 0 too. A lost last delta is then found only through the
+    # server's presence saying its newest delta version: set it only where every server
+    # process runs with PRESENCE_DELTA_VERSION (docs/scaling.md, the rollout order); false
+    # (the default): deltas at QoS 1, a lost last delta seen at the next one as before
+    mqtt_light_deltas: bool = False
 
     @property
     def secret(self) -> bytes:

@@ -191,6 +191,7 @@ class SyncAgent:
             lambda: self.clock.now_ms() + (self.clock_offset_ms or 0),
             self._mono,
             lambda: self.in_sync,
+            self.downstream.on_server_head,
         )
         self.instance = secrets.token_hex(8)  # this process (see "One identity, one process")
         self._own_status_seen = False
@@ -228,7 +229,9 @@ class SyncAgent:
         light = 0 if config.mqtt_light_subscriptions else 1
         subscriptions = [
             (own.ack, light),  # unanswered after ack_timeout_s: sent again, answered `duplicate`
-            (topics.DELTA, 1),  # a lost last delta shows no gap until the next one
+            # a lost last delta shows no gap until the next one: QoS 0 only where the server's
+            # presence says its newest version (PRESENCE_DELTA_VERSION), which reveals it
+            (topics.DELTA, 0 if config.mqtt_light_deltas else 1),
             (topics.SERVER, light),  # repeated every few s; an unheard server expires (server_silence_s)
             (own.status, light),  # our own status read back: the next heartbeat comes
             (own.update_offer, light),  # all offers again every republish_s (server.downstream)

@@ -4,6 +4,13 @@ Deltas must arrive as ``version + 1``; an old one is ignored; a gap, or a fresh 
 triggers catch-up over HTTP (deltas since our version, or a snapshot). The newest delta is
 retained by the broker, so every (re)connect reveals a gap at once. Changes this terminal
 cannot read are skipped and reported (``sync_fault``) until a snapshot reads cleanly.
+
+A lost *last* delta shows no gap until the next one comes. The server's presence may say its
+newest delta version (:meth:`Downstream.on_server_head`): still behind a version heard at
+least ``HEAD_GRACE_S`` earlier, the terminal catches up. The grace lets the deltas in flight
+arrive (the server reads the version from its database, where a delta is recorded before it
+is published), so a busy fleet does not ask the server over HTTP at every presence; a version
+at or below ours (another server process's presence, read a heartbeat earlier) does nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from terminal.sync_stats import SyncStats
 
 # the sync agent's logger: its lines keep the name they had before the agent was split
 log = logging.getLogger("terminal.sync")
+
+# how long a delta version the server's presence said may stay ahead of ours before the
+# terminal takes the delta for lost and catches up (seconds): longer than the publisher's lag
+HEAD_GRACE_S = 2.0
 
 
 class Downstream:
@@ -55,6 +66,9 @@ class Downstream:
         self.need_catchup = self.version == 0
         self.next_catchup = 0.0
         self.sync_fault: str | None = self.store.get_meta("sync_fault")
+        # a version the server's presence said ahead of ours, and when first heard (monotonic)
+        self._ahead: tuple[int, float] | None = None
+        self.head_catchups = 0  # catch-ups started by a presence's version (not in SyncStats' report)
 
     def report_faults(self, where: str, faults: list[ProtocolError]) -> None:
         """Downstream changes this terminal could not read were skipped: it keeps selling on
@@ -103,6 +117,30 @@ class Downstream:
             store.settle_rules()
         self.report_faults(f"delta {delta.version}", faults or [])
         self.stats.deltas_applied += 1
+
+    def on_server_head(self, head: int) -> bool:
+        """The server's presence says its newest delta is ``head``: whether the cache holds
+        it. Behind a version said at least :data:`HEAD_GRACE_S` ago — a delta lost with no
+        later one to reveal it — the cache catches up; never on one at or below ours."""
+        current = self.version
+        if head <= current:
+            self._ahead = None
+            return True
+        ahead, now = self._ahead, self._mono()
+        if ahead is None or ahead[0] <= current:  # the last one said ahead has come since
+            self._ahead = (head, now)
+            return False
+        if now - ahead[1] >= HEAD_GRACE_S and not self.need_catchup:
+            log.info(
+                "%s: the server's newest delta is %d, ours %d: catching up",
+                self.config.terminal_id,
+                head,
+                current,
+            )
+            self.need_catchup = True
+            self.head_catchups += 1
+            self._ahead = None
+        return False
 
     def catch_up(self) -> None:
         """Fill a gap with the deltas the server still has, or take a whole snapshot."""

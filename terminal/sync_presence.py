@@ -6,6 +6,10 @@ it is recent — its signed send time, by this terminal's clock corrected by the
 offset, within ``server_silence_s`` — and its sequence is not below the last one seen from
 the same server boot; it counts from its send time, not from its arrival, so a captured
 ``online`` replayed later (by anyone who can publish on the broker) keeps no terminal online.
+
+An accepted ``online`` that says the server's newest delta version hands it to ``on_head``
+(:meth:`terminal.sync_downstream.Downstream.on_server_head`) before anything else, and marks
+the cache synced only when the cache holds that version.
 """
 
 from __future__ import annotations
@@ -32,12 +36,15 @@ class ServerPresence:
         server_now_ms: Callable[[], int],
         monotonic: Callable[[], float],
         in_sync: Callable[[], bool],
+        on_head: Callable[[int], bool] | None = None,
     ) -> None:
         self.config = config
         self.record = record
         self._server_now_ms = server_now_ms  # the agent's clock corrected by the measured offset
         self._mono = monotonic
         self._in_sync = in_sync  # the agent's in_sync, before this presence counts
+        # the server's newest delta version said: whether the cache holds it (it catches up if not)
+        self._on_head = on_head
         self.heard: float | None = None  # monotonic time of the last "online" presence
         # the newest presence accepted: (boot, seq, sent_at_ms), to refuse replays of older ones
         self._last: tuple[str, int, int] | None = None
@@ -68,7 +75,10 @@ class ServerPresence:
                     self.config.terminal_id,
                 )
                 return
-            if self._in_sync():
+            held = True
+            if presence.delta_version is not None and self._on_head is not None:
+                held = self._on_head(presence.delta_version)
+            if held and self._in_sync():
                 self.record.mark_synced()  # the server was there, and we held its latest delta
             self._last = (presence.boot, presence.seq, sent_at_ms)
             # present from the moment it was sent, not from its arrival: a copy of the same

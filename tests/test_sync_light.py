@@ -1,17 +1,22 @@
 """``mqtt_light_subscriptions``: a terminal subscribes at QoS 0 to the topics whose loss the
-protocol repairs by itself, and only to those (the default stays QoS 1 everywhere). Through a
+protocol repairs by itself, and only to those (the default stays QoS 1 everywhere); with
+``mqtt_light_deltas`` the deltas too. Through a
 real broker (the tests' and nats-server) and a real server, an acknowledgement lost on a live
 connection — what QoS 0 allows — is repaired by the terminal's own resend: the server answers
 ``duplicate`` with the first result, the sale is applied once and the outbox ends empty,
-without a reconnect."""
+without a reconnect. A lost last delta (a card block) is repaired through the server's
+presence saying its newest delta version (``PRESENCE_DELTA_VERSION``): the terminal catches
+up within a heartbeat or two; a server that says none leaves it as before, behind."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from server.downstream.deltas import current_version
 from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.nats_broker import NatsBroker
@@ -20,6 +25,7 @@ from simulator.harness.cluster import Cluster, TerminalHandle
 from simulator.harness.netproxy import NetProxy
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
+from terminal import sync_downstream
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig, check_settings
@@ -67,8 +73,14 @@ def test_light_subscriptions_are_qos_0_only_where_the_protocol_repairs_a_loss(tm
         topics.update_offer("T1"),  # republished by the server
         topics.rekey("T1"),  # offered again, and asked over HTTP
     }
-    # not repaired without the broker: a last delta lost shows no gap, a restore's mark is sent once
-    assert light[topics.DELTA] == light[topics.backup("T1")] == 1
+    # not repaired without the broker: a restore's mark is sent once
+    assert light[topics.backup("T1")] == 1
+    # a lost last delta is repaired only where the server's presence says the newest version:
+    # QoS 0 for deltas is a setting of its own, so light mode alone is never weaker than before
+    assert light[topics.DELTA] == 1
+    deltas = _subscriptions(_config(tmp_path, mqtt_light_subscriptions=True, mqtt_light_deltas=True))
+    light_qos0 = {t for t, q in light.items() if q == 0}
+    assert {t for t, q in deltas.items() if q == 0} == light_qos0 | {topics.DELTA}
 
 
 def test_the_setting_is_true_or_false() -> None:
@@ -81,10 +93,13 @@ def test_the_setting_is_true_or_false() -> None:
     assert "greater than 0" in check_settings(base | {"batch_size": 0})  # the numbers still checked
 
 
-def _light_terminal(cluster: Cluster, drop_acks: int) -> tuple[TerminalHandle, list[MqttLink], list[bytes]]:
+def _light_terminal(
+    cluster: Cluster, drop_acks: int, drop_deltas: Callable[[], bool] = lambda: False
+) -> tuple[TerminalHandle, list[MqttLink], list[bytes]]:
     """A terminal with light subscriptions whose link drops its first ``drop_acks``
     acknowledgements as they arrive (a QoS 0 message the broker did not deliver), the
-    connection staying up. Its links, and what was dropped."""
+    connection staying up, and every delta while ``drop_deltas()``. Its links, and what
+    was dropped."""
     assert cluster.server is not None and cluster.broker is not None
     tid = f"{cluster.terminal_prefix}-L"
     creds = cluster.http("POST", "/api/v1/terminals", {"canteen_id": "C01", "terminal_id": tid})
@@ -100,6 +115,7 @@ def _light_terminal(cluster: Cluster, drop_acks: int) -> tuple[TerminalHandle, l
             "heartbeat_s": 1.0,
             "reader": "simulated",
             "mqtt_light_subscriptions": True,
+            "mqtt_light_deltas": True,
         }
     )
     links: list[MqttLink] = []
@@ -115,6 +131,9 @@ def _light_terminal(cluster: Cluster, drop_acks: int) -> tuple[TerminalHandle, l
     ) -> MqttLink:
         def deliver(topic: str, payload: bytes) -> None:
             if topic == topics.ack(client_id) and len(dropped) < drop_acks:
+                dropped.append(payload)
+                return
+            if topic == topics.DELTA and drop_deltas():
                 dropped.append(payload)
                 return
             on_message(topic, payload)
@@ -173,3 +192,70 @@ def test_a_lost_ack_is_repaired_by_the_resend_and_the_sale_applied_once(any_brok
         assert audit.duplicates_ignored >= 1
         card = t.terminal.store.card_state(world.diners[0].card_id)
         assert card is not None and card.unconfirmed_fen == 0  # settled by the duplicate's result
+
+
+def _blocked(t: TerminalHandle, card_id: str) -> bool:
+    state = t.terminal.store.card_state(card_id)
+    assert state is not None
+    return state.blocked or state.card_status != "active"
+
+
+def _head(cluster: Cluster) -> int:
+    conn = cluster.db()
+    try:
+        return current_version(conn)
+    finally:
+        conn.close()
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("says_version", [True, False])
+def test_a_lost_last_delta_is_repaired_through_the_presences_version(  # noqa: ANN001
+    any_broker, tmp_path, monkeypatch, says_version
+) -> None:
+    """A card reported lost, its delta (the last one) lost on the light terminal's live
+    connection: with the server's presence saying its newest version, the terminal catches
+    up within two heartbeats and refuses the card; with a server that says none (the
+    default) nothing reveals the loss, as before — why light mode wants the setting."""
+    monkeypatch.setattr(sync_downstream, "HEAD_GRACE_S", 0.3)  # the heartbeats come in 0.5 s here
+    clock = FakeClock(ms_from_china(START))
+    prefix = tmp_path.name[-12:]
+    config = {"PRESENCE_DELTA_VERSION": says_version}
+    with Cluster(
+        tmp_path, broker=any_broker, clock=clock, terminal_prefix=prefix, server_config=config
+    ) as cluster:
+        conn = cluster.db()
+        world = demo_world(conn, clock.now_ms(), diners=6)
+        conn.close()
+        dropping = [False]
+        t, links, dropped = _light_terminal(cluster, drop_acks=0, drop_deltas=lambda: dropping[0])
+        assert (topics.DELTA, 0) in links[0].subscriptions
+        assert cluster.wait_synced()
+        card = world.diners[0].card_id
+        before = _head(cluster)
+        sync = t.terminal.sync
+        assert sync.downstream.version == before
+
+        dropping[0] = True
+        cluster.http("POST", f"/api/v1/cards/{card}/lost")
+        head = _head(cluster)
+        assert head > before
+        assert wait_until(lambda: len(dropped) == head - before, 10)  # published, and lost on the way
+        dropping[0] = False
+        assert sync.downstream.version == before and not sync.downstream.need_catchup
+        assert not _blocked(t, card)  # the block not known: it would still sell
+        beacon = cluster.server.presence  # type: ignore[union-attr]
+        for _ in range(4):  # the heartbeats (the beacon's own thread beats every 10 s)
+            beacon.beat()
+            time.sleep(0.5)
+        if says_version:
+            assert wait_until(lambda: t.terminal.store.delta_version == head, 10)
+            assert sync.downstream.head_catchups == 1 and sync.stats.catchups >= 1
+            assert len(links) == 1 and links[0].connects == 1  # on the same connection
+            assert _blocked(t, card)
+            decision, _ = t.terminal.tap(TapRequest(card))
+            assert (decision.approved, decision.reason) == (False, "card_blocked")
+        else:
+            assert t.terminal.store.delta_version == before  # nothing said it: still behind
+            assert not _blocked(t, card)
+            assert sync.downstream.head_catchups == 0

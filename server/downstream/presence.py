@@ -16,6 +16,14 @@ Each message carries this run's random ``boot`` id and a rising ``seq``, and is 
 its send time: a terminal ignores an ``online`` older than its ``server_silence_s`` or with a
 sequence below the last one it saw from the same boot, so a captured ``online`` replayed
 after the server died does not keep it on its online limits.
+
+Given a database connection of its own (``PRESENCE_DELTA_VERSION``, ``server.service``), each
+``online`` also carries the newest delta version, read once per heartbeat: a terminal that
+lost the last delta (QoS 0, ``mqtt_light_deltas``) sees no gap until the next delta,
+but sees this version ahead of its own and catches up (``terminal.sync_downstream``). Several
+server processes each read it on their own heartbeat, so a presence may say a version a
+heartbeat old: a terminal acts only on one ahead of its own. Without the connection the
+field is left out: a terminal older than it refuses a presence that has it.
 """
 
 from __future__ import annotations
@@ -23,8 +31,10 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import sqlite3
 import threading
 
+from server.downstream.deltas import current_version
 from shared.clock import Clock
 from shared.mqtt import MqttLink
 from shared.protocol import ServerKey, ServerStatus, seal_server, topics
@@ -33,10 +43,20 @@ log = logging.getLogger(__name__)
 
 
 class PresenceBeacon:
-    def __init__(self, key: ServerKey, clock: Clock, heartbeat_s: int = 10) -> None:
+    """``conn``: the beacon's own database connection, to say the newest delta version
+    (closed by :meth:`stop`); None: the presence says none."""
+
+    def __init__(
+        self, key: ServerKey, clock: Clock, heartbeat_s: int = 10, conn: sqlite3.Connection | None = None
+    ) -> None:
         self._key = key
         self._clock = clock
         self.heartbeat_s = heartbeat_s
+        self._conn = conn
+        self._conn_lock = threading.Lock()  # beat() is public: one query on the connection at a time
+        # the version read at the last heartbeat: a connect's announcement (network thread)
+        # says it without a query of its own; None until read
+        self.delta_version: int | None = None
         self.boot = secrets.token_hex(8)
         self._seq = itertools.count(1)
         self._seq_lock = threading.Lock()
@@ -47,7 +67,8 @@ class PresenceBeacon:
     def message(self, state: str) -> bytes:
         with self._seq_lock:
             seq = next(self._seq)
-        body = ServerStatus(state, self.heartbeat_s, self.boot, seq).to_body()
+        version = self.delta_version if state == "online" else None
+        body = ServerStatus(state, self.heartbeat_s, self.boot, seq, version).to_body()
         return seal_server("server_status", body, self._key, self._clock.now_ms())
 
     def will(self) -> tuple[str, bytes, bool]:
@@ -55,6 +76,7 @@ class PresenceBeacon:
         return topics.SERVER, self.message("offline"), True
 
     def start(self, link: MqttLink) -> PresenceBeacon:
+        self._read_version()  # for the first connect's announcement
         self.attach(link)
         self._thread.start()
         return self
@@ -66,9 +88,20 @@ class PresenceBeacon:
         return self
 
     def beat(self) -> None:
-        """One heartbeat: "online", if connected."""
+        """One heartbeat: "online", if connected, with the newest delta version read now."""
         if self._link is not None and self._link.connected:
+            self._read_version()
             self._announce("online")
+
+    def _read_version(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            with self._conn_lock:
+                self.delta_version = current_version(self._conn)
+        except sqlite3.Error:  # said without the version this time, the older one not repeated
+            self.delta_version = None
+            log.exception("presence: could not read the delta version")
 
     def on_state(self, up: bool) -> None:
         """The MQTT link came up or went down: announce ourselves at once on a connect."""
@@ -81,6 +114,8 @@ class PresenceBeacon:
         self._thread.join(5)
         if self._link is not None and self._link.connected:
             self._announce("offline")
+        if self._conn is not None:
+            self._conn.close()
 
     def _announce(self, state: str) -> None:
         if self._link is not None and not self._link.publish(topics.SERVER, self.message(state), retain=True):

@@ -628,24 +628,35 @@ class ServerStatus:
     """The server's presence. ``heartbeat_s``: how often an ``online`` one is repeated, so
     a terminal can tell a live server from a stale retained message. ``boot`` names one run
     of the server process and ``seq`` counts its presence messages: with the envelope's
-    signed send time they let a terminal refuse a captured ``online`` replayed later."""
+    signed send time they let a terminal refuse a captured ``online`` replayed later.
+
+    ``delta_version``: the newest delta in the server's database when it was sent (None:
+    not said). A terminal behind it has lost a delta that no later one revealed as a gap,
+    and catches up. Left out of the wire when None: a terminal older than the field refuses
+    a body with it (``only_keys``), so a server sends it only when configured to
+    (``PRESENCE_DELTA_VERSION``, once every terminal reads it: docs/scaling.md)."""
 
     state: str
     heartbeat_s: int = 10
     boot: str = ""
     seq: int = 0
+    delta_version: int | None = None
 
     def to_body(self) -> dict[str, Any]:
-        return {"state": self.state, "heartbeat_s": self.heartbeat_s, "boot": self.boot, "seq": self.seq}
+        body = {"state": self.state, "heartbeat_s": self.heartbeat_s, "boot": self.boot, "seq": self.seq}
+        if self.delta_version is not None:
+            body["delta_version"] = self.delta_version
+        return body
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> ServerStatus:
-        only_keys(body, frozenset({"state", "heartbeat_s", "boot", "seq"}), "body")
+        only_keys(body, frozenset({"state", "heartbeat_s", "boot", "seq", "delta_version"}), "body")
         return cls(
             state=req_enum(body, "state", TERMINAL_STATES),
             heartbeat_s=req_int(body, "heartbeat_s", lo=1, hi=3600),
             boot=req_str(body, "boot", max_len=32),
             seq=req_int(body, "seq"),
+            delta_version=opt_int(body, "delta_version"),
         )
 
 
