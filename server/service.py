@@ -74,6 +74,8 @@ class ServerService:
         self.backup_mark_poll_s = float(backup_mark_poll_s or self.app.config.get("BACKUP_MARK_POLL_S", 10.0))
         self.backup_marks: BackupMarkPublisher | None = None
         self.fleet_watch: FleetWatch | None = None
+        # the connections this service opened for its workers, closed once they have stopped
+        self._conns: list[Any] = []
         self.fleet_watch_s = float(self.app.config.get("FLEET_WATCH_S", 60))
         self.partition: Partition | None = None  # MQTT_INGEST_PARTITION: this worker's terminals
         self.not_mine = 0  # sale/reversal messages left to another partition's worker
@@ -135,10 +137,10 @@ class ServerService:
             return ok
 
         self.publisher = DeltaPublisher(
-            open_db(db_path), key, publish, self.clock, role=Role(db_path, "delta-publisher")
+            self._own_db(db_path), key, publish, self.clock, role=Role(db_path, "delta-publisher")
         ).start()
         self.ingest = IngestWorker(
-            open_db(db_path),
+            self._own_db(db_path),
             self.clock,
             publish,
             on_delta=self.publisher.poke,
@@ -147,9 +149,9 @@ class ServerService:
             metrics=metrics,
         ).start()
         self.fleet_watch = FleetWatch(
-            open_db(db_path), self.clock.now_ms, limits_from_config(self.app.config), self.fleet_watch_s
+            self._own_db(db_path), self.clock.now_ms, limits_from_config(self.app.config), self.fleet_watch_s
         ).start()
-        self.offers = OfferPublisher(open_db(db_path), key, publish, self.clock).start()
+        self.offers = OfferPublisher(self._own_db(db_path), key, publish, self.clock).start()
         # each terminal's backup mark: how far it may prune its journal; what to resend after a restore
         self.backup_marks = BackupMarkPublisher(
             open_db(db_path), key, publish, self.clock, self.backup_mark_poll_s
@@ -202,6 +204,21 @@ class ServerService:
             if not self._stopping.is_set():
                 raise
 
+    def _own_db(self, db_path: str) -> Any:
+        """A database connection for one of this service's workers, closed by :meth:`stop`."""
+        conn = open_db(db_path)
+        self._conns.append(conn)
+        return conn
+
+    def _close_own_dbs(self) -> None:
+        """Close the workers' connections once the workers have stopped (their threads
+        joined): a test, or anything else starting and stopping services in one process,
+        would otherwise keep three file descriptors a connection open until the process
+        ends — past 1,024, select() in the HTTP server's loop fails."""
+        conns, self._conns = self._conns, []
+        for conn in conns:
+            conn.close()
+
     def stop(self) -> None:
         self._stopping.set()
         if self.fleet_watch is not None:
@@ -222,3 +239,19 @@ class ServerService:
             self._http.close()  # type: ignore[union-attr]
         if self._http_thread is not None:
             self._http_thread.join(5)
+            if not self._http_thread.is_alive() and self._http is not None:
+                _close_http(self._http)
+        self._close_own_dbs()
+
+
+def _close_http(server: Any) -> None:  # noqa: ANN401  # waitress's own types
+    """After its loop has ended: close the connections the HTTP server still holds (a
+    client's keep-alive) and stop its task threads — closing the listening socket ends the
+    loop but leaves both, a socket and eight threads per server in a process that starts
+    and stops servers (the tests)."""
+    for channel in list(getattr(server, "map", {}).values()):
+        channel.close()
+    dispatcher = getattr(server, "task_dispatcher", None)
+    if dispatcher is not None:
+        dispatcher.shutdown(cancel_pending=True, timeout=5)
+
