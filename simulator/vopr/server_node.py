@@ -88,7 +88,9 @@ class ServerNode:
         self.boots += 1
         self.fuse = Fuse()
         self.ingest_conn, self.publisher_conn, self.admin_conn = (self._open() for _ in range(3))
-        self.presence = PresenceBeacon(self.key, self.clock, PRESENCE_S)
+        # its presence says the newest delta version (PRESENCE_DELTA_VERSION): a terminal that
+        # missed the last delta catches up without waiting for the next one
+        self.presence = PresenceBeacon(self.key, self.clock, PRESENCE_S, conn=self._open())
         self.link: SimLink = self.broker.link(
             "server",
             [(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1)],
