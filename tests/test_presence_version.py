@@ -24,8 +24,8 @@ from shared.clock import FakeClock
 from shared.protocol import ProtocolError, ServerKey, ServerStatus, ServerVerifier, open_envelope, topics
 from shared.protocol.codec import only_keys
 from terminal import sync_downstream
-from terminal.config import TerminalConfig
 from terminal.sync import SyncAgent
+from tests.terminal_support import offline_config
 
 OLD_KEYS = frozenset({"state", "heartbeat_s", "boot", "seq"})  # what a terminal before the field allows
 
@@ -139,17 +139,7 @@ class _Mono:
 
 
 def _agent(tmp_path: Path) -> tuple[SyncAgent, _Mono]:
-    config = TerminalConfig.from_dict(
-        {
-            "terminal_id": "T1",
-            "canteen_id": "C1",
-            "secret_hex": "00" * 32,
-            "server_public_key": ServerKey.generate().public_hex,
-            "broker_url": "mqtt://127.0.0.1:1",
-            "server_url": "http://127.0.0.1:1",
-            "db_path": str(tmp_path / "t.sqlite"),
-        }
-    )
+    config = offline_config(tmp_path)
     mono = _Mono()
     agent = SyncAgent(config, FakeClock(0), monotonic=mono)  # the link is made, not started
     agent.downstream.version, agent.downstream.need_catchup = 5, False

@@ -20,7 +20,7 @@ from server.downstream.deltas import current_version
 from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.nats_broker import NatsBroker
-from shared.protocol import ServerKey, topics
+from shared.protocol import topics
 from simulator.harness.cluster import Cluster, TerminalHandle
 from simulator.harness.netproxy import NetProxy
 from simulator.harness.world import demo_world
@@ -31,23 +31,9 @@ from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig, check_settings
 from terminal.sync import SyncAgent
 from terminal.sync_link import Transport
+from tests.terminal_support import offline_config
 
 START = "2026-01-06T12:00"
-
-
-def _config(tmp_path: Path, **settings: object) -> TerminalConfig:
-    return TerminalConfig.from_dict(
-        {
-            "terminal_id": "T1",
-            "canteen_id": "C1",
-            "secret_hex": "00" * 32,
-            "server_public_key": ServerKey.generate().public_hex,
-            "broker_url": "mqtt://127.0.0.1:1",
-            "server_url": "http://127.0.0.1:1",
-            "db_path": str(tmp_path / "t.sqlite"),
-            **settings,
-        }
-    )
 
 
 def _subscriptions(config: TerminalConfig) -> dict[str, int]:
@@ -59,13 +45,13 @@ def _subscriptions(config: TerminalConfig) -> dict[str, int]:
 
 
 def test_by_default_every_subscription_is_qos_1(tmp_path: Path) -> None:
-    subs = _subscriptions(_config(tmp_path))
+    subs = _subscriptions(offline_config(tmp_path))
     assert len(subs) == 7 and set(subs.values()) == {1}
 
 
 def test_light_subscriptions_are_qos_0_only_where_the_protocol_repairs_a_loss(tmp_path: Path) -> None:
-    light = _subscriptions(_config(tmp_path, mqtt_light_subscriptions=True))
-    assert light.keys() == _subscriptions(_config(tmp_path)).keys()  # the same topics
+    light = _subscriptions(offline_config(tmp_path, mqtt_light_subscriptions=True))
+    assert light.keys() == _subscriptions(offline_config(tmp_path)).keys()  # the same topics
     assert {t for t, q in light.items() if q == 0} == {
         topics.ack("T1"),  # resent after ack_timeout_s, answered `duplicate`
         topics.SERVER,  # repeated; an unheard server expires
@@ -78,7 +64,7 @@ def test_light_subscriptions_are_qos_0_only_where_the_protocol_repairs_a_loss(tm
     # a lost last delta is repaired only where the server's presence says the newest version:
     # QoS 0 for deltas is a setting of its own, so light mode alone is never weaker than before
     assert light[topics.DELTA] == 1
-    deltas = _subscriptions(_config(tmp_path, mqtt_light_subscriptions=True, mqtt_light_deltas=True))
+    deltas = _subscriptions(offline_config(tmp_path, mqtt_light_subscriptions=True, mqtt_light_deltas=True))
     light_qos0 = {t for t, q in light.items() if q == 0}
     assert {t for t, q in deltas.items() if q == 0} == light_qos0 | {topics.DELTA}
 
