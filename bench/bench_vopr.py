@@ -1,13 +1,15 @@
 """``vopr.sales_per_s``: simulated sales a second through the deterministic simulator.
 
-One run of ``canteen-sim vopr`` (seed 1, 10,000 sales, 4 terminals, every fault kind at its
-usual rate) in this process: the real terminal and server code on the simulated network,
+What ``make vopr`` does, on a smaller scale: seeds run two at a time, one process each, on
+the machine's two cores, each seed ``make vopr``'s 20,000 taps with 4 terminals and every
+fault kind at its usual rate — the real terminal and server code on the simulated network,
 clock and RAM disk, with the per-step checks and the final audit. The wall time covers
-everything from building the world to the final digest; the rate counts every tap (the
-approved ones are in the params). ``vopr.sales_per_s_2_jobs`` runs two seeds at once, one
-process each (``make vopr`` runs that way on this 2-core machine). Other work shares the
-machine: each result notes the load average before it and the CPU seconds it took
-(``sales_per_cpu_s``, less sensitive to the load than the wall-clock rate).
+everything from starting the pool to the last seed's digest; the rate counts every tap.
+``vopr.sales_per_s_1_process`` is one seed in this process, for the cost of a sale apart
+from how well two processes share the machine (the issue's 5,000/s is for the machine:
+"so that 1,000,000 sales take minutes"). Other work shares the machine: each result notes
+the load average before it and the CPU seconds it took (``sales_per_cpu_s``, less sensitive
+to the load than the wall-clock rate).
 """
 
 from __future__ import annotations
@@ -24,7 +26,29 @@ from simulator.vopr.sweep import run_sweep
 TARGET = ">= 5,000/s"
 
 
-def vopr_rate(ctx: Context, sales: int = 10_000) -> list[Result]:
+def vopr_rate(ctx: Context, sales: int = 20_000, seeds: int = 4) -> list[Result]:
+    load = _load()
+    children = _children_cpu()
+    started = time.perf_counter()
+    sweep = run_sweep(list(range(1, seeds + 1)), VoprOptions(sales=sales), jobs=2)
+    elapsed = time.perf_counter() - started
+    children = _children_cpu() - children  # the pool's processes, joined when the sweep ends
+    if sweep["seeds_failed"]:
+        raise RuntimeError(f"vopr seeds failed: {sweep['seeds_failed']}")
+    machine = Result(
+        "vopr.sales_per_s",
+        round(sweep["sales"] / elapsed),
+        "sales/s",
+        {
+            "seeds": seeds,
+            "sales": sweep["sales"],
+            "jobs": 2,
+            "elapsed_s": round(elapsed, 1),
+            "sales_per_cpu_s": round(sweep["sales"] / children) if children else None,
+            "load": load,
+        },
+        target=TARGET,
+    )
     timing: dict[str, float] = {}
     load = _load()
     cpu = time.process_time()
@@ -42,31 +66,8 @@ def vopr_rate(ctx: Context, sales: int = 10_000) -> list[Result]:
         "sales_per_cpu_s": round(result["sales"] / cpu),
         "load": load,
     }
-    load = _load()
-    children = _children_cpu()
-    started = time.perf_counter()
-    sweep = run_sweep([2, 3], VoprOptions(sales=sales // 2), jobs=2)
-    elapsed = time.perf_counter() - started
-    children = _children_cpu() - children  # the pool's processes, joined when the sweep ends
-    if sweep["seeds_failed"]:
-        raise RuntimeError(f"vopr seeds failed: {sweep['seeds_failed']}")
-    return [
-        Result("vopr.sales_per_s", round(timing["sales_per_s"]), "sales/s", params, target=TARGET),
-        Result(
-            "vopr.sales_per_s_2_jobs",
-            round(sweep["sales"] / elapsed),
-            "sales/s",
-            {
-                "seeds": 2,
-                "sales": sweep["sales"],
-                "jobs": 2,
-                "elapsed_s": round(elapsed, 1),
-                "sales_per_cpu_s": round(sweep["sales"] / children) if children else None,
-                "load": load,
-            },
-            target=TARGET,
-        ),
-    ]
+    one = Result("vopr.sales_per_s_1_process", round(timing["sales_per_s"]), "sales/s", params)
+    return [machine, one]
 
 
 def _load() -> str:

@@ -19,6 +19,7 @@ A failure names the seed and the step (:mod:`simulator.vopr.sweep` shrinks it).
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 import tempfile
@@ -232,6 +233,27 @@ def _quiet_logs() -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
+@contextmanager
+def _lean_gc() -> Iterator[None]:
+    """Fewer, cheaper cycle collections while a run lasts. A run allocates millions of
+    short-lived objects (rows, messages, dataclasses) and few cycles; at the default
+    threshold (700 allocations) the collector runs every few taps and its full passes walk
+    every object the imports left (modules, functions, classes). Those are frozen out of
+    the collector's view and young collections wait for 50,000 allocations: the same
+    instructions (callgrind: 2.78 M a sale either way), ~4 % less CPU (seed 1, 20,000 sales,
+    five runs each: median 2,567 → 2,675 sales per CPU second) from fewer walks over cold
+    memory. Nothing in a run depends on when a cycle is collected — every connection and
+    file is closed explicitly — and the digest is the same."""
+    saved = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, *saved[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*saved)
+        gc.unfreeze()
+
+
 def run_vopr(opts: VoprOptions, timing: dict[str, float] | None = None) -> dict[str, Any]:
     """One run, its server's key in a fresh folder on the RAM disk (removed after), its
     databases on the simulated disk; ``timing`` gets the wall time, the rate and the CPU
@@ -240,7 +262,7 @@ def run_vopr(opts: VoprOptions, timing: dict[str, float] | None = None) -> dict[
     folder = Path(tempfile.mkdtemp(prefix="vopr-", dir=base))
     started, cpu = time.perf_counter(), time.process_time()
     try:
-        with _quiet_logs():
+        with _quiet_logs(), _lean_gc():
             sim = Vopr(opts, folder)
             try:
                 result = sim.run()
