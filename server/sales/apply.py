@@ -146,6 +146,32 @@ def _result(row: dict[str, Any] | sqlite3.Row, status: str) -> SaleResult:
     )
 
 
+def stamp_balances(rows: Iterable[dict[str, Any]], changes: dict[str, dict[str, Any]], version: int) -> None:
+    """Give each row of a holder in ``changes`` that holder's balance at the end of the txn
+    (delta ``version``): what its result, and any duplicate's, carries."""
+    for row in rows:
+        change = changes.get(row["holder_id"]) if row["holder_id"] else None
+        if change is not None:
+            row["balance_subsidy_fen"] = change["subsidy_fen"]
+            row["balance_self_fen"] = change["self_fen"]
+            row["balance_version"] = version
+            row["balance_subsidy_year"] = change["subsidy_year"]
+            row["balance_next_subsidy_fen"] = change["next_subsidy_fen"]
+            row["balance_expired_subsidy_fen"] = change["expired_subsidy_fen"]
+
+
+def record_late(conn: sqlite3.Connection, table: str, late: list[tuple[str, int, str, int, int]]) -> None:
+    """Record in ``table`` (``late_sales`` or ``late_reversals``, alike) the (terminal, seq,
+    canteen, time, amount) of what was dated in a settled quarter: the next statement's
+    adjustment lines."""
+    if late:
+        conn.executemany(
+            f"INSERT INTO {table}(terminal_id, seq, canteen_id, occurred_at_ms, amount_fen) "
+            "VALUES (?, ?, ?, ?, ?)",
+            late,
+        )
+
+
 @dataclass(frozen=True)
 class ClosedPeriods:
     """What is closed when a batch is applied: settled quarters and cleared years."""
@@ -525,15 +551,7 @@ class SaleApplier:
                 h.balance(ledger.subsidy_purse(holder_id, self._year + 1)),
                 h.expired(self._year),
             )
-        for row in self._pending.values():
-            change = self.changes.get(row["holder_id"]) if row["holder_id"] else None
-            if change is not None:
-                row["balance_subsidy_fen"] = change["subsidy_fen"]
-                row["balance_self_fen"] = change["self_fen"]
-                row["balance_version"] = self.version
-                row["balance_subsidy_year"] = change["subsidy_year"]
-                row["balance_next_subsidy_fen"] = change["next_subsidy_fen"]
-                row["balance_expired_subsidy_fen"] = change["expired_subsidy_fen"]
+        stamp_balances(self._pending.values(), self.changes, self.version)
         self.conn.executemany(_INSERT, [_ROW_VALUES(r) for r in self._pending.values()])
         takings.add(self.conn, self._pending.values())  # the dashboard's sums, in this same txn
         if self._quarantine:
@@ -557,12 +575,7 @@ class SaleApplier:
             )
         for holder_id, meals in meals_of_day(self.conn, self._meal_days()).items():
             self.changes[holder_id]["meals"] = meals
-        if self._late:
-            self.conn.executemany(
-                "INSERT INTO late_sales(terminal_id, seq, canteen_id, occurred_at_ms, amount_fen) "
-                "VALUES (?, ?, ?, ?, ?)",
-                self._late,
-            )
+        record_late(self.conn, "late_sales", self._late)
         out: list[SaleResult] = []
         for item in self._results:
             if isinstance(item, SaleResult):

@@ -46,7 +46,7 @@ from server.books import ledger
 from server.books.periods import year_of_ms
 from server.downstream.changes import meals_of_day
 from server.registry.holders import holder_change
-from server.sales.apply import ClosedPeriods
+from server.sales.apply import ClosedPeriods, record_late, stamp_balances
 from server.sales.quarantine import resolve_by_reversal
 from server.sales.sale_facts import FactsBook, config_at
 from shared.clock import start_of_china_day_ms
@@ -385,17 +385,8 @@ class ReversalApplier:
         self._finished = True
         for holder_id in sorted(self._holders):
             self.changes[holder_id] = holder_change(self.conn, holder_id, self.now_ms)
-        for d in self._rows.values():
-            change = self.changes.get(d.row["holder_id"]) if d.row["holder_id"] else None
-            if change is not None and d.row["status"] == "applied":
-                d.row.update(
-                    balance_subsidy_fen=change["subsidy_fen"],
-                    balance_self_fen=change["self_fen"],
-                    balance_version=self.version,
-                    balance_subsidy_year=change["subsidy_year"],
-                    balance_next_subsidy_fen=change["next_subsidy_fen"],
-                    balance_expired_subsidy_fen=change["expired_subsidy_fen"],
-                )
+        applied = (d.row for d in self._rows.values() if d.row["status"] == "applied")
+        stamp_balances(applied, self.changes, self.version)
         self.conn.executemany(_UPSERT, [tuple(d.row[c] for c in _COLUMNS) for d in self._rows.values()])
         meal_days: dict[str, int] = {}  # read after the rows are in: a reversed meal is not taken
         for d in self._rows.values():
@@ -403,12 +394,7 @@ class ReversalApplier:
                 meal_days[d.row["holder_id"]] = max(meal_days.get(d.row["holder_id"], 0), d.meal_ms)
         for holder_id, meals in meals_of_day(self.conn, meal_days).items():
             self.changes[holder_id]["meals"] = meals
-        if self._late:
-            self.conn.executemany(
-                "INSERT INTO late_reversals(terminal_id, seq, canteen_id, occurred_at_ms, amount_fen) "
-                "VALUES (?, ?, ?, ?, ?)",
-                self._late,
-            )
+        record_late(self.conn, "late_reversals", self._late)
         out: list[ReversalResult] = []
         for item in self._results:
             if isinstance(item, ReversalResult):
