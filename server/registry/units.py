@@ -21,8 +21,8 @@ from shared.errors import DomainError
 _ID = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
 
 
-def add_unit(conn: sqlite3.Connection, unit_id: str, name: str, quarterly_standard_fen: int = 0) -> None:
-    """A unit (单位) with its per-person quarterly meal-fund standard in fen."""
+def _check_standard(quarterly_standard_fen: int) -> None:
+    """A unit's per-person quarterly meal-fund standard: a whole number of fen, not negative."""
     if (
         not isinstance(quarterly_standard_fen, int)
         or isinstance(quarterly_standard_fen, bool)
@@ -33,6 +33,11 @@ def add_unit(conn: sqlite3.Connection, unit_id: str, name: str, quarterly_standa
             "quarterly standard must be a whole number of fen ≥ 0",
             zh="季度补贴标准须为不小于 0 的金额",
         )
+
+
+def add_unit(conn: sqlite3.Connection, unit_id: str, name: str, quarterly_standard_fen: int = 0) -> None:
+    """A unit (单位) with its per-person quarterly meal-fund standard in fen."""
+    _check_standard(quarterly_standard_fen)
     name = name.strip()
     if not name or not _ID.match(unit_id):
         raise DomainError(
@@ -177,16 +182,7 @@ def update_unit(
     The standard applies to allocations made after the change; past ones stay as posted."""
     get_unit(conn, unit_id)
     if quarterly_standard_fen is not None:
-        if (
-            not isinstance(quarterly_standard_fen, int)
-            or isinstance(quarterly_standard_fen, bool)
-            or quarterly_standard_fen < 0
-        ):
-            raise DomainError(
-                "invalid_input",
-                "quarterly standard must be a whole number of fen ≥ 0",
-                zh="季度补贴标准须为不小于 0 的金额",
-            )
+        _check_standard(quarterly_standard_fen)
         conn.execute(
             "UPDATE units SET quarterly_standard_fen = ? WHERE id = ?", (quarterly_standard_fen, unit_id)
         )
