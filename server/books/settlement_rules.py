@@ -155,15 +155,10 @@ def attribute(
     credited; anything beyond all credits (there should be none) goes to ``fallback`` (the
     holder's current unit). Parts for the same unit are merged, in first-seen order.
     """
+    parts, left = take_in_order(amount_fen, credits_newest_first)
     out: dict[str, int] = {}
-    left = amount_fen
-    for unit_id, credited in credits_newest_first:
-        if left <= 0:
-            break
-        part = min(left, credited)
-        if part > 0:
-            out[unit_id] = out.get(unit_id, 0) + part
-            left -= part
+    for unit_id, part in parts:
+        out[unit_id] = out.get(unit_id, 0) + part
     if left > 0:
         out[fallback] = out.get(fallback, 0) + left
     return list(out.items())
