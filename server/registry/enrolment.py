@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 
 from server.registry.terminals import (
     TerminalCredentials,
-    check_new_terminal_id,
-    next_terminal_id,
+    new_terminal_id,
     provision,
     revoke,
 )
@@ -80,18 +79,13 @@ def issue(
 ) -> IssuedCode:
     """A one-time code for a new terminal of ``canteen_id`` (call inside a write txn).
     ``server_url`` empty: the terminal keeps the address it enrolled through."""
-    if conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None:
-        raise DomainError("unknown_canteen", canteen_id)
-    if terminal_id is None:
-        terminal_id = next_terminal_id(conn)
-    else:
-        check_new_terminal_id(terminal_id)
-        taken = conn.execute(
-            "SELECT 1 FROM terminals WHERE id = ? UNION SELECT 1 FROM enrolments WHERE terminal_id = ?",
-            (terminal_id, terminal_id),
-        ).fetchone()
-        if taken:
-            raise DomainError("already_exists", f"terminal {terminal_id}")
+    terminal_id = new_terminal_id(conn, canteen_id, terminal_id)
+    taken = conn.execute(  # a picked id is free in both already; a given one may not be
+        "SELECT 1 FROM terminals WHERE id = ? UNION SELECT 1 FROM enrolments WHERE terminal_id = ?",
+        (terminal_id, terminal_id),
+    ).fetchone()
+    if taken:
+        raise DomainError("already_exists", f"terminal {terminal_id}")
     code = new_code(choice)
     conn.execute(
         "INSERT INTO enrolments(code_hash, terminal_id, canteen_id, broker_url, server_url, "

@@ -73,6 +73,17 @@ def next_terminal_id(conn: sqlite3.Connection) -> str:
     return f"T{n:04d}"
 
 
+def new_terminal_id(conn: sqlite3.Connection, canteen_id: str, terminal_id: str | None) -> str:
+    """The id of a new terminal of ``canteen_id`` (which must exist): ``terminal_id`` once
+    checked, or :func:`next_terminal_id`. Whether a given id is free is the caller's check."""
+    if conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None:
+        raise DomainError("unknown_canteen", canteen_id)
+    if terminal_id is None:
+        return next_terminal_id(conn)
+    check_new_terminal_id(terminal_id)
+    return terminal_id
+
+
 def provision(
     conn: sqlite3.Connection,
     canteen_id: str,
@@ -81,12 +92,7 @@ def provision(
     terminal_id: str | None = None,
 ) -> TerminalCredentials:
     """Register a terminal for a canteen; call inside a write txn."""
-    if conn.execute("SELECT 1 FROM canteens WHERE id = ?", (canteen_id,)).fetchone() is None:
-        raise DomainError("unknown_canteen", canteen_id)
-    if terminal_id is None:
-        terminal_id = next_terminal_id(conn)
-    else:
-        check_new_terminal_id(terminal_id)
+    terminal_id = new_terminal_id(conn, canteen_id, terminal_id)
     if conn.execute("SELECT 1 FROM terminals WHERE id = ?", (terminal_id,)).fetchone():
         raise DomainError("already_exists", f"terminal {terminal_id}")
     secret_hex = secrets.token_hex(32)
