@@ -57,6 +57,14 @@ MAX_SEQ = 2**62
 MAX_SHOP_ITEMS = 10_000
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _LINES = ("sales", "reversals", "held_by_server", "rejected_by_server")
+# optional: closes made before reversals were wired in have none of them
+_REV_KEYS = (
+    "rev_seq_from",
+    "rev_seq_to",
+    "reversals_by_method",
+    "reversals_rejected_by_server",
+    "reversals_unsent",
+)
 _KEYS = frozenset(
     {
         "number",
@@ -76,20 +84,8 @@ _KEYS = frozenset(
         "unsent",
         "declines",
         "net_fen",
-        # optional (closes made before reversals were wired in have none of them)
-        "rev_seq_from",
-        "rev_seq_to",
-        "reversals_by_method",
-        "reversals_rejected_by_server",
-        "reversals_unsent",
+        *_REV_KEYS,
     }
-)
-_REV_KEYS = (
-    "rev_seq_from",
-    "rev_seq_to",
-    "reversals_by_method",
-    "reversals_rejected_by_server",
-    "reversals_unsent",
 )
 # a sale the server held for review and the terminal reversed: taken, and given back
 _REVERSED_HOLD = "quarantine_reversed"
