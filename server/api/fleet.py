@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from server.api.params import json_body
 from server.api.spec import doc
+from server.api.terminal_common import own_terminal, with_release_key
 from server.infra.auth import public, requires, requires_terminal
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
-from server.registry import broker_users, enrolment, rotation, updates
+from server.registry import broker_users, enrolment, rotation
 from server.registry.fleet import limits_from_config, report
 from shared.errors import DomainError
 from shared.metrics import CONTENT_TYPE, exposition
@@ -142,10 +143,7 @@ def enrol():  # noqa: ANN201
         "broker_url": outcome.broker_url,
         "server_url": outcome.server_url,  # "": the address the terminal enrolled through
     }
-    release = updates.release_public_key(current_app.config["RELEASE_PUBLIC_KEY_FILE"])
-    if release:  # pinned for signed updates (terminal.updater)
-        config["release_public_key"] = release
-    response = jsonify(config)
+    response = jsonify(with_release_key(config))
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -203,8 +201,7 @@ def rotate(terminal_id: str):  # noqa: ANN201
 )
 @requires_terminal
 def rekey(terminal_id: str) -> Response:
-    if g.principal.terminal_id != terminal_id:
-        raise DomainError("terminal_mismatch", "a terminal may only fetch its own key")
+    own_terminal(terminal_id, "a terminal may only fetch its own key")
     offer = rotation.offer(get_db(), terminal_id)
     if offer is None:
         return Response(status=204)

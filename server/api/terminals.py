@@ -8,10 +8,11 @@ import hashlib
 import hmac
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from server.api.params import json_body, query_int
 from server.api.spec import doc
+from server.api.terminal_common import own_terminal, with_release_key
 from server.closing import day_closes
 from server.downstream.deltas import deltas_since
 from server.downstream.snapshot import build_snapshot
@@ -63,16 +64,14 @@ def provision():  # noqa: ANN201
         )
     # the broker learns the new user once it re-reads its files (MQTT_RELOAD_COMMAND, or SIGHUP)
     broker_users.apply(conn, current_app.config)
-    release = updates.release_public_key(current_app.config["RELEASE_PUBLIC_KEY_FILE"])
-    return jsonify({**creds.to_json(), **({"release_public_key": release} if release else {})}), 201
+    return jsonify(with_release_key(creds.to_json())), 201
 
 
 @bp.get("/<terminal_id>/snapshot")
 @doc("The terminal's whole cache, server-signed (terminal-signed request)")
 @requires_terminal
 def snapshot(terminal_id: str) -> Response:
-    if g.principal.terminal_id != terminal_id:
-        raise DomainError("terminal_mismatch", "a terminal may only fetch its own snapshot")
+    own_terminal(terminal_id, "a terminal may only fetch its own snapshot")
     snap = build_snapshot(get_db(), get_clock().now_ms())
     key = current_app.extensions["canteen_server_key"]
     payload = seal_server("snapshot", snap.to_body(), key, get_clock().now_ms())
@@ -88,8 +87,7 @@ def snapshot(terminal_id: str) -> Response:
 @requires_terminal
 def deltas(terminal_id: str) -> Response:
     """Catch up a small gap without a full snapshot: signed deltas after ``since``."""
-    if g.principal.terminal_id != terminal_id:
-        raise DomainError("terminal_mismatch", "a terminal may only fetch its own deltas")
+    own_terminal(terminal_id, "a terminal may only fetch its own deltas")
     since = query_int("since", 0)
     key = current_app.extensions["canteen_server_key"]
     now = get_clock().now_ms()
@@ -106,8 +104,7 @@ def deltas(terminal_id: str) -> Response:
 @requires_terminal
 def update_bundle(terminal_id: str, bundle: str) -> Response:
     """The bundle's bytes as signed by the release key; the terminal checks them itself."""
-    if g.principal.terminal_id != terminal_id:
-        raise DomainError("terminal_mismatch", "a terminal may only fetch its own updates")
+    own_terminal(terminal_id, "a terminal may only fetch its own updates")
     path = updates.bundle_for(get_db(), current_app.config["UPDATES_DIR"], terminal_id, bundle)
     return send_file(path, mimetype="application/x-tar", max_age=0)
 
@@ -147,8 +144,7 @@ PIN_CHECK_RESULT = {
 def pin_check(terminal_id: str) -> Response:
     """ok (with an approval bound to this card, terminal and amount), wrong (tries left),
     locked (until when), not_set; the card's own state first. The PIN is never logged."""
-    if g.principal.terminal_id != terminal_id:
-        raise DomainError("terminal_mismatch", "a terminal may only check PINs for itself")
+    own_terminal(terminal_id, "a terminal may only check PINs for itself")
     body = _signed_json_body()
     card_id, pin, amount = body.get("card_id"), body.get("pin"), body.get("amount_fen")
     if (
@@ -218,8 +214,7 @@ DAY_CLOSE_RESULT = {
 )
 @requires_terminal
 def day_close(terminal_id: str) -> Response:
-    if g.principal.terminal_id != terminal_id:
-        raise DomainError("terminal_mismatch", "a terminal may only send its own day closes")
+    own_terminal(terminal_id, "a terminal may only send its own day closes")
     body = _signed_json_body()
     conn = get_db()
     with write_txn(conn):

@@ -8,6 +8,8 @@ a write transaction, and show the result. A refused log-in still commits its fai
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from flask import Response, flash, redirect, render_template, request, session, url_for
 from wtforms import PasswordField, SelectField, StringField
 from wtforms.validators import DataRequired, EqualTo, Length
@@ -38,15 +40,18 @@ def _unit_choices() -> list[tuple[str, str]]:
     return [("", "（工号唯一时可不选）")] + [(u["id"], u["name"]) for u in units]
 
 
-class DinerLoginForm(Form):
+class _DinerForm(Form):
+    """A diner names himself by staff number, and by unit where the number is not unique."""
+
     staff_no = StringField("工号", validators=[DataRequired(REQUIRED), Length(max=32, message="工号过长")])
     unit_id = SelectField("单位", validate_choice=False)
+
+
+class DinerLoginForm(_DinerForm):
     password = PasswordField("密码", validators=[DataRequired(REQUIRED), Length(max=128, message="密码过长")])
 
 
-class ActivateForm(Form):
-    staff_no = StringField("工号", validators=[DataRequired(REQUIRED), Length(max=32, message="工号过长")])
-    unit_id = SelectField("单位", validate_choice=False)
+class ActivateForm(_DinerForm):
     code = StringField("激活码", validators=[DataRequired(REQUIRED), Length(max=32, message="激活码过长")])
     new_password = PasswordField(
         "设置密码", description=PASSWORD_RULE, validators=[DataRequired(REQUIRED), Length(max=128)]
@@ -78,6 +83,14 @@ def _signed_in(result: accounts.LoginResult) -> Response:
     return redirect(safe_next(request.args.get("next")) or home_for(result.account))  # type: ignore[return-value]
 
 
+def _attempt(action: Callable[..., accounts.LoginResult], *args: object) -> accounts.LoginResult:
+    """Run one account action in its own write transaction, stamped with now and the caller's
+    address: every log-in, activation and password change is recorded that way."""
+    conn = get_db()
+    with write_txn(conn):
+        return action(conn, *args, get_clock().now_ms(), request.remote_addr or "")
+
+
 def _show_refusal(form: Form, result: accounts.LoginResult, default_field: str) -> None:
     assert result.refusal is not None
     text = message(result.refusal) + (
@@ -98,15 +111,7 @@ def index() -> Response:
 def login() -> Response | tuple[str, int]:
     form = LoginForm()
     if form.validate_on_submit():
-        conn = get_db()
-        with write_txn(conn):
-            result = accounts.login_staff(
-                conn,
-                form.username.data.strip(),
-                form.password.data,
-                get_clock().now_ms(),
-                request.remote_addr or "",
-            )
+        result = _attempt(accounts.login_staff, form.username.data.strip(), form.password.data)
         if result.account:
             return _signed_in(result)
         _show_refusal(form, result, "password")
@@ -119,16 +124,9 @@ def diner_login() -> Response | tuple[str, int]:
     form = DinerLoginForm()
     form.unit_id.choices = _unit_choices()
     if form.validate_on_submit():
-        conn = get_db()
-        with write_txn(conn):
-            result = accounts.login_diner(
-                conn,
-                form.staff_no.data.strip(),
-                form.unit_id.data or None,
-                form.password.data,
-                get_clock().now_ms(),
-                request.remote_addr or "",
-            )
+        result = _attempt(
+            accounts.login_diner, form.staff_no.data.strip(), form.unit_id.data or None, form.password.data
+        )
         if result.account:
             return _signed_in(result)
         _show_refusal(form, result, "password")
@@ -143,17 +141,13 @@ def activate() -> Response | tuple[str, int]:
     if request.method == "GET":
         form.staff_no.data = form.staff_no.data or request.args.get("staff_no", "")[:32]
     if form.validate_on_submit():
-        conn = get_db()
-        with write_txn(conn):
-            result = accounts.activate(
-                conn,
-                form.staff_no.data.strip(),
-                form.unit_id.data or None,
-                form.code.data,
-                form.new_password.data,
-                get_clock().now_ms(),
-                request.remote_addr or "",
-            )
+        result = _attempt(
+            accounts.activate,
+            form.staff_no.data.strip(),
+            form.unit_id.data or None,
+            form.code.data,
+            form.new_password.data,
+        )
         if result.account:
             flash("账户已开通，欢迎使用。", "success")
             return _signed_in(result)

@@ -35,7 +35,7 @@ from server.web.blueprint import web_blueprint
 from server.web.downloads import table_download
 from server.web.fmt import yuan
 from server.web.forms import Form, add_error, refuse_explained
-from server.web.guard import current_account, page
+from server.web.guard import page
 from server.web.tables import Column, Table, TableQuery, fetch, fetch_all, like
 from server.web.yuan_field import YuanField
 from shared.errors import DomainError
@@ -161,19 +161,8 @@ def _import_page(form: imports.UploadForm, outcome: imports.Outcome | None) -> t
 @page("admin")
 def import_upload() -> tuple[str, int]:
     form = CanteenUploadForm()
-    outcome = None
-    if form.validate_on_submit():
-        read = imports.read_upload(form)
-        account = current_account()
-        if read is not None and account is not None:
-            options = {"create_units": bool(form.create_units.data)}
-            try:
-                outcome = imports.preview(
-                    TABLE_IMPORT, get_db(), account.id, *read, get_clock().now_ms(), options
-                )
-            except DomainError as exc:
-                refuse_explained(form, exc, "file")
-    return _import_page(form, outcome)
+    options = {"create_units": bool(form.create_units.data)}
+    return _import_page(form, imports.preview_posted(TABLE_IMPORT, form, refuse_explained, options))
 
 
 def import_summary(report: dict[str, Any]) -> str:
@@ -186,26 +175,14 @@ def import_summary(report: dict[str, Any]) -> str:
 @bp.post("/canteens/import/confirm")
 @page("admin")
 def import_confirm() -> Response | tuple[str, int]:
-    form = imports.ConfirmForm()
-    upload_form = CanteenUploadForm(formdata=None)
-    account = current_account()
-    if not form.validate_on_submit() or account is None:
-        upload_form.form_errors.append("没有可确认的文件，请先上传并预览。")
-        return _import_page(upload_form, None)
-    try:
-        outcome = imports.confirm(TABLE_IMPORT, get_db(), account.id, form.digest.data, get_clock().now_ms())
-    except DomainError as exc:
-        refuse_explained(upload_form, exc, "file")
-        return _import_page(upload_form, None)
-    if outcome.applied and outcome.report is not None:
-        flash(f"附件表已导入：{import_summary(outcome.report)}；各终端随即收到新的规则和价格。", "success")
-        return redirect(url_for("web_canteens.canteens"))  # type: ignore[return-value]
-    upload_form.form_errors.append(
-        "预览之后数据已有变化，未导入任何数据。请核对下面新的预览，确认无误后再导入。"
-        if outcome.report is not None
-        else "预览之后数据已有变化，文件现在有错误，未导入任何数据。请改正后重新上传。"
+    return imports.confirm_posted(
+        TABLE_IMPORT,
+        CanteenUploadForm(formdata=None),
+        _import_page,
+        refuse_explained,
+        lambda report: f"附件表已导入：{import_summary(report)}；各终端随即收到新的规则和价格。",
+        "web_canteens.canteens",
     )
-    return _import_page(upload_form, outcome)
 
 
 # --- a canteen's page and its forms ------------------------------------------------------

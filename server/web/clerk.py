@@ -29,6 +29,7 @@ from server.web.forms import Form, refuse, status_of
 from server.web.guard import page
 from server.web.money import allocation_rows
 from server.web.periods import quarter_arg, recent_quarters
+from server.web.scoped import canteens_of
 from shared.errors import DomainError
 
 bp = web_blueprint("web_clerk", __name__)
@@ -150,11 +151,7 @@ class ScoreForm(Form):
 def score() -> Response | tuple[str, int]:
     conn = get_db()
     scope = canteen_filter(conn)
-    canteens = [
-        dict(r)
-        for r in conn.execute("SELECT id, name FROM canteens ORDER BY id")
-        if scope is None or r["id"] in scope
-    ]
+    canteens = canteens_of(conn, scope)
     q = quarter_arg()
     form = ScoreForm()
     form.canteen_id.choices = [(c["id"], f"{c['name']}（{c['id']}）") for c in canteens]

@@ -20,8 +20,11 @@ input tied to it (``aria-describedby``) and the reasons it was refused.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask_wtf import FlaskForm
 from wtforms import Field
+from wtforms.validators import Length, Optional, Regexp
 
 from shared.errors import DomainError, message
 
@@ -32,6 +35,16 @@ class Form(FlaskForm):
 
     class Meta:
         locales = ("zh",)
+
+
+def new_id_rules(too_long: str) -> list[Any]:
+    """The field rules of an id typed for a new unit or terminal (blank: numbered
+    automatically): the registry's own, at most 32 letters, digits, - and _."""
+    return [
+        Optional(),
+        Length(max=32, message=too_long),
+        Regexp(r"^[A-Za-z0-9_\-]+$", message="只能用字母、数字、- 和 _"),
+    ]
 
 
 def refusal_text(exc: DomainError) -> str:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import Response, flash, redirect, url_for
 from flask_wtf.file import FileField, FileRequired
 from werkzeug.datastructures import FileStorage
 from wtforms import HiddenField
@@ -36,7 +37,9 @@ from wtforms.validators import DataRequired, Regexp
 
 from server.infra.csvinput import MAX_UPLOAD_BYTES, decode
 from server.infra.db import write_txn
+from server.infra.db_flask import get_clock, get_db
 from server.web.forms import Form, add_error
+from server.web.guard import current_account
 from shared.clock import DAY_MS
 from shared.errors import DomainError, message
 
@@ -45,6 +48,8 @@ KEEP_MS = DAY_MS
 PREVIEW_ROWS = 200
 # the importer a page runs: (conn, the file as text, now, dry_run, the page's options) → report
 Run = Callable[[sqlite3.Connection, str, int, bool, dict[str, Any]], dict[str, Any]]
+# how a page shows a refusal beside a field (forms.refuse or forms.refuse_explained)
+Refusal = Callable[[Form, DomainError, str], None]
 
 
 @dataclass(frozen=True)
@@ -228,3 +233,56 @@ def confirm(
                 _forget(conn, account_id, importer.kind)
         return outcome
     return Outcome(report=report, applied=True)
+
+
+# --- the two steps as a page runs them ----------------------------------------------------
+
+
+def preview_posted(
+    importer: Importer, form: UploadForm, refusal: Refusal, options: dict[str, Any] | None = None
+) -> Outcome | None:
+    """The upload step: the posted file previewed, or None (nothing posted, or the reason is
+    on ``form``)."""
+    if not form.validate_on_submit():
+        return None
+    read = read_upload(form)
+    account = current_account()
+    if read is None or account is None:
+        return None
+    try:
+        return preview(importer, get_db(), account.id, *read, get_clock().now_ms(), options)
+    except DomainError as exc:
+        refusal(form, exc, "file")
+        return None
+
+
+def confirm_posted(
+    importer: Importer,
+    upload_form: UploadForm,
+    show: Callable[[UploadForm, Outcome | None], tuple[str, int]],
+    refusal: Refusal,
+    applied: Callable[[dict[str, Any]], str],
+    then: str,
+) -> Response | tuple[str, int]:
+    """The confirm step: import the file the posted digest names; when applied, flash
+    ``applied(report)`` and go to the endpoint ``then``; otherwise ``show`` the upload page
+    again with why (no file to confirm, a refusal, or the data changed: the new preview)."""
+    form = ConfirmForm()
+    account = current_account()
+    if not form.validate_on_submit() or account is None:
+        upload_form.form_errors.append("没有可确认的文件，请先上传并预览。")
+        return show(upload_form, None)
+    try:
+        outcome = confirm(importer, get_db(), account.id, form.digest.data, get_clock().now_ms())
+    except DomainError as exc:
+        refusal(upload_form, exc, "file")
+        return show(upload_form, None)
+    if outcome.applied and outcome.report is not None:
+        flash(applied(outcome.report), "success")
+        return redirect(url_for(then))  # type: ignore[return-value]
+    upload_form.form_errors.append(
+        "预览之后数据已有变化，未导入任何数据。请核对下面新的预览，确认无误后再导入。"
+        if outcome.report is not None
+        else "预览之后数据已有变化，文件现在有错误，未导入任何数据。请改正后重新上传。"
+    )
+    return show(upload_form, outcome)

@@ -27,6 +27,7 @@ from server.web.guard import page, roles_of
 from server.web.heatmap import heat_grid
 from server.web.lists import list_table, page_of, rows_of
 from server.web.periods import day_arg, quarter_arg, recent_quarters
+from server.web.scoped import canteens_of
 from server.web.tables import Column
 from shared.errors import DomainError
 from shared.money import format_fen
@@ -286,11 +287,7 @@ def methods() -> str | Response:
     conn = get_db()
     q = quarter_arg()
     scope = canteen_filter(conn)
-    canteens = [
-        dict(r)
-        for r in conn.execute("SELECT id, name FROM canteens ORDER BY id")
-        if scope is None or r["id"] in scope
-    ]
+    canteens = canteens_of(conn, scope)
     chosen = request.args.get("canteen_id") or None
     if chosen is None and scope is not None:
         chosen = canteens[0]["id"] if canteens else None

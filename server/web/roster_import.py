@@ -13,17 +13,16 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from flask import Response, flash, redirect, render_template, url_for
+from flask import Response, render_template
 
 from server.infra.auth import actor_id_of
-from server.infra.db_flask import get_clock, get_db
+from server.infra.db_flask import get_db
 from server.infra.scope import principal
 from server.registry import roster
 from server.web import imports
 from server.web.blueprint import web_blueprint
 from server.web.forms import refuse
-from server.web.guard import current_account, page
-from shared.errors import DomainError
+from server.web.guard import page
 
 bp = web_blueprint("web_roster", __name__)
 
@@ -78,39 +77,17 @@ def _page(form: imports.UploadForm, outcome: imports.Outcome | None) -> tuple[st
 @page("admin", "clerk")
 def upload() -> tuple[str, int]:
     form = imports.UploadForm()
-    outcome = None
-    if form.validate_on_submit():
-        read = imports.read_upload(form)
-        account = current_account()
-        if read is not None and account is not None:
-            conn = get_db()
-            try:
-                outcome = imports.preview(ROSTER, conn, account.id, *read, get_clock().now_ms())
-            except DomainError as exc:
-                refuse(form, exc, "file")
-    return _page(form, outcome)
+    return _page(form, imports.preview_posted(ROSTER, form, refuse))
 
 
 @bp.post("/roster/import/confirm")
 @page("admin", "clerk")
 def confirm() -> Response | tuple[str, int]:
-    form = imports.ConfirmForm()
-    upload_form = imports.UploadForm(formdata=None)
-    account = current_account()
-    if not form.validate_on_submit() or account is None:
-        upload_form.form_errors.append("没有可确认的文件，请先上传并预览。")
-        return _page(upload_form, None)
-    try:
-        outcome = imports.confirm(ROSTER, get_db(), account.id, form.digest.data, get_clock().now_ms())
-    except DomainError as exc:
-        refuse(upload_form, exc, "file")
-        return _page(upload_form, None)
-    if outcome.applied and outcome.report is not None:
-        flash(f"名单已导入：{summary(outcome.report)}。", "success")
-        return redirect(url_for("web_people.search"))  # type: ignore[return-value]
-    upload_form.form_errors.append(
-        "预览之后数据已有变化，未导入任何数据。请核对下面新的预览，确认无误后再导入。"
-        if outcome.report is not None
-        else "预览之后数据已有变化，文件现在有错误，未导入任何数据。请改正后重新上传。"
+    return imports.confirm_posted(
+        ROSTER,
+        imports.UploadForm(formdata=None),
+        _page,
+        refuse,
+        lambda report: f"名单已导入：{summary(report)}。",
+        "web_people.search",
     )
-    return _page(upload_form, outcome)

@@ -29,7 +29,7 @@ from typing import Any
 
 from flask import Response, current_app, flash, redirect, render_template, request, session, url_for
 from wtforms import BooleanField, HiddenField, RadioField, SelectField, StringField
-from wtforms.validators import DataRequired, Length, Optional, Regexp, ValidationError
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from server.infra.db import write_txn
 from server.infra.db_flask import get_clock, get_db
@@ -37,7 +37,7 @@ from server.registry import broker_users, enrolment, terminals, updates
 from server.web.blueprint import web_blueprint
 from server.web.dashboard_data import is_online
 from server.web.downloads import table_download
-from server.web.forms import Form, refuse_explained
+from server.web.forms import Form, new_id_rules, refuse_explained
 from server.web.guard import page
 from server.web.tables import Column, Table, TableQuery, fetch, fetch_all, like
 from shared.errors import DomainError
@@ -191,11 +191,7 @@ class ProvisionForm(Form):
     terminal_id = StringField(
         "终端编号",
         description="可不填，自动编为 T0001 这样的编号；只能用字母、数字、- 和 _",
-        validators=[
-            Optional(),
-            Length(max=32, message="编号不超过 32 个字符"),
-            Regexp(r"^[A-Za-z0-9_\-]+$", message="只能用字母、数字、- 和 _"),
-        ],
+        validators=new_id_rules("编号不超过 32 个字符"),
     )
     method = RadioField(
         "登记方式",

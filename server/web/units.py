@@ -11,7 +11,7 @@ import sqlite3
 
 from flask import Response, flash, redirect, render_template, request, url_for
 from wtforms import StringField
-from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp
+from wtforms.validators import DataRequired, InputRequired, Length
 
 from server.infra.db import write_txn
 from server.infra.db_flask import get_db
@@ -19,7 +19,7 @@ from server.infra.scope import require_unit_access
 from server.registry import units as registry
 from server.web.blueprint import web_blueprint
 from server.web.downloads import table_download
-from server.web.forms import Form, refuse_explained
+from server.web.forms import Form, new_id_rules, refuse_explained
 from server.web.guard import page
 from server.web.tables import Column, Table, TableQuery, fetch, fetch_all, like
 from server.web.yuan_field import YuanField
@@ -63,11 +63,7 @@ class NewUnitForm(UnitForm):
     unit_id = StringField(
         "单位编号",
         description="可不填，自动编为 U0001 这样的编号；只能用字母、数字、- 和 _",
-        validators=[
-            Optional(),
-            Length(max=32, message="编号过长"),
-            Regexp(r"^[A-Za-z0-9_\-]+$", message="只能用字母、数字、- 和 _"),
-        ],
+        validators=new_id_rules("编号过长"),
     )
 
 
