@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from server.downstream.deltas import current_version
+from server.downstream.polling import PollingPublisher
 from server.infra.backup import MANIFEST, sale_marks
 from shared.clock import Clock
 from shared.protocol import ServerKey, seal_server, topics
@@ -184,10 +185,13 @@ def marks(conn: sqlite3.Connection) -> list[BackupMark]:
     return out
 
 
-class BackupMarkPublisher:
+class BackupMarkPublisher(PollingPublisher):
     """Publishes each terminal's mark (retained) whenever it changes — a backup recorded or
     removed by another process (the backup command, the timer) is seen within ``poll_s`` —
     and all of them again on every connect to the broker."""
+
+    _log = log
+    _what = "backup marks"
 
     def __init__(
         self, conn: sqlite3.Connection, key: ServerKey, publish: Publish, clock: Clock, poll_s: float = 10.0
@@ -196,21 +200,11 @@ class BackupMarkPublisher:
         self._key = key
         self._publish = publish
         self._clock = clock
-        self._poll_s = poll_s
         self._sent: dict[str, BackupMark] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="backup-marks", daemon=True)
+        super().__init__("backup-marks", poll_s)
 
-    def start(self) -> BackupMarkPublisher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(5)
+    def _stopped(self) -> None:
         self._conn.close()
 
     def on_state(self, up: bool) -> None:
@@ -220,14 +214,8 @@ class BackupMarkPublisher:
                 self._sent.clear()
             self._wake.set()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.publish_changed()
-            except sqlite3.Error as exc:
-                log.error("backup marks: database error: %s", exc)
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+    def _round(self) -> None:
+        self.publish_changed()
 
     def publish_changed(self) -> int:
         """Publish the marks that differ from the last ones sent; returns how many went out."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 from collections.abc import Callable
 
 from server.downstream.deltas import current_version, deltas_since
+from server.downstream.polling import PollingPublisher
 from server.infra.run_once import Role
 from shared.clock import Clock
 from shared.protocol import ServerKey, seal_server, topics
@@ -18,7 +18,7 @@ from shared.protocol import ServerKey, seal_server, topics
 log = logging.getLogger(__name__)
 
 
-class DeltaPublisher:
+class DeltaPublisher(PollingPublisher):
     """Publishes recorded deltas in version order on the broadcast topic (retained).
 
     ``poke()`` after a commit that recorded a delta; a timer also polls, so a delta
@@ -30,6 +30,9 @@ class DeltaPublisher:
     publishes; one that takes the role over starts one behind the head, as at a start (a
     terminal that then sees a gap catches up over HTTP).
     """
+
+    _log = log
+    _what = "delta publisher"
 
     def __init__(
         self,
@@ -44,38 +47,25 @@ class DeltaPublisher:
         self._key = key
         self._publish = publish
         self._clock = clock
-        self._poll_s = poll_s
         self._role = role
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         # start one behind the head: republishing the newest refreshes the retained message
         self.published = max(current_version(conn) - 1, 0)
-        self._thread = threading.Thread(target=self._run, name="delta-publisher", daemon=True)
+        super().__init__("delta-publisher", poll_s)
 
-    def start(self) -> DeltaPublisher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(5)
+    def _stopped(self) -> None:
         if self._role is not None:
             self._role.release()
 
-    def poke(self) -> None:
-        self._wake.set()
-
     def _run(self) -> None:
+        # waits first: a delta goes out on the poke after its commit (or the poll)
         while not self._stop.is_set():
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+            self._wait()
             if self._role is not None and not self._holds_role():
                 continue
-            try:
-                self.publish_pending()
-            except sqlite3.Error as exc:
-                log.error("delta publisher: database error: %s", exc)
+            self._guarded_round()
+
+    def _round(self) -> None:
+        self.publish_pending()
 
     def _holds_role(self) -> bool:
         assert self._role is not None
