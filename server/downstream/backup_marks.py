@@ -32,21 +32,19 @@ import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from server.downstream.deltas import current_version
-from server.downstream.polling import PollingPublisher
+from server.downstream.polling import PollingPublisher, Publish
 from server.infra.backup import MANIFEST, sale_marks
 from shared.clock import Clock
-from shared.protocol import ServerKey, seal_server, topics
+from shared.protocol import ServerKey, topics
 from shared.protocol.backup_mark import BackupMark
 
 log = logging.getLogger(__name__)
 
 DELTA_JUMP = 1_000_000_000
-Publish = Callable[[str, bytes, bool], bool]
 
 
 def _held(manifest: dict[str, Any]) -> dict[str, int]:
@@ -196,13 +194,9 @@ class BackupMarkPublisher(PollingPublisher):
     def __init__(
         self, conn: sqlite3.Connection, key: ServerKey, publish: Publish, clock: Clock, poll_s: float = 10.0
     ) -> None:
-        self._conn = conn
-        self._key = key
-        self._publish = publish
-        self._clock = clock
         self._sent: dict[str, BackupMark] = {}
         self._lock = threading.Lock()
-        super().__init__("backup-marks", poll_s)
+        super().__init__(conn, key, publish, clock, thread_name="backup-marks", poll_s=poll_s)
 
     def _stopped(self) -> None:
         self._conn.close()
@@ -224,8 +218,7 @@ class BackupMarkPublisher(PollingPublisher):
             with self._lock:
                 if self._sent.get(mark.terminal_id) == mark:
                     continue
-            payload = seal_server("backup_mark", mark.to_body(), self._key, self._clock.now_ms())
-            if not self._publish(topics.backup(mark.terminal_id), payload, True):
+            if not self._send_retained(topics.backup(mark.terminal_id), "backup_mark", mark.to_body()):
                 return sent  # not connected: all go out again on the next connect
             with self._lock:
                 self._sent[mark.terminal_id] = mark

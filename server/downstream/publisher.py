@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
 
 from server.downstream.deltas import current_version, deltas_since
-from server.downstream.polling import PollingPublisher
+from server.downstream.polling import PollingPublisher, Publish
 from server.infra.run_once import Role
 from shared.clock import Clock
-from shared.protocol import ServerKey, seal_server, topics
+from shared.protocol import ServerKey, topics
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +37,15 @@ class DeltaPublisher(PollingPublisher):
         self,
         conn: sqlite3.Connection,
         key: ServerKey,
-        publish: Callable[[str, bytes, bool], bool],
+        publish: Publish,
         clock: Clock,
         poll_s: float = 0.5,
         role: Role | None = None,
     ) -> None:
-        self._conn = conn
-        self._key = key
-        self._publish = publish
-        self._clock = clock
         self._role = role
         # start one behind the head: republishing the newest refreshes the retained message
         self.published = max(current_version(conn) - 1, 0)
-        super().__init__("delta-publisher", poll_s)
+        super().__init__(conn, key, publish, clock, thread_name="delta-publisher", poll_s=poll_s)
 
     def _stopped(self) -> None:
         if self._role is not None:
@@ -90,8 +85,7 @@ class DeltaPublisher(PollingPublisher):
         while True:
             batch = deltas_since(self._conn, self.published, limit=_PAGE)
             for delta in batch:
-                payload = seal_server("delta", delta.to_body(), self._key, self._clock.now_ms())
-                if not self._publish(topics.DELTA, payload, True):
+                if not self._send_retained(topics.DELTA, "delta", delta.to_body()):
                     return sent
                 self.published = delta.version
                 sent += 1

@@ -22,9 +22,9 @@ import sqlite3
 import time
 from collections.abc import Callable
 
-from server.downstream.polling import PollingPublisher
+from server.downstream.polling import PollingPublisher, Publish
 from shared.clock import Clock
-from shared.protocol import OfferedBundle, ServerKey, UpdateOffer, seal_server, topics
+from shared.protocol import OfferedBundle, ServerKey, UpdateOffer, topics
 from shared.release import version_key
 
 log = logging.getLogger(__name__)
@@ -75,22 +75,18 @@ class OfferPublisher(PollingPublisher):
         self,
         conn: sqlite3.Connection,
         key: ServerKey,
-        publish: Callable[[str, bytes, bool], bool],
+        publish: Publish,
         clock: Clock,
         *,
         poll_s: float = 1.0,
         republish_s: float = 300.0,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
-        self._conn = conn
-        self._key = key
-        self._publish = publish
-        self._clock = clock
         self._republish_s = republish_s
         self._mono = monotonic or time.monotonic
         self._sent: dict[str, UpdateOffer] = {}
         self._last_full = float("-inf")
-        super().__init__("update-offers", poll_s)
+        super().__init__(conn, key, publish, clock, thread_name="update-offers", poll_s=poll_s)
 
     def _round(self) -> None:
         self.publish_changes()
@@ -104,8 +100,7 @@ class OfferPublisher(PollingPublisher):
         for terminal_id, offer in offers_by_terminal(self._conn).items():
             if not full and self._sent.get(terminal_id) == offer:
                 continue
-            payload = seal_server("update_offer", offer.to_body(), self._key, self._clock.now_ms())
-            if not self._publish(topics.update_offer(terminal_id), payload, True):
+            if not self._send_retained(topics.update_offer(terminal_id), "update_offer", offer.to_body()):
                 failed = True  # the broker is away: try again on the next poll
                 break
             if self._sent.get(terminal_id) != offer and offer.offers:
