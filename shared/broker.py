@@ -94,6 +94,8 @@ class ChildBroker:
 
     program = "broker"
     """The program's name, in errors (``mosquitto``, ``nats-server``)."""
+    binaries: tuple[str, ...] = ()
+    """Where the program may be: a name on PATH or a full path, first found wins."""
     stop_wait_s = 5.0
     """How long ``stop`` waits after SIGTERM before SIGKILL."""
 
@@ -101,6 +103,17 @@ class ChildBroker:
         self._own_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix=temp_prefix)
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def available(cls) -> bool:
+        return find_binary(cls.binaries) is not None
+
+    def _binary(self) -> str:
+        """The program to run; RuntimeError when it is not installed."""
+        binary = find_binary(self.binaries)
+        if binary is None:
+            raise RuntimeError(f"{self.program} binary not found")
+        return binary
 
     def _watch_start(
         self, proc: subprocess.Popen[bytes], port: int, timeout_s: float, said: Callable[[], str]
@@ -263,6 +276,7 @@ class MosquittoBroker(ChildBroker):
 
     kind = "mosquitto"
     program = "mosquitto"
+    binaries = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
     def __init__(
         self,
@@ -283,14 +297,8 @@ class MosquittoBroker(ChildBroker):
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
         super().__init__(data_dir, "canteen-mosquitto-")
 
-    @staticmethod
-    def available() -> bool:
-        return mosquitto_binary() is not None
-
     def start(self) -> MosquittoBroker:
-        binary = mosquitto_binary()
-        if binary is None:
-            raise RuntimeError("mosquitto binary not found")
+        binary = self._binary()
         # run as root (CI), Mosquitto would switch to user "mosquitto" and lose the data dir
         extra = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
         conf = Path(self.data_dir) / "mosquitto.conf"
@@ -313,7 +321,7 @@ class MosquittoBroker(ChildBroker):
 
 
 def mosquitto_binary() -> str | None:
-    return find_binary(("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"))
+    return find_binary(MosquittoBroker.binaries)
 
 
 def start_broker(kind: str = "auto") -> EmbeddedBroker | MosquittoBroker:

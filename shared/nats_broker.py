@@ -26,7 +26,7 @@ from pathlib import Path
 
 import bcrypt
 
-from shared.broker import ChildBroker, find_binary, free_port
+from shared.broker import ChildBroker, free_port
 
 BCRYPT_COST = 10  # every connect verifies one hash: a fleet reconnecting after a node loss pays it
 
@@ -137,15 +137,12 @@ def render_nats_conf(
     return "\n".join(out) + "\n"
 
 
-def nats_binary() -> str | None:
-    return find_binary(("nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server"))
-
-
 class NatsBroker(ChildBroker):
     """One nats-server child process with MQTT on a free port (one node, or one of a cluster)."""
 
     kind = "nats"
     program = "nats-server"
+    binaries = ("nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server")
     stop_wait_s = 10.0
 
     def __init__(
@@ -166,14 +163,8 @@ class NatsBroker(ChildBroker):
         self.authorization_file = authorization_file
         super().__init__(data_dir, "canteen-nats-")
 
-    @staticmethod
-    def available() -> bool:
-        return nats_binary() is not None
-
     def start(self, timeout_s: float = 15.0) -> NatsBroker:
-        binary = nats_binary()
-        if binary is None:
-            raise RuntimeError("nats-server binary not found")
+        binary = self._binary()
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         conf = Path(self.data_dir) / "nats.conf"
         conf.write_text(
