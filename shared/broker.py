@@ -79,6 +79,83 @@ def wait_for_child_port(
                 raise
 
 
+def find_binary(candidates: tuple[str, ...]) -> str | None:
+    """The first of ``candidates`` (a name on PATH or a full path) that is an executable."""
+    for candidate in candidates:
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+class ChildBroker:
+    """What a broker run as a child process shares: its start watch, pid, reload (SIGHUP) and
+    stop, and the data folder it removes on stop when it made that folder itself."""
+
+    program = "broker"
+    """The program's name, in errors (``mosquitto``, ``nats-server``)."""
+    binaries: tuple[str, ...] = ()
+    """Where the program may be: a name on PATH or a full path, first found wins."""
+    stop_wait_s = 5.0
+    """How long ``stop`` waits after SIGTERM before SIGKILL."""
+
+    def __init__(self, data_dir: str | None, temp_prefix: str) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix=temp_prefix)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def available(cls) -> bool:
+        return find_binary(cls.binaries) is not None
+
+    def _binary(self) -> str:
+        """The program to run; RuntimeError when it is not installed."""
+        binary = find_binary(self.binaries)
+        if binary is None:
+            raise RuntimeError(f"{self.program} binary not found")
+        return binary
+
+    def _watch_start(
+        self, proc: subprocess.Popen[bytes], port: int, timeout_s: float, said: Callable[[], str]
+    ) -> None:
+        """``proc`` listening on ``port``; if it exits first, RuntimeError naming the program
+        (and it is forgotten); if it is still not listening after ``timeout_s``, stopped."""
+        self._proc = proc
+        try:
+            wait_for_child_port(proc, port, timeout_s, said)
+        except RuntimeError as exc:
+            self._proc = None
+            raise RuntimeError(f"{self.program} {exc}") from None
+        except TimeoutError:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int | None:
+        """The running child's process id (for a reload command: ``kill -HUP <pid>``)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def reload(self) -> None:
+        """SIGHUP: the broker re-reads its users and permissions, keeping its clients."""
+        if self._proc is None or self._proc.poll() is not None:
+            raise RuntimeError(f"{self.program} is not running")
+        self._proc.send_signal(signal.SIGHUP)
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(self.stop_wait_s)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc is not None and self._proc.stderr is not None:
+            self._proc.stderr.close()
+        self._proc = None
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
 class EmbeddedBroker:
     """amqtt running on its own event loop in a daemon thread."""
 
@@ -194,10 +271,12 @@ def mosquitto_password_line(user: str, password: str, *, salt: bytes | None = No
     return f"{user}:$7${MOSQUITTO_PBKDF2_ITERATIONS}${b64(salt)}${b64(digest)}"
 
 
-class MosquittoBroker:
+class MosquittoBroker(ChildBroker):
     """A real Mosquitto child process with the project's configuration on a free port."""
 
     kind = "mosquitto"
+    program = "mosquitto"
+    binaries = ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
 
     def __init__(
         self,
@@ -216,18 +295,10 @@ class MosquittoBroker:
         self.tls = tls
         self.port = port or free_port()
         self.url = f"{'mqtts' if tls else 'mqtt'}://127.0.0.1:{self.port}"
-        self._own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="canteen-mosquitto-")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def available() -> bool:
-        return mosquitto_binary() is not None
+        super().__init__(data_dir, "canteen-mosquitto-")
 
     def start(self) -> MosquittoBroker:
-        binary = mosquitto_binary()
-        if binary is None:
-            raise RuntimeError("mosquitto binary not found")
+        binary = self._binary()
         # run as root (CI), Mosquitto would switch to user "mosquitto" and lose the data dir
         extra = "user root\n" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
         conf = Path(self.data_dir) / "mosquitto.conf"
@@ -243,52 +314,14 @@ class MosquittoBroker:
                 **dict(zip(("cafile", "certfile", "keyfile"), self.tls or (), strict=False)),
             )
         )
-        proc = self._proc = subprocess.Popen(
-            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        try:
-            said = lambda: proc.stderr.read().decode(errors="replace") if proc.stderr else ""  # noqa: E731
-            wait_for_child_port(proc, self.port, 10, said)
-        except RuntimeError as exc:
-            self._proc = None
-            raise RuntimeError(f"mosquitto {exc}") from None
-        except TimeoutError:
-            self.stop()
-            raise
+        proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        said = lambda: proc.stderr.read().decode(errors="replace") if proc.stderr else ""  # noqa: E731
+        self._watch_start(proc, self.port, 10, said)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        """The running Mosquitto's process id (for a reload command: ``kill -HUP <pid>``)."""
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads its password and ACL files, keeping its clients."""
-        if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError("mosquitto is not running")
-        self._proc.send_signal(signal.SIGHUP)
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self._proc is not None and self._proc.stderr is not None:
-            self._proc.stderr.close()
-        self._proc = None
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def mosquitto_binary() -> str | None:
-    for candidate in ("mosquitto", "/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto"):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
+    return find_binary(MosquittoBroker.binaries)
 
 
 def start_broker(kind: str = "auto") -> EmbeddedBroker | MosquittoBroker:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import bcrypt
 
-from shared.broker import free_port, wait_for_child_port
+from shared.broker import ChildBroker, free_port
 
 BCRYPT_COST = 10  # every connect verifies one hash: a fleet reconnecting after a node loss pays it
 
@@ -138,18 +137,13 @@ def render_nats_conf(
     return "\n".join(out) + "\n"
 
 
-def nats_binary() -> str | None:
-    for candidate in ("nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server"):
-        found = shutil.which(candidate)
-        if found:
-            return found
-    return None
-
-
-class NatsBroker:
+class NatsBroker(ChildBroker):
     """One nats-server child process with MQTT on a free port (one node, or one of a cluster)."""
 
     kind = "nats"
+    program = "nats-server"
+    binaries = ("nats-server", "/usr/sbin/nats-server", "/usr/local/bin/nats-server")
+    stop_wait_s = 10.0
 
     def __init__(
         self,
@@ -167,18 +161,10 @@ class NatsBroker:
         self.cluster_port = cluster_port
         self.routes = list(routes)
         self.authorization_file = authorization_file
-        self._own_dir = data_dir is None
-        self.data_dir = data_dir or tempfile.mkdtemp(prefix="canteen-nats-")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @staticmethod
-    def available() -> bool:
-        return nats_binary() is not None
+        super().__init__(data_dir, "canteen-nats-")
 
     def start(self, timeout_s: float = 15.0) -> NatsBroker:
-        binary = nats_binary()
-        if binary is None:
-            raise RuntimeError("nats-server binary not found")
+        binary = self._binary()
         Path(self.data_dir).mkdir(parents=True, exist_ok=True)
         conf = Path(self.data_dir) / "nats.conf"
         conf.write_text(
@@ -194,27 +180,10 @@ class NatsBroker:
         )
         log_file = Path(self.data_dir) / "nats.log"
         with open(log_file, "ab") as log_out:
-            proc = self._proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_out, stderr=log_out)
-        try:
-            said = lambda: log_file.read_text(errors="replace")[-800:]  # noqa: E731
-            wait_for_child_port(proc, self.port, timeout_s, said)
-        except RuntimeError as exc:
-            self._proc = None
-            raise RuntimeError(f"nats-server {exc}") from None
-        except TimeoutError:
-            self.stop()
-            raise
+            proc = subprocess.Popen([binary, "-c", str(conf)], stdout=log_out, stderr=log_out)
+        said = lambda: log_file.read_text(errors="replace")[-800:]  # noqa: E731
+        self._watch_start(proc, self.port, timeout_s, said)
         return self
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
-
-    def reload(self) -> None:
-        """SIGHUP: nats-server re-reads its configuration (users and permissions)."""
-        if self._proc is None or self._proc.poll() is not None:
-            raise RuntimeError("nats-server is not running")
-        self._proc.send_signal(signal.SIGHUP)
 
     def kill(self) -> None:
         """SIGKILL, as a lost machine would; the data folder stays for a restart."""
@@ -222,18 +191,6 @@ class NatsBroker:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
-
-    def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        self._proc = None
-        if self._own_dir:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 class NatsCluster:

@@ -39,6 +39,8 @@ import signal
 import sqlite3
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -87,17 +89,23 @@ def main() -> None:
     """Canteen one-card terminal agent (食堂一卡通 消费终端)."""
 
 
-def _existing_store(config: TerminalConfig, config_path: str) -> Store:
-    """The terminal's database, which must exist: an operator's view never creates one."""
+@contextmanager
+def _existing_store(config: TerminalConfig, config_path: str) -> Iterator[Store]:
+    """The terminal's database, which must exist (an operator's view never creates one),
+    open for the ``with`` block and closed after it."""
     where = f"{config.db_path} (db_path in {config_path})"
     if not Path(config.db_path).is_file():
         raise DomainError(
             "terminal_db_missing", f"{where}; start the terminal with `canteen-terminal run` first"
         )
     try:
-        return Store(config.db_path)
+        store = Store(config.db_path)
     except sqlite3.DatabaseError as exc:
         raise DomainError("config_invalid", f"{where} is not a terminal database ({exc})") from exc
+    try:
+        yield store
+    finally:
+        store.close()
 
 
 def _tap_lines_help() -> str:
@@ -270,8 +278,7 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
         the_day = date.fromisoformat(day) if day else china_datetime(SystemClock().now_ms()).date()
     except ValueError as exc:
         raise click.BadParameter(f"{day!r} is not YYYY-MM-DD", param_hint="--date") from exc
-    store = _existing_store(config, config_path)
-    try:
+    with _existing_store(config, config_path) as store:
         t = day_totals(
             store,
             the_day,
@@ -279,8 +286,6 @@ def totals(config_path: str, day: str | None, as_json: bool) -> None:
             config.terminal_id,
             online=store.get_meta("link_state") == "online",
         )
-    finally:
-        store.close()
     click.echo(json.dumps(t.to_json(), ensure_ascii=False, indent=2) if as_json else render_zh(t))
 
 
@@ -298,11 +303,8 @@ SERVER_ZH = {
 def closes(config_path: str, as_json: bool) -> None:
     """The day closes (日结, Z-reports) kept on this terminal and the server's answers."""
     config = TerminalConfig.load(config_path)
-    store = _existing_store(config, config_path)
-    try:
+    with _existing_store(config, config_path) as store:
         kept = kept_closes(store.conn)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(kept, ensure_ascii=False, indent=2))
         return
@@ -329,8 +331,7 @@ def closes(config_path: str, as_json: bool) -> None:
 def status(config_path: str, as_json: bool) -> None:
     """Show whether the terminal is online (or OFFLINE), its unsent sales and last sync."""
     config = TerminalConfig.load(config_path)
-    store = _existing_store(config, config_path)
-    try:
+    with _existing_store(config, config_path) as store:
         info = {
             "terminal_id": config.terminal_id,
             "canteen_id": config.canteen_id,
@@ -350,8 +351,6 @@ def status(config_path: str, as_json: bool) -> None:
             # the last error the sync agent noted: [stable code, when] (also in its status)
             "last_error": _json(store.get_meta("last_error")),
         }
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(info, ensure_ascii=False, indent=2))
         return
@@ -403,12 +402,9 @@ def resend(config_path: str, since_seq: int) -> None:
     server applies those it lacks, once, and answers the others as duplicates. A restored
     server asks for this by itself; this is the same by hand."""
     config = TerminalConfig.load(config_path)
-    store = _existing_store(config, config_path)
-    try:
+    with _existing_store(config, config_path) as store:
         n = journal_keep.requeue_after(store, since_seq)
         first = store.conn.execute("SELECT min(seq) FROM journal").fetchone()[0]
-    finally:
-        store.close()
     click.echo(f"已重新排队 {n} 笔交易 queued {n} sale(s) after seq {since_seq} to send again")
     if first is not None and first > since_seq + 1:
         click.echo(

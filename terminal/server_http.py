@@ -130,20 +130,7 @@ class ServerHttp:
         card_unknown). The query names the body's SHA-256, so the request signature covers
         the body. ServerUnreachable when there is no answer."""
         body = json.dumps({"card_id": card_id, "pin": pin, "amount_fen": amount_fen}).encode()
-        data = self._call(
-            "POST",
-            f"/api/v1/terminals/{self.terminal_id}/pin-check",
-            f"body={hashlib.sha256(body).hexdigest()}",
-            now_ms,
-            body,
-        )
-        try:
-            answer = json.loads(data)
-        except ValueError as exc:
-            raise ServerUnreachable("pin-check: not JSON") from exc
-        if not isinstance(answer, dict) or not isinstance(answer.get("result"), str):
-            raise ServerUnreachable("pin-check: no result")
-        return answer
+        return self._post_signed("pin-check", body, now_ms, "result")
 
     def bundle(self, kind: str, version: str, now_ms: int) -> bytes:
         """An offered update bundle's bytes, as the server serves them (unchecked here)."""
@@ -155,9 +142,15 @@ class ServerHttp:
         (``status``: matched, waiting or mismatch). Signed like the PIN check: the query
         names the body's SHA-256. ServerRefused for a refusal, ServerUnreachable otherwise."""
         body = json.dumps(report, ensure_ascii=False, sort_keys=True).encode()
+        return self._post_signed("day-closes", body, now_ms, "status")
+
+    def _post_signed(self, endpoint: str, body: bytes, now_ms: int, answer_key: str) -> dict[str, object]:
+        """POST the JSON ``body`` to this terminal's ``endpoint``, the query naming the body's
+        SHA-256 so the request signature covers the body. The answer must be a JSON object
+        with a string ``answer_key``, else ServerUnreachable."""
         data = self._call(
             "POST",
-            f"/api/v1/terminals/{self.terminal_id}/day-closes",
+            f"/api/v1/terminals/{self.terminal_id}/{endpoint}",
             f"body={hashlib.sha256(body).hexdigest()}",
             now_ms,
             body,
@@ -165,9 +158,9 @@ class ServerHttp:
         try:
             answer = json.loads(data)
         except ValueError as exc:
-            raise ServerUnreachable("day-closes: not JSON") from exc
-        if not isinstance(answer, dict) or not isinstance(answer.get("status"), str):
-            raise ServerUnreachable("day-closes: no status")
+            raise ServerUnreachable(f"{endpoint}: not JSON") from exc
+        if not isinstance(answer, dict) or not isinstance(answer.get(answer_key), str):
+            raise ServerUnreachable(f"{endpoint}: no {answer_key}")
         return answer
 
     def snapshot(self, now_ms: int, faults: list[ProtocolError] | None = None) -> Snapshot:

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
+from server.cli.broker_folder import broker_data_folder
 from server.registry import broker_users
-from shared.errors import DomainError
 from shared.nats_broker import render_nats_conf
 
 
@@ -41,18 +41,7 @@ def nats_config(
     permissions mapped from the Mosquitto ACL) and write its authorization file."""
     if routes and cluster_port is None:
         raise click.UsageError("--route 需要 --cluster-port (routes need --cluster-port)")
-    if data_dir is None:
-        obj.announce()
-        data_dir = os.path.join(obj.home, "nats")
-    data_dir = os.path.abspath(data_dir)
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-    except OSError as exc:
-        raise DomainError(
-            "invalid_input",
-            f"cannot create the broker data folder {data_dir}: {exc.strerror}",
-            zh=f"无法创建 NATS 数据目录 {data_dir}",
-        ) from exc
+    data_dir = broker_data_folder(obj, data_dir, "nats", "NATS")
     files = broker_users.BrokerFiles.from_config(obj.app.config)
     auth_file = Path(data_dir) / "authorization.conf"
     broker_users.write_nats_authorization(obj.db(), files.server_password_file, auth_file)

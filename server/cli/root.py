@@ -34,6 +34,7 @@ from server.cli import (
     users,
 )
 from server.cli import fleet as fleet_cli
+from server.cli.broker_folder import broker_data_folder
 from server.cli.nats_config import nats_config
 from server.cli.output import JSON_OPTION, emit
 from server.closing.check import all_violations, quarantine_summary, record_check, reversal_summary
@@ -49,7 +50,6 @@ from server.service import ServerService
 from shared.broker import EmbeddedBroker, render_mosquitto_conf
 from shared.cli_edge import DomainGroup
 from shared.clock import SystemClock, china_datetime
-from shared.errors import DomainError
 from shared.log_setup import configure as configure_logging
 from shared.money import format_fen
 from shared.mqtt import redacted_url
@@ -431,18 +431,7 @@ def mosquitto_config(
     terminal, an ACL, client id = user name) and write its password and ACL files."""
     if any((cafile, certfile, keyfile)) and not all((cafile, certfile, keyfile)):
         raise click.UsageError("TLS 需要同时提供 --cafile --certfile --keyfile (TLS needs all three)")
-    if data_dir is None:
-        obj.announce()
-        data_dir = os.path.join(obj.home, "mosquitto")
-    data_dir = os.path.abspath(data_dir)
-    try:
-        os.makedirs(data_dir, exist_ok=True)
-    except OSError as exc:
-        raise DomainError(
-            "invalid_input",
-            f"cannot create the broker data folder {data_dir}: {exc.strerror}",
-            zh=f"无法创建 Mosquitto 数据目录 {data_dir}",
-        ) from exc
+    data_dir = broker_data_folder(obj, data_dir, "mosquitto", "Mosquitto")
     click.echo(f"Mosquitto 数据目录 / broker data folder: {data_dir}", err=True)
     conn = obj.db()
     files = _broker_files(obj)

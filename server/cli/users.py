@@ -39,8 +39,12 @@ def _when(ms: int | None) -> str:
     return china_datetime(ms).strftime("%Y-%m-%d %H:%M") if ms else "-"
 
 
-def _read_password(from_stdin: bool) -> str | None:
-    return sys.stdin.readline().rstrip("\n") if from_stdin else None
+def _new_first_password(from_stdin: bool) -> tuple[str, bool]:
+    """A first password: the line on stdin, or a random one (then ``True``: it must be shown,
+    once)."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n"), False
+    return first_password(), True
 
 
 @click.command("user-add")
@@ -68,8 +72,7 @@ def user_add(
 ) -> None:
     """Create a web console account for a staff member; they change the first password at
     their first log-in."""
-    given = _read_password(password_stdin)
-    password = given if given is not None else first_password()
+    password, generated = _new_first_password(password_stdin)
     conn = obj.db()
     with write_txn(conn):
         account = accounts.add_staff(
@@ -83,10 +86,10 @@ def user_add(
             display_name=display_name,
         )
     data = {"username": account.login, "role": role, "unit_id": account.unit_id, "operator": account.operator}
-    if given is None:
+    if generated:
         data["first_password"] = password
     lines = [f"用户 user {account.login}（{role_zh(role)} {role}）已创建 created"]
-    if given is None:
+    if generated:
         lines.append(f"初始密码 first password (shown once; changed at the first log-in): {password}")
     emit(data, as_json, lines)
 
@@ -113,13 +116,12 @@ def user_list(obj: Any, as_json: bool) -> None:  # noqa: ANN401
 def user_reset_password(obj: Any, username: str, password_stdin: bool) -> None:  # noqa: ANN401
     """Give a staff account a new first password (to be changed at the next log-in) and lift
     its lock-out."""
-    given = _read_password(password_stdin)
-    password = given if given is not None else first_password()
+    password, generated = _new_first_password(password_stdin)
     conn = obj.db()
     with write_txn(conn):
         accounts.reset_staff_password(conn, username, password, now_ms())
     click.echo(f"用户 user {username}：密码已重置 password reset")
-    if given is None:
+    if generated:
         click.echo(f"初始密码 first password (shown once): {password}")
 
 

@@ -32,20 +32,19 @@ import logging
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from server.downstream.deltas import current_version
+from server.downstream.polling import PollingPublisher, Publish
 from server.infra.backup import MANIFEST, sale_marks
 from shared.clock import Clock
-from shared.protocol import ServerKey, seal_server, topics
+from shared.protocol import ServerKey, topics
 from shared.protocol.backup_mark import BackupMark
 
 log = logging.getLogger(__name__)
 
 DELTA_JUMP = 1_000_000_000
-Publish = Callable[[str, bytes, bool], bool]
 
 
 def _held(manifest: dict[str, Any]) -> dict[str, int]:
@@ -184,33 +183,22 @@ def marks(conn: sqlite3.Connection) -> list[BackupMark]:
     return out
 
 
-class BackupMarkPublisher:
+class BackupMarkPublisher(PollingPublisher):
     """Publishes each terminal's mark (retained) whenever it changes — a backup recorded or
     removed by another process (the backup command, the timer) is seen within ``poll_s`` —
     and all of them again on every connect to the broker."""
 
+    _log = log
+    _what = "backup marks"
+
     def __init__(
         self, conn: sqlite3.Connection, key: ServerKey, publish: Publish, clock: Clock, poll_s: float = 10.0
     ) -> None:
-        self._conn = conn
-        self._key = key
-        self._publish = publish
-        self._clock = clock
-        self._poll_s = poll_s
         self._sent: dict[str, BackupMark] = {}
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="backup-marks", daemon=True)
+        super().__init__(conn, key, publish, clock, thread_name="backup-marks", poll_s=poll_s)
 
-    def start(self) -> BackupMarkPublisher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(5)
+    def _stopped(self) -> None:
         self._conn.close()
 
     def on_state(self, up: bool) -> None:
@@ -220,14 +208,8 @@ class BackupMarkPublisher:
                 self._sent.clear()
             self._wake.set()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.publish_changed()
-            except sqlite3.Error as exc:
-                log.error("backup marks: database error: %s", exc)
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+    def _round(self) -> None:
+        self.publish_changed()
 
     def publish_changed(self) -> int:
         """Publish the marks that differ from the last ones sent; returns how many went out."""
@@ -236,8 +218,7 @@ class BackupMarkPublisher:
             with self._lock:
                 if self._sent.get(mark.terminal_id) == mark:
                     continue
-            payload = seal_server("backup_mark", mark.to_body(), self._key, self._clock.now_ms())
-            if not self._publish(topics.backup(mark.terminal_id), payload, True):
+            if not self._send_retained(topics.backup(mark.terminal_id), "backup_mark", mark.to_body()):
                 return sent  # not connected: all go out again on the next connect
             with self._lock:
                 self._sent[mark.terminal_id] = mark

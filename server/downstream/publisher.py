@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
-from collections.abc import Callable
 
 from server.downstream.deltas import current_version, deltas_since
+from server.downstream.polling import PollingPublisher, Publish
 from server.infra.run_once import Role
 from shared.clock import Clock
-from shared.protocol import ServerKey, seal_server, topics
+from shared.protocol import ServerKey, topics
 
 log = logging.getLogger(__name__)
 
 
-class DeltaPublisher:
+class DeltaPublisher(PollingPublisher):
     """Publishes recorded deltas in version order on the broadcast topic (retained).
 
     ``poke()`` after a commit that recorded a delta; a timer also polls, so a delta
@@ -31,51 +30,37 @@ class DeltaPublisher:
     terminal that then sees a gap catches up over HTTP).
     """
 
+    _log = log
+    _what = "delta publisher"
+
     def __init__(
         self,
         conn: sqlite3.Connection,
         key: ServerKey,
-        publish: Callable[[str, bytes, bool], bool],
+        publish: Publish,
         clock: Clock,
         poll_s: float = 0.5,
         role: Role | None = None,
     ) -> None:
-        self._conn = conn
-        self._key = key
-        self._publish = publish
-        self._clock = clock
-        self._poll_s = poll_s
         self._role = role
-        self._wake = threading.Event()
-        self._stop = threading.Event()
         # start one behind the head: republishing the newest refreshes the retained message
         self.published = max(current_version(conn) - 1, 0)
-        self._thread = threading.Thread(target=self._run, name="delta-publisher", daemon=True)
+        super().__init__(conn, key, publish, clock, thread_name="delta-publisher", poll_s=poll_s)
 
-    def start(self) -> DeltaPublisher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(5)
+    def _stopped(self) -> None:
         if self._role is not None:
             self._role.release()
 
-    def poke(self) -> None:
-        self._wake.set()
-
     def _run(self) -> None:
+        # waits first: a delta goes out on the poke after its commit (or the poll)
         while not self._stop.is_set():
-            self._wake.wait(self._poll_s)
-            self._wake.clear()
+            self._wait()
             if self._role is not None and not self._holds_role():
                 continue
-            try:
-                self.publish_pending()
-            except sqlite3.Error as exc:
-                log.error("delta publisher: database error: %s", exc)
+            self._guarded_round()
+
+    def _round(self) -> None:
+        self.publish_pending()
 
     def _holds_role(self) -> bool:
         assert self._role is not None
@@ -100,8 +85,7 @@ class DeltaPublisher:
         while True:
             batch = deltas_since(self._conn, self.published, limit=_PAGE)
             for delta in batch:
-                payload = seal_server("delta", delta.to_body(), self._key, self._clock.now_ms())
-                if not self._publish(topics.DELTA, payload, True):
+                if not self._send_retained(topics.DELTA, "delta", delta.to_body()):
                     return sent
                 self.published = delta.version
                 sent += 1

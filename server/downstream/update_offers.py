@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 
+from server.downstream.polling import PollingPublisher, Publish
 from shared.clock import Clock
-from shared.protocol import OfferedBundle, ServerKey, UpdateOffer, seal_server, topics
+from shared.protocol import OfferedBundle, ServerKey, UpdateOffer, topics
 from shared.release import version_key
 
 log = logging.getLogger(__name__)
@@ -64,48 +64,32 @@ def offers_by_terminal(conn: sqlite3.Connection) -> dict[str, UpdateOffer]:
     return out
 
 
-class OfferPublisher:
+class OfferPublisher(PollingPublisher):
     """Publishes each terminal's offers when they change (polling the table, so an offer
     made by the CLI in another process goes out too), and all again every ``republish_s``."""
+
+    _log = log
+    _what = "update offers"
 
     def __init__(
         self,
         conn: sqlite3.Connection,
         key: ServerKey,
-        publish: Callable[[str, bytes, bool], bool],
+        publish: Publish,
         clock: Clock,
         *,
         poll_s: float = 1.0,
         republish_s: float = 300.0,
         monotonic: Callable[[], float] | None = None,
     ) -> None:
-        self._conn = conn
-        self._key = key
-        self._publish = publish
-        self._clock = clock
-        self._poll_s = poll_s
         self._republish_s = republish_s
         self._mono = monotonic or time.monotonic
         self._sent: dict[str, UpdateOffer] = {}
         self._last_full = float("-inf")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="update-offers", daemon=True)
+        super().__init__(conn, key, publish, clock, thread_name="update-offers", poll_s=poll_s)
 
-    def start(self) -> OfferPublisher:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.publish_changes()
-            except sqlite3.Error as exc:
-                log.error("update offers: database error: %s", exc)
-            self._stop.wait(self._poll_s)
+    def _round(self) -> None:
+        self.publish_changes()
 
     def publish_changes(self) -> int:
         """Publish what changed since the last time (everything when it is time); returns
@@ -116,8 +100,7 @@ class OfferPublisher:
         for terminal_id, offer in offers_by_terminal(self._conn).items():
             if not full and self._sent.get(terminal_id) == offer:
                 continue
-            payload = seal_server("update_offer", offer.to_body(), self._key, self._clock.now_ms())
-            if not self._publish(topics.update_offer(terminal_id), payload, True):
+            if not self._send_retained(topics.update_offer(terminal_id), "update_offer", offer.to_body()):
                 failed = True  # the broker is away: try again on the next poll
                 break
             if self._sent.get(terminal_id) != offer and offer.offers:
