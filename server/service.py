@@ -254,4 +254,3 @@ def _close_http(server: Any) -> None:  # noqa: ANN401  # waitress's own types
     dispatcher = getattr(server, "task_dispatcher", None)
     if dispatcher is not None:
         dispatcher.shutdown(cancel_pending=True, timeout=5)
-
