@@ -35,6 +35,16 @@ from simulator.vopr.run import run_vopr
 from simulator.vopr.sweep import run_sweep as run_vopr_sweep
 from simulator.vopr.sweep import shrink
 
+# the demos and the replay run in one process: the embedded broker by default
+_in_process_broker = click.option(
+    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
+)
+# chaos runs real processes: Mosquitto when installed
+_chaos_broker = click.option(
+    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
+)
+_json_flag = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
 
 @click.group()
 def main() -> None:
@@ -42,12 +52,10 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_json_flag
 @click.option("--diners", default=300, show_default=True)
 @click.option("--seed", default=7, show_default=True)
-@click.option(
-    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
-)
+@_in_process_broker
 def demo(as_json: bool, diners: int, seed: int, broker: str) -> None:
     """One working day of a small city (6 units, 3 canteens, 6 terminals): meals, shop,
     card/QR/face payments, an outage at one terminal, then settlement, year-end clearing
@@ -58,10 +66,8 @@ def demo(as_json: bool, diners: int, seed: int, broker: str) -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
-)
+@_json_flag
+@_in_process_broker
 def payments(as_json: bool, broker: str) -> None:
     """Card (NFC, SUN), QR code and digital RMB through their real device paths, with faults."""
     result = run_payments_demo(broker)
@@ -78,9 +84,7 @@ def payments(as_json: bool, broker: str) -> None:
 @click.option(
     "--check", is_flag=True, help="Also check the scenario's expect block; exit 1 if it does not hold."
 )
-@click.option(
-    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
-)
+@_in_process_broker
 def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
     """Run a scripted story on a simulated clock through real terminals, the real
     server and a broker, and print the final state.
@@ -143,7 +147,7 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
 )
 @click.option("--seed", default=7, show_default=True)
 @click.option("--no-outage", is_flag=True, help="Do not cut a terminal off on the first day.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_json_flag
 @click.option(
     "--broker",
     type=click.Choice(["embedded", "mosquitto", "auto"]),
@@ -204,9 +208,7 @@ def city(
     type=click.FloatRange(0.05, 600),
     help="Length of the workload (wall clock).",
 )
-@click.option(
-    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
-)
+@_chaos_broker
 @click.option(
     "--cluster",
     is_flag=True,
@@ -244,9 +246,7 @@ def chaos(
 @click.option("--terminals", default=4, show_default=True, type=click.IntRange(2, 32))
 @click.option("--diners", default=30, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--minutes", default=1.0, show_default=True, type=click.FloatRange(0.05, 600))
-@click.option(
-    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
-)
+@_chaos_broker
 @click.option("--cluster", is_flag=True, help="Each run on 3 NATS nodes, 2 server processes, PostgreSQL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def chaos_sweep(
