@@ -1,12 +1,14 @@
 """A terminal configuration for tests that build a terminal's parts without a server or a
-broker (their URLs point at a closed port)."""
+broker (their URLs point at a closed port), and a sale journaled straight into a store."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from shared.protocol import ServerKey
+from shared.protocol import Sale, ServerKey
 from terminal.config import TerminalConfig
+from terminal.store import Store
 
 
 def offline_config(tmp_path: Path, **settings: object) -> TerminalConfig:
@@ -21,5 +23,23 @@ def offline_config(tmp_path: Path, **settings: object) -> TerminalConfig:
             "server_url": "http://127.0.0.1:1",
             "db_path": str(tmp_path / "t.sqlite"),
             **settings,
+        }
+    )
+
+
+def journal_sale(store: Store, amount_fen: int, occurred_at_ms: int, **fields: Any) -> Sale:
+    """A sale paid all from subsidy, journaled by terminal T1 of canteen C01 for card C1 of
+    holder H1; ``fields`` on top (other ids, ``kind``, ``meal_period``, ``announced`` …)."""
+    return store.record_sale(
+        **{
+            "terminal_id": "T1",
+            "canteen_id": "C01",
+            "card_id": "C1",
+            "holder_id": "H1",
+            "amount_fen": amount_fen,
+            "subsidy_fen": amount_fen,
+            "self_fen": 0,
+            "occurred_at_ms": occurred_at_ms,
+            **fields,
         }
     )

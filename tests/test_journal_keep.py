@@ -17,6 +17,7 @@ from terminal.cli import main as terminal_main
 from terminal.config import TerminalConfig
 from terminal.store import Store
 from terminal.sync import SyncAgent
+from tests.terminal_support import journal_sale
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000
@@ -26,17 +27,8 @@ def _store(tmp_path: Path, sales: int, acked: int) -> Store:
     """``sales`` sales a day apart, the first ``acked`` of them acknowledged by the server."""
     store = Store(tmp_path / "t.sqlite")
     for k in range(sales):
-        sale = store.record_sale(
-            terminal_id="T1",
-            canteen_id="C1",
-            card_id="K1",
-            holder_id="H1",
-            amount_fen=100,
-            subsidy_fen=100,
-            self_fen=0,
-            occurred_at_ms=T0 + k * DAY_MS,
-            kind="shop",
-            announced=True,
+        sale = journal_sale(
+            store, 100, T0 + k * DAY_MS, canteen_id="C1", card_id="K1", kind="shop", announced=True
         )
         if k < acked:
             store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "applied"),), "T1")
@@ -63,17 +55,7 @@ def test_pruned_up_to_the_backed_up_seq_and_the_terminals_own_retention(tmp_path
     journal_keep.on_mark(store, BackupMark("T1", backed_up_seq=10), T0 + 100 * DAY_MS, keep_ms=DAY_MS)
     assert _seqs(store) == [10]
     # the next sale still counts on from it
-    nxt = store.record_sale(
-        terminal_id="T1",
-        canteen_id="C1",
-        card_id="K1",
-        holder_id="H1",
-        amount_fen=100,
-        subsidy_fen=100,
-        self_fen=0,
-        occurred_at_ms=T0 + 101 * DAY_MS,
-        kind="shop",
-    )
+    nxt = journal_sale(store, 100, T0 + 101 * DAY_MS, canteen_id="C1", card_id="K1", kind="shop")
     assert nxt.seq == 11
 
 

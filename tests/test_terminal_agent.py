@@ -20,6 +20,7 @@ from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
 from terminal.rules import HOUR_MS
 from terminal.store import Store
+from tests.terminal_support import journal_sale
 
 NOON = ms_from_china("2026-01-06T12:00")
 CANTEEN = {
@@ -143,29 +144,8 @@ def test_a_sale_cut_off_before_its_beep_is_announced_at_the_next_start(
     term = make_terminal(tmp_path, clock)
     term.tap(TapRequest("C1", kind="shop", amount_fen=300))
     # the power goes after the commit of the next sale, before the beep
-    lost = term.store.record_sale(
-        terminal_id="T1",
-        canteen_id="C01",
-        card_id="C1",
-        holder_id="H1",
-        amount_fen=700,
-        subsidy_fen=700,
-        self_fen=0,
-        occurred_at_ms=clock.now_ms(),
-        kind="shop",
-    )
-    later = term.store.record_sale(
-        terminal_id="T1",
-        canteen_id="C01",
-        card_id="C1",
-        holder_id="H1",
-        amount_fen=100,
-        subsidy_fen=100,
-        self_fen=0,
-        occurred_at_ms=clock.now_ms(),
-        kind="shop",
-        announced=True,
-    )
+    lost = journal_sale(term.store, 700, clock.now_ms(), kind="shop")
+    later = journal_sale(term.store, 100, clock.now_ms(), kind="shop", announced=True)
     assert [seq for seq, _ in term.store.outbox_after(0, 10)] == [1]  # nothing after the unannounced one
     term.store.close()
 
