@@ -71,6 +71,15 @@ def journal(t: Terminal) -> list[tuple[str, str, int, list[list[Any]]]]:
     return out
 
 
+def on_the_board(t: Terminal, link: BoardLink) -> DeviceLoop:
+    """The terminal's devices started, its display and keypad the board's."""
+    t.display = link
+    loop = DeviceLoop.from_config(t, t.config)
+    loop.keypad = link
+    loop.start()
+    return loop
+
+
 @pytest.fixture
 def pty_port() -> Iterator[tuple[int, str]]:
     master, slave = os.openpty()
@@ -130,10 +139,7 @@ def test_the_keypad_builds_the_basket_on_the_board_and_a_card_pays_it(
 ) -> None:  # noqa: ANN001
     sim, link = board
     t, events = shop_terminal(tmp_path, clock, mode="shop")
-    t.display = link
-    loop = DeviceLoop.from_config(t, t.config)
-    loop.keypad = link
-    loop.start()
+    loop = on_the_board(t, link)
 
     def after(keys: str, action: str, n: int = 1) -> None:
         count = len([e for e in events if e.get("action") == action or e.get("event") == action])
@@ -246,10 +252,7 @@ def test_the_operator_card_switches_to_the_shop_and_closes_the_day(
 ) -> None:  # noqa: ANN001
     sim, link = board
     t, events = shop_terminal(tmp_path, clock, qr_scanner="simulated")
-    t.display = link
-    loop = DeviceLoop.from_config(t, t.config)
-    loop.keypad = link
-    loop.start()
+    loop = on_the_board(t, link)
 
     def operator(*keys: str) -> None:
         n = len([e for e in events if e["event"] == "operator_menu"])
