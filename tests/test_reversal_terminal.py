@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from terminal import reversals
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order
+from terminal.ecny import EcnyCashier
 from tests.ident_helpers import CANTEEN, offline_terminal
 
 NOON = ms_from_china("2026-01-06T12:00")
@@ -255,40 +258,39 @@ def test_offline_reversals_are_bounded_per_day(tmp_path: Path, clock: FakeClock)
         c.close()
 
 
-def test_a_digital_rmb_sale_is_refunded_through_the_gateway(tmp_path: Path, clock: FakeClock) -> None:
+@contextmanager
+def ecny_counter(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Counter, EcnyCashier, SimulatedGateway]]:
+    """A counter whose QR scanner takes digital RMB codes through the simulated gateway,
+    and wallet W1 there holding 1000 fen; closed after."""
     c = Counter(tmp_path, clock, qr_scanner="simulated", ecny_gateway="simulated")
     try:
         assert c.loop.cashier is not None
         gw = c.loop.cashier.gateway
         assert isinstance(gw, SimulatedGateway)
         gw.add_wallet("W1", 1000)
-        decision, sale = c.loop.cashier.pay_with_code(
-            gw.payment_code("W1"), kind="shop", items=(("water", 1),)
-        )
+        yield c, c.loop.cashier, gw
+    finally:
+        c.close()
+
+
+def test_a_digital_rmb_sale_is_refunded_through_the_gateway(tmp_path: Path, clock: FakeClock) -> None:
+    with ecny_counter(tmp_path, clock) as (c, cashier, gw):
+        decision, sale = cashier.pay_with_code(gw.payment_code("W1"), kind="shop", items=(("water", 1),))
         assert decision.approved and sale is not None and gw.wallets["W1"].balance_fen == 800
         out = c.loop.reversal.by_line(rf.ReversalLine(OPERATOR, PIN))
         assert out.ok and out.reversal is not None
         assert out.reversal.refund_no is not None and out.reversal.method == "ecny"
         assert gw.wallets["W1"].balance_fen == 1000  # back in the diner's wallet
         assert "数字人民币原路退回" in c.screen()
-    finally:
-        c.close()
 
 
 def test_offline_a_digital_rmb_sale_cannot_be_reversed(tmp_path: Path, clock: FakeClock) -> None:
-    c = Counter(tmp_path, clock, qr_scanner="simulated", ecny_gateway="simulated")
-    try:
-        assert c.loop.cashier is not None
-        gw = c.loop.cashier.gateway
-        assert isinstance(gw, SimulatedGateway)
-        gw.add_wallet("W1", 1000)
-        c.loop.cashier.pay_with_code(gw.payment_code("W1"), kind="shop", items=(("water", 1),))
+    with ecny_counter(tmp_path, clock) as (c, cashier, gw):
+        cashier.pay_with_code(gw.payment_code("W1"), kind="shop", items=(("water", 1),))
         c.t.sync.assume(False)
         out = c.loop.reversal.by_line(rf.ReversalLine(OPERATOR, PIN))
         assert (out.ok, out.reason) == (False, "ecny_offline")
         assert gw.wallets["W1"].balance_fen == 800 and c.reversal_rows() == []
-    finally:
-        c.close()
 
 
 def test_an_unannounced_reversal_is_announced_at_the_next_start(tmp_path: Path, clock: FakeClock) -> None:
