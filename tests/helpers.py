@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from pathlib import Path
 
 from server.infra.db import dialect, open_db, write_txn
+from server.registry import units as registry
 from server.registry.terminals import TerminalCredentials, provision
+from shared.clock import ms_from_china
 from shared.protocol import Sale, SaleBatch, seal_hmac
 from simulator.harness.world import World, demo_world
 
@@ -85,3 +88,15 @@ def one_terminal_broker_city(app, terminal_id: str = "T0001") -> tuple[TerminalC
     finally:
         conn.close()
     return creds, files
+
+
+def one_holder_books(db_path: Path) -> None:
+    """Into the server database at ``db_path``: unit U01 (¥300 a quarter) with its canteen
+    C01 and one cardholder H1 (card K1), on 2024-01-03."""
+    conn = open_db(db_path)
+    at = ms_from_china("2024-01-03T09:00")
+    with write_txn(conn):
+        registry.add_unit(conn, "U01", "市财政局", 30_000)
+        registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=at)
+        registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
+    conn.close()
