@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from terminal.day_close import report_folder
 from terminal.devices import FACE_KEY, DeviceLoop
 from terminal.face_pay import FacePay
 from tests.ident_helpers import CANTEEN, QR_SEED, offline_terminal
+from tests.serial_support import raw_pty
 from tests.test_face_pay import PEOPLE, make_terminal
 
 WATER, TISSUE = "6901234567892", with_check_digit("690000000001")
@@ -82,14 +82,8 @@ def on_the_board(t: Terminal, link: BoardLink) -> DeviceLoop:
 
 @pytest.fixture
 def pty_port() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    yield master, os.ttyname(slave)
-    for fd in (master, slave):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    with raw_pty() as pair:
+        yield pair
 
 
 @pytest.fixture
