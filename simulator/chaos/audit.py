@@ -46,7 +46,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from server.books import ledger
@@ -160,29 +160,11 @@ class AuditResult:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "approved": self.approved,
-            "applied": self.applied,
-            "lost": self.lost,
-            "double_applied": self.double_applied,
-            "ledger_sum_fen": self.ledger_sum_fen,
-            "overdraft_fen": self.overdraft_fen,
-            "overdraft_bound_fen": self.overdraft_bound_fen,
-            "pending": self.pending,
-            "offline_sales": self.offline_sales,
-            "sales_fen": self.sales_fen,
-            "rejections": self.rejections,
-            "compromised_sent": self.compromised_sent,
-            "quarantined": self.quarantined,
-            "quarantined_applied": self.quarantined_applied,
-            "honest_quarantined": self.honest_quarantined,
-            "reversals_approved": self.reversals_approved,
-            "reversals_applied": self.reversals_applied,
-            "reversals_lost": self.reversals_lost,
-            "reversals_doubled": self.reversals_doubled,
-            "violations": self.violations[:50],
-            "violation_count": len(self.violations),
-        }
+        """Every count in field order; the first 50 violations and how many there were."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["violations"] = self.violations[:50]
+        out["violation_count"] = len(self.violations)
+        return out
 
 
 def audit(
