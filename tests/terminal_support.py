@@ -1,11 +1,15 @@
 """A terminal configuration for tests that build a terminal's parts without a server or a
-broker (their URLs point at a closed port), and a sale journaled straight into a store."""
+broker (their URLs point at a closed port), a sale journaled straight into a store, and a
+display that checks a result is on disk before the diner or operator is told."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from hardware.display import MemoryDisplay, Screen
 from shared.protocol import Sale, ServerKey
 from terminal.config import TerminalConfig
 from terminal.store import Store
@@ -43,3 +47,22 @@ def journal_sale(store: Store, amount_fen: int, occurred_at_ms: int, **fields: A
             **fields,
         }
     )
+
+
+class JournalCheckingDisplay(MemoryDisplay):
+    """When a screen that tells a result (``tells(screen)``) is shown, notes how many rows of
+    ``table`` another connection sees: the result must already be committed."""
+
+    def __init__(self, db_path: str, table: str, tells: Callable[[Screen], bool]) -> None:
+        super().__init__()
+        self.db_path = db_path
+        self.table = table
+        self.tells = tells
+        self.journaled_when_shown: list[int] = []
+
+    def show(self, screen: Screen) -> None:
+        if self.tells(screen):
+            conn = sqlite3.connect(self.db_path)
+            self.journaled_when_shown.append(conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
+            conn.close()
+        super().show(screen)

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from hardware.display import MemoryDisplay, Screen
 from hardware.keypad import SimulatedKeypad
 from hardware.reader import SimulatedCardReader
 from shared.clock import FakeClock, ms_from_china
@@ -31,6 +30,7 @@ from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order
 from terminal.ecny import EcnyCashier
 from tests.ident_helpers import CANTEEN, offline_terminal
+from tests.terminal_support import JournalCheckingDisplay
 
 NOON = ms_from_china("2026-01-06T12:00")
 MINUTE = 60_000
@@ -57,7 +57,12 @@ class Counter:
         self.events: list[dict[str, Any]] = []
         self.t = with_operator(offline_terminal(tmp_path, clock, online=online, **config))
         self.t.on_event = self.events.append
-        self.t.display = JournalCheckingDisplay(self.t.config.db_path)
+        # when 冲正成功 is shown, the reversal must already be committed
+        self.t.display = JournalCheckingDisplay(
+            self.t.config.db_path,
+            "reversals",
+            lambda screen: bool(screen.lines) and screen.lines[0] == "冲正成功",
+        )
         self.loop = DeviceLoop.from_config(self.t, self.t.config, order=lambda: Order("shop", amount_fen=800))
         self.keypad = SimulatedKeypad()
         self.loop.keypad = self.keypad
@@ -95,22 +100,6 @@ class Counter:
 
     def close(self) -> None:
         self.loop.stop()
-
-
-class JournalCheckingDisplay(MemoryDisplay):
-    """When 冲正成功 is shown, the reversal must already be committed (another connection)."""
-
-    def __init__(self, db_path: str) -> None:
-        super().__init__()
-        self.db_path = db_path
-        self.journaled_when_shown: list[int] = []
-
-    def show(self, screen: Screen) -> None:
-        if screen.lines and screen.lines[0] == "冲正成功":
-            conn = sqlite3.connect(self.db_path)
-            self.journaled_when_shown.append(conn.execute("SELECT count(*) FROM reversals").fetchone()[0])
-            conn.close()
-        super().show(screen)
 
 
 @pytest.fixture

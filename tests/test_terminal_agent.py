@@ -4,7 +4,6 @@ recovery after a power cut, operator cards, the loud offline display, clock dati
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from terminal.authorize import TapRequest
 from terminal.config import TerminalConfig
 from terminal.rules import HOUR_MS
 from terminal.store import Store
-from tests.terminal_support import journal_sale
+from tests.terminal_support import JournalCheckingDisplay, journal_sale
 
 NOON = ms_from_china("2026-01-06T12:00")
 CANTEEN = {
@@ -97,24 +96,10 @@ def clock() -> FakeClock:
     return FakeClock(NOON)
 
 
-class JournalCheckingDisplay(MemoryDisplay):
-    """When "支付成功" is shown, the sale must already be committed (seen by another connection)."""
-
-    def __init__(self, db_path: str) -> None:
-        super().__init__()
-        self.db_path = db_path
-        self.journaled_when_shown: list[int] = []
-
-    def show(self, screen: Screen) -> None:
-        if screen.tone == "ok":
-            conn = sqlite3.connect(self.db_path)
-            self.journaled_when_shown.append(conn.execute("SELECT count(*) FROM journal").fetchone()[0])
-            conn.close()
-        super().show(screen)
-
-
 def test_a_sale_is_on_disk_before_the_diner_is_told(tmp_path: Path, clock: FakeClock) -> None:
-    display = JournalCheckingDisplay(str(tmp_path / "t.sqlite"))
+    display = JournalCheckingDisplay(
+        str(tmp_path / "t.sqlite"), "journal", lambda screen: screen.tone == "ok"
+    )  # "支付成功": the sale seen by another connection
     term = make_terminal(tmp_path, clock, display)
     decision, sale = term.tap(TapRequest("C1"))
     assert decision.approved and sale is not None
