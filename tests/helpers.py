@@ -90,13 +90,17 @@ def one_terminal_broker_city(app, terminal_id: str = "T0001") -> tuple[TerminalC
     return creds, files
 
 
-def one_holder_books(db_path: Path) -> None:
+BOOKS_AT = "2024-01-03T09:00"  # when one_holder_books wrote its city (Beijing time)
+
+
+def one_holder_books(db_path: Path, *, canteen: bool = True) -> None:
     """Into the server database at ``db_path``: unit U01 (¥300 a quarter) with its canteen
-    C01 and one cardholder H1 (card K1), on 2024-01-03."""
+    C01 (unless not ``canteen``) and one cardholder H1 (card K1), at :data:`BOOKS_AT`."""
     conn = open_db(db_path)
-    at = ms_from_china("2024-01-03T09:00")
+    at = ms_from_china(BOOKS_AT)
     with write_txn(conn):
         registry.add_unit(conn, "U01", "市财政局", 30_000)
-        registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=at)
+        if canteen:
+            registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=at)
         registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
     conn.close()
