@@ -22,7 +22,6 @@ from shared.clock import FakeClock, ms_from_china
 from shared.nats_broker import NatsBroker, mqtt_to_subject, render_nats_conf
 from shared.protocol import topics
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from terminal.authorize import TapRequest
 from tests.broker_support import BrokerLogins, inbox, one_canteen_app
@@ -154,9 +153,7 @@ def test_a_real_sale_is_applied_once_through_nats(tmp_path: Path) -> None:
     broker = NatsBroker().start()  # open (tests only): the harness's terminals enrol over HTTP
     try:
         with Cluster(tmp_path, broker=broker, clock=clock) as cluster:
-            conn = cluster.db()
-            world = demo_world(conn, clock.now_ms(), diners=6)
-            conn.close()
+            world = cluster.demo_world(6)
             term = cluster.add_terminal("C01")
             assert cluster.wait_synced(30)
             rng = random.Random(5)

@@ -198,9 +198,7 @@ def test_a_lost_last_delta_is_repaired_through_the_presences_version(  # noqa: A
     with Cluster(
         tmp_path, broker=any_broker, clock=clock, terminal_prefix=prefix, server_config=config
     ) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=6)
-        conn.close()
+        world = cluster.demo_world(6)
         dropping = [False]
         t, links, dropped = _light_terminal(cluster, drop_acks=0, drop_deltas=lambda: dropping[0])
         assert (topics.DELTA, 0) in links[0].subscriptions

@@ -29,6 +29,7 @@ from server.service import ServerService
 from shared.broker import Broker, start_broker
 from shared.clock import Clock, SystemClock
 from simulator.harness.netproxy import NetProxy
+from simulator.harness.world import World, demo_world
 from terminal import reversals
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
@@ -166,6 +167,14 @@ class Cluster:
         )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
+
+    def demo_world(self, diners: int) -> World:
+        """:func:`~simulator.harness.world.demo_world` written into the server's database now."""
+        conn = self.db()
+        try:
+            return demo_world(conn, self.clock.now_ms(), diners=diners)
+        finally:
+            conn.close()
 
     # --- terminals -------------------------------------------------------------------------
 
