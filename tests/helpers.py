@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from server.infra.db import dialect, open_db, write_txn
 from server.registry import units as registry
 from server.registry.terminals import TerminalCredentials, provision
 from shared.clock import ms_from_china
-from shared.protocol import Sale, SaleBatch, seal_hmac
+from shared.protocol import Reversal, ReversalBatch, Sale, SaleBatch, seal_hmac
 from simulator.harness.world import World, demo_world
 
 
@@ -68,6 +69,17 @@ def signed_batch(
         bytes.fromhex(creds.secret_hex),
         at_ms,
         msg_id,
+    )
+
+
+def signed_reversals(creds: TerminalCredentials, reversals: Sequence[Reversal], at_ms: int) -> bytes:
+    """A reversal batch (冲正) as the terminal signs it."""
+    return seal_hmac(
+        "reversal_batch",
+        creds.terminal_id,
+        ReversalBatch(tuple(reversals)).to_body(),
+        bytes.fromhex(creds.secret_hex),
+        at_ms,
     )
 
 

@@ -34,6 +34,7 @@ from shared.protocol import (
     seal_hmac,
     topics,
 )
+from tests.helpers import signed_reversals
 from tests.ingest_support import IngestCity
 
 MINUTE = 60_000
@@ -68,13 +69,7 @@ class City(IngestCity):
         return Reversal(**fields)
 
     def reverse(self, *reversals: Reversal) -> list[ReversalResult]:
-        wire = seal_hmac(
-            "reversal_batch",
-            self.creds.terminal_id,
-            ReversalBatch(tuple(reversals)).to_body(),
-            bytes.fromhex(self.creds.secret_hex),
-            self.clock.now_ms(),
-        )
+        wire = signed_reversals(self.creds, reversals, self.clock.now_ms())
         before = len(self.reversal_acks)
         self.worker.process([(topics.reversals(self.creds.terminal_id), wire)])
         return list(self.reversal_acks[before].results)
