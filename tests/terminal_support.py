@@ -66,3 +66,19 @@ class JournalCheckingDisplay(MemoryDisplay):
             self.journaled_when_shown.append(conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()[0])
             conn.close()
         super().show(screen)
+
+
+def holder_with_card(holder_id: str, card_id: str, unit_id: str = "U01") -> tuple[dict[str, Any], ...]:
+    """The delta changes for a holder of ``unit_id`` (¥50.00 subsidy, no own money, not
+    blocked) and their active card."""
+    return (
+        {
+            "kind": "holder",
+            "holder_id": holder_id,
+            "unit_id": unit_id,
+            "subsidy_fen": 5000,
+            "self_fen": 0,
+            "blocked": False,
+        },
+        {"kind": "card", "card_id": card_id, "holder_id": holder_id, "status": "active"},
+    )

@@ -30,7 +30,7 @@ from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order
 from terminal.ecny import EcnyCashier
 from tests.ident_helpers import CANTEEN, offline_terminal
-from tests.terminal_support import JournalCheckingDisplay
+from tests.terminal_support import JournalCheckingDisplay, holder_with_card
 
 NOON = ms_from_china("2026-01-06T12:00")
 MINUTE = 60_000
@@ -158,19 +158,7 @@ def test_a_reversed_sale_is_no_longer_spending_and_the_totals_show_sales_reversa
 def test_the_diners_card_picks_the_sale(counter: Counter) -> None:
     counter.t.store.apply_changes(
         3,
-        decode_changes(
-            (
-                {
-                    "kind": "holder",
-                    "holder_id": "H2",
-                    "unit_id": "U01",
-                    "subsidy_fen": 5000,
-                    "self_fen": 0,
-                    "blocked": False,
-                },
-                {"kind": "card", "card_id": "C2", "holder_id": "H2", "status": "active"},
-            )
-        ),
+        decode_changes(holder_with_card("H2", "C2")),
     )
     counter.sell("C1")
     counter.sell("C2")
