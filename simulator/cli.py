@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -61,7 +63,7 @@ def demo(as_json: bool, diners: int, seed: int, broker: str) -> None:
     card/QR/face payments, an outage at one terminal, then settlement, year-end clearing
     and an audit of every terminal journal against the ledger."""
     result = run_demo(DemoOptions(diners=diners, seed=seed, broker=broker))
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_demo(result))
+    _echo(result, as_json, lambda: render_demo(result))
     sys.exit(0 if ok(result) else 1)
 
 
@@ -71,7 +73,7 @@ def demo(as_json: bool, diners: int, seed: int, broker: str) -> None:
 def payments(as_json: bool, broker: str) -> None:
     """Card (NFC, SUN), QR code and digital RMB through their real device paths, with faults."""
     result = run_payments_demo(broker)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_payments(result))
+    _echo(result, as_json, lambda: render_payments(result))
     audit = result["audit"]
     sys.exit(
         0 if audit["approved"] == audit["applied"] and audit["mismatches"] == 0 and result["drained"] else 1
@@ -130,9 +132,7 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
         click.echo(f"回放失败 replay failed: {exc}", err=True)
         sys.exit(1)
     failures = check_result(scenario.expect, result) if check else invariant_failures(result)
-    click.echo(
-        json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_replay(result, failures)
-    )
+    _echo(result, as_json, lambda: render_replay(result, failures))
     sys.exit(1 if failures else 0)
 
 
@@ -187,7 +187,7 @@ def city(
             broker=broker,
         )
     )
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_city(result))
+    _echo(result, as_json, lambda: render_city(result))
     sys.exit(0 if consistent(result) else 1)
 
 
@@ -234,7 +234,7 @@ def chaos(
         seed=seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker, cluster=cluster
     )
     result = run_chaos(opts, say=lambda line: click.echo(line, err=as_json), keep=keep)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_chaos(result))
+    _echo(result, as_json, lambda: render_chaos(result))
     sys.exit(0 if result["ok"] else 1)
 
 
@@ -267,17 +267,18 @@ def chaos_sweep(
     summary = run_sweep(
         list(range(first_seed, first_seed + seeds)), base, say=lambda line: click.echo(line, err=as_json)
     )
-    if as_json:
-        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
-    else:
-        click.echo(
+    _echo(
+        summary,
+        as_json,
+        lambda: (
             f"seeds tried {len(summary['seeds_tried'])}, failed {len(summary['seeds_failed'])}"
             f"{' ' + str(summary['seeds_failed']) if summary['seeds_failed'] else ''}; "
             f"faults {summary['faults_total']}, approved {summary['approved']}, "
             f"applied {summary['applied']}, lost {summary['lost']}, double {summary['double_applied']}; "
             f"stolen-key sales {summary['compromised_sent']}, quarantined {summary['quarantined']}, "
             f"applied {summary['quarantined_applied']}, honest held {summary['honest_quarantined']}"
-        )
+        ),
+    )
     sys.exit(1 if summary["seeds_failed"] else 0)
 
 
@@ -359,7 +360,7 @@ def vopr(
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     if seeds > 1:
         summary = run_vopr_sweep(list(range(seed, seed + seeds)), opts, say=say, jobs=jobs)
-        click.echo(json.dumps(summary, ensure_ascii=False, indent=2) if as_json else render_sweep(summary))
+        _echo(summary, as_json, lambda: render_sweep(summary))
         say(
             f"speed: {summary['sales_per_s']:,} sales/s ({summary['elapsed_s']} s, {jobs} at a time; "
             f"{summary['sales_per_cpu_s']:,} sales per CPU second)"
@@ -368,7 +369,7 @@ def vopr(
         sys.exit(1 if summary["seeds_failed"] or missing else 0)
     timing: dict[str, float] = {}
     result = run_vopr(opts, timing)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_vopr(result, opts))
+    _echo(result, as_json, lambda: render_vopr(result, opts))
     say(
         f"speed: {timing['sales_per_s']:,.0f} sales/s ({timing['elapsed_s']:.1f} s; "
         f"{result['sales'] / timing['cpu_s']:,.0f} sales per CPU second)"
@@ -384,6 +385,11 @@ def vopr(
         k for k, v in {**result["faults"], **result["events"]}.items() if not v and k not in OPTIONAL_KINDS
     ]
     sys.exit(1 if not result["ok"] or (require_all_faults and never) else 0)
+
+
+def _echo(result: Any, as_json: bool, text: Callable[[], str]) -> None:
+    """A command's result: one JSON object, or the text ``text()`` renders."""
+    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else text())
 
 
 def _quiet() -> None:
