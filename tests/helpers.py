@@ -6,6 +6,7 @@ import sqlite3
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from server.infra.db import dialect, open_db, write_txn
 from server.registry import units as registry
@@ -59,28 +60,22 @@ def sale(
     return Sale(**fields)  # type: ignore[arg-type]
 
 
+def _signed(
+    kind: str, creds: TerminalCredentials, body: dict[str, Any], at_ms: int, msg_id: str | None = None
+) -> bytes:
+    """A message of ``kind`` signed with the terminal's secret, as the terminal sends it."""
+    return seal_hmac(kind, creds.terminal_id, body, bytes.fromhex(creds.secret_hex), at_ms, msg_id)
+
+
 def signed_batch(
     creds: TerminalCredentials, sales: list[Sale], at_ms: int, msg_id: str | None = None
 ) -> bytes:
-    return seal_hmac(
-        "sale_batch",
-        creds.terminal_id,
-        SaleBatch(tuple(sales)).to_body(),
-        bytes.fromhex(creds.secret_hex),
-        at_ms,
-        msg_id,
-    )
+    return _signed("sale_batch", creds, SaleBatch(tuple(sales)).to_body(), at_ms, msg_id)
 
 
 def signed_reversals(creds: TerminalCredentials, reversals: Sequence[Reversal], at_ms: int) -> bytes:
     """A reversal batch (冲正) as the terminal signs it."""
-    return seal_hmac(
-        "reversal_batch",
-        creds.terminal_id,
-        ReversalBatch(tuple(reversals)).to_body(),
-        bytes.fromhex(creds.secret_hex),
-        at_ms,
-    )
+    return _signed("reversal_batch", creds, ReversalBatch(tuple(reversals)).to_body(), at_ms)
 
 
 def one_terminal_broker_city(app, terminal_id: str = "T0001") -> tuple[TerminalCredentials, object]:  # noqa: ANN001
