@@ -10,14 +10,13 @@ from click.testing import CliRunner
 
 from server.downstream.backup_marks import DELTA_JUMP
 from shared.clock import FakeClock
-from shared.protocol import Delta, ReversalResult, SaleResult, ServerKey, Snapshot
+from shared.protocol import Delta, ReversalResult, SaleResult, Snapshot
 from shared.protocol.backup_mark import BackupMark
 from terminal import journal_keep, reversals
 from terminal.cli import main as terminal_main
-from terminal.config import TerminalConfig
 from terminal.store import Store
 from terminal.sync import SyncAgent
-from tests.terminal_support import journal_sale
+from tests.terminal_support import journal_sale, offline_config
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000
@@ -132,15 +131,7 @@ class _RestoredServerHttp:
 
 
 def test_a_terminal_behind_the_backup_catches_up_across_the_jump_with_a_snapshot(tmp_path: Path) -> None:
-    config = TerminalConfig(
-        terminal_id="T1",
-        canteen_id="C1",
-        secret_hex="00" * 32,
-        server_public_key=ServerKey.generate().public_hex,
-        broker_url="mqtt://127.0.0.1:1",
-        server_url="http://127.0.0.1:1",
-        db_path=str(tmp_path / "t.sqlite"),
-    )
+    config = offline_config(tmp_path)
     agent = SyncAgent(config, FakeClock(T0))
     agent.store.apply_changes(90, ())  # the terminal had deltas up to 90; the backup had 100
     jump = 100 + DELTA_JUMP

@@ -16,10 +16,9 @@ from shared.protocol.messages import decode_changes
 from shared.sqlite_txn import write_txn
 from terminal.agent import OFFLINE_BANNER, Terminal
 from terminal.authorize import TapRequest
-from terminal.config import TerminalConfig
 from terminal.rules import HOUR_MS
 from terminal.store import Store
-from tests.terminal_support import JournalCheckingDisplay, journal_sale
+from tests.terminal_support import JournalCheckingDisplay, journal_sale, offline_config
 
 NOON = ms_from_china("2026-01-06T12:00")
 CANTEEN = {
@@ -59,15 +58,7 @@ def changes(canteen: dict | None = None) -> tuple[dict, ...]:
 def make_terminal(
     tmp_path: Path, clock: FakeClock, display: object | None = None, online: bool = True
 ) -> Terminal:
-    config = TerminalConfig(
-        "T1",
-        "C01",
-        "00" * 32,
-        "00" * 32,
-        "mqtt://127.0.0.1:1",
-        "http://127.0.0.1:1",
-        db_path=str(tmp_path / "t.sqlite"),
-    )
+    config = offline_config(tmp_path, canteen_id="C01", server_public_key="00" * 32)
     term = Terminal(config, clock, display=display or MemoryDisplay(), on_event=events.append)  # type: ignore[arg-type]
     if term.store.delta_version == 0:
         term.store.apply_changes(1, decode_changes(changes()))
