@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -35,6 +37,16 @@ from simulator.vopr.run import run_vopr
 from simulator.vopr.sweep import run_sweep as run_vopr_sweep
 from simulator.vopr.sweep import shrink
 
+# the demos and the replay run in one process: the embedded broker by default
+_in_process_broker = click.option(
+    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
+)
+# chaos runs real processes: Mosquitto when installed
+_chaos_broker = click.option(
+    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
+)
+_json_flag = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
 
 @click.group()
 def main() -> None:
@@ -42,30 +54,26 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_json_flag
 @click.option("--diners", default=300, show_default=True)
 @click.option("--seed", default=7, show_default=True)
-@click.option(
-    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
-)
+@_in_process_broker
 def demo(as_json: bool, diners: int, seed: int, broker: str) -> None:
     """One working day of a small city (6 units, 3 canteens, 6 terminals): meals, shop,
     card/QR/face payments, an outage at one terminal, then settlement, year-end clearing
     and an audit of every terminal journal against the ledger."""
     result = run_demo(DemoOptions(diners=diners, seed=seed, broker=broker))
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_demo(result))
+    _echo(result, as_json, lambda: render_demo(result))
     sys.exit(0 if ok(result) else 1)
 
 
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option(
-    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
-)
+@_json_flag
+@_in_process_broker
 def payments(as_json: bool, broker: str) -> None:
     """Card (NFC, SUN), QR code and digital RMB through their real device paths, with faults."""
     result = run_payments_demo(broker)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_payments(result))
+    _echo(result, as_json, lambda: render_payments(result))
     audit = result["audit"]
     sys.exit(
         0 if audit["approved"] == audit["applied"] and audit["mismatches"] == 0 and result["drained"] else 1
@@ -78,9 +86,7 @@ def payments(as_json: bool, broker: str) -> None:
 @click.option(
     "--check", is_flag=True, help="Also check the scenario's expect block; exit 1 if it does not hold."
 )
-@click.option(
-    "--broker", type=click.Choice(["embedded", "mosquitto", "auto"]), default="embedded", show_default=True
-)
+@_in_process_broker
 def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
     """Run a scripted story on a simulated clock through real terminals, the real
     server and a broker, and print the final state.
@@ -126,9 +132,7 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
         click.echo(f"回放失败 replay failed: {exc}", err=True)
         sys.exit(1)
     failures = check_result(scenario.expect, result) if check else invariant_failures(result)
-    click.echo(
-        json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_replay(result, failures)
-    )
+    _echo(result, as_json, lambda: render_replay(result, failures))
     sys.exit(1 if failures else 0)
 
 
@@ -143,7 +147,7 @@ def replay(scenario_path: str, as_json: bool, check: bool, broker: str) -> None:
 )
 @click.option("--seed", default=7, show_default=True)
 @click.option("--no-outage", is_flag=True, help="Do not cut a terminal off on the first day.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@_json_flag
 @click.option(
     "--broker",
     type=click.Choice(["embedded", "mosquitto", "auto"]),
@@ -183,7 +187,7 @@ def city(
             broker=broker,
         )
     )
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_city(result))
+    _echo(result, as_json, lambda: render_city(result))
     sys.exit(0 if consistent(result) else 1)
 
 
@@ -204,9 +208,7 @@ def city(
     type=click.FloatRange(0.05, 600),
     help="Length of the workload (wall clock).",
 )
-@click.option(
-    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
-)
+@_chaos_broker
 @click.option(
     "--cluster",
     is_flag=True,
@@ -232,7 +234,7 @@ def chaos(
         seed=seed, terminals=terminals, diners=diners, minutes=minutes, broker=broker, cluster=cluster
     )
     result = run_chaos(opts, say=lambda line: click.echo(line, err=as_json), keep=keep)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_chaos(result))
+    _echo(result, as_json, lambda: render_chaos(result))
     sys.exit(0 if result["ok"] else 1)
 
 
@@ -244,9 +246,7 @@ def chaos(
 @click.option("--terminals", default=4, show_default=True, type=click.IntRange(2, 32))
 @click.option("--diners", default=30, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--minutes", default=1.0, show_default=True, type=click.FloatRange(0.05, 600))
-@click.option(
-    "--broker", type=click.Choice(["mosquitto", "embedded", "auto"]), default="auto", show_default=True
-)
+@_chaos_broker
 @click.option("--cluster", is_flag=True, help="Each run on 3 NATS nodes, 2 server processes, PostgreSQL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 def chaos_sweep(
@@ -267,17 +267,18 @@ def chaos_sweep(
     summary = run_sweep(
         list(range(first_seed, first_seed + seeds)), base, say=lambda line: click.echo(line, err=as_json)
     )
-    if as_json:
-        click.echo(json.dumps(summary, ensure_ascii=False, indent=2))
-    else:
-        click.echo(
+    _echo(
+        summary,
+        as_json,
+        lambda: (
             f"seeds tried {len(summary['seeds_tried'])}, failed {len(summary['seeds_failed'])}"
             f"{' ' + str(summary['seeds_failed']) if summary['seeds_failed'] else ''}; "
             f"faults {summary['faults_total']}, approved {summary['approved']}, "
             f"applied {summary['applied']}, lost {summary['lost']}, double {summary['double_applied']}; "
             f"stolen-key sales {summary['compromised_sent']}, quarantined {summary['quarantined']}, "
             f"applied {summary['quarantined_applied']}, honest held {summary['honest_quarantined']}"
-        )
+        ),
+    )
     sys.exit(1 if summary["seeds_failed"] else 0)
 
 
@@ -359,7 +360,7 @@ def vopr(
     say = lambda line: click.echo(line, err=True)  # noqa: E731
     if seeds > 1:
         summary = run_vopr_sweep(list(range(seed, seed + seeds)), opts, say=say, jobs=jobs)
-        click.echo(json.dumps(summary, ensure_ascii=False, indent=2) if as_json else render_sweep(summary))
+        _echo(summary, as_json, lambda: render_sweep(summary))
         say(
             f"speed: {summary['sales_per_s']:,} sales/s ({summary['elapsed_s']} s, {jobs} at a time; "
             f"{summary['sales_per_cpu_s']:,} sales per CPU second)"
@@ -368,7 +369,7 @@ def vopr(
         sys.exit(1 if summary["seeds_failed"] or missing else 0)
     timing: dict[str, float] = {}
     result = run_vopr(opts, timing)
-    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else render_vopr(result, opts))
+    _echo(result, as_json, lambda: render_vopr(result, opts))
     say(
         f"speed: {timing['sales_per_s']:,.0f} sales/s ({timing['elapsed_s']:.1f} s; "
         f"{result['sales'] / timing['cpu_s']:,.0f} sales per CPU second)"
@@ -384,6 +385,11 @@ def vopr(
         k for k, v in {**result["faults"], **result["events"]}.items() if not v and k not in OPTIONAL_KINDS
     ]
     sys.exit(1 if not result["ok"] or (require_all_faults and never) else 0)
+
+
+def _echo(result: Any, as_json: bool, text: Callable[[], str]) -> None:
+    """A command's result: one JSON object, or the text ``text()`` renders."""
+    click.echo(json.dumps(result, ensure_ascii=False, indent=2) if as_json else text())
 
 
 def _quiet() -> None:

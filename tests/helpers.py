@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from server.infra.db import dialect, open_db, write_txn
+from server.registry import units as registry
 from server.registry.terminals import TerminalCredentials, provision
-from shared.protocol import Sale, SaleBatch, seal_hmac
+from shared.clock import ms_from_china
+from shared.protocol import Reversal, ReversalBatch, Sale, SaleBatch, seal_hmac
 from simulator.harness.world import World, demo_world
 
 
@@ -55,17 +60,22 @@ def sale(
     return Sale(**fields)  # type: ignore[arg-type]
 
 
+def _signed(
+    kind: str, creds: TerminalCredentials, body: dict[str, Any], at_ms: int, msg_id: str | None = None
+) -> bytes:
+    """A message of ``kind`` signed with the terminal's secret, as the terminal sends it."""
+    return seal_hmac(kind, creds.terminal_id, body, bytes.fromhex(creds.secret_hex), at_ms, msg_id)
+
+
 def signed_batch(
     creds: TerminalCredentials, sales: list[Sale], at_ms: int, msg_id: str | None = None
 ) -> bytes:
-    return seal_hmac(
-        "sale_batch",
-        creds.terminal_id,
-        SaleBatch(tuple(sales)).to_body(),
-        bytes.fromhex(creds.secret_hex),
-        at_ms,
-        msg_id,
-    )
+    return _signed("sale_batch", creds, SaleBatch(tuple(sales)).to_body(), at_ms, msg_id)
+
+
+def signed_reversals(creds: TerminalCredentials, reversals: Sequence[Reversal], at_ms: int) -> bytes:
+    """A reversal batch (冲正) as the terminal signs it."""
+    return _signed("reversal_batch", creds, ReversalBatch(tuple(reversals)).to_body(), at_ms)
 
 
 def one_terminal_broker_city(app, terminal_id: str = "T0001") -> tuple[TerminalCredentials, object]:  # noqa: ANN001
@@ -85,3 +95,19 @@ def one_terminal_broker_city(app, terminal_id: str = "T0001") -> tuple[TerminalC
     finally:
         conn.close()
     return creds, files
+
+
+BOOKS_AT = "2024-01-03T09:00"  # when one_holder_books wrote its city (Beijing time)
+
+
+def one_holder_books(db_path: Path, *, canteen: bool = True) -> None:
+    """Into the server database at ``db_path``: unit U01 (¥300 a quarter) with its canteen
+    C01 (unless not ``canteen``) and one cardholder H1 (card K1), at :data:`BOOKS_AT`."""
+    conn = open_db(db_path)
+    at = ms_from_china(BOOKS_AT)
+    with write_txn(conn):
+        registry.add_unit(conn, "U01", "市财政局", 30_000)
+        if canteen:
+            registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=at)
+        registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
+    conn.close()

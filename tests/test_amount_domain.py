@@ -18,12 +18,12 @@ from server.cli.root import main
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.registry import ceilings
-from server.registry import units as registry
 from shared.amounts import FEN_MAX, FEN_MIN, check_fen
-from shared.clock import FakeClock, ms_from_china
+from shared.clock import FakeClock
 from shared.errors import DomainError
 from shared.money import parse_yuan
 from shared.protocol.messages import decode_change
+from tests.helpers import one_holder_books
 from tests.money_world import MoneyWorld
 
 
@@ -107,12 +107,7 @@ def test_top_ups_under_the_ceiling_cannot_carry_a_balance_out_of_range(
 def home(tmp_path: Path) -> Path:
     home = tmp_path / "cli-home"  # apart from the conn fixture's database
     assert CliRunner().invoke(main, ["--home", str(home), "init"]).exit_code == 0
-    conn = open_db(home / "server" / "canteen.sqlite")
-    at = ms_from_china("2024-01-03T09:00")
-    with write_txn(conn):
-        registry.add_unit(conn, "U01", "市财政局", 30_000)
-        registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
-    conn.close()
+    one_holder_books(home / "server" / "canteen.sqlite", canteen=False)
     return home
 
 

@@ -14,7 +14,6 @@ they exist. A new path parameter needs a sample value in ``SAMPLE``.
 
 from __future__ import annotations
 
-import re
 import sqlite3
 from collections.abc import Callable
 
@@ -23,6 +22,7 @@ import pytest
 from server.infra.auth import ROLES, create_token
 from server.infra.db import write_txn
 from tests.helpers import populated
+from tests.roles_support import fill_params
 
 # Sample path values, all inside the scope of the tokens made below.
 SAMPLE = {
@@ -62,13 +62,7 @@ def operations(spec: dict) -> list[tuple[str, str, dict]]:
 
 
 def fill(path: str) -> str:
-    def value(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in SAMPLE:
-            raise AssertionError(f"add a sample value for path parameter {name!r} to SAMPLE")
-        return SAMPLE[name]
-
-    return re.sub(r"\{([a-zA-Z_]+)\}", value, path)
+    return fill_params(path, r"\{([a-zA-Z_]+)\}", SAMPLE)
 
 
 @pytest.fixture

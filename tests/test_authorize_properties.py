@@ -19,8 +19,8 @@ from shared.protocol import SaleResult
 from shared.protocol.messages import Balance, decode_changes
 from terminal.agent import Terminal
 from terminal.authorize import CardState, LinkState, TapRequest, authorize
-from terminal.config import TerminalConfig
 from terminal.rules import HOUR_MS, CanteenRules, RiskLimits
+from tests.terminal_support import offline_config
 
 NOON = ms_from_china("2026-01-06T12:00")
 RULES = CanteenRules.from_config(
@@ -123,15 +123,7 @@ def test_a_blocked_card_is_never_approved_once_its_deny_list_entry_arrived(plan:
     until a later delta lifts it, no tap is approved."""
     with tempfile.TemporaryDirectory() as tmp:
         clock = FakeClock(NOON)
-        config = TerminalConfig(
-            "T1",
-            "C01",
-            "00" * 32,
-            "00" * 32,
-            "mqtt://127.0.0.1:1",
-            "http://127.0.0.1:1",
-            db_path=str(Path(tmp) / "t.sqlite"),
-        )
+        config = offline_config(Path(tmp), canteen_id="C01", server_public_key="00" * 32)
         term = Terminal(config, clock)
         term.sync.assume(in_sync=True)  # no network needed
         canteen = {

@@ -12,10 +12,7 @@ Meanwhile the terminal's journal was pruned only up to what the oldest kept back
 from __future__ import annotations
 
 import json
-import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -29,30 +26,13 @@ from simulator.chaos.procs import ServerProcess, TerminalProcess
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from tests.helpers import terminal as provision_terminal
+from tests.process_support import free_port, server_cli
 
 pytestmark = [
     pytest.mark.broker,
     pytest.mark.slow,
     pytest.mark.sqlite_only("backs up and restores the SQLite file (PostgreSQL: its own base backups)"),
 ]
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _server_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from server.cli import main; main()", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _journal(db_path: Path) -> dict[int, tuple[str, str]]:
@@ -90,7 +70,7 @@ def test_backup_during_a_burst_restore_and_recover_acknowledged_sales_from_the_t
 ) -> None:
     monkeypatch.setenv("CANTEEN_BACKUP_MARK_POLL_S", "0.5")  # the server process sees backups fast
     home = tmp_path / "live"
-    assert _server_cli("--home", str(home), "init").returncode == 0
+    assert server_cli("--home", str(home), "init").returncode == 0
     db = open_db(home / "server" / "canteen.sqlite")
     now = int(time.time() * 1000)
     world = demo_world(db, now, diners=30)
@@ -99,9 +79,9 @@ def test_backup_during_a_burst_restore_and_recover_acknowledged_sales_from_the_t
     db.close()
     offline = tmp_path / "offline"
     offline.mkdir()
-    assert _server_cli("--home", str(home), "backup-key", str(offline / "server_key.hex")).returncode == 0
+    assert server_cli("--home", str(home), "backup-key", str(offline / "server_key.hex")).returncode == 0
 
-    port = _free_port()
+    port = free_port()
     server = ServerProcess(home, broker.url, port).start()
     term_db = tmp_path / "terminal.sqlite"
     config_path = tmp_path / "terminal.json"
@@ -142,12 +122,12 @@ def test_backup_during_a_burst_restore_and_recover_acknowledged_sales_from_the_t
 
         # what the terminal holds as acknowledged right now was committed before the snapshot
         acked_before = {seq: u for seq, (u, s) in _journal(term_db).items() if s == "applied"}
-        first = _server_cli("--home", str(home), "backup", str(tmp_path / "backups"), "--json")
+        first = server_cli("--home", str(home), "backup", str(tmp_path / "backups"), "--json")
         assert first.returncode == 0, first.stderr
         backup_a = json.loads(first.stdout)
         held_a = backup_a["terminals"][creds.terminal_id]["held_through"]
         time.sleep(1.5)  # more sales acknowledged after the backup
-        second = _server_cli("--home", str(home), "backup", str(tmp_path / "backups"), "--json")
+        second = server_cli("--home", str(home), "backup", str(tmp_path / "backups"), "--json")
         assert second.returncode == 0, second.stderr
         time.sleep(1.0)
         stop_taps.set()
@@ -166,7 +146,7 @@ def test_backup_during_a_burst_restore_and_recover_acknowledged_sales_from_the_t
 
         # --- restore the OLDER backup into a fresh folder, then check -----------------------
         restored_home = tmp_path / "restored"
-        r = _server_cli(
+        r = server_cli(
             "restore",
             backup_a["folder"],
             "--data",
@@ -217,7 +197,7 @@ def test_backup_during_a_burst_restore_and_recover_acknowledged_sales_from_the_t
         tconn.close()
         assert version >= DELTA_JUMP
         server.terminate()
-        ok = _server_cli("--home", str(restored_home), "check")
+        ok = server_cli("--home", str(restored_home), "check")
         assert ok.returncode == 0, ok.stdout + ok.stderr
     finally:
         stop_taps.set()

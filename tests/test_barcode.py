@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tty
 from pathlib import Path
 
 import pytest
@@ -226,24 +225,22 @@ def test_classify_tells_what_was_scanned(text: str, kind: str) -> None:
 def test_barcodes_and_pay_codes_interleaved_on_the_serial_scanner() -> None:
     from hardware.qr_scanner import SerialQrScanner
     from hardware.serial_port import SerialSpec
+    from tests.serial_support import raw_pty
 
-    master, slave = os.openpty()
-    tty.setraw(slave)
     pay = [make_code(SEED, "C00001", n, 1_767_672_000_000) for n in (1, 2)]
     sent = [WATER, pay[0], UPC, "not-a-code", pay[1], EAN8, "6901234567890"]
-    scanner = SerialQrScanner(SerialSpec.parse(f"serial:{os.ttyname(slave)},9600,crlf"))
-    try:
-        assert scanner.ready.wait(5)
-        os.write(master, b"".join(s.encode() + b"\r\n" for s in sent))
-        got = []
-        for _ in sent:
-            scan = scanner.read(5.0)
-            assert scan is not None, f"only {got} arrived"
-            got.append(classify(scan.text))
-    finally:
-        scanner.close()
-        for fd in (master, slave):
-            os.close(fd)
+    with raw_pty() as (master, path):
+        scanner = SerialQrScanner(SerialSpec.parse(f"serial:{path},9600,crlf"))
+        try:
+            assert scanner.ready.wait(5)
+            os.write(master, b"".join(s.encode() + b"\r\n" for s in sent))
+            got = []
+            for _ in sent:
+                scan = scanner.read(5.0)
+                assert scan is not None, f"only {got} arrived"
+                got.append(classify(scan.text))
+        finally:
+            scanner.close()
     assert [(s.kind, s.text) for s in got] == [
         ("barcode", WATER),
         ("paycode", pay[0]),

@@ -24,18 +24,18 @@ from server.registry.units import add_canteen, add_unit
 from server.service import ServerService
 from shared.broker import MosquittoBroker, render_mosquitto_conf
 from shared.clock import FakeClock, SystemClock, ms_from_china
-from shared.mqtt import BrokerAddress, MqttLink
-from shared.protocol import ServerKey, broker_password, seal_hmac, seal_server, topics
+from shared.protocol import ServerKey, seal_hmac, seal_server, topics
 from simulator.waiting import wait_until
 from terminal.cli import main as terminal_cli
 from terminal.config import TerminalConfig
 from terminal.sync import SyncAgent
+from tests.broker_support import BrokerLogins, inbox, one_canteen_app
 
 pytestmark = pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary")
 
 
 @dataclass
-class Locked:
+class Locked(BrokerLogins):
     home: Path
     app: object
     files: broker_users.BrokerFiles
@@ -53,25 +53,10 @@ class Locked:
         self.creds[terminal_id] = c
         return c
 
-    def link(self, user: str | None, password: str | None = None, client_id: str | None = None, **kw):  # noqa: ANN003, ANN201
-        """A started MQTT link as ``user`` (its derived password unless given)."""
-        if user is not None and password is None:
-            password = (
-                broker_users.server_password(self.files.server_password_file)
-                if user == "server"
-                else broker_password(bytes.fromhex(self.creds[user].secret_hex))
-            )
-        address = BrokerAddress("127.0.0.1", self.broker.port, user, password)
-        return MqttLink(client_id or user or "anonymous", address, backoff_max_s=0.5, **kw).start()
-
 
 @pytest.fixture
 def locked(tmp_path: Path) -> Iterator[Locked]:
-    app = create_app({"HOME": str(tmp_path), "TESTING": True})
-    conn = open_db(app.config["DATABASE"])
-    with write_txn(conn):
-        add_unit(conn, "U01", "市财政局")
-        add_canteen(conn, "C01", "一食堂", "U01", now_ms=0)
+    app, conn = one_canteen_app(tmp_path)
     files = broker_users.BrokerFiles.from_config(app.config)
     broker_users.write_broker_files(conn, files)
     conn.close()
@@ -82,11 +67,6 @@ def locked(tmp_path: Path) -> Iterator[Locked]:
     broker.start()
     yield world
     broker.stop()
-
-
-def _inbox() -> tuple[list[tuple[str, bytes]], object]:
-    got: list[tuple[str, bytes]] = []
-    return got, lambda t, p: got.append((t, p))
 
 
 def test_the_rendered_configuration_is_locked() -> None:
@@ -132,8 +112,8 @@ def test_an_anonymous_client_is_refused(locked: Locked) -> None:
 
 
 def test_a_terminal_cannot_read_another_terminals_acks_or_sales(locked: Locked) -> None:
-    seen, on_snoop = _inbox()
-    heard, on_server = _inbox()
+    seen, on_snoop = inbox()
+    heard, on_server = inbox()
     # Mosquitto grants the subscriptions and delivers only what the ACL lets T0001 read
     snoop = locked.link(
         "T0001",
@@ -159,7 +139,7 @@ def test_a_terminal_cannot_read_another_terminals_acks_or_sales(locked: Locked) 
     "topic", [topics.sales("T0002"), topics.status("T0002"), topics.DELTA, topics.SERVER, topics.ack("T0001")]
 )
 def test_a_terminal_cannot_publish_on_another_terminals_topics(locked: Locked, topic: str) -> None:
-    got, on_message = _inbox()
+    got, on_message = inbox()
     watch = [(topics.ALL_SALES, 1), (topics.ALL_STATUS, 1), (topics.SERVER, 1), (topics.DELTA, 1)]
     server = locked.link("server", subscriptions=[*watch, (topics.ack("T0001"), 1)], on_message=on_message)
     t1 = locked.link("T0001")
@@ -177,7 +157,7 @@ def test_a_terminal_cannot_publish_on_another_terminals_topics(locked: Locked, t
 
 
 def test_anothers_client_id_cannot_knock_a_terminal_off(locked: Locked) -> None:
-    got, on_message = _inbox()
+    got, on_message = inbox()
     victim = locked.link("T0002", subscriptions=[(topics.ack("T0002"), 1)], on_message=on_message)
     server = locked.link("server")
     try:

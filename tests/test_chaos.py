@@ -17,7 +17,7 @@ from server.infra.db import write_txn
 from server.registry.units import set_terminal_settings
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock
-from simulator.chaos.audit import AuditResult, JournalRow, audit
+from simulator.chaos.audit import AuditResult, JournalRow, ReversalRow, audit
 from simulator.chaos.inject import COMPROMISED_SEQ_BASE, implausible_sale
 from simulator.chaos.plan import COMPROMISED_VARIANTS, FAULT_KINDS, ChaosOptions, build_plan
 from simulator.chaos.run import render, run_chaos
@@ -147,7 +147,12 @@ class Books:
             offline_allowance_fen=allowance,
             max_clock_offset_ms=300_000,
             compromised=compromised or [],
+            reversals=self.journaled_reversals(),
         )
+
+    def journaled_reversals(self) -> dict[str, list[ReversalRow]] | None:
+        """The reversals for the audit to check (None: these books have none)."""
+        return None
 
     def steal(self, variants: tuple[str, ...] = COMPROMISED_VARIANTS) -> list[tuple[str, int, str]]:
         """A thief with this terminal's key: one batch of implausible sales through the worker."""

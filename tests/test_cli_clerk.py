@@ -125,17 +125,9 @@ def test_mosquitto_config_keeps_the_broker_data_in_the_data_folder(tmp_path: Pat
 @pytest.fixture
 def books(home: Path) -> Path:
     """One unit (U01, ¥300 a quarter) with a canteen and one cardholder (card K1), in 2024."""
-    from server.infra.db import open_db, write_txn
-    from server.registry import units as registry
-    from shared.clock import ms_from_china
+    from tests.helpers import one_holder_books
 
-    conn = open_db(home / "server" / "canteen.sqlite")
-    at = ms_from_china("2024-01-03T09:00")
-    with write_txn(conn):
-        registry.add_unit(conn, "U01", "市财政局", 30_000)
-        registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=at)
-        registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
-    conn.close()
+    one_holder_books(home / "server" / "canteen.sqlite")
     return home
 
 

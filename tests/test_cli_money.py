@@ -11,25 +11,18 @@ import pytest
 from click.testing import CliRunner
 
 from server.cli.root import main
-from server.infra.db import open_db, write_txn
-from server.registry import units as registry
+from server.infra.db import open_db
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.protocol import topics
-from tests.helpers import sale, signed_batch, terminal
+from tests.helpers import one_holder_books, sale, signed_batch, terminal
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     runner = CliRunner()
     assert runner.invoke(main, ["--home", str(tmp_path), "init"]).exit_code == 0
-    conn = open_db(tmp_path / "server" / "canteen.sqlite")
-    at = ms_from_china("2024-01-03T09:00")
-    with write_txn(conn):
-        registry.add_unit(conn, "U01", "市财政局", 30_000)
-        registry.add_canteen(conn, "C01", "财政局食堂", "U01", operator="湘味餐饮有限公司", now_ms=at)
-        registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
-    conn.close()
+    one_holder_books(tmp_path / "server" / "canteen.sqlite")
     return tmp_path
 
 

@@ -10,9 +10,7 @@ import json
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,56 +22,22 @@ from server.service import ServerService
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from tests.helpers import terminal as provision_terminal
+from tests.process_support import EventsProcess
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-class TerminalProcess:
+class TerminalProcess(EventsProcess):
     """``canteen-terminal run --events`` as a child process; taps in, events out."""
 
     def __init__(self, config_path: Path, log_path: Path) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._log = open(log_path, "ab")  # noqa: SIM115 — closed in wait()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "terminal.cli", "run", "--config", str(config_path), "--events"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
+        super().__init__(
+            [sys.executable, "-m", "terminal.cli", "run", "--config", str(config_path), "--events"], log_path
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "garbage", "line": line.decode(errors="replace")})
-
-    def has(self, **match: Any) -> bool:
-        return any(all(e.get(k) == v for k, v in match.items()) for e in list(self.events))
-
-    def send(self, lines: list[str]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
-        self.proc.stdin.flush()
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
         self.wait()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.wait()
-
-    def wait(self) -> None:
-        self.proc.wait(30)
-        self._reader.join(10)  # every line the dead process wrote has been read
-        self._log.close()
 
 
 def _pending(db_path: Path) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import json
 import os
-import tty
+from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -23,6 +23,7 @@ from shared.protocol.messages import decode_changes
 from simulator.waiting import wait_until
 from terminal.devices import DeviceLoop, Order, make_card_reader, make_qr_scanner
 from tests.ident_helpers import QR_SEED, offline_terminal
+from tests.serial_support import raw_pty
 from tests.test_nfc_reader import card_on_reader, free_udp_port
 
 MASTER = bytes(range(32))
@@ -30,15 +31,9 @@ UID = bytes.fromhex("04A1B2C3D4E5F6")
 
 
 @pytest.fixture
-def pty_port():  # noqa: ANN201
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    yield master, os.ttyname(slave)
-    for fd in (master, slave):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+def pty_port() -> Iterator[tuple[int, str]]:
+    with raw_pty() as pair:
+        yield pair
 
 
 def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: FakeClock, pty_port) -> None:  # noqa: ANN001

@@ -9,7 +9,6 @@ import pytest
 
 from shared.clock import FakeClock, ms_from_china
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from terminal.authorize import TapRequest
 
 pytestmark = pytest.mark.broker
@@ -19,9 +18,7 @@ def test_every_approved_sale_is_applied_exactly_once_across_an_outage(broker, tm
     clock = FakeClock(ms_from_china("2026-11-26T11:45"))
     rng = random.Random(3)
     with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=30)
-        conn.close()
+        world = cluster.demo_world(30)
         steady, flaky = cluster.add_terminal("C01"), cluster.add_terminal("C01")
         assert cluster.wait_synced()
 
@@ -61,9 +58,7 @@ def test_every_approved_sale_is_applied_exactly_once_across_an_outage(broker, tm
 def test_a_terminal_shows_when_it_is_offline(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china("2026-11-26T12:00"))
     with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=3)
-        conn.close()
+        world = cluster.demo_world(3)
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         t.cut()

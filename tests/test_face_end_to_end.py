@@ -17,7 +17,6 @@ from hardware.devices import open_devices
 from shared.clock import FakeClock, ms_from_china
 from shared.face_match import card_last4
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from terminal.face_cache import faces_version
 from terminal.face_pay import PROMPT, FacePay
@@ -45,9 +44,7 @@ def test_enroll_pay_by_face_on_the_board_and_withdraw(broker, tmp_path) -> None:
         SimulatedBoard() as board,
     ):
         cluster.server.app.extensions["canteen_face_engine"] = fs.engine()
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=6)
-        conn.close()
+        world = cluster.demo_world(6)
         obama, alex = world.diners[0], world.diners[1]
         handle = cluster.add_terminal("C01")
         terminal = handle.terminal

@@ -17,14 +17,13 @@ from hardware.display import MemoryDisplay
 from hardware.face_engine import SimulatedFaceEngine, pseudo_encoding
 from hardware.keypad import SimulatedKeypad
 from shared.face_match import FacePolicy
-from shared.protocol import ServerKey
 from shared.protocol.face_vector import encoding_to_str
 from shared.protocol.messages import decode_changes
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
-from terminal.config import TerminalConfig
 from terminal.face_pay import PROMPT, FacePay
 from tests import faces_support as fs
+from tests.terminal_support import offline_config
 
 LUNCH = {"meals": {"lunch": {"start": "11:30", "end": "13:30", "price_fen": 1200, "visitor_price_fen": None}}}
 PEOPLE = {"H1": ("C10001", "obama_1"), "H2": ("C20002", "biden_1"), "H3": ("C30003", "alex_lacamoire_1")}
@@ -66,15 +65,7 @@ def cache_changes(encodings: dict[str, str]) -> tuple[dict, ...]:
 
 
 def make_terminal(tmp_path: Path, clock, encodings: dict[str, str]) -> Terminal:  # noqa: ANN001
-    config = TerminalConfig(
-        terminal_id="T-face",
-        canteen_id="C01",
-        secret_hex="00" * 32,
-        server_public_key=ServerKey.generate().public_hex,
-        broker_url="mqtt://127.0.0.1:1",
-        server_url="http://127.0.0.1:1",
-        db_path=str(tmp_path / "t.sqlite"),
-    )
+    config = offline_config(tmp_path, terminal_id="T-face", canteen_id="C01")
     terminal = Terminal(config, clock, display=MemoryDisplay())
     terminal.store.apply_changes(1, decode_changes(cache_changes(encodings)), snapshot=True)
     terminal.sync.assume(in_sync=True)  # no network needed

@@ -24,7 +24,6 @@ from shared.mqtt import BrokerAddress, MqttLink
 from shared.nats_broker import NatsBroker
 from shared.protocol import topics
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from terminal.authorize import TapRequest
 
 terminal_ids = st.from_regex(r"[A-Za-z0-9_-]{1,32}", fullmatch=True)
@@ -137,9 +136,7 @@ def test_two_partitioned_workers_apply_and_acknowledge_every_sale_once(tmp_path:
         assert listener.wait_connected(10)
         first = {"MQTT_INGEST_PARTITION": "0/2", **setting}
         with Cluster(tmp_path, broker=broker, clock=clock, server_config=first) as cluster:
-            conn = cluster.db()
-            world = demo_world(conn, clock.now_ms(), diners=30)
-            conn.close()
+            world = cluster.demo_world(30)
             second = ServerService(
                 broker.url,
                 config={"HOME": str(cluster.workdir), "MQTT_INGEST_PARTITION": "1/2", **setting},

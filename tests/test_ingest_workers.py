@@ -12,7 +12,6 @@ from server.service import ServerService
 from shared.broker import MosquittoBroker
 from shared.clock import FakeClock, ms_from_china
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from terminal.authorize import TapRequest
 
 pytestmark = [
@@ -27,9 +26,7 @@ def test_two_ingest_processes_share_the_sales_and_each_is_applied_once(tmp_path:
     broker = MosquittoBroker().start()
     try:
         with Cluster(tmp_path, broker=broker, clock=clock, server_config=group) as cluster:
-            conn = cluster.db()
-            world = demo_world(conn, clock.now_ms(), diners=30)
-            conn.close()
+            world = cluster.demo_world(30)
             second = ServerService(
                 broker.url, config={"HOME": str(cluster.workdir), **group}, clock=clock
             ).start()

@@ -10,13 +10,13 @@ from click.testing import CliRunner
 
 from server.downstream.backup_marks import DELTA_JUMP
 from shared.clock import FakeClock
-from shared.protocol import Delta, ReversalResult, SaleResult, ServerKey, Snapshot
+from shared.protocol import Delta, ReversalResult, SaleResult, Snapshot
 from shared.protocol.backup_mark import BackupMark
 from terminal import journal_keep, reversals
 from terminal.cli import main as terminal_main
-from terminal.config import TerminalConfig
 from terminal.store import Store
 from terminal.sync import SyncAgent
+from tests.terminal_support import journal_sale, offline_config
 
 DAY_MS = 86_400_000
 T0 = 1_790_000_000_000
@@ -26,17 +26,8 @@ def _store(tmp_path: Path, sales: int, acked: int) -> Store:
     """``sales`` sales a day apart, the first ``acked`` of them acknowledged by the server."""
     store = Store(tmp_path / "t.sqlite")
     for k in range(sales):
-        sale = store.record_sale(
-            terminal_id="T1",
-            canteen_id="C1",
-            card_id="K1",
-            holder_id="H1",
-            amount_fen=100,
-            subsidy_fen=100,
-            self_fen=0,
-            occurred_at_ms=T0 + k * DAY_MS,
-            kind="shop",
-            announced=True,
+        sale = journal_sale(
+            store, 100, T0 + k * DAY_MS, canteen_id="C1", card_id="K1", kind="shop", announced=True
         )
         if k < acked:
             store.apply_results((SaleResult("T1", sale.seq, sale.uuid, "applied"),), "T1")
@@ -63,17 +54,7 @@ def test_pruned_up_to_the_backed_up_seq_and_the_terminals_own_retention(tmp_path
     journal_keep.on_mark(store, BackupMark("T1", backed_up_seq=10), T0 + 100 * DAY_MS, keep_ms=DAY_MS)
     assert _seqs(store) == [10]
     # the next sale still counts on from it
-    nxt = store.record_sale(
-        terminal_id="T1",
-        canteen_id="C1",
-        card_id="K1",
-        holder_id="H1",
-        amount_fen=100,
-        subsidy_fen=100,
-        self_fen=0,
-        occurred_at_ms=T0 + 101 * DAY_MS,
-        kind="shop",
-    )
+    nxt = journal_sale(store, 100, T0 + 101 * DAY_MS, canteen_id="C1", card_id="K1", kind="shop")
     assert nxt.seq == 11
 
 
@@ -150,15 +131,7 @@ class _RestoredServerHttp:
 
 
 def test_a_terminal_behind_the_backup_catches_up_across_the_jump_with_a_snapshot(tmp_path: Path) -> None:
-    config = TerminalConfig(
-        terminal_id="T1",
-        canteen_id="C1",
-        secret_hex="00" * 32,
-        server_public_key=ServerKey.generate().public_hex,
-        broker_url="mqtt://127.0.0.1:1",
-        server_url="http://127.0.0.1:1",
-        db_path=str(tmp_path / "t.sqlite"),
-    )
+    config = offline_config(tmp_path)
     agent = SyncAgent(config, FakeClock(T0))
     agent.store.apply_changes(90, ())  # the terminal had deltas up to 90; the backup had 100
     jump = 100 + DELTA_JUMP

@@ -17,6 +17,7 @@ from shared.protocol import Delta, ProtocolError, Snapshot
 from shared.protocol.messages import HolderChange, Meals, decode_change, decode_changes
 from terminal.store import Store
 from tests.money_world import MoneyWorld
+from tests.terminal_support import journal_sale
 
 LUNCH = ms_from_china("2026-01-06T12:00")
 DAY = "2026-01-06"
@@ -178,18 +179,7 @@ def with_meals(n: int, day: str = DAY, canteen: str = "C01") -> dict[str, Any]:
 
 
 def lunch_here(store: Store, at_ms: int = LUNCH) -> None:
-    store.record_sale(
-        terminal_id="T1",
-        canteen_id="C01",
-        card_id="C1",
-        holder_id="H1",
-        amount_fen=1200,
-        subsidy_fen=1200,
-        self_fen=0,
-        occurred_at_ms=at_ms,
-        meal_period="lunch",
-        announced=True,
-    )
+    journal_sale(store, 1200, at_ms, meal_period="lunch", announced=True)
 
 
 def test_another_terminals_meal_counts_here(store: Store) -> None:

@@ -18,15 +18,13 @@ from server.app import create_app
 from server.cli import main as server_cli
 from server.infra.db import open_db, write_txn
 from server.registry import broker_users, terminals
-from server.registry.units import add_canteen, add_unit
 from shared.clock import FakeClock, ms_from_china
-from shared.mqtt import BrokerAddress, MqttLink
 from shared.nats_broker import NatsBroker, mqtt_to_subject, render_nats_conf
-from shared.protocol import broker_password, topics
+from shared.protocol import topics
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from terminal.authorize import TapRequest
+from tests.broker_support import BrokerLogins, inbox, one_canteen_app
 
 pytestmark = pytest.mark.skipif(
     not NatsBroker.available(), reason="needs nats-server (Debian package nats-server; .ci/run installs it)"
@@ -34,32 +32,19 @@ pytestmark = pytest.mark.skipif(
 
 
 @dataclass
-class LockedNats:
+class LockedNats(BrokerLogins):
     app: object
     files: broker_users.BrokerFiles
     auth_file: Path
     broker: NatsBroker
     creds: dict[str, terminals.TerminalCredentials]
 
-    def link(self, user: str | None, password: str | None = None, client_id: str | None = None, **kw):  # noqa: ANN003, ANN201
-        if user is not None and password is None:
-            password = (
-                broker_users.server_password(self.files.server_password_file)
-                if user == "server"
-                else broker_password(bytes.fromhex(self.creds[user].secret_hex))
-            )
-        address = BrokerAddress("127.0.0.1", self.broker.port, user, password)
-        return MqttLink(client_id or user or "anonymous", address, backoff_max_s=0.5, **kw).start()
-
 
 @pytest.fixture
 def locked(tmp_path: Path) -> Iterator[LockedNats]:
-    app = create_app({"HOME": str(tmp_path), "TESTING": True})
-    conn = open_db(app.config["DATABASE"])
+    app, conn = one_canteen_app(tmp_path)
     creds = {}
     with write_txn(conn):
-        add_unit(conn, "U01", "市财政局")
-        add_canteen(conn, "C01", "一食堂", "U01", now_ms=0)
         for tid in ("T0001", "T0002"):
             creds[tid] = terminals.provision(conn, "C01", 0, "00" * 32, tid)
     files = broker_users.BrokerFiles.from_config(app.config)
@@ -70,11 +55,6 @@ def locked(tmp_path: Path) -> Iterator[LockedNats]:
     broker = NatsBroker(data_dir=str(data_dir), authorization_file=str(auth_file)).start()
     yield LockedNats(app, files, auth_file, broker, creds)
     broker.stop()
-
-
-def _inbox() -> tuple[list[tuple[str, bytes]], object]:
-    got: list[tuple[str, bytes]] = []
-    return got, lambda t, p: got.append((t, p))
 
 
 def test_the_rendered_configuration_is_locked_and_has_what_nats_mqtt_needs() -> None:
@@ -110,8 +90,8 @@ def test_nats_config_cli_renders_and_writes_the_users(tmp_path: Path) -> None:
 
 
 def test_qos1_and_the_acl_hold_through_nats(locked: LockedNats) -> None:
-    server_seen, on_server = _inbox()
-    t1_seen, on_t1 = _inbox()
+    server_seen, on_server = inbox()
+    t1_seen, on_t1 = inbox()
     server = locked.link("server", subscriptions=[(f"{topics.PREFIX}/t/+/up/#", 1)], on_message=on_server)
     t1 = locked.link("T0001", subscriptions=[(f"{topics.PREFIX}/t/T0001/down/#", 1)], on_message=on_t1)
     try:
@@ -154,7 +134,7 @@ def test_retained_status_reaches_the_servers_wildcard_and_a_killed_terminal_leav
     try:
         assert t1.wait_connected(10)
         assert t1.publish(topics.status("T0001"), b"online", retain=True)
-        seen, on_seen = _inbox()
+        seen, on_seen = inbox()
         server = locked.link("server", subscriptions=[(topics.ALL_STATUS, 1)], on_message=on_seen)
         try:
             # subscribed after the publish: only the retained copy can bring it
@@ -173,9 +153,7 @@ def test_a_real_sale_is_applied_once_through_nats(tmp_path: Path) -> None:
     broker = NatsBroker().start()  # open (tests only): the harness's terminals enrol over HTTP
     try:
         with Cluster(tmp_path, broker=broker, clock=clock) as cluster:
-            conn = cluster.db()
-            world = demo_world(conn, clock.now_ms(), diners=6)
-            conn.close()
+            world = cluster.demo_world(6)
             term = cluster.add_terminal("C01")
             assert cluster.wait_synced(30)
             rng = random.Random(5)

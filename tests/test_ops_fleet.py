@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import sqlite3
 import stat
 import subprocess
@@ -48,6 +47,7 @@ from simulator.harness.tls import TlsFront, make_test_ca
 from simulator.harness.world import demo_world, meal
 from simulator.waiting import wait_until
 from terminal.server_http import ServerHttp, ServerRefused
+from tests.process_support import ROOT, free_port
 
 pytestmark = [
     pytest.mark.sqlite_only("server processes on a SQLite file (PostgreSQL: test_chaos_cluster.py)"),
@@ -56,16 +56,9 @@ pytestmark = [
     pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary"),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 T = 60.0  # generous: 2 cores shared with other runs
 DASHBOARD = ROOT / "deploy" / "grafana" / "canteen-fleet.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _text(log: Path) -> str:

@@ -9,8 +9,6 @@ import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -25,24 +23,7 @@ from simulator.chaos.procs import ServerProcess, TerminalProcess
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from tests.helpers import terminal as provision_terminal
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _server_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from server.cli import main; main()", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.process_support import free_port, server_cli
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
@@ -57,7 +38,7 @@ def _json_lines(path: Path) -> list[dict[str, Any]]:
 
 def _home(tmp_path: Path) -> tuple[Path, Any, Any]:
     home = tmp_path / "server"
-    assert _server_cli("--home", str(home), "init").returncode == 0
+    assert server_cli("--home", str(home), "init").returncode == 0
     db = open_db(home / "server" / "canteen.sqlite")
     now = int(time.time() * 1000)
     world = demo_world(db, now, diners=5)
@@ -77,7 +58,7 @@ def test_one_sale_is_traced_by_its_id_through_terminal_and_server_json_logs(
 ) -> None:
     monkeypatch.setenv("CANTEEN_LOG_JSON", "1")  # both processes: the option's environment variable
     home, world, creds = _home(tmp_path)
-    server = ServerProcess(home, broker.url, _free_port()).start()
+    server = ServerProcess(home, broker.url, free_port()).start()
     config_path = tmp_path / "terminal.json"
     config_path.write_text(
         json.dumps(
@@ -131,7 +112,7 @@ def test_one_sale_is_traced_by_its_id_through_terminal_and_server_json_logs(
     access = next(r for r in server_lines if r.get("request_id") == "trace-me-1")
     assert access["http_route"] == "/api/v1/health" and access["http_status"] == 200
     # … on to its ledger entries and (not yet settled) statement
-    traced = _server_cli("--home", str(home), "trace-sale", sale_id, "--json")
+    traced = server_cli("--home", str(home), "trace-sale", sale_id, "--json")
     assert traced.returncode == 0, traced.stderr
     doc = json.loads(traced.stdout)
     assert doc["sale"]["status"] == "applied" and sum(e["amount_fen"] for e in doc["entries"]) == 350
@@ -152,7 +133,7 @@ def test_server_tells_systemd_it_is_ready_pings_the_watchdog_and_says_stopping(
     sock.settimeout(30)
     monkeypatch.setenv("NOTIFY_SOCKET", str(sock_path))  # what systemd passes a Type=notify service
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")  # WatchdogSec=1: ping every 0.5 s
-    server = ServerProcess(home, broker.url, _free_port()).start()
+    server = ServerProcess(home, broker.url, free_port()).start()
     try:
         got = [sock.recv(4096).decode() for _ in range(3)]
         assert got[0] == "READY=1" and got[1:] == ["WATCHDOG=1", "WATCHDOG=1"]

@@ -10,7 +10,6 @@ from server.sales import qr_codes
 from shared.clock import FakeClock, ms_from_china
 from shared.paycode import make_code
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from terminal.authorize import TapRequest
 
@@ -20,9 +19,7 @@ pytestmark = pytest.mark.broker
 def test_a_double_spent_code_is_accounted_reported_and_revoked_everywhere(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china("2026-11-26T12:00"))
     with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=4)
-        conn.close()
+        world = cluster.demo_world(4)
         diner = world.diners[0]
         cred = cluster.http(
             "POST", "/api/v1/qr/credentials", {"card_id": diner.card_id, "offline_allowance_fen": 2000}

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import os
 import threading
-import tty
+from collections.abc import Iterator
 
 import pytest
 
 from hardware.qr_scanner import SerialQrScanner, SimulatedQrScanner, split_lines
 from hardware.serial_port import SerialError, SerialSpec, open_port
+from tests.serial_support import raw_pty
 
 
 @pytest.fixture
-def pty_pair():  # noqa: ANN201
-    master, slave = os.openpty()
-    tty.setraw(slave)  # as the driver will set it; bytes written before it opens stay raw
-    path = os.ttyname(slave)
-    yield master, path
-    for fd in (master, slave):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+def pty_pair() -> Iterator[tuple[int, str]]:
+    with raw_pty() as pair:
+        yield pair
 
 
 def _read_all(scanner: SerialQrScanner, n: int) -> list[str]:

@@ -24,54 +24,28 @@ from server.closing.check import all_violations, quarantine_summary
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.registry import canteens, units
-from server.registry.terminals import TerminalCredentials
 from server.registry.units import set_terminal_settings
 from server.sales import quarantine
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, SystemClock, ms_from_china
 from shared.errors import DomainError
-from shared.protocol import Ack, Item, Sale, SaleResult, open_envelope, topics
+from shared.protocol import Item, topics
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import World, demo_world
+from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from tests.helpers import sale, signed_batch, terminal
+from tests.ingest_support import NOON, IngestCity
 from tests.money_world import OPERATOR, MoneyWorld
 
-NOON = "2026-11-26T12:00"  # lunch: ¥12.00 own staff, ¥15.00 visitors at C01 (U01)
 YEAR_2099_MS = ms_from_china("2099-01-01T12:00")
 
 
-class City:
-    """demo_world, one terminal at C01, and the real ingest worker (no broker)."""
-
-    def __init__(self, path: Path) -> None:
-        self.clock = FakeClock(ms_from_china(NOON))
-        self.conn = open_db(path)
-        self.world: World = demo_world(self.conn, self.clock.now_ms(), diners=6)
-        self.creds: TerminalCredentials = terminal(self.conn, "C01", self.clock.now_ms())
-        self.acks: list[Ack] = []
-        self.worker = IngestWorker(self.conn, self.clock, self._collect)
-        self.seq = 0
-
-    def _collect(self, topic: str, payload: bytes, retain: bool) -> bool:
-        secret = bytes.fromhex(self.creds.secret_hex)
-        self.acks.append(Ack.from_body(open_envelope(payload, secret_for=lambda _s: secret).body))
-        return True
-
+class City(IngestCity):
     def staff(self) -> str:  # a U01 diner: staff of C01's unit
-        return next(d.card_id for d in self.world.diners if d.unit_id == "U01")
+        return self.card("U01")
 
     def visitor(self) -> str:
-        return next(d.card_id for d in self.world.diners if d.unit_id == "U02")
-
-    def new(self, card: str | None, amount_fen: int, **kw: object) -> Sale:
-        self.seq += 1
-        return sale(self.creds, self.seq, card, amount_fen, kw.pop("at_ms", self.clock.now_ms()), **kw)
-
-    def send(self, *sales: Sale) -> list[SaleResult]:
-        wire = signed_batch(self.creds, list(sales), self.clock.now_ms())
-        self.worker.process([(topics.sales(self.creds.terminal_id), wire)])
-        return list(self.acks[-1].results)
+        return self.card("U02")
 
     def balances(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.conn.execute("SELECT id, balance_fen FROM accounts")}
@@ -80,12 +54,9 @@ class City:
         row = self.conn.execute(
             "SELECT h.blocked, coalesce((SELECT balance_fen FROM accounts WHERE id = ?), 0) "
             "FROM cards c JOIN holders h ON h.id = c.holder_id WHERE c.card_id = ?",
-            (ledger.self_purse(self._holder(card)), card),
+            (ledger.self_purse(self.holder(card)), card),
         ).fetchone()
         return bool(row[0]) or row[1] < 0
-
-    def _holder(self, card: str) -> str:
-        return self.conn.execute("SELECT holder_id FROM cards WHERE card_id = ?", (card,)).fetchone()[0]
 
 
 @pytest.fixture
@@ -100,7 +71,7 @@ def _held(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 def test_finding_ten_million_fen_on_another_units_card_is_quarantined(city: City) -> None:
     before = city.balances()
     card = city.visitor()
-    [r] = city.send(city.new(card, 10_000_000, offline=True, subsidy_fen=10_000_000))
+    [r] = city.send(city.new_sale(card, 10_000_000, offline=True, subsidy_fen=10_000_000))
     assert (r.status, r.reason, r.quarantined, r.rejected) == ("quarantined", "sale_over_limit", True, False)
     assert r.balance is None and r.subsidy_fen == r.self_fen == r.overdraft_fen == 0
     assert city.balances() == before  # no purse, no payable moved
@@ -111,7 +82,7 @@ def test_finding_ten_million_fen_on_another_units_card_is_quarantined(city: City
 
 
 def test_a_copy_of_a_quarantined_sale_is_a_duplicate_the_terminal_reads_as_quarantined(city: City) -> None:
-    s = city.new(city.staff(), 1500, meal_period="lunch", kind="meal")  # staff at the visitor price
+    s = city.new_sale(city.staff(), 1500, meal_period="lunch", kind="meal")  # staff at the visitor price
     [first] = city.send(s)
     [copy] = city.send(s)
     assert (first.status, first.reason) == ("quarantined", "sale_price_mismatch")
@@ -126,13 +97,13 @@ def test_a_copy_of_a_quarantined_sale_is_a_duplicate_the_terminal_reads_as_quara
 
 def test_a_sale_dated_2099_is_quarantined(city: City) -> None:
     before = city.balances()
-    [r] = city.send(city.new(city.staff(), 500, at_ms=YEAR_2099_MS))
+    [r] = city.send(city.new_sale(city.staff(), 500, at_ms=YEAR_2099_MS))
     assert (r.status, r.reason) == ("quarantined", "sale_time_future")
     assert city.balances() == before
 
 
 def test_a_sale_dated_before_the_terminal_existed_is_quarantined(city: City) -> None:
-    [r] = city.send(city.new(city.staff(), 500, at_ms=city.clock.now_ms() - 86_400_000))
+    [r] = city.send(city.new_sale(city.staff(), 500, at_ms=city.clock.now_ms() - 86_400_000))
     assert (r.status, r.reason) == ("quarantined", "sale_time_before_terminal")
 
 
@@ -140,12 +111,12 @@ def test_meals_cost_the_periods_price_for_staff_and_visitors(city: City) -> None
     staff, visitor = city.staff(), city.visitor()
     meal = {"kind": "meal", "meal_period": "lunch"}
     results = city.send(
-        city.new(staff, 1200, **meal),  # staff price
-        city.new(visitor, 1500, **meal),  # visitor price
-        city.new(visitor, 1300, **meal),  # neither
-        city.new(staff, 1500, **meal),  # a visitor's price charged to staff
-        city.new(staff, 500, kind="meal", meal_period="dinner"),  # dinner costs ¥10.00
-        city.new(None, 1500, method="ecny", subsidy_fen=0, **meal),  # an unidentified payer
+        city.new_sale(staff, 1200, **meal),  # staff price
+        city.new_sale(visitor, 1500, **meal),  # visitor price
+        city.new_sale(visitor, 1300, **meal),  # neither
+        city.new_sale(staff, 1500, **meal),  # a visitor's price charged to staff
+        city.new_sale(staff, 500, kind="meal", meal_period="dinner"),  # dinner costs ¥10.00
+        city.new_sale(None, 1500, method="ecny", subsidy_fen=0, **meal),  # an unidentified payer
     )
     assert [(r.status, r.reason) for r in results] == [
         ("applied", None),
@@ -161,11 +132,11 @@ def test_a_basket_must_carry_the_price_list_prices(city: City) -> None:
     card = city.staff()
     right = (Item("tissue", 2, 350), Item("water", 1, 200))
     results = city.send(
-        city.new(card, 900, items=right),
-        city.new(card, 300, items=(Item("tissue", 1, 300),)),  # cheaper than listed
-        city.new(card, 900, items=(Item("caviar", 1, 900),)),
-        city.new(card, 9_000),  # a typed amount within the ¥100.00 limit
-        city.new(card, 10_001),  # above it
+        city.new_sale(card, 900, items=right),
+        city.new_sale(card, 300, items=(Item("tissue", 1, 300),)),  # cheaper than listed
+        city.new_sale(card, 900, items=(Item("caviar", 1, 900),)),
+        city.new_sale(card, 9_000),  # a typed amount within the ¥100.00 limit
+        city.new_sale(card, 10_001),  # above it
     )
     assert [(r.status, r.reason) for r in results] == [
         ("applied", None),
@@ -181,7 +152,7 @@ def test_offline_sales_beyond_the_offline_limit_are_quarantined(city: City) -> N
         set_terminal_settings(city.conn, {"risk": {"max_offline_total_fen": 3_000}}, city.clock.now_ms())
     city.clock.advance_ms(1_000)
     card = city.staff()
-    online, offline = city.send(city.new(card, 5_000), city.new(card, 5_000, offline=True))
+    online, offline = city.send(city.new_sale(card, 5_000), city.new_sale(card, 5_000, offline=True))
     assert (online.status, offline.status, offline.reason) == (
         "applied",
         "quarantined",
@@ -202,16 +173,16 @@ def test_a_sale_priced_before_a_price_change_is_applied(city: City) -> None:
     card = city.staff()
     meal = {"kind": "meal", "meal_period": "lunch"}
     results = city.send(
-        city.new(card, 1200, at_ms=before_change, **meal),  # old price, made before the change
-        city.new(card, 1300, **meal),  # the new price
-        city.new(card, 1400, **meal),  # never the price
+        city.new_sale(card, 1200, at_ms=before_change, **meal),  # old price, made before the change
+        city.new_sale(card, 1300, **meal),  # the new price
+        city.new_sale(card, 1400, **meal),  # never the price
     )
     assert [r.status for r in results] == ["applied", "applied", "quarantined"]
 
 
 def test_accept_applies_the_sale_now_once_and_copies_stay_duplicates(city: City) -> None:
     card = city.visitor()
-    s = city.new(card, 20_000)  # above the ¥100.00 limit: a banquet the canteen vouches for
+    s = city.new_sale(card, 20_000)  # above the ¥100.00 limit: a banquet the canteen vouches for
     [held] = city.send(s)
     assert held.status == "quarantined"
     before = city.balances()
@@ -236,7 +207,7 @@ def test_accept_applies_the_sale_now_once_and_copies_stay_duplicates(city: City)
 
 
 def test_reject_never_applies_and_the_canteen_sees_why(city: City) -> None:
-    s = city.new(city.staff(), 1500, kind="meal", meal_period="lunch")
+    s = city.new_sale(city.staff(), 1500, kind="meal", meal_period="lunch")
     city.send(s)
     before = city.balances()
     with pytest.raises(DomainError) as exc, write_txn(city.conn):
@@ -258,7 +229,9 @@ def test_reject_never_applies_and_the_canteen_sees_why(city: City) -> None:
 
 def test_settlement_counts_only_applied_sales(city: City) -> None:
     card = city.staff()
-    city.send(city.new(card, 800), city.new(card, 50_000), city.new(card, 800, at_ms=YEAR_2099_MS))
+    city.send(
+        city.new_sale(card, 800), city.new_sale(card, 50_000), city.new_sale(card, 800, at_ms=YEAR_2099_MS)
+    )
     payable = city.balances()[ledger.canteen_payable("C01")]
     applied = city.conn.execute(
         "SELECT sum(amount_fen) FROM sales WHERE canteen_id = 'C01' AND status = 'applied'"
@@ -271,9 +244,9 @@ def test_a_terminal_quarantined_three_times_a_day_is_suspect(
 ) -> None:
     card = city.staff()
     with caplog.at_level(logging.WARNING, logger="server.sales.quarantine"):
-        city.send(city.new(card, 20_000), city.new(card, 30_000))
+        city.send(city.new_sale(card, 20_000), city.new_sale(card, 30_000))
         assert not [r for r in caplog.records if r.getMessage().startswith("terminal_suspect")]
-        city.send(city.new(card, 40_000))
+        city.send(city.new_sale(card, 40_000))
     suspect = [r for r in caplog.records if r.name == "server.sales.quarantine"]
     assert [(r.levelname, r.getMessage().split(":")[0]) for r in suspect] == [("WARNING", "terminal_suspect")]
     listed = quarantine.listing(city.conn, city.clock.now_ms())
@@ -308,7 +281,9 @@ def test_implausible_sales_never_move_a_balance(city: City, cases: list[dict], o
         amount = kw.pop("amount_fen")
         days = kw.pop("days", 0)
         at = city.clock.now_ms() + days * 86_400_000
-        sales.append(city.new(city.visitor(), amount, at_ms=at, offline=offline, subsidy_fen=amount, **kw))
+        sales.append(
+            city.new_sale(city.visitor(), amount, at_ms=at, offline=offline, subsidy_fen=amount, **kw)
+        )
     results = city.send(*sales)
     assert all(r.status == "quarantined" for r in results), [(r.status, r.reason) for r in results]
     assert city.balances() == before

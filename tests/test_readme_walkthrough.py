@@ -39,6 +39,7 @@ import pytest
 
 from shared.broker import MosquittoBroker, mosquitto_binary
 from simulator.waiting import wait_until
+from tests.process_support import ROOT, free_port
 
 pytestmark = [
     pytest.mark.slow,
@@ -46,7 +47,6 @@ pytestmark = [
     pytest.mark.skipif(not MosquittoBroker.available(), reason="needs the mosquitto binary"),
 ]
 
-ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SECTION = "## Running it for real"
 BIN = Path(sys.executable).parent  # the venv's console scripts, in any checkout
@@ -79,12 +79,6 @@ CODE = re.compile(r"\b[0-9A-Z]{4}(?:-[0-9A-Z]{4}){3}\b")
 
 # placeholders in the README's "also:" lists of further subcommands (and D: today)
 PLACEHOLDERS = {"QUARTER": "2026Q1", "YEAR": "2026"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def today() -> str:

@@ -15,9 +15,8 @@ from server.cli.root import main
 from server.infra.auth import create_token
 from server.infra.db import open_db, write_txn
 from server.registry import ceilings, funds, leavers
-from server.registry import units as registry
 from shared.clock import FakeClock, ms_from_china
-from tests.helpers import populated
+from tests.helpers import BOOKS_AT, one_holder_books, populated
 
 ATTACKER_ACCOUNT = "6222020200112233445"
 
@@ -113,12 +112,10 @@ def test_a_roster_import_that_changes_an_account_is_logged(client, conn, auth) -
 def home(tmp_path: Path) -> Path:
     home = tmp_path / "cli-home"
     assert CliRunner().invoke(main, ["--home", str(home), "init"]).exit_code == 0
+    one_holder_books(home / "server" / "canteen.sqlite", canteen=False)
     conn = open_db(home / "server" / "canteen.sqlite")
-    at = ms_from_china("2024-01-03T09:00")
     with write_txn(conn):
-        registry.add_unit(conn, "U01", "市财政局", 30_000)
-        registry.add_holder(conn, "H1", "U01", "张伟", "K1", now_ms=at)
-        funds.topup(conn, "K1", 5_000, at)
+        funds.topup(conn, "K1", 5_000, ms_from_china(BOOKS_AT))
     conn.close()
     return home
 

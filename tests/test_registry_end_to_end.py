@@ -6,7 +6,6 @@ import pytest
 
 from shared.clock import FakeClock, ms_from_china
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import demo_world
 from terminal.authorize import TapRequest
 
 pytestmark = pytest.mark.broker
@@ -15,9 +14,7 @@ pytestmark = pytest.mark.broker
 def test_lost_replaced_repriced_and_leaver_cards_behave_at_a_live_terminal(broker, tmp_path) -> None:  # noqa: ANN001
     clock = FakeClock(ms_from_china("2026-11-26T11:45"))
     with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=6)
-        conn.close()
+        world = cluster.demo_world(6)
         t = cluster.add_terminal("C01")
         assert cluster.wait_synced()
         alice, bob = world.diners[0].card_id, world.diners[3].card_id  # both of U01, C01's host

@@ -13,9 +13,10 @@ import pytest
 from server.books import ledger
 from server.infra.db import write_txn
 from shared.clock import FakeClock
-from shared.protocol import Reversal, ReversalBatch, seal_hmac, topics
-from simulator.chaos.audit import AuditResult, ReversalRow, audit
+from shared.protocol import Reversal, topics
+from simulator.chaos.audit import AuditResult, ReversalRow
 from simulator.chaos.plan import OPERATOR_CARD, ChaosOptions, _taps, build_plan
+from tests.helpers import signed_reversals
 from tests.test_chaos import CARDS, Books
 
 
@@ -52,31 +53,15 @@ class ReversalBooks(Books):
             self.clock.now_ms(),
         )
         if send:
-            wire = seal_hmac(
-                "reversal_batch",
-                self.creds.terminal_id,
-                ReversalBatch((r,)).to_body(),
-                bytes.fromhex(self.creds.secret_hex),
-                1,
-            )
+            wire = signed_reversals(self.creds, [r], 1)
             self.worker.process([(topics.reversals(self.creds.terminal_id), wire)])
         rr = ReversalRow(self.creds.terminal_id, r.seq, r.uuid, sale_seq, self.holder, amount)
         self.reversals.append(rr)
         self.events.append({"event": "reversed", "uuid": r.uuid})
         return rr
 
-    def audit(self, allowance: int = 0, compromised: list[tuple[str, int, str]] | None = None) -> AuditResult:
-        tid = self.creds.terminal_id
-        return audit(
-            self.conn,
-            {tid: self.journal},
-            {tid: self.events},
-            pending={tid: 0},
-            start_balance_fen=self.start,
-            offline_allowance_fen=allowance,
-            max_clock_offset_ms=300_000,
-            reversals={tid: self.reversals},
-        )
+    def journaled_reversals(self) -> dict[str, list[ReversalRow]]:
+        return {self.creds.terminal_id: self.reversals}
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from server.infra.db import open_db
 from server.sales.ingest import IngestWorker
 from shared.clock import FakeClock, ms_from_china
 from shared.pin_hash import verify_pin_record
-from shared.protocol import Reversal, ReversalBatch, seal_hmac, topics
-from tests.helpers import populated, sale, signed_batch, terminal
+from shared.protocol import Reversal, topics
+from tests.helpers import populated, sale, signed_batch, signed_reversals, terminal
 
 NOON = ms_from_china("2026-11-26T12:00")
 
@@ -74,13 +74,7 @@ def test_the_history_shows_the_reversal_under_its_sale_and_check_stays_green(hom
         Reversal(creds.terminal_id, 1, uuid.uuid4().hex, 2, sold[1].uuid, "C01", "OP1", 1200, NOON + 60_000),
         Reversal(creds.terminal_id, 2, uuid.uuid4().hex, 9, "f" * 32, "C01", "OP1", 500, NOON + 60_000),
     ]
-    wire = seal_hmac(
-        "reversal_batch",
-        creds.terminal_id,
-        ReversalBatch(tuple(reversals)).to_body(),
-        bytes.fromhex(creds.secret_hex),
-        NOON,
-    )
+    wire = signed_reversals(creds, reversals, NOON)
     worker.process([(topics.reversals(creds.terminal_id), wire)])
     conn.close()
     history = invoke(home, "holder", "history", card)

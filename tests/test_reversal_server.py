@@ -21,69 +21,29 @@ from server.books import ledger
 from server.closing.check import all_violations
 from server.closing.settlement import settle_quarter, settlement_document
 from server.closing.statement_files import payout_csv, payout_lines
-from server.infra.db import open_db, write_txn
+from server.infra.db import write_txn
 from server.registry import canteens
-from server.registry.terminals import TerminalCredentials
-from server.sales.ingest import IngestWorker
-from shared.clock import FakeClock, ms_from_china
+from shared.clock import ms_from_china
 from shared.errors import CATALOG
 from shared.protocol import (
-    Ack,
     ProtocolError,
     Reversal,
-    ReversalAck,
     ReversalBatch,
     ReversalResult,
     Sale,
-    SaleResult,
-    open_envelope,
     seal_hmac,
     topics,
 )
-from simulator.harness.world import World, demo_world
-from tests.helpers import sale, signed_batch, terminal
+from tests.helpers import signed_reversals
+from tests.ingest_support import IngestCity
 
-NOON = "2026-11-26T12:00"
 MINUTE = 60_000
 
 
-class City:
-    """demo_world, one terminal at C01 and the real ingest worker (no broker)."""
-
+class City(IngestCity):
     def __init__(self, path: Path) -> None:
-        self.clock = FakeClock(ms_from_china(NOON))
-        self.conn = open_db(path)
-        self.world: World = demo_world(self.conn, self.clock.now_ms(), diners=6)
-        self.creds: TerminalCredentials = terminal(self.conn, "C01", self.clock.now_ms())
-        self.acks: list[Ack] = []
-        self.reversal_acks: list[ReversalAck] = []
-        self.worker = IngestWorker(self.conn, self.clock, self._collect)
-        self.seq = 0
+        super().__init__(path)
         self.rseq = 0
-
-    def _collect(self, topic: str, payload: bytes, retain: bool) -> bool:
-        secret = bytes.fromhex(self.creds.secret_hex)
-        env = open_envelope(payload, secret_for=lambda _s: secret)
-        if env.type == "reversal_ack":
-            self.reversal_acks.append(ReversalAck.from_body(env.body))
-        else:
-            self.acks.append(Ack.from_body(env.body))
-        return True
-
-    def card(self, unit: str = "U01") -> str:
-        return next(d.card_id for d in self.world.diners if d.unit_id == unit)
-
-    def holder(self, card: str) -> str:
-        return self.conn.execute("SELECT holder_id FROM cards WHERE card_id = ?", (card,)).fetchone()[0]
-
-    def new_sale(self, card: str, amount_fen: int, **kw: Any) -> Sale:
-        self.seq += 1
-        return sale(self.creds, self.seq, card, amount_fen, kw.pop("at_ms", self.clock.now_ms()), **kw)
-
-    def send(self, *sales: Sale) -> list[SaleResult]:
-        wire = signed_batch(self.creds, list(sales), self.clock.now_ms())
-        self.worker.process([(topics.sales(self.creds.terminal_id), wire)])
-        return list(self.acks[-1].results)
 
     def spend_down(self, card: str, keep_fen: int) -> None:
         """Shop sales until the card's subsidy is ``keep_fen``."""
@@ -109,13 +69,7 @@ class City:
         return Reversal(**fields)
 
     def reverse(self, *reversals: Reversal) -> list[ReversalResult]:
-        wire = seal_hmac(
-            "reversal_batch",
-            self.creds.terminal_id,
-            ReversalBatch(tuple(reversals)).to_body(),
-            bytes.fromhex(self.creds.secret_hex),
-            self.clock.now_ms(),
-        )
+        wire = signed_reversals(self.creds, reversals, self.clock.now_ms())
         before = len(self.reversal_acks)
         self.worker.process([(topics.reversals(self.creds.terminal_id), wire)])
         return list(self.reversal_acks[before].results)

@@ -26,15 +26,14 @@ from shared.protocol import (
     Ack,
     Reversal,
     ReversalAck,
-    ReversalBatch,
     ReversalResult,
     Sale,
     open_envelope,
-    seal_hmac,
     topics,
 )
 from shared.reversal_rules import DEFAULT_WINDOW_MINUTES, offline_refusal, window_refusal
 from shared.risk_limits import MINUTE_MS, RiskLimits
+from tests.helpers import signed_reversals
 from tests.test_money_stateful import CANTEENS, HOLDERS, MoneyMachine
 
 WINDOW_MS = DEFAULT_WINDOW_MINUTES * MINUTE_MS
@@ -63,13 +62,7 @@ class ReversalMachine(MoneyMachine):
 
     def _send_reversal(self, r: Reversal) -> ReversalResult:
         creds = self.terminals[r.canteen_id]
-        wire = seal_hmac(
-            "reversal_batch",
-            creds.terminal_id,
-            ReversalBatch((r,)).to_body(),
-            bytes.fromhex(creds.secret_hex),
-            self.clock.now_ms(),
-        )
+        wire = signed_reversals(creds, [r], self.clock.now_ms())
         before = len(self.reversal_acks)
         self.worker.process([(topics.reversals(creds.terminal_id), wire)])
         assert len(self.reversal_acks) == before + 1

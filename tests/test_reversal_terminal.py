@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hardware.display import MemoryDisplay, Screen
 from hardware.keypad import SimulatedKeypad
 from hardware.reader import SimulatedCardReader
 from shared.clock import FakeClock, ms_from_china
@@ -27,7 +28,9 @@ from terminal import reversals
 from terminal.agent import Terminal
 from terminal.authorize import TapRequest
 from terminal.devices import DeviceLoop, Order
+from terminal.ecny import EcnyCashier
 from tests.ident_helpers import CANTEEN, offline_terminal
+from tests.terminal_support import JournalCheckingDisplay, holder_with_card
 
 NOON = ms_from_china("2026-01-06T12:00")
 MINUTE = 60_000
@@ -54,7 +57,12 @@ class Counter:
         self.events: list[dict[str, Any]] = []
         self.t = with_operator(offline_terminal(tmp_path, clock, online=online, **config))
         self.t.on_event = self.events.append
-        self.t.display = JournalCheckingDisplay(self.t.config.db_path)
+        # when 冲正成功 is shown, the reversal must already be committed
+        self.t.display = JournalCheckingDisplay(
+            self.t.config.db_path,
+            "reversals",
+            lambda screen: bool(screen.lines) and screen.lines[0] == "冲正成功",
+        )
         self.loop = DeviceLoop.from_config(self.t, self.t.config, order=lambda: Order("shop", amount_fen=800))
         self.keypad = SimulatedKeypad()
         self.loop.keypad = self.keypad
@@ -92,22 +100,6 @@ class Counter:
 
     def close(self) -> None:
         self.loop.stop()
-
-
-class JournalCheckingDisplay(MemoryDisplay):
-    """When 冲正成功 is shown, the reversal must already be committed (another connection)."""
-
-    def __init__(self, db_path: str) -> None:
-        super().__init__()
-        self.db_path = db_path
-        self.journaled_when_shown: list[int] = []
-
-    def show(self, screen: Screen) -> None:
-        if screen.lines and screen.lines[0] == "冲正成功":
-            conn = sqlite3.connect(self.db_path)
-            self.journaled_when_shown.append(conn.execute("SELECT count(*) FROM reversals").fetchone()[0])
-            conn.close()
-        super().show(screen)
 
 
 @pytest.fixture
@@ -166,19 +158,7 @@ def test_a_reversed_sale_is_no_longer_spending_and_the_totals_show_sales_reversa
 def test_the_diners_card_picks_the_sale(counter: Counter) -> None:
     counter.t.store.apply_changes(
         3,
-        decode_changes(
-            (
-                {
-                    "kind": "holder",
-                    "holder_id": "H2",
-                    "unit_id": "U01",
-                    "subsidy_fen": 5000,
-                    "self_fen": 0,
-                    "blocked": False,
-                },
-                {"kind": "card", "card_id": "C2", "holder_id": "H2", "status": "active"},
-            )
-        ),
+        decode_changes(holder_with_card("H2", "C2")),
     )
     counter.sell("C1")
     counter.sell("C2")
@@ -255,40 +235,39 @@ def test_offline_reversals_are_bounded_per_day(tmp_path: Path, clock: FakeClock)
         c.close()
 
 
-def test_a_digital_rmb_sale_is_refunded_through_the_gateway(tmp_path: Path, clock: FakeClock) -> None:
+@contextmanager
+def ecny_counter(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[Counter, EcnyCashier, SimulatedGateway]]:
+    """A counter whose QR scanner takes digital RMB codes through the simulated gateway,
+    and wallet W1 there holding 1000 fen; closed after."""
     c = Counter(tmp_path, clock, qr_scanner="simulated", ecny_gateway="simulated")
     try:
         assert c.loop.cashier is not None
         gw = c.loop.cashier.gateway
         assert isinstance(gw, SimulatedGateway)
         gw.add_wallet("W1", 1000)
-        decision, sale = c.loop.cashier.pay_with_code(
-            gw.payment_code("W1"), kind="shop", items=(("water", 1),)
-        )
+        yield c, c.loop.cashier, gw
+    finally:
+        c.close()
+
+
+def test_a_digital_rmb_sale_is_refunded_through_the_gateway(tmp_path: Path, clock: FakeClock) -> None:
+    with ecny_counter(tmp_path, clock) as (c, cashier, gw):
+        decision, sale = cashier.pay_with_code(gw.payment_code("W1"), kind="shop", items=(("water", 1),))
         assert decision.approved and sale is not None and gw.wallets["W1"].balance_fen == 800
         out = c.loop.reversal.by_line(rf.ReversalLine(OPERATOR, PIN))
         assert out.ok and out.reversal is not None
         assert out.reversal.refund_no is not None and out.reversal.method == "ecny"
         assert gw.wallets["W1"].balance_fen == 1000  # back in the diner's wallet
         assert "数字人民币原路退回" in c.screen()
-    finally:
-        c.close()
 
 
 def test_offline_a_digital_rmb_sale_cannot_be_reversed(tmp_path: Path, clock: FakeClock) -> None:
-    c = Counter(tmp_path, clock, qr_scanner="simulated", ecny_gateway="simulated")
-    try:
-        assert c.loop.cashier is not None
-        gw = c.loop.cashier.gateway
-        assert isinstance(gw, SimulatedGateway)
-        gw.add_wallet("W1", 1000)
-        c.loop.cashier.pay_with_code(gw.payment_code("W1"), kind="shop", items=(("water", 1),))
+    with ecny_counter(tmp_path, clock) as (c, cashier, gw):
+        cashier.pay_with_code(gw.payment_code("W1"), kind="shop", items=(("water", 1),))
         c.t.sync.assume(False)
         out = c.loop.reversal.by_line(rf.ReversalLine(OPERATOR, PIN))
         assert (out.ok, out.reason) == (False, "ecny_offline")
         assert gw.wallets["W1"].balance_fen == 800 and c.reversal_rows() == []
-    finally:
-        c.close()
 
 
 def test_an_unannounced_reversal_is_announced_at_the_next_start(tmp_path: Path, clock: FakeClock) -> None:

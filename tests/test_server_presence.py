@@ -12,7 +12,7 @@ from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import ServerStatus, ServerVerifier, open_envelope, topics
 from simulator.harness.cluster import Cluster, TerminalHandle
-from simulator.harness.world import World, demo_world
+from simulator.harness.world import World
 from simulator.waiting import wait_until
 from terminal.agent import OFFLINE_BANNER
 from terminal.authorize import TapRequest
@@ -24,9 +24,7 @@ pytestmark = pytest.mark.broker
 def _cluster(broker, tmp_path, **terminal) -> Iterator[tuple[Cluster, World, TerminalHandle]]:  # noqa: ANN001
     clock = FakeClock(ms_from_china("2026-01-06T12:00"))
     with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=6)
-        conn.close()
+        world = cluster.demo_world(6)
         t = cluster.add_terminal("C01", **terminal)
         assert cluster.wait_synced()
         yield cluster, world, t

@@ -124,10 +124,21 @@ def test_a_wrong_page_link_shows_nothing(client, conn, clock, world) -> None:  #
 
 
 def _ingest(conn, clock, *batches) -> list:  # noqa: ANN001
+    """Each (terminal credentials, [sales]) signed as one batch now, all through the worker."""
     published: list = []
     worker = IngestWorker(conn, clock, lambda t, p, r: published.append((t, p)) or True)
-    worker.process([(topics.sales(creds.terminal_id), payload) for creds, payload in batches])
+    worker.process(
+        [
+            (topics.sales(creds.terminal_id), signed_batch(creds, sales, clock.now_ms()))
+            for creds, sales in batches
+        ]
+    )
     return published
+
+
+def _seed(app, cred: dict) -> bytes:  # noqa: ANN001
+    """The QR credential's seed, as the server derives it."""
+    return qr_codes.credential_seed(qr_codes.qr_secret(app.extensions["canteen_server_key"]), cred["id"])
 
 
 def test_a_code_spent_at_two_terminals_is_applied_recorded_and_its_credential_revoked(
@@ -135,15 +146,15 @@ def test_a_code_spent_at_two_terminals_is_applied_recorded_and_its_credential_re
 ) -> None:  # noqa: ANN001
     diner = world.diners[0]
     cred = issue(client, conn, clock, diner.card_id)
-    seed = qr_codes.credential_seed(qr_codes.qr_secret(app.extensions["canteen_server_key"]), cred["id"])
+    seed = _seed(app, cred)
     code = make_code(seed, diner.card_id, 5, clock.now_ms())
     t1, t2 = terminal(conn, "C01", clock.now_ms()), terminal(conn, "C01", clock.now_ms())
     s1 = sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=code, offline=True)
     s2 = sale(t2, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=code, offline=True)
-    _ingest(conn, clock, (t1, signed_batch(t1, [s1], clock.now_ms())))
+    _ingest(conn, clock, (t1, [s1]))
     assert counter(conn, "credential_incidents") == 0
     clock.advance_ms(60_000)
-    _ingest(conn, clock, (t2, signed_batch(t2, [s2], clock.now_ms())))
+    _ingest(conn, clock, (t2, [s2]))
 
     statuses = [r[0] for r in conn.execute("SELECT status FROM sales ORDER BY terminal_id")]
     assert statuses == ["applied", "applied"]  # both meals were served: both are on the books
@@ -163,7 +174,7 @@ def test_a_code_spent_at_two_terminals_is_applied_recorded_and_its_credential_re
 def test_a_resent_sale_is_not_a_double_spend(app, client, conn, clock, world) -> None:  # noqa: ANN001
     diner = world.diners[0]
     cred = issue(client, conn, clock, diner.card_id)
-    seed = qr_codes.credential_seed(qr_codes.qr_secret(app.extensions["canteen_server_key"]), cred["id"])
+    seed = _seed(app, cred)
     t1 = terminal(conn, "C01", clock.now_ms())
     s1 = sale(
         t1,
@@ -175,7 +186,7 @@ def test_a_resent_sale_is_not_a_double_spend(app, client, conn, clock, world) ->
         credential=make_code(seed, diner.card_id, 1, clock.now_ms()),
     )
     for _ in range(2):
-        _ingest(conn, clock, (t1, signed_batch(t1, [s1], clock.now_ms())))
+        _ingest(conn, clock, (t1, [s1]))
     assert counter(conn, "credential_incidents") == 0
     assert qr_codes.get(conn, cred["id"]).revoked_at_ms is None
 
@@ -183,28 +194,14 @@ def test_a_resent_sale_is_not_a_double_spend(app, client, conn, clock, world) ->
 def test_the_same_code_twice_in_one_batch_is_caught(app, client, conn, clock, world) -> None:  # noqa: ANN001
     diner = world.diners[0]
     cred = issue(client, conn, clock, diner.card_id)
-    seed = qr_codes.credential_seed(qr_codes.qr_secret(app.extensions["canteen_server_key"]), cred["id"])
+    seed = _seed(app, cred)
     code = make_code(seed, diner.card_id, 9, clock.now_ms())
     t1, t2 = terminal(conn, "C01", clock.now_ms()), terminal(conn, "C02", clock.now_ms())
     _ingest(
         conn,
         clock,
-        (
-            t1,
-            signed_batch(
-                t1,
-                [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=code)],
-                clock.now_ms(),
-            ),
-        ),
-        (
-            t2,
-            signed_batch(
-                t2,
-                [sale(t2, 1, diner.card_id, 1000, clock.now_ms(), method="qr", credential=code)],
-                clock.now_ms(),
-            ),
-        ),
+        (t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=code)]),
+        (t2, [sale(t2, 1, diner.card_id, 1000, clock.now_ms(), method="qr", credential=code)]),
     )
     assert counter(conn, "credential_incidents") == 1
 
@@ -217,14 +214,7 @@ def test_a_code_the_server_cannot_verify_is_reported(client, conn, clock, world)
     _ingest(
         conn,
         clock,
-        (
-            t1,
-            signed_batch(
-                t1,
-                [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=forged)],
-                clock.now_ms(),
-            ),
-        ),
+        (t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), method="qr", credential=forged)]),
     )
     [row] = conn.execute("SELECT kind, action FROM credential_incidents").fetchall()
     assert tuple(row) == ("qr_unverified", "reported")
@@ -239,22 +229,12 @@ def test_a_sun_counter_seen_at_two_terminals_is_reported_without_blocking_the_ca
     _ingest(
         conn,
         clock,
-        (
-            t1,
-            signed_batch(
-                t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)], clock.now_ms()
-            ),
-        ),
+        (t1, [sale(t1, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)]),
     )
     _ingest(
         conn,
         clock,
-        (
-            t2,
-            signed_batch(
-                t2, [sale(t2, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)], clock.now_ms()
-            ),
-        ),
+        (t2, [sale(t2, 1, diner.card_id, 1200, clock.now_ms(), credential=cred)]),
     )
     [row] = conn.execute("SELECT kind, subject, counter, action FROM credential_incidents").fetchall()
     assert tuple(row) == ("sun_replayed", "04A1B2C3D4E5F6", 17, "reported")

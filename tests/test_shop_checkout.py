@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tty
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from terminal.day_close import report_folder
 from terminal.devices import FACE_KEY, DeviceLoop
 from terminal.face_pay import FacePay
 from tests.ident_helpers import CANTEEN, QR_SEED, offline_terminal
+from tests.serial_support import raw_pty
 from tests.test_face_pay import PEOPLE, make_terminal
 
 WATER, TISSUE = "6901234567892", with_check_digit("690000000001")
@@ -71,16 +71,19 @@ def journal(t: Terminal) -> list[tuple[str, str, int, list[list[Any]]]]:
     return out
 
 
+def on_the_board(t: Terminal, link: BoardLink) -> DeviceLoop:
+    """The terminal's devices started, its display and keypad the board's."""
+    t.display = link
+    loop = DeviceLoop.from_config(t, t.config)
+    loop.keypad = link
+    loop.start()
+    return loop
+
+
 @pytest.fixture
 def pty_port() -> Iterator[tuple[int, str]]:
-    master, slave = os.openpty()
-    tty.setraw(slave)
-    yield master, os.ttyname(slave)
-    for fd in (master, slave):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
+    with raw_pty() as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -130,10 +133,7 @@ def test_the_keypad_builds_the_basket_on_the_board_and_a_card_pays_it(
 ) -> None:  # noqa: ANN001
     sim, link = board
     t, events = shop_terminal(tmp_path, clock, mode="shop")
-    t.display = link
-    loop = DeviceLoop.from_config(t, t.config)
-    loop.keypad = link
-    loop.start()
+    loop = on_the_board(t, link)
 
     def after(keys: str, action: str, n: int = 1) -> None:
         count = len([e for e in events if e.get("action") == action or e.get("event") == action])
@@ -246,10 +246,7 @@ def test_the_operator_card_switches_to_the_shop_and_closes_the_day(
 ) -> None:  # noqa: ANN001
     sim, link = board
     t, events = shop_terminal(tmp_path, clock, qr_scanner="simulated")
-    t.display = link
-    loop = DeviceLoop.from_config(t, t.config)
-    loop.keypad = link
-    loop.start()
+    loop = on_the_board(t, link)
 
     def operator(*keys: str) -> None:
         n = len([e for e in events if e["event"] == "operator_menu"])

@@ -18,7 +18,7 @@ from shared.clock import FakeClock, ms_from_china
 from shared.mqtt import BrokerAddress, MqttLink
 from shared.protocol import Status, topics
 from simulator.harness.cluster import Cluster
-from simulator.harness.world import World, demo_world
+from simulator.harness.world import World
 from simulator.waiting import wait_until
 from terminal.agent import OFFLINE_BANNER, Terminal
 from terminal.authorize import TapRequest
@@ -40,9 +40,7 @@ class SkewedClock:
 @contextlib.contextmanager
 def _cluster(broker, tmp_path, clock: FakeClock) -> Iterator[tuple[Cluster, World]]:  # noqa: ANN001
     with Cluster(tmp_path, broker=broker, clock=clock, terminal_prefix=tmp_path.name[-12:]) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=6)
-        conn.close()
+        world = cluster.demo_world(6)
         yield cluster, world
 
 

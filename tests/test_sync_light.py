@@ -22,7 +22,6 @@ from shared.mqtt import BrokerAddress, MqttLink
 from shared.nats_broker import NatsBroker
 from shared.protocol import topics
 from simulator.harness.cluster import Cluster, TerminalHandle
-from simulator.harness.netproxy import NetProxy
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from terminal import sync_downstream
@@ -86,23 +85,12 @@ def _light_terminal(
     acknowledgements as they arrive (a QoS 0 message the broker did not deliver), the
     connection staying up, and every delta while ``drop_deltas()``. Its links, and what
     was dropped."""
-    assert cluster.server is not None and cluster.broker is not None
-    tid = f"{cluster.terminal_prefix}-L"
-    creds = cluster.http("POST", "/api/v1/terminals", {"canteen_id": "C01", "terminal_id": tid})
-    mqtt_proxy = NetProxy(int(cluster.broker.url.rsplit(":", 1)[1]))
-    http_proxy = NetProxy(cluster.server.http_port)
-    config = TerminalConfig.from_dict(
-        {
-            **creds,
-            "broker_url": f"mqtt://127.0.0.1:{mqtt_proxy.port}",
-            "server_url": f"http://127.0.0.1:{http_proxy.port}",
-            "db_path": str(cluster.workdir / f"terminal-{tid}.sqlite"),
-            "ack_timeout_s": 1.0,
-            "heartbeat_s": 1.0,
-            "reader": "simulated",
-            "mqtt_light_subscriptions": True,
-            "mqtt_light_deltas": True,
-        }
+    config, mqtt_proxy, http_proxy = cluster.terminal_config(
+        "C01",
+        f"{cluster.terminal_prefix}-L",
+        ack_timeout_s=1.0,
+        mqtt_light_subscriptions=True,
+        mqtt_light_deltas=True,
     )
     links: list[MqttLink] = []
     dropped: list[bytes] = []
@@ -210,9 +198,7 @@ def test_a_lost_last_delta_is_repaired_through_the_presences_version(  # noqa: A
     with Cluster(
         tmp_path, broker=any_broker, clock=clock, terminal_prefix=prefix, server_config=config
     ) as cluster:
-        conn = cluster.db()
-        world = demo_world(conn, clock.now_ms(), diners=6)
-        conn.close()
+        world = cluster.demo_world(6)
         dropping = [False]
         t, links, dropped = _light_terminal(cluster, drop_acks=0, drop_deltas=lambda: dropping[0])
         assert (topics.DELTA, 0) in links[0].subscriptions

@@ -4,7 +4,6 @@ recovery after a power cut, operator cards, the loud offline display, clock dati
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -17,9 +16,9 @@ from shared.protocol.messages import decode_changes
 from shared.sqlite_txn import write_txn
 from terminal.agent import OFFLINE_BANNER, Terminal
 from terminal.authorize import TapRequest
-from terminal.config import TerminalConfig
 from terminal.rules import HOUR_MS
 from terminal.store import Store
+from tests.terminal_support import JournalCheckingDisplay, journal_sale, offline_config
 
 NOON = ms_from_china("2026-01-06T12:00")
 CANTEEN = {
@@ -59,15 +58,7 @@ def changes(canteen: dict | None = None) -> tuple[dict, ...]:
 def make_terminal(
     tmp_path: Path, clock: FakeClock, display: object | None = None, online: bool = True
 ) -> Terminal:
-    config = TerminalConfig(
-        "T1",
-        "C01",
-        "00" * 32,
-        "00" * 32,
-        "mqtt://127.0.0.1:1",
-        "http://127.0.0.1:1",
-        db_path=str(tmp_path / "t.sqlite"),
-    )
+    config = offline_config(tmp_path, canteen_id="C01", server_public_key="00" * 32)
     term = Terminal(config, clock, display=display or MemoryDisplay(), on_event=events.append)  # type: ignore[arg-type]
     if term.store.delta_version == 0:
         term.store.apply_changes(1, decode_changes(changes()))
@@ -96,24 +87,10 @@ def clock() -> FakeClock:
     return FakeClock(NOON)
 
 
-class JournalCheckingDisplay(MemoryDisplay):
-    """When "支付成功" is shown, the sale must already be committed (seen by another connection)."""
-
-    def __init__(self, db_path: str) -> None:
-        super().__init__()
-        self.db_path = db_path
-        self.journaled_when_shown: list[int] = []
-
-    def show(self, screen: Screen) -> None:
-        if screen.tone == "ok":
-            conn = sqlite3.connect(self.db_path)
-            self.journaled_when_shown.append(conn.execute("SELECT count(*) FROM journal").fetchone()[0])
-            conn.close()
-        super().show(screen)
-
-
 def test_a_sale_is_on_disk_before_the_diner_is_told(tmp_path: Path, clock: FakeClock) -> None:
-    display = JournalCheckingDisplay(str(tmp_path / "t.sqlite"))
+    display = JournalCheckingDisplay(
+        str(tmp_path / "t.sqlite"), "journal", lambda screen: screen.tone == "ok"
+    )  # "支付成功": the sale seen by another connection
     term = make_terminal(tmp_path, clock, display)
     decision, sale = term.tap(TapRequest("C1"))
     assert decision.approved and sale is not None
@@ -143,29 +120,8 @@ def test_a_sale_cut_off_before_its_beep_is_announced_at_the_next_start(
     term = make_terminal(tmp_path, clock)
     term.tap(TapRequest("C1", kind="shop", amount_fen=300))
     # the power goes after the commit of the next sale, before the beep
-    lost = term.store.record_sale(
-        terminal_id="T1",
-        canteen_id="C01",
-        card_id="C1",
-        holder_id="H1",
-        amount_fen=700,
-        subsidy_fen=700,
-        self_fen=0,
-        occurred_at_ms=clock.now_ms(),
-        kind="shop",
-    )
-    later = term.store.record_sale(
-        terminal_id="T1",
-        canteen_id="C01",
-        card_id="C1",
-        holder_id="H1",
-        amount_fen=100,
-        subsidy_fen=100,
-        self_fen=0,
-        occurred_at_ms=clock.now_ms(),
-        kind="shop",
-        announced=True,
-    )
+    lost = journal_sale(term.store, 700, clock.now_ms(), kind="shop")
+    later = journal_sale(term.store, 100, clock.now_ms(), kind="shop", announced=True)
     assert [seq for seq, _ in term.store.outbox_after(0, 10)] == [1]  # nothing after the unannounced one
     term.store.close()
 

@@ -9,6 +9,7 @@ from shared.paycode import make_code
 from shared.protocol.messages import decode_changes
 from terminal.authorize import TapRequest
 from tests.ident_helpers import QR_SEED, offline_terminal, qr_key_change
+from tests.terminal_support import holder_with_card
 
 
 @pytest.fixture
@@ -86,19 +87,7 @@ def test_a_revoked_or_expired_credential_no_longer_pays(terminal, clock: FakeClo
 def test_a_holder_without_a_credential_cannot_pay_by_qr(terminal, clock: FakeClock) -> None:  # noqa: ANN001
     terminal.store.apply_changes(
         2,
-        decode_changes(
-            (
-                {
-                    "kind": "holder",
-                    "holder_id": "H2",
-                    "unit_id": "U01",
-                    "subsidy_fen": 5000,
-                    "self_fen": 0,
-                    "blocked": False,
-                },
-                {"kind": "card", "card_id": "C2", "holder_id": "H2", "status": "active"},
-            )
-        ),
+        decode_changes(holder_with_card("H2", "C2")),
     )
     assert qr(terminal, make_code(QR_SEED, "C2", 1, clock.now_ms()))[0].reason == "qr_no_credential"
 

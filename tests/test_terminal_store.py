@@ -12,6 +12,7 @@ from shared.protocol import SaleResult
 from shared.protocol.messages import Balance, decode_changes
 from shared.sqlite_txn import write_txn
 from terminal.store import Store
+from tests.terminal_support import journal_sale
 
 CHANGES = (
     {
@@ -34,17 +35,7 @@ def store(tmp_path: Path) -> Store:
 
 
 def record(store: Store, amount: int = 1200) -> object:
-    return store.record_sale(
-        terminal_id="T1",
-        canteen_id="C01",
-        card_id="C1",
-        holder_id="H1",
-        amount_fen=amount,
-        subsidy_fen=amount,
-        self_fen=0,
-        occurred_at_ms=1000,
-        meal_period="lunch",
-    )
+    return journal_sale(store, amount, 1000, meal_period="lunch")
 
 
 def test_journal_uses_synchronous_full(store: Store) -> None:
@@ -99,18 +90,7 @@ def test_a_rejected_sale_leaves_the_outbox_and_is_marked(store: Store) -> None:
 
 
 def test_the_outbox_stops_at_the_first_sale_not_yet_announced(store: Store) -> None:
-    first = store.record_sale(
-        terminal_id="T1",
-        canteen_id="C01",
-        card_id="C1",
-        holder_id="H1",
-        amount_fen=10,
-        subsidy_fen=10,
-        self_fen=0,
-        occurred_at_ms=1000,
-        kind="shop",
-        announced=True,
-    )
+    first = journal_sale(store, 10, 1000, kind="shop", announced=True)
     second = record(store)
     assert [seq for seq, _ in store.outbox_after(0, 10)] == [first.seq]
     store.mark_announced(second.seq)
@@ -133,21 +113,7 @@ def test_a_relaxed_write_inside_a_durable_transaction_stands_or_falls_with_it(st
 
 
 def test_the_watermark_is_the_oldest_unsent_sale_not_the_oldest_sale(store: Store) -> None:
-    sales = [
-        store.record_sale(
-            terminal_id="T1",
-            canteen_id="C01",
-            card_id="C1",
-            holder_id="H1",
-            amount_fen=100,
-            subsidy_fen=100,
-            self_fen=0,
-            occurred_at_ms=at,
-            kind="shop",
-            announced=True,
-        )
-        for at in (3000, 1000, 2000)
-    ]
+    sales = [journal_sale(store, 100, at, kind="shop", announced=True) for at in (3000, 1000, 2000)]
     assert store.oldest_pending_ms() == 1000
     store.apply_results((SaleResult("T1", sales[1].seq, sales[1].uuid, "applied"),), "T1")
     assert store.oldest_pending_ms() == 2000

@@ -19,6 +19,7 @@ from shared.protocol.messages import Balance, decode_changes
 from shared.sqlite_txn import write_txn
 from terminal import reversals
 from terminal.store import Store
+from tests.terminal_support import journal_sale
 
 _names = itertools.count()
 DAY = "1970-01-01"
@@ -65,15 +66,12 @@ def cache(store: Store, meals: list[dict[str, Any] | None]) -> None:
 def journal(store: Store, sales: list[tuple[str, str, str, int, str, bool]]) -> list[tuple[int, str]]:
     journaled = []
     for card, kind, period, at, status, reversed_ in sales:
-        sale = store.record_sale(
-            terminal_id="T1",
-            canteen_id="C01",
+        sale = journal_sale(
+            store,
+            300,
+            at,
             card_id=card,
             holder_id=CARDS[card],
-            amount_fen=300,
-            subsidy_fen=300,
-            self_fen=0,
-            occurred_at_ms=at,
             kind=kind,
             meal_period=period if kind == "meal" else None,
             announced=True,

@@ -12,6 +12,7 @@ from shared.clock import ms_from_china
 from terminal.cli import main
 from terminal.store import Store
 from terminal.totals import render_zh, summarize
+from tests.terminal_support import journal_sale
 
 SALES = [
     {
@@ -140,18 +141,7 @@ def test_canteen_terminal_totals_reads_the_days_journal(tmp_path: Path) -> None:
     config = _config(tmp_path)
     store = Store(tmp_path / "t.sqlite")
     for day, amount in (("2026-01-06T12:00", 1200), ("2026-01-06T23:59", 300), ("2026-01-07T00:00", 999)):
-        store.record_sale(
-            terminal_id="T1",
-            canteen_id="C01",
-            card_id="C1",
-            holder_id="H1",
-            amount_fen=amount,
-            subsidy_fen=amount,
-            self_fen=0,
-            occurred_at_ms=ms_from_china(day),
-            kind="shop",
-            announced=True,
-        )
+        journal_sale(store, amount, ms_from_china(day), kind="shop", announced=True)
     store.record_decline(ms_from_china("2026-01-06T12:01"), "C9", "card", "card_unknown", None)
     store.close()
     result = CliRunner().invoke(main, ["totals", "--config", str(config), "--date", "2026-01-06", "--json"])

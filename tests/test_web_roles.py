@@ -26,6 +26,7 @@ from server.registry import funds, leavers
 from server.registry.terminals import provision
 from server.web.guard import roles_of
 from tests.helpers import populated
+from tests.roles_support import fill_params
 from tests.web_support import (
     DINER_HOLDER,
     DINER_STAFF_NO,
@@ -67,13 +68,7 @@ def web_rules(app):  # noqa: ANN001, ANN201
 
 
 def fill(rule: str) -> str:
-    def value(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name not in SAMPLE:
-            raise AssertionError(f"add a sample value for path parameter {name!r} to SAMPLE")
-        return SAMPLE[name]
-
-    return re.sub(r"<(?:[a-z]+:)?([a-zA-Z_]+)>", value, rule)
+    return fill_params(rule, r"<(?:[a-z]+:)?([a-zA-Z_]+)>", SAMPLE)
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ import os
 import shutil
 import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,46 +24,21 @@ from simulator.harness.netproxy import NetProxy
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
 from terminal.update_layout import Layout
+from tests.process_support import ROOT, EventsProcess
 
-ROOT = Path(__file__).resolve().parent.parent
 
-
-class LauncherProcess:
+class LauncherProcess(EventsProcess):
     """``python -m terminal.launcher --config … --events`` in its own process group (so a
     power cut kills the launcher and the agent together); taps in on stdin, events out."""
 
+    wait_s = 60
+
     def __init__(self, config_path: Path, log_path: Path) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._log = open(log_path, "ab")  # noqa: SIM115 — closed in wait()
-        self.proc = subprocess.Popen(
+        super().__init__(
             [sys.executable, "-m", "terminal.launcher", "--config", str(config_path), "--events"],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
+            log_path,
             start_new_session=True,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.events.append(json.loads(line))
-            except ValueError:
-                self.events.append({"event": "garbage", "line": line.decode(errors="replace")})
-
-    def has(self, **match: Any) -> bool:
-        return any(all(e.get(k) == v for k, v in match.items()) for e in list(self.events))
-
-    def count(self, **match: Any) -> int:
-        return sum(all(e.get(k) == v for k, v in match.items()) for e in list(self.events))
-
-    def send(self, lines: list[str]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("".join(f"{line}\n" for line in lines).encode())
-        self.proc.stdin.flush()
 
     def tap(self, lines: list[str], timeout_s: float = 15) -> None:
         """Tap and wait until each tap was decided (approved or declined)."""
@@ -79,15 +52,6 @@ class LauncherProcess:
     def power_cut(self) -> None:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.wait()
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.wait()
-
-    def wait(self) -> None:
-        self.proc.wait(60)
-        self._reader.join(10)
-        self._log.close()
 
 
 class Site:

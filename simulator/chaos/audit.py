@@ -46,7 +46,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from server.books import ledger
@@ -86,36 +86,36 @@ def _read_only(path: str) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
 
 
-def read_reversals(path: str, terminal_id: str) -> tuple[list[ReversalRow], int]:
-    """A terminal's reversals and its reversal outbox size, read-only."""
+def _read_terminal(path: str, select: str, outbox: str) -> tuple[list[tuple[Any, ...]], int]:
+    """The rows of ``select`` from a terminal's database and the size of its ``outbox``
+    table, read-only."""
     conn = _read_only(path)
     try:
-        rows = [
-            ReversalRow(terminal_id, *r)
-            for r in conn.execute(
-                "SELECT seq, uuid, sale_seq, holder_id, amount_fen FROM reversals ORDER BY seq"
-            )
-        ]
-        pending = int(conn.execute("SELECT count(*) FROM reversal_outbox").fetchone()[0])
+        rows = conn.execute(select).fetchall()
+        pending = int(conn.execute(f"SELECT count(*) FROM {outbox}").fetchone()[0])
     finally:
         conn.close()
     return rows, pending
+
+
+def read_reversals(path: str, terminal_id: str) -> tuple[list[ReversalRow], int]:
+    """A terminal's reversals and its reversal outbox size, read-only."""
+    rows, pending = _read_terminal(
+        path,
+        "SELECT seq, uuid, sale_seq, holder_id, amount_fen FROM reversals ORDER BY seq",
+        "reversal_outbox",
+    )
+    return [ReversalRow(terminal_id, *r) for r in rows], pending
 
 
 def read_journal(path: str, terminal_id: str) -> tuple[list[JournalRow], int]:
     """A terminal's journal and its outbox size, read-only."""
-    conn = _read_only(path)
-    try:
-        rows = [
-            JournalRow(terminal_id, r[0], r[1], r[2], r[3], r[4], bool(r[5]))
-            for r in conn.execute(
-                "SELECT seq, uuid, holder_id, amount_fen, occurred_at_ms, offline FROM journal ORDER BY seq"
-            )
-        ]
-        pending = int(conn.execute("SELECT count(*) FROM outbox").fetchone()[0])
-    finally:
-        conn.close()
-    return rows, pending
+    rows, pending = _read_terminal(
+        path,
+        "SELECT seq, uuid, holder_id, amount_fen, occurred_at_ms, offline FROM journal ORDER BY seq",
+        "outbox",
+    )
+    return [JournalRow(terminal_id, r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows], pending
 
 
 @dataclass
@@ -160,29 +160,11 @@ class AuditResult:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "approved": self.approved,
-            "applied": self.applied,
-            "lost": self.lost,
-            "double_applied": self.double_applied,
-            "ledger_sum_fen": self.ledger_sum_fen,
-            "overdraft_fen": self.overdraft_fen,
-            "overdraft_bound_fen": self.overdraft_bound_fen,
-            "pending": self.pending,
-            "offline_sales": self.offline_sales,
-            "sales_fen": self.sales_fen,
-            "rejections": self.rejections,
-            "compromised_sent": self.compromised_sent,
-            "quarantined": self.quarantined,
-            "quarantined_applied": self.quarantined_applied,
-            "honest_quarantined": self.honest_quarantined,
-            "reversals_approved": self.reversals_approved,
-            "reversals_applied": self.reversals_applied,
-            "reversals_lost": self.reversals_lost,
-            "reversals_doubled": self.reversals_doubled,
-            "violations": self.violations[:50],
-            "violation_count": len(self.violations),
-        }
+        """Every count in field order; the first 50 violations and how many there were."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["violations"] = self.violations[:50]
+        out["violation_count"] = len(self.violations)
+        return out
 
 
 def audit(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +60,68 @@ class ChaosWorld:
         return self.risk["offline_allowance_fen"]
 
 
+def canteen_ids(terminals: int) -> list[str]:
+    """One canteen per two terminals."""
+    return [f"C{i + 1:02d}" for i in range((terminals + 1) // 2)]
+
+
+def add_city(
+    conn: sqlite3.Connection,
+    now_ms: int,
+    *,
+    canteens: list[str],
+    diners: int,
+    config: Callable[[], dict[str, Any]],
+) -> tuple[dict[str, str], list[tuple[str, str, str]]]:
+    """The city's risk limits, its units, the canteens (each with a ``config()`` of its own)
+    and ``diners``
+    staff spread over the units, inside the caller's transaction. Returns each canteen's
+    unit and the staff as (holder, unit, card)."""
+    registry.set_terminal_settings(conn, {"risk": RISK}, now_ms)
+    for uid, name, std in UNITS:
+        registry.add_unit(conn, uid, name, std)
+    canteen_unit: dict[str, str] = {}
+    for i, cid in enumerate(canteens):
+        unit = UNITS[i % 2][0]  # U03 has no canteen: its staff always eat elsewhere
+        canteen_unit[cid] = unit
+        registry.add_canteen(
+            conn,
+            cid,
+            f"第{i + 1}食堂",
+            unit,
+            operator=f"运营方{i + 1}",
+            self_operated=i % 2 == 1,
+            now_ms=now_ms,
+            config=config(),
+        )
+    staff: list[tuple[str, str, str]] = []
+    for i in range(diners):
+        unit = UNITS[i % len(UNITS)][0]
+        holder, card = f"H{i + 1:05d}", f"K{i + 1:05d}"
+        registry.add_holder(
+            conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms
+        )
+        staff.append((holder, unit, card))
+    return canteen_unit, staff
+
+
+def provision_terminals(
+    conn: sqlite3.Connection, canteens: list[str], terminals: int, now_ms: int, public_key: str
+) -> list[TerminalCredentials]:
+    """Terminals ``T1``…``Tn``, two to a canteen."""
+    return [
+        provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}")
+        for t in range(terminals)
+    ]
+
+
+def start_balance_fen(conn: sqlite3.Connection, holder_id: str) -> int:
+    """What a holder may spend before the run: their subsidy over all years and their own purse."""
+    return sum(ledger.subsidy_by_year(conn, holder_id).values()) + ledger.balance(
+        conn, ledger.self_purse(holder_id)
+    )
+
+
 def build_world(
     conn: sqlite3.Connection,
     now_ms: int,
@@ -70,54 +133,27 @@ def build_world(
     quarter: str,
 ) -> ChaosWorld:
     rng = random.Random(seed ^ 0x5EED)
-    canteens = [f"C{i + 1:02d}" for i in range((terminals + 1) // 2)]
-    cards: list[str] = []
-    holders: dict[str, str] = {}
-    card_unit: dict[str, str] = {}
-    canteen_unit: dict[str, str] = {}
+    canteens = canteen_ids(terminals)
+
+    def config() -> dict[str, Any]:
+        return {
+            "meals": {"lunch": meal("00:00", "24:00", 1200, 1500)},
+            "meal_limit": 2,
+            "items": ITEMS,
+            # the operator who reverses sales (冲正), a salt of their own in each canteen;
+            # the window is the day's whole run
+            "operators": {OPERATOR_CARD: {"name": "值班员", "pin_hash": pin_record(OPERATOR_PIN)}},
+        }
+
     with write_txn(conn):
-        registry.set_terminal_settings(conn, {"risk": RISK}, now_ms)
-        for uid, name, std in UNITS:
-            registry.add_unit(conn, uid, name, std)
-        for i, cid in enumerate(canteens):
-            unit = UNITS[i % 2][0]  # U03 has no canteen: its staff always eat elsewhere
-            canteen_unit[cid] = unit
-            config: dict[str, Any] = {
-                "meals": {"lunch": meal("00:00", "24:00", 1200, 1500)},
-                "meal_limit": 2,
-                "items": ITEMS,
-                # the operator who reverses sales (冲正); the window is the day's whole run
-                "operators": {OPERATOR_CARD: {"name": "值班员", "pin_hash": pin_record(OPERATOR_PIN)}},
-            }
-            registry.add_canteen(
-                conn,
-                cid,
-                f"第{i + 1}食堂",
-                unit,
-                operator=f"运营方{i + 1}",
-                self_operated=i % 2 == 1,
-                now_ms=now_ms,
-                config=config,
-            )
-        for i in range(diners):
-            unit = UNITS[i % len(UNITS)][0]
-            holder, card = f"H{i + 1:05d}", f"K{i + 1:05d}"
-            registry.add_holder(
-                conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms
-            )
-            cards.append(card)
-            holders[card] = holder
-            card_unit[card] = unit
-        for uid in sorted({UNITS[i % len(UNITS)][0] for i in range(diners)}):
+        canteen_unit, staff = add_city(conn, now_ms, canteens=canteens, diners=diners, config=config)
+        cards = [card for _, _, card in staff]
+        holders = {card: holder for holder, _, card in staff}
+        card_unit = {card: unit for _, unit, card in staff}
+        for uid in sorted({unit for _, unit, _ in staff}):
             funds.allocate(conn, uid, quarter, None, now_ms)  # the quarter's subsidy, per person
         for card in rng.sample(cards, k=max(1, diners // 4)):
             funds.topup(conn, card, rng.choice([500, 1_000, 3_000]), now_ms, ref=f"chaos-topup-{card}")
-        creds = [
-            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}")
-            for t in range(terminals)
-        ]
-    start = {
-        h: sum(ledger.subsidy_by_year(conn, h).values()) + ledger.balance(conn, ledger.self_purse(h))
-        for h in holders.values()
-    }
+        creds = provision_terminals(conn, canteens, terminals, now_ms, public_key)
+    start = {h: start_balance_fen(conn, h) for h in holders.values()}
     return ChaosWorld(cards, holders, start, creds, dict(RISK), card_unit, canteen_unit)

@@ -29,6 +29,7 @@ from server.service import ServerService
 from shared.broker import Broker, start_broker
 from shared.clock import Clock, SystemClock
 from simulator.harness.netproxy import NetProxy
+from simulator.harness.world import World, demo_world
 from terminal import reversals
 from terminal.agent import Terminal
 from terminal.config import TerminalConfig
@@ -167,13 +168,28 @@ class Cluster:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read())
 
+    def demo_world(self, diners: int) -> World:
+        """:func:`~simulator.harness.world.demo_world` written into the server's database now."""
+        conn = self.db()
+        try:
+            return demo_world(conn, self.clock.now_ms(), diners=diners)
+        finally:
+            conn.close()
+
     # --- terminals -------------------------------------------------------------------------
 
-    def add_terminal(self, canteen_id: str, **overrides: Any) -> TerminalHandle:
+    def terminal_config(
+        self, canteen_id: str, terminal_id: str | None = None, **overrides: Any
+    ) -> tuple[TerminalConfig, NetProxy, NetProxy]:
+        """A new terminal registered at the server (``terminal_id``, else the next in
+        ``terminal_prefix``, else the server's choice) and its configuration, reaching the
+        broker and the server through proxies of its own (returned too); not started."""
         assert self.server is not None and self.broker is not None
         body: dict[str, Any] = {"canteen_id": canteen_id}
-        if self.terminal_prefix:
-            body["terminal_id"] = f"{self.terminal_prefix}-{len(self.terminals) + 1}"
+        if terminal_id is None and self.terminal_prefix:
+            terminal_id = f"{self.terminal_prefix}-{len(self.terminals) + 1}"
+        if terminal_id is not None:
+            body["terminal_id"] = terminal_id
         creds = self.http("POST", "/api/v1/terminals", body)
         mqtt_proxy = NetProxy(int(self.broker.url.rsplit(":", 1)[1]))
         http_proxy = NetProxy(self.server.http_port)
@@ -189,6 +205,10 @@ class Cluster:
                 **overrides,
             }
         )
+        return config, mqtt_proxy, http_proxy
+
+    def add_terminal(self, canteen_id: str, **overrides: Any) -> TerminalHandle:
+        config, mqtt_proxy, http_proxy = self.terminal_config(canteen_id, **overrides)
         handle = TerminalHandle(Terminal(config, self.clock).start(), config, mqtt_proxy, http_proxy)
         self.terminals.append(handle)
         return handle

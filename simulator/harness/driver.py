@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,8 +203,7 @@ class Till:
         self.loop.order = shop.order  # the next payment pays for the basket
         answers = []
         for step, arg in steps:
-            while not self.events.empty():
-                self.events.get_nowait()
+            self._forget_events()
             if step == "scan":
                 scanner.present(arg)  # type: ignore[attr-defined]
             else:
@@ -237,29 +236,32 @@ class Till:
             for i in json.loads(raw)["items"]
         ]
 
-    def _answer(self, kinds: tuple[str, ...]) -> dict[str, Any]:
+    def _forget_events(self) -> None:
+        """Drop the events from before (link changes and the like)."""
+        while not self.events.empty():
+            self.events.get_nowait()
+
+    def _events(self) -> Iterator[dict[str, Any]]:
+        """The terminal's events as they come, for :data:`PAY_TIMEOUT_S` from the first."""
         deadline = time.monotonic() + PAY_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
-                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                yield self.events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                break
+                return
+
+    def _answer(self, kinds: tuple[str, ...]) -> dict[str, Any]:
+        for event in self._events():
             if event.get("event") in kinds:
                 return event
         raise RuntimeError(f"terminal {self.id} gave no answer within {PAY_TIMEOUT_S} s")
 
     def _pay(self, order: Order | None, act: Callable[[], None], pin: str | None = None) -> dict[str, Any]:
-        while not self.events.empty():  # link changes and the like, from before
-            self.events.get_nowait()
+        self._forget_events()
         if order is not None:  # None: what the till is set to pay for (the cashier's basket)
             self.loop.order = lambda: order
         act()
-        deadline = time.monotonic() + PAY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
+        for event in self._events():
             if event.get("event") == "pin_prompt":  # the diner types the PIN, or cancels (*)
                 keypad = self.loop.keypad
                 assert isinstance(keypad, SimulatedKeypad)
@@ -275,16 +277,10 @@ class Till:
         terminal's answer event: ``reversed``, or ``reversal_declined`` with the reason."""
         keypad, reader = self.loop.keypad, self.loop.reader
         assert isinstance(keypad, SimulatedKeypad) and reader is not None
-        while not self.events.empty():
-            self.events.get_nowait()
+        self._forget_events()
         keypad.press("B")
         why, card_laid = None, False
-        deadline = time.monotonic() + PAY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                event = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
+        for event in self._events():
             kind, stage = event.get("event"), event.get("stage")
             if kind == "reversal_prompt" and event.get("reason"):  # that card has nothing: give up
                 why = event["reason"]

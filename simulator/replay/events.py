@@ -9,6 +9,7 @@ index and the reason before anything runs.
 from __future__ import annotations
 
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +100,14 @@ def parse_events(raw: Any, terminals: dict[str, int], units: set[str], cards: se
     return tuple(out)
 
 
+def _known(d: dict[str, Any], key: str, w: str, known: Container[str]) -> str:
+    """``d[key]``, a name the scenario declared (one of ``known``)."""
+    value = as_text(d[key], f"{w}.{key}")
+    if value not in known:
+        raise ScenarioError(w, f"unknown {key} {value!r}")
+    return value
+
+
 def _event_args(
     kind: str, d: dict[str, Any], w: str, terminals: dict[str, int], units: set[str], cards: set[str]
 ) -> dict[str, Any]:
@@ -106,19 +115,13 @@ def _event_args(
     keys(d, w, required, optional)
     args: dict[str, Any] = {}
     if "card" in d:
-        args["card"] = as_text(d["card"], f"{w}.card")
-        if args["card"] not in cards:
-            raise ScenarioError(w, f"unknown card {args['card']!r}")
+        args["card"] = _known(d, "card", w, cards)
     if "canteen" in d:
-        args["canteen"] = as_text(d["canteen"], f"{w}.canteen")
-        if args["canteen"] not in terminals:
-            raise ScenarioError(w, f"unknown canteen {args['canteen']!r}")
+        args["canteen"] = _known(d, "canteen", w, terminals)
         if "terminal" in d:
             args["terminal"] = as_int(d["terminal"], f"{w}.terminal", 1, terminals[args["canteen"]])
     if "unit" in d:
-        args["unit"] = as_text(d["unit"], f"{w}.unit")
-        if args["unit"] not in units:
-            raise ScenarioError(w, f"unknown unit {args['unit']!r}")
+        args["unit"] = _known(d, "unit", w, units)
     if "quarter" in d:
         args["quarter"] = as_quarter(d["quarter"], f"{w}.quarter")
     if "force" in d:

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from typing import Any
 
-from server.books import ledger
 from server.books.periods import Quarter
 from server.infra.db import write_txn
 from server.registry import funds
-from server.registry import units as registry
-from server.registry.terminals import TerminalCredentials, provision
-from simulator.chaos.world import ITEMS, RISK, UNITS
+from server.registry.terminals import TerminalCredentials
+from simulator.chaos.world import (
+    ITEMS,
+    RISK,
+    UNITS,
+    add_city,
+    canteen_ids,
+    provision_terminals,
+    start_balance_fen,
+)
 from simulator.harness.world import meal
 from simulator.vopr.prng import Prng
 
@@ -65,34 +70,16 @@ class World:
 def build_world(
     conn: sqlite3.Connection, now_ms: int, rng: Prng, *, terminals: int, diners: int, public_key: str
 ) -> World:
-    canteens = [f"C{i + 1:02d}" for i in range((terminals + 1) // 2)]
-    canteen_unit: dict[str, str] = {}
-    people: list[Diner] = []
+    canteens = canteen_ids(terminals)
     with write_txn(conn):
-        registry.set_terminal_settings(conn, {"risk": RISK}, now_ms)
-        for uid, name, std in UNITS:
-            registry.add_unit(conn, uid, name, std)
-        for i, cid in enumerate(canteens):
-            unit = UNITS[i % 2][0]  # U03 has no canteen: its staff always eat elsewhere
-            canteen_unit[cid] = unit
-            config: dict[str, Any] = {"meals": MEALS, "meal_limit": 1, "items": ITEMS}
-            registry.add_canteen(
-                conn,
-                cid,
-                f"第{i + 1}食堂",
-                unit,
-                operator=f"运营方{i + 1}",
-                self_operated=i % 2 == 1,
-                now_ms=now_ms,
-                config=config,
-            )
-        for i in range(diners):
-            unit = UNITS[i % len(UNITS)][0]
-            holder, card = f"H{i + 1:05d}", f"K{i + 1:05d}"
-            registry.add_holder(
-                conn, holder, unit, f"职工{i + 1}", card, staff_no=f"{unit}-{i + 1:04d}", now_ms=now_ms
-            )
-            people.append(Diner(holder, unit, card, [card]))
+        canteen_unit, staff = add_city(
+            conn,
+            now_ms,
+            canteens=canteens,
+            diners=diners,
+            config=lambda: {"meals": MEALS, "meal_limit": 1, "items": ITEMS},
+        )
+        people = [Diner(holder, unit, card, [card]) for holder, unit, card in staff]
         quarter = Quarter.of_ms(now_ms)
         allocated: dict[tuple[str, int], int] = {}
         for uid in sorted({d.unit_id for d in people}):
@@ -104,13 +91,6 @@ def build_world(
             funds.topup(
                 conn, d.card_id, rng.pick([1_000, 3_000, 10_000]), now_ms, ref=f"vopr-start-{d.card_id}"
             )
-        creds = [
-            provision(conn, canteens[t // 2], now_ms, public_key, terminal_id=f"T{t + 1}")
-            for t in range(terminals)
-        ]
-    start = {
-        d.holder_id: sum(ledger.subsidy_by_year(conn, d.holder_id).values())
-        + ledger.balance(conn, ledger.self_purse(d.holder_id))
-        for d in people
-    }
+        creds = provision_terminals(conn, canteens, terminals, now_ms, public_key)
+    start = {d.holder_id: start_balance_fen(conn, d.holder_id) for d in people}
     return World(people, creds, canteen_unit, start, allocated)
