@@ -168,9 +168,9 @@ def test_a_held_sale_is_a_flagged_difference_until_an_admin_accepts_it(tmp_path:
     city = City(tmp_path / "server.db")
     card = city.staff()
     sales = [
-        city.new(card, 1200, meal_period="lunch", kind="meal"),
-        city.new(card, 700, items=(Item("tissue", 2, 350, 400),)),
-        city.new(card, 300, items=(Item("tissue", 1, 300, 400),)),  # not the price in force: held
+        city.new_sale(card, 1200, meal_period="lunch", kind="meal"),
+        city.new_sale(card, 700, items=(Item("tissue", 2, 350, 400),)),
+        city.new_sale(card, 300, items=(Item("tissue", 1, 300, 400),)),  # not the price in force: held
     ]
     z = z_of(sales).to_json()
     tid = city.creds.terminal_id
@@ -272,7 +272,7 @@ def test_a_close_made_on_the_device_reaches_the_server_and_an_offline_one_follow
 
 def test_a_close_of_another_terminal_is_refused(tmp_path: Path) -> None:
     city = City(tmp_path / "server.db")
-    s = city.new(city.staff(), 500)
+    s = city.new_sale(city.staff(), 500)
     z = replace(z_of([s]), terminal_id="T-other").to_json()
     with write_txn(city.conn), pytest.raises(DomainError) as exc:
         day_closes.receive(city.conn, city.creds.terminal_id, z, city.clock.now_ms())

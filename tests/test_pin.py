@@ -139,9 +139,9 @@ def test_an_approved_sale_above_the_limit_is_applied_once(tmp_path: Path) -> Non
     city = City(tmp_path / "s.db")
     card = city.staff()
     approval = _approve(city, card, 28_000)
-    [ok] = city.send(city.new(card, 28_000, pin_approval=approval))
+    [ok] = city.send(city.new_sale(card, 28_000, pin_approval=approval))
     assert ok.status == "applied"
-    [reused] = city.send(city.new(card, 28_000, pin_approval=approval))
+    [reused] = city.send(city.new_sale(card, 28_000, pin_approval=approval))
     assert (reused.status, reused.reason) == ("quarantined", "sale_pin_invalid")
 
 
@@ -149,11 +149,11 @@ def test_a_forged_or_mismatched_approval_is_quarantined(tmp_path: Path) -> None:
     city = City(tmp_path / "s.db")
     card, other = city.staff(), city.visitor()
     cases = [
-        city.new(card, 28_000, pin_approval=secrets.token_hex(16)),  # never issued
-        city.new(card, 29_000, pin_approval=_approve(city, card, 28_000)),  # another amount
-        city.new(other, 28_000, pin_approval=_approve(city, card, 28_000)),  # another card
-        city.new(card, 28_000, pin_approval=_approve(city, card, 28_000, "T9999")),  # another terminal
-        city.new(card, 28_000),  # none at all
+        city.new_sale(card, 28_000, pin_approval=secrets.token_hex(16)),  # never issued
+        city.new_sale(card, 29_000, pin_approval=_approve(city, card, 28_000)),  # another amount
+        city.new_sale(other, 28_000, pin_approval=_approve(city, card, 28_000)),  # another card
+        city.new_sale(card, 28_000, pin_approval=_approve(city, card, 28_000, "T9999")),  # another terminal
+        city.new_sale(card, 28_000),  # none at all
     ]
     before = city.balances()
     results = city.send(*cases)
@@ -169,7 +169,7 @@ def test_a_sale_made_after_the_approval_expired_is_quarantined(tmp_path: Path) -
     approval = _approve(city, card, 28_000)
     late = city.clock.now_ms() + pins.APPROVAL_TTL_MS + 10 * 60_000
     city.clock.set_ms(late)
-    [r] = city.send(city.new(card, 28_000, pin_approval=approval, at_ms=late))
+    [r] = city.send(city.new_sale(card, 28_000, pin_approval=approval, at_ms=late))
     assert (r.status, r.reason) == ("quarantined", "sale_pin_invalid")
 
 

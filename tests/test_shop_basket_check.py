@@ -30,9 +30,9 @@ def test_a_basket_with_the_reference_prices_in_force_is_applied_any_other_is_hel
     card = city.staff()
     before = city.balances()
     results = city.send(
-        city.new(card, 900, items=(Item("tissue", 2, 350, 400), Item("water", 1, 200, 200))),
-        city.new(card, 350, items=(Item("tissue", 1, 350, 500),)),  # a reference never in force
-        city.new(card, 350, items=(Item("tissue", 1, 350),)),  # a terminal from before references
+        city.new_sale(card, 900, items=(Item("tissue", 2, 350, 400), Item("water", 1, 200, 200))),
+        city.new_sale(card, 350, items=(Item("tissue", 1, 350, 500),)),  # a reference never in force
+        city.new_sale(card, 350, items=(Item("tissue", 1, 350),)),  # a terminal from before references
     )
     assert statuses(results) == [("applied", None), ("quarantined", "sale_price_mismatch"), ("applied", None)]
     assert sum(before.values()) == sum(city.balances().values()) == 0
@@ -42,7 +42,7 @@ def test_a_basket_with_the_reference_prices_in_force_is_applied_any_other_is_hel
 
 def test_an_item_sold_above_the_reference_it_names_is_held(city: City) -> None:
     card = city.staff()  # water ¥2.00, reference ¥2.00 in force
-    [r] = city.send(city.new(card, 200, items=(Item("water", 1, 200, 150),)))
+    [r] = city.send(city.new_sale(card, 200, items=(Item("water", 1, 200, 150),)))
     assert (r.status, r.reason) == ("quarantined", "sale_price_mismatch")
 
 
@@ -54,9 +54,10 @@ def test_a_basket_priced_before_a_price_change_still_applies(city: City) -> None
         canteens.set_item(city.conn, "C01", "tissue", "抽纸", 380, 450, city.clock.now_ms())
     city.clock.advance_ms(60_000)
     old, new, mixed = city.send(
-        city.new(card, 350, items=(Item("tissue", 1, 350, 400),), at_ms=priced_at),
-        city.new(card, 380, items=(Item("tissue", 1, 380, 450),)),
-        city.new(card, 380, items=(Item("tissue", 1, 380, 400),)),  # new price, old reference: never in force
+        city.new_sale(card, 350, items=(Item("tissue", 1, 350, 400),), at_ms=priced_at),
+        city.new_sale(card, 380, items=(Item("tissue", 1, 380, 450),)),
+        # new price, old reference: never in force
+        city.new_sale(card, 380, items=(Item("tissue", 1, 380, 400),)),
     )
     assert statuses([old, new, mixed]) == [
         ("applied", None),
@@ -71,16 +72,16 @@ def test_a_typed_amount_only_where_the_canteen_allows_one_within_its_cap(city: C
     with write_txn(city.conn):
         canteens.update(city.conn, "C01", city.clock.now_ms(), config={"max_typed_amount_fen": 2_000})
     # a terminal's rules may lag: a sale made just after the change may still be uncapped ...
-    [lagging] = city.send(city.new(card, 2_001))
+    [lagging] = city.send(city.new_sale(card, 2_001))
     assert lagging.status == "applied"
     # ... one made when only the capped config could have been in force may not
     city.clock.advance_ms(lag_ms)
-    within, above = city.send(city.new(card, 2_000), city.new(card, 2_001))
+    within, above = city.send(city.new_sale(card, 2_000), city.new_sale(card, 2_001))
     assert statuses([within, above]) == [("applied", None), ("quarantined", "sale_typed_amount")]
     with write_txn(city.conn):
         canteens.update(city.conn, "C01", city.clock.now_ms(), config={"allow_typed_amount": False})
     city.clock.advance_ms(lag_ms)
-    [forbidden] = city.send(city.new(card, 500))
+    [forbidden] = city.send(city.new_sale(card, 500))
     assert (forbidden.status, forbidden.reason) == ("quarantined", "sale_typed_amount")
     assert (
         city.conn.execute("SELECT count(*) FROM quarantined_sales WHERE state = 'pending'").fetchone()[0] == 2
