@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -138,55 +140,52 @@ class _Mono:
         return self.t
 
 
-def _agent(tmp_path: Path) -> tuple[SyncAgent, _Mono]:
+@contextmanager
+def _agent(tmp_path: Path) -> Iterator[tuple[SyncAgent, _Mono]]:
+    """An unconnected agent at delta version 5 on a hand-driven monotonic clock; its store
+    closed after."""
     config = offline_config(tmp_path)
     mono = _Mono()
     agent = SyncAgent(config, FakeClock(0), monotonic=mono)  # the link is made, not started
     agent.downstream.version, agent.downstream.need_catchup = 5, False
-    return agent, mono
+    try:
+        yield agent, mono
+    finally:
+        agent.store.close()
 
 
 def test_a_version_ahead_for_the_grace_starts_the_catch_up(tmp_path: Path) -> None:
-    agent, mono = _agent(tmp_path)
-    down = agent.downstream
-    try:
+    with _agent(tmp_path) as (agent, mono):
+        down = agent.downstream
         assert down.on_server_head(6) is False and not down.need_catchup  # in flight, perhaps
         mono.t += sync_downstream.HEAD_GRACE_S / 2
         assert down.on_server_head(6) is False and not down.need_catchup  # another process's, soon after
         mono.t += sync_downstream.HEAD_GRACE_S / 2
         assert down.on_server_head(7) is False
         assert down.need_catchup and down.head_catchups == 1  # 6 never came: lost
-    finally:
-        agent.store.close()
 
 
 def test_a_delta_that_comes_within_the_grace_starts_nothing(tmp_path: Path) -> None:
-    agent, mono = _agent(tmp_path)
-    down = agent.downstream
-    try:
+    with _agent(tmp_path) as (agent, mono):
+        down = agent.downstream
         assert down.on_server_head(6) is False
         down.version = 6  # the delta arrived (on_delta sets it)
         mono.t += 10 * sync_downstream.HEAD_GRACE_S
         assert down.on_server_head(6) is True
         assert down.on_server_head(8) is False  # newer: a grace of its own
         assert not down.need_catchup and down.head_catchups == 0
-    finally:
-        agent.store.close()
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.floats(0, 100)), max_size=30))
 def test_a_version_at_or_below_ours_never_starts_a_catch_up(tmp_path_factory, heads) -> None:  # noqa: ANN001
     """Another server process's presence, read a heartbeat before ours: never backwards."""
-    agent, mono = _agent(tmp_path_factory.mktemp("t"))
-    down = agent.downstream
-    try:
+    with _agent(tmp_path_factory.mktemp("t")) as (agent, mono):
+        down = agent.downstream
         for head, dt in heads:
             mono.t += dt
             assert down.on_server_head(head) is True
         assert not down.need_catchup and down.version == 5
-    finally:
-        agent.store.close()
 
 
 @settings(max_examples=60, deadline=None)
@@ -194,11 +193,10 @@ def test_a_version_at_or_below_ours_never_starts_a_catch_up(tmp_path_factory, he
 def test_a_catch_up_starts_exactly_when_a_version_stayed_ahead_for_the_grace(tmp_path_factory, heads) -> None:  # noqa: ANN001
     """The rule, by a plain model: with our version fixed, the first version heard ahead
     starts a clock; a later presence ahead at least HEAD_GRACE_S after it starts the catch-up."""
-    agent, mono = _agent(tmp_path_factory.mktemp("t"))
-    down = agent.downstream
-    first_ahead: float | None = None
-    expect = False
-    try:
+    with _agent(tmp_path_factory.mktemp("t")) as (agent, mono):
+        down = agent.downstream
+        first_ahead: float | None = None
+        expect = False
         for head, dt in heads:
             mono.t += dt
             if head <= 5:
@@ -211,8 +209,6 @@ def test_a_catch_up_starts_exactly_when_a_version_stayed_ahead_for_the_grace(tmp
             assert down.need_catchup == expect
             if expect:
                 break
-    finally:
-        agent.store.close()
 
 
 def _presence(agent: SyncAgent, version: int | None, seq: int) -> None:
@@ -220,8 +216,7 @@ def _presence(agent: SyncAgent, version: int | None, seq: int) -> None:
 
 
 def test_a_presence_ahead_of_the_cache_does_not_mark_it_synced(tmp_path: Path) -> None:
-    agent, mono = _agent(tmp_path)
-    try:
+    with _agent(tmp_path) as (agent, mono):
         agent.online = True
         agent.presence.heard = mono.t
         agent.clock.advance_ms(1000)  # type: ignore[attr-defined]
@@ -238,5 +233,3 @@ def test_a_presence_ahead_of_the_cache_does_not_mark_it_synced(tmp_path: Path) -
         mono.t += sync_downstream.HEAD_GRACE_S
         _presence(agent, 7, 6)
         assert agent.downstream.need_catchup and not agent.in_sync  # catching up over HTTP
-    finally:
-        agent.store.close()
