@@ -2,9 +2,12 @@
 opens the device, reads it, and reopens it after a failure — reporting, never raising.
 
 :class:`EventQueue` is the read side (``read(timeout)`` / ``close()``) that simulated
-devices use as they are; :class:`ReopeningDevice` adds the thread for real drivers, which
-implement :meth:`~ReopeningDevice.open_and_read` (open the device, read until it fails or
-``stopping()``, close it) and call :meth:`~ReopeningDevice.report` for every problem.
+devices use as they are; :class:`ReopeningDevice` adds the thread for real drivers. The
+thread's cycle — open, set ``ready``, read, clear ``ready``, close, and on a failure report,
+wait and start again — is written once here; a driver says how to open its device
+(:meth:`~ReopeningDevice.open_device`), how to read it until it fails or ``stopping()``
+(:meth:`~ReopeningDevice.read_device`) and which errors of its library mean "cannot open"
+and "failed while reading" (``open_errors``, ``read_errors``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,9 @@ class EventQueue(Generic[E]):
 class ReopeningDevice(EventQueue[E]):
     """A device read on its own thread; a failure is reported and the device reopened after
     ``reopen_s``. ``ready`` is set while the device is open."""
+
+    open_errors: ClassVar[tuple[type[Exception], ...]] = (OSError,)
+    read_errors: ClassVar[tuple[type[Exception], ...]] = (OSError,)
 
     def __init__(
         self,
@@ -81,9 +87,34 @@ class ReopeningDevice(EventQueue[E]):
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.open_and_read()
+            self._session()
 
-    def open_and_read(self) -> None:
-        """Open the device, read events until it fails or :meth:`stopping`, close it.
-        Report failures with :meth:`report` and :meth:`pause` before returning."""
+    def _session(self) -> None:
+        """One open device, from opening to closing; a failure is reported, then a pause."""
+        try:
+            handle = self.open_device()
+        except self.open_errors as exc:  # no such device, busy, a bad device string
+            self.report(f"cannot open: {exc}")
+            self.pause()
+            return
+        self.last_error = None
+        self.ready.set()
+        try:
+            self.read_device(handle)
+        except self.read_errors as exc:  # unplugged, or the device broke while reading
+            self.ready.clear()
+            self.report(f"device failed: {exc}")
+            self.pause()
+        finally:
+            self.ready.clear()
+            handle.close()
+
+    def open_device(self) -> Any:
+        """The open device (anything with ``close()``); raises one of ``open_errors``."""
+        raise NotImplementedError
+
+    def read_device(self, handle: Any) -> None:
+        """Read events from the open device and :meth:`put` them until :meth:`stopping` or
+        a failure: one of ``read_errors`` raised, or :meth:`report` and :meth:`pause` and
+        return."""
         raise NotImplementedError

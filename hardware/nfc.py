@@ -71,6 +71,9 @@ class NfcCardReader(ReopeningDevice[Tap]):
     """The real card reader (nfcpy). Implements :class:`hardware.reader.CardReader`.
     ``ready`` is set while the device is open and sensing."""
 
+    open_errors = (OSError, ValueError)  # no such device, busy, a bad device string
+    read_errors = ()  # nfcpy swallows a device's errors while sensing: see read_device
+
     def __init__(
         self,
         device: str,
@@ -87,22 +90,10 @@ class NfcCardReader(ReopeningDevice[Tap]):
         self.misreads = 0
         self.start()
 
-    def open_and_read(self) -> None:
-        try:
-            clf = nfc.ContactlessFrontend(self.device)
-        except (OSError, ValueError) as exc:  # no such device, busy, bad device string
-            self.report(f"cannot open: {exc}")
-            self.pause()
-            return
-        self.last_error = None
-        self.ready.set()
-        try:
-            self._sense(clf)
-        finally:
-            self.ready.clear()
-            clf.close()
+    def open_device(self) -> Any:
+        return nfc.ContactlessFrontend(self.device)
 
-    def _sense(self, clf: Any) -> None:
+    def read_device(self, clf: Any) -> None:
         options = {
             "targets": self.targets,
             "on-connect": self._on_connect,

@@ -49,6 +49,8 @@ def split_lines(buffer: bytes, eol: bytes) -> tuple[list[bytes], bytes]:
 class SerialQrScanner(ReopeningDevice[Scan]):
     """``ready`` is set while the port is open (bytes sent before that are lost)."""
 
+    open_errors = read_errors = (SerialError, OSError)
+
     def __init__(
         self,
         spec: SerialSpec,
@@ -62,26 +64,10 @@ class SerialQrScanner(ReopeningDevice[Scan]):
         self._opener = opener
         self.start()
 
-    def open_and_read(self) -> None:
-        try:
-            port = self._opener(self.spec)
-        except (SerialError, OSError) as exc:
-            self.report(f"cannot open: {exc}")
-            self.pause()
-            return
-        self.last_error = None
-        self.ready.set()
-        try:
-            self._read_lines(port)
-        except (SerialError, OSError) as exc:
-            self.ready.clear()
-            self.report(f"port failed: {exc}")
-            self.pause()
-        finally:
-            self.ready.clear()
-            port.close()
+    def open_device(self) -> Port:
+        return self._opener(self.spec)
 
-    def _read_lines(self, port: Port) -> None:
+    def read_device(self, port: Port) -> None:
         eol = self.spec.eol_bytes
         buffer = b""
         while not self.stopping():
