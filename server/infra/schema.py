@@ -506,16 +506,9 @@ MIGRATIONS.append(
     """
 )
 
-MIGRATIONS.append(
-    # 12: sale quarantine (issue 11). ``quarantined_sales``: sales the server held back for
-    # an admin's review (server.sales.plausibility); the sale's ``sales`` row keeps its key
-    # (so every copy is a duplicate) with status 'rejected' and the quarantine reason until
-    # an admin accepts it (the row becomes the applied sale) or rejects it for good.
-    # ``config_history``: every canteen config and city-wide settings change as terminals
-    # got it, with its time, so a sale is checked against the prices and limits in force
-    # when it was made. Filled from the delta log by a trigger (and backfilled here), so
-    # whoever records a canteen or settings delta keeps the history without knowing of it.
-    """
+# migration 12's tables, shared by PostgreSQL's own version of that migration
+# (server.infra.schema_pg.OVERRIDES: only the trigger differs)
+QUARANTINE_TABLES = """
     CREATE TABLE quarantined_sales (
         terminal_id        TEXT NOT NULL,
         seq                INTEGER NOT NULL,
@@ -544,7 +537,19 @@ MIGRATIONS.append(
         config_json  TEXT NOT NULL
     ) STRICT;
     CREATE INDEX config_history_key ON config_history(kind, canteen_id, at_ms);
+"""
 
+MIGRATIONS.append(
+    # 12: sale quarantine (issue 11). ``quarantined_sales``: sales the server held back for
+    # an admin's review (server.sales.plausibility); the sale's ``sales`` row keeps its key
+    # (so every copy is a duplicate) with status 'rejected' and the quarantine reason until
+    # an admin accepts it (the row becomes the applied sale) or rejects it for good.
+    # ``config_history``: every canteen config and city-wide settings change as terminals
+    # got it, with its time, so a sale is checked against the prices and limits in force
+    # when it was made. Filled from the delta log by a trigger (and backfilled here), so
+    # whoever records a canteen or settings delta keeps the history without knowing of it.
+    QUARANTINE_TABLES
+    + """
     CREATE TRIGGER deltas_config_history AFTER INSERT ON deltas
     WHEN NEW.changes_json LIKE '%"kind":"canteen"%' OR NEW.changes_json LIKE '%"kind":"settings"%'
     BEGIN

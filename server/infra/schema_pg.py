@@ -14,6 +14,8 @@ guessing.
 
 from __future__ import annotations
 
+from server.infra.schema import QUARANTINE_TABLES
+
 # bumped whenever COMPAT changes: the migrator re-runs it (CREATE OR REPLACE) on next start
 COMPAT_VERSION = 3
 
@@ -120,38 +122,10 @@ $$;
 """
 
 # migration 12's trigger keeps config_history from the delta log; PostgreSQL's version of it
-# (the table definitions are the same text as SQLite's, translated like every migration)
+# (the tables are SQLite's text itself, translated like every migration)
 OVERRIDES: dict[int, str] = {
-    12: r"""
-    CREATE TABLE quarantined_sales (
-        terminal_id        TEXT NOT NULL,
-        seq                INTEGER NOT NULL,
-        canteen_id         TEXT NOT NULL,
-        reason             TEXT NOT NULL,
-        detail             TEXT NOT NULL DEFAULT '',
-        amount_fen         INTEGER NOT NULL,
-        occurred_at_ms     INTEGER NOT NULL,
-        quarantined_at_ms  INTEGER NOT NULL,
-        sale_json          TEXT NOT NULL,
-        state              TEXT NOT NULL DEFAULT 'pending'
-                           CHECK (state IN ('pending', 'accepted', 'rejected')),
-        decided_at_ms      INTEGER,
-        decided_by         TEXT,
-        decision_note      TEXT,
-        PRIMARY KEY (terminal_id, seq)
-    ) STRICT;
-    CREATE INDEX quarantined_state_time ON quarantined_sales(state, quarantined_at_ms);
-    CREATE INDEX quarantined_terminal_time ON quarantined_sales(terminal_id, quarantined_at_ms);
-
-    CREATE TABLE config_history (
-        version      INTEGER NOT NULL,
-        at_ms        INTEGER NOT NULL,
-        kind         TEXT NOT NULL CHECK (kind IN ('canteen', 'settings')),
-        canteen_id   TEXT NOT NULL DEFAULT '',
-        config_json  TEXT NOT NULL
-    ) STRICT;
-    CREATE INDEX config_history_key ON config_history(kind, canteen_id, at_ms);
-
+    12: QUARANTINE_TABLES
+    + r"""
     CREATE FUNCTION deltas_config_history() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
         IF NEW.changes_json LIKE '%"kind":"canteen"%' OR NEW.changes_json LIKE '%"kind":"settings"%' THEN
