@@ -121,17 +121,22 @@ class _Holder:
         return total
 
 
+def stored_balance(row: dict[str, Any] | sqlite3.Row) -> Balance | None:
+    """The holder's balance a stored sale or reversal row carries (:func:`stamp_balances`
+    put it there), or None for a row that moved no holder's purses."""
+    if row["balance_version"] is None:
+        return None
+    return Balance(
+        row["balance_subsidy_fen"],
+        row["balance_self_fen"],
+        row["balance_version"],
+        row["balance_subsidy_year"],
+        row["balance_next_subsidy_fen"],
+        row["balance_expired_subsidy_fen"],
+    )
+
+
 def _result(row: dict[str, Any] | sqlite3.Row, status: str) -> SaleResult:
-    balance = None
-    if row["balance_version"] is not None:
-        balance = Balance(
-            row["balance_subsidy_fen"],
-            row["balance_self_fen"],
-            row["balance_version"],
-            row["balance_subsidy_year"],
-            row["balance_next_subsidy_fen"],
-            row["balance_expired_subsidy_fen"],
-        )
     return SaleResult(
         terminal_id=row["terminal_id"],
         seq=row["seq"],
@@ -142,7 +147,7 @@ def _result(row: dict[str, Any] | sqlite3.Row, status: str) -> SaleResult:
         self_fen=row["self_fen"],
         overdraft_fen=row["overdraft_fen"],
         holder_id=row["holder_id"],
-        balance=balance,
+        balance=stored_balance(row),
     )
 
 

@@ -46,12 +46,11 @@ from server.books import ledger
 from server.books.periods import year_of_ms
 from server.downstream.changes import meals_of_day
 from server.registry.holders import holder_change
-from server.sales.apply import ClosedPeriods, record_late, stamp_balances
+from server.sales.apply import ClosedPeriods, record_late, stamp_balances, stored_balance
 from server.sales.quarantine import resolve_by_reversal
 from server.sales.sale_facts import FactsBook, config_at
 from shared.clock import start_of_china_day_ms
 from shared.protocol import Reversal, ReversalResult
-from shared.protocol.messages import Balance
 from shared.reversal_rules import offline_refusal, window_ms, window_refusal
 
 _COLUMNS = (
@@ -95,16 +94,6 @@ _UPSERT = (
 def result_of(row: dict[str, Any] | sqlite3.Row, status: str) -> ReversalResult:
     """The result a stored reversal row answers (``status``: its own, or ``duplicate``;
     a duplicate of a pending one says ``pending`` in its reason)."""
-    balance = None
-    if row["balance_version"] is not None:
-        balance = Balance(
-            row["balance_subsidy_fen"],
-            row["balance_self_fen"],
-            row["balance_version"],
-            row["balance_subsidy_year"],
-            row["balance_next_subsidy_fen"],
-            row["balance_expired_subsidy_fen"],
-        )
     reason = row["reason"]
     if status == "duplicate" and row["status"] == "pending":
         reason = "pending"
@@ -117,7 +106,7 @@ def result_of(row: dict[str, Any] | sqlite3.Row, status: str) -> ReversalResult:
         subsidy_fen=row["subsidy_fen"],
         self_fen=row["self_fen"],
         holder_id=row["holder_id"],
-        balance=balance,
+        balance=stored_balance(row),
     )
 
 
