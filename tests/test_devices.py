@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from hardware.nfc import EmulatedCard
+from hardware.nfc import EmulatedCard, NfcCardReader
 from hardware.ntag424 import SunKeys
 from hardware.qr_scanner import SerialQrScanner, SimulatedQrScanner
 from hardware.reader import SimulatedCardReader
@@ -61,9 +61,15 @@ def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: Fa
     loop.start()
     try:
         assert loop.scanner.ready.wait(5)
-        # 1. NFC: an NTAG 424 card is laid on the reader
+        reader = loop.reader
+        assert isinstance(reader, NfcCardReader) and reader.ready.wait(10)
+        # 1. NFC: an NTAG 424 card is laid on the reader (nfcpy's UDP device: a read is a few
+        # ISO-DEP exchanges between two Python threads, slow on a loaded machine)
         with card_on_reader(EmulatedCard(udp, UID, sun=(SunKeys.from_master(MASTER), "https://c.example/c"))):
-            assert wait_until(lambda: t.approved == 1, 10)
+            assert wait_until(lambda: t.approved == 1, 30), (
+                f"screen {t.display.last}, declined {t.declined}, reader errors {reader.errors} "
+                f"({reader.last_error}), misreads {reader.misreads}"
+            )
         # 2. the diner's phone QR code, through the serial scanner
         os.write(master, make_code(QR_SEED, "C1", 1, clock.now_ms()).encode() + b"\r\n")
         assert wait_until(lambda: t.approved == 2, 10)
