@@ -64,6 +64,6 @@ def test_a_terminal_shows_when_it_is_offline(broker, tmp_path) -> None:  # noqa:
         t.cut()
         from simulator.waiting import wait_until
 
-        assert wait_until(lambda: not t.terminal.sync.online, 10)
+        assert wait_until(lambda: not t.terminal.sync.online, 30)
         t.terminal.tap(TapRequest(world.diners[0].card_id))
         assert any("离线" in line for line in t.terminal.display.last.lines)

@@ -217,6 +217,6 @@ def test_the_face_key_on_the_keypad_starts_a_face_payment_in_the_device_loop(tmp
     camera.present("H2")
     keypad.press("5")  # a stray key does nothing
     keypad.press(FACE_KEY)
-    assert wait_until(lambda: sales(terminal) == [("C20002", "face", 500)], 10)
+    assert wait_until(lambda: sales(terminal) == [("C20002", "face", 500)], 30)
     loop.stop()
     terminal.store.close()

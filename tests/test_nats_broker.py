@@ -98,10 +98,10 @@ def test_qos1_and_the_acl_hold_through_nats(locked: LockedNats) -> None:
         assert server.wait_connected(10) and t1.wait_connected(10)
         assert t1.publish(topics.sales("T0002"), b"forged")  # NATS drops it (publish violation)
         assert t1.publish(topics.sales("T0001"), b"mine")
-        assert wait_until(lambda: (topics.sales("T0001"), b"mine") in server_seen, 10)
+        assert wait_until(lambda: (topics.sales("T0001"), b"mine") in server_seen, 30)
         assert server_seen == [(topics.sales("T0001"), b"mine")]
         assert server.publish(topics.ack("T0001"), b"ack")
-        assert wait_until(lambda: t1_seen == [(topics.ack("T0001"), b"ack")], 10)
+        assert wait_until(lambda: t1_seen == [(topics.ack("T0001"), b"ack")], 30)
     finally:
         server.stop()
         t1.stop()
@@ -111,7 +111,7 @@ def test_qos1_and_the_acl_hold_through_nats(locked: LockedNats) -> None:
 def test_a_terminal_cannot_subscribe_beyond_its_own(locked: LockedNats, topic: str) -> None:
     snoop = locked.link("T0002", subscriptions=[(topic, 1)])
     try:
-        assert wait_until(lambda: snoop.refusals > 0, 10)
+        assert wait_until(lambda: snoop.refusals > 0, 30)
         assert not snoop.connected
     finally:
         snoop.stop()
@@ -120,7 +120,7 @@ def test_a_terminal_cannot_subscribe_beyond_its_own(locked: LockedNats, topic: s
 def test_a_wrong_password_or_no_user_is_refused(locked: LockedNats) -> None:
     for link in (locked.link("T0001", password="guessed"), locked.link(None, client_id="nobody")):
         try:
-            assert wait_until(lambda: link.refusals > 0, 10)  # noqa: B023
+            assert wait_until(lambda: link.refusals > 0, 30)  # noqa: B023
             assert not link.connected
         finally:
             link.stop()
@@ -138,7 +138,7 @@ def test_retained_status_reaches_the_servers_wildcard_and_a_killed_terminal_leav
         server = locked.link("server", subscriptions=[(topics.ALL_STATUS, 1)], on_message=on_seen)
         try:
             # subscribed after the publish: only the retained copy can bring it
-            assert wait_until(lambda: (topics.status("T0001"), b"online") in seen, 10)
+            assert wait_until(lambda: (topics.status("T0001"), b"online") in seen, 30)
             t1.drop_connection()  # as a killed process: no DISCONNECT, the broker sends the will
             assert wait_until(lambda: (topics.status("T0001"), b"offline") in seen, 15)
         finally:

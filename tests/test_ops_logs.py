@@ -90,7 +90,7 @@ def test_one_sale_is_traced_by_its_id_through_terminal_and_server_json_logs(
             assert resp.headers["X-Request-Id"] == "trace-me-1"
         server_log = home / "server.log"
         assert wait_until(
-            lambda: any(r.get("request_id") == "trace-me-1" for r in _json_lines(server_log)), 10
+            lambda: any(r.get("request_id") == "trace-me-1" for r in _json_lines(server_log)), 30
         )
     finally:
         term.terminate()

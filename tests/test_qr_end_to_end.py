@@ -42,7 +42,7 @@ def test_a_double_spent_code_is_accounted_reported_and_revoked_everywhere(broker
         assert cluster.wait_synced()
         for h in (a, b):
             assert wait_until(
-                lambda h=h: h.terminal.identify.qr.key(diner.holder_id).expires_at_ms <= clock.now_ms(), 10
+                lambda h=h: h.terminal.identify.qr.key(diner.holder_id).expires_at_ms <= clock.now_ms(), 30
             )
 
         seed = qr_codes.credential_seed(

@@ -104,7 +104,7 @@ def test_a_terminal_skips_an_undecodable_delta_reports_it_and_keeps_selling(brok
 
         # missed while away, fetched over HTTP on catch-up: the same, and no wedge
         t.cut()
-        assert wait_until(lambda: not sync.online, 10)
+        assert wait_until(lambda: not sync.online, 30)
         older_server_writes(_bad_holder(buyer.holder_id, unit))
         with write_txn(conn):
             record_delta(
