@@ -232,7 +232,7 @@ def test_barcodes_and_pay_codes_interleaved_on_the_serial_scanner() -> None:
     with raw_pty() as (master, path):
         scanner = SerialQrScanner(SerialSpec.parse(f"serial:{path},9600,crlf"))
         try:
-            assert scanner.ready.wait(5)
+            assert scanner.ready.wait(30)
             os.write(master, b"".join(s.encode() + b"\r\n" for s in sent))
             got = []
             for _ in sent:

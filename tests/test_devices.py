@@ -60,9 +60,9 @@ def test_all_methods_through_real_devices_selected_by_config(tmp_path, clock: Fa
     gw.add_wallet("W1", 1000)
     loop.start()
     try:
-        assert loop.scanner.ready.wait(5)
+        assert loop.scanner.ready.wait(30)
         reader = loop.reader
-        assert isinstance(reader, NfcCardReader) and reader.ready.wait(10)
+        assert isinstance(reader, NfcCardReader) and reader.ready.wait(30)
         # 1. NFC: an NTAG 424 card is laid on the reader (nfcpy's UDP device: a read is a few
         # ISO-DEP exchanges between two Python threads, slow on a loaded machine)
         with card_on_reader(EmulatedCard(udp, UID, sun=(SunKeys.from_master(MASTER), "https://c.example/c"))):

@@ -59,7 +59,7 @@ class Ingest:
         with self.lock:
             before = len(self.acks)
         self.worker.submit(topic, payload)
-        assert self.worker.idle.wait(10), "the worker did not finish the message"
+        assert self.worker.idle.wait(30), "the worker did not finish the message"
         assert self.worker.alive, "the ingest worker died"
         with self.lock:
             new = self.acks[before:]
@@ -368,7 +368,7 @@ def test_an_unexpected_error_drops_only_the_message_that_caused_it(ingest: Inges
     before = ingest.snapshot()
     worker.start()
     try:
-        assert worker.idle.wait(10) and worker.alive
+        assert worker.idle.wait(30) and worker.alive
         assert worker.stats.dropped_messages == 1
         assert worker.stats.messages == 2  # each once, though the group was retried one by one
         assert ingest.snapshot() != before, "the good sale queued with the poison was not applied"

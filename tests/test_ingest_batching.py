@@ -37,7 +37,7 @@ def test_the_worker_loop_takes_its_queue_through_the_same_groups(app, clock: Fak
         worker.submit("t", b"x" * 100)  # refused (no envelope), but each group is one transaction
     worker.start()
     try:
-        assert worker.idle.wait(10) and worker.alive
+        assert worker.idle.wait(30) and worker.alive
     finally:
         worker.stop()
     assert not worker.alive

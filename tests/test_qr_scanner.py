@@ -34,7 +34,7 @@ def test_codes_arrive_whole_whatever_the_line_ending(pty_pair, eol: str) -> None
     spec = SerialSpec.parse(f"serial:{path},115200,{eol}")
     scanner = SerialQrScanner(spec)
     try:
-        assert scanner.ready.wait(5)
+        assert scanner.ready.wait(30)
         end = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}[eol]
         os.write(master, b"CQ1.C00001.1.17" + b"67672000.abc" + end + b"second")  # split mid-code
         os.write(master, b"-code" + end)
@@ -58,7 +58,7 @@ def test_a_port_that_cannot_be_opened_is_reported_and_retried(pty_pair) -> None:
         SerialSpec("/dev/ttyNOPE"), opener=opener, on_error=errors.append, reopen_s=0.01
     )
     try:
-        assert scanner.ready.wait(5)
+        assert scanner.ready.wait(30)
         os.write(master, b"hello\r")
         assert _read_all(scanner, 1) == ["hello"]
         assert len(errors) == 2 and "cannot open" in errors[0]
@@ -75,11 +75,11 @@ def test_a_port_that_goes_away_is_reported_not_raised(pty_pair) -> None:  # noqa
         SerialSpec(path), on_error=lambda m: (errors.append(m), failed.set()), reopen_s=0.05
     )
     try:
-        assert scanner.ready.wait(5)
+        assert scanner.ready.wait(30)
         os.write(master, b"one\r")
         assert _read_all(scanner, 1) == ["one"]
         os.close(master)  # the scanner is unplugged
-        assert failed.wait(5)
+        assert failed.wait(30)
         assert scanner.last_error is not None
     finally:
         scanner.close()
@@ -90,7 +90,7 @@ def test_noise_without_line_endings_is_discarded(pty_pair) -> None:  # noqa: ANN
     errors: list[str] = []
     scanner = SerialQrScanner(SerialSpec(path), on_error=errors.append)
     try:
-        assert scanner.ready.wait(5)
+        assert scanner.ready.wait(30)
         os.write(master, b"\x00" * 1500)
         os.write(master, b"\rok\r")
         assert _read_all(scanner, 1) == ["ok"]

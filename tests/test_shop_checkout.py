@@ -101,7 +101,7 @@ def test_barcodes_and_pay_codes_interleave_on_one_serial_scanner(
     t, events = shop_terminal(tmp_path, clock, qr_scanner=f"serial:{port},115200,crlf", mode="shop")
     loop = DeviceLoop.from_config(t, t.config).start()
     try:
-        assert loop.scanner.ready.wait(5)
+        assert loop.scanner.ready.wait(30)
         for line in (WATER, TISSUE, WATER, make_code(QR_SEED, "C1", 1, clock.now_ms()), TISSUE):
             os.write(master, line.encode() + b"\r\n")
         assert wait_until(lambda: len([e for e in events if e.get("action") == "add"]) == 4, 30)

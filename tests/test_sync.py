@@ -59,7 +59,7 @@ def _retained_status(broker, terminal_id: str) -> Status:  # noqa: ANN001
         on_message=on_message,
     ).start()
     try:
-        assert done.wait(10), "no retained status"
+        assert done.wait(30), "no retained status"
     finally:
         link.stop()
     return Status.from_body(json.loads(got[-1])["body"])

@@ -27,7 +27,7 @@ def test_nothing_is_switched_while_a_sale_is_in_hand_or_the_queue_is_busy(tmp_pa
     sale = threading.Thread(target=term.tap, args=(above_limit, pin_entry))
     sale.start()
     try:
-        assert typing.wait(10)
+        assert typing.wait(30)
         time.sleep(0.05)
         assert not term.when_idle(0.0, lambda: switched.append("now"))  # mid-sale: not now
         typed.set()
