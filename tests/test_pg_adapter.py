@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -187,6 +188,22 @@ def test_a_transaction_lost_with_its_connection_fails_until_rolled_back(pgconn: 
         pgconn.execute("COMMIT")  # nothing of it was committed: never a silent success
     pgconn.execute("ROLLBACK")
     assert pgconn.execute("SELECT count(*) FROM counters").fetchone()[0] == 0
+
+
+def test_a_connection_its_owner_closed_is_refused_as_sqlite_refuses_it(
+    pgconn: sqlite3.Connection, tmp_path: Path
+) -> None:
+    # a worker that reads after its connection was closed (a beacon, a publisher at shutdown)
+    # gets the error its `except sqlite3.Error` expects on both databases, never an
+    # AttributeError from inside the adapter
+    for url in (pgconn.url, tmp_path / "s.sqlite"):  # type: ignore[attr-defined]
+        conn = open_db(url)
+        conn.close()
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.execute("SELECT 1")
+        with pytest.raises(sqlite3.ProgrammingError):
+            conn.commit()
+        conn.close()  # closing twice is harmless
 
 
 def test_a_lost_snapshot_is_not_read_on_from_a_new_connection(pgconn: sqlite3.Connection) -> None:

@@ -102,6 +102,10 @@ class PgDataError(sqlite3.DataError):
     """A value PostgreSQL refused (out of range, wrong type)."""
 
 
+class PgProgrammingError(sqlite3.ProgrammingError):
+    """A connection used after :meth:`PgConnection.close`, as SQLite refuses one."""
+
+
 def _mapped(exc: psycopg.Error) -> sqlite3.Error:
     cls: type[sqlite3.Error]
     if isinstance(exc, psycopg.IntegrityError):
@@ -253,14 +257,21 @@ class PgConnection:
 
     @property
     def in_transaction(self) -> bool:
-        if self.raw.closed:
+        raw = self._open()
+        if raw.closed:
             return self._txn
-        return self.raw.info.transaction_status != TransactionStatus.IDLE
+        return raw.info.transaction_status != TransactionStatus.IDLE
+
+    def _open(self) -> psycopg.Connection[Any]:
+        """The raw connection; refused, as by SQLite, once this one was closed."""
+        if self.raw is None:
+            raise PgProgrammingError("Cannot operate on a closed database.")
+        return self.raw
 
     def _live(self, sql: str) -> bool:
         """Replace a connection the server closed; False: ``sql`` rolls back a transaction
-        that was lost with it (nothing left to do)."""
-        if not self.raw.closed:
+        that was lost with it (nothing left to do). Refused once closed by :meth:`close`."""
+        if not self._open().closed:
             return True
         if self._txn:
             if _ROLLBACK.match(sql):
