@@ -34,6 +34,7 @@ from shared.money import format_fen
 from simulator.harness.cluster import Cluster
 from simulator.harness.world import demo_world
 from simulator.waiting import wait_until
+from terminal.agent import OFFLINE_BANNER
 from terminal.devices import DeviceLoop, Order
 
 MASTER = bytes(range(32))
@@ -136,6 +137,9 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
         step("same QR code at terminal B", b.terminal, lambda: loop_b.scanner.present(code), lambda: True)  # type: ignore[union-attr]
         a.cut()
         wait_until(lambda: not a.terminal.sync.online, 15)
+        # the agent puts up the offline notice at the end of its step: the scan comes after
+        # it, or the step could read the notice as the scan's answer (a slow machine did)
+        wait_until(lambda: _first_line(a.terminal) == OFFLINE_BANNER, 15)
         step(
             "digital RMB while offline",
             a.terminal,
@@ -183,6 +187,11 @@ def run_payments_demo(broker: str = "embedded") -> dict[str, Any]:
         "wallet_left_fen": wallet.balance_fen,
         "audit": {k: v for k, v in audit.to_json().items() if k != "mismatch_details"},
     }
+
+
+def _first_line(terminal: Any) -> str:
+    screen = terminal.display.last
+    return screen.lines[0] if screen and screen.lines else ""
 
 
 def render_payments(result: dict[str, Any]) -> str:
