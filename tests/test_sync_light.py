@@ -175,12 +175,9 @@ def _blocked(t: TerminalHandle, card_id: str) -> bool:
     return state.blocked or state.card_status != "active"
 
 
-def _versions(payloads: list[bytes]) -> set[int]:
-    return {int(parse_json(p)["body"]["version"]) for p in payloads}
-
-
 def _senders(payloads: list[bytes]) -> list[tuple[str, int]]:
-    return [(m["sender"], m["body"]["version"]) for m in map(parse_json, payloads)]
+    """(sender, delta version) of each sealed delta message."""
+    return [(m["sender"], int(m["body"]["version"])) for m in map(parse_json, payloads)]
 
 
 def _published(cluster: Cluster) -> int:
@@ -229,7 +226,7 @@ def test_a_lost_last_delta_is_repaired_through_the_presences_version(  # noqa: A
         lost = set(range(before + 1, head + 1))
         # published, and lost on the way (counted by version: the tests' broker is shared, and
         # a retained delta of another test's server can arrive here too)
-        assert wait_until(lambda: lost <= _versions(dropped), 20), (
+        assert wait_until(lambda: lost <= {v for _, v in _senders(dropped)}, 30), (
             f"deltas {sorted(lost)} not all seen lost: dropped {_senders(dropped)}; "
             f"link connects {links[0].connects}, publisher at {_published(cluster)}"
         )
